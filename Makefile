@@ -1,0 +1,40 @@
+# The project's single entry point. Every target creates .venv when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## demo: a whole swarm on loopback (tracker, seed, downloaders) with live progress
+demo: $(STAMP)
+	$(VENV)/bin/pytorrent demo
+
+## test: the whole suite; inside a loopback-only network namespace when we may make one
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	@if [ "$$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then \
+		echo "running the tests in a loopback-only network namespace"; \
+		unshare --net -- sh -c 'ip link set lo up && exec $(PY) -m pytest $(PYTEST_ARGS)'; \
+	else \
+		$(PY) -m pytest $(PYTEST_ARGS); \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+## bench: every benchmark in bench/, figures printed
+bench: $(STAMP)
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

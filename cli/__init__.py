@@ -1,0 +1,1 @@
+"""The ``pytorrent`` command. Only calls the library; see :mod:`cli.main`."""

@@ -1,0 +1,111 @@
+"""``pytorrent``: the command-line front end.
+
+``main(argv) -> int`` parses arguments and hands each subcommand to its own module
+(``cli/cmd_<name>.py``), which exposes ``add_parser(subparsers)`` and ``run(args) -> int``.
+Command modules import heavy libraries (aiohttp, rich, the client) inside ``run`` so
+that start-up stays lean for the commands that do not need them.
+
+Exit codes: 0 success, 1 the job failed, 2 usage or input error, 130 interrupted.
+User errors print one line on stderr and no traceback; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+import traceback
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from torrent.errors import MetainfoError, TorrentError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Subcommands in the order ``--help`` lists them; each lives in ``cli/cmd_<name>.py``.
+COMMANDS = ("download", "seed", "create", "info", "tracker", "demo")
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+    """A command was given arguments it cannot use; printed as one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pytorrent", description="BitTorrent client, tracker and torrent maker."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--no-uvloop", action="store_true", help="use asyncio's default event loop instead of uvloop"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"cli.cmd_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"cli.cmd_{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, no_uvloop: bool = False) -> T:
+    """Run ``coro`` to completion on uvloop when it imports (unless ``no_uvloop``)."""
+    loop_factory = None
+    if not no_uvloop:
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pytorrent`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed the message
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    module = importlib.import_module(f"cli.cmd_{args.command}")
+    try:
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        print("pytorrent: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, MetainfoError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TorrentError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        if args.debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"pytorrent {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

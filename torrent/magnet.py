@@ -1,0 +1,169 @@
+"""Magnet URIs (BEP 9, BEP 53): parse and build.
+
+Understands ``xt=urn:btih:`` with the info hash in hex (40 characters) or base32
+(32 characters), ``dn`` (display name), ``tr`` (trackers, several), ``ws`` (web seeds,
+BEP 19), ``x.pe`` (peer addresses ``host:port``) and ``so`` (BEP 53 file selection,
+e.g. ``0,2,4-6``). Unknown parameters are ignored. Errors are :class:`MetainfoError`.
+
+Left out: v2 ``urn:btmh:`` hashes; a magnet carrying only one is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from torrent.errors import MetainfoError
+from torrent.types import InfoHash
+
+#: The longest magnet URI we parse; real ones are a few KiB at most.
+MAX_MAGNET_LENGTH = 64 * 1024
+#: ``so`` ranges may not expand to more indices than this.
+MAX_SELECTED_FILES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Magnet:
+    """A parsed magnet link.
+
+    Attributes:
+        info_hash: the 20-byte v1 info hash.
+        name: ``dn``, "" when absent.
+        trackers: ``tr`` values in order.
+        web_seeds: ``ws`` values in order.
+        peers: ``x.pe`` values as ``(host, port)``.
+        select_only: BEP 53 ``so`` file indices, sorted; empty means every file.
+    """
+
+    info_hash: InfoHash
+    name: str = ""
+    trackers: tuple[str, ...] = ()
+    web_seeds: tuple[str, ...] = ()
+    peers: tuple[tuple[str, int], ...] = ()
+    select_only: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, uri: str) -> Magnet:
+        """Parse a ``magnet:?`` URI.
+
+        Raises:
+            MetainfoError: not a magnet URI, no usable ``xt``, or a malformed parameter.
+        """
+        if not isinstance(uri, str):
+            raise MetainfoError("a magnet link must be text", "magnet")
+        if len(uri) > MAX_MAGNET_LENGTH:
+            raise MetainfoError(f"longer than {MAX_MAGNET_LENGTH} characters", "magnet")
+        parts = urlsplit(uri.strip())
+        if parts.scheme.lower() != "magnet":
+            raise MetainfoError("not a magnet link (must start with 'magnet:?')", "magnet")
+        info_hash: bytes | None = None
+        saw_v2 = False
+        name = ""
+        trackers: list[str] = []
+        web_seeds: list[str] = []
+        peers: list[tuple[str, int]] = []
+        select: set[int] = set()
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            key = key.lower()
+            if key == "xt" or (key.startswith("xt.") and key[3:].isdigit()):
+                low = value.lower()
+                if low.startswith("urn:btih:"):
+                    info_hash = _decode_btih(value[9:])
+                elif low.startswith("urn:btmh:"):
+                    saw_v2 = True
+            elif key == "dn":
+                name = value
+            elif key == "tr":
+                if value:
+                    trackers.append(value)
+            elif key == "ws":
+                if value:
+                    web_seeds.append(value)
+            elif key == "x.pe":
+                peers.append(_parse_peer(value))
+            elif key == "so":
+                select.update(_parse_select(value))
+        if info_hash is None:
+            if saw_v2:
+                raise MetainfoError("v2-only magnet links (urn:btmh) are not supported", "magnet.xt")
+            raise MetainfoError("no 'xt=urn:btih:' info hash", "magnet.xt")
+        return cls(
+            info_hash=InfoHash(info_hash),
+            name=name,
+            trackers=tuple(dict.fromkeys(trackers)),
+            web_seeds=tuple(dict.fromkeys(web_seeds)),
+            peers=tuple(peers),
+            select_only=tuple(sorted(select)),
+        )
+
+    def to_uri(self) -> str:
+        """Build the magnet URI (hex info hash; parameters in BEP 9 order)."""
+        parts = [f"xt=urn:btih:{self.info_hash.hex()}"]
+        if self.name:
+            parts.append("dn=" + quote(self.name, safe=""))
+        parts.extend("tr=" + quote(t, safe="") for t in self.trackers)
+        parts.extend("ws=" + quote(w, safe="") for w in self.web_seeds)
+        for host, port in self.peers:
+            shown = f"[{host}]" if ":" in host else host
+            parts.append("x.pe=" + quote(f"{shown}:{port}", safe=""))
+        if self.select_only:
+            parts.append("so=" + _format_select(self.select_only))
+        return "magnet:?" + "&".join(parts)
+
+
+def _decode_btih(text: str) -> bytes:
+    if len(text) == 40:
+        try:
+            return binascii.unhexlify(text)
+        except (binascii.Error, ValueError):
+            raise MetainfoError(f"{text!r} is not a hex info hash", "magnet.xt") from None
+    if len(text) == 32:
+        try:
+            return base64.b32decode(text.upper())
+        except (binascii.Error, ValueError):
+            raise MetainfoError(f"{text!r} is not a base32 info hash", "magnet.xt") from None
+    raise MetainfoError(f"info hash must be 40 hex or 32 base32 characters, got {len(text)}", "magnet.xt")
+
+
+def _parse_peer(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise MetainfoError(f"{value!r} is not host:port", "magnet.x.pe")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise MetainfoError(f"port {port} out of range", "magnet.x.pe")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def _parse_select(value: str) -> set[int]:
+    out: set[int] = set()
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        first, dash, last = item.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise MetainfoError(f"{item!r} is not an index or a range", "magnet.so")
+        lo, hi = int(first), int(last) if dash else int(first)
+        if hi < lo:
+            raise MetainfoError(f"range {item!r} runs backwards", "magnet.so")
+        if hi - lo + len(out) > MAX_SELECTED_FILES:
+            raise MetainfoError(f"selects more than {MAX_SELECTED_FILES} files", "magnet.so")
+        out.update(range(lo, hi + 1))
+    return out
+
+
+def _format_select(indices: tuple[int, ...]) -> str:
+    runs: list[str] = []
+    start = prev = indices[0]
+    for i in indices[1:] + (-2,):
+        if i == prev + 1:
+            prev = i
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = i
+    return ",".join(runs)
