@@ -160,7 +160,7 @@ def _parse_select(value: str) -> set[int]:
 def _format_select(indices: tuple[int, ...]) -> str:
     runs: list[str] = []
     start = prev = indices[0]
-    for i in indices[1:] + (-2,):
+    for i in (*indices[1:], -2):
         if i == prev + 1:
             prev = i
             continue

@@ -386,11 +386,8 @@ def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
         for i, tier in enumerate(raw_tiers):
             if not isinstance(tier, list):
                 raise MetainfoError(f"expected a list, got {_kind(tier)}", f"announce-list[{i}]")
-            urls = tuple(
-                u
-                for j, u in enumerate(_text(x, f"announce-list[{i}][{j}]").strip() for x in tier)
-                if u
-            )
+            stripped = (_text(x, f"announce-list[{i}][{j}]").strip() for j, x in enumerate(tier))
+            urls = tuple(u for u in stripped if u)
             if urls:
                 tiers.append(urls)
     # BEP 12: when announce-list is present (and not empty) it replaces announce.
