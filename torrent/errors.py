@@ -57,7 +57,17 @@ class TrackerError(TorrentError):
 
 
 class StorageError(TorrentError):
-    """Reading or writing the payload on disk failed (full disk, permissions, ...)."""
+    """Reading or writing the payload on disk failed (full disk, permissions, ...).
+
+    Attributes:
+        path: the file or directory involved ("" when none is).
+        errno: the operating system's error number, or None.
+    """
+
+    def __init__(self, message: str, path: str = "", errno: int | None = None) -> None:
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
 
 
 class HashMismatch(TorrentError):

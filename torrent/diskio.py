@@ -1,0 +1,376 @@
+"""Async front for a :class:`~torrent.storage.Storage`: file I/O and SHA-1 off the event loop.
+
+Every read, write and hash runs on a bounded thread pool (``pread``/``pwrite`` and
+``hashlib`` release the GIL for large buffers, so hashing uses every core). The loop
+only awaits results (libtorrent's ``disk_interface`` plays the same role).
+
+Rules:
+
+1. Back-pressure: at most ``max_queued`` operations are submitted or running; one
+   more ``await`` waits for a slot, so a fast network cannot queue unbounded blocks.
+2. A piece counts as verified only when its SHA-1 matched *and* its bytes were
+   written: :meth:`DiskIO.hash_piece` hashes what is on disk (after the writes it
+   follows returned), and :meth:`DiskIO.write_piece` hashes the in-memory piece first
+   and returns True only once the write returned. Either way the caller marks the
+   piece verified after the ``await`` returned True, never before.
+3. Before the first write to a piece, the optional write journal is told (in the same
+   worker thread, before the bytes go out), so a crash leaves a record of every piece
+   that may hold new bytes (see :mod:`torrent.resume`).
+4. The read cache (for uploads) holds *whole pieces* when a piece is at most a quarter
+   of the cache, otherwise single blocks; it is an LRU bounded in bytes. A write to a
+   piece invalidates its cached copy (a per-piece generation number), and concurrent
+   reads of the same piece share one disk read.
+5. :meth:`DiskIO.check` hashes many pieces in parallel, one per core, each streamed in
+   1 MiB chunks, so memory stays at about ``cores`` MiB whatever the piece length.
+6. Cancelling an ``await`` does not cancel a write already running in a thread;
+   :meth:`DiskIO.aclose` waits for every submitted operation, so shutdown finishes
+   in-flight writes.
+
+Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from torrent.errors import StorageError
+from torrent.storage import Storage
+
+T = TypeVar("T")
+
+#: Bytes read per step when hashing a piece from disk.
+HASH_CHUNK = 1024 * 1024
+#: Default bound on operations submitted to the pool and not yet finished.
+DEFAULT_MAX_QUEUED = 64
+#: Default read-cache size in bytes.
+DEFAULT_READ_CACHE_BYTES = 16 * 1024 * 1024
+
+#: ``progress(done, total)`` callback of :meth:`DiskIO.check`, called on the loop.
+Progress = Callable[[int, int], None]
+
+
+class WriteJournal(Protocol):
+    """Told about a piece before its first write (thread-safe; called from workers)."""
+
+    def note_write(self, piece: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStats:
+    """A snapshot of :class:`DiskIO` counters (see :meth:`DiskIO.statistics`)."""
+
+    bytes_written: int
+    bytes_read: int
+    bytes_hashed: int
+    pieces_passed: int
+    pieces_failed: int
+    cache_hits: int
+    cache_misses: int
+    cache_bytes: int
+    queued: int
+    max_queued: int
+
+
+class DiskIO:
+    """Runs a storage's I/O and hashing on a bounded thread pool.
+
+    Use as ``async with DiskIO(storage) as disk:``; or call :meth:`aclose` yourself.
+
+    Args:
+        storage: the synchronous backend (thread-safe).
+        threads: pool size; default ``cores + 2`` (at least 4): cores for hashing plus
+            room for I/O that waits on the disk.
+        max_queued: bound on operations submitted and unfinished (back-pressure).
+        read_cache_bytes: LRU read cache size for uploads (0 disables it).
+        journal: told about each piece before its first write (see rule 3).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        threads: int | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES,
+        journal: WriteJournal | None = None,
+    ) -> None:
+        if max_queued < 1:
+            raise ValueError("max_queued must be at least 1")
+        cores = os.cpu_count() or 1
+        self.storage = storage
+        self._info = storage.info
+        self._threads = threads if threads is not None else max(4, cores + 2)
+        self._cores = max(1, min(cores, self._threads))
+        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="diskio")
+        self._max_queued = max_queued
+        self._slots = asyncio.Semaphore(max_queued)
+        self._queued = 0
+        self._submitted: set[Future[Any]] = set()
+        self._closed = False
+        self._journal = journal
+        self._journaled: set[int] = set()
+        # Read cache: key -> (generation of the piece when read, data).
+        self._cache_limit = max(0, read_cache_bytes)
+        self._whole_pieces = self._info.piece_length * 4 <= self._cache_limit
+        self._cache: OrderedDict[tuple[int, int, int], tuple[int, bytes]] = OrderedDict()
+        self._cache_bytes = 0
+        self._generation: dict[int, int] = {}
+        self._reading: dict[tuple[int, int, int], asyncio.Future[bytes]] = {}
+        # Counters.
+        self._bytes_written = 0
+        self._bytes_read = 0
+        self._bytes_hashed = 0
+        self._passed = 0
+        self._failed = 0
+        self._hits = 0
+        self._misses = 0
+
+    async def __aenter__(self) -> DiskIO:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait for every submitted operation, then stop the pool and close the files."""
+        self._closed = True
+        pending = [asyncio.wrap_future(f) for f in list(self._submitted)]
+        if pending:
+            await asyncio.wait(pending)
+        self._pool.shutdown(wait=False)
+        self.storage.close()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StorageError("disk I/O is closed")
+        async with self._slots:
+            self._queued += 1
+            try:
+                cf = self._pool.submit(fn, *args)
+                self._submitted.add(cf)
+                cf.add_done_callback(self._submitted.discard)
+                return await asyncio.wrap_future(cf)
+            finally:
+                self._queued -= 1
+
+    def _journal_sync(self, piece: int) -> None:
+        # Runs in the worker, before the write: the record exists before the bytes.
+        if self._journal is not None and piece not in self._journaled:
+            self._journal.note_write(piece)
+            self._journaled.add(piece)
+
+    def _invalidate(self, piece: int) -> None:
+        self._generation[piece] = self._generation.get(piece, 0) + 1
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _write_sync(self, piece: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._journal_sync(piece)
+        self.storage.write_block(piece, offset, data)
+
+    async def write(self, piece: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Write a block; returns once ``pwrite`` returned.
+
+        Raises:
+            StorageError: the write failed (full disk, permissions, ...).
+            ValueError: the range is not inside the piece.
+        """
+        self._invalidate(piece)
+        await self._run(self._write_sync, piece, offset, data)
+        self._bytes_written += len(data)
+        self._invalidate(piece)
+
+    def _write_piece_sync(self, piece: int, data: bytes | bytearray | memoryview) -> bool:
+        if hashlib.sha1(data).digest() != self._info.piece_hash(piece):
+            return False
+        self._journal_sync(piece)
+        self.storage.write_block(piece, 0, data)
+        return True
+
+    async def write_piece(self, piece: int, data: bytes | bytearray | memoryview) -> bool:
+        """Hash a whole in-memory piece and, when it matches, write it.
+
+        Returns:
+            True when the SHA-1 matched and the bytes were written; False when the hash
+            did not match (nothing was written).
+
+        Raises:
+            StorageError: the write failed.
+            ValueError: ``data`` is not exactly the piece's size.
+        """
+        if len(data) != self._info.piece_size(piece):
+            raise ValueError(f"piece {piece} is {self._info.piece_size(piece)} bytes, got {len(data)}")
+        self._invalidate(piece)
+        ok = await self._run(self._write_piece_sync, piece, data)
+        self._invalidate(piece)
+        self._bytes_hashed += len(data)
+        if ok:
+            self._bytes_written += len(data)
+            self._passed += 1
+        else:
+            self._failed += 1
+        return ok
+
+    # --- hashing ----------------------------------------------------------------------
+
+    def _hash_sync(self, piece: int) -> bool:
+        size = self._info.piece_size(piece)
+        h = hashlib.sha1()
+        try:
+            for offset in range(0, size, HASH_CHUNK):
+                h.update(self.storage.read_block(piece, offset, min(HASH_CHUNK, size - offset)))
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:  # a missing file: the piece is simply not there
+                return False
+            raise
+        return h.digest() == self._info.piece_hash(piece)
+
+    async def hash_piece(self, piece: int) -> bool:
+        """SHA-1 the piece as it is on disk and compare it with the metainfo.
+
+        Returns:
+            True when it matches (a missing file counts as a mismatch).
+
+        Raises:
+            StorageError: a file could not be read (other than missing).
+        """
+        ok = await self._run(self._hash_sync, piece)
+        self._bytes_hashed += self._info.piece_size(piece)
+        if ok:
+            self._passed += 1
+        else:
+            self._failed += 1
+        return ok
+
+    async def check(self, pieces: Iterable[int] | None = None, progress: Progress | None = None) -> set[int]:
+        """Hash many pieces in parallel (one per core) and return those that match.
+
+        Args:
+            pieces: which pieces to check; default every piece.
+            progress: ``progress(done, total)`` after each piece, on the event loop.
+
+        Returns:
+            The indices of the pieces whose data on disk matches the metainfo.
+
+        Raises:
+            StorageError: a file could not be read (other than missing).
+        """
+        todo = sorted(set(range(self._info.num_pieces) if pieces is None else pieces))
+        total = len(todo)
+        good: set[int] = set()
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        queue = iter(todo)  # shared by the workers: each takes the next piece
+
+        async def worker() -> None:
+            nonlocal done
+            for piece in queue:
+                if await self.hash_piece(piece):
+                    good.add(piece)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self._cores, total)):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as group:
+            # One failing worker cancels the others; give the caller the real error.
+            first = group.exceptions[0]
+            raise first from None
+        return good
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def read(self, piece: int, offset: int, length: int) -> bytes:
+        """Read a block for an upload, through the read cache.
+
+        Raises:
+            StorageError: a file is missing or unreadable.
+            ValueError: the range is not inside the piece.
+        """
+        size = self._info.piece_size(piece)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ValueError(f"range {offset}+{length} is outside piece {piece} of {size} bytes")
+        if self._cache_limit == 0:
+            data = await self._run(self.storage.read_block, piece, offset, length)
+            self._bytes_read += length
+            return data
+        key = (piece, 0, size) if self._whole_pieces else (piece, offset, length)
+        generation = self._generation.get(piece, 0)
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] == generation:
+            self._cache.move_to_end(key)
+            self._hits += 1
+            data = entry[1]
+        else:
+            self._misses += 1
+            data = await self._load(key, generation)
+        if self._whole_pieces:
+            return data[offset : offset + length]
+        return data
+
+    async def _load(self, key: tuple[int, int, int], generation: int) -> bytes:
+        waiting = self._reading.get(key)
+        if waiting is not None:
+            return await asyncio.shield(waiting)
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._reading[key] = fut
+        try:
+            data = await self._run(self.storage.read_block, *key)
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else StorageError("read cancelled"))
+                fut.exception()  # mark retrieved: nobody else may be waiting
+            raise
+        finally:
+            self._reading.pop(key, None)
+        fut.set_result(data)
+        self._bytes_read += len(data)
+        if self._generation.get(key[0], 0) == generation and len(data) <= self._cache_limit:
+            old = self._cache.pop(key, None)
+            if old is not None:
+                self._cache_bytes -= len(old[1])
+            self._cache[key] = (generation, data)
+            self._cache_bytes += len(data)
+            while self._cache_bytes > self._cache_limit:
+                _, (_, evicted) = self._cache.popitem(last=False)
+                self._cache_bytes -= len(evicted)
+        return data
+
+    # --- whole-storage operations --------------------------------------------------------
+
+    async def allocate(self) -> None:
+        """Create the wanted files (see :meth:`Storage.allocate`)."""
+        await self._run(self.storage.allocate)
+
+    async def flush(self) -> None:
+        """``fsync`` everything written so far (call before saving resume state)."""
+        await self._run(self.storage.sync)
+
+    def statistics(self) -> DiskStats:
+        """A frozen snapshot of the counters."""
+        return DiskStats(
+            bytes_written=self._bytes_written,
+            bytes_read=self._bytes_read,
+            bytes_hashed=self._bytes_hashed,
+            pieces_passed=self._passed,
+            pieces_failed=self._failed,
+            cache_hits=self._hits,
+            cache_misses=self._misses,
+            cache_bytes=self._cache_bytes,
+            queued=self._queued,
+            max_queued=self._max_queued,
+        )
