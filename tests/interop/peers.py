@@ -451,6 +451,9 @@ class LibtorrentPeer(Peer):
         atp.save_path = str(save_dir)
         atp.flags &= ~lt.torrent_flags.auto_managed
         atp.flags &= ~lt.torrent_flags.paused
+        # PEX is a session plugin these bindings cannot leave out; this turns it off per
+        # torrent (ut_pex stays listed in the BEP 10 handshake, but no PEX is sent).
+        atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
         handle = self.session.add_torrent(atp)
         ih = str(handle.info_hashes().v1)
         self.handles[ih] = handle
@@ -800,6 +803,7 @@ Proxy\\OnlyForTorrents=false
 
 [Preferences]
 Connection\\UPnP=false
+Connection\\ResolvePeerCountries=false
 General\\UseRandomPort=false
 WebUI\\Address={address}
 WebUI\\Port={webui_port}
