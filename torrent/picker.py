@@ -1,0 +1,992 @@
+"""The piece picker: which block to request from which peer next (BEP 3 "Piece downloading strategy").
+
+A pure state machine, no I/O and no clock of its own (times are passed in). The model is
+libtorrent's ``piece_picker.hpp``. The picker tracks:
+
+1. our pieces: *have* (hash-checked), *downloading* (some blocks requested or received) or
+   *missing*;
+2. per piece, its priority (0 = skipped, never requested; 1..7, higher first; default 4) and its
+   availability: how many connected peers have it (``seeds`` + a per-piece count, so a
+   have-all peer costs O(1));
+3. per connected peer, the pieces it has (a ``bytearray`` of 0/1, ``None`` for a seed) and the
+   blocks we requested from it with the request time;
+4. per downloading piece, the state of every 16 KiB block (free, requested by one or more
+   peers, received) and which peer delivered each block, so a hash failure can be blamed;
+5. per peer, how many failed pieces it contributed to (kept after it disconnects).
+
+Invariants:
+
+* A missing, wanted piece that no block has been requested of sits in exactly one ordered
+  array (one per priority level), sorted by availability into contiguous *buckets*. A change
+  of availability by one swaps the piece with the edge of its bucket and moves the boundary:
+  O(1), as libtorrent's ``update()`` does. Picking walks buckets from the rarest and starts at
+  a random position inside a bucket, so ties are broken at random.
+* ``_free_blocks`` counts the blocks of wanted missing pieces that nobody has been asked for.
+  When it reaches zero the picker is in *endgame*: blocks already requested may be requested
+  again from other peers, and a received block tells the caller which duplicates to cancel.
+* A piece whose every block is received is *complete*: the caller hashes it (after every write
+  of it finished) and reports ``on_piece_verified`` or ``on_piece_failed``.
+
+Pick order for one peer: (1) free blocks of pieces already downloading, the piece closest to
+done first (partial pieces are finished before new ones start, so we soon have something to
+trade); (2) a new piece the peer has: at random until we have ``random_first_pieces`` pieces,
+then rarest first with random ties, higher priority levels before lower ones, or in index order
+in sequential mode; (3) in endgame, blocks requested from others, least-requested first.
+
+Left out: piece affinity by peer speed, suggested pieces (BEP 6 ``suggest``), and the
+``allowed fast`` set is only supported through ``pick(..., restrict_to=...)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Collection, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import NamedTuple
+
+from torrent.types import BLOCK_SIZE
+
+#: An opaque, hashable key that identifies one peer connection to the caller.
+PeerKey = Hashable
+
+#: Priority levels, as in libtorrent: 0 = do not download, 7 = most urgent.
+SKIP = 0
+DEFAULT_PRIORITY = 4
+MAX_PRIORITY = 7
+
+_FREE = 0
+_REQUESTED = 1
+_RECEIVED = 2
+
+
+class Block(NamedTuple):
+    """One request unit: ``length`` bytes at ``offset`` inside piece ``piece``.
+
+    A named tuple rather than a dataclass because it is created and hashed for every block
+    on the hot path, and unpacks as the ``(index, begin, length)`` of a BEP 3 request.
+    """
+
+    piece: int
+    offset: int
+    length: int
+
+
+class BlockStatus(enum.Enum):
+    #: The first copy of a block we still needed: write it.
+    NEW = "new"
+    #: We already had this block (endgame duplicate or a late answer): drop the payload.
+    DUPLICATE = "duplicate"
+    #: Not a block of our grid, or of a piece we do not want: drop it.
+    UNEXPECTED = "unexpected"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """What ``on_block`` decided.
+
+    Attributes:
+        status: see :class:`BlockStatus`.
+        piece_complete: every block of the piece is now received: hash it.
+        cancels: ``(peer, block)`` requests to cancel because this copy arrived first.
+    """
+
+    status: BlockStatus
+    piece_complete: bool = False
+    cancels: tuple[tuple[PeerKey, Block], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HashFailure:
+    """What ``on_piece_failed`` decided.
+
+    Attributes:
+        piece: the piece that failed; it is missing again.
+        contributors: the peers that delivered blocks of it.
+        ban: peers to disconnect and refuse: the only contributor of a bad piece, or a
+            contributor to ``ban_after_failures`` bad pieces.
+    """
+
+    piece: int
+    contributors: frozenset[PeerKey]
+    ban: frozenset[PeerKey]
+
+
+@dataclass(frozen=True, slots=True)
+class PickerStats:
+    """A snapshot of download progress."""
+
+    num_pieces: int
+    pieces_have: int
+    pieces_wanted: int
+    pieces_downloading: int
+    bytes_done: int
+    bytes_wanted: int
+    #: Wanted bytes we do not have yet: the tracker's ``left``.
+    left: int
+    blocks_requested: int
+    peers: int
+    seeds: int
+    in_endgame: bool
+    is_complete: bool
+
+
+class _Download:
+    """Block states of one piece that is being downloaded."""
+
+    __slots__ = ("contrib", "free", "hint", "num_blocks", "piece", "received", "req", "state")
+
+    def __init__(self, piece: int, num_blocks: int) -> None:
+        self.piece = piece
+        self.num_blocks = num_blocks
+        self.state = bytearray(num_blocks)
+        self.req: list[dict[PeerKey, float] | None] = [None] * num_blocks
+        self.contrib: list[PeerKey | None] = [None] * num_blocks
+        self.free = num_blocks
+        self.received = 0
+        #: No free block below this index.
+        self.hint = 0
+
+
+class _PeerState:
+    __slots__ = ("count", "has", "requests")
+
+    def __init__(self, num_pieces: int) -> None:
+        #: 0/1 per piece; ``None`` once the peer has every piece (counted in ``seeds``).
+        self.has: bytearray | None = bytearray(num_pieces)
+        self.count = 0
+        #: Outstanding requests in the order they were sent, with the time sent.
+        self.requests: dict[Block, float] = {}
+
+
+class _Buckets:
+    """The startable pieces of one priority level, ordered by availability.
+
+    ``order[start[k]:start[k + 1]]`` holds the pieces of availability ``k``; the last entry of
+    ``start`` is ``len(order)``. ``pos`` (shared by all levels) maps a piece to its index.
+    """
+
+    __slots__ = ("order", "pos", "start")
+
+    def __init__(self, pos: list[int]) -> None:
+        self.order: list[int] = []
+        self.start: list[int] = [0]
+        self.pos = pos
+
+    def _swap(self, i: int, j: int) -> None:
+        order, pos = self.order, self.pos
+        a, b = order[i], order[j]
+        order[i], order[j] = b, a
+        pos[b], pos[a] = i, j
+
+    def inc(self, p: int, a: int) -> None:
+        """Availability of ``p`` goes from ``a`` to ``a + 1``."""
+        start = self.start
+        if a + 2 >= len(start):
+            start.append(start[-1])
+        last = start[a + 1] - 1
+        self._swap(self.pos[p], last)
+        start[a + 1] = last
+
+    def dec(self, p: int, a: int) -> None:
+        """Availability of ``p`` goes from ``a`` to ``a - 1``."""
+        start = self.start
+        first = start[a]
+        self._swap(self.pos[p], first)
+        start[a] = first + 1
+
+    def add(self, p: int, a: int) -> None:
+        start, order = self.start, self.order
+        while len(start) - 1 <= a:
+            start.append(start[-1])
+        order.append(p)
+        self.pos[p] = len(order) - 1
+        start[-1] += 1
+        k = len(start) - 2
+        while k > a:
+            first = start[k]
+            self._swap(self.pos[p], first)
+            start[k] = first + 1
+            k -= 1
+
+    def remove(self, p: int, a: int) -> None:
+        start, order = self.start, self.order
+        k = a
+        top = len(start) - 2
+        while k < top:
+            last = start[k + 1] - 1
+            self._swap(self.pos[p], last)
+            start[k + 1] = last
+            k += 1
+        self._swap(self.pos[p], len(order) - 1)
+        order.pop()
+        start[-1] -= 1
+        self.pos[p] = -1
+
+
+class Picker:
+    """Decides which blocks to request; see the module docstring for the rules.
+
+    Args:
+        num_pieces: pieces in the torrent.
+        piece_length: bytes per piece (the last piece may be shorter).
+        total_length: bytes in the torrent.
+        have: pieces we already have (resume data or a check of the files).
+        priorities: one priority per piece (0..7); default 4 for all.
+        sequential: request pieces in index order (streaming) instead of rarest first.
+        rng: the source of randomness (seed it in tests).
+        random_first_pieces: pick at random until we have this many pieces.
+        ban_after_failures: a peer that contributed to this many failed pieces is banned.
+        endgame_max_requesters: in endgame, how many peers may be asked for one block.
+
+    Raises:
+        ValueError: the geometry is inconsistent or a priority is out of range.
+    """
+
+    def __init__(
+        self,
+        num_pieces: int,
+        piece_length: int,
+        total_length: int,
+        *,
+        have: Iterable[int] = (),
+        priorities: Sequence[int] | None = None,
+        sequential: bool = False,
+        rng: random.Random | None = None,
+        random_first_pieces: int = 4,
+        ban_after_failures: int = 2,
+        endgame_max_requesters: int = 3,
+    ) -> None:
+        if piece_length <= 0 or total_length <= 0 or num_pieces <= 0:
+            raise ValueError("piece_length, total_length and num_pieces must be positive")
+        if num_pieces != -(-total_length // piece_length):
+            raise ValueError(
+                f"{num_pieces} pieces of {piece_length} bytes cannot hold {total_length} bytes"
+            )
+        self.num_pieces = num_pieces
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.sequential = sequential
+        self.random_first_pieces = random_first_pieces
+        self.ban_after_failures = ban_after_failures
+        self.endgame_max_requesters = endgame_max_requesters
+        self._rng = rng if rng is not None else random.Random()
+        self._last_piece_length = total_length - (num_pieces - 1) * piece_length
+        self._blocks_per_piece = -(-piece_length // BLOCK_SIZE)
+
+        self._have = bytearray(num_pieces)
+        self._num_have = 0
+        for i in have:
+            if not 0 <= i < num_pieces:
+                raise ValueError(f"have: piece {i} out of range")
+            if not self._have[i]:
+                self._have[i] = 1
+                self._num_have += 1
+        self._prio = bytearray([DEFAULT_PRIORITY] * num_pieces)
+        self._avail = [0] * num_pieces
+        self._seeds = 0
+        self._pos = [-1] * num_pieces
+        self._levels: dict[int, _Buckets] = {}
+        self._downloads: dict[int, _Download] = {}
+        #: Downloads that still have free blocks.
+        self._open: dict[int, _Download] = {}
+        self._peers: dict[PeerKey, _PeerState] = {}
+        self._failures: dict[PeerKey, int] = {}
+        self._seq_next = 0
+        self._free_blocks = 0
+        self._requested = 0
+        self._bytes_wanted = 0
+        self._wanted_done = 0
+        self._pieces_wanted = 0
+        if priorities is not None:
+            self._set_priorities(priorities)
+        self._rebuild()
+
+    # ------------------------------------------------------------------ geometry
+
+    def piece_size(self, piece: int) -> int:
+        """Bytes in ``piece`` (the last one may be shorter)."""
+        return self._last_piece_length if piece == self.num_pieces - 1 else self.piece_length
+
+    def num_blocks(self, piece: int) -> int:
+        return -(-self.piece_size(piece) // BLOCK_SIZE)
+
+    def block(self, piece: int, index: int) -> Block:
+        """The ``index``-th block of ``piece`` (the last block of a piece may be shorter)."""
+        offset = index * BLOCK_SIZE
+        return Block(piece, offset, min(BLOCK_SIZE, self.piece_size(piece) - offset))
+
+    def blocks(self, piece: int) -> list[Block]:
+        return [self.block(piece, b) for b in range(self.num_blocks(piece))]
+
+    # ------------------------------------------------------------------ priorities
+
+    def _set_priorities(self, priorities: Sequence[int]) -> None:
+        if len(priorities) != self.num_pieces:
+            raise ValueError(f"{len(priorities)} priorities for {self.num_pieces} pieces")
+        for p in priorities:
+            if not SKIP <= p <= MAX_PRIORITY:
+                raise ValueError(f"priority {p} is not within {SKIP}..{MAX_PRIORITY}")
+        self._prio = bytearray(priorities)
+
+    def set_piece_priorities(self, priorities: Sequence[int]) -> None:
+        """Set every piece's priority (0 = skip, 1..7, higher first). O(pieces).
+
+        A downloading piece that becomes skipped keeps its received blocks; no new block of it
+        is requested. Requests already sent stay outstanding.
+
+        Raises:
+            ValueError: wrong length or a priority out of range.
+        """
+        self._set_priorities(priorities)
+        self._rebuild()
+
+    def set_file_priorities(self, file_lengths: Sequence[int], priorities: Sequence[int]) -> None:
+        """Derive piece priorities from file priorities (files in torrent order).
+
+        A piece gets the highest priority of the files it overlaps, so a piece shared by a
+        skipped file and a wanted one is still downloaded. Empty files overlap nothing.
+
+        Raises:
+            ValueError: lengths do not add up to the torrent, or a priority is out of range.
+        """
+        if len(file_lengths) != len(priorities):
+            raise ValueError(f"{len(priorities)} priorities for {len(file_lengths)} files")
+        if sum(file_lengths) != self.total_length or any(n < 0 for n in file_lengths):
+            raise ValueError("file lengths do not add up to the torrent's length")
+        piece_prio = [SKIP] * self.num_pieces
+        offset = 0
+        for length, prio in zip(file_lengths, priorities, strict=True):
+            if not SKIP <= prio <= MAX_PRIORITY:
+                raise ValueError(f"priority {prio} is not within {SKIP}..{MAX_PRIORITY}")
+            if length:
+                first = offset // self.piece_length
+                last = (offset + length - 1) // self.piece_length
+                for i in range(first, last + 1):
+                    piece_prio[i] = max(piece_prio[i], prio)
+            offset += length
+        self.set_piece_priorities(piece_prio)
+
+    def piece_priority(self, piece: int) -> int:
+        return self._prio[piece]
+
+    def _rebuild(self) -> None:
+        """Recompute the ordered arrays and the counters from scratch (rare operations)."""
+        pos = self._pos
+        for i in range(self.num_pieces):
+            pos[i] = -1
+        by_level: dict[int, list[int]] = {}
+        for i in range(self.num_pieces):
+            if self._prio[i] and not self._have[i] and i not in self._downloads:
+                by_level.setdefault(self._prio[i], []).append(i)
+        self._levels = {}
+        avail = self._avail
+        for level in sorted(by_level, reverse=True):
+            pieces = by_level[level]
+            self._rng.shuffle(pieces)
+            pieces.sort(key=avail.__getitem__)  # stable: ties stay shuffled
+            b = _Buckets(pos)
+            b.order = pieces
+            top = max(avail[p] for p in pieces)
+            b.start = [0] * (top + 2)
+            for k in range(top + 2):
+                b.start[k] = len(pieces)
+            for idx in range(len(pieces) - 1, -1, -1):
+                pos[pieces[idx]] = idx
+                b.start[avail[pieces[idx]]] = idx
+            for k in range(top, -1, -1):  # empty buckets start where the next one starts
+                b.start[k] = min(b.start[k], b.start[k + 1])
+            self._levels[level] = b
+        free = 0
+        wanted = 0
+        wanted_done = 0
+        pieces_wanted = 0
+        for i in range(self.num_pieces):
+            if not self._prio[i]:
+                continue
+            size = self.piece_size(i)
+            wanted += size
+            pieces_wanted += 1
+            if self._have[i]:
+                wanted_done += size
+            else:
+                d = self._downloads.get(i)
+                free += d.free if d is not None else self.num_blocks(i)
+        self._free_blocks = free
+        self._bytes_wanted = wanted
+        self._wanted_done = wanted_done
+        self._pieces_wanted = pieces_wanted
+        self._seq_next = 0
+
+    # ------------------------------------------------------------------ availability
+
+    def _peer(self, peer: PeerKey) -> _PeerState:
+        st = self._peers.get(peer)
+        if st is None:
+            st = self._peers[peer] = _PeerState(self.num_pieces)
+        return st
+
+    def _inc(self, i: int) -> None:
+        a = self._avail[i]
+        if self._pos[i] >= 0:
+            self._levels[self._prio[i]].inc(i, a)
+        self._avail[i] = a + 1
+
+    def _dec(self, i: int) -> None:
+        a = self._avail[i]
+        if self._pos[i] >= 0:
+            self._levels[self._prio[i]].dec(i, a)
+        self._avail[i] = a - 1
+
+    def _forget_pieces(self, st: _PeerState) -> None:
+        if st.has is None:
+            self._seeds -= 1
+        else:
+            has = st.has
+            for i in range(self.num_pieces):
+                if has[i]:
+                    self._dec(i)
+        st.has = bytearray(self.num_pieces)
+        st.count = 0
+
+    def on_peer_have(self, peer: PeerKey, piece: int) -> bool:
+        """The peer announced one piece (BEP 3 ``have``).
+
+        Returns:
+            True when we want that piece and do not have it (a reason to be interested).
+
+        Raises:
+            ValueError: ``piece`` is out of range (the codec should have refused it).
+        """
+        if not 0 <= piece < self.num_pieces:
+            raise ValueError(f"have: piece {piece} out of range")
+        st = self._peer(peer)
+        has = st.has
+        if has is not None and not has[piece]:
+            has[piece] = 1
+            st.count += 1
+            self._inc(piece)
+            if st.count == self.num_pieces:  # now a seed: keep it in O(1) form
+                for i in range(self.num_pieces):
+                    self._dec(i)
+                st.has = None
+                self._seeds += 1
+        return self.wants(piece)
+
+    def on_peer_bitfield(self, peer: PeerKey, has: Sequence[int]) -> bool:
+        """The peer's whole piece set: one truthy/falsy entry per piece (e.g. a ``bytearray``).
+
+        Replaces whatever the peer announced before.
+
+        Returns:
+            True when the peer has a piece we want and lack.
+
+        Raises:
+            ValueError: ``has`` does not have one entry per piece.
+        """
+        if len(has) != self.num_pieces:
+            raise ValueError(f"bitfield of {len(has)} entries for {self.num_pieces} pieces")
+        st = self._peer(peer)
+        self._forget_pieces(st)
+        mine = bytearray(1 if x else 0 for x in has)
+        count = sum(mine)
+        if count == self.num_pieces:
+            st.has = None
+            self._seeds += 1
+            return self._num_wanted_missing() > 0
+        st.has = mine
+        st.count = count
+        for i in range(self.num_pieces):
+            if mine[i]:
+                self._inc(i)
+        return self.is_interesting(peer)
+
+    def on_peer_have_all(self, peer: PeerKey) -> bool:
+        """BEP 6 ``have all``. Returns True when we want anything."""
+        st = self._peer(peer)
+        self._forget_pieces(st)
+        st.has = None
+        self._seeds += 1
+        return self._num_wanted_missing() > 0
+
+    def on_peer_have_none(self, peer: PeerKey) -> None:
+        """BEP 6 ``have none`` (also registers a peer that sent no bitfield)."""
+        self._forget_pieces(self._peer(peer))
+
+    def on_peer_disconnect(self, peer: PeerKey) -> list[Block]:
+        """The peer is gone: its pieces no longer count and its requests are freed.
+
+        Returns:
+            The blocks that were outstanding with it (now free for other peers).
+        """
+        st = self._peers.get(peer)
+        if st is None:
+            return []
+        freed = self.abort_requests(peer)
+        self._forget_pieces(st)
+        del self._peers[peer]
+        return freed
+
+    def availability(self, piece: int) -> int:
+        """How many connected peers have ``piece``."""
+        return self._seeds + self._avail[piece]
+
+    def peer_has(self, peer: PeerKey, piece: int) -> bool:
+        st = self._peers.get(peer)
+        return st is not None and (st.has is None or bool(st.has[piece]))
+
+    def wants(self, piece: int) -> bool:
+        """True when ``piece`` is wanted (priority > 0) and we do not have it."""
+        return bool(self._prio[piece]) and not self._have[piece]
+
+    def is_interesting(self, peer: PeerKey) -> bool:
+        """Does ``peer`` have a piece we want and lack? O(pieces) for a partial peer."""
+        st = self._peers.get(peer)
+        if st is None:
+            return False
+        if st.has is None:
+            return self._num_wanted_missing() > 0
+        has, prio, mine = st.has, self._prio, self._have
+        return any(has[i] and prio[i] and not mine[i] for i in range(self.num_pieces))
+
+    def _num_wanted_missing(self) -> int:
+        return self._bytes_wanted - self._wanted_done
+
+    # ------------------------------------------------------------------ picking
+
+    def pick(
+        self,
+        peer: PeerKey,
+        count: int,
+        *,
+        now: float = 0.0,
+        restrict_to: Collection[int] | None = None,
+    ) -> list[Block]:
+        """Choose up to ``count`` blocks to request from ``peer`` and record them as requested.
+
+        Args:
+            peer: a peer whose pieces we were told about (``on_peer_bitfield`` etc.).
+            count: free slots in that peer's request pipeline.
+            now: the caller's clock, stored as the request time.
+            restrict_to: only these pieces (e.g. the BEP 6 allowed-fast set while choked).
+
+        Returns:
+            The blocks, in the order to request them; fewer (or none) when the peer has
+            nothing more we want.
+        """
+        st = self._peers.get(peer)
+        if st is None or count <= 0:
+            return []
+        has = st.has
+        out: list[Block] = []
+        prio = self._prio
+
+        # 1. Partial pieces: finish what is started, the piece closest to done first.
+        if self._open:
+            cands = [
+                d
+                for p, d in self._open.items()
+                if prio[p]
+                and (has is None or has[p])
+                and (restrict_to is None or p in restrict_to)
+            ]
+            if cands:
+                if self.sequential:
+                    cands.sort(key=lambda d: d.piece)
+                elif len(cands) > 1:
+                    cands.sort(key=lambda d: (-prio[d.piece], d.free))
+                for d in cands:
+                    self._take_free(d, peer, st, count, out, now)
+                    if len(out) >= count:
+                        return out
+
+        # 2. New pieces.
+        while len(out) < count:
+            p = self._next_new_piece(has, restrict_to)
+            if p < 0:
+                break
+            d = self._start(p)
+            self._take_free(d, peer, st, count, out, now)
+
+        # 3. Endgame: ask for blocks others were asked for.
+        if len(out) < count and self._free_blocks == 0 and self._downloads:
+            self._pick_endgame(peer, st, count, out, now, restrict_to)
+        return out
+
+    def _take_free(
+        self, d: _Download, peer: PeerKey, st: _PeerState, count: int, out: list[Block], now: float
+    ) -> None:
+        state, req = d.state, d.req
+        b = d.hint
+        n = d.num_blocks
+        p = d.piece
+        size = self.piece_size(p)
+        taken = 0
+        while b < n and len(out) < count:
+            if state[b] == _FREE:
+                state[b] = _REQUESTED
+                req[b] = {peer: now}
+                offset = b * BLOCK_SIZE
+                blk = Block(p, offset, min(BLOCK_SIZE, size - offset))
+                st.requests[blk] = now
+                out.append(blk)
+                taken += 1
+                if taken == d.free:
+                    b += 1
+                    break
+            b += 1
+        d.hint = b
+        d.free -= taken
+        self._requested += taken
+        if self._prio[p]:
+            self._free_blocks -= taken
+        if d.free == 0:
+            self._open.pop(p, None)
+
+    def _start(self, p: int) -> _Download:
+        level = self._levels[self._prio[p]]
+        level.remove(p, self._avail[p])
+        d = _Download(p, self.num_blocks(p))
+        self._downloads[p] = d
+        self._open[p] = d
+        return d
+
+    def _next_new_piece(self, has: bytearray | None, restrict_to: Collection[int] | None) -> int:
+        """A piece to start for a peer with piece set ``has``, or -1."""
+        if self.sequential:
+            return self._next_sequential(has, restrict_to)
+        rng = self._rng
+        random_first = self._num_have < self.random_first_pieces
+        for level in sorted(self._levels, reverse=True):
+            b = self._levels[level]
+            order = b.order
+            if not order:
+                continue
+            if random_first:
+                spans = [(0, len(order))]
+            else:
+                start = b.start
+                spans = [(start[k], start[k + 1]) for k in range(len(start) - 1) if start[k] < start[k + 1]]
+            for s, e in spans:
+                r = rng.randrange(s, e) if e - s > 1 else s
+                if has is None and restrict_to is None:
+                    return order[r]
+                # Start at a random place in the bucket and wrap around: random ties
+                # without scanning the whole bucket when the first candidate fits.
+                for idx in chain(range(r, e), range(s, r)):
+                    p = order[idx]
+                    if (has is None or has[p]) and (restrict_to is None or p in restrict_to):
+                        return p
+        return -1
+
+    def _next_sequential(self, has: bytearray | None, restrict_to: Collection[int] | None) -> int:
+        prio, mine, pos = self._prio, self._have, self._pos
+        i = self._seq_next
+        n = self.num_pieces
+        # Skip the prefix of pieces nobody needs to start again.
+        while i < n and pos[i] < 0:
+            i += 1
+        self._seq_next = i
+        while i < n:
+            if (
+                pos[i] >= 0
+                and prio[i]
+                and not mine[i]
+                and (has is None or has[i])
+                and (restrict_to is None or i in restrict_to)
+            ):
+                return i
+            i += 1
+        return -1
+
+    def _pick_endgame(
+        self,
+        peer: PeerKey,
+        st: _PeerState,
+        count: int,
+        out: list[Block],
+        now: float,
+        restrict_to: Collection[int] | None,
+    ) -> None:
+        has = st.has
+        prio = self._prio
+        cap = self.endgame_max_requesters
+        cands: list[tuple[int, int, int]] = []
+        for p, d in self._downloads.items():
+            if not prio[p] or d.received == d.num_blocks:
+                continue
+            if (has is not None and not has[p]) or (restrict_to is not None and p not in restrict_to):
+                continue
+            state, req = d.state, d.req
+            for b in range(d.num_blocks):
+                if state[b] == _REQUESTED:
+                    r = req[b]
+                    assert r is not None
+                    if peer not in r and len(r) < cap:
+                        cands.append((len(r), p, b))
+        cands.sort()
+        for _, p, b in cands[: count - len(out)]:
+            d = self._downloads[p]
+            r = d.req[b]
+            assert r is not None
+            r[peer] = now
+            blk = self.block(p, b)
+            st.requests[blk] = now
+            out.append(blk)
+
+    # ------------------------------------------------------------------ block events
+
+    def _valid(self, blk: Block) -> bool:
+        p, offset, length = blk
+        if not 0 <= p < self.num_pieces or offset % BLOCK_SIZE or offset < 0:
+            return False
+        size = self.piece_size(p)
+        return offset < size and length == min(BLOCK_SIZE, size - offset)
+
+    def on_block(self, peer: PeerKey, block: Block | tuple[int, int, int]) -> BlockResult:
+        """A block's payload arrived from ``peer``.
+
+        An unrequested or late block (its request timed out) is still accepted if we need it.
+
+        Returns:
+            ``NEW`` (write it; ``piece_complete`` says to hash the piece once written, and
+            ``cancels`` lists endgame duplicates to cancel), ``DUPLICATE`` or ``UNEXPECTED``
+            (drop the payload).
+        """
+        blk = Block(*block)
+        st = self._peers.get(peer)
+        if st is not None:
+            st.requests.pop(blk, None)
+        if not self._valid(blk):
+            return BlockResult(BlockStatus.UNEXPECTED)
+        p = blk.piece
+        if self._have[p]:
+            return BlockResult(BlockStatus.DUPLICATE)
+        d = self._downloads.get(p)
+        if d is None:
+            if not self._prio[p]:
+                return BlockResult(BlockStatus.UNEXPECTED)
+            d = self._start(p)
+        b = blk.offset // BLOCK_SIZE
+        s = d.state[b]
+        if s == _RECEIVED:
+            return BlockResult(BlockStatus.DUPLICATE)
+        cancels: tuple[tuple[PeerKey, Block], ...] = ()
+        if s == _FREE:
+            d.free -= 1
+            if self._prio[p]:
+                self._free_blocks -= 1
+            if d.free == 0:
+                self._open.pop(p, None)
+        else:
+            self._requested -= 1
+            r = d.req[b]
+            assert r is not None
+            if len(r) > 1 or peer not in r:
+                others = [q for q in r if q != peer]
+                for q in others:
+                    self._peers[q].requests.pop(blk, None)
+                cancels = tuple((q, blk) for q in others)
+        d.req[b] = None
+        d.state[b] = _RECEIVED
+        d.contrib[b] = peer
+        d.received += 1
+        return BlockResult(BlockStatus.NEW, d.received == d.num_blocks, cancels)
+
+    def _free_request(self, peer: PeerKey, blk: Block) -> bool:
+        """Withdraw ``peer``'s request for ``blk``; True when the block became free."""
+        d = self._downloads.get(blk.piece)
+        if d is None:
+            return False
+        b = blk.offset // BLOCK_SIZE
+        if d.state[b] != _REQUESTED:
+            return False
+        r = d.req[b]
+        assert r is not None
+        if r.pop(peer, None) is None or r:
+            return False
+        d.req[b] = None
+        d.state[b] = _FREE
+        d.free += 1
+        self._requested -= 1
+        if b < d.hint:
+            d.hint = b
+        if self._prio[blk.piece]:
+            self._free_blocks += 1
+        self._open[blk.piece] = d
+        return True
+
+    def abort_requests(self, peer: PeerKey, blocks: Iterable[Block | tuple[int, int, int]] | None = None) -> list[Block]:
+        """Requests to ``peer`` that will not be answered (choke, reject, disconnect).
+
+        Args:
+            blocks: the requests to withdraw; all of the peer's when ``None``.
+
+        Returns:
+            The withdrawn blocks that are now free for any peer (endgame duplicates that are
+            still requested elsewhere are not listed).
+        """
+        st = self._peers.get(peer)
+        if st is None:
+            return []
+        if blocks is None:
+            todo = list(st.requests)
+            st.requests.clear()
+        else:
+            todo = []
+            for blk in blocks:
+                blk = Block(*blk)
+                if st.requests.pop(blk, None) is not None:
+                    todo.append(blk)
+        return [blk for blk in todo if self._free_request(peer, blk)]
+
+    def on_request_timeout(self, peer: PeerKey, block: Block | tuple[int, int, int]) -> bool:
+        """The request took too long: another peer may take the block.
+
+        If the slow peer delivers it after all, ``on_block`` still accepts it.
+
+        Returns:
+            True when the block is now free.
+        """
+        return bool(self.abort_requests(peer, [block]))
+
+    def expired_requests(self, peer: PeerKey, now: float, timeout_s: float) -> list[Block]:
+        """Requests to ``peer`` older than ``timeout_s`` (oldest first; not withdrawn)."""
+        st = self._peers.get(peer)
+        if st is None:
+            return []
+        out = []
+        for blk, t in st.requests.items():
+            if now - t < timeout_s:
+                break  # requests are kept in the order they were made
+            out.append(blk)
+        return out
+
+    def outstanding(self, peer: PeerKey) -> list[Block]:
+        """The blocks requested from ``peer`` and not yet answered, oldest first."""
+        st = self._peers.get(peer)
+        return list(st.requests) if st is not None else []
+
+    # ------------------------------------------------------------------ hash results
+
+    def on_piece_verified(self, piece: int) -> bool:
+        """The piece's hash matched (or a check of the files found it good).
+
+        Returns:
+            True when this is news: the caller sends ``have`` to its peers.
+        """
+        if self._have[piece]:
+            return False
+        self._have[piece] = 1
+        self._num_have += 1
+        if self._prio[piece]:
+            self._wanted_done += self.piece_size(piece)
+        d = self._downloads.pop(piece, None)
+        if d is not None:
+            self._open.pop(piece, None)
+            for b in range(d.num_blocks):
+                r = d.req[b]
+                if r:
+                    blk = self.block(piece, b)
+                    for q in r:
+                        self._peers[q].requests.pop(blk, None)
+                    self._requested -= 1
+            if self._prio[piece]:
+                self._free_blocks -= d.free
+        else:
+            if self._pos[piece] >= 0:
+                self._levels[self._prio[piece]].remove(piece, self._avail[piece])
+            if self._prio[piece]:
+                self._free_blocks -= self.num_blocks(piece)
+        return True
+
+    def on_piece_failed(self, piece: int) -> HashFailure:
+        """The piece's hash did not match: it is missing again; blame its contributors.
+
+        Returns:
+            Who contributed and whom to ban (see :class:`HashFailure`).
+
+        Raises:
+            ValueError: we already have the piece (it was verified before).
+        """
+        if self._have[piece]:
+            raise ValueError(f"piece {piece} is verified; it cannot fail")
+        d = self._downloads.pop(piece, None)
+        if d is None:
+            return HashFailure(piece, frozenset(), frozenset())
+        self._open.pop(piece, None)
+        for b in range(d.num_blocks):
+            r = d.req[b]
+            if r:
+                blk = self.block(piece, b)
+                for q in r:
+                    self._peers[q].requests.pop(blk, None)
+                self._requested -= 1
+        contributors = frozenset(q for q in d.contrib if q is not None)
+        ban = set()
+        for q in contributors:
+            n = self._failures.get(q, 0) + 1
+            self._failures[q] = n
+            if n >= self.ban_after_failures or len(contributors) == 1:
+                ban.add(q)
+        if self._prio[piece]:
+            self._free_blocks += d.num_blocks - d.free
+            self._levels.setdefault(self._prio[piece], _Buckets(self._pos)).add(piece, self._avail[piece])
+        if piece < self._seq_next:
+            self._seq_next = piece
+        return HashFailure(piece, contributors, frozenset(ban))
+
+    def failures(self, peer: PeerKey) -> int:
+        """How many failed pieces ``peer`` contributed to."""
+        return self._failures.get(peer, 0)
+
+    # ------------------------------------------------------------------ progress
+
+    def have(self, piece: int) -> bool:
+        return bool(self._have[piece])
+
+    def have_pieces(self) -> list[int]:
+        return [i for i in range(self.num_pieces) if self._have[i]]
+
+    @property
+    def num_have(self) -> int:
+        return self._num_have
+
+    @property
+    def bytes_done(self) -> int:
+        done = self._num_have * self.piece_length
+        if self._have[-1]:
+            done -= self.piece_length - self._last_piece_length
+        return done
+
+    @property
+    def left(self) -> int:
+        """Wanted bytes we do not have yet (the tracker's ``left``)."""
+        return self._bytes_wanted - self._wanted_done
+
+    @property
+    def is_complete(self) -> bool:
+        """Every wanted piece is verified."""
+        return self._wanted_done == self._bytes_wanted
+
+    @property
+    def in_endgame(self) -> bool:
+        """Every missing wanted block has been requested at least once."""
+        return self._free_blocks == 0 and not self.is_complete
+
+    def statistics(self) -> PickerStats:
+        return PickerStats(
+            num_pieces=self.num_pieces,
+            pieces_have=self._num_have,
+            pieces_wanted=self._pieces_wanted,
+            pieces_downloading=len(self._downloads),
+            bytes_done=self.bytes_done,
+            bytes_wanted=self._bytes_wanted,
+            left=self.left,
+            blocks_requested=self._requested,
+            peers=len(self._peers),
+            seeds=self._seeds,
+            in_endgame=self.in_endgame,
+            is_complete=self.is_complete,
+        )
