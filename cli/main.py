@@ -12,7 +12,6 @@ User errors print one line on stderr and no traceback; ``--debug`` shows traceba
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 import traceback
@@ -59,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_async(coro: Coroutine[Any, Any, T], *, no_uvloop: bool = False) -> T:
     """Run ``coro`` to completion on uvloop when it imports (unless ``no_uvloop``)."""
+    import asyncio  # here, not at the top: commands that need no loop start faster
+
     loop_factory = None
     if not no_uvloop:
         try:
@@ -108,4 +109,8 @@ def entry() -> None:
 
 
 if __name__ == "__main__":
-    entry()
+    # Run through the imported module, not this ``__main__`` copy, so that command modules
+    # that import ``cli.main`` (e.g. for ``UsageError``) share its classes.
+    from cli import main as _main
+
+    _main.entry()

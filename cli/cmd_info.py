@@ -1,0 +1,178 @@
+"""``pytorrent info FILE.torrent|MAGNET [--json]``: show what a torrent or magnet link holds.
+
+Prints the name, info hash, total size, piece length and count, the private flag,
+trackers by tier, web seeds, the file tree with sizes and the magnet link. On a
+terminal the tree and the fields are drawn with rich; otherwise plain text, one field
+per line. ``--json`` prints the same as one JSON object (sizes in bytes).
+
+A magnet link carries no metainfo: only the fields it has are shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from cli.cmd_create import human_size
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show what a .torrent file or magnet link holds",
+        description="Show a torrent's name, info hash, size, pieces, trackers, web seeds, files and magnet link.",
+    )
+    p.add_argument("source", metavar="FILE.torrent|MAGNET", help="a .torrent file or a magnet: link")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+
+
+def describe(source: str) -> dict[str, Any]:
+    """The facts ``info`` shows, as plain data (what ``--json`` prints).
+
+    Raises:
+        MetainfoError: the file cannot be read or is not a valid torrent / magnet link.
+    """
+    from torrent.magnet import Magnet
+    from torrent.metainfo import Metainfo
+
+    if source.lower().startswith("magnet:"):
+        magnet = Magnet.parse(source)
+        return {
+            "kind": "magnet",
+            "name": magnet.name or None,
+            "info_hash": magnet.info_hash.hex(),
+            "trackers": [[t] for t in magnet.trackers],
+            "web_seeds": list(magnet.web_seeds),
+            "peers": [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in magnet.peers],
+            "select_only": list(magnet.select_only),
+            "magnet": magnet.to_uri(),
+        }
+    meta = Metainfo.read(source)
+    info = meta.info
+    trackers = [list(t) for t in meta.announce_list]
+    magnet = Magnet(
+        info_hash=meta.info_hash,
+        name=info.name,
+        trackers=meta.trackers,
+        web_seeds=meta.url_list,
+    )
+    return {
+        "kind": "torrent",
+        "name": info.name,
+        "info_hash": meta.info_hash.hex(),
+        "total_size": info.total_length,
+        "piece_length": info.piece_length,
+        "piece_count": info.num_pieces,
+        "private": info.private,
+        "multi_file": info.multi_file,
+        "trackers": trackers,
+        "web_seeds": list(meta.url_list),
+        "http_seeds": list(meta.httpseeds),
+        "creation_date": meta.creation_date,
+        "created_by": meta.created_by or None,
+        "comment": meta.comment or None,
+        "source": info.source or None,
+        "files": [
+            {"path": list(f.path), "size": f.length, **({"padding": True} if f.padding else {})}
+            for f in info.files
+        ],
+        "warnings": list(meta.warnings),
+        "magnet": magnet.to_uri(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = describe(args.source)
+    if args.json:
+        sys.stdout.write(json.dumps(facts, ensure_ascii=False) + "\n")
+    elif sys.stdout.isatty():
+        _print_rich(facts)
+    else:
+        sys.stdout.write(_plain(facts))
+    return 0
+
+
+def _field_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = [("name", facts["name"] or "(unknown)"), ("info hash", facts["info_hash"])]
+    if facts["kind"] == "torrent":
+        n_files = sum(1 for f in facts["files"] if not f.get("padding"))
+        rows += [
+            ("total size", f"{human_size(facts['total_size'])} ({facts['total_size']} bytes) in {n_files} "
+                           f"file{'s' if n_files != 1 else ''}"),
+            ("pieces", f"{facts['piece_count']} x {human_size(facts['piece_length'])}"),
+            ("private", "yes" if facts["private"] else "no"),
+        ]
+        if facts["created_by"]:
+            rows.append(("created by", facts["created_by"]))
+        if facts["creation_date"] is not None:
+            import time
+
+            rows.append(("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(facts["creation_date"]))))
+        if facts["comment"]:
+            rows.append(("comment", facts["comment"]))
+        if facts["source"]:
+            rows.append(("source", facts["source"]))
+    if facts["trackers"]:
+        for i, tier in enumerate(facts["trackers"]):
+            rows.append((f"tier {i + 1}" if facts["kind"] == "torrent" else "tracker", ", ".join(tier)))
+    else:
+        rows.append(("trackers", "none"))
+    for url in facts["web_seeds"]:
+        rows.append(("web seed", url))
+    for url in facts.get("http_seeds", []):
+        rows.append(("http seed", url))
+    for peer in facts.get("peers", []):
+        rows.append(("peer", peer))
+    if facts.get("select_only"):
+        rows.append(("select only", ", ".join(map(str, facts["select_only"]))))
+    for w in facts.get("warnings", []):
+        rows.append(("warning", w))
+    rows.append(("magnet", facts["magnet"]))
+    return rows
+
+
+def _plain(facts: dict[str, Any]) -> str:
+    lines = [f"{key + ':':<13} {value}" for key, value in _field_rows(facts)]
+    if facts["kind"] == "torrent":
+        lines.append("files:")
+        for f in facts["files"]:
+            pad = " (padding)" if f.get("padding") else ""
+            lines.append(f"  {'/'.join(f['path'])}  {human_size(f['size'])}{pad}")
+    return "\n".join(lines) + "\n"
+
+
+def _print_rich(facts: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.tree import Tree
+
+    console = Console()
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in _field_rows(facts):
+        table.add_row(key, escape(value))
+    console.print(table)
+    if facts["kind"] != "torrent":
+        return
+    root = Tree(f"[bold]{escape(facts['name'])}[/] ({human_size(facts['total_size'])})")
+    if facts["multi_file"]:
+        nodes: dict[tuple[str, ...], Tree] = {(): root}
+        sizes: dict[tuple[str, ...], int] = {}
+        for f in facts["files"]:
+            for depth in range(1, len(f["path"])):
+                sizes[tuple(f["path"][:depth])] = sizes.get(tuple(f["path"][:depth]), 0) + f["size"]
+        for f in facts["files"]:
+            path = tuple(f["path"])
+            for depth in range(1, len(path)):
+                key = path[:depth]
+                if key not in nodes:
+                    nodes[key] = nodes[path[: depth - 1]].add(
+                        f"[bold blue]{escape(key[-1])}/[/] ({human_size(sizes[key])})"
+                    )
+            pad = " [dim](padding)[/]" if f.get("padding") else ""
+            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])}){pad}")
+    console.print(root)

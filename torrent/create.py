@@ -1,0 +1,559 @@
+"""Make .torrent files (BEP 3, 12, 19, 27): scan a file or directory, hash it on every core.
+
+:func:`create` returns a frozen :class:`~torrent.metainfo.Metainfo` whose ``info`` dict
+we bencoded ourselves (keys sorted, as BEP 3 requires), so the same input always gives
+the same info hash.
+
+What goes in, and in which order:
+
+* A file gives a single-file torrent; a directory gives a multi-file torrent even when it
+  holds one file. Files are sorted by their path components (compared as UTF-8 bytes,
+  component by component, which is also the order of a BEP 52 file tree). Empty files
+  are listed; empty directories cannot be expressed in v1 metainfo and are left out.
+* Symlinks are **followed**: a link to a file is hashed as that file, a link to a
+  directory is walked. A link that points nowhere, a link loop, a special file (FIFO,
+  socket, device) or a name that is not valid UTF-8 (or that the parser would refuse,
+  such as one containing a backslash) is refused with a :class:`MetainfoError` naming
+  the path.
+* A payload with no bytes at all (an empty directory, only empty files, a zero-byte
+  file) is refused: a torrent needs at least one piece.
+
+Automatic piece length (:func:`auto_piece_length`): the smallest power of two from
+16 KiB up to 16 MiB with ``piece_length >= 10 * sqrt(total_size)``. This is libtorrent's
+rule (``create_torrent``: a piece list of about ``2 * sqrt(total_size)`` bytes), extended
+with its 16 MiB cap: 1 MiB of data gets 16 KiB pieces, 1 GiB gets 512 KiB pieces
+(2048 of them), 100 GiB gets 4 MiB pieces, and anything above ~2.7 TiB gets 16 MiB.
+
+Hashing: the payload is cut into batches of whole pieces (about 4 MiB each). Worker
+threads, one per core, take the next batch from a shared counter, read its bytes with
+``os.preadv`` straight into a buffer they own (a batch may span many files: each
+worker opens the files it needs itself, so many small files do not serialize on one
+reader) and hash the batch's pieces. ``hashlib`` releases the GIL on large buffers and
+``preadv`` releases it while copying, so the threads run in parallel.
+
+Left out: v2 (BEP 52) and hybrid torrents, BEP 47 padding files and file attributes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import math
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torrent import bencoding
+from torrent.errors import MetainfoError, StorageError
+from torrent.metainfo import FileEntry, Info, Metainfo, check_path_component
+from torrent.types import BLOCK_SIZE, InfoHash
+
+#: Smallest and largest piece length :func:`auto_piece_length` picks.
+MIN_AUTO_PIECE_LENGTH = BLOCK_SIZE
+MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
+#: Largest piece length :func:`create` accepts when asked for one explicitly.
+MAX_PIECE_LENGTH = 256 * 1024 * 1024
+#: Bytes a worker reads before hashing them (rounded to whole pieces, at least one).
+BATCH_BYTES = 4 * 1024 * 1024
+#: Seconds between two calls of the progress callback.
+PROGRESS_INTERVAL_S = 0.1
+
+DEFAULT_CREATED_BY = "pytorrent/0.1.0"
+
+#: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
+ProgressCallback = Callable[[int, int], object]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """One file found under the path given to :func:`create`.
+
+    Attributes:
+        path: components below the torrent's top directory (for a single file: its name).
+        fs_path: where to read it (symlinks are followed when it is opened).
+        length: size in bytes when it was scanned.
+    """
+
+    path: tuple[str, ...]
+    fs_path: str
+    length: int
+
+
+def auto_piece_length(total_size: int) -> int:
+    """The piece length :func:`create` picks for ``total_size`` bytes.
+
+    The smallest power of two in [16 KiB, 16 MiB] that is at least
+    ``10 * sqrt(total_size)`` (libtorrent's rule: a piece list of about
+    ``2 * sqrt(total_size)`` bytes, 20 bytes per piece).
+    """
+    piece_length = MIN_AUTO_PIECE_LENGTH
+    while piece_length < MAX_AUTO_PIECE_LENGTH and (piece_length / 10) ** 2 < total_size:
+        piece_length *= 2
+    return piece_length
+
+
+def scan(path: str | os.PathLike[str]) -> tuple[bool, list[SourceFile]]:
+    """List the files :func:`create` would hash, in torrent order.
+
+    Returns:
+        ``(multi_file, files)``: ``multi_file`` is true when ``path`` is a directory.
+
+    Raises:
+        MetainfoError: ``path`` is missing, or something under it is refused (see the
+            module docstring). An empty directory gives an empty list, not an error.
+    """
+    top = os.fspath(path)
+    try:
+        st = os.stat(top)
+    except FileNotFoundError:
+        if os.path.islink(top):
+            raise MetainfoError(f"{top} is a symlink that points nowhere", "path") from None
+        raise MetainfoError(f"{top} does not exist", "path") from None
+    except OSError as exc:
+        raise MetainfoError(f"cannot read {top}: {exc.strerror or exc}", "path") from None
+    if stat.S_ISREG(st.st_mode):
+        name = _component(os.path.basename(os.path.abspath(top)), top)
+        return False, [SourceFile(path=(name,), fs_path=top, length=st.st_size)]
+    if not stat.S_ISDIR(st.st_mode):
+        raise MetainfoError(f"{top} is neither a file nor a directory", "path")
+    found: list[tuple[tuple[bytes, ...], SourceFile]] = []
+    _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), found)
+    found.sort(key=lambda item: item[0])
+    return True, [f for _, f in found]
+
+
+def _component(name: str, where: str) -> str:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MetainfoError(f"{where}: the name is not valid UTF-8", "path") from None
+    try:
+        return check_path_component(name, "path")
+    except MetainfoError as exc:
+        raise MetainfoError(f"{where}: {exc}", "path") from None
+
+
+def _walk(
+    directory: str,
+    prefix: tuple[str, ...],
+    ancestors: frozenset[tuple[int, int]],
+    out: list[tuple[tuple[bytes, ...], SourceFile]],
+) -> None:
+    try:
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError as exc:
+        raise MetainfoError(f"cannot list {directory}: {exc.strerror or exc}", "path") from None
+    for entry in entries:
+        name = entry.name
+        try:
+            encoded = name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MetainfoError(f"{entry.path}: the name is not valid UTF-8", "path") from None
+        # The parser's full check only when a name could fail it (scandir never yields
+        # "", ".", ".." or a name with "/" or NUL).
+        if b"\\" in encoded or len(encoded) > 200 or encoded[1:2] == b":":
+            _component(name, entry.path)
+        try:
+            st = entry.stat()
+        except FileNotFoundError:
+            raise MetainfoError(f"{entry.path} is a symlink that points nowhere", "path") from None
+        except OSError as exc:
+            # ELOOP and friends: a link loop or an unreadable entry.
+            raise MetainfoError(f"cannot read {entry.path}: {exc.strerror or exc}", "path") from None
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            components = (*prefix, name)
+            key = tuple(c.encode("utf-8") for c in components)
+            out.append((key, SourceFile(path=components, fs_path=entry.path, length=st.st_size)))
+        elif stat.S_ISDIR(mode):
+            ident = (st.st_dev, st.st_ino)
+            if ident in ancestors:
+                raise MetainfoError(f"{entry.path} is a symlink loop (it leads back to a parent)", "path")
+            _walk(entry.path, (*prefix, name), ancestors | {ident}, out)
+        else:
+            raise MetainfoError(f"{entry.path} is a special file (not a regular file or directory)", "path")
+
+
+def create(
+    path: str | os.PathLike[str],
+    *,
+    piece_length: int | None = None,
+    trackers: Sequence[str | Sequence[str]] = (),
+    private: bool = False,
+    comment: str = "",
+    source: str = "",
+    web_seeds: Sequence[str] = (),
+    name: str | None = None,
+    no_date: bool = False,
+    creation_date: int | None = None,
+    created_by: str = DEFAULT_CREATED_BY,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Metainfo:
+    """Hash a file or directory and return its metainfo.
+
+    Args:
+        path: the file or directory to share.
+        piece_length: bytes per piece, a power of two from 16 KiB to 256 MiB; ``None``
+            picks one with :func:`auto_piece_length`.
+        trackers: BEP 12 tiers. Each item is a tier: a sequence of URLs, or one URL
+            (a tier of its own). The first URL also becomes ``announce``; an
+            ``announce-list`` is written when there is more than one URL.
+        private: set the BEP 27 private flag.
+        comment: the ``comment`` field.
+        source: ``info.source`` (changes the info hash; private trackers use it).
+        web_seeds: BEP 19 ``url-list`` URLs.
+        name: the torrent's name instead of the file or directory's base name.
+        no_date: leave out ``creation date``.
+        creation_date: seconds since the epoch to write instead of now.
+        created_by: the ``created by`` field ("" leaves it out).
+        threads: hashing threads; default one per usable core.
+        progress: ``progress(done_bytes, total_bytes)``, called from this thread about
+            every 0.1 s while hashing and once at the end.
+
+    Returns:
+        The validated, frozen metainfo; ``to_bytes()`` gives the .torrent file.
+
+    Raises:
+        MetainfoError: the path is missing or refused, the payload holds no bytes, or
+            an argument is invalid (the message names it).
+        StorageError: a file could not be read or changed size while being hashed.
+    """
+    if piece_length is not None and (
+        not isinstance(piece_length, int)
+        or piece_length < BLOCK_SIZE
+        or piece_length > MAX_PIECE_LENGTH
+        or piece_length & (piece_length - 1)
+    ):
+        raise MetainfoError(
+            f"{piece_length} is not a power of two from 16 KiB to {MAX_PIECE_LENGTH // 2**20} MiB",
+            "piece length",
+        )
+    tiers = _tiers(trackers)
+    multi_file, files = scan(path)
+    if not files:
+        raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
+    total = sum(f.length for f in files)
+    if total == 0:
+        what = "holds only empty files" if multi_file else "is an empty file"
+        raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
+    if name is not None:
+        top_name = check_path_component(name, "name")
+    else:
+        top_name = files[0].path[0] if not multi_file else _component(
+            os.path.basename(os.path.abspath(os.fspath(path))), os.fspath(path)
+        )
+    chosen = piece_length or auto_piece_length(total)
+
+    job = HashJob(files, chosen, threads=threads)
+    job.start()
+    try:
+        # While the workers hash (mostly without the GIL), build everything else.
+        parts = _Assembly(
+            files, multi_file, top_name, chosen, tiers, private, source, comment, created_by,
+            None if no_date else (int(time.time()) if creation_date is None else int(creation_date)),
+            [w for w in web_seeds if w],
+        )
+    except BaseException:
+        job.cancel()
+        raise
+    return parts.metainfo(job.wait(progress))
+
+
+class _Assembly:
+    """The metainfo around the piece hashes, bencoded before the hashes are known.
+
+    ``info`` keys sort as ``files``/``length``, ``name``, ``piece length``, ``pieces``,
+    ``private``, ``source``, so its bytes are a prefix, the hashes and a suffix.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[SourceFile],
+        multi_file: bool,
+        name: str,
+        piece_length: int,
+        tiers: list[tuple[str, ...]],
+        private: bool,
+        source: str,
+        comment: str,
+        created_by: str,
+        creation_date: int | None,
+        web_seeds: list[str],
+    ) -> None:
+        info: dict[bytes, Any] = {}
+        entries: list[FileEntry] = []
+        if multi_file:
+            raw_files = []
+            offset = 0
+            for f in files:
+                raw_files.append({b"length": f.length, b"path": [c.encode("utf-8") for c in f.path]})
+                entries.append(FileEntry(path=f.path, length=f.length, offset=offset))
+                offset += f.length
+            info[b"files"] = raw_files
+        else:
+            info[b"length"] = files[0].length
+            entries.append(FileEntry(path=(name,), length=files[0].length, offset=0))
+        info[b"name"] = name.encode("utf-8")
+        info[b"piece length"] = piece_length
+        self.prefix = bencoding.encode(info)[:-1] + b"6:pieces"
+        suffix: dict[bytes, Any] = {}
+        if private:
+            suffix[b"private"] = 1
+        if source:
+            suffix[b"source"] = source.encode("utf-8")
+        self.suffix = bencoding.encode(suffix)[1:]
+        info.update(suffix)
+        self.info_raw = info
+        self.entries = tuple(entries)
+        self.multi_file = multi_file
+        self.name = name
+        self.piece_length = piece_length
+        self.private = private
+        self.source = source
+
+        top: dict[bytes, Any] = {}
+        urls = [u for tier in tiers for u in tier]
+        if urls:
+            top[b"announce"] = urls[0].encode("utf-8")
+        if len(urls) > 1:
+            top[b"announce-list"] = [[u.encode("utf-8") for u in t] for t in tiers]
+        if comment:
+            top[b"comment"] = comment.encode("utf-8")
+        if created_by:
+            top[b"created by"] = created_by.encode("utf-8")
+        if creation_date is not None:
+            top[b"creation date"] = creation_date
+        if web_seeds:
+            top[b"url-list"] = [w.encode("utf-8") for w in web_seeds]
+        self.top = top
+        self.tiers = tuple(tiers) if urls else ()
+        self.announce = urls[0] if urls else ""
+        self.comment = comment
+        self.created_by = created_by
+        self.creation_date = creation_date
+        self.web_seeds = tuple(web_seeds)
+
+    def metainfo(self, pieces: bytes) -> Metainfo:
+        info_bytes = b"".join((self.prefix, b"%d:" % len(pieces), pieces, self.suffix))
+        info_raw = dict(self.info_raw)
+        info_raw[b"pieces"] = pieces
+        top = dict(self.top)
+        top[b"info"] = info_raw
+        return Metainfo(
+            info=Info(
+                name=self.name,
+                piece_length=self.piece_length,
+                pieces=pieces,
+                files=self.entries,
+                multi_file=self.multi_file,
+                private=self.private,
+                source=self.source,
+                raw=info_raw,
+            ),
+            info_hash=InfoHash(hashlib.sha1(info_bytes).digest()),
+            info_bytes=info_bytes,
+            announce=self.announce,
+            announce_list=self.tiers,
+            url_list=self.web_seeds,
+            creation_date=self.creation_date,
+            comment=self.comment,
+            created_by=self.created_by,
+            raw=top,
+        )
+
+
+def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
+    if isinstance(trackers, str):
+        trackers = [trackers]
+    tiers: list[tuple[str, ...]] = []
+    for i, tier in enumerate(trackers):
+        urls = (tier,) if isinstance(tier, str) else tuple(tier)
+        for url in urls:
+            if not isinstance(url, str):
+                raise MetainfoError(f"expected a URL, got {type(url).__name__}", f"trackers[{i}]")
+        urls = tuple(u.strip() for u in urls if u.strip())
+        if urls:
+            tiers.append(urls)
+    return tiers
+
+
+def hash_files(
+    files: Sequence[SourceFile],
+    piece_length: int,
+    *,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> bytes:
+    """SHA-1 every piece of ``files`` laid end to end; returns the concatenated digests.
+
+    Raises:
+        StorageError: a file could not be opened or read, or is shorter than scanned.
+    """
+    job = HashJob(files, piece_length, threads=threads)
+    job.start()
+    return job.wait(progress)
+
+
+class HashJob:
+    """Hash ``files`` on worker threads: :meth:`start`, then :meth:`wait` for the digests.
+
+    Work is cut into batches of whole pieces (about :data:`BATCH_BYTES`); each worker
+    takes the next batch from a shared counter, so a slow or descheduled thread never
+    holds up a fixed share. Each worker writes only its own digest slots and counters.
+    """
+
+    def __init__(self, files: Sequence[SourceFile], piece_length: int, *, threads: int | None = None) -> None:
+        total = sum(f.length for f in files)
+        if total <= 0:
+            raise MetainfoError("nothing to hash: the payload holds no bytes", "path")
+        self.total = total
+        self.piece_length = piece_length
+        self.num_pieces = math.ceil(total / piece_length)
+        self.per_batch = max(1, BATCH_BYTES // piece_length)
+        self.num_batches = math.ceil(self.num_pieces / self.per_batch)
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.threads = max(1, min(threads, self.num_batches))
+        # Only files with bytes take part in reading; ``starts`` holds their payload offsets.
+        self.files = [f for f in files if f.length]
+        self.starts: list[int] = []
+        offset = 0
+        for f in self.files:
+            self.starts.append(offset)
+            offset += f.length
+        self.digests = bytearray(20 * self.num_pieces)
+        self.batches = itertools.count()  # next() on a count is atomic under the GIL
+        self.done = [0] * self.threads
+        self.remaining = self.threads
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.stop = False
+        self.error: BaseException | None = None
+        self.workers = [
+            threading.Thread(target=self.work, args=(i,), name=f"pytorrent-hash-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def cancel(self) -> None:
+        """Stop the workers after their current batch and wait for them."""
+        self.stop = True
+        for w in self.workers:
+            if w.is_alive():
+                w.join()
+
+    def wait(self, progress: ProgressCallback | None = None) -> bytes:
+        """Block until every piece is hashed; returns the digests.
+
+        If this thread is interrupted (or ``progress`` raises), the workers stop after
+        their current batch and the exception propagates.
+
+        Raises:
+            StorageError: a worker could not read its files.
+        """
+        try:
+            if progress is None:
+                self.finished.wait()
+            else:
+                while not self.finished.wait(PROGRESS_INTERVAL_S):
+                    progress(sum(self.done), self.total)
+        finally:
+            self.cancel()
+        if self.error is not None:
+            raise self.error
+        if progress is not None:
+            progress(self.total, self.total)
+        return bytes(self.digests)
+
+    def work(self, slot: int) -> None:
+        fd = -1
+        fd_index = -1
+        try:
+            buffer = bytearray(min(self.per_batch * self.piece_length, self.total))
+            view = memoryview(buffer)
+            sha1 = hashlib.sha1
+            piece_length = self.piece_length
+            digests = self.digests
+            while not self.stop:
+                batch = next(self.batches)
+                if batch >= self.num_batches:
+                    break
+                first_piece = batch * self.per_batch
+                start = first_piece * piece_length
+                end = min(start + self.per_batch * piece_length, self.total)
+                size = end - start
+                # Fill the buffer from every file the batch overlaps.
+                filled = 0
+                index = bisect.bisect_right(self.starts, start) - 1
+                while filled < size:
+                    f = self.files[index]
+                    file_pos = start + filled - self.starts[index]
+                    want = min(f.length - file_pos, size - filled)
+                    if fd_index != index:
+                        if fd >= 0:
+                            os.close(fd)
+                            fd = -1
+                        fd = _open(f)
+                        fd_index = index
+                    _read_exactly(fd, view[filled : filled + want], file_pos, f)
+                    filled += want
+                    if filled < size:
+                        index += 1
+                # Hash its pieces.
+                pos = 0
+                piece = first_piece
+                while pos < size:
+                    n = min(piece_length, size - pos)
+                    digests[piece * 20 : piece * 20 + 20] = sha1(view[pos : pos + n]).digest()
+                    pos += n
+                    piece += 1
+                self.done[slot] += size
+        except BaseException as exc:
+            with self.lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop = True
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            with self.lock:
+                self.remaining -= 1
+                if self.remaining == 0 or self.error is not None:
+                    self.finished.set()
+
+
+def _open(f: SourceFile) -> int:
+    try:
+        return os.open(f.fs_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise StorageError(f"cannot open {f.fs_path}: {exc.strerror or exc}") from None
+
+
+def _preadv(fd: int, into: memoryview, pos: int) -> int:
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [into], pos)
+    os.lseek(fd, pos, os.SEEK_SET)  # each worker owns its descriptor, so seeking is safe
+    return os.readv(fd, [into])
+
+
+def _read_exactly(fd: int, into: memoryview, file_pos: int, f: SourceFile) -> None:
+    got = 0
+    size = len(into)
+    while got < size:
+        try:
+            n = _preadv(fd, into[got:], file_pos + got)
+        except OSError as exc:
+            raise StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}") from None
+        if n == 0:
+            raise StorageError(f"{f.fs_path} shrank while it was being hashed")
+        got += n
