@@ -11,7 +11,6 @@ A magnet link carries no metainfo: only the fields it has are shown.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -86,6 +85,8 @@ def describe(source: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     facts = describe(args.source)
     if args.json:
+        import json
+
         sys.stdout.write(json.dumps(facts, ensure_ascii=False) + "\n")
     elif sys.stdout.isatty():
         _print_rich(facts)
@@ -168,10 +169,10 @@ def _print_rich(facts: dict[str, Any]) -> None:
         for f in facts["files"]:
             path = tuple(f["path"])
             for depth in range(1, len(path)):
-                key = path[:depth]
-                if key not in nodes:
-                    nodes[key] = nodes[path[: depth - 1]].add(
-                        f"[bold blue]{escape(key[-1])}/[/] ({human_size(sizes[key])})"
+                node_key = path[:depth]
+                if node_key not in nodes:
+                    nodes[node_key] = nodes[path[: depth - 1]].add(
+                        f"[bold blue]{escape(node_key[-1])}/[/] ({human_size(sizes[node_key])})"
                     )
             pad = " [dim](padding)[/]" if f.get("padding") else ""
             nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])}){pad}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -87,16 +86,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except (UsageError, MetainfoError) as exc:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TorrentError as exc:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         if args.debug:
+            import traceback
+
             traceback.print_exc()
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"pytorrent {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -45,13 +45,16 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torrent import bencoding
 from torrent.errors import MetainfoError, StorageError
-from torrent.metainfo import FileEntry, Info, Metainfo, check_path_component
-from torrent.types import BLOCK_SIZE, InfoHash
+from torrent.types import BLOCK_SIZE
+
+if TYPE_CHECKING:
+    from torrent.metainfo import Metainfo
+
+# ``torrent.metainfo`` and ``torrent.bencoding`` (and their imports) load while the
+# hashing threads already run: see :func:`create`.
 
 #: Smallest and largest piece length :func:`auto_piece_length` picks.
 MIN_AUTO_PIECE_LENGTH = BLOCK_SIZE
@@ -69,9 +72,11 @@ DEFAULT_CREATED_BY = "pytorrent/0.1.0"
 ProgressCallback = Callable[[int, int], object]
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFile:
+class SourceFile(NamedTuple):
     """One file found under the path given to :func:`create`.
+
+    A NamedTuple rather than a dataclass: ``pytorrent create`` starts hashing before
+    it imports anything it does not need.
 
     Attributes:
         path: components below the torrent's top directory (for a single file: its name).
@@ -92,7 +97,8 @@ def auto_piece_length(total_size: int) -> int:
     ``2 * sqrt(total_size)`` bytes, 20 bytes per piece).
     """
     piece_length = MIN_AUTO_PIECE_LENGTH
-    while piece_length < MAX_AUTO_PIECE_LENGTH and (piece_length / 10) ** 2 < total_size:
+    # (piece_length / 10) ** 2 rounded to the nearest integer: libtorrent's size table.
+    while piece_length < MAX_AUTO_PIECE_LENGTH and total_size > (piece_length * piece_length + 50) // 100:
         piece_length *= 2
     return piece_length
 
@@ -121,13 +127,14 @@ def scan(path: str | os.PathLike[str]) -> tuple[bool, list[SourceFile]]:
         return False, [SourceFile(path=(name,), fs_path=top, length=st.st_size)]
     if not stat.S_ISDIR(st.st_mode):
         raise MetainfoError(f"{top} is neither a file nor a directory", "path")
-    found: list[tuple[tuple[bytes, ...], SourceFile]] = []
+    found: list[SourceFile] = []
     _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), found)
-    found.sort(key=lambda item: item[0])
-    return True, [f for _, f in found]
+    return True, found
 
 
 def _component(name: str, where: str) -> str:
+    from torrent.metainfo import check_path_component
+
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -142,23 +149,31 @@ def _walk(
     directory: str,
     prefix: tuple[str, ...],
     ancestors: frozenset[tuple[int, int]],
-    out: list[tuple[tuple[bytes, ...], SourceFile]],
+    out: list[SourceFile],
 ) -> None:
+    """Append the files under ``directory`` to ``out`` in torrent order.
+
+    Sorting each directory's names as UTF-8 bytes and descending in that order gives
+    the same order as sorting whole paths component by component.
+    """
     try:
         with os.scandir(directory) as it:
             entries = list(it)
     except OSError as exc:
         raise MetainfoError(f"cannot list {directory}: {exc.strerror or exc}", "path") from None
+    keyed = []
     for entry in entries:
-        name = entry.name
         try:
-            encoded = name.encode("utf-8")
+            encoded = entry.name.encode("utf-8")
         except UnicodeEncodeError:
             raise MetainfoError(f"{entry.path}: the name is not valid UTF-8", "path") from None
         # The parser's full check only when a name could fail it (scandir never yields
         # "", ".", ".." or a name with "/" or NUL).
         if b"\\" in encoded or len(encoded) > 200 or encoded[1:2] == b":":
-            _component(name, entry.path)
+            _component(entry.name, entry.path)
+        keyed.append((encoded, entry))
+    keyed.sort(key=_first)
+    for _, entry in keyed:
         try:
             st = entry.stat()
         except FileNotFoundError:
@@ -168,16 +183,18 @@ def _walk(
             raise MetainfoError(f"cannot read {entry.path}: {exc.strerror or exc}", "path") from None
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            components = (*prefix, name)
-            key = tuple(c.encode("utf-8") for c in components)
-            out.append((key, SourceFile(path=components, fs_path=entry.path, length=st.st_size)))
+            out.append(SourceFile((*prefix, entry.name), entry.path, st.st_size))
         elif stat.S_ISDIR(mode):
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 raise MetainfoError(f"{entry.path} is a symlink loop (it leads back to a parent)", "path")
-            _walk(entry.path, (*prefix, name), ancestors | {ident}, out)
+            _walk(entry.path, (*prefix, entry.name), ancestors | {ident}, out)
         else:
             raise MetainfoError(f"{entry.path} is a special file (not a regular file or directory)", "path")
+
+
+def _first(item: tuple[bytes, object]) -> bytes:
+    return item[0]
 
 
 def create(
@@ -244,6 +261,8 @@ def create(
         what = "holds only empty files" if multi_file else "is an empty file"
         raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
     if name is not None:
+        from torrent.metainfo import check_path_component
+
         top_name = check_path_component(name, "name")
     else:
         top_name = files[0].path[0] if not multi_file else _component(
@@ -287,6 +306,9 @@ class _Assembly:
         creation_date: int | None,
         web_seeds: list[str],
     ) -> None:
+        from torrent import bencoding
+        from torrent.metainfo import FileEntry
+
         info: dict[bytes, Any] = {}
         entries: list[FileEntry] = []
         if multi_file:
@@ -341,6 +363,9 @@ class _Assembly:
         self.web_seeds = tuple(web_seeds)
 
     def metainfo(self, pieces: bytes) -> Metainfo:
+        from torrent.metainfo import Info, Metainfo
+        from torrent.types import InfoHash
+
         info_bytes = b"".join((self.prefix, b"%d:" % len(pieces), pieces, self.suffix))
         info_raw = dict(self.info_raw)
         info_raw[b"pieces"] = pieces
@@ -483,32 +508,36 @@ class HashJob:
             view = memoryview(buffer)
             sha1 = hashlib.sha1
             piece_length = self.piece_length
+            batch_bytes = self.per_batch * piece_length
             digests = self.digests
+            files = self.files
+            starts = self.starts
+            total = self.total
+            close = os.close
             while not self.stop:
                 batch = next(self.batches)
                 if batch >= self.num_batches:
                     break
                 first_piece = batch * self.per_batch
                 start = first_piece * piece_length
-                end = min(start + self.per_batch * piece_length, self.total)
-                size = end - start
-                # Fill the buffer from every file the batch overlaps.
+                size = min(batch_bytes, total - start)
+                # Fill the buffer from every file the batch overlaps: the hot loop when
+                # files are small, so it stays flat.
                 filled = 0
-                index = bisect.bisect_right(self.starts, start) - 1
+                index = bisect.bisect_right(starts, start) - 1
                 while filled < size:
-                    f = self.files[index]
-                    file_pos = start + filled - self.starts[index]
+                    f = files[index]
+                    file_pos = start + filled - starts[index]
                     want = min(f.length - file_pos, size - filled)
                     if fd_index != index:
                         if fd >= 0:
-                            os.close(fd)
+                            close(fd)
                             fd = -1
                         fd = _open(f)
                         fd_index = index
                     _read_exactly(fd, view[filled : filled + want], file_pos, f)
                     filled += want
-                    if filled < size:
-                        index += 1
+                    index += 1
                 # Hash its pieces.
                 pos = 0
                 piece = first_piece
@@ -539,11 +568,16 @@ def _open(f: SourceFile) -> int:
         raise StorageError(f"cannot open {f.fs_path}: {exc.strerror or exc}") from None
 
 
-def _preadv(fd: int, into: memoryview, pos: int) -> int:
-    if hasattr(os, "preadv"):
-        return os.preadv(fd, [into], pos)
-    os.lseek(fd, pos, os.SEEK_SET)  # each worker owns its descriptor, so seeking is safe
-    return os.readv(fd, [into])
+if hasattr(os, "preadv"):
+
+    def _preadv(fd: int, into: memoryview, pos: int) -> int:
+        return os.preadv(fd, (into,), pos)
+
+else:  # pragma: no cover - platforms without preadv
+
+    def _preadv(fd: int, into: memoryview, pos: int) -> int:
+        os.lseek(fd, pos, os.SEEK_SET)  # each worker owns its descriptor, so seeking is safe
+        return os.readv(fd, (into,))
 
 
 def _read_exactly(fd: int, into: memoryview, file_pos: int, f: SourceFile) -> None:
@@ -551,7 +585,7 @@ def _read_exactly(fd: int, into: memoryview, file_pos: int, f: SourceFile) -> No
     size = len(into)
     while got < size:
         try:
-            n = _preadv(fd, into[got:], file_pos + got)
+            n = _preadv(fd, into[got:] if got else into, file_pos + got)
         except OSError as exc:
             raise StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}") from None
         if n == 0:

@@ -1,0 +1,171 @@
+"""``pytorrent create`` and ``pytorrent info`` through ``cli.main.main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.cmd_create import parse_size
+from cli.main import UsageError, main
+from torrent.metainfo import Metainfo
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> Path:
+    d = tmp_path / "payload"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_bytes(b"hello\n")
+    (d / "sub" / "b.bin").write_bytes(os.urandom(70_000))
+    (d / "sub" / "empty").write_bytes(b"")
+    return d
+
+
+def test_create_writes_the_torrent_and_prints_the_facts(
+    payload: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.torrent"
+    rc = main(["create", str(payload), "-o", str(out), "-t", "http://a/ann", "-t", "http://b/ann", "--tier",
+               "-t", "udp://c:6969", "--private", "--comment", "hi", "--source", "S", "--web-seed", "http://ws/",
+               "--no-date", "--piece-length", "32K"])
+    assert rc == 0
+    m = Metainfo.read(out)
+    text = capsys.readouterr().out
+    assert m.info_hash.hex() in text
+    assert "32 KiB" in text and str(out) in text
+    assert m.announce_list == (("http://a/ann", "http://b/ann"), ("udp://c:6969",))
+    assert m.info.private and m.info.source == "S" and m.comment == "hi"
+    assert m.url_list == ("http://ws/",)
+    assert m.creation_date is None
+    assert m.info.piece_length == 32 * 1024
+    assert [f.path_str for f in m.info.files] == ["a.txt", "sub/b.bin", "sub/empty"]
+
+
+def test_create_default_output_name_and_refusal_to_overwrite(
+    payload: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["create", str(payload)]) == 0
+    assert (tmp_path / "payload.torrent").exists()
+    before = (tmp_path / "payload.torrent").read_bytes()
+    capsys.readouterr()
+    assert main(["create", str(payload), "--comment", "changed"]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and err.count("\n") == 1
+    assert (tmp_path / "payload.torrent").read_bytes() == before
+    assert main(["create", str(payload), "-f", "--name", "renamed", "-o", "payload.torrent"]) == 0
+    assert Metainfo.read(tmp_path / "payload.torrent").info.name == "renamed"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--piece-length", "lots"], "piece-length"),
+        (["--piece-length", "1000"], "piece length"),
+        (["--threads", "0"], "threads"),
+    ],
+)
+def test_create_usage_errors_exit_2_with_one_line(
+    payload: Path, tmp_path: Path, args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["create", str(payload), "-o", str(tmp_path / "o.torrent"), *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.torrent").exists()
+
+
+def test_create_refuses_empty_dir_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["create", str(tmp_path / "empty"), "-o", str(tmp_path / "o.torrent")]) == 2
+    assert "empty directory" in capsys.readouterr().err
+
+
+def test_parse_size() -> None:
+    assert parse_size("auto") is None
+    assert parse_size("256K") == 256 * 1024
+    assert parse_size("1M") == parse_size("1MiB") == parse_size("1048576") == 2**20
+    with pytest.raises(UsageError):
+        parse_size("1X")
+
+
+def test_info_plain_and_json(payload: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.torrent"
+    assert main(["create", str(payload), "-o", str(out), "-t", "http://a/ann", "-w", "http://ws/"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    m = Metainfo.read(out)
+    for needle in (m.info_hash.hex(), "payload", "http://a/ann", "http://ws/", "sub/b.bin", "magnet:?xt=urn:btih:"):
+        assert needle in text
+    assert main(["info", "--json", str(out)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["info_hash"] == m.info_hash.hex()
+    assert facts["name"] == "payload"
+    assert facts["total_size"] == 70_006
+    assert facts["piece_length"] == m.info.piece_length and facts["piece_count"] == m.info.num_pieces
+    assert facts["private"] is False
+    assert facts["trackers"] == [["http://a/ann"]]
+    assert facts["web_seeds"] == ["http://ws/"]
+    assert facts["files"] == [
+        {"path": ["a.txt"], "size": 6},
+        {"path": ["sub", "b.bin"], "size": 70_000},
+        {"path": ["sub", "empty"], "size": 0},
+    ]
+    assert facts["magnet"].startswith(f"magnet:?xt=urn:btih:{m.info_hash.hex()}&dn=payload&tr=")
+
+
+def test_info_on_a_magnet_link(capsys: pytest.CaptureFixture[str]) -> None:
+    uri = "magnet:?xt=urn:btih:" + "ab" * 20 + "&dn=Some%20Name&tr=http%3A%2F%2Ft%2Fa&tr=udp://u:1"
+    assert main(["info", "--json", uri]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["kind"] == "magnet" and facts["name"] == "Some Name"
+    assert facts["info_hash"] == "ab" * 20
+    assert facts["trackers"] == [["http://t/a"], ["udp://u:1"]]
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda p: None, "cannot read"),
+        (lambda p: p.write_bytes(b"not bencoded at all"), "not a valid torrent"),
+        (lambda p: p.write_bytes(b"d4:infod4:name1:x12:piece lengthi16384e6:pieces3:abc6:lengthi5eee"), "pieces"),
+    ],
+)
+def test_info_user_errors_exit_2_one_line(
+    tmp_path: Path, make: object, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "bad.torrent"
+    make(p)  # type: ignore[operator]
+    assert main(["info", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert main(["info", "magnet:?dn=nohash"]) == 2
+    assert "xt" in capsys.readouterr().err
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--debug", "info", str(tmp_path / "missing.torrent")]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_as_a_process_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "info", str(tmp_path / "nope.torrent")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.torrent"
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "create", str(payload), "-o", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines()[0].startswith("name:")
+    assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
