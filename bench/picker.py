@@ -105,13 +105,17 @@ def main() -> int:
     argparse.ArgumentParser(description=__doc__).parse_args()
     picks, blocks, pick_s, total_s = run_picker(1)
     ours_us, naive_us = new_piece_cost(1)
-    print(f"piece picker, {TOTAL >> 30} GiB torrent, {PIECE >> 20} MiB pieces, {PEERS} peers, pipeline {PIPELINE}")
+    print(
+        f"piece picker, {TOTAL >> 30} GiB torrent, {PIECE >> 20} MiB pieces, {PEERS} peers, pipeline {PIPELINE}"
+    )
     print(f"  full download: {blocks} blocks, {picks} pick calls in {total_s:.2f} s")
     print(f"  blocks/s (on_block + pick to refill + verify): {blocks / total_s:,.0f}")
     print(f"  picks/s: {picks / pick_s:,.0f}  ({pick_s / picks * 1e6:.1f} µs per pick call)")
     print(f"  payload the bookkeeping could keep up with: {blocks * BLOCK_SIZE / total_s / 1e9:.2f} GB/s")
-    print(f"  choosing a new piece: {ours_us:.1f} µs bucketed vs {naive_us:.1f} µs scanning all pieces"
-          f" (reference, same run): {naive_us / ours_us:.0f}x")
+    print(
+        f"  choosing a new piece: {ours_us:.1f} µs bucketed vs {naive_us:.1f} µs scanning all pieces"
+        f" (reference, same run): {naive_us / ours_us:.0f}x"
+    )
     return 0
 
 

@@ -261,9 +261,7 @@ class Picker:
         if piece_length <= 0 or total_length <= 0 or num_pieces <= 0:
             raise ValueError("piece_length, total_length and num_pieces must be positive")
         if num_pieces != -(-total_length // piece_length):
-            raise ValueError(
-                f"{num_pieces} pieces of {piece_length} bytes cannot hold {total_length} bytes"
-            )
+            raise ValueError(f"{num_pieces} pieces of {piece_length} bytes cannot hold {total_length} bytes")
         self.num_pieces = num_pieces
         self.piece_length = piece_length
         self.total_length = total_length
@@ -587,9 +585,7 @@ class Picker:
             cands = [
                 d
                 for p, d in self._open.items()
-                if prio[p]
-                and (has is None or has[p])
-                and (restrict_to is None or p in restrict_to)
+                if prio[p] and (has is None or has[p]) and (restrict_to is None or p in restrict_to)
             ]
             if cands:
                 if self.sequential:
@@ -817,7 +813,9 @@ class Picker:
         self._open[blk.piece] = d
         return True
 
-    def abort_requests(self, peer: PeerKey, blocks: Iterable[Block | tuple[int, int, int]] | None = None) -> list[Block]:
+    def abort_requests(
+        self, peer: PeerKey, blocks: Iterable[Block | tuple[int, int, int]] | None = None
+    ) -> list[Block]:
         """Requests to ``peer`` that will not be answered (choke, reject, disconnect).
 
         Args:

@@ -30,9 +30,7 @@ def check_invariants(p: Picker) -> None:
             assert b.start[a] <= idx < b.start[a + 1], (piece, a, b.start)
             seen.add(piece)
         assert all(x <= y for x, y in zip(b.start, b.start[1:], strict=False))
-    startable = {
-        i for i in range(p.num_pieces) if p._prio[i] and not p._have[i] and i not in p._downloads
-    }
+    startable = {i for i in range(p.num_pieces) if p._prio[i] and not p._have[i] and i not in p._downloads}
     assert seen == startable
     assert all(p._pos[i] == -1 for i in range(p.num_pieces) if i not in seen)
     free = sum(
