@@ -22,7 +22,11 @@ Rules:
    reads of the same piece share one disk read.
 5. :meth:`DiskIO.check` hashes many pieces in parallel, one per core, each streamed in
    1 MiB chunks, so memory stays at about ``cores`` MiB whatever the piece length.
-6. Cancelling an ``await`` does not cancel a write already running in a thread;
+6. A verified piece is never written again: :meth:`DiskIO.write` and
+   :meth:`DiskIO.write_piece` drop writes to a piece that passed its hash check (a
+   late duplicate block in endgame, or a peer's garbage) and count them in
+   ``writes_dropped``. Resume state relies on this (see :mod:`torrent.resume`).
+7. Cancelling an ``await`` does not cancel a write already running in a thread;
    :meth:`DiskIO.aclose` waits for every submitted operation, so shutdown finishes
    in-flight writes.
 
@@ -77,6 +81,7 @@ class DiskStats:
     cache_bytes: int
     queued: int
     max_queued: int
+    writes_dropped: int
 
 
 class DiskIO:
@@ -117,6 +122,8 @@ class DiskIO:
         self._closed = False
         self._journal = journal
         self._journaled: set[int] = set()
+        self._verified: set[int] = set()
+        self._dropped = 0
         # Read cache: key -> (generation of the piece when read, data).
         self._cache_limit = max(0, read_cache_bytes)
         self._whole_pieces = self._info.piece_length * 4 <= self._cache_limit
@@ -185,6 +192,10 @@ class DiskIO:
             StorageError: the write failed (full disk, permissions, ...).
             ValueError: the range is not inside the piece.
         """
+        if piece in self._verified:
+            # Rule 6: a late duplicate (endgame) must not touch a verified piece.
+            self._dropped += 1
+            return
         self._invalidate(piece)
         await self._run(self._write_sync, piece, offset, data)
         self._bytes_written += len(data)
@@ -210,11 +221,15 @@ class DiskIO:
         """
         if len(data) != self._info.piece_size(piece):
             raise ValueError(f"piece {piece} is {self._info.piece_size(piece)} bytes, got {len(data)}")
+        if piece in self._verified:
+            self._dropped += 1
+            return True
         self._invalidate(piece)
         ok = await self._run(self._write_piece_sync, piece, data)
         self._invalidate(piece)
         self._bytes_hashed += len(data)
         if ok:
+            self._verified.add(piece)
             self._bytes_written += len(data)
             self._passed += 1
         else:
@@ -247,6 +262,7 @@ class DiskIO:
         ok = await self._run(self._hash_sync, piece)
         self._bytes_hashed += self._info.piece_size(piece)
         if ok:
+            self._verified.add(piece)
             self._passed += 1
         else:
             self._failed += 1
@@ -291,6 +307,18 @@ class DiskIO:
             first = group.exceptions[0]
             raise first from None
         return good
+
+    def mark_verified(self, pieces: Iterable[int]) -> None:
+        """Tell the disk layer which pieces are verified (e.g. trusted from resume state).
+
+        Pieces that pass :meth:`hash_piece`, :meth:`write_piece` or :meth:`check` are
+        marked by themselves.
+        """
+        self._verified.update(pieces)
+
+    def is_verified(self, piece: int) -> bool:
+        """True once ``piece`` passed its hash check (or was marked verified)."""
+        return piece in self._verified
 
     # --- reads ------------------------------------------------------------------------
 
@@ -373,4 +401,5 @@ class DiskIO:
             cache_bytes=self._cache_bytes,
             queued=self._queued,
             max_queued=self._max_queued,
+            writes_dropped=self._dropped,
         )
