@@ -1,0 +1,218 @@
+"""MemoryStore rules (see tracker/store.py): identity, keys, events, expiry, sampling."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from torrent.tracker_codec import AnnounceEvent, decode_compact_peers
+from tracker.store import AnnounceRejected, MemoryStore, PeerAnnounce
+
+IH = b"i" * 20
+E = AnnounceEvent
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def addr(n: int, port: int = 6881) -> bytes:
+    return bytes([10, 0, n >> 8, n & 0xFF]) + port.to_bytes(2, "big")
+
+
+def pid(n: int) -> bytes:
+    return b"-PT0001-" + n.to_bytes(12, "big")
+
+
+def ann(
+    n: int,
+    *,
+    seed: bool = False,
+    event: E = E.NONE,
+    numwant: int = 50,
+    key: int | None = None,
+    a: bytes | None = None,
+    ih: bytes = IH,
+    ids: bool = False,
+    both: bool = True,
+) -> PeerAnnounce:
+    return PeerAnnounce(ih, pid(n), a if a is not None else addr(n), key, seed, event, numwant, both, ids)
+
+
+def check_invariants(store: MemoryStore) -> None:
+    for sw in store._swarms.values():
+        for t in (sw.t4, sw.t6):
+            if t is None:
+                continue
+            assert len(t.pids) == len(t.seen) == len(t.keys) == len(t.flags) == len(t.addrs) // t.stride
+            assert {p: i for i, p in enumerate(t.pids)} == t.index
+            assert 0 <= t.n_leech <= len(t.pids)
+
+
+def test_counts_seeds_and_leechers_and_never_self() -> None:
+    store = MemoryStore(100)
+    store.announce_nowait(ann(1, seed=True))
+    store.announce_nowait(ann(2))
+    res = store.announce_nowait(ann(3))
+    assert (res.complete, res.incomplete) == (1, 2)
+    assert sorted(decode_compact_peers(res.peers4), key=lambda p: p.ip) == sorted(
+        decode_compact_peers(addr(1) + addr(2)), key=lambda p: p.ip
+    )
+    check_invariants(store)
+
+
+def test_a_seed_gets_no_seeds() -> None:
+    store = MemoryStore(100)
+    for n in range(10):
+        store.announce_nowait(ann(n, seed=True))
+    store.announce_nowait(ann(99))
+    res = store.announce_nowait(ann(5, seed=True))
+    assert res.peers4 == addr(99)
+    res = store.announce_nowait(ann(99))
+    assert len(res.peers4) == 60 and addr(99) not in [res.peers4[i : i + 6] for i in range(0, 60, 6)]
+
+
+def test_stopped_removes_and_completed_counts_once() -> None:
+    store = MemoryStore(100)
+    store.announce_nowait(ann(1))
+    res = store.announce_nowait(ann(1, seed=True, event=E.COMPLETED))
+    assert (res.complete, res.incomplete, res.downloaded) == (1, 0, 1)
+    res = store.announce_nowait(ann(1, seed=True, event=E.COMPLETED))
+    assert res.downloaded == 1
+    store.announce_nowait(ann(2, seed=True, event=E.COMPLETED))
+    res = store.announce_nowait(ann(1, seed=True, event=E.STOPPED))
+    assert (res.complete, res.incomplete, res.downloaded, res.peers4) == (1, 0, 2, b"")
+    res = store.announce_nowait(ann(2, seed=True, event=E.STOPPED))
+    assert (res.complete, res.incomplete) == (0, 0)
+    assert store.statistics_nowait().swarms == 0
+    assert store.announce_nowait(ann(3, event=E.STOPPED)).complete == 0  # unknown swarm: nothing created
+    assert store.statistics_nowait().swarms == 0
+
+
+def test_key_is_honoured_when_the_address_changes() -> None:
+    store = MemoryStore(100)
+    store.announce_nowait(ann(1, key=77))
+    with pytest.raises(AnnounceRejected):
+        store.announce_nowait(ann(1, key=78, a=addr(200)))
+    with pytest.raises(AnnounceRejected):
+        store.announce_nowait(ann(1, a=addr(200)))
+    store.announce_nowait(ann(1, key=77, a=addr(200)))
+    assert store.announce_nowait(ann(2)).peers4 == addr(200)
+    # no key registered: the newest address wins
+    store.announce_nowait(ann(3))
+    store.announce_nowait(ann(3, a=addr(201)))
+    peers = store.announce_nowait(ann(2)).peers4
+    assert addr(201) in [peers[i : i + 6] for i in range(0, len(peers), 6)]
+    check_invariants(store)
+
+
+def test_families_are_separate_and_udp_gets_its_own_family() -> None:
+    store = MemoryStore(100)
+    v6 = bytes(15) + b"\x01" + b"\x1a\xe1"
+    store.announce_nowait(ann(1, a=v6))
+    store.announce_nowait(ann(2))
+    res = store.announce_nowait(ann(3))
+    assert (res.peers4, res.peers6) == (addr(2), v6)
+    res = store.announce_nowait(ann(3, both=False))
+    assert (res.peers4, res.peers6) == (addr(2), b"")
+    res = store.announce_nowait(ann(1, a=v6, both=False))
+    assert (res.peers4, res.peers6) == (b"", b"")
+    res = store.announce_nowait(ann(4, a=bytes(15) + b"\x02\x00\x01", ids=True))
+    assert res.peer_ids == (pid(2), pid(3), pid(1))
+
+
+def test_numwant_and_peer_ids() -> None:
+    store = MemoryStore(100)
+    for n in range(30):
+        store.announce_nowait(ann(n))
+    res = store.announce_nowait(ann(0, numwant=7, ids=True))
+    assert len(res.peers4) == 42 and len(set(res.peer_ids)) == 7 and pid(0) not in res.peer_ids
+    for ident, packed in zip(res.peer_ids, [res.peers4[i : i + 6] for i in range(0, 42, 6)], strict=True):
+        assert packed == addr(int.from_bytes(ident[8:], "big"))
+    assert store.announce_nowait(ann(0, numwant=0)).peers4 == b""
+
+
+def test_expiry_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    store = MemoryStore(60, clock=clock)
+    store.announce_nowait(ann(1))
+    store.announce_nowait(ann(2, ih=b"j" * 20))
+    clock.now += 30
+    store.announce_nowait(ann(3))
+    clock.now += 30  # peer 1 is exactly ttl old: still there
+    assert store.scrape_nowait([IH])[0].incomplete == 2
+    clock.now += 1
+    res = store.announce_nowait(ann(4))
+    assert (res.incomplete, res.peers4) == (2, addr(3))
+    # the idle swarm is freed by collect() without anyone announcing to it
+    assert store.statistics_nowait().swarms == 2
+    assert store.collect_nowait() == 1
+    assert store.statistics_nowait().swarms == 1
+    clock.now += 61
+    assert store.collect_nowait() == 2
+    assert store.statistics_nowait().swarms == 0
+    check_invariants(store)
+
+
+def test_collect_only_touches_due_swarms() -> None:
+    clock = FakeClock()
+    store = MemoryStore(60, clock=clock)
+    for i in range(100):
+        store.announce_nowait(ann(1, ih=i.to_bytes(20, "big")))
+    clock.now += 30
+    assert store.collect_nowait() == 0
+    assert len(store._due) == 100  # nothing was due, nothing was popped
+
+
+def test_random_churn_keeps_the_tables_consistent() -> None:
+    rng = random.Random(7)
+    clock = FakeClock()
+    store = MemoryStore(50, clock=clock, rng=rng)
+    live: dict[int, bool] = {}
+    for _ in range(5000):
+        n = rng.randrange(60)
+        event = rng.choice([E.NONE, E.STARTED, E.COMPLETED, E.STOPPED])
+        seed = rng.random() < 0.4
+        clock.now += rng.random()
+        res = store.announce_nowait(ann(n, seed=seed, event=event, numwant=rng.randrange(80)))
+        got = [res.peers4[i : i + 6] for i in range(0, len(res.peers4), 6)]
+        assert addr(n) not in got and len(set(got)) == len(got)
+        if seed:
+            assert all(
+                not store._swarms[IH].t4.index[pid(int.from_bytes(g[2:4], "big"))]
+                >= store._swarms[IH].t4.n_leech
+                for g in got
+            )
+        if event is E.STOPPED:
+            live.pop(n, None)
+        else:
+            live[n] = seed
+    check_invariants(store)
+
+
+def test_sample_is_uniform_chi_square() -> None:
+    """Swarm of 200, numwant 50: every peer shows up about equally often."""
+    store = MemoryStore(10_000, rng=random.Random(12345))
+    n_peers, rounds = 200, 2000
+    for n in range(n_peers):
+        store.announce_nowait(ann(n))
+    seen = [0] * n_peers
+    requester_rng = random.Random(1)
+    for _ in range(rounds):
+        me = requester_rng.randrange(n_peers)
+        res = store.announce_nowait(ann(me))
+        got = [int.from_bytes(res.peers4[i + 2 : i + 4], "big") for i in range(0, len(res.peers4), 6)]
+        assert len(got) == 50 and me not in got and len(set(got)) == 50
+        for g in got:
+            seen[g] += 1
+    # each peer is a requester ~10 times (then it cannot be picked), so compare with
+    # its own expectation: rounds it was not the requester x 50 / 199
+    mean = rounds * 50 / n_peers
+    chi2 = sum((s - mean) ** 2 / mean for s in seen)
+    # 199 degrees of freedom: the 99.9th percentile is about 267
+    assert chi2 < 290, chi2

@@ -1,0 +1,215 @@
+"""The HTTP tracker (BEP 3, 7, 23, 24, 48) as an aiohttp application.
+
+Routes: ``GET /announce``, ``GET /scrape``, ``GET /`` (an HTML status page) and
+``GET /metrics`` (Prometheus text format).
+
+Every problem with an announce or scrape is answered with HTTP 200 and a bencoded
+``failure reason``, which is what clients show to their users; the handlers never let
+an exception turn into a 500 or a traceback. Query strings are parsed raw by
+:mod:`torrent.tracker_codec`, because aiohttp decodes query values as UTF-8 text and
+binary ``info_hash`` values do not survive that.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+from aiohttp import web
+
+from torrent.errors import RemoteProtocolError
+from torrent.tracker_codec import (
+    AnnounceResponse,
+    PeerAddress,
+    ScrapeResponse,
+    decode_compact_peers,
+    encode_announce_response,
+    encode_compact_announce,
+    encode_failure,
+    encode_scrape_response,
+    parse_announce_query,
+    parse_scrape_query,
+)
+from tracker.core import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerCore
+from tracker.settings import TrackerSettings
+from tracker.store import AnnounceRejected, MemoryStore, PeerStore, StoreUnavailable
+
+log = logging.getLogger("pytorrent.tracker")
+
+CORE_KEY = web.AppKey("core", TrackerCore)
+#: ``tracker id`` we hand out (clients echo it as ``trackerid``; we accept any).
+TRACKER_ID = b"pytorrent"
+_TEXT = "text/plain"
+
+
+def _failure(reason: str) -> web.Response:
+    return web.Response(body=encode_failure(reason), content_type=_TEXT)
+
+
+def make_app(
+    store: PeerStore, settings: TrackerSettings, *, core: TrackerCore | None = None
+) -> web.Application:
+    """Build the HTTP tracker over ``store``.
+
+    Args:
+        store: the peer store (shared with the UDP server when ``core`` is given).
+        settings: tracker settings.
+        core: shared state; a new one is made when ``None``.
+    """
+    core = core or TrackerCore(store, settings)
+    app = web.Application()
+    app[CORE_KEY] = core
+    sync = store.announce_nowait if isinstance(store, MemoryStore) else None
+    interval, min_interval = settings.interval_s, settings.min_interval_s
+    counters = core.counters
+
+    async def announce(request: web.Request) -> web.Response:
+        counters.http_announces += 1
+        core.note_announce()
+        try:
+            req = parse_announce_query(request.raw_path.partition("?")[2])
+        except RemoteProtocolError as exc:
+            counters.failures_bad_request += 1
+            return _failure(str(exc))
+        try:
+            if not core.allowed(req.info_hash):
+                counters.failures_not_allowed += 1
+                return _failure(NOT_ALLOWED)
+            source = core.pack_address(request.remote or "")
+            if source is None:
+                counters.failures_internal += 1
+                return _failure("cannot tell the address of this request")
+            want_ids = not req.compact and not req.no_peer_id
+            pa = core.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
+            try:
+                res = sync(pa) if sync is not None else await store.announce(pa)
+            except StoreUnavailable as exc:
+                counters.failures_store_unavailable += 1
+                log.debug("store unavailable: %s", exc.detail)
+                return _failure(STORE_UNAVAILABLE)
+            except AnnounceRejected as exc:
+                counters.failures_rejected += 1
+                return _failure(exc.reason)
+            tracker_id = TRACKER_ID if req.tracker_id is None else None
+            if req.compact:
+                body = encode_compact_announce(
+                    interval=interval,
+                    min_interval=min_interval,
+                    complete=res.complete,
+                    incomplete=res.incomplete,
+                    downloaded=res.downloaded,
+                    peers=res.peers4,
+                    peers6=res.peers6,
+                    external_ip=source,
+                    tracker_id=tracker_id,
+                )
+            else:
+                peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
+                if want_ids:
+                    peers = tuple(
+                        PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True)
+                    )
+                body = encode_announce_response(
+                    AnnounceResponse(
+                        interval=interval,
+                        min_interval=min_interval,
+                        complete=res.complete,
+                        incomplete=res.incomplete,
+                        downloaded=res.downloaded,
+                        peers=peers,
+                        external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
+                        tracker_id=tracker_id,
+                    ),
+                    compact=False,
+                    no_peer_id=req.no_peer_id,
+                )
+            return web.Response(body=body, content_type=_TEXT)
+        except Exception:  # a bug: log it, never show the client a traceback
+            counters.failures_internal += 1
+            log.exception("announce failed")
+            return _failure("internal tracker error")
+
+    async def scrape(request: web.Request) -> web.Response:
+        counters.http_scrapes += 1
+        try:
+            hashes = parse_scrape_query(request.raw_path.partition("?")[2])
+        except RemoteProtocolError as exc:
+            counters.failures_bad_request += 1
+            return _failure(str(exc))
+        try:
+            if not hashes:
+                if not settings.full_scrape:
+                    counters.failures_bad_request += 1
+                    return _failure("full scrape is disabled: name at least one info_hash")
+                files = await store.full_scrape(settings.full_scrape_max)
+                if core.allow is not None:
+                    files = {ih: s for ih, s in files.items() if core.allowed(ih)}
+            else:
+                wanted = [ih for ih in hashes if core.allowed(ih)]
+                if not wanted:
+                    counters.failures_not_allowed += 1
+                    return _failure(NOT_ALLOWED)
+                files = dict(zip(wanted, await store.scrape(wanted), strict=True))
+            return web.Response(body=encode_scrape_response(ScrapeResponse(files)), content_type=_TEXT)  # type: ignore[arg-type]
+        except StoreUnavailable:
+            counters.failures_store_unavailable += 1
+            return _failure(STORE_UNAVAILABLE)
+        except Exception:
+            counters.failures_internal += 1
+            log.exception("scrape failed")
+            return _failure("internal tracker error")
+
+    async def status(request: web.Request) -> web.Response:
+        try:
+            stats = await store.statistics()
+            store_line = ""
+        except StoreUnavailable:
+            stats, store_line = core.last_stats, "<p><b>store unavailable</b>: figures are stale</p>"
+        core.last_stats = stats
+        rows = [
+            ("swarms", stats.swarms),
+            ("peers", stats.peers),
+            ("seeds", stats.seeds),
+            ("leechers", stats.peers - stats.seeds),
+            ("completed", stats.downloaded),
+            ("announces per second", f"{core.announces_per_second():.1f}"),
+            ("announces (http / udp)", f"{counters.http_announces} / {counters.udp_announces}"),
+            ("uptime", _duration(core.uptime_s())),
+        ]
+        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>pytorrent tracker</title>"
+            "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em}</style></head>"
+            f"<body><h1>pytorrent tracker</h1>{store_line}<table>{table}</table>"
+            "<p><a href='/metrics'>metrics</a></p></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def metrics(request: web.Request) -> web.Response:
+        try:
+            stats = await store.statistics()
+            core.last_stats = stats
+        except StoreUnavailable:
+            stats = core.last_stats
+        return web.Response(
+            text=core.metrics_text(stats),
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    app.router.add_get("/announce", announce)
+    app.router.add_get("/scrape", scrape)
+    app.router.add_get("/", status)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+__all__ = ["CORE_KEY", "TRACKER_ID", "make_app"]

@@ -1,0 +1,197 @@
+"""Run the tracker: HTTP (aiohttp ``AppRunner``/``TCPSite``) and UDP under one task group.
+
+``async with TrackerServer(settings) as srv:`` binds every socket before the body
+runs, so bind errors reach the caller and tests can read ``srv.http_port`` and
+``srv.udp_port``. Leaving the block stops the sockets, the housekeeping task and the
+store. :func:`serve` wraps that for the command line: it logs the settings, reloads
+the allow-list on SIGHUP and returns on cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from types import TracebackType
+
+from aiohttp import web
+
+from tracker.app import make_app
+from tracker.core import TrackerCore
+from tracker.settings import TrackerSettings
+from tracker.store import MemoryStore, PeerStore, StoreUnavailable
+from tracker.udp import ConnectionIds, UdpTracker
+
+log = logging.getLogger("pytorrent.tracker")
+
+#: Seconds between housekeeping runs (expiry sweep, rate sample).
+HOUSEKEEPING_S = 5.0
+
+
+def make_store(settings: TrackerSettings) -> PeerStore:
+    """The store ``settings.store`` names (``memory`` or a Redis URL)."""
+    if settings.store == "memory":
+        return MemoryStore(settings.ttl_s)
+    from tracker.store_redis import RedisStore
+
+    return RedisStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+
+
+class TrackerServer:
+    """One tracker process: HTTP and UDP sockets over one store.
+
+    Args:
+        settings: tracker settings.
+        store: a store to use instead of the one ``settings.store`` names (tests).
+    """
+
+    def __init__(self, settings: TrackerSettings, *, store: PeerStore | None = None) -> None:
+        settings.validate()
+        self.settings = settings
+        self.store = store if store is not None else make_store(settings)
+        self.core = TrackerCore(self.store, settings)
+        self.http_port = 0
+        self.udp_port: int | None = None
+        self.udp_protocols: list[UdpTracker] = []
+        self._runner: web.AppRunner | None = None
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.strip() for h in self.settings.host.split(",") if h.strip()]
+
+    async def __aenter__(self) -> TrackerServer:
+        s = self.settings
+        try:
+            app = make_app(self.store, s, core=self.core)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._runner.setup()
+            for host in self.hosts:
+                site = web.TCPSite(
+                    self._runner, host, self.http_port or s.port, reuse_port=s.reuse_port or None
+                )
+                await site.start()
+                if not self.http_port:
+                    self.http_port = self._runner.addresses[-1][1]
+            self._tg = asyncio.TaskGroup()
+            await self._tg.__aenter__()
+            if s.udp_enabled:
+                await self._start_udp()
+            self._housekeeping = self._tg.create_task(self._housekeep())
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def _start_udp(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        conn_ids = ConnectionIds(s.udp_secret)
+        tg = self._tg
+        assert tg is not None
+        port = self.http_port if s.udp_port is None else s.udp_port
+        for host in self.hosts:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if s.reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                # a large receive buffer rides out bursts instead of dropping them
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+                sock.bind((host, port or self.udp_port or 0))
+            except BaseException:
+                sock.close()
+                raise
+            transport, protocol = await loop.create_datagram_endpoint(
+                lambda: UdpTracker(self.core, conn_ids, spawn=tg.create_task), sock=sock
+            )
+            self._transports.append(transport)
+            self.udp_protocols.append(protocol)
+            if self.udp_port is None or self.udp_port == 0:
+                self.udp_port = sock.getsockname()[1]
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            self.core.tick()
+            try:
+                removed = await self.store.collect()
+            except StoreUnavailable as exc:
+                log.warning("housekeeping: %s (%s)", exc.reason, exc.detail)
+                continue
+            except Exception:
+                log.exception("housekeeping failed")
+                continue
+            if removed:
+                log.debug("expired %d peers", removed)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            with contextlib.suppress(asyncio.CancelledError):
+                await tg.__aexit__(None, None, None)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        await self.store.aclose()
+
+    def reload_allow_list(self) -> bool:
+        """Re-read ``--allow``; False when there is none or it could not be read."""
+        return self.core.allow.reload() if self.core.allow is not None else False
+
+    def urls(self) -> list[str]:
+        out = []
+        for host in self.hosts:
+            h = f"[{host}]" if ":" in host else host
+            out.append(f"http://{h}:{self.http_port}/announce")
+            if self.udp_port:
+                out.append(f"udp://{h}:{self.udp_port}/announce")
+        return out
+
+
+async def serve(settings: TrackerSettings, *, worker: int | None = None) -> None:
+    """Run a tracker until cancelled (SIGINT/SIGTERM are the caller's business).
+
+    Logs each setting at start-up; SIGHUP reloads the allow-list.
+    """
+    prefix = "" if worker is None else f"worker {worker}: "
+    if worker in (None, 0):
+        for line in settings.describe():
+            log.info("setting %s", line)
+    async with TrackerServer(settings) as srv:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, srv.reload_allow_list)
+        ping = getattr(srv.store, "ping", None)
+        if ping is not None:
+            try:
+                await ping()
+            except StoreUnavailable as exc:
+                log.warning("%sstore not reachable yet (%s); announces fail until it is", prefix, exc.detail)
+        log.info("%stracker listening on %s", prefix, " ".join(srv.urls()))
+        try:
+            await asyncio.Event().wait()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            log.info("%stracker stopping", prefix)
+
+
+__all__ = ["TrackerServer", "make_store", "serve"]

@@ -1,0 +1,327 @@
+"""``RedisStore``: swarms in Redis, so several tracker processes (or hosts) share them.
+
+The only module that imports ``redis``. Every announce is one round trip: a Lua
+script (sent once, then run by its SHA) expires, updates, counts and samples
+atomically on the server.
+
+Layout per swarm (``P`` is the key prefix, ``ih`` the raw 20-byte info hash):
+
+* ``P ih :l4`` / ``:s4`` / ``:l6`` / ``:s6``: sorted sets of peer ids (leechers and
+  seeds per address family) scored by the time of their last announce. Expiry is
+  ``ZRANGEBYSCORE -inf (now - ttl)`` at the start of each announce: O(log n) when
+  nothing is due.
+* ``P ih :p``: hash from family byte + peer id to ``flags(1) key(8 hex or -) address``.
+* ``P ih :d``: the completed count.
+* ``P swarms``: sorted set of info hashes scored by last activity; :meth:`collect`
+  deletes the keys of swarms idle for longer than the ttl (all their peers expired).
+
+The same rules as :class:`~tracker.store.MemoryStore` hold (see its module doc); the
+sample is ``ZRANDMEMBER`` per set, split across sets in proportion to their sizes.
+When Redis cannot be reached within ``timeout_s`` every call raises
+:class:`~tracker.store.StoreUnavailable`; the client reconnects by itself once Redis
+is back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from torrent.tracker_codec import AnnounceEvent, ScrapeStats
+from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreStats, StoreUnavailable
+
+__all__ = ["RedisStore"]
+
+# KEYS: 1 my leechers, 2 my seeds, 3 other leechers, 4 other seeds, 5 peer hash,
+#       6 downloaded counter, 7 swarm index
+# ARGV: 1 peer id, 2 address, 3 key ('' = none), 4 is seed, 5 event (0-3 as BEP 15),
+#       6 numwant, 7 now, 8 ttl, 9 both families, 10 want ids, 11 info hash,
+#       12 my family byte, 13 other family byte
+_ANNOUNCE_LUA = r"""
+local now = tonumber(ARGV[7])
+local cutoff = now - tonumber(ARGV[8])
+local fams = {ARGV[12], ARGV[12], ARGV[13], ARGV[13]}
+for i = 1, 4 do
+  local old = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', '(' .. cutoff, 'LIMIT', 0, 2000)
+  for _, pid in ipairs(old) do
+    redis.call('ZREM', KEYS[i], pid)
+    redis.call('HDEL', KEYS[5], fams[i] .. pid)
+  end
+end
+local pid, addr, key = ARGV[1], ARGV[2], ARGV[3]
+local field = ARGV[12] .. pid
+local event = tonumber(ARGV[5])
+local flags = 0
+local rec = redis.call('HGET', KEYS[5], field)
+if rec then
+  flags = tonumber(string.sub(rec, 1, 1))
+  local oldkey = string.sub(rec, 2, 9)
+  if string.sub(rec, 10) ~= addr and flags % 2 == 1 and oldkey ~= key then
+    return {'rejected'}
+  end
+  if flags % 2 == 1 then key = oldkey end
+end
+local function counts()
+  return redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[4]),
+         redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[3]),
+         tonumber(redis.call('GET', KEYS[6]) or '0')
+end
+if event == 3 then
+  if rec then
+    redis.call('ZREM', KEYS[1], pid)
+    redis.call('ZREM', KEYS[2], pid)
+    redis.call('HDEL', KEYS[5], field)
+  end
+  local c, i, d = counts()
+  return {'ok', c, i, d, {}, {}}
+end
+if ARGV[4] == '1' then
+  redis.call('ZREM', KEYS[1], pid)
+  redis.call('ZADD', KEYS[2], now, pid)
+else
+  redis.call('ZREM', KEYS[2], pid)
+  redis.call('ZADD', KEYS[1], now, pid)
+end
+if not rec and key ~= '' then flags = 1 end
+if key == '' then key = '--------' end
+if event == 1 and flags < 2 then
+  flags = flags + 2
+  redis.call('INCR', KEYS[6])
+end
+redis.call('HSET', KEYS[5], field, tostring(flags) .. key .. addr)
+redis.call('ZADD', KEYS[7], now, ARGV[11])
+local c, i, d = counts()
+local k = tonumber(ARGV[6])
+local sets = {}
+if ARGV[4] == '1' then sets = {1} else sets = {1, 2} end
+if ARGV[9] == '1' then
+  if ARGV[4] == '1' then sets = {1, 3} else sets = {1, 2, 3, 4} end
+end
+local sizes, total = {}, 0
+for n, s in ipairs(sets) do
+  local size = redis.call('ZCARD', KEYS[s])
+  if s <= 2 and redis.call('ZSCORE', KEYS[s], pid) then size = size - 1 end
+  sizes[n] = size
+  total = total + size
+end
+local picked = {}
+if k > 0 and total > 0 then
+  local left = k
+  for n, s in ipairs(sets) do
+    local want = sizes[n]
+    if total > k then
+      want = math.floor(k * sizes[n] / total + math.random())
+      if want > left then want = left end
+      if want > sizes[n] then want = sizes[n] end
+    end
+    if want > 0 then
+      local fam = fams[s]
+      local got = redis.call('ZRANDMEMBER', KEYS[s], want + 1)
+      local taken = 0
+      for _, p in ipairs(got) do
+        if taken < want and not (s <= 2 and p == pid) then
+          picked[#picked + 1] = {fam, p}
+          taken = taken + 1
+        end
+      end
+      left = left - taken
+    end
+  end
+end
+local p4, p6, ids = {}, {}, {}
+if #picked > 0 then
+  local fields = {}
+  for n, e in ipairs(picked) do fields[n] = e[1] .. e[2] end
+  local recs = redis.call('HMGET', KEYS[5], unpack(fields))
+  for n, r in ipairs(recs) do
+    if r then
+      local a = string.sub(r, 10)
+      if #a == 6 then p4[#p4 + 1] = a else p6[#p6 + 1] = a end
+      if ARGV[10] == '1' then ids[#ids + 1] = picked[n][2] end
+    end
+  end
+end
+return {'ok', c, i, d, table.concat(p4), table.concat(p6), ids}
+"""
+
+# KEYS: none (keys are built from ARGV so one call scrapes many swarms)
+# ARGV: 1 prefix, 2 cutoff, 3.. info hashes
+_SCRAPE_LUA = r"""
+local out = {}
+for n = 3, #ARGV do
+  local base = ARGV[1] .. ARGV[n]
+  local c = redis.call('ZCOUNT', base .. ':s4', ARGV[2], '+inf') + redis.call('ZCOUNT', base .. ':s6', ARGV[2], '+inf')
+  local i = redis.call('ZCOUNT', base .. ':l4', ARGV[2], '+inf') + redis.call('ZCOUNT', base .. ':l6', ARGV[2], '+inf')
+  local d = tonumber(redis.call('GET', base .. ':d') or '0')
+  out[#out + 1] = {c, d, i}
+end
+return out
+"""
+
+# ARGV: 1 prefix, 2 cutoff, 3 limit
+_STATS_LUA = r"""
+local hashes = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'swarms', ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
+local swarms, peers, seeds, done = 0, 0, 0, 0
+for _, ih in ipairs(hashes) do
+  local base = ARGV[1] .. ih
+  local s = redis.call('ZCOUNT', base .. ':s4', ARGV[2], '+inf') + redis.call('ZCOUNT', base .. ':s6', ARGV[2], '+inf')
+  local l = redis.call('ZCOUNT', base .. ':l4', ARGV[2], '+inf') + redis.call('ZCOUNT', base .. ':l6', ARGV[2], '+inf')
+  if s + l > 0 then swarms = swarms + 1 end
+  peers = peers + s + l
+  seeds = seeds + s
+  done = done + tonumber(redis.call('GET', base .. ':d') or '0')
+end
+return {swarms, peers, seeds, done}
+"""
+
+# ARGV: 1 prefix, 2 cutoff, 3 limit
+_COLLECT_LUA = r"""
+local idle = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'swarms', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local removed = 0
+for _, ih in ipairs(idle) do
+  local base = ARGV[1] .. ih
+  for _, suffix in ipairs({':l4', ':s4', ':l6', ':s6'}) do
+    removed = removed + redis.call('ZCARD', base .. suffix)
+  end
+  redis.call('DEL', base .. ':l4', base .. ':s4', base .. ':l6', base .. ':s6', base .. ':p', base .. ':d')
+  redis.call('ZREM', ARGV[1] .. 'swarms', ih)
+end
+return removed
+"""
+
+#: Swarms a status/metrics snapshot looks at, at most (it runs on the Redis server).
+STATS_SWARM_LIMIT = 10_000
+
+
+class RedisStore:
+    """A :class:`~tracker.store.PeerStore` in Redis.
+
+    Args:
+        url: ``redis://host:port/db`` (or ``unix://``).
+        ttl_s: seconds after its last announce that a peer expires.
+        timeout_s: connect and command timeout; past it the call raises StoreUnavailable.
+        prefix: prepended to every key (lets several trackers share one Redis).
+        clock: wall-clock seconds; every process sharing the Redis must agree on it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        ttl_s: int,
+        *,
+        timeout_s: float = 2.0,
+        prefix: bytes = b"pt:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = int(ttl_s)
+        self.prefix = prefix
+        self._clock = clock
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+            decode_responses=False,
+        )
+        self._announce = self._redis.register_script(_ANNOUNCE_LUA)
+        self._scrape = self._redis.register_script(_SCRAPE_LUA)
+        self._stats = self._redis.register_script(_STATS_LUA)
+        self._collect = self._redis.register_script(_COLLECT_LUA)
+
+    def _now(self) -> float:
+        return round(self._clock(), 3)
+
+    async def _call(self, script: Any, keys: list[bytes], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except ResponseError:
+            raise  # a bug in a script: not an outage
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def announce(self, a: PeerAnnounce) -> AnnounceResult:
+        base = self.prefix + a.info_hash
+        mine, other = (b"4", b"6") if len(a.addr) == 6 else (b"6", b"4")
+        keys = [
+            base + b":l" + mine,
+            base + b":s" + mine,
+            base + b":l" + other,
+            base + b":s" + other,
+            base + b":p",
+            base + b":d",
+            self.prefix + b"swarms",
+        ]
+        args = [
+            a.peer_id,
+            a.addr,
+            b"" if a.key is None else b"%08x" % a.key,
+            b"1" if a.is_seed else b"0",
+            int(a.event),
+            a.numwant,
+            self._now(),
+            self.ttl_s,
+            b"1" if a.both_families else b"0",
+            b"1" if a.want_peer_ids else b"0",
+            a.info_hash,
+            mine,
+            other,
+        ]
+        reply = await self._call(self._announce, keys, args)
+        if reply[0] == b"rejected":
+            raise AnnounceRejected("peer id already in use from another address (key mismatch)")
+        _, complete, incomplete, downloaded, p4, p6, *rest = reply
+        if a.event is AnnounceEvent.STOPPED:
+            return AnnounceResult(complete, incomplete, downloaded)
+        ids = tuple(rest[0]) if rest else ()
+        return AnnounceResult(complete, incomplete, downloaded, p4 or b"", p6 or b"", ids)
+
+    async def scrape(self, info_hashes: Sequence[bytes]) -> list[ScrapeStats]:
+        if not info_hashes:
+            return []
+        cutoff = self._now() - self.ttl_s
+        reply = await self._call(self._scrape, [], [self.prefix, cutoff, *info_hashes])
+        return [ScrapeStats(complete=c, downloaded=d, incomplete=i) for c, d, i in reply]
+
+    async def full_scrape(self, limit: int) -> dict[bytes, ScrapeStats]:
+        cutoff = self._now() - self.ttl_s
+        try:
+            hashes = await self._redis.zrangebyscore(
+                self.prefix + b"swarms", cutoff, "+inf", start=0, num=limit
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+        out: dict[bytes, ScrapeStats] = {}
+        for i in range(0, len(hashes), 500):
+            chunk = hashes[i : i + 500]
+            out.update(zip(chunk, await self.scrape(chunk), strict=True))
+        return out
+
+    async def statistics(self) -> StoreStats:
+        cutoff = self._now() - self.ttl_s
+        swarms, peers, seeds, done = await self._call(
+            self._stats, [], [self.prefix, cutoff, STATS_SWARM_LIMIT]
+        )
+        return StoreStats(swarms=swarms, peers=peers, seeds=seeds, downloaded=done)
+
+    async def collect(self) -> int:
+        cutoff = self._now() - self.ttl_s
+        return int(await self._call(self._collect, [], [self.prefix, cutoff, 1000]))
+
+    async def ping(self) -> None:
+        """Check Redis answers.
+
+        Raises:
+            StoreUnavailable: it does not.
+        """
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,241 @@
+"""The BEP 15 UDP tracker as an ``asyncio.DatagramProtocol``.
+
+Connection ids are stateless and unforgeable: the first 8 bytes of a keyed BLAKE2b
+of the client's address, port and the current 2-minute window. The server accepts the
+current and the previous window, so an id stays valid for at least 2 minutes (BEP 15:
+"trackers should accept the connection ID until two minutes after it has been sent")
+and at most 4, and no table of issued ids exists to fill up.
+
+Bad packets never stop the server:
+
+* shorter than 16 bytes, or a connect without the protocol magic: dropped, counted;
+* unknown action, short announce, scrape with a bad length or more than 74 hashes,
+  a wrong or expired connection id: answered with a BEP 15 error packet, counted.
+
+Announce answers use the 6-byte peer form over IPv4 and the 18-byte form over IPv6
+(an IPv4-mapped sender on a dual-stack socket counts as IPv4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from torrent.errors import RemoteProtocolError
+from torrent.tracker_codec import (
+    UDP_PROTOCOL_ID,
+    UdpAction,
+    UdpAnnounceRequest,
+    UdpScrapeRequest,
+    decode_udp_request,
+)
+from tracker.core import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerCore
+from tracker.store import AnnounceRejected, AnnounceResult, MemoryStore, PeerAnnounce, StoreUnavailable
+
+log = logging.getLogger("pytorrent.tracker.udp")
+
+#: BEP 15: connection ids are valid for two minutes.
+CONNECTION_ID_WINDOW_S = 120
+#: Most store round trips (Redis) in flight at once; later packets are dropped.
+MAX_PENDING = 4096
+
+_HEADER = struct.Struct(">QII")
+_CONNECT_RESPONSE = struct.Struct(">IIQ")
+_ANNOUNCE_HEAD = struct.Struct(">IIIII")
+_ACTION_TXID = struct.Struct(">II")
+_SCRAPE_ENTRY = struct.Struct(">III")
+_ERROR = int(UdpAction.ERROR)
+
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+class ConnectionIds:
+    """Issues and checks BEP 15 connection ids without keeping state.
+
+    Args:
+        secret: the hash key; several processes that share clients must share it.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(self, secret: bytes | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret if secret is not None else os.urandom(32)
+        if not 16 <= len(self._secret) <= 64:
+            self._secret = hashlib.blake2b(self._secret, digest_size=32).digest()
+        self._clock = clock
+
+    def _make(self, host: str, port: int, window: int) -> int:
+        h = hashlib.blake2b(b"%s|%d|%d" % (host.encode(), port, window), key=self._secret, digest_size=8)
+        return int.from_bytes(h.digest(), "big")
+
+    def issue(self, host: str, port: int) -> int:
+        return self._make(host, port, int(self._clock()) // CONNECTION_ID_WINDOW_S)
+
+    def check(self, conn_id: int, host: str, port: int) -> bool:
+        window = int(self._clock()) // CONNECTION_ID_WINDOW_S
+        return conn_id == self._make(host, port, window) or conn_id == self._make(host, port, window - 1)
+
+
+class UdpTracker(asyncio.DatagramProtocol):
+    """BEP 15 server over a :class:`TrackerCore`.
+
+    Args:
+        core: shared tracker state (store, settings, counters, allow-list).
+        conn_ids: connection id issuer/checker.
+        spawn: runs a coroutine as an owned task; needed only for stores that are not
+            synchronous (Redis). Each such coroutine catches its own errors.
+    """
+
+    def __init__(self, core: TrackerCore, conn_ids: ConnectionIds, *, spawn: Spawn | None = None) -> None:
+        self.core = core
+        self.conn_ids = conn_ids
+        self.spawn = spawn
+        self.transport: asyncio.DatagramTransport | None = None
+        self._sync = core.store.announce_nowait if isinstance(core.store, MemoryStore) else None
+        self._sync_scrape = core.store.scrape_nowait if isinstance(core.store, MemoryStore) else None
+        self._interval = core.settings.interval_s
+        self.pending = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP socket error: %s", exc)
+
+    def _error(self, txid: int, message: str, addr: Any) -> None:
+        assert self.transport is not None
+        self.transport.sendto(_ACTION_TXID.pack(_ERROR, txid) + message.encode(), addr)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._handle(data, addr)
+        except Exception:  # a bug: log it and keep serving
+            self.core.counters.failures_internal += 1
+            log.exception("UDP packet from %s failed", addr[0])
+
+    def _handle(self, data: bytes, addr: Any) -> None:
+        counters = self.core.counters
+        if len(data) < 16:
+            counters.udp_dropped_short += 1
+            return
+        conn_id, action, txid = _HEADER.unpack_from(data)
+        host, port = addr[0], addr[1]
+        if action == 0:
+            if conn_id != UDP_PROTOCOL_ID:
+                counters.udp_dropped_malformed += 1
+                return
+            counters.udp_connects += 1
+            assert self.transport is not None
+            self.transport.sendto(_CONNECT_RESPONSE.pack(0, txid, self.conn_ids.issue(host, port)), addr)
+            return
+        if action != 1 and action != 2:
+            counters.udp_dropped_malformed += 1
+            self._error(txid, "unknown action", addr)
+            return
+        if not self.conn_ids.check(conn_id, host, port):
+            counters.udp_bad_connection_id += 1
+            self._error(txid, "bad or expired connection id", addr)
+            return
+        try:
+            packet = decode_udp_request(data)
+        except RemoteProtocolError as exc:
+            counters.udp_dropped_malformed += 1
+            self._error(txid, str(exc), addr)
+            return
+        if isinstance(packet, UdpAnnounceRequest):
+            self._announce(packet, txid, addr)
+        elif isinstance(packet, UdpScrapeRequest):
+            self._scrape(packet, txid, addr)
+
+    def _announce(self, packet: UdpAnnounceRequest, txid: int, addr: Any) -> None:
+        core = self.core
+        core.counters.udp_announces += 1
+        core.note_announce()
+        req = packet.announce
+        if not core.allowed(req.info_hash):
+            core.counters.failures_not_allowed += 1
+            self._error(txid, NOT_ALLOWED, addr)
+            return
+        source = core.pack_address(addr[0])
+        if source is None:
+            return
+        pa = core.peer_announce(req, source, both_families=False, want_peer_ids=False)
+        if self._sync is not None:
+            try:
+                res = self._sync(pa)
+            except AnnounceRejected as exc:
+                core.counters.failures_rejected += 1
+                self._error(txid, exc.reason, addr)
+                return
+            self._send_announce(res, len(pa.addr) == 18, txid, addr)
+        elif self.pending < MAX_PENDING and self.spawn is not None:
+            self.pending += 1
+            self.spawn(self._announce_async(pa, txid, addr))
+        else:
+            core.counters.udp_dropped_malformed += 1
+
+    def _send_announce(self, res: AnnounceResult, ipv6: bool, txid: int, addr: Any) -> None:
+        assert self.transport is not None
+        head = _ANNOUNCE_HEAD.pack(1, txid, self._interval, res.incomplete, res.complete)
+        self.transport.sendto(head + (res.peers6 if ipv6 else res.peers4), addr)
+
+    async def _announce_async(self, pa: PeerAnnounce, txid: int, addr: Any) -> None:
+        try:
+            res = await self.core.store.announce(pa)
+        except StoreUnavailable:
+            self.core.counters.failures_store_unavailable += 1
+            self._error(txid, STORE_UNAVAILABLE, addr)
+        except AnnounceRejected as exc:
+            self.core.counters.failures_rejected += 1
+            self._error(txid, exc.reason, addr)
+        except Exception:
+            self.core.counters.failures_internal += 1
+            log.exception("UDP announce failed")
+        else:
+            if self.transport is not None and not self.transport.is_closing():
+                self._send_announce(res, len(pa.addr) == 18, txid, addr)
+        finally:
+            self.pending -= 1
+
+    def _scrape(self, packet: UdpScrapeRequest, txid: int, addr: Any) -> None:
+        core = self.core
+        core.counters.udp_scrapes += 1
+        hashes = packet.info_hashes
+        if not any(core.allowed(ih) for ih in hashes):
+            core.counters.failures_not_allowed += 1
+            self._error(txid, NOT_ALLOWED, addr)
+            return
+        if self._sync_scrape is not None:
+            self._send_scrape(self._sync_scrape(hashes), hashes, txid, addr)
+        elif self.pending < MAX_PENDING and self.spawn is not None:
+            self.pending += 1
+            self.spawn(self._scrape_async(hashes, txid, addr))
+
+    def _send_scrape(self, stats: list[Any], hashes: tuple[bytes, ...], txid: int, addr: Any) -> None:
+        assert self.transport is not None
+        allowed = self.core.allowed
+        body = b"".join(
+            _SCRAPE_ENTRY.pack(s.complete, s.downloaded, s.incomplete) if allowed(ih) else bytes(12)
+            for ih, s in zip(hashes, stats, strict=True)
+        )
+        self.transport.sendto(_ACTION_TXID.pack(2, txid) + body, addr)
+
+    async def _scrape_async(self, hashes: tuple[bytes, ...], txid: int, addr: Any) -> None:
+        try:
+            stats = await self.core.store.scrape(hashes)
+        except StoreUnavailable:
+            self.core.counters.failures_store_unavailable += 1
+            self._error(txid, STORE_UNAVAILABLE, addr)
+        except Exception:
+            self.core.counters.failures_internal += 1
+            log.exception("UDP scrape failed")
+        else:
+            if self.transport is not None and not self.transport.is_closing():
+                self._send_scrape(stats, hashes, txid, addr)
+        finally:
+            self.pending -= 1
