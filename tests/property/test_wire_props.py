@@ -1,0 +1,187 @@
+"""Hypothesis over the peer-wire codec: arbitrary bytes, valid streams, re-encoding, PieceSet."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.wire_helpers import NUM_PIECES, PIECE_LENGTH, TOTAL_LENGTH, connected, make
+from torrent.errors import RemoteProtocolError
+from torrent.pieceset import PieceSet
+from torrent.wire import (
+    NEED_DATA,
+    AllowedFast,
+    Bitfield,
+    Block,
+    Cancel,
+    Choke,
+    ConnectionClosed,
+    Event,
+    ExtensionHandshake,
+    Handshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    KeepAlive,
+    NotInterested,
+    PeerProtocol,
+    Port,
+    RejectRequest,
+    Request,
+    SuggestPiece,
+    Unchoke,
+    UnrequestedBlock,
+    encode,
+)
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def drain_all(proto: PeerProtocol, data: bytes, cuts: list[int]) -> list[Event]:
+    """Feed ``data`` split at ``cuts`` then EOF; collect events until NEED_DATA or close."""
+    events: list[Event] = []
+    bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    for start, end in itertools.pairwise(bounds):
+        proto.receive_data(data[start:end])
+        while (event := proto.next_event()) is not NEED_DATA:
+            events.append(event)  # type: ignore[arg-type]
+    proto.receive_data(b"")
+    events.append(proto.next_event())  # type: ignore[arg-type]
+    return events
+
+
+@SETTINGS
+@given(data=st.binary(max_size=600), cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=8))
+def test_arbitrary_bytes_after_the_handshake_raise_only_remote_errors(data: bytes, cuts: list[int]) -> None:
+    proto = connected()
+    try:
+        events = drain_all(proto, data, cuts)
+    except RemoteProtocolError:
+        return
+    assert events[-1] == ConnectionClosed()
+
+
+@SETTINGS
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_as_a_handshake_raise_only_remote_errors(data: bytes) -> None:
+    proto = make()
+    try:
+        drain_all(proto, data, [])
+    except RemoteProtocolError:
+        pass
+
+
+# A valid message stream: strategies for each message after the handshake, in a legal state.
+indexes = st.integers(min_value=0, max_value=NUM_PIECES - 1)
+simple = st.one_of(
+    st.just(KeepAlive()),
+    st.just(Choke()),
+    st.just(Unchoke()),
+    st.just(Interested()),
+    st.just(NotInterested()),
+    indexes.map(Have),
+    indexes.map(SuggestPiece),
+    indexes.map(AllowedFast),
+    st.integers(min_value=1, max_value=65535).map(Port),
+    st.dictionaries(st.sampled_from([b"v", b"p", b"reqq", b"x"]), st.integers(0, 10**6) | st.binary(max_size=8)).map(
+        ExtensionHandshake
+    ),
+)
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> Event:
+    index = draw(indexes)
+    size = TOTAL_LENGTH - (NUM_PIECES - 1) * PIECE_LENGTH if index == NUM_PIECES - 1 else PIECE_LENGTH
+    begin = draw(st.integers(min_value=0, max_value=size - 1))
+    length = draw(st.integers(min_value=1, max_value=min(16384, size - begin)))
+    kind = draw(st.sampled_from([Request, Cancel, UnrequestedBlock]))
+    if kind is UnrequestedBlock:
+        return UnrequestedBlock(index, begin, bytes([index]) * length)
+    return kind(index, begin, length)  # type: ignore[no-any-return]
+
+
+first_messages = st.one_of(
+    st.just(HaveAll()),
+    st.just(HaveNone()),
+    st.sets(indexes).map(lambda s: Bitfield(PieceSet.from_indexes(s, NUM_PIECES))),
+)
+
+
+def wire_bytes(event: Event) -> bytes:
+    if isinstance(event, UnrequestedBlock):
+        return encode(Block(event.index, event.begin, event.data))
+    return encode(event)
+
+
+@SETTINGS
+@given(
+    first=first_messages,
+    rest=st.lists(st.one_of(simple, blocks()), max_size=25),
+    cuts=st.lists(st.integers(min_value=0, max_value=10**6), max_size=10),
+)
+def test_valid_streams_decode_and_reencode_to_the_same_bytes(
+    first: Event, rest: list[Event], cuts: list[int]
+) -> None:
+    # We are a seed that unchoked the peer, so its requests are accepted; we requested nothing, so
+    # its blocks are unrequested. Every message is legal here and each must come back unchanged.
+    proto = connected()
+    proto.send(HaveAll())
+    proto.send(Unchoke())
+    messages = [first, *rest]
+    stream = b"".join(wire_bytes(m) for m in messages)
+    events = drain_all(proto, stream, cuts)
+    assert events[-1] == ConnectionClosed()
+    events = events[:-1]
+    # Cancels for requests not pending and duplicate requests produce no event; check the rest.
+    pending: set[tuple[int, int, int]] = set()
+    expected: list[Event] = []
+    for m in messages:
+        if isinstance(m, Request):
+            key = (m.index, m.begin, m.length)
+            if key in pending:
+                continue
+            pending.add(key)
+        elif isinstance(m, Cancel):
+            key = (m.index, m.begin, m.length)
+            if key not in pending:
+                continue
+            pending.discard(key)
+        expected.append(m)
+    assert events == expected
+    reencoded = b"".join(wire_bytes(e) for e in events)
+    assert reencoded == b"".join(wire_bytes(m) for m in expected)
+    assert proto.data_to_send() == b"".join(
+        encode(RejectRequest(e.index, e.begin, e.length)) for e in events
+        if isinstance(e, Cancel)
+    )
+
+
+@SETTINGS
+@given(hs_reserved=st.binary(min_size=8, max_size=8), peer_id=st.binary(min_size=20, max_size=20))
+def test_handshake_round_trip(hs_reserved: bytes, peer_id: bytes) -> None:
+    sender = make(peer_id)
+    data = sender.send(Handshake(reserved=hs_reserved))
+    receiver = make()
+    receiver.receive_data(data)
+    event = receiver.next_event()
+    assert event == Handshake(info_hash=sender.info_hash, peer_id=peer_id, reserved=hs_reserved)
+
+
+@SETTINGS
+@given(size=st.integers(min_value=0, max_value=200), data=st.data())
+def test_pieceset_matches_a_python_set(size: int, data: st.DataObject) -> None:
+    members = data.draw(st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set()))
+    pieces = PieceSet.from_indexes(members, size)
+    assert list(pieces) == sorted(members) and len(pieces) == len(members)
+    assert list(pieces.missing()) == sorted(set(range(size)) - members)
+    again = PieceSet.from_bytes(pieces.to_bytes(), size)
+    assert again == pieces
+    other = data.draw(st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set()))
+    o = PieceSet.from_indexes(other, size)
+    assert set(pieces & o) == members & other
+    assert set(pieces | o) == members | other
+    assert set(pieces - o) == members - other

@@ -1,0 +1,317 @@
+"""Every peer-wire message against hand-written bytes from BEP 3, 5, 6 and 10, both ways."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.wire_helpers import INFO_HASH, NUM_PIECES, PEER_A, PEER_B, connected, feed, make
+from torrent.pieceset import PieceSet
+from torrent.wire import (
+    HANDSHAKE_LENGTH,
+    NEED_DATA,
+    AllowedFast,
+    Bitfield,
+    Block,
+    Cancel,
+    Choke,
+    ConnectionClosed,
+    Event,
+    ExtendedMessage,
+    ExtensionHandshake,
+    Handshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    KeepAlive,
+    NotInterested,
+    PeerProtocol,
+    Port,
+    RejectRequest,
+    Request,
+    SuggestPiece,
+    Unchoke,
+    encode,
+    encode_handshake,
+    parse_handshake,
+    peek_info_hash,
+)
+
+# BEP 3: <pstrlen=19><pstr><reserved 8><info_hash 20><peer_id 20>. Reserved bits: BEP 10 sets
+# reserved[5] 0x10, BEP 6 sets reserved[7] 0x04, BEP 5 sets reserved[7] 0x01.
+HANDSHAKE_BYTES = (
+    b"\x13BitTorrent protocol" + b"\x00\x00\x00\x00\x00\x10\x00\x05" + INFO_HASH + PEER_B
+)
+
+
+def ready(**kwargs: object) -> PeerProtocol:
+    """Both handshakes done, piece sets exchanged (we and the peer are seeds), both unchoked."""
+    proto = connected(dict(kwargs))
+    proto.send(HaveAll())
+    proto.send(Unchoke())
+    events = feed(proto, b"\x00\x00\x00\x01\x0e" + b"\x00\x00\x00\x01\x01")
+    assert events == [HaveAll(), Unchoke()]
+    return proto
+
+
+# -- handshake ----------------------------------------------------------------------------------
+
+
+def test_handshake_bytes_are_bep3_with_our_reserved_bits() -> None:
+    proto = make(dht=True)
+    assert proto.send(Handshake()) == HANDSHAKE_BYTES[:28] + INFO_HASH + PEER_A
+    assert len(HANDSHAKE_BYTES) == HANDSHAKE_LENGTH == 68
+
+
+def test_handshake_reserved_bits_follow_the_options() -> None:
+    plain = make(extension_protocol=False, fast_extension=False).send(Handshake())
+    assert plain[20:28] == bytes(8)
+    assert make().send(Handshake())[20:28] == b"\x00\x00\x00\x00\x00\x10\x00\x04"  # DHT only when asked
+
+
+def test_parse_handshake_reads_every_field_and_bit() -> None:
+    hs = parse_handshake(HANDSHAKE_BYTES)
+    assert hs.info_hash == INFO_HASH and hs.peer_id == PEER_B
+    assert hs.extension_protocol and hs.fast_extension and hs.dht
+    none = parse_handshake(HANDSHAKE_BYTES[:20] + bytes(8) + HANDSHAKE_BYTES[28:])
+    assert not (none.extension_protocol or none.fast_extension or none.dht)
+
+
+def test_received_handshake_negotiates_extensions() -> None:
+    proto = connected()
+    assert proto.peer_id == PEER_B
+    assert proto.fast_extension and proto.extension_protocol and proto.peer_dht
+    only_fast = connected(peer_reserved=b"\x00" * 7 + b"\x04")
+    assert only_fast.fast_extension and not only_fast.extension_protocol and not only_fast.peer_dht
+    # Each extension needs both bits: we advertise no fast extension, so it is off.
+    ours_off = connected({"fast_extension": False})
+    assert not ours_off.fast_extension and ours_off.extension_protocol
+
+
+def test_encode_handshake_matches_the_protocol_object() -> None:
+    assert encode_handshake(INFO_HASH, PEER_A, b"\x00\x00\x00\x00\x00\x10\x00\x05") == make(dht=True).send(
+        Handshake()
+    )
+
+
+def test_peek_info_hash_for_a_listener() -> None:
+    # A listener sees the initiator's handshake first and routes it by info hash.
+    for n in range(48):
+        assert peek_info_hash(HANDSHAKE_BYTES[:n]) is None
+    assert peek_info_hash(HANDSHAKE_BYTES[:48]) == INFO_HASH
+    assert peek_info_hash(HANDSHAKE_BYTES + b"\x00\x00\x00\x01\x02") == INFO_HASH
+    from torrent.errors import RemoteProtocolError
+
+    with pytest.raises(RemoteProtocolError, match="not a BitTorrent handshake"):
+        peek_info_hash(b"GET / HTTP/1.1\r\n")
+    with pytest.raises(RemoteProtocolError):
+        peek_info_hash(b"\x13BitTorrent protocoX")
+
+
+def test_listener_flow_peek_then_feed_everything() -> None:
+    initiator = make(PEER_B)
+    first_bytes = initiator.send(Handshake())
+    assert peek_info_hash(first_bytes[:30]) is None
+    ih = peek_info_hash(first_bytes)
+    assert ih == INFO_HASH
+    listener = make(PEER_A)  # the session looked the torrent up by ih
+    events = feed(listener, first_bytes)
+    assert [type(e) for e in events] == [Handshake]
+    reply = listener.send(Handshake())
+    assert [type(e) for e in feed(initiator, reply)] == [Handshake]
+
+
+# -- one table for every message after the handshake ---------------------------------------------
+
+
+def piece_set(indexes: list[int]) -> PieceSet:
+    return PieceSet.from_indexes(indexes, NUM_PIECES)
+
+
+# (name, hand-written bytes, event). Ten pieces: a bitfield is 2 bytes, pieces 0, 2 and 9 set
+# are 0b1010_0000 0b0100_0000.
+MESSAGES: list[tuple[str, bytes, Event]] = [
+    ("keep-alive", b"\x00\x00\x00\x00", KeepAlive()),
+    ("choke", b"\x00\x00\x00\x01\x00", Choke()),
+    ("unchoke", b"\x00\x00\x00\x01\x01", Unchoke()),
+    ("interested", b"\x00\x00\x00\x01\x02", Interested()),
+    ("not interested", b"\x00\x00\x00\x01\x03", NotInterested()),
+    ("have", b"\x00\x00\x00\x05\x04\x00\x00\x00\x07", Have(7)),
+    ("bitfield", b"\x00\x00\x00\x03\x05\xa0\x40", Bitfield(piece_set([0, 2, 9]))),
+    (
+        "request",
+        b"\x00\x00\x00\x0d\x06\x00\x00\x00\x01\x00\x00\x40\x00\x00\x00\x40\x00",
+        Request(1, 16384, 16384),
+    ),
+    ("piece", b"\x00\x00\x00\x0d\x07\x00\x00\x00\x09\x00\x00\x00\x00abcd", Block(9, 0, b"abcd")),
+    (
+        "cancel",
+        b"\x00\x00\x00\x0d\x08\x00\x00\x00\x01\x00\x00\x40\x00\x00\x00\x40\x00",
+        Cancel(1, 16384, 16384),
+    ),
+    ("port", b"\x00\x00\x00\x03\x09\x1a\xe1", Port(6881)),
+    ("suggest piece", b"\x00\x00\x00\x05\x0d\x00\x00\x00\x03", SuggestPiece(3)),
+    ("have all", b"\x00\x00\x00\x01\x0e", HaveAll()),
+    ("have none", b"\x00\x00\x00\x01\x0f", HaveNone()),
+    (
+        "reject request",
+        b"\x00\x00\x00\x0d\x10\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x04",
+        RejectRequest(9, 0, 4),
+    ),
+    ("allowed fast", b"\x00\x00\x00\x05\x11\x00\x00\x00\x05", AllowedFast(5)),
+    (
+        "extension handshake",
+        b"\x00\x00\x00\x2c\x14\x00d1:md11:ut_metadatai3ee1:pi6881e1:v4:teste",
+        ExtensionHandshake({b"m": {b"ut_metadata": 3}, b"v": b"test", b"p": 6881}),
+    ),
+]
+
+
+def receiver_for(name: str) -> PeerProtocol:
+    """A protocol in a state where the named message is legal and yields its event."""
+    if name in ("bitfield", "have all", "have none"):
+        return connected()  # must be the peer's first message
+    proto = ready(extensions={"ut_metadata": 2})
+    if name == "cancel":
+        feed(proto, MESSAGES[7][1])  # the peer's request, which it then cancels
+    if name in ("piece", "reject request"):
+        proto.send(Request(9, 0, 4))
+    return proto
+
+
+@pytest.mark.parametrize(("name", "data", "event"), MESSAGES, ids=[m[0] for m in MESSAGES])
+def test_decode_each_message(name: str, data: bytes, event: Event) -> None:
+    proto = receiver_for(name)
+    assert feed(proto, data) == [event]
+
+
+@pytest.mark.parametrize(("name", "data", "event"), MESSAGES, ids=[m[0] for m in MESSAGES])
+def test_decode_each_message_one_byte_at_a_time(name: str, data: bytes, event: Event) -> None:
+    proto = receiver_for(name)
+    assert feed(proto, data, chunk=1) == [event]
+
+
+@pytest.mark.parametrize(("name", "data", "event"), MESSAGES, ids=[m[0] for m in MESSAGES])
+def test_encode_each_message(name: str, data: bytes, event: Event) -> None:
+    assert encode(event) == data
+
+
+def sender_for(name: str) -> PeerProtocol:
+    """A protocol in a state where sending the named message is legal."""
+    if name in ("bitfield", "have all", "have none"):
+        return connected()
+    proto = ready(extensions={"ut_metadata": 3})
+    if name in ("piece", "cancel", "reject request"):
+        # The peer asks for what we then serve, reject, or (as the requester) cancel.
+        feed(proto, b"\x00\x00\x00\x0d\x06\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x04")
+        feed(proto, MESSAGES[7][1])
+        proto.send(Request(1, 16384, 16384))
+    return proto
+
+
+@pytest.mark.parametrize(("name", "data", "event"), MESSAGES, ids=[m[0] for m in MESSAGES])
+def test_send_each_message(name: str, data: bytes, event: Event) -> None:
+    proto = sender_for(name)
+    if isinstance(event, ExtensionHandshake):
+        event = ExtensionHandshake({b"v": b"test", b"p": 6881})  # m comes from extensions=
+    assert proto.send(event) == data
+
+
+def test_piece_event_data_is_a_readonly_memoryview() -> None:
+    proto = receiver_for("piece")
+    (block,) = feed(proto, MESSAGES[8][1])
+    assert isinstance(block, Block)
+    assert isinstance(block.data, memoryview) and block.data.readonly
+    assert bytes(block.data) == b"abcd" and block.length == 4
+    assert block.request() == Request(9, 0, 4)
+
+
+def test_extended_messages_route_by_name_both_ways() -> None:
+    proto = ready(extensions={"ut_metadata": 2, "ut_pex": 1})
+    (hs,) = feed(proto, MESSAGES[-1][1])
+    assert isinstance(hs, ExtensionHandshake)
+    assert hs.extensions == {"ut_metadata": 3} and hs.client == "test" and hs.listen_port == 6881
+    assert proto.peer_extensions == {"ut_metadata": 3}
+    # Sending uses the peer's id (3); receiving maps our id (2) back to the name.
+    assert proto.send(ExtendedMessage("ut_metadata", b"d8:msg_typei0e5:piecei0ee")) == (
+        b"\x00\x00\x00\x1b\x14\x03d8:msg_typei0e5:piecei0ee"
+    )
+    got = feed(proto, b"\x00\x00\x00\x07\x14\x02hello")
+    assert got == [ExtendedMessage("ut_metadata", b"hello")]
+    # An id we never assigned is ignored, not fatal.
+    assert feed(proto, b"\x00\x00\x00\x03\x14\x09x") == []
+    assert proto.ignored_messages == 1
+    # A later handshake may disable an extension with id 0 (BEP 10).
+    feed(proto, b"\x00\x00\x00\x1a\x14\x00d1:md11:ut_metadatai0eee")
+    assert proto.peer_extensions == {}
+
+
+def test_our_extension_handshake_carries_m_from_the_registered_extensions() -> None:
+    proto = ready(extensions={"ut_metadata": 2, "ut_pex": 1})
+    out = proto.send(ExtensionHandshake({"v": "pytorrent"}))
+    assert out == b"\x00\x00\x00\x33\x14\x00d1:md11:ut_metadatai2e6:ut_pexi1ee1:v9:pytorrente"
+
+
+def test_unknown_message_ids_are_ignored_not_fatal() -> None:
+    proto = ready()
+    events = feed(proto, b"\x00\x00\x00\x03\x42ab" + b"\x00\x00\x00\x01\x02" + b"\x00\x00\x00\x01\xff")
+    assert events == [Interested()]
+    assert proto.ignored_messages == 2
+
+
+def test_eof_gives_connection_closed_repeatedly() -> None:
+    proto = ready()
+    proto.receive_data(b"\x00\x00\x00\x01\x02")
+    proto.receive_data(b"")
+    assert proto.next_event() == Interested()
+    assert proto.next_event() == ConnectionClosed()
+    assert proto.next_event() == ConnectionClosed()
+    assert proto.next_event() is not NEED_DATA
+
+
+def test_need_data_until_a_whole_message() -> None:
+    proto = ready()
+    proto.receive_data(b"\x00\x00")
+    assert proto.next_event() is NEED_DATA
+    proto.receive_data(b"\x00\x05\x04\x00")
+    assert proto.next_event() is NEED_DATA
+    proto.receive_data(b"\x00\x00\x07\x00")
+    assert proto.next_event() == Have(7)
+    assert proto.next_event() is NEED_DATA
+
+
+def test_stream_of_mixed_messages_in_every_chunk_size() -> None:
+    stream = b"".join(
+        [
+            HANDSHAKE_BYTES,
+            b"\x00\x00\x00\x2c\x14\x00d1:md11:ut_metadatai3ee1:pi6881e1:v4:teste",
+            b"\x00\x00\x00\x03\x05\xa0\x40",
+            b"\x00\x00\x00\x00",
+            b"\x00\x00\x00\x01\x01",
+            b"\x00\x00\x00\x05\x04\x00\x00\x00\x07",
+            b"\x00\x00\x00\x03\x09\x1a\xe1",
+        ]
+    )
+    expected = [Handshake, ExtensionHandshake, Bitfield, KeepAlive, Unchoke, Have, Port]
+    for chunk in (1, 2, 3, 5, 7, 13, 64, len(stream)):
+        proto = make()
+        proto.send(Handshake())
+        events = feed(proto, stream, chunk=chunk)
+        assert [type(e) for e in events] == expected, chunk
+        assert proto.peer_pieces == piece_set([0, 2, 7, 9])
+
+
+def test_blocks_split_across_reads_arrive_whole() -> None:
+    proto = ready()
+    blocks = [(i, b) for i in range(9) for b in (0, 16384)]
+    for index, begin in blocks:
+        proto.send(Request(index, begin, 16384))
+    stream = b"".join(encode(Block(i, b, bytes([i]) * 16384)) for i, b in blocks)
+    for chunk in (1000, 16393, 65536, 100_000):
+        proto2 = ready()
+        for index, begin in blocks:
+            proto2.send(Request(index, begin, 16384))
+        events = feed(proto2, stream, chunk=chunk)
+        assert [(e.index, e.begin, bytes(e.data)) for e in events if isinstance(e, Block)] == [
+            (i, b, bytes([i]) * 16384) for i, b in blocks
+        ]

@@ -1,0 +1,429 @@
+"""Per-connection state: choke/interest flags, request bookkeeping, BEP 6 semantics, time."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.wire_helpers import NUM_PIECES, Pair, connected, feed, make
+from torrent.errors import LocalProtocolError, RemoteProtocolError
+from torrent.pieceset import PieceSet
+from torrent.wire import (
+    _TRANSITIONS,
+    NEED_DATA,
+    AllowedFast,
+    Bitfield,
+    Block,
+    Cancel,
+    Choke,
+    ExtendedMessage,
+    Handshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    KeepAlive,
+    NotInterested,
+    PeerProtocol,
+    Phase,
+    Port,
+    RateMeter,
+    RejectRequest,
+    Request,
+    SuggestPiece,
+    Unchoke,
+    UnrequestedBlock,
+    _Kind,
+    encode,
+)
+
+NO_FAST = {"fast_extension": False}
+BLOCK = 16384
+
+
+def pair(fast: bool = True, **kwargs: object) -> Pair:
+    opts = dict(kwargs)
+    if not fast:
+        opts["fast_extension"] = False
+    p = Pair(dict(opts), dict(opts))
+    p.handshake()
+    return p
+
+
+def seed_and_leecher(fast: bool = True) -> Pair:
+    """``a`` is the leecher (has nothing, interested), ``b`` the seed (has all, unchoked a)."""
+    p = pair(fast)
+    if fast:
+        assert p.send(p.b, HaveAll()) == [HaveAll()]
+        assert p.send(p.a, HaveNone()) == [HaveNone()]
+    else:
+        p.send(p.b, Bitfield(PieceSet.full(NUM_PIECES)))
+        p.send(p.a, Interested())
+    if fast:
+        p.send(p.a, Interested())
+    assert p.send(p.b, Unchoke()) == [Unchoke()]
+    return p
+
+
+# -- flags ----------------------------------------------------------------------------------------
+
+
+def test_initial_flags_and_their_changes_on_both_sides() -> None:
+    p = pair()
+    a, b = p.a, p.b
+    assert (a.am_choking, a.am_interested, a.peer_choking, a.peer_interested) == (True, False, True, False)
+    p.send(a, HaveNone())
+    p.send(b, HaveNone())
+    assert p.send(a, Interested()) == [Interested()]
+    assert a.am_interested and b.peer_interested
+    p.send(b, Unchoke())
+    assert not b.am_choking and not a.peer_choking
+    p.send(a, NotInterested())
+    assert not a.am_interested and not b.peer_interested
+    p.send(b, Choke())
+    assert b.am_choking and a.peer_choking
+
+
+def test_have_updates_the_peer_piece_set_and_ours() -> None:
+    p = pair()
+    p.send(p.a, HaveNone())
+    p.send(p.b, Bitfield(PieceSet.from_indexes([1], NUM_PIECES)))
+    assert p.send(p.b, Have(4)) == [Have(4)]
+    assert sorted(p.a.peer_pieces) == [1, 4] and sorted(p.b.our_pieces) == [1, 4]
+
+
+# -- transition table -----------------------------------------------------------------------------
+
+KIND_BYTES = {
+    _Kind.PIECE_SET: b"\x00\x00\x00\x03\x05\x00\x00",
+    _Kind.NEUTRAL: b"\x00\x00\x00\x03\x09\x1a\xe1",
+    _Kind.OTHER: b"\x00\x00\x00\x01\x02",
+}
+
+
+def in_phase(phase: Phase) -> PeerProtocol:
+    proto = make()
+    proto.send(Handshake())
+    if phase is Phase.HANDSHAKE:
+        return proto
+    proto = connected()
+    if phase is Phase.ACTIVE:
+        feed(proto, KIND_BYTES[_Kind.OTHER])
+    assert proto.their_phase is phase
+    return proto
+
+
+@pytest.mark.parametrize(
+    ("phase", "kind"), list(itertools.product([Phase.OPENING, Phase.ACTIVE], KIND_BYTES)), ids=str
+)
+def test_transition_table_against_received_messages(phase: Phase, kind: _Kind) -> None:
+    proto = in_phase(phase)
+    proto.receive_data(KIND_BYTES[kind])
+    expected = _TRANSITIONS.get((phase, kind))
+    if expected is None:
+        with pytest.raises(RemoteProtocolError):
+            proto.next_event()
+        assert proto.their_phase is Phase.ERROR
+    else:
+        assert proto.next_event() is not NEED_DATA
+        assert proto.their_phase is expected
+
+
+@pytest.mark.parametrize(
+    ("phase", "event"),
+    list(itertools.product([Phase.OPENING, Phase.ACTIVE], [Bitfield(PieceSet(NUM_PIECES)), Port(1), Interested()])),
+    ids=str,
+)
+def test_transition_table_against_sent_messages(phase: Phase, event: object) -> None:
+    proto = connected(NO_FAST)  # without BEP 6, so only the table decides
+    if phase is Phase.ACTIVE:
+        proto.send(KeepAlive())
+        proto.send(NotInterested())
+    kind = {Bitfield: _Kind.PIECE_SET, Port: _Kind.NEUTRAL}.get(type(event), _Kind.OTHER)
+    expected = _TRANSITIONS.get((phase, kind))
+    if expected is None:
+        with pytest.raises(LocalProtocolError, match="only allowed as the first message"):
+            proto.send(event)  # type: ignore[arg-type]
+        assert proto.our_phase is phase  # a refused send changes nothing
+    else:
+        proto.send(event)  # type: ignore[arg-type]
+        assert proto.our_phase is expected
+
+
+def test_with_fast_extension_our_first_message_must_be_a_piece_set() -> None:
+    proto = connected()
+    with pytest.raises(LocalProtocolError, match="first message must be Bitfield, HaveAll or HaveNone"):
+        proto.send(Interested())
+    proto.send(Port(6881))  # neutral messages may come first
+    proto.send(HaveNone())
+    proto.send(Interested())
+
+
+def test_sending_before_handshakes_is_our_bug() -> None:
+    proto = make()
+    with pytest.raises(LocalProtocolError, match="before our handshake"):
+        proto.send(Interested())
+    proto.send(Handshake())
+    with pytest.raises(LocalProtocolError, match="before the peer's handshake"):
+        proto.send(Interested())
+    with pytest.raises(LocalProtocolError, match="info hash differs"):
+        make().send(Handshake(info_hash=b"\x01" * 20))
+
+
+# -- requests: our side ---------------------------------------------------------------------------
+
+
+def test_request_block_round_trip_bookkeeping() -> None:
+    p = seed_and_leecher()
+    assert p.send(p.a, Request(3, 0, BLOCK), now=1.0) == [Request(3, 0, BLOCK)]
+    assert p.a.outstanding_requests == {Request(3, 0, BLOCK): 1.0}
+    assert p.b.peer_requests == {Request(3, 0, BLOCK): 1.0}
+    events = p.send(p.b, Block(3, 0, b"q" * BLOCK), now=2.0)
+    assert events == [Block(3, 0, b"q" * BLOCK)]
+    assert p.a.outstanding_requests == {} and p.b.peer_requests == {}
+    assert p.a.statistics(2.0).downloaded == BLOCK and p.b.statistics(2.0).uploaded == BLOCK
+
+
+def test_our_request_misuse_is_local_error() -> None:
+    p = pair()
+    p.send(p.a, HaveNone())
+    p.send(p.b, Bitfield(PieceSet.from_indexes([0, 1], NUM_PIECES)))
+    with pytest.raises(LocalProtocolError, match="while the peer chokes us"):
+        p.a.send(Request(0, 0, BLOCK))
+    p.send(p.b, Unchoke())
+    with pytest.raises(LocalProtocolError, match="which the peer does not have"):
+        p.a.send(Request(5, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="block length 16385"):
+        p.a.send(Request(0, 0, BLOCK + 1))
+    with pytest.raises(LocalProtocolError, match="runs past the end"):
+        p.a.send(Request(0, 2 * BLOCK, 1))
+    p.a.send(Request(0, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="already outstanding"):
+        p.a.send(Request(0, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="not outstanding"):
+        p.a.send(Cancel(1, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="answers no pending request"):
+        p.a.send(Block(0, 0, b"x"))
+
+
+def test_choke_without_fast_voids_our_requests() -> None:
+    p = seed_and_leecher(fast=False)
+    for begin in (0, BLOCK):
+        p.send(p.a, Request(2, begin, BLOCK))
+    (choke,) = p.send(p.b, Choke())
+    assert isinstance(choke, Choke)
+    assert set(choke.voided) == {Request(2, 0, BLOCK), Request(2, BLOCK, BLOCK)}
+    assert choke == Choke()  # voided takes no part in equality
+    assert p.a.num_outstanding() == 0
+    assert p.b.peer_requests == {}  # the chooser dropped them too
+    # A block that was already on the wire arrives unrequested.
+    assert feed(p.a, encode(Block(2, 0, b"x" * BLOCK))) == [UnrequestedBlock(2, 0, b"x" * BLOCK)]
+
+
+def test_choke_with_fast_needs_explicit_rejects() -> None:
+    p = seed_and_leecher(fast=True)
+    for begin in (0, BLOCK):
+        p.send(p.a, Request(2, begin, BLOCK))
+    data = p.b.send(Choke())
+    # BEP 6: the choke comes with one reject per pending request.
+    assert data == encode(Choke()) + encode(RejectRequest(2, 0, BLOCK)) + encode(RejectRequest(2, BLOCK, BLOCK))
+    events = feed(p.a, data)
+    assert events == [Choke(), RejectRequest(2, 0, BLOCK), RejectRequest(2, BLOCK, BLOCK)]
+    assert events[0].voided == ()  # type: ignore[union-attr]
+    assert p.a.num_outstanding() == 0
+
+
+def test_choke_with_fast_keeps_requests_until_rejected() -> None:
+    p = seed_and_leecher(fast=True)
+    p.send(p.a, Request(2, 0, BLOCK))
+    assert feed(p.a, encode(Choke())) == [Choke()]
+    assert p.a.outstanding_requests.keys() == {Request(2, 0, BLOCK)}
+    assert feed(p.a, encode(Block(2, 0, b"y" * BLOCK))) == [Block(2, 0, b"y" * BLOCK)]
+
+
+def test_allowed_fast_lets_us_request_while_choked() -> None:
+    p = seed_and_leecher(fast=True)
+    p.send(p.b, Choke())
+    assert p.send(p.b, AllowedFast(4)) == [AllowedFast(4)]
+    assert p.a.allowed_fast == {4} and p.b.granted_fast == {4}
+    with pytest.raises(LocalProtocolError):
+        p.a.send(Request(5, 0, BLOCK))
+    assert p.send(p.a, Request(4, 0, BLOCK)) == [Request(4, 0, BLOCK)]
+    # Choking again keeps the request in an allowed-fast piece.
+    assert p.b.send(Choke()) == encode(Choke())
+    assert p.send(p.b, Block(4, 0, b"f" * BLOCK)) == [Block(4, 0, b"f" * BLOCK)]
+
+
+def test_cancel_without_fast_forgets_at_once() -> None:
+    p = seed_and_leecher(fast=False)
+    p.send(p.a, Request(1, 0, BLOCK))
+    assert p.send(p.a, Cancel(1, 0, BLOCK)) == [Cancel(1, 0, BLOCK)]
+    assert p.a.num_outstanding() == 0 and p.b.peer_requests == {}
+    assert p.b.data_to_send() == b""
+    assert feed(p.a, encode(Block(1, 0, b"l" * BLOCK))) == [UnrequestedBlock(1, 0, b"l" * BLOCK)]
+
+
+def test_cancel_with_fast_gets_exactly_one_answer() -> None:
+    p = seed_and_leecher(fast=True)
+    p.send(p.a, Request(1, 0, BLOCK))
+    p.send(p.a, Request(1, BLOCK, BLOCK))
+    assert p.send(p.a, Cancel(1, 0, BLOCK)) == [Cancel(1, 0, BLOCK)]
+    assert p.send(p.a, Cancel(1, BLOCK, BLOCK)) == [Cancel(1, BLOCK, BLOCK)]
+    # The seed answers each cancel with a reject (queued by the protocol).
+    queued = p.b.data_to_send()
+    assert queued == encode(RejectRequest(1, 0, BLOCK)) + encode(RejectRequest(1, BLOCK, BLOCK))
+    assert feed(p.a, queued[:17]) == [RejectRequest(1, 0, BLOCK)]
+    # Had the block crossed the cancel, it would be the one answer instead.
+    assert feed(p.a, encode(Block(1, BLOCK, b"c" * BLOCK))) == [UnrequestedBlock(1, BLOCK, b"c" * BLOCK)]
+    # Both answered: a further reject is a violation (BEP 6: reject for a request never sent).
+    with pytest.raises(RemoteProtocolError, match="never sent"):
+        feed(p.a, queued[17:])
+
+
+def test_reject_removes_our_request() -> None:
+    p = seed_and_leecher(fast=True)
+    p.send(p.a, Request(1, 0, BLOCK))
+    assert p.send(p.b, RejectRequest(1, 0, BLOCK)) == [RejectRequest(1, 0, BLOCK)]
+    assert p.a.num_outstanding() == 0
+    with pytest.raises(LocalProtocolError, match="not pending"):
+        p.b.send(RejectRequest(1, 0, BLOCK))
+
+
+# -- requests: the peer's side --------------------------------------------------------------------
+
+
+def test_peer_request_while_we_choke_without_fast_is_dropped() -> None:
+    p = pair(fast=False)
+    p.send(p.b, Bitfield(PieceSet.full(NUM_PIECES)))
+    p.send(p.a, Bitfield(PieceSet(NUM_PIECES)))
+    # The leecher's request crossed the seed's choke: a protocol bypass would raise, we drop it.
+    events = feed(p.b, encode(Request(0, 0, BLOCK)))
+    assert events == [] and p.b.dropped_requests == 1 and p.b.data_to_send() == b""
+
+
+def test_peer_request_we_cannot_serve_with_fast_is_rejected() -> None:
+    p = pair()
+    p.send(p.b, Bitfield(PieceSet.from_indexes([0], NUM_PIECES)))
+    p.send(p.a, HaveNone())
+    assert feed(p.b, encode(Request(0, 0, BLOCK))) == []  # choked
+    assert p.b.data_to_send() == encode(RejectRequest(0, 0, BLOCK))
+    p.b.send(Unchoke())
+    assert feed(p.b, encode(Request(1, 0, BLOCK))) == []  # a piece we never announced
+    assert p.b.data_to_send() == encode(RejectRequest(1, 0, BLOCK))
+    assert feed(p.b, encode(Request(0, 0, BLOCK))) == [Request(0, 0, BLOCK)]
+    assert feed(p.b, encode(Request(0, 0, BLOCK))) == []  # a duplicate is ignored
+    assert p.b.dropped_requests == 2
+
+
+def test_peer_request_queue_is_bounded() -> None:
+    p = pair(max_peer_requests=2)
+    p.send(p.b, HaveAll())
+    p.send(p.a, HaveNone())
+    p.b.send(Unchoke())
+    data = b"".join(encode(Request(i, 0, BLOCK)) for i in range(3))
+    assert feed(p.b, data) == [Request(0, 0, BLOCK), Request(1, 0, BLOCK)]
+    assert p.b.data_to_send() == encode(RejectRequest(2, 0, BLOCK))
+
+
+def test_peer_cancel_of_unknown_request_is_ignored() -> None:
+    p = seed_and_leecher()
+    assert feed(p.b, encode(Cancel(1, 0, BLOCK))) == []
+    assert p.b.data_to_send() == b""
+
+
+def test_is_requested_by_peer_guards_a_late_block() -> None:
+    p = seed_and_leecher()
+    p.send(p.a, Request(1, 0, BLOCK))
+    assert p.b.is_requested_by_peer(Request(1, 0, BLOCK))
+    p.send(p.a, Cancel(1, 0, BLOCK))
+    assert not p.b.is_requested_by_peer(Request(1, 0, BLOCK))
+    with pytest.raises(LocalProtocolError):
+        p.b.send(Block(1, 0, b"d" * BLOCK))
+
+
+# -- fast and extension misuse ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event", [HaveAll(), HaveNone(), SuggestPiece(1), AllowedFast(1), RejectRequest(1, 0, 1)], ids=repr
+)
+def test_fast_messages_without_fast_are_our_bug(event: object) -> None:
+    proto = connected(NO_FAST)
+    with pytest.raises(LocalProtocolError, match="fast extension"):
+        proto.send(event)  # type: ignore[arg-type]
+
+
+def test_extended_message_to_an_extension_the_peer_lacks() -> None:
+    proto = connected()
+    with pytest.raises(LocalProtocolError, match="did not announce extension 'ut_pex'"):
+        proto.send(ExtendedMessage("ut_pex", b""))
+
+
+def test_receive_only_events_cannot_be_sent() -> None:
+    proto = connected()
+    proto.send(HaveNone())
+    with pytest.raises(LocalProtocolError, match="cannot be sent"):
+        proto.send(UnrequestedBlock(0, 0, b""))
+
+
+# -- time: activity, rates, snub -------------------------------------------------------------------
+
+
+def test_last_activity_times() -> None:
+    p = pair()
+    p.a.send(HaveNone(), now=5.0)
+    assert p.a.last_sent_at == 5.0
+    p.a.receive_data(encode(KeepAlive()), now=7.5)
+    assert p.a.last_received_at == 7.5
+    assert p.a.next_event() == KeepAlive()
+
+
+def test_rates_over_a_rolling_window_with_a_fake_clock() -> None:
+    p = seed_and_leecher()
+    t = 100.0
+    # 10 blocks a second for 30 s: 163840 B/s both ways.
+    for _second in range(30):
+        for i in range(10):
+            p.send(p.a, Request(i % 9, 0, BLOCK), now=t + i * 0.1)
+            p.send(p.b, Block(i % 9, 0, b"r" * BLOCK), now=t + i * 0.1)
+        t += 1.0
+    assert p.a.download_rate_bps(t) == pytest.approx(163840, rel=0.06)
+    assert p.b.upload_rate_bps(t) == pytest.approx(163840, rel=0.06)
+    assert p.a.upload_rate_bps(t) == 0.0
+    # Nothing for 10 s: half the window is empty.
+    assert p.a.download_rate_bps(t + 10) == pytest.approx(163840 / 2, rel=0.1)
+    assert p.a.download_rate_bps(t + 25) == 0.0
+
+
+def test_rate_meter_young_and_backwards_clock() -> None:
+    meter = RateMeter(window_s=20.0, now=50.0)
+    meter.add(1000, 50.5)
+    assert meter.rate_bps(51.0) == pytest.approx(1000.0)  # one second of history, not twenty
+    meter.add(1000, 40.0)  # clock went backwards: counted, not lost
+    assert meter.total == 2000
+    assert meter.rate_bps(51.0) == pytest.approx(2000.0)
+
+
+def test_snubbed_after_60_seconds_without_a_block() -> None:
+    p = seed_and_leecher()
+    assert not p.a.is_snubbed(1000.0)  # nothing outstanding: never snubbed
+    p.send(p.a, Request(0, 0, BLOCK), now=10.0)
+    assert not p.a.is_snubbed(69.9)
+    assert p.a.is_snubbed(70.0) and p.a.statistics(70.0).snubbed
+    p.send(p.a, Request(0, BLOCK, BLOCK), now=71.0)  # more requests do not reset the clock
+    assert p.a.is_snubbed(72.0)
+    p.send(p.b, Block(0, 0, b"s" * BLOCK), now=80.0)  # a block does
+    assert not p.a.is_snubbed(139.0)
+    assert p.a.is_snubbed(140.0)
+    p.send(p.b, Block(0, BLOCK, b"s" * BLOCK), now=141.0)
+    assert not p.a.is_snubbed(1000.0)
+
+
+def test_statistics_snapshot() -> None:
+    p = seed_and_leecher()
+    p.send(p.a, Request(0, 0, BLOCK), now=1.0)
+    stats = p.a.statistics(1.0)
+    assert stats.am_interested and not stats.peer_choking
+    assert stats.outstanding_requests == 1 and stats.peer_pieces == NUM_PIECES
+    assert p.b.statistics(1.0).peer_requests == 1
