@@ -29,8 +29,9 @@ from torrent import bencoding
 from torrent.errors import BencodeError, MetainfoError
 from torrent.types import BLOCK_SIZE, InfoHash
 
-#: libtorrent refuses pieces above this size (``torrent_info`` piece size limit).
-MAX_PIECE_LENGTH = 512 * 1024 * 1024
+#: The largest piece libtorrent loads: 32767 blocks of 16 KiB (2**29 - 16 KiB; one byte
+#: more and ``torrent_info`` refuses the 'piece length'). Checked in the libtorrent tests.
+MAX_PIECE_LENGTH = 32767 * 16 * 1024
 #: Refuse file lists longer than this: a hostile torrent cannot make us allocate forever.
 MAX_FILES = 1_000_000
 #: Longest single path component we accept (common file systems allow 255 bytes).

@@ -169,3 +169,10 @@ def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp
     assert proc.stderr == ""
     assert proc.stdout.splitlines()[0].startswith("name:")
     assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
+
+
+def test_demo_creates_and_shows_a_torrent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "info hash:" in out and "video/clip-1.bin" in out and "magnet:?xt=urn:btih:" in out
+    assert main(["demo", "--size", "0"]) == 2

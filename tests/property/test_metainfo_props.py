@@ -1,0 +1,139 @@
+"""Hypothesis: the parsers raise only our errors, whatever they are fed; bencoding round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from torrent import bencoding
+from torrent.errors import BencodeError, MetainfoError
+from torrent.magnet import Magnet
+from torrent.metainfo import Metainfo, check_path_component
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+VALID = [(FIXTURES / name).read_bytes() for name in sorted(json.loads((FIXTURES / "HASHES.json").read_text())["torrents"])]
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+bencodable = st.recursive(
+    st.integers(min_value=-(2**70), max_value=2**70) | st.binary(max_size=40),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.binary(max_size=12), children, max_size=5),
+    max_leaves=30,
+)
+
+
+def _parse_only_metainfo_errors(data: bytes) -> None:
+    try:
+        m = Metainfo.from_bytes(data)
+    except MetainfoError:
+        return
+    # Whatever parses is self-consistent and safe.
+    assert m.info.num_pieces * 20 == len(m.info.pieces)
+    for f in m.info.files:
+        for c in f.path:
+            assert c not in ("", ".", "..") and "/" not in c and "\\" not in c and "\x00" not in c
+
+
+@SETTINGS
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_metainfo_error(data: bytes) -> None:
+    _parse_only_metainfo_errors(data)
+
+
+@SETTINGS
+@given(st.sampled_from(VALID), st.data())
+def test_mutated_valid_torrents_raise_only_metainfo_error(valid: bytes, data: st.DataObject) -> None:
+    buf = bytearray(valid)
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate", "digit"]))
+        pos = data.draw(st.integers(0, max(0, len(buf) - 1)))
+        if kind == "flip" and buf:
+            buf[pos] = data.draw(st.integers(0, 255))
+        elif kind == "insert":
+            buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete" and buf:
+            del buf[pos : pos + data.draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del buf[pos:]
+        elif kind == "digit" and buf:
+            buf[pos] = data.draw(st.sampled_from(b"0123456789-ield:"))
+    _parse_only_metainfo_errors(bytes(buf))
+
+
+INFO_KEYS = [b"name", b"piece length", b"pieces", b"length", b"files", b"private", b"name.utf-8", b"source",
+             b"meta version", b"attr"]
+TOP_KEYS = [b"announce", b"announce-list", b"url-list", b"httpseeds", b"creation date", b"comment",
+            b"created by", b"encoding", b"info"]
+FILE_KEYS = [b"length", b"path", b"path.utf-8", b"attr"]
+
+
+@SETTINGS
+@given(st.sampled_from(VALID), st.data())
+def test_wrongly_typed_fields_raise_only_metainfo_error(valid: bytes, data: st.DataObject) -> None:
+    top: dict[bytes, Any] = bencoding.decode(valid)
+    where = data.draw(st.sampled_from(["top", "info", "file"]))
+    value = data.draw(bencodable)
+    if where == "top":
+        top[data.draw(st.sampled_from(TOP_KEYS))] = value
+    elif where == "info":
+        top[b"info"][data.draw(st.sampled_from(INFO_KEYS))] = value
+    elif isinstance(top[b"info"].get(b"files"), list):
+        files = top[b"info"][b"files"]
+        files[data.draw(st.integers(0, len(files) - 1))][data.draw(st.sampled_from(FILE_KEYS))] = value
+    _parse_only_metainfo_errors(bencoding.encode(top))
+
+
+@SETTINGS
+@given(bencodable)
+def test_bencoding_round_trip(value: Any) -> None:
+    raw = bencoding.encode(value)
+    assert bencoding.decode(raw) == value
+    assert bencoding.encode(bencoding.decode(raw)) == raw  # canonical bytes re-encode identically
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_bencoding_arbitrary_bytes_raise_only_bencode_error(data: bytes) -> None:
+    try:
+        value = bencoding.decode(data)
+    except BencodeError:
+        return
+    bencoding.encode(value)
+
+
+@SETTINGS
+@given(bencodable.filter(lambda v: isinstance(v, dict)), bencodable)
+def test_info_span_is_the_exact_value_bytes(top: dict[bytes, Any], info: Any) -> None:
+    top = dict(top)
+    top[b"info"] = info
+    raw = bencoding.encode(top)
+    decoded, span = bencoding.decode_with_info_span(raw)
+    assert span == bencoding.encode(info)
+    assert decoded[b"info"] == info
+
+
+@SETTINGS
+@given(st.text(max_size=300))
+def test_magnet_parse_raises_only_metainfo_error(text: str) -> None:
+    for uri in (text, "magnet:?" + text, "magnet:?xt=urn:btih:" + "a" * 40 + "&" + text):
+        try:
+            m = Magnet.parse(uri)
+        except MetainfoError:
+            continue
+        assert len(m.info_hash) == 20
+        assert Magnet.parse(m.to_uri()).info_hash == m.info_hash
+
+
+@SETTINGS
+@given(st.text(max_size=40))
+def test_path_components_that_pass_are_safe(component: str) -> None:
+    try:
+        c = check_path_component(component, "f")
+    except MetainfoError:
+        return
+    assert c not in ("", ".", "..") and not any(s in c for s in ("/", "\\", "\x00"))
+    assert not (len(c) >= 2 and c[1] == ":" and c[0].isalpha())
