@@ -1,0 +1,305 @@
+"""``pytorrent download``: fetch one or more torrents, verify them, then seed.
+
+Default after completion: keep seeding until the upload ratio reaches ``--seed-ratio``
+(1.0) or ``--seed-time`` passes, or Ctrl-C (as aria2 does). ``--no-seed`` exits 0 as
+soon as every selected file is complete and verified.
+
+Exit codes: 0 complete, 1 failed (no peers within the time limit, disk error, tracker
+failure), 2 usage error, 130 interrupted (resume state saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torrent.config import Settings
+    from torrent.metainfo import Metainfo
+    from torrent.session import Session, Torrent
+
+_RATE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate(text: str) -> int:
+    """``"500K"``, ``"2M"``, ``"1.5MiB"``, ``"0"`` → bytes per second (``/s`` optional)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)(?:/s)?\s*", text)
+    if not m or m.group(2).lower() not in _RATE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (examples: 500K, 2M, 1.5MiB)")
+    return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"30m"``, ``"1h30m"``, ``"2d"`` → seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", text):
+        return float(text)
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([smhd])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 90s, 30m, 1h30m)")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a ratio: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the seed ratio must not be negative")
+    return value
+
+
+def parse_port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is out of range (0-65535)")
+    return value
+
+
+def select_files(paths: Sequence[str], selection: str) -> list[int]:
+    """File priorities (1 wanted, 0 skipped) for ``--files``.
+
+    ``selection`` is a comma-separated list of file indices (``0``), ranges (``2-5``)
+    or glob patterns matched against each file's path inside the torrent (``*.txt``,
+    ``docs/*``). Indices count files as ``pytorrent info`` lists them.
+
+    Raises:
+        ValueError: an index is out of range or nothing matches.
+    """
+    n = len(paths)
+    chosen: set[int] = set()
+    for raw in selection.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        if re.fullmatch(r"[0-9]+", item):
+            i = int(item)
+            if i >= n:
+                raise ValueError(f"--files: index {i} out of range (the torrent has {n} files)")
+            chosen.add(i)
+        elif m := re.fullmatch(r"([0-9]+)-([0-9]+)", item):
+            a, b = int(m.group(1)), int(m.group(2))
+            if a > b or b >= n:
+                raise ValueError(f"--files: range {item} out of range (the torrent has {n} files)")
+            chosen.update(range(a, b + 1))
+        else:
+            hits = {i for i, p in enumerate(paths) if fnmatch.fnmatch(p, item) or fnmatch.fnmatch(os.path.basename(p), item)}
+            if not hits:
+                raise ValueError(f"--files: no file matches {item!r}")
+            chosen |= hits
+    if not chosen:
+        raise ValueError("--files selects no file")
+    return [1 if i in chosen else 0 for i in range(n)]
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)")
+    p.add_argument("--max-up", type=parse_rate, default=0, metavar="RATE", help="upload limit, e.g. 500K, 2M (default unlimited)")
+    p.add_argument("--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)")
+    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="also connect to this peer (repeatable)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    out.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "download",
+        help="download torrents, verify them, then seed",
+        description="Download one or more torrents (files or magnet links), verify every piece, then seed.",
+    )
+    p.add_argument("torrents", nargs="+", metavar="FILE.torrent|MAGNET")
+    p.add_argument("-o", "--output", default=".", metavar="DIR", help="download directory (default: current)")
+    p.add_argument("--files", metavar="SELECTION", help="only these files: indices, ranges or globs, comma-separated")
+    p.add_argument("--sequential", action="store_true", help="download pieces in order (for streaming)")
+    p.add_argument("--seed-ratio", type=parse_ratio, default=1.0, metavar="R", help="stop seeding at this upload ratio (default 1.0; 0 = never stop)")
+    p.add_argument("--seed-time", type=parse_duration, default=None, metavar="DURATION", help="stop seeding after this long (e.g. 30m)")
+    p.add_argument("--no-seed", action="store_true", help="exit as soon as the download is complete and verified")
+    p.add_argument("--timeout", type=parse_duration, default=600.0, metavar="DURATION",
+                   help="give up when no data arrived for this long (default 10m)")
+    add_common_arguments(p)
+    p.set_defaults(seed_mode=False)
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    from cli.main import UsageError
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError(f"--peer {text!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    from torrent.config import Settings
+
+    seed_ratio = getattr(args, "seed_ratio", None)
+    return Settings(
+        listen_host=args.bind,
+        listen_port=args.port,
+        max_peers_per_torrent=max(1, args.max_peers),
+        max_upload_bps=args.max_up,
+        max_download_bps=args.max_down,
+        seed_ratio=None if not seed_ratio else seed_ratio,
+        seed_time_s=getattr(args, "seed_time", None),
+    )
+
+
+def load_torrent(source: str) -> Metainfo:
+    """A .torrent path (magnet links need metadata exchange, not supported yet)."""
+    from cli.main import UsageError
+    from torrent.metainfo import Metainfo
+
+    if source.startswith("magnet:"):
+        from torrent.magnet import Magnet
+
+        Magnet.parse(source)  # a malformed link is a usage error of its own
+        raise UsageError("magnet links are not supported yet (metadata exchange, BEP 9); use a .torrent file")
+    if not os.path.exists(source):
+        raise UsageError(f"{source}: no such file")
+    return Metainfo.read(source)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cli.main import UsageError, run_async
+
+    metas = [load_torrent(src) for src in args.torrents]
+    priorities: list[list[int] | None] = []
+    for meta in metas:
+        if args.files:
+            paths = [f.path_str for f in meta.info.files]
+            try:
+                priorities.append(select_files(paths, args.files))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            priorities.append(None)
+    peers = [parse_peer(p) for p in args.peer]
+    settings = build_settings(args)
+    os.makedirs(args.output, exist_ok=True)
+    return run_async(_download(args, settings, metas, priorities, peers), no_uvloop=args.no_uvloop)
+
+
+async def _download(
+    args: argparse.Namespace,
+    settings: Settings,
+    metas: list[Metainfo],
+    priorities: list[list[int] | None],
+    peers: list[tuple[str, int]],
+) -> int:
+    from cli.progress import make_view
+    from torrent.session import Session
+
+    view = make_view(json_mode=args.json, quiet=args.quiet)
+    try:
+        async with Session(settings) as session:
+            torrents = []
+            for meta, prio in zip(metas, priorities, strict=True):
+                torrents.append(
+                    await session.add_torrent(
+                        meta,
+                        args.output,
+                        file_priorities=prio,
+                        sequential=args.sequential,
+                        seed=not args.no_seed,
+                        peers=peers,
+                    )
+                )
+            return await watch(session, torrents, view, stall_timeout_s=args.timeout, wait_seeding=not args.no_seed)
+    finally:
+        view.close()
+
+
+async def watch(
+    session: Session,
+    torrents: list[Torrent],
+    view: Any,
+    *,
+    stall_timeout_s: float | None,
+    wait_seeding: bool,
+) -> int:
+    """Drive the view until every torrent is done; returns the exit code.
+
+    A torrent that received nothing for ``stall_timeout_s`` while incomplete fails the
+    run ("no peers reachable"), as does a torrent that stopped on a disk error.
+    """
+    import asyncio
+    import time
+
+    from torrent.errors import TorrentError
+
+    async def forward(t: Torrent) -> None:
+        async for ev in t.events():
+            view.event(ev)
+
+    async def finish(t: Torrent) -> None:
+        if wait_seeding:
+            await t.wait_finished()
+        else:
+            await t.wait_complete()
+
+    failures: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        for t in torrents:
+            tg.create_task(forward(t))
+        done_tasks = {t: asyncio.ensure_future(finish(t)) for t in torrents}
+        last_progress = {t: (time.monotonic(), -1) for t in torrents}
+        try:
+            while not all(f.done() for f in done_tasks.values()):
+                await asyncio.wait(list(done_tasks.values()), timeout=0.25, return_when=asyncio.ALL_COMPLETED)
+                view.update(session.statistics())
+                now = time.monotonic()
+                for t, fut in done_tasks.items():
+                    if fut.done():
+                        continue
+                    st = t.statistics()
+                    if st.state == "checking":
+                        last_progress[t] = (now, st.downloaded_bytes)
+                        continue
+                    since, seen = last_progress[t]
+                    if st.downloaded_bytes != seen or st.state in ("seeding", "finished"):
+                        last_progress[t] = (now, st.downloaded_bytes)
+                    elif stall_timeout_s is not None and now - since > stall_timeout_s:
+                        why = f"no data from any peer for {stall_timeout_s:g} s"
+                        if st.peers_connected == 0:
+                            why = f"no peers reachable within {stall_timeout_s:g} s"
+                        if st.tracker_message:
+                            why += f" (tracker: {st.tracker_message})"
+                        failures.append(f"{t.name}: {why}")
+                        fut.cancel()
+            for t, fut in done_tasks.items():
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if isinstance(exc, TorrentError):
+                    failures.append(f"{t.name}: {exc}")
+                elif exc is not None:
+                    raise exc
+            if hasattr(view, "update"):
+                try:
+                    view.update(session.statistics(), force=True)
+                except TypeError:
+                    view.update(session.statistics())
+        finally:
+            for fut in done_tasks.values():
+                fut.cancel()
+            for t in torrents:
+                t.swarm.stop()
+    if failures:
+        for line in failures:
+            print(f"pytorrent: {line}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,208 @@
+"""Draws ``Session.statistics()`` snapshots for a person or a script.
+
+Three front ends share one small interface (``update(stats)``, ``event(ev)``,
+``close()``):
+
+* :class:`RichView`: on a terminal, one live row per torrent (bar, %, done/total, down
+  and up rate, ETA, peers connected/known, seeds, state).
+* :class:`PlainView`: not a terminal, one log line per torrent every few seconds.
+* :class:`JsonView`: ``--json``, one JSON object per line (progress, peers, events).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any, Protocol
+
+from torrent.swarm import TorrentEvent, TorrentStats
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` → ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_rate(bps: float) -> str:
+    return f"{human_bytes(bps)}/s"
+
+
+def human_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class View(Protocol):
+    def update(self, stats: Sequence[TorrentStats]) -> None: ...
+    def event(self, ev: TorrentEvent) -> None: ...
+    def close(self) -> None: ...
+
+
+class QuietView:
+    """``--quiet``: nothing but errors (which the CLI prints itself)."""
+
+    def update(self, stats: Sequence[TorrentStats]) -> None:
+        pass
+
+    def event(self, ev: TorrentEvent) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _state_label(s: TorrentStats) -> str:
+    if s.state == "checking":
+        return f"checking {s.checked_fraction * 100:.0f}%"
+    return s.state
+
+
+class PlainView:
+    """One line per torrent every ``every_s`` seconds, and one line per event."""
+
+    def __init__(self, out: IO[str] | None = None, every_s: float = 5.0) -> None:
+        self._out = out or sys.stderr
+        self._every_s = every_s
+        self._last = 0.0
+
+    def update(self, stats: Sequence[TorrentStats], *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self._every_s:
+            return
+        self._last = now
+        for s in stats:
+            print(
+                f"{s.name}: {_state_label(s)} {s.progress * 100:5.1f}% "
+                f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)} "
+                f"down {human_rate(s.download_rate_bps)} up {human_rate(s.upload_rate_bps)} "
+                f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected} "
+                f"eta {human_eta(s.eta_s)}",
+                file=self._out,
+                flush=True,
+            )
+
+    def event(self, ev: TorrentEvent) -> None:
+        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "stopped", "checked"}:
+            print(f"{ev.name}: {ev.message}", file=self._out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class JsonView:
+    """One JSON object per line on stdout: ``{"event": "progress", ...}`` and friends."""
+
+    def __init__(self, out: IO[str] | None = None, every_s: float = 1.0) -> None:
+        self._out = out or sys.stdout
+        self._every_s = every_s
+        self._last = 0.0
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+    def update(self, stats: Sequence[TorrentStats], *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self._every_s:
+            return
+        self._last = now
+        for s in stats:
+            self._emit(
+                {
+                    "event": "progress",
+                    "info_hash": s.info_hash.hex(),
+                    "name": s.name,
+                    "state": s.state,
+                    "progress": round(s.progress, 4),
+                    "done_bytes": s.done_bytes,
+                    "wanted_bytes": s.wanted_bytes,
+                    "downloaded_bytes": s.downloaded_bytes,
+                    "uploaded_bytes": s.uploaded_bytes,
+                    "download_rate_bps": round(s.download_rate_bps),
+                    "upload_rate_bps": round(s.upload_rate_bps),
+                    "peers_connected": s.peers_connected,
+                    "peers_known": s.peers_known,
+                    "seeds_connected": s.seeds_connected,
+                    "eta_s": None if s.eta_s is None else round(s.eta_s, 1),
+                }
+            )
+
+    def event(self, ev: TorrentEvent) -> None:
+        self._emit({"event": ev.kind, "info_hash": ev.info_hash.hex(), "name": ev.name, "message": ev.message})
+
+    def close(self) -> None:
+        pass
+
+
+class RichView:
+    """A live rich view: one progress row per torrent, redrawn from snapshots."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self._console = Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}", justify="left"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[sizes]}"),
+            TextColumn("[green]↓ {task.fields[down]}"),
+            TextColumn("[cyan]↑ {task.fields[up]}"),
+            TextColumn("eta {task.fields[eta]}"),
+            TextColumn("peers {task.fields[peers]}"),
+            TextColumn("[magenta]{task.fields[state]}"),
+            console=self._console,
+            refresh_per_second=4,
+            expand=True,
+        )
+        self._tasks: dict[bytes, Any] = {}
+        self._progress.start()
+
+    def update(self, stats: Sequence[TorrentStats]) -> None:
+        for s in stats:
+            fields = {
+                "sizes": f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)}",
+                "down": human_rate(s.download_rate_bps),
+                "up": human_rate(s.upload_rate_bps),
+                "eta": human_eta(s.eta_s),
+                "peers": f"{s.peers_connected}/{s.peers_known} seeds {s.seeds_connected}",
+                "state": _state_label(s),
+            }
+            total = max(s.wanted_bytes, 1)
+            completed = s.checked_fraction * total if s.state == "checking" else s.done_bytes
+            task = self._tasks.get(s.info_hash)
+            if task is None:
+                self._tasks[s.info_hash] = self._progress.add_task(
+                    s.name[:40], total=total, completed=completed, **fields
+                )
+            else:
+                self._progress.update(task, total=total, completed=completed, **fields)
+
+    def event(self, ev: TorrentEvent) -> None:
+        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error"}:
+            self._progress.console.print(f"[bold]{ev.name}[/]: {ev.message}")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def make_view(*, json_mode: bool = False, quiet: bool = False, tty: bool | None = None) -> View:
+    """Pick the view for the flags and for whether stderr is a terminal."""
+    if json_mode:
+        return JsonView()
+    if quiet:
+        return QuietView()
+    if tty is None:
+        tty = sys.stderr.isatty()
+    return RichView() if tty else PlainView()

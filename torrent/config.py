@@ -1,0 +1,168 @@
+"""``Settings``: every knob of the client in one frozen dataclass.
+
+One value per knob, each with its default and the reason for it, as libtorrent's
+``settings_pack`` and anacrolix's ``ClientConfig`` do. The CLI builds one ``Settings``
+from its flags, the library passes it down; no module reads globals or the environment
+on its own (STYLE.md §10). Change a copy with :func:`dataclasses.replace`.
+
+Units are in the names: ``*_s`` seconds, ``*_bps`` bytes per second, ``*_bytes`` bytes.
+A rate limit of 0 means unlimited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+#: Azureus-style client prefix of our peer ids (BEP 20): ``-PT0100-`` + 12 random bytes.
+PEER_ID_PREFIX = b"-PT0100-"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Client configuration. Every field has a default; see each comment for why."""
+
+    # --- network -------------------------------------------------------------------
+    #: Address the listening socket binds. "0.0.0.0" accepts from anywhere; tests and
+    #: the demo use "127.0.0.1".
+    listen_host: str = "0.0.0.0"
+    #: Listening port; 0 picks a free one (read it back from ``Session.port``).
+    #: 6881 is BitTorrent's traditional first port.
+    listen_port: int = 6881
+    #: Address we tell trackers, when it differs from what they see (``ip=``). None: omit.
+    announce_ip: str | None = None
+
+    # --- peers ---------------------------------------------------------------------
+    #: Connected peers per torrent (libtorrent ``connections_limit`` is global 200; a
+    #: torrent rarely gains from more than ~50).
+    max_peers_per_torrent: int = 50
+    #: Connected peers over the whole session.
+    max_peers_total: int = 200
+    #: Outgoing connection attempts in flight at once (libtorrent ``half_open_limit``
+    #: used to be 8 on Windows XP; a few tens is harmless elsewhere).
+    half_open_limit: int = 20
+    #: Seconds a TCP connect may take before we give up on that address.
+    connect_timeout_s: float = 10.0
+    #: Seconds a peer has to complete the handshake once connected.
+    handshake_timeout_s: float = 10.0
+    #: Known (not connected) peers kept per torrent; more are dropped, oldest first.
+    max_known_peers: int = 1000
+    #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` before trying again.
+    retry_backoff_s: float = 15.0
+    #: Give up on an address after this many consecutive failures.
+    max_failures: int = 5
+    #: Number of peers the tracker is asked for (``numwant``).
+    numwant: int = 50
+
+    # --- the wire ------------------------------------------------------------------
+    #: BEP 3 says peers send a keep-alive every two minutes of silence.
+    keepalive_interval_s: float = 120.0
+    #: Drop a peer that sent nothing at all for this long (libtorrent ``inactivity_timeout``
+    #: is 600 s; 3 missed keep-alives is plenty).
+    idle_timeout_s: float = 180.0
+    #: Drop a peer we are interested in and that unchoked us, when it has sent us no
+    #: payload for this long although requests are outstanding (libtorrent
+    #: ``peer_timeout`` 120 s; shorter here so a trickling peer cannot stall a download).
+    request_timeout_s: float = 20.0
+    #: A peer that sends us nothing useful for this long while requests are outstanding
+    #: is *snubbed*: its pipeline shrinks to one request (libtorrent ``snub`` logic).
+    snub_timeout_s: float = 30.0
+    #: Seconds of a peer's measured rate kept in requests (libtorrent
+    #: ``request_queue_time`` default 3 s): depth = rate * queue_time / BLOCK_SIZE.
+    request_queue_time_s: float = 3.0
+    #: Lower bound of the request pipeline: enough to fill the pipe before a rate is known.
+    pipeline_min: int = 4
+    #: Upper bound of the request pipeline (libtorrent ``max_out_request_queue`` 500).
+    pipeline_max: int = 500
+    #: Requests from one peer we accept before dropping further ones (libtorrent
+    #: ``max_allowed_in_request_queue`` is 2000; 500 keeps memory small).
+    max_incoming_requests: int = 500
+    #: Bytes queued in a peer's transport before we stop reading from disk for it:
+    #: write back-pressure, so a slow peer cannot grow our memory.
+    send_buffer_high_bytes: int = 1 << 20
+    #: Bytes of received data buffered per peer before we pause reading its socket.
+    receive_buffer_high_bytes: int = 4 << 20
+
+    # --- choking (BEP 3) -----------------------------------------------------------
+    #: The choker re-ranks peers every 10 s (BEP 3: "every ten seconds").
+    choke_interval_s: float = 10.0
+    #: The optimistic unchoke rotates every 30 s (BEP 3: "every 30 seconds").
+    optimistic_interval_s: float = 30.0
+    #: Regular unchoke slots per torrent (BEP 3 suggests 4), plus one optimistic.
+    unchoke_slots: int = 4
+
+    # --- rates ---------------------------------------------------------------------
+    #: Session-wide upload limit in bytes/s; 0 = unlimited.
+    max_upload_bps: int = 0
+    #: Session-wide download limit in bytes/s; 0 = unlimited.
+    max_download_bps: int = 0
+
+    # --- storage & resume ----------------------------------------------------------
+    #: Resume state is saved at least this often while downloading (and on completion
+    #: and exit).
+    resume_save_interval_s: float = 30.0
+    #: Pieces that may be written but unverified at once, bounding memory (each one
+    #: holds up to a piece of received blocks).
+    max_pieces_in_flight: int = 64
+
+    # --- trackers ------------------------------------------------------------------
+    #: Used when a tracker gives no interval (BEP 3 trackers always do; be patient).
+    default_announce_interval_s: float = 1800.0
+    #: Never re-announce more often than this, whatever the tracker says.
+    min_announce_interval_s: float = 5.0
+    #: Seconds one HTTP announce may take.
+    tracker_timeout_s: float = 15.0
+    #: The ``stopped`` announce on shutdown must not hold up exit.
+    stopped_announce_timeout_s: float = 2.0
+    #: First retry delay after a failed announce; doubled each failure up to ``..._max``.
+    announce_retry_s: float = 15.0
+    announce_retry_max_s: float = 900.0
+
+    # --- seeding -------------------------------------------------------------------
+    #: Stop seeding when uploaded / size reaches this ratio (aria2 ``--seed-ratio`` 1.0).
+    #: None: no ratio limit.
+    seed_ratio: float | None = 1.0
+    #: Stop seeding after this many seconds of seeding. None: no time limit.
+    seed_time_s: float | None = None
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> Settings:
+        """Check ranges; returns ``self``. Raises ``ValueError`` naming the bad knob."""
+        if not 0 <= self.listen_port <= 65535:
+            raise ValueError(f"listen_port {self.listen_port} is not a port number")
+        for name in ("max_peers_per_torrent", "max_peers_total", "half_open_limit", "unchoke_slots"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if not 1 <= self.pipeline_min <= self.pipeline_max:
+            raise ValueError("pipeline_min must be between 1 and pipeline_max")
+        for name in ("max_upload_bps", "max_download_bps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.seed_ratio is not None and self.seed_ratio < 0:
+            raise ValueError("seed_ratio must not be negative")
+        return self
+
+
+def testing_settings() -> Settings:
+    """Settings for tests and the demo: loopback, a free port, short timers.
+
+    Mirrors anacrolix's ``TestingConfig``: nothing here may reach outside the machine.
+    """
+    return Settings(
+        listen_host="127.0.0.1",
+        listen_port=0,
+        connect_timeout_s=3.0,
+        handshake_timeout_s=3.0,
+        retry_backoff_s=0.5,
+        request_timeout_s=5.0,
+        snub_timeout_s=5.0,
+        choke_interval_s=2.0,
+        optimistic_interval_s=6.0,
+        min_announce_interval_s=0.5,
+        announce_retry_s=0.5,
+        tracker_timeout_s=3.0,
+        stopped_announce_timeout_s=1.0,
+    )

@@ -1,0 +1,928 @@
+"""One torrent's runtime: its peers, its picker, its trackers, its storage and resume state.
+
+A :class:`Swarm` is owned by a :class:`~torrent.session.Session`, which runs
+:meth:`Swarm.run` in its task group. Inside, the swarm owns one task group with:
+
+* the check (resume state, or a hash check of what is on disk),
+* the announce loop (BEP 3 events ``started``/``completed``/``stopped``, BEP 12 tiers),
+* the connect loop (known peers → outgoing connections, under the half-open limit),
+* one task per connected peer (``Peer.run_*``; peer failures end inside the peer),
+* the resume saver (every ``resume_save_interval_s`` while something changed).
+
+The walk of a block (STYLE.md §10): ``Peer.data_received`` → ``wire`` → ``Block`` →
+:meth:`Swarm.on_peer_block` → picker bookkeeping and one copy into the piece's buffer →
+when the piece is whole, ``DiskIO.write_piece`` (SHA-1 then ``pwrite`` on the thread
+pool) → ``picker`` verified → ``Have`` to every peer. A piece that fails its hash goes
+back to the picker; every peer that contributed to it is suspected, and once the piece
+passes, the peers whose blocks differed from the good data are banned (the idea of
+libtorrent's smart ban).
+
+Shutdown is cancellation: ``finally`` closes the peers, lets in-flight writes finish,
+sends ``stopped`` under a short timeout and saves the resume state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from torrent import picker as picker_mod
+from torrent import wire
+from torrent.config import Settings
+from torrent.diskio import DiskIO
+from torrent.errors import StorageError, TorrentError, TrackerError
+from torrent.metainfo import Metainfo
+from torrent.peer import Peer, PeerAddr, RateLimiter
+from torrent.storage import FileStorage
+from torrent.tracker_client import AnnounceEvent, AnnounceRequest, TrackerTiers, make_tracker
+from torrent.types import BLOCK_SIZE, InfoHash, PeerId
+
+log = logging.getLogger(__name__)
+
+#: States a torrent goes through, in order; ``error`` and ``stopped`` end it.
+STATES = ("checking", "downloading", "endgame", "seeding", "finished", "stopped", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentStats:
+    """A snapshot of one torrent (``Torrent.statistics()``).
+
+    Attributes:
+        wanted_bytes: size of the selected files' pieces (the whole torrent by default).
+        done_bytes: verified bytes of those pieces.
+        downloaded_bytes / uploaded_bytes: payload moved this run.
+        checked_fraction: progress of the hash check (1.0 once done).
+        eta_s: seconds to completion at the current rate, None when unknown.
+    """
+
+    info_hash: InfoHash
+    name: str
+    state: str
+    wanted_bytes: int
+    done_bytes: int
+    total_bytes: int
+    pieces_done: int
+    pieces_wanted: int
+    downloaded_bytes: int
+    uploaded_bytes: int
+    download_rate_bps: float
+    upload_rate_bps: float
+    peers_connected: int
+    peers_known: int
+    seeds_connected: int
+    checked_fraction: float
+    eta_s: float | None
+    error: str
+    tracker_message: str
+    wasted_bytes: int
+    hash_failures: int
+    banned_peers: int
+
+    @property
+    def progress(self) -> float:
+        return self.done_bytes / self.wanted_bytes if self.wanted_bytes else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TorrentEvent:
+    """Something that happened to a torrent (``Torrent.events()``).
+
+    ``kind`` is one of: ``checked``, ``state``, ``piece``, ``completed``, ``finished``,
+    ``tracker_warning``, ``tracker_error``, ``peer_banned``, ``error``, ``stopped``.
+    """
+
+    kind: str
+    info_hash: InfoHash
+    name: str
+    message: str = ""
+
+
+@dataclass(slots=True)
+class KnownPeer:
+    """A peer address we may connect to, with its history."""
+
+    addr: PeerAddr
+    failures: int = 0
+    next_try: float = 0.0
+    banned: bool = False
+    connected: bool = False
+    hash_failures: int = 0
+
+
+class PeerList:
+    """Known peer addresses with failure counts, back-off and bans (bounded)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._peers: dict[PeerAddr, KnownPeer] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def get(self, addr: PeerAddr) -> KnownPeer | None:
+        return self._peers.get(addr)
+
+    def add(self, addr: PeerAddr) -> bool:
+        """Remember ``addr``; returns True when it is new."""
+        if addr in self._peers:
+            return False
+        if len(self._peers) >= self._settings.max_known_peers:
+            # Forget the worst candidate: one not connected, most failures.
+            victims = [p for p in self._peers.values() if not p.connected and not p.banned]
+            if not victims:
+                return False
+            worst = max(victims, key=lambda p: p.failures)
+            del self._peers[worst.addr]
+        self._peers[addr] = KnownPeer(addr)
+        return True
+
+    def candidates(self, now: float, limit: int) -> list[KnownPeer]:
+        """Up to ``limit`` peers to dial now: not connected, not banned, back-off over."""
+        ready = [
+            p
+            for p in self._peers.values()
+            if not p.connected and not p.banned and p.next_try <= now and p.failures < self._settings.max_failures
+        ]
+        ready.sort(key=lambda p: (p.failures, p.next_try))
+        return ready[:limit]
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until some peer's back-off ends, or None."""
+        waits = [
+            p.next_try - now
+            for p in self._peers.values()
+            if not p.connected and not p.banned and p.failures < self._settings.max_failures and p.next_try > now
+        ]
+        return min(waits) if waits else None
+
+    def failed(self, addr: PeerAddr, now: float) -> None:
+        p = self._peers.get(addr)
+        if p is not None:
+            p.failures += 1
+            p.next_try = now + self._settings.retry_backoff_s * 2 ** (p.failures - 1)
+
+    def succeeded(self, addr: PeerAddr) -> None:
+        p = self._peers.get(addr)
+        if p is not None:
+            p.failures = 0
+
+    def ban(self, addr: PeerAddr) -> None:
+        p = self._peers.get(addr)
+        if p is None:
+            p = self._peers[addr] = KnownPeer(addr)
+        p.banned = True
+
+    def is_banned(self, addr: PeerAddr) -> bool:
+        p = self._peers.get(addr)
+        return p is not None and p.banned
+
+    @property
+    def banned_count(self) -> int:
+        return sum(1 for p in self._peers.values() if p.banned)
+
+    def retry_worthy(self, limit: int = 50) -> list[PeerAddr]:
+        """Addresses worth saving in the resume state: never failed, not banned."""
+        good = [p.addr for p in self._peers.values() if not p.banned and p.failures == 0]
+        return good[:limit]
+
+
+@dataclass(slots=True)
+class _PartialPiece:
+    """Blocks of one piece received so far, assembled in memory until it is whole
+    (the picker knows which blocks are in; this holds the bytes and who sent them)."""
+
+    buf: bytearray
+    sources: dict[int, PeerAddr] = field(default_factory=dict)  # begin -> who sent it
+
+
+@dataclass(slots=True)
+class SwarmContext:
+    """What the session shares with each of its swarms."""
+
+    settings: Settings
+    peer_id: PeerId
+    port: Callable[[], int]
+    http: aiohttp.ClientSession
+    down_limit: RateLimiter
+    up_limit: RateLimiter
+    half_open: asyncio.Semaphore
+    peer_slots: Callable[[], int]  # free connection slots session-wide
+
+
+class Swarm:
+    """One torrent: see the module docstring.
+
+    Args:
+        metainfo: the torrent.
+        storage: its payload on disk.
+        ctx: what the session shares.
+        file_priorities: as given to ``storage``; pieces with no wanted byte are never
+            requested.
+        sequential: pick pieces in order (for streaming) instead of rarest first.
+        seed: keep seeding after completion (until the ratio or time limit); False
+            makes the swarm finish as soon as every wanted piece is verified.
+        initial_peers: addresses to try besides the trackers' (e.g. tests, magnet ``x.pe``).
+    """
+
+    def __init__(
+        self,
+        metainfo: Metainfo,
+        storage: FileStorage,
+        ctx: SwarmContext,
+        *,
+        sequential: bool = False,
+        seed: bool = True,
+        initial_peers: Sequence[PeerAddr] = (),
+        resume_path: str | None = None,
+    ) -> None:
+        self.metainfo = metainfo
+        self.info = metainfo.info
+        self.info_hash: InfoHash = metainfo.info_hash
+        self.num_pieces = self.info.num_pieces
+        self.name = self.info.name
+        self.storage = storage
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.sequential = sequential
+        self.seed_after = seed
+        self.resume_path = resume_path
+        self.disk: DiskIO | None = None
+        self.have = bytearray(self.num_pieces)
+        self.wanted = [bool(w) for w in storage.wanted_pieces()]
+        self.wanted_bytes = sum(self.info.piece_size(i) for i in range(self.num_pieces) if self.wanted[i])
+        self.done_bytes = 0
+        self.pieces_done = 0
+        self.state = "checking"
+        self.checked_fraction = 0.0
+        self.error = ""
+        self.tracker_message = ""
+        self.peers: dict[PeerAddr, Peer] = {}
+        self.peer_list = PeerList(self.settings)
+        for addr in initial_peers:
+            self.peer_list.add(addr)
+        self.picker = picker_mod.Picker(
+            self.info.num_pieces,
+            self.info.piece_length,
+            self.info.total_length,
+            priorities=[picker_mod.DEFAULT_PRIORITY if w else picker_mod.SKIP for w in self.wanted],
+            sequential=sequential,
+        )
+        self._partial: dict[int, _PartialPiece] = {}
+        self._suspects: dict[tuple[int, int], tuple[PeerAddr, bytes]] = {}
+        self._verifying: set[int] = set()
+        self.downloaded_bytes = 0
+        self.uploaded_bytes = 0
+        self.wasted_bytes = 0
+        self.hash_failures = 0
+        self._complete = asyncio.Event()
+        self._checked = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._wake_connector = asyncio.Event()
+        self._wake_announcer = asyncio.Event()
+        self._resume_dirty = asyncio.Event()
+        self._announce_event = AnnounceEvent.STARTED
+        self._tg: asyncio.TaskGroup | None = None
+        self._subscribers: list[asyncio.Queue[TorrentEvent | None]] = []
+        self._seeding_since: float | None = None
+        self._start_time = time.monotonic()
+        self._down_rate = 0.0
+        self._up_rate = 0.0
+        self._optimistic: PeerAddr | None = None
+        self._trackers: TrackerTiers | None = None
+        self._write_tasks = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def complete(self) -> bool:
+        return self._complete.is_set()
+
+    async def wait_complete(self) -> None:
+        """Wait until every wanted piece is verified.
+
+        Raises:
+            TorrentError: the torrent stopped with an error (e.g. a disk error) first.
+        """
+        waiter = asyncio.ensure_future(self._complete.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if not self._complete.is_set():
+            raise StorageError(self.error) if self.error else TorrentError("torrent stopped")
+
+    async def wait_checked(self) -> None:
+        """Wait until the resume state or hash check told us what we have (or we stopped)."""
+        waiter = asyncio.ensure_future(self._checked.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    async def wait_finished(self) -> None:
+        """Wait until seeding is over (ratio or time limit reached), or forever when
+        there is no limit. Raises like :meth:`wait_complete`."""
+        await self.wait_complete()
+        waiter = asyncio.ensure_future(self._finished.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+        if not self._finished.is_set() and self.error:
+            raise StorageError(self.error)
+
+    def statistics(self) -> TorrentStats:
+        left = self.wanted_bytes - self.done_bytes
+        eta = left / self._down_rate if self._down_rate > 0 and left > 0 else (0.0 if left == 0 else None)
+        return TorrentStats(
+            info_hash=self.info_hash,
+            name=self.name,
+            state=self.state,
+            wanted_bytes=self.wanted_bytes,
+            done_bytes=self.done_bytes,
+            total_bytes=self.info.total_length,
+            pieces_done=self.pieces_done,
+            pieces_wanted=sum(self.wanted),
+            downloaded_bytes=self.downloaded_bytes,
+            uploaded_bytes=self.uploaded_bytes,
+            download_rate_bps=self._down_rate,
+            upload_rate_bps=self._up_rate,
+            peers_connected=sum(1 for p in self.peers.values() if p.proto is not None and p.peer_id is not None),
+            peers_known=len(self.peer_list),
+            seeds_connected=sum(1 for p in self.peers.values() if p.is_seed),
+            checked_fraction=self.checked_fraction,
+            eta_s=eta,
+            error=self.error,
+            tracker_message=self.tracker_message,
+            wasted_bytes=self.wasted_bytes,
+            hash_failures=self.hash_failures,
+            banned_peers=self.peer_list.banned_count,
+        )
+
+    async def events(self) -> AsyncIterator[TorrentEvent]:
+        """Every event from now on, until the torrent stops."""
+        queue: asyncio.Queue[TorrentEvent | None] = asyncio.Queue(maxsize=1000)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                ev = await queue.get()
+                if ev is None:
+                    return
+                yield ev
+        finally:
+            self._subscribers.remove(queue)
+
+    def add_peers(self, addrs: Sequence[PeerAddr]) -> None:
+        """Learn addresses (from a tracker, the user, PEX...)."""
+        for addr in addrs:
+            self.peer_list.add(addr)
+        self._wake_connector.set()
+
+    def stop(self) -> None:
+        """Ask the swarm to end (``run`` returns after its clean-up)."""
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, kind: str, message: str = "") -> None:
+        ev = TorrentEvent(kind, self.info_hash, self.name, message)
+        for q in self._subscribers:
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(ev)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._emit("state", state)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        """Run the torrent until it is stopped, cancelled, or fails on disk."""
+        try:
+            async with DiskIO(self.storage) as disk:
+                self.disk = disk
+                try:
+                    await self._run(disk)
+                finally:
+                    self._shutdown_peers()
+        except StorageError as exc:
+            self._fail(str(exc))
+        finally:
+            await self._save_resume_quietly()
+            self._set_state("error" if self.error else "stopped")
+            self._stopped.set()
+            self._emit("stopped", self.error or "stopped")
+            for q in self._subscribers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    q.put_nowait(None)
+
+    def _fail(self, message: str) -> None:
+        if not self.error:
+            self.error = message
+            self._emit("error", message)
+
+    async def _run(self, disk: DiskIO) -> None:
+        await self._check(disk)
+        self._trackers = TrackerTiers(
+            [
+                [
+                    make_tracker(url, self.ctx.http, timeout_s=self.settings.tracker_timeout_s)
+                    for url in tier
+                    if _supported_tracker(url)
+                ]
+                for tier in self.metainfo.announce_list
+            ]
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                stop_task = tg.create_task(self._stopped.wait())
+                tg.create_task(self._announce_loop())
+                tg.create_task(self._connect_loop())
+                tg.create_task(self._resume_loop())
+                await stop_task
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            self._tg = None
+            with contextlib.suppress(Exception):
+                await self._announce_stopped()
+            await self._trackers.close()
+
+    async def _check(self, disk: DiskIO) -> None:
+        """Find which pieces we already have: resume state, else a hash check."""
+        self._set_state("checking")
+        verified = await self._load_resume(disk)
+        if verified is None:
+            if _any_file_exists(self.storage):
+                total = self.num_pieces
+
+                def progress(done: int, _total: int) -> None:
+                    self.checked_fraction = done / total if total else 1.0
+
+                verified = await disk.check(progress=progress)
+            else:
+                verified = set()
+        for index in verified:
+            self._mark_have(index)
+        self.checked_fraction = 1.0
+        await disk.allocate()
+        self._checked.set()
+        self._emit("checked", f"{self.pieces_done}/{self.num_pieces} pieces verified on disk")
+        self._update_completion()
+        if not self.complete:
+            self._set_state("downloading")
+
+    def _mark_have(self, index: int) -> None:
+        if self.have[index]:
+            return
+        self.have[index] = 1
+        self.pieces_done += 1
+        if self.wanted[index]:
+            self.done_bytes += self.info.piece_size(index)
+        self.picker.on_piece_verified(index)
+
+    def _update_completion(self) -> None:
+        if self.complete:
+            return
+        if all(self.have[i] for i in range(self.num_pieces) if self.wanted[i]):
+            self._complete.set()
+            self._emit("completed", f"download complete: {self.done_bytes} bytes verified")
+            self._resume_dirty.set()
+            self._announce_event = AnnounceEvent.COMPLETED if self.downloaded_bytes else AnnounceEvent.NONE
+            self._wake_announcer.set()
+            self._seeding_since = time.monotonic()
+            if self.seed_after:
+                self._set_state("seeding")
+                self._check_seed_limits()
+            else:
+                self._set_state("finished")
+                self._finished.set()
+            # Disconnect seeds: neither of us can give the other anything.
+            for peer in list(self.peers.values()):
+                if peer.is_seed:
+                    peer.close("both seeds")
+                else:
+                    peer.set_interested(False)
+
+    def _check_seed_limits(self) -> None:
+        if self.state != "seeding" or self._finished.is_set():
+            return
+        s = self.settings
+        ratio_hit = s.seed_ratio is not None and self.uploaded_bytes >= s.seed_ratio * max(self.done_bytes, 1)
+        time_hit = (
+            s.seed_time_s is not None
+            and self._seeding_since is not None
+            and time.monotonic() - self._seeding_since >= s.seed_time_s
+        )
+        if ratio_hit or time_hit:
+            self._set_state("finished")
+            self._emit("finished", "seed ratio reached" if ratio_hit else "seed time reached")
+            self._finished.set()
+
+    def _shutdown_peers(self) -> None:
+        for peer in list(self.peers.values()):
+            peer.close("shutting down")
+
+    # ------------------------------------------------------------------ trackers
+
+    def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
+        return AnnounceRequest(
+            info_hash=self.info_hash,
+            peer_id=self.ctx.peer_id,
+            port=self.ctx.port(),
+            uploaded=self.uploaded_bytes,
+            downloaded=self.downloaded_bytes,
+            left=self.wanted_bytes - self.done_bytes,
+            event=event,
+            numwant=self.settings.numwant if event is not AnnounceEvent.STOPPED else 0,
+            ip=self.settings.announce_ip,
+            key=int.from_bytes(self.ctx.peer_id[-4:], "big"),
+        )
+
+    async def _announce_loop(self) -> None:
+        assert self._trackers is not None
+        if not self._trackers:
+            return
+        s = self.settings
+        retry = s.announce_retry_s
+        min_gap = s.min_announce_interval_s
+        while True:
+            event = self._announce_event
+            try:
+                outcome = await self._trackers.announce(self._announce_request(event))
+            except TrackerError as exc:
+                self.tracker_message = exc.reason
+                self._emit("tracker_error", exc.reason)
+                delay = retry
+                retry = min(retry * 2, s.announce_retry_max_s)
+            else:
+                retry = s.announce_retry_s
+                if self._announce_event is event:
+                    self._announce_event = AnnounceEvent.NONE
+                resp = outcome.response
+                if resp.warning_message:
+                    self.tracker_message = resp.warning_message
+                    self._emit("tracker_warning", resp.warning_message)
+                else:
+                    self.tracker_message = ""
+                self.add_peers([(p.ip, p.port) for p in resp.peers if p.port])
+                interval = resp.interval or s.default_announce_interval_s
+                delay = max(interval, resp.min_interval or 0, s.min_announce_interval_s)
+                min_gap = max(resp.min_interval or 0, s.min_announce_interval_s)
+            self._wake_announcer.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake_announcer.wait()
+                # Woken early (completed, or we need peers): still respect min interval.
+                await asyncio.sleep(min_gap)
+            except TimeoutError:
+                pass
+
+    async def _announce_stopped(self) -> None:
+        if self._trackers is None or not self._trackers:
+            return
+        if self._announce_event is AnnounceEvent.STARTED:
+            return  # never announced: nothing to stop
+        with contextlib.suppress(TrackerError, TimeoutError):
+            async with asyncio.timeout(self.settings.stopped_announce_timeout_s):
+                await self._trackers.announce(self._announce_request(AnnounceEvent.STOPPED))
+
+    def need_peers(self) -> None:
+        """Re-announce soon (respecting min interval) because we are short of peers."""
+        self._wake_announcer.set()
+
+    # ------------------------------------------------------------------ connecting
+
+    async def _connect_loop(self) -> None:
+        s = self.settings
+        while True:
+            self._wake_connector.clear()
+            now = time.monotonic()
+            room = min(s.max_peers_per_torrent - len(self.peers), self.ctx.peer_slots())
+            if room > 0 and not self._finished.is_set() and not (self.complete and not self.seed_after):
+                for kp in self.peer_list.candidates(now, room):
+                    if kp.addr in self.peers:
+                        continue
+                    await self.ctx.half_open.acquire()
+                    kp.connected = True
+                    peer = self._new_peer(kp.addr)
+                    assert self._tg is not None
+                    self._tg.create_task(self._run_outgoing(peer))
+            wake = self.peer_list.next_wakeup(time.monotonic())
+            try:
+                async with asyncio.timeout(wake if wake is not None else None):
+                    await self._wake_connector.wait()
+            except TimeoutError:
+                pass
+
+    def _new_peer(self, addr: PeerAddr) -> Peer:
+        peer = Peer(
+            self,
+            addr,
+            settings=self.settings,
+            our_peer_id=self.ctx.peer_id,
+            down_limit=self.ctx.down_limit,
+            up_limit=self.ctx.up_limit,
+        )
+        self.peers[addr] = peer
+        return peer
+
+    async def _run_outgoing(self, peer: Peer) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.ctx.half_open.release()
+
+        peer.on_connected = release
+        try:
+            await peer.run_outgoing()
+        finally:
+            release()
+
+    def adopt_incoming(self, peer: Peer) -> bool:
+        """An incoming connection routed to us; returns False when we refuse it."""
+        if self.peer_list.is_banned(peer.addr) or self._stopped.is_set():
+            return False
+        if len(self.peers) >= self.settings.max_peers_per_torrent or self._tg is None:
+            return False
+        if peer.addr in self.peers:
+            return False
+        self.peers[peer.addr] = peer
+        self._tg.create_task(peer.run_incoming())
+        return True
+
+    # ------------------------------------------------------------------ PeerHost
+
+    def on_peer_ready(self, peer: Peer) -> None:
+        kp = self.peer_list.get(peer.addr)
+        if kp is not None:
+            kp.connected = True
+        self.peer_list.succeeded(peer.addr)
+        self.picker.on_peer_have_none(peer.addr)  # registered; a bitfield or haves follow
+        if self.pieces_done:
+            peer.send(wire.Bitfield(bitfield=_pack_bits(self.have)))
+        # Until the choker runs, let the first peers in: a fresh swarm should not wait 10 s.
+        unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
+        if unchoked < self.settings.unchoke_slots + 1:
+            peer.set_choking(False)
+
+    def on_peer_has(self, peer: Peer, indices: list[int] | None) -> None:
+        if indices is None:
+            if peer.is_seed:
+                interesting = self.picker.on_peer_have_all(peer.addr)
+            else:
+                interesting = self.picker.on_peer_bitfield(peer.addr, peer.has)
+        else:
+            interesting = False
+            for index in indices:
+                interesting = self.picker.on_peer_have(peer.addr, index) or interesting
+        if self.complete and peer.is_seed:
+            peer.close("both seeds")
+            return
+        if indices is None:
+            peer.set_interested(interesting and not self.complete)
+        elif interesting and not peer.am_interested and not self.complete:
+            peer.set_interested(True)
+        if peer.am_interested:
+            peer.fill_pipeline()
+
+    def on_peer_unchoked(self, peer: Peer) -> None:
+        pass
+
+    def on_peer_interest_changed(self, peer: Peer) -> None:
+        pass
+
+    def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
+        if self.complete:
+            return []
+        budget = self.settings.max_pieces_in_flight - len(self._partial) - len(self._verifying)
+        picks = self.picker.pick(peer.addr, n, now=time.monotonic())
+        if budget <= 0 and picks:
+            # Too much in memory: keep only blocks of pieces already being assembled.
+            keep = [b for b in picks if b[0] in self._partial]
+            drop = [b for b in picks if b[0] not in self._partial]
+            if drop:
+                self.picker.abort_requests(peer.addr, drop)
+            picks = keep
+        if not picks and not peer.outstanding and not self.picker.is_interesting(peer.addr):
+            peer.set_interested(False)
+        return picks
+
+    def on_requests_dropped(self, peer: Peer, blocks: list[tuple[int, int, int]]) -> None:
+        freed = self.picker.abort_requests(peer.addr, blocks)
+        if freed:
+            # Give the blocks to someone else right away.
+            for other in list(self.peers.values()):
+                if other is not peer and not other.peer_choking and other.am_interested:
+                    other.fill_pipeline()
+
+    def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
+        n = len(data)
+        self.downloaded_bytes += n
+        result = self.picker.on_block(peer.addr, (index, begin, n))
+        if result.status is not picker_mod.BlockStatus.NEW:
+            self.wasted_bytes += n
+            return
+        part = self._partial.get(index)
+        if part is None:
+            part = self._partial[index] = _PartialPiece(bytearray(self.info.piece_size(index)))
+        part.buf[begin : begin + n] = data
+        part.sources[begin] = peer.addr
+        for addr, blk in result.cancels:
+            other = self.peers.get(addr)  # type: ignore[arg-type]
+            if other is not None:
+                other.cancel(blk.piece, blk.offset, blk.length)
+        if self.state == "downloading" and self.picker.in_endgame:
+            self._set_state("endgame")
+        if result.piece_complete:
+            del self._partial[index]
+            self._verifying.add(index)
+            assert self._tg is not None
+            self._tg.create_task(self._verify(index, part))
+
+    async def _verify(self, index: int, part: _PartialPiece) -> None:
+        assert self.disk is not None
+        try:
+            ok = await self.disk.write_piece(index, part.buf)
+        except StorageError as exc:
+            self._verifying.discard(index)
+            self._fail(str(exc))
+            self._stopped.set()
+            return
+        self._verifying.discard(index)
+        if ok:
+            self._on_piece_passed(index, part)
+        else:
+            self._on_piece_failed(index, part)
+
+    def _on_piece_passed(self, index: int, part: _PartialPiece) -> None:
+        self._mark_have(index)
+        self._resume_dirty.set()
+        # Smart ban: blocks of an earlier failed copy that differ from the good one
+        # came from a liar.
+        if self._suspects:
+            for begin in list(part.sources):
+                suspect = self._suspects.pop((index, begin), None)
+                if suspect is None:
+                    continue
+                addr, digest = suspect
+                length = min(BLOCK_SIZE, len(part.buf) - begin)
+                if hashlib.sha1(part.buf[begin : begin + length]).digest() != digest:
+                    self._ban(addr, f"sent corrupt data for piece {index}")
+        msg = wire.Have(index=index)
+        for peer in self.peers.values():
+            if peer.proto is not None and peer.peer_id is not None:
+                peer.send(msg)
+        self._update_completion()
+
+    def _on_piece_failed(self, index: int, part: _PartialPiece) -> None:
+        self.hash_failures += 1
+        self.wasted_bytes += len(part.buf)
+        failure = self.picker.on_piece_failed(index)
+        for begin, addr in part.sources.items():
+            length = min(BLOCK_SIZE, len(part.buf) - begin)
+            self._suspects[(index, begin)] = (addr, hashlib.sha1(part.buf[begin : begin + length]).digest())
+        for addr in failure.ban:
+            self._ban(addr, f"piece {index} failed its hash check")  # type: ignore[arg-type]
+        self._emit("piece", f"piece {index} failed its hash check")
+        for peer in list(self.peers.values()):
+            peer.fill_pipeline()
+
+    def _ban(self, addr: PeerAddr, why: str) -> None:
+        if self.peer_list.is_banned(addr):
+            return
+        self.peer_list.ban(addr)
+        self._emit("peer_banned", f"{addr[0]}:{addr[1]} banned: {why}")
+        peer = self.peers.get(addr)
+        if peer is not None:
+            peer.close(f"banned: {why}")
+
+    def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
+        return (
+            not peer.am_choking
+            and 0 <= index < self.num_pieces
+            and bool(self.have[index])
+            and 0 < length <= 2 * BLOCK_SIZE
+            and begin + length <= self.info.piece_size(index)
+        )
+
+    async def read_block(self, index: int, begin: int, length: int) -> bytes:
+        assert self.disk is not None
+        data = await self.disk.read(index, begin, length)
+        self.uploaded_bytes += length
+        return data
+
+    def on_peer_closed(self, peer: Peer) -> None:
+        if self.peers.get(peer.addr) is peer:
+            del self.peers[peer.addr]
+        self.picker.on_peer_disconnect(peer.addr)
+        kp = self.peer_list.get(peer.addr)
+        if kp is not None:
+            kp.connected = False
+            if peer.peer_id is None or peer.close_reason.startswith(("no data", "idle")):
+                self.peer_list.failed(peer.addr, time.monotonic())
+        log.debug("peer %s closed: %s", peer.addr, peer.close_reason)
+        self._wake_connector.set()
+
+    # ------------------------------------------------------------------ timers
+
+    def tick(self, now: float) -> None:
+        """Once a second (from the session): peers' timers, rates, seed limits."""
+        down = up = 0.0
+        for peer in list(self.peers.values()):
+            peer.tick(now)
+            down += peer.down.rate_bps
+            up += peer.up.rate_bps
+        self._down_rate, self._up_rate = down, up
+        self._check_seed_limits()
+        if len(self.peers) < self.settings.max_peers_per_torrent // 2 and not self.complete:
+            self._wake_connector.set()
+
+    def rechoke(self, rotate_optimistic: bool) -> None:
+        """Apply the choker's ranking (every ``choke_interval_s``)."""
+        from torrent import choker
+
+        candidates = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
+        unchoke = choker.rank(
+            [
+                choker.PeerStats(
+                    key=p.addr,
+                    interested=p.peer_interested,
+                    download_rate_bps=p.down.rate_bps,
+                    upload_rate_bps=p.up.rate_bps,
+                    snubbed=p.snubbed,
+                )
+                for p in candidates
+            ],
+            slots=self.settings.unchoke_slots,
+            seeding=self.complete,
+            optimistic=None if rotate_optimistic else self._optimistic,
+            rng=random,
+        )
+        self._optimistic = unchoke.optimistic
+        chosen = set(unchoke.unchoked)
+        for p in candidates:
+            p.set_choking(p.addr not in chosen)
+
+    # ------------------------------------------------------------------ resume
+
+    async def _resume_loop(self) -> None:
+        while True:
+            await self._resume_dirty.wait()
+            await asyncio.sleep(self.settings.resume_save_interval_s)
+            self._resume_dirty.clear()
+            await self._save_resume_quietly()
+
+    async def _load_resume(self, disk: DiskIO) -> set[int] | None:
+        return None
+
+    async def _save_resume_quietly(self) -> None:
+        pass
+
+
+class _Stop(Exception):
+    """Ends the swarm's task group on ``stop()``."""
+
+
+def _supported_tracker(url: str) -> bool:
+    return url.split(":", 1)[0].lower() in ("http", "https", "udp")
+
+
+def _pack_bits(flags: bytearray) -> bytes:
+    out = bytearray((len(flags) + 7) // 8)
+    for i, f in enumerate(flags):
+        if f:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def _any_file_exists(storage: FileStorage) -> bool:
+    import os
+
+    return any(
+        os.path.exists(storage.file_path(i)) for i, f in enumerate(storage.info.files) if not f.padding
+    )
