@@ -153,7 +153,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         max_peers_per_torrent=max(1, args.max_peers),
         max_upload_bps=args.max_up,
         max_download_bps=args.max_down,
-        seed_ratio=None if not seed_ratio else seed_ratio,
+        seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
     )
 

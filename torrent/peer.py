@@ -31,12 +31,8 @@ from typing import Any, Protocol
 
 from torrent import wire
 from torrent.config import Settings
-from torrent.errors import ProtocolError, RemoteProtocolError, StorageError
+from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
-
-#: BEP 3 handshake: pstrlen, "BitTorrent protocol", 8 reserved bytes, info hash, peer id.
-HANDSHAKE_INFO_HASH = slice(28, 48)
-HANDSHAKE_PREFIX = b"\x13BitTorrent protocol"
 
 #: (piece index, begin offset) of a block.
 BlockKey = tuple[int, int]
@@ -111,6 +107,8 @@ class PeerHost(Protocol):
 
     info_hash: InfoHash
     num_pieces: int
+    piece_length: int
+    total_length: int
 
     def on_peer_ready(self, peer: Peer) -> None:
         """The handshake is done; send our bitfield, decide interest."""
@@ -183,6 +181,8 @@ class Peer(asyncio.Protocol):
         self.snubbed = False
         self.outgoing = True
         self.hash_failures = 0
+        self.unchoked_at: float | None = None
+        self.uploaded_at_unchoke = 0
         self.close_reason = ""
         self.down = RateMeter()
         self.up = RateMeter()
@@ -308,14 +308,20 @@ class Peer(asyncio.Protocol):
     def _start_protocol(self, host: PeerHost) -> None:
         self.host = host
         self.has = bytearray(host.num_pieces)
+        s = self.settings
         self.proto = wire.PeerProtocol(
-            info_hash=host.info_hash, our_peer_id=self.our_peer_id, num_pieces=host.num_pieces
+            info_hash=host.info_hash,
+            our_peer_id=self.our_peer_id,
+            piece_length=host.piece_length,
+            total_length=host.total_length,
+            max_peer_requests=s.max_incoming_requests,
+            snub_timeout_s=s.snub_timeout_s,
+            now=time.monotonic(),
         )
-        self._write(self.proto.send(wire.Handshake(info_hash=host.info_hash, peer_id=self.our_peer_id)))
+        self._write(self.proto.send(wire.Handshake()))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
         transport.set_write_buffer_limits(high=self.settings.send_buffer_high_bytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -352,11 +358,9 @@ class Peer(asyncio.Protocol):
         if self.proto is None:
             # An incoming connection: wait for the info hash, then route it.
             self._pending += data
-            if len(self._pending) < HANDSHAKE_INFO_HASH.stop:
+            info_hash = wire.peek_info_hash(self._pending)
+            if info_hash is None:
                 return
-            if not self._pending.startswith(HANDSHAKE_PREFIX):
-                raise RemoteProtocolError("not a BitTorrent handshake")
-            info_hash = InfoHash(bytes(self._pending[HANDSHAKE_INFO_HASH]))
             host = self._router(info_hash) if self._router else None
             if host is None:
                 raise RemoteProtocolError("unknown info hash")
@@ -369,8 +373,12 @@ class Peer(asyncio.Protocol):
                 self.transport.pause_reading()
                 self._resume_handle = self._loop.call_later(delay, self._resume_reading)
         assert self.proto is not None
-        self.proto.receive_data(data)
+        self.proto.receive_data(data, self.last_recv)
         self._drain_events()
+        if not self.closed:
+            out = self.proto.data_to_send()  # BEP 6 rejects the codec queued by itself
+            if out:
+                self._write(out)
 
     def _resume_reading(self) -> None:
         self._resume_handle = None
@@ -390,28 +398,34 @@ class Peer(asyncio.Protocol):
             if self.closed:
                 return
 
-    def _on_event(self, ev: Any) -> None:  # noqa: C901 - one match over the message types
+    def _on_event(self, ev: Any) -> None:
         host = self.host
         assert host is not None
         match ev:
             case wire.Block(index=index, begin=begin, data=data):
-                key = (index, begin)
-                req = self.outstanding.pop(key, None)
-                if req is None:
-                    return  # unrequested or already timed out / cancelled: ignore
+                self.outstanding.pop((index, begin), None)
                 n = len(data)
                 self.down.add(n)
                 self.last_payload = self.last_recv
                 self.snubbed = False
                 host.on_peer_block(self, index, begin, data)
                 self.fill_pipeline()
+            case wire.UnrequestedBlock(index=index, begin=begin, data=data):
+                # A late answer (after a cancel or timeout): still useful if we lack it.
+                self.outstanding.pop((index, begin), None)
+                self.down.add(len(data))
+                host.on_peer_block(self, index, begin, data)
             case wire.Have(index=index):
-                if 0 <= index < len(self.has) and not self.has[index]:
+                if not self.has[index]:
                     self.has[index] = 1
                     self.num_have += 1
                     host.on_peer_has(self, [index])
-            case wire.Bitfield():
-                self._set_bitfield(ev)
+            case wire.Bitfield(pieces=pieces):
+                has = bytearray(len(self.has))
+                for i in pieces:
+                    has[i] = 1
+                self.has = has
+                self.num_have = len(pieces)
                 host.on_peer_has(self, None)
             case wire.HaveAll():
                 self.has = bytearray(b"\x01" * len(self.has))
@@ -420,23 +434,21 @@ class Peer(asyncio.Protocol):
             case wire.HaveNone():
                 pass
             case wire.Request(index=index, begin=begin, length=length):
-                if len(self.incoming_requests) >= self.settings.max_incoming_requests:
-                    return
-                if host.may_upload(self, index, begin, length):
-                    self.incoming_requests.append((index, begin, length))
-                    self._upload_wakeup.set()
-                elif self.proto is not None and self.proto.fast_extension:
-                    self._write(self.proto.send(wire.RejectRequest(index=index, begin=begin, length=length)))
+                # The codec already refused requests while we choke or for pieces we never
+                # announced, and bounds the queue (``max_peer_requests``).
+                self.incoming_requests.append((index, begin, length))
+                self._upload_wakeup.set()
             case wire.Cancel(index=index, begin=begin, length=length):
                 try:
                     self.incoming_requests.remove((index, begin, length))
                 except ValueError:
                     pass
-            case wire.Choke():
+            case wire.Choke(voided=voided):
                 self.peer_choking = True
-                if self.outstanding and not (self.proto is not None and self.proto.fast_extension):
-                    dropped = [(i, b, o.length) for (i, b), o in self.outstanding.items()]
-                    self.outstanding.clear()
+                if voided:
+                    dropped = [(r.index, r.begin, r.length) for r in voided]
+                    for i, b, _ in dropped:
+                        self.outstanding.pop((i, b), None)
                     host.on_requests_dropped(self, dropped)
             case wire.Unchoke():
                 self.peer_choking = False
@@ -454,25 +466,15 @@ class Peer(asyncio.Protocol):
             case wire.Handshake(peer_id=peer_id):
                 if self.peer_id is not None:
                     return
-                self.peer_id = PeerId(peer_id)
+                self.peer_id = PeerId(bytes(peer_id or b""))
                 # Synchronously: a bitfield may follow in the same read.
                 host.on_peer_ready(self)
                 if not self._ready.done():
                     self._ready.set_result(None)
+            case wire.ConnectionClosed():
+                self.close("connection closed by peer")
             case _:
                 pass  # KeepAlive, Port, AllowedFast, SuggestPiece, extended: nothing to do
-
-    def _set_bitfield(self, ev: Any) -> None:
-        bits = ev.bitfield
-        n = len(self.has)
-        has = bytearray(n)
-        count = 0
-        for i in range(n):
-            if bits[i >> 3] & (0x80 >> (i & 7)):
-                has[i] = 1
-                count += 1
-        self.has = has
-        self.num_have = count
 
     # ------------------------------------------------------------------ sending
 
@@ -496,6 +498,8 @@ class Peer(asyncio.Protocol):
             self.incoming_requests.clear()
             self.send(wire.Choke())
         else:
+            self.unchoked_at = time.monotonic()
+            self.uploaded_at_unchoke = self.up.total
             self.send(wire.Unchoke())
 
     def set_interested(self, interested: bool) -> None:
@@ -518,15 +522,30 @@ class Peer(asyncio.Protocol):
         assert proto is not None
         now = time.monotonic()
         chunks = []
+        refused = []
         for index, begin, length in picks:
+            try:
+                chunks.append(proto.send(wire.Request(index, begin, length), now))
+            except LocalProtocolError:
+                # Still awaiting the answer to a cancelled copy of this request (BEP 6):
+                # someone else should fetch it.
+                refused.append((index, begin, length))
+                continue
             self.outstanding[(index, begin)] = _Outstanding(length, now)
-            chunks.append(proto.send(wire.Request(index=index, begin=begin, length=length)))
-        self._write(b"".join(chunks))
+        if chunks:
+            self._write(b"".join(chunks))
+        if refused:
+            self.host.on_requests_dropped(self, refused)
 
     def cancel(self, index: int, begin: int, length: int) -> None:
-        """Withdraw a request (endgame: another peer delivered the block)."""
-        if self.outstanding.pop((index, begin), None) is not None:
-            self.send(wire.Cancel(index=index, begin=begin, length=length))
+        """Withdraw a request (endgame: another peer delivered the block; a timeout)."""
+        self.outstanding.pop((index, begin), None)
+        if self.proto is None or self.closed:
+            return
+        try:
+            self._write(self.proto.send(wire.Cancel(index, begin, length)))
+        except LocalProtocolError:
+            pass  # already answered: nothing to withdraw
 
     async def _upload_loop(self) -> None:
         """Serve queued requests, one block at a time, behind write back-pressure."""
@@ -541,7 +560,7 @@ class Peer(asyncio.Protocol):
             if self.closed:
                 return
             index, begin, length = self.incoming_requests.popleft()
-            if self.am_choking or not host.may_upload(self, index, begin, length):
+            if not host.may_upload(self, index, begin, length):
                 continue
             await self.up_limit.take(length)
             try:
@@ -549,10 +568,12 @@ class Peer(asyncio.Protocol):
             except StorageError as exc:
                 self.close(f"cannot read piece {index}: {exc}")
                 return
-            if self.am_choking or self.closed:
+            if self.closed or self.proto is None:
                 continue
+            if not self.proto.is_requested_by_peer(wire.Request(index, begin, length)):
+                continue  # cancelled, or dropped by a choke, while we read the disk
             self.up.add(length)
-            self.send(wire.Block(index=index, begin=begin, data=data))
+            self.send(wire.Block(index, begin, data))
 
     # ------------------------------------------------------------------ timers
 
@@ -578,8 +599,8 @@ class Peer(asyncio.Protocol):
             timeout = max(s.request_timeout_s / 2, 2.0)
             expired = [(k, o) for k, o in self.outstanding.items() if now - o.sent_at > timeout]
             if expired and self.host is not None:
-                for k, _ in expired:
-                    del self.outstanding[k]
+                for (i, b), o in expired:
+                    self.cancel(i, b, o.length)
                 self.host.on_requests_dropped(self, [(i, b, o.length) for (i, b), o in expired])
         else:
             self.last_payload = now

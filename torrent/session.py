@@ -277,16 +277,11 @@ class Session:
                 swarm.tick(now)
 
     async def _choke_loop(self) -> None:
-        s = self.settings
-        last_optimistic = 0.0
         while True:
-            await asyncio.sleep(s.choke_interval_s)
+            await asyncio.sleep(self.settings.choke_interval_s)
             now = time.monotonic()
-            rotate = now - last_optimistic >= s.optimistic_interval_s
-            if rotate:
-                last_optimistic = now
             for swarm in list(self._swarms.values()):
-                swarm.rechoke(rotate)
+                swarm.rechoke(now)
 
 
 class _Incoming(asyncio.Protocol):
@@ -303,7 +298,6 @@ class _Incoming(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         sockname = transport.get_extra_info("peername") or ("", 0)
         self._peer.addr = (str(sockname[0]), int(sockname[1]))
         self._peer.connection_made(transport)

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from torrent import choker as choker_mod
 from torrent import picker as picker_mod
 from torrent import wire
 from torrent.config import Settings
@@ -42,6 +42,7 @@ from torrent.diskio import DiskIO
 from torrent.errors import StorageError, TorrentError, TrackerError
 from torrent.metainfo import Metainfo
 from torrent.peer import Peer, PeerAddr, RateLimiter
+from torrent.pieceset import PieceSet
 from torrent.storage import FileStorage
 from torrent.tracker_client import AnnounceEvent, AnnounceRequest, TrackerTiers, make_tracker
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
@@ -248,6 +249,8 @@ class Swarm:
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
         self.num_pieces = self.info.num_pieces
+        self.piece_length = self.info.piece_length
+        self.total_length = self.info.total_length
         self.name = self.info.name
         self.storage = storage
         self.ctx = ctx
@@ -297,7 +300,9 @@ class Swarm:
         self._start_time = time.monotonic()
         self._down_rate = 0.0
         self._up_rate = 0.0
-        self._optimistic: PeerAddr | None = None
+        self.choker = choker_mod.Choker(
+            slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
+        )
         self._trackers: TrackerTiers | None = None
         self._write_tasks = 0
 
@@ -683,8 +688,15 @@ class Swarm:
             kp.connected = True
         self.peer_list.succeeded(peer.addr)
         self.picker.on_peer_have_none(peer.addr)  # registered; a bitfield or haves follow
-        if self.pieces_done:
-            peer.send(wire.Bitfield(bitfield=_pack_bits(self.have)))
+        # BEP 6: with the fast extension exactly one of these comes first; without it an
+        # empty bitfield may be left out.
+        assert peer.proto is not None
+        if self.pieces_done == self.num_pieces and peer.proto.fast_extension:
+            peer.send(wire.HaveAll())
+        elif self.pieces_done == 0 and peer.proto.fast_extension:
+            peer.send(wire.HaveNone())
+        elif self.pieces_done:
+            peer.send(wire.Bitfield(PieceSet.from_indexes((i for i, h in enumerate(self.have) if h), self.num_pieces)))
         # Until the choker runs, let the first peers in: a fresh swarm should not wait 10 s.
         unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
         if unchoked < self.settings.unchoke_slots + 1:
@@ -793,7 +805,7 @@ class Swarm:
                 length = min(BLOCK_SIZE, len(part.buf) - begin)
                 if hashlib.sha1(part.buf[begin : begin + length]).digest() != digest:
                     self._ban(addr, f"sent corrupt data for piece {index}")
-        msg = wire.Have(index=index)
+        msg = wire.Have(index)
         for peer in self.peers.values():
             if peer.proto is not None and peer.peer_id is not None:
                 peer.send(msg)
@@ -862,31 +874,32 @@ class Swarm:
         if len(self.peers) < self.settings.max_peers_per_torrent // 2 and not self.complete:
             self._wake_connector.set()
 
-    def rechoke(self, rotate_optimistic: bool) -> None:
-        """Apply the choker's ranking (every ``choke_interval_s``)."""
-        from torrent import choker
-
+    def rechoke(self, now: float) -> None:
+        """Apply the choker's ranking (every ``choke_interval_s``; BEP 3)."""
         candidates = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
-        unchoke = choker.rank(
+        decision = self.choker.rank(
             [
-                choker.PeerStats(
+                choker_mod.PeerSnapshot(
                     key=p.addr,
                     interested=p.peer_interested,
+                    choked=p.am_choking,
                     download_rate_bps=p.down.rate_bps,
                     upload_rate_bps=p.up.rate_bps,
                     snubbed=p.snubbed,
+                    connected_at=p.connected_at,
+                    unchoked_at=p.unchoked_at,
+                    uploaded_since_unchoke=p.up.total - p.uploaded_at_unchoke,
                 )
                 for p in candidates
             ],
-            slots=self.settings.unchoke_slots,
+            now=now,
             seeding=self.complete,
-            optimistic=None if rotate_optimistic else self._optimistic,
-            rng=random,
         )
-        self._optimistic = unchoke.optimistic
-        chosen = set(unchoke.unchoked)
         for p in candidates:
-            p.set_choking(p.addr not in chosen)
+            if p.addr in decision.unchoke:
+                p.set_choking(False)
+            elif p.addr in decision.choke:
+                p.set_choking(True)
 
     # ------------------------------------------------------------------ resume
 
@@ -910,14 +923,6 @@ class _Stop(Exception):
 
 def _supported_tracker(url: str) -> bool:
     return url.split(":", 1)[0].lower() in ("http", "https", "udp")
-
-
-def _pack_bits(flags: bytearray) -> bytes:
-    out = bytearray((len(flags) + 7) // 8)
-    for i, f in enumerate(flags):
-        if f:
-            out[i >> 3] |= 0x80 >> (i & 7)
-    return bytes(out)
 
 
 def _any_file_exists(storage: FileStorage) -> bool:

@@ -1,0 +1,321 @@
+"""Transfer throughput on loopback: a single-file torrent (1 GiB by default), four pairings.
+
+Usage (as root, the script re-runs itself in a loopback-only network namespace):
+
+    python bench/transfer.py [--size-mib 1024] [--runs 3] [--only a,b,c,d]
+
+Pairings, side by side in one run:
+
+  (a) libtorrent seed -> libtorrent leecher   (the reference)
+  (b) libtorrent seed -> our leecher
+  (c) our seed        -> our leecher
+  (d) our seed        -> libtorrent leecher
+
+libtorrent runs in this process (TCP only: uTP crawls on loopback; DHT/LSD/UPnP/NAT-PMP
+off; ``allow_multiple_connections_per_ip``). Our client runs as ``python -m cli.main``
+subprocesses, so their CPU seconds and peak RSS come from ``wait4``. Peers find each
+other directly (``--peer`` / ``connect_peer``), no tracker, so the figure is the data
+path alone. Our leecher's time is its whole process life (start-up, allocation, the
+transfer, exit), so it is a slight underestimate of its rate.
+
+Prints, per pairing: MB/s median (and every run), and for our processes CPU seconds and
+peak RSS (median). MB = 10^6 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from torrent import bencoding  # noqa: E402
+
+PIECE_LENGTH = 1 << 20
+TIMEOUT_S = 300.0
+
+
+def only_loopback() -> bool:
+    return [n for _, n in socket.if_nameindex()] == ["lo"]
+
+
+def reexec_isolated() -> None:
+    """Re-run this script inside a fresh network namespace that has only loopback."""
+    if only_loopback():
+        return
+    if os.geteuid() != 0:
+        sys.exit("bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root")
+    cmd = " ".join(["exec", sys.executable, *map(_quote, sys.argv)])
+    os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", f"ip link set lo up && {cmd}"])
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_payload(path: Path, size: int) -> bytes:
+    """Random content (not compressible, no repeated pieces); returns the .torrent bytes."""
+    pieces = []
+    chunk = PIECE_LENGTH
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(chunk, left)
+            data = os.urandom(n)
+            f.write(data)
+            pieces.append(hashlib.sha1(data).digest())
+            left -= n
+    info = {b"length": size, b"name": path.name.encode(), b"piece length": PIECE_LENGTH, b"pieces": b"".join(pieces)}
+    return bencoding.encode({b"info": info, b"created by": b"bench/transfer.py"})
+
+
+# --------------------------------------------------------------------------- libtorrent
+
+
+def lt_session(port: int) -> Any:
+    import libtorrent as lt
+
+    return lt.session(
+        {
+            "listen_interfaces": f"127.0.0.1:{port}",
+            "enable_dht": False,
+            "enable_lsd": False,
+            "enable_upnp": False,
+            "enable_natpmp": False,
+            "enable_outgoing_utp": False,
+            "enable_incoming_utp": False,
+            "allow_multiple_connections_per_ip": True,
+            "alert_mask": 0,
+        }
+    )
+
+
+def lt_add(ses: Any, torrent: Path, save: Path, *, seed: bool) -> Any:
+    import libtorrent as lt
+
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(str(torrent))
+    atp.save_path = str(save)
+    atp.flags &= ~lt.torrent_flags.auto_managed
+    atp.flags &= ~lt.torrent_flags.paused
+    atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    if seed:
+        atp.flags |= lt.torrent_flags.seed_mode  # trust the data: no recheck in the timing
+    return ses.add_torrent(atp)
+
+
+async def lt_wait(handle: Any, pred: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = handle.status()
+        if pred == "seeding" and st.is_seeding:
+            return
+        if pred == "listening" and st.state in (3, 5):  # downloading / seeding
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"libtorrent did not reach {pred} within {timeout_s} s")
+
+
+# --------------------------------------------------------------------------- ours
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+    started: float
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    max_rss_mib: float = 0.0
+    status: int = 0
+
+
+def spawn(args: list[str], log: Path) -> Proc:
+    f = open(log, "wb")  # noqa: SIM115 - closed with the process
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+    )
+    return Proc(p, time.monotonic())
+
+
+async def reap(proc: Proc, timeout_s: float = TIMEOUT_S) -> Proc:
+    """Wait for the process (polling wait4) and fill in its figures."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, ru = os.wait4(proc.popen.pid, os.WNOHANG)
+        if pid:
+            proc.wall_s = time.monotonic() - proc.started
+            proc.cpu_s = ru.ru_utime + ru.ru_stime
+            proc.max_rss_mib = ru.ru_maxrss / 1024
+            proc.status = os.waitstatus_to_exitcode(status)
+            proc.popen.returncode = proc.status
+            return proc
+        if time.monotonic() > deadline:
+            proc.popen.kill()
+            raise TimeoutError(f"process {proc.popen.args} did not finish in {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
+async def stop(proc: Proc) -> Proc:
+    if proc.popen.returncode is None:
+        proc.popen.send_signal(2)  # SIGINT: a clean stop
+        with contextlib.suppress(TimeoutError):
+            return await reap(proc, 10)
+        proc.popen.kill()
+        return await reap(proc, 10)
+    return proc
+
+
+async def wait_listening(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+# --------------------------------------------------------------------------- pairings
+
+
+@dataclass
+class Result:
+    rates: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: int) -> tuple[float, Proc | None]:
+    """One transfer; returns (MB/s, our measured process or None)."""
+    out = work / f"out-{kind}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    seed_port, leech_port = free_port(), free_port()
+    seed_lt = leech_lt = None
+    our_seed: Proc | None = None
+    try:
+        if kind in ("a", "b"):
+            seed_lt = lt_session(seed_port)
+            lt_add(seed_lt, torrent, data_dir, seed=True)
+            await asyncio.sleep(0.2)
+        else:
+            our_seed = spawn(
+                ["seed", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--quiet"],
+                work / f"seed-{kind}.log",
+            )
+            await wait_listening(seed_port)
+            # The seed verifies the data first; it accepts peers once that is done.
+        if kind in ("a", "d"):
+            leech_lt = lt_session(leech_port)
+            t0 = time.monotonic()
+            h = lt_add(leech_lt, torrent, out, seed=False)
+            h.connect_peer(("127.0.0.1", seed_port))
+            await lt_wait(h, "seeding")
+            return size / (time.monotonic() - t0) / 1e6, our_seed
+        leech = spawn(
+            [
+                "download", str(torrent), "-o", str(out), "--no-seed", "--quiet",
+                "--port", str(leech_port), "--bind", "127.0.0.1", "--peer", f"127.0.0.1:{seed_port}",
+            ],
+            work / f"leech-{kind}.log",
+        )
+        await reap(leech)
+        if leech.status != 0:
+            raise RuntimeError(f"our leecher exited {leech.status}: {(work / f'leech-{kind}.log').read_text()[-500:]}")
+        return size / leech.wall_s / 1e6, leech
+    finally:
+        if our_seed is not None:
+            await stop(our_seed)
+        for ses in (seed_lt, leech_lt):
+            if ses is not None:
+                del ses
+        shutil.rmtree(out, ignore_errors=True)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    size = args.size_mib * 1024 * 1024
+    kinds = [k.strip() for k in args.only.split(",")]
+    names = {
+        "a": "(a) libtorrent seed -> libtorrent leecher",
+        "b": "(b) libtorrent seed -> our leecher",
+        "c": "(c) our seed -> our leecher",
+        "d": "(d) our seed -> libtorrent leecher",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        data_dir.mkdir()
+        torrent = work / "bench.torrent"
+        t0 = time.monotonic()
+        torrent.write_bytes(make_payload(data_dir / "payload.bin", size))
+        print(f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s")
+        results = {k: Result() for k in kinds}
+        for run in range(args.runs):
+            for k in kinds:
+                try:
+                    rate, proc = await run_pair(k, work, torrent, data_dir, size)
+                except Exception as exc:  # report and go on with the other pairings
+                    results[k].note = f"failed: {exc}"
+                    print(f"run {run + 1} {names[k]}: {results[k].note}", flush=True)
+                    continue
+                results[k].rates.append(rate)
+                if proc is not None:
+                    results[k].cpu.append(proc.cpu_s)
+                    results[k].rss.append(proc.max_rss_mib)
+                extra = f", ours: {proc.cpu_s:.1f} CPU s, peak RSS {proc.max_rss_mib:.0f} MiB" if proc else ""
+                print(f"run {run + 1} {names[k]}: {rate:.0f} MB/s{extra}", flush=True)
+    print()
+    print(f"{'pairing':45} {'MB/s median':>12} {'runs':>22} {'CPU s':>7} {'RSS MiB':>8}")
+    ref = statistics.median(results["a"].rates) if "a" in results and results["a"].rates else None
+    for k in kinds:
+        r = results[k]
+        if not r.rates:
+            print(f"{names[k]:45} {'-':>12}  {r.note}")
+            continue
+        med = statistics.median(r.rates)
+        runs = " ".join(f"{x:.0f}" for x in r.rates)
+        cpu = f"{statistics.median(r.cpu):.1f}" if r.cpu else "-"
+        rss = f"{statistics.median(r.rss):.0f}" if r.rss else "-"
+        ratio = f"  ({med / ref:.2f}x a)" if ref and k != "a" else ""
+        print(f"{names[k]:45} {med:12.0f} {runs:>22} {cpu:>7} {rss:>8}{ratio}")
+    print("\nour process: the leecher in (b) and (c), the seed in (d) is not measured; "
+          "CPU s = user+sys of that process; machine: 2 cores, shared with other work.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="a,b,c,d")
+    args = parser.parse_args()
+    reexec_isolated()
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()
