@@ -43,6 +43,7 @@ from torrent.errors import StorageError, TorrentError, TrackerError
 from torrent.metainfo import Metainfo
 from torrent.peer import Peer, PeerAddr, RateLimiter
 from torrent.pieceset import PieceSet
+from torrent.resume import ResumeStore
 from torrent.storage import FileStorage
 from torrent.tracker_client import AnnounceEvent, AnnounceRequest, TrackerTiers, make_tracker
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
@@ -243,7 +244,6 @@ class Swarm:
         sequential: bool = False,
         seed: bool = True,
         initial_peers: Sequence[PeerAddr] = (),
-        resume_path: str | None = None,
     ) -> None:
         self.metainfo = metainfo
         self.info = metainfo.info
@@ -257,7 +257,6 @@ class Swarm:
         self.settings = ctx.settings
         self.sequential = sequential
         self.seed_after = seed
-        self.resume_path = resume_path
         self.disk: DiskIO | None = None
         self.have = bytearray(self.num_pieces)
         self.wanted = [bool(w) for w in storage.wanted_pieces()]
@@ -304,7 +303,12 @@ class Swarm:
             slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
         )
         self._trackers: TrackerTiers | None = None
-        self._write_tasks = 0
+        self.resume = ResumeStore(self.info, self.info_hash, storage.directory)
+        self._began = False
+        self._prior_uploaded = 0
+        self._prior_downloaded = 0
+        self.rechecked_pieces = 0
+        self.resume_saves = 0
 
     # ------------------------------------------------------------------ public
 
@@ -422,17 +426,25 @@ class Swarm:
 
     async def run(self) -> None:
         """Run the torrent until it is stopped, cancelled, or fails on disk."""
+        store = self.resume
         try:
-            async with DiskIO(self.storage) as disk:
+            async with DiskIO(self.storage, journal=store) as disk:
                 self.disk = disk
                 try:
                     await self._run(disk)
                 finally:
                     self._shutdown_peers()
+                    if self._began:
+                        with contextlib.suppress(StorageError):
+                            await disk.flush()
+            # DiskIO has waited for every write it started: no piece is half written now.
         except StorageError as exc:
             self._fail(str(exc))
         finally:
-            await self._save_resume_quietly()
+            self.disk = None
+            if self._began:
+                await self._save_resume(clean=True)
+            store.close()
             self._set_state("error" if self.error else "stopped")
             self._stopped.set()
             self._emit("stopped", self.error or "stopped")
@@ -475,25 +487,47 @@ class Swarm:
             await self._trackers.close()
 
     async def _check(self, disk: DiskIO) -> None:
-        """Find which pieces we already have: resume state, else a hash check."""
+        """Find which pieces we already have: resume state, else a hash check.
+
+        The resume store decides (see :mod:`torrent.resume`): trust a clean state, after a
+        crash recheck only the pieces that may have been written since the last save,
+        without usable state hash everything that is on disk (every core).
+        """
         self._set_state("checking")
-        verified = await self._load_resume(disk)
-        if verified is None:
-            if _any_file_exists(self.storage):
-                total = self.num_pieces
+        plan = await asyncio.to_thread(self.resume.plan, self.storage)
+        verified = set(plan.verified)
+        if plan.recheck:
+            total = len(plan.recheck)
 
-                def progress(done: int, _total: int) -> None:
-                    self.checked_fraction = done / total if total else 1.0
+            def progress(done: int, _total: int) -> None:
+                self.checked_fraction = done / total if total else 1.0
 
-                verified = await disk.check(progress=progress)
-            else:
-                verified = set()
+            verified |= await disk.check(plan.recheck, progress=progress)
+        disk.mark_verified(verified)
         for index in verified:
             self._mark_have(index)
+        if plan.state is not None:
+            self._prior_uploaded = plan.state.uploaded
+            self._prior_downloaded = plan.state.downloaded
+            for addr in plan.state.peers:
+                self.peer_list.add(addr)
         self.checked_fraction = 1.0
+        self.rechecked_pieces = len(plan.recheck)
+        # Before anything is written: the state on disk now says "a run is under way".
+        await asyncio.to_thread(
+            self.resume.begin,
+            self.storage,
+            verified,
+            peers=self.peer_list.retry_worthy(),
+            uploaded=self._prior_uploaded,
+            downloaded=self._prior_downloaded,
+        )
+        self._began = True
         await disk.allocate()
         self._checked.set()
-        self._emit("checked", f"{self.pieces_done}/{self.num_pieces} pieces verified on disk")
+        self._emit(
+            "checked", f"{plan.reason}; {self.pieces_done}/{self.num_pieces} pieces verified on disk"
+        )
         self._update_completion()
         if not self.complete:
             self._set_state("downloading")
@@ -904,17 +938,37 @@ class Swarm:
     # ------------------------------------------------------------------ resume
 
     async def _resume_loop(self) -> None:
+        """Save every ``resume_save_interval_s`` while pieces get verified, and at once on
+        completion."""
         while True:
             await self._resume_dirty.wait()
-            await asyncio.sleep(self.settings.resume_save_interval_s)
+            if not self.complete:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.resume_save_interval_s):
+                        await self._complete.wait()
             self._resume_dirty.clear()
-            await self._save_resume_quietly()
+            await self._save_resume(clean=False)
 
-    async def _load_resume(self, disk: DiskIO) -> set[int] | None:
-        return None
-
-    async def _save_resume_quietly(self) -> None:
-        pass
+    async def _save_resume(self, *, clean: bool) -> None:
+        """Save the resume state; a failure is reported, the previous state stays intact."""
+        verified = [i for i, h in enumerate(self.have) if h]
+        disk = self.disk
+        try:
+            await self.resume.save(
+                self.storage,
+                verified,
+                clean=clean,
+                flush=disk.flush if disk is not None else None,
+                peers=self.peer_list.retry_worthy(),
+                uploaded=self._prior_uploaded + self.uploaded_bytes,
+                downloaded=self._prior_downloaded + self.downloaded_bytes,
+            )
+            self.resume_saves += 1
+        except StorageError as exc:
+            log.warning("%s: cannot save resume state: %s", self.name, exc)
+            if not clean:
+                self._fail(f"cannot save resume state: {exc}")
+                self._stopped.set()
 
 
 class _Stop(Exception):
@@ -924,10 +978,3 @@ class _Stop(Exception):
 def _supported_tracker(url: str) -> bool:
     return url.split(":", 1)[0].lower() in ("http", "https", "udp")
 
-
-def _any_file_exists(storage: FileStorage) -> bool:
-    import os
-
-    return any(
-        os.path.exists(storage.file_path(i)) for i, f in enumerate(storage.info.files) if not f.padding
-    )

@@ -1,8 +1,7 @@
 """Helpers for the client's integration tests: payloads, torrents and a tiny tracker.
 
-``make_torrent`` writes random files and builds their metainfo in memory (BEP 3 layout);
-``MiniTracker`` is an in-process HTTP tracker on loopback built on ``tracker_codec``,
-enough for swarms of a few peers.
+``make_payload`` writes random files, ``make_torrent`` builds their metainfo in memory
+(BEP 3 layout), ``our_tracker`` runs our tracker in process on loopback.
 """
 
 from __future__ import annotations
@@ -14,11 +13,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from torrent import bencoding
-from torrent import tracker_codec as codec
 from torrent.metainfo import Metainfo
+from tracker.server import TrackerServer
+from tracker.settings import TrackerSettings
 
 
 def make_payload(root: Path, name: str, files: dict[str, int] | int, *, seed: int = 1) -> Path:
@@ -80,40 +78,14 @@ def same_tree(a: Path, b: Path) -> bool:
     return fa == fb and all((a / p).read_bytes() == (b / p).read_bytes() for p in fa)
 
 
-class MiniTracker:
-    """An HTTP tracker on 127.0.0.1 that hands every peer the others of its torrent."""
+def our_tracker(*, interval_s: int = 2) -> TrackerServer:
+    """Our tracker (HTTP and UDP) on 127.0.0.1, free ports, short intervals for tests.
 
-    def __init__(self) -> None:
-        self.peers: dict[bytes, dict[bytes, tuple[str, int]]] = {}
-        self.events: list[tuple[bytes, codec.AnnounceEvent]] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _announce(self, request: web.Request) -> web.Response:
-        req = codec.parse_announce_query(request.query_string)
-        self.events.append((bytes(req.peer_id), req.event))
-        swarm = self.peers.setdefault(bytes(req.info_hash), {})
-        if req.event is codec.AnnounceEvent.STOPPED:
-            swarm.pop(bytes(req.peer_id), None)
-        else:
-            swarm[bytes(req.peer_id)] = (req.ip or request.remote or "127.0.0.1", req.port)
-        others = [codec.PeerAddress(ip, port) for pid, (ip, port) in swarm.items() if pid != req.peer_id]
-        body = codec.encode_announce_response(codec.AnnounceResponse(interval=2, min_interval=1, peers=tuple(others)))
-        return web.Response(body=body)
-
-    async def __aenter__(self) -> MiniTracker:
-        app = web.Application()
-        app.router.add_get("/announce", self._announce)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/announce"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+    ``async with our_tracker() as t:`` then ``t.urls()`` gives the http and udp URLs.
+    """
+    return TrackerServer(
+        TrackerSettings(host="127.0.0.1", port=0, udp_port=0, interval_s=interval_s, min_interval_s=1)
+    )
 
 
 def only_loopback() -> bool:

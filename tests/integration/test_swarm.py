@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.integration.swarm_helpers import MiniTracker, make_payload, make_torrent, same_tree
+from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from torrent import config
 from torrent.session import Session
 
 
 async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:
     content = make_payload(tmp_path / "seed", "greeting.bin", 300_000)
-    async with asyncio.timeout(30), MiniTracker() as tracker:
-        meta = make_torrent(content, piece_length=32 * 1024, trackers=[tracker.url])
+    async with asyncio.timeout(30), our_tracker() as tracker:
+        http_url = tracker.urls()[0]
+        meta = make_torrent(content, piece_length=32 * 1024, trackers=[http_url])
         async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.swarm.wait_checked()
@@ -28,8 +29,10 @@ async def test_one_seed_five_leechers_share_among_themselves(tmp_path: Path) -> 
     files = {"a/one.bin": 700_000, "b/two.bin": 1_100_000, "three.txt": 5_000}
     content = make_payload(tmp_path / "seed", "multi", files)
     size = sum(files.values())
-    async with asyncio.timeout(60), MiniTracker() as tracker:
-        meta = make_torrent(content, piece_length=32 * 1024, trackers=[tracker.url])
+    async with asyncio.timeout(60), our_tracker() as tracker:
+        udp_url = tracker.urls()[1]
+        assert udp_url.startswith("udp://")
+        meta = make_torrent(content, piece_length=32 * 1024, trackers=[udp_url])
         # The seed uploads slowly, so the leechers must trade with each other.
         seed_settings = config.testing_settings().replace(max_upload_bps=600_000)
         async with Session(seed_settings) as seed_s:
