@@ -151,7 +151,10 @@ class Choker:
             regular = self._rank_seeding(interested, now)[:n]
         else:
             # Tit-for-tat: best uploaders to us first; on equal rates keep who is unchoked.
+            # Shuffled first so that remaining ties (all rates zero at the start) do not
+            # depend on the order the caller lists its peers in.
             cands = [p for p in interested if not p.snubbed]
+            self._rng.shuffle(cands)
             cands.sort(key=lambda p: (-p.download_rate_bps, p.choked))
             regular = cands[:n]
         regular_keys = tuple(p.key for p in regular)

@@ -27,11 +27,20 @@ Invariants:
 * A piece whose every block is received is *complete*: the caller hashes it (after every write
   of it finished) and reports ``on_piece_verified`` or ``on_piece_failed``.
 
-Pick order for one peer: (1) free blocks of pieces already downloading, the piece closest to
-done first (partial pieces are finished before new ones start, so we soon have something to
-trade); (2) a new piece the peer has: at random until we have ``random_first_pieces`` pieces,
-then rarest first with random ties, higher priority levels before lower ones, or in index order
-in sequential mode; (3) in endgame, blocks requested from others, least-requested first.
+Pick order for one peer, among the pieces it has:
+
+1. free blocks of pieces already downloading ("partial"), the rarest first, then the one
+   closest to done, so pieces get finished and we soon have something to trade;
+2. a new piece: at random until we have ``random_first_pieces`` pieces, then rarest first with
+   random ties, higher priority levels first, or in index order in sequential mode;
+3. in endgame, blocks requested from others, least-requested first.
+
+(1) and (2) are merged, as libtorrent does by giving downloading pieces a slightly better sort
+key: a partial piece goes before any new piece that is not rarer. Strictly partials-first would
+make a seed send blocks of pieces the swarm already has plenty of whenever choking left them
+half done: in ``tests/unit/test_sim_swarm.py`` the seed then sends 3.5 copies, not 1.5, before
+the leechers hold a full copy between them. Partials do go strictly first while picking at
+random and once ``max_partials`` pieces are downloading.
 
 Left out: piece affinity by peer speed, suggested pieces (BEP 6 ``suggest``), and the
 ``allowed fast`` set is only supported through ``pick(..., restrict_to=...)``.
@@ -239,6 +248,8 @@ class Picker:
         random_first_pieces: pick at random until we have this many pieces.
         ban_after_failures: a peer that contributed to this many failed pieces is banned.
         endgame_max_requesters: in endgame, how many peers may be asked for one block.
+        max_partials: with this many pieces downloading, partial pieces are always picked
+            before new ones, to bound the half-done pieces; default twice the peers, at least 32.
 
     Raises:
         ValueError: the geometry is inconsistent or a priority is out of range.
@@ -257,6 +268,7 @@ class Picker:
         random_first_pieces: int = 4,
         ban_after_failures: int = 2,
         endgame_max_requesters: int = 3,
+        max_partials: int | None = None,
     ) -> None:
         if piece_length <= 0 or total_length <= 0 or num_pieces <= 0:
             raise ValueError("piece_length, total_length and num_pieces must be positive")
@@ -269,6 +281,7 @@ class Picker:
         self.random_first_pieces = random_first_pieces
         self.ban_after_failures = ban_after_failures
         self.endgame_max_requesters = endgame_max_requesters
+        self.max_partials = max_partials
         self._rng = rng if rng is not None else random.Random()
         self._last_piece_length = total_length - (num_pieces - 1) * piece_length
         self._blocks_per_piece = -(-piece_length // BLOCK_SIZE)
@@ -580,35 +593,54 @@ class Picker:
         out: list[Block] = []
         prio = self._prio
 
-        # 1. Partial pieces: finish what is started, the piece closest to done first.
+        # 1 and 2. Pieces already downloading ("partial") and new pieces, merged: a partial
+        # piece comes first unless a new one is rarer (or more urgent). libtorrent does the
+        # same by giving downloading pieces a slightly better sort key. Taking partials
+        # strictly first would make a seed send blocks of pieces the swarm already has
+        # plenty of, whenever choking left them half-done. Partials go first regardless
+        # while we pick at random, and once there are too many of them.
+        avail = self._avail
+        cands: list[_Download] = []
         if self._open:
             cands = [
                 d
                 for p, d in self._open.items()
                 if prio[p] and (has is None or has[p]) and (restrict_to is None or p in restrict_to)
             ]
-            if cands:
+            if len(cands) > 1:
                 if self.sequential:
                     cands.sort(key=lambda d: d.piece)
-                elif len(cands) > 1:
-                    cands.sort(key=lambda d: (-prio[d.piece], d.free))
-                for d in cands:
-                    self._take_free(d, peer, st, count, out, now)
-                    if len(out) >= count:
-                        return out
-
-        # 2. New pieces.
+                else:
+                    cands.sort(key=lambda d: (-prio[d.piece], avail[d.piece], d.free))
+        partials_first = (self._num_have < self.random_first_pieces and not self.sequential) or len(
+            self._downloads
+        ) >= (self.max_partials if self.max_partials is not None else max(32, 2 * len(self._peers)))
+        ci = 0
+        new_p = -2  # not looked up yet
         while len(out) < count:
-            p = self._next_new_piece(has, restrict_to)
-            if p < 0:
+            d = cands[ci] if ci < len(cands) else None
+            if new_p == -2:
+                new_p = self._next_new_piece(has, restrict_to)
+            if d is None and new_p < 0:
                 break
-            d = self._start(p)
-            self._take_free(d, peer, st, count, out, now)
+            if d is not None and (new_p < 0 or partials_first or self._before(d.piece, new_p)):
+                self._take_free(d, peer, st, count, out, now)
+                ci += 1
+            else:
+                self._take_free(self._start(new_p), peer, st, count, out, now)
+                new_p = -2
 
         # 3. Endgame: ask for blocks others were asked for.
         if len(out) < count and self._free_blocks == 0 and self._downloads:
             self._pick_endgame(peer, st, count, out, now, restrict_to)
         return out
+
+    def _before(self, a: int, b: int) -> bool:
+        """Should partial piece ``a`` be picked before new piece ``b``?"""
+        if self.sequential:
+            return a < b
+        pa, pb = self._prio[a], self._prio[b]
+        return pa > pb or (pa == pb and self._avail[a] <= self._avail[b])
 
     def _take_free(
         self, d: _Download, peer: PeerKey, st: _PeerState, count: int, out: list[Block], now: float

@@ -234,6 +234,35 @@ def test_partial_piece_closest_to_done_first() -> None:
     assert nxt[0].piece == px and nxt[1].piece == py
 
 
+def test_rarer_new_piece_before_a_common_partial_piece() -> None:
+    # Piece 0 is held by everyone and half done; piece 1 is held by one peer only. A seed
+    # must spend its upload on piece 1, not on a piece the swarm already has plenty of.
+    p = setup_picker("51")
+    p.on_peer_have_all("seed")
+    first = p.pick("p0", 2)
+    assert {b.piece for b in first} == {1}
+    p.abort_requests("p0")
+    common = p.pick("p1", 2)  # p1 only has piece 0
+    assert {b.piece for b in common} == {0}
+    p.abort_requests("p1")
+    got = p.pick("seed", BPP + 2)
+    assert pieces_of(got) == [1, 0]
+    check_invariants(p)
+
+
+def test_too_many_partials_are_finished_before_new_pieces() -> None:
+    p = setup_picker("5555111", max_partials=3)
+    for i, k in enumerate(("a", "b", "c")):
+        p.on_peer_bitfield(k, bytearray([1, 1, 1, 1, 0, 0, 0]))
+        p.pick(k, 1, restrict_to={i})
+        p.abort_requests(k)
+    assert len(p._downloads) == 3  # three common pieces half started, all blocks free again
+    p.on_peer_have_all("seed")
+    got = p.pick("seed", 3 * BPP)
+    assert pieces_of(got) == [0, 1, 2]  # not the rarer pieces 4, 5, 6
+    check_invariants(p)
+
+
 def test_first_pieces_are_random_not_rarest() -> None:
     counts = Counter()
     for seed in range(300):
