@@ -170,8 +170,12 @@ def _run_workers(settings: Any, no_uvloop: bool) -> int:
 def _worker_main(settings: Any, index: int, no_uvloop: bool) -> None:
     import signal
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    def exit_now(_signum: int, _frame: Any) -> None:
+        raise SystemExit(0)  # stopped before the event loop took the signals over
+
+    signal.signal(signal.SIGINT, exit_now)
+    signal.signal(signal.SIGTERM, exit_now)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     sys.exit(run_async(_run_one(settings, index), no_uvloop=no_uvloop))
 
 

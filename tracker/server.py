@@ -172,7 +172,7 @@ async def serve(settings: TrackerSettings, *, worker: int | None = None) -> None
     Logs each setting at start-up; SIGHUP reloads the allow-list.
     """
     prefix = "" if worker is None else f"worker {worker}: "
-    if worker in (None, 0):
+    if worker is None:  # with --workers the parent logs them once
         for line in settings.describe():
             log.info("setting %s", line)
     async with TrackerServer(settings) as srv:

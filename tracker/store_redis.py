@@ -24,6 +24,7 @@ is back.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,8 +41,9 @@ __all__ = ["RedisStore"]
 #       6 downloaded counter, 7 swarm index
 # ARGV: 1 peer id, 2 address, 3 key ('' = none), 4 is seed, 5 event (0-3 as BEP 15),
 #       6 numwant, 7 now, 8 ttl, 9 both families, 10 want ids, 11 info hash,
-#       12 my family byte, 13 other family byte
+#       12 my family byte, 13 other family byte, 14 random seed
 _ANNOUNCE_LUA = r"""
+math.randomseed(tonumber(ARGV[14]))
 local now = tonumber(ARGV[7])
 local cutoff = now - tonumber(ARGV[8])
 local fams = {ARGV[12], ARGV[12], ARGV[13], ARGV[13]}
@@ -110,25 +112,42 @@ for n, s in ipairs(sets) do
 end
 local picked = {}
 if k > 0 and total > 0 then
-  local left = k
-  for n, s in ipairs(sets) do
-    local want = sizes[n]
-    if total > k then
-      want = math.floor(k * sizes[n] / total + math.random())
-      if want > left then want = left end
-      if want > sizes[n] then want = sizes[n] end
+  -- how many of the k come from each set: k draws without replacement over the union
+  -- (a multivariate hypergeometric draw), so the sample is uniform over all sets
+  local wants = {}
+  for n = 1, #sets do wants[n] = 0 end
+  if total <= k then
+    for n = 1, #sets do wants[n] = sizes[n] end
+  else
+    local rest = {}
+    for n = 1, #sets do rest[n] = sizes[n] end
+    local remaining = total
+    for _ = 1, k do
+      local r = math.random(remaining)
+      local n = 1
+      while r > rest[n] do r = r - rest[n]; n = n + 1 end
+      wants[n] = wants[n] + 1
+      rest[n] = rest[n] - 1
+      remaining = remaining - 1
     end
+  end
+  for n, s in ipairs(sets) do
+    local want = wants[n]
     if want > 0 then
       local fam = fams[s]
+      -- ZRANDMEMBER may return small sets in set order, so drop the surplus entry at
+      -- random rather than the last one (that would starve the newest peers)
       local got = redis.call('ZRANDMEMBER', KEYS[s], want + 1)
-      local taken = 0
+      local cand = {}
       for _, p in ipairs(got) do
-        if taken < want and not (s <= 2 and p == pid) then
-          picked[#picked + 1] = {fam, p}
-          taken = taken + 1
-        end
+        if not (s <= 2 and p == pid) then cand[#cand + 1] = p end
       end
-      left = left - taken
+      while #cand > want do
+        local r = math.random(#cand)
+        cand[r] = cand[#cand]
+        cand[#cand] = nil
+      end
+      for _, p in ipairs(cand) do picked[#picked + 1] = {fam, p} end
     end
   end
 end
@@ -220,6 +239,7 @@ class RedisStore:
         self.ttl_s = int(ttl_s)
         self.prefix = prefix
         self._clock = clock
+        self._rng = random.Random()
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
@@ -270,6 +290,7 @@ class RedisStore:
             a.info_hash,
             mine,
             other,
+            self._rng.randrange(1 << 31),
         ]
         reply = await self._call(self._announce, keys, args)
         if reply[0] == b"rejected":

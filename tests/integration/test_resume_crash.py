@@ -130,7 +130,9 @@ def intact_pieces(fx, where: Path, pieces) -> set[int]:
         storage.close()
 
 
-def test_kill_9_at_random_moments_keeps_every_saved_piece_and_counts_nothing_unverified(tmp_path: Path) -> None:
+def test_kill_9_at_random_moments_keeps_every_saved_piece_and_counts_nothing_unverified(
+    tmp_path: Path,
+) -> None:
     fx = make_torrent(LAYOUT, PLEN)
     n = fx.info.num_pieces
     rng = random.Random()
