@@ -42,6 +42,7 @@ import itertools
 import math
 import os
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +64,8 @@ MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
 #: Bytes a worker reads before hashing them (rounded to whole pieces, at least one).
 BATCH_BYTES = 4 * 1024 * 1024
+#: GIL switch interval while this thread works beside the hashing threads.
+SWITCH_INTERVAL_S = 0.0002
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -130,6 +133,19 @@ def scan(path: str | os.PathLike[str]) -> tuple[bool, list[SourceFile]]:
     found: list[SourceFile] = []
     _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), found)
     return True, found
+
+
+def _plain_name(name: str) -> bool:
+    """True for a name that surely passes the parser's path check (the common case)."""
+    if not name or name in (".", "..") or len(name) > 200 or name[1:2] == ":":
+        return False
+    if "/" in name or "\\" in name or "\x00" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _component(name: str, where: str) -> str:
@@ -264,16 +280,22 @@ def create(
         from torrent.metainfo import check_path_component
 
         top_name = check_path_component(name, "name")
+    elif multi_file:
+        top_name = os.path.basename(os.path.abspath(os.fspath(path)))
+        if not _plain_name(top_name):
+            top_name = _component(top_name, os.fspath(path))
     else:
-        top_name = files[0].path[0] if not multi_file else _component(
-            os.path.basename(os.path.abspath(os.fspath(path))), os.fspath(path)
-        )
+        top_name = files[0].path[0]
     chosen = piece_length or auto_piece_length(total)
 
     job = HashJob(files, chosen, threads=threads)
     job.start()
+    # While the workers hash (mostly without the GIL), build everything else. A short
+    # switch interval lets a worker coming back from a hash take the GIL at once
+    # instead of waiting up to 5 ms for this thread's Python code.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     try:
-        # While the workers hash (mostly without the GIL), build everything else.
         parts = _Assembly(
             files, multi_file, top_name, chosen, tiers, private, source, comment, created_by,
             None if no_date else (int(time.time()) if creation_date is None else int(creation_date)),
@@ -282,6 +304,8 @@ def create(
     except BaseException:
         job.cancel()
         raise
+    finally:
+        sys.setswitchinterval(interval)
     return parts.metainfo(job.wait(progress))
 
 
@@ -311,20 +335,30 @@ class _Assembly:
 
         info: dict[bytes, Any] = {}
         entries: list[FileEntry] = []
+        parts: list[bytes] = [b"d"]
         if multi_file:
+            # The file list is most of the work for many files, so it is bencoded here
+            # directly ({length, path} per file, keys already in order) rather than
+            # through the generic encoder.
             raw_files = []
             offset = 0
+            parts.append(b"5:filesl")
             for f in files:
-                raw_files.append({b"length": f.length, b"path": [c.encode("utf-8") for c in f.path]})
+                path = [c.encode("utf-8") for c in f.path]
+                raw_files.append({b"length": f.length, b"path": path})
                 entries.append(FileEntry(path=f.path, length=f.length, offset=offset))
+                parts.append(b"d6:lengthi%de4:pathl%bee" % (f.length, b"".join(b"%d:%b" % (len(c), c) for c in path)))
                 offset += f.length
+            parts.append(b"e")
             info[b"files"] = raw_files
         else:
             info[b"length"] = files[0].length
             entries.append(FileEntry(path=(name,), length=files[0].length, offset=0))
+            parts.append(b"6:lengthi%de" % files[0].length)
         info[b"name"] = name.encode("utf-8")
         info[b"piece length"] = piece_length
-        self.prefix = bencoding.encode(info)[:-1] + b"6:pieces"
+        parts.append(bencoding.encode({b"name": info[b"name"], b"piece length": piece_length})[1:-1])
+        self.prefix = b"".join(parts) + b"6:pieces"
         suffix: dict[bytes, Any] = {}
         if private:
             suffix[b"private"] = 1
