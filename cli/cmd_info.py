@@ -160,13 +160,18 @@ def _print_rich(facts: dict[str, Any]) -> None:
     if facts["kind"] != "torrent":
         return
     root = Tree(f"[bold]{escape(facts['name'])}[/] ({human_size(facts['total_size'])})")
+    pads = [f for f in facts["files"] if f.get("padding")]
+    if pads:
+        # BEP 47 padding files are never written to disk: count them, do not list them.
+        root.add(f"[dim]{len(pads)} padding files, {human_size(sum(f['size'] for f in pads))} (not stored)[/]")
     if facts["multi_file"]:
         nodes: dict[tuple[str, ...], Tree] = {(): root}
         sizes: dict[tuple[str, ...], int] = {}
-        for f in facts["files"]:
+        real = [f for f in facts["files"] if not f.get("padding")]
+        for f in real:
             for depth in range(1, len(f["path"])):
                 sizes[tuple(f["path"][:depth])] = sizes.get(tuple(f["path"][:depth]), 0) + f["size"]
-        for f in facts["files"]:
+        for f in real:
             path = tuple(f["path"])
             for depth in range(1, len(path)):
                 node_key = path[:depth]
@@ -174,6 +179,5 @@ def _print_rich(facts: dict[str, Any]) -> None:
                     nodes[node_key] = nodes[path[: depth - 1]].add(
                         f"[bold blue]{escape(node_key[-1])}/[/] ({human_size(sizes[node_key])})"
                     )
-            pad = " [dim](padding)[/]" if f.get("padding") else ""
-            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])}){pad}")
+            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])})")
     console.print(root)

@@ -176,3 +176,15 @@ def test_demo_creates_and_shows_a_torrent(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "info hash:" in out and "video/clip-1.bin" in out and "magnet:?xt=urn:btih:" in out
     assert main(["demo", "--size", "0"]) == 2
+
+
+def test_rich_views_render(payload: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli import cmd_create, cmd_info
+    from torrent.create import create
+
+    fixtures = ROOT / "fixtures"
+    cmd_info._print_rich(cmd_info.describe(str(fixtures / "padded.torrent")))
+    text = capsys.readouterr().out
+    assert "3 padding files" in text and "data.bin" in text and ".pad" not in text
+    meta = cmd_create._create_with_bar(create, str(payload), {"no_date": True})
+    assert meta.info.name == "payload"
