@@ -5,7 +5,8 @@ Usage: python bench/picker.py
 A whole download is driven through the picker (on_block → pick to refill the pipeline →
 on_piece_verified), peers taking turns with pipelines of 16 blocks, each with a random 60-100 %
 of the pieces, peer 0 a seed. The reference, in the same run: choosing the rarest piece to
-start by scanning every piece (what the bucketed order avoids). Figures are for one core.
+start by scanning every piece (what the bucketed order avoids). Figures are for one core, best
+of three runs.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def new_piece_cost(seed: int) -> tuple[float, float]:
 
 def main() -> int:
     argparse.ArgumentParser(description=__doc__).parse_args()
-    picks, blocks, pick_s, total_s = run_picker(1)
-    ours_us, naive_us = new_piece_cost(1)
+    # Best of three: the machine may be shared.
+    picks, blocks, pick_s, total_s = min((run_picker(1) for _ in range(3)), key=lambda r: r[3])
+    ours_us, naive_us = min(new_piece_cost(1) for _ in range(3))
     print(
         f"piece picker, {TOTAL >> 30} GiB torrent, {PIECE >> 20} MiB pieces, {PEERS} peers, pipeline {PIPELINE}"
     )

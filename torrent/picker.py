@@ -305,6 +305,7 @@ class Picker:
         self._peers: dict[PeerKey, _PeerState] = {}
         self._failures: dict[PeerKey, int] = {}
         self._seq_next = 0
+        self._bound: tuple[int, int] | None = None
         self._free_blocks = 0
         self._requested = 0
         self._bytes_wanted = 0
@@ -384,6 +385,7 @@ class Picker:
 
     def _rebuild(self) -> None:
         """Recompute the ordered arrays and the counters from scratch (rare operations)."""
+        self._bound = None
         pos = self._pos
         for i in range(self.num_pieces):
             pos[i] = -1
@@ -440,12 +442,14 @@ class Picker:
 
     def _inc(self, i: int) -> None:
         a = self._avail[i]
+        self._bound = None
         if self._pos[i] >= 0:
             self._levels[self._prio[i]].inc(i, a)
         self._avail[i] = a + 1
 
     def _dec(self, i: int) -> None:
         a = self._avail[i]
+        self._bound = None
         if self._pos[i] >= 0:
             self._levels[self._prio[i]].dec(i, a)
         self._avail[i] = a - 1
@@ -573,6 +577,7 @@ class Picker:
         *,
         now: float = 0.0,
         restrict_to: Collection[int] | None = None,
+        start_new: bool = True,
     ) -> list[Block]:
         """Choose up to ``count`` blocks to request from ``peer`` and record them as requested.
 
@@ -581,6 +586,8 @@ class Picker:
             count: free slots in that peer's request pipeline.
             now: the caller's clock, stored as the request time.
             restrict_to: only these pieces (e.g. the BEP 6 allowed-fast set while choked).
+            start_new: False to only continue pieces already downloading (e.g. when the
+                caller holds too many unfinished pieces in memory).
 
         Returns:
             The blocks, in the order to request them; fewer (or none) when the peer has
@@ -617,13 +624,19 @@ class Picker:
         ) >= (self.max_partials if self.max_partials is not None else max(32, 2 * len(self._peers)))
         ci = 0
         new_p = -2  # not looked up yet
+        bound = (0, 0) if self.sequential or partials_first else self._new_piece_bound()
         while len(out) < count:
             d = cands[ci] if ci < len(cands) else None
+            if d is not None and (partials_first or (prio[d.piece], -avail[d.piece]) >= bound):
+                # No new piece can beat it: skip the look-up (the common case).
+                self._take_free(d, peer, st, count, out, now)
+                ci += 1
+                continue
             if new_p == -2:
-                new_p = self._next_new_piece(has, restrict_to)
+                new_p = self._next_new_piece(has, restrict_to) if start_new else -1
             if d is None and new_p < 0:
                 break
-            if d is not None and (new_p < 0 or partials_first or self._before(d.piece, new_p)):
+            if d is not None and (new_p < 0 or self._before(d.piece, new_p)):
                 self._take_free(d, peer, st, count, out, now)
                 ci += 1
             else:
@@ -634,6 +647,24 @@ class Picker:
         if len(out) < count and self._free_blocks == 0 and self._downloads:
             self._pick_endgame(peer, st, count, out, now, restrict_to)
         return out
+
+    def _new_piece_bound(self) -> tuple[int, int]:
+        """``(priority, -availability)`` of the best startable piece of any peer.
+
+        A partial piece at least this good is picked without looking for a new piece. Cached
+        until availability or the set of startable pieces changes.
+        """
+        bound = self._bound
+        if bound is None:
+            bound = (0, 0)
+            for level in sorted(self._levels, reverse=True):
+                start = self._levels[level].start
+                k = next((k for k in range(len(start) - 1) if start[k] < start[k + 1]), -1)
+                if k >= 0:
+                    bound = (level, -k)
+                    break
+            self._bound = bound
+        return bound
 
     def _before(self, a: int, b: int) -> bool:
         """Should partial piece ``a`` be picked before new piece ``b``?"""
@@ -673,6 +704,7 @@ class Picker:
             self._open.pop(p, None)
 
     def _start(self, p: int) -> _Download:
+        self._bound = None
         level = self._levels[self._prio[p]]
         level.remove(p, self._avail[p])
         d = _Download(p, self.num_blocks(p))
@@ -925,6 +957,7 @@ class Picker:
             if self._prio[piece]:
                 self._free_blocks -= d.free
         else:
+            self._bound = None
             if self._pos[piece] >= 0:
                 self._levels[self._prio[piece]].remove(piece, self._avail[piece])
             if self._prio[piece]:
@@ -960,6 +993,7 @@ class Picker:
             self._failures[q] = n
             if n >= self.ban_after_failures or len(contributors) == 1:
                 ban.add(q)
+        self._bound = None
         if self._prio[piece]:
             self._free_blocks += d.num_blocks - d.free
             self._levels.setdefault(self._prio[piece], _Buckets(self._pos)).add(piece, self._avail[piece])

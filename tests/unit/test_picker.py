@@ -39,6 +39,9 @@ def check_invariants(p: Picker) -> None:
         if p._prio[i] and not p._have[i]
     )
     assert p._free_blocks == free
+    if p._bound is not None:
+        cached, p._bound = p._bound, None
+        assert p._new_piece_bound() == cached
     requested = sum(d.state.count(1) for d in p._downloads.values())
     assert p._requested == requested
     for key, st in p._peers.items():
@@ -343,6 +346,16 @@ def test_sequential_resumes_after_failure() -> None:
     p.on_piece_verified(1)
     p.on_piece_failed(0)
     assert p.pick("me", 1)[0].piece == 0
+
+
+def test_start_new_false_only_continues_partial_pieces() -> None:
+    p = setup_picker("1111")
+    p.on_peer_have_all("me")
+    first = p.pick("me", 1)
+    more = p.pick("me", 100, start_new=False)
+    assert pieces_of(more) == [first[0].piece] and len(more) == BPP - 1
+    assert p.pick("me", 100, start_new=False) == []
+    check_invariants(p)
 
 
 def test_restrict_to_allowed_fast_set() -> None:
