@@ -727,6 +727,12 @@ class FrameBuffer:
             if end <= len(buf):
                 self._pos = end
                 return self._view, pos + 4, length
+            # It straddles reads: copy it out once, when its last byte is here.
+            if avail + self._chunks_len + len(self._small) < 4 + length:
+                return None
+            whole = self.take(4 + length)
+            assert whole is not None
+            return whole, 4, length
         return self._next_frame_slow()
 
     def _next_frame_slow(self) -> tuple[memoryview, int, int] | None:
@@ -770,22 +776,30 @@ class RateMeter:
 
     The window is split into ``bucket_s`` buckets; the rate is the bytes in the buckets that
     cover ``(now - window_s, now]`` divided by the time they cover (less while the meter is
-    younger than the window). A clock that goes backwards counts as standing still.
+    younger than the window). The meter starts at ``now`` if given, else at the first time it
+    sees. A clock that goes backwards counts as standing still.
     """
 
     __slots__ = ("_bucket_s", "_buckets", "_slot", "_start", "total")
 
-    def __init__(self, window_s: float = 20.0, bucket_s: float = 1.0, now: float = 0.0) -> None:
+    def __init__(self, window_s: float = 20.0, bucket_s: float = 1.0, now: float | None = None) -> None:
         if window_s <= 0 or bucket_s <= 0 or bucket_s > window_s:
             raise ValueError("need 0 < bucket_s <= window_s")
         self._bucket_s = bucket_s
         self._buckets = [0] * max(1, round(window_s / bucket_s))
-        self._slot = int(now // bucket_s)
         self._start = now
+        self._slot = 0 if now is None else int(now // bucket_s)
         #: All bytes ever added.
         self.total = 0
 
-    def _advance(self, slot: int) -> None:
+    def _advance(self, now: float) -> None:
+        slot = int(now // self._bucket_s)
+        if self._start is None:
+            self._start = now
+            self._slot = slot
+            return
+        if slot <= self._slot:
+            return
         buckets = self._buckets
         n = len(buckets)
         if slot - self._slot >= n:
@@ -797,17 +811,15 @@ class RateMeter:
         self._slot = slot
 
     def add(self, nbytes: int, now: float) -> None:
-        slot = int(now // self._bucket_s)
-        if slot > self._slot:
-            self._advance(slot)
+        if self._start is None or now >= (self._slot + 1) * self._bucket_s:
+            self._advance(now)
         self._buckets[self._slot % len(self._buckets)] += nbytes
         self.total += nbytes
 
     def rate_bps(self, now: float) -> float:
         """Bytes per second over the window ending at ``now``."""
-        slot = int(now // self._bucket_s)
-        if slot > self._slot:
-            self._advance(slot)
+        self._advance(now)
+        assert self._start is not None
         covered = (len(self._buckets) - 1) * self._bucket_s + (now - self._slot * self._bucket_s)
         covered = min(covered, now - self._start)
         if covered <= 0:
@@ -913,7 +925,8 @@ class PeerProtocol:
             (fast extension) or dropped.
         rate_window_s: window of the upload/download rates. ``snub_timeout_s``: no block for this
             long while we have requests outstanding makes the peer *snubbed*.
-        now: the clock at creation.
+        now: the clock at creation; if left out, the first ``now`` given to ``receive_data``
+            or ``send`` starts the clock (rates, activity times and the snub timer use it).
 
     State, readable at any time:
         ``am_choking``, ``am_interested``, ``peer_choking``, ``peer_interested`` (BEP 3, start
@@ -954,7 +967,7 @@ class PeerProtocol:
         max_peer_requests: int = DEFAULT_MAX_PEER_REQUESTS,
         rate_window_s: float = 20.0,
         snub_timeout_s: float = 60.0,
-        now: float = 0.0,
+        now: float | None = None,
     ) -> None:
         if len(info_hash) != 20 or len(our_peer_id) != 20:
             raise ValueError("info_hash and our_peer_id must be 20 bytes")
@@ -1009,11 +1022,12 @@ class PeerProtocol:
         self._our_requests: dict[_Key, float] = {}
         self._cancelled: set[_Key] = set()
         self._peer_requests: dict[_Key, float] = {}
-        # Time.
-        self._now = now
-        self.last_received_at = now
-        self.last_sent_at = now
-        self._waiting_since = now
+        # Time: starts at ``now``, or at the first ``now`` passed to receive_data/send.
+        self._clock_started = now is not None
+        self._now = 0.0 if now is None else now
+        self.last_received_at = self._now
+        self.last_sent_at = self._now
+        self._waiting_since = self._now
         self._down = RateMeter(rate_window_s, now=now)
         self._up = RateMeter(rate_window_s, now=now)
         # Counters.
@@ -1069,10 +1083,20 @@ class PeerProtocol:
             return f"piece index {index} out of range (torrent has {self.num_pieces} pieces)"
         if not 0 < length <= BLOCK_SIZE:
             return f"block length {length} (must be 1..{BLOCK_SIZE})"
+        if begin < 0:
+            return f"negative block offset {begin}"
         size = self.piece_size(index)
         if begin + length > size:
             return f"block {begin}+{length} runs past the end of piece {index} ({size} bytes)"
         return None
+
+    def _set_clock(self, now: float) -> None:
+        if not self._clock_started:
+            self._clock_started = True
+            self.last_received_at = self.last_sent_at = self._waiting_since = now
+            self._down.rate_bps(now)  # starts both meters now, not at their first bytes
+            self._up.rate_bps(now)
+        self._now = now
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -1087,7 +1111,7 @@ class PeerProtocol:
             LocalProtocolError: data after EOF.
         """
         if now is not None:
-            self._now = now
+            self._set_clock(now)
         if self._frames.eof:
             if data:
                 raise LocalProtocolError("received data after the end of the stream")
@@ -1113,61 +1137,58 @@ class PeerProtocol:
         """
         if self._error is not None:
             raise RemoteProtocolError(f"connection already failed: {self._error}")
+        frames = self._frames
         try:
-            return self._next_event()
+            if self.their_phase is Phase.HANDSHAKE:
+                return self._next_handshake()
+            while True:
+                frame = frames.next_frame()
+                if frame is None:
+                    if frames.eof:
+                        if len(frames):
+                            raise RemoteProtocolError(
+                                f"connection closed in the middle of a message ({len(frames)} bytes buffered)"
+                            )
+                        self.their_phase = Phase.CLOSED
+                        return _CLOSED
+                    return NEED_DATA
+                view, start, length = frame
+                if length == 0:
+                    return _KEEPALIVE
+                msg_id = view[start]
+                if msg_id == 7:  # MessageId.PIECE, the hot path
+                    if self.their_phase is Phase.OPENING:
+                        self._their_transition(_Kind.OTHER, "piece")
+                    index, begin = _U32X2.unpack_from(view, start + 1)
+                    n = length - 9
+                    if index >= self.num_pieces or begin + n > (
+                        self._last_piece_size if index == self.num_pieces - 1 else self.piece_length
+                    ):
+                        raise RemoteProtocolError(
+                            f"piece message: {self._block_problem(index, begin, n)}"
+                        )
+                    data = view[start + 9 : start + length]
+                    key = (index, begin, n)
+                    if self._our_requests.pop(key, None) is None:
+                        self._cancelled.discard(key)
+                        self.unrequested_bytes += n
+                        return UnrequestedBlock(index, begin, data)
+                    self._down.add(n, self._now)
+                    self._waiting_since = self._now
+                    return Block(index, begin, data)
+                handler = self._handlers.get(msg_id)
+                if handler is None:
+                    # Unknown ids are skipped, as BEP 3 implementations do: new extensions must
+                    # not break old peers. Their length was still bounded by the frame limits.
+                    self.ignored_messages += 1
+                    continue
+                event = handler(view, start, length)
+                if event is not None:
+                    return event
         except RemoteProtocolError as exc:
             self._error = str(exc)
             self.their_phase = Phase.ERROR
             raise
-
-    def _next_event(self) -> Event | _NeedData:
-        frames = self._frames
-        if self.their_phase is Phase.HANDSHAKE:
-            return self._next_handshake()
-        while True:
-            frame = frames.next_frame()
-            if frame is None:
-                if frames.eof:
-                    if len(frames):
-                        raise RemoteProtocolError(
-                            f"connection closed in the middle of a message ({len(frames)} bytes buffered)"
-                        )
-                    self.their_phase = Phase.CLOSED
-                    return _CLOSED
-                return NEED_DATA
-            view, start, length = frame
-            if length == 0:
-                return _KEEPALIVE
-            msg_id = view[start]
-            if msg_id == 7:  # MessageId.PIECE, the hot path
-                if self.their_phase is Phase.OPENING:
-                    self._their_transition(_Kind.OTHER, "piece")
-                index, begin = _U32X2.unpack_from(view, start + 1)
-                n = length - 9
-                if index >= self.num_pieces or begin + n > (
-                    self._last_piece_size if index == self.num_pieces - 1 else self.piece_length
-                ):
-                    raise RemoteProtocolError(
-                        f"piece message: {self._block_problem(index, begin, n)}"
-                    )
-                data = view[start + 9 : start + length]
-                key = (index, begin, n)
-                if self._our_requests.pop(key, None) is None:
-                    self._cancelled.discard(key)
-                    self.unrequested_bytes += n
-                    return UnrequestedBlock(index, begin, data)
-                self._down.add(n, self._now)
-                self._waiting_since = self._now
-                return Block(index, begin, data)
-            handler = self._handlers.get(msg_id)
-            if handler is None:
-                # Unknown ids are skipped, as BEP 3 implementations do: new extensions must
-                # not break old peers. Their length was still bounded by the frame limits.
-                self.ignored_messages += 1
-                continue
-            event = handler(view, start, length)
-            if event is not None:
-                return event
 
     def _next_handshake(self) -> Event | _NeedData:
         frames = self._frames
@@ -1387,7 +1408,11 @@ class PeerProtocol:
                 state is left unchanged.
         """
         if now is not None:
-            self._now = now
+            self._set_clock(now)
+        if type(event) is Request and self.our_phase is Phase.ACTIVE and self._error is None:
+            out = self._send_request(event)  # the hot path of a download: skip the dispatch
+            self.last_sent_at = self._now
+            return out
         if self.our_phase is Phase.ERROR or self.their_phase is Phase.ERROR:
             raise LocalProtocolError(f"cannot send on a failed connection ({self._error})")
         if isinstance(event, Handshake):
@@ -1497,19 +1522,27 @@ class PeerProtocol:
 
     def _send_request(self, event: Request) -> bytes:
         index, begin, n = event.index, event.begin, event.length
-        self._our_check(self._block_problem(index, begin, n), "request")
+        if not (
+            0 <= index < self.num_pieces
+            and 0 < n <= BLOCK_SIZE
+            and begin >= 0
+            and begin + n <= (self._last_piece_size if index == self.num_pieces - 1 else self.piece_length)
+        ):
+            self._our_check(self._block_problem(index, begin, n), "request")
         if index not in self.peer_pieces:
             raise LocalProtocolError(f"request for piece {index}, which the peer does not have")
         if self.peer_choking and not (self.fast_extension and index in self.allowed_fast):
             raise LocalProtocolError(f"request for piece {index} while the peer chokes us")
         key = (index, begin, n)
-        if key in self._our_requests or key in self._cancelled:
+        requests = self._our_requests
+        if key in requests or key in self._cancelled:
             raise LocalProtocolError(f"request ({index}, {begin}, {n}) is already outstanding")
-        self._our_transition(_Kind.OTHER, "request")
-        if not self._our_requests:
+        if self.our_phase is not Phase.ACTIVE:
+            self._our_transition(_Kind.OTHER, "request")
+        if not requests:
             self._waiting_since = self._now
-        self._our_requests[key] = self._now
-        return _triple(MessageId.REQUEST, index, begin, n)
+        requests[key] = self._now
+        return _REQ.pack(13, 6, index, begin, n)
 
     def _send_cancel(self, event: Cancel) -> bytes:
         key = (event.index, event.begin, event.length)

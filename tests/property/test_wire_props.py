@@ -185,3 +185,37 @@ def test_pieceset_matches_a_python_set(size: int, data: st.DataObject) -> None:
     assert set(pieces & o) == members & other
     assert set(pieces | o) == members | other
     assert set(pieces - o) == members - other
+
+
+@SETTINGS
+@given(
+    first=first_messages,
+    rest=st.lists(st.one_of(simple, blocks()), max_size=15),
+    edits=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=255), st.booleans()),
+        min_size=1,
+        max_size=4,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=10**6), max_size=6),
+)
+def test_corrupted_valid_streams_raise_only_remote_errors(
+    first: Event, rest: list[Event], edits: list[tuple[int, int, bool]], cuts: list[int]
+) -> None:
+    # Valid streams reach the deeper states (requests pending, blocks, extension handshakes);
+    # a few overwritten or inserted bytes then probe every check from there.
+    stream = bytearray(b"".join(wire_bytes(m) for m in [first, *rest]))
+    for position, value, insert in edits:
+        at = position % (len(stream) + 1)
+        if insert or at == len(stream):
+            stream[at:at] = bytes([value])
+        else:
+            stream[at] = value
+    proto = connected()
+    proto.send(HaveAll())
+    proto.send(Unchoke())
+    try:
+        events = drain_all(proto, bytes(stream), cuts)
+    except RemoteProtocolError:
+        assert proto.their_phase.value == "error"
+        return
+    assert events[-1] == ConnectionClosed()

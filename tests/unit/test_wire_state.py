@@ -427,3 +427,19 @@ def test_statistics_snapshot() -> None:
     assert stats.am_interested and not stats.peer_choking
     assert stats.outstanding_requests == 1 and stats.peer_pieces == NUM_PIECES
     assert p.b.statistics(1.0).peer_requests == 1
+
+
+def test_clock_starts_at_the_first_now_when_not_given() -> None:
+    # A monotonic clock far from zero must not dilute the rates over the time before it.
+    p = Pair()  # created without now=
+    p.send(p.a, Handshake(), now=5000.0)
+    p.send(p.b, Handshake(), now=5000.0)
+    p.send(p.b, HaveAll(), now=5000.0)
+    p.send(p.a, HaveNone(), now=5000.0)
+    p.send(p.b, Unchoke(), now=5000.0)
+    p.send(p.a, Request(0, 0, BLOCK), now=5000.0)
+    p.send(p.b, Block(0, 0, b"m" * BLOCK), now=5000.5)
+    assert p.a.download_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
+    assert p.b.upload_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
+    assert p.a.last_received_at == 5000.5 and p.a.last_sent_at == 5000.0
+    assert not p.a.is_snubbed(5059.0)
