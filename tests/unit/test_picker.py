@@ -524,8 +524,9 @@ def test_statistics_and_resume() -> None:
 # ---------------------------------------------------------------------------- random operations
 
 
-def test_random_operations_keep_the_invariants() -> None:
-    rng = random.Random(7)
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_random_operations_keep_the_invariants(seed: int) -> None:
+    rng = random.Random(seed)
     n = 40
     p = Picker(n, PL, n * PL - 5, rng=random.Random(1), random_first_pieces=3)
     peers = [f"q{i}" for i in range(8)]
@@ -540,8 +541,12 @@ def test_random_operations_keep_the_invariants() -> None:
             p.on_peer_have_all(k)
         elif op < 0.4:
             p.on_peer_disconnect(k)
-        elif op < 0.6:
+        elif op < 0.55:
             p.pick(k, rng.randrange(1, 10), now=step)
+        elif op < 0.6:
+            allowed = set(rng.sample(range(n), 5))
+            got = p.pick(k, rng.randrange(1, 10), now=step, restrict_to=allowed, start_new=rng.random() < 0.5)
+            assert all(b.piece in allowed for b in got)
         elif op < 0.8:
             out = p.outstanding(k)
             if out:
