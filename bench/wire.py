@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         decode, pipelined, memcpy, naive = figures
         print(
             f"{read // 1024:>7} KiB | {decode:>7,.0f} MB/s | {pipelined:>7,.0f} MB/s | {memcpy:>7,.0f} MB/s |"
-            f" {naive:>7,.0f} MB/s | {decode / naive:.0f}x"
+            f" {naive:>7,.0f} MB/s | {decode / naive:.1f}x"
         )
     per_block_us = 1e6 * BLOCK_SIZE / (pipelined * 1e6)
     print(f"pipelined at 256 KiB reads: {per_block_us:.2f} us per 16 KiB block, request and decode together")
