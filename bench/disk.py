@@ -1,6 +1,6 @@
 """Disk write+hash throughput of torrent.diskio on a 1 GiB single-file torrent.
 
-Run from the repository root: ``python bench/disk.py [--size-mib 1024] [--piece-kib 256]``.
+Run from the repository root: ``python bench/disk.py [--size-mib 1024] [--piece-kib 256] [--runs 3]``.
 
 Modes, each on a fresh file in a temporary directory (same process run):
 
@@ -15,7 +15,8 @@ Modes, each on a fresh file in a temporary directory (same process run):
 * ``check``: full recheck of the written file with ``DiskIO.check`` (page cache warm).
 
 Figures are MB/s (10^6 bytes per second) of payload, without and with the final
-``fsync``; ratios are against ``reference``. The page cache absorbs the writes, so the
+``fsync``, and CPU seconds per GiB (all threads); ratios are against ``reference``.
+On a shared machine the CPU column is the steadier figure. The page cache absorbs the writes, so the
 "no fsync" column is what a download sees while it runs.
 """
 
@@ -26,7 +27,9 @@ import asyncio
 import hashlib
 import os
 import random
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +43,12 @@ from torrent.storage import FileStorage
 from torrent.types import BLOCK_SIZE
 
 DISTINCT = 64  # distinct piece contents, reused round-robin so building the torrent is cheap
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, every thread included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def build(size: int, plen: int) -> tuple[Info, list[bytes]]:
@@ -117,30 +126,42 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--piece-kib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3, help="runs per mode; medians are printed")
     ap.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     args = ap.parse_args()
     size = args.size_mib * 1024 * 1024
     info, bodies = build(size, args.piece_kib * 1024)
     mb = size / 1e6
     print(f"{args.size_mib} MiB, {info.num_pieces} pieces of {args.piece_kib} KiB, {os.cpu_count()} cores")
-    rows: list[tuple[str, float, float]] = []
-    for mode in ("reference", "write_piece", "put_block", "blocks+hash"):
-        where = tempfile.mkdtemp(prefix="pytorrent-bench-", dir=args.dir)
-        try:
-            if mode == "reference":
-                no_sync, synced = reference(info, bodies, where)
-            else:
-                no_sync, synced = asyncio.run(run_disk(info, bodies, where, mode))
+    modes = ("reference", "write_piece", "put_block", "blocks+hash")
+    rates: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    checks: list[float] = []
+    for _ in range(args.runs):  # modes interleaved, so a busy moment hits them alike
+        for mode in modes:
+            where = tempfile.mkdtemp(prefix="pytorrent-bench-", dir=args.dir)
+            cpu0 = _cpu_s()
+            try:
+                if mode == "reference":
+                    no_sync, synced = reference(info, bodies, where)
+                else:
+                    no_sync, synced = asyncio.run(run_disk(info, bodies, where, mode))
+                cpu[mode].append((_cpu_s() - cpu0) / (size / 2**30))
                 if mode == "write_piece":
-                    check_s = asyncio.run(run_check(info, where))
-            rows.append((mode, mb / no_sync, mb / synced))
-        finally:
-            shutil.rmtree(where, ignore_errors=True)
-    ref = rows[0][1]
-    print(f"{'mode':<14}{'MB/s':>10}{'x ref':>8}{'MB/s fsync':>13}")
-    for mode, rate, rate_sync in rows:
-        print(f"{mode:<14}{rate:>10.0f}{rate / ref:>8.2f}{rate_sync:>13.0f}")
-    print(f"{'check':<14}{mb / check_s:>10.0f}{mb / check_s / ref:>8.2f}{'':>13}")
+                    checks.append(mb / asyncio.run(run_check(info, where)))
+                rates[mode].append((mb / no_sync, mb / synced))
+            finally:
+                shutil.rmtree(where, ignore_errors=True)
+    ref = statistics.median(r for r, _ in rates["reference"])
+    print(f"median of {args.runs} runs; machine shared with other work")
+    print(f"{'mode':<14}{'MB/s':>10}{'x ref':>8}{'MB/s fsync':>13}{'CPU s/GiB':>11}")
+    for mode in modes:
+        rate = statistics.median(r for r, _ in rates[mode])
+        rate_sync = statistics.median(r for _, r in rates[mode])
+        cpu_s = statistics.median(cpu[mode])
+        print(f"{mode:<14}{rate:>10.0f}{rate / ref:>8.2f}{rate_sync:>13.0f}{cpu_s:>11.2f}")
+    check = statistics.median(checks)
+    print(f"{'check':<14}{check:>10.0f}{check / ref:>8.2f}{'':>13}")
     return 0
 
 

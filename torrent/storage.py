@@ -386,6 +386,10 @@ class FileStorage:
     def set_file_priorities(self, priorities: Sequence[int]) -> None:
         """Change which files are wanted; call :meth:`allocate` afterwards.
 
+        Call both while no write is in flight (a write racing the move of a file's
+        bytes out of the parts file could land on the old side and be lost; the piece
+        would then fail its hash and be fetched again).
+
         A file that becomes wanted is created and gets its bytes from the parts file in
         :meth:`allocate`; a file that becomes skipped keeps its bytes where they are.
         """
