@@ -39,7 +39,6 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import math
 import os
 import stat
 import sys
@@ -66,6 +65,8 @@ MAX_PIECE_LENGTH = 256 * 1024 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
 #: GIL switch interval while this thread works beside the hashing threads.
 SWITCH_INTERVAL_S = 0.0002
+#: While walking a directory, hand files to the hashing threads this many at a time.
+FEED_EVERY = 32
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -106,8 +107,14 @@ def auto_piece_length(total_size: int) -> int:
     return piece_length
 
 
-def scan(path: str | os.PathLike[str]) -> tuple[bool, list[SourceFile]]:
+def scan(
+    path: str | os.PathLike[str], on_file: Callable[[SourceFile], object] | None = None
+) -> tuple[bool, list[SourceFile]]:
     """List the files :func:`create` would hash, in torrent order.
+
+    Args:
+        path: a file or directory.
+        on_file: called with each file as soon as it is found (in torrent order).
 
     Returns:
         ``(multi_file, files)``: ``multi_file`` is true when ``path`` is a directory.
@@ -125,13 +132,24 @@ def scan(path: str | os.PathLike[str]) -> tuple[bool, list[SourceFile]]:
         raise MetainfoError(f"{top} does not exist", "path") from None
     except OSError as exc:
         raise MetainfoError(f"cannot read {top}: {exc.strerror or exc}", "path") from None
+    found: list[SourceFile] = []
+    if on_file is None:
+        emit: Callable[[SourceFile], object] = found.append
+    else:
+
+        def emit(f: SourceFile) -> None:
+            found.append(f)
+            on_file(f)
+
     if stat.S_ISREG(st.st_mode):
-        name = _component(os.path.basename(os.path.abspath(top)), top)
-        return False, [SourceFile(path=(name,), fs_path=top, length=st.st_size)]
+        name = os.path.basename(os.path.abspath(top))
+        if not _plain_name(name):
+            name = _component(name, top)
+        emit(SourceFile(path=(name,), fs_path=top, length=st.st_size))
+        return False, found
     if not stat.S_ISDIR(st.st_mode):
         raise MetainfoError(f"{top} is neither a file nor a directory", "path")
-    found: list[SourceFile] = []
-    _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), found)
+    _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), emit)
     return True, found
 
 
@@ -165,9 +183,9 @@ def _walk(
     directory: str,
     prefix: tuple[str, ...],
     ancestors: frozenset[tuple[int, int]],
-    out: list[SourceFile],
+    emit: Callable[[SourceFile], object],
 ) -> None:
-    """Append the files under ``directory`` to ``out`` in torrent order.
+    """Pass the files under ``directory`` to ``emit`` in torrent order.
 
     Sorting each directory's names as UTF-8 bytes and descending in that order gives
     the same order as sorting whole paths component by component.
@@ -199,12 +217,12 @@ def _walk(
             raise MetainfoError(f"cannot read {entry.path}: {exc.strerror or exc}", "path") from None
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            out.append(SourceFile((*prefix, entry.name), entry.path, st.st_size))
+            emit(SourceFile((*prefix, entry.name), entry.path, st.st_size))
         elif stat.S_ISDIR(mode):
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 raise MetainfoError(f"{entry.path} is a symlink loop (it leads back to a parent)", "path")
-            _walk(entry.path, (*prefix, entry.name), ancestors | {ident}, out)
+            _walk(entry.path, (*prefix, entry.name), ancestors | {ident}, emit)
         else:
             raise MetainfoError(f"{entry.path} is a special file (not a regular file or directory)", "path")
 
@@ -269,40 +287,61 @@ def create(
             "piece length",
         )
     tiers = _tiers(trackers)
-    multi_file, files = scan(path)
-    if not files:
-        raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
-    total = sum(f.length for f in files)
-    if total == 0:
-        what = "holds only empty files" if multi_file else "is an empty file"
-        raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
-    if name is not None:
-        from torrent.metainfo import check_path_component
+    job: HashJob | None = None
+    pending: list[SourceFile] = []
+    on_file = None
+    if piece_length is not None:
+        # The piece length is known, so hashing can start while the walk goes on.
+        streaming = job = HashJob(piece_length, threads=threads)
+        job.start()
 
-        top_name = check_path_component(name, "name")
-    elif multi_file:
-        top_name = os.path.basename(os.path.abspath(os.fspath(path)))
-        if not _plain_name(top_name):
-            top_name = _component(top_name, os.fspath(path))
-    else:
-        top_name = files[0].path[0]
-    chosen = piece_length or auto_piece_length(total)
+        def on_file(f: SourceFile) -> None:
+            pending.append(f)
+            if len(pending) >= FEED_EVERY:
+                streaming.feed(pending)
+                pending.clear()
 
-    job = HashJob(files, chosen, threads=threads)
-    job.start()
-    # While the workers hash (mostly without the GIL), build everything else. A short
-    # switch interval lets a worker coming back from a hash take the GIL at once
-    # instead of waiting up to 5 ms for this thread's Python code.
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
     try:
+        if job is not None:
+            sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
+        multi_file, files = scan(path, on_file)
+        if not files:
+            raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
+        total = sum(f.length for f in files)
+        if total == 0:
+            what = "holds only empty files" if multi_file else "is an empty file"
+            raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
+        if name is not None:
+            from torrent.metainfo import check_path_component
+
+            top_name = check_path_component(name, "name")
+        elif multi_file:
+            top_name = os.path.basename(os.path.abspath(os.fspath(path)))
+            if not _plain_name(top_name):
+                top_name = _component(top_name, os.fspath(path))
+        else:
+            top_name = files[0].path[0]
+        chosen = piece_length or auto_piece_length(total)
+        if job is None:
+            job = HashJob(chosen, threads=threads)
+            job.feed(files)
+            job.start()
+        else:
+            job.feed(pending)
+        job.close_feed()
+        # While the workers hash (mostly without the GIL), build everything else. A
+        # short switch interval lets a worker coming back from a hash take the GIL at
+        # once instead of waiting up to 5 ms for this thread's Python code.
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         parts = _Assembly(
             files, multi_file, top_name, chosen, tiers, private, source, comment, created_by,
             None if no_date else (int(time.time()) if creation_date is None else int(creation_date)),
             [w for w in web_seeds if w],
         )
     except BaseException:
-        job.cancel()
+        if job is not None:
+            job.cancel()
         raise
     finally:
         sys.setswitchinterval(interval)
@@ -455,39 +494,38 @@ def hash_files(
     Raises:
         StorageError: a file could not be opened or read, or is shorter than scanned.
     """
-    job = HashJob(files, piece_length, threads=threads)
+    job = HashJob(piece_length, threads=threads)
+    job.feed(files)
+    job.close_feed()
     job.start()
     return job.wait(progress)
 
 
 class HashJob:
-    """Hash ``files`` on worker threads: :meth:`start`, then :meth:`wait` for the digests.
+    """Hash files on worker threads while they are still being listed.
 
-    Work is cut into batches of whole pieces (about :data:`BATCH_BYTES`); each worker
-    takes the next batch from a shared counter, so a slow or descheduled thread never
-    holds up a fixed share. Each worker writes only its own digest slots and counters.
+    :meth:`start` the workers, :meth:`feed` files in torrent order (as a directory walk
+    finds them), :meth:`close_feed` when there are no more, then :meth:`wait` for the
+    digests. Work is cut into batches of whole pieces (about :data:`BATCH_BYTES`); each
+    worker takes the next batch from a shared counter, waits until the files that batch
+    needs are known, reads and hashes it. A slow or descheduled thread never holds up a
+    fixed share, and hashing starts before a large directory is fully listed.
     """
 
-    def __init__(self, files: Sequence[SourceFile], piece_length: int, *, threads: int | None = None) -> None:
-        total = sum(f.length for f in files)
-        if total <= 0:
-            raise MetainfoError("nothing to hash: the payload holds no bytes", "path")
-        self.total = total
+    def __init__(self, piece_length: int, *, threads: int | None = None) -> None:
         self.piece_length = piece_length
-        self.num_pieces = math.ceil(total / piece_length)
         self.per_batch = max(1, BATCH_BYTES // piece_length)
-        self.num_batches = math.ceil(self.num_pieces / self.per_batch)
+        self.batch_bytes = self.per_batch * piece_length
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        self.threads = max(1, min(threads, self.num_batches))
+        self.threads = max(1, threads)
         # Only files with bytes take part in reading; ``starts`` holds their payload offsets.
-        self.files = [f for f in files if f.length]
+        self.files: list[SourceFile] = []
         self.starts: list[int] = []
-        offset = 0
-        for f in self.files:
-            self.starts.append(offset)
-            offset += f.length
-        self.digests = bytearray(20 * self.num_pieces)
+        self.known = 0  # payload bytes covered by ``files`` so far
+        self.closed = False  # no more files: ``known`` is the total
+        self.fed = threading.Condition(threading.Lock())
+        self.results: dict[int, bytes] = {}  # batch index -> its pieces' digests
         self.batches = itertools.count()  # next() on a count is atomic under the GIL
         self.done = [0] * self.threads
         self.remaining = self.threads
@@ -500,13 +538,34 @@ class HashJob:
             for i in range(self.threads)
         ]
 
+    @property
+    def total(self) -> int:
+        return self.known
+
     def start(self) -> None:
         for w in self.workers:
             w.start()
 
+    def feed(self, files: Sequence[SourceFile]) -> None:
+        """Append files (in torrent order) to the payload."""
+        with self.fed:
+            for f in files:
+                if f.length:
+                    self.files.append(f)
+                    self.starts.append(self.known)
+                    self.known += f.length
+            self.fed.notify_all()
+
+    def close_feed(self) -> None:
+        """No more files: the payload is complete."""
+        with self.fed:
+            self.closed = True
+            self.fed.notify_all()
+
     def cancel(self) -> None:
         """Stop the workers after their current batch and wait for them."""
         self.stop = True
+        self.close_feed()
         for w in self.workers:
             if w.is_alive():
                 w.join()
@@ -514,8 +573,8 @@ class HashJob:
     def wait(self, progress: ProgressCallback | None = None) -> bytes:
         """Block until every piece is hashed; returns the digests.
 
-        If this thread is interrupted (or ``progress`` raises), the workers stop after
-        their current batch and the exception propagates.
+        Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
+        raises), the workers stop after their current batch and the exception propagates.
 
         Raises:
             StorageError: a worker could not read its files.
@@ -525,36 +584,43 @@ class HashJob:
                 self.finished.wait()
             else:
                 while not self.finished.wait(PROGRESS_INTERVAL_S):
-                    progress(sum(self.done), self.total)
+                    progress(sum(self.done), self.known)
         finally:
             self.cancel()
         if self.error is not None:
             raise self.error
         if progress is not None:
-            progress(self.total, self.total)
-        return bytes(self.digests)
+            progress(self.known, self.known)
+        return b"".join(self.results[i] for i in range(len(self.results)))
+
+    def _wait_for(self, end: int) -> int:
+        """Block until the payload is known up to ``end`` (or complete); returns its known size."""
+        with self.fed:
+            while self.known < end and not self.closed:
+                self.fed.wait()
+            return self.known
 
     def work(self, slot: int) -> None:
         fd = -1
         fd_index = -1
         try:
-            buffer = bytearray(min(self.per_batch * self.piece_length, self.total))
+            buffer = bytearray(self.batch_bytes)
             view = memoryview(buffer)
             sha1 = hashlib.sha1
             piece_length = self.piece_length
-            batch_bytes = self.per_batch * piece_length
-            digests = self.digests
+            batch_bytes = self.batch_bytes
             files = self.files
             starts = self.starts
-            total = self.total
             close = os.close
             while not self.stop:
                 batch = next(self.batches)
-                if batch >= self.num_batches:
-                    break
-                first_piece = batch * self.per_batch
-                start = first_piece * piece_length
-                size = min(batch_bytes, total - start)
+                start = batch * batch_bytes
+                known = self.known
+                if known < start + batch_bytes and not self.closed:
+                    known = self._wait_for(start + batch_bytes)
+                if start >= known:
+                    break  # the feed is closed and this batch lies past the end
+                size = min(batch_bytes, known - start)
                 # Fill the buffer from every file the batch overlaps: the hot loop when
                 # files are small, so it stays flat.
                 filled = 0
@@ -573,13 +639,9 @@ class HashJob:
                     filled += want
                     index += 1
                 # Hash its pieces.
-                pos = 0
-                piece = first_piece
-                while pos < size:
-                    n = min(piece_length, size - pos)
-                    digests[piece * 20 : piece * 20 + 20] = sha1(view[pos : pos + n]).digest()
-                    pos += n
-                    piece += 1
+                self.results[batch] = b"".join(
+                    [sha1(view[pos : min(pos + piece_length, size)]).digest() for pos in range(0, size, piece_length)]
+                )
                 self.done[slot] += size
         except BaseException as exc:
             with self.lock:

@@ -225,8 +225,10 @@ def test_a_failing_progress_callback_stops_the_workers(tmp_path: Path) -> None:
     def boom(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
-    job = HashJob([SourceFile(("f",), str(f), 50_000)], 16384)
+    job = HashJob(16384)
     job.start()
+    job.feed([SourceFile(("f",), str(f), 50_000)])
+    job.close_feed()
     with pytest.raises(KeyboardInterrupt):
         job.wait(boom)
     assert not any(w.is_alive() for w in job.workers)
@@ -253,3 +255,31 @@ def test_auto_piece_length_is_used_and_reported(tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"q" * 3_000_000)
     assert create(f).info.piece_length == 32 * 1024
+
+
+def test_hashing_starts_while_files_are_still_being_fed(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    parts = [data[:1], data[1:70_000], data[70_000:]]
+    files = []
+    for i, part in enumerate(parts):
+        (tmp_path / f"f{i}").write_bytes(part)
+        files.append(SourceFile((f"f{i}",), str(tmp_path / f"f{i}"), len(part)))
+    job = HashJob(16384, threads=3)
+    job.start()
+    for f in files:  # one at a time, as a directory walk finds them
+        job.feed([f])
+    job.close_feed()
+    assert job.wait() == _expected_pieces(data, 16384)
+
+
+def test_a_walk_error_stops_the_started_workers(tmp_path: Path) -> None:
+    import threading
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_bytes(b"a" * 100_000)
+    (d / "z-dangling").symlink_to(tmp_path / "missing")
+    before = threading.active_count()
+    with pytest.raises(MetainfoError, match="points nowhere"):
+        create(d, piece_length=16384)
+    assert threading.active_count() == before
