@@ -619,12 +619,17 @@ class Picker:
                     cands.sort(key=lambda d: d.piece)
                 else:
                     cands.sort(key=lambda d: (-prio[d.piece], avail[d.piece], d.free))
-        partials_first = (self._num_have < self.random_first_pieces and not self.sequential) or len(
-            self._downloads
-        ) >= (self.max_partials if self.max_partials is not None else max(32, 2 * len(self._peers)))
+        max_partials = self.max_partials if self.max_partials is not None else max(32, 2 * len(self._peers))
+        random_phase = self._num_have < self.random_first_pieces and not self.sequential
+        partials_first = random_phase or len(self._downloads) >= max_partials
         ci = 0
         new_p = -2  # not looked up yet
-        bound = (0, 0) if self.sequential or partials_first else self._new_piece_bound()
+        if self.sequential:
+            bound = (MAX_PRIORITY + 1, 0)  # index order decides: always compare
+        elif partials_first:
+            bound = (0, 0)
+        else:
+            bound = self._new_piece_bound()
         while len(out) < count:
             d = cands[ci] if ci < len(cands) else None
             if d is not None and (partials_first or (prio[d.piece], -avail[d.piece]) >= bound):

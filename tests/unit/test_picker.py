@@ -337,6 +337,16 @@ def test_sequential() -> None:
     check_invariants(p)
 
 
+def test_sequential_prefers_a_lower_new_piece_over_a_higher_partial() -> None:
+    p = setup_picker("1111", sequential=True)
+    p.on_peer_bitfield("late", bytearray([0, 0, 1, 1]))
+    p.pick("late", 1)  # starts piece 2: "late" has no earlier piece
+    p.abort_requests("late")
+    p.on_peer_have_all("me")
+    assert pieces_of(p.pick("me", 3 * BPP)) == [0, 1, 2]
+    check_invariants(p)
+
+
 def test_sequential_resumes_after_failure() -> None:
     p = setup_picker("1111", sequential=True)
     p.on_peer_have_all("me")
