@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import os
 import time
@@ -211,10 +212,14 @@ class DiskIO:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(*args)`` for the pool once a slot is free; return its future."""
         if self._closed:
             raise StorageError("disk I/O is closed")
         await self._slots.acquire()  # released when the operation finished (_finish)
+        if self._closed:  # closed while we waited for the slot
+            self._slots.release()
+            raise StorageError("disk I/O is closed")
         self._queued += 1
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -222,7 +227,10 @@ class DiskIO:
         if not self._kick_scheduled:
             self._kick_scheduled = True
             loop.call_soon(self._kick, loop)
-        return await fut
+        return fut
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await (await self._submit(fn, *args))
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         # Rule 8: what was queued during this loop iteration is drained by at most one
@@ -557,32 +565,33 @@ class DiskIO:
         return data
 
     async def _load(self, key: tuple[int, int, int], generation: int) -> bytes:
-        waiting = self._reading.get(key)
-        if waiting is not None:
-            return await asyncio.shield(waiting)
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._reading[key] = fut
-        try:
-            data = await self._run(self.storage.read_block, *key)
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc if isinstance(exc, Exception) else StorageError("read cancelled"))
-                fut.exception()  # mark retrieved: nobody else may be waiting
-            raise
-        finally:
-            self._reading.pop(key, None)
-        fut.set_result(data)
+        # One disk read per key however many peers want it. The read's future is
+        # shielded: a reader that gives up (its peer left) cancels neither the read nor
+        # the others waiting on it.
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = await self._submit(self.storage.read_block, *key)
+            self._reading[key] = reading
+            reading.add_done_callback(functools.partial(self._loaded, key, generation))
+        return await asyncio.shield(reading)
+
+    def _loaded(self, key: tuple[int, int, int], generation: int, fut: asyncio.Future[bytes]) -> None:
+        if self._reading.get(key) is fut:
+            del self._reading[key]
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the exception reaches every waiter through the shield
+        data = fut.result()
         self._bytes_read += len(data)
-        if self._generation.get(key[0], 0) == generation and len(data) <= self._cache_limit:
-            old = self._cache.pop(key, None)
-            if old is not None:
-                self._cache_bytes -= len(old[1])
-            self._cache[key] = (generation, data)
-            self._cache_bytes += len(data)
-            while self._cache_bytes > self._cache_limit:
-                _, (_, evicted) = self._cache.popitem(last=False)
-                self._cache_bytes -= len(evicted)
-        return data
+        if self._generation.get(key[0], 0) != generation or len(data) > self._cache_limit:
+            return  # written meanwhile (or too big): do not cache a stale copy
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= len(old[1])
+        self._cache[key] = (generation, data)
+        self._cache_bytes += len(data)
+        while self._cache_bytes > self._cache_limit:
+            _, (_, evicted) = self._cache.popitem(last=False)
+            self._cache_bytes -= len(evicted)
 
     # --- whole-storage operations --------------------------------------------------------
 

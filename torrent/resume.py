@@ -172,6 +172,7 @@ class ResumeStore:
         self.path = state_path(directory, self.info_hash, "resume")
         self.journal_path = state_path(directory, self.info_hash, "journal")
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time: they share a temp file
         self._journal_fd: int | None = None
         self._noted: set[int] = set()
         self._carried: set[int] = set()
@@ -372,7 +373,18 @@ class ResumeStore:
         Raises:
             StorageError: the state could not be written; the previous file is intact.
         """
-        verified_set = set(verified)
+        with self._save_lock:
+            self._write_state(storage, set(verified), clean, peers, uploaded, downloaded)
+
+    def _write_state(
+        self,
+        storage: Storage,
+        verified_set: set[int],
+        clean: bool,
+        peers: Sequence[tuple[str, int]],
+        uploaded: int,
+        downloaded: int,
+    ) -> None:
         with self._lock:
             snapshot = set(self._noted)
             carried = set(self._carried)

@@ -381,3 +381,35 @@ async def test_put_block_from_many_peers_at_once(tmp_path: Path) -> None:
                 tg.create_task(peer(seed))
         assert sorted(wins) == list(range(n)), "each piece completes exactly once"
     assert (tmp_path / "t" / "x").read_bytes() == fx.file_bytes(0)
+
+
+async def test_a_reader_giving_up_does_not_fail_the_others(tmp_path: Path, fx) -> None:
+    inner = FileStorage(fx.info, tmp_path)
+    for p in range(fx.info.num_pieces):
+        inner.write_block(p, 0, fx.piece(p))
+    counting = Counting(inner)
+    counting.gate.clear()
+    async with asyncio.timeout(20), DiskIO(counting) as disk:
+        first = asyncio.ensure_future(disk.read(2, 0, 100))
+        second = asyncio.ensure_future(disk.read(2, 100, 100))
+        await asyncio.sleep(0.05)
+        first.cancel()  # its peer went away
+        await asyncio.sleep(0.05)
+        counting.gate.set()
+        assert await second == fx.piece(2)[100:200]
+        assert counting.reads == 1
+        assert await disk.read(2, 0, 10) == fx.piece(2)[:10]
+        assert counting.reads == 1, "the read was cached although its first reader left"
+
+
+async def test_close_while_waiting_for_a_slot_raises_instead_of_hanging(tmp_path: Path, fx) -> None:
+    counting = Counting(FileStorage(fx.info, tmp_path), delay_s=0.1)
+    disk = DiskIO(counting, max_queued=1)
+    async with asyncio.timeout(20):
+        busy = asyncio.ensure_future(disk.write(0, 0, b"a"))
+        waiting = asyncio.ensure_future(disk.write(1, 0, b"b"))
+        await asyncio.sleep(0.01)
+        await disk.aclose()
+        await busy
+        with pytest.raises(StorageError, match="closed"):
+            await waiting

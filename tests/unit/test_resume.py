@@ -257,3 +257,16 @@ async def test_full_disk_stops_writes_and_keeps_resume_state() -> None:
         for p in state.verified:
             assert storage2.read_piece(p) == fx.piece(p)
         storage2.close()
+
+
+async def test_concurrent_saves_do_not_mix(tmp_path: Path, fx) -> None:
+    storage, store, disk = objects(fx, tmp_path)
+    async with asyncio.timeout(20), disk:
+        verified, _ = await start(store, disk)
+        await download(disk, fx, range(6), verified)
+        await asyncio.gather(*(store.save(storage, set(range(k)), peers=[("10.0.0.1", 1000 + k)] * 50) for k in range(1, 7)))
+    state, why = store.load()
+    assert state is not None, why
+    k = len(state.verified)
+    assert state.verified == set(range(k)) and state.peers[0] == ("10.0.0.1", 1000 + k)
+    assert not os.path.exists(store.path + ".tmp")
