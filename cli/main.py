@@ -34,7 +34,8 @@ class UsageError(Exception):
     """A command was given arguments it cannot use; printed as one line, exit 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) one with just that subcommand, which imports no other command module."""
     parser = argparse.ArgumentParser(
         prog="pytorrent", description="BitTorrent client, tracker and torrent maker."
     )
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
+        if only is not None and name != only:
+            continue
         try:
             module = importlib.import_module(f"cli.cmd_{name}")
         except ModuleNotFoundError as exc:
@@ -73,7 +76,13 @@ def run_async(coro: Coroutine[Any, Any, T], *, no_uvloop: bool = False) -> T:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pytorrent`` command; returns the exit status."""
-    parser = build_parser()
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    # The first non-option word names the command: build only its parser, so a command
+    # does not pay for importing every other command module at start-up.
+    words = [i for i, a in enumerate(args_list) if not a.startswith("-")]
+    first = args_list[words[0]] if words else None
+    top_help = any(a in ("-h", "--help") for a in args_list[: words[0] if words else None])
+    parser = build_parser(first if first in COMMANDS and not top_help else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message

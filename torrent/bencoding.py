@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import bencodepy
+import bencodepy  # type: ignore[import-untyped]  # ships no type information
 
 from torrent.errors import BencodeError
 
