@@ -1196,6 +1196,9 @@ class PeerProtocol:
         raw = frames.take(HANDSHAKE_LENGTH)
         if raw is None:
             if frames.eof:
+                if not len(frames):  # closed before saying anything: a clean close, not garbage
+                    self.their_phase = Phase.CLOSED
+                    return _CLOSED
                 raise RemoteProtocolError(f"connection closed during the handshake ({len(frames)} bytes)")
             return NEED_DATA
         hs = parse_handshake(raw)

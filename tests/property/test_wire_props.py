@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import event as target_event
 from hypothesis import strategies as st
 
 from tests.wire_helpers import NUM_PIECES, PIECE_LENGTH, TOTAL_LENGTH, connected, make
-from torrent.errors import RemoteProtocolError
+from torrent.errors import LocalProtocolError, RemoteProtocolError
 from torrent.pieceset import PieceSet
 from torrent.wire import (
     NEED_DATA,
@@ -19,6 +20,7 @@ from torrent.wire import (
     Choke,
     ConnectionClosed,
     Event,
+    ExtendedMessage,
     ExtensionHandshake,
     Handshake,
     Have,
@@ -219,3 +221,124 @@ def test_corrupted_valid_streams_raise_only_remote_errors(
         assert proto.their_phase.value == "error"
         return
     assert events[-1] == ConnectionClosed()
+
+
+# -- two connected protocols in lockstep: what our send() accepts, the peer's decoder accepts ------
+
+
+def snapshot(proto: PeerProtocol) -> tuple[object, ...]:
+    return (
+        proto.am_choking,
+        proto.am_interested,
+        proto.peer_choking,
+        proto.peer_interested,
+        proto.our_phase,
+        proto.their_phase,
+        proto.our_pieces.to_bytes(),
+        proto.peer_pieces.to_bytes(),
+        dict(proto.outstanding_requests),
+        dict(proto.peer_requests),
+        frozenset(proto.granted_fast),
+        frozenset(proto.allowed_fast),
+        dict(proto.peer_extensions),
+    )
+
+
+def draw_event(data: st.DataObject, me: PeerProtocol) -> Event:
+    """A message for ``me`` to send: usually plausible for the state, sometimes not at all."""
+    index = data.draw(indexes)
+    pending = sorted((r.index, r.begin, r.length) for r in me.peer_requests)
+    outstanding = sorted((r.index, r.begin, r.length) for r in me.outstanding_requests)
+
+    def block_of(i: int) -> tuple[int, int, int]:
+        size = me.piece_size(i)
+        begin = data.draw(st.sampled_from(range(0, size, 16384)))
+        return i, begin, min(16384, size - begin)
+
+    kind = data.draw(
+        st.sampled_from(
+            [
+                "choke", "unchoke", "interested", "not interested", "have", "bitfield", "have all",
+                "have none", "request", "cancel", "block", "reject", "allowed fast", "suggest",
+                "keep-alive", "port", "ext handshake", "ext message",
+            ]
+            + ["request"] * 6
+            + ["block"] * 4
+            + ["cancel", "reject"] * 2
+        )
+    )
+    if kind == "request":
+        if len(me.peer_pieces) and data.draw(st.booleans()):
+            index = data.draw(st.sampled_from(sorted(me.peer_pieces)))
+        return Request(*block_of(index))
+    if kind in ("cancel", "block", "reject"):
+        pool = outstanding if kind == "cancel" else pending
+        key = data.draw(st.sampled_from(pool)) if pool and data.draw(st.booleans()) else block_of(index)
+        if kind == "cancel":
+            return Cancel(*key)
+        if kind == "reject":
+            return RejectRequest(*key)
+        return Block(key[0], key[1], bytes([key[0] & 0xFF]) * key[2])
+    simple_events: dict[str, Event] = {
+        "choke": Choke(),
+        "unchoke": Unchoke(),
+        "interested": Interested(),
+        "not interested": NotInterested(),
+        "have": Have(index),
+        "bitfield": Bitfield(PieceSet.from_indexes(data.draw(st.sets(indexes)), NUM_PIECES)),
+        "have all": HaveAll(),
+        "have none": HaveNone(),
+        "allowed fast": AllowedFast(index),
+        "suggest": SuggestPiece(index),
+        "keep-alive": KeepAlive(),
+        "port": Port(6881),
+        "ext handshake": ExtensionHandshake({b"v": b"x"}),
+        "ext message": ExtendedMessage("ut_metadata", b"d8:msg_typei0ee"),
+    }
+    return simple_events[kind]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fast=st.booleans(), data=st.data())
+def test_lockstep_pair_accepts_what_we_send_and_mirrors_state(fast: bool, data: st.DataObject) -> None:
+    kwargs = {"fast_extension": fast, "extensions": {"ut_metadata": 1}}
+    a = make(b"A" * 20, **kwargs)
+    b = make(b"B" * 20, **kwargs)
+
+    def deliver(sender: PeerProtocol, receiver: PeerProtocol, payload: bytes) -> None:
+        receiver.receive_data(payload)
+        while receiver.next_event() is not NEED_DATA:  # must never raise
+            pass
+
+    deliver(a, b, a.send(Handshake()))
+    deliver(b, a, b.send(Handshake()))
+    if data.draw(st.booleans()):
+        # Warm start: piece sets exchanged and both unchoked, so requests and blocks flow.
+        for me, peer in ((a, b), (b, a)):
+            have = data.draw(st.sets(indexes, min_size=1))
+            deliver(me, peer, me.send(Bitfield(PieceSet.from_indexes(have, NUM_PIECES))))
+            deliver(me, peer, me.send(Unchoke()) + me.send(Interested()))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=40))):
+        me, peer = (a, b) if data.draw(st.booleans()) else (b, a)
+        event = draw_event(data, me)
+        before = snapshot(me)
+        try:
+            out = me.send(event)
+        except LocalProtocolError:
+            assert snapshot(me) == before  # a refused send changes nothing
+            continue
+        target_event(type(event).__name__)
+        deliver(me, peer, out)
+        # Let both flush what the protocol queued by itself (BEP 6 rejects).
+        while (q := a.data_to_send()) or (r := b.data_to_send()):
+            if q:
+                deliver(a, b, q)
+            else:
+                deliver(b, a, r)
+        # The two views of the connection agree.
+        for x, y in ((a, b), (b, a)):
+            assert x.am_choking == y.peer_choking and x.am_interested == y.peer_interested
+            assert x.our_pieces == y.peer_pieces
+            assert x.outstanding_requests.keys() == y.peer_requests.keys()
+            assert x.granted_fast == y.allowed_fast
+            assert not x._cancelled  # every cancelled request got its one answer (BEP 6)

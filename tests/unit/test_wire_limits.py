@@ -9,6 +9,7 @@ from torrent.errors import LocalProtocolError, RemoteProtocolError
 from torrent.wire import (
     NEED_DATA,
     Block,
+    ConnectionClosed,
     Handshake,
     HaveAll,
     Interested,
@@ -209,6 +210,14 @@ def test_eof_in_the_middle() -> None:
     proto.receive_data(b"")
     with pytest.raises(RemoteProtocolError, match=r"closed in the middle of a message \(6 bytes buffered\)"):
         proto.next_event()
+
+
+def test_eof_before_any_byte_is_a_clean_close() -> None:
+    proto = make()
+    proto.send(Handshake())
+    proto.receive_data(b"")
+    assert proto.next_event() == ConnectionClosed() and proto.their_phase is Phase.CLOSED
+    assert proto.next_event() == ConnectionClosed()
 
 
 def test_data_after_eof_is_our_bug() -> None:
