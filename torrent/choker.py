@@ -16,9 +16,9 @@ Rules:
 3. As a *seed*, nobody uploads to us, so we rotate: **round-robin**, libtorrent's default
    ``seed_choking_algorithm``. An unchoked peer keeps its slot until it has received
    ``seed_quota_bytes`` or held it ``seed_slot_s``; then the peers unchoked least recently
-   (never first) come next. Ranking by our upload rate instead ("fastest upload") would keep
-   feeding the same fast peers; round-robin gives every leecher pieces it can trade onwards,
-   which spreads the torrent through the swarm.
+   (never first) come next, the one we sent least to first on a tie. Ranking by our upload
+   rate instead ("fastest upload") would keep feeding the same fast peers; round-robin gives
+   every leecher pieces it can trade onwards, which spreads the torrent through the swarm.
 4. One *optimistic* slot on top, rotated every ``optimistic_interval_s`` (30 s): a random
    choked, interested peer, one connected less than ``new_peer_s`` ago being
    ``new_peer_weight`` (3) times as likely, so newcomers soon have something to trade.
@@ -50,7 +50,8 @@ class PeerSnapshot:
         interested: the peer is interested in us.
         choked: we are currently choking it.
         download_rate_bps: what it sent us, bytes per second over the last ~20 s.
-        upload_rate_bps: what we sent it, bytes per second over the last ~20 s.
+        upload_rate_bps: what we sent it, bytes per second over the last ~20 s (as a seed,
+            breaks ties in favour of the peer we served least).
         snubbed: it sent us no block for a long time although we had requests out.
         connected_at: when the connection was made (the caller's clock).
         unchoked_at: when we last unchoked it; ``None`` if never.
@@ -178,6 +179,7 @@ class Choker:
             key=lambda p: (
                 not within_turn(p),
                 float("-inf") if p.unchoked_at is None else p.unchoked_at,
+                p.upload_rate_bps,  # then whoever we served least lately
             ),
         )
 

@@ -166,6 +166,15 @@ def test_seed_quota_ends_a_turn_early() -> None:
     assert ch.rank(peers, now=10.0, seeding=True).regular == ("a",)
 
 
+def test_seed_ties_go_to_the_peer_served_least() -> None:
+    ch = Choker(slots=1, rng=random.Random(3))
+    peers = [
+        PeerSnapshot("busy", True, upload_rate_bps=5000.0),
+        PeerSnapshot("idle", True, upload_rate_bps=10.0),
+    ]
+    assert ch.rank(peers, now=0.0, seeding=True).regular == ("idle",)
+
+
 def test_nobody_interested() -> None:
     ch = Choker(rng=random.Random(1))
     d = ch.rank([PeerSnapshot("a", interested=False, choked=False)], now=0.0, seeding=False)
