@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.peers import CLIENTS, PEER_CLASSES, Peer, kill_leftovers
+from tests.interop.ours import OurTracker
+from tests.interop.peers import CLIENTS, PEER_CLASSES, OpenTracker, Peer, TrackerProcess, kill_leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +101,37 @@ async def start_peer(loopback_only: None, tmp_path: Path) -> AsyncIterator[Start
                 print(f"--- {peer.name} (port {peer.peer_port})\n{peer.describe_failure()}")
             with contextlib.suppress(Exception):
                 await peer.stop()
+
+
+StartTracker = Callable[..., Awaitable[TrackerProcess]]
+
+
+@pytest.fixture
+async def start_tracker(loopback_only: None, tmp_path: Path) -> AsyncIterator[StartTracker]:
+    """``await start_tracker([info_hash_hex, ...], interval_s=5)`` -> a running tracker.
+
+    Our tracker unless ``INTEROP_TRACKER=opentracker`` (the reference, to tell a harness
+    problem from a tracker problem). Stopped by PID after the test.
+    """
+    started: list[TrackerProcess] = []
+
+    async def start(info_hashes: list[str], *, interval_s: int = 5) -> TrackerProcess:
+        tracker: TrackerProcess
+        workdir = tmp_path / f"tracker-{len(started)}"
+        if os.environ.get("INTEROP_TRACKER") == "opentracker":
+            need("opentracker")
+            tracker = OpenTracker(workdir)
+        else:
+            tracker = OurTracker(workdir, interval_s=interval_s)
+        started.append(tracker)
+        await tracker.start(info_hashes)
+        return tracker
+
+    try:
+        yield start
+    finally:
+        for tracker in reversed(started):
+            with contextlib.suppress(Exception):
+                print(tracker.describe_failure())
+            with contextlib.suppress(Exception):
+                await tracker.stop()

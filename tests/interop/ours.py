@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.peers import TrackerProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,3 +46,38 @@ def pytorrent_create(
     m = re.search(r"^info hash:\s+([0-9a-f]{40})$", done.stdout, re.M)
     assert m, f"pytorrent create printed no info hash:\n{done.stdout}"
     return m.group(1)
+
+
+class OurTracker(TrackerProcess):
+    """``pytorrent tracker`` (HTTP and UDP, memory store) as a subprocess, stopped by PID.
+
+    A short ``interval`` keeps the tests quick: peers learn of each other within seconds.
+    """
+
+    title = "pytorrent tracker"
+
+    def __init__(self, workdir: Path, *, interval_s: int = 5) -> None:
+        super().__init__(workdir)
+        self.interval_s = interval_s
+
+    def argv(self, info_hashes: list[str]) -> tuple[list[str], Path]:
+        require_module("cli.cmd_tracker", "pytorrent tracker")
+        return (
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "tracker",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.http_port),
+                "--udp-port",
+                str(self.udp_port),
+                "--interval",
+                str(self.interval_s),
+                "--min-interval",
+                "1",
+            ],
+            ROOT,
+        )

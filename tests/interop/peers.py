@@ -99,11 +99,18 @@ CLIENTS: dict[str, ClientSpec] = {
         install="apt-get install transmission-cli",
     ),
     "mktorrent": ClientSpec("mktorrent", "mktorrent", executables=("mktorrent",), install="apt-get install mktorrent"),
+    "opentracker": ClientSpec(
+        "opentracker", "opentracker", executables=("opentracker",), install="apt-get install opentracker"
+    ),
 }
 
 
 class PeerError(Exception):
     """A client did not start, refused a request, or missed a deadline."""
+
+
+class ProcessExited(Exception):
+    """A client process we started is gone; waits stop at once instead of timing out."""
 
 
 # --- ports, payloads ---------------------------------------------------------------------
@@ -230,7 +237,7 @@ class ManagedProcess:
 
     def check_running(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise PeerError(f"{self.argv[0]} exited with status {self.proc.returncode}; log:\n{self.log_tail()}")
+            raise ProcessExited(f"{self.argv[0]} exited with status {self.proc.returncode}; log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -480,8 +487,41 @@ class LibtorrentPeer(Peer):
             error=err,
         )
 
+    def connections(self, info_hash: str) -> list[Connection]:
+        """Every open connection of ``info_hash``, with who dialed whom and the bytes moved."""
+        import libtorrent as lt
+
+        self._pump()
+        out = []
+        for p in self.handles[info_hash].get_peer_info():
+            out.append(
+                Connection(
+                    address=(p.ip[0], p.ip[1]),
+                    peer_id=bytes(p.pid.to_bytes()),
+                    client=str(p.client),
+                    outgoing=bool(p.flags & lt.peer_info.outgoing_connection),
+                    downloaded_bytes=int(p.total_download),
+                    uploaded_bytes=int(p.total_upload),
+                    seed=bool(p.flags & lt.peer_info.seed),
+                )
+            )
+        return out
+
     def describe_failure(self) -> str:
         return "libtorrent alerts:\n" + "\n".join(self.alerts_log[-20:])
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One peer connection as libtorrent sees it."""
+
+    address: tuple[str, int]
+    peer_id: bytes
+    client: str
+    outgoing: bool
+    downloaded_bytes: int
+    uploaded_bytes: int
+    seed: bool
 
 
 def _drop(session: Any) -> None:
@@ -681,6 +721,7 @@ class Aria2Peer(Peer):
             "--check-integrity=true",
             "--file-allocation=none",
             "--bt-save-metadata=false",
+            "--rpc-save-upload-metadata=false",
             "--auto-save-interval=0",
             "--save-session-interval=0",
             "--summary-interval=0",
@@ -762,7 +803,7 @@ class Aria2Peer(Peer):
 
     def describe_failure(self) -> str:
         try:
-            log = (self.workdir / "aria2.log").read_text(errors="replace").splitlines()[-30:]
+            log = (self.workdir / "aria2.log").read_text(errors="replace").splitlines()[-60:]
         except OSError:
             log = []
         return "aria2 log:\n" + "\n".join(log)
@@ -960,3 +1001,149 @@ PEER_CLASSES: dict[str, type[Peer]] = {
     "aria2": Aria2Peer,
     "qbittorrent": QBittorrentPeer,
 }
+
+
+# --- trackers ----------------------------------------------------------------------------
+
+
+class TrackerProcess:
+    """A tracker in its own process group on free loopback ports (HTTP and UDP).
+
+    Subclasses give the command line. ``scrape()`` asks the HTTP side for an info hash's
+    counts, which is how a test sees that the tracker recorded a client's announce
+    without reaching into the tracker's internals.
+    """
+
+    title = "tracker"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.http_port = 0
+        self.udp_port = 0
+        self.proc: ManagedProcess | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}/announce"
+
+    @property
+    def udp_url(self) -> str:
+        return f"udp://{LOOPBACK}:{self.udp_port}/announce"
+
+    def url(self, proto: str) -> str:
+        return {"http": self.http_url, "udp": self.udp_url}[proto]
+
+    def argv(self, info_hashes: list[str]) -> tuple[list[str], Path]:
+        """The command and its working directory."""
+        raise NotImplementedError
+
+    async def start(self, info_hashes: list[str] | None = None) -> None:
+        self.http_port, self.udp_port = free_ports(2)
+        argv, cwd = self.argv(info_hashes or [])
+        self.proc = ManagedProcess(argv, cwd=cwd, log_path=self.workdir / "tracker.log")
+        self.proc.start()
+
+        async def ready() -> bool:
+            assert self.proc is not None
+            self.proc.check_running()
+            await self._udp_connect()
+            _reader, writer = await asyncio.open_connection(LOOPBACK, self.http_port)
+            writer.close()
+            return True
+
+        await wait_for(ready, timeout_s=READY_TIMEOUT_S, what=f"{self.title} to listen")
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await self.proc.stop()
+
+    async def __aenter__(self) -> TrackerProcess:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _udp_connect(self) -> None:
+        """One BEP 15 connect round trip: the UDP side answers."""
+        loop = asyncio.get_running_loop()
+        txid = random.getrandbits(32)
+        reply: asyncio.Future[bytes] = loop.create_future()
+
+        class _Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                if not reply.done():
+                    reply.set_result(data)
+
+        transport, _ = await loop.create_datagram_endpoint(_Proto, remote_addr=(LOOPBACK, self.udp_port))
+        try:
+            transport.sendto((0x41727101980).to_bytes(8, "big") + (0).to_bytes(4, "big") + txid.to_bytes(4, "big"))
+            data = await asyncio.wait_for(reply, 1)
+        finally:
+            transport.close()
+        if len(data) < 16 or int.from_bytes(data[4:8], "big") != txid:
+            raise PeerError("bad UDP connect reply")
+
+    async def scrape(self, info_hash: str) -> dict[str, int]:
+        """``complete``/``incomplete``/``downloaded`` for ``info_hash`` (hex) over HTTP."""
+        from urllib.parse import quote_from_bytes
+
+        from torrent import bencoding
+
+        url = f"http://{LOOPBACK}:{self.http_port}/scrape?info_hash={quote_from_bytes(bytes.fromhex(info_hash))}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, http.get(url) as r:
+            body = await r.read()
+        decoded = bencoding.decode(body)
+        files = decoded.get(b"files", {})
+        entry = files.get(bytes.fromhex(info_hash), {})
+        return {k.decode(): int(v) for k, v in entry.items() if isinstance(v, int)}
+
+    def describe_failure(self) -> str:
+        return f"{self.title} log:\n" + (self.proc.log_tail() if self.proc else "")
+
+
+class OpenTracker(TrackerProcess):
+    """Debian's opentracker (whitelist mode) as a reference tracker.
+
+    ``INTEROP_TRACKER=opentracker`` runs the tracker rows against it instead of ours,
+    which tells a harness problem from a tracker problem.
+    """
+
+    title = "opentracker"
+
+    async def start(self, info_hashes: list[str] | None = None) -> None:
+        await super().start(info_hashes)
+        # It loads the whitelist in a thread after it starts listening; announces that
+        # arrive before that are refused.
+        await asyncio.sleep(1.0)
+
+    def argv(self, info_hashes: list[str]) -> tuple[list[str], Path]:
+        root = self.workdir / "root"
+        root.mkdir(exist_ok=True)
+        root.chmod(0o755)  # it chroots here, then drops root for 'nobody'
+        whitelist = root / "whitelist.txt"
+        whitelist.write_text("".join(f"{ih}\n" for ih in info_hashes))
+        whitelist.chmod(0o644)
+        return (
+            [
+                "opentracker",
+                "-i",
+                LOOPBACK,
+                "-p",
+                str(self.http_port),
+                "-P",
+                str(self.udp_port),
+                "-d",
+                str(root),
+                "-u",
+                "nobody",
+                "-w",
+                "/whitelist.txt",
+            ],
+            root,
+        )
