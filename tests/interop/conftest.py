@@ -98,9 +98,9 @@ async def start_peer(loopback_only: None, tmp_path: Path) -> AsyncIterator[Start
     finally:
         for peer in reversed(started):
             with contextlib.suppress(Exception):
-                print(f"--- {peer.name} (port {peer.peer_port})\n{peer.describe_failure()}")
-            with contextlib.suppress(Exception):
                 await peer.stop()
+            with contextlib.suppress(Exception):
+                print(f"--- {peer.name} (port {peer.peer_port})\n{peer.describe_failure()}")
 
 
 StartTracker = Callable[..., Awaitable[TrackerProcess]]

@@ -3,12 +3,11 @@
 Each class here starts one third-party client in a temporary directory with its own
 configuration, on free loopback ports, and drives it through its own API:
 
-- :class:`LibtorrentPeer`: the PyPI ``libtorrent`` bindings, **in process**. libtorrent runs
-  its network and disk work on its own threads; every call we make is a short, non-blocking
-  request to those threads, and waits poll its alert queue with ``asyncio.sleep`` between
-  looks, so the event loop (which may be serving our tracker and our client) never stalls.
-  The session is torn down in a worker thread because libtorrent's destructor waits for its
-  ``stopped`` announces, which may go to a tracker running on this very loop.
+- :class:`LibtorrentPeer`: the PyPI ``libtorrent`` bindings, one session per **subprocess**
+  (``lt_worker.py``), driven over JSON lines through asyncio pipes, so the event loop
+  (which may be running our client) never waits on libtorrent. In-process sessions share
+  libtorrent's process-wide UDP tracker connection-id cache, which breaks UDP announces
+  as soon as two sessions (or two tests) talk to trackers on one address.
 - :class:`TransmissionPeer`: ``transmission-daemon`` (3.00) with ``--config-dir`` and a
   prepared ``settings.json``, driven over its JSON-RPC (including the
   ``X-Transmission-Session-Id`` 409 exchange).
@@ -39,6 +38,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -384,131 +384,131 @@ class Peer:
 
 
 class LibtorrentPeer(Peer):
-    """libtorrent 2.x in this process (see the module docstring for why that is safe)."""
+    """libtorrent 2.x, one session per process (``lt_worker.py`` says why), over JSON lines.
+
+    Requests go over the worker's stdin and replies come back on its stdout through
+    asyncio pipes, so the event loop never waits on libtorrent.
+    """
 
     spec = CLIENTS["libtorrent"]
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
-        self.session: Any = None
-        self.handles: dict[str, Any] = {}
-        #: Per info hash: peers handed out by the last tracker reply, and any tracker error.
-        self.tracker_replies: dict[str, int] = {}
-        self.tracker_errors: dict[str, str] = {}
-        self.alerts_log: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._next_id = 0
+        self._log_path = self.workdir / "libtorrent.log"
+        self._last_log: list[str] = []
 
     async def start(self) -> None:
-        import libtorrent as lt
+        repo = Path(__file__).resolve().parents[2]
+        with open(self._log_path, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.interop.lt_worker",
+                cwd=repo,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+            )
+        LIVE_PIDS.add(self.proc.pid)
+        (port,) = free_ports(1)
+        self.peer_port = int(await self.call("start", port=port, host=LOOPBACK, timeout_s=READY_TIMEOUT_S))
 
-        (self.peer_port,) = free_ports(1)
-        settings = {
-            "listen_interfaces": f"{LOOPBACK}:{self.peer_port}",
-            "outgoing_interfaces": LOOPBACK,
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
-            # Loopback only: without this libtorrent would not tell our tracker its port
-            # differs from the one it sees, and would treat 127.0.0.1 peers as local.
-            "announce_to_all_trackers": True,
-            "stop_tracker_timeout": 1,
-            "tracker_completion_timeout": 5,
-            "tracker_receive_timeout": 5,
-            "min_announce_interval": 1,
-            "alert_mask": lt.alert_category.error
-            | lt.alert_category.status
-            | lt.alert_category.tracker
-            | lt.alert_category.storage,
-            "user_agent": "libtorrent-interop",
-        }
-        self.session = lt.session(settings)
+    async def call(self, op: str, timeout_s: float = 10, **args: Any) -> Any:
+        """One request to the worker; raises :class:`PeerError` with its error text."""
+        proc = self.proc
+        if proc is None or proc.stdin is None or proc.stdout is None:
+            raise PeerError("libtorrent worker is not running")
+        async with self._lock:
+            self._next_id += 1
+            proc.stdin.write((json.dumps({"id": self._next_id, "op": op, "args": args}) + "\n").encode())
+            await proc.stdin.drain()
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+            except TimeoutError:
+                raise PeerError(f"libtorrent worker did not answer {op} within {timeout_s} s") from None
+        if not line:
+            raise ProcessExited(f"libtorrent worker exited ({proc.returncode}); log:\n{self._tail()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise PeerError(f"libtorrent {op}: {reply['error']}")
+        return reply["ok"]
+
+    def _tail(self) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-20:])
+        except OSError:
+            return ""
 
     async def stop(self) -> None:
-        ses, self.session = self.session, None
-        self.handles.clear()
-        if ses is not None:
-            # The destructor waits for 'stopped' announces (bounded by stop_tracker_timeout);
-            # those may go to a tracker on this loop, so it must not run on the loop.
-            await asyncio.to_thread(_drop, ses)
-
-    def _pump(self) -> None:
-        import libtorrent as lt
-
-        for a in self.session.pop_alerts():
-            ih = ""
-            if hasattr(a, "handle"):
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.returncode is None:
                 with contextlib.suppress(Exception):
-                    ih = str(a.handle.info_hashes().v1)
-            if isinstance(a, lt.tracker_reply_alert):
-                self.tracker_replies[ih] = int(a.num_peers)
-                self.tracker_errors.pop(ih, None)
-            elif isinstance(a, lt.tracker_error_alert):
-                self.tracker_errors[ih] = a.message()
-            if isinstance(a, lt.tracker_alert | lt.torrent_error_alert | lt.file_error_alert):
-                self.alerts_log.append(a.message())
+                    self._last_log = await self.call_on(proc, "log")
+                with contextlib.suppress(Exception):
+                    assert proc.stdin is not None
+                    proc.stdin.write(b'{"op": "quit"}\n')
+                    await proc.stdin.drain()
+                    proc.stdin.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+            _signal_group(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:
+                await asyncio.wait_for(proc.wait(), 5)
+        finally:
+            LIVE_PIDS.discard(proc.pid)
+
+    async def call_on(self, proc: asyncio.subprocess.Process, op: str) -> Any:
+        saved, self.proc = self.proc, proc
+        try:
+            return await self.call(op, timeout_s=3)
+        finally:
+            self.proc = saved
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
-        import libtorrent as lt
-
-        atp = lt.add_torrent_params()
-        atp.ti = lt.torrent_info(str(torrent))
-        atp.save_path = str(save_dir)
-        atp.flags &= ~lt.torrent_flags.auto_managed
-        atp.flags &= ~lt.torrent_flags.paused
-        # PEX is a session plugin these bindings cannot leave out; this turns it off per
-        # torrent (ut_pex stays listed in the BEP 10 handshake, but no PEX is sent).
-        atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-        handle = self.session.add_torrent(atp)
-        ih = str(handle.info_hashes().v1)
-        self.handles[ih] = handle
-        return ih
+        return str(await self.call("add", torrent=str(torrent), save_path=str(save_dir)))
 
     async def state(self, info_hash: str) -> TorrentState:
-        import libtorrent as lt
-
-        self._pump()
-        h = self.handles[info_hash]
-        st = h.status()
-        err = ""
-        if st.errc.value():
-            err = st.errc.message()
-        peers = [(p.ip[0], p.ip[1]) for p in h.get_peer_info()]
-        seeding = st.state == lt.torrent_status.seeding or bool(st.is_seeding)
+        d = await self.call("state", info_hash=info_hash)
         return TorrentState(
-            info_hash=info_hash,
-            progress=1.0 if st.is_seeding else float(st.progress),
-            seeding=seeding,
-            peers=peers,
-            tracker_peers=self.tracker_replies.get(info_hash),
-            tracker_ok=info_hash in self.tracker_replies and info_hash not in self.tracker_errors,
-            error=err,
+            info_hash=d["info_hash"],
+            progress=d["progress"],
+            seeding=d["seeding"],
+            peers=[(h, int(p)) for h, p in d["peers"]],
+            tracker_peers=d["tracker_peers"],
+            tracker_ok=d["tracker_ok"],
+            error=d["error"],
         )
 
-    def connections(self, info_hash: str) -> list[Connection]:
+    async def connections(self, info_hash: str) -> list[Connection]:
         """Every open connection of ``info_hash``, with who dialed whom and the bytes moved."""
-        import libtorrent as lt
-
-        self._pump()
-        out = []
-        for p in self.handles[info_hash].get_peer_info():
-            out.append(
-                Connection(
-                    address=(p.ip[0], p.ip[1]),
-                    peer_id=bytes(p.pid.to_bytes()),
-                    client=str(p.client),
-                    outgoing=bool(p.flags & lt.peer_info.outgoing_connection),
-                    downloaded_bytes=int(p.total_download),
-                    uploaded_bytes=int(p.total_upload),
-                    seed=bool(p.flags & lt.peer_info.seed),
-                )
+        return [
+            Connection(
+                address=(c["address"][0], int(c["address"][1])),
+                peer_id=bytes.fromhex(c["peer_id"]),
+                client=c["client"],
+                outgoing=c["outgoing"],
+                downloaded_bytes=c["downloaded_bytes"],
+                uploaded_bytes=c["uploaded_bytes"],
+                seed=c["seed"],
             )
-        return out
+            for c in await self.call("connections", info_hash=info_hash)
+        ]
+
+    async def set_upload_limit(self, info_hash: str, bps: int) -> None:
+        await self.call("set_upload_limit", info_hash=info_hash, bps=bps)
+
+    async def connect_peer(self, info_hash: str, host: str, port: int) -> None:
+        await self.call("connect_peer", info_hash=info_hash, host=host, port=port)
 
     def describe_failure(self) -> str:
-        return "libtorrent alerts:\n" + "\n".join(self.alerts_log[-20:])
+        return "libtorrent alerts:\n" + "\n".join(self._last_log) + "\n" + self._tail()
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,10 +522,6 @@ class Connection:
     downloaded_bytes: int
     uploaded_bytes: int
     seed: bool
-
-
-def _drop(session: Any) -> None:
-    del session
 
 
 # --- Transmission ------------------------------------------------------------------------

@@ -66,7 +66,7 @@ async def _announce_cell(
         await seed.add(torrent, tmp_path / "seed", seed=True)
         # Slow uploads keep the leecher's connection open long enough to be seen: once it
         # has every piece, two seeds hang up on each other.
-        seed.handles[ih].set_upload_limit(16_384)
+        await seed.set_upload_limit(ih, 16_384)
         await seed.wait_seeding(ih, timeout_s=20)
         await seed.wait_tracker_reply(ih, min_peers=0, timeout_s=20)
 
@@ -103,12 +103,12 @@ async def _announce_cell(
         prefix = PEER_ID_PREFIX[client]
 
         async def dialed_in() -> bool:
-            return any(c.peer_id.startswith(prefix) and not c.outgoing for c in seed.connections(ih))
+            return any(c.peer_id.startswith(prefix) and not c.outgoing for c in await seed.connections(ih))
 
         try:
             await wait_for(dialed_in, timeout_s=20, what=f"{client} to dial the seed our tracker handed it")
         except PeerError:
-            conns = seed.connections(ih)
+            conns = await seed.connections(ih)
             raise AssertionError(f"no incoming connection from {client} at the seed: {conns}") from None
 
 

@@ -83,15 +83,25 @@ async def test_handshake(client: str, start_peer: StartPeer, tmp_path: Path) -> 
         ih = await peer.add(torrent, tmp_path / "data", seed=True)
         await peer.wait_seeding(ih, timeout_s=30)
 
-        reader, writer = await asyncio.open_connection(LOOPBACK, peer.peer_port)
+        reserved = bytearray(8)
+        reserved[5] |= 0x10
+        reserved[7] |= 0x04
+        our_id = b"-PT0001-" + os.urandom(6).hex().encode()
+        # qBittorrent reports a torrent as seeding a moment before its session takes
+        # connections for it (they are reset): try the BitTorrent handshake a few times.
+        for attempt in range(6):
+            reader, writer = await asyncio.open_connection(LOOPBACK, peer.peer_port)
+            try:
+                writer.write(PROTOCOL + bytes(reserved) + meta.info_hash + our_id)
+                await writer.drain()
+                hs = await asyncio.wait_for(reader.readexactly(68), 10)
+                break
+            except (ConnectionResetError, asyncio.IncompleteReadError):
+                writer.close()
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(1)
         try:
-            reserved = bytearray(8)
-            reserved[5] |= 0x10
-            reserved[7] |= 0x04
-            our_id = b"-PT0001-" + os.urandom(6).hex().encode()
-            writer.write(PROTOCOL + bytes(reserved) + meta.info_hash + our_id)
-            await writer.drain()
-            hs = await asyncio.wait_for(reader.readexactly(68), 10)
             assert hs[:20] == PROTOCOL
             their_reserved, their_ih, their_id = hs[20:28], hs[28:48], hs[48:68]
             assert their_ih == meta.info_hash
