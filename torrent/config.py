@@ -60,13 +60,15 @@ class Settings:
     #: Drop a peer that sent nothing at all for this long (libtorrent ``inactivity_timeout``
     #: is 600 s; 3 missed keep-alives is plenty).
     idle_timeout_s: float = 180.0
-    #: Drop a peer we are interested in and that unchoked us, when it has sent us no
-    #: payload for this long although requests are outstanding (libtorrent
-    #: ``peer_timeout`` 120 s; shorter here so a trickling peer cannot stall a download).
+    #: A request unanswered for this long is cancelled and its block given to another
+    #: peer (libtorrent ``request_timeout`` is 60 s; blocks are small, 20 s is generous).
     request_timeout_s: float = 20.0
-    #: A peer that sends us nothing useful for this long while requests are outstanding
-    #: is *snubbed*: its pipeline shrinks to one request (libtorrent ``snub`` logic).
+    #: A peer that sends us no payload for this long while we wait on it is *snubbed*:
+    #: its pipeline shrinks to one request (libtorrent ``snub`` logic).
     snub_timeout_s: float = 30.0
+    #: Drop a peer that sent no payload for this long while we waited on it (requests
+    #: outstanding or timed out): it stalls or trickles (libtorrent ``peer_timeout`` 120 s).
+    peer_timeout_s: float = 60.0
     #: Seconds of a peer's measured rate kept in requests (libtorrent
     #: ``request_queue_time`` default 3 s): depth = rate * queue_time / BLOCK_SIZE.
     request_queue_time_s: float = 3.0
@@ -157,8 +159,9 @@ def testing_settings() -> Settings:
         connect_timeout_s=3.0,
         handshake_timeout_s=3.0,
         retry_backoff_s=0.5,
-        request_timeout_s=5.0,
-        snub_timeout_s=5.0,
+        request_timeout_s=4.0,
+        snub_timeout_s=4.0,
+        peer_timeout_s=8.0,
         choke_interval_s=2.0,
         optimistic_interval_s=6.0,
         min_announce_interval_s=0.5,

@@ -181,6 +181,8 @@ class Peer(asyncio.Protocol):
         self.snubbed = False
         self.outgoing = True
         self.hash_failures = 0
+        #: Request timeouts since this peer's last block.
+        self.strikes = 0
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
@@ -408,6 +410,7 @@ class Peer(asyncio.Protocol):
                 self.down.add(n)
                 self.last_payload = self.last_recv
                 self.snubbed = False
+                self.strikes = 0
                 host.on_peer_block(self, index, begin, data)
                 self.fill_pipeline()
             case wire.UnrequestedBlock(index=index, begin=begin, data=data):
@@ -521,6 +524,8 @@ class Peer(asyncio.Protocol):
         proto = self.proto
         assert proto is not None
         now = time.monotonic()
+        if not self.outstanding and not self.strikes:
+            self.last_payload = now  # we start waiting on this peer now
         chunks = []
         refused = []
         for index, begin, length in picks:
@@ -578,7 +583,14 @@ class Peer(asyncio.Protocol):
     # ------------------------------------------------------------------ timers
 
     def tick(self, now: float) -> None:
-        """Once a second: rates, request timeouts, snubbing, keep-alive, idle timeout."""
+        """Once a second: rates, request timeouts, snubbing, keep-alive, idle timeout.
+
+        While we wait on this peer (requests outstanding, or some timed out since its last
+        block): a request older than ``request_timeout_s`` is cancelled and its block
+        handed to other peers, and the peer is *snubbed* (pipeline of one); no payload for
+        ``snub_timeout_s`` snubs it too; no payload for ``peer_timeout_s`` drops it. This
+        is what gets rid of a peer that unchokes us and then trickles or stalls.
+        """
         self.down.tick()
         self.up.tick()
         if self.closed or self.proto is None:
@@ -587,22 +599,20 @@ class Peer(asyncio.Protocol):
         if now - self.last_recv > s.idle_timeout_s:
             self.close("idle timeout")
             return
-        if self.outstanding:
+        if self.outstanding or self.strikes:
             since_payload = now - self.last_payload
-            if since_payload > s.request_timeout_s:
-                # Nothing at all for a long time although we asked: this peer is useless
-                # (silent or trickling). Its blocks go back to the picker.
-                self.close(f"no data for {since_payload:.0f} s with requests outstanding")
+            if since_payload > s.peer_timeout_s:
+                self.close(f"no data for {since_payload:.0f} s although requests were outstanding")
                 return
-            if since_payload > s.snub_timeout_s / 2 and not self.snubbed:
+            if since_payload > s.snub_timeout_s:
                 self.snubbed = True
-            timeout = max(s.request_timeout_s / 2, 2.0)
-            expired = [(k, o) for k, o in self.outstanding.items() if now - o.sent_at > timeout]
+            expired = [(k, o) for k, o in self.outstanding.items() if now - o.sent_at > s.request_timeout_s]
             if expired and self.host is not None:
+                self.strikes += 1
+                self.snubbed = True
                 for (i, b), o in expired:
                     self.cancel(i, b, o.length)
                 self.host.on_requests_dropped(self, [(i, b, o.length) for (i, b), o in expired])
-        else:
-            self.last_payload = now
         if now - self.last_send > s.keepalive_interval_s:
             self.send(wire.KeepAlive())
+        self.fill_pipeline()

@@ -24,6 +24,7 @@ sends ``stopped`` under a short timeout and saves the resume state.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -268,6 +269,8 @@ class Swarm:
         self.error = ""
         self.tracker_message = ""
         self.peers: dict[PeerAddr, Peer] = {}
+        #: Why recent connections ended (bounded; for diagnostics and tests).
+        self.closed_peers: collections.OrderedDict[PeerAddr, str] = collections.OrderedDict()
         self.peer_list = PeerList(self.settings)
         for addr in initial_peers:
             self.peer_list.add(addr)
@@ -892,6 +895,9 @@ class Swarm:
             if peer.peer_id is None or peer.close_reason.startswith(("no data", "idle")):
                 self.peer_list.failed(peer.addr, time.monotonic())
         log.debug("peer %s closed: %s", peer.addr, peer.close_reason)
+        self.closed_peers[peer.addr] = peer.close_reason
+        if len(self.closed_peers) > 200:
+            self.closed_peers.popitem(last=False)
         self._wake_connector.set()
 
     # ------------------------------------------------------------------ timers
@@ -965,8 +971,11 @@ class Swarm:
             )
             self.resume_saves += 1
         except StorageError as exc:
-            log.warning("%s: cannot save resume state: %s", self.name, exc)
-            if not clean:
+            # The previous state stays intact. After a disk error it is expected (the
+            # disk is full): the error that stopped the torrent is the one to report.
+            if self.error:
+                log.debug("%s: cannot save resume state: %s", self.name, exc)
+            else:
                 self._fail(f"cannot save resume state: {exc}")
                 self._stopped.set()
 
