@@ -1,7 +1,9 @@
 """The BEP 15 UDP tracker as an ``asyncio.DatagramProtocol``.
 
 Connection ids are stateless and unforgeable: the first 8 bytes of a keyed BLAKE2b
-of the client's address, port and the current 2-minute window. The server accepts the
+of the client's IP address and the current 2-minute window. The port is left out on
+purpose: libtorrent shares one connection id among all its sockets talking to a
+tracker (a process-wide cache), and the IP is what the id protects against spoofing. The server accepts the
 current and the previous window, so an id stays valid for at least 2 minutes (BEP 15:
 "trackers should accept the connection ID until two minutes after it has been sent")
 and at most 4, and no table of issued ids exists to fill up.
@@ -69,16 +71,16 @@ class ConnectionIds:
             self._secret = hashlib.blake2b(self._secret, digest_size=32).digest()
         self._clock = clock
 
-    def _make(self, host: str, port: int, window: int) -> int:
-        h = hashlib.blake2b(b"%s|%d|%d" % (host.encode(), port, window), key=self._secret, digest_size=8)
+    def _make(self, host: str, window: int) -> int:
+        h = hashlib.blake2b(b"%s|%d" % (host.encode(), window), key=self._secret, digest_size=8)
         return int.from_bytes(h.digest(), "big")
 
-    def issue(self, host: str, port: int) -> int:
-        return self._make(host, port, int(self._clock()) // CONNECTION_ID_WINDOW_S)
+    def issue(self, host: str) -> int:
+        return self._make(host, int(self._clock()) // CONNECTION_ID_WINDOW_S)
 
-    def check(self, conn_id: int, host: str, port: int) -> bool:
+    def check(self, conn_id: int, host: str) -> bool:
         window = int(self._clock()) // CONNECTION_ID_WINDOW_S
-        return conn_id == self._make(host, port, window) or conn_id == self._make(host, port, window - 1)
+        return conn_id == self._make(host, window) or conn_id == self._make(host, window - 1)
 
 
 class UdpTracker(asyncio.DatagramProtocol):
@@ -124,20 +126,20 @@ class UdpTracker(asyncio.DatagramProtocol):
             counters.udp_dropped_short += 1
             return
         conn_id, action, txid = _HEADER.unpack_from(data)
-        host, port = addr[0], addr[1]
+        host = addr[0]
         if action == 0:
             if conn_id != UDP_PROTOCOL_ID:
                 counters.udp_dropped_malformed += 1
                 return
             counters.udp_connects += 1
             assert self.transport is not None
-            self.transport.sendto(_CONNECT_RESPONSE.pack(0, txid, self.conn_ids.issue(host, port)), addr)
+            self.transport.sendto(_CONNECT_RESPONSE.pack(0, txid, self.conn_ids.issue(host)), addr)
             return
         if action != 1 and action != 2:
             counters.udp_dropped_malformed += 1
             self._error(txid, "unknown action", addr)
             return
-        if not self.conn_ids.check(conn_id, host, port):
+        if not self.conn_ids.check(conn_id, host):
             counters.udp_bad_connection_id += 1
             self._error(txid, "bad or expired connection id", addr)
             return

@@ -43,7 +43,10 @@ def _check_same(m: Metainfo) -> None:
     assert ti.num_pieces() == m.info.num_pieces
     assert ti.total_size() == m.info.total_length
     fs = ti.files()
-    ours = [(os.path.join(m.info.name, *f.path) if m.info.multi_file else f.path[0], f.length) for f in m.info.files]
+    ours = [
+        (os.path.join(m.info.name, *f.path) if m.info.multi_file else f.path[0], f.length)
+        for f in m.info.files
+    ]
     theirs = [(fs.file_path(i), fs.file_size(i)) for i in range(fs.num_files())]
     assert theirs == ours
     for i in range(ti.num_pieces()):
@@ -64,15 +67,29 @@ def test_single_file_torrents_load_identically(tmp_path: Path, size: int, piece_
 @pytest.mark.parametrize("piece_length", [None, 16384, 32768, 2**20])
 def test_multi_file_torrents_load_identically(tmp_path: Path, piece_length: int | None) -> None:
     d = tmp_path / "multi"
-    sizes = {"a.txt": 1, "b/c/d.bin": 40_000, "b/empty": 0, "b/x-y": 16_384, "ünï/日本.txt": 777,
-             "z/last.bin": 200_003, "a-b": 5, "a.b": 6}
+    sizes = {
+        "a.txt": 1,
+        "b/c/d.bin": 40_000,
+        "b/empty": 0,
+        "b/x-y": 16_384,
+        "ünï/日本.txt": 777,
+        "z/last.bin": 200_003,
+        "a-b": 5,
+        "a.b": 6,
+    }
     for rel, n in sizes.items():
         p = d / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(os.urandom(n))
-    m = create(d, piece_length=piece_length, private=True, source="S",
-               trackers=[["http://127.0.0.1:1/a", "http://127.0.0.1:2/a"], "udp://127.0.0.1:3"],
-               web_seeds=["http://127.0.0.1:4/ws/"], comment="c")
+    m = create(
+        d,
+        piece_length=piece_length,
+        private=True,
+        source="S",
+        trackers=[["http://127.0.0.1:1/a", "http://127.0.0.1:2/a"], "udp://127.0.0.1:3"],
+        web_seeds=["http://127.0.0.1:4/ws/"],
+        comment="c",
+    )
     _check_same(m)
     ti = _lt_info(m.to_bytes())
     assert [w["url"] for w in ti.web_seeds()] == ["http://127.0.0.1:4/ws/"]
@@ -111,9 +128,12 @@ def test_piece_lengths_libtorrent_accepts_we_accept(piece_length: int) -> None:
     data = b"p" * 50_000
     import hashlib
 
-    pieces = b"".join(hashlib.sha1(data[i : i + piece_length]).digest() for i in range(0, len(data), piece_length))
-    raw = bencoding.encode({b"info": {b"name": b"x", b"piece length": piece_length, b"pieces": pieces,
-                                      b"length": len(data)}})
+    pieces = b"".join(
+        hashlib.sha1(data[i : i + piece_length]).digest() for i in range(0, len(data), piece_length)
+    )
+    raw = bencoding.encode(
+        {b"info": {b"name": b"x", b"piece length": piece_length, b"pieces": pieces, b"length": len(data)}}
+    )
     ti = _lt_info(raw)
     m = Metainfo.from_bytes(raw)
     assert ti.piece_length() == m.info.piece_length == piece_length
@@ -124,8 +144,9 @@ def test_piece_lengths_libtorrent_accepts_we_accept(piece_length: int) -> None:
 
 @pytest.mark.parametrize("piece_length", [0, -16384, MAX_PIECE_LENGTH + 1, 2**29, 2**30])
 def test_piece_lengths_libtorrent_refuses_we_refuse(piece_length: int) -> None:
-    raw = bencoding.encode({b"info": {b"name": b"x", b"piece length": piece_length, b"pieces": b"\x00" * 20,
-                                      b"length": 1}})
+    raw = bencoding.encode(
+        {b"info": {b"name": b"x", b"piece length": piece_length, b"pieces": b"\x00" * 20, b"length": 1}}
+    )
     with pytest.raises(RuntimeError):
         _lt_info(raw)
     with pytest.raises(MetainfoError, match="piece length"):
@@ -138,10 +159,20 @@ def test_piece_lengths_libtorrent_refuses_we_refuse(piece_length: int) -> None:
 #: announce-list or url-list, takes 'files' over 'length', and ignores bytes after the
 #: top-level dict. Every other malformed fixture libtorrent refuses too.
 LIBTORRENT_REPAIRS = {
-    "announce-list-not-a-list.torrent", "announce-list-tier-not-a-list.torrent", "both-length-and-files.torrent",
-    "duplicate-path.torrent", "path-absolute.torrent", "path-backslash.torrent", "path-dot.torrent",
-    "path-dotdot.torrent", "path-drive-letter.torrent", "path-empty-component.torrent", "path-nul.torrent",
-    "path-separator.torrent", "trailing-garbage.torrent", "url-list-an-integer.torrent",
+    "announce-list-not-a-list.torrent",
+    "announce-list-tier-not-a-list.torrent",
+    "both-length-and-files.torrent",
+    "duplicate-path.torrent",
+    "path-absolute.torrent",
+    "path-backslash.torrent",
+    "path-dot.torrent",
+    "path-dotdot.torrent",
+    "path-drive-letter.torrent",
+    "path-empty-component.torrent",
+    "path-nul.torrent",
+    "path-separator.torrent",
+    "trailing-garbage.torrent",
+    "url-list-an-integer.torrent",
 }
 
 

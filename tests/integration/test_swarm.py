@@ -15,7 +15,10 @@ async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:
     async with asyncio.timeout(30), our_tracker() as tracker:
         http_url = tracker.urls()[0]
         meta = make_torrent(content, piece_length=32 * 1024, trackers=[http_url])
-        async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
+        async with (
+            Session(config.testing_settings()) as seed_s,
+            Session(config.testing_settings()) as leech_s,
+        ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.swarm.wait_checked()
             assert seed.statistics().state == "seeding"
@@ -43,7 +46,8 @@ async def test_one_seed_five_leechers_share_among_themselves(tmp_path: Path) -> 
                 await s.__aenter__()
             try:
                 leeches = [
-                    await s.add_torrent(meta, tmp_path / f"leech{i}", seed=True) for i, s in enumerate(sessions)
+                    await s.add_torrent(meta, tmp_path / f"leech{i}", seed=True)
+                    for i, s in enumerate(sessions)
                 ]
                 await asyncio.gather(*(t.wait_complete() for t in leeches))
                 got = sum(t.statistics().downloaded_bytes for t in leeches)

@@ -127,7 +127,9 @@ class _UdpTrackerServer(asyncio.DatagramProtocol):
             self.announces.append(req.announce)
             out = codec.UdpAnnounceResponse(
                 req.transaction_id,
-                AnnounceResponse(interval=120, peers=(PeerAddress("127.0.0.2", 9000),), complete=1, incomplete=2),
+                AnnounceResponse(
+                    interval=120, peers=(PeerAddress("127.0.0.2", 9000),), complete=1, incomplete=2
+                ),
             )
         else:
             out = codec.UdpError(req.transaction_id, "no scrape")

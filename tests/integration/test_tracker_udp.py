@@ -173,15 +173,15 @@ async def test_scrape_of_74_hashes(server: TrackerServer, client: Client) -> Non
 def test_connection_ids_are_stateless_keyed_and_expire() -> None:
     now = [1_000_000.0]
     ids = ConnectionIds(b"k" * 32, clock=lambda: now[0])
-    cid = ids.issue("127.0.0.1", 5000)
-    assert ids.check(cid, "127.0.0.1", 5000)
-    assert not ids.check(cid, "127.0.0.1", 5001) and not ids.check(cid, "127.0.0.2", 5000)
-    assert not ConnectionIds(b"j" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1", 5000)
-    assert ConnectionIds(b"k" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1", 5000)  # shared secret
+    cid = ids.issue("127.0.0.1")
+    assert ids.check(cid, "127.0.0.1")
+    assert not ids.check(cid, "127.0.0.2") and not ids.check(cid ^ 1, "127.0.0.1")
+    assert not ConnectionIds(b"j" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1")
+    assert ConnectionIds(b"k" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1")  # shared secret
     now[0] += CONNECTION_ID_WINDOW_S  # always valid for 2 minutes
-    assert ids.check(cid, "127.0.0.1", 5000)
+    assert ids.check(cid, "127.0.0.1")
     now[0] += CONNECTION_ID_WINDOW_S
-    assert not ids.check(cid, "127.0.0.1", 5000)
+    assert not ids.check(cid, "127.0.0.1")
 
 
 @pytest.mark.skipif(not _have_ipv6_loopback(), reason="::1 is not available on this machine")
