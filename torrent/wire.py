@@ -32,11 +32,28 @@ that torrent, feed it *all* the bytes buffered so far (the handshake included) w
 ``receive_data``, and answer with ``send(Handshake())``. Both directions therefore drive the same
 object the same way; only who sends the handshake first differs.
 
+Policies worth knowing (details on :class:`PeerProtocol`):
+
+* Bitfield / HaveAll / HaveNone only as the first message after the handshake; keep-alives,
+  ``port`` and extended messages may come before it (libtorrent sends its BEP 10 handshake
+  first). With BEP 6 negotiated, *our* first such message is required before anything else.
+* A block answering no outstanding request is an :class:`UnrequestedBlock` event, not an error.
+  Unknown message ids, and extended ids we never assigned, are skipped (``ignored_messages``).
+* Peer requests we may not serve (we choke it, a piece we never announced, queue full) never
+  become events: without BEP 6 they are dropped, with it rejected through :meth:`data_to_send`.
+  After a slow disk read, check :meth:`PeerProtocol.is_requested_by_peer` before ``send(Block)``:
+  a cancel or a choke may have withdrawn the request meanwhile.
+* The clock: pass the same monotonic ``now`` to ``receive_data``/``send``/the queries; rates,
+  activity times and the snub timer start at the first one seen.
+* Piece sets are :class:`torrent.pieceset.PieceSet` (a bitfield with set semantics).
+
 Public API:
 
 * :class:`PeerProtocol` -- ``receive_data(data, now=)``, ``next_event()`` (an event or
   :data:`NEED_DATA`), ``send(event, now=) -> bytes``, ``data_to_send() -> bytes``, the state
-  attributes listed on the class, ``statistics(now)`` and ``is_snubbed(now)``.
+  attributes listed on the class, ``statistics(now)``, ``is_snubbed(now)``,
+  ``download_rate_bps(now)``/``upload_rate_bps(now)``, ``num_outstanding()``,
+  ``outstanding_requests``/``peer_requests``, ``is_requested_by_peer(request)``, ``piece_size(i)``.
 * Events (frozen, slotted): :class:`Handshake`, :class:`KeepAlive`, :class:`Choke`,
   :class:`Unchoke`, :class:`Interested`, :class:`NotInterested`, :class:`Have`,
   :class:`Bitfield`, :class:`Request`, :class:`Block`, :class:`Cancel`, :class:`Port`,
