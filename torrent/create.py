@@ -29,7 +29,10 @@ threads, one per core, take the next batch from a shared counter, read its bytes
 ``os.preadv`` straight into a buffer they own (a batch may span many files: each
 worker opens the files it needs itself, so many small files do not serialize on one
 reader) and hash the batch's pieces. ``hashlib`` releases the GIL on large buffers and
-``preadv`` releases it while copying, so the threads run in parallel.
+``preadv`` releases it while copying, so the threads run in parallel. When the piece
+length is given, the workers start before the directory walk ends: each waits only
+until the files its batch needs are known. The metainfo around the hashes is built
+while they run.
 
 Left out: v2 (BEP 52) and hybrid torrents, BEP 47 padding files and file attributes.
 """
