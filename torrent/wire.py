@@ -1444,7 +1444,7 @@ class PeerProtocol:
         sender = self._senders.get(type(event))
         if sender is None:
             raise LocalProtocolError(f"{type(event).__name__} cannot be sent")
-        out: bytes = sender(self, event)
+        out = sender(self, event)
         self.last_sent_at = self._now
         return out
 
@@ -1641,7 +1641,7 @@ class PeerProtocol:
         self._our_transition(_Kind.NEUTRAL, "extended")
         return encode(event, their_id)
 
-    _senders: Final[dict[type, Any]] = {
+    _senders: Final[dict[type, Callable[[PeerProtocol, Any], bytes]]] = {
         KeepAlive: _send_keepalive,
         Choke: _send_choke,
         Unchoke: _send_unchoke,

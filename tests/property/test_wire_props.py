@@ -89,7 +89,7 @@ simple = st.one_of(
     indexes.map(AllowedFast),
     st.integers(min_value=1, max_value=65535).map(Port),
     st.dictionaries(st.sampled_from([b"v", b"p", b"reqq", b"x"]), st.integers(0, 10**6) | st.binary(max_size=8)).map(
-        ExtensionHandshake
+        lambda fields: ExtensionHandshake(dict(fields.items()))
     ),
 )
 
@@ -273,7 +273,8 @@ def draw_event(data: st.DataObject, me: PeerProtocol) -> Event:
         return Request(*block_of(index))
     if kind in ("cancel", "block", "reject"):
         pool = outstanding if kind == "cancel" else pending
-        key = data.draw(st.sampled_from(pool)) if pool and data.draw(st.booleans()) else block_of(index)
+        use_pool = bool(pool) and data.draw(st.booleans())
+        key = data.draw(st.sampled_from(pool)) if use_pool else block_of(index)
         if kind == "cancel":
             return Cancel(*key)
         if kind == "reject":
