@@ -1,0 +1,136 @@
+"""Hypothesis: piece ⇄ file mapping over random layouts; the resume parser never crashes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import tempfile
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.disk_helpers import make_torrent
+from torrent import bencoding
+from torrent.resume import ResumeStore
+from torrent.storage import FileStorage
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+file_spec = st.tuples(st.integers(min_value=0, max_value=300), st.booleans())
+layouts = st.lists(file_spec, min_size=1, max_size=7).filter(
+    lambda fs: sum(n for n, _ in fs) > 0 and any(not pad and n > 0 for n, pad in fs)
+)
+
+
+def build(layout: list[tuple[int, bool]], plen: int, seed: int = 0):
+    specs = [(f"d{i % 2}/f{i}", n, pad) for i, (n, pad) in enumerate(layout)]
+    return make_torrent(specs, plen, seed=seed)
+
+
+@SETTINGS
+@given(layouts, st.integers(min_value=1, max_value=97))
+def test_spans_tile_every_piece_exactly(layout: list[tuple[int, bool]], plen: int) -> None:
+    fx = build(layout, plen)
+    info = fx.info
+    st_ = FileStorage(info, "/nonexistent-dir-for-mapping-only")
+    pos = 0
+    for p in range(info.num_pieces):
+        covered = 0
+        for index, in_file, n in st_.spans(p, 0, info.piece_size(p)):
+            f = info.files[index]
+            assert n > 0 and in_file >= 0 and in_file + n <= f.length
+            assert f.offset + in_file == pos, "spans are contiguous in payload order"
+            pos += n
+            covered += n
+            assert p in st_.file_pieces(index)
+        assert covered == info.piece_size(p)
+    assert pos == info.total_length
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layouts, st.integers(min_value=1, max_value=97), st.integers(min_value=1, max_value=64), st.randoms())
+def test_random_block_writes_read_back_and_hash(
+    layout: list[tuple[int, bool]], plen: int, block: int, rnd: random.Random
+) -> None:
+    fx = build(layout, plen)
+    info = fx.info
+    with tempfile.TemporaryDirectory() as where:
+        storage = FileStorage(info, where, max_open_files=2)
+        jobs = [
+            (p, o, min(block, info.piece_size(p) - o))
+            for p in range(info.num_pieces)
+            for o in range(0, info.piece_size(p), block)
+        ]
+        rnd.shuffle(jobs)
+        for p, o, n in jobs:
+            storage.write_block(p, o, fx.piece(p)[o : o + n])
+        for p in range(info.num_pieces):
+            assert hashlib.sha1(storage.read_piece(p)).digest() == info.piece_hash(p)
+        storage.close()
+
+
+@SETTINGS
+@given(st.binary(max_size=400))
+def test_resume_parser_never_raises_on_random_bytes(data: bytes) -> None:
+    fx = build([(100, False), (50, False)], 32)
+    with tempfile.TemporaryDirectory() as where:
+        store = ResumeStore(fx.info, fx.info_hash, where)
+        os.makedirs(os.path.dirname(store.path))
+        with open(store.path, "wb") as fh:
+            fh.write(data)
+        logging.disable(logging.WARNING)
+        try:
+            state, why = store.load()
+        finally:
+            logging.disable(logging.NOTSET)
+        assert state is None and why
+
+
+MUTATED = build([(100, False), (0, False), (50, False)], 32)
+_VALID: list[bytes] = []
+
+
+def valid_state() -> bytes:
+    """A real resume file for MUTATED, written once (saving fsyncs, which is slow)."""
+    if not _VALID:
+        with tempfile.TemporaryDirectory() as where:
+            store = ResumeStore(MUTATED.info, MUTATED.info_hash, where)
+            store.write_state(
+                FileStorage(MUTATED.info, where), {0, 3}, clean=True, peers=[("::1", 6881)], uploaded=1, downloaded=2
+            )
+            store.close()
+            with open(store.path, "rb") as fh:
+                _VALID.append(fh.read())
+    return _VALID[0]
+
+
+@SETTINGS
+@given(st.data())
+def test_resume_parser_survives_mutated_valid_files(data: st.DataObject) -> None:
+    fx = MUTATED
+    with tempfile.TemporaryDirectory() as where:
+        store = ResumeStore(fx.info, fx.info_hash, where)
+        os.makedirs(os.path.dirname(store.path))
+        top = bencoding.decode(valid_state())
+        key = data.draw(st.sampled_from(sorted(top)))
+        value = data.draw(
+            st.integers(min_value=-3, max_value=2**40)
+            | st.binary(max_size=10)
+            | st.lists(st.integers(min_value=-1, max_value=5) | st.binary(max_size=3), max_size=4)
+        )
+        top[key] = value
+        with open(store.path, "wb") as fh:
+            fh.write(bencoding.encode(top))
+        logging.disable(logging.WARNING)
+        try:
+            state, why = store.load()
+        finally:
+            logging.disable(logging.NOTSET)
+        if state is not None:
+            assert state.verified <= set(range(fx.info.num_pieces))
+            assert len(state.file_stats) == len(fx.info.files)
+        else:
+            assert why
+        store.close()
