@@ -290,10 +290,12 @@ class ResumeStore:
         # what may have been written since, plus files changed behind our back.
         written = (state.dirty | journal) - state.verified
         for i, (was, now) in enumerate(zip(state.file_stats, current, strict=True)):
-            if was == now:
+            if was == now or was is None:
+                # A file absent at the save backs no saved piece; what we wrote to it
+                # since is in ``written`` already.
                 continue
             pieces = self._file_pieces(i)
-            vanished = now is None or (was is not None and now[0] < was[0])
+            vanished = now is None or now[0] < was[0]
             if vanished or not (written & set(pieces)):
                 suspect_files.append(i)
         recheck = set(written)

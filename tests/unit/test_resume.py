@@ -270,3 +270,15 @@ async def test_concurrent_saves_do_not_mix(tmp_path: Path, fx) -> None:
     k = len(state.verified)
     assert state.verified == set(range(k)) and state.peers[0] == ("10.0.0.1", 1000 + k)
     assert not os.path.exists(store.path + ".tmp")
+
+
+async def test_unclean_shutdown_does_not_hash_files_created_after_the_save(tmp_path: Path) -> None:
+    fx = make_torrent([("a", 4096), ("b", 64 * 1024)], PLEN)
+    storage = FileStorage(fx.info, tmp_path, info_hash=fx.info_hash)
+    store = ResumeStore(fx.info, fx.info_hash, tmp_path)
+    store.begin(storage, set())  # saved before the files exist (unclean: a run is under way)
+    storage.allocate()
+    storage.write_block(0, 0, fx.piece(0))  # not journaled: as if b were never touched
+    store.close()
+    plan = ResumeStore(fx.info, fx.info_hash, tmp_path).plan(FileStorage(fx.info, tmp_path, info_hash=fx.info_hash))
+    assert plan.reason.startswith("unclean") and plan.recheck == frozenset()
