@@ -293,8 +293,9 @@ class Block:
     """BEP 3's ``piece`` message: ``data`` for piece ``index`` at offset ``begin``.
 
     A received ``Block`` always answers one of our outstanding requests. ``data`` is a read-only
-    memoryview into the received bytes (copied at most once, when the message straddled two
-    reads); keep it as long as needed, it pins only its own buffer.
+    memoryview into the received bytes: not copied when the message lies inside one read, copied
+    once when it straddles reads (plus one gathering copy for reads under 4 KiB). Keep it as long
+    as needed; it pins only the read it points into.
     """
 
     index: int
@@ -623,9 +624,10 @@ class FrameBuffer:
     """Reassembles length-prefixed messages from arbitrary chunks (h11's ``ReceiveBuffer`` idea).
 
     Received chunks are kept as they came (immutable ``bytes``). A message lying inside one chunk
-    is returned as a view of that chunk without copying; a message straddling chunks is copied
-    once, when its last byte has arrived, into a fresh buffer. Tiny chunks (a peer trickling a byte
-    at a time) are gathered into a bytearray first, so the work stays linear in the bytes received.
+    is returned as a read-only view of that chunk without copying; a message straddling chunks is
+    copied once, when its last byte has arrived, into a fresh buffer. Chunks under
+    :attr:`SMALL_CHUNK` bytes (a peer trickling a byte at a time) are first gathered into a
+    bytearray, one extra copy that keeps the work linear in the bytes received.
 
     Each message's length is checked against ``limits[message_id]`` (an inclusive ``(min, max)``
     for the bytes after the length prefix) as soon as its first five bytes are known, so an
@@ -640,10 +642,10 @@ class FrameBuffer:
     def __init__(self, limits: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
         self._limits = limits
         self._names = names
-        self._buf: bytes = b""
+        self._buf: bytes | bytearray = b""
         self._view = memoryview(self._buf)
         self._pos = 0
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | bytearray] = deque()
         self._chunks_len = 0
         self._small = bytearray()
         self.eof = False
@@ -661,8 +663,9 @@ class FrameBuffer:
                 self._flush_small()
 
     def _flush_small(self) -> None:
-        chunk = bytes(self._small)
-        self._small.clear()
+        # Hand the gathered bytearray over whole (no copy) and start a fresh one; nothing
+        # resizes it again, so views of it stay valid.
+        chunk, self._small = self._small, bytearray()
         self._chunks.append(chunk)
         self._chunks_len += len(chunk)
 
@@ -676,11 +679,10 @@ class FrameBuffer:
             self._buf = self._chunks.popleft()
             self._chunks_len -= len(self._buf)
         elif self._small:
-            self._buf = bytes(self._small)
-            self._small.clear()
+            self._buf, self._small = self._small, bytearray()
         else:
             return False
-        self._view = memoryview(self._buf)
+        self._view = memoryview(self._buf).toreadonly()
         self._pos = 0
         return True
 

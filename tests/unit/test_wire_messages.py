@@ -315,3 +315,19 @@ def test_blocks_split_across_reads_arrive_whole() -> None:
         assert [(e.index, e.begin, bytes(e.data)) for e in events if isinstance(e, Block)] == [
             (i, b, bytes([i]) * 16384) for i, b in blocks
         ]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 5000, 16393, 70000])
+def test_block_views_are_readonly_and_stay_valid_as_more_data_arrives(chunk: int) -> None:
+    proto = ready()
+    blocks = [(i, b) for i in range(4) for b in (0, 16384)]
+    for index, begin in blocks:
+        proto.send(Request(index, begin, 16384))
+    stream = b"".join(encode(Block(i, b, bytes([i * 2 + b // 16384]) * 16384)) for i, b in blocks)
+    events = feed(proto, stream, chunk=chunk)
+    # Every view is still intact after all later reads went through the same buffers.
+    assert [bytes(e.data) for e in events] == [  # type: ignore[union-attr]
+        bytes([i * 2 + b // 16384]) * 16384 for i, b in blocks
+    ]
+    for event in events:
+        assert isinstance(event, Block) and isinstance(event.data, memoryview) and event.data.readonly
