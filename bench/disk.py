@@ -12,7 +12,9 @@ Modes, each on a fresh file in a temporary directory (same process run):
   reader would; the piece is hashed and written when its last block arrives;
 * ``blocks+hash``: 16 KiB ``DiskIO.write`` per block, then ``DiskIO.hash_piece``
   (hash read back from the page cache), 8 pieces in flight;
-* ``check``: full recheck of the written file with ``DiskIO.check`` (page cache warm).
+* ``check``: full recheck of the written file with ``DiskIO.check`` (page cache warm);
+* ``read (upload)``: every block served by 16 KiB ``DiskIO.read`` calls (8 pieces at a
+  time), through the whole-piece read cache.
 
 Figures are MB/s (10^6 bytes per second) of payload, without and with the final
 ``fsync``, and CPU seconds per GiB (all threads); ratios are against ``reference``.
@@ -114,6 +116,23 @@ async def run_disk(info: Info, bodies: list[bytes], where: str, mode: str, infli
         return t1 - t0, time.perf_counter() - t0
 
 
+async def run_reads(info: Info, where: str, inflight: int = 8) -> float:
+    """Serve every block as uploads do: 16 KiB ``DiskIO.read`` calls through the cache."""
+    async with DiskIO(FileStorage(info, where)) as disk:
+        t0 = time.perf_counter()
+        todo = iter(range(info.num_pieces))
+
+        async def worker() -> None:
+            for p in todo:
+                for o in range(0, info.piece_size(p), BLOCK_SIZE):
+                    await disk.read(p, o, min(BLOCK_SIZE, info.piece_size(p) - o))
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(inflight):
+                tg.create_task(worker())
+        return time.perf_counter() - t0
+
+
 async def run_check(info: Info, where: str) -> float:
     async with DiskIO(FileStorage(info, where)) as disk:
         t0 = time.perf_counter()
@@ -137,6 +156,7 @@ def main() -> int:
     rates: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     checks: list[float] = []
+    reads: list[float] = []
     for _ in range(args.runs):  # modes interleaved, so a busy moment hits them alike
         for mode in modes:
             where = tempfile.mkdtemp(prefix="pytorrent-bench-", dir=args.dir)
@@ -149,6 +169,7 @@ def main() -> int:
                 cpu[mode].append((_cpu_s() - cpu0) / (size / 2**30))
                 if mode == "write_piece":
                     checks.append(mb / asyncio.run(run_check(info, where)))
+                    reads.append(mb / asyncio.run(run_reads(info, where)))
                 rates[mode].append((mb / no_sync, mb / synced))
             finally:
                 shutil.rmtree(where, ignore_errors=True)
@@ -162,6 +183,8 @@ def main() -> int:
         print(f"{mode:<14}{rate:>10.0f}{rate / ref:>8.2f}{rate_sync:>13.0f}{cpu_s:>11.2f}")
     check = statistics.median(checks)
     print(f"{'check':<14}{check:>10.0f}{check / ref:>8.2f}{'':>13}")
+    read = statistics.median(reads)
+    print(f"{'read (upload)':<14}{read:>10.0f}{read / ref:>8.2f}{'':>13}")
     return 0
 
 
