@@ -288,11 +288,7 @@ async def watch(
                     failures.append(f"{t.name}: {exc}")
                 elif exc is not None:
                     raise exc
-            if hasattr(view, "update"):
-                try:
-                    view.update(session.statistics(), force=True)
-                except TypeError:
-                    view.update(session.statistics())
+            view.update(session.statistics(), force=True)
         finally:
             for fut in done_tasks.values():
                 fut.cancel()

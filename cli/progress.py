@@ -43,7 +43,7 @@ def human_eta(seconds: float | None) -> str:
 
 
 class View(Protocol):
-    def update(self, stats: Sequence[TorrentStats]) -> None: ...
+    def update(self, stats: Sequence[TorrentStats], *, force: bool = False) -> None: ...
     def event(self, ev: TorrentEvent) -> None: ...
     def close(self) -> None: ...
 
@@ -51,7 +51,7 @@ class View(Protocol):
 class QuietView:
     """``--quiet``: nothing but errors (which the CLI prints itself)."""
 
-    def update(self, stats: Sequence[TorrentStats]) -> None:
+    def update(self, stats: Sequence[TorrentStats], *, force: bool = False) -> None:
         pass
 
     def event(self, ev: TorrentEvent) -> None:
@@ -144,8 +144,21 @@ class JsonView:
         pass
 
 
+def short_bytes(n: float) -> str:
+    """``1536`` → ``"1.5K"``: compact, for the live view's narrow columns."""
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1000 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 class RichView:
-    """A live rich view: one progress row per torrent, redrawn from snapshots."""
+    """A live rich view: one row per torrent, redrawn from snapshots.
+
+    Row: name, bar, percent, done/total, down and up rates, ETA, peers connected/known
+    and seeds, state. Compact units keep a row within a 100-column terminal.
+    """
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -153,30 +166,30 @@ class RichView:
 
         self._console = Console(stderr=True)
         self._progress = Progress(
-            TextColumn("[bold]{task.description}", justify="left"),
-            BarColumn(bar_width=None),
+            TextColumn("[bold]{task.description:<14}"),
+            BarColumn(bar_width=24),
             TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("{task.fields[sizes]}"),
-            TextColumn("[green]↓ {task.fields[down]}"),
-            TextColumn("[cyan]↑ {task.fields[up]}"),
-            TextColumn("eta {task.fields[eta]}"),
-            TextColumn("peers {task.fields[peers]}"),
+            TextColumn("{task.fields[sizes]:>13}"),
+            TextColumn("[green]↓{task.fields[down]:>7}"),
+            TextColumn("[cyan]↑{task.fields[up]:>7}"),
+            TextColumn("eta {task.fields[eta]:>5}"),
+            TextColumn("{task.fields[peers]:<19}"),
             TextColumn("[magenta]{task.fields[state]}"),
             console=self._console,
             refresh_per_second=4,
-            expand=True,
         )
         self._tasks: dict[bytes, Any] = {}
         self._progress.start()
 
-    def update(self, stats: Sequence[TorrentStats]) -> None:
+    def update(self, stats: Sequence[TorrentStats], *, force: bool = False) -> None:
         for s in stats:
             fields = {
-                "sizes": f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)}",
-                "down": human_rate(s.download_rate_bps),
-                "up": human_rate(s.upload_rate_bps),
+                "sizes": f"{short_bytes(s.done_bytes)}/{short_bytes(s.wanted_bytes)}",
+                "down": short_bytes(s.download_rate_bps) + "/s",
+                "up": short_bytes(s.upload_rate_bps) + "/s",
                 "eta": human_eta(s.eta_s),
-                "peers": f"{s.peers_connected}/{s.peers_known} seeds {s.seeds_connected}",
+                "peers": f"{s.peers_connected}/{s.peers_known} peers"
+                + (f", {s.seeds_connected} seed{'s' if s.seeds_connected > 1 else ''}" if s.seeds_connected else ""),
                 "state": _state_label(s),
             }
             total = max(s.wanted_bytes, 1)
@@ -184,13 +197,15 @@ class RichView:
             task = self._tasks.get(s.info_hash)
             if task is None:
                 self._tasks[s.info_hash] = self._progress.add_task(
-                    s.name[:40], total=total, completed=completed, **fields
+                    s.name[:14], total=total, completed=completed, **fields
                 )
             else:
                 self._progress.update(task, total=total, completed=completed, **fields)
+        if force:
+            self._progress.refresh()
 
     def event(self, ev: TorrentEvent) -> None:
-        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error"}:
+        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "peer_banned"}:
             self._progress.console.print(f"[bold]{ev.name}[/]: {ev.message}")
 
     def close(self) -> None:

@@ -119,6 +119,7 @@ class KnownPeer:
     banned: bool = False
     connected: bool = False
     hash_failures: int = 0
+    peer_id: bytes | None = None
 
 
 class PeerList:
@@ -376,7 +377,7 @@ class Swarm:
             download_rate_bps=self._down_rate,
             upload_rate_bps=self._up_rate,
             peers_connected=sum(1 for p in self.peers.values() if p.proto is not None and p.peer_id is not None),
-            peers_known=len(self.peer_list),
+            peers_known=len(self.peer_list) + sum(1 for a in self.peers if self.peer_list.get(a) is None),
             seeds_connected=sum(1 for p in self.peers.values() if p.is_seed),
             checked_fraction=self.checked_fraction,
             eta_s=eta,
@@ -663,8 +664,9 @@ class Swarm:
             now = time.monotonic()
             room = min(s.max_peers_per_torrent - len(self.peers), self.ctx.peer_slots())
             if room > 0 and not self._finished.is_set() and not (self.complete and not self.seed_after):
+                connected_ids = {p.peer_id for p in self.peers.values() if p.peer_id is not None}
                 for kp in self.peer_list.candidates(now, room):
-                    if kp.addr in self.peers:
+                    if kp.addr in self.peers or (kp.peer_id is not None and kp.peer_id in connected_ids):
                         continue
                     await self.ctx.half_open.acquire()
                     kp.connected = True
@@ -723,7 +725,23 @@ class Swarm:
         kp = self.peer_list.get(peer.addr)
         if kp is not None:
             kp.connected = True
+            kp.peer_id = peer.peer_id
         self.peer_list.succeeded(peer.addr)
+        if peer.peer_id == self.ctx.peer_id:
+            self.peer_list.ban(peer.addr)  # our own address: never dial it again
+            peer.close("connected to ourselves")
+            return
+        for other in self.peers.values():
+            if other is peer or other.peer_id != peer.peer_id or other.closed:
+                continue
+            # The same peer twice (we dialled each other at once). Both sides must drop
+            # the same one: keep the connection opened by the smaller peer id.
+            keep_outgoing = self.ctx.peer_id < (peer.peer_id or b"")
+            if peer.outgoing == other.outgoing or peer.outgoing != keep_outgoing:
+                peer.close("duplicate connection")
+                return
+            other.close("duplicate connection")
+            break
         self.picker.on_peer_have_none(peer.addr)  # registered; a bitfield or haves follow
         # BEP 6: with the fast extension exactly one of these comes first; without it an
         # empty bitfield may be left out.

@@ -1,0 +1,78 @@
+"""``pytorrent download``/``seed`` argument handling: rates, durations, file selection, usage errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from cli.cmd_download import parse_duration, parse_rate, select_files
+from cli.main import main
+from torrent.config import Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "bps"),
+    [("0", 0), ("500", 500), ("500K", 512_000), ("2M", 2 << 20), ("1.5MiB", 3 << 19), ("1g/s", 1 << 30), ("64kb", 65536)],
+)
+def test_parse_rate(text: str, bps: int) -> None:
+    assert parse_rate(text) == bps
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-1M", "2X", "1.2.3K"])
+def test_parse_rate_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_rate(text)
+
+
+@pytest.mark.parametrize(("text", "s"), [("90", 90), ("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("0.5h", 1800)])
+def test_parse_duration(text: str, s: float) -> None:
+    assert parse_duration(text) == s
+
+
+@pytest.mark.parametrize("text", ["", "1x", "m30", "1h 30m", "-5s"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)
+
+
+PATHS = ["docs/a.txt", "docs/b.pdf", "video/c.mkv", "d.txt"]
+
+
+def test_select_files_by_index_range_and_glob() -> None:
+    assert select_files(PATHS, "0") == [1, 0, 0, 0]
+    assert select_files(PATHS, "1-2") == [0, 1, 1, 0]
+    assert select_files(PATHS, "*.txt") == [1, 0, 0, 1]
+    assert select_files(PATHS, "video/*,3") == [0, 0, 1, 1]
+    assert select_files(PATHS, "c.mkv") == [0, 0, 1, 0]  # a base name matches too
+
+
+@pytest.mark.parametrize(("sel", "msg"), [("9", "out of range"), ("2-9", "out of range"), ("*.iso", "no file matches"), (",", "no file")])
+def test_select_files_errors(sel: str, msg: str) -> None:
+    with pytest.raises(ValueError, match=msg):
+        select_files(PATHS, sel)
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["download", str(tmp_path / "missing.torrent")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such file" in err[0]
+    assert main(["download", "x.torrent", "--max-up", "lots"]) == 2
+    magnet = "magnet:?xt=urn:btih:" + "ab" * 20
+    assert main(["download", magnet]) == 2
+    assert "magnet links are not supported" in capsys.readouterr().err
+    bad = tmp_path / "bad.torrent"
+    bad.write_bytes(b"not bencoded")
+    assert main(["download", str(bad)]) == 2
+
+
+def test_settings_defaults_are_sane() -> None:
+    s = Settings().validate()
+    assert (s.pipeline_min, s.pipeline_max) == (4, 500)
+    assert s.keepalive_interval_s == 120 and s.choke_interval_s == 10 and s.optimistic_interval_s == 30
+    assert s.resume_save_interval_s == 30 and s.seed_ratio == 1.0
+    with pytest.raises(ValueError, match="pipeline_min"):
+        Settings(pipeline_min=0).validate()
+    with pytest.raises(ValueError, match="listen_port"):
+        Settings(listen_port=70000).validate()
