@@ -29,13 +29,11 @@ Rules:
 7. Cancelling an ``await`` does not cancel a write already running in a thread;
    :meth:`DiskIO.aclose` waits for every submitted operation, so shutdown finishes
    in-flight writes.
-
 8. Operations go through one shared queue drained by at most one pool job per core
    (per event-loop iteration that queued something); a job reports its finished
    operations in batches, one loop wake-up per batch (at least every 2 ms). A thread
    hand-off costs tens of microseconds, a 16 KiB ``pwrite`` only a few; and a slow
    operation holds up only its own thread, the other jobs keep draining the queue.
-
 9. :meth:`DiskIO.put_block` assembles a piece in memory and hashes and writes it
    when its last block arrives: one thread hand-off per piece instead of one per
    block (the fast path; see ``bench/disk.py``). Memory is bounded by
