@@ -171,10 +171,11 @@ def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp
     assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
 
 
-def test_demo_creates_and_shows_a_torrent(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--size", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "info hash:" in out and "video/clip-1.bin" in out and "magnet:?xt=urn:btih:" in out
+def test_demo_runs_a_local_swarm(capsys: pytest.CaptureFixture[str]) -> None:
+    # The demo is now the whole local swarm (tests/integration/test_demo.py covers it more).
+    assert main(["demo", "--size", "2", "--rate", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "tracker: http://127.0.0.1:" in err and "byte-identical to the original" in err
     assert main(["demo", "--size", "0"]) == 2
 
 
