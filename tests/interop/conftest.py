@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.ours import OurTracker
+from tests.interop.ours import OurPeer, OurTracker
 from tests.interop.peers import CLIENTS, PEER_CLASSES, OpenTracker, Peer, TrackerProcess, kill_leftovers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,8 +87,11 @@ async def start_peer(loopback_only: None, tmp_path: Path) -> AsyncIterator[Start
     started: list[Peer] = []
 
     async def start(key: str) -> Peer:
-        need(key)
-        peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
+        if key == "pytorrent":
+            peer: Peer = OurPeer(tmp_path / f"pytorrent-{len(started)}")
+        else:
+            need(key)
+            peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
         started.append(peer)
         await peer.start()
         return peer

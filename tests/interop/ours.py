@@ -10,15 +10,17 @@ A test that needs a part of pytorrent that is not on main yet skips with the rea
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.interop.peers import TrackerProcess
+from tests.interop.peers import ClientSpec, Peer, TorrentState, TrackerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +83,67 @@ class OurTracker(TrackerProcess):
             ],
             ROOT,
         )
+
+
+class OurPeer(Peer):
+    """Our client: a ``torrent.session.Session`` on the test's event loop.
+
+    Settings are ``testing_settings()`` (loopback, free port, short timers) with seeding
+    unlimited, so a seed stays up for the whole test.
+    """
+
+    spec = ClientSpec("pytorrent", "pytorrent")
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.session: Any = None
+        self.torrents: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        require_module("torrent.session", "the pytorrent client (torrent.session)")
+        from torrent.config import testing_settings
+        from torrent.session import Session
+
+        self.session = Session(testing_settings().replace(seed_ratio=None, seed_time_s=None))
+        await self.session.__aenter__()
+        self.peer_port = int(self.session.port)
+
+    async def stop(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            async with asyncio.timeout(15):
+                await session.__aexit__(None, None, None)
+
+    async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
+        from torrent.metainfo import Metainfo
+
+        meta = Metainfo.read(torrent)
+        handle = await self.session.add_torrent(meta, save_dir, seed=True)
+        ih = meta.info_hash.hex()
+        self.torrents[ih] = handle
+        return ih
+
+    async def state(self, info_hash: str) -> TorrentState:
+        t = self.torrents[info_hash]
+        st = t.statistics()
+        return TorrentState(
+            info_hash=info_hash,
+            progress=st.progress if st.checked_fraction >= 1.0 else 0.0,
+            seeding=st.state == "seeding",
+            peers=[(a[0], int(a[1])) for a in t.swarm.peers],
+            error=st.error if st.state == "error" else "",
+        )
+
+    def peer_totals(self, info_hash: str) -> list[tuple[bytes, bool, int, int]]:
+        """``(peer_id, is_seed, downloaded, uploaded)`` for each connected peer, right now."""
+        out = []
+        for p in list(self.torrents[info_hash].swarm.peers.values()):
+            if p.peer_id is not None:
+                out.append((bytes(p.peer_id), bool(p.is_seed), int(p.down.total), int(p.up.total)))
+        return out
+
+    def describe_failure(self) -> str:
+        lines = []
+        for ih, t in self.torrents.items():
+            lines.append(f"{ih}: {t.statistics()}")
+        return "pytorrent:\n" + "\n".join(lines)
