@@ -31,6 +31,7 @@ access_log = logging.getLogger("pytorrent.tracker.access")
 #: Failure reasons the tracker itself sends (the codec's parse errors come on top).
 NOT_ALLOWED = "torrent not allowed"
 STORE_UNAVAILABLE = "tracker store unavailable"
+_EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 #: Entries kept in the address → packed-bytes cache before it is cleared.
 _IP_CACHE_MAX = 65536
 
@@ -157,18 +158,47 @@ class TrackerCore:
                     if packed is not None:
                         addr = packed
                         break
-        numwant = self.numwant_default if req.numwant is None else req.numwant
-        if req.event is AnnounceEvent.STOPPED:
+        return self.raw_peer_announce(
+            req.info_hash,
+            req.peer_id,
+            addr,
+            req.port,
+            req.key,
+            req.left,
+            req.event,
+            -1 if req.numwant is None else req.numwant,
+            both_families,
+            want_peer_ids,
+        )
+
+    def raw_peer_announce(
+        self,
+        info_hash: bytes,
+        peer_id: bytes,
+        addr: bytes,
+        port: int,
+        key: int | None,
+        left: int,
+        event: int,
+        numwant: int,
+        both_families: bool,
+        want_peer_ids: bool,
+    ) -> PeerAnnounce:
+        """:meth:`peer_announce` from raw fields (the UDP hot path); ``numwant`` < 0
+        means the default."""
+        if event == 3:  # stopped: no peers needed
             numwant = 0
+        elif numwant < 0:
+            numwant = self.numwant_default
         elif numwant > self.numwant_max:
             numwant = self.numwant_max
         return PeerAnnounce(
-            req.info_hash,
-            req.peer_id,
-            addr + req.port.to_bytes(2, "big"),
-            req.key,
-            req.left == 0,
-            req.event,
+            info_hash,
+            peer_id,
+            addr + port.to_bytes(2, "big"),
+            key,
+            left == 0,
+            _EVENTS[event],
             numwant,
             both_families,
             want_peer_ids,

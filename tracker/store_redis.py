@@ -311,11 +311,12 @@ class RedisStore:
     async def full_scrape(self, limit: int) -> dict[bytes, ScrapeStats]:
         cutoff = self._now() - self.ttl_s
         try:
-            hashes = await self._redis.zrangebyscore(
+            found = await self._redis.zrangebyscore(
                 self.prefix + b"swarms", cutoff, "+inf", start=0, num=limit
             )
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from None
+        hashes = [bytes(h) for h in found if isinstance(h, bytes)]
         out: dict[bytes, ScrapeStats] = {}
         for i in range(0, len(hashes), 500):
             chunk = hashes[i : i + 500]

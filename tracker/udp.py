@@ -33,9 +33,9 @@ from torrent.errors import RemoteProtocolError
 from torrent.tracker_codec import (
     UDP_PROTOCOL_ID,
     UdpAction,
-    UdpAnnounceRequest,
     UdpScrapeRequest,
     decode_udp_request,
+    unpack_udp_announce,
 )
 from tracker.core import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerCore
 from tracker.store import AnnounceRejected, AnnounceResult, MemoryStore, PeerAnnounce, StoreUnavailable
@@ -54,6 +54,9 @@ _ACTION_TXID = struct.Struct(">II")
 _SCRAPE_ENTRY = struct.Struct(">III")
 _ERROR = int(UdpAction.ERROR)
 
+#: Clients whose connection ids are cached before the cache is cleared.
+_ID_CACHE_MAX = 100_000
+
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
@@ -70,17 +73,34 @@ class ConnectionIds:
         if not 16 <= len(self._secret) <= 64:
             self._secret = hashlib.blake2b(self._secret, digest_size=32).digest()
         self._clock = clock
+        # the two valid ids of recent clients, so a packet costs a dict lookup, not a hash
+        self._cache: dict[str, tuple[int, int]] = {}
+        self._cache_window = -1
 
     def _make(self, host: str, window: int) -> int:
         h = hashlib.blake2b(b"%s|%d" % (host.encode(), window), key=self._secret, digest_size=8)
         return int.from_bytes(h.digest(), "big")
 
+    def _valid(self, host: str) -> tuple[int, int]:
+        """(current id, previous window's id) for ``host``, cached per window."""
+        window = int(self._clock()) // CONNECTION_ID_WINDOW_S
+        if window != self._cache_window:
+            self._cache.clear()
+            self._cache_window = window
+        ids = self._cache.get(host)
+        if ids is None:
+            ids = (self._make(host, window), self._make(host, window - 1))
+            if len(self._cache) >= _ID_CACHE_MAX:
+                self._cache.clear()
+            self._cache[host] = ids
+        return ids
+
     def issue(self, host: str) -> int:
-        return self._make(host, int(self._clock()) // CONNECTION_ID_WINDOW_S)
+        return self._valid(host)[0]
 
     def check(self, conn_id: int, host: str) -> bool:
-        window = int(self._clock()) // CONNECTION_ID_WINDOW_S
-        return conn_id == self._make(host, window) or conn_id == self._make(host, window - 1)
+        cur, prev = self._valid(host)
+        return conn_id in (cur, prev)
 
 
 class UdpTracker(asyncio.DatagramProtocol):
@@ -101,6 +121,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._sync = core.store.announce_nowait if isinstance(core.store, MemoryStore) else None
         self._sync_scrape = core.store.scrape_nowait if isinstance(core.store, MemoryStore) else None
         self._interval = core.settings.interval_s
+        self._accept_ip = core.settings.accept_ip_param
         self.pending = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,43 +164,52 @@ class UdpTracker(asyncio.DatagramProtocol):
             counters.udp_bad_connection_id += 1
             self._error(txid, "bad or expired connection id", addr)
             return
+        if action == 2:
+            try:
+                packet = decode_udp_request(data)
+            except RemoteProtocolError as exc:
+                counters.udp_dropped_malformed += 1
+                self._error(txid, str(exc), addr)
+                return
+            assert isinstance(packet, UdpScrapeRequest)
+            self._scrape(packet, txid, addr)
+            return
         try:
-            packet = decode_udp_request(data)
+            _, _, ih, pid, _, left, _, event, ip, key, numwant, port = unpack_udp_announce(data)
         except RemoteProtocolError as exc:
             counters.udp_dropped_malformed += 1
             self._error(txid, str(exc), addr)
             return
-        if isinstance(packet, UdpAnnounceRequest):
-            self._announce(packet, txid, addr)
-        elif isinstance(packet, UdpScrapeRequest):
-            self._scrape(packet, txid, addr)
-
-    def _announce(self, packet: UdpAnnounceRequest, txid: int, addr: Any) -> None:
         core = self.core
-        core.counters.udp_announces += 1
+        counters.udp_announces += 1
         core.note_announce()
-        req = packet.announce
-        if not core.allowed(req.info_hash):
-            core.counters.failures_not_allowed += 1
+        if core.allow is not None and ih not in core.allow.hashes:
+            counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
             return
-        source = core.pack_address(addr[0])
+        source = core.pack_address(host)
         if source is None:
             return
-        pa = core.peer_announce(req, source, both_families=False, want_peer_ids=False)
+        if ip and self._accept_ip:
+            source = ip.to_bytes(4, "big")
+        pa = core.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
         if self._sync is not None:
             try:
                 res = self._sync(pa)
             except AnnounceRejected as exc:
-                core.counters.failures_rejected += 1
+                counters.failures_rejected += 1
                 self._error(txid, exc.reason, addr)
                 return
-            self._send_announce(res, len(pa.addr) == 18, txid, addr)
+            self.transport.sendto(  # type: ignore[union-attr]
+                _ANNOUNCE_HEAD.pack(1, txid, self._interval, res.incomplete, res.complete)
+                + (res.peers6 if len(source) == 16 else res.peers4),
+                addr,
+            )
         elif self.pending < MAX_PENDING and self.spawn is not None:
             self.pending += 1
             self.spawn(self._announce_async(pa, txid, addr))
         else:
-            core.counters.udp_dropped_malformed += 1
+            counters.udp_dropped_malformed += 1
 
     def _send_announce(self, res: AnnounceResult, ipv6: bool, txid: int, addr: Any) -> None:
         assert self.transport is not None

@@ -1,0 +1,473 @@
+"""Tracker benchmark: announces per second over HTTP and UDP against opentracker, same run.
+
+What it does, in one run:
+
+1. Starts Debian's ``opentracker`` (whitelist mode, chrooted into a temp dir) and then
+   ``pytorrent tracker`` (memory store, uvloop), each pinned to CPU 0 with ``taskset``.
+2. HTTP: ``wrk`` (one thread, 50 connections, pinned to CPU 1) with a Lua script that
+   announces random peers (a fixed pool per swarm) into random swarms of a fixed set.
+3. UDP: an asyncio + uvloop generator (this file, ``--udp-gen``; pinned to CPU 1)
+   that connects once and keeps ``--inflight`` BEP 15 announces outstanding.
+4. For each run it reads the server's and the generator's CPU time from /proc, so it
+   can say which process was the bottleneck and what one announce costs the server.
+5. Memory per peer of ``MemoryStore``, measured with tracemalloc in a fresh process
+   (1 million peers by default).
+
+Usage::
+
+    python bench/tracker.py                     # everything, ~1 minute
+    python bench/tracker.py --seconds 5 --memory-peers 200000
+
+Needs ``opentracker``, ``wrk`` and ``taskset`` on PATH (Debian packages); without
+opentracker the pytorrent figures are still printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (and its reaped children) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[11], [12] are utime, stime (the 14th/15th of the whole line)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pin(cpu: int) -> list[str]:
+    return (
+        ["taskset", "-c", str(cpu)]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else []
+    )  # type: ignore[operator]
+
+
+def wait_port(port: int, kind: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if kind == socket.SOCK_STREAM:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        else:
+            return
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def make_swarms(n: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(20) for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- HTTP (wrk)
+
+WRK_LUA = r"""
+local hashes = {%(hashes)s}
+local nswarms = #hashes
+local npeers = %(peers)d
+math.randomseed(%(seed)d)
+request = function()
+  local s = math.random(1, nswarms)
+  local p = math.random(0, npeers - 1)
+  local left = (p %% 4 == 0) and 0 or 1000
+  local path = "/announce?info_hash=" .. hashes[s] ..
+    "&peer_id=-WK0001-" .. string.format("%%06d%%06d", s, p) ..
+    "&port=" .. (10000 + p) .. "&uploaded=0&downloaded=0&left=" .. left .. "&compact=1"
+  return wrk.format("GET", path)
+end
+"""
+
+
+def pct(b: bytes) -> str:
+    return "".join(f"%{c:02X}" for c in b)
+
+
+def run_wrk(port: int, script: Path, seconds: float, server_pid: int) -> dict[str, Any]:
+    cmd = [
+        *pin(1),
+        "wrk",
+        "-t1",
+        "-c50",
+        f"-d{seconds:.0f}s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}/announce",
+    ]
+    cpu0 = cpu_seconds(server_pid)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    gen_cpu = 0.0
+    # sample the generator's CPU just before it exits
+    deadline = time.monotonic() + seconds + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            gen_cpu = cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.2)
+    out = proc.communicate(timeout=30)[0].decode()
+    cpu1 = cpu_seconds(server_pid)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rate": rate,
+        "requests": total,
+        "server_cpu_s": cpu1 - cpu0,
+        "gen_cpu_s": gen_cpu,
+        "seconds": seconds,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+# --------------------------------------------------------------------------- UDP generator
+
+
+def udp_generator(
+    host: str, port: int, seconds: float, inflight: int, swarms: list[bytes], peers: int
+) -> dict[str, Any]:
+    """Runs inside its own process (``--udp-gen``): keep ``inflight`` announces outstanding."""
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        loop_factory = None
+
+    async def main() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        state = {"received": 0, "sent": 0, "errors": 0, "last": 0}
+        pool: list[bytes] = []
+
+        class Gen(asyncio.DatagramProtocol):
+            transport: Any = None
+            conn_id: int | None = None
+
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                sock = transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                if self.conn_id is None:
+                    if len(data) >= 16 and data[:4] == b"\0\0\0\0":
+                        self.conn_id = struct.unpack_from(">Q", data, 8)[0]
+                        done.set()
+                    return
+                if data[3] == 3:
+                    state["errors"] += 1
+                state["received"] += 1
+                if not done.is_set():
+                    i = state["sent"]
+                    state["sent"] = i + 1
+                    self.transport.sendto(pool[i % len(pool)])
+
+        transport, proto = await loop.create_datagram_endpoint(Gen, remote_addr=(host, port))
+        for _ in range(50):
+            transport.sendto(struct.pack(">QII", 0x41727101980, 0, 1))
+            try:
+                async with asyncio.timeout(0.2):
+                    await done.wait()
+                    break
+            except TimeoutError:
+                continue
+        if proto.conn_id is None:
+            raise SystemExit("UDP tracker did not answer connect")
+        done.clear()
+        rng = random.Random(2)
+        ann = struct.Struct(">QII20s20sQQQIIIiH")
+        for i in range(65536):
+            s = rng.randrange(len(swarms))
+            p = rng.randrange(peers)
+            pid = b"-UG0001-" + b"%06d%06d" % (s, p)
+            left = 0 if p % 4 == 0 else 1000
+            pool.append(ann.pack(proto.conn_id, 1, i, swarms[s], pid, 0, left, 0, 0, 0, p, -1, 10000 + p))
+        t0 = time.perf_counter()
+        for _ in range(inflight):
+            i = state["sent"]
+            state["sent"] = i + 1
+            transport.sendto(pool[i % len(pool)])
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            await asyncio.sleep(0.05)
+            if state["received"] == state["last"]:  # lost packets: top the window up
+                for _ in range(inflight):
+                    i = state["sent"]
+                    state["sent"] = i + 1
+                    transport.sendto(pool[i % len(pool)])
+            state["last"] = state["received"]
+        done.set()
+        elapsed = time.perf_counter() - t0
+        transport.close()
+        return {"received": state["received"], "elapsed": elapsed, "errors": state["errors"]}
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
+
+
+def run_udp(
+    port: int, seconds: float, inflight: int, hashfile: Path, peers: int, server_pid: int
+) -> dict[str, Any]:
+    cmd = [
+        *pin(1),
+        sys.executable,
+        __file__,
+        "--udp-gen",
+        str(port),
+        str(seconds),
+        str(inflight),
+        str(hashfile),
+        str(peers),
+    ]
+    cpu0 = cpu_seconds(server_pid)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    gen_cpu = 0.0
+    deadline = time.monotonic() + seconds + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            gen_cpu = cpu_seconds(proc.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+    cpu1 = cpu_seconds(server_pid)
+    if proc.returncode:
+        raise RuntimeError(f"UDP generator failed: {err.decode()[-500:]}")
+    res = json.loads(out)
+    return {
+        "rate": res["received"] / res["elapsed"],
+        "requests": res["received"],
+        "server_cpu_s": cpu1 - cpu0,
+        "gen_cpu_s": gen_cpu,
+        "seconds": res["elapsed"],
+        "errors": res["errors"],
+    }
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def start_opentracker(
+    workdir: Path, hashes: list[bytes], http: int, udp: int
+) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("opentracker")
+    if exe is None:
+        return None
+    chroot = workdir / "ot"
+    chroot.mkdir()
+    (chroot / "whitelist.txt").write_text("".join(h.hex() + "\n" for h in hashes))
+    cmd = [
+        *pin(0),
+        exe,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(http),
+        "-P",
+        str(udp),
+        "-d",
+        str(chroot),
+        "-w",
+        "/whitelist.txt",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(http, socket.SOCK_STREAM)
+    return proc
+
+
+def start_pytorrent(http: int, udp: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        *pin(0), sys.executable, "-m", "cli.main", "tracker", "--host", "127.0.0.1", "--port", str(http),
+        "--udp-port", str(udp), "--log-every", "100000000",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(http, socket.SOCK_STREAM)
+    urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read()
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+MEMORY_CODE = r"""
+import json, os, sys, time, tracemalloc
+sys.path.insert(0, %(root)r)
+from tracker.store import MemoryStore, PeerAnnounce
+from torrent.tracker_codec import AnnounceEvent
+n, swarms = %(n)d, %(swarms)d
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+rss0 = rss()
+store = MemoryStore(3600)
+rnd = os.urandom
+if %(traced)d:
+    tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0] if %(traced)d else 0
+for i in range(n):
+    ih = (i %% swarms).to_bytes(20, "big")
+    store.announce_nowait(PeerAnnounce(ih, rnd(20), rnd(4) + b"\x1a\xe1", i & 0xFFFFFFFF, i %% 3 == 0,
+                                       AnnounceEvent.STARTED, 0, True, False))
+traced = tracemalloc.get_traced_memory()[0] - base if %(traced)d else 0
+st = store.statistics_nowait()
+print(json.dumps({"peers": st.peers, "swarms": st.swarms, "traced": traced, "rss": rss() - rss0}))
+"""
+
+
+def measure_memory(n: int, swarms: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for traced in (1, 0):
+        code = MEMORY_CODE % {"root": str(ROOT), "n": n, "swarms": swarms, "traced": traced}
+        res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
+        out["peers"] = res["peers"]
+        out["swarms"] = res["swarms"]
+        out["traced" if traced else "rss"] = res["traced" if traced else "rss"]
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--swarms", type=int, default=1000)
+    ap.add_argument("--peers-per-swarm", type=int, default=200)
+    ap.add_argument("--inflight", type=int, default=256)
+    ap.add_argument("--memory-peers", type=int, default=1_000_000)
+    ap.add_argument("--memory-swarms", type=int, default=10_000)
+    ap.add_argument("--skip", action="append", default=[], choices=["opentracker", "http", "udp", "memory"])
+    ap.add_argument(
+        "--udp-gen",
+        nargs=5,
+        metavar=("PORT", "SECONDS", "INFLIGHT", "HASHFILE", "PEERS"),
+        help=argparse.SUPPRESS,
+    )
+    args = ap.parse_args()
+
+    if args.udp_gen:
+        port, seconds, inflight, hashfile, peers = args.udp_gen
+        swarms = [bytes.fromhex(line) for line in Path(hashfile).read_text().split()]
+        print(
+            json.dumps(
+                udp_generator("127.0.0.1", int(port), float(seconds), int(inflight), swarms, int(peers))
+            )
+        )
+        return 0
+
+    print(f"machine: {os.cpu_count()} CPUs, shared with other work; server on CPU 0, generator on CPU 1")
+    print(f"load: {args.swarms} swarms x {args.peers_per_swarm} peers pool, {args.seconds:.0f} s per run")
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        hashes = make_swarms(args.swarms)
+        hashfile = work / "hashes.txt"
+        hashfile.write_text("".join(h.hex() + "\n" for h in hashes))
+        script = work / "announce.lua"
+        script.write_text(
+            WRK_LUA
+            % {"hashes": ",".join(f'"{pct(h)}"' for h in hashes), "peers": args.peers_per_swarm, "seed": 7}
+        )
+        targets = [] if "opentracker" in args.skip else ["opentracker"]
+        targets.append("pytorrent")
+        for name in targets:
+            http, udp = free_port(), free_port(socket.SOCK_DGRAM)
+            proc = (
+                start_opentracker(work, hashes, http, udp)
+                if name == "opentracker"
+                else start_pytorrent(http, udp)
+            )
+            if proc is None:
+                print("opentracker not installed: skipping the reference")
+                continue
+            try:
+                if "http" not in args.skip and shutil.which("wrk"):
+                    results[f"{name} http"] = run_wrk(http, script, args.seconds, proc.pid)
+                if "udp" not in args.skip:
+                    results[f"{name} udp"] = run_udp(
+                        udp, args.seconds, args.inflight, hashfile, args.peers_per_swarm, proc.pid
+                    )
+            finally:
+                stop(proc)
+
+    print()
+    print(f"{'run':<18} {'announces/s':>12} {'server CPU':>11} {'gen CPU':>8} {'CPU s/1k ann':>13}  notes")
+    for key, r in results.items():
+        server_util = r["server_cpu_s"] / r["seconds"]
+        gen_util = r["gen_cpu_s"] / r["seconds"]
+        per_k = r["server_cpu_s"] / max(r["requests"], 1) * 1000
+        bottleneck = (
+            "server"
+            if server_util > 0.9 and server_util >= gen_util
+            else "generator"
+            if gen_util > 0.9
+            else "neither (both < 90%)"
+        )
+        notes = f"bottleneck: {bottleneck}"
+        if r.get("socket_errors"):
+            notes += f"; wrk socket errors: {r['socket_errors']}"
+        if r.get("non2xx"):
+            notes += f"; non-2xx {r['non2xx']}"
+        print(f"{key:<18} {r['rate']:>12,.0f} {server_util:>10.0%} {gen_util:>8.0%} {per_k:>13.4f}  {notes}")
+    for kind in ("http", "udp"):
+        ours, ref = results.get(f"pytorrent {kind}"), results.get(f"opentracker {kind}")
+        if ours and ref:
+            cpu_ratio = (ref["server_cpu_s"] / ref["requests"]) / (ours["server_cpu_s"] / ours["requests"])
+            print(
+                f"{kind}: pytorrent / opentracker throughput = {ours['rate'] / ref['rate']:.2f}x "
+                f"(target >= 0.3x); CPU per announce: opentracker needs {cpu_ratio:.2f}x of ours"
+            )
+    if "memory" not in args.skip:
+        m = measure_memory(args.memory_peers, args.memory_swarms)
+        print(
+            f"memory: MemoryStore with {m['peers']:,} peers in {m['swarms']:,} swarms: "
+            f"{m['traced'] / m['peers']:.0f} bytes/peer (tracemalloc), {m['rss'] / m['peers']:.0f} bytes/peer (RSS growth)"
+            " (target <= 200)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
