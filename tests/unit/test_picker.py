@@ -11,44 +11,12 @@ from collections import Counter
 
 import pytest
 
+from tests.picker_helpers import check_invariants
 from torrent.picker import Block, BlockStatus, Picker
 from torrent.types import BLOCK_SIZE
 
 BPP = 4  # blocks per piece in these fixtures
 PL = BPP * BLOCK_SIZE
-
-
-def check_invariants(p: Picker) -> None:
-    """The ordered arrays hold exactly the startable pieces, sorted, with correct buckets."""
-    seen = set()
-    for level, b in p._levels.items():
-        assert b.start[-1] == len(b.order)
-        for idx, piece in enumerate(b.order):
-            assert p._pos[piece] == idx
-            assert p._prio[piece] == level
-            a = p._avail[piece]
-            assert b.start[a] <= idx < b.start[a + 1], (piece, a, b.start)
-            seen.add(piece)
-        assert all(x <= y for x, y in zip(b.start, b.start[1:], strict=False))
-    startable = {i for i in range(p.num_pieces) if p._prio[i] and not p._have[i] and i not in p._downloads}
-    assert seen == startable
-    assert all(p._pos[i] == -1 for i in range(p.num_pieces) if i not in seen)
-    free = sum(
-        (p._downloads[i].free if i in p._downloads else p.num_blocks(i))
-        for i in range(p.num_pieces)
-        if p._prio[i] and not p._have[i]
-    )
-    assert p._free_blocks == free
-    if p._bound is not None:
-        cached, p._bound = p._bound, None
-        assert p._new_piece_bound() == cached
-    requested = sum(d.state.count(1) for d in p._downloads.values())
-    assert p._requested == requested
-    for key, st in p._peers.items():
-        for blk in st.requests:
-            d = p._downloads[blk.piece]
-            r = d.req[blk.offset // BLOCK_SIZE]
-            assert r is not None and key in r
 
 
 def setup_picker(
