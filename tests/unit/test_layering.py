@@ -14,6 +14,7 @@ PURE_CORE = {
     "torrent.metainfo",
     "torrent.magnet",
     "torrent.wire",
+    "torrent.ut_metadata",
     "torrent.pieceset",
     "torrent.tracker_codec",
     "torrent.picker",
