@@ -123,7 +123,7 @@ def test_families_are_separate_and_udp_gets_its_own_family() -> None:
     res = store.announce_nowait(ann(1, a=v6, both=False))
     assert (res.peers4, res.peers6) == (b"", b"")
     res = store.announce_nowait(ann(4, a=bytes(15) + b"\x02\x00\x01", ids=True))
-    assert res.peer_ids == (pid(2), pid(3), pid(1))
+    assert set(res.peer_ids[:2]) == {pid(2), pid(3)} and res.peer_ids[2:] == (pid(1),)
 
 
 def test_numwant_and_peer_ids() -> None:
