@@ -5,8 +5,13 @@ piece, reject request, allowed fast, and the changed choke/cancel semantics), BE
 protocol: the extension handshake and routing of extended message ids to names) and the BEP 5
 ``port`` message and reserved bit. It does no I/O and reads no clock: the caller passes ``now``
 (seconds, any monotonic origin) where time matters. Left out: message stream encryption (MSE/PE),
-the contents of ``ut_*`` extension messages (passed through as bytes), and the metadata exchange
-of BEP 9 (the torrent's geometry must be known when the connection object is created).
+the contents of ``ut_*`` extension messages (passed through as bytes; :mod:`torrent.ut_metadata` parses BEP 9's).
+
+A connection opened from a magnet link starts before the torrent's geometry is known: create it
+with ``piece_length=None, total_length=None``. Until :meth:`PeerProtocol.set_geometry` is called,
+the peer's bitfield / have / have all / have none are accepted and remembered (bounded by
+:data:`MAX_UNKNOWN_BITFIELD`), its requests are refused, and we may send no request, have or
+bitfield (only the extension messages, keep-alives and :class:`HaveNone`).
 
 Usage (one :class:`PeerProtocol` per TCP connection)::
 
@@ -86,6 +91,7 @@ from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 __all__ = [
     "HANDSHAKE_LENGTH",
     "MAX_EXTENDED_PAYLOAD",
+    "MAX_UNKNOWN_BITFIELD",
     "NEED_DATA",
     "PROTOCOL_NAME",
     "AllowedFast",
@@ -138,6 +144,11 @@ DHT_BIT: Final = (7, 0x01)  # BEP 5: reserved[7] & 0x01
 
 #: Largest extended-message payload we accept or send (after the one-byte extended id).
 MAX_EXTENDED_PAYLOAD: Final = 1 << 20
+#: Largest bitfield accepted before the geometry is known (about a million pieces: more than the
+#: piece hashes a 16 MiB info dict can hold).
+MAX_UNKNOWN_BITFIELD: Final = 1 << 17
+#: Haves remembered before the geometry is known; a peer sending more is dropped.
+MAX_UNKNOWN_HAVES: Final = 1 << 16
 #: Default cap on requests a peer may have pending with us (libtorrent's default request queue).
 DEFAULT_MAX_PEER_REQUESTS: Final = 500
 
@@ -935,7 +946,8 @@ class PeerProtocol:
         info_hash: the torrent's info hash (for a listener, learn it with :func:`peek_info_hash`).
         our_peer_id: our 20-byte peer id.
         piece_length: bytes per piece; ``total_length``: bytes in the torrent. Together they
-            bound piece indexes, request offsets and lengths, and the bitfield size.
+            bound piece indexes, request offsets and lengths, and the bitfield size. Both None:
+            not known yet (a magnet link); see :meth:`set_geometry`.
         extension_protocol, fast_extension, dht: the reserved bits we advertise. Each of BEP 10
             and BEP 6 is used only when both sides advertise it (BEP 5's bit is only remembered).
         extensions: BEP 10 extensions we understand, ``name -> our extended id`` (1..255); they
@@ -977,8 +989,8 @@ class PeerProtocol:
         *,
         info_hash: bytes,
         our_peer_id: bytes,
-        piece_length: int,
-        total_length: int,
+        piece_length: int | None,
+        total_length: int | None,
         extension_protocol: bool = True,
         fast_extension: bool = True,
         dht: bool = False,
@@ -990,14 +1002,22 @@ class PeerProtocol:
     ) -> None:
         if len(info_hash) != 20 or len(our_peer_id) != 20:
             raise ValueError("info_hash and our_peer_id must be 20 bytes")
-        if piece_length <= 0 or total_length <= 0:
+        if (piece_length is None) != (total_length is None):
+            raise ValueError("piece_length and total_length are both known or both None")
+        if piece_length is not None and total_length is not None and (piece_length <= 0 or total_length <= 0):
             raise ValueError("piece_length and total_length must be positive")
         self.info_hash = InfoHash(bytes(info_hash))
         self.our_peer_id = PeerId(bytes(our_peer_id))
-        self.piece_length = piece_length
-        self.total_length = total_length
-        self.num_pieces = -(-total_length // piece_length)
-        self._last_piece_size = total_length - (self.num_pieces - 1) * piece_length
+        #: False until the torrent's geometry is known (a connection made from a magnet link).
+        self.geometry_known = piece_length is not None
+        self.piece_length = piece_length or 0
+        self.total_length = total_length or 0
+        self.num_pieces = -(-self.total_length // self.piece_length) if self.piece_length else 0
+        self._last_piece_size = self.total_length - (self.num_pieces - 1) * self.piece_length
+        # What the peer announced before the geometry was known (see set_geometry).
+        self._early_bitfield: bytes | None = None
+        self._early_haves: set[int] = set()
+        self._early_all = False
         self._extensions: dict[str, int] = dict(extensions or {})
         for name, ext_id in self._extensions.items():
             if not 1 <= ext_id <= 255:
@@ -1060,6 +1080,8 @@ class PeerProtocol:
         self._outbox: list[bytes] = []
         bitfield_len = 1 + (self.num_pieces + 7) // 8
         max_frame = max(9 + BLOCK_SIZE, bitfield_len, 2 + MAX_EXTENDED_PAYLOAD)
+        if not self.geometry_known:
+            max_frame = max(max_frame, 1 + MAX_UNKNOWN_BITFIELD)
         limits = [(1, max_frame)] * 256
         for msg_id in (MessageId.CHOKE, MessageId.UNCHOKE, MessageId.INTERESTED, MessageId.NOT_INTERESTED,
                        MessageId.HAVE_ALL, MessageId.HAVE_NONE):
@@ -1068,7 +1090,10 @@ class PeerProtocol:
             limits[msg_id] = (5, 5)
         for msg_id in (MessageId.REQUEST, MessageId.CANCEL, MessageId.REJECT_REQUEST):
             limits[msg_id] = (13, 13)
-        limits[MessageId.BITFIELD] = (bitfield_len, bitfield_len)
+        limits[MessageId.BITFIELD] = (
+            (bitfield_len, bitfield_len) if self.geometry_known else (1, 1 + MAX_UNKNOWN_BITFIELD)
+        )
+        self._limits = limits
         limits[MessageId.PIECE] = (10, 9 + BLOCK_SIZE)  # a block of 1..16 KiB
         limits[MessageId.PORT] = (3, 3)
         limits[MessageId.EXTENDED] = (2, 2 + MAX_EXTENDED_PAYLOAD)
@@ -1093,11 +1118,59 @@ class PeerProtocol:
 
     # -- geometry ---------------------------------------------------------------------------------
 
+    def set_geometry(self, piece_length: int, total_length: int) -> None:
+        """Learn the torrent's geometry (the metadata arrived); only once, and only when the
+        connection was created without it.
+
+        What the peer announced meanwhile becomes ``peer_pieces``.
+
+        Raises:
+            LocalProtocolError: the geometry is already known, or not positive.
+            RemoteProtocolError: what the peer announced does not fit the torrent (a bitfield of
+                the wrong length or with spare bits set, a have past the last piece); the
+                connection is in its error state.
+        """
+        if self.geometry_known:
+            raise LocalProtocolError("the torrent's geometry is already known")
+        if piece_length <= 0 or total_length <= 0:
+            raise LocalProtocolError("piece_length and total_length must be positive")
+        n = -(-total_length // piece_length)
+        self.geometry_known = True
+        self.piece_length = piece_length
+        self.total_length = total_length
+        self.num_pieces = n
+        self._last_piece_size = total_length - (n - 1) * piece_length
+        self._limits[MessageId.BITFIELD] = (1 + (n + 7) // 8, 1 + (n + 7) // 8)
+        self.our_pieces = PieceSet(n)  # nothing could be announced before
+        try:
+            if self._early_all:
+                pieces = PieceSet.full(n)
+            elif self._early_bitfield is not None:
+                try:
+                    pieces = PieceSet.from_bytes(self._early_bitfield, n)
+                except ValueError as exc:
+                    raise RemoteProtocolError(f"bad bitfield: {exc}") from None
+            else:
+                pieces = PieceSet(n)
+            for index in self._early_haves:
+                if index >= n:
+                    raise RemoteProtocolError(f"have for piece {index} out of range (torrent has {n} pieces)")
+                pieces.add(index)
+        except RemoteProtocolError as exc:
+            self._error = str(exc)
+            self.their_phase = Phase.ERROR
+            raise
+        self.peer_pieces = pieces
+        self._early_bitfield = None
+        self._early_haves = set()
+
     def piece_size(self, index: int) -> int:
         """Bytes in piece ``index`` (the last piece may be shorter)."""
         return self._last_piece_size if index == self.num_pieces - 1 else self.piece_length
 
     def _block_problem(self, index: int, begin: int, length: int) -> str | None:
+        if not self.geometry_known:
+            return "the torrent's geometry is not known yet (metadata pending)"
         if not 0 <= index < self.num_pieces:
             return f"piece index {index} out of range (torrent has {self.num_pieces} pieces)"
         if not 0 < length <= BLOCK_SIZE:
@@ -1244,7 +1317,7 @@ class PeerProtocol:
 
     def _index(self, view: memoryview, start: int, name: str) -> int:
         index: int = _U32.unpack_from(view, start + 1)[0]
-        if index >= self.num_pieces:
+        if index >= self.num_pieces and self.geometry_known:
             raise RemoteProtocolError(f"{name} for piece {index} out of range (torrent has {self.num_pieces} pieces)")
         return index
 
@@ -1277,11 +1350,20 @@ class PeerProtocol:
     def _on_have(self, view: memoryview, start: int, length: int) -> Event:
         self._their_transition(_Kind.OTHER, "have")
         index = self._index(view, start, "have")
+        if not self.geometry_known:
+            if index >= MAX_UNKNOWN_BITFIELD * 8 or len(self._early_haves) >= MAX_UNKNOWN_HAVES:
+                raise RemoteProtocolError(f"have for piece {index} before the metadata: too many or too large")
+            self._early_haves.add(index)
+            return Have(index)
         self.peer_pieces.add(index)
         return Have(index)
 
     def _on_bitfield(self, view: memoryview, start: int, length: int) -> Event:
         self._their_transition(_Kind.PIECE_SET, "bitfield")
+        if not self.geometry_known:
+            raw = bytes(view[start + 1 : start + length])
+            self._early_bitfield = raw
+            return Bitfield(PieceSet.from_bytes(raw, len(raw) * 8))
         try:
             pieces = PieceSet.from_bytes(view[start + 1 : start + length], self.num_pieces)
         except ValueError as exc:
@@ -1292,6 +1374,7 @@ class PeerProtocol:
     def _on_have_all(self, view: memoryview, start: int, length: int) -> Event:
         self._need_fast("have all")
         self._their_transition(_Kind.PIECE_SET, "have all")
+        self._early_all = not self.geometry_known
         self.peer_pieces = PieceSet.full(self.num_pieces)
         return _HAVE_ALL
 
@@ -1304,6 +1387,12 @@ class PeerProtocol:
     def _on_request(self, view: memoryview, start: int, length: int) -> Event | None:
         self._their_transition(_Kind.OTHER, "request")
         index, begin, n = _U32X3.unpack_from(view, start + 1)
+        if not self.geometry_known:
+            # We announced nothing (HaveNone at most): refuse it as a request for a piece we lack.
+            self.dropped_requests += 1
+            if self.fast_extension:
+                self._outbox.append(_triple(MessageId.REJECT_REQUEST, index, begin, n))
+            return None
         problem = self._block_problem(index, begin, n)
         if problem:
             raise RemoteProtocolError(f"request: {problem}")
@@ -1327,6 +1416,8 @@ class PeerProtocol:
     def _on_cancel(self, view: memoryview, start: int, length: int) -> Event | None:
         self._their_transition(_Kind.OTHER, "cancel")
         index, begin, n = _U32X3.unpack_from(view, start + 1)
+        if not self.geometry_known:
+            return None  # it cancels a request we already refused
         problem = self._block_problem(index, begin, n)
         if problem:
             raise RemoteProtocolError(f"cancel: {problem}")
@@ -1347,7 +1438,8 @@ class PeerProtocol:
         self._need_fast("suggest piece")
         self._their_transition(_Kind.OTHER, "suggest piece")
         index = self._index(view, start, "suggest piece")
-        self.suggested.add(index)
+        if self.geometry_known:
+            self.suggested.add(index)
         return SuggestPiece(index)
 
     def _on_reject(self, view: memoryview, start: int, length: int) -> Event:
@@ -1367,7 +1459,8 @@ class PeerProtocol:
         self._need_fast("allowed fast")
         self._their_transition(_Kind.OTHER, "allowed fast")
         index = self._index(view, start, "allowed fast")
-        self.allowed_fast.add(index)
+        if self.geometry_known:
+            self.allowed_fast.add(index)
         return AllowedFast(index)
 
     def _on_extended(self, view: memoryview, start: int, length: int) -> Event | None:
@@ -1483,6 +1576,8 @@ class PeerProtocol:
             raise LocalProtocolError(f"cannot send {name}: the fast extension (BEP 6) was not negotiated")
 
     def _our_index(self, index: int, name: str) -> None:
+        if not self.geometry_known:
+            raise LocalProtocolError(f"{name}: the torrent's geometry is not known yet (metadata pending)")
         if not 0 <= index < self.num_pieces:
             raise LocalProtocolError(f"{name}: piece index {index} out of range ({self.num_pieces} pieces)")
 
@@ -1524,6 +1619,8 @@ class PeerProtocol:
         return _HAVE.pack(5, MessageId.HAVE, event.index)
 
     def _send_bitfield(self, event: Bitfield) -> bytes:
+        if not self.geometry_known:
+            raise LocalProtocolError("bitfield: the torrent's geometry is not known yet (metadata pending)")
         if event.pieces.size != self.num_pieces:
             raise LocalProtocolError(f"bitfield for {event.pieces.size} pieces, torrent has {self.num_pieces}")
         self._our_transition(_Kind.PIECE_SET, "bitfield")
@@ -1532,6 +1629,8 @@ class PeerProtocol:
 
     def _send_have_all(self, event: HaveAll) -> bytes:
         self._our_fast("have all")
+        if not self.geometry_known:
+            raise LocalProtocolError("have all: the torrent's geometry is not known yet (metadata pending)")
         self._our_transition(_Kind.PIECE_SET, "have all")
         self.our_pieces = PieceSet.full(self.num_pieces)
         return b"\x00\x00\x00\x01\x0e"
