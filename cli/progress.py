@@ -108,6 +108,7 @@ class JsonView:
         self._last = 0.0
 
     def _emit(self, obj: dict[str, Any]) -> None:
+        obj["time"] = round(time.time(), 3)  # Unix time, so scripts can time phases
         self._out.write(json.dumps(obj, separators=(",", ":")) + "\n")
         self._out.flush()
 

@@ -34,6 +34,9 @@ from torrent.config import Settings
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 
+#: Upload blocks collected before one ``writelines`` call.
+UPLOAD_BATCH_BYTES = 256 * 1024
+
 #: (piece index, begin offset) of a block.
 BlockKey = tuple[int, int]
 #: (host, port) of a peer.
@@ -96,6 +99,11 @@ class RateMeter:
         self._current = 0
 
     @property
+    def warming_up(self) -> bool:
+        """Fewer than a full window of one-second buckets so far."""
+        return len(self._buckets) < (self._buckets.maxlen or 0)
+
+    @property
     def rate_bps(self) -> float:
         if not self._buckets:
             return 0.0
@@ -131,6 +139,9 @@ class PeerHost(Protocol):
         """May we serve this request (we have the piece, the peer is unchoked)?"""
 
     def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]: ...
+
+    def prefetch(self, index: int) -> None:
+        """Start reading piece ``index`` into the read cache (uploads will want it)."""
 
     def on_peer_interest_changed(self, peer: Peer) -> None: ...
 
@@ -204,6 +215,9 @@ class Peer(asyncio.Protocol):
         self._pending: bytearray = bytearray()  # bytes before the handshake was routed
         self._router: Any = None  # incoming: callable(info_hash) -> PeerHost | None
         self._paused_reading = False
+        self._refill = False
+        self._slow_start = settings.pipeline_min
+        self._prefetched = -1
         self._resume_handle: asyncio.TimerHandle | None = None
         #: Called once the TCP connection is up (the swarm frees a half-open slot).
         self.on_connected: Callable[[], None] | None = None
@@ -219,11 +233,18 @@ class Peer(asyncio.Protocol):
         return self._closed.done()
 
     def pipeline_depth(self) -> int:
-        """clamp(rate × queue_time / BLOCK_SIZE, min, max); 1 when snubbed."""
+        """clamp(rate × queue_time / BLOCK_SIZE, min, max); 1 when snubbed.
+
+        Until the rate meter has a full window, a slow start (as TCP's and libtorrent's)
+        adds one request per block received, so a fast peer is not held to the minimum
+        during the seconds it takes to measure it.
+        """
         if self.snubbed:
             return 1
         s = self.settings
         depth = int(self.down.rate_bps * s.request_queue_time_s / BLOCK_SIZE)
+        if self.down.warming_up:
+            depth = max(depth, self._slow_start)
         return max(s.pipeline_min, min(s.pipeline_max, depth))
 
     # ------------------------------------------------------------------ running
@@ -377,6 +398,10 @@ class Peer(asyncio.Protocol):
         assert self.proto is not None
         self.proto.receive_data(data, self.last_recv)
         self._drain_events()
+        if self._refill and not self.closed:
+            # One refill (one picker call, one write of requests) per read of the socket.
+            self._refill = False
+            self.fill_pipeline()
         if not self.closed:
             out = self.proto.data_to_send()  # BEP 6 rejects the codec queued by itself
             if out:
@@ -411,8 +436,9 @@ class Peer(asyncio.Protocol):
                 self.last_payload = self.last_recv
                 self.snubbed = False
                 self.strikes = 0
+                self._slow_start += 1
                 host.on_peer_block(self, index, begin, data)
-                self.fill_pipeline()
+                self._refill = True  # once per read, not per block (see _data_received)
             case wire.UnrequestedBlock(index=index, begin=begin, data=data):
                 # A late answer (after a cancel or timeout): still useful if we lack it.
                 self.outstanding.pop((index, begin), None)
@@ -441,6 +467,11 @@ class Peer(asyncio.Protocol):
                 # announced, and bounds the queue (``max_peer_requests``).
                 self.incoming_requests.append((index, begin, length))
                 self._upload_wakeup.set()
+                if index != self._prefetched:
+                    # The first request for a piece: start reading it now, so it is in
+                    # the cache by the time the upload loop gets there.
+                    self._prefetched = index
+                    host.prefetch(index)
             case wire.Cancel(index=index, begin=begin, length=length):
                 try:
                     self.incoming_requests.remove((index, begin, length))
@@ -553,32 +584,60 @@ class Peer(asyncio.Protocol):
             pass  # already answered: nothing to withdraw
 
     async def _upload_loop(self) -> None:
-        """Serve queued requests, one block at a time, behind write back-pressure."""
+        """Serve queued requests behind write back-pressure.
+
+        Blocks read from the cache come back without suspending, so a run of them is
+        collected and handed to the transport in one ``writelines`` (one system call for
+        many blocks); the batch is flushed before any wait (disk, rate limit, a full send
+        buffer) and at ``UPLOAD_BATCH_BYTES``.
+        """
         host = self.host
         assert host is not None
+        batch: list[bytes] = []
+        batched = 0
         while True:
-            if not self.incoming_requests:
-                self._upload_wakeup.clear()
-                await self._upload_wakeup.wait()
-                continue
-            await self._writable.wait()
-            if self.closed:
+            if not self.incoming_requests or not self._writable.is_set():
+                if batch:
+                    self._write_batch(batch)
+                    batch, batched = [], 0
+                if not self.incoming_requests:
+                    self._upload_wakeup.clear()
+                    await self._upload_wakeup.wait()
+                    continue
+                await self._writable.wait()
+            if self.closed or self.proto is None:
                 return
             index, begin, length = self.incoming_requests.popleft()
             if not host.may_upload(self, index, begin, length):
                 continue
-            await self.up_limit.take(length)
+            if not self.up_limit.unlimited:
+                delay = self.up_limit.take_nowait(length)
+                if delay > 0:
+                    if batch:
+                        self._write_batch(batch)
+                        batch, batched = [], 0
+                    await asyncio.sleep(delay)
             try:
                 data = await host.read_block(index, begin, length)
             except StorageError as exc:
                 self.close(f"cannot read piece {index}: {exc}")
                 return
             if self.closed or self.proto is None:
-                continue
+                return
             if not self.proto.is_requested_by_peer(wire.Request(index, begin, length)):
                 continue  # cancelled, or dropped by a choke, while we read the disk
             self.up.add(length)
-            self.send(wire.Block(index, begin, data))
+            batch.append(self.proto.send(wire.Block(index, begin, data)))
+            batched += length
+            if batched >= UPLOAD_BATCH_BYTES:
+                self._write_batch(batch)
+                batch, batched = [], 0
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.writelines(batch)
+        self.last_send = time.monotonic()
 
     # ------------------------------------------------------------------ timers
 

@@ -285,6 +285,7 @@ class Swarm:
         self._partial: dict[int, _PartialPiece] = {}
         self._suspects: dict[tuple[int, int], tuple[PeerAddr, bytes]] = {}
         self._verifying: set[int] = set()
+        self._prefetching: set[int] = set()
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0
         self.wasted_bytes = 0
@@ -902,6 +903,22 @@ class Swarm:
         data = await self.disk.read(index, begin, length)
         self.uploaded_bytes += length
         return data
+
+    def prefetch(self, index: int) -> None:
+        if self.disk is None or self._tg is None or index in self._prefetching or not self.have[index]:
+            return
+        if len(self._prefetching) >= 8:
+            return
+        self._prefetching.add(index)
+        self._tg.create_task(self._prefetch(index))
+
+    async def _prefetch(self, index: int) -> None:
+        try:
+            if self.disk is not None:
+                with contextlib.suppress(StorageError):
+                    await self.disk.read(index, 0, min(BLOCK_SIZE, self.info.piece_size(index)))
+        finally:
+            self._prefetching.discard(index)
 
     def on_peer_closed(self, peer: Peer) -> None:
         if self.peers.get(peer.addr) is peer:
