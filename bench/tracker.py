@@ -398,6 +398,7 @@ def main() -> int:
         return 0
 
     print(f"machine: {os.cpu_count()} CPUs, shared with other work; server on CPU 0, generator on CPU 1")
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print(f"load: {args.swarms} swarms x {args.peers_per_swarm} peers pool, {args.seconds:.0f} s per run")
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -412,6 +413,8 @@ def main() -> int:
         )
         targets = [] if "opentracker" in args.skip else ["opentracker"]
         targets.append("pytorrent")
+        if "http" in args.skip and "udp" in args.skip:
+            targets = []
         for name in targets:
             http, udp = free_port(), free_port(socket.SOCK_DGRAM)
             proc = (
@@ -438,13 +441,12 @@ def main() -> int:
         server_util = r["server_cpu_s"] / r["seconds"]
         gen_util = r["gen_cpu_s"] / r["seconds"]
         per_k = r["server_cpu_s"] / max(r["requests"], 1) * 1000
-        bottleneck = (
-            "server"
-            if server_util > 0.9 and server_util >= gen_util
-            else "generator"
-            if gen_util > 0.9
-            else "neither (both < 90%)"
-        )
+        if server_util > 0.9 and server_util >= gen_util:
+            bottleneck = "server"
+        elif gen_util > 0.9:
+            bottleneck = "generator"
+        else:  # neither process got a whole core: other work was using the machine
+            bottleneck = "CPU contention (neither process reached 90% of its core)"
         notes = f"bottleneck: {bottleneck}"
         if r.get("socket_errors"):
             notes += f"; wrk socket errors: {r['socket_errors']}"
@@ -459,6 +461,7 @@ def main() -> int:
                 f"{kind}: pytorrent / opentracker throughput = {ours['rate'] / ref['rate']:.2f}x "
                 f"(target >= 0.3x); CPU per announce: opentracker needs {cpu_ratio:.2f}x of ours"
             )
+    print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if "memory" not in args.skip:
         m = measure_memory(args.memory_peers, args.memory_swarms)
         print(
