@@ -297,3 +297,33 @@ async def test_ipv6_announce_gets_peers6() -> None:
         async with http.get(URL(base6 + announce_q(3, compact=0), encoded=True)) as resp:
             peers = bencoding.decode(await resp.read())[b"peers"]
             assert {(p[b"ip"], p[b"port"]) for p in peers} == {(b"::1", 6001), (b"127.0.0.1", 6002)}
+
+
+async def test_access_log_is_one_line_per_n_announces(
+    make_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    get, _ = await make_client(log_every=5)
+    with caplog.at_level("INFO", logger="pytorrent.tracker.access"):
+        for n in range(12):
+            await get("/announce", announce_q(n))
+    lines = [r.getMessage() for r in caplog.records if r.name == "pytorrent.tracker.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("5 announces in ") and "http 5, udp 0 total" in lines[0]
+
+
+async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> None:
+    from tracker.server import serve
+
+    settings = TrackerSettings(host="127.0.0.1", port=0, udp_port=-1, store="memory")
+    with caplog.at_level("INFO", logger="pytorrent.tracker"):
+        task = asyncio.create_task(serve(settings))
+        async with asyncio.timeout(5):
+            while not any("tracker listening on" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    for name in ("host=127.0.0.1", "interval_s=1800", "numwant_max=200", "store=memory", "peer_ttl_s=3600"):
+        assert name in text
+    assert "tracker stopping" in text
