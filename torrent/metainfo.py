@@ -88,11 +88,17 @@ class Info:
     private: bool = False
     source: str = ""
     raw: dict[bytes, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Computed once: piece_size() runs for every block read or written, and summing a
+    # long file list each time would make that O(files).
+    _total_length: int = field(default=0, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_total_length", sum(f.length for f in self.files))
 
     @property
     def total_length(self) -> int:
         """Sum of every file's length, padding included (the payload's size)."""
-        return sum(f.length for f in self.files)
+        return self._total_length
 
     @property
     def num_pieces(self) -> int:
