@@ -92,6 +92,7 @@ class Counters:
     udp_dropped_short: int = 0
     udp_dropped_malformed: int = 0
     udp_bad_connection_id: int = 0
+    udp_dropped_busy: int = 0
 
 
 class TrackerCore:
@@ -223,7 +224,7 @@ class TrackerCore:
                 c.udp_announces,
                 c.http_scrapes + c.udp_scrapes,
                 failures,
-                c.udp_dropped_short + c.udp_dropped_malformed + c.udp_bad_connection_id,
+                c.udp_dropped_short + c.udp_dropped_malformed + c.udp_bad_connection_id + c.udp_dropped_busy,
             )
             self._announces_at_last_log = total
             self._last_log_at = now
@@ -311,6 +312,7 @@ class TrackerCore:
                 ('{reason="short"}', c.udp_dropped_short),
                 ('{reason="malformed"}', c.udp_dropped_malformed),
                 ('{reason="bad_connection_id"}', c.udp_bad_connection_id),
+                ('{reason="busy"}', c.udp_dropped_busy),
             ],
         )
         metric("pytorrent_tracker_swarms", "gauge", "Swarms with at least one peer.", [("", stats.swarms)])

@@ -190,7 +190,8 @@ class UdpTracker(asyncio.DatagramProtocol):
         source = core.pack_address(host)
         if source is None:
             return
-        if ip and self._accept_ip:
+        if ip and self._accept_ip and len(source) == 4:
+            # BEP 15's ip field is IPv4; the answer's form must still match the socket's
             source = ip.to_bytes(4, "big")
         pa = core.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
         if self._sync is not None:
@@ -209,7 +210,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.pending += 1
             self.spawn(self._announce_async(pa, txid, addr))
         else:
-            counters.udp_dropped_malformed += 1
+            counters.udp_dropped_busy += 1
 
     def _send_announce(self, res: AnnounceResult, ipv6: bool, txid: int, addr: Any) -> None:
         assert self.transport is not None
@@ -247,6 +248,8 @@ class UdpTracker(asyncio.DatagramProtocol):
         elif self.pending < MAX_PENDING and self.spawn is not None:
             self.pending += 1
             self.spawn(self._scrape_async(hashes, txid, addr))
+        else:
+            core.counters.udp_dropped_busy += 1
 
     def _send_scrape(self, stats: list[Any], hashes: tuple[bytes, ...], txid: int, addr: Any) -> None:
         assert self.transport is not None

@@ -15,6 +15,8 @@ from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 from tracker.udp import CONNECTION_ID_WINDOW_S, ConnectionIds
 
+from .tracker_redis_fixture import RedisServer, redis_server  # noqa: F401
+
 IH = bytes(range(20))
 
 
@@ -208,3 +210,26 @@ async def test_ipv6_announce_gets_18_byte_peers() -> None:
         finally:
             c6.close()
             c4.close()
+
+
+async def test_udp_over_the_redis_store_and_redis_down(redis_server: RedisServer) -> None:  # noqa: F811
+    settings = TrackerSettings(
+        host="127.0.0.1", port=0, udp_port=0, store=redis_server.url, redis_timeout_s=0.5
+    )
+    async with asyncio.timeout(20), TrackerServer(settings) as srv:
+        assert srv.udp_port
+        c = Client("127.0.0.1", srv.udp_port)
+        try:
+            await c.announce(1)
+            r = await c.announce(2)
+            assert isinstance(r, tc.UdpAnnounceResponse) and r.announce.peers == (
+                tc.PeerAddress("127.0.0.1", 6001),
+            )
+            conn = await c.connect()
+            s = await c.send(tc.UdpScrapeRequest(conn, 3, (IH,)))
+            assert s == tc.UdpScrapeResponse(3, (tc.ScrapeStats(0, 0, 2),))
+            redis_server.stop()
+            assert await c.announce(3) == tc.UdpError(77, "tracker store unavailable")
+            assert srv.core.counters.failures_store_unavailable == 1
+        finally:
+            c.close()
