@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from torrent.magnet import Magnet
+
 if TYPE_CHECKING:
     from torrent.config import Settings
     from torrent.metainfo import Metainfo
@@ -159,63 +161,97 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
 
 def load_torrent(source: str) -> Metainfo:
-    """A .torrent path (magnet links need metadata exchange, not supported yet)."""
+    """Read a .torrent file (usage errors for what is not one)."""
     from cli.main import UsageError
     from torrent.metainfo import Metainfo
 
     if source.startswith("magnet:"):
-        from torrent.magnet import Magnet
-
-        Magnet.parse(source)  # a malformed link is a usage error of its own
-        raise UsageError("magnet links are not supported yet (metadata exchange, BEP 9); use a .torrent file")
+        raise UsageError("this command needs a .torrent file, not a magnet link")
     if not os.path.exists(source):
         raise UsageError(f"{source}: no such file")
     return Metainfo.read(source)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cli.main import UsageError, run_async
+def load_source(source: str) -> Metainfo | Magnet:
+    """A .torrent file, or a magnet link (its metadata is fetched from peers later)."""
+    if source.startswith("magnet:"):
+        from torrent.magnet import Magnet
 
-    metas = [load_torrent(src) for src in args.torrents]
-    priorities: list[list[int] | None] = []
-    for meta in metas:
-        if args.files:
-            paths = [f.path_str for f in meta.info.files]
-            try:
-                priorities.append(select_files(paths, args.files))
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        else:
-            priorities.append(None)
+        return Magnet.parse(source)
+    return load_torrent(source)
+
+
+def file_priorities(meta: Metainfo, selection: str | None, magnet: Magnet | None = None) -> list[int] | None:
+    """``--files`` (or a magnet's BEP 53 ``so``) as file priorities; None wants everything.
+
+    Raises:
+        UsageError: the selection matches nothing or names a file that is not there.
+    """
+    from cli.main import UsageError
+
+    if selection:
+        paths = [f.path_str for f in meta.info.files]
+        try:
+            return select_files(paths, selection)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if magnet is not None and magnet.select_only:
+        wanted = set(magnet.select_only)
+        return [1 if i in wanted else 0 for i in range(len(meta.info.files))]
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from cli.main import run_async
+
+    sources = [load_source(src) for src in args.torrents]
+    for src in sources:  # check --files now for what we can (magnets: once their metadata is in)
+        if not isinstance(src, Magnet):
+            file_priorities(src, args.files)
     peers = [parse_peer(p) for p in args.peer]
     settings = build_settings(args)
     os.makedirs(args.output, exist_ok=True)
-    return run_async(_download(args, settings, metas, priorities, peers), no_uvloop=args.no_uvloop)
+    return run_async(_download(args, settings, sources, peers), no_uvloop=args.no_uvloop)
 
 
 async def _download(
     args: argparse.Namespace,
     settings: Settings,
-    metas: list[Metainfo],
-    priorities: list[list[int] | None],
+    sources: list[Metainfo | Magnet],
     peers: list[tuple[str, int]],
 ) -> int:
+    import asyncio
+
     from cli.progress import make_view
     from torrent.session import Session
+    from torrent.swarm import TorrentEvent
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
         async with Session(settings) as session:
             torrents = []
-            for meta, prio in zip(metas, priorities, strict=True):
+            for src in sources:
+                magnet = src if isinstance(src, Magnet) else None
+                if magnet is not None:
+                    label = magnet.name or magnet.info_hash.hex()
+                    view.event(TorrentEvent("metadata", magnet.info_hash, label, "fetching the metadata from peers (BEP 9)"))
+                    try:
+                        async with asyncio.timeout(args.timeout):
+                            meta = await session.fetch_metadata(magnet, peers=peers)
+                    except TimeoutError:
+                        print(f"pytorrent: {label}: no peer sent the metadata within {args.timeout:g} s", file=sys.stderr)
+                        return 1
+                    view.event(TorrentEvent("metadata", meta.info_hash, meta.info.name, "metadata received and verified"))
+                else:
+                    meta = src
                 torrents.append(
                     await session.add_torrent(
                         meta,
                         args.output,
-                        file_priorities=prio,
+                        file_priorities=file_priorities(meta, args.files, magnet),
                         sequential=args.sequential,
                         seed=not args.no_seed,
-                        peers=peers,
+                        peers=[*peers, *(magnet.peers if magnet is not None else ())],
                     )
                 )
             return await watch(session, torrents, view, stall_timeout_s=args.timeout, wait_seeding=not args.no_seed)

@@ -92,7 +92,7 @@ class PlainView:
             )
 
     def event(self, ev: TorrentEvent) -> None:
-        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "stopped", "checked"}:
+        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "stopped", "checked", "metadata", "peer_banned"}:
             print(f"{ev.name}: {ev.message}", file=self._out, flush=True)
 
     def close(self) -> None:
@@ -206,7 +206,7 @@ class RichView:
             self._progress.refresh()
 
     def event(self, ev: TorrentEvent) -> None:
-        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "peer_banned"}:
+        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "peer_banned", "metadata"}:
             self._progress.console.print(f"[bold]{ev.name}[/]: {ev.message}")
 
     def close(self) -> None:

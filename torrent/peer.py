@@ -29,10 +29,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from torrent import wire
+from torrent import ut_metadata, wire
 from torrent.config import Settings
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
+
+#: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).
+UT_METADATA_ID = 2
+#: ``v`` of our BEP 10 handshake.
+CLIENT_NAME = "pytorrent 0.1.0"
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
@@ -114,9 +119,9 @@ class PeerHost(Protocol):
     """What a peer needs from the torrent it belongs to (the swarm implements it)."""
 
     info_hash: InfoHash
-    num_pieces: int
-    piece_length: int
-    total_length: int
+    num_pieces: int  # 0 while the metadata is not known (a magnet link)
+    piece_length: int | None
+    total_length: int | None
 
     def on_peer_ready(self, peer: Peer) -> None:
         """The handshake is done; send our bitfield, decide interest."""
@@ -142,6 +147,14 @@ class PeerHost(Protocol):
 
     def prefetch(self, index: int) -> None:
         """Start reading piece ``index`` into the read cache (uploads will want it)."""
+
+    def extension_fields(self) -> dict[str, Any]:
+        """Fields for our BEP 10 handshake besides ``m`` (e.g. BEP 9 ``metadata_size``)."""
+
+    def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None: ...
+
+    def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        """A BEP 9 ``ut_metadata`` message (request, data or reject) from ``peer``."""
 
     def on_peer_interest_changed(self, peer: Peer) -> None: ...
 
@@ -339,6 +352,7 @@ class Peer(asyncio.Protocol):
             total_length=host.total_length,
             max_peer_requests=s.max_incoming_requests,
             snub_timeout_s=s.snub_timeout_s,
+            extensions={ut_metadata.EXTENSION_NAME: UT_METADATA_ID},
             now=time.monotonic(),
         )
         self._write(self.proto.send(wire.Handshake()))
@@ -445,11 +459,13 @@ class Peer(asyncio.Protocol):
                 self.down.add(len(data))
                 host.on_peer_block(self, index, begin, data)
             case wire.Have(index=index):
-                if not self.has[index]:
+                if index < len(self.has) and not self.has[index]:
                     self.has[index] = 1
                     self.num_have += 1
                     host.on_peer_has(self, [index])
             case wire.Bitfield(pieces=pieces):
+                if not self.has:
+                    return  # fetching the metadata: pieces mean nothing yet
                 has = bytearray(len(self.has))
                 for i in pieces:
                     has[i] = 1
@@ -457,6 +473,8 @@ class Peer(asyncio.Protocol):
                 self.num_have = len(pieces)
                 host.on_peer_has(self, None)
             case wire.HaveAll():
+                if not self.has:
+                    return
                 self.has = bytearray(b"\x01" * len(self.has))
                 self.num_have = len(self.has)
                 host.on_peer_has(self, None)
@@ -503,8 +521,19 @@ class Peer(asyncio.Protocol):
                 self.peer_id = PeerId(bytes(peer_id or b""))
                 # Synchronously: a bitfield may follow in the same read.
                 host.on_peer_ready(self)
+                if self.closed:
+                    return
+                if self.proto is not None and self.proto.extension_protocol:
+                    fields = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
+                    fields.update(host.extension_fields())
+                    self.send(wire.ExtensionHandshake(fields))
                 if not self._ready.done():
                     self._ready.set_result(None)
+            case wire.ExtensionHandshake():
+                host.on_extension_handshake(self, ev)
+            case wire.ExtendedMessage(name=name, payload=payload):
+                if name == ut_metadata.EXTENSION_NAME:
+                    host.on_metadata_message(self, payload)
             case wire.ConnectionClosed():
                 self.close("connection closed by peer")
             case _:

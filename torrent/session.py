@@ -31,10 +31,11 @@ import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Settings
 from torrent.errors import StorageError, TorrentError
+from torrent.magnet import Magnet
 from torrent.metainfo import Metainfo
 from torrent.peer import Peer, PeerAddr, RateLimiter
 from torrent.storage import FileStorage
-from torrent.swarm import Swarm, SwarmContext, TorrentEvent, TorrentStats
+from torrent.swarm import MetadataFetcher, Swarm, SwarmContext, TorrentEvent, TorrentStats
 from torrent.types import InfoHash, PeerId
 
 
@@ -119,6 +120,7 @@ class Session:
         self._half_open: asyncio.Semaphore | None = None
         self._pending_incoming: set[Peer] = set()
         self._timer_tasks: list[asyncio.Task[None]] = []
+        self._fetchers: dict[InfoHash, MetadataFetcher] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -211,7 +213,36 @@ class Session:
             )
         except ValueError as exc:
             raise StorageError(str(exc)) from None
-        ctx = SwarmContext(
+        ctx = self._context()
+        swarm = Swarm(metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers)
+        self._swarms[metainfo.info_hash] = swarm
+        task = self._tg.create_task(self._run_swarm(swarm))
+        torrent = Torrent(swarm, task)
+        self._torrents[metainfo.info_hash] = torrent
+        return torrent
+
+    async def fetch_metadata(self, magnet: Magnet, *, peers: Sequence[PeerAddr] = ()) -> Metainfo:
+        """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo.
+
+        Wrap it in ``asyncio.timeout``: with no peer that has the metadata it waits
+        forever. Then :meth:`add_torrent` the result.
+
+        Raises:
+            MetainfoError: the verified ``info`` dict does not validate.
+        """
+        if self._http is None or self._half_open is None:
+            raise TorrentError("the session is not running (use 'async with Session(...)')")
+        fetcher = MetadataFetcher(magnet, self._context())
+        fetcher.add_peers(peers)
+        self._fetchers[magnet.info_hash] = fetcher
+        try:
+            return await fetcher.run()
+        finally:
+            self._fetchers.pop(magnet.info_hash, None)
+
+    def _context(self) -> SwarmContext:
+        assert self._http is not None and self._half_open is not None
+        return SwarmContext(
             settings=self.settings,
             peer_id=self.peer_id,
             port=lambda: self._port,
@@ -221,12 +252,6 @@ class Session:
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
         )
-        swarm = Swarm(metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers)
-        self._swarms[metainfo.info_hash] = swarm
-        task = self._tg.create_task(self._run_swarm(swarm))
-        torrent = Torrent(swarm, task)
-        self._torrents[metainfo.info_hash] = torrent
-        return torrent
 
     async def _run_swarm(self, swarm: Swarm) -> None:
         try:

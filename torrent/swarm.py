@@ -37,10 +37,11 @@ import aiohttp
 
 from torrent import choker as choker_mod
 from torrent import picker as picker_mod
-from torrent import wire
+from torrent import ut_metadata, wire
 from torrent.config import Settings
 from torrent.diskio import DiskIO
-from torrent.errors import StorageError, TorrentError, TrackerError
+from torrent.errors import RemoteProtocolError, StorageError, TorrentError, TrackerError
+from torrent.magnet import Magnet
 from torrent.metainfo import Metainfo
 from torrent.peer import Peer, PeerAddr, RateLimiter
 from torrent.pieceset import PieceSet
@@ -286,6 +287,7 @@ class Swarm:
         self._suspects: dict[tuple[int, int], tuple[PeerAddr, bytes]] = {}
         self._verifying: set[int] = set()
         self._prefetching: set[int] = set()
+        self._metadata_server = ut_metadata.MetadataServer(metainfo.info_bytes)
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0
         self.wasted_bytes = 0
@@ -781,6 +783,19 @@ class Swarm:
     def on_peer_unchoked(self, peer: Peer) -> None:
         pass
 
+    def extension_fields(self) -> dict[str, Any]:
+        # BEP 9: we can serve the metadata to peers that came from a magnet link.
+        return {"p": self.ctx.port(), **self._metadata_server.handshake_fields()}
+
+    def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
+        pass
+
+    def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        msg = ut_metadata.decode(payload)
+        reply = self._metadata_server.answer(msg)
+        if reply is not None:
+            peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, ut_metadata.encode(reply)))
+
     def on_peer_interest_changed(self, peer: Peer) -> None:
         pass
 
@@ -1013,6 +1028,201 @@ class Swarm:
             else:
                 self._fail(f"cannot save resume state: {exc}")
                 self._stopped.set()
+
+
+class MetadataFetcher:
+    """Gets the ``info`` dict of a magnet link from peers (BEP 9 over BEP 10).
+
+    Announces the info hash to the magnet's trackers (``tr``), connects to the peers they
+    and ``x.pe`` name, and asks every peer whose extension handshake offers
+    ``ut_metadata`` for 16 KiB pieces; ``ut_metadata.MetadataAssembler`` decides who is
+    asked for what, checks the SHA-1 against the info hash and bans liars. The
+    connections are dropped once the metadata is verified; the torrent then starts as
+    from a .torrent file (a :class:`Swarm`), which connects again.
+    """
+
+    num_pieces = 0
+    piece_length: int | None = None
+    total_length: int | None = None
+
+    def __init__(self, magnet: Magnet, ctx: SwarmContext) -> None:
+        self.magnet = magnet
+        self.info_hash: InfoHash = magnet.info_hash
+        self.name = magnet.name or magnet.info_hash.hex()
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.asm = ut_metadata.MetadataAssembler(magnet.info_hash)
+        self.peer_list = PeerList(self.settings)
+        self.peers: dict[PeerAddr, Peer] = {}
+        self.tracker_message = ""
+        self._done = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        for addr in magnet.peers:
+            self.peer_list.add(addr)
+
+    async def run(self) -> Metainfo:
+        """Fetch and verify the metadata; returns the torrent's :class:`Metainfo`.
+
+        Raises:
+            MetainfoError: the verified ``info`` dict does not validate.
+        """
+        trackers = TrackerTiers(
+            [[make_tracker(u, self.ctx.http, timeout_s=self.settings.tracker_timeout_s)] for u in self.magnet.trackers if _supported_tracker(u)]
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tasks = [tg.create_task(self._announce(trackers)), tg.create_task(self._connect()), tg.create_task(self._tick())]
+                await self._done.wait()
+                for t in tasks:
+                    t.cancel()
+                for peer in list(self.peers.values()):
+                    peer.close("metadata received")
+        finally:
+            self._tg = None
+            await trackers.close()
+        assert self.asm.result is not None
+        return ut_metadata.metainfo_from_info(self.asm.result, self.magnet.trackers)
+
+    def statistics(self) -> tuple[int, int, int]:
+        """(metadata pieces received, pieces in all, peers connected)."""
+        got, total = self.asm.progress()
+        return got, total, len(self.peers)
+
+    async def _announce(self, trackers: TrackerTiers) -> None:
+        if not trackers:
+            return
+        retry = self.settings.announce_retry_s
+        while True:
+            req = AnnounceRequest(
+                info_hash=self.info_hash, peer_id=self.ctx.peer_id, port=self.ctx.port(),
+                left=1, event=AnnounceEvent.STARTED, numwant=self.settings.numwant,
+            )  # fmt: skip
+            try:
+                outcome = await trackers.announce(req)
+            except TrackerError as exc:
+                self.tracker_message = exc.reason
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, self.settings.announce_retry_max_s)
+                continue
+            self.add_peers([(p.ip, p.port) for p in outcome.response.peers if p.port])
+            await asyncio.sleep(max(outcome.response.min_interval or 0, self.settings.min_announce_interval_s, 5.0))
+
+    def add_peers(self, addrs: Sequence[PeerAddr]) -> None:
+        for addr in addrs:
+            self.peer_list.add(addr)
+        self._wake.set()
+
+    async def _connect(self) -> None:
+        while True:
+            self._wake.clear()
+            room = self.settings.max_peers_per_torrent - len(self.peers)
+            for kp in self.peer_list.candidates(time.monotonic(), max(room, 0)):
+                if kp.addr in self.peers:
+                    continue
+                kp.connected = True
+                peer = Peer(
+                    self, kp.addr, settings=self.settings, our_peer_id=self.ctx.peer_id,
+                    down_limit=self.ctx.down_limit, up_limit=self.ctx.up_limit,
+                )  # fmt: skip
+                self.peers[kp.addr] = peer
+                assert self._tg is not None
+                self._tg.create_task(peer.run_outgoing())
+            wake = self.peer_list.next_wakeup(time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wake):
+                    await self._wake.wait()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            self.asm.tick(now)
+            for peer in list(self.peers.values()):
+                peer.tick(now)
+                self._request(peer)
+            self._drop_banned()
+
+    def _request(self, peer: Peer) -> None:
+        if peer.closed or peer.proto is None or ut_metadata.EXTENSION_NAME not in peer.proto.peer_extensions:
+            return
+        now = time.monotonic()
+        while (piece := self.asm.next_request(peer.addr, now)) is not None:
+            msg = ut_metadata.encode(ut_metadata.MetadataRequest(piece))
+            peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, msg))
+
+    def _drop_banned(self) -> None:
+        for addr in self.asm.take_banned():
+            self.peer_list.ban(addr)  # type: ignore[arg-type]
+            peer = self.peers.get(addr)  # type: ignore[call-overload]
+            if peer is not None:
+                peer.close("sent metadata that does not match the info hash")
+
+    # PeerHost: only the handshakes and ut_metadata matter before the metadata is known.
+
+    def on_peer_ready(self, peer: Peer) -> None:
+        self.peer_list.succeeded(peer.addr)
+        if peer.proto is not None and peer.proto.fast_extension:
+            peer.send(wire.HaveNone())  # BEP 6: one of the piece-set messages comes first
+
+    def extension_fields(self) -> dict[str, Any]:
+        return {"p": self.ctx.port()}
+
+    def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
+        if ut_metadata.EXTENSION_NAME in ev.extensions and self.asm.add_peer(peer.addr, ev.metadata_size):
+            self._request(peer)
+
+    def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        try:
+            self.asm.on_message(peer.addr, ut_metadata.decode(payload), time.monotonic())
+        except RemoteProtocolError as exc:
+            self.asm.remove_peer(peer.addr)
+            peer.close(str(exc))
+            return
+        self._drop_banned()
+        if self.asm.done:
+            self._done.set()
+        else:
+            self._request(peer)
+
+    def on_peer_has(self, peer: Peer, indices: list[int] | None) -> None:
+        pass
+
+    def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
+        pass
+
+    def on_peer_unchoked(self, peer: Peer) -> None:
+        pass
+
+    def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
+        return []
+
+    def on_requests_dropped(self, peer: Peer, blocks: list[tuple[int, int, int]]) -> None:
+        pass
+
+    def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
+        return False
+
+    async def read_block(self, index: int, begin: int, length: int) -> bytes:
+        raise StorageError("no data before the metadata is known")
+
+    def prefetch(self, index: int) -> None:
+        pass
+
+    def on_peer_interest_changed(self, peer: Peer) -> None:
+        pass
+
+    def on_peer_closed(self, peer: Peer) -> None:
+        if self.peers.get(peer.addr) is peer:
+            del self.peers[peer.addr]
+        self.asm.remove_peer(peer.addr)
+        kp = self.peer_list.get(peer.addr)
+        if kp is not None:
+            kp.connected = False
+            if peer.peer_id is None:
+                self.peer_list.failed(peer.addr, time.monotonic())
+        self._wake.set()
 
 
 class _Stop(Exception):

@@ -80,3 +80,24 @@ async def test_our_seed_to_libtorrent_leecher(isolated: None, tmp_path: Path) ->
                     await asyncio.sleep(0.1)
             assert seed.statistics().uploaded_bytes >= 3_000_000
     assert same_tree(content, tmp_path / "lt" / "single.bin")
+
+
+async def test_magnet_link_metadata_from_a_libtorrent_seed(isolated: None, tmp_path: Path) -> None:
+    from tests.interop.peers import LibtorrentPeer
+    from torrent.magnet import Magnet
+
+    content = make_payload(tmp_path / "lt", "album", {"01.flac": 400_000, "02.flac": 300_000})
+    async with asyncio.timeout(60), our_tracker() as tracker:
+        meta = make_torrent(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]])
+        torrent_file = tmp_path / "album.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            magnet = Magnet(info_hash=meta.info_hash, trackers=(tracker.urls()[0],))
+            async with Session(config.testing_settings()) as ours:
+                fetched = await ours.fetch_metadata(magnet)
+                assert fetched.info_bytes == meta.info_bytes
+                t = await ours.add_torrent(fetched, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+    assert same_tree(content, tmp_path / "ours" / "album")

@@ -59,9 +59,9 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such file" in err[0]
     assert main(["download", "x.torrent", "--max-up", "lots"]) == 2
-    magnet = "magnet:?xt=urn:btih:" + "ab" * 20
-    assert main(["download", magnet]) == 2
-    assert "magnet links are not supported" in capsys.readouterr().err
+    assert main(["download", "magnet:?xt=urn:btih:nothex"]) == 2
+    assert main(["seed", "magnet:?xt=urn:btih:" + "ab" * 20, "."]) == 2
+    assert "needs a .torrent file" in capsys.readouterr().err
     bad = tmp_path / "bad.torrent"
     bad.write_bytes(b"not bencoded")
     assert main(["download", str(bad)]) == 2
