@@ -232,6 +232,7 @@ async def _download(
             torrents = []
             for src in sources:
                 magnet = src if isinstance(src, Magnet) else None
+                meta: Metainfo
                 if magnet is not None:
                     label = magnet.name or magnet.info_hash.hex()
                     view.event(TorrentEvent("metadata", magnet.info_hash, label, "fetching the metadata from peers (BEP 9)"))
@@ -243,6 +244,7 @@ async def _download(
                         return 1
                     view.event(TorrentEvent("metadata", meta.info_hash, meta.info.name, "metadata received and verified"))
                 else:
+                    assert not isinstance(src, Magnet)
                     meta = src
                 torrents.append(
                     await session.add_torrent(

@@ -194,14 +194,14 @@ class RichView:
                 "state": _state_label(s),
             }
             total = max(s.wanted_bytes, 1)
-            completed = s.checked_fraction * total if s.state == "checking" else s.done_bytes
+            completed = int(s.checked_fraction * total) if s.state == "checking" else s.done_bytes
             task = self._tasks.get(s.info_hash)
             if task is None:
                 self._tasks[s.info_hash] = self._progress.add_task(
-                    s.name[:14], total=total, completed=completed, **fields
+                    s.name[:14], total=total, completed=completed, **fields  # type: ignore[arg-type]
                 )
             else:
-                self._progress.update(task, total=total, completed=completed, **fields)
+                self._progress.update(task, total=total, completed=completed, **fields)  # type: ignore[arg-type]
         if force:
             self._progress.refresh()
 

@@ -27,7 +27,7 @@ import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from torrent import ut_metadata, wire
 from torrent.config import Settings
@@ -279,11 +279,11 @@ class Peer(asyncio.Protocol):
         finally:
             self._finish()
 
-    def accept(self, transport: asyncio.Transport, router: Any) -> None:
+    def accept(self, transport: asyncio.BaseTransport, router: Any) -> None:
         """Adopt an incoming connection; ``router(info_hash)`` picks our torrent."""
         self.outgoing = False
         self._router = router
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     async def run_incoming(self) -> None:
         """Serve an incoming connection whose handshake has been routed to ``host``."""
@@ -358,8 +358,9 @@ class Peer(asyncio.Protocol):
         self._write(self.proto.send(wire.Handshake()))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
-        transport.set_write_buffer_limits(high=self.settings.send_buffer_high_bytes)
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=self.settings.send_buffer_high_bytes)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.close_reason:
@@ -395,7 +396,7 @@ class Peer(asyncio.Protocol):
         if self.proto is None:
             # An incoming connection: wait for the info hash, then route it.
             self._pending += data
-            info_hash = wire.peek_info_hash(self._pending)
+            info_hash = wire.peek_info_hash(bytes(self._pending))
             if info_hash is None:
                 return
             host = self._router(info_hash) if self._router else None
@@ -524,7 +525,7 @@ class Peer(asyncio.Protocol):
                 if self.closed:
                     return
                 if self.proto is not None and self.proto.extension_protocol:
-                    fields = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
+                    fields: dict[bytes | str, Any] = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
                     fields.update(host.extension_fields())
                     self.send(wire.ExtensionHandshake(fields))
                 if not self._ready.done():

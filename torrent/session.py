@@ -163,7 +163,7 @@ class Session:
         for task in [*pending, *self._timer_tasks]:
             task.cancel()
         try:
-            result = await self._tg.__aexit__(exc_type, exc, tb)
+            await self._tg.__aexit__(exc_type, exc, tb)
         finally:
             self._tg = None
             if self._http is not None:
@@ -172,7 +172,7 @@ class Session:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1):
                         await self._server.wait_closed()
-        return result
+        return None
 
     # ------------------------------------------------------------------ torrents
 

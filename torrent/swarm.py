@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -252,8 +252,8 @@ class Swarm:
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
         self.num_pieces = self.info.num_pieces
-        self.piece_length = self.info.piece_length
-        self.total_length = self.info.total_length
+        self.piece_length: int | None = self.info.piece_length
+        self.total_length: int | None = self.info.total_length
         self.name = self.info.name
         self.storage = storage
         self.ctx = ctx
@@ -803,7 +803,7 @@ class Swarm:
         if self.complete:
             return []
         budget = self.settings.max_pieces_in_flight - len(self._partial) - len(self._verifying)
-        picks = self.picker.pick(peer.addr, n, now=time.monotonic())
+        picks: list[tuple[int, int, int]] = list(self.picker.pick(peer.addr, n, now=time.monotonic()))
         if budget <= 0 and picks:
             # Too much in memory: keep only blocks of pieces already being assembled.
             keep = [b for b in picks if b[0] in self._partial]
@@ -835,8 +835,8 @@ class Swarm:
             part = self._partial[index] = _PartialPiece(bytearray(self.info.piece_size(index)))
         part.buf[begin : begin + n] = data
         part.sources[begin] = peer.addr
-        for addr, blk in result.cancels:
-            other = self.peers.get(addr)  # type: ignore[arg-type]
+        for key, blk in result.cancels:
+            other = self.peers.get(cast(PeerAddr, key))
             if other is not None:
                 other.cancel(blk.piece, blk.offset, blk.length)
         if self.state == "downloading" and self.picker.in_endgame:
@@ -889,8 +889,8 @@ class Swarm:
         for begin, addr in part.sources.items():
             length = min(BLOCK_SIZE, len(part.buf) - begin)
             self._suspects[(index, begin)] = (addr, hashlib.sha1(part.buf[begin : begin + length]).digest())
-        for addr in failure.ban:
-            self._ban(addr, f"piece {index} failed its hash check")  # type: ignore[arg-type]
+        for key in failure.ban:
+            self._ban(cast(PeerAddr, key), f"piece {index} failed its hash check")
         self._emit("piece", f"piece {index} failed its hash check")
         for peer in list(self.peers.values()):
             peer.fill_pipeline()
@@ -1153,9 +1153,10 @@ class MetadataFetcher:
             peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, msg))
 
     def _drop_banned(self) -> None:
-        for addr in self.asm.take_banned():
-            self.peer_list.ban(addr)  # type: ignore[arg-type]
-            peer = self.peers.get(addr)  # type: ignore[call-overload]
+        for key in self.asm.take_banned():
+            addr = cast(PeerAddr, key)
+            self.peer_list.ban(addr)
+            peer = self.peers.get(addr)
             if peer is not None:
                 peer.close("sent metadata that does not match the info hash")
 

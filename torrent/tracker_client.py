@@ -167,7 +167,8 @@ class UdpTracker:
             raise TrackerError(f"{self.url}: cannot resolve {self._host}: {exc.strerror or exc}") from None
         family, _, _, _, sockaddr = infos[0]
         self._ipv6 = family == socket.AF_INET6
-        transport, endpoint = await loop.create_datagram_endpoint(_UdpEndpoint, remote_addr=sockaddr[:2])
+        remote = (str(sockaddr[0]), int(sockaddr[1]))
+        transport, endpoint = await loop.create_datagram_endpoint(_UdpEndpoint, remote_addr=remote)
         self._transport = transport
         self._endpoint = endpoint
 
