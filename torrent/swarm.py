@@ -793,7 +793,9 @@ class Swarm:
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
         msg = ut_metadata.decode(payload)
         reply = self._metadata_server.answer(msg)
-        if reply is not None:
+        # BEP 10: we may only send what the peer's handshake offered; a request from a peer
+        # that never offered ut_metadata gets no answer (sending would be our protocol error).
+        if reply is not None and peer.proto is not None and ut_metadata.EXTENSION_NAME in peer.proto.peer_extensions:
             peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, ut_metadata.encode(reply)))
 
     def on_peer_interest_changed(self, peer: Peer) -> None:
