@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Union
 
-import bencodepy  # type: ignore[import-untyped]  # ships no type information
-
 from torrent.errors import BencodeError
 
 #: Decoded bencoding: int, bytes, list of values, or dict with bytes keys.
@@ -22,7 +20,18 @@ Value = Union[int, bytes, list[Any], dict[bytes, Any]]
 #: Deepest nesting we decode; real metainfo nests four or five levels.
 MAX_DEPTH = 64
 
-_decoder = bencodepy.BencodeDecoder(max_depth=MAX_DEPTH)
+#: The bencodepy decoder, made on first use: importing bencodepy pulls in pathlib and
+#: urllib.parse (~6 ms), which encoding (all ``pytorrent create`` needs) does without.
+_decoder: Any = None
+
+
+def _bencodepy() -> Any:
+    global _decoder
+    import bencodepy  # type: ignore[import-untyped]  # ships no type information
+
+    if _decoder is None:
+        _decoder = bencodepy.BencodeDecoder(max_depth=MAX_DEPTH)
+    return bencodepy
 
 
 def decode(data: bytes) -> Any:
@@ -36,6 +45,7 @@ def decode(data: bytes) -> Any:
     data = bytes(data)
     if not data:
         raise BencodeError("empty input")
+    bencodepy = _bencodepy()
     try:
         return _decoder.decode(data)
     except bencodepy.BencodeDecodeError as exc:
