@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import re
 import subprocess
 import sys
@@ -40,7 +41,17 @@ def pytorrent_create(
         AssertionError: the command failed or printed no info hash.
     """
     require_module("cli.cmd_create", "pytorrent create")
-    argv = [sys.executable, "-m", "cli.main", "create", str(path), "-o", str(out), "--piece-length", piece_length]
+    argv = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "create",
+        str(path),
+        "-o",
+        str(out),
+        "--piece-length",
+        piece_length,
+    ]
     for url in trackers:
         argv += ["-t", url]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -98,21 +109,43 @@ class OurPeer(Peer):
         super().__init__(workdir)
         self.session: Any = None
         self.torrents: dict[str, Any] = {}
+        self.closes = _CloseLog()
+        self._saved_level = logging.NOTSET
 
     async def start(self) -> None:
         require_module("torrent.session", "the pytorrent client (torrent.session)")
         from torrent.config import testing_settings
         from torrent.session import Session
 
+        # The swarm logs why each peer connection ended (at debug level): collect it.
+        logger = logging.getLogger("torrent.swarm")
+        self._saved_level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self.closes)
         self.session = Session(testing_settings().replace(seed_ratio=None, seed_time_s=None))
         await self.session.__aenter__()
         self.peer_port = int(self.session.port)
 
     async def stop(self) -> None:
         session, self.session = self.session, None
-        if session is not None:
-            async with asyncio.timeout(15):
-                await session.__aexit__(None, None, None)
+        try:
+            if session is not None:
+                async with asyncio.timeout(15):
+                    await session.__aexit__(None, None, None)
+        finally:
+            logger = logging.getLogger("torrent.swarm")
+            logger.removeHandler(self.closes)
+            logger.setLevel(self._saved_level)
+
+    def protocol_errors(self) -> list[str]:
+        """Why our client dropped peers for breaking the protocol after the handshake.
+
+        A peer that opens with an encrypted (MSE) handshake and retries in plaintext, as
+        aria2 does, is not counted: that is the expected way to negotiate.
+        """
+        return [
+            r for r in self.closes.reasons if "ProtocolError" in r and "not a BitTorrent handshake" not in r
+        ]
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
         from torrent.metainfo import Metainfo
@@ -147,3 +180,15 @@ class OurPeer(Peer):
         for ih, t in self.torrents.items():
             lines.append(f"{ih}: {t.statistics()}")
         return "pytorrent:\n" + "\n".join(lines)
+
+
+class _CloseLog(logging.Handler):
+    """Collects the reasons in ``torrent.swarm``'s "peer ... closed: REASON" debug lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reasons: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "peer %s closed: %s" and len(self.reasons) < 10_000:
+            self.reasons.append(str(record.args[1]) if isinstance(record.args, tuple) else "")

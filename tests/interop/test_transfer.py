@@ -13,6 +13,10 @@ Transmission's address, and dials it; that is what "our client seeds, Transmissi
 downloads" checks. Transmission also waits for its 10 s rechoke pulse before it becomes
 interested, so its cells take at least ~10 s.
 
+A transfer passes only if our client never dropped the other client for a protocol error
+along the way (from the reasons our swarm logs): finishing by reconnecting over and over
+is not interoperating.
+
 The mixed swarm (10 MiB): one libtorrent seed whose upload is throttled to 1 MiB/s (so
 leechers must trade among themselves to finish), and as leechers our client, Transmission and aria2.
 All complete; our leecher must have downloaded blocks from peers that were not seeds at
@@ -22,6 +26,7 @@ the time, which is read from our session's per-peer counters while the swarm run
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -70,6 +75,17 @@ async def _transfer(seed: Peer, leecher: Peer, top: Path, torrent: Path, ih: str
             break
         await asyncio.sleep(0.2)
     assert same_tree(top, dest / top.name), f"{leecher.name} wrote different bytes"
+    ours = seed if isinstance(seed, OurPeer) else leecher
+    assert isinstance(ours, OurPeer)
+    _expect_no_protocol_errors(ours, seed.name if ours is leecher else leecher.name)
+
+
+def _expect_no_protocol_errors(ours: OurPeer, other: str) -> None:
+    """The transfer must not have relied on reconnecting after our client dropped the peer."""
+    errors = ours.protocol_errors()
+    if errors:
+        counted = Counter(errors).most_common(3)
+        raise AssertionError(f"our client dropped {other} {len(errors)} time(s) for protocol errors: {counted}")
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -144,6 +160,7 @@ async def test_mixed_swarm(start_peer: StartPeer, start_tracker: StartTracker, t
                 await asyncio.sleep(0.2)
             assert same_tree(top, dest), f"{peer.name} wrote different bytes"
 
+        _expect_no_protocol_errors(ours, "a peer")
         got = {pid[:8].decode("latin-1"): n for pid, n in from_non_seeds.items() if n}
         sent = {pid[:8].decode("latin-1"): n for pid, n in to_peers.items() if n}
         print(f"mixed swarm: our leecher got from non-seeds {got}; sent to {sent}")
