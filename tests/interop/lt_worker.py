@@ -58,7 +58,6 @@ class Worker:
             | lt.alert_category.status
             | lt.alert_category.tracker
             | lt.alert_category.storage,
-            "user_agent": "libtorrent-interop",
         }
         self.session = lt.session(settings)
         deadline = time.monotonic() + 10
