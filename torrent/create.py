@@ -66,6 +66,8 @@ MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
 #: Bytes a worker reads before hashing them (rounded to whole pieces, at least one).
 BATCH_BYTES = 4 * 1024 * 1024
+#: Most hashing threads a job starts, whatever it is asked for.
+MAX_THREADS = 64
 #: GIL switch interval while this thread works beside the hashing threads.
 SWITCH_INTERVAL_S = 0.0002
 #: While walking a directory, hand files to the hashing threads this many at a time.
@@ -327,7 +329,7 @@ def create(
             top_name = files[0].path[0]
         chosen = piece_length or auto_piece_length(total)
         if job is None:
-            job = HashJob(chosen, threads=threads)
+            job = HashJob(chosen, threads=threads, total=total)
             job.feed(files)
             job.start()
         else:
@@ -497,7 +499,7 @@ def hash_files(
     Raises:
         StorageError: a file could not be opened or read, or is shorter than scanned.
     """
-    job = HashJob(piece_length, threads=threads)
+    job = HashJob(piece_length, threads=threads, total=sum(f.length for f in files))
     job.feed(files)
     job.close_feed()
     job.start()
@@ -515,12 +517,17 @@ class HashJob:
     fixed share, and hashing starts before a large directory is fully listed.
     """
 
-    def __init__(self, piece_length: int, *, threads: int | None = None) -> None:
+    def __init__(self, piece_length: int, *, threads: int | None = None, total: int | None = None) -> None:
+        """Args: ``threads`` defaults to the usable cores; ``total``, when already known,
+        caps the threads at the number of batches."""
         self.piece_length = piece_length
         self.per_batch = max(1, BATCH_BYTES // piece_length)
         self.batch_bytes = self.per_batch * piece_length
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = min(threads, MAX_THREADS)
+        if total is not None:
+            threads = min(threads, -(-total // self.batch_bytes))
         self.threads = max(1, threads)
         # Only files with bytes take part in reading; ``starts`` holds their payload offsets.
         self.files: list[SourceFile] = []
@@ -606,9 +613,8 @@ class HashJob:
     def work(self, slot: int) -> None:
         fd = -1
         fd_index = -1
+        view = memoryview(bytearray())
         try:
-            buffer = bytearray(self.batch_bytes)
-            view = memoryview(buffer)
             sha1 = hashlib.sha1
             piece_length = self.piece_length
             batch_bytes = self.batch_bytes
@@ -624,6 +630,8 @@ class HashJob:
                 if start >= known:
                     break  # the feed is closed and this batch lies past the end
                 size = min(batch_bytes, known - start)
+                if len(view) < size:  # allocated on the first batch: idle workers cost no memory
+                    view = memoryview(bytearray(batch_bytes if not self.closed else size))
                 # Fill the buffer from every file the batch overlaps: the hot loop when
                 # files are small, so it stays flat.
                 filled = 0

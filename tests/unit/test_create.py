@@ -283,3 +283,14 @@ def test_a_walk_error_stops_the_started_workers(tmp_path: Path) -> None:
     with pytest.raises(MetainfoError, match="points nowhere"):
         create(d, piece_length=16384)
     assert threading.active_count() == before
+
+
+def test_thread_count_is_capped_by_the_work_and_by_max_threads(tmp_path: Path) -> None:
+    from torrent.create import MAX_THREADS
+
+    assert HashJob(16384, threads=64, total=100).threads == 1
+    assert HashJob(16384, threads=10_000).threads == MAX_THREADS
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 1000)
+    assert create(f, threads=500).info.pieces == hashlib.sha1(b"x" * 1000).digest()
+    assert create(f, threads=500, piece_length=16384).info.num_pieces == 1
