@@ -78,20 +78,27 @@ def _stop_leftover_clients() -> Iterator[None]:
         print(f"interop: killed leftover client process groups {left}", file=sys.stderr)
 
 
-StartPeer = Callable[[str], Awaitable[Peer]]
+StartPeer = Callable[..., Awaitable[Peer]]
 
 
 @pytest.fixture
 async def start_peer(loopback_only: None, tmp_path: Path) -> AsyncIterator[StartPeer]:
-    """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test."""
+    """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test.
+
+    ``host`` (libtorrent and aria2 only) puts the client on another loopback address.
+    """
     started: list[Peer] = []
 
-    async def start(key: str) -> Peer:
+    async def start(key: str, host: str = "127.0.0.1") -> Peer:
         if key == "pytorrent":
             peer: Peer = OurPeer(tmp_path / f"pytorrent-{len(started)}")
         else:
             need(key)
             peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
+        if host != peer.host:
+            if key not in ("libtorrent", "aria2"):
+                raise ValueError(f"{key} runs on 127.0.0.1 only in this harness")
+            peer.host = host
         started.append(peer)
         await peer.start()
         return peer

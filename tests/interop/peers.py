@@ -305,6 +305,9 @@ class Peer:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.peer_port = 0
+        #: The loopback address the client binds and connects from; 127.0.0.0/8 is all
+        #: loopback, and a distinct address makes it a distinct IP to the other clients.
+        self.host = LOOPBACK
 
     @property
     def name(self) -> str:
@@ -415,7 +418,7 @@ class LibtorrentPeer(Peer):
             )
         LIVE_PIDS.add(self.proc.pid)
         (port,) = free_ports(1)
-        self.peer_port = int(await self.call("start", port=port, host=LOOPBACK, timeout_s=READY_TIMEOUT_S))
+        self.peer_port = int(await self.call("start", port=port, host=self.host, timeout_s=READY_TIMEOUT_S))
 
     async def call(self, op: str, timeout_s: float = 10, **args: Any) -> Any:
         """One request to the worker; raises :class:`PeerError` with its error text."""
@@ -710,7 +713,7 @@ class Aria2Peer(Peer):
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             f"--listen-port={self.peer_port}",
-            f"--interface={LOOPBACK}",
+            f"--interface={self.host}",
             "--disable-ipv6=true",
             "--seed-ratio=0.0",
             "--bt-hash-check-seed=true",
