@@ -59,7 +59,7 @@ class Worker:
             | lt.alert_category.tracker
             | lt.alert_category.storage,
         }
-        self.session = lt.session(settings)
+        self.session = lt.session(settings)  # type: ignore[call-overload]  # the stubs lack the dict form
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             bound = self.session.listen_port()
