@@ -189,3 +189,17 @@ def test_rich_views_render(payload: Path, tmp_path: Path, capsys: pytest.Capture
     assert "3 padding files" in text and "data.bin" in text and ".pad" not in text
     meta = cmd_create._create_with_bar(create, str(payload), {"no_date": True})
     assert meta.info.name == "payload"
+
+
+def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> None:
+    """No event loop, HTTP client or rich when stdout is not a terminal: start-up is part of the speed."""
+    script = (
+        "import sys, cli.main\n"
+        f"rc = cli.main.main(['create', {str(payload)!r}, '-o', {str(tmp_path / 'o.torrent')!r}])\n"
+        f"rc |= cli.main.main(['info', {str(tmp_path / 'o.torrent')!r}])\n"
+        "heavy = sorted(m for m in ('asyncio', 'aiohttp', 'rich', 'uvloop', 'torrent.session') if m in sys.modules)\n"
+        "print('HEAVY', heavy, rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
