@@ -480,7 +480,10 @@ class Peer(asyncio.Protocol):
                 self.num_have = len(self.has)
                 host.on_peer_has(self, None)
             case wire.HaveNone():
-                pass
+                if self.num_have:  # a late "have none" (aria2): the peer has nothing now
+                    self.has = bytearray(len(self.has))
+                    self.num_have = 0
+                    host.on_peer_has(self, None)
             case wire.Request(index=index, begin=begin, length=length):
                 # The codec already refused requests while we choke or for pieces we never
                 # announced, and bounds the queue (``max_peer_requests``).

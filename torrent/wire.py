@@ -1071,6 +1071,7 @@ class PeerProtocol:
         self._up = RateMeter(rate_window_s, now=now)
         # Counters.
         self.ignored_messages = 0
+        self.late_piece_sets = 0
         self.dropped_requests = 0
         self.unrequested_bytes = 0
         # Parsing.
@@ -1305,6 +1306,13 @@ class PeerProtocol:
         return hs
 
     def _their_transition(self, kind: _Kind, name: str) -> None:
+        if kind is _Kind.PIECE_SET and self.their_phase is Phase.ACTIVE and self.geometry_known:
+            # BEP 3 allows a bitfield (BEP 6: have all / have none) only first, but aria2 1.36
+            # sends another one later (a bitfield after have none or haves, have all once it
+            # completes). libtorrent takes a late one as the peer's new piece set; so do we,
+            # rather than drop a working peer. Our own sends still follow the table.
+            self.late_piece_sets += 1
+            return
         new = _TRANSITIONS.get((self.their_phase, kind))
         if new is None:
             what = _VIOLATIONS.get((self.their_phase, kind), "{name} in phase " + self.their_phase.value)

@@ -133,19 +133,22 @@ def test_bitfield_spare_bits_set() -> None:
 
 
 @pytest.mark.parametrize(
-    ("first", "then", "match"),
+    ("first", "then", "full"),
     [
-        (b"\x00\x00\x00\x05\x04\x00\x00\x00\x01", b"\x00\x00\x00\x03\x05\x00\x00", "bitfield is only allowed as the first"),
-        (b"\x00\x00\x00\x01\x02", b"\x00\x00\x00\x01\x0e", "have all is only allowed as the first"),
-        (b"\x00\x00\x00\x03\x05\x00\x00", b"\x00\x00\x00\x01\x0f", "have none is only allowed as the first"),
-        (b"\x00\x00\x00\x01\x0e", b"\x00\x00\x00\x03\x05\x00\x00", "bitfield is only allowed as the first"),
-        (b"\x00\x00\x00\x01\x01", b"\x00\x00\x00\x03\x05\x00\x00", "bitfield is only allowed as the first"),
+        (b"\x00\x00\x00\x05\x04\x00\x00\x00\x01", b"\x00\x00\x00\x03\x05\xff\xc0", True),
+        (b"\x00\x00\x00\x01\x02", b"\x00\x00\x00\x01\x0e", True),
+        (b"\x00\x00\x00\x03\x05\xff\xc0", b"\x00\x00\x00\x01\x0f", False),
+        (b"\x00\x00\x00\x01\x0e", b"\x00\x00\x00\x03\x05\x00\x00", False),
+        (b"\x00\x00\x00\x01\x0f", b"\x00\x00\x00\x03\x05\xff\xc0", True),
     ],
 )
-def test_piece_set_messages_only_first(first: bytes, then: bytes, match: str) -> None:
+def test_a_late_piece_set_replaces_the_peers_pieces(first: bytes, then: bytes, full: bool) -> None:
+    # BEP 3 wants the bitfield first, but aria2 1.36 sends another bitfield (or have all)
+    # later; libtorrent takes it as the new piece set, and so do we.
     proto = connected()
     feed(proto, first)
-    raises(proto, then, match)
+    assert len(feed(proto, then)) == 1
+    assert proto.peer_pieces.is_full() is full and proto.late_piece_sets == 1
 
 
 def test_extension_handshake_keepalive_and_port_may_precede_the_bitfield() -> None:

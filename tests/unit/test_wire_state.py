@@ -121,6 +121,8 @@ def test_transition_table_against_received_messages(phase: Phase, kind: _Kind) -
     proto = in_phase(phase)
     proto.receive_data(KIND_BYTES[kind])
     expected = _TRANSITIONS.get((phase, kind))
+    if (phase, kind) == (Phase.ACTIVE, _Kind.PIECE_SET):
+        expected = Phase.ACTIVE  # a late piece set is accepted (aria2 sends them; see wire)
     if expected is None:
         with pytest.raises(RemoteProtocolError):
             proto.next_event()
