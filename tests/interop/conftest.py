@@ -78,41 +78,6 @@ def _stop_leftover_clients() -> Iterator[None]:
         print(f"interop: killed leftover client process groups {left}", file=sys.stderr)
 
 
-StartPeer = Callable[..., Awaitable[Peer]]
-
-
-@pytest.fixture
-async def start_peer(loopback_only: None, tmp_path: Path) -> AsyncIterator[StartPeer]:
-    """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test.
-
-    ``host`` (libtorrent and aria2 only) puts the client on another loopback address.
-    """
-    started: list[Peer] = []
-
-    async def start(key: str, host: str = "127.0.0.1") -> Peer:
-        if key == "pytorrent":
-            peer: Peer = OurPeer(tmp_path / f"pytorrent-{len(started)}")
-        else:
-            need(key)
-            peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
-        if host != peer.host:
-            if key not in ("libtorrent", "aria2"):
-                raise ValueError(f"{key} runs on 127.0.0.1 only in this harness")
-            peer.host = host
-        started.append(peer)
-        await peer.start()
-        return peer
-
-    try:
-        yield start
-    finally:
-        for peer in reversed(started):
-            with contextlib.suppress(Exception):
-                await peer.stop()
-            with contextlib.suppress(Exception):
-                print(f"--- {peer.name} (port {peer.peer_port})\n{peer.describe_failure()}")
-
-
 StartTracker = Callable[..., Awaitable[TrackerProcess]]
 
 
@@ -145,3 +110,40 @@ async def start_tracker(loopback_only: None, tmp_path: Path) -> AsyncIterator[St
                 print(tracker.describe_failure())
             with contextlib.suppress(Exception):
                 await tracker.stop()
+
+
+StartPeer = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+async def start_peer(loopback_only: None, tmp_path: Path, start_tracker: StartTracker) -> AsyncIterator[StartPeer]:
+    """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test.
+
+    ``host`` (libtorrent and aria2 only) puts the client on another loopback address.
+    Depends on ``start_tracker`` so that trackers outlive the clients: their ``stopped``
+    announces then get an answer instead of a timeout at shutdown.
+    """
+    started: list[Peer] = []
+
+    async def start(key: str, host: str = "127.0.0.1") -> Peer:
+        if key == "pytorrent":
+            peer: Peer = OurPeer(tmp_path / f"pytorrent-{len(started)}")
+        else:
+            need(key)
+            peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
+        if host != peer.host:
+            if key not in ("libtorrent", "aria2"):
+                raise ValueError(f"{key} runs on 127.0.0.1 only in this harness")
+            peer.host = host
+        started.append(peer)
+        await peer.start()
+        return peer
+
+    try:
+        yield start
+    finally:
+        for peer in reversed(started):
+            with contextlib.suppress(Exception):
+                await peer.stop()
+            with contextlib.suppress(Exception):
+                print(f"--- {peer.name} (port {peer.peer_port})\n{peer.describe_failure()}")

@@ -142,8 +142,8 @@ def render(results: dict[str, tuple[str, str]], handshakes: list[dict[str, objec
         lines += [
             "What each client advertises when we connect to it as a peer (`test_handshake`):",
             "",
-            "| client | reserved bits | peer id | BEP 10 `v` | BEP 10 `m` | `reqq` | opens with |",
-            "|---|---|---|---|---|---|---|",
+            "| client | reserved bits | peer id | BEP 10 `v` | BEP 10 `m` | `reqq` | opens with | piece-set msgs |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         seen: set[str] = set()
         for h in handshakes:
@@ -154,7 +154,7 @@ def render(results: dict[str, tuple[str, str]], handshakes: list[dict[str, objec
             m = ", ".join(h.get("m") or []) or "-"  # type: ignore[arg-type]
             lines.append(
                 f"| {h['client']} | `{h['reserved']}` ({flags}) | `{h['peer_id_prefix']}` | {h.get('v') or '-'} "
-                f"| {m} | {h.get('reqq') or '-'} | {h.get('opening') or '-'} |"
+                f"| {m} | {h.get('reqq') or '-'} | {h.get('opening') or '-'} | {h.get('piece_set_messages', '-')} |"
             )
         lines.append("")
     lines += [

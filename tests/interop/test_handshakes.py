@@ -135,6 +135,14 @@ async def test_handshake(client: str, start_peer: StartPeer, tmp_path: Path) -> 
                     ext = bencoding.decode(payload[1:])
                 elif mid in (HAVE_ALL, HAVE_NONE, BITFIELD) and first_have is None:
                     first_have = (mid, payload)
+            # Keep listening briefly: a second piece-set message (aria2 sends two) shows here.
+            linger_until = loop.time() + 0.5
+            while (left := linger_until - loop.time()) > 0:
+                try:
+                    msg = await asyncio.wait_for(read_message(reader), left)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    break
+                seen.append("keep-alive" if msg is None else str(msg[0]))
         finally:
             writer.close()
 
@@ -150,6 +158,7 @@ async def test_handshake(client: str, start_peer: StartPeer, tmp_path: Path) -> 
         if first_have
         else None,
         "messages": seen[:12],
+        "piece_set_messages": sum(1 for m in seen if m in (str(HAVE_ALL), str(HAVE_NONE), str(BITFIELD))),
     }
     print(json.dumps(record))
     if log := os.environ.get("INTEROP_HANDSHAKE_LOG"):
