@@ -166,7 +166,7 @@ def render(results: dict[str, tuple[str, str]], handshakes: list[dict[str, objec
         "  turns interested only on its 10 s rechoke pulse, so its transfers take at least ~10 s.",
         "- aria2 1.36, while downloading, sends a bitfield again later in a connection: raw bytes",
         "  show `extended, bitfield, allowed fast x10, bitfield` and `extended, have none, allowed",
-        "  fast x10, interested, requests ..., bitfield`. libtorrent and Transmission take it as a",
+        "  fast x10, interested, requests ..., bitfield`. libtorrent accepts a repeated bitfield as a",
         "  replacement; our wire codec rejects it (\"bitfield is only allowed as the first",
         "  message\") and drops the connection, so aria2 only gets data between reconnects.",
         "- aria2 1.36 announces over UDP only through its DHT socket (\"udp is not supported yet\"",
