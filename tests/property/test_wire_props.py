@@ -343,3 +343,36 @@ def test_lockstep_pair_accepts_what_we_send_and_mirrors_state(fast: bool, data: 
             assert x.outstanding_requests.keys() == y.peer_requests.keys()
             assert x.granted_fast == y.allowed_fast
             assert not x._cancelled  # every cancelled request got its one answer (BEP 6)
+
+
+# A connection made from a magnet link (geometry unknown until set_geometry).
+_EARLY = st.lists(
+    st.one_of(
+        st.builds(lambda i: b"\x00\x00\x00\x05\x04" + i.to_bytes(4, "big"), st.integers(0, 40)),  # have
+        st.builds(lambda b: (1 + len(b)).to_bytes(4, "big") + b"\x05" + b, st.binary(max_size=4)),  # bitfield
+        st.just(b"\x00\x00\x00\x01\x0e"),  # have all
+        st.just(b"\x00\x00\x00\x01\x0f"),  # have none
+        st.just(b"\x00\x00\x00\x0d\x06" + bytes(8) + (16384).to_bytes(4, "big")),  # request
+        st.binary(min_size=1, max_size=12),  # b"" would mean EOF
+    ),
+    max_size=6,
+)
+
+
+@SETTINGS
+@given(chunks=_EARLY)
+def test_unknown_geometry_raises_only_remote_errors_then_geometry_applies(chunks: list[bytes]) -> None:
+    proto = connected({"piece_length": None, "total_length": None})
+    try:
+        for chunk in chunks:
+            proto.receive_data(chunk)
+            while proto.next_event() is not NEED_DATA:
+                pass
+    except RemoteProtocolError:
+        return
+    try:
+        proto.set_geometry(PIECE_LENGTH, TOTAL_LENGTH)
+    except RemoteProtocolError:
+        return
+    assert proto.peer_pieces.size == NUM_PIECES
+    assert all(0 <= i < NUM_PIECES for i in proto.peer_pieces)
