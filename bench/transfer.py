@@ -219,6 +219,15 @@ async def wait_listening(port: int, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
+async def wait_checked(log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if '"state":"seeding"' in log.read_text():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"our seed did not finish checking: {log.read_text()[-300:]}")
+
+
 # --------------------------------------------------------------------------- pairings
 
 
@@ -244,12 +253,14 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
             lt_add(seed_lt, torrent, data_dir, seed=True)
             await asyncio.sleep(0.2)
         else:
+            seed_log = work / f"seed-{kind}.log"
             our_seed = spawn(
-                ["seed", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--quiet"],
-                work / f"seed-{kind}.log",
+                ["seed", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--json"],
+                seed_log,
             )
             await wait_listening(seed_port)
-            # The seed verifies the data first; it accepts peers once that is done.
+            # The seed verifies the data (or trusts its resume state) before it takes peers.
+            await wait_checked(seed_log)
         if kind in ("a", "d"):
             leech_lt = lt_session(leech_port)
             t0 = time.monotonic()

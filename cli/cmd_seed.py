@@ -58,6 +58,7 @@ async def _seed(
     from cli.cmd_download import watch
     from cli.progress import make_view
     from torrent.session import Session
+    from torrent.swarm import TorrentEvent
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
@@ -65,6 +66,9 @@ async def _seed(
             torrent = await session.add_torrent(meta, directory, content_path=content_path, seed=True, peers=peers)
             await torrent.swarm.wait_checked()
             st = torrent.statistics()
+            view.event(
+                TorrentEvent("checked", st.info_hash, st.name, f"{st.pieces_done}/{st.pieces_wanted} pieces verified")
+            )
             if st.error:
                 print(f"pytorrent seed: {st.error}", file=sys.stderr)
                 return 1
