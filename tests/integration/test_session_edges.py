@@ -1,0 +1,55 @@
+"""Session edges: unknown info hashes, unreachable trackers, the download rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
+from torrent import config, wire
+from torrent.session import Session
+from torrent.types import InfoHash, PeerId
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_incoming_connection_for_an_unknown_torrent_is_dropped(tmp_path: Path) -> None:
+    async with asyncio.timeout(10), Session(config.testing_settings()) as s:
+        r, w = await asyncio.open_connection("127.0.0.1", s.port)
+        w.write(wire.encode_handshake(InfoHash(b"\x01" * 20), PeerId(b"-XX0001-" + b"x" * 12)))
+        await w.drain()
+        assert await r.read(1000) == b""  # closed without a handshake back
+        w.close()
+
+
+def test_unreachable_tracker_fails_with_a_clear_line(tmp_path: Path) -> None:
+    content = make_payload(tmp_path, "x.bin", 50_000)
+    meta = make_torrent(content, trackers=[f"http://127.0.0.1:{free_port()}/announce"])
+    (tmp_path / "x.torrent").write_bytes(meta.to_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "download", str(tmp_path / "x.torrent"), "-o", str(tmp_path / "out"),
+         "--port", "0", "--bind", "127.0.0.1", "--timeout", "2", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no peers reachable within 2 s" in lines[0] and "tracker:" in lines[0], lines
+
+
+async def test_download_rate_limit_is_respected(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "x.bin", 1_200_000)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    async with asyncio.timeout(30):
+        limited = config.testing_settings().replace(max_download_bps=400_000)
+        async with Session(config.testing_settings()) as seed_s, Session(limited) as leech_s:
+            seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+            await seed.swarm.wait_checked()
+            t0 = time.monotonic()
+            leech = await leech_s.add_torrent(meta, tmp_path / "out", seed=False, peers=[("127.0.0.1", seed_s.port)])
+            await leech.wait_complete()
+            took = time.monotonic() - t0
+    # 1.2 MB at 400 kB/s, less the initial burst allowance: well over two seconds.
+    assert took > 2.0, took
