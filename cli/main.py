@@ -71,7 +71,44 @@ def run_async(coro: Coroutine[Any, Any, T], *, no_uvloop: bool = False) -> T:
         except ImportError:
             pass
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coro)
+        return runner.run(_terminate_like_interrupt(coro))
+
+
+async def _terminate_like_interrupt(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro``; SIGTERM then shuts it down exactly as Ctrl-C does.
+
+    Service managers and ``kill`` send SIGTERM, and a job started in the background by a
+    shell ignores SIGINT: either way the user expects the same clean stop (``stopped``
+    announce, resume state saved, exit 130), so SIGTERM cancels the main task and surfaces
+    as ``KeyboardInterrupt``.
+    """
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        installed = True
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
+        installed = False
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,11 +70,12 @@ def verified_on_disk(meta: Metainfo, out: Path) -> set[int]:
     return good
 
 
-async def test_sigint_exits_130_and_saves_resume_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_interrupt_exits_130_and_saves_resume_state(tmp_path: Path, signum: int) -> None:
     async with asyncio.timeout(60), slow_seed(tmp_path, 2_000_000, 400_000) as (meta, seed, port, _):
         proc = await leecher(tmp_path, port, "--quiet")
         await wait_uploaded(seed, 600_000)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         _, err = await proc.communicate()
