@@ -323,43 +323,37 @@ class Swarm:
     def complete(self) -> bool:
         return self._complete.is_set()
 
+    async def _wait_or_stopped(self, event: asyncio.Event) -> None:
+        """Return when ``event`` is set or the torrent stopped, whichever comes first."""
+        if event.is_set() or self._stopped.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        stopper = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
     async def wait_complete(self) -> None:
         """Wait until every wanted piece is verified.
 
         Raises:
             TorrentError: the torrent stopped with an error (e.g. a disk error) first.
         """
-        waiter = asyncio.ensure_future(self._complete.wait())
-        stopper = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await self._wait_or_stopped(self._complete)
         if not self._complete.is_set():
             raise StorageError(self.error) if self.error else TorrentError("torrent stopped")
 
     async def wait_checked(self) -> None:
         """Wait until the resume state or hash check told us what we have (or we stopped)."""
-        waiter = asyncio.ensure_future(self._checked.wait())
-        stopper = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await self._wait_or_stopped(self._checked)
 
     async def wait_finished(self) -> None:
         """Wait until seeding is over (ratio or time limit reached), or forever when
         there is no limit. Raises like :meth:`wait_complete`."""
         await self.wait_complete()
-        waiter = asyncio.ensure_future(self._finished.wait())
-        stopper = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await self._wait_or_stopped(self._finished)
         if not self._finished.is_set() and self.error:
             raise StorageError(self.error)
 
