@@ -951,14 +951,7 @@ class Picker:
             self._wanted_done += self.piece_size(piece)
         d = self._downloads.pop(piece, None)
         if d is not None:
-            self._open.pop(piece, None)
-            for b in range(d.num_blocks):
-                r = d.req[b]
-                if r:
-                    blk = self.block(piece, b)
-                    for q in r:
-                        self._peers[q].requests.pop(blk, None)
-                    self._requested -= 1
+            self._forget_requests(piece, d)
             if self._prio[piece]:
                 self._free_blocks -= d.free
         else:
@@ -968,6 +961,17 @@ class Picker:
             if self._prio[piece]:
                 self._free_blocks -= self.num_blocks(piece)
         return True
+
+    def _forget_requests(self, piece: int, d: _Download) -> None:
+        """Drop every outstanding request for ``piece``, whose download just ended."""
+        self._open.pop(piece, None)
+        for b in range(d.num_blocks):
+            r = d.req[b]
+            if r:
+                blk = self.block(piece, b)
+                for q in r:
+                    self._peers[q].requests.pop(blk, None)
+                self._requested -= 1
 
     def on_piece_failed(self, piece: int) -> HashFailure:
         """The piece's hash did not match: it is missing again; blame its contributors.
@@ -983,14 +987,7 @@ class Picker:
         d = self._downloads.pop(piece, None)
         if d is None:
             return HashFailure(piece, frozenset(), frozenset())
-        self._open.pop(piece, None)
-        for b in range(d.num_blocks):
-            r = d.req[b]
-            if r:
-                blk = self.block(piece, b)
-                for q in r:
-                    self._peers[q].requests.pop(blk, None)
-                self._requested -= 1
+        self._forget_requests(piece, d)
         contributors = frozenset(q for q in d.contrib if q is not None)
         ban = set()
         for q in contributors:
