@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from tests.interop.conftest import isolation_problem, skip_or_fail
+from tests.libtorrent_settings import loopback_settings
 from torrent import config
 from torrent.magnet import Magnet
 from torrent.session import Session
@@ -54,20 +55,9 @@ async def test_our_seed_to_libtorrent_magnet_download(lt: Any, tmp_path: Path) -
             await seed.swarm.wait_checked()
             assert seed.statistics().state == "seeding"
             ses = lt.session(
-                {
-                    "listen_interfaces": "127.0.0.1:0",
-                    "outgoing_interfaces": "127.0.0.1",
-                    "enable_dht": False,
-                    "enable_lsd": False,
-                    "enable_upnp": False,
-                    "enable_natpmp": False,
-                    "enable_outgoing_utp": False,
-                    "enable_incoming_utp": False,
-                    "allow_multiple_connections_per_ip": True,
-                    "stop_tracker_timeout": 1,
-                    "min_announce_interval": 1,
-                    "alert_mask": 0,
-                }
+                loopback_settings(
+                    outgoing_interfaces="127.0.0.1", stop_tracker_timeout=1, min_announce_interval=1, alert_mask=0
+                )
             )
             try:
                 atp = lt.parse_magnet_uri(Magnet(meta.info_hash, trackers=(url,)).to_uri())

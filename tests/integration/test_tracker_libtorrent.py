@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.libtorrent_settings import loopback_settings
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 
@@ -43,20 +44,7 @@ def loopback_only() -> None:
 
 
 def _session() -> Any:
-    settings = {
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "announce_to_all_trackers": True,
-        "alert_mask": 0,
-        "stop_tracker_timeout": 1,
-    }
-    return lt.session(settings)
+    return lt.session(loopback_settings(announce_to_all_trackers=True, alert_mask=0, stop_tracker_timeout=1))
 
 
 def _make_torrent(payload: Path, tracker_url: str) -> Any:

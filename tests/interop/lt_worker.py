@@ -26,6 +26,8 @@ warnings.simplefilter("ignore", DeprecationWarning)
 
 import libtorrent as lt  # noqa: E402
 
+from tests.libtorrent_settings import loopback_settings  # noqa: E402
+
 
 class Worker:
     def __init__(self) -> None:
@@ -40,15 +42,8 @@ class Worker:
 
     def op_start(self, port: int, host: str) -> int:
         settings = {
-            "listen_interfaces": f"{host}:{port}",
+            **loopback_settings(host, port),
             "outgoing_interfaces": host,
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
             "announce_to_all_trackers": True,
             "stop_tracker_timeout": 1,
             "tracker_completion_timeout": 5,
