@@ -27,6 +27,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from torrent import tracker_codec as codec
 from torrent.errors import ProtocolError, TrackerError
@@ -41,6 +42,7 @@ __all__ = [
     "TrackerTiers",
     "UdpTracker",
     "make_tracker",
+    "wire_url",
 ]
 
 #: Largest HTTP announce response we read (a few thousand peers fit easily).
@@ -49,6 +51,9 @@ MAX_HTTP_RESPONSE = 1 << 20
 UDP_CONNECTION_ID_TTL_S = 60.0
 #: BEP 15 base retransmission timeout: 15 * 2**n seconds.
 UDP_RETRY_BASE_S = 15.0
+#: Redirects followed for one announce (HTTP 301, 302, 303, 307, 308).
+MAX_HTTP_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class TrackerClient(Protocol):
@@ -80,15 +85,10 @@ class HttpTracker:
     async def announce(self, req: AnnounceRequest) -> AnnounceResponse:
         if self._tracker_id is not None and req.tracker_id is None:
             req = _replace_tracker_id(req, self._tracker_id)
-        url = codec.announce_url(self.url, req)
+        url = wire_url(codec.announce_url(self.url, req))
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._http.get(url, allow_redirects=True) as resp:
-                    body = await resp.content.read(MAX_HTTP_RESPONSE + 1)
-                    if len(body) > MAX_HTTP_RESPONSE:
-                        raise TrackerError(f"{self.url}: response larger than {MAX_HTTP_RESPONSE} bytes")
-                    if resp.status != 200 and not body.startswith(b"d"):
-                        raise TrackerError(f"{self.url}: HTTP {resp.status} {resp.reason}")
+                body = await self._get(url)
         except TimeoutError:
             raise TrackerError(f"{self.url}: no answer within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
@@ -105,8 +105,42 @@ class HttpTracker:
             self._tracker_id = out.tracker_id
         return out
 
+    async def _get(self, url: URL) -> bytes:
+        """GET ``url`` and return the body, following redirects ourselves.
+
+        aiohttp would re-quote a redirect's ``Location`` and so undo the encoding of the
+        binary values in its query: each hop is sent exactly as the tracker wrote it.
+        """
+        for _ in range(MAX_HTTP_REDIRECTS + 1):
+            async with self._http.get(url, allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in _REDIRECT_STATUSES and location:
+                    url = url.join(wire_url(location))
+                    continue
+                body = await resp.content.read(MAX_HTTP_RESPONSE + 1)
+                if len(body) > MAX_HTTP_RESPONSE:
+                    raise TrackerError(f"{self.url}: response larger than {MAX_HTTP_RESPONSE} bytes")
+                if resp.status != 200 and not body.startswith(b"d"):
+                    raise TrackerError(f"{self.url}: HTTP {resp.status} {resp.reason}")
+                return body
+        raise TrackerError(f"{self.url}: more than {MAX_HTTP_REDIRECTS} redirects")
+
     async def close(self) -> None:
         pass  # the aiohttp session belongs to the Session
+
+
+def wire_url(url: str) -> URL:
+    """``url`` as a URL object that goes on the wire byte for byte.
+
+    The tracker codec percent-encodes every byte of binary values (``info_hash``,
+    ``peer_id``) except RFC 3986's unreserved characters; yarl's default parsing would
+    decode ``%24`` back to a raw ``$`` (and ``%2F``, ``%3F``, ``%40``...), which
+    opentracker answers with HTTP 400. A URL that is not plain ASCII (a user's announce
+    URL with a space or a non-ASCII host) has not been encoded yet: yarl encodes that one.
+    """
+    if url.isascii() and " " not in url:
+        return URL(url, encoded=True)
+    return URL(url)
 
 
 def _replace_tracker_id(req: AnnounceRequest, tracker_id: bytes) -> AnnounceRequest:

@@ -327,3 +327,24 @@ async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> N
     for name in ("host=127.0.0.1", "interval_s=1800", "numwant_max=200", "store=memory", "peer_ttl_s=3600"):
         assert name in text
     assert "tracker stopping" in text
+
+
+async def test_raw_and_encoded_sub_delimiters_mean_the_same_peer(make_client: Callable[..., Any]) -> None:
+    """Clients differ in what they leave raw (libtorrent sends ``! * ' ( )`` as they are,
+    others send ``$ , ; : @ /`` raw): both forms name the same swarm and peer."""
+    special = b"$!*'(),;:@/$!*'(),;:"
+    get, _ = await make_client()
+    raw = special.decode()
+    for n, (info_hash, peer_id) in enumerate(
+        [(quote_from_bytes(special, safe=""), quote_from_bytes(special, safe="")), (raw, raw)]
+    ):
+        query = f"info_hash={info_hash}&peer_id={peer_id}&port={7000 + n}&uploaded=0&downloaded=0&left=10&compact=0"
+        status, body = await get("/announce", query)
+        d = bencoding.decode(body)
+        assert status == 200 and b"failure reason" not in d, d
+    # The second announce (raw form) is the same peer as the first (encoded): one peer in
+    # the swarm, now on the second port.
+    _, body = await get("/scrape", f"info_hash={quote_from_bytes(special, safe='')}")
+    assert bencoding.decode(body)[b"files"][special][b"incomplete"] == 1
+    status, body = await get("/announce", announce_q(3, info_hash=special, compact=0))
+    assert bencoding.decode(body)[b"peers"] == [{b"ip": b"127.0.0.1", b"peer id": special, b"port": 7001}]

@@ -1,0 +1,146 @@
+"""What an HTTP announce puts on the wire, read off a raw socket.
+
+A tracker sees the request line as bytes; opentracker answers a raw ``$`` in the query
+with HTTP 400, and other trackers split values on a raw ``&``, ``?``, ``/`` or ``@``.
+So every byte of a binary value must arrive percent-encoded (RFC 3986's unreserved
+characters may stay as they are) and decode back to exactly the bytes we meant, on the
+first request and after a redirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import string
+from urllib.parse import unquote_to_bytes
+
+import aiohttp
+
+from torrent import tracker_codec as codec
+from torrent.tracker_client import HttpTracker
+from torrent.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
+from torrent.types import InfoHash, PeerId
+
+UNRESERVED = set((string.ascii_letters + string.digits + "-._~").encode())
+EVERY_BYTE = bytes(range(256))
+#: 20-byte values that between them hold every byte value 0-255 (the last one padded).
+CHUNKS = [EVERY_BYTE[i : i + 20].ljust(20, b"\x24") for i in range(0, 256, 20)]
+BODY = codec.encode_announce_response(AnnounceResponse(interval=900))
+
+
+class RawTracker:
+    """An HTTP/1.1 server on loopback that records each request line and answers a fixed body.
+
+    ``redirect_once``: a request for ``/announce`` is answered ``302`` to ``/moved/announce``
+    with the same query, as it came (so the client must send it again unchanged).
+    """
+
+    def __init__(self, *, redirect_once: bool = False) -> None:
+        self.lines: list[bytes] = []
+        self.redirect_once = redirect_once
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/announce"
+
+    async def __aenter__(self) -> RawTracker:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(1000):  # requests on one kept-alive connection
+                line = await reader.readline()
+                if not line:
+                    return
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                self.lines.append(line.rstrip(b"\r\n"))
+                target = line.split(b" ")[1]
+                if self.redirect_once and target.startswith(b"/announce?"):
+                    location = b"/moved" + target
+                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+def _raw_params(line: bytes) -> dict[bytes, bytes]:
+    """The query of a request line, split but still encoded."""
+    target = line.split(b" ")[1]
+    query = target.partition(b"?")[2]
+    return dict(part.partition(b"=")[::2] for part in query.split(b"&"))
+
+
+def _assert_encoded(raw: bytes, meant: bytes) -> None:
+    assert unquote_to_bytes(raw) == meant, (raw, meant)
+    for i, byte in enumerate(raw):
+        if byte == ord("%"):
+            assert re.fullmatch(rb"[0-9A-Fa-f]{2}", raw[i + 1 : i + 3]), raw
+        else:
+            assert byte in UNRESERVED or raw[i - 1 : i] == b"%" or raw[i - 2 : i - 1] == b"%", (
+                f"raw {chr(byte)!r} in {raw!r}"
+            )
+
+
+def _req(info_hash: bytes, peer_id: bytes) -> AnnounceRequest:
+    return AnnounceRequest(
+        info_hash=InfoHash(info_hash),
+        peer_id=PeerId(peer_id),
+        port=6881,
+        left=1,
+        event=AnnounceEvent.STARTED,
+        tracker_id=b"$id/?@&=#+ ",
+    )
+
+
+async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
+    async with asyncio.timeout(30), RawTracker() as server, aiohttp.ClientSession() as http:
+        tracker = HttpTracker(server.url, http)
+        for chunk in CHUNKS:
+            await tracker.announce(_req(chunk, b"-PT0100-abcdefghijkl"))
+            await tracker.announce(_req(b"A" * 20, chunk))
+        assert len(server.lines) == 2 * len(CHUNKS)
+        for chunk, (by_hash, by_id) in zip(CHUNKS, zip(server.lines[::2], server.lines[1::2], strict=True), strict=True):
+            _assert_encoded(_raw_params(by_hash)[b"info_hash"], chunk)
+            _assert_encoded(_raw_params(by_id)[b"peer_id"], chunk)
+            _assert_encoded(_raw_params(by_id)[b"trackerid"], b"$id/?@&=#+ ")
+        # And the whole line is one request target: nothing a parser would split on.
+        for line in server.lines:
+            method, target, version = line.split(b" ")
+            assert (method, version) == (b"GET", b"HTTP/1.1")
+            assert target.count(b"?") == 1 and b"#" not in target
+
+
+async def test_redirected_announce_keeps_its_encoding() -> None:
+    meant = b"$$!*'()/?@:,;=+&#%\x00\xff"
+    async with asyncio.timeout(10), RawTracker(redirect_once=True) as server, aiohttp.ClientSession() as http:
+        tracker = HttpTracker(server.url, http)
+        out = await tracker.announce(_req(meant, meant))
+        assert out.interval == 900
+        assert len(server.lines) == 2
+        first, second = server.lines
+        assert second.split(b" ")[1].startswith(b"/moved/announce?")
+        for line in (first, second):
+            _assert_encoded(_raw_params(line)[b"info_hash"], meant)
+            _assert_encoded(_raw_params(line)[b"peer_id"], meant)
+
+
+async def test_an_announce_url_with_its_own_query_keeps_it() -> None:
+    async with asyncio.timeout(10), RawTracker() as server, aiohttp.ClientSession() as http:
+        tracker = HttpTracker(server.url + "?passkey=a%24b", http)
+        await tracker.announce(_req(b"$" * 20, b"-PT0100-abcdefghijkl"))
+        params = _raw_params(server.lines[0])
+        assert params[b"passkey"] == b"a%24b"
+        _assert_encoded(params[b"info_hash"], b"$" * 20)
