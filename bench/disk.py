@@ -1,4 +1,4 @@
-"""Disk write+hash throughput of torrent.diskio on a 1 GiB single-file torrent.
+"""Disk write+hash throughput of torrent.disk.diskio on a 1 GiB single-file torrent.
 
 Run from the repository root: ``python bench/disk.py [--size-mib 1024] [--piece-kib 256] [--runs 3]``.
 
@@ -39,9 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from torrent.diskio import DiskIO
-from torrent.metainfo import FileEntry, Info
-from torrent.storage import FileStorage
+from torrent.disk.diskio import DiskIO
+from torrent.disk.storage import FileStorage
+from torrent.proto.metainfo import FileEntry, Info
 from torrent.types import BLOCK_SIZE
 
 DISTINCT = 64  # distinct piece contents, reused round-robin so building the torrent is cheap

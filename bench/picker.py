@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torrent.picker import Picker
+from torrent.proto.picker import Picker
 from torrent.types import BLOCK_SIZE
 
 TOTAL = 1 << 30

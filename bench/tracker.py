@@ -328,7 +328,7 @@ MEMORY_CODE = r"""
 import json, os, sys, time, tracemalloc
 sys.path.insert(0, %(root)r)
 from tracker.store import MemoryStore, PeerAnnounce
-from torrent.tracker_codec import AnnounceEvent
+from torrent.proto.tracker_codec import AnnounceEvent
 n, swarms = %(n)d, %(swarms)d
 def rss():
     for line in open("/proc/self/status"):

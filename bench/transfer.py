@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from torrent import bencoding  # noqa: E402
+from torrent.proto import bencoding  # noqa: E402
 
 PIECE_LENGTH = 1 << 20
 TIMEOUT_S = 300.0

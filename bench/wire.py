@@ -3,7 +3,7 @@
 Usage: python bench/wire.py [--mib 64] [--rounds 3]
 
 A seed's stream of ``piece`` messages (16 KiB blocks of 1 MiB pieces) is fed to
-``torrent.wire.PeerProtocol`` in reads of 16, 64 and 256 KiB (asyncio reads up to 256 KiB at a
+``torrent.proto.wire.PeerProtocol`` in reads of 16, 64 and 256 KiB (asyncio reads up to 256 KiB at a
 time), and every ``Block`` event is taken off the protocol. Two figures per read size:
 
 * *decode*: every block was requested beforehand (not timed); timed are ``receive_data`` and
@@ -30,8 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from torrent.types import BLOCK_SIZE
-from torrent.wire import (
+from torrent.proto.wire import (
     NEED_DATA,
     Block,
     Handshake,
@@ -42,6 +41,7 @@ from torrent.wire import (
     Unchoke,
     encode,
 )
+from torrent.types import BLOCK_SIZE
 
 PIECE = 1 << 20
 INFO_HASH = b"\x11" * 20

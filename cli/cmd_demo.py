@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torrent.session import Torrent
+    from torrent.engine.session import Torrent
 
 LEECHERS = 3
 
@@ -101,7 +101,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from cli.progress import JsonView, PlainView, RichView, human_bytes
     from torrent.config import testing_settings
     from torrent.create import create
-    from torrent.session import Session
+    from torrent.engine.session import Session
     from tracker.server import TrackerServer
     from tracker.settings import TrackerSettings
 

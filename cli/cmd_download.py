@@ -18,12 +18,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from torrent.magnet import Magnet
+from torrent.proto.magnet import Magnet
 
 if TYPE_CHECKING:
     from torrent.config import Settings
-    from torrent.metainfo import Metainfo
-    from torrent.session import Session, Torrent
+    from torrent.engine.session import Session, Torrent
+    from torrent.proto.metainfo import Metainfo
 
 _RATE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
                "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
@@ -163,19 +163,19 @@ def build_settings(args: argparse.Namespace) -> Settings:
 def load_torrent(source: str) -> Metainfo:
     """Read a .torrent file (usage errors for what is not one)."""
     from cli.main import UsageError
-    from torrent.metainfo import Metainfo
+    from torrent.disk.torrent_file import read_metainfo
 
     if source.startswith("magnet:"):
         raise UsageError("this command needs a .torrent file, not a magnet link")
     if not os.path.exists(source):
         raise UsageError(f"{source}: no such file")
-    return Metainfo.read(source)
+    return read_metainfo(source)
 
 
 def load_source(source: str) -> Metainfo | Magnet:
     """A .torrent file, or a magnet link (its metadata is fetched from peers later)."""
     if source.startswith("magnet:"):
-        from torrent.magnet import Magnet
+        from torrent.proto.magnet import Magnet
 
         return Magnet.parse(source)
     return load_torrent(source)
@@ -223,8 +223,8 @@ async def _download(
     import asyncio
 
     from cli.progress import make_view
-    from torrent.session import Session
-    from torrent.swarm import TorrentEvent
+    from torrent.engine.session import Session
+    from torrent.engine.swarm import TorrentEvent
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:

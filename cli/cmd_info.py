@@ -33,8 +33,8 @@ def describe(source: str) -> dict[str, Any]:
     Raises:
         MetainfoError: the file cannot be read or is not a valid torrent / magnet link.
     """
-    from torrent.magnet import Magnet
-    from torrent.metainfo import Metainfo
+    from torrent.disk.torrent_file import read_metainfo
+    from torrent.proto.magnet import Magnet
 
     if source.lower().startswith("magnet:"):
         magnet = Magnet.parse(source)
@@ -48,7 +48,7 @@ def describe(source: str) -> dict[str, Any]:
             "select_only": list(magnet.select_only),
             "magnet": magnet.to_uri(),
         }
-    meta = Metainfo.read(source)
+    meta = read_metainfo(source)
     info = meta.info
     trackers = [list(t) for t in meta.announce_list]
     magnet = Magnet(

@@ -15,7 +15,7 @@ from cli.cmd_download import add_common_arguments, parse_duration, parse_peer, p
 
 if TYPE_CHECKING:
     from torrent.config import Settings
-    from torrent.metainfo import Metainfo
+    from torrent.proto.metainfo import Metainfo
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from cli.cmd_download import build_settings, load_torrent
     from cli.main import UsageError, run_async
-    from torrent.storage import locate_payload
+    from torrent.disk.storage import locate_payload
 
     if args.torrent.startswith("magnet:"):
         raise UsageError("seed needs a .torrent file, not a magnet link")
@@ -57,8 +57,8 @@ async def _seed(
 
     from cli.cmd_download import watch
     from cli.progress import make_view
-    from torrent.session import Session
-    from torrent.swarm import TorrentEvent
+    from torrent.engine.session import Session
+    from torrent.engine.swarm import TorrentEvent
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any, Protocol
 
-from torrent.swarm import TorrentEvent, TorrentStats
+from torrent.engine.swarm import TorrentEvent, TorrentStats
 
 
 def human_bytes(n: float) -> str:

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from torrent.metainfo import FileEntry, Info
+from torrent.proto.metainfo import FileEntry, Info
 from torrent.types import InfoHash
 
 #: ("a/b.txt", 100) is a file of 100 random bytes; ("pad", 50, True) a padding file.

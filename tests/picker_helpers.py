@@ -1,4 +1,4 @@
-"""Invariant check for ``torrent.picker.Picker``, shared by the unit and property tests.
+"""Invariant check for ``torrent.proto.picker.Picker``, shared by the unit and property tests.
 
 It reads the picker's private state on purpose: it is the picker's own consistency check
 (libtorrent's ``check_invariant()``), kept out of the library.
@@ -6,7 +6,7 @@ It reads the picker's private state on purpose: it is the picker's own consisten
 
 from __future__ import annotations
 
-from torrent.picker import Picker
+from torrent.proto.picker import Picker
 from torrent.types import BLOCK_SIZE
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torrent.wire import NEED_DATA, Event, Handshake, PeerProtocol
+from torrent.proto.wire import NEED_DATA, Event, Handshake, PeerProtocol
 
 INFO_HASH = bytes(range(1, 21))
 PEER_A = b"-PT0001-aaaaaaaaaaaa"

@@ -1,8 +1,9 @@
 """pytorrent's client library: metainfo, the peer wire protocol, and the download engine.
 
-The pure core (``bencoding``, ``metainfo``, ``magnet``, ``wire``, ``tracker_codec``,
-``picker``, ``choker``) does no I/O; the asyncio layers on top of it own sockets, files
-and timers.
+The layers (docs/ARCHITECTURE.md): ``torrent.proto`` is the pure, sans-IO core (bencoding,
+metainfo, magnet links, the peer wire codec, the tracker codec, piece picker, choker);
+``torrent.disk`` maps pieces to files and does file I/O and hashing off the event loop;
+``torrent.engine`` is the asyncio client (peers, swarms, the session) on top of both.
 
 The exception tree is imported eagerly; the rest of the public API loads on first use
 (PEP 562), so ``import torrent.create`` or ``import torrent.errors`` (what a command
@@ -27,22 +28,24 @@ from torrent.errors import (
 )
 
 if TYPE_CHECKING:
-    from torrent.magnet import Magnet
-    from torrent.metainfo import FileEntry, Info, Metainfo
+    from torrent.disk.torrent_file import read_metainfo
+    from torrent.proto.magnet import Magnet
+    from torrent.proto.metainfo import FileEntry, Info, Metainfo
     from torrent.types import BLOCK_SIZE, InfoHash, PeerId, PieceIndex
 
 __version__ = "0.1.0"
 
 #: Public names that load their module on first access.
 _LAZY = {
-    "Magnet": "torrent.magnet",
-    "FileEntry": "torrent.metainfo",
-    "Info": "torrent.metainfo",
-    "Metainfo": "torrent.metainfo",
+    "Magnet": "torrent.proto.magnet",
+    "FileEntry": "torrent.proto.metainfo",
+    "Info": "torrent.proto.metainfo",
+    "Metainfo": "torrent.proto.metainfo",
     "BLOCK_SIZE": "torrent.types",
     "InfoHash": "torrent.types",
     "PeerId": "torrent.types",
     "PieceIndex": "torrent.types",
+    "read_metainfo": "torrent.disk.torrent_file",
 }
 
 
@@ -74,4 +77,5 @@ __all__ = [
     "TorrentError",
     "TrackerError",
     "__version__",
+    "read_metainfo",
 ]

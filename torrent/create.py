@@ -1,6 +1,6 @@
 """Make .torrent files (BEP 3, 12, 19, 27): scan a file or directory, hash it on every core.
 
-:func:`create` returns a frozen :class:`~torrent.metainfo.Metainfo` whose ``info`` dict
+:func:`create` returns a frozen :class:`~torrent.proto.metainfo.Metainfo` whose ``info`` dict
 we bencoded ourselves (keys sorted, as BEP 3 requires), so the same input always gives
 the same info hash.
 
@@ -54,9 +54,9 @@ from torrent.errors import MetainfoError, StorageError
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
-    from torrent.metainfo import Metainfo
+    from torrent.proto.metainfo import Metainfo
 
-# ``torrent.metainfo`` and ``torrent.bencoding`` (and their imports) load while the
+# ``torrent.proto.metainfo`` and ``torrent.proto.bencoding`` (and their imports) load while the
 # hashing threads already run: see :func:`create`.
 
 #: Smallest and largest piece length :func:`auto_piece_length` picks.
@@ -172,7 +172,7 @@ def _plain_name(name: str) -> bool:
 
 
 def _component(name: str, where: str) -> str:
-    from torrent.metainfo import check_path_component
+    from torrent.proto.metainfo import check_path_component
 
     try:
         name.encode("utf-8")
@@ -318,7 +318,7 @@ def create(
             what = "holds only empty files" if multi_file else "is an empty file"
             raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
         if name is not None:
-            from torrent.metainfo import check_path_component
+            from torrent.proto.metainfo import check_path_component
 
             top_name = check_path_component(name, "name")
         elif multi_file:
@@ -374,8 +374,8 @@ class _Assembly:
         creation_date: int | None,
         web_seeds: list[str],
     ) -> None:
-        from torrent import bencoding
-        from torrent.metainfo import FileEntry
+        from torrent.proto import bencoding
+        from torrent.proto.metainfo import FileEntry
 
         info: dict[bytes, Any] = {}
         entries: list[FileEntry] = []
@@ -441,7 +441,7 @@ class _Assembly:
         self.web_seeds = tuple(web_seeds)
 
     def metainfo(self, pieces: bytes) -> Metainfo:
-        from torrent.metainfo import Info, Metainfo
+        from torrent.proto.metainfo import Info, Metainfo
         from torrent.types import InfoHash
 
         info_bytes = b"".join((self.prefix, b"%d:" % len(pieces), pieces, self.suffix))

@@ -6,7 +6,7 @@ Routes: ``GET /announce``, ``GET /scrape``, ``GET /`` (an HTML status page) and
 Every problem with an announce or scrape is answered with HTTP 200 and a bencoded
 ``failure reason``, which is what clients show to their users; the handlers never let
 an exception turn into a 500 or a traceback. Query strings are parsed raw by
-:mod:`torrent.tracker_codec`, because aiohttp decodes query values as UTF-8 text and
+:mod:`torrent.proto.tracker_codec`, because aiohttp decodes query values as UTF-8 text and
 binary ``info_hash`` values do not survive that.
 """
 
@@ -18,7 +18,7 @@ import logging
 from aiohttp import web
 
 from torrent.errors import RemoteProtocolError
-from torrent.tracker_codec import (
+from torrent.proto.tracker_codec import (
     AnnounceResponse,
     PeerAddress,
     ScrapeResponse,

@@ -1,6 +1,6 @@
 """What the HTTP and UDP front ends share: settings, store, allow-list, counters, logs.
 
-``TrackerCore`` turns a parsed :class:`~torrent.tracker_codec.AnnounceRequest` plus
+``TrackerCore`` turns a parsed :class:`~torrent.proto.tracker_codec.AnnounceRequest` plus
 the address the request came from into a store :class:`~tracker.store.PeerAnnounce`,
 and keeps the counters that ``/metrics``, the status page and the access log read.
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torrent.tracker_codec import AnnounceEvent, AnnounceRequest
+from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
 from tracker.settings import TrackerSettings
 from tracker.store import PeerAnnounce, PeerStore, StoreStats
 

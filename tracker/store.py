@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from torrent.errors import TrackerError
-from torrent.tracker_codec import AnnounceEvent, ScrapeStats
+from torrent.proto.tracker_codec import AnnounceEvent, ScrapeStats
 
 __all__ = [
     "AnnounceRejected",

@@ -32,7 +32,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from torrent.tracker_codec import AnnounceEvent, ScrapeStats
+from torrent.proto.tracker_codec import AnnounceEvent, ScrapeStats
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreStats, StoreUnavailable
 
 __all__ = ["RedisStore"]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from torrent.errors import RemoteProtocolError
-from torrent.tracker_codec import (
+from torrent.proto.tracker_codec import (
     UDP_PROTOCOL_ID,
     UdpAction,
     UdpScrapeRequest,

@@ -13,8 +13,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from torrent import bencoding
-from torrent.metainfo import Metainfo
+from torrent.proto import bencoding
+from torrent.proto.metainfo import Metainfo
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 

@@ -5,7 +5,7 @@
 * a silent peer accepts the connection and never says anything;
 * a trickler handshakes, unchokes, then sends one byte a second.
 
-The fake peers speak the protocol with ``torrent.wire`` on asyncio streams.
+The fake peers speak the protocol with ``torrent.proto.wire`` on asyncio streams.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
-from torrent import config, wire
-from torrent.metainfo import Metainfo
-from torrent.pieceset import PieceSet
-from torrent.session import Session
+from torrent import config
+from torrent.engine.session import Session
+from torrent.proto import wire
+from torrent.proto.metainfo import Metainfo
+from torrent.proto.pieceset import PieceSet
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

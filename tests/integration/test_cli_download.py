@@ -25,10 +25,10 @@ import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from torrent import config
-from torrent.metainfo import Metainfo
-from torrent.resume import ResumeStore
-from torrent.session import Session, Torrent
-from torrent.storage import FileStorage
+from torrent.disk.resume import ResumeStore
+from torrent.disk.storage import FileStorage
+from torrent.engine.session import Session, Torrent
+from torrent.proto.metainfo import Metainfo
 
 ROOT = Path(__file__).resolve().parents[2]
 PLEN = 64 * 1024

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.swarm_helpers import free_port, make_payload, make_torrent, same_tree
 from torrent import config
-from torrent.session import Session
+from torrent.engine.session import Session
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from torrent import bencoding
 from torrent.create import create
+from torrent.disk.torrent_file import read_metainfo
 from torrent.errors import MetainfoError
-from torrent.metainfo import MAX_PIECE_LENGTH, Metainfo
+from torrent.proto import bencoding
+from torrent.proto.metainfo import MAX_PIECE_LENGTH, Metainfo
 
 if os.environ.get("CI") == "true":
     import libtorrent as lt
@@ -120,7 +121,7 @@ def test_create_reproduces_mktorrents_info_hash(name: str, options: dict[str, An
     facts = HASHES["torrents"][name]
     m = create(FIXTURES / facts["payload"], piece_length=facts["piece_length"], **options)
     assert m.info_hash.hex() == facts["info_hash"]
-    assert m.info_bytes == Metainfo.read(FIXTURES / name).info_bytes
+    assert m.info_bytes == read_metainfo(FIXTURES / name).info_bytes
 
 
 @pytest.mark.parametrize("piece_length", [1, 1000, 20_000, 3 * 16384, MAX_PIECE_LENGTH])

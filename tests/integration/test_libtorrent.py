@@ -15,7 +15,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from tests.interop.conftest import isolation_problem, skip_or_fail
 from torrent import config
-from torrent.session import Session
+from torrent.engine.session import Session
 
 pytestmark = pytest.mark.interop
 
@@ -84,7 +84,7 @@ async def test_our_seed_to_libtorrent_leecher(isolated: None, tmp_path: Path) ->
 
 async def test_magnet_link_metadata_from_a_libtorrent_seed(isolated: None, tmp_path: Path) -> None:
     from tests.interop.peers import LibtorrentPeer
-    from torrent.magnet import Magnet
+    from torrent.proto.magnet import Magnet
 
     content = make_payload(tmp_path / "lt", "album", {"01.flac": 400_000, "02.flac": 300_000})
     async with asyncio.timeout(60), our_tracker() as tracker:

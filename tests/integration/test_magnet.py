@@ -9,8 +9,8 @@ from pathlib import Path
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from torrent import config
-from torrent.magnet import Magnet
-from torrent.session import Session
+from torrent.engine.session import Session
+from torrent.proto.magnet import Magnet
 
 ROOT = Path(__file__).resolve().parents[2]
 

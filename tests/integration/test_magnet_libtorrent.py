@@ -20,8 +20,8 @@ from tests.integration.swarm_helpers import make_payload, make_torrent, our_trac
 from tests.interop.conftest import isolation_problem, skip_or_fail
 from tests.libtorrent_settings import loopback_settings
 from torrent import config
-from torrent.magnet import Magnet
-from torrent.session import Session
+from torrent.engine.session import Session
+from torrent.proto.magnet import Magnet
 
 pytestmark = pytest.mark.interop
 

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
-from torrent import config, ut_metadata, wire
-from torrent.magnet import Magnet
-from torrent.metainfo import Metainfo
-from torrent.session import Session
+from torrent import config
+from torrent.engine.session import Session
+from torrent.proto import ut_metadata, wire
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo
 
 ROOT = Path(__file__).resolve().parents[2]
 

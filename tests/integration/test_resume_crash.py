@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from tests.disk_helpers import make_torrent
-from torrent.diskio import DiskIO
-from torrent.resume import ResumeStore, decode_bitfield
-from torrent.storage import FileStorage
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore, decode_bitfield
+from torrent.disk.storage import FileStorage
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = [("a", 300_000), ("pad", 27_680, True), ("d/b", 200_000), ("empty", 0), ("d/c", 500_000)]
@@ -32,9 +32,9 @@ CHILD = """
 import asyncio, random, sys
 from tests.disk_helpers import make_torrent
 from tests.integration.test_resume_crash import LAYOUT, PLEN
-from torrent.diskio import DiskIO
-from torrent.resume import ResumeStore, encode_bitfield, start
-from torrent.storage import FileStorage
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore, encode_bitfield, start
+from torrent.disk.storage import FileStorage
 
 where, seed = sys.argv[1], int(sys.argv[2])
 fx = make_torrent(LAYOUT, PLEN)

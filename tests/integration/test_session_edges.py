@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
-from torrent import config, wire
-from torrent.session import Session
+from torrent import config
+from torrent.engine.session import Session
+from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from torrent import config
-from torrent.session import Session
+from torrent.engine.session import Session
 
 
 async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:

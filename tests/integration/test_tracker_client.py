@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from torrent import tracker_codec as codec
+from torrent.engine.tracker_client import HttpTracker, TrackerTiers, UdpTracker
 from torrent.errors import TrackerError
-from torrent.tracker_client import HttpTracker, TrackerTiers, UdpTracker
-from torrent.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse, PeerAddress
+from torrent.proto import tracker_codec as codec
+from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse, PeerAddress
 from torrent.types import InfoHash, PeerId
 
 IH = InfoHash(bytes(range(20)))

@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from torrent import bencoding
-from torrent.tracker_codec import decode_announce_response, decode_compact_peers
+from torrent.proto import bencoding
+from torrent.proto.tracker_codec import decode_announce_response, decode_compact_peers
 from tracker.app import CORE_KEY, make_app
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings

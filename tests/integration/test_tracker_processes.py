@@ -14,8 +14,8 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
-from torrent import bencoding
-from torrent.tracker_codec import decode_compact_peers
+from torrent.proto import bencoding
+from torrent.proto.tracker_codec import decode_compact_peers
 
 from .tracker_redis_fixture import RedisServer, free_port, redis_server  # noqa: F401
 

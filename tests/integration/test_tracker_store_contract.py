@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from torrent.tracker_codec import AnnounceEvent, decode_compact_peers
+from torrent.proto.tracker_codec import AnnounceEvent, decode_compact_peers
 from tracker.store import AnnounceRejected, MemoryStore, PeerAnnounce, PeerStore, StoreUnavailable
 from tracker.store_redis import RedisStore
 

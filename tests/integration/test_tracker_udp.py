@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from torrent import tracker_codec as tc
+from torrent.proto import tracker_codec as tc
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 from tracker.udp import CONNECTION_ID_WINDOW_S, ConnectionIds

@@ -16,9 +16,9 @@ from urllib.parse import unquote_to_bytes
 
 import aiohttp
 
-from torrent import tracker_codec as codec
-from torrent.tracker_client import HttpTracker
-from torrent.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
+from torrent.engine.tracker_client import HttpTracker
+from torrent.proto import tracker_codec as codec
+from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
 from torrent.types import InfoHash, PeerId
 
 UNRESERVED = set((string.ascii_letters + string.digits + "-._~").encode())

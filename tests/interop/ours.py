@@ -97,7 +97,7 @@ class OurTracker(TrackerProcess):
 
 
 class OurPeer(Peer):
-    """Our client: a ``torrent.session.Session`` on the test's event loop.
+    """Our client: a ``torrent.engine.session.Session`` on the test's event loop.
 
     Settings are ``testing_settings()`` (loopback, free port, short timers) with seeding
     unlimited, so a seed stays up for the whole test.
@@ -113,12 +113,12 @@ class OurPeer(Peer):
         self._saved_level = logging.NOTSET
 
     async def start(self) -> None:
-        require_module("torrent.session", "the pytorrent client (torrent.session)")
+        require_module("torrent.engine.session", "the pytorrent client (torrent.engine.session)")
         from torrent.config import testing_settings
-        from torrent.session import Session
+        from torrent.engine.session import Session
 
         # The swarm logs why each peer connection ended (at debug level): collect it.
-        logger = logging.getLogger("torrent.swarm")
+        logger = logging.getLogger("torrent.engine.swarm")
         self._saved_level = logger.level
         logger.setLevel(logging.DEBUG)
         logger.addHandler(self.closes)
@@ -133,7 +133,7 @@ class OurPeer(Peer):
                 async with asyncio.timeout(15):
                     await session.__aexit__(None, None, None)
         finally:
-            logger = logging.getLogger("torrent.swarm")
+            logger = logging.getLogger("torrent.engine.swarm")
             logger.removeHandler(self.closes)
             logger.setLevel(self._saved_level)
 
@@ -148,9 +148,9 @@ class OurPeer(Peer):
         ]
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
-        from torrent.metainfo import Metainfo
+        from torrent.disk.torrent_file import read_metainfo
 
-        meta = Metainfo.read(torrent)
+        meta = read_metainfo(torrent)
         handle = await self.session.add_torrent(meta, save_dir, seed=True)
         ih = meta.info_hash.hex()
         self.torrents[ih] = handle
@@ -183,7 +183,7 @@ class OurPeer(Peer):
 
 
 class _CloseLog(logging.Handler):
-    """Collects the reasons in ``torrent.swarm``'s "peer ... closed: REASON" debug lines."""
+    """Collects the reasons in ``torrent.engine.swarm``'s "peer ... closed: REASON" debug lines."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

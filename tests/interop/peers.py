@@ -1092,7 +1092,7 @@ class TrackerProcess:
         """``complete``/``incomplete``/``downloaded`` for ``info_hash`` (hex) over HTTP."""
         from urllib.parse import quote_from_bytes
 
-        from torrent import bencoding
+        from torrent.proto import bencoding
 
         url = f"http://{LOOPBACK}:{self.http_port}/scrape?info_hash={quote_from_bytes(bytes.fromhex(info_hash))}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, http.get(url) as r:

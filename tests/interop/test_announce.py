@@ -53,12 +53,12 @@ async def _announce_cell(
     # the hash, then build the real one.
     placeholder = tmp_path / "placeholder.torrent"
     _mktorrent(top, placeholder, "http://127.0.0.1:9/announce")
-    from torrent.metainfo import Metainfo
+    from torrent.disk.torrent_file import read_metainfo
 
-    ih = Metainfo.read(placeholder).info_hash.hex()
+    ih = read_metainfo(placeholder).info_hash.hex()
     tracker = await start_tracker([ih], interval_s=60)
     _mktorrent(top, torrent, tracker.url(proto))
-    assert Metainfo.read(torrent).info_hash.hex() == ih
+    assert read_metainfo(torrent).info_hash.hex() == ih
 
     async with asyncio.timeout(90):
         seed = await start_peer("libtorrent")

@@ -23,8 +23,8 @@ from tests.interop.ours import OurTracker
 from tests.interop.peers import LibtorrentPeer, OpenTracker, TrackerProcess, make_payload, same_tree
 from torrent import config
 from torrent.create import create
-from torrent.metainfo import Metainfo
-from torrent.session import Session
+from torrent.engine.session import Session
+from torrent.proto.metainfo import Metainfo
 from torrent.types import PeerId
 
 pytestmark = [pytest.mark.interop, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -26,8 +26,8 @@ import pytest
 
 from tests.interop.conftest import StartPeer, need
 from tests.interop.peers import LOOPBACK, make_payload
-from torrent import bencoding
-from torrent.metainfo import Metainfo
+from torrent.disk.torrent_file import read_metainfo
+from torrent.proto import bencoding
 
 pytestmark = [pytest.mark.interop, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -77,7 +77,7 @@ async def test_handshake(client: str, start_peer: StartPeer, tmp_path: Path) -> 
         timeout=30,
         check=True,
     )
-    meta = Metainfo.read(torrent)
+    meta = read_metainfo(torrent)
     async with asyncio.timeout(60):
         peer = await start_peer(client)
         ih = await peer.add(torrent, tmp_path / "data", seed=True)

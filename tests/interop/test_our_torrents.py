@@ -16,7 +16,7 @@ import pytest
 from tests.interop.conftest import StartPeer
 from tests.interop.ours import pytorrent_create
 from tests.interop.peers import make_payload
-from torrent.metainfo import Metainfo
+from torrent.disk.torrent_file import read_metainfo
 
 pytestmark = [pytest.mark.interop, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -28,7 +28,7 @@ async def test_it_loads_our_torrent(client: str, start_peer: StartPeer, tmp_path
     top = make_payload(tmp_path / "data", "ours", SIZES)
     torrent = tmp_path / "ours.torrent"
     printed = pytorrent_create(top, torrent, trackers=("http://127.0.0.1:9/announce",), piece_length="32K")
-    meta = Metainfo.read(torrent)
+    meta = read_metainfo(torrent)
     assert meta.info_hash.hex() == printed
 
     peer = await start_peer(client)

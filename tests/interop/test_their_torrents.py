@@ -19,7 +19,8 @@ import pytest
 
 from tests.interop.conftest import need
 from tests.interop.peers import make_payload
-from torrent.metainfo import Metainfo
+from torrent.disk.torrent_file import read_metainfo
+from torrent.proto.metainfo import Metainfo
 
 pytestmark = pytest.mark.interop
 
@@ -76,7 +77,7 @@ def test_we_load_its_torrent(maker: str, tmp_path: Path) -> None:
             check=True,
         )
         shown = _show(out)
-        meta = Metainfo.read(out)
+        meta = read_metainfo(out)
         assert meta.info_hash.hex() == shown["info_hash"]
         assert meta.info.piece_length == shown["piece_length"] == 32 * 1024
         assert meta.info.num_pieces == shown["num_pieces"]
@@ -100,7 +101,7 @@ def test_we_load_a_mktorrent_torrent(tmp_path: Path) -> None:
         ["mktorrent", "-l", "15", "-a", TRACKER, "-o", str(out), str(top)], capture_output=True, timeout=60, check=True
     )
     shown = _show(out)
-    meta = Metainfo.read(out)
+    meta = read_metainfo(out)
     assert meta.info_hash.hex() == shown["info_hash"]
     assert meta.info.piece_length == shown["piece_length"] == 1 << 15
     assert meta.info.num_pieces == shown["num_pieces"]
@@ -123,7 +124,7 @@ def _check_libtorrent(top: Path, tmp_path: Path, *, v1_only: bool) -> None:
     path.write_bytes(data)
 
     ti = lt.torrent_info(str(path))
-    meta = Metainfo.read(path)
+    meta = read_metainfo(path)
     assert meta.info_hash.hex() == str(ti.info_hashes().v1)
     if not v1_only:
         assert ti.info_hashes().has_v2()  # our v1 hash covers the v2 keys as well

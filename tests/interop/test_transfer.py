@@ -56,7 +56,7 @@ async def _setup(
     tmp_path: Path, start_tracker: StartTracker, sizes: dict[str, int] = SIZES
 ) -> tuple[Path, Path, str, str]:
     """Payload, torrent (``pytorrent create``, 256 KiB pieces), its info hash, the tracker URL."""
-    require_module("torrent.session", "the pytorrent client (torrent.session)")
+    require_module("torrent.engine.session", "the pytorrent client (torrent.engine.session)")
     top = make_payload(tmp_path / "seed", "swarm", sizes, seed=7)
     torrent = tmp_path / "swarm.torrent"
     # The info hash does not depend on the tracker URL (it is outside 'info').

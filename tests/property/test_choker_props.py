@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torrent.choker import Choker, PeerSnapshot
+from torrent.proto.choker import Choker, PeerSnapshot
 
 snapshots = st.lists(
     st.builds(

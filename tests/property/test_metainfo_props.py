@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torrent import bencoding
 from torrent.errors import BencodeError, MetainfoError
-from torrent.magnet import Magnet
-from torrent.metainfo import Metainfo, check_path_component
+from torrent.proto import bencoding
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo, check_path_component
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 VALID = [(FIXTURES / name).read_bytes() for name in sorted(json.loads((FIXTURES / "HASHES.json").read_text())["torrents"])]

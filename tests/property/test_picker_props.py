@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tests.picker_helpers import check_invariants
-from torrent.picker import BlockStatus, Picker
+from torrent.proto.picker import BlockStatus, Picker
 from torrent.types import BLOCK_SIZE
 
 N = 12

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.disk_helpers import make_torrent
-from torrent import bencoding
-from torrent.resume import ResumeStore
-from torrent.storage import FileStorage
+from torrent.disk.resume import ResumeStore
+from torrent.disk.storage import FileStorage
+from torrent.proto import bencoding
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -7,8 +7,8 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torrent import tracker_codec as tc
 from torrent.errors import RemoteProtocolError, TrackerError
+from torrent.proto import tracker_codec as tc
 from torrent.types import InfoHash, PeerId
 
 b20 = st.binary(min_size=20, max_size=20)

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torrent.errors import RemoteProtocolError
-from torrent.ut_metadata import (
+from torrent.proto.ut_metadata import (
     METADATA_PIECE_SIZE,
     MetadataData,
     MetadataReject,

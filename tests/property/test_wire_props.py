@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from tests.wire_helpers import NUM_PIECES, PIECE_LENGTH, TOTAL_LENGTH, connected, make
 from torrent.errors import LocalProtocolError, RemoteProtocolError
-from torrent.pieceset import PieceSet
-from torrent.wire import (
+from torrent.proto.pieceset import PieceSet
+from torrent.proto.wire import (
     NEED_DATA,
     AllowedFast,
     Bitfield,

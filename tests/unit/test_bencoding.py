@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from torrent import bencoding
 from torrent.errors import BencodeError
+from torrent.proto import bencoding
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from torrent.choker import Choker, PeerSnapshot
+from torrent.proto.choker import Choker, PeerSnapshot
 
 
 def leechers(rates: list[float]) -> list[PeerSnapshot]:

@@ -12,7 +12,7 @@ import pytest
 
 from cli.cmd_create import parse_size
 from cli.main import UsageError, main
-from torrent.metainfo import Metainfo
+from torrent.disk.torrent_file import read_metainfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +35,7 @@ def test_create_writes_the_torrent_and_prints_the_facts(
                "-t", "udp://c:6969", "--private", "--comment", "hi", "--source", "S", "--web-seed", "http://ws/",
                "--no-date", "--piece-length", "32K"])
     assert rc == 0
-    m = Metainfo.read(out)
+    m = read_metainfo(out)
     text = capsys.readouterr().out
     assert m.info_hash.hex() in text
     assert "32 KiB" in text and str(out) in text
@@ -60,7 +60,7 @@ def test_create_default_output_name_and_refusal_to_overwrite(
     assert "exists" in err and err.count("\n") == 1
     assert (tmp_path / "payload.torrent").read_bytes() == before
     assert main(["create", str(payload), "-f", "--name", "renamed", "-o", "payload.torrent"]) == 0
-    assert Metainfo.read(tmp_path / "payload.torrent").info.name == "renamed"
+    assert read_metainfo(tmp_path / "payload.torrent").info.name == "renamed"
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_info_plain_and_json(payload: Path, tmp_path: Path, capsys: pytest.Captu
     capsys.readouterr()
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
-    m = Metainfo.read(out)
+    m = read_metainfo(out)
     for needle in (m.info_hash.hex(), "payload", "http://a/ann", "http://ws/", "sub/b.bin", "magnet:?xt=urn:btih:"):
         assert needle in text
     assert main(["info", "--json", str(out)]) == 0
@@ -197,7 +197,7 @@ def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> Non
         "import sys, cli.main\n"
         f"rc = cli.main.main(['create', {str(payload)!r}, '-o', {str(tmp_path / 'o.torrent')!r}])\n"
         f"rc |= cli.main.main(['info', {str(tmp_path / 'o.torrent')!r}])\n"
-        "heavy = sorted(m for m in ('asyncio', 'aiohttp', 'rich', 'uvloop', 'torrent.session') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('asyncio', 'aiohttp', 'rich', 'uvloop', 'torrent.engine.session') if m in sys.modules)\n"
         "print('HEAVY', heavy, rc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ from torrent.create import (
     scan,
 )
 from torrent.errors import MetainfoError, StorageError
-from torrent.metainfo import Metainfo
+from torrent.proto.metainfo import Metainfo
 
 
 def _tree(base: Path, files: dict[str, bytes]) -> Path:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.disk_helpers import make_torrent
-from torrent.diskio import DiskIO
+from torrent.disk.diskio import DiskIO
+from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
-from torrent.storage import FileStorage
 from torrent.types import BLOCK_SIZE
 
 LAYOUT = [("a", 5000), ("b", 3000), ("pad", 192, True), ("c", 9000)]  # 17192 bytes

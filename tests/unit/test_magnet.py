@@ -1,4 +1,4 @@
-"""torrent.magnet: BEP 9 / BEP 53 magnet links, both ways."""
+"""torrent.proto.magnet: BEP 9 / BEP 53 magnet links, both ways."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from torrent.errors import MetainfoError
-from torrent.magnet import Magnet
+from torrent.proto.magnet import Magnet
 
 IH = bytes(range(20))
 HEX = IH.hex()

@@ -1,4 +1,4 @@
-"""torrent.metainfo: every field, the raw info hash, the fixtures, and every validation error."""
+"""torrent.proto.metainfo: every field, the raw info hash, the fixtures, and every validation error."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from torrent import bencoding
+from torrent.disk.torrent_file import read_metainfo
 from torrent.errors import MetainfoError
-from torrent.metainfo import MAX_PIECE_LENGTH, Metainfo, check_path_component
+from torrent.proto import bencoding
+from torrent.proto.metainfo import MAX_PIECE_LENGTH, Metainfo, check_path_component
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 HASHES = json.loads((FIXTURES / "HASHES.json").read_text(encoding="utf-8"))
@@ -49,7 +50,7 @@ def _load(t: dict[bytes, Any]) -> Metainfo:
 @pytest.mark.parametrize("name", sorted(HASHES["torrents"]))
 def test_fixture_info_hash_matches_the_other_tool(name: str) -> None:
     facts = HASHES["torrents"][name]
-    m = Metainfo.read(FIXTURES / name)
+    m = read_metainfo(FIXTURES / name)
     assert m.info_hash.hex() == facts["info_hash"]
     assert m.info.piece_length == facts["piece_length"]
     assert m.info.num_pieces == facts["num_pieces"]
@@ -63,7 +64,7 @@ def test_fixture_info_hash_matches_the_other_tool(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(HASHES["torrents"]))
 def test_fixture_piece_hashes_match_the_payload(name: str) -> None:
     facts = HASHES["torrents"][name]
-    m = Metainfo.read(FIXTURES / name)
+    m = read_metainfo(FIXTURES / name)
     payload = FIXTURES / facts["payload"]
     blob = bytearray()
     for f in m.info.files:
@@ -89,7 +90,7 @@ def test_unsorted_keys_keep_the_raw_span_hash() -> None:
 
 
 def test_padded_fixture_marks_padding_files() -> None:
-    m = Metainfo.read(FIXTURES / "padded.torrent")
+    m = read_metainfo(FIXTURES / "padded.torrent")
     pads = [f for f in m.info.files if f.padding]
     assert pads and all(f.path[0] == ".pad" and "p" in f.attr for f in pads)
     real = [f for f in m.info.files if not f.padding]
@@ -101,7 +102,7 @@ def test_padded_fixture_marks_padding_files() -> None:
 
 
 def test_hybrid_fixture_is_read_through_its_v1_part() -> None:
-    m = Metainfo.read(FIXTURES / "multi.libtorrent-hybrid.torrent")
+    m = read_metainfo(FIXTURES / "multi.libtorrent-hybrid.torrent")
     assert b"file tree" in m.info.raw and b"meta version" in m.info.raw
     assert m.info.multi_file and m.info.name == "multi"
 
@@ -110,7 +111,7 @@ def test_hybrid_fixture_is_read_through_its_v1_part() -> None:
 def test_malformed_fixture_raises_metainfo_error_naming_the_field(name: str) -> None:
     field = HASHES["malformed"][name]
     with pytest.raises(MetainfoError) as info:
-        Metainfo.read(FIXTURES / "malformed" / name)
+        read_metainfo(FIXTURES / "malformed" / name)
     assert info.value.field == field
     assert "\n" not in str(info.value)
     if field:
@@ -313,9 +314,9 @@ def test_duplicate_padding_paths_are_fine_but_real_duplicates_are_not() -> None:
 
 def test_read_errors_are_metainfo_errors(tmp_path: Path) -> None:
     with pytest.raises(MetainfoError, match="cannot read"):
-        Metainfo.read(tmp_path / "missing.torrent")
+        read_metainfo(tmp_path / "missing.torrent")
     with pytest.raises(MetainfoError, match="cannot read"):
-        Metainfo.read(tmp_path)
+        read_metainfo(tmp_path)
 
 
 def test_v2_only_is_refused_clearly() -> None:

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from tests.picker_helpers import check_invariants
-from torrent.picker import Block, BlockStatus, Picker
+from torrent.proto.picker import Block, BlockStatus, Picker
 from torrent.types import BLOCK_SIZE
 
 BPP = 4  # blocks per piece in these fixtures

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torrent.pieceset import PieceSet
+from torrent.proto.pieceset import PieceSet
 
 
 def test_empty_full_and_bytes() -> None:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.disk_helpers import can_mount, make_torrent, tmpfs
-from torrent import bencoding
-from torrent.diskio import DiskIO
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore, decode_bitfield, encode_bitfield, start
+from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
-from torrent.resume import ResumeStore, decode_bitfield, encode_bitfield, start
-from torrent.storage import FileStorage
+from torrent.proto import bencoding
 
 LAYOUT = [("a", 5000), ("b", 3000), ("pad", 192, True), ("c", 9000), ("empty", 0)]
 PLEN = 1024
@@ -127,7 +127,7 @@ async def test_corrupt_state_is_ignored_with_a_warning(tmp_path: Path, fx, caplo
         await store.save(storage, verified, clean=True, flush=disk.flush)
     damage(Path(store.path))
     storage, store, disk = objects(fx, tmp_path)
-    caplog.set_level(logging.WARNING, logger="torrent.resume")
+    caplog.set_level(logging.WARNING, logger="torrent.disk.resume")
     async with asyncio.timeout(20), disk:
         verified, plan = await start(store, disk)
         assert plan.full_recheck and plan.state is None

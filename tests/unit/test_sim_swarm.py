@@ -26,8 +26,8 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from torrent.choker import Choker, PeerSnapshot
-from torrent.picker import Block, BlockStatus, Picker
+from torrent.proto.choker import Choker, PeerSnapshot
+from torrent.proto.picker import Block, BlockStatus, Picker
 from torrent.types import BLOCK_SIZE
 
 PIECES = 128

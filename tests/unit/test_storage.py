@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.disk_helpers import can_mount, make_torrent, tmpfs
+from torrent.disk.storage import FileStorage, describe_os_error, locate_payload, state_path
 from torrent.errors import StorageError
-from torrent.storage import FileStorage, describe_os_error, locate_payload, state_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ def test_files_are_created_sparse(tmp_path: Path) -> None:
     info = fx.info
     from dataclasses import replace
 
-    from torrent.metainfo import FileEntry
+    from torrent.proto.metainfo import FileEntry
 
     files = (FileEntry(("big",), big, 0), FileEntry(("x",), 10, big))
     info = replace(info, files=files, pieces=b"\0" * 20 * ((big + 10 + 16383) // 16384))
@@ -363,7 +363,7 @@ CHILD_PRELUDE = """
 import os, resource, sys
 from tests.disk_helpers import make_torrent
 from torrent.errors import StorageError
-from torrent.storage import FileStorage
+from torrent.disk.storage import FileStorage
 where = sys.argv[1]
 fx = make_torrent([("a", 300_000), ("b", 300_000)], 65536)
 """

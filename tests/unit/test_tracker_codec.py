@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from torrent import tracker_codec as tc
 from torrent.errors import LocalProtocolError, RemoteProtocolError, TrackerError
+from torrent.proto import tracker_codec as tc
 
 IH = bytes(range(20))  # includes bytes that must be percent-encoded
 PID = b"-PT0001-" + b"\x00\xff ab+&=%?/1"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from torrent.tracker_codec import AnnounceEvent, decode_compact_peers
+from torrent.proto.tracker_codec import AnnounceEvent, decode_compact_peers
 from tracker.store import AnnounceRejected, MemoryStore, PeerAnnounce
 
 IH = b"i" * 20

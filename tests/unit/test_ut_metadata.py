@@ -6,9 +6,9 @@ import hashlib
 
 import pytest
 
-from torrent import bencoding
 from torrent.errors import MetainfoError, RemoteProtocolError
-from torrent.ut_metadata import (
+from torrent.proto import bencoding
+from torrent.proto.ut_metadata import (
     METADATA_PIECE_SIZE,
     MetadataAssembler,
     MetadataData,

@@ -6,7 +6,7 @@ import pytest
 
 from tests.wire_helpers import INFO_HASH, PEER_B, connected, feed, make
 from torrent.errors import LocalProtocolError, RemoteProtocolError
-from torrent.wire import (
+from torrent.proto.wire import (
     NEED_DATA,
     Block,
     ConnectionClosed,

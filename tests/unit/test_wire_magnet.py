@@ -7,9 +7,9 @@ import pytest
 
 from tests.wire_helpers import NUM_PIECES, PIECE_LENGTH, TOTAL_LENGTH, Pair, connected, feed
 from torrent.errors import LocalProtocolError, RemoteProtocolError
-from torrent.pieceset import PieceSet
-from torrent.ut_metadata import MetadataRequest, decode, encode
-from torrent.wire import (
+from torrent.proto.pieceset import PieceSet
+from torrent.proto.ut_metadata import MetadataRequest, decode, encode
+from torrent.proto.wire import (
     MAX_UNKNOWN_BITFIELD,
     Bitfield,
     ExtendedMessage,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.wire_helpers import INFO_HASH, NUM_PIECES, PEER_A, PEER_B, connected, feed, make
-from torrent.pieceset import PieceSet
-from torrent.wire import (
+from torrent.proto.pieceset import PieceSet
+from torrent.proto.wire import (
     HANDSHAKE_LENGTH,
     NEED_DATA,
     AllowedFast,

@@ -8,8 +8,8 @@ import pytest
 
 from tests.wire_helpers import NUM_PIECES, Pair, connected, feed, make
 from torrent.errors import LocalProtocolError, RemoteProtocolError
-from torrent.pieceset import PieceSet
-from torrent.wire import (
+from torrent.proto.pieceset import PieceSet
+from torrent.proto.wire import (
     _TRANSITIONS,
     NEED_DATA,
     AllowedFast,

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
 
-from torrent import bencoding
 from torrent.errors import BencodeError, LocalProtocolError, RemoteProtocolError, TrackerError
+from torrent.proto import bencoding
 from torrent.types import InfoHash, PeerId
 
 __all__ = [

@@ -5,7 +5,7 @@ piece, reject request, allowed fast, and the changed choke/cancel semantics), BE
 protocol: the extension handshake and routing of extended message ids to names) and the BEP 5
 ``port`` message and reserved bit. It does no I/O and reads no clock: the caller passes ``now``
 (seconds, any monotonic origin) where time matters. Left out: message stream encryption (MSE/PE),
-the contents of ``ut_*`` extension messages (passed through as bytes; :mod:`torrent.ut_metadata` parses BEP 9's).
+the contents of ``ut_*`` extension messages (passed through as bytes; :mod:`torrent.proto.ut_metadata` parses BEP 9's).
 
 A connection opened from a magnet link starts before the torrent's geometry is known: create it
 with ``piece_length=None, total_length=None``. Until :meth:`PeerProtocol.set_geometry` is called,
@@ -50,7 +50,7 @@ Policies worth knowing (details on :class:`PeerProtocol`):
   a cancel or a choke may have withdrawn the request meanwhile.
 * The clock: pass the same monotonic ``now`` to ``receive_data``/``send``/the queries; rates,
   activity times and the snub timer start at the first one seen.
-* Piece sets are :class:`torrent.pieceset.PieceSet` (a bitfield with set semantics).
+* Piece sets are :class:`torrent.proto.pieceset.PieceSet` (a bitfield with set semantics).
 
 Public API:
 
@@ -83,9 +83,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Union
 
-from torrent import bencoding
 from torrent.errors import BencodeError, LocalProtocolError, RemoteProtocolError
-from torrent.pieceset import PieceSet
+from torrent.proto import bencoding
+from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 
 __all__ = [

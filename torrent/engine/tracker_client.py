@@ -11,7 +11,7 @@
   tier are tried in order, a tracker that answers moves to the front of its tier, and
   the next tier is only tried when every tracker of the previous one failed.
 
-The byte formats live in :mod:`torrent.tracker_codec`; this module only does I/O.
+The byte formats live in :mod:`torrent.proto.tracker_codec`; this module only does I/O.
 Left out: scrape from the client, BEP 41 UDP options, tracker-side DNS caching.
 """
 
@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from torrent import tracker_codec as codec
 from torrent.errors import ProtocolError, TrackerError
-from torrent.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
+from torrent.proto import tracker_codec as codec
+from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
 
 __all__ = [
     "AnnounceEvent",

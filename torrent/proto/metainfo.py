@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from torrent import bencoding
 from torrent.errors import BencodeError, MetainfoError
+from torrent.proto import bencoding
 from torrent.types import BLOCK_SIZE, InfoHash
 
 #: The largest piece libtorrent loads: 32767 blocks of 16 KiB (2**29 - 16 KiB; one byte
@@ -172,22 +171,6 @@ class Metainfo:
         except (BencodeError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
             # A shape we did not foresee still gets our one error class.
             raise MetainfoError(f"malformed torrent ({exc})") from None
-
-    @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> Metainfo:
-        """Read and parse a .torrent file.
-
-        Raises:
-            MetainfoError: the file cannot be read or is not a valid torrent.
-        """
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_TORRENT_FILE_BYTES + 1)
-        except OSError as exc:
-            raise MetainfoError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
-        if len(data) > MAX_TORRENT_FILE_BYTES:
-            raise MetainfoError(f"{os.fspath(path)} is larger than {MAX_TORRENT_FILE_BYTES} bytes")
-        return cls.from_bytes(data)
 
     def to_bytes(self) -> bytes:
         """Bencode the whole file, with the ``info`` value byte-for-byte as read."""

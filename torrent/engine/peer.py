@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from torrent import ut_metadata, wire
 from torrent.config import Settings
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
+from torrent.proto import ut_metadata, wire
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 
 #: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).

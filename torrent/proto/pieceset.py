@@ -6,7 +6,7 @@ ascending order, and ``&``/``|``/``-`` with another set of the same size. Its wi
 BEP 3 bitfield: the high bit of the first byte is piece 0, and the spare bits at the end of the last
 byte are zero. :meth:`PieceSet.from_bytes` enforces exactly that.
 
-The peer wire codec (``torrent.wire``) keeps each peer's pieces in one; the piece picker can use
+The peer wire codec (``torrent.proto.wire``) keeps each peer's pieces in one; the piece picker can use
 the same type for its own bookkeeping. No I/O, no dependencies.
 """
 

@@ -13,7 +13,7 @@ Three parts, none of which does I/O or reads a clock (the caller passes ``now``)
 * :class:`MetadataServer`, the serving side: answers requests from our raw ``info`` bytes.
 
 And :func:`metainfo_from_info`, which turns verified ``info`` bytes plus a magnet's trackers into
-a :class:`~torrent.metainfo.Metainfo`.
+a :class:`~torrent.proto.metainfo.Metainfo`.
 
 Rules of the assembler:
 
@@ -42,9 +42,9 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Union
 
-from torrent import bencoding
 from torrent.errors import BencodeError, MetainfoError, RemoteProtocolError
-from torrent.metainfo import Metainfo
+from torrent.proto import bencoding
+from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
 
 __all__ = [

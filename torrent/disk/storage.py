@@ -4,7 +4,7 @@ A torrent's payload is the concatenation of its files in ``info`` order; piece `
 covers payload bytes ``[i * piece_length, i * piece_length + piece_size(i))`` and may
 span several files. :class:`FileStorage` maps block reads and writes onto that layout
 with ``os.pread``/``os.pwrite`` on cached descriptors. It is synchronous on purpose:
-:mod:`torrent.diskio` runs it on a thread pool so the event loop never touches a file.
+:mod:`torrent.disk.diskio` runs it on a thread pool so the event loop never touches a file.
 
 Layout on disk (``directory`` is what ``download -o`` names):
 
@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from torrent.errors import StorageError
-from torrent.metainfo import Info
+from torrent.proto.metainfo import Info
 from torrent.types import InfoHash
 
 #: Directory beside the data that holds resume state, the write journal and parts files.

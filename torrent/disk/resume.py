@@ -17,7 +17,7 @@ Resume keys: ``format`` (``"pytorrent resume"``), ``version``, ``info-hash``,
 How a run uses it (the invariants make kill -9 at any moment safe):
 
 1. A piece enters ``verified`` only after its SHA-1 matched *and* its bytes were
-   written (:mod:`torrent.diskio` rule 2); verified pieces are never written again.
+   written (:mod:`torrent.disk.diskio` rule 2); verified pieces are never written again.
    So every piece in a saved ``verified`` set is intact on disk from then on.
 2. Every write to a piece is preceded by a journal record, or the piece is already in
    the last saved ``dirty`` set (:meth:`ResumeStore.note_write`, called by DiskIO in
@@ -61,11 +61,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from torrent import bencoding
-from torrent.diskio import DiskIO
+from torrent.disk.diskio import DiskIO
+from torrent.disk.storage import Storage, describe_os_error, state_path
 from torrent.errors import BencodeError
-from torrent.metainfo import Info
-from torrent.storage import Storage, describe_os_error, state_path
+from torrent.proto import bencoding
+from torrent.proto.metainfo import Info
 from torrent.types import InfoHash
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class StartPlan:
 class ResumeStore:
     """Loads, plans and saves one torrent's resume state; also its write journal.
 
-    Pass it as ``journal=`` to :class:`~torrent.diskio.DiskIO` so every first write to
+    Pass it as ``journal=`` to :class:`~torrent.disk.diskio.DiskIO` so every first write to
     a piece is journaled. Thread-safe.
 
     Args:
@@ -528,7 +528,7 @@ async def start(
 
     Args:
         store: this torrent's resume store (also ``disk``'s journal).
-        disk: a :class:`~torrent.diskio.DiskIO` over the torrent's storage.
+        disk: a :class:`~torrent.disk.diskio.DiskIO` over the torrent's storage.
         progress: ``progress(done, total)`` during the recheck.
 
     Returns:

@@ -1,6 +1,6 @@
 """One torrent's runtime: its peers, its picker, its trackers, its storage and resume state.
 
-A :class:`Swarm` is owned by a :class:`~torrent.session.Session`, which runs
+A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which runs
 :meth:`Swarm.run` in its task group. Inside, the swarm owns one task group with:
 
 * the check (resume state, or a hash check of what is on disk),
@@ -35,19 +35,19 @@ from typing import Any, cast
 
 import aiohttp
 
-from torrent import choker as choker_mod
-from torrent import picker as picker_mod
-from torrent import ut_metadata, wire
 from torrent.config import Settings
-from torrent.diskio import DiskIO
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore
+from torrent.disk.storage import FileStorage
+from torrent.engine.peer import Peer, PeerAddr, RateLimiter
+from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest, TrackerTiers, make_tracker
 from torrent.errors import RemoteProtocolError, StorageError, TorrentError, TrackerError
-from torrent.magnet import Magnet
-from torrent.metainfo import Metainfo
-from torrent.peer import Peer, PeerAddr, RateLimiter
-from torrent.pieceset import PieceSet
-from torrent.resume import ResumeStore
-from torrent.storage import FileStorage
-from torrent.tracker_client import AnnounceEvent, AnnounceRequest, TrackerTiers, make_tracker
+from torrent.proto import choker as choker_mod
+from torrent.proto import picker as picker_mod
+from torrent.proto import ut_metadata, wire
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo
+from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 
 log = logging.getLogger(__name__)
@@ -490,7 +490,7 @@ class Swarm:
     async def _check(self, disk: DiskIO) -> None:
         """Find which pieces we already have: resume state, else a hash check.
 
-        The resume store decides (see :mod:`torrent.resume`): trust a clean state, after a
+        The resume store decides (see :mod:`torrent.disk.resume`): trust a clean state, after a
         crash recheck only the pieces that may have been written since the last save,
         without usable state hash everything that is on disk (every core).
         """

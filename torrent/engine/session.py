@@ -3,7 +3,7 @@
 Usage::
 
     async with Session(Settings(listen_port=0)) as session:
-        torrent = await session.add_torrent(Metainfo.read("x.torrent"), "downloads")
+        torrent = await session.add_torrent(read_metainfo("x.torrent"), "downloads")
         await torrent.wait_complete()
 
 ``__aenter__`` binds the listening socket (errors reach the caller; ``session.port``
@@ -30,12 +30,12 @@ from typing import Any
 import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Settings
+from torrent.disk.storage import FileStorage
+from torrent.engine.peer import Peer, PeerAddr, RateLimiter
+from torrent.engine.swarm import MetadataFetcher, Swarm, SwarmContext, TorrentEvent, TorrentStats
 from torrent.errors import StorageError, TorrentError
-from torrent.magnet import Magnet
-from torrent.metainfo import Metainfo
-from torrent.peer import Peer, PeerAddr, RateLimiter
-from torrent.storage import FileStorage
-from torrent.swarm import MetadataFetcher, Swarm, SwarmContext, TorrentEvent, TorrentStats
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash, PeerId
 
 

@@ -1,4 +1,4 @@
-"""Async front for a :class:`~torrent.storage.Storage`: file I/O and SHA-1 off the event loop.
+"""Async front for a :class:`~torrent.disk.storage.Storage`: file I/O and SHA-1 off the event loop.
 
 Every read, write and hash runs on a bounded thread pool (``pread``/``pwrite`` and
 ``hashlib`` release the GIL for large buffers, so hashing uses every core). The loop
@@ -15,7 +15,7 @@ Rules:
    piece verified after the ``await`` returned True, never before.
 3. Before the first write to a piece, the optional write journal is told (in the same
    worker thread, before the bytes go out), so a crash leaves a record of every piece
-   that may hold new bytes (see :mod:`torrent.resume`).
+   that may hold new bytes (see :mod:`torrent.disk.resume`).
 4. The read cache (for uploads) holds *whole pieces* when a piece is at most a quarter
    of the cache, otherwise single blocks; it is an LRU bounded in bytes. A write to a
    piece invalidates its cached copy (a per-piece generation number), and concurrent
@@ -25,7 +25,7 @@ Rules:
 6. A verified piece is never written again: :meth:`DiskIO.write` and
    :meth:`DiskIO.write_piece` drop writes to a piece that passed its hash check (a
    late duplicate block in endgame, or a peer's garbage) and count them in
-   ``writes_dropped``. Resume state relies on this (see :mod:`torrent.resume`).
+   ``writes_dropped``. Resume state relies on this (see :mod:`torrent.disk.resume`).
 7. Cancelling an ``await`` does not cancel a write already running in a thread;
    :meth:`DiskIO.aclose` waits for every submitted operation, so shutdown finishes
    in-flight writes.
@@ -57,8 +57,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from torrent.disk.storage import Storage
 from torrent.errors import StorageError
-from torrent.storage import Storage
 from torrent.types import BLOCK_SIZE
 
 T = TypeVar("T")
