@@ -421,6 +421,8 @@ def test_misuse_raises_local_protocol_error() -> None:
         Receiver([INFO_HASH], allowed=CryptoMethod(0))
     with pytest.raises(LocalProtocolError):
         Receiver([INFO_HASH], prefer=BOTH)
+    with pytest.raises(LocalProtocolError):
+        Receiver(INFO_HASH)  # type: ignore[arg-type]
     a = Initiator(INFO_HASH, entropy=entropy(36))
     b = Receiver([INFO_HASH], entropy=entropy(37))
     with pytest.raises(LocalProtocolError):

@@ -62,7 +62,7 @@ Usage (one machine per TCP connection; the receiver side differs only in its con
     writer.write(hs.data_to_send())                      # Ya, PadA
     while isinstance(ev := hs.next_event(), NeedData):
         writer.write(hs.data_to_send())
-        hs.receive_data(await reader.read(65536))        # raises nothing; next_event may
+        hs.receive_data(await reader.read(65536))        # next_event raises HandshakeError
     writer.write(hs.data_to_send())
     stream = hs.stream()                                 # RC4Stream or PlaintextStream
     incoming = ev.remainder                              # payload bytes already decrypted
@@ -340,6 +340,8 @@ class PlaintextStream:
 
 
 class IncomingKind(enum.Enum):
+    """What :func:`classify_incoming` decided."""
+
     NEED_MORE = "need more bytes"
     PLAINTEXT = "plaintext BitTorrent handshake"
     ENCRYPTED = "MSE handshake"
@@ -693,6 +695,8 @@ class Receiver(_Handshake):
         Raises:
             LocalProtocolError: a bad argument.
         """
+        if isinstance(skeys, bytes | bytearray | memoryview):
+            raise LocalProtocolError("skeys is a collection of info hashes, not one info hash")
         allowed = CryptoMethod(allowed) & _KNOWN_METHODS
         if not allowed:
             raise LocalProtocolError("allow at least one crypto method")
