@@ -259,7 +259,7 @@ async def test_a_forced_libtorrent_seed_refuses_a_plaintext_handshake(lt: Any, t
 
 @contextlib.asynccontextmanager
 async def our_seed(
-    content: bytes, meta: Metainfo, allowed: CryptoMethod
+    content: bytes, meta: Metainfo, allowed: CryptoMethod, prefer: CryptoMethod
 ) -> AsyncIterator[tuple[int, list[Any], asyncio.Event]]:
     """A listener that runs our receiver, then serves ``content`` to whoever asks.
 
@@ -274,7 +274,9 @@ async def our_seed(
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = Link(reader, writer)
         try:
-            done = await link.handshake(Receiver([OTHER_HASH, meta.info_hash], allowed=allowed))
+            done = await link.handshake(
+                Receiver([OTHER_HASH, meta.info_hash], allowed=allowed, prefer=prefer)
+            )
             seen.append(done)
             link.send(encode_handshake(meta.info_hash, b"-PT0001-mseseed00001"))
             await go.wait()
@@ -306,15 +308,26 @@ async def our_seed(
             await server.wait_closed()
 
 
-@pytest.mark.parametrize("method", [RC4, PLAIN], ids=["rc4", "plaintext"])
+@pytest.mark.parametrize(
+    ("their_levels", "we_prefer", "method"),
+    [(RC4, PLAIN, RC4), (PLAIN, RC4, PLAIN), (RC4 | PLAIN, RC4, RC4), (RC4 | PLAIN, PLAIN, PLAIN)],
+    ids=["rc4", "plaintext", "both-we-prefer-rc4", "both-we-prefer-plaintext"],
+)
 async def test_libtorrent_initiator_downloads_through_our_receiver(
-    lt: Any, tmp_path: Path, method: CryptoMethod
+    lt: Any, tmp_path: Path, their_levels: CryptoMethod, we_prefer: CryptoMethod, method: CryptoMethod
 ) -> None:
     content, torrent, meta = torrent_files(tmp_path)
     forced = int(lt.enc_policy.forced)
-    settings = {"in_enc_policy": forced, "out_enc_policy": forced, "allowed_enc_level": level(lt, method)}
+    settings = {
+        "in_enc_policy": forced,
+        "out_enc_policy": forced,
+        "allowed_enc_level": level(lt, their_levels),
+    }
     data = content.read_bytes()
-    async with asyncio.timeout(60), our_seed(data, meta, allowed=RC4 | PLAIN) as (port, seen, go):
+    async with (
+        asyncio.timeout(60),
+        our_seed(data, meta, allowed=RC4 | PLAIN, prefer=we_prefer) as (port, seen, go),
+    ):
         with lt_session(lt, **settings) as session:
             await listen_port(session)
             handle = add(lt, session, torrent, tmp_path / "leech")
