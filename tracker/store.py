@@ -1,5 +1,8 @@
 """Where the tracker keeps its swarms: the ``PeerStore`` Protocol and ``MemoryStore``.
 
+``MemoryStore`` also implements the optional :class:`SyncPeerStore` Protocol (answers
+without a coroutine), which the transports use as their fast path.
+
 The store never sees HTTP or UDP: transports hand it a :class:`PeerAnnounce` (the
 peer's packed address already chosen) and get back counts and packed peer strings.
 
@@ -60,6 +63,7 @@ __all__ = [
     "PeerStore",
     "StoreStats",
     "StoreUnavailable",
+    "SyncPeerStore",
 ]
 
 
@@ -158,6 +162,24 @@ class PeerStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SyncPeerStore(Protocol):
+    """A store that can also answer without awaiting (one that lives in this process).
+
+    Optional: the transports check for it once, when they are assembled, and then call
+    these directly on their hot path instead of awaiting (HTTP) or spawning a task per
+    packet (UDP). A store that must do I/O (Redis) simply does not implement it.
+    """
+
+    def announce_nowait(self, a: PeerAnnounce) -> AnnounceResult:
+        """:meth:`PeerStore.announce` without the coroutine; raises what it raises."""
+        ...
+
+    def scrape_nowait(self, info_hashes: Sequence[bytes]) -> list[ScrapeStats]:
+        """:meth:`PeerStore.scrape` without the coroutine."""
+        ...
 
 
 #: A source of uniform floats in [0, 1).

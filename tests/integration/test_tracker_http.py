@@ -16,7 +16,7 @@ from yarl import URL
 
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import decode_announce_response, decode_compact_peers
-from tracker.app import CORE_KEY, make_app
+from tracker.app import SERVICE_KEY, make_app
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore
@@ -223,14 +223,14 @@ async def test_allow_list_and_reload(make_client: Callable[..., Any], tmp_path: 
     _, body = await get("/scrape", q(info_hash=IH2))
     assert bencoding.decode(body) == {b"failure reason": b"torrent not allowed"}
     allow.write_text(f"{IH2.hex().upper()}\n")
-    core = client.server.app[CORE_KEY]
-    assert core.allow is not None and core.allow.reload()
+    service = client.server.app[SERVICE_KEY]
+    assert service.allow is not None and service.allow.reload()
     _, body = await get("/announce", announce_q(1, info_hash=IH2))
     assert b"failure reason" not in bencoding.decode(body)
     _, body = await get("/announce", announce_q(1))
     assert bencoding.decode(body) == {b"failure reason": b"torrent not allowed"}
     allow.write_text("not a hash\n")
-    assert not core.allow.reload()  # a bad file keeps the old list
+    assert not service.allow.reload()  # a bad file keeps the old list
     _, body = await get("/announce", announce_q(1, info_hash=IH2))
     assert b"failure reason" not in bencoding.decode(body)
 

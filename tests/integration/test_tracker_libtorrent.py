@@ -85,7 +85,7 @@ async def test_libtorrent_seed_and_leecher_meet_through_our_tracker(
             h.flush_cache()
             await asyncio.sleep(0.2)
             assert (leech_dir / "payload.bin").read_bytes() == payload.read_bytes()
-            c = srv.core.counters
+            c = srv.service.counters
             assert (c.http_announces if transport == "http" else c.udp_announces) >= 2
             assert srv.store.scrape_nowait([ih])[0].complete >= 1  # type: ignore[attr-defined]
         finally:

@@ -113,7 +113,7 @@ async def test_connect_announce_scrape(server: TrackerServer, client: Client) ->
     )
     r3 = await client.announce(1, event=tc.AnnounceEvent.STOPPED)
     assert isinstance(r3, tc.UdpAnnounceResponse) and r3.announce.incomplete == 0 and r3.announce.peers == ()
-    assert server.core.counters.udp_announces == 3 and server.core.counters.udp_scrapes == 1
+    assert server.service.counters.udp_announces == 3 and server.service.counters.udp_scrapes == 1
 
 
 async def test_numwant_zero_and_default(server: TrackerServer, client: Client) -> None:
@@ -129,7 +129,7 @@ async def test_bad_connection_id_gets_an_error(server: TrackerServer, client: Cl
     req = tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1)  # type: ignore[arg-type]
     resp = await client.send(tc.UdpAnnounceRequest(12345, 9, req))
     assert resp == tc.UdpError(9, "bad or expired connection id")
-    assert server.core.counters.udp_bad_connection_id == 1
+    assert server.service.counters.udp_bad_connection_id == 1
 
 
 async def test_not_allowed(server: TrackerServer, client: Client) -> None:
@@ -140,7 +140,7 @@ async def test_not_allowed(server: TrackerServer, client: Client) -> None:
 async def test_malformed_packets_are_dropped_or_refused_and_counted(
     server: TrackerServer, client: Client
 ) -> None:
-    c = server.core.counters
+    c = server.service.counters
     assert await client.raw(b"", expect_reply=False) is None
     assert await client.raw(b"\x00" * 15, expect_reply=False) is None
     assert await client.raw(bytes(16), expect_reply=False) is None  # connect without the magic
@@ -230,6 +230,6 @@ async def test_udp_over_the_redis_store_and_redis_down(redis_server: RedisServer
             assert s == tc.UdpScrapeResponse(3, (tc.ScrapeStats(0, 0, 2),))
             redis_server.stop()
             assert await c.announce(3) == tc.UdpError(77, "tracker store unavailable")
-            assert srv.core.counters.failures_store_unavailable == 1
+            assert srv.service.counters.failures_store_unavailable == 1
         finally:
             c.close()
