@@ -16,9 +16,11 @@ import html
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from torrent.errors import RemoteProtocolError
 from torrent.proto.tracker_codec import (
+    AnnounceRequest,
     AnnounceResponse,
     PeerAddress,
     ScrapeResponse,
@@ -32,7 +34,7 @@ from torrent.proto.tracker_codec import (
 )
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
-from tracker.store import AnnounceRejected, PeerStore, StoreUnavailable
+from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -59,6 +61,18 @@ def make_app(
     service = service or TrackerService(store, settings)
     app = web.Application()
     app[SERVICE_KEY] = service
+    app.router.add_get("/announce", _announce_handler(service, store, settings))
+    app.router.add_get("/scrape", _scrape_handler(service, store, settings))
+    app.router.add_get("/", _status_handler(service, store))
+    app.router.add_get("/metrics", _metrics_handler(service, store))
+    return app
+
+
+# Each route is a closure over what it reads on every request (cheaper than attribute
+# lookups on the hot announce path).
+
+
+def _announce_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
     sync = service.sync_store.announce_nowait if service.sync_store is not None else None
     interval, min_interval = settings.interval_s, settings.min_interval_s
     counters = service.counters
@@ -90,44 +104,60 @@ def make_app(
             except AnnounceRejected as exc:
                 counters.failures_rejected += 1
                 return _failure(exc.reason)
-            tracker_id = TRACKER_ID if req.tracker_id is None else None
-            if req.compact:
-                body = encode_compact_announce(
-                    interval=interval,
-                    min_interval=min_interval,
-                    complete=res.complete,
-                    incomplete=res.incomplete,
-                    downloaded=res.downloaded,
-                    peers=res.peers4,
-                    peers6=res.peers6,
-                    external_ip=source,
-                    tracker_id=tracker_id,
-                )
-            else:
-                peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
-                if want_ids:
-                    peers = tuple(
-                        PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True)
-                    )
-                body = encode_announce_response(
-                    AnnounceResponse(
-                        interval=interval,
-                        min_interval=min_interval,
-                        complete=res.complete,
-                        incomplete=res.incomplete,
-                        downloaded=res.downloaded,
-                        peers=peers,
-                        external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
-                        tracker_id=tracker_id,
-                    ),
-                    compact=False,
-                    no_peer_id=req.no_peer_id,
-                )
+            body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
             return web.Response(body=body, content_type=_TEXT)
         except Exception:  # a bug: log it, never show the client a traceback
             counters.failures_internal += 1
             log.exception("announce failed")
             return _failure("internal tracker error")
+
+    return announce
+
+
+def _announce_body(
+    req: AnnounceRequest,
+    res: AnnounceResult,
+    source: bytes,
+    interval: int,
+    min_interval: int,
+    *,
+    want_ids: bool,
+) -> bytes:
+    """The bencoded answer to ``req``: compact (BEP 23, 7) or the original dict form."""
+    tracker_id = TRACKER_ID if req.tracker_id is None else None
+    if req.compact:
+        return encode_compact_announce(
+            interval=interval,
+            min_interval=min_interval,
+            complete=res.complete,
+            incomplete=res.incomplete,
+            downloaded=res.downloaded,
+            peers=res.peers4,
+            peers6=res.peers6,
+            external_ip=source,
+            tracker_id=tracker_id,
+        )
+    peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
+    if want_ids:
+        peers = tuple(PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True))
+    return encode_announce_response(
+        AnnounceResponse(
+            interval=interval,
+            min_interval=min_interval,
+            complete=res.complete,
+            incomplete=res.incomplete,
+            downloaded=res.downloaded,
+            peers=peers,
+            external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
+            tracker_id=tracker_id,
+        ),
+        compact=False,
+        no_peer_id=req.no_peer_id,
+    )
+
+
+def _scrape_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
+    counters = service.counters
 
     async def scrape(request: web.Request) -> web.Response:
         counters.http_scrapes += 1
@@ -159,6 +189,12 @@ def make_app(
             log.exception("scrape failed")
             return _failure("internal tracker error")
 
+    return scrape
+
+
+def _status_handler(service: TrackerService, store: PeerStore) -> Handler:
+    counters = service.counters
+
     async def status(request: web.Request) -> web.Response:
         try:
             stats = await store.statistics()
@@ -185,6 +221,10 @@ def make_app(
         )
         return web.Response(text=page, content_type="text/html")
 
+    return status
+
+
+def _metrics_handler(service: TrackerService, store: PeerStore) -> Handler:
     async def metrics(request: web.Request) -> web.Response:
         try:
             stats = await store.statistics()
@@ -197,11 +237,7 @@ def make_app(
             headers={"X-Content-Type-Options": "nosniff"},
         )
 
-    app.router.add_get("/announce", announce)
-    app.router.add_get("/scrape", scrape)
-    app.router.add_get("/", status)
-    app.router.add_get("/metrics", metrics)
-    return app
+    return metrics
 
 
 def _duration(seconds: float) -> str:

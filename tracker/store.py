@@ -251,6 +251,19 @@ class _Table:
         self._swap(slot, j)
         return j
 
+    def readdress(self, slot: int, a: PeerAnnounce) -> None:
+        """A known peer announces from a new address: it moves there only with the
+        ``key`` it registered (rule 2); a ``stopped`` announce does not move it.
+
+        Raises:
+            AnnounceRejected: the peer registered a key and ``a`` does not carry it.
+        """
+        if self.flags[slot] & _HAS_KEY and a.key != self.keys[slot]:
+            raise AnnounceRejected("peer id already in use from another address (key mismatch)")
+        if a.event is not AnnounceEvent.STOPPED:
+            s = self.stride
+            self.addrs[slot * s : slot * s + s] = a.addr
+
     def set_seed(self, slot: int, is_seed: bool) -> int:
         """Move ``slot`` across the leecher/seed boundary if needed; returns its new slot."""
         if is_seed and slot < self.n_leech:
@@ -447,17 +460,9 @@ class MemoryStore:
         if slot is not None:
             s = table.stride
             if table.addrs[slot * s : slot * s + s] != addr:
-                if table.flags[slot] & _HAS_KEY and a.key != table.keys[slot]:
-                    raise AnnounceRejected("peer id already in use from another address (key mismatch)")
-                if a.event is not AnnounceEvent.STOPPED:
-                    table.addrs[slot * s : slot * s + s] = addr
+                table.readdress(slot, a)
         if a.event is AnnounceEvent.STOPPED:
-            if slot is not None:
-                table.remove(slot)
-            seeds, leech = sw.counts()
-            if sw.empty():
-                del self._swarms[ih]  # its heap entry goes stale
-            return AnnounceResult(seeds, leech, sw.downloaded)
+            return self._stop(ih, sw, table, slot)
         rand = self._rand
         if slot is None:
             slot = table.add(pid, addr, now, a.key, a.is_seed, rand)
@@ -479,6 +484,15 @@ class MemoryStore:
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)
+
+    def _stop(self, ih: bytes, sw: _Swarm, table: _Table, slot: int | None) -> AnnounceResult:
+        """A ``stopped`` announce: the peer (if known) leaves; an empty swarm is freed."""
+        if slot is not None:
+            table.remove(slot)
+        seeds, leech = sw.counts()
+        if sw.empty():
+            del self._swarms[ih]  # its heap entry goes stale
+        return AnnounceResult(seeds, leech, sw.downloaded)
 
     def _sample_one(
         self, table: _Table, for_seed: bool, me: int, k: int, want_ids: bool

@@ -124,7 +124,8 @@ def test_two_processes_share_one_redis_and_survive_it_going_away(
         time.sleep(0.1)
     assert b"failure reason" not in d
     assert peer_ports(announce(a.port, 4)) == {3}
-    assert a.stop() == 0 and b.stop() == 0
+    assert a.stop() == 0
+    assert b.stop() == 0
 
 
 def test_sighup_reloads_the_allow_list_and_sigterm_stops(tmp_path: Path, trackers: list[Tracker]) -> None:
