@@ -62,11 +62,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def pin(cpu: int) -> list[str]:
-    return (
-        ["taskset", "-c", str(cpu)]
-        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
-        else []
-    )  # type: ignore[operator]
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
 
 
 def wait_port(port: int, kind: int, timeout: float = 10) -> None:
@@ -153,6 +149,55 @@ def run_wrk(port: int, script: Path, seconds: float, server_pid: int) -> dict[st
 # --------------------------------------------------------------------------- UDP generator
 
 
+def announce_pool(conn_id: int, swarms: list[bytes], peers: int) -> list[bytes]:
+    """65,536 BEP 15 announces of random peers (a fixed pool per swarm) into random swarms."""
+    rng = random.Random(2)
+    ann = struct.Struct(">QII20s20sQQQIIIiH")
+    pool = []
+    for i in range(65536):
+        s = rng.randrange(len(swarms))
+        p = rng.randrange(peers)
+        pid = b"-UG0001-" + b"%06d%06d" % (s, p)
+        left = 0 if p % 4 == 0 else 1000
+        pool.append(ann.pack(conn_id, 1, i, swarms[s], pid, 0, left, 0, 0, 0, p, -1, 10000 + p))
+    return pool
+
+
+class _UdpGen(asyncio.DatagramProtocol):
+    """Connects once, then answers every reply with the next announce of the pool."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.conn_id: int | None = None
+        self.done = asyncio.Event()  # set on the connect reply, then again to stop
+        self.pool: list[bytes] = []
+        self.sent = self.received = self.errors = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+
+    def send(self, n: int) -> None:
+        pool = self.pool
+        for _ in range(n):
+            self.transport.sendto(pool[self.sent % len(pool)])
+            self.sent += 1
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.conn_id is None:
+            if len(data) >= 16 and data[:4] == b"\0\0\0\0":
+                self.conn_id = struct.unpack_from(">Q", data, 8)[0]
+                self.done.set()
+            return
+        if data[3] == 3:
+            self.errors += 1
+        self.received += 1
+        if not self.done.is_set():
+            self.send(1)
+
+
 def udp_generator(
     host: str, port: int, seconds: float, inflight: int, swarms: list[bytes], peers: int
 ) -> dict[str, Any]:
@@ -166,74 +211,34 @@ def udp_generator(
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        done = asyncio.Event()
-        state = {"received": 0, "sent": 0, "errors": 0, "last": 0}
-        pool: list[bytes] = []
-
-        class Gen(asyncio.DatagramProtocol):
-            transport: Any = None
-            conn_id: int | None = None
-
-            def connection_made(self, transport: Any) -> None:
-                self.transport = transport
-                sock = transport.get_extra_info("socket")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-
-            def datagram_received(self, data: bytes, addr: Any) -> None:
-                if self.conn_id is None:
-                    if len(data) >= 16 and data[:4] == b"\0\0\0\0":
-                        self.conn_id = struct.unpack_from(">Q", data, 8)[0]
-                        done.set()
-                    return
-                if data[3] == 3:
-                    state["errors"] += 1
-                state["received"] += 1
-                if not done.is_set():
-                    i = state["sent"]
-                    state["sent"] = i + 1
-                    self.transport.sendto(pool[i % len(pool)])
-
-        transport, proto = await loop.create_datagram_endpoint(Gen, remote_addr=(host, port))
+        transport, gen = await loop.create_datagram_endpoint(_UdpGen, remote_addr=(host, port))
         for _ in range(50):
             transport.sendto(struct.pack(">QII", 0x41727101980, 0, 1))
             try:
                 async with asyncio.timeout(0.2):
-                    await done.wait()
+                    await gen.done.wait()
                     break
             except TimeoutError:
                 continue
-        if proto.conn_id is None:
+        if gen.conn_id is None:
             raise SystemExit("UDP tracker did not answer connect")
-        done.clear()
-        rng = random.Random(2)
-        ann = struct.Struct(">QII20s20sQQQIIIiH")
-        for i in range(65536):
-            s = rng.randrange(len(swarms))
-            p = rng.randrange(peers)
-            pid = b"-UG0001-" + b"%06d%06d" % (s, p)
-            left = 0 if p % 4 == 0 else 1000
-            pool.append(ann.pack(proto.conn_id, 1, i, swarms[s], pid, 0, left, 0, 0, 0, p, -1, 10000 + p))
+        gen.done.clear()
+        gen.pool = announce_pool(gen.conn_id, swarms, peers)
         t0 = time.perf_counter()
         cpu0 = time.process_time()
-        for _ in range(inflight):
-            i = state["sent"]
-            state["sent"] = i + 1
-            transport.sendto(pool[i % len(pool)])
+        gen.send(inflight)
         end = t0 + seconds
+        last = 0
         while time.perf_counter() < end:
             await asyncio.sleep(0.05)
-            if state["received"] == state["last"]:  # lost packets: top the window up
-                for _ in range(inflight):
-                    i = state["sent"]
-                    state["sent"] = i + 1
-                    transport.sendto(pool[i % len(pool)])
-            state["last"] = state["received"]
-        done.set()
+            if gen.received == last:  # lost packets: top the window up
+                gen.send(inflight)
+            last = gen.received
+        gen.done.set()
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
         transport.close()
-        return {"received": state["received"], "elapsed": elapsed, "errors": state["errors"], "cpu": cpu}
+        return {"received": gen.received, "elapsed": elapsed, "errors": gen.errors, "cpu": cpu}
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(main())
@@ -429,6 +434,19 @@ def main() -> int:
             finally:
                 stop(proc)
 
+    report(results)
+    if "memory" not in args.skip:
+        m = measure_memory(args.memory_peers, args.memory_swarms)
+        print(
+            f"memory: MemoryStore with {m['peers']:,} peers in {m['swarms']:,} swarms: "
+            f"{m['traced'] / m['peers']:.0f} bytes/peer (tracemalloc), {m['rss'] / m['peers']:.0f} bytes/peer (RSS growth)"
+            " (target <= 200)"
+        )
+    return 0
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    """The table of runs, the ceilings on a whole core, and pytorrent / opentracker ratios."""
     print()
     print(f"{'run':<18} {'announces/s':>12} {'server CPU':>11} {'gen CPU':>8} {'CPU s/1k ann':>13}  notes")
     for key, r in results.items():
@@ -470,14 +488,6 @@ def main() -> int:
                 f"(target >= 0.3x); CPU per announce: opentracker needs {cpu_ratio:.2f}x of ours"
             )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
-    if "memory" not in args.skip:
-        m = measure_memory(args.memory_peers, args.memory_swarms)
-        print(
-            f"memory: MemoryStore with {m['peers']:,} peers in {m['swarms']:,} swarms: "
-            f"{m['traced'] / m['peers']:.0f} bytes/peer (tracemalloc), {m['rss'] / m['peers']:.0f} bytes/peer (RSS growth)"
-            " (target <= 200)"
-        )
-    return 0
 
 
 if __name__ == "__main__":

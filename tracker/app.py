@@ -16,9 +16,11 @@ import html
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from torrent.errors import RemoteProtocolError
 from torrent.proto.tracker_codec import (
+    AnnounceRequest,
     AnnounceResponse,
     PeerAddress,
     ScrapeResponse,
@@ -30,13 +32,13 @@ from torrent.proto.tracker_codec import (
     parse_announce_query,
     parse_scrape_query,
 )
-from tracker.core import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerCore
+from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
-from tracker.store import AnnounceRejected, MemoryStore, PeerStore, StoreUnavailable
+from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
 
 log = logging.getLogger("pytorrent.tracker")
 
-CORE_KEY = web.AppKey("core", TrackerCore)
+SERVICE_KEY = web.AppKey("service", TrackerService)
 #: ``tracker id`` we hand out (clients echo it as ``trackerid``; we accept any).
 TRACKER_ID = b"pytorrent"
 _TEXT = "text/plain"
@@ -47,40 +49,52 @@ def _failure(reason: str) -> web.Response:
 
 
 def make_app(
-    store: PeerStore, settings: TrackerSettings, *, core: TrackerCore | None = None
+    store: PeerStore, settings: TrackerSettings, *, service: TrackerService | None = None
 ) -> web.Application:
     """Build the HTTP tracker over ``store``.
 
     Args:
-        store: the peer store (shared with the UDP server when ``core`` is given).
+        store: the peer store (shared with the UDP server when ``service`` is given).
         settings: tracker settings.
-        core: shared state; a new one is made when ``None``.
+        service: the tracker service; a new one is made when ``None``.
     """
-    core = core or TrackerCore(store, settings)
+    service = service or TrackerService(store, settings)
     app = web.Application()
-    app[CORE_KEY] = core
-    sync = store.announce_nowait if isinstance(store, MemoryStore) else None
+    app[SERVICE_KEY] = service
+    app.router.add_get("/announce", _announce_handler(service, store, settings))
+    app.router.add_get("/scrape", _scrape_handler(service, store, settings))
+    app.router.add_get("/", _status_handler(service, store))
+    app.router.add_get("/metrics", _metrics_handler(service, store))
+    return app
+
+
+# Each route is a closure over what it reads on every request (cheaper than attribute
+# lookups on the hot announce path).
+
+
+def _announce_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
+    sync = service.sync_store.announce_nowait if service.sync_store is not None else None
     interval, min_interval = settings.interval_s, settings.min_interval_s
-    counters = core.counters
+    counters = service.counters
 
     async def announce(request: web.Request) -> web.Response:
         counters.http_announces += 1
-        core.note_announce()
+        service.note_announce()
         try:
             req = parse_announce_query(request.raw_path.partition("?")[2])
         except RemoteProtocolError as exc:
             counters.failures_bad_request += 1
             return _failure(str(exc))
         try:
-            if not core.allowed(req.info_hash):
+            if not service.allowed(req.info_hash):
                 counters.failures_not_allowed += 1
                 return _failure(NOT_ALLOWED)
-            source = core.pack_address(request.remote or "")
+            source = service.pack_address(request.remote or "")
             if source is None:
                 counters.failures_internal += 1
                 return _failure("cannot tell the address of this request")
             want_ids = not req.compact and not req.no_peer_id
-            pa = core.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
+            pa = service.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
             try:
                 res = sync(pa) if sync is not None else await store.announce(pa)
             except StoreUnavailable as exc:
@@ -90,44 +104,60 @@ def make_app(
             except AnnounceRejected as exc:
                 counters.failures_rejected += 1
                 return _failure(exc.reason)
-            tracker_id = TRACKER_ID if req.tracker_id is None else None
-            if req.compact:
-                body = encode_compact_announce(
-                    interval=interval,
-                    min_interval=min_interval,
-                    complete=res.complete,
-                    incomplete=res.incomplete,
-                    downloaded=res.downloaded,
-                    peers=res.peers4,
-                    peers6=res.peers6,
-                    external_ip=source,
-                    tracker_id=tracker_id,
-                )
-            else:
-                peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
-                if want_ids:
-                    peers = tuple(
-                        PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True)
-                    )
-                body = encode_announce_response(
-                    AnnounceResponse(
-                        interval=interval,
-                        min_interval=min_interval,
-                        complete=res.complete,
-                        incomplete=res.incomplete,
-                        downloaded=res.downloaded,
-                        peers=peers,
-                        external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
-                        tracker_id=tracker_id,
-                    ),
-                    compact=False,
-                    no_peer_id=req.no_peer_id,
-                )
+            body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
             return web.Response(body=body, content_type=_TEXT)
         except Exception:  # a bug: log it, never show the client a traceback
             counters.failures_internal += 1
             log.exception("announce failed")
             return _failure("internal tracker error")
+
+    return announce
+
+
+def _announce_body(
+    req: AnnounceRequest,
+    res: AnnounceResult,
+    source: bytes,
+    interval: int,
+    min_interval: int,
+    *,
+    want_ids: bool,
+) -> bytes:
+    """The bencoded answer to ``req``: compact (BEP 23, 7) or the original dict form."""
+    tracker_id = TRACKER_ID if req.tracker_id is None else None
+    if req.compact:
+        return encode_compact_announce(
+            interval=interval,
+            min_interval=min_interval,
+            complete=res.complete,
+            incomplete=res.incomplete,
+            downloaded=res.downloaded,
+            peers=res.peers4,
+            peers6=res.peers6,
+            external_ip=source,
+            tracker_id=tracker_id,
+        )
+    peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
+    if want_ids:
+        peers = tuple(PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True))
+    return encode_announce_response(
+        AnnounceResponse(
+            interval=interval,
+            min_interval=min_interval,
+            complete=res.complete,
+            incomplete=res.incomplete,
+            downloaded=res.downloaded,
+            peers=peers,
+            external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
+            tracker_id=tracker_id,
+        ),
+        compact=False,
+        no_peer_id=req.no_peer_id,
+    )
+
+
+def _scrape_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
+    counters = service.counters
 
     async def scrape(request: web.Request) -> web.Response:
         counters.http_scrapes += 1
@@ -142,10 +172,10 @@ def make_app(
                     counters.failures_bad_request += 1
                     return _failure("full scrape is disabled: name at least one info_hash")
                 files = await store.full_scrape(settings.full_scrape_max)
-                if core.allow is not None:
-                    files = {ih: s for ih, s in files.items() if core.allowed(ih)}
+                if service.allow is not None:
+                    files = {ih: s for ih, s in files.items() if service.allowed(ih)}
             else:
-                wanted = [ih for ih in hashes if core.allowed(ih)]
+                wanted = [ih for ih in hashes if service.allowed(ih)]
                 if not wanted:
                     counters.failures_not_allowed += 1
                     return _failure(NOT_ALLOWED)
@@ -159,22 +189,28 @@ def make_app(
             log.exception("scrape failed")
             return _failure("internal tracker error")
 
+    return scrape
+
+
+def _status_handler(service: TrackerService, store: PeerStore) -> Handler:
+    counters = service.counters
+
     async def status(request: web.Request) -> web.Response:
         try:
             stats = await store.statistics()
             store_line = ""
         except StoreUnavailable:
-            stats, store_line = core.last_stats, "<p><b>store unavailable</b>: figures are stale</p>"
-        core.last_stats = stats
+            stats, store_line = service.last_stats, "<p><b>store unavailable</b>: figures are stale</p>"
+        service.last_stats = stats
         rows = [
             ("swarms", stats.swarms),
             ("peers", stats.peers),
             ("seeds", stats.seeds),
             ("leechers", stats.peers - stats.seeds),
             ("completed", stats.downloaded),
-            ("announces per second", f"{core.announces_per_second():.1f}"),
+            ("announces per second", f"{service.announces_per_second():.1f}"),
             ("announces (http / udp)", f"{counters.http_announces} / {counters.udp_announces}"),
-            ("uptime", _duration(core.uptime_s())),
+            ("uptime", _duration(service.uptime_s())),
         ]
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
         page = (
@@ -185,23 +221,23 @@ def make_app(
         )
         return web.Response(text=page, content_type="text/html")
 
+    return status
+
+
+def _metrics_handler(service: TrackerService, store: PeerStore) -> Handler:
     async def metrics(request: web.Request) -> web.Response:
         try:
             stats = await store.statistics()
-            core.last_stats = stats
+            service.last_stats = stats
         except StoreUnavailable:
-            stats = core.last_stats
+            stats = service.last_stats
         return web.Response(
-            text=core.metrics_text(stats),
+            text=service.metrics_text(stats),
             content_type="text/plain",
             headers={"X-Content-Type-Options": "nosniff"},
         )
 
-    app.router.add_get("/announce", announce)
-    app.router.add_get("/scrape", scrape)
-    app.router.add_get("/", status)
-    app.router.add_get("/metrics", metrics)
-    return app
+    return metrics
 
 
 def _duration(seconds: float) -> str:
@@ -212,4 +248,4 @@ def _duration(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-__all__ = ["CORE_KEY", "TRACKER_ID", "make_app"]
+__all__ = ["SERVICE_KEY", "TRACKER_ID", "make_app"]

@@ -19,7 +19,7 @@ from types import TracebackType
 from aiohttp import web
 
 from tracker.app import make_app
-from tracker.core import TrackerCore
+from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore, PeerStore, StoreUnavailable
 from tracker.udp import ConnectionIds, UdpTracker
@@ -51,14 +51,11 @@ class TrackerServer:
         settings.validate()
         self.settings = settings
         self.store = store if store is not None else make_store(settings)
-        self.core = TrackerCore(self.store, settings)
+        self.service = TrackerService(self.store, settings)
         self.http_port = 0
         self.udp_port: int | None = None
         self.udp_protocols: list[UdpTracker] = []
-        self._runner: web.AppRunner | None = None
-        self._transports: list[asyncio.DatagramTransport] = []
-        self._tg: asyncio.TaskGroup | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     @property
     def hosts(self) -> list[str]:
@@ -66,33 +63,40 @@ class TrackerServer:
 
     async def __aenter__(self) -> TrackerServer:
         s = self.settings
+        # Unwound in reverse: housekeeping and UDP sockets, the task group, the HTTP
+        # runner, the store.
+        stack = contextlib.AsyncExitStack()
         try:
-            app = make_app(self.store, s, core=self.core)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await self._runner.setup()
+            stack.push_async_callback(self.store.aclose)
+            runner = web.AppRunner(
+                make_app(self.store, s, service=self.service), access_log=None, handle_signals=False
+            )
+            stack.push_async_callback(runner.cleanup)
+            await runner.setup()
             for host in self.hosts:
-                site = web.TCPSite(
-                    self._runner, host, self.http_port or s.port, reuse_port=s.reuse_port or None
-                )
+                site = web.TCPSite(runner, host, self.http_port or s.port, reuse_port=s.reuse_port or None)
                 await site.start()
                 if not self.http_port:
-                    self.http_port = self._runner.addresses[-1][1]
-            self._tg = asyncio.TaskGroup()
-            await self._tg.__aenter__()
+                    self.http_port = runner.addresses[-1][1]
+            # Leaving the group waits for the tasks it owns (housekeeping, UDP announces
+            # to an async store); a cancellation that arrives meanwhile ends the wait.
+            stack.enter_context(contextlib.suppress(asyncio.CancelledError))
+            tg = await stack.enter_async_context(asyncio.TaskGroup())
             if s.udp_enabled:
-                await self._start_udp()
-            self._housekeeping = self._tg.create_task(self._housekeep())
+                await self._start_udp(tg, stack)
+            stack.callback(tg.create_task(self._housekeep()).cancel)
         except BaseException:
-            await self._close()
+            # aclose() rather than handing the error to the stack: the task group would
+            # wrap it in an ExceptionGroup, and callers expect the bind error itself.
+            await stack.aclose()
             raise
+        self._stack = stack
         return self
 
-    async def _start_udp(self) -> None:
+    async def _start_udp(self, tg: asyncio.TaskGroup, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
         conn_ids = ConnectionIds(s.udp_secret)
-        tg = self._tg
-        assert tg is not None
         port = self.http_port if s.udp_port is None else s.udp_port
         for host in self.hosts:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -110,9 +114,9 @@ class TrackerServer:
                 sock.close()
                 raise
             transport, protocol = await loop.create_datagram_endpoint(
-                lambda: UdpTracker(self.core, conn_ids, spawn=tg.create_task), sock=sock
+                lambda: UdpTracker(self.service, conn_ids, spawn=tg.create_task), sock=sock
             )
-            self._transports.append(transport)
+            stack.callback(transport.close)
             self.udp_protocols.append(protocol)
             if self.udp_port is None or self.udp_port == 0:
                 self.udp_port = sock.getsockname()[1]
@@ -120,7 +124,7 @@ class TrackerServer:
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_S)
-            self.core.tick()
+            self.service.tick()
             try:
                 removed = await self.store.collect()
             except StoreUnavailable as exc:
@@ -135,26 +139,15 @@ class TrackerServer:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        for transport in self._transports:
-            transport.close()
-        self._transports.clear()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-        if self._tg is not None:
-            tg, self._tg = self._tg, None
-            with contextlib.suppress(asyncio.CancelledError):
-                await tg.__aexit__(None, None, None)
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-        await self.store.aclose()
+        # The body's error is the caller's: the stack closes as after a clean exit (see
+        # __aenter__), and the error propagates unchanged.
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     def reload_allow_list(self) -> bool:
         """Re-read ``--allow``; False when there is none or it could not be read."""
-        return self.core.allow.reload() if self.core.allow is not None else False
+        return self.service.allow.reload() if self.service.allow is not None else False
 
     def urls(self) -> list[str]:
         out = []

@@ -1,5 +1,8 @@
 """Where the tracker keeps its swarms: the ``PeerStore`` Protocol and ``MemoryStore``.
 
+``MemoryStore`` also implements the optional :class:`SyncPeerStore` Protocol (answers
+without a coroutine), which the transports use as their fast path.
+
 The store never sees HTTP or UDP: transports hand it a :class:`PeerAnnounce` (the
 peer's packed address already chosen) and get back counts and packed peer strings.
 
@@ -60,6 +63,7 @@ __all__ = [
     "PeerStore",
     "StoreStats",
     "StoreUnavailable",
+    "SyncPeerStore",
 ]
 
 
@@ -160,6 +164,24 @@ class PeerStore(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class SyncPeerStore(Protocol):
+    """A store that can also answer without awaiting (one that lives in this process).
+
+    Optional: the transports check for it once, when they are assembled, and then call
+    these directly on their hot path instead of awaiting (HTTP) or spawning a task per
+    packet (UDP). A store that must do I/O (Redis) simply does not implement it.
+    """
+
+    def announce_nowait(self, a: PeerAnnounce) -> AnnounceResult:
+        """:meth:`PeerStore.announce` without the coroutine; raises what it raises."""
+        ...
+
+    def scrape_nowait(self, info_hashes: Sequence[bytes]) -> list[ScrapeStats]:
+        """:meth:`PeerStore.scrape` without the coroutine."""
+        ...
+
+
 #: A source of uniform floats in [0, 1).
 Rand = Callable[[], float]
 
@@ -228,6 +250,19 @@ class _Table:
             j = self.n_leech + int(rand() * (len(self.pids) - self.n_leech))
         self._swap(slot, j)
         return j
+
+    def readdress(self, slot: int, a: PeerAnnounce) -> None:
+        """A known peer announces from a new address: it moves there only with the
+        ``key`` it registered (rule 2); a ``stopped`` announce does not move it.
+
+        Raises:
+            AnnounceRejected: the peer registered a key and ``a`` does not carry it.
+        """
+        if self.flags[slot] & _HAS_KEY and a.key != self.keys[slot]:
+            raise AnnounceRejected("peer id already in use from another address (key mismatch)")
+        if a.event is not AnnounceEvent.STOPPED:
+            s = self.stride
+            self.addrs[slot * s : slot * s + s] = a.addr
 
     def set_seed(self, slot: int, is_seed: bool) -> int:
         """Move ``slot`` across the leecher/seed boundary if needed; returns its new slot."""
@@ -425,17 +460,9 @@ class MemoryStore:
         if slot is not None:
             s = table.stride
             if table.addrs[slot * s : slot * s + s] != addr:
-                if table.flags[slot] & _HAS_KEY and a.key != table.keys[slot]:
-                    raise AnnounceRejected("peer id already in use from another address (key mismatch)")
-                if a.event is not AnnounceEvent.STOPPED:
-                    table.addrs[slot * s : slot * s + s] = addr
+                table.readdress(slot, a)
         if a.event is AnnounceEvent.STOPPED:
-            if slot is not None:
-                table.remove(slot)
-            seeds, leech = sw.counts()
-            if sw.empty():
-                del self._swarms[ih]  # its heap entry goes stale
-            return AnnounceResult(seeds, leech, sw.downloaded)
+            return self._stop(ih, sw, table, slot)
         rand = self._rand
         if slot is None:
             slot = table.add(pid, addr, now, a.key, a.is_seed, rand)
@@ -457,6 +484,15 @@ class MemoryStore:
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)
+
+    def _stop(self, ih: bytes, sw: _Swarm, table: _Table, slot: int | None) -> AnnounceResult:
+        """A ``stopped`` announce: the peer (if known) leaves; an empty swarm is freed."""
+        if slot is not None:
+            table.remove(slot)
+        seeds, leech = sw.counts()
+        if sw.empty():
+            del self._swarms[ih]  # its heap entry goes stale
+        return AnnounceResult(seeds, leech, sw.downloaded)
 
     def _sample_one(
         self, table: _Table, for_seed: bool, me: int, k: int, want_ids: bool

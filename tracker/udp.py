@@ -37,8 +37,8 @@ from torrent.proto.tracker_codec import (
     decode_udp_request,
     unpack_udp_announce,
 )
-from tracker.core import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerCore
-from tracker.store import AnnounceRejected, AnnounceResult, MemoryStore, PeerAnnounce, StoreUnavailable
+from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
+from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
 
 log = logging.getLogger("pytorrent.tracker.udp")
 
@@ -104,24 +104,27 @@ class ConnectionIds:
 
 
 class UdpTracker(asyncio.DatagramProtocol):
-    """BEP 15 server over a :class:`TrackerCore`.
+    """BEP 15 server over a :class:`TrackerService`.
 
     Args:
-        core: shared tracker state (store, settings, counters, allow-list).
+        service: the tracker service (store, settings, counters, allow-list).
         conn_ids: connection id issuer/checker.
-        spawn: runs a coroutine as an owned task; needed only for stores that are not
-            synchronous (Redis). Each such coroutine catches its own errors.
+        spawn: runs a coroutine as an owned task; needed only for stores without a
+            synchronous view (Redis). Each such coroutine catches its own errors.
     """
 
-    def __init__(self, core: TrackerCore, conn_ids: ConnectionIds, *, spawn: Spawn | None = None) -> None:
-        self.core = core
+    def __init__(
+        self, service: TrackerService, conn_ids: ConnectionIds, *, spawn: Spawn | None = None
+    ) -> None:
+        self.service = service
         self.conn_ids = conn_ids
         self.spawn = spawn
         self.transport: asyncio.DatagramTransport | None = None
-        self._sync = core.store.announce_nowait if isinstance(core.store, MemoryStore) else None
-        self._sync_scrape = core.store.scrape_nowait if isinstance(core.store, MemoryStore) else None
-        self._interval = core.settings.interval_s
-        self._accept_ip = core.settings.accept_ip_param
+        sync = service.sync_store
+        self._sync = sync.announce_nowait if sync is not None else None
+        self._sync_scrape = sync.scrape_nowait if sync is not None else None
+        self._interval = service.settings.interval_s
+        self._accept_ip = service.settings.accept_ip_param
         self.pending = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,11 +141,11 @@ class UdpTracker(asyncio.DatagramProtocol):
         try:
             self._handle(data, addr)
         except Exception:  # a bug: log it and keep serving
-            self.core.counters.failures_internal += 1
+            self.service.counters.failures_internal += 1
             log.exception("UDP packet from %s failed", addr[0])
 
     def _handle(self, data: bytes, addr: Any) -> None:
-        counters = self.core.counters
+        counters = self.service.counters
         if len(data) < 16:
             counters.udp_dropped_short += 1
             return
@@ -180,20 +183,20 @@ class UdpTracker(asyncio.DatagramProtocol):
             counters.udp_dropped_malformed += 1
             self._error(txid, str(exc), addr)
             return
-        core = self.core
+        service = self.service
         counters.udp_announces += 1
-        core.note_announce()
-        if core.allow is not None and ih not in core.allow.hashes:
+        service.note_announce()
+        if service.allow is not None and ih not in service.allow.hashes:
             counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
             return
-        source = core.pack_address(host)
+        source = service.pack_address(host)
         if source is None:
             return
         if ip and self._accept_ip and len(source) == 4:
             # BEP 15's ip field is IPv4; the answer's form must still match the socket's
             source = ip.to_bytes(4, "big")
-        pa = core.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
+        pa = service.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
         if self._sync is not None:
             try:
                 res = self._sync(pa)
@@ -219,15 +222,15 @@ class UdpTracker(asyncio.DatagramProtocol):
 
     async def _announce_async(self, pa: PeerAnnounce, txid: int, addr: Any) -> None:
         try:
-            res = await self.core.store.announce(pa)
+            res = await self.service.store.announce(pa)
         except StoreUnavailable:
-            self.core.counters.failures_store_unavailable += 1
+            self.service.counters.failures_store_unavailable += 1
             self._error(txid, STORE_UNAVAILABLE, addr)
         except AnnounceRejected as exc:
-            self.core.counters.failures_rejected += 1
+            self.service.counters.failures_rejected += 1
             self._error(txid, exc.reason, addr)
         except Exception:
-            self.core.counters.failures_internal += 1
+            self.service.counters.failures_internal += 1
             log.exception("UDP announce failed")
         else:
             if self.transport is not None and not self.transport.is_closing():
@@ -236,11 +239,11 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.pending -= 1
 
     def _scrape(self, packet: UdpScrapeRequest, txid: int, addr: Any) -> None:
-        core = self.core
-        core.counters.udp_scrapes += 1
+        service = self.service
+        service.counters.udp_scrapes += 1
         hashes = packet.info_hashes
-        if not any(core.allowed(ih) for ih in hashes):
-            core.counters.failures_not_allowed += 1
+        if not any(service.allowed(ih) for ih in hashes):
+            service.counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
             return
         if self._sync_scrape is not None:
@@ -249,11 +252,11 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.pending += 1
             self.spawn(self._scrape_async(hashes, txid, addr))
         else:
-            core.counters.udp_dropped_busy += 1
+            service.counters.udp_dropped_busy += 1
 
     def _send_scrape(self, stats: list[Any], hashes: tuple[bytes, ...], txid: int, addr: Any) -> None:
         assert self.transport is not None
-        allowed = self.core.allowed
+        allowed = self.service.allowed
         body = b"".join(
             _SCRAPE_ENTRY.pack(s.complete, s.downloaded, s.incomplete) if allowed(ih) else bytes(12)
             for ih, s in zip(hashes, stats, strict=True)
@@ -262,12 +265,12 @@ class UdpTracker(asyncio.DatagramProtocol):
 
     async def _scrape_async(self, hashes: tuple[bytes, ...], txid: int, addr: Any) -> None:
         try:
-            stats = await self.core.store.scrape(hashes)
+            stats = await self.service.store.scrape(hashes)
         except StoreUnavailable:
-            self.core.counters.failures_store_unavailable += 1
+            self.service.counters.failures_store_unavailable += 1
             self._error(txid, STORE_UNAVAILABLE, addr)
         except Exception:
-            self.core.counters.failures_internal += 1
+            self.service.counters.failures_internal += 1
             log.exception("UDP scrape failed")
         else:
             if self.transport is not None and not self.transport.is_closing():

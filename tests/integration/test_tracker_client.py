@@ -8,6 +8,7 @@ import random
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from torrent.engine.tracker_client import HttpTracker, TrackerTiers, UdpTracker
 from torrent.errors import TrackerError
@@ -23,7 +24,7 @@ def _req(event: AnnounceEvent = AnnounceEvent.STARTED) -> AnnounceRequest:
     return AnnounceRequest(info_hash=IH, peer_id=PID, port=6881, left=100, event=event, numwant=10)
 
 
-async def _http_server(handler: web.Handler) -> tuple[web.AppRunner, str]:
+async def _http_server(handler: Handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_get("/announce", handler)
     runner = web.AppRunner(app)
@@ -54,13 +55,16 @@ async def test_http_announce_compact_ipv6_warning_and_query() -> None:
             async with aiohttp.ClientSession() as http:
                 t = HttpTracker(url, http)
                 out = await t.announce(_req())
-                assert out.interval == 900 and out.min_interval == 60
+                assert out.interval == 900
+                assert out.min_interval == 60
                 assert {(p.ip, p.port) for p in out.peers} == {("10.0.0.1", 5000), ("::1", 6000)}
                 assert out.warning_message == "be nice"
                 await t.announce(_req(AnnounceEvent.NONE))
         finally:
             await runner.cleanup()
-    assert seen[0].event is AnnounceEvent.STARTED and seen[0].info_hash == IH and seen[0].left == 100
+    assert seen[0].event is AnnounceEvent.STARTED
+    assert seen[0].info_hash == IH
+    assert seen[0].left == 100
     assert seen[1].tracker_id == b"T1"  # echoed back
 
 
@@ -147,7 +151,8 @@ async def test_udp_announce_retries_and_reuses_the_connection_id() -> None:
             t = UdpTracker(f"udp://127.0.0.1:{port}/announce", retry_base_s=0.2)
             out = await t.announce(_req())  # first connect packet is dropped: one retry
             assert [(p.ip, p.port) for p in out.peers] == [("127.0.0.2", 9000)]
-            assert out.complete == 1 and out.incomplete == 2
+            assert out.complete == 1
+            assert out.incomplete == 2
             await t.announce(_req(AnnounceEvent.NONE))
             assert server.connects == 1  # connection id reused within a minute
             assert [a.event for a in server.announces] == [AnnounceEvent.STARTED, AnnounceEvent.NONE]
@@ -196,10 +201,12 @@ async def test_tiers_move_the_responding_tracker_to_the_front_and_fall_through()
     assert tiers.tiers[0][0] is b  # the responder leads its tier now
     a.calls = 0
     await tiers.announce(_req())
-    assert a.calls == 0 and c.calls == 0
+    assert a.calls == 0
+    assert c.calls == 0
     b.ok = False
     out = await tiers.announce(_req())
-    assert out.url == "c" and out.failures == ["b: down", "a: down"]
+    assert out.url == "c"
+    assert out.failures == ["b: down", "a: down"]
     c.ok = False
     with pytest.raises(TrackerError, match="a: down"):
         await tiers.announce(_req())

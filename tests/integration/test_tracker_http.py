@@ -14,9 +14,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from tests.polling import wait_until
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import decode_announce_response, decode_compact_peers
-from tracker.app import CORE_KEY, make_app
+from tracker.app import SERVICE_KEY, make_app
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore
@@ -85,11 +86,12 @@ async def test_compact_announce_and_every_response_field(make_client: Callable[.
     status, body = await get("/announce", announce_q(1, event="started"))
     assert status == 200
     d = bencoding.decode(body)
-    assert d[b"interval"] == 600 and d[b"min interval"] == 300
+    assert d[b"interval"] == 600
+    assert d[b"min interval"] == 300
     assert (d[b"complete"], d[b"incomplete"], d[b"downloaded"]) == (0, 1, 0)
-    assert (
-        d[b"peers"] == b"" and d[b"external ip"] == b"\x7f\x00\x00\x01" and d[b"tracker id"] == b"pytorrent"
-    )
+    assert d[b"peers"] == b""
+    assert d[b"external ip"] == b"\x7f\x00\x00\x01"
+    assert d[b"tracker id"] == b"pytorrent"
     status, body = await get("/announce", announce_q(2, left=0, event="completed", trackerid="pytorrent"))
     d = bencoding.decode(body)
     assert d[b"peers"] == b"\x7f\x00\x00\x01" + (6001).to_bytes(2, "big")
@@ -162,10 +164,12 @@ async def test_stopped_removes_and_seed_gets_no_seeds(make_client: Callable[...,
     await get("/announce", announce_q(2, left=0))
     _, body = await get("/announce", announce_q(3, left=0))
     d = bencoding.decode(body)
-    assert d[b"peers"] == b"" and d[b"complete"] == 3
+    assert d[b"peers"] == b""
+    assert d[b"complete"] == 3
     _, body = await get("/announce", announce_q(1, left=0, event="stopped"))
     d = bencoding.decode(body)
-    assert d[b"complete"] == 2 and d[b"peers"] == b""
+    assert d[b"complete"] == 2
+    assert d[b"peers"] == b""
     _, body = await get("/announce", announce_q(4))
     assert len(bencoding.decode(body)[b"peers"]) == 12
 
@@ -201,7 +205,8 @@ async def test_scrape_one_many_and_full(make_client: Callable[..., Any]) -> None
     assert bencoding.decode(body) == {b"files": {IH: {b"complete": 1, b"downloaded": 1, b"incomplete": 1}}}
     _, body = await get("/scrape", q(info_hash=IH) + "&" + q(info_hash=IH2))
     files = bencoding.decode(body)[b"files"]
-    assert files[IH2] == {b"complete": 0, b"downloaded": 0, b"incomplete": 0} and len(files) == 2
+    assert files[IH2] == {b"complete": 0, b"downloaded": 0, b"incomplete": 0}
+    assert len(files) == 2
     _, body = await get("/scrape")
     assert bencoding.decode(body)[b"failure reason"].startswith(b"full scrape is disabled")
     _, body = await get("/scrape", q(info_hash=b"short"))
@@ -223,14 +228,15 @@ async def test_allow_list_and_reload(make_client: Callable[..., Any], tmp_path: 
     _, body = await get("/scrape", q(info_hash=IH2))
     assert bencoding.decode(body) == {b"failure reason": b"torrent not allowed"}
     allow.write_text(f"{IH2.hex().upper()}\n")
-    core = client.server.app[CORE_KEY]
-    assert core.allow is not None and core.allow.reload()
+    service = client.server.app[SERVICE_KEY]
+    assert service.allow is not None
+    assert service.allow.reload()
     _, body = await get("/announce", announce_q(1, info_hash=IH2))
     assert b"failure reason" not in bencoding.decode(body)
     _, body = await get("/announce", announce_q(1))
     assert bencoding.decode(body) == {b"failure reason": b"torrent not allowed"}
     allow.write_text("not a hash\n")
-    assert not core.allow.reload()  # a bad file keeps the old list
+    assert not service.allow.reload()  # a bad file keeps the old list
     _, body = await get("/announce", announce_q(1, info_hash=IH2))
     assert b"failure reason" not in bencoding.decode(body)
 
@@ -241,7 +247,8 @@ async def test_status_page_and_metrics(make_client: Callable[..., Any]) -> None:
     await get("/announce", announce_q(2, left=0))
     await get("/announce", "garbage")
     status, page = await get("/")
-    assert status == 200 and b"<table>" in page
+    assert status == 200
+    assert b"<table>" in page
     for label in (b"swarms</th><td>1", b"peers</th><td>2", b"seeds</th><td>1", b"uptime"):
         assert label in page
     status, text = await get("/metrics")
@@ -270,7 +277,8 @@ async def test_a_store_bug_is_a_failure_reason_not_a_500() -> None:
         async with client.session.get(
             URL(f"http://{client.host}:{client.port}/scrape?{q(info_hash=IH)}", encoded=True)
         ) as resp:
-            assert resp.status == 200 and b"internal tracker error" in await resp.read()
+            assert resp.status == 200
+            assert b"internal tracker error" in await resp.read()
 
 
 def _have_ipv6_loopback() -> bool:
@@ -308,7 +316,8 @@ async def test_access_log_is_one_line_per_n_announces(
             await get("/announce", announce_q(n))
     lines = [r.getMessage() for r in caplog.records if r.name == "pytorrent.tracker.access"]
     assert len(lines) == 2
-    assert lines[0].startswith("5 announces in ") and "http 5, udp 0 total" in lines[0]
+    assert lines[0].startswith("5 announces in ")
+    assert "http 5, udp 0 total" in lines[0]
 
 
 async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> None:
@@ -317,9 +326,11 @@ async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> N
     settings = TrackerSettings(host="127.0.0.1", port=0, udp_port=-1, store="memory")
     with caplog.at_level("INFO", logger="pytorrent.tracker"):
         task = asyncio.create_task(serve(settings))
-        async with asyncio.timeout(5):
-            while not any("tracker listening on" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: any("tracker listening on" in r.getMessage() for r in caplog.records),
+            timeout_s=5,
+            what="the start-up log line",
+        )
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -341,7 +352,8 @@ async def test_raw_and_encoded_sub_delimiters_mean_the_same_peer(make_client: Ca
         query = f"info_hash={info_hash}&peer_id={peer_id}&port={7000 + n}&uploaded=0&downloaded=0&left=10&compact=0"
         status, body = await get("/announce", query)
         d = bencoding.decode(body)
-        assert status == 200 and b"failure reason" not in d, d
+        assert status == 200, d
+        assert b"failure reason" not in d, d
     # The second announce (raw form) is the same peer as the first (encoded): one peer in
     # the swarm, now on the second port.
     _, body = await get("/scrape", f"info_hash={quote_from_bytes(special, safe='')}")

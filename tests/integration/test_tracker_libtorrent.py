@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.libtorrent_settings import loopback_settings
+from tests.polling import wait_until
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 
@@ -77,17 +78,19 @@ async def test_libtorrent_seed_and_leecher_meet_through_our_tracker(
         try:
             seed.add_torrent({"ti": info, "save_path": str(seed_dir), "flags": lt.torrent_flags.seed_mode})
             ih = info.info_hash().to_bytes()
-            while srv.store.scrape_nowait([ih])[0].complete == 0:  # type: ignore[attr-defined]
-                await asyncio.sleep(0.05)  # the seed is known before the leecher asks
+            store = srv.service.sync_store
+            assert store is not None
+            # the seed is known before the leecher asks
+            await wait_until(lambda: store.scrape_nowait([ih])[0].complete > 0, timeout_s=30, what="the seed")
             h = leech.add_torrent({"ti": lt.torrent_info(info), "save_path": str(leech_dir)})
-            while not h.status().is_seeding:
-                await asyncio.sleep(0.1)
+            await wait_until(lambda: h.status().is_seeding, timeout_s=50, what="the download")
             h.flush_cache()
-            await asyncio.sleep(0.2)
-            assert (leech_dir / "payload.bin").read_bytes() == payload.read_bytes()
-            c = srv.core.counters
+            data = payload.read_bytes()
+            got = leech_dir / "payload.bin"
+            await wait_until(lambda: got.read_bytes() == data, timeout_s=5, what="the file on disk")
+            c = srv.service.counters
             assert (c.http_announces if transport == "http" else c.udp_announces) >= 2
-            assert srv.store.scrape_nowait([ih])[0].complete >= 1  # type: ignore[attr-defined]
+            assert store.scrape_nowait([ih])[0].complete >= 1
         finally:
             for s in (seed, leech):
                 for t in s.get_torrents():

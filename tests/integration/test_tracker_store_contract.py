@@ -76,21 +76,25 @@ async def test_contract(store_and_clock: tuple[PeerStore, FakeClock]) -> None:
         r = await store.announce(ann(1, event=E.STARTED, key=11))
         assert (r.complete, r.incomplete, r.downloaded, r.peers4) == (0, 1, 0, b"")
         r = await store.announce(ann(2, seed=True, event=E.COMPLETED))
-        assert (r.complete, r.incomplete, r.downloaded) == (1, 1, 1) and ports(r.peers4) == {1}
+        assert (r.complete, r.incomplete, r.downloaded) == (1, 1, 1)
+        assert ports(r.peers4) == {1}
         r = await store.announce(ann(2, seed=True, event=E.COMPLETED))  # counted once
         assert r.downloaded == 1
         r = await store.announce(ann(3, seed=True))
         assert ports(r.peers4) == {1}  # a seed gets no seeds, never itself
         r = await store.announce(ann(4, ids=True))
-        assert ports(r.peers4) == {1, 2, 3} and set(r.peer_ids) == {pid(1), pid(2), pid(3)}
+        assert ports(r.peers4) == {1, 2, 3}
+        assert set(r.peer_ids) == {pid(1), pid(2), pid(3)}
         r = await store.announce(ann(4, numwant=2))
-        assert len(ports(r.peers4)) == 2 and 4 not in ports(r.peers4)
+        assert len(ports(r.peers4)) == 2
+        assert 4 not in ports(r.peers4)
         # key honoured on an address change
         with pytest.raises(AnnounceRejected):
             await store.announce(ann(1, a=addr(99)))
         await store.announce(ann(1, a=addr(99), key=11))
         r = await store.announce(ann(4))
-        assert 99 in ports(r.peers4) and 1 not in ports(r.peers4)
+        assert 99 in ports(r.peers4)
+        assert 1 not in ports(r.peers4)
         # IPv6 peers: separate family, in peers6 over HTTP, not in a UDP (same-family) answer
         await store.announce(ann(5, a=V6 + (6005).to_bytes(2, "big")))
         r = await store.announce(ann(4))
@@ -112,7 +116,8 @@ async def test_contract(store_and_clock: tuple[PeerStore, FakeClock]) -> None:
         await store.announce(ann(4))
         clock.now += 21
         r = await store.announce(ann(6))
-        assert ports(r.peers4) == {4} and (r.complete, r.incomplete) == (0, 2)
+        assert ports(r.peers4) == {4}
+        assert (r.complete, r.incomplete) == (0, 2)
         clock.now += 61
         assert (await store.collect()) >= 2
         assert (await store.statistics()).peers == 0
@@ -129,11 +134,13 @@ async def test_sample_is_spread_over_the_swarm(store_and_clock: tuple[PeerStore,
             me = rng.randrange(40)
             r = await store.announce(ann(me, numwant=10))
             got = ports(r.peers4)
-            assert len(got) == 10 and me not in got
+            assert len(got) == 10
+            assert me not in got
             for g in got:
                 seen[g] += 1
         # expected about 50 each; a broken sampler gives 0 to most peers
-        assert min(seen.values()) > 20 and max(seen.values()) < 90, seen
+        assert min(seen.values()) > 20, seen
+        assert max(seen.values()) < 90, seen
 
 
 async def test_redis_down_and_back(redis_server: RedisServer) -> None:  # noqa: F811

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from torrent.proto import tracker_codec as tc
+from torrent.types import InfoHash
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 from tracker.udp import CONNECTION_ID_WINDOW_S, ConnectionIds
 
 from .tracker_redis_fixture import RedisServer, redis_server  # noqa: F401
 
-IH = bytes(range(20))
+IH = InfoHash(bytes(range(20)))
 
 
 def pid(n: int) -> bytes:
@@ -42,26 +43,24 @@ class Client:
         self.addr = (host, port)
         self.ipv6 = family == socket.AF_INET6
 
-    async def raw(self, data: bytes, *, expect_reply: bool = True) -> bytes | None:
-        loop = asyncio.get_running_loop()
-        await loop.sock_sendto(self.sock, data, self.addr)
-        try:
-            async with asyncio.timeout(1.0 if expect_reply else 0.2):
-                reply, _ = await loop.sock_recvfrom(self.sock, 65536)
-                return reply
-        except TimeoutError:
-            if expect_reply:
-                raise
-            return None
+    async def send_only(self, data: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendto(self.sock, data, self.addr)
+
+    async def raw(self, data: bytes) -> bytes:
+        """Send ``data`` and return the next datagram that arrives."""
+        await self.send_only(data)
+        async with asyncio.timeout(1.0):
+            reply, _ = await asyncio.get_running_loop().sock_recvfrom(self.sock, 65536)
+        return reply
 
     async def send(self, packet: tc.UdpRequest) -> tc.UdpResponse:
         reply = await self.raw(tc.encode_udp_request(packet))
-        assert reply is not None
         return tc.decode_udp_response(reply, ipv6=self.ipv6)
 
     async def connect(self, txid: int = 1) -> int:
         resp = await self.send(tc.UdpConnectRequest(txid))
-        assert isinstance(resp, tc.UdpConnectResponse) and resp.transaction_id == txid
+        assert isinstance(resp, tc.UdpConnectResponse)
+        assert resp.transaction_id == txid
         return resp.connection_id
 
     async def announce(self, n: int, **kw: object) -> tc.UdpResponse:
@@ -107,29 +106,36 @@ async def test_connect_announce_scrape(server: TrackerServer, client: Client) ->
     assert r2.announce.peers == (tc.PeerAddress("127.0.0.1", 6001),)
     assert (r2.announce.complete, r2.announce.incomplete) == (1, 1)
     conn = await client.connect()
-    resp = await client.send(tc.UdpScrapeRequest(conn, 5, (IH, b"\x01" * 20, b"\x02" * 20)))
+    resp = await client.send(
+        tc.UdpScrapeRequest(conn, 5, (IH, InfoHash(b"\x01" * 20), InfoHash(b"\x02" * 20)))
+    )
     assert resp == tc.UdpScrapeResponse(
         5, (tc.ScrapeStats(1, 1, 1), tc.ScrapeStats(0, 0, 0), tc.ScrapeStats(0, 0, 0))
     )
     r3 = await client.announce(1, event=tc.AnnounceEvent.STOPPED)
-    assert isinstance(r3, tc.UdpAnnounceResponse) and r3.announce.incomplete == 0 and r3.announce.peers == ()
-    assert server.core.counters.udp_announces == 3 and server.core.counters.udp_scrapes == 1
+    assert isinstance(r3, tc.UdpAnnounceResponse)
+    assert r3.announce.incomplete == 0
+    assert r3.announce.peers == ()
+    assert server.service.counters.udp_announces == 3
+    assert server.service.counters.udp_scrapes == 1
 
 
 async def test_numwant_zero_and_default(server: TrackerServer, client: Client) -> None:
     for n in range(5):
         await client.announce(n)
     r = await client.announce(9, numwant=0)
-    assert isinstance(r, tc.UdpAnnounceResponse) and r.announce.peers == ()
+    assert isinstance(r, tc.UdpAnnounceResponse)
+    assert r.announce.peers == ()
     r = await client.announce(9, numwant=None)
-    assert isinstance(r, tc.UdpAnnounceResponse) and len(r.announce.peers) == 5
+    assert isinstance(r, tc.UdpAnnounceResponse)
+    assert len(r.announce.peers) == 5
 
 
 async def test_bad_connection_id_gets_an_error(server: TrackerServer, client: Client) -> None:
     req = tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1)  # type: ignore[arg-type]
     resp = await client.send(tc.UdpAnnounceRequest(12345, 9, req))
     assert resp == tc.UdpError(9, "bad or expired connection id")
-    assert server.core.counters.udp_bad_connection_id == 1
+    assert server.service.counters.udp_bad_connection_id == 1
 
 
 async def test_not_allowed(server: TrackerServer, client: Client) -> None:
@@ -140,26 +146,30 @@ async def test_not_allowed(server: TrackerServer, client: Client) -> None:
 async def test_malformed_packets_are_dropped_or_refused_and_counted(
     server: TrackerServer, client: Client
 ) -> None:
-    c = server.core.counters
-    assert await client.raw(b"", expect_reply=False) is None
-    assert await client.raw(b"\x00" * 15, expect_reply=False) is None
-    assert await client.raw(bytes(16), expect_reply=False) is None  # connect without the magic
+    c = server.service.counters
+    await client.send_only(b"")
+    await client.send_only(b"\x00" * 15)
+    await client.send_only(bytes(16))  # connect without the magic
+    # The server reads one socket in order: once the connect is answered, the three
+    # packets before it were handled, and had any been answered, that answer would
+    # have arrived first (connect() checks the reply is its own).
+    conn = await client.connect()
     assert (c.udp_dropped_short, c.udp_dropped_malformed) == (2, 1)
     reply = await client.raw(struct.pack(">QII", 0, 7, 3))
     assert reply == struct.pack(">II", 3, 3) + b"unknown action"
-    conn = await client.connect()
     reply = await client.raw(struct.pack(">QII", conn, 1, 4) + b"short")
-    assert reply is not None and reply.startswith(struct.pack(">II", 3, 4)) and b"shorter than 98" in reply
+    assert reply.startswith(struct.pack(">II", 3, 4))
+    assert b"shorter than 98" in reply
     reply = await client.raw(struct.pack(">QII", conn, 2, 5) + IH + b"x")
-    assert reply is not None and b"20-byte hashes" in reply
+    assert b"20-byte hashes" in reply
     reply = await client.raw(struct.pack(">QII", conn, 2, 6) + IH * 75)
-    assert reply is not None and b"more than 74" in reply
+    assert b"more than 74" in reply
     announce = tc.encode_udp_request(
         tc.UdpAnnounceRequest(conn, 8, tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1))  # type: ignore[arg-type]
     )
     bad_event = announce[:80] + struct.pack(">I", 9) + announce[84:]
     reply = await client.raw(bad_event)
-    assert reply is not None and b"bad event" in reply
+    assert b"bad event" in reply
     assert c.udp_dropped_malformed == 6
     # and it still serves
     assert isinstance(await client.announce(1), tc.UdpAnnounceResponse)
@@ -169,7 +179,8 @@ async def test_scrape_of_74_hashes(server: TrackerServer, client: Client) -> Non
     conn = await client.connect()
     hashes = tuple(bytes([i]) * 20 for i in range(74))
     resp = await client.send(tc.UdpScrapeRequest(conn, 1, hashes))  # type: ignore[arg-type]
-    assert isinstance(resp, tc.UdpScrapeResponse) and len(resp.stats) == 74
+    assert isinstance(resp, tc.UdpScrapeResponse)
+    assert len(resp.stats) == 74
 
 
 def test_connection_ids_are_stateless_keyed_and_expire() -> None:
@@ -177,7 +188,8 @@ def test_connection_ids_are_stateless_keyed_and_expire() -> None:
     ids = ConnectionIds(b"k" * 32, clock=lambda: now[0])
     cid = ids.issue("127.0.0.1")
     assert ids.check(cid, "127.0.0.1")
-    assert not ids.check(cid, "127.0.0.2") and not ids.check(cid ^ 1, "127.0.0.1")
+    assert not ids.check(cid, "127.0.0.2")
+    assert not ids.check(cid ^ 1, "127.0.0.1")
     assert not ConnectionIds(b"j" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1")
     assert ConnectionIds(b"k" * 32, clock=lambda: now[0]).check(cid, "127.0.0.1")  # shared secret
     now[0] += CONNECTION_ID_WINDOW_S  # always valid for 2 minutes
@@ -204,9 +216,8 @@ async def test_ipv6_announce_gets_18_byte_peers() -> None:
             ]
             assert (r.announce.incomplete, r.announce.complete) == (4, 0)
             r = await c4.announce(5)
-            assert isinstance(r, tc.UdpAnnounceResponse) and r.announce.peers == (
-                tc.PeerAddress("127.0.0.1", 6003),
-            )
+            assert isinstance(r, tc.UdpAnnounceResponse)
+            assert r.announce.peers == (tc.PeerAddress("127.0.0.1", 6003),)
         finally:
             c6.close()
             c4.close()
@@ -222,14 +233,13 @@ async def test_udp_over_the_redis_store_and_redis_down(redis_server: RedisServer
         try:
             await c.announce(1)
             r = await c.announce(2)
-            assert isinstance(r, tc.UdpAnnounceResponse) and r.announce.peers == (
-                tc.PeerAddress("127.0.0.1", 6001),
-            )
+            assert isinstance(r, tc.UdpAnnounceResponse)
+            assert r.announce.peers == (tc.PeerAddress("127.0.0.1", 6001),)
             conn = await c.connect()
             s = await c.send(tc.UdpScrapeRequest(conn, 3, (IH,)))
             assert s == tc.UdpScrapeResponse(3, (tc.ScrapeStats(0, 0, 2),))
             redis_server.stop()
             assert await c.announce(3) == tc.UdpError(77, "tracker store unavailable")
-            assert srv.core.counters.failures_store_unavailable == 1
+            assert srv.service.counters.failures_store_unavailable == 1
         finally:
             c.close()

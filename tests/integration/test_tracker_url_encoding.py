@@ -66,7 +66,9 @@ class RawTracker:
                 target = line.split(b" ")[1]
                 if self.redirect_once and target.startswith(b"/announce?"):
                     location = b"/moved" + target
-                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+                    writer.write(
+                        b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+                    )
                 else:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
                 await writer.drain()
@@ -112,7 +114,9 @@ async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
             await tracker.announce(_req(chunk, b"-PT0100-abcdefghijkl"))
             await tracker.announce(_req(b"A" * 20, chunk))
         assert len(server.lines) == 2 * len(CHUNKS)
-        for chunk, (by_hash, by_id) in zip(CHUNKS, zip(server.lines[::2], server.lines[1::2], strict=True), strict=True):
+        for chunk, (by_hash, by_id) in zip(
+            CHUNKS, zip(server.lines[::2], server.lines[1::2], strict=True), strict=True
+        ):
             _assert_encoded(_raw_params(by_hash)[b"info_hash"], chunk)
             _assert_encoded(_raw_params(by_id)[b"peer_id"], chunk)
             _assert_encoded(_raw_params(by_id)[b"trackerid"], b"$id/?@&=#+ ")
@@ -120,7 +124,8 @@ async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
         for line in server.lines:
             method, target, version = line.split(b" ")
             assert (method, version) == (b"GET", b"HTTP/1.1")
-            assert target.count(b"?") == 1 and b"#" not in target
+            assert target.count(b"?") == 1
+            assert b"#" not in target
 
 
 async def test_redirected_announce_keeps_its_encoding() -> None:

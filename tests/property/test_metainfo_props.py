@@ -17,7 +17,7 @@ from torrent.proto.metainfo import Metainfo, check_path_component
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 VALID = [(FIXTURES / name).read_bytes() for name in sorted(json.loads((FIXTURES / "HASHES.json").read_text())["torrents"])]
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 bencodable = st.recursive(
     st.integers(min_value=-(2**70), max_value=2**70) | st.binary(max_size=40),

@@ -106,5 +106,5 @@ class PickerMachine(RuleBasedStateMachine):
 
 TestPicker = PickerMachine.TestCase
 TestPicker.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -16,7 +16,7 @@ from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.proto import bencoding
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 file_spec = st.tuples(st.integers(min_value=0, max_value=300), st.booleans())
 layouts = st.lists(file_spec, min_size=1, max_size=7).filter(
@@ -49,7 +49,7 @@ def test_spans_tile_every_piece_exactly(layout: list[tuple[int, bool]], plen: in
     assert pos == info.total_length
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layouts, st.integers(min_value=1, max_value=97), st.integers(min_value=1, max_value=64), st.randoms())
 def test_random_block_writes_read_back_and_hash(
     layout: list[tuple[int, bool]], plen: int, block: int, rnd: random.Random

@@ -39,7 +39,7 @@ from torrent.proto.wire import (
     encode,
 )
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def drain_all(proto: PeerProtocol, data: bytes, cuts: list[int]) -> list[Event]:
@@ -299,7 +299,7 @@ def draw_event(data: st.DataObject, me: PeerProtocol) -> Event:
     return simple_events[kind]
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fast=st.booleans(), data=st.data())
 def test_lockstep_pair_accepts_what_we_send_and_mirrors_state(fast: bool, data: st.DataObject) -> None:
     kwargs = {"fast_extension": fast, "extensions": {"ut_metadata": 1}}

@@ -8,6 +8,7 @@ import pytest
 
 from torrent.errors import LocalProtocolError, RemoteProtocolError, TrackerError
 from torrent.proto import tracker_codec as tc
+from torrent.types import InfoHash
 
 IH = bytes(range(20))  # includes bytes that must be percent-encoded
 PID = b"-PT0001-" + b"\x00\xff ab+&=%?/1"
@@ -23,7 +24,9 @@ def test_query_percent_encodes_every_byte_but_unreserved() -> None:
     q = tc.build_announce_query(_req(event=tc.AnnounceEvent.STARTED, numwant=30, key=0xDEADBEEF))
     assert q.startswith("info_hash=%00%01%02%03%04%05%06%07%08%09%0A%0B%0C%0D%0E%0F%10%11%12%13&")
     assert "peer_id=-PT0001-%00%FF%20ab%2B%26%3D%25%3F%2F1&" in q
-    assert "&event=started" in q and "&numwant=30" in q and "&key=DEADBEEF" in q
+    assert "&event=started" in q
+    assert "&numwant=30" in q
+    assert "&key=DEADBEEF" in q
     assert "&compact=1" in q
 
 
@@ -43,7 +46,9 @@ def test_parse_query_from_libtorrent_style_bytes() -> None:
     assert req.info_hash == bytes.fromhex("12345678 9abcdef0 12345678 9abcdef0 12345678".replace(" ", ""))
     assert req.peer_id == b"-lt2010-abcdefghijkl"
     assert (req.port, req.left, req.numwant, req.key) == (6881, 1024, 200, 0x1A2B3C4D)
-    assert req.event is tc.AnnounceEvent.STARTED and req.compact and req.no_peer_id
+    assert req.event is tc.AnnounceEvent.STARTED
+    assert req.compact
+    assert req.no_peer_id
 
 
 def test_plus_is_a_space_and_last_value_wins() -> None:
@@ -80,9 +85,13 @@ def test_parse_errors_name_the_problem(query: str, message: str) -> None:
 def test_optional_parameters_and_defaults() -> None:
     q = f"info_hash={'a' * 20}&peer_id={'b' * 20}&port=1&left=0&compact=0&numwant=-1&event=&key=not-hex!!"
     req = tc.parse_announce_query(q)
-    assert req.uploaded == req.downloaded == 0 and req.is_seed
-    assert not req.compact and req.numwant is None and req.event is tc.AnnounceEvent.NONE
-    assert req.key is not None and req.key <= 0xFFFFFFFF
+    assert req.uploaded == req.downloaded == 0
+    assert req.is_seed
+    assert not req.compact
+    assert req.numwant is None
+    assert req.event is tc.AnnounceEvent.NONE
+    assert req.key is not None
+    assert req.key <= 0xFFFFFFFF
     assert tc.parse_announce_query(q.replace("event=", "event=paused")).event is tc.AnnounceEvent.NONE
 
 
@@ -200,7 +209,7 @@ def test_malformed_responses(raw: bytes, message: str) -> None:
 
 
 def test_scrape_response_round_trip() -> None:
-    resp = tc.ScrapeResponse({IH: tc.ScrapeStats(complete=1, downloaded=2, incomplete=3)})
+    resp = tc.ScrapeResponse({InfoHash(IH): tc.ScrapeStats(complete=1, downloaded=2, incomplete=3)})
     raw = tc.encode_scrape_response(resp)
     assert raw == b"d5:filesd20:" + IH + b"d8:completei1e10:downloadedi2e10:incompletei3eeee"
     assert tc.decode_scrape_response(raw) == resp
@@ -230,7 +239,8 @@ def test_udp_announce_request_layout() -> None:
     raw = tc.encode_udp_request(tc.UdpAnnounceRequest(77, 88, req))
     assert len(raw) == 98
     assert raw[:16] == struct.pack(">QII", 77, 1, 88)
-    assert raw[16:36] == IH and raw[36:56] == PID
+    assert raw[16:36] == IH
+    assert raw[36:56] == PID
     assert raw[56:80] == struct.pack(">QQQ", 6, 100, 5)
     assert raw[80:] == struct.pack(">IIIiH", 3, 0x01020304, 9, -1, 6881)
     back = tc.decode_udp_request(raw + b"\x02\x05/path")  # BEP 41 options are ignored

@@ -74,7 +74,8 @@ def test_a_seed_gets_no_seeds() -> None:
     res = store.announce_nowait(ann(5, seed=True))
     assert res.peers4 == addr(99)
     res = store.announce_nowait(ann(99))
-    assert len(res.peers4) == 60 and addr(99) not in [res.peers4[i : i + 6] for i in range(0, 60, 6)]
+    assert len(res.peers4) == 60
+    assert addr(99) not in [res.peers4[i : i + 6] for i in range(0, 60, 6)]
 
 
 def test_stopped_removes_and_completed_counts_once() -> None:
@@ -123,7 +124,8 @@ def test_families_are_separate_and_udp_gets_its_own_family() -> None:
     res = store.announce_nowait(ann(1, a=v6, both=False))
     assert (res.peers4, res.peers6) == (b"", b"")
     res = store.announce_nowait(ann(4, a=bytes(15) + b"\x02\x00\x01", ids=True))
-    assert set(res.peer_ids[:2]) == {pid(2), pid(3)} and res.peer_ids[2:] == (pid(1),)
+    assert set(res.peer_ids[:2]) == {pid(2), pid(3)}
+    assert res.peer_ids[2:] == (pid(1),)
 
 
 def test_numwant_and_peer_ids() -> None:
@@ -131,7 +133,9 @@ def test_numwant_and_peer_ids() -> None:
     for n in range(30):
         store.announce_nowait(ann(n))
     res = store.announce_nowait(ann(0, numwant=7, ids=True))
-    assert len(res.peers4) == 42 and len(set(res.peer_ids)) == 7 and pid(0) not in res.peer_ids
+    assert len(res.peers4) == 42
+    assert len(set(res.peer_ids)) == 7
+    assert pid(0) not in res.peer_ids
     for ident, packed in zip(res.peer_ids, [res.peers4[i : i + 6] for i in range(0, 42, 6)], strict=True):
         assert packed == addr(int.from_bytes(ident[8:], "big"))
     assert store.announce_nowait(ann(0, numwant=0)).peers4 == b""
@@ -181,7 +185,8 @@ def test_random_churn_keeps_the_tables_consistent() -> None:
         clock.now += rng.random()
         res = store.announce_nowait(ann(n, seed=seed, event=event, numwant=rng.randrange(80)))
         got = [res.peers4[i : i + 6] for i in range(0, len(res.peers4), 6)]
-        assert addr(n) not in got and len(set(got)) == len(got)
+        assert addr(n) not in got
+        assert len(set(got)) == len(got)
         if seed:
             assert all(
                 not store._swarms[IH].t4.index[pid(int.from_bytes(g[2:4], "big"))]
@@ -207,7 +212,9 @@ def test_sample_is_uniform_chi_square() -> None:
         me = requester_rng.randrange(n_peers)
         res = store.announce_nowait(ann(me))
         got = [int.from_bytes(res.peers4[i + 2 : i + 4], "big") for i in range(0, len(res.peers4), 6)]
-        assert len(got) == 50 and me not in got and len(set(got)) == 50
+        assert len(got) == 50
+        assert me not in got
+        assert len(set(got)) == 50
         for g in got:
             seen[g] += 1
     # each peer is a requester ~10 times (then it cannot be picked), so compare with

@@ -1,10 +1,13 @@
-"""What the HTTP and UDP front ends share: settings, store, allow-list, counters, logs.
+"""The tracker service: everything about an announce or scrape that is not HTTP or UDP.
 
-``TrackerCore`` turns a parsed :class:`~torrent.proto.tracker_codec.AnnounceRequest` plus
-the address the request came from into a store :class:`~tracker.store.PeerAnnounce`,
-and keeps the counters that ``/metrics``, the status page and the access log read.
+``TrackerService`` is what both transports (:mod:`tracker.app`, :mod:`tracker.udp`) hold:
+the settings, the store (and its synchronous view when it has one), the allow-list,
+and the counters. It turns a parsed :class:`~torrent.proto.tracker_codec.AnnounceRequest`
+plus the address the request came from into a store :class:`~tracker.store.PeerAnnounce`
+(address choice, ``numwant`` caps), and keeps the counters that ``/metrics``, the status
+page and the access log read. The transports only parse, call it, and encode.
 
-Metrics are written in the Prometheus text format by hand (:meth:`TrackerCore.metrics_text`)
+Metrics are written in the Prometheus text format by hand (:meth:`TrackerService.metrics_text`)
 rather than with ``prometheus-client``: we export a dozen counters and gauges, the
 format is a few lines, and plain integer attributes are the cheapest thing the hot
 paths can bump (a client-library counter takes a lock per increment). It also keeps
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
 from tracker.settings import TrackerSettings
-from tracker.store import PeerAnnounce, PeerStore, StoreStats
+from tracker.store import PeerAnnounce, PeerStore, StoreStats, SyncPeerStore
 
 log = logging.getLogger("pytorrent.tracker")
 access_log = logging.getLogger("pytorrent.tracker.access")
@@ -95,11 +98,12 @@ class Counters:
     udp_dropped_busy: int = 0
 
 
-class TrackerCore:
-    """Shared state of one tracker process.
+class TrackerService:
+    """The transport-independent part of one tracker process.
 
     Args:
-        store: where swarms live.
+        store: where swarms live. When it also implements :class:`SyncPeerStore`,
+            :attr:`sync_store` is that same object and the transports take the fast path.
         settings: the tracker's settings.
         clock: wall-clock seconds for uptime and rates (tests may fake it).
     """
@@ -108,6 +112,8 @@ class TrackerCore:
         self, store: PeerStore, settings: TrackerSettings, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.store = store
+        #: ``store`` when it can answer without awaiting, else ``None`` (decided once, here).
+        self.sync_store: SyncPeerStore | None = store if isinstance(store, SyncPeerStore) else None
         self.settings = settings
         self.allow = AllowList(settings.allow_file) if settings.allow_file is not None else None
         self.counters = Counters()
