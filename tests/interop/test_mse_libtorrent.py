@@ -34,6 +34,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.interop.conftest import need
 from tests.libtorrent_settings import loopback_settings
+from tests.polling import wait_until
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.mse import (
     CryptoMethod,
@@ -75,10 +76,8 @@ def lt_session(lt: Any, **settings: object) -> Iterator[Any]:
 
 
 async def listen_port(session: Any) -> int:
-    async with asyncio.timeout(10):
-        while not (port := session.listen_port()):
-            await asyncio.sleep(0.02)
-    return int(port)
+    await wait_until(session.listen_port, timeout_s=10, interval_s=0.02, what="libtorrent to listen")
+    return int(session.listen_port())
 
 
 def add(lt: Any, session: Any, torrent: Path, save_path: Path) -> Any:
@@ -92,9 +91,7 @@ def add(lt: Any, session: Any, torrent: Path, save_path: Path) -> Any:
 
 
 async def wait_until_seeding(handle: Any, timeout_s: float) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not handle.status().is_seeding:
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: handle.status().is_seeding, timeout_s=timeout_s, interval_s=0.05, what="seeding")
 
 
 def lt_flags(lt: Any, handle: Any) -> list[int]:
@@ -203,7 +200,8 @@ async def test_our_initiator_downloads_a_block_from_a_forced_libtorrent_seed(
                 our_id = b"-PT0001-" + os.urandom(6).hex().encode()
                 ia = encode_handshake(ih, our_id)
                 done = await link.handshake(Initiator(ih, initial_payload=ia, provide=we_provide))
-                assert done.method is expected and done.skey == ih
+                assert done.method is expected
+                assert done.skey == ih
 
                 theirs = await link.read_exactly(68)
                 assert theirs[:20] == b"\x13BitTorrent protocol"
@@ -224,7 +222,8 @@ async def test_our_initiator_downloads_a_block_from_a_forced_libtorrent_seed(
                     elif mid == PIECE_MSG:
                         assert struct.unpack(">II", body[:8]) == (1, 0)
                         block = body[8:]
-                assert have is not None and have[0] & 0x40, "the seed's bitfield lacks piece 1"
+                assert have is not None, "the seed sent no bitfield"
+                assert have[0] & 0x40, "the seed's bitfield lacks piece 1"
                 assert hashlib.sha1(block).digest() == meta.info.piece_hash(1)
                 assert block == content.read_bytes()[PIECE : 2 * PIECE]
                 # libtorrent itself counts this connection as encrypted with that method.
@@ -334,16 +333,20 @@ async def test_libtorrent_initiator_downloads_through_our_receiver(
             handle.connect_peer(("127.0.0.1", port))
             try:
                 # libtorrent itself counts the connection as encrypted with that method.
-                async with asyncio.timeout(20):
-                    while not any(f & method_flag(lt, method) for f in lt_flags(lt, handle)):
-                        await asyncio.sleep(0.02)
+                await wait_until(
+                    lambda: any(f & method_flag(lt, method) for f in lt_flags(lt, handle)),
+                    timeout_s=20,
+                    interval_s=0.02,
+                    what=f"libtorrent to count the connection as {method}",
+                )
                 go.set()
                 await wait_until_seeding(handle, 45)
             finally:
                 print("our side saw:", seen, "libtorrent's peer flags:", lt_flags(lt, handle))
     done = seen[0]
     assert isinstance(done, HandshakeDone), done
-    assert done.method is method and done.skey == meta.info_hash
+    assert done.method is method
+    assert done.skey == meta.info_hash
     # libtorrent sends its BitTorrent handshake as the initial payload.
     assert done.initial_payload[:20] == b"\x13BitTorrent protocol"
     assert done.initial_payload[28:48] == meta.info_hash

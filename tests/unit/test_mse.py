@@ -92,7 +92,8 @@ def test_for_role_keys_are_hash_keyA_and_keyB_of_s_and_skey() -> None:
 def test_plaintext_stream_passes_bytes_unchanged() -> None:
     s = PlaintextStream()
     assert s.method is PLAIN
-    assert s.encrypt(b"abc") == b"abc" and s.decrypt(memoryview(b"xyz")) == b"xyz"
+    assert s.encrypt(b"abc") == b"abc"
+    assert s.decrypt(memoryview(b"xyz")) == b"xyz"
 
 
 def test_dh_primitives() -> None:
@@ -100,7 +101,8 @@ def test_dh_primitives() -> None:
     # (G^a)^b == (G^b)^a, 96 bytes, big-endian
     a, b = 0xA11CE, 0xB0B
     s = shared_secret(public_key(a), b)
-    assert s is not None and len(s) == 96
+    assert s is not None
+    assert len(s) == 96
     assert s == shared_secret(public_key(b), a) == pow(2, a * b, DH_PRIME).to_bytes(96, "big")
     for bad in (0, 1, DH_PRIME - 1, DH_PRIME, (1 << 768) - 1):
         assert shared_secret(bad.to_bytes(96, "big"), 5) is None
@@ -117,7 +119,8 @@ def test_initiator_bytes_follow_the_spec_field_by_field() -> None:
     xa, xb = 7, 11
     a = Initiator(INFO_HASH, initial_payload=BT_HANDSHAKE, provide=BOTH, max_pad=0, entropy=fixed_entropy(xa))
     assert a.data_to_send() == (2**xa).to_bytes(96, "big")  # step 1: Ya, no PadA
-    assert a.next_event() is NEED_DATA and a.data_to_send() == b""
+    assert a.next_event() is NEED_DATA
+    assert a.data_to_send() == b""
 
     a.receive_data(public_key(xb))  # step 2: Yb, no PadB
     assert a.next_event() is NEED_DATA
@@ -167,7 +170,10 @@ def test_handshake_completes(method: CryptoMethod, ia: bytes, split: object, max
     out = pump(a, b, split)  # type: ignore[arg-type]
     assert out.receiver == HandshakeDone(method, INFO_HASH, ia, b"")
     assert out.initiator == HandshakeDone(method, INFO_HASH, b"", b"")
-    assert a.done and b.done and a.failure is None and b.failure is None
+    assert a.done
+    assert b.done
+    assert a.failure is None
+    assert b.failure is None
     sa, sb = a.stream(), b.stream()
     assert sa.method is sb.method is method
     for i in range(3):  # both directions, several messages: the keystreams stay in step
@@ -195,7 +201,8 @@ def test_crypto_select(
     a = Initiator(INFO_HASH, provide=provide, entropy=entropy(5))
     b = Receiver([INFO_HASH], allowed=allowed, prefer=prefer, entropy=entropy(6))
     out = pump(a, b)
-    assert out.initiator is not None and out.receiver is not None
+    assert out.initiator is not None
+    assert out.receiver is not None
     assert out.initiator.method is out.receiver.method is chosen
 
 
@@ -223,7 +230,8 @@ def test_payload_behind_the_handshake_comes_out_as_the_remainder() -> None:
     # ... and A, done, sends its first message, which reaches B in one read with that byte.
     a.receive_data(step4)
     done_a = a.next_event()
-    assert isinstance(done_a, HandshakeDone) and done_a.remainder == b""
+    assert isinstance(done_a, HandshakeDone)
+    assert done_a.remainder == b""
     b.receive_data(step3[-1:] + a.stream().encrypt(b"\x00\x00\x00\x01\x02"))
     done_b = b.next_event()
     assert isinstance(done_b, HandshakeDone)
@@ -240,7 +248,8 @@ def test_payload_behind_the_handshake_comes_out_as_the_remainder() -> None:
     assert isinstance(b2.next_event(), HandshakeDone)
     a2.receive_data(b2.data_to_send() + b2.stream().encrypt(BT_HANDSHAKE))
     done_a2 = a2.next_event()
-    assert isinstance(done_a2, HandshakeDone) and done_a2.remainder == BT_HANDSHAKE
+    assert isinstance(done_a2, HandshakeDone)
+    assert done_a2.remainder == BT_HANDSHAKE
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -251,7 +260,8 @@ def test_unknown_skey_is_refused_and_the_error_sticks() -> None:
     b = Receiver([INFO_HASH], entropy=entropy(14))
     with pytest.raises(HandshakeError) as info:
         pump(a, b)
-    assert info.value.reason is Failure.UNKNOWN_SKEY and b.failure is Failure.UNKNOWN_SKEY
+    assert info.value.reason is Failure.UNKNOWN_SKEY
+    assert b.failure is Failure.UNKNOWN_SKEY
     expect(Failure.UNKNOWN_SKEY, b.next_event)
     expect(Failure.UNKNOWN_SKEY, b.next_event)
     # The receiver has sent its key only: it never answers a torrent it does not serve.
@@ -364,7 +374,9 @@ def test_receiver_ignores_unknown_method_bits_and_reads_a_long_ia() -> None:
     )
     b.receive_data(step3)
     done = b.next_event()
-    assert isinstance(done, HandshakeDone) and done.method is RC4 and done.initial_payload == ia
+    assert isinstance(done, HandshakeDone)
+    assert done.method is RC4
+    assert done.initial_payload == ia
 
 
 def _step4_for(a: Initiator, xb: int, encrypted_part: bytes) -> bytes:
@@ -390,7 +402,8 @@ def test_initiator_refuses_a_long_pad_d_and_reads_one_of_512() -> None:
     a = Initiator(INFO_HASH, entropy=entropy(33))
     a.receive_data(_step4_for(a, 77, bytes(8) + b"\x00\x00\x00\x02" + b"\x02\x00" + bytes(512) + b"payload"))
     done = a.next_event()
-    assert isinstance(done, HandshakeDone) and done.remainder == b"payload"
+    assert isinstance(done, HandshakeDone)
+    assert done.remainder == b"payload"
 
 
 def test_eof_part_way_fails_with_closed() -> None:
