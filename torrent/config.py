@@ -14,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Azureus-style client prefix of our peer ids (BEP 20): ``-PT0100-`` + 12 random bytes.
-PEER_ID_PREFIX = b"-PT0100-"
+from torrent import version
+
+#: Azureus-style client prefix of our peer ids (BEP 20): ``-PT0100-`` (for 0.1.0) + 12 random
+#: bytes; derived from the version in :mod:`torrent.version`.
+PEER_ID_PREFIX = version.PEER_ID_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
