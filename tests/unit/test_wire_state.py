@@ -450,3 +450,47 @@ def test_clock_starts_at_the_first_now_when_not_given() -> None:
     assert p.b.upload_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
     assert p.a.last_received_at == 5000.5 and p.a.last_sent_at == 5000.0
     assert not p.a.is_snubbed(5059.0)
+
+
+# -- request timeouts, the upload queue --------------------------------------------------------
+
+
+def test_expired_requests_count_a_strike_until_the_next_block() -> None:
+    p = seed_and_leecher()
+    assert p.a.waiting_since is None
+    p.send(p.a, Request(0, 0, BLOCK), now=10.0)
+    p.send(p.a, Request(0, BLOCK, BLOCK), now=12.0)
+    assert p.a.waiting_since == 10.0
+    assert p.a.expire_requests(30.0, timeout_s=20.0) == [] and p.a.strikes == 0
+    assert p.a.expire_requests(31.0, timeout_s=20.0) == [Request(0, 0, BLOCK)]
+    assert p.a.strikes == 1 and p.a.is_snubbed(31.0)
+    p.send(p.a, Cancel(0, 0, BLOCK), now=31.0)
+    assert p.a.waiting_since == 10.0  # a strike keeps us waiting: the clock is not reset
+    p.send(p.b, Block(0, BLOCK, b"x" * BLOCK), now=32.0)
+    assert p.a.strikes == 0 and not p.a.is_snubbed(32.0)
+
+
+def test_a_reject_of_a_cancelled_request_is_marked_withdrawn() -> None:
+    p = seed_and_leecher()
+    p.send(p.a, Request(0, 0, BLOCK))
+    p.send(p.a, Request(1, 0, BLOCK))
+    p.send(p.a, Cancel(0, 0, BLOCK))
+    events = p.flush(p.b)  # BEP 6: the seed answers the cancel with a reject
+    assert events == [RejectRequest(0, 0, BLOCK)]
+    assert isinstance(events[0], RejectRequest) and events[0].withdrawn
+    assert p.send(p.b, RejectRequest(1, 0, BLOCK)) == [RejectRequest(1, 0, BLOCK)]
+    assert not p.a.num_outstanding()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_upload_queue_serves_oldest_first_and_refuses(fast: bool) -> None:
+    p = seed_and_leecher(fast)
+    assert p.b.next_peer_request() is None
+    p.send(p.a, Request(2, 0, BLOCK))
+    p.send(p.a, Request(1, 0, BLOCK))
+    assert p.b.next_peer_request() == Request(2, 0, BLOCK)
+    out = p.b.refuse_peer_request(Request(2, 0, BLOCK))
+    assert out == (encode(RejectRequest(2, 0, BLOCK)) if fast else b"")
+    assert p.b.next_peer_request() == Request(1, 0, BLOCK) and p.b.dropped_requests == 1
+    with pytest.raises(LocalProtocolError, match="not pending"):
+        p.b.refuse_peer_request(Request(2, 0, BLOCK))

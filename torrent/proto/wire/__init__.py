@@ -66,8 +66,11 @@ Public API:
 * :class:`PeerProtocol` -- ``receive_data(data, now=)``, ``next_event()`` (an event or
   :data:`NEED_DATA`), ``send(event, now=) -> bytes``, ``data_to_send() -> bytes``, the state
   attributes listed on the class, ``statistics(now)``, ``is_snubbed(now)``,
-  ``download_rate_bps(now)``/``upload_rate_bps(now)``, ``num_outstanding()``,
-  ``outstanding_requests``/``peer_requests``, ``is_requested_by_peer(request)``, ``piece_size(i)``.
+  ``download_rate_bps(now)``/``upload_rate_bps(now)`` (and their ``download_meter``/
+  ``upload_meter``), ``num_outstanding()``, ``outstanding_requests``/``peer_requests``,
+  ``is_requested_by_peer(request)``, ``next_peer_request()``/``refuse_peer_request(request)``
+  (the upload queue), ``expire_requests(now, timeout_s)``/``strikes``/``waiting_since`` (request
+  timeouts and the snub timer), ``piece_size(i)``.
 * Events (frozen, slotted): :class:`Handshake`, :class:`KeepAlive`, :class:`Choke`,
   :class:`Unchoke`, :class:`Interested`, :class:`NotInterested`, :class:`Have`,
   :class:`Bitfield`, :class:`Request`, :class:`Block`, :class:`Cancel`, :class:`Port`,

@@ -141,8 +141,10 @@ class PeerProtocol:
         ``peer_extension_handshake``; ``allowed_fast`` (pieces we may request while choked) and
         ``granted_fast`` (pieces we let the peer request while we choke it);
         ``outstanding_requests`` (ours, with the time sent), ``peer_requests`` (theirs);
-        ``last_received_at``, ``last_sent_at``; ``their_phase``, ``our_phase``;
-        counters ``ignored_messages``, ``dropped_requests``, ``unrequested_bytes``.
+        ``last_received_at``, ``last_sent_at``; ``waiting_since`` and ``strikes`` (request
+        timeouts since the last block: the snub state); ``their_phase``, ``our_phase``;
+        counters ``ignored_messages``, ``dropped_requests``, ``unrequested_bytes``,
+        ``late_piece_sets``.
 
     Requests, the rules (our side; the peer's side mirrors them):
         * ``send(Request)`` adds to ``outstanding_requests``. A :class:`Block` answering it
@@ -241,6 +243,8 @@ class PeerProtocol:
         self.last_received_at = self._now
         self.last_sent_at = self._now
         self._waiting_since = self._now
+        #: Request timeouts (:meth:`expire_requests`) since the peer's last block.
+        self.strikes = 0
         self._down = RateMeter(rate_window_s, now=now)
         self._up = RateMeter(rate_window_s, now=now)
         # Counters.
@@ -422,6 +426,7 @@ class PeerProtocol:
                         return UnrequestedBlock(index, begin, data)
                     self._down.add(n, self._now)
                     self._waiting_since = self._now
+                    self.strikes = 0
                     return Block(index, begin, data)
                 handler = self._handlers.get(msg_id)
                 if handler is None:
@@ -619,6 +624,7 @@ class PeerProtocol:
                 # peer should close the connection."
                 raise RemoteProtocolError(f"reject for a request we never sent ({index}, {begin}, {n})")
             self._cancelled.discard(key)
+            return RejectRequest(index, begin, n, withdrawn=True)
         return RejectRequest(index, begin, n)
 
     def _on_allowed_fast(self, view: memoryview, start: int, length: int) -> Event:
@@ -828,8 +834,8 @@ class PeerProtocol:
             raise LocalProtocolError(f"request ({index}, {begin}, {n}) is already outstanding")
         if self.our_phase is not Phase.ACTIVE:
             self._our_transition(Kind.OTHER, "request")
-        if not requests:
-            self._waiting_since = self._now
+        if not requests and not self.strikes:
+            self._waiting_since = self._now  # we start waiting on this peer now
         requests[key] = self._now
         return TRIPLE_MSG_STRUCT.pack(13, 6, index, begin, n)
 
@@ -958,9 +964,64 @@ class PeerProtocol:
         """Whether ``send(Block)`` for ``request`` is allowed (check after a slow disk read)."""
         return (request.index, request.begin, request.length) in self._peer_requests
 
+    def next_peer_request(self) -> Request | None:
+        """The peer's oldest request still waiting for us (the next one to serve), if any."""
+        key = next(iter(self._peer_requests), None)
+        return None if key is None else Request(*key)
+
+    def refuse_peer_request(self, request: Request) -> bytes:
+        """Give up on serving one of the peer's pending requests.
+
+        Returns:
+            The bytes to write: with the fast extension the ``RejectRequest`` BEP 6 requires,
+            without it nothing (the request is just forgotten, as a choke would).
+
+        Raises:
+            LocalProtocolError: ``request`` is not pending.
+        """
+        key = (request.index, request.begin, request.length)
+        if self._peer_requests.pop(key, None) is None:
+            raise LocalProtocolError(
+                f"refusing ({request.index}, {request.begin}, {request.length}), not pending"
+            )
+        self.dropped_requests += 1
+        return encode_triple(MessageId.REJECT_REQUEST, *key) if self.fast_extension else b""
+
+    def expire_requests(self, now: float, timeout_s: float) -> list[Request]:
+        """Our requests sent more than ``timeout_s`` before ``now``, oldest first.
+
+        Finding any counts a strike: the peer is snubbed until its next block. The requests
+        stay outstanding; the caller cancels them (``send(Cancel)``) and asks other peers.
+        """
+        expired = [Request(*key) for key, sent in self._our_requests.items() if now - sent > timeout_s]
+        if expired:
+            self.strikes += 1
+        return expired
+
+    @property
+    def waiting_since(self) -> float | None:
+        """Since when we wait on the peer for a block (None when nothing is outstanding and no
+        request timed out since its last block): its last block, or the first request after."""
+        if not self._our_requests and not self.strikes:
+            return None
+        return self._waiting_since
+
     def is_snubbed(self, now: float) -> bool:
-        """True when requests are outstanding and no block came for ``snub_timeout_s``."""
+        """True after a request timeout (until the next block), or when we have waited
+        ``snub_timeout_s`` for a block (libtorrent's *snubbed*)."""
+        if self.strikes:
+            return True
         return bool(self._our_requests) and now - self._waiting_since >= self.snub_timeout_s
+
+    @property
+    def download_meter(self) -> RateMeter:
+        """The meter of payload received in requested blocks (read it; the protocol adds to it)."""
+        return self._down
+
+    @property
+    def upload_meter(self) -> RateMeter:
+        """The meter of payload sent in blocks (read it; the protocol adds to it)."""
+        return self._up
 
     def download_rate_bps(self, now: float) -> float:
         """Payload bytes/s received in requested blocks over the rate window."""

@@ -255,11 +255,17 @@ class SuggestPiece:
 
 @dataclass(frozen=True, slots=True)
 class RejectRequest:
-    """The sender will not serve this request (BEP 6). Received ones remove it from our queue."""
+    """The sender will not serve this request (BEP 6). Received ones remove it from our queue.
+
+    ``withdrawn`` is set on a received reject that answers a request we had already cancelled
+    (BEP 6 still answers it exactly once): its block was handed elsewhere when we cancelled, so
+    there is nothing to give back. It takes no part in equality.
+    """
 
     index: int
     begin: int
     length: int
+    withdrawn: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

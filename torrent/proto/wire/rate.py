@@ -18,12 +18,13 @@ class RateMeter:
     sees. A clock that goes backwards counts as standing still.
     """
 
-    __slots__ = ("_bucket_s", "_buckets", "_slot", "_start", "total")
+    __slots__ = ("_bucket_s", "_buckets", "_slot", "_start", "total", "window_s")
 
     def __init__(self, window_s: float = 20.0, bucket_s: float = 1.0, now: float | None = None) -> None:
         if window_s <= 0 or bucket_s <= 0 or bucket_s > window_s:
             raise ValueError("need 0 < bucket_s <= window_s")
         self._bucket_s = bucket_s
+        self.window_s = window_s
         self._buckets = [0] * max(1, round(window_s / bucket_s))
         self._start = now
         self._slot = 0 if now is None else int(now // bucket_s)
@@ -63,3 +64,7 @@ class RateMeter:
         if covered <= 0:
             return 0.0
         return sum(self._buckets) / covered
+
+    def warming_up(self, now: float) -> bool:
+        """True until the meter has seen a whole window (its rate is still a short average)."""
+        return self._start is None or now - self._start < self.window_s
