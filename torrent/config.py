@@ -85,8 +85,8 @@ class Settings:
     #: Bytes queued in a peer's transport before we stop reading from disk for it:
     #: write back-pressure, so a slow peer cannot grow our memory.
     send_buffer_high_bytes: int = 1 << 20
-    #: Bytes of received data buffered per peer before we pause reading its socket.
-    receive_buffer_high_bytes: int = 4 << 20
+    # No receive-side twin: a peer's reads are parsed as they arrive, so at most one incomplete
+    # message waits (bounded by the wire's frame limits); the download limit pauses reading.
 
     # --- choking (BEP 3) -----------------------------------------------------------
     #: The choker re-ranks peers every 10 s (BEP 3: "every ten seconds").
