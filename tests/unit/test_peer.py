@@ -19,7 +19,7 @@ from torrent import config
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import ManualClock
-from torrent.engine.peer import Peer
+from torrent.engine.peer import Peer, PieceFlags
 from torrent.proto import wire
 from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
@@ -339,3 +339,14 @@ async def test_keepalive_then_idle_timeout(link: Callable[..., Any]) -> None:
     ln.tick(s.idle_timeout_s - s.keepalive_interval_s)
     await asyncio.wait_for(ln.run, 2)
     assert ln.peer.close_reason == "idle timeout"
+
+
+def test_piece_flags_view_a_piece_set_as_one_entry_per_piece() -> None:
+    pieces = PieceSet.from_indexes([1, 4], 6)
+    flags = PieceFlags(pieces)
+    assert len(flags) == 6 and list(flags) == [0, 1, 0, 0, 1, 0] and bytes(flags) == b"\0\1\0\0\1\0"
+    assert flags[1] == 1 and flags[2] == 0 and flags[-2] == 1 and flags[3:5] == b"\0\1"
+    with pytest.raises(IndexError):
+        flags[6]
+    pieces.add(5)  # a view, not a copy
+    assert flags[5] == 1 and sum(flags) == 3
