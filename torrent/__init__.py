@@ -26,6 +26,7 @@ from torrent.errors import (
     TorrentError,
     TrackerError,
 )
+from torrent.version import __version__
 
 if TYPE_CHECKING:
     from torrent.disk.torrent_file import read_metainfo
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from torrent.proto.metainfo import FileEntry, Info, Metainfo
     from torrent.types import BLOCK_SIZE, InfoHash, PeerId, PieceIndex
 
-__version__ = "0.1.0"
 
 #: Public names that load their module on first access.
 _LAZY = {

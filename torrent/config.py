@@ -14,8 +14,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-#: Azureus-style client prefix of our peer ids (BEP 20): ``-PT0100-`` + 12 random bytes.
-PEER_ID_PREFIX = b"-PT0100-"
+from torrent import version
+
+#: Azureus-style client prefix of our peer ids (BEP 20): ``-PT0100-`` (for 0.1.0) + 12 random
+#: bytes; derived from the version in :mod:`torrent.version`.
+PEER_ID_PREFIX = version.PEER_ID_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +85,8 @@ class Settings:
     #: Bytes queued in a peer's transport before we stop reading from disk for it:
     #: write back-pressure, so a slow peer cannot grow our memory.
     send_buffer_high_bytes: int = 1 << 20
-    #: Bytes of received data buffered per peer before we pause reading its socket.
-    receive_buffer_high_bytes: int = 4 << 20
+    # No receive-side twin: a peer's reads are parsed as they arrive, so at most one incomplete
+    # message waits (bounded by the wire's frame limits); the download limit pauses reading.
 
     # --- choking (BEP 3) -----------------------------------------------------------
     #: The choker re-ranks peers every 10 s (BEP 3: "every ten seconds").

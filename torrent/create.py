@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from torrent import version
 from torrent.errors import MetainfoError, StorageError
 from torrent.types import BLOCK_SIZE
 
@@ -75,7 +76,7 @@ FEED_EVERY = 32
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
 
-DEFAULT_CREATED_BY = "pytorrent/0.1.0"
+DEFAULT_CREATED_BY = version.CREATED_BY
 
 #: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
 ProgressCallback = Callable[[int, int], object]

@@ -5,6 +5,8 @@
 * a silent peer accepts the connection and never says anything;
 * a trickler handshakes, unchokes, then sends one byte a second.
 
+The timers that drop the last two run on a manual clock in ``tests/unit/test_peer.py``.
+
 The fake peers speak the protocol with ``torrent.proto.wire`` on asyncio streams.
 """
 
@@ -140,7 +142,8 @@ async def test_hostile_peer_is_banned_and_its_pieces_refetched(tmp_path: Path) -
             leech = await leech_s.add_torrent(
                 meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", bad_port)]
             )
-            await asyncio.sleep(0.5)  # let the liar get its garbage in first
+            while leech.statistics().hash_failures < 1:  # let the liar get its garbage in first
+                await asyncio.sleep(0.02)
             leech.add_peers([("127.0.0.1", seed_s.port)])
             await leech.wait_complete()
             st = leech.statistics()
@@ -150,30 +153,28 @@ async def test_hostile_peer_is_banned_and_its_pieces_refetched(tmp_path: Path) -
     assert banned
 
 
-async def test_silent_and_trickling_peers_are_dropped_by_timeout(tmp_path: Path) -> None:
+async def test_silent_and_trickling_peers_do_not_hold_up_the_download(tmp_path: Path) -> None:
+    """The timeouts that drop such peers (handshake, request, no data) are tested on a manual
+    clock in ``tests/unit/test_peer.py``; here the download just must not wait for them."""
     content = make_payload(tmp_path / "seed", "data.bin", 1_500_000, seed=4)
     meta = make_torrent(content, piece_length=64 * 1024)
-    settings = config.testing_settings().replace(handshake_timeout_s=2.0, request_timeout_s=2.0, peer_timeout_s=4.0)
     async with (
         asyncio.timeout(40),
         fake_peer(silent()) as (silent_port, _),
         fake_peer(trickler(meta)) as (trickle_port, _),
+        Session(config.testing_settings()) as seed_s,
+        Session(config.testing_settings()) as leech_s,
     ):
-        slow = config.testing_settings().replace(max_upload_bps=200_000)
-        async with Session(slow) as seed_s, Session(settings) as leech_s:
-            seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
-            leech = await leech_s.add_torrent(
-                meta,
-                tmp_path / "leech",
-                seed=False,
-                peers=[("127.0.0.1", silent_port), ("127.0.0.1", trickle_port), ("127.0.0.1", seed_s.port)],
-            )
-            t0 = time.monotonic()
-            await leech.wait_complete()
-            took = time.monotonic() - t0
-            closed = dict(leech.swarm.closed_peers)
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.swarm.wait_checked()
+        leech = await leech_s.add_torrent(
+            meta,
+            tmp_path / "leech",
+            seed=False,
+            peers=[("127.0.0.1", silent_port), ("127.0.0.1", trickle_port), ("127.0.0.1", seed_s.port)],
+        )
+        t0 = time.monotonic()
+        await leech.wait_complete()
+        took = time.monotonic() - t0
     assert same_tree(content, tmp_path / "leech" / "data.bin")
-    assert "timeout" in closed[("127.0.0.1", silent_port)].lower(), closed
-    assert "no data" in closed[("127.0.0.1", trickle_port)], closed
     assert took < 30

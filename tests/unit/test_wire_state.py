@@ -10,7 +10,6 @@ from tests.wire_helpers import NUM_PIECES, Pair, connected, feed, make
 from torrent.errors import LocalProtocolError, RemoteProtocolError
 from torrent.proto.pieceset import PieceSet
 from torrent.proto.wire import (
-    _TRANSITIONS,
     NEED_DATA,
     AllowedFast,
     Bitfield,
@@ -34,9 +33,9 @@ from torrent.proto.wire import (
     SuggestPiece,
     Unchoke,
     UnrequestedBlock,
-    _Kind,
     encode,
 )
+from torrent.proto.wire.state import TRANSITIONS, Kind
 
 NO_FAST = {"fast_extension": False}
 BLOCK = 16384
@@ -96,9 +95,9 @@ def test_have_updates_the_peer_piece_set_and_ours() -> None:
 # -- transition table -----------------------------------------------------------------------------
 
 KIND_BYTES = {
-    _Kind.PIECE_SET: b"\x00\x00\x00\x03\x05\x00\x00",
-    _Kind.NEUTRAL: b"\x00\x00\x00\x03\x09\x1a\xe1",
-    _Kind.OTHER: b"\x00\x00\x00\x01\x02",
+    Kind.PIECE_SET: b"\x00\x00\x00\x03\x05\x00\x00",
+    Kind.NEUTRAL: b"\x00\x00\x00\x03\x09\x1a\xe1",
+    Kind.OTHER: b"\x00\x00\x00\x01\x02",
 }
 
 
@@ -109,7 +108,7 @@ def in_phase(phase: Phase) -> PeerProtocol:
         return proto
     proto = connected()
     if phase is Phase.ACTIVE:
-        feed(proto, KIND_BYTES[_Kind.OTHER])
+        feed(proto, KIND_BYTES[Kind.OTHER])
     assert proto.their_phase is phase
     return proto
 
@@ -117,11 +116,11 @@ def in_phase(phase: Phase) -> PeerProtocol:
 @pytest.mark.parametrize(
     ("phase", "kind"), list(itertools.product([Phase.OPENING, Phase.ACTIVE], KIND_BYTES)), ids=str
 )
-def test_transition_table_against_received_messages(phase: Phase, kind: _Kind) -> None:
+def test_transition_table_against_received_messages(phase: Phase, kind: Kind) -> None:
     proto = in_phase(phase)
     proto.receive_data(KIND_BYTES[kind])
-    expected = _TRANSITIONS.get((phase, kind))
-    if (phase, kind) == (Phase.ACTIVE, _Kind.PIECE_SET):
+    expected = TRANSITIONS.get((phase, kind))
+    if (phase, kind) == (Phase.ACTIVE, Kind.PIECE_SET):
         expected = Phase.ACTIVE  # a late piece set is accepted (aria2 sends them; see wire)
     if expected is None:
         with pytest.raises(RemoteProtocolError):
@@ -134,7 +133,11 @@ def test_transition_table_against_received_messages(phase: Phase, kind: _Kind) -
 
 @pytest.mark.parametrize(
     ("phase", "event"),
-    list(itertools.product([Phase.OPENING, Phase.ACTIVE], [Bitfield(PieceSet(NUM_PIECES)), Port(1), Interested()])),
+    list(
+        itertools.product(
+            [Phase.OPENING, Phase.ACTIVE], [Bitfield(PieceSet(NUM_PIECES)), Port(1), Interested()]
+        )
+    ),
     ids=str,
 )
 def test_transition_table_against_sent_messages(phase: Phase, event: object) -> None:
@@ -142,8 +145,8 @@ def test_transition_table_against_sent_messages(phase: Phase, event: object) -> 
     if phase is Phase.ACTIVE:
         proto.send(KeepAlive())
         proto.send(NotInterested())
-    kind = {Bitfield: _Kind.PIECE_SET, Port: _Kind.NEUTRAL}.get(type(event), _Kind.OTHER)
-    expected = _TRANSITIONS.get((phase, kind))
+    kind = {Bitfield: Kind.PIECE_SET, Port: Kind.NEUTRAL}.get(type(event), Kind.OTHER)
+    expected = TRANSITIONS.get((phase, kind))
     if expected is None:
         with pytest.raises(LocalProtocolError, match="only allowed as the first message"):
             proto.send(event)  # type: ignore[arg-type]
@@ -229,7 +232,9 @@ def test_choke_with_fast_needs_explicit_rejects() -> None:
         p.send(p.a, Request(2, begin, BLOCK))
     data = p.b.send(Choke())
     # BEP 6: the choke comes with one reject per pending request.
-    assert data == encode(Choke()) + encode(RejectRequest(2, 0, BLOCK)) + encode(RejectRequest(2, BLOCK, BLOCK))
+    assert data == encode(Choke()) + encode(RejectRequest(2, 0, BLOCK)) + encode(
+        RejectRequest(2, BLOCK, BLOCK)
+    )
     events = feed(p.a, data)
     assert events == [Choke(), RejectRequest(2, 0, BLOCK), RejectRequest(2, BLOCK, BLOCK)]
     assert events[0].voided == ()  # type: ignore[union-attr]
@@ -445,3 +450,47 @@ def test_clock_starts_at_the_first_now_when_not_given() -> None:
     assert p.b.upload_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
     assert p.a.last_received_at == 5000.5 and p.a.last_sent_at == 5000.0
     assert not p.a.is_snubbed(5059.0)
+
+
+# -- request timeouts, the upload queue --------------------------------------------------------
+
+
+def test_expired_requests_count_a_strike_until_the_next_block() -> None:
+    p = seed_and_leecher()
+    assert p.a.waiting_since is None
+    p.send(p.a, Request(0, 0, BLOCK), now=10.0)
+    p.send(p.a, Request(0, BLOCK, BLOCK), now=12.0)
+    assert p.a.waiting_since == 10.0
+    assert p.a.expire_requests(30.0, timeout_s=20.0) == [] and p.a.strikes == 0
+    assert p.a.expire_requests(31.0, timeout_s=20.0) == [Request(0, 0, BLOCK)]
+    assert p.a.strikes == 1 and p.a.is_snubbed(31.0)
+    p.send(p.a, Cancel(0, 0, BLOCK), now=31.0)
+    assert p.a.waiting_since == 10.0  # a strike keeps us waiting: the clock is not reset
+    p.send(p.b, Block(0, BLOCK, b"x" * BLOCK), now=32.0)
+    assert p.a.strikes == 0 and not p.a.is_snubbed(32.0)
+
+
+def test_a_reject_of_a_cancelled_request_is_marked_withdrawn() -> None:
+    p = seed_and_leecher()
+    p.send(p.a, Request(0, 0, BLOCK))
+    p.send(p.a, Request(1, 0, BLOCK))
+    p.send(p.a, Cancel(0, 0, BLOCK))
+    events = p.flush(p.b)  # BEP 6: the seed answers the cancel with a reject
+    assert events == [RejectRequest(0, 0, BLOCK)]
+    assert isinstance(events[0], RejectRequest) and events[0].withdrawn
+    assert p.send(p.b, RejectRequest(1, 0, BLOCK)) == [RejectRequest(1, 0, BLOCK)]
+    assert not p.a.num_outstanding()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_upload_queue_serves_oldest_first_and_refuses(fast: bool) -> None:
+    p = seed_and_leecher(fast)
+    assert p.b.next_peer_request() is None
+    p.send(p.a, Request(2, 0, BLOCK))
+    p.send(p.a, Request(1, 0, BLOCK))
+    assert p.b.next_peer_request() == Request(2, 0, BLOCK)
+    out = p.b.refuse_peer_request(Request(2, 0, BLOCK))
+    assert out == (encode(RejectRequest(2, 0, BLOCK)) if fast else b"")
+    assert p.b.next_peer_request() == Request(1, 0, BLOCK) and p.b.dropped_requests == 1
+    with pytest.raises(LocalProtocolError, match="not pending"):
+        p.b.refuse_peer_request(Request(2, 0, BLOCK))

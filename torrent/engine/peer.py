@@ -1,118 +1,72 @@
-"""One peer connection on asyncio: socket ⇄ ``wire.PeerProtocol``, timers, the pipeline.
+"""One peer connection on asyncio: a byte stream ⇄ ``wire.PeerProtocol``, timers, the pipeline.
 
-This layer moves bytes and runs timers; the sans-IO ``PeerProtocol`` does the protocol
-and the owning swarm (a :class:`PeerHost`) decides what to request and what to serve.
+This layer moves bytes and runs timers; the sans-IO ``PeerProtocol`` does the protocol and
+holds every piece of the connection's protocol state (choke and interest flags, both piece
+sets, requests both ways, rates, the snub timer), and the owning swarm (a :class:`PeerHost`)
+decides what to request and what to serve. ``Peer``'s state attributes (``am_choking``,
+``has``, ``outstanding``, ``down``...) are read-through views of the protocol object: there is
+one copy of each fact, and ``_on_event`` only tells the host what happened.
 
+* The byte stream is any :class:`~torrent.engine.transport.Transport` (TCP today; an MSE
+  stream or a uTP socket plug in there, see :mod:`torrent.engine.transport`). Outgoing
+  connections are opened by the ``connect=`` :data:`~torrent.engine.transport.Connector`.
 * Reading: ``data_received`` hands bytes to the codec and dispatches every event
-  synchronously, so a block goes socket → codec → swarm without a queue. When the
-  download limit is exceeded the socket is paused until the budget refills.
+  synchronously, so a block goes stream → codec → swarm without a queue, and the codec never
+  holds more than one incomplete message. When the download limit is exceeded, reading is
+  paused until the budget refills.
 * Writing: ``transport.write``; ``pause_writing``/``resume_writing`` gate the upload task,
-  which only reads the next block from disk once the transport's buffer has drained
-  below its high-water mark: a slow peer cannot grow our memory (write back-pressure).
+  which only reads the next block from disk once the transport's buffer has drained below its
+  high-water mark: a slow peer cannot grow our memory (write back-pressure).
 * The request pipeline keeps ``clamp(rate * request_queue_time / BLOCK_SIZE, min, max)``
-  blocks outstanding, one when the peer is snubbed (libtorrent
-  ``update_desired_queue_size``).
-* ``tick()`` (once a second, driven by the session) updates rates, times out requests
-  (their blocks go back to the picker for other peers), sends keep-alives after two
-  minutes of silence (BEP 3) and drops idle peers.
+  blocks outstanding, one when the peer is snubbed (libtorrent ``update_desired_queue_size``).
+* ``tick(now)`` (once a second, driven by the host) times out the handshake and requests (their
+  blocks go back to the picker for other peers), sends keep-alives after two minutes of silence
+  (BEP 3) and drops idle peers. Every timer reads the injected :class:`~torrent.engine.clock.Clock`.
 
-Failures stay here: ``run()`` catches ``OSError``, ``TimeoutError`` and
-``RemoteProtocolError``, records ``close_reason`` and returns. Only bugs propagate.
+Failures stay here: ``run_*()`` catch ``OSError``, ``TimeoutError`` and ``ProtocolError``,
+record ``close_reason`` and return. Only bugs propagate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol, assert_never, cast, overload
 
 from torrent.config import Settings
+from torrent.engine.bandwidth import RateLimiter, RateSnapshot
+from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.transport import Connector, Transport, tcp_connect
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
 from torrent.proto import ut_metadata, wire
+from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
+from torrent.version import CLIENT_NAME
+
+__all__ = [
+    "RATE_WINDOW_S",
+    "UPLOAD_BATCH_BYTES",
+    "UT_METADATA_ID",
+    "BlockKey",
+    "Peer",
+    "PeerAddr",
+    "PeerHost",
+    "PieceFlags",
+    "RateLimiter",
+]
 
 #: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).
 UT_METADATA_ID = 2
-#: ``v`` of our BEP 10 handshake.
-CLIENT_NAME = "pytorrent 0.1.0"
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
+#: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
+RATE_WINDOW_S = 5.0
 
 #: (piece index, begin offset) of a block.
 BlockKey = tuple[int, int]
 #: (host, port) of a peer.
 PeerAddr = tuple[str, int]
-
-
-class RateLimiter:
-    """A token bucket shared by every peer of a session (one for down, one for up).
-
-    ``rate_bps == 0`` means unlimited. Debt is allowed: a caller takes what it needs and
-    waits for the bucket to come back above zero, so large blocks never starve.
-    """
-
-    def __init__(self, rate_bps: int, burst_s: float = 0.5) -> None:
-        self.rate_bps = rate_bps
-        self._burst = max(rate_bps * burst_s, BLOCK_SIZE * 2)
-        self._tokens = self._burst
-        self._stamp = time.monotonic()
-
-    @property
-    def unlimited(self) -> bool:
-        return self.rate_bps <= 0
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self.rate_bps)
-        self._stamp = now
-
-    def take_nowait(self, n: int) -> float:
-        """Take ``n`` bytes; returns how long the caller should wait before more (0: none)."""
-        if self.unlimited:
-            return 0.0
-        self._refill()
-        self._tokens -= n
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_bps
-
-    async def take(self, n: int) -> None:
-        delay = self.take_nowait(n)
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-class RateMeter:
-    """Bytes per second over a sliding window of a few one-second buckets."""
-
-    __slots__ = ("_buckets", "_current", "total")
-
-    def __init__(self, window: int = 5) -> None:
-        self._buckets: collections.deque[int] = collections.deque(maxlen=window)
-        self._current = 0
-        self.total = 0
-
-    def add(self, n: int) -> None:
-        self._current += n
-        self.total += n
-
-    def tick(self) -> None:
-        """Close the current one-second bucket."""
-        self._buckets.append(self._current)
-        self._current = 0
-
-    @property
-    def warming_up(self) -> bool:
-        """Fewer than a full window of one-second buckets so far."""
-        return len(self._buckets) < (self._buckets.maxlen or 0)
-
-    @property
-    def rate_bps(self) -> float:
-        if not self._buckets:
-            return 0.0
-        return sum(self._buckets) / len(self._buckets)
 
 
 class PeerHost(Protocol):
@@ -161,20 +115,63 @@ class PeerHost(Protocol):
     def on_peer_closed(self, peer: Peer) -> None: ...
 
 
-@dataclass(slots=True)
-class _Outstanding:
-    length: int
-    sent_at: float
+class PieceFlags(Sequence[int]):
+    """A read-only view of a piece set as one 0/1 entry per piece (what the picker takes)."""
+
+    __slots__ = ("_pieces",)
+
+    def __init__(self, pieces: PieceSet) -> None:
+        self._pieces = pieces
+
+    def __len__(self) -> int:
+        return self._pieces.size
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[int]: ...
+
+    def __getitem__(self, index: int | slice) -> int | Sequence[int]:
+        if isinstance(index, slice):
+            return bytes(self)[index]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return 1 if index % len(self) in self._pieces else 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(bytes(self))
+
+    def __bytes__(self) -> bytes:
+        flags = bytearray(self._pieces.size)
+        for i in self._pieces:
+            flags[i] = 1
+        return bytes(flags)
+
+
+_NO_PIECES: PieceSet = PieceSet(0)
 
 
 class Peer(asyncio.Protocol):
     """One connection. Create it, then ``await run_outgoing()`` or ``run_incoming()``.
 
+    Args:
+        host: the torrent this connection serves (None for an incoming one until its
+            handshake is routed, see :meth:`accept`).
+        addr: the peer's address.
+        settings, our_peer_id: the session's.
+        down_limit, up_limit: the session's shared rate limiters.
+        clock: the time source of every timer (tests pass a ``ManualClock``).
+        connect: opens outgoing connections (TCP by default; see :mod:`torrent.engine.transport`).
+
     Attributes:
         addr: the peer's address.
-        peer_id: its id once the handshake arrived.
-        has: one bool per piece the peer announced.
+        proto: the connection's ``wire.PeerProtocol`` once the torrent is known (None before).
         close_reason: why the connection ended ("" while open).
+
+    The protocol state reads through to ``proto``: ``peer_id``, ``has``, ``num_have``,
+    ``is_seed``, ``am_choking``, ``am_interested``, ``peer_choking``, ``peer_interested``,
+    ``snubbed``, ``strikes``, ``outstanding``, ``down``/``up``, ``last_recv``/``last_send``.
     """
 
     def __init__(
@@ -186,6 +183,8 @@ class Peer(asyncio.Protocol):
         our_peer_id: PeerId,
         down_limit: RateLimiter,
         up_limit: RateLimiter,
+        clock: Clock = SYSTEM_CLOCK,
+        connect: Connector = tcp_connect,
     ) -> None:
         self.host = host
         self.addr = addr
@@ -193,53 +192,107 @@ class Peer(asyncio.Protocol):
         self.our_peer_id = our_peer_id
         self.down_limit = down_limit
         self.up_limit = up_limit
-        self.peer_id: PeerId | None = None
+        self.clock = clock
+        self._connect = connect
         self.proto: wire.PeerProtocol | None = None
-        self.transport: asyncio.Transport | None = None
-        self.has: bytearray = bytearray()
-        self.num_have = 0
-        self.am_choking = True
-        self.am_interested = False
-        self.peer_choking = True
-        self.peer_interested = False
-        self.snubbed = False
+        self.transport: Transport | None = None
         self.outgoing = True
-        self.hash_failures = 0
-        #: Request timeouts since this peer's last block.
-        self.strikes = 0
+        #: Choker bookkeeping: when we last unchoked the peer and its upload total then.
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
-        self.down = RateMeter()
-        self.up = RateMeter()
-        self.outstanding: dict[BlockKey, _Outstanding] = {}
-        self.incoming_requests: collections.deque[tuple[int, int, int]] = collections.deque()
-        now = time.monotonic()
-        self.connected_at = now
-        self.last_recv = now
-        self.last_send = now
-        self.last_payload = now
+        #: When the stream opened (the handshake timeout counts from here).
+        self.connected_at = clock.monotonic()
         self._loop = asyncio.get_running_loop()
-        self._ready = self._loop.create_future()
         self._closed = self._loop.create_future()
         self._writable = asyncio.Event()
         self._writable.set()
         self._upload_wakeup = asyncio.Event()
         self._pending: bytearray = bytearray()  # bytes before the handshake was routed
-        self._router: Any = None  # incoming: callable(info_hash) -> PeerHost | None
+        self._router: Callable[[InfoHash], PeerHost | None] | None = None
         self._paused_reading = False
         self._refill = False
         self._slow_start = settings.pipeline_min
         self._prefetched = -1
         self._resume_handle: asyncio.TimerHandle | None = None
-        #: Called once the TCP connection is up (the swarm frees a half-open slot).
+        #: Called once the connection is up (the swarm frees a half-open slot).
         self.on_connected: Callable[[], None] | None = None
 
-    # ------------------------------------------------------------------ properties
+    # ------------------------------------------------------------------ protocol state (read-through)
+
+    @property
+    def peer_id(self) -> PeerId | None:
+        """The peer's id, once its handshake arrived."""
+        return None if self.proto is None else self.proto.peer_id
+
+    @property
+    def _pieces(self) -> PieceSet:
+        proto = self.proto
+        return _NO_PIECES if proto is None or not proto.geometry_known else proto.peer_pieces
+
+    @property
+    def has(self) -> PieceFlags:
+        """The peer's pieces, one 0/1 entry per piece (empty while the metadata is unknown)."""
+        return PieceFlags(self._pieces)
+
+    @property
+    def num_have(self) -> int:
+        return len(self._pieces)
 
     @property
     def is_seed(self) -> bool:
-        return bool(self.has) and self.num_have == len(self.has)
+        pieces = self._pieces
+        return pieces.size > 0 and pieces.is_full()
+
+    @property
+    def am_choking(self) -> bool:
+        return True if self.proto is None else self.proto.am_choking
+
+    @property
+    def am_interested(self) -> bool:
+        return False if self.proto is None else self.proto.am_interested
+
+    @property
+    def peer_choking(self) -> bool:
+        return True if self.proto is None else self.proto.peer_choking
+
+    @property
+    def peer_interested(self) -> bool:
+        return False if self.proto is None else self.proto.peer_interested
+
+    @property
+    def snubbed(self) -> bool:
+        return self.proto is not None and self.proto.is_snubbed(self.clock.monotonic())
+
+    @property
+    def strikes(self) -> int:
+        """Request timeouts since the peer's last block."""
+        return 0 if self.proto is None else self.proto.strikes
+
+    @property
+    def outstanding(self) -> dict[wire.Request, float]:
+        """Our requests waiting for the peer, with the time each was sent."""
+        return {} if self.proto is None else self.proto.outstanding_requests
+
+    @property
+    def down(self) -> RateSnapshot:
+        """Payload received in requested blocks: rate and total now."""
+        meter = None if self.proto is None else self.proto.download_meter
+        return RateSnapshot.of(meter, self.clock.monotonic())
+
+    @property
+    def up(self) -> RateSnapshot:
+        """Payload sent in blocks: rate and total now."""
+        meter = None if self.proto is None else self.proto.upload_meter
+        return RateSnapshot.of(meter, self.clock.monotonic())
+
+    @property
+    def last_recv(self) -> float:
+        return self.connected_at if self.proto is None else self.proto.last_received_at
+
+    @property
+    def last_send(self) -> float:
+        return self.connected_at if self.proto is None else self.proto.last_sent_at
 
     @property
     def closed(self) -> bool:
@@ -252,11 +305,16 @@ class Peer(asyncio.Protocol):
         adds one request per block received, so a fast peer is not held to the minimum
         during the seconds it takes to measure it.
         """
-        if self.snubbed:
+        proto = self.proto
+        if proto is None:
+            return self.settings.pipeline_min
+        now = self.clock.monotonic()
+        if proto.is_snubbed(now):
             return 1
         s = self.settings
-        depth = int(self.down.rate_bps * s.request_queue_time_s / BLOCK_SIZE)
-        if self.down.warming_up:
+        meter = proto.download_meter
+        depth = int(meter.rate_bps(now) * s.request_queue_time_s / BLOCK_SIZE)
+        if meter.warming_up(now):
             depth = max(depth, self._slow_start)
         return max(s.pipeline_min, min(s.pipeline_max, depth))
 
@@ -269,7 +327,7 @@ class Peer(asyncio.Protocol):
         self.outgoing = True
         try:
             async with asyncio.timeout(self.settings.connect_timeout_s):
-                await self._loop.create_connection(lambda: self, self.addr[0], self.addr[1])
+                await self._connect(self, self.addr)
             if self.on_connected is not None:
                 self.on_connected()
             self._start_protocol(self.host)
@@ -279,11 +337,13 @@ class Peer(asyncio.Protocol):
         finally:
             self._finish()
 
-    def accept(self, transport: asyncio.BaseTransport, router: Any) -> None:
+    def accept(
+        self, transport: asyncio.BaseTransport | Transport, router: Callable[[InfoHash], PeerHost | None]
+    ) -> None:
         """Adopt an incoming connection; ``router(info_hash)`` picks our torrent."""
         self.outgoing = False
         self._router = router
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = cast(Transport, transport)
 
     async def run_incoming(self) -> None:
         """Serve an incoming connection whose handshake has been routed to ``host``."""
@@ -295,8 +355,7 @@ class Peer(asyncio.Protocol):
             self._finish()
 
     async def _serve(self) -> None:
-        async with asyncio.timeout(self.settings.handshake_timeout_s):
-            await self._ready
+        # The handshake timeout is ``tick``'s (on the injected clock), like every other timer.
         async with asyncio.TaskGroup() as tg:
             uploader = tg.create_task(self._upload_loop())
             try:
@@ -317,8 +376,7 @@ class Peer(asyncio.Protocol):
         if not self._closed.done():
             self._closed.set_result(None)
         if self.host is not None:
-            dropped = [(i, b, o.length) for (i, b), o in self.outstanding.items()]
-            self.outstanding.clear()
+            dropped = [(r.index, r.begin, r.length) for r in self.outstanding]
             if dropped:
                 self.host.on_requests_dropped(self, dropped)
             self.host.on_peer_closed(self)
@@ -339,11 +397,10 @@ class Peer(asyncio.Protocol):
         if not self._closed.done():
             self._closed.set_exception(exc)
 
-    # ------------------------------------------------------------------ protocol
+    # ------------------------------------------------------------------ stream callbacks
 
     def _start_protocol(self, host: PeerHost) -> None:
         self.host = host
-        self.has = bytearray(host.num_pieces)
         s = self.settings
         self.proto = wire.PeerProtocol(
             info_hash=host.info_hash,
@@ -351,16 +408,17 @@ class Peer(asyncio.Protocol):
             piece_length=host.piece_length,
             total_length=host.total_length,
             max_peer_requests=s.max_incoming_requests,
+            rate_window_s=RATE_WINDOW_S,
             snub_timeout_s=s.snub_timeout_s,
             extensions={ut_metadata.EXTENSION_NAME: UT_METADATA_ID},
-            now=time.monotonic(),
+            now=self.clock.monotonic(),
         )
-        self._write(self.proto.send(wire.Handshake()))
+        self.send(wire.Handshake())
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
+    def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
+        self.transport = cast(Transport, transport)
         self.transport.set_write_buffer_limits(high=self.settings.send_buffer_high_bytes)
+        self.connected_at = self.clock.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.close_reason:
@@ -382,45 +440,52 @@ class Peer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._data_received(data)
-        except RemoteProtocolError as exc:
-            self._record(exc)
-            self.close(self.close_reason)
-        except StorageError as exc:
+        except (RemoteProtocolError, StorageError) as exc:
             self._record(exc)
             self.close(self.close_reason)
         except Exception as exc:  # a bug: let it reach the owner of run()
             self._fail(exc)
 
+    def _route(self, data: bytes) -> bytes | None:
+        """An incoming connection: buffer until the info hash is known, then pick the torrent."""
+        self._pending += data
+        info_hash = wire.peek_info_hash(bytes(self._pending))
+        if info_hash is None:
+            return None
+        host = self._router(info_hash) if self._router else None
+        if host is None:
+            raise RemoteProtocolError("unknown info hash")
+        self._start_protocol(host)
+        data, self._pending = bytes(self._pending), bytearray()
+        return data
+
     def _data_received(self, data: bytes) -> None:
-        self.last_recv = time.monotonic()
         if self.proto is None:
-            # An incoming connection: wait for the info hash, then route it.
-            self._pending += data
-            info_hash = wire.peek_info_hash(bytes(self._pending))
-            if info_hash is None:
+            routed = self._route(data)
+            if routed is None:
                 return
-            host = self._router(info_hash) if self._router else None
-            if host is None:
-                raise RemoteProtocolError("unknown info hash")
-            self._start_protocol(host)
-            data, self._pending = bytes(self._pending), bytearray()
+            data = routed
         if not self.down_limit.unlimited:
-            delay = self.down_limit.take_nowait(len(data))
-            if delay > 0 and self.transport is not None and not self._paused_reading:
-                self._paused_reading = True
-                self.transport.pause_reading()
-                self._resume_handle = self._loop.call_later(delay, self._resume_reading)
-        assert self.proto is not None
-        self.proto.receive_data(data, self.last_recv)
-        self._drain_events()
+            self._limit_download(len(data))
+        proto = self.proto
+        assert proto is not None
+        proto.receive_data(data, self.clock.monotonic())
+        self._drain_events(proto)
         if self._refill and not self.closed:
-            # One refill (one picker call, one write of requests) per read of the socket.
+            # One refill (one picker call, one write of requests) per read of the stream.
             self._refill = False
             self.fill_pipeline()
         if not self.closed:
-            out = self.proto.data_to_send()  # BEP 6 rejects the codec queued by itself
+            out = proto.data_to_send()  # BEP 6 rejects the codec queued by itself
             if out:
                 self._write(out)
+
+    def _limit_download(self, nbytes: int) -> None:
+        delay = self.down_limit.take_nowait(nbytes)
+        if delay > 0 and self.transport is not None and not self._paused_reading:
+            self._paused_reading = True
+            self.transport.pause_reading()
+            self._resume_handle = self._loop.call_later(delay, self._resume_reading)
 
     def _resume_reading(self) -> None:
         self._resume_handle = None
@@ -428,120 +493,100 @@ class Peer(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _drain_events(self) -> None:
-        proto = self.proto
-        assert proto is not None
+    def _drain_events(self, proto: wire.PeerProtocol) -> None:
         need_data = wire.NEED_DATA
         while True:
             ev = proto.next_event()
             if ev is need_data:
                 return
-            self._on_event(ev)
+            self._on_event(cast(wire.Event, ev))
             if self.closed:
                 return
 
-    def _on_event(self, ev: Any) -> None:
+    # ------------------------------------------------------------------ events → host
+
+    def _on_event(self, ev: wire.Event) -> None:
+        """Tell the host what happened; the protocol has already updated its state."""
         host = self.host
         assert host is not None
         match ev:
             case wire.Block(index=index, begin=begin, data=data):
-                self.outstanding.pop((index, begin), None)
-                n = len(data)
-                self.down.add(n)
-                self.last_payload = self.last_recv
-                self.snubbed = False
-                self.strikes = 0
                 self._slow_start += 1
                 host.on_peer_block(self, index, begin, data)
                 self._refill = True  # once per read, not per block (see _data_received)
             case wire.UnrequestedBlock(index=index, begin=begin, data=data):
                 # A late answer (after a cancel or timeout): still useful if we lack it.
-                self.outstanding.pop((index, begin), None)
-                self.down.add(len(data))
                 host.on_peer_block(self, index, begin, data)
-            case wire.Have(index=index):
-                if index < len(self.has) and not self.has[index]:
-                    self.has[index] = 1
-                    self.num_have += 1
-                    host.on_peer_has(self, [index])
-            case wire.Bitfield(pieces=pieces):
-                if not self.has:
-                    return  # fetching the metadata: pieces mean nothing yet
-                has = bytearray(len(self.has))
-                for i in pieces:
-                    has[i] = 1
-                self.has = has
-                self.num_have = len(pieces)
-                host.on_peer_has(self, None)
-            case wire.HaveAll():
-                if not self.has:
-                    return
-                self.has = bytearray(b"\x01" * len(self.has))
-                self.num_have = len(self.has)
-                host.on_peer_has(self, None)
-            case wire.HaveNone():
-                if self.num_have:  # a late "have none" (aria2): the peer has nothing now
-                    self.has = bytearray(len(self.has))
-                    self.num_have = 0
-                    host.on_peer_has(self, None)
-            case wire.Request(index=index, begin=begin, length=length):
-                # The codec already refused requests while we choke or for pieces we never
-                # announced, and bounds the queue (``max_peer_requests``).
-                self.incoming_requests.append((index, begin, length))
-                self._upload_wakeup.set()
-                if index != self._prefetched:
-                    # The first request for a piece: start reading it now, so it is in
-                    # the cache by the time the upload loop gets there.
-                    self._prefetched = index
-                    host.prefetch(index)
-            case wire.Cancel(index=index, begin=begin, length=length):
-                try:
-                    self.incoming_requests.remove((index, begin, length))
-                except ValueError:
-                    pass
-            case wire.Choke(voided=voided):
-                self.peer_choking = True
-                if voided:
-                    dropped = [(r.index, r.begin, r.length) for r in voided]
-                    for i, b, _ in dropped:
-                        self.outstanding.pop((i, b), None)
-                    host.on_requests_dropped(self, dropped)
-            case wire.Unchoke():
-                self.peer_choking = False
-                host.on_peer_unchoked(self)
-                self.fill_pipeline()
-            case wire.RejectRequest(index=index, begin=begin, length=length):
-                if self.outstanding.pop((index, begin), None) is not None:
-                    host.on_requests_dropped(self, [(index, begin, length)])
-            case wire.Interested():
-                self.peer_interested = True
+            case wire.Have() | wire.Bitfield() | wire.HaveAll() | wire.HaveNone():
+                self._on_piece_set(host, ev)
+            case wire.Request(index=index):
+                self._on_request(host, index)
+            case wire.Choke() | wire.Unchoke() | wire.RejectRequest():
+                self._on_choke_or_reject(host, ev)
+            case wire.Interested() | wire.NotInterested():
                 host.on_peer_interest_changed(self)
-            case wire.NotInterested():
-                self.peer_interested = False
-                host.on_peer_interest_changed(self)
-            case wire.Handshake(peer_id=peer_id):
-                if self.peer_id is not None:
-                    return
-                self.peer_id = PeerId(bytes(peer_id or b""))
-                # Synchronously: a bitfield may follow in the same read.
-                host.on_peer_ready(self)
-                if self.closed:
-                    return
-                if self.proto is not None and self.proto.extension_protocol:
-                    fields: dict[bytes | str, Any] = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
-                    fields.update(host.extension_fields())
-                    self.send(wire.ExtensionHandshake(fields))
-                if not self._ready.done():
-                    self._ready.set_result(None)
+            case wire.Handshake():
+                self._on_handshake(host)
             case wire.ExtensionHandshake():
                 host.on_extension_handshake(self, ev)
-            case wire.ExtendedMessage(name=name, payload=payload):
-                if name == ut_metadata.EXTENSION_NAME:
-                    host.on_metadata_message(self, payload)
+            case wire.ExtendedMessage(name=ut_metadata.EXTENSION_NAME, payload=payload):
+                host.on_metadata_message(self, payload)
             case wire.ConnectionClosed():
                 self.close("connection closed by peer")
+            case (
+                wire.Cancel()
+                | wire.KeepAlive()
+                | wire.Port()
+                | wire.AllowedFast()
+                | wire.SuggestPiece()
+                | wire.ExtendedMessage()
+            ):
+                pass  # the codec already withdrew a cancelled request; the rest need nothing here
             case _:
-                pass  # KeepAlive, Port, AllowedFast, SuggestPiece, extended: nothing to do
+                assert_never(ev)
+
+    def _on_request(self, host: PeerHost, index: int) -> None:
+        # The codec refused requests while we choke or for pieces we never announced, and
+        # bounds the queue; the upload loop serves what it keeps, in order.
+        self._upload_wakeup.set()
+        if index != self._prefetched:
+            # The first request for a piece: start reading it now, so it is in the cache by
+            # the time the upload loop gets there.
+            self._prefetched = index
+            host.prefetch(index)
+
+    def _on_choke_or_reject(self, host: PeerHost, ev: wire.Choke | wire.Unchoke | wire.RejectRequest) -> None:
+        if isinstance(ev, wire.Unchoke):
+            host.on_peer_unchoked(self)
+            self.fill_pipeline()
+        elif isinstance(ev, wire.Choke):
+            if ev.voided:  # without BEP 6 a choke drops our requests: others must fetch them
+                host.on_requests_dropped(self, [(r.index, r.begin, r.length) for r in ev.voided])
+        elif not ev.withdrawn:  # a reject of a request we had cancelled was handed back already
+            host.on_requests_dropped(self, [(ev.index, ev.begin, ev.length)])
+
+    def _on_piece_set(
+        self, host: PeerHost, ev: wire.Have | wire.Bitfield | wire.HaveAll | wire.HaveNone
+    ) -> None:
+        proto = self.proto
+        assert proto is not None
+        if not proto.geometry_known:
+            return  # fetching the metadata: pieces mean nothing yet
+        if isinstance(ev, wire.Have):
+            host.on_peer_has(self, [ev.index])
+        elif isinstance(ev, wire.HaveNone) and not proto.late_piece_sets:
+            return  # the usual first message of a peer with nothing: nothing changed
+        else:
+            host.on_peer_has(self, None)
+
+    def _on_handshake(self, host: PeerHost) -> None:
+        # Synchronously: a bitfield may follow in the same read.
+        host.on_peer_ready(self)
+        if self.closed or self.proto is None or not self.proto.extension_protocol:
+            return
+        fields: dict[bytes | str, Any] = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
+        fields.update(host.extension_fields())
+        self.send(wire.ExtensionHandshake(fields))
 
     # ------------------------------------------------------------------ sending
 
@@ -549,47 +594,38 @@ class Peer(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.write(data)
-        self.last_send = time.monotonic()
 
-    def send(self, ev: Any) -> None:
+    def send(self, ev: wire.Event) -> None:
         """Encode and send one message (no-op once the connection is closing)."""
         if self.proto is None or self.closed:
             return
-        self._write(self.proto.send(ev))
+        self._write(self.proto.send(ev, self.clock.monotonic()))
 
     def set_choking(self, choking: bool) -> None:
-        if choking == self.am_choking:
+        if self.proto is None or self.closed or choking == self.proto.am_choking:
             return
-        self.am_choking = choking
-        if choking:
-            self.incoming_requests.clear()
-            self.send(wire.Choke())
-        else:
-            self.unchoked_at = time.monotonic()
+        if not choking:
+            self.unchoked_at = self.clock.monotonic()
             self.uploaded_at_unchoke = self.up.total
-            self.send(wire.Unchoke())
+        self.send(wire.Choke() if choking else wire.Unchoke())
 
     def set_interested(self, interested: bool) -> None:
-        if interested == self.am_interested:
+        if self.proto is None or self.closed or interested == self.proto.am_interested:
             return
-        self.am_interested = interested
         self.send(wire.Interested() if interested else wire.NotInterested())
 
     def fill_pipeline(self) -> None:
         """Request blocks until ``pipeline_depth()`` are outstanding."""
-        if self.peer_choking or not self.am_interested or self.closed or self.host is None:
+        proto = self.proto
+        if proto is None or proto.peer_choking or not proto.am_interested or self.closed or self.host is None:
             return
-        want = self.pipeline_depth() - len(self.outstanding)
+        want = self.pipeline_depth() - proto.num_outstanding()
         if want <= 0:
             return
         picks = self.host.pick_blocks(self, want)
         if not picks:
             return
-        proto = self.proto
-        assert proto is not None
-        now = time.monotonic()
-        if not self.outstanding and not self.strikes:
-            self.last_payload = now  # we start waiting on this peer now
+        now = self.clock.monotonic()
         chunks = []
         refused = []
         for index, begin, length in picks:
@@ -599,112 +635,130 @@ class Peer(asyncio.Protocol):
                 # Still awaiting the answer to a cancelled copy of this request (BEP 6):
                 # someone else should fetch it.
                 refused.append((index, begin, length))
-                continue
-            self.outstanding[(index, begin)] = _Outstanding(length, now)
         if chunks:
             self._write(b"".join(chunks))
         if refused:
             self.host.on_requests_dropped(self, refused)
 
     def cancel(self, index: int, begin: int, length: int) -> None:
-        """Withdraw a request (endgame: another peer delivered the block; a timeout)."""
-        self.outstanding.pop((index, begin), None)
-        if self.proto is None or self.closed:
+        """Withdraw a request (endgame: another peer delivered the block; a timeout).
+
+        Also on a closing connection: the request then leaves the protocol's bookkeeping, so
+        it is not handed back to the host as dropped when the connection ends.
+        """
+        if self.proto is None:
             return
         try:
-            self._write(self.proto.send(wire.Cancel(index, begin, length)))
+            out = self.proto.send(wire.Cancel(index, begin, length), self.clock.monotonic())
         except LocalProtocolError:
-            pass  # already answered: nothing to withdraw
+            return  # already answered (or the connection failed): nothing to withdraw
+        if not self.closed:
+            self._write(out)
 
     async def _upload_loop(self) -> None:
-        """Serve queued requests behind write back-pressure.
+        """Serve the peer's requests, oldest first, behind write back-pressure.
 
-        Blocks read from the cache come back without suspending, so a run of them is
-        collected and handed to the transport in one ``writelines`` (one system call for
-        many blocks); the batch is flushed before any wait (disk, rate limit, a full send
-        buffer) and at ``UPLOAD_BATCH_BYTES``.
+        The queue is the protocol's (``next_peer_request``): a cancel or a choke withdraws a
+        request there, and nothing here keeps a copy. Blocks read from the cache come back
+        without suspending, so a run of them is collected and handed to the transport in one
+        ``writelines`` (one system call for many blocks); the batch is flushed before any
+        wait (disk, rate limit, a full send buffer) and at ``UPLOAD_BATCH_BYTES``.
         """
         host = self.host
-        assert host is not None
+        proto = self.proto
+        assert host is not None and proto is not None
         batch: list[bytes] = []
         batched = 0
-        while True:
-            if not self.incoming_requests or not self._writable.is_set():
-                if batch:
-                    self._write_batch(batch)
-                    batch, batched = [], 0
-                if not self.incoming_requests:
-                    self._upload_wakeup.clear()
-                    await self._upload_wakeup.wait()
-                    continue
-                await self._writable.wait()
-            if self.closed or self.proto is None:
-                return
-            index, begin, length = self.incoming_requests.popleft()
-            if not host.may_upload(self, index, begin, length):
+        while not self.closed:
+            request = proto.next_peer_request()
+            if request is None:
+                self._write_batch(batch)
+                self._upload_wakeup.clear()
+                await self._upload_wakeup.wait()
                 continue
-            if not self.up_limit.unlimited:
-                delay = self.up_limit.take_nowait(length)
-                if delay > 0:
-                    if batch:
-                        self._write_batch(batch)
-                        batch, batched = [], 0
-                    await asyncio.sleep(delay)
-            try:
-                data = await host.read_block(index, begin, length)
-            except StorageError as exc:
-                self.close(f"cannot read piece {index}: {exc}")
-                return
-            if self.closed or self.proto is None:
-                return
-            if not self.proto.is_requested_by_peer(wire.Request(index, begin, length)):
-                continue  # cancelled, or dropped by a choke, while we read the disk
-            self.up.add(length)
-            batch.append(self.proto.send(wire.Block(index, begin, data)))
-            batched += length
+            if not self._writable.is_set():
+                self._write_batch(batch)
+                await self._writable.wait()
+                continue  # the queue may have changed meanwhile
+            data = await self._read_for(host, proto, request, batch)
+            if data is None or self.closed:
+                continue
+            batch.append(proto.send(wire.Block(request.index, request.begin, data), self.clock.monotonic()))
+            # ``batch`` is emptied wherever it is written, so a one-element batch starts a count.
+            batched = len(data) if len(batch) == 1 else batched + len(data)
             if batched >= UPLOAD_BATCH_BYTES:
                 self._write_batch(batch)
-                batch, batched = [], 0
+
+    async def _read_for(
+        self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes]
+    ) -> bytes | None:
+        """The data for ``request``, or None when it is refused or withdrawn meanwhile."""
+        index, begin, length = request.index, request.begin, request.length
+        if not host.may_upload(self, index, begin, length):
+            self._write(proto.refuse_peer_request(request))
+            return None
+        if not self.up_limit.unlimited:
+            delay = self.up_limit.take_nowait(length)
+            if delay > 0:
+                self._write_batch(batch)
+                await asyncio.sleep(delay)
+        try:
+            data = await host.read_block(index, begin, length)
+        except StorageError as exc:
+            self.close(f"cannot read piece {index}: {exc}")
+            return None
+        if self.closed or not proto.is_requested_by_peer(request):
+            return None  # cancelled, or dropped by a choke, while we read the disk
+        return data
 
     def _write_batch(self, batch: list[bytes]) -> None:
-        if self.transport is None or self.transport.is_closing():
+        """Hand the collected blocks to the transport in one call and empty ``batch``."""
+        if not batch:
             return
-        self.transport.writelines(batch)
-        self.last_send = time.monotonic()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(batch)
+        batch.clear()
 
     # ------------------------------------------------------------------ timers
 
     def tick(self, now: float) -> None:
-        """Once a second: rates, request timeouts, snubbing, keep-alive, idle timeout.
+        """Once a second: handshake and request timeouts, snubbing, keep-alive, idle timeout.
 
-        While we wait on this peer (requests outstanding, or some timed out since its last
-        block): a request older than ``request_timeout_s`` is cancelled and its block
-        handed to other peers, and the peer is *snubbed* (pipeline of one); no payload for
-        ``snub_timeout_s`` snubs it too; no payload for ``peer_timeout_s`` drops it. This
-        is what gets rid of a peer that unchokes us and then trickles or stalls.
+        ``now`` is the host's reading of the same clock. While we wait on this peer (requests
+        outstanding, or some timed out since its last block): a request older than
+        ``request_timeout_s`` is cancelled and its block handed to other peers, and the peer
+        is *snubbed* (pipeline of one); no payload for ``snub_timeout_s`` snubs it too; no
+        payload for ``peer_timeout_s`` drops it. This is what gets rid of a peer that unchokes
+        us and then trickles or stalls.
         """
-        self.down.tick()
-        self.up.tick()
-        if self.closed or self.proto is None:
+        proto = self.proto
+        if self.closed or proto is None:
             return
         s = self.settings
-        if now - self.last_recv > s.idle_timeout_s:
+        if proto.peer_handshake is None:
+            if now - self.connected_at > s.handshake_timeout_s:
+                self.close("handshake timeout")
+            return
+        if now - proto.last_received_at > s.idle_timeout_s:
             self.close("idle timeout")
             return
-        if self.outstanding or self.strikes:
-            since_payload = now - self.last_payload
+        waiting_since = proto.waiting_since
+        if waiting_since is not None:
+            since_payload = now - waiting_since
             if since_payload > s.peer_timeout_s:
                 self.close(f"no data for {since_payload:.0f} s although requests were outstanding")
                 return
-            if since_payload > s.snub_timeout_s:
-                self.snubbed = True
-            expired = [(k, o) for k, o in self.outstanding.items() if now - o.sent_at > s.request_timeout_s]
-            if expired and self.host is not None:
-                self.strikes += 1
-                self.snubbed = True
-                for (i, b), o in expired:
-                    self.cancel(i, b, o.length)
-                self.host.on_requests_dropped(self, [(i, b, o.length) for (i, b), o in expired])
-        if now - self.last_send > s.keepalive_interval_s:
+            self._expire_requests(now)
+        if now - proto.last_sent_at > s.keepalive_interval_s:
             self.send(wire.KeepAlive())
         self.fill_pipeline()
+
+    def _expire_requests(self, now: float) -> None:
+        proto = self.proto
+        assert proto is not None and self.host is not None
+        expired = proto.expire_requests(now, self.settings.request_timeout_s)
+        if not expired:
+            return
+        for r in expired:
+            self.cancel(r.index, r.begin, r.length)
+        self.host.on_requests_dropped(self, [(r.index, r.begin, r.length) for r in expired])

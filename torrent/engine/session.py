@@ -37,6 +37,7 @@ from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash, PeerId
+from torrent.version import USER_AGENT
 
 
 def make_peer_id() -> PeerId:
@@ -138,7 +139,7 @@ class Session:
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._http = aiohttp.ClientSession(
-            headers={"User-Agent": "pytorrent/0.1.0"},
+            headers={"User-Agent": USER_AGENT},
             connector=aiohttp.TCPConnector(limit=20, force_close=False),
         )
         self._tg = asyncio.TaskGroup()

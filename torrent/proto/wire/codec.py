@@ -1,0 +1,390 @@
+"""Stateless peer-wire encoding: the handshake, one message at a time, and the framing of a stream.
+
+* :func:`encode_handshake` / :func:`parse_handshake` / :func:`peek_info_hash`: BEP 3's 68-byte
+  handshake (a listener peeks at the info hash before it knows which torrent to build for).
+* :func:`encode`: one message, with no connection state and no validation against a torrent
+  (the connection's ``send`` checks the state and then encodes with the same structs).
+* :class:`FrameBuffer`: reassembles length-prefixed messages from reads of any size, checking
+  each length against the table of :mod:`.limits` before buffering the message.
+
+The struct layouts below are shared with :mod:`.connection`, whose PIECE and REQUEST paths pack
+and unpack them inline for speed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+from torrent.errors import BencodeError, LocalProtocolError, RemoteProtocolError
+from torrent.proto import bencoding
+from torrent.proto.wire.events import (
+    EXTENDED_HANDSHAKE_ID,
+    AllowedFast,
+    Bitfield,
+    Block,
+    Cancel,
+    Choke,
+    Event,
+    ExtendedMessage,
+    ExtensionHandshake,
+    Handshake,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    KeepAlive,
+    MessageId,
+    NotInterested,
+    Port,
+    RejectRequest,
+    Request,
+    SuggestPiece,
+    Unchoke,
+)
+from torrent.types import InfoHash
+
+__all__ = [
+    "EXT_HDR_STRUCT",
+    "HANDSHAKE_LENGTH",
+    "INDEX_MSG_STRUCT",
+    "LEN_ID_STRUCT",
+    "MESSAGE_NAMES",
+    "PIECE_HDR_STRUCT",
+    "PORT_MSG_STRUCT",
+    "PROTOCOL_NAME",
+    "PSTR_PREFIX",
+    "TRIPLE_MSG_STRUCT",
+    "U32X2_STRUCT",
+    "U32X3_STRUCT",
+    "U32_STRUCT",
+    "FrameBuffer",
+    "check_prefix",
+    "encode",
+    "encode_handshake",
+    "encode_triple",
+    "parse_handshake",
+    "peek_info_hash",
+]
+
+PROTOCOL_NAME: Final = b"BitTorrent protocol"  # BEP 3: pstr, preceded by its length byte (19)
+PSTR_PREFIX: Final = bytes([len(PROTOCOL_NAME)]) + PROTOCOL_NAME
+#: pstrlen + pstr + 8 reserved bytes + info_hash + peer_id (BEP 3).
+HANDSHAKE_LENGTH: Final = 1 + 19 + 8 + 20 + 20
+#: Bytes of the handshake up to and including the info hash: what a listener needs to route it.
+_INFO_HASH_END: Final = 1 + 19 + 8 + 20
+
+LEN_ID_STRUCT = struct.Struct(">IB")
+U32_STRUCT = struct.Struct(">I")
+U32X2_STRUCT = struct.Struct(">II")
+U32X3_STRUCT = struct.Struct(">III")
+INDEX_MSG_STRUCT = struct.Struct(">IBI")
+TRIPLE_MSG_STRUCT = struct.Struct(">IBIII")
+PIECE_HDR_STRUCT = struct.Struct(">IBII")
+PORT_MSG_STRUCT = struct.Struct(">IBH")
+EXT_HDR_STRUCT = struct.Struct(">IBB")
+
+
+def _names_table() -> list[str]:
+    names = [f"unknown (id {i})" for i in range(256)]
+    for member in MessageId:
+        names[member] = member.name.lower().replace("_", " ")
+    return names
+
+
+#: A readable name for every message id (unknown ones included), for error messages.
+MESSAGE_NAMES: Final = _names_table()
+
+
+def encode_handshake(info_hash: bytes, peer_id: bytes, reserved: bytes = bytes(8)) -> bytes:
+    """The 68-byte BEP 3 handshake.
+
+    Raises:
+        LocalProtocolError: a field has the wrong length.
+    """
+    if len(info_hash) != 20 or len(peer_id) != 20 or len(reserved) != 8:
+        raise LocalProtocolError(
+            "handshake needs a 20-byte info hash, a 20-byte peer id and 8 reserved bytes"
+        )
+    return PSTR_PREFIX + bytes(reserved) + bytes(info_hash) + bytes(peer_id)
+
+
+def check_prefix(data: bytes | memoryview) -> None:
+    n = min(len(data), len(PSTR_PREFIX))
+    if data[:n] != PSTR_PREFIX[:n]:
+        raise RemoteProtocolError(
+            "not a BitTorrent handshake (expected the 19-byte 'BitTorrent protocol' string;"
+            " encrypted or another protocol?)"
+        )
+
+
+def parse_handshake(data: bytes | memoryview) -> Handshake:
+    """Parse exactly :data:`HANDSHAKE_LENGTH` bytes into a :class:`Handshake`.
+
+    Raises:
+        RemoteProtocolError: wrong length or not the BitTorrent protocol string.
+    """
+    if len(data) != HANDSHAKE_LENGTH:
+        raise RemoteProtocolError(f"handshake is {HANDSHAKE_LENGTH} bytes, got {len(data)}")
+    check_prefix(data)
+    raw = bytes(data)
+    return Handshake(info_hash=raw[28:48], peer_id=raw[48:68], reserved=raw[20:28])
+
+
+def peek_info_hash(data: bytes | memoryview) -> InfoHash | None:
+    """Read the info hash from the first bytes of an incoming connection, consuming nothing.
+
+    Args:
+        data: the bytes received so far on the connection (at least its start).
+
+    Returns:
+        The 20-byte info hash, or ``None`` while fewer than 48 bytes have arrived.
+
+    Raises:
+        RemoteProtocolError: the bytes so far cannot start a BitTorrent handshake.
+    """
+    check_prefix(data)
+    if len(data) < _INFO_HASH_END:
+        return None
+    return InfoHash(bytes(data[28:48]))
+
+
+def encode_triple(msg_id: int, index: int, begin: int, length: int) -> bytes:
+    """A request, cancel or reject request message (an id and three 32-bit fields)."""
+    return TRIPLE_MSG_STRUCT.pack(13, msg_id, index, begin, length)
+
+
+def encode(event: Event, extended_id: int | None = None) -> bytes:
+    """Encode one message without any connection state (no validation against a torrent).
+
+    Args:
+        event: any sendable event except :class:`Handshake` (use :func:`encode_handshake`).
+        extended_id: the peer's id for an :class:`ExtendedMessage`.
+
+    Raises:
+        LocalProtocolError: the event cannot be encoded (bad field values, no extended id,
+            a receive-only event).
+    """
+    kind = type(event)
+    fixed = _FIXED.get(kind)
+    if fixed is not None:
+        return fixed
+    try:
+        if isinstance(event, Block):
+            return (
+                PIECE_HDR_STRUCT.pack(9 + len(event.data), MessageId.PIECE, event.index, event.begin)
+                + event.data
+            )
+        if isinstance(event, (Request, Cancel, RejectRequest)):
+            return encode_triple(_TRIPLE_IDS[kind], event.index, event.begin, event.length)
+        if isinstance(event, (Have, SuggestPiece, AllowedFast)):
+            return INDEX_MSG_STRUCT.pack(5, _INDEX_IDS[kind], event.index)
+        if isinstance(event, Bitfield):
+            bits = event.pieces.to_bytes()
+            return LEN_ID_STRUCT.pack(1 + len(bits), MessageId.BITFIELD) + bits
+        if isinstance(event, Port):
+            return PORT_MSG_STRUCT.pack(3, MessageId.PORT, event.port)
+        if isinstance(event, ExtensionHandshake):
+            payload = bencoding.encode(dict(event.fields))
+            return EXT_HDR_STRUCT.pack(2 + len(payload), MessageId.EXTENDED, EXTENDED_HANDSHAKE_ID) + payload
+        if isinstance(event, ExtendedMessage):
+            if extended_id is None or not 1 <= extended_id <= 255:
+                raise LocalProtocolError(
+                    f"extended message {event.name!r} needs the peer's extended id (1..255)"
+                )
+            payload = bytes(event.payload)
+            return EXT_HDR_STRUCT.pack(2 + len(payload), MessageId.EXTENDED, extended_id) + payload
+    except (struct.error, BencodeError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(event).__name__}: {exc}") from None
+    raise LocalProtocolError(f"{type(event).__name__} cannot be sent")
+
+
+#: Messages without a payload: always the same bytes.
+_FIXED: Final[dict[type, bytes]] = {
+    KeepAlive: b"\x00\x00\x00\x00",
+    Choke: b"\x00\x00\x00\x01\x00",
+    Unchoke: b"\x00\x00\x00\x01\x01",
+    Interested: b"\x00\x00\x00\x01\x02",
+    NotInterested: b"\x00\x00\x00\x01\x03",
+    HaveAll: b"\x00\x00\x00\x01\x0e",
+    HaveNone: b"\x00\x00\x00\x01\x0f",
+}
+_TRIPLE_IDS: Final[dict[type, int]] = {
+    Request: MessageId.REQUEST,
+    Cancel: MessageId.CANCEL,
+    RejectRequest: MessageId.REJECT_REQUEST,
+}
+_INDEX_IDS: Final[dict[type, int]] = {
+    Have: MessageId.HAVE,
+    SuggestPiece: MessageId.SUGGEST_PIECE,
+    AllowedFast: MessageId.ALLOWED_FAST,
+}
+
+
+class FrameBuffer:
+    """Reassembles length-prefixed messages from arbitrary chunks (h11's ``ReceiveBuffer`` idea).
+
+    Received chunks are kept as they came (immutable ``bytes``). A message lying inside one chunk
+    is returned as a read-only view of that chunk without copying; a message straddling chunks is
+    copied once, when its last byte has arrived, into a fresh buffer. Chunks under
+    :attr:`SMALL_CHUNK` bytes (a peer trickling a byte at a time) are first gathered into a
+    bytearray, one extra copy that keeps the work linear in the bytes received.
+
+    Each message's length is checked against ``limits[message_id]`` (an inclusive ``(min, max)``
+    for the bytes after the length prefix) as soon as its first five bytes are known, so an
+    oversized message is refused before it is buffered.
+    """
+
+    __slots__ = ("_buf", "_chunks", "_chunks_len", "_limits", "_names", "_pos", "_small", "_view", "eof")
+
+    #: Chunks smaller than this are gathered into one bytearray instead of queued one by one.
+    SMALL_CHUNK = 4096
+
+    def __init__(self, limits: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
+        self._limits = limits
+        self._names = names
+        self._buf: bytes | bytearray = b""
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        self._chunks: deque[bytes | bytearray] = deque()
+        self._chunks_len = 0
+        self._small = bytearray()
+        self.eof = False
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes (``bytes`` only: chunks are kept, not copied)."""
+        if len(data) >= self.SMALL_CHUNK:
+            if self._small:
+                self._flush_small()
+            self._chunks.append(data)
+            self._chunks_len += len(data)
+        elif data:
+            self._small += data
+            if len(self._small) >= self.SMALL_CHUNK:
+                self._flush_small()
+
+    def _flush_small(self) -> None:
+        # Hand the gathered bytearray over whole (no copy) and start a fresh one; nothing
+        # resizes it again, so views of it stay valid.
+        chunk, self._small = self._small, bytearray()
+        self._chunks.append(chunk)
+        self._chunks_len += len(chunk)
+
+    def __len__(self) -> int:
+        """Bytes received and not yet returned."""
+        return len(self._buf) - self._pos + self._chunks_len + len(self._small)
+
+    def _advance_chunk(self) -> bool:
+        """Make the next stored chunk current; False when nothing is left."""
+        if self._chunks:
+            self._buf = self._chunks.popleft()
+            self._chunks_len -= len(self._buf)
+        elif self._small:
+            self._buf, self._small = self._small, bytearray()
+        else:
+            return False
+        self._view = memoryview(self._buf).toreadonly()
+        self._pos = 0
+        return True
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the front, consuming nothing (a copy; for small ``n``)."""
+        out = bytes(self._view[self._pos : self._pos + n])
+        if len(out) < n:
+            for chunk in self._chunks:
+                out += chunk[: n - len(out)]
+                if len(out) >= n:
+                    return out
+            out += self._small[: n - len(out)]
+        return out
+
+    def take(self, n: int) -> memoryview | None:
+        """Exactly ``n`` bytes from the front (consumed), or None if fewer are buffered."""
+        avail = len(self._buf) - self._pos
+        if avail >= n:
+            start = self._pos
+            self._pos = start + n
+            return self._view[start : start + n]
+        if len(self) < n:
+            return None
+        parts: list[bytes | memoryview] = []
+        if avail:
+            parts.append(self._view[self._pos :])
+        need = n - avail
+        self._buf = b""
+        self._view = memoryview(self._buf)
+        self._pos = 0
+        while need:
+            if not self._advance_chunk():  # pragma: no cover - guarded by len() above
+                raise AssertionError("frame buffer lost bytes")
+            k = min(need, len(self._buf))
+            parts.append(self._view[:k])
+            self._pos = k
+            need -= k
+        return memoryview(b"".join(parts))
+
+    def next_frame(self) -> tuple[memoryview, int, int] | None:
+        """The next whole message as ``(view, start, length)``, or None until it has arrived.
+
+        ``view[start:start + length]`` is the message after its length prefix (id + payload);
+        ``length == 0`` is a keep-alive.
+
+        Raises:
+            RemoteProtocolError: the message's length is outside the limits for its id.
+        """
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail >= 5:
+            length, msg_id = LEN_ID_STRUCT.unpack_from(buf, pos)
+            if length == 0:
+                self._pos = pos + 4
+                return self._view, pos + 4, 0
+            lo, hi = self._limits[msg_id]
+            if not lo <= length <= hi:
+                raise self._length_error(msg_id, length, lo, hi)
+            end = pos + 4 + length
+            if end <= len(buf):
+                self._pos = end
+                return self._view, pos + 4, length
+            # It straddles reads: copy it out once, when its last byte is here.
+            if avail + self._chunks_len + len(self._small) < 4 + length:
+                return None
+            whole = self.take(4 + length)
+            assert whole is not None
+            return whole, 4, length
+        return self._next_frame_slow()
+
+    def _next_frame_slow(self) -> tuple[memoryview, int, int] | None:
+        if len(self._buf) == self._pos:
+            # The current chunk is used up: move to the next one (feed never queues empty ones)
+            # and try the zero-copy path there.
+            if not self._advance_chunk():
+                return None
+            if len(self._buf) >= 5:
+                return self.next_frame()
+        total = len(self)
+        if total < 4:
+            return None
+        head = self.peek(5)
+        length = U32_STRUCT.unpack_from(head)[0]
+        if length == 0:
+            self.take(4)
+            return self._view, self._pos, 0
+        if total < 5:
+            return None
+        msg_id = head[4]
+        lo, hi = self._limits[msg_id]
+        if not lo <= length <= hi:
+            raise self._length_error(msg_id, length, lo, hi)
+        if total < 4 + length:
+            return None
+        whole = self.take(4 + length)
+        assert whole is not None
+        return whole, 4, length
+
+    def _length_error(self, msg_id: int, length: int, lo: int, hi: int) -> RemoteProtocolError:
+        limit = f"must be {lo}" if lo == hi else f"allowed {lo}..{hi}"
+        return RemoteProtocolError(f"{self._names[msg_id]} message with length {length} ({limit})")

@@ -1,0 +1,389 @@
+"""The peer wire's events: one frozen, slotted dataclass per message, and the message ids.
+
+Events are what :class:`~torrent.proto.wire.connection.PeerProtocol` returns from
+``next_event()`` and takes in ``send()``; they are named after BEP 3's messages (``Block`` is the
+spec's ``piece``), with BEP 6's and BEP 10's added. :data:`Event` is their union (match on it and
+end with ``assert_never``). Nothing here parses or encodes: see :mod:`.codec`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Union
+
+from torrent.proto.pieceset import PieceSet
+
+__all__ = [
+    "DHT_BIT",
+    "EXTENDED_HANDSHAKE_ID",
+    "EXTENSION_PROTOCOL_BIT",
+    "FAST_EXTENSION_BIT",
+    "NEED_DATA",
+    "AllowedFast",
+    "Bitfield",
+    "Block",
+    "Cancel",
+    "Choke",
+    "ConnectionClosed",
+    "Event",
+    "ExtendedMessage",
+    "ExtensionHandshake",
+    "Handshake",
+    "Have",
+    "HaveAll",
+    "HaveNone",
+    "Interested",
+    "KeepAlive",
+    "MessageId",
+    "NeedData",
+    "NotInterested",
+    "Port",
+    "RejectRequest",
+    "Request",
+    "SuggestPiece",
+    "Unchoke",
+    "UnrequestedBlock",
+]
+
+# Reserved bits of the handshake as (byte index, mask) into its 8 reserved bytes.
+EXTENSION_PROTOCOL_BIT: Final = (5, 0x10)  # BEP 10: reserved[5] & 0x10
+FAST_EXTENSION_BIT: Final = (7, 0x04)  # BEP 6: reserved[7] & 0x04
+DHT_BIT: Final = (7, 0x01)  # BEP 5: reserved[7] & 0x01
+
+
+class MessageId(enum.IntEnum):
+    """The id byte after the length prefix of every message except keep-alive."""
+
+    # BEP 3
+    CHOKE = 0
+    UNCHOKE = 1
+    INTERESTED = 2
+    NOT_INTERESTED = 3
+    HAVE = 4
+    BITFIELD = 5
+    REQUEST = 6
+    PIECE = 7
+    CANCEL = 8
+    # BEP 5
+    PORT = 9
+    # BEP 6
+    SUGGEST_PIECE = 0x0D
+    HAVE_ALL = 0x0E
+    HAVE_NONE = 0x0F
+    REJECT_REQUEST = 0x10
+    ALLOWED_FAST = 0x11
+    # BEP 10
+    EXTENDED = 20
+
+
+#: Extended message id 0 is the extension handshake (BEP 10).
+EXTENDED_HANDSHAKE_ID: Final = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The BEP 3 handshake.
+
+    Received handshakes have every field set. To send ours, pass ``Handshake()``: ``None`` fields
+    are filled from the connection (our info hash, our peer id, our reserved bits); a field given
+    explicitly must agree with the connection (reserved bytes may differ, e.g. to set bits we do
+    not interpret).
+    """
+
+    info_hash: bytes | None = None
+    peer_id: bytes | None = None
+    reserved: bytes | None = None
+
+    def _bit(self, bit: tuple[int, int]) -> bool:
+        return self.reserved is not None and bool(self.reserved[bit[0]] & bit[1])
+
+    @property
+    def extension_protocol(self) -> bool:
+        """The sender supports the BEP 10 extension protocol."""
+        return self._bit(EXTENSION_PROTOCOL_BIT)
+
+    @property
+    def fast_extension(self) -> bool:
+        """The sender supports the BEP 6 fast extension."""
+        return self._bit(FAST_EXTENSION_BIT)
+
+    @property
+    def dht(self) -> bool:
+        """The sender runs a BEP 5 DHT node (it may send a ``port`` message)."""
+        return self._bit(DHT_BIT)
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """A zero-length message (BEP 3): the peer is still there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Ask for ``length`` bytes of piece ``index`` at offset ``begin`` (BEP 3).
+
+    Also the value type of the request bookkeeping (``Choke.voided``, ``outstanding_requests``).
+    """
+
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Choke:
+    """The sender will not answer requests (BEP 3).
+
+    ``voided`` is filled on a received choke without the fast extension: our requests that the
+    choke cancelled implicitly, so the caller can hand those blocks back to the picker. With the
+    fast extension it stays empty: every request gets its own :class:`RejectRequest` (BEP 6).
+    It takes no part in equality.
+    """
+
+    voided: tuple[Request, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unchoke:
+    """The sender will answer requests again (BEP 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Interested:
+    """The sender wants pieces we have (BEP 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotInterested:
+    """The sender no longer wants anything from us (BEP 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """The sender has completed and verified piece ``index`` (BEP 3)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bitfield:
+    """The sender's pieces, only as the first message after the handshake (BEP 3).
+
+    On a received bitfield ``pieces`` is a copy the caller may keep and change.
+    """
+
+    pieces: PieceSet
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """BEP 3's ``piece`` message: ``data`` for piece ``index`` at offset ``begin``.
+
+    A received ``Block`` always answers one of our outstanding requests. ``data`` is a read-only
+    memoryview into the received bytes: not copied when the message lies inside one read, copied
+    once when it straddles reads (plus one gathering copy for reads under 4 KiB). Keep it as long
+    as needed; it pins only the read it points into.
+    """
+
+    index: int
+    begin: int
+    data: bytes | memoryview
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+    def request(self) -> Request:
+        """The request this block answers."""
+        return Request(self.index, self.begin, len(self.data))
+
+
+@dataclass(frozen=True, slots=True)
+class UnrequestedBlock:
+    """A well-formed ``piece`` message that answers no outstanding request of ours.
+
+    It happens legitimately after we cancel (the block was already on the wire) and after a
+    choke voided our requests; it also comes from broken or hostile peers. It is not an error: the
+    caller may count it (libtorrent calls such bytes *redundant*) and may still use the data if
+    the block is still missing. Index, offset and length were checked against the torrent.
+    """
+
+    index: int
+    begin: int
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Withdraw an earlier request (BEP 3).
+
+    Received only for requests still pending with us (a cancel for anything else is dropped).
+    With the fast extension the protocol also queues the :class:`RejectRequest` that BEP 6
+    requires in answer (see :meth:`PeerProtocol.data_to_send`).
+    """
+
+    index: int
+    begin: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """The sender's DHT node listens on UDP ``port`` (BEP 5)."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class HaveAll:
+    """The sender is a seed: every piece (BEP 6; replaces the bitfield)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HaveNone:
+    """The sender has no pieces (BEP 6; replaces the bitfield)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SuggestPiece:
+    """The sender suggests we download piece ``index`` (BEP 6; advisory)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRequest:
+    """The sender will not serve this request (BEP 6). Received ones remove it from our queue.
+
+    ``withdrawn`` is set on a received reject that answers a request we had already cancelled
+    (BEP 6 still answers it exactly once): its block was handed elsewhere when we cancelled, so
+    there is nothing to give back. It takes no part in equality.
+    """
+
+    index: int
+    begin: int
+    length: int
+    withdrawn: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedFast:
+    """We may request piece ``index`` even while choked (BEP 6)."""
+
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionHandshake:
+    """The BEP 10 extension handshake: extended message id 0, a bencoded dict.
+
+    ``fields`` has bytes keys when received. To send ours, leave out ``m``: the protocol fills it
+    in from the extensions the connection registered.
+    """
+
+    fields: Mapping[bytes | str, Any] = field(default_factory=dict)
+
+    def _get(self, key: str) -> Any:
+        if key in self.fields:
+            return self.fields[key]
+        return self.fields.get(key.encode())
+
+    @property
+    def extensions(self) -> dict[str, int]:
+        """The ``m`` dict as ``name -> extended id`` (entries that are not ``str -> int`` dropped)."""
+        m = self._get("m")
+        out: dict[str, int] = {}
+        if isinstance(m, dict):
+            for name, ext_id in m.items():
+                if isinstance(name, bytes):
+                    try:
+                        name = name.decode("utf-8")
+                    except UnicodeDecodeError:
+                        continue
+                if isinstance(name, str) and isinstance(ext_id, int) and 0 <= ext_id <= 255:
+                    out[name] = ext_id
+        return out
+
+    @property
+    def client(self) -> str | None:
+        """The ``v`` string: client name and version."""
+        v = self._get("v")
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "replace")
+        return v if isinstance(v, str) else None
+
+    @property
+    def listen_port(self) -> int | None:
+        """``p``: the TCP port the sender listens on."""
+        p = self._get("p")
+        return p if isinstance(p, int) and 0 < p < 65536 else None
+
+    @property
+    def reqq(self) -> int | None:
+        """``reqq``: how many outstanding requests the sender accepts."""
+        q = self._get("reqq")
+        return q if isinstance(q, int) and q > 0 else None
+
+    @property
+    def metadata_size(self) -> int | None:
+        """``metadata_size`` (BEP 9): bytes of the info dict."""
+        size = self._get("metadata_size")
+        return size if isinstance(size, int) and size > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedMessage:
+    """A BEP 10 extended message other than the handshake, routed by extension name.
+
+    Received: ``name`` is the name *we* registered for the id the peer used; ``payload`` is the
+    raw bytes after the extended id (e.g. a ``ut_metadata`` dict plus trailing data).
+    Sent: the protocol looks up the id the *peer* assigned to ``name``.
+    """
+
+    name: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed its side of the connection (``receive_data(b"")``) after whole messages."""
+
+
+Event = Union[
+    Handshake,
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have,
+    Bitfield,
+    Request,
+    Block,
+    UnrequestedBlock,
+    Cancel,
+    Port,
+    HaveAll,
+    HaveNone,
+    SuggestPiece,
+    RejectRequest,
+    AllowedFast,
+    ExtensionHandshake,
+    ExtendedMessage,
+    ConnectionClosed,
+]
+
+
+class NeedData:
+    """Type of :data:`NEED_DATA`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`PeerProtocol.next_event` when no whole event is buffered.
+NEED_DATA: Final = NeedData()
