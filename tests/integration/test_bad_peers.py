@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
+from tests.polling import wait_until
 from torrent import config
 from torrent.engine.session import Session
 from torrent.proto import wire
@@ -142,8 +143,8 @@ async def test_hostile_peer_is_banned_and_its_pieces_refetched(tmp_path: Path) -
             leech = await leech_s.add_torrent(
                 meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", bad_port)]
             )
-            while leech.statistics().hash_failures < 1:  # let the liar get its garbage in first
-                await asyncio.sleep(0.02)
+            # Let the liar get its garbage in first.
+            await wait_until(lambda: leech.statistics().hash_failures >= 1, timeout_s=30, what="a hash failure")
             leech.add_peers([("127.0.0.1", seed_s.port)])
             await leech.wait_complete()
             st = leech.statistics()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.polling import wait_until
 from tests.transport_helpers import MemoryTransport, Remote, memory_connector
 from torrent import config
 from torrent.config import Settings
@@ -123,9 +124,7 @@ class Link:
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
     """Let the loop run until ``condition()`` holds (bounded)."""
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0)
+    await wait_until(condition, timeout_s=timeout_s, interval_s=0)
 
 
 @pytest.fixture
@@ -172,12 +171,14 @@ async def handshaken(make: Callable[..., Any], **kw: Any) -> Link:
 async def test_handshakes_over_a_memory_stream(link: Callable[..., Any]) -> None:
     ln = await handshaken(link)
     assert ln.host.ready == 1
-    assert ln.peer.peer_id == THEIR_ID and ln.peer.proto is not None
+    assert ln.peer.peer_id == THEIR_ID
+    assert ln.peer.proto is not None
     events = ln.remote.receive()
     assert events[0] == wire.HaveAll()
     ext = events[1]
     assert isinstance(ext, wire.ExtensionHandshake)
-    assert ext.client == CLIENT_NAME and ext.listen_port == 6881
+    assert ext.client == CLIENT_NAME
+    assert ext.listen_port == 6881
     assert "ut_metadata" in ext.extensions
 
 
@@ -185,17 +186,31 @@ async def test_state_reads_through_to_the_protocol(link: Callable[..., Any]) -> 
     ln = await handshaken(link)
     peer, proto = ln.peer, ln.peer.proto
     assert proto is not None
-    assert peer.am_choking and not peer.am_interested and peer.peer_choking and not peer.peer_interested
+    assert peer.am_choking
+    assert not peer.am_interested
+    assert peer.peer_choking
+    assert not peer.peer_interested
     ln.remote.send(wire.HaveNone(), wire.Have(3), wire.Interested(), wire.Unchoke())
     assert ln.host.has_calls == [[3]]  # the first "have none" changes nothing; the have does
     assert (
-        list(peer.has) == [int(i == 3) for i in range(NUM_PIECES)] and peer.num_have == 1 and not peer.is_seed
+        list(peer.has) == [int(i == 3) for i in range(NUM_PIECES)]
     )
-    assert peer.peer_interested and not peer.peer_choking and peer.am_interested  # host got interested
-    assert peer.peer_interested is proto.peer_interested and peer.am_interested is proto.am_interested
+    assert (
+        peer.num_have == 1
+    )
+    assert (
+        not peer.is_seed
+    )
+    assert peer.peer_interested
+    assert not peer.peer_choking
+    assert peer.am_interested
+    assert peer.peer_interested is proto.peer_interested
+    assert peer.am_interested is proto.am_interested
     # A late piece set (aria2 sends them; the far end's own protocol would refuse to send it).
     ln.transport.protocol.data_received(wire.encode(wire.Bitfield(PieceSet.full(NUM_PIECES))))
-    assert ln.host.has_calls[-1] is None and peer.is_seed and peer.num_have == NUM_PIECES
+    assert ln.host.has_calls[-1] is None
+    assert peer.is_seed
+    assert peer.num_have == NUM_PIECES
 
 
 async def test_a_request_is_answered(link: Callable[..., Any]) -> None:
@@ -203,7 +218,12 @@ async def test_a_request_is_answered(link: Callable[..., Any]) -> None:
     assert wire.Unchoke() in ln.remote.receive()
     ln.remote.send(wire.HaveNone(), wire.Interested(), wire.Request(5, BLOCK_SIZE, BLOCK_SIZE))
     got: list[wire.Event] = []
-    await wait_for(lambda: bool(got.extend(ln.remote.receive()) or got))
+
+    def answered() -> bool:
+        got.extend(ln.remote.receive())
+        return bool(got)
+
+    await wait_for(answered)
     assert got == [wire.Block(5, BLOCK_SIZE, block_data(5, BLOCK_SIZE, BLOCK_SIZE))]
     assert ln.peer.up.total == BLOCK_SIZE
 
@@ -217,7 +237,8 @@ async def test_blocks_arrive_and_requests_are_refilled(link: Callable[..., Any])
     assert requests == [wire.Request(0, 0, BLOCK_SIZE), wire.Request(0, BLOCK_SIZE, BLOCK_SIZE)]
     assert len(ln.peer.outstanding) == 2
     ln.remote.send(wire.Block(0, 0, b"a" * BLOCK_SIZE))
-    assert host.blocks == [(0, 0, b"a" * BLOCK_SIZE)] and ln.peer.down.total == BLOCK_SIZE
+    assert host.blocks == [(0, 0, b"a" * BLOCK_SIZE)]
+    assert ln.peer.down.total == BLOCK_SIZE
     # One block in, one more request out (the slow start lets the pipeline grow meanwhile).
     assert [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)] == [
         wire.Request(1, 0, BLOCK_SIZE)
@@ -236,10 +257,16 @@ async def test_back_pressure_pauses_the_upload(link: Callable[..., Any]) -> None
     # Paused, the upload reads nothing more from disk however long the loop runs.
     for _ in range(50):
         await asyncio.sleep(0)
-    assert ln.host.reads == reads_when_paused and ln.transport.writing_paused
+    assert ln.host.reads == reads_when_paused
+    assert ln.transport.writing_paused
     # The network drains the buffer: writing resumes, and every request is answered.
     blocks: list[wire.Event] = []
-    await wait_for(lambda: bool(blocks.extend(ln.remote.receive())) or len(blocks) >= len(wanted))
+
+    def all_answered() -> bool:
+        blocks.extend(ln.remote.receive())
+        return len(blocks) >= len(wanted)
+
+    await wait_for(all_answered)
     assert [(b.index, b.begin) for b in blocks if isinstance(b, wire.Block)] == [
         (r.index, r.begin) for r in wanted
     ]
@@ -270,7 +297,9 @@ async def test_close_ends_the_run_and_hands_requests_back(link: Callable[..., An
     assert len(ln.peer.outstanding) == 2
     ln.peer.close("bye")
     await asyncio.wait_for(ln.run, 2)
-    assert ln.transport.closing and ln.peer.closed and ln.peer.close_reason == "bye"
+    assert ln.transport.closing
+    assert ln.peer.closed
+    assert ln.peer.close_reason == "bye"
     assert sorted(ln.host.dropped) == [(2, 0, BLOCK_SIZE), (2, BLOCK_SIZE, BLOCK_SIZE)]
     assert ln.host.closed == 1
 
@@ -279,7 +308,8 @@ async def test_garbage_from_the_peer_closes_the_connection(link: Callable[..., A
     ln = await handshaken(link)
     ln.transport.protocol.data_received(b"\x00\x00\x00\x05\x04\x00\x00\x01\x00")  # have 256: out of range
     await asyncio.wait_for(ln.run, 2)
-    assert "out of range" in ln.peer.close_reason and ln.host.closed == 1
+    assert "out of range" in ln.peer.close_reason
+    assert ln.host.closed == 1
 
 
 # -- timers on the manual clock ----------------------------------------------------------------
@@ -300,11 +330,14 @@ async def test_a_trickling_peer_is_snubbed_then_dropped(link: Callable[..., Any]
     ln = await handshaken(link, host=Host(to_pick=picks))
     ln.remote.send(wire.HaveAll(), wire.Unchoke())
     first = set(ln.peer.outstanding)
-    assert len(first) == s.pipeline_min and not ln.peer.snubbed
+    assert len(first) == s.pipeline_min
+    assert not ln.peer.snubbed
     ln.remote.receive()
     # Requests time out: cancelled, handed back, the peer snubbed (a pipeline of one).
     ln.tick(s.request_timeout_s + 0.5)
-    assert ln.peer.snubbed and ln.peer.strikes == 1 and ln.peer.pipeline_depth() == 1
+    assert ln.peer.snubbed
+    assert ln.peer.strikes == 1
+    assert ln.peer.pipeline_depth() == 1
     assert {wire.Request(*d) for d in ln.host.dropped} == first
     sent = ln.remote.receive()
     assert {wire.Request(c.index, c.begin, c.length) for c in sent if isinstance(c, wire.Cancel)} == first
@@ -325,9 +358,11 @@ async def test_a_block_clears_the_snub(link: Callable[..., Any]) -> None:
     ln.remote.send(wire.HaveAll(), wire.Unchoke())
     ln.remote.receive()
     ln.clock.advance(s.snub_timeout_s)
-    assert ln.peer.snubbed and ln.peer.pipeline_depth() == 1
+    assert ln.peer.snubbed
+    assert ln.peer.pipeline_depth() == 1
     ln.remote.send(wire.Block(0, 0, b"x" * BLOCK_SIZE))
-    assert not ln.peer.snubbed and ln.peer.strikes == 0
+    assert not ln.peer.snubbed
+    assert ln.peer.strikes == 0
 
 
 async def test_keepalive_then_idle_timeout(link: Callable[..., Any]) -> None:
@@ -335,7 +370,8 @@ async def test_keepalive_then_idle_timeout(link: Callable[..., Any]) -> None:
     ln = await handshaken(link)
     ln.remote.receive()
     ln.tick(s.keepalive_interval_s + 1)
-    assert ln.remote.receive() == [wire.KeepAlive()] and not ln.peer.closed
+    assert ln.remote.receive() == [wire.KeepAlive()]
+    assert not ln.peer.closed
     ln.tick(s.idle_timeout_s - s.keepalive_interval_s)
     await asyncio.wait_for(ln.run, 2)
     assert ln.peer.close_reason == "idle timeout"
@@ -344,9 +380,15 @@ async def test_keepalive_then_idle_timeout(link: Callable[..., Any]) -> None:
 def test_piece_flags_view_a_piece_set_as_one_entry_per_piece() -> None:
     pieces = PieceSet.from_indexes([1, 4], 6)
     flags = PieceFlags(pieces)
-    assert len(flags) == 6 and list(flags) == [0, 1, 0, 0, 1, 0] and bytes(flags) == b"\0\1\0\0\1\0"
-    assert flags[1] == 1 and flags[2] == 0 and flags[-2] == 1 and flags[3:5] == b"\0\1"
+    assert len(flags) == 6
+    assert list(flags) == [0, 1, 0, 0, 1, 0]
+    assert bytes(flags) == b"\0\1\0\0\1\0"
+    assert flags[1] == 1
+    assert flags[2] == 0
+    assert flags[-2] == 1
+    assert flags[3:5] == b"\0\1"
     with pytest.raises(IndexError):
         flags[6]
     pieces.add(5)  # a view, not a copy
-    assert flags[5] == 1 and sum(flags) == 3
+    assert flags[5] == 1
+    assert sum(flags) == 3

@@ -32,7 +32,8 @@ def test_package_metadata_agrees() -> None:
     [("0.1.0", b"-PT0100-"), ("1.2", b"-PT1200-"), ("2.10.3.1", b"-PT2A31-"), ("0.0.61", b"-PT00z0-")],
 )
 def test_azureus_style_prefix(ver: str, prefix: bytes) -> None:
-    assert peer_id_prefix(ver) == prefix and len(prefix) == 8
+    assert peer_id_prefix(ver) == prefix
+    assert len(prefix) == 8
 
 
 @pytest.mark.parametrize("ver", ["1.2.3.4.5", "0.62.0", "1.-1"])

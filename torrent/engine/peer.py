@@ -666,7 +666,8 @@ class Peer(asyncio.Protocol):
         """
         host = self.host
         proto = self.proto
-        assert host is not None and proto is not None
+        assert host is not None
+        assert proto is not None
         batch: list[bytes] = []
         batched = 0
         while not self.closed:
@@ -755,7 +756,8 @@ class Peer(asyncio.Protocol):
 
     def _expire_requests(self, now: float) -> None:
         proto = self.proto
-        assert proto is not None and self.host is not None
+        assert proto is not None
+        assert self.host is not None
         expired = proto.expire_requests(now, self.settings.request_timeout_s)
         if not expired:
             return
