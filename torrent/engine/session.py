@@ -76,6 +76,10 @@ class Torrent:
         """
         await self._swarm.wait_complete()
 
+    async def wait_checked(self) -> None:
+        """Wait until the resume state or the hash check told what is on disk (or it stopped)."""
+        await self._swarm.wait_checked()
+
     async def wait_finished(self) -> None:
         """Wait until seeding is over (ratio or time limit; forever without one)."""
         await self._swarm.wait_finished()

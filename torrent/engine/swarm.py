@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -296,6 +296,8 @@ class Swarm:
         self._checked = asyncio.Event()
         self._finished = asyncio.Event()
         self._stopped = asyncio.Event()
+        #: Set as soon as a stop is requested: nothing new is spawned from then on.
+        self._stopping = False
         self._wake_connector = asyncio.Event()
         self._wake_announcer = asyncio.Event()
         self._resume_dirty = asyncio.Event()
@@ -405,8 +407,20 @@ class Swarm:
         self._wake_connector.set()
 
     def stop(self) -> None:
-        """Ask the swarm to end (``run`` returns after its clean-up)."""
+        """Ask the swarm to end (``run`` returns after its clean-up).
+
+        The peers are closed at once, before the task group aborts: a late block can then
+        no longer complete a piece and spawn its verification into a group that is
+        shutting down.
+        """
+        self._stopping = True
         self._stopped.set()
+        self._shutdown_peers()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro`` in the swarm's task group; refused (and closed, so it is never
+        left un-awaited) once the swarm is stopping or its group is gone."""
+        return spawn(self._tg, coro, stopping=self._stopping)
 
     # ------------------------------------------------------------------ events
 
@@ -478,6 +492,7 @@ class Swarm:
                 tg.create_task(self._connect_loop())
                 tg.create_task(self._resume_loop())
                 await stop_task
+                self.stop()  # idempotent: the stop may have come from a disk error
                 raise _Stop
         except* _Stop:
             pass
@@ -666,10 +681,12 @@ class Swarm:
                     if kp.addr in self.peers or (kp.peer_id is not None and kp.peer_id in connected_ids):
                         continue
                     await self.ctx.half_open.acquire()
+                    if self._stopping:
+                        self.ctx.half_open.release()
+                        return
                     kp.connected = True
                     peer = self._new_peer(kp.addr)
-                    assert self._tg is not None
-                    self._tg.create_task(self._run_outgoing(peer))
+                    self._spawn(self._run_outgoing(peer))
             wake = self.peer_list.next_wakeup(time.monotonic())
             try:
                 async with asyncio.timeout(wake if wake is not None else None):
@@ -706,14 +723,13 @@ class Swarm:
 
     def adopt_incoming(self, peer: Peer) -> bool:
         """An incoming connection routed to us; returns False when we refuse it."""
-        if self.peer_list.is_banned(peer.addr) or self._stopped.is_set():
+        if self.peer_list.is_banned(peer.addr) or self._stopping:
             return False
-        if len(self.peers) >= self.settings.max_peers_per_torrent or self._tg is None:
+        if len(self.peers) >= self.settings.max_peers_per_torrent or peer.addr in self.peers:
             return False
-        if peer.addr in self.peers:
+        if not self._spawn(peer.run_incoming()):
             return False
         self.peers[peer.addr] = peer
-        self._tg.create_task(peer.run_incoming())
         return True
 
     # ------------------------------------------------------------------ PeerHost
@@ -839,9 +855,9 @@ class Swarm:
             self._set_state("endgame")
         if result.piece_complete:
             del self._partial[index]
-            self._verifying.add(index)
-            assert self._tg is not None
-            self._tg.create_task(self._verify(index, part))
+            # Refused while stopping: the piece is not verified; the next run fetches it.
+            if self._spawn(self._verify(index, part)):
+                self._verifying.add(index)
 
     async def _verify(self, index: int, part: _PartialPiece) -> None:
         assert self.disk is not None
@@ -850,7 +866,7 @@ class Swarm:
         except StorageError as exc:
             self._verifying.discard(index)
             self._fail(str(exc))
-            self._stopped.set()
+            self.stop()
             return
         self._verifying.discard(index)
         if ok:
@@ -921,7 +937,8 @@ class Swarm:
         if len(self._prefetching) >= 8:
             return
         self._prefetching.add(index)
-        self._tg.create_task(self._prefetch(index))
+        if not self._spawn(self._prefetch(index)):
+            self._prefetching.discard(index)
 
     async def _prefetch(self, index: int) -> None:
         try:
@@ -1023,7 +1040,7 @@ class Swarm:
                 log.debug("%s: cannot save resume state: %s", self.name, exc)
             else:
                 self._fail(f"cannot save resume state: {exc}")
-                self._stopped.set()
+                self.stop()
 
 
 class MetadataFetcher:
@@ -1122,9 +1139,10 @@ class MetadataFetcher:
                     self, kp.addr, settings=self.settings, our_peer_id=self.ctx.peer_id,
                     down_limit=self.ctx.down_limit, up_limit=self.ctx.up_limit,
                 )  # fmt: skip
+                if not spawn(self._tg, peer.run_outgoing(), stopping=self._done.is_set()):
+                    kp.connected = False
+                    return
                 self.peers[kp.addr] = peer
-                assert self._tg is not None
-                self._tg.create_task(peer.run_outgoing())
             wake = self.peer_list.next_wakeup(time.monotonic())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wake):
@@ -1220,6 +1238,24 @@ class MetadataFetcher:
             if peer.peer_id is None:
                 self.peer_list.failed(peer.addr, time.monotonic())
         self._wake.set()
+
+
+def spawn(tg: asyncio.TaskGroup | None, coro: Coroutine[Any, Any, None], *, stopping: bool) -> bool:
+    """Start ``coro`` in ``tg`` unless the owner is stopping or the group is gone or
+    aborting; a refused coroutine is closed, so it never warns "never awaited".
+
+    Returns:
+        True when the task was started.
+    """
+    if tg is None or stopping:
+        coro.close()
+        return False
+    try:
+        tg.create_task(coro)
+    except RuntimeError:  # the group is shutting down (a sibling failed)
+        coro.close()
+        return False
+    return True
 
 
 class _Stop(Exception):
