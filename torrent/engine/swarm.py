@@ -261,11 +261,6 @@ class Swarm:
         self.sequential = sequential
         self.seed_after = seed
         self.disk: DiskIO | None = None
-        self.have = bytearray(self.num_pieces)
-        self.wanted = [bool(w) for w in storage.wanted_pieces()]
-        self.wanted_bytes = sum(self.info.piece_size(i) for i in range(self.num_pieces) if self.wanted[i])
-        self.done_bytes = 0
-        self.pieces_done = 0
         self.state = "checking"
         self.checked_fraction = 0.0
         self.error = ""
@@ -280,7 +275,7 @@ class Swarm:
             self.info.num_pieces,
             self.info.piece_length,
             self.info.total_length,
-            priorities=[picker_mod.DEFAULT_PRIORITY if w else picker_mod.SKIP for w in self.wanted],
+            priorities=[picker_mod.DEFAULT_PRIORITY if w else picker_mod.SKIP for w in storage.wanted_pieces()],
             sequential=sequential,
         )
         self._partial: dict[int, _PartialPiece] = {}
@@ -359,8 +354,18 @@ class Swarm:
         if not self._finished.is_set() and self.error:
             raise StorageError(self.error)
 
+    @property
+    def wanted_bytes(self) -> int:
+        """Bytes of the selected files' pieces."""
+        return self.picker.bytes_wanted
+
+    @property
+    def done_bytes(self) -> int:
+        """Verified bytes of the wanted pieces."""
+        return self.picker.bytes_wanted - self.picker.left
+
     def statistics(self) -> TorrentStats:
-        left = self.wanted_bytes - self.done_bytes
+        left = self.picker.left
         eta = left / self._down_rate if self._down_rate > 0 and left > 0 else (0.0 if left == 0 else None)
         return TorrentStats(
             info_hash=self.info_hash,
@@ -369,8 +374,8 @@ class Swarm:
             wanted_bytes=self.wanted_bytes,
             done_bytes=self.done_bytes,
             total_bytes=self.info.total_length,
-            pieces_done=self.pieces_done,
-            pieces_wanted=sum(self.wanted),
+            pieces_done=self.picker.num_have,
+            pieces_wanted=self.picker.pieces_wanted,
             downloaded_bytes=self.downloaded_bytes,
             uploaded_bytes=self.uploaded_bytes,
             download_rate_bps=self._down_rate,
@@ -521,7 +526,7 @@ class Swarm:
             verified |= await disk.check(plan.recheck, progress=progress)
         disk.mark_verified(verified)
         for index in verified:
-            self._mark_have(index)
+            self.picker.on_piece_verified(index)
         if plan.state is not None:
             self._prior_uploaded = plan.state.uploaded
             self._prior_downloaded = plan.state.downloaded
@@ -542,25 +547,16 @@ class Swarm:
         await disk.allocate()
         self._checked.set()
         self._emit(
-            "checked", f"{plan.reason}; {self.pieces_done}/{self.num_pieces} pieces verified on disk"
+            "checked", f"{plan.reason}; {self.picker.num_have}/{self.num_pieces} pieces verified on disk"
         )
         self._update_completion()
         if not self.complete:
             self._set_state("downloading")
 
-    def _mark_have(self, index: int) -> None:
-        if self.have[index]:
-            return
-        self.have[index] = 1
-        self.pieces_done += 1
-        if self.wanted[index]:
-            self.done_bytes += self.info.piece_size(index)
-        self.picker.on_piece_verified(index)
-
     def _update_completion(self) -> None:
         if self.complete:
             return
-        if all(self.have[i] for i in range(self.num_pieces) if self.wanted[i]):
+        if self.picker.is_complete:
             self._complete.set()
             self._emit("completed", f"download complete: {self.done_bytes} bytes verified")
             self._resume_dirty.set()
@@ -608,7 +604,7 @@ class Swarm:
             port=self.ctx.port(),
             uploaded=self.uploaded_bytes,
             downloaded=self.downloaded_bytes,
-            left=self.wanted_bytes - self.done_bytes,
+            left=self.picker.left,
             event=event,
             numwant=self.settings.numwant if event is not AnnounceEvent.STOPPED else 0,
             ip=self.settings.announce_ip,
@@ -759,12 +755,13 @@ class Swarm:
         # BEP 6: with the fast extension exactly one of these comes first; without it an
         # empty bitfield may be left out.
         assert peer.proto is not None
-        if self.pieces_done == self.num_pieces and peer.proto.fast_extension:
+        have = self.picker.num_have
+        if have == self.num_pieces and peer.proto.fast_extension:
             peer.send(wire.HaveAll())
-        elif self.pieces_done == 0 and peer.proto.fast_extension:
+        elif have == 0 and peer.proto.fast_extension:
             peer.send(wire.HaveNone())
-        elif self.pieces_done:
-            peer.send(wire.Bitfield(PieceSet.from_indexes((i for i, h in enumerate(self.have) if h), self.num_pieces)))
+        elif have:
+            peer.send(wire.Bitfield(PieceSet.from_indexes(self.picker.have_pieces(), self.num_pieces)))
         # Until the choker runs, let the first peers in: a fresh swarm should not wait 10 s.
         unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
         if unchoked < self.settings.unchoke_slots + 1:
@@ -814,15 +811,9 @@ class Swarm:
     def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
         if self.complete:
             return []
-        budget = self.settings.max_pieces_in_flight - len(self._partial) - len(self._verifying)
-        picks: list[tuple[int, int, int]] = list(self.picker.pick(peer.addr, n, now=time.monotonic()))
-        if budget <= 0 and picks:
-            # Too much in memory: keep only blocks of pieces already being assembled.
-            keep = [b for b in picks if b[0] in self._partial]
-            drop = [b for b in picks if b[0] not in self._partial]
-            if drop:
-                self.picker.abort_requests(peer.addr, drop)
-            picks = keep
+        # Too many pieces in memory: only continue the pieces already being assembled.
+        room = len(self._partial) + len(self._verifying) < self.settings.max_pieces_in_flight
+        picks: list[tuple[int, int, int]] = list(self.picker.pick(peer.addr, n, now=time.monotonic(), start_new=room))
         if not picks and not peer.outstanding and not self.picker.is_interesting(peer.addr):
             peer.set_interested(False)
         return picks
@@ -875,7 +866,8 @@ class Swarm:
             self._on_piece_failed(index, part)
 
     def _on_piece_passed(self, index: int, part: _PartialPiece) -> None:
-        self._mark_have(index)
+        if not self.picker.on_piece_verified(index):
+            return
         self._resume_dirty.set()
         # Smart ban: blocks of an earlier failed copy that differ from the good one
         # came from a liar.
@@ -920,7 +912,7 @@ class Swarm:
         return (
             not peer.am_choking
             and 0 <= index < self.num_pieces
-            and bool(self.have[index])
+            and self.picker.have(index)
             and 0 < length <= 2 * BLOCK_SIZE
             and begin + length <= self.info.piece_size(index)
         )
@@ -932,7 +924,7 @@ class Swarm:
         return data
 
     def prefetch(self, index: int) -> None:
-        if self.disk is None or self._tg is None or index in self._prefetching or not self.have[index]:
+        if self.disk is None or self._tg is None or index in self._prefetching or not self.picker.have(index):
             return
         if len(self._prefetching) >= 8:
             return
@@ -1020,7 +1012,7 @@ class Swarm:
 
     async def _save_resume(self, *, clean: bool) -> None:
         """Save the resume state; a failure is reported, the previous state stays intact."""
-        verified = [i for i, h in enumerate(self.have) if h]
+        verified = self.picker.have_pieces()
         disk = self.disk
         try:
             await self.resume.save(
