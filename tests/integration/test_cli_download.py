@@ -41,7 +41,7 @@ async def slow_seed(tmp_path: Path, size: int, rate_bps: int) -> AsyncIterator[t
     (tmp_path / "t.torrent").write_bytes(meta.to_bytes())
     async with Session(config.testing_settings().replace(max_upload_bps=rate_bps)) as s:
         t = await s.add_torrent(meta, tmp_path / "seed")
-        await t.swarm.wait_checked()
+        await t.wait_checked()
         yield meta, t, s.port, content
 
 

@@ -47,7 +47,7 @@ async def test_download_rate_limit_is_respected(tmp_path: Path) -> None:
         limited = config.testing_settings().replace(max_download_bps=400_000)
         async with Session(config.testing_settings()) as seed_s, Session(limited) as leech_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             t0 = time.monotonic()
             leech = await leech_s.add_torrent(meta, tmp_path / "out", seed=False, peers=[("127.0.0.1", seed_s.port)])
             await leech.wait_complete()

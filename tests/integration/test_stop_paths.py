@@ -72,6 +72,12 @@ def download_args(torrent_file: Path, out: Path, port: int, *extra: str) -> list
     ]  # fmt: skip
 
 
+def default_sigint() -> None:
+    """In the child: a suite started in the background by a shell inherits SIGINT
+    ignored, and so would the leecher; Ctrl-C reaches a foreground process."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def wait_uploaded(seed: Torrent, at_least: int, proc: asyncio.subprocess.Process) -> None:
     while seed.statistics().uploaded_bytes < at_least and proc.returncode is None:
         await asyncio.sleep(0.005)
@@ -86,6 +92,7 @@ async def test_a_signal_mid_transfer_prints_only_interrupted(tmp_path: Path, sig
             proc = await asyncio.create_subprocess_exec(
                 *download_args(torrent_file, tmp_path / f"out{run}", port, "--quiet"),
                 cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                preexec_fn=default_sigint,
             )  # fmt: skip
             await wait_uploaded(seed, before + 4 * PLEN, proc)
             if proc.returncode is None:

@@ -20,7 +20,7 @@ async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:
             Session(config.testing_settings()) as leech_s,
         ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             assert seed.statistics().state == "seeding"
             leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False)
             await leech.wait_complete()
@@ -40,7 +40,7 @@ async def test_one_seed_five_leechers_share_among_themselves(tmp_path: Path) -> 
         seed_settings = config.testing_settings().replace(max_upload_bps=600_000)
         async with Session(seed_settings) as seed_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             sessions = [Session(config.testing_settings()) for _ in range(5)]
             for s in sessions:
                 await s.__aenter__()

@@ -185,7 +185,10 @@ async def test_back_pressure_bounds_queued_operations(tmp_path: Path, fx) -> Non
         await asyncio.gather(*writes)
         assert counting.max_active <= 3
         assert disk.statistics().queued == 0
-        assert all((tmp_path / "t" / "a").read_bytes()[p * PLEN : p * PLEN + 16] == fx.piece(p)[:16] for p in range(4))
+        assert all(
+            (tmp_path / "t" / "a").read_bytes()[p * PLEN : p * PLEN + 16] == fx.piece(p)[:16]
+            for p in range(4)
+        )
 
 
 class SlowPieceZero(Counting):

@@ -226,7 +226,9 @@ class DiskIO:
         if results:
             self._post(loop, results)
 
-    def _post(self, loop: asyncio.AbstractEventLoop, results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    def _post(
+        self, loop: asyncio.AbstractEventLoop, results: list[tuple[asyncio.Future[Any], bool, Any]]
+    ) -> None:
         try:
             loop.call_soon_threadsafe(self._finish, results)
         except RuntimeError:  # pragma: no cover - the loop closed under us
