@@ -392,7 +392,8 @@ async def watch(
     run ("no peers reachable"), as does a torrent that stopped on a disk error.
     """
     import asyncio
-    import time
+
+    clock = session.clock  # the session's time: tests move it by hand
 
     async def forward(t: Torrent) -> None:
         async for ev in t.events():
@@ -409,12 +410,12 @@ async def watch(
         for t in torrents:
             tg.create_task(forward(t))
         done_tasks = {t: asyncio.ensure_future(finish(t)) for t in torrents}
-        stalls = _StallWatch(torrents, stall_timeout_s, time.monotonic())
+        stalls = _StallWatch(torrents, stall_timeout_s, clock.monotonic())
         try:
             while not all(f.done() for f in done_tasks.values()):
                 await asyncio.wait(list(done_tasks.values()), timeout=0.25, return_when=asyncio.ALL_COMPLETED)
                 view.update(session.statistics())
-                now = time.monotonic()
+                now = clock.monotonic()
                 for t, fut in done_tasks.items():
                     if not fut.done() and (line := stalls.check(t, now)) is not None:
                         failures.append(line)

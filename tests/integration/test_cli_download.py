@@ -51,6 +51,9 @@ async def leecher(tmp_path: Path, port: int, *extra: str) -> asyncio.subprocess.
         "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1",
         "--peer", f"127.0.0.1:{port}", "--timeout", "60", *extra,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # A suite started in the background inherits SIGINT ignored; Ctrl-C reaches a
+        # foreground process, so give the leecher the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
