@@ -9,7 +9,7 @@ Shared by :class:`~torrent.engine.swarm.Swarm` and
   before the dial and given back once TCP is up or the attempt failed);
 * one connection per peer id, never a banned address, nothing once the host is stopping.
 
-The loop sleeps until woken (:meth:`Connector.wake`: new addresses, a closed peer) or
+The loop sleeps until woken (:meth:`PeerConnector.wake`: new addresses, a closed peer) or
 until the next peer's back-off ends (:meth:`PeerList.next_wakeup`).
 """
 
@@ -23,10 +23,10 @@ from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
 
-__all__ = ["Connector"]
+__all__ = ["PeerConnector"]
 
 
-class Connector:
+class PeerConnector:
     """Dials and admits the peers of one host.
 
     Args:

@@ -2,7 +2,7 @@
 
 The fetch announces the info hash to the magnet's trackers (``tr``) and connects to the
 peers they and ``x.pe`` name, through the same :class:`~torrent.engine.announcer.Announcer`
-and :class:`~torrent.engine.connector.Connector` as a torrent, so the session's
+and :class:`~torrent.engine.connector.PeerConnector` as a torrent, so the session's
 half-open and peer limits hold for it too. Every peer whose extension handshake offers
 ``ut_metadata`` is asked for 16 KiB pieces; ``ut_metadata.MetadataAssembler`` decides
 who is asked for what, checks the SHA-1 against the info hash and bans liars. The
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from torrent.engine.announcer import Announcer
-from torrent.engine.connector import Connector
+from torrent.engine.connector import PeerConnector
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
@@ -47,7 +47,7 @@ class MetadataFetcher(PeerHostBase):
         self._clock = ctx.clock
         self.asm = ut_metadata.MetadataAssembler(magnet.info_hash)
         self.peer_list = PeerList(self.settings)
-        self.connector = Connector(self, ctx, self.peer_list)
+        self.connector = PeerConnector(self, ctx, self.peer_list)
         self.peers: dict[PeerAddr, Peer] = self.connector.peers
         self.announcer = Announcer(
             [[url] for url in magnet.trackers],

@@ -163,6 +163,8 @@ class Session:
     async def __aenter__(self) -> Session:
         loop = asyncio.get_running_loop()
         s = self.settings
+        self._closing = False
+        self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
         async with contextlib.AsyncExitStack() as stack:
             server = await loop.create_server(
                 self._incoming_factory, host=s.listen_host, port=s.listen_port, reuse_address=True

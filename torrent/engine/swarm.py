@@ -6,7 +6,7 @@ A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which r
 * the start-up (:func:`torrent.disk.resume.start`: resume state, or a hash check of
   what is on disk; the sequence the kill -9 crash test exercises),
 * the announce loop (:class:`~torrent.engine.announcer.Announcer`),
-* peer admission, outgoing and incoming (:class:`~torrent.engine.connector.Connector`,
+* peer admission, outgoing and incoming (:class:`~torrent.engine.connector.PeerConnector`,
   over a :class:`~torrent.engine.peer_list.PeerList`),
 * completion, piece choice and endgame (:class:`~torrent.proto.picker.Picker`),
 * who sent corrupt data (:class:`~torrent.proto.smart_ban.SmartBan`),
@@ -42,7 +42,7 @@ from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.announcer import Announcer
-from torrent.engine.connector import Connector
+from torrent.engine.connector import PeerConnector
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
@@ -121,7 +121,9 @@ class Swarm(PeerHostBase):
         self.peer_list = PeerList(self.settings)
         for addr in initial_peers:
             self.peer_list.add(addr)
-        self.connector = Connector(self, ctx, self.peer_list, may_dial=lambda: not self._finished.is_set())
+        self.connector = PeerConnector(
+            self, ctx, self.peer_list, may_dial=lambda: not self._finished.is_set()
+        )
         self.peers: dict[PeerAddr, Peer] = self.connector.peers
         self.announcer = Announcer(
             metainfo.announce_list,
