@@ -36,7 +36,7 @@ def _no_unawaited_warning(caught: list[warnings.WarningMessage]) -> None:
 async def test_spawn_starts_the_task_in_the_group() -> None:
     log: list[str] = []
     async with asyncio.TaskGroup() as tg:
-        assert spawn(tg, _work(log), stopping=False)
+        assert spawn(tg, _work(log), stopping=False) is not None
     assert log == ["ran"]
 
 
@@ -45,10 +45,10 @@ async def test_a_refused_spawn_closes_its_coroutine() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         coro = _work(log)
-        assert not spawn(None, coro, stopping=False)  # no group (not running, or gone)
+        assert spawn(None, coro, stopping=False) is None  # no group (not running, or gone)
         assert coro.cr_frame is None, "closed"
         async with asyncio.TaskGroup() as tg:
-            assert not spawn(tg, _work(log), stopping=True)
+            assert spawn(tg, _work(log), stopping=True) is None
         del coro
         _no_unawaited_warning(caught)
     assert log == []
@@ -66,7 +66,7 @@ async def test_a_spawn_into_an_aborting_group_is_refused() -> None:
         try:
             await asyncio.sleep(10)
         finally:  # runs while the group aborts
-            late.append(spawn(group, _work(log), stopping=False))
+            late.append(spawn(group, _work(log), stopping=False) is not None)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -54,22 +54,23 @@ class SwarmContext:
     clock: Clock = SYSTEM_CLOCK
 
 
-def spawn(tg: asyncio.TaskGroup | None, coro: Coroutine[Any, Any, None], *, stopping: bool) -> bool:
+def spawn(
+    tg: asyncio.TaskGroup | None, coro: Coroutine[Any, Any, None], *, stopping: bool
+) -> asyncio.Task[None] | None:
     """Start ``coro`` in ``tg`` unless the owner is stopping or the group is gone or
     aborting; a refused coroutine is closed, so it never warns "never awaited".
 
     Returns:
-        True when the task was started.
+        The task, or None when it was refused.
     """
     if tg is None or stopping:
         coro.close()
-        return False
+        return None
     try:
-        tg.create_task(coro)
+        return tg.create_task(coro)
     except RuntimeError:  # the group is shutting down (a sibling failed)
         coro.close()
-        return False
-    return True
+        return None
 
 
 class PeerHostBase:
@@ -98,8 +99,8 @@ class PeerHostBase:
         self._stopping = True
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
-        """Run ``coro`` in the host's task group; see :func:`spawn`."""
-        return spawn(self._tg, coro, stopping=self._stopping)
+        """Run ``coro`` in the host's task group; False when refused (see :func:`spawn`)."""
+        return spawn(self._tg, coro, stopping=self._stopping) is not None
 
     # PeerHost callbacks: see torrent.engine.peer.PeerHost.
 

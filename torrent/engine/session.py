@@ -35,7 +35,7 @@ from torrent import __version__
 from torrent.config import PEER_ID_PREFIX, Settings
 from torrent.disk.storage import FileStorage
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
-from torrent.engine.host import SwarmContext
+from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.peer import Peer, PeerAddr, RateLimiter
 from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
@@ -240,8 +240,6 @@ class Session:
             TorrentError: the session is not running, or the torrent is already in it.
         """
         ctx = self._context()
-        tg = self._tg
-        assert tg is not None
         if metainfo.info_hash in self._swarms:
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
         try:
@@ -255,8 +253,11 @@ class Session:
         except ValueError as exc:
             raise StorageError(str(exc)) from None
         swarm = Swarm(metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers)
+        task = spawn(self._tg, self._run_swarm(swarm), stopping=self._closing)
+        if task is None:
+            storage.close()
+            raise TorrentError("the session is closing")
         self._swarms[metainfo.info_hash] = swarm
-        task = tg.create_task(self._run_swarm(swarm))
         self._tasks[metainfo.info_hash] = task
         torrent = Torrent(swarm, task)
         self._torrents[metainfo.info_hash] = torrent
