@@ -45,7 +45,9 @@ async def test_unreachable_tracker_fails_with_a_clear_line(
             await asyncio.sleep(0.05)
         assert watching.result() == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "no peers reachable within 2 s" in lines[0] and "tracker:" in lines[0], lines
+    assert len(lines) == 1, lines
+    assert "no peers reachable within 2 s" in lines[0], lines
+    assert "tracker:" in lines[0], lines
 
 
 async def test_download_rate_limit_is_respected(tmp_path: Path) -> None:

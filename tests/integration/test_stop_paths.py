@@ -48,7 +48,8 @@ def assert_only(stderr: bytes, expected: str | None, run: int) -> None:
     if expected is None:
         assert not lines, f"run {run}: {text}"
     else:
-        assert len(lines) == 1 and expected in lines[0], f"run {run}: {text}"
+        assert len(lines) == 1, f"run {run}: {text}"
+        assert expected in lines[0], f"run {run}: {text}"
     for word in NOISE:
         assert word not in text, f"run {run}: {text}"
 

@@ -267,8 +267,13 @@ class Swarm(PeerHostBase):
         no longer complete a piece and spawn its verification into a group that is
         shutting down.
         """
-        self.halt()
         self._stopped.set()
+        self._halt()
+
+    def _halt(self) -> None:
+        """Refuse new tasks and close every peer (waiters are told later, by ``run``,
+        once the error, if any, is recorded)."""
+        self.halt()
         self.connector.close_all("shutting down")
 
     # ------------------------------------------------------------------ events
@@ -295,7 +300,7 @@ class Swarm(PeerHostBase):
                 try:
                     await self._run(disk)
                 finally:
-                    self.stop()
+                    self._halt()
                     if self._began:
                         with contextlib.suppress(StorageError):
                             await disk.flush()
