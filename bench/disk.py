@@ -8,8 +8,6 @@ Modes, each on a fresh file in a temporary directory (same process run):
   plain synchronous client would do);
 * ``write_piece``: ``DiskIO.write_piece`` (hash in memory, then write), 8 pieces in
   flight, as an engine that assembles pieces in memory does;
-* ``put_block``: 16 KiB ``DiskIO.put_block`` per block, awaited one by one as a peer's
-  reader would; the piece is hashed and written when its last block arrives;
 * ``blocks+hash``: 16 KiB ``DiskIO.write`` per block, then ``DiskIO.hash_piece``
   (hash read back from the page cache), 8 pieces in flight;
 * ``check``: full recheck of the written file with ``DiskIO.check`` (page cache warm);
@@ -96,10 +94,6 @@ async def run_disk(info: Info, bodies: list[bytes], where: str, mode: str, infli
                 data = piece_data(info, bodies, p)
                 if mode == "write_piece":
                     ok = await disk.write_piece(p, data)
-                elif mode == "put_block":
-                    view = memoryview(data)
-                    for o in range(0, len(data), BLOCK_SIZE):
-                        ok = await disk.put_block(p, o, view[o : o + BLOCK_SIZE])
                 else:
                     view = memoryview(data)
                     await asyncio.gather(
@@ -152,7 +146,7 @@ def main() -> int:
     info, bodies = build(size, args.piece_kib * 1024)
     mb = size / 1e6
     print(f"{args.size_mib} MiB, {info.num_pieces} pieces of {args.piece_kib} KiB, {os.cpu_count()} cores")
-    modes = ("reference", "write_piece", "put_block", "blocks+hash")
+    modes = ("reference", "write_piece", "blocks+hash")
     rates: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     checks: list[float] = []

@@ -25,8 +25,19 @@ if TYPE_CHECKING:
     from torrent.engine.session import Session, Torrent
     from torrent.proto.metainfo import Metainfo
 
-_RATE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
-               "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+_RATE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -96,7 +107,11 @@ def select_files(paths: Sequence[str], selection: str) -> list[int]:
                 raise ValueError(f"--files: range {item} out of range (the torrent has {n} files)")
             chosen.update(range(a, b + 1))
         else:
-            hits = {i for i, p in enumerate(paths) if fnmatch.fnmatch(p, item) or fnmatch.fnmatch(os.path.basename(p), item)}
+            hits = {
+                i
+                for i, p in enumerate(paths)
+                if fnmatch.fnmatch(p, item) or fnmatch.fnmatch(os.path.basename(p), item)
+            }
             if not hits:
                 raise ValueError(f"--files: no file matches {item!r}")
             chosen |= hits
@@ -108,10 +123,26 @@ def select_files(paths: Sequence[str], selection: str) -> list[int]:
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)")
-    p.add_argument("--max-up", type=parse_rate, default=0, metavar="RATE", help="upload limit, e.g. 500K, 2M (default unlimited)")
-    p.add_argument("--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)")
-    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT", help="also connect to this peer (repeatable)")
+    p.add_argument(
+        "--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)"
+    )
+    p.add_argument(
+        "--max-up",
+        type=parse_rate,
+        default=0,
+        metavar="RATE",
+        help="upload limit, e.g. 500K, 2M (default unlimited)",
+    )
+    p.add_argument(
+        "--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="also connect to this peer (repeatable)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     out.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -125,13 +156,34 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("torrents", nargs="+", metavar="FILE.torrent|MAGNET")
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="download directory (default: current)")
-    p.add_argument("--files", metavar="SELECTION", help="only these files: indices, ranges or globs, comma-separated")
+    p.add_argument(
+        "--files", metavar="SELECTION", help="only these files: indices, ranges or globs, comma-separated"
+    )
     p.add_argument("--sequential", action="store_true", help="download pieces in order (for streaming)")
-    p.add_argument("--seed-ratio", type=parse_ratio, default=1.0, metavar="R", help="stop seeding at this upload ratio (default 1.0; 0 = never stop)")
-    p.add_argument("--seed-time", type=parse_duration, default=None, metavar="DURATION", help="stop seeding after this long (e.g. 30m)")
-    p.add_argument("--no-seed", action="store_true", help="exit as soon as the download is complete and verified")
-    p.add_argument("--timeout", type=parse_duration, default=600.0, metavar="DURATION",
-                   help="give up when no data arrived for this long (default 10m)")
+    p.add_argument(
+        "--seed-ratio",
+        type=parse_ratio,
+        default=1.0,
+        metavar="R",
+        help="stop seeding at this upload ratio (default 1.0; 0 = never stop)",
+    )
+    p.add_argument(
+        "--seed-time",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="stop seeding after this long (e.g. 30m)",
+    )
+    p.add_argument(
+        "--no-seed", action="store_true", help="exit as soon as the download is complete and verified"
+    )
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="give up when no data arrived for this long (default 10m)",
+    )
     add_common_arguments(p)
     p.set_defaults(seed_mode=False)
 
@@ -224,7 +276,7 @@ async def _download(
 
     from cli.progress import make_view
     from torrent.engine.session import Session
-    from torrent.engine.swarm import TorrentEvent
+    from torrent.engine.status import TorrentEvent, TorrentEventKind
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
@@ -235,14 +287,31 @@ async def _download(
                 meta: Metainfo
                 if magnet is not None:
                     label = magnet.name or magnet.info_hash.hex()
-                    view.event(TorrentEvent("metadata", magnet.info_hash, label, "fetching the metadata from peers (BEP 9)"))
+                    view.event(
+                        TorrentEvent(
+                            TorrentEventKind.METADATA,
+                            magnet.info_hash,
+                            label,
+                            "fetching the metadata from peers (BEP 9)",
+                        )
+                    )
                     try:
                         async with asyncio.timeout(args.timeout):
                             meta = await session.fetch_metadata(magnet, peers=peers)
                     except TimeoutError:
-                        print(f"pytorrent: {label}: no peer sent the metadata within {args.timeout:g} s", file=sys.stderr)
+                        print(
+                            f"pytorrent: {label}: no peer sent the metadata within {args.timeout:g} s",
+                            file=sys.stderr,
+                        )
                         return 1
-                    view.event(TorrentEvent("metadata", meta.info_hash, meta.info.name, "metadata received and verified"))
+                    view.event(
+                        TorrentEvent(
+                            TorrentEventKind.METADATA,
+                            meta.info_hash,
+                            meta.info.name,
+                            "metadata received and verified",
+                        )
+                    )
                 else:
                     assert not isinstance(src, Magnet)
                     meta = src
@@ -256,9 +325,57 @@ async def _download(
                         peers=[*peers, *(magnet.peers if magnet is not None else ())],
                     )
                 )
-            return await watch(session, torrents, view, stall_timeout_s=args.timeout, wait_seeding=not args.no_seed)
+            return await watch(
+                session, torrents, view, stall_timeout_s=args.timeout, wait_seeding=not args.no_seed
+            )
     finally:
         view.close()
+
+
+class _StallWatch:
+    """Fails a torrent that received nothing for ``timeout_s`` while incomplete."""
+
+    def __init__(self, torrents: list[Torrent], timeout_s: float | None, now: float) -> None:
+        self._timeout_s = timeout_s
+        self._last = {t: (now, -1) for t in torrents}
+
+    def check(self, t: Torrent, now: float) -> str | None:
+        """The failure line for ``t`` when it stalled, else None."""
+        from torrent.engine.status import TorrentState
+
+        st = t.statistics()
+        since, seen = self._last[t]
+        if (
+            st.state in (TorrentState.CHECKING, TorrentState.SEEDING, TorrentState.FINISHED)
+            or st.downloaded_bytes != seen
+        ):
+            self._last[t] = (now, st.downloaded_bytes)
+            return None
+        if self._timeout_s is None or now - since <= self._timeout_s:
+            return None
+        why = f"no data from any peer for {self._timeout_s:g} s"
+        if st.peers_connected == 0:
+            why = f"no peers reachable within {self._timeout_s:g} s"
+        if st.tracker_message:
+            why += f" (tracker: {st.tracker_message})"
+        return f"{t.name}: {why}"
+
+
+def _outcomes(done_tasks: dict[Torrent, Any]) -> list[str]:
+    """Failure lines of the torrents whose wait ended with a TorrentError; other
+    exceptions (bugs) are raised."""
+    from torrent.errors import TorrentError
+
+    failures = []
+    for t, fut in done_tasks.items():
+        if fut.cancelled():
+            continue
+        exc = fut.exception()
+        if isinstance(exc, TorrentError):
+            failures.append(f"{t.name}: {exc}")
+        elif exc is not None:
+            raise exc
+    return failures
 
 
 async def watch(
@@ -275,9 +392,8 @@ async def watch(
     run ("no peers reachable"), as does a torrent that stopped on a disk error.
     """
     import asyncio
-    import time
 
-    from torrent.errors import TorrentError
+    clock = session.clock  # the session's time: tests move it by hand
 
     async def forward(t: Torrent) -> None:
         async for ev in t.events():
@@ -294,44 +410,23 @@ async def watch(
         for t in torrents:
             tg.create_task(forward(t))
         done_tasks = {t: asyncio.ensure_future(finish(t)) for t in torrents}
-        last_progress = {t: (time.monotonic(), -1) for t in torrents}
+        stalls = _StallWatch(torrents, stall_timeout_s, clock.monotonic())
         try:
             while not all(f.done() for f in done_tasks.values()):
                 await asyncio.wait(list(done_tasks.values()), timeout=0.25, return_when=asyncio.ALL_COMPLETED)
                 view.update(session.statistics())
-                now = time.monotonic()
+                now = clock.monotonic()
                 for t, fut in done_tasks.items():
-                    if fut.done():
-                        continue
-                    st = t.statistics()
-                    if st.state == "checking":
-                        last_progress[t] = (now, st.downloaded_bytes)
-                        continue
-                    since, seen = last_progress[t]
-                    if st.downloaded_bytes != seen or st.state in ("seeding", "finished"):
-                        last_progress[t] = (now, st.downloaded_bytes)
-                    elif stall_timeout_s is not None and now - since > stall_timeout_s:
-                        why = f"no data from any peer for {stall_timeout_s:g} s"
-                        if st.peers_connected == 0:
-                            why = f"no peers reachable within {stall_timeout_s:g} s"
-                        if st.tracker_message:
-                            why += f" (tracker: {st.tracker_message})"
-                        failures.append(f"{t.name}: {why}")
+                    if not fut.done() and (line := stalls.check(t, now)) is not None:
+                        failures.append(line)
                         fut.cancel()
-            for t, fut in done_tasks.items():
-                if fut.cancelled():
-                    continue
-                exc = fut.exception()
-                if isinstance(exc, TorrentError):
-                    failures.append(f"{t.name}: {exc}")
-                elif exc is not None:
-                    raise exc
+            failures += _outcomes(done_tasks)
             view.update(session.statistics(), force=True)
         finally:
             for fut in done_tasks.values():
                 fut.cancel()
             for t in torrents:
-                t.swarm.stop()
+                t.stop_nowait()
     if failures:
         for line in failures:
             print(f"pytorrent: {line}", file=sys.stderr)

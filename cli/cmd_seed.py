@@ -25,9 +25,19 @@ def add_parser(subparsers: Any) -> None:
         description="Verify the data of a torrent, then seed it until Ctrl-C (or the ratio/time limit).",
     )
     p.add_argument("torrent", metavar="FILE.torrent")
-    p.add_argument("data_path", metavar="DATA_PATH", help="the content itself, or the directory that holds it")
-    p.add_argument("--seed-ratio", type=parse_ratio, default=0.0, metavar="R", help="stop at this upload ratio (default: never)")
-    p.add_argument("--seed-time", type=parse_duration, default=None, metavar="DURATION", help="stop after this long")
+    p.add_argument(
+        "data_path", metavar="DATA_PATH", help="the content itself, or the directory that holds it"
+    )
+    p.add_argument(
+        "--seed-ratio",
+        type=parse_ratio,
+        default=0.0,
+        metavar="R",
+        help="stop at this upload ratio (default: never)",
+    )
+    p.add_argument(
+        "--seed-time", type=parse_duration, default=None, metavar="DURATION", help="stop after this long"
+    )
     add_common_arguments(p)
 
 
@@ -42,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     payload = locate_payload(meta.info, args.data_path)
     settings = build_settings(args)
     peers = [parse_peer(p) for p in args.peer]
-    return run_async(_seed(args, settings, meta, payload.directory, payload.content_path, peers), no_uvloop=args.no_uvloop)
+    return run_async(
+        _seed(args, settings, meta, payload.directory, payload.content_path, peers), no_uvloop=args.no_uvloop
+    )
 
 
 async def _seed(
@@ -58,16 +70,23 @@ async def _seed(
     from cli.cmd_download import watch
     from cli.progress import make_view
     from torrent.engine.session import Session
-    from torrent.engine.swarm import TorrentEvent
+    from torrent.engine.status import TorrentEvent, TorrentEventKind
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
         async with Session(settings) as session:
-            torrent = await session.add_torrent(meta, directory, content_path=content_path, seed=True, peers=peers)
-            await torrent.swarm.wait_checked()
+            torrent = await session.add_torrent(
+                meta, directory, content_path=content_path, seed=True, peers=peers
+            )
+            await torrent.wait_checked()
             st = torrent.statistics()
             view.event(
-                TorrentEvent("checked", st.info_hash, st.name, f"{st.pieces_done}/{st.pieces_wanted} pieces verified")
+                TorrentEvent(
+                    TorrentEventKind.CHECKED,
+                    st.info_hash,
+                    st.name,
+                    f"{st.pieces_done}/{st.pieces_wanted} pieces verified",
+                )
             )
             if st.error:
                 print(f"pytorrent seed: {st.error}", file=sys.stderr)

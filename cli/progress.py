@@ -17,7 +17,22 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any, Protocol
 
-from torrent.engine.swarm import TorrentEvent, TorrentStats
+from torrent.engine.status import TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
+
+K = TorrentEventKind
+#: Events the plain view prints (one line each).
+_PLAIN_KINDS = {
+    K.COMPLETED,
+    K.ERROR,
+    K.TRACKER_WARNING,
+    K.TRACKER_ERROR,
+    K.STOPPED,
+    K.CHECKED,
+    K.METADATA,
+    K.PEER_BANNED,
+}
+#: Events the live view prints above its table.
+_RICH_KINDS = {K.COMPLETED, K.ERROR, K.TRACKER_WARNING, K.TRACKER_ERROR, K.PEER_BANNED, K.METADATA}
 
 
 def human_bytes(n: float) -> str:
@@ -62,9 +77,9 @@ class QuietView:
 
 
 def _state_label(s: TorrentStats) -> str:
-    if s.state == "checking":
+    if s.state == TorrentState.CHECKING:
         return f"checking {s.checked_fraction * 100:.0f}%"
-    return s.state
+    return str(s.state)
 
 
 class PlainView:
@@ -92,7 +107,7 @@ class PlainView:
             )
 
     def event(self, ev: TorrentEvent) -> None:
-        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "stopped", "checked", "metadata", "peer_banned"}:
+        if ev.kind in _PLAIN_KINDS:
             print(f"{ev.name}: {ev.message}", file=self._out, flush=True)
 
     def close(self) -> None:
@@ -123,7 +138,7 @@ class JsonView:
                     "event": "progress",
                     "info_hash": s.info_hash.hex(),
                     "name": s.name,
-                    "state": s.state,
+                    "state": str(s.state),
                     "progress": round(s.progress, 4),
                     "done_bytes": s.done_bytes,
                     "wanted_bytes": s.wanted_bytes,
@@ -139,7 +154,9 @@ class JsonView:
             )
 
     def event(self, ev: TorrentEvent) -> None:
-        self._emit({"event": ev.kind, "info_hash": ev.info_hash.hex(), "name": ev.name, "message": ev.message})
+        self._emit(
+            {"event": str(ev.kind), "info_hash": ev.info_hash.hex(), "name": ev.name, "message": ev.message}
+        )
 
     def close(self) -> None:
         pass
@@ -190,15 +207,22 @@ class RichView:
                 "up": short_bytes(s.upload_rate_bps) + "/s",
                 "eta": human_eta(s.eta_s),
                 "peers": f"{s.peers_connected}/{s.peers_known} peers"
-                + (f", {s.seeds_connected} seed{'s' if s.seeds_connected > 1 else ''}" if s.seeds_connected else ""),
+                + (
+                    f", {s.seeds_connected} seed{'s' if s.seeds_connected > 1 else ''}"
+                    if s.seeds_connected
+                    else ""
+                ),
                 "state": _state_label(s),
             }
             total = max(s.wanted_bytes, 1)
-            completed = int(s.checked_fraction * total) if s.state == "checking" else s.done_bytes
+            completed = int(s.checked_fraction * total) if s.state == TorrentState.CHECKING else s.done_bytes
             task = self._tasks.get(s.info_hash)
             if task is None:
                 self._tasks[s.info_hash] = self._progress.add_task(
-                    s.name[:14], total=total, completed=completed, **fields  # type: ignore[arg-type]
+                    s.name[:14],
+                    total=total,
+                    completed=completed,
+                    **fields,  # type: ignore[arg-type]
                 )
             else:
                 self._progress.update(task, total=total, completed=completed, **fields)  # type: ignore[arg-type]
@@ -206,7 +230,7 @@ class RichView:
             self._progress.refresh()
 
     def event(self, ev: TorrentEvent) -> None:
-        if ev.kind in {"completed", "error", "tracker_warning", "tracker_error", "peer_banned", "metadata"}:
+        if ev.kind in _RICH_KINDS:
             self._progress.console.print(f"[bold]{ev.name}[/]: {ev.message}")
 
     def close(self) -> None:

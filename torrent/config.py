@@ -48,6 +48,10 @@ class Settings:
     connect_timeout_s: float = 10.0
     #: Seconds a peer has to complete the handshake once connected.
     handshake_timeout_s: float = 10.0
+    #: Incoming connections still waiting for their handshake, session-wide; past it the
+    #: newest is closed at once, so idle connections cannot pile up for
+    #: ``handshake_timeout_s`` each (a few tens covers a busy torrent's arrivals).
+    max_pending_incoming: int = 32
     #: Known (not connected) peers kept per torrent; more are dropped, oldest first.
     max_known_peers: int = 1000
     #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` before trying again.
@@ -138,7 +142,7 @@ class Settings:
         """Check ranges; returns ``self``. Raises ``ValueError`` naming the bad knob."""
         if not 0 <= self.listen_port <= 65535:
             raise ValueError(f"listen_port {self.listen_port} is not a port number")
-        for name in ("max_peers_per_torrent", "max_peers_total", "half_open_limit", "unchoke_slots"):
+        for name in ("max_peers_per_torrent", "max_peers_total", "half_open_limit", "max_pending_incoming", "unchoke_slots"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.pipeline_min <= self.pipeline_max:

@@ -41,7 +41,7 @@ async def slow_seed(tmp_path: Path, size: int, rate_bps: int) -> AsyncIterator[t
     (tmp_path / "t.torrent").write_bytes(meta.to_bytes())
     async with Session(config.testing_settings().replace(max_upload_bps=rate_bps)) as s:
         t = await s.add_torrent(meta, tmp_path / "seed")
-        await t.swarm.wait_checked()
+        await t.wait_checked()
         yield meta, t, s.port, content
 
 
@@ -51,6 +51,9 @@ async def leecher(tmp_path: Path, port: int, *extra: str) -> asyncio.subprocess.
         "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1",
         "--peer", f"127.0.0.1:{port}", "--timeout", "60", *extra,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        # A suite started in the background inherits SIGINT ignored; Ctrl-C reaches a
+        # foreground process, so give the leecher the default disposition back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ async def test_magnet_from_our_seed_through_our_tracker(tmp_path: Path) -> None:
         magnet = Magnet(info_hash=meta.info_hash, name="stuff", trackers=(tracker.urls()[0],))
         async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             fetched = await leech_s.fetch_metadata(magnet)
             assert fetched.info_hash == meta.info_hash and fetched.info_bytes == meta.info_bytes
             leech = await leech_s.add_torrent(fetched, tmp_path / "leech", seed=False)
@@ -36,7 +36,7 @@ async def test_download_command_with_a_magnet_link(tmp_path: Path) -> None:
     meta = make_torrent(content, piece_length=64 * 1024)
     async with asyncio.timeout(40), Session(config.testing_settings()) as seed_s:
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-        await seed.swarm.wait_checked()
+        await seed.wait_checked()
         uri = Magnet(info_hash=meta.info_hash, name="one.bin", peers=(("127.0.0.1", seed_s.port),)).to_uri()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cli.main", "download", uri, "-o", str(tmp_path / "out"),

@@ -52,7 +52,7 @@ async def test_our_seed_to_libtorrent_magnet_download(lt: Any, tmp_path: Path) -
         meta = make_torrent(content, piece_length=64 * 1024, trackers=[url])
         async with Session(config.testing_settings()) as ours:
             seed = await ours.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             assert seed.statistics().state == "seeding"
             ses = lt.session(
                 loopback_settings(

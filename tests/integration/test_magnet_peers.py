@@ -119,7 +119,7 @@ async def test_multi_piece_metadata_from_our_seed(tmp_path: Path) -> None:
     async with asyncio.timeout(40):
         async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             magnet = Magnet(meta.info_hash, peers=(("127.0.0.1", seed_s.port),))
             fetched = await leech_s.fetch_metadata(magnet)
             assert fetched.info_bytes == meta.info_bytes
@@ -138,7 +138,7 @@ async def test_cli_magnet_through_our_tracker_with_so_selection(tmp_path: Path) 
         wanted = names.index("two.bin")
         async with Session(config.testing_settings()) as seed_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             uri = Magnet(meta.info_hash, name="trio", trackers=(url,), select_only=(wanted,)).to_uri()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "cli.main", "download", uri, "-o", str(tmp_path / "out"),
@@ -182,7 +182,7 @@ async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_u
     meta = make_torrent(content)
     async with asyncio.timeout(20), Session(config.testing_settings()) as seed_s:
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-        await seed.swarm.wait_checked()
+        await seed.wait_checked()
         # A well-behaved magnet peer: our extension handshake offers ut_metadata and its size,
         # and a request gets the data.
         proto, reader, writer = await _raw_peer(seed_s.port, meta, {"ut_metadata": 5})

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from tests.disk_helpers import make_torrent
 from torrent.disk.diskio import DiskIO
-from torrent.disk.resume import ResumeStore, decode_bitfield
+from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
+from torrent.proto.pieceset import PieceSet
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYOUT = [("a", 300_000), ("pad", 27_680, True), ("d/b", 200_000), ("empty", 0), ("d/c", 500_000)]
@@ -33,7 +34,8 @@ import asyncio, random, sys
 from tests.disk_helpers import make_torrent
 from tests.integration.test_resume_crash import LAYOUT, PLEN
 from torrent.disk.diskio import DiskIO
-from torrent.disk.resume import ResumeStore, encode_bitfield, start
+from torrent.disk.resume import ResumeStore, start
+from torrent.proto.pieceset import PieceSet
 from torrent.disk.storage import FileStorage
 
 where, seed = sys.argv[1], int(sys.argv[2])
@@ -45,7 +47,7 @@ async def main():
     store = ResumeStore(fx.info, fx.info_hash, where)
     async with DiskIO(storage, journal=store, max_queued=8) as disk:
         verified, plan = await start(store, disk)
-        print("START", encode_bitfield(verified, n).hex(), flush=True)
+        print("START", PieceSet.from_indexes(verified, n).to_bytes().hex(), flush=True)
         rng = random.Random(seed)
         todo = [p for p in range(n) if p not in verified]
         rng.shuffle(todo)
@@ -73,7 +75,7 @@ async def main():
             await asyncio.sleep(0.02)
             if i % 5 == 4:
                 await store.save(storage, verified, flush=disk.flush)
-                print("SAVED", encode_bitfield(verified, n).hex(), flush=True)
+                print("SAVED", PieceSet.from_indexes(verified, n).to_bytes().hex(), flush=True)
         await store.save(storage, verified, clean=True, flush=disk.flush)
         print("DONE", flush=True)
 
@@ -111,7 +113,7 @@ def last_saved(lines: list[str], n: int) -> set[int]:
     for line in lines:
         kind, _, rest = line.strip().partition(" ")
         if kind in ("SAVED", "START"):
-            saved = decode_bitfield(bytes.fromhex(rest), n)
+            saved = set(PieceSet.from_bytes(bytes.fromhex(rest), n))
     return saved
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from cli.cmd_download import watch
+from cli.progress import QuietView
 from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
+from tests.polling import wait_until
 from torrent import config
+from torrent.engine.clock import ManualClock
 from torrent.engine.session import Session
 from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_incoming_connection_for_an_unknown_torrent_is_dropped(tmp_path: Path) -> None:
@@ -26,18 +28,26 @@ async def test_incoming_connection_for_an_unknown_torrent_is_dropped(tmp_path: P
         w.close()
 
 
-def test_unreachable_tracker_fails_with_a_clear_line(tmp_path: Path) -> None:
+async def test_unreachable_tracker_fails_with_a_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What ``pytorrent download --timeout 2`` runs, on a clock the test moves: no 2 s wait.
     content = make_payload(tmp_path, "x.bin", 50_000)
     meta = make_torrent(content, trackers=[f"http://127.0.0.1:{free_port()}/announce"])
-    (tmp_path / "x.torrent").write_bytes(meta.to_bytes())
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "download", str(tmp_path / "x.torrent"), "-o", str(tmp_path / "out"),
-         "--port", "0", "--bind", "127.0.0.1", "--timeout", "2", "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no peers reachable within 2 s" in lines[0] and "tracker:" in lines[0], lines
+    clock = ManualClock()
+    async with asyncio.timeout(10), Session(config.testing_settings(), clock=clock) as s:
+        t = await s.add_torrent(meta, tmp_path / "out", seed=False)
+        await t.wait_checked()
+        await wait_until(lambda: t.statistics().tracker_message, what="the announce to be refused")
+        watching = asyncio.ensure_future(watch(s, [t], QuietView(), stall_timeout_s=2, wait_seeding=False))
+        while not watching.done():
+            clock.advance(0.5)
+            await asyncio.sleep(0.05)
+        assert watching.result() == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "no peers reachable within 2 s" in lines[0], lines
+    assert "tracker:" in lines[0], lines
 
 
 async def test_download_rate_limit_is_respected(tmp_path: Path) -> None:
@@ -47,9 +57,11 @@ async def test_download_rate_limit_is_respected(tmp_path: Path) -> None:
         limited = config.testing_settings().replace(max_download_bps=400_000)
         async with Session(config.testing_settings()) as seed_s, Session(limited) as leech_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             t0 = time.monotonic()
-            leech = await leech_s.add_torrent(meta, tmp_path / "out", seed=False, peers=[("127.0.0.1", seed_s.port)])
+            leech = await leech_s.add_torrent(
+                meta, tmp_path / "out", seed=False, peers=[("127.0.0.1", seed_s.port)]
+            )
             await leech.wait_complete()
             took = time.monotonic() - t0
     # 1.2 MB at 400 kB/s is 3 s; less the burst allowance (0.5 s of rate) and the last read

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from tests.disk_helpers import can_mount, tmpfs
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from torrent import config
 from torrent.engine.session import Session
+from torrent.errors import StorageError
 
 
 async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:
@@ -20,7 +24,7 @@ async def test_seed_to_one_leecher_single_file(tmp_path: Path) -> None:
             Session(config.testing_settings()) as leech_s,
         ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             assert seed.statistics().state == "seeding"
             leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False)
             await leech.wait_complete()
@@ -40,7 +44,7 @@ async def test_one_seed_five_leechers_share_among_themselves(tmp_path: Path) -> 
         seed_settings = config.testing_settings().replace(max_upload_bps=600_000)
         async with Session(seed_settings) as seed_s:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-            await seed.swarm.wait_checked()
+            await seed.wait_checked()
             sessions = [Session(config.testing_settings()) for _ in range(5)]
             for s in sessions:
                 await s.__aenter__()
@@ -60,3 +64,16 @@ async def test_one_seed_five_leechers_share_among_themselves(tmp_path: Path) -> 
     assert got >= 5 * size
     # Most of what the leechers got came from each other, not from the seed.
     assert from_seed < 0.5 * got, (from_seed, got)
+
+
+async def test_a_disk_error_at_start_reaches_wait_complete_as_that_error(tmp_path: Path) -> None:
+    if not can_mount():
+        pytest.skip("needs root to mount a read-only tmpfs")
+    content = make_payload(tmp_path / "seed", "x.bin", 100_000)
+    meta = make_torrent(content)
+    with tmpfs("1m", read_only=True) as out:
+        async with asyncio.timeout(20), Session(config.testing_settings()) as s:
+            t = await s.add_torrent(meta, out, seed=False)
+            with pytest.raises(StorageError, match="read-only") as caught:
+                await t.wait_complete()
+            assert t.statistics().error == str(caught.value)

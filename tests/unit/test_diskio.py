@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,6 @@ from tests.disk_helpers import make_torrent
 from torrent.disk.diskio import DiskIO
 from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
-from torrent.types import BLOCK_SIZE
 
 LAYOUT = [("a", 5000), ("b", 3000), ("pad", 192, True), ("c", 9000)]  # 17192 bytes
 PLEN = 1024
@@ -187,7 +185,10 @@ async def test_back_pressure_bounds_queued_operations(tmp_path: Path, fx) -> Non
         await asyncio.gather(*writes)
         assert counting.max_active <= 3
         assert disk.statistics().queued == 0
-        assert all((tmp_path / "t" / "a").read_bytes()[p * PLEN : p * PLEN + 16] == fx.piece(p)[:16] for p in range(4))
+        assert all(
+            (tmp_path / "t" / "a").read_bytes()[p * PLEN : p * PLEN + 16] == fx.piece(p)[:16]
+            for p in range(4)
+        )
 
 
 class SlowPieceZero(Counting):
@@ -290,97 +291,6 @@ async def test_journal_told_once_before_first_write(tmp_path: Path, fx) -> None:
         await write_everything(disk, fx, block=16)
         assert await disk.write_piece(0, fx.piece(0))
         assert sorted(journal.noted) == list(range(fx.info.num_pieces))
-
-
-# --- put_block: pieces assembled in memory ------------------------------------------------
-
-BIG = [("x", 100_000), ("pad", 14_688, True), ("y", 150_000)]  # 16 KiB blocks, 32 KiB pieces
-BPLEN = 32 * 1024
-
-
-def blocks_of(fx, p: int) -> list[tuple[int, bytes]]:
-    data = fx.piece(p)
-    return [(o, data[o : o + BLOCK_SIZE]) for o in range(0, len(data), BLOCK_SIZE)]
-
-
-async def test_put_block_assembles_hashes_and_writes_once(tmp_path: Path) -> None:
-    fx = make_torrent(BIG, BPLEN)
-    storage = FileStorage(fx.info, tmp_path)
-    storage.allocate()
-    journal = Journal(storage)
-    async with asyncio.timeout(20), DiskIO(storage, journal=journal) as disk:
-        jobs = [(p, o, b) for p in range(fx.info.num_pieces) for o, b in blocks_of(fx, p)]
-        random.Random(5).shuffle(jobs)
-        results: dict[int, list[bool | None]] = {}
-        for p, o, b in jobs:
-            results.setdefault(p, []).append(await disk.put_block(p, o, b))
-        for p, rs in results.items():
-            assert rs[-1] is True and all(r is None for r in rs[:-1]), p
-        st = disk.statistics()
-        assert st.buffered_bytes == 0 and st.pieces_assembling == 0 and st.pieces_spilled == 0
-        assert st.pieces_passed == fx.info.num_pieces
-        assert sorted(journal.noted) == list(range(fx.info.num_pieces))
-        # duplicates and late blocks of verified pieces are ignored
-        assert await disk.put_block(0, 0, blocks_of(fx, 0)[0][1]) is None
-        assert disk.statistics().writes_dropped == 1
-    assert (tmp_path / "t" / "y").read_bytes() == fx.file_bytes(2)
-
-
-async def test_put_block_bad_piece_is_forgotten_and_fetched_again(tmp_path: Path) -> None:
-    fx = make_torrent(BIG, BPLEN)
-    async with asyncio.timeout(20), DiskIO(FileStorage(fx.info, tmp_path)) as disk:
-        (o0, b0), (o1, b1) = blocks_of(fx, 1)
-        assert await disk.put_block(1, o0, b0) is None
-        assert await disk.put_block(1, o0, b"\0" * BLOCK_SIZE) is None, "duplicate offset ignored"
-        assert await disk.put_block(1, o1, b"\1" * BLOCK_SIZE) is False
-        assert not (tmp_path / "t" / "x").exists(), "a failed piece is never written"
-        assert await disk.put_block(1, o1, b1) is None  # a fresh start for piece 1
-        assert await disk.put_block(1, o0, b0) is True
-        with pytest.raises(ValueError):
-            await disk.put_block(1, 100, b"x" * BLOCK_SIZE)
-        with pytest.raises(ValueError):
-            await disk.put_block(1, 0, b"short")
-
-
-async def test_put_block_spills_over_the_memory_bound(tmp_path: Path) -> None:
-    fx = make_torrent(BIG, BPLEN)
-    n = fx.info.num_pieces
-    limit = 2 * BPLEN
-    async with asyncio.timeout(20), DiskIO(FileStorage(fx.info, tmp_path), max_buffered_bytes=limit) as disk:
-        # First halves of every piece, then second halves: all pieces in progress at once.
-        firsts = [(p, *blocks_of(fx, p)[0]) for p in range(n)]
-        seconds = [(p, *blocks_of(fx, p)[1]) for p in range(n) if len(blocks_of(fx, p)) > 1]
-        bad = 3
-        verdicts: dict[int, bool | None] = {}
-        for p, o, b in firsts + seconds:
-            if p == bad and o:
-                b = b"\xee" * len(b)
-            verdicts[p] = await disk.put_block(p, o, b)
-            assert disk.statistics().buffered_bytes <= limit + BPLEN
-        st = disk.statistics()
-        assert st.pieces_spilled >= n - 3
-        assert verdicts == {p: p != bad for p in range(n)}
-        assert await disk.check() == set(range(n)) - {bad}
-
-
-async def test_put_block_from_many_peers_at_once(tmp_path: Path) -> None:
-    fx = make_torrent(BIG, BPLEN)
-    n = fx.info.num_pieces
-    async with asyncio.timeout(20), DiskIO(FileStorage(fx.info, tmp_path), max_buffered_bytes=3 * BPLEN) as disk:
-        wins: list[int] = []
-
-        async def peer(seed: int) -> None:
-            jobs = [(p, o, b) for p in range(n) for o, b in blocks_of(fx, p)]
-            random.Random(seed).shuffle(jobs)
-            for p, o, b in jobs:
-                if await disk.put_block(p, o, b):
-                    wins.append(p)
-
-        async with asyncio.TaskGroup() as tg:
-            for seed in range(4):
-                tg.create_task(peer(seed))
-        assert sorted(wins) == list(range(n)), "each piece completes exactly once"
-    assert (tmp_path / "t" / "x").read_bytes() == fx.file_bytes(0)
 
 
 async def test_a_reader_giving_up_does_not_fail_the_others(tmp_path: Path, fx) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.disk_helpers import can_mount, make_torrent, tmpfs
 from torrent.disk.diskio import DiskIO
-from torrent.disk.resume import ResumeStore, decode_bitfield, encode_bitfield, start
+from torrent.disk.resume import ResumeStore, start
 from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
 from torrent.proto import bencoding
@@ -39,16 +39,21 @@ async def download(disk: DiskIO, fx, pieces, verified: set[int]) -> None:
             verified.add(p)
 
 
-def test_bitfield_round_trip_and_validation() -> None:
-    assert encode_bitfield({0, 9}, 10) == b"\x80\x40"
-    assert decode_bitfield(b"\x80\x40", 10) == {0, 9}
-    assert decode_bitfield(encode_bitfield(range(17), 17), 17) == set(range(17))
-    with pytest.raises(ValueError):
-        decode_bitfield(b"\x80", 10)
-    with pytest.raises(ValueError):
-        decode_bitfield(b"\x00\x20", 10)  # spare bit
-    with pytest.raises(ValueError):
-        encode_bitfield({10}, 10)
+def test_the_state_holds_bep3_bitfields_and_rejects_bad_ones(tmp_path: Path, fx) -> None:
+    storage, store, _disk = objects(fx, tmp_path)
+    n = fx.info.num_pieces
+    store.write_state(storage, {0, n - 1}, clean=True)
+    raw = bencoding.decode(Path(store.path).read_bytes())
+    expected = bytearray((n + 7) // 8)
+    expected[0] |= 0x80
+    expected[(n - 1) // 8] |= 0x80 >> ((n - 1) % 8)
+    assert raw[b"verified"] == bytes(expected)  # piece 0 is the high bit of byte 0
+    state, why = store.load()
+    assert state is not None and state.verified == {0, n - 1}, why
+    for bad in (b"\x80", bytes(expected) + b"\x00"):  # wrong length
+        raw[b"verified"] = bad
+        Path(store.path).write_bytes(bencoding.encode(raw))
+        assert store.load()[0] is None
 
 
 async def test_fresh_start_with_nothing_on_disk_skips_the_recheck(tmp_path: Path, fx) -> None:
@@ -68,7 +73,15 @@ async def test_clean_restart_needs_no_recheck(tmp_path: Path, fx) -> None:
     async with asyncio.timeout(20), disk:
         verified, _ = await start(store, disk)
         await download(disk, fx, range(10), verified)
-        await store.save(storage, verified, clean=True, flush=disk.flush, peers=[("127.0.0.1", 6881)], uploaded=5, downloaded=10240)
+        await store.save(
+            storage,
+            verified,
+            clean=True,
+            flush=disk.flush,
+            peers=[("127.0.0.1", 6881)],
+            uploaded=5,
+            downloaded=10240,
+        )
     store.close()
 
     storage, store, disk = objects(fx, tmp_path)
@@ -264,7 +277,9 @@ async def test_concurrent_saves_do_not_mix(tmp_path: Path, fx) -> None:
     async with asyncio.timeout(20), disk:
         verified, _ = await start(store, disk)
         await download(disk, fx, range(6), verified)
-        await asyncio.gather(*(store.save(storage, set(range(k)), peers=[("10.0.0.1", 1000 + k)] * 50) for k in range(1, 7)))
+        await asyncio.gather(
+            *(store.save(storage, set(range(k)), peers=[("10.0.0.1", 1000 + k)] * 50) for k in range(1, 7))
+        )
     state, why = store.load()
     assert state is not None, why
     k = len(state.verified)
@@ -280,5 +295,7 @@ async def test_unclean_shutdown_does_not_hash_files_created_after_the_save(tmp_p
     storage.allocate()
     storage.write_block(0, 0, fx.piece(0))  # not journaled: as if b were never touched
     store.close()
-    plan = ResumeStore(fx.info, fx.info_hash, tmp_path).plan(FileStorage(fx.info, tmp_path, info_hash=fx.info_hash))
+    plan = ResumeStore(fx.info, fx.info_hash, tmp_path).plan(
+        FileStorage(fx.info, tmp_path, info_hash=fx.info_hash)
+    )
     assert plan.reason.startswith("unclean") and plan.recheck == frozenset()

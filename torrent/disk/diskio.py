@@ -34,11 +34,9 @@ Rules:
    operations in batches, one loop wake-up per batch (at least every 2 ms). A thread
    hand-off costs tens of microseconds, a 16 KiB ``pwrite`` only a few; and a slow
    operation holds up only its own thread, the other jobs keep draining the queue.
-9. :meth:`DiskIO.put_block` assembles a piece in memory and hashes and writes it
-   when its last block arrives: one thread hand-off per piece instead of one per
-   block (the fast path; see ``bench/disk.py``). Memory is bounded by
-   ``max_buffered_bytes``: past it, the oldest piece is written out (its received
-   ranges only) and completes later by hashing what is on disk.
+9. The engine assembles a piece in memory and hands it whole to
+   :meth:`DiskIO.write_piece`: one thread hand-off per piece instead of one per block
+   (the fast path; see ``bench/disk.py``).
 
 Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache.
 """
@@ -59,7 +57,6 @@ from typing import Any, Protocol, TypeVar
 
 from torrent.disk.storage import Storage
 from torrent.errors import StorageError
-from torrent.types import BLOCK_SIZE
 
 T = TypeVar("T")
 
@@ -74,9 +71,6 @@ DEFAULT_READ_CACHE_BYTES = 16 * 1024 * 1024
 _REPORT_EVERY_S = 0.002
 #: One queued operation: the function, its arguments, the future awaiting it.
 _Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
-
-#: Default bound on memory used to assemble pieces in :meth:`DiskIO.put_block`.
-DEFAULT_MAX_BUFFERED_BYTES = 32 * 1024 * 1024
 
 #: ``progress(done, total)`` callback of :meth:`DiskIO.check`, called on the loop.
 Progress = Callable[[int, int], None]
@@ -103,25 +97,6 @@ class DiskStats:
     queued: int
     max_queued: int
     writes_dropped: int
-    buffered_bytes: int
-    pieces_assembling: int
-    pieces_spilled: int
-
-
-@dataclass(slots=True)
-class _Assembly:
-    """A piece whose blocks arrive through put_block.
-
-    ``buf`` holds the blocks until the piece completes, or is None once the piece was
-    spilled to disk (then each later block is written directly; ``pending`` counts
-    those writes and ``idle`` is set when none is in flight).
-    """
-
-    buf: bytearray | None
-    have: set[int]
-    received: int = 0
-    pending: int = 0
-    idle: asyncio.Event | None = None
 
 
 class DiskIO:
@@ -135,8 +110,6 @@ class DiskIO:
             room for I/O that waits on the disk.
         max_queued: bound on operations submitted and unfinished (back-pressure).
         read_cache_bytes: LRU read cache size for uploads (0 disables it).
-        max_buffered_bytes: bound on the pieces :meth:`put_block` assembles in memory;
-            past it the oldest is spilled to disk (rule 9).
         journal: told about each piece before its first write (see rule 3).
     """
 
@@ -147,7 +120,6 @@ class DiskIO:
         threads: int | None = None,
         max_queued: int = DEFAULT_MAX_QUEUED,
         read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES,
-        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         journal: WriteJournal | None = None,
     ) -> None:
         if max_queued < 1:
@@ -169,12 +141,6 @@ class DiskIO:
         self._journaled: set[int] = set()
         self._verified: set[int] = set()
         self._dropped = 0
-        # Pieces being assembled in memory by put_block (rule 9), oldest first.
-        self._assembling: OrderedDict[int, _Assembly] = OrderedDict()
-        self._completing: set[int] = set()
-        self._buffer_limit = max(0, max_buffered_bytes)
-        self._buffered = 0
-        self._spilled = 0
         # Read cache: key -> (generation of the piece when read, data).
         self._cache_limit = max(0, read_cache_bytes)
         self._whole_pieces = self._info.piece_length * 4 <= self._cache_limit
@@ -260,7 +226,9 @@ class DiskIO:
         if results:
             self._post(loop, results)
 
-    def _post(self, loop: asyncio.AbstractEventLoop, results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    def _post(
+        self, loop: asyncio.AbstractEventLoop, results: list[tuple[asyncio.Future[Any], bool, Any]]
+    ) -> None:
         try:
             loop.call_soon_threadsafe(self._finish, results)
         except RuntimeError:  # pragma: no cover - the loop closed under us
@@ -342,111 +310,6 @@ class DiskIO:
         else:
             self._failed += 1
         return ok
-
-    # --- assembling pieces in memory ------------------------------------------------------
-
-    async def put_block(self, piece: int, offset: int, data: bytes | bytearray | memoryview) -> bool | None:
-        """Take one block of a piece; when the piece is complete, hash it and write it.
-
-        Blocks are kept in memory (one copy) until the piece's last block arrives; then
-        the piece is hashed and, if it matches, written with one ``pwrite`` per file
-        (rule 9). Duplicates (endgame) and blocks of verified pieces are ignored.
-
-        Args:
-            offset: must be a multiple of ``BLOCK_SIZE``; ``data`` must be the whole
-                block (``BLOCK_SIZE`` bytes, or the rest of the piece).
-
-        Returns:
-            None while the piece is incomplete (or for an ignored duplicate); True when
-            this block completed the piece and it was verified and written; False when
-            it completed the piece and the hash failed (the blocks are forgotten: fetch
-            the piece again).
-
-        Raises:
-            ValueError: the block is misaligned or has the wrong size.
-            StorageError: writing failed.
-        """
-        size = self._info.piece_size(piece)
-        n = len(data)
-        if offset < 0 or offset % BLOCK_SIZE or offset >= size or n != min(BLOCK_SIZE, size - offset):
-            raise ValueError(f"block {offset}+{n} is not a whole block of piece {piece} ({size} bytes)")
-        if piece in self._verified or piece in self._completing:
-            self._dropped += 1
-            return None
-        a = self._assembling.get(piece)
-        if a is None:
-            a = _Assembly(bytearray(size), set())
-            self._assembling[piece] = a
-            self._buffered += size
-            if self._buffered > self._buffer_limit:
-                await self._spill_oldest()
-        if offset in a.have:
-            self._dropped += 1
-            return None
-        a.have.add(offset)
-        a.received += n
-        if a.buf is not None:
-            a.buf[offset : offset + n] = data
-        else:
-            await self._write_spilled(piece, a, [(offset, bytes(data))])
-        if a.received < size or self._assembling.get(piece) is not a:
-            return None
-        # This block completed the piece.
-        del self._assembling[piece]
-        self._completing.add(piece)
-        try:
-            if a.buf is not None:
-                self._buffered -= size
-                return await self.write_piece(piece, a.buf)
-            if a.idle is not None:
-                await a.idle.wait()
-            return await self.hash_piece(piece)
-        finally:
-            self._completing.discard(piece)
-
-    async def _spill_oldest(self) -> None:
-        # Rule 9: over the memory bound, the oldest in-memory piece goes to disk; only
-        # the ranges received so far are written, so no write ever covers a range that
-        # a later block will write (they could land in either order).
-        victim = next(((p, a) for p, a in self._assembling.items() if a.buf is not None), None)
-        if victim is None:
-            return
-        piece, a = victim
-        assert a.buf is not None
-        buf, a.buf = a.buf, None
-        a.idle = asyncio.Event()
-        self._buffered -= len(buf)
-        self._spilled += 1
-        runs: list[tuple[int, bytes]] = []
-        for off in sorted(a.have):
-            end = min(off + BLOCK_SIZE, len(buf))
-            if runs and runs[-1][0] + len(runs[-1][1]) == off:
-                runs[-1] = (runs[-1][0], runs[-1][1] + buf[off:end])
-            else:
-                runs.append((off, bytes(buf[off:end])))
-        await self._write_spilled(piece, a, runs)
-
-    async def _write_spilled(self, piece: int, a: _Assembly, runs: list[tuple[int, bytes]]) -> None:
-        if not runs:
-            return
-        assert a.idle is not None
-        a.pending += 1
-        a.idle.clear()
-        try:
-            for off, chunk in runs:
-                self._invalidate(piece)
-                await self._run(self._write_sync, piece, off, chunk)
-                self._bytes_written += len(chunk)
-        finally:
-            a.pending -= 1
-            if a.pending == 0:
-                a.idle.set()
-
-    def forget_piece(self, piece: int) -> None:
-        """Drop the blocks of a piece being assembled (e.g. the torrent stops)."""
-        a = self._assembling.pop(piece, None)
-        if a is not None and a.buf is not None:
-            self._buffered -= len(a.buf)
 
     # --- hashing ----------------------------------------------------------------------
 
@@ -615,7 +478,4 @@ class DiskIO:
             queued=self._queued,
             max_queued=self._max_queued,
             writes_dropped=self._dropped,
-            buffered_bytes=self._buffered,
-            pieces_assembling=len(self._assembling),
-            pieces_spilled=self._spilled,
         )

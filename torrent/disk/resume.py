@@ -9,7 +9,8 @@ hash in hex):
   indices appended *before the first write to a piece* since the last save.
 
 Resume keys: ``format`` (``"pytorrent resume"``), ``version``, ``info-hash``,
-``piece-length``, ``num-pieces``, ``verified`` (bitfield, BEP 3 bit order), ``dirty``
+``piece-length``, ``num-pieces``, ``verified`` (a BEP 3 bitfield, as
+:class:`~torrent.proto.pieceset.PieceSet` encodes it), ``dirty``
 (bitfield: pieces written in the run but not verified at that save),
 ``files`` (``[size, mtime_ns]`` per file, ``[]`` when absent), ``clean-shutdown``,
 ``peers`` (``[[host, port], ...]``), ``uploaded``, ``downloaded``, ``saved-at``.
@@ -66,6 +67,7 @@ from torrent.disk.storage import Storage, describe_os_error, state_path
 from torrent.errors import BencodeError
 from torrent.proto import bencoding
 from torrent.proto.metainfo import Info
+from torrent.proto.pieceset import PieceSet
 from torrent.types import InfoHash
 
 log = logging.getLogger(__name__)
@@ -79,36 +81,6 @@ MAX_PEERS = 200
 _ENTRY = struct.Struct(">I")
 
 FileStat = tuple[int, int] | None
-
-
-def encode_bitfield(pieces: Iterable[int], num_pieces: int) -> bytes:
-    """BEP 3 bitfield: piece 0 is the high bit of byte 0; spare bits are zero."""
-    out = bytearray((num_pieces + 7) // 8)
-    for p in pieces:
-        if not 0 <= p < num_pieces:
-            raise ValueError(f"piece {p} out of range")
-        out[p >> 3] |= 0x80 >> (p & 7)
-    return bytes(out)
-
-
-def decode_bitfield(data: bytes, num_pieces: int) -> set[int]:
-    """Inverse of :func:`encode_bitfield`.
-
-    Raises:
-        ValueError: wrong length or a spare bit set.
-    """
-    if len(data) != (num_pieces + 7) // 8:
-        raise ValueError(f"bitfield of {len(data)} bytes for {num_pieces} pieces")
-    out: set[int] = set()
-    for i, byte in enumerate(data):
-        if byte:
-            for bit in range(8):
-                if byte & (0x80 >> bit):
-                    p = i * 8 + bit
-                    if p >= num_pieces:
-                        raise ValueError("spare bits set in bitfield")
-                    out.add(p)
-    return out
 
 
 @dataclass(slots=True)
@@ -231,8 +203,8 @@ class ResumeStore:
             if isinstance(p, list) and len(p) == 2 and isinstance(p[0], bytes) and _is_int(p[1]):
                 peers.append((p[0].decode("ascii", "replace"), p[1]))
         return ResumeState(
-            verified=decode_bitfield(_bytes(top[b"verified"]), n),
-            dirty=decode_bitfield(_bytes(top[b"dirty"]), n),
+            verified=set(PieceSet.from_bytes(_bytes(top[b"verified"]), n)),
+            dirty=set(PieceSet.from_bytes(_bytes(top[b"dirty"]), n)),
             file_stats=stats,
             clean_shutdown=top[b"clean-shutdown"] == 1,
             peers=peers,
@@ -283,7 +255,9 @@ class ResumeStore:
             if not suspect_files:
                 reason = "clean resume: no recheck"
             else:
-                reason = f"clean resume; {len(suspect_files)} file(s) changed: {len(recheck)} piece(s) to recheck"
+                reason = (
+                    f"clean resume; {len(suspect_files)} file(s) changed: {len(recheck)} piece(s) to recheck"
+                )
             return StartPlan(frozenset(trusted), frozenset(recheck), recheck == everything, reason, state)
 
         # The last run did not exit cleanly: trust what was saved as verified and hash
@@ -353,7 +327,9 @@ class ResumeStore:
         precedes this call (``verified`` holds its result), so the journal restarts
         with only the pieces this run has written, normally none.
         """
-        self.write_state(storage, verified, clean=False, peers=peers, uploaded=uploaded, downloaded=downloaded)
+        self.write_state(
+            storage, verified, clean=False, peers=peers, uploaded=uploaded, downloaded=downloaded
+        )
 
     def write_state(
         self,
@@ -398,8 +374,8 @@ class ResumeStore:
             b"info-hash": self.info_hash,
             b"piece-length": self.info.piece_length,
             b"num-pieces": self.info.num_pieces,
-            b"verified": encode_bitfield(verified_set, self.info.num_pieces),
-            b"dirty": encode_bitfield(dirty, self.info.num_pieces),
+            b"verified": PieceSet.from_indexes(verified_set, self.info.num_pieces).to_bytes(),
+            b"dirty": PieceSet.from_indexes(dirty, self.info.num_pieces).to_bytes(),
             b"files": [list(s) if s is not None else [] for s in stats],
             b"clean-shutdown": 1 if clean else 0,
             b"peers": [[h.encode("ascii", "replace"), p] for h, p in list(peers)[:MAX_PEERS]],
@@ -523,13 +499,18 @@ async def start(
     disk: DiskIO,
     *,
     progress: Callable[[int, int], None] | None = None,
+    peers: Sequence[tuple[str, int]] = (),
 ) -> tuple[set[int], StartPlan]:
     """The whole start-up: plan, allocate, recheck what needs it, mark the run begun.
+
+    The engine runs exactly this before a torrent's first write; the kill -9 crash test
+    runs it too, so the crash-safety guarantee is tested on the code that ships.
 
     Args:
         store: this torrent's resume store (also ``disk``'s journal).
         disk: a :class:`~torrent.disk.diskio.DiskIO` over the torrent's storage.
         progress: ``progress(done, total)`` during the recheck.
+        peers: addresses to save besides those of the loaded state.
 
     Returns:
         ``(verified pieces, plan)``; ``plan.state`` carries peers and totals.
@@ -549,7 +530,7 @@ async def start(
         store.begin,
         storage,
         verified,
-        peers=state.peers if state else (),
+        peers=list(dict.fromkeys([*(state.peers if state else ()), *peers])),
         uploaded=state.uploaded if state else 0,
         downloaded=state.downloaded if state else 0,
     )

@@ -52,7 +52,6 @@ __all__ = [
     "PeerAddr",
     "PeerHost",
     "PieceFlags",
-    "RateLimiter",
 ]
 
 #: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).

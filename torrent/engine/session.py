@@ -8,13 +8,16 @@ Usage::
 
 ``__aenter__`` binds the listening socket (errors reach the caller; ``session.port``
 is then known) and starts the session's task group: one task per torrent
-(:meth:`Swarm.run`), a one-second tick (rates, timeouts, keep-alives, seed limits) and
-the choker (every ``choke_interval_s``, optimistic slot every
-``optimistic_interval_s``, BEP 3). ``__aexit__`` cancels all of it; each swarm's
-``finally`` sends ``stopped`` and saves its resume state.
+(:meth:`Swarm.run`), a one-second tick (rates, timeouts, keep-alives, seed limits,
+incoming connections that never sent a handshake) and the choker (every
+``choke_interval_s``, optimistic slot every ``optimistic_interval_s``, BEP 3).
+``__aexit__`` asks every torrent to stop (``stopped`` announce, resume state saved),
+gives them a moment, then cancels what is left. Everything entered is unwound by one
+``AsyncExitStack``, in reverse order.
 
 Incoming connections are routed by the info hash of their handshake; an unknown hash
-is dropped. Peer ids are ``-PT0100-`` plus 12 random bytes (BEP 20 style).
+is dropped. At most ``max_pending_incoming`` may wait for their handshake at once.
+Every timer reads the session's :class:`~torrent.engine.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -23,25 +26,33 @@ import asyncio
 import contextlib
 import os
 import secrets
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Settings
 from torrent.disk.storage import FileStorage
-from torrent.engine.peer import Peer, PeerAddr, RateLimiter
-from torrent.engine.swarm import MetadataFetcher, Swarm, SwarmContext, TorrentEvent, TorrentStats
+from torrent.engine.bandwidth import RateLimiter
+from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.host import SwarmContext, spawn
+from torrent.engine.metadata_fetch import MetadataFetcher
+from torrent.engine.peer import Peer, PeerAddr
+from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
+from torrent.engine.swarm import Swarm
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
+#: Seconds each torrent gets on exit, besides the ``stopped`` announce, to finish its
+#: writes and save its resume state before it is cancelled.
+STOP_GRACE_S = 3.0
+
 
 def make_peer_id() -> PeerId:
-    """``-PT0100-`` followed by 12 random bytes."""
+    """Our prefix (``-PT0100-``) followed by 12 random bytes (BEP 20 style)."""
     return PeerId(PEER_ID_PREFIX + secrets.token_bytes(20 - len(PEER_ID_PREFIX)))
 
 
@@ -65,8 +76,17 @@ class Torrent:
         return self._swarm.metainfo
 
     @property
+    def state(self) -> TorrentState:
+        return self._swarm.state
+
+    @property
     def swarm(self) -> Swarm:
+        """The engine object behind this handle (diagnostics and tests; not a stable API)."""
         return self._swarm
+
+    async def wait_checked(self) -> None:
+        """Wait until the resume state or the hash check told what is on disk (or it stopped)."""
+        await self._swarm.wait_checked()
 
     async def wait_complete(self) -> None:
         """Wait until every selected file is downloaded and verified.
@@ -92,6 +112,10 @@ class Torrent:
         """Connect to these addresses too (besides the trackers' peers)."""
         self._swarm.add_peers(addrs)
 
+    def stop_nowait(self) -> None:
+        """Ask the torrent to stop and return at once (:meth:`stop` waits for it)."""
+        self._swarm.stop()
+
     async def stop(self) -> None:
         """Stop the torrent: ``stopped`` announce, resume state saved."""
         self._swarm.stop()
@@ -104,24 +128,31 @@ class Session:
 
     Args:
         settings: every knob; defaults are documented in :mod:`torrent.config`.
-        peer_id: our 20-byte id; default ``-PT0100-`` plus random bytes.
+        peer_id: our 20-byte id; default our prefix plus random bytes.
+        clock: the time source of every timer (tests pass a ``ManualClock``).
     """
 
-    def __init__(self, settings: Settings | None = None, *, peer_id: PeerId | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, peer_id: PeerId | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.settings = (settings or Settings()).validate()
         self.peer_id = peer_id or make_peer_id()
+        self.clock = clock
         self._swarms: dict[InfoHash, Swarm] = {}
+        self._tasks: dict[InfoHash, asyncio.Task[None]] = {}
         self._torrents: dict[InfoHash, Torrent] = {}
+        self._fetchers: dict[InfoHash, MetadataFetcher] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
-        self._half_open: asyncio.Semaphore | None = None
-        self._pending_incoming: set[Peer] = set()
-        self._timer_tasks: list[asyncio.Task[None]] = []
-        self._fetchers: dict[InfoHash, MetadataFetcher] = {}
+        self._half_open = asyncio.Semaphore(self.settings.half_open_limit)
+        #: Incoming connections waiting for their handshake -> when they arrived.
+        self._pending_incoming: dict[Peer, float] = {}
+        self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,47 +164,56 @@ class Session:
     async def __aenter__(self) -> Session:
         loop = asyncio.get_running_loop()
         s = self.settings
-        self._half_open = asyncio.Semaphore(s.half_open_limit)
-        self._server = await loop.create_server(
-            self._incoming_factory, host=s.listen_host, port=s.listen_port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-        self._http = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=20, force_close=False),
-        )
-        self._tg = asyncio.TaskGroup()
-        await self._tg.__aenter__()
-        self._timer_tasks = [self._tg.create_task(self._tick_loop()), self._tg.create_task(self._choke_loop())]
+        self._closing = False
+        self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
+        async with contextlib.AsyncExitStack() as stack:
+            server = await loop.create_server(
+                self._incoming_factory, host=s.listen_host, port=s.listen_port, reuse_address=True
+            )
+            stack.push_async_callback(_close_server, server)
+            self._server = server
+            self._port = server.sockets[0].getsockname()[1]
+            http = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=20, force_close=False),
+            )
+            stack.push_async_callback(http.close)
+            self._http = http
+            tg = await stack.enter_async_context(asyncio.TaskGroup())
+            # Runs first on exit, inside the group: stop the torrents, cancel the timers.
+            stack.push_async_callback(
+                self._stop_all, [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
+            )
+            self._tg = tg
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
-        assert self._tg is not None
+        stack, self._stack = self._stack, None
+        assert stack is not None, "the session was not entered"
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            self._http = None
+
+    async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for peer in list(self._pending_incoming):
             peer.close("session closing")
+        self._pending_incoming.clear()
         # Ask each swarm to stop cleanly (stopped announce, resume), then cancel timers.
         for swarm in self._swarms.values():
             swarm.stop()
-        pending = [t._task for t in self._torrents.values() if not t._task.done()]
+        pending = [t for t in self._tasks.values() if not t.done()]
         if pending:
             # Give each swarm time to finish in-flight writes, announce ``stopped`` and
             # save its resume state; then cancel whatever is left.
-            await asyncio.wait(pending, timeout=self.settings.stopped_announce_timeout_s + 3)
-        for task in [*pending, *self._timer_tasks]:
+            await asyncio.wait(pending, timeout=self.settings.stopped_announce_timeout_s + STOP_GRACE_S)
+        for task in [*pending, *timers]:
             task.cancel()
-        try:
-            await self._tg.__aexit__(exc_type, exc, tb)
-        finally:
-            self._tg = None
-            if self._http is not None:
-                await self._http.close()
-            if self._server is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1):
-                        await self._server.wait_closed()
-        return None
 
     # ------------------------------------------------------------------ torrents
 
@@ -198,10 +238,9 @@ class Session:
             peers: addresses to connect to besides the trackers' peers.
 
         Raises:
-            TorrentError: the torrent is already in the session.
+            TorrentError: the session is not running, or the torrent is already in it.
         """
-        if self._tg is None or self._http is None or self._half_open is None:
-            raise TorrentError("the session is not running (use 'async with Session(...)')")
+        ctx = self._context()
         if metainfo.info_hash in self._swarms:
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
         try:
@@ -214,10 +253,13 @@ class Session:
             )
         except ValueError as exc:
             raise StorageError(str(exc)) from None
-        ctx = self._context()
         swarm = Swarm(metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers)
+        task = spawn(self._tg, self._run_swarm(swarm), stopping=self._closing)
+        if task is None:
+            storage.close()
+            raise TorrentError("the session is closing")
         self._swarms[metainfo.info_hash] = swarm
-        task = self._tg.create_task(self._run_swarm(swarm))
+        self._tasks[metainfo.info_hash] = task
         torrent = Torrent(swarm, task)
         self._torrents[metainfo.info_hash] = torrent
         return torrent
@@ -226,13 +268,13 @@ class Session:
         """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo.
 
         Wrap it in ``asyncio.timeout``: with no peer that has the metadata it waits
-        forever. Then :meth:`add_torrent` the result.
+        forever. Then :meth:`add_torrent` the result. The fetch keeps to the session's
+        peer and half-open limits.
 
         Raises:
             MetainfoError: the verified ``info`` dict does not validate.
+            TorrentError: the session is not running.
         """
-        if self._http is None or self._half_open is None:
-            raise TorrentError("the session is not running (use 'async with Session(...)')")
         fetcher = MetadataFetcher(magnet, self._context())
         fetcher.add_peers(peers)
         self._fetchers[magnet.info_hash] = fetcher
@@ -242,7 +284,8 @@ class Session:
             self._fetchers.pop(magnet.info_hash, None)
 
     def _context(self) -> SwarmContext:
-        assert self._http is not None and self._half_open is not None
+        if self._tg is None or self._http is None or self._closing:
+            raise TorrentError("the session is not running (use 'async with Session(...)')")
         return SwarmContext(
             settings=self.settings,
             peer_id=self.peer_id,
@@ -252,6 +295,7 @@ class Session:
             up_limit=self._up,
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
+            clock=self.clock,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -268,7 +312,9 @@ class Session:
         return [t.statistics() for t in self._torrents.values()]
 
     def _free_peer_slots(self) -> int:
-        used = sum(len(s.peers) for s in self._swarms.values())
+        used = sum(len(s.peers) for s in self._swarms.values()) + sum(
+            len(f.peers) for f in self._fetchers.values()
+        )
         return self.settings.max_peers_total - used
 
     # ------------------------------------------------------------------ incoming
@@ -281,64 +327,98 @@ class Session:
             our_peer_id=self.peer_id,
             down_limit=self._down,
             up_limit=self._up,
+            clock=self.clock,
         )
-        return _Incoming(self, peer)
+        return _Incoming(peer, admit=self._admit_pending, route=self._route)
+
+    def _admit_pending(self, peer: Peer) -> bool:
+        """A new incoming connection; False (close it) when too many await their handshake."""
+        if self._closing or len(self._pending_incoming) >= self.settings.max_pending_incoming:
+            return False
+        self._pending_incoming[peer] = self.clock.monotonic()
+        return True
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
         swarm = self._swarms.get(info_hash)
-        self._pending_incoming.discard(peer)
-        if swarm is None or self._free_peer_slots() <= 0:
-            return None
-        if not swarm.adopt_incoming(peer):
+        self._pending_incoming.pop(peer, None)
+        if swarm is None or not swarm.adopt_incoming(peer):
             return None
         return swarm
 
+    def _expire_pending(self, now: float) -> None:
+        """Close incoming connections that sent no handshake within ``handshake_timeout_s``."""
+        limit = self.settings.handshake_timeout_s
+        for peer, since in list(self._pending_incoming.items()):
+            if now - since >= limit:
+                del self._pending_incoming[peer]
+                peer.close("no handshake")
+
+    @property
+    def pending_incoming(self) -> int:
+        """Incoming connections that have not sent their handshake yet."""
+        return len(self._pending_incoming)
+
     # ------------------------------------------------------------------ timers
+
+    def tick(self) -> None:
+        """Once a second: every torrent's timers, and the pending incoming connections."""
+        now = self.clock.monotonic()
+        self._expire_pending(now)
+        for swarm in list(self._swarms.values()):
+            swarm.tick(now)
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for swarm in list(self._swarms.values()):
-                swarm.tick(now)
+            self.tick()
 
     async def _choke_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.choke_interval_s)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             for swarm in list(self._swarms.values()):
                 swarm.rechoke(now)
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(1):
+            await server.wait_closed()
 
 
 class _Incoming(asyncio.Protocol):
     """Accepts one incoming connection and hands it to a :class:`Peer` once routed.
 
-    The peer reads the handshake's info hash, asks the session for the swarm, and the
-    swarm starts ``Peer.run_incoming`` in its own task group. Connections that never
-    send a handshake are closed after ``handshake_timeout_s``.
+    ``admit(peer)`` may refuse it (too many connections await their handshake): it is
+    closed at once. Otherwise the peer reads the handshake's info hash and calls
+    ``route(peer, info_hash)``, whose swarm starts ``Peer.run_incoming`` in its own
+    task group. The session's tick closes connections that never send a handshake.
     """
 
-    def __init__(self, session: Session, peer: Peer) -> None:
-        self._session = session
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        admit: Callable[[Peer], bool],
+        route: Callable[[Peer, InfoHash], Swarm | None],
+    ) -> None:
         self._peer = peer
-        self._timer: asyncio.TimerHandle | None = None
+        self._admit = admit
+        self._route = route
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = self._peer
         sockname = transport.get_extra_info("peername") or ("", 0)
-        self._peer.addr = (str(sockname[0]), int(sockname[1]))
-        self._peer.connection_made(transport)
-        session = self._session
+        peer.addr = (str(sockname[0]), int(sockname[1]))
+        peer.connection_made(transport)
+        if not self._admit(peer):
+            peer.close("too many connections awaiting their handshake")
+            return
+        route = self._route
 
-        def route(info_hash: InfoHash) -> Swarm | None:
-            return session._route(self._peer, info_hash)
+        def router(info_hash: InfoHash) -> Swarm | None:
+            return route(peer, info_hash)
 
-        self._peer.accept(transport, route)
-        session._pending_incoming.add(self._peer)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(session.settings.handshake_timeout_s, self._timeout)
-        transport.set_protocol(self._peer)
-
-    def _timeout(self) -> None:
-        if self._peer.host is None:
-            self._session._pending_incoming.discard(self._peer)
-            self._peer.close("no handshake")
+        peer.accept(transport, router)
+        transport.set_protocol(peer)

@@ -1027,6 +1027,16 @@ class Picker:
         return done
 
     @property
+    def bytes_wanted(self) -> int:
+        """Bytes of the wanted pieces (priority > 0), verified or not."""
+        return self._bytes_wanted
+
+    @property
+    def pieces_wanted(self) -> int:
+        """How many pieces are wanted (priority > 0)."""
+        return self._pieces_wanted
+
+    @property
     def left(self) -> int:
         """Wanted bytes we do not have yet (the tracker's ``left``)."""
         return self._bytes_wanted - self._wanted_done

@@ -1,0 +1,129 @@
+"""The engine's spawning rule and the swarm's memory budget, without sockets.
+
+A refused spawn must close its coroutine (no "never awaited" warning), whether the owner
+is stopping or its task group is already aborting. Over ``max_pieces_in_flight`` the
+swarm only continues pieces it is assembling (the picker's ``start_new=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from torrent import config
+from torrent.disk.storage import FileStorage
+from torrent.engine.bandwidth import RateLimiter
+from torrent.engine.host import SwarmContext, spawn
+from torrent.engine.peer import Peer
+from torrent.engine.swarm import Swarm
+from torrent.types import BLOCK_SIZE, PeerId
+
+
+async def _work(log: list[str]) -> None:
+    log.append("ran")
+
+
+def _no_unawaited_warning(caught: list[warnings.WarningMessage]) -> None:
+    gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+
+
+async def test_spawn_starts_the_task_in_the_group() -> None:
+    log: list[str] = []
+    async with asyncio.TaskGroup() as tg:
+        assert spawn(tg, _work(log), stopping=False) is not None
+    assert log == ["ran"]
+
+
+async def test_a_refused_spawn_closes_its_coroutine() -> None:
+    log: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coro = _work(log)
+        assert spawn(None, coro, stopping=False) is None  # no group (not running, or gone)
+        assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+        async with asyncio.TaskGroup() as tg:
+            assert spawn(tg, _work(log), stopping=True) is None
+        del coro
+        _no_unawaited_warning(caught)
+    assert log == []
+
+
+async def test_a_spawn_into_an_aborting_group_is_refused() -> None:
+    log: list[str] = []
+
+    async def fail() -> None:
+        raise ValueError("a sibling fails")
+
+    late: list[bool] = []
+    group: asyncio.TaskGroup | None = None
+
+    async def sleeper() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:  # runs while the group aborts
+            late.append(spawn(group, _work(log), stopping=False) is not None)
+
+    async def run_group() -> None:
+        nonlocal group
+        async with asyncio.TaskGroup() as group:
+            group.create_task(sleeper())
+            await asyncio.sleep(0)
+            group.create_task(fail())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ExceptionGroup):
+            await run_group()
+        _no_unawaited_warning(caught)
+    assert late == [False]
+    assert log == []
+
+
+class _FakePeer:
+    """What Swarm.pick_blocks and on_peer_block read of a peer."""
+
+    def __init__(self) -> None:
+        self.addr = ("10.0.0.1", 6881)
+        self.outstanding: dict[Any, Any] = {}
+        self.am_interested = True
+
+    def set_interested(self, interested: bool) -> None:
+        self.am_interested = interested
+
+
+async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_path: Path) -> None:
+    content = make_payload(tmp_path, "x.bin", 8 * 4 * BLOCK_SIZE)
+    meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 8 pieces of 4 blocks
+    settings = config.testing_settings().replace(max_pieces_in_flight=2)
+    ctx = SwarmContext(
+        settings=settings,
+        peer_id=PeerId(b"-PT0000-" + b"x" * 12),
+        port=lambda: 0,
+        http=cast(Any, None),  # no trackers: never used
+        down_limit=RateLimiter(0),
+        up_limit=RateLimiter(0),
+        half_open=asyncio.Semaphore(1),
+        peer_slots=lambda: 10,
+    )
+    swarm = Swarm(meta, FileStorage(meta.info, tmp_path / "out"), ctx)
+    peer = cast(Peer, _FakePeer())
+    swarm.picker.on_peer_have_all(peer.addr)
+    started: set[int] = set()
+    for _ in range(2):  # one block each of two pieces: both are in memory now
+        others = [i for i in range(meta.info.num_pieces) if i not in started]
+        [(index, begin, length)] = swarm.picker.pick(peer.addr, 1, restrict_to=others)
+        swarm.on_peer_block(peer, index, begin, b"\0" * length)
+        started.add(index)
+    assert swarm.picker.statistics().pieces_downloading == 2
+    picks = swarm.pick_blocks(peer, 20)
+    assert picks
+    assert {index for index, _, _ in picks} <= started, (picks, started)
+    assert swarm.picker.statistics().pieces_downloading == 2

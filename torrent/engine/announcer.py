@@ -1,0 +1,156 @@
+"""The announce loop of one torrent (BEP 3 events, BEP 12 tiers), shared by the swarm and
+the magnet metadata fetch.
+
+* The first announce carries ``started``; once one succeeded, the next carry no event
+  until :meth:`Announcer.completed` queues ``completed`` (BEP 3). :meth:`Announcer.stop`
+  sends ``stopped`` under ``stopped_announce_timeout_s``, and only when a ``started``
+  went out.
+* After a success the loop waits the tracker's ``interval`` (at least its
+  ``min interval`` and our ``min_announce_interval_s``; capped by ``max_interval_s``,
+  e.g. a metadata fetch that wants peers soon). After a failure it retries from
+  ``announce_retry_s``, doubling up to ``announce_retry_max_s``.
+* Woken early (:meth:`Announcer.wake`), it still keeps the minimum interval.
+
+Peers from every response go to ``on_peers``; warnings and errors to ``on_message``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from torrent.engine.host import SwarmContext
+from torrent.engine.peer import PeerAddr
+from torrent.engine.tracker_client import (
+    AnnounceEvent,
+    AnnounceRequest,
+    TrackerClient,
+    TrackerTiers,
+    make_tracker,
+)
+from torrent.errors import TrackerError
+
+__all__ = ["Announcer"]
+
+log = logging.getLogger(__name__)
+
+
+def _clients(urls: Sequence[str], ctx: SwarmContext) -> list[TrackerClient]:
+    """Clients for the URLs of one tier; an unusable URL (unknown scheme, no port) is
+    skipped, as a tracker that never answers would be."""
+    out = []
+    for url in urls:
+        try:
+            out.append(make_tracker(url, ctx.http, timeout_s=ctx.settings.tracker_timeout_s))
+        except TrackerError as exc:
+            log.debug("skipping tracker %s: %s", url, exc)
+    return out
+
+
+class Announcer:
+    """Announces one torrent to its trackers.
+
+    Args:
+        tiers: announce URLs, one list per BEP 12 tier (unsupported schemes are skipped).
+        ctx: the session's HTTP client and settings.
+        request: builds the request for an event (the owner knows ``left`` and totals).
+        on_peers: addresses from a response.
+        on_message: ``(is_error, text)`` for a tracker warning or failure.
+        max_interval_s: re-announce at least this often.
+    """
+
+    def __init__(
+        self,
+        tiers: Sequence[Sequence[str]],
+        ctx: SwarmContext,
+        *,
+        request: Callable[[AnnounceEvent], AnnounceRequest],
+        on_peers: Callable[[list[PeerAddr]], None],
+        on_message: Callable[[bool, str], None] | None = None,
+        max_interval_s: float | None = None,
+    ) -> None:
+        s = ctx.settings
+        self._settings = s
+        self._trackers = TrackerTiers([_clients(tier, ctx) for tier in tiers])
+        self._request = request
+        self._on_peers = on_peers
+        self._on_message = on_message
+        self._max_interval_s = max_interval_s
+        self._wake = asyncio.Event()
+        #: The event the next announce carries.
+        self.event = AnnounceEvent.STARTED
+        #: The last tracker warning or failure ("" after a clean response).
+        self.message = ""
+
+    def __bool__(self) -> bool:
+        return bool(self._trackers)
+
+    def wake(self) -> None:
+        """Announce soon (still keeping the minimum interval)."""
+        self._wake.set()
+
+    def completed(self, *, downloaded: bool) -> None:
+        """The download completed: announce ``completed`` (BEP 3) when we downloaded
+        anything this run (a torrent complete from the start announced none)."""
+        self.event = AnnounceEvent.COMPLETED if downloaded else AnnounceEvent.NONE
+        self._wake.set()
+
+    def _report(self, is_error: bool, text: str) -> None:
+        self.message = text
+        if self._on_message is not None:
+            self._on_message(is_error, text)
+
+    async def run(self) -> None:
+        """Announce until cancelled (returns at once without trackers)."""
+        if not self._trackers:
+            return
+        s = self._settings
+        retry = s.announce_retry_s
+        min_gap = s.min_announce_interval_s
+        while True:
+            event = self.event
+            try:
+                outcome = await self._trackers.announce(self._request(event))
+            except TrackerError as exc:
+                self._report(True, exc.reason)
+                delay = retry
+                retry = min(retry * 2, s.announce_retry_max_s)
+            else:
+                retry = s.announce_retry_s
+                if self.event is event:
+                    self.event = AnnounceEvent.NONE
+                resp = outcome.response
+                if resp.warning_message:
+                    self._report(False, resp.warning_message)
+                else:
+                    self.message = ""
+                self._on_peers([(p.ip, p.port) for p in resp.peers if p.port])
+                min_gap = max(resp.min_interval or 0, s.min_announce_interval_s)
+                interval = resp.interval or s.default_announce_interval_s
+                if self._max_interval_s is not None:
+                    interval = min(interval, self._max_interval_s)
+                delay = max(interval, min_gap)
+            await self._sleep(delay, min_gap)
+
+    async def _sleep(self, delay: float, min_gap: float) -> None:
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+            # Woken early (completed, or we need peers): still respect the min interval.
+            await asyncio.sleep(min_gap)
+        except TimeoutError:
+            pass
+
+    async def stop(self) -> None:
+        """Send ``stopped`` (when a ``started`` went out), under a short timeout."""
+        if not self._trackers or self.event is AnnounceEvent.STARTED:
+            return  # never announced: nothing to stop
+        with contextlib.suppress(TrackerError, TimeoutError):
+            async with asyncio.timeout(self._settings.stopped_announce_timeout_s):
+                await self._trackers.announce(self._request(AnnounceEvent.STOPPED))
+
+    async def aclose(self) -> None:
+        await self._trackers.close()

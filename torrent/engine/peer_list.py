@@ -1,0 +1,109 @@
+"""Known peer addresses of one torrent: where they came from is forgotten, their history is not.
+
+A :class:`PeerList` remembers every address a tracker, the user, the resume state or
+an incoming connection told us about, with its connection failures (each one doubles
+the back-off before the next try, from ``retry_backoff_s``), whether it is connected
+now, its peer id once known, and bans. It is bounded by ``max_known_peers``: a new
+address evicts the unconnected candidate with the most failures (libtorrent's
+``peer_list`` does the same with its ``max_peerlist_size``).
+
+It never dials anything: the connector (:mod:`torrent.engine.connector`) asks it for
+``candidates(now, limit)`` and reports back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torrent.config import Settings
+from torrent.engine.peer import PeerAddr
+
+__all__ = ["KnownPeer", "PeerAddr", "PeerList"]
+
+
+@dataclass(slots=True)
+class KnownPeer:
+    """A peer address we may connect to, with its history."""
+
+    addr: PeerAddr
+    failures: int = 0
+    next_try: float = 0.0
+    banned: bool = False
+    connected: bool = False
+    peer_id: bytes | None = None
+
+
+class PeerList:
+    """Known peer addresses with failure counts, back-off and bans (bounded)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._peers: dict[PeerAddr, KnownPeer] = {}
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._peers
+
+    def get(self, addr: PeerAddr) -> KnownPeer | None:
+        return self._peers.get(addr)
+
+    def add(self, addr: PeerAddr) -> bool:
+        """Remember ``addr``; returns True when it is new."""
+        if addr in self._peers:
+            return False
+        if len(self._peers) >= self._settings.max_known_peers:
+            # Forget the worst candidate: one not connected, most failures.
+            victims = [p for p in self._peers.values() if not p.connected and not p.banned]
+            if not victims:
+                return False
+            worst = max(victims, key=lambda p: p.failures)
+            del self._peers[worst.addr]
+        self._peers[addr] = KnownPeer(addr)
+        return True
+
+    def _dialable(self, p: KnownPeer) -> bool:
+        return not p.connected and not p.banned and p.failures < self._settings.max_failures
+
+    def candidates(self, now: float, limit: int) -> list[KnownPeer]:
+        """Up to ``limit`` peers to dial now: not connected, not banned, back-off over."""
+        ready = [p for p in self._peers.values() if self._dialable(p) and p.next_try <= now]
+        ready.sort(key=lambda p: (p.failures, p.next_try))
+        return ready[: max(limit, 0)]
+
+    def next_wakeup(self, now: float) -> float | None:
+        """Seconds until some peer's back-off ends, or None."""
+        waits = [p.next_try - now for p in self._peers.values() if self._dialable(p) and p.next_try > now]
+        return min(waits) if waits else None
+
+    def failed(self, addr: PeerAddr, now: float) -> None:
+        """A connection to ``addr`` failed (or gave nothing): back off before the next try."""
+        p = self._peers.get(addr)
+        if p is not None:
+            p.failures += 1
+            p.next_try = now + self._settings.retry_backoff_s * 2 ** (p.failures - 1)
+
+    def succeeded(self, addr: PeerAddr) -> None:
+        p = self._peers.get(addr)
+        if p is not None:
+            p.failures = 0
+
+    def ban(self, addr: PeerAddr) -> None:
+        p = self._peers.get(addr)
+        if p is None:
+            p = self._peers[addr] = KnownPeer(addr)
+        p.banned = True
+
+    def is_banned(self, addr: PeerAddr) -> bool:
+        p = self._peers.get(addr)
+        return p is not None and p.banned
+
+    @property
+    def banned_count(self) -> int:
+        return sum(1 for p in self._peers.values() if p.banned)
+
+    def retry_worthy(self, limit: int = 50) -> list[PeerAddr]:
+        """Addresses worth saving in the resume state: never failed, not banned."""
+        good = [p.addr for p in self._peers.values() if not p.banned and p.failures == 0]
+        return good[:limit]
