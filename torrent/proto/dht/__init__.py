@@ -11,4 +11,12 @@ from __future__ import annotations
 from torrent.proto.dht.krpc import Address, KrpcDecodeError, NodeInfo
 from torrent.proto.dht.node import DhtConfig, DhtProtocol, DhtStatistics, LookupDone
 
-__all__ = ["Address", "DhtConfig", "DhtProtocol", "DhtStatistics", "KrpcDecodeError", "LookupDone", "NodeInfo"]
+__all__ = [
+    "Address",
+    "DhtConfig",
+    "DhtProtocol",
+    "DhtStatistics",
+    "KrpcDecodeError",
+    "LookupDone",
+    "NodeInfo",
+]

@@ -66,7 +66,9 @@ class KrpcDecodeError(RemoteProtocolError):
         code: the BEP 5 error code to reply with (203, or 204 for an unknown method).
     """
 
-    def __init__(self, reason: str, *, tid: bytes | None = None, is_query: bool = False, code: int = ERROR_PROTOCOL) -> None:
+    def __init__(
+        self, reason: str, *, tid: bytes | None = None, is_query: bool = False, code: int = ERROR_PROTOCOL
+    ) -> None:
         self.reason = reason
         self.tid = tid
         self.is_query = is_query
@@ -142,7 +144,12 @@ class Error:
 Query: TypeAlias = Ping | FindNode | GetPeers | AnnouncePeer
 Message: TypeAlias = Query | Response | Error
 
-_METHODS: Final = {Ping: b"ping", FindNode: b"find_node", GetPeers: b"get_peers", AnnouncePeer: b"announce_peer"}
+_METHODS: Final = {
+    Ping: b"ping",
+    FindNode: b"find_node",
+    GetPeers: b"get_peers",
+    AnnouncePeer: b"announce_peer",
+}
 
 
 # --- compact formats -------------------------------------------------------------------

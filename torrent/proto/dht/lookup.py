@@ -44,6 +44,7 @@ class Candidate:
     depth: int
     state: str = NEW
     sent_at: float = 0.0
+    slow: bool = False  # asked more than slow_s ago: no longer holds a slot
     token: bytes | None = None
 
 
@@ -92,7 +93,11 @@ class Lookup:
         """Candidates to query now (marked asked); empty when ``alpha`` are pending or none is left."""
         if self.finished_at is not None:
             return []
-        pending = sum(1 for c in self._candidates.values() if c.state == ASKED and now - c.sent_at < self.slow_s)
+        pending = sum(
+            1
+            for c in self._candidates.values()
+            if c.state == ASKED and not c.slow and now - c.sent_at < self.slow_s
+        )
         room = self.alpha - pending
         out: list[Candidate] = []
         if room <= 0:
@@ -154,8 +159,17 @@ class Lookup:
             self.check_done(now)
 
     def tick(self, now: float) -> list[Address]:
-        """Fail queries older than ``timeout_s``; returns their addresses."""
-        late = [c for c in self._candidates.values() if c.state == ASKED and now - c.sent_at >= self.timeout_s]
+        """Mark queries older than ``slow_s`` slow and fail those older than ``timeout_s``.
+
+        Returns:
+            the addresses whose queries failed now.
+        """
+        for c in self._candidates.values():
+            if c.state == ASKED and now - c.sent_at >= self.slow_s:
+                c.slow = True
+        late = [
+            c for c in self._candidates.values() if c.state == ASKED and now - c.sent_at >= self.timeout_s
+        ]
         for c in late:
             c.state = FAILED
         if late:
@@ -163,12 +177,11 @@ class Lookup:
         return [c.address for c in late]
 
     def next_deadline(self) -> float | None:
-        """When :meth:`next_queries` or :meth:`tick` next has something to do (a query going slow or late)."""
+        """When :meth:`tick` next has something to do (a query going slow, or late)."""
         times = []
         for c in self._candidates.values():
             if c.state == ASKED:
-                times.append(c.sent_at + self.timeout_s)
-                times.append(c.sent_at + self.slow_s)
+                times.append(c.sent_at + (self.timeout_s if c.slow else self.slow_s))
         return min(times) if times else None
 
     @property

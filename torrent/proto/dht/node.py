@@ -155,17 +155,23 @@ class DhtProtocol:
             the system's when None.
     """
 
-    def __init__(self, node_id: bytes, now: float, *, config: DhtConfig | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, node_id: bytes, now: float, *, config: DhtConfig | None = None, rng: random.Random | None = None
+    ) -> None:
         if len(node_id) != krpc.ID_LENGTH:
             raise ValueError("node id must be 20 bytes")
         self.node_id = node_id
         self.config = config = config or DhtConfig()
         self._rng = rng or random.SystemRandom()
         self.tables = {
-            fam: RoutingTable(node_id, now, k=config.k, max_per_ip=config.max_per_ip, enforce_node_id=config.enforce_node_id)
+            fam: RoutingTable(
+                node_id, now, k=config.k, max_per_ip=config.max_per_ip, enforce_node_id=config.enforce_node_id
+            )
             for fam in (4, 6)
         }
-        self.store = PeerStore(max_peers=config.max_peers, max_info_hashes=config.max_info_hashes, peer_ttl_s=config.peer_ttl_s)
+        self.store = PeerStore(
+            max_peers=config.max_peers, max_info_hashes=config.max_info_hashes, peer_ttl_s=config.peer_ttl_s
+        )
         self.tokens = TokenIssuer(self._rng, now, rotate_s=config.token_rotate_s)
         self.limiter = RateLimiter(config.rate_per_ip_per_s, config.rate_burst)
         self._out: list[tuple[bytes, Address]] = []
@@ -212,7 +218,9 @@ class DhtProtocol:
                 times.append(d)
         return min(times)
 
-    def bootstrap(self, addresses: list[Address], now: float, *, nodes: list[NodeInfo] | tuple[NodeInfo, ...] = ()) -> int:
+    def bootstrap(
+        self, addresses: list[Address], now: float, *, nodes: list[NodeInfo] | tuple[NodeInfo, ...] = ()
+    ) -> int:
         """Join the DHT: a find_node for our own id, starting from ``addresses`` (ids unknown)
         and ``nodes`` (e.g. a saved routing table); when it finishes, each bucket is refreshed.
 
@@ -228,7 +236,9 @@ class DhtProtocol:
         """Start an iterative find_node; returns its lookup id."""
         return self._start(self._lookup(target, self._closest(target, self.config.k), now), now)
 
-    def get_peers(self, info_hash: bytes, now: float, *, announce_port: int | None = None, implied_port: bool = False) -> int:
+    def get_peers(
+        self, info_hash: bytes, now: float, *, announce_port: int | None = None, implied_port: bool = False
+    ) -> int:
         """Start an iterative get_peers; with ``announce_port``, announce_peer afterwards (rule 5).
 
         Args:
@@ -298,8 +308,7 @@ class DhtProtocol:
             self.counters["timeouts"] += 1
             self._failed(tx, now)
         for lookup_id, run in list(self._lookups.items()):
-            for address in run.lookup.tick(now):
-                self.tables[_family(address[0])].failed(address, now)
+            run.lookup.tick(now)  # the transactions' own deadlines count the failures
             self._pump(lookup_id, run, now)
         if now >= self._next_maintenance:
             self._next_maintenance = now + MAINTENANCE_EVERY_S
@@ -327,7 +336,9 @@ class DhtProtocol:
             nodes, nodes6 = self._answer_nodes(q.info_hash, q.want, fam)
             values = self.store.get(q.info_hash, now, self._rng, limit=self.config.max_values, v6=fam == 6)
             token = self.tokens.issue(host, now)
-            self._reply(krpc.Response(q.tid, self.node_id, nodes, nodes6, tuple(values), token, ip=addr), addr)
+            self._reply(
+                krpc.Response(q.tid, self.node_id, nodes, nodes6, tuple(values), token, ip=addr), addr
+            )
         else:
             if not self.tokens.valid(q.token, host, now):
                 self._drop("bad_token")
@@ -337,7 +348,9 @@ class DhtProtocol:
             self.store.add(q.info_hash, (host, peer_port), now)
             self._reply(krpc.Response(q.tid, self.node_id, ip=addr), addr)
 
-    def _answer_nodes(self, target: bytes, want: tuple[bytes, ...], fam: int) -> tuple[tuple[NodeInfo, ...], tuple[NodeInfo, ...]]:
+    def _answer_nodes(
+        self, target: bytes, want: tuple[bytes, ...], fam: int
+    ) -> tuple[tuple[NodeInfo, ...], tuple[NodeInfo, ...]]:
         want = want or (krpc.WANT_V6 if fam == 6 else krpc.WANT_V4,)
         k = self.config.k
         nodes = tuple(self.tables[4].closest(target, k, now=0.0)) if krpc.WANT_V4 in want else ()
@@ -349,7 +362,9 @@ class DhtProtocol:
             self._send(msg, addr)
         except ValueError:
             # the requester's own address cannot go in ``ip`` (e.g. port 0): answer without it
-            self._send(krpc.Response(msg.tid, msg.sender_id, msg.nodes, msg.nodes6, msg.values, msg.token), addr)
+            self._send(
+                krpc.Response(msg.tid, msg.sender_id, msg.nodes, msg.nodes6, msg.values, msg.token), addr
+            )
 
     # --- answers to us --------------------------------------------------------------
 
@@ -406,7 +421,7 @@ class DhtProtocol:
 
     def _failed(self, tx: _Transaction, now: float, *, count_in_table: bool = True) -> None:
         if count_in_table:
-            self.tables[_family(tx.address[0])].failed(tx.address, now)
+            self._table_failed(tx.address, now)
         self._pinging.discard(tx.address)
         run = self._lookups.get(tx.lookup_id) if tx.lookup_id is not None else None
         if run is None or tx.lookup_id is None:
@@ -416,6 +431,11 @@ class DhtProtocol:
         else:
             run.lookup.on_failure(tx.address, now)
             self._pump(tx.lookup_id, run, now)
+
+    def _table_failed(self, address: Address, now: float) -> None:
+        candidate = self.tables[_family(address[0])].failed(address, now)
+        if candidate is not None:
+            self._ping(candidate, now)
 
     def _vote(self, host: str) -> None:
         if len(self._ip_votes) >= 64 and host not in self._ip_votes:
@@ -427,7 +447,14 @@ class DhtProtocol:
     def _lookup(self, target: bytes, seeds: list[NodeInfo], now: float, *, get_peers: bool = False) -> Lookup:
         c = self.config
         return Lookup(
-            target, seeds, now, get_peers=get_peers, k=c.k, alpha=c.alpha, slow_s=c.query_slow_s, timeout_s=c.query_timeout_s
+            target,
+            seeds,
+            now,
+            get_peers=get_peers,
+            k=c.k,
+            alpha=c.alpha,
+            slow_s=c.query_slow_s,
+            timeout_s=c.query_timeout_s,
         )
 
     def _closest(self, target: bytes, n: int) -> list[NodeInfo]:
@@ -481,7 +508,12 @@ class DhtProtocol:
                 if token is None:
                     continue
                 q = krpc.AnnouncePeer(
-                    self._tid(), self.node_id, run.lookup.target, run.announce_port, token, implied_port=run.implied_port
+                    self._tid(),
+                    self.node_id,
+                    run.lookup.target,
+                    run.announce_port,
+                    token,
+                    implied_port=run.implied_port,
                 )
                 self._query(q, "announce_peer", node.address, node.id, lookup_id, now)
                 run.announcing += 1
@@ -534,7 +566,9 @@ class DhtProtocol:
                 if not bucket.covers(table.own_int):
                     bucket.last_changed = now
                     target = table.random_id_in(bucket, self._rng)
-                    self._start(self._lookup(target, self._closest(target, self.config.k), now), now, internal=True)
+                    self._start(
+                        self._lookup(target, self._closest(target, self.config.k), now), now, internal=True
+                    )
 
     def _maintain(self, now: float) -> None:
         self.store.expire(now)
@@ -543,7 +577,9 @@ class DhtProtocol:
             for node in table.to_ping(now):
                 self._ping(node, now)
             for target in table.refresh_targets(now, self._rng):
-                self._start(self._lookup(target, self._closest(target, self.config.k), now), now, internal=True)
+                self._start(
+                    self._lookup(target, self._closest(target, self.config.k), now), now, internal=True
+                )
 
     def _ping(self, node: NodeInfo, now: float) -> None:
         if node.address in self._pinging:
@@ -561,7 +597,15 @@ class DhtProtocol:
                 return tid
         raise RuntimeError("65536 transactions outstanding")  # unreachable: lookups are bounded
 
-    def _query(self, q: krpc.Query, method: str, addr: Address, node_id: bytes | None, lookup_id: int | None, now: float) -> None:
+    def _query(
+        self,
+        q: krpc.Query,
+        method: str,
+        addr: Address,
+        node_id: bytes | None,
+        lookup_id: int | None,
+        now: float,
+    ) -> None:
         deadline = now + self.config.query_timeout_s
         self._tx[q.tid] = _Transaction(addr, method, node_id or None, lookup_id, deadline)
         heapq.heappush(self._deadlines, (deadline, q.tid))

@@ -14,7 +14,10 @@ Rules and invariants:
    unconfirmed one; a BEP 42 conforming newcomer also displaces a non-conforming node.
    Otherwise it waits in the bucket's replacement cache (at most ``k``) and the table
    asks the caller to ping the least recently seen questionable node: when that fails
-   often enough to turn bad, the best replacement takes its slot.
+   (or any node fails a query) while a replacement that once answered waits, the best
+   replacement takes its slot at once; with no such replacement the node stays, and
+   only turns bad after ``MAX_FAILURES`` (answers leave out a node whose last query
+   failed, and a node that answers takes its place).
 5. At most ``max_per_ip`` nodes share one IP address (a cheap defence against one
    host filling the table with made-up ids).
 6. A bucket that has not changed in 15 minutes is due a refresh: a find_node for a
@@ -72,7 +75,8 @@ def crc32c(data: bytes) -> int:
 _V4_MASK: Final = bytes([0x03, 0x0F, 0x3F, 0xFF])
 _V6_MASK: Final = bytes([0x01, 0x03, 0x07, 0x0F, 0x1F, 0x3F, 0x7F, 0xFF])
 _EXEMPT_V4: Final = tuple(
-    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8")
+    ipaddress.IPv4Network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8")
 )
 
 
@@ -118,7 +122,11 @@ def conforms(node_id: bytes, host: str) -> bool:
     if len(node_id) != ID_LENGTH:
         return False
     crc = _id_crc(ip, node_id[19])
-    return node_id[0] == crc >> 24 and node_id[1] == (crc >> 16) & 0xFF and node_id[2] & 0xF8 == (crc >> 8) & 0xF8
+    return (
+        node_id[0] == crc >> 24
+        and node_id[1] == (crc >> 16) & 0xFF
+        and node_id[2] & 0xF8 == (crc >> 8) & 0xF8
+    )
 
 
 # --- the table --------------------------------------------------------------------------
@@ -144,7 +152,8 @@ class Entry:
         if self.failures >= MAX_FAILURES:
             return "bad"
         if self.last_response is not None and (
-            now - self.last_response < GOOD_FOR_S or (self.last_query is not None and now - self.last_query < GOOD_FOR_S)
+            now - self.last_response < GOOD_FOR_S
+            or (self.last_query is not None and now - self.last_query < GOOD_FOR_S)
         ):
             return "good"
         return "questionable"
@@ -214,9 +223,9 @@ class RoutingTable:
         return self.buckets[bisect.bisect_right(self._los, id_int) - 1]
 
     def closest(self, target: bytes, n: int | None = None, *, now: float | None = None) -> list[NodeInfo]:
-        """The ``n`` (default k) nodes closest to ``target``; with ``now``, bad ones are skipped."""
+        """The ``n`` (default k) nodes closest to ``target``; with ``now``, nodes that failed are skipped."""
         t = int.from_bytes(target, "big")
-        entries = (e for e in self._by_id.values() if now is None or e.failures < MAX_FAILURES)
+        entries = (e for e in self._by_id.values() if now is None or e.failures == 0)
         best = heapq.nsmallest(n or self.k, entries, key=lambda e: e.id_int ^ t)
         return [e.info for e in best]
 
@@ -247,17 +256,26 @@ class RoutingTable:
             return None
         return self._insert(node, now, confirmed=False)
 
-    def failed(self, addr: tuple[str, int], now: float) -> None:
-        """A query to ``addr`` went unanswered."""
+    def failed(self, addr: tuple[str, int], now: float) -> NodeInfo | None:
+        """A query to ``addr`` went unanswered.
+
+        Returns:
+            A replacement the caller should ping (one that never answered us yet): if it
+            answers, it takes the failed node's slot.
+        """
         entry = self._by_addr.get(addr)
         if entry is None:
-            return
+            return None
         entry.failures += 1
-        if entry.failures >= MAX_FAILURES:
-            bucket = self.bucket_for(entry.id_int)
-            if bucket.replacements:
-                self._remove(entry, bucket)
-                self._promote(bucket, now)
+        bucket = self.bucket_for(entry.id_int)
+        if any(r.last_response is not None for r in bucket.replacements):
+            # a node known to answer is waiting: it takes the slot at once (as libtorrent does)
+            self._remove(entry, bucket)
+            self._promote(bucket, now)
+            return None
+        if bucket.replacements:
+            return max(bucket.replacements, key=lambda r: (r.conforming, r.last_seen())).info
+        return None
 
     def remove(self, node_id: bytes) -> None:
         entry = self._by_id.get(node_id)
@@ -335,9 +353,9 @@ class RoutingTable:
         return min(stale, key=Entry.last_seen).info if stale else None
 
     def _victim(self, bucket: Bucket, now: float, newcomer: Entry) -> Entry | None:
-        bad = [e for e in bucket.nodes if e.failures >= MAX_FAILURES]
-        if bad:
-            return bad[0]
+        failing = [e for e in bucket.nodes if e.failures]
+        if failing:
+            return max(failing, key=lambda e: e.failures)
         unconfirmed = [e for e in bucket.nodes if e.last_response is None]
         if unconfirmed:
             return min(unconfirmed, key=Entry.last_seen)
@@ -366,7 +384,11 @@ class RoutingTable:
             del self._per_ip[entry.info.host]
 
     def _add_replacement(self, bucket: Bucket, entry: Entry) -> None:
-        reps = [r for r in bucket.replacements if r.info.id != entry.info.id and r.info.address != entry.info.address]
+        reps = [
+            r
+            for r in bucket.replacements
+            if r.info.id != entry.info.id and r.info.address != entry.info.address
+        ]
         reps.append(entry)
         if len(reps) > self.k:
             # drop the least useful: unconfirmed before confirmed, non-conforming first, oldest first
@@ -376,7 +398,9 @@ class RoutingTable:
 
     def _promote(self, bucket: Bucket, now: float) -> None:
         candidates = sorted(
-            bucket.replacements, key=lambda r: (r.last_response is not None, r.conforming, r.last_seen()), reverse=True
+            bucket.replacements,
+            key=lambda r: (r.last_response is not None, r.conforming, r.last_seen()),
+            reverse=True,
         )
         for r in candidates:
             if r.info.id not in self._by_id and self._per_ip.get(r.info.host, 0) < self.max_per_ip:

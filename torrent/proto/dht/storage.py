@@ -38,7 +38,13 @@ class PeerStore:
     ``_swarms`` holds exactly the same pairs grouped by info hash.
     """
 
-    def __init__(self, *, max_peers: int = MAX_PEERS, max_info_hashes: int = MAX_INFO_HASHES, peer_ttl_s: float = PEER_TTL_S) -> None:
+    def __init__(
+        self,
+        *,
+        max_peers: int = MAX_PEERS,
+        max_info_hashes: int = MAX_INFO_HASHES,
+        peer_ttl_s: float = PEER_TTL_S,
+    ) -> None:
         self.max_peers = max_peers
         self.max_info_hashes = max_info_hashes
         self.peer_ttl_s = peer_ttl_s
@@ -69,7 +75,9 @@ class PeerStore:
         swarm[peer] = None
         self._order[key] = now
 
-    def get(self, info_hash: bytes, now: float, rng: random.Random, *, limit: int = 50, v6: bool | None = None) -> list[Address]:
+    def get(
+        self, info_hash: bytes, now: float, rng: random.Random, *, limit: int = 50, v6: bool | None = None
+    ) -> list[Address]:
         """Up to ``limit`` live peers of ``info_hash``, a random sample when there are more.
 
         Args:
