@@ -141,6 +141,7 @@ class Lookup:
             c.distance = int.from_bytes(node_id, "big") ^ self.target_int
         elif c.id != node_id:
             c.state = FAILED  # it changed its id under us: not the node we were told of
+            self.check_done(now)
             return
         c.state = ANSWERED
         c.token = token

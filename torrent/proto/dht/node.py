@@ -330,10 +330,10 @@ class DhtProtocol:
         if isinstance(q, krpc.Ping):
             self._reply(krpc.Response(q.tid, self.node_id, ip=addr), addr)
         elif isinstance(q, krpc.FindNode):
-            nodes, nodes6 = self._answer_nodes(q.target, q.want, fam)
+            nodes, nodes6 = self._answer_nodes(q.target, q.want, addr)
             self._reply(krpc.Response(q.tid, self.node_id, nodes, nodes6, ip=addr), addr)
         elif isinstance(q, krpc.GetPeers):
-            nodes, nodes6 = self._answer_nodes(q.info_hash, q.want, fam)
+            nodes, nodes6 = self._answer_nodes(q.info_hash, q.want, addr)
             values = self.store.get(q.info_hash, now, self._rng, limit=self.config.max_values, v6=fam == 6)
             token = self.tokens.issue(host, now)
             self._reply(
@@ -349,13 +349,17 @@ class DhtProtocol:
             self._reply(krpc.Response(q.tid, self.node_id, ip=addr), addr)
 
     def _answer_nodes(
-        self, target: bytes, want: tuple[bytes, ...], fam: int
+        self, target: bytes, want: tuple[bytes, ...], requester: Address
     ) -> tuple[tuple[NodeInfo, ...], tuple[NodeInfo, ...]]:
-        want = want or (krpc.WANT_V6 if fam == 6 else krpc.WANT_V4,)
+        """The k closest nodes of each family asked for (its own by default), never the requester."""
+        want = want or (krpc.WANT_V6 if _family(requester[0]) == 6 else krpc.WANT_V4,)
         k = self.config.k
-        nodes = tuple(self.tables[4].closest(target, k, now=0.0)) if krpc.WANT_V4 in want else ()
-        nodes6 = tuple(self.tables[6].closest(target, k, now=0.0)) if krpc.WANT_V6 in want else ()
-        return nodes, nodes6
+
+        def closest(fam: int) -> tuple[NodeInfo, ...]:
+            found = self.tables[fam].closest(target, k + 1, now=0.0)
+            return tuple([n for n in found if n.address != requester][:k])
+
+        return (closest(4) if krpc.WANT_V4 in want else ()), (closest(6) if krpc.WANT_V6 in want else ())
 
     def _reply(self, msg: krpc.Response, addr: Address) -> None:
         try:

@@ -318,6 +318,13 @@ class RoutingTable:
         ok = conforms(node.id, node.host)
         if self.enforce_node_id and not ok:
             return None
+        same_id = self._by_id.get(node.id)
+        if same_id is not None:
+            # the id is known at another address: keep the one we know unless it stopped
+            # answering and this one answered (a node that moved); never two entries
+            if not (confirmed and same_id.failures):
+                return None
+            self._remove(same_id, self.bucket_for(same_id.id_int))
         old = self._by_addr.get(node.address)
         if old is not None:
             if not confirmed:
