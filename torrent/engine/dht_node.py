@@ -22,6 +22,7 @@ our id and compact node lists), so a restart does not need the bootstrap routers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -37,6 +38,9 @@ from torrent.proto.dht.krpc import Address, KrpcDecodeError, NodeInfo
 from torrent.proto.dht.node import DhtConfig, DhtProtocol, DhtStatistics, LookupDone
 
 __all__ = ["DhtNode", "load_state", "save_state"]
+
+#: Socket receive buffer asked for (the kernel may cap it): a burst of queries waits there.
+RECEIVE_BUFFER = 1 << 20
 
 
 def _normalise(addr: Any) -> Address:
@@ -154,6 +158,9 @@ class DhtNode:
             self._transport, _ = await loop.create_datagram_endpoint(
                 lambda: _Endpoint(self), local_addr=(self.host, self._port), family=family
             )
+            sock = self._transport.get_extra_info("socket")
+            with contextlib.suppress(OSError):  # room for bursts: the kernel drops what does not fit
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         try:
             routers = await self._resolve(self.bootstrap_addresses)
             self._bootstrap_id = self._protocol.bootstrap(routers, loop.time(), nodes=saved)
