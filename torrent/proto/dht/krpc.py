@@ -20,6 +20,7 @@ flags are ignored on input and never sent.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -155,11 +156,22 @@ _METHODS: Final = {
 # --- compact formats -------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
+def pack_host(host: str) -> bytes:
+    """The 4 or 16 bytes of an IP address. Cached: answers name the same nodes over and
+    over, and parsing the text is most of the cost of encoding an answer.
+
+    Raises:
+        ValueError: ``host`` is not an IP address.
+    """
+    return ipaddress.ip_address(host).packed
+
+
 def pack_address(host: str, port: int) -> bytes:
     """Compact peer info: 4 or 16 address bytes then the port, big-endian (BEP 5, BEP 32)."""
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {port}")
-    return ipaddress.ip_address(host).packed + port.to_bytes(2, "big")
+    return pack_host(host) + port.to_bytes(2, "big")
 
 
 def unpack_address(raw: bytes) -> Address:

@@ -16,13 +16,12 @@ handed in (tests seed it; the node uses the system's).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-from torrent.proto.dht.krpc import Address
+from torrent.proto.dht.krpc import Address, pack_host
 
 MAX_PEERS: Final = 100_000
 MAX_INFO_HASHES: Final = 10_000
@@ -141,7 +140,7 @@ class TokenIssuer:
 
     @staticmethod
     def _make(secret: bytes, host: str) -> bytes:
-        return hashlib.sha1(secret + ipaddress.ip_address(host).packed).digest()[:TOKEN_LENGTH]
+        return hashlib.sha1(secret + pack_host(host)).digest()[:TOKEN_LENGTH]
 
     def issue(self, host: str, now: float) -> bytes:
         self._rotate(now)
