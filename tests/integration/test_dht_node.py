@@ -99,3 +99,15 @@ async def test_statistics_are_a_frozen_snapshot() -> None:
             stats.nodes = 5  # type: ignore[misc]
         assert stats.node_id == dht.node_id and stats.queries_in == 0
         assert len(stats.node_id) == krpc.ID_LENGTH
+
+
+async def test_closing_the_node_fails_pending_lookups_with_an_error() -> None:
+    async with asyncio.timeout(10):
+        node = DhtNode("127.0.2.10", 0, config=TEST_CONFIG)
+        await node.__aenter__()
+        node.protocol.tables[4].heard_response(NodeInfo(b"n" * 20, "127.0.2.11", 9), 0.0)  # nobody there
+        lookup = asyncio.ensure_future(node.get_peers(b"x" * 20))
+        await asyncio.sleep(0.05)
+        await node.__aexit__(None, None, None)
+        with pytest.raises(ConnectionAbortedError):
+            await lookup

@@ -178,7 +178,9 @@ class DhtNode:
             self._timer.cancel()
             self._timer = None
         for fut in self._waiters.values():
-            fut.cancel()
+            if not fut.done():
+                # an error, not a cancellation: the waiter's task was not cancelled
+                fut.set_exception(ConnectionAbortedError("the DHT node was closed"))
         self._waiters.clear()
         try:
             if self.state_file is not None and self._protocol is not None:
@@ -282,7 +284,12 @@ class DhtNode:
         return await fut
 
     async def find_node(self, target: bytes) -> LookupDone:
-        """Run an iterative find_node for ``target``."""
+        """Run an iterative find_node for ``target``.
+
+        Raises:
+            ConnectionAbortedError: the node was closed before the lookup finished (as
+                do the other lookups below).
+        """
         assert self._loop is not None
         return await self._wait(self.protocol.find_node(target, self._loop.time()))
 
