@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -111,3 +112,26 @@ async def test_closing_the_node_fails_pending_lookups_with_an_error() -> None:
         await node.__aexit__(None, None, None)
         with pytest.raises(ConnectionAbortedError):
             await lookup
+
+
+async def test_an_ipv6_dht_uses_nodes6() -> None:
+    """BEP 32 end to end: nodes on ::1 learn each other from ``nodes6`` and find the closest."""
+    config = dataclasses.replace(TEST_CONFIG, max_per_ip=100)  # ::1 is one address for all of them
+    async with asyncio.timeout(20), contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(DhtNode("::1", 0, config=config))
+        nodes = [first]
+        for _ in range(15):
+            nodes.append(
+                await stack.enter_async_context(
+                    DhtNode("::1", 0, bootstrap=[("::1", first.port)], config=config)
+                )
+            )
+        await asyncio.gather(*(n.wait_bootstrapped() for n in nodes[1:]))
+        await asyncio.gather(*(n.find_node(n.node_id) for n in nodes))
+        assert all(n.statistics().nodes6 >= 8 and n.statistics().nodes == 0 for n in nodes)
+        target = nodes[9].node_id
+        done = await nodes[3].find_node(target)
+        assert done.closest[0] == NodeInfo(target, "::1", nodes[9].port)
+        info_hash = b"6" * 20
+        assert (await nodes[4].announce(info_hash, 4242)).announced >= 6
+        assert ("::1", 4242) in await nodes[12].get_peers(info_hash)

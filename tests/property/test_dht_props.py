@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torrent.proto import bencoding
 from torrent.proto.dht import DhtConfig, DhtProtocol, krpc
 from torrent.proto.dht.krpc import KrpcDecodeError, NodeInfo
+from torrent.proto.dht.lookup import Lookup
 from torrent.proto.dht.routing import RoutingTable
 from torrent.proto.dht.storage import PeerStore
 
@@ -176,3 +177,44 @@ def test_the_peer_store_keeps_its_bounds(adds: list[tuple[int, int, float]]) -> 
     rng = random.Random(0)
     total = sum(len(s.get(bytes([ih]) * 20, now, rng, limit=100)) for ih in range(31))
     assert total == len(s)
+
+
+@SETTINGS
+@given(
+    st.lists(ids, min_size=1, max_size=60, unique=True),
+    st.lists(
+        st.tuples(st.sampled_from(["answer", "fail", "silent"]), st.lists(st.integers(0, 59), max_size=8)),
+        max_size=200,
+    ),
+)
+def test_every_lookup_ends_with_the_closest_answering_nodes(
+    pool_ids: list[bytes], script: list[tuple[str, list[int]]]
+) -> None:
+    """Whatever nodes answer, fail or stay silent, a lookup converges within its timeouts."""
+    pool = [NodeInfo(i, f"10.0.{n // 250}.{n % 250 + 1}", 6881) for n, i in enumerate(pool_ids)]
+    target = b"\x42" * 20
+    lk = Lookup(target, pool[:3], 0.0, k=4, alpha=2, slow_s=1.0, timeout_s=3.0)
+    now = 0.0
+    steps = iter(script)
+    answered = set()
+    for _ in range(10_000):
+        if lk.done:
+            break
+        for c in lk.next_queries(now):
+            action, named = next(steps, ("silent", []))
+            if action == "answer":
+                assert c.id is not None
+                lk.on_response(c.address, c.id, [pool[i % len(pool)] for i in named], now)
+                answered.add(c.id)
+            elif action == "fail":
+                lk.on_failure(c.address, now)
+        deadline = lk.next_deadline()
+        if deadline is not None:
+            now = max(now, deadline)
+            lk.tick(now)
+        lk.check_done(now)
+    assert lk.done, "the lookup did not end"
+    closest = [n.id for n, _ in lk.closest()]
+    assert len(closest) <= 4 and set(closest) <= answered
+    t = int.from_bytes(target, "big")
+    assert closest == sorted(closest, key=lambda i: int.from_bytes(i, "big") ^ t)
