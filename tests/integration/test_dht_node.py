@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.integration.dht_helpers import TEST_CONFIG, loopback_dht, loopback_host
-from torrent.engine.dht_node import DhtNode, load_state, save_state
-from torrent.proto.dht import krpc
+from torrent.engine.dht_node import DhtNode, _new_node_id, load_state, save_state
+from torrent.proto.dht import krpc, routing
 from torrent.proto.dht.krpc import NodeInfo
 
 
@@ -135,3 +135,8 @@ async def test_an_ipv6_dht_uses_nodes6() -> None:
         info_hash = b"6" * 20
         assert (await nodes[4].announce(info_hash, 4242)).announced >= 6
         assert ("::1", 4242) in await nodes[12].get_peers(info_hash)
+
+
+def test_a_node_bound_to_a_public_address_takes_a_bep42_id() -> None:
+    assert routing.conforms(_new_node_id("203.0.113.7"), "203.0.113.7")
+    assert len(_new_node_id("0.0.0.0")) == len(_new_node_id("127.0.0.1")) == 20

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import random
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 from torrent.errors import BencodeError
 from torrent.proto import bencoding
-from torrent.proto.dht import krpc
+from torrent.proto.dht import krpc, routing
 from torrent.proto.dht.krpc import Address, KrpcDecodeError, NodeInfo
 from torrent.proto.dht.node import DhtConfig, DhtProtocol, DhtStatistics, LookupDone
 
@@ -49,6 +50,21 @@ def _normalise(addr: Any) -> Address:
     if host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return str(host), int(port)
+
+
+def _new_node_id(host: str) -> bytes:
+    """A BEP 42 id when we are bound to a public address (our external one), else random.
+
+    Behind a NAT or on a wildcard address the external address is not known at start;
+    the node then keeps a random id (see ``DhtStatistics.external_ip`` for what others see).
+    """
+    try:
+        bound = ipaddress.ip_address(host)
+    except ValueError:
+        return os.urandom(krpc.ID_LENGTH)
+    if bound.is_unspecified or routing.is_exempt(host):
+        return os.urandom(krpc.ID_LENGTH)
+    return routing.node_id_for_ip(host, random.SystemRandom())
 
 
 def save_state(path: Path, node_id: bytes, nodes: Sequence[NodeInfo]) -> None:
@@ -151,7 +167,7 @@ class DhtNode:
             saved_id, saved = await asyncio.to_thread(load_state, self.state_file)
             if self._node_id is None:
                 self._node_id = saved_id
-        node_id = self._node_id or os.urandom(krpc.ID_LENGTH)
+        node_id = self._node_id or _new_node_id(self.host)
         self._protocol = DhtProtocol(node_id, loop.time(), config=self.config)
         if self._transport is None:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

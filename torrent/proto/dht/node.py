@@ -398,12 +398,13 @@ class DhtProtocol:
             ping = self.tables[fam].heard_response(NodeInfo(r.sender_id, *addr), now)
             if ping is not None:
                 self._ping(ping, now)
-        run = self._lookups.get(tx.lookup_id) if tx.lookup_id is not None else None
-        if run is None:
+        lookup_id = tx.lookup_id
+        run = self._lookups.get(lookup_id) if lookup_id is not None else None
+        if run is None or lookup_id is None:
             return
         if tx.method == "announce_peer":
             run.announced += 1
-            self._announce_answered(tx.lookup_id, run, now)  # type: ignore[arg-type]
+            self._announce_answered(lookup_id, run, now)
             return
         nodes: list[NodeInfo] = []
         if 4 in self.config.families:
@@ -412,7 +413,7 @@ class DhtProtocol:
             nodes += r.nodes6
         nodes = [n for n in nodes if n.id != self.node_id]  # we are no candidate of our own lookups
         run.lookup.on_response(addr, r.sender_id, nodes, now, token=r.token, values=r.values)
-        self._pump(tx.lookup_id, run, now)  # type: ignore[arg-type]
+        self._pump(lookup_id, run, now)
 
     def _on_error(self, e: krpc.Error, addr: Address, now: float) -> None:
         tx = self._take_tx(e.tid, addr)
