@@ -218,3 +218,27 @@ def test_answers_from_the_wrong_address_are_ignored() -> None:
     (ev,) = events(dht)
     assert ev.closest == (NodeInfo(THEIRS, "192.0.2.200", 6881),)
     assert dht.tables[4].get(THEIRS) is not None
+
+
+def test_joining_is_tried_again_with_backoff_while_the_table_is_empty() -> None:
+    dht = make(query_timeout_s=2.0)
+    dht.bootstrap([("192.0.2.200", 6881)], 0.0)
+    sent_at = [0.0]
+    dht.datagrams_to_send()
+    now = 0.0
+    while now < 200.0:
+        now = dht.next_timeout() or now + 1
+        dht.tick(now)
+        if dht.datagrams_to_send():
+            sent_at.append(now)
+    assert sent_at == [0.0, 10.0, 30.0, 70.0, 150.0]
+    assert len(events(dht)) == 1  # only the first attempt is the caller's lookup
+    # the next attempt reaches the router: the table fills and the attempts stop
+    dht.tick(310.0)
+    ((query, addr),) = dht.datagrams_to_send()
+    tid = bencoding.decode(query)[b"t"]
+    dht.receive_datagram(krpc.encode(krpc.Response(tid, THEIRS)), addr, 310.5)
+    assert dht.datagrams_to_send() == [] and len(dht.tables[4]) == 1
+    for t in (700.0, 1000.0):
+        dht.tick(t)
+        assert dht.datagrams_to_send() == []

@@ -22,6 +22,8 @@ Rules and invariants:
 3. Our answers carry ``ip`` (BEP 42: the requester's address as we see it); the ``ip``
    of answers we get is a vote for our external address, which ``statistics`` reports.
 4. At most ``max_lookups`` lookups run at once; more wait their turn in order.
+   While the routing table is empty, joining through the bootstrap addresses is tried
+   again after 10 s, then 20 s, 40 s, ... up to ``REJOIN_MAX_S`` between attempts.
 5. A get_peers lookup started with ``announce_port`` announces to the k closest nodes
    that gave a token once it converges, and finishes when those announces are answered
    or timed out.
@@ -48,6 +50,7 @@ from torrent.proto.dht.routing import RoutingTable
 from torrent.proto.dht.storage import PeerStore, RateLimiter, TokenIssuer
 
 MAINTENANCE_EVERY_S: Final = 10.0
+REJOIN_MAX_S: Final = 300.0  # longest wait between attempts to join while the table is empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,9 @@ class DhtProtocol:
         self._next_lookup_id = 1
         self._pinging: set[Address] = set()
         self._bootstraps: set[int] = set()
+        self._routers: list[Address] = []
+        self._rejoin_after_s = MAINTENANCE_EVERY_S
+        self._next_rejoin = now
         self._next_maintenance = now + MAINTENANCE_EVERY_S
         self._ip_votes: dict[str, int] = {}
         self.counters = {"queries_in": 0, "queries_out": 0, "responses_in": 0, "errors_in": 0, "timeouts": 0}
@@ -227,10 +233,16 @@ class DhtProtocol:
         Returns:
             the lookup id (its :class:`LookupDone` comes like any other).
         """
-        seeds = [NodeInfo(b"", h, p) for h, p in addresses if _family(h) in self.config.families]
+        self._routers = [(h, p) for h, p in addresses if _family(h) in self.config.families]
+        self._rejoin_after_s = MAINTENANCE_EVERY_S
+        self._next_rejoin = now + self._rejoin_after_s
+        return self._join(now, list(nodes), internal=False)
+
+    def _join(self, now: float, nodes: list[NodeInfo], *, internal: bool) -> int:
+        seeds = [NodeInfo(b"", h, p) for h, p in self._routers]
         seeds += [n for n in nodes if _family(n.host) in self.config.families]
         seeds += self._closest(self.node_id, self.config.k)
-        return self._start(self._lookup(self.node_id, seeds, now), now, internal=False, bootstrap=True)
+        return self._start(self._lookup(self.node_id, seeds, now), now, internal=internal, bootstrap=True)
 
     def find_node(self, target: bytes, now: float) -> int:
         """Start an iterative find_node; returns its lookup id."""
@@ -577,6 +589,16 @@ class DhtProtocol:
 
     def _maintain(self, now: float) -> None:
         self.store.expire(now)
+        if (
+            self._routers
+            and now >= self._next_rejoin
+            and not any(len(self.tables[f]) for f in self.config.families)
+        ):
+            # nobody answered our joining (routers down, network not up yet): try again,
+            # waiting twice as long each time, up to REJOIN_MAX_S
+            self._rejoin_after_s = min(2 * self._rejoin_after_s, REJOIN_MAX_S)
+            self._next_rejoin = now + self._rejoin_after_s
+            self._join(now, [], internal=True)
         for fam in self.config.families:
             table = self.tables[fam]
             for node in table.to_ping(now):
