@@ -168,12 +168,14 @@ def test_the_table_keeps_its_invariants(ops: list[tuple[str, bytes, int]]) -> No
 @SETTINGS
 @given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 50), st.floats(0, 1)), max_size=300))
 def test_the_peer_store_keeps_its_bounds(adds: list[tuple[int, int, float]]) -> None:
-    s = PeerStore(max_peers=20, max_info_hashes=5, peer_ttl_s=10)
+    s = PeerStore(max_peers=20, max_info_hashes=5, max_per_swarm=6, max_per_ip=3, peer_ttl_s=10)
     now = 0.0
     for ih, peer, dt in adds:
         now += dt
-        s.add(bytes([ih]) * 20, (f"10.0.0.{peer}", 1), now)
+        s.add(bytes([ih]) * 20, (f"10.0.0.{peer % 10}", peer), now)
         assert len(s) <= 20 and s.info_hash_count <= 5
+        assert all(n <= 3 for n in s._per_ip.values()) and sum(s._per_ip.values()) == len(s)
+        assert all(len(swarm) <= 6 for swarm in s._swarms.values())
     rng = random.Random(0)
     total = sum(len(s.get(bytes([ih]) * 20, now, rng, limit=100)) for ih in range(31))
     assert total == len(s)

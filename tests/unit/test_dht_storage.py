@@ -72,3 +72,22 @@ def test_rate_limiter_bursts_then_refills_and_stays_bounded() -> None:
         r.allow(host, 0.2)
     assert len(r) == 3
     assert RateLimiter(0, 0).allow("x", 0.0)  # rate 0: no limit
+
+
+def test_one_swarm_and_one_address_are_bounded_too() -> None:
+    s = PeerStore(max_per_swarm=3, max_per_ip=4)
+    for port in range(1, 6):
+        assert s.add(IH[0], (f"192.0.2.{port}", port), float(port))
+    assert sorted(s.get(IH[0], 6.0, random.Random(0))) == [
+        ("192.0.2.3", 3),
+        ("192.0.2.4", 4),
+        ("192.0.2.5", 5),
+    ]
+    assert s.evicted == 2
+    # one address: four entries, then no more (a refresh of one it has is still fine)
+    assert all(s.add(IH[i], ("198.51.100.1", 1), 7.0) for i in range(1, 5))
+    assert not s.add(IH[5], ("198.51.100.1", 1), 7.0)
+    assert not s.add(IH[1], ("198.51.100.1", 2), 7.0)
+    assert s.add(IH[1], ("198.51.100.1", 1), 8.0)
+    s.expire(8.0 + s.peer_ttl_s - 0.5)  # the first four expire: the address has room again
+    assert s.add(IH[6], ("198.51.100.1", 1), 8.0 + s.peer_ttl_s)

@@ -68,6 +68,8 @@ class DhtConfig:
     enforce_node_id: bool = False  # BEP 42: refuse non-conforming node ids outright
     max_peers: int = 100_000  # stored announces, all info hashes together
     max_info_hashes: int = 10_000
+    max_peers_per_info_hash: int = 500
+    max_stored_per_ip: int = 200  # announces one IP may have stored, all info hashes together
     peer_ttl_s: float = 30 * 60
     token_rotate_s: float = 5 * 60  # a token stays valid for one to two rotations
     max_values: int = 50  # peers in one get_peers answer
@@ -173,7 +175,11 @@ class DhtProtocol:
             for fam in (4, 6)
         }
         self.store = PeerStore(
-            max_peers=config.max_peers, max_info_hashes=config.max_info_hashes, peer_ttl_s=config.peer_ttl_s
+            max_peers=config.max_peers,
+            max_info_hashes=config.max_info_hashes,
+            max_per_swarm=config.max_peers_per_info_hash,
+            max_per_ip=config.max_stored_per_ip,
+            peer_ttl_s=config.peer_ttl_s,
         )
         self.tokens = TokenIssuer(self._rng, now, rotate_s=config.token_rotate_s)
         self.limiter = RateLimiter(config.rate_per_ip_per_s, config.rate_burst)
@@ -357,7 +363,8 @@ class DhtProtocol:
                 self._send(krpc.Error(q.tid, krpc.ERROR_PROTOCOL, "bad token"), addr)
                 return
             peer_port = port if q.implied_port else q.port
-            self.store.add(q.info_hash, (host, peer_port), now)
+            if not self.store.add(q.info_hash, (host, peer_port), now):
+                self._drop("store_full_for_ip")  # answered all the same: nothing to learn from it
             self._reply(krpc.Response(q.tid, self.node_id, ip=addr), addr)
 
     def _answer_nodes(

@@ -25,6 +25,8 @@ from torrent.proto.dht.krpc import Address, pack_host
 
 MAX_PEERS: Final = 100_000
 MAX_INFO_HASHES: Final = 10_000
+MAX_PER_SWARM: Final = 500  # what one info hash keeps (libtorrent's DHT keeps as many)
+MAX_PER_IP: Final = 200  # entries one address may hold across all info hashes
 PEER_TTL_S: Final = 30 * 60  # announces are refreshed every ~15 to 30 minutes in practice
 TOKEN_ROTATE_S: Final = 5 * 60  # BEP 5: tokens stay valid up to 10 minutes
 TOKEN_LENGTH: Final = 8
@@ -33,8 +35,14 @@ TOKEN_LENGTH: Final = 8
 class PeerStore:
     """Peers announced per info hash, bounded, oldest evicted first.
 
-    Invariant: ``_order`` holds every (info_hash, peer) once, oldest announce first, and
-    ``_swarms`` holds exactly the same pairs grouped by info hash.
+    Bounds: ``max_peers`` in all, ``max_info_hashes`` swarms, ``max_per_swarm`` peers in
+    one swarm (what one get_peers answer samples from, so its cost stays small), and
+    ``max_per_ip`` entries from one IP address across all swarms (one host cannot push
+    everyone else out by announcing made-up ports or info hashes).
+
+    Invariant: ``_order`` holds every (info_hash, peer) once, oldest announce first;
+    ``_swarms`` holds exactly the same pairs grouped by info hash; ``_per_ip`` counts them
+    by the peer's address.
     """
 
     def __init__(
@@ -42,13 +50,18 @@ class PeerStore:
         *,
         max_peers: int = MAX_PEERS,
         max_info_hashes: int = MAX_INFO_HASHES,
+        max_per_swarm: int = MAX_PER_SWARM,
+        max_per_ip: int = MAX_PER_IP,
         peer_ttl_s: float = PEER_TTL_S,
     ) -> None:
         self.max_peers = max_peers
         self.max_info_hashes = max_info_hashes
+        self.max_per_swarm = max_per_swarm
+        self.max_per_ip = max_per_ip
         self.peer_ttl_s = peer_ttl_s
         self._order: OrderedDict[tuple[bytes, Address], float] = OrderedDict()
         self._swarms: dict[bytes, dict[Address, None]] = {}
+        self._per_ip: dict[str, int] = {}
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -58,21 +71,37 @@ class PeerStore:
     def info_hash_count(self) -> int:
         return len(self._swarms)
 
-    def add(self, info_hash: bytes, peer: Address, now: float) -> None:
+    def add(self, info_hash: bytes, peer: Address, now: float) -> bool:
+        """Store or refresh ``peer`` for ``info_hash``.
+
+        Returns:
+            False when the peer's address already holds ``max_per_ip`` entries (nothing stored).
+        """
         key = (info_hash, peer)
         if key in self._order:
             self._order.move_to_end(key)
             self._order[key] = now
-            return
+            return True
+        if self._per_ip.get(peer[0], 0) >= self.max_per_ip:
+            return False
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             while len(self._swarms) >= self.max_info_hashes:
                 self._evict_oldest_swarm()
             swarm = self._swarms[info_hash] = {}
+        elif len(swarm) >= self.max_per_swarm:
+            oldest = next(iter(swarm))  # first stored; a refresh does not move it, so roughly the oldest
+            del self._order[(info_hash, oldest)]
+            self._drop((info_hash, oldest))
+            self.evicted += 1
+            swarm = self._swarms.setdefault(info_hash, {})
         while len(self._order) >= self.max_peers:
             self._evict_one()
+            swarm = self._swarms.setdefault(info_hash, swarm)
         swarm[peer] = None
         self._order[key] = now
+        self._per_ip[peer[0]] = self._per_ip.get(peer[0], 0) + 1
+        return True
 
     def get(
         self, info_hash: bytes, now: float, rng: random.Random, *, limit: int = 50, v6: bool | None = None
@@ -107,16 +136,23 @@ class PeerStore:
     def _evict_oldest_swarm(self) -> None:
         # the swarm of the oldest announce: its other peers go with it
         info_hash = next(iter(self._order))[0]
-        for peer in self._swarms.pop(info_hash):
+        for peer in list(self._swarms[info_hash]):
             del self._order[(info_hash, peer)]
+            self._drop((info_hash, peer))
             self.evicted += 1
 
     def _drop(self, key: tuple[bytes, Address]) -> None:
+        """Remove ``key`` from the swarms and the per-IP counts (the caller took it off ``_order``)."""
         info_hash, peer = key
         swarm = self._swarms[info_hash]
         del swarm[peer]
         if not swarm:
             del self._swarms[info_hash]
+        left = self._per_ip[peer[0]] - 1
+        if left:
+            self._per_ip[peer[0]] = left
+        else:
+            del self._per_ip[peer[0]]
 
 
 class TokenIssuer:
