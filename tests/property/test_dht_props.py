@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -220,3 +221,34 @@ def test_every_lookup_ends_with_the_closest_answering_nodes(
     assert len(closest) <= 4 and set(closest) <= answered
     t = int.from_bytes(target, "big")
     assert closest == sorted(closest, key=lambda i: int.from_bytes(i, "big") ^ t)
+
+
+@FEWER
+@given(st.lists(messages, min_size=1, max_size=40))
+def test_any_answer_to_our_own_queries_is_taken_without_raising(answers: list[krpc.Message]) -> None:
+    """Answers that match a real transaction (right tid, right address) but carry anything at all."""
+    dht = DhtProtocol(b"O" * 20, 0.0, config=DhtConfig(max_per_ip=100), rng=random.Random(1))
+    for i in range(20):
+        dht.tables[4].heard_response(NodeInfo(bytes([i * 12]) + bytes(19), f"10.0.0.{i + 1}", 6881), 0.0)
+    dht.get_peers(b"\x42" * 20, 0.0, announce_port=6881)
+    now = 0.0
+    for answer in answers:
+        pending = dht.datagrams_to_send()
+        if not pending:
+            break
+        for raw, addr in pending:
+            tid = bencoding.decode(raw)[b"t"]
+            if isinstance(answer, (krpc.Response, krpc.Error)):
+                dht.receive_datagram(krpc.encode(dataclasses.replace(answer, tid=tid)), addr, now)
+            else:
+                dht.receive_datagram(krpc.encode(answer), addr, now)
+        now += 0.3
+        dht.tick(now)
+    for _ in range(100):  # whatever happened, the lookup (and its announces) end by the timeouts
+        if dht.next_event() is not None:
+            break
+        now = max(now, dht.next_timeout() or now)
+        dht.tick(now)
+        dht.datagrams_to_send()
+    else:
+        raise AssertionError("the lookup never ended")
