@@ -166,7 +166,7 @@ def bench_sans_io(seconds: float) -> None:
     )
 
 
-def _load(port: int, seconds: float, result: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _load(port: int, seconds: float, result: multiprocessing.Queue) -> None:
     """Load generator (its own process): keeps 64 queries in flight, counts answers."""
     rng = random.Random(4)
     datagrams = query_mix(rng, 1024)

@@ -74,7 +74,8 @@ async def test_flood_keeps_bounds_and_honest_queries_are_answered() -> None:
                 krpc.encode(krpc.GetPeers(b"t%d" % i, os.urandom(20), os.urandom(20))), target
             )
             answer = krpc.decode(await sock.received.get())
-            assert isinstance(answer, krpc.Response) and answer.token is not None
+            assert isinstance(answer, krpc.Response)
+            assert answer.token is not None
             tokens.append(answer.token)
 
         stop = time.monotonic() + FLOOD_S
@@ -113,7 +114,8 @@ async def test_flood_keeps_bounds_and_honest_queries_are_answered() -> None:
                         retries.append(attempt)
                 else:
                     raise AssertionError(f"honest query {n} unanswered three times")
-                assert isinstance(answer, krpc.Response) and answer.sender_id == victim.node_id
+                assert isinstance(answer, krpc.Response)
+                assert answer.sender_id == victim.node_id
                 latencies.append(time.monotonic() - asked)
                 await asyncio.sleep(0.05)
 
@@ -131,7 +133,8 @@ async def test_flood_keeps_bounds_and_honest_queries_are_answered() -> None:
         assert len(latencies) >= FLOOD_S / 0.2  # every honest query was answered, throughout
         assert len(retries) <= 0.1 * len(latencies)  # (when the kernel drops some, a resend gets through)
         # the bounds held
-        assert stats.stored_peers <= 200 and stats.stored_info_hashes <= 100
+        assert stats.stored_peers <= 200
+        assert stats.stored_info_hashes <= 100
         assert proto.store.evicted > 0  # the flood did reach them
         assert stats.nodes <= ATTACKERS + 1  # one per IP, whatever the ids
         assert stats.replacements <= 8 * stats.buckets

@@ -27,7 +27,8 @@ async def test_a_saved_table_lets_a_restarted_node_join_without_routers(tmp_path
             known = me.statistics().nodes
             assert known >= 8
         node_id, saved = load_state(state)
-        assert node_id == first_id and len(saved) == known
+        assert node_id == first_id
+        assert len(saved) == known
         nodes[0].protocol.tables[4].remove(first_id)  # forget us, to be sure nothing comes from there
         async with DhtNode("127.0.2.1", 0, state_file=state, config=TEST_CONFIG) as again:  # no routers
             await again.wait_bootstrapped()
@@ -77,7 +78,8 @@ async def test_a_shared_socket_hands_over_datagrams_and_keeps_the_rest() -> None
                 loopback_host(301), 0, bootstrap=[(loopback_host(300), port)], config=TEST_CONFIG
             ) as peer:
                 await peer.wait_bootstrapped()
-                assert peer.statistics().nodes == 1 and dht.statistics().nodes == 1
+                assert peer.statistics().nodes == 1
+                assert dht.statistics().nodes == 1
                 utp_syn = bytes([0x41, 0]) + bytes(18)
                 peer_transport = peer._transport
                 assert peer_transport is not None
@@ -98,7 +100,8 @@ async def test_statistics_are_a_frozen_snapshot() -> None:
         stats = dht.statistics()
         with pytest.raises(dataclasses.FrozenInstanceError):
             stats.nodes = 5  # type: ignore[misc]
-        assert stats.node_id == dht.node_id and stats.queries_in == 0
+        assert stats.node_id == dht.node_id
+        assert stats.queries_in == 0
         assert len(stats.node_id) == krpc.ID_LENGTH
 
 

@@ -153,14 +153,17 @@ def test_the_table_keeps_its_invariants(ops: list[tuple[str, bytes, int]]) -> No
             t.heard_query(n, float(step))
         else:
             t.failed(n.address, float(step))
-    assert t.buckets[0].lo == 0 and t.buckets[-1].hi == 1 << 160
+    assert t.buckets[0].lo == 0
+    assert t.buckets[-1].hi == 1 << 160
     for a, b in zip(t.buckets, t.buckets[1:], strict=False):
         assert a.hi == b.lo
     per_ip: dict[str, int] = {}
     for b in t.buckets:
-        assert len(b.nodes) <= 4 and len(b.replacements) <= 4
+        assert len(b.nodes) <= 4
+        assert len(b.replacements) <= 4
         for e in b.nodes:
-            assert b.covers(e.id_int) and e.info.id != own
+            assert b.covers(e.id_int)
+            assert e.info.id != own
             per_ip[e.info.host] = per_ip.get(e.info.host, 0) + 1
     assert max(per_ip.values(), default=0) <= 2
     assert len(t) == sum(len(b.nodes) for b in t.buckets)
@@ -174,8 +177,10 @@ def test_the_peer_store_keeps_its_bounds(adds: list[tuple[int, int, float]]) -> 
     for ih, peer, dt in adds:
         now += dt
         s.add(bytes([ih]) * 20, (f"10.0.0.{peer % 10}", peer), now)
-        assert len(s) <= 20 and s.info_hash_count <= 5
-        assert all(n <= 3 for n in s._per_ip.values()) and sum(s._per_ip.values()) == len(s)
+        assert len(s) <= 20
+        assert s.info_hash_count <= 5
+        assert all(n <= 3 for n in s._per_ip.values())
+        assert sum(s._per_ip.values()) == len(s)
         assert all(len(swarm) <= 6 for swarm in s._swarms.values())
     rng = random.Random(0)
     total = sum(len(s.get(bytes([ih]) * 20, now, rng, limit=100)) for ih in range(31))
@@ -218,7 +223,8 @@ def test_every_lookup_ends_with_the_closest_answering_nodes(
         lk.check_done(now)
     assert lk.done, "the lookup did not end"
     closest = [n.id for n, _ in lk.closest()]
-    assert len(closest) <= 4 and set(closest) <= answered
+    assert len(closest) <= 4
+    assert set(closest) <= answered
     t = int.from_bytes(target, "big")
     assert closest == sorted(closest, key=lambda i: int.from_bytes(i, "big") ^ t)
 

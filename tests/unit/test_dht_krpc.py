@@ -61,7 +61,8 @@ def test_compact_nodes_v4_and_v6() -> None:
 def test_want_is_read_and_unknown_families_ignored() -> None:
     raw = b"d1:ad2:id20:" + A + b"6:target20:" + M + b"4:wantl2:n42:n62:n9ee1:q9:find_node1:t2:aa1:y1:qe"
     q = krpc.decode(raw)
-    assert isinstance(q, krpc.FindNode) and q.want == (b"n4", b"n6")
+    assert isinstance(q, krpc.FindNode)
+    assert q.want == (b"n4", b"n6")
 
 
 def _query(args: bytes, method: bytes = b"get_peers") -> bytes:
@@ -123,11 +124,12 @@ def test_bad_input_raises_one_error_with_a_reason(raw: bytes, reason: str, answe
 
 def test_advisory_ip_field_that_is_bad_is_ignored() -> None:
     r = krpc.decode(b"d2:ip3:abc1:rd2:id20:" + A + b"e1:t2:aa1:y1:re")
-    assert isinstance(r, krpc.Response) and r.ip is None
+    assert isinstance(r, krpc.Response)
+    assert r.ip is None
 
 
 def test_encoding_refuses_bad_values_of_our_own() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="port out of range"):
         krpc.encode(krpc.AnnouncePeer(b"aa", A, M, 0, b"t"))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="port out of range"):
         krpc.pack_address("192.0.2.1", 0)

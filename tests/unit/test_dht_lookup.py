@@ -27,8 +27,10 @@ def test_alpha_queries_closest_first_then_converges_on_k() -> None:
     assert not lk.done
     lk.on_response(n(5).address, n(5).id, [], 0.4)
     # the 3 closest (1, 3, 5) answered: done, though n(20) never did
-    assert lk.done and [x.id for x, _ in lk.closest()] == [n(1).id, n(3).id, n(5).id]
-    assert lk.hops == 3 and lk.queries_sent == 5
+    assert lk.done
+    assert [x.id for x, _ in lk.closest()] == [n(1).id, n(3).id, n(5).id]
+    assert lk.hops == 3
+    assert lk.queries_sent == 5
 
 
 def test_slow_queries_free_their_slot_and_late_ones_fail() -> None:
@@ -42,14 +44,16 @@ def test_slow_queries_free_their_slot_and_late_ones_fail() -> None:
     lk.on_response(n(2).address, n(2).id, [], 3.1)
     assert [c.address for c in lk.next_queries(3.1)] == [n(3).address]
     lk.on_response(n(3).address, n(3).id, [], 3.2)
-    assert lk.done and [x.id for x, _ in lk.closest()] == [n(2).id, n(3).id]
+    assert lk.done
+    assert [x.id for x, _ in lk.closest()] == [n(2).id, n(3).id]
 
 
 def test_a_late_answer_still_counts() -> None:
     lk = Lookup(TARGET, [n(1), n(2)], 0.0, k=2, alpha=2, timeout_s=1.0)
     lk.next_queries(0.0)
     assert lk.tick(1.5) == [n(1).address, n(2).address]
-    assert lk.done and lk.closest() == []
+    assert lk.done
+    assert lk.closest() == []
     lk2 = Lookup(TARGET, [n(1), n(2), n(3)], 0.0, k=2, alpha=1, timeout_s=1.0, slow_s=0.5)
     lk2.next_queries(0.0)
     lk2.tick(1.0)  # n(1) failed
@@ -74,7 +78,8 @@ def test_a_node_answering_with_another_id_is_not_trusted() -> None:
     lk = Lookup(TARGET, [n(1)], 0.0, k=1)
     lk.next_queries(0.0)
     lk.on_response(n(1).address, n(7).id, [n(2)], 0.1)
-    assert lk.done and lk.closest() == []
+    assert lk.done
+    assert lk.closest() == []
 
 
 def test_candidates_are_bounded() -> None:

@@ -30,7 +30,8 @@ def test_ping_is_answered_with_our_id_and_the_requesters_address() -> None:
     assert one_reply(dht) == b"d2:ip6:" + PACKED_PEER + b"1:rd2:id20:" + OURS + b"e1:t2:aa1:y1:re"
     # the querier went into the table, unconfirmed
     entry = dht.tables[4].get(THEIRS)
-    assert entry is not None and entry.last_response is None
+    assert entry is not None
+    assert entry.last_response is None
 
 
 def test_get_peers_token_then_announce_then_values() -> None:
@@ -39,7 +40,9 @@ def test_get_peers_token_then_announce_then_values() -> None:
         b"d1:ad2:id20:" + THEIRS + b"9:info_hash20:" + IH + b"e1:q9:get_peers1:t2:g1" + b"1:y1:qe", PEER, 1.0
     )
     reply = krpc.decode(one_reply(dht))
-    assert isinstance(reply, krpc.Response) and reply.token is not None and reply.values == ()
+    assert isinstance(reply, krpc.Response)
+    assert reply.token is not None
+    assert reply.values == ()
     announce = krpc.AnnouncePeer(b"a1", THEIRS, IH, 51413, reply.token)
     dht.receive_datagram(krpc.encode(announce), PEER, 2.0)
     assert krpc.decode(one_reply(dht)) == krpc.Response(b"a1", OURS, ip=PEER)
@@ -64,7 +67,8 @@ def test_announce_with_a_bad_token_is_refused_and_counted() -> None:
     dht.receive_datagram(krpc.encode(krpc.AnnouncePeer(b"a2", THEIRS, IH, 51413, token)), PEER, 1.0)  # type: ignore[arg-type]
     assert krpc.decode(one_reply(dht)) == krpc.Error(b"a2", 203, "bad token")
     stats = dht.statistics(1.0)
-    assert stats.stored_peers == 0 and stats.dropped["bad_token"] == 2
+    assert stats.stored_peers == 0
+    assert stats.dropped["bad_token"] == 2
 
 
 def test_malformed_queries_get_errors_and_other_garbage_is_dropped_and_counted() -> None:
@@ -110,10 +114,14 @@ def test_want_n6_answers_from_the_ipv6_table() -> None:
     dht.tables[4].heard_response(v4, 0.0)
     dht.receive_datagram(krpc.encode(krpc.FindNode(b"f1", THEIRS, IH, want=(b"n4", b"n6"))), PEER, 1.0)
     reply = krpc.decode(one_reply(dht))
-    assert isinstance(reply, krpc.Response) and reply.nodes == (v4,) and reply.nodes6 == (v6,)
+    assert isinstance(reply, krpc.Response)
+    assert reply.nodes == (v4,)
+    assert reply.nodes6 == (v6,)
     dht.receive_datagram(krpc.encode(krpc.FindNode(b"f2", THEIRS, IH)), ("2001:db8::9", 1), 1.0)
     reply = krpc.decode(one_reply(dht))
-    assert isinstance(reply, krpc.Response) and reply.nodes == () and reply.nodes6 == (v6,)
+    assert isinstance(reply, krpc.Response)
+    assert reply.nodes == ()
+    assert reply.nodes6 == (v6,)
 
 
 class FakeNet:
@@ -177,19 +185,26 @@ def test_bootstrap_lookup_announce_and_get_peers_over_a_fake_network() -> None:
     assert events(lonely) == []
     net.run(2.0)
     (done,) = events(lonely)
-    assert done.lookup_id == boot and done.closest == () and lonely.statistics(net.now).timeouts == 1
+    assert done.lookup_id == boot
+    assert done.closest == ()
+    assert lonely.statistics(net.now).timeouts == 1
 
     for d in [first, *others]:
         events(d)
     announce = others[3].get_peers(IH, net.now, announce_port=51413)
     net.run(3.0)
     (ev,) = events(others[3])
-    assert ev.lookup_id == announce and ev.kind == "get_peers" and ev.announced >= 6 and ev.peers == ()
+    assert ev.lookup_id == announce
+    assert ev.kind == "get_peers"
+    assert ev.announced >= 6
+    assert ev.peers == ()
     lookup = others[20].get_peers(IH, net.now)
     net.run(3.0)
     (ev,) = events(others[20])
-    assert ev.lookup_id == lookup and ("10.0.1.4", 51413) in ev.peers
-    assert 1 <= ev.hops <= 4 and ev.queries >= 3
+    assert ev.lookup_id == lookup
+    assert ("10.0.1.4", 51413) in ev.peers
+    assert 1 <= ev.hops <= 4
+    assert ev.queries >= 3
 
 
 def test_next_timeout_and_tick_time_out_a_query() -> None:
@@ -203,7 +218,8 @@ def test_next_timeout_and_tick_time_out_a_query() -> None:
     assert dht.next_timeout() == 3.0
     dht.tick(3.0)
     (ev,) = events(dht)
-    assert ev.closest == () and dht.statistics(3.0).timeouts == 1
+    assert ev.closest == ()
+    assert dht.statistics(3.0).timeouts == 1
 
 
 def test_answers_from_the_wrong_address_are_ignored() -> None:
@@ -213,7 +229,8 @@ def test_answers_from_the_wrong_address_are_ignored() -> None:
     tid = bencoding.decode(query[0])[b"t"]
     answer = krpc.encode(krpc.Response(tid, THEIRS))
     dht.receive_datagram(answer, ("192.0.2.201", 6881), 1.1)
-    assert events(dht) == [] and dht.statistics(1.1).dropped == {"unexpected_answer": 1}
+    assert events(dht) == []
+    assert dht.statistics(1.1).dropped == {"unexpected_answer": 1}
     dht.receive_datagram(answer, ("192.0.2.200", 6881), 1.2)
     (ev,) = events(dht)
     assert ev.closest == (NodeInfo(THEIRS, "192.0.2.200", 6881),)
@@ -238,7 +255,8 @@ def test_joining_is_tried_again_with_backoff_while_the_table_is_empty() -> None:
     ((query, addr),) = dht.datagrams_to_send()
     tid = bencoding.decode(query)[b"t"]
     dht.receive_datagram(krpc.encode(krpc.Response(tid, THEIRS)), addr, 310.5)
-    assert dht.datagrams_to_send() == [] and len(dht.tables[4]) == 1
+    assert dht.datagrams_to_send() == []
+    assert len(dht.tables[4]) == 1
     for t in (700.0, 1000.0):
         dht.tick(t)
         assert dht.datagrams_to_send() == []

@@ -52,7 +52,8 @@ def test_bep42_generated_ids_conform_and_local_addresses_are_exempt() -> None:
         assert routing.conforms(routing.node_id_for_ip(ip, rng), ip)
         assert not routing.conforms(bytes(20), ip)
     for local in ("127.0.0.1", "10.1.2.3", "192.168.1.1", "172.16.0.9", "169.254.1.1", "::1", "fe80::1"):
-        assert routing.is_exempt(local) and routing.conforms(bytes(20), local)
+        assert routing.is_exempt(local)
+        assert routing.conforms(bytes(20), local)
 
 
 def test_states_follow_the_fifteen_minute_rules() -> None:
@@ -77,18 +78,21 @@ def test_only_our_own_bucket_splits_and_full_far_buckets_keep_replacements() -> 
     assert len(t.buckets) == 1
     # a ninth node: the bucket holds our id, so it splits into [0, 2^159) and [2^159, 2^160)
     assert t.heard_response(node(0x01), 2.0) is None
-    assert len(t.buckets) == 2 and len(t) == 9
+    assert len(t.buckets) == 2
+    assert len(t) == 9
     # the far half is full of good nodes and cannot split: the newcomer waits
     ping = t.heard_response(node(0xF0), 3.0)
     assert ping is None  # no questionable node to ping: they are all good
-    assert len(t) == 9 and t.replacement_count() == 1
+    assert len(t) == 9
+    assert t.replacement_count() == 1
     # 15 minutes on, all are questionable: the least recently seen one is to be pinged
     ping = t.heard_response(node(0xF1), 3.0 + GOOD_FOR_S)
     assert ping == node(0x80)
     assert t.to_ping(3.0 + GOOD_FOR_S) == [node(0x80)]
     # it fails once: a replacement that answered us takes its place at once
     t.failed(node(0x80).address, 4.0 + GOOD_FOR_S)
-    assert t.get(node(0x80).id) is None and t.get(node(0xF1).id) is not None
+    assert t.get(node(0x80).id) is None
+    assert t.get(node(0xF1).id) is not None
     assert len(t) == 9
 
 
@@ -118,7 +122,8 @@ def test_bep42_conforming_newcomer_displaces_a_nonconforming_node() -> None:
     while good_id[0] < 0x80:  # one for the full far half
         good_id = routing.node_id_for_ip("198.51.100.1", rng)
     t.heard_response(NodeInfo(good_id, "198.51.100.1", 6881), 2.0)
-    assert t.get(good_id) is not None and len(t) == 9
+    assert t.get(good_id) is not None
+    assert len(t) == 9
     assert sum(1 for e in t if not e.conforming) == 7
 
 

@@ -17,14 +17,17 @@ def test_peers_expire_and_a_reannounce_refreshes() -> None:
     s.add(IH[0], ("192.0.2.1", 1), 60.0)  # refreshed
     assert sorted(s.get(IH[0], 99.0, rng)) == [("192.0.2.1", 1), ("192.0.2.2", 2)]
     assert s.get(IH[0], 155.0, rng) == [("192.0.2.1", 1)]
-    assert s.get(IH[0], 160.0, rng) == [] and len(s) == 0 and s.info_hash_count == 0
+    assert s.get(IH[0], 160.0, rng) == []
+    assert len(s) == 0
+    assert s.info_hash_count == 0
 
 
 def test_peer_bound_evicts_the_oldest_announce() -> None:
     s = PeerStore(max_peers=3)
     for i in range(5):
         s.add(IH[i % 2], (f"192.0.2.{i}", 1), float(i))
-    assert len(s) == 3 and s.evicted == 2
+    assert len(s) == 3
+    assert s.evicted == 2
     rng = random.Random(0)
     assert sorted(s.get(IH[0], 5.0, rng)) == [("192.0.2.2", 1), ("192.0.2.4", 1)]
     assert s.get(IH[1], 5.0, rng) == [("192.0.2.3", 1)]
@@ -36,7 +39,8 @@ def test_info_hash_bound_evicts_the_swarm_of_the_oldest_announce() -> None:
     s.add(IH[1], ("192.0.2.2", 1), 1.0)
     s.add(IH[0], ("192.0.2.3", 1), 2.0)
     s.add(IH[2], ("192.0.2.4", 1), 3.0)  # IH[0] holds the oldest announce: its swarm goes
-    assert s.info_hash_count == 2 and len(s) == 2
+    assert s.info_hash_count == 2
+    assert len(s) == 2
     assert s.get(IH[0], 4.0, random.Random(0)) == []
 
 
@@ -46,7 +50,9 @@ def test_get_samples_and_filters_by_family() -> None:
         s.add(IH[0], (f"192.0.2.{i}", 1), 0.0)
     s.add(IH[0], ("2001:db8::1", 1), 0.0)
     got = s.get(IH[0], 1.0, random.Random(0), limit=50, v6=False)
-    assert len(got) == 50 and len(set(got)) == 50 and all(":" not in h for h, _ in got)
+    assert len(got) == 50
+    assert len(set(got)) == 50
+    assert all(":" not in h for h, _ in got)
     assert s.get(IH[0], 1.0, random.Random(0), v6=True) == [("2001:db8::1", 1)]
 
 
@@ -66,7 +72,8 @@ def test_tokens_are_bound_to_the_ip_and_valid_up_to_two_rotations() -> None:
 def test_rate_limiter_bursts_then_refills_and_stays_bounded() -> None:
     r = RateLimiter(rate_per_s=10, burst=5, max_tracked=3)
     assert [r.allow("a", 0.0) for _ in range(6)] == [True] * 5 + [False]
-    assert r.allow("a", 0.1) and not r.allow("a", 0.1)
+    assert r.allow("a", 0.1)
+    assert not r.allow("a", 0.1)
     assert r.allow("b", 0.1)  # per IP
     for host in "cdefg":
         r.allow(host, 0.2)
