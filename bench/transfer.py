@@ -65,7 +65,9 @@ def reexec_isolated() -> None:
     if only_loopback():
         return
     if os.geteuid() != 0:
-        sys.exit("bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root")
+        sys.exit(
+            "bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root"
+        )
     cmd = " ".join(["exec", sys.executable, *map(_quote, sys.argv)])
     os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", f"ip link set lo up && {cmd}"])
 
@@ -94,7 +96,12 @@ def make_payload(path: Path, size: int) -> bytes:
             f.write(data)
             pieces.append(hashlib.sha1(data).digest())
             left -= n
-    info = {b"length": size, b"name": path.name.encode(), b"piece length": PIECE_LENGTH, b"pieces": b"".join(pieces)}
+    info = {
+        b"length": size,
+        b"name": path.name.encode(),
+        b"piece length": PIECE_LENGTH,
+        b"pieces": b"".join(pieces),
+    }
     return bencoding.encode({b"info": info, b"created by": b"bench/transfer.py"})
 
 
@@ -279,7 +286,9 @@ def check_rc4(kind: str, seen: bool) -> None:
         raise RuntimeError(f"({kind}): libtorrent listed no RC4-encrypted connection")
 
 
-async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: int) -> tuple[float, Proc | None]:
+async def run_pair(
+    kind: str, work: Path, torrent: Path, data_dir: Path, size: int
+) -> tuple[float, Proc | None]:
     """One transfer; returns (MB/s, our measured process or None)."""
     out = work / f"out-{kind}"
     shutil.rmtree(out, ignore_errors=True)
@@ -295,8 +304,17 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
         else:
             seed_log = work / f"seed-{kind}.log"
             our_seed = spawn(
-                ["seed", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--json",
-                 *ENCRYPTION[MODE][1]],
+                [
+                    "seed",
+                    str(torrent),
+                    str(data_dir),
+                    "--port",
+                    str(seed_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--json",
+                    *ENCRYPTION[MODE][1],
+                ],
                 seed_log,
             )
             await wait_listening(seed_port)
@@ -312,8 +330,18 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
             return size / (time.monotonic() - t0) / 1e6, our_seed
         leech = spawn(
             [
-                "download", str(torrent), "-o", str(out), "--no-seed", "--json",
-                "--port", str(leech_port), "--bind", "127.0.0.1", "--peer", f"127.0.0.1:{seed_port}",
+                "download",
+                str(torrent),
+                "-o",
+                str(out),
+                "--no-seed",
+                "--json",
+                "--port",
+                str(leech_port),
+                "--bind",
+                "127.0.0.1",
+                "--peer",
+                f"127.0.0.1:{seed_port}",
                 *ENCRYPTION[MODE][1],
             ],
             work / f"leech-{kind}.log",
@@ -363,7 +391,9 @@ async def main_async(args: argparse.Namespace) -> None:
         t0 = time.monotonic()
         torrent.write_bytes(make_payload(data_dir / "payload.bin", size))
         print(f"encryption: {MODE}")
-        print(f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s")
+        print(
+            f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s"
+        )
         results = {k: Result() for k in kinds}
         for run in range(args.runs):
             for k in kinds:
@@ -393,17 +423,24 @@ async def main_async(args: argparse.Namespace) -> None:
         rss = f"{statistics.median(r.rss):.0f}" if r.rss else "-"
         ratio = f"  ({med / ref:.2f}x a)" if ref and k != "a" else ""
         print(f"{names[k]:45} {med:12.0f} {runs:>22} {cpu:>7} {rss:>8}{ratio}")
-    print("\nour process: the leecher in (b) and (c), the seed in (d); CPU s = user+sys of that "
-          "process, RSS = its peak resident set (VmHWM); machine: 2 cores, shared with other work.")
+    print(
+        "\nour process: the leecher in (b) and (c), the seed in (d); CPU s = user+sys of that "
+        "process, RSS = its peak resident set (VmHWM); machine: 2 cores, shared with other work."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="a,b,c,d")
     parser.add_argument(
-        "--encryption", choices=("plaintext", "rc4"), default="plaintext", help="MSE with RC4 forced on every peer"
+        "--encryption",
+        choices=("plaintext", "rc4"),
+        default="plaintext",
+        help="MSE with RC4 forced on every peer",
     )
     args = parser.parse_args()
     reexec_isolated()
