@@ -9,6 +9,7 @@ name a file of the torrent become relative links inside it; the rest empty files
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import os
@@ -150,3 +151,50 @@ def test_a_planted_link_does_not_let_a_symlink_entry_out(tmp_path: Path) -> None
         storage.allocate()
     storage.close()
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "case", ["parent_path", "invalid_name2", "pad_file_no_path", "symlink_filtered_path"]
+)
+async def test_seed_to_leech_of_a_nasty_torrent_stays_inside(case: str, tmp_path: Path) -> None:
+    from torrent import config
+    from torrent.engine.session import Session
+
+    data, payload = MAKE.corpus_torrent(case)
+    meta = Metainfo.from_bytes(data)
+    info = meta.info
+    seed_dir, leech_dir = tmp_path / "seed", tmp_path / "box" / "leech"
+    leech_dir.mkdir(parents=True)
+    (tmp_path / "box" / "bar").write_bytes(b"bait")
+    storage = FileStorage(info, seed_dir, info_hash=meta.info_hash)
+    storage.allocate()
+    for piece in range(info.num_pieces):
+        start = piece * info.piece_length
+        storage.write_block(piece, 0, payload[start : start + info.piece_size(piece)])
+    storage.close()
+    before = _tree(tmp_path / "box")
+
+    async with (
+        asyncio.timeout(30),
+        Session(config.testing_settings()) as seed_s,
+        Session(config.testing_settings()) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, seed_dir)
+        await seed.swarm.wait_checked()
+        assert seed.statistics().state == "seeding"
+        leech = await leech_s.add_torrent(meta, leech_dir, seed=False, peers=[("127.0.0.1", seed_s.port)])
+        await leech.wait_complete()
+
+    after = _tree(tmp_path / "box")
+    assert {k: after.get(k) for k in before} == before
+    created = {k: v for k, v in after.items() if k not in before}
+    content = f"leech/{info.disk_name}"
+    assert all(
+        k.startswith((content + "/", "leech/.pytorrent")) or k in (content, "leech/.pytorrent")
+        for k in created
+    ), sorted(created)
+    for f in info.files:
+        if f.padding or f.symlink is not None:
+            continue
+        got = (leech_dir / info.disk_name).joinpath(*f.disk_path).read_bytes()
+        assert got == payload[f.offset : f.offset + f.length]

@@ -53,6 +53,20 @@ def test_any_component_sanitises_to_a_safe_one(raw: bytes) -> None:
     assert paths.sanitize_component(raw, keep=False) in ("", paths.sanitize_component(raw))
 
 
+_texty = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=260).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.lists(st.sampled_from([b"a", b".", b"/", b"\\", b"\xe6\x97\xa5", b"\xe2\x80\xae", b"\x7f", b"\xff"]),
+             max_size=130).map(b"".join),
+)
+
+
+@SETTINGS
+@given(_texty, st.booleans())
+def test_the_fast_path_agrees_with_the_code_point_walk(raw: bytes, keep: bool) -> None:
+    assert paths.sanitize_component(raw, keep=keep) == paths._sanitize_slow(raw, keep)
+
+
 _component = st.sampled_from([b"a", b"A", b"b", b"..", b".", b"", b"/", b"x.txt", b"X.TXT", b"x.1.txt", b"\\"])
 
 

@@ -36,6 +36,7 @@ changes: it is the SHA-1 of the raw ``info`` bytes, whatever the names become.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 from torrent.errors import MetainfoError
@@ -63,6 +64,11 @@ _INVISIBLE = frozenset(
     ]
 )
 _DOT, _SLASH, _BACKSLASH = 0x2E, 0x2F, 0x5C
+#: Any character the slow path would drop or replace: a name without one (and short
+#: enough, and not only dots) comes out unchanged, so the common case skips the loop.
+_NEEDS_WORK = re.compile(
+    "[\x00-\x1f\x7f-\x9f/\\\\\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 
 
 def _code_point(data: bytes, i: int) -> tuple[int, int]:
@@ -111,6 +117,21 @@ def sanitize_component(raw: bytes, *, keep: bool = True) -> str:
         A non-empty component with no separator and no control character, at most
         ``TRUNCATE_AT_BYTES`` bytes plus a short extension; or ``""`` (``keep=False``).
     """
+    if len(raw) < TRUNCATE_AT_BYTES and raw.strip(b"."):
+        # Fast path: short, not only dots, valid UTF-8 (Python's decoder refuses
+        # surrogates and overlong forms too) and nothing to drop or replace.
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if not _NEEDS_WORK.search(text):
+                return text
+    return _sanitize_slow(raw, keep)
+
+
+def _sanitize_slow(raw: bytes, keep: bool) -> str:
+    """:func:`sanitize_component`, one code point at a time."""
     if not raw:
         return PLACEHOLDER
     out = bytearray()
