@@ -340,7 +340,7 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
     if multi_file:
         if b"length" in info:
             warnings.append("'length' is ignored: the torrent also has a 'files' list")
-        files = _parse_files(info[b"files"], encoding, warnings)
+        files = _parse_files(info[b"files"], encoding, warnings, bitcomet_padding=_BITCOMET_PAD in disk_name)
     else:
         length = _int(info[b"length"], "info.length", MAX_FILE_LENGTH) if b"length" in info else None
         if length is None:
@@ -349,6 +349,8 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
             raise MetainfoError("negative length", "info.length")
         attr_raw = info.get(b"attr", b"")
         attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
+        if _BITCOMET_PAD in disk_name:
+            raise MetainfoError("the only file is a padding file (BitComet's name for one)", "info.name")
         files = [FileEntry(path=(name,), length=length, offset=0, attr=attr, disk_path=(disk_name,))]
 
     total = sum(f.length for f in files)
@@ -378,8 +380,16 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
     )
 
 
-def _parse_files(entries: Any, encoding: str, warnings: list[str]) -> list[FileEntry]:
-    """The ``files`` list of a multi-file torrent, with sanitised, de-duplicated disk paths."""
+#: BitComet's padding files predate BEP 47 and say so only in their path (libtorrent
+#: looks for this anywhere in the path, the torrent's name included).
+_BITCOMET_PAD = "_____padding_file_"
+
+
+def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_padding: bool) -> list[FileEntry]:
+    """The ``files`` list of a multi-file torrent, with sanitised, de-duplicated disk paths.
+
+    ``bitcomet_padding``: the torrent's own name marks every file as padding.
+    """
     if not isinstance(entries, list):
         raise MetainfoError(f"expected a list, got {_kind(entries)}", "info.files")
     if not entries:
@@ -428,8 +438,7 @@ def _parse_files(entries: Any, encoding: str, warnings: list[str]) -> list[FileE
                 raise MetainfoError("empty path", f"{where}.path")
             path = tuple(_text(c, f"{where}.path[{j}]", "" if utf8 else encoding) for j, c in enumerate(path_raw))
             disk = paths.sanitize_path(_disk_bytes(c, encoding, utf8) for c in path_raw)
-        # BitComet's padding files predate BEP 47 and say so only in their name.
-        is_pad = is_pad or any("_____padding_file_" in c for c in disk)
+        is_pad = is_pad or bitcomet_padding or any(_BITCOMET_PAD in c for c in disk)
         link = entry.get(b"symlink path")
         links.append(
             [c for c in link if isinstance(c, bytes)]
