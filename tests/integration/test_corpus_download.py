@@ -27,7 +27,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 def _make_fixtures() -> ModuleType:
     spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -133,7 +134,8 @@ def test_the_escaping_symlinks_are_plain_empty_files(tmp_path: Path) -> None:
     storage.allocate()
     storage.close()
     root = tmp_path / info.disk_name
-    assert not (root / "a" / "escape").is_symlink() and (root / "a" / "escape").stat().st_size == 0
+    assert not (root / "a" / "escape").is_symlink()
+    assert (root / "a" / "escape").stat().st_size == 0
     assert not (root / "a" / "_" / "abs").is_symlink()
     assert os.readlink(root / "a" / "good") == "bar"
 

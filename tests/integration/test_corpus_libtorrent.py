@@ -135,7 +135,8 @@ def test_file_and_directory_refusal_names_both_files() -> None:
     with pytest.raises(MetainfoError) as err:
         Metainfo.from_bytes((FIXTURES / "corpus" / "file_and_directory.torrent").read_bytes())
     assert err.value.field == "info.files[0].path"
-    assert "'a'" in str(err.value) and "'a/b'" in str(err.value)
+    assert "'a'" in str(err.value)
+    assert "'a/b'" in str(err.value)
 
 
 _component = st.one_of(
@@ -194,8 +195,12 @@ def test_random_hostile_file_lists_load_alike(entries: list[tuple[list[bytes], b
     try:
         meta = Metainfo.from_bytes(data)
     except MetainfoError as exc:
+        refusal: MetainfoError | None = exc
+    else:
+        refusal = None
+    if refusal is not None:
         # The two refusals libtorrent does not share (see DIFFERENCES).
-        assert "is also the directory of" in str(exc) or "every file is a padding file" in str(exc)
+        assert "is also the directory of" in str(refusal) or "every file is a padding file" in str(refusal)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -35,4 +35,6 @@ def test_json_gains_the_sanitised_path(capsys: pytest.CaptureFixture[str]) -> No
 def test_a_four_thousand_digit_length_is_exit_2_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(CORPUS / "huge_length.torrent")]) == 2
     err = capsys.readouterr().err
-    assert "info.length" in err and len(err.splitlines()) == 1 and len(err) < 200
+    assert "info.length" in err
+    assert len(err.splitlines()) == 1
+    assert len(err) < 200

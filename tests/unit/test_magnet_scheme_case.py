@@ -14,7 +14,9 @@ IH = "c401dbb712fd894654fb129553a7f1f87f03a042"
 @pytest.mark.parametrize("scheme", ["magnet", "MAGNET", "Magnet", "mAgNeT"])
 def test_download_takes_a_magnet_link_in_any_case(scheme: str) -> None:
     got = load_source(f"{scheme}:?xt=urn:btih:{IH}&dn=x")
-    assert isinstance(got, Magnet) and got.info_hash.hex() == IH and got.name == "x"
+    assert isinstance(got, Magnet)
+    assert got.info_hash.hex() == IH
+    assert got.name == "x"
 
 
 def test_commands_that_need_a_torrent_file_say_so_for_any_case() -> None:

@@ -352,7 +352,7 @@ def test_bytes_after_the_dictionary_are_ignored_with_a_warning() -> None:
 
 
 def test_symlinks_are_kept_only_inside_the_torrent() -> None:
-    files = [
+    files: list[dict[bytes, Any]] = [
         {b"length": 5, b"path": [b"d", b"a"]},
         {b"attr": b"l", b"path": [b"in"], b"symlink path": [b"d", b"a"]},
         {b"attr": b"l", b"path": [b"dir"], b"symlink path": [b"d"]},

@@ -46,7 +46,8 @@ def test_long_components_are_cut_at_240_bytes_keeping_a_short_extension() -> Non
     assert paths.sanitize_component(b"x" * 250 + b".0123456789ab") == "x" * 240
     # Multi-byte characters are never split.
     out = paths.sanitize_component("é".encode() * 200)
-    assert out == "é" * 120 and len(out.encode()) == 240
+    assert out == "é" * 120
+    assert len(out.encode()) == 240
 
 
 def test_name_rules() -> None:
@@ -84,8 +85,8 @@ def test_padding_files_of_one_size_share_a_path_freely() -> None:
 
 
 def test_symlink_targets_stay_inside_the_torrent() -> None:
-    files = {("d", "f"), ("l",), ("d", "l2")}
-    dirs = {("d",)}
+    files: set[tuple[str, ...]] = {("d", "f"), ("l",), ("d", "l2")}
+    dirs: set[tuple[str, ...]] = {("d",)}
     assert paths.symlink_target([b"d", b"f"], ("l",), files, dirs) == ("d", "f")
     assert paths.symlink_target([b"d"], ("l",), files, dirs) == ("d",)
     assert paths.symlink_target([b"f"], ("d", "l2"), files, dirs) == ("d", "f")  # from the link's directory
