@@ -224,7 +224,7 @@ def load_torrent(source: str) -> Metainfo:
     from cli.main import UsageError
     from torrent.disk.torrent_file import read_metainfo
 
-    if source.startswith("magnet:"):
+    if source[:7].lower() == "magnet:":
         raise UsageError("this command needs a .torrent file, not a magnet link")
     if not os.path.exists(source):
         raise UsageError(f"{source}: no such file")
@@ -233,7 +233,7 @@ def load_torrent(source: str) -> Metainfo:
 
 def load_source(source: str) -> Metainfo | Magnet:
     """A .torrent file, or a magnet link (its metadata is fetched from peers later)."""
-    if source.startswith("magnet:"):
+    if source[:7].lower() == "magnet:":
         from torrent.proto.magnet import Magnet
 
         return Magnet.parse(source)

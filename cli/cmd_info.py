@@ -73,8 +73,16 @@ def describe(source: str) -> dict[str, Any]:
         "created_by": meta.created_by or None,
         "comment": meta.comment or None,
         "source": info.source or None,
+        "disk_name": info.disk_name,
         "files": [
-            {"path": list(f.path), "size": f.length, **({"padding": True} if f.padding else {})}
+            {
+                "path": list(f.path),
+                "size": f.length,
+                **({"padding": True} if f.padding else {}),
+                # Where the file is written (below the download directory), only when
+                # that is not what the torrent says.
+                **({"disk_path": _disk_path(info, f)} if _disk_path(info, f) != _said_path(info, f) else {}),
+            }
             for f in info.files
         ],
         "warnings": list(meta.warnings),
@@ -140,7 +148,7 @@ def _plain(facts: dict[str, Any]) -> str:
         lines.append("files:")
         for f in facts["files"]:
             pad = " (padding)" if f.get("padding") else ""
-            lines.append(f"  {'/'.join(f['path'])}  {human_size(f['size'])}{pad}")
+            lines.append(f"  {'/'.join(f['path'])}  {human_size(f['size'])}{pad}{_written_as(facts, f)}")
     return "\n".join(lines) + "\n"
 
 
@@ -179,5 +187,20 @@ def _print_rich(facts: dict[str, Any]) -> None:
                     nodes[node_key] = nodes[path[: depth - 1]].add(
                         f"[bold blue]{escape(node_key[-1])}/[/] ({human_size(sizes[node_key])})"
                     )
-            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])})")
+            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])}){escape(_written_as(facts, f))}")
     console.print(root)
+
+
+def _disk_path(info: Any, f: Any) -> list[str]:
+    return [info.disk_name, *f.disk_path] if info.multi_file else [info.disk_name]
+
+
+def _said_path(info: Any, f: Any) -> list[str]:
+    return [info.name, *f.path] if info.multi_file else [info.name]
+
+
+def _written_as(facts: dict[str, Any], f: dict[str, Any]) -> str:
+    """`` -> written as <path>`` when the sanitised path differs from the torrent's, else ""."""
+    if f.get("padding") or "disk_path" not in f:
+        return ""
+    return f"  -> written as {'/'.join(f['disk_path'])}"

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
 from torrent import config
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
@@ -58,8 +59,9 @@ async def leecher(tmp_path: Path, port: int, *extra: str) -> asyncio.subprocess.
 
 
 async def wait_uploaded(seed: Torrent, at_least: int) -> None:
-    while seed.statistics().uploaded_bytes < at_least:
-        await asyncio.sleep(0.05)
+    await wait_until(
+        lambda: seed.statistics().uploaded_bytes >= at_least, timeout_s=60, interval_s=0.05, what="the upload"
+    )
 
 
 def verified_on_disk(meta: Metainfo, out: Path) -> set[int]:

@@ -19,6 +19,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent, our_tracker, same_tree
 from tests.interop.conftest import isolation_problem, skip_or_fail
 from tests.libtorrent_settings import loopback_settings
+from tests.polling import wait_until
 from torrent import config
 from torrent.engine.session import Session
 from torrent.proto.magnet import Magnet
@@ -71,8 +72,11 @@ async def test_our_seed_to_libtorrent_magnet_download(lt: Any, tmp_path: Path) -
                 assert str(handle.torrent_file().info_hashes().v1) == meta.info_hash.hex()
                 await _until(lambda: handle.status().is_seeding, "libtorrent to complete")
                 handle.flush_cache()
-                await asyncio.sleep(0.5)
+                await wait_until(
+                    lambda: same_tree(content, tmp_path / "lt" / "single.bin"),
+                    timeout_s=10,
+                    what="libtorrent's copy to reach the disk",
+                )
             finally:
                 ses.pause()
                 del ses
-    assert same_tree(content, tmp_path / "lt" / "single.bin")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torrent.errors import BencodeError, MetainfoError
-from torrent.proto import bencoding
+from torrent.proto import bencoding, paths
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo, check_path_component
 
@@ -31,11 +31,67 @@ def _parse_only_metainfo_errors(data: bytes) -> None:
         m = Metainfo.from_bytes(data)
     except MetainfoError:
         return
-    # Whatever parses is self-consistent and safe.
+    # Whatever parses is self-consistent, and what storage writes is safe.
     assert m.info.num_pieces * 20 == len(m.info.pieces)
+    _assert_safe(m.info.disk_name)
     for f in m.info.files:
-        for c in f.path:
-            assert c not in ("", ".", "..") and "/" not in c and "\\" not in c and "\x00" not in c
+        assert f.disk_path
+        for c in (*f.disk_path, *(f.symlink or ())):
+            _assert_safe(c)
+
+
+def _assert_safe(c: str) -> None:
+    assert c not in ("", ".", "..") and "/" not in c and "\\" not in c and "\x00" not in c
+    assert len(c.encode("utf-8")) <= 255
+    assert all(not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) for ch in c)
+
+
+@SETTINGS
+@given(st.binary(max_size=600))
+def test_any_component_sanitises_to_a_safe_one(raw: bytes) -> None:
+    _assert_safe(paths.sanitize_component(raw))
+    assert paths.sanitize_component(raw, keep=False) in ("", paths.sanitize_component(raw))
+
+
+_texty = st.one_of(
+    st.binary(max_size=300),
+    st.text(max_size=260).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.lists(st.sampled_from([b"a", b".", b"/", b"\\", b"\xe6\x97\xa5", b"\xe2\x80\xae", b"\x7f", b"\xff"]),
+             max_size=130).map(b"".join),
+)
+
+
+@SETTINGS
+@given(_texty, st.booleans())
+def test_the_fast_path_agrees_with_the_code_point_walk(raw: bytes, keep: bool) -> None:
+    assert paths.sanitize_component(raw, keep=keep) == paths._sanitize_slow(raw, keep)
+
+
+_component = st.sampled_from([b"a", b"A", b"b", b"..", b".", b"", b"/", b"x.txt", b"X.TXT", b"x.1.txt", b"\\"])
+
+
+@SETTINGS
+@given(st.lists(st.lists(_component, min_size=1, max_size=3), min_size=1, max_size=12))
+def test_disk_paths_never_clash_and_stay_inside(file_paths: list[list[bytes]]) -> None:
+    files = [{b"length": 1, b"path": p} for p in file_paths]
+    t = {b"info": {b"name": b"t", b"piece length": 16384, b"pieces": b"\x00" * 20, b"files": files}}
+    try:
+        m = Metainfo.from_bytes(bencoding.encode(t))
+    except MetainfoError as exc:
+        refusal: MetainfoError | None = exc
+    else:
+        refusal = None
+    if refusal is not None:
+        assert refusal.field.startswith("info.files[")
+        return
+    disk = [f.disk_path for f in m.info.files]
+    folded = {tuple(c.lower() for c in d) for d in disk}
+    assert len(folded) == len(disk)  # no two files share a name, whatever the case
+    dirs = {tuple(c.lower() for c in d[:k]) for d in disk for k in range(1, len(d))}
+    assert not folded & dirs  # and no file is another's directory
+    for d in disk:
+        for c in d:
+            _assert_safe(c)
 
 
 @SETTINGS

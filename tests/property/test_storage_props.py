@@ -134,3 +134,33 @@ def test_resume_parser_survives_mutated_valid_files(data: st.DataObject) -> None
         else:
             assert why
         store.close()
+
+
+_hostile_component = st.one_of(
+    st.sampled_from([b"..", b".", b"", b"/", b"\\", b"/etc", b"C:", b"a", b"A", b"x" * 300, b"a\x00b", b"\xff"]),
+    st.binary(max_size=20),
+)
+
+
+@SETTINGS
+@given(st.lists(st.lists(_hostile_component, min_size=1, max_size=4), min_size=1, max_size=8), _hostile_component)
+def test_every_file_maps_inside_the_content_directory(file_paths: list[list[bytes]], name: bytes) -> None:
+    from torrent.errors import MetainfoError
+    from torrent.proto.metainfo import Metainfo
+
+    files = [{b"length": 1, b"path": p} for p in file_paths]
+    info = {b"name": name, b"piece length": 16384, b"pieces": b"\x00" * 20, b"files": files}
+    try:
+        meta = Metainfo.from_bytes(bencoding.encode({b"info": info}))
+    except MetainfoError:
+        return
+    directory = "/nonexistent/dl"
+    storage = FileStorage(meta.info, directory)
+    assert os.path.dirname(storage.content_path) == directory
+    seen = set()
+    for i in range(len(files)):
+        path = storage.file_path(i)
+        assert os.path.normpath(path) == path  # no '.', '..' or '//' left to resolve
+        assert path.startswith(storage.content_path + os.sep)
+        seen.add(path.lower())
+    assert len(seen) == len(files)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.disk_helpers import make_torrent
+from tests.polling import wait_until
 from torrent.disk.diskio import DiskIO
 from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
@@ -177,7 +178,7 @@ async def test_back_pressure_bounds_queued_operations(tmp_path: Path, fx) -> Non
     counting.gate.clear()  # every storage call blocks until we open the gate
     async with asyncio.timeout(20), DiskIO(counting, threads=8, max_queued=3) as disk:
         writes = [asyncio.ensure_future(disk.write(p, 0, fx.piece(p)[:16])) for p in range(10)]
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: disk.statistics().queued >= 3, timeout_s=10, what="three queued operations")
         assert disk.statistics().queued == 3, "only max_queued operations are accepted"
         assert 1 <= counting.active <= 3
         assert sum(w.done() for w in writes) == 0

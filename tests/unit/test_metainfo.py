@@ -31,8 +31,9 @@ def _single(**info_changes: Any) -> dict[bytes, Any]:
 
 
 def _multi(files: list[dict[bytes, Any]], **info_changes: Any) -> dict[bytes, Any]:
-    total = sum(f[b"length"] for f in files)
-    n = -(-total // PIECE)
+    # A BEP 47 symlink takes no payload room; a hostile length gets one hash (refused first).
+    total = sum(0 if b"l" in f.get(b"attr", b"") else f[b"length"] for f in files)
+    n = -(-total // PIECE) if total < 2**40 else 1
     t: dict[bytes, Any] = {
         b"info": {b"name": b"dir", b"piece length": PIECE, b"pieces": b"\x01" * 20 * n, b"files": files}
     }
@@ -249,11 +250,9 @@ def test_piece_length_limit_is_libtorrents() -> None:
         (lambda t: t[b"info"].update({b"length": b"5"}), "info.length"),
         (lambda t: t[b"info"].update({b"length": -1}), "info.length"),
         (lambda t: t[b"info"].pop(b"length"), "info.length"),
-        (lambda t: t[b"info"].update({b"files": []}), "info"),
+        (lambda t: t[b"info"].update({b"files": []}), "info.files"),
         (lambda t: t.update({b"announce": 5}), "announce"),
-        (lambda t: t.update({b"announce-list": {}}), "announce-list"),
         (lambda t: t.update({b"announce-list": [[5]]}), "announce-list[0][0]"),
-        (lambda t: t.update({b"url-list": {}}), "url-list"),
         (lambda t: t.update({b"info": []}), "info"),
         (lambda t: t.pop(b"info"), "info"),
     ],
@@ -266,29 +265,108 @@ def test_validation_errors_name_the_field(mutate: Any, field: str) -> None:
     assert info.value.field == field, str(info.value)
 
 
+# Path traversal is impossible: every unsafe path is sanitised (as libtorrent does) to
+# one that stays below the torrent's directory; the torrent's own path stays for display.
 @pytest.mark.parametrize(
-    "path",
-    [[b".."], [b"a", b".."], [b"."], [b""], [b"/etc", b"passwd"], [b"a/b"], [b"a\\b"], [b"a\x00"],
-     [b"C:"], [b"c:\\windows"], [], [b"x" * 256]],
+    ("path", "disk"),
+    [([b".."], ("_",)), ([b"a", b".."], ("a", "_")), ([b"."], ("_",)), ([b""], ("_",)),
+     ([b"/etc", b"passwd"], ("etc", "passwd")), ([b"a/b"], ("ab",)), ([b"a\\b"], ("ab",)), ([b"a\x00"], ("a",)),
+     ([b"C:"], ("C:",)), ([b"c:\\windows"], ("c:windows",)), ([b"x" * 256], ("x" * 240,)),
+     ([b"..", b"..", b"etc", b"passwd"], ("_", "_", "etc", "passwd")), ([b"a\x1b[2J"], ("a_[2J",))],
 )
-def test_path_traversal_is_impossible(path: list[bytes]) -> None:
+def test_path_traversal_is_impossible(path: list[bytes], disk: tuple[str, ...]) -> None:
     files = [{b"length": 5, b"path": [b"ok"]}, {b"length": 5, b"path": path}]
+    m = _load(_multi(files))
+    f = m.info.files[1]
+    assert f.disk_path == disk
+    assert f.path == tuple(c.decode("utf-8", "replace") for c in path)
+    assert any("sanitised" in w for w in m.warnings) == (f.disk_path != f.path)
+
+
+def test_an_empty_path_is_still_refused() -> None:
     with pytest.raises(MetainfoError) as info:
-        _load(_multi(files))
+        _load(_multi([{b"length": 5, b"path": [b"ok"]}, {b"length": 5, b"path": []}]))
     assert info.value.field == "info.files[1].path"
 
 
-@pytest.mark.parametrize("name", [b"..", b".", b"", b"a/b", b"/abs", b"a\\b", b"\x00"])
-def test_bad_names_are_refused(name: bytes) -> None:
+@pytest.mark.parametrize("name", [b"..", b".", b"", b"\x00", b"/"])
+def test_names_that_leave_nothing_are_refused_for_a_single_file(name: bytes) -> None:
     with pytest.raises(MetainfoError) as info:
         _load(_single(name=name))
     assert info.value.field == "info.name"
 
 
-def test_path_utf8_is_checked_too() -> None:
+@pytest.mark.parametrize(("name", "disk"), [(b"a/b", "ab"), (b"/abs", "abs"), (b"a\\b", "ab"), (b"x" * 300, "x" * 240)])
+def test_odd_names_are_sanitised(name: bytes, disk: str) -> None:
+    info = _load(_single(name=name)).info
+    assert (info.name, info.disk_name, info.files[0].disk_path) == (name.decode(), disk, (disk,))
+
+
+def test_a_multi_file_name_that_leaves_nothing_becomes_the_info_hash() -> None:
+    m = _load(_multi([{b"length": 5, b"path": [b"a"]}], name=b".."))
+    assert m.info.name == ".." and m.info.disk_name == m.info_hash.hex()
+
+
+def test_path_utf8_is_sanitised_too() -> None:
     files = [{b"length": 5, b"path": [b"fine"], b"path.utf-8": [b".."]}]
-    with pytest.raises(MetainfoError):
+    f = _load(_multi(files)).info.files[0]
+    assert (f.path, f.disk_path) == (("..",), ("_",))
+
+
+def test_a_file_that_is_also_a_directory_is_refused_naming_both() -> None:
+    for files in ([{b"length": 5, b"path": [b"a"]}, {b"length": 5, b"path": [b"a", b"b"]}],
+                  [{b"length": 5, b"path": [b"a", b"b"]}, {b"length": 5, b"path": [b"a"]}]):
+        with pytest.raises(MetainfoError, match=r"'a'.*'a/b'|'a/b'.*'a'") as info:
+            _load(_multi(files))
+        assert info.value.field.startswith("info.files[")
+
+
+def test_a_four_thousand_digit_length_names_the_field() -> None:
+    for field, mutate in (("info.length", {b"length": int("9" * 4000)}),
+                          ("info.piece length", {b"piece length": int("9" * 4000)})):
+        t = _single()
+        t[b"info"].update(mutate)
+        with pytest.raises(MetainfoError) as info:
+            _load(t)
+        assert info.value.field == field
+        assert "4000-digit" in str(info.value) and len(str(info.value)) < 200
+    files = [{b"length": 5, b"path": [b"a"]}, {b"length": int("9" * 4000), b"path": [b"b"]}]
+    with pytest.raises(MetainfoError) as info:
         _load(_multi(files))
+    assert info.value.field == "info.files[1].length"
+
+
+def test_malformed_optional_lists_are_ignored_with_a_warning() -> None:
+    for key in (b"announce-list", b"url-list", b"httpseeds"):
+        t = _single()
+        t[key] = {}
+        m = _load(t)
+        assert any(key.decode() in w and "ignored" in w for w in m.warnings)
+
+
+def test_bytes_after_the_dictionary_are_ignored_with_a_warning() -> None:
+    data = bencoding.encode(_single()) + b"\ngarbage"
+    m = Metainfo.from_bytes(data)
+    assert m.info_hash == Metainfo.from_bytes(data[:-8]).info_hash
+    assert any("8 bytes after" in w for w in m.warnings)
+
+
+def test_symlinks_are_kept_only_inside_the_torrent() -> None:
+    files: list[dict[bytes, Any]] = [
+        {b"length": 5, b"path": [b"d", b"a"]},
+        {b"attr": b"l", b"path": [b"in"], b"symlink path": [b"d", b"a"]},
+        {b"attr": b"l", b"path": [b"dir"], b"symlink path": [b"d"]},
+        {b"attr": b"l", b"length": 99, b"path": [b"out"], b"symlink path": [b"..", b"..", b"etc", b"passwd"]},
+        {b"attr": b"l", b"path": [b"abs"], b"symlink path": [b"/etc/passwd"]},
+        {b"attr": b"l", b"path": [b"self"], b"symlink path": [b"self"]},
+        {b"attr": b"l", b"path": [b"d", b"sibling"], b"symlink path": [b"a"]},
+        {b"attr": b"l", b"path": [b"nopath"]},
+    ]
+    got = {f.disk_path: (f.length, f.symlink) for f in _load(_multi(files)).info.files}
+    assert got == {
+        ("d", "a"): (5, None), ("in",): (0, ("d", "a")), ("dir",): (0, ("d",)), ("out",): (0, None),
+        ("abs",): (0, None), ("self",): (0, None), ("d", "sibling"): (0, ("d", "a")), ("nopath",): (0, None),
+    }
 
 
 def test_check_path_component_accepts_ordinary_names() -> None:
@@ -308,8 +386,16 @@ def test_duplicate_padding_paths_are_fine_but_real_duplicates_are_not() -> None:
     files = [{b"length": 5, b"path": [b"a"]}, pad, {b"length": 5, b"path": [b"b"]}, dict(pad),
              {b"length": 5, b"path": [b"c"]}]
     assert _load(_multi(files)).info.num_pieces == 3
-    with pytest.raises(MetainfoError, match="duplicate"):
-        _load(_multi([{b"length": 5, b"path": [b"a"]}, {b"length": 5, b"path": [b"a"]}]))
+    dups = [{b"length": 5, b"path": [b"a.txt"]}, {b"length": 5, b"path": [b"A.TXT"]},
+            {b"length": 5, b"path": [b"a.txt"]}, {b"length": 5, b"path": [b"a.1.txt"]}]
+    got = [f.disk_path for f in _load(_multi(dups)).info.files]
+    assert got == [("a.txt",), ("A.1.TXT",), ("a.2.txt",), ("a.1.1.txt",)]
+
+
+def test_thousands_of_one_name_are_refused_not_renamed_forever() -> None:
+    with pytest.raises(MetainfoError, match="clashing") as info:
+        _load(_multi([{b"length": 1, b"path": [b"x"]} for _ in range(100)]))
+    assert info.value.field.startswith("info.files[")
 
 
 def test_read_errors_are_metainfo_errors(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from tests.disk_helpers import can_mount, make_torrent, tmpfs
 from torrent.disk.storage import FileStorage, describe_os_error, locate_payload, state_path
 from torrent.errors import StorageError
+from torrent.proto.metainfo import Metainfo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -363,6 +364,7 @@ CHILD_PRELUDE = """
 import os, resource, sys
 from tests.disk_helpers import make_torrent
 from torrent.errors import StorageError
+from torrent.proto.metainfo import Metainfo
 from torrent.disk.storage import FileStorage
 where = sys.argv[1]
 fx = make_torrent([("a", 300_000), ("b", 300_000)], 65536)
@@ -402,3 +404,64 @@ except StorageError as e:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"ERR {errno.EACCES} cannot create directory "), out.stdout
     assert "permission denied" in out.stdout
+
+
+# --- sanitised names and BEP 47 symlinks --------------------------------------------------
+
+
+def _hostile(files: list[dict[bytes, object]], name: bytes = b"t") -> Metainfo:
+    from torrent.proto import bencoding
+
+    total = sum(0 if b"l" in f.get(b"attr", b"") else f[b"length"] for f in files)  # type: ignore[operator]
+    payload = bytes(total)
+    pieces = b"".join(hashlib.sha1(payload[i : i + 64]).digest() for i in range(0, total, 64))
+    info = {b"name": name, b"piece length": 64, b"pieces": pieces, b"files": files}
+    return Metainfo.from_bytes(bencoding.encode({b"info": info}))
+
+
+def test_storage_writes_only_at_sanitised_paths(tmp_path: Path) -> None:
+    meta = _hostile(
+        [{b"length": 10, b"path": [b"..", b"..", b"x"]}, {b"length": 10, b"path": [b"/abs"]},
+         {b"length": 10, b"path": [b"A"]}, {b"length": 10, b"path": [b"a"]}],
+        name=b"../up",
+    )
+    st = FileStorage(meta.info, tmp_path / "dl")
+    content = tmp_path / "dl" / "..up"
+    assert [st.file_path(i) for i in range(4)] == [
+        str(content / "_" / "_" / "x"), str(content / "abs"), str(content / "A"), str(content / "a.1")]
+    st.allocate()
+    for p in range(meta.info.num_pieces):
+        st.write_block(p, 0, bytes(meta.info.piece_size(p)))
+    st.close()
+    made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert made == ["dl/..up/A", "dl/..up/_/_/x", "dl/..up/a.1", "dl/..up/abs"]
+
+
+def test_symlinks_are_relative_created_once_and_never_replace_anything(tmp_path: Path) -> None:
+    meta = _hostile([
+        {b"length": 10, b"path": [b"d", b"f"]},
+        {b"attr": b"l", b"path": [b"to-file"], b"symlink path": [b"d", b"f"]},
+        {b"attr": b"l", b"path": [b"e", b"to-dir"], b"symlink path": [b"d"]},
+        {b"attr": b"l", b"path": [b"taken"], b"symlink path": [b"d", b"f"]},
+        {b"attr": b"l", b"path": [b"out"], b"symlink path": [b"..", b"..", b"..", b"etc"]},
+    ])
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "taken").write_bytes(b"user data")
+    st = FileStorage(meta.info, tmp_path)
+    st.allocate()
+    st.allocate()  # a second pass (resume) finds the links in place
+    st.close()
+    assert os.readlink(root / "to-file") == "d/f"
+    assert os.readlink(root / "e" / "to-dir") == "../d"
+    assert (root / "taken").read_bytes() == b"user data"
+    assert not (root / "out").is_symlink() and (root / "out").stat().st_size == 0
+    assert all(os.path.realpath(p).startswith(str(root) + os.sep) for p in root.rglob("*"))
+
+
+def test_locate_payload_finds_sanitised_names(tmp_path: Path) -> None:
+    meta = _hostile([{b"length": 10, b"path": [b"..", b"x"]}], name=b"a/b")
+    (tmp_path / "ab" / "_").mkdir(parents=True)
+    (tmp_path / "ab" / "_" / "x").write_bytes(bytes(10))
+    found = locate_payload(meta.info, tmp_path)
+    assert found.content_path == str(tmp_path / "ab")

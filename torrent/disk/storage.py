@@ -8,8 +8,12 @@ with ``os.pread``/``os.pwrite`` on cached descriptors. It is synchronous on purp
 
 Layout on disk (``directory`` is what ``download -o`` names):
 
-* multi-file torrent: ``<directory>/<info.name>/<path...>``;
-* single-file torrent: ``<directory>/<info.name>``;
+* multi-file torrent: ``<directory>/<info.disk_name>/<disk_path...>``;
+* single-file torrent: ``<directory>/<info.disk_name>``;
+
+Only the sanitised names (``Info.disk_name``, ``FileEntry.disk_path``; see
+:mod:`torrent.proto.paths`) are ever joined to a directory here, never the names as the
+torrent gives them.
 * state beside the data: ``<directory>/.pytorrent/<info hash hex>.{resume,journal,parts}``.
 
 Rules the rest of the client relies on:
@@ -31,8 +35,14 @@ Rules the rest of the client relies on:
    delete the user's data. Pieces with no byte in a wanted file are not wanted at all
    (:meth:`FileStorage.wanted_pieces`); the engine never requests them.
 4. Every path is joined below the content root and resolved; a path that resolves
-   outside the root (a symlink planted in the tree) is refused. Metainfo already
-   rejects ``..`` and absolute components; this is the second wall.
+   outside the root (a symlink planted in the tree) is refused. Metainfo's sanitised
+   paths already have no ``..``, no separator and no absolute component; this is the
+   second wall.
+8. BEP 47 symlinks: metainfo keeps a link's target only when it is one of the
+   torrent's own files or directories. :meth:`FileStorage.allocate` creates such a
+   link (relative, after every regular file) only when both the link's directory and
+   its target resolve inside the content root, and never replaces anything already
+   at the link's path. Every other symlink entry is an ordinary empty file.
 5. Every ``OSError`` becomes a one-line :class:`StorageError` that names the file and
    the problem (full disk, permission denied, a directory where a file should be,
    read-only file system, file too large), with ``errno`` and ``path`` attributes.
@@ -275,7 +285,9 @@ class FileStorage:
     ) -> None:
         self._info = info
         self.directory = os.path.abspath(os.fspath(directory))
-        content = os.fspath(content_path) if content_path is not None else os.path.join(self.directory, info.name)
+        content = (
+            os.fspath(content_path) if content_path is not None else os.path.join(self.directory, info.disk_name)
+        )
         #: The file (single-file torrent) or top directory (multi-file) of the content.
         self.content_path = os.path.abspath(content)
         if parts_path is None:
@@ -297,7 +309,7 @@ class FileStorage:
         self._paths: list[str] = []
         for f in info.files:
             if info.multi_file:
-                self._paths.append(os.path.join(self.content_path, *f.path))
+                self._paths.append(os.path.join(self.content_path, *f.disk_path))
             else:
                 self._paths.append(self.content_path)
         # Bytes of every non-empty file, for bisecting a payload offset to its file.
@@ -422,8 +434,12 @@ class FileStorage:
             StorageError: a directory or file could not be created or sized.
         """
         with self._mode_lock:
+            links: list[int] = []
             for i, f in enumerate(self._info.files):
                 if f.padding or self._priorities[i] == 0:
+                    continue
+                if f.symlink is not None and self._info.multi_file:
+                    links.append(i)
                     continue
                 path = self._checked_path(i)
                 created = self._create_file(path, f.length)
@@ -431,6 +447,30 @@ class FileStorage:
                     # A file that did not exist had its bytes, if any, in the parts file.
                     self._move_from_parts(i)
                     self._modes[i] = _FILE
+            for i in links:
+                self._create_symlink(i)
+
+    def _create_symlink(self, index: int) -> None:
+        """Create file ``index`` as a relative link to its target (module rule 8)."""
+        target_parts = self._info.files[index].symlink
+        assert target_parts is not None
+        path = self._paths[index]
+        if os.path.lexists(path):
+            return  # an earlier run made it, or the user put something there: leave it
+        parent = os.path.dirname(path)
+        target = os.path.join(self.content_path, *target_parts)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise describe_os_error(exc, parent, "create directory") from None
+        root = os.path.realpath(self.content_path)
+        for where in (os.path.realpath(parent), os.path.realpath(target)):
+            if os.path.commonpath([root, where]) != root:
+                raise StorageError(f"refusing symlink {path}: it resolves outside {self.content_path}", path=path)
+        try:
+            os.symlink(os.path.relpath(target, parent), path)
+        except OSError as exc:
+            raise describe_os_error(exc, path, "create symlink") from None
 
     def _create_file(self, path: str, length: int) -> bool:
         """Create ``path`` sparse at ``length`` bytes; True when it did not exist."""
@@ -656,14 +696,14 @@ def locate_payload(info: Info, data_path: str | os.PathLike[str]) -> Payload:
     path = os.path.abspath(os.fspath(data_path))
     if not os.path.exists(path):
         raise StorageError(f"{path} does not exist", path=path, errno=errno_mod.ENOENT)
-    child = os.path.join(path, info.name)
+    child = os.path.join(path, info.disk_name)
     if not info.multi_file:
         if os.path.isfile(path):
             return Payload(os.path.dirname(path), path)
         if os.path.isfile(child):
             return Payload(path, child)
         raise StorageError(
-            f"{path} is a directory without a file named {info.name!r} (the torrent's single file)",
+            f"{path} is a directory without a file named {info.disk_name!r} (the torrent's single file)",
             path=path,
         )
     if not os.path.isdir(path):
@@ -678,7 +718,7 @@ def locate_payload(info: Info, data_path: str | os.PathLike[str]) -> Payload:
             if f.padding:
                 continue
             try:
-                st = os.stat(os.path.join(root, *f.path))
+                st = os.stat(os.path.join(root, *f.disk_path))
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode) and st.st_size == f.length:

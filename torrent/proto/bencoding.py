@@ -148,6 +148,15 @@ def _skip(data: bytes, pos: int, depth: int = 0) -> int:
             return pos
 
 
+def value_end(data: bytes) -> int:
+    """Offset just past the first bencoded value of ``data`` (what follows is not read).
+
+    Raises:
+        BencodeError: ``data`` does not start with a complete bencoded value.
+    """
+    return _skip(bytes(data), 0)
+
+
 def find_value_span(data: bytes, key: bytes) -> tuple[int, int] | None:
     """Return ``(start, end)`` of the value of ``key`` in the top-level dict of ``data``.
 

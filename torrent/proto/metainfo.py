@@ -11,7 +11,12 @@ the file, never of a re-encoding, so a torrent with unsorted keys keeps the hash
 other client computes for it.
 
 Validation follows libtorrent: every problem is a :class:`MetainfoError` naming the key
-path. Paths are checked so that no file can land outside the download directory.
+path, and a torrent libtorrent loads loads here too. File names are not refused for
+being odd: each file keeps the path the torrent gives it (``FileEntry.path``, for
+display) and gets a sanitised one that is safe to create below the download directory
+(``FileEntry.disk_path``, see :mod:`torrent.proto.paths`); storage only ever uses the
+latter. Bytes after the top-level dictionary are ignored with a warning, as libtorrent
+ignores them. BEP 47 symlinks are kept only when they point inside the torrent.
 
 Left out: v2 (BEP 52) merkle trees; a v2-only torrent is refused with a clear error,
 a hybrid torrent is read through its v1 part.
@@ -19,13 +24,13 @@ a hybrid torrent is read through its v1 part.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torrent.errors import BencodeError, MetainfoError
-from torrent.proto import bencoding
+from torrent.proto import bencoding, paths
 from torrent.types import BLOCK_SIZE, InfoHash
 
 #: The largest piece libtorrent loads: 32767 blocks of 16 KiB (2**29 - 16 KiB; one byte
@@ -33,8 +38,13 @@ from torrent.types import BLOCK_SIZE, InfoHash
 MAX_PIECE_LENGTH = 32767 * 16 * 1024
 #: Refuse file lists longer than this: a hostile torrent cannot make us allocate forever.
 MAX_FILES = 1_000_000
-#: Longest single path component we accept (common file systems allow 255 bytes).
+#: Longest single path component :func:`check_path_component` accepts (``create``).
 MAX_COMPONENT_BYTES = 255
+#: Largest single file libtorrent loads (its merkle-tree indices bound it: 2**30 - 1
+#: blocks of 16 KiB).
+MAX_FILE_LENGTH = (2**31 - 1) // 2 * BLOCK_SIZE
+#: Largest payload libtorrent loads (2**48 - 1 bytes).
+MAX_TOTAL_LENGTH = 2**48 - 1
 #: Largest .torrent we read from disk.
 MAX_TORRENT_FILE_BYTES = 64 * 1024 * 1024
 
@@ -44,12 +54,19 @@ class FileEntry:
     """One file of the torrent, in the order of the ``info`` dict.
 
     Attributes:
-        path: path components below the torrent's top directory (for a single-file
-            torrent: just the name).
+        path: path components below the torrent's top directory as the torrent gives
+            them (for a single-file torrent: just the name). For display only: it may
+            hold ``..``, separators or control characters.
         length: size in bytes.
         offset: byte offset of the file's first byte in the torrent's payload.
         padding: a BEP 47 padding file (``attr`` contains ``p``); never written to disk.
         attr: the raw BEP 47 ``attr`` string (``x`` executable, ``h`` hidden, ...).
+        disk_path: where the file is written, below the content's top directory
+            (single-file: the file's name): sanitised, never empty, no component is
+            ``.``, ``..`` or holds a separator. Defaults to ``path``.
+        symlink: for a BEP 47 symlink whose target is one of the torrent's own files
+            or directories, that target (sanitised, relative to the top directory);
+            None for every other entry (a symlink pointing elsewhere is an empty file).
     """
 
     path: tuple[str, ...]
@@ -57,6 +74,12 @@ class FileEntry:
     offset: int
     padding: bool = False
     attr: str = ""
+    disk_path: tuple[str, ...] = ()
+    symlink: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.disk_path:
+            object.__setattr__(self, "disk_path", self.path)
 
     @property
     def path_str(self) -> str:
@@ -69,7 +92,8 @@ class Info:
     """The validated contents of the ``info`` dict.
 
     Attributes:
-        name: suggested file (single-file) or directory (multi-file) name.
+        name: suggested file (single-file) or directory (multi-file) name, as the
+            torrent gives it (for display).
         piece_length: bytes per piece (the last piece may be shorter).
         pieces: concatenated 20-byte SHA-1 hashes, one per piece.
         files: every file in order, padding files included (``FileEntry.padding``).
@@ -77,6 +101,8 @@ class Info:
         private: BEP 27 private flag.
         source: the ``source`` key some private trackers use to vary the info hash.
         raw: the decoded ``info`` dict, unknown keys included.
+        disk_name: the sanitised ``name``: the file or directory storage creates
+            (defaults to ``name``).
     """
 
     name: str
@@ -87,12 +113,15 @@ class Info:
     private: bool = False
     source: str = ""
     raw: dict[bytes, Any] = field(default_factory=dict, compare=False, repr=False)
+    disk_name: str = ""
     # Computed once: piece_size() runs for every block read or written, and summing a
     # long file list each time would make that O(files).
     _total_length: int = field(default=0, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_total_length", sum(f.length for f in self.files))
+        if not self.disk_name:
+            object.__setattr__(self, "disk_name", self.name)
 
     @property
     def total_length(self) -> int:
@@ -160,17 +189,30 @@ class Metainfo:
             MetainfoError: the bytes are not bencoded, or a field is missing, wrongly
                 typed or unsafe. Nothing else escapes, whatever the input.
         """
+        trailing = 0
         try:
             top, info_bytes = bencoding.decode_with_info_span(data)
         except BencodeError as exc:
-            raise MetainfoError(f"not a valid torrent file ({exc})") from None
+            # libtorrent reads the first value and ignores what follows it; so do we.
+            try:
+                end = bencoding.value_end(data)
+                if end >= len(data):
+                    raise BencodeError(str(exc))
+                top, info_bytes = bencoding.decode_with_info_span(bytes(data[:end]))
+            except (BencodeError, ValueError):
+                raise MetainfoError(f"not a valid torrent file ({exc})") from None
+            trailing = len(data) - end
         try:
-            return _parse(top, info_bytes)
+            meta = _parse(top, info_bytes)
         except MetainfoError:
             raise
         except (BencodeError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
             # A shape we did not foresee still gets our one error class.
             raise MetainfoError(f"malformed torrent ({exc})") from None
+        if trailing:
+            note = f"{trailing} bytes after the end of the torrent's dictionary were ignored"
+            meta = dataclasses.replace(meta, warnings=(*meta.warnings, note))
+        return meta
 
     def to_bytes(self) -> bytes:
         """Bencode the whole file, with the ``info`` value byte-for-byte as read."""
@@ -208,10 +250,30 @@ def _kind(value: Any) -> str:
     )
 
 
-def _int(value: Any, where: str) -> int:
+def _int(value: Any, where: str, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise MetainfoError(f"expected an integer, got {_kind(value)}", where)
+    if maximum is not None and value > maximum:
+        raise MetainfoError(f"{_number(value)} is larger than the largest allowed, {maximum}", where)
     return value
+
+
+def _number(value: int) -> str:
+    """``value`` for a message: a hostile 4000-digit number is summarised, not printed."""
+    digits = len(str(abs(value))) if value.bit_length() < 20_000 else 0
+    if 0 < digits <= 24:
+        return str(value)
+    return f"a {digits or 'many'}-digit number"
+
+
+def _disk_bytes(value: bytes, encoding: str, utf8: bool) -> bytes:
+    """The bytes to sanitise for disk: UTF-8, re-encoded from a legacy ``encoding``."""
+    if utf8 or not encoding or encoding.lower().replace("-", "") in ("utf8", ""):
+        return value
+    try:
+        return value.decode(encoding).encode("utf-8")
+    except (LookupError, UnicodeDecodeError):
+        return value
 
 
 def check_path_component(component: str, where: str) -> str:
@@ -232,7 +294,7 @@ def check_path_component(component: str, where: str) -> str:
     return component
 
 
-def _parse_info(info: Any, encoding: str) -> tuple[Info, list[str]]:
+def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, list[str]]:
     warnings: list[str] = []
     if not isinstance(info, dict):
         raise MetainfoError(f"expected a dictionary, got {_kind(info)}", "info")
@@ -241,18 +303,18 @@ def _parse_info(info: Any, encoding: str) -> tuple[Info, list[str]]:
         if info.get(b"meta version") == 2:
             raise MetainfoError("v2-only torrents (BEP 52) are not supported", "info.pieces")
         raise MetainfoError("missing", "info.pieces")
-    name_raw = info.get(b"name.utf-8", info.get(b"name"))
+    name_utf8 = isinstance(info.get(b"name.utf-8"), bytes)
+    name_raw = info[b"name.utf-8"] if name_utf8 else info.get(b"name")
     if name_raw is None:
         raise MetainfoError("missing", "info.name")
-    name = check_path_component(
-        _text(name_raw, "info.name", "" if b"name.utf-8" in info else encoding), "info.name"
-    )
+    name = _text(name_raw, "info.name", "" if name_utf8 else encoding)
+    multi_file = b"files" in info
 
     if b"piece length" not in info:
         raise MetainfoError("missing", "info.piece length")
     piece_length = _int(info[b"piece length"], "info.piece length")
     if piece_length <= 0 or piece_length > MAX_PIECE_LENGTH:
-        raise MetainfoError(f"{piece_length} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length")
+        raise MetainfoError(f"{_number(piece_length)} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length")
     if piece_length & (piece_length - 1) or piece_length < BLOCK_SIZE:
         # libtorrent loads v1 torrents with any positive piece length; so do we, but say so.
         warnings.append(f"piece length {piece_length} is not a power of two of at least 16 KiB")
@@ -267,65 +329,32 @@ def _parse_info(info: Any, encoding: str) -> tuple[Info, list[str]]:
     private = isinstance(private_raw, int) and private_raw == 1
     source = _text(info[b"source"], "info.source") if isinstance(info.get(b"source"), bytes) else ""
 
-    files: list[FileEntry] = []
-    if b"files" in info:
+    disk_name = paths.sanitize_name(
+        _disk_bytes(name_raw, encoding, name_utf8), multi_file=multi_file, info_hash_hex=info_hash_hex
+    )
+    if disk_name is None:
+        raise MetainfoError(f"{name!r} leaves no usable file name", "info.name")
+    if disk_name != name:
+        warnings.append(f"the name {name!r} is written as {disk_name!r}")
+
+    if multi_file:
         if b"length" in info:
-            raise MetainfoError("has both 'length' and 'files'", "info")
-        entries = info[b"files"]
-        if not isinstance(entries, list):
-            raise MetainfoError(f"expected a list, got {_kind(entries)}", "info.files")
-        if not entries:
-            raise MetainfoError("the file list is empty", "info.files")
-        if len(entries) > MAX_FILES:
-            raise MetainfoError(f"more than {MAX_FILES} files", "info.files")
-        offset = 0
-        seen: set[tuple[str, ...]] = set()
-        for i, entry in enumerate(entries):
-            where = f"info.files[{i}]"
-            if not isinstance(entry, dict):
-                raise MetainfoError(f"expected a dictionary, got {_kind(entry)}", where)
-            if b"length" not in entry:
-                raise MetainfoError("missing", f"{where}.length")
-            length = _int(entry[b"length"], f"{where}.length")
-            if length < 0:
-                raise MetainfoError("negative length", f"{where}.length")
-            utf8 = b"path.utf-8" in entry
-            path_raw = entry.get(b"path.utf-8", entry.get(b"path"))
-            if path_raw is None:
-                raise MetainfoError("missing", f"{where}.path")
-            if not isinstance(path_raw, list):
-                raise MetainfoError(f"expected a list, got {_kind(path_raw)}", f"{where}.path")
-            if not path_raw:
-                raise MetainfoError("empty path", f"{where}.path")
-            path = tuple(
-                check_path_component(
-                    _text(c, f"{where}.path[{j}]", "" if utf8 else encoding), f"{where}.path"
-                )
-                for j, c in enumerate(path_raw)
-            )
-            attr_raw = entry.get(b"attr", b"")
-            attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
-            padding = "p" in attr
-            if not padding:
-                if path in seen:
-                    raise MetainfoError(f"duplicate path {'/'.join(path)!r}", f"{where}.path")
-                seen.add(path)
-            files.append(FileEntry(path=path, length=length, offset=offset, padding=padding, attr=attr))
-            offset += length
-        if all(f.padding for f in files):
-            raise MetainfoError("every file is a padding file", "info.files")
+            warnings.append("'length' is ignored: the torrent also has a 'files' list")
+        files = _parse_files(info[b"files"], encoding, warnings, bitcomet_padding=_BITCOMET_PAD in disk_name)
     else:
-        if b"length" not in info:
+        length = _int(info[b"length"], "info.length", MAX_FILE_LENGTH) if b"length" in info else None
+        if length is None:
             raise MetainfoError("missing (neither 'length' nor 'files')", "info.length")
-        length = _int(info[b"length"], "info.length")
         if length < 0:
             raise MetainfoError("negative length", "info.length")
         attr_raw = info.get(b"attr", b"")
         attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
-        files.append(FileEntry(path=(name,), length=length, offset=0, attr=attr))
+        if _BITCOMET_PAD in disk_name:
+            raise MetainfoError("the only file is a padding file (BitComet's name for one)", "info.name")
+        files = [FileEntry(path=(name,), length=length, offset=0, attr=attr, disk_path=(disk_name,))]
 
     total = sum(f.length for f in files)
-    expected_pieces = math.ceil(total / piece_length)
+    expected_pieces = -(-total // piece_length)
     if len(pieces) // 20 != expected_pieces:
         raise MetainfoError(
             f"{len(pieces) // 20} piece hashes for {total} bytes in pieces of {piece_length} "
@@ -341,28 +370,142 @@ def _parse_info(info: Any, encoding: str) -> tuple[Info, list[str]]:
             piece_length=piece_length,
             pieces=pieces,
             files=tuple(files),
-            multi_file=b"files" in info,
+            multi_file=multi_file,
             private=private,
             source=source,
             raw=info,
+            disk_name=disk_name,
         ),
         warnings,
     )
 
 
-def _url_list(value: Any, where: str) -> tuple[str, ...]:
+#: BitComet's padding files predate BEP 47 and say so only in their path (libtorrent
+#: looks for this anywhere in the path, the torrent's name included).
+_BITCOMET_PAD = "_____padding_file_"
+
+
+def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_padding: bool) -> list[FileEntry]:
+    """The ``files`` list of a multi-file torrent, with sanitised, de-duplicated disk paths.
+
+    ``bitcomet_padding``: the torrent's own name marks every file as padding.
+    """
+    if not isinstance(entries, list):
+        raise MetainfoError(f"expected a list, got {_kind(entries)}", "info.files")
+    if not entries:
+        raise MetainfoError("the file list is empty", "info.files")
+    if len(entries) > MAX_FILES:
+        raise MetainfoError(f"more than {MAX_FILES} files", "info.files")
+    shown: list[tuple[str, ...]] = []
+    cleaned: list[tuple[str, ...]] = []
+    lengths: list[int] = []
+    attrs: list[str] = []
+    padding: list[bool] = []
+    links: list[list[bytes] | None] = []
+    where_paths: list[str] = []
+    total = 0
+    for i, entry in enumerate(entries):
+        where = f"info.files[{i}]"
+        if not isinstance(entry, dict):
+            raise MetainfoError(f"expected a dictionary, got {_kind(entry)}", where)
+        attr_raw = entry.get(b"attr", b"")
+        attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
+        if "l" in attr:
+            # BEP 47: a symlink takes no room in the payload, whatever 'length' says.
+            length = 0
+        elif b"length" not in entry:
+            raise MetainfoError("missing", f"{where}.length")
+        else:
+            length = _int(entry[b"length"], f"{where}.length", MAX_FILE_LENGTH)
+            if length < 0:
+                raise MetainfoError("negative length", f"{where}.length")
+        total += length
+        if total > MAX_TOTAL_LENGTH:
+            raise MetainfoError(f"the files add up to more than {MAX_TOTAL_LENGTH} bytes", f"{where}.length")
+        utf8 = isinstance(entry.get(b"path.utf-8"), list)
+        path_raw = entry[b"path.utf-8"] if utf8 else entry.get(b"path")
+        is_pad = "p" in attr
+        if is_pad and (not isinstance(path_raw, list) or not path_raw):
+            # A padding file needs no name (BEP 47); libtorrent files it under .pad/.
+            path: tuple[str, ...] = (".pad", str(length))
+            disk: tuple[str, ...] = path
+        else:
+            if path_raw is None:
+                raise MetainfoError("missing", f"{where}.path")
+            if not isinstance(path_raw, list):
+                raise MetainfoError(f"expected a list, got {_kind(path_raw)}", f"{where}.path")
+            if not path_raw:
+                raise MetainfoError("empty path", f"{where}.path")
+            path = tuple(_text(c, f"{where}.path[{j}]", "" if utf8 else encoding) for j, c in enumerate(path_raw))
+            disk = paths.sanitize_path(_disk_bytes(c, encoding, utf8) for c in path_raw)
+        is_pad = is_pad or bitcomet_padding or any(_BITCOMET_PAD in c for c in disk)
+        link = entry.get(b"symlink path")
+        links.append(
+            [c for c in link if isinstance(c, bytes)]
+            if "l" in attr and isinstance(link, list) and all(isinstance(c, bytes) for c in link)
+            else None
+        )
+        shown.append(path)
+        cleaned.append(disk)
+        lengths.append(length)
+        attrs.append(attr)
+        padding.append(is_pad)
+        where_paths.append(f"{where}.path")
+
+    final = paths.resolve_duplicates(cleaned, padding, lengths, where_paths)
+    renamed = sum(1 for a, b in zip(cleaned, final, strict=True) if a != b)
+    changed = sum(1 for p, d, pad in zip(shown, final, padding, strict=True) if p != d and not pad)
+    if changed:
+        warnings.append(
+            f"{changed} file path{'s' if changed != 1 else ''} sanitised for disk"
+            + (f" ({renamed} renamed to avoid a clash)" if renamed else "")
+        )
+    real = [d for d, pad in zip(final, padding, strict=True) if not pad]
+    file_set = set(real)
+    dir_set = {d[:k] for d in real for k in range(1, len(d))}
+
+    files: list[FileEntry] = []
+    offset = 0
+    for i, disk in enumerate(final):
+        target = None
+        link = links[i]
+        if link is not None and not padding[i]:
+            target = paths.symlink_target(link, disk, file_set, dir_set)
+            if target is None:
+                warnings.append(f"symlink {'/'.join(disk)!r} points outside the torrent: written as an empty file")
+        files.append(
+            FileEntry(
+                path=shown[i],
+                length=lengths[i],
+                offset=offset,
+                padding=padding[i],
+                attr=attrs[i],
+                disk_path=disk,
+                symlink=target,
+            )
+        )
+        offset += lengths[i]
+    if all(f.padding for f in files):
+        raise MetainfoError("every file is a padding file", "info.files")
+    return files
+
+
+def _url_list(value: Any, where: str, warnings: list[str]) -> tuple[str, ...]:
     if isinstance(value, bytes):
         return (_text(value, where),) if value else ()
     if isinstance(value, list):
         return tuple(_text(v, f"{where}[{i}]") for i, v in enumerate(value) if isinstance(v, bytes) and v)
-    raise MetainfoError(f"expected a string or list, got {_kind(value)}", where)
+    # libtorrent ignores web seeds of the wrong type; so do we, but say so.
+    warnings.append(f"{where}: expected a string or list, got {_kind(value)}; ignored")
+    return ()
 
 
 def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
     if info_bytes is None:
         raise MetainfoError("missing", "info")
     encoding = _text(top[b"encoding"], "encoding") if isinstance(top.get(b"encoding"), bytes) else ""
-    info, warnings = _parse_info(top[b"info"], encoding)
+    info_hash = InfoHash(hashlib.sha1(info_bytes).digest())
+    info, warnings = _parse_info(top[b"info"], encoding, info_hash.hex())
 
     announce = ""
     if b"announce" in top:
@@ -372,10 +515,13 @@ def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
     if b"announce-list" in top:
         raw_tiers = top[b"announce-list"]
         if not isinstance(raw_tiers, list):
-            raise MetainfoError(f"expected a list, got {_kind(raw_tiers)}", "announce-list")
+            # libtorrent ignores a malformed announce-list and uses 'announce'.
+            warnings.append(f"announce-list: expected a list, got {_kind(raw_tiers)}; ignored")
+            raw_tiers = []
         for i, tier in enumerate(raw_tiers):
             if not isinstance(tier, list):
-                raise MetainfoError(f"expected a list, got {_kind(tier)}", f"announce-list[{i}]")
+                warnings.append(f"announce-list[{i}]: expected a list, got {_kind(tier)}; ignored")
+                continue
             stripped = (_text(x, f"announce-list[{i}][{j}]").strip() for j, x in enumerate(tier))
             urls = tuple(u for u in stripped if u)
             if urls:
@@ -387,12 +533,12 @@ def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
     creation_date = top.get(b"creation date")
     return Metainfo(
         info=info,
-        info_hash=InfoHash(hashlib.sha1(info_bytes).digest()),
+        info_hash=info_hash,
         info_bytes=info_bytes,
         announce=announce,
         announce_list=tuple(tiers),
-        url_list=_url_list(top[b"url-list"], "url-list") if b"url-list" in top else (),
-        httpseeds=_url_list(top[b"httpseeds"], "httpseeds") if b"httpseeds" in top else (),
+        url_list=_url_list(top[b"url-list"], "url-list", warnings) if b"url-list" in top else (),
+        httpseeds=_url_list(top[b"httpseeds"], "httpseeds", warnings) if b"httpseeds" in top else (),
         creation_date=creation_date if isinstance(creation_date, int) and not isinstance(creation_date, bool) else None,
         comment=_text(top[b"comment"], "comment", encoding) if isinstance(top.get(b"comment"), bytes) else "",
         created_by=_text(top[b"created by"], "created by") if isinstance(top.get(b"created by"), bytes) else "",
