@@ -2,7 +2,7 @@
 
 Usage (as root, the script re-runs itself in a loopback-only network namespace):
 
-    python bench/transfer.py [--size-mib 1024] [--runs 3] [--only a,b,c,d]
+    python bench/transfer.py [--size-mib 1024] [--runs 3] [--only a,b,c,d] [--encryption rc4]
 
 Pairings, side by side in one run:
 
@@ -18,6 +18,11 @@ find each other directly (``--peer`` / ``connect_peer``), no tracker, so the fig
 data path alone. Transfers are timed from the torrent being added to every piece
 verified: for our leecher from its ``checked`` to its ``completed`` JSON event (process
 start-up excluded; its CPU seconds include it).
+
+``--encryption plaintext`` (the default) runs our processes with ``--encryption off`` and
+libtorrent with its defaults. ``--encryption rc4`` forces MSE with RC4 on every peer:
+libtorrent with ``in_enc_policy`` = ``out_enc_policy`` = forced and ``allowed_enc_level`` = RC4,
+ours with ``--encryption require``; the run checks that each libtorrent connection was RC4.
 
 Prints, per pairing: MB/s median (and every run), and for our processes CPU seconds and
 peak RSS (median). MB = 10^6 bytes.
@@ -60,7 +65,9 @@ def reexec_isolated() -> None:
     if only_loopback():
         return
     if os.geteuid() != 0:
-        sys.exit("bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root")
+        sys.exit(
+            "bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root"
+        )
     cmd = " ".join(["exec", sys.executable, *map(_quote, sys.argv)])
     os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", f"ip link set lo up && {cmd}"])
 
@@ -89,11 +96,34 @@ def make_payload(path: Path, size: int) -> bytes:
             f.write(data)
             pieces.append(hashlib.sha1(data).digest())
             left -= n
-    info = {b"length": size, b"name": path.name.encode(), b"piece length": PIECE_LENGTH, b"pieces": b"".join(pieces)}
+    info = {
+        b"length": size,
+        b"name": path.name.encode(),
+        b"piece length": PIECE_LENGTH,
+        b"pieces": b"".join(pieces),
+    }
     return bencoding.encode({b"info": info, b"created by": b"bench/transfer.py"})
 
 
 # --------------------------------------------------------------------------- libtorrent
+
+
+#: Extra libtorrent settings and our CLI flags, per ``--encryption``.
+ENCRYPTION: dict[str, tuple[dict[str, int], list[str]]] = {}
+
+
+def encryption_modes() -> None:
+    import libtorrent as lt
+
+    forced = int(lt.enc_policy.forced)
+    ENCRYPTION["plaintext"] = ({}, ["--encryption", "off"])
+    ENCRYPTION["rc4"] = (
+        {"in_enc_policy": forced, "out_enc_policy": forced, "allowed_enc_level": int(lt.enc_level.rc4)},
+        ["--encryption", "require"],
+    )
+
+
+MODE = "plaintext"
 
 
 def lt_session(port: int) -> Any:
@@ -101,6 +131,7 @@ def lt_session(port: int) -> Any:
 
     return lt.session(
         {
+            **ENCRYPTION[MODE][0],
             "listen_interfaces": f"127.0.0.1:{port}",
             "enable_dht": False,
             "enable_lsd": False,
@@ -128,14 +159,25 @@ def lt_add(ses: Any, torrent: Path, save: Path, *, seed: bool) -> Any:
     return ses.add_torrent(atp)
 
 
-async def lt_wait(handle: Any, pred: str, timeout_s: float = TIMEOUT_S) -> None:
+def rc4_listed(handle: Any) -> bool:
+    """libtorrent lists an RC4-encrypted connection of ``handle``."""
+    import libtorrent as lt
+
+    return any(int(p.flags) & int(lt.peer_info.rc4_encrypted) for p in handle.get_peer_info())
+
+
+async def lt_wait(handle: Any, pred: str, timeout_s: float = TIMEOUT_S) -> bool:
+    """Until ``pred``; returns whether an RC4-encrypted connection was seen meanwhile."""
+    rc4 = False
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         st = handle.status()
         if pred == "seeding" and st.is_seeding:
-            return
+            return rc4
         if pred == "listening" and st.state in (3, 5):  # downloading / seeding
-            return
+            return rc4
+        if MODE == "rc4" and not rc4:
+            rc4 = rc4_listed(handle)
         await asyncio.sleep(0.02)
     raise TimeoutError(f"libtorrent did not reach {pred} within {timeout_s} s")
 
@@ -239,7 +281,14 @@ class Result:
     note: str = ""
 
 
-async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: int) -> tuple[float, Proc | None]:
+def check_rc4(kind: str, seen: bool) -> None:
+    if MODE == "rc4" and not seen:
+        raise RuntimeError(f"({kind}): libtorrent listed no RC4-encrypted connection")
+
+
+async def run_pair(
+    kind: str, work: Path, torrent: Path, data_dir: Path, size: int
+) -> tuple[float, Proc | None]:
     """One transfer; returns (MB/s, our measured process or None)."""
     out = work / f"out-{kind}"
     shutil.rmtree(out, ignore_errors=True)
@@ -250,12 +299,22 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
     try:
         if kind in ("a", "b"):
             seed_lt = lt_session(seed_port)
-            lt_add(seed_lt, torrent, data_dir, seed=True)
+            seed_handle = lt_add(seed_lt, torrent, data_dir, seed=True)
             await asyncio.sleep(0.2)
         else:
             seed_log = work / f"seed-{kind}.log"
             our_seed = spawn(
-                ["seed", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--json"],
+                [
+                    "seed",
+                    str(torrent),
+                    str(data_dir),
+                    "--port",
+                    str(seed_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--json",
+                    *ENCRYPTION[MODE][1],
+                ],
                 seed_log,
             )
             await wait_listening(seed_port)
@@ -266,15 +325,33 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
             t0 = time.monotonic()
             h = lt_add(leech_lt, torrent, out, seed=False)
             h.connect_peer(("127.0.0.1", seed_port))
-            await lt_wait(h, "seeding")
+            rc4 = await lt_wait(h, "seeding")
+            check_rc4(kind, rc4)
             return size / (time.monotonic() - t0) / 1e6, our_seed
         leech = spawn(
             [
-                "download", str(torrent), "-o", str(out), "--no-seed", "--json",
-                "--port", str(leech_port), "--bind", "127.0.0.1", "--peer", f"127.0.0.1:{seed_port}",
+                "download",
+                str(torrent),
+                "-o",
+                str(out),
+                "--no-seed",
+                "--json",
+                "--port",
+                str(leech_port),
+                "--bind",
+                "127.0.0.1",
+                "--peer",
+                f"127.0.0.1:{seed_port}",
+                *ENCRYPTION[MODE][1],
             ],
             work / f"leech-{kind}.log",
         )
+        if seed_lt is not None and MODE == "rc4":
+            rc4 = False
+            while leech.popen.poll() is None and not rc4:
+                rc4 = rc4_listed(seed_handle)
+                await asyncio.sleep(0.02)
+            check_rc4(kind, rc4)
         await reap(leech)
         log = (work / f"leech-{kind}.log").read_text()
         if leech.status != 0:
@@ -313,7 +390,10 @@ async def main_async(args: argparse.Namespace) -> None:
         torrent = work / "bench.torrent"
         t0 = time.monotonic()
         torrent.write_bytes(make_payload(data_dir / "payload.bin", size))
-        print(f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s")
+        print(f"encryption: {MODE}")
+        print(
+            f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s"
+        )
         results = {k: Result() for k in kinds}
         for run in range(args.runs):
             for k in kinds:
@@ -343,17 +423,30 @@ async def main_async(args: argparse.Namespace) -> None:
         rss = f"{statistics.median(r.rss):.0f}" if r.rss else "-"
         ratio = f"  ({med / ref:.2f}x a)" if ref and k != "a" else ""
         print(f"{names[k]:45} {med:12.0f} {runs:>22} {cpu:>7} {rss:>8}{ratio}")
-    print("\nour process: the leecher in (b) and (c), the seed in (d); CPU s = user+sys of that "
-          "process, RSS = its peak resident set (VmHWM); machine: 2 cores, shared with other work.")
+    print(
+        "\nour process: the leecher in (b) and (c), the seed in (d); CPU s = user+sys of that "
+        "process, RSS = its peak resident set (VmHWM); machine: 2 cores, shared with other work."
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument(
+        "--encryption",
+        choices=("plaintext", "rc4"),
+        default="plaintext",
+        help="MSE with RC4 forced on every peer",
+    )
     args = parser.parse_args()
     reexec_isolated()
+    global MODE
+    MODE = args.encryption
+    encryption_modes()
     asyncio.run(main_async(args))
 
 

@@ -137,6 +137,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)"
     )
     p.add_argument(
+        "--encryption",
+        choices=("require", "prefer", "off"),
+        default="prefer",
+        help="MSE/PE: require it, prefer it and fall back to plaintext (default), or off",
+    )
+    p.add_argument(
         "--peer",
         action="append",
         default=[],
@@ -198,7 +204,7 @@ def parse_peer(text: str) -> tuple[str, int]:
 
 
 def build_settings(args: argparse.Namespace) -> Settings:
-    from torrent.config import Settings
+    from torrent.config import Encryption, Settings
 
     seed_ratio = getattr(args, "seed_ratio", None)
     return Settings(
@@ -209,6 +215,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         max_download_bps=args.max_down,
         seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
+        encryption=Encryption(getattr(args, "encryption", "prefer")),
     )
 
 
@@ -339,8 +346,12 @@ class _StallWatch:
         self._timeout_s = timeout_s
         self._last = {t: (now, -1) for t in torrents}
 
-    def check(self, t: Torrent, now: float) -> str | None:
-        """The failure line for ``t`` when it stalled, else None."""
+    def check(self, t: Torrent, now: float, *, refused_encryption: bool = False) -> str | None:
+        """The failure line for ``t`` when it stalled, else None.
+
+        ``refused_encryption``: encryption is required and every encrypted handshake we
+        tried failed, which is then why no peer was reachable.
+        """
         from torrent.engine.status import TorrentState
 
         st = t.statistics()
@@ -356,9 +367,21 @@ class _StallWatch:
         why = f"no data from any peer for {self._timeout_s:g} s"
         if st.peers_connected == 0:
             why = f"no peers reachable within {self._timeout_s:g} s"
+            if refused_encryption:
+                why = f"no peer accepted encryption within {self._timeout_s:g} s (--encryption require)"
         if st.tracker_message:
             why += f" (tracker: {st.tracker_message})"
         return f"{t.name}: {why}"
+
+
+def _encryption_refused(session: Session) -> bool:
+    """Encryption is required, and the encrypted handshakes we tried all failed."""
+    from torrent.config import Encryption
+
+    if session.settings.encryption != Encryption.REQUIRE:
+        return False
+    st = session.encryption_statistics()
+    return st.outgoing_failed > 0 and st.outgoing_encrypted == 0 and st.incoming_encrypted == 0
 
 
 def _outcomes(done_tasks: dict[Torrent, Any]) -> list[str]:
@@ -416,8 +439,10 @@ async def watch(
                 await asyncio.wait(list(done_tasks.values()), timeout=0.25, return_when=asyncio.ALL_COMPLETED)
                 view.update(session.statistics())
                 now = clock.monotonic()
+                refused = _encryption_refused(session)
                 for t, fut in done_tasks.items():
-                    if not fut.done() and (line := stalls.check(t, now)) is not None:
+                    line = None if fut.done() else stalls.check(t, now, refused_encryption=refused)
+                    if line is not None:
                         failures.append(line)
                         fut.cancel()
             failures += _outcomes(done_tasks)

@@ -9,6 +9,10 @@ Shared by :class:`~torrent.engine.swarm.Swarm` and
   before the dial and given back once TCP is up or the attempt failed);
 * one connection per peer id, never a banned address, nothing once the host is stopping.
 
+Outgoing connections are plain TCP with ``encryption = off`` and MSE otherwise
+(:class:`~torrent.engine.mse_stream.MseConnector`: ``prefer`` falls back to plaintext
+when the peer refuses the encrypted handshake, ``require`` does not).
+
 The loop sleeps until woken (:meth:`PeerConnector.wake`: new addresses, a closed peer) or
 until the next peer's back-off ends (:meth:`PeerList.next_wakeup`).
 """
@@ -19,9 +23,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from torrent.config import Encryption
 from torrent.engine.host import PeerHostBase, SwarmContext
+from torrent.engine.mse_stream import MseConnector
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
+from torrent.engine.transport import Connector, tcp_connect
 
 __all__ = ["PeerConnector"]
 
@@ -53,6 +60,24 @@ class PeerConnector:
         #: Every connection of the host, outgoing and incoming, by address.
         self.peers: dict[PeerAddr, Peer] = {}
         self._wake = asyncio.Event()
+        self._connect: Connector | None = None
+
+    def connect(self) -> Connector:
+        """How this host dials: plain TCP, or MSE first (``Settings.encryption``)."""
+        if self._connect is None:
+            ctx = self._ctx
+            self._connect = (
+                tcp_connect
+                if self._settings.encryption == Encryption.OFF
+                else MseConnector(
+                    self._host.info_hash,
+                    encryption=Encryption(self._settings.encryption),
+                    clock=ctx.clock,
+                    timeout_s=self._settings.handshake_timeout_s,
+                    counters=ctx.encryption,
+                )
+            )
+        return self._connect
 
     def room(self) -> int:
         """Connections the torrent may still open under its own and the session's limit."""
@@ -109,6 +134,7 @@ class PeerConnector:
             down_limit=ctx.down_limit,
             up_limit=ctx.up_limit,
             clock=ctx.clock,
+            connect=self.connect(),
         )
 
     async def _run_outgoing(self, peer: Peer) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ import aiohttp
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
 from torrent.errors import StorageError
 from torrent.proto import wire
@@ -42,6 +43,7 @@ class SwarmContext:
         half_open: outgoing connection attempts in flight, session-wide.
         peer_slots: free connection slots, session-wide.
         clock: the time source of every timer decision.
+        encryption: the session's MSE handshake counters.
     """
 
     settings: Settings
@@ -53,6 +55,7 @@ class SwarmContext:
     half_open: asyncio.Semaphore
     peer_slots: Callable[[], int]
     clock: Clock = SYSTEM_CLOCK
+    encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
 
 
 def spawn(

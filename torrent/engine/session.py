@@ -17,6 +17,11 @@ gives them a moment, then cancels what is left. Everything entered is unwound by
 
 Incoming connections are routed by the info hash of their handshake; an unknown hash
 is dropped. At most ``max_pending_incoming`` may wait for their handshake at once.
+Unless ``encryption`` is ``off``, the listener first tells a plaintext BitTorrent
+handshake from an MSE one by the first bytes; an MSE connection runs the receiver's
+handshake (its ``SKEY`` hash is looked up over every torrent of the session) in a
+:class:`~torrent.engine.mse_stream.MseStream` before it is routed, and ``require``
+closes plaintext ones.
 Every timer reads the session's :class:`~torrent.engine.clock.Clock`.
 """
 
@@ -31,18 +36,20 @@ from typing import Any
 
 import aiohttp
 
-from torrent.config import PEER_ID_PREFIX, Settings
+from torrent.config import PEER_ID_PREFIX, Encryption, Settings
 from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.metadata_fetch import MetadataFetcher
+from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
+from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
@@ -152,6 +159,7 @@ class Session:
         self._half_open = asyncio.Semaphore(self.settings.half_open_limit)
         #: Incoming connections waiting for their handshake -> when they arrived.
         self._pending_incoming: dict[Peer, float] = {}
+        self._encryption = EncryptionCounters()
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -296,6 +304,7 @@ class Session:
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
             clock=self.clock,
+            encryption=self._encryption,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -310,6 +319,10 @@ class Session:
     def statistics(self) -> list[TorrentStats]:
         """One snapshot per torrent, in the order they were added."""
         return [t.statistics() for t in self._torrents.values()]
+
+    def encryption_statistics(self) -> EncryptionStats:
+        """What the MSE handshakes of every connection did, both ways (a snapshot)."""
+        return self._encryption.statistics()
 
     def _free_peer_slots(self) -> int:
         used = sum(len(s.peers) for s in self._swarms.values()) + sum(
@@ -329,7 +342,25 @@ class Session:
             up_limit=self._up,
             clock=self.clock,
         )
-        return _Incoming(peer, admit=self._admit_pending, route=self._route)
+        return _Incoming(
+            peer,
+            admit=self._admit_pending,
+            route=self._route,
+            encryption=self.settings.encryption,
+            new_stream=self._mse_receiver,
+            counters=self._encryption,
+        )
+
+    def _mse_receiver(self, peer: Peer, on_outcome: Callable[[Outcome], None]) -> MseStream:
+        """The MSE side of an accepted connection, knowing every torrent of the session."""
+        return MseStream(
+            peer,
+            receiver_for(lambda: list(self._swarms), Encryption(self.settings.encryption)),
+            clock=self.clock,
+            timeout_s=self.settings.handshake_timeout_s,
+            counters=self._encryption,
+            on_outcome=on_outcome,
+        )
 
     def _admit_pending(self, peer: Peer) -> bool:
         """A new incoming connection; False (close it) when too many await their handshake."""
@@ -391,9 +422,13 @@ class _Incoming(asyncio.Protocol):
     """Accepts one incoming connection and hands it to a :class:`Peer` once routed.
 
     ``admit(peer)`` may refuse it (too many connections await their handshake): it is
-    closed at once. Otherwise the peer reads the handshake's info hash and calls
-    ``route(peer, info_hash)``, whose swarm starts ``Peer.run_incoming`` in its own
-    task group. The session's tick closes connections that never send a handshake.
+    closed at once. Otherwise the first bytes tell plaintext from MSE (not with
+    ``encryption = off``: those go to the peer as they come). A plaintext connection goes
+    to the peer as is (``require`` closes it); an MSE one runs through ``new_stream`` and
+    reaches the peer once its handshake is done, with the torrent MSE named, which its
+    BitTorrent handshake must name too. The peer reads the handshake's info hash and calls
+    ``route(peer, info_hash)``, whose swarm starts ``Peer.run_incoming`` in its own task
+    group. The session's tick closes connections that never send a handshake.
     """
 
     def __init__(
@@ -402,10 +437,18 @@ class _Incoming(asyncio.Protocol):
         *,
         admit: Callable[[Peer], bool],
         route: Callable[[Peer, InfoHash], Swarm | None],
+        encryption: Encryption,
+        new_stream: Callable[[Peer, Callable[[Outcome], None]], MseStream],
+        counters: EncryptionCounters,
     ) -> None:
         self._peer = peer
         self._admit = admit
         self._route = route
+        self._encryption = encryption
+        self._new_stream = new_stream
+        self._counters = counters
+        self._transport: asyncio.BaseTransport | None = None
+        self._first = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = self._peer
@@ -415,10 +458,61 @@ class _Incoming(asyncio.Protocol):
         if not self._admit(peer):
             peer.close("too many connections awaiting their handshake")
             return
+        self._transport = transport
+        if self._encryption == Encryption.OFF:
+            self._plaintext(transport, b"")
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        self._first += data
+        kind = classify_incoming(self._first)
+        if kind is IncomingKind.NEED_MORE:
+            return
+        first, self._first = bytes(self._first), bytearray()
+        if kind is IncomingKind.ENCRYPTED:
+            self._encrypted(transport, first)
+        elif self._encryption == Encryption.REQUIRE:
+            self._counters.plaintext_refused += 1
+            self._peer.close("plaintext handshake refused: encryption is required")
+        else:
+            self._plaintext(transport, first)
+
+    def eof_received(self) -> bool | None:
+        return None  # closed before it said what it speaks
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._peer.connection_lost(exc)
+
+    def _plaintext(self, transport: asyncio.BaseTransport, first: bytes) -> None:
+        peer = self._peer
+        peer.accept(transport, self._router(None))
+        transport.set_protocol(peer)
+        if first:
+            peer.data_received(first)
+
+    def _encrypted(self, transport: asyncio.BaseTransport, first: bytes) -> None:
+        peer = self._peer
+
+        def on_outcome(outcome: Outcome) -> None:
+            if isinstance(outcome, HandshakeDone):
+                peer.accept(stream, self._router(outcome.skey))
+            else:
+                peer.close(str(outcome))
+
+        stream = self._new_stream(peer, on_outcome)
+        transport.set_protocol(stream)
+        stream.connection_made(transport)
+        stream.data_received(first)
+
+    def _router(self, skey: bytes | None) -> Callable[[InfoHash], Swarm | None]:
+        peer = self._peer
         route = self._route
 
         def router(info_hash: InfoHash) -> Swarm | None:
+            if skey is not None and info_hash != skey:
+                return None  # MSE named another torrent than the BitTorrent handshake does
             return route(peer, info_hash)
 
-        peer.accept(transport, router)
-        transport.set_protocol(peer)
+        return router
