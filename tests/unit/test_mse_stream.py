@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.mse_helpers import INFO_HASH, OTHER_HASH
+from tests.mse_helpers import INFO_HASH, OTHER_HASH, pump
 from tests.transport_helpers import MemoryTransport
 from torrent.config import Encryption
 from torrent.engine.clock import ManualClock
@@ -24,6 +24,7 @@ from torrent.engine.mse_stream import (
     MseConnector,
     MseStream,
     Outcome,
+    provide_for,
     receiver_for,
 )
 from torrent.errors import LocalProtocolError
@@ -335,3 +336,22 @@ def test_the_connector_is_not_for_plaintext() -> None:
             timeout_s=1,
             counters=EncryptionCounters(),
         )
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "method"),
+    [
+        (Encryption.PREFER, Encryption.PREFER, CryptoMethod.PLAINTEXT),
+        (Encryption.REQUIRE, Encryption.PREFER, CryptoMethod.RC4),
+        (Encryption.PREFER, Encryption.REQUIRE, CryptoMethod.RC4),
+        (Encryption.REQUIRE, Encryption.REQUIRE, CryptoMethod.RC4),
+    ],
+)
+def test_payload_method_per_setting(ours: Encryption, theirs: Encryption, method: CryptoMethod) -> None:
+    """``prefer`` offers and accepts both and, offered both, keeps the payload plaintext after
+    the obfuscated handshake (libtorrent's default); ``require`` on either side means RC4."""
+    out = pump(Initiator(INFO_HASH, provide=provide_for(ours)), receiver_for([INFO_HASH], theirs))
+    assert out.initiator is not None
+    assert out.receiver is not None
+    assert out.initiator.method is method
+    assert out.receiver.method is method

@@ -375,13 +375,22 @@ class MseStream(asyncio.Protocol):
 def receiver_for(skeys: SkeyCandidates, encryption: Encryption) -> Receiver:
     """The receiver side for an accepted connection under ``encryption`` (not ``off``).
 
-    ``require`` accepts RC4 only; ``prefer`` also accepts the plaintext method, choosing RC4
-    when the initiator offers both.
+    ``require`` accepts RC4 only. ``prefer`` accepts both methods and, offered both, picks the
+    plaintext payload after the obfuscated handshake, as libtorrent does by default
+    (``prefer_rc4`` off): the handshake already hides what the connection is, and the payload
+    then costs no RC4 (on loopback, 244 MB/s instead of 93 from a libtorrent seed).
     """
-    allowed = (
-        CryptoMethod.RC4 if encryption == Encryption.REQUIRE else CryptoMethod.RC4 | CryptoMethod.PLAINTEXT
-    )
-    return Receiver(skeys, allowed=allowed, prefer=CryptoMethod.RC4)
+    if encryption == Encryption.REQUIRE:
+        return Receiver(skeys, allowed=CryptoMethod.RC4, prefer=CryptoMethod.RC4)
+    return Receiver(skeys, allowed=CryptoMethod.RC4 | CryptoMethod.PLAINTEXT, prefer=CryptoMethod.PLAINTEXT)
+
+
+def provide_for(encryption: Encryption) -> CryptoMethod:
+    """What our initiator offers (``crypto_provide``): RC4 only under ``require``, both under
+    ``prefer`` (the receiver chooses; libtorrent and we then choose the plaintext payload)."""
+    if encryption == Encryption.REQUIRE:
+        return CryptoMethod.RC4
+    return CryptoMethod.RC4 | CryptoMethod.PLAINTEXT
 
 
 class MseConnector:
@@ -436,7 +445,7 @@ class MseConnector:
 
         stream = MseStream(
             cast(StreamProtocol, protocol),
-            Initiator(self._info_hash, provide=CryptoMethod.RC4),
+            Initiator(self._info_hash, provide=provide_for(self._encryption)),
             clock=self._clock,
             timeout_s=self._timeout_s,
             counters=self._counters,
