@@ -9,6 +9,7 @@ examples, a stateful step count), never ``max_examples``.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,13 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+
+# A suite started in the background by a non-interactive shell (as a CI runner may start
+# it) inherits SIGINT ignored, and so would every process the tests start: a test that
+# stops a child with Ctrl-C would wait forever. Catching SIGINT here gives the children
+# the default disposition back (exec resets caught signals, not ignored ones).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # dev: quick enough to run on every change (tests/property in about 10 s).
 settings.register_profile("dev", max_examples=100)
