@@ -25,6 +25,7 @@ import aiohttp
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.peer import Peer
 from torrent.errors import StorageError
 from torrent.proto import wire
@@ -42,6 +43,7 @@ class SwarmContext:
         half_open: outgoing connection attempts in flight, session-wide.
         peer_slots: free connection slots, session-wide.
         clock: the time source of every timer decision.
+        dht: the session's DHT node, None when the DHT is off.
     """
 
     settings: Settings
@@ -53,6 +55,7 @@ class SwarmContext:
     half_open: asyncio.Semaphore
     peer_slots: Callable[[], int]
     clock: Clock = SYSTEM_CLOCK
+    dht: DhtNode | None = None
 
 
 def spawn(

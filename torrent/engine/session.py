@@ -15,6 +15,12 @@ incoming connections that never sent a handshake) and the choker (every
 gives them a moment, then cancels what is left. Everything entered is unwound by one
 ``AsyncExitStack``, in reverse order.
 
+With ``settings.dht_enabled`` the session also binds a UDP socket on the same port
+number (:class:`~torrent.engine.udp.UdpSocket`, shared by first byte: ``d`` is KRPC)
+and runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
+joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
+(saved again on exit). Every non-private torrent then asks it for peers.
+
 Incoming connections are routed by the info hash of their handshake; an unknown hash
 is dropped. At most ``max_pending_incoming`` may wait for their handshake at once.
 Every timer reads the session's :class:`~torrent.engine.clock.Clock`.
@@ -24,9 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,16 +43,20 @@ from torrent.config import PEER_ID_PREFIX, Settings
 from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
+from torrent.engine.udp import UdpSocket
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
+
+log = logging.getLogger(__name__)
 
 #: Seconds each torrent gets on exit, besides the ``stopped`` announce, to finish its
 #: writes and save its resume state before it is cancelled.
@@ -146,6 +158,8 @@ class Session:
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._udp: UdpSocket | None = None
+        self._dht: DhtNode | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
@@ -160,6 +174,11 @@ class Session:
     def port(self) -> int:
         """The listening port (known once the session is entered)."""
         return self._port
+
+    @property
+    def dht(self) -> DhtNode | None:
+        """The session's DHT node (``dht.statistics()``), None when the DHT is off."""
+        return self._dht
 
     async def __aenter__(self) -> Session:
         loop = asyncio.get_running_loop()
@@ -179,6 +198,8 @@ class Session:
             )
             stack.push_async_callback(http.close)
             self._http = http
+            if s.dht_enabled:
+                await self._start_dht(stack)
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(
@@ -196,6 +217,34 @@ class Session:
         finally:
             self._tg = None
             self._http = None
+            self._dht = None
+            self._udp = None
+
+    async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bind the UDP socket (the TCP port's number when free) and start the DHT node
+        on it; the node saves its routing table before the socket closes."""
+        s = self.settings
+        try:
+            udp = await UdpSocket.open(s.listen_host, self._port)
+        except OSError as exc:
+            # Another program holds that UDP port: a different number still works (our
+            # announces carry the TCP port explicitly).
+            log.warning("UDP port %d is taken (%s); the DHT uses another one", self._port, exc)
+            udp = await UdpSocket.open(s.listen_host, 0)
+        stack.callback(udp.close)
+        self._udp = udp
+        assert udp.transport is not None
+        if s.dht_state_file:
+            Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
+        node = DhtNode(
+            s.listen_host,
+            udp.port,
+            bootstrap=s.dht_bootstrap,
+            state_file=Path(s.dht_state_file) if s.dht_state_file else None,
+            transport=udp.transport,
+        )
+        udp.route(b"d", node.datagram_received)
+        self._dht = await stack.enter_async_context(node)
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
         self._closing = True
@@ -296,6 +345,7 @@ class Session:
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
             clock=self.clock,
+            dht=self._dht,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:

@@ -5,7 +5,8 @@ A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which r
 
 * the start-up (:func:`torrent.disk.resume.start`: resume state, or a hash check of
   what is on disk; the sequence the kill -9 crash test exercises),
-* the announce loop (:class:`~torrent.engine.announcer.Announcer`),
+* the announce loop (:class:`~torrent.engine.announcer.Announcer`) and its DHT twin
+  (:class:`~torrent.engine.dht_source.DhtSource`; never for a private torrent, BEP 27),
 * peer admission, outgoing and incoming (:class:`~torrent.engine.connector.PeerConnector`,
   over a :class:`~torrent.engine.peer_list.PeerList`),
 * completion, piece choice and endgame (:class:`~torrent.proto.picker.Picker`),
@@ -43,6 +44,7 @@ from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
+from torrent.engine.dht_source import DhtSource
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
@@ -132,6 +134,12 @@ class Swarm(PeerHostBase):
             on_peers=self.add_peers,
             on_message=self._on_tracker_message,
         )
+        #: Peers from the DHT, unless it is off or the torrent is private (BEP 27).
+        self.dht_source: DhtSource | None = None
+        if ctx.dht is not None and not self.info.private:
+            self.dht_source = DhtSource(
+                ctx.dht, self.info_hash, ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
+            )
         self.picker = picker_mod.Picker(
             self.info.num_pieces,
             self.info.piece_length,
@@ -250,6 +258,8 @@ class Swarm(PeerHostBase):
             wasted_bytes=self.wasted_bytes,
             hash_failures=self.hash_failures,
             banned_peers=self.peer_list.banned_count,
+            dht_nodes=self.ctx.dht.node_count if self.ctx.dht is not None and self.dht_source else 0,
+            dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
         )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
@@ -330,6 +340,8 @@ class Swarm(PeerHostBase):
                 self._tg = tg
                 stop_task = tg.create_task(self._stopped.wait())
                 tg.create_task(self.announcer.run())
+                if self.dht_source is not None:
+                    tg.create_task(self.dht_source.run())
                 tg.create_task(self.connector.run())
                 tg.create_task(self._resume_loop())
                 await stop_task
