@@ -255,7 +255,7 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
         else:
             seed_log = work / f"seed-{kind}.log"
             our_seed = spawn(
-                ["seed", "--no-dht", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--json"],
+                ["seed", "--no-dht", "--no-lsd", str(torrent), str(data_dir), "--port", str(seed_port), "--bind", "127.0.0.1", "--json"],
                 seed_log,
             )
             await wait_listening(seed_port)
@@ -270,7 +270,7 @@ async def run_pair(kind: str, work: Path, torrent: Path, data_dir: Path, size: i
             return size / (time.monotonic() - t0) / 1e6, our_seed
         leech = spawn(
             [
-                "download", "--no-dht", str(torrent), "-o", str(out), "--no-seed", "--json",
+                "download", "--no-dht", "--no-lsd", str(torrent), "-o", str(out), "--no-seed", "--json",
                 "--port", str(leech_port), "--bind", "127.0.0.1", "--peer", f"127.0.0.1:{seed_port}",
             ],
             work / f"leech-{kind}.log",

@@ -167,6 +167,14 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         + ", ".join(f"{h}:{port}" for h, port in DEFAULT_DHT_ROUTERS)
         + ")",
     )
+    p.add_argument(
+        "--no-pex", action="store_true", help="do not exchange peer lists with peers (ut_pex, BEP 11)"
+    )
+    p.add_argument(
+        "--no-lsd",
+        action="store_true",
+        help="do not announce or look for peers on the local network (BEP 14 multicast)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     out.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -228,11 +236,12 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
     from torrent.disk.storage import state_dir as state_dir_of
 
     seed_ratio = getattr(args, "seed_ratio", None)
-    dht: dict[str, Any] = {"dht_enabled": not args.no_dht}
+    discovery: dict[str, Any] = {"dht_enabled": not args.no_dht, "pex_enabled": not args.no_pex}
+    discovery["lsd_enabled"] = not args.no_lsd
     if args.dht_bootstrap is not None:
-        dht["dht_bootstrap"] = args.dht_bootstrap
+        discovery["dht_bootstrap"] = args.dht_bootstrap
     if state_dir is not None and not args.no_dht:
-        dht["dht_state_file"] = os.path.join(state_dir_of(state_dir), "dht.state")
+        discovery["dht_state_file"] = os.path.join(state_dir_of(state_dir), "dht.state")
     return Settings(
         listen_host=args.bind,
         listen_port=args.port,
@@ -241,7 +250,7 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
         max_download_bps=args.max_down,
         seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
-        **dht,
+        **discovery,
     )
 
 

@@ -152,6 +152,19 @@ class Settings:
     dht_retry_interval_s: float = 60.0
     dht_few_peers: int = 10
 
+    # --- peer exchange (BEP 11) -------------------------------------------------------
+    #: Exchange peer lists (``ut_pex``) with connected peers; never for a private torrent.
+    pex_enabled: bool = True
+    #: BEP 11: at most one ``ut_pex`` message per peer per minute.
+    pex_interval_s: float = 60.0
+
+    # --- local service discovery (BEP 14) -------------------------------------------
+    #: Multicast our torrents on the local network (239.192.152.143:6771) and take the
+    #: peers that announce them there; never for a private torrent.
+    lsd_enabled: bool = True
+    #: BEP 14 / libtorrent: each torrent is announced at most every 5 minutes.
+    lsd_interval_s: float = 300.0
+
     # --- seeding -------------------------------------------------------------------
     #: Stop seeding when uploaded / size reaches this ratio (aria2 ``--seed-ratio`` 1.0).
     #: None: no ratio limit.
@@ -190,7 +203,8 @@ def testing_settings() -> Settings:
 
     Mirrors anacrolix's ``TestingConfig``: nothing here may reach outside the machine, so
     the DHT is off and has no public routers (a test that wants it turns it on and points
-    ``dht_bootstrap`` at a loopback node).
+    ``dht_bootstrap`` at a loopback node). PEX is off too, so a test sees exactly the peers
+    it hands out (a PEX test turns it on), and LSD is off: it would multicast.
     """
     return Settings(
         listen_host="127.0.0.1",
@@ -209,5 +223,7 @@ def testing_settings() -> Settings:
         stopped_announce_timeout_s=1.0,
         dht_enabled=False,
         dht_bootstrap=(),
+        pex_enabled=False,
+        lsd_enabled=False,
         dht_retry_interval_s=2.0,
     )

@@ -9,6 +9,7 @@ import pytest
 
 from cli.cmd_download import build_settings, parse_duration, parse_nodes, parse_rate, select_files
 from cli.main import build_parser, main
+from torrent import config
 from torrent.config import DEFAULT_DHT_ROUTERS, Settings
 
 
@@ -99,8 +100,16 @@ def test_dht_flags_become_settings(tmp_path: Path) -> None:
     local = build_settings(parser.parse_args(["download", "x.torrent", "--dht-bootstrap", "127.0.0.2:6881"]))
     assert local.dht_bootstrap == (("127.0.0.2", 6881),)
     assert local.dht_state_file is None
-    off = build_settings(parser.parse_args(["download", "x.torrent", "--no-dht"]), state_dir=str(tmp_path))
+    assert on.pex_enabled
+    assert on.lsd_enabled
+    off = build_settings(
+        parser.parse_args(["download", "x.torrent", "--no-dht", "--no-pex", "--no-lsd"]), state_dir=str(tmp_path)
+    )
     assert not off.dht_enabled
     assert off.dht_state_file is None
+    assert not off.pex_enabled
+    assert not off.lsd_enabled
+    testing = config.testing_settings()
+    assert not (testing.dht_enabled or testing.pex_enabled or testing.lsd_enabled)
     with pytest.raises(ValueError, match="dht_bootstrap"):
         Settings(dht_bootstrap=(("", 6881),)).validate()

@@ -141,7 +141,14 @@ class PeerHostBase:
     def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
         pass
 
+    @property
+    def pex_enabled(self) -> bool:
+        return False
+
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        pass
+
+    def on_pex_message(self, peer: Peer, payload: bytes) -> None:
         pass
 
     def on_peer_interest_changed(self, peer: Peer) -> None:

@@ -45,6 +45,7 @@ from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
+from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
@@ -160,6 +161,7 @@ class Session:
         self._http: aiohttp.ClientSession | None = None
         self._udp: UdpSocket | None = None
         self._dht: DhtNode | None = None
+        self._lsd: LsdService | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
@@ -174,6 +176,19 @@ class Session:
     def port(self) -> int:
         """The listening port (known once the session is entered)."""
         return self._port
+
+    @property
+    def lsd(self) -> LsdService | None:
+        """Local service discovery (BEP 14), None when off."""
+        return self._lsd
+
+    def _lsd_torrents(self) -> list[bytes]:
+        return [ih for ih, swarm in self._swarms.items() if swarm.lsd_enabled]
+
+    def _lsd_peer(self, info_hash: bytes, addr: tuple[str, int]) -> None:
+        swarm = self._swarms.get(InfoHash(info_hash))
+        if swarm is not None and swarm.lsd_enabled:
+            swarm.add_local_peer(addr)
 
     @property
     def dht(self) -> DhtNode | None:
@@ -200,6 +215,16 @@ class Session:
             self._http = http
             if s.dht_enabled:
                 await self._start_dht(stack)
+            if s.lsd_enabled:
+                self._lsd = await stack.enter_async_context(
+                    LsdService(
+                        s.listen_host,
+                        port=lambda: self._port,
+                        torrents=self._lsd_torrents,
+                        on_peer=self._lsd_peer,
+                        interval_s=s.lsd_interval_s,
+                    )
+                )
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(
@@ -219,6 +244,7 @@ class Session:
             self._http = None
             self._dht = None
             self._udp = None
+            self._lsd = None
 
     async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
         """Bind the UDP socket (the TCP port's number when free) and start the DHT node
@@ -353,6 +379,8 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
+            if self._lsd is not None:
+                self._lsd.forget(swarm.info_hash)
 
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())
@@ -414,6 +442,8 @@ class Session:
         """Once a second: every torrent's timers, and the pending incoming connections."""
         now = self.clock.monotonic()
         self._expire_pending(now)
+        if self._lsd is not None:
+            self._lsd.tick(now)
         for swarm in list(self._swarms.values()):
             swarm.tick(now)
 
