@@ -306,6 +306,8 @@ async def run_pair(
             our_seed = spawn(
                 [
                     "seed",
+                    "--no-dht",
+                    "--no-lsd",
                     str(torrent),
                     str(data_dir),
                     "--port",
@@ -331,6 +333,8 @@ async def run_pair(
         leech = spawn(
             [
                 "download",
+                "--no-dht",
+                "--no-lsd",
                 str(torrent),
                 "-o",
                 str(out),

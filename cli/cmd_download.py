@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from torrent.config import DEFAULT_DHT_ROUTERS
 from torrent.proto.magnet import Magnet
 
 if TYPE_CHECKING:
@@ -120,6 +121,17 @@ def select_files(paths: Sequence[str], selection: str) -> list[int]:
     return [1 if i in chosen else 0 for i in range(n)]
 
 
+def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:
+    """``"a:6881,[::1]:6881"`` → ``(("a", 6881), ("::1", 6881))``; an empty text is no node."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"not a node address: {item!r} (expected HOST:PORT)")
+        out.append((host.strip("[]"), int(port)))
+    return tuple(out)
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
     p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
@@ -148,6 +160,26 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST:PORT",
         help="also connect to this peer (repeatable)",
+    )
+    p.add_argument(
+        "--no-dht", action="store_true", help="do not use the DHT to find peers (it is on by default)"
+    )
+    p.add_argument(
+        "--dht-bootstrap",
+        type=parse_nodes,
+        default=None,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="join the DHT through these nodes (default: the public routers, "
+        + ", ".join(f"{h}:{port}" for h, port in DEFAULT_DHT_ROUTERS)
+        + ")",
+    )
+    p.add_argument(
+        "--no-pex", action="store_true", help="do not exchange peer lists with peers (ut_pex, BEP 11)"
+    )
+    p.add_argument(
+        "--no-lsd",
+        action="store_true",
+        help="do not announce or look for peers on the local network (BEP 14 multicast)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
@@ -203,10 +235,19 @@ def parse_peer(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def build_settings(args: argparse.Namespace) -> Settings:
+def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) -> Settings:
+    """The session's settings from the flags; the DHT's routing table is kept in
+    ``state_dir/.pytorrent/dht.state`` (the download directory's state directory)."""
     from torrent.config import Encryption, Settings
+    from torrent.disk.storage import state_dir as state_dir_of
 
     seed_ratio = getattr(args, "seed_ratio", None)
+    discovery: dict[str, Any] = {"dht_enabled": not args.no_dht, "pex_enabled": not args.no_pex}
+    discovery["lsd_enabled"] = not args.no_lsd
+    if args.dht_bootstrap is not None:
+        discovery["dht_bootstrap"] = args.dht_bootstrap
+    if state_dir is not None and not args.no_dht:
+        discovery["dht_state_file"] = os.path.join(state_dir_of(state_dir), "dht.state")
     return Settings(
         listen_host=args.bind,
         listen_port=args.port,
@@ -216,6 +257,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
         encryption=Encryption(getattr(args, "encryption", "prefer")),
+        **discovery,
     )
 
 
@@ -268,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(src, Magnet):
             file_priorities(src, args.files)
     peers = [parse_peer(p) for p in args.peer]
-    settings = build_settings(args)
+    settings = build_settings(args, state_dir=args.output)
     os.makedirs(args.output, exist_ok=True)
     return run_async(_download(args, settings, sources, peers), no_uvloop=args.no_uvloop)
 

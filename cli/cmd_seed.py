@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("seed needs a .torrent file, not a magnet link")
     meta = load_torrent(args.torrent)
     payload = locate_payload(meta.info, args.data_path)
-    settings = build_settings(args)
+    settings = build_settings(args, state_dir=payload.directory)
     peers = [parse_peer(p) for p in args.peer]
     return run_async(
         _seed(args, settings, meta, payload.directory, payload.content_path, peers), no_uvloop=args.no_uvloop

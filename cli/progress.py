@@ -4,7 +4,7 @@ Three front ends share one small interface (``update(stats)``, ``event(ev)``,
 ``close()``):
 
 * :class:`RichView`: on a terminal, one live row per torrent (bar, %, done/total, down
-  and up rate, ETA, peers connected/known, seeds, state).
+  and up rate, ETA, peers connected/known, seeds, DHT nodes/peers found, state).
 * :class:`PlainView`: not a terminal, one log line per torrent every few seconds.
 * :class:`JsonView`: ``--json``, one JSON object per line (progress, peers, events).
 """
@@ -76,6 +76,13 @@ class QuietView:
         pass
 
 
+def _dht_label(s: TorrentStats) -> str:
+    """``"dht 112n 3p"``: nodes in the DHT table, peers it found; "" without the DHT."""
+    if not s.dht_nodes and not s.dht_peers:
+        return ""
+    return f"dht {s.dht_nodes}n {s.dht_peers}p"
+
+
 def _state_label(s: TorrentStats) -> str:
     if s.state == TorrentState.CHECKING:
         return f"checking {s.checked_fraction * 100:.0f}%"
@@ -101,7 +108,7 @@ class PlainView:
                 f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)} "
                 f"down {human_rate(s.download_rate_bps)} up {human_rate(s.upload_rate_bps)} "
                 f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected} "
-                f"eta {human_eta(s.eta_s)}",
+                f"eta {human_eta(s.eta_s)}" + (f" {dht}" if (dht := _dht_label(s)) else ""),
                 file=self._out,
                 flush=True,
             )
@@ -149,6 +156,8 @@ class JsonView:
                     "peers_connected": s.peers_connected,
                     "peers_known": s.peers_known,
                     "seeds_connected": s.seeds_connected,
+                    "dht_nodes": s.dht_nodes,
+                    "dht_peers": s.dht_peers,
                     "eta_s": None if s.eta_s is None else round(s.eta_s, 1),
                 }
             )
@@ -192,6 +201,7 @@ class RichView:
             TextColumn("[cyan]↑{task.fields[up]:>7}"),
             TextColumn("eta {task.fields[eta]:>5}"),
             TextColumn("{task.fields[peers]:<19}"),
+            TextColumn("[blue]{task.fields[dht]}"),
             TextColumn("[magenta]{task.fields[state]}"),
             console=self._console,
             refresh_per_second=4,
@@ -212,6 +222,7 @@ class RichView:
                     if s.seeds_connected
                     else ""
                 ),
+                "dht": _dht_label(s),
                 "state": _state_label(s),
             }
             total = max(s.wanted_bytes, 1)

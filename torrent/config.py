@@ -21,6 +21,15 @@ from torrent import version
 #: bytes; derived from the version in :mod:`torrent.version`.
 PEER_ID_PREFIX = version.PEER_ID_PREFIX
 
+#: The well-known public DHT routers (what libtorrent, Transmission and qBittorrent use to
+#: join the Mainline DHT the first time; a saved routing table makes them unnecessary).
+DEFAULT_DHT_ROUTERS: tuple[tuple[str, int], ...] = (
+    ("router.bittorrent.com", 6881),
+    ("router.utorrent.com", 6881),
+    ("dht.transmissionbt.com", 6881),
+    ("dht.libtorrent.org", 25401),
+)
+
 
 class Encryption(enum.StrEnum):
     """How peer connections use Message Stream Encryption (MSE/PE); the CLI's ``--encryption``.
@@ -149,6 +158,35 @@ class Settings:
     announce_retry_s: float = 15.0
     announce_retry_max_s: float = 900.0
 
+    # --- peer discovery without a tracker (DHT, BEP 5) ------------------------------
+    #: Join the Mainline DHT on the listen port (UDP) and use it for every non-private
+    #: torrent (BEP 27: a ``private`` torrent never touches the DHT).
+    dht_enabled: bool = True
+    #: Nodes to join through when the saved routing table gives none (host, port).
+    dht_bootstrap: tuple[tuple[str, int], ...] = DEFAULT_DHT_ROUTERS
+    #: Where the routing table is loaded from at start and saved to on exit; None: nowhere
+    #: (the CLI puts it in the download directory's ``.pytorrent/``).
+    dht_state_file: str | None = None
+    #: A torrent asks the DHT for peers (and announces itself) this often: libtorrent's
+    #: ``dht_announce_interval`` is 15 minutes, as are BEP 5's token and refresh periods.
+    dht_announce_interval_s: float = 900.0
+    #: ...and this often while it knows fewer than ``dht_few_peers`` peers.
+    dht_retry_interval_s: float = 60.0
+    dht_few_peers: int = 10
+
+    # --- peer exchange (BEP 11) -------------------------------------------------------
+    #: Exchange peer lists (``ut_pex``) with connected peers; never for a private torrent.
+    pex_enabled: bool = True
+    #: BEP 11: at most one ``ut_pex`` message per peer per minute.
+    pex_interval_s: float = 60.0
+
+    # --- local service discovery (BEP 14) -------------------------------------------
+    #: Multicast our torrents on the local network (239.192.152.143:6771) and take the
+    #: peers that announce them there; never for a private torrent.
+    lsd_enabled: bool = True
+    #: BEP 14 / libtorrent: each torrent is announced at most every 5 minutes.
+    lsd_interval_s: float = 300.0
+
     # --- seeding -------------------------------------------------------------------
     #: Stop seeding when uploaded / size reaches this ratio (aria2 ``--seed-ratio`` 1.0).
     #: None: no ratio limit.
@@ -178,6 +216,11 @@ class Settings:
         for name in ("max_upload_bps", "max_download_bps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        for host, port in self.dht_bootstrap:
+            if not host or not 0 < port <= 65535:
+                raise ValueError(f"dht_bootstrap: {host}:{port} is not a node address")
+        if self.dht_retry_interval_s <= 0 or self.dht_announce_interval_s <= 0:
+            raise ValueError("the DHT announce intervals must be positive")
         if self.seed_ratio is not None and self.seed_ratio < 0:
             raise ValueError("seed_ratio must not be negative")
         if self.encryption not in tuple(Encryption):
@@ -188,7 +231,10 @@ class Settings:
 def testing_settings() -> Settings:
     """Settings for tests and the demo: loopback, a free port, short timers.
 
-    Mirrors anacrolix's ``TestingConfig``: nothing here may reach outside the machine.
+    Mirrors anacrolix's ``TestingConfig``: nothing here may reach outside the machine, so
+    the DHT is off and has no public routers (a test that wants it turns it on and points
+    ``dht_bootstrap`` at a loopback node). PEX is off too, so a test sees exactly the peers
+    it hands out (a PEX test turns it on), and LSD is off: it would multicast.
     """
     return Settings(
         listen_host="127.0.0.1",
@@ -205,4 +251,9 @@ def testing_settings() -> Settings:
         announce_retry_s=0.5,
         tracker_timeout_s=3.0,
         stopped_announce_timeout_s=1.0,
+        dht_enabled=False,
+        dht_bootstrap=(),
+        pex_enabled=False,
+        lsd_enabled=False,
+        dht_retry_interval_s=2.0,
     )

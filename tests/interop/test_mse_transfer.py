@@ -108,9 +108,10 @@ def payload(tmp_path: Path, size: int = SIZE) -> tuple[Path, Path, Metainfo]:
     return content, torrent, meta
 
 
-async def pytorrent(*args: str) -> asyncio.subprocess.Process:
+async def pytorrent(command: str, *args: str) -> asyncio.subprocess.Process:
+    """``pytorrent COMMAND ARGS`` with the DHT and LSD off (nothing may leave loopback)."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", *args,
+        sys.executable, "-m", "cli.main", command, "--no-dht", "--no-lsd", *args,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 

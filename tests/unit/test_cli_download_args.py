@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.cmd_download import parse_duration, parse_rate, select_files
-from cli.main import main
-from torrent.config import Settings
+from cli.cmd_download import build_settings, parse_duration, parse_nodes, parse_rate, select_files
+from cli.main import build_parser, main
+from torrent import config
+from torrent.config import DEFAULT_DHT_ROUTERS, Settings
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,39 @@ def test_settings_defaults_are_sane() -> None:
         Settings(pipeline_min=0).validate()
     with pytest.raises(ValueError, match="listen_port"):
         Settings(listen_port=70000).validate()
+
+
+def test_dht_bootstrap_nodes_are_parsed() -> None:
+    assert parse_nodes("a.example:6881,[::1]:25401, 10.0.0.1:1") == (
+        ("a.example", 6881),
+        ("::1", 25401),
+        ("10.0.0.1", 1),
+    )
+    assert parse_nodes("") == ()
+    for bad in ("nohost", "host:", ":6881", "host:0", "host:70000", "host:x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_nodes(bad)
+
+
+def test_dht_flags_become_settings(tmp_path: Path) -> None:
+    parser = build_parser("download")
+    on = build_settings(parser.parse_args(["download", "x.torrent"]), state_dir=str(tmp_path))
+    assert on.dht_enabled
+    assert on.dht_bootstrap == DEFAULT_DHT_ROUTERS
+    assert on.dht_state_file == str(tmp_path / ".pytorrent" / "dht.state")
+    local = build_settings(parser.parse_args(["download", "x.torrent", "--dht-bootstrap", "127.0.0.2:6881"]))
+    assert local.dht_bootstrap == (("127.0.0.2", 6881),)
+    assert local.dht_state_file is None
+    assert on.pex_enabled
+    assert on.lsd_enabled
+    off = build_settings(
+        parser.parse_args(["download", "x.torrent", "--no-dht", "--no-pex", "--no-lsd"]), state_dir=str(tmp_path)
+    )
+    assert not off.dht_enabled
+    assert off.dht_state_file is None
+    assert not off.pex_enabled
+    assert not off.lsd_enabled
+    testing = config.testing_settings()
+    assert not (testing.dht_enabled or testing.pex_enabled or testing.lsd_enabled)
+    with pytest.raises(ValueError, match="dht_bootstrap"):
+        Settings(dht_bootstrap=(("", 6881),)).validate()

@@ -102,6 +102,13 @@ class Host:
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
         pass
 
+    @property
+    def pex_enabled(self) -> bool:
+        return False
+
+    def on_pex_message(self, peer: Peer, payload: bytes) -> None:
+        pass
+
     def on_peer_interest_changed(self, peer: Peer) -> None:
         pass
 

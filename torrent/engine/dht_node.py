@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import os
 import random
 import socket
@@ -40,8 +41,12 @@ from torrent.proto.dht.node import DhtConfig, DhtProtocol, DhtStatistics, Lookup
 
 __all__ = ["DhtNode", "load_state", "save_state"]
 
+log = logging.getLogger(__name__)
+
 #: Socket receive buffer asked for (the kernel may cap it): a burst of queries waits there.
 RECEIVE_BUFFER = 1 << 20
+#: Seconds a bootstrap router's name may take to resolve.
+RESOLVE_TIMEOUT_S = 5.0
 
 
 def _normalise(addr: Any) -> Address:
@@ -200,31 +205,39 @@ class DhtNode:
         self._waiters.clear()
         try:
             if self.state_file is not None and self._protocol is not None:
-                await asyncio.to_thread(
-                    save_state, self.state_file, self._protocol.node_id, self._protocol.nodes()
-                )
+                try:
+                    await asyncio.to_thread(
+                        save_state, self.state_file, self._protocol.node_id, self._protocol.nodes()
+                    )
+                except OSError as exc:  # a full or read-only disk must not break the exit
+                    log.warning("cannot save the DHT routing table to %s: %s", self.state_file, exc)
         finally:
             if self._owns_transport and self._transport is not None:
                 self._transport.close()
             self._transport = None
 
     async def _resolve(self, addresses: Sequence[tuple[str, int]]) -> list[Address]:
-        assert self._loop is not None
-        out: list[Address] = []
+        """Router names to addresses, all at once and within ``RESOLVE_TIMEOUT_S`` (a
+        machine without a network must not hold up the start); what fails is skipped."""
+        loop = self._loop
+        assert loop is not None
         family = socket.AF_INET6 if 6 in self.config.families else socket.AF_INET
-        for host, port in addresses:
+
+        async def one(host: str, port: int) -> list[Address]:
             try:
                 ipaddress.ip_address(host)
-                out.append((host, port))
-                continue
+                return [(host, port)]
             except ValueError:
                 pass
             try:
-                infos = await self._loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
-            except OSError:
-                continue  # an unresolvable router is skipped; the others may do
-            out += [_normalise(info[4]) for info in infos[:1]]
-        return out
+                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            except (OSError, TimeoutError):
+                return []  # an unresolvable router is skipped; the others may do
+            return [_normalise(info[4]) for info in infos[:1]]
+
+        found = await asyncio.gather(*(one(h, p) for h, p in addresses))
+        return [a for addrs in found for a in addrs]
 
     # --- the socket side ------------------------------------------------------------
 
@@ -287,6 +300,13 @@ class DhtNode:
         if self._protocol is None:
             raise RuntimeError("DhtNode not started: use `async with`")
         return self._protocol
+
+    @property
+    def node_count(self) -> int:
+        """Nodes in the routing tables (cheap; 0 before the node is started)."""
+        if self._protocol is None:
+            return 0
+        return sum(len(t) for t in self._protocol.tables.values())
 
     async def wait_bootstrapped(self) -> None:
         """Wait until joining (the find_node for our own id) has converged."""

@@ -25,6 +25,7 @@ import aiohttp
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
 from torrent.errors import StorageError
@@ -44,6 +45,7 @@ class SwarmContext:
         peer_slots: free connection slots, session-wide.
         clock: the time source of every timer decision.
         encryption: the session's MSE handshake counters.
+        dht: the session's DHT node, None when the DHT is off.
     """
 
     settings: Settings
@@ -56,6 +58,7 @@ class SwarmContext:
     peer_slots: Callable[[], int]
     clock: Clock = SYSTEM_CLOCK
     encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
+    dht: DhtNode | None = None
 
 
 def spawn(
@@ -141,7 +144,14 @@ class PeerHostBase:
     def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
         pass
 
+    @property
+    def pex_enabled(self) -> bool:
+        return False
+
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        pass
+
+    def on_pex_message(self, peer: Peer, payload: bytes) -> None:
         pass
 
     def on_peer_interest_changed(self, peer: Peer) -> None:

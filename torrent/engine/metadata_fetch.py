@@ -8,6 +8,11 @@ half-open and peer limits hold for it too. Every peer whose extension handshake 
 who is asked for what, checks the SHA-1 against the info hash and bans liars. The
 connections are dropped once the metadata is verified; the torrent then starts as from
 a .torrent file (a :class:`~torrent.engine.swarm.Swarm`), which connects again.
+
+With the session's DHT on, a :class:`~torrent.engine.dht_source.DhtSource` looks the
+info hash up too, so a magnet link with neither ``tr`` nor ``x.pe`` works through the DHT
+alone. (Whether the torrent is private is only known once the metadata is in; the
+swarm that follows keeps a private torrent off the DHT.)
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, cast
 
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
+from torrent.engine.dht_source import DhtSource
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
@@ -56,6 +62,16 @@ class MetadataFetcher(PeerHostBase):
             on_peers=self.add_peers,
             max_interval_s=REANNOUNCE_S,
         )
+        self.dht_source: DhtSource | None = None
+        if ctx.dht is not None:
+            self.dht_source = DhtSource(
+                ctx.dht,
+                magnet.info_hash,
+                ctx,
+                on_peers=self.add_peers,
+                known_peers=lambda: len(self.peer_list),
+                announce=False,
+            )
         self._done = asyncio.Event()
         for addr in magnet.peers:
             self.peer_list.add(addr)
@@ -78,6 +94,8 @@ class MetadataFetcher(PeerHostBase):
                     tg.create_task(self.connector.run()),
                     tg.create_task(self._tick()),
                 ]
+                if self.dht_source is not None:
+                    tasks.append(tg.create_task(self.dht_source.run()))
                 await self._done.wait()
                 self.halt()
                 for t in tasks:

@@ -38,7 +38,7 @@ from torrent.engine.bandwidth import RateLimiter, RateSnapshot
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.transport import Connector, Transport, tcp_connect
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
-from torrent.proto import ut_metadata, wire
+from torrent.proto import pex, ut_metadata, wire
 from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 from torrent.version import CLIENT_NAME
@@ -47,6 +47,7 @@ __all__ = [
     "RATE_WINDOW_S",
     "UPLOAD_BATCH_BYTES",
     "UT_METADATA_ID",
+    "UT_PEX_ID",
     "BlockKey",
     "Peer",
     "PeerAddr",
@@ -56,6 +57,8 @@ __all__ = [
 
 #: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).
 UT_METADATA_ID = 2
+#: ...and for BEP 11 (offered only when the host exchanges peers: never for a private torrent).
+UT_PEX_ID = 1
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
@@ -106,8 +109,15 @@ class PeerHost(Protocol):
 
     def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None: ...
 
+    @property
+    def pex_enabled(self) -> bool:
+        """Offer and accept ``ut_pex`` (BEP 11) on this host's connections."""
+
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
         """A BEP 9 ``ut_metadata`` message (request, data or reject) from ``peer``."""
+
+    def on_pex_message(self, peer: Peer, payload: bytes) -> None:
+        """A BEP 11 ``ut_pex`` message from ``peer`` (only when ``pex_enabled``)."""
 
     def on_peer_interest_changed(self, peer: Peer) -> None: ...
 
@@ -409,7 +419,10 @@ class Peer(asyncio.Protocol):
             max_peer_requests=s.max_incoming_requests,
             rate_window_s=RATE_WINDOW_S,
             snub_timeout_s=s.snub_timeout_s,
-            extensions={ut_metadata.EXTENSION_NAME: UT_METADATA_ID},
+            extensions={
+                ut_metadata.EXTENSION_NAME: UT_METADATA_ID,
+                **({pex.EXTENSION_NAME: UT_PEX_ID} if host.pex_enabled else {}),
+            },
             now=self.clock.monotonic(),
         )
         self.send(wire.Handshake())
@@ -530,6 +543,8 @@ class Peer(asyncio.Protocol):
                 host.on_extension_handshake(self, ev)
             case wire.ExtendedMessage(name=ut_metadata.EXTENSION_NAME, payload=payload):
                 host.on_metadata_message(self, payload)
+            case wire.ExtendedMessage(name=pex.EXTENSION_NAME, payload=payload):
+                host.on_pex_message(self, payload)
             case wire.ConnectionClosed():
                 self.close("connection closed by peer")
             case (

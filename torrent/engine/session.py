@@ -15,6 +15,12 @@ incoming connections that never sent a handshake) and the choker (every
 gives them a moment, then cancels what is left. Everything entered is unwound by one
 ``AsyncExitStack``, in reverse order.
 
+With ``settings.dht_enabled`` the session also binds a UDP socket on the same port
+number (:class:`~torrent.engine.udp.UdpSocket`, shared by first byte: ``d`` is KRPC)
+and runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
+joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
+(saved again on exit). Every non-private torrent then asks it for peers.
+
 Incoming connections are routed by the info hash of their handshake; an unknown hash
 is dropped. At most ``max_pending_incoming`` may wait for their handshake at once.
 Unless ``encryption`` is ``off``, the listener first tells a plaintext BitTorrent
@@ -29,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,18 +48,23 @@ from torrent.config import PEER_ID_PREFIX, Encryption, Settings
 from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
+from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
+from torrent.engine.udp import UdpSocket
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
+
+log = logging.getLogger(__name__)
 
 #: Seconds each torrent gets on exit, besides the ``stopped`` announce, to finish its
 #: writes and save its resume state before it is cancelled.
@@ -153,6 +166,9 @@ class Session:
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._udp: UdpSocket | None = None
+        self._dht: DhtNode | None = None
+        self._lsd: LsdService | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
@@ -168,6 +184,24 @@ class Session:
     def port(self) -> int:
         """The listening port (known once the session is entered)."""
         return self._port
+
+    @property
+    def lsd(self) -> LsdService | None:
+        """Local service discovery (BEP 14), None when off."""
+        return self._lsd
+
+    def _lsd_torrents(self) -> list[bytes]:
+        return [ih for ih, swarm in self._swarms.items() if swarm.lsd_enabled]
+
+    def _lsd_peer(self, info_hash: bytes, addr: tuple[str, int]) -> None:
+        swarm = self._swarms.get(InfoHash(info_hash))
+        if swarm is not None and swarm.lsd_enabled:
+            swarm.add_local_peer(addr)
+
+    @property
+    def dht(self) -> DhtNode | None:
+        """The session's DHT node (``dht.statistics()``), None when the DHT is off."""
+        return self._dht
 
     async def __aenter__(self) -> Session:
         loop = asyncio.get_running_loop()
@@ -187,6 +221,18 @@ class Session:
             )
             stack.push_async_callback(http.close)
             self._http = http
+            if s.dht_enabled:
+                await self._start_dht(stack)
+            if s.lsd_enabled:
+                self._lsd = await stack.enter_async_context(
+                    LsdService(
+                        s.listen_host,
+                        port=lambda: self._port,
+                        torrents=self._lsd_torrents,
+                        on_peer=self._lsd_peer,
+                        interval_s=s.lsd_interval_s,
+                    )
+                )
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(
@@ -204,6 +250,35 @@ class Session:
         finally:
             self._tg = None
             self._http = None
+            self._dht = None
+            self._udp = None
+            self._lsd = None
+
+    async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bind the UDP socket (the TCP port's number when free) and start the DHT node
+        on it; the node saves its routing table before the socket closes."""
+        s = self.settings
+        try:
+            udp = await UdpSocket.open(s.listen_host, self._port)
+        except OSError as exc:
+            # Another program holds that UDP port: a different number still works (our
+            # announces carry the TCP port explicitly).
+            log.warning("UDP port %d is taken (%s); the DHT uses another one", self._port, exc)
+            udp = await UdpSocket.open(s.listen_host, 0)
+        stack.callback(udp.close)
+        self._udp = udp
+        assert udp.transport is not None
+        if s.dht_state_file:
+            Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
+        node = DhtNode(
+            s.listen_host,
+            udp.port,
+            bootstrap=s.dht_bootstrap,
+            state_file=Path(s.dht_state_file) if s.dht_state_file else None,
+            transport=udp.transport,
+        )
+        udp.route(b"d", node.datagram_received)
+        self._dht = await stack.enter_async_context(node)
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
         self._closing = True
@@ -305,6 +380,7 @@ class Session:
             peer_slots=self._free_peer_slots,
             clock=self.clock,
             encryption=self._encryption,
+            dht=self._dht,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -312,6 +388,8 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
+            if self._lsd is not None:
+                self._lsd.forget(swarm.info_hash)
 
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())
@@ -395,6 +473,8 @@ class Session:
         """Once a second: every torrent's timers, and the pending incoming connections."""
         now = self.clock.monotonic()
         self._expire_pending(now)
+        if self._lsd is not None:
+            self._lsd.tick(now)
         for swarm in list(self._swarms.values()):
             swarm.tick(now)
 

@@ -86,6 +86,10 @@ class TorrentStats:
     wasted_bytes: int
     hash_failures: int
     banned_peers: int
+    #: Nodes in the session's DHT routing table (0 with the DHT off or for a private torrent).
+    dht_nodes: int = 0
+    #: Distinct peer addresses the DHT gave this torrent.
+    dht_peers: int = 0
 
     @property
     def progress(self) -> float:

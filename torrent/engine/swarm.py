@@ -5,10 +5,14 @@ A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which r
 
 * the start-up (:func:`torrent.disk.resume.start`: resume state, or a hash check of
   what is on disk; the sequence the kill -9 crash test exercises),
-* the announce loop (:class:`~torrent.engine.announcer.Announcer`),
+* the announce loop (:class:`~torrent.engine.announcer.Announcer`) and its DHT twin
+  (:class:`~torrent.engine.dht_source.DhtSource`; never for a private torrent, BEP 27),
 * peer admission, outgoing and incoming (:class:`~torrent.engine.connector.PeerConnector`,
   over a :class:`~torrent.engine.peer_list.PeerList`),
 * completion, piece choice and endgame (:class:`~torrent.proto.picker.Picker`),
+* peer exchange (:class:`~torrent.engine.peer_exchange.PeerExchange`, BEP 11) and local
+  service discovery (``add_local_peer``, fed by the session, BEP 14); neither for a
+  private torrent,
 * who sent corrupt data (:class:`~torrent.proto.smart_ban.SmartBan`),
 * the resume saver (every ``resume_save_interval_s`` while something changed).
 
@@ -43,8 +47,10 @@ from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
+from torrent.engine.dht_source import DhtSource
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
+from torrent.engine.peer_exchange import PeerExchange
 from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
@@ -132,6 +138,12 @@ class Swarm(PeerHostBase):
             on_peers=self.add_peers,
             on_message=self._on_tracker_message,
         )
+        #: Peers from the DHT, unless it is off or the torrent is private (BEP 27).
+        self.dht_source: DhtSource | None = None
+        if ctx.dht is not None and not self.info.private:
+            self.dht_source = DhtSource(
+                ctx.dht, self.info_hash, ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
+            )
         self.picker = picker_mod.Picker(
             self.info.num_pieces,
             self.info.piece_length,
@@ -151,6 +163,11 @@ class Swarm(PeerHostBase):
         self._verifying: set[int] = set()
         self._prefetching: set[int] = set()
         self._metadata_server = ut_metadata.MetadataServer(metainfo.info_bytes)
+        #: Peer exchange (BEP 11), unless it is off or the torrent is private (BEP 27).
+        self.pex: PeerExchange | None = None
+        if self.settings.pex_enabled and not self.info.private:
+            self.pex = PeerExchange(self.settings, peers=self.peers, on_peers=self.add_peers)
+        self._lsd_found: set[PeerAddr] = set()
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0
         self.wasted_bytes = 0
@@ -250,6 +267,8 @@ class Swarm(PeerHostBase):
             wasted_bytes=self.wasted_bytes,
             hash_failures=self.hash_failures,
             banned_peers=self.peer_list.banned_count,
+            dht_nodes=self.ctx.dht.node_count if self.ctx.dht is not None and self.dht_source else 0,
+            dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
         )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
@@ -330,6 +349,8 @@ class Swarm(PeerHostBase):
                 self._tg = tg
                 stop_task = tg.create_task(self._stopped.wait())
                 tg.create_task(self.announcer.run())
+                if self.dht_source is not None:
+                    tg.create_task(self.dht_source.run())
                 tg.create_task(self.connector.run())
                 tg.create_task(self._resume_loop())
                 await stop_task
@@ -500,6 +521,45 @@ class Swarm(PeerHostBase):
         # BEP 9: we can serve the metadata to peers that came from a magnet link.
         return {"p": self.ctx.port(), **self._metadata_server.handshake_fields()}
 
+    # ------------------------------------------------------------------ peer exchange
+
+    @property
+    def pex_enabled(self) -> bool:
+        """BEP 11 for this torrent: on unless turned off or the torrent is private (BEP 27)."""
+        return self.pex is not None
+
+    @property
+    def pex_peers(self) -> int:
+        """Distinct addresses peers told us about over ``ut_pex``."""
+        return self.pex.found if self.pex is not None else 0
+
+    @property
+    def lsd_enabled(self) -> bool:
+        """BEP 14 for this torrent: on unless turned off or the torrent is private (BEP 27)."""
+        return self.settings.lsd_enabled and not self.info.private
+
+    @property
+    def lsd_peers(self) -> int:
+        """Distinct addresses local service discovery gave this torrent."""
+        return len(self._lsd_found)
+
+    def add_local_peer(self, addr: PeerAddr) -> None:
+        """A peer on the local network announced this torrent (BEP 14)."""
+        if not self.lsd_enabled:
+            return
+        if len(self._lsd_found) < self.settings.max_known_peers:
+            self._lsd_found.add(addr)
+        if addr not in self.peers:
+            self.add_peers([addr])
+
+    def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
+        if self.pex is not None:
+            self.pex.on_extension_handshake(peer, ev)
+
+    def on_pex_message(self, peer: Peer, payload: bytes) -> None:
+        if self.pex is not None:
+            self.pex.on_message(peer, payload)
+
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
         msg = ut_metadata.decode(payload)
         reply = self._metadata_server.answer(msg)
@@ -513,6 +573,8 @@ class Swarm(PeerHostBase):
             peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, ut_metadata.encode(reply)))
 
     def on_peer_closed(self, peer: Peer) -> None:
+        if self.pex is not None:
+            self.pex.forget(peer)
         self.picker.on_peer_disconnect(peer.addr)
         # A connection that never finished its handshake, or gave nothing, backs off.
         failed = peer.peer_id is None or peer.close_reason.startswith(("no data", "idle"))
@@ -660,6 +722,8 @@ class Swarm(PeerHostBase):
             up += peer.up.rate_bps
         self._down_rate, self._up_rate = down, up
         self._check_seed_limits()
+        if self.pex is not None:
+            self.pex.tick(now)
         if len(self.peers) < self.settings.max_peers_per_torrent // 2 and not self.complete:
             self.connector.wake()
 
