@@ -50,7 +50,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="track only these info hashes (hex, one a line); SIGHUP reloads",
     )
-    p.add_argument("--store", default="memory", help="'memory' (default) or redis://host:port/db")
+    p.add_argument(
+        "--store",
+        default="memory",
+        help="'memory' (default), redis://host:port/db or redis-cluster://host:port[,host:port...]",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="processes sharing the ports (needs --store redis://)"
     )

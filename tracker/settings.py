@@ -22,7 +22,7 @@ class TrackerSettings:
         numwant_max: the cap on ``numwant``.
         allow_file: when set, only the info hashes listed there (hex, one a line) are
             tracked; re-read on SIGHUP.
-        store: ``memory`` or a ``redis://`` URL.
+        store: ``memory``, a ``redis://`` URL, or ``redis-cluster://HOST:PORT[,HOST:PORT...]``.
         workers: tracker processes sharing the port (SO_REUSEPORT); more than one needs Redis.
         reuse_port: bind with SO_REUSEPORT (set for every worker when ``workers > 1``).
         full_scrape: answer ``/scrape`` without ``info_hash`` with every swarm.
@@ -75,8 +75,10 @@ class TrackerSettings:
             raise ValueError("--peer-ttl must be at least 1 second")
         if not 0 <= self.numwant_default <= self.numwant_max or self.numwant_max > 10_000:
             raise ValueError("--numwant-default must be between 0 and --numwant-max (at most 10000)")
-        if self.store != "memory" and not self.store.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("--store must be 'memory' or a redis:// URL")
+        if self.store.startswith("redis-cluster://"):
+            _check_cluster_url(self.store)
+        elif self.store != "memory" and not self.store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("--store must be 'memory', a redis:// URL or redis-cluster://HOST:PORT[,...]")
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         if self.workers > 1 and self.store == "memory":
@@ -99,3 +101,12 @@ class TrackerSettings:
             out.append(f"{f.name}={value}")
         out.append(f"effective peer_ttl_s={self.ttl_s}")
         return out
+
+
+def _check_cluster_url(url: str) -> None:
+    """The same check as ``tracker.store_redis_cluster.parse_cluster_url``, without importing redis."""
+    rest = url[len("redis-cluster://") :].rstrip("/").rpartition("@")[2]
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--store redis-cluster://...: {part!r} is not HOST:PORT")
