@@ -71,25 +71,35 @@ def main() -> int:
             )
         )
         results: dict[str, list[float]] = {"public": [], "private": []}
+        cpu: dict[str, list[float]] = {"public": [], "private": []}
         for _ in range(args.rounds):
             for mode, script in (("public", public), ("private", private)):
                 port = cluster_bench.free_port()
                 extra = ["--private-users", url] if mode == "private" else []
                 proc = start(port, extra)
                 try:
+                    cpu0 = cluster_bench.tree_cpu(proc.pid)
                     r = cluster_bench.run_wrk(port, script, args.seconds)
+                    cpu_per_k = (cluster_bench.tree_cpu(proc.pid) - cpu0) / max(r["requests"], 1) * 1000
                     fails = cluster_bench.failures(port)
                 finally:
                     bench_tracker.stop(proc)
                 results[mode].append(r["rate"])
+                cpu[mode].append(cpu_per_k)
                 print(
                     f"  {mode:<8} {r['rate']:>9,.0f}/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-                    f"  failure answers {fails:.0f}",
+                    f"  tracker CPU {cpu_per_k:.3f} s/1k  failure answers {fails:.0f}",
                     flush=True,
                 )
     pub, priv = max(results["public"]), max(results["private"])
     print(
         f"best of {args.rounds}: public {pub:,.0f}/s, private {priv:,.0f}/s: {priv / pub:.2f}x (target >= 0.8x)"
+    )
+    # on a shared machine the CPU cost per announce is steadier than the rate
+    cpub, cpriv = min(cpu["public"]), min(cpu["private"])
+    print(
+        f"tracker CPU per 1000 announces (least of {args.rounds}): public {cpub:.3f} s, private {cpriv:.3f} s: "
+        f"a whole core would serve {cpub / cpriv:.2f}x as many private announces"
     )
     return 0
 

@@ -343,8 +343,10 @@ class Accounting:
             dd = 0
         if event == 3:
             self._peers.pop(key, None)
-        else:
+        elif prev is None:
             self._peers[key] = _PeerState(uploaded, downloaded, left, now)
+        else:
+            prev.uploaded, prev.downloaded, prev.left, prev.at = uploaded, downloaded, left, now
         if du or dd or seed_s or flagged or event == 1:
             d = self._pending.get((user_id, info_hash))
             if d is None:
@@ -388,7 +390,8 @@ class PrivateUser:
     id: int
     uploaded: int
     downloaded: int
-    leeching: dict[tuple[bytes, bytes], float] = field(default_factory=dict)  # (ip, ih) -> last seen
+    #: address -> {info hash: last announce} of what the user leeches from there
+    leeching: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
 
 
 class PrivateTracker:
@@ -499,11 +502,12 @@ class PrivateTracker:
         if denied:
             return DENIED_TORRENT
         r = self.rules
-        pid = peer_id.decode("latin-1")
-        if (r.client_allow and not pid.startswith(r.client_allow)) or (
-            r.client_deny and pid.startswith(r.client_deny)
-        ):
-            return DENIED_CLIENT
+        if r.client_allow or r.client_deny:
+            pid = peer_id.decode("latin-1")
+            if (r.client_allow and not pid.startswith(r.client_allow)) or (
+                r.client_deny and pid.startswith(r.client_deny)
+            ):
+                return DENIED_CLIENT
         if left > 0 and event != 3:
             if (
                 r.ratio_floor > 0
@@ -513,12 +517,12 @@ class PrivateTracker:
                 and not self.accounting.known(user.id, info_hash, peer_id)
             ):
                 return RATIO_TOO_LOW
-            now = self._clock()
-            leech = user.leeching
-            if (ip, info_hash) not in leech:
-                for k in [k for k, t in leech.items() if t < now - r.ttl_s]:
-                    del leech[k]
-                if ip not in {a for a, _ in leech} and len({a for a, _ in leech}) >= r.leech_ip_limit:
+            ips = user.leeching
+            if ip not in ips and len(ips) >= r.leech_ip_limit:
+                cutoff = self._clock() - r.ttl_s
+                for addr in [a for a, swarms in ips.items() if max(swarms.values(), default=0) < cutoff]:
+                    del ips[addr]
+                if len(ips) >= r.leech_ip_limit:
                     return TOO_MANY_IPS
         return user, freeleech
 
@@ -551,6 +555,13 @@ class PrivateTracker:
         user.uploaded += du
         user.downloaded += dd
         if left > 0 and event != 3:
-            user.leeching[(ip, info_hash)] = now
+            swarms = user.leeching.get(ip)
+            if swarms is None:
+                swarms = user.leeching[ip] = {}
+            swarms[info_hash] = now
         else:
-            user.leeching.pop((ip, info_hash), None)
+            swarms = user.leeching.get(ip)
+            if swarms is not None:
+                swarms.pop(info_hash, None)
+                if not swarms:
+                    del user.leeching[ip]
