@@ -321,10 +321,18 @@ class RedisStore:
     async def _call(self, script: Any, keys: list[bytes], args: list[Any]) -> Any:
         try:
             return await script(keys=keys, args=args)
+        except self._client_faults:
+            pass  # cut short by the client's own reconnect, not by the store: once more
         except Exception as exc:
             if _is_outage(exc, self._client_faults):
                 raise _unavailable(exc) from None
             raise  # a bug in a script: not an outage
+        try:
+            return await script(keys=keys, args=args)
+        except Exception as exc:
+            if _is_outage(exc, self._client_faults):
+                raise _unavailable(exc) from None
+            raise
 
     async def _each(self, calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
         """Await ``calls`` concurrently (they target different buckets, so shards)."""

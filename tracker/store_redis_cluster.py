@@ -31,6 +31,7 @@ from collections.abc import Callable
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.maint_notifications import MaintNotificationsConfig
 
 from tracker.store_redis import RedisStore
 
@@ -81,10 +82,10 @@ class RedisClusterStore(RedisStore):
         max_connections: connections per node this process may open.
     """
 
-    # While the cluster client rereads the slot map after a node failed, it closes
-    # connections that other announces are using at that moment; those calls fail
-    # with these (a closed transport) instead of a ConnectionError. They are the same
-    # outage, so they answer "tracker store unavailable" too.
+    # While the cluster client rereads the slot map (after a node failed, or while a
+    # new cluster converges), it closes connections that other announces are using at
+    # that moment; those calls fail with these (a closed transport) instead of a
+    # ConnectionError. Such a call is tried once more, then answered as an outage.
     _client_faults = (RuntimeError, AttributeError)
 
     def __init__(
@@ -109,10 +110,17 @@ class RedisClusterStore(RedisStore):
             # redirect storm, then the caller answers "tracker store unavailable"
             retry=Retry(NoBackoff(), 1),
             require_full_coverage=False,
+            # a MOVED patches that slot only; the default also rebuilds the whole map
+            # every 5th MOVED, closing connections other announces are using
+            reinitialize_steps=0,
             max_connections=max_connections,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=0,
             decode_responses=False,
+            # no maintenance-notification handshake on each new connection: a round
+            # trip saved, and the client's handshake races with other calls that
+            # share the node while it connects
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
         self._setup(client, ttl_s, [prefix + b"{b%04x}" % n for n in range(buckets)], clock)
