@@ -50,7 +50,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="track only these info hashes (hex, one a line); SIGHUP reloads",
     )
-    p.add_argument("--store", default="memory", help="'memory' (default) or redis://host:port/db")
+    p.add_argument(
+        "--store",
+        default="memory",
+        help="'memory' (default), redis://host:port/db or redis-cluster://host:port[,host:port...]",
+    )
     p.add_argument(
         "--workers", type=int, default=1, help="processes sharing the ports (needs --store redis://)"
     )
@@ -67,6 +71,31 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--udp-secret", metavar="HEX", help="key for UDP connection ids (same on every host sharing a Redis)"
+    )
+    priv = p.add_argument_group("private tracker (needs --private-users)")
+    priv.add_argument(
+        "--private-users",
+        metavar="sqlite:///PATH",
+        help="passkeys, accounting and access rules from this database (see tracker-admin)",
+    )
+    priv.add_argument(
+        "--ratio-floor", type=float, default=0.0, help="no new downloads below this ratio (0: off)"
+    )
+    priv.add_argument(
+        "--max-rate",
+        type=int,
+        default=128 << 20,
+        metavar="BPS",
+        help="flag (do not count) reported rates above this",
+    )
+    priv.add_argument(
+        "--leech-ips", type=int, default=3, metavar="N", help="addresses a user may leech from at once"
+    )
+    priv.add_argument(
+        "--allow-client", action="append", default=[], metavar="PREFIX", help="only these peer-id prefixes"
+    )
+    priv.add_argument(
+        "--deny-client", action="append", default=[], metavar="PREFIX", help="refuse this peer-id prefix"
     )
 
 
@@ -96,6 +125,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         accept_ip_param=args.accept_ip_param,
         log_every=args.log_every,
         udp_secret=secret,
+        private_users=args.private_users,
+        ratio_floor=args.ratio_floor,
+        max_rate_bps=args.max_rate,
+        leech_ip_limit=args.leech_ips,
+        client_allow=tuple(args.allow_client),
+        client_deny=tuple(args.deny_client),
     )
     try:
         settings.validate()
@@ -186,6 +221,13 @@ def run(args: argparse.Namespace) -> int:
             level=logging.DEBUG if args.debug else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
+        )
+    if settings.private_users is not None and (settings.workers > 1 or settings.store != "memory"):
+        # each process keeps its own per-peer counters: an announce that lands on
+        # another process than the peer's previous one only sets a baseline there
+        log.warning(
+            "private mode over several tracker processes: transfer that a peer reports to a "
+            "process other than its previous one is not counted (per-process accounting)"
         )
     if settings.workers > 1:
         return _run_workers(settings, args.no_uvloop)

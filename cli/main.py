@@ -25,13 +25,18 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Subcommands in the order ``--help`` lists them; each lives in ``cli/cmd_<name>.py``.
-COMMANDS = ("download", "seed", "create", "info", "tracker", "dht", "demo")
+COMMANDS = ("download", "seed", "create", "info", "tracker", "tracker-admin", "dht", "demo")
 
 T = TypeVar("T")
 
 
 class UsageError(Exception):
     """A command was given arguments it cannot use; printed as one line, exit 2."""
+
+
+def _module(command: str) -> str:
+    """``tracker-admin`` lives in ``cli/cmd_tracker_admin.py``."""
+    return f"cli.cmd_{command.replace('-', '_')}"
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -49,9 +54,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             continue
         try:
-            module = importlib.import_module(f"cli.cmd_{name}")
+            module = importlib.import_module(_module(name))
         except ModuleNotFoundError as exc:
-            if exc.name != f"cli.cmd_{name}":
+            if exc.name != _module(name):
                 raise
             continue
         module.add_parser(sub)
@@ -124,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    module = importlib.import_module(f"cli.cmd_{args.command}")
+    module = importlib.import_module(_module(args.command))
     try:
         return int(module.run(args))
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ from torrent.proto.tracker_codec import (
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
+from tracker.users import PrivateUser
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -61,8 +62,13 @@ def make_app(
     service = service or TrackerService(store, settings)
     app = web.Application()
     app[SERVICE_KEY] = service
-    app.router.add_get("/announce", _announce_handler(service, store, settings))
-    app.router.add_get("/scrape", _scrape_handler(service, store, settings))
+    announce = _announce_handler(service, store, settings)
+    scrape = _scrape_handler(service, store, settings)
+    app.router.add_get("/announce", announce)
+    app.router.add_get("/scrape", scrape)
+    if service.private is not None:  # private mode: /<passkey>/announce (Ocelot, XBT)
+        app.router.add_get("/{passkey:[0-9a-f]{32}}/announce", announce)
+        app.router.add_get("/{passkey:[0-9a-f]{32}}/scrape", scrape)
     app.router.add_get("/", _status_handler(service, store))
     app.router.add_get("/metrics", _metrics_handler(service, store))
     return app
@@ -76,6 +82,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
     sync = service.sync_store.announce_nowait if service.sync_store is not None else None
     interval, min_interval = settings.interval_s, settings.min_interval_s
     counters = service.counters
+    private = service.private
 
     async def announce(request: web.Request) -> web.Response:
         counters.http_announces += 1
@@ -93,6 +100,15 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
             if source is None:
                 counters.failures_internal += 1
                 return _failure("cannot tell the address of this request")
+            admitted: tuple[PrivateUser, bool] | None = None
+            if private is not None:
+                verdict = private.admit(
+                    request.match_info.get("passkey"), req.info_hash, req.peer_id, req.left, req.event, source
+                )
+                if isinstance(verdict, str):
+                    counters.failures_private += 1
+                    return _failure(verdict)
+                admitted = verdict
             want_ids = not req.compact and not req.no_peer_id
             pa = service.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
             try:
@@ -104,6 +120,12 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
             except AnnounceRejected as exc:
                 counters.failures_rejected += 1
                 return _failure(exc.reason)
+            if private is not None and admitted is not None:
+                user, freeleech = admitted
+                private.record(
+                    user, freeleech, req.info_hash, req.peer_id, uploaded=req.uploaded,
+                    downloaded=req.downloaded, left=req.left, event=req.event, ip=source,
+                )  # fmt: skip
             body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
             return web.Response(body=body, content_type=_TEXT)
         except Exception:  # a bug: log it, never show the client a traceback
@@ -158,9 +180,15 @@ def _announce_body(
 
 def _scrape_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
     counters = service.counters
+    private = service.private
 
     async def scrape(request: web.Request) -> web.Response:
         counters.http_scrapes += 1
+        if private is not None:
+            reason = private.check_passkey(request.match_info.get("passkey"))
+            if reason is not None:
+                counters.failures_private += 1
+                return _failure(reason)
         try:
             hashes = parse_scrape_query(request.raw_path.partition("?")[2])
         except RemoteProtocolError as exc:

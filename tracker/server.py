@@ -23,6 +23,7 @@ from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore, PeerStore, StoreUnavailable
 from tracker.udp import ConnectionIds, UdpTracker
+from tracker.users import PrivateRules, PrivateTracker
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -31,12 +32,31 @@ HOUSEKEEPING_S = 5.0
 
 
 def make_store(settings: TrackerSettings) -> PeerStore:
-    """The store ``settings.store`` names (``memory`` or a Redis URL)."""
+    """The store ``settings.store`` names (``memory``, a Redis URL or a Redis Cluster URL)."""
     if settings.store == "memory":
         return MemoryStore(settings.ttl_s)
+    if settings.store.startswith("redis-cluster://"):
+        from tracker.store_redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
     from tracker.store_redis import RedisStore
 
     return RedisStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+
+
+def private_rules(settings: TrackerSettings) -> PrivateRules:
+    s = settings
+    return PrivateRules(
+        ratio_floor=s.ratio_floor,
+        ratio_grace_bytes=s.ratio_grace_bytes,
+        max_rate_bps=s.max_rate_bps,
+        leech_ip_limit=s.leech_ip_limit,
+        client_allow=s.client_allow,
+        client_deny=s.client_deny,
+        flush_s=s.accounting_flush_s,
+        poll_s=s.users_poll_s,
+        ttl_s=s.ttl_s,
+    )
 
 
 class TrackerServer:
@@ -52,6 +72,10 @@ class TrackerServer:
         self.settings = settings
         self.store = store if store is not None else make_store(settings)
         self.service = TrackerService(self.store, settings)
+        self.private: PrivateTracker | None = None
+        if settings.private_users is not None:
+            self.private = PrivateTracker(settings.private_users, private_rules(settings))
+            self.service.private = self.private
         self.http_port = 0
         self.udp_port: int | None = None
         self.udp_protocols: list[UdpTracker] = []
@@ -68,6 +92,8 @@ class TrackerServer:
         stack = contextlib.AsyncExitStack()
         try:
             stack.push_async_callback(self.store.aclose)
+            if self.private is not None:  # closed after the sockets: the last flush sees all
+                await stack.enter_async_context(self.private)
             runner = web.AppRunner(
                 make_app(self.store, s, service=self.service), access_log=None, handle_signals=False
             )
@@ -85,6 +111,8 @@ class TrackerServer:
             if s.udp_enabled:
                 await self._start_udp(tg, stack)
             stack.callback(tg.create_task(self._housekeep()).cancel)
+            if self.private is not None:
+                stack.callback(tg.create_task(self.private.run()).cancel)
         except BaseException:
             # aclose() rather than handing the error to the stack: the task group would
             # wrap it in an ExceptionGroup, and callers expect the bind error itself.
@@ -146,7 +174,10 @@ class TrackerServer:
             await stack.aclose()
 
     def reload_allow_list(self) -> bool:
-        """Re-read ``--allow``; False when there is none or it could not be read."""
+        """Re-read ``--allow`` (and, in private mode, users and torrents); False when
+        there is no allow-list or it could not be read."""
+        if self.private is not None:
+            self.private.reload_soon()
         return self.service.allow.reload() if self.service.allow is not None else False
 
     def urls(self) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
 from tracker.settings import TrackerSettings
 from tracker.store import PeerAnnounce, PeerStore, StoreStats, SyncPeerStore
+from tracker.users import PrivateTracker
 
 log = logging.getLogger("pytorrent.tracker")
 access_log = logging.getLogger("pytorrent.tracker.access")
@@ -91,6 +92,7 @@ class Counters:
     failures_not_allowed: int = 0
     failures_store_unavailable: int = 0
     failures_rejected: int = 0
+    failures_private: int = 0  # refused by a private-mode rule (passkey, ratio, client...)
     failures_internal: int = 0
     udp_dropped_short: int = 0
     udp_dropped_malformed: int = 0
@@ -126,6 +128,8 @@ class TrackerService:
         self.numwant_default = settings.numwant_default
         self.numwant_max = settings.numwant_max
         self.last_stats = StoreStats(0, 0, 0, 0)
+        #: private mode (passkeys, rules, accounting); set by the server
+        self.private: PrivateTracker | None = None
 
     # ------------------------------------------------------------ announces
 
@@ -242,6 +246,7 @@ class TrackerService:
             + c.failures_not_allowed
             + c.failures_store_unavailable
             + c.failures_rejected
+            + c.failures_private
             + c.failures_internal
         )
 
@@ -307,6 +312,7 @@ class TrackerService:
                 ('{reason="not_allowed"}', c.failures_not_allowed),
                 ('{reason="store_unavailable"}', c.failures_store_unavailable),
                 ('{reason="rejected"}', c.failures_rejected),
+                ('{reason="private"}', c.failures_private),
                 ('{reason="internal"}', c.failures_internal),
             ],
         )

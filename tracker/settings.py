@@ -22,7 +22,7 @@ class TrackerSettings:
         numwant_max: the cap on ``numwant``.
         allow_file: when set, only the info hashes listed there (hex, one a line) are
             tracked; re-read on SIGHUP.
-        store: ``memory`` or a ``redis://`` URL.
+        store: ``memory``, a ``redis://`` URL, or ``redis-cluster://HOST:PORT[,HOST:PORT...]``.
         workers: tracker processes sharing the port (SO_REUSEPORT); more than one needs Redis.
         reuse_port: bind with SO_REUSEPORT (set for every worker when ``workers > 1``).
         full_scrape: answer ``/scrape`` without ``info_hash`` with every swarm.
@@ -34,6 +34,18 @@ class TrackerSettings:
         udp_secret: key for UDP connection ids; random per start when ``None``. Set it
             (the same on every host) when several hosts share one Redis.
         redis_timeout_s: how long a Redis round trip may take before the announce fails.
+        private_users: ``sqlite:///PATH``: private mode (passkeys, accounting, access
+            rules; see ``tracker.users``). ``None``: a public tracker.
+        ratio_floor: private mode: a user whose upload/download ratio is below this
+            (after ``ratio_grace_bytes`` downloaded) may not start new downloads; 0 is off.
+        ratio_grace_bytes: bytes a user may download before the ratio floor applies.
+        max_rate_bps: private mode: a reported rate above this between two announces
+            is flagged and not counted.
+        leech_ip_limit: private mode: addresses one user may leech from at once.
+        client_allow: private mode: when set, only peer ids starting with one of these.
+        client_deny: private mode: peer-id prefixes refused (e.g. ``-XL`` for Xunlei).
+        accounting_flush_s: private mode: seconds between accounting writes.
+        users_poll_s: private mode: seconds between checks for database changes.
     """
 
     host: str = "0.0.0.0"
@@ -54,6 +66,15 @@ class TrackerSettings:
     log_every: int = 10_000
     udp_secret: bytes | None = None
     redis_timeout_s: float = 2.0
+    private_users: str | None = None
+    ratio_floor: float = 0.0
+    ratio_grace_bytes: int = 1 << 30
+    max_rate_bps: int = 128 << 20
+    leech_ip_limit: int = 3
+    client_allow: tuple[str, ...] = ()
+    client_deny: tuple[str, ...] = ()
+    accounting_flush_s: float = 10.0
+    users_poll_s: float = 2.0
 
     @property
     def ttl_s(self) -> int:
@@ -75,14 +96,20 @@ class TrackerSettings:
             raise ValueError("--peer-ttl must be at least 1 second")
         if not 0 <= self.numwant_default <= self.numwant_max or self.numwant_max > 10_000:
             raise ValueError("--numwant-default must be between 0 and --numwant-max (at most 10000)")
-        if self.store != "memory" and not self.store.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("--store must be 'memory' or a redis:// URL")
+        if self.store.startswith("redis-cluster://"):
+            _check_cluster_url(self.store)
+        elif self.store != "memory" and not self.store.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("--store must be 'memory', a redis:// URL or redis-cluster://HOST:PORT[,...]")
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         if self.workers > 1 and self.store == "memory":
             raise ValueError("--workers > 1 needs a shared store: --store redis://...")
         if self.workers > 1 and (self.port == 0 or self.udp_port == 0):
             raise ValueError("--workers > 1 needs fixed ports (not 0)")
+        if self.private_users is not None and not self.private_users.startswith("sqlite:///"):
+            raise ValueError("--private-users must be sqlite:///PATH")
+        if self.ratio_floor < 0 or self.leech_ip_limit < 1 or self.max_rate_bps < 1:
+            raise ValueError("--ratio-floor must be >= 0, --leech-ips and --max-rate >= 1")
         if self.log_every < 1:
             raise ValueError("--log-every must be at least 1")
 
@@ -99,3 +126,12 @@ class TrackerSettings:
             out.append(f"{f.name}={value}")
         out.append(f"effective peer_ttl_s={self.ttl_s}")
         return out
+
+
+def _check_cluster_url(url: str) -> None:
+    """The same check as ``tracker.store_redis_cluster.parse_cluster_url``, without importing redis."""
+    rest = url[len("redis-cluster://") :].rstrip("/").rpartition("@")[2]
+    for part in rest.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--store redis-cluster://...: {part!r} is not HOST:PORT")

@@ -1,10 +1,13 @@
 """``RedisStore``: swarms in Redis, so several tracker processes (or hosts) share them.
 
-The only module that imports ``redis``. Every announce is one round trip: a Lua
-script (sent once, then run by its SHA) expires, updates, counts and samples
-atomically on the server.
+With ``store_redis_cluster`` the only modules that import ``redis``. Every announce is one
+round trip: a Lua script (sent once, then run by its SHA) expires, updates, counts and
+samples atomically on the server.
 
-Layout per swarm (``P`` is the key prefix, ``ih`` the raw 20-byte info hash):
+Layout per swarm (``P`` is the swarm's bucket prefix, ``ih`` the raw 20-byte info
+hash). On one server there is one bucket and ``P`` is the key prefix; on a cluster
+(:mod:`tracker.store_redis_cluster`) ``P`` adds a hash tag naming the bucket, so that a
+swarm's keys and its bucket's index share a slot:
 
 * ``P ih :l4`` / ``:s4`` / ``:l6`` / ``:s6``: sorted sets of peer ids (leechers and
   seeds per address family) scored by the time of their last announce. Expiry is
@@ -12,8 +15,9 @@ Layout per swarm (``P`` is the key prefix, ``ih`` the raw 20-byte info hash):
   nothing is due.
 * ``P ih :p``: hash from family byte + peer id to ``flags(1) key(8 hex or -) address``.
 * ``P ih :d``: the completed count.
-* ``P swarms``: sorted set of info hashes scored by last activity; :meth:`collect`
-  deletes the keys of swarms idle for longer than the ttl (all their peers expired).
+* ``P swarms``: the bucket's sorted set of info hashes scored by last activity;
+  :meth:`collect` deletes the keys of swarms idle for longer than the ttl (all their
+  peers expired). Scrapes, statistics and collection run one script per bucket.
 
 The same rules as :class:`~tracker.store.MemoryStore` hold (see its module doc); the
 sample is ``ZRANDMEMBER`` per set, split across sets in proportion to their sizes.
@@ -24,18 +28,47 @@ is back.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from torrent.proto.tracker_codec import AnnounceEvent, ScrapeStats
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreStats, StoreUnavailable
 
 __all__ = ["RedisStore"]
+
+#: Replies that mean "the store cannot answer now", not "a script has a bug": in a
+#: cluster, a redirect or a shard down that outlived the client's one retry, or a
+#: write that reached a demoted master.
+_OUTAGE_REPLIES = (AskError, ClusterDownError, ClusterError, TryAgainError, ReadOnlyError)
+#: Failures to reach the store at all.
+_LINK_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
+def _is_outage(exc: Exception, client_faults: tuple[type[Exception], ...] = ()) -> bool:
+    """Is ``exc`` an outage (StoreUnavailable) rather than a bug (any other ResponseError)?"""
+    if isinstance(exc, _OUTAGE_REPLIES + client_faults):
+        return True
+    return isinstance(exc, _LINK_ERRORS) and not isinstance(exc, ResponseError)
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"{type(exc).__name__}: {exc}")
+
 
 # KEYS: 1 my leechers, 2 my seeds, 3 other leechers, 4 other seeds, 5 peer hash,
 #       6 downloaded counter, 7 swarm index
@@ -167,8 +200,9 @@ end
 return {'ok', c, i, d, table.concat(p4), table.concat(p6), ids}
 """
 
-# KEYS: none (keys are built from ARGV so one call scrapes many swarms)
-# ARGV: 1 prefix, 2 cutoff, 3.. info hashes
+# KEYS: 1 the bucket's swarm index (routes the call; the other keys are built from
+#       ARGV so one call scrapes many swarms of one bucket)
+# ARGV: 1 bucket prefix, 2 cutoff, 3.. info hashes
 _SCRAPE_LUA = r"""
 local out = {}
 for n = 3, #ARGV do
@@ -181,7 +215,7 @@ end
 return out
 """
 
-# ARGV: 1 prefix, 2 cutoff, 3 limit
+# KEYS: 1 the bucket's swarm index; ARGV: 1 bucket prefix, 2 cutoff, 3 limit
 _STATS_LUA = r"""
 local hashes = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'swarms', ARGV[2], '+inf', 'LIMIT', 0, tonumber(ARGV[3]))
 local swarms, peers, seeds, done = 0, 0, 0, 0
@@ -197,7 +231,7 @@ end
 return {swarms, peers, seeds, done}
 """
 
-# ARGV: 1 prefix, 2 cutoff, 3 limit
+# KEYS: 1 the bucket's swarm index; ARGV: 1 bucket prefix, 2 cutoff, 3 limit
 _COLLECT_LUA = r"""
 local idle = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'swarms', '-inf', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 local removed = 0
@@ -215,6 +249,12 @@ return removed
 #: Swarms a status/metrics snapshot looks at, at most (it runs on the Redis server).
 STATS_SWARM_LIMIT = 10_000
 
+#: Buckets handled at once by the calls that visit every bucket (stats, collect, full
+#: scrape).
+BUCKET_CONCURRENCY = 64
+
+_T = TypeVar("_T")
+
 
 class RedisStore:
     """A :class:`~tracker.store.PeerStore` in Redis.
@@ -227,6 +267,10 @@ class RedisStore:
         clock: wall-clock seconds; every process sharing the Redis must agree on it.
     """
 
+    #: Errors the client library raises from a call cut short by its own reconnect
+    #: logic (none for one server; see the cluster store).
+    _client_faults: tuple[type[Exception], ...] = ()
+
     def __init__(
         self,
         url: str,
@@ -236,11 +280,7 @@ class RedisStore:
         prefix: bytes = b"pt:",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.ttl_s = int(ttl_s)
-        self.prefix = prefix
-        self._clock = clock
-        self._rng = random.Random()
-        self._redis = aioredis.Redis.from_url(
+        client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
@@ -248,24 +288,69 @@ class RedisStore:
             health_check_interval=0,
             decode_responses=False,
         )
-        self._announce = self._redis.register_script(_ANNOUNCE_LUA)
-        self._scrape = self._redis.register_script(_SCRAPE_LUA)
-        self._stats = self._redis.register_script(_STATS_LUA)
-        self._collect = self._redis.register_script(_COLLECT_LUA)
+        self._setup(client, ttl_s, [prefix], clock)
+
+    def _setup(
+        self, client: Any, ttl_s: int, bucket_prefixes: list[bytes], clock: Callable[[], float]
+    ) -> None:
+        """Shared by the one-server and the cluster constructors.
+
+        ``bucket_prefixes`` has one entry per bucket (a power of two); a swarm's keys
+        and its bucket's swarm index start with its bucket's prefix, so one Lua call
+        only ever touches one bucket (one cluster slot).
+        """
+        assert len(bucket_prefixes) & (len(bucket_prefixes) - 1) == 0
+        self.ttl_s = int(ttl_s)
+        self.prefix = bucket_prefixes[0]
+        self._buckets = bucket_prefixes
+        self._mask = len(bucket_prefixes) - 1
+        self._clock = clock
+        self._rng = random.Random()
+        self._redis = client
+        self._announce = client.register_script(_ANNOUNCE_LUA)
+        self._scrape = client.register_script(_SCRAPE_LUA)
+        self._stats = client.register_script(_STATS_LUA)
+        self._collect = client.register_script(_COLLECT_LUA)
 
     def _now(self) -> float:
         return round(self._clock(), 3)
 
+    def _bucket(self, info_hash: bytes) -> int:
+        return int.from_bytes(info_hash[:2], "big") & self._mask
+
     async def _call(self, script: Any, keys: list[bytes], args: list[Any]) -> Any:
         try:
             return await script(keys=keys, args=args)
-        except ResponseError:
+        except self._client_faults:
+            pass  # cut short by the client's own reconnect, not by the store: once more
+        except Exception as exc:
+            if _is_outage(exc, self._client_faults):
+                raise _unavailable(exc) from None
             raise  # a bug in a script: not an outage
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        try:
+            return await script(keys=keys, args=args)
+        except Exception as exc:
+            if _is_outage(exc, self._client_faults):
+                raise _unavailable(exc) from None
+            raise
+
+    async def _each(self, calls: Sequence[Coroutine[Any, Any, _T]]) -> list[_T]:
+        """Await ``calls`` concurrently (they target different buckets, so shards)."""
+        if len(calls) == 1:
+            return [await calls[0]]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(c) for c in calls]
+        except ExceptionGroup as eg:
+            first = eg.exceptions[0]
+            if isinstance(first, StoreUnavailable):
+                raise first from None
+            raise
+        return [t.result() for t in tasks]
 
     async def announce(self, a: PeerAnnounce) -> AnnounceResult:
-        base = self.prefix + a.info_hash
+        bucket = self._buckets[self._bucket(a.info_hash)]
+        base = bucket + a.info_hash
         mine, other = (b"4", b"6") if len(a.addr) == 6 else (b"6", b"4")
         keys = [
             base + b":l" + mine,
@@ -274,7 +359,7 @@ class RedisStore:
             base + b":s" + other,
             base + b":p",
             base + b":d",
-            self.prefix + b"swarms",
+            bucket + b"swarms",
         ]
         args = [
             a.peer_id,
@@ -305,18 +390,39 @@ class RedisStore:
         if not info_hashes:
             return []
         cutoff = self._now() - self.ttl_s
-        reply = await self._call(self._scrape, [], [self.prefix, cutoff, *info_hashes])
-        return [ScrapeStats(complete=c, downloaded=d, incomplete=i) for c, d, i in reply]
+        groups: dict[int, list[int]] = {}
+        for n, ih in enumerate(info_hashes):
+            groups.setdefault(self._bucket(ih), []).append(n)
+        calls = []
+        for b, members in groups.items():
+            prefix = self._buckets[b]
+            hashes = [info_hashes[n] for n in members]
+            calls.append(self._call(self._scrape, [prefix + b"swarms"], [prefix, cutoff, *hashes]))
+        out: list[ScrapeStats] = [ScrapeStats(0, 0, 0)] * len(info_hashes)
+        for members, reply in zip(groups.values(), await self._each(calls), strict=True):
+            for n, (c, d, i) in zip(members, reply, strict=True):
+                out[n] = ScrapeStats(complete=c, downloaded=d, incomplete=i)
+        return out
+
+    async def _active(self, bucket: bytes, cutoff: float, limit: int) -> list[bytes]:
+        try:
+            found = await self._redis.zrangebyscore(bucket + b"swarms", cutoff, "+inf", start=0, num=limit)
+        except Exception as exc:
+            if _is_outage(exc, self._client_faults):
+                raise _unavailable(exc) from None
+            raise
+        return [bytes(h) for h in found if isinstance(h, bytes)]
 
     async def full_scrape(self, limit: int) -> dict[bytes, ScrapeStats]:
         cutoff = self._now() - self.ttl_s
-        try:
-            found = await self._redis.zrangebyscore(
-                self.prefix + b"swarms", cutoff, "+inf", start=0, num=limit
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(str(exc)) from None
-        hashes = [bytes(h) for h in found if isinstance(h, bytes)]
+        hashes: list[bytes] = []
+        for i in range(0, len(self._buckets), BUCKET_CONCURRENCY):
+            chunk = self._buckets[i : i + BUCKET_CONCURRENCY]
+            for found in await self._each([self._active(b, cutoff, limit) for b in chunk]):
+                hashes.extend(found)
+            if len(hashes) >= limit:
+                break
+        hashes = hashes[:limit]
         out: dict[bytes, ScrapeStats] = {}
         for i in range(0, len(hashes), 500):
             chunk = hashes[i : i + 500]
@@ -325,14 +431,27 @@ class RedisStore:
 
     async def statistics(self) -> StoreStats:
         cutoff = self._now() - self.ttl_s
-        swarms, peers, seeds, done = await self._call(
-            self._stats, [], [self.prefix, cutoff, STATS_SWARM_LIMIT]
-        )
+        limit = max(1, STATS_SWARM_LIMIT // len(self._buckets))
+        swarms = peers = seeds = done = 0
+        for i in range(0, len(self._buckets), BUCKET_CONCURRENCY):
+            chunk = self._buckets[i : i + BUCKET_CONCURRENCY]
+            calls = [self._call(self._stats, [b + b"swarms"], [b, cutoff, limit]) for b in chunk]
+            for s, p, sd, d in await self._each(calls):
+                swarms, peers, seeds, done = swarms + s, peers + p, seeds + sd, done + d
         return StoreStats(swarms=swarms, peers=peers, seeds=seeds, downloaded=done)
 
     async def collect(self) -> int:
+        """Delete the keys of swarms idle for longer than the ttl, bucket by bucket.
+
+        Each bucket costs one script call, O(log n) when nothing is due.
+        """
         cutoff = self._now() - self.ttl_s
-        return int(await self._call(self._collect, [], [self.prefix, cutoff, 1000]))
+        removed = 0
+        for i in range(0, len(self._buckets), BUCKET_CONCURRENCY):
+            chunk = self._buckets[i : i + BUCKET_CONCURRENCY]
+            calls = [self._call(self._collect, [b + b"swarms"], [b, cutoff, 1000]) for b in chunk]
+            removed += sum(int(r) for r in await self._each(calls))
+        return removed
 
     async def ping(self) -> None:
         """Check Redis answers.
@@ -342,8 +461,10 @@ class RedisStore:
         """
         try:
             await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            if _is_outage(exc, self._client_faults):
+                raise _unavailable(exc) from None
+            raise
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -31,14 +31,17 @@ from typing import Any
 
 from torrent.errors import RemoteProtocolError
 from torrent.proto.tracker_codec import (
+    UDP_ANNOUNCE_SIZE,
     UDP_PROTOCOL_ID,
     UdpAction,
     UdpScrapeRequest,
     decode_udp_request,
+    parse_udp_url_data,
     unpack_udp_announce,
 )
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
+from tracker.users import passkey_from_path
 
 log = logging.getLogger("pytorrent.tracker.udp")
 
@@ -178,7 +181,9 @@ class UdpTracker(asyncio.DatagramProtocol):
             self._scrape(packet, txid, addr)
             return
         try:
-            _, _, ih, pid, _, left, _, event, ip, key, numwant, port = unpack_udp_announce(data)
+            _, _, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port = unpack_udp_announce(
+                data
+            )
         except RemoteProtocolError as exc:
             counters.udp_dropped_malformed += 1
             self._error(txid, str(exc), addr)
@@ -190,12 +195,13 @@ class UdpTracker(asyncio.DatagramProtocol):
             counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
             return
-        source = service.pack_address(host)
+        source = self._source(host, ip)
         if source is None:
             return
-        if ip and self._accept_ip and len(source) == 4:
-            # BEP 15's ip field is IPv4; the answer's form must still match the socket's
-            source = ip.to_bytes(4, "big")
+        if service.private is not None and not self._private_admit(
+            data, ih, pid, downloaded, left, uploaded, event, source, txid, addr
+        ):
+            return
         pa = service.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
         if self._sync is not None:
             try:
@@ -214,6 +220,50 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.spawn(self._announce_async(pa, txid, addr))
         else:
             counters.udp_dropped_busy += 1
+
+    def _source(self, host: str, ip: int) -> bytes | None:
+        """The packed address to list the peer at (``ip`` only with accept_ip_param)."""
+        source = self.service.pack_address(host)
+        if source is not None and ip and self._accept_ip and len(source) == 4:
+            # BEP 15's ip field is IPv4; the answer's form must still match the socket's
+            source = ip.to_bytes(4, "big")
+        return source
+
+    def _private_admit(
+        self,
+        data: bytes,
+        ih: bytes,
+        pid: bytes,
+        downloaded: int,
+        left: int,
+        uploaded: int,
+        event: int,
+        source: bytes,
+        txid: int,
+        addr: Any,
+    ) -> bool:
+        """Private mode: check the passkey and rules, account the announce; False
+        when refused (the error is sent)."""
+        private = self.service.private
+        assert private is not None
+        try:  # BEP 41: the passkey rides in the URL data, path /<passkey>/announce
+            url = parse_udp_url_data(data[UDP_ANNOUNCE_SIZE:])
+        except RemoteProtocolError as exc:
+            self.service.counters.udp_dropped_malformed += 1
+            self._error(txid, str(exc), addr)
+            return False
+        verdict = private.admit(passkey_from_path(url.partition(b"?")[0]), ih, pid, left, event, source)
+        if isinstance(verdict, str):
+            self.service.counters.failures_private += 1
+            self._error(txid, verdict, addr)
+            return False
+        # accounted before the store answers: a failed announce is retried with
+        # cumulative counters, so nothing is counted twice
+        private.record(
+            verdict[0], verdict[1], ih, pid, uploaded=uploaded, downloaded=downloaded,
+            left=left, event=event, ip=source,
+        )  # fmt: skip
+        return True
 
     def _send_announce(self, res: AnnounceResult, ipv6: bool, txid: int, addr: Any) -> None:
         assert self.transport is not None

@@ -1,8 +1,10 @@
-"""One contract, two stores: MemoryStore and RedisStore (against a real redis-server)."""
+"""One contract, three stores: MemoryStore, RedisStore (a real redis-server) and
+RedisClusterStore (a real 6-node Redis Cluster)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,7 +14,9 @@ import pytest
 from torrent.proto.tracker_codec import AnnounceEvent, decode_compact_peers
 from tracker.store import AnnounceRejected, MemoryStore, PeerAnnounce, PeerStore, StoreUnavailable
 from tracker.store_redis import RedisStore
+from tracker.store_redis_cluster import RedisClusterStore
 
+from .tracker_cluster_fixture import RedisCluster, redis_cluster  # noqa: F401
 from .tracker_redis_fixture import RedisServer, redis_server  # noqa: F401
 
 E = AnnounceEvent
@@ -57,15 +61,21 @@ def ports(packed: bytes, size: int = 6) -> set[int]:
     return {p.port - 6000 for p in decode_compact_peers(packed, ipv6=size == 18)}
 
 
-@pytest.fixture(params=["memory", "redis"])
+_prefixes = itertools.count()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[PeerStore, FakeClock]]:
     clock = FakeClock()
     store: PeerStore
     if request.param == "memory":
         store = MemoryStore(60, clock=clock)
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = RedisStore(server.url, 60, clock=clock)
+    else:  # one cluster for the module: each test gets keys of its own
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        store = RedisClusterStore(cluster.url, 60, clock=clock, prefix=b"c%d:" % next(_prefixes))
     yield store, clock
     await store.aclose()
 

@@ -45,6 +45,7 @@ from torrent.types import InfoHash, PeerId
 __all__ = [
     "MAX_QUERY_LENGTH",
     "MAX_UDP_SCRAPE_HASHES",
+    "UDP_ANNOUNCE_SIZE",
     "UDP_PROTOCOL_ID",
     "AnnounceEvent",
     "AnnounceRequest",
@@ -75,10 +76,12 @@ __all__ = [
     "encode_scrape_response",
     "encode_udp_request",
     "encode_udp_response",
+    "encode_udp_url_data",
     "pack_ip",
     "parse_announce_query",
     "parse_query",
     "parse_scrape_query",
+    "parse_udp_url_data",
     "scrape_url",
     "unpack_ip",
     "unpack_udp_announce",
@@ -929,6 +932,48 @@ def unpack_udp_announce(data: bytes) -> UdpAnnounceFields:
     if downloaded > _INT64_MAX or left > _INT64_MAX or uploaded > _INT64_MAX:
         raise RemoteProtocolError("byte count out of range")
     return conn_id, txid, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port
+
+
+# BEP 41: options after the 98-byte announce
+_UDP_OPTION_END, _UDP_OPTION_NOP, _UDP_OPTION_URL_DATA = 0, 1, 2
+UDP_ANNOUNCE_SIZE = _ANNOUNCE.size
+
+
+def parse_udp_url_data(options: bytes) -> bytes:
+    """The URL data (BEP 41 option 2, all of them joined) in ``options``.
+
+    ``options`` are the bytes after the 98-byte announce. ``EndOfOptions`` stops the
+    scan, ``NOP`` is one byte, every other option is type, length, data (unknown
+    types are skipped, as BEP 41 asks).
+
+    Raises:
+        RemoteProtocolError: an option runs past the end of the packet.
+    """
+    out = bytearray()
+    i, n = 0, len(options)
+    while i < n:
+        kind = options[i]
+        if kind == _UDP_OPTION_END:
+            break
+        if kind == _UDP_OPTION_NOP:
+            i += 1
+            continue
+        if i + 1 >= n or i + 2 + options[i + 1] > n:
+            raise RemoteProtocolError("BEP 41 option runs past the end of the packet")
+        size = options[i + 1]
+        if kind == _UDP_OPTION_URL_DATA:
+            out += options[i + 2 : i + 2 + size]
+        i += 2 + size
+    return bytes(out)
+
+
+def encode_udp_url_data(url_data: bytes) -> bytes:
+    """BEP 41 options carrying ``url_data`` (path and query), in 255-byte pieces."""
+    out = bytearray()
+    for i in range(0, len(url_data), 255):
+        piece = url_data[i : i + 255]
+        out += bytes([_UDP_OPTION_URL_DATA, len(piece)]) + piece
+    return bytes(out + bytes([_UDP_OPTION_END]))
 
 
 def decode_udp_request(data: bytes) -> UdpRequest:

@@ -1,0 +1,137 @@
+"""Private mode with real clients: a libtorrent seed and leecher, each announcing with
+its own user's passkey; the tracker's accounting matches the bytes libtorrent reports.
+
+Runs only inside a loopback-only network namespace (see test_tracker_libtorrent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.libtorrent_settings import loopback_settings
+from tests.polling import wait_until
+from tracker.server import TrackerServer
+from tracker.settings import TrackerSettings
+from tracker.users import UserDb
+
+from .test_tracker_libtorrent import loopback_only, lt  # noqa: F401
+
+pytestmark = pytest.mark.interop
+
+
+def _session() -> Any:
+    # libtorrent's SSRF mitigation refuses HTTP trackers on localhost unless the path
+    # is exactly /announce; a passkey path is /<passkey>/announce
+    return lt.session(
+        loopback_settings(
+            announce_to_all_trackers=True, alert_mask=0, stop_tracker_timeout=1, ssrf_mitigation=False
+        )
+    )
+
+
+def _torrent(payload: Path) -> Any:
+    fs = lt.file_storage()
+    lt.add_files(fs, str(payload))
+    # v1 only: a hybrid torrent announces its v1 and its truncated v2 hash, and a
+    # private tracker registers one of them
+    ct = lt.create_torrent(fs, 16 * 1024, flags=lt.create_torrent.v1_only)
+    lt.set_piece_hashes(ct, str(payload.parent))
+    return lt.torrent_info(lt.bencode(ct.generate()))
+
+
+@pytest.mark.parametrize("transport", ["http", "udp"])
+async def test_two_users_accounting_matches_libtorrent(
+    transport: str,
+    tmp_path: Path,
+    loopback_only: None,  # noqa: F811
+) -> None:
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    db = UserDb(url)
+    alice, bob = db.add_user("alice"), db.add_user("bob")
+    seed_dir, leech_dir = tmp_path / "seed", tmp_path / "leech"
+    seed_dir.mkdir()
+    leech_dir.mkdir()
+    payload = seed_dir / "payload.bin"
+    size = 400 * 1024 + 321
+    payload.write_bytes(os.urandom(size))
+    info = _torrent(payload)
+    ih = info.info_hash().to_bytes()
+    db.add_torrent(ih)
+    db.close()
+    # libtorrent caches UDP connection ids per tracker address for the whole process;
+    # a tracker on a loopback address of its own does not inherit another test's
+    # (now unknown) id
+    host = "127.0.0.1" if transport == "http" else "127.0.0.2"
+    settings = TrackerSettings(
+        host=host, port=0, udp_port=0, interval_s=60, min_interval_s=1, private_users=url
+    )
+    seed, leech = _session(), _session()
+    try:
+        async with asyncio.timeout(90), TrackerServer(settings) as srv:
+            pt = srv.private
+            assert pt is not None
+
+            def tracker(key: str) -> str:
+                if transport == "http":
+                    return f"http://127.0.0.1:{srv.http_port}/{key}/announce"
+                return f"udp://{host}:{srv.udp_port}/{key}/announce"
+
+            s = seed.add_torrent(
+                {
+                    "ti": info,
+                    "save_path": str(seed_dir),
+                    "flags": lt.torrent_flags.seed_mode,
+                    "trackers": [tracker(alice)],
+                }
+            )
+            store = srv.service.sync_store
+            assert store is not None
+            await wait_until(lambda: store.scrape_nowait([ih])[0].complete > 0, timeout_s=30, what="the seed")
+            h = leech.add_torrent(
+                {"ti": lt.torrent_info(info), "save_path": str(leech_dir), "trackers": [tracker(bob)]}
+            )
+            await wait_until(lambda: h.status().is_seeding, timeout_s=60, what="the download")
+            # both report their final counters; the tracker's totals then equal them
+            users = {u: pt._users[k] for u, k in (("alice", alice), ("bob", bob))}
+            ignore_min = lt.reannounce_flags_t.ignore_min_interval
+
+            def caught_up() -> bool:
+                return bool(
+                    users["bob"].downloaded == h.status().total_payload_download
+                    and users["alice"].uploaded == s.status().total_payload_upload
+                )
+
+            # both report their counters now (and again every 2 s while a counter still
+            # moves); the tracker's totals must then equal them
+            loop = asyncio.get_running_loop()
+            deadline, next_round = loop.time() + 30, 0.0
+            while not caught_up():
+                now = loop.time()
+                if now >= deadline:
+                    pytest.fail(
+                        f"accounting {users['alice'].uploaded}/{users['bob'].downloaded} never matched "
+                        f"libtorrent's {s.status().total_payload_upload}/{h.status().total_payload_download}"
+                    )
+                if now >= next_round:
+                    for handle in (s, h):
+                        handle.force_reannounce(0, -1, ignore_min)
+                    next_round = now + 2
+                await asyncio.sleep(0.05)
+            uploaded, downloaded = s.status().total_payload_upload, h.status().total_payload_download
+            assert downloaded >= size
+            assert uploaded >= size
+    finally:
+        for sess in (seed, leech):
+            for t in sess.get_torrents():
+                sess.remove_torrent(t)
+        del seed, leech
+    # leaving the server flushed the accounting
+    stats = {r["name"]: r for r in UserDb(url).stats()}
+    assert stats["bob"]["downloaded"] == downloaded
+    assert stats["alice"]["uploaded"] == uploaded
+    assert stats["bob"]["completed"] == 1
