@@ -105,8 +105,12 @@ async def test_our_leecher_finds_the_seed_through_libtorrent(lt: Any, tmp_path: 
     try:
         async with (
             asyncio.timeout(100),
-            Session(config.testing_settings()) as seed_s,
-            Session(PEX_ON) as leech_s,
+            # Plaintext on our side: with MSE on both of our connections to libtorrent 2.1.1
+            # (RC4 on both, as its peer flags show), its ut_pex to our leecher lists the
+            # leecher's own listen address and never our seed, though it lists the seed
+            # when either connection is plaintext. Not understood yet (issue #11/#12 notes).
+            Session(config.testing_settings().replace(encryption=config.Encryption.OFF)) as seed_s,
+            Session(PEX_ON.replace(encryption=config.Encryption.OFF)) as leech_s,
         ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.wait_checked()
