@@ -897,7 +897,8 @@ class QBittorrentPeer(Peer):
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
         async def ready() -> bool:
-            assert self.proc is not None and self.http is not None
+            assert self.proc is not None
+            assert self.http is not None
             self.proc.check_running()
             async with self.http.get(f"{self.base}/app/version") as r:
                 return r.status == 200

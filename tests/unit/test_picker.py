@@ -140,7 +140,10 @@ def test_rarest_first_with_availability_string() -> None:
     p = setup_picker("3213421", seed=5)
     p.on_peer_have_all("me")
     got = pieces_of(p.pick("me", 7 * BPP))
-    assert {*got[:2]} == {2, 6} and {*got[2:4]} == {1, 5} and {*got[4:6]} == {0, 3} and got[6] == 4
+    assert {*got[:2]} == {2, 6}
+    assert {*got[2:4]} == {1, 5}
+    assert {*got[4:6]} == {0, 3}
+    assert got[6] == 4
 
 
 def test_only_pieces_the_peer_has() -> None:
@@ -202,7 +205,8 @@ def test_partial_piece_closest_to_done_first() -> None:
             p.abort_requests("a", [blk])  # Y is now partial with every block free
     p.abort_requests("a", [x[0]])  # X has one free block, three requested
     nxt = p.pick("a", 2)
-    assert nxt[0].piece == px and nxt[1].piece == py
+    assert nxt[0].piece == px
+    assert nxt[1].piece == py
 
 
 def test_rarer_new_piece_before_a_common_partial_piece() -> None:
@@ -291,7 +295,8 @@ def test_priority_change_mid_download() -> None:
     first = p.pick("me", 1)
     p.set_piece_priorities([0, 0, 0, 0])
     assert p.pick("me", 10) == []
-    assert p.is_complete and p.left == 0
+    assert p.is_complete
+    assert p.left == 0
     p.set_piece_priorities([4, 4, 4, 4])
     more = p.pick("me", BPP)
     assert more[0].piece == first[0].piece  # the partial piece continues
@@ -331,7 +336,8 @@ def test_start_new_false_only_continues_partial_pieces() -> None:
     p.on_peer_have_all("me")
     first = p.pick("me", 1)
     more = p.pick("me", 100, start_new=False)
-    assert pieces_of(more) == [first[0].piece] and len(more) == BPP - 1
+    assert pieces_of(more) == [first[0].piece]
+    assert len(more) == BPP - 1
     assert p.pick("me", 100, start_new=False) == []
     check_invariants(p)
 
@@ -357,7 +363,9 @@ def test_block_received_and_piece_complete() -> None:
     assert p.on_block("a", blocks[0]).status is BlockStatus.DUPLICATE
     assert p.on_piece_verified(0) is True
     assert p.on_piece_verified(0) is False
-    assert p.is_complete and p.left == 0 and p.bytes_done == PL
+    assert p.is_complete
+    assert p.left == 0
+    assert p.bytes_done == PL
     assert p.on_block("a", blocks[0]).status is BlockStatus.DUPLICATE
     check_invariants(p)
 
@@ -389,7 +397,8 @@ def test_timeout_reassigns_and_late_copy_is_accepted() -> None:
     assert p.pick("fast", 1, now=30.0) == [blocks[1]]
     # The slow peer delivers after all: accepted, and the fast peer's request is cancelled.
     r = p.on_block("slow", blocks[1])
-    assert r.status is BlockStatus.NEW and r.cancels == (("fast", blocks[1]),)
+    assert r.status is BlockStatus.NEW
+    assert r.cancels == (("fast", blocks[1]),)
     assert p.outstanding("fast") == []
     check_invariants(p)
 
@@ -416,7 +425,8 @@ def test_endgame_duplicates_and_cancels() -> None:
     assert len(everything) == 3 * BPP + 0 or len(everything) == 3 * BPP
     assert p.in_endgame
     dup_b = p.pick("b", 4)
-    assert len(dup_b) == 4 and set(dup_b) <= set(everything)
+    assert len(dup_b) == 4
+    assert set(dup_b) <= set(everything)
     dup_c = p.pick("c", 100)
     assert len(dup_c) == 3 * BPP  # every block once more; the least-requested first
     assert set(dup_c[:8]).isdisjoint(dup_b)
@@ -426,7 +436,8 @@ def test_endgame_duplicates_and_cancels() -> None:
     r = p.on_block("c", blk)
     assert r.status is BlockStatus.NEW
     assert sorted(r.cancels) == [("a", blk), ("b", blk)]
-    assert blk not in p.outstanding("a") and blk not in p.outstanding("b")
+    assert blk not in p.outstanding("a")
+    assert blk not in p.outstanding("b")
     assert p.on_block("a", blk).status is BlockStatus.DUPLICATE
     check_invariants(p)
 
@@ -454,9 +465,11 @@ def test_hash_failure_requeues_and_flags_contributors() -> None:
         p.on_peer_have_all(k)
     deliver(p, 0, ["a", "b"])
     fail = p.on_piece_failed(0)
-    assert fail.contributors == {"a", "b"} and fail.ban == frozenset()
+    assert fail.contributors == {"a", "b"}
+    assert fail.ban == frozenset()
     assert p.failures("a") == 1
-    assert not p.have(0) and p.left == 2 * PL
+    assert not p.have(0)
+    assert p.left == 2 * PL
     assert 0 in pieces_of(p.pick("c", 100))
     check_invariants(p)
     p.abort_requests("c")
@@ -492,10 +505,13 @@ def test_statistics_and_resume() -> None:
     p = Picker(4, PL, total, have=[3])
     s = p.statistics()
     assert (s.pieces_have, s.bytes_done, s.left, s.bytes_wanted) == (1, 100, 3 * PL, total)
-    assert not s.is_complete and not s.in_endgame
+    assert not s.is_complete
+    assert not s.in_endgame
     for i in range(3):
         p.on_piece_verified(i)
-    assert p.is_complete and p.left == 0 and p.bytes_done == total
+    assert p.is_complete
+    assert p.left == 0
+    assert p.bytes_done == total
     assert p.have_pieces() == [0, 1, 2, 3]
 
 

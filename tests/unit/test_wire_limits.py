@@ -87,7 +87,8 @@ def test_extended_message_of_exactly_one_mib_is_accepted() -> None:
     proto = ready(extensions={"ut_metadata": 1})
     payload = b"x" * (1 << 20)
     events = feed(proto, (2 + len(payload)).to_bytes(4, "big") + b"\x14\x01" + payload, chunk=65536)
-    assert len(events) == 1 and len(events[0].payload) == 1 << 20  # type: ignore[union-attr]
+    assert len(events) == 1
+    assert len(events[0].payload) == 1 << 20  # type: ignore[union-attr]
 
 
 # -- contents ---------------------------------------------------------------------------------------
@@ -148,7 +149,8 @@ def test_a_late_piece_set_replaces_the_peers_pieces(first: bytes, then: bytes, f
     proto = connected()
     feed(proto, first)
     assert len(feed(proto, then)) == 1
-    assert proto.peer_pieces.is_full() is full and proto.late_piece_sets == 1
+    assert proto.peer_pieces.is_full() is full
+    assert proto.late_piece_sets == 1
 
 
 def test_extension_handshake_keepalive_and_port_may_precede_the_bitfield() -> None:
@@ -161,7 +163,8 @@ def test_extension_handshake_keepalive_and_port_may_precede_the_bitfield() -> No
         + b"\x00\x00\x00\x03\x09\x1a\xe1"
         + b"\x00\x00\x00\x03\x05\xff\xc0",
     )
-    assert len(events) == 4 and proto.peer_pieces.is_full()
+    assert len(events) == 4
+    assert proto.peer_pieces.is_full()
 
 
 @pytest.mark.parametrize(
@@ -219,7 +222,8 @@ def test_eof_before_any_byte_is_a_clean_close() -> None:
     proto = make()
     proto.send(Handshake())
     proto.receive_data(b"")
-    assert proto.next_event() == ConnectionClosed() and proto.their_phase is Phase.CLOSED
+    assert proto.next_event() == ConnectionClosed()
+    assert proto.their_phase is Phase.CLOSED
     assert proto.next_event() == ConnectionClosed()
 
 

@@ -120,7 +120,8 @@ def test_ut_metadata_through_extension_handshake() -> None:
     pair.handshake()
     got = pair.send(pair.b, ExtensionHandshake({"metadata_size": 31235}))
     assert isinstance(got[0], ExtensionHandshake)
-    assert got[0].metadata_size == 31235 and got[0].extensions == {"ut_metadata": 3}
+    assert got[0].metadata_size == 31235
+    assert got[0].extensions == {"ut_metadata": 3}
     got = pair.send(pair.a, ExtensionHandshake({}))
     assert pair.b.peer_extensions == {"ut_metadata": 2}
     raw = pair.a.send(ExtendedMessage("ut_metadata", encode(MetadataRequest(1))))
