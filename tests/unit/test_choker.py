@@ -32,7 +32,7 @@ def test_slots_are_configurable() -> None:
     d = ch.rank(leechers([1, 2, 3]), now=0.0, seeding=False)
     assert d.regular == ("p2", "p1")
     assert ch.rank(leechers([1, 2, 3]), now=0.0, seeding=False, slots=1).regular == ("p2",)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="slots must not be negative"):
         Choker(slots=-1)
 
 

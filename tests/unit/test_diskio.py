@@ -127,7 +127,7 @@ async def test_write_piece_hashes_before_writing(tmp_path: Path, fx) -> None:
         assert (tmp_path / "t" / "a").read_bytes()[1024:2048] == fx.piece(1)
         last = fx.info.num_pieces - 1
         assert await disk.write_piece(last, fx.piece(last)) is True
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="piece 0 is 1024 bytes, got 5"):
             await disk.write_piece(0, b"short")
 
 
@@ -256,7 +256,7 @@ async def test_read_cache_whole_pieces(tmp_path: Path, fx) -> None:
         assert st.cache_bytes <= 4 * PLEN
         await disk.read(2, 0, 1)
         assert counting.reads == 2 + 6 + 1
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"range 1023\+2 is outside piece 0 of 1024 bytes"):
             await disk.read(0, PLEN - 1, 2)
 
 

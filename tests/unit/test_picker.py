@@ -67,10 +67,17 @@ def test_piece_length_not_a_multiple_of_the_block_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "pl", "total"), [(0, PL, 1), (2, PL, PL), (1, 0, 10), (3, PL, 2 * PL), (1, PL, 0)]
+    ("n", "pl", "total", "match"),
+    [
+        (0, PL, 1, "must be positive"),
+        (2, PL, PL, "2 pieces of 65536 bytes cannot hold 65536 bytes"),
+        (1, 0, 10, "must be positive"),
+        (3, PL, 2 * PL, "3 pieces of 65536 bytes cannot hold 131072 bytes"),
+        (1, PL, 0, "must be positive"),
+    ],
 )
-def test_bad_geometry_is_refused(n: int, pl: int, total: int) -> None:
-    with pytest.raises(ValueError):
+def test_bad_geometry_is_refused(n: int, pl: int, total: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         Picker(n, pl, total)
 
 
@@ -108,9 +115,9 @@ def test_have_all_have_none_and_bitfield_replace() -> None:
 
 def test_bitfield_of_wrong_length_and_have_out_of_range_are_refused() -> None:
     p = setup_picker("00")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bitfield of 3 entries for 2 pieces"):
         p.on_peer_bitfield("x", bytearray(3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="have: piece 2 out of range"):
         p.on_peer_have("x", 2)
 
 
@@ -282,9 +289,9 @@ def test_file_priorities_keep_shared_pieces() -> None:
     assert p.left == 2 * PL
     p.on_peer_have_all("me")
     assert sorted(pieces_of(p.pick("me", 100))) == [1, 2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="file lengths do not add up to the torrent's length"):
         p.set_file_priorities([PL], [4])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"priority 9 is not within 0\.\.7"):
         p.set_file_priorities([4 * PL], [9])
     check_invariants(p)
 
@@ -494,9 +501,9 @@ def test_failed_piece_with_outstanding_requests() -> None:
     assert fail.contributors == frozenset()
     assert p.outstanding("a") == []
     check_invariants(p)
-    with pytest.raises(ValueError):
-        deliver(p, 0, ["a"])
-        p.on_piece_verified(0)
+    deliver(p, 0, ["a"])
+    p.on_piece_verified(0)
+    with pytest.raises(ValueError, match="piece 0 is verified; it cannot fail"):
         p.on_piece_failed(0)
 
 
@@ -527,41 +534,53 @@ def test_random_operations_keep_the_invariants(seed: int) -> None:
     for step in range(3000):
         op = rng.random()
         k = rng.choice(peers)
-        if op < 0.15:
-            p.on_peer_bitfield(k, bytearray(rng.random() < 0.5 for _ in range(n)))
-        elif op < 0.3:
-            p.on_peer_have(k, rng.randrange(n))
-        elif op < 0.35:
-            p.on_peer_have_all(k)
-        elif op < 0.4:
-            p.on_peer_disconnect(k)
-        elif op < 0.55:
-            p.pick(k, rng.randrange(1, 10), now=step)
-        elif op < 0.6:
-            allowed = set(rng.sample(range(n), 5))
-            got = p.pick(k, rng.randrange(1, 10), now=step, restrict_to=allowed, start_new=rng.random() < 0.5)
-            assert all(b.piece in allowed for b in got)
-        elif op < 0.8:
-            out = p.outstanding(k)
-            if out:
-                p.on_block(k, rng.choice(out))
-        elif op < 0.85:
-            out = p.outstanding(k)
-            if out:
-                p.on_request_timeout(k, out[0])
-        elif op < 0.9:
-            done = [i for i, d in p._downloads.items() if d.received == d.num_blocks]
-            if done:
-                i = rng.choice(done)
-                if rng.random() < 0.7:
-                    p.on_piece_verified(i)
-                else:
-                    p.on_piece_failed(i)
-        elif op < 0.92:
-            p.set_piece_priorities([rng.choice([0, 1, 4, 7]) for _ in range(n)])
-        elif op < 0.93:
-            p.sequential = not p.sequential
+        if op < 0.6:
+            _random_peer_op(p, rng, op, k, n, step)
+        else:
+            _random_transfer_op(p, rng, op, k, n)
         if step % 50 == 0:
             check_invariants(p)
     check_invariants(p)
     assert p.num_have > 5  # the walk got somewhere
+
+
+def _random_peer_op(p: Picker, rng: random.Random, op: float, k: str, n: int, step: int) -> None:
+    """Availability changes and picks (``op`` below 0.6)."""
+    if op < 0.15:
+        p.on_peer_bitfield(k, bytearray(rng.random() < 0.5 for _ in range(n)))
+    elif op < 0.3:
+        p.on_peer_have(k, rng.randrange(n))
+    elif op < 0.35:
+        p.on_peer_have_all(k)
+    elif op < 0.4:
+        p.on_peer_disconnect(k)
+    elif op < 0.55:
+        p.pick(k, rng.randrange(1, 10), now=step)
+    else:
+        allowed = set(rng.sample(range(n), 5))
+        got = p.pick(k, rng.randrange(1, 10), now=step, restrict_to=allowed, start_new=rng.random() < 0.5)
+        assert all(b.piece in allowed for b in got)
+
+
+def _random_transfer_op(p: Picker, rng: random.Random, op: float, k: str, n: int) -> None:
+    """Blocks, timeouts, piece outcomes and priority changes (``op`` from 0.6 up)."""
+    if op < 0.8:
+        out = p.outstanding(k)
+        if out:
+            p.on_block(k, rng.choice(out))
+    elif op < 0.85:
+        out = p.outstanding(k)
+        if out:
+            p.on_request_timeout(k, out[0])
+    elif op < 0.9:
+        done = [i for i, d in p._downloads.items() if d.received == d.num_blocks]
+        if done:
+            i = rng.choice(done)
+            if rng.random() < 0.7:
+                p.on_piece_verified(i)
+            else:
+                p.on_piece_failed(i)
+    elif op < 0.92:
+        p.set_piece_priorities([rng.choice([0, 1, 4, 7]) for _ in range(n)])
+    elif op < 0.93:
+        p.sequential = not p.sequential

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.disk_helpers import can_mount, make_torrent, tmpfs
+from tests.disk_helpers import Fixture, can_mount, make_torrent, tmpfs
 from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore, start
 from torrent.disk.storage import FileStorage
@@ -66,7 +66,7 @@ async def test_fresh_start_with_nothing_on_disk_skips_the_recheck(tmp_path: Path
         assert not plan.full_recheck
         assert "nothing on disk yet" in plan.reason
         assert disk.statistics().bytes_hashed == 0
-    assert os.path.exists(store.path), "begin() saved an unclean marker before any write"
+    assert os.path.exists(store.path), "begin() saved an unclean marker before any write"  # noqa: ASYNC240 (a stat)
     state, _ = store.load()
     assert state is not None
     assert not state.clean_shutdown
@@ -217,7 +217,7 @@ async def test_journal_records_survive_and_are_rotated_at_save(tmp_path: Path, f
         await disk.write(3, 1, b"y")
         await disk.write(5, 0, b"z")
         assert store.read_journal() == {3, 5}
-        assert os.path.getsize(store.journal_path) == 8, "one record per piece"
+        assert os.path.getsize(store.journal_path) == 8, "one record per piece"  # noqa: ASYNC240 (a stat)
         await store.save(storage, verified)
         assert store.read_journal() == set(), "the saved state covers them now"
         state, _ = store.load()
@@ -226,9 +226,13 @@ async def test_journal_records_survive_and_are_rotated_at_save(tmp_path: Path, f
         await disk.write(3, 2, b"w")  # already dirty in the saved state: no record
         await disk.write(4, 0, b"v")
         assert store.read_journal() == {4}
-        with open(store.journal_path, "ab") as fh:
-            fh.write(b"\x00\x00")  # a torn record
+        await asyncio.to_thread(_append, store.journal_path, b"\x00\x00")  # a torn record
         assert store.read_journal() == {4}
+
+
+def _append(path: str, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
 
 
 async def test_failed_save_leaves_the_previous_state_intact(tmp_path: Path, fx) -> None:
@@ -257,6 +261,17 @@ async def test_writes_to_verified_pieces_are_dropped(tmp_path: Path, fx) -> None
         assert await disk.hash_piece(2)
 
 
+async def _write_all_saving_every_third(
+    fx: Fixture, storage: FileStorage, store: ResumeStore, disk: DiskIO, verified: set[int]
+) -> None:
+    """Write every piece, adding the good ones to ``verified`` and saving after every third."""
+    for p in range(fx.info.num_pieces):
+        if await disk.write_piece(p, fx.piece(p)):
+            verified.add(p)
+            if p % 3 == 2:
+                await store.save(storage, verified, flush=disk.flush)
+
+
 @pytest.mark.skipif(not can_mount(), reason="needs root to mount a tmpfs")
 async def test_full_disk_stops_writes_and_keeps_resume_state() -> None:
     fx = make_torrent([("a", 600_000), ("b", 600_000)], 65536)
@@ -265,16 +280,15 @@ async def test_full_disk_stops_writes_and_keeps_resume_state() -> None:
         async with asyncio.timeout(20), disk:
             verified, _ = await start(store, disk)
             with pytest.raises(StorageError) as e:
-                for p in range(fx.info.num_pieces):
-                    if await disk.write_piece(p, fx.piece(p)):
-                        verified.add(p)
-                        if p % 3 == 2:
-                            await store.save(storage, verified, flush=disk.flush)
+                await _write_all_saving_every_third(fx, storage, store, disk, verified)
             assert "no space left on device" in str(e.value)
+            save_error: StorageError | None = None
             try:  # saving may fail as well on a full disk; the old state must survive
                 await store.save(storage, verified, clean=True, flush=disk.flush)
             except StorageError as exc:
-                assert "no space left" in str(exc)
+                save_error = exc
+            if save_error is not None:
+                assert "no space left" in str(save_error)
         state, _ = store.load()
         assert state is not None
         assert state.verified
@@ -298,7 +312,7 @@ async def test_concurrent_saves_do_not_mix(tmp_path: Path, fx) -> None:
     k = len(state.verified)
     assert state.verified == set(range(k))
     assert state.peers[0] == ("10.0.0.1", 1000 + k)
-    assert not os.path.exists(store.path + ".tmp")
+    assert not os.path.exists(store.path + ".tmp")  # noqa: ASYNC240 (a stat)
 
 
 async def test_unclean_shutdown_does_not_hash_files_created_after_the_save(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_spans_cover_pieces_across_files_and_skip_empty_files(tmp_path: Path) ->
     assert st.file_pieces(0) == range(0, 2)
     assert st.file_pieces(1) == range(0)
     assert st.file_pieces(4) == range(2, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"range 40\+11 is outside piece 4 of 50 bytes"):
         st.spans(4, 40, 11)
     with pytest.raises(IndexError):
         st.spans(5, 0, 1)
@@ -229,9 +229,9 @@ def test_skipped_file_already_on_disk_is_used_in_place(tmp_path: Path) -> None:
 
 def test_priorities_are_validated(tmp_path: Path) -> None:
     fx = make_torrent(SEL, 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 file priorities for 3 files"):
         FileStorage(fx.info, tmp_path, file_priorities=[1, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="file priorities must be >= 0"):
         FileStorage(fx.info, tmp_path, file_priorities=[1, -1, 1])
 
 

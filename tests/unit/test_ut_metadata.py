@@ -79,7 +79,7 @@ def test_oversized_data_piece_refused() -> None:
     raw = b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee" + b"x" * (METADATA_PIECE_SIZE + 1)
     with pytest.raises(RemoteProtocolError):
         decode(raw)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"metadata piece of 16385 bytes \(at most 16384\)"):
         encode(MetadataData(0, 99999, b"x" * (METADATA_PIECE_SIZE + 1)))
 
 

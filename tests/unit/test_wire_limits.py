@@ -37,11 +37,16 @@ def req(msg_id: int, index: int, begin: int, length: int) -> bytes:
     return b"\x00\x00\x00\x0d" + bytes([msg_id]) + b"".join(v.to_bytes(4, "big") for v in (index, begin, length))
 
 
+def drain(proto: PeerProtocol) -> None:
+    """Take events until the machine needs more data (or raises)."""
+    while proto.next_event() is not NEED_DATA:
+        pass
+
+
 def raises(proto: PeerProtocol, data: bytes, match: str) -> None:
     proto.receive_data(data)
     with pytest.raises(RemoteProtocolError, match=match):
-        while proto.next_event() is not NEED_DATA:
-            pass
+        drain(proto)
     # The machine moved to its error state before raising, and stays there.
     assert proto.their_phase is Phase.ERROR
     with pytest.raises(RemoteProtocolError, match="already failed"):
@@ -252,11 +257,11 @@ def test_second_handshake_is_a_violation() -> None:
     raises(proto, b"\x00\x00\x00\x01\x02" + b"\x13BitTorrent protocol" + bytes(48), "message with length")
     # (a second handshake parses as a frame: its first bytes are a huge length prefix)
     proto = make()
+    proto.send(Handshake())
     with pytest.raises(LocalProtocolError, match="a second handshake"):
-        proto.send(Handshake())
         proto.send(Handshake())
 
 
 def test_info_hash_must_be_20_bytes() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="info_hash and our_peer_id must be 20 bytes"):
         PeerProtocol(info_hash=INFO_HASH[:19], our_peer_id=PEER_B, piece_length=1, total_length=1)

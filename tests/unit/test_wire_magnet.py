@@ -24,7 +24,7 @@ UNKNOWN = {"piece_length": None, "total_length": None}
 
 
 def test_both_or_neither_geometry() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="piece_length and total_length are both known or both None"):
         connected({"piece_length": None})
 
 
