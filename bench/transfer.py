@@ -225,7 +225,7 @@ async def reap(proc: Proc, timeout_s: float = TIMEOUT_S) -> Proc:
     hwm = 0
     while True:
         hwm = max(hwm, vm_hwm_kib(proc.popen.pid))
-        pid, status, ru = os.wait4(proc.popen.pid, os.WNOHANG)
+        pid, status, ru = await asyncio.to_thread(os.wait4, proc.popen.pid, os.WNOHANG)
         if pid:
             proc.wall_s = time.monotonic() - proc.started
             proc.cpu_s = ru.ru_utime + ru.ru_stime
@@ -264,10 +264,11 @@ async def wait_listening(port: int, timeout_s: float = 60.0) -> None:
 async def wait_checked(log: Path, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if '"state":"seeding"' in log.read_text():
+        if '"state":"seeding"' in await asyncio.to_thread(log.read_text):
             return
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"our seed did not finish checking: {log.read_text()[-300:]}")
+    text = await asyncio.to_thread(log.read_text)
+    raise TimeoutError(f"our seed did not finish checking: {text[-300:]}")
 
 
 # --------------------------------------------------------------------------- pairings

@@ -83,7 +83,8 @@ def run_decode(total: int, reads: list[bytes], blocks: list[tuple[int, int]]) ->
         while (event := next_event()) is not NEED_DATA:
             received += len(event.data)  # type: ignore[union-attr]
     elapsed = time.perf_counter() - t0
-    assert received == total and proto.num_outstanding() == 0, (received, total)
+    assert received == total, (received, total)
+    assert proto.num_outstanding() == 0, (received, total)
     return elapsed
 
 
@@ -106,7 +107,8 @@ def run_pipelined(total: int, reads: list[bytes], blocks: list[tuple[int, int]])
                 send(Request(index, begin, BLOCK_SIZE))
                 next_request += 1
     elapsed = time.perf_counter() - t0
-    assert received == total and proto.num_outstanding() == 0
+    assert received == total
+    assert proto.num_outstanding() == 0
     return elapsed
 
 

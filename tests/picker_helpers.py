@@ -40,7 +40,8 @@ def check_invariants(p: Picker) -> None:
         for blk in st.requests:
             d = p._downloads[blk.piece]
             r = d.req[blk.offset // BLOCK_SIZE]
-            assert r is not None and key in r
+            assert r is not None
+            assert key in r
     # Availability is what the peers announced.
     seeds = sum(1 for st in p._peers.values() if st.has is None)
     assert p._seeds == seeds
@@ -48,7 +49,8 @@ def check_invariants(p: Picker) -> None:
         assert p._avail[i] == sum(1 for st in p._peers.values() if st.has is not None and st.has[i])
     # Block states, counters and the two directions of the request map agree.
     for piece, d in p._downloads.items():
-        assert d.free == d.state.count(0) and d.received == d.state.count(2)
+        assert d.free == d.state.count(0)
+        assert d.received == d.state.count(2)
         assert (piece in p._open) == (d.free > 0)
         assert all(d.state[b] for b in range(d.hint))
         for b in range(d.num_blocks):

@@ -113,7 +113,8 @@ async def test_kill_9_then_restart_completes_without_refetching_verified_pieces(
     events = [json.loads(line) for line in out.decode().splitlines()]
     checked = next(e for e in events if e["event"] == "checked")
     have, _total = map(int, re.search(r"(\d+)/(\d+) pieces verified", checked["message"]).groups())  # type: ignore[union-attr]
-    assert have >= len(plan.verified) and have > 0
+    assert have >= len(plan.verified)
+    assert have > 0
     downloaded = [e for e in events if e["event"] == "progress"][-1]["downloaded_bytes"]
     missing = size - have * PLEN
     # Only the pieces not verified at the restart were fetched (plus a block or two of
@@ -149,7 +150,8 @@ async def test_full_disk_fails_with_a_clear_message_and_intact_resume_state(tmp_
     text = err.decode()
     assert "rc=1" in stdout.decode(), (stdout, text)
     lines = [line for line in text.splitlines() if line.strip()]
-    assert len(lines) == 1 and "no space left on device" in lines[0], text
+    assert len(lines) == 1, text
+    assert "no space left on device" in lines[0], text
     # The state saved before the failure is readable and claims nothing it does not have.
     state, why = ResumeStore(meta.info, meta.info_hash, tmp_path / "copy").load()
     assert state is not None, why

@@ -25,7 +25,8 @@ async def test_magnet_from_our_seed_through_our_tracker(tmp_path: Path) -> None:
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.wait_checked()
             fetched = await leech_s.fetch_metadata(magnet)
-            assert fetched.info_hash == meta.info_hash and fetched.info_bytes == meta.info_bytes
+            assert fetched.info_hash == meta.info_hash
+            assert fetched.info_bytes == meta.info_bytes
             leech = await leech_s.add_torrent(fetched, tmp_path / "leech", seed=False)
             await leech.wait_complete()
     assert same_tree(content, tmp_path / "leech" / "stuff")

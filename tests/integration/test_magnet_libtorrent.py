@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ pytestmark = pytest.mark.interop
 
 
 @pytest.fixture
-def lt() -> Iterator[Any]:
+def lt() -> Any:
     why = isolation_problem()
     if why:
         skip_or_fail(f"{why}: libtorrent runs only in a loopback-only network namespace (make test as root)")
@@ -36,7 +35,7 @@ def lt() -> Iterator[Any]:
         import libtorrent
     except ImportError:
         skip_or_fail("libtorrent (PyPI) is not installed")
-    yield libtorrent
+    return libtorrent
 
 
 async def _until(pred: Any, what: str, timeout_s: float = 60) -> None:

@@ -105,12 +105,14 @@ async def test_peer_sending_bad_metadata_is_dropped_and_fetch_completes_from_ano
         async with Session(config.testing_settings()) as s:
             fetched = await s.fetch_metadata(magnet)
             done_at = time.monotonic()
-    assert fetched.info_bytes == meta.info_bytes and fetched.info_hash == meta.info_hash
+    assert fetched.info_bytes == meta.info_bytes
+    assert fetched.info_hash == meta.info_hash
     assert liar.served >= 1  # its pieces were taken, and failed the info hash check
     assert honest.served == 3
     # The liar was dropped as soon as its copy failed, before the honest peer served anything
     # (not merely closed with the others once the fetch was done).
-    assert liar.closed_at is not None and honest.first_served_at is not None
+    assert liar.closed_at is not None
+    assert honest.first_served_at is not None
     assert liar.closed_at < honest.first_served_at < done_at
 
 
@@ -189,7 +191,8 @@ async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_u
         seen = await _events_until(proto, reader, wire.ExtensionHandshake)
         hs = seen[-1]
         assert isinstance(hs, wire.ExtensionHandshake)
-        assert "ut_metadata" in hs.extensions and hs.metadata_size == len(meta.info_bytes)
+        assert "ut_metadata" in hs.extensions
+        assert hs.metadata_size == len(meta.info_bytes)
         writer.write(proto.send(wire.ExtensionHandshake({})) + proto.send(wire.HaveNone()))
         writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(0)))))
         writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(9)))))

@@ -52,6 +52,7 @@ LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
 #: Grace period between SIGTERM and SIGKILL.
 STOP_GRACE_S = 5.0
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # --- what each client needs -------------------------------------------------------------
 
@@ -253,9 +254,8 @@ class ManagedProcess:
         try:
             if proc.poll() is None:
                 _signal_group(proc.pid, signal.SIGTERM)
-                deadline = time.monotonic() + STOP_GRACE_S
-                while proc.poll() is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(proc.wait, STOP_GRACE_S)
             # The leader may be gone while a child it forked lives on: the group goes regardless.
             _signal_group(proc.pid, signal.SIGKILL)
             if proc.poll() is None:
@@ -404,8 +404,8 @@ class LibtorrentPeer(Peer):
         self._last_log: list[str] = []
 
     async def start(self) -> None:
-        repo = Path(__file__).resolve().parents[2]
-        with open(self._log_path, "ab") as log:
+        repo = REPO_ROOT
+        with await asyncio.to_thread(open, self._log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -631,7 +631,7 @@ class TransmissionPeer(Peer):
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
         args = {
-            "metainfo": base64.b64encode(torrent.read_bytes()).decode(),
+            "metainfo": base64.b64encode(await asyncio.to_thread(torrent.read_bytes)).decode(),
             "download-dir": str(save_dir),
             "paused": False,
         }
@@ -761,7 +761,8 @@ class Aria2Peer(Peer):
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
         options = {"dir": str(save_dir), "check-integrity": "true", "seed-ratio": "0.0"}
-        gid = await self.rpc("aria2.addTorrent", base64.b64encode(torrent.read_bytes()).decode(), [], options)
+        raw = await asyncio.to_thread(torrent.read_bytes)
+        gid = await self.rpc("aria2.addTorrent", base64.b64encode(raw).decode(), [], options)
         status = await self.rpc("aria2.tellStatus", gid, ["infoHash"])
         ih = str(status["infoHash"]).lower()
         self.gids[ih] = gid
@@ -897,7 +898,8 @@ class QBittorrentPeer(Peer):
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
         async def ready() -> bool:
-            assert self.proc is not None and self.http is not None
+            assert self.proc is not None
+            assert self.http is not None
             self.proc.check_running()
             async with self.http.get(f"{self.base}/app/version") as r:
                 return r.status == 200
@@ -945,7 +947,8 @@ class QBittorrentPeer(Peer):
 
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
         form = aiohttp.FormData()
-        form.add_field("torrents", torrent.read_bytes(), filename=torrent.name, content_type="application/x-bittorrent")
+        raw = await asyncio.to_thread(torrent.read_bytes)
+        form.add_field("torrents", raw, filename=torrent.name, content_type="application/x-bittorrent")
         form.add_field("savepath", str(save_dir))
         form.add_field("paused", "false")
         form.add_field("root_folder", "true")

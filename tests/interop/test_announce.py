@@ -95,7 +95,8 @@ async def _announce_cell(
             state = await leecher.wait_tracker_reply(ih, min_peers=1, timeout_s=20)
         else:
             state = await leecher.wait_tracker_reply(ih, min_peers=1, timeout_s=20)
-            assert state.tracker_peers is not None and state.tracker_peers >= 1
+            assert state.tracker_peers is not None
+            assert state.tracker_peers >= 1
 
         if client == "transmission":
             return  # 3.00 does not dial 127.x peers from a tracker (module docstring)

@@ -42,7 +42,9 @@ def _show(torrent: Path) -> dict[str, object]:
     hash_m = re.search(r"^\s*Hash: ([0-9a-f]{40})$", out, re.M)
     size_m = re.search(r"^\s*Piece Size: ([\d.]+) (KiB|MiB|B)$", out, re.M)
     count_m = re.search(r"^\s*Piece Count: (\d+)$", out, re.M)
-    assert hash_m and size_m and count_m, out
+    assert hash_m, out
+    assert size_m, out
+    assert count_m, out
     unit = {"B": 1, "KiB": 1024, "MiB": 1024 * 1024}[size_m.group(2)]
     files_part = out.split("\nFILES\n", 1)[1]
     paths = [re.sub(r" \([^)]*\)$", "", line.strip()) for line in files_part.splitlines() if line.strip()]

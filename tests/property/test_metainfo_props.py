@@ -41,7 +41,10 @@ def _parse_only_metainfo_errors(data: bytes) -> None:
 
 
 def _assert_safe(c: str) -> None:
-    assert c not in ("", ".", "..") and "/" not in c and "\\" not in c and "\x00" not in c
+    assert c not in ("", ".", "..")
+    assert "/" not in c
+    assert "\\" not in c
+    assert "\x00" not in c
     assert len(c.encode("utf-8")) <= 255
     assert all(not (ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F) for ch in c)
 
@@ -191,5 +194,6 @@ def test_path_components_that_pass_are_safe(component: str) -> None:
         c = check_path_component(component, "f")
     except MetainfoError:
         return
-    assert c not in ("", ".", "..") and not any(s in c for s in ("/", "\\", "\x00"))
+    assert c not in ("", ".", "..")
+    assert not any(s in c for s in ("/", "\\", "\x00"))
     assert not (len(c) >= 2 and c[1] == ":" and c[0].isalpha())

@@ -51,10 +51,12 @@ class PickerMachine(RuleBasedStateMachine):
     def pick(self, peer: str, n: int, t: float) -> None:
         before = set(self.p.outstanding(peer))
         got = self.p.pick(peer, n, now=t)
-        assert len(got) <= n and len(set(got)) == len(got)
+        assert len(got) <= n
+        assert len(set(got)) == len(got)
         for blk in got:
             assert blk not in before
-            assert self.p.peer_has(peer, blk.piece) and self.p.wants(blk.piece)
+            assert self.p.peer_has(peer, blk.piece)
+            assert self.p.wants(blk.piece)
             assert (blk.piece, blk.offset) not in self.received
         assert set(self.p.outstanding(peer)) == before | set(got)
 

@@ -40,7 +40,9 @@ def test_spans_tile_every_piece_exactly(layout: list[tuple[int, bool]], plen: in
         covered = 0
         for index, in_file, n in st_.spans(p, 0, info.piece_size(p)):
             f = info.files[index]
-            assert n > 0 and in_file >= 0 and in_file + n <= f.length
+            assert n > 0
+            assert in_file >= 0
+            assert in_file + n <= f.length
             assert f.offset + in_file == pos, "spans are contiguous in payload order"
             pos += n
             covered += n
@@ -85,7 +87,8 @@ def test_resume_parser_never_raises_on_random_bytes(data: bytes) -> None:
             state, why = store.load()
         finally:
             logging.disable(logging.NOTSET)
-        assert state is None and why
+        assert state is None
+        assert why
 
 
 MUTATED = build([(100, False), (0, False), (50, False)], 32)

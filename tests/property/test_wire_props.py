@@ -178,7 +178,8 @@ def test_handshake_round_trip(hs_reserved: bytes, peer_id: bytes) -> None:
 def test_pieceset_matches_a_python_set(size: int, data: st.DataObject) -> None:
     members = data.draw(st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set()))
     pieces = PieceSet.from_indexes(members, size)
-    assert list(pieces) == sorted(members) and len(pieces) == len(members)
+    assert list(pieces) == sorted(members)
+    assert len(pieces) == len(members)
     assert list(pieces.missing()) == sorted(set(range(size)) - members)
     again = PieceSet.from_bytes(pieces.to_bytes(), size)
     assert again == pieces
@@ -338,7 +339,8 @@ def test_lockstep_pair_accepts_what_we_send_and_mirrors_state(fast: bool, data: 
                 deliver(b, a, r)
         # The two views of the connection agree.
         for x, y in ((a, b), (b, a)):
-            assert x.am_choking == y.peer_choking and x.am_interested == y.peer_interested
+            assert x.am_choking == y.peer_choking
+            assert x.am_interested == y.peer_interested
             assert x.our_pieces == y.peer_pieces
             assert x.outstanding_requests.keys() == y.peer_requests.keys()
             assert x.granted_fast == y.allowed_fast

@@ -22,7 +22,8 @@ def test_top_uploaders_get_the_regular_slots() -> None:
     peers = leechers([10, 50, 30, 80, 20, 70, 60, 40])
     d = ch.rank(peers, now=0.0, seeding=False)
     assert d.regular == ("p3", "p5", "p6", "p1")
-    assert d.optimistic is not None and d.optimistic not in d.regular
+    assert d.optimistic is not None
+    assert d.optimistic not in d.regular
     assert d.unchoke == {*d.regular, d.optimistic}
 
 
@@ -31,7 +32,7 @@ def test_slots_are_configurable() -> None:
     d = ch.rank(leechers([1, 2, 3]), now=0.0, seeding=False)
     assert d.regular == ("p2", "p1")
     assert ch.rank(leechers([1, 2, 3]), now=0.0, seeding=False, slots=1).regular == ("p2",)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="slots must not be negative"):
         Choker(slots=-1)
 
 
@@ -88,14 +89,16 @@ def test_optimistic_is_replaced_when_it_leaves_or_wins_a_slot() -> None:
     first = ch.rank(peers, now=0.0, seeding=False).optimistic
     rest = [p for p in peers if p.key != first]
     second = ch.rank(rest, now=10.0, seeding=False).optimistic
-    assert second is not None and second != first
+    assert second is not None
+    assert second != first
     # It now uploads fastest: it takes the regular slot and someone else gets the optimistic one.
     promoted = [
         PeerSnapshot(p.key, True, download_rate_bps=1000 if p.key == second else p.download_rate_bps)
         for p in rest
     ]
     d = ch.rank(promoted, now=20.0, seeding=False)
-    assert d.regular == (second,) and d.optimistic not in (None, second)
+    assert d.regular == (second,)
+    assert d.optimistic not in (None, second)
 
 
 def test_new_peers_three_times_as_likely_to_be_optimistic() -> None:
@@ -178,5 +181,7 @@ def test_seed_ties_go_to_the_peer_served_least() -> None:
 def test_nobody_interested() -> None:
     ch = Choker(rng=random.Random(1))
     d = ch.rank([PeerSnapshot("a", interested=False, choked=False)], now=0.0, seeding=False)
-    assert d.unchoke == frozenset() and d.optimistic is None and d.choke == {"a"}
+    assert d.unchoke == frozenset()
+    assert d.optimistic is None
+    assert d.choke == {"a"}
     assert ch.optimistic is None

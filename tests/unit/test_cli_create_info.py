@@ -38,9 +38,12 @@ def test_create_writes_the_torrent_and_prints_the_facts(
     m = read_metainfo(out)
     text = capsys.readouterr().out
     assert m.info_hash.hex() in text
-    assert "32 KiB" in text and str(out) in text
+    assert "32 KiB" in text
+    assert str(out) in text
     assert m.announce_list == (("http://a/ann", "http://b/ann"), ("udp://c:6969",))
-    assert m.info.private and m.info.source == "S" and m.comment == "hi"
+    assert m.info.private
+    assert m.info.source == "S"
+    assert m.comment == "hi"
     assert m.url_list == ("http://ws/",)
     assert m.creation_date is None
     assert m.info.piece_length == 32 * 1024
@@ -57,7 +60,8 @@ def test_create_default_output_name_and_refusal_to_overwrite(
     capsys.readouterr()
     assert main(["create", str(payload), "--comment", "changed"]) == 2
     err = capsys.readouterr().err
-    assert "exists" in err and err.count("\n") == 1
+    assert "exists" in err
+    assert err.count("\n") == 1
     assert (tmp_path / "payload.torrent").read_bytes() == before
     assert main(["create", str(payload), "-f", "--name", "renamed", "-o", "payload.torrent"]) == 0
     assert read_metainfo(tmp_path / "payload.torrent").info.name == "renamed"
@@ -76,7 +80,9 @@ def test_create_usage_errors_exit_2_with_one_line(
 ) -> None:
     assert main(["create", str(payload), "-o", str(tmp_path / "o.torrent"), *args]) == 2
     err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert needle in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
     assert not (tmp_path / "o.torrent").exists()
 
 
@@ -108,7 +114,8 @@ def test_info_plain_and_json(payload: Path, tmp_path: Path, capsys: pytest.Captu
     assert facts["info_hash"] == m.info_hash.hex()
     assert facts["name"] == "payload"
     assert facts["total_size"] == 70_006
-    assert facts["piece_length"] == m.info.piece_length and facts["piece_count"] == m.info.num_pieces
+    assert facts["piece_length"] == m.info.piece_length
+    assert facts["piece_count"] == m.info.num_pieces
     assert facts["private"] is False
     assert facts["trackers"] == [["http://a/ann"]]
     assert facts["web_seeds"] == ["http://ws/"]
@@ -124,7 +131,8 @@ def test_info_on_a_magnet_link(capsys: pytest.CaptureFixture[str]) -> None:
     uri = "magnet:?xt=urn:btih:" + "ab" * 20 + "&dn=Some%20Name&tr=http%3A%2F%2Ft%2Fa&tr=udp://u:1"
     assert main(["info", "--json", uri]) == 0
     facts = json.loads(capsys.readouterr().out)
-    assert facts["kind"] == "magnet" and facts["name"] == "Some Name"
+    assert facts["kind"] == "magnet"
+    assert facts["name"] == "Some Name"
     assert facts["info_hash"] == "ab" * 20
     assert facts["trackers"] == [["http://t/a"], ["udp://u:1"]]
 
@@ -144,7 +152,9 @@ def test_info_user_errors_exit_2_one_line(
     make(p)  # type: ignore[operator]
     assert main(["info", str(p)]) == 2
     err = capsys.readouterr().err
-    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert needle in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
     assert main(["info", "magnet:?dn=nohash"]) == 2
     assert "xt" in capsys.readouterr().err
 
@@ -158,7 +168,8 @@ def test_as_a_process_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "cli.main", "info", str(tmp_path / "nope.torrent")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
 
 
 def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp_path: Path) -> None:
@@ -168,14 +179,16 @@ def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.splitlines()[0].startswith("name:")
-    assert "\r" not in proc.stdout and "\x1b" not in proc.stdout
+    assert "\r" not in proc.stdout
+    assert "\x1b" not in proc.stdout
 
 
 def test_demo_runs_a_local_swarm(capsys: pytest.CaptureFixture[str]) -> None:
     # The demo is now the whole local swarm (tests/integration/test_demo.py covers it more).
     assert main(["demo", "--size", "2", "--rate", "0"]) == 0
     err = capsys.readouterr().err
-    assert "tracker: http://127.0.0.1:" in err and "byte-identical to the original" in err
+    assert "tracker: http://127.0.0.1:" in err
+    assert "byte-identical to the original" in err
     assert main(["demo", "--size", "0"]) == 2
 
 
@@ -186,7 +199,9 @@ def test_rich_views_render(payload: Path, tmp_path: Path, capsys: pytest.Capture
     fixtures = ROOT / "fixtures"
     cmd_info._print_rich(cmd_info.describe(str(fixtures / "padded.torrent")))
     text = capsys.readouterr().out
-    assert "3 padding files" in text and "data.bin" in text and ".pad" not in text
+    assert "3 padding files" in text
+    assert "data.bin" in text
+    assert ".pad" not in text
     meta = cmd_create._create_with_bar(create, str(payload), {"no_date": True})
     assert meta.info.name == "payload"
 

@@ -58,7 +58,8 @@ def test_select_files_errors(sel: str, msg: str) -> None:
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["download", str(tmp_path / "missing.torrent")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no such file" in err[0]
+    assert len(err) == 1
+    assert "no such file" in err[0]
     assert main(["download", "x.torrent", "--max-up", "lots"]) == 2
     assert main(["download", "magnet:?xt=urn:btih:nothex"]) == 2
     assert main(["seed", "magnet:?xt=urn:btih:" + "ab" * 20, "."]) == 2
@@ -71,8 +72,11 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Captur
 def test_settings_defaults_are_sane() -> None:
     s = Settings().validate()
     assert (s.pipeline_min, s.pipeline_max) == (4, 500)
-    assert s.keepalive_interval_s == 120 and s.choke_interval_s == 10 and s.optimistic_interval_s == 30
-    assert s.resume_save_interval_s == 30 and s.seed_ratio == 1.0
+    assert s.keepalive_interval_s == 120
+    assert s.choke_interval_s == 10
+    assert s.optimistic_interval_s == 30
+    assert s.resume_save_interval_s == 30
+    assert s.seed_ratio == 1.0
     with pytest.raises(ValueError, match="pipeline_min"):
         Settings(pipeline_min=0).validate()
     with pytest.raises(ValueError, match="listen_port"):
@@ -110,6 +114,8 @@ def test_dht_flags_become_settings(tmp_path: Path) -> None:
     assert not off.pex_enabled
     assert not off.lsd_enabled
     testing = config.testing_settings()
-    assert not (testing.dht_enabled or testing.pex_enabled or testing.lsd_enabled)
+    assert not (testing.dht_enabled)
+    assert not (testing.pex_enabled)
+    assert not (testing.lsd_enabled)
     with pytest.raises(ValueError, match="dht_bootstrap"):
         Settings(dht_bootstrap=(("", 6881),)).validate()

@@ -11,7 +11,8 @@ def test_manual_clock_moves_only_when_told() -> None:
     clock: Clock = ManualClock(start=5.0)
     assert clock.monotonic() == 5.0
     assert isinstance(clock, ManualClock)
-    assert clock.advance(2.5) == 7.5 and clock.monotonic() == 7.5
+    assert clock.advance(2.5) == 7.5
+    assert clock.monotonic() == 7.5
     with pytest.raises(ValueError, match="backwards"):
         clock.advance(-1)
 

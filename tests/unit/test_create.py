@@ -69,7 +69,8 @@ def test_created_metainfo_equals_its_parse(tmp_path: Path) -> None:
     assert again.raw == m.raw
     assert again.info.raw == m.info.raw
     assert m.announce_list == (("http://a/1", "http://b/1"), ("udp://c:80",))
-    assert m.info.private and m.info.source == "SRC"
+    assert m.info.private
+    assert m.info.source == "SRC"
     assert m.url_list == ("http://ws/",)
     assert m.creation_date == 1_700_000_000
 
@@ -157,7 +158,8 @@ def test_symlinks_are_followed(tmp_path: Path) -> None:
     assert m.info.pieces == _expected_pieces(b"r" * 1000 + b"i" * 10 + b"o" * 5, 16384)
     # A symlink given as the path is followed too; the name is the link's.
     single = create(d / "link.bin")
-    assert single.info.name == "link.bin" and single.info.total_length == 1000
+    assert single.info.name == "link.bin"
+    assert single.info.total_length == 1000
 
 
 def test_broken_symlink_and_loop_are_refused(tmp_path: Path) -> None:

@@ -100,7 +100,8 @@ async def test_concurrent_writes_then_every_piece_hashes(tmp_path: Path, fx) -> 
         results = await asyncio.gather(*(disk.hash_piece(p) for p in range(fx.info.num_pieces)))
         assert all(results)
         st = disk.statistics()
-        assert st.pieces_passed == fx.info.num_pieces and st.bytes_written == len(fx.payload)
+        assert st.pieces_passed == fx.info.num_pieces
+        assert st.bytes_written == len(fx.payload)
         assert st.queued == 0
     assert (tmp_path / "t" / "c").read_bytes() == fx.file_bytes(3)
 
@@ -126,7 +127,7 @@ async def test_write_piece_hashes_before_writing(tmp_path: Path, fx) -> None:
         assert (tmp_path / "t" / "a").read_bytes()[1024:2048] == fx.piece(1)
         last = fx.info.num_pieces - 1
         assert await disk.write_piece(last, fx.piece(last)) is True
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="piece 0 is 1024 bytes, got 5"):
             await disk.write_piece(0, b"short")
 
 
@@ -148,7 +149,8 @@ async def test_check_finds_exactly_the_good_pieces(tmp_path: Path, fx) -> None:
     async with asyncio.timeout(20), DiskIO(FileStorage(fx.info, tmp_path)) as disk:
         good = await disk.check(progress=lambda d, t: seen.append((d, t)))
         assert good == expected
-        assert seen[0] == (0, fx.info.num_pieces) and seen[-1] == (fx.info.num_pieces,) * 2
+        assert seen[0] == (0, fx.info.num_pieces)
+        assert seen[-1] == (fx.info.num_pieces,) * 2
         assert [d for d, _ in seen] == list(range(fx.info.num_pieces + 1))
         assert await disk.check([0, 2, 3]) == {0, 3}
         assert await disk.check([]) == set()
@@ -254,7 +256,7 @@ async def test_read_cache_whole_pieces(tmp_path: Path, fx) -> None:
         assert st.cache_bytes <= 4 * PLEN
         await disk.read(2, 0, 1)
         assert counting.reads == 2 + 6 + 1
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"range 1023\+2 is outside piece 0 of 1024 bytes"):
             await disk.read(0, PLEN - 1, 2)
 
 

@@ -93,7 +93,8 @@ def test_unsorted_keys_keep_the_raw_span_hash() -> None:
 def test_padded_fixture_marks_padding_files() -> None:
     m = read_metainfo(FIXTURES / "padded.torrent")
     pads = [f for f in m.info.files if f.padding]
-    assert pads and all(f.path[0] == ".pad" and "p" in f.attr for f in pads)
+    assert pads
+    assert all(f.path[0] == ".pad" and "p" in f.attr for f in pads)
     real = [f for f in m.info.files if not f.padding]
     assert real[0].path_str == "README.txt"
     # Padding counts in the payload size: every real file after a pad starts on a piece boundary.
@@ -104,8 +105,10 @@ def test_padded_fixture_marks_padding_files() -> None:
 
 def test_hybrid_fixture_is_read_through_its_v1_part() -> None:
     m = read_metainfo(FIXTURES / "multi.libtorrent-hybrid.torrent")
-    assert b"file tree" in m.info.raw and b"meta version" in m.info.raw
-    assert m.info.multi_file and m.info.name == "multi"
+    assert b"file tree" in m.info.raw
+    assert b"meta version" in m.info.raw
+    assert m.info.multi_file
+    assert m.info.name == "multi"
 
 
 @pytest.mark.parametrize("name", sorted(HASHES["malformed"]))
@@ -124,10 +127,13 @@ def test_malformed_fixture_raises_metainfo_error_naming_the_field(name: str) -> 
 
 def test_single_file_basics() -> None:
     m = _load(_single())
-    assert m.info.name == "file.bin" and not m.info.multi_file
+    assert m.info.name == "file.bin"
+    assert not m.info.multi_file
     assert [(f.path, f.length, f.offset) for f in m.info.files] == [(("file.bin",), 40_000, 0)]
-    assert m.info.total_length == 40_000 and m.info.num_pieces == 3
-    assert m.info.piece_size(0) == PIECE and m.info.piece_size(2) == 40_000 - 2 * PIECE
+    assert m.info.total_length == 40_000
+    assert m.info.num_pieces == 3
+    assert m.info.piece_size(0) == PIECE
+    assert m.info.piece_size(2) == 40_000 - 2 * PIECE
     with pytest.raises(IndexError):
         m.info.piece_hash(3)
     assert m.announce == "http://tracker/announce"
@@ -187,7 +193,8 @@ def test_encoding_field_decodes_legacy_names() -> None:
     t[b"comment"] = "déjà".encode("latin-1")
     m = _load(t)
     assert m.encoding == "ISO-8859-1"
-    assert m.info.name == "café.bin" and m.comment == "déjà"
+    assert m.info.name == "café.bin"
+    assert m.comment == "déjà"
 
 
 def test_utf8_variants_win() -> None:
@@ -205,7 +212,8 @@ def test_multi_file_offsets_and_empty_files() -> None:
     assert [(f.path_str, f.length, f.offset) for f in m.info.files] == [
         ("a", 10, 0), ("b/empty", 0, 10), ("c", 20_000, 10)
     ]
-    assert m.info.multi_file and m.info.total_length == 20_010
+    assert m.info.multi_file
+    assert m.info.total_length == 20_010
 
 
 def test_unknown_keys_are_kept_and_round_trip() -> None:
@@ -223,7 +231,8 @@ def test_non_power_of_two_piece_length_is_accepted_with_a_warning_as_libtorrent_
     pl = 20_000
     pieces = b"".join(hashlib.sha1(data[i : i + pl]).digest() for i in range(0, len(data), pl))
     m = _load({b"info": {b"name": b"x", b"piece length": pl, b"pieces": pieces, b"length": len(data)}})
-    assert m.info.piece_length == pl and m.info.num_pieces == 3
+    assert m.info.piece_length == pl
+    assert m.info.num_pieces == 3
     assert any("power of two" in w for w in m.warnings)
     assert not _load(_single()).warnings
 
@@ -304,7 +313,8 @@ def test_odd_names_are_sanitised(name: bytes, disk: str) -> None:
 
 def test_a_multi_file_name_that_leaves_nothing_becomes_the_info_hash() -> None:
     m = _load(_multi([{b"length": 5, b"path": [b"a"]}], name=b".."))
-    assert m.info.name == ".." and m.info.disk_name == m.info_hash.hex()
+    assert m.info.name == ".."
+    assert m.info.disk_name == m.info_hash.hex()
 
 
 def test_path_utf8_is_sanitised_too() -> None:
@@ -329,7 +339,8 @@ def test_a_four_thousand_digit_length_names_the_field() -> None:
         with pytest.raises(MetainfoError) as info:
             _load(t)
         assert info.value.field == field
-        assert "4000-digit" in str(info.value) and len(str(info.value)) < 200
+        assert "4000-digit" in str(info.value)
+        assert len(str(info.value)) < 200
     files = [{b"length": 5, b"path": [b"a"]}, {b"length": int("9" * 4000), b"path": [b"b"]}]
     with pytest.raises(MetainfoError) as info:
         _load(_multi(files))

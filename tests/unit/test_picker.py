@@ -67,10 +67,17 @@ def test_piece_length_not_a_multiple_of_the_block_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "pl", "total"), [(0, PL, 1), (2, PL, PL), (1, 0, 10), (3, PL, 2 * PL), (1, PL, 0)]
+    ("n", "pl", "total", "match"),
+    [
+        (0, PL, 1, "must be positive"),
+        (2, PL, PL, "2 pieces of 65536 bytes cannot hold 65536 bytes"),
+        (1, 0, 10, "must be positive"),
+        (3, PL, 2 * PL, "3 pieces of 65536 bytes cannot hold 131072 bytes"),
+        (1, PL, 0, "must be positive"),
+    ],
 )
-def test_bad_geometry_is_refused(n: int, pl: int, total: int) -> None:
-    with pytest.raises(ValueError):
+def test_bad_geometry_is_refused(n: int, pl: int, total: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         Picker(n, pl, total)
 
 
@@ -108,9 +115,9 @@ def test_have_all_have_none_and_bitfield_replace() -> None:
 
 def test_bitfield_of_wrong_length_and_have_out_of_range_are_refused() -> None:
     p = setup_picker("00")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bitfield of 3 entries for 2 pieces"):
         p.on_peer_bitfield("x", bytearray(3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="have: piece 2 out of range"):
         p.on_peer_have("x", 2)
 
 
@@ -140,7 +147,10 @@ def test_rarest_first_with_availability_string() -> None:
     p = setup_picker("3213421", seed=5)
     p.on_peer_have_all("me")
     got = pieces_of(p.pick("me", 7 * BPP))
-    assert {*got[:2]} == {2, 6} and {*got[2:4]} == {1, 5} and {*got[4:6]} == {0, 3} and got[6] == 4
+    assert {*got[:2]} == {2, 6}
+    assert {*got[2:4]} == {1, 5}
+    assert {*got[4:6]} == {0, 3}
+    assert got[6] == 4
 
 
 def test_only_pieces_the_peer_has() -> None:
@@ -202,7 +212,8 @@ def test_partial_piece_closest_to_done_first() -> None:
             p.abort_requests("a", [blk])  # Y is now partial with every block free
     p.abort_requests("a", [x[0]])  # X has one free block, three requested
     nxt = p.pick("a", 2)
-    assert nxt[0].piece == px and nxt[1].piece == py
+    assert nxt[0].piece == px
+    assert nxt[1].piece == py
 
 
 def test_rarer_new_piece_before_a_common_partial_piece() -> None:
@@ -278,9 +289,9 @@ def test_file_priorities_keep_shared_pieces() -> None:
     assert p.left == 2 * PL
     p.on_peer_have_all("me")
     assert sorted(pieces_of(p.pick("me", 100))) == [1, 2]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="file lengths do not add up to the torrent's length"):
         p.set_file_priorities([PL], [4])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"priority 9 is not within 0\.\.7"):
         p.set_file_priorities([4 * PL], [9])
     check_invariants(p)
 
@@ -291,7 +302,8 @@ def test_priority_change_mid_download() -> None:
     first = p.pick("me", 1)
     p.set_piece_priorities([0, 0, 0, 0])
     assert p.pick("me", 10) == []
-    assert p.is_complete and p.left == 0
+    assert p.is_complete
+    assert p.left == 0
     p.set_piece_priorities([4, 4, 4, 4])
     more = p.pick("me", BPP)
     assert more[0].piece == first[0].piece  # the partial piece continues
@@ -331,7 +343,8 @@ def test_start_new_false_only_continues_partial_pieces() -> None:
     p.on_peer_have_all("me")
     first = p.pick("me", 1)
     more = p.pick("me", 100, start_new=False)
-    assert pieces_of(more) == [first[0].piece] and len(more) == BPP - 1
+    assert pieces_of(more) == [first[0].piece]
+    assert len(more) == BPP - 1
     assert p.pick("me", 100, start_new=False) == []
     check_invariants(p)
 
@@ -357,7 +370,9 @@ def test_block_received_and_piece_complete() -> None:
     assert p.on_block("a", blocks[0]).status is BlockStatus.DUPLICATE
     assert p.on_piece_verified(0) is True
     assert p.on_piece_verified(0) is False
-    assert p.is_complete and p.left == 0 and p.bytes_done == PL
+    assert p.is_complete
+    assert p.left == 0
+    assert p.bytes_done == PL
     assert p.on_block("a", blocks[0]).status is BlockStatus.DUPLICATE
     check_invariants(p)
 
@@ -389,7 +404,8 @@ def test_timeout_reassigns_and_late_copy_is_accepted() -> None:
     assert p.pick("fast", 1, now=30.0) == [blocks[1]]
     # The slow peer delivers after all: accepted, and the fast peer's request is cancelled.
     r = p.on_block("slow", blocks[1])
-    assert r.status is BlockStatus.NEW and r.cancels == (("fast", blocks[1]),)
+    assert r.status is BlockStatus.NEW
+    assert r.cancels == (("fast", blocks[1]),)
     assert p.outstanding("fast") == []
     check_invariants(p)
 
@@ -416,7 +432,8 @@ def test_endgame_duplicates_and_cancels() -> None:
     assert len(everything) == 3 * BPP + 0 or len(everything) == 3 * BPP
     assert p.in_endgame
     dup_b = p.pick("b", 4)
-    assert len(dup_b) == 4 and set(dup_b) <= set(everything)
+    assert len(dup_b) == 4
+    assert set(dup_b) <= set(everything)
     dup_c = p.pick("c", 100)
     assert len(dup_c) == 3 * BPP  # every block once more; the least-requested first
     assert set(dup_c[:8]).isdisjoint(dup_b)
@@ -426,7 +443,8 @@ def test_endgame_duplicates_and_cancels() -> None:
     r = p.on_block("c", blk)
     assert r.status is BlockStatus.NEW
     assert sorted(r.cancels) == [("a", blk), ("b", blk)]
-    assert blk not in p.outstanding("a") and blk not in p.outstanding("b")
+    assert blk not in p.outstanding("a")
+    assert blk not in p.outstanding("b")
     assert p.on_block("a", blk).status is BlockStatus.DUPLICATE
     check_invariants(p)
 
@@ -454,9 +472,11 @@ def test_hash_failure_requeues_and_flags_contributors() -> None:
         p.on_peer_have_all(k)
     deliver(p, 0, ["a", "b"])
     fail = p.on_piece_failed(0)
-    assert fail.contributors == {"a", "b"} and fail.ban == frozenset()
+    assert fail.contributors == {"a", "b"}
+    assert fail.ban == frozenset()
     assert p.failures("a") == 1
-    assert not p.have(0) and p.left == 2 * PL
+    assert not p.have(0)
+    assert p.left == 2 * PL
     assert 0 in pieces_of(p.pick("c", 100))
     check_invariants(p)
     p.abort_requests("c")
@@ -481,9 +501,9 @@ def test_failed_piece_with_outstanding_requests() -> None:
     assert fail.contributors == frozenset()
     assert p.outstanding("a") == []
     check_invariants(p)
-    with pytest.raises(ValueError):
-        deliver(p, 0, ["a"])
-        p.on_piece_verified(0)
+    deliver(p, 0, ["a"])
+    p.on_piece_verified(0)
+    with pytest.raises(ValueError, match="piece 0 is verified; it cannot fail"):
         p.on_piece_failed(0)
 
 
@@ -492,10 +512,13 @@ def test_statistics_and_resume() -> None:
     p = Picker(4, PL, total, have=[3])
     s = p.statistics()
     assert (s.pieces_have, s.bytes_done, s.left, s.bytes_wanted) == (1, 100, 3 * PL, total)
-    assert not s.is_complete and not s.in_endgame
+    assert not s.is_complete
+    assert not s.in_endgame
     for i in range(3):
         p.on_piece_verified(i)
-    assert p.is_complete and p.left == 0 and p.bytes_done == total
+    assert p.is_complete
+    assert p.left == 0
+    assert p.bytes_done == total
     assert p.have_pieces() == [0, 1, 2, 3]
 
 
@@ -511,41 +534,53 @@ def test_random_operations_keep_the_invariants(seed: int) -> None:
     for step in range(3000):
         op = rng.random()
         k = rng.choice(peers)
-        if op < 0.15:
-            p.on_peer_bitfield(k, bytearray(rng.random() < 0.5 for _ in range(n)))
-        elif op < 0.3:
-            p.on_peer_have(k, rng.randrange(n))
-        elif op < 0.35:
-            p.on_peer_have_all(k)
-        elif op < 0.4:
-            p.on_peer_disconnect(k)
-        elif op < 0.55:
-            p.pick(k, rng.randrange(1, 10), now=step)
-        elif op < 0.6:
-            allowed = set(rng.sample(range(n), 5))
-            got = p.pick(k, rng.randrange(1, 10), now=step, restrict_to=allowed, start_new=rng.random() < 0.5)
-            assert all(b.piece in allowed for b in got)
-        elif op < 0.8:
-            out = p.outstanding(k)
-            if out:
-                p.on_block(k, rng.choice(out))
-        elif op < 0.85:
-            out = p.outstanding(k)
-            if out:
-                p.on_request_timeout(k, out[0])
-        elif op < 0.9:
-            done = [i for i, d in p._downloads.items() if d.received == d.num_blocks]
-            if done:
-                i = rng.choice(done)
-                if rng.random() < 0.7:
-                    p.on_piece_verified(i)
-                else:
-                    p.on_piece_failed(i)
-        elif op < 0.92:
-            p.set_piece_priorities([rng.choice([0, 1, 4, 7]) for _ in range(n)])
-        elif op < 0.93:
-            p.sequential = not p.sequential
+        if op < 0.6:
+            _random_peer_op(p, rng, op, k, n, step)
+        else:
+            _random_transfer_op(p, rng, op, k, n)
         if step % 50 == 0:
             check_invariants(p)
     check_invariants(p)
     assert p.num_have > 5  # the walk got somewhere
+
+
+def _random_peer_op(p: Picker, rng: random.Random, op: float, k: str, n: int, step: int) -> None:
+    """Availability changes and picks (``op`` below 0.6)."""
+    if op < 0.15:
+        p.on_peer_bitfield(k, bytearray(rng.random() < 0.5 for _ in range(n)))
+    elif op < 0.3:
+        p.on_peer_have(k, rng.randrange(n))
+    elif op < 0.35:
+        p.on_peer_have_all(k)
+    elif op < 0.4:
+        p.on_peer_disconnect(k)
+    elif op < 0.55:
+        p.pick(k, rng.randrange(1, 10), now=step)
+    else:
+        allowed = set(rng.sample(range(n), 5))
+        got = p.pick(k, rng.randrange(1, 10), now=step, restrict_to=allowed, start_new=rng.random() < 0.5)
+        assert all(b.piece in allowed for b in got)
+
+
+def _random_transfer_op(p: Picker, rng: random.Random, op: float, k: str, n: int) -> None:
+    """Blocks, timeouts, piece outcomes and priority changes (``op`` from 0.6 up)."""
+    if op < 0.8:
+        out = p.outstanding(k)
+        if out:
+            p.on_block(k, rng.choice(out))
+    elif op < 0.85:
+        out = p.outstanding(k)
+        if out:
+            p.on_request_timeout(k, out[0])
+    elif op < 0.9:
+        done = [i for i, d in p._downloads.items() if d.received == d.num_blocks]
+        if done:
+            i = rng.choice(done)
+            if rng.random() < 0.7:
+                p.on_piece_verified(i)
+            else:
+                p.on_piece_failed(i)
+    elif op < 0.92:
+        p.set_piece_priorities([rng.choice([0, 1, 4, 7]) for _ in range(n)])
+    elif op < 0.93:
+        p.sequential = not p.sequential

@@ -83,61 +83,109 @@ class SimResult:
 
 
 def run_swarm(seed: int = 2026, *, random_first_pieces: int = 4) -> SimResult:
-    rng = random.Random(seed)
+    sim = _Swarm(random.Random(seed), random_first_pieces)
+    while any(sim.nodes[k].done_at is None for k in sim.leechers):
+        if sim.now >= MAX_TIME_S:
+            raise AssertionError(
+                f"the swarm did not finish: { {k: (sim.nodes[k].done_at, sim.nodes[k].picker.statistics()) for k in sim.leechers} }"
+            )
+        sim.tick()
+        sim.now += 1.0
+    return sim.result()
 
-    def make(key: int, have: bool, up: int, free_rider: bool = False) -> Node:
+
+class _Swarm:
+    """The nodes, the links between them and the counters :func:`run_swarm` reports."""
+
+    def __init__(self, rng: random.Random, random_first_pieces: int) -> None:
+        self.rng = rng
+        self.random_first_pieces = random_first_pieces
+        self.nodes = {SEED: self._make(SEED, True, UP_BPS_SEED)}
+        for k in range(1, LEECHERS + 1):
+            self.nodes[k] = self._make(
+                k, False, 0 if k == FREE_RIDER else UP_BPS_LEECHER, free_rider=k == FREE_RIDER
+            )
+        self.alive = set(self.nodes)
+        for a in self.nodes.values():
+            for b in self.nodes:
+                if b == a.key:
+                    continue
+                if b == SEED:
+                    a.picker.on_peer_have_all(b)
+                else:
+                    a.picker.on_peer_have_none(b)
+                a.queue[b] = deque()
+                a.recv_win[b] = [0] * RATE_WINDOW_S
+                a.sent_win[b] = [0] * RATE_WINDOW_S
+                a.last_recv[b] = 0.0
+        self.copies = [0] * PIECES  # how many reciprocating leechers have each piece
+        self.missing_everywhere = PIECES
+        self.from_seed = self.from_leechers = self.duplicates = self.cancels = 0
+        self.seed_left_at = -1.0
+        self.seed_sent_before_leaving = 0
+        self.copies_when_seed_left: list[int] = []
+        self.leechers = [k for k in self.nodes if k != SEED]
+        self.free_rider_progress_at_half = -1.0
+        self.now = 0.0
+
+    def _make(self, key: int, have: bool, up: int, free_rider: bool = False) -> Node:
         picker = Picker(
             PIECES,
             PIECE_LENGTH,
             TOTAL,
             have=range(PIECES) if have else (),
-            rng=random.Random(rng.random()),
-            random_first_pieces=random_first_pieces,
+            rng=random.Random(self.rng.random()),
+            random_first_pieces=self.random_first_pieces,
         )
-        choker = Choker(slots=4, seed_quota_bytes=2 * PIECE_LENGTH, rng=random.Random(rng.random()))
+        choker = Choker(slots=4, seed_quota_bytes=2 * PIECE_LENGTH, rng=random.Random(self.rng.random()))
         return Node(key, picker, choker, up, free_rider)
 
-    nodes = {SEED: make(SEED, True, UP_BPS_SEED)}
-    for k in range(1, LEECHERS + 1):
-        nodes[k] = make(k, False, 0 if k == FREE_RIDER else UP_BPS_LEECHER, free_rider=k == FREE_RIDER)
-    alive = set(nodes)
-    for a in nodes.values():
-        for b in nodes:
-            if b == a.key:
-                continue
-            if b == SEED:
-                a.picker.on_peer_have_all(b)
-            else:
-                a.picker.on_peer_have_none(b)
-            a.queue[b] = deque()
-            a.recv_win[b] = [0] * RATE_WINDOW_S
-            a.sent_win[b] = [0] * RATE_WINDOW_S
-            a.last_recv[b] = 0.0
+    def tick(self) -> None:
+        """One simulated second."""
+        now = self.now
+        slot = int(now) % RATE_WINDOW_S
+        for k in self.alive:
+            for w in (self.nodes[k].recv_win, self.nodes[k].sent_win):
+                for win in w.values():
+                    win[slot] = 0
+        if int(now) % CHOKE_INTERVAL_S == 0:
+            for k in sorted(self.alive):
+                self._choke_round(self.nodes[k], now)
+        self._requests(now)
+        self._uploads(now)
+        self._seed_leaves_once_a_copy_is_out(now)
+        done = sum(1 for k in self.leechers if k != FREE_RIDER and self.nodes[k].done_at is not None)
+        if self.free_rider_progress_at_half < 0 and 2 * done >= LEECHERS - 1:
+            self.free_rider_progress_at_half = self.nodes[FREE_RIDER].picker.bytes_done / TOTAL
 
-    copies = [0] * PIECES  # how many reciprocating leechers have each piece
-    missing_everywhere = PIECES
-    from_seed = from_leechers = duplicates = cancels = 0
-    seed_left_at = -1.0
-    seed_sent_before_leaving = 0
-    copies_when_seed_left: list[int] = []
-    leechers = [k for k in nodes if k != SEED]
-    free_rider_progress_at_half = -1.0
+    def result(self) -> SimResult:
+        return SimResult(
+            from_seed=self.from_seed,
+            from_leechers=self.from_leechers,
+            seed_left_at=self.seed_left_at,
+            seed_sent_before_leaving=self.seed_sent_before_leaving,
+            copies_when_seed_left=self.copies_when_seed_left,
+            done_at={k: self.nodes[k].done_at for k in self.leechers},  # type: ignore[misc]
+            duplicates=self.duplicates,
+            cancels=self.cancels,
+            free_rider_progress_at_half=self.free_rider_progress_at_half,
+        )
 
-    def interested(a: Node, b: int) -> bool:
+    def _interested(self, a: Node, b: int) -> bool:
         return a.done_at is None and a.picker.is_interesting(b)
 
-    def choke_round(b: Node, now: float) -> None:
+    def _choke_round(self, b: Node, now: float) -> None:
         if b.free_rider:
             return
         snaps = []
-        for ak in alive:
+        for ak in self.alive:
             if ak == b.key:
                 continue
-            a = nodes[ak]
+            a = self.nodes[ak]
             snaps.append(
                 PeerSnapshot(
                     key=ak,
-                    interested=interested(a, b.key),
+                    interested=self._interested(a, b.key),
                     choked=ak not in b.unchoked,
                     download_rate_bps=sum(b.recv_win[ak]) / RATE_WINDOW_S,
                     upload_rate_bps=sum(b.sent_win[ak]) / RATE_WINDOW_S,
@@ -150,83 +198,40 @@ def run_swarm(seed: int = 2026, *, random_first_pieces: int = 4) -> SimResult:
         d = b.choker.rank(snaps, now=now, seeding=b.picker.is_complete)
         for ak in d.choke | (b.unchoked - d.unchoke):
             b.queue[ak].clear()  # BEP 3: requests are dropped on choke
-            nodes[ak].picker.abort_requests(b.key)
+            self.nodes[ak].picker.abort_requests(b.key)
         for ak in d.unchoke - b.unchoked:
             b.unchoked_at[ak] = now
             b.sent_since_unchoke[ak] = 0
         b.unchoked = set(d.unchoke)
 
-    def deliver(b: Node, ak: int, blk: Block, now: float) -> None:
-        nonlocal from_seed, from_leechers, duplicates, cancels, missing_everywhere
-        a = nodes[ak]
-        slot = int(now) % RATE_WINDOW_S
-        b.sent_win[ak][slot] += blk.length
-        b.sent_since_unchoke[ak] += blk.length
-        a.recv_win[b.key][slot] += blk.length
-        a.last_recv[b.key] = now
-        r = a.picker.on_block(b.key, blk)
-        if r.status is not BlockStatus.NEW:
-            duplicates += 1
-            return
-        a.received_from[b.key] += blk.length
-        if b.key == SEED:
-            from_seed += blk.length
-        else:
-            from_leechers += blk.length
-        for q, c in r.cancels:
-            cancels += 1
-            try:
-                nodes[q].queue[ak].remove(c)
-            except ValueError:
-                pass
-        if r.piece_complete and a.picker.on_piece_verified(blk.piece):
-            if not a.free_rider:  # a free-rider's pieces are of no use to the swarm
-                copies[blk.piece] += 1
-                if copies[blk.piece] == 1:
-                    missing_everywhere -= 1
-            for ck in alive:
-                if ck != ak:
-                    nodes[ck].picker.on_peer_have(ak, blk.piece)
-            if a.picker.is_complete:
-                a.done_at = now
-
-    now = 0.0
-    while any(nodes[k].done_at is None for k in leechers):
-        if now >= MAX_TIME_S:
-            raise AssertionError(
-                f"the swarm did not finish: { {k: (nodes[k].done_at, nodes[k].picker.statistics()) for k in leechers} }"
-            )
-        slot = int(now) % RATE_WINDOW_S
-        for k in alive:
-            for w in (nodes[k].recv_win, nodes[k].sent_win):
-                for win in w.values():
-                    win[slot] = 0
-        if int(now) % CHOKE_INTERVAL_S == 0:
-            for k in sorted(alive):
-                choke_round(nodes[k], now)
-        # Requests: fill each pipeline to a peer that unchokes us; time out slow requests.
-        for ak in leechers:
-            a = nodes[ak]
+    def _requests(self, now: float) -> None:
+        """Fill each pipeline to a peer that unchokes us; time out slow requests."""
+        for ak in self.leechers:
+            a = self.nodes[ak]
             if a.done_at is not None:
                 continue
-            for bk in alive:
-                if bk == ak:
-                    continue
-                b = nodes[bk]
-                for blk in a.picker.expired_requests(bk, now, REQUEST_TIMEOUT_S):
-                    a.picker.on_request_timeout(bk, blk)
-                    try:
-                        b.queue[ak].remove(blk)
-                    except ValueError:
-                        pass
-                if ak not in b.unchoked:
-                    continue
-                want = PIPELINE - len(a.picker.outstanding(bk))
-                if want > 0:
-                    b.queue[ak].extend(a.picker.pick(bk, want, now=now))
-        # Uploads: each node serves its queues round-robin within its upload budget.
-        for bk in sorted(alive):
-            b = nodes[bk]
+            for bk in self.alive:
+                if bk != ak:
+                    self._request_from(a, self.nodes[bk], now)
+
+    def _request_from(self, a: Node, b: Node, now: float) -> None:
+        ak, bk = a.key, b.key
+        for blk in a.picker.expired_requests(bk, now, REQUEST_TIMEOUT_S):
+            a.picker.on_request_timeout(bk, blk)
+            try:
+                b.queue[ak].remove(blk)
+            except ValueError:
+                pass
+        if ak not in b.unchoked:
+            return
+        want = PIPELINE - len(a.picker.outstanding(bk))
+        if want > 0:
+            b.queue[ak].extend(a.picker.pick(bk, want, now=now))
+
+    def _uploads(self, now: float) -> None:
+        """Each node serves its queues round-robin within its upload budget."""
+        for bk in sorted(self.alive):
+            b = self.nodes[bk]
             b.budget = min(b.budget + b.up_bps, float(b.up_bps))
             order = sorted(ak for ak in b.unchoked if b.queue[ak])
             if not order:
@@ -240,34 +245,56 @@ def run_swarm(seed: int = 2026, *, random_first_pieces: int = 4) -> SimResult:
                     continue
                 blk = q.popleft()
                 b.budget -= blk.length
-                deliver(b, ak, blk, now)
+                self._deliver(b, ak, blk, now)
                 i += 1
             b.rr = i
-        # The seed leaves as soon as the leechers hold a full copy between them.
-        if SEED in alive and missing_everywhere == 0:
-            seed_left_at = now
-            seed_sent_before_leaving = from_seed
-            copies_when_seed_left = list(copies)
-            alive.discard(SEED)
-            for ak in leechers:
-                nodes[ak].picker.on_peer_disconnect(SEED)
-                nodes[SEED].queue[ak].clear()
-        done = sum(1 for k in leechers if k != FREE_RIDER and nodes[k].done_at is not None)
-        if free_rider_progress_at_half < 0 and 2 * done >= LEECHERS - 1:
-            free_rider_progress_at_half = nodes[FREE_RIDER].picker.bytes_done / TOTAL
-        now += 1.0
 
-    return SimResult(
-        from_seed=from_seed,
-        from_leechers=from_leechers,
-        seed_left_at=seed_left_at,
-        seed_sent_before_leaving=seed_sent_before_leaving,
-        copies_when_seed_left=copies_when_seed_left,
-        done_at={k: nodes[k].done_at for k in leechers},  # type: ignore[misc]
-        duplicates=duplicates,
-        cancels=cancels,
-        free_rider_progress_at_half=free_rider_progress_at_half,
-    )
+    def _deliver(self, b: Node, ak: int, blk: Block, now: float) -> None:
+        a = self.nodes[ak]
+        slot = int(now) % RATE_WINDOW_S
+        b.sent_win[ak][slot] += blk.length
+        b.sent_since_unchoke[ak] += blk.length
+        a.recv_win[b.key][slot] += blk.length
+        a.last_recv[b.key] = now
+        r = a.picker.on_block(b.key, blk)
+        if r.status is not BlockStatus.NEW:
+            self.duplicates += 1
+            return
+        a.received_from[b.key] += blk.length
+        if b.key == SEED:
+            self.from_seed += blk.length
+        else:
+            self.from_leechers += blk.length
+        for q, c in r.cancels:
+            self.cancels += 1
+            try:
+                self.nodes[q].queue[ak].remove(c)
+            except ValueError:
+                pass
+        if r.piece_complete and a.picker.on_piece_verified(blk.piece):
+            self._piece_verified(a, blk.piece, now)
+
+    def _piece_verified(self, a: Node, piece: int, now: float) -> None:
+        if not a.free_rider:  # a free-rider's pieces are of no use to the swarm
+            self.copies[piece] += 1
+            if self.copies[piece] == 1:
+                self.missing_everywhere -= 1
+        for ck in self.alive:
+            if ck != a.key:
+                self.nodes[ck].picker.on_peer_have(a.key, piece)
+        if a.picker.is_complete:
+            a.done_at = now
+
+    def _seed_leaves_once_a_copy_is_out(self, now: float) -> None:
+        """The seed leaves as soon as the leechers hold a full copy between them."""
+        if SEED in self.alive and self.missing_everywhere == 0:
+            self.seed_left_at = now
+            self.seed_sent_before_leaving = self.from_seed
+            self.copies_when_seed_left = list(self.copies)
+            self.alive.discard(SEED)
+            for ak in self.leechers:
+                self.nodes[ak].picker.on_peer_disconnect(SEED)
+                self.nodes[SEED].queue[ak].clear()
 
 
 def test_simulated_swarm() -> None:

@@ -45,12 +45,13 @@ def test_spans_cover_pieces_across_files_and_skip_empty_files(tmp_path: Path) ->
     assert st.spans(2, 0, 64) == [(2, 28, 2), (3, 0, 26), (4, 0, 36)]
     assert st.piece_files(2) == [2, 3, 4]
     # last piece is short: 306 bytes total, 4 full pieces + 50
-    assert fx.info.num_pieces == 5 and fx.info.piece_size(4) == 50
+    assert fx.info.num_pieces == 5
+    assert fx.info.piece_size(4) == 50
     assert st.spans(4, 10, 40) == [(4, 110, 40)]
     assert st.file_pieces(0) == range(0, 2)
     assert st.file_pieces(1) == range(0)
     assert st.file_pieces(4) == range(2, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"range 40\+11 is outside piece 4 of 50 bytes"):
         st.spans(4, 40, 11)
     with pytest.raises(IndexError):
         st.spans(5, 0, 1)
@@ -63,7 +64,8 @@ def test_round_trip_multi_file_with_padding_and_empty_files(tmp_path: Path) -> N
     write_all(st, fx)
     root = tmp_path / "t"
     assert (root / "a.bin").read_bytes() == fx.file_bytes(0)
-    assert (root / "empty").exists() and (root / "empty").stat().st_size == 0
+    assert (root / "empty").exists()
+    assert (root / "empty").stat().st_size == 0
     assert (root / "dir/b.bin").read_bytes() == fx.file_bytes(2)
     assert (root / "dir/sub/c.bin").read_bytes() == fx.file_bytes(4)
     assert not (root / "pad").exists(), "padding files are never created"
@@ -121,7 +123,8 @@ def test_missing_file_raises_enoent_and_short_file_reads_zeros(tmp_path: Path) -
     st = FileStorage(fx.info, tmp_path)
     with pytest.raises(StorageError) as e:
         st.read_piece(0)
-    assert e.value.errno == errno.ENOENT and "file is missing" in str(e.value)
+    assert e.value.errno == errno.ENOENT
+    assert "file is missing" in str(e.value)
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a").write_bytes(fx.file_bytes(0)[:20])
     (tmp_path / "t" / "b").write_bytes(b"")
@@ -183,7 +186,8 @@ def test_skipped_file_not_created_and_boundary_pieces_hash(tmp_path: Path) -> No
         assert hashlib.sha1(st.read_piece(p)).digest() == fx.info.piece_hash(p)
     # The parts file is sparse and holds only the boundary bytes (28 + 44 of them).
     parts = Path(st.parts_path)
-    assert parts.exists() and parts.stat().st_blocks * 512 <= 64 * 1024
+    assert parts.exists()
+    assert parts.stat().st_blocks * 512 <= 64 * 1024
     # Nothing of pieces 2-3 was stored anywhere: they read as zeros.
     assert st.read_piece(2) == bytes(64)
     st.close()
@@ -225,9 +229,9 @@ def test_skipped_file_already_on_disk_is_used_in_place(tmp_path: Path) -> None:
 
 def test_priorities_are_validated(tmp_path: Path) -> None:
     fx = make_torrent(SEL, 64)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 file priorities for 3 files"):
         FileStorage(fx.info, tmp_path, file_priorities=[1, 1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="file priorities must be >= 0"):
         FileStorage(fx.info, tmp_path, file_priorities=[1, -1, 1])
 
 
@@ -259,7 +263,8 @@ def test_locate_payload_multi_file_content_or_parent(tmp_path: Path) -> None:
     content = tmp_path / "dl" / "album"
     for given in (content, tmp_path / "dl"):
         loc = locate_payload(fx.info, given)
-        assert loc.content_path == str(content) and loc.directory == str(tmp_path / "dl")
+        assert loc.content_path == str(content)
+        assert loc.directory == str(tmp_path / "dl")
     # The content renamed: given directly, it is still found.
     renamed = tmp_path / "other"
     content.rename(renamed)
@@ -280,7 +285,8 @@ def test_locate_payload_single_file(tmp_path: Path) -> None:
     (tmp_path / "f.iso").write_bytes(fx.payload)
     for given in (tmp_path, tmp_path / "f.iso"):
         loc = locate_payload(fx.info, given)
-        assert loc.content_path == str(tmp_path / "f.iso") and loc.directory == str(tmp_path)
+        assert loc.content_path == str(tmp_path / "f.iso")
+        assert loc.directory == str(tmp_path)
     (tmp_path / "renamed.iso").write_bytes(fx.payload)
     assert locate_payload(fx.info, tmp_path / "renamed.iso").content_path == str(tmp_path / "renamed.iso")
     (tmp_path / "empty").mkdir()
@@ -301,7 +307,9 @@ def test_error_messages_name_file_and_problem() -> None:
         (errno.EXDEV, os.strerror(errno.EXDEV)),
     ]:
         err = describe_os_error(OSError(code, os.strerror(code)), "/x/y", "write")
-        assert str(err).startswith(f"cannot write /x/y: {words}") and err.errno == code and err.path == "/x/y"
+        assert str(err).startswith(f"cannot write /x/y: {words}")
+        assert err.errno == code
+        assert err.path == "/x/y"
         assert "\n" not in str(err)
 
 
@@ -311,7 +319,8 @@ def test_directory_in_place_of_file(tmp_path: Path) -> None:
     st = FileStorage(fx.info, tmp_path)
     with pytest.raises(StorageError) as e:
         st.allocate()
-    assert e.value.errno == errno.EISDIR and str(tmp_path / "t" / "b") in str(e.value)
+    assert e.value.errno == errno.EISDIR
+    assert str(tmp_path / "t" / "b") in str(e.value)
     with pytest.raises(StorageError, match="is a directory"):
         st.write_block(0, 0, fx.piece(0))
     with pytest.raises(StorageError, match="is a directory"):
@@ -325,7 +334,8 @@ def test_file_in_place_of_directory(tmp_path: Path) -> None:
     st = FileStorage(fx.info, tmp_path)
     with pytest.raises(StorageError) as e:
         st.allocate()
-    assert "cannot create directory" in str(e.value) and str(tmp_path / "t" / "d") in str(e.value)
+    assert "cannot create directory" in str(e.value)
+    assert str(tmp_path / "t" / "d") in str(e.value)
 
 
 @pytest.mark.skipif(not can_mount(), reason="needs root to mount a tmpfs")
@@ -337,7 +347,8 @@ def test_full_disk_is_a_storage_error() -> None:
         with pytest.raises(StorageError) as e:
             write_all(st, fx, block=65536)
         assert e.value.errno == errno.ENOSPC
-        assert "no space left on device" in str(e.value) and where in str(e.value)
+        assert "no space left on device" in str(e.value)
+        assert where in str(e.value)
         st.close()
 
 
@@ -384,7 +395,8 @@ except StorageError as e:
     out = _run_child(code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"ERR {errno.EFBIG} cannot write "), out.stdout
-    assert "file too large" in out.stdout and "/t/a" in out.stdout
+    assert "file too large" in out.stdout
+    assert "/t/a" in out.stdout
 
 
 def test_permission_denied(tmp_path: Path) -> None:
@@ -455,7 +467,8 @@ def test_symlinks_are_relative_created_once_and_never_replace_anything(tmp_path:
     assert os.readlink(root / "to-file") == "d/f"
     assert os.readlink(root / "e" / "to-dir") == "../d"
     assert (root / "taken").read_bytes() == b"user data"
-    assert not (root / "out").is_symlink() and (root / "out").stat().st_size == 0
+    assert not (root / "out").is_symlink()
+    assert (root / "out").stat().st_size == 0
     assert all(os.path.realpath(p).startswith(str(root) + os.sep) for p in root.rglob("*"))
 
 

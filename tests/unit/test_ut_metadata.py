@@ -79,7 +79,7 @@ def test_oversized_data_piece_refused() -> None:
     raw = b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee" + b"x" * (METADATA_PIECE_SIZE + 1)
     with pytest.raises(RemoteProtocolError):
         decode(raw)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"metadata piece of 16385 bytes \(at most 16384\)"):
         encode(MetadataData(0, 99999, b"x" * (METADATA_PIECE_SIZE + 1)))
 
 
@@ -126,7 +126,8 @@ def test_assembler_single_peer() -> None:
     assert asm.add_peer("a", len(info))
     assert asm.size == len(info)
     assert _serve(asm, "a", info) == 3
-    assert asm.done and asm.result == info
+    assert asm.done
+    assert asm.result == info
     assert asm.take_banned() == []
 
 
@@ -208,9 +209,11 @@ def test_single_liar_is_banned_and_honest_peer_completes() -> None:
     asm = MetadataAssembler(hashlib.sha1(info).digest())
     asm.add_peer("liar", len(info))
     _serve(asm, "liar", bytes(bad))
-    assert not asm.done and asm.hash_failures == 1
+    assert not asm.done
+    assert asm.hash_failures == 1
     assert asm.take_banned() == ["liar"]
-    assert asm.is_banned("liar") and not asm.add_peer("liar", len(info))
+    assert asm.is_banned("liar")
+    assert not asm.add_peer("liar", len(info))
     asm.add_peer("honest", len(info))
     _serve(asm, "honest", info)
     assert asm.result == info
@@ -232,7 +235,8 @@ def test_mixed_copy_fails_then_single_source_finds_the_liar() -> None:
     asm.on_message("liar", bad_server.answer(MetadataRequest(1)), 0.0)  # type: ignore[arg-type]
     assert asm.next_request("honest", 0.0) == 2
     asm.on_message("honest", good_server.answer(MetadataRequest(2)), 0.0)  # type: ignore[arg-type]
-    assert asm.hash_failures == 1 and asm.take_banned() == []  # who lied is not known yet
+    assert asm.hash_failures == 1
+    assert asm.take_banned() == []  # who lied is not known yet
     # Now one peer delivers a whole copy; the other gets nothing to do.
     first = asm.next_request("honest", 1.0)
     assert first == 0

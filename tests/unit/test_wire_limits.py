@@ -37,11 +37,16 @@ def req(msg_id: int, index: int, begin: int, length: int) -> bytes:
     return b"\x00\x00\x00\x0d" + bytes([msg_id]) + b"".join(v.to_bytes(4, "big") for v in (index, begin, length))
 
 
+def drain(proto: PeerProtocol) -> None:
+    """Take events until the machine needs more data (or raises)."""
+    while proto.next_event() is not NEED_DATA:
+        pass
+
+
 def raises(proto: PeerProtocol, data: bytes, match: str) -> None:
     proto.receive_data(data)
     with pytest.raises(RemoteProtocolError, match=match):
-        while proto.next_event() is not NEED_DATA:
-            pass
+        drain(proto)
     # The machine moved to its error state before raising, and stays there.
     assert proto.their_phase is Phase.ERROR
     with pytest.raises(RemoteProtocolError, match="already failed"):
@@ -87,7 +92,8 @@ def test_extended_message_of_exactly_one_mib_is_accepted() -> None:
     proto = ready(extensions={"ut_metadata": 1})
     payload = b"x" * (1 << 20)
     events = feed(proto, (2 + len(payload)).to_bytes(4, "big") + b"\x14\x01" + payload, chunk=65536)
-    assert len(events) == 1 and len(events[0].payload) == 1 << 20  # type: ignore[union-attr]
+    assert len(events) == 1
+    assert len(events[0].payload) == 1 << 20  # type: ignore[union-attr]
 
 
 # -- contents ---------------------------------------------------------------------------------------
@@ -148,7 +154,8 @@ def test_a_late_piece_set_replaces_the_peers_pieces(first: bytes, then: bytes, f
     proto = connected()
     feed(proto, first)
     assert len(feed(proto, then)) == 1
-    assert proto.peer_pieces.is_full() is full and proto.late_piece_sets == 1
+    assert proto.peer_pieces.is_full() is full
+    assert proto.late_piece_sets == 1
 
 
 def test_extension_handshake_keepalive_and_port_may_precede_the_bitfield() -> None:
@@ -161,7 +168,8 @@ def test_extension_handshake_keepalive_and_port_may_precede_the_bitfield() -> No
         + b"\x00\x00\x00\x03\x09\x1a\xe1"
         + b"\x00\x00\x00\x03\x05\xff\xc0",
     )
-    assert len(events) == 4 and proto.peer_pieces.is_full()
+    assert len(events) == 4
+    assert proto.peer_pieces.is_full()
 
 
 @pytest.mark.parametrize(
@@ -219,7 +227,8 @@ def test_eof_before_any_byte_is_a_clean_close() -> None:
     proto = make()
     proto.send(Handshake())
     proto.receive_data(b"")
-    assert proto.next_event() == ConnectionClosed() and proto.their_phase is Phase.CLOSED
+    assert proto.next_event() == ConnectionClosed()
+    assert proto.their_phase is Phase.CLOSED
     assert proto.next_event() == ConnectionClosed()
 
 
@@ -248,11 +257,11 @@ def test_second_handshake_is_a_violation() -> None:
     raises(proto, b"\x00\x00\x00\x01\x02" + b"\x13BitTorrent protocol" + bytes(48), "message with length")
     # (a second handshake parses as a frame: its first bytes are a huge length prefix)
     proto = make()
+    proto.send(Handshake())
     with pytest.raises(LocalProtocolError, match="a second handshake"):
-        proto.send(Handshake())
         proto.send(Handshake())
 
 
 def test_info_hash_must_be_20_bytes() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="info_hash and our_peer_id must be 20 bytes"):
         PeerProtocol(info_hash=INFO_HASH[:19], our_peer_id=PEER_B, piece_length=1, total_length=1)

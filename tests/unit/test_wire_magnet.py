@@ -24,7 +24,7 @@ UNKNOWN = {"piece_length": None, "total_length": None}
 
 
 def test_both_or_neither_geometry() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="piece_length and total_length are both known or both None"):
         connected({"piece_length": None})
 
 
@@ -120,7 +120,8 @@ def test_ut_metadata_through_extension_handshake() -> None:
     pair.handshake()
     got = pair.send(pair.b, ExtensionHandshake({"metadata_size": 31235}))
     assert isinstance(got[0], ExtensionHandshake)
-    assert got[0].metadata_size == 31235 and got[0].extensions == {"ut_metadata": 3}
+    assert got[0].metadata_size == 31235
+    assert got[0].extensions == {"ut_metadata": 3}
     got = pair.send(pair.a, ExtensionHandshake({}))
     assert pair.b.peer_extensions == {"ut_metadata": 2}
     raw = pair.a.send(ExtendedMessage("ut_metadata", encode(MetadataRequest(1))))

@@ -71,21 +71,31 @@ def test_handshake_reserved_bits_follow_the_options() -> None:
 
 def test_parse_handshake_reads_every_field_and_bit() -> None:
     hs = parse_handshake(HANDSHAKE_BYTES)
-    assert hs.info_hash == INFO_HASH and hs.peer_id == PEER_B
-    assert hs.extension_protocol and hs.fast_extension and hs.dht
+    assert hs.info_hash == INFO_HASH
+    assert hs.peer_id == PEER_B
+    assert hs.extension_protocol
+    assert hs.fast_extension
+    assert hs.dht
     none = parse_handshake(HANDSHAKE_BYTES[:20] + bytes(8) + HANDSHAKE_BYTES[28:])
-    assert not (none.extension_protocol or none.fast_extension or none.dht)
+    assert not (none.extension_protocol)
+    assert not (none.fast_extension)
+    assert not (none.dht)
 
 
 def test_received_handshake_negotiates_extensions() -> None:
     proto = connected()
     assert proto.peer_id == PEER_B
-    assert proto.fast_extension and proto.extension_protocol and proto.peer_dht
+    assert proto.fast_extension
+    assert proto.extension_protocol
+    assert proto.peer_dht
     only_fast = connected(peer_reserved=b"\x00" * 7 + b"\x04")
-    assert only_fast.fast_extension and not only_fast.extension_protocol and not only_fast.peer_dht
+    assert only_fast.fast_extension
+    assert not only_fast.extension_protocol
+    assert not only_fast.peer_dht
     # Each extension needs both bits: we advertise no fast extension, so it is off.
     ours_off = connected({"fast_extension": False})
-    assert not ours_off.fast_extension and ours_off.extension_protocol
+    assert not ours_off.fast_extension
+    assert ours_off.extension_protocol
 
 
 def test_encode_handshake_matches_the_protocol_object() -> None:
@@ -221,8 +231,10 @@ def test_piece_event_data_is_a_readonly_memoryview() -> None:
     proto = receiver_for("piece")
     (block,) = feed(proto, MESSAGES[8][1])
     assert isinstance(block, Block)
-    assert isinstance(block.data, memoryview) and block.data.readonly
-    assert bytes(block.data) == b"abcd" and block.length == 4
+    assert isinstance(block.data, memoryview)
+    assert block.data.readonly
+    assert bytes(block.data) == b"abcd"
+    assert block.length == 4
     assert block.request() == Request(9, 0, 4)
 
 
@@ -230,7 +242,9 @@ def test_extended_messages_route_by_name_both_ways() -> None:
     proto = ready(extensions={"ut_metadata": 2, "ut_pex": 1})
     (hs,) = feed(proto, MESSAGES[-1][1])
     assert isinstance(hs, ExtensionHandshake)
-    assert hs.extensions == {"ut_metadata": 3} and hs.client == "test" and hs.listen_port == 6881
+    assert hs.extensions == {"ut_metadata": 3}
+    assert hs.client == "test"
+    assert hs.listen_port == 6881
     assert proto.peer_extensions == {"ut_metadata": 3}
     # Sending uses the peer's id (3); receiving maps our id (2) back to the name.
     assert proto.send(ExtendedMessage("ut_metadata", b"d8:msg_typei0e5:piecei0ee")) == (
@@ -330,4 +344,6 @@ def test_block_views_are_readonly_and_stay_valid_as_more_data_arrives(chunk: int
         bytes([i * 2 + b // 16384]) * 16384 for i, b in blocks
     ]
     for event in events:
-        assert isinstance(event, Block) and isinstance(event.data, memoryview) and event.data.readonly
+        assert isinstance(event, Block)
+        assert isinstance(event.data, memoryview)
+        assert event.data.readonly

@@ -75,13 +75,17 @@ def test_initial_flags_and_their_changes_on_both_sides() -> None:
     p.send(a, HaveNone())
     p.send(b, HaveNone())
     assert p.send(a, Interested()) == [Interested()]
-    assert a.am_interested and b.peer_interested
+    assert a.am_interested
+    assert b.peer_interested
     p.send(b, Unchoke())
-    assert not b.am_choking and not a.peer_choking
+    assert not b.am_choking
+    assert not a.peer_choking
     p.send(a, NotInterested())
-    assert not a.am_interested and not b.peer_interested
+    assert not a.am_interested
+    assert not b.peer_interested
     p.send(b, Choke())
-    assert b.am_choking and a.peer_choking
+    assert b.am_choking
+    assert a.peer_choking
 
 
 def test_have_updates_the_peer_piece_set_and_ours() -> None:
@@ -89,7 +93,8 @@ def test_have_updates_the_peer_piece_set_and_ours() -> None:
     p.send(p.a, HaveNone())
     p.send(p.b, Bitfield(PieceSet.from_indexes([1], NUM_PIECES)))
     assert p.send(p.b, Have(4)) == [Have(4)]
-    assert sorted(p.a.peer_pieces) == [1, 4] and sorted(p.b.our_pieces) == [1, 4]
+    assert sorted(p.a.peer_pieces) == [1, 4]
+    assert sorted(p.b.our_pieces) == [1, 4]
 
 
 # -- transition table -----------------------------------------------------------------------------
@@ -186,8 +191,10 @@ def test_request_block_round_trip_bookkeeping() -> None:
     assert p.b.peer_requests == {Request(3, 0, BLOCK): 1.0}
     events = p.send(p.b, Block(3, 0, b"q" * BLOCK), now=2.0)
     assert events == [Block(3, 0, b"q" * BLOCK)]
-    assert p.a.outstanding_requests == {} and p.b.peer_requests == {}
-    assert p.a.statistics(2.0).downloaded == BLOCK and p.b.statistics(2.0).uploaded == BLOCK
+    assert p.a.outstanding_requests == {}
+    assert p.b.peer_requests == {}
+    assert p.a.statistics(2.0).downloaded == BLOCK
+    assert p.b.statistics(2.0).uploaded == BLOCK
 
 
 def test_our_request_misuse_is_local_error() -> None:
@@ -253,7 +260,8 @@ def test_allowed_fast_lets_us_request_while_choked() -> None:
     p = seed_and_leecher(fast=True)
     p.send(p.b, Choke())
     assert p.send(p.b, AllowedFast(4)) == [AllowedFast(4)]
-    assert p.a.allowed_fast == {4} and p.b.granted_fast == {4}
+    assert p.a.allowed_fast == {4}
+    assert p.b.granted_fast == {4}
     with pytest.raises(LocalProtocolError):
         p.a.send(Request(5, 0, BLOCK))
     assert p.send(p.a, Request(4, 0, BLOCK)) == [Request(4, 0, BLOCK)]
@@ -266,7 +274,8 @@ def test_cancel_without_fast_forgets_at_once() -> None:
     p = seed_and_leecher(fast=False)
     p.send(p.a, Request(1, 0, BLOCK))
     assert p.send(p.a, Cancel(1, 0, BLOCK)) == [Cancel(1, 0, BLOCK)]
-    assert p.a.num_outstanding() == 0 and p.b.peer_requests == {}
+    assert p.a.num_outstanding() == 0
+    assert p.b.peer_requests == {}
     assert p.b.data_to_send() == b""
     assert feed(p.a, encode(Block(1, 0, b"l" * BLOCK))) == [UnrequestedBlock(1, 0, b"l" * BLOCK)]
 
@@ -306,7 +315,9 @@ def test_peer_request_while_we_choke_without_fast_is_dropped() -> None:
     p.send(p.a, Bitfield(PieceSet(NUM_PIECES)))
     # The leecher's request crossed the seed's choke: a protocol bypass would raise, we drop it.
     events = feed(p.b, encode(Request(0, 0, BLOCK)))
-    assert events == [] and p.b.dropped_requests == 1 and p.b.data_to_send() == b""
+    assert events == []
+    assert p.b.dropped_requests == 1
+    assert p.b.data_to_send() == b""
 
 
 def test_peer_request_we_cannot_serve_with_fast_is_rejected() -> None:
@@ -417,7 +428,8 @@ def test_snubbed_after_60_seconds_without_a_block() -> None:
     assert not p.a.is_snubbed(1000.0)  # nothing outstanding: never snubbed
     p.send(p.a, Request(0, 0, BLOCK), now=10.0)
     assert not p.a.is_snubbed(69.9)
-    assert p.a.is_snubbed(70.0) and p.a.statistics(70.0).snubbed
+    assert p.a.is_snubbed(70.0)
+    assert p.a.statistics(70.0).snubbed
     p.send(p.a, Request(0, BLOCK, BLOCK), now=71.0)  # more requests do not reset the clock
     assert p.a.is_snubbed(72.0)
     p.send(p.b, Block(0, 0, b"s" * BLOCK), now=80.0)  # a block does
@@ -431,8 +443,10 @@ def test_statistics_snapshot() -> None:
     p = seed_and_leecher()
     p.send(p.a, Request(0, 0, BLOCK), now=1.0)
     stats = p.a.statistics(1.0)
-    assert stats.am_interested and not stats.peer_choking
-    assert stats.outstanding_requests == 1 and stats.peer_pieces == NUM_PIECES
+    assert stats.am_interested
+    assert not stats.peer_choking
+    assert stats.outstanding_requests == 1
+    assert stats.peer_pieces == NUM_PIECES
     assert p.b.statistics(1.0).peer_requests == 1
 
 
@@ -448,7 +462,8 @@ def test_clock_starts_at_the_first_now_when_not_given() -> None:
     p.send(p.b, Block(0, 0, b"m" * BLOCK), now=5000.5)
     assert p.a.download_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
     assert p.b.upload_rate_bps(5001.0) == pytest.approx(BLOCK / 1.0)
-    assert p.a.last_received_at == 5000.5 and p.a.last_sent_at == 5000.0
+    assert p.a.last_received_at == 5000.5
+    assert p.a.last_sent_at == 5000.0
     assert not p.a.is_snubbed(5059.0)
 
 
@@ -461,13 +476,16 @@ def test_expired_requests_count_a_strike_until_the_next_block() -> None:
     p.send(p.a, Request(0, 0, BLOCK), now=10.0)
     p.send(p.a, Request(0, BLOCK, BLOCK), now=12.0)
     assert p.a.waiting_since == 10.0
-    assert p.a.expire_requests(30.0, timeout_s=20.0) == [] and p.a.strikes == 0
+    assert p.a.expire_requests(30.0, timeout_s=20.0) == []
+    assert p.a.strikes == 0
     assert p.a.expire_requests(31.0, timeout_s=20.0) == [Request(0, 0, BLOCK)]
-    assert p.a.strikes == 1 and p.a.is_snubbed(31.0)
+    assert p.a.strikes == 1
+    assert p.a.is_snubbed(31.0)
     p.send(p.a, Cancel(0, 0, BLOCK), now=31.0)
     assert p.a.waiting_since == 10.0  # a strike keeps us waiting: the clock is not reset
     p.send(p.b, Block(0, BLOCK, b"x" * BLOCK), now=32.0)
-    assert p.a.strikes == 0 and not p.a.is_snubbed(32.0)
+    assert p.a.strikes == 0
+    assert not p.a.is_snubbed(32.0)
 
 
 def test_a_reject_of_a_cancelled_request_is_marked_withdrawn() -> None:
@@ -477,7 +495,8 @@ def test_a_reject_of_a_cancelled_request_is_marked_withdrawn() -> None:
     p.send(p.a, Cancel(0, 0, BLOCK))
     events = p.flush(p.b)  # BEP 6: the seed answers the cancel with a reject
     assert events == [RejectRequest(0, 0, BLOCK)]
-    assert isinstance(events[0], RejectRequest) and events[0].withdrawn
+    assert isinstance(events[0], RejectRequest)
+    assert events[0].withdrawn
     assert p.send(p.b, RejectRequest(1, 0, BLOCK)) == [RejectRequest(1, 0, BLOCK)]
     assert not p.a.num_outstanding()
 
@@ -491,6 +510,7 @@ def test_the_upload_queue_serves_oldest_first_and_refuses(fast: bool) -> None:
     assert p.b.next_peer_request() == Request(2, 0, BLOCK)
     out = p.b.refuse_peer_request(Request(2, 0, BLOCK))
     assert out == (encode(RejectRequest(2, 0, BLOCK)) if fast else b"")
-    assert p.b.next_peer_request() == Request(1, 0, BLOCK) and p.b.dropped_requests == 1
+    assert p.b.next_peer_request() == Request(1, 0, BLOCK)
+    assert p.b.dropped_requests == 1
     with pytest.raises(LocalProtocolError, match="not pending"):
         p.b.refuse_peer_request(Request(2, 0, BLOCK))

@@ -209,7 +209,8 @@ class UdpTracker:
     async def _exchange(self, build: object) -> codec.UdpResponse:
         """Send a request (rebuilt per attempt with a fresh transaction id) and wait for
         its answer, retransmitting on the BEP 15 schedule."""
-        assert self._transport is not None and self._endpoint is not None
+        assert self._transport is not None
+        assert self._endpoint is not None
         loop = asyncio.get_running_loop()
         for n in range(self._max_retries + 1):
             txid = random.getrandbits(32)

@@ -51,13 +51,7 @@ class Magnet:
         Raises:
             MetainfoError: not a magnet URI, no usable ``xt``, or a malformed parameter.
         """
-        if not isinstance(uri, str):
-            raise MetainfoError("a magnet link must be text", "magnet")
-        if len(uri) > MAX_MAGNET_LENGTH:
-            raise MetainfoError(f"longer than {MAX_MAGNET_LENGTH} characters", "magnet")
-        parts = urlsplit(uri.strip())
-        if parts.scheme.lower() != "magnet":
-            raise MetainfoError("not a magnet link (must start with 'magnet:?')", "magnet")
+        query = _magnet_query(uri)
         info_hash: bytes | None = None
         saw_v2 = False
         name = ""
@@ -65,7 +59,7 @@ class Magnet:
         web_seeds: list[str] = []
         peers: list[tuple[str, int]] = []
         select: set[int] = set()
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        for key, value in parse_qsl(query, keep_blank_values=True):
             key = key.lower()
             if key == "xt" or (key.startswith("xt.") and key[3:].isdigit()):
                 low = value.lower()
@@ -85,12 +79,8 @@ class Magnet:
                 peers.append(_parse_peer(value))
             elif key == "so":
                 select.update(_parse_select(value))
-        if info_hash is None:
-            if saw_v2:
-                raise MetainfoError("v2-only magnet links (urn:btmh) are not supported", "magnet.xt")
-            raise MetainfoError("no 'xt=urn:btih:' info hash", "magnet.xt")
         return cls(
-            info_hash=InfoHash(info_hash),
+            info_hash=InfoHash(_require_v1(info_hash, saw_v2=saw_v2)),
             name=name,
             trackers=tuple(dict.fromkeys(trackers)),
             web_seeds=tuple(dict.fromkeys(web_seeds)),
@@ -111,6 +101,27 @@ class Magnet:
         if self.select_only:
             parts.append("so=" + _format_select(self.select_only))
         return "magnet:?" + "&".join(parts)
+
+
+def _magnet_query(uri: str) -> str:
+    """The query part of a magnet URI, once it is known to be one of a sane length."""
+    if not isinstance(uri, str):
+        raise MetainfoError("a magnet link must be text", "magnet")
+    if len(uri) > MAX_MAGNET_LENGTH:
+        raise MetainfoError(f"longer than {MAX_MAGNET_LENGTH} characters", "magnet")
+    parts = urlsplit(uri.strip())
+    if parts.scheme.lower() != "magnet":
+        raise MetainfoError("not a magnet link (must start with 'magnet:?')", "magnet")
+    return parts.query
+
+
+def _require_v1(info_hash: bytes | None, *, saw_v2: bool) -> bytes:
+    """The v1 info hash; its absence is an error that says whether a v2 one was there."""
+    if info_hash is None:
+        if saw_v2:
+            raise MetainfoError("v2-only magnet links (urn:btmh) are not supported", "magnet.xt")
+        raise MetainfoError("no 'xt=urn:btih:' info hash", "magnet.xt")
+    return info_hash
 
 
 def _decode_btih(text: str) -> bytes:

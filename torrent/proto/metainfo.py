@@ -310,20 +310,8 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
     name = _text(name_raw, "info.name", "" if name_utf8 else encoding)
     multi_file = b"files" in info
 
-    if b"piece length" not in info:
-        raise MetainfoError("missing", "info.piece length")
-    piece_length = _int(info[b"piece length"], "info.piece length")
-    if piece_length <= 0 or piece_length > MAX_PIECE_LENGTH:
-        raise MetainfoError(f"{_number(piece_length)} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length")
-    if piece_length & (piece_length - 1) or piece_length < BLOCK_SIZE:
-        # libtorrent loads v1 torrents with any positive piece length; so do we, but say so.
-        warnings.append(f"piece length {piece_length} is not a power of two of at least 16 KiB")
-
-    pieces = info[b"pieces"]
-    if not isinstance(pieces, bytes):
-        raise MetainfoError(f"expected a string, got {_kind(pieces)}", "info.pieces")
-    if len(pieces) % 20:
-        raise MetainfoError(f"length {len(pieces)} is not a multiple of 20", "info.pieces")
+    piece_length = _piece_length(info, warnings)
+    pieces = _piece_hashes(info[b"pieces"])
 
     private_raw = info.get(b"private", 0)
     private = isinstance(private_raw, int) and private_raw == 1
@@ -342,16 +330,7 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
             warnings.append("'length' is ignored: the torrent also has a 'files' list")
         files = _parse_files(info[b"files"], encoding, warnings, bitcomet_padding=_BITCOMET_PAD in disk_name)
     else:
-        length = _int(info[b"length"], "info.length", MAX_FILE_LENGTH) if b"length" in info else None
-        if length is None:
-            raise MetainfoError("missing (neither 'length' nor 'files')", "info.length")
-        if length < 0:
-            raise MetainfoError("negative length", "info.length")
-        attr_raw = info.get(b"attr", b"")
-        attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
-        if _BITCOMET_PAD in disk_name:
-            raise MetainfoError("the only file is a padding file (BitComet's name for one)", "info.name")
-        files = [FileEntry(path=(name,), length=length, offset=0, attr=attr, disk_path=(disk_name,))]
+        files = [_single_file(info, name, disk_name)]
 
     total = sum(f.length for f in files)
     expected_pieces = -(-total // piece_length)
@@ -380,6 +359,40 @@ def _parse_info(info: Any, encoding: str, info_hash_hex: str) -> tuple[Info, lis
     )
 
 
+def _piece_length(info: dict[bytes, Any], warnings: list[str]) -> int:
+    if b"piece length" not in info:
+        raise MetainfoError("missing", "info.piece length")
+    piece_length = _int(info[b"piece length"], "info.piece length")
+    if piece_length <= 0 or piece_length > MAX_PIECE_LENGTH:
+        raise MetainfoError(f"{_number(piece_length)} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length")
+    if piece_length & (piece_length - 1) or piece_length < BLOCK_SIZE:
+        # libtorrent loads v1 torrents with any positive piece length; so do we, but say so.
+        warnings.append(f"piece length {piece_length} is not a power of two of at least 16 KiB")
+    return piece_length
+
+
+def _piece_hashes(pieces: Any) -> bytes:
+    if not isinstance(pieces, bytes):
+        raise MetainfoError(f"expected a string, got {_kind(pieces)}", "info.pieces")
+    if len(pieces) % 20:
+        raise MetainfoError(f"length {len(pieces)} is not a multiple of 20", "info.pieces")
+    return pieces
+
+
+def _single_file(info: dict[bytes, Any], name: str, disk_name: str) -> FileEntry:
+    """The one file of a single-file torrent."""
+    length = _int(info[b"length"], "info.length", MAX_FILE_LENGTH) if b"length" in info else None
+    if length is None:
+        raise MetainfoError("missing (neither 'length' nor 'files')", "info.length")
+    if length < 0:
+        raise MetainfoError("negative length", "info.length")
+    attr_raw = info.get(b"attr", b"")
+    attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
+    if _BITCOMET_PAD in disk_name:
+        raise MetainfoError("the only file is a padding file (BitComet's name for one)", "info.name")
+    return FileEntry(path=(name,), length=length, offset=0, attr=attr, disk_path=(disk_name,))
+
+
 #: BitComet's padding files predate BEP 47 and say so only in their path (libtorrent
 #: looks for this anywhere in the path, the torrent's name included).
 _BITCOMET_PAD = "_____padding_file_"
@@ -390,12 +403,7 @@ def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_p
 
     ``bitcomet_padding``: the torrent's own name marks every file as padding.
     """
-    if not isinstance(entries, list):
-        raise MetainfoError(f"expected a list, got {_kind(entries)}", "info.files")
-    if not entries:
-        raise MetainfoError("the file list is empty", "info.files")
-    if len(entries) > MAX_FILES:
-        raise MetainfoError(f"more than {MAX_FILES} files", "info.files")
+    _check_file_list(entries)
     shown: list[tuple[str, ...]] = []
     cleaned: list[tuple[str, ...]] = []
     lengths: list[int] = []
@@ -410,34 +418,12 @@ def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_p
             raise MetainfoError(f"expected a dictionary, got {_kind(entry)}", where)
         attr_raw = entry.get(b"attr", b"")
         attr = attr_raw.decode("ascii", errors="replace") if isinstance(attr_raw, bytes) else ""
-        if "l" in attr:
-            # BEP 47: a symlink takes no room in the payload, whatever 'length' says.
-            length = 0
-        elif b"length" not in entry:
-            raise MetainfoError("missing", f"{where}.length")
-        else:
-            length = _int(entry[b"length"], f"{where}.length", MAX_FILE_LENGTH)
-            if length < 0:
-                raise MetainfoError("negative length", f"{where}.length")
+        length = _file_length(entry, attr, where)
         total += length
         if total > MAX_TOTAL_LENGTH:
             raise MetainfoError(f"the files add up to more than {MAX_TOTAL_LENGTH} bytes", f"{where}.length")
-        utf8 = isinstance(entry.get(b"path.utf-8"), list)
-        path_raw = entry[b"path.utf-8"] if utf8 else entry.get(b"path")
         is_pad = "p" in attr
-        if is_pad and (not isinstance(path_raw, list) or not path_raw):
-            # A padding file needs no name (BEP 47); libtorrent files it under .pad/.
-            path: tuple[str, ...] = (".pad", str(length))
-            disk: tuple[str, ...] = path
-        else:
-            if path_raw is None:
-                raise MetainfoError("missing", f"{where}.path")
-            if not isinstance(path_raw, list):
-                raise MetainfoError(f"expected a list, got {_kind(path_raw)}", f"{where}.path")
-            if not path_raw:
-                raise MetainfoError("empty path", f"{where}.path")
-            path = tuple(_text(c, f"{where}.path[{j}]", "" if utf8 else encoding) for j, c in enumerate(path_raw))
-            disk = paths.sanitize_path(_disk_bytes(c, encoding, utf8) for c in path_raw)
+        path, disk = _file_path(entry, encoding, where, is_pad=is_pad, length=length)
         is_pad = is_pad or bitcomet_padding or any(_BITCOMET_PAD in c for c in disk)
         link = entry.get(b"symlink path")
         links.append(
@@ -488,6 +474,49 @@ def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_p
     if all(f.padding for f in files):
         raise MetainfoError("every file is a padding file", "info.files")
     return files
+
+
+def _check_file_list(entries: Any) -> None:
+    if not isinstance(entries, list):
+        raise MetainfoError(f"expected a list, got {_kind(entries)}", "info.files")
+    if not entries:
+        raise MetainfoError("the file list is empty", "info.files")
+    if len(entries) > MAX_FILES:
+        raise MetainfoError(f"more than {MAX_FILES} files", "info.files")
+
+
+def _file_length(entry: dict[bytes, Any], attr: str, where: str) -> int:
+    """The length of ``info.files[i]``."""
+    if "l" in attr:
+        # BEP 47: a symlink takes no room in the payload, whatever 'length' says.
+        return 0
+    if b"length" not in entry:
+        raise MetainfoError("missing", f"{where}.length")
+    length = _int(entry[b"length"], f"{where}.length", MAX_FILE_LENGTH)
+    if length < 0:
+        raise MetainfoError("negative length", f"{where}.length")
+    return length
+
+
+def _file_path(
+    entry: dict[bytes, Any], encoding: str, where: str, *, is_pad: bool, length: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The path of ``info.files[i]`` as the torrent shows it, and sanitised for disk."""
+    utf8 = isinstance(entry.get(b"path.utf-8"), list)
+    path_raw = entry[b"path.utf-8"] if utf8 else entry.get(b"path")
+    if is_pad and (not isinstance(path_raw, list) or not path_raw):
+        # A padding file needs no name (BEP 47); libtorrent files it under .pad/.
+        path: tuple[str, ...] = (".pad", str(length))
+        return path, path
+    if path_raw is None:
+        raise MetainfoError("missing", f"{where}.path")
+    if not isinstance(path_raw, list):
+        raise MetainfoError(f"expected a list, got {_kind(path_raw)}", f"{where}.path")
+    if not path_raw:
+        raise MetainfoError("empty path", f"{where}.path")
+    path = tuple(_text(c, f"{where}.path[{j}]", "" if utf8 else encoding) for j, c in enumerate(path_raw))
+    disk = paths.sanitize_path(_disk_bytes(c, encoding, utf8) for c in path_raw)
+    return path, disk
 
 
 def _url_list(value: Any, where: str, warnings: list[str]) -> tuple[str, ...]:
