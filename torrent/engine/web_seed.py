@@ -333,13 +333,13 @@ class WebSeeds:
                 asm = _Assembler(run, deliver)
                 length = sum(b.length for b in run)
                 for index, offset, n in byte_spans(self._info, self._starts, start, length):
+                    if seed.banned:
+                        return
                     f = self._info.files[index]
                     if f.padding:
                         asm.feed(bytes(n))
                     else:
                         await self._get(seed, file_url(seed.key.url, self._info, f), offset, n, f.length, asm)
-                if seed.banned:
-                    return
         except _Failure as exc:
             self._failed(seed, exc.why, exc.retry_after)
         except Exception as exc:  # never out of a worker: the seed backs off instead
