@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,6 +15,7 @@ from tests.integration.swarm_helpers import make_payload, make_torrent, same_tre
 from tests.integration.web_seed_helpers import NGINX, nginx, requests_logged, with_web_seeds
 from torrent import config
 from torrent.engine.session import Session
+from torrent.proto import bencoding
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
 
@@ -71,3 +75,38 @@ async def test_web_seed_flag_settings_and_no_web_seeds(tmp_path: Path) -> None:
             assert t.statistics().web_seeds_total == 1
             await t.wait_complete()
     assert same_tree(content, tmp_path / "dl" / "f.bin")
+
+
+def test_cli_web_seed_flag_with_json_progress(tmp_path: Path) -> None:
+    """``pytorrent download --web-seed URL --json``: no peers, the web seed in the progress."""
+    content = make_payload(tmp_path / "www", "cli.bin", 400_000)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    (tmp_path / "t.torrent").write_bytes(bencoding.encode({b"info": bencoding.decode(meta.info_bytes)}))
+    root = Path(__file__).resolve().parents[2]
+    with nginx(tmp_path / "www", tmp_path / "nginx") as base:
+        out = subprocess.run(
+            [
+                sys.executable, "-m", "cli.main", "download", str(tmp_path / "t.torrent"),
+                "-o", str(tmp_path / "dl"), "--port", "0", "--bind", "127.0.0.1", "--no-seed", "--json",
+                "--timeout", "20", "--web-seed", base + "cli.bin",
+            ],
+            cwd=root, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    progress = [json.loads(line) for line in out.stdout.splitlines() if '"progress"' in line]
+    assert progress[-1]["web_seeds_total"] == 1
+    assert progress[-1]["progress"] == 1.0
+    assert same_tree(content, tmp_path / "dl" / "cli.bin")
+
+
+def test_cli_rejects_a_web_seed_that_is_not_http(tmp_path: Path) -> None:
+    meta = make_torrent(make_payload(tmp_path, "x.bin", 1000))
+    torrent = tmp_path / "x.torrent"
+    torrent.write_bytes(bencoding.encode({b"info": bencoding.decode(meta.info_bytes)}))
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "download", str(torrent), "--web-seed", "ftp://example.invalid/x"],
+        cwd=root, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--web-seed" in out.stderr
