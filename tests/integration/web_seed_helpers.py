@@ -40,21 +40,32 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         root {root};
-        location / {{ }}
+        location / {{ {extra} }}
     }}
 }}
 """
 
 
 @contextlib.contextmanager
-def nginx(root: Path, run_dir: Path) -> Iterator[str]:
-    """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL (ending in ``/``)."""
+def nginx(root: Path, run_dir: Path, *, limit_rate: str = "") -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1; yields the base URL (ending in ``/``).
+
+    ``limit_rate``: nginx's per-connection rate limit (e.g. ``"2m"``), none by default.
+    """
     assert NGINX is not None, "nginx is not installed"
     run_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     user = "user root;" if os.geteuid() == 0 else ""
     conf = run_dir / "nginx.conf"
-    conf.write_text(_CONF.format(run=run_dir, user=user, port=port, root=root))
+    conf.write_text(
+        _CONF.format(
+            run=run_dir,
+            user=user,
+            port=port,
+            root=root,
+            extra=f"limit_rate {limit_rate};" if limit_rate else "",
+        )
+    )
     proc = subprocess.Popen(
         [NGINX, "-p", str(run_dir), "-c", str(conf), "-e", str(run_dir / "error.log")],
         stdout=subprocess.DEVNULL,
