@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import email.utils
+from typing import cast
 
+import aiohttp
 import pytest
 
-from torrent.engine.web_seed import _Assembler, _runs, byte_spans, file_url, parse_retry_after
+from torrent.config import Settings
+from torrent.engine.clock import ManualClock
+from torrent.engine.web_seed import (
+    WebSeedKey,
+    WebSeeds,
+    _Assembler,
+    _runs,
+    byte_spans,
+    file_url,
+    parse_retry_after,
+)
 from torrent.proto import bencoding
 from torrent.proto.metainfo import Info, Metainfo
-from torrent.proto.picker import Block
+from torrent.proto.picker import Block, Picker
 from torrent.types import BLOCK_SIZE
 
 
@@ -79,3 +91,68 @@ def test_assembler_cuts_any_chunking_into_the_requested_blocks() -> None:
         asm.feed(data[i : i + 777])
     assert got == [(blocks[0], data[:BLOCK_SIZE]), (blocks[1], data[BLOCK_SIZE:])]
     assert asm.remaining() == []
+
+
+class _Host:
+    """A torrent as the web seeds see it: peers and their rate are set by the test."""
+
+    def __init__(self, peers: int, rate: float) -> None:
+        self.supply = (peers, rate)
+        self.complete = False
+
+    def may_start_pieces(self) -> bool:
+        return True
+
+    def peer_supply(self) -> tuple[int, float]:
+        return self.supply
+
+    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes) -> None:
+        pass
+
+    def on_source_dropped(self, key: WebSeedKey, blocks: list[Block]) -> None:
+        pass
+
+    def on_web_seed_warning(self, text: str) -> None:
+        pass
+
+
+def _seeds(host: _Host, num_pieces: int = 16) -> tuple[WebSeeds, Picker]:
+    piece = 2 * BLOCK_SIZE
+    info = _info(num_pieces * piece, name="f", piece=piece)
+    picker = Picker(num_pieces, piece, num_pieces * piece)
+    settings = Settings(web_seed_request_bytes=4 * piece, web_seed_peer_rate_bps=1000)
+    ws = WebSeeds(
+        ["http://h/f"], info, picker, host, cast(aiohttp.ClientSession, None), settings, ManualClock()
+    )
+    picker.on_peer_have_all(WebSeedKey("http://h/f"))
+    return ws, picker
+
+
+def test_with_no_peers_a_web_seed_is_asked_for_long_runs() -> None:
+    ws, _ = _seeds(_Host(0, 0.0))
+    seed = ws.seeds["http://h/f"]
+    first, second = ws._pick(seed), ws._pick(seed)
+    assert sorted({b.piece for b in first}) == [0, 1, 2, 3]
+    assert sorted({b.piece for b in second}) == [4, 5, 6, 7]
+
+
+def test_while_peers_carry_the_rate_only_pieces_no_peer_has_are_asked_for() -> None:
+    ws, picker = _seeds(_Host(1, 10_000.0))
+    has = [1] * 16
+    has[5] = has[9] = 0
+    picker.on_peer_bitfield(("10.0.0.1", 6881), has)
+    seed = ws.seeds["http://h/f"]
+    assert {b.piece for b in ws._pick(seed)} == {5, 9}
+    assert ws._pick(seed) == []
+
+
+def test_slow_peers_leave_the_web_seed_the_rarest_pieces() -> None:
+    ws, picker = _seeds(_Host(1, 10.0))
+    for p in (12, 13, 14, 15):  # past the picker's random first pieces
+        picker.on_piece_verified(p)
+    has = [1] * 16
+    has[7] = 0
+    picker.on_peer_bitfield(("10.0.0.1", 6881), has)
+    picked = ws._pick(ws.seeds["http://h/f"])
+    assert picked[0].piece == 7
+    assert len({b.piece for b in picked}) == 4
