@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,10 +32,13 @@ class Server:
         self.data = data
         self.hits: dict[str, list[float]] = {}
         self.base = ""
+        self.info_hash = b""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         mode = request.match_info["mode"]
         self.hits.setdefault(mode, []).append(asyncio.get_running_loop().time())
+        if mode.startswith("bep17"):
+            return self.bep17(request, mode)
         m = re.fullmatch(r"bytes=(\d+)-(\d+)", request.headers.get("Range", ""))
         start, end = (int(m.group(1)), int(m.group(2)) + 1) if m else (0, len(self.data))
         body = self.data[start:end]
@@ -68,6 +73,17 @@ class Server:
             return resp
         await resp.write(body)
         return resp
+
+    def bep17(self, request: web.Request, mode: str) -> web.Response:
+        """BEP 17: ``?info_hash=&piece=&ranges=a-b`` (inclusive); a 503 body is the wait."""
+        if mode == "bep17-busy" and len(self.hits[mode]) == 1:
+            return web.Response(status=503, text="1")
+        raw = dict(kv.split("=", 1) for kv in request.rel_url.raw_query_string.split("&"))
+        assert urllib.parse.unquote_to_bytes(raw["info_hash"]) == self.info_hash, raw
+        q = request.rel_url.query
+        a, b = (int(x) for x in q["ranges"].split("-"))
+        base = int(q["piece"]) * PIECE
+        return web.Response(body=self.data[base + a : base + b + 1])
 
     def url(self, mode: str) -> str:
         return f"{self.base}/{mode}/file"
@@ -184,3 +200,21 @@ async def test_a_trickle_is_dropped_and_retried(tmp_path: Path, payload: tuple[P
     warned = _warnings(events, srv.url("trickle"))
     assert len(warned) == 1
     assert "too slow" in warned[0], warned
+
+
+@pytest.mark.parametrize("mode", ["bep17", "bep17-busy"])
+async def test_bep17_http_seed(tmp_path: Path, payload: tuple[Path, Metainfo], mode: str) -> None:
+    """A BEP 17 ``httpseeds`` server alone: piece requests by query string; a 503 whose
+    body says 1 s is waited out."""
+    content, meta = payload
+    async with serve(content.read_bytes()) as srv:
+        srv.info_hash = meta.info_hash
+        meta = dataclasses.replace(meta, httpseeds=(srv.url(mode),))
+        one = _settings().replace(web_seed_connections=1)
+        t, events = await _download(tmp_path, meta, settings=one)
+        hits = srv.hits[mode]
+    assert same_tree(content, tmp_path / "dl" / "file")
+    assert t.statistics().web_seeds_total == 1
+    if mode == "bep17-busy":
+        assert any("503" in w for w in _warnings(events, srv.url(mode)))
+        assert hits[1] - hits[0] >= 0.9

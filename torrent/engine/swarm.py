@@ -158,6 +158,8 @@ class Swarm(PeerHostBase):
             ctx.http,
             s,
             ctx.clock,
+            http_seeds=metainfo.httpseeds if s.use_web_seeds else (),
+            info_hash=self.info_hash,
             throttle=ctx.down_limit.take_nowait,
         )
         self.resume = ResumeStore(self.info, self.info_hash, storage.directory)

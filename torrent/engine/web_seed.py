@@ -1,4 +1,4 @@
-"""Web seeds (BEP 19, ``url-list``): plain HTTP servers as one more source of pieces.
+"""Web seeds (BEP 19, ``url-list``; BEP 17, ``httpseeds``): HTTP servers as one more source of pieces.
 
 A web seed is a picker "peer" that has every piece (:class:`WebSeedKey` is its key). Its
 workers ask the picker for blocks, merge them into runs of contiguous payload bytes, map
@@ -26,6 +26,10 @@ URL mapping: a single-file torrent's URL is the file itself, or, ending in ``/``
 directory the file's name is appended to; a multi-file torrent's file is URL + ``/`` (if
 missing) + name + ``/`` + path, every component percent-encoded. The torrent's own names
 are used, not the sanitised names storage writes to disk.
+
+BEP 17 seeds get one GET per piece, ``URL?info_hash=..&piece=N&ranges=a-b`` (an inclusive
+range inside the piece, as libtorrent sends it), answered with exactly those bytes; a 503's
+body is the seconds to wait. Everything else (picking, verification, back-off) is shared.
 """
 
 from __future__ import annotations
@@ -140,8 +144,10 @@ class _Failure(Exception):
 class _WebSeed:
     """One URL's state."""
 
-    def __init__(self, url: str, now: float) -> None:
+    def __init__(self, url: str, now: float, *, http_seed: bool = False) -> None:
         self.key = WebSeedKey(url)
+        #: BEP 17 (``httpseeds``, ``?info_hash=&piece=&ranges=``) rather than BEP 19.
+        self.http_seed = http_seed
         self.failures = 0
         self.retry_at = 0.0
         self.banned = False
@@ -200,12 +206,17 @@ class WebSeeds:
         settings: Settings,
         clock: Clock,
         *,
+        http_seeds: Sequence[str] = (),
+        info_hash: bytes = b"",
         throttle: Callable[[int], float] | None = None,
     ) -> None:
         now = clock.monotonic()
-        self.seeds = {
-            u: _WebSeed(u, now) for u in dict.fromkeys(urls) if u.startswith(("http://", "https://"))
-        }
+        schemes = ("http://", "https://")
+        self.seeds = {u: _WebSeed(u, now) for u in dict.fromkeys(urls) if u.startswith(schemes)}
+        for u in dict.fromkeys(http_seeds):
+            if u.startswith(schemes) and u not in self.seeds:
+                self.seeds[u] = _WebSeed(u, now, http_seed=True)
+        self._info_hash = info_hash
         self._info = info
         self._starts = [f.offset for f in info.files]
         self._picker = picker
@@ -331,6 +342,9 @@ class WebSeeds:
         try:
             for start, run in _runs(blocks, self._info.piece_length):
                 asm = _Assembler(run, deliver)
+                if seed.http_seed:
+                    await self._get_bep17(seed, run, asm)
+                    continue
                 length = sum(b.length for b in run)
                 for index, offset, n in byte_spans(self._info, self._starts, start, length):
                     if seed.banned:
@@ -363,13 +377,22 @@ class WebSeeds:
     async def _get(
         self, seed: _WebSeed, url: str, offset: int, length: int, file_length: int, asm: _Assembler
     ) -> None:
+        resp = await self._open(url, {"Range": f"bytes={offset}-{offset + length - 1}"})
+        try:
+            self._check_response(resp, offset, length, file_length)
+            await self._read_body(seed, resp, length, asm)
+        except BaseException:
+            resp.close()  # drop the connection: never read what we did not ask for
+            raise
+        resp.release()
+
+    async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         s = self._settings
-        headers = {"Range": f"bytes={offset}-{offset + length - 1}", "Accept-Encoding": "identity"}
         try:
             async with asyncio.timeout(s.web_seed_timeout_s):
-                resp = await self._http.get(
+                return await self._http.get(
                     URL(url, encoded=True),
-                    headers=headers,
+                    headers={"Accept-Encoding": "identity", **headers},
                     max_redirects=s.web_seed_max_redirects,
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.web_seed_timeout_s),
                 )
@@ -379,13 +402,31 @@ class WebSeeds:
             raise _Failure(f"no response within {s.web_seed_timeout_s:g} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _Failure(f"unreachable ({exc or type(exc).__name__})") from None
-        try:
-            self._check_response(resp, offset, length, file_length)
-            await self._read_body(seed, resp, length, asm)
-        except BaseException:
-            resp.close()  # drop the connection: never read what we did not ask for
-            raise
-        resp.release()
+
+    async def _get_bep17(self, seed: _WebSeed, run: list[Block], asm: _Assembler) -> None:
+        """BEP 17: one GET per piece, ``?info_hash=..&piece=N&ranges=a-b`` (inclusive, as
+        libtorrent sends it); a 503's body is the seconds to wait."""
+        for piece in sorted({b.piece for b in run}):
+            mine = [b for b in run if b.piece == piece]
+            first, length = mine[0].offset, sum(b.length for b in mine)
+            url = seed.key.url
+            url += ("&" if "?" in url else "?") + (
+                f"info_hash={quote(self._info_hash, safe='')}&piece={piece}&ranges={first}-{first + length - 1}"
+            )
+            resp = await self._open(url, {})
+            try:
+                if resp.status == 503:
+                    text = (await resp.content.read(64)).decode("ascii", "replace").strip()
+                    raise _Failure("HTTP 503 (busy)", float(text) if text.isdigit() else None)
+                if resp.status != 200:
+                    raise _Failure(f"HTTP {resp.status} {resp.reason or ''}".rstrip())
+                if resp.content_length is not None and resp.content_length != length:
+                    raise _Failure(f"{resp.content_length} bytes for a {length}-byte range")
+                await self._read_body(seed, resp, length, asm)
+            except BaseException:
+                resp.close()
+                raise
+            resp.release()
 
     @staticmethod
     def _check_response(resp: aiohttp.ClientResponse, offset: int, length: int, file_length: int) -> None:
