@@ -118,12 +118,14 @@ def run_libtorrent(torrent: Path, save: Path) -> float:
 
 
 async def _run_ours(torrent: Path, save: Path) -> float:
-    proc = await asyncio.create_subprocess_exec(
+    log = save.parent / "ours.log"
+    with open(log, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "download", str(torrent), "-o", str(save), "--no-seed", "--json",
         "--port", "0", "--bind", "127.0.0.1",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        )  # fmt: skip
     assert proc.stdout is not None
     checked = completed = None
     async with asyncio.timeout(TIMEOUT_S):
@@ -134,7 +136,7 @@ async def _run_ours(torrent: Path, save: Path) -> float:
                 completed = time.monotonic()
         await proc.wait()
     if proc.returncode != 0 or checked is None or completed is None:
-        raise RuntimeError(f"our download failed ({proc.returncode})")
+        raise RuntimeError(f"our download failed ({proc.returncode}): {log.read_text()[-2000:]}")
     return completed - checked
 
 
