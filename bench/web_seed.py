@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -117,15 +118,13 @@ def run_libtorrent(torrent: Path, save: Path) -> float:
     return elapsed
 
 
-async def _run_ours(torrent: Path, save: Path) -> float:
-    log = save.parent / "ours.log"
-    with open(log, "wb") as err:
-        proc = await asyncio.create_subprocess_exec(
+async def _run_ours(torrent: Path, save: Path, err: IO[bytes]) -> float:
+    proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "download", str(torrent), "-o", str(save), "--no-seed", "--json",
         "--port", "0", "--bind", "127.0.0.1",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+    )  # fmt: skip
     assert proc.stdout is not None
     checked = completed = None
     async with asyncio.timeout(TIMEOUT_S):
@@ -136,13 +135,14 @@ async def _run_ours(torrent: Path, save: Path) -> float:
                 completed = time.monotonic()
         await proc.wait()
     if proc.returncode != 0 or checked is None or completed is None:
-        raise RuntimeError(f"our download failed ({proc.returncode}): {log.read_text()[-2000:]}")
+        raise RuntimeError(f"our download failed ({proc.returncode}); its stderr is in {err.name}")
     return completed - checked
 
 
 def run_ours(torrent: Path, save: Path) -> tuple[float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    elapsed = asyncio.run(_run_ours(torrent, save))
+    with open(save.parent / "ours.log", "wb") as err:
+        elapsed = asyncio.run(_run_ours(torrent, save, err))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return elapsed, cpu
