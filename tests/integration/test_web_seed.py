@@ -19,6 +19,8 @@ from torrent.proto import bencoding
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
 
+ROOT = Path(__file__).resolve().parents[2]
+
 #: Nested directories, names that need percent-encoding, an empty file.
 MULTI_FILES = {
     "dir one/ünï cødé #1?.bin": 300_000,
@@ -82,7 +84,6 @@ def test_cli_web_seed_flag_with_json_progress(tmp_path: Path) -> None:
     content = make_payload(tmp_path / "www", "cli.bin", 400_000)
     meta = make_torrent(content, piece_length=32 * 1024)
     (tmp_path / "t.torrent").write_bytes(bencoding.encode({b"info": bencoding.decode(meta.info_bytes)}))
-    root = Path(__file__).resolve().parents[2]
     with nginx(tmp_path / "www", tmp_path / "nginx") as base:
         out = subprocess.run(
             [
@@ -90,7 +91,7 @@ def test_cli_web_seed_flag_with_json_progress(tmp_path: Path) -> None:
                 "-o", str(tmp_path / "dl"), "--port", "0", "--bind", "127.0.0.1", "--no-seed", "--json",
                 "--timeout", "20", "--web-seed", base + "cli.bin",
             ],
-            cwd=root, capture_output=True, text=True, timeout=60, check=False,
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert out.returncode == 0, out.stderr
     progress = [json.loads(line) for line in out.stdout.splitlines() if '"progress"' in line]
@@ -103,10 +104,33 @@ def test_cli_rejects_a_web_seed_that_is_not_http(tmp_path: Path) -> None:
     meta = make_torrent(make_payload(tmp_path, "x.bin", 1000))
     torrent = tmp_path / "x.torrent"
     torrent.write_bytes(bencoding.encode({b"info": bencoding.decode(meta.info_bytes)}))
-    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-m", "cli.main", "download", str(torrent), "--web-seed", "ftp://example.invalid/x"],
-        cwd=root, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 2
     assert "--web-seed" in out.stderr
+
+
+async def test_cli_magnet_ws_is_used(tmp_path: Path) -> None:
+    """A magnet's ``ws=``: the metadata comes from a peer (BEP 9), then the web seed counts."""
+    content = make_payload(tmp_path / "www", "mag.bin", 600_000)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    with nginx(tmp_path / "www", tmp_path / "nginx") as base:
+        async with asyncio.timeout(60), Session(config.testing_settings()) as seed_s:
+            seed = await seed_s.add_torrent(meta, tmp_path / "www")
+            await seed.wait_checked()
+            magnet = (
+                f"magnet:?xt=urn:btih:{meta.info_hash.hex()}&ws={quote(base + 'mag.bin', safe='')}"
+                f"&x.pe=127.0.0.1:{seed_s.port}"
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cli.main", "download", magnet, "-o", str(tmp_path / "dl"),
+                "--port", "0", "--bind", "127.0.0.1", "--no-seed", "--json", "--timeout", "30",
+                cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    progress = [json.loads(line) for line in out.decode().splitlines() if '"progress"' in line]
+    assert progress[-1]["web_seeds_total"] == 1
+    assert same_tree(content, tmp_path / "dl" / "mag.bin")
