@@ -86,7 +86,7 @@ def test_assembler_cuts_any_chunking_into_the_requested_blocks() -> None:
     blocks = [Block(0, 0, BLOCK_SIZE), Block(0, BLOCK_SIZE, 100)]
     data = bytes(range(256)) * (BLOCK_SIZE // 256) + b"x" * 100
     got: list[tuple[Block, bytes]] = []
-    asm = _Assembler(blocks, lambda b, d: got.append((b, d)))
+    asm = _Assembler(blocks, lambda b, d: got.append((b, bytes(d))))
     for i in range(0, len(data), 777):
         asm.feed(data[i : i + 777])
     assert got == [(blocks[0], data[:BLOCK_SIZE]), (blocks[1], data[BLOCK_SIZE:])]
@@ -106,7 +106,7 @@ class _Host:
     def peer_supply(self) -> tuple[int, float]:
         return self.supply
 
-    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes) -> None:
+    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes | memoryview) -> None:
         pass
 
     def on_source_dropped(self, key: WebSeedKey, blocks: list[Block]) -> None:
@@ -156,3 +156,13 @@ def test_slow_peers_leave_the_web_seed_the_rarest_pieces() -> None:
     picked = ws._pick(ws.seeds["http://h/f"])
     assert picked[0].piece == 7
     assert len({b.piece for b in picked}) == 4
+
+
+def test_assembler_hands_over_whole_blocks_from_one_big_chunk() -> None:
+    blocks = [Block(0, 0, BLOCK_SIZE), Block(0, BLOCK_SIZE, BLOCK_SIZE), Block(0, 2 * BLOCK_SIZE, 5)]
+    data = bytes(range(256)) * (2 * BLOCK_SIZE // 256) + b"12345"
+    got: list[tuple[Block, bytes]] = []
+    asm = _Assembler(blocks, lambda b, d: got.append((b, bytes(d))))
+    asm.feed(data[:100])
+    asm.feed(data[100:])
+    assert [d for _, d in got] == [data[:BLOCK_SIZE], data[BLOCK_SIZE : 2 * BLOCK_SIZE], b"12345"]

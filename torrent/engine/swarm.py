@@ -590,7 +590,7 @@ class Swarm(PeerHostBase):
         live = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
         return len(live), sum(p.down.rate_bps for p in live)
 
-    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes) -> None:
+    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes | memoryview) -> None:
         self._on_block(key, index, begin, data)
 
     def on_source_dropped(self, key: WebSeedKey, blocks: list[picker_mod.Block]) -> None:

@@ -127,7 +127,7 @@ class WebSeedHost(Protocol):
         """Connected peers and their download rate (bytes/s)."""
         ...
 
-    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes) -> None: ...
+    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes | memoryview) -> None: ...
 
     def on_source_dropped(self, key: WebSeedKey, blocks: list[Block]) -> None: ...
 
@@ -158,7 +158,7 @@ class _WebSeed:
 class _Assembler:
     """Cuts a run of contiguous payload bytes into the blocks that were requested."""
 
-    def __init__(self, blocks: list[Block], deliver: Callable[[Block, bytes], None]) -> None:
+    def __init__(self, blocks: list[Block], deliver: Callable[[Block, bytes | memoryview], None]) -> None:
         self.blocks = blocks
         self.i = 0
         self.buf = bytearray()
@@ -168,6 +168,12 @@ class _Assembler:
         view = memoryview(data)
         while len(view) and self.i < len(self.blocks):
             blk = self.blocks[self.i]
+            if not self.buf and len(view) >= blk.length:
+                # A whole block in the chunk: hand it over without a copy here.
+                self.i += 1
+                self.deliver(blk, view[: blk.length])
+                view = view[blk.length :]
+                continue
             take = min(len(view), blk.length - len(self.buf))
             self.buf += view[:take]
             view = view[take:]
@@ -334,7 +340,7 @@ class WebSeeds:
         """Fetch ``blocks``; on failure free what did not arrive and back off."""
         pending: list[Block] = list(blocks)
 
-        def deliver(blk: Block, data: bytes) -> None:
+        def deliver(blk: Block, data: bytes | memoryview) -> None:
             pending.remove(blk)
             seed.meter.add(len(data), self._clock.monotonic())
             self._host.on_source_block(seed.key, blk.piece, blk.offset, data)
