@@ -222,6 +222,16 @@ def add_parser(subparsers: Any) -> None:
         metavar="DURATION",
         help="give up when no data arrived for this long (default 10m)",
     )
+    p.add_argument(
+        "--web-seed",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also download from this HTTP server (BEP 19 web seed; repeatable)",
+    )
+    p.add_argument(
+        "--no-web-seeds", action="store_true", help="ignore the torrents' web seeds (url-list, httpseeds, magnet ws=)"
+    )
     add_common_arguments(p)
     p.set_defaults(seed_mode=False)
 
@@ -258,6 +268,8 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
         seed_time_s=getattr(args, "seed_time", None),
         encryption=Encryption(getattr(args, "encryption", "prefer")),
         **discovery,
+        use_web_seeds=not getattr(args, "no_web_seeds", False),
+        web_seeds=tuple(getattr(args, "web_seed", ())),
     )
 
 
@@ -310,6 +322,11 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(src, Magnet):
             file_priorities(src, args.files)
     peers = [parse_peer(p) for p in args.peer]
+    for url in args.web_seed:
+        if not url.lower().startswith(("http://", "https://")):
+            from cli.main import UsageError
+
+            raise UsageError(f"--web-seed {url!r}: expected an http:// or https:// URL")
     settings = build_settings(args, state_dir=args.output)
     os.makedirs(args.output, exist_ok=True)
     return run_async(_download(args, settings, sources, peers), no_uvloop=args.no_uvloop)
@@ -322,6 +339,7 @@ async def _download(
     peers: list[tuple[str, int]],
 ) -> int:
     import asyncio
+    import dataclasses
 
     from cli.progress import make_view
     from torrent.engine.session import Session
@@ -361,6 +379,8 @@ async def _download(
                             "metadata received and verified",
                         )
                     )
+                    if magnet.web_seeds:  # BEP 19 via the magnet's ws=
+                        meta = dataclasses.replace(meta, url_list=(*meta.url_list, *magnet.web_seeds))
                 else:
                     assert not isinstance(src, Magnet)
                     meta = src

@@ -30,9 +30,23 @@ _PLAIN_KINDS = {
     K.CHECKED,
     K.METADATA,
     K.PEER_BANNED,
+    K.WEB_SEED_WARNING,
 }
 #: Events the live view prints above its table.
-_RICH_KINDS = {K.COMPLETED, K.ERROR, K.TRACKER_WARNING, K.TRACKER_ERROR, K.PEER_BANNED, K.METADATA}
+_RICH_KINDS = {
+    K.COMPLETED,
+    K.ERROR,
+    K.TRACKER_WARNING,
+    K.TRACKER_ERROR,
+    K.PEER_BANNED,
+    K.METADATA,
+    K.WEB_SEED_WARNING,
+}
+
+
+def web_seeds_label(s: TorrentStats) -> str:
+    """`` web seeds 1/2`` (usable/all), or nothing for a torrent without web seeds."""
+    return f" web seeds {s.web_seeds_active}/{s.web_seeds_total}" if s.web_seeds_total else ""
 
 
 def human_bytes(n: float) -> str:
@@ -107,8 +121,8 @@ class PlainView:
                 f"{s.name}: {_state_label(s)} {s.progress * 100:5.1f}% "
                 f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)} "
                 f"down {human_rate(s.download_rate_bps)} up {human_rate(s.upload_rate_bps)} "
-                f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected} "
-                f"eta {human_eta(s.eta_s)}" + (f" {dht}" if (dht := _dht_label(s)) else ""),
+                f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected}"
+                f"{web_seeds_label(s)} eta {human_eta(s.eta_s)}" + (f" {dht}" if (dht := _dht_label(s)) else ""),
                 file=self._out,
                 flush=True,
             )
@@ -158,6 +172,8 @@ class JsonView:
                     "seeds_connected": s.seeds_connected,
                     "dht_nodes": s.dht_nodes,
                     "dht_peers": s.dht_peers,
+                    "web_seeds_active": s.web_seeds_active,
+                    "web_seeds_total": s.web_seeds_total,
                     "eta_s": None if s.eta_s is None else round(s.eta_s, 1),
                 }
             )
@@ -221,7 +237,8 @@ class RichView:
                     f", {s.seeds_connected} seed{'s' if s.seeds_connected > 1 else ''}"
                     if s.seeds_connected
                     else ""
-                ),
+                )
+                + web_seeds_label(s),
                 "dht": _dht_label(s),
                 "state": _state_label(s),
             }

@@ -187,6 +187,33 @@ class Settings:
     #: BEP 14 / libtorrent: each torrent is announced at most every 5 minutes.
     lsd_interval_s: float = 300.0
 
+    # --- web seeds (BEP 19) ---------------------------------------------------------
+    #: Use the torrent's ``url-list`` web seeds (and a magnet's ``ws=``); False ignores
+    #: them (``--no-web-seeds``). ``web_seeds`` is added to every torrent either way.
+    use_web_seeds: bool = True
+    #: Web seeds added to every torrent (``--web-seed URL``, repeatable).
+    web_seeds: tuple[str, ...] = ()
+    #: Requests in flight per web seed (libtorrent uses one connection per web seed).
+    web_seed_connections: int = 2
+    #: Bytes one web seed request asks for at most (rounded to blocks; at least a piece
+    #: when runs are long). Bytes in flight per web seed: this times the connections.
+    web_seed_request_bytes: int = 4 << 20
+    #: Seconds to connect and get the response headers.
+    web_seed_timeout_s: float = 20.0
+    #: A web seed sending less than this many bytes/s over ``web_seed_slow_window_s`` is
+    #: dropped and backs off (a trickle must not hold pieces hostage).
+    web_seed_min_rate_bps: int = 1024
+    web_seed_slow_window_s: float = 30.0
+    #: First back-off after a failure, doubled each time up to ``..._max`` (libtorrent
+    #: retries an unreachable web seed after 30 s); ``Retry-After`` is honoured.
+    web_seed_retry_s: float = 30.0
+    web_seed_retry_max_s: float = 900.0
+    #: Redirects followed per request (a loop ends here).
+    web_seed_max_redirects: int = 5
+    #: While connected peers deliver at least this rate, web seeds are asked only for
+    #: pieces no connected peer has.
+    web_seed_peer_rate_bps: int = 1 << 20
+
     # --- seeding -------------------------------------------------------------------
     #: Stop seeding when uploaded / size reaches this ratio (aria2 ``--seed-ratio`` 1.0).
     #: None: no ratio limit.
@@ -208,6 +235,8 @@ class Settings:
             "half_open_limit",
             "max_pending_incoming",
             "unchoke_slots",
+            "web_seed_connections",
+            "web_seed_request_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -256,4 +285,8 @@ def testing_settings() -> Settings:
         pex_enabled=False,
         lsd_enabled=False,
         dht_retry_interval_s=2.0,
+        web_seed_timeout_s=3.0,
+        web_seed_slow_window_s=1.0,
+        web_seed_retry_s=0.2,
+        web_seed_retry_max_s=2.0,
     )

@@ -47,7 +47,8 @@ class TorrentEventKind(enum.StrEnum):
     FINISHED = "finished"  # the seed ratio or time limit was reached
     TRACKER_WARNING = "tracker_warning"
     TRACKER_ERROR = "tracker_error"
-    PEER_BANNED = "peer_banned"
+    PEER_BANNED = "peer_banned"  # a peer or a web seed (its URL) is banned for this torrent
+    WEB_SEED_WARNING = "web_seed_warning"  # a web seed failed and backs off (BEP 19)
     ERROR = "error"
     STOPPED = "stopped"  # the last event of a torrent
 
@@ -90,6 +91,9 @@ class TorrentStats:
     dht_nodes: int = 0
     #: Distinct peer addresses the DHT gave this torrent.
     dht_peers: int = 0
+    #: Web seeds neither banned nor backing off / every web seed of the torrent.
+    web_seeds_active: int = 0
+    web_seeds_total: int = 0
 
     @property
     def progress(self) -> float:

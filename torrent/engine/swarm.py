@@ -54,6 +54,7 @@ from torrent.engine.peer_exchange import PeerExchange
 from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
+from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import StorageError, TorrentError
 from torrent.proto import choker as choker_mod
 from torrent.proto import picker as picker_mod
@@ -72,6 +73,9 @@ MAX_PREFETCH = 8
 #: Why recent connections ended, kept for diagnostics.
 MAX_CLOSED_PEERS = 200
 
+#: Who sent a block: a peer or a web seed.
+Source = PeerAddr | WebSeedKey
+
 
 @dataclass(slots=True)
 class _PartialPiece:
@@ -79,7 +83,7 @@ class _PartialPiece:
     (the picker knows which blocks are in; this holds the bytes and who sent them)."""
 
     buf: bytearray
-    sources: dict[int, PeerAddr] = field(default_factory=dict)  # begin -> who sent it
+    sources: dict[int, Source] = field(default_factory=dict)  # begin -> who sent it
 
 
 class Swarm(PeerHostBase):
@@ -156,7 +160,20 @@ class Swarm(PeerHostBase):
         self.choker = choker_mod.Choker(
             slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
         )
-        self.smart_ban: SmartBan[PeerAddr] = SmartBan()
+        self.smart_ban: SmartBan[Source] = SmartBan()
+        s = self.settings
+        self.web_seeds = WebSeeds(
+            [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
+            self.info,
+            self.picker,
+            self,
+            ctx.http,
+            s,
+            ctx.clock,
+            http_seeds=metainfo.httpseeds if s.use_web_seeds else (),
+            info_hash=self.info_hash,
+            throttle=ctx.down_limit.take_nowait,
+        )
         self.resume = ResumeStore(self.info, self.info_hash, storage.directory)
         self._events = EventBus(self.info_hash, self.name)
         self._partial: dict[int, _PartialPiece] = {}
@@ -269,6 +286,8 @@ class Swarm(PeerHostBase):
             banned_peers=self.peer_list.banned_count,
             dht_nodes=self.ctx.dht.node_count if self.ctx.dht is not None and self.dht_source else 0,
             dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
+            web_seeds_active=self.web_seeds.active,
+            web_seeds_total=self.web_seeds.total,
         )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
@@ -353,6 +372,7 @@ class Swarm(PeerHostBase):
                     tg.create_task(self.dht_source.run())
                 tg.create_task(self.connector.run())
                 tg.create_task(self._resume_loop())
+                tg.create_task(self.web_seeds.run())
                 await stop_task
                 self.stop()  # idempotent: the stop may have come from a disk error
                 raise _Stop
@@ -584,7 +604,11 @@ class Swarm(PeerHostBase):
         if len(self.closed_peers) > MAX_CLOSED_PEERS:
             self.closed_peers.popitem(last=False)
 
-    def _ban(self, addr: PeerAddr, why: str) -> None:
+    def _ban(self, addr: Source, why: str) -> None:
+        if isinstance(addr, WebSeedKey):
+            if self.web_seeds.ban(addr, why):
+                self._emit(TorrentEventKind.PEER_BANNED, f"{addr} banned: {why}")
+            return
         if self.peer_list.is_banned(addr):
             return
         self.peer_list.ban(addr)
@@ -599,7 +623,7 @@ class Swarm(PeerHostBase):
         if self.complete:
             return []
         # Too many pieces in memory: only continue the pieces already being assembled.
-        room = len(self._partial) + len(self._verifying) < self.settings.max_pieces_in_flight
+        room = self.may_start_pieces()
         picks: list[tuple[int, int, int]] = list(
             self.picker.pick(peer.addr, n, now=self._clock.monotonic(), start_new=room)
         )
@@ -608,17 +632,43 @@ class Swarm(PeerHostBase):
         return picks
 
     def on_requests_dropped(self, peer: Peer, blocks: list[tuple[int, int, int]]) -> None:
-        freed = self.picker.abort_requests(peer.addr, blocks)
-        if freed:
-            # Give the blocks to someone else right away.
-            for other in list(self.peers.values()):
-                if other is not peer and not other.peer_choking and other.am_interested:
-                    other.fill_pipeline()
+        self._blocks_freed(peer.addr, self.picker.abort_requests(peer.addr, blocks))
+
+    def _blocks_freed(self, source: Source, freed: Sequence[object]) -> None:
+        """Give blocks a source will not deliver to someone else right away."""
+        if not freed:
+            return
+        self.web_seeds.wake()
+        for other in list(self.peers.values()):
+            if other.addr != source and not other.peer_choking and other.am_interested:
+                other.fill_pipeline()
+
+    # Web seeds (torrent.engine.web_seed.WebSeedHost): a web seed is one more source.
+
+    def may_start_pieces(self) -> bool:
+        return len(self._partial) + len(self._verifying) < self.settings.max_pieces_in_flight
+
+    def peer_supply(self) -> tuple[int, float]:
+        live = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
+        return len(live), sum(p.down.rate_bps for p in live)
+
+    def on_source_block(self, key: WebSeedKey, index: int, begin: int, data: bytes | memoryview) -> None:
+        self._on_block(key, index, begin, data)
+
+    def on_source_dropped(self, key: WebSeedKey, blocks: list[picker_mod.Block]) -> None:
+        self._blocks_freed(key, blocks)
+
+    def on_web_seed_warning(self, text: str) -> None:
+        log.info("%s: %s", self.name, text)
+        self._emit(TorrentEventKind.WEB_SEED_WARNING, text)
 
     def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
+        self._on_block(peer.addr, index, begin, data)
+
+    def _on_block(self, source: Source, index: int, begin: int, data: Any) -> None:
         n = len(data)
         self.downloaded_bytes += n
-        result = self.picker.on_block(peer.addr, (index, begin, n))
+        result = self.picker.on_block(source, (index, begin, n))
         if result.status is not picker_mod.BlockStatus.NEW:
             self.wasted_bytes += n
             return
@@ -626,7 +676,7 @@ class Swarm(PeerHostBase):
         if part is None:
             part = self._partial[index] = _PartialPiece(bytearray(self.info.piece_size(index)))
         part.buf[begin : begin + n] = data
-        part.sources[begin] = peer.addr
+        part.sources[begin] = source
         for key, blk in result.cancels:
             other = self.peers.get(cast(PeerAddr, key))
             if other is not None:
@@ -672,8 +722,9 @@ class Swarm(PeerHostBase):
         failure = self.picker.on_piece_failed(index)
         self.smart_ban.on_piece_failed(index, part.buf, part.sources)
         for key in failure.ban:
-            self._ban(cast(PeerAddr, key), f"piece {index} failed its hash check")
+            self._ban(cast(Source, key), f"piece {index} failed its hash check")
         self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
+        self.web_seeds.wake()
         for peer in list(self.peers.values()):
             peer.fill_pipeline()
 
@@ -720,7 +771,7 @@ class Swarm(PeerHostBase):
             peer.tick(now)
             down += peer.down.rate_bps
             up += peer.up.rate_bps
-        self._down_rate, self._up_rate = down, up
+        self._down_rate, self._up_rate = down + self.web_seeds.rate_bps(), up
         self._check_seed_limits()
         if self.pex is not None:
             self.pex.tick(now)
