@@ -37,15 +37,17 @@ __all__ = ["Announcer"]
 log = logging.getLogger(__name__)
 
 
-def _clients(urls: Sequence[str], ctx: SwarmContext) -> list[TrackerClient]:
-    """Clients for the URLs of one tier; an unusable URL (unknown scheme, no port) is
-    skipped, as a tracker that never answers would be."""
+def _clients(urls: Sequence[str], ctx: SwarmContext, skipped: list[str]) -> list[TrackerClient]:
+    """Clients for the URLs of one tier; an unusable URL (malformed, unknown scheme, no
+    port) is skipped, as a tracker that never answers would be, and why goes to
+    ``skipped``."""
     out = []
     for url in urls:
         try:
             out.append(make_tracker(url, ctx.http, timeout_s=ctx.settings.tracker_timeout_s))
         except TrackerError as exc:
-            log.debug("skipping tracker %s: %s", url, exc)
+            log.debug("skipping tracker %r: %s", url, exc)
+            skipped.append(f"skipped tracker {exc.reason}")
     return out
 
 
@@ -73,7 +75,9 @@ class Announcer:
     ) -> None:
         s = ctx.settings
         self._settings = s
-        self._trackers = TrackerTiers([_clients(tier, ctx) for tier in tiers])
+        #: Why unusable announce URLs were left out (reported once when ``run`` starts).
+        self.skipped: list[str] = []
+        self._trackers = TrackerTiers([_clients(tier, ctx, self.skipped) for tier in tiers])
         self._request = request
         self._on_peers = on_peers
         self._on_message = on_message
@@ -104,6 +108,8 @@ class Announcer:
 
     async def run(self) -> None:
         """Announce until cancelled (returns at once without trackers)."""
+        for reason in self.skipped:
+            self._report(True, reason)
         if not self._trackers:
             return
         s = self._settings

@@ -265,8 +265,12 @@ def make_tracker(
     """A client for ``url`` by scheme.
 
     Raises:
-        TrackerError: the scheme is neither http(s) nor udp.
+        TrackerError: the URL is malformed (bad port, no host, unclosed IPv6 bracket)
+            or its scheme is neither http(s) nor udp.
     """
+    problem = codec.tracker_url_problem(url)
+    if problem is not None:
+        raise TrackerError(problem)
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return HttpTracker(url, http, timeout_s=timeout_s)
