@@ -76,10 +76,17 @@ class Settings:
     max_pending_incoming: int = 32
     #: Known (not connected) peers kept per torrent; more are dropped, oldest first.
     max_known_peers: int = 1000
-    #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` before trying again.
+    #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` (at most
+    #: ``retry_backoff_max_s``, jittered down by up to a quarter) before trying again.
     retry_backoff_s: float = 15.0
+    retry_backoff_max_s: float = 600.0
     #: Give up on an address after this many consecutive failures.
     max_failures: int = 5
+    #: A connection that ends sooner than this without carrying payload counts as a
+    #: failed attempt (a peer that handshakes and hangs up must not be redialled at once).
+    short_connection_s: float = 30.0
+    #: Ban an address at its n-th protocol violation (an oversized or malformed message).
+    max_violations: int = 2
     #: Number of peers the tracker is asked for (``numwant``).
     numwant: int = 50
 

@@ -200,6 +200,8 @@ class Peer(asyncio.Protocol):
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
+        #: The protocol violation that ended the connection ("" when none did).
+        self.violation = ""
         #: When the stream opened (the handshake timeout counts from here).
         self.connected_at = clock.monotonic()
         self._loop = asyncio.get_running_loop()
@@ -363,6 +365,8 @@ class Peer(asyncio.Protocol):
                 uploader.cancel()
 
     def _record(self, exc: BaseException) -> None:
+        if isinstance(exc, RemoteProtocolError) and not self.violation:
+            self.violation = str(exc) or type(exc).__name__
         if not self.close_reason:
             name = type(exc).__name__
             self.close_reason = f"{name}: {exc}" if str(exc) else name

@@ -435,7 +435,9 @@ class Swarm(PeerHostBase):
         if kp is not None:
             kp.connected = True
             kp.peer_id = peer.peer_id
-        self.peer_list.succeeded(peer.addr)
+        # Failures are cleared when the connection closes having been useful
+        # (PeerConnector.on_closed), not here: a peer that handshakes and hangs up must
+        # keep backing off.
         if peer.peer_id == self.ctx.peer_id:
             self.peer_list.ban(peer.addr)  # our own address: never dial it again
             peer.close("connected to ourselves")
@@ -516,7 +518,9 @@ class Swarm(PeerHostBase):
         self.picker.on_peer_disconnect(peer.addr)
         # A connection that never finished its handshake, or gave nothing, backs off.
         failed = peer.peer_id is None or peer.close_reason.startswith(("no data", "idle"))
-        self.connector.on_closed(peer, failed=failed)
+        banned = self.connector.on_closed(peer, failed=failed)
+        if banned:
+            self._emit(TorrentEventKind.PEER_BANNED, f"{peer.addr[0]}:{peer.addr[1]} banned: {banned}")
         log.debug("peer %s closed: %s", peer.addr, peer.close_reason)
         self.closed_peers[peer.addr] = peer.close_reason
         if len(self.closed_peers) > MAX_CLOSED_PEERS:
@@ -525,7 +529,7 @@ class Swarm(PeerHostBase):
     def _ban(self, addr: PeerAddr, why: str) -> None:
         if self.peer_list.is_banned(addr):
             return
-        self.peer_list.ban(addr)
+        self.peer_list.ban(addr, why)
         self._emit(TorrentEventKind.PEER_BANNED, f"{addr[0]}:{addr[1]} banned: {why}")
         peer = self.peers.get(addr)
         if peer is not None:
