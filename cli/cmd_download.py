@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torrent.proto.magnet import Magnet
+from torrent.proto.text import printable
 
 if TYPE_CHECKING:
     from torrent.config import Settings
@@ -307,7 +308,7 @@ async def _download(
                             meta = await session.fetch_metadata(magnet, peers=peers)
                     except TimeoutError:
                         print(
-                            f"pytorrent: {label}: no peer sent the metadata within {args.timeout:g} s",
+                            f"pytorrent: {printable(label)}: no peer sent the metadata within {args.timeout:g} s",
                             file=sys.stderr,
                         )
                         return 1
@@ -454,6 +455,6 @@ async def watch(
                 t.stop_nowait()
     if failures:
         for line in failures:
-            print(f"pytorrent: {line}", file=sys.stderr)
+            print(f"pytorrent: {printable(line)}", file=sys.stderr)
         return 1
     return 0

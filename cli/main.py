@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from torrent.errors import MetainfoError, TorrentError
+from torrent.proto.text import install_printable_log_records, printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -124,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    # Log lines carry names and messages from torrents, trackers and peers.
+    install_printable_log_records()
     module = importlib.import_module(f"cli.cmd_{args.command}")
     try:
         return int(module.run(args))
@@ -135,14 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except TorrentError as exc:
         if args.debug:
             import traceback
 
             traceback.print_exc()
-        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         if args.debug:
@@ -150,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"pytorrent {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return EXIT_FAILED
 
 
