@@ -370,6 +370,10 @@ class _StallWatch:
             why = f"no peers reachable within {self._timeout_s:g} s"
             if refused_encryption:
                 why = f"no peer accepted encryption within {self._timeout_s:g} s (--encryption require)"
+            elif st.banned_peers:
+                # The peers were there but misbehaved: say so rather than "unreachable".
+                n = st.banned_peers
+                why += f"; {n} peer{'s' if n != 1 else ''} banned (last: {st.last_ban})"
         if st.tracker_message:
             why += f" (tracker: {st.tracker_message})"
         return f"{t.name}: {why}"

@@ -332,6 +332,9 @@ class Peer(asyncio.Protocol):
             if self.on_connected is not None:
                 self.on_connected()
             self._start_protocol(self.host)
+            if self._pending:
+                early, self._pending = bytes(self._pending), bytearray()
+                self.data_received(early)
             await self._serve()
         except (OSError, TimeoutError, ProtocolError) as exc:
             self._record(exc)
@@ -463,6 +466,11 @@ class Peer(asyncio.Protocol):
         return data
 
     def _data_received(self, data: bytes) -> None:
+        if self.proto is None and self._router is None:
+            # Outgoing, and the peer spoke first (its handshake can arrive before
+            # run_outgoing resumes after the connect): keep it for _start_protocol.
+            self._pending += data
+            return
         if self.proto is None:
             routed = self._route(data)
             if routed is None:

@@ -51,6 +51,8 @@ class PeerList:
     def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
         self._settings = settings
         self._rng = rng or random.Random()
+        #: The most recent ban with its reason, ``"HOST:PORT: why"`` ("" when none).
+        self.last_ban = ""
         self._peers: dict[PeerAddr, KnownPeer] = {}
 
     def __len__(self) -> int:
@@ -127,6 +129,8 @@ class PeerList:
             p = self._peers[addr] = KnownPeer(addr)
         p.banned = True
         p.ban_reason = p.ban_reason or reason
+        if reason:
+            self.last_ban = f"{addr[0]}:{addr[1]}: {reason}"
 
     def is_banned(self, addr: PeerAddr) -> bool:
         p = self._peers.get(addr)

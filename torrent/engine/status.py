@@ -62,6 +62,7 @@ class TorrentStats:
         downloaded_bytes / uploaded_bytes: payload moved this run.
         checked_fraction: progress of the hash check (1.0 once done).
         eta_s: seconds to completion at the current rate, None when unknown.
+        last_ban: the most recent ban, ``"HOST:PORT: why"`` ("" when none).
     """
 
     info_hash: InfoHash
@@ -86,6 +87,7 @@ class TorrentStats:
     wasted_bytes: int
     hash_failures: int
     banned_peers: int
+    last_ban: str = ""
 
     @property
     def progress(self) -> float:

@@ -250,6 +250,7 @@ class Swarm(PeerHostBase):
             wasted_bytes=self.wasted_bytes,
             hash_failures=self.hash_failures,
             banned_peers=self.peer_list.banned_count,
+            last_ban=self.peer_list.last_ban,
         )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
