@@ -150,6 +150,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="also connect to this peer (repeatable)",
     )
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="hash every piece on disk at start, ignoring the resume state (finds data changed in place)",
+    )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     out.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -331,6 +336,7 @@ async def _download(
                         sequential=args.sequential,
                         seed=not args.no_seed,
                         peers=[*peers, *(magnet.peers if magnet is not None else ())],
+                        recheck=args.recheck,
                     )
                 )
             return await watch(

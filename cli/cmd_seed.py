@@ -77,7 +77,7 @@ async def _seed(
     try:
         async with Session(settings) as session:
             torrent = await session.add_torrent(
-                meta, directory, content_path=content_path, seed=True, peers=peers
+                meta, directory, content_path=content_path, seed=True, peers=peers, recheck=args.recheck
             )
             await torrent.wait_checked()
             st = torrent.statistics()

@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from torrent.errors import MetainfoError, TorrentError
 from torrent.proto.text import install_printable_log_records, printable
@@ -35,9 +35,17 @@ class UsageError(Exception):
     """A command was given arguments it cannot use; printed as one line, exit 2."""
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but an argument error is one line (``PROG: MESSAGE``) and exit 2, not the
+    whole usage block; ``--help`` still shows the usage. Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) one with just that subcommand, which imports no other command module."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="pytorrent", description="BitTorrent client, tracker and torrent maker."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

@@ -6,6 +6,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
+from cli.main import main
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.integration.test_bad_peers import fake_peer, hostile
 
@@ -30,3 +33,22 @@ async def test_the_only_peer_banned_for_bad_data_is_named_with_the_reason(tmp_pa
     assert "no peers reachable" in text
     assert f"1 peer banned (last: 127.0.0.1:{port}: " in text
     assert "hash" in text or "corrupt" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["download", "x.torrent", "--max-peers", "many"], "--max-peers"),
+        (["download", "x.torrent", "--encryption", "always"], "--encryption"),
+        (["seed", "x.torrent", "d", "--port", "http"], "--port"),
+        ([], "COMMAND"),
+    ],
+)
+def test_argument_errors_are_one_line_not_the_usage_block(
+    argv: list[str], names: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert names in err
+    assert "usage:" not in err

@@ -98,8 +98,11 @@ class Swarm(PeerHostBase):
         sequential: bool = False,
         seed: bool = True,
         initial_peers: Sequence[PeerAddr] = (),
+        recheck: bool = False,
     ) -> None:
         super().__init__()
+        #: Hash every piece at start whatever the resume state says.
+        self._full_recheck = recheck
         self.metainfo = metainfo
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
@@ -353,7 +356,11 @@ class Swarm(PeerHostBase):
             self.checked_fraction = done / total if total else 1.0
 
         verified, plan = await resume.start(
-            self.resume, disk, progress=progress, peers=self.peer_list.retry_worthy()
+            self.resume,
+            disk,
+            progress=progress,
+            peers=self.peer_list.retry_worthy(),
+            full_recheck=self._full_recheck,
         )
         self._began = True
         for index in verified:
