@@ -72,3 +72,53 @@ async def test_protocol_violations_ban_the_address_with_the_reason(
         assert "protocol violation" in ev.message
         assert violation in ev.message.lower()
         assert len(evil.arrivals) == s_.max_violations
+
+
+async def test_garbage_extended_handshake_and_unrequested_blocks_end_only_that_connection(
+    tmp_path: Path,
+) -> None:
+    meta = make_torrent(make_payload(tmp_path / "src", "p.bin", 100_000))
+    s_ = settings()
+    async with (
+        ep.EvilPeer(meta.info_hash, ep.garbage_extended_handshake).running() as garbage,
+        ep.EvilPeer(meta.info_hash, ep.unrequested_blocks(50)).running() as pusher,
+        Session(s_) as s,
+    ):
+        t = await s.add_torrent(
+            meta, tmp_path / "out", peers=[("127.0.0.1", garbage.port), ("127.0.0.1", pusher.port)]
+        )
+        await wait_until(lambda: t.statistics().banned_peers >= 1, timeout_s=20, what="a ban")
+        st = t.statistics()
+        assert st.last_ban.startswith(
+            f"127.0.0.1:{garbage.port}: 2 protocol violations, the last: extension handshake"
+        )
+        assert len(garbage.arrivals) == s_.max_violations
+        # Unrequested blocks are dropped, neither stored nor held against the pusher.
+        assert st.banned_peers == 1
+        assert st.pieces_done == 0
+        assert len(pusher.arrivals) == 1
+
+
+async def test_ten_thousand_requests_are_bounded_and_an_honest_peer_still_downloads(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "p.bin", 200_000, seed=5)
+    meta = make_torrent(content)
+    answers: dict[str, int] = {}
+    async with Session(settings()) as seed_s, Session(settings()) as leech_s:
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        flood = asyncio.create_task(ep.dial(seed_s.port, meta.info_hash, ep.request_flood(10_000, answers)))
+        await wait_until(
+            lambda: answers.get("block", 0) + answers.get("reject", 0) >= 10_000,
+            timeout_s=30,
+            what="every request answered",
+        )
+        leech = await leech_s.add_torrent(meta, tmp_path / "out", peers=[("127.0.0.1", seed_s.port)])
+        async with asyncio.timeout(30):
+            await leech.wait_complete()
+        flood.cancel()
+    # Every request got an answer; only about max_incoming_requests were served (the
+    # queue's bound), the rest were rejected (BEP 6) at once.
+    limit = settings().max_incoming_requests
+    assert answers.get("block", 0) + answers.get("reject", 0) == 10_000, answers
+    assert answers.get("block", 0) <= 2 * limit, answers
+    assert (tmp_path / "out" / "p.bin").read_bytes() == content.read_bytes()
