@@ -177,14 +177,17 @@ class Settings:
             "half_open_limit",
             "max_pending_incoming",
             "unchoke_slots",
+            "max_violations",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.pipeline_min <= self.pipeline_max:
             raise ValueError("pipeline_min must be between 1 and pipeline_max")
-        for name in ("max_upload_bps", "max_download_bps"):
+        for name in ("max_upload_bps", "max_download_bps", "retry_backoff_s", "short_connection_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
         if self.seed_ratio is not None and self.seed_ratio < 0:
             raise ValueError("seed_ratio must not be negative")
         if self.encryption not in tuple(Encryption):
