@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from torrent.config import DEFAULT_DHT_ROUTERS
 from torrent.proto.magnet import Magnet
+from torrent.proto.text import printable
 
 if TYPE_CHECKING:
     from torrent.config import Settings
@@ -180,6 +181,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         "--no-lsd",
         action="store_true",
         help="do not announce or look for peers on the local network (BEP 14 multicast)",
+    )
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="hash every piece on disk at start, ignoring the resume state (finds data changed in place)",
     )
     out = p.add_mutually_exclusive_group()
     out.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
@@ -367,7 +373,7 @@ async def _download(
                             meta = await session.fetch_metadata(magnet, peers=peers)
                     except TimeoutError:
                         print(
-                            f"pytorrent: {label}: no peer sent the metadata within {args.timeout:g} s",
+                            f"pytorrent: {printable(label)}: no peer sent the metadata within {args.timeout:g} s",
                             file=sys.stderr,
                         )
                         return 1
@@ -392,6 +398,7 @@ async def _download(
                         sequential=args.sequential,
                         seed=not args.no_seed,
                         peers=[*peers, *(magnet.peers if magnet is not None else ())],
+                        recheck=args.recheck,
                     )
                 )
             return await watch(
@@ -431,6 +438,10 @@ class _StallWatch:
             why = f"no peers reachable within {self._timeout_s:g} s"
             if refused_encryption:
                 why = f"no peer accepted encryption within {self._timeout_s:g} s (--encryption require)"
+            elif st.banned_peers:
+                # The peers were there but misbehaved: say so rather than "unreachable".
+                n = st.banned_peers
+                why += f"; {n} peer{'s' if n != 1 else ''} banned (last: {st.last_ban})"
         if st.tracker_message:
             why += f" (tracker: {st.tracker_message})"
         return f"{t.name}: {why}"
@@ -516,6 +527,6 @@ async def watch(
                 t.stop_nowait()
     if failures:
         for line in failures:
-            print(f"pytorrent: {line}", file=sys.stderr)
+            print(f"pytorrent: {printable(line)}", file=sys.stderr)
         return 1
     return 0

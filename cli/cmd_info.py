@@ -5,7 +5,9 @@ trackers by tier, web seeds, the file tree with sizes and the magnet link. On a
 terminal the tree and the fields are drawn with rich; otherwise plain text, one field
 per line. ``--json`` prints the same as one JSON object (sizes in bytes).
 
-A magnet link carries no metainfo: only the fields it has are shown.
+A magnet link carries no metainfo: only the fields it has are shown. Names, comments
+and other text from the torrent are shown with control characters escaped
+(``torrent.proto.text.printable``); ``--json`` keeps them exact.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from typing import Any
 
 from cli.cmd_create import human_size
+from torrent.proto.text import json_controls_escaped, printable
 
 
 def add_parser(subparsers: Any) -> None:
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        sys.stdout.write(json.dumps(facts, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_controls_escaped(json.dumps(facts, ensure_ascii=False)) + "\n")
     elif sys.stdout.isatty():
         _print_rich(facts)
     else:
@@ -108,8 +111,11 @@ def _field_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
     if facts["kind"] == "torrent":
         n_files = sum(1 for f in facts["files"] if not f.get("padding"))
         rows += [
-            ("total size", f"{human_size(facts['total_size'])} ({facts['total_size']} bytes) in {n_files} "
-                           f"file{'s' if n_files != 1 else ''}"),
+            (
+                "total size",
+                f"{human_size(facts['total_size'])} ({facts['total_size']} bytes) in {n_files} "
+                f"file{'s' if n_files != 1 else ''}",
+            ),
             ("pieces", f"{facts['piece_count']} x {human_size(facts['piece_length'])}"),
             ("private", "yes" if facts["private"] else "no"),
         ]
@@ -118,7 +124,9 @@ def _field_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
         if facts["creation_date"] is not None:
             import time
 
-            rows.append(("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(facts["creation_date"]))))
+            rows.append(
+                ("created", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(facts["creation_date"])))
+            )
         if facts["comment"]:
             rows.append(("comment", facts["comment"]))
         if facts["source"]:
@@ -143,12 +151,13 @@ def _field_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _plain(facts: dict[str, Any]) -> str:
-    lines = [f"{key + ':':<13} {value}" for key, value in _field_rows(facts)]
+    lines = [f"{key + ':':<13} {printable(value)}" for key, value in _field_rows(facts)]
     if facts["kind"] == "torrent":
         lines.append("files:")
         for f in facts["files"]:
             pad = " (padding)" if f.get("padding") else ""
-            lines.append(f"  {'/'.join(f['path'])}  {human_size(f['size'])}{pad}{_written_as(facts, f)}")
+            shown = printable("/".join(f["path"]))
+            lines.append(f"  {shown}  {human_size(f['size'])}{pad}{printable(_written_as(facts, f))}")
     return "\n".join(lines) + "\n"
 
 
@@ -163,15 +172,17 @@ def _print_rich(facts: dict[str, Any]) -> None:
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in _field_rows(facts):
-        table.add_row(key, escape(value))
+        table.add_row(key, escape(printable(value)))
     console.print(table)
     if facts["kind"] != "torrent":
         return
-    root = Tree(f"[bold]{escape(facts['name'])}[/] ({human_size(facts['total_size'])})")
+    root = Tree(f"[bold]{escape(printable(facts['name']))}[/] ({human_size(facts['total_size'])})")
     pads = [f for f in facts["files"] if f.get("padding")]
     if pads:
         # BEP 47 padding files are never written to disk: count them, do not list them.
-        root.add(f"[dim]{len(pads)} padding files, {human_size(sum(f['size'] for f in pads))} (not stored)[/]")
+        root.add(
+            f"[dim]{len(pads)} padding files, {human_size(sum(f['size'] for f in pads))} (not stored)[/]"
+        )
     if facts["multi_file"]:
         nodes: dict[tuple[str, ...], Tree] = {(): root}
         sizes: dict[tuple[str, ...], int] = {}
@@ -185,9 +196,12 @@ def _print_rich(facts: dict[str, Any]) -> None:
                 node_key = path[:depth]
                 if node_key not in nodes:
                     nodes[node_key] = nodes[path[: depth - 1]].add(
-                        f"[bold blue]{escape(node_key[-1])}/[/] ({human_size(sizes[node_key])})"
+                        f"[bold blue]{escape(printable(node_key[-1]))}/[/] ({human_size(sizes[node_key])})"
                     )
-            nodes[path[:-1]].add(f"{escape(path[-1])} ({human_size(f['size'])}){escape(_written_as(facts, f))}")
+            leaf = escape(printable(path[-1]))
+            nodes[path[:-1]].add(
+                f"{leaf} ({human_size(f['size'])}){escape(printable(_written_as(facts, f)))}"
+            )
     console.print(root)
 
 

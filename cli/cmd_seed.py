@@ -12,6 +12,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cli.cmd_download import add_common_arguments, parse_duration, parse_peer, parse_ratio
+from torrent.proto.text import printable
 
 if TYPE_CHECKING:
     from torrent.config import Settings
@@ -76,7 +77,7 @@ async def _seed(
     try:
         async with Session(settings) as session:
             torrent = await session.add_torrent(
-                meta, directory, content_path=content_path, seed=True, peers=peers
+                meta, directory, content_path=content_path, seed=True, peers=peers, recheck=args.recheck
             )
             await torrent.wait_checked()
             st = torrent.statistics()
@@ -89,7 +90,7 @@ async def _seed(
                 )
             )
             if st.error:
-                print(f"pytorrent seed: {st.error}", file=sys.stderr)
+                print(f"pytorrent seed: {printable(st.error)}", file=sys.stderr)
                 return 1
             if st.pieces_done < st.pieces_wanted:
                 missing = st.pieces_wanted - st.pieces_done

@@ -15,9 +15,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from torrent.errors import MetainfoError, TorrentError
+from torrent.proto.text import install_printable_log_records, printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -39,9 +40,17 @@ def _module(command: str) -> str:
     return f"cli.cmd_{command.replace('-', '_')}"
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but an argument error is one line (``PROG: MESSAGE``) and exit 2, not the
+    whole usage block; ``--help`` still shows the usage. Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) one with just that subcommand, which imports no other command module."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="pytorrent", description="BitTorrent client, tracker and torrent maker."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -129,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    # Log lines carry names and messages from torrents, trackers and peers.
+    install_printable_log_records()
     module = importlib.import_module(_module(args.command))
     try:
         return int(module.run(args))
@@ -140,14 +151,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except TorrentError as exc:
         if args.debug:
             import traceback
 
             traceback.print_exc()
-        print(f"pytorrent {args.command}: {exc}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
         if args.debug:
@@ -155,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             traceback.print_exc()
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"pytorrent {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"pytorrent {args.command}: {printable(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -7,6 +7,10 @@ Three front ends share one small interface (``update(stats)``, ``event(ev)``,
   and up rate, ETA, peers connected/known, seeds, DHT nodes/peers found, state).
 * :class:`PlainView`: not a terminal, one log line per torrent every few seconds.
 * :class:`JsonView`: ``--json``, one JSON object per line (progress, peers, events).
+
+Torrent names and event messages (tracker replies, peer close reasons) come from
+strangers: the rich and plain views show them through ``printable`` (control characters
+escaped) and the rich view also escapes rich markup; the JSON view keeps them exact.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 from typing import IO, Any, Protocol
 
 from torrent.engine.status import TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
+from torrent.proto.text import printable
 
 K = TorrentEventKind
 #: Events the plain view prints (one line each).
@@ -118,7 +123,7 @@ class PlainView:
         self._last = now
         for s in stats:
             print(
-                f"{s.name}: {_state_label(s)} {s.progress * 100:5.1f}% "
+                f"{printable(s.name)}: {_state_label(s)} {s.progress * 100:5.1f}% "
                 f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)} "
                 f"down {human_rate(s.download_rate_bps)} up {human_rate(s.upload_rate_bps)} "
                 f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected}"
@@ -129,7 +134,7 @@ class PlainView:
 
     def event(self, ev: TorrentEvent) -> None:
         if ev.kind in _PLAIN_KINDS:
-            print(f"{ev.name}: {ev.message}", file=self._out, flush=True)
+            print(f"{printable(ev.name)}: {printable(ev.message)}", file=self._out, flush=True)
 
     def close(self) -> None:
         pass
@@ -185,6 +190,13 @@ class JsonView:
 
     def close(self) -> None:
         pass
+
+
+def _rich_safe(text: str) -> str:
+    """Untrusted ``text`` for rich: control characters and markup escaped."""
+    from rich.markup import escape
+
+    return escape(printable(text))
 
 
 def short_bytes(n: float) -> str:
@@ -247,7 +259,7 @@ class RichView:
             task = self._tasks.get(s.info_hash)
             if task is None:
                 self._tasks[s.info_hash] = self._progress.add_task(
-                    s.name[:14],
+                    _rich_safe(s.name[:14]),
                     total=total,
                     completed=completed,
                     **fields,  # type: ignore[arg-type]
@@ -259,7 +271,8 @@ class RichView:
 
     def event(self, ev: TorrentEvent) -> None:
         if ev.kind in _RICH_KINDS:
-            self._progress.console.print(f"[bold]{ev.name}[/]: {ev.message}")
+            name, message = _rich_safe(ev.name), _rich_safe(ev.message)
+            self._progress.console.print(f"[bold]{name}[/]: {message}")
 
     def close(self) -> None:
         self._progress.stop()

@@ -85,10 +85,17 @@ class Settings:
     max_pending_incoming: int = 32
     #: Known (not connected) peers kept per torrent; more are dropped, oldest first.
     max_known_peers: int = 1000
-    #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` before trying again.
+    #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` (at most
+    #: ``retry_backoff_max_s``, jittered down by up to a quarter) before trying again.
     retry_backoff_s: float = 15.0
+    retry_backoff_max_s: float = 600.0
     #: Give up on an address after this many consecutive failures.
     max_failures: int = 5
+    #: A connection that ends sooner than this without carrying payload counts as a
+    #: failed attempt (a peer that handshakes and hangs up must not be redialled at once).
+    short_connection_s: float = 30.0
+    #: Ban an address at its n-th protocol violation (an oversized or malformed message).
+    max_violations: int = 2
     #: Number of peers the tracker is asked for (``numwant``).
     numwant: int = 50
 
@@ -237,12 +244,13 @@ class Settings:
             "unchoke_slots",
             "web_seed_connections",
             "web_seed_request_bytes",
+            "max_violations",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 1 <= self.pipeline_min <= self.pipeline_max:
             raise ValueError("pipeline_min must be between 1 and pipeline_max")
-        for name in ("max_upload_bps", "max_download_bps"):
+        for name in ("max_upload_bps", "max_download_bps", "retry_backoff_s", "short_connection_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         for host, port in self.dht_bootstrap:
@@ -250,6 +258,8 @@ class Settings:
                 raise ValueError(f"dht_bootstrap: {host}:{port} is not a node address")
         if self.dht_retry_interval_s <= 0 or self.dht_announce_interval_s <= 0:
             raise ValueError("the DHT announce intervals must be positive")
+        if self.retry_backoff_max_s < self.retry_backoff_s:
+            raise ValueError("retry_backoff_max_s must be at least retry_backoff_s")
         if self.seed_ratio is not None and self.seed_ratio < 0:
             raise ValueError("seed_ratio must not be negative")
         if self.encryption not in tuple(Encryption):

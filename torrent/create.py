@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent import version
 from torrent.errors import MetainfoError, StorageError
+from torrent.proto.tracker_codec import tracker_url_problem
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
@@ -483,6 +484,10 @@ def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
             if not isinstance(url, str):
                 raise MetainfoError(f"expected a URL, got {type(url).__name__}", f"trackers[{i}]")
         urls = tuple(u.strip() for u in urls if u.strip())
+        for url in urls:
+            problem = tracker_url_problem(url)
+            if problem is not None:
+                raise MetainfoError(problem, "tracker")
         if urls:
             tiers.append(urls)
     return tiers

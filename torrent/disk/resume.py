@@ -53,6 +53,7 @@ Left out: fast-resume interoperability with libtorrent/Transmission files, per-b
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import struct
@@ -227,8 +228,12 @@ class ResumeStore:
         whole = len(data) - len(data) % _ENTRY.size
         return {p for (p,) in _ENTRY.iter_unpack(data[:whole]) if p < n}
 
-    def plan(self, storage: Storage) -> StartPlan:
+    def plan(self, storage: Storage, *, full_recheck: bool = False) -> StartPlan:
         """Decide which pieces to trust and which to hash before the run.
+
+        ``full_recheck`` trusts nothing and hashes every piece on disk (``--recheck``:
+        a verified piece changed in place with the same size and mtime is otherwise
+        not noticed); the saved peers and totals are kept.
 
         Call it before :meth:`Storage.allocate` would change anything, or after: both
         are safe (allocation only ever creates files or extends short ones).
@@ -237,6 +242,8 @@ class ResumeStore:
         everything = frozenset(range(n))
         state, why = self.load()
         current = storage.file_stats()
+        if full_recheck and any(s is not None for s in current):
+            return StartPlan(frozenset(), everything, True, "full recheck asked for", state)
         if state is None:
             if all(s is None for s in current):
                 return StartPlan(frozenset(), frozenset(), False, f"{why}; nothing on disk yet", None)
@@ -500,6 +507,7 @@ async def start(
     *,
     progress: Callable[[int, int], None] | None = None,
     peers: Sequence[tuple[str, int]] = (),
+    full_recheck: bool = False,
 ) -> tuple[set[int], StartPlan]:
     """The whole start-up: plan, allocate, recheck what needs it, mark the run begun.
 
@@ -511,6 +519,7 @@ async def start(
         disk: a :class:`~torrent.disk.diskio.DiskIO` over the torrent's storage.
         progress: ``progress(done, total)`` during the recheck.
         peers: addresses to save besides those of the loaded state.
+        full_recheck: hash every piece whatever the resume state says.
 
     Returns:
         ``(verified pieces, plan)``; ``plan.state`` carries peers and totals.
@@ -519,7 +528,7 @@ async def start(
         StorageError: files could not be created or read, or the state not saved.
     """
     storage = disk.storage
-    plan = await asyncio.to_thread(store.plan, storage)
+    plan = await asyncio.to_thread(functools.partial(store.plan, storage, full_recheck=full_recheck))
     await disk.allocate()
     verified = set(plan.verified)
     if plan.recheck:

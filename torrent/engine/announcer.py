@@ -21,32 +21,56 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+from torrent.config import Settings
 from torrent.engine.host import SwarmContext
 from torrent.engine.peer import PeerAddr
 from torrent.engine.tracker_client import (
     AnnounceEvent,
     AnnounceRequest,
+    AnnounceResponse,
     TrackerClient,
     TrackerTiers,
     make_tracker,
 )
 from torrent.errors import TrackerError
 
-__all__ = ["Announcer"]
+__all__ = ["MAX_TRACKER_INTERVAL_S", "Announcer", "announce_delay"]
 
 log = logging.getLogger(__name__)
 
 
-def _clients(urls: Sequence[str], ctx: SwarmContext) -> list[TrackerClient]:
-    """Clients for the URLs of one tier; an unusable URL (unknown scheme, no port) is
-    skipped, as a tracker that never answers would be."""
+def _clients(urls: Sequence[str], ctx: SwarmContext, skipped: list[str]) -> list[TrackerClient]:
+    """Clients for the URLs of one tier; an unusable URL (malformed, unknown scheme, no
+    port) is skipped, as a tracker that never answers would be, and why goes to
+    ``skipped``."""
     out = []
     for url in urls:
         try:
             out.append(make_tracker(url, ctx.http, timeout_s=ctx.settings.tracker_timeout_s))
         except TrackerError as exc:
-            log.debug("skipping tracker %s: %s", url, exc)
+            log.debug("skipping tracker %r: %s", url, exc)
+            skipped.append(f"skipped tracker {exc.reason}")
     return out
+
+
+#: The longest wait between announces whatever the tracker says (a hostile or broken
+#: tracker's ``interval`` of 10**18 must not silence it for good).
+MAX_TRACKER_INTERVAL_S = 4 * 3600.0
+
+
+def announce_delay(
+    resp: AnnounceResponse, s: Settings, max_interval_s: float | None = None
+) -> tuple[float, float]:
+    """``(delay, min_gap)`` after a successful announce: the tracker's ``interval`` (its
+    default when zero or missing), at least its ``min interval`` and our
+    ``min_announce_interval_s`` (a negative value counts as none), at most
+    ``max_interval_s`` and :data:`MAX_TRACKER_INTERVAL_S`."""
+    min_gap = min(max(resp.min_interval or 0, s.min_announce_interval_s), MAX_TRACKER_INTERVAL_S)
+    interval = float(resp.interval) if resp.interval and resp.interval > 0 else s.default_announce_interval_s
+    interval = min(interval, MAX_TRACKER_INTERVAL_S)
+    if max_interval_s is not None:
+        interval = min(interval, max_interval_s)
+    return max(interval, min_gap), min_gap
 
 
 class Announcer:
@@ -73,7 +97,9 @@ class Announcer:
     ) -> None:
         s = ctx.settings
         self._settings = s
-        self._trackers = TrackerTiers([_clients(tier, ctx) for tier in tiers])
+        #: Why unusable announce URLs were left out (reported once when ``run`` starts).
+        self.skipped: list[str] = []
+        self._trackers = TrackerTiers([_clients(tier, ctx, self.skipped) for tier in tiers])
         self._request = request
         self._on_peers = on_peers
         self._on_message = on_message
@@ -104,6 +130,8 @@ class Announcer:
 
     async def run(self) -> None:
         """Announce until cancelled (returns at once without trackers)."""
+        for reason in self.skipped:
+            self._report(True, reason)
         if not self._trackers:
             return
         s = self._settings
@@ -127,11 +155,7 @@ class Announcer:
                 else:
                     self.message = ""
                 self._on_peers([(p.ip, p.port) for p in resp.peers if p.port])
-                min_gap = max(resp.min_interval or 0, s.min_announce_interval_s)
-                interval = resp.interval or s.default_announce_interval_s
-                if self._max_interval_s is not None:
-                    interval = min(interval, self._max_interval_s)
-                delay = max(interval, min_gap)
+                delay, min_gap = announce_delay(resp, s, self._max_interval_s)
             await self._sleep(delay, min_gap)
 
     async def _sleep(self, delay: float, min_gap: float) -> None:

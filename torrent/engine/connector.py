@@ -163,16 +163,34 @@ class PeerConnector:
         self.peers[peer.addr] = peer
         return True
 
-    def on_closed(self, peer: Peer, *, failed: bool) -> None:
-        """``peer`` is gone; ``failed`` backs its address off before the next try."""
+    def on_closed(self, peer: Peer, *, failed: bool = False) -> str:
+        """``peer`` is gone: a failed attempt backs its address off before the next try.
+
+        A failure is what the owner says (``failed``), a connection that never finished
+        its handshake, a protocol violation, or one that ended within
+        ``short_connection_s`` without carrying payload; anything else clears the
+        address's failures. Returns the ban reason when this close got the address
+        banned (its ``max_violations``-th violation), else "".
+        """
         if self.peers.get(peer.addr) is peer:
             del self.peers[peer.addr]
+        banned = ""
         kp = self.peer_list.get(peer.addr)
         if kp is not None:
             kp.connected = False
-            if failed:
-                self.peer_list.failed(peer.addr, self._ctx.clock.monotonic())
+            now = self._ctx.clock.monotonic()
+            violation = peer.violation if peer.peer_id is not None else ""
+            useful = (
+                peer.down.total + peer.up.total > 0
+                or now - peer.connected_at >= self._settings.short_connection_s
+            )
+            if failed or violation or peer.peer_id is None or not useful:
+                if self.peer_list.failed(peer.addr, now, violation=violation):
+                    banned = kp.ban_reason
+            else:
+                self.peer_list.succeeded(peer.addr)
         self._wake.set()
+        return banned
 
     def close_all(self, reason: str) -> None:
         for peer in list(self.peers.values()):

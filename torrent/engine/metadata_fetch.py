@@ -143,7 +143,7 @@ class MetadataFetcher(PeerHostBase):
     def _drop_banned(self) -> None:
         for key in self.asm.take_banned():
             addr = cast(PeerAddr, key)
-            self.peer_list.ban(addr)
+            self.peer_list.ban(addr, "sent metadata that does not match the info hash")
             peer = self.peers.get(addr)
             if peer is not None:
                 peer.close("sent metadata that does not match the info hash")
@@ -151,7 +151,7 @@ class MetadataFetcher(PeerHostBase):
     # PeerHost: only the handshakes and ut_metadata matter before the metadata is known.
 
     def on_peer_ready(self, peer: Peer) -> None:
-        self.peer_list.succeeded(peer.addr)
+        # Failures are cleared on a useful close (PeerConnector.on_closed), not here.
         if peer.proto is not None and peer.proto.fast_extension:
             peer.send(wire.HaveNone())  # BEP 6: one of the piece-set messages comes first
 

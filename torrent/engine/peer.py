@@ -210,6 +210,8 @@ class Peer(asyncio.Protocol):
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
+        #: The protocol violation that ended the connection ("" when none did).
+        self.violation = ""
         #: When the stream opened (the handshake timeout counts from here).
         self.connected_at = clock.monotonic()
         self._loop = asyncio.get_running_loop()
@@ -340,6 +342,9 @@ class Peer(asyncio.Protocol):
             if self.on_connected is not None:
                 self.on_connected()
             self._start_protocol(self.host)
+            if self._pending:
+                early, self._pending = bytes(self._pending), bytearray()
+                self.data_received(early)
             await self._serve()
         except (OSError, TimeoutError, ProtocolError) as exc:
             self._record(exc)
@@ -373,6 +378,8 @@ class Peer(asyncio.Protocol):
                 uploader.cancel()
 
     def _record(self, exc: BaseException) -> None:
+        if isinstance(exc, RemoteProtocolError) and not self.violation:
+            self.violation = str(exc) or type(exc).__name__
         if not self.close_reason:
             name = type(exc).__name__
             self.close_reason = f"{name}: {exc}" if str(exc) else name
@@ -472,6 +479,11 @@ class Peer(asyncio.Protocol):
         return data
 
     def _data_received(self, data: bytes) -> None:
+        if self.proto is None and self._router is None:
+            # Outgoing, and the peer spoke first (its handshake can arrive before
+            # run_outgoing resumes after the connect): keep it for _start_protocol.
+            self._pending += data
+            return
         if self.proto is None:
             routed = self._route(data)
             if routed is None:

@@ -1,9 +1,16 @@
 """Known peer addresses of one torrent: where they came from is forgotten, their history is not.
 
 A :class:`PeerList` remembers every address a tracker, the user, the resume state or
-an incoming connection told us about, with its connection failures (each one doubles
-the back-off before the next try, from ``retry_backoff_s``), whether it is connected
-now, its peer id once known, and bans. It is bounded by ``max_known_peers``: a new
+an incoming connection told us about, with its connection failures, whether it is
+connected now, its peer id once known, and bans.
+
+Every failure of a known peer (connect error, handshake mismatch, protocol error, a
+connection that ended at once or gave nothing) doubles its back-off from
+``retry_backoff_s`` up to ``retry_backoff_max_s``, with jitter so that many failed
+peers are not redialled in lockstep; only a connection that lasted or carried payload
+clears the count. A peer that completes the handshake and hangs up is therefore dialled
+a handful of times with growing gaps, never in a loop. Protocol violations also count
+towards a ban: the ``max_violations``-th one bans the address, with its reason. It is bounded by ``max_known_peers``: a new
 address evicts the unconnected candidate with the most failures (libtorrent's
 ``peer_list`` does the same with its ``max_peerlist_size``).
 
@@ -13,6 +20,7 @@ It never dials anything: the connector (:mod:`torrent.engine.connector`) asks it
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from torrent.config import Settings
@@ -31,13 +39,20 @@ class KnownPeer:
     banned: bool = False
     connected: bool = False
     peer_id: bytes | None = None
+    #: Protocol violations so far (a ban at ``Settings.max_violations``).
+    violations: int = 0
+    #: Why the address was banned ("" when it is not, or no reason was given).
+    ban_reason: str = ""
 
 
 class PeerList:
     """Known peer addresses with failure counts, back-off and bans (bounded)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
         self._settings = settings
+        self._rng = rng or random.Random()
+        #: The most recent ban with its reason, ``"HOST:PORT: why"`` ("" when none).
+        self.last_ban = ""
         self._peers: dict[PeerAddr, KnownPeer] = {}
 
     def __len__(self) -> int:
@@ -77,23 +92,45 @@ class PeerList:
         waits = [p.next_try - now for p in self._peers.values() if self._dialable(p) and p.next_try > now]
         return min(waits) if waits else None
 
-    def failed(self, addr: PeerAddr, now: float) -> None:
-        """A connection to ``addr`` failed (or gave nothing): back off before the next try."""
+    def backoff_s(self, failures: int) -> float:
+        """The wait after the ``failures``-th consecutive failure, before jitter."""
+        s = self._settings
+        return float(min(s.retry_backoff_s * 2 ** min(failures - 1, 32), s.retry_backoff_max_s))
+
+    def failed(self, addr: PeerAddr, now: float, *, violation: str = "") -> bool:
+        """A connection to ``addr`` failed (or gave nothing): back off before the next try.
+
+        ``violation`` names a protocol violation the peer committed; the
+        ``max_violations``-th one bans the address. Returns True when this call banned it.
+        """
         p = self._peers.get(addr)
-        if p is not None:
-            p.failures += 1
-            p.next_try = now + self._settings.retry_backoff_s * 2 ** (p.failures - 1)
+        if p is None:
+            return False
+        p.failures += 1
+        # Jitter: 75-100 % of the back-off, so failed peers spread out.
+        p.next_try = now + self.backoff_s(p.failures) * self._rng.uniform(0.75, 1.0)
+        if violation:
+            p.violations += 1
+            if p.violations >= self._settings.max_violations and not p.banned:
+                what = "protocol violation" if p.violations == 1 else f"{p.violations} protocol violations"
+                self.ban(addr, f"{what}, the last: {violation}")
+                return True
+        return False
 
     def succeeded(self, addr: PeerAddr) -> None:
+        """A connection to ``addr`` was useful: forget its failures."""
         p = self._peers.get(addr)
         if p is not None:
             p.failures = 0
 
-    def ban(self, addr: PeerAddr) -> None:
+    def ban(self, addr: PeerAddr, reason: str = "") -> None:
         p = self._peers.get(addr)
         if p is None:
             p = self._peers[addr] = KnownPeer(addr)
         p.banned = True
+        p.ban_reason = p.ban_reason or reason
+        if reason:
+            self.last_ban = f"{addr[0]}:{addr[1]}: {reason}"
 
     def is_banned(self, addr: PeerAddr) -> bool:
         p = self._peers.get(addr)

@@ -310,6 +310,7 @@ class Session:
         sequential: bool = False,
         seed: bool = True,
         peers: Sequence[PeerAddr] = (),
+        recheck: bool = False,
     ) -> Torrent:
         """Start downloading (or seeding) ``metainfo`` into ``download_dir``.
 
@@ -319,6 +320,7 @@ class Session:
             sequential: pick pieces in order instead of rarest first.
             seed: keep seeding once complete (until the seed ratio/time limit).
             peers: addresses to connect to besides the trackers' peers.
+            recheck: hash every piece on disk at start, whatever the resume state says.
 
         Raises:
             TorrentError: the session is not running, or the torrent is already in it.
@@ -336,7 +338,9 @@ class Session:
             )
         except ValueError as exc:
             raise StorageError(str(exc)) from None
-        swarm = Swarm(metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers)
+        swarm = Swarm(
+            metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers, recheck=recheck
+        )
         task = spawn(self._tg, self._run_swarm(swarm), stopping=self._closing)
         if task is None:
             storage.close()

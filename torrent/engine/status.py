@@ -63,6 +63,7 @@ class TorrentStats:
         downloaded_bytes / uploaded_bytes: payload moved this run.
         checked_fraction: progress of the hash check (1.0 once done).
         eta_s: seconds to completion at the current rate, None when unknown.
+        last_ban: the most recent ban, ``"HOST:PORT: why"`` ("" when none).
     """
 
     info_hash: InfoHash
@@ -94,6 +95,7 @@ class TorrentStats:
     #: Web seeds neither banned nor backing off / every web seed of the torrent.
     web_seeds_active: int = 0
     web_seeds_total: int = 0
+    last_ban: str = ""
 
     @property
     def progress(self) -> float:

@@ -108,8 +108,11 @@ class Swarm(PeerHostBase):
         sequential: bool = False,
         seed: bool = True,
         initial_peers: Sequence[PeerAddr] = (),
+        recheck: bool = False,
     ) -> None:
         super().__init__()
+        #: Hash every piece at start whatever the resume state says.
+        self._full_recheck = recheck
         self.metainfo = metainfo
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
@@ -288,6 +291,7 @@ class Swarm(PeerHostBase):
             dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
             web_seeds_active=self.web_seeds.active,
             web_seeds_total=self.web_seeds.total,
+            last_ban=self.peer_list.last_ban,
         )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
@@ -393,7 +397,11 @@ class Swarm(PeerHostBase):
             self.checked_fraction = done / total if total else 1.0
 
         verified, plan = await resume.start(
-            self.resume, disk, progress=progress, peers=self.peer_list.retry_worthy()
+            self.resume,
+            disk,
+            progress=progress,
+            peers=self.peer_list.retry_worthy(),
+            full_recheck=self._full_recheck,
         )
         self._began = True
         for index in verified:
@@ -476,7 +484,9 @@ class Swarm(PeerHostBase):
         if kp is not None:
             kp.connected = True
             kp.peer_id = peer.peer_id
-        self.peer_list.succeeded(peer.addr)
+        # Failures are cleared when the connection closes having been useful
+        # (PeerConnector.on_closed), not here: a peer that handshakes and hangs up must
+        # keep backing off.
         if peer.peer_id == self.ctx.peer_id:
             self.peer_list.ban(peer.addr)  # our own address: never dial it again
             peer.close("connected to ourselves")
@@ -598,7 +608,9 @@ class Swarm(PeerHostBase):
         self.picker.on_peer_disconnect(peer.addr)
         # A connection that never finished its handshake, or gave nothing, backs off.
         failed = peer.peer_id is None or peer.close_reason.startswith(("no data", "idle"))
-        self.connector.on_closed(peer, failed=failed)
+        banned = self.connector.on_closed(peer, failed=failed)
+        if banned:
+            self._emit(TorrentEventKind.PEER_BANNED, f"{peer.addr[0]}:{peer.addr[1]} banned: {banned}")
         log.debug("peer %s closed: %s", peer.addr, peer.close_reason)
         self.closed_peers[peer.addr] = peer.close_reason
         if len(self.closed_peers) > MAX_CLOSED_PEERS:
@@ -611,7 +623,7 @@ class Swarm(PeerHostBase):
             return
         if self.peer_list.is_banned(addr):
             return
-        self.peer_list.ban(addr)
+        self.peer_list.ban(addr, why)
         self._emit(TorrentEventKind.PEER_BANNED, f"{addr[0]}:{addr[1]} banned: {why}")
         peer = self.peers.get(addr)
         if peer is not None:

@@ -117,13 +117,24 @@ class HttpTracker:
                 if resp.status in _REDIRECT_STATUSES and location:
                     url = url.join(wire_url(location))
                     continue
-                body = await resp.content.read(MAX_HTTP_RESPONSE + 1)
-                if len(body) > MAX_HTTP_RESPONSE:
-                    raise TrackerError(f"{self.url}: response larger than {MAX_HTTP_RESPONSE} bytes")
+                body = await self._read_body(resp)
                 if resp.status != 200 and not body.startswith(b"d"):
                     raise TrackerError(f"{self.url}: HTTP {resp.status} {resp.reason}")
                 return body
-        raise TrackerError(f"{self.url}: more than {MAX_HTTP_REDIRECTS} redirects")
+        raise TrackerError(f"{self.url}: too many redirects (more than {MAX_HTTP_REDIRECTS})")
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body, refused past ``MAX_HTTP_RESPONSE`` bytes (a single ``read(n)``
+        returns whatever has arrived, so it is read until the end)."""
+        too_large = TrackerError(f"{self.url}: response too large (more than {MAX_HTTP_RESPONSE} bytes)")
+        if resp.content_length is not None and resp.content_length > MAX_HTTP_RESPONSE:
+            raise too_large
+        body = bytearray()
+        while chunk := await resp.content.read(MAX_HTTP_RESPONSE + 1 - len(body)):
+            body += chunk
+            if len(body) > MAX_HTTP_RESPONSE:
+                raise too_large
+        return bytes(body)
 
     async def close(self) -> None:
         pass  # the aiohttp session belongs to the Session
@@ -266,8 +277,12 @@ def make_tracker(
     """A client for ``url`` by scheme.
 
     Raises:
-        TrackerError: the scheme is neither http(s) nor udp.
+        TrackerError: the URL is malformed (bad port, no host, unclosed IPv6 bracket)
+            or its scheme is neither http(s) nor udp.
     """
+    problem = codec.tracker_url_problem(url)
+    if problem is not None:
+        raise TrackerError(problem)
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
         return HttpTracker(url, http, timeout_s=timeout_s)
