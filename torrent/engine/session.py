@@ -38,7 +38,7 @@ from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.peer import Peer, PeerAddr
-from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
+from torrent.engine.status import PeerStats, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
@@ -112,6 +112,32 @@ class Torrent:
         """Connect to these addresses too (besides the trackers' peers)."""
         self._swarm.add_peers(addrs)
 
+    def file_progress(self) -> list[int]:
+        """Verified bytes of each file, in the order of the torrent's files."""
+        swarm = self._swarm
+        info, picker = swarm.info, swarm.picker
+        piece_length = info.piece_length
+        out = []
+        for f in info.files:
+            done = 0
+            if f.length:
+                end = f.offset + f.length
+                for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
+                    if picker.have(p):
+                        start = max(f.offset, p * piece_length)
+                        done += min(end, (p + 1) * piece_length) - start
+            out.append(done)
+        return out
+
+    def reannounce(self) -> None:
+        """Announce to the trackers soon (still keeping the minimum interval)."""
+        self._swarm.announcer.wake()
+
+    def peers(self) -> list[PeerStats]:
+        """One snapshot per connected peer (handshake done)."""
+        swarm = self._swarm
+        return [_peer_stats(p, swarm.num_pieces) for p in swarm.peers.values() if p.peer_id is not None]
+
     def stop_nowait(self) -> None:
         """Ask the torrent to stop and return at once (:meth:`stop` waits for it)."""
         self._swarm.stop()
@@ -121,6 +147,27 @@ class Torrent:
         self._swarm.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._task)
+
+
+def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
+    proto = peer.proto
+    ext = proto.peer_extension_handshake if proto is not None else None
+    client = ext.client if ext is not None else None
+    if not client:
+        client = bytes(peer.peer_id or b"")[:8].decode("ascii", "replace").strip("-")
+    return PeerStats(
+        host=peer.addr[0],
+        port=peer.addr[1],
+        client=client or "",
+        progress=peer.num_have / num_pieces if num_pieces else 0.0,
+        down_rate_bps=peer.down.rate_bps,
+        up_rate_bps=peer.up.rate_bps,
+        incoming=not peer.outgoing,
+        am_choking=peer.am_choking,
+        am_interested=peer.am_interested,
+        peer_choking=peer.peer_choking,
+        peer_interested=peer.peer_interested,
+    )
 
 
 class Session:
@@ -303,6 +350,27 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
+
+    async def remove_torrent(self, info_hash: InfoHash) -> None:
+        """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
+
+        It may be added again afterwards (to restart it, or with other settings).
+
+        Raises:
+            TorrentError: no such torrent in the session.
+        """
+        torrent = self._torrents.pop(info_hash, None)
+        if torrent is None:
+            raise TorrentError(f"torrent {info_hash.hex()} is not in the session")
+        await torrent.stop()
+        self._tasks.pop(info_hash, None)
+
+    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
+        """Change the session-wide rate limits at once (0: unlimited; None: unchanged)."""
+        if download_bps is not None:
+            self._down.set_rate(download_bps)
+        if upload_bps is not None:
+            self._up.set_rate(upload_bps)
 
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torrent.types import InfoHash
 
-__all__ = ["EventBus", "TorrentEvent", "TorrentEventKind", "TorrentState", "TorrentStats"]
+__all__ = ["EventBus", "PeerStats", "TorrentEvent", "TorrentEventKind", "TorrentState", "TorrentStats"]
 
 #: Events a subscriber may fall behind by before the oldest are dropped.
 MAX_QUEUED_EVENTS = 1000
@@ -90,6 +90,29 @@ class TorrentStats:
     @property
     def progress(self) -> float:
         return self.done_bytes / self.wanted_bytes if self.wanted_bytes else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """A snapshot of one connected peer (``Torrent.peers()``).
+
+    Attributes:
+        client: the extension handshake's ``v`` (BEP 10), else the peer id's printable part.
+        progress: the fraction of the torrent's pieces the peer has.
+        down_rate_bps / up_rate_bps: payload rate from / to the peer.
+    """
+
+    host: str
+    port: int
+    client: str
+    progress: float
+    down_rate_bps: float
+    up_rate_bps: float
+    incoming: bool
+    am_choking: bool
+    am_interested: bool
+    peer_choking: bool
+    peer_interested: bool
 
 
 @dataclass(frozen=True, slots=True)
