@@ -81,7 +81,12 @@ def make_torrents(data_dir: Path, n: int) -> list[bytes]:
         name = f"t{i:06d}.bin"
         payload = hashlib.sha256(str(i).encode()).digest() * (PIECE // 32)
         (data_dir / name).write_bytes(payload)
-        info = {b"length": len(payload), b"name": name.encode(), b"piece length": PIECE, b"pieces": hashlib.sha1(payload).digest()}
+        info = {
+            b"length": len(payload),
+            b"name": name.encode(),
+            b"piece length": PIECE,
+            b"pieces": hashlib.sha1(payload).digest(),
+        }
         out.append(bencoding.encode({b"info": info}))
     return out
 
@@ -93,7 +98,11 @@ class Rpc:
 
     async def call(self, http: aiohttp.ClientSession, method: str, **arguments: Any) -> dict[str, Any]:
         for _ in range(3):
-            async with http.post(self.url, json={"method": method, "arguments": arguments}, headers={"X-Transmission-Session-Id": self.sid}) as resp:
+            async with http.post(
+                self.url,
+                json={"method": method, "arguments": arguments},
+                headers={"X-Transmission-Session-Id": self.sid},
+            ) as resp:
                 if resp.status == 409:
                     self.sid = resp.headers["X-Transmission-Session-Id"]
                     continue
@@ -120,7 +129,9 @@ class Daemon:
 
     def start(self) -> None:
         log = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -142,9 +153,22 @@ class Ours(Daemon):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "cli.main", "daemon", "--rpc-host", "127.0.0.1", "--rpc-port", str(self.rpc_port),
-            "--bind", "127.0.0.1", "--port", str(self.peer_port), "--state-dir", str(self.work / "state"),
-            "--download-dir", str(self.data_dir),
+            sys.executable,
+            "-m",
+            "cli.main",
+            "daemon",
+            "--rpc-host",
+            "127.0.0.1",
+            "--rpc-port",
+            str(self.rpc_port),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.peer_port),
+            "--state-dir",
+            str(self.work / "state"),
+            "--download-dir",
+            str(self.data_dir),
         ]
 
 
@@ -155,11 +179,21 @@ class Transmission(Daemon):
         conf = self.work / "tr-config"
         conf.mkdir(exist_ok=True)
         settings = {
-            "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
-            "utp-enabled": False, "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
-            "rpc-bind-address": "127.0.0.1", "rpc-port": self.rpc_port, "rpc-whitelist": "127.0.0.1",
-            "rpc-host-whitelist-enabled": False, "rpc-authentication-required": False, "peer-port": self.peer_port,
-            "download-dir": str(self.data_dir), "message-level": 1,
+            "dht-enabled": False,
+            "lpd-enabled": False,
+            "pex-enabled": False,
+            "port-forwarding-enabled": False,
+            "utp-enabled": False,
+            "bind-address-ipv4": "127.0.0.1",
+            "bind-address-ipv6": "::1",
+            "rpc-bind-address": "127.0.0.1",
+            "rpc-port": self.rpc_port,
+            "rpc-whitelist": "127.0.0.1",
+            "rpc-host-whitelist-enabled": False,
+            "rpc-authentication-required": False,
+            "peer-port": self.peer_port,
+            "download-dir": str(self.data_dir),
+            "message-level": 1,
         }
         (conf / "settings.json").write_text(json.dumps(settings))
         return ["transmission-daemon", "-f", "-g", str(conf)]

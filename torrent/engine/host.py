@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ class SwarmContext:
         half_open: outgoing connection attempts in flight, session-wide.
         peer_slots: free connection slots, session-wide.
         clock: the time source of every timer decision.
+        disk_executor: the thread pool every torrent's disk I/O shares (None: each its own).
     """
 
     settings: Settings
@@ -53,6 +55,7 @@ class SwarmContext:
     half_open: asyncio.Semaphore
     peer_slots: Callable[[], int]
     clock: Clock = SYSTEM_CLOCK
+    disk_executor: ThreadPoolExecutor | None = None
 
 
 def spawn(

@@ -27,6 +27,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -193,6 +194,7 @@ class Session:
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._disk_pool: ThreadPoolExecutor | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
@@ -226,6 +228,10 @@ class Session:
             )
             stack.push_async_callback(http.close)
             self._http = http
+            # One disk pool for every torrent: an idle torrent holds no thread of its own.
+            pool = ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio")
+            stack.callback(pool.shutdown, wait=False)
+            self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(
@@ -343,6 +349,7 @@ class Session:
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
             clock=self.clock,
+            disk_executor=self._disk_pool,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:

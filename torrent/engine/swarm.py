@@ -295,7 +295,7 @@ class Swarm(PeerHostBase):
         """Run the torrent until it is stopped, cancelled, or fails on disk."""
         store = self.resume
         try:
-            async with DiskIO(self.storage, journal=store) as disk:
+            async with DiskIO(self.storage, journal=store, executor=self.ctx.disk_executor) as disk:
                 self.disk = disk
                 try:
                     await self._run(disk)
