@@ -24,7 +24,10 @@ async def test_remove_then_add_again_resumes_and_peers_are_listed(tmp_path: Path
     content = make_payload(tmp_path / "seed", "pair", {"a.bin": 100_000, "b.bin": 60_000})
     meta = make_torrent(content, piece_length=16 * 1024)
     settings = config.testing_settings().replace(seed_ratio=None)
-    async with asyncio.timeout(30), Session(settings) as seed_s, Session(settings) as leech_s:
+    # The leecher is slowed down so that the peers stay connected while the test looks
+    # at them (two seeds disconnect from each other).
+    slow = settings.replace(max_download_bps=50_000)
+    async with asyncio.timeout(30), Session(settings) as seed_s, Session(slow) as leech_s:
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         assert seed.file_progress() == [100_000, 60_000]

@@ -91,7 +91,7 @@ class DaemonConfig:
     max_active_downloads: int = 5
     max_active_seeds: int | None = None
     stall_s: float = 600.0
-    check_slots: int = 8
+    check_slots: int = 32
     on_complete: str | None = None
     stats_save_interval_s: float = 30.0
 
@@ -422,6 +422,8 @@ class Daemon:
         h = r.handle
         assert h is not None
         state = h.state
+        if state is TorrentState.SEEDING and r.stored.done_date and not r.check_only:
+            return  # the common case at scale: a seed whose completion is already noted
         if state in (TorrentState.STOPPED, TorrentState.ERROR):
             st = h.statistics()
             if st.error:
