@@ -6,11 +6,13 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 1. start the daemon (RPC and peer port on loopback, DHT/LSD/port mapping off) and read
    its idle RSS;
 2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight;
-3. wait until ``torrent-get`` lists every one complete (``percentDone`` 1);
+3. wait until ``torrent-get`` lists every one complete and seeding (``percentDone`` 1,
+   ``status`` 6);
 4. ``torrent-get`` of 7 list fields over all torrents, a fresh connection per call:
    median latency of 20 calls;
 5. RSS now, and (RSS - idle RSS) / N as the memory per torrent; CPU used over 5 s idle;
-6. stop it (SIGTERM), start it again, and time until every torrent is listed complete.
+6. stop it (SIGTERM), start it again, and time until every torrent is listed complete
+   and seeding.
 
 Usage (inside a loopback-only namespace, as root)::
 
@@ -209,12 +211,13 @@ async def wait_for(cond: Callable[[], Awaitable[bool]], timeout_s: float, interv
 
 
 async def all_complete(rpc: Rpc, http: aiohttp.ClientSession, n: int) -> bool:
+    """Every torrent listed complete *and* seeding (status 6), not just known complete."""
     try:
-        got = await rpc.call(http, "torrent-get", fields=["id", "percentDone"], format="table")
+        got = await rpc.call(http, "torrent-get", fields=["id", "percentDone", "status"], format="table")
     except (aiohttp.ClientError, RuntimeError, OSError):
         return False
     rows = got["torrents"][1:]
-    return len(rows) == n and all(r[1] == 1 for r in rows)
+    return len(rows) == n and all(r[1] == 1 and r[2] == 6 for r in rows)
 
 
 async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[str, float]:

@@ -259,6 +259,28 @@ async def test_a_stalled_download_gives_up_its_slot(tmp_path: Path) -> None:
         )
 
 
+async def test_stopping_a_magnet_ends_its_metadata_fetch(tmp_path: Path) -> None:
+    magnet = "magnet:?xt=urn:btih:" + "cd" * 20 + "&dn=nobody-has-it"
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = (await client.call("torrent-add", filename=magnet))["torrent-added"]["id"]
+        await wait_until(lambda: daemon.records[tid].fetch_task is not None, what="fetching")
+        [t] = await client.get([tid], "name", "status", "metadataPercentComplete", "totalSize")
+        assert t == {
+            "name": "nobody-has-it",
+            "status": Status.DOWNLOAD,
+            "metadataPercentComplete": 0.0,
+            "totalSize": 0,
+        }
+        await client.call("torrent-stop", ids=[tid])
+        assert (await client.get([tid], "status"))[0]["status"] == Status.STOPPED
+        await wait_until(lambda: not daemon.session._fetchers, what="the fetch ended")
+        await client.call("torrent-start", ids=[tid])
+        await wait_until(lambda: bool(daemon.session._fetchers), what="fetching again")
+        await client.call("torrent-remove", ids=[tid])
+        await wait_until(lambda: not daemon.session._fetchers, what="the fetch ended with the torrent")
+        assert await client.get(None, "id") == []
+
+
 async def test_records_survive_a_restart(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     done = make_torrent(make_payload(downloads, "done.bin", 100_000))

@@ -42,6 +42,16 @@ async def test_remove_then_add_again_resumes_and_peers_are_listed(tmp_path: Path
         assert (p.host, p.port, p.incoming) == ("127.0.0.1", seed_s.port, False)
         assert seed.peers()[0].incoming
         await leech.wait_complete()
+        b, st = leech.brief(), leech.statistics()
+        assert (b.state, b.done_bytes, b.wanted_bytes, b.downloaded_bytes, b.uploaded_bytes, b.error) == (
+            st.state,
+            st.done_bytes,
+            st.wanted_bytes,
+            st.downloaded_bytes,
+            st.uploaded_bytes,
+            st.error,
+        )
+        assert b.done_bytes == b.wanted_bytes == 7 * 16 * 1024  # the pieces of a.bin
         progress = leech.file_progress()
         assert progress[0] == 100_000
         assert progress[1] == 7 * 16 * 1024 - 100_000  # not wanted: only the piece it shares with a.bin

@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from torrent.daemon.service import Daemon, DaemonError, Record, Status
+from torrent.engine.status import TorrentStats
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
 
@@ -390,20 +391,28 @@ async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
 class _View:
     """What the field getters read of one record, computed once per torrent."""
 
-    __slots__ = ("_totals", "meta", "now", "r", "st", "status")
+    __slots__ = ("_stats", "_totals", "b", "meta", "now", "r", "status")
 
     def __init__(self, r: Record, now: float) -> None:
         self.r = r
         self.now = now
-        self.st = r.handle.statistics() if r.handle is not None else None
+        # The brief is cheap; the full statistics only for the fields that need them.
+        self.b = r.handle.brief() if r.handle is not None else None
+        self._stats: TorrentStats | None = None
         self.meta = r.meta
         self.status = r.status()
         self._totals: tuple[int, int] | None = None
 
     @property
+    def stats(self) -> TorrentStats | None:
+        if self._stats is None and self.r.handle is not None:
+            self._stats = self.r.handle.statistics()
+        return self._stats
+
+    @property
     def totals(self) -> tuple[int, int]:
         if self._totals is None:
-            self._totals = self.r.totals()
+            self._totals = self.r.totals(self.b)
         return self._totals
 
     @property
@@ -412,8 +421,8 @@ class _View:
 
     @property
     def size_when_done(self) -> int:
-        if self.st is not None:
-            return self.st.wanted_bytes
+        if self.b is not None:
+            return self.b.wanted_bytes
         meta = self.meta
         if meta is None:
             return 0
@@ -424,8 +433,8 @@ class _View:
 
     @property
     def done(self) -> int:
-        if self.st is not None:
-            return self.st.done_bytes
+        if self.b is not None:
+            return self.b.done_bytes
         return (
             self.size_when_done
             if self.r.stored.done_date
@@ -441,23 +450,24 @@ class _View:
         return self.done / size if size else (1.0 if self.r.stored.done_date else 0.0)
 
     def eta(self) -> int:
-        if self.left == 0:
+        left = self.left
+        if left == 0:
             return -1
-        if self.st is None or self.st.eta_s is None:
+        if self.b is None or self.b.download_rate_bps <= 0:
             return -2
-        return int(self.st.eta_s)
+        return int(left / self.b.download_rate_bps)
 
     def error(self) -> int:
         if self.r.stored.error:
             return 3
-        if self.st is not None and self.st.tracker_message:
+        if self.b is not None and self.b.tracker_message:
             return 1
         return 0
 
     def error_string(self) -> str:
         if self.r.stored.error:
             return self.r.stored.error
-        return self.st.tracker_message if self.st is not None else ""
+        return self.b.tracker_message if self.b is not None else ""
 
     def ratio(self) -> float:
         up, down = self.totals
@@ -532,15 +542,15 @@ class _View:
         return out
 
     def tracker_stats(self) -> list[dict[str, Any]]:
-        message = self.st.tracker_message if self.st is not None else ""
+        message = self.b.tracker_message if self.b is not None else ""
         return [
             {
                 **t,
                 "host": t["announce"],
                 "lastAnnounceResult": message or "Success",
                 "lastAnnounceSucceeded": not message,
-                "hasAnnounced": self.st is not None,
-                "announceState": 1 if self.st is not None else 0,
+                "hasAnnounced": self.b is not None,
+                "announceState": 1 if self.b is not None else 0,
                 "downloadCount": -1,
                 "leecherCount": -1,
                 "seederCount": -1,
@@ -581,7 +591,7 @@ def _pieces_b64(v: _View) -> str:
     if v.meta is None:
         return ""
     n = v.meta.info.num_pieces
-    have = v.r.stored.done_date > 0 if v.st is None else v.st.pieces_done == v.st.pieces_wanted == n
+    have = v.r.stored.done_date > 0 if v.stats is None else v.stats.pieces_done == v.stats.pieces_wanted == n
     bits = bytearray(math.ceil(n / 8))
     if have:
         for i in range(n):
@@ -592,16 +602,16 @@ def _pieces_b64(v: _View) -> str:
 TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
     "activityDate": lambda v: (
         int(v.now)
-        if v.st is not None and (v.st.download_rate_bps or v.st.upload_rate_bps)
+        if v.stats is not None and (v.stats.download_rate_bps or v.stats.upload_rate_bps)
         else v.r.stored.done_date
     ),
     "addedDate": lambda v: v.r.stored.added_date,
     "bandwidthPriority": _limit("bandwidthPriority", 0),
     "comment": lambda v: v.meta.comment if v.meta else "",
-    "corruptEver": lambda v: v.st.wasted_bytes if v.st else 0,
+    "corruptEver": lambda v: v.stats.wasted_bytes if v.stats else 0,
     "creator": lambda v: v.meta.created_by if v.meta else "",
     "dateCreated": lambda v: (v.meta.creation_date or 0) if v.meta else 0,
-    "desiredAvailable": lambda v: v.left if v.st and v.st.seeds_connected else 0,
+    "desiredAvailable": lambda v: v.left if v.stats and v.stats.seeds_connected else 0,
     "doneDate": lambda v: v.r.stored.done_date,
     "downloadDir": lambda v: v.r.stored.download_dir,
     "downloadedEver": lambda v: v.totals[1],
@@ -633,7 +643,7 @@ TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
     "name": lambda v: v.r.stored.name,
     "peer-limit": _limit("peer-limit", 50),
     "peers": _View.peers,
-    "peersConnected": lambda v: v.st.peers_connected if v.st else 0,
+    "peersConnected": lambda v: v.stats.peers_connected if v.stats else 0,
     "peersFrom": lambda v: {
         "fromCache": 0,
         "fromDht": 0,
@@ -641,7 +651,7 @@ TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
         "fromLpd": 0,
         "fromLtep": 0,
         "fromPex": 0,
-        "fromTracker": v.st.peers_connected if v.st else 0,
+        "fromTracker": v.stats.peers_connected if v.stats else 0,
     },
     "peersGettingFromUs": lambda v: _peers_count(v, "up"),
     "peersSendingToUs": lambda v: _peers_count(v, "down"),
@@ -653,9 +663,9 @@ TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
     "priorities": lambda v: list(v.r.stored.priorities),
     "primary-mime-type": lambda v: "application/octet-stream",
     "queuePosition": lambda v: v.r.stored.queue_position,
-    "rateDownload": lambda v: int(v.st.download_rate_bps) if v.st else 0,
-    "rateUpload": lambda v: int(v.st.upload_rate_bps) if v.st else 0,
-    "recheckProgress": lambda v: v.st.checked_fraction if v.st and v.status == Status.CHECK else 0.0,
+    "rateDownload": lambda v: int(v.b.download_rate_bps) if v.b else 0,
+    "rateUpload": lambda v: int(v.b.upload_rate_bps) if v.b else 0,
+    "recheckProgress": lambda v: v.stats.checked_fraction if v.stats and v.status == Status.CHECK else 0.0,
     "secondsDownloading": lambda v: 0,
     "secondsSeeding": lambda v: (
         int(v.now - v.r.started_at) if v.status == Status.SEED and v.r.started_at else 0
@@ -778,7 +788,7 @@ async def _session_stats(daemon: Daemon, args: dict[str, Any], _: web.Request) -
     run_up = run_down = 0
     for r in running:
         assert r.handle is not None
-        st = r.handle.statistics()
+        st = r.handle.brief()
         down += int(st.download_rate_bps)
         up += int(st.upload_rate_bps)
         run_up += st.uploaded_bytes

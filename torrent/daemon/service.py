@@ -15,7 +15,8 @@ Queue rules (as Transmission's and qBittorrent's):
    are checked at once; the check itself hashes on every core.
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
-   completion) and once a second, never per torrent.
+   completion) and once a second, never per torrent; changes that arrive together are
+   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops.
@@ -42,7 +43,7 @@ from torrent.config import Settings
 from torrent.daemon.store import StateStore, StoredTorrent
 from torrent.disk.storage import state_dir, state_path
 from torrent.engine.session import Session, Torrent
-from torrent.engine.status import TorrentState
+from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
@@ -51,6 +52,10 @@ from torrent.types import InfoHash
 __all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
 
 log = logging.getLogger(__name__)
+
+
+#: The scheduler runs at most once per this many seconds (rule 5).
+SCHEDULE_MIN_GAP_S = 0.05
 
 
 class DaemonError(TorrentError):
@@ -110,6 +115,8 @@ class Record:
     #: A verify was asked for while it was not running: waits for a check slot.
     verify_pending: bool = False
     fetching: bool = False
+    #: The metadata fetch of a magnet link, while it runs.
+    fetch_task: asyncio.Task[None] | None = None
     #: When the download last made progress (monotonic) and how far it was.
     progress_at: float = 0.0
     progress_bytes: int = -1
@@ -153,13 +160,13 @@ class Record:
             return Status.STOPPED
         return Status.DOWNLOAD
 
-    def totals(self) -> tuple[int, int]:
-        """``(uploaded, downloaded)`` ever, this run included."""
+    def totals(self, brief: TorrentBrief | None = None) -> tuple[int, int]:
+        """``(uploaded, downloaded)`` ever, this run included (``brief``: the handle's, if at hand)."""
         up, down = self.stored.uploaded, self.stored.downloaded
         if self.handle is not None:
-            st = self.handle.statistics()
-            up += st.uploaded_bytes - self.folded_up
-            down += st.downloaded_bytes - self.folded_down
+            b = brief or self.handle.brief()
+            up += b.uploaded_bytes - self.folded_up
+            down += b.downloaded_bytes - self.folded_down
         return up, down
 
 
@@ -208,13 +215,14 @@ class Daemon:
         #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
             coro.close()
-            return
+            return None
         task = self._tg.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,7 +249,7 @@ class Daemon:
         self._closing = True
         running = [r for r in self.records.values() if r.handle is not None]
         await asyncio.gather(*(self._stop_handle(r) for r in running), return_exceptions=True)
-        self._save_stats()
+        self.store.update_many([r.stored for r in running])
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
         for task in list(self._tasks):
             task.cancel()
@@ -336,6 +344,11 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._wake.wait()
+            if self._closing:
+                return
+            # A pass walks every record: when thousands of checks end in a burst, one
+            # pass per ``SCHEDULE_MIN_GAP_S`` serves them all (and leaves the loop to RPC).
+            await asyncio.sleep(SCHEDULE_MIN_GAP_S)
             self._wake.clear()
             if self._closing:
                 return
@@ -440,7 +453,7 @@ class Daemon:
             await self._stop_handle(r)
             self.store.update(r.stored)
             return
-        done = h.statistics().done_bytes
+        done = h.brief().done_bytes
         if done != r.progress_bytes:
             r.progress_bytes = done
             r.progress_at = now
@@ -463,7 +476,7 @@ class Daemon:
         if r.meta is None:
             if r.stored.magnet:
                 r.fetching = True
-                self._spawn(self._fetch(r))
+                r.fetch_task = self._spawn(self._fetch(r))
             return
         try:
             r.handle = await self.session.add_torrent(
@@ -499,6 +512,7 @@ class Daemon:
             return
         finally:
             r.fetching = False
+            r.fetch_task = None
         if r.id not in self.records:
             return
         r.meta = meta
@@ -511,14 +525,22 @@ class Daemon:
         self.wake()
 
     async def _stop_handle(self, r: Record) -> None:
-        """Take a running torrent out of the session and fold its totals into the record."""
+        """Take a running torrent out of the session and fold its totals into the record
+        (a magnet link's metadata fetch is cancelled)."""
+        if r.fetch_task is not None:
+            r.fetch_task.cancel()
+            r.fetch_task = None
+            r.fetching = False
         h = r.handle
         if h is None:
             return
         up, down = r.totals()
+        was_complete = h.state in (TorrentState.SEEDING, TorrentState.FINISHED)
         with contextlib.suppress(TorrentError):
             await self.session.remove_torrent(h.info_hash)
         r.stored.uploaded, r.stored.downloaded = up, down
+        if was_complete and not r.stored.done_date:
+            r.stored.done_date = int(time.time())  # completed since the last scheduler pass
         st = h.statistics()
         if h.state is not TorrentState.CHECKING or st.checked_fraction >= 1.0:
             r.stored.have_bytes = st.done_bytes
@@ -534,7 +556,7 @@ class Daemon:
             if r.handle is None:
                 continue
             up, down = r.totals()
-            st = r.handle.statistics()
+            st = r.handle.brief()
             r.stored.uploaded, r.stored.downloaded = up, down
             r.folded_up, r.folded_down = st.uploaded_bytes, st.downloaded_bytes
             rows.append((r.id, up, down))

@@ -39,7 +39,7 @@ from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.peer import Peer, PeerAddr
-from torrent.engine.status import PeerStats, TorrentEvent, TorrentState, TorrentStats
+from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
@@ -104,6 +104,23 @@ class Torrent:
 
     def statistics(self) -> TorrentStats:
         return self._swarm.statistics()
+
+    def brief(self) -> TorrentBrief:
+        """Progress, rates, totals and errors only: a cheap :meth:`statistics`."""
+        sw = self._swarm
+        picker = sw.picker
+        wanted = picker.bytes_wanted
+        return TorrentBrief(
+            sw.state,
+            wanted - picker.left,
+            wanted,
+            sw._down_rate,
+            sw._up_rate,
+            sw.downloaded_bytes,
+            sw.uploaded_bytes,
+            sw.error,
+            sw.announcer.message,
+        )
 
     def events(self) -> AsyncIterator[TorrentEvent]:
         """An async iterator of this torrent's events from now on."""
