@@ -12,7 +12,10 @@ Queue rules (as Transmission's and qBittorrent's):
    hold a slot.
 2. At most ``max_active_seeds`` complete torrents seed at once (None: all of them).
 3. A torrent being checked holds neither kind of slot, but at most ``check_slots``
-   are checked at once; the check itself hashes on every core.
+   are checked at once; the check itself hashes on every core. A torrent not yet
+   checked in this run is checked whatever the download queue says (as Transmission
+   verifies what it adds); if it turns out incomplete and the download slots are full,
+   it goes back to the queue, its progress known.
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
@@ -55,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 #: The scheduler runs at most once per this many seconds (rule 5).
-SCHEDULE_MIN_GAP_S = 0.05
+SCHEDULE_MIN_GAP_S = 0.02
 
 
 class DaemonError(TorrentError):
@@ -115,6 +118,9 @@ class Record:
     #: A verify was asked for while it was not running: waits for a check slot.
     verify_pending: bool = False
     fetching: bool = False
+    #: Its data was checked in this run of the daemon (a new torrent is checked first,
+    #: whatever the download queue says).
+    checked: bool = False
     #: The metadata fetch of a magnet link, while it runs.
     fetch_task: asyncio.Task[None] | None = None
     #: When the download last made progress (monotonic) and how far it was.
@@ -381,9 +387,13 @@ class Daemon:
                 if self.max_active_seeds is None or seeds < self.max_active_seeds:
                     seeds += 1
                     await self._start(r)
-            elif downloads < self.max_active_downloads and checks < self.config.check_slots:
-                downloads += 1
+            elif checks < self.config.check_slots and (
+                not r.checked or downloads < self.max_active_downloads
+            ):
+                # Never checked: checked now, beside the downloads (it may turn out
+                # complete); afterwards it takes a download slot or waits in the queue.
                 checks += 1
+                downloads += r.checked
                 await self._start(r)
 
     async def _enforce_limits(self, now: float) -> None:
@@ -447,6 +457,7 @@ class Daemon:
             return
         if state is TorrentState.CHECKING:
             return
+        r.checked = True
         if r.check_only:
             r.check_only = False
             self._note_done(r)
