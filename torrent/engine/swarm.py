@@ -377,7 +377,10 @@ class Swarm(PeerHostBase):
             return
         self._complete.set()
         self._emit(TorrentEventKind.COMPLETED, f"download complete: {self.done_bytes} bytes verified")
-        self._resume_dirty.set()
+        if self.downloaded_bytes:
+            # Complete from the start: the state written as the run began already holds
+            # every verified piece; saving it again would only cost two fsyncs.
+            self._resume_dirty.set()
         self.announcer.completed(downloaded=self.downloaded_bytes > 0)
         self._seeding_since = self._clock.monotonic()
         if self.seed_after:
