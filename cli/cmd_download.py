@@ -133,34 +133,14 @@ def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
-    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
-    p.add_argument(
-        "--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)"
-    )
-    p.add_argument(
-        "--max-up",
-        type=parse_rate,
-        default=0,
-        metavar="RATE",
-        help="upload limit, e.g. 500K, 2M (default unlimited)",
-    )
-    p.add_argument(
-        "--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)"
-    )
+def add_discovery_arguments(p: argparse.ArgumentParser) -> None:
+    """``--encryption``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``, ``--no-lsd``
+    (download, seed and the daemon)."""
     p.add_argument(
         "--encryption",
         choices=("require", "prefer", "off"),
         default="prefer",
         help="MSE/PE: require it, prefer it and fall back to plaintext (default), or off",
-    )
-    p.add_argument(
-        "--peer",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="also connect to this peer (repeatable)",
     )
     p.add_argument(
         "--no-dht", action="store_true", help="do not use the DHT to find peers (it is on by default)"
@@ -182,6 +162,49 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not announce or look for peers on the local network (BEP 14 multicast)",
     )
+
+
+def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> dict[str, Any]:
+    """The Settings fields of :func:`add_discovery_arguments`' flags."""
+    from torrent.config import Encryption
+
+    out: dict[str, Any] = {
+        "dht_enabled": not args.no_dht,
+        "pex_enabled": not args.no_pex,
+        "lsd_enabled": not args.no_lsd,
+        "encryption": Encryption(args.encryption),
+    }
+    if args.dht_bootstrap is not None:
+        out["dht_bootstrap"] = args.dht_bootstrap
+    if dht_state_file is not None and not args.no_dht:
+        out["dht_state_file"] = dht_state_file
+    return out
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
+    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)"
+    )
+    p.add_argument(
+        "--max-up",
+        type=parse_rate,
+        default=0,
+        metavar="RATE",
+        help="upload limit, e.g. 500K, 2M (default unlimited)",
+    )
+    p.add_argument(
+        "--max-down", type=parse_rate, default=0, metavar="RATE", help="download limit (default unlimited)"
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="also connect to this peer (repeatable)",
+    )
+    add_discovery_arguments(p)
     p.add_argument(
         "--recheck",
         action="store_true",
@@ -254,16 +277,11 @@ def parse_peer(text: str) -> tuple[str, int]:
 def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) -> Settings:
     """The session's settings from the flags; the DHT's routing table is kept in
     ``state_dir/.pytorrent/dht.state`` (the download directory's state directory)."""
-    from torrent.config import Encryption, Settings
+    from torrent.config import Settings
     from torrent.disk.storage import state_dir as state_dir_of
 
     seed_ratio = getattr(args, "seed_ratio", None)
-    discovery: dict[str, Any] = {"dht_enabled": not args.no_dht, "pex_enabled": not args.no_pex}
-    discovery["lsd_enabled"] = not args.no_lsd
-    if args.dht_bootstrap is not None:
-        discovery["dht_bootstrap"] = args.dht_bootstrap
-    if state_dir is not None and not args.no_dht:
-        discovery["dht_state_file"] = os.path.join(state_dir_of(state_dir), "dht.state")
+    dht_state = os.path.join(state_dir_of(state_dir), "dht.state") if state_dir is not None else None
     return Settings(
         listen_host=args.bind,
         listen_port=args.port,
@@ -272,8 +290,7 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
         max_download_bps=args.max_down,
         seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
-        encryption=Encryption(getattr(args, "encryption", "prefer")),
-        **discovery,
+        **discovery_settings(args, dht_state),
         use_web_seeds=not getattr(args, "no_web_seeds", False),
         web_seeds=tuple(getattr(args, "web_seed", ())),
     )

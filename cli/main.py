@@ -26,7 +26,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Subcommands in the order ``--help`` lists them; each lives in ``cli/cmd_<name>.py``.
-COMMANDS = ("download", "seed", "create", "info", "tracker", "tracker-admin", "dht", "demo")
+COMMANDS = ("download", "seed", "create", "info", "tracker", "tracker-admin", "dht", "demo", "daemon")
 
 T = TypeVar("T")
 

@@ -111,6 +111,9 @@ class DiskIO:
         max_queued: bound on operations submitted and unfinished (back-pressure).
         read_cache_bytes: LRU read cache size for uploads (0 disables it).
         journal: told about each piece before its first write (see rule 3).
+        executor: a thread pool to share with other DiskIOs (a session's torrents share
+            one, so an idle torrent holds no thread); its owner shuts it down. Default:
+            a pool of this DiskIO's own, of ``threads`` threads.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class DiskIO:
         max_queued: int = DEFAULT_MAX_QUEUED,
         read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES,
         journal: WriteJournal | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
@@ -129,7 +133,8 @@ class DiskIO:
         self._info = storage.info
         self._threads = threads if threads is not None else max(4, cores + 2)
         self._cores = max(1, min(cores, self._threads))
-        self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="diskio")
+        self._own_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="diskio")
         self._max_queued = max_queued
         self._slots = asyncio.Semaphore(max_queued)
         self._queued = 0
@@ -171,7 +176,8 @@ class DiskIO:
         pending = [asyncio.wrap_future(f) for f in list(self._submitted)]
         if pending:
             await asyncio.wait(pending)
-        self._pool.shutdown(wait=False)
+        if self._own_pool:
+            self._pool.shutdown(wait=False)
         self.storage.close()
 
     # --- plumbing ---------------------------------------------------------------------

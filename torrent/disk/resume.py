@@ -414,6 +414,11 @@ class ResumeStore:
         if self._journal_fd is not None:
             os.close(self._journal_fd)
         self._journal_fd = fd
+        if not pieces:
+            # Nothing to append to until the next first write (note_write reopens the
+            # path): an idle torrent keeps no descriptor open.
+            os.close(fd)
+            self._journal_fd = None
 
     async def save(
         self,
@@ -543,4 +548,7 @@ async def start(
         uploaded=state.uploaded if state else 0,
         downloaded=state.downloaded if state else 0,
     )
+    # The check's descriptors are closed: an idle torrent holds no open file (the
+    # storage reopens a file on its next read or write).
+    await asyncio.to_thread(storage.close)
     return verified, plan

@@ -34,6 +34,7 @@ class RateLimiter:
     def __init__(self, rate_bps: int, burst_s: float = 0.5, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate_bps = rate_bps
         self._clock = clock
+        self._burst_s = burst_s
         self._burst = max(rate_bps * burst_s, BLOCK_SIZE * 2)
         self._tokens = self._burst
         self._stamp = clock.monotonic()
@@ -41,6 +42,15 @@ class RateLimiter:
     @property
     def unlimited(self) -> bool:
         return self.rate_bps <= 0
+
+    def set_rate(self, rate_bps: int) -> None:
+        """Change the limit at once (0: unlimited); every peer sharing the bucket follows."""
+        if rate_bps < 0:
+            raise ValueError("a rate limit must not be negative")
+        self._refill()
+        self.rate_bps = rate_bps
+        self._burst = max(rate_bps * self._burst_s, BLOCK_SIZE * 2)
+        self._tokens = min(self._tokens, self._burst)
 
     def _refill(self) -> None:
         now = self._clock.monotonic()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,7 @@ class SwarmContext:
         clock: the time source of every timer decision.
         encryption: the session's MSE handshake counters.
         dht: the session's DHT node, None when the DHT is off.
+        disk_executor: the thread pool every torrent's disk I/O shares (None: each its own).
     """
 
     settings: Settings
@@ -59,6 +61,7 @@ class SwarmContext:
     clock: Clock = SYSTEM_CLOCK
     encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
     dht: DhtNode | None = None
+    disk_executor: ThreadPoolExecutor | None = None
 
 
 def spawn(

@@ -39,6 +39,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
-from torrent.engine.status import TorrentEvent, TorrentState, TorrentStats
+from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
 from torrent.errors import StorageError, TorrentError
@@ -124,6 +125,23 @@ class Torrent:
     def statistics(self) -> TorrentStats:
         return self._swarm.statistics()
 
+    def brief(self) -> TorrentBrief:
+        """Progress, rates, totals and errors only: a cheap :meth:`statistics`."""
+        sw = self._swarm
+        picker = sw.picker
+        wanted = picker.bytes_wanted
+        return TorrentBrief(
+            sw.state,
+            wanted - picker.left,
+            wanted,
+            sw._down_rate,
+            sw._up_rate,
+            sw.downloaded_bytes,
+            sw.uploaded_bytes,
+            sw.error,
+            sw.announcer.message,
+        )
+
     def events(self) -> AsyncIterator[TorrentEvent]:
         """An async iterator of this torrent's events from now on."""
         return self._swarm.events()
@@ -131,6 +149,32 @@ class Torrent:
     def add_peers(self, addrs: Sequence[PeerAddr]) -> None:
         """Connect to these addresses too (besides the trackers' peers)."""
         self._swarm.add_peers(addrs)
+
+    def file_progress(self) -> list[int]:
+        """Verified bytes of each file, in the order of the torrent's files."""
+        swarm = self._swarm
+        info, picker = swarm.info, swarm.picker
+        piece_length = info.piece_length
+        out = []
+        for f in info.files:
+            done = 0
+            if f.length:
+                end = f.offset + f.length
+                for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
+                    if picker.have(p):
+                        start = max(f.offset, p * piece_length)
+                        done += min(end, (p + 1) * piece_length) - start
+            out.append(done)
+        return out
+
+    def reannounce(self) -> None:
+        """Announce to the trackers soon (still keeping the minimum interval)."""
+        self._swarm.announcer.wake()
+
+    def peers(self) -> list[PeerStats]:
+        """One snapshot per connected peer (handshake done)."""
+        swarm = self._swarm
+        return [_peer_stats(p, swarm.num_pieces) for p in swarm.peers.values() if p.peer_id is not None]
 
     def stop_nowait(self) -> None:
         """Ask the torrent to stop and return at once (:meth:`stop` waits for it)."""
@@ -141,6 +185,27 @@ class Torrent:
         self._swarm.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._task)
+
+
+def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
+    proto = peer.proto
+    ext = proto.peer_extension_handshake if proto is not None else None
+    client = ext.client if ext is not None else None
+    if not client:
+        client = bytes(peer.peer_id or b"")[:8].decode("ascii", "replace").strip("-")
+    return PeerStats(
+        host=peer.addr[0],
+        port=peer.addr[1],
+        client=client or "",
+        progress=peer.num_have / num_pieces if num_pieces else 0.0,
+        down_rate_bps=peer.down.rate_bps,
+        up_rate_bps=peer.up.rate_bps,
+        incoming=not peer.outgoing,
+        am_choking=peer.am_choking,
+        am_interested=peer.am_interested,
+        peer_choking=peer.peer_choking,
+        peer_interested=peer.peer_interested,
+    )
 
 
 class Session:
@@ -169,6 +234,7 @@ class Session:
         self._udp: UdpSocket | None = None
         self._dht: DhtNode | None = None
         self._lsd: LsdService | None = None
+        self._disk_pool: ThreadPoolExecutor | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
@@ -233,6 +299,10 @@ class Session:
                         interval_s=s.lsd_interval_s,
                     )
                 )
+            # One disk pool for every torrent: an idle torrent holds no thread of its own.
+            pool = ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio")
+            stack.callback(pool.shutdown, wait=False)
+            self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(
@@ -385,6 +455,7 @@ class Session:
             clock=self.clock,
             encryption=self._encryption,
             dht=self._dht,
+            disk_executor=self._disk_pool,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -394,6 +465,27 @@ class Session:
             self._swarms.pop(swarm.info_hash, None)
             if self._lsd is not None:
                 self._lsd.forget(swarm.info_hash)
+
+    async def remove_torrent(self, info_hash: InfoHash) -> None:
+        """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
+
+        It may be added again afterwards (to restart it, or with other settings).
+
+        Raises:
+            TorrentError: no such torrent in the session.
+        """
+        torrent = self._torrents.pop(info_hash, None)
+        if torrent is None:
+            raise TorrentError(f"torrent {info_hash.hex()} is not in the session")
+        await torrent.stop()
+        self._tasks.pop(info_hash, None)
+
+    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
+        """Change the session-wide rate limits at once (0: unlimited; None: unchanged)."""
+        if download_bps is not None:
+            self._down.set_rate(download_bps)
+        if upload_bps is not None:
+            self._up.set_rate(upload_bps)
 
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())

@@ -13,10 +13,11 @@ import contextlib
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from torrent.types import InfoHash
 
-__all__ = ["EventBus", "TorrentEvent", "TorrentEventKind", "TorrentState", "TorrentStats"]
+__all__ = ["EventBus", "PeerStats", "TorrentBrief", "TorrentEvent", "TorrentEventKind", "TorrentState", "TorrentStats"]
 
 #: Events a subscriber may fall behind by before the oldest are dropped.
 MAX_QUEUED_EVENTS = 1000
@@ -100,6 +101,47 @@ class TorrentStats:
     @property
     def progress(self) -> float:
         return self.done_bytes / self.wanted_bytes if self.wanted_bytes else 1.0
+
+
+class TorrentBrief(NamedTuple):
+    """The few figures a list of thousands of torrents shows (``Torrent.brief()``).
+
+    A tuple, not a :class:`TorrentStats`: it costs a tenth as much to build, which is
+    what a front end listing 10,000 torrents many times a minute pays for.
+    """
+
+    state: TorrentState
+    done_bytes: int
+    wanted_bytes: int
+    download_rate_bps: float
+    upload_rate_bps: float
+    downloaded_bytes: int
+    uploaded_bytes: int
+    error: str
+    tracker_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """A snapshot of one connected peer (``Torrent.peers()``).
+
+    Attributes:
+        client: the extension handshake's ``v`` (BEP 10), else the peer id's printable part.
+        progress: the fraction of the torrent's pieces the peer has.
+        down_rate_bps / up_rate_bps: payload rate from / to the peer.
+    """
+
+    host: str
+    port: int
+    client: str
+    progress: float
+    down_rate_bps: float
+    up_rate_bps: float
+    incoming: bool
+    am_choking: bool
+    am_interested: bool
+    peer_choking: bool
+    peer_interested: bool
 
 
 @dataclass(frozen=True, slots=True)

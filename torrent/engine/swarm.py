@@ -337,7 +337,7 @@ class Swarm(PeerHostBase):
         """Run the torrent until it is stopped, cancelled, or fails on disk."""
         store = self.resume
         try:
-            async with DiskIO(self.storage, journal=store) as disk:
+            async with DiskIO(self.storage, journal=store, executor=self.ctx.disk_executor) as disk:
                 self.disk = disk
                 try:
                     await self._run(disk)
@@ -426,7 +426,10 @@ class Swarm(PeerHostBase):
             return
         self._complete.set()
         self._emit(TorrentEventKind.COMPLETED, f"download complete: {self.done_bytes} bytes verified")
-        self._resume_dirty.set()
+        if self.downloaded_bytes:
+            # Complete from the start: the state written as the run began already holds
+            # every verified piece; saving it again would only cost two fsyncs.
+            self._resume_dirty.set()
         self.announcer.completed(downloaded=self.downloaded_bytes > 0)
         self._seeding_since = self._clock.monotonic()
         if self.seed_after:

@@ -55,6 +55,10 @@ UDP_RETRY_BASE_S = 15.0
 MAX_HTTP_REDIRECTS = 5
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
+#: Shuffles the tiers when the caller gives no ``rng`` (seeding a fresh one per torrent
+#: costs more than the shuffle).
+_SHUFFLE_RNG = random.Random()
+
 
 class TrackerClient(Protocol):
     """One tracker URL."""
@@ -305,7 +309,7 @@ class TrackerTiers:
     """BEP 12 announce-list: shuffled tiers, the responding tracker moves to the front."""
 
     def __init__(self, tiers: Sequence[Sequence[TrackerClient]], *, rng: random.Random | None = None) -> None:
-        rng = rng or random.Random()
+        rng = rng or _SHUFFLE_RNG
         self.tiers: list[list[TrackerClient]] = []
         for tier in tiers:
             shuffled = list(tier)

@@ -40,6 +40,10 @@ DEFAULT_SLOTS = 4
 #: BEP 3: "every 30 seconds" for the optimistic unchoke.
 OPTIMISTIC_INTERVAL_S = 30.0
 
+#: The default source of randomness, shared: a ``random.Random`` holds 2.5 KiB of state,
+#: and a session may run thousands of chokers.
+_SHARED_RNG = random.Random()
+
 
 @dataclass(frozen=True, slots=True)
 class PeerSnapshot:
@@ -118,7 +122,7 @@ class Choker:
         self.new_peer_weight = new_peer_weight
         self.seed_quota_bytes = seed_quota_bytes
         self.seed_slot_s = seed_slot_s
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self._optimistic: PeerKey | None = None
         self._optimistic_at = 0.0
 

@@ -69,6 +69,10 @@ _FREE = 0
 _REQUESTED = 1
 _RECEIVED = 2
 
+#: The default source of randomness, shared: a ``random.Random`` holds 2.5 KiB of state,
+#: and a session may hold thousands of pickers.
+_SHARED_RNG = random.Random()
+
 
 class Block(NamedTuple):
     """One request unit: ``length`` bytes at ``offset`` inside piece ``piece``.
@@ -282,7 +286,7 @@ class Picker:
         self.ban_after_failures = ban_after_failures
         self.endgame_max_requesters = endgame_max_requesters
         self.max_partials = max_partials
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self._last_piece_length = total_length - (num_pieces - 1) * piece_length
         self._blocks_per_piece = -(-piece_length // BLOCK_SIZE)
 

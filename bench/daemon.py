@@ -1,0 +1,331 @@
+"""Daemon benchmark: ``pytorrent daemon`` beside ``transmission-daemon`` at N torrents, same run.
+
+For each N (default 1,000 and 2,000) and each daemon, with N small complete torrents
+(one 16 KiB file each, data already in the download directory):
+
+1. start the daemon (RPC and peer port on loopback, DHT/LSD/port mapping off) and read
+   its idle RSS;
+2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight;
+3. wait until ``torrent-get`` lists every one complete and seeding (``percentDone`` 1,
+   ``status`` 6);
+4. ``torrent-get`` of 7 list fields over all torrents, a fresh connection per call:
+   median latency of 20 calls;
+5. RSS now, and (RSS - idle RSS) / N as the memory per torrent; CPU used over 5 s idle;
+6. stop it (SIGTERM), start it again, and time until every torrent is listed complete
+   and seeding.
+
+Usage (inside a loopback-only namespace, as root)::
+
+    unshare --net -- sh -c 'ip link set lo up && exec python bench/daemon.py'
+    python bench/daemon.py --n 1000 2000 10000 --only pytorrent
+
+Needs ``transmission-daemon`` on PATH for its column (Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from torrent.proto import bencoding  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PIECE = 16 * 1024
+LIST_FIELDS = ["id", "name", "status", "percentDone", "rateDownload", "rateUpload", "eta"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def make_torrents(data_dir: Path, n: int) -> list[bytes]:
+    """N single-file torrents of one 16 KiB piece each; their data written to ``data_dir``."""
+    out = []
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        name = f"t{i:06d}.bin"
+        payload = hashlib.sha256(str(i).encode()).digest() * (PIECE // 32)
+        (data_dir / name).write_bytes(payload)
+        info = {
+            b"length": len(payload),
+            b"name": name.encode(),
+            b"piece length": PIECE,
+            b"pieces": hashlib.sha1(payload).digest(),
+        }
+        out.append(bencoding.encode({b"info": info}))
+    return out
+
+
+@dataclass
+class Rpc:
+    url: str
+    sid: str = ""
+
+    async def call(self, http: aiohttp.ClientSession, method: str, **arguments: Any) -> dict[str, Any]:
+        for _ in range(3):
+            async with http.post(
+                self.url,
+                json={"method": method, "arguments": arguments},
+                headers={"X-Transmission-Session-Id": self.sid},
+            ) as resp:
+                if resp.status == 409:
+                    self.sid = resp.headers["X-Transmission-Session-Id"]
+                    continue
+                body = await resp.json(content_type=None)
+                if body.get("result") != "success":
+                    raise RuntimeError(f"{method}: {body.get('result')}")
+                out: dict[str, Any] = body.get("arguments", {})
+                return out
+        raise RuntimeError("no session id")
+
+
+class Daemon:
+    name = ""
+
+    def __init__(self, work: Path, data_dir: Path) -> None:
+        self.work = work
+        self.data_dir = data_dir
+        self.rpc_port = free_port()
+        self.peer_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process keeps it
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class Ours(Daemon):
+    name = "pytorrent"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "daemon",
+            "--no-dht",
+            "--no-lsd",
+            "--rpc-host",
+            "127.0.0.1",
+            "--rpc-port",
+            str(self.rpc_port),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.peer_port),
+            "--state-dir",
+            str(self.work / "state"),
+            "--download-dir",
+            str(self.data_dir),
+        ]
+
+
+class Transmission(Daemon):
+    name = "transmission-daemon"
+
+    def command(self) -> list[str]:
+        conf = self.work / "tr-config"
+        conf.mkdir(exist_ok=True)
+        settings = {
+            "dht-enabled": False,
+            "lpd-enabled": False,
+            "pex-enabled": False,
+            "port-forwarding-enabled": False,
+            "utp-enabled": False,
+            "bind-address-ipv4": "127.0.0.1",
+            "bind-address-ipv6": "::1",
+            "rpc-bind-address": "127.0.0.1",
+            "rpc-port": self.rpc_port,
+            "rpc-whitelist": "127.0.0.1",
+            "rpc-host-whitelist-enabled": False,
+            "rpc-authentication-required": False,
+            "peer-port": self.peer_port,
+            "download-dir": str(self.data_dir),
+            "message-level": 1,
+        }
+        (conf / "settings.json").write_text(json.dumps(settings))
+        return ["transmission-daemon", "-f", "-g", str(conf)]
+
+
+async def wait_for(cond: Callable[[], Awaitable[bool]], timeout_s: float, interval_s: float = 0.1) -> float:
+    start = time.perf_counter()
+    while not await cond():
+        if time.perf_counter() - start > timeout_s:
+            raise TimeoutError
+        await asyncio.sleep(interval_s)
+    return time.perf_counter() - start
+
+
+async def all_complete(rpc: Rpc, http: aiohttp.ClientSession, n: int) -> bool:
+    """Every torrent listed complete *and* seeding (status 6), not just known complete."""
+    try:
+        got = await rpc.call(http, "torrent-get", fields=["id", "percentDone", "status"], format="table")
+    except (aiohttp.ClientError, RuntimeError, OSError):
+        return False
+    rows = got["torrents"][1:]
+    return len(rows) == n and all(r[1] == 1 and r[2] == 6 for r in rows)
+
+
+async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[str, float]:
+    n = len(torrents)
+    rpc = Rpc(f"http://127.0.0.1:{d.rpc_port}/transmission/rpc")
+    out: dict[str, float] = {}
+    d.start()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as http:
+
+        async def up() -> bool:
+            try:
+                await rpc.call(http, "session-get")
+            except (aiohttp.ClientError, OSError, RuntimeError):
+                return False
+            return True
+
+        await wait_for(up, 30)
+        await asyncio.sleep(1.0)
+        idle = rss_kib(d.pid)
+        out["idle_rss_mib"] = idle / 1024
+        queue = list(torrents)
+        encoded = [base64.b64encode(t).decode() for t in queue]
+
+        async def worker() -> None:
+            while encoded:
+                item = encoded.pop()
+                await rpc.call(http, "torrent-add", metainfo=item, **{"download-dir": str(d.data_dir)})
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(8)))
+        out["add_s"] = time.perf_counter() - t0
+        out["complete_s"] = out["add_s"] + await wait_for(lambda: all_complete(rpc, http, n), timeout_s, 0.2)
+    latencies = []
+    for _ in range(20):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+            rpc.sid = rpc.sid
+            t = time.perf_counter()
+            got = await rpc.call(fresh, "torrent-get", fields=LIST_FIELDS)
+            latencies.append(time.perf_counter() - t)
+            assert len(got["torrents"]) == n
+    out["get_ms"] = statistics.median(latencies) * 1000
+    await asyncio.sleep(2.0)
+    rss = rss_kib(d.pid)
+    out["rss_mib"] = rss / 1024
+    out["per_torrent_kib"] = (rss - idle) / n
+    c0 = cpu_s(d.pid)
+    await asyncio.sleep(5.0)
+    out["idle_cpu_pct"] = (cpu_s(d.pid) - c0) / 5.0 * 100
+    d.stop()
+    d.start()
+    t0 = time.perf_counter()
+    async with aiohttp.ClientSession() as http:
+        await wait_for(lambda: all_complete(rpc, http, n), timeout_s, 0.05)
+    out["restart_s"] = time.perf_counter() - t0
+    out["restart_rss_mib"] = rss_kib(d.pid) / 1024
+    d.stop()
+    return out
+
+
+ROWS = [
+    ("add over RPC, 8 in flight (s)", "add_s", "{:.2f}"),
+    ("until all listed complete (s)", "complete_s", "{:.1f}"),
+    ("torrent-get 7 fields, all, fresh conn (ms, median)", "get_ms", "{:.1f}"),
+    ("RSS idle, no torrents (MiB)", "idle_rss_mib", "{:.1f}"),
+    ("RSS with N torrents (MiB)", "rss_mib", "{:.1f}"),
+    ("memory per torrent (KiB)", "per_torrent_kib", "{:.1f}"),
+    ("idle CPU with N seeding (%)", "idle_cpu_pct", "{:.1f}"),
+    ("restart until all listed complete (s)", "restart_s", "{:.2f}"),
+    ("RSS after restart (MiB)", "restart_rss_mib", "{:.1f}"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, nargs="+", default=[1000, 2000])
+    ap.add_argument("--only", choices=["pytorrent", "transmission-daemon"], default=None)
+    ap.add_argument("--timeout", type=float, default=900.0, help="bound on each wait (s)")
+    args = ap.parse_args()
+    kinds: list[type[Daemon]] = [Ours, Transmission]
+    if args.only:
+        kinds = [k for k in kinds if k.name == args.only]
+    if shutil.which("transmission-daemon") is None:
+        kinds = [k for k in kinds if k is not Transmission]
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for n in args.n:
+        for kind in kinds:
+            with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
+                work = Path(tmp)
+                torrents = make_torrents(work / "data", n)
+                d = kind(work, work / "data")
+                print(f"{kind.name} N={n} ...", file=sys.stderr, flush=True)
+                try:
+                    results[(kind.name, n)] = asyncio.run(measure(d, torrents, args.timeout))
+                except TimeoutError:
+                    print(f"  {kind.name} N={n}: timed out", file=sys.stderr)
+                finally:
+                    if d.proc is not None and d.proc.poll() is None:
+                        d.proc.kill()
+                print(f"  {results.get((kind.name, n))}", file=sys.stderr, flush=True)
+    cols = [(k.name, n) for n in args.n for k in kinds]
+    print("| figure | " + " | ".join(f"{name} N={n}" for name, n in cols) + " |")
+    print("|---|" + "---|" * len(cols))
+    for label, key, fmt in ROWS:
+        cells = [fmt.format(results[c][key]) if c in results and key in results[c] else "-" for c in cols]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

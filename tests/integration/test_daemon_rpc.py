@@ -1,0 +1,370 @@
+"""The daemon's Transmission RPC, in process, on loopback: protocol, operations, queue,
+bad input, persistence, and a real transfer from one of our seeds."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.disk_helpers import can_mount, tmpfs
+from tests.integration.daemon_helpers import RpcClient, running_daemon
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
+from torrent import config
+from torrent.daemon.rpc import MAX_BODY_BYTES, SESSION_HEADER, RpcConfig
+from torrent.daemon.service import Status
+from torrent.engine.session import Session
+from torrent.proto.magnet import Magnet
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_handshake_auth_and_host_whitelist(tmp_path: Path) -> None:
+    rpc = RpcConfig(username="alice", password="s3cret", host_whitelist=("my.box",))
+    async with asyncio.timeout(30), running_daemon(tmp_path, rpc) as (_daemon, client):
+        http, url = client.http, client.url
+        good = {"Authorization": aiohttp.encode_basic_auth("alice", "s3cret")}
+        async with http.post(url, json={"method": "session-get"}) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"].startswith("Basic")
+        async with http.post(
+            url,
+            json={"method": "session-get"},
+            headers={"Authorization": aiohttp.encode_basic_auth("alice", "wrong")},
+        ) as resp:
+            assert resp.status == 401
+        async with http.post(url, json={"method": "session-get"}, headers=good) as resp:
+            assert resp.status == 409
+            sid = resp.headers[SESSION_HEADER]
+        for path in (url, url + "/"):
+            async with http.post(
+                path, json={"method": "session-get"}, headers={**good, SESSION_HEADER: sid}
+            ) as resp:
+                assert resp.status == 200
+                body = await resp.json()
+                assert body["result"] == "success"
+                assert body["arguments"]["rpc-version"] == 17
+        headers = {**good, SESSION_HEADER: sid, "Host": "attacker.example"}
+        async with http.post(url, json={"method": "session-get"}, headers=headers) as resp:
+            assert resp.status == 421
+        headers = {**good, SESSION_HEADER: sid, "Host": "my.box:9091"}
+        async with http.post(url, json={"method": "session-get"}, headers=headers) as resp:
+            assert resp.status == 200
+
+
+async def test_bad_input_gets_error_results_and_the_daemon_keeps_serving(tmp_path: Path) -> None:
+    async def not_found(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="no")
+
+    app = web.Application()
+    app.router.add_get("/missing.torrent", not_found)
+    async with (
+        asyncio.timeout(30),
+        running_daemon(tmp_path) as (_daemon, client),
+        TestServer(app, host="127.0.0.1") as web_server,
+    ):
+        status, body = await client.post(None, raw=b"{not json")
+        assert (status, body["result"]) == (200, "malformed request: not JSON")
+        status, body = await client.post(None, raw=b"[1, 2]")
+        assert body["result"] == "malformed request: not a JSON object"
+        status, body = await client.post({"method": "no-such-method", "tag": 3})
+        assert body == {"result": "method name not recognized", "tag": 3}
+        status, body = await client.post({"method": "torrent-get", "arguments": []})
+        assert body["result"] == "arguments must be an object"
+        assert (await client.result("torrent-get", fields="name")).startswith("'fields' must be")
+        assert (await client.result("torrent-add", metainfo="!!!not base64!!!")).startswith(
+            "invalid or corrupt torrent file"
+        )
+        garbage = base64.b64encode(b"d4:infoi3ee").decode()
+        assert (await client.result("torrent-add", metainfo=garbage)).startswith(
+            "invalid or corrupt torrent file"
+        )
+        assert (await client.result("torrent-add", filename="magnet:?xt=urn:btih:XYZ")).startswith(
+            "invalid or corrupt torrent file"
+        )
+        url = str(web_server.make_url("/missing.torrent"))
+        assert "http error 404" in await client.result("torrent-add", filename=url)
+        assert (await client.result("torrent-add")).startswith("no torrent given")
+        huge = (
+            b'{"method": "torrent-add", "arguments": {"metainfo": "' + b"A" * (MAX_BODY_BYTES + 10) + b'"}}'
+        )
+        status, body = await client.post(None, raw=huge)
+        assert status == 200
+        assert body["result"].startswith("request larger than")
+        assert (await client.result("torrent-set", ids=[1], **{"files-wanted": "all"})).startswith(
+            "'files-wanted'"
+        )
+        assert (await client.result("session-set", **{"speed-limit-down": "fast"})).startswith(
+            "'speed-limit-down'"
+        )
+        assert "not supported" in await client.result("blocklist-update")
+        assert "not supported" in await client.result("torrent-rename-path", ids=[1], path="a", name="b")
+        # Still serving.
+        assert (await client.call("session-get", fields=["version"]))["version"].startswith("pytorrent")
+        assert await client.get(None, "id") == []
+
+
+async def test_operations_on_a_complete_torrent(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "payload.bin", 200_000)
+    meta = make_torrent(content, piece_length=16 * 1024)
+    async with asyncio.timeout(60), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta, labels=["linux"])
+        assert await client.add(meta) == tid  # the duplicate answer names the same torrent
+
+        async def status() -> int:
+            return int((await client.get([tid], "status"))[0]["status"])
+
+        await _wait_status(client, tid, Status.SEED)
+        [t] = await client.get(
+            [tid], "percentDone", "hashString", "labels", "files", "fileStats", "wanted", "priorities"
+        )
+        assert t["percentDone"] == 1.0
+        assert t["hashString"] == meta.info_hash.hex()
+        assert t["labels"] == ["linux"]
+        assert t["files"] == [{"name": "payload.bin", "length": 200_000, "bytesCompleted": 200_000}]
+        assert t["wanted"] == [1]
+        assert t["priorities"] == [0]
+        table = (await client.call("torrent-get", ids=[tid], fields=["id", "name", "nope"], format="table"))[
+            "torrents"
+        ]
+        assert table == [["id", "name"], [tid, "payload.bin"]]
+
+        await client.call("torrent-stop", ids=[tid])
+        assert await status() == Status.STOPPED
+        assert daemon.session.torrents() == []  # a stopped torrent is only a record
+        await client.call("torrent-start", ids=[meta.info_hash.hex()])
+        await _wait_status(client, tid, Status.SEED)
+
+        # Corrupt a piece on disk; a verify finds it.
+        await client.call("torrent-stop", ids=[tid])
+        await asyncio.to_thread(_corrupt, content, 20_000)
+        await client.call("torrent-verify", ids=[tid])
+        await wait_until(
+            lambda: daemon.records[tid].handle is None and not daemon.records[tid].verify_pending,
+            what="verify done",
+        )
+        [t] = await client.get([tid], "status", "percentDone", "leftUntilDone")
+        assert t["status"] == Status.STOPPED  # verified while stopped: stays stopped
+        assert t["percentDone"] < 1.0
+        assert t["leftUntilDone"] == 16 * 1024
+
+        await client.call("torrent-set", ids=[tid], labels=["a", "b"], downloadLimit=50, downloadLimited=True)
+        [t] = await client.get([tid], "labels", "downloadLimit", "downloadLimited")
+        assert t == {"labels": ["a", "b"], "downloadLimit": 50, "downloadLimited": True}
+
+        moved = tmp_path / "moved"
+        await client.call("torrent-set-location", ids=[tid], location=str(moved), move=True)
+        assert (moved / "payload.bin").is_file()
+        assert not content.exists()
+        assert (await client.get([tid], "downloadDir"))[0]["downloadDir"] == str(moved)
+
+        if can_mount():
+            with tmpfs(read_only=True) as ro:
+                result = await client.result("torrent-set-location", ids=[tid], location=ro, move=True)
+                assert result.startswith(f"cannot move to {ro}")
+                [t] = await client.get([tid], "error", "errorString", "downloadDir")
+                assert t["error"] == 3
+                assert t["errorString"] == result
+                assert t["downloadDir"] == str(moved)
+                assert (moved / "payload.bin").is_file()
+
+        free = await client.call("free-space", path=str(tmp_path))
+        assert free["size-bytes"] > 0
+        assert (await client.result("free-space", path=str(tmp_path / "absent"))).endswith(
+            "No such file or directory"
+        )
+
+        await client.call("torrent-remove", ids=[tid], **{"delete-local-data": True})
+        assert not (moved / "payload.bin").exists()
+        assert await client.get(None, "id") == []
+        assert (await client.call("torrent-get", ids="recently-active", fields=["id"]))["removed"] == [tid]
+
+
+async def test_session_settings_stats_port_test_and_close(tmp_path: Path) -> None:
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        await client.call(
+            "session-set",
+            **{"speed-limit-down": 120, "speed-limit-down-enabled": True, "download-queue-size": 2},
+        )
+        got = await client.call("session-get")
+        assert got["speed-limit-down"] == 120
+        assert got["speed-limit-down-enabled"] is True
+        assert got["download-queue-size"] == 2
+        assert got["peer-port"] == daemon.session.port
+        assert got["session-id"] == client.session_id
+        assert daemon.max_active_downloads == 2
+        stats = await client.call("session-stats")
+        assert stats["torrentCount"] == 0
+        assert "cumulative-stats" in stats
+        assert (await client.call("port-test"))["port-is-open"] is True
+        async with client.http.get(client.url.replace("/transmission/rpc", "/metrics")) as resp:
+            text = await resp.text()
+        assert 'pytorrent_torrents{state="seed"} 0' in text
+        await client.call("session-close")
+        assert daemon.close_requested.is_set()
+    # The settings persist in the state directory.
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        got = await client.call("session-get", fields=["speed-limit-down", "download-queue-size"])
+        assert got == {"speed-limit-down": 120, "download-queue-size": 2}
+
+
+async def test_queue_keeps_at_most_n_downloading_and_moves(tmp_path: Path) -> None:
+    metas = [
+        make_torrent(make_payload(tmp_path / "elsewhere", f"t{i}.bin", 50_000, seed=i)) for i in range(3)
+    ]
+    async with asyncio.timeout(30), running_daemon(tmp_path, max_active_downloads=1) as (daemon, client):
+        ids = [await client.add(m) for m in metas]
+        await wait_until(
+            lambda: [daemon.records[i].status() for i in ids] == [4, 3, 3],
+            what=f"one downloading {[daemon.records[i].status() for i in ids]}",
+        )
+        await client.call("queue-move-top", ids=[ids[2]])
+        rows = await client.get(ids, "id", "queuePosition")
+        assert [r["queuePosition"] for r in rows] == [1, 2, 0]
+        await client.call("torrent-stop", ids=[ids[0]])
+        await wait_until(
+            lambda: [daemon.records[i].status() for i in ids] == [0, 3, 4], what="the top of the queue runs"
+        )
+        await client.call("torrent-start-now", ids=[ids[1]])
+        await wait_until(
+            lambda: daemon.records[ids[1]].status() == Status.DOWNLOAD, what="start-now skips the queue"
+        )
+        await client.call("queue-move-bottom", ids=[ids[2]])
+        await client.call("queue-move-up", ids=[ids[0]])
+        rows = await client.get(ids, "queuePosition")
+        assert [r["queuePosition"] for r in rows] == [0, 1, 2]
+
+
+async def test_a_stalled_download_gives_up_its_slot(tmp_path: Path) -> None:
+    metas = [
+        make_torrent(make_payload(tmp_path / "elsewhere", f"t{i}.bin", 50_000, seed=i)) for i in range(2)
+    ]
+    async with (
+        asyncio.timeout(30),
+        running_daemon(tmp_path, max_active_downloads=1, stall_s=1.0) as (daemon, client),
+    ):
+        ids = [await client.add(m) for m in metas]
+        # No peer has either: the first stalls after a second, then the second starts too.
+        await wait_until(
+            lambda: [daemon.records[i].status() for i in ids] == [4, 4], timeout_s=10, what="both run"
+        )
+
+
+async def test_stopping_a_magnet_ends_its_metadata_fetch(tmp_path: Path) -> None:
+    magnet = "magnet:?xt=urn:btih:" + "cd" * 20 + "&dn=nobody-has-it"
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = (await client.call("torrent-add", filename=magnet))["torrent-added"]["id"]
+        await wait_until(lambda: daemon.records[tid].fetch_task is not None, what="fetching")
+        [t] = await client.get([tid], "name", "status", "metadataPercentComplete", "totalSize")
+        assert t == {
+            "name": "nobody-has-it",
+            "status": Status.DOWNLOAD,
+            "metadataPercentComplete": 0.0,
+            "totalSize": 0,
+        }
+        await client.call("torrent-stop", ids=[tid])
+        assert (await client.get([tid], "status"))[0]["status"] == Status.STOPPED
+        await wait_until(lambda: not daemon.session._fetchers, what="the fetch ended")
+        await client.call("torrent-start", ids=[tid])
+        await wait_until(lambda: bool(daemon.session._fetchers), what="fetching again")
+        await client.call("torrent-remove", ids=[tid])
+        await wait_until(lambda: not daemon.session._fetchers, what="the fetch ended with the torrent")
+        assert await client.get(None, "id") == []
+
+
+async def test_records_survive_a_restart(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    done = make_torrent(make_payload(downloads, "done.bin", 100_000))
+    todo = make_torrent(make_payload(tmp_path / "elsewhere", "todo.bin", 100_000, seed=2))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        a = await client.add(done, labels=["x"])
+        b = await client.add(todo, paused=True)
+        await _wait_status(client, a, Status.SEED)
+        await client.call("torrent-set", ids=[b], **{"files-unwanted": [0]})
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        rows = await client.get(None, "id", "name", "labels", "status", "wanted", "doneDate")
+        assert [(r["id"], r["name"], r["labels"]) for r in rows] == [
+            (a, "done.bin", ["x"]),
+            (b, "todo.bin", []),
+        ]
+        assert rows[1]["status"] == Status.STOPPED
+        assert rows[1]["wanted"] == [0]
+        assert rows[0]["doneDate"] > 0
+        await _wait_status(client, a, Status.SEED)
+        c = await client.add(make_torrent(make_payload(tmp_path / "elsewhere", "new.bin", 1000, seed=3)))
+        assert c > b  # ids are never reused
+
+
+async def test_download_over_rpc_from_our_seed_with_completion_hook(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "greeting", {"a.bin": 300_000, "sub/b.bin": 123_457})
+    meta = make_torrent(content, piece_length=32 * 1024)
+    marker = tmp_path / "hook.txt"
+    hook = f'echo "$TR_TORRENT_ID $TR_TORRENT_NAME $TR_TORRENT_HASH $TR_TORRENT_DIR" > {marker}'
+    async with (
+        asyncio.timeout(60),
+        Session(config.testing_settings().replace(seed_ratio=None)) as seed_session,
+        running_daemon(tmp_path, on_complete=hook) as (daemon, client),
+    ):
+        seed = await seed_session.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        # A magnet with the seed's address: the daemon fetches the metadata, then the data.
+        magnet = Magnet(meta.info_hash, name="greeting", peers=(("127.0.0.1", seed_session.port),)).to_uri()
+        out = await client.call("torrent-add", filename=magnet)
+        tid = out["torrent-added"]["id"]
+        await wait_until(lambda: daemon.records[tid].meta is not None, timeout_s=20, what="metadata")
+        seed.add_peers([("127.0.0.1", daemon.session.port)])
+        await _wait_status(client, tid, Status.SEED, timeout_s=40)
+        await wait_until(lambda: daemon.records[tid].stored.done_date > 0, what="the completion is noted")
+        [t] = await client.get([tid], "percentDone", "downloadedEver", "files", "doneDate", "name")
+        assert t["percentDone"] == 1.0
+        assert t["downloadedEver"] >= 423_457
+        assert t["doneDate"] > 0
+        assert [f["bytesCompleted"] for f in t["files"]] == [300_000, 123_457]
+        downloaded = tmp_path / "downloads" / "greeting"
+        assert (downloaded / "a.bin").read_bytes() == (content / "a.bin").read_bytes()
+        assert (downloaded / "sub" / "b.bin").read_bytes() == (content / "sub" / "b.bin").read_bytes()
+        await wait_until(marker.exists, what="the completion hook ran")
+        await wait_until(lambda: marker.read_text().endswith("\n"), what="the hook's line")
+        assert marker.read_text().split() == [
+            str(tid),
+            "greeting",
+            meta.info_hash.hex(),
+            str(tmp_path / "downloads"),
+        ]
+
+
+def _corrupt(path: Path, at: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        fh.write(b"\0" * 100)
+
+
+async def _wait_status(client: RpcClient, tid: int, status: int, *, timeout_s: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last = None
+    while loop.time() < deadline:
+        [t] = await client.get([tid], "status", "errorString")
+        last = t
+        if t["status"] == status:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"torrent {tid} not in status {status} within {timeout_s} s: {json.dumps(last)}")
+
+
+def test_cli_parser_knows_the_daemon() -> None:
+    from cli.main import build_parser
+
+    args = build_parser("daemon").parse_args(
+        ["daemon", "--rpc-port", "0", "--max-active-downloads", "3", "--watch-dir", os.curdir]
+    )
+    assert (args.rpc_port, args.max_active_downloads, args.watch_dir) == (0, 3, os.curdir)

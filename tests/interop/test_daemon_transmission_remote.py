@@ -1,0 +1,279 @@
+"""``pytorrent daemon`` as a process, driven by Debian's ``transmission-remote`` on loopback.
+
+Also what only a process shows: SIGTERM ends it with exit 0, SIGHUP reloads the settings
+file, kill -9 loses no torrent, the watch directory, and a real download from a
+``pytorrent seed`` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until_blocking
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.usefixtures("loopback_only"),
+    pytest.mark.skipif(
+        shutil.which("transmission-remote") is None, reason="transmission-remote is not installed"
+    ),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[bytes]
+    log: Path
+    rpc: str  # host:port
+    peer_port: int
+    auth: tuple[str, ...] = ()
+
+    def remote(self, *args: str, check: bool = True) -> str:
+        """Run ``transmission-remote HOST:PORT args``; its stdout."""
+        out = subprocess.run(
+            ["transmission-remote", self.rpc, *self.auth, *args], capture_output=True, text=True, timeout=30
+        )
+        if check:
+            assert out.returncode == 0, (out.stdout, out.stderr)
+        return out.stdout + out.stderr
+
+    def rows(self) -> list[list[str]]:
+        """``-l`` as rows of columns (header and sum line left out)."""
+        lines = self.remote("-l").splitlines()[1:-1]
+        return [line.split() for line in lines]
+
+    def info(self, tid: int) -> str:
+        return self.remote("-t", str(tid), "-i")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@contextlib.contextmanager
+def daemon_process(tmp_path: Path, *extra: str, name: str = "daemon") -> Iterator[DaemonProcess]:
+    log = tmp_path / f"{name}.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "--no-uvloop",
+                "daemon",
+                "--no-dht",
+                "--no-lsd",
+                "--rpc-host",
+                "127.0.0.1",
+                "--rpc-port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--download-dir",
+                str(tmp_path / "downloads"),
+                *extra,
+            ],
+            stderr=err,
+            stdout=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=_env(),
+        )
+    try:
+        pattern = re.compile(r"RPC on http://([\d.]+:\d+)/transmission/rpc; peers on port (\d+)")
+        found: list[re.Match[str]] = []
+
+        def started() -> bool:
+            matches = list(pattern.finditer(log.read_text()))
+            if matches:
+                found.append(matches[-1])
+            return bool(matches) or proc.poll() is not None
+
+        wait_until_blocking(started, timeout_s=20, what="the daemon's RPC is up")
+        assert found, log.read_text()
+        auth: tuple[str, ...] = ()
+        if "--rpc-username" in extra:
+            auth = (
+                "-n",
+                f"{extra[extra.index('--rpc-username') + 1]}:{extra[extra.index('--rpc-password') + 1]}",
+            )
+        yield DaemonProcess(proc, log, found[-1].group(1), int(found[-1].group(2)), auth)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _stop(d: DaemonProcess, sig: int = signal.SIGTERM) -> int:
+    d.proc.send_signal(sig)
+    return d.proc.wait(timeout=30)
+
+
+def _row(d: DaemonProcess, tid: int) -> list[str]:
+    for row in d.rows():
+        if row[0].rstrip("*") == str(tid):
+            return row
+    raise AssertionError(f"torrent {tid} not listed: {d.rows()}")
+
+
+def test_transmission_remote_drives_the_daemon(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "album", {"one.bin": 70_000, "two.bin": 50_000})
+    torrent = tmp_path / "album.torrent"
+    torrent.write_bytes(make_torrent(content, piece_length=16 * 1024).to_bytes())
+    with daemon_process(tmp_path, "--rpc-username", "u", "--rpc-password", "p") as d:
+        # Without credentials: 401.
+        out = subprocess.run(["transmission-remote", d.rpc, "-l"], capture_output=True, text=True, timeout=30)
+        assert "401" in out.stdout + out.stderr
+        assert "success" in d.remote("-a", str(torrent))
+        wait_until_blocking(lambda: _row(d, 1)[1] == "100%", what="checked complete")
+        info = d.info(1)
+        assert "Name: album" in info
+        assert "Percent Done: 100%" in info
+        assert f"Location: {downloads}" in info
+        files = d.remote("-t", "1", "-f")
+        assert "one.bin" in files
+        assert "two.bin" in files
+
+        d.remote("-t", "1", "-S")
+        wait_until_blocking(lambda: "Stopped" in _row(d, 1), what="stopped")
+        d.remote("-t", "1", "-s")
+        wait_until_blocking(lambda: "Stopped" not in _row(d, 1), what="started")
+
+        d.remote("-t", "1", "-G", "1")  # two.bin not wanted
+        assert re.search(r"1:\s+\S+\s+Normal\s+No", d.remote("-t", "1", "-f"))
+        d.remote("-t", "1", "-g", "1")
+        assert re.search(r"1:\s+\S+\s+Normal\s+Yes", d.remote("-t", "1", "-f"))
+
+        d.remote("-t", "1", "-v")
+        wait_until_blocking(
+            lambda: _row(d, 1)[1] == "100%" and "Verifying" not in " ".join(_row(d, 1)), what="verified"
+        )
+
+        d.remote("-d", "300", "-u", "200")
+        session = d.remote("-si")
+        assert "Download speed limit: 300 kB/s" in session
+        assert "Upload speed limit: 200 kB/s" in session
+        d.remote("-D", "-U")
+        assert "Download speed limit: Unlimited" in d.remote("-si")
+        assert "Started 1 times" in d.remote("-st")
+
+        moved = tmp_path / "moved"
+        d.remote("-t", "1", "--move", str(moved))
+        assert (moved / "album" / "one.bin").is_file()
+        assert f"Location: {moved}" in d.info(1)
+
+        d.remote("-t", "1", "-r")
+        assert d.rows() == []
+        assert (moved / "album" / "one.bin").is_file()  # -r keeps the data
+
+        assert "success" in d.remote("-a", str(torrent), "-w", str(moved))
+        wait_until_blocking(lambda: bool(d.rows()) and d.rows()[0][1] == "100%", what="re-added complete")
+        d.remote("-t", "2", "--remove-and-delete")
+        wait_until_blocking(lambda: not (moved / "album").exists(), what="data deleted")
+        assert d.rows() == []
+        assert _stop(d) == 0
+
+
+def test_download_from_a_pytorrent_seed_over_rpc(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "greeting.bin", 600_000)
+    torrent = tmp_path / "greeting.torrent"
+    torrent.write_bytes(make_torrent(content, piece_length=32 * 1024).to_bytes())
+    with daemon_process(tmp_path) as d:
+        assert "success" in d.remote("-a", str(torrent))
+        seed = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "--no-uvloop",
+                "seed",
+                str(torrent),
+                str(content),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--peer",
+                f"127.0.0.1:{d.peer_port}",
+                "-q",
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_blocking(lambda: _row(d, 1)[1] == "100%", timeout_s=60, what="downloaded")
+        finally:
+            seed.terminate()
+            seed.wait(timeout=30)
+        got = tmp_path / "downloads" / "greeting.bin"
+        assert got.read_bytes() == content.read_bytes()
+        assert "Downloaded: 600.0 kB" in d.info(1)
+        assert _stop(d, signal.SIGINT) == 0
+
+
+def test_kill_9_loses_no_torrent_and_sigterm_exits_0(tmp_path: Path) -> None:
+    torrents = []
+    for i in range(5):
+        content = make_payload(tmp_path / "downloads", f"t{i}.bin", 40_000, seed=i)
+        path = tmp_path / f"t{i}.torrent"
+        path.write_bytes(make_torrent(content, piece_length=16 * 1024).to_bytes())
+        torrents.append(path)
+    with daemon_process(tmp_path) as d:
+        for path in torrents:
+            assert "success" in d.remote("-a", str(path))
+        d.remote("-t", "2", "-S")
+        wait_until_blocking(
+            lambda: len(d.rows()) == 5 and all(r[1] == "100%" for r in d.rows()), what="all checked"
+        )
+        d.proc.kill()  # kill -9: no clean shutdown
+        d.proc.wait()
+    with daemon_process(tmp_path, name="again") as d:
+        wait_until_blocking(lambda: len(d.rows()) == 5, what="every torrent back")
+        wait_until_blocking(lambda: all(r[1] == "100%" for r in d.rows()), what="all complete again")
+        assert "Stopped" in _row(d, 2)
+        assert _stop(d) == 0
+        assert "stopped" in d.log.read_text().splitlines()[-1]
+
+
+def test_sighup_reloads_the_settings_file_and_watch_dir(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"speed-limit-up": 42, "speed-limit-up-enabled": True}))
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    with daemon_process(tmp_path, "--config", str(settings), "--watch-dir", str(watch)) as d:
+        assert "Upload speed limit: 42 kB/s" in d.remote("-si")
+        settings.write_text(json.dumps({"speed-limit-up": 7, "speed-limit-up-enabled": True}))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until_blocking(lambda: "Upload speed limit: 7 kB/s" in d.remote("-si"), what="reloaded")
+
+        content = make_payload(tmp_path / "downloads", "w.bin", 30_000)
+        (watch / "good.torrent").write_bytes(make_torrent(content).to_bytes())
+        (watch / "bad.torrent").write_bytes(b"this is not bencoded")
+        wait_until_blocking(lambda: (watch / "good.torrent.added").exists(), what="good.torrent taken")
+        wait_until_blocking(lambda: (watch / "bad.torrent.invalid").exists(), what="bad.torrent refused")
+        assert [r[-1] for r in d.rows()] == ["w.bin"]
+        assert "bad.torrent is not a valid torrent" in d.log.read_text()
+        assert _stop(d) == 0

@@ -1,0 +1,934 @@
+"""Transmission's RPC protocol (HTTP JSON at ``/transmission/rpc``) and ``/metrics``.
+
+Implements the request/response format of Transmission's ``docs/rpc-spec.md`` with the
+field names of RPC version 17 (Transmission 4.0; kebab-case and camelCase, as
+``transmission-remote`` 3.00 and the common front-ends send them):
+
+* the CSRF handshake: a request without the current ``X-Transmission-Session-Id``
+  gets 409 carrying it;
+* HTTP basic auth (401) when a user name and password are set;
+* a host whitelist against DNS rebinding: the ``Host`` header must be an IP address,
+  ``localhost`` or a configured name (421 otherwise);
+* every method a client needs (see ``METHODS``); an unknown method or a malformed
+  request gets a ``result`` naming the problem, never a 500.
+
+``/metrics`` serves the Prometheus text format (no auth; bind to loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import json
+import logging
+import math
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from torrent.config import Encryption
+from torrent.daemon.service import Daemon, DaemonError, Record, Status
+from torrent.engine.status import TorrentStats
+from torrent.errors import MetainfoError
+from torrent.version import USER_AGENT
+
+__all__ = ["RPC_VERSION", "RpcConfig", "build_app"]
+
+log = logging.getLogger(__name__)
+
+RPC_VERSION = 17
+RPC_VERSION_MINIMUM = 14
+SESSION_HEADER = "X-Transmission-Session-Id"
+#: A request body larger than this is refused (a .torrent in base64 fits easily).
+MAX_BODY_BYTES = 32 * 1024 * 1024
+#: A .torrent fetched from a URL may not be larger than this.
+MAX_TORRENT_URL_BYTES = 16 * 1024 * 1024
+
+DAEMON = web.AppKey("daemon", Daemon)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+@dataclass(frozen=True, slots=True)
+class RpcConfig:
+    """The RPC server's settings.
+
+    Attributes:
+        username / password: basic auth when both are set.
+        host_whitelist: names accepted in ``Host`` besides IP addresses and localhost.
+        session_id: the CSRF token (random by default).
+    """
+
+    username: str | None = None
+    password: str | None = None
+    host_whitelist: tuple[str, ...] = ()
+    session_id: str = ""
+
+
+CONFIG = web.AppKey("rpc_config", RpcConfig)
+
+
+class RpcError(Exception):
+    """A request the method refuses; the message becomes the response's ``result``."""
+
+
+Handler = Callable[[Daemon, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+
+
+def build_app(daemon: Daemon, config: RpcConfig) -> web.Application:
+    """The aiohttp application serving the RPC and the metrics."""
+    if not config.session_id:
+        config = RpcConfig(config.username, config.password, config.host_whitelist, secrets.token_urlsafe(24))
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_guard])
+    app[DAEMON] = daemon
+    app[CONFIG] = config
+    app.router.add_route("*", "/transmission/rpc", _rpc)
+    app.router.add_route("*", "/transmission/rpc/", _rpc)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_http_client)
+    return app
+
+
+async def _http_client(app: web.Application) -> Any:
+    http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=30))
+    app[HTTP] = http
+    yield
+    await http.close()
+
+
+def _host_allowed(host: str, whitelist: tuple[str, ...]) -> bool:
+    name = host
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.rsplit(":", 1)[0]
+    if name in ("localhost", "localhost.", ""):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name.lower() in whitelist
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Auth, host whitelist and a JSON answer for anything that goes wrong (no 500 page)."""
+    config = request.app[CONFIG]
+    if request.path.startswith("/transmission/"):
+        if config.username is not None and config.password is not None and not _authorized(request, config):
+            return web.Response(
+                status=401,
+                text="<h1>401: Unauthorized</h1>",
+                content_type="text/html",
+                headers={"WWW-Authenticate": 'Basic realm="Transmission"'},
+            )
+        if not _host_allowed(request.host, config.host_whitelist):
+            return web.Response(
+                status=421,
+                text="<h1>421: Misdirected Request</h1><p>Unknown host name.</p>",
+                content_type="text/html",
+            )
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:  # a bug must not take the server down or leak a traceback
+        log.exception("error serving %s", request.path)
+        return web.json_response({"result": "internal error"}, status=200)
+
+
+def _authorized(request: web.Request, config: RpcConfig) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return secrets.compare_digest(user, config.username or "") and secrets.compare_digest(
+        password, config.password or ""
+    )
+
+
+async def _rpc(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if request.headers.get(SESSION_HEADER) != config.session_id:
+        return web.Response(
+            status=409,
+            text=f"<h1>409: Conflict</h1><p>Your request had an invalid session-id header.</p>"
+            f"<p><code>{SESSION_HEADER}: {config.session_id}</code></p>",
+            content_type="text/html",
+            headers={SESSION_HEADER: config.session_id},
+        )
+    if request.method != "POST":
+        return web.Response(status=405, text="<h1>405: Method Not Allowed</h1>", content_type="text/html")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _answer({"result": f"request larger than {MAX_BODY_BYTES} bytes"}, None)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return _answer({"result": "malformed request: not JSON"}, None)
+    if not isinstance(body, dict):
+        return _answer({"result": "malformed request: not a JSON object"}, None)
+    tag = body.get("tag")
+    method = body.get("method")
+    args = body.get("arguments", {})
+    if not isinstance(method, str):
+        return _answer({"result": "no method name"}, tag)
+    if not isinstance(args, dict):
+        return _answer({"result": "arguments must be an object"}, tag)
+    handler = METHODS.get(method.replace("_", "-"))
+    if handler is None:
+        return _answer({"result": "method name not recognized"}, tag)
+    try:
+        out = await handler(request.app[DAEMON], args, request)
+    except (RpcError, DaemonError) as exc:
+        return _answer({"result": str(exc)}, tag)
+    except (TypeError, ValueError, KeyError) as exc:
+        return _answer({"result": f"invalid argument: {exc}"}, tag)
+    return _answer({"result": "success", "arguments": out}, tag)
+
+
+def _answer(body: dict[str, Any], tag: Any) -> web.Response:
+    if tag is not None:
+        body["tag"] = tag
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json"
+    )
+
+
+# --------------------------------------------------------------------- torrent actions
+
+
+def _ids(daemon: Daemon, args: dict[str, Any]) -> list[Record]:
+    return daemon.lookup(args.get("ids"))
+
+
+async def _torrent_start(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    await daemon.start(_ids(daemon, args))
+    return {}
+
+
+async def _torrent_start_now(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    await daemon.start(_ids(daemon, args), now=True)
+    return {}
+
+
+async def _torrent_stop(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    await daemon.stop(_ids(daemon, args))
+    return {}
+
+
+async def _torrent_verify(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    await daemon.verify(_ids(daemon, args))
+    return {}
+
+
+async def _torrent_reannounce(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    daemon.reannounce(_ids(daemon, args))
+    return {}
+
+
+def _index_list(args: dict[str, Any], key: str) -> list[int] | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(i, int) for i in value):
+        raise RpcError(f"'{key}' must be a list of file indices")
+    return value
+
+
+async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    records = _ids(daemon, args)
+    priorities = {
+        prio: idx
+        for prio, key in ((1, "priority-high"), (-1, "priority-low"), (0, "priority-normal"))
+        if (idx := _index_list(args, key)) is not None
+    }
+    wanted, unwanted = _index_list(args, "files-wanted"), _index_list(args, "files-unwanted")
+    if wanted is not None or unwanted is not None or priorities:
+        await daemon.set_files(records, wanted=wanted, unwanted=unwanted, priorities=priorities)
+    if "labels" in args:
+        labels = args["labels"]
+        if not isinstance(labels, list) or not all(isinstance(x, str) and "," not in x for x in labels):
+            raise RpcError("labels must be a list of strings without commas")
+        daemon.set_labels(records, labels)
+    limits = {k: args[k] for k in _TORRENT_LIMITS if k in args}
+    if limits:
+        daemon.set_limits(records, limits)
+    if "queuePosition" in args and records:
+        daemon.set_queue_position(records[0], int(args["queuePosition"]))
+    if "location" in args:
+        await daemon.set_location(records, str(args["location"]), move=False)
+    return {}
+
+
+_TORRENT_LIMITS = (
+    "bandwidthPriority",
+    "downloadLimit",
+    "downloadLimited",
+    "uploadLimit",
+    "uploadLimited",
+    "honorsSessionLimits",
+    "peer-limit",
+    "seedRatioLimit",
+    "seedRatioMode",
+    "seedIdleLimit",
+    "seedIdleMode",
+)
+
+
+async def _torrent_set_location(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    location = args.get("location")
+    if not isinstance(location, str) or not location:
+        raise RpcError("no location")
+    await daemon.set_location(_ids(daemon, args), location, move=bool(args.get("move", False)))
+    return {}
+
+
+async def _torrent_rename_path(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    raise RpcError("torrent-rename-path is not supported: renaming would change the torrent's files")
+
+
+async def _torrent_remove(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    await daemon.remove(_ids(daemon, args), delete_data=bool(args.get("delete-local-data", False)))
+    return {}
+
+
+async def _torrent_add(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    metainfo_b64, filename = args.get("metainfo"), args.get("filename")
+    data: bytes | None = None
+    magnet: str | None = None
+    if isinstance(metainfo_b64, str) and metainfo_b64:
+        try:
+            data = base64.b64decode("".join(metainfo_b64.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise RpcError("invalid or corrupt torrent file: metainfo is not base64") from None
+    elif isinstance(filename, str) and filename:
+        if filename.startswith("magnet:"):
+            magnet = filename
+        elif filename.startswith(("http://", "https://")):
+            data = await _fetch_torrent(request.app[HTTP], filename)
+        else:
+            try:
+                data = await asyncio.to_thread(_read_head, filename, MAX_TORRENT_URL_BYTES + 1)
+            except OSError as exc:
+                raise RpcError(f"cannot read {filename}: {exc.strerror or exc}") from None
+    else:
+        raise RpcError("no torrent given ('metainfo' or 'filename')")
+    download_dir = args.get("download-dir")
+    try:
+        record, added = daemon.add(
+            metainfo=data,
+            magnet=magnet,
+            download_dir=download_dir if isinstance(download_dir, str) and download_dir else None,
+            paused=bool(args.get("paused", False)),
+            files_wanted=_index_list(args, "files-wanted"),
+            files_unwanted=_index_list(args, "files-unwanted"),
+            labels=[x for x in args.get("labels", []) if isinstance(x, str)],
+        )
+    except MetainfoError as exc:
+        raise RpcError(f"invalid or corrupt torrent file: {exc}") from None
+    summary = {"id": record.id, "name": record.stored.name, "hashString": record.info_hash}
+    return {"torrent-added": summary} if added else {"torrent-duplicate": summary}
+
+
+def _read_head(path: str, limit: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(limit)
+
+
+async def _fetch_torrent(http: aiohttp.ClientSession, url: str) -> bytes:
+    try:
+        async with http.get(url) as resp:
+            if resp.status != 200:
+                raise RpcError(f"gotMetadataFromURL: http error {resp.status}: {resp.reason}")
+            data = await resp.content.read(MAX_TORRENT_URL_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise RpcError(f"cannot fetch {url}: {exc or type(exc).__name__}") from None
+    if len(data) > MAX_TORRENT_URL_BYTES:
+        raise RpcError(f"{url}: larger than {MAX_TORRENT_URL_BYTES} bytes")
+    return data
+
+
+# --------------------------------------------------------------------- torrent-get
+
+
+async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    fields = args.get("fields")
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise RpcError("'fields' must be a list of field names")
+    getters = [(f, TORRENT_FIELDS.get(f)) for f in fields]
+    known = [(f, g) for f, g in getters if g is not None]
+    records = _ids(daemon, args)
+    now = time.time()
+    rows = []
+    for r in records:
+        view = _View(r, now)
+        rows.append([g(view) for _, g in known])
+    out: dict[str, Any]
+    if args.get("format") == "table":
+        out = {"torrents": [[f for f, _ in known], *rows]}
+    else:
+        names = [f for f, _ in known]
+        out = {"torrents": [dict(zip(names, row, strict=True)) for row in rows]}
+    if args.get("ids") == "recently-active":
+        out["removed"] = list(daemon.removed_ids)
+    return out
+
+
+class _View:
+    """What the field getters read of one record, computed once per torrent."""
+
+    __slots__ = ("_stats", "_totals", "b", "meta", "now", "r", "status")
+
+    def __init__(self, r: Record, now: float) -> None:
+        self.r = r
+        self.now = now
+        # The brief is cheap; the full statistics only for the fields that need them.
+        self.b = r.handle.brief() if r.handle is not None else None
+        self._stats: TorrentStats | None = None
+        self.meta = r.meta
+        self.status = r.status()
+        self._totals: tuple[int, int] | None = None
+
+    @property
+    def stats(self) -> TorrentStats | None:
+        if self._stats is None and self.r.handle is not None:
+            self._stats = self.r.handle.statistics()
+        return self._stats
+
+    @property
+    def totals(self) -> tuple[int, int]:
+        if self._totals is None:
+            self._totals = self.r.totals(self.b)
+        return self._totals
+
+    @property
+    def total_size(self) -> int:
+        return self.meta.info.total_length if self.meta is not None else 0
+
+    @property
+    def size_when_done(self) -> int:
+        if self.b is not None:
+            return self.b.wanted_bytes
+        meta = self.meta
+        if meta is None:
+            return 0
+        files, wanted = meta.info.files, self.r.stored.wanted
+        if all(wanted):
+            return meta.info.total_length
+        return sum(f.length for f, w in zip(files, wanted, strict=False) if w)
+
+    @property
+    def done(self) -> int:
+        if self.b is not None:
+            return self.b.done_bytes
+        return (
+            self.size_when_done
+            if self.r.stored.done_date
+            else min(self.r.stored.have_bytes, self.size_when_done)
+        )
+
+    @property
+    def left(self) -> int:
+        return self.size_when_done - self.done
+
+    def percent(self) -> float:
+        size = self.size_when_done
+        return self.done / size if size else (1.0 if self.r.stored.done_date else 0.0)
+
+    def eta(self) -> int:
+        left = self.left
+        if left == 0:
+            return -1
+        if self.b is None or self.b.download_rate_bps <= 0:
+            return -2
+        return int(left / self.b.download_rate_bps)
+
+    def error(self) -> int:
+        if self.r.stored.error:
+            return 3
+        if self.b is not None and self.b.tracker_message:
+            return 1
+        return 0
+
+    def error_string(self) -> str:
+        if self.r.stored.error:
+            return self.r.stored.error
+        return self.b.tracker_message if self.b is not None else ""
+
+    def ratio(self) -> float:
+        up, down = self.totals
+        base = down or self.done
+        if base == 0:
+            return -1.0
+        return up / base
+
+    def files(self) -> list[dict[str, Any]]:
+        if self.meta is None:
+            return []
+        info = self.meta.info
+        if self.r.handle is not None:
+            progress = self.r.handle.file_progress()
+        elif self.r.stored.done_date:
+            progress = [f.length if w else 0 for f, w in zip(info.files, self.r.stored.wanted, strict=False)]
+        elif len(self.r.stored.files_done) == len(info.files):
+            progress = list(self.r.stored.files_done)
+        else:
+            progress = [0] * len(info.files)
+        return [
+            {
+                "name": f"{info.name}/{f.path_str}" if info.multi_file else f.path_str,
+                "length": f.length,
+                "bytesCompleted": done,
+            }
+            for f, done in zip(info.files, progress, strict=True)
+        ]
+
+    def file_stats(self) -> list[dict[str, Any]]:
+        files = self.files()
+        return [
+            {"bytesCompleted": f["bytesCompleted"], "wanted": w, "priority": p}
+            for f, w, p in zip(files, self.r.stored.wanted, self.r.stored.priorities, strict=False)
+        ]
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self.r.handle is None:
+            return []
+        return [
+            {
+                "address": p.host,
+                "port": p.port,
+                "clientName": p.client,
+                "clientIsChoked": p.peer_choking,
+                "clientIsInterested": p.am_interested,
+                "peerIsChoked": p.am_choking,
+                "peerIsInterested": p.peer_interested,
+                "isDownloadingFrom": p.down_rate_bps > 0,
+                "isUploadingTo": p.up_rate_bps > 0,
+                "isEncrypted": False,
+                "isIncoming": p.incoming,
+                "isUTP": False,
+                "progress": p.progress,
+                "rateToClient": int(p.down_rate_bps),
+                "rateToPeer": int(p.up_rate_bps),
+                "flagStr": ("D" if p.down_rate_bps > 0 else "")
+                + ("U" if p.up_rate_bps > 0 else "")
+                + ("I" if p.incoming else ""),
+            }
+            for p in self.r.handle.peers()
+        ]
+
+    def trackers(self) -> list[dict[str, Any]]:
+        if self.meta is None:
+            return []
+        out, n = [], 0
+        for tier, urls in enumerate(self.meta.announce_list):
+            for url in urls:
+                out.append({"announce": url, "id": n, "scrape": "", "tier": tier, "sitename": _sitename(url)})
+                n += 1
+        return out
+
+    def tracker_stats(self) -> list[dict[str, Any]]:
+        message = self.b.tracker_message if self.b is not None else ""
+        return [
+            {
+                **t,
+                "host": t["announce"],
+                "lastAnnounceResult": message or "Success",
+                "lastAnnounceSucceeded": not message,
+                "hasAnnounced": self.b is not None,
+                "announceState": 1 if self.b is not None else 0,
+                "downloadCount": -1,
+                "leecherCount": -1,
+                "seederCount": -1,
+                "isBackup": False,
+                "lastAnnouncePeerCount": 0,
+                "lastAnnounceTime": 0,
+                "nextAnnounceTime": 0,
+                "lastScrapeResult": "",
+                "lastScrapeSucceeded": False,
+                "lastScrapeTime": 0,
+                "scrapeState": 0,
+                "hasScraped": False,
+            }
+            for t in self.trackers()
+        ]
+
+
+def _sitename(url: str) -> str:
+    host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    parts = host.split(".")
+    return parts[-2] if len(parts) >= 2 else host
+
+
+def _limit(key: str, default: Any) -> Callable[[_View], Any]:
+    return lambda v: v.r.stored.limits.get(key, default)
+
+
+def _peers_count(v: _View, direction: str) -> int:
+    if v.r.handle is None:
+        return 0
+    peers = v.r.handle.peers()
+    if direction == "down":
+        return sum(1 for p in peers if p.down_rate_bps > 0)
+    return sum(1 for p in peers if p.up_rate_bps > 0)
+
+
+def _pieces_b64(v: _View) -> str:
+    if v.meta is None:
+        return ""
+    n = v.meta.info.num_pieces
+    have = v.r.stored.done_date > 0 if v.stats is None else v.stats.pieces_done == v.stats.pieces_wanted == n
+    bits = bytearray(math.ceil(n / 8))
+    if have:
+        for i in range(n):
+            bits[i // 8] |= 0x80 >> (i % 8)
+    return base64.b64encode(bytes(bits)).decode()
+
+
+TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
+    "activityDate": lambda v: (
+        int(v.now)
+        if v.stats is not None and (v.stats.download_rate_bps or v.stats.upload_rate_bps)
+        else v.r.stored.done_date
+    ),
+    "addedDate": lambda v: v.r.stored.added_date,
+    "bandwidthPriority": _limit("bandwidthPriority", 0),
+    "comment": lambda v: v.meta.comment if v.meta else "",
+    "corruptEver": lambda v: v.stats.wasted_bytes if v.stats else 0,
+    "creator": lambda v: v.meta.created_by if v.meta else "",
+    "dateCreated": lambda v: (v.meta.creation_date or 0) if v.meta else 0,
+    "desiredAvailable": lambda v: v.left if v.stats and v.stats.seeds_connected else 0,
+    "doneDate": lambda v: v.r.stored.done_date,
+    "downloadDir": lambda v: v.r.stored.download_dir,
+    "downloadedEver": lambda v: v.totals[1],
+    "downloadLimit": _limit("downloadLimit", 100),
+    "downloadLimited": _limit("downloadLimited", False),
+    "editDate": lambda v: 0,
+    "error": _View.error,
+    "errorString": _View.error_string,
+    "eta": _View.eta,
+    "etaIdle": lambda v: -1,
+    "file-count": lambda v: len(v.meta.info.files) if v.meta else 0,
+    "files": _View.files,
+    "fileStats": _View.file_stats,
+    "group": lambda v: "",
+    "hashString": lambda v: v.r.info_hash,
+    "haveUnchecked": lambda v: 0,
+    "haveValid": lambda v: v.done,
+    "honorsSessionLimits": _limit("honorsSessionLimits", True),
+    "id": lambda v: v.r.id,
+    "isFinished": lambda v: False,
+    "isPrivate": lambda v: v.meta.info.private if v.meta else False,
+    "isStalled": lambda v: False,
+    "labels": lambda v: list(v.r.stored.labels),
+    "leftUntilDone": lambda v: v.left,
+    "magnetLink": lambda v: v.r.stored.magnet or f"magnet:?xt=urn:btih:{v.r.info_hash}",
+    "manualAnnounceTime": lambda v: -1,
+    "maxConnectedPeers": lambda v: 50,
+    "metadataPercentComplete": lambda v: 1.0 if v.meta else 0.0,
+    "name": lambda v: v.r.stored.name,
+    "peer-limit": _limit("peer-limit", 50),
+    "peers": _View.peers,
+    "peersConnected": lambda v: v.stats.peers_connected if v.stats else 0,
+    "peersFrom": lambda v: {
+        "fromCache": 0,
+        "fromDht": 0,
+        "fromIncoming": 0,
+        "fromLpd": 0,
+        "fromLtep": 0,
+        "fromPex": 0,
+        "fromTracker": v.stats.peers_connected if v.stats else 0,
+    },
+    "peersGettingFromUs": lambda v: _peers_count(v, "up"),
+    "peersSendingToUs": lambda v: _peers_count(v, "down"),
+    "percentComplete": _View.percent,
+    "percentDone": _View.percent,
+    "pieces": _pieces_b64,
+    "pieceCount": lambda v: v.meta.info.num_pieces if v.meta else 0,
+    "pieceSize": lambda v: v.meta.info.piece_length if v.meta else 0,
+    "priorities": lambda v: list(v.r.stored.priorities),
+    "primary-mime-type": lambda v: "application/octet-stream",
+    "queuePosition": lambda v: v.r.stored.queue_position,
+    "rateDownload": lambda v: int(v.b.download_rate_bps) if v.b else 0,
+    "rateUpload": lambda v: int(v.b.upload_rate_bps) if v.b else 0,
+    "recheckProgress": lambda v: v.stats.checked_fraction if v.stats and v.status == Status.CHECK else 0.0,
+    "secondsDownloading": lambda v: 0,
+    "secondsSeeding": lambda v: (
+        int(v.now - v.r.started_at) if v.status == Status.SEED and v.r.started_at else 0
+    ),
+    "seedIdleLimit": _limit("seedIdleLimit", 30),
+    "seedIdleMode": _limit("seedIdleMode", 0),
+    "seedRatioLimit": _limit("seedRatioLimit", 2.0),
+    "seedRatioMode": _limit("seedRatioMode", 0),
+    "sizeWhenDone": lambda v: v.size_when_done,
+    "startDate": lambda v: int(v.r.started_at),
+    "status": lambda v: v.status,
+    "torrentFile": lambda v: "",
+    "totalSize": lambda v: v.total_size,
+    "trackers": _View.trackers,
+    "trackerStats": _View.tracker_stats,
+    "uploadedEver": lambda v: v.totals[0],
+    "uploadLimit": _limit("uploadLimit", 100),
+    "uploadLimited": _limit("uploadLimited", False),
+    "uploadRatio": _View.ratio,
+    "wanted": lambda v: [int(w) for w in v.r.stored.wanted],
+    "webseeds": lambda v: list(v.meta.url_list) if v.meta else [],
+    "webseedsSendingToUs": lambda v: 0,
+}
+
+
+# --------------------------------------------------------------------- session
+
+
+def session_values(daemon: Daemon) -> dict[str, Any]:
+    """``session-get``'s answer."""
+    s = daemon.session.settings
+    limits = daemon.session_limits
+    return {
+        "alt-speed-down": 50,
+        "alt-speed-enabled": False,
+        "alt-speed-time-begin": 540,
+        "alt-speed-time-day": 127,
+        "alt-speed-time-enabled": False,
+        "alt-speed-time-end": 1020,
+        "alt-speed-up": 50,
+        "blocklist-enabled": False,
+        "blocklist-size": 0,
+        "blocklist-url": "",
+        "cache-size-mb": 4,
+        "config-dir": daemon.state_dir,
+        "dht-enabled": s.dht_enabled,
+        "download-dir": daemon.download_dir,
+        "download-dir-free-space": _free(daemon.download_dir),
+        "download-queue-enabled": True,
+        "download-queue-size": daemon.max_active_downloads,
+        "encryption": _ENCRYPTION_NAMES[s.encryption],
+        "idle-seeding-limit": 30,
+        "idle-seeding-limit-enabled": False,
+        "incomplete-dir": daemon.download_dir,
+        "incomplete-dir-enabled": False,
+        "lpd-enabled": s.lsd_enabled,
+        "peer-limit-global": s.max_peers_total,
+        "peer-limit-per-torrent": s.max_peers_per_torrent,
+        "peer-port": daemon.session.port,
+        "peer-port-random-on-start": False,
+        "pex-enabled": s.pex_enabled,
+        "port-forwarding-enabled": False,
+        "queue-stalled-enabled": True,
+        "queue-stalled-minutes": int(daemon.stall_s // 60),
+        "rename-partial-files": True,
+        "rpc-version": RPC_VERSION,
+        "rpc-version-minimum": RPC_VERSION_MINIMUM,
+        "rpc-version-semver": "5.3.0",
+        "script-torrent-done-enabled": bool(daemon.config.on_complete),
+        "script-torrent-done-filename": daemon.config.on_complete or "",
+        "seed-queue-enabled": daemon.max_active_seeds is not None,
+        "seed-queue-size": daemon.max_active_seeds or 0,
+        "seedRatioLimit": 2.0,
+        "seedRatioLimited": False,
+        "session-id": "",
+        "speed-limit-down": limits["speed-limit-down"],
+        "speed-limit-down-enabled": limits["speed-limit-down-enabled"],
+        "speed-limit-up": limits["speed-limit-up"],
+        "speed-limit-up-enabled": limits["speed-limit-up-enabled"],
+        "start-added-torrents": True,
+        "trash-original-torrent-files": False,
+        "units": {
+            "memory-bytes": 1024,
+            "memory-units": ["KiB", "MiB", "GiB", "TiB"],
+            "size-bytes": 1000,
+            "size-units": ["kB", "MB", "GB", "TB"],
+            "speed-bytes": 1000,
+            "speed-units": ["kB/s", "MB/s", "GB/s", "TB/s"],
+        },
+        "utp-enabled": False,
+        "version": f"{USER_AGENT} (pytorrent)",
+    }
+
+
+#: Transmission's names for the encryption settings.
+_ENCRYPTION_NAMES = {Encryption.REQUIRE: "required", Encryption.PREFER: "preferred", Encryption.OFF: "tolerated"}
+
+
+def _free(path: str) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return -1
+
+
+async def _session_get(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    values = session_values(daemon)
+    values["session-id"] = request.app[CONFIG].session_id
+    fields = args.get("fields")
+    if isinstance(fields, list):
+        return {k: v for k, v in values.items() if k in fields}
+    return values
+
+
+async def _session_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    daemon.apply_settings(args)
+    return {}
+
+
+async def _session_stats(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    records = list(daemon.records.values())
+    running = [r for r in records if r.handle is not None]
+    down = up = 0
+    run_up = run_down = 0
+    for r in running:
+        assert r.handle is not None
+        st = r.handle.brief()
+        down += int(st.download_rate_bps)
+        up += int(st.upload_rate_bps)
+        run_up += st.uploaded_bytes
+        run_down += st.downloaded_bytes
+    total_up = sum(r.totals()[0] for r in records)
+    total_down = sum(r.totals()[1] for r in records)
+    seconds = int(time.time() - daemon.started_at)
+    current = {
+        "uploadedBytes": daemon.session_up + run_up,
+        "downloadedBytes": daemon.session_down + run_down,
+        "filesAdded": len(records),
+        "sessionCount": 1,
+        "secondsActive": seconds,
+    }
+    cumulative = {**current, "uploadedBytes": total_up, "downloadedBytes": total_down}
+    return {
+        "activeTorrentCount": len(running),
+        "pausedTorrentCount": len(records) - len(running),
+        "torrentCount": len(records),
+        "downloadSpeed": down,
+        "uploadSpeed": up,
+        "current-stats": current,
+        "cumulative-stats": cumulative,
+    }
+
+
+async def _blocklist_update(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    raise RpcError("blocklist-update is not supported: this daemon has no blocklist")
+
+
+async def _port_test(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    # Transmission asks a web service outside; we never reach outside on our own, so we
+    # only tell whether our own listening socket accepts connections.
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", daemon.session.port), 3)
+        writer.close()
+        ok = True
+    except (OSError, TimeoutError):
+        ok = False
+    return {"port-is-open": ok}
+
+
+async def _session_close(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    daemon.request_close()
+    return {}
+
+
+def _queue(where: str) -> Handler:
+    async def move(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+        daemon.queue_move(_ids(daemon, args), where)
+        return {}
+
+    return move
+
+
+async def _free_space(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    path = args.get("path")
+    if not isinstance(path, str) or not path:
+        raise RpcError("no path")
+    try:
+        usage = shutil.disk_usage(path)
+    except OSError as exc:
+        raise RpcError(f"{path}: {exc.strerror or exc}") from None
+    return {"path": path, "size-bytes": usage.free, "total_size": usage.total}
+
+
+METHODS: dict[str, Handler] = {
+    "torrent-start": _torrent_start,
+    "torrent-start-now": _torrent_start_now,
+    "torrent-stop": _torrent_stop,
+    "torrent-verify": _torrent_verify,
+    "torrent-reannounce": _torrent_reannounce,
+    "torrent-set": _torrent_set,
+    "torrent-get": _torrent_get,
+    "torrent-add": _torrent_add,
+    "torrent-remove": _torrent_remove,
+    "torrent-set-location": _torrent_set_location,
+    "torrent-rename-path": _torrent_rename_path,
+    "session-get": _session_get,
+    "session-set": _session_set,
+    "session-stats": _session_stats,
+    "blocklist-update": _blocklist_update,
+    "port-test": _port_test,
+    "session-close": _session_close,
+    "queue-move-top": _queue("top"),
+    "queue-move-up": _queue("up"),
+    "queue-move-down": _queue("down"),
+    "queue-move-bottom": _queue("bottom"),
+    "free-space": _free_space,
+}
+
+
+# --------------------------------------------------------------------- metrics
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    by_status: dict[int, int] = dict.fromkeys(range(7), 0)
+    down = up = peers = 0.0
+    total_up = total_down = 0
+    for r in daemon.records.values():
+        by_status[r.status()] += 1
+        if r.handle is not None:
+            st = r.handle.statistics()
+            down += st.download_rate_bps
+            up += st.upload_rate_bps
+            peers += st.peers_connected
+        u, d = r.totals()
+        total_up += u
+        total_down += d
+    names = ["stopped", "check_wait", "check", "download_wait", "download", "seed_wait", "seed"]
+    lines = [
+        "# HELP pytorrent_torrents Torrents by state.",
+        "# TYPE pytorrent_torrents gauge",
+        *(f'pytorrent_torrents{{state="{names[k]}"}} {v}' for k, v in by_status.items()),
+        "# HELP pytorrent_download_rate_bytes Payload download rate, bytes per second.",
+        "# TYPE pytorrent_download_rate_bytes gauge",
+        f"pytorrent_download_rate_bytes {down:.0f}",
+        "# HELP pytorrent_upload_rate_bytes Payload upload rate, bytes per second.",
+        "# TYPE pytorrent_upload_rate_bytes gauge",
+        f"pytorrent_upload_rate_bytes {up:.0f}",
+        "# HELP pytorrent_peers_connected Connected peers.",
+        "# TYPE pytorrent_peers_connected gauge",
+        f"pytorrent_peers_connected {peers:.0f}",
+        "# HELP pytorrent_uploaded_bytes_total Payload uploaded, every torrent, ever.",
+        "# TYPE pytorrent_uploaded_bytes_total counter",
+        f"pytorrent_uploaded_bytes_total {total_up}",
+        "# HELP pytorrent_downloaded_bytes_total Payload downloaded, every torrent, ever.",
+        "# TYPE pytorrent_downloaded_bytes_total counter",
+        f"pytorrent_downloaded_bytes_total {total_down}",
+        "",
+    ]
+    return web.Response(
+        text="\n".join(lines),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )

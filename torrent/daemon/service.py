@@ -1,0 +1,907 @@
+"""The daemon's torrents: their records, the queue and every operation on them.
+
+A :class:`Daemon` owns one :class:`~torrent.engine.session.Session` and a
+:class:`~torrent.daemon.store.StateStore`. Only the torrents the queue lets run are
+in the session; a stopped or queued torrent is a record and nothing else (no task, no
+open file, no timer).
+
+Queue rules (as Transmission's and qBittorrent's):
+
+1. At most ``max_active_downloads`` incomplete torrents run at once, in queue order;
+   a running download that made no progress for ``stall_s`` is *stalled* and does not
+   hold a slot.
+2. At most ``max_active_seeds`` complete torrents seed at once (None: all of them).
+3. A torrent being checked holds neither kind of slot, but at most ``check_slots``
+   are checked at once; the check itself hashes on every core. A torrent not yet
+   checked in this run is checked whatever the download queue says (as Transmission
+   verifies what it adds); if it turns out incomplete and the download slots are full,
+   it goes back to the queue, its progress known.
+4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
+5. The scheduler runs when something changed (an add, a stop, a check that ended, a
+   completion) and once a second, never per torrent; changes that arrive together are
+   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
+
+Statistics (uploaded/downloaded totals) are folded into the records and written in one
+batched transaction every ``stats_save_interval_s`` and when a torrent stops.
+
+Left out: per-torrent rate limits and seed ratio/idle limits are stored and reported
+but not enforced (the engine has session-wide limits only); alternative speed limits on
+a schedule; bandwidth groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import time
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torrent.config import Settings
+from torrent.daemon.store import StateStore, StoredTorrent
+from torrent.disk.storage import state_dir, state_path
+from torrent.engine.session import Session, Torrent
+from torrent.engine.status import TorrentBrief, TorrentState
+from torrent.errors import MetainfoError, TorrentError
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo
+from torrent.types import InfoHash
+
+__all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
+
+log = logging.getLogger(__name__)
+
+
+#: The scheduler runs at most once per this many seconds (rule 5).
+SCHEDULE_MIN_GAP_S = 0.02
+
+
+class DaemonError(TorrentError):
+    """An operation the daemon refuses; the message is the RPC ``result``."""
+
+
+class Status:
+    """Transmission's ``status`` numbers (tr_torrent_activity)."""
+
+    STOPPED = 0
+    CHECK_WAIT = 1
+    CHECK = 2
+    DOWNLOAD_WAIT = 3
+    DOWNLOAD = 4
+    SEED_WAIT = 5
+    SEED = 6
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """What the daemon itself (beyond the engine's :class:`Settings`) needs.
+
+    Attributes:
+        download_dir: where new torrents' data goes unless told otherwise.
+        state_dir: the database and the settings file.
+        watch_dir: a directory polled for ``.torrent`` files; None: no watch dir.
+        max_active_downloads: downloads running at once (Transmission default 5).
+        max_active_seeds: seeds running at once; None: no limit.
+        stall_s: a download with no progress this long no longer holds a slot.
+        check_slots: torrents hashed at once (each check uses every core).
+        on_complete: a shell command run when a download completes.
+        stats_save_interval_s: how often the statistics batch is written.
+    """
+
+    download_dir: str
+    state_dir: str
+    watch_dir: str | None = None
+    max_active_downloads: int = 5
+    max_active_seeds: int | None = None
+    stall_s: float = 600.0
+    check_slots: int = 32
+    on_complete: str | None = None
+    stats_save_interval_s: float = 30.0
+
+
+@dataclass(slots=True)
+class Record:
+    """One torrent of the daemon: its stored record and, while it runs, its engine handle."""
+
+    stored: StoredTorrent
+    meta: Metainfo | None
+    handle: Torrent | None = None
+    #: Start ignoring the queue (``torrent-start-now``).
+    force: bool = False
+    #: Being checked on request while stopped: stop again once the check is over.
+    check_only: bool = False
+    #: A verify was asked for while it was not running: waits for a check slot.
+    verify_pending: bool = False
+    fetching: bool = False
+    #: Its data was checked in this run of the daemon (a new torrent is checked first,
+    #: whatever the download queue says).
+    checked: bool = False
+    #: The metadata fetch of a magnet link, while it runs.
+    fetch_task: asyncio.Task[None] | None = None
+    #: When the download last made progress (monotonic) and how far it was.
+    progress_at: float = 0.0
+    progress_bytes: int = -1
+    started_at: float = 0.0
+    #: Payload moved by the current run, already folded into ``stored`` totals.
+    folded_up: int = 0
+    folded_down: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> int:
+        return self.stored.id
+
+    @property
+    def info_hash(self) -> str:
+        return self.stored.info_hash
+
+    @property
+    def complete(self) -> bool:
+        """Every wanted piece was verified (as last known)."""
+        if self.handle is not None and self.handle.state in (TorrentState.SEEDING, TorrentState.FINISHED):
+            return True
+        return self.stored.done_date > 0 and self.handle is None
+
+    def status(self) -> int:
+        h = self.handle
+        if h is None:
+            if self.fetching:
+                return Status.DOWNLOAD
+            if self.verify_pending:
+                return Status.CHECK_WAIT
+            if self.stored.paused or self.stored.error:
+                return Status.STOPPED
+            return Status.SEED_WAIT if self.stored.done_date else Status.DOWNLOAD_WAIT
+        state = h.state
+        if state is TorrentState.CHECKING:
+            return Status.CHECK
+        if state in (TorrentState.SEEDING, TorrentState.FINISHED):
+            return Status.SEED
+        if state in (TorrentState.STOPPED, TorrentState.ERROR):
+            return Status.STOPPED
+        return Status.DOWNLOAD
+
+    def totals(self, brief: TorrentBrief | None = None) -> tuple[int, int]:
+        """``(uploaded, downloaded)`` ever, this run included (``brief``: the handle's, if at hand)."""
+        up, down = self.stored.uploaded, self.stored.downloaded
+        if self.handle is not None:
+            b = brief or self.handle.brief()
+            up += b.uploaded_bytes - self.folded_up
+            down += b.downloaded_bytes - self.folded_down
+        return up, down
+
+
+def engine_priorities(stored: StoredTorrent) -> list[int]:
+    """Transmission's wanted flag and -1/0/1 priority per file -> the engine's 0 (skip) or 1..3."""
+    return [(p + 2) if w else 0 for w, p in zip(stored.wanted, stored.priorities, strict=True)]
+
+
+class Daemon:
+    """See the module docstring.
+
+    Use as ``async with Daemon(config, settings) as daemon:``; entering opens the
+    database, starts the session and puts every stored torrent back in its queue.
+    """
+
+    def __init__(self, config: DaemonConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.max_active_downloads = config.max_active_downloads
+        self.max_active_seeds = config.max_active_seeds
+        self.download_dir = os.path.abspath(config.download_dir)
+        self.stall_s = config.stall_s
+        #: Session-wide limits as Transmission names them (KB/s, 1 KB = 1000 bytes).
+        self.session_limits: dict[str, Any] = {
+            "speed-limit-down": 100,
+            "speed-limit-down-enabled": False,
+            "speed-limit-up": 100,
+            "speed-limit-up-enabled": False,
+        }
+        #: Set by ``session-close`` (or a signal): the front end then leaves ``async with``.
+        self.close_requested = asyncio.Event()
+        self.session = Session(settings)
+        self.store = StateStore(config.state_dir)
+        self.state_dir = os.path.abspath(config.state_dir)
+        self.records: dict[int, Record] = {}
+        self.by_hash: dict[str, Record] = {}
+        self.removed_ids: list[int] = []
+        self.started_at = time.time()
+        self.session_up = 0
+        self.session_down = 0
+        self._wake = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._next_stats_save = 0.0
+        self._closing = False
+        #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        if self._tg is None or self._closing:
+            coro.close()
+            return None
+        task = self._tg.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Daemon:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self.store.close)
+            await stack.enter_async_context(self.session)
+            tg = await stack.enter_async_context(asyncio.TaskGroup())
+            stack.push_async_callback(self._shutdown)
+            self._tg = tg
+            self._load()
+            self.apply_settings(self.store.settings(), persist=False)
+            tg.create_task(self._scheduler_loop())
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        assert stack is not None, "the daemon was not entered"
+        await stack.aclose()
+
+    async def _shutdown(self) -> None:
+        """Stop every torrent (``stopped`` announces, resume saved), save the totals, end the tasks."""
+        self._closing = True
+        running = [r for r in self.records.values() if r.handle is not None]
+        await asyncio.gather(*(self._stop_handle(r) for r in running), return_exceptions=True)
+        self.store.update_many([r.stored for r in running])
+        self._wake.set()  # the scheduler loop sees ``_closing`` and returns
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _load(self) -> None:
+        for stored in self.store.load():
+            meta = None
+            if stored.metainfo is not None:
+                try:
+                    meta = Metainfo.from_bytes(stored.metainfo)
+                except MetainfoError as exc:
+                    stored.error = f"stored metainfo unreadable: {exc}"
+            self._index(Record(stored, meta))
+        log.info("loaded %d torrents from %s", len(self.records), self.store.path)
+
+    def _index(self, r: Record) -> None:
+        self.records[r.id] = r
+        self.by_hash[r.info_hash] = r
+
+    def wake(self) -> None:
+        """Run the scheduler soon."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ adding
+
+    def add(
+        self,
+        *,
+        metainfo: bytes | None = None,
+        magnet: str | None = None,
+        download_dir: str | None = None,
+        paused: bool = False,
+        files_wanted: Iterable[int] | None = None,
+        files_unwanted: Iterable[int] | None = None,
+        labels: Iterable[str] = (),
+    ) -> tuple[Record, bool]:
+        """Add a torrent from its metainfo bytes or a magnet link.
+
+        Returns:
+            ``(record, added)``; ``added`` is False when it was already there (a duplicate).
+
+        Raises:
+            MetainfoError: the metainfo or the magnet link is malformed.
+        """
+        meta: Metainfo | None = None
+        if metainfo is not None:
+            meta = Metainfo.from_bytes(metainfo)
+            info_hash, name = meta.info_hash.hex(), meta.info.name
+            mag = ""
+        elif magnet is not None:
+            parsed = Magnet.parse(magnet)
+            info_hash, name, mag = parsed.info_hash.hex(), parsed.name or parsed.info_hash.hex(), magnet
+        else:
+            raise DaemonError("no torrent given (metainfo, filename or magnet)")
+        existing = self.by_hash.get(info_hash)
+        if existing is not None:
+            return existing, False
+        n = len(meta.info.files) if meta is not None else 0
+        wanted = [True] * n
+        for i in files_unwanted or ():
+            if 0 <= i < n:
+                wanted[i] = False
+        if files_wanted is not None:
+            for i in files_wanted:
+                if 0 <= i < n:
+                    wanted[i] = True
+        stored = StoredTorrent(
+            id=0,  # the store assigns it
+            info_hash=info_hash,
+            name=name,
+            metainfo=meta.to_bytes() if meta is not None else None,
+            magnet=mag,
+            download_dir=os.path.abspath(download_dir or self.download_dir),
+            paused=paused,
+            queue_position=len(self.records),
+            priorities=[0] * n,
+            wanted=wanted,
+            labels=list(labels),
+            added_date=int(time.time()),
+        )
+        self.store.insert(stored)
+        r = Record(stored, meta)
+        self._index(r)
+        log.info("added torrent %d %s (%s)", r.id, name, info_hash)
+        self.wake()
+        return r, True
+
+    # ------------------------------------------------------------------ the queue
+
+    async def _scheduler_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            if self._closing:
+                return
+            # A pass walks every record: when thousands of checks end in a burst, one
+            # pass per ``SCHEDULE_MIN_GAP_S`` serves them all (and leaves the loop to RPC).
+            await asyncio.sleep(SCHEDULE_MIN_GAP_S)
+            self._wake.clear()
+            if self._closing:
+                return
+            await self.schedule()
+
+    async def schedule(self) -> None:
+        """Reap ended runs, notice completions, then start what the queue allows."""
+        now = time.monotonic()
+        for r in list(self.records.values()):
+            if r.handle is not None:
+                await self._observe(r, now)
+        if now >= self._next_stats_save:
+            self._next_stats_save = now + self.config.stats_save_interval_s
+            self._save_stats()
+        await self._enforce_limits(now)
+        downloads, seeds, checks = self._count_active(now)
+        for r in sorted(self.records.values(), key=lambda x: x.stored.queue_position):
+            if r.handle is not None or r.fetching or r.stored.error:
+                continue
+            if r.verify_pending:
+                if checks < self.config.check_slots:
+                    checks += 1
+                    await self._start(r, check_only=r.stored.paused)
+                continue
+            if r.stored.paused:
+                continue
+            if r.force:
+                await self._start(r)
+            elif r.stored.done_date:
+                if self.max_active_seeds is None or seeds < self.max_active_seeds:
+                    seeds += 1
+                    await self._start(r)
+            elif checks < self.config.check_slots and (
+                not r.checked or downloads < self.max_active_downloads
+            ):
+                # Never checked: checked now, beside the downloads (it may turn out
+                # complete); afterwards it takes a download slot or waits in the queue.
+                checks += 1
+                downloads += r.checked
+                await self._start(r)
+
+    async def _enforce_limits(self, now: float) -> None:
+        """Send back to the queue the running torrents beyond the limits, last in queue
+        order first: a checked download when the download slots are full (rule 3 lets
+        checks run beside the downloads), seeds beyond the seed limit."""
+        downloads: list[Record] = []
+        seeds: list[Record] = []
+        for r in self.records.values():
+            h = r.handle
+            if h is None or r.force or r.check_only or h.state is TorrentState.CHECKING:
+                continue
+            if r.complete:
+                seeds.append(r)
+            elif not self._stalled(r, now):
+                downloads.append(r)
+        extra: list[Record] = []
+        for group, limit in ((downloads, self.max_active_downloads), (seeds, self.max_active_seeds)):
+            if limit is not None and len(group) > limit:
+                group.sort(key=lambda x: x.stored.queue_position)
+                extra.extend(group[limit:])
+        for r in extra:
+            async with r.lock:
+                await self._stop_handle(r)
+            self.store.update(r.stored)
+
+    def _count_active(self, now: float) -> tuple[int, int, int]:
+        """``(downloads, seeds, checks)`` holding a slot now (rules 1-4)."""
+        downloads = seeds = checks = 0
+        for r in self.records.values():
+            if r.handle is None:
+                if r.fetching:
+                    downloads += 1
+                continue
+            state = r.handle.state
+            if state is TorrentState.CHECKING:
+                checks += 1
+            elif r.complete:
+                seeds += 1
+            elif not self._stalled(r, now) and not r.force:
+                downloads += 1
+        return downloads, seeds, checks
+
+    def _stalled(self, r: Record, now: float) -> bool:
+        return r.progress_at > 0 and now - r.progress_at >= self.config.stall_s
+
+    async def _observe(self, r: Record, now: float) -> None:
+        """Follow one running torrent: its progress, its completion, its end."""
+        h = r.handle
+        assert h is not None
+        state = h.state
+        if state is TorrentState.SEEDING and r.stored.done_date and not r.check_only:
+            return  # the common case at scale: a seed whose completion is already noted
+        if state in (TorrentState.STOPPED, TorrentState.ERROR):
+            st = h.statistics()
+            if st.error:
+                r.stored.error = st.error
+                log.warning("torrent %d %s stopped: %s", r.id, r.stored.name, st.error)
+            await self._stop_handle(r)
+            self.store.update(r.stored)
+            return
+        if state is TorrentState.CHECKING:
+            return
+        r.checked = True
+        if r.check_only:
+            r.check_only = False
+            self._note_done(r)
+            await self._stop_handle(r)
+            self.store.update(r.stored)
+            return
+        done = h.brief().done_bytes
+        if done != r.progress_bytes:
+            r.progress_bytes = done
+            r.progress_at = now
+        if state in (TorrentState.SEEDING, TorrentState.FINISHED) and not r.stored.done_date:
+            self._note_done(r)
+            self.store.update(r.stored)
+            self._run_hook(r)
+
+    def _note_done(self, r: Record) -> None:
+        h = r.handle
+        if h is not None and h.state in (TorrentState.SEEDING, TorrentState.FINISHED):
+            r.stored.done_date = r.stored.done_date or int(time.time())
+            r.force = False
+        elif h is not None:
+            r.stored.done_date = 0
+
+    async def _start(self, r: Record, *, check_only: bool = False) -> None:
+        """Put the torrent into the session (a magnet first fetches its metadata)."""
+        r.verify_pending = False
+        if r.meta is None:
+            if r.stored.magnet:
+                r.fetching = True
+                r.fetch_task = self._spawn(self._fetch(r))
+            return
+        try:
+            r.handle = await self.session.add_torrent(
+                r.meta,
+                r.stored.download_dir,
+                file_priorities=engine_priorities(r.stored),
+                seed=True,
+            )
+        except TorrentError as exc:
+            r.stored.error = str(exc)
+            self.store.update(r.stored)
+            log.warning("torrent %d %s cannot start: %s", r.id, r.stored.name, exc)
+            return
+        r.check_only = check_only
+        r.started_at = time.time()
+        r.progress_at = time.monotonic()
+        r.progress_bytes = -1
+        r.folded_up = r.folded_down = 0
+        self._spawn(self._wake_when_checked(r.handle))
+
+    async def _wake_when_checked(self, handle: Torrent) -> None:
+        await handle.wait_checked()
+        self.wake()
+
+    async def _fetch(self, r: Record) -> None:
+        assert r.stored.magnet
+        try:
+            magnet = Magnet.parse(r.stored.magnet)
+            meta = await self.session.fetch_metadata(magnet, peers=magnet.peers)
+        except (TorrentError, OSError) as exc:
+            r.stored.error = f"metadata: {exc}"
+            self.store.update(r.stored)
+            return
+        finally:
+            r.fetching = False
+            r.fetch_task = None
+        if r.id not in self.records:
+            return
+        r.meta = meta
+        n = len(meta.info.files)
+        r.stored.metainfo = meta.to_bytes()
+        r.stored.name = meta.info.name
+        r.stored.wanted = [True] * n
+        r.stored.priorities = [0] * n
+        self.store.update(r.stored)
+        self.wake()
+
+    async def _stop_handle(self, r: Record) -> None:
+        """Take a running torrent out of the session and fold its totals into the record
+        (a magnet link's metadata fetch is cancelled)."""
+        if r.fetch_task is not None:
+            r.fetch_task.cancel()
+            r.fetch_task = None
+            r.fetching = False
+        h = r.handle
+        if h is None:
+            return
+        up, down = r.totals()
+        was_complete = h.state in (TorrentState.SEEDING, TorrentState.FINISHED)
+        with contextlib.suppress(TorrentError):
+            await self.session.remove_torrent(h.info_hash)
+        r.stored.uploaded, r.stored.downloaded = up, down
+        if was_complete and not r.stored.done_date:
+            r.stored.done_date = int(time.time())  # completed since the last scheduler pass
+        st = h.statistics()
+        if h.state is not TorrentState.CHECKING or st.checked_fraction >= 1.0:
+            r.stored.have_bytes = st.done_bytes
+            r.stored.files_done = h.file_progress()
+        self.session_up += st.uploaded_bytes
+        self.session_down += st.downloaded_bytes
+        r.handle = None
+        r.fetching = False
+
+    def _save_stats(self) -> None:
+        rows = []
+        for r in self.records.values():
+            if r.handle is None:
+                continue
+            up, down = r.totals()
+            st = r.handle.brief()
+            r.stored.uploaded, r.stored.downloaded = up, down
+            r.folded_up, r.folded_down = st.uploaded_bytes, st.downloaded_bytes
+            rows.append((r.id, up, down))
+        if rows:
+            self.store.save_stats(rows)
+
+    def _run_hook(self, r: Record) -> None:
+        cmd = self.config.on_complete
+        if not cmd:
+            return
+        env = dict(os.environ)
+        env.update(
+            TR_APP_VERSION="pytorrent",
+            TR_TIME_LOCALTIME=time.ctime(),
+            TR_TORRENT_DIR=r.stored.download_dir,
+            TR_TORRENT_HASH=r.info_hash,
+            TR_TORRENT_ID=str(r.id),
+            TR_TORRENT_NAME=r.stored.name,
+            TR_TORRENT_LABELS=",".join(r.stored.labels),
+        )
+        self._spawn(_run_command(cmd, env))
+
+    # ------------------------------------------------------------------ operations
+
+    def lookup(self, ids: Any) -> list[Record]:
+        """Transmission's ``ids``: absent (all), a number, a hash, a list of both, ``recently-active``."""
+        if ids is None:
+            return sorted(self.records.values(), key=lambda r: r.id)
+        if ids == "recently-active":
+            cutoff = time.time() - 60
+            return [r for r in self.records.values() if r.handle is not None or r.stored.added_date >= cutoff]
+        items = ids if isinstance(ids, list) else [ids]
+        out: list[Record] = []
+        for item in items:
+            r: Record | None = None
+            if isinstance(item, int) and not isinstance(item, bool):
+                r = self.records.get(item)
+            elif isinstance(item, str):
+                r = self.by_hash.get(item.lower())
+                if r is None and item.isdigit():
+                    r = self.records.get(int(item))
+            if r is not None and r not in out:
+                out.append(r)
+        return out
+
+    async def start(self, records: Iterable[Record], *, now: bool = False) -> None:
+        for r in records:
+            r.stored.paused = False
+            r.stored.error = ""
+            r.force = now
+            self.store.update(r.stored)
+        await self.schedule()
+
+    async def stop(self, records: Iterable[Record]) -> None:
+        for r in records:
+            async with r.lock:
+                r.stored.paused = True
+                r.force = False
+                r.verify_pending = False
+                await self._stop_handle(r)
+                self.store.update(r.stored)
+        self.wake()
+
+    async def verify(self, records: Iterable[Record]) -> None:
+        """Recheck every piece on disk (forget the resume state, restart the torrent)."""
+        for r in records:
+            if r.meta is None:
+                continue
+            async with r.lock:
+                running = r.handle is not None
+                await self._stop_handle(r)
+                await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                r.stored.error = ""
+                if running:
+                    await self._start(r)
+                else:
+                    r.verify_pending = True
+        await self.schedule()
+
+    def reannounce(self, records: Iterable[Record]) -> None:
+        for r in records:
+            if r.handle is not None:
+                r.handle.reannounce()
+
+    async def remove(self, records: Iterable[Record], *, delete_data: bool = False) -> None:
+        for r in list(records):
+            async with r.lock:
+                await self._stop_handle(r)
+                self.records.pop(r.id, None)
+                self.by_hash.pop(r.info_hash, None)
+                self.store.delete(r.id)
+                self.removed_ids.append(r.id)
+                del self.removed_ids[:-1000]
+                if delete_data:
+                    await asyncio.to_thread(_delete_data, r)
+                else:
+                    await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                log.info(
+                    "removed torrent %d %s%s", r.id, r.stored.name, " and its data" if delete_data else ""
+                )
+        self._renumber_queue()
+        self.wake()
+
+    async def set_location(self, records: Iterable[Record], location: str, *, move: bool) -> None:
+        """Point the torrents at ``location``, moving their data there when ``move``.
+
+        Raises:
+            DaemonError: a move failed (the torrent keeps its old location and an error).
+        """
+        location = _absolute(location)
+        failures: list[str] = []
+        for r in records:
+            async with r.lock:
+                running = r.handle is not None
+                await self._stop_handle(r)
+                try:
+                    if move and r.meta is not None:
+                        await asyncio.to_thread(_move_data, r, location)
+                    r.stored.download_dir = location
+                    r.stored.error = ""
+                except OSError as exc:
+                    why = f"cannot move to {location}: {exc.strerror or exc}"
+                    r.stored.error = why
+                    failures.append(why)
+                self.store.update(r.stored)
+                if running and not r.stored.error:
+                    await self._start(r)
+        self.wake()
+        if failures:
+            raise DaemonError(failures[0])
+
+    async def set_files(
+        self,
+        records: Iterable[Record],
+        *,
+        wanted: Iterable[int] | None = None,
+        unwanted: Iterable[int] | None = None,
+        priorities: Mapping[int, Iterable[int]] | None = None,
+    ) -> None:
+        """Change which files are wanted and their priorities; a running torrent restarts
+        with the new selection (its verified pieces stay verified: resume state)."""
+        for r in records:
+            n = len(r.stored.wanted)
+            before = (list(r.stored.wanted), list(r.stored.priorities))
+            for flag, indices in ((True, wanted), (False, unwanted)):
+                if indices is None:
+                    continue
+                chosen = list(indices) or list(range(n))  # an empty list means every file
+                for i in chosen:
+                    if 0 <= i < n:
+                        r.stored.wanted[i] = flag
+            for prio, indices in (priorities or {}).items():
+                chosen = list(indices) or list(range(n))
+                for i in chosen:
+                    if 0 <= i < n:
+                        r.stored.priorities[i] = prio
+            if (r.stored.wanted, r.stored.priorities) == before:
+                continue
+            async with r.lock:
+                running = r.handle is not None
+                await self._stop_handle(r)
+                if any(w and not wb for w, wb in zip(r.stored.wanted, before[0], strict=True)):
+                    r.stored.done_date = 0  # a newly wanted file: not complete any more
+                self.store.update(r.stored)
+                if running:
+                    await self._start(r)
+        self.wake()
+
+    def set_labels(self, records: Iterable[Record], labels: list[str]) -> None:
+        stored = [r.stored for r in records]
+        for t in stored:
+            t.labels = list(labels)
+        self.store.update_many(stored)
+
+    def set_limits(self, records: Iterable[Record], limits: dict[str, Any]) -> None:
+        """Per-torrent limits as given (stored and reported; see the module docstring)."""
+        stored = [r.stored for r in records]
+        for t in stored:
+            t.limits.update(limits)
+        self.store.update_many(stored)
+
+    def queue_move(self, records: Iterable[Record], where: str) -> None:
+        """``top``, ``up``, ``down`` or ``bottom``, as Transmission's queue-move-* do."""
+        order = sorted(self.records.values(), key=lambda x: x.stored.queue_position)
+        chosen = [r for r in order if r in list(records)]
+        if where == "top":
+            order = chosen + [r for r in order if r not in chosen]
+        elif where == "bottom":
+            order = [r for r in order if r not in chosen] + chosen
+        elif where == "up":
+            for r in chosen:
+                i = order.index(r)
+                if i > 0 and order[i - 1] not in chosen:
+                    order[i - 1], order[i] = order[i], order[i - 1]
+        elif where == "down":
+            for r in reversed(chosen):
+                i = order.index(r)
+                if i < len(order) - 1 and order[i + 1] not in chosen:
+                    order[i + 1], order[i] = order[i], order[i + 1]
+        self._renumber_queue(order)
+        self.wake()
+
+    def set_queue_position(self, r: Record, position: int) -> None:
+        order = sorted(self.records.values(), key=lambda x: x.stored.queue_position)
+        order.remove(r)
+        order.insert(max(0, min(position, len(order))), r)
+        self._renumber_queue(order)
+        self.wake()
+
+    def _renumber_queue(self, order: list[Record] | None = None) -> None:
+        if order is None:
+            order = sorted(self.records.values(), key=lambda x: x.stored.queue_position)
+        changed = []
+        for i, r in enumerate(order):
+            if r.stored.queue_position != i:
+                r.stored.queue_position = i
+                changed.append(r.stored)
+        if changed:
+            self.store.update_many(changed)
+
+    def request_close(self) -> None:
+        """Ask the front end to shut the daemon down (``session-close``)."""
+        self.close_requested.set()
+
+    def apply_settings(self, values: dict[str, Any], *, persist: bool = True) -> None:
+        """Apply ``session-set`` arguments (Transmission's names); unknown keys are ignored.
+
+        Raises:
+            DaemonError: a value of the wrong type or out of range (nothing is applied).
+        """
+        changed: dict[str, Any] = {}
+        for key in SETTING_KEYS:
+            if key not in values:
+                continue
+            value = values[key]
+            kind = SETTING_KEYS[key]
+            if kind is bool and not isinstance(value, bool):
+                raise DaemonError(f"'{key}' must be true or false")
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise DaemonError(f"'{key}' must be a non-negative integer")
+            if kind is str and (not isinstance(value, str) or not value):
+                raise DaemonError(f"'{key}' must be a non-empty string")
+            changed[key] = value
+        for key, value in changed.items():
+            if key in self.session_limits:
+                self.session_limits[key] = value
+            elif key == "download-dir":
+                self.download_dir = os.path.abspath(value)
+            elif key == "download-queue-size":
+                self.max_active_downloads = value
+            elif key == "seed-queue-size":
+                if self.max_active_seeds is not None:
+                    self.max_active_seeds = value
+            elif key == "seed-queue-enabled":
+                self.max_active_seeds = (
+                    int(values.get("seed-queue-size", self.max_active_seeds or 10)) if value else None
+                )
+            elif key == "queue-stalled-minutes":
+                self.stall_s = value * 60.0
+        lim = self.session_limits
+        self.session.set_rate_limits(
+            download_bps=lim["speed-limit-down"] * 1000 if lim["speed-limit-down-enabled"] else 0,
+            upload_bps=lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
+        )
+        if persist and changed:
+            self.store.set_settings(changed)
+        self.wake()
+
+
+#: ``session-set`` keys the daemon applies, with their JSON type.
+SETTING_KEYS: dict[str, type] = {
+    "speed-limit-down": int,
+    "speed-limit-down-enabled": bool,
+    "speed-limit-up": int,
+    "speed-limit-up-enabled": bool,
+    "download-dir": str,
+    "download-queue-size": int,
+    "seed-queue-size": int,
+    "seed-queue-enabled": bool,
+    "queue-stalled-minutes": int,
+}
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
+def _forget_resume(download_dir: str, info_hash: str) -> None:
+    """Delete a torrent's resume state and journal: its next start hashes everything."""
+    ih = bytes.fromhex(info_hash)
+    for suffix in ("resume", "journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state_path(download_dir, InfoHash(ih), suffix))
+
+
+def _delete_data(r: Record) -> None:
+    """Delete the torrent's content and its engine state files."""
+    if r.meta is not None:
+        content = os.path.join(r.stored.download_dir, r.meta.info.name)
+        if os.path.isdir(content) and r.meta.info.multi_file:
+            shutil.rmtree(content, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(content)
+    for path in glob.glob(os.path.join(state_dir(r.stored.download_dir), glob.escape(r.info_hash) + ".*")):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _move_data(r: Record, location: str) -> None:
+    """Move the content and the engine state files from the old directory to ``location``."""
+    assert r.meta is not None
+    old = r.stored.download_dir
+    if os.path.abspath(old) == location:
+        return
+    os.makedirs(location, exist_ok=True)
+    if not os.access(location, os.W_OK | os.X_OK):
+        raise PermissionError(13, "Permission denied", location)
+    src = os.path.join(old, r.meta.info.name)
+    if os.path.lexists(src):
+        shutil.move(src, os.path.join(location, r.meta.info.name))
+    states = glob.glob(os.path.join(state_dir(old), glob.escape(r.info_hash) + ".*"))
+    if states:
+        os.makedirs(state_dir(location), exist_ok=True)
+        for path in states:
+            shutil.move(path, os.path.join(state_dir(location), os.path.basename(path)))
+
+
+async def _run_command(cmd: str, env: dict[str, str]) -> None:
+    try:
+        proc = await asyncio.create_subprocess_shell(cmd, env=env)
+        code = await proc.wait()
+    except OSError as exc:
+        log.warning("completion command %r failed to start: %s", cmd, exc)
+        return
+    if code:
+        log.warning("completion command %r exited with %d", cmd, code)
