@@ -18,12 +18,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/pytorrent demo
 
-# `ruff format --check` fails `make test` once this says yes (after the tree-wide format);
-# until then `make test` only reports how many files it would reformat.
-FORMAT_CHECK ?= no
-
-## test: lint, type-check, then the whole suite (inside a loopback-only network namespace
-## when we may make one), then the format check
+## test: lint (rules and format), type-check, then the whole suite (inside a loopback-only
+## network namespace when we may make one); pytest's summary is the last line
 test: $(STAMP) lint typecheck
 	@if [ "$$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then \
 		echo "running the tests in a loopback-only network namespace"; \
@@ -31,15 +27,11 @@ test: $(STAMP) lint typecheck
 	else \
 		$(PY) -m pytest $(PYTEST_ARGS); \
 	fi
-	@if [ "$(FORMAT_CHECK)" = yes ]; then \
-		$(VENV)/bin/ruff format --check .; \
-	else \
-		echo "ruff format --check (not enforced yet): $$($(VENV)/bin/ruff format --check . 2>/dev/null | tail -n 1)"; \
-	fi
 
-## lint: ruff (rules and per-file exceptions in pyproject.toml)
+## lint: ruff's rules (pyproject.toml) and its formatting
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## typecheck: mypy --strict on torrent/ tracker/ cli/, and on tests/ and bench/ without
 ## requiring annotations (pyproject.toml)

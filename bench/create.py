@@ -99,21 +99,49 @@ def timed(cmd: list[str], cwd: Path | None = None) -> float:
 
 
 def run_pytorrent(payload: Path, out: Path, threads: int) -> float:
-    cmd = [sys.executable, "-m", "cli.main", "create", str(payload), "-l", "1M", "--threads", str(threads),
-           "-t", "http://127.0.0.1:1/announce", "-o", str(out), "-f"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "create",
+        str(payload),
+        "-l",
+        "1M",
+        "--threads",
+        str(threads),
+        "-t",
+        "http://127.0.0.1:1/announce",
+        "-o",
+        str(out),
+        "-f",
+    ]
     return timed(cmd, cwd=ROOT)
 
 
 def run_mktorrent(payload: Path, out: Path, threads: int) -> float:
     out.unlink(missing_ok=True)
-    cmd = ["mktorrent", "-t", str(threads), "-l", "20", "-a", "http://127.0.0.1:1/announce", "-o", str(out),
-           str(payload)]
+    cmd = [
+        "mktorrent",
+        "-t",
+        str(threads),
+        "-l",
+        "20",
+        "-a",
+        "http://127.0.0.1:1/announce",
+        "-o",
+        str(out),
+        str(payload),
+    ]
     return timed(cmd)
 
 
 def run_libtorrent(payload: Path, out: Path, threads: int) -> float:
-    proc = subprocess.run([sys.executable, "-c", LIBTORRENT_SCRIPT, str(payload), str(out)],
-                          check=True, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", LIBTORRENT_SCRIPT, str(payload), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return float(proc.stdout.strip().splitlines()[-1])
 
 
@@ -142,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--dirs", type=int, default=10)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--extra-threads", action="store_true", help="also time pytorrent with one thread more than cores")
-    ap.add_argument("--dir", default=None, help="where to make the temp payload (default: the system temp dir)")
+    ap.add_argument(
+        "--extra-threads", action="store_true", help="also time pytorrent with one thread more than cores"
+    )
+    ap.add_argument(
+        "--dir", default=None, help="where to make the temp payload (default: the system temp dir)"
+    )
     args = ap.parse_args(argv)
     size = parse_size(args.size)
     n = cores()
@@ -157,12 +189,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # An installed package has its bytecode compiled (pip does it); a checkout run with
     # PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "torrent", "cli"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "torrent", "cli"],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     base = Path(tempfile.mkdtemp(prefix="pytorrent-bench-", dir=args.dir))
     results: dict[tuple[str, str], list[float]] = {}
     try:
-        print(f"making payloads in {base} ({size} bytes; {args.files} files in {args.dirs} dirs)", file=sys.stderr)
+        print(
+            f"making payloads in {base} ({size} bytes; {args.files} files in {args.dirs} dirs)",
+            file=sys.stderr,
+        )
         single, many = make_payloads(base, size, args.files, args.dirs)
         payloads = {"1 file": single, f"{args.files} files": many}
         tools = {f"pytorrent create --threads {n}": run_pytorrent}
@@ -183,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault((tool, label), []).append(fn(payload, out, n))
                     out.unlink(missing_ok=True)
         for threads in sorted({1, n}):
-            results[(f"hashlib.sha1 x{threads} (memory)", "-")] = [raw_sha1(size, threads) for _ in range(args.runs)]
+            results[(f"hashlib.sha1 x{threads} (memory)", "-")] = [
+                raw_sha1(size, threads) for _ in range(args.runs)
+            ]
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -191,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         return size / pick(results[key]) / 1e6
 
     labels = ["1 file", f"{args.files} files"]
-    print(f"\nCreating torrents: {size / 2**30:g} GiB, 1 MiB pieces, page cache warm, {n} cores, "
-          f"{args.runs} runs each (MB/s = 10^6 bytes/s)\n")
+    print(
+        f"\nCreating torrents: {size / 2**30:g} GiB, 1 MiB pieces, page cache warm, {n} cores, "
+        f"{args.runs} runs each (MB/s = 10^6 bytes/s)\n"
+    )
     print(f"| tool | {labels[0]}: median | best | {labels[1]}: median | best |")
     print("|---|---:|---:|---:|---:|")
     tools_seen = list(dict.fromkeys(t for t, _ in results))
@@ -204,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     py = f"pytorrent create --threads {n}"
     if have_mktorrent:
         for what, pick in (("median", statistics.median), ("best", min)):
-            ratios = ", ".join(f"{lab}: {mbps((py, lab), pick) / mbps((mk, lab), pick):.2f}x" for lab in labels)
+            ratios = ", ".join(
+                f"{lab}: {mbps((py, lab), pick) / mbps((mk, lab), pick):.2f}x" for lab in labels
+            )
             print(f"pytorrent / mktorrent ({what}): {ratios}")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

@@ -57,8 +57,17 @@ def build(size: int, plen: int) -> tuple[Info, list[bytes]]:
     n = (size + plen - 1) // plen
     hashes = [hashlib.sha1(b).digest() for b in bodies]
     last = size - (n - 1) * plen
-    pieces = b"".join(hashes[i % DISTINCT] for i in range(n - 1)) + hashlib.sha1(bodies[(n - 1) % DISTINCT][:last]).digest()
-    info = Info(name="bench.bin", piece_length=plen, pieces=pieces, files=(FileEntry(("bench.bin",), size, 0),), multi_file=False)
+    pieces = (
+        b"".join(hashes[i % DISTINCT] for i in range(n - 1))
+        + hashlib.sha1(bodies[(n - 1) % DISTINCT][:last]).digest()
+    )
+    info = Info(
+        name="bench.bin",
+        piece_length=plen,
+        pieces=pieces,
+        files=(FileEntry(("bench.bin",), size, 0),),
+        multi_file=False,
+    )
     return info, bodies
 
 
@@ -82,7 +91,9 @@ def reference(info: Info, bodies: list[bytes], where: str) -> tuple[float, float
     return t1 - t0, time.perf_counter() - t0
 
 
-async def run_disk(info: Info, bodies: list[bytes], where: str, mode: str, inflight: int = 8) -> tuple[float, float]:
+async def run_disk(
+    info: Info, bodies: list[bytes], where: str, mode: str, inflight: int = 8
+) -> tuple[float, float]:
     storage = FileStorage(info, where)
     async with DiskIO(storage, max_queued=64) as disk:
         t0 = time.perf_counter()

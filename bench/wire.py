@@ -155,13 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     total = args.mib * (1 << 20)
     stream, blocks = make_stream(total)
-    print(f"stream: {len(blocks)} piece messages, {total / 1e6:.0f} MB of payload; median of {args.rounds} rounds")
-    print(f"{'read size':>10} | {'decode':>12} | {'pipelined':>12} | {'memcpy ref':>12} | {'naive ref':>12} | vs naive")
+    print(
+        f"stream: {len(blocks)} piece messages, {total / 1e6:.0f} MB of payload; median of {args.rounds} rounds"
+    )
+    print(
+        f"{'read size':>10} | {'decode':>12} | {'pipelined':>12} | {'memcpy ref':>12} | {'naive ref':>12} | vs naive"
+    )
     for read in (16 * 1024, 64 * 1024, 256 * 1024):
         reads = split(stream, read)
         figures = []
-        for fn, rounds in ((run_decode, args.rounds), (run_pipelined, args.rounds), (run_memcpy, args.rounds),
-                           (run_naive, 1)):
+        for fn, rounds in (
+            (run_decode, args.rounds),
+            (run_pipelined, args.rounds),
+            (run_memcpy, args.rounds),
+            (run_naive, 1),
+        ):
             seconds = best(fn, rounds, total, reads, blocks)
             figures.append(total / seconds / 1e6)
         decode, pipelined, memcpy, naive = figures

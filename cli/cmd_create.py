@@ -18,8 +18,19 @@ from typing import Any
 
 from cli.main import UsageError
 
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
-          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "KB": 1024,
+    "KIB": 1024,
+    "M": 1024**2,
+    "MB": 1024**2,
+    "MIB": 1024**2,
+    "G": 1024**3,
+    "GB": 1024**3,
+    "GIB": 1024**3,
+}
 
 
 class _TrackerAction(argparse.Action):
@@ -50,26 +61,48 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("path", metavar="PATH", help="file or directory to share")
     p.add_argument(
-        "-t", "--tracker", metavar="URL", action=_TrackerAction, dest="tiers", default=None,
+        "-t",
+        "--tracker",
+        metavar="URL",
+        action=_TrackerAction,
+        dest="tiers",
+        default=None,
         help="tracker announce URL, added to the current tier (repeatable)",
     )
     p.add_argument(
-        "--tier", nargs=0, action=_TierAction, dest="tiers",
+        "--tier",
+        nargs=0,
+        action=_TierAction,
+        dest="tiers",
         help="start a new tier: later -t URLs are backups for the earlier tiers (BEP 12)",
     )
     p.add_argument("-o", "--output", metavar="OUT", help="where to write the torrent (default NAME.torrent)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument(
-        "--piece-length", "-l", metavar="auto|SIZE", default="auto",
+        "--piece-length",
+        "-l",
+        metavar="auto|SIZE",
+        default="auto",
         help="bytes per piece: a power of two like 256K, 1M, 4M (default auto)",
     )
     p.add_argument("--private", action="store_true", help="set the private flag (BEP 27)")
     p.add_argument("--comment", metavar="TEXT", default="", help="comment stored in the torrent")
-    p.add_argument("--source", metavar="TEXT", default="", help="source tag in the info dict (changes the info hash)")
-    p.add_argument("--web-seed", "-w", metavar="URL", action="append", default=[], help="web seed URL (BEP 19, repeatable)")
+    p.add_argument(
+        "--source", metavar="TEXT", default="", help="source tag in the info dict (changes the info hash)"
+    )
+    p.add_argument(
+        "--web-seed",
+        "-w",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="web seed URL (BEP 19, repeatable)",
+    )
     p.add_argument("--no-date", action="store_true", help="leave out the creation date")
     p.add_argument("--name", metavar="NAME", help="torrent name (default: the base name of PATH)")
-    p.add_argument("--threads", metavar="N", type=int, default=None, help="hashing threads (default: one per core)")
+    p.add_argument(
+        "--threads", metavar="N", type=int, default=None, help="hashing threads (default: one per core)"
+    )
 
 
 def parse_size(text: str) -> int | None:
@@ -82,7 +115,7 @@ def parse_size(text: str) -> int | None:
     if t == "AUTO":
         return None
     digits = t.rstrip("KMGIB")
-    unit = t[len(digits):]
+    unit = t[len(digits) :]
     if not digits.isdigit() or unit not in _UNITS:
         raise UsageError(f"--piece-length: {text!r} is not 'auto' or a size like 256K or 1M")
     return int(digits) * _UNITS[unit]

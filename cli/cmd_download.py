@@ -259,7 +259,9 @@ def add_parser(subparsers: Any) -> None:
         help="also download from this HTTP server (BEP 19 web seed; repeatable)",
     )
     p.add_argument(
-        "--no-web-seeds", action="store_true", help="ignore the torrents' web seeds (url-list, httpseeds, magnet ws=)"
+        "--no-web-seeds",
+        action="store_true",
+        help="ignore the torrents' web seeds (url-list, httpseeds, magnet ws=)",
     )
     add_common_arguments(p)
     p.set_defaults(seed_mode=False)

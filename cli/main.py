@@ -50,9 +50,7 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) one with just that subcommand, which imports no other command module."""
-    parser = _OneLineErrors(
-        prog="pytorrent", description="BitTorrent client, tracker and torrent maker."
-    )
+    parser = _OneLineErrors(prog="pytorrent", description="BitTorrent client, tracker and torrent maker.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's default event loop instead of uvloop"

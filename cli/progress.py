@@ -127,7 +127,8 @@ class PlainView:
                 f"{human_bytes(s.done_bytes)}/{human_bytes(s.wanted_bytes)} "
                 f"down {human_rate(s.download_rate_bps)} up {human_rate(s.upload_rate_bps)} "
                 f"peers {s.peers_connected}/{s.peers_known} seeds {s.seeds_connected}"
-                f"{web_seeds_label(s)} eta {human_eta(s.eta_s)}" + (f" {dht}" if (dht := _dht_label(s)) else ""),
+                f"{web_seeds_label(s)} eta {human_eta(s.eta_s)}"
+                + (f" {dht}" if (dht := _dht_label(s)) else ""),
                 file=self._out,
                 flush=True,
             )

@@ -49,7 +49,9 @@ class Pair:
     side parsed. ``a`` initiates; both handshakes are exchanged by :meth:`handshake`.
     """
 
-    def __init__(self, a_kwargs: dict[str, Any] | None = None, b_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, a_kwargs: dict[str, Any] | None = None, b_kwargs: dict[str, Any] | None = None
+    ) -> None:
         self.a = make(PEER_A, **(a_kwargs or {}))
         self.b = make(PEER_B, **(b_kwargs or {}))
 
@@ -71,7 +73,9 @@ class Pair:
         assert [type(e) for e in got_a] == [Handshake]
 
 
-def connected(our_kwargs: dict[str, Any] | None = None, peer_reserved: bytes = b"\x00\x00\x00\x00\x00\x10\x00\x05") -> PeerProtocol:
+def connected(
+    our_kwargs: dict[str, Any] | None = None, peer_reserved: bytes = b"\x00\x00\x00\x00\x00\x10\x00\x05"
+) -> PeerProtocol:
     """Our protocol with both handshakes done; the peer's handshake is hand-written bytes."""
     proto = make(**(our_kwargs or {}))
     proto.send(Handshake())

@@ -342,7 +342,15 @@ def create(
         # once instead of waiting up to 5 ms for this thread's Python code.
         sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         parts = _Assembly(
-            files, multi_file, top_name, chosen, tiers, private, source, comment, created_by,
+            files,
+            multi_file,
+            top_name,
+            chosen,
+            tiers,
+            private,
+            source,
+            comment,
+            created_by,
             None if no_date else (int(time.time()) if creation_date is None else int(creation_date)),
             [w for w in web_seeds if w],
         )
@@ -393,7 +401,9 @@ class _Assembly:
                 path = [c.encode("utf-8") for c in f.path]
                 raw_files.append({b"length": f.length, b"path": path})
                 entries.append(FileEntry(path=f.path, length=f.length, offset=offset))
-                parts.append(b"d6:lengthi%de4:pathl%bee" % (f.length, b"".join(b"%d:%b" % (len(c), c) for c in path)))
+                parts.append(
+                    b"d6:lengthi%de4:pathl%bee" % (f.length, b"".join(b"%d:%b" % (len(c), c) for c in path))
+                )
                 offset += f.length
             parts.append(b"e")
             info[b"files"] = raw_files
@@ -530,7 +540,9 @@ class HashJob:
         self.per_batch = max(1, BATCH_BYTES // piece_length)
         self.batch_bytes = self.per_batch * piece_length
         if threads is None:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            threads = (
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            )
         threads = min(threads, MAX_THREADS)
         if total is not None:
             threads = min(threads, -(-total // self.batch_bytes))
@@ -657,7 +669,10 @@ class HashJob:
                     index += 1
                 # Hash its pieces.
                 self.results[batch] = b"".join(
-                    [sha1(view[pos : min(pos + piece_length, size)]).digest() for pos in range(0, size, piece_length)]
+                    [
+                        sha1(view[pos : min(pos + piece_length, size)]).digest()
+                        for pos in range(0, size, piece_length)
+                    ]
                 )
                 self.done[slot] += size
         except BaseException as exc:

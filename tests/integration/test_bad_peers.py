@@ -144,7 +144,9 @@ async def test_hostile_peer_is_banned_and_its_pieces_refetched(tmp_path: Path) -
                 meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", bad_port)]
             )
             # Let the liar get its garbage in first.
-            await wait_until(lambda: leech.statistics().hash_failures >= 1, timeout_s=30, what="a hash failure")
+            await wait_until(
+                lambda: leech.statistics().hash_failures >= 1, timeout_s=30, what="a hash failure"
+            )
             leech.add_peers([("127.0.0.1", seed_s.port)])
             await leech.wait_complete()
             st = leech.statistics()

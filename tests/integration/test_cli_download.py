@@ -36,7 +36,9 @@ PLEN = 64 * 1024
 
 
 @contextlib.asynccontextmanager
-async def slow_seed(tmp_path: Path, size: int, rate_bps: int) -> AsyncIterator[tuple[Metainfo, Torrent, int, Path]]:
+async def slow_seed(
+    tmp_path: Path, size: int, rate_bps: int
+) -> AsyncIterator[tuple[Metainfo, Torrent, int, Path]]:
     content = make_payload(tmp_path / "seed", "payload.bin", size, seed=7)
     meta = make_torrent(content, piece_length=PLEN)
     (tmp_path / "t.torrent").write_bytes(meta.to_bytes())

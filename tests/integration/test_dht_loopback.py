@@ -64,7 +64,9 @@ async def test_lookups_converge_announces_round_trip_and_churn_is_survived() -> 
         for _ in range(3):
             results = await asyncio.gather(*(n.find_node(target) for n in pending))
             pending = [
-                n for n, r in zip(pending, results, strict=True) if not truth - {n.node_id} <= {c.id for c in r.closest}
+                n
+                for n, r in zip(pending, results, strict=True)
+                if not truth - {n.node_id} <= {c.id for c in r.closest}
             ]
             if not pending:
                 break

@@ -21,7 +21,10 @@ async def test_magnet_from_our_seed_through_our_tracker(tmp_path: Path) -> None:
     async with asyncio.timeout(30), our_tracker() as tracker:
         meta = make_torrent(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]])
         magnet = Magnet(info_hash=meta.info_hash, name="stuff", trackers=(tracker.urls()[0],))
-        async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
+        async with (
+            Session(config.testing_settings()) as seed_s,
+            Session(config.testing_settings()) as leech_s,
+        ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.wait_checked()
             fetched = await leech_s.fetch_metadata(magnet)

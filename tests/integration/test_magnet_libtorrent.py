@@ -56,7 +56,10 @@ async def test_our_seed_to_libtorrent_magnet_download(lt: Any, tmp_path: Path) -
             assert seed.statistics().state == "seeding"
             ses = lt.session(
                 loopback_settings(
-                    outgoing_interfaces="127.0.0.1", stop_tracker_timeout=1, min_announce_interval=1, alert_mask=0
+                    outgoing_interfaces="127.0.0.1",
+                    stop_tracker_timeout=1,
+                    min_announce_interval=1,
+                    alert_mask=0,
                 )
             )
             try:
@@ -64,7 +67,9 @@ async def test_our_seed_to_libtorrent_magnet_download(lt: Any, tmp_path: Path) -
                 atp.save_path = str(tmp_path / "lt")
                 atp.flags &= ~lt.torrent_flags.auto_managed
                 atp.flags &= ~lt.torrent_flags.paused
-                atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+                atp.flags |= (
+                    lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+                )
                 handle = ses.add_torrent(atp)
                 # The only peer is our seed: the metadata can only have come from us.
                 await _until(lambda: handle.status().has_metadata, "libtorrent to get the metadata from us")

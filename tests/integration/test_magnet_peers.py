@@ -26,7 +26,9 @@ class MetadataPeer:
     Records when it first served a piece and when the other side closed on it.
     """
 
-    def __init__(self, meta: Metainfo, info_bytes: bytes, *, delay_s: float = 0.0, name: bytes = b"x") -> None:
+    def __init__(
+        self, meta: Metainfo, info_bytes: bytes, *, delay_s: float = 0.0, name: bytes = b"x"
+    ) -> None:
         self.meta = meta
         self.server = ut_metadata.MetadataServer(info_bytes)
         self.delay_s = delay_s
@@ -73,7 +75,9 @@ class MetadataPeer:
                             self.served += 1
                             if self.first_served_at is None:
                                 self.first_served_at = time.monotonic()
-                            writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(reply))))
+                            writer.write(
+                                proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(reply)))
+                            )
             self.closed_at = time.monotonic()
         except (OSError, TimeoutError):
             self.closed_at = time.monotonic()
@@ -119,7 +123,10 @@ async def test_peer_sending_bad_metadata_is_dropped_and_fetch_completes_from_ano
 async def test_multi_piece_metadata_from_our_seed(tmp_path: Path) -> None:
     content, meta = _many_files_torrent(tmp_path)
     async with asyncio.timeout(40):
-        async with Session(config.testing_settings()) as seed_s, Session(config.testing_settings()) as leech_s:
+        async with (
+            Session(config.testing_settings()) as seed_s,
+            Session(config.testing_settings()) as leech_s,
+        ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.wait_checked()
             magnet = Magnet(meta.info_hash, peers=(("127.0.0.1", seed_s.port),))
@@ -158,7 +165,9 @@ async def test_cli_magnet_through_our_tracker_with_so_selection(tmp_path: Path) 
         assert not p.exists() or p.read_bytes() != (content / other).read_bytes()
 
 
-async def _raw_peer(port: int, meta: Metainfo, their_m: dict[str, int]) -> tuple[wire.PeerProtocol, asyncio.StreamReader, asyncio.StreamWriter]:
+async def _raw_peer(
+    port: int, meta: Metainfo, their_m: dict[str, int]
+) -> tuple[wire.PeerProtocol, asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     proto = wire.PeerProtocol(
         info_hash=meta.info_hash, our_peer_id=b"-XX0000-rawrawrawraw", piece_length=None, total_length=None,
@@ -179,7 +188,9 @@ async def _events_until(proto: wire.PeerProtocol, reader: asyncio.StreamReader, 
                 return seen
 
 
-async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_ut_metadata(tmp_path: Path) -> None:
+async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_ut_metadata(
+    tmp_path: Path,
+) -> None:
     content = make_payload(tmp_path / "seed", "x.bin", 50_000)
     meta = make_torrent(content)
     async with asyncio.timeout(20), Session(config.testing_settings()) as seed_s:
@@ -194,8 +205,16 @@ async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_u
         assert "ut_metadata" in hs.extensions
         assert hs.metadata_size == len(meta.info_bytes)
         writer.write(proto.send(wire.ExtensionHandshake({})) + proto.send(wire.HaveNone()))
-        writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(0)))))
-        writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(9)))))
+        writer.write(
+            proto.send(
+                wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(0)))
+            )
+        )
+        writer.write(
+            proto.send(
+                wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(9)))
+            )
+        )
         seen = await _events_until(proto, reader, wire.ExtendedMessage)
         got = ut_metadata.decode(seen[-1].payload)  # type: ignore[attr-defined]
         assert got == ut_metadata.MetadataData(0, len(meta.info_bytes), meta.info_bytes)
@@ -216,7 +235,11 @@ async def test_our_seed_serves_metadata_and_survives_a_peer_that_never_offered_u
         proto, reader, writer = await _raw_peer(seed_s.port, meta, {"ut_metadata": 5})
         await _events_until(proto, reader, wire.ExtensionHandshake)
         writer.write(proto.send(wire.ExtensionHandshake({})) + proto.send(wire.HaveNone()))
-        writer.write(proto.send(wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(0)))))
+        writer.write(
+            proto.send(
+                wire.ExtendedMessage("ut_metadata", ut_metadata.encode(ut_metadata.MetadataRequest(0)))
+            )
+        )
         seen = await _events_until(proto, reader, wire.ExtendedMessage)
         assert isinstance(ut_metadata.decode(seen[-1].payload), ut_metadata.MetadataData)  # type: ignore[attr-defined]
         writer.close()

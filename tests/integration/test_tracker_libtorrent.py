@@ -87,7 +87,9 @@ async def test_libtorrent_seed_and_leecher_meet_through_our_tracker(
             h.flush_cache()
             data = payload.read_bytes()
             got = leech_dir / "payload.bin"
-            await wait_until(lambda: got.is_file() and got.read_bytes() == data, timeout_s=5, what="the file on disk")
+            await wait_until(
+                lambda: got.is_file() and got.read_bytes() == data, timeout_s=5, what="the file on disk"
+            )
             c = srv.service.counters
             assert (c.http_announces if transport == "http" else c.udp_announces) >= 2
             assert store.scrape_nowait([ih])[0].complete >= 1

@@ -116,7 +116,9 @@ StartPeer = Callable[..., Awaitable[Peer]]
 
 
 @pytest.fixture
-async def start_peer(loopback_only: None, tmp_path: Path, start_tracker: StartTracker) -> AsyncIterator[StartPeer]:
+async def start_peer(
+    loopback_only: None, tmp_path: Path, start_tracker: StartTracker
+) -> AsyncIterator[StartPeer]:
     """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test.
 
     ``host`` (libtorrent and aria2 only) puts the client on another loopback address.

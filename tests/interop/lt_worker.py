@@ -71,7 +71,9 @@ class Worker:
         atp.flags &= ~lt.torrent_flags.paused
         # PEX is a default session plugin; off per torrent here (ut_pex stays listed in
         # the BEP 10 handshake, but no PEX message is sent). DHT and LSD are off twice.
-        atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+        atp.flags |= (
+            lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+        )
         handle = self.session.add_torrent(atp)
         ih = str(handle.info_hashes().v1)
         self.handles[ih] = handle

@@ -81,7 +81,9 @@ class ClientSpec:
 
 
 CLIENTS: dict[str, ClientSpec] = {
-    "libtorrent": ClientSpec("libtorrent", "libtorrent", module="libtorrent", install="pip install libtorrent"),
+    "libtorrent": ClientSpec(
+        "libtorrent", "libtorrent", module="libtorrent", install="pip install libtorrent"
+    ),
     "transmission": ClientSpec(
         "transmission",
         "Transmission",
@@ -90,7 +92,10 @@ CLIENTS: dict[str, ClientSpec] = {
     ),
     "aria2": ClientSpec("aria2", "aria2", executables=("aria2c",), install="apt-get install aria2"),
     "qbittorrent": ClientSpec(
-        "qbittorrent", "qBittorrent", executables=("qbittorrent-nox",), install="apt-get install qbittorrent-nox"
+        "qbittorrent",
+        "qBittorrent",
+        executables=("qbittorrent-nox",),
+        install="apt-get install qbittorrent-nox",
     ),
     # Tools that only make torrents.
     "transmission-create": ClientSpec(
@@ -99,7 +104,9 @@ CLIENTS: dict[str, ClientSpec] = {
         executables=("transmission-create", "transmission-show"),
         install="apt-get install transmission-cli",
     ),
-    "mktorrent": ClientSpec("mktorrent", "mktorrent", executables=("mktorrent",), install="apt-get install mktorrent"),
+    "mktorrent": ClientSpec(
+        "mktorrent", "mktorrent", executables=("mktorrent",), install="apt-get install mktorrent"
+    ),
     "opentracker": ClientSpec(
         "opentracker", "opentracker", executables=("opentracker",), install="apt-get install opentracker"
     ),
@@ -208,7 +215,9 @@ class ManagedProcess:
     ``Popen``), so children the program forks go with it and nothing else is touched.
     """
 
-    def __init__(self, argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: list[str], *, cwd: Path, log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = argv
         self.cwd = cwd
         self.log_path = log_path
@@ -238,7 +247,9 @@ class ManagedProcess:
 
     def check_running(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
-            raise ProcessExited(f"{self.argv[0]} exited with status {self.proc.returncode}; log:\n{self.log_tail()}")
+            raise ProcessExited(
+                f"{self.argv[0]} exited with status {self.proc.returncode}; log:\n{self.log_tail()}"
+            )
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -367,7 +378,9 @@ class Peer:
 
         await wait_for(ok, timeout_s=timeout_s, what=f"{self.name} to finish {info_hash}", every_s=0.2)
 
-    async def wait_tracker_reply(self, info_hash: str, min_peers: int = 1, timeout_s: float = 30) -> TorrentState:
+    async def wait_tracker_reply(
+        self, info_hash: str, min_peers: int = 1, timeout_s: float = 30
+    ) -> TorrentState:
         """Until the client says its last announce succeeded and handed it ``min_peers`` peers.
 
         For clients whose API reports no such count, see their override.
@@ -379,7 +392,9 @@ class Peer:
             result[:] = [st]
             return bool(st.tracker_ok) and (st.tracker_peers or 0) >= min_peers
 
-        await wait_for(ok, timeout_s=timeout_s, what=f"{self.name} to get {min_peers} peer(s) from the tracker")
+        await wait_for(
+            ok, timeout_s=timeout_s, what=f"{self.name} to get {min_peers} peer(s) from the tracker"
+        )
         return result[0]
 
 
@@ -618,7 +633,9 @@ class TransmissionPeer(Peer):
         url = f"http://{LOOPBACK}:{self.rpc_port}/transmission/rpc"
         body = {"method": method, "arguments": arguments or {}}
         for _ in range(2):
-            async with self.http.post(url, json=body, headers={"X-Transmission-Session-Id": self.session_id}) as r:
+            async with self.http.post(
+                url, json=body, headers={"X-Transmission-Session-Id": self.session_id}
+            ) as r:
                 if r.status == 409:
                     self.session_id = r.headers.get("X-Transmission-Session-Id", "")
                     continue
@@ -652,7 +669,15 @@ class TransmissionPeer(Peer):
             "torrent-get",
             {
                 "ids": [info_hash],
-                "fields": ["hashString", "percentDone", "status", "peers", "trackerStats", "error", "errorString"],
+                "fields": [
+                    "hashString",
+                    "percentDone",
+                    "status",
+                    "peers",
+                    "trackerStats",
+                    "error",
+                    "errorString",
+                ],
             },
         )
         torrents = reply.get("torrents", [])
@@ -775,7 +800,15 @@ class Aria2Peer(Peer):
         s = await self.rpc(
             "aria2.tellStatus",
             gid,
-            ["status", "totalLength", "completedLength", "infoHash", "seeder", "errorMessage", "verifiedLength"],
+            [
+                "status",
+                "totalLength",
+                "completedLength",
+                "infoHash",
+                "seeder",
+                "errorMessage",
+                "verifiedLength",
+            ],
         )
         total = int(s["totalLength"])
         done = int(s["completedLength"])
@@ -789,7 +822,9 @@ class Aria2Peer(Peer):
             error=s.get("errorMessage", "") if s["status"] == "error" else "",
         )
 
-    async def wait_tracker_reply(self, info_hash: str, min_peers: int = 1, timeout_s: float = 30) -> TorrentState:
+    async def wait_tracker_reply(
+        self, info_hash: str, min_peers: int = 1, timeout_s: float = 30
+    ) -> TorrentState:
         """aria2's RPC does not report tracker replies: a peer it was handed shows up connected."""
         result: list[TorrentState] = []
 
@@ -798,7 +833,9 @@ class Aria2Peer(Peer):
             result[:] = [st]
             return len(st.peers) >= min_peers
 
-        await wait_for(ok, timeout_s=timeout_s, what=f"aria2 to connect to {min_peers} peer(s) from the tracker")
+        await wait_for(
+            ok, timeout_s=timeout_s, what=f"aria2 to connect to {min_peers} peer(s) from the tracker"
+        )
         return result[0]
 
     def describe_failure(self) -> str:
@@ -887,7 +924,9 @@ class QBittorrentPeer(Peer):
         (conf_dir / "qBittorrent.conf").write_text(
             QBT_CONF.format(address=LOOPBACK, peer_port=self.peer_port, webui_port=self.webui_port, save=save)
         )
-        env = dict(os.environ, HOME=str(self.workdir), XDG_CONFIG_HOME=str(profile), QT_QPA_PLATFORM="offscreen")
+        env = dict(
+            os.environ, HOME=str(self.workdir), XDG_CONFIG_HOME=str(profile), QT_QPA_PLATFORM="offscreen"
+        )
         self.proc = ManagedProcess(
             ["qbittorrent-nox", f"--profile={profile}", f"--webui-port={self.webui_port}"],
             cwd=self.workdir,
@@ -1084,7 +1123,9 @@ class TrackerProcess:
 
         transport, _ = await loop.create_datagram_endpoint(_Proto, remote_addr=(LOOPBACK, self.udp_port))
         try:
-            transport.sendto((0x41727101980).to_bytes(8, "big") + (0).to_bytes(4, "big") + txid.to_bytes(4, "big"))
+            transport.sendto(
+                (0x41727101980).to_bytes(8, "big") + (0).to_bytes(4, "big") + txid.to_bytes(4, "big")
+            )
             data = await asyncio.wait_for(reply, 1)
         finally:
             transport.close()

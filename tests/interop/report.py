@@ -46,7 +46,10 @@ ROWS = [
     ("test_handshake", "BEP 3 handshake, fast extension (BEP 6) and extension protocol (BEP 10)"),
 ]
 SINGLE = [
-    ("test_mixed_swarm", "mixed swarm: libtorrent seed; leechers ours, Transmission, aria2; ours trades with leechers"),
+    (
+        "test_mixed_swarm",
+        "mixed swarm: libtorrent seed; leechers ours, Transmission, aria2; ours trades with leechers",
+    ),
     ("test_we_load_a_mktorrent_torrent", "we load a torrent mktorrent made (same info hash, files, pieces)"),
     ("test_we_load_a_v1_only_libtorrent_torrent", "we load a v1-only libtorrent torrent"),
 ]
@@ -98,7 +101,9 @@ def outcomes(junit: Path) -> tuple[dict[str, tuple[str, str]], float]:
     return out, total
 
 
-def render(results: dict[str, tuple[str, str]], handshakes: list[dict[str, object]], meta: dict[str, str]) -> str:
+def render(
+    results: dict[str, tuple[str, str]], handshakes: list[dict[str, object]], meta: dict[str, str]
+) -> str:
     notes: list[str] = []
 
     def cell(key: str) -> str:
@@ -169,7 +174,7 @@ def render(results: dict[str, tuple[str, str]], handshakes: list[dict[str, objec
         "  fast x10, interested, requests ..., bitfield`. libtorrent and our wire codec take a late",
         "  bitfield as the peer's new piece set (our codec used to drop the connection, which the",
         "  transfer cells caught: a transfer fails if our client drops a peer for a protocol error).",
-        "- aria2 1.36 announces over UDP only through its DHT socket (\"udp is not supported yet\"",
+        '- aria2 1.36 announces over UDP only through its DHT socket ("udp is not supported yet"',
         "  with DHT off), and drops a connection whose BEP 10 handshake arrives before it has",
         "  answered the BitTorrent handshake.",
         "- libtorrent shares UDP tracker connection ids between sessions of one process (a cache",

@@ -116,7 +116,10 @@ async def _announce_cell(
 def _mktorrent(top: Path, out: Path, url: str) -> None:
     out.unlink(missing_ok=True)
     subprocess.run(
-        ["mktorrent", "-l", "15", "-a", url, "-o", str(out), str(top)], capture_output=True, timeout=30, check=True
+        ["mktorrent", "-l", "15", "-a", url, "-o", str(out), str(top)],
+        capture_output=True,
+        timeout=30,
+        check=True,
     )
 
 

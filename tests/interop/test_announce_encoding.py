@@ -60,7 +60,9 @@ async def test_dollar_in_announce_reaches_tracker_and_downloads(
     else:
         tracker = OurTracker(tmp_path / "tracker", interval_s=2)
     # The URL is known only once the tracker has ports; the info hash is known before.
-    placeholder = _torrent(top, tmp_path / "x.torrent", "http://127.0.0.1:9/announce", want_dollar=where == "info_hash")
+    placeholder = _torrent(
+        top, tmp_path / "x.torrent", "http://127.0.0.1:9/announce", want_dollar=where == "info_hash"
+    )
     ih = placeholder.info_hash.hex()
     await tracker.start([ih])
     try:
@@ -68,7 +70,11 @@ async def test_dollar_in_announce_reaches_tracker_and_downloads(
         assert meta.info_hash == placeholder.info_hash
         top.rename(tmp_path / "seed" / meta.info.name)  # the torrent's name is its top directory
 
-        peer_id = PeerId(config.PEER_ID_PREFIX + (b"\x24" if where == "peer_id" else b"A") + os.urandom(11).replace(b"$", b"B"))
+        peer_id = PeerId(
+            config.PEER_ID_PREFIX
+            + (b"\x24" if where == "peer_id" else b"A")
+            + os.urandom(11).replace(b"$", b"B")
+        )
         async with asyncio.timeout(90):
             seed = await start_peer("libtorrent")
             assert isinstance(seed, LibtorrentPeer)

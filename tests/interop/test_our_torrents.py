@@ -44,6 +44,8 @@ async def test_it_loads_our_torrent(client: str, start_peer: StartPeer, tmp_path
 
         ti = lt.torrent_info(str(torrent))
         files = ti.files()
-        theirs = [(files.file_path(i).replace("\\", "/"), files.file_size(i)) for i in range(files.num_files())]
+        theirs = [
+            (files.file_path(i).replace("\\", "/"), files.file_size(i)) for i in range(files.num_files())
+        ]
         assert theirs == [(f"ours/{f.path_str}", f.length) for f in meta.info.files]
         assert ti.piece_length() == meta.info.piece_length == 32 * 1024

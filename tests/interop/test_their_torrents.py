@@ -100,7 +100,10 @@ def test_we_load_a_mktorrent_torrent(tmp_path: Path) -> None:
     top = make_payload(tmp_path, "payload", SIZES)
     out = tmp_path / "m.torrent"
     subprocess.run(
-        ["mktorrent", "-l", "15", "-a", TRACKER, "-o", str(out), str(top)], capture_output=True, timeout=60, check=True
+        ["mktorrent", "-l", "15", "-a", TRACKER, "-o", str(out), str(top)],
+        capture_output=True,
+        timeout=60,
+        check=True,
     )
     shown = _show(out)
     meta = read_metainfo(out)
@@ -135,7 +138,11 @@ def _check_libtorrent(top: Path, tmp_path: Path, *, v1_only: bool) -> None:
     assert meta.info.total_length == ti.total_size()
     st = ti.files()
     theirs = [
-        (st.file_path(i).replace("\\", "/"), st.file_size(i), bool(st.file_flags(i) & lt.file_storage.flag_pad_file))
+        (
+            st.file_path(i).replace("\\", "/"),
+            st.file_size(i),
+            bool(st.file_flags(i) & lt.file_storage.flag_pad_file),
+        )
         for i in range(st.num_files())
     ]
     ours = [(f"payload/{f.path_str}", f.length, f.padding) for f in meta.info.files]

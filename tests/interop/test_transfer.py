@@ -96,7 +96,9 @@ def _expect_no_protocol_errors(ours: OurPeer, other: str) -> None:
     errors = ours.protocol_errors()
     if errors:
         counted = Counter(errors).most_common(3)
-        raise AssertionError(f"our client dropped {other} {len(errors)} time(s) for protocol errors: {counted}")
+        raise AssertionError(
+            f"our client dropped {other} {len(errors)} time(s) for protocol errors: {counted}"
+        )
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -15,13 +15,18 @@ from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo, check_path_component
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-VALID = [(FIXTURES / name).read_bytes() for name in sorted(json.loads((FIXTURES / "HASHES.json").read_text())["torrents"])]
+VALID = [
+    (FIXTURES / name).read_bytes()
+    for name in sorted(json.loads((FIXTURES / "HASHES.json").read_text())["torrents"])
+]
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 bencodable = st.recursive(
     st.integers(min_value=-(2**70), max_value=2**70) | st.binary(max_size=40),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.binary(max_size=12), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.binary(max_size=12), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -59,8 +64,10 @@ def test_any_component_sanitises_to_a_safe_one(raw: bytes) -> None:
 _texty = st.one_of(
     st.binary(max_size=300),
     st.text(max_size=260).map(lambda t: t.encode("utf-8", "surrogatepass")),
-    st.lists(st.sampled_from([b"a", b".", b"/", b"\\", b"\xe6\x97\xa5", b"\xe2\x80\xae", b"\x7f", b"\xff"]),
-             max_size=130).map(b"".join),
+    st.lists(
+        st.sampled_from([b"a", b".", b"/", b"\\", b"\xe6\x97\xa5", b"\xe2\x80\xae", b"\x7f", b"\xff"]),
+        max_size=130,
+    ).map(b"".join),
 )
 
 
@@ -70,7 +77,9 @@ def test_the_fast_path_agrees_with_the_code_point_walk(raw: bytes, keep: bool) -
     assert paths.sanitize_component(raw, keep=keep) == paths._sanitize_slow(raw, keep)
 
 
-_component = st.sampled_from([b"a", b"A", b"b", b"..", b".", b"", b"/", b"x.txt", b"X.TXT", b"x.1.txt", b"\\"])
+_component = st.sampled_from(
+    [b"a", b"A", b"b", b"..", b".", b"", b"/", b"x.txt", b"X.TXT", b"x.1.txt", b"\\"]
+)
 
 
 @SETTINGS
@@ -123,10 +132,29 @@ def test_mutated_valid_torrents_raise_only_metainfo_error(valid: bytes, data: st
     _parse_only_metainfo_errors(bytes(buf))
 
 
-INFO_KEYS = [b"name", b"piece length", b"pieces", b"length", b"files", b"private", b"name.utf-8", b"source",
-             b"meta version", b"attr"]
-TOP_KEYS = [b"announce", b"announce-list", b"url-list", b"httpseeds", b"creation date", b"comment",
-            b"created by", b"encoding", b"info"]
+INFO_KEYS = [
+    b"name",
+    b"piece length",
+    b"pieces",
+    b"length",
+    b"files",
+    b"private",
+    b"name.utf-8",
+    b"source",
+    b"meta version",
+    b"attr",
+]
+TOP_KEYS = [
+    b"announce",
+    b"announce-list",
+    b"url-list",
+    b"httpseeds",
+    b"creation date",
+    b"comment",
+    b"created by",
+    b"encoding",
+    b"info",
+]
 FILE_KEYS = [b"length", b"path", b"path.utf-8", b"attr"]
 
 

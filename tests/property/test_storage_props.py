@@ -101,7 +101,12 @@ def valid_state() -> bytes:
         with tempfile.TemporaryDirectory() as where:
             store = ResumeStore(MUTATED.info, MUTATED.info_hash, where)
             store.write_state(
-                FileStorage(MUTATED.info, where), {0, 3}, clean=True, peers=[("::1", 6881)], uploaded=1, downloaded=2
+                FileStorage(MUTATED.info, where),
+                {0, 3},
+                clean=True,
+                peers=[("::1", 6881)],
+                uploaded=1,
+                downloaded=2,
             )
             store.close()
             with open(store.path, "rb") as fh:
@@ -140,13 +145,17 @@ def test_resume_parser_survives_mutated_valid_files(data: st.DataObject) -> None
 
 
 _hostile_component = st.one_of(
-    st.sampled_from([b"..", b".", b"", b"/", b"\\", b"/etc", b"C:", b"a", b"A", b"x" * 300, b"a\x00b", b"\xff"]),
+    st.sampled_from(
+        [b"..", b".", b"", b"/", b"\\", b"/etc", b"C:", b"a", b"A", b"x" * 300, b"a\x00b", b"\xff"]
+    ),
     st.binary(max_size=20),
 )
 
 
 @SETTINGS
-@given(st.lists(st.lists(_hostile_component, min_size=1, max_size=4), min_size=1, max_size=8), _hostile_component)
+@given(
+    st.lists(st.lists(_hostile_component, min_size=1, max_size=4), min_size=1, max_size=8), _hostile_component
+)
 def test_every_file_maps_inside_the_content_directory(file_paths: list[list[bytes]], name: bytes) -> None:
     from torrent.errors import MetainfoError
     from torrent.proto.metainfo import Metainfo

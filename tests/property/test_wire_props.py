@@ -88,9 +88,9 @@ simple = st.one_of(
     indexes.map(SuggestPiece),
     indexes.map(AllowedFast),
     st.integers(min_value=1, max_value=65535).map(Port),
-    st.dictionaries(st.sampled_from([b"v", b"p", b"reqq", b"x"]), st.integers(0, 10**6) | st.binary(max_size=8)).map(
-        lambda fields: ExtensionHandshake(dict(fields.items()))
-    ),
+    st.dictionaries(
+        st.sampled_from([b"v", b"p", b"reqq", b"x"]), st.integers(0, 10**6) | st.binary(max_size=8)
+    ).map(lambda fields: ExtensionHandshake(dict(fields.items()))),
 )
 
 
@@ -157,8 +157,7 @@ def test_valid_streams_decode_and_reencode_to_the_same_bytes(
     reencoded = b"".join(wire_bytes(e) for e in events)
     assert reencoded == b"".join(wire_bytes(m) for m in expected)
     assert proto.data_to_send() == b"".join(
-        encode(RejectRequest(e.index, e.begin, e.length)) for e in events
-        if isinstance(e, Cancel)
+        encode(RejectRequest(e.index, e.begin, e.length)) for e in events if isinstance(e, Cancel)
     )
 
 
@@ -176,14 +175,18 @@ def test_handshake_round_trip(hs_reserved: bytes, peer_id: bytes) -> None:
 @SETTINGS
 @given(size=st.integers(min_value=0, max_value=200), data=st.data())
 def test_pieceset_matches_a_python_set(size: int, data: st.DataObject) -> None:
-    members = data.draw(st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set()))
+    members = data.draw(
+        st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set())
+    )
     pieces = PieceSet.from_indexes(members, size)
     assert list(pieces) == sorted(members)
     assert len(pieces) == len(members)
     assert list(pieces.missing()) == sorted(set(range(size)) - members)
     again = PieceSet.from_bytes(pieces.to_bytes(), size)
     assert again == pieces
-    other = data.draw(st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set()))
+    other = data.draw(
+        st.sets(st.integers(min_value=0, max_value=max(0, size - 1))) if size else st.just(set())
+    )
     o = PieceSet.from_indexes(other, size)
     assert set(pieces & o) == members & other
     assert set(pieces | o) == members | other
@@ -195,7 +198,9 @@ def test_pieceset_matches_a_python_set(size: int, data: st.DataObject) -> None:
     first=first_messages,
     rest=st.lists(st.one_of(simple, blocks()), max_size=15),
     edits=st.lists(
-        st.tuples(st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=255), st.booleans()),
+        st.tuples(
+            st.integers(min_value=0, max_value=10**6), st.integers(min_value=0, max_value=255), st.booleans()
+        ),
         min_size=1,
         max_size=4,
     ),
@@ -259,9 +264,24 @@ def draw_event(data: st.DataObject, me: PeerProtocol) -> Event:
     kind = data.draw(
         st.sampled_from(
             [
-                "choke", "unchoke", "interested", "not interested", "have", "bitfield", "have all",
-                "have none", "request", "cancel", "block", "reject", "allowed fast", "suggest",
-                "keep-alive", "port", "ext handshake", "ext message",
+                "choke",
+                "unchoke",
+                "interested",
+                "not interested",
+                "have",
+                "bitfield",
+                "have all",
+                "have none",
+                "request",
+                "cancel",
+                "block",
+                "reject",
+                "allowed fast",
+                "suggest",
+                "keep-alive",
+                "port",
+                "ext handshake",
+                "ext message",
             ]
             + ["request"] * 6
             + ["block"] * 4

@@ -31,9 +31,31 @@ def test_create_writes_the_torrent_and_prints_the_facts(
     payload: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "x.torrent"
-    rc = main(["create", str(payload), "-o", str(out), "-t", "http://a/ann", "-t", "http://b/ann", "--tier",
-               "-t", "udp://c:6969", "--private", "--comment", "hi", "--source", "S", "--web-seed", "http://ws/",
-               "--no-date", "--piece-length", "32K"])
+    rc = main(
+        [
+            "create",
+            str(payload),
+            "-o",
+            str(out),
+            "-t",
+            "http://a/ann",
+            "-t",
+            "http://b/ann",
+            "--tier",
+            "-t",
+            "udp://c:6969",
+            "--private",
+            "--comment",
+            "hi",
+            "--source",
+            "S",
+            "--web-seed",
+            "http://ws/",
+            "--no-date",
+            "--piece-length",
+            "32K",
+        ]
+    )
     assert rc == 0
     m = read_metainfo(out)
     text = capsys.readouterr().out
@@ -107,7 +129,14 @@ def test_info_plain_and_json(payload: Path, tmp_path: Path, capsys: pytest.Captu
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     m = read_metainfo(out)
-    for needle in (m.info_hash.hex(), "payload", "http://a/ann", "http://ws/", "sub/b.bin", "magnet:?xt=urn:btih:"):
+    for needle in (
+        m.info_hash.hex(),
+        "payload",
+        "http://a/ann",
+        "http://ws/",
+        "sub/b.bin",
+        "magnet:?xt=urn:btih:",
+    ):
         assert needle in text
     assert main(["info", "--json", str(out)]) == 0
     facts = json.loads(capsys.readouterr().out)
@@ -142,7 +171,10 @@ def test_info_on_a_magnet_link(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (lambda p: None, "cannot read"),
         (lambda p: p.write_bytes(b"not bencoded at all"), "not a valid torrent"),
-        (lambda p: p.write_bytes(b"d4:infod4:name1:x12:piece lengthi16384e6:pieces3:abc6:lengthi5eee"), "pieces"),
+        (
+            lambda p: p.write_bytes(b"d4:infod4:name1:x12:piece lengthi16384e6:pieces3:abc6:lengthi5eee"),
+            "pieces",
+        ),
     ],
 )
 def test_info_user_errors_exit_2_one_line(
@@ -165,8 +197,13 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_as_a_process_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "info", str(tmp_path / "nope.torrent")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "info", str(tmp_path / "nope.torrent")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
@@ -174,8 +211,13 @@ def test_as_a_process_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
 
 def test_create_as_a_process_draws_no_progress_when_not_a_tty(payload: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.torrent"
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "create", str(payload), "-o", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "create", str(payload), "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout.splitlines()[0].startswith("name:")
@@ -215,6 +257,8 @@ def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> Non
         "heavy = sorted(m for m in ('asyncio', 'aiohttp', 'rich', 'uvloop', 'torrent.engine.session') if m in sys.modules)\n"
         "print('HEAVY', heavy, rc)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0"

@@ -15,7 +15,15 @@ from torrent.config import DEFAULT_DHT_ROUTERS, Settings
 
 @pytest.mark.parametrize(
     ("text", "bps"),
-    [("0", 0), ("500", 500), ("500K", 512_000), ("2M", 2 << 20), ("1.5MiB", 3 << 19), ("1g/s", 1 << 30), ("64kb", 65536)],
+    [
+        ("0", 0),
+        ("500", 500),
+        ("500K", 512_000),
+        ("2M", 2 << 20),
+        ("1.5MiB", 3 << 19),
+        ("1g/s", 1 << 30),
+        ("64kb", 65536),
+    ],
 )
 def test_parse_rate(text: str, bps: int) -> None:
     assert parse_rate(text) == bps
@@ -27,7 +35,9 @@ def test_parse_rate_rejects(text: str) -> None:
         parse_rate(text)
 
 
-@pytest.mark.parametrize(("text", "s"), [("90", 90), ("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("0.5h", 1800)])
+@pytest.mark.parametrize(
+    ("text", "s"), [("90", 90), ("90s", 90), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("0.5h", 1800)]
+)
 def test_parse_duration(text: str, s: float) -> None:
     assert parse_duration(text) == s
 
@@ -49,7 +59,10 @@ def test_select_files_by_index_range_and_glob() -> None:
     assert select_files(PATHS, "c.mkv") == [0, 0, 1, 0]  # a base name matches too
 
 
-@pytest.mark.parametrize(("sel", "msg"), [("9", "out of range"), ("2-9", "out of range"), ("*.iso", "no file matches"), (",", "no file")])
+@pytest.mark.parametrize(
+    ("sel", "msg"),
+    [("9", "out of range"), ("2-9", "out of range"), ("*.iso", "no file matches"), (",", "no file")],
+)
 def test_select_files_errors(sel: str, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         select_files(PATHS, sel)
@@ -107,7 +120,8 @@ def test_dht_flags_become_settings(tmp_path: Path) -> None:
     assert on.pex_enabled
     assert on.lsd_enabled
     off = build_settings(
-        parser.parse_args(["download", "x.torrent", "--no-dht", "--no-pex", "--no-lsd"]), state_dir=str(tmp_path)
+        parser.parse_args(["download", "x.torrent", "--no-dht", "--no-pex", "--no-lsd"]),
+        state_dir=str(tmp_path),
     )
     assert not off.dht_enabled
     assert off.dht_state_file is None

@@ -30,7 +30,9 @@ def _tree(base: Path, files: dict[str, bytes]) -> Path:
 
 
 def _expected_pieces(data: bytes, piece_length: int) -> bytes:
-    return b"".join(hashlib.sha1(data[i : i + piece_length]).digest() for i in range(0, len(data), piece_length))
+    return b"".join(
+        hashlib.sha1(data[i : i + piece_length]).digest() for i in range(0, len(data), piece_length)
+    )
 
 
 def test_single_file_fields_and_hashes(tmp_path: Path) -> None:
@@ -153,7 +155,9 @@ def test_symlinks_are_followed(tmp_path: Path) -> None:
     (d / "linkdir").symlink_to(outside / "dir")
     m = create(d, piece_length=16384)
     assert [(f.path_str, f.length) for f in m.info.files] == [
-        ("link.bin", 1000), ("linkdir/inner", 10), ("own", 5)
+        ("link.bin", 1000),
+        ("linkdir/inner", 10),
+        ("own", 5),
     ]
     assert m.info.pieces == _expected_pieces(b"r" * 1000 + b"i" * 10 + b"o" * 5, 16384)
     # A symlink given as the path is followed too; the name is the link's.

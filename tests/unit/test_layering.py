@@ -101,7 +101,11 @@ def test_pure_core_does_no_io_and_imports_only_the_core() -> None:
 def test_disk_does_not_reach_up() -> None:
     for name, imported in MODULES.items():
         if _within(name, "torrent.disk"):
-            up = {m for m in _project(imported) if _within(m, "torrent.engine", "torrent.daemon", "tracker", "cli")}
+            up = {
+                m
+                for m in _project(imported)
+                if _within(m, "torrent.engine", "torrent.daemon", "tracker", "cli")
+            }
             assert not up, f"{name} imports {sorted(up)}"
 
 
@@ -118,7 +122,11 @@ def test_nothing_imports_cli_and_tracker_stays_out_of_the_client() -> None:
         if not name.startswith("cli"):
             assert not any(_within(m, "cli") for m in ours), name
         if name.startswith("tracker"):
-            bad = {m for m in ours if _within(m, "torrent") and not _within(m, "torrent.proto", *PURE_SHARED, "torrent")}
+            bad = {
+                m
+                for m in ours
+                if _within(m, "torrent") and not _within(m, "torrent.proto", *PURE_SHARED, "torrent")
+            }
             bad |= {m for m in ours if _within(m, "torrent.engine", "torrent.disk", "torrent.daemon")}
             assert not bad, f"{name} imports client internals {sorted(bad)}"
         if name.startswith("torrent"):

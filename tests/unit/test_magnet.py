@@ -36,8 +36,14 @@ def test_every_parameter() -> None:
 
 
 def test_round_trip() -> None:
-    m = Magnet(info_hash=IH, name="a b/ü", trackers=("http://t/a?x=1&y=2", "udp://u:1"),
-               web_seeds=("http://w/",), peers=(("1.2.3.4", 5), ("::1", 6)), select_only=(0, 1, 2, 5, 7, 8))
+    m = Magnet(
+        info_hash=IH,
+        name="a b/ü",
+        trackers=("http://t/a?x=1&y=2", "udp://u:1"),
+        web_seeds=("http://w/",),
+        peers=(("1.2.3.4", 5), ("::1", 6)),
+        select_only=(0, 1, 2, 5, 7, 8),
+    )
     uri = m.to_uri()
     assert uri.startswith(f"magnet:?xt=urn:btih:{HEX}&dn=")
     assert "so=0-2,5,7-8" in uri

@@ -76,8 +76,10 @@ def test_fixture_piece_hashes_match_the_payload(name: str) -> None:
         else:
             blob += payload.read_bytes()
     pl = m.info.piece_length
-    assert all(hashlib.sha1(blob[i * pl : (i + 1) * pl]).digest() == m.info.piece_hash(i)
-               for i in range(m.info.num_pieces))
+    assert all(
+        hashlib.sha1(blob[i * pl : (i + 1) * pl]).digest() == m.info.piece_hash(i)
+        for i in range(m.info.num_pieces)
+    )
 
 
 def test_unsorted_keys_keep_the_raw_span_hash() -> None:
@@ -206,11 +208,16 @@ def test_utf8_variants_win() -> None:
 
 
 def test_multi_file_offsets_and_empty_files() -> None:
-    files = [{b"length": 10, b"path": [b"a"]}, {b"length": 0, b"path": [b"b", b"empty"]},
-             {b"length": 20_000, b"path": [b"c"]}]
+    files = [
+        {b"length": 10, b"path": [b"a"]},
+        {b"length": 0, b"path": [b"b", b"empty"]},
+        {b"length": 20_000, b"path": [b"c"]},
+    ]
     m = _load(_multi(files))
     assert [(f.path_str, f.length, f.offset) for f in m.info.files] == [
-        ("a", 10, 0), ("b/empty", 0, 10), ("c", 20_000, 10)
+        ("a", 10, 0),
+        ("b/empty", 0, 10),
+        ("c", 20_000, 10),
     ]
     assert m.info.multi_file
     assert m.info.total_length == 20_010
@@ -278,10 +285,21 @@ def test_validation_errors_name_the_field(mutate: Any, field: str) -> None:
 # one that stays below the torrent's directory; the torrent's own path stays for display.
 @pytest.mark.parametrize(
     ("path", "disk"),
-    [([b".."], ("_",)), ([b"a", b".."], ("a", "_")), ([b"."], ("_",)), ([b""], ("_",)),
-     ([b"/etc", b"passwd"], ("etc", "passwd")), ([b"a/b"], ("ab",)), ([b"a\\b"], ("ab",)), ([b"a\x00"], ("a",)),
-     ([b"C:"], ("C:",)), ([b"c:\\windows"], ("c:windows",)), ([b"x" * 256], ("x" * 240,)),
-     ([b"..", b"..", b"etc", b"passwd"], ("_", "_", "etc", "passwd")), ([b"a\x1b[2J"], ("a_[2J",))],
+    [
+        ([b".."], ("_",)),
+        ([b"a", b".."], ("a", "_")),
+        ([b"."], ("_",)),
+        ([b""], ("_",)),
+        ([b"/etc", b"passwd"], ("etc", "passwd")),
+        ([b"a/b"], ("ab",)),
+        ([b"a\\b"], ("ab",)),
+        ([b"a\x00"], ("a",)),
+        ([b"C:"], ("C:",)),
+        ([b"c:\\windows"], ("c:windows",)),
+        ([b"x" * 256], ("x" * 240,)),
+        ([b"..", b"..", b"etc", b"passwd"], ("_", "_", "etc", "passwd")),
+        ([b"a\x1b[2J"], ("a_[2J",)),
+    ],
 )
 def test_path_traversal_is_impossible(path: list[bytes], disk: tuple[str, ...]) -> None:
     files = [{b"length": 5, b"path": [b"ok"]}, {b"length": 5, b"path": path}]
@@ -305,7 +323,9 @@ def test_names_that_leave_nothing_are_refused_for_a_single_file(name: bytes) -> 
     assert info.value.field == "info.name"
 
 
-@pytest.mark.parametrize(("name", "disk"), [(b"a/b", "ab"), (b"/abs", "abs"), (b"a\\b", "ab"), (b"x" * 300, "x" * 240)])
+@pytest.mark.parametrize(
+    ("name", "disk"), [(b"a/b", "ab"), (b"/abs", "abs"), (b"a\\b", "ab"), (b"x" * 300, "x" * 240)]
+)
 def test_odd_names_are_sanitised(name: bytes, disk: str) -> None:
     info = _load(_single(name=name)).info
     assert (info.name, info.disk_name, info.files[0].disk_path) == (name.decode(), disk, (disk,))
@@ -324,16 +344,20 @@ def test_path_utf8_is_sanitised_too() -> None:
 
 
 def test_a_file_that_is_also_a_directory_is_refused_naming_both() -> None:
-    for files in ([{b"length": 5, b"path": [b"a"]}, {b"length": 5, b"path": [b"a", b"b"]}],
-                  [{b"length": 5, b"path": [b"a", b"b"]}, {b"length": 5, b"path": [b"a"]}]):
+    for files in (
+        [{b"length": 5, b"path": [b"a"]}, {b"length": 5, b"path": [b"a", b"b"]}],
+        [{b"length": 5, b"path": [b"a", b"b"]}, {b"length": 5, b"path": [b"a"]}],
+    ):
         with pytest.raises(MetainfoError, match=r"'a'.*'a/b'|'a/b'.*'a'") as info:
             _load(_multi(files))
         assert info.value.field.startswith("info.files[")
 
 
 def test_a_four_thousand_digit_length_names_the_field() -> None:
-    for field, mutate in (("info.length", {b"length": int("9" * 4000)}),
-                          ("info.piece length", {b"piece length": int("9" * 4000)})):
+    for field, mutate in (
+        ("info.length", {b"length": int("9" * 4000)}),
+        ("info.piece length", {b"piece length": int("9" * 4000)}),
+    ):
         t = _single()
         t[b"info"].update(mutate)
         with pytest.raises(MetainfoError) as info:
@@ -375,8 +399,14 @@ def test_symlinks_are_kept_only_inside_the_torrent() -> None:
     ]
     got = {f.disk_path: (f.length, f.symlink) for f in _load(_multi(files)).info.files}
     assert got == {
-        ("d", "a"): (5, None), ("in",): (0, ("d", "a")), ("dir",): (0, ("d",)), ("out",): (0, None),
-        ("abs",): (0, None), ("self",): (0, None), ("d", "sibling"): (0, ("d", "a")), ("nopath",): (0, None),
+        ("d", "a"): (5, None),
+        ("in",): (0, ("d", "a")),
+        ("dir",): (0, ("d",)),
+        ("out",): (0, None),
+        ("abs",): (0, None),
+        ("self",): (0, None),
+        ("d", "sibling"): (0, ("d", "a")),
+        ("nopath",): (0, None),
     }
 
 
@@ -394,11 +424,20 @@ def test_padding_only_and_zero_total_are_refused() -> None:
 
 def test_duplicate_padding_paths_are_fine_but_real_duplicates_are_not() -> None:
     pad = {b"length": PIECE - 5, b"path": [b".pad", b"x"], b"attr": b"p"}
-    files = [{b"length": 5, b"path": [b"a"]}, pad, {b"length": 5, b"path": [b"b"]}, dict(pad),
-             {b"length": 5, b"path": [b"c"]}]
+    files = [
+        {b"length": 5, b"path": [b"a"]},
+        pad,
+        {b"length": 5, b"path": [b"b"]},
+        dict(pad),
+        {b"length": 5, b"path": [b"c"]},
+    ]
     assert _load(_multi(files)).info.num_pieces == 3
-    dups = [{b"length": 5, b"path": [b"a.txt"]}, {b"length": 5, b"path": [b"A.TXT"]},
-            {b"length": 5, b"path": [b"a.txt"]}, {b"length": 5, b"path": [b"a.1.txt"]}]
+    dups = [
+        {b"length": 5, b"path": [b"a.txt"]},
+        {b"length": 5, b"path": [b"A.TXT"]},
+        {b"length": 5, b"path": [b"a.txt"]},
+        {b"length": 5, b"path": [b"a.1.txt"]},
+    ]
     got = [f.disk_path for f in _load(_multi(dups)).info.files]
     assert got == [("a.txt",), ("A.1.TXT",), ("a.2.txt",), ("a.1.1.txt",)]
 

@@ -199,15 +199,9 @@ async def test_state_reads_through_to_the_protocol(link: Callable[..., Any]) -> 
     assert not peer.peer_interested
     ln.remote.send(wire.HaveNone(), wire.Have(3), wire.Interested(), wire.Unchoke())
     assert ln.host.has_calls == [[3]]  # the first "have none" changes nothing; the have does
-    assert (
-        list(peer.has) == [int(i == 3) for i in range(NUM_PIECES)]
-    )
-    assert (
-        peer.num_have == 1
-    )
-    assert (
-        not peer.is_seed
-    )
+    assert list(peer.has) == [int(i == 3) for i in range(NUM_PIECES)]
+    assert peer.num_have == 1
+    assert not peer.is_seed
     assert peer.peer_interested
     assert not peer.peer_choking
     assert peer.am_interested

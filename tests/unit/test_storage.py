@@ -383,7 +383,9 @@ fx = make_torrent([("a", 300_000), ("b", 300_000)], 65536)
 
 
 def test_file_size_limit_is_efbig(tmp_path: Path) -> None:
-    code = CHILD_PRELUDE + """
+    code = (
+        CHILD_PRELUDE
+        + """
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 st = FileStorage(fx.info, where)
 try:
@@ -392,6 +394,7 @@ try:
 except StorageError as e:
     print("ERR", e.errno, e)
 """
+    )
     out = _run_child(code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"ERR {errno.EFBIG} cannot write "), out.stdout
@@ -403,7 +406,9 @@ def test_permission_denied(tmp_path: Path) -> None:
     os.chmod(tmp_path, 0o755)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    code = CHILD_PRELUDE + """
+    code = (
+        CHILD_PRELUDE
+        + """
 if os.geteuid() == 0:
     os.setgid(65534); os.setuid(65534)  # root ignores modes: become nobody
 st = FileStorage(fx.info, os.path.join(where, "locked"))
@@ -412,6 +417,7 @@ try:
 except StorageError as e:
     print("ERR", e.errno, e)
 """
+    )
     out = _run_child(code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"ERR {errno.EACCES} cannot create directory "), out.stdout
@@ -433,14 +439,22 @@ def _hostile(files: list[dict[bytes, object]], name: bytes = b"t") -> Metainfo:
 
 def test_storage_writes_only_at_sanitised_paths(tmp_path: Path) -> None:
     meta = _hostile(
-        [{b"length": 10, b"path": [b"..", b"..", b"x"]}, {b"length": 10, b"path": [b"/abs"]},
-         {b"length": 10, b"path": [b"A"]}, {b"length": 10, b"path": [b"a"]}],
+        [
+            {b"length": 10, b"path": [b"..", b"..", b"x"]},
+            {b"length": 10, b"path": [b"/abs"]},
+            {b"length": 10, b"path": [b"A"]},
+            {b"length": 10, b"path": [b"a"]},
+        ],
         name=b"../up",
     )
     st = FileStorage(meta.info, tmp_path / "dl")
     content = tmp_path / "dl" / "..up"
     assert [st.file_path(i) for i in range(4)] == [
-        str(content / "_" / "_" / "x"), str(content / "abs"), str(content / "A"), str(content / "a.1")]
+        str(content / "_" / "_" / "x"),
+        str(content / "abs"),
+        str(content / "A"),
+        str(content / "a.1"),
+    ]
     st.allocate()
     for p in range(meta.info.num_pieces):
         st.write_block(p, 0, bytes(meta.info.piece_size(p)))
@@ -450,13 +464,15 @@ def test_storage_writes_only_at_sanitised_paths(tmp_path: Path) -> None:
 
 
 def test_symlinks_are_relative_created_once_and_never_replace_anything(tmp_path: Path) -> None:
-    meta = _hostile([
-        {b"length": 10, b"path": [b"d", b"f"]},
-        {b"attr": b"l", b"path": [b"to-file"], b"symlink path": [b"d", b"f"]},
-        {b"attr": b"l", b"path": [b"e", b"to-dir"], b"symlink path": [b"d"]},
-        {b"attr": b"l", b"path": [b"taken"], b"symlink path": [b"d", b"f"]},
-        {b"attr": b"l", b"path": [b"out"], b"symlink path": [b"..", b"..", b"..", b"etc"]},
-    ])
+    meta = _hostile(
+        [
+            {b"length": 10, b"path": [b"d", b"f"]},
+            {b"attr": b"l", b"path": [b"to-file"], b"symlink path": [b"d", b"f"]},
+            {b"attr": b"l", b"path": [b"e", b"to-dir"], b"symlink path": [b"d"]},
+            {b"attr": b"l", b"path": [b"taken"], b"symlink path": [b"d", b"f"]},
+            {b"attr": b"l", b"path": [b"out"], b"symlink path": [b"..", b"..", b"..", b"etc"]},
+        ]
+    )
     root = tmp_path / "t"
     root.mkdir()
     (root / "taken").write_bytes(b"user data")

@@ -34,7 +34,9 @@ def ready(**kwargs: object) -> PeerProtocol:
 
 
 def req(msg_id: int, index: int, begin: int, length: int) -> bytes:
-    return b"\x00\x00\x00\x0d" + bytes([msg_id]) + b"".join(v.to_bytes(4, "big") for v in (index, begin, length))
+    return (
+        b"\x00\x00\x00\x0d" + bytes([msg_id]) + b"".join(v.to_bytes(4, "big") for v in (index, begin, length))
+    )
 
 
 def drain(proto: PeerProtocol) -> None:
@@ -199,7 +201,9 @@ def test_extended_messages_need_bep10() -> None:
 
 def test_handshake_for_another_torrent() -> None:
     proto = make()
-    raises(proto, b"\x13BitTorrent protocol" + bytes(8) + b"\xee" * 20 + PEER_B, "handshake for another torrent")
+    raises(
+        proto, b"\x13BitTorrent protocol" + bytes(8) + b"\xee" * 20 + PEER_B, "handshake for another torrent"
+    )
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,9 @@ def test_early_bitfield_then_geometry() -> None:
     assert list(proto.peer_pieces) == [0, 9]
     proto.send(HaveNone())
     feed(proto, b"\x00\x00\x00\x01\x01")  # they unchoke us
-    assert proto.send(Request(9, 0, 10000)) == b"\x00\x00\x00\x0d\x06" + (9).to_bytes(4, "big") + bytes(4) + (10000).to_bytes(4, "big")
+    assert proto.send(Request(9, 0, 10000)) == b"\x00\x00\x00\x0d\x06" + (9).to_bytes(4, "big") + bytes(4) + (
+        10000
+    ).to_bytes(4, "big")
 
 
 def test_early_bitfield_of_wrong_length_fails_at_geometry() -> None:

@@ -39,9 +39,7 @@ from torrent.proto.wire import (
 
 # BEP 3: <pstrlen=19><pstr><reserved 8><info_hash 20><peer_id 20>. Reserved bits: BEP 10 sets
 # reserved[5] 0x10, BEP 6 sets reserved[7] 0x04, BEP 5 sets reserved[7] 0x01.
-HANDSHAKE_BYTES = (
-    b"\x13BitTorrent protocol" + b"\x00\x00\x00\x00\x00\x10\x00\x05" + INFO_HASH + PEER_B
-)
+HANDSHAKE_BYTES = b"\x13BitTorrent protocol" + b"\x00\x00\x00\x00\x00\x10\x00\x05" + INFO_HASH + PEER_B
 
 
 def ready(**kwargs: object) -> PeerProtocol:

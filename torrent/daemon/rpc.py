@@ -762,7 +762,11 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
 
 
 #: Transmission's names for the encryption settings.
-_ENCRYPTION_NAMES = {Encryption.REQUIRE: "required", Encryption.PREFER: "preferred", Encryption.OFF: "tolerated"}
+_ENCRYPTION_NAMES = {
+    Encryption.REQUIRE: "required",
+    Encryption.PREFER: "preferred",
+    Encryption.OFF: "tolerated",
+}
 
 
 def _free(path: str) -> int:

@@ -286,7 +286,9 @@ class FileStorage:
         self._info = info
         self.directory = os.path.abspath(os.fspath(directory))
         content = (
-            os.fspath(content_path) if content_path is not None else os.path.join(self.directory, info.disk_name)
+            os.fspath(content_path)
+            if content_path is not None
+            else os.path.join(self.directory, info.disk_name)
         )
         #: The file (single-file torrent) or top directory (multi-file) of the content.
         self.content_path = os.path.abspath(content)
@@ -466,7 +468,9 @@ class FileStorage:
         root = os.path.realpath(self.content_path)
         for where in (os.path.realpath(parent), os.path.realpath(target)):
             if os.path.commonpath([root, where]) != root:
-                raise StorageError(f"refusing symlink {path}: it resolves outside {self.content_path}", path=path)
+                raise StorageError(
+                    f"refusing symlink {path}: it resolves outside {self.content_path}", path=path
+                )
         try:
             os.symlink(os.path.relpath(target, parent), path)
         except OSError as exc:

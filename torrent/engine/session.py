@@ -300,7 +300,9 @@ class Session:
                     )
                 )
             # One disk pool for every torrent: an idle torrent holds no thread of its own.
-            pool = ThreadPoolExecutor(max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio")
+            pool = ThreadPoolExecutor(
+                max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio"
+            )
             stack.callback(pool.shutdown, wait=False)
             self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())

@@ -17,7 +17,15 @@ from typing import NamedTuple
 
 from torrent.types import InfoHash
 
-__all__ = ["EventBus", "PeerStats", "TorrentBrief", "TorrentEvent", "TorrentEventKind", "TorrentState", "TorrentStats"]
+__all__ = [
+    "EventBus",
+    "PeerStats",
+    "TorrentBrief",
+    "TorrentEvent",
+    "TorrentEventKind",
+    "TorrentState",
+    "TorrentStats",
+]
 
 #: Events a subscriber may fall behind by before the oldest are dropped.
 MAX_QUEUED_EVENTS = 1000

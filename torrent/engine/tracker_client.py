@@ -276,7 +276,11 @@ class UdpTracker:
 
 
 def make_tracker(
-    url: str, http: aiohttp.ClientSession, *, timeout_s: float = 15.0, udp_retry_base_s: float = UDP_RETRY_BASE_S
+    url: str,
+    http: aiohttp.ClientSession,
+    *,
+    timeout_s: float = 15.0,
+    udp_retry_base_s: float = UDP_RETRY_BASE_S,
 ) -> TrackerClient:
     """A client for ``url`` by scheme.
 
@@ -343,4 +347,3 @@ class TrackerTiers:
         for tier in self.tiers:
             for tracker in tier:
                 await tracker.close()
-

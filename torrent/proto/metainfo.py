@@ -213,7 +213,15 @@ class Metainfo:
             meta = _parse(top, info_bytes)
         except MetainfoError:
             raise
-        except (BencodeError, ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        except (
+            BencodeError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             # A shape we did not foresee still gets our one error class.
             raise MetainfoError(f"malformed torrent ({exc})") from None
         if trailing:
@@ -371,7 +379,9 @@ def _piece_length(info: dict[bytes, Any], warnings: list[str]) -> int:
         raise MetainfoError("missing", "info.piece length")
     piece_length = _int(info[b"piece length"], "info.piece length")
     if piece_length <= 0 or piece_length > MAX_PIECE_LENGTH:
-        raise MetainfoError(f"{_number(piece_length)} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length")
+        raise MetainfoError(
+            f"{_number(piece_length)} is not between 1 and {MAX_PIECE_LENGTH}", "info.piece length"
+        )
     if piece_length & (piece_length - 1) or piece_length < BLOCK_SIZE:
         # libtorrent loads v1 torrents with any positive piece length; so do we, but say so.
         warnings.append(f"piece length {piece_length} is not a power of two of at least 16 KiB")
@@ -417,7 +427,9 @@ def _check_file_count(data: bytes) -> None:
 _BITCOMET_PAD = "_____padding_file_"
 
 
-def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_padding: bool) -> list[FileEntry]:
+def _parse_files(
+    entries: Any, encoding: str, warnings: list[str], *, bitcomet_padding: bool
+) -> list[FileEntry]:
     """The ``files`` list of a multi-file torrent, with sanitised, de-duplicated disk paths.
 
     ``bitcomet_padding``: the torrent's own name marks every file as padding.
@@ -477,7 +489,9 @@ def _parse_files(entries: Any, encoding: str, warnings: list[str], *, bitcomet_p
         if link is not None and not padding[i]:
             target = paths.symlink_target(link, disk, file_set, dir_set)
             if target is None:
-                warnings.append(f"symlink {'/'.join(disk)!r} points outside the torrent: written as an empty file")
+                warnings.append(
+                    f"symlink {'/'.join(disk)!r} points outside the torrent: written as an empty file"
+                )
         files.append(
             FileEntry(
                 path=shown[i],
@@ -591,9 +605,13 @@ def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
         announce_list=tuple(tiers),
         url_list=_url_list(top[b"url-list"], "url-list", warnings) if b"url-list" in top else (),
         httpseeds=_url_list(top[b"httpseeds"], "httpseeds", warnings) if b"httpseeds" in top else (),
-        creation_date=creation_date if isinstance(creation_date, int) and not isinstance(creation_date, bool) else None,
+        creation_date=creation_date
+        if isinstance(creation_date, int) and not isinstance(creation_date, bool)
+        else None,
         comment=_text(top[b"comment"], "comment", encoding) if isinstance(top.get(b"comment"), bytes) else "",
-        created_by=_text(top[b"created by"], "created by") if isinstance(top.get(b"created by"), bytes) else "",
+        created_by=_text(top[b"created by"], "created by")
+        if isinstance(top.get(b"created by"), bytes)
+        else "",
         encoding=encoding,
         warnings=tuple(warnings),
         raw=top,

@@ -135,7 +135,9 @@ def encode(msg: MetadataMessage) -> bytes:
         return bencoding.encode({b"msg_type": MsgType.REJECT.value, b"piece": msg.piece})
     if len(msg.data) > METADATA_PIECE_SIZE:
         raise ValueError(f"metadata piece of {len(msg.data)} bytes (at most {METADATA_PIECE_SIZE})")
-    head = bencoding.encode({b"msg_type": MsgType.DATA.value, b"piece": msg.piece, b"total_size": msg.total_size})
+    head = bencoding.encode(
+        {b"msg_type": MsgType.DATA.value, b"piece": msg.piece, b"total_size": msg.total_size}
+    )
     return head + bytes(msg.data)
 
 
@@ -245,7 +247,9 @@ class MetadataServer:
         if msg.piece >= self.num_pieces:
             return MetadataReject(msg.piece)
         start = msg.piece * METADATA_PIECE_SIZE
-        return MetadataData(msg.piece, self.metadata_size, self.info_bytes[start : start + METADATA_PIECE_SIZE])
+        return MetadataData(
+            msg.piece, self.metadata_size, self.info_bytes[start : start + METADATA_PIECE_SIZE]
+        )
 
 
 # -- fetching -------------------------------------------------------------------------------------
@@ -389,8 +393,10 @@ class MetadataAssembler:
     def _choose_size(self) -> None:
         copy = self._copy
         started = copy is not None and (copy.requested or any(p is not None for p in copy.pieces))
-        if started and copy is not None and any(
-            s.size == copy.size and self._usable(k, s) for k, s in self._sources.items()
+        if (
+            started
+            and copy is not None
+            and any(s.size == copy.size and self._usable(k, s) for k, s in self._sources.items())
         ):
             return  # a copy under way keeps its size while someone can still serve it
         counts = collections.Counter(s.size for k, s in self._sources.items() if self._usable(k, s))
