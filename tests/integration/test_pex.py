@@ -61,7 +61,9 @@ async def test_a_private_torrent_exchanges_no_peers(tmp_path: Path) -> None:
     async with (
         asyncio.timeout(30),
         Session(config.testing_settings()) as seed_s,
-        Session(PEX_ON) as middle_s,
+        # The middle peer uploads slowly, so the leecher's one connection lasts seconds:
+        # 200 kB at full speed on loopback can come and go between two polls.
+        Session(PEX_ON.replace(max_upload_bps=100_000)) as middle_s,
         Session(PEX_ON) as leech_s,
     ):
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
@@ -72,13 +74,14 @@ async def test_a_private_torrent_exchanges_no_peers(tmp_path: Path) -> None:
         await wait_until(
             lambda: leech.statistics().peers_connected == 1, what="the leecher on the middle peer"
         )
+        # Taken now: once both are complete, two seeds hang up on each other.
+        peer = next(iter(leech.swarm.peers.values()))
         # The middle peer downloads everything from the seed meanwhile, and the leecher
         # from it: by then, with PEX, the leecher would long have been told of the seed.
         await leech.wait_complete()
         assert not middle.swarm.pex_enabled
         assert leech.swarm.pex_peers == 0
         assert ("127.0.0.1", seed_s.port) not in leech.swarm.peers
-        peer = next(iter(leech.swarm.peers.values()))
         assert peer.proto is not None
         assert "ut_pex" not in peer.proto.peer_extensions
 
