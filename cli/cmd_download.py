@@ -364,7 +364,6 @@ async def _download(
     peers: list[tuple[str, int]],
 ) -> int:
     import asyncio
-    import dataclasses
 
     from cli.progress import make_view
     from torrent.engine.session import Session
@@ -404,8 +403,6 @@ async def _download(
                             "metadata received and verified",
                         )
                     )
-                    if magnet.web_seeds:  # BEP 19 via the magnet's ws=
-                        meta = dataclasses.replace(meta, url_list=(*meta.url_list, *magnet.web_seeds))
                 else:
                     assert not isinstance(src, Magnet)
                     meta = src

@@ -129,9 +129,11 @@ async def test_multi_piece_metadata_from_our_seed(tmp_path: Path) -> None:
         ):
             seed = await seed_s.add_torrent(meta, tmp_path / "seed")
             await seed.wait_checked()
-            magnet = Magnet(meta.info_hash, peers=(("127.0.0.1", seed_s.port),))
+            mirror = "http://127.0.0.1:9/mirror/"
+            magnet = Magnet(meta.info_hash, web_seeds=(mirror,), peers=(("127.0.0.1", seed_s.port),))
             fetched = await leech_s.fetch_metadata(magnet)
             assert fetched.info_bytes == meta.info_bytes
+            assert fetched.url_list == (mirror,)  # the magnet's ws= (BEP 19)
             leech = await leech_s.add_torrent(fetched, tmp_path / "leech", seed=False, peers=magnet.peers)
             await leech.wait_complete()
     assert same_tree(content, tmp_path / "leech" / "many")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -424,7 +425,8 @@ class Session:
         return torrent
 
     async def fetch_metadata(self, magnet: Magnet, *, peers: Sequence[PeerAddr] = ()) -> Metainfo:
-        """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo.
+        """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo, with
+        the magnet's ``ws=`` web seeds added to its url-list.
 
         Wrap it in ``asyncio.timeout``: with no peer that has the metadata it waits
         forever. Then :meth:`add_torrent` the result. The fetch keeps to the session's
@@ -438,9 +440,12 @@ class Session:
         fetcher.add_peers(peers)
         self._fetchers[magnet.info_hash] = fetcher
         try:
-            return await fetcher.run()
+            meta = await fetcher.run()
         finally:
             self._fetchers.pop(magnet.info_hash, None)
+        extra = tuple(url for url in magnet.web_seeds if url not in meta.url_list)
+        # BEP 19 by way of the magnet's ``ws=``: the torrent gets them as its url-list.
+        return dataclasses.replace(meta, url_list=(*meta.url_list, *extra)) if extra else meta
 
     def _context(self) -> SwarmContext:
         if self._tg is None or self._http is None or self._closing:
