@@ -60,9 +60,9 @@ async def test_a_private_torrent_exchanges_no_peers(tmp_path: Path) -> None:
     meta = Metainfo.from_bytes(bencoding.encode({b"info": info}))
     async with (
         asyncio.timeout(30),
-        Session(config.testing_settings()) as seed_s,
-        # The middle peer uploads slowly, so the leecher's one connection lasts seconds:
+        # The seed and the middle peer upload slowly, so each one connection lasts seconds:
         # 200 kB at full speed on loopback can come and go between two polls.
+        Session(config.testing_settings().replace(max_upload_bps=100_000)) as seed_s,
         Session(PEX_ON.replace(max_upload_bps=100_000)) as middle_s,
         Session(PEX_ON) as leech_s,
     ):
