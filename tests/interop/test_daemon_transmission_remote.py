@@ -166,9 +166,16 @@ def test_transmission_remote_drives_the_daemon(tmp_path: Path) -> None:
         assert re.search(r"1:\s+\S+\s+Normal\s+Yes", d.remote("-t", "1", "-f"))
 
         d.remote("-t", "1", "-v")
-        wait_until_blocking(
-            lambda: _row(d, 1)[1] == "100%" and "Verifying" not in " ".join(_row(d, 1)), what="verified"
-        )
+        rows: list[list[str]] = []
+
+        def verified() -> bool:
+            rows.append(_row(d, 1))
+            return rows[-1][1] == "100%" and "Verifying" not in " ".join(rows[-1])
+
+        try:
+            wait_until_blocking(verified, timeout_s=30, what="verified")
+        finally:
+            print("rows seen while verifying:", rows[:3], rows[-3:])
 
         d.remote("-d", "300", "-u", "200")
         session = d.remote("-si")
