@@ -3,7 +3,7 @@
 One value per knob, each with its default and the reason for it, as libtorrent's
 ``settings_pack`` and anacrolix's ``ClientConfig`` do. The CLI builds one ``Settings``
 from its flags, the library passes it down; no module reads globals or the environment
-on its own (STYLE.md §10). Change a copy with :func:`dataclasses.replace`.
+on its own (docs/ARCHITECTURE.md, "One source of truth per concept"). Change a copy with :func:`dataclasses.replace`.
 
 Units are in the names: ``*_s`` seconds, ``*_bps`` bytes per second, ``*_bytes`` bytes.
 A rate limit of 0 means unlimited.
