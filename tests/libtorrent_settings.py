@@ -7,6 +7,13 @@ several connections per IP must be allowed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.polling import wait_until
+
 LOOPBACK_ONLY: dict[str, object] = {
     "enable_dht": False,
     "enable_lsd": False,
@@ -41,3 +48,32 @@ DHT_ON_LOOPBACK: dict[str, object] = {
 def dht_loopback_settings(host: str, port: int = 0, **extra: object) -> dict[str, object]:
     """:func:`loopback_settings` with the DHT on, on loopback only (see ``DHT_ON_LOOPBACK``)."""
     return {**loopback_settings(host, port, outgoing_interfaces=host), **DHT_ON_LOOPBACK, **extra}
+
+
+@contextlib.contextmanager
+def lt_session(lt: Any, **settings: object) -> Iterator[Any]:
+    """A libtorrent session on 127.0.0.1 (a free port) with :func:`loopback_settings`,
+    paused and dropped on exit."""
+    session = lt.session(loopback_settings("127.0.0.1", 0, **settings))
+    try:
+        yield session
+    finally:
+        session.pause()
+        del session
+
+
+async def lt_listen_port(session: Any) -> int:
+    """The port ``session`` listens on, once it does."""
+    await wait_until(session.listen_port, timeout_s=10, interval_s=0.02, what="libtorrent to listen")
+    return int(session.listen_port())
+
+
+def lt_add(lt: Any, session: Any, torrent: Path, save_path: Path) -> Any:
+    """Add ``torrent`` to ``session`` started (not auto-managed) with PEX, DHT and LSD off."""
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(str(torrent))
+    atp.save_path = str(save_path)
+    atp.flags &= ~lt.torrent_flags.auto_managed
+    atp.flags &= ~lt.torrent_flags.paused
+    atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+    return session.add_torrent(atp)

@@ -25,7 +25,7 @@ import hashlib
 import os
 import struct
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.interop.conftest import need
-from tests.libtorrent_settings import loopback_settings
+from tests.libtorrent_settings import lt_add, lt_listen_port, lt_session
 from tests.polling import wait_until
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.mse import (
@@ -63,31 +63,6 @@ def lt(loopback_only: None) -> Any:
         import libtorrent
 
     return libtorrent
-
-
-@contextlib.contextmanager
-def lt_session(lt: Any, **settings: object) -> Iterator[Any]:
-    session = lt.session(loopback_settings("127.0.0.1", 0, **settings))
-    try:
-        yield session
-    finally:
-        session.pause()
-        del session
-
-
-async def listen_port(session: Any) -> int:
-    await wait_until(session.listen_port, timeout_s=10, interval_s=0.02, what="libtorrent to listen")
-    return int(session.listen_port())
-
-
-def add(lt: Any, session: Any, torrent: Path, save_path: Path) -> Any:
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(str(torrent))
-    atp.save_path = str(save_path)
-    atp.flags &= ~lt.torrent_flags.auto_managed
-    atp.flags &= ~lt.torrent_flags.paused
-    atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-    return session.add_torrent(atp)
 
 
 async def wait_until_seeding(handle: Any, timeout_s: float) -> None:
@@ -190,8 +165,8 @@ async def test_our_initiator_downloads_a_block_from_a_forced_libtorrent_seed(
     }
     async with asyncio.timeout(60):
         with lt_session(lt, **settings) as session:
-            port = await listen_port(session)
-            handle = add(lt, session, torrent, content.parent)
+            port = await lt_listen_port(session)
+            handle = lt_add(lt, session, torrent, content.parent)
             await wait_until_seeding(handle, 30)
 
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -239,8 +214,8 @@ async def test_a_forced_libtorrent_seed_refuses_a_plaintext_handshake(lt: Any, t
     settings = {"in_enc_policy": forced, "out_enc_policy": forced, "allowed_enc_level": level(lt, RC4)}
     async with asyncio.timeout(60):
         with lt_session(lt, **settings) as session:
-            port = await listen_port(session)
-            handle = add(lt, session, torrent, content.parent)
+            port = await lt_listen_port(session)
+            handle = lt_add(lt, session, torrent, content.parent)
             await wait_until_seeding(handle, 30)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
@@ -328,8 +303,8 @@ async def test_libtorrent_initiator_downloads_through_our_receiver(
         our_seed(data, meta, allowed=RC4 | PLAIN, prefer=we_prefer) as (port, seen, go),
     ):
         with lt_session(lt, **settings) as session:
-            await listen_port(session)
-            handle = add(lt, session, torrent, tmp_path / "leech")
+            await lt_listen_port(session)
+            handle = lt_add(lt, session, torrent, tmp_path / "leech")
             handle.connect_peer(("127.0.0.1", port))
             try:
                 # libtorrent itself counts the connection as encrypted with that method.

@@ -32,7 +32,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.interop.conftest import StartPeer, need
 from tests.interop.peers import TransmissionPeer, free_port
-from tests.libtorrent_settings import loopback_settings
+from tests.libtorrent_settings import lt_add, lt_listen_port, lt_session
 from tests.polling import wait_until
 from torrent.proto.metainfo import Metainfo
 
@@ -69,31 +69,11 @@ def plaintext_only(lt: Any) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def lt_session(lt: Any, **settings: object) -> Iterator[Any]:
-    # A peer that refused us once is retried soon (the notes: 60 s x failures otherwise).
-    session = lt.session(
-        loopback_settings("127.0.0.1", 0, min_reconnect_time=1, max_failcount=1000, **settings)
-    )
-    try:
+def lt_peer(lt: Any, **settings: object) -> Iterator[Any]:
+    """:func:`lt_session` that retries a peer that refused it soon (the notes: 60 s x failures
+    otherwise)."""
+    with lt_session(lt, min_reconnect_time=1, max_failcount=1000, **settings) as session:
         yield session
-    finally:
-        session.pause()
-        del session
-
-
-async def lt_port(session: Any) -> int:
-    await wait_until(session.listen_port, timeout_s=10, interval_s=0.02, what="libtorrent to listen")
-    return int(session.listen_port())
-
-
-def lt_add(lt: Any, session: Any, torrent: Path, save_path: Path) -> Any:
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(str(torrent))
-    atp.save_path = str(save_path)
-    atp.flags &= ~lt.torrent_flags.auto_managed
-    atp.flags &= ~lt.torrent_flags.paused
-    atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-    return session.add_torrent(atp)
 
 
 def rc4_connections(lt: Any, handle: Any) -> int:
@@ -119,8 +99,8 @@ async def pytorrent(command: str, *args: str) -> asyncio.subprocess.Process:
 async def test_forced_libtorrent_seeds_to_our_require_leecher(lt: Any, tmp_path: Path) -> None:
     content, torrent, _ = payload(tmp_path)
     async with asyncio.timeout(120):
-        with lt_session(lt, **forced_rc4(lt)) as session:
-            port = await lt_port(session)
+        with lt_peer(lt, **forced_rc4(lt)) as session:
+            port = await lt_listen_port(session)
             handle = lt_add(lt, session, torrent, content.parent)
             await wait_until(lambda: handle.status().is_seeding, timeout_s=30, what="libtorrent to seed")
             proc = await pytorrent(
@@ -151,8 +131,8 @@ async def test_forced_libtorrent_downloads_from_our_require_seed(lt: Any, tmp_pa
             assert proc.stdout is not None
             while b'"checked"' not in (line := await proc.stdout.readline()):
                 assert line, "our seed exited before it checked its data"
-            with lt_session(lt, **forced_rc4(lt)) as session:
-                await lt_port(session)
+            with lt_peer(lt, **forced_rc4(lt)) as session:
+                await lt_listen_port(session)
                 handle = lt_add(lt, session, torrent, tmp_path / "leech")
                 handle.connect_peer(("127.0.0.1", our_port))
                 seen_rc4 = 0
@@ -174,8 +154,8 @@ async def test_forced_libtorrent_downloads_from_our_require_seed(lt: Any, tmp_pa
 async def test_require_does_not_download_from_a_plaintext_only_libtorrent(lt: Any, tmp_path: Path) -> None:
     content, torrent, _ = payload(tmp_path, 1 * MIB)
     async with asyncio.timeout(60):
-        with lt_session(lt, **plaintext_only(lt)) as session:
-            port = await lt_port(session)
+        with lt_peer(lt, **plaintext_only(lt)) as session:
+            port = await lt_listen_port(session)
             handle = lt_add(lt, session, torrent, content.parent)
             await wait_until(lambda: handle.status().is_seeding, timeout_s=30, what="libtorrent to seed")
             proc = await pytorrent(
