@@ -713,11 +713,22 @@ class Swarm(PeerHostBase):
             self.stop()
             return
         finally:
+            was_full = not self.may_start_pieces()
             self._verifying.discard(index)
         if ok:
             self._on_piece_passed(index, part)
         else:
             self._on_piece_failed(index, part)
+        if was_full and ok:
+            # Peers stopped asking for new pieces while memory was full; without this
+            # they would idle until their next block or the next tick.
+            self._refill_all()
+
+    def _refill_all(self) -> None:
+        """Every source asks for more blocks (each checks its own choke and interest)."""
+        self.web_seeds.wake()
+        for peer in list(self.peers.values()):
+            peer.fill_pipeline()
 
     def _on_piece_passed(self, index: int, part: _PartialPiece) -> None:
         if not self.picker.on_piece_verified(index):
@@ -739,9 +750,7 @@ class Swarm(PeerHostBase):
         for key in failure.ban:
             self._ban(cast(Source, key), f"piece {index} failed its hash check")
         self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
-        self.web_seeds.wake()
-        for peer in list(self.peers.values()):
-            peer.fill_pipeline()
+        self._refill_all()
 
     # ------------------------------------------------------------------ uploading
 
