@@ -158,7 +158,16 @@ async def run_swarm(
             if leecher == "lt":
                 leechers.append(spawn_lt("leech", torrent, out, port, log))
             else:
-                args = ["download", "--no-dht", "--no-lsd", "--no-seed", "--json", str(torrent), "-o", str(out)]
+                args = [
+                    "download",
+                    "--no-dht",
+                    "--no-lsd",
+                    "--no-seed",
+                    "--json",
+                    str(torrent),
+                    "-o",
+                    str(out),
+                ]
                 leechers.append(spawn_ours([*args, "--port", str(port)], log))
         # Reaped side by side, so each one's VmHWM is read while it runs.
         await asyncio.gather(*(reap(proc, TIMEOUT_S) for proc in leechers))
