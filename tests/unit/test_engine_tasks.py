@@ -92,8 +92,10 @@ class _FakePeer:
 
     def __init__(self) -> None:
         self.addr = ("10.0.0.1", 6881)
-        self.outstanding: dict[Any, Any] = {}
         self.am_interested = True
+
+    def num_outstanding(self) -> int:
+        return 0
 
     def set_interested(self, interested: bool) -> None:
         self.am_interested = interested

@@ -282,8 +282,13 @@ class Peer(asyncio.Protocol):
 
     @property
     def outstanding(self) -> dict[wire.Request, float]:
-        """Our requests waiting for the peer, with the time each was sent."""
+        """Our requests waiting for the peer, with the time each was sent (a copy: for
+        the hot path use :meth:`num_outstanding`)."""
         return {} if self.proto is None else self.proto.outstanding_requests
+
+    def num_outstanding(self) -> int:
+        """How many of our requests wait for the peer."""
+        return 0 if self.proto is None else self.proto.num_outstanding()
 
     @property
     def down(self) -> RateSnapshot:

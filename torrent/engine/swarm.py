@@ -647,7 +647,7 @@ class Swarm(PeerHostBase):
         picks: list[tuple[int, int, int]] = list(
             self.picker.pick(peer.addr, n, now=self._clock.monotonic(), start_new=room)
         )
-        if not picks and not peer.outstanding and not self.picker.is_interesting(peer.addr):
+        if not picks and not peer.num_outstanding() and not self.picker.is_interesting(peer.addr):
             peer.set_interested(False)
         return picks
 
