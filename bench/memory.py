@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.transfer import (  # noqa: E402
+    compile_bytecode,
     encryption_modes,
     free_port,
     lt_add,
@@ -135,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0, help="transfer time of the large torrent")
     args = parser.parse_args()
     reexec_isolated()
+    compile_bytecode()
     encryption_modes()
     sys.exit(asyncio.run(main_async(args)))
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from bench.transfer import (  # noqa: E402
     PIECE_LENGTH,
     Proc,
+    compile_bytecode,
     free_port,
     make_payload,
     reap,
@@ -294,6 +295,7 @@ def main() -> None:
     parser.add_argument("--only", default="1,3,s", help="scenarios: 1, 3, s (comma-separated)")
     args = parser.parse_args()
     reexec_isolated()
+    compile_bytecode()
     asyncio.run(main_async(args))
 
 
