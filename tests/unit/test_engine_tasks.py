@@ -87,6 +87,20 @@ async def test_a_spawn_into_an_aborting_group_is_refused() -> None:
     assert log == []
 
 
+def _context(settings: config.Settings) -> SwarmContext:
+    """What a swarm with no trackers and no session around it needs."""
+    return SwarmContext(
+        settings=settings,
+        peer_id=PeerId(b"-PT0000-" + b"x" * 12),
+        port=lambda: 0,
+        http=cast(Any, None),  # no trackers: never used
+        down_limit=RateLimiter(0),
+        up_limit=RateLimiter(0),
+        half_open=asyncio.Semaphore(1),
+        peer_slots=lambda: 10,
+    )
+
+
 class _FakePeer:
     """What Swarm.pick_blocks and on_peer_block read of a peer."""
 
@@ -105,16 +119,7 @@ async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_pa
     content = make_payload(tmp_path, "x.bin", 8 * 4 * BLOCK_SIZE)
     meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 8 pieces of 4 blocks
     settings = config.testing_settings().replace(max_pieces_in_flight=2)
-    ctx = SwarmContext(
-        settings=settings,
-        peer_id=PeerId(b"-PT0000-" + b"x" * 12),
-        port=lambda: 0,
-        http=cast(Any, None),  # no trackers: never used
-        down_limit=RateLimiter(0),
-        up_limit=RateLimiter(0),
-        half_open=asyncio.Semaphore(1),
-        peer_slots=lambda: 10,
-    )
+    ctx = _context(settings)
     swarm = Swarm(meta, FileStorage(meta.info, tmp_path / "out"), ctx)
     peer = cast(Peer, _FakePeer())
     swarm.picker.on_peer_have_all(peer.addr)
@@ -150,16 +155,7 @@ class _PipelinedPeer(_FakePeer):
 async def test_pieces_in_memory_follow_the_peers_pipelines(tmp_path: Path) -> None:
     content = make_payload(tmp_path, "x.bin", 64 * 4 * BLOCK_SIZE)
     meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 64 pieces of 4 blocks
-    ctx = SwarmContext(
-        settings=config.testing_settings().replace(max_pieces_in_flight=40),
-        peer_id=PeerId(b"-PT0000-" + b"x" * 12),
-        port=lambda: 0,
-        http=cast(Any, None),  # no trackers: never used
-        down_limit=RateLimiter(0),
-        up_limit=RateLimiter(0),
-        half_open=asyncio.Semaphore(1),
-        peer_slots=lambda: 10,
-    )
+    ctx = _context(config.testing_settings().replace(max_pieces_in_flight=40))
     swarm = Swarm(meta, FileStorage(meta.info, tmp_path / "out"), ctx)
 
     def allowed_with(*depths: int) -> int:
