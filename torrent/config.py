@@ -148,8 +148,9 @@ class Settings:
     #: Resume state is saved at least this often while downloading (and on completion
     #: and exit).
     resume_save_interval_s: float = 30.0
-    #: Pieces that may be written but unverified at once, bounding memory (each one
-    #: holds up to a piece of received blocks).
+    #: Most pieces that may be assembled or awaiting verification at once, bounding
+    #: memory (each holds up to a piece of received blocks). Below this bound the number
+    #: follows the peers' request pipelines, which follow their measured rates.
     max_pieces_in_flight: int = 64
 
     # --- trackers ------------------------------------------------------------------

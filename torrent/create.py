@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent import version
 from torrent.errors import MetainfoError, StorageError
-from torrent.proto.tracker_codec import tracker_url_problem
+from torrent.proto.tracker_url import tracker_url_problem
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from torrent import config
 from torrent.engine.announcer import MAX_TRACKER_INTERVAL_S, announce_delay
+from torrent.engine.http_client import HttpClient
 from torrent.engine.tracker_client import MAX_HTTP_REDIRECTS, MAX_HTTP_RESPONSE, HttpTracker
 from torrent.errors import TrackerError
 from torrent.proto import bencoding
@@ -57,7 +58,7 @@ async def evil_tracker(
 
 async def announce_to(url: str) -> AnnounceResponse:
     async with aiohttp.ClientSession() as http:
-        return await HttpTracker(url, http, timeout_s=5).announce(REQ)
+        return await HttpTracker(url, HttpClient(session=http), timeout_s=5).announce(REQ)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from torrent.engine.http_client import HttpClient
 from torrent.engine.tracker_client import HttpTracker, TrackerTiers, UdpTracker
 from torrent.errors import TrackerError
 from torrent.proto import tracker_codec as codec
@@ -53,7 +54,7 @@ async def test_http_announce_compact_ipv6_warning_and_query() -> None:
         runner, url = await _http_server(handler)
         try:
             async with aiohttp.ClientSession() as http:
-                t = HttpTracker(url, http)
+                t = HttpTracker(url, HttpClient(session=http))
                 out = await t.announce(_req())
                 assert out.interval == 900
                 assert out.min_interval == 60
@@ -83,7 +84,7 @@ async def test_http_dict_peers_and_failure_reason() -> None:
         runner, url = await _http_server(handler)
         try:
             async with aiohttp.ClientSession() as http:
-                t = HttpTracker(url, http)
+                t = HttpTracker(url, HttpClient(session=http))
                 out = await t.announce(_req())
                 assert [(p.ip, p.port) for p in out.peers] == [("127.0.0.1", 7000)]
                 with pytest.raises(TrackerError, match="torrent not registered"):
@@ -102,7 +103,9 @@ async def test_unreachable_http_tracker_is_a_tracker_error() -> None:
         port = s.getsockname()[1]
         s.close()
         with pytest.raises(TrackerError, match=f"127.0.0.1:{port}"):
-            await HttpTracker(f"http://127.0.0.1:{port}/announce", http, timeout_s=3).announce(_req())
+            await HttpTracker(
+                f"http://127.0.0.1:{port}/announce", HttpClient(session=http), timeout_s=3
+            ).announce(_req())
 
 
 class _UdpTrackerServer(asyncio.DatagramProtocol):

@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 import aiohttp
 
+from torrent.engine.http_client import HttpClient
 from torrent.engine.tracker_client import HttpTracker
 from torrent.proto import tracker_codec as codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
@@ -109,7 +110,7 @@ def _req(info_hash: bytes, peer_id: bytes) -> AnnounceRequest:
 
 async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
     async with asyncio.timeout(30), RawTracker() as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url, http)
+        tracker = HttpTracker(server.url, HttpClient(session=http))
         for chunk in CHUNKS:
             await tracker.announce(_req(chunk, b"-PT0100-abcdefghijkl"))
             await tracker.announce(_req(b"A" * 20, chunk))
@@ -131,7 +132,7 @@ async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
 async def test_redirected_announce_keeps_its_encoding() -> None:
     meant = b"$$!*'()/?@:,;=+&#%\x00\xff"
     async with asyncio.timeout(10), RawTracker(redirect_once=True) as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url, http)
+        tracker = HttpTracker(server.url, HttpClient(session=http))
         out = await tracker.announce(_req(meant, meant))
         assert out.interval == 900
         assert len(server.lines) == 2
@@ -144,7 +145,7 @@ async def test_redirected_announce_keeps_its_encoding() -> None:
 
 async def test_an_announce_url_with_its_own_query_keeps_it() -> None:
     async with asyncio.timeout(10), RawTracker() as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url + "?passkey=a%24b", http)
+        tracker = HttpTracker(server.url + "?passkey=a%24b", HttpClient(session=http))
         await tracker.announce(_req(b"$" * 20, b"-PT0100-abcdefghijkl"))
         params = _raw_params(server.lines[0])
         assert params[b"passkey"] == b"a%24b"

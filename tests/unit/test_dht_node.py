@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 
 from torrent.proto import bencoding
-from torrent.proto.dht import DhtConfig, DhtProtocol, LookupDone, NodeInfo, krpc
+from torrent.proto.dht import DhtConfig, DhtProtocol, LookupDone, NodeInfo, krpc, routing
+from torrent.proto.dht import node as node_mod
 
 OURS = b"O" * 20
 THEIRS = b"abcdefghij0123456789"
 IH = b"mnopqrstuvwxyz123456"
 PEER = ("192.0.2.10", 6881)
 PACKED_PEER = bytes([192, 0, 2, 10, 0x1A, 0xE1])
+QUORUM = node_mod.EXTERNAL_IP_QUORUM
 
 
 def make(**config: object) -> DhtProtocol:
@@ -260,3 +262,56 @@ def test_joining_is_tried_again_with_backoff_while_the_table_is_empty() -> None:
     for t in (700.0, 1000.0):
         dht.tick(t)
         assert dht.datagrams_to_send() == []
+
+
+def _answer_everything(dht: DhtProtocol, my_ip: str, now: float, *, limit: int) -> list[tuple[str, int]]:
+    """Answer up to ``limit`` queries, each responder (a different address) reporting ``my_ip``."""
+    answered: list[tuple[str, int]] = []
+    while len(answered) < limit:
+        out = dht.datagrams_to_send()
+        if not out:
+            break
+        for query, addr in out[: limit - len(answered)]:
+            tid = bencoding.decode(query)[b"t"]
+            sender = bytes([len(answered) + 1]) * 20
+            dht.receive_datagram(krpc.encode(krpc.Response(tid, sender, ip=(my_ip, 6881))), addr, now)
+            answered.append(addr)
+    return answered
+
+
+def test_our_id_follows_a_quorum_of_voters_on_our_external_address() -> None:
+    dht = make()
+    routers = [(f"198.51.100.{i}", 6881) for i in range(1, 13)]
+    dht.bootstrap(routers, 0.0)
+    _answer_everything(dht, "203.0.113.7", 1.0, limit=QUORUM - 1)
+    assert dht.node_id == OURS  # not enough voters yet
+    assert dht.statistics(1.0).external_ip == "203.0.113.7"
+    known = {n.address for n in dht.nodes()}
+    _answer_everything(dht, "203.0.113.7", 2.0, limit=1)
+    assert dht.node_id != OURS
+    assert routing.conforms(dht.node_id, "203.0.113.7")
+    assert not routing.conforms(OURS, "203.0.113.7")
+    assert dht.statistics(2.0).id_changes == 1
+    assert known <= {n.address for n in dht.nodes()}  # the table was rebuilt, not emptied
+    # ... and we join again around the new id
+    targets = {bencoding.decode(q)[b"a"].get(b"target") for q, _ in dht.datagrams_to_send()}
+    assert dht.node_id in targets
+    # more votes for the same address change nothing
+    _answer_everything(dht, "203.0.113.7", 3.0, limit=5)
+    assert dht.statistics(3.0).id_changes == 1
+
+
+def test_a_local_or_minority_external_address_keeps_our_id() -> None:
+    for my_ip in ("192.168.1.20", "127.0.0.1"):
+        dht = make()
+        dht.bootstrap([(f"198.51.100.{i}", 6881) for i in range(1, 31)], 0.0)
+        _answer_everything(dht, my_ip, 1.0, limit=20)
+        assert dht.node_id == OURS
+        assert dht.statistics(1.0).id_changes == 0
+    dht = make()
+    dht.bootstrap([(f"198.51.100.{i}", 6881) for i in range(1, 41)], 0.0)
+    _answer_everything(dht, "203.0.113.7", 1.0, limit=QUORUM - 1)
+    _answer_everything(dht, "203.0.113.99", 1.0, limit=QUORUM + 5)
+    # 203.0.113.99 leads now and has a quorum: the id follows the leader only
+    assert routing.conforms(dht.node_id, "203.0.113.99")
+    assert dht.statistics(1.0).id_changes == 1

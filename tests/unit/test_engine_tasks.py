@@ -87,23 +87,9 @@ async def test_a_spawn_into_an_aborting_group_is_refused() -> None:
     assert log == []
 
 
-class _FakePeer:
-    """What Swarm.pick_blocks and on_peer_block read of a peer."""
-
-    def __init__(self) -> None:
-        self.addr = ("10.0.0.1", 6881)
-        self.outstanding: dict[Any, Any] = {}
-        self.am_interested = True
-
-    def set_interested(self, interested: bool) -> None:
-        self.am_interested = interested
-
-
-async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_path: Path) -> None:
-    content = make_payload(tmp_path, "x.bin", 8 * 4 * BLOCK_SIZE)
-    meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 8 pieces of 4 blocks
-    settings = config.testing_settings().replace(max_pieces_in_flight=2)
-    ctx = SwarmContext(
+def _context(settings: config.Settings) -> SwarmContext:
+    """What a swarm with no trackers and no session around it needs."""
+    return SwarmContext(
         settings=settings,
         peer_id=PeerId(b"-PT0000-" + b"x" * 12),
         port=lambda: 0,
@@ -113,6 +99,27 @@ async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_pa
         half_open=asyncio.Semaphore(1),
         peer_slots=lambda: 10,
     )
+
+
+class _FakePeer:
+    """What Swarm.pick_blocks and on_peer_block read of a peer."""
+
+    def __init__(self) -> None:
+        self.addr = ("10.0.0.1", 6881)
+        self.am_interested = True
+
+    def num_outstanding(self) -> int:
+        return 0
+
+    def set_interested(self, interested: bool) -> None:
+        self.am_interested = interested
+
+
+async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_path: Path) -> None:
+    content = make_payload(tmp_path, "x.bin", 8 * 4 * BLOCK_SIZE)
+    meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 8 pieces of 4 blocks
+    settings = config.testing_settings().replace(max_pieces_in_flight=2)
+    ctx = _context(settings)
     swarm = Swarm(meta, FileStorage(meta.info, tmp_path / "out"), ctx)
     peer = cast(Peer, _FakePeer())
     swarm.picker.on_peer_have_all(peer.addr)
@@ -127,3 +134,46 @@ async def test_over_the_memory_budget_only_pieces_in_memory_are_continued(tmp_pa
     assert picks
     assert {index for index, _, _ in picks} <= started, (picks, started)
     assert swarm.picker.statistics().pieces_downloading == 2
+
+
+class _PipelinedPeer(_FakePeer):
+    """A peer that unchokes us with a request pipeline of ``depth`` blocks."""
+
+    def __init__(self, addr: tuple[str, int], depth: int) -> None:
+        super().__init__()
+        self.addr = addr
+        self.peer_choking = False
+        self.depth = depth
+
+    def pipeline_depth(self) -> int:
+        return self.depth
+
+    def fill_pipeline(self) -> None:
+        pass
+
+
+async def test_pieces_in_memory_follow_the_peers_pipelines(tmp_path: Path) -> None:
+    content = make_payload(tmp_path, "x.bin", 64 * 4 * BLOCK_SIZE)
+    meta = make_torrent(content, piece_length=4 * BLOCK_SIZE)  # 64 pieces of 4 blocks
+    ctx = _context(config.testing_settings().replace(max_pieces_in_flight=40))
+    swarm = Swarm(meta, FileStorage(meta.info, tmp_path / "out"), ctx)
+
+    def allowed_with(*depths: int) -> int:
+        swarm.peers.clear()
+        for i, depth in enumerate(depths):
+            peer = _PipelinedPeer(("10.0.0.1", 7000 + i), depth)
+            swarm.peers[cast(Any, peer.addr)] = cast(Peer, peer)
+        swarm._size_pieces_in_flight()  # what each tick and each finished piece does
+        count = 0
+        while swarm.may_start_pieces():  # count the room by filling it
+            swarm._partial[1000 + count] = cast(Any, None)
+            count += 1
+        for i in range(count):
+            del swarm._partial[1000 + i]
+        return count
+
+    slow, fast = allowed_with(4), allowed_with(64)
+    assert slow < fast  # 4 blocks span one piece; 64 blocks span 16
+    assert fast == 16 + 1 + 2  # the pipeline's pieces, the piece in progress, verification
+    assert allowed_with(64, 64, 64) == 40  # capped by max_pieces_in_flight
+    assert allowed_with() == 4  # nobody sending: the floor

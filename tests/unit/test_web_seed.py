@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import email.utils
-from typing import cast
 
-import aiohttp
 import pytest
 
 from torrent.config import Settings
 from torrent.engine.clock import ManualClock
+from torrent.engine.http_client import HttpClient
 from torrent.engine.web_seed import (
     WebSeedKey,
     WebSeeds,
@@ -121,9 +120,7 @@ def _seeds(host: _Host, num_pieces: int = 16) -> tuple[WebSeeds, Picker]:
     info = _info(num_pieces * piece, name="f", piece=piece)
     picker = Picker(num_pieces, piece, num_pieces * piece)
     settings = Settings(web_seed_request_bytes=4 * piece, web_seed_peer_rate_bps=1000)
-    ws = WebSeeds(
-        ["http://h/f"], info, picker, host, cast(aiohttp.ClientSession, None), settings, ManualClock()
-    )
+    ws = WebSeeds(["http://h/f"], info, picker, host, HttpClient(), settings, ManualClock())
     picker.on_peer_have_all(WebSeedKey("http://h/f"))
     return ws, picker
 

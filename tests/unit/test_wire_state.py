@@ -360,6 +360,21 @@ def test_is_requested_by_peer_guards_a_late_block() -> None:
         p.b.send(Block(1, 0, b"d" * BLOCK))
 
 
+def test_send_block_parts_are_the_message_send_would_build() -> None:
+    joined, parts = seed_and_leecher(), seed_and_leecher()
+    for p in (joined, parts):
+        p.send(p.a, Request(1, 0, BLOCK))
+    data = b"d" * BLOCK
+    header, body = parts.b.send_block(1, 0, data, 5.0)
+    assert header + body == joined.b.send(Block(1, 0, data), 5.0)
+    assert body is data  # not copied into a joined message
+    assert feed(parts.a, header + body) == [Block(1, 0, data)]
+    assert parts.b.last_sent_at == 5.0
+    assert not parts.b.is_requested_by_peer(Request(1, 0, BLOCK))
+    with pytest.raises(LocalProtocolError, match="answers no pending request"):
+        parts.b.send_block(1, 0, data, 6.0)  # already answered
+
+
 # -- fast and extension misuse ---------------------------------------------------------------------
 
 

@@ -61,7 +61,8 @@ def _new_node_id(host: str) -> bytes:
     """A BEP 42 id when we are bound to a public address (our external one), else random.
 
     Behind a NAT or on a wildcard address the external address is not known at start;
-    the node then keeps a random id (see ``DhtStatistics.external_ip`` for what others see).
+    the node starts with a random id and takes a conforming one once enough of the nodes
+    that answer it agree on its external address (``DhtProtocol.change_id``).
     """
     try:
         bound = ipaddress.ip_address(host)

@@ -21,12 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
+from torrent.engine.http_client import HttpClient
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
 from torrent.errors import StorageError
@@ -53,7 +52,7 @@ class SwarmContext:
     settings: Settings
     peer_id: PeerId
     port: Callable[[], int]
-    http: aiohttp.ClientSession
+    http: HttpClient
     down_limit: RateLimiter
     up_limit: RateLimiter
     half_open: asyncio.Semaphore

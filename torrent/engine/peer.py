@@ -282,8 +282,13 @@ class Peer(asyncio.Protocol):
 
     @property
     def outstanding(self) -> dict[wire.Request, float]:
-        """Our requests waiting for the peer, with the time each was sent."""
+        """Our requests waiting for the peer, with the time each was sent (a copy: for
+        the hot path use :meth:`num_outstanding`)."""
         return {} if self.proto is None else self.proto.outstanding_requests
+
+    def num_outstanding(self) -> int:
+        """How many of our requests wait for the peer."""
+        return 0 if self.proto is None else self.proto.num_outstanding()
 
     @property
     def down(self) -> RateSnapshot:
@@ -694,7 +699,7 @@ class Peer(asyncio.Protocol):
         proto = self.proto
         assert host is not None
         assert proto is not None
-        batch: list[bytes] = []
+        batch: list[bytes | memoryview] = []
         batched = 0
         while not self.closed:
             request = proto.next_peer_request()
@@ -710,14 +715,15 @@ class Peer(asyncio.Protocol):
             data = await self._read_for(host, proto, request, batch)
             if data is None or self.closed:
                 continue
-            batch.append(proto.send(wire.Block(request.index, request.begin, data), self.clock.monotonic()))
-            # ``batch`` is emptied wherever it is written, so a one-element batch starts a count.
-            batched = len(data) if len(batch) == 1 else batched + len(data)
+            # Header and data side by side: the transport writes them as one vector.
+            batch.extend(proto.send_block(request.index, request.begin, data, self.clock.monotonic()))
+            # ``batch`` is emptied wherever it is written, so a two-element batch starts a count.
+            batched = len(data) if len(batch) == 2 else batched + len(data)
             if batched >= UPLOAD_BATCH_BYTES:
                 self._write_batch(batch)
 
     async def _read_for(
-        self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes]
+        self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes | memoryview]
     ) -> bytes | None:
         """The data for ``request``, or None when it is refused or withdrawn meanwhile."""
         index, begin, length = request.index, request.begin, request.length
@@ -738,7 +744,7 @@ class Peer(asyncio.Protocol):
             return None  # cancelled, or dropped by a choke, while we read the disk
         return data
 
-    def _write_batch(self, batch: list[bytes]) -> None:
+    def _write_batch(self, batch: list[bytes | memoryview]) -> None:
         """Hand the collected blocks to the transport in one call and empty ``batch``."""
         if not batch:
             return

@@ -44,14 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
 from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
+from torrent.engine.http_client import HttpClient
 from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
@@ -231,7 +230,7 @@ class Session:
         self._stack: contextlib.AsyncExitStack | None = None
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._udp: UdpSocket | None = None
         self._dht: DhtNode | None = None
         self._lsd: LsdService | None = None
@@ -282,10 +281,7 @@ class Session:
             stack.push_async_callback(_close_server, server)
             self._server = server
             self._port = server.sockets[0].getsockname()[1]
-            http = aiohttp.ClientSession(
-                headers={"User-Agent": USER_AGENT},
-                connector=aiohttp.TCPConnector(limit=20, force_close=False),
-            )
+            http = HttpClient(USER_AGENT)
             stack.push_async_callback(http.close)
             self._http = http
             if s.dht_enabled:

@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 
 #: Pieces read ahead into the cache for uploads at once.
 MAX_PREFETCH = 8
+#: Fewest pieces that may be assembled or verified at once, whatever the rates say.
+MIN_PIECES_IN_FLIGHT = 4
+#: Pieces allowed beyond what the pipelines span: one verifying while the next arrives.
+VERIFY_SLACK_PIECES = 2
 #: Why recent connections ended, kept for diagnostics.
 MAX_CLOSED_PEERS = 200
 
@@ -181,6 +185,7 @@ class Swarm(PeerHostBase):
         self._events = EventBus(self.info_hash, self.name)
         self._partial: dict[int, _PartialPiece] = {}
         self._verifying: set[int] = set()
+        self._pieces_allowed = min(MIN_PIECES_IN_FLIGHT, self.settings.max_pieces_in_flight)
         self._prefetching: set[int] = set()
         self._metadata_server = ut_metadata.MetadataServer(metainfo.info_bytes)
         #: Peer exchange (BEP 11), unless it is off or the torrent is private (BEP 27).
@@ -642,7 +647,7 @@ class Swarm(PeerHostBase):
         picks: list[tuple[int, int, int]] = list(
             self.picker.pick(peer.addr, n, now=self._clock.monotonic(), start_new=room)
         )
-        if not picks and not peer.outstanding and not self.picker.is_interesting(peer.addr):
+        if not picks and not peer.num_outstanding() and not self.picker.is_interesting(peer.addr):
             peer.set_interested(False)
         return picks
 
@@ -661,7 +666,18 @@ class Swarm(PeerHostBase):
     # Web seeds (torrent.engine.web_seed.WebSeedHost): a web seed is one more source.
 
     def may_start_pieces(self) -> bool:
-        return len(self._partial) + len(self._verifying) < self.settings.max_pieces_in_flight
+        return len(self._partial) + len(self._verifying) < self._pieces_allowed
+
+    def _size_pieces_in_flight(self) -> None:
+        """Memory follows the rate: as many pieces as the request pipelines span (each
+        peer's depth comes from its measured rate), one more per source for the piece it
+        is in, and a little for verification; at most ``max_pieces_in_flight``."""
+        piece_length = self.info.piece_length
+        wanted = VERIFY_SLACK_PIECES + self.web_seeds.active
+        for peer in self.peers.values():
+            if not peer.peer_choking and peer.am_interested:
+                wanted += 1 - (-peer.pipeline_depth() * BLOCK_SIZE // piece_length)
+        self._pieces_allowed = min(self.settings.max_pieces_in_flight, max(MIN_PIECES_IN_FLIGHT, wanted))
 
     def peer_supply(self) -> tuple[int, float]:
         live = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
@@ -700,6 +716,7 @@ class Swarm(PeerHostBase):
             self._set_state(TorrentState.ENDGAME)
         if result.piece_complete:
             del self._partial[index]
+            self._size_pieces_in_flight()
             # Refused while stopping: the piece is not verified; the next run fetches it.
             if self.spawn(self._verify(index, part)):
                 self._verifying.add(index)
@@ -713,11 +730,22 @@ class Swarm(PeerHostBase):
             self.stop()
             return
         finally:
+            was_full = not self.may_start_pieces()
             self._verifying.discard(index)
         if ok:
             self._on_piece_passed(index, part)
         else:
             self._on_piece_failed(index, part)
+        if was_full and ok:
+            # Peers stopped asking for new pieces while memory was full; without this
+            # they would idle until their next block or the next tick.
+            self._refill_all()
+
+    def _refill_all(self) -> None:
+        """Every source asks for more blocks (each checks its own choke and interest)."""
+        self.web_seeds.wake()
+        for peer in list(self.peers.values()):
+            peer.fill_pipeline()
 
     def _on_piece_passed(self, index: int, part: _PartialPiece) -> None:
         if not self.picker.on_piece_verified(index):
@@ -739,9 +767,7 @@ class Swarm(PeerHostBase):
         for key in failure.ban:
             self._ban(cast(Source, key), f"piece {index} failed its hash check")
         self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
-        self.web_seeds.wake()
-        for peer in list(self.peers.values()):
-            peer.fill_pipeline()
+        self._refill_all()
 
     # ------------------------------------------------------------------ uploading
 
@@ -787,6 +813,7 @@ class Swarm(PeerHostBase):
             down += peer.down.rate_bps
             up += peer.up.rate_bps
         self._down_rate, self._up_rate = down + self.web_seeds.rate_bps(), up
+        self._size_pieces_in_flight()
         self._check_seed_limits()
         if self.pex is not None:
             self.pex.tick(now)

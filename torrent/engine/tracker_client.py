@@ -23,15 +23,18 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 from yarl import URL
 
+from torrent.engine.http_client import HttpClient
 from torrent.errors import ProtocolError, TrackerError
 from torrent.proto import tracker_codec as codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "AnnounceEvent",
@@ -80,13 +83,15 @@ class TrackerClient(Protocol):
 class HttpTracker:
     """An ``http://`` or ``https://`` tracker, announced to with aiohttp."""
 
-    def __init__(self, url: str, http: aiohttp.ClientSession, *, timeout_s: float = 15.0) -> None:
+    def __init__(self, url: str, http: HttpClient, *, timeout_s: float = 15.0) -> None:
         self.url = url
         self._http = http
         self._timeout_s = timeout_s
         self._tracker_id: bytes | None = None
 
     async def announce(self, req: AnnounceRequest) -> AnnounceResponse:
+        import aiohttp  # loaded by the first HTTP announce: see torrent.engine.http_client
+
         if self._tracker_id is not None and req.tracker_id is None:
             req = _replace_tracker_id(req, self._tracker_id)
         url = wire_url(codec.announce_url(self.url, req))
@@ -116,7 +121,7 @@ class HttpTracker:
         binary values in its query: each hop is sent exactly as the tracker wrote it.
         """
         for _ in range(MAX_HTTP_REDIRECTS + 1):
-            async with self._http.get(url, allow_redirects=False) as resp:
+            async with self._http.session().get(url, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in _REDIRECT_STATUSES and location:
                     url = url.join(wire_url(location))
@@ -141,7 +146,7 @@ class HttpTracker:
         return bytes(body)
 
     async def close(self) -> None:
-        pass  # the aiohttp session belongs to the Session
+        pass  # the HTTP client belongs to the Session
 
 
 def wire_url(url: str) -> URL:
@@ -277,7 +282,7 @@ class UdpTracker:
 
 def make_tracker(
     url: str,
-    http: aiohttp.ClientSession,
+    http: HttpClient,
     *,
     timeout_s: float = 15.0,
     udp_retry_base_s: float = UDP_RETRY_BASE_S,

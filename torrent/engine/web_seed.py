@@ -43,18 +43,21 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-import aiohttp
 from yarl import URL
 
 from torrent.config import Settings
 from torrent.engine.clock import Clock
+from torrent.engine.http_client import HttpClient
 from torrent.proto.metainfo import FileEntry, Info
 from torrent.proto.picker import Block, Picker
 from torrent.proto.wire.rate import RateMeter
 from torrent.types import BLOCK_SIZE
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["WebSeedHost", "WebSeedKey", "WebSeeds", "byte_spans", "file_url", "parse_retry_after"]
 
@@ -208,7 +211,7 @@ class WebSeeds:
         info: Info,
         picker: Picker,
         host: WebSeedHost,
-        http: aiohttp.ClientSession,
+        http: HttpClient,
         settings: Settings,
         clock: Clock,
         *,
@@ -393,10 +396,12 @@ class WebSeeds:
         resp.release()
 
     async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        import aiohttp  # loaded by the first web seed request: see torrent.engine.http_client
+
         s = self._settings
         try:
             async with asyncio.timeout(s.web_seed_timeout_s):
-                return await self._http.get(
+                return await self._http.session().get(
                     URL(url, encoded=True),
                     headers={"Accept-Encoding": "identity", **headers},
                     max_redirects=s.web_seed_max_redirects,
@@ -452,6 +457,8 @@ class WebSeeds:
     async def _read_body(
         self, seed: _WebSeed, resp: aiohttp.ClientResponse, length: int, asm: _Assembler
     ) -> None:
+        import aiohttp  # already loaded by _open
+
         s = self._settings
         loop = asyncio.get_running_loop()
         got = 0

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torrent.errors import BencodeError, MetainfoError
-from torrent.proto import bencoding, paths, tracker_codec
+from torrent.proto import bencoding, paths
+from torrent.proto.tracker_url import tracker_url_problem
 from torrent.types import BLOCK_SIZE, InfoHash
 
 #: The largest piece libtorrent loads: 32767 blocks of 16 KiB (2**29 - 16 KiB; one byte
@@ -592,7 +593,7 @@ def _parse(top: dict[bytes, Any], info_bytes: bytes | None) -> Metainfo:
     if not tiers and announce:
         tiers.append((announce,))
     for url in dict.fromkeys(u for tier in tiers for u in tier):
-        problem = tracker_codec.tracker_url_problem(url)
+        problem = tracker_url_problem(url)
         if problem is not None:
             warnings.append(f"tracker {problem}; it will be skipped")
 

@@ -28,11 +28,15 @@ Rules and invariants:
    that gave a token once it converges, and finishes when those announces are answered
    or timed out.
 
+6. BEP 42: once ``EXTERNAL_IP_QUORUM`` distinct responders agree on our external
+   address (and it leads the vote) and our id does not conform to it, we take a
+   conforming id (:meth:`change_id`): the tables are rebuilt around it and we join
+   again, so the nodes near the new id learn of us. A local address (private,
+   loopback) never changes the id.
+
 BEP 32: one routing table per address family; ``want`` (``n4``/``n6``) picks which
 family's nodes an answer carries; ``families`` says which ones we can reach.
-Left out: BEP 44 storage, BEP 51 sampling, BEP 43 read-only mode, changing our id when
-the external-address vote changes (the caller may make a new node with
-:func:`torrent.proto.dht.routing.node_id_for_ip`).
+Left out: BEP 44 storage, BEP 51 sampling, BEP 43 read-only mode.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from torrent.proto.dht import krpc
+from torrent.proto.dht import krpc, routing
 from torrent.proto.dht.krpc import Address, NodeInfo
 from torrent.proto.dht.lookup import Lookup
 from torrent.proto.dht.routing import RoutingTable
@@ -51,6 +55,10 @@ from torrent.proto.dht.storage import PeerStore, RateLimiter, TokenIssuer
 
 MAINTENANCE_EVERY_S: Final = 10.0
 REJOIN_MAX_S: Final = 300.0  # longest wait between attempts to join while the table is empty
+#: Distinct responders that must report the same external address before our id follows it.
+EXTERNAL_IP_QUORUM: Final = 10
+#: Candidate external addresses (and voters per candidate) remembered at once.
+MAX_IP_CANDIDATES: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +131,7 @@ class DhtStatistics:
     rate_limited_ips: int
     external_ip: str | None
     dropped: dict[str, int] = field(default_factory=dict)  # by reason
+    id_changes: int = 0  # BEP 42: times our id was changed to conform to our external address
 
 
 @dataclass(slots=True)
@@ -197,7 +206,8 @@ class DhtProtocol:
         self._rejoin_after_s = MAINTENANCE_EVERY_S
         self._next_rejoin = now
         self._next_maintenance = now + MAINTENANCE_EVERY_S
-        self._ip_votes: dict[str, int] = {}
+        self._ip_votes: dict[str, set[str]] = {}  # candidate external address -> who said so
+        self._id_changes = 0
         self.counters = {"queries_in": 0, "queries_out": 0, "responses_in": 0, "errors_in": 0, "timeouts": 0}
         self.dropped: dict[str, int] = {}
         want = []
@@ -275,7 +285,6 @@ class DhtProtocol:
         return [e.info for t in self.tables.values() for e in t if e.failures == 0]
 
     def statistics(self, now: float) -> DhtStatistics:
-        votes = self._ip_votes
         return DhtStatistics(
             node_id=self.node_id,
             nodes=len(self.tables[4]),
@@ -293,8 +302,9 @@ class DhtProtocol:
             lookups_running=len(self._lookups),
             lookups_queued=len(self._queued),
             rate_limited_ips=len(self.limiter),
-            external_ip=max(votes, key=votes.__getitem__) if votes else None,
+            external_ip=self._external_ip(),
             dropped=dict(self.dropped),
+            id_changes=self._id_changes,
         )
 
     # --- input ----------------------------------------------------------------------
@@ -412,7 +422,7 @@ class DhtProtocol:
             self._failed(tx, now, count_in_table=False)
             return
         if r.ip is not None:
-            self._vote(r.ip[0])
+            self._vote(r.ip[0], addr[0], now)
         if r.sender_id != self.node_id:
             ping = self.tables[fam].heard_response(NodeInfo(r.sender_id, *addr), now)
             if ping is not None:
@@ -461,10 +471,45 @@ class DhtProtocol:
         if candidate is not None:
             self._ping(candidate, now)
 
-    def _vote(self, host: str) -> None:
-        if len(self._ip_votes) >= 64 and host not in self._ip_votes:
-            self._ip_votes.clear()  # bounded; a real majority rebuilds quickly
-        self._ip_votes[host] = self._ip_votes.get(host, 0) + 1
+    def _external_ip(self) -> str | None:
+        votes = self._ip_votes
+        return max(votes, key=lambda host: len(votes[host])) if votes else None
+
+    def _vote(self, host: str, voter: str, now: float) -> None:
+        """``voter`` says our address is ``host`` (rule 6)."""
+        voters = self._ip_votes.get(host)
+        if voters is None:
+            if len(self._ip_votes) >= MAX_IP_CANDIDATES:
+                self._ip_votes.clear()  # bounded; a real majority rebuilds quickly
+            voters = self._ip_votes[host] = set()
+        if len(voters) >= MAX_IP_CANDIDATES:
+            return
+        voters.add(voter)
+        if (
+            len(voters) >= EXTERNAL_IP_QUORUM
+            and _family(host) in self.config.families
+            and self._external_ip() == host
+            and not routing.conforms(self.node_id, host)
+        ):
+            self.change_id(routing.node_id_for_ip(host, self._rng), now)
+
+    def change_id(self, node_id: bytes, now: float) -> None:
+        """Take ``node_id`` as ours: the tables are rebuilt around it (every node kept
+        where the new buckets have room) and we join again from them (rule 6)."""
+        if len(node_id) != krpc.ID_LENGTH:
+            raise ValueError("node id must be 20 bytes")
+        c = self.config
+        old = self.nodes()
+        self.node_id = node_id
+        self._id_changes += 1
+        self.tables = {
+            fam: RoutingTable(node_id, now, k=c.k, max_per_ip=c.max_per_ip, enforce_node_id=c.enforce_node_id)
+            for fam in (4, 6)
+        }
+        for info in old:
+            if info.id != node_id:
+                self.tables[_family(info.host)].heard_query(info, now)
+        self._join(now, [], internal=True)
 
     # --- lookups --------------------------------------------------------------------
 
