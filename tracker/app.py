@@ -32,6 +32,7 @@ from torrent.proto.tracker_codec import (
     parse_announce_query,
     parse_scrape_query,
 )
+from tracker.guard import guard_middleware
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
@@ -60,7 +61,7 @@ def make_app(
         service: the tracker service; a new one is made when ``None``.
     """
     service = service or TrackerService(store, settings)
-    app = web.Application()
+    app = web.Application(middlewares=[guard_middleware])
     app[SERVICE_KEY] = service
     announce = _announce_handler(service, store, settings)
     scrape = _scrape_handler(service, store, settings)

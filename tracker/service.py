@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
+from tracker.guard import ConnectionGuard
 from tracker.settings import TrackerSettings
 from tracker.store import PeerAnnounce, PeerStore, StoreStats, SyncPeerStore
 from tracker.users import PrivateTracker
@@ -130,6 +131,8 @@ class TrackerService:
         self.last_stats = StoreStats(0, 0, 0, 0)
         #: private mode (passkeys, rules, accounting); set by the server
         self.private: PrivateTracker | None = None
+        #: the HTTP connection guard (set by the server; aiohttp's test server has none)
+        self.guard: ConnectionGuard | None = None
 
     # ------------------------------------------------------------ announces
 
@@ -327,6 +330,28 @@ class TrackerService:
                 ('{reason="busy"}', c.udp_dropped_busy),
             ],
         )
+        guard = self.guard
+        if guard is not None:
+            g = guard.counters
+            metric(
+                "pytorrent_tracker_http_connections",
+                "gauge",
+                "HTTP connections open, and the cap.",
+                [('{state="open"}', guard.open), ('{state="cap"}', guard.max_connections)],
+            )
+            metric(
+                "pytorrent_tracker_http_refused_total",
+                "counter",
+                "HTTP connections or requests refused by the connection guard, by kind.",
+                [
+                    ('{reason="cap"}', g.refused_cap),
+                    ('{reason="evicted"}', g.evicted),
+                    ('{reason="slow_request"}', g.slow_request),
+                    ('{reason="idle"}', g.idle),
+                    ('{reason="body"}', g.body_refused),
+                    ('{reason="bad_request"}', g.bad_request),
+                ],
+            )
         metric("pytorrent_tracker_swarms", "gauge", "Swarms with at least one peer.", [("", stats.swarms)])
         metric(
             "pytorrent_tracker_peers",
