@@ -119,7 +119,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
                 log.debug("store unavailable: %s", exc.detail)
                 return _failure(STORE_UNAVAILABLE)
             except AnnounceRejected as exc:
-                counters.failures_rejected += 1
+                service.note_rejected(exc)
                 return _failure(exc.reason)
             if private is not None and admitted is not None:
                 user, freeleech = admitted

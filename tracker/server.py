@@ -35,14 +35,18 @@ HOUSEKEEPING_S = 5.0
 def make_store(settings: TrackerSettings) -> PeerStore:
     """The store ``settings.store`` names (``memory``, a Redis URL or a Redis Cluster URL)."""
     if settings.store == "memory":
-        return MemoryStore(settings.ttl_s)
+        return MemoryStore(settings.ttl_s, max_swarms=settings.max_swarms)
     if settings.store.startswith("redis-cluster://"):
         from tracker.store_redis_cluster import RedisClusterStore
 
-        return RedisClusterStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+        return RedisClusterStore(
+            settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s, max_swarms=settings.max_swarms
+        )
     from tracker.store_redis import RedisStore
 
-    return RedisStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+    return RedisStore(
+        settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s, max_swarms=settings.max_swarms
+    )
 
 
 def private_rules(settings: TrackerSettings) -> PrivateRules:

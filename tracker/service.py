@@ -27,7 +27,7 @@ from pathlib import Path
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
 from tracker.guard import ConnectionGuard
 from tracker.settings import TrackerSettings
-from tracker.store import PeerAnnounce, PeerStore, StoreStats, SyncPeerStore
+from tracker.store import AnnounceRejected, PeerAnnounce, PeerStore, StoreStats, SyncPeerStore, TrackerFull
 from tracker.users import PrivateTracker
 
 log = logging.getLogger("pytorrent.tracker")
@@ -93,6 +93,7 @@ class Counters:
     failures_not_allowed: int = 0
     failures_store_unavailable: int = 0
     failures_rejected: int = 0
+    failures_full: int = 0  # a new swarm past max_swarms
     failures_private: int = 0  # refused by a private-mode rule (passkey, ratio, client...)
     failures_internal: int = 0
     udp_dropped_short: int = 0
@@ -218,6 +219,13 @@ class TrackerService:
             want_peer_ids,
         )
 
+    def note_rejected(self, exc: AnnounceRejected) -> None:
+        """Count a refusal by the store (a full tracker apart from the rest)."""
+        if isinstance(exc, TrackerFull):
+            self.counters.failures_full += 1
+        else:
+            self.counters.failures_rejected += 1
+
     def note_announce(self) -> None:
         """Called once per announce answered; writes the access log every ``log_every``."""
         c = self.counters
@@ -249,6 +257,7 @@ class TrackerService:
             + c.failures_not_allowed
             + c.failures_store_unavailable
             + c.failures_rejected
+            + c.failures_full
             + c.failures_private
             + c.failures_internal
         )
@@ -315,6 +324,7 @@ class TrackerService:
                 ('{reason="not_allowed"}', c.failures_not_allowed),
                 ('{reason="store_unavailable"}', c.failures_store_unavailable),
                 ('{reason="rejected"}', c.failures_rejected),
+                ('{reason="full"}', c.failures_full),
                 ('{reason="private"}', c.failures_private),
                 ('{reason="internal"}', c.failures_internal),
             ],

@@ -21,8 +21,9 @@ Rules every store keeps (the contract test in ``tests/integration`` checks them)
 
 ``MemoryStore`` layout (about 130 bytes a peer, see ``bench/tracker.py``): each swarm
 holds one table per address family. A table keeps parallel arrays indexed by slot:
-packed addresses (6 or 18 bytes a slot in one ``bytearray``), last-seen seconds and
-keys (``array('I')``), flags (one byte), and the peer id; a dict maps peer id → slot.
+packed addresses (6 or 18 bytes a slot in one ``bytearray``), last-seen seconds, key
+and flags (three words a slot of one ``array('I')``), and the peer id; past 8 peers a
+dict maps peer id → slot (below that a scan of the ids is as fast).
 Leechers occupy slots ``[0, n_leech)`` and seeds the rest, so "only leechers" is a
 prefix. Removal swaps the last slot in.
 
@@ -64,6 +65,7 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "SyncPeerStore",
+    "TrackerFull",
 ]
 
 
@@ -77,6 +79,19 @@ class StoreUnavailable(TrackerError):
 
 class AnnounceRejected(TrackerError):
     """The store refused this announce (e.g. a peer id registered from another address)."""
+
+
+class TrackerFull(AnnounceRejected):
+    """The announce would start a swarm past ``max_swarms``."""
+
+    def __init__(self) -> None:
+        super().__init__(TRACKER_FULL)
+
+
+#: Failure reason of :class:`TrackerFull`.
+TRACKER_FULL = "tracker full: no new torrents for now"
+#: Default ``max_swarms`` (see the tracker settings).
+MAX_SWARMS = 1_000_000
 
 
 class PeerAnnounce(NamedTuple):
@@ -187,51 +202,67 @@ Rand = Callable[[], float]
 
 _HAS_KEY = 1
 _COUNTED = 2
+#: Peers a table holds before it keeps a peer id -> slot dict.
+_SMALL = 8
 
 
 class _Table:
     """One address family of one swarm: parallel arrays indexed by slot (see module doc)."""
 
-    __slots__ = ("addrs", "flags", "index", "keys", "n_leech", "pids", "seen", "stride")
+    __slots__ = ("addrs", "index", "meta", "n_leech", "pids", "stride")
 
     def __init__(self, stride: int) -> None:
         self.stride = stride
-        self.index: dict[bytes, int] = {}
+        #: peer id -> slot, once the table holds more than ``_SMALL`` peers (below
+        #: that a scan of ``pids`` is as fast and a one-peer swarm saves the dict)
+        self.index: dict[bytes, int] | None = None
         self.pids: list[bytes] = []
         self.addrs = bytearray()
-        self.seen = array("I")
-        self.keys = array("I")
-        self.flags = bytearray()
+        #: three words a slot: last seen, key, flags (one array, not three: a swarm of
+        #: one peer is the commonest kind, and each array object costs ~64 bytes)
+        self.meta = array("I")
         self.n_leech = 0
 
     def __len__(self) -> int:
         return len(self.pids)
 
+    def slot_of(self, pid: bytes) -> int | None:
+        index = self.index
+        if index is not None:
+            return index.get(pid)
+        try:
+            return self.pids.index(pid)
+        except ValueError:
+            return None
+
     def _swap(self, i: int, j: int) -> None:
         if i == j:
             return
         s = self.stride
-        pids, addrs, seen, keys, flags = self.pids, self.addrs, self.seen, self.keys, self.flags
+        pids, addrs, meta = self.pids, self.addrs, self.meta
         pi, pj = pids[i], pids[j]
         pids[i], pids[j] = pj, pi
-        self.index[pi] = j
-        self.index[pj] = i
+        index = self.index
+        if index is not None:
+            index[pi] = j
+            index[pj] = i
         ai = addrs[i * s : i * s + s]
         addrs[i * s : i * s + s] = addrs[j * s : j * s + s]
         addrs[j * s : j * s + s] = ai
-        seen[i], seen[j] = seen[j], seen[i]
-        keys[i], keys[j] = keys[j], keys[i]
-        flags[i], flags[j] = flags[j], flags[i]
+        mi = meta[3 * i : 3 * i + 3]
+        meta[3 * i : 3 * i + 3] = meta[3 * j : 3 * j + 3]
+        meta[3 * j : 3 * j + 3] = mi
 
     def add(self, pid: bytes, addr: bytes, now: int, key: int | None, is_seed: bool, rand: Rand) -> int:
         """Append a peer at a random place of its region (leechers or seeds); returns its slot."""
         slot = len(self.pids)
         self.pids.append(pid)
-        self.index[pid] = slot
+        if self.index is not None:
+            self.index[pid] = slot
+        elif slot >= _SMALL:
+            self.index = {p: n for n, p in enumerate(self.pids)}
         self.addrs += addr
-        self.seen.append(now)
-        self.keys.append(key or 0)
-        self.flags.append(0 if key is None else _HAS_KEY)
+        self.meta.extend((now, key or 0, 0 if key is None else _HAS_KEY))
         if not is_seed:
             self._swap(slot, self.n_leech)
             slot = self.n_leech
@@ -258,7 +289,8 @@ class _Table:
         Raises:
             AnnounceRejected: the peer registered a key and ``a`` does not carry it.
         """
-        if self.flags[slot] & _HAS_KEY and a.key != self.keys[slot]:
+        meta = self.meta
+        if meta[3 * slot + 2] & _HAS_KEY and a.key != meta[3 * slot + 1]:
             raise AnnounceRejected("peer id already in use from another address (key mismatch)")
         if a.event is not AnnounceEvent.STOPPED:
             s = self.stride
@@ -283,27 +315,27 @@ class _Table:
             slot = self.n_leech
         last = len(self.pids) - 1
         self._swap(slot, last)
-        del self.index[self.pids.pop()]
+        gone = self.pids.pop()
+        if self.index is not None:
+            del self.index[gone]
         del self.addrs[last * self.stride :]
-        self.seen.pop()
-        self.keys.pop()
-        self.flags.pop()
+        del self.meta[3 * last :]
 
     def purge(self, cutoff: int) -> tuple[int, int]:
         """Remove peers last seen before ``cutoff``; returns (removed, oldest survivor's seen)."""
         removed = 0
-        seen = self.seen
+        meta = self.meta
         slot = len(self.pids) - 1
         while slot >= 0:
-            if seen[slot] < cutoff:
+            if meta[3 * slot] < cutoff:
                 self.remove(slot)
                 removed += 1
                 # the slot now holds an entry moved from a higher slot (already
                 # checked) or from the leecher boundary (checked when we get there)
-                if slot < len(self.pids) and seen[slot] < cutoff:
+                if slot < len(self.pids) and meta[3 * slot] < cutoff:
                     continue
             slot -= 1
-        return removed, min(seen) if seen else -1
+        return removed, min(meta[0::3]) if meta else -1
 
     def available(self, for_seed: bool, me: int) -> tuple[int, int, int]:
         """(end of the candidate prefix, requester's slot inside it or -1, candidates)."""
@@ -379,6 +411,8 @@ class MemoryStore:
         ttl_s: seconds after its last announce that a peer expires.
         clock: a monotonic clock in seconds (tests pass a fake one).
         rng: the random source for peer samples.
+        max_swarms: swarms held at once; an announce starting one more raises
+            :class:`TrackerFull`.
     """
 
     def __init__(
@@ -387,8 +421,10 @@ class MemoryStore:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        max_swarms: int = MAX_SWARMS,
     ) -> None:
         self.ttl_s = int(ttl_s)
+        self.max_swarms = max_swarms
         self._clock = clock
         self._epoch = clock()
         self._rand: Rand = (rng or random.Random()).random
@@ -443,6 +479,8 @@ class MemoryStore:
         if sw is None:
             if a.event is AnnounceEvent.STOPPED:
                 return AnnounceResult(0, 0, 0)
+            if len(self._swarms) >= self.max_swarms:
+                raise TrackerFull
             sw = _Swarm(now + self.ttl_s)
             self._swarms[ih] = sw
             heapq.heappush(self._due, (sw.purge_at, ih))
@@ -456,7 +494,7 @@ class MemoryStore:
                 sw.t6 = _Table(18)
             table = sw.t6
         pid = a.peer_id
-        slot = table.index.get(pid)
+        slot = table.slot_of(pid)
         if slot is not None:
             s = table.stride
             if table.addrs[slot * s : slot * s + s] != addr:
@@ -467,10 +505,10 @@ class MemoryStore:
         if slot is None:
             slot = table.add(pid, addr, now, a.key, a.is_seed, rand)
         else:
-            table.seen[slot] = now
+            table.meta[3 * slot] = now
             slot = table.reshuffle(table.set_seed(slot, a.is_seed), rand)
-        if a.event is AnnounceEvent.COMPLETED and not table.flags[slot] & _COUNTED:
-            table.flags[slot] |= _COUNTED
+        if a.event is AnnounceEvent.COMPLETED and not table.meta[3 * slot + 2] & _COUNTED:
+            table.meta[3 * slot + 2] |= _COUNTED
             sw.downloaded += 1
         seeds, leech = sw.counts()
         if a.numwant <= 0:
@@ -533,6 +571,8 @@ class MemoryStore:
                 continue
             if now > sw.purge_at:
                 self._purge(ih, sw, now)
+                if sw.empty():  # its last peer expired: free it now, not at the next sweep
+                    del self._swarms[ih]
             seeds, leech = sw.counts()
             out.append(ScrapeStats(complete=seeds, downloaded=sw.downloaded, incomplete=leech))
         return out

@@ -47,7 +47,15 @@ from redis.exceptions import (
 )
 
 from torrent.proto.tracker_codec import AnnounceEvent, ScrapeStats
-from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreStats, StoreUnavailable
+from tracker.store import (
+    MAX_SWARMS,
+    AnnounceRejected,
+    AnnounceResult,
+    PeerAnnounce,
+    StoreStats,
+    StoreUnavailable,
+    TrackerFull,
+)
 
 __all__ = ["RedisStore"]
 
@@ -74,7 +82,8 @@ def _unavailable(exc: Exception) -> StoreUnavailable:
 #       6 downloaded counter, 7 swarm index
 # ARGV: 1 peer id, 2 address, 3 key ('' = none), 4 is seed, 5 event (0-3 as BEP 15),
 #       6 numwant, 7 now, 8 ttl, 9 both families, 10 want ids, 11 info hash,
-#       12 my family byte, 13 other family byte, 14 random seed
+#       12 my family byte, 13 other family byte, 14 random seed, 15 most swarms in
+#       this bucket
 _ANNOUNCE_LUA = r"""
 math.randomseed(tonumber(ARGV[14]))
 local now = tonumber(ARGV[7])
@@ -112,7 +121,16 @@ if event == 3 then
     redis.call('HDEL', KEYS[5], field)
   end
   local c, i, d = counts()
+  if c + i == 0 then
+    -- the last peer left: drop the swarm now rather than a ttl later
+    redis.call('ZREM', KEYS[7], ARGV[11])
+    redis.call('DEL', KEYS[6])
+  end
   return {'ok', c, i, d, {}, {}}
+end
+if not rec and not redis.call('ZSCORE', KEYS[7], ARGV[11])
+    and redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[15]) then
+  return {'full'}
 end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[1], pid)
@@ -265,6 +283,8 @@ class RedisStore:
         timeout_s: connect and command timeout; past it the call raises StoreUnavailable.
         prefix: prepended to every key (lets several trackers share one Redis).
         clock: wall-clock seconds; every process sharing the Redis must agree on it.
+        max_swarms: swarms held at once (counting those idle but not yet collected); an
+            announce starting one more raises :class:`~tracker.store.TrackerFull`.
     """
 
     #: Errors the client library raises from a call cut short by its own reconnect
@@ -279,6 +299,7 @@ class RedisStore:
         timeout_s: float = 2.0,
         prefix: bytes = b"pt:",
         clock: Callable[[], float] = time.time,
+        max_swarms: int = MAX_SWARMS,
     ) -> None:
         client = aioredis.Redis.from_url(
             url,
@@ -288,10 +309,15 @@ class RedisStore:
             health_check_interval=0,
             decode_responses=False,
         )
-        self._setup(client, ttl_s, [prefix], clock)
+        self._setup(client, ttl_s, [prefix], clock, max_swarms)
 
     def _setup(
-        self, client: Any, ttl_s: int, bucket_prefixes: list[bytes], clock: Callable[[], float]
+        self,
+        client: Any,
+        ttl_s: int,
+        bucket_prefixes: list[bytes],
+        clock: Callable[[], float],
+        max_swarms: int,
     ) -> None:
         """Shared by the one-server and the cluster constructors.
 
@@ -304,6 +330,8 @@ class RedisStore:
         self.prefix = bucket_prefixes[0]
         self._buckets = bucket_prefixes
         self._mask = len(bucket_prefixes) - 1
+        # each bucket enforces its share (buckets fill evenly: the bucket is a hash)
+        self._bucket_max_swarms = max(1, -(-max_swarms // len(bucket_prefixes)))
         self._clock = clock
         self._rng = random.Random()
         self._redis = client
@@ -376,10 +404,13 @@ class RedisStore:
             mine,
             other,
             self._rng.randrange(1 << 31),
+            self._bucket_max_swarms,
         ]
         reply = await self._call(self._announce, keys, args)
         if reply[0] == b"rejected":
             raise AnnounceRejected("peer id already in use from another address (key mismatch)")
+        if reply[0] == b"full":
+            raise TrackerFull
         _, complete, incomplete, downloaded, p4, p6, *rest = reply
         if a.event is AnnounceEvent.STOPPED:
             return AnnounceResult(complete, incomplete, downloaded)

@@ -180,6 +180,11 @@ class UdpTracker(asyncio.DatagramProtocol):
             assert isinstance(packet, UdpScrapeRequest)
             self._scrape(packet, txid, addr)
             return
+        self._announce(data, txid, addr, host)
+
+    def _announce(self, data: bytes, txid: int, addr: Any, host: str) -> None:
+        """An announce whose connection id checked out."""
+        counters = self.service.counters
         try:
             _, _, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port = unpack_udp_announce(
                 data
@@ -191,6 +196,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         service = self.service
         counters.udp_announces += 1
         service.note_announce()
+        if port == 0:  # as over HTTP: nobody could connect to it
+            counters.failures_bad_request += 1
+            self._error(txid, "bad port", addr)
+            return
         if service.allow is not None and ih not in service.allow.hashes:
             counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
@@ -207,7 +216,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             try:
                 res = self._sync(pa)
             except AnnounceRejected as exc:
-                counters.failures_rejected += 1
+                service.note_rejected(exc)
                 self._error(txid, exc.reason, addr)
                 return
             self.transport.sendto(  # type: ignore[union-attr]
@@ -277,7 +286,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             self.service.counters.failures_store_unavailable += 1
             self._error(txid, STORE_UNAVAILABLE, addr)
         except AnnounceRejected as exc:
-            self.service.counters.failures_rejected += 1
+            self.service.note_rejected(exc)
             self._error(txid, exc.reason, addr)
         except Exception:
             self.service.counters.failures_internal += 1
