@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from torrent.errors import RemoteProtocolError
+from torrent.proto.text import printable
 from torrent.proto.tracker_codec import (
     AnnounceRequest,
     AnnounceResponse,
@@ -44,6 +46,8 @@ SERVICE_KEY = web.AppKey("service", TrackerService)
 #: ``tracker id`` we hand out (clients echo it as ``trackerid``; we accept any).
 TRACKER_ID = b"pytorrent"
 _TEXT = "text/plain"
+#: Clients listed on the status page.
+STATUS_CLIENTS = 20
 
 
 def _failure(reason: str) -> web.Response:
@@ -93,6 +97,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
         except RemoteProtocolError as exc:
             counters.failures_bad_request += 1
             return _failure(str(exc))
+        service.note_client(req.peer_id)
         try:
             if not service.allowed(req.info_hash):
                 counters.failures_not_allowed += 1
@@ -241,16 +246,28 @@ def _status_handler(service: TrackerService, store: PeerStore) -> Handler:
             ("announces (http / udp)", f"{counters.http_announces} / {counters.udp_announces}"),
             ("uptime", _duration(service.uptime_s())),
         ]
-        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        clients = [(_shown(prefix), n) for prefix, n in service.top_clients(STATUS_CLIENTS)]
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>pytorrent tracker</title>"
             "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em}</style></head>"
-            f"<body><h1>pytorrent tracker</h1>{store_line}<table>{table}</table>"
+            f"<body><h1>pytorrent tracker</h1>{store_line}<table>{_rows(rows)}</table>"
+            f"<h2>clients (peer-id prefix, announces)</h2><table>{_rows(clients)}</table>"
             "<p><a href='/metrics'>metrics</a></p></body></html>"
         )
         return web.Response(text=page, content_type="text/html")
 
     return status
+
+
+def _rows(rows: Sequence[tuple[str, object]]) -> str:
+    """Table rows, every cell HTML-escaped (some come from strangers)."""
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+
+
+def _shown(raw: bytes) -> str:
+    """A peer-chosen byte string as text: Latin-1 (every byte a character), controls
+    escaped; the caller HTML-escapes it."""
+    return printable(raw.decode("latin-1"))
 
 
 def _metrics_handler(service: TrackerService, store: PeerStore) -> Handler:

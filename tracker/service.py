@@ -39,6 +39,10 @@ STORE_UNAVAILABLE = "tracker store unavailable"
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 #: Entries kept in the address → packed-bytes cache before it is cleared.
 _IP_CACHE_MAX = 65536
+#: Distinct client prefixes counted for the status page; later ones count as ``other``.
+_CLIENTS_MAX = 256
+#: Bytes of a peer id that name its client (Azureus style ``-lt0D60-``).
+CLIENT_PREFIX_LEN = 8
 
 
 class AllowList:
@@ -130,6 +134,9 @@ class TrackerService:
         self.numwant_default = settings.numwant_default
         self.numwant_max = settings.numwant_max
         self.last_stats = StoreStats(0, 0, 0, 0)
+        #: peer-id prefix (the client, e.g. ``-lt0D60-``) -> announces; shown on the
+        #: status page. The prefix is chosen by the peer: it is shown escaped.
+        self.clients: dict[bytes, int] = {}
         #: private mode (passkeys, rules, accounting); set by the server
         self.private: PrivateTracker | None = None
         #: the HTTP connection guard (set by the server; aiohttp's test server has none)
@@ -218,6 +225,21 @@ class TrackerService:
             both_families,
             want_peer_ids,
         )
+
+    def note_client(self, peer_id: bytes) -> None:
+        """Count an announce under its client's peer-id prefix (a bounded table)."""
+        prefix = peer_id[:CLIENT_PREFIX_LEN]
+        clients = self.clients
+        if prefix in clients:
+            clients[prefix] += 1
+        elif len(clients) < _CLIENTS_MAX:
+            clients[prefix] = 1
+        else:
+            clients[b"other"] = clients.get(b"other", 0) + 1
+
+    def top_clients(self, n: int) -> list[tuple[bytes, int]]:
+        """The ``n`` prefixes with the most announces, most first."""
+        return sorted(self.clients.items(), key=lambda kv: -kv[1])[:n]
 
     def note_rejected(self, exc: AnnounceRejected) -> None:
         """Count a refusal by the store (a full tracker apart from the rest)."""

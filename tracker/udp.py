@@ -196,6 +196,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         service = self.service
         counters.udp_announces += 1
         service.note_announce()
+        service.note_client(pid)
         if port == 0:  # as over HTTP: nobody could connect to it
             counters.failures_bad_request += 1
             self._error(txid, "bad port", addr)
