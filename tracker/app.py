@@ -38,7 +38,7 @@ from tracker.guard import guard_middleware
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
-from tracker.users import PrivateUser
+from tracker.users import NOT_REGISTERED, PrivateUser
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -206,11 +206,15 @@ def _scrape_handler(service: TrackerService, store: PeerStore, settings: Tracker
                     counters.failures_bad_request += 1
                     return _failure("full scrape is disabled: name at least one info_hash")
                 files = await store.full_scrape(settings.full_scrape_max)
-                if service.allow is not None:
-                    files = {ih: s for ih, s in files.items() if service.allowed(ih)}
+                if service.allow is not None or private is not None:
+                    files = {ih: s for ih, s in files.items() if service.scrapable(ih)}
             else:
-                wanted = [ih for ih in hashes if service.allowed(ih)]
+                # what may not be shown is left out (see PrivateTracker.scrapable)
+                wanted = [ih for ih in hashes if service.scrapable(ih)]
                 if not wanted:
+                    if private is not None:
+                        counters.failures_private += 1
+                        return _failure(NOT_REGISTERED)
                     counters.failures_not_allowed += 1
                     return _failure(NOT_ALLOWED)
                 files = dict(zip(wanted, await store.scrape(wanted), strict=True))

@@ -164,6 +164,11 @@ class TrackerService:
     def allowed(self, info_hash: bytes) -> bool:
         return self.allow is None or info_hash in self.allow.hashes
 
+    def scrapable(self, info_hash: bytes) -> bool:
+        """Whether a scrape may show ``info_hash``: allowed and, in private mode, registered."""
+        private = self.private
+        return self.allowed(info_hash) and (private is None or private.scrapable(info_hash))
+
     def peer_announce(
         self, req: AnnounceRequest, source: bytes, *, both_families: bool, want_peer_ids: bool
     ) -> PeerAnnounce:

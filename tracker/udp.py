@@ -41,7 +41,7 @@ from torrent.proto.tracker_codec import (
 )
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
-from tracker.users import passkey_from_path
+from tracker.users import UDP_SCRAPE_REFUSED, passkey_from_path
 
 log = logging.getLogger("pytorrent.tracker.udp")
 
@@ -302,6 +302,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         service = self.service
         service.counters.udp_scrapes += 1
         hashes = packet.info_hashes
+        if service.private is not None:  # a UDP scrape carries no passkey (BEP 41 is announce-only)
+            service.counters.failures_private += 1
+            self._error(txid, UDP_SCRAPE_REFUSED, addr)
+            return
         if not any(service.allowed(ih) for ih in hashes):
             service.counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)

@@ -61,6 +61,7 @@ _PASSKEY = re.compile(r"[0-9a-f]{32}")
 UNKNOWN_PASSKEY = "unknown or revoked passkey"
 PASSKEY_REQUIRED = "this is a private tracker: announce to /<passkey>/announce"
 NOT_REGISTERED = "torrent not registered with this tracker"
+UDP_SCRAPE_REFUSED = "private tracker: scrape over HTTP at /<passkey>/scrape"
 DENIED_TORRENT = "torrent not allowed"
 DENIED_CLIENT = "client not allowed"
 RATIO_TOO_LOW = "ratio below the floor: seed before starting new downloads"
@@ -479,6 +480,16 @@ class PrivateTracker:
         if passkey is None:
             return PASSKEY_REQUIRED
         return None if passkey in self._users else UNKNOWN_PASSKEY
+
+    def scrapable(self, info_hash: bytes) -> bool:
+        """Whether a scrape may show ``info_hash``: registered and not deny-listed.
+
+        Unregistered hashes are left out of a scrape's ``files`` (as Ocelot and XBT do)
+        rather than failing the whole request: a client scraping several torrents still
+        gets the ones this tracker serves, and nothing is said about any other hash.
+        """
+        flags = self._torrents.get(info_hash)
+        return flags is not None and not flags[1]
 
     def admit(
         self,
