@@ -277,13 +277,6 @@ def run(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-    if settings.private_users is not None and (settings.workers > 1 or settings.store != "memory"):
-        # each process keeps its own per-peer counters: an announce that lands on
-        # another process than the peer's previous one only sets a baseline there
-        log.warning(
-            "private mode over several tracker processes: transfer that a peer reports to a "
-            "process other than its previous one is not counted (per-process accounting)"
-        )
     if settings.workers > 1:
         return _run_workers(settings, args.no_uvloop)
     return int(run_async(_run_one(settings, None), no_uvloop=args.no_uvloop))

@@ -38,7 +38,7 @@ from tracker.guard import guard_middleware
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
-from tracker.users import NOT_REGISTERED, PrivateUser
+from tracker.users import NOT_REGISTERED, Ticket
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -106,7 +106,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
             if source is None:
                 counters.failures_internal += 1
                 return _failure("cannot tell the address of this request")
-            admitted: tuple[PrivateUser, bool] | None = None
+            ticket: Ticket | None = None
             if private is not None:
                 verdict = private.admit(
                     request.match_info.get("passkey"), req.info_hash, req.peer_id, req.left, req.event, source
@@ -114,9 +114,14 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
                 if isinstance(verdict, str):
                     counters.failures_private += 1
                     return _failure(verdict)
-                admitted = verdict
+                ticket = private.ticket(
+                    verdict, req.info_hash, req.peer_id, uploaded=req.uploaded, downloaded=req.downloaded,
+                    left=req.left, event=req.event, ip=source,
+                )  # fmt: skip
             want_ids = not req.compact and not req.no_peer_id
             pa = service.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
+            if ticket is not None:
+                pa = pa._replace(tally=ticket.tally, refuse_new=ticket.refuse_new)
             try:
                 res = sync(pa) if sync is not None else await store.announce(pa)
             except StoreUnavailable as exc:
@@ -126,12 +131,8 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
             except AnnounceRejected as exc:
                 service.note_rejected(exc)
                 return _failure(exc.reason)
-            if private is not None and admitted is not None:
-                user, freeleech = admitted
-                private.record(
-                    user, freeleech, req.info_hash, req.peer_id, uploaded=req.uploaded,
-                    downloaded=req.downloaded, left=req.left, event=req.event, ip=source,
-                )  # fmt: skip
+            if private is not None and ticket is not None:
+                private.settle(ticket, res.tally)
             body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
             return web.Response(body=body, content_type=_TEXT)
         except Exception:  # a bug: log it, never show the client a traceback

@@ -18,6 +18,11 @@ Rules every store keeps (the contract test in ``tests/integration`` checks them)
 4. A peer that has not announced for ``ttl_s`` seconds is gone from lists and counts.
 5. The peer list is a random sample of the swarm in which every candidate is equally
    likely, without the requester; a seed gets only leechers. At most ``numwant`` entries.
+6. Private mode: an announce's ``tally`` (the peer's accounting baseline) replaces the
+   one kept for (info hash, peer id), whatever the address family, and the answer
+   carries the one it replaced, so the next announce, to any tracker process sharing
+   the store, counts only what changed since. ``stopped`` removes it, and it expires
+   with the peer. ``refuse_new`` refuses a peer the swarm does not hold yet.
 
 ``MemoryStore`` layout (about 130 bytes a peer, see ``bench/tracker.py``): each swarm
 holds one table per address family. A table keeps parallel arrays indexed by slot:
@@ -111,6 +116,11 @@ class PeerAnnounce(NamedTuple):
         both_families: return IPv4 and IPv6 peers (HTTP); else only the requester's
             family (a UDP answer has room for one form).
         want_peer_ids: also return the peer ids (the HTTP dict form).
+        tally: private mode: the peer's accounting baseline to keep (opaque bytes,
+            rule 6); ``None`` in a public tracker.
+        refuse_new: private mode: when set, refuse the announce with this reason if the
+            peer is not in the swarm yet (a user below the ratio floor may go on with a
+            download, not start one).
     """
 
     info_hash: bytes
@@ -122,13 +132,16 @@ class PeerAnnounce(NamedTuple):
     numwant: int
     both_families: bool = True
     want_peer_ids: bool = False
+    tally: bytes | None = None
+    refuse_new: str | None = None
 
 
 class AnnounceResult(NamedTuple):
     """Counts after the announce plus the sampled peers (a ``NamedTuple`` for speed).
 
     ``peers4``/``peers6`` are concatenated compact entries; ``peer_ids`` (when asked
-    for) lists the ids of ``peers4`` entries, then of ``peers6`` entries.
+    for) lists the ids of ``peers4`` entries, then of ``peers6`` entries. ``tally`` is
+    the peer's previous accounting baseline (when the announce carried one; rule 6).
     """
 
     complete: int
@@ -137,6 +150,7 @@ class AnnounceResult(NamedTuple):
     peers4: bytes = b""
     peers6: bytes = b""
     peer_ids: tuple[bytes, ...] = ()
+    tally: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,13 +396,15 @@ class _Table:
 
 
 class _Swarm:
-    __slots__ = ("downloaded", "purge_at", "t4", "t6")
+    __slots__ = ("downloaded", "purge_at", "t4", "t6", "tallies")
 
     def __init__(self, purge_at: int) -> None:
         self.t4 = _Table(6)
         self.t6: _Table | None = None
         self.downloaded = 0
         self.purge_at = purge_at
+        #: private mode: peer id -> (accounting baseline, last seen); None until needed
+        self.tallies: dict[bytes, tuple[bytes, int]] | None = None
 
     def counts(self) -> tuple[int, int]:
         """(seeds, leechers)"""
@@ -438,6 +454,9 @@ class MemoryStore:
 
     def _purge(self, ih: bytes, sw: _Swarm, now: int) -> int:
         cutoff = now - self.ttl_s
+        if sw.tallies:
+            for pid in [p for p, (_, seen) in sw.tallies.items() if seen < cutoff]:
+                del sw.tallies[pid]
         removed, oldest = sw.t4.purge(cutoff)
         if sw.t6 is not None:
             r6, o6 = sw.t6.purge(cutoff)
@@ -473,17 +492,15 @@ class MemoryStore:
 
     def announce_nowait(self, a: PeerAnnounce) -> AnnounceResult:
         """:meth:`announce` without the coroutine (the UDP and HTTP fast paths use it)."""
+        if a.tally is not None or a.refuse_new is not None:
+            return self._announce_private(a)
         now = self._now()
         ih = a.info_hash
         sw = self._swarms.get(ih)
         if sw is None:
             if a.event is AnnounceEvent.STOPPED:
                 return AnnounceResult(0, 0, 0)
-            if len(self._swarms) >= self.max_swarms:
-                raise TrackerFull
-            sw = _Swarm(now + self.ttl_s)
-            self._swarms[ih] = sw
-            heapq.heappush(self._due, (sw.purge_at, ih))
+            sw = self._new_swarm(ih, now)
         elif now > sw.purge_at:
             self._purge(ih, sw, now)
         addr = a.addr
@@ -522,6 +539,40 @@ class MemoryStore:
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)
+
+    def _new_swarm(self, ih: bytes, now: int) -> _Swarm:
+        if len(self._swarms) >= self.max_swarms:
+            raise TrackerFull
+        sw = self._swarms[ih] = _Swarm(now + self.ttl_s)
+        heapq.heappush(self._due, (sw.purge_at, ih))
+        return sw
+
+    def _announce_private(self, a: PeerAnnounce) -> AnnounceResult:
+        """Rule 6 around :meth:`announce_nowait`: refuse a new peer, swap the tally (read before,
+        written after, so a refused announce changes nothing)."""
+        ih, pid = a.info_hash, a.peer_id
+        sw = self._swarms.get(ih)
+        if sw is not None and self._now() > sw.purge_at:
+            self._purge(ih, sw, self._now())  # an expired peer's tally is no baseline
+        stopping = a.event is AnnounceEvent.STOPPED
+        if a.refuse_new is not None and not stopping:
+            table = None if sw is None else sw.t4 if len(a.addr) == 6 else sw.t6
+            if table is None or table.slot_of(pid) is None:
+                raise AnnounceRejected(a.refuse_new)
+        prev = sw.tallies.get(pid) if sw is not None and sw.tallies else None
+        res = self.announce_nowait(a._replace(tally=None, refuse_new=None))
+        if a.tally is None:
+            return res
+        sw = self._swarms.get(ih)  # freed when the last peer stopped
+        if sw is not None:
+            if stopping:
+                if sw.tallies:
+                    sw.tallies.pop(pid, None)
+            else:
+                if sw.tallies is None:
+                    sw.tallies = {}
+                sw.tallies[pid] = (a.tally, self._now())
+        return res._replace(tally=None if prev is None else prev[0])
 
     def _stop(self, ih: bytes, sw: _Swarm, table: _Table, slot: int | None) -> AnnounceResult:
         """A ``stopped`` announce: the peer (if known) leaves; an empty swarm is freed."""

@@ -171,6 +171,41 @@ async def test_max_swarms_refuses_new_swarms_and_an_emptied_swarm_frees_its_plac
     assert (await store.statistics()).swarms == 4
 
 
+async def test_tallies_are_swapped_per_peer_across_families_and_expire(
+    store_and_clock: tuple[PeerStore, FakeClock],
+) -> None:
+    """Rule 6: the baseline an announce leaves is what the next one (from any process
+    sharing the store, over either family) gets back."""
+    store, clock = store_and_clock
+    v6 = V6 + (6001).to_bytes(2, "big")
+    assert (await store.announce(ann(1, event=E.STARTED)._replace(tally=b"A"))).tally is None
+    assert (await store.announce(ann(1, a=v6)._replace(tally=b"B"))).tally == b"A"
+    assert (await store.announce(ann(1)._replace(tally=b"C"))).tally == b"B"
+    assert (await store.announce(ann(2)._replace(tally=b"x"))).tally is None  # per peer
+    stopped = await store.announce(ann(1, event=E.STOPPED)._replace(tally=b""))
+    assert stopped.tally == b"C"
+    assert (await store.announce(ann(1)._replace(tally=b"D"))).tally is None
+    # a public announce neither reads nor changes it
+    assert (await store.announce(ann(1))).tally is None
+    assert (await store.announce(ann(1)._replace(tally=b"E"))).tally == b"D"
+    clock.now += 61  # past the ttl: peer and tally are gone
+    assert (await store.announce(ann(1)._replace(tally=b"F"))).tally is None
+
+
+async def test_refuse_new_refuses_only_peers_the_swarm_does_not_hold(
+    store_and_clock: tuple[PeerStore, FakeClock],
+) -> None:
+    store, _clock = store_and_clock
+    with pytest.raises(AnnounceRejected, match="ratio"):
+        await store.announce(ann(1, event=E.STARTED)._replace(refuse_new="ratio below the floor"))
+    assert (await store.statistics()).swarms == 0  # nothing was created
+    await store.announce(ann(1, event=E.STARTED))
+    r = await store.announce(ann(1)._replace(refuse_new="ratio below the floor"))  # goes on
+    assert r.incomplete == 1
+    r = await store.announce(ann(1, event=E.STOPPED)._replace(refuse_new="ratio below the floor"))
+    assert r.incomplete == 0
+
+
 async def test_sample_is_spread_over_the_swarm(store_and_clock: tuple[PeerStore, FakeClock]) -> None:
     store, _ = store_and_clock
     async with asyncio.timeout(20):
