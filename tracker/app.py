@@ -251,6 +251,16 @@ def _status_handler(service: TrackerService, store: PeerStore) -> Handler:
             ("announces (http / udp)", f"{counters.http_announces} / {counters.udp_announces}"),
             ("uptime", _duration(service.uptime_s())),
         ]
+        guard = service.guard
+        if guard is not None:
+            g = guard.counters
+            rows.append(("HTTP connections (open / cap)", f"{guard.open} / {guard.max_connections}"))
+            rows.append(
+                (
+                    "HTTP refused (cap / evicted / slow / idle / body / malformed)",
+                    f"{g.refused_cap} / {g.evicted} / {g.slow_request} / {g.idle} / {g.body_refused} / {g.bad_request}",
+                )
+            )
         clients = [(_shown(prefix), n) for prefix, n in service.top_clients(STATUS_CLIENTS)]
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>pytorrent tracker</title>"

@@ -141,6 +141,11 @@ async def test_honest_announces_are_answered_through_a_flood_at_the_cap(tracker:
         ).decode()
         assert re.search(r'pytorrent_tracker_http_refused_total\{reason="evicted"\} [1-9]', metrics)
         assert re.search(r'pytorrent_tracker_http_refused_total\{reason="cap"\} [1-9]', metrics)
+        status = await raw_request(
+            tracker.http_port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        c = guard.counters
+        assert f"<td>{c.refused_cap} / {c.evicted} / ".encode() in status
     finally:
         for _, w in flood:
             w.close()
