@@ -53,7 +53,7 @@ from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
-from torrent.engine.incoming import GateStats, HandshakeGate
+from torrent.engine.incoming import HandshakeGate
 from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
@@ -579,10 +579,6 @@ class Session:
     def pending_incoming(self) -> int:
         """Incoming connections that have not sent their handshake yet."""
         return len(self._pending_incoming)
-
-    def handshake_statistics(self) -> GateStats:
-        """What the cap on incoming handshakes has refused, evicted and timed out."""
-        return self._pending_incoming.statistics()
 
     # ------------------------------------------------------------------ timers
 
