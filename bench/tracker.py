@@ -11,7 +11,8 @@ What it does, in one run:
 4. For each run it reads the server's and the generator's CPU time from /proc, so it
    can say which process was the bottleneck and what one announce costs the server.
 5. Memory per peer of ``MemoryStore``, measured with tracemalloc in a fresh process
-   (1 million peers by default).
+   (1 million peers by default), and per swarm of one peer (what a flood of announces
+   for random info hashes costs: 50,000 by default).
 
 Usage::
 
@@ -377,6 +378,9 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=256)
     ap.add_argument("--memory-peers", type=int, default=1_000_000)
     ap.add_argument("--memory-swarms", type=int, default=10_000)
+    ap.add_argument(
+        "--memory-flood", type=int, default=50_000, help="one-peer swarms for the random-hash flood figure"
+    )
     ap.add_argument("--skip", action="append", default=[], choices=["opentracker", "http", "udp", "memory"])
     ap.add_argument(
         "--udp-gen",
@@ -441,6 +445,11 @@ def main() -> int:
             f"memory: MemoryStore with {m['peers']:,} peers in {m['swarms']:,} swarms: "
             f"{m['traced'] / m['peers']:.0f} bytes/peer (tracemalloc), {m['rss'] / m['peers']:.0f} bytes/peer (RSS growth)"
             " (target <= 200)"
+        )
+        f = measure_memory(args.memory_flood, args.memory_flood)
+        print(
+            f"memory: {f['swarms']:,} swarms of one peer (a flood of random info hashes): "
+            f"{f['traced'] / f['swarms']:.0f} bytes/swarm (tracemalloc), {f['rss'] / f['swarms']:.0f} (RSS growth)"
         )
     return 0
 

@@ -26,8 +26,15 @@ def add_parser(subparsers: Any) -> None:
         description="Run a BitTorrent tracker: HTTP announce/scrape (BEP 3, 7, 23, 24, 48), "
         "UDP (BEP 15), a status page at / and Prometheus metrics at /metrics.",
     )
-    p.add_argument("--host", default="0.0.0.0", help="address(es) to bind, comma-separated (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=6969, help="HTTP port (default 6969; 0 picks one)")
+    p.add_argument(
+        "--host",
+        default="0.0.0.0",
+        metavar="ADDR[,ADDR...]",
+        help="address(es) to bind, comma-separated (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--port", type=int, default=6969, metavar="PORT", help="HTTP port (default 6969; 0 picks one)"
+    )
     udp = p.add_mutually_exclusive_group()
     udp.add_argument("--udp-port", type=int, metavar="PORT", help="UDP port (default: the HTTP port number)")
     udp.add_argument("--no-udp", action="store_true", help="do not serve UDP")
@@ -41,9 +48,15 @@ def add_parser(subparsers: Any) -> None:
         "--peer-ttl", type=int, metavar="SECONDS", help="forget peers silent this long (default 2 x interval)"
     )
     p.add_argument(
-        "--numwant-default", type=int, default=50, help="peers per answer when not asked (default 50)"
+        "--numwant-default",
+        type=int,
+        default=50,
+        metavar="N",
+        help="peers per answer when not asked (default 50)",
     )
-    p.add_argument("--numwant-max", type=int, default=200, help="most peers per answer (default 200)")
+    p.add_argument(
+        "--numwant-max", type=int, default=200, metavar="N", help="most peers per answer (default 200)"
+    )
     p.add_argument(
         "--allow",
         type=Path,
@@ -53,10 +66,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--store",
         default="memory",
+        metavar="URL",
         help="'memory' (default), redis://host:port/db or redis-cluster://host:port[,host:port...]",
     )
     p.add_argument(
-        "--workers", type=int, default=1, help="processes sharing the ports (needs --store redis://)"
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the ports (needs --store redis://)",
     )
     p.add_argument(
         "--full-scrape", action="store_true", help="answer /scrape without info_hash with every swarm"
@@ -72,6 +90,35 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--udp-secret", metavar="HEX", help="key for UDP connection ids (same on every host sharing a Redis)"
     )
+    lim = p.add_argument_group("limits against abuse")
+    lim.add_argument(
+        "--max-connections",
+        type=int,
+        default=8192,
+        metavar="N",
+        help="HTTP connections at once, lowered to fit the open-file limit (default 8192)",
+    )
+    lim.add_argument(
+        "--header-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time a connection has to send its request (default 5)",
+    )
+    lim.add_argument(
+        "--body-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time spent reading a request body before closing (default 5)",
+    )
+    lim.add_argument(
+        "--max-swarms",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="swarms tracked at once; announces starting more are refused (default 1000000)",
+    )
     priv = p.add_argument_group("private tracker (needs --private-users)")
     priv.add_argument(
         "--private-users",
@@ -79,7 +126,11 @@ def add_parser(subparsers: Any) -> None:
         help="passkeys, accounting and access rules from this database (see tracker-admin)",
     )
     priv.add_argument(
-        "--ratio-floor", type=float, default=0.0, help="no new downloads below this ratio (0: off)"
+        "--ratio-floor",
+        type=float,
+        default=0.0,
+        metavar="RATIO",
+        help="no new downloads below this ratio (0: off)",
     )
     priv.add_argument(
         "--max-rate",
@@ -131,6 +182,10 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         leech_ip_limit=args.leech_ips,
         client_allow=tuple(args.allow_client),
         client_deny=tuple(args.deny_client),
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_swarms=args.max_swarms,
     )
     try:
         settings.validate()
@@ -179,7 +234,7 @@ def _run_workers(settings: Any, no_uvloop: bool) -> int:
     if settings.udp_secret is None:
         settings = dataclasses.replace(settings, udp_secret=os.urandom(32))
     for line in settings.describe():
-        log.info("setting %s", line)
+        log.debug("setting %s", line)
     ctx = multiprocessing.get_context("fork")
     procs = [
         ctx.Process(target=_worker_main, args=(settings, i, no_uvloop), name=f"tracker-{i}", daemon=False)
@@ -221,13 +276,6 @@ def run(args: argparse.Namespace) -> int:
             level=logging.DEBUG if args.debug else logging.INFO,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
-        )
-    if settings.private_users is not None and (settings.workers > 1 or settings.store != "memory"):
-        # each process keeps its own per-peer counters: an announce that lands on
-        # another process than the peer's previous one only sets a baseline there
-        log.warning(
-            "private mode over several tracker processes: transfer that a peer reports to a "
-            "process other than its previous one is not counted (per-process accounting)"
         )
     if settings.workers > 1:
         return _run_workers(settings, args.no_uvloop)

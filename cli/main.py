@@ -70,9 +70,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; returns the soft limit.
+
+    Every long-running command (trackers, seeds, the daemon) holds one descriptor per
+    connection, and the usual soft limit of 1024 is what a connection flood exhausts first;
+    the hard limit is what the administrator allows.
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. macOS refuses RLIM_INFINITY
+            pass
+    return soft
+
+
 def run_async(coro: Coroutine[Any, Any, T], *, no_uvloop: bool = False) -> T:
-    """Run ``coro`` to completion on uvloop when it imports (unless ``no_uvloop``)."""
+    """Run ``coro`` to completion on uvloop when it imports (unless ``no_uvloop``), with
+    the open-file limit raised first (:func:`raise_open_file_limit`)."""
     import asyncio  # here, not at the top: commands that need no loop start faster
+
+    raise_open_file_limit()
 
     loop_factory = None
     if not no_uvloop:

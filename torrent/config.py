@@ -83,6 +83,8 @@ class Settings:
     #: newest is closed at once, so idle connections cannot pile up for
     #: ``handshake_timeout_s`` each (a few tens covers a busy torrent's arrivals).
     max_pending_incoming: int = 32
+    #: Of those, from one address: a flood from one host cannot take the room of others.
+    max_pending_incoming_per_ip: int = 4
     #: Known (not connected) peers kept per torrent; more are dropped, oldest first.
     max_known_peers: int = 1000
     #: After the n-th failed attempt wait ``retry_backoff_s * 2**(n-1)`` (at most
@@ -242,6 +244,7 @@ class Settings:
             "max_peers_total",
             "half_open_limit",
             "max_pending_incoming",
+            "max_pending_incoming_per_ip",
             "unchoke_slots",
             "web_seed_connections",
             "web_seed_request_bytes",

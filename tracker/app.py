@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from torrent.errors import RemoteProtocolError
+from torrent.proto.text import printable
 from torrent.proto.tracker_codec import (
     AnnounceRequest,
     AnnounceResponse,
@@ -32,10 +34,11 @@ from torrent.proto.tracker_codec import (
     parse_announce_query,
     parse_scrape_query,
 )
+from tracker.guard import guard_middleware
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
-from tracker.users import PrivateUser
+from tracker.users import NOT_REGISTERED, Ticket
 
 log = logging.getLogger("pytorrent.tracker")
 
@@ -43,6 +46,8 @@ SERVICE_KEY = web.AppKey("service", TrackerService)
 #: ``tracker id`` we hand out (clients echo it as ``trackerid``; we accept any).
 TRACKER_ID = b"pytorrent"
 _TEXT = "text/plain"
+#: Clients listed on the status page.
+STATUS_CLIENTS = 20
 
 
 def _failure(reason: str) -> web.Response:
@@ -60,7 +65,7 @@ def make_app(
         service: the tracker service; a new one is made when ``None``.
     """
     service = service or TrackerService(store, settings)
-    app = web.Application()
+    app = web.Application(middlewares=[guard_middleware])
     app[SERVICE_KEY] = service
     announce = _announce_handler(service, store, settings)
     scrape = _scrape_handler(service, store, settings)
@@ -92,6 +97,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
         except RemoteProtocolError as exc:
             counters.failures_bad_request += 1
             return _failure(str(exc))
+        service.note_client(req.peer_id)
         try:
             if not service.allowed(req.info_hash):
                 counters.failures_not_allowed += 1
@@ -100,7 +106,7 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
             if source is None:
                 counters.failures_internal += 1
                 return _failure("cannot tell the address of this request")
-            admitted: tuple[PrivateUser, bool] | None = None
+            ticket: Ticket | None = None
             if private is not None:
                 verdict = private.admit(
                     request.match_info.get("passkey"), req.info_hash, req.peer_id, req.left, req.event, source
@@ -108,9 +114,14 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
                 if isinstance(verdict, str):
                     counters.failures_private += 1
                     return _failure(verdict)
-                admitted = verdict
+                ticket = private.ticket(
+                    verdict, req.info_hash, req.peer_id, uploaded=req.uploaded, downloaded=req.downloaded,
+                    left=req.left, event=req.event, ip=source,
+                )  # fmt: skip
             want_ids = not req.compact and not req.no_peer_id
             pa = service.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
+            if ticket is not None:
+                pa = pa._replace(tally=ticket.tally, refuse_new=ticket.refuse_new)
             try:
                 res = sync(pa) if sync is not None else await store.announce(pa)
             except StoreUnavailable as exc:
@@ -118,14 +129,10 @@ def _announce_handler(service: TrackerService, store: PeerStore, settings: Track
                 log.debug("store unavailable: %s", exc.detail)
                 return _failure(STORE_UNAVAILABLE)
             except AnnounceRejected as exc:
-                counters.failures_rejected += 1
+                service.note_rejected(exc)
                 return _failure(exc.reason)
-            if private is not None and admitted is not None:
-                user, freeleech = admitted
-                private.record(
-                    user, freeleech, req.info_hash, req.peer_id, uploaded=req.uploaded,
-                    downloaded=req.downloaded, left=req.left, event=req.event, ip=source,
-                )  # fmt: skip
+            if private is not None and ticket is not None:
+                private.settle(ticket, res.tally)
             body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
             return web.Response(body=body, content_type=_TEXT)
         except Exception:  # a bug: log it, never show the client a traceback
@@ -200,11 +207,15 @@ def _scrape_handler(service: TrackerService, store: PeerStore, settings: Tracker
                     counters.failures_bad_request += 1
                     return _failure("full scrape is disabled: name at least one info_hash")
                 files = await store.full_scrape(settings.full_scrape_max)
-                if service.allow is not None:
-                    files = {ih: s for ih, s in files.items() if service.allowed(ih)}
+                if service.allow is not None or private is not None:
+                    files = {ih: s for ih, s in files.items() if service.scrapable(ih)}
             else:
-                wanted = [ih for ih in hashes if service.allowed(ih)]
+                # what may not be shown is left out (see PrivateTracker.scrapable)
+                wanted = [ih for ih in hashes if service.scrapable(ih)]
                 if not wanted:
+                    if private is not None:
+                        counters.failures_private += 1
+                        return _failure(NOT_REGISTERED)
                     counters.failures_not_allowed += 1
                     return _failure(NOT_ALLOWED)
                 files = dict(zip(wanted, await store.scrape(wanted), strict=True))
@@ -240,16 +251,38 @@ def _status_handler(service: TrackerService, store: PeerStore) -> Handler:
             ("announces (http / udp)", f"{counters.http_announces} / {counters.udp_announces}"),
             ("uptime", _duration(service.uptime_s())),
         ]
-        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        guard = service.guard
+        if guard is not None:
+            g = guard.counters
+            rows.append(("HTTP connections (open / cap)", f"{guard.open} / {guard.max_connections}"))
+            rows.append(
+                (
+                    "HTTP refused (cap / evicted / slow / idle / body / malformed)",
+                    f"{g.refused_cap} / {g.evicted} / {g.slow_request} / {g.idle} / {g.body_refused} / {g.bad_request}",
+                )
+            )
+        clients = [(_shown(prefix), n) for prefix, n in service.top_clients(STATUS_CLIENTS)]
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>pytorrent tracker</title>"
             "<style>body{font-family:sans-serif}th{text-align:left;padding-right:1em}</style></head>"
-            f"<body><h1>pytorrent tracker</h1>{store_line}<table>{table}</table>"
+            f"<body><h1>pytorrent tracker</h1>{store_line}<table>{_rows(rows)}</table>"
+            f"<h2>clients (peer-id prefix, announces)</h2><table>{_rows(clients)}</table>"
             "<p><a href='/metrics'>metrics</a></p></body></html>"
         )
         return web.Response(text=page, content_type="text/html")
 
     return status
+
+
+def _rows(rows: Sequence[tuple[str, object]]) -> str:
+    """Table rows, every cell HTML-escaped (some come from strangers)."""
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+
+
+def _shown(raw: bytes) -> str:
+    """A peer-chosen byte string as text: Latin-1 (every byte a character), controls
+    escaped; the caller HTML-escapes it."""
+    return printable(raw.decode("latin-1"))
 
 
 def _metrics_handler(service: TrackerService, store: PeerStore) -> Handler:

@@ -3,7 +3,7 @@
 ``async with TrackerServer(settings) as srv:`` binds every socket before the body
 runs, so bind errors reach the caller and tests can read ``srv.http_port`` and
 ``srv.udp_port``. Leaving the block stops the sockets, the housekeeping task and the
-store. :func:`serve` wraps that for the command line: it logs the settings, reloads
+store. :func:`serve` wraps that for the command line: it logs the settings (debug), reloads
 the allow-list on SIGHUP and returns on cancellation.
 """
 
@@ -19,6 +19,7 @@ from types import TracebackType
 from aiohttp import web
 
 from tracker.app import make_app
+from tracker.guard import ConnectionGuard, GuardedSite, effective_cap
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore, PeerStore, StoreUnavailable
@@ -34,14 +35,18 @@ HOUSEKEEPING_S = 5.0
 def make_store(settings: TrackerSettings) -> PeerStore:
     """The store ``settings.store`` names (``memory``, a Redis URL or a Redis Cluster URL)."""
     if settings.store == "memory":
-        return MemoryStore(settings.ttl_s)
+        return MemoryStore(settings.ttl_s, max_swarms=settings.max_swarms)
     if settings.store.startswith("redis-cluster://"):
         from tracker.store_redis_cluster import RedisClusterStore
 
-        return RedisClusterStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+        return RedisClusterStore(
+            settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s, max_swarms=settings.max_swarms
+        )
     from tracker.store_redis import RedisStore
 
-    return RedisStore(settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s)
+    return RedisStore(
+        settings.store, settings.ttl_s, timeout_s=settings.redis_timeout_s, max_swarms=settings.max_swarms
+    )
 
 
 def private_rules(settings: TrackerSettings) -> PrivateRules:
@@ -79,6 +84,7 @@ class TrackerServer:
         self.http_port = 0
         self.udp_port: int | None = None
         self.udp_protocols: list[UdpTracker] = []
+        self.guard: ConnectionGuard | None = None
         self._stack: contextlib.AsyncExitStack | None = None
 
     @property
@@ -99,11 +105,20 @@ class TrackerServer:
             )
             stack.push_async_callback(runner.cleanup)
             await runner.setup()
+            guard = self._make_guard()
             for host in self.hosts:
-                site = web.TCPSite(runner, host, self.http_port or s.port, reuse_port=s.reuse_port or None)
+                site = GuardedSite(
+                    runner,
+                    guard,
+                    host,
+                    self.http_port or s.port,
+                    reuse_port=s.reuse_port,
+                    keepalive_timeout_s=s.header_timeout_s + 1,
+                    body_timeout_s=s.body_timeout_s,
+                )
                 await site.start()
                 if not self.http_port:
-                    self.http_port = runner.addresses[-1][1]
+                    self.http_port = site.bound_port
             # Leaving the group waits for the tasks it owns (housekeeping, UDP announces
             # to an async store); a cancellation that arrives meanwhile ends the wait.
             stack.enter_context(contextlib.suppress(asyncio.CancelledError))
@@ -111,6 +126,7 @@ class TrackerServer:
             if s.udp_enabled:
                 await self._start_udp(tg, stack)
             stack.callback(tg.create_task(self._housekeep()).cancel)
+            stack.callback(tg.create_task(guard.run()).cancel)
             if self.private is not None:
                 stack.callback(tg.create_task(self.private.run()).cancel)
         except BaseException:
@@ -120,6 +136,24 @@ class TrackerServer:
             raise
         self._stack = stack
         return self
+
+    def _make_guard(self) -> ConnectionGuard:
+        s = self.settings
+        cap = effective_cap(s.max_connections)
+        if cap < s.max_connections:
+            log.info(
+                "HTTP connections capped at %d by the open-file limit (--max-connections %d)",
+                cap,
+                s.max_connections,
+            )
+        guard = ConnectionGuard(
+            max_connections=cap,
+            header_timeout_s=s.header_timeout_s,
+            evict_after_s=min(1.0, s.header_timeout_s / 4),
+            clock=asyncio.get_running_loop().time,
+        )
+        self.guard = self.service.guard = guard
+        return guard
 
     async def _start_udp(self, tg: asyncio.TaskGroup, stack: contextlib.AsyncExitStack) -> None:
         s = self.settings
@@ -193,12 +227,13 @@ class TrackerServer:
 async def serve(settings: TrackerSettings, *, worker: int | None = None) -> None:
     """Run a tracker until cancelled (SIGINT/SIGTERM are the caller's business).
 
-    Logs each setting at start-up; SIGHUP reloads the allow-list.
+    Logs each setting at start-up (debug level: ``--debug`` shows them); SIGHUP reloads
+    the allow-list.
     """
     prefix = "" if worker is None else f"worker {worker}: "
     if worker is None:  # with --workers the parent logs them once
         for line in settings.describe():
-            log.info("setting %s", line)
+            log.debug("setting %s", line)
     async with TrackerServer(settings) as srv:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest
+from tracker.guard import ConnectionGuard
 from tracker.settings import TrackerSettings
-from tracker.store import PeerAnnounce, PeerStore, StoreStats, SyncPeerStore
+from tracker.store import AnnounceRejected, PeerAnnounce, PeerStore, StoreStats, SyncPeerStore, TrackerFull
 from tracker.users import PrivateTracker
 
 log = logging.getLogger("pytorrent.tracker")
@@ -38,6 +39,10 @@ STORE_UNAVAILABLE = "tracker store unavailable"
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 #: Entries kept in the address → packed-bytes cache before it is cleared.
 _IP_CACHE_MAX = 65536
+#: Distinct client prefixes counted for the status page; later ones count as ``other``.
+_CLIENTS_MAX = 256
+#: Bytes of a peer id that name its client (Azureus style ``-lt0D60-``).
+CLIENT_PREFIX_LEN = 8
 
 
 class AllowList:
@@ -92,6 +97,7 @@ class Counters:
     failures_not_allowed: int = 0
     failures_store_unavailable: int = 0
     failures_rejected: int = 0
+    failures_full: int = 0  # a new swarm past max_swarms
     failures_private: int = 0  # refused by a private-mode rule (passkey, ratio, client...)
     failures_internal: int = 0
     udp_dropped_short: int = 0
@@ -128,8 +134,13 @@ class TrackerService:
         self.numwant_default = settings.numwant_default
         self.numwant_max = settings.numwant_max
         self.last_stats = StoreStats(0, 0, 0, 0)
+        #: peer-id prefix (the client, e.g. ``-lt0D60-``) -> announces; shown on the
+        #: status page. The prefix is chosen by the peer: it is shown escaped.
+        self.clients: dict[bytes, int] = {}
         #: private mode (passkeys, rules, accounting); set by the server
         self.private: PrivateTracker | None = None
+        #: the HTTP connection guard (set by the server; aiohttp's test server has none)
+        self.guard: ConnectionGuard | None = None
 
     # ------------------------------------------------------------ announces
 
@@ -152,6 +163,11 @@ class TrackerService:
 
     def allowed(self, info_hash: bytes) -> bool:
         return self.allow is None or info_hash in self.allow.hashes
+
+    def scrapable(self, info_hash: bytes) -> bool:
+        """Whether a scrape may show ``info_hash``: allowed and, in private mode, registered."""
+        private = self.private
+        return self.allowed(info_hash) and (private is None or private.scrapable(info_hash))
 
     def peer_announce(
         self, req: AnnounceRequest, source: bytes, *, both_families: bool, want_peer_ids: bool
@@ -215,6 +231,28 @@ class TrackerService:
             want_peer_ids,
         )
 
+    def note_client(self, peer_id: bytes) -> None:
+        """Count an announce under its client's peer-id prefix (a bounded table)."""
+        prefix = peer_id[:CLIENT_PREFIX_LEN]
+        clients = self.clients
+        if prefix in clients:
+            clients[prefix] += 1
+        elif len(clients) < _CLIENTS_MAX:
+            clients[prefix] = 1
+        else:
+            clients[b"other"] = clients.get(b"other", 0) + 1
+
+    def top_clients(self, n: int) -> list[tuple[bytes, int]]:
+        """The ``n`` prefixes with the most announces, most first."""
+        return sorted(self.clients.items(), key=lambda kv: -kv[1])[:n]
+
+    def note_rejected(self, exc: AnnounceRejected) -> None:
+        """Count a refusal by the store (a full tracker apart from the rest)."""
+        if isinstance(exc, TrackerFull):
+            self.counters.failures_full += 1
+        else:
+            self.counters.failures_rejected += 1
+
     def note_announce(self) -> None:
         """Called once per announce answered; writes the access log every ``log_every``."""
         c = self.counters
@@ -246,6 +284,7 @@ class TrackerService:
             + c.failures_not_allowed
             + c.failures_store_unavailable
             + c.failures_rejected
+            + c.failures_full
             + c.failures_private
             + c.failures_internal
         )
@@ -312,6 +351,7 @@ class TrackerService:
                 ('{reason="not_allowed"}', c.failures_not_allowed),
                 ('{reason="store_unavailable"}', c.failures_store_unavailable),
                 ('{reason="rejected"}', c.failures_rejected),
+                ('{reason="full"}', c.failures_full),
                 ('{reason="private"}', c.failures_private),
                 ('{reason="internal"}', c.failures_internal),
             ],
@@ -327,6 +367,28 @@ class TrackerService:
                 ('{reason="busy"}', c.udp_dropped_busy),
             ],
         )
+        guard = self.guard
+        if guard is not None:
+            g = guard.counters
+            metric(
+                "pytorrent_tracker_http_connections",
+                "gauge",
+                "HTTP connections open, and the cap.",
+                [('{state="open"}', guard.open), ('{state="cap"}', guard.max_connections)],
+            )
+            metric(
+                "pytorrent_tracker_http_refused_total",
+                "counter",
+                "HTTP connections or requests refused by the connection guard, by kind.",
+                [
+                    ('{reason="cap"}', g.refused_cap),
+                    ('{reason="evicted"}', g.evicted),
+                    ('{reason="slow_request"}', g.slow_request),
+                    ('{reason="idle"}', g.idle),
+                    ('{reason="body"}', g.body_refused),
+                    ('{reason="bad_request"}', g.bad_request),
+                ],
+            )
         metric("pytorrent_tracker_swarms", "gauge", "Swarms with at least one peer.", [("", stats.swarms)])
         metric(
             "pytorrent_tracker_peers",

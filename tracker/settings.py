@@ -46,6 +46,14 @@ class TrackerSettings:
         client_deny: private mode: peer-id prefixes refused (e.g. ``-XL`` for Xunlei).
         accounting_flush_s: private mode: seconds between accounting writes.
         users_poll_s: private mode: seconds between checks for database changes.
+        max_connections: HTTP connections open at once; lowered to the open-file limit
+            less a reserve (see ``tracker.guard``). Past it the connection that has waited
+            longest for its request is evicted, or the newcomer is reset.
+        header_timeout_s: seconds an HTTP connection has to send a complete request head
+            after opening or after its previous answer.
+        body_timeout_s: seconds spent reading a request body (never used) before closing.
+        max_swarms: swarms tracked at once; an announce that would start one more is
+            refused with a failure reason (about 1 GB of RAM at the default, see README).
     """
 
     host: str = "0.0.0.0"
@@ -75,6 +83,10 @@ class TrackerSettings:
     client_deny: tuple[str, ...] = ()
     accounting_flush_s: float = 10.0
     users_poll_s: float = 2.0
+    max_connections: int = 8192
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 5.0
+    max_swarms: int = 1_000_000
 
     @property
     def ttl_s(self) -> int:
@@ -112,6 +124,14 @@ class TrackerSettings:
             raise ValueError("--ratio-floor must be >= 0, --leech-ips and --max-rate >= 1")
         if self.log_every < 1:
             raise ValueError("--log-every must be at least 1")
+        self._validate_bounds()
+
+    def _validate_bounds(self) -> None:
+        """The limits that protect the tracker from hostile clients."""
+        if self.max_connections < 1 or self.max_swarms < 1:
+            raise ValueError("--max-connections and --max-swarms must be at least 1")
+        if not 0 < self.header_timeout_s <= 3600 or not 0 < self.body_timeout_s <= 3600:
+            raise ValueError("--header-timeout and --body-timeout must be between 0 and 3600 seconds")
 
     def describe(self) -> list[str]:
         """``name=value`` for every setting, for the start-up log (the secret is hidden)."""

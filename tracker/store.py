@@ -18,11 +18,17 @@ Rules every store keeps (the contract test in ``tests/integration`` checks them)
 4. A peer that has not announced for ``ttl_s`` seconds is gone from lists and counts.
 5. The peer list is a random sample of the swarm in which every candidate is equally
    likely, without the requester; a seed gets only leechers. At most ``numwant`` entries.
+6. Private mode: an announce's ``tally`` (the peer's accounting baseline) replaces the
+   one kept for (info hash, peer id), whatever the address family, and the answer
+   carries the one it replaced, so the next announce, to any tracker process sharing
+   the store, counts only what changed since. ``stopped`` removes it, and it expires
+   with the peer. ``refuse_new`` refuses a peer the swarm does not hold yet.
 
 ``MemoryStore`` layout (about 130 bytes a peer, see ``bench/tracker.py``): each swarm
 holds one table per address family. A table keeps parallel arrays indexed by slot:
-packed addresses (6 or 18 bytes a slot in one ``bytearray``), last-seen seconds and
-keys (``array('I')``), flags (one byte), and the peer id; a dict maps peer id → slot.
+packed addresses (6 or 18 bytes a slot in one ``bytearray``), last-seen seconds, key
+and flags (three words a slot of one ``array('I')``), and the peer id; past 8 peers a
+dict maps peer id → slot (below that a scan of the ids is as fast).
 Leechers occupy slots ``[0, n_leech)`` and seeds the rest, so "only leechers" is a
 prefix. Removal swaps the last slot in.
 
@@ -64,6 +70,7 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "SyncPeerStore",
+    "TrackerFull",
 ]
 
 
@@ -77,6 +84,19 @@ class StoreUnavailable(TrackerError):
 
 class AnnounceRejected(TrackerError):
     """The store refused this announce (e.g. a peer id registered from another address)."""
+
+
+class TrackerFull(AnnounceRejected):
+    """The announce would start a swarm past ``max_swarms``."""
+
+    def __init__(self) -> None:
+        super().__init__(TRACKER_FULL)
+
+
+#: Failure reason of :class:`TrackerFull`.
+TRACKER_FULL = "tracker full: no new torrents for now"
+#: Default ``max_swarms`` (see the tracker settings).
+MAX_SWARMS = 1_000_000
 
 
 class PeerAnnounce(NamedTuple):
@@ -96,6 +116,11 @@ class PeerAnnounce(NamedTuple):
         both_families: return IPv4 and IPv6 peers (HTTP); else only the requester's
             family (a UDP answer has room for one form).
         want_peer_ids: also return the peer ids (the HTTP dict form).
+        tally: private mode: the peer's accounting baseline to keep (opaque bytes,
+            rule 6); ``None`` in a public tracker.
+        refuse_new: private mode: when set, refuse the announce with this reason if the
+            peer is not in the swarm yet (a user below the ratio floor may go on with a
+            download, not start one).
     """
 
     info_hash: bytes
@@ -107,13 +132,16 @@ class PeerAnnounce(NamedTuple):
     numwant: int
     both_families: bool = True
     want_peer_ids: bool = False
+    tally: bytes | None = None
+    refuse_new: str | None = None
 
 
 class AnnounceResult(NamedTuple):
     """Counts after the announce plus the sampled peers (a ``NamedTuple`` for speed).
 
     ``peers4``/``peers6`` are concatenated compact entries; ``peer_ids`` (when asked
-    for) lists the ids of ``peers4`` entries, then of ``peers6`` entries.
+    for) lists the ids of ``peers4`` entries, then of ``peers6`` entries. ``tally`` is
+    the peer's previous accounting baseline (when the announce carried one; rule 6).
     """
 
     complete: int
@@ -122,6 +150,7 @@ class AnnounceResult(NamedTuple):
     peers4: bytes = b""
     peers6: bytes = b""
     peer_ids: tuple[bytes, ...] = ()
+    tally: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,51 +216,67 @@ Rand = Callable[[], float]
 
 _HAS_KEY = 1
 _COUNTED = 2
+#: Peers a table holds before it keeps a peer id -> slot dict.
+_SMALL = 8
 
 
 class _Table:
     """One address family of one swarm: parallel arrays indexed by slot (see module doc)."""
 
-    __slots__ = ("addrs", "flags", "index", "keys", "n_leech", "pids", "seen", "stride")
+    __slots__ = ("addrs", "index", "meta", "n_leech", "pids", "stride")
 
     def __init__(self, stride: int) -> None:
         self.stride = stride
-        self.index: dict[bytes, int] = {}
+        #: peer id -> slot, once the table holds more than ``_SMALL`` peers (below
+        #: that a scan of ``pids`` is as fast and a one-peer swarm saves the dict)
+        self.index: dict[bytes, int] | None = None
         self.pids: list[bytes] = []
         self.addrs = bytearray()
-        self.seen = array("I")
-        self.keys = array("I")
-        self.flags = bytearray()
+        #: three words a slot: last seen, key, flags (one array, not three: a swarm of
+        #: one peer is the commonest kind, and each array object costs ~64 bytes)
+        self.meta = array("I")
         self.n_leech = 0
 
     def __len__(self) -> int:
         return len(self.pids)
 
+    def slot_of(self, pid: bytes) -> int | None:
+        index = self.index
+        if index is not None:
+            return index.get(pid)
+        try:
+            return self.pids.index(pid)
+        except ValueError:
+            return None
+
     def _swap(self, i: int, j: int) -> None:
         if i == j:
             return
         s = self.stride
-        pids, addrs, seen, keys, flags = self.pids, self.addrs, self.seen, self.keys, self.flags
+        pids, addrs, meta = self.pids, self.addrs, self.meta
         pi, pj = pids[i], pids[j]
         pids[i], pids[j] = pj, pi
-        self.index[pi] = j
-        self.index[pj] = i
+        index = self.index
+        if index is not None:
+            index[pi] = j
+            index[pj] = i
         ai = addrs[i * s : i * s + s]
         addrs[i * s : i * s + s] = addrs[j * s : j * s + s]
         addrs[j * s : j * s + s] = ai
-        seen[i], seen[j] = seen[j], seen[i]
-        keys[i], keys[j] = keys[j], keys[i]
-        flags[i], flags[j] = flags[j], flags[i]
+        mi = meta[3 * i : 3 * i + 3]
+        meta[3 * i : 3 * i + 3] = meta[3 * j : 3 * j + 3]
+        meta[3 * j : 3 * j + 3] = mi
 
     def add(self, pid: bytes, addr: bytes, now: int, key: int | None, is_seed: bool, rand: Rand) -> int:
         """Append a peer at a random place of its region (leechers or seeds); returns its slot."""
         slot = len(self.pids)
         self.pids.append(pid)
-        self.index[pid] = slot
+        if self.index is not None:
+            self.index[pid] = slot
+        elif slot >= _SMALL:
+            self.index = {p: n for n, p in enumerate(self.pids)}
         self.addrs += addr
-        self.seen.append(now)
-        self.keys.append(key or 0)
-        self.flags.append(0 if key is None else _HAS_KEY)
+        self.meta.extend((now, key or 0, 0 if key is None else _HAS_KEY))
         if not is_seed:
             self._swap(slot, self.n_leech)
             slot = self.n_leech
@@ -258,7 +303,8 @@ class _Table:
         Raises:
             AnnounceRejected: the peer registered a key and ``a`` does not carry it.
         """
-        if self.flags[slot] & _HAS_KEY and a.key != self.keys[slot]:
+        meta = self.meta
+        if meta[3 * slot + 2] & _HAS_KEY and a.key != meta[3 * slot + 1]:
             raise AnnounceRejected("peer id already in use from another address (key mismatch)")
         if a.event is not AnnounceEvent.STOPPED:
             s = self.stride
@@ -283,27 +329,27 @@ class _Table:
             slot = self.n_leech
         last = len(self.pids) - 1
         self._swap(slot, last)
-        del self.index[self.pids.pop()]
+        gone = self.pids.pop()
+        if self.index is not None:
+            del self.index[gone]
         del self.addrs[last * self.stride :]
-        self.seen.pop()
-        self.keys.pop()
-        self.flags.pop()
+        del self.meta[3 * last :]
 
     def purge(self, cutoff: int) -> tuple[int, int]:
         """Remove peers last seen before ``cutoff``; returns (removed, oldest survivor's seen)."""
         removed = 0
-        seen = self.seen
+        meta = self.meta
         slot = len(self.pids) - 1
         while slot >= 0:
-            if seen[slot] < cutoff:
+            if meta[3 * slot] < cutoff:
                 self.remove(slot)
                 removed += 1
                 # the slot now holds an entry moved from a higher slot (already
                 # checked) or from the leecher boundary (checked when we get there)
-                if slot < len(self.pids) and seen[slot] < cutoff:
+                if slot < len(self.pids) and meta[3 * slot] < cutoff:
                     continue
             slot -= 1
-        return removed, min(seen) if seen else -1
+        return removed, min(meta[0::3]) if meta else -1
 
     def available(self, for_seed: bool, me: int) -> tuple[int, int, int]:
         """(end of the candidate prefix, requester's slot inside it or -1, candidates)."""
@@ -350,13 +396,15 @@ class _Table:
 
 
 class _Swarm:
-    __slots__ = ("downloaded", "purge_at", "t4", "t6")
+    __slots__ = ("downloaded", "purge_at", "t4", "t6", "tallies")
 
     def __init__(self, purge_at: int) -> None:
         self.t4 = _Table(6)
         self.t6: _Table | None = None
         self.downloaded = 0
         self.purge_at = purge_at
+        #: private mode: peer id -> (accounting baseline, last seen); None until needed
+        self.tallies: dict[bytes, tuple[bytes, int]] | None = None
 
     def counts(self) -> tuple[int, int]:
         """(seeds, leechers)"""
@@ -379,6 +427,8 @@ class MemoryStore:
         ttl_s: seconds after its last announce that a peer expires.
         clock: a monotonic clock in seconds (tests pass a fake one).
         rng: the random source for peer samples.
+        max_swarms: swarms held at once; an announce starting one more raises
+            :class:`TrackerFull`.
     """
 
     def __init__(
@@ -387,8 +437,10 @@ class MemoryStore:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        max_swarms: int = MAX_SWARMS,
     ) -> None:
         self.ttl_s = int(ttl_s)
+        self.max_swarms = max_swarms
         self._clock = clock
         self._epoch = clock()
         self._rand: Rand = (rng or random.Random()).random
@@ -402,6 +454,9 @@ class MemoryStore:
 
     def _purge(self, ih: bytes, sw: _Swarm, now: int) -> int:
         cutoff = now - self.ttl_s
+        if sw.tallies:
+            for pid in [p for p, (_, seen) in sw.tallies.items() if seen < cutoff]:
+                del sw.tallies[pid]
         removed, oldest = sw.t4.purge(cutoff)
         if sw.t6 is not None:
             r6, o6 = sw.t6.purge(cutoff)
@@ -437,15 +492,15 @@ class MemoryStore:
 
     def announce_nowait(self, a: PeerAnnounce) -> AnnounceResult:
         """:meth:`announce` without the coroutine (the UDP and HTTP fast paths use it)."""
+        if a.tally is not None or a.refuse_new is not None:
+            return self._announce_private(a)
         now = self._now()
         ih = a.info_hash
         sw = self._swarms.get(ih)
         if sw is None:
             if a.event is AnnounceEvent.STOPPED:
                 return AnnounceResult(0, 0, 0)
-            sw = _Swarm(now + self.ttl_s)
-            self._swarms[ih] = sw
-            heapq.heappush(self._due, (sw.purge_at, ih))
+            sw = self._new_swarm(ih, now)
         elif now > sw.purge_at:
             self._purge(ih, sw, now)
         addr = a.addr
@@ -456,7 +511,7 @@ class MemoryStore:
                 sw.t6 = _Table(18)
             table = sw.t6
         pid = a.peer_id
-        slot = table.index.get(pid)
+        slot = table.slot_of(pid)
         if slot is not None:
             s = table.stride
             if table.addrs[slot * s : slot * s + s] != addr:
@@ -467,10 +522,10 @@ class MemoryStore:
         if slot is None:
             slot = table.add(pid, addr, now, a.key, a.is_seed, rand)
         else:
-            table.seen[slot] = now
+            table.meta[3 * slot] = now
             slot = table.reshuffle(table.set_seed(slot, a.is_seed), rand)
-        if a.event is AnnounceEvent.COMPLETED and not table.flags[slot] & _COUNTED:
-            table.flags[slot] |= _COUNTED
+        if a.event is AnnounceEvent.COMPLETED and not table.meta[3 * slot + 2] & _COUNTED:
+            table.meta[3 * slot + 2] |= _COUNTED
             sw.downloaded += 1
         seeds, leech = sw.counts()
         if a.numwant <= 0:
@@ -484,6 +539,40 @@ class MemoryStore:
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)
+
+    def _new_swarm(self, ih: bytes, now: int) -> _Swarm:
+        if len(self._swarms) >= self.max_swarms:
+            raise TrackerFull
+        sw = self._swarms[ih] = _Swarm(now + self.ttl_s)
+        heapq.heappush(self._due, (sw.purge_at, ih))
+        return sw
+
+    def _announce_private(self, a: PeerAnnounce) -> AnnounceResult:
+        """Rule 6 around :meth:`announce_nowait`: refuse a new peer, swap the tally (read before,
+        written after, so a refused announce changes nothing)."""
+        ih, pid = a.info_hash, a.peer_id
+        sw = self._swarms.get(ih)
+        if sw is not None and self._now() > sw.purge_at:
+            self._purge(ih, sw, self._now())  # an expired peer's tally is no baseline
+        stopping = a.event is AnnounceEvent.STOPPED
+        if a.refuse_new is not None and not stopping:
+            table = None if sw is None else sw.t4 if len(a.addr) == 6 else sw.t6
+            if table is None or table.slot_of(pid) is None:
+                raise AnnounceRejected(a.refuse_new)
+        prev = sw.tallies.get(pid) if sw is not None and sw.tallies else None
+        res = self.announce_nowait(a._replace(tally=None, refuse_new=None))
+        if a.tally is None:
+            return res
+        sw = self._swarms.get(ih)  # freed when the last peer stopped
+        if sw is not None:
+            if stopping:
+                if sw.tallies:
+                    sw.tallies.pop(pid, None)
+            else:
+                if sw.tallies is None:
+                    sw.tallies = {}
+                sw.tallies[pid] = (a.tally, self._now())
+        return res._replace(tally=None if prev is None else prev[0])
 
     def _stop(self, ih: bytes, sw: _Swarm, table: _Table, slot: int | None) -> AnnounceResult:
         """A ``stopped`` announce: the peer (if known) leaves; an empty swarm is freed."""
@@ -533,6 +622,8 @@ class MemoryStore:
                 continue
             if now > sw.purge_at:
                 self._purge(ih, sw, now)
+                if sw.empty():  # its last peer expired: free it now, not at the next sweep
+                    del self._swarms[ih]
             seeds, leech = sw.counts()
             out.append(ScrapeStats(complete=seeds, downloaded=sw.downloaded, incomplete=leech))
         return out

@@ -15,6 +15,8 @@ swarm's keys and its bucket's index share a slot:
   nothing is due.
 * ``P ih :p``: hash from family byte + peer id to ``flags(1) key(8 hex or -) address``.
 * ``P ih :d``: the completed count.
+* ``P ih :t``: private mode: hash from peer id to its accounting baseline (rule 6 of
+  :mod:`tracker.store`), removed with the peer.
 * ``P swarms``: the bucket's sorted set of info hashes scored by last activity;
   :meth:`collect` deletes the keys of swarms idle for longer than the ttl (all their
   peers expired). Scrapes, statistics and collection run one script per bucket.
@@ -47,7 +49,15 @@ from redis.exceptions import (
 )
 
 from torrent.proto.tracker_codec import AnnounceEvent, ScrapeStats
-from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreStats, StoreUnavailable
+from tracker.store import (
+    MAX_SWARMS,
+    AnnounceRejected,
+    AnnounceResult,
+    PeerAnnounce,
+    StoreStats,
+    StoreUnavailable,
+    TrackerFull,
+)
 
 __all__ = ["RedisStore"]
 
@@ -71,10 +81,11 @@ def _unavailable(exc: Exception) -> StoreUnavailable:
 
 
 # KEYS: 1 my leechers, 2 my seeds, 3 other leechers, 4 other seeds, 5 peer hash,
-#       6 downloaded counter, 7 swarm index
+#       6 downloaded counter, 7 swarm index, 8 tallies (private mode's baselines)
 # ARGV: 1 peer id, 2 address, 3 key ('' = none), 4 is seed, 5 event (0-3 as BEP 15),
 #       6 numwant, 7 now, 8 ttl, 9 both families, 10 want ids, 11 info hash,
-#       12 my family byte, 13 other family byte, 14 random seed
+#       12 my family byte, 13 other family byte, 14 random seed, 15 most swarms in
+#       this bucket, 16 '+' tally ('' = none), 17 refuse a new peer ('1')
 _ANNOUNCE_LUA = r"""
 math.randomseed(tonumber(ARGV[14]))
 local now = tonumber(ARGV[7])
@@ -85,6 +96,7 @@ for i = 1, 4 do
   for _, pid in ipairs(old) do
     redis.call('ZREM', KEYS[i], pid)
     redis.call('HDEL', KEYS[5], fams[i] .. pid)
+    redis.call('HDEL', KEYS[8], pid)
   end
 end
 local pid, addr, key = ARGV[1], ARGV[2], ARGV[3]
@@ -100,6 +112,22 @@ if rec then
   end
   if flags % 2 == 1 then key = oldkey end
 end
+if not rec and event ~= 3 then
+  if ARGV[17] == '1' then return {'refused'} end
+  if not redis.call('ZSCORE', KEYS[7], ARGV[11])
+      and redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[15]) then
+    return {'full'}
+  end
+end
+local tally = false
+if ARGV[16] ~= '' then
+  tally = redis.call('HGET', KEYS[8], pid)
+  if event == 3 then
+    redis.call('HDEL', KEYS[8], pid)
+  else
+    redis.call('HSET', KEYS[8], pid, string.sub(ARGV[16], 2))
+  end
+end
 local function counts()
   return redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[4]),
          redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[3]),
@@ -112,7 +140,12 @@ if event == 3 then
     redis.call('HDEL', KEYS[5], field)
   end
   local c, i, d = counts()
-  return {'ok', c, i, d, {}, {}}
+  if c + i == 0 then
+    -- the last peer left: drop the swarm now rather than a ttl later
+    redis.call('ZREM', KEYS[7], ARGV[11])
+    redis.call('DEL', KEYS[6], KEYS[8])
+  end
+  return {'ok', c, i, d, '', '', {}, tally}
 end
 if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[1], pid)
@@ -197,7 +230,7 @@ if #picked > 0 then
     end
   end
 end
-return {'ok', c, i, d, table.concat(p4), table.concat(p6), ids}
+return {'ok', c, i, d, table.concat(p4), table.concat(p6), ids, tally}
 """
 
 # KEYS: 1 the bucket's swarm index (routes the call; the other keys are built from
@@ -240,7 +273,8 @@ for _, ih in ipairs(idle) do
   for _, suffix in ipairs({':l4', ':s4', ':l6', ':s6'}) do
     removed = removed + redis.call('ZCARD', base .. suffix)
   end
-  redis.call('DEL', base .. ':l4', base .. ':s4', base .. ':l6', base .. ':s6', base .. ':p', base .. ':d')
+  redis.call('DEL', base .. ':l4', base .. ':s4', base .. ':l6', base .. ':s6', base .. ':p', base .. ':d',
+             base .. ':t')
   redis.call('ZREM', ARGV[1] .. 'swarms', ih)
 end
 return removed
@@ -265,6 +299,8 @@ class RedisStore:
         timeout_s: connect and command timeout; past it the call raises StoreUnavailable.
         prefix: prepended to every key (lets several trackers share one Redis).
         clock: wall-clock seconds; every process sharing the Redis must agree on it.
+        max_swarms: swarms held at once (counting those idle but not yet collected); an
+            announce starting one more raises :class:`~tracker.store.TrackerFull`.
     """
 
     #: Errors the client library raises from a call cut short by its own reconnect
@@ -279,6 +315,7 @@ class RedisStore:
         timeout_s: float = 2.0,
         prefix: bytes = b"pt:",
         clock: Callable[[], float] = time.time,
+        max_swarms: int = MAX_SWARMS,
     ) -> None:
         client = aioredis.Redis.from_url(
             url,
@@ -288,10 +325,15 @@ class RedisStore:
             health_check_interval=0,
             decode_responses=False,
         )
-        self._setup(client, ttl_s, [prefix], clock)
+        self._setup(client, ttl_s, [prefix], clock, max_swarms)
 
     def _setup(
-        self, client: Any, ttl_s: int, bucket_prefixes: list[bytes], clock: Callable[[], float]
+        self,
+        client: Any,
+        ttl_s: int,
+        bucket_prefixes: list[bytes],
+        clock: Callable[[], float],
+        max_swarms: int,
     ) -> None:
         """Shared by the one-server and the cluster constructors.
 
@@ -304,6 +346,8 @@ class RedisStore:
         self.prefix = bucket_prefixes[0]
         self._buckets = bucket_prefixes
         self._mask = len(bucket_prefixes) - 1
+        # each bucket enforces its share (buckets fill evenly: the bucket is a hash)
+        self._bucket_max_swarms = max(1, -(-max_swarms // len(bucket_prefixes)))
         self._clock = clock
         self._rng = random.Random()
         self._redis = client
@@ -360,6 +404,7 @@ class RedisStore:
             base + b":p",
             base + b":d",
             bucket + b"swarms",
+            base + b":t",
         ]
         args = [
             a.peer_id,
@@ -376,15 +421,22 @@ class RedisStore:
             mine,
             other,
             self._rng.randrange(1 << 31),
+            self._bucket_max_swarms,
+            b"" if a.tally is None else b"+" + a.tally,  # '+': an empty tally is still one
+            b"0" if a.refuse_new is None else b"1",
         ]
         reply = await self._call(self._announce, keys, args)
-        if reply[0] == b"rejected":
-            raise AnnounceRejected("peer id already in use from another address (key mismatch)")
-        _, complete, incomplete, downloaded, p4, p6, *rest = reply
+        status = reply[0]
+        if status != b"ok":
+            if status == b"rejected":
+                raise AnnounceRejected("peer id already in use from another address (key mismatch)")
+            if status == b"full":
+                raise TrackerFull
+            raise AnnounceRejected(a.refuse_new or "refused")
+        _, complete, incomplete, downloaded, p4, p6, ids, tally = reply
         if a.event is AnnounceEvent.STOPPED:
-            return AnnounceResult(complete, incomplete, downloaded)
-        ids = tuple(rest[0]) if rest else ()
-        return AnnounceResult(complete, incomplete, downloaded, p4 or b"", p6 or b"", ids)
+            return AnnounceResult(complete, incomplete, downloaded, tally=tally)
+        return AnnounceResult(complete, incomplete, downloaded, p4 or b"", p6 or b"", tuple(ids), tally)
 
     async def scrape(self, info_hashes: Sequence[bytes]) -> list[ScrapeStats]:
         if not info_hashes:

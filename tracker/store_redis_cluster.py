@@ -33,6 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.maint_notifications import MaintNotificationsConfig
 
+from tracker.store import MAX_SWARMS
 from tracker.store_redis import RedisStore
 
 __all__ = ["CLUSTER_SCHEME", "RedisClusterStore", "parse_cluster_url"]
@@ -80,6 +81,8 @@ class RedisClusterStore(RedisStore):
         buckets: how many hash-tag buckets the info hashes are spread over (a power
             of two); every tracker sharing the cluster must use the same number.
         max_connections: connections per node this process may open.
+        max_swarms: swarms held at once, enforced per bucket (``max_swarms / buckets``
+            each, rounded up).
     """
 
     # While the cluster client rereads the slot map (after a node failed, or while a
@@ -98,6 +101,7 @@ class RedisClusterStore(RedisStore):
         clock: Callable[[], float] = time.time,
         buckets: int = DEFAULT_BUCKETS,
         max_connections: int = 512,
+        max_swarms: int = MAX_SWARMS,
     ) -> None:
         if buckets < 1 or buckets & (buckets - 1) or buckets > 1 << 16:
             raise ValueError("buckets must be a power of two up to 65536")
@@ -123,4 +127,4 @@ class RedisClusterStore(RedisStore):
             # share the node while it connects
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
-        self._setup(client, ttl_s, [prefix + b"{b%04x}" % n for n in range(buckets)], clock)
+        self._setup(client, ttl_s, [prefix + b"{b%04x}" % n for n in range(buckets)], clock, max_swarms)

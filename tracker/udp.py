@@ -41,7 +41,7 @@ from torrent.proto.tracker_codec import (
 )
 from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
-from tracker.users import passkey_from_path
+from tracker.users import UDP_SCRAPE_REFUSED, Ticket, passkey_from_path
 
 log = logging.getLogger("pytorrent.tracker.udp")
 
@@ -180,6 +180,11 @@ class UdpTracker(asyncio.DatagramProtocol):
             assert isinstance(packet, UdpScrapeRequest)
             self._scrape(packet, txid, addr)
             return
+        self._announce(data, txid, addr, host)
+
+    def _announce(self, data: bytes, txid: int, addr: Any, host: str) -> None:
+        """An announce whose connection id checked out."""
+        counters = self.service.counters
         try:
             _, _, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port = unpack_udp_announce(
                 data
@@ -191,6 +196,11 @@ class UdpTracker(asyncio.DatagramProtocol):
         service = self.service
         counters.udp_announces += 1
         service.note_announce()
+        service.note_client(pid)
+        if port == 0:  # as over HTTP: nobody could connect to it
+            counters.failures_bad_request += 1
+            self._error(txid, "bad port", addr)
+            return
         if service.allow is not None and ih not in service.allow.hashes:
             counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)
@@ -198,18 +208,23 @@ class UdpTracker(asyncio.DatagramProtocol):
         source = self._source(host, ip)
         if source is None:
             return
-        if service.private is not None and not self._private_admit(
-            data, ih, pid, downloaded, left, uploaded, event, source, txid, addr
-        ):
-            return
+        ticket = None
+        if service.private is not None:
+            ticket = self._private_admit(data, ih, pid, downloaded, left, uploaded, event, source, txid, addr)
+            if ticket is None:
+                return
         pa = service.raw_peer_announce(ih, pid, source, port, key, left, event, numwant, False, False)
+        if ticket is not None:
+            pa = pa._replace(tally=ticket.tally, refuse_new=ticket.refuse_new)
         if self._sync is not None:
             try:
                 res = self._sync(pa)
             except AnnounceRejected as exc:
-                counters.failures_rejected += 1
+                service.note_rejected(exc)
                 self._error(txid, exc.reason, addr)
                 return
+            if ticket is not None and service.private is not None:
+                service.private.settle(ticket, res.tally)
             self.transport.sendto(  # type: ignore[union-attr]
                 _ANNOUNCE_HEAD.pack(1, txid, self._interval, res.incomplete, res.complete)
                 + (res.peers6 if len(source) == 16 else res.peers4),
@@ -217,7 +232,7 @@ class UdpTracker(asyncio.DatagramProtocol):
             )
         elif self.pending < MAX_PENDING and self.spawn is not None:
             self.pending += 1
-            self.spawn(self._announce_async(pa, txid, addr))
+            self.spawn(self._announce_async(pa, txid, addr, ticket))
         else:
             counters.udp_dropped_busy += 1
 
@@ -241,8 +256,8 @@ class UdpTracker(asyncio.DatagramProtocol):
         source: bytes,
         txid: int,
         addr: Any,
-    ) -> bool:
-        """Private mode: check the passkey and rules, account the announce; False
+    ) -> Ticket | None:
+        """Private mode: check the passkey and rules; the announce's ticket, or None
         when refused (the error is sent)."""
         private = self.service.private
         assert private is not None
@@ -251,33 +266,31 @@ class UdpTracker(asyncio.DatagramProtocol):
         except RemoteProtocolError as exc:
             self.service.counters.udp_dropped_malformed += 1
             self._error(txid, str(exc), addr)
-            return False
+            return None
         verdict = private.admit(passkey_from_path(url.partition(b"?")[0]), ih, pid, left, event, source)
         if isinstance(verdict, str):
             self.service.counters.failures_private += 1
             self._error(txid, verdict, addr)
-            return False
-        # accounted before the store answers: a failed announce is retried with
-        # cumulative counters, so nothing is counted twice
-        private.record(
-            verdict[0], verdict[1], ih, pid, uploaded=uploaded, downloaded=downloaded,
-            left=left, event=event, ip=source,
-        )  # fmt: skip
-        return True
+            return None
+        return private.ticket(
+            verdict, ih, pid, uploaded=uploaded, downloaded=downloaded, left=left, event=event, ip=source
+        )
 
     def _send_announce(self, res: AnnounceResult, ipv6: bool, txid: int, addr: Any) -> None:
         assert self.transport is not None
         head = _ANNOUNCE_HEAD.pack(1, txid, self._interval, res.incomplete, res.complete)
         self.transport.sendto(head + (res.peers6 if ipv6 else res.peers4), addr)
 
-    async def _announce_async(self, pa: PeerAnnounce, txid: int, addr: Any) -> None:
+    async def _announce_async(self, pa: PeerAnnounce, txid: int, addr: Any, ticket: Ticket | None) -> None:
         try:
             res = await self.service.store.announce(pa)
+            if ticket is not None and self.service.private is not None:
+                self.service.private.settle(ticket, res.tally)
         except StoreUnavailable:
             self.service.counters.failures_store_unavailable += 1
             self._error(txid, STORE_UNAVAILABLE, addr)
         except AnnounceRejected as exc:
-            self.service.counters.failures_rejected += 1
+            self.service.note_rejected(exc)
             self._error(txid, exc.reason, addr)
         except Exception:
             self.service.counters.failures_internal += 1
@@ -292,6 +305,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         service = self.service
         service.counters.udp_scrapes += 1
         hashes = packet.info_hashes
+        if service.private is not None:  # a UDP scrape carries no passkey (BEP 41 is announce-only)
+            service.counters.failures_private += 1
+            self._error(txid, UDP_SCRAPE_REFUSED, addr)
+            return
         if not any(service.allowed(ih) for ih in hashes):
             service.counters.failures_not_allowed += 1
             self._error(txid, NOT_ALLOWED, addr)

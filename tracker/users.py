@@ -35,6 +35,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ __all__ = [
     "PrivateRules",
     "PrivateTracker",
     "PrivateUser",
+    "Tally",
+    "Ticket",
     "UserDb",
     "UserRow",
     "new_passkey",
@@ -61,6 +64,7 @@ _PASSKEY = re.compile(r"[0-9a-f]{32}")
 UNKNOWN_PASSKEY = "unknown or revoked passkey"
 PASSKEY_REQUIRED = "this is a private tracker: announce to /<passkey>/announce"
 NOT_REGISTERED = "torrent not registered with this tracker"
+UDP_SCRAPE_REFUSED = "private tracker: scrape over HTTP at /<passkey>/scrape"
 DENIED_TORRENT = "torrent not allowed"
 DENIED_CLIENT = "client not allowed"
 RATIO_TOO_LOW = "ratio below the floor: seed before starting new downloads"
@@ -278,16 +282,38 @@ class UserDb:
                 raise
 
 
-@dataclass(slots=True)
-class _PeerState:
+#: A tally: the user id, the counters an announce reported, and when (wall clock, shared
+#: by every tracker process). Kept by the store per (torrent, peer id): rule 6 there.
+_TALLY = struct.Struct(">QqqQd")
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A peer's accounting baseline: what its previous announce reported, and when."""
+
+    user_id: int
     uploaded: int
     downloaded: int
     left: int
     at: float
 
+    def pack(self) -> bytes:
+        return _TALLY.pack(self.user_id, self.uploaded, self.downloaded, self.left, self.at)
+
+    @classmethod
+    def unpack(cls, raw: bytes | None) -> Tally | None:
+        """``raw`` from the store; None when there is none or it is not one of ours."""
+        if raw is None or len(raw) != _TALLY.size:
+            return None
+        return cls(*_TALLY.unpack(raw))
+
 
 class Accounting:
-    """Deltas between successive announces of each (user, torrent, peer id).
+    """Deltas between successive announces of a peer, summed per (user, torrent).
+
+    The previous announce's counters (its :class:`Tally`) come from the store, which
+    swaps them atomically with the announce: whichever tracker process or host the
+    next announce reaches, it counts only what changed since the last one anywhere.
 
     Args:
         max_rate_bps: an upload or download rate above this between two announces is
@@ -299,17 +325,12 @@ class Accounting:
     def __init__(self, max_rate_bps: int, max_gap_s: float) -> None:
         self.max_rate_bps = max_rate_bps
         self.max_gap_s = max_gap_s
-        self._peers: dict[tuple[int, bytes, bytes], _PeerState] = {}
         self._pending: dict[tuple[int, bytes], Delta] = {}
-
-    def known(self, user_id: int, info_hash: bytes, peer_id: bytes) -> bool:
-        return (user_id, info_hash, peer_id) in self._peers
 
     def record(
         self,
         user_id: int,
         info_hash: bytes,
-        peer_id: bytes,
         *,
         uploaded: int,
         downloaded: int,
@@ -317,13 +338,15 @@ class Accounting:
         event: int,
         now: float,
         freeleech: bool,
+        prev: Tally | None,
     ) -> tuple[int, int]:
-        """Account one announce; returns the (uploaded, downloaded) bytes counted.
+        """Account one announce against ``prev`` (the peer's previous one, or None);
+        returns the (uploaded, downloaded) bytes counted.
 
         ``event`` is BEP 15's number (0 none, 1 completed, 2 started, 3 stopped).
         """
-        key = (user_id, info_hash, peer_id)
-        prev = self._peers.get(key)
+        if prev is not None and prev.user_id != user_id:
+            prev = None  # the peer id moved to another passkey: start over
         du = dd = 0
         seed_s = 0.0
         flagged = 0
@@ -341,13 +364,10 @@ class Accounting:
                 seed_s = min(elapsed, self.max_gap_s)
         if freeleech:
             dd = 0
-        if event == 3:
-            self._peers.pop(key, None)
-        elif prev is None:
-            self._peers[key] = _PeerState(uploaded, downloaded, left, now)
-        else:
-            prev.uploaded, prev.downloaded, prev.left, prev.at = uploaded, downloaded, left, now
-        if du or dd or seed_s or flagged or event == 1:
+        # ``completed`` once per download: a client sends it to each tracker it uses, and
+        # the first one to arrive (on any process) left a tally with nothing left
+        completed = event == 1 and (prev is None or prev.left > 0)
+        if du or dd or seed_s or flagged or completed:
             d = self._pending.get((user_id, info_hash))
             if d is None:
                 d = self._pending[(user_id, info_hash)] = Delta()
@@ -355,19 +375,13 @@ class Accounting:
             d.downloaded += dd
             d.seed_time_s += seed_s
             d.flagged += flagged
-            d.completed += event == 1
+            d.completed += completed
         return du, dd
 
     def take(self) -> dict[tuple[int, bytes], Delta]:
         """The deltas since the last call (the next flush)."""
         out, self._pending = self._pending, {}
         return out
-
-    def forget_idle(self, now: float) -> None:
-        """Drop peers silent for longer than ``max_gap_s`` (they would only baseline)."""
-        cutoff = now - self.max_gap_s
-        for key in [k for k, p in self._peers.items() if p.at < cutoff]:
-            del self._peers[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +406,24 @@ class PrivateUser:
     downloaded: int
     #: address -> {info hash: last announce} of what the user leeches from there
     leeching: dict[bytes, dict[bytes, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted private announce, from :meth:`PrivateTracker.ticket` to
+    :meth:`PrivateTracker.settle` (the store's round trip in between)."""
+
+    user: PrivateUser
+    freeleech: bool
+    info_hash: bytes
+    peer_id: bytes
+    uploaded: int
+    downloaded: int
+    left: int
+    event: int
+    ip: bytes
+    tally: bytes
+    refuse_new: str | None
 
 
 class PrivateTracker:
@@ -465,7 +497,6 @@ class PrivateTracker:
                 if time.monotonic() >= next_flush:
                     next_flush = time.monotonic() + r.flush_s
                     await self.flush()
-                    self.accounting.forget_idle(self._clock())
                 if self._reload.is_set() or await self._in_thread(self.db.data_version) != self._version:
                     self._reload.clear()
                     await self.reload()
@@ -479,6 +510,16 @@ class PrivateTracker:
         if passkey is None:
             return PASSKEY_REQUIRED
         return None if passkey in self._users else UNKNOWN_PASSKEY
+
+    def scrapable(self, info_hash: bytes) -> bool:
+        """Whether a scrape may show ``info_hash``: registered and not deny-listed.
+
+        Unregistered hashes are left out of a scrape's ``files`` (as Ocelot and XBT do)
+        rather than failing the whole request: a client scraping several torrents still
+        gets the ones this tracker serves, and nothing is said about any other hash.
+        """
+        flags = self._torrents.get(info_hash)
+        return flags is not None and not flags[1]
 
     def admit(
         self,
@@ -509,14 +550,6 @@ class PrivateTracker:
             ):
                 return DENIED_CLIENT
         if left > 0 and event != 3:
-            if (
-                r.ratio_floor > 0
-                and not freeleech
-                and user.downloaded >= r.ratio_grace_bytes
-                and user.uploaded < r.ratio_floor * user.downloaded
-                and not self.accounting.known(user.id, info_hash, peer_id)
-            ):
-                return RATIO_TOO_LOW
             ips = user.leeching
             if ip not in ips and len(ips) >= r.leech_ip_limit:
                 cutoff = self._clock() - r.ttl_s
@@ -525,6 +558,54 @@ class PrivateTracker:
                 if len(ips) >= r.leech_ip_limit:
                     return TOO_MANY_IPS
         return user, freeleech
+
+    def ticket(
+        self,
+        admitted: tuple[PrivateUser, bool],
+        info_hash: bytes,
+        peer_id: bytes,
+        *,
+        uploaded: int,
+        downloaded: int,
+        left: int,
+        event: int,
+        ip: bytes,
+    ) -> Ticket:
+        """An admitted announce, ready for the store (its tally and ``refuse_new``) and,
+        once the store has answered, for :meth:`settle`."""
+        user, freeleech = admitted
+        return Ticket(
+            user, freeleech, info_hash, peer_id, uploaded, downloaded, left, event, ip,
+            tally=self.tally(user, uploaded=uploaded, downloaded=downloaded, left=left),
+            refuse_new=self.refuse_new(user, freeleech, left, event),
+        )  # fmt: skip
+
+    def settle(self, t: Ticket, prev: bytes | None) -> None:
+        """Account ``t`` once the store accepted it; ``prev`` is the tally it gave back."""
+        self.record(
+            t.user, t.freeleech, t.info_hash, t.peer_id, uploaded=t.uploaded, downloaded=t.downloaded,
+            left=t.left, event=t.event, ip=t.ip, prev=prev,
+        )  # fmt: skip
+
+    def refuse_new(self, user: PrivateUser, freeleech: bool, left: int, event: int) -> str | None:
+        """The reason to refuse this announce if the store does not hold the peer yet
+        (``PeerAnnounce.refuse_new``): a user below the ratio floor may go on with a
+        download (on any tracker process), not start one."""
+        r = self.rules
+        if (
+            left > 0
+            and event != 3
+            and r.ratio_floor > 0
+            and not freeleech
+            and user.downloaded >= r.ratio_grace_bytes
+            and user.uploaded < r.ratio_floor * user.downloaded
+        ):
+            return RATIO_TOO_LOW
+        return None
+
+    def tally(self, user: PrivateUser, *, uploaded: int, downloaded: int, left: int) -> bytes:
+        """The baseline this announce leaves in the store (``PeerAnnounce.tally``)."""
+        return Tally(user.id, uploaded, downloaded, left, self._clock()).pack()
 
     def record(
         self,
@@ -538,19 +619,21 @@ class PrivateTracker:
         left: int,
         event: int,
         ip: bytes,
+        prev: bytes | None = None,
     ) -> None:
-        """Account an announce the store accepted."""
+        """Account an announce the store accepted; ``prev`` is the tally the store gave
+        back (the peer's previous announce, to whichever process it went)."""
         now = self._clock()
         du, dd = self.accounting.record(
             user.id,
             info_hash,
-            peer_id,
             uploaded=uploaded,
             downloaded=downloaded,
             left=left,
             event=event,
             now=now,
             freeleech=freeleech,
+            prev=Tally.unpack(prev),
         )
         user.uploaded += du
         user.downloaded += dd

@@ -101,6 +101,24 @@ def request_flood(count: int, answers: dict[str, int]) -> Script:
     return run
 
 
+def stall_after_unchoke(requests: list[tuple[int, int]]) -> Script:
+    """Claim every piece, unchoke, then read the requests (noted in ``requests`` as
+    (piece, offset)) and never answer one."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(message(14))  # BEP 6 have all
+        w.write(message(1))  # unchoke
+        await w.drain()
+        while True:
+            (length,) = struct.unpack(">I", await r.readexactly(4))
+            body = await r.readexactly(length)
+            if body[:1] == b"\x06":
+                index, begin, _ = struct.unpack(">III", body[1:13])
+                requests.append((index, begin))
+
+    return run
+
+
 async def dial(port: int, info_hash: bytes, script: Script) -> str:
     """Connect to our client at ``port`` as an evil peer: handshake, run ``script``,
     and return how it ended (``"closed by peer"`` or ``"script done"``)."""
@@ -122,8 +140,9 @@ class EvilPeer:
     def __init__(self, info_hash: bytes, script: Script) -> None:
         self.info_hash = info_hash
         self.script = script
-        #: ``time.monotonic()`` of each accepted connection.
+        #: ``time.monotonic()`` of each accepted connection, and of each one's end.
         self.arrivals: list[float] = []
+        self.departures: list[float] = []
         self.port = 0
         self.peer_id = evil_peer_id()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,6 +165,7 @@ class EvilPeer:
             pass
         finally:
             w.close()
+            self.departures.append(time.monotonic())
             self._tasks.discard(task)
 
     @contextlib.asynccontextmanager

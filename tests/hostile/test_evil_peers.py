@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.hostile import evil_peer as ep
 from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.integration.test_magnet_peers import MetadataPeer, _many_files_torrent
 from tests.polling import wait_until
 from torrent import config
 from torrent.engine.session import Session
 from torrent.engine.status import TorrentEventKind
+from torrent.proto.magnet import Magnet
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BACKOFF_S = 0.2
 
@@ -122,3 +128,61 @@ async def test_ten_thousand_requests_are_bounded_and_an_honest_peer_still_downlo
     assert answers.get("block", 0) + answers.get("reject", 0) == 10_000, answers
     assert answers.get("block", 0) <= 2 * limit, answers
     assert (tmp_path / "out" / "p.bin").read_bytes() == content.read_bytes()
+
+
+async def test_a_peer_that_unchokes_then_never_answers_is_dropped_and_the_honest_seed_serves(
+    tmp_path: Path,
+) -> None:
+    """Its requests time out and go to the honest seed; the staller is snubbed, then closed
+    once it has carried no payload for ``peer_timeout_s``."""
+    content = make_payload(tmp_path / "seed", "p.bin", 600_000, seed=9)
+    meta = make_torrent(content)
+    requests: list[tuple[int, int]] = []
+    s_ = settings().replace(request_timeout_s=1.0, snub_timeout_s=1.0, peer_timeout_s=2.0)
+    async with (
+        ep.EvilPeer(meta.info_hash, ep.stall_after_unchoke(requests)).running() as staller,
+        Session(settings().replace(max_upload_bps=150_000)) as seed_s,
+        Session(s_) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        # the staller first, alone for a moment: it gets the first requests
+        leech = await leech_s.add_torrent(meta, tmp_path / "out", peers=[("127.0.0.1", staller.port)])
+        await wait_until(lambda: len(requests) > 0, timeout_s=10, what="requests to the staller")
+        leech.add_peers([("127.0.0.1", seed_s.port)])
+        async with asyncio.timeout(30):
+            await leech.wait_complete()
+        completed_at = time.monotonic()
+    # the staller was dropped for carrying nothing, well before the download was done
+    assert staller.departures
+    assert staller.departures[0] < completed_at - 1.0
+    assert (tmp_path / "out" / "p.bin").read_bytes() == content.read_bytes()
+    # what was asked of the staller was asked again of the seed (it holds every block)
+    assert seed.statistics().uploaded_bytes >= meta.info.total_length
+
+
+async def test_metadata_with_the_wrong_hash_from_the_only_peer_ends_in_one_line(tmp_path: Path) -> None:
+    """A magnet whose only peer serves an info dict that does not hash to the info hash:
+    nothing is written, and ``download`` exits 1 with one line once its timeout is up."""
+    _content, meta = _many_files_torrent(tmp_path)
+    bad = bytearray(meta.info_bytes)
+    bad[100] ^= 0xFF
+    async with MetadataPeer(meta, bytes(bad), name=b"l") as liar:
+        link = Magnet(meta.info_hash, peers=(liar.addr,)).to_uri()
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--quiet", link,
+            "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1", "--timeout", "4",
+            "--encryption", "off",
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            _out, err = await proc.communicate()
+        elapsed = time.monotonic() - started
+    assert liar.served >= 1  # its pieces were taken, then failed the info-hash check
+    assert proc.returncode == 1
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("no peer sent the metadata within 4 s")
+    assert elapsed < 15
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

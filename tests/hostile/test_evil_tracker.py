@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
 from torrent import config
 from torrent.engine.announcer import MAX_TRACKER_INTERVAL_S, announce_delay
 from torrent.engine.http_client import HttpClient
+from torrent.engine.session import Session
 from torrent.engine.tracker_client import MAX_HTTP_REDIRECTS, MAX_HTTP_RESPONSE, HttpTracker
 from torrent.errors import TrackerError
 from torrent.proto import bencoding
@@ -125,3 +129,23 @@ def test_odd_intervals_give_a_bounded_delay(
     assert delay == want.get(expected, expected)  # type: ignore[call-overload]
     assert s.min_announce_interval_s <= delay <= MAX_TRACKER_INTERVAL_S
     assert min_gap <= delay
+
+
+async def test_a_tracker_listing_170_000_peers_leaves_a_bounded_peer_list(tmp_path: Path) -> None:
+    """As many compact peers as fit under the 1 MiB response limit (10^6 do not: that is
+    ``response too large`` above): the torrent keeps at most ``max_known_peers`` of them.
+    Every address is on loopback (127.x.y.z, port 1: refused at once), so nothing leaves
+    the machine."""
+    n = MAX_HTTP_RESPONSE // 6 - 20
+    peers = b"".join(
+        bytes([127, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF or 1]) + b"\x00\x01" for i in range(n)
+    )
+    body = bencoding.encode({b"interval": 1800, b"peers": peers})
+    assert len(body) <= MAX_HTTP_RESPONSE
+    content = make_payload(tmp_path / "src", "p.bin", 50_000)
+    settings = config.testing_settings()
+    async with evil_tracker(body) as url, Session(settings) as s:
+        meta = make_torrent(content, trackers=[url])
+        t = await s.add_torrent(meta, tmp_path / "out")
+        await wait_until(lambda: t.statistics().peers_known > 0, timeout_s=20, what="the tracker's peers")
+        assert t.statistics().peers_known <= settings.max_known_peers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -52,3 +53,12 @@ def test_argument_errors_are_one_line_not_the_usage_block(
     assert err.count("\n") == 1, err
     assert names in err
     assert "usage:" not in err
+
+
+def test_tracker_help_shows_readable_metavars(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not argparse's default of the option's dest in capitals (``NUMWANT_DEFAULT``)."""
+    assert main(["tracker", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--numwant-default N" in out
+    assert "--max-swarms N" in out
+    assert re.search(r"\b[A-Z]+_[A-Z_]+\b", out) is None, re.findall(r"\b[A-Z]+_[A-Z_]+\b", out)

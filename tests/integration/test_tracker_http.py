@@ -321,10 +321,11 @@ async def test_access_log_is_one_line_per_n_announces(
 
 
 async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> None:
+    """At debug level: twenty setting lines at INFO buried the one line that mattered."""
     from tracker.server import serve
 
     settings = TrackerSettings(host="127.0.0.1", port=0, udp_port=-1, store="memory")
-    with caplog.at_level("INFO", logger="pytorrent.tracker"):
+    with caplog.at_level("DEBUG", logger="pytorrent.tracker"):
         task = asyncio.create_task(serve(settings))
         await wait_until(
             lambda: any("tracker listening on" in r.getMessage() for r in caplog.records),
@@ -338,6 +339,7 @@ async def test_startup_logs_every_setting(caplog: pytest.LogCaptureFixture) -> N
     for name in ("host=127.0.0.1", "interval_s=1800", "numwant_max=200", "store=memory", "peer_ttl_s=3600"):
         assert name in text
     assert "tracker stopping" in text
+    assert not [r for r in caplog.records if r.getMessage().startswith("setting ") and r.levelname != "DEBUG"]
 
 
 async def test_raw_and_encoded_sub_delimiters_mean_the_same_peer(make_client: Callable[..., Any]) -> None:

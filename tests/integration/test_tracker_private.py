@@ -16,9 +16,18 @@ import pytest
 from cli.main import main as cli_main
 from torrent.proto import bencoding
 from torrent.proto import tracker_codec as tc
+from torrent.types import InfoHash
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
-from tracker.users import DENIED_CLIENT, PASSKEY_REQUIRED, UNKNOWN_PASSKEY, Delta, UserDb
+from tracker.users import (
+    DENIED_CLIENT,
+    NOT_REGISTERED,
+    PASSKEY_REQUIRED,
+    UDP_SCRAPE_REFUSED,
+    UNKNOWN_PASSKEY,
+    Delta,
+    UserDb,
+)
 
 from .test_tracker_udp import Client
 
@@ -184,3 +193,33 @@ async def test_ratio_floor(db_url: str, http: aiohttp.ClientSession) -> None:
         assert b"ratio" in r[b"failure reason"]
         # seeding (left=0) is always allowed
         assert b"failure reason" not in await announce(http, p, key, 3, ih=FREE, left=0, event="started")
+
+
+async def test_private_scrapes_show_registered_torrents_only(
+    db_url: str, http: aiohttp.ClientSession
+) -> None:
+    """Unregistered (and deny-listed) hashes are left out of ``files``, as Ocelot and XBT do;
+    a scrape naming none that is registered fails; UDP scrapes carry no passkey: refused."""
+    key = admin(db_url, "user", "add", "dave")[0]["passkey"]
+    admin(db_url, "torrent", "add", IH.hex())
+    admin(db_url, "torrent", "add", FREE.hex(), "--deny")
+    unknown = b"u" * 20
+    async with TrackerServer(settings(db_url)) as srv:
+        assert b"failure reason" not in await announce(http, srv.http_port, key, 1)
+        base = f"http://127.0.0.1:{srv.http_port}/{key}/scrape?"
+        both = "&".join(f"info_hash={urllib.parse.quote_from_bytes(ih)}" for ih in (IH, unknown, FREE))
+        async with http.get(base + both) as r:
+            answer = bencoding.decode(await r.read())
+        assert set(answer[b"files"]) == {IH}
+        assert answer[b"files"][IH][b"incomplete"] == 1
+        async with http.get(base + f"info_hash={urllib.parse.quote_from_bytes(unknown)}") as r:
+            assert bencoding.decode(await r.read()) == {b"failure reason": NOT_REGISTERED.encode()}
+        assert srv.udp_port is not None
+        c = Client("127.0.0.1", srv.udp_port)
+        try:
+            conn = await c.connect()
+            reply = await c.send(tc.UdpScrapeRequest(conn, 5, (InfoHash(IH),)))
+        finally:
+            c.close()
+        assert isinstance(reply, tc.UdpError)
+        assert reply.message == UDP_SCRAPE_REFUSED

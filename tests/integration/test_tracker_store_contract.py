@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from torrent.proto.tracker_codec import AnnounceEvent, decode_compact_peers
-from tracker.store import AnnounceRejected, MemoryStore, PeerAnnounce, PeerStore, StoreUnavailable
+from tracker.store import (
+    AnnounceRejected,
+    MemoryStore,
+    PeerAnnounce,
+    PeerStore,
+    StoreUnavailable,
+    TrackerFull,
+)
 from tracker.store_redis import RedisStore
 from tracker.store_redis_cluster import RedisClusterStore
 
@@ -64,19 +71,32 @@ def ports(packed: bytes, size: int = 6) -> set[int]:
 _prefixes = itertools.count()
 
 
+def make_store(request: pytest.FixtureRequest, clock: FakeClock, **kwargs: Any) -> PeerStore:
+    """The store ``request.param`` names, with keys of its own."""
+    if request.param == "memory":
+        return MemoryStore(60, clock=clock, **kwargs)
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return RedisStore(server.url, 60, clock=clock, prefix=b"r%d:" % next(_prefixes), **kwargs)
+    # one cluster for the module: each test gets keys of its own
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return RedisClusterStore(cluster.url, 60, clock=clock, prefix=b"c%d:" % next(_prefixes), **kwargs)
+
+
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def store_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[PeerStore, FakeClock]]:
     clock = FakeClock()
-    store: PeerStore
-    if request.param == "memory":
-        store = MemoryStore(60, clock=clock)
-    elif request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, 60, clock=clock)
-    else:  # one cluster for the module: each test gets keys of its own
-        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        store = RedisClusterStore(cluster.url, 60, clock=clock, prefix=b"c%d:" % next(_prefixes))
+    store = make_store(request, clock)
     yield store, clock
+    await store.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def small_store(request: pytest.FixtureRequest) -> AsyncIterator[PeerStore]:
+    """A store that holds at most 4 swarms (the cluster in one bucket, so exactly 4)."""
+    extra: dict[str, Any] = {"buckets": 1} if request.param == "cluster" else {}
+    store = make_store(request, FakeClock(), max_swarms=4, **extra)
+    yield store
     await store.aclose()
 
 
@@ -131,6 +151,59 @@ async def test_contract(store_and_clock: tuple[PeerStore, FakeClock]) -> None:
         clock.now += 61
         assert (await store.collect()) >= 2
         assert (await store.statistics()).peers == 0
+
+
+async def test_max_swarms_refuses_new_swarms_and_an_emptied_swarm_frees_its_place(
+    small_store: PeerStore,
+) -> None:
+    store = small_store
+    hashes = [bytes([n]) * 20 for n in range(6)]
+    for n, ih in enumerate(hashes[:4]):
+        await store.announce(ann(n, ih=ih, event=E.STARTED))
+    with pytest.raises(TrackerFull):
+        await store.announce(ann(9, ih=hashes[4], event=E.STARTED))
+    # a known swarm still takes new peers; a stopped announce for a new hash is no swarm
+    assert (await store.announce(ann(8, ih=hashes[0]))).incomplete == 2
+    assert (await store.announce(ann(9, ih=hashes[5], event=E.STOPPED))).incomplete == 0
+    # the last peer of a swarm stops: the swarm is gone at once, and its place is free
+    await store.announce(ann(3, ih=hashes[3], event=E.STOPPED))
+    assert (await store.announce(ann(9, ih=hashes[4], event=E.STARTED))).incomplete == 1
+    assert (await store.statistics()).swarms == 4
+
+
+async def test_tallies_are_swapped_per_peer_across_families_and_expire(
+    store_and_clock: tuple[PeerStore, FakeClock],
+) -> None:
+    """Rule 6: the baseline an announce leaves is what the next one (from any process
+    sharing the store, over either family) gets back."""
+    store, clock = store_and_clock
+    v6 = V6 + (6001).to_bytes(2, "big")
+    assert (await store.announce(ann(1, event=E.STARTED)._replace(tally=b"A"))).tally is None
+    assert (await store.announce(ann(1, a=v6)._replace(tally=b"B"))).tally == b"A"
+    assert (await store.announce(ann(1)._replace(tally=b"C"))).tally == b"B"
+    assert (await store.announce(ann(2)._replace(tally=b"x"))).tally is None  # per peer
+    stopped = await store.announce(ann(1, event=E.STOPPED)._replace(tally=b""))
+    assert stopped.tally == b"C"
+    assert (await store.announce(ann(1)._replace(tally=b"D"))).tally is None
+    # a public announce neither reads nor changes it
+    assert (await store.announce(ann(1))).tally is None
+    assert (await store.announce(ann(1)._replace(tally=b"E"))).tally == b"D"
+    clock.now += 61  # past the ttl: peer and tally are gone
+    assert (await store.announce(ann(1)._replace(tally=b"F"))).tally is None
+
+
+async def test_refuse_new_refuses_only_peers_the_swarm_does_not_hold(
+    store_and_clock: tuple[PeerStore, FakeClock],
+) -> None:
+    store, _clock = store_and_clock
+    with pytest.raises(AnnounceRejected, match="ratio"):
+        await store.announce(ann(1, event=E.STARTED)._replace(refuse_new="ratio below the floor"))
+    assert (await store.statistics()).swarms == 0  # nothing was created
+    await store.announce(ann(1, event=E.STARTED))
+    r = await store.announce(ann(1)._replace(refuse_new="ratio below the floor"))  # goes on
+    assert r.incomplete == 1
+    r = await store.announce(ann(1, event=E.STOPPED)._replace(refuse_new="ratio below the floor"))
+    assert r.incomplete == 0
 
 
 async def test_sample_is_spread_over_the_swarm(store_and_clock: tuple[PeerStore, FakeClock]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from torrent.errors import RemoteProtocolError
 from torrent.proto.tracker_codec import encode_udp_url_data, parse_udp_url_data
-from tracker.users import TOO_MANY_IPS, Accounting, PrivateRules, PrivateTracker, passkey_from_path
+from tracker.users import TOO_MANY_IPS, Accounting, PrivateRules, PrivateTracker, Tally, passkey_from_path
 
 IH = b"i" * 20
 KEY = "0123456789abcdef0123456789abcdef"
@@ -16,11 +16,23 @@ KEY = "0123456789abcdef0123456789abcdef"
 
 def test_deltas_resets_and_absurd_rates() -> None:
     acc = Accounting(max_rate_bps=1000, max_gap_s=100)
+    # what the store keeps between announces (rule 6 of tracker.store), per (user, peer)
+    tallies: dict[tuple[int, bytes], Tally] = {}
+
+    def record(
+        user: int, peer: bytes, *, uploaded: int, downloaded: int, left: int, event: int, now: float,
+        freeleech: bool,
+    ) -> tuple[int, int]:  # fmt: skip
+        prev = tallies.pop((user, peer), None)
+        if event != 3:
+            tallies[(user, peer)] = Tally(user, uploaded, downloaded, left, now)
+        return acc.record(
+            user, IH, uploaded=uploaded, downloaded=downloaded, left=left, event=event, now=now,
+            freeleech=freeleech, prev=prev,
+        )  # fmt: skip
 
     def rec(up: int, down: int, left: int, event: int, now: float, free: bool = False) -> tuple[int, int]:
-        return acc.record(
-            1, IH, b"p", uploaded=up, downloaded=down, left=left, event=event, now=now, freeleech=free
-        )
+        return record(1, b"p", uploaded=up, downloaded=down, left=left, event=event, now=now, freeleech=free)
 
     assert rec(0, 0, 10, 2, 0) == (0, 0)
     assert rec(500, 900, 10, 0, 10) == (500, 900)
@@ -34,13 +46,13 @@ def test_deltas_resets_and_absurd_rates() -> None:
     assert d.seed_time_s == 20 + 100
     assert acc.take() == {}
     # a peer first seen without "started": baseline only, nothing counted
-    assert acc.record(2, IH, b"q", uploaded=7, downloaded=7, left=1, event=0, now=0, freeleech=False) == (
+    assert record(2, b"q", uploaded=7, downloaded=7, left=1, event=0, now=0, freeleech=False) == (
         0,
         0,
     )
     # freeleech: downloaded not counted
-    acc.record(3, IH, b"r", uploaded=0, downloaded=0, left=9, event=2, now=0, freeleech=True)
-    assert acc.record(3, IH, b"r", uploaded=5, downloaded=9, left=0, event=0, now=10, freeleech=True) == (
+    record(3, b"r", uploaded=0, downloaded=0, left=9, event=2, now=0, freeleech=True)
+    assert record(3, b"r", uploaded=5, downloaded=9, left=0, event=0, now=10, freeleech=True) == (
         5,
         0,
     )

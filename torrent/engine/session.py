@@ -22,7 +22,8 @@ joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file`
 (saved again on exit). Every non-private torrent then asks it for peers.
 
 Incoming connections are routed by the info hash of their handshake; an unknown hash
-is dropped. At most ``max_pending_incoming`` may wait for their handshake at once.
+is dropped. At most ``max_pending_incoming`` may wait for their handshake at once, and
+``max_pending_incoming_per_ip`` from one address (:class:`~torrent.engine.incoming.HandshakeGate`).
 Unless ``encryption`` is ``off``, the listener first tells a plaintext BitTorrent
 handshake from an MSE one by the first bytes; an MSE connection runs the receiver's
 handshake (its ``SKEY`` hash is looked up over every torrent of the session) in a
@@ -51,6 +52,7 @@ from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.http_client import HttpClient
+from torrent.engine.incoming import HandshakeGate
 from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
@@ -239,8 +241,8 @@ class Session:
         self._down = RateLimiter(self.settings.max_download_bps)
         self._up = RateLimiter(self.settings.max_upload_bps)
         self._half_open = asyncio.Semaphore(self.settings.half_open_limit)
-        #: Incoming connections waiting for their handshake -> when they arrived.
-        self._pending_incoming: dict[Peer, float] = {}
+        #: Incoming connections waiting for their handshake (per-address and total caps).
+        self._pending_incoming: HandshakeGate[Peer] = self._handshake_gate()
         self._encryption = EncryptionCounters()
         self._closing = False
 
@@ -353,9 +355,8 @@ class Session:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for peer in list(self._pending_incoming):
+        for peer in self._pending_incoming.clear():
             peer.close("session closing")
-        self._pending_incoming.clear()
         # Ask each swarm to stop cleanly (stopped announce, resume), then cancel timers.
         for swarm in self._swarms.values():
             swarm.stop()
@@ -539,27 +540,36 @@ class Session:
             on_outcome=on_outcome,
         )
 
+    def _handshake_gate(self) -> HandshakeGate[Peer]:
+        s = self.settings
+        return HandshakeGate(
+            total=s.max_pending_incoming,
+            per_ip=s.max_pending_incoming_per_ip,
+            timeout_s=s.handshake_timeout_s,
+            is_closed=lambda peer: peer.closed,
+        )
+
     def _admit_pending(self, peer: Peer) -> bool:
-        """A new incoming connection; False (close it) when too many await their handshake."""
-        if self._closing or len(self._pending_incoming) >= self.settings.max_pending_incoming:
+        """A new incoming connection; False (close it) when its address or the session
+        has too many awaiting their handshake (see :class:`HandshakeGate`)."""
+        if self._closing:
             return False
-        self._pending_incoming[peer] = self.clock.monotonic()
-        return True
+        admitted, evicted = self._pending_incoming.admit(peer, peer.addr[0], self.clock.monotonic())
+        if evicted is not None:
+            evicted.close("handshake too slow while others wait")
+        return admitted
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
         swarm = self._swarms.get(info_hash)
-        self._pending_incoming.pop(peer, None)
+        self._pending_incoming.done(peer)
         if swarm is None or not swarm.adopt_incoming(peer):
             return None
         return swarm
 
     def _expire_pending(self, now: float) -> None:
-        """Close incoming connections that sent no handshake within ``handshake_timeout_s``."""
-        limit = self.settings.handshake_timeout_s
-        for peer, since in list(self._pending_incoming.items()):
-            if now - since >= limit:
-                del self._pending_incoming[peer]
-                peer.close("no handshake")
+        """Close incoming connections that sent no handshake in time."""
+        for peer in self._pending_incoming.expire(now):
+            peer.close("no handshake")
 
     @property
     def pending_incoming(self) -> int:
