@@ -363,11 +363,11 @@ async def _download(
     sources: list[Metainfo | Magnet],
     peers: list[tuple[str, int]],
 ) -> int:
-    import asyncio
 
     from cli.progress import make_view
     from torrent.engine.session import Session
     from torrent.engine.status import TorrentEvent, TorrentEventKind
+    from torrent.errors import MetadataTimeout
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
@@ -387,13 +387,9 @@ async def _download(
                         )
                     )
                     try:
-                        async with asyncio.timeout(args.timeout):
-                            meta = await session.fetch_metadata(magnet, peers=peers)
-                    except TimeoutError:
-                        print(
-                            f"pytorrent: {printable(label)}: no peer sent the metadata within {args.timeout:g} s",
-                            file=sys.stderr,
-                        )
+                        meta = await session.fetch_metadata(magnet, peers=peers, timeout_s=args.timeout)
+                    except MetadataTimeout as exc:
+                        print(f"pytorrent: {printable(label)}: {printable(str(exc))}", file=sys.stderr)
                         return 1
                     view.event(
                         TorrentEvent(

@@ -56,6 +56,11 @@ class TrackerError(TorrentError):
         super().__init__(reason)
 
 
+class MetadataTimeout(TorrentError):
+    """A magnet's metadata did not arrive in time; the message says what was seen instead
+    (no peers, peers without ``ut_metadata``, copies that failed the hash check)."""
+
+
 class StorageError(TorrentError):
     """Reading or writing the payload on disk failed (full disk, permissions, ...).
 

@@ -183,6 +183,8 @@ async def test_metadata_with_the_wrong_hash_from_the_only_peer_ends_in_one_line(
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].endswith("no peer sent the metadata within 4 s")
+    assert lines[0].endswith(
+        "no metadata within 4 s: 1 copy of the metadata failed the hash check (1 peer banned)"
+    ), lines
     assert elapsed < 15
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -61,4 +61,4 @@ def test_magnet_without_peers_fails_after_the_timeout(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert proc.stderr.strip().endswith("no peer sent the metadata within 1 s")
+    assert proc.stderr.strip().endswith("no metadata within 1 s: no peer reachable")

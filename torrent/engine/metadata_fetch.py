@@ -73,6 +73,8 @@ class MetadataFetcher(PeerHostBase):
                 announce=False,
             )
         self._done = asyncio.Event()
+        #: Extension handshakes seen, and those that offered ut_metadata (for shortfall()).
+        self._handshakes = self._offered = 0
         for addr in magnet.peers:
             self.peer_list.add(addr)
 
@@ -107,6 +109,20 @@ class MetadataFetcher(PeerHostBase):
             await self.announcer.aclose()
         assert self.asm.result is not None
         return ut_metadata.metainfo_from_info(self.asm.result, self.magnet.trackers)
+
+    def shortfall(self) -> str:
+        """Why there is no metadata yet, in a few words (for a timeout's message)."""
+        asm = self.asm
+        if asm.hash_failures:
+            copies = "copy" if asm.hash_failures == 1 else "copies"
+            banned = f"{asm.banned_count} peer{'' if asm.banned_count == 1 else 's'} banned"
+            return f"{asm.hash_failures} {copies} of the metadata failed the hash check ({banned})"
+        if self._offered:
+            return f"{self._offered} peer(s) offered the metadata but none sent all of it"
+        if self._handshakes:
+            return f"{self._handshakes} peer(s) connected, none offered the metadata (ut_metadata)"
+        tracker = self.announcer.message
+        return "no peer reachable" + (f" (tracker: {tracker})" if tracker else "")
 
     def statistics(self) -> tuple[int, int, int]:
         """(metadata pieces received, pieces in all, peers connected)."""
@@ -159,7 +175,11 @@ class MetadataFetcher(PeerHostBase):
         return {"p": self.ctx.port()}
 
     def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
-        if ut_metadata.EXTENSION_NAME in ev.extensions and self.asm.add_peer(peer.addr, ev.metadata_size):
+        self._handshakes += 1
+        if ut_metadata.EXTENSION_NAME not in ev.extensions:
+            return
+        self._offered += 1
+        if self.asm.add_peer(peer.addr, ev.metadata_size):
             self._request(peer)
 
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:

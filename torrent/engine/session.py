@@ -60,7 +60,7 @@ from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
-from torrent.errors import StorageError, TorrentError
+from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
@@ -421,23 +421,32 @@ class Session:
         self._torrents[metainfo.info_hash] = torrent
         return torrent
 
-    async def fetch_metadata(self, magnet: Magnet, *, peers: Sequence[PeerAddr] = ()) -> Metainfo:
+    async def fetch_metadata(
+        self, magnet: Magnet, *, peers: Sequence[PeerAddr] = (), timeout_s: float | None = None
+    ) -> Metainfo:
         """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo, with
         the magnet's ``ws=`` web seeds added to its url-list.
 
-        Wrap it in ``asyncio.timeout``: with no peer that has the metadata it waits
-        forever. Then :meth:`add_torrent` the result. The fetch keeps to the session's
-        peer and half-open limits.
+        Without ``timeout_s`` it waits as long as it takes (forever, with no peer that has
+        the metadata). Then :meth:`add_torrent` the result. The fetch keeps to the
+        session's peer and half-open limits.
 
         Raises:
+            MetadataTimeout: ``timeout_s`` passed; the message says what was seen.
             MetainfoError: the verified ``info`` dict does not validate.
             TorrentError: the session is not running.
         """
         fetcher = MetadataFetcher(magnet, self._context())
         fetcher.add_peers(peers)
         self._fetchers[magnet.info_hash] = fetcher
+        deadline = asyncio.timeout(timeout_s)
         try:
-            meta = await fetcher.run()
+            async with deadline:
+                meta = await fetcher.run()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise MetadataTimeout(f"no metadata within {timeout_s:g} s: {fetcher.shortfall()}") from None
         finally:
             self._fetchers.pop(magnet.info_hash, None)
         extra = tuple(url for url in magnet.web_seeds if url not in meta.url_list)

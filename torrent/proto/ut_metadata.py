@@ -349,6 +349,11 @@ class MetadataAssembler:
     def is_banned(self, peer: Hashable) -> bool:
         return peer in self._banned
 
+    @property
+    def banned_count(self) -> int:
+        """Peers banned for sending metadata that failed the hash check."""
+        return len(self._banned)
+
     def usable_peers(self) -> int:
         """Peers that may still be asked (not banned, not struck out)."""
         return sum(1 for k, s in self._sources.items() if self._usable(k, s))
