@@ -146,7 +146,7 @@ async def test_cli_require_against_a_plaintext_only_seed_says_why_and_exits_1(tm
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", str(tmp_path / "t.torrent"),
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
             "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1", "--quiet",
             "--peer", f"127.0.0.1:{seed_s.port}", "--timeout", "3", "--encryption", "require",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 
 from torrent.config import Settings
+from torrent.engine.addresses import OurAddresses
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -48,6 +49,7 @@ class SwarmContext:
         encryption: the session's MSE handshake counters.
         dht: the session's DHT node, None when the DHT is off.
         disk_executor: the thread pool every torrent's disk I/O shares (None: each its own).
+        addresses: our own addresses (BEP 7 announce hints, BEP 10 ``ipv4``/``ipv6``).
     """
 
     settings: Settings
@@ -62,6 +64,7 @@ class SwarmContext:
     encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
     dht: DhtNode | None = None
     disk_executor: ThreadPoolExecutor | None = None
+    addresses: OurAddresses = field(default_factory=OurAddresses)
 
 
 def spawn(

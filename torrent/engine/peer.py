@@ -30,6 +30,8 @@ record ``close_reason`` and return. Only bugs propagate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, assert_never, cast, overload
 
@@ -611,6 +613,9 @@ class Peer(asyncio.Protocol):
         if self.closed or self.proto is None or not self.proto.extension_protocol:
             return
         fields: dict[bytes | str, Any] = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
+        with contextlib.suppress(ValueError):
+            # BEP 10: the address we see the peer at (how it learns its external address).
+            fields["yourip"] = ipaddress.ip_address(self.addr[0]).packed
         fields.update(host.extension_fields())
         self.send(wire.ExtensionHandshake(fields))
 

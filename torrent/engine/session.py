@@ -48,6 +48,7 @@ import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
 from torrent.disk.storage import FileStorage
+from torrent.engine.addresses import OurAddresses, canonical_host
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -56,6 +57,7 @@ from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
+from torrent.engine.portmap import PortMapper
 from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
@@ -229,12 +231,15 @@ class Session:
         self._torrents: dict[InfoHash, Torrent] = {}
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
         self._stack: contextlib.AsyncExitStack | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
+        self._addresses = OurAddresses()
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
         self._udp: UdpSocket | None = None
         self._dht: DhtNode | None = None
         self._lsd: LsdService | None = None
+        self._lsd_services: list[LsdService] = []
+        self._portmap: PortMapper | None = None
         self._disk_pool: ThreadPoolExecutor | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
@@ -271,17 +276,11 @@ class Session:
         return self._dht
 
     async def __aenter__(self) -> Session:
-        loop = asyncio.get_running_loop()
         s = self.settings
         self._closing = False
         self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
         async with contextlib.AsyncExitStack() as stack:
-            server = await loop.create_server(
-                self._incoming_factory, host=s.listen_host, port=s.listen_port, reuse_address=True
-            )
-            stack.push_async_callback(_close_server, server)
-            self._server = server
-            self._port = server.sockets[0].getsockname()[1]
+            await self._listen(stack)
             http = aiohttp.ClientSession(
                 headers={"User-Agent": USER_AGENT},
                 connector=aiohttp.TCPConnector(limit=20, force_close=False),
@@ -291,15 +290,7 @@ class Session:
             if s.dht_enabled:
                 await self._start_dht(stack)
             if s.lsd_enabled:
-                self._lsd = await stack.enter_async_context(
-                    LsdService(
-                        s.listen_host,
-                        port=lambda: self._port,
-                        torrents=self._lsd_torrents,
-                        on_peer=self._lsd_peer,
-                        interval_s=s.lsd_interval_s,
-                    )
-                )
+                await self._start_lsd(stack)
             # One disk pool for every torrent: an idle torrent holds no thread of its own.
             pool = ThreadPoolExecutor(
                 max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio"
@@ -307,10 +298,11 @@ class Session:
             stack.callback(pool.shutdown, wait=False)
             self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())
+            timers = [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
+            if s.port_mapping and _mappable(self.listen_addresses):
+                timers.append(tg.create_task(self._map_ports(http)))
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
-            stack.push_async_callback(
-                self._stop_all, [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
-            )
+            stack.push_async_callback(self._stop_all, timers)
             self._tg = tg
             self._stack = stack.pop_all()
         return self
@@ -325,26 +317,113 @@ class Session:
             self._http = None
             self._dht = None
             self._udp = None
+            self._portmap = None
             self._lsd = None
+            self._lsd_services = []
+
+    async def _listen(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bind every listen address (``Settings.listen_addresses``); the first one's port
+        is :attr:`port`, and a later entry with port 0 takes that number too. An IPv6
+        wildcard the settings only implied (dual stack by default) is skipped with a log
+        line when the machine has no IPv6; an address the user named must bind."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        explicit = bool(s.listen_interfaces)
+        self._servers = []
+        for i, (host, port) in enumerate(s.listen_addresses()):
+            try:
+                server = await loop.create_server(
+                    self._incoming_factory, host=host, port=port or self._port, reuse_address=True
+                )
+            except OSError as exc:
+                if i == 0 or explicit:
+                    raise
+                log.info("not listening on [%s]:%d: %s", host, port or self._port, exc)
+                continue
+            stack.push_async_callback(_close_server, server)
+            self._servers.append(server)
+            if i == 0:
+                self._port = server.sockets[0].getsockname()[1]
+        self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
+
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) a listening socket of the session is bound to."""
+        return [(str(name[0]), int(name[1])) for server in self._servers for name in _socknames(server)]
+
+    @property
+    def addresses(self) -> OurAddresses:
+        """What the session knows of its own addresses (BEP 7 hints, BEP 10 fields)."""
+        return self._addresses
+
+    async def _start_lsd(self, stack: contextlib.AsyncExitStack) -> None:
+        """One LSD member per address family the session listens on (BEP 14: the IPv4
+        and the IPv6 group)."""
+        s = self.settings
+        hosts = {6 if ":" in host else 4: host for host, _ in reversed(s.listen_addresses())}
+        for family in sorted(hosts):
+            service = await stack.enter_async_context(
+                LsdService(
+                    hosts[family] if family == 4 else "::",
+                    port=lambda: self._port,
+                    torrents=self._lsd_torrents,
+                    on_peer=self._lsd_peer,
+                    interval_s=s.lsd_interval_s,
+                    family=family,
+                )
+            )
+            self._lsd_services.append(service)
+        self._lsd = self._lsd_services[0] if self._lsd_services else None
+
+    @property
+    def lsd_services(self) -> list[LsdService]:
+        """Every LSD member (one per address family listened on)."""
+        return list(self._lsd_services)
+
+    @property
+    def port_mapping(self) -> PortMapper | None:
+        """The router port mapping (``port_mapping.statistics()``), None when off."""
+        return self._portmap
+
+    async def _map_ports(self, http: aiohttp.ClientSession) -> None:
+        """Map the TCP listen port and the UDP port on the router, renew until cancelled."""
+        udp = self._udp
+        mapper = PortMapper(
+            tcp_port=lambda: self._port,
+            udp_port=lambda: udp.port if udp is not None else None,
+            lease_s=self.settings.port_mapping_lease_s,
+            http=http,
+            on_external=self._on_external_address,
+            clock=self.clock,
+        )
+        self._portmap = mapper
+        await mapper.run()
+
+    def _on_external_address(self, address: str) -> None:
+        self._addresses.mapped_ipv4 = address
+
+    def _udp_host(self) -> str:
+        """The address the UDP socket (DHT) binds: the first listen address's host."""
+        return self.settings.listen_addresses()[0][0]
 
     async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
         """Bind the UDP socket (the TCP port's number when free) and start the DHT node
         on it; the node saves its routing table before the socket closes."""
         s = self.settings
         try:
-            udp = await UdpSocket.open(s.listen_host, self._port)
+            udp = await UdpSocket.open(self._udp_host(), self._port)
         except OSError as exc:
             # Another program holds that UDP port: a different number still works (our
             # announces carry the TCP port explicitly).
             log.warning("UDP port %d is taken (%s); the DHT uses another one", self._port, exc)
-            udp = await UdpSocket.open(s.listen_host, 0)
+            udp = await UdpSocket.open(self._udp_host(), 0)
         stack.callback(udp.close)
         self._udp = udp
         assert udp.transport is not None
         if s.dht_state_file:
             Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
         node = DhtNode(
-            s.listen_host,
+            self._udp_host(),
             udp.port,
             bootstrap=s.dht_bootstrap,
             state_file=Path(s.dht_state_file) if s.dht_state_file else None,
@@ -355,8 +434,8 @@ class Session:
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for peer in list(self._pending_incoming):
             peer.close("session closing")
         self._pending_incoming.clear()
@@ -370,6 +449,8 @@ class Session:
             await asyncio.wait(pending, timeout=self.settings.stopped_announce_timeout_s + STOP_GRACE_S)
         for task in [*pending, *timers]:
             task.cancel()
+        if self._portmap is not None:
+            await self._portmap.close()  # delete the router's mappings (bounded)
 
     # ------------------------------------------------------------------ torrents
 
@@ -463,6 +544,7 @@ class Session:
             encryption=self._encryption,
             dht=self._dht,
             disk_executor=self._disk_pool,
+            addresses=self._addresses,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -470,8 +552,8 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
-            if self._lsd is not None:
-                self._lsd.forget(swarm.info_hash)
+            for service in self._lsd_services:
+                service.forget(swarm.info_hash)
 
     async def remove_torrent(self, info_hash: InfoHash) -> None:
         """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
@@ -576,8 +658,8 @@ class Session:
         """Once a second: every torrent's timers, and the pending incoming connections."""
         now = self.clock.monotonic()
         self._expire_pending(now)
-        if self._lsd is not None:
-            self._lsd.tick(now)
+        for service in self._lsd_services:
+            service.tick(now)
         for swarm in list(self._swarms.values()):
             swarm.tick(now)
 
@@ -592,6 +674,15 @@ class Session:
             now = self.clock.monotonic()
             for swarm in list(self._swarms.values()):
                 swarm.rechoke(now)
+
+
+def _mappable(addresses: list[tuple[str, int]]) -> bool:
+    """A router could forward to one of these listen addresses (IPv4, not loopback)."""
+    return any(":" not in host and not host.startswith("127.") for host, _ in addresses)
+
+
+def _socknames(server: asyncio.Server) -> list[Any]:
+    return [sock.getsockname() for sock in server.sockets]
 
 
 async def _close_server(server: asyncio.Server) -> None:
@@ -636,7 +727,7 @@ class _Incoming(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = self._peer
         sockname = transport.get_extra_info("peername") or ("", 0)
-        peer.addr = (str(sockname[0]), int(sockname[1]))
+        peer.addr = (canonical_host(str(sockname[0])), int(sockname[1]))
         peer.connection_made(transport)
         if not self._admit(peer):
             peer.close("too many connections awaiting their handshake")

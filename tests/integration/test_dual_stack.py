@@ -1,0 +1,147 @@
+"""IPv4 and IPv6 at once: two listening sockets, transfers over ``::1``, a swarm whose
+peers exist on one family only, the same peer seen on both families, and our tracker
+answering IPv6 announces with ``peers6`` (BEP 7).
+
+Everything runs on loopback (``127.0.0.1`` and ``::1``); a machine without IPv6 skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
+from tests.polling import wait_until
+from torrent import config
+from torrent.engine.session import Session
+from torrent.proto import bencoding
+from torrent.proto.tracker_codec import decode_compact_peers
+from tracker.server import TrackerServer
+from tracker.settings import TrackerSettings
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+
+
+def _settings(*interfaces: tuple[str, int]) -> config.Settings:
+    return config.testing_settings().replace(listen_interfaces=interfaces)
+
+
+async def test_both_families_listen_on_one_port_number() -> None:
+    async with asyncio.timeout(10), Session(_settings(("127.0.0.1", 0), ("::1", 0))) as s:
+        addresses = s.listen_addresses
+        assert sorted(h for h, _ in addresses) == ["127.0.0.1", "::1"]
+        assert {p for _, p in addresses} == {s.port}
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            _r, w = await asyncio.open_connection(host, s.port, family=family)
+            w.close()
+
+
+async def test_default_settings_listen_dual_stack() -> None:
+    """``0.0.0.0`` implies ``::`` too (libtorrent's default), on the same port; the IPv6
+    socket is IPv6-only, so the two do not collide."""
+    settings = config.testing_settings().replace(listen_host="0.0.0.0")
+    assert settings.listen_addresses() == (("0.0.0.0", 0), ("::", 0))
+    async with asyncio.timeout(10), Session(settings) as s:
+        assert sorted(h for h, _ in s.listen_addresses) == ["0.0.0.0", "::"]
+        v6 = next(sock for server in s._servers for sock in server.sockets if sock.family == socket.AF_INET6)
+        assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+
+
+@pytest.mark.parametrize("seed_on_v6", [True, False], ids=["seed-v6-only", "leech-v6-only"])
+async def test_transfer_over_ipv6_loopback(tmp_path: Path, seed_on_v6: bool) -> None:
+    content = make_payload(tmp_path / "seed", "six.bin", 400_000)
+    meta = make_torrent(content)
+    v6 = _settings(("::1", 0))
+    both = _settings(("127.0.0.1", 0), ("::1", 0))
+    async with (
+        asyncio.timeout(30),
+        Session(v6 if seed_on_v6 else both) as seed_s,
+        Session(both if seed_on_v6 else v6) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("::1", seed_s.port)])
+        await leech.wait_complete()
+        assert [p.host for p in seed.peers()] == ["::1"]
+    assert same_tree(content, tmp_path / "leech" / "six.bin")
+
+
+async def test_swarm_where_some_peers_exist_only_on_ipv6(tmp_path: Path) -> None:
+    """A seed on ``::1`` only, a middle peer on both families, a leecher on ``127.0.0.1``
+    only: the leecher can only get the data through the middle peer."""
+    content = make_payload(tmp_path / "seed", "relay.bin", 600_000)
+    meta = make_torrent(content)
+    async with (
+        asyncio.timeout(40),
+        Session(_settings(("::1", 0))) as seed_s,
+        Session(_settings(("127.0.0.1", 0), ("::1", 0))) as mid_s,
+        Session(_settings(("127.0.0.1", 0))) as v4_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        mid = await mid_s.add_torrent(meta, tmp_path / "mid", peers=[("::1", seed_s.port)])
+        leech = await v4_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", mid_s.port)]
+        )
+        await asyncio.gather(mid.wait_complete(), leech.wait_complete())
+        assert leech.statistics().downloaded_bytes >= 600_000
+        # Every byte reached the middle peer over IPv6: the leecher had only what it had.
+        assert seed.statistics().uploaded_bytes >= 600_000
+    assert same_tree(content, tmp_path / "leech" / "relay.bin")
+
+
+async def test_a_peer_known_on_both_families_gets_one_connection(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "once.bin", 300_000)
+    meta = make_torrent(content)
+    both = _settings(("127.0.0.1", 0), ("::1", 0))
+    async with asyncio.timeout(30), Session(both) as seed_s, Session(both) as leech_s:
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        # Also the IPv4-mapped spelling: the same address as 127.0.0.1, one entry.
+        peers = [("127.0.0.1", seed_s.port), ("::1", seed_s.port), ("::ffff:127.0.0.1", seed_s.port)]
+        leech = await leech_s.add_torrent(meta, tmp_path / "leech", peers=peers)
+        await leech.wait_complete()
+        assert leech.statistics().peers_known == 2
+        await wait_until(lambda: len(leech.peers()) == 1, what="one connection to the seed")
+        assert len(seed.peers()) == 1
+
+
+async def test_our_tracker_answers_ipv6_announces_with_peers6() -> None:
+    """An announce over IPv6 is listed in ``peers6`` (18 bytes per peer); one over IPv4 in
+    ``peers``; each family's peers are handed to both (BEP 7)."""
+    settings = TrackerSettings(host="::1", port=0, udp_port=0, interval_s=60, min_interval_s=1)
+    server = TrackerServer(settings)
+    async with asyncio.timeout(10), server as t, aiohttp.ClientSession() as http:
+        url = t.urls()[0]
+        assert url.startswith("http://[::1]:")
+        ih = "%AB" * 20
+
+        async def announce(peer_id: str, port: int, left: int) -> dict[bytes, object]:
+            query = f"?info_hash={ih}&peer_id={peer_id}&port={port}&left={left}&compact=1"
+            async with http.get(url + query) as resp:
+                decoded = bencoding.decode(await resp.read())
+                assert isinstance(decoded, dict)
+                return decoded
+
+        await announce("A" * 20, 7001, 0)
+        second = await announce("B" * 20, 7002, 1)
+        raw6 = second[b"peers6"]
+        assert isinstance(raw6, bytes)
+        assert len(raw6) == 18
+        assert [(p.ip, p.port) for p in decode_compact_peers(raw6, ipv6=True)] == [("::1", 7001)]
+        assert second.get(b"peers", b"") == b""
+        assert second[b"external ip"] == socket.inet_pton(socket.AF_INET6, "::1")
