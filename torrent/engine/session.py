@@ -300,7 +300,8 @@ class Session:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             timers = [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
             if s.port_mapping and _mappable(self.listen_addresses):
-                timers.append(tg.create_task(self._map_ports(http)))
+                self._portmap = self._port_mapper(http)
+                timers.append(tg.create_task(self._portmap.run()))
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(self._stop_all, timers)
             self._tg = tg
@@ -385,10 +386,11 @@ class Session:
         """The router port mapping (``port_mapping.statistics()``), None when off."""
         return self._portmap
 
-    async def _map_ports(self, http: aiohttp.ClientSession) -> None:
-        """Map the TCP listen port and the UDP port on the router, renew until cancelled."""
+    def _port_mapper(self, http: aiohttp.ClientSession) -> PortMapper:
+        """What maps the TCP listen port and the UDP port on the router (its ``run``
+        renews them until cancelled; ``close`` deletes them)."""
         udp = self._udp
-        mapper = PortMapper(
+        return PortMapper(
             tcp_port=lambda: self._port,
             udp_port=lambda: udp.port if udp is not None else None,
             lease_s=self.settings.port_mapping_lease_s,
@@ -396,8 +398,6 @@ class Session:
             on_external=self._on_external_address,
             clock=self.clock,
         )
-        self._portmap = mapper
-        await mapper.run()
 
     def _on_external_address(self, address: str) -> None:
         self._addresses.mapped_ipv4 = address
