@@ -17,6 +17,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
 from tests.polling import wait_until
 from torrent import config
+from torrent.engine.peer import Peer
 from torrent.engine.session import Session
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import decode_compact_peers
@@ -34,6 +35,11 @@ def _has_ipv6_loopback() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+
+
+def _yourip(peer: Peer) -> str | None:
+    hs = peer.proto.peer_extension_handshake if peer.proto is not None else None
+    return hs.yourip if hs is not None else None
 
 
 def _settings(*interfaces: tuple[str, int]) -> config.Settings:
@@ -75,6 +81,8 @@ async def test_transfer_over_ipv6_loopback(tmp_path: Path, seed_on_v6: bool) -> 
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("::1", seed_s.port)])
+        # BEP 10 ``yourip``: each side tells the other where it sees it.
+        await wait_until(lambda: any(_yourip(p) == "::1" for p in leech.swarm.peers.values()), what="yourip")
         await leech.wait_complete()
         assert [p.host for p in seed.peers()] == ["::1"]
     assert same_tree(content, tmp_path / "leech" / "six.bin")
