@@ -212,6 +212,10 @@ class Peer(asyncio.Protocol):
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
+        #: Our BitTorrent handshake while an outgoing connection is being opened: a
+        #: connector that can carry it in its own handshake (MSE's initial payload ``IA``)
+        #: takes it and sets this to ``b""``; otherwise it is written once connected.
+        self.initial_payload = b""
         #: The protocol violation that ended the connection ("" when none did).
         self.violation = ""
         #: When the stream opened (the handshake timeout counts from here).
@@ -339,11 +343,14 @@ class Peer(asyncio.Protocol):
         assert self.host is not None
         self.outgoing = True
         try:
+            self.initial_payload = self._new_protocol(self.host)
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 await self._connect(self, self.addr)
             if self.on_connected is not None:
                 self.on_connected()
-            self._start_protocol(self.host)
+            if self.initial_payload:  # not carried by the connector's own handshake
+                self._write(self.initial_payload)
+                self.initial_payload = b""
             if self._pending:
                 early, self._pending = bytes(self._pending), bytearray()
                 self.data_received(early)
@@ -418,6 +425,10 @@ class Peer(asyncio.Protocol):
     # ------------------------------------------------------------------ stream callbacks
 
     def _start_protocol(self, host: PeerHost) -> None:
+        self._write(self._new_protocol(host))
+
+    def _new_protocol(self, host: PeerHost) -> bytes:
+        """Start the wire protocol for ``host``; returns our handshake's bytes (sent)."""
         self.host = host
         s = self.settings
         self.proto = wire.PeerProtocol(
@@ -434,7 +445,7 @@ class Peer(asyncio.Protocol):
             },
             now=self.clock.monotonic(),
         )
-        self.send(wire.Handshake())
+        return self.proto.send(wire.Handshake(), self.clock.monotonic())
 
     def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
         self.transport = cast(Transport, transport)
@@ -764,8 +775,8 @@ class Peer(asyncio.Protocol):
         us and then trickles or stalls.
         """
         proto = self.proto
-        if self.closed or proto is None:
-            return
+        if self.closed or proto is None or self.transport is None:
+            return  # still connecting: the connect timeout is the dialler's
         s = self.settings
         if proto.peer_handshake is None:
             if now - self.connected_at > s.handshake_timeout_s:
