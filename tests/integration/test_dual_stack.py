@@ -8,17 +8,22 @@ Everything runs on loopback (``127.0.0.1`` and ``::1``); a machine without IPv6 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.integration.dht_helpers import TEST_CONFIG
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
 from tests.polling import wait_until
 from torrent import config
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.peer import Peer
 from torrent.engine.session import Session
+from torrent.engine.udp import UdpSocket
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import decode_compact_peers
 from tracker.server import TrackerServer
@@ -153,3 +158,49 @@ async def test_our_tracker_answers_ipv6_announces_with_peers6() -> None:
         assert [(p.ip, p.port) for p in decode_compact_peers(raw6, ipv6=True)] == [("::1", 7001)]
         assert second.get(b"peers", b"") == b""
         assert second[b"external ip"] == socket.inet_pton(socket.AF_INET6, "::1")
+
+
+@contextlib.asynccontextmanager
+async def _dual_router() -> AsyncIterator[DhtNode]:
+    """A DHT node of the test's on 127.0.0.1 and ::1 (one port number), storing announces."""
+    udp4 = await UdpSocket.open("127.0.0.1", 0)
+    udp6 = await UdpSocket.open("::1", udp4.port)
+    node = DhtNode(
+        "127.0.0.1", udp4.port, config=TEST_CONFIG, transport=udp4.transport, transport6=udp6.transport
+    )
+    for udp in (udp4, udp6):
+        udp.route(b"d", node.datagram_received)
+    try:
+        async with node:
+            yield node
+    finally:
+        udp4.close()
+        udp6.close()
+
+
+async def test_a_dual_stack_session_joins_both_dhts(tmp_path: Path) -> None:
+    """BEP 32: a session on both families runs one DHT node on two UDP sockets (one table
+    per family) and announces on both; a leecher on IPv4 only and one on IPv6 only each
+    find the seed through their family's DHT."""
+    content = make_payload(tmp_path / "seed", "dht46.bin", 300_000)
+    meta = make_torrent(content)  # no tracker
+    dht = {"dht_enabled": True, "dht_retry_interval_s": 1.0}
+    async with asyncio.timeout(40), _dual_router() as router:
+        port = router.port
+        both = (("127.0.0.1", port), ("::1", port))
+        seed_settings = _settings(("127.0.0.1", 0), ("::1", 0)).replace(**dht, dht_bootstrap=both)
+        v4 = _settings(("127.0.0.1", 0)).replace(**dht, dht_bootstrap=both[:1])
+        v6 = _settings(("::1", 0)).replace(**dht, dht_bootstrap=both[1:])
+        async with Session(seed_settings) as seed_s, Session(v4) as s4, Session(v6) as s6:
+            assert seed_s.dht is not None
+            assert seed_s.dht.config.families == (4, 6)
+            seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+            await seed.wait_checked()
+            leech4 = await s4.add_torrent(meta, tmp_path / "leech4", seed=False)
+            leech6 = await s6.add_torrent(meta, tmp_path / "leech6", seed=False)
+            await asyncio.gather(leech4.wait_complete(), leech6.wait_complete())
+            tables = seed_s.dht.protocol.tables
+            assert len(tables[4]) >= 1
+            assert len(tables[6]) >= 1
+    assert same_tree(content, tmp_path / "leech4" / "dht46.bin")
+    assert same_tree(content, tmp_path / "leech6" / "dht46.bin")

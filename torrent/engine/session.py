@@ -236,6 +236,7 @@ class Session:
         self._tg: asyncio.TaskGroup | None = None
         self._http: aiohttp.ClientSession | None = None
         self._udp: UdpSocket | None = None
+        self._udp6: UdpSocket | None = None
         self._dht: DhtNode | None = None
         self._lsd: LsdService | None = None
         self._lsd_services: list[LsdService] = []
@@ -318,6 +319,7 @@ class Session:
             self._http = None
             self._dht = None
             self._udp = None
+            self._udp6 = None
             self._portmap = None
             self._lsd = None
             self._lsd_services = []
@@ -402,6 +404,25 @@ class Session:
     def _on_external_address(self, address: str) -> None:
         self._addresses.mapped_ipv4 = address
 
+    async def _open_udp6(self, stack: contextlib.AsyncExitStack, port: int) -> UdpSocket | None:
+        """With listeners on both families, a second UDP socket (the first one's IPv4, this
+        one IPv6, same port number when free) so the DHT node joins both DHTs (BEP 32)."""
+        first = self._udp_host()
+        v6 = [host for host, _ in self.settings.listen_addresses() if ":" in host]
+        if ":" in first or not v6:
+            return None
+        try:
+            udp6 = await UdpSocket.open(v6[0], port)
+        except OSError:
+            try:
+                udp6 = await UdpSocket.open(v6[0], 0)
+            except OSError as exc:
+                log.info("the DHT stays IPv4 only: no UDP socket on [%s] (%s)", v6[0], exc)
+                return None
+        stack.callback(udp6.close)
+        self._udp6 = udp6
+        return udp6
+
     def _udp_host(self) -> str:
         """The address the UDP socket (DHT) binds: the first listen address's host."""
         return self.settings.listen_addresses()[0][0]
@@ -420,6 +441,7 @@ class Session:
         stack.callback(udp.close)
         self._udp = udp
         assert udp.transport is not None
+        udp6 = await self._open_udp6(stack, udp.port)
         if s.dht_state_file:
             Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
         node = DhtNode(
@@ -428,8 +450,11 @@ class Session:
             bootstrap=s.dht_bootstrap,
             state_file=Path(s.dht_state_file) if s.dht_state_file else None,
             transport=udp.transport,
+            transport6=udp6.transport if udp6 is not None else None,
         )
         udp.route(b"d", node.datagram_received)
+        if udp6 is not None:
+            udp6.route(b"d", node.datagram_received)
         self._dht = await stack.enter_async_context(node)
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
