@@ -290,6 +290,7 @@ class Swarm(PeerHostBase):
             banned_peers=self.peer_list.banned_count,
             dht_nodes=self.ctx.dht.node_count if self.ctx.dht is not None and self.dht_source else 0,
             dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
+            external_ip=self.ctx.addresses.external_ipv4,
             web_seeds_active=self.web_seeds.active,
             web_seeds_total=self.web_seeds.total,
             last_ban=self.peer_list.last_ban,
