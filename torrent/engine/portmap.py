@@ -298,10 +298,9 @@ class PortMapper:
             elif isinstance(answer, natpmp.MappingError):
                 self._error = f"external address: {answer.reason}"
                 return False
-        for m in self._mappings:
-            if not await self._map_pmp(gateway, m, self._lease_s, pcp=pcp):
-                return False
-        return True
+        # What the router granted stays mapped (and is deleted at exit) even if the rest fails.
+        granted = [await self._map_pmp(gateway, m, self._lease_s, pcp=pcp) for m in self._mappings]
+        return any(granted)
 
     async def _map_pmp(self, gateway: str, m: _Mapping, lease_s: int, *, pcp: bool) -> bool:
         external = m.external_port or m.internal_port
@@ -380,10 +379,8 @@ class PortMapper:
         result = await self._soap(upnp.get_external_ip_address(self._igd.service_type))
         if isinstance(result, upnp.ActionResult) and result.values.get("NewExternalIPAddress"):
             self._set_external(result.values["NewExternalIPAddress"])
-        for m in self._mappings:
-            if not await self._map_upnp(m, self._lease_s):
-                return False
-        return True
+        granted = [await self._map_upnp(m, self._lease_s) for m in self._mappings]
+        return any(granted)
 
     async def _search(self) -> tuple[str, str] | None:
         """Multicast the SSDP search from our LAN address: (description URL, that address)."""
