@@ -204,3 +204,50 @@ async def test_a_dual_stack_session_joins_both_dhts(tmp_path: Path) -> None:
             assert len(tables[6]) >= 1
     assert same_tree(content, tmp_path / "leech4" / "dht46.bin")
     assert same_tree(content, tmp_path / "leech6" / "dht46.bin")
+
+
+async def _announces_with(
+    tmp_path: Path, settings: config.Settings, *, ipv6: str | None, mapped: str | None
+) -> str:
+    """The query string of the first announce a session sends with these addresses known."""
+    from aiohttp import web
+
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def announce(request: web.Request) -> web.Response:
+        seen.put_nowait(request.raw_path.partition("?")[2])
+        return web.Response(body=b"d8:intervali60e5:peers0:e")
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        content = make_payload(tmp_path / "seed", "hint.bin", 50_000)
+        meta = make_torrent(content, trackers=[f"http://127.0.0.1:{port}/announce"])
+        async with asyncio.timeout(10), Session(settings) as s:
+            s.addresses.ipv6 = ipv6
+            s.addresses.mapped_ipv4 = mapped
+            await s.add_torrent(meta, tmp_path / "seed")
+            return await seen.get()
+    finally:
+        await runner.cleanup()
+
+
+async def test_announces_carry_bep7_hints_and_the_external_ip_only_when_asked(tmp_path: Path) -> None:
+    base = config.testing_settings()
+    plain = await _announces_with(tmp_path / "a", base, ipv6=None, mapped=None)
+    assert "ipv6=" not in plain
+    assert "ipv4=" not in plain
+    assert "&ip=" not in plain
+    hinted = await _announces_with(tmp_path / "b", base, ipv6="2a00:1450::5", mapped="11.22.33.44")
+    assert "&ipv6=2a00%3A1450%3A%3A5" in hinted
+    assert "&ipv4=11.22.33.44" in hinted
+    assert "&ip=" not in hinted  # the router's address is not claimed unless configured
+    claimed = await _announces_with(
+        tmp_path / "c", base.replace(announce_external_ip=True), ipv6=None, mapped="11.22.33.44"
+    )
+    assert "&ip=11.22.33.44" in claimed
