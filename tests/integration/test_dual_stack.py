@@ -251,3 +251,29 @@ async def test_announces_carry_bep7_hints_and_the_external_ip_only_when_asked(tm
         tmp_path / "c", base.replace(announce_external_ip=True), ipv6=None, mapped="11.22.33.44"
     )
     assert "&ip=11.22.33.44" in claimed
+
+
+async def test_pex_hands_out_ipv6_peers(tmp_path: Path) -> None:
+    """BEP 11 ``added6``: the leecher is given only the middle peer's IPv4 address and
+    learns the seed's ``::1`` address from the middle peer's ``ut_pex``."""
+    content = make_payload(tmp_path / "seed", "pex6.bin", 2_000_000)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    pex_on = {"pex_enabled": True, "pex_interval_s": 1.0}
+    both = _settings(("127.0.0.1", 0), ("::1", 0))
+    async with (
+        asyncio.timeout(40),
+        Session(_settings(("::1", 0))) as seed_s,
+        Session(both.replace(**pex_on, max_download_bps=100_000)) as middle_s,
+        Session(both.replace(**pex_on)) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        middle = await middle_s.add_torrent(meta, tmp_path / "middle", peers=[("::1", seed_s.port)])
+        await wait_until(lambda: middle.statistics().peers_connected == 1, what="the middle peer on the seed")
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", middle_s.port)]
+        )
+        await wait_until(lambda: ("::1", seed_s.port) in leech.swarm.peer_list, what="the seed's ::1 via PEX")
+        await leech.wait_complete()
+        assert leech.swarm.pex_peers >= 1
+    assert same_tree(content, tmp_path / "leech" / "pex6.bin")
