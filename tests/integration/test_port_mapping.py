@@ -14,21 +14,25 @@ skips (under ``CI=true`` it fails).
 Checked: each method (PCP, NAT-PMP, UPnP IGD) maps TCP and UDP, the mapping shows in
 miniupnpd's nftables rules, it is renewed before its lease ends, and it is gone after
 ``close()``; the router's external address is reported; a ``Session`` with port mapping
-on does all of it by itself and removes its mappings on exit.
+on does all of it by itself and removes its mappings on exit. Two paths miniupnpd does not
+take are checked against a small UPnP router of the test's own on loopback (no root
+needed): a router that only takes permanent leases (error 725), and one that refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.integration.swarm_helpers import only_loopback
 from tests.interop.conftest import skip_or_fail
@@ -36,6 +40,7 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.engine.portmap import PortMapper, default_gateway
 from torrent.engine.session import Session
+from torrent.proto import upnp
 
 EXTERNAL_IP = "11.22.33.44"
 GATEWAY = "192.168.77.1"
@@ -258,3 +263,135 @@ async def test_no_gateway_is_one_log_line_not_an_error(caplog: pytest.LogCapture
         r for r in caplog.records if r.name == "torrent.engine.portmap" and "failed" in r.getMessage()
     ]
     assert len(failures) == 1
+
+
+class _FakeIgd:
+    """A UPnP router of the test's on 127.0.0.1: SSDP answers on a UDP port, description
+    and SOAP over aiohttp. ``refuse`` maps a lease to the UPnP error it gets."""
+
+    def __init__(self, refuse: dict[int, int]) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self.http_port = 0
+
+    async def soap(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        action = request.headers["SOAPAction"].strip('"').rpartition("#")[2]
+        result = upnp.decode_action_response(
+            body.replace(f"u:{action}".encode(), f"u:{action}Response".encode())
+        )
+        assert isinstance(result, upnp.ActionResult)
+        self.calls.append((action, result.values))
+        code = self.refuse.get(int(result.values.get("NewLeaseDuration", "-1")), 0)
+        if action == "AddPortMapping" and code:
+            fault = (
+                '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault>'
+                "<faultcode>s:Client</faultcode><faultstring>UPnPError</faultstring><detail>"
+                f'<UPnPError xmlns="urn:schemas-upnp-org:control-1-0"><errorCode>{code}</errorCode>'
+                "<errorDescription>refused</errorDescription></UPnPError></detail></s:Fault></s:Body></s:Envelope>"
+            )
+            return web.Response(status=500, body=fault.encode(), content_type="text/xml")
+        out = (
+            "<NewExternalIPAddress>11.22.33.44</NewExternalIPAddress>"
+            if action == "GetExternalIPAddress"
+            else ""
+        )
+        answer = (
+            '<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+            f'<u:{action}Response xmlns:u="{upnp.SERVICES[1]}">{out}</u:{action}Response></s:Body></s:Envelope>'
+        )
+        return web.Response(body=answer.encode(), content_type="text/xml")
+
+    async def description(self, _request: web.Request) -> web.Response:
+        desc = (
+            '<root xmlns="urn:schemas-upnp-org:device-1-0"><device><serviceList><service>'
+            f"<serviceType>{upnp.SERVICES[1]}</serviceType><controlURL>/ctl</controlURL>"
+            "</service></serviceList></device></root>"
+        )
+        return web.Response(body=desc.encode(), content_type="text/xml")
+
+
+class _Ssdp(asyncio.DatagramProtocol):
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data.startswith(b"M-SEARCH") and self.transport is not None:
+            self.transport.sendto(
+                f"HTTP/1.1 200 OK\r\nST: x\r\nLOCATION: {self.location}\r\n\r\n".encode(), addr
+            )
+
+
+@contextlib.asynccontextmanager
+async def _fake_igd(refuse: dict[int, int]) -> AsyncIterator[tuple[_FakeIgd, tuple[str, int]]]:
+    igd = _FakeIgd(refuse)
+    app = web.Application()
+    app.router.add_get("/desc.xml", igd.description)
+    app.router.add_post("/ctl", igd.soap)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    loop = asyncio.get_running_loop()
+    transport, _ssdp = await loop.create_datagram_endpoint(
+        lambda: _Ssdp(f"http://127.0.0.1:{port}/desc.xml"), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        yield igd, transport.get_extra_info("sockname")
+    finally:
+        transport.close()
+        await runner.cleanup()
+
+
+async def _run_upnp(refuse: dict[int, int]) -> tuple[PortMapper, _FakeIgd]:
+    async with asyncio.timeout(20), _fake_igd(refuse) as (igd, ssdp), aiohttp.ClientSession() as http:
+        mapper = PortMapper(
+            tcp_port=lambda: 41_005, udp_port=lambda: 41_006, lease_s=3600, http=http,
+            gateway="127.0.0.1", methods=("upnp",), ssdp_group=ssdp,
+        )  # fmt: skip
+        task = asyncio.create_task(mapper.run())
+        try:
+            await mapper.ready.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await mapper.close()
+    return mapper, igd
+
+
+async def test_upnp_router_that_only_takes_permanent_leases() -> None:
+    """UPnP error 725: each mapping is asked again with lease 0 (never renewed), and both
+    are deleted at exit. The router is a small one of the test's on loopback."""
+    mapper, igd = await _run_upnp({3600: upnp.ONLY_PERMANENT_LEASES})
+    stats = mapper.statistics()
+    assert stats.method == "upnp"
+    assert stats.external_address == "11.22.33.44"
+    adds = [
+        (v["NewProtocol"], v["NewExternalPort"], v["NewLeaseDuration"])
+        for a, v in igd.calls
+        if a == "AddPortMapping"
+    ]
+    assert adds == [
+        ("TCP", "41005", "3600"),
+        ("TCP", "41005", "0"),
+        ("UDP", "41006", "3600"),
+        ("UDP", "41006", "0"),
+    ]
+    deletes = [(v["NewProtocol"], v["NewExternalPort"]) for a, v in igd.calls if a == "DeletePortMapping"]
+    assert deletes == [("TCP", "41005"), ("UDP", "41006")]
+    assert all(v["NewInternalClient"] == "127.0.0.1" for a, v in igd.calls if a == "AddPortMapping")
+
+
+async def test_upnp_refusal_is_reported_not_raised() -> None:
+    """A conflict (718) for every lease: nothing is mapped, the error names it."""
+    mapper, igd = await _run_upnp({3600: upnp.CONFLICT_IN_MAPPING, 0: upnp.CONFLICT_IN_MAPPING})
+    stats = mapper.statistics()
+    assert stats.method == ""
+    assert stats.mappings == ()
+    assert "718" in stats.error
+    assert not [a for a, _ in igd.calls if a == "DeletePortMapping"]
