@@ -116,3 +116,9 @@ def test_peer_list_keeps_one_spelling_per_address() -> None:
     assert peers.add(("0:0::1", 6882))
     assert not peers.add(("::0001", 6882))
     assert len(peers) == 3
+
+
+def test_the_daemon_takes_listen_and_no_port_mapping_too() -> None:
+    args = build_parser("daemon").parse_args(["daemon", "--listen", "[::]:6881", "--no-port-mapping"])
+    assert args.listen == (("::", 6881),)
+    assert args.no_port_mapping
