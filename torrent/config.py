@@ -75,8 +75,8 @@ class Settings:
     #: Lease asked for each mapping; it is renewed when half of it has passed
     #: (RFC 6886 recommends an hour, and renewing at half the lifetime).
     port_mapping_lease_s: int = 3600
-    #: Tell trackers the external address the router reported (``ip=``), unless
-    #: ``announce_ip`` says otherwise. Off by default: most trackers take the source
+    #: Tell trackers the external address the router reported (``ip=``, and BEP 7's
+    #: ``ipv4=``), unless ``announce_ip`` says otherwise. Off by default: most trackers take the source
     #: address, and a wrong hint could hide us.
     announce_external_ip: bool = False
     #: Message Stream Encryption (see :class:`Encryption`). ``prefer`` reaches peers that

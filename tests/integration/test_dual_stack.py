@@ -245,12 +245,14 @@ async def test_announces_carry_bep7_hints_and_the_external_ip_only_when_asked(tm
     assert "&ip=" not in plain
     hinted = await _announces_with(tmp_path / "b", base, ipv6="2a00:1450::5", mapped="11.22.33.44")
     assert "&ipv6=2a00%3A1450%3A%3A5" in hinted
-    assert "&ipv4=11.22.33.44" in hinted
-    assert "&ip=" not in hinted  # the router's address is not claimed unless configured
+    # the router's address is not told unless configured
+    assert "ipv4=" not in hinted
+    assert "&ip=" not in hinted
     claimed = await _announces_with(
         tmp_path / "c", base.replace(announce_external_ip=True), ipv6=None, mapped="11.22.33.44"
     )
     assert "&ip=11.22.33.44" in claimed
+    assert "&ipv4=11.22.33.44" in claimed
 
 
 async def test_pex_hands_out_ipv6_peers(tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def test_our_addresses_hints_and_votes() -> None:
     assert votes.external_ipv4 == "81.2.3.4"
     votes.mapped_ipv4 = "11.22.33.44"  # the router's word wins
     assert votes.external_ipv4 == "11.22.33.44"
-    assert votes.announce_hints() == {"ipv4": "11.22.33.44"}
+    assert votes.announce_hints() == {}  # the external address only when asked for
+    assert votes.announce_hints(external=True) == {"ipv4": "11.22.33.44"}
 
 
 def test_bep7_parameters_in_the_announce_query() -> None:

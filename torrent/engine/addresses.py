@@ -112,12 +112,13 @@ class OurAddresses:
         addr, n = Counter(self._votes.values()).most_common(1)[0]
         return addr if n >= MIN_VOTES else None
 
-    def announce_hints(self) -> dict[str, str]:
+    def announce_hints(self, *, external: bool = False) -> dict[str, str]:
         """BEP 7's ``ipv4=``/``ipv6=``: our address of each family we know. A tracker takes
         the one of the family it did not see the announce arrive over (the other is the
-        source address it sees anyway)."""
+        source address it sees anyway). The external IPv4 address (router, peers) is
+        told only with ``external`` (``Settings.announce_external_ip``)."""
         out = {}
-        v4 = self.ipv4 or self.external_ipv4
+        v4 = self.ipv4 or (self.external_ipv4 if external else None)
         if v4:
             out["ipv4"] = v4
         if self.ipv6:

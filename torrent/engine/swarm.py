@@ -465,7 +465,7 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ trackers
 
     def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
-        hints = self.ctx.addresses.announce_hints()  # BEP 7
+        hints = self.ctx.addresses.announce_hints(external=self.settings.announce_external_ip)  # BEP 7
         return AnnounceRequest(
             info_hash=self.info_hash,
             peer_id=self.ctx.peer_id,
