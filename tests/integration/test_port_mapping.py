@@ -14,7 +14,8 @@ skips (under ``CI=true`` it fails).
 Checked: each method (PCP, NAT-PMP, UPnP IGD) maps TCP and UDP, the mapping shows in
 miniupnpd's nftables rules, it is renewed before its lease ends, and it is gone after
 ``close()``; the router's external address is reported; a ``Session`` with port mapping
-on does all of it by itself and removes its mappings on exit. Two paths miniupnpd does not
+on does all of it by itself (its DHT node taking a BEP 42 id for the external address)
+and removes its mappings on exit. Two paths miniupnpd does not
 take are checked against a small UPnP router of the test's own on loopback (no root
 needed): a router that only takes permanent leases (error 725), and one that refuses.
 """
@@ -41,6 +42,7 @@ from torrent import config
 from torrent.engine.portmap import PortMapper, default_gateway
 from torrent.engine.session import Session
 from torrent.proto import upnp
+from torrent.proto.dht import routing
 
 EXTERNAL_IP = "11.22.33.44"
 GATEWAY = "192.168.77.1"
@@ -237,6 +239,8 @@ async def test_session_maps_its_ports_and_removes_them_on_exit(gateway: Gateway,
             assert session.addresses.mapped_ipv4 == EXTERNAL_IP
             assert gateway.maps("tcp", session.port)
             assert session.dht is not None
+            # BEP 42: the DHT node took an id that fits the external address.
+            assert routing.conforms(session.dht.node_id, EXTERNAL_IP)
             udp_port = next(m.internal_port for m in stats.mappings if m.protocol == "UDP")
             assert gateway.maps("udp", udp_port)
         assert not gateway.maps("tcp", session.port)

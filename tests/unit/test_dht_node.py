@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from torrent.proto import bencoding
-from torrent.proto.dht import DhtConfig, DhtProtocol, LookupDone, NodeInfo, krpc
+from torrent.proto.dht import DhtConfig, DhtProtocol, LookupDone, NodeInfo, krpc, routing
 
 OURS = b"O" * 20
 THEIRS = b"abcdefghij0123456789"
@@ -260,3 +260,31 @@ def test_joining_is_tried_again_with_backoff_while_the_table_is_empty() -> None:
     for t in (700.0, 1000.0):
         dht.tick(t)
         assert dht.datagrams_to_send() == []
+
+
+def test_a_new_node_id_rebuilds_the_tables_and_rejoins() -> None:
+    """BEP 42: learning our external address may change our id; the table is rebuilt
+    around the new id from the nodes we knew, and the peers we store are kept."""
+    net = FakeNet()
+    rng = random.Random(5)
+    net.add("10.0.0.1", rng.randbytes(20))
+    others = [net.add(f"10.0.1.{i}", rng.randbytes(20)) for i in range(1, 20)]
+    for dht in others:
+        dht.bootstrap([("10.0.0.1", 6881)], net.now)
+        net.run(0.01)
+    net.run(5.0)
+    me = others[0]
+    me.store.add(IH, PEER, net.now)
+    before = {n.id for n in me.nodes()}
+    assert len(before) >= 8
+    events(me)
+    new_id = routing.node_id_for_ip("81.2.3.4", random.Random(1))
+    join = me.change_node_id(new_id, net.now)
+    assert me.node_id == new_id
+    assert all(t.own_id == new_id for t in me.tables.values())
+    net.run(3.0)
+    assert join in [ev.lookup_id for ev in events(me)]
+    assert len(me.tables[4]) >= 8  # the nodes came back as they answered
+    assert len(me.store) == 1  # stored peers are kept
+    # the nodes it queried learn the new id
+    assert any(e.info.id == new_id for d in net.nodes.values() for e in d.tables[4])

@@ -363,6 +363,20 @@ class DhtNode:
         )
         return await self._wait(lookup_id)
 
+    def adopt_external_address(self, host: str) -> bool:
+        """Our external address is ``host`` (the router said so): take a BEP 42 id for it
+        unless ours already conforms (or the address is a local one). True when the id
+        changed; the node then re-joins with the nodes it knew."""
+        proto, loop = self._protocol, self._loop
+        if proto is None or loop is None or routing.conforms(proto.node_id, host):
+            return False
+        self._bootstrap_id = proto.change_node_id(
+            routing.node_id_for_ip(host, random.SystemRandom()), loop.time()
+        )
+        self._flush()
+        log.info("DHT node id changed to conform to BEP 42 for %s", host)
+        return True
+
     def statistics(self) -> DhtStatistics:
         """A frozen snapshot of the node's counters and sizes."""
         assert self._loop is not None

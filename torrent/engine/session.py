@@ -403,6 +403,8 @@ class Session:
 
     def _on_external_address(self, address: str) -> None:
         self._addresses.mapped_ipv4 = address
+        if self._dht is not None:
+            self._dht.adopt_external_address(address)  # BEP 42: an id that fits it
 
     async def _open_udp6(self, stack: contextlib.AsyncExitStack, port: int) -> UdpSocket | None:
         """With listeners on both families, a second UDP socket (the first one's IPv4, this

@@ -244,6 +244,31 @@ class DhtProtocol:
         self._next_rejoin = now + self._rejoin_after_s
         return self._join(now, list(nodes), internal=False)
 
+    def change_node_id(self, node_id: bytes, now: float) -> int:
+        """Take a new id (BEP 42: one derived from an external address learnt since the
+        start). The routing tables are rebuilt around it, and the nodes they held seed a
+        re-join (a find_node for the new id), through which they come back as they answer.
+        Stored peers, tokens and running lookups are kept.
+
+        Returns:
+            the re-join's lookup id.
+
+        Raises:
+            ValueError: not a 20-byte id.
+        """
+        if len(node_id) != krpc.ID_LENGTH:
+            raise ValueError("node id must be 20 bytes")
+        known = self.nodes()
+        config = self.config
+        self.node_id = node_id
+        self.tables = {
+            fam: RoutingTable(
+                node_id, now, k=config.k, max_per_ip=config.max_per_ip, enforce_node_id=config.enforce_node_id
+            )
+            for fam in (4, 6)
+        }
+        return self._join(now, known, internal=False)
+
     def _join(self, now: float, nodes: list[NodeInfo], *, internal: bool) -> int:
         seeds = [NodeInfo(b"", h, p) for h, p in self._routers]
         seeds += [n for n in nodes if _family(n.host) in self.config.families]
