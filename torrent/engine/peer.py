@@ -343,11 +343,15 @@ class Peer(asyncio.Protocol):
         assert self.host is not None
         self.outgoing = True
         try:
-            self.initial_payload = self._new_protocol(self.host)
+            # Our handshake is made before the connect, so a connector can carry it (MSE's
+            # IA); the protocol is in place only after it, so what the peer says first
+            # waits in _pending until our handshake has gone out.
+            proto, self.initial_payload = self._new_protocol(self.host)
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 await self._connect(self, self.addr)
             if self.on_connected is not None:
                 self.on_connected()
+            self.proto = proto
             if self.initial_payload:  # not carried by the connector's own handshake
                 self._write(self.initial_payload)
                 self.initial_payload = b""
@@ -425,13 +429,14 @@ class Peer(asyncio.Protocol):
     # ------------------------------------------------------------------ stream callbacks
 
     def _start_protocol(self, host: PeerHost) -> None:
-        self._write(self._new_protocol(host))
+        self.proto, handshake = self._new_protocol(host)
+        self._write(handshake)
 
-    def _new_protocol(self, host: PeerHost) -> bytes:
-        """Start the wire protocol for ``host``; returns our handshake's bytes (sent)."""
+    def _new_protocol(self, host: PeerHost) -> tuple[wire.PeerProtocol, bytes]:
+        """The wire protocol for ``host`` with our handshake sent, and that handshake's bytes."""
         self.host = host
         s = self.settings
-        self.proto = wire.PeerProtocol(
+        proto = wire.PeerProtocol(
             info_hash=host.info_hash,
             our_peer_id=self.our_peer_id,
             piece_length=host.piece_length,
@@ -445,7 +450,7 @@ class Peer(asyncio.Protocol):
             },
             now=self.clock.monotonic(),
         )
-        return self.proto.send(wire.Handshake(), self.clock.monotonic())
+        return proto, proto.send(wire.Handshake(), self.clock.monotonic())
 
     def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
         self.transport = cast(Transport, transport)
@@ -775,8 +780,8 @@ class Peer(asyncio.Protocol):
         us and then trickles or stalls.
         """
         proto = self.proto
-        if self.closed or proto is None or self.transport is None:
-            return  # still connecting: the connect timeout is the dialler's
+        if self.closed or proto is None:
+            return
         s = self.settings
         if proto.peer_handshake is None:
             if now - self.connected_at > s.handshake_timeout_s:
