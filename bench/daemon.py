@@ -161,6 +161,7 @@ class Ours(Daemon):
             "daemon",
             "--no-dht",
             "--no-lsd",
+            "--no-port-mapping",
             "--rpc-host",
             "127.0.0.1",
             "--rpc-port",

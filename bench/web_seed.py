@@ -120,7 +120,8 @@ def run_libtorrent(torrent: Path, save: Path) -> float:
 
 async def _run_ours(torrent: Path, save: Path, err: IO[bytes]) -> float:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "download", str(torrent), "-o", str(save), "--no-seed", "--json",
+        sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(torrent), "-o", str(save),
+        "--no-seed", "--json",
         "--port", "0", "--bind", "127.0.0.1",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=err,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -29,6 +29,8 @@ def _count(text: str) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
+    from cli.cmd_download import parse_listen
+
     p = subparsers.add_parser(
         "daemon",
         help="run a long-lived client driven over Transmission's RPC",
@@ -45,7 +47,16 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAMES",
         help="comma-separated host names accepted besides IP addresses and localhost",
     )
-    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address the peer port binds")
+    p.add_argument(
+        "--bind", default="0.0.0.0", metavar="ADDR", help="address the peer port binds (0.0.0.0: and [::])"
+    )
+    p.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=None,
+        metavar="ADDR:PORT[,ADDR:PORT...]",
+        help="peer listening addresses, e.g. 0.0.0.0:6881,[::]:6881 (overrides --bind/--port)",
+    )
     p.add_argument("--port", type=int, default=6881, help="peer listening port (default 6881)")
     p.add_argument(
         "--download-dir",
@@ -157,6 +168,7 @@ async def _serve(args: argparse.Namespace) -> int:
     settings = Settings(
         listen_host=args.bind,
         listen_port=args.port,
+        listen_interfaces=args.listen or (),
         max_download_bps=args.max_down,
         max_upload_bps=args.max_up,
         seed_ratio=None,  # a daemon seeds until told otherwise

@@ -133,9 +133,25 @@ def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
+def parse_listen(text: str) -> tuple[tuple[str, int], ...]:
+    """``"0.0.0.0:6881,[::]:6881"`` → ``(("0.0.0.0", 6881), ("::", 6881))``; port 0 is allowed
+    (the first entry's 0 picks a free port, a later one takes the first one's)."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"not a listen address: {item!r} (expected ADDR:PORT)")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise argparse.ArgumentTypeError(f"not a listen address: {item!r} (write IPv6 as [ADDR]:PORT)")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise argparse.ArgumentTypeError("--listen names no address")
+    return tuple(out)
+
+
 def add_discovery_arguments(p: argparse.ArgumentParser) -> None:
-    """``--encryption``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``, ``--no-lsd``
-    (download, seed and the daemon)."""
+    """``--encryption``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``, ``--no-lsd``,
+    ``--no-port-mapping`` (download, seed and the daemon)."""
     p.add_argument(
         "--encryption",
         choices=("require", "prefer", "off"),
@@ -162,6 +178,11 @@ def add_discovery_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not announce or look for peers on the local network (BEP 14 multicast)",
     )
+    p.add_argument(
+        "--no-port-mapping",
+        action="store_true",
+        help="do not ask the router to forward the listen port (NAT-PMP, PCP, UPnP IGD)",
+    )
 
 
 def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> dict[str, Any]:
@@ -172,6 +193,7 @@ def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> 
         "dht_enabled": not args.no_dht,
         "pex_enabled": not args.no_pex,
         "lsd_enabled": not args.no_lsd,
+        "port_mapping": not args.no_port_mapping,
         "encryption": Encryption(args.encryption),
     }
     if args.dht_bootstrap is not None:
@@ -183,7 +205,19 @@ def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
-    p.add_argument("--bind", default="0.0.0.0", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--bind",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="address to listen on (default 0.0.0.0, and then [::] too on the same port)",
+    )
+    p.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=None,
+        metavar="ADDR:PORT[,ADDR:PORT...]",
+        help="listen on exactly these addresses, e.g. 0.0.0.0:6881,[::]:6881 (overrides --bind/--port)",
+    )
     p.add_argument(
         "--max-peers", type=int, default=50, metavar="N", help="connected peers per torrent (default 50)"
     )
@@ -287,6 +321,7 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
     return Settings(
         listen_host=args.bind,
         listen_port=args.port,
+        listen_interfaces=args.listen or (),
         max_peers_per_torrent=max(1, args.max_peers),
         max_upload_bps=args.max_up,
         max_download_bps=args.max_down,

@@ -96,10 +96,11 @@ class QuietView:
 
 
 def _dht_label(s: TorrentStats) -> str:
-    """``"dht 112n 3p"``: nodes in the DHT table, peers it found; "" without the DHT."""
-    if not s.dht_nodes and not s.dht_peers:
-        return ""
-    return f"dht {s.dht_nodes}n {s.dht_peers}p"
+    """``"dht 112n 3p"``: nodes in the DHT table, peers it found; "" without the DHT.
+    Followed by ``"ext 81.2.3.4"`` once our external address is known (port mapping)."""
+    dht = f"dht {s.dht_nodes}n {s.dht_peers}p" if s.dht_nodes or s.dht_peers else ""
+    ext = f"ext {s.external_ip}" if s.external_ip else ""
+    return " ".join(x for x in (dht, ext) if x)
 
 
 def _state_label(s: TorrentStats) -> str:
@@ -181,6 +182,7 @@ class JsonView:
                     "web_seeds_active": s.web_seeds_active,
                     "web_seeds_total": s.web_seeds_total,
                     "eta_s": None if s.eta_s is None else round(s.eta_s, 1),
+                    **({"external_ip": s.external_ip} if s.external_ip else {}),
                 }
             )
 

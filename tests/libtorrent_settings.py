@@ -27,7 +27,8 @@ LOOPBACK_ONLY: dict[str, object] = {
 
 def loopback_settings(host: str = "127.0.0.1", port: int = 0, **extra: object) -> dict[str, object]:
     """A libtorrent settings dict listening on ``host:port``, plus ``extra`` settings."""
-    return {"listen_interfaces": f"{host}:{port}", **LOOPBACK_ONLY, **extra}
+    where = f"[{host}]" if ":" in host else host
+    return {"listen_interfaces": f"{where}:{port}", **LOOPBACK_ONLY, **extra}
 
 
 #: libtorrent's DHT on loopback: no public router, and none of the checks that make it

@@ -53,14 +53,32 @@ class Settings:
     """Client configuration. Every field has a default; see each comment for why."""
 
     # --- network -------------------------------------------------------------------
-    #: Address the listening socket binds. "0.0.0.0" accepts from anywhere; tests and
-    #: the demo use "127.0.0.1".
+    #: Address the listening socket binds. "0.0.0.0" accepts from anywhere, and then
+    #: ``::`` is listened on too (see :meth:`listen_addresses`); tests and the demo use
+    #: "127.0.0.1".
     listen_host: str = "0.0.0.0"
     #: Listening port; 0 picks a free one (read it back from ``Session.port``).
     #: 6881 is BitTorrent's traditional first port.
     listen_port: int = 6881
+    #: Every address to listen on, as (host, port), when ``listen_host``/``listen_port``
+    #: are not enough (``--listen 0.0.0.0:6881,[::]:6881``, libtorrent's
+    #: ``listen_interfaces``). Port 0 after the first entry means "the first one's port",
+    #: so both families share one number (the one announced). Empty: derived, see
+    #: :meth:`listen_addresses`.
+    listen_interfaces: tuple[tuple[str, int], ...] = ()
     #: Address we tell trackers, when it differs from what they see (``ip=``). None: omit.
     announce_ip: str | None = None
+    #: Map the listen port (TCP and UDP) on the home router: NAT-PMP (RFC 6886) or PCP
+    #: (RFC 6887), else UPnP IGD. On by default as in libtorrent, Transmission and
+    #: qBittorrent: behind a router nobody could connect to us otherwise.
+    port_mapping: bool = True
+    #: Lease asked for each mapping; it is renewed when half of it has passed
+    #: (RFC 6886 recommends an hour, and renewing at half the lifetime).
+    port_mapping_lease_s: int = 3600
+    #: Tell trackers the external address the router reported (``ip=``, and BEP 7's
+    #: ``ipv4=``), unless ``announce_ip`` says otherwise. Off by default: most trackers take the source
+    #: address, and a wrong hint could hide us.
+    announce_external_ip: bool = False
     #: Message Stream Encryption (see :class:`Encryption`). ``prefer`` reaches peers that
     #: require encryption and peers that do not speak it; the MSE handshake costs one
     #: round trip and 96-608 bytes each way, RC4 well under a CPU second per GiB.
@@ -235,10 +253,29 @@ class Settings:
         """A copy with ``changes`` applied (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
+    def listen_addresses(self) -> tuple[tuple[str, int], ...]:
+        """Where the session listens: ``listen_interfaces`` when given; else
+        ``listen_host`` on ``listen_port``, and when that host is ``0.0.0.0`` also ``::``
+        on the same port (dual stack, libtorrent's default ``0.0.0.0:6881,[::]:6881``; two
+        sockets, the IPv6 one ``IPV6_V6ONLY``)."""
+        if self.listen_interfaces:
+            return self.listen_interfaces
+        if self.listen_host == "0.0.0.0":
+            return (("0.0.0.0", self.listen_port), ("::", 0))
+        return ((self.listen_host, self.listen_port),)
+
+    def _validate_network(self) -> None:
+        for host, port in self.listen_interfaces:
+            if not host or not 0 <= port <= 65535:
+                raise ValueError(f"listen_interfaces: {host}:{port} is not an address to listen on")
+        if self.port_mapping_lease_s < 2:
+            raise ValueError("port_mapping_lease_s must be at least 2")
+
     def validate(self) -> Settings:
         """Check ranges; returns ``self``. Raises ``ValueError`` naming the bad knob."""
         if not 0 <= self.listen_port <= 65535:
             raise ValueError(f"listen_port {self.listen_port} is not a port number")
+        self._validate_network()
         for name in (
             "max_peers_per_torrent",
             "max_peers_total",
@@ -277,7 +314,8 @@ def testing_settings() -> Settings:
     Mirrors anacrolix's ``TestingConfig``: nothing here may reach outside the machine, so
     the DHT is off and has no public routers (a test that wants it turns it on and points
     ``dht_bootstrap`` at a loopback node). PEX is off too, so a test sees exactly the peers
-    it hands out (a PEX test turns it on), and LSD is off: it would multicast.
+    it hands out (a PEX test turns it on), LSD is off (it would multicast), and so is port
+    mapping (it would look for a router).
     """
     return Settings(
         listen_host="127.0.0.1",
@@ -298,6 +336,7 @@ def testing_settings() -> Settings:
         dht_bootstrap=(),
         pex_enabled=False,
         lsd_enabled=False,
+        port_mapping=False,
         dht_retry_interval_s=2.0,
         web_seed_timeout_s=3.0,
         web_seed_slow_window_s=1.0,

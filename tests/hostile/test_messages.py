@@ -21,7 +21,7 @@ async def test_the_only_peer_banned_for_bad_data_is_named_with_the_reason(tmp_pa
     (tmp_path / "t.torrent").write_bytes(meta.to_bytes())
     async with fake_peer(hostile(meta)) as (port, _):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "download", str(tmp_path / "t.torrent"),
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
             "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1", "--encryption", "off",
             "--peer", f"127.0.0.1:{port}", "--timeout", "3", "--no-seed", "--quiet",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -70,7 +70,7 @@ async def test_download_skips_malformed_trackers_and_finishes_from_the_peer(tmp_
         seed = await s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "download", str(tmp_path / "t.torrent"),
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
             "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1",
             "--peer", f"127.0.0.1:{s.port}", "--timeout", "60", "--no-seed",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -50,7 +50,7 @@ async def slow_seed(
 
 async def leecher(tmp_path: Path, port: int, *extra: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", str(tmp_path / "t.torrent"),
+        sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
         "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1",
         "--peer", f"127.0.0.1:{port}", "--timeout", "60", *extra,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -140,7 +140,7 @@ async def test_full_disk_fails_with_a_clear_message_and_intact_resume_state(tmp_
     async with asyncio.timeout(60), slow_seed(tmp_path, 3_000_000, 0) as (meta, _seed, port, _):
         # A 1 MiB tmpfs over the download directory, in a mount namespace of its own.
         script = (
-            f"mount -t tmpfs -o size=1m tmpfs {out} && {sys.executable} -m cli.main download --no-dht --no-lsd "
+            f"mount -t tmpfs -o size=1m tmpfs {out} && {sys.executable} -m cli.main download --no-dht --no-lsd --no-port-mapping "
             f"{tmp_path / 't.torrent'} -o {out} --port 0 --bind 127.0.0.1 --peer 127.0.0.1:{port} "
             "--no-seed --quiet --timeout 30; "
         )

@@ -28,7 +28,7 @@ async def test_seed_command_serves_a_leecher(tmp_path: Path, given: str) -> None
     port = free_port()
     async with asyncio.timeout(40):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "seed", "--no-dht", "--no-lsd", str(tmp_path / "t.torrent"), str(data_path),
+            sys.executable, "-m", "cli.main", "seed", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"), str(data_path),
             "--port", str(port), "--bind", "127.0.0.1", "--json",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

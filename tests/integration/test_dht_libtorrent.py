@@ -147,7 +147,7 @@ async def test_a_libtorrent_seed_found_through_the_dht_alone(lt: Any, tmp_path: 
             assert "tr=" not in uri
             assert "x.pe=" not in uri
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "download", "--no-lsd", uri, "-o", str(tmp_path / "out"),
+                sys.executable, "-m", "cli.main", "download", "--no-lsd", "--no-port-mapping", uri, "-o", str(tmp_path / "out"),
                 "--no-seed", "--port", "0", "--bind", "127.0.0.1", "--timeout", "60", "--json",
                 "--dht-bootstrap", f"{node.host}:{node.port}",
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -174,7 +174,7 @@ async def test_a_libtorrent_leecher_finds_our_seed_through_the_dht(lt: Any, tmp_
             leech.ses.add_dht_node((node.host, node.port))
             node.ses.add_dht_node((leech.host, leech.port))
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "seed", "--no-lsd", str(torrent), str(content),
+                sys.executable, "-m", "cli.main", "seed", "--no-lsd", "--no-port-mapping", str(torrent), str(content),
                 "--port", "0", "--bind", "127.0.0.1", "--quiet",
                 "--dht-bootstrap", f"{node.host}:{node.port}",
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -251,7 +251,7 @@ async def test_a_private_torrent_never_reaches_the_dht(lt: Any, tmp_path: Path) 
             control_handle = seed.add(control)
             await _until(lambda: handle.status().is_seeding, "the libtorrent seed")
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "download", "--no-lsd", str(torrent), "-o", str(tmp_path / "out"),
+                sys.executable, "-m", "cli.main", "download", "--no-lsd", "--no-port-mapping", str(torrent), "-o", str(tmp_path / "out"),
                 "--no-seed", "--port", "0", "--bind", "127.0.0.1", "--timeout", "30", "--quiet",
                 "--dht-bootstrap", f"{watch.host}:{watch.port}", "--peer", f"{seed.host}:{seed.port}",
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

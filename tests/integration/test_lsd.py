@@ -1,8 +1,9 @@
 """Local Service Discovery (BEP 14): two of our clients find each other with no tracker.
 
 The clients run in a child process inside a network namespace of the test's own
-(``unshare --net``, multicast on ``lo`` and 239.0.0.0/8 routed there), so their multicast
-never reaches a real network. That needs root: elsewhere the test skips (under
+(``unshare --net``; IPv4: multicast on ``lo`` and 239.0.0.0/8 routed there; IPv6: a veth
+pair that leads nowhere, for the ff15::efc0:988f group), so their multicast never reaches
+a real network. That needs root: elsewhere the test skips (under
 ``CI=true`` it fails). Inside, a seed and a leecher, each its own session with LSD on and
 nothing else (no tracker, no peer given, no DHT, no PEX), share one torrent; the leecher
 completes only if their announces found each other. A private torrent in both sessions
@@ -18,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.interop.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +34,7 @@ from torrent.engine.session import Session
 from torrent.proto import bencoding
 from torrent.proto.metainfo import Metainfo
 
-async def main(tmp: Path) -> dict:
+async def main(tmp: Path, family: int) -> dict:
     content = make_payload(tmp / "seed", "lsd.bin", 300_000)
     meta = make_torrent(content)
     secret = make_payload(tmp / "seed", "secret.bin", 50_000)
@@ -39,8 +42,11 @@ async def main(tmp: Path) -> dict:
     info[b"private"] = 1
     private = Metainfo.from_bytes(bencoding.encode({b"info": info}))
     settings = config.testing_settings().replace(lsd_enabled=True)
+    if family == 6:  # listen on IPv6 only: the IPv6 group alone must do
+        settings = settings.replace(listen_interfaces=(("::", 0),))
     async with asyncio.timeout(30), Session(settings) as seed_s, Session(settings) as leech_s:
         assert seed_s.lsd is not None and seed_s.lsd.active, "LSD did not join the group"
+        assert [m.family for m in seed_s.lsd_services] == [family]
         seed = await seed_s.add_torrent(meta, tmp / "seed")
         await seed_s.add_torrent(private, tmp / "seed")
         await seed.wait_checked()
@@ -56,19 +62,28 @@ async def main(tmp: Path) -> dict:
             "leech_received": leech_s.lsd.received,
         }
 
-print(json.dumps(asyncio.run(main(Path(sys.argv[1])))))
+print(json.dumps(asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))))
 """
 
 
-def test_two_clients_find_each_other_on_the_local_network(tmp_path: Path) -> None:
+#: IPv4: multicast on lo, the group's range routed there. IPv6: Linux does not loop IPv6
+#: multicast back on lo, so a veth pair (one end up, a ULA without DAD) carries the group.
+SETUP = {
+    4: "ip link set lo up && ip link set lo multicast on && ip route add 239.0.0.0/8 dev lo",
+    6: "ip link set lo up && ip link add v0 type veth peer name v1 && ip link set v0 up"
+    " && ip addr add fd00:77::1/64 dev v0 nodad",
+}
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_two_clients_find_each_other_on_the_local_network(tmp_path: Path, family: int) -> None:
     if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
         skip_or_fail("the LSD test needs root, unshare and ip for a network namespace of its own")
-    setup = "ip link set lo up && ip link set lo multicast on && ip route add 239.0.0.0/8 dev lo"
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c", f'{setup} && exec "$0" "$1" "$2"', sys.executable, str(script), str(tmp_path)],
+        ["unshare", "--net", "--", "sh", "-c", f'{SETUP[family]} && exec "$0" "$1" "$2" "$3"', sys.executable, str(script), str(tmp_path), str(family)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

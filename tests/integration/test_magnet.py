@@ -43,7 +43,7 @@ async def test_download_command_with_a_magnet_link(tmp_path: Path) -> None:
         await seed.wait_checked()
         uri = Magnet(info_hash=meta.info_hash, name="one.bin", peers=(("127.0.0.1", seed_s.port),)).to_uri()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", uri, "-o", str(tmp_path / "out"),
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", uri, "-o", str(tmp_path / "out"),
             "--no-seed", "--port", "0", "--bind", "127.0.0.1", "--timeout", "20",
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -56,7 +56,7 @@ async def test_download_command_with_a_magnet_link(tmp_path: Path) -> None:
 def test_magnet_without_peers_fails_after_the_timeout(tmp_path: Path) -> None:
     uri = "magnet:?xt=urn:btih:" + "ab" * 20
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", uri, "-o", str(tmp_path), "--port", "0",
+        [sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", uri, "-o", str(tmp_path), "--port", "0",
          "--bind", "127.0.0.1", "--timeout", "1", "--quiet"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )  # fmt: skip

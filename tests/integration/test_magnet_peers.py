@@ -152,7 +152,7 @@ async def test_cli_magnet_through_our_tracker_with_so_selection(tmp_path: Path) 
             await seed.wait_checked()
             uri = Magnet(meta.info_hash, name="trio", trackers=(url,), select_only=(wanted,)).to_uri()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", uri, "-o", str(tmp_path / "out"),
+                sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", uri, "-o", str(tmp_path / "out"),
                 "--no-seed", "--json", "--port", "0", "--bind", "127.0.0.1", "--timeout", "30",
                 cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip

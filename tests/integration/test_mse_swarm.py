@@ -18,7 +18,7 @@ from torrent import config
 from torrent.config import Encryption
 from torrent.engine.session import Session
 from torrent.proto.metainfo import Metainfo
-from torrent.proto.mse import CryptoMethod
+from torrent.proto.mse import CryptoMethod, HandshakeDone, Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 1_500_000
@@ -146,7 +146,7 @@ async def test_cli_require_against_a_plaintext_only_seed_says_why_and_exits_1(tm
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", str(tmp_path / "t.torrent"),
+            sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
             "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1", "--quiet",
             "--peer", f"127.0.0.1:{seed_s.port}", "--timeout", "3", "--encryption", "require",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -155,3 +155,31 @@ async def test_cli_require_against_a_plaintext_only_seed_says_why_and_exits_1(tm
     assert proc.returncode == 1, err
     assert b"no peer accepted encryption within 3 s (--encryption require)" in err, err
     assert seed.statistics().uploaded_bytes == 0
+
+
+async def test_our_handshake_rides_in_the_initial_payload_when_we_dial(tmp_path: Path) -> None:
+    """A bare MSE receiver: the first thing it reads after the MSE handshake is IA, and IA
+    is our 68-byte BitTorrent handshake for the torrent (no extra round trip)."""
+    _content, meta = payload(tmp_path)
+    got: asyncio.Future[HandshakeDone] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        receiver = Receiver([meta.info_hash], max_pad=0)
+        while not got.done() and (data := await reader.read(4096)):
+            receiver.receive_data(data)
+            ev = receiver.next_event()
+            writer.write(receiver.data_to_send())
+            if isinstance(ev, HandshakeDone):
+                got.set_result(ev)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, asyncio.timeout(20), Session(settings(Encryption.REQUIRE)) as ours:
+        await ours.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", port)])
+        done = await got
+    assert done.skey == meta.info_hash
+    assert len(done.initial_payload) == 68
+    assert done.initial_payload[:20] == b"\x13BitTorrent protocol"
+    assert done.initial_payload[28:48] == meta.info_hash
+    assert done.initial_payload[48:] == ours.peer_id

@@ -69,7 +69,7 @@ async def full_speed_seed(tmp_path: Path, size: int) -> AsyncIterator[tuple[Path
 
 def download_args(torrent_file: Path, out: Path, port: int, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", str(torrent_file), "-o", str(out),
+        sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(torrent_file), "-o", str(out),
         "--port", "0", "--bind", "127.0.0.1", "--peer", f"127.0.0.1:{port}", "--timeout", "30", *extra,
     ]  # fmt: skip
 

@@ -87,7 +87,7 @@ def test_cli_web_seed_flag_with_json_progress(tmp_path: Path) -> None:
     with nginx(tmp_path / "www", tmp_path / "nginx") as base:
         out = subprocess.run(
             [
-                sys.executable, "-m", "cli.main", "download", str(tmp_path / "t.torrent"),
+                sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(tmp_path / "t.torrent"),
                 "-o", str(tmp_path / "dl"), "--port", "0", "--bind", "127.0.0.1", "--no-seed", "--json",
                 "--timeout", "20", "--web-seed", base + "cli.bin",
             ],
@@ -105,7 +105,8 @@ def test_cli_rejects_a_web_seed_that_is_not_http(tmp_path: Path) -> None:
     torrent = tmp_path / "x.torrent"
     torrent.write_bytes(bencoding.encode({b"info": bencoding.decode(meta.info_bytes)}))
     out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "download", str(torrent), "--web-seed", "ftp://example.invalid/x"],
+        [sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", str(torrent),
+         "--web-seed", "ftp://example.invalid/x"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert out.returncode == 2
@@ -125,7 +126,7 @@ async def test_cli_magnet_ws_is_used(tmp_path: Path) -> None:
                 f"&x.pe=127.0.0.1:{seed_s.port}"
             )
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "cli.main", "download", magnet, "-o", str(tmp_path / "dl"),
+                sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", magnet, "-o", str(tmp_path / "dl"),
                 "--port", "0", "--bind", "127.0.0.1", "--no-seed", "--json", "--timeout", "30",
                 cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip

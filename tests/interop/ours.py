@@ -122,7 +122,10 @@ class OurPeer(Peer):
         self._saved_level = logger.level
         logger.setLevel(logging.DEBUG)
         logger.addHandler(self.closes)
-        self.session = Session(testing_settings().replace(seed_ratio=None, seed_time_s=None))
+        settings = testing_settings().replace(seed_ratio=None, seed_time_s=None)
+        if self.host != settings.listen_host:
+            settings = settings.replace(listen_interfaces=((self.host, 0),))
+        self.session = Session(settings)
         await self.session.__aenter__()
         self.peer_port = int(self.session.port)
 

@@ -22,7 +22,10 @@ loopback-only network namespace (see ``conftest.py``). External processes are st
 their own process group and stopped by that group's id (SIGTERM, then SIGKILL after a
 grace period), and nothing else is ever signalled. Every wait has a deadline.
 
-Left out: magnet links, encryption (each client is set to accept plaintext), IPv6.
+IPv6: a client given the host ``::1`` listens there (Transmission listens on 127.0.0.1 and
+::1 at once); ``test_ipv6_transfer.py`` uses it.
+
+Left out: magnet links, encryption (each client is set to accept plaintext).
 """
 
 from __future__ import annotations
@@ -573,7 +576,9 @@ class TransmissionPeer(Peer):
             "pex-enabled": False,
             "port-forwarding-enabled": False,
             "utp-enabled": False,
-            "bind-address-ipv4": LOOPBACK,
+            # With an IPv4 bind address Transmission's libcurl binds tracker requests to it
+            # and cannot reach a tracker on [::1]; "any" is still only lo in the namespace.
+            "bind-address-ipv4": "0.0.0.0" if ":" in self.host else LOOPBACK,
             "bind-address-ipv6": "::1",
             "rpc-enabled": True,
             "rpc-bind-address": LOOPBACK,
@@ -739,7 +744,7 @@ class Aria2Peer(Peer):
             "--enable-peer-exchange=false",
             f"--listen-port={self.peer_port}",
             f"--interface={self.host}",
-            "--disable-ipv6=true",
+            f"--disable-ipv6={'false' if ':' in self.host else 'true'}",
             "--seed-ratio=0.0",
             "--bt-hash-check-seed=true",
             "--check-integrity=true",

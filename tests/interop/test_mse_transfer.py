@@ -91,7 +91,7 @@ def payload(tmp_path: Path, size: int = SIZE) -> tuple[Path, Path, Metainfo]:
 async def pytorrent(command: str, *args: str) -> asyncio.subprocess.Process:
     """``pytorrent COMMAND ARGS`` with the DHT and LSD off (nothing may leave loopback)."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", command, "--no-dht", "--no-lsd", *args,
+        sys.executable, "-m", "cli.main", command, "--no-dht", "--no-lsd", "--no-port-mapping", *args,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 

@@ -292,10 +292,10 @@ def test_our_id_follows_a_quorum_of_voters_on_our_external_address() -> None:
     assert routing.conforms(dht.node_id, "203.0.113.7")
     assert not routing.conforms(OURS, "203.0.113.7")
     assert dht.statistics(2.0).id_changes == 1
-    assert known <= {n.address for n in dht.nodes()}  # the table was rebuilt, not emptied
-    # ... and we join again around the new id
-    targets = {bencoding.decode(q)[b"a"].get(b"target") for q, _ in dht.datagrams_to_send()}
-    assert dht.node_id in targets
+    # ... and we join again around the new id, through the nodes we knew
+    rejoin = dht.datagrams_to_send()
+    assert {bencoding.decode(q)[b"a"].get(b"target") for q, _ in rejoin} == {dht.node_id}
+    assert {addr for _, addr in rejoin} <= known
     # more votes for the same address change nothing
     _answer_everything(dht, "203.0.113.7", 3.0, limit=5)
     assert dht.statistics(3.0).id_changes == 1
@@ -315,3 +315,31 @@ def test_a_local_or_minority_external_address_keeps_our_id() -> None:
     # 203.0.113.99 leads now and has a quorum: the id follows the leader only
     assert routing.conforms(dht.node_id, "203.0.113.99")
     assert dht.statistics(1.0).id_changes == 1
+
+
+def test_a_new_node_id_rebuilds_the_tables_and_rejoins() -> None:
+    """BEP 42: learning our external address may change our id; the table is rebuilt
+    around the new id from the nodes we knew, and the peers we store are kept."""
+    net = FakeNet()
+    rng = random.Random(5)
+    net.add("10.0.0.1", rng.randbytes(20))
+    others = [net.add(f"10.0.1.{i}", rng.randbytes(20)) for i in range(1, 20)]
+    for dht in others:
+        dht.bootstrap([("10.0.0.1", 6881)], net.now)
+        net.run(0.01)
+    net.run(5.0)
+    me = others[0]
+    me.store.add(IH, PEER, net.now)
+    before = {n.id for n in me.nodes()}
+    assert len(before) >= 8
+    events(me)
+    new_id = routing.node_id_for_ip("81.2.3.4", random.Random(1))
+    join = me.change_node_id(new_id, net.now)
+    assert me.node_id == new_id
+    assert all(t.own_id == new_id for t in me.tables.values())
+    net.run(3.0)
+    assert join in [ev.lookup_id for ev in events(me)]
+    assert len(me.tables[4]) >= 8  # the nodes came back as they answered
+    assert len(me.store) == 1  # stored peers are kept
+    # the nodes it queried learn the new id
+    assert any(e.info.id == new_id for d in net.nodes.values() for e in d.tables[4])

@@ -393,3 +393,40 @@ def test_piece_flags_view_a_piece_set_as_one_entry_per_piece() -> None:
     pieces.add(5)  # a view, not a copy
     assert flags[5] == 1
     assert sum(flags) == 3
+
+
+async def test_our_handshake_goes_first_when_the_peer_speaks_before_the_connect_returns() -> None:
+    """The far end writes its handshake the moment it accepts, before ``run_outgoing``
+    resumes after the connect: our handshake must still be the first thing we write (what
+    the peer said waits), and it is written once."""
+    clock = ManualClock()
+    made: list[MemoryTransport] = []
+    theirs = wire.PeerProtocol(
+        info_hash=INFO_HASH, our_peer_id=THEIR_ID, piece_length=PIECE, total_length=TOTAL
+    )
+    their_handshake = theirs.send(wire.Handshake())
+
+    async def eager(protocol: asyncio.BaseProtocol, addr: tuple[str, int]) -> Any:
+        transport = await memory_connector(made)(protocol, addr)
+        protocol.data_received(their_handshake)  # type: ignore[attr-defined]
+        return transport
+
+    host = Host()
+    peer = Peer(
+        host, ("192.0.2.7", 6881), settings=config.testing_settings(), our_peer_id=OUR_ID,
+        down_limit=RateLimiter(0), up_limit=RateLimiter(0), clock=clock, connect=eager,
+    )  # fmt: skip
+    run = asyncio.create_task(peer.run_outgoing())
+    try:
+        await wait_for(lambda: host.ready == 1)
+        theirs.receive_data(made[0].take())
+        events = []
+        while (ev := theirs.next_event()) is not wire.NEED_DATA:
+            events.append(ev)
+        assert isinstance(events[0], wire.Handshake)
+        assert events[0].peer_id == OUR_ID
+        assert not any(isinstance(ev, wire.Handshake) for ev in events[1:])
+        assert wire.HaveAll() in events
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)

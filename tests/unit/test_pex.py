@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from torrent import config
+from torrent.engine.peer_exchange import PeerExchange
 from torrent.errors import RemoteProtocolError
 from torrent.proto import bencoding, pex
+from torrent.proto.mse import CryptoMethod
 from torrent.proto.pex import PexFlags, PexMessage, PexSender
 
 
@@ -86,3 +92,32 @@ def test_sender_caps_added_per_message() -> None:
         m = s.message(swarm, now=now)
         sizes.append(0 if m is None else len(m.added))
     assert sizes == [50, 50, 20, 0]
+
+
+class _Transport:
+    def __init__(self, method: object) -> None:
+        self.method = method
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.method if name == "mse_method" else default
+
+
+def test_exchange_flags_encrypted_peers_and_seeds() -> None:
+    """``added.f``: 0x01 for a peer that speaks MSE with us, 0x02 for a seed, 0x10 for one we
+    dialled (it accepts connections)."""
+
+    def peer(host: str, *, mse: bool, seed: bool) -> Any:
+        method = CryptoMethod.RC4 if mse else None
+        return SimpleNamespace(
+            addr=(host, 6881), peer_id=b"x" * 20, closed=False, outgoing=True, is_seed=seed,
+            transport=_Transport(method),
+        )  # fmt: skip
+
+    peers = {
+        p.addr: p for p in (peer("10.0.0.1", mse=True, seed=False), peer("10.0.0.2", mse=False, seed=True))
+    }
+    view = PeerExchange(config.testing_settings(), peers=peers, on_peers=lambda _a: None)._view()
+    assert view == {
+        ("10.0.0.1", 6881): pex.PexFlags.ENCRYPTION | pex.PexFlags.REACHABLE,
+        ("10.0.0.2", 6881): pex.PexFlags.SEED | pex.PexFlags.REACHABLE,
+    }

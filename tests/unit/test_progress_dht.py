@@ -1,4 +1,5 @@
-"""The live view and ``--json`` show the DHT: nodes in the table, peers it found."""
+"""The live view and ``--json`` show the DHT (nodes in the table, peers it found) and our
+external address once known."""
 
 from __future__ import annotations
 
@@ -36,3 +37,15 @@ def test_plain_view_shows_the_dht_only_when_it_is_used() -> None:
     PlainView(off).update([stats()], force=True)
     assert on.getvalue().rstrip().endswith("dht 57n 3p")
     assert "dht" not in off.getvalue()
+
+
+def test_external_address_is_shown_once_known() -> None:
+    """The router's (or the peers') word on our external address: in the line and in
+    ``--json``; nothing while it is unknown."""
+    plain, js, unknown = io.StringIO(), io.StringIO(), io.StringIO()
+    PlainView(plain).update([stats(dht_nodes=5, dht_peers=1, external_ip="11.22.33.44")], force=True)
+    JsonView(js).update([stats(external_ip="11.22.33.44")], force=True)
+    JsonView(unknown).update([stats()], force=True)
+    assert plain.getvalue().rstrip().endswith("dht 5n 1p ext 11.22.33.44")
+    assert json.loads(js.getvalue())["external_ip"] == "11.22.33.44"
+    assert "external_ip" not in json.loads(unknown.getvalue())

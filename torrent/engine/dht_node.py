@@ -132,6 +132,9 @@ class DhtNode:
         config: protocol knobs (its ``families`` is set from ``host``).
         transport: send through this socket instead of binding one; its owner must call
             :meth:`datagram_received` for what it receives.
+        transport6: a second, IPv6 socket beside ``transport`` (an IPv4 one): the node
+            then takes part in both DHTs with one id and one routing table per family
+            (BEP 32), and datagrams go out through the socket of their address's family.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class DhtNode:
         state_file: Path | None = None,
         config: DhtConfig | None = None,
         transport: asyncio.DatagramTransport | None = None,
+        transport6: asyncio.DatagramTransport | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -151,8 +155,10 @@ class DhtNode:
         self._node_id = node_id
         self.state_file = state_file
         family = 6 if ":" in host else 4
-        self.config = dataclasses.replace(config or DhtConfig(), families=(family,))
+        families = (4, 6) if transport6 is not None and transport is not None else (family,)
+        self.config = dataclasses.replace(config or DhtConfig(), families=families)
         self._transport = transport
+        self._transport6 = transport6
         self._owns_transport = transport is None
         self._protocol: DhtProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -216,13 +222,17 @@ class DhtNode:
             if self._owns_transport and self._transport is not None:
                 self._transport.close()
             self._transport = None
+            self._transport6 = None
 
     async def _resolve(self, addresses: Sequence[tuple[str, int]]) -> list[Address]:
         """Router names to addresses, all at once and within ``RESOLVE_TIMEOUT_S`` (a
         machine without a network must not hold up the start); what fails is skipped."""
         loop = self._loop
         assert loop is not None
-        family = socket.AF_INET6 if 6 in self.config.families else socket.AF_INET
+        families = self.config.families
+        family = (
+            socket.AF_UNSPEC if len(families) > 1 else socket.AF_INET6 if 6 in families else socket.AF_INET
+        )
 
         async def one(host: str, port: int) -> list[Address]:
             try:
@@ -235,7 +245,9 @@ class DhtNode:
                     infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
             except (OSError, TimeoutError):
                 return []  # an unresolvable router is skipped; the others may do
-            return [_normalise(info[4]) for info in infos[:1]]
+            # one address per family we speak (the first the resolver gives)
+            firsts = {info[0]: info for info in reversed(infos)}
+            return [_normalise(info[4]) for info in firsts.values()]
 
         found = await asyncio.gather(*(one(h, p) for h, p in addresses))
         return [a for addrs in found for a in addrs]
@@ -256,10 +268,11 @@ class DhtNode:
         proto, loop = self._protocol, self._loop
         if proto is None or loop is None:
             return
-        transport = self._transport
+        transport, transport6 = self._transport, self._transport6
         for data, addr in proto.datagrams_to_send():
-            if transport is not None:
-                transport.sendto(data, addr)
+            out = transport6 if transport6 is not None and ":" in addr[0] else transport
+            if out is not None:
+                out.sendto(data, addr)
         while (ev := proto.next_event()) is not None:
             if ev.lookup_id == self._bootstrap_id:
                 self._bootstrapped.set()
@@ -350,6 +363,20 @@ class DhtNode:
             info_hash, self._loop.time(), announce_port=port, implied_port=implied_port
         )
         return await self._wait(lookup_id)
+
+    def adopt_external_address(self, host: str) -> bool:
+        """Our external address is ``host`` (the router said so): take a BEP 42 id for it
+        unless ours already conforms (or the address is a local one). True when the id
+        changed; the node then re-joins with the nodes it knew."""
+        proto, loop = self._protocol, self._loop
+        if proto is None or loop is None or routing.conforms(proto.node_id, host):
+            return False
+        self._bootstrap_id = proto.change_node_id(
+            routing.node_id_for_ip(host, random.SystemRandom()), loop.time()
+        )
+        self._flush()
+        log.info("DHT node id changed to conform to BEP 42 for %s", host)
+        return True
 
     def statistics(self) -> DhtStatistics:
         """A frozen snapshot of the node's counters and sizes."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torrent.config import Settings
+from torrent.engine.addresses import OurAddresses
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -47,6 +48,7 @@ class SwarmContext:
         encryption: the session's MSE handshake counters.
         dht: the session's DHT node, None when the DHT is off.
         disk_executor: the thread pool every torrent's disk I/O shares (None: each its own).
+        addresses: our own addresses (BEP 7 announce hints, BEP 10 ``ipv4``/``ipv6``).
     """
 
     settings: Settings
@@ -61,6 +63,7 @@ class SwarmContext:
     encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
     dht: DhtNode | None = None
     disk_executor: ThreadPoolExecutor | None = None
+    addresses: OurAddresses = field(default_factory=OurAddresses)
 
 
 def spawn(

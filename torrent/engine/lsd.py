@@ -8,9 +8,11 @@ torrent the session names (``torrents()``: never a private one) at most once per
 (the ``cookie``), to ``on_peer(info_hash, (sender address, its port))``. Announces from
 one address beyond ``max_per_source`` per interval are dropped.
 
+With ``family=6`` the service joins the IPv6 group ff15::efc0:988f instead (BEP 14's
+site-local scope, hop limit 1); the session runs one service per family it listens on.
+
 A machine or namespace without a multicast route cannot join the group: the service then
-logs it and stays idle; the session goes on without LSD. (IPv6, ff15::efc0:988f, is not
-joined yet.)
+logs it and stays idle; the session goes on without LSD.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class LsdService:
         on_peer: receives ``(info_hash, (host, port))`` for each announce of another client.
         interval_s: the least time between two announces of one torrent.
         group_port: the LSD port (6771; tests may use another).
+        family: 4 (239.192.152.143) or 6 (ff15::efc0:988f).
     """
 
     def __init__(
@@ -66,8 +69,11 @@ class LsdService:
         on_peer: Callable[[bytes, tuple[str, int]], None],
         interval_s: float = lsd.DEFAULT_INTERVAL_S,
         group_port: int = lsd.LSD_PORT,
+        family: int = 4,
     ) -> None:
         self.host = host
+        self.family = family
+        self.group = lsd.GROUP6 if family == 6 else lsd.GROUP4
         self._port = port
         self._torrents = torrents
         self._on_peer = on_peer
@@ -91,7 +97,7 @@ class LsdService:
         try:
             sock = self._socket()
         except OSError as exc:
-            log.warning("local service discovery is off: cannot join %s (%s)", lsd.GROUP4, exc)
+            log.warning("local service discovery is off: cannot join %s (%s)", self.group, exc)
             return self
         self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Endpoint(self), sock=sock)
         return self
@@ -102,12 +108,11 @@ class LsdService:
             self._transport = None
 
     def _socket(self) -> socket.socket:
+        if self.family == 6:
+            return self._socket6()
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            _reuse(sock)
             sock.bind(("", self._group_port))
             iface = socket.inet_aton("0.0.0.0" if self.host in ("", "0.0.0.0") else self.host)
             mreq = struct.pack("4s4s", socket.inet_aton(lsd.GROUP4), iface)
@@ -121,14 +126,31 @@ class LsdService:
             raise
         return sock
 
+    def _socket6(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        try:
+            _reuse(sock)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(("::", self._group_port))
+            # Interface 0: the one the routing table picks for the group.
+            mreq = socket.inet_pton(socket.AF_INET6, lsd.GROUP6) + struct.pack("@I", 0)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_TTL)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
     def tick(self, now: float) -> None:
         """Announce the torrents that are due (the session calls it once a second)."""
         if self._transport is None:
             return
         due = self.limiter.due(self._torrents(), now)
         for at in range(0, len(due), lsd.MAX_INFO_HASHES):
-            data = lsd.encode(self._port(), due[at : at + lsd.MAX_INFO_HASHES], self.cookie)
-            self._transport.sendto(data, (lsd.GROUP4, self._group_port))
+            data = lsd.encode(self._port(), due[at : at + lsd.MAX_INFO_HASHES], self.cookie, host=self.group)
+            self._transport.sendto(data, (self.group, self._group_port))
             self.sent += 1
 
     def forget(self, info_hash: bytes) -> None:
@@ -148,3 +170,11 @@ class LsdService:
         self.received += 1
         for ih in msg.info_hashes:
             self._on_peer(ih, (source, msg.port))
+
+
+def _reuse(sock: socket.socket) -> None:
+    """Share the LSD port with the other clients of this machine."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -28,11 +28,16 @@ A failed handshake closes the TCP connection quietly (nothing is logged or raise
 loop): the reason is counted and, for an outgoing connection, raised by the connector to the
 peer, which records it as its close reason.
 
-Left out: sending the BitTorrent handshake as ``IA`` when we dial (our ``IA`` is empty and the
-peer writes its handshake through the finished stream, one round trip later; the receiver side
-takes an ``IA``), the "plaintext" crypto method on outgoing connections (we offer RC4 only: the
-point of encrypting is that the payload is hidden), and peers flagged as preferring
-encryption by PEX or trackers (TODO(#12)).
+When we dial, our BitTorrent handshake goes as the ``IA`` of step 3 (the dialling
+:class:`~torrent.engine.peer.Peer` offers it as ``initial_payload``), as libtorrent does: the
+peer has it one round trip sooner. After a fallback to plaintext the peer sends it as usual.
+
+PEX (BEP 11) flags the peers that speak MSE with us as preferring encryption (``0x01``).
+The flag on peers we are told of changes nothing here: ``prefer`` dials every peer with
+MSE first already, and ``off`` never encrypts.
+
+Left out: the "plaintext" crypto method on outgoing connections (we offer RC4 only: the
+point of encrypting is that the payload is hidden).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from torrent.engine.clock import Clock
 from torrent.engine.transport import Buffer, Connector, StreamProtocol, Transport, tcp_connect
 from torrent.errors import LocalProtocolError
 from torrent.proto.mse import (
+    MAX_INITIAL_PAYLOAD,
     NEED_DATA,
     CryptoMethod,
     HandshakeDone,
@@ -443,9 +449,13 @@ class MseConnector:
             if not outcome.done():
                 outcome.set_result(result)
 
+        # The BitTorrent handshake rides in the MSE handshake as IA when the peer offers it
+        # (``Peer.initial_payload``), as libtorrent does: it saves a round trip.
+        payload = getattr(protocol, "initial_payload", b"")
+        ia = payload if isinstance(payload, bytes) and len(payload) <= MAX_INITIAL_PAYLOAD else b""
         stream = MseStream(
             cast(StreamProtocol, protocol),
-            Initiator(self._info_hash, provide=provide_for(self._encryption)),
+            Initiator(self._info_hash, provide=provide_for(self._encryption), initial_payload=ia),
             clock=self._clock,
             timeout_s=self._timeout_s,
             counters=self._counters,
@@ -458,5 +468,9 @@ class MseConnector:
             stream.abort()
             raise
         if isinstance(result, HandshakeDone):
+            if ia:
+                protocol.initial_payload = b""  # type: ignore[attr-defined]  # carried as IA
+                # No first write will come to release what B sent behind its handshake.
+                stream._release_held()
             return stream
         raise result

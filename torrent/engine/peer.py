@@ -30,6 +30,8 @@ record ``close_reason`` and return. Only bugs propagate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, assert_never, cast, overload
 
@@ -210,6 +212,10 @@ class Peer(asyncio.Protocol):
         self.unchoked_at: float | None = None
         self.uploaded_at_unchoke = 0
         self.close_reason = ""
+        #: Our BitTorrent handshake while an outgoing connection is being opened: a
+        #: connector that can carry it in its own handshake (MSE's initial payload ``IA``)
+        #: takes it and sets this to ``b""``; otherwise it is written once connected.
+        self.initial_payload = b""
         #: The protocol violation that ended the connection ("" when none did).
         self.violation = ""
         #: When the stream opened (the handshake timeout counts from here).
@@ -342,11 +348,18 @@ class Peer(asyncio.Protocol):
         assert self.host is not None
         self.outgoing = True
         try:
+            # Our handshake is made before the connect, so a connector can carry it (MSE's
+            # IA); the protocol is in place only after it, so what the peer says first
+            # waits in _pending until our handshake has gone out.
+            proto, self.initial_payload = self._new_protocol(self.host)
             async with asyncio.timeout(self.settings.connect_timeout_s):
                 await self._connect(self, self.addr)
             if self.on_connected is not None:
                 self.on_connected()
-            self._start_protocol(self.host)
+            self.proto = proto
+            if self.initial_payload:  # not carried by the connector's own handshake
+                self._write(self.initial_payload)
+                self.initial_payload = b""
             if self._pending:
                 early, self._pending = bytes(self._pending), bytearray()
                 self.data_received(early)
@@ -421,9 +434,14 @@ class Peer(asyncio.Protocol):
     # ------------------------------------------------------------------ stream callbacks
 
     def _start_protocol(self, host: PeerHost) -> None:
+        self.proto, handshake = self._new_protocol(host)
+        self._write(handshake)
+
+    def _new_protocol(self, host: PeerHost) -> tuple[wire.PeerProtocol, bytes]:
+        """The wire protocol for ``host`` with our handshake sent, and that handshake's bytes."""
         self.host = host
         s = self.settings
-        self.proto = wire.PeerProtocol(
+        proto = wire.PeerProtocol(
             info_hash=host.info_hash,
             our_peer_id=self.our_peer_id,
             piece_length=host.piece_length,
@@ -437,7 +455,7 @@ class Peer(asyncio.Protocol):
             },
             now=self.clock.monotonic(),
         )
-        self.send(wire.Handshake())
+        return proto, proto.send(wire.Handshake(), self.clock.monotonic())
 
     def connection_made(self, transport: asyncio.BaseTransport | Transport) -> None:
         self.transport = cast(Transport, transport)
@@ -616,6 +634,9 @@ class Peer(asyncio.Protocol):
         if self.closed or self.proto is None or not self.proto.extension_protocol:
             return
         fields: dict[bytes | str, Any] = {"v": CLIENT_NAME, "reqq": self.settings.max_incoming_requests}
+        with contextlib.suppress(ValueError):
+            # BEP 10: the address we see the peer at (how it learns its external address).
+            fields["yourip"] = ipaddress.ip_address(self.addr[0]).packed
         fields.update(host.extension_fields())
         self.send(wire.ExtensionHandshake(fields))
 

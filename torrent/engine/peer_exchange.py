@@ -100,7 +100,12 @@ class PeerExchange:
                 addr, flags = (p.addr[0], port), pex.PexFlags.NONE
             else:
                 continue
-            out[addr] = flags | (pex.PexFlags.SEED if p.is_seed else pex.PexFlags.NONE)
+            if p.is_seed:
+                flags |= pex.PexFlags.SEED
+            if p.transport is not None and p.transport.get_extra_info("mse_method") is not None:
+                # It speaks MSE with us: others may dial it encrypted first (BEP 11 0x01).
+                flags |= pex.PexFlags.ENCRYPTION
+            out[addr] = flags
         return out
 
     def tick(self, now: float) -> None:

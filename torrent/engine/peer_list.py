@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass
 
 from torrent.config import Settings
+from torrent.engine.addresses import canonical_host
 from torrent.engine.peer import PeerAddr
 
 __all__ = ["KnownPeer", "PeerAddr", "PeerList"]
@@ -65,7 +66,15 @@ class PeerList:
         return self._peers.get(addr)
 
     def add(self, addr: PeerAddr) -> bool:
-        """Remember ``addr``; returns True when it is new."""
+        """Remember ``addr``; returns True when it is new.
+
+        The host is kept in one spelling (an IPv4-mapped IPv6 address is its IPv4 one), so
+        an address heard in two forms is one entry. The same peer on both families is two
+        entries until its handshake names its peer id: then the connector dials neither
+        while one connection to that id is open, and the swarm keeps one of two
+        simultaneous connections (the duplicate rule).
+        """
+        addr = (canonical_host(addr[0]), addr[1])
         if addr in self._peers:
             return False
         if len(self._peers) >= self._settings.max_known_peers:

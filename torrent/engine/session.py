@@ -47,6 +47,7 @@ from typing import Any
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
 from torrent.disk.storage import FileStorage
+from torrent.engine.addresses import OurAddresses, canonical_host
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -57,6 +58,7 @@ from torrent.engine.lsd import LsdService
 from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
+from torrent.engine.portmap import PortMapper
 from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
@@ -230,12 +232,16 @@ class Session:
         self._torrents: dict[InfoHash, Torrent] = {}
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
         self._stack: contextlib.AsyncExitStack | None = None
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
+        self._addresses = OurAddresses()
         self._tg: asyncio.TaskGroup | None = None
         self._http: HttpClient | None = None
         self._udp: UdpSocket | None = None
+        self._udp6: UdpSocket | None = None
         self._dht: DhtNode | None = None
         self._lsd: LsdService | None = None
+        self._lsd_services: list[LsdService] = []
+        self._portmap: PortMapper | None = None
         self._disk_pool: ThreadPoolExecutor | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
@@ -272,32 +278,18 @@ class Session:
         return self._dht
 
     async def __aenter__(self) -> Session:
-        loop = asyncio.get_running_loop()
         s = self.settings
         self._closing = False
         self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
         async with contextlib.AsyncExitStack() as stack:
-            server = await loop.create_server(
-                self._incoming_factory, host=s.listen_host, port=s.listen_port, reuse_address=True
-            )
-            stack.push_async_callback(_close_server, server)
-            self._server = server
-            self._port = server.sockets[0].getsockname()[1]
+            await self._listen(stack)
             http = HttpClient(USER_AGENT)
             stack.push_async_callback(http.close)
             self._http = http
             if s.dht_enabled:
                 await self._start_dht(stack)
             if s.lsd_enabled:
-                self._lsd = await stack.enter_async_context(
-                    LsdService(
-                        s.listen_host,
-                        port=lambda: self._port,
-                        torrents=self._lsd_torrents,
-                        on_peer=self._lsd_peer,
-                        interval_s=s.lsd_interval_s,
-                    )
-                )
+                await self._start_lsd(stack)
             # One disk pool for every torrent: an idle torrent holds no thread of its own.
             pool = ThreadPoolExecutor(
                 max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio"
@@ -305,10 +297,12 @@ class Session:
             stack.callback(pool.shutdown, wait=False)
             self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())
+            timers = [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
+            if s.port_mapping and _mappable(self.listen_addresses):
+                self._portmap = self._port_mapper(http)
+                timers.append(tg.create_task(self._portmap.run()))
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
-            stack.push_async_callback(
-                self._stop_all, [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
-            )
+            stack.push_async_callback(self._stop_all, timers)
             self._tg = tg
             self._stack = stack.pop_all()
         return self
@@ -323,38 +317,150 @@ class Session:
             self._http = None
             self._dht = None
             self._udp = None
+            self._udp6 = None
+            self._portmap = None
             self._lsd = None
+            self._lsd_services = []
+
+    async def _listen(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bind every listen address (``Settings.listen_addresses``); the first one's port
+        is :attr:`port`, and a later entry with port 0 takes that number too. An IPv6
+        wildcard the settings only implied (dual stack by default) is skipped with a log
+        line when the machine has no IPv6; an address the user named must bind."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        explicit = bool(s.listen_interfaces)
+        self._servers = []
+        for i, (host, port) in enumerate(s.listen_addresses()):
+            try:
+                server = await loop.create_server(
+                    self._incoming_factory, host=host, port=port or self._port, reuse_address=True
+                )
+            except OSError as exc:
+                if i == 0 or explicit:
+                    raise
+                log.info("not listening on [%s]:%d: %s", host, port or self._port, exc)
+                continue
+            stack.push_async_callback(_close_server, server)
+            self._servers.append(server)
+            if i == 0:
+                self._port = server.sockets[0].getsockname()[1]
+        self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
+
+    @property
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        """Every (host, port) a listening socket of the session is bound to."""
+        return [(str(name[0]), int(name[1])) for server in self._servers for name in _socknames(server)]
+
+    @property
+    def addresses(self) -> OurAddresses:
+        """What the session knows of its own addresses (BEP 7 hints, BEP 10 fields)."""
+        return self._addresses
+
+    async def _start_lsd(self, stack: contextlib.AsyncExitStack) -> None:
+        """One LSD member per address family the session listens on (BEP 14: the IPv4
+        and the IPv6 group)."""
+        s = self.settings
+        hosts = {6 if ":" in host else 4: host for host, _ in reversed(s.listen_addresses())}
+        for family in sorted(hosts):
+            service = await stack.enter_async_context(
+                LsdService(
+                    hosts[family] if family == 4 else "::",
+                    port=lambda: self._port,
+                    torrents=self._lsd_torrents,
+                    on_peer=self._lsd_peer,
+                    interval_s=s.lsd_interval_s,
+                    family=family,
+                )
+            )
+            self._lsd_services.append(service)
+        self._lsd = self._lsd_services[0] if self._lsd_services else None
+
+    @property
+    def lsd_services(self) -> list[LsdService]:
+        """Every LSD member (one per address family listened on)."""
+        return list(self._lsd_services)
+
+    @property
+    def port_mapping(self) -> PortMapper | None:
+        """The router port mapping (``port_mapping.statistics()``), None when off."""
+        return self._portmap
+
+    def _port_mapper(self, http: HttpClient) -> PortMapper:
+        """What maps the TCP listen port and the UDP port on the router (its ``run``
+        renews them until cancelled; ``close`` deletes them)."""
+        udp = self._udp
+        return PortMapper(
+            tcp_port=lambda: self._port,
+            udp_port=lambda: udp.port if udp is not None else None,
+            lease_s=self.settings.port_mapping_lease_s,
+            http=http,
+            on_external=self._on_external_address,
+            clock=self.clock,
+        )
+
+    def _on_external_address(self, address: str) -> None:
+        self._addresses.mapped_ipv4 = address
+        if self._dht is not None:
+            self._dht.adopt_external_address(address)  # BEP 42: an id that fits it
+
+    async def _open_udp6(self, stack: contextlib.AsyncExitStack, port: int) -> UdpSocket | None:
+        """With listeners on both families, a second UDP socket (the first one's IPv4, this
+        one IPv6, same port number when free) so the DHT node joins both DHTs (BEP 32)."""
+        first = self._udp_host()
+        v6 = [host for host, _ in self.settings.listen_addresses() if ":" in host]
+        if ":" in first or not v6:
+            return None
+        try:
+            udp6 = await UdpSocket.open(v6[0], port)
+        except OSError:
+            try:
+                udp6 = await UdpSocket.open(v6[0], 0)
+            except OSError as exc:
+                log.info("the DHT stays IPv4 only: no UDP socket on [%s] (%s)", v6[0], exc)
+                return None
+        stack.callback(udp6.close)
+        self._udp6 = udp6
+        return udp6
+
+    def _udp_host(self) -> str:
+        """The address the UDP socket (DHT) binds: the first listen address's host."""
+        return self.settings.listen_addresses()[0][0]
 
     async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
         """Bind the UDP socket (the TCP port's number when free) and start the DHT node
         on it; the node saves its routing table before the socket closes."""
         s = self.settings
         try:
-            udp = await UdpSocket.open(s.listen_host, self._port)
+            udp = await UdpSocket.open(self._udp_host(), self._port)
         except OSError as exc:
             # Another program holds that UDP port: a different number still works (our
             # announces carry the TCP port explicitly).
             log.warning("UDP port %d is taken (%s); the DHT uses another one", self._port, exc)
-            udp = await UdpSocket.open(s.listen_host, 0)
+            udp = await UdpSocket.open(self._udp_host(), 0)
         stack.callback(udp.close)
         self._udp = udp
         assert udp.transport is not None
+        udp6 = await self._open_udp6(stack, udp.port)
         if s.dht_state_file:
             Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
         node = DhtNode(
-            s.listen_host,
+            self._udp_host(),
             udp.port,
             bootstrap=s.dht_bootstrap,
             state_file=Path(s.dht_state_file) if s.dht_state_file else None,
             transport=udp.transport,
+            transport6=udp6.transport if udp6 is not None else None,
         )
         udp.route(b"d", node.datagram_received)
+        if udp6 is not None:
+            udp6.route(b"d", node.datagram_received)
         self._dht = await stack.enter_async_context(node)
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
         for peer in self._pending_incoming.clear():
             peer.close("session closing")
         # Ask each swarm to stop cleanly (stopped announce, resume), then cancel timers.
@@ -367,6 +473,8 @@ class Session:
             await asyncio.wait(pending, timeout=self.settings.stopped_announce_timeout_s + STOP_GRACE_S)
         for task in [*pending, *timers]:
             task.cancel()
+        if self._portmap is not None:
+            await self._portmap.close()  # delete the router's mappings (bounded)
 
     # ------------------------------------------------------------------ torrents
 
@@ -469,6 +577,7 @@ class Session:
             encryption=self._encryption,
             dht=self._dht,
             disk_executor=self._disk_pool,
+            addresses=self._addresses,
         )
 
     async def _run_swarm(self, swarm: Swarm) -> None:
@@ -476,8 +585,8 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
-            if self._lsd is not None:
-                self._lsd.forget(swarm.info_hash)
+            for service in self._lsd_services:
+                service.forget(swarm.info_hash)
 
     async def remove_torrent(self, info_hash: InfoHash) -> None:
         """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
@@ -591,8 +700,8 @@ class Session:
         """Once a second: every torrent's timers, and the pending incoming connections."""
         now = self.clock.monotonic()
         self._expire_pending(now)
-        if self._lsd is not None:
-            self._lsd.tick(now)
+        for service in self._lsd_services:
+            service.tick(now)
         for swarm in list(self._swarms.values()):
             swarm.tick(now)
 
@@ -607,6 +716,15 @@ class Session:
             now = self.clock.monotonic()
             for swarm in list(self._swarms.values()):
                 swarm.rechoke(now)
+
+
+def _mappable(addresses: list[tuple[str, int]]) -> bool:
+    """A router could forward to one of these listen addresses (IPv4, not loopback)."""
+    return any(":" not in host and not host.startswith("127.") for host, _ in addresses)
+
+
+def _socknames(server: asyncio.Server) -> list[Any]:
+    return [sock.getsockname() for sock in server.sockets]
 
 
 async def _close_server(server: asyncio.Server) -> None:
@@ -651,7 +769,7 @@ class _Incoming(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = self._peer
         sockname = transport.get_extra_info("peername") or ("", 0)
-        peer.addr = (str(sockname[0]), int(sockname[1]))
+        peer.addr = (canonical_host(str(sockname[0])), int(sockname[1]))
         peer.connection_made(transport)
         if not self._admit(peer):
             peer.close("too many connections awaiting their handshake")

@@ -101,6 +101,9 @@ class TorrentStats:
     dht_nodes: int = 0
     #: Distinct peer addresses the DHT gave this torrent.
     dht_peers: int = 0
+    #: Our external IPv4 address as the router (port mapping) or peers (``yourip``) report
+    #: it; None while unknown.
+    external_ip: str | None = None
     #: Web seeds neither banned nor backing off / every web seed of the torrent.
     web_seeds_active: int = 0
     web_seeds_total: int = 0

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -294,6 +295,7 @@ class Swarm(PeerHostBase):
             banned_peers=self.peer_list.banned_count,
             dht_nodes=self.ctx.dht.node_count if self.ctx.dht is not None and self.dht_source else 0,
             dht_peers=self.dht_source.peers_found if self.dht_source is not None else 0,
+            external_ip=self.ctx.addresses.external_ipv4,
             web_seeds_active=self.web_seeds.active,
             web_seeds_total=self.web_seeds.total,
             last_ban=self.peer_list.last_ban,
@@ -468,6 +470,7 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ trackers
 
     def _announce_request(self, event: AnnounceEvent) -> AnnounceRequest:
+        hints = self.ctx.addresses.announce_hints(external=self.settings.announce_external_ip)  # BEP 7
         return AnnounceRequest(
             info_hash=self.info_hash,
             peer_id=self.ctx.peer_id,
@@ -477,9 +480,18 @@ class Swarm(PeerHostBase):
             left=self.picker.left,
             event=event,
             numwant=self.settings.numwant if event is not AnnounceEvent.STOPPED else 0,
-            ip=self.settings.announce_ip,
+            ip=self._announce_ip(),
             key=int.from_bytes(self.ctx.peer_id[-4:], "big"),
+            ipv4=hints.get("ipv4"),
+            ipv6=hints.get("ipv6"),
         )
+
+    def _announce_ip(self) -> str | None:
+        """``ip=``: the configured address, else (when asked to) the router's external one."""
+        s = self.settings
+        if s.announce_ip is None and s.announce_external_ip:
+            return self.ctx.addresses.mapped_ipv4
+        return s.announce_ip
 
     # ------------------------------------------------------------------ peers
 
@@ -557,7 +569,7 @@ class Swarm(PeerHostBase):
 
     def extension_fields(self) -> dict[str, Any]:
         # BEP 9: we can serve the metadata to peers that came from a magnet link.
-        return {"p": self.ctx.port(), **self._metadata_server.handshake_fields()}
+        return {"p": self.ctx.port(), **self._metadata_server.handshake_fields(), **_address_fields(self.ctx)}
 
     # ------------------------------------------------------------------ peer exchange
 
@@ -591,6 +603,8 @@ class Swarm(PeerHostBase):
             self.add_peers([addr])
 
     def on_extension_handshake(self, peer: Peer, ev: wire.ExtensionHandshake) -> None:
+        if ev.yourip is not None:
+            self.ctx.addresses.vote(peer.addr[0], ev.yourip)
         if self.pex is not None:
             self.pex.on_extension_handshake(peer, ev)
 
@@ -886,3 +900,15 @@ class Swarm(PeerHostBase):
 
 class _Stop(Exception):
     """Ends the swarm's task group on ``stop()``."""
+
+
+def _address_fields(ctx: SwarmContext) -> dict[str, bytes]:
+    """BEP 10 ``ipv4``/``ipv6``: our global addresses, packed (none when unknown)."""
+    book = ctx.addresses
+    out = {}
+    v4 = book.ipv4 or book.external_ipv4
+    if v4 is not None:
+        out["ipv4"] = ipaddress.ip_address(v4).packed
+    if book.ipv6 is not None:
+        out["ipv6"] = ipaddress.ip_address(book.ipv6).packed
+    return out

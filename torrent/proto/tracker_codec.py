@@ -255,6 +255,8 @@ class AnnounceRequest:
         ip: the ``ip`` the client claims (HTTP text, or the BEP 15 IPv4 field); ``None``
             means "use the address the request came from".
         ipv6: the BEP 7 ``ipv6`` parameter (HTTP only).
+        ipv4: the BEP 7 ``ipv4`` parameter (HTTP only): the client's IPv4 address, for an
+            announce that reaches the tracker over IPv6.
         numwant: how many peers the client wants; ``None`` means the tracker's default.
         key: a 32-bit value that lets the tracker recognise the client after its IP
             changes. HTTP keys are hex (as libtorrent and Transmission send them); any
@@ -276,6 +278,7 @@ class AnnounceRequest:
     numwant: int | None = None
     key: int | None = None
     tracker_id: bytes | None = None
+    ipv4: str | None = None
 
     @property
     def is_seed(self) -> bool:
@@ -330,6 +333,8 @@ def build_announce_query(req: AnnounceRequest) -> str:
         parts.append(f"ip={_q(req.ip)}")
     if req.ipv6 is not None:
         parts.append(f"ipv6={_q(req.ipv6)}")
+    if req.ipv4 is not None:
+        parts.append(f"ipv4={_q(req.ipv4)}")
     if req.numwant is not None:
         parts.append(f"numwant={req.numwant}")
     if req.key is not None:
@@ -499,6 +504,7 @@ def parse_announce_query(query: str | bytes) -> AnnounceRequest:
         no_peer_id=params.get(b"no_peer_id", b"0") not in (b"0", b""),
         ip=_text(params.get(b"ip"), "ip"),
         ipv6=_text(params.get(b"ipv6"), "ipv6"),
+        ipv4=_text(params.get(b"ipv4"), "ipv4"),
         numwant=numwant,
         key=_key(params.get(b"key")),
         tracker_id=tracker_id or None,

@@ -30,7 +30,7 @@ Rules and invariants:
 
 6. BEP 42: once ``EXTERNAL_IP_QUORUM`` distinct responders agree on our external
    address (and it leads the vote) and our id does not conform to it, we take a
-   conforming id (:meth:`change_id`): the tables are rebuilt around it and we join
+   conforming id (:meth:`change_node_id`): the tables are rebuilt around it and we join
    again, so the nodes near the new id learn of us. A local address (private,
    loopback) never changes the id.
 
@@ -253,6 +253,36 @@ class DhtProtocol:
         self._rejoin_after_s = MAINTENANCE_EVERY_S
         self._next_rejoin = now + self._rejoin_after_s
         return self._join(now, list(nodes), internal=False)
+
+    def change_node_id(self, node_id: bytes, now: float, *, internal: bool = False) -> int:
+        """Take a new id (BEP 42: one derived from an external address learnt since the
+        start, from the router or from the nodes' votes, rule 6). The routing tables are
+        rebuilt around it, and the nodes they held seed a re-join (a find_node for the new
+        id), through which they come back as they answer. Stored peers, tokens and running
+        lookups are kept.
+
+        Args:
+            internal: the node's own decision: the re-join emits no :class:`LookupDone`.
+
+        Returns:
+            the re-join's lookup id.
+
+        Raises:
+            ValueError: not a 20-byte id.
+        """
+        if len(node_id) != krpc.ID_LENGTH:
+            raise ValueError("node id must be 20 bytes")
+        known = self.nodes()
+        config = self.config
+        self.node_id = node_id
+        self._id_changes += 1
+        self.tables = {
+            fam: RoutingTable(
+                node_id, now, k=config.k, max_per_ip=config.max_per_ip, enforce_node_id=config.enforce_node_id
+            )
+            for fam in (4, 6)
+        }
+        return self._join(now, known, internal=internal)
 
     def _join(self, now: float, nodes: list[NodeInfo], *, internal: bool) -> int:
         seeds = [NodeInfo(b"", h, p) for h, p in self._routers]
@@ -491,25 +521,7 @@ class DhtProtocol:
             and self._external_ip() == host
             and not routing.conforms(self.node_id, host)
         ):
-            self.change_id(routing.node_id_for_ip(host, self._rng), now)
-
-    def change_id(self, node_id: bytes, now: float) -> None:
-        """Take ``node_id`` as ours: the tables are rebuilt around it (every node kept
-        where the new buckets have room) and we join again from them (rule 6)."""
-        if len(node_id) != krpc.ID_LENGTH:
-            raise ValueError("node id must be 20 bytes")
-        c = self.config
-        old = self.nodes()
-        self.node_id = node_id
-        self._id_changes += 1
-        self.tables = {
-            fam: RoutingTable(node_id, now, k=c.k, max_per_ip=c.max_per_ip, enforce_node_id=c.enforce_node_id)
-            for fam in (4, 6)
-        }
-        for info in old:
-            if info.id != node_id:
-                self.tables[_family(info.host)].heard_query(info, now)
-        self._join(now, [], internal=True)
+            self.change_node_id(routing.node_id_for_ip(host, self._rng), now, internal=True)
 
     # --- lookups --------------------------------------------------------------------
 

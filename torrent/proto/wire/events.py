@@ -9,6 +9,7 @@ end with ``assert_never``). Nothing here parses or encodes: see :mod:`.codec`.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Union
@@ -331,6 +332,27 @@ class ExtensionHandshake:
         """``metadata_size`` (BEP 9): bytes of the info dict."""
         size = self._get("metadata_size")
         return size if isinstance(size, int) and size > 0 else None
+
+    def _address(self, key: str, sizes: tuple[int, ...]) -> str | None:
+        raw = self._get(key)
+        if not isinstance(raw, bytes) or len(raw) not in sizes:
+            return None
+        return str(ipaddress.ip_address(raw))
+
+    @property
+    def yourip(self) -> str | None:
+        """``yourip``: the address the sender sees us at (4 or 16 bytes; else None)."""
+        return self._address("yourip", (4, 16))
+
+    @property
+    def ipv4(self) -> str | None:
+        """``ipv4``: the sender's own IPv4 address (4 bytes; else None)."""
+        return self._address("ipv4", (4,))
+
+    @property
+    def ipv6(self) -> str | None:
+        """``ipv6``: the sender's own IPv6 address (16 bytes; else None)."""
+        return self._address("ipv6", (16,))
 
 
 @dataclass(frozen=True, slots=True)
