@@ -168,6 +168,10 @@ class Torrent:
             out.append(done)
         return out
 
+    def have_pieces(self) -> list[int]:
+        """The indices of the pieces verified so far (a front end's pieces map)."""
+        return self._swarm.picker.have_pieces()
+
     def reannounce(self) -> None:
         """Announce to the trackers soon (still keeping the minimum interval)."""
         self._swarm.announcer.wake()
