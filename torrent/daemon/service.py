@@ -24,6 +24,8 @@ Queue rules (as Transmission's and qBittorrent's):
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops.
 
+Alternative speed limits ("turtle mode") switch on and off by ``session-set``.
+
 Left out: per-torrent rate limits and seed ratio/idle limits are stored and reported
 but not enforced (the engine has session-wide limits only); alternative speed limits on
 a schedule; bandwidth groups.
@@ -201,6 +203,10 @@ class Daemon:
             "speed-limit-down-enabled": False,
             "speed-limit-up": 100,
             "speed-limit-up-enabled": False,
+            # Transmission's "turtle mode": these limits replace the ones above while enabled.
+            "alt-speed-down": 50,
+            "alt-speed-up": 50,
+            "alt-speed-enabled": False,
         }
         #: Set by ``session-close`` (or a signal): the front end then leaves ``async with``.
         self.close_requested = asyncio.Event()
@@ -792,6 +798,20 @@ class Daemon:
         """Ask the front end to shut the daemon down (``session-close``)."""
         self.close_requested.set()
 
+    def effective_rate_limits(self) -> tuple[int, int]:
+        """The session's ``(download, upload)`` limits in bytes/s now (0: none).
+
+        With the alternative speed limits on, they apply in both directions whatever
+        the normal limits' switches say (as Transmission does).
+        """
+        lim = self.session_limits
+        if lim["alt-speed-enabled"]:
+            return lim["alt-speed-down"] * 1000, lim["alt-speed-up"] * 1000
+        return (
+            lim["speed-limit-down"] * 1000 if lim["speed-limit-down-enabled"] else 0,
+            lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
+        )
+
     def apply_settings(self, values: dict[str, Any], *, persist: bool = True) -> None:
         """Apply ``session-set`` arguments (Transmission's names); unknown keys are ignored.
 
@@ -827,11 +847,8 @@ class Daemon:
                 )
             elif key == "queue-stalled-minutes":
                 self.stall_s = value * 60.0
-        lim = self.session_limits
-        self.session.set_rate_limits(
-            download_bps=lim["speed-limit-down"] * 1000 if lim["speed-limit-down-enabled"] else 0,
-            upload_bps=lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
-        )
+        down_bps, up_bps = self.effective_rate_limits()
+        self.session.set_rate_limits(download_bps=down_bps, upload_bps=up_bps)
         if persist and changed:
             self.store.set_settings(changed)
         self.wake()
@@ -843,6 +860,9 @@ SETTING_KEYS: dict[str, type] = {
     "speed-limit-down-enabled": bool,
     "speed-limit-up": int,
     "speed-limit-up-enabled": bool,
+    "alt-speed-down": int,
+    "alt-speed-up": int,
+    "alt-speed-enabled": bool,
     "download-dir": str,
     "download-queue-size": int,
     "seed-queue-size": int,
