@@ -1,0 +1,256 @@
+"""The daemon's web UI in a real browser (headless Debian chromium, selenium), against a
+``pytorrent daemon`` process fed by a libtorrent seed, all on loopback.
+
+What the page shows is checked through its stable hooks (``data-hash`` rows,
+``data-field`` cells, ``data-action`` buttons, the ``input[type=file]``); what it did is
+checked from outside, with ``transmission-remote`` and the RPC itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.swarm_helpers import make_payload
+from tests.interop.conftest import need
+from tests.interop.test_daemon_transmission_remote import DaemonProcess, daemon_process
+from tests.libtorrent_settings import lt_add, lt_session
+from tests.polling import wait_until_blocking
+from torrent.create import create
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.slow,
+    pytest.mark.interop,
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        shutil.which("transmission-remote") is None, reason="transmission-remote is not installed"
+    ),
+]
+
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_COMMENT = '<script>window.pwned = "script"</script><img src=x onerror="window.pwned = \'img\'">'
+
+
+def rpc(d: DaemonProcess, method: str, **arguments: Any) -> dict[str, Any]:
+    """Call the daemon's RPC (with the 409 handshake); the ``arguments`` of a success."""
+    url = f"http://{d.rpc}/transmission/rpc"
+    body = json.dumps({"method": method, "arguments": arguments}).encode()
+    session_id = ""
+    for _ in range(2):
+        request = urllib.request.Request(
+            url, data=body, headers={"X-Transmission-Session-Id": session_id}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise
+            session_id = exc.headers["X-Transmission-Session-Id"]
+            continue
+        assert answer["result"] == "success", answer
+        out: dict[str, Any] = answer["arguments"]
+        return out
+    raise AssertionError("the 409 handshake did not settle")
+
+
+def status_of(d: DaemonProcess, info_hash: str) -> int:
+    [t] = rpc(d, "torrent-get", ids=[info_hash], fields=["status"])["torrents"]
+    return int(t["status"])
+
+
+class Page:
+    """The web UI in ``driver``, read through its stable hooks."""
+
+    def __init__(self, driver: Any) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver = driver
+        self.by = By
+
+    def rows(self) -> list[Any]:
+        return list(self.driver.find_elements(self.by.CSS_SELECTOR, "#torrents tbody tr[data-hash]"))
+
+    def row(self, info_hash: str) -> Any:
+        return self.driver.find_element(self.by.CSS_SELECTOR, f'tr[data-hash="{info_hash}"]')
+
+    def field(self, info_hash: str, name: str) -> str:
+        """The text of a row's ``data-field`` cell ("" while the row is not there)."""
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+        try:
+            cell = self.row(info_hash).find_element(self.by.CSS_SELECTOR, f'[data-field="{name}"]')
+            return str(cell.text)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return ""
+
+    def wait_field(
+        self, info_hash: str, name: str, want: Callable[[str], bool], what: str, timeout_s: float = 30
+    ) -> None:
+        seen: list[str] = []
+
+        def ok() -> bool:
+            seen.append(self.field(info_hash, name))
+            return want(seen[-1])
+
+        try:
+            wait_until_blocking(ok, timeout_s=timeout_s, interval_s=0.1, what=what)
+        except pytest.fail.Exception:
+            raise AssertionError(f"{what}: {name} went through {sorted(set(seen))}") from None
+
+    def click_row_action(self, info_hash: str, action: str) -> None:
+        button = self.row(info_hash).find_element(self.by.CSS_SELECTOR, f'button[data-action="{action}"]')
+        wait_until_blocking(button.is_enabled, timeout_s=10, what=f"the {action} button to be enabled")
+        button.click()
+
+    def css(self, selector: str) -> Any:
+        return self.driver.find_element(self.by.CSS_SELECTOR, selector)
+
+    def visible(self, selector: str) -> bool:
+        found = self.driver.find_elements(self.by.CSS_SELECTOR, selector)
+        return bool(found) and bool(found[0].is_displayed())
+
+    def toasts(self) -> list[str]:
+        return [str(t.text) for t in self.driver.find_elements(self.by.CSS_SELECTOR, "#toasts .toast")]
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callable[[str], Path]) -> None:
+    need("libtorrent")
+    import libtorrent as lt
+
+    content = make_payload(
+        tmp_path / "seed",
+        "Field recordings",
+        {"01 - Dawn chorus.flac": 900_000, "02 - Rain on tin.flac": 700_000, "cover.jpg": 120_000},
+    )
+    meta = create(
+        content, piece_length=32 * 1024, comment="Recorded on loopback", created_by="pytorrent tests"
+    )
+    torrent = tmp_path / "field.torrent"
+    torrent.write_bytes(meta.to_bytes())
+    ih = meta.info_hash.hex()
+    # The second torrent, added through the page: a name and comment that are HTML.
+    xss_dir = tmp_path / "xss"
+    make_payload(xss_dir, XSS_NAME, 50_000, seed=2)
+    xss = create(
+        xss_dir / XSS_NAME,
+        piece_length=16 * 1024,
+        comment=XSS_COMMENT,
+        trackers=["http://127.0.0.1:9/announce"],
+    )
+    xss_torrent = tmp_path / "xss.torrent"
+    xss_torrent.write_bytes(xss.to_bytes())
+    xss_ih = xss.info_hash.hex()
+    page = Page(browser)
+
+    with daemon_process(tmp_path) as d:
+        with lt_session(lt) as seed_session:
+            handle = lt_add(lt, seed_session, torrent, tmp_path / "seed")
+            wait_until_blocking(lambda: handle.status().is_seeding, timeout_s=30, what="libtorrent seeding")
+            assert "success" in d.remote("-a", str(torrent))
+            handle.connect_peer(("127.0.0.1", d.peer_port))
+
+            browser.get(f"http://{d.rpc}/")
+            assert browser.title == "pytorrent"
+            page.wait_field(ih, "name", lambda t: t == "Field recordings", what="the row shows up")
+            page.wait_field(
+                ih, "progress", lambda t: t == "100%", what="the download completes", timeout_s=60
+            )
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="seeding")
+            assert status_of(d, ih) == 6
+            browser.save_screenshot(str(artifact("list.png")))
+
+            # The detail pane: general info with the pieces map, then the files.
+            page.row(ih).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+            page.css('[data-bulk="details"]').click()
+            wait_until_blocking(
+                lambda: page.css("[data-info='hash']").text == ih, timeout_s=10, what="the general tab"
+            )
+            assert page.css("[data-info='comment']").text == "Recorded on loopback"
+            assert page.css("[data-info='progress']").text == "100%"
+            browser.save_screenshot(str(artifact("detail-general.png")))
+            page.css("[data-tab='files']").click()
+            wait_until_blocking(
+                lambda: len(browser.find_elements(page.by.CSS_SELECTOR, "#detail .files tbody tr")) == 3,
+                timeout_s=10,
+                what="three files listed",
+            )
+            files_text = page.css("#detail .files tbody").text
+            assert "01 - Dawn chorus.flac" in files_text
+            assert "100%" in files_text
+            browser.save_screenshot(str(artifact("detail-files.png")))
+            page.css("#detail [data-close]").click()
+
+            # Add the second torrent through the file input.
+            page.css('[data-bulk="add"]').click()
+            page.css("input[type=file]").send_keys(str(xss_torrent))
+            page.css("#add-paused").click()
+            page.css("#add-submit").click()
+            wait_until_blocking(
+                lambda: "onerror=alert(1)>" in d.remote("-l"), timeout_s=20, what="listed by -l"
+            )
+            page.wait_field(xss_ih, "name", lambda t: t == XSS_NAME, what="the name shows as text")
+            xss_row = page.row(xss_ih)
+            assert xss_row.find_elements(page.by.TAG_NAME, "img") == []
+            assert status_of(d, xss_ih) == 0  # added paused, as asked
+            # Its comment (HTML too) in the detail pane, as text.
+            xss_row.find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+            page.css('[data-bulk="details"]').click()
+            page.css("[data-tab='general']").click()
+            wait_until_blocking(
+                lambda: page.css("[data-info='comment']").text == XSS_COMMENT,
+                timeout_s=10,
+                what="the comment as text",
+            )
+            assert browser.find_elements(page.by.CSS_SELECTOR, "#detail dd img, #detail dd script") == []
+            assert browser.execute_script("return window.pwned === undefined") is True
+            page.css("#detail [data-close]").click()
+
+            # Stop and start through the row's buttons; the RPC tells the state.
+            page.click_row_action(ih, "stop")
+            wait_until_blocking(lambda: status_of(d, ih) == 0, timeout_s=15, what="stopped over RPC")
+            page.wait_field(ih, "state", lambda t: t == "Stopped", what="shown stopped")
+            page.click_row_action(ih, "start")
+            wait_until_blocking(lambda: status_of(d, ih) == 6, timeout_s=30, what="seeding again over RPC")
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="shown seeding")
+
+        # The seed is gone: spoil a piece on disk, verify from the page, see the loss.
+        page.click_row_action(ih, "stop")
+        wait_until_blocking(lambda: status_of(d, ih) == 0, timeout_s=15, what="stopped for the verify")
+        spoiled = tmp_path / "downloads" / "Field recordings" / "02 - Rain on tin.flac"
+        with open(spoiled, "r+b") as fh:
+            fh.seek(100_000)
+            fh.write(b"\0" * 16)
+        page.click_row_action(ih, "verify")
+        page.wait_field(
+            ih, "progress", lambda t: t not in ("", "100%"), what="the verify found the bad piece"
+        )
+        assert status_of(d, ih) in (0, 1, 2)
+
+        # Remove with its data, through the row's button and the dialog.
+        page.click_row_action(ih, "remove")
+        wait_until_blocking(lambda: page.visible("#remove-dialog"), timeout_s=5, what="the remove dialog")
+        page.css("#remove-data").click()
+        page.css("#remove-confirm").click()
+        wait_until_blocking(lambda: "Field" not in d.remote("-l"), timeout_s=20, what="gone from -l")
+        wait_until_blocking(
+            lambda: not (tmp_path / "downloads" / "Field recordings").exists(),
+            timeout_s=20,
+            what="data deleted",
+        )
+        wait_until_blocking(lambda: len(page.rows()) == 1, timeout_s=10, what="one row left")
+        assert not any("failed" in t for t in page.toasts()), page.toasts()
+
+        errors = console_errors(browser)
+        assert errors == [], errors
