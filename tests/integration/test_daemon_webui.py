@@ -1,0 +1,116 @@
+"""What the daemon adds for its web UI, in process on loopback: the page and its files
+(behind the RPC's auth and host whitelist, with a CSP), the RPC fields the page reads
+(the pieces bitfield) and the alternative speed limits. The page itself runs in a
+browser in ``tests/browser``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.daemon_helpers import running_daemon
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
+from torrent.daemon.rpc import RpcConfig
+from torrent.daemon.service import Status
+from torrent.daemon.webui import CSP, static_files
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_page_and_files_are_served_with_a_csp_and_the_session_id(tmp_path: Path) -> None:
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        base = client.url.removesuffix("/transmission/rpc")
+        async with client.http.get(base + "/") as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/html"
+            assert resp.headers["Content-Security-Policy"] == CSP
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            page = await resp.text()
+        # The page carries the id the RPC's 409 hands out.
+        await client.call("session-get", fields=["version"])
+        assert f'<meta name="transmission-session-id" content="{client.session_id}">' in page
+        # Every file the page and its modules name is served, with its type.
+        names = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+        for path, (body, _) in static_files().items():
+            if path.endswith(".js"):
+                names += [f"/static/js/{m}" for m in re.findall(r'from "\./([\w.]+)"', body.decode())]
+        assert "/static/js/main.js" in names
+        assert "/static/js/list.js" in names
+        for name in sorted(set(names)):
+            async with client.http.get(base + name) as resp:
+                assert resp.status == 200, name
+                assert resp.headers["Content-Security-Policy"] == CSP
+                expected = {"js": "text/javascript", "css": "text/css", "svg": "image/svg+xml"}
+                assert resp.content_type == expected[name.rsplit(".", 1)[1]], name
+        for missing in (
+            "/static/nope.js",
+            "/static/index.html",
+            "/static/../rpc.py",
+            "/static/js/../../rpc.py",
+        ):
+            async with client.http.get(base + missing) as resp:
+                assert resp.status == 404, missing
+
+
+async def test_page_is_behind_the_rpc_auth_and_host_whitelist(tmp_path: Path) -> None:
+    rpc = RpcConfig(username="alice", password="s3cret")
+    async with asyncio.timeout(30), running_daemon(tmp_path, rpc) as (_daemon, client):
+        base = client.url.removesuffix("/transmission/rpc")
+        good = {"Authorization": aiohttp.encode_basic_auth("alice", "s3cret")}
+        for path in ("/", "/static/js/main.js"):
+            async with client.http.get(base + path) as resp:
+                assert resp.status == 401, path
+                assert resp.headers["WWW-Authenticate"].startswith("Basic")
+            async with client.http.get(base + path, headers=good) as resp:
+                assert resp.status == 200, path
+        async with client.http.get(base + "/", headers={**good, "Host": "attacker.example"}) as resp:
+            assert resp.status == 421
+        async with client.http.get(base + "/metrics") as resp:
+            assert resp.status == 200  # unchanged: no auth, bind to loopback
+
+
+async def test_pieces_bitfield_shows_the_pieces_had(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    # 4 pieces of 16 KiB in the first file, which is on disk; the second file is not.
+    content = make_payload(downloads, "two", {"a.bin": 64 * 1024, "b.bin": 80 * 1024})
+    meta = make_torrent(content, piece_length=16 * 1024)
+    (content / "b.bin").unlink()
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(
+            lambda: daemon.records[tid].status() == Status.DOWNLOAD and daemon.records[tid].checked,
+            what="checked and downloading",
+        )
+        [t] = await client.get([tid], "pieces", "pieceCount", "percentDone")
+        assert t["pieceCount"] == 9
+        assert base64.b64decode(t["pieces"]) == bytes([0b11110000, 0b00000000])
+        assert t["percentDone"] == pytest.approx(4 / 9)
+
+
+async def test_alternative_speed_limits_replace_the_normal_ones_and_persist(tmp_path: Path) -> None:
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        got = await client.call("session-get", fields=["alt-speed-enabled", "alt-speed-down", "alt-speed-up"])
+        assert got == {"alt-speed-enabled": False, "alt-speed-down": 50, "alt-speed-up": 50}
+        await client.call("session-set", **{"speed-limit-down": 500, "speed-limit-down-enabled": True})
+        assert daemon.effective_rate_limits() == (500_000, 0)
+        await client.call(
+            "session-set", **{"alt-speed-enabled": True, "alt-speed-down": 20, "alt-speed-up": 5}
+        )
+        assert daemon.effective_rate_limits() == (20_000, 5_000)
+        assert (await client.result("session-set", **{"alt-speed-enabled": "yes"})).startswith(
+            "'alt-speed-enabled'"
+        )
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        got = await client.call(
+            "session-get", fields=["alt-speed-enabled", "alt-speed-down", "speed-limit-down"]
+        )
+        assert got == {"alt-speed-enabled": True, "alt-speed-down": 20, "speed-limit-down": 500}
+        assert daemon.effective_rate_limits() == (20_000, 5_000)
+        await client.call("session-set", **{"alt-speed-enabled": False})
+        assert daemon.effective_rate_limits() == (500_000, 0)
