@@ -8,6 +8,7 @@ checked from outside, with ``transmission-remote`` and the RPC itself.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import urllib.request
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.swarm_helpers import make_payload
+from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.interop.conftest import need
 from tests.interop.test_daemon_transmission_remote import DaemonProcess, daemon_process
 from tests.libtorrent_settings import lt_add, lt_session
@@ -154,41 +155,68 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
     xss_ih = xss.info_hash.hex()
     page = Page(browser)
 
+    # Two more torrents, complete on disk, so the list looks like one in use.
+    others = {}
+    for i, (name, label) in enumerate((("Lecture notes.pdf", "study"), ("Public domain films", "films"))):
+        files: dict[str, int] | int = 90_000 if name.endswith(".pdf") else {"a.mkv": 150_000, "b.mkv": 90_000}
+        other = make_torrent(
+            make_payload(tmp_path / "downloads", name, files, seed=10 + i), piece_length=16 * 1024
+        )
+        (tmp_path / f"other{i}.torrent").write_bytes(other.to_bytes())
+        others[other.info_hash.hex()] = label
+
     with daemon_process(tmp_path) as d:
+        for i, (other_ih, label) in enumerate(others.items()):
+            assert "success" in d.remote("-a", str(tmp_path / f"other{i}.torrent"))
+            rpc(d, "torrent-set", ids=[other_ih], labels=[label])
+        # Slow enough to be seen downloading (and to put a curve in the rate graph).
+        rpc(d, "session-set", **{"speed-limit-down": 150, "speed-limit-down-enabled": True})
         with lt_session(lt) as seed_session:
             handle = lt_add(lt, seed_session, torrent, tmp_path / "seed")
             wait_until_blocking(lambda: handle.status().is_seeding, timeout_s=30, what="libtorrent seeding")
-            assert "success" in d.remote("-a", str(torrent))
-            handle.connect_peer(("127.0.0.1", d.peer_port))
-
             browser.get(f"http://{d.rpc}/")
             assert browser.title == "pytorrent"
-            page.wait_field(ih, "name", lambda t: t == "Field recordings", what="the row shows up")
-            page.wait_field(
-                ih, "progress", lambda t: t == "100%", what="the download completes", timeout_s=60
-            )
-            page.wait_field(ih, "state", lambda t: t == "Seeding", what="seeding")
-            assert status_of(d, ih) == 6
-            browser.save_screenshot(str(artifact("list.png")))
+            assert "success" in d.remote("-a", str(torrent))
+            rpc(d, "torrent-set", ids=[ih], labels=["music"])
+            handle.connect_peer(("127.0.0.1", d.peer_port))
 
-            # The detail pane: general info with the pieces map, then the files.
+            page.wait_field(ih, "name", lambda t: t == "Field recordings", what="the row shows up")
+            page.wait_field(ih, "state", lambda t: t == "Downloading", what="downloading")
+            page.wait_field(
+                ih, "progress", lambda t: t.endswith("%") and int(t[:-1]) >= 60, what="well under way"
+            )
+            browser.save_screenshot(str(artifact("list.png")))
+            # The detail pane while it downloads: general info with the pieces map, peers.
             page.row(ih).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
             page.css('[data-bulk="details"]').click()
             wait_until_blocking(
                 lambda: page.css("[data-info='hash']").text == ih, timeout_s=10, what="the general tab"
             )
             assert page.css("[data-info='comment']").text == "Recorded on loopback"
-            assert page.css("[data-info='progress']").text == "100%"
             browser.save_screenshot(str(artifact("detail-general.png")))
+            page.css("[data-tab='peers']").click()
+            wait_until_blocking(
+                lambda: "127.0.0.1:" in page.css("#detail .peers tbody").text, timeout_s=10, what="the seed"
+            )
+            browser.save_screenshot(str(artifact("detail-peers.png")))
+
+            page.wait_field(
+                ih, "progress", lambda t: t == "100%", what="the download completes", timeout_s=60
+            )
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="seeding")
+            assert status_of(d, ih) == 6
             page.css("[data-tab='files']").click()
             wait_until_blocking(
                 lambda: len(browser.find_elements(page.by.CSS_SELECTOR, "#detail .files tbody tr")) == 3,
                 timeout_s=10,
                 what="three files listed",
             )
-            files_text = page.css("#detail .files tbody").text
-            assert "01 - Dawn chorus.flac" in files_text
-            assert "100%" in files_text
+            wait_until_blocking(
+                lambda: page.css("#detail .files tbody").text.count("100%") == 3,
+                timeout_s=10,
+                what="files done",
+            )
+            assert "01 - Dawn chorus.flac" in page.css("#detail .files tbody").text
             browser.save_screenshot(str(artifact("detail-files.png")))
             page.css("#detail [data-close]").click()
 
@@ -236,7 +264,8 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
         page.wait_field(
             ih, "progress", lambda t: t not in ("", "100%"), what="the verify found the bad piece"
         )
-        assert status_of(d, ih) in (0, 1, 2)
+        # Verified while stopped: stopped again once the check is over.
+        wait_until_blocking(lambda: status_of(d, ih) == 0, timeout_s=15, what="stopped after the verify")
 
         # Remove with its data, through the row's button and the dialog.
         page.click_row_action(ih, "remove")
@@ -249,8 +278,184 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
             timeout_s=20,
             what="data deleted",
         )
-        wait_until_blocking(lambda: len(page.rows()) == 1, timeout_s=10, what="one row left")
+        wait_until_blocking(lambda: len(page.rows()) == 3, timeout_s=10, what="three rows left")
         assert not any("failed" in t for t in page.toasts()), page.toasts()
 
         errors = console_errors(browser)
         assert errors == [], errors
+
+
+def _names(page: Page) -> list[str]:
+    return [str(r.find_element(page.by.CSS_SELECTOR, '[data-field="name"]').text) for r in page.rows()]
+
+
+def _keys(browser: Any, *keys: str, ctrl: bool = False) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    chain = ActionChains(browser)
+    if ctrl:
+        chain.key_down(Keys.CONTROL)
+    for key in keys:
+        chain.send_keys(key)
+    if ctrl:
+        chain.key_up(Keys.CONTROL)
+    chain.perform()
+
+
+def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
+    tmp_path: Path, browser: Any, artifact: Callable[[str], Path]
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    downloads = tmp_path / "downloads"
+    hashes = {}
+    for i, name in enumerate(("beta.bin", "alpha.bin", "gamma.bin")):
+        meta = make_torrent(
+            make_payload(downloads, name, 60_000 + i * 10_000, seed=i), piece_length=16 * 1024
+        )
+        path = tmp_path / f"{name}.torrent"
+        path.write_bytes(meta.to_bytes())
+        hashes[name] = meta.info_hash.hex()
+    page = Page(browser)
+    with daemon_process(tmp_path) as d:
+        for name in hashes:
+            assert "success" in d.remote("-a", str(tmp_path / f"{name}.torrent"))
+        browser.get(f"http://{d.rpc}/")
+        for ih in hashes.values():
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="checked and seeding")
+
+        # Sortable columns: by name, then the other way.
+        page.css('th[data-sort="name"] button').click()
+        wait_until_blocking(lambda: _names(page) == ["alpha.bin", "beta.bin", "gamma.bin"], what="sorted a-z")
+        page.css('th[data-sort="name"] button').click()
+        wait_until_blocking(lambda: _names(page) == ["gamma.bin", "beta.bin", "alpha.bin"], what="sorted z-a")
+        # Search by name.
+        page.css("#search").send_keys("alp")
+        wait_until_blocking(lambda: _names(page) == ["alpha.bin"], what="search finds alpha")
+        page.css("#search").send_keys(Keys.BACKSPACE * 3, Keys.ESCAPE)
+
+        # Keyboard: select everything, label it; then one torrent gets its own label.
+        wait_until_blocking(lambda: len(page.rows()) == 3, what="search cleared")
+        _keys(browser, "a", ctrl=True)
+        _keys(browser, "l")
+        wait_until_blocking(lambda: page.visible("#label-dialog"), timeout_s=5, what="the label dialog")
+        page.css("#label-input").send_keys("music", Keys.ENTER)
+        wait_until_blocking(
+            lambda: (
+                [t["labels"] for t in rpc(d, "torrent-get", fields=["labels"])["torrents"]] == [["music"]] * 3
+            ),
+            what="labelled over RPC",
+        )
+        page.row(hashes["beta.bin"]).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _keys(browser, "l")
+        page.css("#label-input").clear()
+        page.css("#label-input").send_keys("talk, music", Keys.ENTER)
+        wait_until_blocking(
+            lambda: (
+                rpc(d, "torrent-get", ids=[hashes["beta.bin"]], fields=["labels"])["torrents"][0]["labels"]
+                == ["talk", "music"]
+            ),
+            what="beta relabelled",
+        )
+        from selenium.webdriver.support.select import Select
+
+        wait_until_blocking(
+            lambda: len(page.css("#label-filter").find_elements(page.by.TAG_NAME, "option")) == 3,
+            what="the label filter knows both labels",
+        )
+        Select(page.css("#label-filter")).select_by_value("talk")
+        wait_until_blocking(lambda: _names(page) == ["beta.bin"], what="filtered by label")
+        Select(page.css("#label-filter")).select_by_value("")
+
+        # Stop and start from the keyboard; filter by state.
+        page.row(hashes["alpha.bin"]).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _keys(browser, "p")
+        wait_until_blocking(lambda: status_of(d, hashes["alpha.bin"]) == 0, what="p stopped it")
+        Select(page.css("#state-filter")).select_by_value("stopped")
+        wait_until_blocking(lambda: _names(page) == ["alpha.bin"], what="only the stopped one")
+        Select(page.css("#state-filter")).select_by_value("all")
+        page.row(hashes["alpha.bin"]).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _keys(browser, "s")
+        wait_until_blocking(lambda: status_of(d, hashes["alpha.bin"]) == 6, timeout_s=20, what="s started it")
+        page.wait_field(hashes["alpha.bin"], "state", lambda t: t == "Seeding", what="shown seeding")
+
+        # A phone-sized screen: fewer columns, the detail pane over the list.
+        browser.set_window_size(390, 844)
+        row = page.row(hashes["gamma.bin"])
+        wait_until_blocking(
+            lambda: not row.find_element(page.by.CSS_SELECTOR, ".col-size").is_displayed(), what="narrow"
+        )
+        assert row.find_element(page.by.CSS_SELECTOR, '[data-field="progress"]').is_displayed()
+        assert row.find_element(page.by.CSS_SELECTOR, '[data-field="name"]').is_displayed()
+        browser.save_screenshot(str(artifact("phone-list.png")))
+        row.find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _keys(browser, Keys.ENTER)
+        wait_until_blocking(lambda: page.visible("#detail"), timeout_s=5, what="details open")
+        width = browser.execute_script("return document.documentElement.clientWidth")
+        assert page.css("#detail").rect["width"] == width
+        browser.save_screenshot(str(artifact("phone-detail.png")))
+        _keys(browser, Keys.ESCAPE)
+        wait_until_blocking(lambda: not page.visible("#detail"), timeout_s=5, what="details closed")
+        browser.set_window_size(1280, 800)
+
+        # Session: the turtle button, and a setting saved from the dialog.
+        page.css("#alt-speed").click()
+        wait_until_blocking(lambda: rpc(d, "session-get")["alt-speed-enabled"] is True, what="turtle on")
+        wait_until_blocking(
+            lambda: page.css("#alt-speed").get_attribute("aria-pressed") == "true", what="shown on"
+        )
+        _keys(browser, ",")
+        wait_until_blocking(lambda: page.visible("#settings-dialog"), timeout_s=5, what="the settings dialog")
+        wait_until_blocking(lambda: "free of" in page.css("#settings-free").text, what="free space shown")
+        queue = page.css('[data-key="download-queue-size"]')
+        queue.clear()
+        queue.send_keys("7")
+        page.css("#settings-save").click()
+        wait_until_blocking(lambda: rpc(d, "session-get")["download-queue-size"] == 7, what="setting saved")
+
+        # A failing action says why; the dialog stays open for another try.
+        _keys(browser, "a")
+        wait_until_blocking(lambda: page.visible("#add-dialog"), timeout_s=5, what="the add dialog")
+        page.css("#add-links").send_keys("magnet:?xt=urn:btih:XYZ")
+        page.css("#add-submit").click()
+        wait_until_blocking(
+            lambda: any("invalid or corrupt torrent file" in t for t in page.toasts()), what="the error told"
+        )
+        assert page.visible("#add-dialog")
+        # A good magnet link from the same box.
+        magnet_hash = "0123456789abcdef0123456789abcdef01234567"
+        page.css("#add-links").clear()
+        page.css("#add-links").send_keys(f"magnet:?xt=urn:btih:{magnet_hash}&dn=from+a+magnet")
+        page.css("#add-submit").click()
+        wait_until_blocking(lambda: not page.visible("#add-dialog"), timeout_s=10, what="the dialog closed")
+        wait_until_blocking(lambda: "from a magnet" in d.remote("-l"), what="the magnet listed by -l")
+        page.wait_field(
+            magnet_hash, "state", lambda t: t == "Fetching metadata", what="fetching its metadata"
+        )
+
+        # Drag and drop a .torrent file onto the page (the drop event a file manager sends).
+        dropped = make_torrent(make_payload(tmp_path / "elsewhere", "dropped.bin", 30_000, seed=9))
+        browser.execute_script(
+            """
+            const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], "dropped.torrent", {type: "application/x-bittorrent"}));
+            for (const type of ["dragenter", "dragover", "drop"]) {
+              document.body.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));
+            }
+            """,
+            base64.b64encode(dropped.to_bytes()).decode(),
+        )
+        wait_until_blocking(lambda: "dropped.bin" in d.remote("-l"), what="the dropped torrent listed by -l")
+        page.wait_field(dropped.info_hash.hex(), "name", lambda t: t == "dropped.bin", what="its row")
+        assert not page.visible("#drop-overlay")
+        errors = console_errors(browser)
+        assert errors == [], errors
+
+        # The daemon goes away: the page says so.
+        d.proc.terminate()
+        assert d.proc.wait(timeout=30) == 0
+        wait_until_blocking(lambda: page.visible("#banner"), timeout_s=15, what="the banner")
+        assert page.css("#banner").text.startswith("Cannot reach the daemon")
+        browser.save_screenshot(str(artifact("unreachable.png")))

@@ -1,6 +1,9 @@
 // The rate graph: session download and upload rates over the last few minutes, drawn on
 // a canvas from the samples the page already polls (session-stats), so it costs the
-// daemon nothing extra. Samples live in the page only: a reload starts a new graph.
+// daemon nothing extra. Samples live in the page only: a reload starts a new graph, which
+// spans the time since the first sample (at least MIN_SPAN_S) until the window is full.
+
+const MIN_SPAN_S = 20;
 
 import * as fmt from "./format.js";
 
@@ -33,7 +36,9 @@ export class RateGraph {
     // Round the scale up to 1, 2 or 5 × 10^n so the label reads well.
     const power = 10 ** Math.floor(Math.log10(top));
     const scale = [1, 2, 5, 10].map((m) => m * power).find((v) => v >= top);
-    const x = (t) => w - ((now - t) / (this.windowS * 1000)) * w;
+    const first = this.samples.length ? this.samples[0].t : now;
+    const spanS = Math.min(this.windowS, Math.max(MIN_SPAN_S, (now - first) / 1000));
+    const x = (t) => w - ((now - t) / (spanS * 1000)) * w;
     const y = (v) => h - (v / scale) * (h - 14 * ratio) - 1;
     ctx.strokeStyle = style.getPropertyValue("--grid").trim() || "#ccc";
     ctx.lineWidth = 1;
@@ -56,6 +61,7 @@ export class RateGraph {
     }
     ctx.fillStyle = style.getPropertyValue("color");
     ctx.font = `${11 * ratio}px system-ui, sans-serif`;
-    ctx.fillText(`${fmt.rate(scale)} · last ${Math.round(this.windowS / 60)} min`, 4 * ratio, 12 * ratio);
+    const span = spanS >= 60 ? `${Math.round(spanS / 60)} min` : `${Math.round(spanS)} s`;
+    ctx.fillText(`scale ${fmt.rate(scale)} · last ${span}`, 4 * ratio, 12 * ratio);
   }
 }
