@@ -218,7 +218,28 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
             )
             assert "01 - Dawn chorus.flac" in page.css("#detail .files tbody").text
             browser.save_screenshot(str(artifact("detail-files.png")))
+            # The wanted and priority controls change the torrent over RPC.
+            names = [
+                f["name"] for f in rpc(d, "torrent-get", ids=[ih], fields=["files"])["torrents"][0]["files"]
+            ]
+            cover, dawn = (
+                names.index("Field recordings/cover.jpg"),
+                names.index("Field recordings/01 - Dawn chorus.flac"),
+            )
+            from selenium.webdriver.support.select import Select
+
+            Select(page.css(f'#detail select[data-file="{dawn}"]')).select_by_value("1")
+            page.css(f'#detail input[data-file="{cover}"]').click()
+
+            def file_settings() -> tuple[int, int]:
+                [t] = rpc(d, "torrent-get", ids=[ih], fields=["wanted", "priorities"])["torrents"]
+                return t["wanted"][cover], t["priorities"][dawn]
+
+            wait_until_blocking(lambda: file_settings() == (0, 1), timeout_s=10, what="unwanted and high")
+            page.css(f'#detail input[data-file="{cover}"]').click()
+            wait_until_blocking(lambda: file_settings() == (1, 1), timeout_s=10, what="wanted again")
             page.css("#detail [data-close]").click()
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="seeding after the file changes")
 
             # Add the second torrent through the file input.
             page.css('[data-bulk="add"]').click()
@@ -243,7 +264,19 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
             )
             assert browser.find_elements(page.by.CSS_SELECTOR, "#detail dd img, #detail dd script") == []
             assert browser.execute_script("return window.pwned === undefined") is True
+            # Its tracker, unreachable on purpose, in the trackers tab.
+            page.css("[data-tab='trackers']").click()
+            wait_until_blocking(
+                lambda: "http://127.0.0.1:9/announce" in page.css("#detail .trackers tbody").text,
+                timeout_s=10,
+                what="the tracker listed",
+            )
             page.css("#detail [data-close]").click()
+            # Had the name's onerror run, an alert would be open.
+            from selenium.common.exceptions import NoAlertPresentException
+
+            with pytest.raises(NoAlertPresentException):
+                browser.switch_to.alert.text  # noqa: B018
 
             # Stop and start through the row's buttons; the RPC tells the state.
             page.click_row_action(ih, "stop")
@@ -413,6 +446,18 @@ def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
         queue.send_keys("7")
         page.css("#settings-save").click()
         wait_until_blocking(lambda: rpc(d, "session-get")["download-queue-size"] == 7, what="setting saved")
+        wait_until_blocking(lambda: not page.visible("#settings-dialog"), timeout_s=5, what="settings closed")
+
+        # Move a torrent's data from the keyboard.
+        page.row(hashes["beta.bin"]).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _keys(browser, "m")
+        wait_until_blocking(lambda: page.visible("#move-dialog"), timeout_s=5, what="the move dialog")
+        page.css("#move-location").clear()
+        page.css("#move-location").send_keys(str(tmp_path / "moved"), Keys.ENTER)
+        wait_until_blocking(lambda: (tmp_path / "moved" / "beta.bin").is_file(), timeout_s=20, what="moved")
+        [beta] = rpc(d, "torrent-get", ids=[hashes["beta.bin"]], fields=["downloadDir"])["torrents"]
+        assert beta["downloadDir"] == str(tmp_path / "moved")
+        assert not (downloads / "beta.bin").exists()
 
         # A failing action says why; the dialog stays open for another try.
         _keys(browser, "a")
