@@ -251,6 +251,7 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
             )
             page.wait_field(xss_ih, "name", lambda t: t == XSS_NAME, what="the name shows as text")
             xss_row = page.row(xss_ih)
+            browser.save_screenshot(str(artifact("html-name-as-text.png")))
             assert xss_row.find_elements(page.by.TAG_NAME, "img") == []
             assert status_of(d, xss_ih) == 0  # added paused, as asked
             # Its comment (HTML too) in the detail pane, as text.

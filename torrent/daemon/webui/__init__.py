@@ -16,6 +16,7 @@ from memory.
 
 from __future__ import annotations
 
+import html
 from importlib import resources
 
 from aiohttp import web
@@ -24,7 +25,7 @@ __all__ = ["CSP", "add_routes", "static_files"]
 
 #: Only our own origin; no inline script or style attribute, no framing by other sites.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
@@ -69,7 +70,7 @@ def add_routes(app: web.Application, session_id: str) -> None:
     """
     files = static_files()
     body, kind = files["/static/index.html"]
-    files["/"] = (body.replace(PLACEHOLDER, session_id.encode("ascii")), kind)
+    files["/"] = (body.replace(PLACEHOLDER, html.escape(session_id).encode()), kind)
     app[FILES] = files
     app.router.add_get("/", _index)
     app.router.add_get("/static/{path:.+}", _static)

@@ -37,7 +37,12 @@ const COLUMNS = [
   { key: "state", label: "State", value: (t) => fmt.stateText(t), text: (t) => fmt.stateText(t) },
   { key: "down", label: "Down", value: (t) => t.rateDownload, text: (t) => fmt.rate(t.rateDownload) },
   { key: "up", label: "Up", value: (t) => t.rateUpload, text: (t) => fmt.rate(t.rateUpload) },
-  { key: "eta", label: "ETA", value: (t) => (t.eta < 0 ? Infinity : t.eta), text: (t) => fmt.eta(t.eta) },
+  {
+    key: "eta",
+    label: "ETA",
+    value: (t) => (t.eta < 0 ? Infinity : t.eta),
+    text: (t) => (fmt.isRunning(t) ? fmt.eta(t.eta) : ""),
+  },
   { key: "ratio", label: "Ratio", value: (t) => t.uploadRatio, text: (t) => fmt.ratio(t.uploadRatio) },
   { key: "peers", label: "Peers", value: (t) => t.peersConnected, text: (t) => String(t.peersConnected) },
   { key: "added", label: "Added", value: (t) => t.addedDate, text: (t) => fmt.date(t.addedDate) },

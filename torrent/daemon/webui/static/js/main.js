@@ -15,6 +15,7 @@ import { LIST_FIELDS, TorrentList } from "./list.js";
 import { ConnectionError, Rpc, RpcError, toBase64 } from "./rpc.js";
 
 const POLL_MS = 1500;
+const HIDDEN_POLL_MS = 10000; // while the tab is in the background
 const RETRY_MAX_MS = 5000;
 const SESSION_EVERY = 5; // session-get (free space, alt speed) every this many polls
 
@@ -28,6 +29,8 @@ const app = {
   lastOk: 0,
   polls: 0,
   timer: null,
+  inFlight: false,
+  again: false,
   report,
   refresh: () => poll(),
 };
@@ -68,8 +71,14 @@ function fromTable(rows) {
 }
 
 async function poll() {
+  // One poll at a time: an action asks for a fresh list while one may be on its way.
+  if (app.inFlight) {
+    app.again = true;
+    return;
+  }
+  app.inFlight = true;
   clearTimeout(app.timer);
-  let delay = POLL_MS;
+  let delay = document.hidden ? HIDDEN_POLL_MS : POLL_MS;
   try {
     const wantSession = app.polls % SESSION_EVERY === 0 || !app.lastOk;
     const [list, stats, session] = await Promise.all([
@@ -93,6 +102,9 @@ async function poll() {
     if (err instanceof ConnectionError) showUnreachable(err.message);
     else toast(`Updating the list failed: ${err.message}`, "error");
   } finally {
+    app.inFlight = false;
+    if (app.again) delay = 0;
+    app.again = false;
     app.timer = setTimeout(poll, delay);
   }
 }
@@ -501,6 +513,9 @@ $("#settings-form").addEventListener("submit", saveSettings);
 $("#settings-dir").addEventListener("input", checkFreeSpace);
 for (const button of $$("[data-dismiss]")) button.addEventListener("click", () => button.closest("dialog").close());
 document.addEventListener("keydown", onKey);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) poll();
+});
 setupDrop();
 list_.setSelection([]);
 poll();

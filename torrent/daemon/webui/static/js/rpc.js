@@ -28,6 +28,8 @@ export class Rpc {
   constructor(sessionId = "") {
     this.sessionId = sessionId;
     this.timeoutMs = 15000;
+    // torrent-add may fetch a .torrent from a URL first (the daemon gives that 30 s).
+    this.slowTimeoutMs = 45000;
   }
 
   /** Call `method`; resolves to its `arguments`, rejects with RpcError or ConnectionError. */
@@ -36,7 +38,8 @@ export class Rpc {
     for (let attempt = 0; attempt < 2; attempt++) {
       let response;
       const controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), this.timeoutMs);
+      const limit = method === "torrent-add" ? this.slowTimeoutMs : this.timeoutMs;
+      const timer = setTimeout(() => controller.abort(), limit);
       try {
         response = await fetch(URL_PATH, {
           method: "POST",
