@@ -402,6 +402,19 @@ def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
         wait_until_blocking(lambda: _names(page) == ["beta.bin"], what="filtered by label")
         Select(page.css("#label-filter")).select_by_value("")
 
+        # The toolbar acts on the whole selection.
+        def statuses() -> list[int]:
+            return [int(t["status"]) for t in rpc(d, "torrent-get", fields=["status"])["torrents"]]
+
+        page.css("#torrents thead .select-all").click()
+        wait_until_blocking(lambda: page.css("#selection-count").text == "3 selected", what="all selected")
+        page.css('[data-bulk="stop"]').click()
+        wait_until_blocking(lambda: statuses() == [0, 0, 0], what="all three stopped")
+        page.css('[data-bulk="start"]').click()
+        wait_until_blocking(lambda: statuses() == [6, 6, 6], timeout_s=30, what="all three seeding")
+        for ih in hashes.values():
+            page.wait_field(ih, "state", lambda t: t == "Seeding", what="shown seeding again")
+
         # Stop and start from the keyboard; filter by state.
         page.row(hashes["alpha.bin"]).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
         _keys(browser, "p")

@@ -13,11 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.daemon_helpers import running_daemon
+from tests.integration.daemon_helpers import daemon_config, running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
-from torrent.daemon.rpc import RpcConfig
-from torrent.daemon.service import Status
+from torrent import config
+from torrent.daemon.rpc import RpcConfig, session_values
+from torrent.daemon.service import Daemon, Status
 from torrent.daemon.webui import CSP, static_files
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,3 +115,20 @@ async def test_alternative_speed_limits_replace_the_normal_ones_and_persist(tmp_
         assert daemon.effective_rate_limits() == (20_000, 5_000)
         await client.call("session-set", **{"alt-speed-enabled": False})
         assert daemon.effective_rate_limits() == (500_000, 0)
+
+
+async def test_session_limits_start_from_the_engine_settings(tmp_path: Path) -> None:
+    """``pytorrent daemon --max-down/--max-up`` used to be reset to "no limit" at start."""
+    settings = config.testing_settings().replace(
+        seed_ratio=None, max_download_bps=250_000, max_upload_bps=1_400
+    )
+    async with asyncio.timeout(30), Daemon(daemon_config(tmp_path), settings) as daemon:
+        assert daemon.effective_rate_limits() == (250_000, 1_000)
+        got = session_values(daemon)
+        assert (got["speed-limit-down"], got["speed-limit-down-enabled"]) == (250, True)
+        assert (got["speed-limit-up"], got["speed-limit-up-enabled"]) == (1, True)
+        daemon.apply_settings({"speed-limit-up-enabled": False})
+        assert daemon.effective_rate_limits() == (250_000, 0)
+    # Stored settings apply over the flags.
+    async with asyncio.timeout(30), Daemon(daemon_config(tmp_path), settings) as daemon:
+        assert daemon.effective_rate_limits() == (250_000, 0)

@@ -197,12 +197,14 @@ class Daemon:
         self.max_active_seeds = config.max_active_seeds
         self.download_dir = os.path.abspath(config.download_dir)
         self.stall_s = config.stall_s
-        #: Session-wide limits as Transmission names them (KB/s, 1 KB = 1000 bytes).
+        #: Session-wide limits as Transmission names them (KB/s, 1 KB = 1000 bytes). The
+        #: engine settings' limits (``--max-down``/``--max-up``) are where they start; the
+        #: stored settings then apply over them.
         self.session_limits: dict[str, Any] = {
-            "speed-limit-down": 100,
-            "speed-limit-down-enabled": False,
-            "speed-limit-up": 100,
-            "speed-limit-up-enabled": False,
+            "speed-limit-down": _kbps(settings.max_download_bps, 100),
+            "speed-limit-down-enabled": settings.max_download_bps > 0,
+            "speed-limit-up": _kbps(settings.max_upload_bps, 100),
+            "speed-limit-up-enabled": settings.max_upload_bps > 0,
             # Transmission's "turtle mode": these limits replace the ones above while enabled.
             "alt-speed-down": 50,
             "alt-speed-up": 50,
@@ -869,6 +871,11 @@ SETTING_KEYS: dict[str, type] = {
     "seed-queue-enabled": bool,
     "queue-stalled-minutes": int,
 }
+
+
+def _kbps(rate_bps: int, default: int) -> int:
+    """A limit in bytes/s as Transmission's whole kB/s (at least 1), or ``default`` for none."""
+    return max(1, round(rate_bps / 1000)) if rate_bps > 0 else default
 
 
 def _absolute(path: str) -> str:
