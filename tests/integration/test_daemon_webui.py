@@ -8,10 +8,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.integration.daemon_helpers import daemon_config, running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
@@ -132,3 +136,52 @@ async def test_session_limits_start_from_the_engine_settings(tmp_path: Path) -> 
     # Stored settings apply over the flags.
     async with asyncio.timeout(30), Daemon(daemon_config(tmp_path), settings) as daemon:
         assert daemon.effective_rate_limits() == (250_000, 0)
+
+
+async def test_tracker_stats_tell_how_the_last_announce_went(tmp_path: Path) -> None:
+    async def announce(request: web.Request) -> web.Response:
+        body = b"d8:completei3e10:downloadedi7e10:incompletei1e8:intervali1800e5:peers6:\x7f\x00\x00\x01\x1a\xe1e"
+        return web.Response(body=body, content_type="text/plain")
+
+    async def broken(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    app.router.add_get("/broken", broken)
+    downloads = tmp_path / "downloads"
+    async with (
+        asyncio.timeout(30),
+        TestServer(app, host="127.0.0.1") as tracker,
+        running_daemon(tmp_path) as (daemon, client),
+    ):
+        good, bad = str(tracker.make_url("/announce")), str(tracker.make_url("/broken"))
+        fine = make_torrent(make_payload(downloads, "fine.bin", 20_000, seed=1), trackers=[bad, good])
+        failing = make_torrent(make_payload(downloads, "failing.bin", 20_000, seed=2), trackers=[bad])
+        fine_id, failing_id = await client.add(fine), await client.add(failing)
+        before = int(time.time())
+
+        async def stats(tid: int) -> list[dict[str, Any]]:
+            [t] = await client.get([tid], "trackerStats")
+            return list(t["trackerStats"])
+
+        def announced(tid: int) -> bool:
+            handle = daemon.records[tid].handle
+            return handle is not None and handle.last_announce() is not None
+
+        await wait_until(lambda: announced(fine_id) and announced(failing_id), what="both announced")
+        by_url = {s["announce"]: s for s in await stats(fine_id)}
+        assert by_url[good]["lastAnnounceSucceeded"] is True
+        assert by_url[good]["lastAnnounceResult"] == "Success"
+        assert (by_url[good]["seederCount"], by_url[good]["leecherCount"], by_url[good]["downloadCount"]) == (
+            3,
+            1,
+            7,
+        )
+        assert by_url[good]["lastAnnouncePeerCount"] == 1
+        assert before - 1 <= by_url[good]["lastAnnounceTime"] <= time.time() + 1
+        assert by_url[good]["nextAnnounceTime"] > by_url[good]["lastAnnounceTime"]
+        [down] = await stats(failing_id)
+        assert down["hasAnnounced"] is True
+        assert down["lastAnnounceSucceeded"] is False
+        assert down["lastAnnounceResult"].startswith(f"{bad}: ")

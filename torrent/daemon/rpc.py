@@ -38,7 +38,7 @@ from aiohttp import web
 from torrent.config import Encryption
 from torrent.daemon import webui
 from torrent.daemon.service import Daemon, DaemonError, Record, Status
-from torrent.engine.status import TorrentStats
+from torrent.engine.status import AnnounceReport, TorrentStats
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
 
@@ -546,30 +546,52 @@ class _View:
         return out
 
     def tracker_stats(self) -> list[dict[str, Any]]:
-        message = self.b.tracker_message if self.b is not None else ""
-        return [
-            {
-                **t,
-                "host": t["announce"],
-                "lastAnnounceResult": message or "Success",
-                "lastAnnounceSucceeded": not message,
-                "hasAnnounced": self.b is not None,
-                "announceState": 1 if self.b is not None else 0,
-                "downloadCount": -1,
-                "leecherCount": -1,
-                "seederCount": -1,
-                "isBackup": False,
-                "lastAnnouncePeerCount": 0,
-                "lastAnnounceTime": 0,
-                "nextAnnounceTime": 0,
-                "lastScrapeResult": "",
-                "lastScrapeSucceeded": False,
-                "lastScrapeTime": 0,
-                "scrapeState": 0,
-                "hasScraped": False,
-            }
-            for t in self.trackers()
-        ]
+        report = self.r.handle.last_announce() if self.r.handle is not None else None
+        running = self.r.handle is not None
+        return [_tracker_stat(t, report, running, self.now) for t in self.trackers()]
+
+
+def _tracker_stat(
+    t: dict[str, Any], report: AnnounceReport | None, running: bool, now: float
+) -> dict[str, Any]:
+    """One ``trackerStats`` entry from the torrent's last announce.
+
+    The engine walks the tiers until a tracker answers (BEP 12) and reports that walk:
+    the tracker that answered carries its figures; when every tracker failed, each
+    carries the failure. A tracker the walk did not reach has not announced.
+    """
+    answered = report is not None and report.ok and report.url == t["announce"]
+    failed = report is not None and not report.ok
+    counts: dict[str, int] = {"downloadCount": -1, "leecherCount": -1, "seederCount": -1}
+    if answered and report is not None:
+        for key, value in (
+            ("downloadCount", report.downloaded),
+            ("leecherCount", report.leechers),
+            ("seederCount", report.seeders),
+        ):
+            if value is not None:
+                counts[key] = value
+    result = ""
+    if report is not None and (answered or failed):
+        result = report.message or "Success"
+    return {
+        **t,
+        **counts,
+        "host": t["announce"],
+        "lastAnnounceResult": result,
+        "lastAnnounceSucceeded": answered,
+        "hasAnnounced": answered or failed,
+        "announceState": 1 if running else 0,
+        "isBackup": False,
+        "lastAnnouncePeerCount": report.peers if answered and report is not None else 0,
+        "lastAnnounceTime": int(now - report.age_s) if report is not None and (answered or failed) else 0,
+        "nextAnnounceTime": int(now + report.next_in_s) if report is not None and running else 0,
+        "lastScrapeResult": "",
+        "lastScrapeSucceeded": False,
+        "lastScrapeTime": 0,
+        "scrapeState": 0,
+        "hasScraped": False,
+    }
 
 
 def _sitename(url: str) -> str:

@@ -225,19 +225,30 @@ export class DetailPane {
 
   _trackers(t) {
     const tbody = $(".trackers tbody", this.root);
-    const rows = t.trackerStats.map((s) =>
-      el(
+    // The daemon walks the tiers until one tracker answers: the others wait their turn.
+    const anyAnswered = t.trackerStats.some((s) => s.lastAnnounceSucceeded);
+    const now = Date.now() / 1000;
+    const rows = t.trackerStats.map((s) => {
+      let status = "Not announced yet";
+      if (s.hasAnnounced) {
+        status = s.lastAnnounceSucceeded
+          ? `${s.lastAnnounceResult} (${s.lastAnnouncePeerCount} peers)`
+          : `Failed: ${s.lastAnnounceResult}`;
+      } else if (anyAnswered) status = "Standby (another tracker answered)";
+      const next = s.nextAnnounceTime > now ? `in ${fmt.duration(s.nextAnnounceTime - now)}` : "–";
+      return el(
         "tr",
-        {},
+        { className: s.hasAnnounced && !s.lastAnnounceSucceeded ? "failed" : "" },
         el("td", { className: "num" }, String(s.tier + 1)),
         el("td", { className: "tracker-url", title: s.announce }, s.announce),
-        el("td", {}, s.hasAnnounced ? s.lastAnnounceResult : "Not announced yet"),
+        el("td", {}, status),
         el("td", {}, s.lastAnnounceTime ? fmt.date(s.lastAnnounceTime) : "–"),
+        el("td", {}, next),
         el("td", { className: "num" }, s.seederCount >= 0 ? String(s.seederCount) : "–"),
         el("td", { className: "num" }, s.leecherCount >= 0 ? String(s.leecherCount) : "–"),
-      ),
-    );
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 6, className: "none" }, "No trackers")));
+      );
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, className: "none" }, "No trackers")));
     tbody.replaceChildren(...rows);
   }
 }
