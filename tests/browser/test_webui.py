@@ -518,3 +518,22 @@ def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
         wait_until_blocking(lambda: page.visible("#banner"), timeout_s=15, what="the banner")
         assert page.css("#banner").text.startswith("Cannot reach the daemon")
         browser.save_screenshot(str(artifact("unreachable.png")))
+
+
+def test_webui_behind_basic_auth(tmp_path: Path, browser: Any) -> None:
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "private.bin", 40_000), piece_length=16 * 1024)
+    (tmp_path / "private.torrent").write_bytes(meta.to_bytes())
+    page = Page(browser)
+    with daemon_process(tmp_path, "--rpc-username", "alice", "--rpc-password", "s3cret") as d:
+        assert "success" in d.remote("-a", str(tmp_path / "private.torrent"))
+        # Without credentials: the 401 page, no UI.
+        browser.get(f"http://{d.rpc}/")
+        assert browser.find_elements(page.by.CSS_SELECTOR, "#torrents") == []
+        # With them (as a user's bookmark would carry them): the page and its RPC calls work.
+        browser.get(f"http://alice:s3cret@{d.rpc}/")
+        page.wait_field(meta.info_hash.hex(), "state", lambda t: t == "Seeding", what="listed and seeding")
+        page.click_row_action(meta.info_hash.hex(), "stop")
+        wait_until_blocking(lambda: "Stopped" in d.remote("-l"), what="stopped through the page")
+        errors = [e for e in console_errors(browser) if "401" not in e["message"]]
+        assert errors == [], errors

@@ -41,7 +41,9 @@ export class Rpc {
       const limit = method === "torrent-add" ? this.slowTimeoutMs : this.timeoutMs;
       const timer = setTimeout(() => controller.abort(), limit);
       try {
-        response = await fetch(URL_PATH, {
+        // From the origin, not the page's address: a page opened as http://user:pass@host/
+        // may not fetch a URL with credentials in it; the browser sends the ones it has.
+        response = await fetch(new URL(URL_PATH, window.location.origin), {
           method: "POST",
           headers: { "Content-Type": "application/json", [HEADER]: this.sessionId },
           body,
