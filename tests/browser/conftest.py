@@ -7,8 +7,8 @@
   under ``CI=true`` it fails instead (CI installs them, see ``.ci/run``).
 - The browser's console log is kept (``goog:loggingPrefs``) so a test can assert it
   holds no error.
-- ``artifact(name)`` is where a test saves a screenshot: ``tests/artifacts/`` (ignored by
-  git; CI keeps it), so a failing run can be looked at.
+- ``artifact(name)`` is where a test saves a screenshot: ``tests/artifacts/<test>/``
+  (ignored by git), where a developer or a CI job can pick them up after a run.
 """
 
 from __future__ import annotations

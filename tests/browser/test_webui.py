@@ -455,6 +455,7 @@ def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
         _keys(browser, ",")
         wait_until_blocking(lambda: page.visible("#settings-dialog"), timeout_s=5, what="the settings dialog")
         wait_until_blocking(lambda: "free of" in page.css("#settings-free").text, what="free space shown")
+        browser.save_screenshot(str(artifact("settings.png")))
         queue = page.css('[data-key="download-queue-size"]')
         queue.clear()
         queue.send_keys("7")

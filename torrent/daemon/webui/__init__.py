@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from aiohttp import web
 
@@ -46,7 +47,7 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     out: dict[str, tuple[bytes, str]] = {}
     root = resources.files(__name__).joinpath("static")
 
-    def walk(node: resources.abc.Traversable, prefix: str) -> None:
+    def walk(node: Traversable, prefix: str) -> None:
         for child in node.iterdir():
             name = f"{prefix}/{child.name}"
             if child.is_dir():
