@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ from tests.integration.daemon_helpers import daemon_config, running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
+from torrent.daemon import service
 from torrent.daemon.rpc import RpcConfig, session_values
 from torrent.daemon.service import Daemon, Status
+from torrent.daemon.service import _move_data as move_data
 from torrent.daemon.webui import CSP, static_files
 
 pytestmark = pytest.mark.timeout(60)
@@ -185,3 +188,37 @@ async def test_tracker_stats_tell_how_the_last_announce_went(tmp_path: Path) -> 
         assert down["hasAnnounced"] is True
         assert down["lastAnnounceSucceeded"] is False
         assert down["lastAnnounceResult"].startswith(f"{bad}: ")
+
+
+async def test_a_queue_pass_does_not_start_a_torrent_an_operation_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move stops the torrent, moves its data in a thread, then starts it again. A queue
+    pass in between (the scheduler's, or one a click in the page asks for) used to start
+    it at the old place, and the move's own start then failed with "already in the
+    session", leaving the torrent stopped with that error."""
+    moving = threading.Event()
+    go_on = threading.Event()
+
+    def slow_move(r: Any, location: str) -> None:
+        moving.set()
+        go_on.wait(10)
+        move_data(r, location)
+
+    monkeypatch.setattr(service, "_move_data", slow_move)
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "moving.bin", 300_000), piece_length=16 * 1024)
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].status() == Status.SEED, what="seeding")
+        r = daemon.records[tid]
+        move = asyncio.create_task(daemon.set_location([r], str(tmp_path / "moved"), move=True))
+        await wait_until(moving.is_set, what="the move under way")
+        assert r.handle is None
+        await daemon.schedule()  # a queue pass while the move holds the torrent
+        assert r.handle is None
+        go_on.set()
+        await move
+        await wait_until(lambda: r.status() == Status.SEED, what="seeding at the new place")
+        assert r.stored.error == ""
+        assert r.stored.download_dir == str(tmp_path / "moved")

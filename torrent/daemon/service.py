@@ -385,16 +385,16 @@ class Daemon:
             if r.verify_pending:
                 if checks < self.config.check_slots:
                     checks += 1
-                    await self._start(r, check_only=r.stored.paused)
+                    await self._start_queued(r, check_only=r.stored.paused)
                 continue
             if r.stored.paused:
                 continue
             if r.force:
-                await self._start(r)
+                await self._start_queued(r)
             elif r.stored.done_date:
                 if self.max_active_seeds is None or seeds < self.max_active_seeds:
                     seeds += 1
-                    await self._start(r)
+                    await self._start_queued(r)
             elif checks < self.config.check_slots and (
                 not r.checked or downloads < self.max_active_downloads
             ):
@@ -402,7 +402,17 @@ class Daemon:
                 # complete); afterwards it takes a download slot or waits in the queue.
                 checks += 1
                 downloads += r.checked
-                await self._start(r)
+                await self._start_queued(r)
+
+    async def _start_queued(self, r: Record, *, check_only: bool = False) -> None:
+        """Start ``r`` for the queue, unless an operation (stop, remove, move, verify...)
+        holds it or it was removed while this pass awaited an earlier start: such an
+        operation is between stopping the torrent and deciding what comes next, and a
+        start from here would put a second copy in the session or revive a removed one."""
+        if r.lock.locked() or self.records.get(r.id) is not r:
+            return
+        async with r.lock:
+            await self._start(r, check_only=check_only)
 
     async def _enforce_limits(self, now: float) -> None:
         """Send back to the queue the running torrents beyond the limits, last in queue
