@@ -20,6 +20,9 @@ Queue rules (as Transmission's and qBittorrent's):
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
    served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
+6. An operation on a torrent (stop, remove, move, verify, file changes) holds its
+   record's lock from stopping it to deciding what comes next; a pass leaves a held
+   torrent alone and starts the others under their lock.
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops.
