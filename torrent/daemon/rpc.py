@@ -12,7 +12,8 @@ field names of RPC version 17 (Transmission 4.0; kebab-case and camelCase, as
 * every method a client needs (see ``METHODS``); an unknown method or a malformed
   request gets a ``result`` naming the problem, never a 500.
 
-``/metrics`` serves the Prometheus text format (no auth; bind to loopback).
+``/metrics`` serves the Prometheus text format (no auth; bind to loopback). ``/`` serves
+the web UI (``torrent/daemon/webui.py``) behind the same auth and host whitelist.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,9 @@ import aiohttp
 from aiohttp import web
 
 from torrent.config import Encryption
+from torrent.daemon import webui
 from torrent.daemon.service import Daemon, DaemonError, Record, Status
-from torrent.engine.status import TorrentStats
+from torrent.engine.status import AnnounceReport, TorrentStats
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
 
@@ -92,6 +94,7 @@ def build_app(daemon: Daemon, config: RpcConfig) -> web.Application:
     app.router.add_route("*", "/transmission/rpc", _rpc)
     app.router.add_route("*", "/transmission/rpc/", _rpc)
     app.router.add_get("/metrics", _metrics)
+    webui.add_routes(app, config.session_id)
     app.cleanup_ctx.append(_http_client)
     return app
 
@@ -124,7 +127,7 @@ async def _guard(
 ) -> web.StreamResponse:
     """Auth, host whitelist and a JSON answer for anything that goes wrong (no 500 page)."""
     config = request.app[CONFIG]
-    if request.path.startswith("/transmission/"):
+    if request.path != "/metrics":  # the RPC and the web UI alike
         if config.username is not None and config.password is not None and not _authorized(request, config):
             return web.Response(
                 status=401,
@@ -543,30 +546,52 @@ class _View:
         return out
 
     def tracker_stats(self) -> list[dict[str, Any]]:
-        message = self.b.tracker_message if self.b is not None else ""
-        return [
-            {
-                **t,
-                "host": t["announce"],
-                "lastAnnounceResult": message or "Success",
-                "lastAnnounceSucceeded": not message,
-                "hasAnnounced": self.b is not None,
-                "announceState": 1 if self.b is not None else 0,
-                "downloadCount": -1,
-                "leecherCount": -1,
-                "seederCount": -1,
-                "isBackup": False,
-                "lastAnnouncePeerCount": 0,
-                "lastAnnounceTime": 0,
-                "nextAnnounceTime": 0,
-                "lastScrapeResult": "",
-                "lastScrapeSucceeded": False,
-                "lastScrapeTime": 0,
-                "scrapeState": 0,
-                "hasScraped": False,
-            }
-            for t in self.trackers()
-        ]
+        report = self.r.handle.last_announce() if self.r.handle is not None else None
+        running = self.r.handle is not None
+        return [_tracker_stat(t, report, running, self.now) for t in self.trackers()]
+
+
+def _tracker_stat(
+    t: dict[str, Any], report: AnnounceReport | None, running: bool, now: float
+) -> dict[str, Any]:
+    """One ``trackerStats`` entry from the torrent's last announce.
+
+    The engine walks the tiers until a tracker answers (BEP 12) and reports that walk:
+    the tracker that answered carries its figures; when every tracker failed, each
+    carries the failure. A tracker the walk did not reach has not announced.
+    """
+    answered = report is not None and report.ok and report.url == t["announce"]
+    failed = report is not None and not report.ok
+    counts: dict[str, int] = {"downloadCount": -1, "leecherCount": -1, "seederCount": -1}
+    if answered and report is not None:
+        for key, value in (
+            ("downloadCount", report.downloaded),
+            ("leecherCount", report.leechers),
+            ("seederCount", report.seeders),
+        ):
+            if value is not None:
+                counts[key] = value
+    result = ""
+    if report is not None and (answered or failed):
+        result = report.message or "Success"
+    return {
+        **t,
+        **counts,
+        "host": t["announce"],
+        "lastAnnounceResult": result,
+        "lastAnnounceSucceeded": answered,
+        "hasAnnounced": answered or failed,
+        "announceState": 1 if running else 0,
+        "isBackup": False,
+        "lastAnnouncePeerCount": report.peers if answered and report is not None else 0,
+        "lastAnnounceTime": int(now - report.age_s) if report is not None and (answered or failed) else 0,
+        "nextAnnounceTime": int(now + report.next_in_s) if report is not None and running else 0,
+        "lastScrapeResult": "",
+        "lastScrapeSucceeded": False,
+        "lastScrapeTime": 0,
+        "scrapeState": 0,
+        "hasScraped": False,
+    }
 
 
 def _sitename(url: str) -> str:
@@ -589,14 +614,21 @@ def _peers_count(v: _View, direction: str) -> int:
 
 
 def _pieces_b64(v: _View) -> str:
+    """Transmission's ``pieces``: a bitfield of the verified pieces (BEP 3 order), in base64.
+
+    A stopped torrent's pieces are not kept in memory: all set when it was complete,
+    none otherwise (its progress figures still come from the stored record).
+    """
     if v.meta is None:
         return ""
     n = v.meta.info.num_pieces
-    have = v.r.stored.done_date > 0 if v.stats is None else v.stats.pieces_done == v.stats.pieces_wanted == n
     bits = bytearray(math.ceil(n / 8))
-    if have:
-        for i in range(n):
-            bits[i // 8] |= 0x80 >> (i % 8)
+    if v.r.handle is not None:
+        have: Iterable[int] = v.r.handle.have_pieces()
+    else:
+        have = range(n) if v.r.stored.done_date > 0 else ()
+    for i in have:
+        bits[i // 8] |= 0x80 >> (i % 8)
     return base64.b64encode(bytes(bits)).decode()
 
 
@@ -700,13 +732,13 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
     s = daemon.session.settings
     limits = daemon.session_limits
     return {
-        "alt-speed-down": 50,
-        "alt-speed-enabled": False,
+        "alt-speed-down": limits["alt-speed-down"],
+        "alt-speed-enabled": limits["alt-speed-enabled"],
         "alt-speed-time-begin": 540,
         "alt-speed-time-day": 127,
         "alt-speed-time-enabled": False,
         "alt-speed-time-end": 1020,
-        "alt-speed-up": 50,
+        "alt-speed-up": limits["alt-speed-up"],
         "blocklist-enabled": False,
         "blocklist-size": 0,
         "blocklist-url": "",

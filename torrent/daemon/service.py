@@ -20,9 +20,14 @@ Queue rules (as Transmission's and qBittorrent's):
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
    served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
+6. An operation on a torrent (stop, remove, move, verify, file changes) holds its
+   record's lock from stopping it to deciding what comes next; a pass leaves a held
+   torrent alone and starts the others under their lock.
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops.
+
+Alternative speed limits ("turtle mode") switch on and off by ``session-set``.
 
 Left out: per-torrent rate limits and seed ratio/idle limits are stored and reported
 but not enforced (the engine has session-wide limits only); alternative speed limits on
@@ -195,12 +200,18 @@ class Daemon:
         self.max_active_seeds = config.max_active_seeds
         self.download_dir = os.path.abspath(config.download_dir)
         self.stall_s = config.stall_s
-        #: Session-wide limits as Transmission names them (KB/s, 1 KB = 1000 bytes).
+        #: Session-wide limits as Transmission names them (KB/s, 1 KB = 1000 bytes). The
+        #: engine settings' limits (``--max-down``/``--max-up``) are where they start; the
+        #: stored settings then apply over them.
         self.session_limits: dict[str, Any] = {
-            "speed-limit-down": 100,
-            "speed-limit-down-enabled": False,
-            "speed-limit-up": 100,
-            "speed-limit-up-enabled": False,
+            "speed-limit-down": _kbps(settings.max_download_bps, 100),
+            "speed-limit-down-enabled": settings.max_download_bps > 0,
+            "speed-limit-up": _kbps(settings.max_upload_bps, 100),
+            "speed-limit-up-enabled": settings.max_upload_bps > 0,
+            # Transmission's "turtle mode": these limits replace the ones above while enabled.
+            "alt-speed-down": 50,
+            "alt-speed-up": 50,
+            "alt-speed-enabled": False,
         }
         #: Set by ``session-close`` (or a signal): the front end then leaves ``async with``.
         self.close_requested = asyncio.Event()
@@ -377,16 +388,16 @@ class Daemon:
             if r.verify_pending:
                 if checks < self.config.check_slots:
                     checks += 1
-                    await self._start(r, check_only=r.stored.paused)
+                    await self._start_queued(r, check_only=r.stored.paused)
                 continue
             if r.stored.paused:
                 continue
             if r.force:
-                await self._start(r)
+                await self._start_queued(r)
             elif r.stored.done_date:
                 if self.max_active_seeds is None or seeds < self.max_active_seeds:
                     seeds += 1
-                    await self._start(r)
+                    await self._start_queued(r)
             elif checks < self.config.check_slots and (
                 not r.checked or downloads < self.max_active_downloads
             ):
@@ -394,7 +405,17 @@ class Daemon:
                 # complete); afterwards it takes a download slot or waits in the queue.
                 checks += 1
                 downloads += r.checked
-                await self._start(r)
+                await self._start_queued(r)
+
+    async def _start_queued(self, r: Record, *, check_only: bool = False) -> None:
+        """Start ``r`` for the queue, unless an operation (stop, remove, move, verify...)
+        holds it or it was removed while this pass awaited an earlier start: such an
+        operation is between stopping the torrent and deciding what comes next, and a
+        start from here would put a second copy in the session or revive a removed one."""
+        if r.lock.locked() or self.records.get(r.id) is not r:
+            return
+        async with r.lock:
+            await self._start(r, check_only=check_only)
 
     async def _enforce_limits(self, now: float) -> None:
         """Send back to the queue the running torrents beyond the limits, last in queue
@@ -792,6 +813,20 @@ class Daemon:
         """Ask the front end to shut the daemon down (``session-close``)."""
         self.close_requested.set()
 
+    def effective_rate_limits(self) -> tuple[int, int]:
+        """The session's ``(download, upload)`` limits in bytes/s now (0: none).
+
+        With the alternative speed limits on, they apply in both directions whatever
+        the normal limits' switches say (as Transmission does).
+        """
+        lim = self.session_limits
+        if lim["alt-speed-enabled"]:
+            return lim["alt-speed-down"] * 1000, lim["alt-speed-up"] * 1000
+        return (
+            lim["speed-limit-down"] * 1000 if lim["speed-limit-down-enabled"] else 0,
+            lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
+        )
+
     def apply_settings(self, values: dict[str, Any], *, persist: bool = True) -> None:
         """Apply ``session-set`` arguments (Transmission's names); unknown keys are ignored.
 
@@ -827,11 +862,8 @@ class Daemon:
                 )
             elif key == "queue-stalled-minutes":
                 self.stall_s = value * 60.0
-        lim = self.session_limits
-        self.session.set_rate_limits(
-            download_bps=lim["speed-limit-down"] * 1000 if lim["speed-limit-down-enabled"] else 0,
-            upload_bps=lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
-        )
+        down_bps, up_bps = self.effective_rate_limits()
+        self.session.set_rate_limits(download_bps=down_bps, upload_bps=up_bps)
         if persist and changed:
             self.store.set_settings(changed)
         self.wake()
@@ -843,12 +875,20 @@ SETTING_KEYS: dict[str, type] = {
     "speed-limit-down-enabled": bool,
     "speed-limit-up": int,
     "speed-limit-up-enabled": bool,
+    "alt-speed-down": int,
+    "alt-speed-up": int,
+    "alt-speed-enabled": bool,
     "download-dir": str,
     "download-queue-size": int,
     "seed-queue-size": int,
     "seed-queue-enabled": bool,
     "queue-stalled-minutes": int,
 }
+
+
+def _kbps(rate_bps: int, default: int) -> int:
+    """A limit in bytes/s as Transmission's whole kB/s (at least 1), or ``default`` for none."""
+    return max(1, round(rate_bps / 1000)) if rate_bps > 0 else default
 
 
 def _absolute(path: str) -> str:

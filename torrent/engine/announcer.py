@@ -11,19 +11,22 @@ the magnet metadata fetch.
   ``announce_retry_s``, doubling up to ``announce_retry_max_s``.
 * Woken early (:meth:`Announcer.wake`), it still keeps the minimum interval.
 
-Peers from every response go to ``on_peers``; warnings and errors to ``on_message``.
+Peers from every response go to ``on_peers``; warnings and errors to ``on_message``;
+how the last announce went to :meth:`Announcer.report`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
 from torrent.config import Settings
 from torrent.engine.host import SwarmContext
 from torrent.engine.peer import PeerAddr
+from torrent.engine.status import AnnounceReport
 from torrent.engine.tracker_client import (
     AnnounceEvent,
     AnnounceRequest,
@@ -97,6 +100,7 @@ class Announcer:
     ) -> None:
         s = ctx.settings
         self._settings = s
+        self._clock = ctx.clock
         #: Why unusable announce URLs were left out (reported once when ``run`` starts).
         self.skipped: list[str] = []
         self._trackers = TrackerTiers([_clients(tier, ctx, self.skipped) for tier in tiers])
@@ -109,6 +113,8 @@ class Announcer:
         self.event = AnnounceEvent.STARTED
         #: The last tracker warning or failure ("" after a clean response).
         self.message = ""
+        #: The last announce: (report with age 0 and next 0, when, next due) on the clock.
+        self._last: tuple[AnnounceReport, float, float] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._trackers)
@@ -145,6 +151,7 @@ class Announcer:
                 self._report(True, exc.reason)
                 delay = retry
                 retry = min(retry * 2, s.announce_retry_max_s)
+                self._remember(AnnounceReport("", False, exc.reason, 0, None, None, None, 0.0, 0.0), delay)
             else:
                 retry = s.announce_retry_s
                 if self.event is event:
@@ -156,7 +163,31 @@ class Announcer:
                     self.message = ""
                 self._on_peers([(p.ip, p.port) for p in resp.peers if p.port])
                 delay, min_gap = announce_delay(resp, s, self._max_interval_s)
+                report = AnnounceReport(
+                    outcome.url,
+                    True,
+                    resp.warning_message or "",
+                    len(resp.peers),
+                    resp.complete,
+                    resp.incomplete,
+                    resp.downloaded,
+                    0.0,
+                    0.0,
+                )
+                self._remember(report, delay)
             await self._sleep(delay, min_gap)
+
+    def _remember(self, report: AnnounceReport, delay: float) -> None:
+        now = self._clock.monotonic()
+        self._last = (report, now, now + delay)
+
+    def report(self) -> AnnounceReport | None:
+        """How the last announce went (None before the first one ended)."""
+        if self._last is None:
+            return None
+        report, at, due = self._last
+        now = self._clock.monotonic()
+        return dataclasses.replace(report, age_s=now - at, next_in_s=max(0.0, due - now))
 
     async def _sleep(self, delay: float, min_gap: float) -> None:
         self._wake.clear()

@@ -59,7 +59,14 @@ from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.portmap import PortMapper
-from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
+from torrent.engine.status import (
+    AnnounceReport,
+    PeerStats,
+    TorrentBrief,
+    TorrentEvent,
+    TorrentState,
+    TorrentStats,
+)
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
@@ -170,6 +177,14 @@ class Torrent:
                         done += min(end, (p + 1) * piece_length) - start
             out.append(done)
         return out
+
+    def last_announce(self) -> AnnounceReport | None:
+        """How the last announce to the trackers went (None before the first one ended)."""
+        return self._swarm.announcer.report()
+
+    def have_pieces(self) -> list[int]:
+        """The indices of the pieces verified so far (a front end's pieces map)."""
+        return self._swarm.picker.have_pieces()
 
     def reannounce(self) -> None:
         """Announce to the trackers soon (still keeping the minimum interval)."""

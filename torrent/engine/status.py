@@ -18,6 +18,7 @@ from typing import NamedTuple
 from torrent.types import InfoHash
 
 __all__ = [
+    "AnnounceReport",
     "EventBus",
     "PeerStats",
     "TorrentBrief",
@@ -130,6 +131,31 @@ class TorrentBrief(NamedTuple):
     uploaded_bytes: int
     error: str
     tracker_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceReport:
+    """How a torrent's last announce went (``Torrent.last_announce()``).
+
+    Attributes:
+        url: the tracker that answered ("" when every tracker failed).
+        ok: a tracker answered.
+        message: why every tracker failed, or the answering tracker's warning ("" if none).
+        peers: addresses in the answer.
+        seeders / leechers / downloaded: the swarm counts the tracker sent (None if not sent).
+        age_s: seconds since the announce.
+        next_in_s: seconds until the next regular announce (0 when it is due).
+    """
+
+    url: str
+    ok: bool
+    message: str
+    peers: int
+    seeders: int | None
+    leechers: int | None
+    downloaded: int | None
+    age_s: float
+    next_in_s: float
 
 
 @dataclass(frozen=True, slots=True)
