@@ -37,7 +37,8 @@ def _parse_only_metainfo_errors(data: bytes) -> None:
     except MetainfoError:
         return
     # Whatever parses is self-consistent, and what storage writes is safe.
-    assert m.info.num_pieces * 20 == len(m.info.pieces)
+    if m.info.has_v1:
+        assert m.info.num_pieces * 20 == len(m.info.pieces)
     _assert_safe(m.info.disk_name)
     for f in m.info.files:
         assert f.disk_path
