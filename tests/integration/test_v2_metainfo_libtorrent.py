@@ -6,13 +6,16 @@ No network: libtorrent only creates and parses torrents here.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from tests.lt_create import lt_create, lt_info
+from cli.main import main
+from tests.lt_create import lt, lt_create, lt_info
 from torrent.proto import merkle
+from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo, PieceCheck
 
 
@@ -138,3 +141,46 @@ def test_piece_layers_match_the_trees(tmp_path: Path, fmt: str) -> None:
     tree = merkle.MerkleTree(leaves, merkle.next_pow2(len(leaves)))
     assert tree.root == big.pieces_root
     assert b"".join(tree.layer(2)) == layer
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+def test_libtorrents_magnet_links_parse_with_both_hashes(tmp_path: Path, fmt: str) -> None:
+    d = _tree(tmp_path / "mag", {"x.bin": 70_000, "y.bin": 3})
+    data = lt_create(d, fmt, 16384)
+    m = Metainfo.from_bytes(data)
+    link = Magnet.parse(lt.make_magnet_uri(lt_info(data)))
+    assert link.info_hash_v2 == m.info_hash_v2
+    assert link.info_hash == m.info_hash
+    assert link.v2_only == (fmt == "v2")
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+def test_info_json_shows_both_hashes_and_no_padding(
+    tmp_path: Path, fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = _tree(tmp_path / "shown", {"x.bin": 70_000, "y/z.bin": 3, "e": 0})
+    data = lt_create(d, fmt, 16384)
+    path = tmp_path / "t.torrent"
+    path.write_bytes(data)
+    ti = lt_info(data)
+    assert main(["info", "--json", str(path)]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["meta_version"] == 2
+    assert facts["info_hash_v2"] == str(ti.info_hashes().v2)
+    assert facts["info_hash"] == (None if fmt == "v2" else str(ti.info_hashes().v1))
+    assert [f["path"] for f in facts["files"]] == [["e"], ["x.bin"], ["y", "z.bin"]]
+    assert facts["total_size"] == 70_003
+    assert facts["padding"]["files"] == (1 if fmt == "v2" else 2)
+    assert Magnet.parse(facts["magnet"]).info_hash_v2 == bytes.fromhex(facts["info_hash_v2"])
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert facts["info_hash_v2"] in text
+    assert ("none (v2 only)" in text) == (fmt == "v2")
+
+
+def test_info_json_of_a_btmh_magnet(capsys: pytest.CaptureFixture[str]) -> None:
+    v2 = "cd" * 32
+    assert main(["info", "--json", f"magnet:?xt=urn:btmh:1220{v2}"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["info_hash"] is None
+    assert facts["info_hash_v2"] == v2
