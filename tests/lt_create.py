@@ -17,6 +17,8 @@ if os.environ.get("CI") == "true":
 else:
     lt = pytest.importorskip("libtorrent", reason="libtorrent (pip install libtorrent) is the reference")
 
+__all__ = ["FLAGS", "lt", "lt_create", "lt_info"]
+
 #: ``--format`` name -> libtorrent's create_torrent flags.
 FLAGS = {"v1": "v1_only", "v2": "v2_only", "hybrid": None}
 
