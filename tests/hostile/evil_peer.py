@@ -160,3 +160,23 @@ class EvilPeer:
                 w.close()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=5)
+
+
+def serving(payload: bytes, piece_length: int) -> Script:
+    """Claim every piece, unchoke, and answer each request from ``payload`` (the bytes of
+    the whole piece space, padding included): an honest seed of whatever it is given."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(message(14))  # BEP 6 have all
+        w.write(message(1))  # unchoke
+        await w.drain()
+        while True:
+            (length,) = struct.unpack(">I", await r.readexactly(4))
+            body = await r.readexactly(length)
+            if body[:1] == b"\x06":
+                index, begin, n = struct.unpack(">III", body[1:13])
+                at = index * piece_length + begin
+                w.write(message(7, struct.pack(">II", index, begin) + payload[at : at + n]))
+                await w.drain()
+
+    return run

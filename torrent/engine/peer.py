@@ -415,11 +415,13 @@ class Peer(asyncio.Protocol):
 
     # ------------------------------------------------------------------ stream callbacks
 
-    def _start_protocol(self, host: PeerHost) -> None:
+    def _start_protocol(self, host: PeerHost, info_hash: InfoHash | None = None) -> None:
+        """Speak to ``host``'s torrent; ``info_hash`` is the one the peer named, when it
+        named one (a hybrid answers to its v1 and its truncated v2 hash: BEP 52)."""
         self.host = host
         s = self.settings
         self.proto = wire.PeerProtocol(
-            info_hash=host.info_hash,
+            info_hash=info_hash or host.info_hash,
             our_peer_id=self.our_peer_id,
             piece_length=host.piece_length,
             total_length=host.total_length,
@@ -474,7 +476,7 @@ class Peer(asyncio.Protocol):
         host = self._router(info_hash) if self._router else None
         if host is None:
             raise RemoteProtocolError("unknown info hash")
-        self._start_protocol(host)
+        self._start_protocol(host, info_hash)
         data, self._pending = bytes(self._pending), bytearray()
         return data
 

@@ -55,7 +55,7 @@ from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
-from torrent.errors import StorageError, TorrentError
+from torrent.errors import MetainfoError, StorageError, TorrentError
 from torrent.proto import choker as choker_mod
 from torrent.proto import picker as picker_mod
 from torrent.proto import ut_metadata, wire
@@ -159,6 +159,7 @@ class Swarm(PeerHostBase):
                 picker_mod.DEFAULT_PRIORITY if w else picker_mod.SKIP for w in storage.wanted_pieces()
             ],
             sequential=sequential,
+            padding=[(f.offset, f.length) for f in self.info.files if f.padding],
         )
         self.choker = choker_mod.Choker(
             slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
@@ -708,7 +709,7 @@ class Swarm(PeerHostBase):
         assert self.disk is not None
         try:
             ok = await self.disk.write_piece(index, part.buf)
-        except StorageError as exc:
+        except (StorageError, MetainfoError) as exc:
             self._fail(str(exc))
             self.stop()
             return
