@@ -18,6 +18,7 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
 
@@ -97,3 +98,38 @@ async def test_our_seed_to_libtorrent(isolated: None, tmp_path: Path, fmt: str) 
                 await lt.wait_complete(ih, timeout_s=60)
                 await _lt_tree_written(content, tmp_path / "lt" / "multi")
     assert same_tree(content, tmp_path / "lt" / "multi")
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path, fmt: str) -> None:
+    """Metadata over BEP 9 checked against the v2 hash; a v2-only torrent's piece layers
+    then come from the seed by BEP 52 hash requests, each run proven against its root."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format=fmt)
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        assert meta.info_hash_v2 is not None
+        magnet = Magnet(
+            info_hash=meta.info_hash,
+            trackers=(tracker.urls()[0],),
+            info_hash_v2=meta.info_hash_v2,
+            v2_only=fmt == "v2",
+        )
+        link = Magnet.parse(magnet.to_uri())
+        assert ("urn:btih:" in magnet.to_uri()) == (fmt == "hybrid")
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                fetched = await ours.fetch_metadata(link)
+                assert fetched.info_bytes == meta.info_bytes
+                assert fetched.info.missing_piece_layers
+                t = await ours.add_torrent(fetched, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+                # v2-only: every layer came from the seed. A hybrid checks its pieces by
+                # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
+                assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
+    assert same_tree(content, tmp_path / "ours" / "multi")

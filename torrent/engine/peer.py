@@ -99,6 +99,15 @@ class PeerHost(Protocol):
     def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
         """May we serve this request (we have the piece, the peer is unchoked)?"""
 
+    def on_hash_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        """BEP 52: answer with ``Hashes`` or ``HashReject``."""
+
+    def on_hashes(self, peer: Peer, ev: wire.Hashes) -> None:
+        """BEP 52: the answer to one of our hash requests."""
+
+    def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        """BEP 52: the peer will not answer one of our hash requests."""
+
     def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]: ...
 
     def prefetch(self, index: int) -> None:
@@ -559,6 +568,8 @@ class Peer(asyncio.Protocol):
                 host.on_metadata_message(self, payload)
             case wire.ExtendedMessage(name=pex.EXTENSION_NAME, payload=payload):
                 host.on_pex_message(self, payload)
+            case wire.HashRequest() | wire.Hashes() | wire.HashReject():
+                self._on_hash_message(host, ev)
             case wire.ConnectionClosed():
                 self.close("connection closed by peer")
             case (
@@ -572,6 +583,14 @@ class Peer(asyncio.Protocol):
                 pass  # the codec already withdrew a cancelled request; the rest need nothing here
             case _:
                 assert_never(ev)
+
+    def _on_hash_message(self, host: PeerHost, ev: wire.HashRequest | wire.Hashes | wire.HashReject) -> None:
+        if isinstance(ev, wire.HashRequest):
+            host.on_hash_request(self, ev)
+        elif isinstance(ev, wire.Hashes):
+            host.on_hashes(self, ev)
+        else:
+            host.on_hash_reject(self, ev)
 
     def _on_request(self, host: PeerHost, index: int) -> None:
         # The codec refused requests while we choke or for pieces we never announced, and

@@ -177,15 +177,13 @@ class MerkleTree:
 
 
 def uncles_needed(height: int, base: int, index: int, length: int, proof_layers: int) -> int:
-    """How many uncle hashes a ``hashes`` message carries (BEP 52).
+    """How many uncle hashes a ``hashes`` message carries (BEP 52, as libtorrent reads it).
 
-    The run covers a subtree ``log2(length)`` layers tall, so the uncles start there;
-    at most ``proof_layers`` are counted from the base layer up, the omitted ones
-    included, and none above the root.
+    ``proof_layers`` counts the layers above the base layer; the first ``log2(length) - 1``
+    fall inside the run's own subtree and are omitted, each later one gives one uncle,
+    from the sibling of the run's subtree up to the layer just below the root.
     """
-    run_height = log2(length)
-    top = min(base + proof_layers, height)
-    return max(0, top - (base + run_height))
+    return max(0, min(proof_layers, height - base - 1) - log2(length) + 1)
 
 
 def proof(tree: MerkleTree, base: int, index: int, length: int, proof_layers: int) -> list[bytes]:
@@ -196,6 +194,9 @@ def proof(tree: MerkleTree, base: int, index: int, length: int, proof_layers: in
         ValueError: ``index``/``length`` break BEP 52's rules.
     """
     _check_run(tree.height, base, index, length)
+    if base >= tree.height or proof_layers >= tree.height - base:
+        # libtorrent's rule: the root is never sent, and no layer above it is asked for.
+        raise ValueError(f"base layer {base} with {proof_layers} proof layers reaches past the root")
     hashes = [tree.node(base, i) for i in range(index, index + length)]
     position = index // length
     level = base + log2(length)
@@ -242,3 +243,93 @@ def verify_proof(
         position //= 2
         level += 1
     return level == height and node == expected_root
+
+
+#: Nodes asked for per hash request (BEP 52: a request "SHOULD NOT" ask for more than 512).
+REQUEST_RUN = 512
+
+#: One BEP 52 hash request: (pieces root, base layer, index, length, proof layers).
+HashRun = tuple[bytes, int, int, int, int]
+
+
+class PieceLayerFetch:
+    """Fetch the piece layers a torrent lacks (a v2 magnet link) from peers, checked by proof.
+
+    Each file larger than a piece needs its piece layer: ``n`` nodes of a layer
+    ``width = next_pow2(n)`` wide. It is asked for in runs of up to :data:`REQUEST_RUN`
+    nodes, each with the proof layers that reach the root, and every answer is checked
+    with :func:`verify_proof` before it is kept: a peer cannot make us accept a wrong
+    layer. A run goes to one peer at a time; a reject, a bad proof or a peer leaving
+    puts it back.
+
+    Args:
+        files: ``(pieces root, file length)`` of each file larger than one piece.
+        piece_length: the torrent's piece length (a power of two, at least 16 KiB).
+    """
+
+    def __init__(self, files: Sequence[tuple[bytes, int]], piece_length: int) -> None:
+        self.base = log2(piece_length // BLOCK_SIZE)
+        self._count: dict[bytes, int] = {}
+        self._height: dict[bytes, int] = {}
+        self._nodes: dict[bytes, list[bytes | None]] = {}
+        self._todo: dict[HashRun, None] = {}
+        self._asked: dict[HashRun, object] = {}
+        for root_hash, length in files:
+            if root_hash in self._count:
+                continue
+            n = -(-length // piece_length)
+            width = next_pow2(n)
+            run = min(REQUEST_RUN, width)
+            height = self.base + log2(width)
+            self._count[root_hash] = n
+            self._height[root_hash] = height
+            self._nodes[root_hash] = [None] * n
+            proof_layers = height - self.base - 1  # every uncle up to the root's children
+            for index in range(0, n, run):
+                self._todo[(root_hash, self.base, index, run, proof_layers)] = None
+
+    @property
+    def done(self) -> bool:
+        return not self._todo and not self._asked
+
+    def next_requests(self, peer: object, limit: int) -> list[HashRun]:
+        """Up to ``limit`` runs nobody is asked for, now asked of ``peer``."""
+        out: list[HashRun] = []
+        for key in list(self._todo):
+            if len(out) >= limit:
+                break
+            del self._todo[key]
+            self._asked[key] = peer
+            out.append(key)
+        return out
+
+    def give_back(self, peer: object, key: HashRun | None = None) -> None:
+        """``peer`` will not answer ``key`` (a reject), or any run (it left)."""
+        for run in [k for k, p in self._asked.items() if p == peer and (key is None or k == key)]:
+            del self._asked[run]
+            self._todo[run] = None
+
+    def on_hashes(self, peer: object, key: HashRun, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """An answer from ``peer``; returns the layers it completed (root -> nodes).
+
+        Raises:
+            ValueError: we did not ask ``peer`` for this run, or the proof does not reach
+                the root (the run is asked again elsewhere).
+        """
+        if self._asked.get(key) != peer:
+            raise ValueError("hashes for a run this peer was not asked for")
+        root_hash, base, index, length, _ = key
+        nodes, uncles = list(hashes[:length]), list(hashes[length:])
+        if len(nodes) != length or not verify_proof(
+            root_hash, self._height[root_hash], base, index, nodes, uncles
+        ):
+            self.give_back(peer, key)
+            raise ValueError("the hashes do not prove the file's pieces root")
+        del self._asked[key]
+        known = self._nodes[root_hash]
+        for i, node in enumerate(nodes):
+            if index + i < len(known):
+                known[index + i] = node
+        if all(node is not None for node in known):
+            return {root_hash: b"".join(n for n in known if n is not None)}
+        return {}

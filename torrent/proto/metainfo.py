@@ -235,6 +235,40 @@ class Info:
             return None
         return layer[k * merkle.HASH_SIZE : (k + 1) * merkle.HASH_SIZE]
 
+    @property
+    def missing_piece_layers(self) -> tuple[FileEntry, ...]:
+        """v2: the files larger than a piece whose piece layer is not known yet."""
+        return tuple(
+            f
+            for f in self._v2_files
+            if f.length > self.piece_length and f.pieces_root not in self.piece_layers
+        )
+
+    def add_piece_layer(self, root: bytes, layer: bytes) -> None:
+        """Learn a piece layer from peers (a v2 magnet link), once it proves its root.
+
+        The one change an ``Info`` allows after it is built: ``piece_layers`` only gains
+        layers, each checked here against its file's ``pieces root``.
+
+        Raises:
+            MetainfoError: no file has this root, or the layer does not hash to it.
+        """
+        f = next((f for f in self._v2_files if f.pieces_root == root), None)
+        if f is None:
+            raise MetainfoError(f"no file has the pieces root {root.hex()}", "piece layers")
+        count = -(-f.length // self.piece_length)
+        nodes = [layer[i : i + merkle.HASH_SIZE] for i in range(0, len(layer), merkle.HASH_SIZE)]
+        if (
+            len(layer) != count * merkle.HASH_SIZE
+            or merkle.root_from_piece_layer(nodes, self.piece_length) != root
+        ):
+            raise MetainfoError(
+                f"does not hash to the pieces root of {f.path_str!r}", f"piece layers[{root.hex()}]"
+            )
+        if not isinstance(self.piece_layers, dict):
+            raise TypeError("piece_layers is read-only")
+        self.piece_layers[root] = layer
+
     def v2_piece_data_length(self, index: int) -> int:
         """Bytes of file data in piece ``index`` (the rest, if any, is padding)."""
         f, k = self.v2_piece(index)
