@@ -133,3 +133,29 @@ async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path
                 # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
                 assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
     assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tmp_path: Path) -> None:
+    """libtorrent gets the metadata from us (BEP 9) and then every piece layer by BEP 52
+    hash requests, which our seed answers with proofs."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format="v2")
+        assert meta.info_hash_v2 is not None
+        async with Session(config.testing_settings()) as ours:
+            seed = await ours.add_torrent(meta, tmp_path / "seed")
+            await seed.wait_checked()
+            link = Magnet(
+                info_hash=meta.info_hash,
+                info_hash_v2=meta.info_hash_v2,
+                v2_only=True,
+                trackers=(tracker.urls()[0],),
+                peers=(("127.0.0.1", ours.port),),
+            )
+            async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+                ih = await lt.add_magnet(link.to_uri(), tmp_path / "lt")
+                await lt.wait_complete(ih, timeout_s=60)
+                await _lt_tree_written(content, tmp_path / "lt" / "multi")
+    assert same_tree(content, tmp_path / "lt" / "multi")

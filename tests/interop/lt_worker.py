@@ -79,6 +79,19 @@ class Worker:
         self.handles[ih] = handle
         return ih
 
+    def op_add_magnet(self, uri: str, save_path: str) -> str:
+        atp = lt.parse_magnet_uri(uri)
+        atp.save_path = save_path
+        atp.flags &= ~lt.torrent_flags.auto_managed
+        atp.flags &= ~lt.torrent_flags.paused
+        atp.flags |= (
+            lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
+        )
+        handle = self.session.add_torrent(atp)
+        ih = _key(handle.info_hashes())
+        self.handles[ih] = handle
+        return ih
+
     def op_state(self, info_hash: str) -> dict[str, Any]:
         self._pump()
         h = self.handles[info_hash]
