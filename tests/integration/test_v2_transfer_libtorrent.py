@@ -155,6 +155,7 @@ async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tm
                 peers=(("127.0.0.1", ours.port),),
             )
             async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+                assert isinstance(lt, LibtorrentPeer)
                 ih = await lt.add_magnet(link.to_uri(), tmp_path / "lt")
                 await lt.wait_complete(ih, timeout_s=60)
                 await _lt_tree_written(content, tmp_path / "lt" / "multi")
