@@ -336,8 +336,8 @@ def file_priorities(meta: Metainfo, selection: str | None, magnet: Magnet | None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         priorities = [0] * len(meta.info.files)
-        for i, wanted in zip(real, chosen, strict=True):
-            priorities[i] = wanted
+        for i, prio in zip(real, chosen, strict=True):
+            priorities[i] = prio
         return priorities
     if magnet is not None and magnet.select_only:
         wanted = set(magnet.select_only)
