@@ -12,9 +12,11 @@ completes its handshake is asked for runs of the missing layers
 (:class:`torrent.proto.merkle.PieceLayerFetch` checks every answer against the root).
 A peer whose proof does not reach the root is dropped.
 
+Hash requests are answered at most :data:`MAX_ANSWERS_PER_TICK` times a second per
+peer, the rest rejected.
+
 Left out: leaf-layer requests (per-block proofs for pieces whose layer is unknown, and
-the per-block blame they would allow); hash requests are not rate limited apart from
-the wire's size limits (each answer is a few KiB at most).
+the per-block blame they would allow).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Runs asked of one peer at a time.
 RUNS_PER_PEER = 8
+#: Hash requests answered per peer per second (the session's tick); more get a hash
+#: reject. One request of 49 bytes can ask for 18 KiB of hashes: without a bound a peer
+#: could make us send 370 times what it sends.
+MAX_ANSWERS_PER_TICK = 64
 
 
 class HashExchange:
@@ -42,6 +48,7 @@ class HashExchange:
     def __init__(self, info: Info) -> None:
         self.info = info
         self._trees: dict[bytes, merkle.MerkleTree] = {}
+        self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
         # peers speak to it by the v1 hash, where libtorrent answers no hash request).
         missing = info.missing_piece_layers if info.has_v2 and not info.has_v1 else ()
@@ -81,11 +88,17 @@ class HashExchange:
         self._trees[root] = tree
         return tree
 
+    def tick(self) -> None:
+        """Once a second: the per-peer answer budget starts over."""
+        self._answered.clear()
+
     def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
         tree = self._tree(ev.pieces_root)
+        answered = self._answered.get(peer.addr, 0)
+        self._answered[peer.addr] = answered + 1
         try:
-            if tree is None:
-                raise LookupError("unknown root")
+            if tree is None or answered >= MAX_ANSWERS_PER_TICK:
+                raise LookupError("unknown root, or over the answer budget")
             hashes = merkle.proof(tree, ev.base_layer, ev.index, ev.length, ev.proof_layers)
         except (LookupError, ValueError):
             peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))

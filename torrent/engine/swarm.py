@@ -801,6 +801,7 @@ class Swarm(PeerHostBase):
     def tick(self, now: float) -> None:
         """Once a second (from the session): peers' timers, rates, seed limits."""
         down = up = 0.0
+        self.hashes.tick()
         for peer in list(self.peers.values()):
             peer.tick(now)
             if not self.hashes.ready:
