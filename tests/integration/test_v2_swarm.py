@@ -51,3 +51,24 @@ async def test_selected_files_sequentially_then_resume_and_recheck(tmp_path: Pat
                 t = await check_s.add_torrent(meta, tmp_path / "leech", seed=False, recheck=True)
                 await t.wait_complete()
                 assert t.statistics().downloaded_bytes == 0
+
+
+async def test_a_hybrid_answers_to_its_v1_and_its_truncated_v2_hash(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    pstr = b"\x13BitTorrent protocol" + bytes(8)
+    async with asyncio.timeout(20), Session(config.testing_settings().replace(encryption="off")) as s:
+        t = await s.add_torrent(meta, tmp_path / "seed")
+        await t.wait_checked()
+        for named in (meta.info_hash, meta.info_hash_v2[:20], b"\x01" * 20):
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            w.write(pstr + named + b"-XX0001-" + b"x" * 12)
+            try:
+                answer = await r.readexactly(68)
+            except asyncio.IncompleteReadError:
+                answer = b""
+            finally:
+                w.close()
+            # Answered with the hash the peer named; an unknown hash is hung up on.
+            assert answer[28:48] == (named if named != b"\x01" * 20 else b"")
