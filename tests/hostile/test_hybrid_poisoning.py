@@ -42,3 +42,23 @@ async def test_a_hybrid_whose_halves_disagree_stops_with_a_clear_error(tmp_path:
         st = t.statistics()
         assert st.banned_peers == 0
     assert st.error == ev.message
+
+
+async def test_a_peer_sending_wrong_data_for_a_v2_piece_is_banned(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "src", "p.bin", 100_000)
+    meta = create(content, piece_length=16384, torrent_format="v2")
+    wrong = bytes(len(content.read_bytes()))  # zeros: fail every merkle node
+    settings = config.testing_settings().replace(encryption="off")
+    async with (
+        ep.EvilPeer(meta.info_hash, ep.serving(wrong, 16384)).running() as liar,
+        Session(settings) as s,
+    ):
+        t = await s.add_torrent(meta, tmp_path / "out", peers=[("127.0.0.1", liar.port)])
+        events = t.events()
+        async with asyncio.timeout(20):
+            async for ev in events:
+                if ev.kind is TorrentEventKind.PEER_BANNED:
+                    break
+        assert f"127.0.0.1:{liar.port}" in ev.message
+        assert "hash check" in ev.message
+        assert t.statistics().error == ""
