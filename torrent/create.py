@@ -604,21 +604,10 @@ class _Assembly:
         self.private = private
         self.source = source
 
-        top: dict[bytes, Any] = {}
         urls = [u for tier in tiers for u in tier]
-        if urls:
-            top[b"announce"] = urls[0].encode("utf-8")
-        if len(urls) > 1:
-            top[b"announce-list"] = [[u.encode("utf-8") for u in t] for t in tiers]
-        if comment:
-            top[b"comment"] = comment.encode("utf-8")
-        if created_by:
-            top[b"created by"] = created_by.encode("utf-8")
-        if creation_date is not None:
-            top[b"creation date"] = creation_date
-        if web_seeds:
-            top[b"url-list"] = [w.encode("utf-8") for w in web_seeds]
-        self.top = top
+        self.top = _top_dict(
+            tiers, _TopFields(private, source, comment, created_by, creation_date, web_seeds)
+        )
         self.tiers = tuple(tiers) if urls else ()
         self.announce = urls[0] if urls else ""
         self.comment = comment
