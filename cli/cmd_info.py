@@ -172,7 +172,7 @@ def _plain(facts: dict[str, Any]) -> str:
             lines.append(f"  {shown}  {human_size(f['size'])}{printable(_written_as(facts, f))}")
         if facts["padding"]["files"]:
             pads = facts["padding"]
-            lines.append(f"  ({pads['files']} padding files, {human_size(pads['size'])}, not stored)")
+            lines.append(f"  ({_padding_text(facts)}, not stored)")
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +195,7 @@ def _print_rich(facts: dict[str, Any]) -> None:
     pads = facts["padding"]
     if pads["files"]:
         # BEP 47 padding files are never written to disk: count them, do not list them.
-        root.add(f"[dim]{pads['files']} padding files, {human_size(pads['size'])} (not stored)[/]")
+        root.add(f"[dim]{_padding_text(facts)} (not stored)[/]")
     if facts["multi_file"]:
         nodes: dict[tuple[str, ...], Tree] = {(): root}
         sizes: dict[tuple[str, ...], int] = {}
@@ -216,6 +216,14 @@ def _print_rich(facts: dict[str, Any]) -> None:
                 f"{leaf} ({human_size(f['size'])}){escape(printable(_written_as(facts, f)))}"
             )
     console.print(root)
+
+
+def _padding_text(facts: dict[str, Any]) -> str:
+    """How much padding there is: BEP 47 files, or a v2-only torrent's alignment gaps
+    (which are no files of the torrent, only room in its piece space)."""
+    pads = facts["padding"]
+    what = "alignment gaps" if facts["info_hash"] is None else "padding files"
+    return f"{pads['files']} {what}, {human_size(pads['size'])}"
 
 
 def _disk_path(info: Any, f: Any) -> list[str]:
