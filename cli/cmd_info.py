@@ -171,7 +171,6 @@ def _plain(facts: dict[str, Any]) -> str:
             shown = printable("/".join(f["path"]))
             lines.append(f"  {shown}  {human_size(f['size'])}{printable(_written_as(facts, f))}")
         if facts["padding"]["files"]:
-            pads = facts["padding"]
             lines.append(f"  ({_padding_text(facts)}, not stored)")
     return "\n".join(lines) + "\n"
 
