@@ -277,3 +277,18 @@ def test_inconsistent_hybrid_names_the_v1_field(case: str, mutate: Any, field: s
     err = _error(top)
     assert err.field == field or err.field == "info.pieces", (case, err.field, str(err))
     assert "disagree" in str(err) or "piece boundary" in str(err) or "piece hashes" in str(err)
+
+
+def test_layers_learned_from_peers_are_checked_and_saved_with_the_torrent() -> None:
+    top = _v2(FILES)
+    layers = top.pop(b"piece layers")
+    m = _load(top)
+    root, layer = next(iter(layers.items()))
+    with pytest.raises(MetainfoError):
+        m.info.add_piece_layer(root, bytes(len(layer)))
+    assert m.info.missing_piece_layers
+    m.info.add_piece_layer(root, layer)
+    assert not m.info.missing_piece_layers
+    again = Metainfo.from_bytes(m.to_bytes())
+    assert again.info.piece_layers == {root: layer}
+    assert again.info_hash_v2 == m.info_hash_v2

@@ -413,9 +413,12 @@ class Metainfo:
         return meta
 
     def to_bytes(self) -> bytes:
-        """Bencode the whole file, with the ``info`` value byte-for-byte as read."""
+        """Bencode the whole file, with the ``info`` value byte-for-byte as read (and the
+        v2 piece layers learned from peers since, so a saved magnet download keeps them)."""
         top = dict(self.raw)
         top[b"info"] = bencoding.Raw(self.info_bytes)
+        if self.info.piece_layers and not isinstance(top.get(b"piece layers"), dict):
+            top[b"piece layers"] = dict(self.info.piece_layers)
         return bencoding.encode(top)
 
     @property
