@@ -3,6 +3,7 @@
 Usage (as root, the script re-runs itself in a loopback-only network namespace):
 
     python bench/transfer.py [--size-mib 1024] [--runs 3] [--only a,b,c,d] [--encryption rc4]
+                             [--format v1|v2|hybrid]
 
 Pairings, side by side in one run:
 
@@ -23,6 +24,9 @@ start-up excluded; its CPU seconds include it).
 libtorrent with its defaults. ``--encryption rc4`` forces MSE with RC4 on every peer:
 libtorrent with ``in_enc_policy`` = ``out_enc_policy`` = forced and ``allowed_enc_level`` = RC4,
 ours with ``--encryption require``; the run checks that each libtorrent connection was RC4.
+
+``--format v2`` (or ``hybrid``) makes the torrent with ``torrent.create`` in that format
+(BEP 52: every piece checked against its merkle node, and for a hybrid its SHA-1 too).
 
 Prints, per pairing: MB/s median (and every run), and for our processes CPU seconds and
 peak RSS (median). MB = 10^6 bytes.
@@ -407,7 +411,12 @@ async def main_async(args: argparse.Namespace) -> None:
         torrent = work / "bench.torrent"
         t0 = time.monotonic()
         torrent.write_bytes(make_payload(data_dir / "payload.bin", size))
-        print(f"encryption: {MODE}")
+        if args.format != "v1":
+            from torrent.create import create
+
+            meta = create(data_dir / "payload.bin", piece_length=PIECE_LENGTH, torrent_format=args.format)
+            torrent.write_bytes(meta.to_bytes())
+        print(f"encryption: {MODE}, format: {args.format}")
         print(
             f"payload: {args.size_mib} MiB, piece length {PIECE_LENGTH // 1024} KiB, made in {time.monotonic() - t0:.1f} s"
         )
@@ -453,6 +462,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="a,b,c,d")
+    parser.add_argument("--format", choices=("v1", "v2", "hybrid"), default="v1", help="torrent format")
     parser.add_argument(
         "--encryption",
         choices=("plaintext", "rc4"),

@@ -98,6 +98,13 @@ def add_parser(subparsers: Any) -> None:
         default=[],
         help="web seed URL (BEP 19, repeatable)",
     )
+    p.add_argument(
+        "--format",
+        choices=("v1", "v2", "hybrid"),
+        default="v1",
+        dest="torrent_format",
+        help="v1 (BEP 3, default), v2 (BEP 52 merkle trees) or hybrid (both, with BEP 47 padding)",
+    )
     p.add_argument("--no-date", action="store_true", help="leave out the creation date")
     p.add_argument("--name", metavar="NAME", help="torrent name (default: the base name of PATH)")
     p.add_argument(
@@ -158,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         no_date=args.no_date,
         threads=args.threads,
+        torrent_format=args.torrent_format,
     )
     meta = _create_with_bar(create, args.path, kwargs) if sys.stdout.isatty() else create(args.path, **kwargs)
 
@@ -175,11 +183,15 @@ def run(args: argparse.Namespace) -> int:
 
     info = meta.info
     how = "auto" if piece_length is None else "chosen"
+    hashes = f"info hash:    {meta.info_hash_v1.hex()}\n" if meta.info_hash_v1 is not None else ""
+    if meta.info_hash_v2 is not None:
+        hashes += f"info hash v2: {meta.info_hash_v2.hex()}\n"
+    n_files = sum(1 for f in info.files if not f.padding)
     sys.stdout.write(
         f"name:         {info.name}\n"
-        f"info hash:    {meta.info_hash.hex()}\n"
-        f"size:         {human_size(info.total_length)} in {len(info.files)} file"
-        f"{'s' if len(info.files) != 1 else ''}\n"
+        f"{hashes}"
+        f"size:         {human_size(info.total_length - info.padding_bytes)} in {n_files} file"
+        f"{'s' if n_files != 1 else ''}\n"
         f"piece length: {human_size(info.piece_length)} ({how}; {info.num_pieces} pieces)\n"
         f"written to:   {out}\n"
     )

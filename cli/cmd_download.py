@@ -363,11 +363,17 @@ def file_priorities(meta: Metainfo, selection: str | None, magnet: Magnet | None
     from cli.main import UsageError
 
     if selection:
-        paths = [f.path_str for f in meta.info.files]
+        # Indices count the files ``pytorrent info`` lists: padding (BEP 47, and a v2
+        # torrent's alignment gaps) is not among them, and is never wanted.
+        real = [i for i, f in enumerate(meta.info.files) if not f.padding]
         try:
-            return select_files(paths, selection)
+            chosen = select_files([meta.info.files[i].path_str for i in real], selection)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        priorities = [0] * len(meta.info.files)
+        for i, prio in zip(real, chosen, strict=True):
+            priorities[i] = prio
+        return priorities
     if magnet is not None and magnet.select_only:
         wanted = set(magnet.select_only)
         return [1 if i in wanted else 0 for i in range(len(meta.info.files))]

@@ -44,7 +44,8 @@ def describe(source: str) -> dict[str, Any]:
         return {
             "kind": "magnet",
             "name": magnet.name or None,
-            "info_hash": magnet.info_hash.hex(),
+            "info_hash": magnet.info_hash_v1.hex() if magnet.info_hash_v1 is not None else None,
+            "info_hash_v2": magnet.info_hash_v2.hex() if magnet.info_hash_v2 is not None else None,
             "trackers": [[t] for t in magnet.trackers],
             "web_seeds": list(magnet.web_seeds),
             "peers": [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in magnet.peers],
@@ -59,12 +60,17 @@ def describe(source: str) -> dict[str, Any]:
         name=info.name,
         trackers=meta.trackers,
         web_seeds=meta.url_list,
+        info_hash_v2=meta.info_hash_v2,
+        v2_only=not info.has_v1,
     )
+    pads = [f for f in info.files if f.padding]
     return {
         "kind": "torrent",
         "name": info.name,
-        "info_hash": meta.info_hash.hex(),
-        "total_size": info.total_length,
+        "info_hash": meta.info_hash_v1.hex() if meta.info_hash_v1 is not None else None,
+        "info_hash_v2": meta.info_hash_v2.hex() if meta.info_hash_v2 is not None else None,
+        "meta_version": meta.meta_version,
+        "total_size": info.total_length - info.padding_bytes,
         "piece_length": info.piece_length,
         "piece_count": info.num_pieces,
         "private": info.private,
@@ -77,16 +83,18 @@ def describe(source: str) -> dict[str, Any]:
         "comment": meta.comment or None,
         "source": info.source or None,
         "disk_name": info.disk_name,
+        # BEP 47 padding is never written: counted here, not listed among the files.
+        "padding": {"files": len(pads), "size": info.padding_bytes},
         "files": [
             {
                 "path": list(f.path),
                 "size": f.length,
-                **({"padding": True} if f.padding else {}),
                 # Where the file is written (below the download directory), only when
                 # that is not what the torrent says.
                 **({"disk_path": _disk_path(info, f)} if _disk_path(info, f) != _said_path(info, f) else {}),
             }
             for f in info.files
+            if not f.padding
         ],
         "warnings": list(meta.warnings),
         "magnet": magnet.to_uri(),
@@ -107,10 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _field_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = [("name", facts["name"] or "(unknown)"), ("info hash", facts["info_hash"])]
+    rows: list[tuple[str, str]] = [("name", facts["name"] or "(unknown)")]
+    rows.append(("info hash", facts["info_hash"] or "none (v2 only)"))
+    if facts.get("info_hash_v2"):
+        rows.append(("info hash v2", facts["info_hash_v2"]))
     if facts["kind"] == "torrent":
-        n_files = sum(1 for f in facts["files"] if not f.get("padding"))
+        n_files = len(facts["files"])
+        version = {1: "v1", 2: "v2" if facts["info_hash"] is None else "hybrid (v1 + v2)"}
         rows += [
+            ("format", version.get(facts["meta_version"], str(facts["meta_version"]))),
             (
                 "total size",
                 f"{human_size(facts['total_size'])} ({facts['total_size']} bytes) in {n_files} "
@@ -155,9 +168,10 @@ def _plain(facts: dict[str, Any]) -> str:
     if facts["kind"] == "torrent":
         lines.append("files:")
         for f in facts["files"]:
-            pad = " (padding)" if f.get("padding") else ""
             shown = printable("/".join(f["path"]))
-            lines.append(f"  {shown}  {human_size(f['size'])}{pad}{printable(_written_as(facts, f))}")
+            lines.append(f"  {shown}  {human_size(f['size'])}{printable(_written_as(facts, f))}")
+        if facts["padding"]["files"]:
+            lines.append(f"  ({_padding_text(facts)}, not stored)")
     return "\n".join(lines) + "\n"
 
 
@@ -177,16 +191,14 @@ def _print_rich(facts: dict[str, Any]) -> None:
     if facts["kind"] != "torrent":
         return
     root = Tree(f"[bold]{escape(printable(facts['name']))}[/] ({human_size(facts['total_size'])})")
-    pads = [f for f in facts["files"] if f.get("padding")]
-    if pads:
+    pads = facts["padding"]
+    if pads["files"]:
         # BEP 47 padding files are never written to disk: count them, do not list them.
-        root.add(
-            f"[dim]{len(pads)} padding files, {human_size(sum(f['size'] for f in pads))} (not stored)[/]"
-        )
+        root.add(f"[dim]{_padding_text(facts)} (not stored)[/]")
     if facts["multi_file"]:
         nodes: dict[tuple[str, ...], Tree] = {(): root}
         sizes: dict[tuple[str, ...], int] = {}
-        real = [f for f in facts["files"] if not f.get("padding")]
+        real = facts["files"]
         for f in real:
             for depth in range(1, len(f["path"])):
                 sizes[tuple(f["path"][:depth])] = sizes.get(tuple(f["path"][:depth]), 0) + f["size"]
@@ -205,6 +217,14 @@ def _print_rich(facts: dict[str, Any]) -> None:
     console.print(root)
 
 
+def _padding_text(facts: dict[str, Any]) -> str:
+    """How much padding there is: BEP 47 files, or a v2-only torrent's alignment gaps
+    (which are no files of the torrent, only room in its piece space)."""
+    pads = facts["padding"]
+    what = "alignment gaps" if facts["info_hash"] is None else "padding files"
+    return f"{pads['files']} {what}, {human_size(pads['size'])}"
+
+
 def _disk_path(info: Any, f: Any) -> list[str]:
     return [info.disk_name, *f.disk_path] if info.multi_file else [info.disk_name]
 
@@ -215,6 +235,6 @@ def _said_path(info: Any, f: Any) -> list[str]:
 
 def _written_as(facts: dict[str, Any], f: dict[str, Any]) -> str:
     """`` -> written as <path>`` when the sanitised path differs from the torrent's, else ""."""
-    if f.get("padding") or "disk_path" not in f:
+    if "disk_path" not in f:
         return ""
     return f"  -> written as {'/'.join(f['disk_path'])}"

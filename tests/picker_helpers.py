@@ -26,7 +26,7 @@ def check_invariants(p: Picker) -> None:
     assert seen == startable
     assert all(p._pos[i] == -1 for i in range(p.num_pieces) if i not in seen)
     free = sum(
-        (p._downloads[i].free if i in p._downloads else p.num_blocks(i))
+        (p._downloads[i].free if i in p._downloads else p.num_blocks(i) - len(p.padding_blocks(i)))
         for i in range(p.num_pieces)
         if p._prio[i] and not p._have[i]
     )

@@ -1,4 +1,4 @@
-"""Make .torrent files (BEP 3, 12, 19, 27): scan a file or directory, hash it on every core.
+"""Make .torrent files (BEP 3, 12, 19, 27, 47, 52): scan a file or directory, hash it on every core.
 
 :func:`create` returns a frozen :class:`~torrent.proto.metainfo.Metainfo` whose ``info`` dict
 we bencoded ourselves (keys sorted, as BEP 3 requires), so the same input always gives
@@ -34,7 +34,19 @@ length is given, the workers start before the directory walk ends: each waits on
 until the files its batch needs are known. The metainfo around the hashes is built
 while they run.
 
-Left out: v2 (BEP 52) and hybrid torrents, BEP 47 padding files and file attributes.
+Formats (``torrent_format``): ``v1`` (BEP 3, the default), ``v2`` (BEP 52: a ``file
+tree`` with a SHA-256 merkle root per file, ``piece layers`` for files larger than a
+piece) and ``hybrid`` (both, in one ``info`` dict). They are laid out as libtorrent lays
+them out, so the same input and piece length give libtorrent's info hashes: every
+non-empty file starts a piece; a hybrid's v1 ``files`` list holds a BEP 47 padding file
+(``attr`` ``p``, path ``.pad/N``) after every file that ends inside a piece, the last one
+included (a single-file hybrid has none). The same worker threads hash both: each piece
+once with SHA-1 (v1, hybrid; padding read as zeros) and once as a merkle subtree of
+SHA-256 over its 16 KiB blocks (v2, hybrid; padding left out). Files are ordered as the
+file tree orders them (one exception to libtorrent: it sorts whole path strings, so
+``a b`` before ``a/x``, and then refuses its own hybrid; we keep the tree's order).
+
+Left out: BEP 47 file attributes (executable, hidden) and symlinks in the output.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent import version
 from torrent.errors import MetainfoError, StorageError
+from torrent.proto import merkle
 from torrent.proto.tracker_url import tracker_url_problem
 from torrent.types import BLOCK_SIZE
 
@@ -79,6 +92,9 @@ PROGRESS_INTERVAL_S = 0.1
 
 DEFAULT_CREATED_BY = version.CREATED_BY
 
+#: What :func:`create` can make.
+FORMATS = ("v1", "v2", "hybrid")
+
 #: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
 ProgressCallback = Callable[[int, int], object]
 
@@ -91,7 +107,8 @@ class SourceFile(NamedTuple):
 
     Attributes:
         path: components below the torrent's top directory (for a single file: its name).
-        fs_path: where to read it (symlinks are followed when it is opened).
+        fs_path: where to read it (symlinks are followed when it is opened); "" for a
+            BEP 47 padding file, which reads as zeros.
         length: size in bytes when it was scanned.
     """
 
@@ -253,6 +270,7 @@ def create(
     created_by: str = DEFAULT_CREATED_BY,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    torrent_format: str = "v1",
 ) -> Metainfo:
     """Hash a file or directory and return its metainfo.
 
@@ -274,6 +292,7 @@ def create(
         threads: hashing threads; default one per usable core.
         progress: ``progress(done_bytes, total_bytes)``, called from this thread about
             every 0.1 s while hashing and once at the end.
+        torrent_format: ``v1``, ``v2`` or ``hybrid`` (see the module docstring).
 
     Returns:
         The validated, frozen metainfo; ``to_bytes()`` gives the .torrent file.
@@ -293,7 +312,27 @@ def create(
             f"{piece_length} is not a power of two from 16 KiB to {MAX_PIECE_LENGTH // 2**20} MiB",
             "piece length",
         )
+    if torrent_format not in FORMATS:
+        raise MetainfoError(f"{torrent_format!r} is not one of {', '.join(FORMATS)}", "format")
     tiers = _tiers(trackers)
+    if torrent_format != "v1":
+        return _create_v2(
+            path,
+            piece_length,
+            tiers,
+            torrent_format,
+            threads,
+            progress,
+            name,
+            _TopFields(
+                private,
+                source,
+                comment,
+                created_by,
+                None if no_date else (int(time.time()) if creation_date is None else int(creation_date)),
+                [w for w in web_seeds if w],
+            ),
+        )
     job: HashJob | None = None
     pending: list[SourceFile] = []
     on_file = None
@@ -313,22 +352,8 @@ def create(
         if job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         multi_file, files = scan(path, on_file)
-        if not files:
-            raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
-        total = sum(f.length for f in files)
-        if total == 0:
-            what = "holds only empty files" if multi_file else "is an empty file"
-            raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
-        if name is not None:
-            from torrent.proto.metainfo import check_path_component
-
-            top_name = check_path_component(name, "name")
-        elif multi_file:
-            top_name = os.path.basename(os.path.abspath(os.fspath(path)))
-            if not _plain_name(top_name):
-                top_name = _component(top_name, os.fspath(path))
-        else:
-            top_name = files[0].path[0]
+        total = _check_payload(path, multi_file, files)
+        top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
         if job is None:
             job = HashJob(chosen, threads=threads, total=total)
@@ -361,6 +386,155 @@ def create(
     finally:
         sys.setswitchinterval(interval)
     return parts.metainfo(job.wait(progress))
+
+
+def _check_payload(path: str | os.PathLike[str], multi_file: bool, files: Sequence[SourceFile]) -> int:
+    """The payload's size; an empty directory or payload is refused."""
+    if not files:
+        raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
+    total = sum(f.length for f in files)
+    if total == 0:
+        what = "holds only empty files" if multi_file else "is an empty file"
+        raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
+    return total
+
+
+def _top_name(
+    path: str | os.PathLike[str], name: str | None, multi_file: bool, files: Sequence[SourceFile]
+) -> str:
+    if name is not None:
+        from torrent.proto.metainfo import check_path_component
+
+        return check_path_component(name, "name")
+    if multi_file:
+        top_name = os.path.basename(os.path.abspath(os.fspath(path)))
+        return top_name if _plain_name(top_name) else _component(top_name, os.fspath(path))
+    return files[0].path[0]
+
+
+class _TopFields(NamedTuple):
+    """What goes around the ``info`` dict (and ``private``/``source`` inside it)."""
+
+    private: bool
+    source: str
+    comment: str
+    created_by: str
+    creation_date: int | None
+    web_seeds: list[str]
+
+
+def padded_layout(files: Sequence[SourceFile], piece_length: int, *, tail: bool) -> list[SourceFile]:
+    """``files`` with a BEP 47 padding file after each one that ends inside a piece.
+
+    With ``tail`` the last file is padded too (libtorrent's hybrids); without, a
+    trailing padding file is dropped (a v2-only torrent's piece space).
+    """
+    out: list[SourceFile] = []
+    offset = 0
+    for f in files:
+        out.append(f)
+        offset += f.length
+        if offset % piece_length:
+            gap = piece_length - offset % piece_length
+            out.append(SourceFile((".pad", str(gap)), "", gap))
+            offset += gap
+    while not tail and out and out[-1].fs_path == "" and out[-1].path[:1] == (".pad",):
+        out.pop()
+    return out
+
+
+def _create_v2(
+    path: str | os.PathLike[str],
+    piece_length: int | None,
+    tiers: list[tuple[str, ...]],
+    torrent_format: str,
+    threads: int | None,
+    progress: ProgressCallback | None,
+    name: str | None,
+    fields: _TopFields,
+) -> Metainfo:
+    """:func:`create` for ``v2`` and ``hybrid``: scan, hash both ways at once, assemble."""
+    from torrent.proto import bencoding
+    from torrent.proto.metainfo import Metainfo
+
+    multi_file, files = scan(path)
+    total = _check_payload(path, multi_file, files)
+    top_name = _top_name(path, name, multi_file, files)
+    chosen = piece_length or auto_piece_length(total)
+    hybrid = torrent_format == "hybrid"
+    layout = padded_layout(files, chosen, tail=hybrid) if multi_file else list(files)
+    job = HashJob(chosen, threads=threads, total=sum(f.length for f in layout), v1=hybrid, v2=True)
+    job.feed(layout)
+    job.close_feed()
+    job.start()
+    pieces = job.wait(progress)
+    nodes = job.nodes_v2
+
+    info: dict[bytes, Any] = {}
+    tree: dict[bytes, Any] = {}
+    layers: dict[bytes, bytes] = {}
+    v1_files: list[dict[bytes, Any]] = []
+    offset = 0
+    for f in layout:
+        is_pad = f.fs_path == ""
+        raw_path = [c.encode("utf-8") for c in f.path]
+        if is_pad:
+            v1_files.append({b"attr": b"p", b"length": f.length, b"path": raw_path})
+            offset += f.length
+            continue
+        v1_files.append({b"length": f.length, b"path": raw_path})
+        entry: dict[bytes, Any] = {b"length": f.length}
+        if f.length:
+            first = offset // chosen
+            count = -(-f.length // chosen)
+            file_nodes = [nodes[i * 32 : i * 32 + 32] for i in range(first, first + count)]
+            root = merkle.file_root(f.length, file_nodes, chosen)
+            entry[b"pieces root"] = root
+            if count > 1:
+                layers[root] = b"".join(file_nodes)
+        node = tree
+        keys = raw_path if multi_file else [top_name.encode("utf-8")]
+        for c in keys[:-1]:
+            node = node.setdefault(c, {})
+        node[keys[-1]] = {b"": entry}
+        offset += f.length
+    info[b"file tree"] = tree
+    info[b"meta version"] = 2
+    info[b"name"] = top_name.encode("utf-8")
+    info[b"piece length"] = chosen
+    if hybrid:
+        if multi_file:
+            info[b"files"] = v1_files
+        else:
+            info[b"length"] = files[0].length
+        info[b"pieces"] = pieces
+    if fields.private:
+        info[b"private"] = 1
+    if fields.source:
+        info[b"source"] = fields.source.encode("utf-8")
+    top = _top_dict(tiers, fields)
+    top[b"info"] = info
+    if layers:
+        top[b"piece layers"] = layers
+    return Metainfo.from_bytes(bencoding.encode(top))
+
+
+def _top_dict(tiers: list[tuple[str, ...]], fields: _TopFields) -> dict[bytes, Any]:
+    top: dict[bytes, Any] = {}
+    urls = [u for tier in tiers for u in tier]
+    if urls:
+        top[b"announce"] = urls[0].encode("utf-8")
+    if len(urls) > 1:
+        top[b"announce-list"] = [[u.encode("utf-8") for u in t] for t in tiers]
+    if fields.comment:
+        top[b"comment"] = fields.comment.encode("utf-8")
+    if fields.created_by:
+        top[b"created by"] = fields.created_by.encode("utf-8")
+    if fields.creation_date is not None:
+        top[b"creation date"] = fields.creation_date
+    if fields.web_seeds:
+        top[b"url-list"] = [w.encode("utf-8") for w in fields.web_seeds]
+    return top
 
 
 class _Assembly:
@@ -430,21 +604,10 @@ class _Assembly:
         self.private = private
         self.source = source
 
-        top: dict[bytes, Any] = {}
         urls = [u for tier in tiers for u in tier]
-        if urls:
-            top[b"announce"] = urls[0].encode("utf-8")
-        if len(urls) > 1:
-            top[b"announce-list"] = [[u.encode("utf-8") for u in t] for t in tiers]
-        if comment:
-            top[b"comment"] = comment.encode("utf-8")
-        if created_by:
-            top[b"created by"] = created_by.encode("utf-8")
-        if creation_date is not None:
-            top[b"creation date"] = creation_date
-        if web_seeds:
-            top[b"url-list"] = [w.encode("utf-8") for w in web_seeds]
-        self.top = top
+        self.top = _top_dict(
+            tiers, _TopFields(private, source, comment, created_by, creation_date, web_seeds)
+        )
         self.tiers = tuple(tiers) if urls else ()
         self.announce = urls[0] if urls else ""
         self.comment = comment
@@ -533,10 +696,25 @@ class HashJob:
     fixed share, and hashing starts before a large directory is fully listed.
     """
 
-    def __init__(self, piece_length: int, *, threads: int | None = None, total: int | None = None) -> None:
+    def __init__(
+        self,
+        piece_length: int,
+        *,
+        threads: int | None = None,
+        total: int | None = None,
+        v1: bool = True,
+        v2: bool = False,
+    ) -> None:
         """Args: ``threads`` defaults to the usable cores; ``total``, when already known,
-        caps the threads at the number of batches."""
+        caps the threads at the number of batches; ``v1`` SHA-1s each piece, ``v2``
+        computes each piece's BEP 52 merkle node (the files must then start at piece
+        boundaries, with padding files in the gaps)."""
         self.piece_length = piece_length
+        self.v1 = v1
+        self.v2 = v2
+        #: After :meth:`wait` with ``v2``: each piece's merkle node (32 bytes), in order.
+        self.nodes_v2 = b""
+        self.results_v2: dict[int, bytes] = {}
         self.per_batch = max(1, BATCH_BYTES // piece_length)
         self.batch_bytes = self.per_batch * piece_length
         if threads is None:
@@ -569,6 +747,9 @@ class HashJob:
     @property
     def total(self) -> int:
         return self.known
+
+    def _nodes(self, view: memoryview, start: int, size: int) -> bytes:
+        return _v2_nodes(self, view, start, size)
 
     def start(self) -> None:
         for w in self.workers:
@@ -619,6 +800,8 @@ class HashJob:
             raise self.error
         if progress is not None:
             progress(self.known, self.known)
+        if self.v2:
+            self.nodes_v2 = b"".join(self.results_v2[i] for i in range(len(self.results_v2)))
         return b"".join(self.results[i] for i in range(len(self.results)))
 
     def _wait_for(self, end: int) -> int:
@@ -658,22 +841,30 @@ class HashJob:
                     f = files[index]
                     file_pos = start + filled - starts[index]
                     want = min(f.length - file_pos, size - filled)
-                    if fd_index != index:
-                        if fd >= 0:
-                            close(fd)
-                            fd = -1
-                        fd = _open(f)
-                        fd_index = index
-                    _read_exactly(fd, view[filled : filled + want], file_pos, f)
+                    if not f.fs_path:
+                        view[filled : filled + want] = bytes(want)  # BEP 47 padding: zeros
+                    else:
+                        if fd_index != index:
+                            if fd >= 0:
+                                close(fd)
+                                fd = -1
+                            fd = _open(f)
+                            fd_index = index
+                        _read_exactly(fd, view[filled : filled + want], file_pos, f)
                     filled += want
                     index += 1
                 # Hash its pieces.
-                self.results[batch] = b"".join(
-                    [
-                        sha1(view[pos : min(pos + piece_length, size)]).digest()
-                        for pos in range(0, size, piece_length)
-                    ]
-                )
+                if self.v1:
+                    self.results[batch] = b"".join(
+                        [
+                            sha1(view[pos : min(pos + piece_length, size)]).digest()
+                            for pos in range(0, size, piece_length)
+                        ]
+                    )
+                else:
+                    self.results[batch] = b""
+                if self.v2:
+                    self.results_v2[batch] = self._nodes(view, start, size)
                 self.done[slot] += size
         except BaseException as exc:
             with self.lock:
@@ -687,6 +878,29 @@ class HashJob:
                 self.remaining -= 1
                 if self.remaining == 0 or self.error is not None:
                     self.finished.set()
+
+
+def _v2_nodes(job: HashJob, view: memoryview, start: int, size: int) -> bytes:
+    """The BEP 52 node of each piece in ``view`` (payload bytes ``start``..``start + size``).
+
+    Each piece starts a file or continues one (padding fills the gaps), so its node is
+    the merkle root over the file's blocks in it: padded to the piece's width for a
+    file larger than a piece, to a power of two of its own blocks otherwise.
+    """
+    sha256 = hashlib.sha256
+    piece_length = job.piece_length
+    width = piece_length // BLOCK_SIZE
+    out: list[bytes] = []
+    for pos in range(0, size, piece_length):
+        at = start + pos
+        index = bisect.bisect_right(job.starts, at) - 1
+        f = job.files[index]
+        n = min(piece_length, f.length - (at - job.starts[index]))
+        leaves = [
+            sha256(view[pos + i : pos + min(i + BLOCK_SIZE, n)]).digest() for i in range(0, n, BLOCK_SIZE)
+        ]
+        out.append(merkle.root(leaves, width if f.length > piece_length else merkle.next_pow2(len(leaves))))
+    return b"".join(out)
 
 
 def _open(f: SourceFile) -> int:

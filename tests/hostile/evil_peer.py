@@ -180,3 +180,42 @@ class EvilPeer:
                 w.close()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=5)
+
+
+def serving(payload: bytes, piece_length: int) -> Script:
+    """Claim every piece, unchoke, and answer each request from ``payload`` (the bytes of
+    the whole piece space, padding included): an honest seed of whatever it is given."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(message(14))  # BEP 6 have all
+        w.write(message(1))  # unchoke
+        await w.drain()
+        while True:
+            (length,) = struct.unpack(">I", await r.readexactly(4))
+            body = await r.readexactly(length)
+            if body[:1] == b"\x06":
+                index, begin, n = struct.unpack(">III", body[1:13])
+                at = index * piece_length + begin
+                w.write(message(7, struct.pack(">II", index, begin) + payload[at : at + n]))
+                await w.drain()
+
+    return run
+
+
+def hash_request_flood(root: bytes, base: int, count: int, answers: dict[str, int]) -> Script:
+    """Send ``count`` BEP 52 hash requests for two nodes of ``root``'s layer ``base`` at
+    once, then count the answers (``"hashes"``, ``"reject"``) until there are ``count``."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(message(15))  # BEP 6 have none
+        w.write(b"".join(message(21, root + struct.pack(">IIII", base, 0, 2, 0)) for _ in range(count)))
+        await w.drain()
+        while answers.get("hashes", 0) + answers.get("reject", 0) < count:
+            (length,) = struct.unpack(">I", await r.readexactly(4))
+            body = await r.readexactly(length)
+            if body[:1] == b"\x16":
+                answers["hashes"] = answers.get("hashes", 0) + 1
+            elif body[:1] == b"\x17":
+                answers["reject"] = answers.get("reject", 0) + 1
+
+    return run

@@ -495,6 +495,10 @@ class LibtorrentPeer(Peer):
     async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
         return str(await self.call("add", torrent=str(torrent), save_path=str(save_dir)))
 
+    async def add_magnet(self, uri: str, save_dir: Path) -> str:
+        """Add a magnet link (its metadata, and a v2 torrent's piece layers, come from peers)."""
+        return str(await self.call("add_magnet", uri=uri, save_path=str(save_dir)))
+
     async def state(self, info_hash: str) -> TorrentState:
         d = await self.call("state", info_hash=info_hash)
         return TorrentState(

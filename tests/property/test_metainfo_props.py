@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from torrent.create import create
 from torrent.errors import BencodeError, MetainfoError
 from torrent.proto import bencoding, paths
 from torrent.proto.magnet import Magnet
@@ -21,6 +23,23 @@ VALID = [
 ]
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _made_v2() -> list[bytes]:
+    """A v2-only and a hybrid torrent of a small tree (several pieces, an empty file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        top = Path(tmp) / "t"
+        (top / "d").mkdir(parents=True)
+        (top / "a.bin").write_bytes(bytes(range(256)) * 200)
+        (top / "d" / "b.txt").write_bytes(b"b" * 40_000)
+        (top / "d" / "empty").write_bytes(b"")
+        return [
+            create(top, piece_length=16384, torrent_format=f, no_date=True).to_bytes()
+            for f in ("v2", "hybrid")
+        ]
+
+
+VALID_V2 = _made_v2()
 
 bencodable = st.recursive(
     st.integers(min_value=-(2**70), max_value=2**70) | st.binary(max_size=40),
@@ -37,7 +56,8 @@ def _parse_only_metainfo_errors(data: bytes) -> None:
     except MetainfoError:
         return
     # Whatever parses is self-consistent, and what storage writes is safe.
-    assert m.info.num_pieces * 20 == len(m.info.pieces)
+    if m.info.has_v1:
+        assert m.info.num_pieces * 20 == len(m.info.pieces)
     _assert_safe(m.info.disk_name)
     for f in m.info.files:
         assert f.disk_path
@@ -113,7 +133,7 @@ def test_arbitrary_bytes_raise_only_metainfo_error(data: bytes) -> None:
 
 
 @SETTINGS
-@given(st.sampled_from(VALID), st.data())
+@given(st.sampled_from(VALID + VALID_V2), st.data())
 def test_mutated_valid_torrents_raise_only_metainfo_error(valid: bytes, data: st.DataObject) -> None:
     buf = bytearray(valid)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -143,6 +163,7 @@ INFO_KEYS = [
     b"source",
     b"meta version",
     b"attr",
+    b"file tree",
 ]
 TOP_KEYS = [
     b"announce",
@@ -154,12 +175,13 @@ TOP_KEYS = [
     b"created by",
     b"encoding",
     b"info",
+    b"piece layers",
 ]
 FILE_KEYS = [b"length", b"path", b"path.utf-8", b"attr"]
 
 
 @SETTINGS
-@given(st.sampled_from(VALID), st.data())
+@given(st.sampled_from(VALID + VALID_V2), st.data())
 def test_wrongly_typed_fields_raise_only_metainfo_error(valid: bytes, data: st.DataObject) -> None:
     top: dict[bytes, Any] = bencoding.decode(valid)
     where = data.draw(st.sampled_from(["top", "info", "file"]))

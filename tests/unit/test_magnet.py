@@ -64,7 +64,9 @@ def test_minimal() -> None:
         ("magnet:?xt=urn:btih:" + HEX[:-1], "40 hex or 32 base32"),
         ("magnet:?xt=urn:btih:" + "zz" * 20, "hex"),
         ("magnet:?xt=urn:btih:" + "1" * 32, "base32"),
-        ("magnet:?xt=urn:btmh:1220" + "00" * 32, "v2"),
+        ("magnet:?xt=urn:btmh:1114" + "00" * 32, "SHA-256"),
+        ("magnet:?xt=urn:btmh:1220" + "00" * 31, "64 hex"),
+        ("magnet:?xt=urn:btmh:1220" + "zz" * 32, "hex"),
         (f"magnet:?xt=urn:btih:{HEX}&x.pe=nohost", "host:port"),
         (f"magnet:?xt=urn:btih:{HEX}&x.pe=h:0", "port"),
         (f"magnet:?xt=urn:btih:{HEX}&x.pe=h:70000", "port"),
@@ -82,3 +84,24 @@ def test_errors_are_metainfo_errors(uri: str, needle: str) -> None:
 def test_non_text_is_refused() -> None:
     with pytest.raises(MetainfoError):
         Magnet.parse(b"magnet:?xt=urn:btih:" + HEX.encode())  # type: ignore[arg-type]
+
+
+V2 = "ab" * 32
+
+
+def test_v2_only_link_names_the_torrent_by_the_truncated_hash() -> None:
+    m = Magnet.parse(f"magnet:?xt=urn:btmh:1220{V2}&dn=x")
+    assert m.v2_only
+    assert m.info_hash_v1 is None
+    assert m.info_hash_v2 == bytes.fromhex(V2)
+    assert m.info_hash == bytes.fromhex(V2)[:20]
+    assert m.to_uri() == f"magnet:?xt=urn:btmh:1220{V2}&dn=x"
+    assert Magnet.parse(m.to_uri()) == m
+
+
+def test_hybrid_link_carries_both_hashes() -> None:
+    m = Magnet.parse(f"magnet:?xt=urn:btmh:1220{V2.upper()}&xt=urn:btih:{HEX}")
+    assert not m.v2_only
+    assert m.info_hash == bytes.fromhex(HEX)
+    assert m.info_hash_v2 == bytes.fromhex(V2)
+    assert m.to_uri() == f"magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:1220{V2}"

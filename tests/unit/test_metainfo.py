@@ -105,12 +105,17 @@ def test_padded_fixture_marks_padding_files() -> None:
             assert f.offset % m.info.piece_length == 0
 
 
-def test_hybrid_fixture_is_read_through_its_v1_part() -> None:
+def test_hybrid_fixture_is_read_with_both_halves() -> None:
     m = read_metainfo(FIXTURES / "multi.libtorrent-hybrid.torrent")
     assert b"file tree" in m.info.raw
-    assert b"meta version" in m.info.raw
+    assert m.meta_version == 2
+    assert m.info.has_v1
+    assert m.info.has_v2
+    assert m.info_hash_v2 is not None
+    assert len(m.info_hash_v2) == 32
     assert m.info.multi_file
     assert m.info.name == "multi"
+    assert all(len(f.pieces_root) == 32 for f in m.info.files if f.length and not f.padding)
 
 
 @pytest.mark.parametrize("name", sorted(HASHES["malformed"]))
@@ -455,7 +460,8 @@ def test_read_errors_are_metainfo_errors(tmp_path: Path) -> None:
         read_metainfo(tmp_path)
 
 
-def test_v2_only_is_refused_clearly() -> None:
+def test_v2_torrent_without_files_is_refused_clearly() -> None:
     t = {b"info": {b"name": b"x", b"piece length": PIECE, b"meta version": 2, b"file tree": {}}}
-    with pytest.raises(MetainfoError, match="v2"):
+    with pytest.raises(MetainfoError, match="no data") as info:
         _load(t)
+    assert info.value.field == "info.file tree"

@@ -53,6 +53,7 @@ class Host:
     dropped: list[tuple[int, int, int]] = field(default_factory=list)
     reads: int = 0
     closed: int = 0
+    hash_messages: list[wire.Event] = field(default_factory=list)
     unchoke_on_ready: bool = False
     #: When set, disk reads wait for it (a slow disk).
     disk: asyncio.Event | None = None
@@ -114,6 +115,15 @@ class Host:
 
     def on_peer_closed(self, peer: Peer) -> None:
         self.closed += 1
+
+    def on_hash_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        self.hash_messages.append(ev)
+
+    def on_hashes(self, peer: Peer, ev: wire.Hashes) -> None:
+        self.hash_messages.append(ev)
+
+    def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        self.hash_messages.append(ev)
 
 
 @dataclass

@@ -584,3 +584,41 @@ def _random_transfer_op(p: Picker, rng: random.Random, op: float, k: str, n: int
         p.set_piece_priorities([rng.choice([0, 1, 4, 7]) for _ in range(n)])
     elif op < 0.93:
         p.sequential = not p.sequential
+
+
+# --- padding (BEP 47, v2 alignment gaps) -------------------------------------------------
+
+
+def test_blocks_wholly_of_padding_are_never_requested_nor_counted() -> None:
+    # Piece 0: data then 2.5 blocks of padding (blocks 2 and 3 are padding, block 1 partly).
+    pad_start = BLOCK_SIZE + BLOCK_SIZE // 2
+    p = setup_picker("11", padding=[(pad_start, PL - pad_start)])
+    assert p.padding_blocks(0) == (2, 3)
+    assert p.padding_blocks(1) == ()
+    assert p.bytes_wanted == 2 * PL - (PL - pad_start)
+    picked = p.pick("p0", 100, now=0.0)
+    assert {(b.piece, b.offset) for b in picked} == {(0, 0), (0, BLOCK_SIZE)} | {
+        (1, i * BLOCK_SIZE) for i in range(BPP)
+    }
+    assert p.in_endgame
+    results = [p.on_block("p0", b) for b in picked if b.piece == 0]
+    assert results[-1].piece_complete
+    assert p.on_piece_verified(0)
+    assert p.bytes_done == pad_start
+    assert p.left == PL
+    # A padding block arriving anyway (another client asked for it) is nothing new.
+    assert p.on_block("p0", Block(0, 2 * BLOCK_SIZE, BLOCK_SIZE)).status is BlockStatus.DUPLICATE
+    check_invariants(p)
+
+
+def test_a_failed_piece_with_padding_gives_back_only_its_data_blocks() -> None:
+    p = setup_picker("1", padding=[(2 * BLOCK_SIZE, 2 * BLOCK_SIZE)])
+    picked = p.pick("p0", 100, now=0.0)
+    assert len(picked) == 2
+    for b in picked:
+        p.on_block("p0", b)
+    p.on_piece_failed(0)
+    assert len(p.pick("p1", 100, now=0.0)) == 0  # p1 has nothing
+    p.on_peer_have_all("p1")
+    assert len(p.pick("p1", 100, now=0.0)) == 2
+    check_invariants(p)

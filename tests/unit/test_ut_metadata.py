@@ -285,3 +285,18 @@ def test_metainfo_from_info_keeps_hash_and_trackers() -> None:
     assert metainfo_from_info(INFO).announce_list == ()
     with pytest.raises(MetainfoError):
         metainfo_from_info(b"d4:name1:xe")
+
+
+def test_v2_metadata_is_checked_with_sha256() -> None:
+    import hashlib as _hashlib
+
+    from torrent.proto import ut_metadata as _um
+
+    info = b"d4:name1:xe" * 10
+    v2 = _hashlib.sha256(info).digest()
+    for expected_v2, done in ((v2, True), (_hashlib.sha256(b"other").digest(), False)):
+        asm = _um.MetadataAssembler(expected_v2[:20], info_hash_v2=expected_v2)
+        asm.add_peer("p", len(info))
+        assert asm.next_request("p", 0.0) == 0
+        asm.on_message("p", _um.MetadataData(piece=0, total_size=len(info), data=info), 0.0)
+        assert asm.done is done

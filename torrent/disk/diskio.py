@@ -37,6 +37,12 @@ Rules:
 9. The engine assembles a piece in memory and hands it whole to
    :meth:`DiskIO.write_piece`: one thread hand-off per piece instead of one per block
    (the fast path; see ``bench/disk.py``).
+10. "Hash" means every hash the torrent has for the piece (``Info.check_piece``): the
+    SHA-1 of v1, the BEP 52 merkle node of v2, both for a hybrid. A hybrid piece that
+    matches one and not the other means the torrent's two halves describe different
+    data: :meth:`DiskIO.write_piece` raises :class:`MetainfoError` and the torrent
+    stops (nothing is written). A v2 piece whose hash is not known yet (no piece
+    layer) raises it too, rather than blaming the peers that sent it.
 
 Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache.
 """
@@ -56,7 +62,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from torrent.disk.storage import Storage
-from torrent.errors import StorageError
+from torrent.errors import MetainfoError, StorageError
+from torrent.proto.metainfo import PieceCheck
 
 T = TypeVar("T")
 
@@ -283,7 +290,19 @@ class DiskIO:
         self._invalidate(piece)
 
     def _write_piece_sync(self, piece: int, data: bytes | bytearray | memoryview) -> bool:
-        if hashlib.sha1(data).digest() != self._info.piece_hash(piece):
+        result = self._info.check_piece(piece, data)
+        if result is PieceCheck.CONFLICT:
+            raise MetainfoError(
+                f"piece {piece} matches one of the hybrid torrent's hashes and not the other: its v1 "
+                "and v2 halves describe different data",
+                "info.pieces",
+            )
+        if result is PieceCheck.UNKNOWN:
+            raise MetainfoError(
+                f"the hash of piece {piece} is not known (the torrent has no piece layer for its file)",
+                "piece layers",
+            )
+        if result is not PieceCheck.PASSED:
             return False
         self._journal_sync(piece)
         self.storage.write_block(piece, 0, data)
@@ -293,11 +312,13 @@ class DiskIO:
         """Hash a whole in-memory piece and, when it matches, write it.
 
         Returns:
-            True when the SHA-1 matched and the bytes were written; False when the hash
+            True when the hash matched and the bytes were written; False when the hash
             did not match (nothing was written).
 
         Raises:
             StorageError: the write failed.
+            MetainfoError: a hybrid's two hashes disagree about the piece, or a v2 piece's
+                hash is unknown (rule 10).
             ValueError: ``data`` is not exactly the piece's size.
         """
         if len(data) != self._info.piece_size(piece):
@@ -321,6 +342,8 @@ class DiskIO:
 
     def _hash_sync(self, piece: int) -> bool:
         size = self._info.piece_size(piece)
+        if self._info.has_v2:
+            return self._check_sync(piece, size)
         h = hashlib.sha1()
         try:
             for offset in range(0, size, HASH_CHUNK):
@@ -330,6 +353,19 @@ class DiskIO:
                 return False
             raise
         return h.digest() == self._info.piece_hash(piece)
+
+    def _check_sync(self, piece: int, size: int) -> bool:
+        """A v2 or hybrid piece from disk, read whole (its tree needs every block)."""
+        try:
+            data = b"".join(
+                self.storage.read_block(piece, offset, min(HASH_CHUNK, size - offset))
+                for offset in range(0, size, HASH_CHUNK)
+            )
+        except StorageError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return self._info.check_piece(piece, data) is PieceCheck.PASSED
 
     async def hash_piece(self, piece: int) -> bool:
         """SHA-1 the piece as it is on disk and compare it with the metainfo.

@@ -137,6 +137,16 @@ class PeerHostBase:
     def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
         return False
 
+    def on_hash_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        # BEP 52: every hash request gets an answer; without the metadata it is a reject.
+        peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))
+
+    def on_hashes(self, peer: Peer, ev: wire.Hashes) -> None:
+        pass
+
+    def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        pass
+
     def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]:
         return _no_data()
 

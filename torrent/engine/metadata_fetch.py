@@ -51,7 +51,7 @@ class MetadataFetcher(PeerHostBase):
         self.ctx = ctx
         self.settings = ctx.settings
         self._clock = ctx.clock
-        self.asm = ut_metadata.MetadataAssembler(magnet.info_hash)
+        self.asm = ut_metadata.MetadataAssembler(magnet.info_hash, info_hash_v2=magnet.info_hash_v2)
         self.peer_list = PeerList(self.settings)
         self.connector = PeerConnector(self, ctx, self.peer_list)
         self.peers: dict[PeerAddr, Peer] = self.connector.peers

@@ -101,6 +101,15 @@ class PeerHost(Protocol):
     def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
         """May we serve this request (we have the piece, the peer is unchoked)?"""
 
+    def on_hash_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        """BEP 52: answer with ``Hashes`` or ``HashReject``."""
+
+    def on_hashes(self, peer: Peer, ev: wire.Hashes) -> None:
+        """BEP 52: the answer to one of our hash requests."""
+
+    def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        """BEP 52: the peer will not answer one of our hash requests."""
+
     def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]: ...
 
     def prefetch(self, index: int) -> None:
@@ -433,16 +442,20 @@ class Peer(asyncio.Protocol):
 
     # ------------------------------------------------------------------ stream callbacks
 
-    def _start_protocol(self, host: PeerHost) -> None:
-        self.proto, handshake = self._new_protocol(host)
+    def _start_protocol(self, host: PeerHost, info_hash: InfoHash | None = None) -> None:
+        """Speak to ``host``'s torrent; ``info_hash`` is the one the peer named, when it
+        named one (a hybrid answers to its v1 and its truncated v2 hash: BEP 52)."""
+        self.proto, handshake = self._new_protocol(host, info_hash)
         self._write(handshake)
 
-    def _new_protocol(self, host: PeerHost) -> tuple[wire.PeerProtocol, bytes]:
+    def _new_protocol(
+        self, host: PeerHost, info_hash: InfoHash | None = None
+    ) -> tuple[wire.PeerProtocol, bytes]:
         """The wire protocol for ``host`` with our handshake sent, and that handshake's bytes."""
         self.host = host
         s = self.settings
         proto = wire.PeerProtocol(
-            info_hash=host.info_hash,
+            info_hash=info_hash or host.info_hash,
             our_peer_id=self.our_peer_id,
             piece_length=host.piece_length,
             total_length=host.total_length,
@@ -497,7 +510,7 @@ class Peer(asyncio.Protocol):
         host = self._router(info_hash) if self._router else None
         if host is None:
             raise RemoteProtocolError("unknown info hash")
-        self._start_protocol(host)
+        self._start_protocol(host, info_hash)
         data, self._pending = bytes(self._pending), bytearray()
         return data
 
@@ -580,6 +593,8 @@ class Peer(asyncio.Protocol):
                 host.on_metadata_message(self, payload)
             case wire.ExtendedMessage(name=pex.EXTENSION_NAME, payload=payload):
                 host.on_pex_message(self, payload)
+            case wire.HashRequest() | wire.Hashes() | wire.HashReject():
+                self._on_hash_message(host, ev)
             case wire.ConnectionClosed():
                 self.close("connection closed by peer")
             case (
@@ -593,6 +608,14 @@ class Peer(asyncio.Protocol):
                 pass  # the codec already withdrew a cancelled request; the rest need nothing here
             case _:
                 assert_never(ev)
+
+    def _on_hash_message(self, host: PeerHost, ev: wire.HashRequest | wire.Hashes | wire.HashReject) -> None:
+        if isinstance(ev, wire.HashRequest):
+            host.on_hash_request(self, ev)
+        elif isinstance(ev, wire.Hashes):
+            host.on_hashes(self, ev)
+        else:
+            host.on_hash_reject(self, ev)
 
     def _on_request(self, host: PeerHost, index: int) -> None:
         # The codec refused requests while we choke or for pieces we never announced, and

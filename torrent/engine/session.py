@@ -243,6 +243,8 @@ class Session:
         self.peer_id = peer_id or make_peer_id()
         self.clock = clock
         self._swarms: dict[InfoHash, Swarm] = {}
+        #: A hybrid torrent's truncated v2 hash -> its v1 hash (BEP 52: peers may use either).
+        self._aliases: dict[InfoHash, InfoHash] = {}
         self._tasks: dict[InfoHash, asyncio.Task[None]] = {}
         self._torrents: dict[InfoHash, Torrent] = {}
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
@@ -519,7 +521,7 @@ class Session:
             TorrentError: the session is not running, or the torrent is already in it.
         """
         ctx = self._context()
-        if metainfo.info_hash in self._swarms:
+        if any(h in self._swarms or h in self._aliases for h in metainfo.info_hashes):
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
         try:
             storage = FileStorage(
@@ -539,6 +541,8 @@ class Session:
             storage.close()
             raise TorrentError("the session is closing")
         self._swarms[metainfo.info_hash] = swarm
+        for alias in metainfo.info_hashes[1:]:
+            self._aliases[alias] = metainfo.info_hash
         self._tasks[metainfo.info_hash] = task
         torrent = Torrent(swarm, task)
         self._torrents[metainfo.info_hash] = torrent
@@ -600,6 +604,8 @@ class Session:
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
+            for alias in [a for a, h in self._aliases.items() if h == swarm.info_hash]:
+                del self._aliases[alias]
             for service in self._lsd_services:
                 service.forget(swarm.info_hash)
 
@@ -666,7 +672,7 @@ class Session:
         """The MSE side of an accepted connection, knowing every torrent of the session."""
         return MseStream(
             peer,
-            receiver_for(lambda: list(self._swarms), Encryption(self.settings.encryption)),
+            receiver_for(lambda: [*self._swarms, *self._aliases], Encryption(self.settings.encryption)),
             clock=self.clock,
             timeout_s=self.settings.handshake_timeout_s,
             counters=self._encryption,
@@ -693,7 +699,7 @@ class Session:
         return admitted
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
-        swarm = self._swarms.get(info_hash)
+        swarm = self._swarms.get(self._aliases.get(info_hash, info_hash))
         self._pending_incoming.done(peer)
         if swarm is None or not swarm.adopt_incoming(peer):
             return None

@@ -49,6 +49,7 @@ from torrent.disk.storage import FileStorage
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
 from torrent.engine.dht_source import DhtSource
+from torrent.engine.hash_exchange import HashExchange
 from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_exchange import PeerExchange
@@ -56,7 +57,7 @@ from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
-from torrent.errors import StorageError, TorrentError
+from torrent.errors import MetainfoError, StorageError, TorrentError
 from torrent.proto import choker as choker_mod
 from torrent.proto import picker as picker_mod
 from torrent.proto import ut_metadata, wire
@@ -164,12 +165,14 @@ class Swarm(PeerHostBase):
                 picker_mod.DEFAULT_PRIORITY if w else picker_mod.SKIP for w in storage.wanted_pieces()
             ],
             sequential=sequential,
+            padding=[(f.offset, f.length) for f in self.info.files if f.padding],
         )
         self.choker = choker_mod.Choker(
             slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
         )
         self.smart_ban: SmartBan[Source] = SmartBan()
         s = self.settings
+        self.hashes = HashExchange(self.info)
         self.web_seeds = WebSeeds(
             [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
             self.info,
@@ -515,6 +518,7 @@ class Swarm(PeerHostBase):
             return
         self.picker.on_peer_have_none(peer.addr)  # registered; a bitfield or haves follow
         self._send_piece_set(peer)
+        self.hashes.ask(peer)  # a v2 magnet: the piece layers come first
         # Until the choker runs, let the first peers in: a fresh swarm should not wait 10 s.
         unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
         if unchoked < self.settings.unchoke_slots + 1:
@@ -625,6 +629,7 @@ class Swarm(PeerHostBase):
             peer.send(wire.ExtendedMessage(ut_metadata.EXTENSION_NAME, ut_metadata.encode(reply)))
 
     def on_peer_closed(self, peer: Peer) -> None:
+        self.hashes.on_peer_closed(peer)
         if self.pex is not None:
             self.pex.forget(peer)
         self.picker.on_peer_disconnect(peer.addr)
@@ -654,7 +659,7 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ downloading
 
     def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
-        if self.complete:
+        if self.complete or not self.hashes.ready:
             return []
         # Too many pieces in memory: only continue the pieces already being assembled.
         room = self.may_start_pieces()
@@ -739,7 +744,7 @@ class Swarm(PeerHostBase):
         assert self.disk is not None
         try:
             ok = await self.disk.write_piece(index, part.buf)
-        except StorageError as exc:
+        except (StorageError, MetainfoError) as exc:
             self._fail(str(exc))
             self.stop()
             return
@@ -819,11 +824,28 @@ class Swarm(PeerHostBase):
 
     # ------------------------------------------------------------------ timers
 
+    # ------------------------------------------------------------------ BEP 52 hashes
+
+    def on_hash_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        self.hashes.on_request(peer, ev)
+
+    def on_hashes(self, peer: Peer, ev: wire.Hashes) -> None:
+        if self.hashes.on_hashes(peer, ev):
+            self._emit(TorrentEventKind.METADATA, "every piece layer is known")
+            for other in list(self.peers.values()):
+                other.fill_pipeline()
+
+    def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        self.hashes.on_reject(peer, ev)  # asked again of the peers at the next tick
+
     def tick(self, now: float) -> None:
         """Once a second (from the session): peers' timers, rates, seed limits."""
         down = up = 0.0
+        self.hashes.tick()
         for peer in list(self.peers.values()):
             peer.tick(now)
+            if not self.hashes.ready:
+                self.hashes.ask(peer)
             down += peer.down.rate_bps
             up += peer.up.rate_bps
         self._down_rate, self._up_rate = down + self.web_seeds.rate_bps(), up

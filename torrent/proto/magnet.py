@@ -1,11 +1,12 @@
-"""Magnet URIs (BEP 9, BEP 53): parse and build.
+"""Magnet URIs (BEP 9, BEP 52, BEP 53): parse and build.
 
 Understands ``xt=urn:btih:`` with the info hash in hex (40 characters) or base32
-(32 characters), ``dn`` (display name), ``tr`` (trackers, several), ``ws`` (web seeds,
+(32 characters), ``xt=urn:btmh:`` with a BEP 52 v2 info hash as a multihash (``1220``
+then 64 hex characters: SHA-256, 32 bytes), alone or beside a ``btih`` (a hybrid), ``dn`` (display name), ``tr`` (trackers, several), ``ws`` (web seeds,
 BEP 19), ``x.pe`` (peer addresses ``host:port``) and ``so`` (BEP 53 file selection,
 e.g. ``0,2,4-6``). Unknown parameters are ignored. Errors are :class:`MetainfoError`.
 
-Left out: v2 ``urn:btmh:`` hashes; a magnet carrying only one is refused.
+Left out: multihashes other than SHA-256.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ class Magnet:
     """A parsed magnet link.
 
     Attributes:
-        info_hash: the 20-byte v1 info hash.
+        info_hash: the 20 bytes that name the torrent on the wire: the v1 info hash, or
+            for a v2-only link the v2 hash truncated to 20 bytes (BEP 52).
+        info_hash_v2: the full 32-byte v2 info hash (``urn:btmh``), or None.
+        v2_only: the link has no ``urn:btih``: ``info_hash`` is the truncated v2 hash.
         name: ``dn``, "" when absent.
         trackers: ``tr`` values in order.
         web_seeds: ``ws`` values in order.
@@ -43,6 +47,13 @@ class Magnet:
     web_seeds: tuple[str, ...] = ()
     peers: tuple[tuple[str, int], ...] = ()
     select_only: tuple[int, ...] = ()
+    info_hash_v2: bytes | None = None
+    v2_only: bool = False
+
+    @property
+    def info_hash_v1(self) -> InfoHash | None:
+        """The v1 info hash, or None for a v2-only link."""
+        return None if self.v2_only else self.info_hash
 
     @classmethod
     def parse(cls, uri: str) -> Magnet:
@@ -53,7 +64,7 @@ class Magnet:
         """
         query = _magnet_query(uri)
         info_hash: bytes | None = None
-        saw_v2 = False
+        info_hash_v2: bytes | None = None
         name = ""
         trackers: list[str] = []
         web_seeds: list[str] = []
@@ -66,7 +77,7 @@ class Magnet:
                 if low.startswith("urn:btih:"):
                     info_hash = _decode_btih(value[9:])
                 elif low.startswith("urn:btmh:"):
-                    saw_v2 = True
+                    info_hash_v2 = _decode_btmh(value[9:])
             elif key == "dn":
                 name = value
             elif key == "tr":
@@ -79,8 +90,12 @@ class Magnet:
                 peers.append(_parse_peer(value))
             elif key == "so":
                 select.update(_parse_select(value))
+        if info_hash is None and info_hash_v2 is None:
+            raise MetainfoError("no 'xt=urn:btih:' or 'xt=urn:btmh:' info hash", "magnet.xt")
         return cls(
-            info_hash=InfoHash(_require_v1(info_hash, saw_v2=saw_v2)),
+            info_hash=InfoHash(info_hash if info_hash is not None else (info_hash_v2 or b"")[:20]),
+            info_hash_v2=info_hash_v2,
+            v2_only=info_hash is None,
             name=name,
             trackers=tuple(dict.fromkeys(trackers)),
             web_seeds=tuple(dict.fromkeys(web_seeds)),
@@ -89,8 +104,10 @@ class Magnet:
         )
 
     def to_uri(self) -> str:
-        """Build the magnet URI (hex info hash; parameters in BEP 9 order)."""
-        parts = [f"xt=urn:btih:{self.info_hash.hex()}"]
+        """Build the magnet URI (hex info hashes; parameters in BEP 9 order)."""
+        parts = [] if self.v2_only else [f"xt=urn:btih:{self.info_hash.hex()}"]
+        if self.info_hash_v2 is not None:
+            parts.append(f"xt=urn:btmh:{_SHA256_MULTIHASH}{self.info_hash_v2.hex()}")
         if self.name:
             parts.append("dn=" + quote(self.name, safe=""))
         parts.extend("tr=" + quote(t, safe="") for t in self.trackers)
@@ -115,13 +132,22 @@ def _magnet_query(uri: str) -> str:
     return parts.query
 
 
-def _require_v1(info_hash: bytes | None, *, saw_v2: bool) -> bytes:
-    """The v1 info hash; its absence is an error that says whether a v2 one was there."""
-    if info_hash is None:
-        if saw_v2:
-            raise MetainfoError("v2-only magnet links (urn:btmh) are not supported", "magnet.xt")
-        raise MetainfoError("no 'xt=urn:btih:' info hash", "magnet.xt")
-    return info_hash
+#: Multihash prefix of a SHA-256 digest: code 0x12, length 0x20 (BEP 52 magnets).
+_SHA256_MULTIHASH = "1220"
+
+
+def _decode_btmh(text: str) -> bytes:
+    if not text.lower().startswith(_SHA256_MULTIHASH):
+        raise MetainfoError(
+            f"{text[:8]!r}...: only SHA-256 multihashes ('1220' + 64 hex) are known", "magnet.xt"
+        )
+    digest = text[len(_SHA256_MULTIHASH) :]
+    if len(digest) != 64:
+        raise MetainfoError(f"a v2 info hash is 64 hex characters, got {len(digest)}", "magnet.xt")
+    try:
+        return binascii.unhexlify(digest)
+    except (binascii.Error, ValueError):
+        raise MetainfoError(f"{digest!r} is not a hex info hash", "magnet.xt") from None
 
 
 def _decode_btih(text: str) -> bytes:

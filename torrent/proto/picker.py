@@ -42,6 +42,13 @@ half done: in ``tests/unit/test_sim_swarm.py`` the seed then sends 3.5 copies, n
 the leechers hold a full copy between them. Partials do go strictly first while picking at
 random and once ``max_partials`` pieces are downloading.
 
+Padding (BEP 47, and the gaps of a v2 torrent's piece space): the caller names the byte
+ranges that are padding. A block that lies wholly inside padding is never requested: it
+counts as received from the start (the caller's piece buffer holds zeros there), and the
+padding's bytes are left out of ``bytes_wanted``, ``bytes_done`` and ``left``, so progress
+and the tracker's ``left`` count real data only. A block that is partly padding is
+requested as usual (peers send the zeros).
+
 Left out: piece affinity by peer speed, suggested pieces (BEP 6 ``suggest``), and the
 ``allowed fast`` set is only supported through ``pick(..., restrict_to=...)``.
 """
@@ -150,14 +157,16 @@ class _Download:
 
     __slots__ = ("contrib", "free", "hint", "num_blocks", "piece", "received", "req", "state")
 
-    def __init__(self, piece: int, num_blocks: int) -> None:
+    def __init__(self, piece: int, num_blocks: int, padding: tuple[int, ...] = ()) -> None:
         self.piece = piece
         self.num_blocks = num_blocks
         self.state = bytearray(num_blocks)
         self.req: list[dict[PeerKey, float] | None] = [None] * num_blocks
         self.contrib: list[PeerKey | None] = [None] * num_blocks
-        self.free = num_blocks
-        self.received = 0
+        for b in padding:  # wholly padding: never requested, present from the start
+            self.state[b] = _RECEIVED
+        self.free = num_blocks - len(padding)
+        self.received = len(padding)
         #: No free block below this index.
         self.hint = 0
 
@@ -254,6 +263,8 @@ class Picker:
         endgame_max_requesters: in endgame, how many peers may be asked for one block.
         max_partials: with this many pieces downloading, partial pieces are always picked
             before new ones, to bound the half-done pieces; default twice the peers, at least 32.
+        padding: ``(offset, length)`` byte ranges of the payload that are padding (see the
+            module docstring).
 
     Raises:
         ValueError: the geometry is inconsistent or a priority is out of range.
@@ -273,6 +284,7 @@ class Picker:
         ban_after_failures: int = 2,
         endgame_max_requesters: int = 3,
         max_partials: int | None = None,
+        padding: Iterable[tuple[int, int]] = (),
     ) -> None:
         if piece_length <= 0 or total_length <= 0 or num_pieces <= 0:
             raise ValueError("piece_length, total_length and num_pieces must be positive")
@@ -289,15 +301,21 @@ class Picker:
         self._rng = rng if rng is not None else _SHARED_RNG
         self._last_piece_length = total_length - (num_pieces - 1) * piece_length
         self._blocks_per_piece = -(-piece_length // BLOCK_SIZE)
+        #: Per piece with padding: its blocks that are wholly padding, and its padding bytes.
+        self._pad_blocks: dict[int, tuple[int, ...]] = {}
+        self._pad_bytes: dict[int, int] = {}
+        self._map_padding(padding)
 
         self._have = bytearray(num_pieces)
         self._num_have = 0
+        self._bytes_have = 0
         for i in have:
             if not 0 <= i < num_pieces:
                 raise ValueError(f"have: piece {i} out of range")
             if not self._have[i]:
                 self._have[i] = 1
                 self._num_have += 1
+                self._bytes_have += self.data_size(i)
         self._prio = bytearray([DEFAULT_PRIORITY] * num_pieces)
         self._avail = [0] * num_pieces
         self._seeds = 0
@@ -327,6 +345,37 @@ class Picker:
 
     def num_blocks(self, piece: int) -> int:
         return -(-self.piece_size(piece) // BLOCK_SIZE)
+
+    def data_size(self, piece: int) -> int:
+        """Bytes of ``piece`` that are not padding."""
+        return self.piece_size(piece) - self._pad_bytes.get(piece, 0)
+
+    def padding_blocks(self, piece: int) -> tuple[int, ...]:
+        """Indices of the blocks of ``piece`` that are wholly padding (never requested)."""
+        return self._pad_blocks.get(piece, ())
+
+    def _wanted_blocks(self, piece: int) -> int:
+        return self.num_blocks(piece) - len(self._pad_blocks.get(piece, ()))
+
+    def _map_padding(self, padding: Iterable[tuple[int, int]]) -> None:
+        pad_bytes = self._pad_bytes
+        whole: dict[int, list[int]] = {}
+        for offset, length in padding:
+            end = offset + length
+            if length <= 0:
+                continue
+            if offset < 0 or end > self.total_length:
+                raise ValueError(f"padding {offset}+{length} lies outside the torrent")
+            for p in range(offset // self.piece_length, (end - 1) // self.piece_length + 1):
+                base = p * self.piece_length
+                lo, hi = max(offset, base) - base, min(end, base + self.piece_size(p)) - base
+                pad_bytes[p] = pad_bytes.get(p, 0) + hi - lo
+                first = -(-lo // BLOCK_SIZE)
+                for b in range(first, self.num_blocks(p)):
+                    if min((b + 1) * BLOCK_SIZE, self.piece_size(p)) > hi:
+                        break
+                    whole.setdefault(p, []).append(b)
+        self._pad_blocks = {p: tuple(sorted(set(bs))) for p, bs in whole.items()}
 
     def block(self, piece: int, index: int) -> Block:
         """The ``index``-th block of ``piece`` (the last block of a piece may be shorter)."""
@@ -422,14 +471,14 @@ class Picker:
         for i in range(self.num_pieces):
             if not self._prio[i]:
                 continue
-            size = self.piece_size(i)
+            size = self.data_size(i)
             wanted += size
             pieces_wanted += 1
             if self._have[i]:
                 wanted_done += size
             else:
                 d = self._downloads.get(i)
-                free += d.free if d is not None else self.num_blocks(i)
+                free += d.free if d is not None else self._wanted_blocks(i)
         self._free_blocks = free
         self._bytes_wanted = wanted
         self._wanted_done = wanted_done
@@ -716,7 +765,7 @@ class Picker:
         self._bound = None
         level = self._levels[self._prio[p]]
         level.remove(p, self._avail[p])
-        d = _Download(p, self.num_blocks(p))
+        d = _Download(p, self.num_blocks(p), self._pad_blocks.get(p, ()))
         self._downloads[p] = d
         self._open[p] = d
         return d
@@ -951,8 +1000,9 @@ class Picker:
             return False
         self._have[piece] = 1
         self._num_have += 1
+        self._bytes_have += self.data_size(piece)
         if self._prio[piece]:
-            self._wanted_done += self.piece_size(piece)
+            self._wanted_done += self.data_size(piece)
         d = self._downloads.pop(piece, None)
         if d is not None:
             self._forget_requests(piece, d)
@@ -963,7 +1013,7 @@ class Picker:
             if self._pos[piece] >= 0:
                 self._levels[self._prio[piece]].remove(piece, self._avail[piece])
             if self._prio[piece]:
-                self._free_blocks -= self.num_blocks(piece)
+                self._free_blocks -= self._wanted_blocks(piece)
         return True
 
     def _forget_requests(self, piece: int, d: _Download) -> None:
@@ -1001,7 +1051,7 @@ class Picker:
                 ban.add(q)
         self._bound = None
         if self._prio[piece]:
-            self._free_blocks += d.num_blocks - d.free
+            self._free_blocks += self._wanted_blocks(piece) - d.free
             self._levels.setdefault(self._prio[piece], _Buckets(self._pos)).add(piece, self._avail[piece])
         if piece < self._seq_next:
             self._seq_next = piece
@@ -1025,10 +1075,8 @@ class Picker:
 
     @property
     def bytes_done(self) -> int:
-        done = self._num_have * self.piece_length
-        if self._have[-1]:
-            done -= self.piece_length - self._last_piece_length
-        return done
+        """Bytes of the verified pieces, padding left out."""
+        return self._bytes_have
 
     @property
     def bytes_wanted(self) -> int:

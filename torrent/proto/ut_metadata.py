@@ -287,7 +287,9 @@ class MetadataAssembler:
         if asm.done: info_bytes = asm.result
 
     Args:
-        info_hash: the SHA-1 the metadata must hash to.
+        info_hash: the SHA-1 the metadata must hash to (for a v2-only link: the
+            truncated v2 hash, which names the torrent on the wire).
+        info_hash_v2: BEP 52: the SHA-256 the metadata must hash to as well.
         max_size: the largest metadata accepted.
         request_timeout_s: a request unanswered this long goes back to the pool.
         reject_backoff_s: after a reject, do not ask that peer again for this long.
@@ -304,6 +306,7 @@ class MetadataAssembler:
         self,
         info_hash: bytes,
         *,
+        info_hash_v2: bytes | None = None,
         max_size: int = MAX_METADATA_SIZE,
         request_timeout_s: float = 10.0,
         reject_backoff_s: float = 5.0,
@@ -313,6 +316,10 @@ class MetadataAssembler:
         if len(info_hash) != 20:
             raise ValueError("info_hash must be 20 bytes")
         self.info_hash = InfoHash(bytes(info_hash))
+        # BEP 52: a v2 (btmh) link is checked with SHA-256 over the same bytes; a hybrid
+        # link with both hashes must match both.
+        self.info_hash_v2 = info_hash_v2
+        self._check_v1 = info_hash_v2 is None or info_hash_v2[:20] != self.info_hash
         self.max_size = max_size
         self.request_timeout_s = request_timeout_s
         self.reject_backoff_s = reject_backoff_s
@@ -498,7 +505,8 @@ class MetadataAssembler:
 
     def _verify(self, copy: _Copy) -> None:
         whole = b"".join(p for p in copy.pieces if p is not None)
-        if hashlib.sha1(whole).digest() == self.info_hash:
+        v1_ok = not self._check_v1 or hashlib.sha1(whole).digest() == self.info_hash
+        if v1_ok and (self.info_hash_v2 is None or hashlib.sha256(whole).digest() == self.info_hash_v2):
             self.result = whole
             for (piece, peer), digest in self._suspects.items():
                 start = piece * METADATA_PIECE_SIZE

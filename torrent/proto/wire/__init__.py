@@ -1,6 +1,6 @@
 """Sans-IO peer wire protocol: bytes in → events out, events in → bytes out, one object per connection.
 
-Covers BEP 3 (handshake and every message), BEP 6 (fast extension: have all, have none, suggest
+Covers BEP 3 (handshake and every message), BEP 52 (hash request, hashes, hash reject), BEP 6 (fast extension: have all, have none, suggest
 piece, reject request, allowed fast, and the changed choke/cancel semantics), BEP 10 (extension
 protocol: the extension handshake and routing of extended message ids to names) and the BEP 5
 ``port`` message and reserved bit. It does no I/O and reads no clock: the caller passes ``now``
@@ -75,7 +75,10 @@ Public API:
   :class:`Unchoke`, :class:`Interested`, :class:`NotInterested`, :class:`Have`,
   :class:`Bitfield`, :class:`Request`, :class:`Block`, :class:`Cancel`, :class:`Port`,
   :class:`HaveAll`, :class:`HaveNone`, :class:`SuggestPiece`, :class:`RejectRequest`,
-  :class:`AllowedFast`, :class:`ExtensionHandshake`, :class:`ExtendedMessage`; receive-only:
+  :class:`AllowedFast`, :class:`ExtensionHandshake`, :class:`ExtendedMessage`, BEP 52's
+  :class:`HashRequest`, :class:`Hashes` and :class:`HashReject` (a ``hashes`` or
+  ``hash reject`` must answer a request we sent; one asking for more than 512 nodes is
+  rejected for us; at most 64 of ours in flight); receive-only:
   :class:`UnrequestedBlock`, :class:`ConnectionClosed`.
 * :func:`peek_info_hash`, :func:`encode_handshake`, :func:`parse_handshake`, :func:`encode`
   (stateless encoding of one message), :class:`MessageId`, :class:`FrameBuffer`,
@@ -108,6 +111,9 @@ from torrent.proto.wire.events import (
     ExtendedMessage,
     ExtensionHandshake,
     Handshake,
+    Hashes,
+    HashReject,
+    HashRequest,
     Have,
     HaveAll,
     HaveNone,
@@ -144,6 +150,9 @@ __all__ = [
     "ExtensionHandshake",
     "FrameBuffer",
     "Handshake",
+    "HashReject",
+    "HashRequest",
+    "Hashes",
     "Have",
     "HaveAll",
     "HaveNone",

@@ -31,6 +31,9 @@ from torrent.proto.wire.events import (
     ExtendedMessage,
     ExtensionHandshake,
     Handshake,
+    Hashes,
+    HashReject,
+    HashRequest,
     Have,
     HaveAll,
     HaveNone,
@@ -49,6 +52,8 @@ from torrent.types import InfoHash
 __all__ = [
     "EXT_HDR_STRUCT",
     "HANDSHAKE_LENGTH",
+    "HASH_FIELDS_STRUCT",
+    "HASH_MSG_STRUCT",
     "INDEX_MSG_STRUCT",
     "LEN_ID_STRUCT",
     "MESSAGE_NAMES",
@@ -64,6 +69,7 @@ __all__ = [
     "check_prefix",
     "encode",
     "encode_handshake",
+    "encode_hash_message",
     "encode_triple",
     "parse_handshake",
     "peek_info_hash",
@@ -85,6 +91,25 @@ TRIPLE_MSG_STRUCT = struct.Struct(">IBIII")
 PIECE_HDR_STRUCT = struct.Struct(">IBII")
 PORT_MSG_STRUCT = struct.Struct(">IBH")
 EXT_HDR_STRUCT = struct.Struct(">IBB")
+#: BEP 52 hash request / hashes / hash reject header: length, id, pieces root, base layer,
+#: index, length, proof layers.
+HASH_MSG_STRUCT = struct.Struct(">IB32sIIII")
+#: The same fields without the length prefix and id (as the receive side reads them).
+HASH_FIELDS_STRUCT = struct.Struct(">32sIIII")
+
+
+def encode_hash_message(
+    msg_id: int,
+    root: bytes,
+    base_layer: int,
+    index: int,
+    length: int,
+    proof_layers: int,
+    hashes: Sequence[bytes] = (),
+) -> bytes:
+    """A BEP 52 hash request, hashes or hash reject message."""
+    body = b"".join(hashes)
+    return HASH_MSG_STRUCT.pack(49 + len(body), msg_id, root, base_layer, index, length, proof_layers) + body
 
 
 def _names_table() -> list[str]:
@@ -186,6 +211,21 @@ def encode(event: Event, extended_id: int | None = None) -> bytes:
             return LEN_ID_STRUCT.pack(1 + len(bits), MessageId.BITFIELD) + bits
         if isinstance(event, Port):
             return PORT_MSG_STRUCT.pack(3, MessageId.PORT, event.port)
+        if isinstance(event, (HashRequest, HashReject)):
+            msg_id = MessageId.HASH_REQUEST if isinstance(event, HashRequest) else MessageId.HASH_REJECT
+            return encode_hash_message(
+                msg_id, event.pieces_root, event.base_layer, event.index, event.length, event.proof_layers
+            )
+        if isinstance(event, Hashes):
+            return encode_hash_message(
+                MessageId.HASHES,
+                event.pieces_root,
+                event.base_layer,
+                event.index,
+                event.length,
+                event.proof_layers,
+                event.hashes,
+            )
         if isinstance(event, ExtensionHandshake):
             payload = bencoding.encode(dict(event.fields))
             return EXT_HDR_STRUCT.pack(2 + len(payload), MessageId.EXTENDED, EXTENDED_HANDSHAKE_ID) + payload

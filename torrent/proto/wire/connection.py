@@ -19,6 +19,7 @@ from torrent.proto.pieceset import PieceSet
 from torrent.proto.wire.codec import (
     EXT_HDR_STRUCT,
     HANDSHAKE_LENGTH,
+    HASH_FIELDS_STRUCT,
     INDEX_MSG_STRUCT,
     MESSAGE_NAMES,
     PIECE_HDR_STRUCT,
@@ -32,6 +33,7 @@ from torrent.proto.wire.codec import (
     check_prefix,
     encode,
     encode_handshake,
+    encode_hash_message,
     encode_triple,
     parse_handshake,
 )
@@ -51,6 +53,9 @@ from torrent.proto.wire.events import (
     ExtendedMessage,
     ExtensionHandshake,
     Handshake,
+    Hashes,
+    HashReject,
+    HashRequest,
     Have,
     HaveAll,
     HaveNone,
@@ -69,6 +74,9 @@ from torrent.proto.wire.events import (
 from torrent.proto.wire.limits import (
     DEFAULT_MAX_PEER_REQUESTS,
     MAX_EXTENDED_PAYLOAD,
+    MAX_HASH_REQUEST_LENGTH,
+    MAX_HASHES_PER_MESSAGE,
+    MAX_MERKLE_LAYER,
     MAX_UNKNOWN_BITFIELD,
     MAX_UNKNOWN_HAVES,
     bitfield_limit,
@@ -111,6 +119,9 @@ class ConnectionStats:
 
 
 _Key = tuple[int, int, int]  # (index, begin, length)
+_HashKey = tuple[bytes, int, int, int, int]  # BEP 52: (pieces root, base layer, index, length, proof layers)
+#: Our own hash requests in flight on one connection (each asks for up to 512 nodes).
+MAX_OUR_HASH_REQUESTS: Final = 64
 
 
 class PeerProtocol:
@@ -236,6 +247,8 @@ class PeerProtocol:
         # Requests: (index, begin, length) -> time sent, ours; theirs -> time received.
         self._our_requests: dict[_Key, float] = {}
         self._cancelled: set[_Key] = set()
+        #: Our BEP 52 hash requests awaiting their hashes or hash reject.
+        self._our_hash_requests: set[_HashKey] = set()
         self._peer_requests: dict[_Key, float] = {}
         # Time: starts at ``now``, or at the first ``now`` passed to receive_data/send.
         self._clock_started = now is not None
@@ -275,6 +288,9 @@ class PeerProtocol:
             MessageId.REJECT_REQUEST: self._on_reject,
             MessageId.ALLOWED_FAST: self._on_allowed_fast,
             MessageId.EXTENDED: self._on_extended,
+            MessageId.HASH_REQUEST: self._on_hash_request,
+            MessageId.HASHES: self._on_hashes,
+            MessageId.HASH_REJECT: self._on_hash_reject,
         }
 
     # -- geometry ---------------------------------------------------------------------------------
@@ -635,6 +651,83 @@ class PeerProtocol:
             self.allowed_fast.add(index)
         return AllowedFast(index)
 
+    # -- BEP 52 hash messages ---------------------------------------------------------------------
+
+    def _hash_fields(self, view: memoryview, start: int, name: str) -> _HashKey:
+        root, base, index, n, proof = HASH_FIELDS_STRUCT.unpack_from(view, start + 1)
+        if base > MAX_MERKLE_LAYER or proof > MAX_MERKLE_LAYER:
+            raise RemoteProtocolError(f"{name}: base layer {base} or {proof} proof layers out of range")
+        if n == 0 or n & (n - 1) or index % n:
+            raise RemoteProtocolError(f"{name}: index {index} and length {n} break BEP 52's rules")
+        return (bytes(root), base, index, n, proof)
+
+    def _on_hash_request(self, view: memoryview, start: int, length: int) -> Event | None:
+        self._their_transition(Kind.NEUTRAL, "hash request")
+        key = self._hash_fields(view, start, "hash request")
+        if key[3] > MAX_HASH_REQUEST_LENGTH:
+            # BEP 52: "SHOULD NOT be greater than 512": refused, the peer stays.
+            self._outbox.append(encode_hash_message(MessageId.HASH_REJECT, *key))
+            return None
+        return HashRequest(*key)
+
+    def _on_hashes(self, view: memoryview, start: int, length: int) -> Event:
+        self._their_transition(Kind.NEUTRAL, "hashes")
+        key = self._hash_fields(view, start, "hashes")
+        if key not in self._our_hash_requests:
+            raise RemoteProtocolError("hashes for a hash request we never sent")  # BEP 52: MUST correlate
+        body = view[start + 49 : start + length]
+        if len(body) % 32 or not body or len(body) // 32 > min(MAX_HASHES_PER_MESSAGE, key[3] + key[4]):
+            raise RemoteProtocolError(f"hashes: {len(body)} bytes do not fit the request")
+        self._our_hash_requests.discard(key)
+        return Hashes(*key, tuple(bytes(body[i : i + 32]) for i in range(0, len(body), 32)))
+
+    def _on_hash_reject(self, view: memoryview, start: int, length: int) -> Event:
+        self._their_transition(Kind.NEUTRAL, "hash reject")
+        key = self._hash_fields(view, start, "hash reject")
+        if key not in self._our_hash_requests:
+            raise RemoteProtocolError("hash reject for a hash request we never sent")
+        self._our_hash_requests.discard(key)
+        return HashReject(*key)
+
+    def _our_hash_key(self, event: HashRequest | Hashes | HashReject, name: str) -> _HashKey:
+        key = (event.pieces_root, event.base_layer, event.index, event.length, event.proof_layers)
+        n = event.length
+        if (
+            len(event.pieces_root) != 32
+            or not 0 < n <= MAX_HASH_REQUEST_LENGTH
+            or n & (n - 1)
+            or event.index % n
+        ):
+            raise LocalProtocolError(f"{name}: {key[1:]} breaks BEP 52's rules")
+        if not 0 <= event.base_layer <= MAX_MERKLE_LAYER or not 0 <= event.proof_layers <= MAX_MERKLE_LAYER:
+            raise LocalProtocolError(f"{name}: layers out of range")
+        return key
+
+    def _send_hash_request(self, event: HashRequest) -> bytes:
+        key = self._our_hash_key(event, "hash request")
+        if len(self._our_hash_requests) >= MAX_OUR_HASH_REQUESTS:
+            raise LocalProtocolError(f"more than {MAX_OUR_HASH_REQUESTS} hash requests outstanding")
+        self._our_transition(Kind.NEUTRAL, "hash request")
+        self._our_hash_requests.add(key)
+        return encode_hash_message(MessageId.HASH_REQUEST, *key)
+
+    def _send_hashes(self, event: Hashes) -> bytes:
+        key = self._our_hash_key(event, "hashes")
+        if not 0 < len(event.hashes) <= MAX_HASHES_PER_MESSAGE or any(len(h) != 32 for h in event.hashes):
+            raise LocalProtocolError("hashes: 1 to 576 hashes of 32 bytes each")
+        self._our_transition(Kind.NEUTRAL, "hashes")
+        return encode_hash_message(MessageId.HASHES, *key, event.hashes)
+
+    def _send_hash_reject(self, event: HashReject) -> bytes:
+        key = self._our_hash_key(event, "hash reject")
+        self._our_transition(Kind.NEUTRAL, "hash reject")
+        return encode_hash_message(MessageId.HASH_REJECT, *key)
+
+    @property
+    def hash_requests_outstanding(self) -> int:
+        """Our hash requests not answered yet."""
+        return len(self._our_hash_requests)
+
     def _on_extended(self, view: memoryview, start: int, length: int) -> Event | None:
         if not self.extension_protocol:
             raise RemoteProtocolError("peer sent an extended message but BEP 10 was not negotiated")
@@ -963,6 +1056,9 @@ class PeerProtocol:
         AllowedFast: _send_allowed_fast,
         ExtensionHandshake: _send_extension_handshake,
         ExtendedMessage: _send_extended,
+        HashRequest: _send_hash_request,
+        Hashes: _send_hashes,
+        HashReject: _send_hash_reject,
     }
 
     # -- bookkeeping queries ----------------------------------------------------------------------

@@ -32,6 +32,9 @@ __all__ = [
     "ExtendedMessage",
     "ExtensionHandshake",
     "Handshake",
+    "HashReject",
+    "HashRequest",
+    "Hashes",
     "Have",
     "HaveAll",
     "HaveNone",
@@ -77,6 +80,10 @@ class MessageId(enum.IntEnum):
     ALLOWED_FAST = 0x11
     # BEP 10
     EXTENDED = 20
+    # BEP 52
+    HASH_REQUEST = 21
+    HASHES = 22
+    HASH_REJECT = 23
 
 
 #: Extended message id 0 is the extension handshake (BEP 10).
@@ -277,6 +284,59 @@ class AllowedFast:
 
 
 @dataclass(frozen=True, slots=True)
+class HashRequest:
+    """Ask for ``length`` nodes of one file's merkle tree (BEP 52 ``hash request``).
+
+    Attributes:
+        pieces_root: the file's root (32 bytes).
+        base_layer: the layer of the nodes asked for, counted from the leaves (0); the
+            piece layer is ``log2(piece_length / 16 KiB)``.
+        index: the first node's index in that layer, a multiple of ``length``.
+        length: how many nodes: a power of two (at least 2, unless the layer is shorter).
+        proof_layers: how many ancestor layers of uncles to add, so the nodes can be
+            checked against the root.
+    """
+
+    pieces_root: bytes
+    base_layer: int
+    index: int
+    length: int
+    proof_layers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hashes:
+    """The answer to a :class:`HashRequest` (BEP 52 ``hashes``): the same five fields,
+    then the ``length`` nodes and the uncles from the run's subtree up."""
+
+    pieces_root: bytes
+    base_layer: int
+    index: int
+    length: int
+    proof_layers: int
+    hashes: tuple[bytes, ...]
+
+    @property
+    def request(self) -> HashRequest:
+        return HashRequest(self.pieces_root, self.base_layer, self.index, self.length, self.proof_layers)
+
+
+@dataclass(frozen=True, slots=True)
+class HashReject:
+    """The sender will not answer this :class:`HashRequest` (BEP 52 ``hash reject``)."""
+
+    pieces_root: bytes
+    base_layer: int
+    index: int
+    length: int
+    proof_layers: int
+
+    @property
+    def request(self) -> HashRequest:
+        return HashRequest(self.pieces_root, self.base_layer, self.index, self.length, self.proof_layers)
+
+
+@dataclass(frozen=True, slots=True)
 class ExtensionHandshake:
     """The BEP 10 extension handshake: extended message id 0, a bencoded dict.
 
@@ -392,6 +452,9 @@ Event = Union[
     SuggestPiece,
     RejectRequest,
     AllowedFast,
+    HashRequest,
+    Hashes,
+    HashReject,
     ExtensionHandshake,
     ExtendedMessage,
     ConnectionClosed,

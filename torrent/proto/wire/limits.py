@@ -17,7 +17,11 @@ from torrent.types import BLOCK_SIZE
 
 __all__ = [
     "DEFAULT_MAX_PEER_REQUESTS",
+    "HASH_REQUEST_SIZE",
     "MAX_EXTENDED_PAYLOAD",
+    "MAX_HASHES_PER_MESSAGE",
+    "MAX_HASH_REQUEST_LENGTH",
+    "MAX_MERKLE_LAYER",
     "MAX_UNKNOWN_BITFIELD",
     "MAX_UNKNOWN_HAVES",
     "bitfield_limit",
@@ -33,6 +37,16 @@ MAX_UNKNOWN_BITFIELD: Final = 1 << 17
 MAX_UNKNOWN_HAVES: Final = 1 << 16
 #: Default cap on requests a peer may have pending with us (libtorrent's default request queue).
 DEFAULT_MAX_PEER_REQUESTS: Final = 500
+#: BEP 52 hash request / hash reject: id, a 32-byte root, four 32-bit fields.
+HASH_REQUEST_SIZE: Final = 1 + 32 + 16
+#: Most nodes one hash request may ask for (BEP 52: "SHOULD NOT be greater than 512"); we
+#: answer larger ones with a hash reject.
+MAX_HASH_REQUEST_LENGTH: Final = 512
+#: Highest layer (and most proof layers) that can exist: a file of 2**30 - 1 blocks (the
+#: largest libtorrent loads) has a tree 30 layers tall; 64 is a generous bound.
+MAX_MERKLE_LAYER: Final = 64
+#: Most hashes a ``hashes`` message may carry: a full run plus one uncle per layer.
+MAX_HASHES_PER_MESSAGE: Final = MAX_HASH_REQUEST_LENGTH + MAX_MERKLE_LAYER
 
 _ONE_BYTE: Final = (
     MessageId.CHOKE,
@@ -81,4 +95,7 @@ def frame_limits(num_pieces: int | None) -> list[tuple[int, int]]:
     limits[MessageId.PIECE] = (10, 9 + BLOCK_SIZE)  # a block of 1..16 KiB (BEP 3)
     limits[MessageId.PORT] = (3, 3)  # BEP 5: a 16-bit port
     limits[MessageId.EXTENDED] = (2, 2 + MAX_EXTENDED_PAYLOAD)  # BEP 10: extended id + payload
+    limits[MessageId.HASH_REQUEST] = (HASH_REQUEST_SIZE, HASH_REQUEST_SIZE)  # BEP 52
+    limits[MessageId.HASH_REJECT] = (HASH_REQUEST_SIZE, HASH_REQUEST_SIZE)
+    limits[MessageId.HASHES] = (HASH_REQUEST_SIZE, HASH_REQUEST_SIZE + 32 * MAX_HASHES_PER_MESSAGE)
     return limits

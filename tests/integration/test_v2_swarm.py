@@ -1,0 +1,74 @@
+"""v2-only and hybrid torrents (BEP 52) between our own clients: file selection,
+sequential mode, resume and recheck work as for v1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from cli.cmd_download import file_priorities
+from tests.integration.swarm_helpers import make_payload, our_tracker, same_tree
+from torrent import config
+from torrent.create import create
+from torrent.engine.session import Session
+
+FILES = {"a.bin": 200_001, "b/c.bin": 333_333, "b/d.txt": 1_234, "e.bin": 150_000}
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+async def test_selected_files_sequentially_then_resume_and_recheck(tmp_path: Path, fmt: str) -> None:
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    async with asyncio.timeout(60), our_tracker() as tracker:
+        meta = create(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]], torrent_format=fmt)
+        # Indices count real files only (as `pytorrent info` lists them): 1 is b/c.bin.
+        prio = file_priorities(meta, "1,e.bin")
+        assert prio is not None
+        assert [f.path_str for f, p in zip(meta.info.files, prio, strict=True) if p] == ["b/c.bin", "e.bin"]
+        async with Session(config.testing_settings()) as seed_s:
+            seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+            await seed.wait_checked()
+            async with Session(config.testing_settings()) as leech_s:
+                leech = await leech_s.add_torrent(
+                    meta, tmp_path / "leech", file_priorities=prio, sequential=True, seed=False
+                )
+                await leech.wait_complete()
+                st = leech.statistics()
+            assert st.wanted_bytes == 333_333 + 150_000
+            for name in ("b/c.bin", "e.bin"):
+                assert (tmp_path / "leech" / "multi" / name).read_bytes() == (content / name).read_bytes()
+            assert not (tmp_path / "leech" / "multi" / "a.bin").exists()
+            # Every file now: the resume state keeps what was verified.
+            async with Session(config.testing_settings()) as leech_s:
+                leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False)
+                await leech.wait_complete()
+                again = leech.statistics()
+            assert again.downloaded_bytes < 200_001 + 1_234 + 3 * 32 * 1024
+            assert same_tree(content, tmp_path / "leech" / "multi")
+            # A full recheck from disk passes every piece by its merkle node (and SHA-1).
+            async with Session(config.testing_settings()) as check_s:
+                t = await check_s.add_torrent(meta, tmp_path / "leech", seed=False, recheck=True)
+                await t.wait_complete()
+                assert t.statistics().downloaded_bytes == 0
+
+
+async def test_a_hybrid_answers_to_its_v1_and_its_truncated_v2_hash(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    pstr = b"\x13BitTorrent protocol" + bytes(8)
+    async with asyncio.timeout(20), Session(config.testing_settings().replace(encryption="off")) as s:
+        t = await s.add_torrent(meta, tmp_path / "seed")
+        await t.wait_checked()
+        for named in (meta.info_hash, meta.info_hash_v2[:20], b"\x01" * 20):
+            r, w = await asyncio.open_connection("127.0.0.1", s.port)
+            w.write(pstr + named + b"-XX0001-" + b"x" * 12)
+            try:
+                answer = await r.readexactly(68)
+            except asyncio.IncompleteReadError:
+                answer = b""
+            finally:
+                w.close()
+            # Answered with the hash the peer named; an unknown hash is hung up on.
+            assert answer[28:48] == (named if named != b"\x01" * 20 else b"")

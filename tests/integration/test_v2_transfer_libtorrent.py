@@ -1,0 +1,162 @@
+"""v2-only and hybrid torrents (BEP 52) between our client and libtorrent, both ways, each
+checked byte for byte; a btmh magnet from a libtorrent seed.
+
+libtorrent runs TCP only with DHT/LSD/UPnP/NAT-PMP off, inside a loopback-only network
+namespace (elsewhere these tests skip; under ``CI=true`` they fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.integration.swarm_helpers import make_payload, our_tracker, same_tree
+from tests.interop.conftest import isolation_problem, skip_or_fail
+from tests.polling import wait_until
+from torrent import config
+from torrent.create import create
+from torrent.engine.session import Session
+from torrent.proto.magnet import Magnet
+from torrent.proto.metainfo import Metainfo
+from torrent.types import BLOCK_SIZE
+
+pytestmark = pytest.mark.interop
+
+FILES = {"a/one.bin": 300_001, "a/two.txt": 5_000, "b.bin": 1_048_576, "c/empty": 0, "d.bin": 77_777}
+
+
+@pytest.fixture
+def isolated() -> None:
+    why = isolation_problem()
+    if why:
+        skip_or_fail(f"{why}: libtorrent runs only in a loopback-only network namespace (make test as root)")
+    try:
+        import libtorrent  # noqa: F401
+    except ImportError:
+        skip_or_fail("libtorrent (PyPI) is not installed")
+
+
+def _requested_bytes(meta: Metainfo) -> int:
+    """Each file's blocks, its last one whole when padding follows it (a hybrid's last
+    file has padding after it too; a v2-only torrent's ends with its last byte)."""
+    total = 0
+    for f in meta.info.files:
+        if f.length and not f.padding:
+            padded = f.offset + f.length < meta.info.total_length
+            total += -(-f.length // BLOCK_SIZE) * BLOCK_SIZE if padded else f.length
+    return total
+
+
+async def _lt_tree_written(content: Path, got: Path) -> None:
+    # libtorrent 2 writes through memory-mapped files: poll until the bytes are there.
+    await wait_until(lambda: same_tree(content, got), timeout_s=10, interval_s=0.1, what="libtorrent's files")
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+async def test_libtorrent_seed_to_us(isolated: None, tmp_path: Path, fmt: str) -> None:
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=64 * 1024, trackers=[tracker.urls()[0]], torrent_format=fmt)
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            assert ih == meta.info_hash.hex()
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                t = await ours.add_torrent(
+                    Metainfo.from_bytes(torrent_file.read_bytes()), tmp_path / "ours", seed=False
+                )
+                await t.wait_complete()
+                st = t.statistics()
+    assert same_tree(content, tmp_path / "ours" / "multi")
+    assert not (tmp_path / "ours" / "multi" / ".pad").exists()
+    # Blocks wholly of padding are never requested: we fetched the data and the zeros of
+    # each file's last, partly padded block, nothing more.
+    assert st.downloaded_bytes == _requested_bytes(meta)
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+async def test_our_seed_to_libtorrent(isolated: None, tmp_path: Path, fmt: str) -> None:
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]], torrent_format=fmt)
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        async with Session(config.testing_settings()) as ours:
+            seed = await ours.add_torrent(meta, tmp_path / "seed")
+            await seed.wait_checked()
+            assert seed.statistics().state == "seeding"
+            async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+                ih = await lt.add(torrent_file, tmp_path / "lt")
+                await lt.wait_complete(ih, timeout_s=60)
+                await _lt_tree_written(content, tmp_path / "lt" / "multi")
+    assert same_tree(content, tmp_path / "lt" / "multi")
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path, fmt: str) -> None:
+    """Metadata over BEP 9 checked against the v2 hash; a v2-only torrent's piece layers
+    then come from the seed by BEP 52 hash requests, each run proven against its root."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format=fmt)
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        assert meta.info_hash_v2 is not None
+        magnet = Magnet(
+            info_hash=meta.info_hash,
+            trackers=(tracker.urls()[0],),
+            info_hash_v2=meta.info_hash_v2,
+            v2_only=fmt == "v2",
+        )
+        link = Magnet.parse(magnet.to_uri())
+        assert ("urn:btih:" in magnet.to_uri()) == (fmt == "hybrid")
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                fetched = await ours.fetch_metadata(link)
+                assert fetched.info_bytes == meta.info_bytes
+                assert fetched.info.missing_piece_layers
+                t = await ours.add_torrent(fetched, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+                # v2-only: every layer came from the seed. A hybrid checks its pieces by
+                # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
+                assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
+    assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tmp_path: Path) -> None:
+    """libtorrent gets the metadata from us (BEP 9) and then every piece layer by BEP 52
+    hash requests, which our seed answers with proofs."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format="v2")
+        assert meta.info_hash_v2 is not None
+        async with Session(config.testing_settings()) as ours:
+            seed = await ours.add_torrent(meta, tmp_path / "seed")
+            await seed.wait_checked()
+            link = Magnet(
+                info_hash=meta.info_hash,
+                info_hash_v2=meta.info_hash_v2,
+                v2_only=True,
+                trackers=(tracker.urls()[0],),
+                peers=(("127.0.0.1", ours.port),),
+            )
+            async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+                assert isinstance(lt, LibtorrentPeer)
+                ih = await lt.add_magnet(link.to_uri(), tmp_path / "lt")
+                await lt.wait_complete(ih, timeout_s=60)
+                await _lt_tree_written(content, tmp_path / "lt" / "multi")
+    assert same_tree(content, tmp_path / "lt" / "multi")

@@ -1,0 +1,335 @@
+"""BEP 52 merkle trees: SHA-256 over 16 KiB blocks, piece layers, proofs.
+
+Each non-empty file of a v2 torrent has its own binary tree. The leaves are the SHA-256
+of the file's 16 KiB blocks (the last block may be shorter); the leaf layer is padded to
+a power of two with *pad* leaves of 32 zero bytes, and every inner node is the SHA-256
+of its two children. The root is the file's ``pieces root``.
+
+The *piece layer* is the layer where one node covers ``piece length`` bytes
+(``log2(piece_length / 16 KiB)`` layers above the leaves). A torrent's ``piece layers``
+dict holds, for each file larger than one piece, that layer's nodes up to the file's
+last piece (the nodes that cover only padding are left out). A file of one piece or less
+has no piece layer: its root is the hash of its only piece.
+
+Layers are numbered from the leaves (0) up, as the ``hash request`` message does.
+``pad_hash(k)`` is the root of a subtree of ``2**k`` pad leaves.
+
+Proofs (``hash request`` / ``hashes``, BEP 52): a run of ``length`` nodes of a base
+layer, starting at an ``index`` that is a multiple of ``length``, is checked against the
+root with one *uncle* per layer above the run's own subtree. :func:`proof` builds them
+from a full tree, :func:`verify_proof` checks them against a root.
+
+Pure: no I/O. Hashing a whole file is the caller's job (it has the bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from torrent.types import BLOCK_SIZE
+
+#: Bytes of one SHA-256 digest: every node of a v2 tree.
+HASH_SIZE = 32
+#: A leaf that stands for no data (BEP 52: "set to zero").
+ZERO_HASH = bytes(HASH_SIZE)
+#: Deepest tree we compute pad hashes for: files of up to 2**60 blocks.
+_MAX_LEVEL = 64
+
+_sha256 = hashlib.sha256
+
+
+def _build_pads() -> tuple[bytes, ...]:
+    pads = [ZERO_HASH]
+    for _ in range(_MAX_LEVEL):
+        pads.append(_sha256(pads[-1] + pads[-1]).digest())
+    return tuple(pads)
+
+
+_PADS = _build_pads()
+
+
+def pad_hash(level: int) -> bytes:
+    """Root of a subtree of ``2**level`` pad leaves (``level`` 0: the zero leaf)."""
+    return _PADS[level]
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two ``>= n`` (1 for ``n <= 1``)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def log2(n: int) -> int:
+    """``log2`` of a power of two."""
+    return n.bit_length() - 1
+
+
+def block_hashes(data: bytes | bytearray | memoryview) -> list[bytes]:
+    """SHA-256 of each 16 KiB block of ``data`` (the last one may be shorter)."""
+    view = memoryview(data)
+    return [_sha256(view[i : i + BLOCK_SIZE]).digest() for i in range(0, len(view), BLOCK_SIZE)]
+
+
+def root(nodes: Sequence[bytes], width: int, level: int = 0) -> bytes:
+    """Root of a subtree ``width`` nodes wide whose first nodes are ``nodes``.
+
+    Args:
+        nodes: the known nodes of one layer, left to right.
+        width: the layer's width, a power of two ``>= len(nodes)``; the missing nodes
+            are pads.
+        level: the layer's height above the leaves (it picks the pad).
+    """
+    if len(nodes) > width:
+        raise ValueError(f"{len(nodes)} nodes do not fit a layer of {width}")
+    layer = list(nodes)
+    while width > 1:
+        if len(layer) % 2:
+            layer.append(_PADS[level])
+        layer = [_sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+        width //= 2
+        level += 1
+    return layer[0] if layer else _PADS[level]
+
+
+def piece_hash(data: bytes | bytearray | memoryview, piece_length: int) -> bytes:
+    """The piece-layer node of one piece of a file larger than a piece.
+
+    ``data`` holds the file's bytes in that piece (shorter for its last piece).
+    """
+    return root(block_hashes(data), piece_length // BLOCK_SIZE)
+
+
+def small_file_root(data: bytes | bytearray | memoryview) -> bytes:
+    """``pieces root`` of a file of at most one piece: its blocks, padded to a power of two."""
+    leaves = block_hashes(data)
+    return root(leaves, next_pow2(len(leaves)))
+
+
+def root_from_piece_layer(layer: Sequence[bytes], piece_length: int) -> bytes:
+    """``pieces root`` of a file larger than one piece, from its piece layer."""
+    return root(layer, next_pow2(len(layer)), log2(piece_length // BLOCK_SIZE))
+
+
+def file_root(length: int, piece_nodes: Sequence[bytes], piece_length: int) -> bytes:
+    """``pieces root`` of a file of ``length`` bytes, given one node per piece.
+
+    For a file of at most one piece, ``piece_nodes`` is its only node and already the
+    root (:func:`small_file_root`).
+    """
+    if length <= piece_length:
+        return piece_nodes[0]
+    return root_from_piece_layer(piece_nodes, piece_length)
+
+
+class MerkleTree:
+    """Every layer of one file's tree, from the known leaves or a known layer up.
+
+    Built either from the leaf hashes (a seed that hashed the file) or from the piece
+    layer (a downloader that has the torrent's ``piece layers``): in the latter case the
+    layers below the piece layer are unknown, and :meth:`layer` raises ``LookupError``
+    for them.
+
+    Attributes:
+        num_leaves: the padded leaf count (a power of two).
+        base: the lowest known layer (0 for leaves, or the piece layer).
+    """
+
+    __slots__ = ("_layers", "base", "num_leaves")
+
+    def __init__(self, nodes: Sequence[bytes], num_leaves: int, base: int = 0) -> None:
+        self.num_leaves = num_leaves
+        self.base = base
+        width = num_leaves >> base
+        layers = [list(nodes)]
+        level = base
+        while width > 1:
+            below = layers[-1]
+            if len(below) % 2:
+                below = [*below, _PADS[level]]
+            layers.append([_sha256(below[i] + below[i + 1]).digest() for i in range(0, len(below), 2)])
+            width //= 2
+            level += 1
+        if not layers[-1]:
+            layers[-1] = [_PADS[level]]
+        self._layers = layers
+
+    @property
+    def root(self) -> bytes:
+        return self._layers[-1][0]
+
+    @property
+    def height(self) -> int:
+        """Layers above the leaves up to the root."""
+        return log2(self.num_leaves)
+
+    def layer(self, level: int) -> list[bytes]:
+        """The known nodes of layer ``level`` (pads at the end are not stored)."""
+        if not self.base <= level <= self.height:
+            raise LookupError(f"layer {level} is not known")
+        return self._layers[level - self.base]
+
+    def node(self, level: int, index: int) -> bytes:
+        """One node; a pad when ``index`` lies past the known nodes."""
+        nodes = self.layer(level)
+        if not 0 <= index < (self.num_leaves >> level):
+            raise IndexError(f"node {index} is outside layer {level}")
+        return nodes[index] if index < len(nodes) else _PADS[level]
+
+
+def uncles_needed(height: int, base: int, index: int, length: int, proof_layers: int) -> int:
+    """How many uncle hashes a ``hashes`` message carries (BEP 52, as libtorrent reads it).
+
+    ``proof_layers`` counts the layers above the base layer; the first ``log2(length) - 1``
+    fall inside the run's own subtree and are omitted, each later one gives one uncle,
+    from the sibling of the run's subtree up to the layer just below the root.
+    """
+    return max(0, min(proof_layers, height - base - 1) - log2(length) + 1)
+
+
+def proof(tree: MerkleTree, base: int, index: int, length: int, proof_layers: int) -> list[bytes]:
+    """The ``hashes`` payload for a request: the base layer's run, then the uncles.
+
+    Raises:
+        LookupError: the base layer is not known in ``tree``.
+        ValueError: ``index``/``length`` break BEP 52's rules.
+    """
+    _check_run(tree.height, base, index, length)
+    if base >= tree.height or proof_layers >= tree.height - base:
+        # libtorrent's rule: the root is never sent, and no layer above it is asked for.
+        raise ValueError(f"base layer {base} with {proof_layers} proof layers reaches past the root")
+    hashes = [tree.node(base, i) for i in range(index, index + length)]
+    position = index // length
+    level = base + log2(length)
+    for _ in range(uncles_needed(tree.height, base, index, length, proof_layers)):
+        hashes.append(tree.node(level, position ^ 1))
+        position //= 2
+        level += 1
+    return hashes
+
+
+def _check_run(height: int, base: int, index: int, length: int) -> None:
+    width = 1 << (height - base) if base <= height else 0
+    if length < 1 or length & (length - 1):
+        raise ValueError(f"length {length} is not a power of two")
+    if index % length or not 0 <= index < width or index + length > width:
+        raise ValueError(f"index {index} and length {length} do not fit layer {base}")
+
+
+def verify_proof(
+    expected_root: bytes,
+    height: int,
+    base: int,
+    index: int,
+    nodes: Sequence[bytes],
+    uncles: Sequence[bytes],
+) -> bool:
+    """Check a run of ``nodes`` of layer ``base`` (starting at ``index``) against a root.
+
+    ``uncles`` go from the run's subtree upwards; the run plus them must reach the
+    root of a tree ``height`` layers tall.
+    """
+    length = len(nodes)
+    try:
+        _check_run(height, base, index, length)
+    except ValueError:
+        return False
+    node = root(nodes, length, base)
+    position = index // length
+    level = base + log2(length)
+    for uncle in uncles:
+        if level >= height:
+            return False
+        node = _sha256(uncle + node).digest() if position & 1 else _sha256(node + uncle).digest()
+        position //= 2
+        level += 1
+    return level == height and node == expected_root
+
+
+#: Nodes asked for per hash request (BEP 52: a request "SHOULD NOT" ask for more than 512).
+REQUEST_RUN = 512
+
+#: One BEP 52 hash request: (pieces root, base layer, index, length, proof layers).
+HashRun = tuple[bytes, int, int, int, int]
+
+
+class PieceLayerFetch:
+    """Fetch the piece layers a torrent lacks (a v2 magnet link) from peers, checked by proof.
+
+    Each file larger than a piece needs its piece layer: ``n`` nodes of a layer
+    ``width = next_pow2(n)`` wide. It is asked for in runs of up to :data:`REQUEST_RUN`
+    nodes, each with the proof layers that reach the root, and every answer is checked
+    with :func:`verify_proof` before it is kept: a peer cannot make us accept a wrong
+    layer. A run goes to one peer at a time; a reject, a bad proof or a peer leaving
+    puts it back.
+
+    Args:
+        files: ``(pieces root, file length)`` of each file larger than one piece.
+        piece_length: the torrent's piece length (a power of two, at least 16 KiB).
+    """
+
+    def __init__(self, files: Sequence[tuple[bytes, int]], piece_length: int) -> None:
+        self.base = log2(piece_length // BLOCK_SIZE)
+        self._count: dict[bytes, int] = {}
+        self._height: dict[bytes, int] = {}
+        self._nodes: dict[bytes, list[bytes | None]] = {}
+        self._todo: dict[HashRun, None] = {}
+        self._asked: dict[HashRun, object] = {}
+        for root_hash, length in files:
+            if root_hash in self._count:
+                continue
+            n = -(-length // piece_length)
+            width = next_pow2(n)
+            run = min(REQUEST_RUN, width)
+            height = self.base + log2(width)
+            self._count[root_hash] = n
+            self._height[root_hash] = height
+            self._nodes[root_hash] = [None] * n
+            proof_layers = height - self.base - 1  # every uncle up to the root's children
+            for index in range(0, n, run):
+                self._todo[(root_hash, self.base, index, run, proof_layers)] = None
+
+    @property
+    def done(self) -> bool:
+        return not self._todo and not self._asked
+
+    def next_requests(self, peer: object, limit: int) -> list[HashRun]:
+        """Up to ``limit`` runs nobody is asked for, now asked of ``peer``."""
+        out: list[HashRun] = []
+        for key in list(self._todo):
+            if len(out) >= limit:
+                break
+            del self._todo[key]
+            self._asked[key] = peer
+            out.append(key)
+        return out
+
+    def give_back(self, peer: object, key: HashRun | None = None) -> None:
+        """``peer`` will not answer ``key`` (a reject), or any run (it left)."""
+        for run in [k for k, p in self._asked.items() if p == peer and (key is None or k == key)]:
+            del self._asked[run]
+            self._todo[run] = None
+
+    def on_hashes(self, peer: object, key: HashRun, hashes: Sequence[bytes]) -> dict[bytes, bytes]:
+        """An answer from ``peer``; returns the layers it completed (root -> nodes).
+
+        Raises:
+            ValueError: we did not ask ``peer`` for this run, or the proof does not reach
+                the root (the run is asked again elsewhere).
+        """
+        if self._asked.get(key) != peer:
+            raise ValueError("hashes for a run this peer was not asked for")
+        root_hash, base, index, length, _ = key
+        nodes, uncles = list(hashes[:length]), list(hashes[length:])
+        if len(nodes) != length or not verify_proof(
+            root_hash, self._height[root_hash], base, index, nodes, uncles
+        ):
+            self.give_back(peer, key)
+            raise ValueError("the hashes do not prove the file's pieces root")
+        del self._asked[key]
+        known = self._nodes[root_hash]
+        for i, node in enumerate(nodes):
+            if index + i < len(known):
+                known[index + i] = node
+        if all(node is not None for node in known):
+            return {root_hash: b"".join(n for n in known if n is not None)}
+        return {}
