@@ -134,13 +134,18 @@ def parse_nodes(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def add_discovery_arguments(p: argparse.ArgumentParser) -> None:
-    """``--encryption``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``, ``--no-lsd``
-    (download, seed and the daemon)."""
+    """``--encryption``, ``--no-utp``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``,
+    ``--no-lsd`` (download, seed and the daemon)."""
     p.add_argument(
         "--encryption",
         choices=("require", "prefer", "off"),
         default="prefer",
         help="MSE/PE: require it, prefer it and fall back to plaintext (default), or off",
+    )
+    p.add_argument(
+        "--no-utp",
+        action="store_true",
+        help="TCP only: neither accept nor dial uTP connections (BEP 29; on by default, dialled first)",
     )
     p.add_argument(
         "--no-dht", action="store_true", help="do not use the DHT to find peers (it is on by default)"
@@ -172,6 +177,7 @@ def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> 
         "dht_enabled": not args.no_dht,
         "pex_enabled": not args.no_pex,
         "lsd_enabled": not args.no_lsd,
+        "utp_enabled": not args.no_utp,
         "encryption": Encryption(args.encryption),
     }
     if args.dht_bootstrap is not None:

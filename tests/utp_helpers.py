@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import random
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from torrent.proto.utp import UtpConnection, UtpCounters
 
-__all__ = ["Link", "SimNet", "connected_pair"]
+__all__ = ["Link", "SimNet", "connected_pair", "in_loopback_namespace", "loopback_mtu"]
 
 
 @dataclass
@@ -128,3 +133,31 @@ def connected_pair(
     b = UtpConnection.accept(syn, seq_nr=30000, now=now, counters=c, **kw)
     assert b is not None
     return a, b, c
+
+
+def in_loopback_namespace() -> bool:
+    """``lo`` is the only interface: a namespace of the test's own (``unshare --net``)."""
+    return sorted(name for _, name in socket.if_nameindex()) == ["lo"]
+
+
+def _ip(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+
+
+@contextlib.contextmanager
+def loopback_mtu(mtu: int = 1500) -> Iterator[bool]:
+    """``lo`` at ``mtu`` inside a loopback-only namespace (yields True), restored after;
+    anywhere else ``lo`` is left alone (yields False): the host's is not ours to change.
+    (``/sys/class/net/lo/mtu`` may still show the host's value inside the namespace.)"""
+    if not in_loopback_namespace() or shutil.which("ip") is None:
+        yield False
+        return
+    show = _ip("-o", "link", "show", "lo").stdout.split()
+    before = show[show.index("mtu") + 1] if "mtu" in show else "65536"
+    if _ip("link", "set", "lo", "mtu", str(mtu)).returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _ip("link", "set", "lo", "mtu", before)

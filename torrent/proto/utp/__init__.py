@@ -12,6 +12,7 @@ The socket, the connection table and the stream the peer runs over live in
 from torrent.proto.utp.connection import INITIAL_PACKET, MAX_PACKET_V4, MAX_PACKET_V6, State, UtpConnection
 from torrent.proto.utp.counters import UtpCounters, UtpStats
 from torrent.proto.utp.packet import (
+    HEADER,
     HEADER_SIZE,
     VERSION,
     MalformedPacket,
@@ -24,6 +25,7 @@ from torrent.proto.utp.packet import (
 )
 
 __all__ = [
+    "HEADER",
     "HEADER_SIZE",
     "INITIAL_PACKET",
     "MAX_PACKET_V4",

@@ -162,6 +162,7 @@ class UtpConnection:
         self.acked_seq = (seq_nr - 1) & ACK_MASK
         self._inflight: dict[int, _Sent] = {}
         self._bytes_in_flight = 0
+        self._unacked = 0  # payload bytes in _inflight, resends included
         self._num_need_resend = 0
         self._sendbuf = bytearray()
         self._fin_pending = False
@@ -254,7 +255,7 @@ class UtpConnection:
     @property
     def send_buffer_bytes(self) -> int:
         """Bytes written and not yet acknowledged (queued plus in flight)."""
-        return len(self._sendbuf) + sum(len(p.payload) for p in self._inflight.values())
+        return len(self._sendbuf) + self._unacked
 
     @property
     def queued_bytes(self) -> int:
@@ -350,6 +351,7 @@ class UtpConnection:
         self._inflight.clear()
         self._reorder.clear()
         self._bytes_in_flight = 0
+        self._unacked = 0
 
     # ------------------------------------------------------------------ receiving
 
@@ -468,6 +470,7 @@ class UtpConnection:
                 continue  # acknowledged earlier by a SACK
             self._progress = True
             size = len(p.payload)
+            self._unacked -= size
             acked += size
             if p.need_resend:
                 self._num_need_resend -= 1
@@ -497,6 +500,7 @@ class UtpConnection:
                 continue
             self._progress = True
             size = len(p.payload)
+            self._unacked -= size
             acked += size
             if p.need_resend:
                 self._num_need_resend -= 1
@@ -642,6 +646,7 @@ class UtpConnection:
         if probe:
             self._probe_seq = seq
         self._bytes_in_flight += len(payload)
+        self._unacked += len(payload)
         wnd = self._recv_buffer - self._app_buffered - self._reorder_bytes
         cid = self.recv_id if typ == _SYN else self.send_id
         self.outgoing.append(

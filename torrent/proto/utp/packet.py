@@ -17,7 +17,7 @@ Layout of every packet (all integers big-endian)::
 
 ``extension`` names the first extension; each one is ``next type (1 byte), length (1 byte),
 payload``, a chain that ends with type 0. Type 1 is the selective ACK: a bitmask (a multiple of
-4 bytes) whose bit ``i`` (least significant bit of byte ``i // 8`` first) says that packet
+4 bytes; libtorrent sends any length) whose bit ``i`` (least significant bit of byte ``i // 8`` first) says that packet
 ``ack_nr + 2 + i`` arrived. Other extension types are skipped by their length.
 
 Two ways in: :func:`decode` gives a :class:`Packet` (tests, the manager's first look at a SYN)
@@ -104,7 +104,8 @@ def parse_extensions(data: bytes | memoryview, first: int) -> tuple[int, bytes |
 
     Returns:
         (offset of the payload, the SACK bitmask or None), or None when the chain runs past
-        the datagram or a SACK bitmask is empty or not a multiple of 4 bytes.
+        the datagram. BEP 29 makes a bitmask a multiple of 4 bytes, but libtorrent sends
+        ``ceil(bits / 8)`` bytes: any length is taken (an empty one says nothing).
     """
     off = HEADER_SIZE
     n = len(data)
@@ -118,9 +119,7 @@ def parse_extensions(data: bytes | memoryview, first: int) -> tuple[int, bytes |
         off += 2
         if off + length > n:
             return None
-        if ext == EXT_SACK:
-            if length == 0 or length % 4:
-                return None
+        if ext == EXT_SACK and length:
             sack = bytes(data[off : off + length])
         off += length
         ext = nxt

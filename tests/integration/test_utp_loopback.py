@@ -1,0 +1,266 @@
+"""uTP over real loopback UDP sockets: our stream against itself, then two sessions.
+
+Inside a loopback-only network namespace the tests set ``lo``'s MTU to 1500 first (``ip link
+set lo mtu 1500``), so packets have internet sizes; when ``tc`` is there, one transfer also
+runs under ``netem`` loss and delay. Outside such a namespace those parts are skipped (the MTU
+of the host's ``lo`` is not ours to change); the transfers themselves run anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import shutil
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
+from tests.polling import wait_until
+from tests.utp_helpers import loopback_mtu
+from torrent import config
+from torrent.config import Encryption
+from torrent.engine.session import Session
+from torrent.engine.udp import UdpSocket
+from torrent.engine.utp_socket import UtpSocketManager
+from torrent.engine.utp_stream import UtpStream
+
+
+@pytest.fixture
+def mtu_1500() -> Iterator[bool]:
+    """``lo`` at MTU 1500 inside a loopback-only namespace (True), else left alone (False)."""
+    with loopback_mtu(1500) as done:
+        yield done
+
+
+class Sink(asyncio.Protocol):
+    """Collects a stream's bytes; reads slowly when ``slow`` (pausing the transport)."""
+
+    def __init__(self, *, slow: bool = False) -> None:
+        self.data = bytearray()
+        self.transport: Any = None
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        self.eof = False
+        self.slow = slow
+        self.paused_writing = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if self.slow:
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(0.002, self.transport.resume_reading)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self.paused_writing += 1
+
+    def resume_writing(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def utp_pair() -> AsyncIterator[tuple[UtpSocketManager, UtpSocketManager, list[UtpStream]]]:
+    accepted: list[UtpStream] = []
+    a_udp = await UdpSocket.open("127.0.0.1", 0)
+    b_udp = await UdpSocket.open("127.0.0.1", 0)
+    a = UtpSocketManager(a_udp)
+    b = UtpSocketManager(b_udp, on_accept=accepted.append)
+    try:
+        yield a, b, accepted
+    finally:
+        a.close()
+        b.close()
+        a_udp.close()
+        b_udp.close()
+
+
+async def send_all(stream: Any, data: bytes, sink: Sink, chunk: int = 256 * 1024) -> None:
+    for i in range(0, len(data), chunk):
+        stream.write(data[i : i + chunk])
+        await wait_until(lambda: stream.get_write_buffer_size() < 2 << 20, timeout_s=60, interval_s=0.005)
+
+
+def blob(n: int) -> bytes:
+    out = bytearray()
+    h = b"utp"
+    while len(out) < n:
+        h = hashlib.sha256(h).digest()
+        out += h * 64
+    return bytes(out[:n])
+
+
+async def transfer(size: int, *, slow: bool = False) -> tuple[UtpSocketManager, UtpSocketManager, Sink, Sink]:
+    data = blob(size)
+    async with utp_pair() as (a, b, accepted):
+        client = Sink()
+        await a.connect(client, ("127.0.0.1", b._udp.port))
+        await wait_until(lambda: accepted, what="the accepted stream")
+        server = Sink(slow=slow)
+        accepted[0].set_protocol(server)
+        server.connection_made(accepted[0])
+        await send_all(client.transport, data, server)
+        await wait_until(
+            lambda: len(server.data) >= len(data), timeout_s=120, interval_s=0.01, what="all bytes"
+        )
+        assert bytes(server.data) == data
+        client.transport.close()
+        await wait_until(lambda: server.eof, what="the FIN")
+        assert await asyncio.wait_for(client.lost, 10) is None
+        assert await asyncio.wait_for(server.lost, 10) is None
+        return a, b, client, server
+
+
+async def test_stream_carries_bytes_both_ways_at_mtu_1500(mtu_1500: bool) -> None:
+    async with asyncio.timeout(120):
+        a, b, client, _ = await transfer(8 << 20)
+    assert a.counters.dropped == 0
+    assert b.counters.dropped == 0
+    assert client.paused_writing >= 1  # 8 MiB written faster than sent: back-pressure
+
+
+async def test_slow_reader_shrinks_the_window_and_still_gets_everything() -> None:
+    async with asyncio.timeout(120):
+        _, b, _, _ = await transfer(2 << 20, slow=True)
+    assert b.counters.over_window == 0  # the sender kept to the window we advertised
+
+
+async def test_dial_to_a_silent_port_times_out() -> None:
+    async with utp_pair() as (a, _, _):
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(("127.0.0.1", 0))
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await a.connect(Sink(), silent.getsockname())
+        finally:
+            silent.close()
+        assert a.connections == 0
+
+
+async def test_data_for_an_unknown_connection_is_answered_with_a_reset() -> None:
+    async with utp_pair() as (_, b, _):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        probe.setblocking(False)
+        try:
+            loop = asyncio.get_running_loop()
+            probe.sendto(bytes([0x01, 0, 0x12, 0x34]) + bytes(16) + b"data", ("127.0.0.1", b._udp.port))
+            reply = await asyncio.wait_for(loop.sock_recv(probe, 100), 5)
+        finally:
+            probe.close()
+        assert reply[0] == 0x31
+        assert b.counters.bad_connection == 1
+
+
+def utp_settings(**kw: Any) -> config.Settings:
+    return config.testing_settings().replace(**kw)
+
+
+def transports(session: Session) -> list[bool]:
+    return [
+        bool(p.transport.get_extra_info("utp"))
+        for t in session.torrents()
+        for p in t.swarm.peers.values()
+        if p.transport is not None and p.peer_id is not None
+    ]
+
+
+@pytest.mark.parametrize("encryption", [Encryption.OFF, Encryption.REQUIRE])
+async def test_sessions_transfer_over_utp(tmp_path: Path, mtu_1500: bool, encryption: Encryption) -> None:
+    content = make_payload(tmp_path / "seed", "utp.bin", 3_000_000, seed=9)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    async with (
+        asyncio.timeout(60),
+        Session(utp_settings(encryption=encryption)) as seed_s,
+        Session(utp_settings(encryption=encryption)) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seed_s.port)]
+        )
+        await wait_until(lambda: transports(leech_s) == [True], what="a uTP connection")
+        await leech.wait_complete()
+        assert leech_s._utp_dials.utp >= 1
+        assert leech_s._utp_dials.tcp_fallbacks == 0
+        if encryption == Encryption.REQUIRE:
+            assert leech_s.encryption_statistics().outgoing_encrypted >= 1
+        stats = seed_s.utp_statistics()
+        assert stats is not None
+    assert same_tree(content, tmp_path / "leech" / "utp.bin")
+
+
+async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "tcp.bin", 500_000, seed=3)
+    meta = make_torrent(content)
+    async with (
+        asyncio.timeout(60),
+        Session(utp_settings(utp_enabled=False)) as seed_s,
+        Session(utp_settings()) as leech_s,
+    ):
+        assert seed_s.utp_statistics() is None
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seed_s.port)]
+        )
+        await leech.wait_complete()
+        assert transports(leech_s) in ([False], [])
+        assert leech_s._utp_dials.tcp_fallbacks == 1
+    assert same_tree(content, tmp_path / "leech" / "tcp.bin")
+
+
+@pytest.fixture
+def netem(mtu_1500: bool) -> Iterator[None]:
+    if not mtu_1500 or shutil.which("tc") is None:
+        pytest.skip("tc netem needs tc and a loopback-only namespace")
+    add = subprocess.run(
+        ["tc", "qdisc", "add", "dev", "lo", "root", "netem", "loss", "2%", "delay", "5ms", "2ms"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if add.returncode != 0:
+        pytest.skip(f"tc netem: {add.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True, check=False)
+
+
+@pytest.mark.slow
+async def test_transfer_completes_under_netem_loss_and_delay(tmp_path: Path, netem: None) -> None:
+    content = make_payload(tmp_path / "seed", "lossy.bin", 2_000_000, seed=4)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    settings = utp_settings(utp_connect_timeout_s=2.0, connect_timeout_s=10.0, request_timeout_s=20.0)
+    async with (
+        asyncio.timeout(120),
+        Session(settings) as seed_s,
+        Session(settings) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seed_s.port)]
+        )
+        await leech.wait_complete()
+        assert leech_s._utp_dials.utp >= 1
+        stats = seed_s.utp_statistics()
+        assert stats is not None
+        assert stats.fast_retransmits + stats.timeouts > 0  # netem did drop packets
+    assert same_tree(content, tmp_path / "leech" / "lossy.bin")
