@@ -106,7 +106,9 @@ class UtpSocketManager:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        self._dirty: dict[UtpStream, None] = {}
         udp.route(FIRST_BYTES, self.datagram_received)
+        udp.on_drained(self.drained)
 
     # ------------------------------------------------------------------ public
 
@@ -193,14 +195,29 @@ class UtpSocketManager:
         if conn.connected:
             if not stream.connected.done():
                 stream.on_connected()
-            # Deliver before the ACK goes out, so its window counts what the reader holds.
+            # Deliver before the ACK goes out, so its window counts what the reader holds;
+            # the ACK (and what the window now allows) goes out once the batch is read.
             if conn.received or conn.eof or stream.write_paused:
                 stream.after_receive()
-            conn.flush(now)
+            self._dirty[stream] = None
         elif conn.closed:
             stream.after_receive()
         if conn.outgoing:
             self._send(conn, key_addr)
+
+    def drained(self) -> None:
+        """The socket has no more datagrams for now: send each touched connection's ACK and
+        the data its window allows (one ACK per batch, not per datagram)."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = {}
+        now = self._clock.monotonic()
+        for stream in dirty:
+            conn = stream.conn
+            conn.flush(now)
+            if conn.outgoing:
+                self._send(conn, stream.addr)
 
     def _unknown(self, typ: int, cid: int, data: bytes, addr: tuple[str, int]) -> None:
         c = self.counters
