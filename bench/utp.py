@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import subprocess
@@ -42,9 +43,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import transfer as tb  # noqa: E402
+from bench import transfer as tb  # noqa: E402
 
 GIB = 1 << 30
 ECHO_SIZE = 1452
@@ -60,7 +60,7 @@ UTP_ONLY: dict[str, object] = {
 def lt_session(port: int, *, receiver: bool) -> Any:
     import libtorrent as lt
 
-    settings: dict[str, object] = {
+    settings: Any = {
         "listen_interfaces": f"127.0.0.1:{port}",
         "enable_dht": False,
         "enable_lsd": False,
@@ -155,7 +155,7 @@ async def run_pair(
         times: dict[str, float] = {}
         for line in log.splitlines():
             if line.startswith("{"):
-                ev = tb.json.loads(line)
+                ev = json.loads(line)
                 times.setdefault(ev["event"], ev["time"])
         return size / (times["completed"] - times["checked"]) / 1e6, leech
     finally:
