@@ -14,7 +14,7 @@ Pairings, side by side in one run, every one over uTP only:
   (d) our seed        -> libtorrent leecher   (its ``recv_socket_buffer_size`` 4 MiB too)
 
 libtorrent runs in this process with TCP off both ways (``enable_incoming_tcp`` /
-``enable_outgoing_tcp`` False, uTP on). Ours are ``python -m cli.main`` processes with their
+``enable_outgoing_tcp`` False, uTP on) and MSE off (ours run with ``--encryption off``). Ours are ``python -m cli.main`` processes with their
 defaults (uTP dialled first) and ``--encryption off``; in (c) the run checks that no TCP
 connection carried the transfer (``/proc/net/tcp`` of the namespace, sampled while it runs).
 Timing, CPU seconds (``wait4``) and peak RSS as in ``bench/transfer.py``; CPU is also given as
@@ -61,6 +61,10 @@ def lt_session(port: int, *, receiver: bool) -> Any:
     import libtorrent as lt
 
     settings: Any = {
+        # Plaintext, as ours run with --encryption off: libtorrent's default tries MSE first
+        # and, refused, redials a second later, which would be timed as transfer.
+        "out_enc_policy": int(lt.enc_policy.disabled),
+        "in_enc_policy": int(lt.enc_policy.disabled),
         "listen_interfaces": f"127.0.0.1:{port}",
         "enable_dht": False,
         "enable_lsd": False,
@@ -85,9 +89,14 @@ def tcp_established_on(port: int) -> bool:
     return False
 
 
+#: Extra arguments before our subcommand (``--no-uvloop``).
+OURS_GLOBAL: list[str] = []
+
+
 def ours(args: list[str], log: Path) -> tb.Proc:
     return tb.spawn(
-        [*args, "--no-dht", "--no-lsd", "--json", "--bind", "127.0.0.1", "--encryption", "off"], log
+        [*OURS_GLOBAL, *args, "--no-dht", "--no-lsd", "--json", "--bind", "127.0.0.1", "--encryption", "off"],
+        log,
     )
 
 
@@ -323,7 +332,10 @@ def main() -> None:
     parser.add_argument("--only", default="a,b,c,d")
     parser.add_argument("--echo-s", type=float, default=3.0)
     parser.add_argument("--sim-mib", type=int, default=64)
+    parser.add_argument("--no-uvloop", action="store_true", help="run our processes on asyncio's own loop")
     args = parser.parse_args()
+    if args.no_uvloop:
+        OURS_GLOBAL.append("--no-uvloop")
     tb.reexec_isolated()
     set_lo_mtu(1500)  # only ever inside the namespace reexec_isolated made
     asyncio.run(main_async(args))

@@ -86,6 +86,11 @@ class UdpSocket(asyncio.DatagramProtocol):
         for b in first_bytes:
             self._routes[b] = handler
 
+    @property
+    def sock(self) -> socket.socket | None:
+        """The socket itself (batched sends write to it directly when nothing is queued)."""
+        return self._sock
+
     def on_drained(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after each batch of datagrams has been handed out."""
         self._drained.append(hook)
