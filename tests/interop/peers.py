@@ -553,6 +553,8 @@ class TransmissionPeer(Peer):
     """
 
     spec = CLIENTS["transmission"]
+    #: Transmission's ``utp-enabled`` (off: the transfer tests compare TCP with TCP).
+    utp = False
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -572,7 +574,7 @@ class TransmissionPeer(Peer):
             "lpd-enabled": False,
             "pex-enabled": False,
             "port-forwarding-enabled": False,
-            "utp-enabled": False,
+            "utp-enabled": self.utp,
             "bind-address-ipv4": LOOPBACK,
             "bind-address-ipv6": "::1",
             "rpc-enabled": True,

@@ -4,6 +4,8 @@
   off) serves our leecher with its default uTP and encryption settings: our dial goes uTP first
   and must not fall back to TCP.
 * Our seed serves a uTP-only libtorrent leecher that dials us.
+* A Transmission 3.00 seed with ``utp-enabled`` serves our leecher; Transmission cannot turn
+  TCP off, so our side checks that the connection it used is a uTP stream.
 
 Each transfer is checked byte for byte, and libtorrent's own peer list must say the connection
 is a uTP socket. ``lo`` is set to MTU 1500 inside the namespace, so packets have internet
@@ -22,6 +24,7 @@ import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
 from tests.interop.conftest import need
+from tests.interop.peers import TransmissionPeer
 from tests.libtorrent_settings import lt_add, lt_listen_port, lt_session
 from tests.polling import wait_until
 from tests.utp_helpers import loopback_mtu
@@ -104,3 +107,33 @@ async def test_our_seed_to_a_libtorrent_utp_only_leecher(lt: Any, tmp_path: Path
         assert stats is not None
         assert stats.malformed + stats.bad_type + stats.bad_version == 0
     assert same_tree(content, tmp_path / "lt" / "utp.bin")
+
+
+class TransmissionUtp(TransmissionPeer):
+    utp = True
+
+
+async def test_transmission_seed_to_our_leecher_over_utp(loopback_only: None, tmp_path: Path) -> None:
+    need("transmission")
+    content, torrent = files(tmp_path)
+    meta = Metainfo.from_bytes(torrent.read_bytes())
+    with loopback_mtu(1500):
+        async with asyncio.timeout(150), TransmissionUtp(tmp_path / "transmission") as tr:
+            ih = await tr.add(torrent, content.parent, seed=True)
+            await tr.wait_seeding(ih, timeout_s=60)
+            async with Session(config.testing_settings()) as ours:
+                leech = await ours.add_torrent(
+                    meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", tr.peer_port)]
+                )
+                await wait_until(
+                    lambda: any(
+                        p.transport is not None and p.transport.get_extra_info("utp")
+                        for p in leech.swarm.peers.values()
+                    ),
+                    timeout_s=30,
+                    what="a uTP connection to Transmission",
+                )
+                await leech.wait_complete()
+                assert ours._utp_dials.utp >= 1
+                assert ours._utp_dials.tcp_fallbacks == 0
+    assert same_tree(content, tmp_path / "leech" / "utp.bin")
