@@ -25,6 +25,7 @@ from tests.polling import wait_until
 from tests.utp_helpers import loopback_mtu
 from torrent import config
 from torrent.config import Encryption
+from torrent.engine import utp_socket
 from torrent.engine.session import Session
 from torrent.engine.udp import UdpSocket
 from torrent.engine.utp_socket import UtpSocketManager
@@ -165,6 +166,28 @@ async def test_data_for_an_unknown_connection_is_answered_with_a_reset() -> None
             probe.close()
         assert reply[0] == 0x31
         assert b.counters.bad_connection == 1
+
+
+async def test_a_syn_flood_fills_only_the_half_open_slots() -> None:
+    async with utp_pair() as (_, b, accepted):
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.bind(("127.0.0.1", 0))
+        try:
+            for cid in range(200):
+                flood.sendto(
+                    bytes([0x41, 0]) + cid.to_bytes(2, "big") + bytes(16), ("127.0.0.1", b._udp.port)
+                )
+            await wait_until(
+                lambda: b.counters.syn_refused + len(accepted) == 200, what="every SYN accepted or refused"
+            )
+        finally:
+            flood.close()
+        assert len(accepted) == utp_socket.MAX_HALF_OPEN
+        assert b.counters.syn_refused == 200 - utp_socket.MAX_HALF_OPEN
+        # Closing a connection that never sent data resets it at once and frees its slot.
+        for stream in accepted:
+            stream.close()
+        assert b.connections == 0
 
 
 def utp_settings(**kw: Any) -> config.Settings:

@@ -208,7 +208,8 @@ class UtpSocketManager:
         conn = stream.conn
         now = self._clock.monotonic()
         conn.receive(data, now)
-        if typ == _DATA and stream in self._half_open:
+        if typ == _DATA and stream.half_open:
+            stream.half_open = False
             self._half_open.discard(stream)
         if conn.connected:
             if not stream.connected.done():
@@ -269,6 +270,7 @@ class UtpSocketManager:
         stream = self._new_stream(conn, addr)
         self._conns[(addr, conn.recv_id)] = stream
         self._half_open.add(stream)
+        stream.half_open = True
         stream.on_connected()
         self._send(conn, addr)
         self._arm()

@@ -73,6 +73,9 @@ class UtpStream:
         self._closing = False
         self._lost = False
         self._eof_seen = False
+        #: Accepted and no data received yet: closing it sends a RESET, not a FIN that would
+        #: be retransmitted for a minute to a peer that may never have existed (a SYN flood).
+        self.half_open = False
         #: Set once the dialled connection's SYN is acknowledged (or it failed).
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -118,6 +121,9 @@ class UtpStream:
 
     def close(self) -> None:
         if self._closing or self._lost:
+            return
+        if self.half_open:
+            self.abort()
             return
         self._closing = True
         conn = self.conn
