@@ -214,10 +214,8 @@ class UtpSocketManager:
         if conn.connected:
             if not stream.connected.done():
                 stream.on_connected()
-            # Deliver before the ACK goes out, so its window counts what the reader holds;
-            # the ACK (and what the window now allows) goes out once the batch is read.
-            if conn.received or conn.eof or stream.write_paused:
-                stream.after_receive()
+            # The batch's bytes reach the peer in one call once the socket is drained, and
+            # before the ACK goes out, so the window it advertises counts what the reader holds.
             self._dirty[stream] = None
         elif conn.closed:
             stream.after_receive()
@@ -225,8 +223,9 @@ class UtpSocketManager:
             self._send(conn, key_addr)
 
     def drained(self) -> None:
-        """The socket has no more datagrams for now: send each touched connection's ACK and
-        the data its window allows (one ACK per batch, not per datagram)."""
+        """The socket has no more datagrams for now: hand each touched connection's bytes to
+        its peer in one call, then send its ACK and the data its window allows (one ACK per
+        batch, not per datagram)."""
         dirty = self._dirty
         if not dirty:
             return
@@ -234,6 +233,8 @@ class UtpSocketManager:
         now = self._clock.monotonic()
         for stream in dirty:
             conn = stream.conn
+            if conn.received or conn.eof or conn.closed or stream.write_paused:
+                stream.after_receive()
             conn.flush(now)
             if conn.outgoing:
                 self._send(conn, stream.addr)

@@ -168,7 +168,7 @@ class UtpStream:
             self.connected.set_result(None)
 
     def after_receive(self) -> None:
-        """The manager fed the connection a datagram and flushed it: act on what changed."""
+        """The manager fed the connection a batch of datagrams: deliver, resume, EOF, loss."""
         conn = self.conn
         if conn.received:
             self._deliver(conn)
@@ -192,16 +192,9 @@ class UtpStream:
             conn.set_app_buffered(self._held_bytes, self._now())
             return
         conn.received = []
-        for i, chunk in enumerate(chunks):
-            protocol.data_received(chunk)
-            if self._lost:
-                return
-            if self._read_paused and i + 1 < len(chunks):
-                rest = chunks[i + 1 :]
-                self._held.extend(rest)
-                self._held_bytes += sum(len(c) for c in rest)
-                conn.set_app_buffered(self._held_bytes, self._now())
-                return
+        # One call for the whole batch: the peer's codec then frames blocks out of ~90 KB
+        # instead of running once per 1.4 KB packet.
+        protocol.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def _deliver_held(self) -> None:
         protocol = self._protocol
