@@ -140,6 +140,75 @@ async def test_slow_reader_shrinks_the_window_and_still_gets_everything() -> Non
     assert b.counters.over_window == 0  # the sender kept to the window we advertised
 
 
+class LossyRelay:
+    """A UDP relay between a client and ``server``: drops ``loss`` of the datagrams each way
+    and delays each by up to ``jitter_s`` (which reorders them). For where ``tc netem`` is not
+    available; the sockets and the kernel path are real."""
+
+    def __init__(self, server: tuple[str, int], *, loss: float, jitter_s: float, seed: int) -> None:
+        import random
+
+        self.server = server
+        self.loss = loss
+        self.jitter_s = jitter_s
+        self.rng = random.Random(seed)
+        self.client: Any = None
+        self.dropped = 0
+        self.front: Any = None
+        self.back: Any = None
+
+    async def start(self) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        relay = self
+
+        class Front(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                relay.client = addr
+                relay.forward(data, lambda d: relay.back.sendto(d))
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                if relay.client is not None:
+                    relay.forward(data, lambda d: relay.front.sendto(d, relay.client))
+
+        self.front, _ = await loop.create_datagram_endpoint(Front, local_addr=("127.0.0.1", 0))
+        self.back, _ = await loop.create_datagram_endpoint(Back, remote_addr=self.server)
+        host, port = self.front.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    def forward(self, data: bytes, send: Any) -> None:
+        if self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        asyncio.get_running_loop().call_later(self.rng.random() * self.jitter_s, send, data)
+
+    def close(self) -> None:
+        for t in (self.front, self.back):
+            if t is not None:
+                t.close()
+
+
+async def test_transfer_through_a_lossy_reordering_relay() -> None:
+    data = blob(3 << 20)
+    async with asyncio.timeout(120), utp_pair() as (a, b, accepted):
+        relay = LossyRelay(("127.0.0.1", b._udp.port), loss=0.03, jitter_s=0.004, seed=7)
+        front = await relay.start()
+        try:
+            client = Sink()
+            await a.connect(client, front)
+            await wait_until(lambda: accepted, what="the accepted stream")
+            server = Sink()
+            accepted[0].set_protocol(server)
+            server.connection_made(accepted[0])
+            await send_all(client.transport, data, server)
+            await wait_until(lambda: len(server.data) >= len(data), timeout_s=100, what="all bytes")
+            assert bytes(server.data) == data
+        finally:
+            relay.close()
+    assert relay.dropped > 0
+    assert a.counters.fast_retransmits + a.counters.timeouts > 0
+
+
 async def test_dial_to_a_silent_port_times_out() -> None:
     async with utp_pair() as (a, _, _):
         silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
