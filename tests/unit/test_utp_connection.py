@@ -21,6 +21,7 @@ from torrent.proto.utp import (
     sack_bitmask,
     sacked,
 )
+from torrent.proto.utp.congestion import DelayHistory
 from torrent.proto.utp.connection import INITIAL_PACKET, MAX_TIMEOUTS, SYN_RESENDS
 
 H = struct.Struct(">BBHIIIHH")
@@ -409,3 +410,18 @@ def test_lossy_link_delivers_intact() -> None:
     net.run_until(lambda: len(net.got_b) >= len(data))
     assert bytes(net.got_b) == data
     assert HEADER_SIZE == 20
+
+
+def test_delay_history_base_wraps_around_32_bits_and_ages_out() -> None:
+    h = DelayHistory()
+    top = 2**32 - 1000
+    assert h.add(top, 0.0) == 0
+    # 2,000 µs later modulo 2**32: above the base, not below it.
+    assert h.add((top + 2000) & 0xFFFFFFFF, 1.0) == 0  # the lowest of the last three
+    assert h.add((top + 3000) & 0xFFFFFFFF, 2.0) == 0
+    assert h.add((top + 5000) & 0xFFFFFFFF, 3.0) == 2000
+    assert h.base_us == top
+    # Two minutes on, the old minimum has aged out of the base.
+    h.add(top + 500, 61.0)
+    h.add(top + 500, 122.0)
+    assert h.base_us == top + 500

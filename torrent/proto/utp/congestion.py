@@ -82,7 +82,7 @@ class RttEstimator:
 class DelayHistory:
     """Base delay over two minutes, and the current queueing delay above it."""
 
-    __slots__ = ("_base", "_minute_start", "_prev_min", "_recent", "_this_min")
+    __slots__ = ("_base", "_minute_start", "_next", "_prev_min", "_recent", "_this_min")
 
     def __init__(self) -> None:
         self._this_min: int | None = None
@@ -90,29 +90,37 @@ class DelayHistory:
         self._minute_start = 0.0
         self._base: int | None = None
         self._recent: list[int] = []
-
-    @staticmethod
-    def _lower(a: int | None, b: int) -> int:
-        if a is None:
-            return b
-        # Modulo 2**32: b is lower when a - b is a small positive number.
-        return b if 0 < ((a - b) & _U32) < 0x80000000 else a
+        self._next = 0
 
     def add(self, sample_us: int, now: float) -> int:
-        """Record a one-way delay sample; returns the queueing delay (µs) it implies."""
+        """Record a one-way delay sample; returns the queueing delay (µs) it implies.
+
+        Called for every packet that carries a sample, so it avoids generators and sorting.
+        """
         if now - self._minute_start >= BASE_HISTORY_S / 2:
             self._prev_min, self._this_min = self._this_min, None
             self._minute_start = now
             self._base = self._prev_min
-        self._this_min = self._lower(self._this_min, sample_us)
-        self._base = self._lower(self._base, sample_us)
+        # Modulo 2**32: a sample is lower when (old - sample) is a small positive number.
+        this_min = self._this_min
+        if this_min is None or 0 < ((this_min - sample_us) & _U32) < 0x80000000:
+            self._this_min = sample_us
         base = self._base
+        if base is None or 0 < ((base - sample_us) & _U32) < 0x80000000:
+            self._base = base = sample_us
         recent = self._recent
-        recent.append(sample_us)
-        if len(recent) > 3:
-            del recent[0]
+        if len(recent) < 3:
+            recent.append(sample_us)
+        else:
+            recent[self._next] = sample_us
+            self._next = (self._next + 1) % 3
         # The lowest of the last three samples filters out one-packet spikes.
-        return min(((s - base) & _U32) for s in recent)
+        low = (recent[0] - base) & _U32
+        for s in recent[1:]:
+            d = (s - base) & _U32
+            if d < low:
+                low = d
+        return low
 
     @property
     def base_us(self) -> int | None:
