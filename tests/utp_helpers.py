@@ -124,13 +124,21 @@ class SimNet:
 
 
 def connected_pair(
-    *, now: float = 0.0, counters: UtpCounters | None = None, **kw: int | bool
+    *,
+    now: float = 0.0,
+    counters: UtpCounters | None = None,
+    mtu_ceiling: int = 1472,
+    recv_buffer: int = 1 << 20,
 ) -> tuple[UtpConnection, UtpConnection, UtpCounters]:
     """A dialled connection and the one that accepted its SYN (the SYN and STATE are queued)."""
     c = counters or UtpCounters()
-    a = UtpConnection.dial(recv_id=1000, seq_nr=1, now=now, counters=c, **kw)
+    a = UtpConnection.dial(
+        recv_id=1000, seq_nr=1, now=now, counters=c, mtu_ceiling=mtu_ceiling, recv_buffer=recv_buffer
+    )
     syn = a.outgoing.pop()
-    b = UtpConnection.accept(syn, seq_nr=30000, now=now, counters=c, **kw)
+    b = UtpConnection.accept(
+        syn, seq_nr=30000, now=now, counters=c, mtu_ceiling=mtu_ceiling, recv_buffer=recv_buffer
+    )
     assert b is not None
     return a, b, c
 

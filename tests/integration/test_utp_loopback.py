@@ -109,7 +109,7 @@ async def transfer(size: int, *, slow: bool = False) -> tuple[UtpSocketManager, 
     data = blob(size)
     async with utp_pair() as (a, b, accepted):
         client = Sink()
-        await a.connect(client, ("127.0.0.1", b._udp.port))
+        await a.connect(client, ("127.0.0.1", b.port))
         await wait_until(lambda: accepted, what="the accepted stream")
         server = Sink(slow=slow)
         accepted[0].set_protocol(server)
@@ -191,7 +191,7 @@ class LossyRelay:
 async def test_transfer_through_a_lossy_reordering_relay() -> None:
     data = blob(3 << 20)
     async with asyncio.timeout(120), utp_pair() as (a, b, accepted):
-        relay = LossyRelay(("127.0.0.1", b._udp.port), loss=0.03, jitter_s=0.004, seed=7)
+        relay = LossyRelay(("127.0.0.1", b.port), loss=0.03, jitter_s=0.004, seed=7)
         front = await relay.start()
         try:
             client = Sink()
@@ -229,7 +229,7 @@ async def test_data_for_an_unknown_connection_is_answered_with_a_reset() -> None
         probe.setblocking(False)
         try:
             loop = asyncio.get_running_loop()
-            probe.sendto(bytes([0x01, 0, 0x12, 0x34]) + bytes(16) + b"data", ("127.0.0.1", b._udp.port))
+            probe.sendto(bytes([0x01, 0, 0x12, 0x34]) + bytes(16) + b"data", ("127.0.0.1", b.port))
             reply = await asyncio.wait_for(loop.sock_recv(probe, 100), 5)
         finally:
             probe.close()
@@ -243,9 +243,7 @@ async def test_a_syn_flood_fills_only_the_half_open_slots() -> None:
         flood.bind(("127.0.0.1", 0))
         try:
             for cid in range(200):
-                flood.sendto(
-                    bytes([0x41, 0]) + cid.to_bytes(2, "big") + bytes(16), ("127.0.0.1", b._udp.port)
-                )
+                flood.sendto(bytes([0x41, 0]) + cid.to_bytes(2, "big") + bytes(16), ("127.0.0.1", b.port))
             await wait_until(
                 lambda: b.counters.syn_refused + len(accepted) == 200, what="every SYN accepted or refused"
             )
@@ -288,8 +286,8 @@ async def test_sessions_transfer_over_utp(tmp_path: Path, mtu_1500: bool, encryp
         )
         await wait_until(lambda: transports(leech_s) == [True], what="a uTP connection")
         await leech.wait_complete()
-        assert leech_s._utp_dials.utp >= 1
-        assert leech_s._utp_dials.tcp_fallbacks == 0
+        assert leech_s.dial_statistics().utp >= 1
+        assert leech_s.dial_statistics().tcp_fallbacks == 0
         if encryption == Encryption.REQUIRE:
             assert leech_s.encryption_statistics().outgoing_encrypted >= 1
         stats = seed_s.utp_statistics()
@@ -313,7 +311,7 @@ async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
         )
         await leech.wait_complete()
         assert transports(leech_s) in ([False], [])
-        assert leech_s._utp_dials.tcp_fallbacks == 1
+        assert leech_s.dial_statistics().tcp_fallbacks == 1
     assert same_tree(content, tmp_path / "leech" / "tcp.bin")
 
 
@@ -351,7 +349,7 @@ async def test_transfer_completes_under_netem_loss_and_delay(tmp_path: Path, net
             meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seed_s.port)]
         )
         await leech.wait_complete()
-        assert leech_s._utp_dials.utp >= 1
+        assert leech_s.dial_statistics().utp >= 1
         stats = seed_s.utp_statistics()
         assert stats is not None
         assert stats.fast_retransmits + stats.timeouts > 0  # netem did drop packets

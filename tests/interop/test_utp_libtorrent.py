@@ -84,8 +84,8 @@ async def test_libtorrent_utp_only_seed_to_our_default_leecher(lt: Any, tmp_path
                     meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", port)]
                 )
                 await leech.wait_complete()
-                assert ours._utp_dials.utp >= 1
-                assert ours._utp_dials.tcp_fallbacks == 0
+                assert ours.dial_statistics().utp >= 1
+                assert ours.dial_statistics().tcp_fallbacks == 0
                 assert lt_utp_peers(lt, handle) in ([True], [])
     assert same_tree(content, tmp_path / "leech" / "utp.bin")
 
@@ -134,6 +134,6 @@ async def test_transmission_seed_to_our_leecher_over_utp(loopback_only: None, tm
                     what="a uTP connection to Transmission",
                 )
                 await leech.wait_complete()
-                assert ours._utp_dials.utp >= 1
-                assert ours._utp_dials.tcp_fallbacks == 0
+                assert ours.dial_statistics().utp >= 1
+                assert ours.dial_statistics().tcp_fallbacks == 0
     assert same_tree(content, tmp_path / "leech" / "utp.bin")

@@ -62,7 +62,7 @@ from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
-from torrent.engine.utp_dial import DialCounters
+from torrent.engine.utp_dial import DialCounters, DialStats
 from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.utp_stream import UtpStream
 from torrent.errors import StorageError, TorrentError
@@ -375,6 +375,10 @@ class Session:
     def utp_statistics(self) -> UtpStats | None:
         """What uTP dropped and recovered (a snapshot); None when uTP is off."""
         return None if self._utp is None else self._utp.statistics()
+
+    def dial_statistics(self) -> DialStats:
+        """How outgoing connections were made: over uTP, or over TCP after uTP (a snapshot)."""
+        return self._utp_dials.statistics()
 
     async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the DHT node on the UDP socket; it saves its routing table before the

@@ -25,16 +25,34 @@ from dataclasses import dataclass
 from torrent.engine.transport import Connector, Transport, tcp_connect
 from torrent.engine.utp_socket import UtpSocketManager
 
-__all__ = ["DialCounters", "UtpFirstConnector"]
+__all__ = ["DialCounters", "DialStats", "UtpFirstConnector"]
+
+
+@dataclass(frozen=True, slots=True)
+class DialStats:
+    """A snapshot of :class:`DialCounters`.
+
+    Attributes:
+        utp: outgoing connections made over uTP.
+        tcp_fallbacks: dials whose SYN went unanswered, then made over TCP.
+        tcp_known: dials that went straight to TCP (the address had not answered uTP before).
+    """
+
+    utp: int
+    tcp_fallbacks: int
+    tcp_known: int
 
 
 @dataclass(slots=True)
 class DialCounters:
-    """Outgoing connections by how they were made."""
+    """Outgoing connections by how they were made (see :class:`DialStats`)."""
 
     utp: int = 0
     tcp_fallbacks: int = 0
     tcp_known: int = 0
+
+    def statistics(self) -> DialStats:
+        return DialStats(self.utp, self.tcp_fallbacks, self.tcp_known)
 
 
 class UtpFirstConnector:

@@ -135,6 +135,11 @@ class UtpSocketManager:
         return self.counters.statistics()
 
     @property
+    def port(self) -> int:
+        """The UDP port the connections share."""
+        return self._udp.port
+
+    @property
     def connections(self) -> int:
         return len(self._conns)
 

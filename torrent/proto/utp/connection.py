@@ -216,7 +216,9 @@ class UtpConnection:
         seq_nr: int,
         now: float,
         counters: UtpCounters,
-        **kw: int | bool,
+        mtu_ceiling: int = MAX_PACKET_V4,
+        recv_buffer: int = DEFAULT_RECV_BUFFER,
+        nagle: bool = True,
     ) -> UtpConnection | None:
         """A connection the peer opened with the SYN datagram ``syn``; queues our STATE.
 
@@ -232,7 +234,16 @@ class UtpConnection:
         if ext and parse_extensions(syn, ext) is None:
             counters.malformed += 1
             return None
-        conn = cls(recv_id=cid + 1, send_id=cid, seq_nr=seq_nr, now=now, counters=counters, **kw)  # type: ignore[arg-type]
+        conn = cls(
+            recv_id=cid + 1,
+            send_id=cid,
+            seq_nr=seq_nr,
+            now=now,
+            counters=counters,
+            mtu_ceiling=mtu_ceiling,
+            recv_buffer=recv_buffer,
+            nagle=nagle,
+        )
         conn.state = State.CONNECTED
         conn.ack_nr = seq
         conn._syn_seq = seq
