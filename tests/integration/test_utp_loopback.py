@@ -315,6 +315,34 @@ async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
     assert same_tree(content, tmp_path / "leech" / "tcp.bin")
 
 
+async def test_a_peer_reached_over_utp_and_tcp_is_kept_once(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "seed", "both.bin", 2_000_000, seed=5)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    async with (
+        asyncio.timeout(60),
+        Session(utp_settings(max_upload_bps=400_000)) as seed_s,
+        Session(utp_settings()) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        # The leecher dials the seed over uTP (an IP address); the seed dials the leecher by
+        # name, which uTP does not dial, so over TCP: two connections between the same peers.
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", seed_s.port)]
+        )
+        seed.add_peers([("localhost", leech_s.port)])
+        await wait_until(lambda: seed_s.dial_statistics().tcp_fallbacks == 1, what="the seed's TCP dial")
+        await wait_until(lambda: leech_s.dial_statistics().utp == 1, what="the leecher's uTP dial")
+
+        def live(t: Any) -> int:
+            return sum(1 for p in t.swarm.peers.values() if p.peer_id is not None and not p.closed)
+
+        # Both streams opened (the dials above counted a made connection each); one is kept.
+        await wait_until(lambda: live(seed) == 1 and live(leech) == 1, what="one connection each side")
+        await leech.wait_complete()
+    assert same_tree(content, tmp_path / "leech" / "both.bin")
+
+
 @pytest.fixture
 def netem(mtu_1500: bool) -> Iterator[None]:
     if not mtu_1500 or shutil.which("tc") is None:
