@@ -82,18 +82,18 @@ class UtpStream:
     # ------------------------------------------------------------------ Transport
 
     def write(self, data: Buffer, /) -> None:
-        if self._closing or self._lost:
-            return
         conn = self.conn
+        if self._closing or self._lost or conn.closed:
+            return  # as asyncio's transports: writes after the end are dropped, not raised
         conn.write(data)
         conn.flush(self._now())
         self._send(conn, self.addr)
         self._check_write_pause()
 
     def writelines(self, list_of_data: Iterable[Buffer], /) -> None:
-        if self._closing or self._lost:
-            return
         conn = self.conn
+        if self._closing or self._lost or conn.closed:
+            return
         for data in list_of_data:
             conn.write(data)
         conn.flush(self._now())
