@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.utp_helpers import connected_pair
@@ -76,12 +77,18 @@ async def test_pause_reading_holds_bytes_and_shrinks_the_window() -> None:
     stream.set_protocol(echo)
     echo.connection_made(stream)
     stream.pause_reading()
-    a.ledbat.cwnd = 100_000.0  # all of it in one flight
+    a.ledbat.cwnd = 100_000.0
     a.write(b"z" * 3000)
     a.flush(0.0)
+    payload = sum(len(d) - 20 for d in a.outgoing)  # a short tail waits for the ACK (Nagle)
+    assert payload > 2000
     for d in a.outgoing:
         b.receive(d, 0.0)
     a.outgoing.clear()
     stream.after_receive()
     assert echo.got == bytearray()
-    assert b.window == 100_000 - 3000
+    assert b.window == 100_000 - payload
+    stream.resume_reading()
+    await asyncio.sleep(0)  # delivery is scheduled, not done inside resume_reading
+    assert len(echo.got) == payload
+    assert b.window == 100_000
