@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import random
 import shutil
 import socket
 import subprocess
@@ -207,6 +208,69 @@ async def test_transfer_through_a_lossy_reordering_relay() -> None:
             relay.close()
     assert relay.dropped > 0
     assert a.counters.fast_retransmits + a.counters.timeouts > 0
+
+
+def garbage(rng: random.Random, cid: int) -> bytes:
+    """A datagram with a uTP first byte (not SYN: floods have their own test) and connection
+    id ``cid``, random after that."""
+    head = bytes([rng.choice([0x01, 0x11, 0x21, 0x31]), rng.randrange(4)])
+    return head + cid.to_bytes(2, "big") + rng.randbytes(rng.randrange(0, 60))
+
+
+async def test_garbage_on_the_socket_never_raises_and_spares_other_addresses() -> None:
+    rng = random.Random(13)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    accepted: list[UtpStream] = []
+    a_udp = await UdpSocket.open("127.0.0.1", 0)
+    b_udp = await UdpSocket.open("127.0.0.1", 0)
+    a = UtpSocketManager(a_udp)
+    b = UtpSocketManager(b_udp, on_accept=accepted.append)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    target = ("127.0.0.1", b.port)
+    try:
+        async with asyncio.timeout(60):
+            client = Sink()
+            await a.connect(client, target)
+            await wait_until(lambda: accepted, what="the accepted stream")
+            server = Sink()
+            accepted[0].set_protocol(server)
+            server.connection_made(accepted[0])
+            live_id = accepted[0].conn.recv_id
+            # From another address, even with the live connection's id: never reaches it.
+            for i in range(2000):
+                other.sendto(garbage(rng, live_id if i % 2 else rng.randrange(0x10000)), target)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            data = blob(1 << 20)
+            await send_all(client.transport, data, server)
+            await wait_until(lambda: len(server.data) >= len(data), timeout_s=30, what="all bytes")
+            assert bytes(server.data) == data
+            assert not accepted[0].is_closing()
+            # From the peer's own address with its id: uTP cannot tell that from the peer (a
+            # RESET or an ACK of unsent data may end it), but nothing raises, and a new
+            # connection works afterwards.
+            sock = a_udp.sock
+            assert sock is not None
+            for i in range(2000):
+                sock.sendto(garbage(rng, live_id), target)
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0.1)
+            again = Sink()
+            await a.connect(again, target)
+            await wait_until(lambda: len(accepted) == 2, what="the second stream")
+            assert errors == []
+    finally:
+        other.close()
+        a.close()
+        b.close()
+        a_udp.close()
+        b_udp.close()
+        loop.set_exception_handler(None)
+    assert b.counters.dropped > 0
 
 
 async def test_dial_to_a_silent_port_times_out() -> None:
