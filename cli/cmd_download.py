@@ -150,13 +150,18 @@ def parse_listen(text: str) -> tuple[tuple[str, int], ...]:
 
 
 def add_discovery_arguments(p: argparse.ArgumentParser) -> None:
-    """``--encryption``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``, ``--no-lsd``,
-    ``--no-port-mapping`` (download, seed and the daemon)."""
+    """``--encryption``, ``--no-utp``, ``--no-dht``, ``--dht-bootstrap``, ``--no-pex``,
+    ``--no-lsd``, ``--no-port-mapping`` (download, seed and the daemon)."""
     p.add_argument(
         "--encryption",
         choices=("require", "prefer", "off"),
         default="prefer",
         help="MSE/PE: require it, prefer it and fall back to plaintext (default), or off",
+    )
+    p.add_argument(
+        "--no-utp",
+        action="store_true",
+        help="TCP only: neither accept nor dial uTP connections (BEP 29; on by default, dialled first)",
     )
     p.add_argument(
         "--no-dht", action="store_true", help="do not use the DHT to find peers (it is on by default)"
@@ -194,6 +199,7 @@ def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> 
         "pex_enabled": not args.no_pex,
         "lsd_enabled": not args.no_lsd,
         "port_mapping": not args.no_port_mapping,
+        "utp_enabled": not args.no_utp,
         "encryption": Encryption(args.encryption),
     }
     if args.dht_bootstrap is not None:

@@ -202,6 +202,15 @@ class Settings:
     dht_retry_interval_s: float = 60.0
     dht_few_peers: int = 10
 
+    # --- uTP (BEP 29) -----------------------------------------------------------------
+    #: Speak uTP on the listen port (UDP, shared with the DHT): accept uTP connections and
+    #: dial uTP first, falling back to TCP (``--no-utp`` turns both off; TCP only then).
+    utp_enabled: bool = True
+    #: A uTP SYN unanswered this long: dial the peer over TCP instead, and remember it.
+    utp_connect_timeout_s: float = 2.0
+    #: The receive window each uTP connection advertises (libtorrent: its receive buffer).
+    utp_recv_buffer_bytes: int = 1 << 20
+
     # --- peer exchange (BEP 11) -------------------------------------------------------
     #: Exchange peer lists (``ut_pex``) with connected peers; never for a private torrent.
     pex_enabled: bool = True
@@ -297,6 +306,8 @@ class Settings:
         for host, port in self.dht_bootstrap:
             if not host or not 0 < port <= 65535:
                 raise ValueError(f"dht_bootstrap: {host}:{port} is not a node address")
+        if self.utp_connect_timeout_s <= 0 or self.utp_recv_buffer_bytes < 4096:
+            raise ValueError("utp_connect_timeout_s must be positive and utp_recv_buffer_bytes at least 4096")
         if self.dht_retry_interval_s <= 0 or self.dht_announce_interval_s <= 0:
             raise ValueError("the DHT announce intervals must be positive")
         if self.retry_backoff_max_s < self.retry_backoff_s:
@@ -322,6 +333,7 @@ def testing_settings() -> Settings:
         listen_port=0,
         connect_timeout_s=3.0,
         handshake_timeout_s=3.0,
+        utp_connect_timeout_s=1.0,
         retry_backoff_s=0.5,
         request_timeout_s=4.0,
         snub_timeout_s=4.0,

@@ -560,6 +560,8 @@ class TransmissionPeer(Peer):
     """
 
     spec = CLIENTS["transmission"]
+    #: Transmission's ``utp-enabled`` (off: the transfer tests compare TCP with TCP).
+    utp = False
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -579,7 +581,7 @@ class TransmissionPeer(Peer):
             "lpd-enabled": False,
             "pex-enabled": False,
             "port-forwarding-enabled": False,
-            "utp-enabled": False,
+            "utp-enabled": self.utp,
             # With an IPv4 bind address Transmission's libcurl binds tracker requests to it
             # and cannot reach a tracker on [::1]; "any" is still only lo in the namespace.
             "bind-address-ipv4": "0.0.0.0" if ":" in self.host else LOOPBACK,

@@ -11,7 +11,9 @@ Shared by :class:`~torrent.engine.swarm.Swarm` and
 
 Outgoing connections are plain TCP with ``encryption = off`` and MSE otherwise
 (:class:`~torrent.engine.mse_stream.MseConnector`: ``prefer`` falls back to plaintext
-when the peer refuses the encrypted handshake, ``require`` does not).
+when the peer refuses the encrypted handshake, ``require`` does not). With uTP on, the
+stream under either is dialled uTP first, then TCP
+(:class:`~torrent.engine.utp_dial.UtpFirstConnector`).
 
 The loop sleeps until woken (:meth:`PeerConnector.wake`: new addresses, a closed peer) or
 until the next peer's back-off ends (:meth:`PeerList.next_wakeup`).
@@ -29,6 +31,7 @@ from torrent.engine.mse_stream import MseConnector
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
 from torrent.engine.transport import Connector, tcp_connect
+from torrent.engine.utp_dial import UtpFirstConnector
 
 __all__ = ["PeerConnector"]
 
@@ -63,11 +66,17 @@ class PeerConnector:
         self._connect: Connector | None = None
 
     def connect(self) -> Connector:
-        """How this host dials: plain TCP, or MSE first (``Settings.encryption``)."""
+        """How this host dials: plain or MSE first (``Settings.encryption``), over uTP
+        first when the session speaks it, else TCP."""
         if self._connect is None:
             ctx = self._ctx
+            raw: Connector = tcp_connect
+            if ctx.utp is not None:
+                raw = UtpFirstConnector(
+                    ctx.utp, utp_timeout_s=self._settings.utp_connect_timeout_s, counters=ctx.utp_dials
+                )
             self._connect = (
-                tcp_connect
+                raw
                 if self._settings.encryption == Encryption.OFF
                 else MseConnector(
                     self._host.info_hash,
@@ -75,6 +84,8 @@ class PeerConnector:
                     clock=ctx.clock,
                     timeout_s=self._settings.handshake_timeout_s,
                     counters=ctx.encryption,
+                    fallback=raw,
+                    dial=raw,
                 )
             )
         return self._connect

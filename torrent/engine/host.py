@@ -29,6 +29,8 @@ from torrent.engine.dht_node import DhtNode
 from torrent.engine.http_client import HttpClient
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
+from torrent.engine.utp_dial import DialCounters
+from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import StorageError
 from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
@@ -47,6 +49,8 @@ class SwarmContext:
         clock: the time source of every timer decision.
         encryption: the session's MSE handshake counters.
         dht: the session's DHT node, None when the DHT is off.
+        utp: the session's uTP socket, None when uTP is off.
+        utp_dials: how outgoing connections were made (uTP, or TCP after uTP failed).
         disk_executor: the thread pool every torrent's disk I/O shares (None: each its own).
         addresses: our own addresses (BEP 7 announce hints, BEP 10 ``ipv4``/``ipv6``).
     """
@@ -62,6 +66,8 @@ class SwarmContext:
     clock: Clock = SYSTEM_CLOCK
     encryption: EncryptionCounters = field(default_factory=EncryptionCounters)
     dht: DhtNode | None = None
+    utp: UtpSocketManager | None = None
+    utp_dials: DialCounters = field(default_factory=DialCounters)
     disk_executor: ThreadPoolExecutor | None = None
     addresses: OurAddresses = field(default_factory=OurAddresses)
 

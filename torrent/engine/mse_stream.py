@@ -407,6 +407,7 @@ class MseConnector:
         encryption: ``require`` or ``prefer`` (``prefer`` falls back to ``fallback``).
         clock, timeout_s, counters: as for :class:`MseStream`.
         fallback: opens the plaintext connection after a refused handshake.
+        dial: opens the stream the handshake runs over (TCP, or uTP first).
 
     Raises (from a call):
         OSError: TCP could not connect (no fallback: plaintext would not connect either).
@@ -422,6 +423,7 @@ class MseConnector:
         timeout_s: float,
         counters: EncryptionCounters,
         fallback: Connector = tcp_connect,
+        dial: Connector = tcp_connect,
     ) -> None:
         if encryption == Encryption.OFF:
             raise LocalProtocolError("encryption is off: dial with plain TCP")
@@ -431,6 +433,7 @@ class MseConnector:
         self._timeout_s = timeout_s
         self._counters = counters
         self._fallback = fallback
+        self._dial = dial
 
     async def __call__(self, protocol: asyncio.BaseProtocol, addr: tuple[str, int]) -> Transport:
         try:
@@ -461,7 +464,7 @@ class MseConnector:
             counters=self._counters,
             on_outcome=report,
         )
-        await loop.create_connection(lambda: stream, addr[0], addr[1])
+        await self._dial(stream, addr)
         try:
             result = await outcome
         except BaseException:  # cancelled (the peer's connect timeout): drop the connection

@@ -6,8 +6,8 @@
   due are sent what changed in our list of connected peers since their last message.
 * The list we give: peers we dialled (flag ``reachable``), and incoming peers under the
   listen port their handshake gave (``p``); an incoming peer without one is left out, as
-  its address is not one anybody can dial. Seeds carry the ``seed`` flag. A peer is never
-  told about itself.
+  its address is not one anybody can dial. Seeds carry the ``seed`` flag, peers connected
+  over uTP the ``utp`` flag (BEP 29 support, 0x04). A peer is never told about itself.
 * What a peer tells us goes to ``on_peers``: the torrent's peer list, with the same
   admission as a tracker's peers. A message that does not parse is ignored.
 
@@ -105,6 +105,8 @@ class PeerExchange:
             if p.transport is not None and p.transport.get_extra_info("mse_method") is not None:
                 # It speaks MSE with us: others may dial it encrypted first (BEP 11 0x01).
                 flags |= pex.PexFlags.ENCRYPTION
+            if p.transport is not None and p.transport.get_extra_info("utp"):
+                flags |= pex.PexFlags.UTP
             out[addr] = flags
         return out
 

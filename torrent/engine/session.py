@@ -15,9 +15,12 @@ incoming connections that never sent a handshake) and the choker (every
 gives them a moment, then cancels what is left. Everything entered is unwound by one
 ``AsyncExitStack``, in reverse order.
 
-With ``settings.dht_enabled`` the session also binds a UDP socket on the same port
-number (:class:`~torrent.engine.udp.UdpSocket`, shared by first byte: ``d`` is KRPC)
-and runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
+With ``settings.dht_enabled`` or ``settings.utp_enabled`` the session also binds a UDP
+socket on the same port number (:class:`~torrent.engine.udp.UdpSocket`, shared by first
+byte: ``d`` is KRPC, uTP has its own). With uTP on, a
+:class:`~torrent.engine.utp_socket.UtpSocketManager` accepts uTP connections there (each
+goes through the same classifier and routing as a TCP one) and torrents dial uTP first.
+With the DHT on, the session runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
 joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
 (saved again on exit). Every non-private torrent then asks it for peers.
 
@@ -69,10 +72,14 @@ from torrent.engine.status import (
 )
 from torrent.engine.swarm import Swarm
 from torrent.engine.udp import UdpSocket
+from torrent.engine.utp_dial import DialCounters, DialStats
+from torrent.engine.utp_socket import UtpSocketManager
+from torrent.engine.utp_stream import UtpStream
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
+from torrent.proto.utp import UtpStats
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
@@ -256,6 +263,8 @@ class Session:
         self._udp: UdpSocket | None = None
         self._udp6: UdpSocket | None = None
         self._dht: DhtNode | None = None
+        self._utp: UtpSocketManager | None = None
+        self._utp_dials = DialCounters()
         self._lsd: LsdService | None = None
         self._lsd_services: list[LsdService] = []
         self._portmap: PortMapper | None = None
@@ -303,6 +312,10 @@ class Session:
             http = HttpClient(USER_AGENT)
             stack.push_async_callback(http.close)
             self._http = http
+            if s.dht_enabled or s.utp_enabled:
+                await self._open_udp(stack)
+            if s.utp_enabled:
+                self._start_utp(stack)
             if s.dht_enabled:
                 await self._start_dht(stack)
             if s.lsd_enabled:
@@ -333,6 +346,7 @@ class Session:
             self._tg = None
             self._http = None
             self._dht = None
+            self._utp = None
             self._udp = None
             self._udp6 = None
             self._portmap = None
@@ -444,19 +458,50 @@ class Session:
         """The address the UDP socket (DHT) binds: the first listen address's host."""
         return self.settings.listen_addresses()[0][0]
 
-    async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
-        """Bind the UDP socket (the TCP port's number when free) and start the DHT node
-        on it; the node saves its routing table before the socket closes."""
-        s = self.settings
+    async def _open_udp(self, stack: contextlib.AsyncExitStack) -> None:
+        """Bind the UDP socket of the DHT and uTP (the TCP port's number when free)."""
         try:
             udp = await UdpSocket.open(self._udp_host(), self._port)
         except OSError as exc:
-            # Another program holds that UDP port: a different number still works (our
-            # announces carry the TCP port explicitly).
-            log.warning("UDP port %d is taken (%s); the DHT uses another one", self._port, exc)
+            # Another program holds that UDP port: a different number still works for the
+            # DHT (our announces carry the TCP port explicitly); peers dial uTP on our TCP
+            # port's number, so those connections will be TCP.
+            log.warning("UDP port %d is taken (%s); the DHT and uTP use another one", self._port, exc)
             udp = await UdpSocket.open(self._udp_host(), 0)
         stack.callback(udp.close)
         self._udp = udp
+
+    def _start_utp(self, stack: contextlib.AsyncExitStack) -> None:
+        """Accept and dial uTP on the UDP socket; every connection is reset on exit."""
+        assert self._udp is not None
+        self._utp = UtpSocketManager(
+            self._udp,
+            on_accept=self._utp_incoming,
+            clock=self.clock,
+            recv_buffer=self.settings.utp_recv_buffer_bytes,
+        )
+        stack.callback(self._utp.close)
+
+    def _utp_incoming(self, stream: UtpStream) -> None:
+        """An accepted uTP connection: the same classifier and routing as a TCP one."""
+        incoming = self._incoming_factory()
+        stream.set_protocol(incoming)
+        incoming.connection_made(stream)  # type: ignore[arg-type]
+
+    def utp_statistics(self) -> UtpStats | None:
+        """What uTP dropped and recovered (a snapshot); None when uTP is off."""
+        return None if self._utp is None else self._utp.statistics()
+
+    def dial_statistics(self) -> DialStats:
+        """How outgoing connections were made: over uTP, or over TCP after uTP (a snapshot)."""
+        return self._utp_dials.statistics()
+
+    async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start the DHT node on the UDP socket; it saves its routing table before the
+        socket closes."""
+        s = self.settings
+        udp = self._udp
+        assert udp is not None
         assert udp.transport is not None
         udp6 = await self._open_udp6(stack, udp.port)
         if s.dht_state_file:
@@ -595,6 +640,8 @@ class Session:
             clock=self.clock,
             encryption=self._encryption,
             dht=self._dht,
+            utp=self._utp,
+            utp_dials=self._utp_dials,
             disk_executor=self._disk_pool,
             addresses=self._addresses,
         )

@@ -27,9 +27,10 @@ Where a new transport plugs in (see docs/ARCHITECTURE.md):
   in ``write``) and a :class:`StreamProtocol` to the TCP transport below it (decrypting in
   ``data_received`` before passing the bytes up), with its own handshake before the first
   ``connection_made`` it forwards. Its connector dials TCP and then negotiates.
-* **uTP**: a socket object per connection that implements :class:`Transport` over the UDP
-  socket's congestion-controlled send window (``pause_writing`` when the window is full), and a
-  connector that opens it.
+* **uTP** (:mod:`torrent.engine.utp_stream`): a stream per connection that implements
+  :class:`Transport` over the UDP socket's congestion-controlled send window
+  (``pause_writing`` while too much is unacknowledged), opened by
+  :class:`~torrent.engine.utp_dial.UtpFirstConnector` (uTP, else TCP).
 
 Either way ``Peer``, the wire protocol and the swarm stay as they are: the engine passes
 ``connect=`` when it creates an outgoing ``Peer``, or the listener hands the peer an accepted

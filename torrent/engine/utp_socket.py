@@ -1,0 +1,370 @@
+"""uTP on the session's UDP socket: demultiplexing, the connection table, timers, dialling.
+
+:class:`UtpSocketManager` registers with :class:`~torrent.engine.udp.UdpSocket` for the first
+bytes of uTP packets (type in the high nibble, version 1 in the low one: ``0x01`` ``0x11``
+``0x21`` ``0x31`` ``0x41``; the DHT's ``d`` and a UDP tracker's ``0x00`` go elsewhere; a uTP
+packet of another version is never routed here and counts as unclaimed there). Each datagram is
+looked up in a table keyed by (address, connection id) — for a SYN the id the connection will
+receive on, ``id + 1`` — and handed to that connection's sans-IO
+:class:`~torrent.proto.utp.UtpConnection`; its :class:`~torrent.engine.utp_stream.UtpStream`
+then delivers the bytes to the peer and sends the ACKs and data the window allows.
+
+* A SYN for no known connection is accepted (``on_accept`` gets the new stream) unless the
+  manager accepts nothing, or ``max_half_open`` accepted connections have not sent data yet
+  (a SYN flood): those are counted as ``syn_refused`` and dropped. DATA or FIN for no known
+  connection is answered with a RESET (the peer forgot us, or we forgot it) and counted.
+* :meth:`UtpSocketManager.connect` dials: a fresh receive id, a SYN, and an await of its ACK
+  (the caller bounds it; the state machine gives up after its SYN resends).
+* Timers are batched: one loop timer every ``TICK_S`` runs the retransmission timers of every
+  connection whose deadline passed, and only while there are connections.
+
+Socket buffers: the session asks the kernel for large UDP buffers (``SOCKET_BUFFER``), as
+bursts of a fast sender otherwise overflow the receive queue before the loop reads them.
+
+Sending: a connection's run of equal-sized datagrams (a window's worth of full data packets)
+goes to the kernel in one ``sendmsg`` with Linux's ``UDP_SEGMENT`` (GSO): the kernel cuts the
+buffer into datagrams of that size, so the peer receives ordinary packets and we pay one system
+call instead of dozens. It is used only when the transport has nothing queued (order is kept)
+and turned off for good at its first error (an old kernel, another OS); single datagrams and
+the fallback go through the asyncio transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from torrent.engine.clock import SYSTEM_CLOCK, Clock
+from torrent.engine.transport import Transport
+from torrent.engine.udp import UdpSocket
+from torrent.engine.utp_stream import UtpStream
+from torrent.proto.utp import (
+    HEADER,
+    HEADER_SIZE,
+    MAX_PACKET_V4,
+    MAX_PACKET_V6,
+    PacketType,
+    UtpConnection,
+    UtpCounters,
+    UtpStats,
+)
+
+__all__ = ["FIRST_BYTES", "SOCKET_BUFFER", "TICK_S", "UtpSocketManager"]
+
+#: First bytes of uTP version 1 packets, one per type (BEP 29).
+FIRST_BYTES = bytes((t << 4) | 1 for t in PacketType)
+#: How often the retransmission timers run (the lowest timeout is 500 ms).
+TICK_S = 0.05
+#: Socket buffers asked for, both ways (the kernel may cap them at ``rmem_max``/``wmem_max``).
+SOCKET_BUFFER = 4 << 20
+#: Accepted connections that have not sent data yet, at most.
+MAX_HALF_OPEN = 64
+#: Linux UDP GSO (``include/uapi/linux/udp.h``): the ``SOL_UDP`` option and control message.
+UDP_SEGMENT = 103
+#: Datagrams in one GSO send at most (the kernel's limit is 64 segments).
+GSO_MAX_SEGMENTS = 64
+
+_SYN = int(PacketType.SYN)
+_DATA = int(PacketType.DATA)
+_FIN = int(PacketType.FIN)
+_RESET = int(PacketType.RESET)
+
+Key = tuple[tuple[str, int], int]
+
+
+class UtpSocketManager:
+    """Every uTP connection on one UDP socket.
+
+    Args:
+        udp: the session's socket; the manager registers its routes there.
+        on_accept: given each accepted stream (None: refuse incoming connections).
+        clock: the time source of the state machines.
+        recv_buffer: the receive window each connection advertises.
+        max_half_open: accepted connections without data yet, at most.
+    """
+
+    def __init__(
+        self,
+        udp: UdpSocket,
+        *,
+        on_accept: Callable[[UtpStream], None] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        recv_buffer: int = 1 << 20,
+        max_half_open: int = MAX_HALF_OPEN,
+    ) -> None:
+        assert udp.transport is not None, "open the UDP socket first"
+        self._udp = udp
+        self._transport = udp.transport
+        self._on_accept = on_accept
+        self._clock = clock
+        self._recv_buffer = recv_buffer
+        self._max_half_open = max_half_open
+        self.counters = UtpCounters()
+        self._conns: dict[Key, UtpStream] = {}
+        self._half_open: set[UtpStream] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        sock = self._transport.get_extra_info("socket")
+        self._sockname = self._transport.get_extra_info("sockname")
+        self._v6 = sock is not None and sock.family == socket.AF_INET6
+        self._mtu_ceiling = MAX_PACKET_V6 if self._v6 else MAX_PACKET_V4
+        self._sock = udp.sock
+        # asyncio's datagram transports have it (typeshed lists it on write transports only).
+        self._queued: Callable[[], int] = getattr(self._transport, "get_write_buffer_size", lambda: 1)
+        #: GSO sends: on Linux until the first failure.
+        self.gso = sys.platform == "linux" and self._sock is not None
+        if sock is not None:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        self._dirty: dict[UtpStream, None] = {}
+        udp.route(FIRST_BYTES, self.datagram_received)
+        udp.on_drained(self.drained)
+
+    # ------------------------------------------------------------------ public
+
+    def statistics(self) -> UtpStats:
+        """What was dropped and recovered, since the socket opened (a snapshot)."""
+        return self.counters.statistics()
+
+    @property
+    def port(self) -> int:
+        """The UDP port the connections share."""
+        return self._udp.port
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def close(self) -> None:
+        """Reset every connection (the session is closing)."""
+        self._closed = True
+        for stream in list(self._conns.values()):
+            stream.abort()
+        self._conns.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def connect(self, protocol: asyncio.BaseProtocol, addr: tuple[str, int]) -> Transport:
+        """Dial ``addr`` over uTP; calls ``protocol.connection_made`` with the stream once the
+        SYN is acknowledged and returns the stream (a :data:`~torrent.engine.transport.Connector`).
+
+        Raises:
+            OSError: the address is not an IP address of the socket's family, the socket is
+                closed, or the peer reset the connection.
+            TimeoutError: the SYN was never acknowledged (after its resends).
+        """
+        host, port = addr[0], int(addr[1])
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise OSError(f"uTP dials IP addresses, not {host!r}") from None
+        if self._closed or (ip.version == 6) != self._v6:
+            raise OSError(f"no uTP socket for {host}")
+        key_addr = (str(ip), port)
+        while True:
+            recv_id = secrets.randbelow(0xFFFF)
+            if (key_addr, recv_id) not in self._conns and (key_addr, recv_id + 1) not in self._conns:
+                break
+        now = self._clock.monotonic()
+        conn = UtpConnection.dial(
+            recv_id=recv_id,
+            seq_nr=1 + secrets.randbelow(0xFFFE),
+            now=now,
+            counters=self.counters,
+            mtu_ceiling=self._mtu_ceiling,
+            recv_buffer=self._recv_buffer,
+        )
+        stream = self._new_stream(conn, key_addr)
+        self._conns[(key_addr, recv_id)] = stream
+        self._send(conn, key_addr)
+        self._arm()
+        try:
+            await stream.connected
+        except BaseException:
+            stream.abort()
+            raise
+        stream.set_protocol(protocol)
+        protocol.connection_made(stream)  # type: ignore[arg-type]
+        return stream
+
+    # ------------------------------------------------------------------ datagrams
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """One datagram whose first byte looks like uTP; never raises for bad input."""
+        if len(data) < HEADER_SIZE:
+            self.counters.malformed += 1
+            return
+        typ = data[0] >> 4
+        cid = (data[2] << 8) | data[3]
+        key_addr = (addr[0], addr[1])
+        stream = self._conns.get((key_addr, (cid + 1) & 0xFFFF if typ == _SYN else cid))
+        if stream is None:
+            self._unknown(typ, cid, data, key_addr)
+            return
+        conn = stream.conn
+        now = self._clock.monotonic()
+        conn.receive(data, now)
+        if typ == _DATA and stream.half_open:
+            stream.half_open = False
+            self._half_open.discard(stream)
+        if conn.connected:
+            if not stream.connected.done():
+                stream.on_connected()
+            # The batch's bytes reach the peer in one call once the socket is drained, and
+            # before the ACK goes out, so the window it advertises counts what the reader holds.
+            self._dirty[stream] = None
+        elif conn.closed:
+            stream.after_receive()
+        if conn.outgoing:
+            self._send(conn, key_addr)
+
+    def drained(self) -> None:
+        """The socket has no more datagrams for now: hand each touched connection's bytes to
+        its peer in one call, then send its ACK and the data its window allows (one ACK per
+        batch, not per datagram)."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = {}
+        now = self._clock.monotonic()
+        for stream in dirty:
+            conn = stream.conn
+            if conn.received or conn.eof or conn.closed or stream.write_paused:
+                stream.after_receive()
+            conn.flush(now)
+            if conn.outgoing:
+                self._send(conn, stream.addr)
+
+    def _unknown(self, typ: int, cid: int, data: bytes, addr: tuple[str, int]) -> None:
+        c = self.counters
+        if typ == _SYN:
+            if self._closed or self._on_accept is None or len(self._half_open) >= self._max_half_open:
+                c.syn_refused += 1
+                return
+            self._accept(data, addr)
+            return
+        c.bad_connection += 1
+        if typ in (_DATA, _FIN):
+            # The peer still thinks the connection is open: tell it otherwise.
+            seq = (data[16] << 8) | data[17]
+            now_us = int(self._clock.monotonic() * 1e6) & 0xFFFFFFFF
+            reset = HEADER.pack((_RESET << 4) | 1, 0, cid, now_us, 0, 0, 0, seq)
+            c.resets_sent += 1
+            self._sendto(reset, addr)
+
+    def _accept(self, data: bytes, addr: tuple[str, int]) -> None:
+        now = self._clock.monotonic()
+        conn = UtpConnection.accept(
+            data,
+            seq_nr=secrets.randbelow(0x10000),
+            now=now,
+            counters=self.counters,
+            mtu_ceiling=self._mtu_ceiling,
+            recv_buffer=self._recv_buffer,
+        )
+        if conn is None:
+            return
+        stream = self._new_stream(conn, addr)
+        self._conns[(addr, conn.recv_id)] = stream
+        self._half_open.add(stream)
+        stream.half_open = True
+        stream.on_connected()
+        self._send(conn, addr)
+        self._arm()
+        assert self._on_accept is not None
+        self._on_accept(stream)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _new_stream(self, conn: UtpConnection, addr: tuple[str, int]) -> UtpStream:
+        return UtpStream(
+            conn,
+            addr,
+            send=self._send,
+            now=self._clock.monotonic,
+            forget=self._forget,
+            sockname=self._sockname,
+        )
+
+    def _send(self, conn: UtpConnection, addr: tuple[str, int]) -> None:
+        out = conn.outgoing
+        if not out:
+            return
+        transport = self._transport
+        if transport.is_closing():
+            out.clear()
+            return
+        if len(out) > 1 and self.gso and self._queued() == 0:
+            self._send_segmented(out, addr)
+        else:
+            sendto = transport.sendto
+            for d in out:
+                sendto(d, addr)
+        out.clear()
+
+    def _send_segmented(self, out: list[bytes], addr: tuple[str, int]) -> None:
+        """Runs of equal-sized datagrams in one GSO ``sendmsg`` each (the last may be shorter)."""
+        sock = self._sock
+        assert sock is not None
+        sendto = self._transport.sendto
+        n = len(out)
+        i = 0
+        while i < n:
+            size = len(out[i])
+            j = i + 1
+            while j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) == size:
+                j += 1
+            if j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) < size:
+                j += 1  # a shorter last segment is allowed
+            if j - i == 1 or not self.gso:
+                sendto(out[i], addr)
+                i = j if j - i == 1 else i + 1
+                continue
+            try:
+                sock.sendmsg(
+                    [b"".join(out[i:j])], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr
+                )
+            except BlockingIOError:
+                for d in out[i:j]:  # the socket buffer is full: the transport queues them
+                    sendto(d, addr)
+            except OSError:
+                self.gso = False  # no GSO here: send them one by one from now on
+                continue
+            i = j
+
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._transport.is_closing():
+            self._transport.sendto(data, addr)
+
+    def _forget(self, stream: UtpStream) -> None:
+        key = (stream.addr, stream.conn.recv_id)
+        if self._conns.get(key) is stream:
+            del self._conns[key]
+        self._half_open.discard(stream)
+
+    def _arm(self) -> None:
+        if self._timer is None and self._conns and not self._closed:
+            self._timer = asyncio.get_running_loop().call_later(TICK_S, self._on_tick)
+
+    def _on_tick(self) -> None:
+        self._timer = None
+        now = self._clock.monotonic()
+        for stream in list(self._conns.values()):
+            conn = stream.conn
+            deadline = conn.next_deadline()
+            if deadline is not None and deadline <= now:
+                conn.tick(now)
+                conn.flush(now)
+                self._send(conn, stream.addr)
+                if conn.closed or stream.write_paused:
+                    stream.after_receive()
+        self._arm()
