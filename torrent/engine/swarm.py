@@ -74,8 +74,10 @@ log = logging.getLogger(__name__)
 MAX_PREFETCH = 8
 #: Fewest pieces that may be assembled or verified at once, whatever the rates say.
 MIN_PIECES_IN_FLIGHT = 4
-#: Pieces allowed beyond what the pipelines span: one verifying while the next arrives.
+#: Pieces allowed beyond what the pipelines span, for verification: two, or one when a
+#: piece is larger than VERIFY_SLACK_BYTES (one verifying while the next arrives).
 VERIFY_SLACK_PIECES = 2
+VERIFY_SLACK_BYTES = 2 << 20
 #: Why recent connections ended, kept for diagnostics.
 MAX_CLOSED_PEERS = 200
 
@@ -692,7 +694,8 @@ class Swarm(PeerHostBase):
         peer's depth comes from its measured rate), one more per source for the piece it
         is in, and a little for verification; at most ``max_pieces_in_flight``."""
         piece_length = self.info.piece_length
-        wanted = VERIFY_SLACK_PIECES + self.web_seeds.active
+        slack = VERIFY_SLACK_PIECES if piece_length <= VERIFY_SLACK_BYTES else 1
+        wanted = slack + self.web_seeds.active
         for peer in self.peers.values():
             if not peer.peer_choking and peer.am_interested:
                 wanted += 1 - (-peer.pipeline_depth() * BLOCK_SIZE // piece_length)
