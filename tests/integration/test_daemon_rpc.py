@@ -149,7 +149,11 @@ async def test_operations_on_a_complete_torrent(tmp_path: Path) -> None:
         await asyncio.to_thread(_corrupt, content, 20_000)
         await client.call("torrent-verify", ids=[tid])
         await wait_until(
-            lambda: daemon.records[tid].handle is None and not daemon.records[tid].verify_pending,
+            lambda: (
+                daemon.records[tid].handle is None
+                and not daemon.records[tid].verify_pending
+                and daemon.records[tid].checking is None
+            ),
             what="verify done",
         )
         [t] = await client.get([tid], "status", "percentDone", "leftUntilDone")

@@ -632,7 +632,7 @@ TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
     "haveValid": lambda v: v.done,
     "honorsSessionLimits": _limit("honorsSessionLimits", True),
     "id": lambda v: v.r.id,
-    "isFinished": lambda v: False,
+    "isFinished": lambda v: v.r.finished,
     "isPrivate": lambda v: v.meta.info.private if v.meta else False,
     "isStalled": lambda v: False,
     "labels": lambda v: list(v.r.stored.labels),
@@ -666,7 +666,13 @@ TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
     "queuePosition": lambda v: v.r.stored.queue_position,
     "rateDownload": lambda v: int(v.b.download_rate_bps) if v.b else 0,
     "rateUpload": lambda v: int(v.b.upload_rate_bps) if v.b else 0,
-    "recheckProgress": lambda v: v.stats.checked_fraction if v.stats and v.status == Status.CHECK else 0.0,
+    "recheckProgress": lambda v: (
+        v.r.checking
+        if v.r.checking is not None
+        else v.stats.checked_fraction
+        if v.stats and v.status == Status.CHECK
+        else 0.0
+    ),
     "secondsDownloading": lambda v: 0,
     "secondsSeeding": lambda v: (
         int(v.now - v.r.started_at) if v.status == Status.SEED and v.r.started_at else 0
@@ -718,8 +724,8 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
         "download-queue-enabled": True,
         "download-queue-size": daemon.max_active_downloads,
         "encryption": _ENCRYPTION_NAMES[s.encryption],
-        "idle-seeding-limit": 30,
-        "idle-seeding-limit-enabled": False,
+        "idle-seeding-limit": limits["idle-seeding-limit"],
+        "idle-seeding-limit-enabled": limits["idle-seeding-limit-enabled"],
         "incomplete-dir": daemon.download_dir,
         "incomplete-dir-enabled": False,
         "lpd-enabled": s.lsd_enabled,
@@ -739,8 +745,8 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
         "script-torrent-done-filename": daemon.config.on_complete or "",
         "seed-queue-enabled": daemon.max_active_seeds is not None,
         "seed-queue-size": daemon.max_active_seeds or 0,
-        "seedRatioLimit": 2.0,
-        "seedRatioLimited": False,
+        "seedRatioLimit": limits["seedRatioLimit"],
+        "seedRatioLimited": limits["seedRatioLimited"],
         "session-id": "",
         "speed-limit-down": limits["speed-limit-down"],
         "speed-limit-down-enabled": limits["speed-limit-down-enabled"],

@@ -62,7 +62,9 @@ class StoredTorrent:
     id: int
     info_hash: str  # hex
     name: str
-    metainfo: bytes | None  # None while a magnet's metadata is unknown
+    #: The .torrent's bytes as loaded or inserted; None while a magnet's metadata is
+    #: unknown, and in the daemon once parsed (the database keeps them).
+    metainfo: bytes | None
     magnet: str
     download_dir: str
     paused: bool
@@ -129,14 +131,20 @@ class StateStore:
         self.update_many([t])
 
     def update_many(self, records: Iterable[StoredTorrent]) -> None:
-        """Write every field of each record, all in one transaction."""
+        """Write every field of each record but its metainfo (:meth:`set_metainfo`), all
+        in one transaction."""
         with self._transaction():
             self._db.executemany(
-                "UPDATE torrents SET info_hash=?, name=?, metainfo=?, magnet=?, download_dir=?, paused=?, "
+                "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
                 "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=? WHERE id=?",
-                [(*_row(t)[1:], t.id) for t in records],
+                [(*_row(t)[1:3], *_row(t)[4:], t.id) for t in records],
             )
+
+    def set_metainfo(self, torrent_id: int, metainfo: bytes) -> None:
+        """Store the metainfo a magnet link's fetch found (the record keeps none in memory)."""
+        with self._transaction():
+            self._db.execute("UPDATE torrents SET metainfo=? WHERE id=?", (metainfo, torrent_id))
 
     def save_stats(self, stats: Iterable[tuple[int, int, int]]) -> None:
         """``(id, uploaded, downloaded)`` of many torrents in one transaction (the batch)."""

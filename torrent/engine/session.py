@@ -47,6 +47,9 @@ from typing import Any
 import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
+from torrent.disk import resume
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
@@ -58,10 +61,11 @@ from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseSt
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import PeerStats, TorrentBrief, TorrentEvent, TorrentState, TorrentStats
 from torrent.engine.swarm import Swarm
+from torrent.engine.tracker_client import AnnounceEvent
 from torrent.engine.udp import UdpSocket
 from torrent.errors import StorageError, TorrentError
 from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Metainfo
+from torrent.proto.metainfo import Info, Metainfo
 from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
@@ -153,20 +157,26 @@ class Torrent:
 
     def file_progress(self) -> list[int]:
         """Verified bytes of each file, in the order of the torrent's files."""
-        swarm = self._swarm
-        info, picker = swarm.info, swarm.picker
-        piece_length = info.piece_length
-        out = []
-        for f in info.files:
-            done = 0
-            if f.length:
-                end = f.offset + f.length
-                for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
-                    if picker.have(p):
-                        start = max(f.offset, p * piece_length)
-                        done += min(end, (p + 1) * piece_length) - start
-            out.append(done)
-        return out
+        return file_progress(self._swarm.info, self._swarm.picker.have)
+
+    @property
+    def num_peers(self) -> int:
+        """Connections open now (handshaken or not)."""
+        return len(self._swarm.peers)
+
+    @property
+    def announce_settled(self) -> bool:
+        """The first announce of this run got an answer or failed (or there is no tracker)."""
+        announcer = self._swarm.announcer
+        return not announcer or announcer.event is not AnnounceEvent.STARTED or bool(announcer.message)
+
+    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
+        """This torrent's own limits, under the session's (0: none of its own; None: unchanged)."""
+        ctx = self._swarm.ctx
+        if download_bps is not None:
+            ctx.down_limit.set_rate(download_bps)
+        if upload_bps is not None:
+            ctx.up_limit.set_rate(upload_bps)
 
     def reannounce(self) -> None:
         """Announce to the trackers soon (still keeping the minimum interval)."""
@@ -181,11 +191,45 @@ class Torrent:
         """Ask the torrent to stop and return at once (:meth:`stop` waits for it)."""
         self._swarm.stop()
 
-    async def stop(self) -> None:
-        """Stop the torrent: ``stopped`` announce, resume state saved."""
-        self._swarm.stop()
+    async def stop(self, *, announce: bool = True) -> None:
+        """Stop the torrent: ``stopped`` announce (unless ``announce`` is False: the caller
+        keeps the torrent listed at its trackers, e.g. a dormant seed), resume state saved."""
+        self._swarm.stop(announce=announce)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._task)
+
+
+def file_progress(info: Info, have: Callable[[int], bool]) -> list[int]:
+    """Verified bytes of each file of ``info``, given which pieces are verified."""
+    piece_length = info.piece_length
+    out = []
+    for f in info.files:
+        done = 0
+        if f.length:
+            end = f.offset + f.length
+            for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
+                if have(p):
+                    start = max(f.offset, p * piece_length)
+                    done += min(end, (p + 1) * piece_length) - start
+        out.append(done)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What :meth:`Session.check_torrent` found on disk.
+
+    Attributes:
+        complete: every wanted piece is verified.
+        done_bytes: verified bytes of the wanted pieces.
+        wanted_bytes: bytes of the wanted pieces.
+        files_done: verified bytes of each file.
+    """
+
+    complete: bool
+    done_bytes: int
+    wanted_bytes: int
+    files_done: list[int]
 
 
 def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
@@ -228,6 +272,8 @@ class Session:
         self._tasks: dict[InfoHash, asyncio.Task[None]] = {}
         self._torrents: dict[InfoHash, Torrent] = {}
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
+        #: Dormant torrents: not running, but an incoming peer naming one wakes it.
+        self._dormant: dict[InfoHash, Callable[[InfoHash], None]] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._server: asyncio.Server | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -398,6 +444,31 @@ class Session:
         Raises:
             TorrentError: the session is not running, or the torrent is already in it.
         """
+        return self.add_torrent_nowait(
+            metainfo,
+            download_dir,
+            content_path=content_path,
+            file_priorities=file_priorities,
+            sequential=sequential,
+            seed=seed,
+            peers=peers,
+            recheck=recheck,
+        )
+
+    def add_torrent_nowait(
+        self,
+        metainfo: Metainfo,
+        download_dir: str | os.PathLike[str],
+        *,
+        content_path: str | os.PathLike[str] | None = None,
+        file_priorities: Sequence[int] | None = None,
+        sequential: bool = False,
+        seed: bool = True,
+        peers: Sequence[PeerAddr] = (),
+        recheck: bool = False,
+    ) -> Torrent:
+        """:meth:`add_torrent` from synchronous code (it never blocks): same arguments,
+        same errors. A dormant torrent of the same hash stops being dormant."""
         ctx = self._context()
         if metainfo.info_hash in self._swarms:
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
@@ -418,11 +489,79 @@ class Session:
         if task is None:
             storage.close()
             raise TorrentError("the session is closing")
+        self._dormant.pop(metainfo.info_hash, None)
         self._swarms[metainfo.info_hash] = swarm
         self._tasks[metainfo.info_hash] = task
         torrent = Torrent(swarm, task)
         self._torrents[metainfo.info_hash] = torrent
         return torrent
+
+    async def check_torrent(
+        self,
+        metainfo: Metainfo,
+        download_dir: str | os.PathLike[str],
+        *,
+        file_priorities: Sequence[int] | None = None,
+        recheck: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CheckResult:
+        """Find what of a torrent that is not running is on disk, without running it.
+
+        The same start-up as :meth:`add_torrent` (:func:`torrent.disk.resume.start`: a
+        clean resume state is trusted, otherwise the pieces are hashed on the session's
+        disk pool), then the resume state is saved clean, as a stopped run leaves it: a
+        later :meth:`add_torrent` trusts it and hashes nothing. No swarm, peer, tracker
+        or task of its own; nothing stays open afterwards.
+
+        Raises:
+            StorageError: the data or the resume state could not be read or written.
+            TorrentError: the session is not running.
+        """
+        if self._disk_pool is None or self._closing:
+            raise TorrentError("the session is not running (use 'async with Session(...)')")
+        info = metainfo.info
+        try:
+            storage = FileStorage(
+                info, download_dir, file_priorities=file_priorities, info_hash=metainfo.info_hash
+            )
+        except ValueError as exc:
+            raise StorageError(str(exc)) from None
+        store = ResumeStore(info, metainfo.info_hash, storage.directory)
+        try:
+            async with DiskIO(storage, journal=store, executor=self._disk_pool) as disk:
+                verified, plan = await resume.start(store, disk, progress=progress, full_recheck=recheck)
+                state = plan.state
+                await store.save(
+                    storage,
+                    verified,
+                    clean=True,
+                    peers=state.peers if state else (),
+                    uploaded=state.uploaded if state else 0,
+                    downloaded=state.downloaded if state else 0,
+                )
+        finally:
+            store.close()
+            await asyncio.to_thread(storage.close)
+        wanted = storage.wanted_pieces()
+        wanted_bytes = sum(info.piece_size(i) for i, w in enumerate(wanted) if w)
+        done_bytes = sum(info.piece_size(i) for i in verified if wanted[i])
+        return CheckResult(
+            complete=done_bytes == wanted_bytes,
+            done_bytes=done_bytes,
+            wanted_bytes=wanted_bytes,
+            files_done=file_progress(info, verified.__contains__),
+        )
+
+    def park(self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None]) -> None:
+        """Keep a torrent that is not running reachable: an incoming peer naming it calls
+        ``on_wanted(info_hash)`` (once), which should add it (:meth:`add_torrent_nowait`)
+        for the connection to reach it. Costs a dict entry: no task, no file, no timer."""
+        if info_hash not in self._swarms:
+            self._dormant[info_hash] = on_wanted
+
+    def unpark(self, info_hash: InfoHash) -> None:
+        """Forget a dormant torrent (its peers are refused again)."""
+        self._dormant.pop(info_hash, None)
 
     async def fetch_metadata(self, magnet: Magnet, *, peers: Sequence[PeerAddr] = ()) -> Metainfo:
         """Get a magnet link's metadata from its peers (BEP 9); returns the Metainfo, with
@@ -455,8 +594,8 @@ class Session:
             peer_id=self.peer_id,
             port=lambda: self._port,
             http=self._http,
-            down_limit=self._down,
-            up_limit=self._up,
+            down_limit=RateLimiter(0, parent=self._down),
+            up_limit=RateLimiter(0, parent=self._up),
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
             clock=self.clock,
@@ -473,8 +612,9 @@ class Session:
             if self._lsd is not None:
                 self._lsd.forget(swarm.info_hash)
 
-    async def remove_torrent(self, info_hash: InfoHash) -> None:
-        """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
+    async def remove_torrent(self, info_hash: InfoHash, *, announce: bool = True) -> None:
+        """Stop the torrent (``stopped`` announce unless ``announce`` is False, resume
+        state saved) and forget it.
 
         It may be added again afterwards (to restart it, or with other settings).
 
@@ -484,7 +624,7 @@ class Session:
         torrent = self._torrents.pop(info_hash, None)
         if torrent is None:
             raise TorrentError(f"torrent {info_hash.hex()} is not in the session")
-        await torrent.stop()
+        await torrent.stop(announce=announce)
         self._tasks.pop(info_hash, None)
 
     def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
@@ -536,7 +676,7 @@ class Session:
         """The MSE side of an accepted connection, knowing every torrent of the session."""
         return MseStream(
             peer,
-            receiver_for(lambda: list(self._swarms), Encryption(self.settings.encryption)),
+            receiver_for(lambda: [*self._swarms, *self._dormant], Encryption(self.settings.encryption)),
             clock=self.clock,
             timeout_s=self.settings.handshake_timeout_s,
             counters=self._encryption,
@@ -552,6 +692,11 @@ class Session:
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
         swarm = self._swarms.get(info_hash)
+        if swarm is None and info_hash in self._dormant:
+            # Its owner adds it now (add_torrent_nowait); a peer that comes while it reads
+            # its resume state is refused, as by any torrent still checking, and retries.
+            self._dormant.pop(info_hash)(info_hash)
+            swarm = self._swarms.get(info_hash)
         self._pending_incoming.pop(peer, None)
         if swarm is None or not swarm.adopt_incoming(peer):
             return None

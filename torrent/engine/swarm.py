@@ -196,6 +196,7 @@ class Swarm(PeerHostBase):
         self._checked = asyncio.Event()
         self._finished = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._announce_stop = True
         self._resume_dirty = asyncio.Event()
         self._seeding_since: float | None = None
         self._down_rate = 0.0
@@ -302,13 +303,15 @@ class Swarm(PeerHostBase):
         """Learn addresses (from a tracker, the user, PEX...)."""
         self.connector.add(list(addrs))
 
-    def stop(self) -> None:
-        """Ask the swarm to end (``run`` returns after its clean-up).
+    def stop(self, *, announce: bool = True) -> None:
+        """Ask the swarm to end (``run`` returns after its clean-up); ``announce=False``
+        sends no ``stopped`` to the trackers (it stays listed there, dormant).
 
         The peers are closed at once, before the task group aborts: a late block can then
         no longer complete a piece and spawn its verification into a group that is
         shutting down.
         """
+        self._announce_stop = self._announce_stop and announce
         self._stopped.set()
         self._halt()
 
@@ -384,8 +387,9 @@ class Swarm(PeerHostBase):
             pass
         finally:
             self._tg = None
-            with contextlib.suppress(Exception):
-                await self.announcer.stop()
+            if self._announce_stop:
+                with contextlib.suppress(Exception):
+                    await self.announcer.stop()
 
     async def _start(self, disk: DiskIO) -> None:
         """Find which pieces we already have (see :func:`torrent.disk.resume.start`: trust
@@ -480,7 +484,12 @@ class Swarm(PeerHostBase):
 
     def adopt_incoming(self, peer: Peer) -> bool:
         """An incoming connection routed to us; returns False when we refuse it."""
-        return self.connector.adopt_incoming(peer)
+        if not self.connector.adopt_incoming(peer):
+            return False
+        # Accepted before its torrent was known: from now on it counts against this
+        # torrent's own rate limits too (whose buckets draw from the session's).
+        peer.down_limit, peer.up_limit = self.ctx.down_limit, self.ctx.up_limit
+        return True
 
     def on_peer_ready(self, peer: Peer) -> None:
         kp = self.peer_list.get(peer.addr)

@@ -1,0 +1,104 @@
+"""The daemon at scale, in process on loopback: dormant seeds (no swarm, no task of their
+own) that wake for an incoming peer, a restart that lists seeds without touching their
+data, and the announces of many seeds spread over time instead of bursted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.integration.daemon_helpers import running_daemon
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
+from torrent import config
+from torrent.daemon.service import Status
+from torrent.disk.storage import state_path
+from torrent.engine.session import Session
+from torrent.proto import bencoding
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "payload.bin", 300_000))
+    async with (
+        asyncio.timeout(60),
+        running_daemon(tmp_path, park_idle_s=0.5) as (daemon, client),
+        Session(config.testing_settings()) as leecher_session,
+    ):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
+        [t] = await client.get([tid], "status", "percentDone")
+        assert (t["status"], t["percentDone"]) == (Status.SEED, 1.0)
+        assert daemon.session.torrents() == []  # no swarm: a dict entry in the session
+
+        leecher = await leecher_session.add_torrent(
+            meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
+        )
+        async with asyncio.timeout(40):
+            await leecher.wait_complete()
+        assert (tmp_path / "leecher" / "payload.bin").read_bytes() == (downloads / "payload.bin").read_bytes()
+        await leecher_session.remove_torrent(meta.info_hash)
+        # Its peer gone, the seed goes dormant again, its upload counted.
+        await wait_until(lambda: daemon.records[tid].parked, timeout_s=20, what="dormant again")
+        [t] = await client.get([tid], "status", "uploadedEver")
+        assert t["status"] == Status.SEED
+        assert t["uploadedEver"] >= 300_000
+
+
+async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"f{i}.bin", 50_000, seed=i)) for i in range(5)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        ids = [await client.add(m) for m in metas]
+        await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="all dormant")
+    resume_files = [state_path(str(downloads), m.info_hash, "resume") for m in metas]
+    stamps = [os.stat(p).st_mtime_ns for p in resume_files]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="all dormant")
+        rows = await client.get(None, "id", "status", "percentDone")
+        assert [(r["status"], r["percentDone"]) for r in rows] == [(Status.SEED, 1.0)] * 5
+        assert all(daemon.records[i].checking is None and daemon.records[i].checked is False for i in ids)
+        assert daemon.session.torrents() == []
+    assert [os.stat(p).st_mtime_ns for p in resume_files] == stamps  # nothing read or rewritten
+
+
+async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
+    """30 seeds with a tracker, at most 10 announce slots a second: the first announces
+    take about 3 s, never more than a slot's worth in any half second."""
+    seen: list[float] = []
+
+    async def announce(request: web.Request) -> web.Response:
+        seen.append(time.monotonic())
+        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    tracker = TestServer(app, host="127.0.0.1")
+    await tracker.start_server()
+    url = str(tracker.make_url("/announce"))
+    downloads = tmp_path / "downloads"
+    metas = [
+        make_torrent(make_payload(downloads, f"f{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(30)
+    ]
+    try:
+        async with asyncio.timeout(60), running_daemon(tmp_path, announces_per_s=10.0) as (daemon, client):
+            for m in metas:
+                await client.add(m)
+            await wait_until(lambda: len(seen) >= 30, timeout_s=30, what="every seed announced")
+            span = max(seen) - min(seen)
+            assert span >= 2.0, f"30 announces within {span:.2f} s: bursted"
+            for t in seen:
+                assert sum(1 for u in seen if t <= u < t + 0.5) <= 7
+            # Each went dormant after its announce; the next is half an hour away.
+            await wait_until(lambda: all(r.parked for r in daemon.records.values()), what="all dormant")
+            assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())
+    finally:
+        await tracker.close()
