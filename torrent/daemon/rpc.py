@@ -392,7 +392,7 @@ async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
 class _View:
     """What the field getters read of one record, computed once per torrent."""
 
-    __slots__ = ("_stats", "_totals", "b", "meta", "now", "r", "status")
+    __slots__ = ("_size_when_done", "_stats", "_totals", "b", "meta", "now", "r", "status")
 
     def __init__(self, r: Record, now: float) -> None:
         self.r = r
@@ -403,6 +403,7 @@ class _View:
         self.meta = r.meta
         self.status = r.status()
         self._totals: tuple[int, int] | None = None
+        self._size_when_done = -1
 
     @property
     def stats(self) -> TorrentStats | None:
@@ -422,6 +423,11 @@ class _View:
 
     @property
     def size_when_done(self) -> int:
+        if self._size_when_done < 0:
+            self._size_when_done = self._wanted_bytes()
+        return self._size_when_done
+
+    def _wanted_bytes(self) -> int:
         if self.b is not None:
             return self.b.wanted_bytes
         meta = self.meta

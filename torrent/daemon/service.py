@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import heapq
 import logging
@@ -64,7 +65,7 @@ import os
 import shutil
 import time
 from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torrent.config import Settings
@@ -171,7 +172,14 @@ class Record:
     #: Payload moved by the current run, already folded into ``stored`` totals.
     folded_up: int = 0
     folded_down: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serializes the operations on this torrent (made on first use: most never need one)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     @property
     def id(self) -> int:
@@ -333,7 +341,7 @@ class Daemon:
             meta = None
             if stored.metainfo is not None:
                 try:
-                    meta = Metainfo.from_bytes(stored.metainfo)
+                    meta = _slim(Metainfo.from_bytes(stored.metainfo))
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
                 else:
@@ -409,7 +417,7 @@ class Daemon:
         )
         self.store.insert(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, meta)
+        r = Record(stored, _slim(meta) if meta is not None else None)
         self._index(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -1136,6 +1144,14 @@ def _setting(key: str, value: Any) -> Any:
             raise DaemonError(f"'{key}' must be a non-negative number")
         return float(value)
     return value
+
+
+def _slim(meta: Metainfo) -> Metainfo:
+    """``meta`` without the decoded ``info`` dict in ``raw`` (``info`` and ``info_bytes``
+    hold it already; ``to_bytes`` uses ``info_bytes``): most of a small torrent's memory."""
+    if b"info" not in meta.raw:
+        return meta
+    return dataclasses.replace(meta, raw={k: v for k, v in meta.raw.items() if k != b"info"})
 
 
 def _absolute(path: str) -> str:

@@ -102,6 +102,9 @@ class StateStore:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # The records are read once, at start: a small page cache is enough (the default
+        # 2 MiB would be most of the daemon's memory per torrent at 1,000 torrents).
+        self._db.execute("PRAGMA cache_size=-256")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
 

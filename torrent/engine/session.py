@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -47,7 +48,6 @@ from typing import Any
 import aiohttp
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
-from torrent.disk import resume
 from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
@@ -507,11 +507,14 @@ class Session:
     ) -> CheckResult:
         """Find what of a torrent that is not running is on disk, without running it.
 
-        The same start-up as :meth:`add_torrent` (:func:`torrent.disk.resume.start`: a
-        clean resume state is trusted, otherwise the pieces are hashed on the session's
-        disk pool), then the resume state is saved clean, as a stopped run leaves it: a
-        later :meth:`add_torrent` trusts it and hashes nothing. No swarm, peer, tracker
-        or task of its own; nothing stays open afterwards.
+        The first half of the start-up of :func:`torrent.disk.resume.start` (plan: a clean
+        resume state is trusted, otherwise the pieces are hashed on the session's disk
+        pool; files allocated), then the state is saved clean, as a stopped run leaves it
+        (not at all when a clean state was trusted whole and the torrent is complete:
+        it is already on disk). A later :meth:`add_torrent` trusts it and hashes nothing.
+        Nothing is written to the data, so the run is not marked begun (no dirty state
+        with its ``fsync`` first). No swarm, peer, tracker or task of its own; nothing
+        stays open afterwards.
 
         Raises:
             StorageError: the data or the resume state could not be read or written.
@@ -527,22 +530,28 @@ class Session:
         except ValueError as exc:
             raise StorageError(str(exc)) from None
         store = ResumeStore(info, metainfo.info_hash, storage.directory)
+        wanted = storage.wanted_pieces()
         try:
             async with DiskIO(storage, journal=store, executor=self._disk_pool) as disk:
-                verified, plan = await resume.start(store, disk, progress=progress, full_recheck=recheck)
+                plan = await asyncio.to_thread(functools.partial(store.plan, storage, full_recheck=recheck))
+                await disk.allocate()
+                verified = set(plan.verified)
+                if plan.recheck:
+                    verified |= await disk.check(plan.recheck, progress=progress)
                 state = plan.state
-                await store.save(
-                    storage,
-                    verified,
-                    clean=True,
-                    peers=state.peers if state else (),
-                    uploaded=state.uploaded if state else 0,
-                    downloaded=state.downloaded if state else 0,
-                )
+                unchanged = state is not None and state.clean_shutdown and not plan.recheck
+                if not (unchanged and all(verified.__contains__(i) for i, w in enumerate(wanted) if w)):
+                    await store.save(
+                        storage,
+                        verified,
+                        clean=True,
+                        peers=state.peers if state else (),
+                        uploaded=state.uploaded if state else 0,
+                        downloaded=state.downloaded if state else 0,
+                    )
         finally:
             store.close()
             await asyncio.to_thread(storage.close)
-        wanted = storage.wanted_pieces()
         wanted_bytes = sum(info.piece_size(i) for i, w in enumerate(wanted) if w)
         done_bytes = sum(info.piece_size(i) for i in verified if wanted[i])
         return CheckResult(
