@@ -346,6 +346,35 @@ async def test_download_over_rpc_from_our_seed_with_completion_hook(tmp_path: Pa
         ]
 
 
+async def test_seed_idle_limits_stop_idle_seeds_unless_unlimited(tmp_path: Path) -> None:
+    """transmission-remote 3.00 has no flag for the idle limit: set over RPC."""
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"s{i}.bin", 30_000, seed=i)) for i in range(3)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        a, b, c = [await client.add(m) for m in metas]
+        for tid in (a, b, c):
+            await _wait_status(client, tid, Status.SEED)
+        await client.call("torrent-set", ids=[b], seedIdleMode=2)  # never stops for idleness
+        await client.call("torrent-set", ids=[c], seedIdleMode=1, seedIdleLimit=0)  # its own: 0 min
+        await _wait_status(client, c, Status.STOPPED)
+        [t] = await client.get([c], "isFinished")
+        assert t["isFinished"] is True
+        assert (await client.get([a], "status"))[0]["status"] == Status.SEED  # the session's: off
+        await client.call("session-set", **{"idle-seeding-limit-enabled": True, "idle-seeding-limit": 0})
+        assert (await client.call("session-get"))["idle-seeding-limit-enabled"] is True
+        await _wait_status(client, a, Status.STOPPED)
+        rows = await client.get([a, b], "status", "isFinished")
+        assert [(r["status"], r["isFinished"]) for r in rows] == [
+            (Status.STOPPED, True),
+            (Status.SEED, False),
+        ]
+        # Started again with an idle limit of 30 minutes: it seeds.
+        await client.call("session-set", **{"idle-seeding-limit": 30})
+        await client.call("torrent-start", ids=[a])
+        await _wait_status(client, a, Status.SEED)
+        assert (await client.get([a], "isFinished"))[0]["isFinished"] is False
+
+
 def _corrupt(path: Path, at: int) -> None:
     with open(path, "r+b") as fh:
         fh.seek(at)

@@ -182,6 +182,12 @@ class Record:
         return self._lock
 
     @property
+    def busy(self) -> bool:
+        """An operation (stop, verify, move, files...) is under way: the scheduler keeps
+        its hands off until it ends (or it would start what the operation just stopped)."""
+        return self._lock is not None and self._lock.locked()
+
+    @property
     def id(self) -> int:
         return self.stored.id
 
@@ -468,7 +474,7 @@ class Daemon:
         """Reap ended runs, notice completions, then start what the queue allows."""
         now = time.monotonic()
         for r in list(self.records.values()):
-            if r.handle is not None:
+            if r.handle is not None and not r.busy:
                 await self._observe(r, now)
         if now >= self._next_stats_save:
             self._next_stats_save = now + self.config.stats_save_interval_s
@@ -476,7 +482,7 @@ class Daemon:
         await self._enforce_limits(now)
         slots = _Slots(*self._count_active(now))
         for r in sorted(self.records.values(), key=lambda x: x.stored.queue_position):
-            if r.handle is not None or r.fetching or r.stored.error or r.checking is not None:
+            if r.handle is not None or r.fetching or r.stored.error or r.checking is not None or r.busy:
                 continue
             if r.parked:
                 continue  # the announce loop runs it when its announce is due
@@ -515,6 +521,8 @@ class Daemon:
         seeds: list[Record] = []
         for r in self.records.values():
             h = r.handle
+            if r.busy:
+                continue
             if h is None:
                 if r.parked:
                     seeds.append(r)
@@ -613,7 +621,8 @@ class Daemon:
             elif not r.idle_since:
                 r.idle_since = now
             elif now - r.idle_since >= self.config.park_idle_s:
-                await self._stop_handle(r, park=True)
+                async with r.lock:  # an operation that comes meanwhile waits for the park
+                    await self._stop_handle(r, park=True)
                 self._mark(r)
             return
         if state in (TorrentState.STOPPED, TorrentState.ERROR):
@@ -687,6 +696,8 @@ class Daemon:
     def _launch(self, r: Record) -> bool:
         """Put the torrent into the session now (it must have its metainfo)."""
         assert r.meta is not None
+        if r.handle is not None:
+            return True
         r.parked = False
         r.verify_pending = False
         try:
@@ -833,7 +844,7 @@ class Daemon:
         self.session_down += st.downloaded_bytes
         r.handle = None
         r.fetching = False
-        if park and r.stored.done_date and not self._closing:
+        if park and r.stored.done_date and not r.stored.paused and not self._closing:
             now = time.monotonic()
             self._park(r, now, announce_at=self._next_announce_after_run(r, now))
 
@@ -919,10 +930,10 @@ class Daemon:
             if r.meta is None:
                 continue
             async with r.lock:
+                r.verify_pending = True
                 await self._stop_handle(r)
                 await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
                 r.stored.error = ""
-                r.verify_pending = True
         await self.schedule()
 
     def reannounce(self, records: Iterable[Record]) -> None:
