@@ -106,7 +106,8 @@ async def test_bad_input_gets_error_results_and_the_daemon_keeps_serving(tmp_pat
             "'speed-limit-down'"
         )
         assert "not supported" in await client.result("blocklist-update")
-        assert "not supported" in await client.result("torrent-rename-path", ids=[1], path="a", name="b")
+        assert "exactly one torrent" in await client.result("torrent-rename-path", ids=[1], path="a", name="b")
+        assert "must be strings" in await client.result("torrent-rename-path", path=1, name=None)
         # Still serving.
         assert (await client.call("session-get", fields=["version"]))["version"].startswith("pytorrent")
         assert await client.get(None, "id") == []
@@ -373,6 +374,63 @@ async def test_seed_idle_limits_stop_idle_seeds_unless_unlimited(tmp_path: Path)
         await client.call("torrent-start", ids=[a])
         await _wait_status(client, a, Status.SEED)
         assert (await client.get([a], "isFinished"))[0]["isFinished"] is False
+
+
+async def test_rename_path_renames_on_disk_and_in_the_listing_and_survives_a_restart(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(
+        downloads, "album", {"one.bin": 40_000, "sub/two.bin": 30_000, "sub/three.bin": 20_000}
+    )
+    meta = make_torrent(content, piece_length=16 * 1024)
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        tid = await client.add(meta)
+        await _wait_status(client, tid, Status.SEED)
+        out = await client.call("torrent-rename-path", ids=[tid], path="album/one.bin", name="first.bin")
+        assert out == {"id": tid, "path": "album/one.bin", "name": "first.bin"}
+        await client.call("torrent-rename-path", ids=[tid], path="album/sub", name="inner")
+        await client.call("torrent-rename-path", ids=[tid], path="album", name="record")
+        assert sorted(p.relative_to(downloads).as_posix() for p in downloads.rglob("*.bin")) == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        [t] = await client.get([tid], "name", "files", "hashString", "status", "percentDone")
+        assert t["name"] == "record"
+        assert t["hashString"] == meta.info_hash.hex()
+        assert [f["name"] for f in t["files"]] == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        for path, name, why in (
+            ("album/one.bin", "x", "no such path"),
+            ("record/first.bin", "a/b", "invalid name"),
+            ("record/first.bin", "..", "invalid name"),
+            ("record/inner/two.bin", "three.bin", "File exists"),
+        ):
+            assert why in await client.result("torrent-rename-path", ids=[tid], path=path, name=name)
+        assert "exactly one" in await client.result("torrent-rename-path", ids=[], path="record", name="y")
+        single = await client.add(make_torrent(make_payload(downloads, "solo.bin", 10_000, seed=5)))
+        await _wait_status(client, single, Status.SEED)
+        await client.call("torrent-rename-path", ids=[single], path="solo.bin", name="alone.bin")
+        assert (downloads / "alone.bin").is_file()
+        assert not (downloads / "solo.bin").exists()
+        [t] = await client.get([single], "name", "files")
+        assert (t["name"], [f["name"] for f in t["files"]]) == ("alone.bin", ["alone.bin"])
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        [t] = await client.get([tid], "name", "files", "status", "percentDone")
+        assert t["name"] == "record"
+        assert [f["name"] for f in t["files"]] == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        await client.call("torrent-verify", ids=[tid])  # the renamed files hold the right data
+        await wait_until(
+            lambda: daemon.records[tid].checked and daemon.records[tid].checking is None, what="verified"
+        )
+        await _wait_status(client, tid, Status.SEED)
+        assert (await client.get([tid], "percentDone"))[0]["percentDone"] == 1.0
 
 
 def _corrupt(path: Path, at: int) -> None:

@@ -299,7 +299,14 @@ async def _torrent_set_location(daemon: Daemon, args: dict[str, Any], _: web.Req
 
 
 async def _torrent_rename_path(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
-    raise RpcError("torrent-rename-path is not supported: renaming would change the torrent's files")
+    path, name = args.get("path"), args.get("name")
+    if not isinstance(path, str) or not isinstance(name, str):
+        raise RpcError("'path' and 'name' must be strings")
+    records = _ids(daemon, args)
+    if len(records) != 1:
+        raise RpcError("torrent-rename-path takes exactly one torrent")
+    await daemon.rename_path(records[0], path, name)
+    return {"id": records[0].id, "path": path, "name": name}
 
 
 async def _torrent_remove(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:

@@ -75,7 +75,7 @@ from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
 from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Metainfo
+from torrent.proto.metainfo import Info, Metainfo
 from torrent.types import InfoHash
 
 __all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
@@ -347,7 +347,7 @@ class Daemon:
             meta = None
             if stored.metainfo is not None:
                 try:
-                    meta = _slim(Metainfo.from_bytes(stored.metainfo))
+                    meta = _renamed(_slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
                 else:
@@ -1028,6 +1028,37 @@ class Daemon:
                     await self._start(r)
         self.wake()
 
+    async def rename_path(self, r: Record, path: str, name: str) -> None:
+        """Rename the torrent's top file or directory (``path`` is its name), or a file or
+        directory inside it (``top/dir/file``), to ``name``, on disk and in its listing,
+        as Transmission's ``torrent-rename-path``; the info hash stays. A running torrent
+        restarts (its resume state stays valid: a rename keeps sizes and mtimes).
+
+        Raises:
+            DaemonError: a bad name, no such path, the target exists, or the rename failed.
+        """
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise DaemonError(f"invalid name {name!r}")
+        if r.meta is None:
+            raise DaemonError("the torrent's metadata is not known yet")
+        async with r.lock:
+            renames, old, new = _plan_rename(r.meta.info, r.stored.renames, path, name)
+            running = r.handle is not None
+            await self._stop_handle(r)
+            try:
+                await asyncio.to_thread(_rename_on_disk, os.path.join(r.stored.download_dir, *old), new)
+            except OSError as exc:
+                if running:
+                    await self._start(r)
+                raise DaemonError(f"cannot rename {path}: {exc.strerror or exc}") from None
+            r.stored.renames = renames
+            r.meta = _renamed(r.meta, renames)
+            r.stored.name = r.meta.info.name
+            self.store.update(r.stored)
+            if running:
+                await self._start(r)
+        self.wake()
+
     def set_labels(self, records: Iterable[Record], labels: list[str]) -> None:
         stored = [r.stored for r in records]
         for t in stored:
@@ -1155,6 +1186,68 @@ def _setting(key: str, value: Any) -> Any:
             raise DaemonError(f"'{key}' must be a non-negative number")
         return float(value)
     return value
+
+
+def _plan_rename(
+    info: Info, renames: dict[str, Any], path: str, name: str
+) -> tuple[dict[str, Any], tuple[str, ...], str]:
+    """``(new renames, old on-disk parts below the download dir, new last part)``.
+
+    Raises:
+        DaemonError: ``path`` is not the torrent's top name or a path inside it.
+    """
+    parts = tuple(p for p in path.strip("/").split("/") if p)
+    if not parts or parts[0] != info.name:
+        raise DaemonError(f"no such path in the torrent: {path!r}")
+    out: dict[str, Any] = {
+        "name": renames.get("name", ""),
+        "paths": dict(renames.get("paths", {})),
+        "disk": dict(renames.get("disk", {})),
+    }
+    sub = parts[1:]
+    if not sub:
+        out["name"] = name
+        if not info.multi_file:
+            out["paths"]["0"] = [name]
+            out["disk"]["0"] = [name]
+        return out, (info.disk_name,), name
+    chosen = [i for i, f in enumerate(info.files) if f.path[: len(sub)] == sub and not f.padding]
+    if not info.multi_file or not chosen:
+        raise DaemonError(f"no such path in the torrent: {path!r}")
+    n = len(sub)
+    for i in chosen:
+        f = info.files[i]
+        out["paths"][str(i)] = [*f.path[: n - 1], name, *f.path[n:]]
+        out["disk"][str(i)] = [*f.disk_path[: n - 1], name, *f.disk_path[n:]]
+    return out, (info.disk_name, *info.files[chosen[0]].disk_path[:n]), name
+
+
+def _renamed(meta: Metainfo, renames: dict[str, Any]) -> Metainfo:
+    """``meta`` with the names ``torrent-rename-path`` gave (info hash and bytes unchanged)."""
+    if not renames:
+        return meta
+    info = meta.info
+    name = renames.get("name") or info.name
+    paths, disk = renames.get("paths", {}), renames.get("disk", {})
+    files = tuple(
+        dataclasses.replace(f, path=tuple(paths[str(i)]), disk_path=tuple(disk.get(str(i), paths[str(i)])))
+        if str(i) in paths
+        else f
+        for i, f in enumerate(info.files)
+    )
+    disk_name = name if renames.get("name") else info.disk_name
+    return dataclasses.replace(
+        meta, info=dataclasses.replace(info, name=name, disk_name=disk_name, files=files)
+    )
+
+
+def _rename_on_disk(old: str, last: str) -> None:
+    """Rename ``old`` (if there is anything yet) to ``last`` in the same directory."""
+    new = os.path.join(os.path.dirname(old), last)
+    if os.path.lexists(new):
+        raise FileExistsError(17, "File exists", new)
+    if os.path.lexists(old):
+        os.rename(old, new)
 
 
 def _slim(meta: Metainfo) -> Metainfo:

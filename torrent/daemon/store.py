@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["StateStore", "StoredTorrent"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS torrents (
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS torrents (
     downloaded INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
     have_bytes INTEGER NOT NULL DEFAULT 0,
-    files_done TEXT NOT NULL DEFAULT '[]'
+    files_done TEXT NOT NULL DEFAULT '[]',
+    renames TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -81,11 +82,14 @@ class StoredTorrent:
     #: Verified bytes of the wanted pieces, and per file, when the torrent last stopped.
     have_bytes: int = 0
     files_done: list[int] = field(default_factory=list)
+    #: ``torrent-rename-path`` results: ``{"name": top name, "paths": {file index: [parts]}}``
+    #: (the info hash and the metainfo stay as they are).
+    renames: dict[str, Any] = field(default_factory=dict)
 
 
 _COLUMNS = (
     "id, info_hash, name, metainfo, magnet, download_dir, paused, queue_position, priorities, "
-    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done"
+    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames"
 )
 
 
@@ -106,6 +110,9 @@ class StateStore:
         # 2 MiB would be most of the daemon's memory per torrent at 1,000 torrents).
         self._db.execute("PRAGMA cache_size=-256")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(torrents)")}
+        if "renames" not in columns:  # a database of schema 1
+            self._db.execute("ALTER TABLE torrents ADD COLUMN renames TEXT NOT NULL DEFAULT '{}'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
 
     def close(self) -> None:
@@ -123,7 +130,8 @@ class StateStore:
         columns = _COLUMNS.removeprefix("id, ")
         with self._transaction():
             cur = self._db.execute(
-                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * 18)})", _row(t)[1:]
+                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * (len(_row(t)) - 1))})",
+                _row(t)[1:],
             )
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
@@ -140,7 +148,7 @@ class StateStore:
             self._db.executemany(
                 "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
-                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=? WHERE id=?",
+                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=? WHERE id=?",
                 [(*_row(t)[1:3], *_row(t)[4:], t.id) for t in records],
             )
 
@@ -213,6 +221,7 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
         t.error,
         t.have_bytes,
         json.dumps(t.files_done),
+        json.dumps(t.renames),
     )
 
 
@@ -237,4 +246,5 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         error=row[16],
         have_bytes=row[17],
         files_done=json.loads(row[18]),
+        renames=json.loads(row[19]),
     )
