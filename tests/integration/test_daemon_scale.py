@@ -31,7 +31,11 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
     async with (
         asyncio.timeout(60),
         running_daemon(tmp_path, park_idle_s=0.5) as (daemon, client),
-        Session(config.testing_settings()) as leecher_session,
+        # A refused connection would be retried only after a minute: the one that wakes
+        # the seed must be served.
+        Session(
+            config.testing_settings().replace(retry_backoff_s=60.0, retry_backoff_max_s=60.0)
+        ) as leecher_session,
     ):
         tid = await client.add(meta)
         await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
@@ -42,7 +46,7 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
         leecher = await leecher_session.add_torrent(
             meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
         )
-        async with asyncio.timeout(40):
+        async with asyncio.timeout(20):
             await leecher.wait_complete()
         assert (tmp_path / "leecher" / "payload.bin").read_bytes() == (downloads / "payload.bin").read_bytes()
         await leecher_session.remove_torrent(meta.info_hash)

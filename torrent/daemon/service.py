@@ -49,8 +49,7 @@ session's ``idle-seeding-limit-enabled``) is stopped and reported finished.
 Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
 limits); alternative speed limits on a schedule; bandwidth groups; a dormant seed that
 is stopped or removed sends no ``stopped`` announce (its trackers drop it after their
-interval); the connection that wakes a dormant seed is refused while it reads its
-resume state (the peer's next try reaches it).
+interval).
 """
 
 from __future__ import annotations

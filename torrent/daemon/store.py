@@ -128,10 +128,10 @@ class StateStore:
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
         columns = _COLUMNS.removeprefix("id, ")
+        values = _row(t)[1:]
         with self._transaction():
             cur = self._db.execute(
-                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * (len(_row(t)) - 1))})",
-                _row(t)[1:],
+                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * len(values))})", values
             )
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
@@ -149,7 +149,7 @@ class StateStore:
                 "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
                 "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=? WHERE id=?",
-                [(*_row(t)[1:3], *_row(t)[4:], t.id) for t in records],
+                [(*row[1:3], *row[4:], t.id) for row, t in ((_row(t), t) for t in records)],
             )
 
     def set_metainfo(self, torrent_id: int, metainfo: bytes) -> None:

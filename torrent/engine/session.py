@@ -702,8 +702,8 @@ class Session:
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
         swarm = self._swarms.get(info_hash)
         if swarm is None and info_hash in self._dormant:
-            # Its owner adds it now (add_torrent_nowait); a peer that comes while it reads
-            # its resume state is refused, as by any torrent still checking, and retries.
+            # Its owner adds it now (add_torrent_nowait); the swarm holds this connection
+            # until it has read its resume state (Swarm.adopt_incoming).
             self._dormant.pop(info_hash)(info_hash)
             swarm = self._swarms.get(info_hash)
         self._pending_incoming.pop(peer, None)
