@@ -33,7 +33,9 @@ Queue rules (as Transmission's and qBittorrent's):
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
-   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
+   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``, or per twice the last
+   pass's duration: a pass walks every record, and at 10,000 torrents the passes would
+   otherwise take the CPU from the checks they schedule).
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops; what the
@@ -296,6 +298,10 @@ class Daemon:
         #: ``(when, id)`` of the dormant seeds' next announces (a stale entry is skipped).
         self._announce_heap: list[tuple[float, int]] = []
         self._announce_wake = asyncio.Event()
+        #: How long the last scheduler pass took (s).
+        self._pass_s = 0.0
+        #: Ids of the torrents with a seed ratio or idle limit of their own (mode 1).
+        self._own_seed_limits: set[int] = set()
         #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -358,6 +364,14 @@ class Daemon:
     def _index(self, r: Record) -> None:
         self.records[r.id] = r
         self.by_hash[r.info_hash] = r
+        self._note_seed_limits(r)
+
+    def _note_seed_limits(self, r: Record) -> None:
+        lim = r.stored.limits
+        if lim.get("seedRatioMode") == 1 or lim.get("seedIdleMode") == 1:
+            self._own_seed_limits.add(r.id)
+        else:
+            self._own_seed_limits.discard(r.id)
 
     def wake(self) -> None:
         """Run the scheduler soon."""
@@ -438,12 +452,15 @@ class Daemon:
             if self._closing:
                 return
             # A pass walks every record: when thousands of checks end in a burst, one
-            # pass per ``SCHEDULE_MIN_GAP_S`` serves them all (and leaves the loop to RPC).
-            await asyncio.sleep(SCHEDULE_MIN_GAP_S)
+            # pass per gap serves them all (and leaves at least two thirds of the time to
+            # the checks and the RPC).
+            await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
             self._wake.clear()
             if self._closing:
                 return
+            began = time.perf_counter()
             await self.schedule()
+            self._pass_s = time.perf_counter() - began
 
     async def _announce_loop(self) -> None:
         """Run each dormant seed when its announce is due, one slot at a time (one task
@@ -532,7 +549,9 @@ class Daemon:
                 seeds.append(r)
             elif not self._stalled(r, now):
                 downloads.append(r)
-        extra: list[Record] = [r for r in seeds if self._seed_limit_reached(r, now)]
+        extra: list[Record] = []
+        if self._seed_limits_on():
+            extra = [r for r in seeds if self._seed_limit_reached(r, now)]
         for r in extra:
             r.finished = True
             r.stored.paused = True
@@ -546,6 +565,11 @@ class Daemon:
             async with r.lock:
                 await self._stop_handle(r)
             self._mark(r)
+
+    def _seed_limits_on(self) -> bool:
+        """Whether any seed ratio or idle limit applies (the session's, or a torrent's own)."""
+        lim = self.session_limits
+        return bool(lim["seedRatioLimited"] or lim["idle-seeding-limit-enabled"] or self._own_seed_limits)
 
     def _seed_limit_reached(self, r: Record, now: float) -> bool:
         """Transmission's seed ratio and idle limits (mode 0: the session's, 1: the
@@ -949,6 +973,7 @@ class Daemon:
                 await self._stop_handle(r)
                 self.records.pop(r.id, None)
                 self.by_hash.pop(r.info_hash, None)
+                self._own_seed_limits.discard(r.id)
                 self.store.delete(r.id)
                 self.removed_ids.append(r.id)
                 del self.removed_ids[:-1000]
@@ -1069,6 +1094,7 @@ class Daemon:
         chosen = list(records)
         for r in chosen:
             r.stored.limits.update(limits)
+            self._note_seed_limits(r)
             self._apply_rate_limits(r)
         self.store.update_many([r.stored for r in chosen])
         self.wake()  # a seed limit may be reached now
