@@ -21,6 +21,7 @@ from torrent.daemon.service import Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import Session
 from torrent.proto import bencoding
+from torrent.types import InfoHash
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,6 +43,8 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
         [t] = await client.get([tid], "status", "percentDone")
         assert (t["status"], t["percentDone"]) == (Status.SEED, 1.0)
         assert daemon.session.torrents() == []  # no swarm: a dict entry in the session
+        stats = await client.call("session-stats")
+        assert (stats["activeTorrentCount"], stats["pausedTorrentCount"]) == (1, 0)
 
         leecher = await leecher_session.add_torrent(
             meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
@@ -106,3 +109,27 @@ async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
             assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())
     finally:
         await tracker.close()
+
+
+async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operation stops a torrent and starts it again (here -G, files unwanted); a
+    scheduler pass that ran while it awaited the stop used to start the torrent itself,
+    and the operation's own start then failed with "already in the session"."""
+    meta = make_torrent(make_payload(tmp_path / "elsewhere", "album", {"a.bin": 40_000, "b.bin": 40_000}))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)  # no data: a download, running
+        await wait_until(lambda: daemon.records[tid].handle is not None, what="running")
+        remove = daemon.session.remove_torrent
+
+        async def remove_with_a_pass_meanwhile(info_hash: InfoHash, *, announce: bool = True) -> None:
+            await remove(info_hash, announce=announce)
+            await daemon.schedule()  # the scheduler's timer fires in the gap
+
+        monkeypatch.setattr(daemon.session, "remove_torrent", remove_with_a_pass_meanwhile)
+        await client.call("torrent-set", ids=[tid], **{"files-unwanted": [1]})
+        [t] = await client.get([tid], "error", "errorString", "wanted")
+        assert (t["error"], t["errorString"], t["wanted"]) == (0, "", [1, 0])
+        assert [h.info_hash for h in daemon.session.torrents()] == [meta.info_hash]
+        assert daemon.records[tid].handle is daemon.session.torrents()[0]

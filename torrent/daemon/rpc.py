@@ -832,9 +832,10 @@ async def _session_stats(daemon: Daemon, args: dict[str, Any], _: web.Request) -
         "secondsActive": seconds,
     }
     cumulative = {**current, "uploadedBytes": total_up, "downloadedBytes": total_down}
+    active = len(running) + sum(1 for r in records if r.parked)  # dormant seeds are seeding
     return {
-        "activeTorrentCount": len(running),
-        "pausedTorrentCount": len(records) - len(running),
+        "activeTorrentCount": active,
+        "pausedTorrentCount": len(records) - active,
         "torrentCount": len(records),
         "downloadSpeed": down,
         "uploadSpeed": up,
