@@ -27,7 +27,7 @@ import math
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,19 +381,20 @@ async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
     known = [(f, g) for f, g in getters if g is not None]
     records = _ids(daemon, args)
     now = time.time()
-    rows = []
-    for r in records:
-        view = _View(r, now)
-        rows.append([g(view) for _, g in known])
     out: dict[str, Any]
+    # One view per torrent, each getter once; the rows are built in one comprehension
+    # (at 10,000 torrents the per-row overhead is most of the call).
     if args.get("format") == "table":
-        out = {"torrents": [[f for f, _ in known], *rows]}
+        out = {"torrents": [[f for f, _ in known], *([g(v) for _, g in known] for v in _views(records, now))]}
     else:
-        names = [f for f, _ in known]
-        out = {"torrents": [dict(zip(names, row, strict=True)) for row in rows]}
+        out = {"torrents": [{f: g(v) for f, g in known} for v in _views(records, now)]}
     if args.get("ids") == "recently-active":
         out["removed"] = list(daemon.removed_ids)
     return out
+
+
+def _views(records: list[Record], now: float) -> Iterator[_View]:
+    return (_View(r, now) for r in records)
 
 
 class _View:
@@ -460,10 +461,14 @@ class _View:
         return self.size_when_done - self.done
 
     def percent(self) -> float:
+        if self.b is None and self.r.stored.done_date:
+            return 1.0  # not running and complete: the common case at scale
         size = self.size_when_done
         return self.done / size if size else (1.0 if self.r.stored.done_date else 0.0)
 
     def eta(self) -> int:
+        if self.b is None and self.r.stored.done_date:
+            return -1  # nothing left
         left = self.left
         if left == 0:
             return -1
