@@ -106,7 +106,9 @@ async def test_bad_input_gets_error_results_and_the_daemon_keeps_serving(tmp_pat
             "'speed-limit-down'"
         )
         assert "not supported" in await client.result("blocklist-update")
-        assert "exactly one torrent" in await client.result("torrent-rename-path", ids=[1], path="a", name="b")
+        assert "exactly one torrent" in await client.result(
+            "torrent-rename-path", ids=[1], path="a", name="b"
+        )
         assert "must be strings" in await client.result("torrent-rename-path", path=1, name=None)
         # Still serving.
         assert (await client.call("session-get", fields=["version"]))["version"].startswith("pytorrent")
