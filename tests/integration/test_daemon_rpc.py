@@ -433,6 +433,9 @@ async def test_rename_path_renames_on_disk_and_in_the_listing_and_survives_a_res
         )
         await _wait_status(client, tid, Status.SEED)
         assert (await client.get([tid], "percentDone"))[0]["percentDone"] == 1.0
+        # Removing with its data removes it where the renames put it.
+        await client.call("torrent-remove", ids=[tid], **{"delete-local-data": True})
+        await wait_until(lambda: not (downloads / "record").exists(), what="renamed content deleted")
 
 
 def _corrupt(path: Path, at: int) -> None:

@@ -46,7 +46,8 @@ Limits (Transmission's): a torrent's ``downloadLimit``/``uploadLimit`` (kB/s, wh
 ``*Limited``) are its own token buckets under the session's; a seed whose ratio reaches
 ``seedRatioLimit`` (``seedRatioMode`` 1, or 0 with the session's ``seedRatioLimited``)
 or that stayed idle ``seedIdleLimit`` minutes (``seedIdleMode`` 1, or 0 with the
-session's ``idle-seeding-limit-enabled``) is stopped and reported finished.
+session's ``idle-seeding-limit-enabled``) is stopped and reported finished (the reading of
+the limits is :mod:`torrent.daemon.limits`; the file work, :mod:`torrent.daemon.content`).
 
 Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
 limits); alternative speed limits on a schedule; bandwidth groups; a dormant seed that
@@ -58,25 +59,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import glob
 import heapq
 import logging
 import os
-import shutil
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torrent.config import Settings
+from torrent.daemon import content
+from torrent.daemon import limits as limit_rules
 from torrent.daemon.store import StateStore, StoredTorrent
-from torrent.disk.storage import state_dir, state_path
 from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
 from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Info, Metainfo
+from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
 
 __all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
@@ -352,7 +351,7 @@ class Daemon:
             meta = None
             if stored.metainfo is not None:
                 try:
-                    meta = _renamed(_slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
+                    meta = content.renamed(content.slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
                 else:
@@ -367,8 +366,7 @@ class Daemon:
         self._note_seed_limits(r)
 
     def _note_seed_limits(self, r: Record) -> None:
-        lim = r.stored.limits
-        if lim.get("seedRatioMode") == 1 or lim.get("seedIdleMode") == 1:
+        if limit_rules.has_own_seed_limits(r.stored.limits):
             self._own_seed_limits.add(r.id)
         else:
             self._own_seed_limits.discard(r.id)
@@ -436,7 +434,7 @@ class Daemon:
         )
         self.store.insert(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, _slim(meta) if meta is not None else None)
+        r = Record(stored, content.slim(meta) if meta is not None else None)
         self._index(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -572,38 +570,21 @@ class Daemon:
         return bool(lim["seedRatioLimited"] or lim["idle-seeding-limit-enabled"] or self._own_seed_limits)
 
     def _seed_limit_reached(self, r: Record, now: float) -> bool:
-        """Transmission's seed ratio and idle limits (mode 0: the session's, 1: the
-        torrent's, 2: none)."""
-        lim, session = r.stored.limits, self.session_limits
-        ratio_mode = lim.get("seedRatioMode", 0)
-        ratio: float | None = None
-        if ratio_mode == 1:
-            ratio = float(lim.get("seedRatioLimit", 2.0))
-        elif ratio_mode == 0 and session["seedRatioLimited"]:
-            ratio = float(session["seedRatioLimit"])
-        if ratio is not None:
-            up, down = r.totals()
-            base = down or self._size_when_done(r)
-            if base and up >= ratio * base:
-                return True
-        idle_mode = lim.get("seedIdleMode", 0)
-        idle_min: float | None = None
-        if idle_mode == 1:
-            idle_min = float(lim.get("seedIdleLimit", 30))
-        elif idle_mode == 0 and session["idle-seeding-limit-enabled"]:
-            idle_min = float(session["idle-seeding-limit"])
-        if idle_min is None:
-            return False
+        """Its seed ratio or idle limit (:mod:`torrent.daemon.limits`) is reached."""
         if not r.active_at:
             r.active_at = now  # seeding in this run since now
-        return now - r.active_at >= idle_min * 60.0
-
-    @staticmethod
-    def _size_when_done(r: Record) -> int:
-        if r.meta is None:
-            return 0
-        files = r.meta.info.files
-        return sum(f.length for f, w in zip(files, r.stored.wanted, strict=False) if w)
+        up, down = r.totals()
+        size = 0
+        if r.meta is not None:
+            size = sum(f.length for f, w in zip(r.meta.info.files, r.stored.wanted, strict=False) if w)
+        return limit_rules.seed_limit_reached(
+            r.stored.limits,
+            self.session_limits,
+            uploaded=up,
+            downloaded=down,
+            size=size,
+            idle_s=now - r.active_at,
+        )
 
     def _count_active(self, now: float) -> tuple[int, int, int]:
         """``(downloads, seeds, checks)`` holding a slot now (rules 1-4)."""
@@ -747,13 +728,10 @@ class Daemon:
         return True
 
     def _apply_rate_limits(self, r: Record) -> None:
-        """The torrent's ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``."""
-        if r.handle is None:
-            return
-        lim = r.stored.limits
-        down = int(lim.get("downloadLimit", 100)) * 1000 if lim.get("downloadLimited") else 0
-        up = int(lim.get("uploadLimit", 100)) * 1000 if lim.get("uploadLimited") else 0
-        r.handle.set_rate_limits(download_bps=max(down, 0), upload_bps=max(up, 0))
+        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``."""
+        if r.handle is not None:
+            down, up = limit_rules.rate_limits_bps(r.stored.limits)
+            r.handle.set_rate_limits(download_bps=down, upload_bps=up)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
         r.verify_pending = False
@@ -955,7 +933,7 @@ class Daemon:
             async with r.lock:
                 r.verify_pending = True
                 await self._stop_handle(r)
-                await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 r.stored.error = ""
         await self.schedule()
 
@@ -978,9 +956,9 @@ class Daemon:
                 self.removed_ids.append(r.id)
                 del self.removed_ids[:-1000]
                 if delete_data:
-                    await asyncio.to_thread(_delete_data, r)
+                    await asyncio.to_thread(content.delete_data, r.meta, r.stored.download_dir, r.info_hash)
                 else:
-                    await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                    await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 log.info(
                     "removed torrent %d %s%s", r.id, r.stored.name, " and its data" if delete_data else ""
                 )
@@ -1001,7 +979,9 @@ class Daemon:
                 await self._stop_handle(r)
                 try:
                     if move and r.meta is not None:
-                        await asyncio.to_thread(_move_data, r, location)
+                        await asyncio.to_thread(
+                            content.move_data, r.meta, r.stored.download_dir, r.info_hash, location
+                        )
                     r.stored.download_dir = location
                     r.stored.error = ""
                 except OSError as exc:
@@ -1066,17 +1046,22 @@ class Daemon:
         if r.meta is None:
             raise DaemonError("the torrent's metadata is not known yet")
         async with r.lock:
-            renames, old, new = _plan_rename(r.meta.info, r.stored.renames, path, name)
+            try:
+                renames, old, new = content.plan_rename(r.meta.info, r.stored.renames, path, name)
+            except ValueError as exc:
+                raise DaemonError(str(exc)) from None
             running = r.handle is not None
             await self._stop_handle(r)
             try:
-                await asyncio.to_thread(_rename_on_disk, os.path.join(r.stored.download_dir, *old), new)
+                await asyncio.to_thread(
+                    content.rename_on_disk, os.path.join(r.stored.download_dir, *old), new
+                )
             except OSError as exc:
                 if running:
                     await self._start(r)
                 raise DaemonError(f"cannot rename {path}: {exc.strerror or exc}") from None
             r.stored.renames = renames
-            r.meta = _renamed(r.meta, renames)
+            r.meta = content.renamed(r.meta, renames)
             r.stored.name = r.meta.info.name
             self.store.update(r.stored)
             if running:
@@ -1213,119 +1198,8 @@ def _setting(key: str, value: Any) -> Any:
     return value
 
 
-def _plan_rename(
-    info: Info, renames: dict[str, Any], path: str, name: str
-) -> tuple[dict[str, Any], tuple[str, ...], str]:
-    """``(new renames, old on-disk parts below the download dir, new last part)``.
-
-    Raises:
-        DaemonError: ``path`` is not the torrent's top name or a path inside it.
-    """
-    parts = tuple(p for p in path.strip("/").split("/") if p)
-    if not parts or parts[0] != info.name:
-        raise DaemonError(f"no such path in the torrent: {path!r}")
-    out: dict[str, Any] = {
-        "name": renames.get("name", ""),
-        "paths": dict(renames.get("paths", {})),
-        "disk": dict(renames.get("disk", {})),
-    }
-    sub = parts[1:]
-    if not sub:
-        out["name"] = name
-        if not info.multi_file:
-            out["paths"]["0"] = [name]
-            out["disk"]["0"] = [name]
-        return out, (info.disk_name,), name
-    chosen = [i for i, f in enumerate(info.files) if f.path[: len(sub)] == sub and not f.padding]
-    if not info.multi_file or not chosen:
-        raise DaemonError(f"no such path in the torrent: {path!r}")
-    n = len(sub)
-    for i in chosen:
-        f = info.files[i]
-        out["paths"][str(i)] = [*f.path[: n - 1], name, *f.path[n:]]
-        out["disk"][str(i)] = [*f.disk_path[: n - 1], name, *f.disk_path[n:]]
-    return out, (info.disk_name, *info.files[chosen[0]].disk_path[:n]), name
-
-
-def _renamed(meta: Metainfo, renames: dict[str, Any]) -> Metainfo:
-    """``meta`` with the names ``torrent-rename-path`` gave (info hash and bytes unchanged)."""
-    if not renames:
-        return meta
-    info = meta.info
-    name = renames.get("name") or info.name
-    paths, disk = renames.get("paths", {}), renames.get("disk", {})
-    files = tuple(
-        dataclasses.replace(f, path=tuple(paths[str(i)]), disk_path=tuple(disk.get(str(i), paths[str(i)])))
-        if str(i) in paths
-        else f
-        for i, f in enumerate(info.files)
-    )
-    disk_name = name if renames.get("name") else info.disk_name
-    return dataclasses.replace(
-        meta, info=dataclasses.replace(info, name=name, disk_name=disk_name, files=files)
-    )
-
-
-def _rename_on_disk(old: str, last: str) -> None:
-    """Rename ``old`` (if there is anything yet) to ``last`` in the same directory."""
-    new = os.path.join(os.path.dirname(old), last)
-    if os.path.lexists(new):
-        raise FileExistsError(17, "File exists", new)
-    if os.path.lexists(old):
-        os.rename(old, new)
-
-
-def _slim(meta: Metainfo) -> Metainfo:
-    """``meta`` without the decoded ``info`` dict in ``raw`` (``info`` and ``info_bytes``
-    hold it already; ``to_bytes`` uses ``info_bytes``): most of a small torrent's memory."""
-    if b"info" not in meta.raw:
-        return meta
-    return dataclasses.replace(meta, raw={k: v for k, v in meta.raw.items() if k != b"info"})
-
-
 def _absolute(path: str) -> str:
     return os.path.abspath(path)
-
-
-def _forget_resume(download_dir: str, info_hash: str) -> None:
-    """Delete a torrent's resume state and journal: its next start hashes everything."""
-    ih = bytes.fromhex(info_hash)
-    for suffix in ("resume", "journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(state_path(download_dir, InfoHash(ih), suffix))
-
-
-def _delete_data(r: Record) -> None:
-    """Delete the torrent's content and its engine state files."""
-    if r.meta is not None:
-        content = os.path.join(r.stored.download_dir, r.meta.info.name)
-        if os.path.isdir(content) and r.meta.info.multi_file:
-            shutil.rmtree(content, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(content)
-    for path in glob.glob(os.path.join(state_dir(r.stored.download_dir), glob.escape(r.info_hash) + ".*")):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _move_data(r: Record, location: str) -> None:
-    """Move the content and the engine state files from the old directory to ``location``."""
-    assert r.meta is not None
-    old = r.stored.download_dir
-    if os.path.abspath(old) == location:
-        return
-    os.makedirs(location, exist_ok=True)
-    if not os.access(location, os.W_OK | os.X_OK):
-        raise PermissionError(13, "Permission denied", location)
-    src = os.path.join(old, r.meta.info.name)
-    if os.path.lexists(src):
-        shutil.move(src, os.path.join(location, r.meta.info.name))
-    states = glob.glob(os.path.join(state_dir(old), glob.escape(r.info_hash) + ".*"))
-    if states:
-        os.makedirs(state_dir(location), exist_ok=True)
-        for path in states:
-            shutil.move(path, os.path.join(state_dir(location), os.path.basename(path)))
 
 
 async def _run_command(cmd: str, env: dict[str, str]) -> None:
