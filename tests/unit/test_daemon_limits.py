@@ -25,17 +25,20 @@ def test_rate_limits_count_only_when_limited() -> None:
     )
 
 
+def _ratio(limits: dict[str, Any], session: dict[str, Any], *, up: int, down: int = 1_000) -> bool:
+    return seed_limit_reached(limits, session, uploaded=up, downloaded=down, size=5_000, idle_s=0.0)
+
+
 def test_ratio_modes() -> None:
-    reached = {"uploaded": 2_000, "downloaded": 1_000, "size": 5_000, "idle_s": 0.0}
-    assert not seed_limit_reached({}, SESSION_OFF, **reached)
-    assert seed_limit_reached({}, SESSION_ON, **reached)  # mode 0: the session's 2.0
-    assert not seed_limit_reached({"seedRatioMode": 2}, SESSION_ON, **reached)
+    assert not _ratio({}, SESSION_OFF, up=2_000)
+    assert _ratio({}, SESSION_ON, up=2_000)  # mode 0: the session's 2.0
+    assert not _ratio({"seedRatioMode": 2}, SESSION_ON, up=2_000)
     own = {"seedRatioMode": 1, "seedRatioLimit": 2.5}
-    assert not seed_limit_reached(own, SESSION_OFF, **reached)
-    assert seed_limit_reached(own, SESSION_OFF, **{**reached, "uploaded": 2_500})
+    assert not _ratio(own, SESSION_OFF, up=2_000)
+    assert _ratio(own, SESSION_OFF, up=2_500)
     # Nothing downloaded (a seed from the start): the ratio is over its size.
-    assert not seed_limit_reached(own, SESSION_OFF, **{**reached, "downloaded": 0})
-    assert seed_limit_reached(own, SESSION_OFF, **{**reached, "downloaded": 0, "uploaded": 12_500})
+    assert not _ratio(own, SESSION_OFF, up=2_500, down=0)
+    assert _ratio(own, SESSION_OFF, up=12_500, down=0)
 
 
 def test_idle_modes_in_minutes() -> None:
