@@ -685,8 +685,8 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ downloading
 
     def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
-        if self.complete or self._tg is None:
-            return []  # nothing to ask for while the start-up reads what we have
+        if self.complete or peer in self._early_ready:
+            return []  # a peer held during the start-up: nothing to ask for yet
         # Too many pieces in memory: only continue the pieces already being assembled.
         room = self.may_start_pieces()
         picks: list[tuple[int, int, int]] = list(
