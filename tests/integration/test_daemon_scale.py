@@ -8,6 +8,7 @@ import asyncio
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -19,7 +20,7 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.daemon.service import Status
 from torrent.disk.storage import state_path
-from torrent.engine.session import Session
+from torrent.engine.session import CheckResult, Session
 from torrent.proto import bencoding
 from torrent.types import InfoHash
 
@@ -133,3 +134,26 @@ async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_t
         assert (t["error"], t["errorString"], t["wanted"]) == (0, "", [1, 0])
         assert [h.info_hash for h in daemon.session.torrents()] == [meta.info_hash]
         assert daemon.records[tid].handle is daemon.session.torrents()[0]
+
+
+async def test_a_torrent_stopped_during_its_first_check_shows_what_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = make_torrent(make_payload(tmp_path / "downloads", "f.bin", 50_000))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        gate = asyncio.Event()
+        check = daemon.session.check_torrent
+
+        async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
+            await gate.wait()
+            return await check(*args, **kwargs)
+
+        monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].checking is not None, what="checking")
+        await client.call("torrent-stop", ids=[tid])
+        gate.set()
+        await wait_until(lambda: daemon.records[tid].checking is None, what="check over")
+        [t] = await client.get([tid], "status", "percentDone")
+        assert (t["status"], t["percentDone"]) == (Status.STOPPED, 1.0)
+        assert daemon.session.torrents() == []

@@ -811,16 +811,17 @@ class Daemon:
         self.store.update(r.stored)
         self.wake()
 
-    async def _stop_handle(self, r: Record, *, park: bool = False) -> None:
+    async def _stop_handle(self, r: Record, *, park: bool = False, keep_check: bool = False) -> None:
         """Take a running torrent out of the session and fold its totals into the record
-        (a magnet link's metadata fetch and a check are cancelled, a dormant seed is no
-        longer dormant). ``park``: a running seed goes dormant instead (no ``stopped``
-        announce; its next announce is due after the usual interval)."""
+        (a magnet link's metadata fetch and, unless ``keep_check``, a check are cancelled;
+        a dormant seed is no longer dormant). ``park``: a running seed goes dormant
+        instead (no ``stopped`` announce; its next announce is due after the usual
+        interval)."""
         if r.fetch_task is not None:
             r.fetch_task.cancel()
             r.fetch_task = None
             r.fetching = False
-        if r.check_task is not None:
+        if r.check_task is not None and not keep_check:
             r.check_task.cancel()
             r.check_task = None
             r.checking = None
@@ -919,7 +920,9 @@ class Daemon:
                 r.stored.paused = True
                 r.force = False
                 r.verify_pending = False
-                await self._stop_handle(r)
+                # A check under way goes on (it does not run the torrent): a torrent
+                # stopped right after it was added still shows what it has.
+                await self._stop_handle(r, keep_check=True)
                 self.store.update(r.stored)
         self.wake()
 
