@@ -106,7 +106,10 @@ async def test_bad_input_gets_error_results_and_the_daemon_keeps_serving(tmp_pat
             "'speed-limit-down'"
         )
         assert "not supported" in await client.result("blocklist-update")
-        assert "not supported" in await client.result("torrent-rename-path", ids=[1], path="a", name="b")
+        assert "exactly one torrent" in await client.result(
+            "torrent-rename-path", ids=[1], path="a", name="b"
+        )
+        assert "must be strings" in await client.result("torrent-rename-path", path=1, name=None)
         # Still serving.
         assert (await client.call("session-get", fields=["version"]))["version"].startswith("pytorrent")
         assert await client.get(None, "id") == []
@@ -149,7 +152,11 @@ async def test_operations_on_a_complete_torrent(tmp_path: Path) -> None:
         await asyncio.to_thread(_corrupt, content, 20_000)
         await client.call("torrent-verify", ids=[tid])
         await wait_until(
-            lambda: daemon.records[tid].handle is None and not daemon.records[tid].verify_pending,
+            lambda: (
+                daemon.records[tid].handle is None
+                and not daemon.records[tid].verify_pending
+                and daemon.records[tid].checking is None
+            ),
             what="verify done",
         )
         [t] = await client.get([tid], "status", "percentDone", "leftUntilDone")
@@ -340,6 +347,95 @@ async def test_download_over_rpc_from_our_seed_with_completion_hook(tmp_path: Pa
             meta.info_hash.hex(),
             str(tmp_path / "downloads"),
         ]
+
+
+async def test_seed_idle_limits_stop_idle_seeds_unless_unlimited(tmp_path: Path) -> None:
+    """transmission-remote 3.00 has no flag for the idle limit: set over RPC."""
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"s{i}.bin", 30_000, seed=i)) for i in range(3)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        a, b, c = [await client.add(m) for m in metas]
+        for tid in (a, b, c):
+            await _wait_status(client, tid, Status.SEED)
+        await client.call("torrent-set", ids=[b], seedIdleMode=2)  # never stops for idleness
+        await client.call("torrent-set", ids=[c], seedIdleMode=1, seedIdleLimit=0)  # its own: 0 min
+        await _wait_status(client, c, Status.STOPPED)
+        [t] = await client.get([c], "isFinished")
+        assert t["isFinished"] is True
+        assert (await client.get([a], "status"))[0]["status"] == Status.SEED  # the session's: off
+        await client.call("session-set", **{"idle-seeding-limit-enabled": True, "idle-seeding-limit": 0})
+        assert (await client.call("session-get"))["idle-seeding-limit-enabled"] is True
+        await _wait_status(client, a, Status.STOPPED)
+        rows = await client.get([a, b], "status", "isFinished")
+        assert [(r["status"], r["isFinished"]) for r in rows] == [
+            (Status.STOPPED, True),
+            (Status.SEED, False),
+        ]
+        # Started again with an idle limit of 30 minutes: it seeds.
+        await client.call("session-set", **{"idle-seeding-limit": 30})
+        await client.call("torrent-start", ids=[a])
+        await _wait_status(client, a, Status.SEED)
+        assert (await client.get([a], "isFinished"))[0]["isFinished"] is False
+
+
+async def test_rename_path_renames_on_disk_and_in_the_listing_and_survives_a_restart(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(
+        downloads, "album", {"one.bin": 40_000, "sub/two.bin": 30_000, "sub/three.bin": 20_000}
+    )
+    meta = make_torrent(content, piece_length=16 * 1024)
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (_daemon, client):
+        tid = await client.add(meta)
+        await _wait_status(client, tid, Status.SEED)
+        out = await client.call("torrent-rename-path", ids=[tid], path="album/one.bin", name="first.bin")
+        assert out == {"id": tid, "path": "album/one.bin", "name": "first.bin"}
+        await client.call("torrent-rename-path", ids=[tid], path="album/sub", name="inner")
+        await client.call("torrent-rename-path", ids=[tid], path="album", name="record")
+        assert sorted(p.relative_to(downloads).as_posix() for p in downloads.rglob("*.bin")) == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        [t] = await client.get([tid], "name", "files", "hashString", "status", "percentDone")
+        assert t["name"] == "record"
+        assert t["hashString"] == meta.info_hash.hex()
+        assert [f["name"] for f in t["files"]] == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        for path, name, why in (
+            ("album/one.bin", "x", "no such path"),
+            ("record/first.bin", "a/b", "invalid name"),
+            ("record/first.bin", "..", "invalid name"),
+            ("record/inner/two.bin", "three.bin", "File exists"),
+        ):
+            assert why in await client.result("torrent-rename-path", ids=[tid], path=path, name=name)
+        assert "exactly one" in await client.result("torrent-rename-path", ids=[], path="record", name="y")
+        single = await client.add(make_torrent(make_payload(downloads, "solo.bin", 10_000, seed=5)))
+        await _wait_status(client, single, Status.SEED)
+        await client.call("torrent-rename-path", ids=[single], path="solo.bin", name="alone.bin")
+        assert (downloads / "alone.bin").is_file()
+        assert not (downloads / "solo.bin").exists()
+        [t] = await client.get([single], "name", "files")
+        assert (t["name"], [f["name"] for f in t["files"]]) == ("alone.bin", ["alone.bin"])
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        [t] = await client.get([tid], "name", "files", "status", "percentDone")
+        assert t["name"] == "record"
+        assert [f["name"] for f in t["files"]] == [
+            "record/first.bin",
+            "record/inner/three.bin",
+            "record/inner/two.bin",
+        ]
+        await client.call("torrent-verify", ids=[tid])  # the renamed files hold the right data
+        await wait_until(
+            lambda: daemon.records[tid].checked and daemon.records[tid].checking is None, what="verified"
+        )
+        await _wait_status(client, tid, Status.SEED)
+        assert (await client.get([tid], "percentDone"))[0]["percentDone"] == 1.0
+        # Removing with its data removes it where the renames put it.
+        await client.call("torrent-remove", ids=[tid], **{"delete-local-data": True})
+        await wait_until(lambda: not (downloads / "record").exists(), what="renamed content deleted")
 
 
 def _corrupt(path: Path, at: int) -> None:

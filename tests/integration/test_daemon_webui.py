@@ -22,10 +22,10 @@ from tests.integration.daemon_helpers import daemon_config, running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
-from torrent.daemon import service
+from torrent.daemon import content
+from torrent.daemon.content import move_data
 from torrent.daemon.rpc import RpcConfig, session_values
 from torrent.daemon.service import Daemon, Status
-from torrent.daemon.service import _move_data as move_data
 from torrent.daemon.webui import CSP, static_files
 
 pytestmark = pytest.mark.timeout(60)
@@ -200,12 +200,12 @@ async def test_a_queue_pass_does_not_start_a_torrent_an_operation_holds(
     moving = threading.Event()
     go_on = threading.Event()
 
-    def slow_move(r: Any, location: str) -> None:
+    def slow_move(meta: Any, download_dir: str, info_hash: str, location: str) -> None:
         moving.set()
         go_on.wait(10)
-        move_data(r, location)
+        move_data(meta, download_dir, info_hash, location)
 
-    monkeypatch.setattr(service, "_move_data", slow_move)
+    monkeypatch.setattr(content, "move_data", slow_move)
     downloads = tmp_path / "downloads"
     meta = make_torrent(make_payload(downloads, "moving.bin", 300_000), piece_length=16 * 1024)
     async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):

@@ -7,6 +7,7 @@ file, kill -9 loses no torrent, the watch directory, and a real download from a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,9 @@ import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until_blocking
+from torrent import config
+from torrent.engine.session import Session
+from torrent.proto.metainfo import Metainfo
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -285,4 +290,53 @@ def test_sighup_reloads_the_settings_file_and_watch_dir(tmp_path: Path) -> None:
         wait_until_blocking(lambda: (watch / "bad.torrent.invalid").exists(), what="bad.torrent refused")
         assert [r[-1] for r in d.rows()] == ["w.bin"]
         assert "bad.torrent is not a valid torrent" in d.log.read_text()
+        assert _stop(d) == 0
+
+
+def _leech(meta: Metainfo, into: Path, peer_port: int) -> float:
+    """Download ``meta`` from the daemon's peer port with an in-process session; seconds taken."""
+
+    async def run() -> float:
+        async with Session(config.testing_settings()) as session:
+            start = time.monotonic()
+            leecher = await session.add_torrent(meta, into, peers=[("127.0.0.1", peer_port)], seed=False)
+            async with asyncio.timeout(60):
+                await leecher.wait_complete()
+            return time.monotonic() - start
+
+    return asyncio.run(run())
+
+
+def test_transmission_remote_sets_per_torrent_rate_and_ratio_limits(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "downloads", "big.bin", 400_000)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    torrent = tmp_path / "big.torrent"
+    torrent.write_bytes(meta.to_bytes())
+    with daemon_process(tmp_path) as d:
+        assert "success" in d.remote("-a", str(torrent))
+        wait_until_blocking(lambda: _row(d, 1)[1] == "100%", what="checked complete")
+        d.remote("-t", "1", "-u", "100", "-d", "50")
+        info = d.info(1)
+        assert "Upload Limit: 100 kB/s" in info
+        assert "Download Limit: 50 kB/s" in info
+
+        # 400 kB through a 100 kB/s bucket (half a second of burst): at least 3.5 s;
+        # unlimited on loopback it takes a fraction of a second.
+        elapsed = _leech(meta, tmp_path / "leecher", d.peer_port)
+        assert (tmp_path / "leecher" / "big.bin").read_bytes() == content.read_bytes()
+        assert elapsed >= 3.0, f"400 kB in {elapsed:.2f} s through a 100 kB/s limit"
+
+        # Ratio 0.5 and 400 kB uploaded: the daemon stops it and calls it finished.
+        d.remote("-t", "1", "-sr", "0.5")
+        assert "Ratio Limit: 0.5" in d.info(1)
+        # transmission-remote lists a torrent stopped at its limit as "Finished".
+        wait_until_blocking(lambda: "Finished" in _row(d, 1), what="stopped at its seed ratio")
+        assert "State: Finished" in d.info(1)
+        # No ratio limit any more, started again: it seeds.
+        d.remote("-t", "1", "-SR")
+        assert "Ratio Limit: Unlimited" in d.info(1)
+        d.remote("-t", "1", "-s")
+        # Seeding with nobody to upload to: transmission-remote calls it "Idle".
+        wait_until_blocking(lambda: "Idle" in _row(d, 1), what="seeding again")
+        assert "State: Finished" not in d.info(1)
         assert _stop(d) == 0

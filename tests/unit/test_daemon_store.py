@@ -75,3 +75,34 @@ def test_a_failed_transaction_changes_nothing(tmp_path: Path) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.insert(dup)
     assert [r.id for r in store.load()] == [a.id]
+
+
+def test_a_schema_1_database_gains_the_renames_column_and_keeps_its_records(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "state.sqlite3")
+    db.executescript(
+        """
+        CREATE TABLE torrents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, info_hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+            metainfo BLOB, magnet TEXT NOT NULL DEFAULT '', download_dir TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0, queue_position INTEGER NOT NULL,
+            priorities TEXT NOT NULL DEFAULT '[]', wanted TEXT NOT NULL DEFAULT '[]',
+            labels TEXT NOT NULL DEFAULT '[]', limits TEXT NOT NULL DEFAULT '{}',
+            added_date INTEGER NOT NULL, done_date INTEGER NOT NULL DEFAULT 0,
+            uploaded INTEGER NOT NULL DEFAULT 0, downloaded INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '', have_bytes INTEGER NOT NULL DEFAULT 0,
+            files_done TEXT NOT NULL DEFAULT '[]'
+        );
+        INSERT INTO torrents (info_hash, name, download_dir, queue_position, added_date)
+            VALUES ('00112233445566778899aabbccddeeff00112233', 'old', '/data', 0, 1700000000);
+        PRAGMA user_version=1;
+        """
+    )
+    db.close()
+    store = StateStore(tmp_path)
+    [old] = store.load()
+    assert (old.name, old.renames) == ("old", {})
+    old.renames = {"name": "new"}
+    store.update(old)
+    store.close()
+    [again] = StateStore(tmp_path).load()
+    assert again.renames == {"name": "new"}

@@ -5,6 +5,20 @@ A :class:`Daemon` owns one :class:`~torrent.engine.session.Session` and a
 in the session; a stopped or queued torrent is a record and nothing else (no task, no
 open file, no timer).
 
+A complete torrent that seeds with no connection is *dormant*: the session knows its
+info hash (an incoming peer naming it starts it at once, :meth:`Session.park`) and the
+daemon starts it again when its next announce is due; otherwise it is a record, listed
+as seeding. A seed goes dormant once its announce settled and it had no connection for
+``park_idle_s``, without a ``stopped`` announce (it stays listed at its trackers).
+Announces of dormant seeds are spread out: at most ``announces_per_s`` are scheduled
+per second (a restart with 10,000 seeds does not burst 10,000 announces).
+
+Checking does not run the torrent either: :meth:`Session.check_torrent` hashes the data
+(or trusts a clean resume state) on the session's disk pool and saves the resume state;
+a complete torrent then goes dormant, an incomplete one waits for a download slot.
+A restart trusts the stored completion of complete torrents: they are dormant seeds at
+once, their data is looked at when they next run (the resume state's checks).
+
 Queue rules (as Transmission's and qBittorrent's):
 
 1. At most ``max_active_downloads`` incomplete torrents run at once, in queue order;
@@ -12,45 +26,57 @@ Queue rules (as Transmission's and qBittorrent's):
    hold a slot.
 2. At most ``max_active_seeds`` complete torrents seed at once (None: all of them).
 3. A torrent being checked holds neither kind of slot, but at most ``check_slots``
-   are checked at once; the check itself hashes on every core. A torrent not yet
-   checked in this run is checked whatever the download queue says (as Transmission
-   verifies what it adds); if it turns out incomplete and the download slots are full,
-   it goes back to the queue, its progress known.
+   are checked at once; the check itself hashes on every core. An incomplete torrent
+   not yet checked in this run is checked whatever the download queue says (as
+   Transmission verifies what it adds); afterwards it waits in the queue, its
+   progress known. Dormant seeds hold seed slots.
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
-   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``).
+   served by one pass (at most one per ``SCHEDULE_MIN_GAP_S``, or per twice the last
+   pass's duration: a pass walks every record, and at 10,000 torrents the passes would
+   otherwise take the CPU from the checks they schedule).
 6. An operation on a torrent (stop, remove, move, verify, file changes) holds its
    record's lock from stopping it to deciding what comes next; a pass leaves a held
    torrent alone and starts the others under their lock.
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
-batched transaction every ``stats_save_interval_s`` and when a torrent stops.
+batched transaction every ``stats_save_interval_s`` and when a torrent stops; what the
+scheduler notices (completions, checks, errors) is written in one transaction per pass.
+An operation asked for over RPC is its own transaction.
 
 Alternative speed limits ("turtle mode") switch on and off by ``session-set``.
 
-Left out: per-torrent rate limits and seed ratio/idle limits are stored and reported
-but not enforced (the engine has session-wide limits only); alternative speed limits on
-a schedule; bandwidth groups.
+Limits (Transmission's): a torrent's ``downloadLimit``/``uploadLimit`` (kB/s, when
+``*Limited``) are its own token buckets under the session's; a seed whose ratio reaches
+``seedRatioLimit`` (``seedRatioMode`` 1, or 0 with the session's ``seedRatioLimited``)
+or that stayed idle ``seedIdleLimit`` minutes (``seedIdleMode`` 1, or 0 with the
+session's ``idle-seeding-limit-enabled``) is stopped and reported finished (the reading of
+the limits is :mod:`torrent.daemon.limits`; the file work, :mod:`torrent.daemon.content`).
+
+Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
+limits); alternative speed limits on a schedule; bandwidth groups; a dormant seed that
+is stopped or removed sends no ``stopped`` announce (its trackers drop it after their
+interval).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
+import heapq
 import logging
 import os
-import shutil
 import time
 from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torrent.config import Settings
+from torrent.daemon import content
+from torrent.daemon import limits as limit_rules
 from torrent.daemon.store import StateStore, StoredTorrent
-from torrent.disk.storage import state_dir, state_path
-from torrent.engine.session import Session, Torrent
+from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
 from torrent.proto.magnet import Magnet
@@ -96,6 +122,9 @@ class DaemonConfig:
         check_slots: torrents hashed at once (each check uses every core).
         on_complete: a shell command run when a download completes.
         stats_save_interval_s: how often the statistics batch is written.
+        park_idle_s: a seed with no connection this long (its announce settled) goes
+            dormant.
+        announces_per_s: announces of dormant seeds scheduled per second at most.
     """
 
     download_dir: str
@@ -107,6 +136,8 @@ class DaemonConfig:
     check_slots: int = 32
     on_complete: str | None = None
     stats_save_interval_s: float = 30.0
+    park_idle_s: float = 2.0
+    announces_per_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -118,10 +149,21 @@ class Record:
     handle: Torrent | None = None
     #: Start ignoring the queue (``torrent-start-now``).
     force: bool = False
-    #: Being checked on request while stopped: stop again once the check is over.
-    check_only: bool = False
-    #: A verify was asked for while it was not running: waits for a check slot.
+    #: A verify was asked for: waits for a check slot.
     verify_pending: bool = False
+    #: Dormant seed (see the module docstring): known to the session, not running.
+    parked: bool = False
+    #: When a dormant seed next runs to announce (monotonic; 0: never).
+    next_announce: float = 0.0
+    #: How far the running check is (None: no check running).
+    checking: float | None = None
+    check_task: asyncio.Task[None] | None = None
+    #: Since when a running seed has had no connection (monotonic; 0: it has one).
+    idle_since: float = 0.0
+    #: When data last moved (monotonic), for the seed idle limit.
+    active_at: float = 0.0
+    #: Stopped by its seed ratio or idle limit.
+    finished: bool = False
     fetching: bool = False
     #: Its data was checked in this run of the daemon (a new torrent is checked first,
     #: whatever the download queue says).
@@ -135,7 +177,20 @@ class Record:
     #: Payload moved by the current run, already folded into ``stored`` totals.
     folded_up: int = 0
     folded_down: int = 0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serializes the operations on this torrent (made on first use: most never need one)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @property
+    def busy(self) -> bool:
+        """An operation (stop, verify, move, files...) is under way: the scheduler keeps
+        its hands off until it ends (or it would start what the operation just stopped)."""
+        return self._lock is not None and self._lock.locked()
 
     @property
     def id(self) -> int:
@@ -155,12 +210,16 @@ class Record:
     def status(self) -> int:
         h = self.handle
         if h is None:
+            if self.checking is not None:
+                return Status.CHECK
             if self.fetching:
                 return Status.DOWNLOAD
             if self.verify_pending:
                 return Status.CHECK_WAIT
             if self.stored.paused or self.stored.error:
                 return Status.STOPPED
+            if self.parked:
+                return Status.SEED
             return Status.SEED_WAIT if self.stored.done_date else Status.DOWNLOAD_WAIT
         state = h.state
         if state is TorrentState.CHECKING:
@@ -179,6 +238,15 @@ class Record:
             up += b.uploaded_bytes - self.folded_up
             down += b.downloaded_bytes - self.folded_down
         return up, down
+
+
+@dataclass(slots=True)
+class _Slots:
+    """Slots taken during one scheduler pass."""
+
+    downloads: int
+    seeds: int
+    checks: int
 
 
 def engine_priorities(stored: StoredTorrent) -> list[int]:
@@ -212,6 +280,10 @@ class Daemon:
             "alt-speed-down": 50,
             "alt-speed-up": 50,
             "alt-speed-enabled": False,
+            "seedRatioLimit": 2.0,
+            "seedRatioLimited": False,
+            "idle-seeding-limit": 30,
+            "idle-seeding-limit-enabled": False,
         }
         #: Set by ``session-close`` (or a signal): the front end then leaves ``async with``.
         self.close_requested = asyncio.Event()
@@ -229,6 +301,17 @@ class Daemon:
         self._stack: contextlib.AsyncExitStack | None = None
         self._next_stats_save = 0.0
         self._closing = False
+        #: Records changed by the scheduler, written in one transaction per pass.
+        self._dirty: dict[int, StoredTorrent] = {}
+        #: The next free announce slot for a dormant seed (monotonic).
+        self._announce_slot = 0.0
+        #: ``(when, id)`` of the dormant seeds' next announces (a stale entry is skipped).
+        self._announce_heap: list[tuple[float, int]] = []
+        self._announce_wake = asyncio.Event()
+        #: How long the last scheduler pass took (s).
+        self._pass_s = 0.0
+        #: Ids of the torrents with a seed ratio or idle limit of their own (mode 1).
+        self._own_seed_limits: set[int] = set()
         #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -253,6 +336,7 @@ class Daemon:
             self._load()
             self.apply_settings(self.store.settings(), persist=False)
             tg.create_task(self._scheduler_loop())
+            tg.create_task(self._announce_loop())
             self._stack = stack.pop_all()
         return self
 
@@ -264,10 +348,12 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Stop every torrent (``stopped`` announces, resume saved), save the totals, end the tasks."""
         self._closing = True
-        running = [r for r in self.records.values() if r.handle is not None]
+        running = [r for r in self.records.values() if r.handle is not None or r.check_task is not None]
         await asyncio.gather(*(self._stop_handle(r) for r in running), return_exceptions=True)
-        self.store.update_many([r.stored for r in running])
+        self._dirty.update((r.id, r.stored) for r in running)
+        self._flush()
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
+        self._announce_wake.set()
         for task in list(self._tasks):
             task.cancel()
 
@@ -276,15 +362,25 @@ class Daemon:
             meta = None
             if stored.metainfo is not None:
                 try:
-                    meta = Metainfo.from_bytes(stored.metainfo)
+                    meta = content.renamed(content.slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
+                else:
+                    stored.metainfo = None  # the database keeps the bytes; ``meta`` is enough
             self._index(Record(stored, meta))
         log.info("loaded %d torrents from %s", len(self.records), self.store.path)
+        self.wake()
 
     def _index(self, r: Record) -> None:
         self.records[r.id] = r
         self.by_hash[r.info_hash] = r
+        self._note_seed_limits(r)
+
+    def _note_seed_limits(self, r: Record) -> None:
+        if limit_rules.has_own_seed_limits(r.stored.limits):
+            self._own_seed_limits.add(r.id)
+        else:
+            self._own_seed_limits.discard(r.id)
 
     def wake(self) -> None:
         """Run the scheduler soon."""
@@ -348,7 +444,8 @@ class Daemon:
             added_date=int(time.time()),
         )
         self.store.insert(stored)
-        r = Record(stored, meta)
+        stored.metainfo = None  # stored; ``meta`` is what the daemon reads
+        r = Record(stored, content.slim(meta) if meta is not None else None)
         self._index(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -364,50 +461,83 @@ class Daemon:
             if self._closing:
                 return
             # A pass walks every record: when thousands of checks end in a burst, one
-            # pass per ``SCHEDULE_MIN_GAP_S`` serves them all (and leaves the loop to RPC).
-            await asyncio.sleep(SCHEDULE_MIN_GAP_S)
+            # pass per gap serves them all (and leaves at least two thirds of the time to
+            # the checks and the RPC).
+            await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
             self._wake.clear()
             if self._closing:
                 return
+            began = time.perf_counter()
             await self.schedule()
+            self._pass_s = time.perf_counter() - began
+
+    async def _announce_loop(self) -> None:
+        """Run each dormant seed when its announce is due, one slot at a time (one task
+        for all of them: a dormant seed has no timer of its own)."""
+        heap = self._announce_heap
+        while not self._closing:
+            delay = heap[0][0] - time.monotonic() if heap else 60.0
+            if delay > 0:
+                self._announce_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._announce_wake.wait()
+                continue
+            when, tid = heapq.heappop(heap)
+            r = self.records.get(tid)
+            if r is not None and r.parked and r.next_announce == when:
+                self._launch(r)
+
+    def _schedule_announce(self, r: Record, when: float) -> None:
+        r.next_announce = when
+        if when:
+            heapq.heappush(self._announce_heap, (when, r.id))
+            if self._announce_heap[0][1] == r.id:
+                self._announce_wake.set()
 
     async def schedule(self) -> None:
         """Reap ended runs, notice completions, then start what the queue allows."""
         now = time.monotonic()
         for r in list(self.records.values()):
-            if r.handle is not None:
+            if r.handle is not None and not r.busy:
                 await self._observe(r, now)
         if now >= self._next_stats_save:
             self._next_stats_save = now + self.config.stats_save_interval_s
             self._save_stats()
         await self._enforce_limits(now)
-        downloads, seeds, checks = self._count_active(now)
+        slots = _Slots(*self._count_active(now))
         for r in sorted(self.records.values(), key=lambda x: x.stored.queue_position):
-            if r.handle is not None or r.fetching or r.stored.error:
+            if r.handle is not None or r.fetching or r.stored.error or r.checking is not None or r.busy:
                 continue
+            if r.parked:
+                continue  # the announce loop runs it when its announce is due
             if r.verify_pending:
-                if checks < self.config.check_slots:
-                    checks += 1
-                    await self._start_queued(r, check_only=r.stored.paused)
-                continue
-            if r.stored.paused:
-                continue
-            if r.force:
-                await self._start_queued(r)
-            elif r.stored.done_date:
-                if self.max_active_seeds is None or seeds < self.max_active_seeds:
-                    seeds += 1
-                    await self._start_queued(r)
-            elif checks < self.config.check_slots and (
-                not r.checked or downloads < self.max_active_downloads
-            ):
-                # Never checked: checked now, beside the downloads (it may turn out
-                # complete); afterwards it takes a download slot or waits in the queue.
-                checks += 1
-                downloads += r.checked
-                await self._start_queued(r)
+                if slots.checks < self.config.check_slots:
+                    slots.checks += 1
+                    self._begin_check(r, recheck=True)
+            elif not r.stored.paused:
+                await self._queue_step(r, now, slots)
+        self._flush()
 
-    async def _start_queued(self, r: Record, *, check_only: bool = False) -> None:
+    async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
+        """Check, start or park one waiting torrent if its kind of slot is free."""
+        if r.meta is not None and not r.checked and not r.stored.done_date:
+            # Not checked in this run: checked now, beside the downloads (it may turn out
+            # complete); afterwards it takes a download slot or waits in the queue.
+            if slots.checks < self.config.check_slots:
+                slots.checks += 1
+                self._begin_check(r)
+        elif r.force:
+            await self._start_queued(r)
+        elif r.stored.done_date:
+            if self.max_active_seeds is None or slots.seeds < self.max_active_seeds:
+                slots.seeds += 1
+                self._park(r, now)
+        elif slots.downloads < self.max_active_downloads:
+            slots.downloads += 1
+            await self._start_queued(r)
+
+    async def _start_queued(self, r: Record) -> None:
         """Start ``r`` for the queue, unless an operation (stop, remove, move, verify...)
         holds it or it was removed while this pass awaited an earlier start: such an
         operation is between stopping the torrent and deciding what comes next, and a
@@ -415,23 +545,37 @@ class Daemon:
         if r.lock.locked() or self.records.get(r.id) is not r:
             return
         async with r.lock:
-            await self._start(r, check_only=check_only)
+            await self._start(r)
 
     async def _enforce_limits(self, now: float) -> None:
-        """Send back to the queue the running torrents beyond the limits, last in queue
-        order first: a checked download when the download slots are full (rule 3 lets
-        checks run beside the downloads), seeds beyond the seed limit."""
+        """Send back to the queue the torrents beyond the limits, last in queue order
+        first: downloads when the download slots are full (rule 3 lets checks run beside
+        the downloads), seeds (dormant or not) beyond the seed limit; stop the seeds that
+        reached their ratio or idle limit."""
         downloads: list[Record] = []
         seeds: list[Record] = []
         for r in self.records.values():
             h = r.handle
-            if h is None or r.force or r.check_only or h.state is TorrentState.CHECKING:
+            if r.busy:
+                continue
+            if h is None:
+                if r.parked:
+                    seeds.append(r)
+                continue
+            if r.force or h.state is TorrentState.CHECKING:
                 continue
             if r.complete:
                 seeds.append(r)
             elif not self._stalled(r, now):
                 downloads.append(r)
         extra: list[Record] = []
+        if self._seed_limits_on():
+            extra = [r for r in seeds if self._seed_limit_reached(r, now)]
+        for r in extra:
+            r.finished = True
+            r.stored.paused = True
+            log.info("torrent %d %s finished seeding (ratio or idle limit)", r.id, r.stored.name)
+        seeds = [r for r in seeds if not r.finished]
         for group, limit in ((downloads, self.max_active_downloads), (seeds, self.max_active_seeds)):
             if limit is not None and len(group) > limit:
                 group.sort(key=lambda x: x.stored.queue_position)
@@ -439,7 +583,29 @@ class Daemon:
         for r in extra:
             async with r.lock:
                 await self._stop_handle(r)
-            self.store.update(r.stored)
+            self._mark(r)
+
+    def _seed_limits_on(self) -> bool:
+        """Whether any seed ratio or idle limit applies (the session's, or a torrent's own)."""
+        lim = self.session_limits
+        return bool(lim["seedRatioLimited"] or lim["idle-seeding-limit-enabled"] or self._own_seed_limits)
+
+    def _seed_limit_reached(self, r: Record, now: float) -> bool:
+        """Its seed ratio or idle limit (:mod:`torrent.daemon.limits`) is reached."""
+        if not r.active_at:
+            r.active_at = now  # seeding in this run since now
+        up, down = r.totals()
+        size = 0
+        if r.meta is not None:
+            size = sum(f.length for f, w in zip(r.meta.info.files, r.stored.wanted, strict=False) if w)
+        return limit_rules.seed_limit_reached(
+            r.stored.limits,
+            self.session_limits,
+            uploaded=up,
+            downloaded=down,
+            size=size,
+            idle_s=now - r.active_at,
+        )
 
     def _count_active(self, now: float) -> tuple[int, int, int]:
         """``(downloads, seeds, checks)`` holding a slot now (rules 1-4)."""
@@ -448,6 +614,10 @@ class Daemon:
             if r.handle is None:
                 if r.fetching:
                     downloads += 1
+                elif r.parked:
+                    seeds += 1
+                elif r.checking is not None:
+                    checks += 1
                 continue
             state = r.handle.state
             if state is TorrentState.CHECKING:
@@ -462,47 +632,170 @@ class Daemon:
         return r.progress_at > 0 and now - r.progress_at >= self.config.stall_s
 
     async def _observe(self, r: Record, now: float) -> None:
-        """Follow one running torrent: its progress, its completion, its end."""
+        """Follow one running torrent: its progress, its completion, its end; a seed
+        with no connection goes dormant."""
         h = r.handle
         assert h is not None
         state = h.state
-        if state is TorrentState.SEEDING and r.stored.done_date and not r.check_only:
-            return  # the common case at scale: a seed whose completion is already noted
+        if state is TorrentState.SEEDING and r.stored.done_date:
+            b = h.brief()
+            if b.download_rate_bps or b.upload_rate_bps:
+                r.active_at = now
+            if h.num_peers or not h.announce_settled:
+                r.idle_since = 0.0
+            elif not r.idle_since:
+                r.idle_since = now
+            elif now - r.idle_since >= self.config.park_idle_s:
+                async with r.lock:  # an operation that comes meanwhile waits for the park
+                    await self._stop_handle(r, park=True)
+                self._mark(r)
+            return
         if state in (TorrentState.STOPPED, TorrentState.ERROR):
             st = h.statistics()
             if st.error:
                 r.stored.error = st.error
                 log.warning("torrent %d %s stopped: %s", r.id, r.stored.name, st.error)
             await self._stop_handle(r)
-            self.store.update(r.stored)
+            self._mark(r)
             return
         if state is TorrentState.CHECKING:
             return
         r.checked = True
-        if r.check_only:
-            r.check_only = False
-            self._note_done(r)
-            await self._stop_handle(r)
-            self.store.update(r.stored)
-            return
-        done = h.brief().done_bytes
-        if done != r.progress_bytes:
-            r.progress_bytes = done
+        b = h.brief()
+        if b.done_bytes != r.progress_bytes:
+            r.progress_bytes = b.done_bytes
             r.progress_at = now
         if state in (TorrentState.SEEDING, TorrentState.FINISHED) and not r.stored.done_date:
-            self._note_done(r)
-            self.store.update(r.stored)
+            r.stored.done_date = int(time.time())
+            r.force = False
+            r.active_at = now
+            self._mark(r)
             self._run_hook(r)
 
-    def _note_done(self, r: Record) -> None:
-        h = r.handle
-        if h is not None and h.state in (TorrentState.SEEDING, TorrentState.FINISHED):
-            r.stored.done_date = r.stored.done_date or int(time.time())
-            r.force = False
-        elif h is not None:
-            r.stored.done_date = 0
+    def _mark(self, r: Record) -> None:
+        """Write this record with the scheduler's next batch."""
+        self._dirty[r.id] = r.stored
 
-    async def _start(self, r: Record, *, check_only: bool = False) -> None:
+    def _flush(self) -> None:
+        if self._dirty:
+            changed = [t for i, t in self._dirty.items() if i in self.records]
+            self._dirty.clear()
+            self.store.update_many(changed)
+
+    def _park(self, r: Record, now: float, *, announce_at: float | None = None) -> None:
+        """Make a complete torrent a dormant seed. When it has anyone to announce to, its
+        next announce is ``announce_at``, or else the next free slot (announces spread at
+        ``announces_per_s``)."""
+        r.parked = True
+        r.idle_since = 0.0
+        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted)
+        r.next_announce = 0.0
+        if not self._announces(r):
+            return
+        if announce_at is None:
+            self._announce_slot = max(self._announce_slot, now) + 1.0 / self.config.announces_per_s
+            announce_at = self._announce_slot
+        self._schedule_announce(r, announce_at)
+
+    def _announces(self, r: Record) -> bool:
+        """It has trackers, or the DHT is on and it is not private."""
+        meta = r.meta
+        if meta is None:
+            return False
+        return bool(meta.announce_list) or (self.settings.dht_enabled and not meta.info.private)
+
+    def _next_announce_after_run(self, r: Record, now: float) -> float:
+        """When a seed that ran (and announced) announces again once dormant."""
+        s = self.settings
+        interval = s.default_announce_interval_s
+        if self.settings.dht_enabled and r.meta is not None and not r.meta.info.private:
+            interval = min(interval, s.dht_announce_interval_s)
+        return now + interval
+
+    def _wanted(self, info_hash: InfoHash) -> None:
+        """An incoming peer asks for a dormant seed: run it now."""
+        r = self.by_hash.get(info_hash.hex())
+        if r is not None and r.parked and not self._closing:
+            self._launch(r)
+
+    def _launch(self, r: Record) -> bool:
+        """Put the torrent into the session now (it must have its metainfo)."""
+        assert r.meta is not None
+        if r.handle is not None:
+            return True
+        r.parked = False
+        r.verify_pending = False
+        try:
+            handle = self.session.add_torrent_nowait(
+                r.meta,
+                r.stored.download_dir,
+                file_priorities=engine_priorities(r.stored),
+                seed=True,
+            )
+        except TorrentError as exc:
+            self.session.unpark(InfoHash(bytes.fromhex(r.info_hash)))
+            r.stored.error = str(exc)
+            self._mark(r)
+            log.warning("torrent %d %s cannot start: %s", r.id, r.stored.name, exc)
+            return False
+        r.handle = handle
+        self._apply_rate_limits(r)
+        r.started_at = r.started_at or time.time()
+        r.progress_at = time.monotonic()
+        r.progress_bytes = -1
+        r.idle_since = 0.0
+        r.folded_up = r.folded_down = 0
+        self._spawn(self._wake_when_checked(handle))
+        return True
+
+    def _apply_rate_limits(self, r: Record) -> None:
+        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``."""
+        if r.handle is not None:
+            down, up = limit_rules.rate_limits_bps(r.stored.limits)
+            r.handle.set_rate_limits(download_bps=down, upload_bps=up)
+
+    def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
+        r.verify_pending = False
+        r.checking = 0.0
+        r.check_task = self._spawn(self._check(r, recheck=recheck))
+        if r.check_task is None:
+            r.checking = None
+
+    async def _check(self, r: Record, *, recheck: bool) -> None:
+        """Hash (or trust the resume state of) a torrent that is not running."""
+        assert r.meta is not None
+
+        def progress(done: int, total: int) -> None:
+            r.checking = done / total if total else 1.0
+
+        result: CheckResult | None = None
+        try:
+            result = await self.session.check_torrent(
+                r.meta,
+                r.stored.download_dir,
+                file_priorities=engine_priorities(r.stored),
+                recheck=recheck,
+                progress=progress,
+            )
+        except TorrentError as exc:
+            r.stored.error = str(exc)
+            log.warning("torrent %d %s cannot be checked: %s", r.id, r.stored.name, exc)
+        finally:
+            r.checking = None
+            r.check_task = None
+        if result is not None:
+            r.checked = True
+            r.stored.have_bytes = result.done_bytes
+            r.stored.files_done = result.files_done
+            if result.complete:
+                r.stored.done_date = r.stored.done_date or int(time.time())
+                r.force = False
+            else:
+                r.stored.done_date = 0
+        self._mark(r)
+        self.wake()
+
+    async def _start(self, r: Record) -> None:
         """Put the torrent into the session (a magnet first fetches its metadata)."""
         r.verify_pending = False
         if r.meta is None:
@@ -510,24 +803,7 @@ class Daemon:
                 r.fetching = True
                 r.fetch_task = self._spawn(self._fetch(r))
             return
-        try:
-            r.handle = await self.session.add_torrent(
-                r.meta,
-                r.stored.download_dir,
-                file_priorities=engine_priorities(r.stored),
-                seed=True,
-            )
-        except TorrentError as exc:
-            r.stored.error = str(exc)
-            self.store.update(r.stored)
-            log.warning("torrent %d %s cannot start: %s", r.id, r.stored.name, exc)
-            return
-        r.check_only = check_only
-        r.started_at = time.time()
-        r.progress_at = time.monotonic()
-        r.progress_bytes = -1
-        r.folded_up = r.folded_down = 0
-        self._spawn(self._wake_when_checked(r.handle))
+        self._launch(r)
 
     async def _wake_when_checked(self, handle: Torrent) -> None:
         await handle.wait_checked()
@@ -549,27 +825,37 @@ class Daemon:
             return
         r.meta = meta
         n = len(meta.info.files)
-        r.stored.metainfo = meta.to_bytes()
         r.stored.name = meta.info.name
         r.stored.wanted = [True] * n
         r.stored.priorities = [0] * n
+        self.store.set_metainfo(r.id, meta.to_bytes())
         self.store.update(r.stored)
         self.wake()
 
-    async def _stop_handle(self, r: Record) -> None:
+    async def _stop_handle(self, r: Record, *, park: bool = False, keep_check: bool = False) -> None:
         """Take a running torrent out of the session and fold its totals into the record
-        (a magnet link's metadata fetch is cancelled)."""
+        (a magnet link's metadata fetch and, unless ``keep_check``, a check are cancelled;
+        a dormant seed is no longer dormant). ``park``: a running seed goes dormant
+        instead (no ``stopped`` announce; its next announce is due after the usual
+        interval)."""
         if r.fetch_task is not None:
             r.fetch_task.cancel()
             r.fetch_task = None
             r.fetching = False
+        if r.check_task is not None and not keep_check:
+            r.check_task.cancel()
+            r.check_task = None
+            r.checking = None
+        if r.parked and not park:
+            r.parked = False
+            self.session.unpark(InfoHash(bytes.fromhex(r.info_hash)))
         h = r.handle
         if h is None:
             return
         up, down = r.totals()
         was_complete = h.state in (TorrentState.SEEDING, TorrentState.FINISHED)
         with contextlib.suppress(TorrentError):
-            await self.session.remove_torrent(h.info_hash)
+            await self.session.remove_torrent(h.info_hash, announce=not park)
         r.stored.uploaded, r.stored.downloaded = up, down
         if was_complete and not r.stored.done_date:
             r.stored.done_date = int(time.time())  # completed since the last scheduler pass
@@ -581,6 +867,9 @@ class Daemon:
         self.session_down += st.downloaded_bytes
         r.handle = None
         r.fetching = False
+        if park and r.stored.done_date and not r.stored.paused and not self._closing:
+            now = time.monotonic()
+            self._park(r, now, announce_at=self._next_announce_after_run(r, now))
 
     def _save_stats(self) -> None:
         rows = []
@@ -635,11 +924,15 @@ class Daemon:
         return out
 
     async def start(self, records: Iterable[Record], *, now: bool = False) -> None:
+        changed = []
         for r in records:
             r.stored.paused = False
             r.stored.error = ""
             r.force = now
-            self.store.update(r.stored)
+            r.finished = False
+            r.active_at = 0.0
+            changed.append(r.stored)
+        self.store.update_many(changed)
         await self.schedule()
 
     async def stop(self, records: Iterable[Record]) -> None:
@@ -648,30 +941,33 @@ class Daemon:
                 r.stored.paused = True
                 r.force = False
                 r.verify_pending = False
-                await self._stop_handle(r)
+                # A check under way goes on (it does not run the torrent): a torrent
+                # stopped right after it was added still shows what it has.
+                await self._stop_handle(r, keep_check=True)
                 self.store.update(r.stored)
         self.wake()
 
     async def verify(self, records: Iterable[Record]) -> None:
-        """Recheck every piece on disk (forget the resume state, restart the torrent)."""
+        """Recheck every piece on disk (the resume state forgotten first, so a crash
+        during the check cannot leave it trusted); afterwards the torrent goes back to
+        what the queue says (a stopped one stays stopped)."""
         for r in records:
             if r.meta is None:
                 continue
             async with r.lock:
-                running = r.handle is not None
+                r.verify_pending = True
                 await self._stop_handle(r)
-                await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 r.stored.error = ""
-                if running:
-                    await self._start(r)
-                else:
-                    r.verify_pending = True
         await self.schedule()
 
     def reannounce(self, records: Iterable[Record]) -> None:
+        """Announce soon; a dormant seed runs for it."""
         for r in records:
             if r.handle is not None:
                 r.handle.reannounce()
+            elif r.parked:
+                self._launch(r)
 
     async def remove(self, records: Iterable[Record], *, delete_data: bool = False) -> None:
         for r in list(records):
@@ -679,13 +975,14 @@ class Daemon:
                 await self._stop_handle(r)
                 self.records.pop(r.id, None)
                 self.by_hash.pop(r.info_hash, None)
+                self._own_seed_limits.discard(r.id)
                 self.store.delete(r.id)
                 self.removed_ids.append(r.id)
                 del self.removed_ids[:-1000]
                 if delete_data:
-                    await asyncio.to_thread(_delete_data, r)
+                    await asyncio.to_thread(content.delete_data, r.meta, r.stored.download_dir, r.info_hash)
                 else:
-                    await asyncio.to_thread(_forget_resume, r.stored.download_dir, r.info_hash)
+                    await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 log.info(
                     "removed torrent %d %s%s", r.id, r.stored.name, " and its data" if delete_data else ""
                 )
@@ -706,7 +1003,9 @@ class Daemon:
                 await self._stop_handle(r)
                 try:
                     if move and r.meta is not None:
-                        await asyncio.to_thread(_move_data, r, location)
+                        await asyncio.to_thread(
+                            content.move_data, r.meta, r.stored.download_dir, r.info_hash, location
+                        )
                     r.stored.download_dir = location
                     r.stored.error = ""
                 except OSError as exc:
@@ -757,6 +1056,42 @@ class Daemon:
                     await self._start(r)
         self.wake()
 
+    async def rename_path(self, r: Record, path: str, name: str) -> None:
+        """Rename the torrent's top file or directory (``path`` is its name), or a file or
+        directory inside it (``top/dir/file``), to ``name``, on disk and in its listing,
+        as Transmission's ``torrent-rename-path``; the info hash stays. A running torrent
+        restarts (its resume state stays valid: a rename keeps sizes and mtimes).
+
+        Raises:
+            DaemonError: a bad name, no such path, the target exists, or the rename failed.
+        """
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
+            raise DaemonError(f"invalid name {name!r}")
+        if r.meta is None:
+            raise DaemonError("the torrent's metadata is not known yet")
+        async with r.lock:
+            try:
+                renames, old, new = content.plan_rename(r.meta.info, r.stored.renames, path, name)
+            except ValueError as exc:
+                raise DaemonError(str(exc)) from None
+            running = r.handle is not None
+            await self._stop_handle(r)
+            try:
+                await asyncio.to_thread(
+                    content.rename_on_disk, os.path.join(r.stored.download_dir, *old), new
+                )
+            except OSError as exc:
+                if running:
+                    await self._start(r)
+                raise DaemonError(f"cannot rename {path}: {exc.strerror or exc}") from None
+            r.stored.renames = renames
+            r.meta = content.renamed(r.meta, renames)
+            r.stored.name = r.meta.info.name
+            self.store.update(r.stored)
+            if running:
+                await self._start(r)
+        self.wake()
+
     def set_labels(self, records: Iterable[Record], labels: list[str]) -> None:
         stored = [r.stored for r in records]
         for t in stored:
@@ -764,11 +1099,14 @@ class Daemon:
         self.store.update_many(stored)
 
     def set_limits(self, records: Iterable[Record], limits: dict[str, Any]) -> None:
-        """Per-torrent limits as given (stored and reported; see the module docstring)."""
-        stored = [r.stored for r in records]
-        for t in stored:
-            t.limits.update(limits)
-        self.store.update_many(stored)
+        """Per-torrent limits as given (Transmission's names; see the module docstring)."""
+        chosen = list(records)
+        for r in chosen:
+            r.stored.limits.update(limits)
+            self._note_seed_limits(r)
+            self._apply_rate_limits(r)
+        self.store.update_many([r.stored for r in chosen])
+        self.wake()  # a seed limit may be reached now
 
     def queue_move(self, records: Iterable[Record], where: str) -> None:
         """``top``, ``up``, ``down`` or ``bottom``, as Transmission's queue-move-* do."""
@@ -833,19 +1171,7 @@ class Daemon:
         Raises:
             DaemonError: a value of the wrong type or out of range (nothing is applied).
         """
-        changed: dict[str, Any] = {}
-        for key in SETTING_KEYS:
-            if key not in values:
-                continue
-            value = values[key]
-            kind = SETTING_KEYS[key]
-            if kind is bool and not isinstance(value, bool):
-                raise DaemonError(f"'{key}' must be true or false")
-            if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise DaemonError(f"'{key}' must be a non-negative integer")
-            if kind is str and (not isinstance(value, str) or not value):
-                raise DaemonError(f"'{key}' must be a non-empty string")
-            changed[key] = value
+        changed = {key: _setting(key, values[key]) for key in SETTING_KEYS if key in values}
         for key, value in changed.items():
             if key in self.session_limits:
                 self.session_limits[key] = value
@@ -883,6 +1209,10 @@ SETTING_KEYS: dict[str, type] = {
     "seed-queue-size": int,
     "seed-queue-enabled": bool,
     "queue-stalled-minutes": int,
+    "seedRatioLimit": float,
+    "seedRatioLimited": bool,
+    "idle-seeding-limit": int,
+    "idle-seeding-limit-enabled": bool,
 }
 
 
@@ -891,49 +1221,28 @@ def _kbps(rate_bps: int, default: int) -> int:
     return max(1, round(rate_bps / 1000)) if rate_bps > 0 else default
 
 
+def _setting(key: str, value: Any) -> Any:
+    """A ``session-set`` value checked against its JSON type.
+
+    Raises:
+        DaemonError: a value of the wrong type or out of range.
+    """
+    kind = SETTING_KEYS[key]
+    if kind is bool and not isinstance(value, bool):
+        raise DaemonError(f"'{key}' must be true or false")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise DaemonError(f"'{key}' must be a non-negative integer")
+    if kind is str and (not isinstance(value, str) or not value):
+        raise DaemonError(f"'{key}' must be a non-empty string")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise DaemonError(f"'{key}' must be a non-negative number")
+        return float(value)
+    return value
+
+
 def _absolute(path: str) -> str:
     return os.path.abspath(path)
-
-
-def _forget_resume(download_dir: str, info_hash: str) -> None:
-    """Delete a torrent's resume state and journal: its next start hashes everything."""
-    ih = bytes.fromhex(info_hash)
-    for suffix in ("resume", "journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(state_path(download_dir, InfoHash(ih), suffix))
-
-
-def _delete_data(r: Record) -> None:
-    """Delete the torrent's content and its engine state files."""
-    if r.meta is not None:
-        content = os.path.join(r.stored.download_dir, r.meta.info.name)
-        if os.path.isdir(content) and r.meta.info.multi_file:
-            shutil.rmtree(content, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                os.unlink(content)
-    for path in glob.glob(os.path.join(state_dir(r.stored.download_dir), glob.escape(r.info_hash) + ".*")):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-def _move_data(r: Record, location: str) -> None:
-    """Move the content and the engine state files from the old directory to ``location``."""
-    assert r.meta is not None
-    old = r.stored.download_dir
-    if os.path.abspath(old) == location:
-        return
-    os.makedirs(location, exist_ok=True)
-    if not os.access(location, os.W_OK | os.X_OK):
-        raise PermissionError(13, "Permission denied", location)
-    src = os.path.join(old, r.meta.info.name)
-    if os.path.lexists(src):
-        shutil.move(src, os.path.join(location, r.meta.info.name))
-    states = glob.glob(os.path.join(state_dir(old), glob.escape(r.info_hash) + ".*"))
-    if states:
-        os.makedirs(state_dir(location), exist_ok=True)
-        for path in states:
-            shutil.move(path, os.path.join(state_dir(location), os.path.basename(path)))
 
 
 async def _run_command(cmd: str, env: dict[str, str]) -> None:

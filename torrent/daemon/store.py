@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["StateStore", "StoredTorrent"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS torrents (
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS torrents (
     downloaded INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT '',
     have_bytes INTEGER NOT NULL DEFAULT 0,
-    files_done TEXT NOT NULL DEFAULT '[]'
+    files_done TEXT NOT NULL DEFAULT '[]',
+    renames TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -62,7 +63,9 @@ class StoredTorrent:
     id: int
     info_hash: str  # hex
     name: str
-    metainfo: bytes | None  # None while a magnet's metadata is unknown
+    #: The .torrent's bytes as loaded or inserted; None while a magnet's metadata is
+    #: unknown, and in the daemon once parsed (the database keeps them).
+    metainfo: bytes | None
     magnet: str
     download_dir: str
     paused: bool
@@ -79,11 +82,14 @@ class StoredTorrent:
     #: Verified bytes of the wanted pieces, and per file, when the torrent last stopped.
     have_bytes: int = 0
     files_done: list[int] = field(default_factory=list)
+    #: ``torrent-rename-path`` results: ``{"name": top name, "paths": {file index: [parts]}}``
+    #: (the info hash and the metainfo stay as they are).
+    renames: dict[str, Any] = field(default_factory=dict)
 
 
 _COLUMNS = (
     "id, info_hash, name, metainfo, magnet, download_dir, paused, queue_position, priorities, "
-    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done"
+    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames"
 )
 
 
@@ -100,7 +106,13 @@ class StateStore:
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # The records are read once, at start: a small page cache is enough (the default
+        # 2 MiB would be most of the daemon's memory per torrent at 1,000 torrents).
+        self._db.execute("PRAGMA cache_size=-256")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(torrents)")}
+        if "renames" not in columns:  # a database of schema 1
+            self._db.execute("ALTER TABLE torrents ADD COLUMN renames TEXT NOT NULL DEFAULT '{}'")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
 
     def close(self) -> None:
@@ -116,9 +128,10 @@ class StateStore:
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
         columns = _COLUMNS.removeprefix("id, ")
+        values = _row(t)[1:]
         with self._transaction():
             cur = self._db.execute(
-                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * 18)})", _row(t)[1:]
+                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * len(values))})", values
             )
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
@@ -129,14 +142,20 @@ class StateStore:
         self.update_many([t])
 
     def update_many(self, records: Iterable[StoredTorrent]) -> None:
-        """Write every field of each record, all in one transaction."""
+        """Write every field of each record but its metainfo (:meth:`set_metainfo`), all
+        in one transaction."""
         with self._transaction():
             self._db.executemany(
-                "UPDATE torrents SET info_hash=?, name=?, metainfo=?, magnet=?, download_dir=?, paused=?, "
+                "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
-                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=? WHERE id=?",
-                [(*_row(t)[1:], t.id) for t in records],
+                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=? WHERE id=?",
+                [(*row[1:3], *row[4:], t.id) for row, t in ((_row(t), t) for t in records)],
             )
+
+    def set_metainfo(self, torrent_id: int, metainfo: bytes) -> None:
+        """Store the metainfo a magnet link's fetch found (the record keeps none in memory)."""
+        with self._transaction():
+            self._db.execute("UPDATE torrents SET metainfo=? WHERE id=?", (metainfo, torrent_id))
 
     def save_stats(self, stats: Iterable[tuple[int, int, int]]) -> None:
         """``(id, uploaded, downloaded)`` of many torrents in one transaction (the batch)."""
@@ -202,6 +221,7 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
         t.error,
         t.have_bytes,
         json.dumps(t.files_done),
+        json.dumps(t.renames),
     )
 
 
@@ -226,4 +246,5 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         error=row[16],
         have_bytes=row[17],
         files_done=json.loads(row[18]),
+        renames=json.loads(row[19]),
     )

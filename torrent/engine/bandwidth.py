@@ -2,6 +2,8 @@
 
 * :class:`RateLimiter`: a token bucket shared by every peer of a session (one for download,
   one for upload). ``Peer`` takes from it on every read and before every block it uploads.
+  A torrent's own bucket has the session's as its ``parent``: taking from it takes from
+  both, and the caller waits for the slower.
 * :class:`RateSnapshot`: a connection's rate and total at one moment, read from the rate meter
   its wire protocol keeps (``PeerProtocol.download_meter``/``upload_meter``). The meter itself
   is :class:`torrent.proto.wire.RateMeter`, the only one in the client: it lives with the
@@ -29,9 +31,18 @@ class RateLimiter:
         rate_bps: bytes per second; 0 for no limit.
         burst_s: seconds of ``rate_bps`` the bucket holds (at least two blocks).
         clock: where the time comes from.
+        parent: a bucket every take also draws from (a torrent's bucket: the session's).
     """
 
-    def __init__(self, rate_bps: int, burst_s: float = 0.5, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        rate_bps: int,
+        burst_s: float = 0.5,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        parent: RateLimiter | None = None,
+    ) -> None:
+        self.parent = parent
         self.rate_bps = rate_bps
         self._clock = clock
         self._burst_s = burst_s
@@ -41,7 +52,8 @@ class RateLimiter:
 
     @property
     def unlimited(self) -> bool:
-        return self.rate_bps <= 0
+        """Neither this bucket nor its parents limit anything."""
+        return self.rate_bps <= 0 and (self.parent is None or self.parent.unlimited)
 
     def set_rate(self, rate_bps: int) -> None:
         """Change the limit at once (0: unlimited); every peer sharing the bucket follows."""
@@ -58,12 +70,14 @@ class RateLimiter:
         self._stamp = now
 
     def take_nowait(self, n: int) -> float:
-        """Take ``n`` bytes; returns how long the caller should wait before more (0: none)."""
-        if self.unlimited:
-            return 0.0
+        """Take ``n`` bytes (from the parents too); returns how long the caller should
+        wait before more (0: none)."""
+        wait = self.parent.take_nowait(n) if self.parent is not None else 0.0
+        if self.rate_bps <= 0:
+            return wait
         self._refill()
         self._tokens -= n
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_bps
+        return max(wait, 0.0 if self._tokens >= 0 else -self._tokens / self.rate_bps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
+from torrent.disk.diskio import DiskIO
+from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.addresses import OurAddresses, canonical_host
 from torrent.engine.bandwidth import RateLimiter
@@ -71,13 +74,14 @@ from torrent.engine.status import (
     TorrentStats,
 )
 from torrent.engine.swarm import Swarm
+from torrent.engine.tracker_client import AnnounceEvent
 from torrent.engine.udp import UdpSocket
 from torrent.engine.utp_dial import DialCounters, DialStats
 from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.utp_stream import UtpStream
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Metainfo
+from torrent.proto.metainfo import Info, Metainfo
 from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
 from torrent.proto.utp import UtpStats
 from torrent.types import InfoHash, PeerId
@@ -170,20 +174,26 @@ class Torrent:
 
     def file_progress(self) -> list[int]:
         """Verified bytes of each file, in the order of the torrent's files."""
-        swarm = self._swarm
-        info, picker = swarm.info, swarm.picker
-        piece_length = info.piece_length
-        out = []
-        for f in info.files:
-            done = 0
-            if f.length:
-                end = f.offset + f.length
-                for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
-                    if picker.have(p):
-                        start = max(f.offset, p * piece_length)
-                        done += min(end, (p + 1) * piece_length) - start
-            out.append(done)
-        return out
+        return file_progress(self._swarm.info, self._swarm.picker.have)
+
+    @property
+    def num_peers(self) -> int:
+        """Connections open now (handshaken or not)."""
+        return len(self._swarm.peers)
+
+    @property
+    def announce_settled(self) -> bool:
+        """The first announce of this run got an answer or failed (or there is no tracker)."""
+        announcer = self._swarm.announcer
+        return not announcer or announcer.event is not AnnounceEvent.STARTED or bool(announcer.message)
+
+    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
+        """This torrent's own limits, under the session's (0: none of its own; None: unchanged)."""
+        ctx = self._swarm.ctx
+        if download_bps is not None:
+            ctx.down_limit.set_rate(download_bps)
+        if upload_bps is not None:
+            ctx.up_limit.set_rate(upload_bps)
 
     def last_announce(self) -> AnnounceReport | None:
         """How the last announce to the trackers went (None before the first one ended)."""
@@ -206,11 +216,45 @@ class Torrent:
         """Ask the torrent to stop and return at once (:meth:`stop` waits for it)."""
         self._swarm.stop()
 
-    async def stop(self) -> None:
-        """Stop the torrent: ``stopped`` announce, resume state saved."""
-        self._swarm.stop()
+    async def stop(self, *, announce: bool = True) -> None:
+        """Stop the torrent: ``stopped`` announce (unless ``announce`` is False: the caller
+        keeps the torrent listed at its trackers, e.g. a dormant seed), resume state saved."""
+        self._swarm.stop(announce=announce)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self._task)
+
+
+def file_progress(info: Info, have: Callable[[int], bool]) -> list[int]:
+    """Verified bytes of each file of ``info``, given which pieces are verified."""
+    piece_length = info.piece_length
+    out = []
+    for f in info.files:
+        done = 0
+        if f.length:
+            end = f.offset + f.length
+            for p in range(f.offset // piece_length, (end - 1) // piece_length + 1):
+                if have(p):
+                    start = max(f.offset, p * piece_length)
+                    done += min(end, (p + 1) * piece_length) - start
+        out.append(done)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What :meth:`Session.check_torrent` found on disk.
+
+    Attributes:
+        complete: every wanted piece is verified.
+        done_bytes: verified bytes of the wanted pieces.
+        wanted_bytes: bytes of the wanted pieces.
+        files_done: verified bytes of each file.
+    """
+
+    complete: bool
+    done_bytes: int
+    wanted_bytes: int
+    files_done: list[int]
 
 
 def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
@@ -255,6 +299,8 @@ class Session:
         self._tasks: dict[InfoHash, asyncio.Task[None]] = {}
         self._torrents: dict[InfoHash, Torrent] = {}
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
+        #: Dormant torrents: not running, but an incoming peer naming one wakes it.
+        self._dormant: dict[InfoHash, Callable[[InfoHash], None]] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._servers: list[asyncio.Server] = []
         self._addresses = OurAddresses()
@@ -565,6 +611,31 @@ class Session:
         Raises:
             TorrentError: the session is not running, or the torrent is already in it.
         """
+        return self.add_torrent_nowait(
+            metainfo,
+            download_dir,
+            content_path=content_path,
+            file_priorities=file_priorities,
+            sequential=sequential,
+            seed=seed,
+            peers=peers,
+            recheck=recheck,
+        )
+
+    def add_torrent_nowait(
+        self,
+        metainfo: Metainfo,
+        download_dir: str | os.PathLike[str],
+        *,
+        content_path: str | os.PathLike[str] | None = None,
+        file_priorities: Sequence[int] | None = None,
+        sequential: bool = False,
+        seed: bool = True,
+        peers: Sequence[PeerAddr] = (),
+        recheck: bool = False,
+    ) -> Torrent:
+        """:meth:`add_torrent` from synchronous code (it never blocks): same arguments,
+        same errors. A dormant torrent of the same hash stops being dormant."""
         ctx = self._context()
         if any(h in self._swarms or h in self._aliases for h in metainfo.info_hashes):
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
@@ -585,6 +656,7 @@ class Session:
         if task is None:
             storage.close()
             raise TorrentError("the session is closing")
+        self._dormant.pop(metainfo.info_hash, None)
         self._swarms[metainfo.info_hash] = swarm
         for alias in metainfo.info_hashes[1:]:
             self._aliases[alias] = metainfo.info_hash
@@ -592,6 +664,82 @@ class Session:
         torrent = Torrent(swarm, task)
         self._torrents[metainfo.info_hash] = torrent
         return torrent
+
+    async def check_torrent(
+        self,
+        metainfo: Metainfo,
+        download_dir: str | os.PathLike[str],
+        *,
+        file_priorities: Sequence[int] | None = None,
+        recheck: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CheckResult:
+        """Find what of a torrent that is not running is on disk, without running it.
+
+        The first half of the start-up of :func:`torrent.disk.resume.start` (plan: a clean
+        resume state is trusted, otherwise the pieces are hashed on the session's disk
+        pool; files allocated), then the state is saved clean, as a stopped run leaves it
+        (not at all when a clean state was trusted whole and the torrent is complete:
+        it is already on disk). A later :meth:`add_torrent` trusts it and hashes nothing.
+        Nothing is written to the data, so the run is not marked begun (no dirty state
+        with its ``fsync`` first). No swarm, peer, tracker or task of its own; nothing
+        stays open afterwards.
+
+        Raises:
+            StorageError: the data or the resume state could not be read or written.
+            TorrentError: the session is not running.
+        """
+        if self._disk_pool is None or self._closing:
+            raise TorrentError("the session is not running (use 'async with Session(...)')")
+        info = metainfo.info
+        try:
+            storage = FileStorage(
+                info, download_dir, file_priorities=file_priorities, info_hash=metainfo.info_hash
+            )
+        except ValueError as exc:
+            raise StorageError(str(exc)) from None
+        store = ResumeStore(info, metainfo.info_hash, storage.directory)
+        wanted = storage.wanted_pieces()
+        try:
+            async with DiskIO(storage, journal=store, executor=self._disk_pool) as disk:
+                plan = await asyncio.to_thread(functools.partial(store.plan, storage, full_recheck=recheck))
+                await disk.allocate()
+                verified = set(plan.verified)
+                if plan.recheck:
+                    verified |= await disk.check(plan.recheck, progress=progress)
+                state = plan.state
+                unchanged = state is not None and state.clean_shutdown and not plan.recheck
+                if not (unchanged and all(verified.__contains__(i) for i, w in enumerate(wanted) if w)):
+                    await store.save(
+                        storage,
+                        verified,
+                        clean=True,
+                        peers=state.peers if state else (),
+                        uploaded=state.uploaded if state else 0,
+                        downloaded=state.downloaded if state else 0,
+                    )
+        finally:
+            store.close()
+            await asyncio.to_thread(storage.close)
+        wanted_bytes = sum(info.piece_size(i) for i, w in enumerate(wanted) if w)
+        done_bytes = sum(info.piece_size(i) for i in verified if wanted[i])
+        return CheckResult(
+            complete=done_bytes == wanted_bytes,
+            done_bytes=done_bytes,
+            wanted_bytes=wanted_bytes,
+            files_done=file_progress(info, verified.__contains__),
+        )
+
+    def park(self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None]) -> None:
+        """Keep a torrent that is not running reachable: an incoming peer naming it calls
+        ``on_wanted(info_hash)`` (once), which should add it (:meth:`add_torrent_nowait`)
+        for the connection to reach it. Costs a dict entry: no task, no file, no timer."""
+        if info_hash not in self._swarms:
+            self._dormant[info_hash] = on_wanted
+
+    def unpark(self, info_hash: InfoHash) -> None:
+        """Forget a dormant torrent (its peers are refused again)."""
+        self._dormant.pop(info_hash, None)
 
     async def fetch_metadata(
         self, magnet: Magnet, *, peers: Sequence[PeerAddr] = (), timeout_s: float | None = None
@@ -633,8 +781,8 @@ class Session:
             peer_id=self.peer_id,
             port=lambda: self._port,
             http=self._http,
-            down_limit=self._down,
-            up_limit=self._up,
+            down_limit=RateLimiter(0, parent=self._down),
+            up_limit=RateLimiter(0, parent=self._up),
             half_open=self._half_open,
             peer_slots=self._free_peer_slots,
             clock=self.clock,
@@ -656,8 +804,9 @@ class Session:
             for service in self._lsd_services:
                 service.forget(swarm.info_hash)
 
-    async def remove_torrent(self, info_hash: InfoHash) -> None:
-        """Stop the torrent (``stopped`` announce, resume state saved) and forget it.
+    async def remove_torrent(self, info_hash: InfoHash, *, announce: bool = True) -> None:
+        """Stop the torrent (``stopped`` announce unless ``announce`` is False, resume
+        state saved) and forget it.
 
         It may be added again afterwards (to restart it, or with other settings).
 
@@ -667,7 +816,7 @@ class Session:
         torrent = self._torrents.pop(info_hash, None)
         if torrent is None:
             raise TorrentError(f"torrent {info_hash.hex()} is not in the session")
-        await torrent.stop()
+        await torrent.stop(announce=announce)
         self._tasks.pop(info_hash, None)
 
     def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
@@ -719,7 +868,9 @@ class Session:
         """The MSE side of an accepted connection, knowing every torrent of the session."""
         return MseStream(
             peer,
-            receiver_for(lambda: [*self._swarms, *self._aliases], Encryption(self.settings.encryption)),
+            receiver_for(
+                lambda: [*self._swarms, *self._aliases, *self._dormant], Encryption(self.settings.encryption)
+            ),
             clock=self.clock,
             timeout_s=self.settings.handshake_timeout_s,
             counters=self._encryption,
@@ -746,7 +897,13 @@ class Session:
         return admitted
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
-        swarm = self._swarms.get(self._aliases.get(info_hash, info_hash))
+        key = self._aliases.get(info_hash, info_hash)
+        swarm = self._swarms.get(key)
+        if swarm is None and key in self._dormant:
+            # Its owner adds it now (add_torrent_nowait); the swarm holds this connection
+            # until it has read its resume state (Swarm.adopt_incoming).
+            self._dormant.pop(key)(key)
+            swarm = self._swarms.get(key)
         self._pending_incoming.done(peer)
         if swarm is None or not swarm.adopt_incoming(peer):
             return None

@@ -80,6 +80,9 @@ VERIFY_SLACK_PIECES = 2
 VERIFY_SLACK_BYTES = 2 << 20
 #: Why recent connections ended, kept for diagnostics.
 MAX_CLOSED_PEERS = 200
+#: Incoming connections held while the torrent reads its resume state (see
+#: :meth:`Swarm.adopt_incoming`).
+MAX_EARLY_PEERS = 16
 
 #: Who sent a block: a peer or a web seed.
 Source = PeerAddr | WebSeedKey
@@ -207,6 +210,11 @@ class Swarm(PeerHostBase):
         self._checked = asyncio.Event()
         self._finished = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._announce_stop = True
+        #: Incoming peers accepted before the start-up was done: their tasks start, and
+        #: the ready ones get our pieces, once it is (``_admit_early``).
+        self._early: list[Peer] = []
+        self._early_ready: list[Peer] = []
         self._resume_dirty = asyncio.Event()
         self._seeding_since: float | None = None
         self._down_rate = 0.0
@@ -314,13 +322,15 @@ class Swarm(PeerHostBase):
         """Learn addresses (from a tracker, the user, PEX...)."""
         self.connector.add(list(addrs))
 
-    def stop(self) -> None:
-        """Ask the swarm to end (``run`` returns after its clean-up).
+    def stop(self, *, announce: bool = True) -> None:
+        """Ask the swarm to end (``run`` returns after its clean-up); ``announce=False``
+        sends no ``stopped`` to the trackers (it stays listed there, dormant).
 
         The peers are closed at once, before the task group aborts: a late block can then
         no longer complete a piece and spawn its verification into a group that is
         shutting down.
         """
+        self._announce_stop = self._announce_stop and announce
         self._stopped.set()
         self._halt()
 
@@ -382,6 +392,7 @@ class Swarm(PeerHostBase):
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                self._admit_early()
                 stop_task = tg.create_task(self._stopped.wait())
                 tg.create_task(self.announcer.run())
                 if self.dht_source is not None:
@@ -396,8 +407,9 @@ class Swarm(PeerHostBase):
             pass
         finally:
             self._tg = None
-            with contextlib.suppress(Exception):
-                await self.announcer.stop()
+            if self._announce_stop:
+                with contextlib.suppress(Exception):
+                    await self.announcer.stop()
 
     async def _start(self, disk: DiskIO) -> None:
         """Find which pieces we already have (see :func:`torrent.disk.resume.start`: trust
@@ -501,8 +513,28 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ peers
 
     def adopt_incoming(self, peer: Peer) -> bool:
-        """An incoming connection routed to us; returns False when we refuse it."""
-        return self.connector.adopt_incoming(peer)
+        """An incoming connection routed to us; returns False when we refuse it.
+
+        One that comes while the torrent still reads its resume state (a torrent just
+        added, or woken by this very connection) is held, not refused: its handshake goes
+        on, and it runs, and learns our pieces, once the start-up is done.
+        """
+        if self._tg is None and not self.stopping and self.state is TorrentState.CHECKING:
+            if (
+                len(self._early) >= MAX_EARLY_PEERS
+                or self.peer_list.is_banned(peer.addr)
+                or peer.addr in self.peers
+                or self.connector.room() <= 0
+            ):
+                return False
+            self._early.append(peer)
+            self.peers[peer.addr] = peer
+        elif not self.connector.adopt_incoming(peer):
+            return False
+        # Accepted before its torrent was known: from now on it counts against this
+        # torrent's own rate limits too (whose buckets draw from the session's).
+        peer.down_limit, peer.up_limit = self.ctx.down_limit, self.ctx.up_limit
+        return True
 
     def on_peer_ready(self, peer: Peer) -> None:
         kp = self.peer_list.get(peer.addr)
@@ -519,8 +551,27 @@ class Swarm(PeerHostBase):
         if self._drop_duplicate(peer):
             return
         self.picker.on_peer_have_none(peer.addr)  # registered; a bitfield or haves follow
+        if self._tg is None:
+            self._early_ready.append(peer)  # held during the start-up: pieces not known yet
+            return
         self._send_piece_set(peer)
         self.hashes.ask(peer)  # a v2 magnet: the piece layers come first
+        self._first_unchoke(peer)
+
+    def _admit_early(self) -> None:
+        """Run the peers held during the start-up; send the ready ones our pieces."""
+        early, self._early = self._early, []
+        ready, self._early_ready = self._early_ready, []
+        for peer in early:
+            if not peer.closed and not self.spawn(peer.run_incoming()):
+                peer.close("torrent stopping")
+        for peer in ready:
+            if not peer.closed:
+                self._send_piece_set(peer)
+                self.hashes.ask(peer)
+                self._first_unchoke(peer)
+
+    def _first_unchoke(self, peer: Peer) -> None:
         # Until the choker runs, let the first peers in: a fresh swarm should not wait 10 s.
         unchoked = sum(1 for p in self.peers.values() if not p.am_choking)
         if unchoked < self.settings.unchoke_slots + 1:
@@ -661,8 +712,8 @@ class Swarm(PeerHostBase):
     # ------------------------------------------------------------------ downloading
 
     def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
-        if self.complete or not self.hashes.ready:
-            return []
+        if self.complete or not self.hashes.ready or peer in self._early_ready:
+            return []  # v2 piece layers still missing, or a peer held during the start-up
         # Too many pieces in memory: only continue the pieces already being assembled.
         room = self.may_start_pieces()
         picks: list[tuple[int, int, int]] = list(

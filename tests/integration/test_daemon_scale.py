@@ -1,0 +1,159 @@
+"""The daemon at scale, in process on loopback: dormant seeds (no swarm, no task of their
+own) that wake for an incoming peer, a restart that lists seeds without touching their
+data, and the announces of many seeds spread over time instead of bursted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.integration.daemon_helpers import running_daemon
+from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.polling import wait_until
+from torrent import config
+from torrent.daemon.service import Status
+from torrent.disk.storage import state_path
+from torrent.engine.session import CheckResult, Session
+from torrent.proto import bencoding
+from torrent.types import InfoHash
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "payload.bin", 300_000))
+    async with (
+        asyncio.timeout(60),
+        running_daemon(tmp_path, park_idle_s=0.5) as (daemon, client),
+        # A refused connection would be retried only after a minute: the one that wakes
+        # the seed must be served.
+        Session(
+            config.testing_settings().replace(retry_backoff_s=60.0, retry_backoff_max_s=60.0)
+        ) as leecher_session,
+    ):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
+        [t] = await client.get([tid], "status", "percentDone")
+        assert (t["status"], t["percentDone"]) == (Status.SEED, 1.0)
+        assert daemon.session.torrents() == []  # no swarm: a dict entry in the session
+        stats = await client.call("session-stats")
+        assert (stats["activeTorrentCount"], stats["pausedTorrentCount"]) == (1, 0)
+
+        leecher = await leecher_session.add_torrent(
+            meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
+        )
+        async with asyncio.timeout(20):
+            await leecher.wait_complete()
+        assert (tmp_path / "leecher" / "payload.bin").read_bytes() == (downloads / "payload.bin").read_bytes()
+        await leecher_session.remove_torrent(meta.info_hash)
+        # Its peer gone, the seed goes dormant again, its upload counted.
+        await wait_until(lambda: daemon.records[tid].parked, timeout_s=20, what="dormant again")
+        [t] = await client.get([tid], "status", "uploadedEver")
+        assert t["status"] == Status.SEED
+        assert t["uploadedEver"] >= 300_000
+
+
+async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"f{i}.bin", 50_000, seed=i)) for i in range(5)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        ids = [await client.add(m) for m in metas]
+        await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="all dormant")
+    resume_files = [state_path(str(downloads), m.info_hash, "resume") for m in metas]
+    stamps = [os.stat(p).st_mtime_ns for p in resume_files]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="all dormant")
+        rows = await client.get(None, "id", "status", "percentDone")
+        assert [(r["status"], r["percentDone"]) for r in rows] == [(Status.SEED, 1.0)] * 5
+        assert all(daemon.records[i].checking is None and daemon.records[i].checked is False for i in ids)
+        assert daemon.session.torrents() == []
+    assert [os.stat(p).st_mtime_ns for p in resume_files] == stamps  # nothing read or rewritten
+
+
+async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
+    """30 seeds with a tracker, at most 10 announce slots a second: the first announces
+    take about 3 s, never more than a slot's worth in any half second."""
+    seen: list[float] = []
+
+    async def announce(request: web.Request) -> web.Response:
+        seen.append(time.monotonic())
+        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    tracker = TestServer(app, host="127.0.0.1")
+    await tracker.start_server()
+    url = str(tracker.make_url("/announce"))
+    downloads = tmp_path / "downloads"
+    metas = [
+        make_torrent(make_payload(downloads, f"f{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(30)
+    ]
+    try:
+        async with asyncio.timeout(60), running_daemon(tmp_path, announces_per_s=10.0) as (daemon, client):
+            for m in metas:
+                await client.add(m)
+            await wait_until(lambda: len(seen) >= 30, timeout_s=30, what="every seed announced")
+            span = max(seen) - min(seen)
+            assert span >= 2.0, f"30 announces within {span:.2f} s: bursted"
+            for t in seen:
+                assert sum(1 for u in seen if t <= u < t + 0.5) <= 7
+            # Each went dormant after its announce; the next is half an hour away.
+            await wait_until(lambda: all(r.parked for r in daemon.records.values()), what="all dormant")
+            assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())
+    finally:
+        await tracker.close()
+
+
+async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operation stops a torrent and starts it again (here -G, files unwanted); a
+    scheduler pass that ran while it awaited the stop used to start the torrent itself,
+    and the operation's own start then failed with "already in the session"."""
+    meta = make_torrent(make_payload(tmp_path / "elsewhere", "album", {"a.bin": 40_000, "b.bin": 40_000}))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)  # no data: a download, running
+        await wait_until(lambda: daemon.records[tid].handle is not None, what="running")
+        remove = daemon.session.remove_torrent
+
+        async def remove_with_a_pass_meanwhile(info_hash: InfoHash, *, announce: bool = True) -> None:
+            await remove(info_hash, announce=announce)
+            await daemon.schedule()  # the scheduler's timer fires in the gap
+
+        monkeypatch.setattr(daemon.session, "remove_torrent", remove_with_a_pass_meanwhile)
+        await client.call("torrent-set", ids=[tid], **{"files-unwanted": [1]})
+        [t] = await client.get([tid], "error", "errorString", "wanted")
+        assert (t["error"], t["errorString"], t["wanted"]) == (0, "", [1, 0])
+        assert [h.info_hash for h in daemon.session.torrents()] == [meta.info_hash]
+        assert daemon.records[tid].handle is daemon.session.torrents()[0]
+
+
+async def test_a_torrent_stopped_during_its_first_check_shows_what_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = make_torrent(make_payload(tmp_path / "downloads", "f.bin", 50_000))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        gate = asyncio.Event()
+        check = daemon.session.check_torrent
+
+        async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
+            await gate.wait()
+            return await check(*args, **kwargs)
+
+        monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].checking is not None, what="checking")
+        await client.call("torrent-stop", ids=[tid])
+        gate.set()
+        await wait_until(lambda: daemon.records[tid].checking is None, what="check over")
+        [t] = await client.get([tid], "status", "percentDone")
+        assert (t["status"], t["percentDone"]) == (Status.STOPPED, 1.0)
+        assert daemon.session.torrents() == []
