@@ -479,22 +479,26 @@ class UtpConnection:
             p = inflight.pop(s, None)
             if p is None:
                 continue  # acknowledged earlier by a SACK
-            self._progress = True
-            size = len(p.payload)
-            self._unacked -= size
-            acked += size
-            if p.need_resend:
-                self._num_need_resend -= 1
-            else:
-                self._bytes_in_flight -= size
+            acked += self._forget(p)
             if p.transmissions == 1:
                 sample = p
-            if p.probe:
-                self._probe_acked(size)
         self.acked_seq = ack
         if sample is not None:
             self.rtt.sample(now - sample.sent_at)
         return acked
+
+    def _forget(self, p: _Sent) -> int:
+        """``p`` was acknowledged (cumulatively or by a SACK): its bytes leave the books."""
+        self._progress = True
+        size = len(p.payload)
+        self._unacked -= size
+        if p.need_resend:
+            self._num_need_resend -= 1
+        else:
+            self._bytes_in_flight -= size
+        if p.probe:
+            self._probe_acked(size)
+        return size
 
     def _on_sack(self, ack: int, mask: bytes, now: float) -> int:
         """Packets past ``ack + 1`` that arrived: forget them, resend holes 3 SACKs behind."""
@@ -509,18 +513,9 @@ class UtpConnection:
             p = inflight.pop(s, None)
             if p is None:
                 continue
-            self._progress = True
-            size = len(p.payload)
-            self._unacked -= size
-            acked += size
-            if p.need_resend:
-                self._num_need_resend -= 1
-            else:
-                self._bytes_in_flight -= size
+            acked += self._forget(p)
             if p.transmissions == 1:
                 self.rtt.sample(now - p.sent_at)
-            if p.probe:
-                self._probe_acked(size)
         if not got:
             return acked
         # Walk back from the highest SACKed packet: a hole with 3 or more SACKed after it is lost.
