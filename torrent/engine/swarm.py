@@ -569,6 +569,8 @@ class Swarm(PeerHostBase):
             if not peer.closed:
                 self._send_piece_set(peer)
                 self.hashes.ask(peer)
+                if not self.complete and self.picker.is_interesting(peer.addr):
+                    peer.set_interested(True)  # what it announced while held
                 self._first_unchoke(peer)
 
     def _first_unchoke(self, peer: Peer) -> None:
@@ -617,6 +619,8 @@ class Swarm(PeerHostBase):
         if self.complete and peer.is_seed:
             peer.close("both seeds")
             return
+        if self._early_ready and peer in self._early_ready:
+            return  # held during the start-up: our interest follows our piece set (_admit_early)
         if indices is None:
             peer.set_interested(interesting and not self.complete)
         elif interesting and not peer.am_interested and not self.complete:
