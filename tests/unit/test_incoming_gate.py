@@ -57,3 +57,15 @@ def test_timeout_is_shortened_while_the_gate_is_nearly_full() -> None:
     assert g.expire(9.0) == []  # two of four again: back to 10 s
     assert g.expire(16.0) == [3, 4]
     assert g.statistics().timed_out == 4
+
+
+def test_when_full_a_new_address_takes_a_place_of_the_most_crowded_one() -> None:
+    g, _ = gate(total=4, per_ip=3)
+    for n, ip in enumerate(["a", "a", "a", "b"]):
+        g.admit(n, ip, 0.0)
+    # nobody has waited a second, but "c" holds nothing and "a" holds three: its oldest goes
+    assert g.admit(9, "c", 0.1) == (True, 0)
+    assert g.admit(10, "b", 0.1) == (False, None)  # "b" already holds a place: refused
+    assert g.admit(11, "d", 0.2) == (True, 1)  # "a" is still the most crowded
+    assert g.admit(12, "e", 0.3) == (False, None)  # every address holds one now: refused
+    assert g.statistics().evicted == 2

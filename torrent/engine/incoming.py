@@ -9,7 +9,10 @@ peer arriving meanwhile would find no room. The gate keeps four rules:
    the newcomer from that address is closed at once (one address cannot take the room).
 2. At most ``total`` may be handshaking at once. Past it the connection that has been
    handshaking longest is closed to make room, if it has waited ``evict_after_s`` (an
-   honest handshake takes a round trip or two); otherwise the newcomer is closed.
+   honest handshake takes a round trip or two). Otherwise a newcomer from an address that
+   holds none of the places takes the oldest place of the address holding the most, when
+   that address holds more than one (a flood from a few dozen addresses cannot keep a new
+   address out); else the newcomer is closed.
 3. A connection that has not finished within ``timeout_s`` is closed; while the gate is
    three-quarters full, within a quarter of that (at least a second).
 4. A connection that closed by itself leaves at once (at the next admission or sweep).
@@ -78,16 +81,28 @@ class HandshakeGate(Generic[C]):
         if len(self._waiting) >= self.total:
             self._drop_closed(None)
             if len(self._waiting) >= self.total:
-                oldest, (_, since) = next(iter(self._waiting.items()))
-                if now - since < self.evict_after_s:
+                victim = self._victim(ip, now)
+                if victim is None:
                     self._refused_total += 1
                     return False, None
-                self.done(oldest)
+                self.done(victim)
                 self._evicted += 1
-                evicted = oldest
+                evicted = victim
         self._waiting[conn] = (ip, now)
         self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
         return True, evicted
+
+    def _victim(self, ip: str, now: float) -> C | None:
+        """The place a newcomer from ``ip`` may take when the gate is full (rule 2)."""
+        oldest, (_, since) = next(iter(self._waiting.items()))
+        if now - since >= self.evict_after_s:
+            return oldest
+        if ip in self._by_ip:
+            return None
+        crowded = max(self._by_ip, key=self._by_ip.__getitem__)
+        if self._by_ip[crowded] < 2:
+            return None
+        return next(c for c, (addr, _) in self._waiting.items() if addr == crowded)
 
     def done(self, conn: C) -> None:
         """``conn`` finished its handshake (or was closed): it no longer counts."""
