@@ -69,9 +69,7 @@ def reexec_isolated() -> None:
     if only_loopback():
         return
     if os.geteuid() != 0:
-        sys.exit(
-            "bench/transfer.py: libtorrent peers run only in a loopback-only network namespace; run as root"
-        )
+        sys.exit(f"{Path(sys.argv[0]).name}: runs only in a loopback-only network namespace; run as root")
     cmd = " ".join(["exec", sys.executable, *map(_quote, sys.argv)])
     os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", f"ip link set lo up && {cmd}"])
 

@@ -25,7 +25,6 @@ import hashlib
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,26 +36,11 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.transfer import reexec_isolated  # noqa: E402
 from tests.integration.web_seed_helpers import nginx  # noqa: E402
 from torrent.proto import bencoding  # noqa: E402
 
 TIMEOUT_S = 600.0
-
-
-def only_loopback() -> bool:
-    return [n for _, n in socket.if_nameindex()] == ["lo"]
-
-
-def reexec_isolated() -> None:
-    """Re-run this script inside a fresh network namespace that has only loopback."""
-    if only_loopback():
-        return
-    if os.geteuid() != 0:
-        sys.exit("bench/web_seed.py: runs only in a loopback-only network namespace; run as root")
-    import shlex
-
-    cmd = " ".join(["exec", sys.executable, *map(shlex.quote, sys.argv)])
-    os.execvp("unshare", ["unshare", "--net", "--", "sh", "-c", f"ip link set lo up && {cmd}"])
 
 
 def make_payload(path: Path, size: int, piece_length: int, url: str) -> bytes:
