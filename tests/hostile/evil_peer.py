@@ -101,20 +101,29 @@ def request_flood(count: int, answers: dict[str, int]) -> Script:
     return run
 
 
+async def _unchoked_requests(
+    r: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> AsyncIterator[tuple[int, int, int]]:
+    """Claim every piece (BEP 6 have all) and unchoke, then yield each request as
+    (piece, offset, length); other messages are read and ignored."""
+    w.write(message(14))  # BEP 6 have all
+    w.write(message(1))  # unchoke
+    await w.drain()
+    while True:
+        (length,) = struct.unpack(">I", await r.readexactly(4))
+        body = await r.readexactly(length)
+        if body[:1] == b"\x06":
+            index, begin, n = struct.unpack(">III", body[1:13])
+            yield index, begin, n
+
+
 def stall_after_unchoke(requests: list[tuple[int, int]]) -> Script:
     """Claim every piece, unchoke, then read the requests (noted in ``requests`` as
     (piece, offset)) and never answer one."""
 
     async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(message(14))  # BEP 6 have all
-        w.write(message(1))  # unchoke
-        await w.drain()
-        while True:
-            (length,) = struct.unpack(">I", await r.readexactly(4))
-            body = await r.readexactly(length)
-            if body[:1] == b"\x06":
-                index, begin, _ = struct.unpack(">III", body[1:13])
-                requests.append((index, begin))
+        async for index, begin, _ in _unchoked_requests(r, w):
+            requests.append((index, begin))
 
     return run
 
@@ -187,17 +196,10 @@ def serving(payload: bytes, piece_length: int) -> Script:
     the whole piece space, padding included): an honest seed of whatever it is given."""
 
     async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        w.write(message(14))  # BEP 6 have all
-        w.write(message(1))  # unchoke
-        await w.drain()
-        while True:
-            (length,) = struct.unpack(">I", await r.readexactly(4))
-            body = await r.readexactly(length)
-            if body[:1] == b"\x06":
-                index, begin, n = struct.unpack(">III", body[1:13])
-                at = index * piece_length + begin
-                w.write(message(7, struct.pack(">II", index, begin) + payload[at : at + n]))
-                await w.drain()
+        async for index, begin, n in _unchoked_requests(r, w):
+            at = index * piece_length + begin
+            w.write(message(7, struct.pack(">II", index, begin) + payload[at : at + n]))
+            await w.drain()
 
     return run
 
