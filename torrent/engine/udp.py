@@ -64,6 +64,9 @@ class UdpSocket(asyncio.DatagramProtocol):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if family == socket.AF_INET6:
+                # IPv6 only: an IPv4 socket may hold the same port number (as TCP listeners do).
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)

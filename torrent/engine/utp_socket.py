@@ -1,4 +1,4 @@
-"""uTP on the session's UDP socket: demultiplexing, the connection table, timers, dialling.
+"""uTP on the session's UDP sockets: demultiplexing, the connection table, timers, dialling.
 
 :class:`UtpSocketManager` registers with :class:`~torrent.engine.udp.UdpSocket` for the first
 bytes of uTP packets (type in the high nibble, version 1 in the low one: ``0x01`` ``0x11``
@@ -15,6 +15,10 @@ then delivers the bytes to the peer and sends the ACKs and data the window allow
   connection is answered with a RESET (the peer forgot us, or we forgot it) and counted.
 * :meth:`UtpSocketManager.connect` dials: a fresh receive id, a SYN, and an await of its ACK
   (the caller bounds it; the state machine gives up after its SYN resends).
+* IPv4 and IPv6: the manager serves the socket it is built with and any other one given to
+  :meth:`UtpSocketManager.add_socket` (the session's second UDP socket, of the other address
+  family, when it listens on both). A connection sends on the socket of its peer's family;
+  the table, timer, counters and half-open limit are shared.
 * Timers are batched: one loop timer every ``TICK_S`` runs the retransmission timers of every
   connection whose deadline passed, and only while there are connections.
 
@@ -79,8 +83,84 @@ _RESET = int(PacketType.RESET)
 Key = tuple[tuple[str, int], int]
 
 
+class _Port:
+    """One UDP socket uTP runs on (one per address family) and how datagrams go out on it."""
+
+    __slots__ = ("gso", "mtu_ceiling", "queued", "sock", "sockname", "transport", "udp", "version")
+
+    def __init__(self, udp: UdpSocket) -> None:
+        assert udp.transport is not None, "open the UDP socket first"
+        self.udp = udp
+        self.transport = udp.transport
+        sock = self.transport.get_extra_info("socket")
+        self.sockname = self.transport.get_extra_info("sockname")
+        v6 = ":" in str(self.sockname[0])
+        #: The IP version of the socket (4 or 6).
+        self.version = 6 if v6 else 4
+        self.mtu_ceiling = MAX_PACKET_V6 if v6 else MAX_PACKET_V4
+        self.sock = udp.sock
+        # asyncio's datagram transports have it (typeshed lists it on write transports only).
+        self.queued: Callable[[], int] = getattr(self.transport, "get_write_buffer_size", lambda: 1)
+        #: GSO sends: on Linux until the first failure.
+        self.gso = sys.platform == "linux" and self.sock is not None
+        if sock is not None:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+    def send(self, conn: UtpConnection, addr: tuple[str, int]) -> None:
+        out = conn.outgoing
+        if not out:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            out.clear()
+            return
+        if len(out) > 1 and self.gso and self.queued() == 0:
+            self._send_segmented(out, addr)
+        else:
+            sendto = transport.sendto
+            for d in out:
+                sendto(d, addr)
+        out.clear()
+
+    def _send_segmented(self, out: list[bytes], addr: tuple[str, int]) -> None:
+        """Runs of equal-sized datagrams in one GSO ``sendmsg`` each (the last may be shorter)."""
+        sock = self.sock
+        assert sock is not None
+        sendto = self.transport.sendto
+        n = len(out)
+        i = 0
+        while i < n:
+            size = len(out[i])
+            j = i + 1
+            while j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) == size:
+                j += 1
+            if j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) < size:
+                j += 1  # a shorter last segment is allowed
+            if j - i == 1 or not self.gso:
+                sendto(out[i], addr)
+                i = j if j - i == 1 else i + 1
+                continue
+            try:
+                sock.sendmsg(
+                    [b"".join(out[i:j])], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr
+                )
+            except BlockingIOError:
+                for d in out[i:j]:  # the socket buffer is full: the transport queues them
+                    sendto(d, addr)
+            except OSError:
+                self.gso = False  # no GSO here: send them one by one from now on
+                continue
+            i = j
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+
 class UtpSocketManager:
-    """Every uTP connection on one UDP socket.
+    """Every uTP connection on the session's UDP sockets (one per address family).
 
     Args:
         udp: the session's socket; the manager registers its routes there.
@@ -99,9 +179,7 @@ class UtpSocketManager:
         recv_buffer: int = 1 << 20,
         max_half_open: int = MAX_HALF_OPEN,
     ) -> None:
-        assert udp.transport is not None, "open the UDP socket first"
         self._udp = udp
-        self._transport = udp.transport
         self._on_accept = on_accept
         self._clock = clock
         self._recv_buffer = recv_buffer
@@ -111,22 +189,22 @@ class UtpSocketManager:
         self._half_open: set[UtpStream] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        sock = self._transport.get_extra_info("socket")
-        self._sockname = self._transport.get_extra_info("sockname")
-        self._v6 = sock is not None and sock.family == socket.AF_INET6
-        self._mtu_ceiling = MAX_PACKET_V6 if self._v6 else MAX_PACKET_V4
-        self._sock = udp.sock
-        # asyncio's datagram transports have it (typeshed lists it on write transports only).
-        self._queued: Callable[[], int] = getattr(self._transport, "get_write_buffer_size", lambda: 1)
-        #: GSO sends: on Linux until the first failure.
-        self.gso = sys.platform == "linux" and self._sock is not None
-        if sock is not None:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
         self._dirty: dict[UtpStream, None] = {}
+        #: The socket of each address family (4, 6).
+        self._ports: dict[int, _Port] = {}
+        self.add_socket(udp)
+
+    def add_socket(self, udp: UdpSocket) -> None:
+        """Serve uTP on ``udp`` too: the session's socket of the other address family."""
+        port = _Port(udp)
+        if port.version in self._ports:
+            raise ValueError(f"uTP already has an IPv{port.version} socket")
+        self._ports[port.version] = port
         udp.route(FIRST_BYTES, self.datagram_received)
         udp.on_drained(self.drained)
+
+    def _port(self, host: str) -> _Port | None:
+        return self._ports.get(6 if ":" in host else 4)
 
     # ------------------------------------------------------------------ public
 
@@ -158,8 +236,8 @@ class UtpSocketManager:
         SYN is acknowledged and returns the stream (a :data:`~torrent.engine.transport.Connector`).
 
         Raises:
-            OSError: the address is not an IP address of the socket's family, the socket is
-                closed, or the peer reset the connection.
+            OSError: the address is not an IP address of a family we have a socket for,
+                the manager is closed, or the peer reset the connection.
             TimeoutError: the SYN was never acknowledged (after its resends).
         """
         host, port = addr[0], int(addr[1])
@@ -167,7 +245,10 @@ class UtpSocketManager:
             ip = ipaddress.ip_address(host)
         except ValueError:
             raise OSError(f"uTP dials IP addresses, not {host!r}") from None
-        if self._closed or (ip.version == 6) != self._v6:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        out = self._ports.get(ip.version)
+        if self._closed or out is None:
             raise OSError(f"no uTP socket for {host}")
         key_addr = (str(ip), port)
         while True:
@@ -180,12 +261,12 @@ class UtpSocketManager:
             seq_nr=1 + secrets.randbelow(0xFFFE),
             now=now,
             counters=self.counters,
-            mtu_ceiling=self._mtu_ceiling,
+            mtu_ceiling=out.mtu_ceiling,
             recv_buffer=self._recv_buffer,
         )
-        stream = self._new_stream(conn, key_addr)
+        stream = self._new_stream(conn, key_addr, out)
         self._conns[(key_addr, recv_id)] = stream
-        self._send(conn, key_addr)
+        out.send(conn, key_addr)
         self._arm()
         try:
             await stream.connected
@@ -225,7 +306,7 @@ class UtpSocketManager:
         elif conn.closed:
             stream.after_receive()
         if conn.outgoing:
-            self._send(conn, key_addr)
+            stream.transmit(conn, key_addr)
 
     def drained(self) -> None:
         """The socket has no more datagrams for now: hand each touched connection's bytes to
@@ -242,7 +323,7 @@ class UtpSocketManager:
                 stream.after_receive()
             conn.flush(now)
             if conn.outgoing:
-                self._send(conn, stream.addr)
+                stream.transmit(conn, stream.addr)
 
     def _unknown(self, typ: int, cid: int, data: bytes, addr: tuple[str, int]) -> None:
         c = self.counters
@@ -259,91 +340,46 @@ class UtpSocketManager:
             now_us = int(self._clock.monotonic() * 1e6) & 0xFFFFFFFF
             reset = HEADER.pack((_RESET << 4) | 1, 0, cid, now_us, 0, 0, 0, seq)
             c.resets_sent += 1
-            self._sendto(reset, addr)
+            port = self._port(addr[0])
+            if port is not None:
+                port.sendto(reset, addr)
 
     def _accept(self, data: bytes, addr: tuple[str, int]) -> None:
+        port = self._port(addr[0])
+        if port is None:
+            return
         now = self._clock.monotonic()
         conn = UtpConnection.accept(
             data,
             seq_nr=secrets.randbelow(0x10000),
             now=now,
             counters=self.counters,
-            mtu_ceiling=self._mtu_ceiling,
+            mtu_ceiling=port.mtu_ceiling,
             recv_buffer=self._recv_buffer,
         )
         if conn is None:
             return
-        stream = self._new_stream(conn, addr)
+        stream = self._new_stream(conn, addr, port)
         self._conns[(addr, conn.recv_id)] = stream
         self._half_open.add(stream)
         stream.half_open = True
         stream.on_connected()
-        self._send(conn, addr)
+        port.send(conn, addr)
         self._arm()
         assert self._on_accept is not None
         self._on_accept(stream)
 
     # ------------------------------------------------------------------ plumbing
 
-    def _new_stream(self, conn: UtpConnection, addr: tuple[str, int]) -> UtpStream:
+    def _new_stream(self, conn: UtpConnection, addr: tuple[str, int], port: _Port) -> UtpStream:
         return UtpStream(
             conn,
             addr,
-            send=self._send,
+            send=port.send,
             now=self._clock.monotonic,
             forget=self._forget,
-            sockname=self._sockname,
+            sockname=port.sockname,
         )
-
-    def _send(self, conn: UtpConnection, addr: tuple[str, int]) -> None:
-        out = conn.outgoing
-        if not out:
-            return
-        transport = self._transport
-        if transport.is_closing():
-            out.clear()
-            return
-        if len(out) > 1 and self.gso and self._queued() == 0:
-            self._send_segmented(out, addr)
-        else:
-            sendto = transport.sendto
-            for d in out:
-                sendto(d, addr)
-        out.clear()
-
-    def _send_segmented(self, out: list[bytes], addr: tuple[str, int]) -> None:
-        """Runs of equal-sized datagrams in one GSO ``sendmsg`` each (the last may be shorter)."""
-        sock = self._sock
-        assert sock is not None
-        sendto = self._transport.sendto
-        n = len(out)
-        i = 0
-        while i < n:
-            size = len(out[i])
-            j = i + 1
-            while j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) == size:
-                j += 1
-            if j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) < size:
-                j += 1  # a shorter last segment is allowed
-            if j - i == 1 or not self.gso:
-                sendto(out[i], addr)
-                i = j if j - i == 1 else i + 1
-                continue
-            try:
-                sock.sendmsg(
-                    [b"".join(out[i:j])], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr
-                )
-            except BlockingIOError:
-                for d in out[i:j]:  # the socket buffer is full: the transport queues them
-                    sendto(d, addr)
-            except OSError:
-                self.gso = False  # no GSO here: send them one by one from now on
-                continue
-            i = j
-
-    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self._transport.is_closing():
-            self._transport.sendto(data, addr)
 
     def _forget(self, stream: UtpStream) -> None:
         key = (stream.addr, stream.conn.recv_id)
@@ -364,7 +400,7 @@ class UtpSocketManager:
             if deadline is not None and deadline <= now:
                 conn.tick(now)
                 conn.flush(now)
-                self._send(conn, stream.addr)
+                stream.transmit(conn, stream.addr)
                 if conn.closed or stream.write_paused:
                     stream.after_receive()
         self._arm()
