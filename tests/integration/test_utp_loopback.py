@@ -476,6 +476,42 @@ async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
     assert same_tree(content, tmp_path / "leech" / "tcp.bin")
 
 
+async def test_a_peer_pex_lists_without_utp_is_dialled_over_tcp_at_once(tmp_path: Path) -> None:
+    """A TCP-only seed, reached by a middle peer after its uTP SYN went unanswered, is passed
+    on by PEX without the uTP flag: the leecher dials it over TCP without waiting out a SYN
+    (the middle peer's dial took ``utp_connect_timeout_s`` longer)."""
+    content = make_payload(tmp_path / "seed", "pex.bin", 2_000_000, seed=12)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    pex_on = utp_settings(
+        pex_enabled=True, pex_interval_s=1.0, utp_connect_timeout_s=3.0, connect_timeout_s=10.0
+    )
+    async with (
+        asyncio.timeout(60),
+        Session(utp_settings(utp_enabled=False)) as seed_s,
+        Session(pex_on.replace(max_download_bps=100_000)) as middle_s,
+        Session(pex_on) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        middle = await middle_s.add_torrent(meta, tmp_path / "middle", peers=[("127.0.0.1", seed_s.port)])
+        await wait_until(lambda: middle.statistics().peers_connected == 1, what="the middle peer on the seed")
+        assert middle_s.dial_statistics().tcp_fallbacks == 1
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", middle_s.port)]
+        )
+        await wait_until(lambda: leech.swarm.pex_peers >= 1, what="the seed's address over PEX")
+        told = asyncio.get_running_loop().time()
+        await wait_until(lambda: leech_s.dial_statistics().tcp_first == 1, what="the TCP dial")
+        await wait_until(lambda: ("127.0.0.1", seed_s.port) in leech.swarm.peers, what="the seed connected")
+        # Well under the 3 s a uTP-first dial would have waited for its SYN.
+        assert asyncio.get_running_loop().time() - told < 2.0
+        await leech.wait_complete()
+        dials = leech_s.dial_statistics()
+        assert dials.tcp_fallbacks == 0
+        assert dials.utp == 1  # the middle peer, over uTP
+    assert same_tree(content, tmp_path / "leech" / "pex.bin")
+
+
 async def test_a_peer_reached_over_utp_and_tcp_is_kept_once(tmp_path: Path) -> None:
     content = make_payload(tmp_path / "seed", "both.bin", 2_000_000, seed=5)
     meta = make_torrent(content, piece_length=64 * 1024)

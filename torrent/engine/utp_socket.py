@@ -42,6 +42,7 @@ import secrets
 import socket
 import struct
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ from torrent.proto.utp import (
     UtpStats,
 )
 
-__all__ = ["FIRST_BYTES", "SOCKET_BUFFER", "TICK_S", "UtpSocketManager"]
+__all__ = ["FIRST_BYTES", "SOCKET_BUFFER", "TICK_S", "UtpHints", "UtpSocketManager"]
 
 #: First bytes of uTP version 1 packets, one per type (BEP 29).
 FIRST_BYTES = bytes((t << 4) | 1 for t in PacketType)
@@ -70,6 +71,8 @@ TICK_S = 0.05
 SOCKET_BUFFER = 4 << 20
 #: Accepted connections that have not sent data yet, at most.
 MAX_HALF_OPEN = 64
+#: Addresses :class:`UtpHints` remembers at most (the least recently told go first).
+MAX_HINTS = 4096
 #: Linux UDP GSO (``include/uapi/linux/udp.h``): the ``SOL_UDP`` option and control message.
 UDP_SEGMENT = 103
 #: Datagrams in one GSO send at most (the kernel's limit is 64 segments).
@@ -81,6 +84,47 @@ _FIN = int(PacketType.FIN)
 _RESET = int(PacketType.RESET)
 
 Key = tuple[tuple[str, int], int]
+
+
+class UtpHints:
+    """Whether addresses speak uTP, as far as the session knows; bounded, the least recently
+    told forgotten first. It steers the order of a dial (see :mod:`torrent.engine.utp_dial`).
+
+    What we saw ourselves (a uTP connection from or to the address, a SYN that went
+    unanswered) is *observed*; what a peer's PEX message said is hearsay, and never replaces
+    an observation.
+    """
+
+    def __init__(self, max_entries: int = MAX_HINTS) -> None:
+        self._max = max_entries
+        #: address -> (speaks uTP, observed)
+        self._known: OrderedDict[tuple[str, int], tuple[bool, bool]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def learn(self, addr: tuple[str, int], *, speaks_utp: bool, observed: bool = True) -> None:
+        known = self._known
+        old = known.get(addr)
+        if old is not None and old[1] and not observed:
+            return
+        known[addr] = (speaks_utp, observed)
+        known.move_to_end(addr)
+        if len(known) > self._max:
+            known.popitem(last=False)
+
+    def get(self, addr: tuple[str, int]) -> bool | None:
+        """True: it speaks uTP; False: it does not; None: nothing known."""
+        entry = self._known.get(addr)
+        return None if entry is None else entry[0]
+
+    def observed(self, addr: tuple[str, int]) -> bool:
+        """What :meth:`get` says was seen by us, not told by a peer."""
+        entry = self._known.get(addr)
+        return entry is not None and entry[1]
+
+    def forget(self, addr: tuple[str, int]) -> None:
+        self._known.pop(addr, None)
 
 
 class _Port:
@@ -185,6 +229,8 @@ class UtpSocketManager:
         self._recv_buffer = recv_buffer
         self._max_half_open = max_half_open
         self.counters = UtpCounters()
+        #: Which addresses speak uTP: those that connected to us over it, or we to them.
+        self.hints = UtpHints()
         self._conns: dict[Key, UtpStream] = {}
         self._half_open: set[UtpStream] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -273,6 +319,7 @@ class UtpSocketManager:
         except BaseException:
             stream.abort()
             raise
+        self.hints.learn(key_addr, speaks_utp=True)
         stream.set_protocol(protocol)
         protocol.connection_made(stream)  # type: ignore[arg-type]
         return stream
@@ -364,6 +411,7 @@ class UtpSocketManager:
         self._half_open.add(stream)
         stream.half_open = True
         stream.on_connected()
+        self.hints.learn(addr, speaks_utp=True)
         port.send(conn, addr)
         self._arm()
         assert self._on_accept is not None
