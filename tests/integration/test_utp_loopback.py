@@ -211,6 +211,20 @@ async def test_dialling_a_family_without_a_socket_fails_at_once() -> None:
             await a.connect(Sink(), ("::1", 6881))
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
+async def test_at_lo_mtu_1280_refused_datagrams_shrink_the_packets(host: str) -> None:
+    """The don't-fragment bit is set: a datagram over lo's MTU is refused (EMSGSIZE), the
+    connection's packets shrink to fit and the transfer completes."""
+    with loopback_mtu(1280) as lowered:
+        if not lowered:
+            pytest.skip("lowering lo's MTU needs a loopback-only namespace")
+        async with asyncio.timeout(120):
+            a, _, client, _ = await transfer(4 << 20, host=host)
+    limit = 1280 - (40 if ":" in host else 20) - 8
+    assert a.counters.mtu_too_big >= 1
+    assert limit - 16 <= client.transport.conn.packet_size <= limit
+
+
 async def test_slow_reader_shrinks_the_window_and_still_gets_everything() -> None:
     async with asyncio.timeout(120):
         _, b, _, _ = await transfer(2 << 20, slow=True)

@@ -35,7 +35,12 @@ States and rules:
   without the window opening close the connection.
 * Packet size: start at ``INITIAL_PACKET`` bytes (1,400 of payload), probe up halfway to
   ``mtu_ceiling`` (what the socket allows) with one larger packet at a time; an ACK raises
-  the floor, a loss lowers the ceiling.
+  the floor, a loss lowers the ceiling. When the socket refuses a datagram as too big for
+  the path (``EMSGSIZE`` with the don't-fragment bit set), the caller reports it with
+  :meth:`packet_too_big`: the ceiling drops below that size and, if the floor was not below
+  it, the floor drops to ``MIN_PACKET`` (what any IPv4 path carries), from where the probes
+  climb again. Packets already made keep their size (a sequence number cannot be split): the
+  caller sends that one datagram with fragmentation allowed.
 
 Every datagram goes through :meth:`receive`, which counts and drops what is malformed or
 hostile (see :class:`~.counters.UtpCounters`) and never raises. Left out: keep-alives (the
@@ -67,6 +72,7 @@ __all__ = [
     "MAX_PACKET_V4",
     "MAX_PACKET_V6",
     "MAX_TIMEOUTS",
+    "MIN_PACKET",
     "SYN_RESENDS",
     "State",
     "UtpConnection",
@@ -78,6 +84,8 @@ INITIAL_PACKET = 1400 + HEADER_SIZE
 MAX_PACKET_V4 = 1472
 #: ... and over IPv6 (40-byte header).
 MAX_PACKET_V6 = 1452
+#: The smallest datagram every IPv4 path carries: 576 - IPv4 (20) - UDP (8) (RFC 791).
+MIN_PACKET = 576 - 28
 #: A probe stops once floor and ceiling are this close.
 MTU_SEARCH_DONE = 16
 #: Times the SYN is resent before the dial fails (libtorrent's ``utp_syn_resends``).
@@ -742,6 +750,26 @@ class UtpConnection:
         size = payload + HEADER_SIZE
         if size > self._mtu_floor:
             self._mtu_floor = min(size, self._mtu_ceiling)
+            self.packet_size = self._mtu_floor
+            self.ledbat.min_cwnd = self.packet_size - HEADER_SIZE
+
+    def packet_too_big(self, datagram: bytes) -> None:
+        """The socket refused ``datagram`` (one of ours) as larger than the path's MTU: send
+        nothing larger from now on (see the module docstring). Queues nothing."""
+        size = len(datagram)
+        if size <= MIN_PACKET or size < HEADER_SIZE:
+            return  # nothing smaller to fall back to
+        self.counters.mtu_too_big += 1
+        seq = (datagram[16] << 8) | datagram[17]
+        if seq == self._probe_seq:
+            self._probe_seq = None
+            p = self._inflight.get(seq)
+            if p is not None:
+                p.probe = False
+        self._mtu_ceiling = min(self._mtu_ceiling, size - 1)
+        if self._mtu_floor >= size:
+            self._mtu_floor = min(MIN_PACKET, self._mtu_ceiling)
+        if self.packet_size > self._mtu_floor:
             self.packet_size = self._mtu_floor
             self.ledbat.min_cwnd = self.packet_size - HEADER_SIZE
 
