@@ -85,6 +85,10 @@ PMTUDISC_DONT = 0
 PMTUDISC_DO = 2
 #: Datagrams in one GSO send at most (the kernel's limit is 64 segments).
 GSO_MAX_SEGMENTS = 64
+#: Bytes in one GSO send at most: it is one UDP datagram to the kernel until it is cut, so
+#: its length fits the 16-bit field (65,535 less the IPv4 and UDP headers); 64 full-size
+#: packets would not (``EMSGSIZE``).
+GSO_MAX_BYTES = 65535 - 20 - 8
 
 _SYN = int(PacketType.SYN)
 _DATA = int(PacketType.DATA)
@@ -250,10 +254,11 @@ class _Port:
         i = 0
         while i < n:
             size = len(out[i])
+            most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)
             j = i + 1
-            while j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) == size:
+            while j < n and j - i < most and len(out[j]) == size:
                 j += 1
-            if j < n and j - i < GSO_MAX_SEGMENTS and len(out[j]) < size:
+            if j < n and j - i < most and len(out[j]) < size:
                 j += 1  # a shorter last segment is allowed
             if j - i == 1 or not self.gso:
                 if not self._send_direct(conn, out, i, j, addr):
@@ -360,6 +365,11 @@ class UtpSocketManager:
         self._ports[port.version] = port
         udp.route(FIRST_BYTES, self.datagram_received)
         udp.on_drained(self.drained)
+
+    @property
+    def gso(self) -> bool:
+        """GSO sends are still in use on every socket (they stop after a failure)."""
+        return all(p.gso for p in self._ports.values())
 
     def _port(self, host: str) -> _Port | None:
         return self._ports.get(6 if ":" in host else 4)
