@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,11 +76,25 @@ class Sink(asyncio.Protocol):
         pass
 
 
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
+
+
 @contextlib.asynccontextmanager
-async def utp_pair() -> AsyncIterator[tuple[UtpSocketManager, UtpSocketManager, list[UtpStream]]]:
+async def utp_pair(
+    host: str = "127.0.0.1",
+) -> AsyncIterator[tuple[UtpSocketManager, UtpSocketManager, list[UtpStream]]]:
     accepted: list[UtpStream] = []
-    a_udp = await UdpSocket.open("127.0.0.1", 0)
-    b_udp = await UdpSocket.open("127.0.0.1", 0)
+    a_udp = await UdpSocket.open(host, 0)
+    b_udp = await UdpSocket.open(host, 0)
     a = UtpSocketManager(a_udp)
     b = UtpSocketManager(b_udp, on_accept=accepted.append)
     try:
@@ -106,11 +121,13 @@ def blob(n: int) -> bytes:
     return bytes(out[:n])
 
 
-async def transfer(size: int, *, slow: bool = False) -> tuple[UtpSocketManager, UtpSocketManager, Sink, Sink]:
+async def transfer(
+    size: int, *, slow: bool = False, host: str = "127.0.0.1"
+) -> tuple[UtpSocketManager, UtpSocketManager, Sink, Sink]:
     data = blob(size)
-    async with utp_pair() as (a, b, accepted):
+    async with utp_pair(host) as (a, b, accepted):
         client = Sink()
-        await a.connect(client, ("127.0.0.1", b.port))
+        await a.connect(client, (host, b.port))
         await wait_until(lambda: accepted, what="the accepted stream")
         server = Sink(slow=slow)
         accepted[0].set_protocol(server)
@@ -132,7 +149,83 @@ async def test_stream_carries_bytes_both_ways_at_mtu_1500(mtu_1500: bool) -> Non
         a, b, client, _ = await transfer(8 << 20)
     assert a.counters.dropped == 0
     assert b.counters.dropped == 0
+    if sys.platform == "linux":
+        assert a.gso  # windows of 64 full packets (93 KB) went out in GSO sends under 64 KiB
     assert client.paused_writing >= 1  # 8 MiB written faster than sent: back-pressure
+
+
+@needs_ipv6
+async def test_stream_carries_bytes_over_ipv6_loopback(mtu_1500: bool) -> None:
+    async with asyncio.timeout(120):
+        a, b, client, server = await transfer(4 << 20, host="::1")
+    assert client.transport.get_extra_info("peername")[0] == "::1"
+    assert server.transport.get_extra_info("sockname")[0] == "::1"
+    assert a.counters.dropped == 0
+    assert b.counters.dropped == 0
+
+
+async def say_hello(
+    a: UtpSocketManager, accepted: list[UtpStream], addr: tuple[str, int], host_seen: str
+) -> None:
+    """Dial ``addr``, send a few bytes over the new stream; both ends see ``host_seen``."""
+    before = len(accepted)
+    client = Sink()
+    stream = await a.connect(client, addr)
+    await wait_until(lambda: len(accepted) > before, what="the accepted stream")
+    server = Sink()
+    accepted[-1].set_protocol(server)
+    server.connection_made(accepted[-1])
+    stream.write(b"hello")
+    await wait_until(lambda: bytes(server.data) == b"hello", what="the bytes")
+    assert accepted[-1].get_extra_info("peername")[0] == host_seen
+    assert stream.get_extra_info("sockname")[0] == host_seen
+
+
+@needs_ipv6
+async def test_one_manager_serves_both_families() -> None:
+    """Dial and accept over IPv4 and IPv6 on one manager (the session's two UDP sockets)."""
+    accepted: list[UtpStream] = []
+    sockets = [await UdpSocket.open(h, 0) for h in ("127.0.0.1", "::1", "127.0.0.1", "::1")]
+    a = UtpSocketManager(sockets[0])
+    a.add_socket(sockets[1])
+    b = UtpSocketManager(sockets[2], on_accept=accepted.append)
+    b.add_socket(sockets[3])
+    try:
+        with pytest.raises(ValueError, match="IPv6"):
+            a.add_socket(sockets[3])
+        async with asyncio.timeout(30):
+            for host, udp in (
+                ("127.0.0.1", sockets[2]),
+                ("::1", sockets[3]),
+                ("::ffff:127.0.0.1", sockets[2]),
+            ):
+                await say_hello(a, accepted, (host, udp.port), "::1" if host == "::1" else "127.0.0.1")
+            assert len(accepted) == 3
+    finally:
+        a.close()
+        b.close()
+        for udp in sockets:
+            udp.close()
+
+
+async def test_dialling_a_family_without_a_socket_fails_at_once() -> None:
+    async with utp_pair() as (a, _, _):
+        with pytest.raises(OSError, match="no uTP socket"):
+            await a.connect(Sink(), ("::1", 6881))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
+async def test_at_lo_mtu_1280_refused_datagrams_shrink_the_packets(host: str) -> None:
+    """The don't-fragment bit is set: a datagram over lo's MTU is refused (EMSGSIZE), the
+    connection's packets shrink to fit and the transfer completes."""
+    with loopback_mtu(1280) as lowered:
+        if not lowered:
+            pytest.skip("lowering lo's MTU needs a loopback-only namespace")
+        async with asyncio.timeout(120):
+            a, _, client, _ = await transfer(4 << 20, host=host)
+    limit = 1280 - (40 if ":" in host else 20) - 8
+    assert a.counters.mtu_too_big >= 1
+    assert limit - 16 <= client.transport.conn.packet_size <= limit
 
 
 async def test_slow_reader_shrinks_the_window_and_still_gets_everything() -> None:
@@ -359,6 +452,27 @@ async def test_sessions_transfer_over_utp(tmp_path: Path, mtu_1500: bool, encryp
     assert same_tree(content, tmp_path / "leech" / "utp.bin")
 
 
+@needs_ipv6
+async def test_dual_stack_sessions_transfer_over_utp_on_ipv6(tmp_path: Path, mtu_1500: bool) -> None:
+    content = make_payload(tmp_path / "seed", "utp6.bin", 3_000_000, seed=16)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    both = utp_settings(listen_interfaces=(("127.0.0.1", 0), ("::1", 0)))
+    async with (
+        asyncio.timeout(60),
+        Session(both) as seed_s,
+        Session(both) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("::1", seed_s.port)])
+        await wait_until(lambda: transports(leech_s) == [True], what="a uTP connection")
+        await leech.wait_complete()
+        assert [p.host for p in seed.peers()] == ["::1"]
+        assert leech_s.dial_statistics().utp == 1
+        assert leech_s.dial_statistics().tcp_fallbacks == 0
+    assert same_tree(content, tmp_path / "leech" / "utp6.bin")
+
+
 async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
     content = make_payload(tmp_path / "seed", "tcp.bin", 500_000, seed=3)
     meta = make_torrent(content)
@@ -377,6 +491,42 @@ async def test_no_utp_peer_is_reached_over_tcp(tmp_path: Path) -> None:
         assert transports(leech_s) in ([False], [])
         assert leech_s.dial_statistics().tcp_fallbacks == 1
     assert same_tree(content, tmp_path / "leech" / "tcp.bin")
+
+
+async def test_a_peer_pex_lists_without_utp_is_dialled_over_tcp_at_once(tmp_path: Path) -> None:
+    """A TCP-only seed, reached by a middle peer after its uTP SYN went unanswered, is passed
+    on by PEX without the uTP flag: the leecher dials it over TCP without waiting out a SYN
+    (the middle peer's dial took ``utp_connect_timeout_s`` longer)."""
+    content = make_payload(tmp_path / "seed", "pex.bin", 2_000_000, seed=12)
+    meta = make_torrent(content, piece_length=64 * 1024)
+    pex_on = utp_settings(
+        pex_enabled=True, pex_interval_s=1.0, utp_connect_timeout_s=3.0, connect_timeout_s=10.0
+    )
+    async with (
+        asyncio.timeout(60),
+        Session(utp_settings(utp_enabled=False)) as seed_s,
+        Session(pex_on.replace(max_download_bps=100_000)) as middle_s,
+        Session(pex_on) as leech_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        middle = await middle_s.add_torrent(meta, tmp_path / "middle", peers=[("127.0.0.1", seed_s.port)])
+        await wait_until(lambda: middle.statistics().peers_connected == 1, what="the middle peer on the seed")
+        assert middle_s.dial_statistics().tcp_fallbacks == 1
+        leech = await leech_s.add_torrent(
+            meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", middle_s.port)]
+        )
+        await wait_until(lambda: leech.swarm.pex_peers >= 1, what="the seed's address over PEX")
+        told = asyncio.get_running_loop().time()
+        await wait_until(lambda: leech_s.dial_statistics().tcp_first == 1, what="the TCP dial")
+        await wait_until(lambda: ("127.0.0.1", seed_s.port) in leech.swarm.peers, what="the seed connected")
+        # Well under the 3 s a uTP-first dial would have waited for its SYN.
+        assert asyncio.get_running_loop().time() - told < 2.0
+        await leech.wait_complete()
+        dials = leech_s.dial_statistics()
+        assert dials.tcp_fallbacks == 0
+        assert dials.utp == 1  # the middle peer, over uTP
+    assert same_tree(content, tmp_path / "leech" / "pex.bin")
 
 
 async def test_a_peer_reached_over_utp_and_tcp_is_kept_once(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
   off) serves our leecher with its default uTP and encryption settings: our dial goes uTP first
   and must not fall back to TCP.
 * Our seed serves a uTP-only libtorrent leecher that dials us.
+* Both again over ``::1``: libtorrent listens on ``[::1]`` and we on both families.
 * A Transmission 3.00 seed with ``utp-enabled`` serves our leecher; Transmission cannot turn
   TCP off, so our side checks that the connection it used is a uTP stream.
 
@@ -15,6 +16,7 @@ sizes. DHT, LSD, UPnP and NAT-PMP are off; the tests run only in a loopback-only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ import pytest
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
 from tests.interop.conftest import need
 from tests.interop.peers import TransmissionPeer
-from tests.libtorrent_settings import lt_add, lt_listen_port, lt_session
+from tests.libtorrent_settings import loopback_settings, lt_add, lt_listen_port, lt_session
 from tests.polling import wait_until
 from tests.utp_helpers import loopback_mtu
 from torrent import config
@@ -100,6 +102,58 @@ async def test_our_seed_to_a_libtorrent_utp_only_leecher(lt: Any, tmp_path: Path
             handle = lt_add(lt, lt_s, torrent, tmp_path / "lt")
             handle.connect_peer(("127.0.0.1", ours.port))
             await wait_until(lambda: any(lt_utp_peers(lt, handle)), timeout_s=30, what="a uTP connection")
+            await wait_until(
+                lambda: handle.status().is_seeding, timeout_s=90, interval_s=0.1, what="libtorrent complete"
+            )
+        stats = ours.utp_statistics()
+        assert stats is not None
+        assert stats.malformed + stats.bad_type + stats.bad_version == 0
+    assert same_tree(content, tmp_path / "lt" / "utp.bin")
+
+
+@contextlib.contextmanager
+def lt_utp_session_v6(lt: Any) -> Iterator[Any]:
+    """A uTP-only libtorrent session listening on ``[::1]`` only."""
+    session = lt.session(loopback_settings("::1", 0, **UTP_ONLY))
+    try:
+        yield session
+    finally:
+        session.pause()
+        del session
+
+
+DUAL_STACK = config.testing_settings().replace(listen_interfaces=(("127.0.0.1", 0), ("::1", 0)))
+
+
+async def test_libtorrent_utp_only_seed_to_our_leecher_over_ipv6(lt: Any, tmp_path: Path) -> None:
+    content, torrent = files(tmp_path)
+    meta = Metainfo.from_bytes(torrent.read_bytes())
+    async with asyncio.timeout(120):
+        with lt_utp_session_v6(lt) as lt_s:
+            port = await lt_listen_port(lt_s)
+            handle = lt_add(lt, lt_s, torrent, content.parent)
+            await wait_until(lambda: handle.status().is_seeding, timeout_s=30, what="libtorrent seeding")
+            async with Session(DUAL_STACK) as ours:
+                leech = await ours.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("::1", port)])
+                await leech.wait_complete()
+                assert ours.dial_statistics().utp >= 1
+                assert ours.dial_statistics().tcp_fallbacks == 0
+                assert {p.host for p in leech.peers()} <= {"::1"}
+                assert lt_utp_peers(lt, handle) in ([True], [])
+    assert same_tree(content, tmp_path / "leech" / "utp.bin")
+
+
+async def test_our_seed_to_a_libtorrent_utp_only_leecher_over_ipv6(lt: Any, tmp_path: Path) -> None:
+    content, torrent = files(tmp_path)
+    meta = Metainfo.from_bytes(torrent.read_bytes())
+    async with asyncio.timeout(120), Session(DUAL_STACK) as ours:
+        seed = await ours.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        with lt_utp_session_v6(lt) as lt_s:
+            handle = lt_add(lt, lt_s, torrent, tmp_path / "lt")
+            handle.connect_peer(("::1", ours.port))
+            await wait_until(lambda: any(lt_utp_peers(lt, handle)), timeout_s=30, what="a uTP connection")
+            await wait_until(lambda: [p.host for p in seed.peers()] == ["::1"], what="our peer on ::1")
             await wait_until(
                 lambda: handle.status().is_seeding, timeout_s=90, interval_s=0.1, what="libtorrent complete"
             )

@@ -22,7 +22,7 @@ from torrent.proto.utp import (
     sacked,
 )
 from torrent.proto.utp.congestion import DelayHistory
-from torrent.proto.utp.connection import INITIAL_PACKET, MAX_TIMEOUTS, SYN_RESENDS
+from torrent.proto.utp.connection import INITIAL_PACKET, MAX_TIMEOUTS, MIN_PACKET, SYN_RESENDS
 
 H = struct.Struct(">BBHIIIHH")
 
@@ -399,6 +399,41 @@ def test_lost_probes_bring_the_ceiling_down() -> None:
     # Every probe above the path's limit was lost, so the size stays at the start value.
     assert c.mtu_probes_lost >= 1
     assert a.packet_size == INITIAL_PACKET
+
+
+def test_a_refused_datagram_lowers_the_packet_size_and_probes_climb_back() -> None:
+    """The socket refuses (EMSGSIZE) what is over a 1,280-byte link; the refused datagram still
+    arrives (the engine sends it fragmented), later ones fit, and probes find the limit."""
+    limit = 1280 - 28
+    a, b, c = connected_pair(mtu_ceiling=1472)
+    net = SimNet(a, b)
+    net.run_until(lambda: a.connected)
+    refused: list[int] = []
+
+    def collect_refusing() -> None:
+        for d in a.outgoing:
+            if len(d) > limit:
+                refused.append(len(d))
+                a.packet_too_big(d)
+        plain_collect()
+
+    plain_collect = net._collect
+    net._collect = collect_refusing  # type: ignore[method-assign]
+    data = bytes((i * 11) & 0xFF for i in range(400_000))
+    net.send(a, data)
+    net.run_until(lambda: len(net.got_b) >= len(data))
+    assert bytes(net.got_b) == data
+    assert c.mtu_too_big == len(refused)
+    # Once the probes are done, everything new fits under the limit, and is close to it.
+    assert limit - 16 <= a.packet_size <= limit
+    assert len(refused) <= 8  # probes above the limit, the packets of the first window
+
+
+def test_packet_too_big_for_the_smallest_path_changes_nothing() -> None:
+    a, _, c = connected_pair(mtu_ceiling=1472)
+    a.packet_too_big(bytes(MIN_PACKET))
+    assert a.packet_size == INITIAL_PACKET
+    assert c.mtu_too_big == 0
 
 
 def test_lossy_link_delivers_intact() -> None:

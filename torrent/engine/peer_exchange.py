@@ -9,7 +9,10 @@
   its address is not one anybody can dial. Seeds carry the ``seed`` flag, peers connected
   over uTP the ``utp`` flag (BEP 29 support, 0x04). A peer is never told about itself.
 * What a peer tells us goes to ``on_peers``: the torrent's peer list, with the same
-  admission as a tracker's peers. A message that does not parse is ignored.
+  admission as a tracker's peers. A message that does not parse is ignored. With uTP on,
+  each added peer's ``utp`` flag goes to the session's :class:`~torrent.engine.utp_socket.UtpHints`
+  as hearsay (set: it speaks uTP; clear among other flags: it does not; no flags at all,
+  which BEP 11 allows a sender to leave out: nothing), which orders our dial to it.
 
 The swarm creates one only when PEX is on and the torrent is not private (BEP 27), and
 only then offers ``ut_pex`` in its handshakes.
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping
 
 from torrent.config import Settings
 from torrent.engine.peer import Peer, PeerAddr
+from torrent.engine.utp_socket import UtpHints
 from torrent.errors import RemoteProtocolError
 from torrent.proto import pex, wire
 
@@ -40,6 +44,7 @@ class PeerExchange:
         settings: ``pex_interval_s``.
         peers: the torrent's connections by address (read, never changed).
         on_peers: receives the addresses peers told us about.
+        utp_hints: where the ``utp`` flags of those addresses go (None: uTP is off).
     """
 
     def __init__(
@@ -48,7 +53,9 @@ class PeerExchange:
         *,
         peers: Mapping[PeerAddr, Peer],
         on_peers: Callable[[list[PeerAddr]], None],
+        utp_hints: UtpHints | None = None,
     ) -> None:
+        self._utp_hints = utp_hints
         self._interval_s = settings.pex_interval_s
         self._peers = peers
         self._on_peers = on_peers
@@ -78,6 +85,11 @@ class PeerExchange:
             return
         # Our own address may come back too: the handshake's peer id catches it (and bans it).
         addrs = [a for a, _ in msg.added if a not in self._peers]
+        hints = self._utp_hints
+        if hints is not None:
+            for a, flags in msg.added:
+                if flags:
+                    hints.learn(a, speaks_utp=bool(flags & pex.PexFlags.UTP), observed=False)
         for a in addrs:
             if len(self._found) < MAX_REMEMBERED:
                 self._found.add(a)

@@ -17,9 +17,10 @@ gives them a moment, then cancels what is left. Everything entered is unwound by
 
 With ``settings.dht_enabled`` or ``settings.utp_enabled`` the session also binds a UDP
 socket on the same port number (:class:`~torrent.engine.udp.UdpSocket`, shared by first
-byte: ``d`` is KRPC, uTP has its own). With uTP on, a
-:class:`~torrent.engine.utp_socket.UtpSocketManager` accepts uTP connections there (each
-goes through the same classifier and routing as a TCP one) and torrents dial uTP first.
+byte: ``d`` is KRPC, uTP has its own), and a second, IPv6 one when it listens on both
+families. With uTP on, a :class:`~torrent.engine.utp_socket.UtpSocketManager` accepts uTP
+connections on both (each goes through the same classifier and routing as a TCP one) and
+torrents dial uTP first.
 With the DHT on, the session runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
 joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
 (saved again on exit). Every non-private torrent then asks it for peers.
@@ -481,24 +482,25 @@ class Session:
         if self._dht is not None:
             self._dht.adopt_external_address(address)  # BEP 42: an id that fits it
 
-    async def _open_udp6(self, stack: contextlib.AsyncExitStack, port: int) -> UdpSocket | None:
+    async def _open_udp6(self, stack: contextlib.AsyncExitStack) -> None:
         """With listeners on both families, a second UDP socket (the first one's IPv4, this
-        one IPv6, same port number when free) so the DHT node joins both DHTs (BEP 32)."""
+        one IPv6, on the IPv6 listener's port number when free) so the DHT node joins both
+        DHTs (BEP 32) and uTP is reached over IPv6 too."""
         first = self._udp_host()
-        v6 = [host for host, _ in self.settings.listen_addresses() if ":" in host]
+        v6 = [(host, port) for host, port in self.settings.listen_addresses() if ":" in host]
         if ":" in first or not v6:
-            return None
+            return
+        host, port = v6[0][0], v6[0][1] or self._port
         try:
-            udp6 = await UdpSocket.open(v6[0], port)
+            udp6 = await UdpSocket.open(host, port)
         except OSError:
             try:
-                udp6 = await UdpSocket.open(v6[0], 0)
+                udp6 = await UdpSocket.open(host, 0)
             except OSError as exc:
-                log.info("the DHT stays IPv4 only: no UDP socket on [%s] (%s)", v6[0], exc)
-                return None
+                log.info("the DHT and uTP stay IPv4 only: no UDP socket on [%s] (%s)", host, exc)
+                return
         stack.callback(udp6.close)
         self._udp6 = udp6
-        return udp6
 
     def _udp_host(self) -> str:
         """The address the UDP socket (DHT) binds: the first listen address's host."""
@@ -516,9 +518,11 @@ class Session:
             udp = await UdpSocket.open(self._udp_host(), 0)
         stack.callback(udp.close)
         self._udp = udp
+        await self._open_udp6(stack)
 
     def _start_utp(self, stack: contextlib.AsyncExitStack) -> None:
-        """Accept and dial uTP on the UDP socket; every connection is reset on exit."""
+        """Accept and dial uTP on the UDP sockets (both families when there are two); every
+        connection is reset on exit."""
         assert self._udp is not None
         self._utp = UtpSocketManager(
             self._udp,
@@ -526,6 +530,8 @@ class Session:
             clock=self.clock,
             recv_buffer=self.settings.utp_recv_buffer_bytes,
         )
+        if self._udp6 is not None:
+            self._utp.add_socket(self._udp6)
         stack.callback(self._utp.close)
 
     def _utp_incoming(self, stream: UtpStream) -> None:
@@ -549,7 +555,7 @@ class Session:
         udp = self._udp
         assert udp is not None
         assert udp.transport is not None
-        udp6 = await self._open_udp6(stack, udp.port)
+        udp6 = self._udp6
         if s.dht_state_file:
             Path(s.dht_state_file).parent.mkdir(parents=True, exist_ok=True)
         node = DhtNode(

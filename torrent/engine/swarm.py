@@ -200,7 +200,8 @@ class Swarm(PeerHostBase):
         #: Peer exchange (BEP 11), unless it is off or the torrent is private (BEP 27).
         self.pex: PeerExchange | None = None
         if self.settings.pex_enabled and not self.info.private:
-            self.pex = PeerExchange(self.settings, peers=self.peers, on_peers=self.add_peers)
+            hints = ctx.utp.hints if ctx.utp is not None else None
+            self.pex = PeerExchange(self.settings, peers=self.peers, on_peers=self.add_peers, utp_hints=hints)
         self._lsd_found: set[PeerAddr] = set()
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0

@@ -59,7 +59,8 @@ class UtpStream:
     ) -> None:
         self.conn = conn
         self.addr = addr
-        self._send = send
+        #: Sends the connection's queued datagrams (the manager calls it too).
+        self.transmit = send
         self._now = now
         self._forget = forget
         self._sockname = sockname
@@ -87,7 +88,7 @@ class UtpStream:
             return  # as asyncio's transports: writes after the end are dropped, not raised
         conn.write(data)
         conn.flush(self._now())
-        self._send(conn, self.addr)
+        self.transmit(conn, self.addr)
         self._check_write_pause()
 
     def writelines(self, list_of_data: Iterable[Buffer], /) -> None:
@@ -97,7 +98,7 @@ class UtpStream:
         for data in list_of_data:
             conn.write(data)
         conn.flush(self._now())
-        self._send(conn, self.addr)
+        self.transmit(conn, self.addr)
         self._check_write_pause()
 
     def pause_reading(self) -> None:
@@ -128,7 +129,7 @@ class UtpStream:
         self._closing = True
         conn = self.conn
         conn.close(self._now())
-        self._send(conn, self.addr)
+        self.transmit(conn, self.addr)
         if conn.closed:
             self._connection_lost()
 
@@ -138,7 +139,7 @@ class UtpStream:
         self._closing = True
         conn = self.conn
         conn.reset(self._now())
-        self._send(conn, self.addr)
+        self.transmit(conn, self.addr)
         self._connection_lost()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -205,7 +206,7 @@ class UtpStream:
             protocol.data_received(chunk)
         if not self._lost:
             conn.set_app_buffered(self._held_bytes, self._now())
-            self._send(conn, self.addr)
+            self.transmit(conn, self.addr)
             if conn.eof and not self._eof_seen and not self._held:
                 self._eof()
 

@@ -9,7 +9,14 @@ The socket, the connection table and the stream the peer runs over live in
 :mod:`torrent.engine.utp_socket` and :mod:`torrent.engine.utp_stream` (see docs/ARCHITECTURE.md).
 """
 
-from torrent.proto.utp.connection import INITIAL_PACKET, MAX_PACKET_V4, MAX_PACKET_V6, State, UtpConnection
+from torrent.proto.utp.connection import (
+    INITIAL_PACKET,
+    MAX_PACKET_V4,
+    MAX_PACKET_V6,
+    MIN_PACKET,
+    State,
+    UtpConnection,
+)
 from torrent.proto.utp.counters import UtpCounters, UtpStats
 from torrent.proto.utp.packet import (
     HEADER,
@@ -30,6 +37,7 @@ __all__ = [
     "INITIAL_PACKET",
     "MAX_PACKET_V4",
     "MAX_PACKET_V6",
+    "MIN_PACKET",
     "VERSION",
     "MalformedPacket",
     "Packet",

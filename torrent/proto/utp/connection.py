@@ -35,7 +35,12 @@ States and rules:
   without the window opening close the connection.
 * Packet size: start at ``INITIAL_PACKET`` bytes (1,400 of payload), probe up halfway to
   ``mtu_ceiling`` (what the socket allows) with one larger packet at a time; an ACK raises
-  the floor, a loss lowers the ceiling.
+  the floor, a loss lowers the ceiling. When the socket refuses a datagram as too big for
+  the path (``EMSGSIZE`` with the don't-fragment bit set), the caller reports it with
+  :meth:`packet_too_big`: the ceiling drops below that size and, if the floor was not below
+  it, the floor drops to ``MIN_PACKET`` (what any IPv4 path carries), from where the probes
+  climb again. Packets already made keep their size (a sequence number cannot be split): the
+  caller sends that one datagram with fragmentation allowed.
 
 Every datagram goes through :meth:`receive`, which counts and drops what is malformed or
 hostile (see :class:`~.counters.UtpCounters`) and never raises. Left out: keep-alives (the
@@ -67,6 +72,7 @@ __all__ = [
     "MAX_PACKET_V4",
     "MAX_PACKET_V6",
     "MAX_TIMEOUTS",
+    "MIN_PACKET",
     "SYN_RESENDS",
     "State",
     "UtpConnection",
@@ -78,6 +84,8 @@ INITIAL_PACKET = 1400 + HEADER_SIZE
 MAX_PACKET_V4 = 1472
 #: ... and over IPv6 (40-byte header).
 MAX_PACKET_V6 = 1452
+#: The smallest datagram every IPv4 path carries: 576 - IPv4 (20) - UDP (8) (RFC 791).
+MIN_PACKET = 576 - 28
 #: A probe stops once floor and ceiling are this close.
 MTU_SEARCH_DONE = 16
 #: Times the SYN is resent before the dial fails (libtorrent's ``utp_syn_resends``).
@@ -102,6 +110,7 @@ _STATE = PacketType.STATE
 _RESET = PacketType.RESET
 _SYN = PacketType.SYN
 _pack = HEADER.pack
+_DATA_V1 = (_DATA << 4) | VERSION
 _unpack_from = HEADER.unpack_from
 
 
@@ -109,6 +118,9 @@ class State(enum.IntEnum):
     SYN_SENT = 0
     CONNECTED = 1
     CLOSED = 2
+
+
+_CONNECTED = State.CONNECTED
 
 
 class _Sent:
@@ -178,6 +190,7 @@ class UtpConnection:
         self.rtt = RttEstimator()
         self._delays = DelayHistory()
         self._queue_delay_us: int | None = None
+        self._last_delay_us = 0  # the latest sample, not yet in the history
         ceiling = max(mtu_ceiling, HEADER_SIZE + 100)
         self._mtu_ceiling = ceiling
         self._mtu_floor = min(INITIAL_PACKET, ceiling)
@@ -287,7 +300,8 @@ class UtpConnection:
 
     @property
     def queue_delay_us(self) -> int | None:
-        """The latest queueing delay measured on our direction (None before a sample)."""
+        """The queueing delay on our direction as of the latest ACK of our data (None
+        before a sample)."""
         return self._queue_delay_us
 
     @property
@@ -373,6 +387,20 @@ class UtpConnection:
             c.malformed += 1
             return
         tv, ext, cid, ts, tsd, wnd, seq, ack = _unpack_from(data, 0)
+        if (
+            tv == _DATA_V1
+            and not ext
+            and cid == self.recv_id
+            and ack == self.acked_seq
+            and self.state == _CONNECTED
+            and self._fin_seq is None
+        ):
+            # The receiving side's usual packet: data that acknowledges nothing new. The
+            # checks and ACK handling below would find nothing to do (see _admit, _on_ack).
+            self._took_header(ts, tsd, wnd, now)
+            self._progress = False
+            self._on_data(seq, data, HEADER_SIZE, len(data) - HEADER_SIZE)
+            return
         if tv & 0x0F != VERSION:
             c.bad_version += 1
             return
@@ -396,13 +424,7 @@ class UtpConnection:
         if sent_unacked < d < 0x8000:
             c.ack_unsent += 1
             return
-        self.last_received_at = now
-        self._reply_us = (int(now * 1e6) - ts) & _U32
-        self._peer_wnd = wnd
-        if wnd >= self.packet_size:
-            self._zero_window_probes = 0
-        if tsd:
-            self._queue_delay_us = self._delays.add(tsd, now)
+        self._took_header(ts, tsd, wnd, now)
         self._on_ack(typ, ack, d, sent_unacked, sack, now)
         if typ == _DATA:
             self._on_data(seq, data, off, len(data) - off)
@@ -410,6 +432,16 @@ class UtpConnection:
             self._on_fin(seq)
         if self._fin_seq is not None and self._fin_seq not in self._inflight:
             self._fin_acknowledged(now)
+
+    def _took_header(self, ts: int, tsd: int, wnd: int, now: float) -> None:
+        """What every accepted packet tells: it is alive, its clock, its window, our delay."""
+        self.last_received_at = now
+        self._reply_us = (int(now * 1e6) - ts) & _U32
+        self._peer_wnd = wnd
+        if wnd >= self.packet_size:
+            self._zero_window_probes = 0
+        if tsd:
+            self._last_delay_us = tsd
 
     def _fin_acknowledged(self, now: float) -> None:
         """Our FIN is acknowledged: the peer has everything. Once its FIN is here too (or
@@ -457,6 +489,11 @@ class UtpConnection:
         if self._progress:
             self._dup_acks = 0
             self._num_timeouts = 0
+            if self._last_delay_us:
+                # Our packets' one-way delay goes into the history only when LEDBAT reads it,
+                # as data of ours is acknowledged: a side that only receives pays nothing.
+                self._queue_delay_us = self._delays.add(self._last_delay_us, now)
+                self._last_delay_us = 0
             self.ledbat.on_ack(acked, self._queue_delay_us, window_full=self._cwnd_limited)
             self._timeout_at = now + self.rtt.rto_s if self._inflight else None
         elif d == 0 and typ == _STATE and self._inflight:
@@ -742,6 +779,26 @@ class UtpConnection:
         size = payload + HEADER_SIZE
         if size > self._mtu_floor:
             self._mtu_floor = min(size, self._mtu_ceiling)
+            self.packet_size = self._mtu_floor
+            self.ledbat.min_cwnd = self.packet_size - HEADER_SIZE
+
+    def packet_too_big(self, datagram: bytes) -> None:
+        """The socket refused ``datagram`` (one of ours) as larger than the path's MTU: send
+        nothing larger from now on (see the module docstring). Queues nothing."""
+        size = len(datagram)
+        if size <= MIN_PACKET or size < HEADER_SIZE:
+            return  # nothing smaller to fall back to
+        self.counters.mtu_too_big += 1
+        seq = (datagram[16] << 8) | datagram[17]
+        if seq == self._probe_seq:
+            self._probe_seq = None
+            p = self._inflight.get(seq)
+            if p is not None:
+                p.probe = False
+        self._mtu_ceiling = min(self._mtu_ceiling, size - 1)
+        if self._mtu_floor >= size:
+            self._mtu_floor = min(MIN_PACKET, self._mtu_ceiling)
+        if self.packet_size > self._mtu_floor:
             self.packet_size = self._mtu_floor
             self.ledbat.min_cwnd = self.packet_size - HEADER_SIZE
 

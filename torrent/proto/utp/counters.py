@@ -30,6 +30,7 @@ class UtpStats:
     connections_timed_out: int
     zero_window_timeouts: int
     mtu_probes_lost: int
+    mtu_too_big: int
 
 
 @dataclass(slots=True)
@@ -55,6 +56,8 @@ class UtpCounters:
         connections_timed_out: connections given up after too many timeouts.
         zero_window_timeouts: connections given up because the peer's window stayed at zero.
         mtu_probes_lost: packet-size probes that did not arrive (the ceiling came down).
+        mtu_too_big: datagrams the socket refused as larger than the path allows (sent
+            again with fragmentation allowed; the connection's packets got smaller).
     """
 
     malformed: int = 0
@@ -75,6 +78,7 @@ class UtpCounters:
     connections_timed_out: int = 0
     zero_window_timeouts: int = 0
     mtu_probes_lost: int = 0
+    mtu_too_big: int = 0
 
     def statistics(self) -> UtpStats:
         return UtpStats(**dataclasses.asdict(self))
