@@ -86,6 +86,12 @@ class UdpSocket(asyncio.DatagramProtocol):
         for b in first_bytes:
             self._routes[b] = handler
 
+    def unroute(self, first_bytes: bytes) -> None:
+        """Stop handing datagrams starting with ``first_bytes`` to anyone (they are counted
+        as unclaimed)."""
+        for b in first_bytes:
+            self._routes.pop(b, None)
+
     @property
     def sock(self) -> socket.socket | None:
         """The socket itself (batched sends write to it directly when nothing is queued)."""
@@ -94,6 +100,11 @@ class UdpSocket(asyncio.DatagramProtocol):
     def on_drained(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` after each batch of datagrams has been handed out."""
         self._drained.append(hook)
+
+    def remove_drained(self, hook: Callable[[], None]) -> None:
+        """Undo :meth:`on_drained`."""
+        with contextlib.suppress(ValueError):
+            self._drained.remove(hook)
 
     def close(self) -> None:
         if self.transport is not None:
