@@ -107,9 +107,13 @@ class UdpSocket(asyncio.DatagramProtocol):
             self._drained.remove(hook)
 
     def close(self) -> None:
+        """Close the socket. Its port is free again when this returns (a running session
+        may bind it again at once); a datagram still queued to send is dropped."""
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # nothing stays registered with the loop
             self.transport = None
+        if self._sock is not None:
+            self._sock.close()  # the transport's own close comes a loop iteration later
         self._routes.clear()
         self._drained.clear()
         self._sock = None
