@@ -337,6 +337,8 @@ class Session:
         self._pending_incoming: HandshakeGate[Peer] = self._handshake_gate()
         self._encryption = EncryptionCounters()
         self._closing = False
+        #: One settings change at a time (each may wait for sockets and tasks).
+        self._reconfiguring = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -367,6 +369,7 @@ class Session:
         s = self.settings
         self._closing = False
         self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
+        self._reconfiguring = asyncio.Lock()
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_servers)
             self._servers, self._port = await self._bind(s.listen_addresses())
@@ -499,20 +502,21 @@ class Session:
             OSError: no UDP socket could be bound.
             TorrentError: the session is not running.
         """
-        self._running()
-        if on == (self._dht is not None):
-            self._settings_changed(dht_enabled=on)
-            return
-        if on:
-            if self._udp is None:
-                await self._open_udp()
-            await self._start_dht()
-            self._settings_changed(dht_enabled=True)
-        else:
-            await self._stop_dht()
-            self._settings_changed(dht_enabled=False)
-            if self._utp is None:
-                self._close_udp()
+        async with self._reconfiguring:
+            self._running()
+            if on == (self._dht is not None):
+                self._settings_changed(dht_enabled=on)
+                return
+            if on:
+                if self._udp is None:
+                    await self._open_udp()
+                await self._start_dht()
+                self._settings_changed(dht_enabled=True)
+            else:
+                await self._stop_dht()
+                self._settings_changed(dht_enabled=False)
+                if self._utp is None:
+                    self._close_udp()
 
     async def set_utp_enabled(self, on: bool) -> None:
         """Accept and dial uTP (BEP 29) or stop: turning it off resets the uTP
@@ -522,20 +526,21 @@ class Session:
             OSError: no UDP socket could be bound.
             TorrentError: the session is not running.
         """
-        self._running()
-        if on == (self._utp is not None):
-            self._settings_changed(utp_enabled=on)
-            return
-        if on:
-            if self._udp is None:
-                await self._open_udp()
-            self._start_utp()
-            self._settings_changed(utp_enabled=True)
-        else:
-            self._stop_utp()
-            self._settings_changed(utp_enabled=False)
-            if self._dht is None:
-                self._close_udp()
+        async with self._reconfiguring:
+            self._running()
+            if on == (self._utp is not None):
+                self._settings_changed(utp_enabled=on)
+                return
+            if on:
+                if self._udp is None:
+                    await self._open_udp()
+                self._start_utp()
+                self._settings_changed(utp_enabled=True)
+            else:
+                self._stop_utp()
+                self._settings_changed(utp_enabled=False)
+                if self._dht is None:
+                    self._close_udp()
 
     async def set_lsd_enabled(self, on: bool) -> None:
         """Join or leave the local service discovery groups (BEP 14).
@@ -543,12 +548,13 @@ class Session:
         Raises:
             TorrentError: the session is not running.
         """
-        self._running()
-        if on and not self._lsd_services:
-            await self._start_lsd()
-        elif not on:
-            await self._stop_lsd()
-        self._settings_changed(lsd_enabled=on)
+        async with self._reconfiguring:
+            self._running()
+            if on and not self._lsd_services:
+                await self._start_lsd()
+            elif not on:
+                await self._stop_lsd()
+            self._settings_changed(lsd_enabled=on)
 
     async def set_listen_port(self, port: int) -> None:
         """Listen on ``port`` instead (0: any free one; :attr:`port` then tells which).
@@ -564,27 +570,28 @@ class Session:
             ValueError: not a port number.
             TorrentError: the session is not running.
         """
-        self._running()
-        if not 0 <= port <= 65535:
-            raise ValueError(f"{port} is not a port number")
-        s = self.settings
-        interfaces = tuple((host, port) for host, _ in s.listen_interfaces)
-        addresses = interfaces or dataclasses.replace(s, listen_port=port).listen_addresses()
-        servers, bound = await self._bind(addresses)
-        old, self._servers, self._port = self._servers, servers, bound
-        for server in old:
-            server.close()  # accepted connections stay open
-        self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
-        await self._move_udp()
-        if interfaces:
-            self._settings_changed(listen_interfaces=interfaces)
-        else:
-            self._settings_changed(listen_port=port)
-        for swarm in list(self._swarms.values()):
-            swarm.restart_dht_lookups()
-            swarm.announcer.wake()
-        await self._stop_port_mapping()
-        self._start_port_mapping()
+        async with self._reconfiguring:
+            self._running()
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{port} is not a port number")
+            s = self.settings
+            interfaces = tuple((host, port) for host, _ in s.listen_interfaces)
+            addresses = interfaces or dataclasses.replace(s, listen_port=port).listen_addresses()
+            servers, bound = await self._bind(addresses)
+            old, self._servers, self._port = self._servers, servers, bound
+            for server in old:
+                server.close()  # accepted connections stay open
+            self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
+            await self._move_udp()
+            if interfaces:
+                self._settings_changed(listen_interfaces=interfaces)
+            else:
+                self._settings_changed(listen_port=port)
+            for swarm in list(self._swarms.values()):
+                swarm.restart_dht_lookups()
+                swarm.announcer.wake()
+            await self._stop_port_mapping()
+            self._start_port_mapping()
 
     async def _move_udp(self) -> None:
         """Rebind the UDP socket (and the DHT's IPv6 one) on the TCP port's number."""
@@ -660,8 +667,7 @@ class Session:
         self._portmap = self._portmap_task = None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # our own cancellation still propagates
         if mapper is not None:
             await mapper.close()  # delete the router's mappings (bounded)
 
