@@ -391,6 +391,8 @@ def test_transmission_remote_changes_network_settings_live_and_they_persist(tmp_
             socket.create_connection(("127.0.0.1", d.peer_port), timeout=5),
         ):
             pass
+        d.remote("-ep")
+        assert _network(d)["Encryption"] == "preferred"
         d.remote("-O", "-Y", "-et")
         assert _network(d)["Encryption"] == "tolerated"
         assert _network(d)["Distributed hash table enabled"] == "No"
