@@ -80,7 +80,7 @@ async def test_network_settings_apply_live_persist_and_bad_values_change_nothing
 
 
 async def test_peers_report_encryption_and_utp(tmp_path: Path) -> None:
-    content = make_payload(tmp_path / "seed", "flags.bin", 400_000)
+    content = make_payload(tmp_path / "seed", "flags.bin", 1_200_000)
     meta = make_torrent(content)
     # A slow seed keeps the connection open while the test looks at it.
     seed_settings = config.testing_settings().replace(seed_ratio=None, max_upload_bps=60_000)
