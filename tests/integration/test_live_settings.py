@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.integration.dht_helpers import TEST_CONFIG, loopback_host
-from tests.integration.swarm_helpers import free_port, make_payload, make_torrent, same_tree
+from tests.integration.swarm_helpers import free_port, make_payload, make_torrent, our_tracker, same_tree
 from tests.polling import wait_until
 from torrent import config
 from torrent.config import Encryption
@@ -21,6 +22,7 @@ from torrent.engine.dht_node import DhtNode, load_state
 from torrent.engine.session import Session, Torrent
 from torrent.errors import TorrentError
 from torrent.proto import pex
+from torrent.proto.metainfo import Metainfo
 
 
 def _tasks_named(name: str) -> list[asyncio.Task[object]]:
@@ -51,31 +53,47 @@ def _refused(port: int) -> bool:
 
 async def test_listen_port_moves_tcp_and_udp_and_peers_find_the_new_one(tmp_path: Path) -> None:
     content = make_payload(tmp_path / "seed", "port.bin", 200_000)
-    meta = make_torrent(content)
     settings = config.testing_settings().replace(seed_ratio=None)
-    async with asyncio.timeout(30), Session(settings) as seed_s, Session(settings) as leech_s:
-        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
-        await seed.wait_checked()
-        old = seed_s.port
-        assert seed_s.utp_statistics() is not None
-        new = free_port()
-        await seed_s.set_listen_port(new)
-        assert seed_s.port == new == seed_s.settings.listen_port
-        assert [p for _, p in seed_s.listen_addresses] == [new]
-        assert seed_s._udp is not None
-        assert seed_s._udp.port == new
-        assert _refused(old)
-        leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False, peers=[("127.0.0.1", new)])
-        await leech.wait_complete()
-        assert same_tree(content, tmp_path / "leech" / "port.bin")
-        # A port that is taken: the error reaches the caller and nothing changes.
-        with pytest.raises(OSError, match="in use"):
-            await seed_s.set_listen_port(leech_s.port)
-        assert seed_s.port == new
-        assert not _refused(new)
-        await seed_s.set_listen_port(0)  # any free port
-        assert seed_s.port not in (0, new)
-        assert not _refused(seed_s.port)
+    # A long interval: the seed's next announce is only the one the port change asks for.
+    async with asyncio.timeout(30), our_tracker(interval_s=600) as tracker:
+        meta = make_torrent(content, trackers=[tracker.urls()[0]])
+        async with Session(settings) as seed_s, Session(settings) as leech_s:
+            await _moves(tmp_path, content, meta, seed_s, leech_s)
+
+
+async def _moves(tmp_path: Path, content: Path, meta: Metainfo, seed_s: Session, leech_s: Session) -> None:
+    """The port moves; the tracker, and through it a new peer, learn the new one."""
+    seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+    await seed.wait_checked()
+    await wait_until(lambda: seed.last_announce() is not None, what="the seed announced")
+    old = seed_s.port
+    assert seed_s.utp_statistics() is not None
+    new = free_port()
+    changed_at = time.monotonic()
+    await seed_s.set_listen_port(new)
+    assert seed_s.port == new == seed_s.settings.listen_port
+
+    def announced_since() -> bool:
+        report = seed.last_announce()
+        return report is not None and report.ok and report.age_s < time.monotonic() - changed_at
+
+    await wait_until(announced_since, what="the seed announced again")
+    assert [p for _, p in seed_s.listen_addresses] == [new]
+    assert seed_s._udp is not None
+    assert seed_s._udp.port == new
+    assert _refused(old)
+    # The leecher knows only the tracker: the seed told it the new port.
+    leech = await leech_s.add_torrent(meta, tmp_path / "leech", seed=False)
+    await leech.wait_complete()
+    assert same_tree(content, tmp_path / "leech" / "port.bin")
+    # A port that is taken: the error reaches the caller and nothing changes.
+    with pytest.raises(OSError, match="in use"):
+        await seed_s.set_listen_port(leech_s.port)
+    assert seed_s.port == new
+    assert not _refused(new)
+    await seed_s.set_listen_port(0)  # any free port
+    assert seed_s.port not in (0, new)
+    assert not _refused(seed_s.port)
 
 
 async def test_encryption_changes_for_new_connections(tmp_path: Path) -> None:
