@@ -15,6 +15,7 @@ from tests.integration.swarm_helpers import free_port, make_payload, make_torren
 from tests.polling import wait_until
 from torrent import config
 from torrent.config import Encryption
+from torrent.engine.dht_node import load_state
 from torrent.engine.session import Session
 
 NETWORK = ["peer-port", "encryption", "dht-enabled", "pex-enabled", "lpd-enabled", "utp-enabled"]
@@ -58,8 +59,11 @@ async def test_network_settings_apply_live_persist_and_bad_values_change_nothing
         await client.call("session-set", **{"dht-enabled": True})
         assert daemon.session.dht is not None
         assert daemon.settings.dht_enabled
+        node_id = daemon.session.dht.node_id
         await client.call("session-set", **{"dht-enabled": False, "encryption": "tolerated"})
         assert daemon.session.dht is None
+        # Its table was saved in the state directory, for the next time it is on.
+        assert load_state(tmp_path / "state" / "dht.state")[0] == node_id
         # A port another socket holds: an error result, and the daemon keeps its port.
         taken = Session(config.testing_settings())
         async with taken:

@@ -13,6 +13,7 @@ Transmission's encryption names map to ours: ``required`` is ``require``, ``pref
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,10 +108,14 @@ async def apply(session: Session, changes: Mapping[str, Any], done: dict[str, An
             done[key] = changes[key]
 
 
-def startup_settings(settings: Settings, stored: Mapping[str, Any]) -> Settings:
+def startup_settings(settings: Settings, stored: Mapping[str, Any], state_dir: str) -> Settings:
     """``settings`` with the network keys a ``session-set`` stored applied over them (a
-    stored value that no longer parses is skipped)."""
+    stored value that no longer parses is skipped). The DHT's routing table is kept in
+    ``state_dir`` (unless the settings name a file) even when the DHT starts off: a
+    ``session-set`` may turn it on, and the next start then joins from that table."""
     changes: dict[str, Any] = {}
+    if not settings.dht_state_file:
+        changes["dht_state_file"] = os.path.join(state_dir, "dht.state")
     for key, field in NETWORK_KEYS.items():
         if key not in stored:
             continue
@@ -124,4 +129,4 @@ def startup_settings(settings: Settings, stored: Mapping[str, Any]) -> Settings:
             changes["listen_interfaces"] = tuple((host, value) for host, _ in settings.listen_interfaces)
             continue
         changes[field] = value
-    return dataclasses.replace(settings, **changes) if changes else settings
+    return dataclasses.replace(settings, **changes)

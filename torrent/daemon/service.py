@@ -289,7 +289,7 @@ class Daemon:
         self.close_requested = asyncio.Event()
         self.store = StateStore(config.state_dir)
         # The network settings a ``session-set`` stored are where the session starts from.
-        self.settings = network.startup_settings(settings, self.store.settings())
+        self.settings = network.startup_settings(settings, self.store.settings(), config.state_dir)
         self.session = Session(self.settings)
         self.state_dir = os.path.abspath(config.state_dir)
         self.records: dict[int, Record] = {}
