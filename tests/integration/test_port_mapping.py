@@ -244,6 +244,21 @@ async def test_session_maps_its_ports_and_removes_them_on_exit(gateway: Gateway,
             assert routing.conforms(session.dht.node_id, EXTERNAL_IP)
             udp_port = next(m.internal_port for m in stats.mappings if m.protocol == "UDP")
             assert gateway.maps("udp", udp_port)
+            # The listen port changes while running: the mappings follow it.
+            old_port = session.port
+            await session.set_listen_port(0)
+            mapper = session.port_mapping
+            assert mapper is not None
+            await asyncio.wait_for(mapper.ready.wait(), 20)
+            stats = mapper.statistics()
+            assert stats.method == "pcp", stats.error
+            new_udp = next(m.internal_port for m in stats.mappings if m.protocol == "UDP")
+            assert (session.port, new_udp) != (old_port, udp_port)
+            assert gateway.maps("tcp", session.port)
+            assert gateway.maps("udp", new_udp)
+            assert not gateway.maps("tcp", old_port)
+            assert not gateway.maps("udp", udp_port)
+            udp_port = new_udp
         assert not gateway.maps("tcp", session.port)
         assert not gateway.maps("udp", udp_port)
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.swarm_helpers import make_payload, make_torrent
+from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
 from tests.polling import wait_until_blocking
 from torrent import config
 from torrent.engine.session import Session
@@ -339,4 +340,74 @@ def test_transmission_remote_sets_per_torrent_rate_and_ratio_limits(tmp_path: Pa
         # Seeding with nobody to upload to: transmission-remote calls it "Idle".
         wait_until_blocking(lambda: "Idle" in _row(d, 1), what="seeding again")
         assert "State: Finished" not in d.info(1)
+        assert _stop(d) == 0
+
+
+def _network(d: DaemonProcess) -> dict[str, str]:
+    """``-si``'s network lines, by their label."""
+    labels = {
+        "Listenport",
+        "uTP enabled",
+        "Distributed hash table enabled",
+        "Local peer discovery enabled",
+        "Peer exchange allowed",
+        "Encryption",
+    }
+    out = {}
+    for line in d.remote("-si").splitlines():
+        label, _, value = line.strip().partition(": ")
+        if label in labels:
+            out[label] = value
+    return out
+
+
+def test_transmission_remote_changes_network_settings_live_and_they_persist(tmp_path: Path) -> None:
+    # DHT bootstrap at a loopback port nobody answers on: turned on, it stays on the machine.
+    nowhere = f"127.0.0.1:{free_port()}"
+    with daemon_process(tmp_path, "--dht-bootstrap", nowhere) as d:
+        before = _network(d)
+        assert before == {
+            "Listenport": str(d.peer_port),
+            "uTP enabled": "Yes",
+            "Distributed hash table enabled": "No",
+            "Local peer discovery enabled": "No",
+            "Peer exchange allowed": "Yes",
+            "Encryption": "preferred",
+        }
+        port = free_port()
+        d.remote("-p", str(port), "-o", "-X", "-y", "-er", "--no-utp")
+        assert _network(d) == {
+            "Listenport": str(port),
+            "uTP enabled": "No",
+            "Distributed hash table enabled": "Yes",
+            "Local peer discovery enabled": "Yes",
+            "Peer exchange allowed": "No",
+            "Encryption": "required",
+        }
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the new port listens
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", d.peer_port), timeout=5),
+        ):
+            pass
+        d.remote("-ep")
+        assert _network(d)["Encryption"] == "preferred"
+        d.remote("-O", "-Y", "-et")
+        assert _network(d)["Encryption"] == "tolerated"
+        assert _network(d)["Distributed hash table enabled"] == "No"
+        out = d.remote("-p", "70000", check=False)
+        assert "success" not in out
+        assert _stop(d) == 0
+        assert "Traceback" not in d.log.read_text()
+    with daemon_process(tmp_path, "--dht-bootstrap", nowhere, name="again") as d:
+        assert d.peer_port == port
+        assert _network(d) == {
+            "Listenport": str(port),
+            "uTP enabled": "No",
+            "Distributed hash table enabled": "No",
+            "Local peer discovery enabled": "No",
+            "Peer exchange allowed": "No",
+            "Encryption": "tolerated",
+        }
         assert _stop(d) == 0

@@ -35,9 +35,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from torrent.config import Encryption
-from torrent.daemon import webui
+from torrent.daemon import network, webui
 from torrent.daemon.service import Daemon, DaemonError, Record, Status
+from torrent.disk.resume import ResumeStore
 from torrent.engine.status import AnnounceReport, TorrentStats
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
@@ -540,15 +540,17 @@ class _View:
                 "peerIsInterested": p.peer_interested,
                 "isDownloadingFrom": p.down_rate_bps > 0,
                 "isUploadingTo": p.up_rate_bps > 0,
-                "isEncrypted": False,
+                "isEncrypted": p.encrypted,
                 "isIncoming": p.incoming,
-                "isUTP": False,
+                "isUTP": p.utp,
                 "progress": p.progress,
                 "rateToClient": int(p.down_rate_bps),
                 "rateToPeer": int(p.up_rate_bps),
                 "flagStr": ("D" if p.down_rate_bps > 0 else "")
                 + ("U" if p.up_rate_bps > 0 else "")
-                + ("I" if p.incoming else ""),
+                + ("E" if p.encrypted else "")
+                + ("I" if p.incoming else "")
+                + ("T" if p.utp else ""),
             }
             for p in self.r.handle.peers()
         ]
@@ -635,7 +637,7 @@ def _pieces_b64(v: _View) -> str:
     """Transmission's ``pieces``: a bitfield of the verified pieces (BEP 3 order), in base64.
 
     A stopped torrent's pieces are not kept in memory: all set when it was complete,
-    none otherwise (its progress figures still come from the stored record).
+    else those its resume state lists as verified (what its last run or check saved).
     """
     if v.meta is None:
         return ""
@@ -643,8 +645,11 @@ def _pieces_b64(v: _View) -> str:
     bits = bytearray(math.ceil(n / 8))
     if v.r.handle is not None:
         have: Iterable[int] = v.r.handle.have_pieces()
+    elif v.r.stored.done_date > 0:
+        have = range(n)
     else:
-        have = range(n) if v.r.stored.done_date > 0 else ()
+        state, _ = ResumeStore(v.meta.info, v.meta.info_hash, v.r.stored.download_dir).load()
+        have = (i for i in state.verified if 0 <= i < n) if state is not None else ()
     for i in have:
         bits[i // 8] |= 0x80 >> (i % 8)
     return base64.b64encode(bytes(bits)).decode()
@@ -768,22 +773,17 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
         "blocklist-url": "",
         "cache-size-mb": 4,
         "config-dir": daemon.state_dir,
-        "dht-enabled": s.dht_enabled,
         "download-dir": daemon.download_dir,
         "download-dir-free-space": _free(daemon.download_dir),
         "download-queue-enabled": True,
         "download-queue-size": daemon.max_active_downloads,
-        "encryption": _ENCRYPTION_NAMES[s.encryption],
         "idle-seeding-limit": limits["idle-seeding-limit"],
         "idle-seeding-limit-enabled": limits["idle-seeding-limit-enabled"],
         "incomplete-dir": daemon.download_dir,
         "incomplete-dir-enabled": False,
-        "lpd-enabled": s.lsd_enabled,
         "peer-limit-global": s.max_peers_total,
         "peer-limit-per-torrent": s.max_peers_per_torrent,
-        "peer-port": daemon.session.port,
         "peer-port-random-on-start": False,
-        "pex-enabled": s.pex_enabled,
         "port-forwarding-enabled": False,
         "queue-stalled-enabled": True,
         "queue-stalled-minutes": int(daemon.stall_s // 60),
@@ -812,17 +812,9 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
             "speed-bytes": 1000,
             "speed-units": ["kB/s", "MB/s", "GB/s", "TB/s"],
         },
-        "utp-enabled": False,
         "version": f"{USER_AGENT} (pytorrent)",
+        **network.values(daemon.session),
     }
-
-
-#: Transmission's names for the encryption settings.
-_ENCRYPTION_NAMES = {
-    Encryption.REQUIRE: "required",
-    Encryption.PREFER: "preferred",
-    Encryption.OFF: "tolerated",
-}
 
 
 def _free(path: str) -> int:
@@ -842,7 +834,17 @@ async def _session_get(daemon: Daemon, args: dict[str, Any], request: web.Reques
 
 
 async def _session_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    changes = network.parse(args)  # checked before anything applies, as apply_settings does
     daemon.apply_settings(args)
+    done: dict[str, Any] = {}
+    try:
+        await network.apply(daemon.session, changes, done)
+    except OSError as exc:
+        raise DaemonError(f"network settings: {exc.strerror or exc}") from None
+    finally:
+        daemon.settings = daemon.session.settings  # the DHT switch decides dormant seeds' announces
+        if done:
+            daemon.store.set_settings(done)
     return {}
 
 

@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torrent.config import Settings
-from torrent.daemon import content
+from torrent.daemon import content, network
 from torrent.daemon import limits as limit_rules
 from torrent.daemon.store import StateStore, StoredTorrent
 from torrent.engine.session import CheckResult, Session, Torrent
@@ -287,8 +287,10 @@ class Daemon:
         }
         #: Set by ``session-close`` (or a signal): the front end then leaves ``async with``.
         self.close_requested = asyncio.Event()
-        self.session = Session(settings)
         self.store = StateStore(config.state_dir)
+        # The network settings a ``session-set`` stored are where the session starts from.
+        self.settings = network.startup_settings(settings, self.store.settings(), config.state_dir)
+        self.session = Session(self.settings)
         self.state_dir = os.path.abspath(config.state_dir)
         self.records: dict[int, Record] = {}
         self.by_hash: dict[str, Record] = {}

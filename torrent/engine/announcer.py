@@ -145,6 +145,9 @@ class Announcer:
         min_gap = s.min_announce_interval_s
         while True:
             event = self.event
+            # Cleared before the announce, not after: a wake() while it is in flight (the
+            # listen port changed, the download completed) still brings the next one forward.
+            self._wake.clear()
             try:
                 outcome = await self._trackers.announce(self._request(event))
             except TrackerError as exc:
@@ -190,7 +193,6 @@ class Announcer:
         return dataclasses.replace(report, age_s=now - at, next_in_s=max(0.0, due - now))
 
     async def _sleep(self, delay: float, min_gap: float) -> None:
-        self._wake.clear()
         try:
             async with asyncio.timeout(delay):
                 await self._wake.wait()

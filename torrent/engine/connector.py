@@ -90,6 +90,12 @@ class PeerConnector:
             )
         return self._connect
 
+    def reconfigure(self) -> None:
+        """The session changed its settings or its uTP socket (``ctx``): dials from now on
+        follow them; those in flight finish as they began."""
+        self._settings = self._ctx.settings
+        self._connect = None
+
     def room(self) -> int:
         """Connections the torrent may still open under its own and the session's limit."""
         return min(self._settings.max_peers_per_torrent - len(self.peers), self._ctx.peer_slots())

@@ -252,6 +252,17 @@ class DhtNode:
         found = await asyncio.gather(*(one(h, p) for h, p in addresses))
         return [a for addrs in found for a in addrs]
 
+    def rebind(
+        self, transport: asyncio.DatagramTransport, transport6: asyncio.DatagramTransport | None = None
+    ) -> None:
+        """Send through these sockets from now on (the session moved its UDP port); the
+        routing table, the node id and the lookups in flight stay. Only for a node given
+        its sockets (``transport``), never one that bound its own."""
+        if self._owns_transport:
+            raise RuntimeError("this DHT node owns its socket")
+        self._transport = transport
+        self._transport6 = transport6
+
     # --- the socket side ------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Any) -> None:

@@ -68,6 +68,11 @@ class DhtSource:
         self.announced = 0
 
     @property
+    def node(self) -> DhtNode:
+        """The DHT node this source asks."""
+        return self._node
+
+    @property
     def peers_found(self) -> int:
         """Distinct peer addresses the DHT gave this torrent (bounded count)."""
         return len(self._found)

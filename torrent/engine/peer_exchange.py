@@ -55,7 +55,8 @@ class PeerExchange:
         on_peers: Callable[[list[PeerAddr]], None],
         utp_hints: UtpHints | None = None,
     ) -> None:
-        self._utp_hints = utp_hints
+        #: Where the ``utp`` flags go (None: uTP is off); follows uTP turned on or off.
+        self.utp_hints = utp_hints
         self._interval_s = settings.pex_interval_s
         self._peers = peers
         self._on_peers = on_peers
@@ -85,7 +86,7 @@ class PeerExchange:
             return
         # Our own address may come back too: the handshake's peer id catches it (and bans it).
         addrs = [a for a, _ in msg.added if a not in self._peers]
-        hints = self._utp_hints
+        hints = self.utp_hints
         if hints is not None:
             for a, flags in msg.added:
                 if flags:

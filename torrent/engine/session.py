@@ -34,6 +34,14 @@ handshake (its ``SKEY`` hash is looked up over every torrent of the session) in 
 :class:`~torrent.engine.mse_stream.MseStream` before it is routed, and ``require``
 closes plaintext ones.
 Every timer reads the session's :class:`~torrent.engine.clock.Clock`.
+
+A running session changes some settings in place (a front end's preferences): the
+listen port (:meth:`Session.set_listen_port`: new listeners first, then the UDP socket
+moves, the DHT node keeping its table; trackers, the DHT and the router's mappings learn
+the new port), the encryption policy of new connections, and the DHT, uTP, PEX and LSD
+switches, each starting or stopping its sockets and tasks. The torrents follow through
+:meth:`Swarm.reconfigure <torrent.engine.swarm.Swarm.reconfigure>`; :attr:`Session.settings`
+always holds what applies now.
 """
 
 from __future__ import annotations
@@ -78,12 +86,13 @@ from torrent.engine.swarm import Swarm
 from torrent.engine.tracker_client import AnnounceEvent
 from torrent.engine.udp import UdpSocket
 from torrent.engine.utp_dial import DialCounters, DialStats
+from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
 from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.utp_stream import UtpStream
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Info, Metainfo
-from torrent.proto.mse import HandshakeDone, IncomingKind, classify_incoming
+from torrent.proto.mse import CryptoMethod, HandshakeDone, IncomingKind, classify_incoming
 from torrent.proto.utp import UtpStats
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
@@ -259,7 +268,7 @@ class CheckResult:
 
 
 def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
-    proto = peer.proto
+    proto, transport = peer.proto, peer.transport
     ext = proto.peer_extension_handshake if proto is not None else None
     client = ext.client if ext is not None else None
     if not client:
@@ -276,6 +285,8 @@ def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
         am_interested=peer.am_interested,
         peer_choking=peer.peer_choking,
         peer_interested=peer.peer_interested,
+        encrypted=transport is not None and transport.get_extra_info("mse_method") is CryptoMethod.RC4,
+        utp=transport is not None and bool(transport.get_extra_info("utp")),
     )
 
 
@@ -314,7 +325,10 @@ class Session:
         self._utp_dials = DialCounters()
         self._lsd: LsdService | None = None
         self._lsd_services: list[LsdService] = []
+        self._lsd_stack: contextlib.AsyncExitStack | None = None
+        self._dht_stack: contextlib.AsyncExitStack | None = None
         self._portmap: PortMapper | None = None
+        self._portmap_task: asyncio.Task[None] | None = None
         self._disk_pool: ThreadPoolExecutor | None = None
         self._port = 0
         self._down = RateLimiter(self.settings.max_download_bps)
@@ -324,6 +338,8 @@ class Session:
         self._pending_incoming: HandshakeGate[Peer] = self._handshake_gate()
         self._encryption = EncryptionCounters()
         self._closing = False
+        #: One settings change at a time (each may wait for sockets and tasks).
+        self._reconfiguring = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -354,19 +370,28 @@ class Session:
         s = self.settings
         self._closing = False
         self._half_open = asyncio.Semaphore(s.half_open_limit)  # bound to this loop
+        self._reconfiguring = asyncio.Lock()
         async with contextlib.AsyncExitStack() as stack:
-            await self._listen(stack)
+            stack.push_async_callback(self._close_servers)
+            self._servers, self._port = await self._bind(s.listen_addresses())
+            self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
             http = HttpClient(USER_AGENT)
             stack.push_async_callback(http.close)
             self._http = http
+            # Each part below is undone on exit in reverse order, whether it was started
+            # here or later (the ``set_*`` methods start and stop them while running).
+            stack.callback(self._close_udp)
             if s.dht_enabled or s.utp_enabled:
-                await self._open_udp(stack)
+                await self._open_udp()
+            stack.callback(self._stop_utp)
             if s.utp_enabled:
-                self._start_utp(stack)
+                self._start_utp()
+            stack.push_async_callback(self._stop_dht)
             if s.dht_enabled:
-                await self._start_dht(stack)
+                await self._start_dht()
+            stack.push_async_callback(self._stop_lsd)
             if s.lsd_enabled:
-                await self._start_lsd(stack)
+                await self._start_lsd()
             # One disk pool for every torrent: an idle torrent holds no thread of its own.
             pool = ThreadPoolExecutor(
                 max_workers=max(8, 2 * (os.cpu_count() or 1) + 2), thread_name_prefix="diskio"
@@ -374,13 +399,11 @@ class Session:
             stack.callback(pool.shutdown, wait=False)
             self._disk_pool = pool
             tg = await stack.enter_async_context(asyncio.TaskGroup())
+            self._tg = tg
             timers = [tg.create_task(self._tick_loop()), tg.create_task(self._choke_loop())]
-            if s.port_mapping and _mappable(self.listen_addresses):
-                self._portmap = self._port_mapper(http)
-                timers.append(tg.create_task(self._portmap.run()))
+            self._start_port_mapping()
             # Runs first on exit, inside the group: stop the torrents, cancel the timers.
             stack.push_async_callback(self._stop_all, timers)
-            self._tg = tg
             self._stack = stack.pop_all()
         return self
 
@@ -392,38 +415,46 @@ class Session:
         finally:
             self._tg = None
             self._http = None
-            self._dht = None
-            self._utp = None
-            self._udp = None
-            self._udp6 = None
             self._portmap = None
-            self._lsd = None
-            self._lsd_services = []
+            self._portmap_task = None
 
-    async def _listen(self, stack: contextlib.AsyncExitStack) -> None:
-        """Bind every listen address (``Settings.listen_addresses``); the first one's port
-        is :attr:`port`, and a later entry with port 0 takes that number too. An IPv6
-        wildcard the settings only implied (dual stack by default) is skipped with a log
-        line when the machine has no IPv6; an address the user named must bind."""
+    async def _bind(self, addresses: Sequence[tuple[str, int]]) -> tuple[list[asyncio.Server], int]:
+        """Bind every listen address; the first one's port is the session's, and a later
+        entry with port 0 takes that number too. An IPv6 wildcard the settings only
+        implied (dual stack by default) is skipped with a log line when the machine has no
+        IPv6; an address the user named must bind. On an error nothing stays bound.
+
+        Returns:
+            The servers, and the port of the first one.
+        """
         loop = asyncio.get_running_loop()
-        s = self.settings
-        explicit = bool(s.listen_interfaces)
-        self._servers = []
-        for i, (host, port) in enumerate(s.listen_addresses()):
-            try:
-                server = await loop.create_server(
-                    self._incoming_factory, host=host, port=port or self._port, reuse_address=True
-                )
-            except OSError as exc:
-                if i == 0 or explicit:
-                    raise
-                log.info("not listening on [%s]:%d: %s", host, port or self._port, exc)
-                continue
-            stack.push_async_callback(_close_server, server)
-            self._servers.append(server)
-            if i == 0:
-                self._port = server.sockets[0].getsockname()[1]
-        self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
+        explicit = bool(self.settings.listen_interfaces)
+        servers: list[asyncio.Server] = []
+        first_port = 0
+        try:
+            for i, (host, port) in enumerate(addresses):
+                try:
+                    server = await loop.create_server(
+                        self._incoming_factory, host=host, port=port or first_port, reuse_address=True
+                    )
+                except OSError as exc:
+                    if i == 0 or explicit:
+                        raise
+                    log.info("not listening on [%s]:%d: %s", host, port or first_port, exc)
+                    continue
+                servers.append(server)
+                if i == 0:
+                    first_port = server.sockets[0].getsockname()[1]
+        except BaseException:
+            for server in servers:
+                await _close_server(server)
+            raise
+        return servers, first_port
+
+    async def _close_servers(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await _close_server(server)
 
     @property
     def listen_addresses(self) -> list[tuple[str, int]]:
@@ -435,11 +466,162 @@ class Session:
         """What the session knows of its own addresses (BEP 7 hints, BEP 10 fields)."""
         return self._addresses
 
-    async def _start_lsd(self, stack: contextlib.AsyncExitStack) -> None:
+    # ------------------------------------------------------------------ live settings
+
+    def _running(self) -> None:
+        if self._tg is None or self._closing:
+            raise TorrentError("the session is not running (use 'async with Session(...)')")
+
+    def _settings_changed(self, **changes: Any) -> None:
+        """Take ``changes`` into :attr:`settings` and hand the result to every torrent
+        (new connections, lookups and announces follow it)."""
+        self.settings = dataclasses.replace(self.settings, **changes).validate()
+        for swarm in list(self._swarms.values()):
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+
+    def set_encryption(self, mode: Encryption) -> None:
+        """Change how new connections use MSE (``Settings.encryption``); the open ones
+        keep what they negotiated.
+
+        Raises:
+            ValueError: not an :class:`~torrent.config.Encryption` value.
+        """
+        self._settings_changed(encryption=Encryption(mode))
+
+    def set_pex_enabled(self, on: bool) -> None:
+        """Turn peer exchange (BEP 11) on or off. Our extension handshake offers
+        ``ut_pex`` to connections made from now on; with it off no torrent sends or
+        takes ``ut_pex`` messages any more."""
+        self._settings_changed(pex_enabled=on)
+
+    async def set_dht_enabled(self, on: bool) -> None:
+        """Start or stop the DHT node (its routing table is saved to ``dht_state_file``
+        when it stops) and every torrent's lookups; the UDP socket is opened or closed
+        with it when uTP does not use it.
+
+        Raises:
+            OSError: no UDP socket could be bound.
+            TorrentError: the session is not running.
+        """
+        async with self._reconfiguring:
+            self._running()
+            if on == (self._dht is not None):
+                self._settings_changed(dht_enabled=on)
+                return
+            if on:
+                if self._udp is None:
+                    await self._open_udp()
+                await self._start_dht()
+                self._settings_changed(dht_enabled=True)
+            else:
+                await self._stop_dht()
+                self._settings_changed(dht_enabled=False)
+                if self._utp is None:
+                    self._close_udp()
+
+    async def set_utp_enabled(self, on: bool) -> None:
+        """Accept and dial uTP (BEP 29) or stop: turning it off resets the uTP
+        connections, and torrents dial TCP only from then on.
+
+        Raises:
+            OSError: no UDP socket could be bound.
+            TorrentError: the session is not running.
+        """
+        async with self._reconfiguring:
+            self._running()
+            if on == (self._utp is not None):
+                self._settings_changed(utp_enabled=on)
+                return
+            if on:
+                if self._udp is None:
+                    await self._open_udp()
+                self._start_utp()
+                self._settings_changed(utp_enabled=True)
+            else:
+                self._stop_utp()
+                self._settings_changed(utp_enabled=False)
+                if self._dht is None:
+                    self._close_udp()
+
+    async def set_lsd_enabled(self, on: bool) -> None:
+        """Join or leave the local service discovery groups (BEP 14).
+
+        Raises:
+            TorrentError: the session is not running.
+        """
+        async with self._reconfiguring:
+            self._running()
+            if on and not self._lsd_services:
+                await self._start_lsd()
+            elif not on:
+                await self._stop_lsd()
+            self._settings_changed(lsd_enabled=on)
+
+    async def set_listen_port(self, port: int) -> None:
+        """Listen on ``port`` instead (0: any free one; :attr:`port` then tells which).
+
+        The new listeners are bound before the old ones close: when the port cannot be
+        bound the error reaches the caller and nothing changes. The UDP socket moves to
+        the same number (the DHT node keeps its routing table; uTP connections are
+        reset), every torrent announces the new port to its trackers and the DHT soon,
+        and the router's port mappings are replaced.
+
+        Raises:
+            OSError: the port cannot be bound.
+            ValueError: not a port number.
+            TorrentError: the session is not running.
+        """
+        async with self._reconfiguring:
+            self._running()
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{port} is not a port number")
+            s = self.settings
+            interfaces = tuple((host, port) for host, _ in s.listen_interfaces)
+            addresses = interfaces or dataclasses.replace(s, listen_port=port).listen_addresses()
+            servers, bound = await self._bind(addresses)
+            old, self._servers, self._port = self._servers, servers, bound
+            for server in old:
+                server.close()  # accepted connections stay open
+            self._addresses.learn_listeners([a[0] for a in self.listen_addresses])
+            await self._move_udp()
+            if interfaces:
+                self._settings_changed(listen_interfaces=interfaces)
+            else:
+                self._settings_changed(listen_port=port)
+            for swarm in list(self._swarms.values()):
+                swarm.restart_dht_lookups()
+                swarm.announcer.wake()
+            await self._stop_port_mapping()
+            self._start_port_mapping()
+
+    async def _move_udp(self) -> None:
+        """Rebind the UDP sockets on the TCP port's number."""
+        if self._udp is None:
+            return
+        utp = self._utp is not None
+        self._stop_utp()
+        self._close_udp()
+        await self._open_udp()
+        if utp:
+            self._start_utp()
+        if self._dht is not None and self._udp is not None:
+            udp6 = self._udp6
+            self._route_dht(self._dht)
+            assert self._udp.transport is not None
+            self._dht.rebind(self._udp.transport, udp6.transport if udp6 is not None else None)
+
+    def _let_go(self) -> None:
+        """Every torrent drops what the session stopped (a DHT node, the uTP socket)."""
+        for swarm in list(self._swarms.values()):
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+
+    async def _start_lsd(self) -> None:
         """One LSD member per address family the session listens on (BEP 14: the IPv4
         and the IPv6 group)."""
         s = self.settings
         hosts = {6 if ":" in host else 4: host for host, _ in reversed(s.listen_addresses())}
+        stack = contextlib.AsyncExitStack()
+        self._lsd_stack = stack
         for family in sorted(hosts):
             service = await stack.enter_async_context(
                 LsdService(
@@ -454,6 +636,13 @@ class Session:
             self._lsd_services.append(service)
         self._lsd = self._lsd_services[0] if self._lsd_services else None
 
+    async def _stop_lsd(self) -> None:
+        stack, self._lsd_stack = self._lsd_stack, None
+        self._lsd = None
+        self._lsd_services = []
+        if stack is not None:
+            await stack.aclose()
+
     @property
     def lsd_services(self) -> list[LsdService]:
         """Every LSD member (one per address family listened on)."""
@@ -464,13 +653,30 @@ class Session:
         """The router port mapping (``port_mapping.statistics()``), None when off."""
         return self._portmap
 
+    def _start_port_mapping(self) -> None:
+        """Map the TCP listen port and the UDP port on the router (the task renews them
+        until cancelled; :meth:`_stop_port_mapping` deletes them)."""
+        if not (self.settings.port_mapping and self._http is not None and _mappable(self.listen_addresses)):
+            return
+        mapper = self._port_mapper(self._http)
+        task = spawn(self._tg, mapper.run(), stopping=self._closing)
+        if task is not None:
+            self._portmap, self._portmap_task = mapper, task
+
+    async def _stop_port_mapping(self) -> None:
+        mapper, task = self._portmap, self._portmap_task
+        self._portmap = self._portmap_task = None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # our own cancellation still propagates
+        if mapper is not None:
+            await mapper.close()  # delete the router's mappings (bounded)
+
     def _port_mapper(self, http: HttpClient) -> PortMapper:
-        """What maps the TCP listen port and the UDP port on the router (its ``run``
-        renews them until cancelled; ``close`` deletes them)."""
-        udp = self._udp
+        """What maps the TCP listen port and the UDP port on the router."""
         return PortMapper(
             tcp_port=lambda: self._port,
-            udp_port=lambda: udp.port if udp is not None else None,
+            udp_port=lambda: self._udp.port if self._udp is not None else None,
             lease_s=self.settings.port_mapping_lease_s,
             http=http,
             on_external=self._on_external_address,
@@ -482,7 +688,7 @@ class Session:
         if self._dht is not None:
             self._dht.adopt_external_address(address)  # BEP 42: an id that fits it
 
-    async def _open_udp6(self, stack: contextlib.AsyncExitStack) -> None:
+    async def _open_udp6(self) -> None:
         """With listeners on both families, a second UDP socket (the first one's IPv4, this
         one IPv6, on the IPv6 listener's port number when free) so the DHT node joins both
         DHTs (BEP 32) and uTP is reached over IPv6 too."""
@@ -499,14 +705,13 @@ class Session:
             except OSError as exc:
                 log.info("the DHT and uTP stay IPv4 only: no UDP socket on [%s] (%s)", host, exc)
                 return
-        stack.callback(udp6.close)
         self._udp6 = udp6
 
     def _udp_host(self) -> str:
         """The address the UDP socket (DHT) binds: the first listen address's host."""
         return self.settings.listen_addresses()[0][0]
 
-    async def _open_udp(self, stack: contextlib.AsyncExitStack) -> None:
+    async def _open_udp(self) -> None:
         """Bind the UDP socket of the DHT and uTP (the TCP port's number when free)."""
         try:
             udp = await UdpSocket.open(self._udp_host(), self._port)
@@ -516,13 +721,18 @@ class Session:
             # port's number, so those connections will be TCP.
             log.warning("UDP port %d is taken (%s); the DHT and uTP use another one", self._port, exc)
             udp = await UdpSocket.open(self._udp_host(), 0)
-        stack.callback(udp.close)
         self._udp = udp
-        await self._open_udp6(stack)
+        await self._open_udp6()
 
-    def _start_utp(self, stack: contextlib.AsyncExitStack) -> None:
-        """Accept and dial uTP on the UDP sockets (both families when there are two); every
-        connection is reset on exit."""
+    def _close_udp(self) -> None:
+        """Close the UDP sockets (what still uses them has been stopped)."""
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.close()
+        self._udp = self._udp6 = None
+
+    def _start_utp(self) -> None:
+        """Accept and dial uTP on the UDP sockets (both families when there are two)."""
         assert self._udp is not None
         self._utp = UtpSocketManager(
             self._udp,
@@ -532,7 +742,18 @@ class Session:
         )
         if self._udp6 is not None:
             self._utp.add_socket(self._udp6)
-        stack.callback(self._utp.close)
+
+    def _stop_utp(self) -> None:
+        """Reset every uTP connection and give the socket's uTP datagrams to nobody."""
+        utp, self._utp = self._utp, None
+        if utp is None:
+            return
+        self._let_go()
+        utp.close()
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.unroute(UTP_FIRST_BYTES)
+                udp.remove_drained(utp.drained)
 
     def _utp_incoming(self, stream: UtpStream) -> None:
         """An accepted uTP connection: the same classifier and routing as a TCP one."""
@@ -548,9 +769,14 @@ class Session:
         """How outgoing connections were made: over uTP, or over TCP after uTP (a snapshot)."""
         return self._utp_dials.statistics()
 
-    async def _start_dht(self, stack: contextlib.AsyncExitStack) -> None:
-        """Start the DHT node on the UDP socket; it saves its routing table before the
-        socket closes."""
+    def _route_dht(self, node: DhtNode) -> None:
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.route(b"d", node.datagram_received)
+
+    async def _start_dht(self) -> None:
+        """Start the DHT node on the UDP socket; :meth:`_stop_dht` saves its routing table
+        and closes it before the socket closes."""
         s = self.settings
         udp = self._udp
         assert udp is not None
@@ -566,10 +792,28 @@ class Session:
             transport=udp.transport,
             transport6=udp6.transport if udp6 is not None else None,
         )
-        udp.route(b"d", node.datagram_received)
-        if udp6 is not None:
-            udp6.route(b"d", node.datagram_received)
-        self._dht = await stack.enter_async_context(node)
+        self._route_dht(node)
+        stack = contextlib.AsyncExitStack()
+        try:
+            self._dht = await stack.enter_async_context(node)
+        except BaseException:
+            self._unroute_dht()
+            raise
+        self._dht_stack = stack
+
+    def _unroute_dht(self) -> None:
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.unroute(b"d")
+
+    async def _stop_dht(self) -> None:
+        stack, self._dht_stack = self._dht_stack, None
+        if self._dht is not None:
+            self._dht = None
+            self._let_go()  # their lookups end before the node closes
+        if stack is not None:
+            await stack.aclose()
+            self._unroute_dht()
 
     async def _stop_all(self, timers: list[asyncio.Task[None]]) -> None:
         self._closing = True
@@ -587,8 +831,7 @@ class Session:
             await asyncio.wait(pending, timeout=self.settings.stopped_announce_timeout_s + STOP_GRACE_S)
         for task in [*pending, *timers]:
             task.cancel()
-        if self._portmap is not None:
-            await self._portmap.close()  # delete the router's mappings (bounded)
+        await self._stop_port_mapping()
 
     # ------------------------------------------------------------------ torrents
 

@@ -166,6 +166,9 @@ class PeerStats:
         client: the extension handshake's ``v`` (BEP 10), else the peer id's printable part.
         progress: the fraction of the torrent's pieces the peer has.
         down_rate_bps / up_rate_bps: payload rate from / to the peer.
+        encrypted: the stream is RC4-encrypted (MSE); False for plaintext, including an
+            MSE handshake that chose the plaintext method.
+        utp: the connection runs over uTP (BEP 29), not TCP.
     """
 
     host: str
@@ -179,6 +182,8 @@ class PeerStats:
     am_interested: bool
     peer_choking: bool
     peer_interested: bool
+    encrypted: bool = False
+    utp: bool = False
 
 
 @dataclass(frozen=True, slots=True)

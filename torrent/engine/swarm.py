@@ -42,20 +42,23 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from torrent.config import Settings
 from torrent.disk import resume
 from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
+from torrent.engine.dht_node import DhtNode
 from torrent.engine.dht_source import DhtSource
 from torrent.engine.hash_exchange import HashExchange
-from torrent.engine.host import PeerHostBase, SwarmContext
+from torrent.engine.host import PeerHostBase, SwarmContext, spawn
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_exchange import PeerExchange
 from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
+from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import MetainfoError, StorageError, TorrentError
 from torrent.proto import choker as choker_mod
@@ -158,10 +161,9 @@ class Swarm(PeerHostBase):
         )
         #: Peers from the DHT, unless it is off or the torrent is private (BEP 27).
         self.dht_source: DhtSource | None = None
+        self._dht_task: asyncio.Task[None] | None = None
         if ctx.dht is not None and not self.info.private:
-            self.dht_source = DhtSource(
-                ctx.dht, self.info_hash, ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
-            )
+            self.dht_source = self._new_dht_source(ctx.dht)
         self.picker = picker_mod.Picker(
             self.info.num_pieces,
             self.info.piece_length,
@@ -200,8 +202,7 @@ class Swarm(PeerHostBase):
         #: Peer exchange (BEP 11), unless it is off or the torrent is private (BEP 27).
         self.pex: PeerExchange | None = None
         if self.settings.pex_enabled and not self.info.private:
-            hints = ctx.utp.hints if ctx.utp is not None else None
-            self.pex = PeerExchange(self.settings, peers=self.peers, on_peers=self.add_peers, utp_hints=hints)
+            self.pex = self._new_pex()
         self._lsd_found: set[PeerAddr] = set()
         self.downloaded_bytes = 0
         self.uploaded_bytes = 0
@@ -397,7 +398,7 @@ class Swarm(PeerHostBase):
                 stop_task = tg.create_task(self._stopped.wait())
                 tg.create_task(self.announcer.run())
                 if self.dht_source is not None:
-                    tg.create_task(self.dht_source.run())
+                    self._dht_task = tg.create_task(self.dht_source.run())
                 tg.create_task(self.connector.run())
                 tg.create_task(self._resume_loop())
                 tg.create_task(self.web_seeds.run())
@@ -632,6 +633,58 @@ class Swarm(PeerHostBase):
     def extension_fields(self) -> dict[str, Any]:
         # BEP 9: we can serve the metadata to peers that came from a magnet link.
         return {"p": self.ctx.port(), **self._metadata_server.handshake_fields(), **_address_fields(self.ctx)}
+
+    # ------------------------------------------------------------------ live settings
+
+    def reconfigure(self, settings: Settings, *, dht: DhtNode | None, utp: UtpSocketManager | None) -> None:
+        """Follow the session's settings, DHT node and uTP socket, changed while running:
+        dials from now on use its encryption and uTP; PEX is offered to the connections
+        made from now on (and with it off, no ``ut_pex`` goes out or is taken in); LSD
+        announces follow ``lsd_enabled``; DHT lookups start, or stop now."""
+        ctx = self.ctx
+        self.settings = ctx.settings = settings
+        ctx.utp = utp
+        self.connector.reconfigure()
+        if not settings.pex_enabled:
+            self.pex = None
+        elif self.pex is None and not self.info.private:
+            self.pex = self._new_pex()
+        elif self.pex is not None:
+            self.pex.utp_hints = utp.hints if utp is not None else None
+        if dht is not ctx.dht:
+            ctx.dht = dht
+            self._stop_dht_lookups()
+            if dht is not None and not self.info.private:
+                self.dht_source = self._new_dht_source(dht)
+                self._start_dht_lookups()
+
+    def _new_pex(self) -> PeerExchange:
+        utp = self.ctx.utp
+        hints = utp.hints if utp is not None else None
+        return PeerExchange(self.settings, peers=self.peers, on_peers=self.add_peers, utp_hints=hints)
+
+    def restart_dht_lookups(self) -> None:
+        """Look up and announce on the DHT now (our port changed)."""
+        if self.dht_source is not None:
+            node = self.dht_source.node
+            self._stop_dht_lookups()
+            self.dht_source = self._new_dht_source(node)
+            self._start_dht_lookups()
+
+    def _new_dht_source(self, node: DhtNode) -> DhtSource:
+        return DhtSource(
+            node, self.info_hash, self.ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
+        )
+
+    def _start_dht_lookups(self) -> None:
+        if self.dht_source is not None and self._dht_task is None:
+            self._dht_task = spawn(self._tg, self.dht_source.run(), stopping=self.stopping)
+
+    def _stop_dht_lookups(self) -> None:
+        task, self._dht_task = self._dht_task, None
+        if task is not None:
+            task.cancel()
+        self.dht_source = None
 
     # ------------------------------------------------------------------ peer exchange
 

@@ -94,6 +94,12 @@ class UdpSocket(asyncio.DatagramProtocol):
         for b in first_bytes:
             self._routes[b] = handler
 
+    def unroute(self, first_bytes: bytes) -> None:
+        """Stop handing datagrams starting with ``first_bytes`` to anyone (they are counted
+        as unclaimed)."""
+        for b in first_bytes:
+            self._routes.pop(b, None)
+
     @property
     def sock(self) -> socket.socket | None:
         """The socket itself (batched sends write to it directly when nothing is queued)."""
@@ -103,10 +109,19 @@ class UdpSocket(asyncio.DatagramProtocol):
         """Run ``hook`` after each batch of datagrams has been handed out."""
         self._drained.append(hook)
 
+    def remove_drained(self, hook: Callable[[], None]) -> None:
+        """Undo :meth:`on_drained`."""
+        with contextlib.suppress(ValueError):
+            self._drained.remove(hook)
+
     def close(self) -> None:
+        """Close the socket. Its port is free again when this returns (a running session
+        may bind it again at once); a datagram still queued to send is dropped."""
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # nothing stays registered with the loop
             self.transport = None
+        if self._sock is not None:
+            self._sock.close()  # the transport's own close comes a loop iteration later
         self._routes.clear()
         self._drained.clear()
         self._sock = None

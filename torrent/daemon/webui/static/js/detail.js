@@ -214,12 +214,17 @@ export class DetailPane {
         el("td", {}, p.address.includes(":") ? `[${p.address}]:${p.port}` : `${p.address}:${p.port}`),
         el("td", {}, p.clientName || "–"),
         el("td", { title: peerFlagsTitle(p) }, p.flagStr || ""),
+        el(
+          "td",
+          { dataset: { field: "encrypted" }, title: p.isEncrypted ? "Encrypted (MSE, RC4)" : "Not encrypted" },
+          p.isEncrypted ? "RC4" : "–",
+        ),
         el("td", { className: "num" }, fmt.rate(p.rateToClient)),
         el("td", { className: "num" }, fmt.rate(p.rateToPeer)),
         el("td", { className: "num" }, fmt.percent(p.progress)),
       ),
     );
-    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 6, className: "none" }, "No peers connected")));
+    if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, className: "none" }, "No peers connected")));
     tbody.replaceChildren(...rows);
   }
 
@@ -259,6 +264,7 @@ function peerFlagsTitle(p) {
   if (p.isUploadingTo) words.push("U: uploading to this peer");
   if (p.isIncoming) words.push("I: the peer connected to us");
   if (p.isEncrypted) words.push("E: encrypted");
+  if (p.isUTP) words.push("T: over uTP");
   return words.join("\n");
 }
 

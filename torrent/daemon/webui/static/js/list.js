@@ -1,6 +1,11 @@
 // The torrent list: one row per torrent, keyed by info hash, updated in place on every
 // poll (cells are rewritten only when their text changed), sorted and filtered here.
 //
+// Windowed: only the rows in view (and OVERSCAN more on each side) are in the document;
+// two spacer rows stand for the others, so ten thousand torrents cost a few dozen rows
+// of DOM and a scroll repaints only what comes into view. Every row has the same height
+// (one line, no wrapping), measured from a rendered row.
+//
 // Hooks for tests and scripts: each row has data-hash (the 40- or 64-hex hash) and
 // data-id; cells carry data-field ("name", "progress" as "42%", "state", ...); the row's
 // buttons carry data-action ("start", "stop", "verify", "remove").
@@ -49,6 +54,11 @@ const COLUMNS = [
   { key: "labels", label: "Labels", value: (t) => t.labels.join(","), text: (t) => t.labels.join(", ") },
 ];
 
+/** Rows kept in the document above and below the visible ones. */
+const OVERSCAN = 15;
+/** A row's height until one has been measured (px). */
+const DEFAULT_ROW_HEIGHT = 29;
+
 const ROW_ACTIONS = [
   ["start", "▶", "Start"],
   ["stop", "■", "Stop"],
@@ -66,18 +76,37 @@ export class TorrentList {
     this.tbody = table.tBodies[0];
     this.handlers = handlers;
     this.torrents = new Map(); // id -> torrent
-    this.rows = new Map(); // id -> <tr>
+    this.rows = new Map(); // id -> <tr>, for the rows in the document only
     this.selected = new Set();
     this.anchor = null; // the row a shift-click range starts from
     this.sort = { key: "queue", dir: 1 };
     this.filter = { state: "all", label: "", search: "" };
     this.visible = []; // ids in display order
+    this.scroller = table.parentNode; // the element that scrolls
+    this.rowHeight = DEFAULT_ROW_HEIGHT;
+    this.measured = false;
+    this.window = { start: 0, end: 0 };
+    const spacer = () => el("tr", { className: "spacer", attrs: { "aria-hidden": "true" } }, el("td", { colSpan: COLUMNS.length + 2 }));
+    this.padTop = spacer();
+    this.padBottom = spacer();
+    this.tbody.append(this.padTop, this.padBottom);
     this._buildHeader();
     this.tbody.addEventListener("click", (e) => this._onClick(e));
     this.tbody.addEventListener("dblclick", (e) => {
-      const row = e.target.closest("tr");
+      const row = e.target.closest("tr[data-id]");
       if (row && !e.target.closest("button, input")) this.handlers.onOpen(Number(row.dataset.id));
     });
+    let queued = false;
+    const repaint = () => {
+      if (queued) return;
+      queued = true;
+      requestAnimationFrame(() => {
+        queued = false;
+        this._paint();
+      });
+    };
+    this.scroller.addEventListener("scroll", repaint, { passive: true });
+    window.addEventListener("resize", repaint);
   }
 
   _buildHeader() {
@@ -114,12 +143,8 @@ export class TorrentList {
     for (const t of torrents) {
       seen.add(t.id);
       this.torrents.set(t.id, t);
-      let row = this.rows.get(t.id);
-      if (!row) {
-        row = this._makeRow(t);
-        this.rows.set(t.id, row);
-      }
-      this._fillRow(row, t);
+      const row = this.rows.get(t.id);
+      if (row) this._fillRow(row, t); // the others are filled when they come into view
     }
     for (const id of [...this.torrents.keys()]) {
       if (!seen.has(id)) {
@@ -165,15 +190,7 @@ export class TorrentList {
     });
     this.visible = shown.map((t) => t.id);
     const shownSet = new Set(this.visible);
-    let cursor = this.tbody.firstElementChild;
-    for (const id of this.visible) {
-      const row = this.rows.get(id);
-      if (row === cursor) cursor = cursor.nextElementSibling;
-      else this.tbody.insertBefore(row, cursor);
-    }
-    for (const [id, row] of this.rows) {
-      if (!shownSet.has(id) && row.parentNode) row.remove();
-    }
+    this._paint();
     // A torrent hidden by the filter stays selected only while it is shown.
     const before = this.selected.size;
     for (const id of [...this.selected]) if (!shownSet.has(id)) this.selected.delete(id);
@@ -189,6 +206,68 @@ export class TorrentList {
           : "No torrents yet: drop .torrent files or magnet links here, or press a to add.",
       );
     }
+  }
+
+  /** The range of `visible` that is in view, with the overscan. */
+  _range() {
+    const n = this.visible.length;
+    const h = this.rowHeight;
+    const head = this.table.tHead.offsetHeight;
+    const top = Math.max(0, this.scroller.scrollTop - head);
+    const height = this.scroller.clientHeight || window.innerHeight;
+    const start = Math.max(0, Math.floor(top / h) - OVERSCAN);
+    const end = Math.min(n, Math.ceil((top + height) / h) + OVERSCAN);
+    return { start: Math.min(start, end), end };
+  }
+
+  /** Put the rows of the visible range in the document, in order; drop the others. */
+  _paint() {
+    const { start, end } = this._range();
+    this.window = { start, end };
+    const ids = this.visible.slice(start, end);
+    const wanted = new Set(ids);
+    for (const [id, row] of this.rows) {
+      if (!wanted.has(id)) {
+        row.remove();
+        this.rows.delete(id);
+      }
+    }
+    let cursor = this.padTop.nextElementSibling;
+    for (const id of ids) {
+      let row = this.rows.get(id);
+      if (!row) {
+        const t = this.torrents.get(id);
+        row = this._makeRow(t);
+        this._fillRow(row, t);
+        this._showSelected(row, this.selected.has(id));
+        this.rows.set(id, row);
+      }
+      if (row === cursor) cursor = cursor.nextElementSibling;
+      else this.tbody.insertBefore(row, cursor);
+    }
+    this.padTop.style.height = `${start * this.rowHeight}px`;
+    this.padBottom.style.height = `${(this.visible.length - end) * this.rowHeight}px`;
+    if (!this.measured && ids.length) {
+      const h = this.rows.get(ids[0]).getBoundingClientRect().height;
+      if (h > 0) {
+        this.measured = true;
+        if (Math.abs(h - this.rowHeight) > 0.5) {
+          this.rowHeight = h;
+          this._paint();
+        }
+      }
+    }
+  }
+
+  /** Scroll so that the `index`th visible row is in view. */
+  _reveal(index) {
+    const head = this.table.tHead.offsetHeight;
+    const y = index * this.rowHeight;
+    const view = this.scroller.clientHeight - head;
+    const top = this.scroller.scrollTop;
+    if (y < top) this.scroller.scrollTop = y;
+    else if (y + this.rowHeight > top + view) this.scroller.scrollTop = y + this.rowHeight - view;
+    this._paint();
   }
 
   _makeRow(t) {
@@ -238,7 +317,7 @@ export class TorrentList {
   }
 
   _onClick(e) {
-    const row = e.target.closest("tr");
+    const row = e.target.closest("tr[data-id]");
     if (!row) return;
     const id = Number(row.dataset.id);
     const button = e.target.closest("button[data-action]");
@@ -290,7 +369,13 @@ export class TorrentList {
     const next = Math.max(0, Math.min(this.visible.length - 1, at < 0 ? 0 : at + delta));
     const id = this.visible[next];
     this.setSelection([id]);
-    this.rows.get(id)?.scrollIntoView({ block: "nearest" });
+    this._reveal(next);
+  }
+
+  _showSelected(row, on) {
+    row.classList.toggle("selected", on);
+    row.setAttribute("aria-selected", on ? "true" : "false");
+    row._box.checked = on;
   }
 
   selectedIds() {
@@ -298,12 +383,7 @@ export class TorrentList {
   }
 
   _selectionChanged() {
-    for (const [id, row] of this.rows) {
-      const on = this.selected.has(id);
-      row.classList.toggle("selected", on);
-      row.setAttribute("aria-selected", on ? "true" : "false");
-      row._box.checked = on;
-    }
+    for (const [id, row] of this.rows) this._showSelected(row, this.selected.has(id));
     this.selectAllBox.checked = this.visible.length > 0 && this.selected.size === this.visible.length;
     this.handlers.onSelectionChange(this.selectedIds());
   }
