@@ -102,10 +102,7 @@ def read_head(buf: bytes, *, private: bool) -> Head | int:
     """
     end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
     if end < 0:
-        if len(buf) >= MAX_HEAD + 4 or b"\n\n" in buf:
-            return -1
-        nl = buf.find(b"\n")  # a request line already wrong says so now, not at the timeout
-        return -1 if nl >= 0 and _REQUEST_LINE.match(buf, 0, nl + 1) is None else 0
+        return _unfinished(buf)
     line = _REQUEST_LINE.match(buf, 0, end + 2)
     if line is None:
         return -1
@@ -124,27 +121,45 @@ def read_head(buf: bytes, *, private: bool) -> Head | int:
     keep_alive = not http10
     fields_at = line.end()
     if fields_at < end + 2:  # there are field lines
-        fields = buf[fields_at : end + 4]
-        if _FIELDS.fullmatch(fields) is None:
+        verdict = _read_fields(buf[fields_at : end + 4], keep_alive)
+        if verdict is None:
             return -1
-        low = b"\n" + fields.lower()
-        for name in _NOT_OURS:
-            if name in low:
-                return -1
-        if _CONTENT_LENGTH in low and _field(low, _CONTENT_LENGTH) != b"0":
-            return -1
-        if _CONNECTION in low:
-            value = _field(low, _CONNECTION)
-            if value is None:
-                return -1
-            tokens = {t.strip() for t in value.split(b",")}
-            if b"close" in tokens:
-                keep_alive = False
-            elif b"keep-alive" in tokens:
-                keep_alive = True
+        keep_alive = verdict
     return Head(
         kind, query, passkey, keep_alive, _STATUS[http10, keep_alive], line.group(1) == b"HEAD", end + 4
     )
+
+
+def _unfinished(buf: bytes) -> int:
+    """:func:`read_head` of a head without its end: 0 to wait for more, -1 when it cannot
+    become one of ours (too long, or a bad line end or request line already there)."""
+    if len(buf) >= MAX_HEAD + 4 or b"\n\n" in buf:
+        return -1
+    nl = buf.find(b"\n")  # a request line already wrong says so now, not at the timeout
+    return -1 if nl >= 0 and _REQUEST_LINE.match(buf, 0, nl + 1) is None else 0
+
+
+def _read_fields(fields: bytes, keep_alive: bool) -> bool | None:
+    """Whether the connection stays open after these field lines (with their final empty
+    line); ``None`` when they make the request not ours."""
+    if _FIELDS.fullmatch(fields) is None:
+        return None
+    low = b"\n" + fields.lower()
+    for name in _NOT_OURS:
+        if name in low:
+            return None
+    if _CONTENT_LENGTH in low and _field(low, _CONTENT_LENGTH) != b"0":
+        return None
+    if _CONNECTION in low:
+        value = _field(low, _CONNECTION)
+        if value is None:
+            return None
+        tokens = {t.strip() for t in value.split(b",")}
+        if b"close" in tokens:
+            return False
+        if b"keep-alive" in tokens:
+            return True
+    return keep_alive
 
 
 def _field(low: bytes, name: bytes) -> bytes | None:
