@@ -40,7 +40,7 @@ from torrent.proto.tracker_codec import (
     parse_udp_url_data,
     unpack_udp_announce,
 )
-from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
+from tracker.service import CLIENT_PREFIX_LEN, NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
 from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
 from tracker.users import UDP_SCRAPE_REFUSED, Ticket, passkey_from_path
 
@@ -64,6 +64,8 @@ _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
 _INT64_MAX = (1 << 63) - 1
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 _PORT = struct.Struct(">H").pack
+#: Sender addresses whose packed form the hot path keeps before it starts again.
+_PACKED_MAX = 65536
 
 #: Clients whose connection ids are cached before the cache is cleared.
 _ID_CACHE_MAX = 100_000
@@ -142,6 +144,8 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._numwant_max = service.settings.numwant_max
         #: a public tracker over a synchronous store: announces take the hot path
         self._fast = sync is not None and service.private is None
+        #: sender address -> packed address, for the hot path
+        self._packed: dict[str, bytes] = {}
         self.pending = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -182,13 +186,23 @@ class UdpTracker(asyncio.DatagramProtocol):
             or not self.conn_ids.check(conn_id, host)
         ):
             return False
-        source = service.pack_address(host)
+        source = self._packed.get(host)
         if source is None:
-            return False
+            source = service.pack_address(host)
+            if source is None:
+                return False
+            if len(self._packed) >= _PACKED_MAX:
+                self._packed.clear()
+            self._packed[host] = source
         counters = service.counters
         counters.udp_announces += 1
         service.note_announce()
-        service.note_client(pid)
+        clients = service.clients
+        prefix = pid[:CLIENT_PREFIX_LEN]
+        if prefix in clients:  # service.note_client, inlined for a client seen before
+            clients[prefix] += 1
+        else:
+            service.note_client(pid)
         if event == 3:  # stopped: no peers needed
             numwant = 0
         elif numwant < 0:
