@@ -153,6 +153,10 @@ class AnnounceResult(NamedTuple):
     tally: bytes | None = None
 
 
+#: ``AnnounceResult(*fields)`` without the Python-level call of a NamedTuple's ``__new__``.
+_result = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     """A snapshot for the status page and ``/metrics``."""
@@ -549,10 +553,15 @@ class MemoryStore:
         """The counts and a sample of peers for ``a``, whose slot in ``table`` is ``slot``."""
         other = sw.t6 if table is sw.t4 else sw.t4
         if not a.both_families or other is None or not other.pids:
-            peers, ids = self._sample_one(table, a.is_seed, slot, a.numwant, a.want_peer_ids)
+            # _sample_one, inlined
+            n = table.n_leech if a.is_seed else len(table.pids)
+            ranges = table.window(n, slot if slot < n else -1, a.numwant, self._rand)
+            peers = table.take(ranges)
+            ids = table.ids(ranges) if a.want_peer_ids else ()
+            # a tuple made directly: the NamedTuple constructor is a Python-level call
             if table.stride == 6:
-                return AnnounceResult(seeds, leech, sw.downloaded, peers, b"", ids)
-            return AnnounceResult(seeds, leech, sw.downloaded, b"", peers, ids)
+                return _result(AnnounceResult, (seeds, leech, sw.downloaded, peers, b"", ids, None))
+            return _result(AnnounceResult, (seeds, leech, sw.downloaded, b"", peers, ids, None))
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)

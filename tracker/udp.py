@@ -64,6 +64,7 @@ _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
 _INT64_MAX = (1 << 63) - 1
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 _PORT = struct.Struct(">H").pack
+_new_tuple = tuple.__new__
 #: Sender addresses whose packed form the hot path keeps before it starts again.
 _PACKED_MAX = 65536
 
@@ -209,8 +210,23 @@ class UdpTracker(asyncio.DatagramProtocol):
             numwant = self._numwant_default
         elif numwant > self._numwant_max:
             numwant = self._numwant_max
-        pa = PeerAnnounce(
-            ih, pid, source + _PORT(port), key, left == 0, _EVENTS[event], numwant, False, False
+        # PeerAnnounce(...) made directly (its __new__ is a Python-level call): the fields
+        # in order, ending with tally and refuse_new
+        pa = _new_tuple(
+            PeerAnnounce,
+            (
+                ih,
+                pid,
+                source + _PORT(port),
+                key,
+                left == 0,
+                _EVENTS[event],
+                numwant,
+                False,
+                False,
+                None,
+                None,
+            ),
         )
         try:
             res = self._sync(pa)  # type: ignore[misc]

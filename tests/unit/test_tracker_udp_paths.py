@@ -13,7 +13,7 @@ import pytest
 from torrent.proto import tracker_codec as tc
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
-from tracker.store import MemoryStore
+from tracker.store import AnnounceResult, MemoryStore, PeerAnnounce
 from tracker.udp import ConnectionIds, UdpTracker
 
 ALLOWED = [bytes([n]) * 20 for n in range(1, 4)]
@@ -106,3 +106,11 @@ def test_hot_path_and_general_path_give_the_same_answers_and_counts(
     assert counters["udp_bad_connection_id"] > 0
     assert counters["failures_bad_request"] > 0  # port 0
     assert counters["failures_not_allowed"] > 0 if allow_list else counters["failures_not_allowed"] == 0
+
+
+def test_the_hot_paths_tuples_have_every_field() -> None:
+    """The hot paths build these NamedTuples as plain tuples of all their fields."""
+    assert PeerAnnounce._fields[-2:] == ("tally", "refuse_new")
+    assert len(PeerAnnounce._fields) == 11
+    assert AnnounceResult._fields[-1] == "tally"
+    assert len(AnnounceResult._fields) == 7
