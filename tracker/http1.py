@@ -217,6 +217,7 @@ class AnnounceProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_buf",
+        "_eof",
         "_pending",
         "_reading_paused",
         "_remote",
@@ -237,6 +238,8 @@ class AnnounceProtocol(asyncio.Protocol):
         self._pending = False
         self._write_paused = False
         self._reading_paused = False
+        #: the client half-closed while an answer was pending
+        self._eof = False
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -271,7 +274,12 @@ class AnnounceProtocol(asyncio.Protocol):
         self._serve(buf)
 
     def eof_received(self) -> bool | None:
-        return None  # close: a half-closed client has sent all its requests
+        """A half-closed client has sent all its requests: close once those pending or
+        held back are answered."""
+        if self._pending:
+            self._eof = True
+            return True  # keep the transport open for the answer
+        return None
 
     # ------------------------------------------------------------ the guard's view
 
@@ -354,6 +362,8 @@ class AnnounceProtocol(asyncio.Protocol):
                 self.partial = True
             if not self._write_paused:
                 self._resume()
+            if self._eof and not self._pending and self.transport is not None:
+                self.transport.close()
 
     def _resume(self) -> None:
         """Go on with what arrived while an answer was pending or writes were paused."""

@@ -357,3 +357,18 @@ async def test_pipelining_over_an_async_store_keeps_the_order() -> None:
             assert bencoding.decode((await c.answer())[2])[b"files"][IH][b"incomplete"] == 4
         finally:
             c.close()
+
+
+async def test_a_half_closed_client_gets_every_pipelined_answer_over_an_async_store() -> None:
+    settings = TrackerSettings(host="127.0.0.1", port=0, udp_port=-1)
+    store: Any = SlowStore()
+    async with TrackerServer(settings, store=store) as srv:
+        c = await Conn.open(srv.http_port)
+        try:
+            c.send(b"".join(get(announce_target(n)) for n in range(1, 4)))
+            c.writer.write_eof()
+            counts = [bencoding.decode((await c.answer())[2])[b"incomplete"] for _ in range(3)]
+            assert counts == [1, 2, 3]
+            assert await c.closed()
+        finally:
+            c.close()
