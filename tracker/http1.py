@@ -23,7 +23,10 @@ Keep-alive follows HTTP/1.1 (``Connection: close`` closes; HTTP/1.0 keeps alive 
 on ``Connection: keep-alive``). Pipelined requests are answered in order: an answer
 that must wait for the store (Redis) holds back the requests behind it. The connection
 guard sees the same events as with aiohttp (opened, bytes, head complete, answered,
-closed), so its header timeout, idle timeout and connection cap apply unchanged.
+closed), so its header timeout, idle timeout and connection cap apply unchanged. One
+difference: a connection handed over starts its wait for a request head afresh, so a
+request that is not ours may take up to twice the header timeout in all (it is handed
+over as soon as its request line shows it is not ours).
 
 :func:`read_head` is the pure part (bytes in, a :class:`Head` out) and is tested alone.
 """
