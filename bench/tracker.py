@@ -2,8 +2,12 @@
 
 What it does, in one run:
 
-1. Starts Debian's ``opentracker`` (whitelist mode, chrooted into a temp dir) and then
-   ``pytorrent tracker`` (memory store, uvloop), each pinned to CPU 0 with ``taskset``.
+1. Starts Debian's ``opentracker`` (whitelist mode, chrooted into a temp dir) and
+   ``pytorrent tracker`` (memory store, uvloop), both pinned to CPU 0 with ``taskset``,
+   and warms both up with every kind of load (``--warmup`` seconds each: the swarms fill
+   up to their steady size). Then ``--rounds`` rounds, each running every kind of load
+   against each server in turn (which server goes first alternates); the figures that
+   count are the medians over the rounds of the per-round ratios.
 2. HTTP: ``wrk`` (one thread, 50 connections, pinned to CPU 1) with a Lua script that
    announces random peers (a fixed pool per swarm) into random swarms of a fixed set;
    once as it comes (``http``: keep-alive where the server offers it; opentracker closes
@@ -19,8 +23,8 @@ What it does, in one run:
 
 Usage::
 
-    python bench/tracker.py                     # everything, ~1 minute
-    python bench/tracker.py --seconds 5 --memory-peers 200000
+    python bench/tracker.py                     # everything, ~2 minutes
+    python bench/tracker.py --skip memory --rounds 5 --seconds 5
 
 Needs ``opentracker``, ``wrk`` and ``taskset`` on PATH (Debian packages); without
 opentracker the pytorrent figures are still printed.
@@ -30,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -378,7 +384,9 @@ def measure_memory(n: int, swarms: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=8)
+    ap.add_argument("--seconds", type=float, default=5, help="seconds per measured run")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every run; figures are medians")
+    ap.add_argument("--warmup", type=float, default=2, help="seconds of each kind of load before round 1")
     ap.add_argument("--swarms", type=int, default=1000)
     ap.add_argument("--peers-per-swarm", type=int, default=200)
     ap.add_argument("--inflight", type=int, default=256)
@@ -406,11 +414,17 @@ def main() -> int:
         )
         return 0
 
-    print(f"machine: {os.cpu_count()} CPUs, shared with other work; server on CPU 0, generator on CPU 1")
+    print(f"machine: {os.cpu_count()} CPUs, shared with other work; servers on CPU 0, generators on CPU 1")
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
-    print(f"load: {args.swarms} swarms x {args.peers_per_swarm} peers pool, {args.seconds:.0f} s per run")
-    results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    print(
+        f"load: {args.swarms} swarms x {args.peers_per_swarm} peers pool; {args.warmup:.0f} s warm-up, "
+        f"then {args.rounds} rounds of {args.seconds:.0f} s per run, servers alternating within each round"
+    )
+    kinds = [k for k in ("http", "http-close") if "http" not in args.skip and shutil.which("wrk")]
+    if "udp" not in args.skip:
+        kinds.append("udp")
+    rounds: list[dict[str, dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         hashes = make_swarms(args.swarms)
         hashfile = work / "hashes.txt"
@@ -420,11 +434,8 @@ def main() -> int:
             WRK_LUA
             % {"hashes": ",".join(f'"{pct(h)}"' for h in hashes), "peers": args.peers_per_swarm, "seed": 7}
         )
-        targets = [] if "opentracker" in args.skip else ["opentracker"]
-        targets.append("pytorrent")
-        if "http" in args.skip and "udp" in args.skip:
-            targets = []
-        for name in targets:
+        servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
+        for name in ([] if "opentracker" in args.skip else ["opentracker"]) + ["pytorrent"]:
             http, udp = free_port(), free_port(socket.SOCK_DGRAM)
             proc = (
                 start_opentracker(work, hashes, http, udp)
@@ -434,18 +445,31 @@ def main() -> int:
             if proc is None:
                 print("opentracker not installed: skipping the reference")
                 continue
-            try:
-                if "http" not in args.skip and shutil.which("wrk"):
-                    results[f"{name} http"] = run_wrk(http, script, args.seconds, proc.pid)
-                    results[f"{name} http-close"] = run_wrk(http, script, args.seconds, proc.pid, close=True)
-                if "udp" not in args.skip:
-                    results[f"{name} udp"] = run_udp(
-                        udp, args.seconds, args.inflight, hashfile, args.peers_per_swarm, proc.pid
-                    )
-            finally:
-                stop(proc)
+            stack.callback(stop, proc)
+            servers[name] = (proc, http, udp)
 
-    report(results)
+        def run(name: str, kind: str, seconds: float) -> dict[str, Any]:
+            proc, http, udp = servers[name]
+            if kind == "udp":
+                return run_udp(udp, seconds, args.inflight, hashfile, args.peers_per_swarm, proc.pid)
+            return run_wrk(http, script, seconds, proc.pid, close=kind == "http-close")
+
+        if args.warmup > 0:  # swarms filled, code paths warm, before anything is counted
+            for name in servers:
+                for kind in kinds:
+                    run(name, kind, args.warmup)
+        for i in range(args.rounds):
+            results: dict[str, dict[str, Any]] = {}
+            for kind in kinds:
+                # alternate which server goes first, so neither always meets the same moment
+                for name in list(servers)[:: 1 if i % 2 == 0 else -1]:
+                    results[f"{name} {kind}"] = run(name, kind, args.seconds)
+            print(f"\nround {i + 1} of {args.rounds}:")
+            report(results)
+            rounds.append(results)
+
+    if rounds:
+        summary(rounds, kinds)
     if "memory" not in args.skip:
         m = measure_memory(args.memory_peers, args.memory_swarms)
         print(
@@ -461,48 +485,73 @@ def main() -> int:
     return 0
 
 
+def ceiling(r: dict[str, Any]) -> float:
+    """Announces/s on a whole idle core: the lower of the server's and the generator's,
+    each from its CPU seconds per announce."""
+    n = max(r["requests"], 1)
+    server = n / r["server_cpu_s"] if r["server_cpu_s"] else float("inf")
+    gen = n / r["gen_cpu_s"] if r["gen_cpu_s"] else float("inf")
+    return min(server, gen)
+
+
 def report(results: dict[str, dict[str, Any]]) -> None:
-    """The table of runs, the ceilings on a whole core, and pytorrent / opentracker ratios."""
-    print()
-    print(f"{'run':<18} {'announces/s':>12} {'server CPU':>11} {'gen CPU':>8} {'CPU s/1k ann':>13}  notes")
+    """One round: the table of runs, each side's ceiling on a whole core."""
+    print(
+        f"{'run':<23} {'announces/s':>12} {'server CPU':>11} {'gen CPU':>8} {'server ms/ann':>14} "
+        f"{'server ceiling':>15} {'gen ceiling':>12}  notes"
+    )
     for key, r in results.items():
         server_util = r["server_cpu_s"] / r["seconds"]
         gen_util = r["gen_cpu_s"] / r["seconds"]
-        per_k = r["server_cpu_s"] / max(r["requests"], 1) * 1000
+        n = max(r["requests"], 1)
+        per_ann = r["server_cpu_s"] / n * 1000
+        server_ceiling = n / r["server_cpu_s"] if r["server_cpu_s"] else float("inf")
+        gen_ceiling = n / r["gen_cpu_s"] if r["gen_cpu_s"] else float("inf")
         if server_util > 0.9 and server_util >= gen_util:
             bottleneck = "server"
         elif gen_util > 0.9:
             bottleneck = "generator"
         else:  # neither process got a whole core: other work was using the machine
-            bottleneck = "CPU contention (neither process reached 90% of its core)"
+            bottleneck = "CPU contention"
         notes = f"bottleneck: {bottleneck}"
         if r.get("socket_errors"):
             notes += f"; wrk socket errors: {r['socket_errors']}"
         if r.get("non2xx"):
             notes += f"; non-2xx {r['non2xx']}"
-        print(f"{key:<18} {r['rate']:>12,.0f} {server_util:>10.0%} {gen_util:>8.0%} {per_k:>13.4f}  {notes}")
-    print()
-    print("ceilings on a whole idle core, extrapolated from CPU seconds per announce:")
-    projected: dict[str, float] = {}
-    for key, r in results.items():
-        n = max(r["requests"], 1)
-        server_ceiling = n / r["server_cpu_s"] if r["server_cpu_s"] else float("inf")
-        gen_ceiling = n / r["gen_cpu_s"] if r["gen_cpu_s"] else float("inf")
-        projected[key] = min(server_ceiling, gen_ceiling)
-        limit = "server" if server_ceiling < gen_ceiling else "generator"
+        if r.get("errors"):
+            notes += f"; error answers {r['errors']}"
         print(
-            f"  {key:<18} server {server_ceiling:>9,.0f}/s  generator {gen_ceiling:>9,.0f}/s  "
-            f"-> {projected[key]:>9,.0f}/s, limited by the {limit}"
+            f"{key:<23} {r['rate']:>12,.0f} {server_util:>10.0%} {gen_util:>8.0%} {per_ann:>14.4f} "
+            f"{server_ceiling:>14,.0f}/s {gen_ceiling:>11,.0f}/s  {notes}"
         )
-    for kind in ("http", "http-close", "udp"):
-        ours, ref = results.get(f"pytorrent {kind}"), results.get(f"opentracker {kind}")
-        if ours and ref:
-            cpu_ratio = (ref["server_cpu_s"] / ref["requests"]) / (ours["server_cpu_s"] / ours["requests"])
-            print(
-                f"{kind}: pytorrent / opentracker throughput = {ours['rate'] / ref['rate']:.2f}x measured, "
-                f"{projected[f'pytorrent {kind}'] / projected[f'opentracker {kind}']:.2f}x projected "
-                f"(target >= 0.5x); CPU per announce: opentracker needs {cpu_ratio:.2f}x of ours"
-            )
+
+
+def summary(rounds: list[dict[str, dict[str, Any]]], kinds: list[str]) -> None:
+    """Medians over the rounds of each run's figures and of pytorrent / opentracker."""
+    print(f"\nmedians of {len(rounds)} rounds:")
+    print(
+        f"{'run':<12} {'opentracker/s':>14} {'pytorrent/s':>12} {'measured':>9} {'projected':>10} "
+        f"{'server ms/ann (ot, ours)':>25}  per-round projected"
+    )
+    for kind in kinds:
+        ours = [r[f"pytorrent {kind}"] for r in rounds if f"pytorrent {kind}" in r]
+        refs = [r[f"opentracker {kind}"] for r in rounds if f"opentracker {kind}" in r]
+        ours_rate = statistics.median(r["rate"] for r in ours)
+        our_ms = statistics.median(r["server_cpu_s"] / max(r["requests"], 1) * 1000 for r in ours)
+        if len(refs) != len(ours):
+            print(f"{kind:<12} {'-':>14} {ours_rate:>12,.0f} {'':>9} {'':>10} {'-':>12}, {our_ms:.4f}")
+            continue
+        measured = [o["rate"] / r["rate"] for o, r in zip(ours, refs, strict=True)]
+        projected = [ceiling(o) / ceiling(r) for o, r in zip(ours, refs, strict=True)]
+        ref_ms = statistics.median(r["server_cpu_s"] / max(r["requests"], 1) * 1000 for r in refs)
+        print(
+            f"{kind:<12} {statistics.median(r['rate'] for r in refs):>14,.0f} {ours_rate:>12,.0f} "
+            f"{statistics.median(measured):>8.2f}x {statistics.median(projected):>9.2f}x "
+            f"{ref_ms:>13.4f}, {our_ms:.4f}  " + " ".join(f"{p:.2f}x" for p in projected)
+        )
+    print(
+        "(measured: announces/s in the same round; projected: each pair's ceiling on whole cores; target >= 0.5x)"
+    )
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 

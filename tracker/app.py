@@ -19,39 +19,21 @@ from collections.abc import Sequence
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from torrent.errors import RemoteProtocolError
 from torrent.proto.text import printable
-from torrent.proto.tracker_codec import (
-    AnnounceRequest,
-    AnnounceResponse,
-    PeerAddress,
-    ScrapeResponse,
-    decode_compact_peers,
-    encode_announce_response,
-    encode_compact_announce,
-    encode_failure,
-    encode_scrape_response,
-    parse_announce_query,
-    parse_scrape_query,
-)
+from tracker.endpoints import TRACKER_ID, HttpEndpoints
 from tracker.guard import guard_middleware
-from tracker.service import NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
+from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
-from tracker.store import AnnounceRejected, AnnounceResult, PeerStore, StoreUnavailable
-from tracker.users import NOT_REGISTERED, Ticket
+from tracker.store import PeerStore, StoreUnavailable
 
 log = logging.getLogger("pytorrent.tracker")
 
 SERVICE_KEY = web.AppKey("service", TrackerService)
-#: ``tracker id`` we hand out (clients echo it as ``trackerid``; we accept any).
-TRACKER_ID = b"pytorrent"
+#: The announce and scrape logic, shared with the fast HTTP protocol (``tracker.http1``).
+ENDPOINTS_KEY = web.AppKey("endpoints", HttpEndpoints)
 _TEXT = "text/plain"
 #: Clients listed on the status page.
 STATUS_CLIENTS = 20
-
-
-def _failure(reason: str) -> web.Response:
-    return web.Response(body=encode_failure(reason), content_type=_TEXT)
 
 
 def make_app(
@@ -67,8 +49,10 @@ def make_app(
     service = service or TrackerService(store, settings)
     app = web.Application(middlewares=[guard_middleware])
     app[SERVICE_KEY] = service
-    announce = _announce_handler(service, store, settings)
-    scrape = _scrape_handler(service, store, settings)
+    endpoints = HttpEndpoints(service, store, settings)
+    app[ENDPOINTS_KEY] = endpoints
+    announce = _announce_handler(endpoints)
+    scrape = _scrape_handler(endpoints)
     app.router.add_get("/announce", announce)
     app.router.add_get("/scrape", scrape)
     if service.private is not None:  # private mode: /<passkey>/announce (Ocelot, XBT)
@@ -83,150 +67,26 @@ def make_app(
 # lookups on the hot announce path).
 
 
-def _announce_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
-    sync = service.sync_store.announce_nowait if service.sync_store is not None else None
-    interval, min_interval = settings.interval_s, settings.min_interval_s
-    counters = service.counters
-    private = service.private
+def _announce_handler(endpoints: HttpEndpoints) -> Handler:
+    begin, finish = endpoints.announce, endpoints.finish
 
     async def announce(request: web.Request) -> web.Response:
-        counters.http_announces += 1
-        service.note_announce()
-        try:
-            req = parse_announce_query(request.raw_path.partition("?")[2])
-        except RemoteProtocolError as exc:
-            counters.failures_bad_request += 1
-            return _failure(str(exc))
-        service.note_client(req.peer_id)
-        try:
-            if not service.allowed(req.info_hash):
-                counters.failures_not_allowed += 1
-                return _failure(NOT_ALLOWED)
-            source = service.pack_address(request.remote or "")
-            if source is None:
-                counters.failures_internal += 1
-                return _failure("cannot tell the address of this request")
-            ticket: Ticket | None = None
-            if private is not None:
-                verdict = private.admit(
-                    request.match_info.get("passkey"), req.info_hash, req.peer_id, req.left, req.event, source
-                )
-                if isinstance(verdict, str):
-                    counters.failures_private += 1
-                    return _failure(verdict)
-                ticket = private.ticket(
-                    verdict, req.info_hash, req.peer_id, uploaded=req.uploaded, downloaded=req.downloaded,
-                    left=req.left, event=req.event, ip=source,
-                )  # fmt: skip
-            want_ids = not req.compact and not req.no_peer_id
-            pa = service.peer_announce(req, source, both_families=True, want_peer_ids=want_ids)
-            if ticket is not None:
-                pa = pa._replace(tally=ticket.tally, refuse_new=ticket.refuse_new)
-            try:
-                res = sync(pa) if sync is not None else await store.announce(pa)
-            except StoreUnavailable as exc:
-                counters.failures_store_unavailable += 1
-                log.debug("store unavailable: %s", exc.detail)
-                return _failure(STORE_UNAVAILABLE)
-            except AnnounceRejected as exc:
-                service.note_rejected(exc)
-                return _failure(exc.reason)
-            if private is not None and ticket is not None:
-                private.settle(ticket, res.tally)
-            body = _announce_body(req, res, source, interval, min_interval, want_ids=want_ids)
-            return web.Response(body=body, content_type=_TEXT)
-        except Exception:  # a bug: log it, never show the client a traceback
-            counters.failures_internal += 1
-            log.exception("announce failed")
-            return _failure("internal tracker error")
+        body = begin(
+            request.raw_path.partition("?")[2], request.remote or "", request.match_info.get("passkey")
+        )
+        if not isinstance(body, bytes):
+            body = await finish(body)
+        return web.Response(body=body, content_type=_TEXT)
 
     return announce
 
 
-def _announce_body(
-    req: AnnounceRequest,
-    res: AnnounceResult,
-    source: bytes,
-    interval: int,
-    min_interval: int,
-    *,
-    want_ids: bool,
-) -> bytes:
-    """The bencoded answer to ``req``: compact (BEP 23, 7) or the original dict form."""
-    tracker_id = TRACKER_ID if req.tracker_id is None else None
-    if req.compact:
-        return encode_compact_announce(
-            interval=interval,
-            min_interval=min_interval,
-            complete=res.complete,
-            incomplete=res.incomplete,
-            downloaded=res.downloaded,
-            peers=res.peers4,
-            peers6=res.peers6,
-            external_ip=source,
-            tracker_id=tracker_id,
-        )
-    peers = decode_compact_peers(res.peers4) + decode_compact_peers(res.peers6, ipv6=True)
-    if want_ids:
-        peers = tuple(PeerAddress(p.ip, p.port, pid) for p, pid in zip(peers, res.peer_ids, strict=True))
-    return encode_announce_response(
-        AnnounceResponse(
-            interval=interval,
-            min_interval=min_interval,
-            complete=res.complete,
-            incomplete=res.incomplete,
-            downloaded=res.downloaded,
-            peers=peers,
-            external_ip=PeerAddress.from_packed(source + b"\0\0").ip,
-            tracker_id=tracker_id,
-        ),
-        compact=False,
-        no_peer_id=req.no_peer_id,
-    )
-
-
-def _scrape_handler(service: TrackerService, store: PeerStore, settings: TrackerSettings) -> Handler:
-    counters = service.counters
-    private = service.private
+def _scrape_handler(endpoints: HttpEndpoints) -> Handler:
+    scrape_body = endpoints.scrape
 
     async def scrape(request: web.Request) -> web.Response:
-        counters.http_scrapes += 1
-        if private is not None:
-            reason = private.check_passkey(request.match_info.get("passkey"))
-            if reason is not None:
-                counters.failures_private += 1
-                return _failure(reason)
-        try:
-            hashes = parse_scrape_query(request.raw_path.partition("?")[2])
-        except RemoteProtocolError as exc:
-            counters.failures_bad_request += 1
-            return _failure(str(exc))
-        try:
-            if not hashes:
-                if not settings.full_scrape:
-                    counters.failures_bad_request += 1
-                    return _failure("full scrape is disabled: name at least one info_hash")
-                files = await store.full_scrape(settings.full_scrape_max)
-                if service.allow is not None or private is not None:
-                    files = {ih: s for ih, s in files.items() if service.scrapable(ih)}
-            else:
-                # what may not be shown is left out (see PrivateTracker.scrapable)
-                wanted = [ih for ih in hashes if service.scrapable(ih)]
-                if not wanted:
-                    if private is not None:
-                        counters.failures_private += 1
-                        return _failure(NOT_REGISTERED)
-                    counters.failures_not_allowed += 1
-                    return _failure(NOT_ALLOWED)
-                files = dict(zip(wanted, await store.scrape(wanted), strict=True))
-            return web.Response(body=encode_scrape_response(ScrapeResponse(files)), content_type=_TEXT)  # type: ignore[arg-type]
-        except StoreUnavailable:
-            counters.failures_store_unavailable += 1
-            return _failure(STORE_UNAVAILABLE)
-        except Exception:
-            counters.failures_internal += 1
-            log.exception("scrape failed")
-            return _failure("internal tracker error")
+        body = await scrape_body(request.raw_path.partition("?")[2], request.match_info.get("passkey"))
+        return web.Response(body=body, content_type=_TEXT)
 
     return scrape
 
@@ -309,4 +169,4 @@ def _duration(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-__all__ = ["SERVICE_KEY", "TRACKER_ID", "make_app"]
+__all__ = ["ENDPOINTS_KEY", "SERVICE_KEY", "TRACKER_ID", "make_app"]

@@ -36,7 +36,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -81,6 +81,19 @@ def effective_cap(max_connections: int) -> int:
     return max(1, min(max_connections, soft - FD_RESERVE))
 
 
+class GuardedConnection(Protocol):
+    """What the guard needs of a connection: aiohttp's handler (:class:`GuardedHandler`)
+    or the announce protocol (``tracker.http1``)."""
+
+    #: bytes of an unfinished request head have arrived
+    partial: bool
+
+    @property
+    def transport(self) -> asyncio.BaseTransport | None: ...
+
+    def force_close(self) -> None: ...
+
+
 class ConnectionGuard:
     """Counts, times and caps the HTTP connections of one tracker process.
 
@@ -108,7 +121,7 @@ class ConnectionGuard:
         self.open = 0
         #: Connections waiting for a request head -> since when; insertion order is the
         #: order they started waiting, so the oldest is first.
-        self._waiting: dict[GuardedHandler, float] = {}
+        self._waiting: dict[GuardedConnection, float] = {}
         self._last_cap_log = -CAP_LOG_EVERY_S
 
     # ------------------------------------------------------------ accept
@@ -141,25 +154,25 @@ class ConnectionGuard:
 
     # ------------------------------------------------------------ one connection's life
 
-    def opened(self, conn: GuardedHandler) -> None:
+    def opened(self, conn: GuardedConnection) -> None:
         self.open += 1
         self._waiting[conn] = self.clock()
 
-    def closed(self, conn: GuardedHandler) -> None:
+    def closed(self, conn: GuardedConnection) -> None:
         self.open -= 1
         self._waiting.pop(conn, None)
 
-    def bytes_arrived(self, conn: GuardedHandler) -> None:
+    def bytes_arrived(self, conn: GuardedConnection) -> None:
         """Bytes came: if the connection was not waiting for a head, a new one starts."""
         if conn not in self._waiting:
             self._waiting[conn] = self.clock()
         conn.partial = True
 
-    def head_arrived(self, conn: GuardedHandler) -> None:
+    def head_arrived(self, conn: GuardedConnection) -> None:
         self._waiting.pop(conn, None)
         conn.partial = False
 
-    def answered(self, conn: GuardedHandler) -> None:
+    def answered(self, conn: GuardedConnection) -> None:
         """The answer is out: the connection waits for its next request head."""
         if conn.transport is not None and conn not in self._waiting:
             self._waiting[conn] = self.clock()
@@ -183,7 +196,7 @@ class ConnectionGuard:
             closed += 1
         return closed
 
-    def _close(self, conn: GuardedHandler) -> None:
+    def _close(self, conn: GuardedConnection) -> None:
         self._waiting.pop(conn, None)
         conn.force_close()
 
@@ -291,17 +304,27 @@ class GuardedSite(web.BaseSite):
     def name(self) -> str:
         return f"http://{self._host}:{self.bound_port or self._port}"
 
-    async def start(self) -> None:
-        await super().start()
+    def protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """Makes the protocol of each accepted connection (the guard has let it in)."""
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
         guard, args = self._guard, self._handler_args
 
+        def handler() -> asyncio.Protocol:
+            return GuardedHandler(server, guard, loop=loop, **args)
+
+        return handler
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        guard, make = self._guard, self.protocol_factory()
+
         def factory() -> asyncio.Protocol:
             if not guard.accept():
                 return _Reset()
-            return GuardedHandler(server, guard, loop=loop, **args)
+            return make()
 
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         self._server = await loop.create_server(
@@ -339,6 +362,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
 __all__ = [
     "ConnectionGuard",
     "GuardCounters",
+    "GuardedConnection",
     "GuardedHandler",
     "GuardedSite",
     "effective_cap",

@@ -1,4 +1,5 @@
-"""Run the tracker: HTTP (aiohttp ``AppRunner``/``TCPSite``) and UDP under one task group.
+"""Run the tracker: HTTP (announces and scrapes in ``tracker.http1``, the rest in aiohttp)
+and UDP under one task group.
 
 ``async with TrackerServer(settings) as srv:`` binds every socket before the body
 runs, so bind errors reach the caller and tests can read ``srv.http_port`` and
@@ -18,8 +19,9 @@ from types import TracebackType
 
 from aiohttp import web
 
-from tracker.app import make_app
-from tracker.guard import ConnectionGuard, GuardedSite, effective_cap
+from tracker.app import ENDPOINTS_KEY, make_app
+from tracker.guard import ConnectionGuard, effective_cap
+from tracker.http1 import TrackerSite
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import MemoryStore, PeerStore, StoreUnavailable
@@ -100,16 +102,16 @@ class TrackerServer:
             stack.push_async_callback(self.store.aclose)
             if self.private is not None:  # closed after the sockets: the last flush sees all
                 await stack.enter_async_context(self.private)
-            runner = web.AppRunner(
-                make_app(self.store, s, service=self.service), access_log=None, handle_signals=False
-            )
+            app = make_app(self.store, s, service=self.service)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
             stack.push_async_callback(runner.cleanup)
             await runner.setup()
             guard = self._make_guard()
             for host in self.hosts:
-                site = GuardedSite(
+                site = TrackerSite(
                     runner,
                     guard,
+                    app[ENDPOINTS_KEY],
                     host,
                     self.http_port or s.port,
                     reuse_port=s.reuse_port,

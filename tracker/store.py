@@ -153,6 +153,10 @@ class AnnounceResult(NamedTuple):
     tally: bytes | None = None
 
 
+#: ``AnnounceResult(*fields)`` without the Python-level call of a NamedTuple's ``__new__``.
+_result = tuple.__new__
+
+
 @dataclass(frozen=True, slots=True)
 class StoreStats:
     """A snapshot for the status page and ``/metrics``."""
@@ -260,12 +264,14 @@ class _Table:
         if index is not None:
             index[pi] = j
             index[pj] = i
-        ai = addrs[i * s : i * s + s]
-        addrs[i * s : i * s + s] = addrs[j * s : j * s + s]
-        addrs[j * s : j * s + s] = ai
-        mi = meta[3 * i : 3 * i + 3]
-        meta[3 * i : 3 * i + 3] = meta[3 * j : 3 * j + 3]
-        meta[3 * j : 3 * j + 3] = mi
+        a, b = i * s, j * s
+        ai = addrs[a : a + s]
+        addrs[a : a + s] = addrs[b : b + s]
+        addrs[b : b + s] = ai
+        a, b = 3 * i, 3 * j
+        mi = meta[a : a + 3]
+        meta[a : a + 3] = meta[b : b + 3]
+        meta[b : b + 3] = mi
 
     def add(self, pid: bytes, addr: bytes, now: int, key: int | None, is_seed: bool, rand: Rand) -> int:
         """Append a peer at a random place of its region (leechers or seeds); returns its slot."""
@@ -494,7 +500,9 @@ class MemoryStore:
         """:meth:`announce` without the coroutine (the UDP and HTTP fast paths use it)."""
         if a.tally is not None or a.refuse_new is not None:
             return self._announce_private(a)
-        now = self._now()
+        # The calls of the commonest case (a known peer, same address, same state) are
+        # inlined here: this runs once per announce, HTTP or UDP.
+        now = int(self._clock() - self._epoch)
         ih = a.info_hash
         sw = self._swarms.get(ih)
         if sw is None:
@@ -511,7 +519,8 @@ class MemoryStore:
                 sw.t6 = _Table(18)
             table = sw.t6
         pid = a.peer_id
-        slot = table.slot_of(pid)
+        index = table.index
+        slot = index.get(pid) if index is not None else table.slot_of(pid)
         if slot is not None:
             s = table.stride
             if table.addrs[slot * s : slot * s + s] != addr:
@@ -523,19 +532,36 @@ class MemoryStore:
             slot = table.add(pid, addr, now, a.key, a.is_seed, rand)
         else:
             table.meta[3 * slot] = now
-            slot = table.reshuffle(table.set_seed(slot, a.is_seed), rand)
+            if (slot < table.n_leech) == a.is_seed:
+                slot = table.set_seed(slot, a.is_seed)
+            slot = table.reshuffle(slot, rand)
         if a.event is AnnounceEvent.COMPLETED and not table.meta[3 * slot + 2] & _COUNTED:
             table.meta[3 * slot + 2] |= _COUNTED
             sw.downloaded += 1
-        seeds, leech = sw.counts()
+        if sw.t6 is None:
+            leech = table.n_leech
+            seeds = len(table.pids) - leech
+        else:
+            seeds, leech = sw.counts()
         if a.numwant <= 0:
             return AnnounceResult(seeds, leech, sw.downloaded)
+        return self._answer(sw, table, slot, a, seeds, leech)
+
+    def _answer(
+        self, sw: _Swarm, table: _Table, slot: int, a: PeerAnnounce, seeds: int, leech: int
+    ) -> AnnounceResult:
+        """The counts and a sample of peers for ``a``, whose slot in ``table`` is ``slot``."""
         other = sw.t6 if table is sw.t4 else sw.t4
         if not a.both_families or other is None or not other.pids:
-            peers, ids = self._sample_one(table, a.is_seed, slot, a.numwant, a.want_peer_ids)
+            # _sample_one, inlined
+            n = table.n_leech if a.is_seed else len(table.pids)
+            ranges = table.window(n, slot if slot < n else -1, a.numwant, self._rand)
+            peers = table.take(ranges)
+            ids = table.ids(ranges) if a.want_peer_ids else ()
+            # a tuple made directly: the NamedTuple constructor is a Python-level call
             if table.stride == 6:
-                return AnnounceResult(seeds, leech, sw.downloaded, peers, b"", ids)
-            return AnnounceResult(seeds, leech, sw.downloaded, b"", peers, ids)
+                return _result(AnnounceResult, (seeds, leech, sw.downloaded, peers, b"", ids, None))
+            return _result(AnnounceResult, (seeds, leech, sw.downloaded, b"", peers, ids, None))
         t4, t6 = (table, other) if table.stride == 6 else (other, table)
         p4, p6, ids = self._sample_two(t4, t6, table, a.is_seed, slot, a.numwant, a.want_peer_ids)
         return AnnounceResult(seeds, leech, sw.downloaded, p4, p6, ids)
@@ -586,8 +612,8 @@ class MemoryStore:
     def _sample_one(
         self, table: _Table, for_seed: bool, me: int, k: int, want_ids: bool
     ) -> tuple[bytes, tuple[bytes, ...]]:
-        n, skip, _ = table.available(for_seed, me)
-        ranges = table.window(n, skip, k, self._rand)
+        n = table.n_leech if for_seed else len(table.pids)  # table.available, inlined
+        ranges = table.window(n, me if 0 <= me < n else -1, k, self._rand)
         return table.take(ranges), table.ids(ranges) if want_ids else ()
 
     def _sample_two(
