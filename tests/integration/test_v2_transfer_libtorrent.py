@@ -18,6 +18,7 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.errors import MetainfoError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
@@ -133,6 +134,30 @@ async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path
                 # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
                 assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
     assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+async def test_a_hybrid_link_whose_hashes_disagree_fails_at_once(isolated: None, tmp_path: Path) -> None:
+    """A link with the btih of a libtorrent seed's hybrid and the btmh of another torrent:
+    the metadata the seed sends matches one hash and not the other, so the fetch ends with
+    an error naming the link (not a timeout), and the seed is not taken for a liar."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(60), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format="hybrid")
+        other = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        assert other.info_hash_v2 is not None
+        link = Magnet(
+            info_hash=meta.info_hash, trackers=(tracker.urls()[0],), info_hash_v2=other.info_hash_v2
+        )
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                with pytest.raises(MetainfoError, match="matches the link's btih hash but not its btmh"):
+                    await ours.fetch_metadata(link, timeout_s=30)
 
 
 async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tmp_path: Path) -> None:
