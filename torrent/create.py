@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torrent import version
 from torrent.errors import MetainfoError, StorageError
 from torrent.proto import merkle
-from torrent.proto.tracker_url import tracker_url_problem
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
@@ -316,12 +315,11 @@ def create(
         )
     if torrent_format not in FORMATS:
         raise MetainfoError(f"{torrent_format!r} is not one of {', '.join(FORMATS)}", "format")
-    tiers = _tiers(trackers)
     if torrent_format != "v1":
         return _create_v2(
             path,
             piece_length,
-            tiers,
+            _tiers(trackers),
             torrent_format,
             threads,
             progress,
@@ -354,6 +352,8 @@ def create(
         if job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         multi_file, files = scan(path, on_file)
+        # Checked once the workers run: the URL checks' imports stay off the start-up path.
+        tiers = _tiers(trackers)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
@@ -685,6 +685,8 @@ class _Assembly:
 
 
 def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
+    from torrent.proto.tracker_url import tracker_url_problem as _tracker_url_problem
+
     if isinstance(trackers, str):
         trackers = [trackers]
     tiers: list[tuple[str, ...]] = []
@@ -695,7 +697,7 @@ def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
                 raise MetainfoError(f"expected a URL, got {type(url).__name__}", f"trackers[{i}]")
         urls = tuple(u.strip() for u in urls if u.strip())
         for url in urls:
-            problem = tracker_url_problem(url)
+            problem = _tracker_url_problem(url)
             if problem is not None:
                 raise MetainfoError(problem, "tracker")
         if urls:
