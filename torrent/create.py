@@ -977,16 +977,16 @@ class _Reader:
         return view
 
     def release(self) -> None:
-        """Drop the last batch's mappings (its views must be gone)."""
+        """Drop the last batch's mappings."""
         for mapped in self.maps:
-            mapped.close()
+            try:
+                mapped.close()
+            except BufferError:  # a view still held by an exception's traceback: freed with it
+                pass
         self.maps.clear()
 
     def close(self) -> None:
-        try:
-            self.release()
-        except BufferError:  # a view still held by an exception's traceback: the GC frees it
-            self.maps.clear()
+        self.release()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
