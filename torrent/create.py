@@ -25,11 +25,12 @@ with its 16 MiB cap: 1 MiB of data gets 16 KiB pieces, 1 GiB gets 512 KiB pieces
 (2048 of them), 100 GiB gets 4 MiB pieces, and anything above ~2.7 TiB gets 16 MiB.
 
 Hashing: the payload is cut into batches of whole pieces (about 4 MiB each). Worker
-threads, one per core, take the next batch from a shared counter, read its bytes with
-``os.preadv`` straight into a buffer they own (a batch may span many files: each
-worker opens the files it needs itself, so many small files do not serialize on one
-reader) and hash the batch's pieces. ``hashlib`` releases the GIL on large buffers and
-``preadv`` releases it while copying, so the threads run in parallel. When the piece
+threads, one per core, take the next batch from a shared counter, map its files' pages
+(``mmap``; ``os.preadv`` into a buffer of their own where a file cannot be mapped) and
+hash the batch's pieces there, without copying the bytes (a batch may span many files:
+each worker opens the files it needs itself, so many small files do not serialize on
+one reader). ``hashlib`` releases the GIL on large buffers, so the threads run in
+parallel. When the piece
 length is given, the workers start before the directory walk ends: each waits only
 until the files its batch needs are known. The metainfo around the hashes is built
 while they run.
