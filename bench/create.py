@@ -4,8 +4,9 @@ Two payloads, made in a temp dir and deleted afterwards: one file of SIZE bytes,
 same number of bytes spread over FILES files in DIRS directories. The page cache is
 warmed before timing. Each tool hashes each payload RUNS times with 1 MiB pieces;
 the table shows the median and the best MB/s (10^6 bytes per second) and the ratios to
-mktorrent. Tools run interleaved, so load from elsewhere hits them alike; on a shared
-machine the best run is the least disturbed one.
+mktorrent, then each tool's CPU seconds (user + system of its whole process). Tools run
+interleaved, so load from elsewhere hits them alike; on a shared machine the best run is
+the least disturbed one, and the CPU seconds move less than the times.
 
 * ``pytorrent``: ``python -m cli.main create`` as a whole process (interpreter start-up
   and imports included), ``--threads`` = usable cores.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,6 +92,16 @@ def warm(path: Path) -> None:
         with open(p, "rb") as fh:
             while fh.read(8 << 20):
                 pass
+
+
+#: CPU seconds (user + system) of every process a tool ran, per (tool, payload), as measured.
+CPU: dict[tuple[str, str], list[float]] = {}
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def timed(cmd: list[str], cwd: Path | None = None) -> float:
@@ -219,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                 # Interleave the tools so that load from elsewhere hits them alike.
                 for tool, fn in tools.items():
                     out = base / "out.torrent"
+                    cpu = children_cpu()
                     results.setdefault((tool, label), []).append(fn(payload, out, n))
+                    CPU.setdefault((tool, label), []).append(children_cpu() - cpu)
                     out.unlink(missing_ok=True)
         for threads in sorted({1, n}):
             results[(f"hashlib.sha1 x{threads} (memory)", "-")] = [
@@ -243,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         keys = [(tool, "-")] * 2 if (tool, "-") in results else [(tool, lab) for lab in labels]
         cells = [f"{mbps(k):,.0f} | {mbps(k, min):,.0f}" for k in keys]
         print(f"| {tool} | " + " | ".join(cells) + " |")
+    print("\nCPU seconds per run (user + system, whole process; libtorrent's includes its import), median:")
+    for tool in tools_seen:
+        if (tool, labels[0]) in CPU:
+            cells = ", ".join(f"{lab}: {statistics.median(CPU[(tool, lab)]):.2f} s" for lab in labels)
+            print(f"  {tool}: {cells}")
     mk = f"mktorrent -t {n}"
     py = f"pytorrent create --threads {n}"
     if have_mktorrent:

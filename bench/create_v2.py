@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.create import cores, make_payloads, parse_size, warm  # noqa: E402
+from bench.create import children_cpu, cores, make_payloads, parse_size, warm  # noqa: E402
 
 PIECE_LENGTH = 1 << 20
 
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     threads = cores()
     rows: dict[tuple[str, str, str], list[float]] = {}
     lt_cpu: dict[tuple[str, str], list[float]] = {}
+    lt_cpu_s: dict[tuple[str, str], list[float]] = {}
+    our_cpu: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-create-v2-") as tmp:
         base = Path(tmp)
         single, many = make_payloads(base, size, args.files, 10)
@@ -98,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.runs):
             for fmt in ("v2", "hybrid"):
                 for label, payload in (("1 file", single), (f"{args.files} files", many)):
+                    cpu = children_cpu()
                     ours, our_hash = run_pytorrent(payload, base / "ours.torrent", fmt, threads)
+                    our_cpu.setdefault((fmt, label), []).append(children_cpu() - cpu)
                     theirs, cpu, their_hash = run_libtorrent(payload, base / "lt.torrent", fmt)
                     if run == 0 and our_hash != their_hash:
                         print(f"  {fmt} {label}: info hashes differ! ours {our_hash} libtorrent {their_hash}")
                     rows.setdefault((fmt, label, "pytorrent"), []).append(size / ours / 1e6)
                     rows.setdefault((fmt, label, "libtorrent"), []).append(size / theirs / 1e6)
                     lt_cpu.setdefault((fmt, label), []).append(cpu / theirs)
+                    lt_cpu_s.setdefault((fmt, label), []).append(cpu)
                     print(
                         f"run {run + 1} {fmt:6} {label:11} pytorrent {size / ours / 1e6:6.0f} MB/s  "
                         f"libtorrent {size / theirs / 1e6:6.0f} MB/s (CPU/wall {cpu / theirs:.2f})",
@@ -122,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{fmt:7} {label:12} {med_o:15.0f} {med_l:16.0f} {med_o / med_l:5.2f}x "
                 f"{max(ours_r):5.0f}/{max(lt_r):.0f}  (libtorrent CPU/wall "
-                f"{statistics.median(lt_cpu[(fmt, label)]):.2f})"
+                f"{statistics.median(lt_cpu[(fmt, label)]):.2f}; CPU s: pytorrent whole process "
+                f"{statistics.median(our_cpu[(fmt, label)]):.2f}, libtorrent hashing "
+                f"{statistics.median(lt_cpu_s[(fmt, label)]):.2f})"
             )
     print(f"\nmax RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
     return 0

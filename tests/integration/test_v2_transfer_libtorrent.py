@@ -8,16 +8,19 @@ namespace (elsewhere these tests skip; under ``CI=true`` they fail).
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import pytest
 
+from tests.hostile import evil_peer as ep
 from tests.integration.swarm_helpers import make_payload, our_tracker, same_tree
 from tests.interop.conftest import isolation_problem, skip_or_fail
 from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.errors import MetainfoError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
@@ -133,6 +136,93 @@ async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path
                 # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
                 assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
     assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+async def test_a_hybrid_link_whose_hashes_disagree_fails_at_once(isolated: None, tmp_path: Path) -> None:
+    """A link with the btih of a libtorrent seed's hybrid and the btmh of another torrent:
+    the metadata the seed sends matches one hash and not the other, so the fetch ends with
+    an error naming the link (not a timeout), and the seed is not taken for a liar."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(60), our_tracker() as tracker:
+        meta = create(content, piece_length=16 * 1024, trackers=[tracker.urls()[0]], torrent_format="hybrid")
+        other = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        assert other.info_hash_v2 is not None
+        link = Magnet(
+            info_hash=meta.info_hash, trackers=(tracker.urls()[0],), info_hash_v2=other.info_hash_v2
+        )
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                with pytest.raises(MetainfoError, match="matches the link's btih hash but not its btmh"):
+                    await ours.fetch_metadata(link, timeout_s=30)
+
+
+def _one_bad_block_per_piece(payload: bytes, piece_length: int) -> ep.Script:
+    """Claim every piece and unchoke; answer requests for block 1 of a piece with a
+    corrupt block, and reject (BEP 6) every other request, which then goes elsewhere:
+    each piece ends up with one block from this peer and the rest from others."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async for index, begin, n in ep._unchoked_requests(r, w):
+            if begin == BLOCK_SIZE:
+                at = index * piece_length + begin
+                block = bytes(b ^ 0xFF for b in payload[at : at + n])
+                w.write(ep.message(7, struct.pack(">II", index, begin) + block))
+            else:
+                w.write(ep.message(16, struct.pack(">III", index, begin, n)))
+            await w.drain()
+
+    return run
+
+
+async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
+    isolated: None, tmp_path: Path
+) -> None:
+    """A peer sends block 1 of every piece, corrupt, and libtorrent the rest, so every
+    failed piece has two senders. Its blocks are checked against leaf hashes libtorrent
+    sends (BEP 52 hash request, base layer 0, proven against the piece's node): the liar
+    is banned for the block its leaf refutes, libtorrent never, and the file arrives whole."""
+    from tests.interop.peers import LibtorrentPeer
+
+    piece_length = 64 * 1024
+    content = make_payload(tmp_path / "lt", "big.bin", 2_000_000)
+    meta = create(content, piece_length=piece_length, torrent_format="v2")
+    torrent_file = tmp_path / "big.torrent"
+    torrent_file.write_bytes(meta.to_bytes())
+    liar_script = _one_bad_block_per_piece(content.read_bytes(), piece_length)
+    settings = config.testing_settings().replace(encryption="off")
+    async with (
+        asyncio.timeout(90),
+        ep.EvilPeer(meta.info_hash, liar_script).running() as evil,
+        LibtorrentPeer(tmp_path / "lt-state") as lt,
+    ):
+        ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+        await lt.wait_seeding(ih)
+        async with Session(settings) as ours:
+            t = await ours.add_torrent(
+                meta,
+                tmp_path / "ours",
+                seed=False,
+                peers=[("127.0.0.1", evil.port), ("127.0.0.1", lt.peer_port)],
+            )
+            await t.wait_complete()
+            failures = t.statistics().hash_failures
+            peers = t.swarm.peer_list
+            liar = peers.get(("127.0.0.1", evil.port))
+            honest = peers.get(("127.0.0.1", lt.peer_port))
+    assert same_tree(content, tmp_path / "ours" / "big.bin")
+    assert failures >= 1
+    assert liar is not None
+    assert liar.banned
+    assert "block 1 of piece" in liar.ban_reason
+    assert "leaf hash refutes" in liar.ban_reason
+    assert honest is not None
+    assert not honest.banned
 
 
 async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tmp_path: Path) -> None:

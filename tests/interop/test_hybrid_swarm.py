@@ -10,6 +10,12 @@ libtorrent's own hybrid (byte-identical to ours, checked in
   meets the swarm (not on the tracker, not in a handshake).
 * Transmission 3.00 refuses the file ("invalid or corrupt torrent file").
 
+By magnet link (the v1 hash) from our seed it is no better: aria2 fetches the metadata
+and checks its SHA-1, then restarts the download under its re-encoding's hash; Transmission
+fetches it, the SHA-1 passes, and its parser refuses it ("magnet status: checksum passed 1,
+metainfo parsed 0", for ever). The fault is theirs: our seed's metadata is the info dict
+byte for byte (libtorrent and Transmission's own check accept its hash).
+
 So the mixed case is tested with the clients that can join: libtorrent downloads a
 hybrid from our seed while our own leecher downloads it too.
 """
@@ -25,7 +31,7 @@ import pytest
 
 from tests.interop.conftest import StartPeer, StartTracker
 from tests.interop.ours import OurPeer
-from tests.interop.peers import PeerError, make_payload
+from tests.interop.peers import Aria2Peer, PeerError, TransmissionPeer, make_payload, wait_for
 from tests.lt_create import lt_create
 from torrent.create import create
 from torrent.proto import bencoding
@@ -119,3 +125,76 @@ async def test_our_hybrid_seed_serves_libtorrent_and_our_leecher_at_once(
             assert _same_files(top, got), f"{peer.name} wrote different bytes"
             assert not (got / ".pad").exists()
         assert not seed.protocol_errors()
+
+
+async def _our_hybrid_seed(
+    start_peer: StartPeer, start_tracker: StartTracker, tmp_path: Path
+) -> tuple[OurPeer, Path, str, str]:
+    """Our seed of a hybrid through our tracker; returns it, the payload, the v1 hash and
+    a magnet link naming that hash."""
+    from torrent.proto.magnet import Magnet
+
+    top = make_payload(tmp_path / "seed", "hybrid", SIZES, seed=11)
+    probe = create(top, piece_length=256 * 1024, torrent_format="hybrid")
+    tracker = await start_tracker([probe.info_hash.hex()], interval_s=5)
+    meta = create(top, piece_length=256 * 1024, torrent_format="hybrid", trackers=[tracker.http_url])
+    torrent = tmp_path / "hybrid.torrent"
+    torrent.write_bytes(meta.to_bytes())
+    ih = meta.info_hash.hex()
+    seed = await start_peer("pytorrent")
+    assert isinstance(seed, OurPeer)
+    assert await seed.add(torrent, top.parent, seed=True) == ih
+    await seed.wait_seeding(ih, timeout_s=60)
+    return (
+        seed,
+        top,
+        ih,
+        Magnet(info_hash=meta.info_hash, trackers=(tracker.http_url,), name="hybrid").to_uri(),
+    )
+
+
+async def test_aria2_by_magnet_gets_our_hybrids_metadata_then_renames_it(
+    start_peer: StartPeer, start_tracker: StartTracker, tmp_path: Path
+) -> None:
+    """By magnet aria2 fetches the metadata from our seed and checks its SHA-1, then starts
+    the download under the hash of its own re-encoding (without the ``""`` keys): it
+    leaves the swarm it found."""
+    async with asyncio.timeout(120):
+        seed, _, ih, uri = await _our_hybrid_seed(start_peer, start_tracker, tmp_path)
+        aria2 = await start_peer("aria2")
+        assert isinstance(aria2, Aria2Peer)
+        (tmp_path / "dl").mkdir()
+        assert await aria2.add_magnet(uri, tmp_path / "dl") == ih
+        # aria2 announces "left=0" while it has no metadata, and a tracker gives a seed no
+        # seeds: our seed dials it instead.
+        seed.torrents[ih].add_peers([("127.0.0.1", aria2.peer_port)])
+        metadata_gid = aria2.gids[ih]
+
+        async def renamed() -> bool:
+            await aria2.state(ih)
+            return aria2.gids[ih] != metadata_gid
+
+        await wait_for(renamed, timeout_s=60, what="aria2 to start the download after the metadata")
+        status = await aria2.rpc("aria2.tellStatus", aria2.gids[ih], ["infoHash"])
+        info = bencoding.decode(seed.torrents[ih].metainfo.to_bytes())[b"info"]
+        mangled = hashlib.sha1(bencoding.encode(_without_empty_keys(info))).hexdigest()
+        assert status["infoHash"] == mangled != ih
+
+
+async def test_transmission_by_magnet_checks_our_hybrids_metadata_then_cannot_parse_it(
+    start_peer: StartPeer, start_tracker: StartTracker, tmp_path: Path
+) -> None:
+    """By magnet Transmission 3.00 fetches the metadata from our seed, its SHA-1 passes,
+    and its parser refuses it, again and again ("checksum passed 1, metainfo parsed 0")."""
+    async with asyncio.timeout(120):
+        _, _, ih, uri = await _our_hybrid_seed(start_peer, start_tracker, tmp_path)
+        transmission = await start_peer("transmission")
+        assert isinstance(transmission, TransmissionPeer)
+        (tmp_path / "dl").mkdir()
+        assert await transmission.add_magnet(uri, tmp_path / "dl") == ih
+
+        async def refused() -> bool:
+            return transmission.log_text().count("checksum passed 1, metainfo parsed 0") >= 2
+
+        await wait_for(refused, timeout_s=60, what="Transmission to fetch the metadata and refuse it")
+        assert (await transmission.state(ih)).progress == 0.0

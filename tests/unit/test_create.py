@@ -18,7 +18,7 @@ from torrent.create import (
     scan,
 )
 from torrent.errors import MetainfoError, StorageError
-from torrent.proto.metainfo import Metainfo
+from torrent.proto.metainfo import Metainfo, PieceCheck
 
 
 def _tree(base: Path, files: dict[str, bytes]) -> Path:
@@ -203,7 +203,81 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
     assert [(f.path, f.length) for f in files] == [(("a", "c"), 2), (("b",), 1)]
 
 
-def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path) -> None:
+@pytest.fixture(params=["mmap", "preadv"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each hashing test runs with the mapped reader and with the ``preadv`` one."""
+    if request.param == "preadv":
+        import torrent.create
+
+        monkeypatch.setattr(torrent.create, "_mmap", None)
+    return str(request.param)
+
+
+def test_both_readers_give_the_hashes_of_the_bytes(tmp_path: Path, reader: str) -> None:
+    # Files that end inside pieces, a file smaller than a page, batches spanning files,
+    # padding (hybrid), and a short last piece.
+    d = _tree(
+        tmp_path / "d",
+        {"a": os.urandom(70_001), "b/c": os.urandom(5), "b/d": os.urandom(300_000), "e": b""},
+    )
+    payload = b"".join((d / rel).read_bytes() for rel in ("a", "b/c", "b/d", "e"))
+    for piece_length in (16384, 65536):
+        meta = create(d, piece_length=piece_length, threads=3)
+        expected = b"".join(
+            hashlib.sha1(payload[i : i + piece_length]).digest() for i in range(0, len(payload), piece_length)
+        )
+        assert meta.info.pieces == expected
+        for fmt in ("v2", "hybrid"):
+            v2 = create(d, piece_length=piece_length, torrent_format=fmt, threads=2)
+            checks = {v2.info.check_piece(i, _piece_of(d, v2, i)) for i in range(v2.info.num_pieces)}
+            assert checks == {PieceCheck.PASSED}
+
+
+def _piece_of(d: Path, meta: Metainfo, index: int) -> bytes:
+    """Piece ``index`` of ``meta``'s payload read from ``d`` (padding as zeros)."""
+    out = bytearray()
+    start, end = index * meta.info.piece_length, (index + 1) * meta.info.piece_length
+    for f in meta.info.files:
+        lo, hi = max(start, f.offset), min(end, f.offset + f.length)
+        if lo < hi:
+            out += (
+                bytes(hi - lo)
+                if f.padding
+                else d.joinpath(*f.path).read_bytes()[lo - f.offset : hi - f.offset]
+            )
+    return bytes(out)
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+def test_v2_metainfo_built_by_create_is_what_parsing_its_bytes_gives(tmp_path: Path, fmt: str) -> None:
+    d = _tree(
+        tmp_path / "d",
+        {"a/x": os.urandom(100_000), "a/empty": b"", "b": os.urandom(40_000), "c": os.urandom(5)},
+    )
+    fields = dict(
+        trackers=[["http://a.example/announce", "http://b.example/announce"], "udp://c.example:1"],
+        web_seeds=["http://w.example/"],
+        comment="c",
+        private=True,
+        source="s",
+        torrent_format=fmt,
+    )
+    for path, piece_length in (
+        (d, 16384),
+        (d, 65536),
+        (d / "b", 16384),
+        (d / "c", 16384),
+        (d / "a" / "x", 32768),
+    ):
+        made = create(path, piece_length=piece_length, **fields)  # type: ignore[arg-type]
+        parsed = Metainfo.from_bytes(made.to_bytes())
+        assert made == parsed
+        assert made.info.piece_layers == parsed.info.piece_layers
+        assert made.info.raw == parsed.info.raw
+        assert made.raw == parsed.raw
+
+
+def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path, reader: str) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"x" * 100)
     with pytest.raises(StorageError, match="shrank"):

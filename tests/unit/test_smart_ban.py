@@ -1,8 +1,12 @@
-"""SmartBan on literal bytes: only the senders of blocks that differ from the good copy are named."""
+"""SmartBan on literal bytes: only the senders of blocks that differ from the good copy are
+named; LeafBlame names them from a v2 piece's leaf hashes, checked against its node."""
 
 from __future__ import annotations
 
-from torrent.proto.smart_ban import SmartBan
+import hashlib
+
+from torrent.proto import merkle
+from torrent.proto.smart_ban import LeafBlame, SmartBan
 from torrent.types import BLOCK_SIZE
 
 B = BLOCK_SIZE
@@ -49,3 +53,47 @@ def test_pieces_are_independent_and_forget_drops_one() -> None:
     ban.forget(1)
     assert ban.on_piece_passed(1, GOOD) == []
     assert ban.on_piece_passed(2, GOOD) == ["n"]
+
+
+def _v2_piece(blocks: int, seed: int) -> tuple[bytes, list[bytes]]:
+    import random
+
+    data = random.Random(seed).randbytes(blocks * BLOCK_SIZE - 100)  # the last block is short
+    return data, merkle.block_hashes(data)
+
+
+def test_leaf_blame_names_exactly_the_senders_of_the_bad_blocks() -> None:
+    data, leaves = _v2_piece(6, 1)
+    width = 8  # leaves past the file's end are zero hashes
+    node = merkle.root(leaves, width)
+    bad = bytearray(data)
+    bad[2 * BLOCK_SIZE + 7] ^= 1  # block 2, from "liar"
+    bad[-1] ^= 1  # the short last block, from "other liar"
+    senders = {0: "a", BLOCK_SIZE: "b", 2 * BLOCK_SIZE: "liar", 3 * BLOCK_SIZE: "a", 4 * BLOCK_SIZE: "b"}
+    senders[5 * BLOCK_SIZE] = "other liar"
+    blame: LeafBlame[str] = LeafBlame()
+    assert blame.on_piece_failed(7, bad, senders, node, width) == []
+    assert 7 in blame
+    padded = leaves + [merkle.ZERO_HASH] * (width - len(leaves))
+    # Leaves that do not prove the node are worthless: nobody is blamed, the piece waits on.
+    forged = list(padded)
+    forged[2] = hashlib.sha256(bytes(bad[2 * BLOCK_SIZE : 3 * BLOCK_SIZE])).digest()
+    assert blame.on_leaves(7, forged) is None
+    assert blame.on_leaves(7, padded[:4]) is None
+    assert 7 in blame
+    assert blame.on_leaves(7, padded) == [(2 * BLOCK_SIZE, "liar"), (5 * BLOCK_SIZE, "other liar")]
+    assert 7 not in blame
+    assert blame.on_leaves(7, padded) == []  # answered already
+
+
+def test_leaf_blame_with_every_block_good_blames_nobody_and_stays_bounded() -> None:
+    data, leaves = _v2_piece(4, 2)
+    node = merkle.root(leaves, 4)
+    blame: LeafBlame[str] = LeafBlame(max_pending=2)
+    assert blame.on_piece_failed(0, data, {0: "a", BLOCK_SIZE: "b"}, node, 4) == []
+    assert blame.on_piece_failed(1, data, {0: "a"}, node, 4) == []
+    assert blame.on_piece_failed(2, data, {0: "a"}, node, 4) == [0]  # the oldest goes
+    assert len(blame) == 2
+    assert blame.on_leaves(1, leaves) == []
+    blame.forget(2)
+    assert len(blame) == 0

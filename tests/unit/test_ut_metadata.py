@@ -300,3 +300,32 @@ def test_v2_metadata_is_checked_with_sha256() -> None:
         assert asm.next_request("p", 0.0) == 0
         asm.on_message("p", _um.MetadataData(piece=0, total_size=len(info), data=info), 0.0)
         assert asm.done is done
+
+
+@pytest.mark.parametrize(
+    ("btih_matches", "btmh_matches"), [(True, True), (True, False), (False, True), (False, False)]
+)
+def test_a_hybrid_link_checks_the_metadata_against_both_hashes(
+    btih_matches: bool, btmh_matches: bool
+) -> None:
+    import hashlib as _hashlib
+
+    from torrent.proto import ut_metadata as _um
+
+    info = b"d4:name1:xe" * 10
+    btih = _hashlib.sha1(info if btih_matches else b"another torrent").digest()
+    btmh = _hashlib.sha256(info if btmh_matches else b"another torrent").digest()
+    asm = _um.MetadataAssembler(btih, info_hash_v2=btmh)
+    asm.add_peer("p", len(info))
+    assert asm.next_request("p", 0.0) == 0
+    asm.on_message("p", _um.MetadataData(piece=0, total_size=len(info), data=info), 0.0)
+    assert asm.done is (btih_matches and btmh_matches)
+    if btih_matches != btmh_matches:
+        # The link names two torrents: the honest sender is kept, and nothing more is asked.
+        assert asm.conflict is not None
+        assert ("matches the link's btih" in asm.conflict) is btih_matches
+        assert not asm.is_banned("p")
+        assert asm.next_request("p", 1.0) is None
+    else:
+        assert asm.conflict is None
+        assert asm.is_banned("p") is not btih_matches

@@ -15,18 +15,28 @@ A peer whose proof does not reach the root is dropped.
 Hash requests are answered at most :data:`MAX_ANSWERS_PER_TICK` times a second per
 peer, the rest rejected.
 
-Left out: leaf-layer requests (per-block proofs for pieces whose layer is unknown, and
-the per-block blame they would allow).
+Blame: when a v2 piece fails its hash check, its leaf hashes (base layer 0, the run
+under the piece's node) are asked of up to :data:`LEAF_ASKS` peers that have the piece
+and speak the v2 hash (those that sent none of its blocks first). The first answer that
+proves the node names the bad blocks, and their senders are banned at once
+(:class:`torrent.proto.smart_ban.LeafBlame`); an answer that does not prove the node
+closes that peer. Without an answer, the swarm's v1-style smart ban still finds them
+once a good copy passes.
+
+Left out: serving leaf-layer requests (we keep no block hashes; such a request gets a
+hash reject), and per-block proofs for pieces whose layer is unknown.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from torrent.errors import MetainfoError
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Info
+from torrent.proto.smart_ban import LeafBlame
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
@@ -40,13 +50,30 @@ RUNS_PER_PEER = 8
 #: reject. One request of 49 bytes can ask for 18 KiB of hashes: without a bound a peer
 #: could make us send 370 times what it sends.
 MAX_ANSWERS_PER_TICK = 64
+#: Peers asked at once for a failed piece's leaf hashes.
+LEAF_ASKS = 3
+#: Our hash requests in flight on one connection, all kinds (the codec's own bound is 64).
+MAX_REQUESTS_PER_PEER = 32
 
 
 class HashExchange:
     """See the module docstring. ``info`` gains the layers fetched (``Info.add_piece_layer``)."""
 
-    def __init__(self, info: Info) -> None:
+    def __init__(
+        self,
+        info: Info,
+        *,
+        ban: Callable[[Any, str], object] | None = None,
+        wire_hash_v2: bytes | None = None,
+    ) -> None:
+        """Args: ``ban(sender, why)`` bans the sender of a block its leaf hash refutes;
+        ``wire_hash_v2``, the truncated v2 info hash: only connections made with it are
+        asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection)."""
         self.info = info
+        self._ban = ban
+        self._wire_hash_v2 = wire_hash_v2
+        self._blame: LeafBlame[Hashable] = LeafBlame()
+        self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
         self._trees: dict[bytes, merkle.MerkleTree] = {}
         self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
@@ -123,10 +150,13 @@ class HashExchange:
 
         A proof that does not reach the root closes the peer.
         """
+        key = (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
+        if key in self._leaf_runs:
+            self._on_leaves(peer, key, ev.hashes)
+            return False
         fetch = self._fetch
         if fetch is None:
             return False
-        key = (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
         try:
             layers = fetch.on_hashes(peer.addr, key, ev.hashes)
         except ValueError as exc:
@@ -154,3 +184,69 @@ class HashExchange:
     def on_peer_closed(self, peer: Peer) -> None:
         if self._fetch is not None:
             self._fetch.give_back(peer.addr)
+
+    # -- blame ------------------------------------------------------------------------
+
+    def on_piece_failed(
+        self,
+        index: int,
+        data: bytes | bytearray | memoryview,
+        senders: Mapping[int, Hashable],
+        peers: Iterable[Peer],
+    ) -> bool:
+        """A v2 piece failed: ask peers for its leaf hashes; True when asked."""
+        info = self.info
+        if self._ban is None or not info.has_v2:
+            return False
+        node = info.piece_hash_v2(index)
+        if node is None or not senders:
+            return False
+        f, k = info.v2_piece(index)
+        width = (
+            info.piece_length // BLOCK_SIZE
+            if f.length > info.piece_length
+            else merkle.next_pow2(-(-f.length // BLOCK_SIZE))
+        )
+        if width > merkle.REQUEST_RUN:
+            return False  # more than one request's worth: the good copy will tell
+        run = (f.pieces_root, 0, k * width, width, 0)
+        length = info.v2_piece_data_length(index)
+        for dropped in self._blame.on_piece_failed(index, memoryview(data)[:length], senders, node, width):
+            self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != dropped}
+        self._leaf_runs[run] = index
+        asked = 0
+        for peer in sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values()):
+            peer.send(wire.HashRequest(*run))
+            asked += 1
+            if asked == LEAF_ASKS:
+                break
+        return asked > 0
+
+    def _leaf_candidates(self, index: int, peers: Iterable[Peer]) -> list[Peer]:
+        out = []
+        for peer in peers:
+            proto = peer.proto
+            if (
+                proto is not None
+                and peer.peer_id is not None
+                and proto.info_hash == self._wire_hash_v2
+                and proto.hash_requests_outstanding < MAX_REQUESTS_PER_PEER
+                and index in proto.peer_pieces
+            ):
+                out.append(peer)
+        return out
+
+    def _on_leaves(
+        self, peer: Peer, run: tuple[bytes, int, int, int, int], hashes: tuple[bytes, ...]
+    ) -> None:
+        index = self._leaf_runs[run]
+        bad = self._blame.on_leaves(index, hashes[: run[3]])
+        if bad is None:
+            peer.close(f"leaf hashes that do not prove piece {index}")
+            return
+        del self._leaf_runs[run]
+        assert self._ban is not None
+        for offset, who in bad:
+            self._ban(
+                who, f"sent block {offset // BLOCK_SIZE} of piece {index}, which its BEP 52 leaf hash refutes"
+            )

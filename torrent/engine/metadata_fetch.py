@@ -28,7 +28,7 @@ from torrent.engine.host import PeerHostBase, SwarmContext
 from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.peer_list import PeerList
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
-from torrent.errors import RemoteProtocolError
+from torrent.errors import MetainfoError, RemoteProtocolError
 from torrent.proto import ut_metadata, wire
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
@@ -107,6 +107,8 @@ class MetadataFetcher(PeerHostBase):
             self.halt()
             self._tg = None
             await self.announcer.aclose()
+        if self.asm.conflict is not None:
+            raise MetainfoError(self.asm.conflict, "magnet.xt")
         assert self.asm.result is not None
         return ut_metadata.metainfo_from_info(self.asm.result, self.magnet.trackers)
 
@@ -190,7 +192,7 @@ class MetadataFetcher(PeerHostBase):
             peer.close(str(exc))
             return
         self._drop_banned()
-        if self.asm.done:
+        if self.asm.done or self.asm.conflict is not None:
             self._done.set()
         else:
             self._request(peer)

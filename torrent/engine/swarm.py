@@ -179,7 +179,11 @@ class Swarm(PeerHostBase):
         )
         self.smart_ban: SmartBan[Source] = SmartBan()
         s = self.settings
-        self.hashes = HashExchange(self.info)
+        self.hashes = HashExchange(
+            self.info,
+            ban=self._ban,
+            wire_hash_v2=metainfo.info_hash_v2[:20] if metainfo.info_hash_v2 is not None else None,
+        )
         self.web_seeds = WebSeeds(
             [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
             self.info,
@@ -895,7 +899,10 @@ class Swarm(PeerHostBase):
         self.wasted_bytes += len(part.buf)
         failure = self.picker.on_piece_failed(index)
         self.smart_ban.on_piece_failed(index, part.buf, part.sources)
-        for key in failure.ban:
+        # v2: the piece's leaf hashes, once a peer sends them, name the liars exactly; a
+        # count of failed pieces would also ban the honest peers that shared them.
+        asked = self.hashes.on_piece_failed(index, part.buf, part.sources, self.peers.values())
+        for key in failure.ban if not asked or len(failure.contributors) == 1 else ():
             self._ban(cast(Source, key), f"piece {index} failed its hash check")
         self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
         self._refill_all()

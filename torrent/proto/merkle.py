@@ -82,10 +82,12 @@ def root(nodes: Sequence[bytes], width: int, level: int = 0) -> bytes:
     if len(nodes) > width:
         raise ValueError(f"{len(nodes)} nodes do not fit a layer of {width}")
     layer = list(nodes)
+    sha256 = _sha256
     while width > 1:
         if len(layer) % 2:
             layer.append(_PADS[level])
-        layer = [_sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+        pairs = iter(layer)
+        layer = [sha256(left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
         width //= 2
         level += 1
     return layer[0] if layer else _PADS[level]

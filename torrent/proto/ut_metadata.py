@@ -300,6 +300,9 @@ class MetadataAssembler:
         size: the metadata size being fetched (None until a peer advertised one).
         done: True once :attr:`result` holds verified bytes.
         hash_failures: copies that did not hash to the info hash.
+        conflict: for a link with both hashes (a hybrid's ``btih`` and ``btmh``), why
+            the fetch cannot succeed when a copy matched one hash and not the other;
+            None otherwise. Its sender is not banned.
     """
 
     def __init__(
@@ -336,6 +339,8 @@ class MetadataAssembler:
         self._suspects: dict[tuple[int, Hashable], bytes] = {}
         self.hash_failures = 0
         self.result: bytes | None = None
+        #: Set when a hybrid link's btih and btmh name different torrents (nothing can pass).
+        self.conflict: str | None = None
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -426,7 +431,13 @@ class MetadataAssembler:
         """The next piece to ask ``peer`` for, marked as requested; None when there is none now."""
         src = self._sources.get(peer)
         copy = self._copy
-        if src is None or copy is None or self.done or not self._usable(peer, src):
+        if (
+            src is None
+            or copy is None
+            or self.done
+            or self.conflict is not None
+            or not self._usable(peer, src)
+        ):
             return None
         if src.size != copy.size or now < src.blocked_until or src.outstanding >= self.max_outstanding:
             return None
@@ -506,7 +517,19 @@ class MetadataAssembler:
     def _verify(self, copy: _Copy) -> None:
         whole = b"".join(p for p in copy.pieces if p is not None)
         v1_ok = not self._check_v1 or hashlib.sha1(whole).digest() == self.info_hash
-        if v1_ok and (self.info_hash_v2 is None or hashlib.sha256(whole).digest() == self.info_hash_v2):
+        v2_ok = self.info_hash_v2 is None or hashlib.sha256(whole).digest() == self.info_hash_v2
+        if self._check_v1 and self.info_hash_v2 is not None and v1_ok != v2_ok:
+            # The bytes are the torrent one of the link's hashes names and not the other's:
+            # the link names two torrents, no copy can ever match both, and the peer that
+            # sent this one is honest.
+            self.hash_failures += 1
+            self.conflict = (
+                f"the metadata peers send matches the link's {'btih' if v1_ok else 'btmh'} hash but not "
+                f"its {'btmh' if v1_ok else 'btih'} hash: the link names two different torrents"
+            )
+            self._copy = None
+            return
+        if v1_ok and v2_ok:
             self.result = whole
             for (piece, peer), digest in self._suspects.items():
                 start = piece * METADATA_PIECE_SIZE
