@@ -9,7 +9,7 @@ transitions are :mod:`.state`'s table, the frame-size limits :mod:`.limits`' tab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -940,8 +940,46 @@ class PeerProtocol:
         self.our_pieces = PieceSet(self.num_pieces)
         return b"\x00\x00\x00\x01\x0f"
 
+    def send_requests(
+        self, requests: Iterable[tuple[int, int, int]], now: float
+    ) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """``send(Request(index, begin, length), now)`` for many requests at once (a pipeline refill).
+
+        Each request is checked and recorded exactly as :meth:`send` would; the ones it
+        would refuse are not sent and leave the state unchanged.
+
+        Returns:
+            The bytes of the requests sent, joined for one write, and the refused
+            ``(index, begin, length)``: each one :meth:`send` would have raised
+            :class:`LocalProtocolError` for (e.g. still awaiting the answer to a cancelled copy).
+        """
+        self._set_clock(now)
+        if self.our_phase is not Phase.ACTIVE or self._error is not None:
+            # The first request of a connection (or a failed one): the checks of send().
+            chunks = []
+            refused = []
+            for index, begin, length in requests:
+                try:
+                    chunks.append(self.send(Request(index, begin, length)))
+                except LocalProtocolError:
+                    refused.append((index, begin, length))
+            return b"".join(chunks), refused
+        chunks = []
+        refused = []
+        request = self._request_bytes
+        for index, begin, length in requests:
+            try:
+                chunks.append(request(index, begin, length))
+            except LocalProtocolError:
+                refused.append((index, begin, length))
+        if chunks:
+            self.last_sent_at = self._now
+        return b"".join(chunks), refused
+
     def _send_request(self, event: Request) -> bytes:
-        index, begin, n = event.index, event.begin, event.length
+        return self._request_bytes(event.index, event.begin, event.length)
+
+    def _request_bytes(self, index: int, begin: int, n: int) -> bytes:
         if not (
             0 <= index < self.num_pieces
             and 0 < n <= BLOCK_SIZE
