@@ -10,9 +10,11 @@ one copy of each fact, and ``_on_event`` only tells the host what happened.
 * The byte stream is any :class:`~torrent.engine.transport.Transport` (TCP today; an MSE
   stream or a uTP socket plug in there, see :mod:`torrent.engine.transport`). Outgoing
   connections are opened by the ``connect=`` :data:`~torrent.engine.transport.Connector`.
-* Reading: ``data_received`` hands bytes to the codec and dispatches every event
-  synchronously, so a block goes stream → codec → swarm without a queue, and the codec never
-  holds more than one incomplete message. When the download limit is exceeded, reading is
+* Reading: a TCP transport reads straight into the codec's buffer (``BufferedProtocol``:
+  ``get_buffer``/``buffer_updated``), where messages are framed in place; other streams (MSE,
+  uTP) hand bytes to ``data_received``. Either way every event is dispatched synchronously,
+  so a block goes stream → codec → swarm without a queue (and is copied once, into its
+  piece), and the codec never holds more than one incomplete message. When the download limit is exceeded, reading is
   paused until the budget refills.
 * Writing: ``transport.write``; ``pause_writing``/``resume_writing`` gate the upload task,
   which only reads the next block from disk once the transport's buffer has drained below its
@@ -64,6 +66,8 @@ UT_PEX_ID = 1
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
+#: Reads before the wire protocol exists (an incoming handshake not yet routed) go here.
+SCRATCH_BYTES = 16 * 1024
 #: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
 RATE_WINDOW_S = 5.0
 
@@ -172,7 +176,7 @@ class PieceFlags(Sequence[int]):
 _NO_PIECES: PieceSet = PieceSet(0)
 
 
-class Peer(asyncio.Protocol):
+class Peer(asyncio.BufferedProtocol):
     """One connection. Create it, then ``await run_outgoing()`` or ``run_incoming()``.
 
     Args:
@@ -235,6 +239,8 @@ class Peer(asyncio.Protocol):
         self._writable.set()
         self._upload_wakeup = asyncio.Event()
         self._pending: bytearray = bytearray()  # bytes before the handshake was routed
+        self._scratch: memoryview | None = None  # read into before the protocol exists
+        self._into_proto = False  # get_buffer handed out the protocol's buffer
         self._router: Callable[[InfoHash], PeerHost | None] | None = None
         self._paused_reading = False
         self._refill = False
@@ -493,8 +499,39 @@ class Peer(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from a stream that hands them over (an MSE or uTP stream, the listener)."""
         try:
             self._data_received(data)
+        except (RemoteProtocolError, StorageError) as exc:
+            self._record(exc)
+            self.close(self.close_reason)
+        except Exception as exc:  # a bug: let it reach the owner of run()
+            self._fail(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio's ``BufferedProtocol`` (a TCP transport): the stream is read straight into
+        the wire protocol's buffer, where messages are framed in place (blocks are views of it,
+        copied once, into their piece). Before the protocol exists, into a small scratch
+        buffer whose bytes take the ``data_received`` way."""
+        proto = self.proto
+        if proto is not None:
+            self._into_proto = True
+            return proto.get_buffer()
+        self._into_proto = False
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(SCRATCH_BYTES))
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._into_proto:
+                proto = self.proto
+                assert proto is not None
+                proto.buffer_updated(nbytes, self.clock.monotonic())
+                self._after_receive(proto, nbytes)
+            else:
+                assert self._scratch is not None
+                self._data_received(bytes(self._scratch[:nbytes]))
         except (RemoteProtocolError, StorageError) as exc:
             self._record(exc)
             self.close(self.close_reason)
@@ -525,11 +562,15 @@ class Peer(asyncio.Protocol):
             if routed is None:
                 return
             data = routed
-        if not self.down_limit.unlimited:
-            self._limit_download(len(data))
         proto = self.proto
         assert proto is not None
         proto.receive_data(data, self.clock.monotonic())
+        self._after_receive(proto, len(data))
+
+    def _after_receive(self, proto: wire.PeerProtocol, nbytes: int) -> None:
+        """``nbytes`` more are in the protocol: rate-limit, handle its events, ask for more."""
+        if not self.down_limit.unlimited:
+            self._limit_download(nbytes)
         self._drain_events(proto)
         if self._refill and not self.closed:
             # One refill (one picker call, one write of requests) per read of the stream.

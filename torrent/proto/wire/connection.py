@@ -3,7 +3,8 @@
 It owns every piece of per-connection protocol state: both sides' choke and interest flags, both
 sides' piece sets, our outstanding requests and the peer's pending ones, the BEP 6 allowed-fast
 sets, the negotiated extensions, the byte rates and the snub timer. The engine's ``Peer`` reads
-them from here and keeps no copies. Framing is :class:`~.codec.FrameBuffer`, the legal
+them from here and keeps no copies. Framing is :class:`~.codec.FrameBuffer` (or, once the
+reader reads straight into :meth:`PeerProtocol.get_buffer`, :class:`~.codec.InPlaceFrameBuffer`), the legal
 transitions are :mod:`.state`'s table, the frame-size limits :mod:`.limits`' table.
 """
 
@@ -30,6 +31,7 @@ from torrent.proto.wire.codec import (
     U32X2_STRUCT,
     U32X3_STRUCT,
     FrameBuffer,
+    InPlaceFrameBuffer,
     check_prefix,
     encode,
     encode_handshake,
@@ -271,7 +273,7 @@ class PeerProtocol:
         self._error: str | None = None
         self._outbox: list[bytes] = []
         self._limits = frame_limits(self.num_pieces if self.geometry_known else None)
-        self._frames = FrameBuffer(self._limits, MESSAGE_NAMES)
+        self._frames: FrameBuffer | InPlaceFrameBuffer = FrameBuffer(self._limits, MESSAGE_NAMES)
         self._handlers: dict[int, Callable[[memoryview, int, int], Event | None]] = {
             MessageId.CHOKE: self._on_choke,
             MessageId.UNCHOKE: self._on_unchoke,
@@ -392,6 +394,41 @@ class PeerProtocol:
             data = bytes(data)
         self.last_received_at = self._now
         self._frames.feed(data)
+
+    def get_buffer(self) -> memoryview:
+        """Where to read the next bytes from the peer into (asyncio's ``BufferedProtocol``);
+        report how many with :meth:`buffer_updated`.
+
+        From the first call on, messages are framed inside this one reused buffer
+        (:class:`InPlaceFrameBuffer`; bytes already given to :meth:`receive_data` move into
+        it): a :class:`Block`'s or :class:`UnrequestedBlock`'s ``data`` is then a view that
+        stays valid only until the next ``get_buffer`` or ``receive_data``. Every other
+        event owns its fields. Take the events of one read before reading again.
+        """
+        frames = self._frames
+        if type(frames) is not InPlaceFrameBuffer:
+            moved = frames.take(len(frames)) if len(frames) else None
+            self._frames = frames = InPlaceFrameBuffer(self._limits, MESSAGE_NAMES)
+            if moved is not None:
+                frames.feed(moved)
+        return frames.get_buffer()
+
+    def buffer_updated(self, nbytes: int, now: float | None = None) -> None:
+        """``nbytes`` (> 0) were read into the view :meth:`get_buffer` returned.
+
+        Raises:
+            ValueError: more bytes than that view holds, or no :meth:`get_buffer` before.
+            LocalProtocolError: data after EOF.
+        """
+        if now is not None:
+            self._set_clock(now)
+        frames = self._frames
+        if type(frames) is not InPlaceFrameBuffer:
+            raise ValueError("buffer_updated without get_buffer")
+        if frames.eof:
+            raise LocalProtocolError("received data after the end of the stream")
+        self.last_received_at = self._now
+        frames.buffer_updated(nbytes)
 
     def next_event(self) -> Event | NeedData:
         """Parse the next event from the received bytes.
