@@ -260,6 +260,28 @@ async def test_read_cache_whole_pieces(tmp_path: Path, fx) -> None:
             await disk.read(0, PLEN - 1, 2)
 
 
+async def test_read_cached_answers_only_from_the_cache_and_views_whole_pieces(tmp_path: Path, fx) -> None:
+    inner = FileStorage(fx.info, tmp_path)
+    for p in range(fx.info.num_pieces):
+        inner.write_block(p, 0, fx.piece(p))
+    counting = Counting(inner)
+    async with asyncio.timeout(20), DiskIO(counting, read_cache_bytes=4 * PLEN) as disk:
+        assert disk.read_cached(3, 128, 128) is None  # not read yet: no disk read either
+        assert counting.reads == 0
+        first = await disk.read(3, 0, 128)
+        cached = disk.read_cached(3, 128, 128)
+        assert isinstance(cached, memoryview)  # a view of the cached piece, not a copy
+        assert bytes(cached) == fx.piece(3)[128:256]
+        assert first == fx.piece(3)[:128]
+        assert disk.read_cached(3, 0, PLEN) == fx.piece(3)
+        assert counting.reads == 1
+        assert disk.statistics().cache_hits == 2
+        await disk.write(3, 0, b"Z")
+        assert disk.read_cached(3, 0, 1) is None  # the write made the cached copy stale
+        with pytest.raises(ValueError, match="outside piece"):
+            disk.read_cached(3, PLEN, 1)
+
+
 async def test_read_cache_blocks_for_large_pieces(tmp_path: Path, fx) -> None:
     inner = FileStorage(fx.info, tmp_path)
     for p in range(fx.info.num_pieces):

@@ -439,32 +439,50 @@ class DiskIO:
 
     # --- reads ------------------------------------------------------------------------
 
-    async def read(self, piece: int, offset: int, length: int) -> bytes:
+    async def read(self, piece: int, offset: int, length: int) -> bytes | memoryview:
         """Read a block for an upload, through the read cache.
+
+        A block of a cached whole piece is a view of it, not a copy (the piece stays in
+        memory while the view is referenced, e.g. queued in a transport).
 
         Raises:
             StorageError: a file is missing or unreadable.
             ValueError: the range is not inside the piece.
         """
-        size = self._info.piece_size(piece)
-        if offset < 0 or length < 0 or offset + length > size:
-            raise ValueError(f"range {offset}+{length} is outside piece {piece} of {size} bytes")
+        cached = self.read_cached(piece, offset, length)
+        if cached is not None:
+            return cached
         if self._cache_limit == 0:
             data = await self._run(self.storage.read_block, piece, offset, length)
             self._bytes_read += length
             return data
+        size = self._info.piece_size(piece)
         key = (piece, 0, size) if self._whole_pieces else (piece, offset, length)
-        generation = self._generation.get(piece, 0)
+        self._misses += 1
+        data = await self._load(key, self._generation.get(piece, 0))
+        if self._whole_pieces and length != len(data):
+            return memoryview(data)[offset : offset + length]
+        return data
+
+    def read_cached(self, piece: int, offset: int, length: int) -> bytes | memoryview | None:
+        """:meth:`read` when the block is in the read cache (no wait), else None.
+
+        Raises:
+            ValueError: the range is not inside the piece.
+        """
+        size = self._info.piece_size(piece)
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ValueError(f"range {offset}+{length} is outside piece {piece} of {size} bytes")
+        whole = self._whole_pieces
+        key = (piece, 0, size) if whole else (piece, offset, length)
         entry = self._cache.get(key)
-        if entry is not None and entry[0] == generation:
-            self._cache.move_to_end(key)
-            self._hits += 1
-            data = entry[1]
-        else:
-            self._misses += 1
-            data = await self._load(key, generation)
-        if self._whole_pieces:
-            return data[offset : offset + length]
+        if entry is None or entry[0] != self._generation.get(piece, 0):
+            return None
+        self._cache.move_to_end(key)
+        self._hits += 1
+        data = entry[1]
+        if whole and length != len(data):
+            return memoryview(data)[offset : offset + length]
         return data
 
     async def _load(self, key: tuple[int, int, int], generation: int) -> bytes:

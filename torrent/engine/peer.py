@@ -114,7 +114,11 @@ class PeerHost(Protocol):
     def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
         """BEP 52: the peer will not answer one of our hash requests."""
 
-    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]: ...
+    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes | memoryview]: ...
+
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        """``read_block`` when the block can be had without waiting (the read cache), else None
+        (the upload's fast path: most blocks of a piece are read ahead with its first)."""
 
     def prefetch(self, index: int) -> None:
         """Start reading piece ``index`` into the read cache (uploads will want it)."""
@@ -800,9 +804,11 @@ class Peer(asyncio.BufferedProtocol):
                 self._write_batch(batch)
                 await self._writable.wait()
                 continue  # the queue may have changed meanwhile
-            data = await self._read_for(host, proto, request, batch)
-            if data is None or self.closed:
-                continue
+            data = self._cached_for(host, request)
+            if data is None:
+                data = await self._read_for(host, proto, request, batch)
+                if data is None or self.closed:
+                    continue
             # Header and data side by side: the transport writes them as one vector.
             batch.extend(proto.send_block(request.index, request.begin, data, self.clock.monotonic()))
             # ``batch`` is emptied wherever it is written, so a two-element batch starts a count.
@@ -810,9 +816,17 @@ class Peer(asyncio.BufferedProtocol):
             if batched >= UPLOAD_BATCH_BYTES:
                 self._write_batch(batch)
 
+    def _cached_for(self, host: PeerHost, request: wire.Request) -> bytes | memoryview | None:
+        """The data for ``request`` without suspending (no limit to wait for, in the cache),
+        else None: then :meth:`_read_for` decides, refuses or waits."""
+        index, begin, length = request.index, request.begin, request.length
+        if not self.up_limit.unlimited or not host.may_upload(self, index, begin, length):
+            return None
+        return host.cached_block(index, begin, length)
+
     async def _read_for(
         self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes | memoryview]
-    ) -> bytes | None:
+    ) -> bytes | memoryview | None:
         """The data for ``request``, or None when it is refused or withdrawn meanwhile."""
         index, begin, length = request.index, request.begin, request.length
         if not host.may_upload(self, index, begin, length):

@@ -882,13 +882,21 @@ class Swarm(PeerHostBase):
             and 0 <= index < self.num_pieces
             and self.picker.have(index)
             and 0 < length <= 2 * BLOCK_SIZE
-            and begin + length <= self.info.piece_size(index)
+            and begin + length <= self.picker.piece_size(index)
         )
 
-    async def read_block(self, index: int, begin: int, length: int) -> bytes:
+    async def read_block(self, index: int, begin: int, length: int) -> bytes | memoryview:
         assert self.disk is not None
         data = await self.disk.read(index, begin, length)
         self.uploaded_bytes += length
+        return data
+
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        if self.disk is None:
+            return None
+        data = self.disk.read_cached(index, begin, length)
+        if data is not None:
+            self.uploaded_bytes += length
         return data
 
     def prefetch(self, index: int) -> None:

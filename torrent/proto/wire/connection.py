@@ -525,6 +525,8 @@ class PeerProtocol:
             # rather than drop a working peer. Our own sends still follow the table.
             self.late_piece_sets += 1
             return
+        if self.their_phase is Phase.ACTIVE and (kind is Kind.OTHER or kind is Kind.NEUTRAL):
+            return  # the table's usual answer, without hashing two enums per message
         new = TRANSITIONS.get((self.their_phase, kind))
         if new is None:
             what = VIOLATIONS.get((self.their_phase, kind), "{name} in phase " + self.their_phase.value)
@@ -878,6 +880,8 @@ class PeerProtocol:
         return PIECE_HDR_STRUCT.pack(9 + n, MessageId.PIECE, index, begin), data
 
     def _our_transition(self, kind: Kind, name: str) -> None:
+        if self.our_phase is Phase.ACTIVE and (kind is Kind.OTHER or kind is Kind.NEUTRAL):
+            return  # the table's usual answer, without hashing two enums per message
         new = TRANSITIONS.get((self.our_phase, kind))
         if new is None:
             what = VIOLATIONS.get((self.our_phase, kind), "{name} in phase " + self.our_phase.value)
