@@ -156,6 +156,9 @@ class DiskIO:
         # Read cache: key -> (generation of the piece when read, data).
         self._cache_limit = max(0, read_cache_bytes)
         self._whole_pieces = self._info.piece_length * 4 <= self._cache_limit
+        #: The last piece and its size (read_cached runs per uploaded block).
+        self._last_piece = self._info.num_pieces - 1
+        self._last_piece_size = self._info.piece_size(self._last_piece) if self._last_piece >= 0 else 0
         self._cache: OrderedDict[tuple[int, int, int], tuple[int, bytes]] = OrderedDict()
         self._cache_bytes = 0
         self._generation: dict[int, int] = {}
@@ -470,7 +473,9 @@ class DiskIO:
         Raises:
             ValueError: the range is not inside the piece.
         """
-        size = self._info.piece_size(piece)
+        if not 0 <= piece <= self._last_piece:
+            raise IndexError(f"piece index {piece} out of range")
+        size = self._last_piece_size if piece == self._last_piece else self._info.piece_length
         if offset < 0 or length < 0 or offset + length > size:
             raise ValueError(f"range {offset}+{length} is outside piece {piece} of {size} bytes")
         whole = self._whole_pieces

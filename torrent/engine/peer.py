@@ -601,6 +601,7 @@ class Peer(asyncio.BufferedProtocol):
     def _drain_events(self, proto: wire.PeerProtocol) -> None:
         need_data = wire.NEED_DATA
         block = wire.Block
+        request = wire.Request
         closed = self._closed.done
         host = self.host
         assert host is not None
@@ -611,6 +612,8 @@ class Peer(asyncio.BufferedProtocol):
                 self._slow_start += 1
                 host.on_peer_block(self, ev.index, ev.begin, ev.data)
                 self._refill = True  # once per read, not per block (see _data_received)
+            elif type(ev) is request:
+                self._on_request(host, ev.index)  # the hot path of an upload
             elif ev is need_data:
                 return
             else:
