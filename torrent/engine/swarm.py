@@ -19,7 +19,7 @@ A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which r
 What stays here is the glue: the peer callbacks, piece assembly, upload gating, choke
 application and the torrent's lifecycle.
 
-The walk of a block (docs/ARCHITECTURE.md): ``Peer.data_received`` → ``wire`` → ``Block``
+The walk of a block (docs/ARCHITECTURE.md): the peer's stream → ``wire`` → ``Block``
 → :meth:`Swarm.on_peer_block` → picker bookkeeping and one copy into the piece's buffer →
 when the piece is whole, ``DiskIO.write_piece`` (SHA-1 then ``pwrite`` on the thread
 pool) → ``picker`` verified → ``Have`` to every peer. A piece that fails its hash goes
