@@ -43,6 +43,13 @@ Rules:
     data: :meth:`DiskIO.write_piece` raises :class:`MetainfoError` and the torrent
     stops (nothing is written). A v2 piece whose hash is not known yet (no piece
     layer) raises it too, rather than blaming the peers that sent it.
+11. Flush ahead: after every ``FLUSH_AHEAD_BYTES`` written by :meth:`DiskIO.write_piece`,
+    the worker that crossed the mark calls ``fsync`` on the storage (best effort; an error is
+    left for :meth:`DiskIO.flush` to report). The kernel would otherwise hold a whole
+    download's pages dirty until the ``fsync`` before the final resume state, which then
+    waits for all of them at once (0.3-0.4 s a GiB at the end of every download); spread
+    out, that write-back overlaps the transfer. Durability still comes only from
+    :meth:`DiskIO.flush`.
 
 Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache.
 """
@@ -50,6 +57,7 @@ Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import hashlib
@@ -73,6 +81,9 @@ HASH_CHUNK = 1024 * 1024
 DEFAULT_MAX_QUEUED = 64
 #: Default read-cache size in bytes.
 DEFAULT_READ_CACHE_BYTES = 16 * 1024 * 1024
+
+#: Bytes of verified pieces written between two background fsyncs (rule 11).
+FLUSH_AHEAD_BYTES = 64 * 1024 * 1024
 
 #: A worker reports finished operations at least this often while it keeps draining.
 _REPORT_EVERY_S = 0.002
@@ -165,6 +176,7 @@ class DiskIO:
         self._reading: dict[tuple[int, int, int], asyncio.Future[bytes]] = {}
         # Counters.
         self._bytes_written = 0
+        self._unflushed = 0  # bytes written by write_piece since the last flush ahead (rule 11)
         self._bytes_read = 0
         self._bytes_hashed = 0
         self._passed = 0
@@ -309,6 +321,12 @@ class DiskIO:
             return False
         self._journal_sync(piece)
         self.storage.write_block(piece, 0, data)
+        # Two workers may race on the count: that only moves the next flush a little.
+        self._unflushed += len(data)
+        if self._unflushed >= FLUSH_AHEAD_BYTES:
+            self._unflushed = 0
+            with contextlib.suppress(StorageError):  # flush() reports it where it matters
+                self.storage.sync()
         return True
 
     async def write_piece(self, piece: int, data: bytes | bytearray | memoryview) -> bool:
