@@ -20,8 +20,9 @@ user+sys from ``wait4`` and its peak RSS its ``VmHWM``. Scenarios, side by side 
 
 libtorrent runs as ``python -c`` processes with the PyPI bindings (TCP only, DHT, LSD,
 UPnP, NAT-PMP and PEX off, ``allow_multiple_connections_per_ip``); a libtorrent leecher
-exits as soon as it is seeding, as ``--no-seed`` does. Ours run with ``--no-dht --no-lsd``
-and their default encryption (``prefer``), libtorrent with its defaults. MB = 10^6 bytes.
+exits as soon as it is seeding, as ``--no-seed`` does. Ours run with ``--no-dht --no-lsd
+--no-utp`` (libtorrent's uTP is off too, so both speak TCP: with uTP on, our leechers would
+try it first with libtorrent and among themselves) and their default encryption (``prefer``), libtorrent with its defaults. MB = 10^6 bytes.
 """
 
 from __future__ import annotations
@@ -142,7 +143,17 @@ async def run_swarm(
         seed_proc = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log")
     else:
         seed_proc = spawn_ours(
-            ["seed", "--no-dht", "--no-lsd", "--json", str(torrent), str(data_dir), "--port", str(seed_port)],
+            [
+                "seed",
+                "--no-dht",
+                "--no-lsd",
+                "--no-utp",
+                "--json",
+                str(torrent),
+                str(data_dir),
+                "--port",
+                str(seed_port),
+            ],
             work / "seed.log",
         )
     leechers: list[Proc] = []
@@ -163,6 +174,7 @@ async def run_swarm(
                     "download",
                     "--no-dht",
                     "--no-lsd",
+                    "--no-utp",
                     "--no-seed",
                     "--json",
                     str(torrent),

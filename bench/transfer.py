@@ -13,7 +13,9 @@ Pairings, side by side in one run:
   (d) our seed        -> libtorrent leecher
 
 libtorrent runs in this process (TCP only: uTP crawls on loopback; DHT/LSD/UPnP/NAT-PMP
-off; ``allow_multiple_connections_per_ip``). Our client runs as ``python -m cli.main``
+off; ``allow_multiple_connections_per_ip``). Ours run with ``--no-utp`` too, so every pairing
+measures the TCP data path (our connector would otherwise try uTP first: (c) would time
+our uTP stack, and (b) would wait for libtorrent's unanswered SYN before TCP). Our client runs as ``python -m cli.main``
 subprocesses: their CPU seconds come from ``wait4``, their peak RSS from ``VmHWM``. Peers
 find each other directly (``--peer`` / ``connect_peer``), no tracker, so the figure is the
 data path alone. Transfers are timed from the torrent being added to every piece
@@ -321,6 +323,7 @@ async def run_pair(
                     "seed",
                     "--no-dht",
                     "--no-lsd",
+                    "--no-utp",
                     "--no-port-mapping",
                     str(torrent),
                     str(data_dir),
@@ -349,6 +352,7 @@ async def run_pair(
                 "download",
                 "--no-dht",
                 "--no-lsd",
+                "--no-utp",
                 "--no-port-mapping",
                 str(torrent),
                 "-o",

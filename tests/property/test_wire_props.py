@@ -161,6 +161,59 @@ def test_valid_streams_decode_and_reencode_to_the_same_bytes(
     )
 
 
+def drain_in_place(proto: PeerProtocol, data: bytes, fed_first: int, sizes: list[int]) -> list[Event]:
+    """Like :func:`drain_all`, but the stream is read into ``get_buffer`` (after the first
+    ``fed_first`` bytes through ``receive_data``), each read as long as the next of ``sizes``
+    or as the view offered, whichever is shorter. Block data is copied before the next read:
+    the in-place views live only until then."""
+    events: list[Event] = []
+
+    def take() -> None:
+        while (event := proto.next_event()) is not NEED_DATA:
+            if isinstance(event, (Block, UnrequestedBlock)):
+                event = type(event)(event.index, event.begin, bytes(event.data))
+            events.append(event)  # type: ignore[arg-type]
+
+    if fed_first:  # (receive_data(b"") would be the end of the stream)
+        proto.receive_data(data[:fed_first])
+        take()
+    pos = fed_first
+    for i in itertools.count():
+        if pos >= len(data):
+            break
+        view = proto.get_buffer()
+        n = max(1, min(len(view), len(data) - pos, sizes[i % len(sizes)] if sizes else len(view)))
+        view[:n] = data[pos : pos + n]
+        proto.buffer_updated(n)
+        pos += n
+        take()
+    proto.receive_data(b"")
+    events.append(proto.next_event())  # type: ignore[arg-type]
+    return events
+
+
+@SETTINGS
+@given(
+    first=first_messages,
+    rest=st.lists(st.one_of(simple, blocks()), max_size=25),
+    fed_first=st.integers(min_value=0, max_value=10**5),
+    sizes=st.lists(st.integers(min_value=1, max_value=200_000), max_size=6),
+)
+def test_reading_into_the_protocol_buffer_gives_the_events_of_receive_data(
+    first: Event, rest: list[Event], fed_first: int, sizes: list[int]
+) -> None:
+    stream = b"".join(wire_bytes(m) for m in [first, *rest])
+    protos = []
+    for _ in range(2):
+        proto = connected()
+        proto.send(HaveAll())
+        proto.send(Unchoke())
+        protos.append(proto)
+    expected = drain_all(protos[0], stream, [])
+    assert drain_in_place(protos[1], stream, fed_first % (len(stream) + 1), sizes) == expected
+    assert protos[1].data_to_send() == protos[0].data_to_send()
+
+
 @SETTINGS
 @given(hs_reserved=st.binary(min_size=8, max_size=8), peer_id=st.binary(min_size=20, max_size=20))
 def test_handshake_round_trip(hs_reserved: bytes, peer_id: bytes) -> None:

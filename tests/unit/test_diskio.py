@@ -11,6 +11,7 @@ import pytest
 
 from tests.disk_helpers import make_torrent
 from tests.polling import wait_until
+from torrent.disk import diskio
 from torrent.disk.diskio import DiskIO
 from torrent.disk.storage import FileStorage
 from torrent.errors import StorageError
@@ -129,6 +130,36 @@ async def test_write_piece_hashes_before_writing(tmp_path: Path, fx) -> None:
         assert await disk.write_piece(last, fx.piece(last)) is True
         with pytest.raises(ValueError, match="piece 0 is 1024 bytes, got 5"):
             await disk.write_piece(0, b"short")
+
+
+class Syncing(FileStorage):
+    """Counts ``sync`` calls and can fail them."""
+
+    syncs = 0
+    fail = False
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.fail:
+            raise StorageError("disk full on write-back")
+        super().sync()
+
+
+async def test_write_piece_flushes_ahead_every_so_many_bytes(
+    tmp_path: Path, fx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(diskio, "FLUSH_AHEAD_BYTES", 3 * PLEN)
+    storage = Syncing(fx.info, tmp_path)
+    async with asyncio.timeout(20), DiskIO(storage, threads=1) as disk:
+        for p in range(7):
+            assert await disk.write_piece(p, fx.piece(p))
+        assert storage.syncs == 2  # after the 3rd and the 6th piece
+        storage.fail = True  # best effort: the write still succeeds; flush() reports it
+        for p in range(7, 10):
+            assert await disk.write_piece(p, fx.piece(p))
+        assert storage.syncs == 3
+        with pytest.raises(StorageError, match="disk full"):
+            await disk.flush()
 
 
 async def test_check_finds_exactly_the_good_pieces(tmp_path: Path, fx) -> None:
@@ -258,6 +289,28 @@ async def test_read_cache_whole_pieces(tmp_path: Path, fx) -> None:
         assert counting.reads == 2 + 6 + 1
         with pytest.raises(ValueError, match=r"range 1023\+2 is outside piece 0 of 1024 bytes"):
             await disk.read(0, PLEN - 1, 2)
+
+
+async def test_read_cached_answers_only_from_the_cache_and_views_whole_pieces(tmp_path: Path, fx) -> None:
+    inner = FileStorage(fx.info, tmp_path)
+    for p in range(fx.info.num_pieces):
+        inner.write_block(p, 0, fx.piece(p))
+    counting = Counting(inner)
+    async with asyncio.timeout(20), DiskIO(counting, read_cache_bytes=4 * PLEN) as disk:
+        assert disk.read_cached(3, 128, 128) is None  # not read yet: no disk read either
+        assert counting.reads == 0
+        first = await disk.read(3, 0, 128)
+        cached = disk.read_cached(3, 128, 128)
+        assert isinstance(cached, memoryview)  # a view of the cached piece, not a copy
+        assert bytes(cached) == fx.piece(3)[128:256]
+        assert first == fx.piece(3)[:128]
+        assert disk.read_cached(3, 0, PLEN) == fx.piece(3)
+        assert counting.reads == 1
+        assert disk.statistics().cache_hits == 2
+        await disk.write(3, 0, b"Z")
+        assert disk.read_cached(3, 0, 1) is None  # the write made the cached copy stale
+        with pytest.raises(ValueError, match="outside piece"):
+            disk.read_cached(3, PLEN, 1)
 
 
 async def test_read_cache_blocks_for_large_pieces(tmp_path: Path, fx) -> None:

@@ -85,6 +85,9 @@ class Host:
     def may_upload(self, peer: Peer, index: int, begin: int, length: int) -> bool:
         return not peer.am_choking
 
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | None:
+        return None  # every read goes through read_block (counted, and held by ``disk``)
+
     async def read_block(self, index: int, begin: int, length: int) -> bytes:
         self.reads += 1
         if self.disk is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.wire_helpers import INFO_HASH, NUM_PIECES, PEER_A, PEER_B, connected, feed, make
+from tests.wire_helpers import INFO_HASH, NUM_PIECES, PEER_A, PEER_B, connected, drain, feed, make
+from torrent.errors import RemoteProtocolError
 from torrent.proto.pieceset import PieceSet
 from torrent.proto.wire import (
     HANDSHAKE_LENGTH,
@@ -22,6 +23,7 @@ from torrent.proto.wire import (
     Have,
     HaveAll,
     HaveNone,
+    InPlaceFrameBuffer,
     Interested,
     KeepAlive,
     NotInterested,
@@ -345,3 +347,93 @@ def test_block_views_are_readonly_and_stay_valid_as_more_data_arrives(chunk: int
         assert isinstance(event, Block)
         assert isinstance(event.data, memoryview)
         assert event.data.readonly
+
+
+# -- reading straight into the protocol's buffer ---------------------------------------------------
+
+
+def read_into(proto: PeerProtocol, data: bytes) -> int:
+    """One read of up to the offered room from ``data``; returns how many bytes it took."""
+    view = proto.get_buffer()
+    n = min(len(view), len(data))
+    view[:n] = data[:n]
+    proto.buffer_updated(n)
+    return n
+
+
+def test_in_place_reads_frame_messages_and_blocks_are_views_of_the_buffer() -> None:
+    proto = ready()
+    proto.send(Request(1, 0, 16384))
+    proto.send(Request(1, 16384, 16384))
+    stream = encode(Block(1, 0, b"a" * 16384)) + encode(Have(3)) + encode(Block(1, 16384, b"b" * 16384))
+    taken = read_into(proto, stream[:20000])  # the first block, the have, part of the second block
+    first, have = drain(proto)
+    assert have == Have(3)
+    assert isinstance(first, Block)
+    assert isinstance(first.data, memoryview)
+    assert first.data.readonly
+    assert bytes(first.data) == b"a" * 16384
+    read_into(proto, stream[taken:])
+    (second,) = drain(proto)
+    assert second == Block(1, 16384, b"b" * 16384)
+    assert proto.outstanding_requests == {}
+
+
+def test_in_place_takes_over_what_receive_data_buffered() -> None:
+    proto = ready()
+    proto.send(Request(2, 0, 16384))
+    message = encode(Block(2, 0, b"c" * 16384))
+    proto.receive_data(message[:100])
+    assert drain(proto) == []
+    read_into(proto, message[100:])
+    assert drain(proto) == [Block(2, 0, b"c" * 16384)]
+    proto.receive_data(encode(Have(4)))  # bytes from elsewhere still work after the switch
+    assert drain(proto) == [Have(4)]
+
+
+def test_in_place_buffer_grows_while_reads_fill_it_and_shrinks_when_they_do_not() -> None:
+    proto = ready()
+    haves = b"".join(encode(Have(i % NUM_PIECES)) for i in range(300_000))  # 2.7 MB of messages
+    offered = []
+    pos = 0
+    while pos < len(haves):
+        view = proto.get_buffer()
+        offered.append(len(view))
+        n = min(len(view), len(haves) - pos)
+        view[:n] = haves[pos : pos + n]
+        proto.buffer_updated(n)
+        pos += n
+        while proto.next_event() is not NEED_DATA:
+            pass
+    assert offered[0] < 128 * 1024
+    assert max(offered) > 512 * 1024  # grew while every read filled the room
+    assert max(offered) <= InPlaceFrameBuffer.MAX_CAPACITY
+    for _ in range(8):  # small reads of a slow peer: memory is given back
+        read_into(proto, encode(Have(1)))
+        drain(proto)
+    assert len(proto.get_buffer()) <= InPlaceFrameBuffer.MIN_CAPACITY
+
+
+def test_in_place_buffer_grows_to_fit_a_long_message() -> None:
+    proto = ready(extensions={"ut_metadata": 2})
+    payload = bytes(range(256)) * 1200  # 300 KiB, more than the buffer holds at first
+    message = encode(ExtendedMessage("ut_metadata", payload), extended_id=2)
+    pos = 0
+    events: list[Event] = []
+    while pos < len(message):
+        pos += read_into(proto, message[pos : pos + 10_000])  # slow reads: no growth for speed
+        events += drain(proto)
+    assert events == [ExtendedMessage("ut_metadata", payload)]
+
+
+def test_in_place_misuse_and_limits() -> None:
+    proto = ready()
+    with pytest.raises(ValueError, match="without get_buffer"):
+        proto.buffer_updated(1)
+    view = proto.get_buffer()
+    with pytest.raises(ValueError, match="do not fit"):
+        proto.buffer_updated(len(view) + 1)
+    oversized = b"\x00\x10\x00\x00\x07"  # a piece message of 1 MiB: refused before buffering
+    read_into(proto, oversized)
+    with pytest.raises(RemoteProtocolError, match="piece message with length"):
+        drain(proto)

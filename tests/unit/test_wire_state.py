@@ -375,6 +375,29 @@ def test_send_block_parts_are_the_message_send_would_build() -> None:
         parts.b.send_block(1, 0, data, 6.0)  # already answered
 
 
+def test_send_requests_is_send_for_each_and_lists_the_refused() -> None:
+    one_by_one, batched = seed_and_leecher(), seed_and_leecher()
+    for p in (one_by_one, batched):  # a cancelled request still awaits its answer (BEP 6)
+        p.send(p.a, Request(2, 0, BLOCK))
+        p.send(p.a, Cancel(2, 0, BLOCK))
+    wanted = [(1, 0, BLOCK), (2, 0, BLOCK), (1, BLOCK, BLOCK), (1, 0, BLOCK)]
+    expected = b""
+    for index, begin, length in wanted[:1] + wanted[2:3]:
+        expected += one_by_one.a.send(Request(index, begin, length), 7.0)
+    out, refused = batched.a.send_requests(wanted, 7.0)
+    assert out == expected
+    assert refused == [(2, 0, BLOCK), (1, 0, BLOCK)]  # awaiting its answer; already outstanding
+    assert batched.a.outstanding_requests == one_by_one.a.outstanding_requests
+    assert batched.a.last_sent_at == 7.0
+    assert feed(batched.b, out) == [Request(1, 0, BLOCK), Request(1, BLOCK, BLOCK)]
+
+
+def test_send_requests_before_the_handshakes_refuses_them_all() -> None:
+    p = Pair({}, {})
+    assert p.a.send_requests([(0, 0, BLOCK)], 1.0) == (b"", [(0, 0, BLOCK)])
+    assert p.a.outstanding_requests == {}
+
+
 # -- fast and extension misuse ---------------------------------------------------------------------
 
 

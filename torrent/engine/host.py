@@ -153,8 +153,11 @@ class PeerHostBase:
     def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
         pass
 
-    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]:
+    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes | memoryview]:
         return _no_data()
+
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        return None
 
     def prefetch(self, index: int) -> None:
         pass

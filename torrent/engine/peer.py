@@ -10,9 +10,11 @@ one copy of each fact, and ``_on_event`` only tells the host what happened.
 * The byte stream is any :class:`~torrent.engine.transport.Transport` (TCP today; an MSE
   stream or a uTP socket plug in there, see :mod:`torrent.engine.transport`). Outgoing
   connections are opened by the ``connect=`` :data:`~torrent.engine.transport.Connector`.
-* Reading: ``data_received`` hands bytes to the codec and dispatches every event
-  synchronously, so a block goes stream → codec → swarm without a queue, and the codec never
-  holds more than one incomplete message. When the download limit is exceeded, reading is
+* Reading: a TCP transport reads straight into the codec's buffer (``BufferedProtocol``:
+  ``get_buffer``/``buffer_updated``), where messages are framed in place; other streams (MSE,
+  uTP) hand bytes to ``data_received``. Either way every event is dispatched synchronously,
+  so a block goes stream → codec → swarm without a queue (and is copied once, into its
+  piece), and the codec never holds more than one incomplete message. When the download limit is exceeded, reading is
   paused until the budget refills.
 * Writing: ``transport.write``; ``pause_writing``/``resume_writing`` gate the upload task,
   which only reads the next block from disk once the transport's buffer has drained below its
@@ -64,6 +66,8 @@ UT_PEX_ID = 1
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
+#: Reads before the wire protocol exists (an incoming handshake not yet routed) go here.
+SCRATCH_BYTES = 16 * 1024
 #: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
 RATE_WINDOW_S = 5.0
 
@@ -110,7 +114,11 @@ class PeerHost(Protocol):
     def on_hash_reject(self, peer: Peer, ev: wire.HashReject) -> None:
         """BEP 52: the peer will not answer one of our hash requests."""
 
-    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes]: ...
+    def read_block(self, index: int, begin: int, length: int) -> Awaitable[bytes | memoryview]: ...
+
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        """``read_block`` when the block can be had without waiting (the read cache), else None
+        (the upload's fast path: most blocks of a piece are read ahead with its first)."""
 
     def prefetch(self, index: int) -> None:
         """Start reading piece ``index`` into the read cache (uploads will want it)."""
@@ -172,7 +180,7 @@ class PieceFlags(Sequence[int]):
 _NO_PIECES: PieceSet = PieceSet(0)
 
 
-class Peer(asyncio.Protocol):
+class Peer(asyncio.BufferedProtocol):
     """One connection. Create it, then ``await run_outgoing()`` or ``run_incoming()``.
 
     Args:
@@ -235,6 +243,8 @@ class Peer(asyncio.Protocol):
         self._writable.set()
         self._upload_wakeup = asyncio.Event()
         self._pending: bytearray = bytearray()  # bytes before the handshake was routed
+        self._scratch: memoryview | None = None  # read into before the protocol exists
+        self._into_proto = False  # get_buffer handed out the protocol's buffer
         self._router: Callable[[InfoHash], PeerHost | None] | None = None
         self._paused_reading = False
         self._refill = False
@@ -493,8 +503,39 @@ class Peer(asyncio.Protocol):
         return None
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from a stream that hands them over (an MSE or uTP stream, the listener)."""
         try:
             self._data_received(data)
+        except (RemoteProtocolError, StorageError) as exc:
+            self._record(exc)
+            self.close(self.close_reason)
+        except Exception as exc:  # a bug: let it reach the owner of run()
+            self._fail(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """asyncio's ``BufferedProtocol`` (a TCP transport): the stream is read straight into
+        the wire protocol's buffer, where messages are framed in place (blocks are views of it,
+        copied once, into their piece). Before the protocol exists, into a small scratch
+        buffer whose bytes take the ``data_received`` way."""
+        proto = self.proto
+        if proto is not None:
+            self._into_proto = True
+            return proto.get_buffer()
+        self._into_proto = False
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(SCRATCH_BYTES))
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._into_proto:
+                proto = self.proto
+                assert proto is not None
+                proto.buffer_updated(nbytes, self.clock.monotonic())
+                self._after_receive(proto, nbytes)
+            else:
+                assert self._scratch is not None
+                self._data_received(bytes(self._scratch[:nbytes]))
         except (RemoteProtocolError, StorageError) as exc:
             self._record(exc)
             self.close(self.close_reason)
@@ -525,11 +566,15 @@ class Peer(asyncio.Protocol):
             if routed is None:
                 return
             data = routed
-        if not self.down_limit.unlimited:
-            self._limit_download(len(data))
         proto = self.proto
         assert proto is not None
         proto.receive_data(data, self.clock.monotonic())
+        self._after_receive(proto, len(data))
+
+    def _after_receive(self, proto: wire.PeerProtocol, nbytes: int) -> None:
+        """``nbytes`` more are in the protocol: rate-limit, handle its events, ask for more."""
+        if not self.down_limit.unlimited:
+            self._limit_download(nbytes)
         self._drain_events(proto)
         if self._refill and not self.closed:
             # One refill (one picker call, one write of requests) per read of the stream.
@@ -555,12 +600,25 @@ class Peer(asyncio.Protocol):
 
     def _drain_events(self, proto: wire.PeerProtocol) -> None:
         need_data = wire.NEED_DATA
+        block = wire.Block
+        request = wire.Request
+        closed = self._closed.done
+        host = self.host
+        assert host is not None
         while True:
             ev = proto.next_event()
-            if ev is need_data:
+            if type(ev) is block:
+                # The hot path of a download, ahead of _on_event's dispatch (same handling).
+                self._slow_start += 1
+                host.on_peer_block(self, ev.index, ev.begin, ev.data)
+                self._refill = True  # once per read, not per block (see _data_received)
+            elif type(ev) is request:
+                self._on_request(host, ev.index)  # the hot path of an upload
+            elif ev is need_data:
                 return
-            self._on_event(cast(wire.Event, ev))
-            if self.closed:
+            else:
+                self._on_event(cast(wire.Event, ev))
+            if closed():
                 return
 
     # ------------------------------------------------------------------ events → host
@@ -700,18 +758,11 @@ class Peer(asyncio.Protocol):
         picks = self.host.pick_blocks(self, want)
         if not picks:
             return
-        now = self.clock.monotonic()
-        chunks = []
-        refused = []
-        for index, begin, length in picks:
-            try:
-                chunks.append(proto.send(wire.Request(index, begin, length), now))
-            except LocalProtocolError:
-                # Still awaiting the answer to a cancelled copy of this request (BEP 6):
-                # someone else should fetch it.
-                refused.append((index, begin, length))
-        if chunks:
-            self._write(b"".join(chunks))
+        # One write for the whole refill. A refused request is typically still awaiting the
+        # answer to a cancelled copy (BEP 6): someone else should fetch it.
+        out, refused = proto.send_requests(picks, self.clock.monotonic())
+        if out:
+            self._write(out)
         if refused:
             self.host.on_requests_dropped(self, refused)
 
@@ -756,9 +807,11 @@ class Peer(asyncio.Protocol):
                 self._write_batch(batch)
                 await self._writable.wait()
                 continue  # the queue may have changed meanwhile
-            data = await self._read_for(host, proto, request, batch)
-            if data is None or self.closed:
-                continue
+            data = self._cached_for(host, request)
+            if data is None:
+                data = await self._read_for(host, proto, request, batch)
+                if data is None or self.closed:
+                    continue
             # Header and data side by side: the transport writes them as one vector.
             batch.extend(proto.send_block(request.index, request.begin, data, self.clock.monotonic()))
             # ``batch`` is emptied wherever it is written, so a two-element batch starts a count.
@@ -766,9 +819,17 @@ class Peer(asyncio.Protocol):
             if batched >= UPLOAD_BATCH_BYTES:
                 self._write_batch(batch)
 
+    def _cached_for(self, host: PeerHost, request: wire.Request) -> bytes | memoryview | None:
+        """The data for ``request`` without suspending (no limit to wait for, in the cache),
+        else None: then :meth:`_read_for` decides, refuses or waits."""
+        index, begin, length = request.index, request.begin, request.length
+        if not self.up_limit.unlimited or not host.may_upload(self, index, begin, length):
+            return None
+        return host.cached_block(index, begin, length)
+
     async def _read_for(
         self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes | memoryview]
-    ) -> bytes | None:
+    ) -> bytes | memoryview | None:
         """The data for ``request``, or None when it is refused or withdrawn meanwhile."""
         index, begin, length = request.index, request.begin, request.length
         if not host.may_upload(self, index, begin, length):

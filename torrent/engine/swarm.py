@@ -19,7 +19,7 @@ A :class:`Swarm` is owned by a :class:`~torrent.engine.session.Session`, which r
 What stays here is the glue: the peer callbacks, piece assembly, upload gating, choke
 application and the torrent's lifecycle.
 
-The walk of a block (docs/ARCHITECTURE.md): ``Peer.data_received`` → ``wire`` → ``Block``
+The walk of a block (docs/ARCHITECTURE.md): the peer's stream → ``wire`` → ``Block``
 → :meth:`Swarm.on_peer_block` → picker bookkeeping and one copy into the piece's buffer →
 when the piece is whole, ``DiskIO.write_piece`` (SHA-1 then ``pwrite`` on the thread
 pool) → ``picker`` verified → ``Have`` to every peer. A piece that fails its hash goes
@@ -81,6 +81,9 @@ MIN_PIECES_IN_FLIGHT = 4
 #: piece is larger than VERIFY_SLACK_BYTES (one verifying while the next arrives).
 VERIFY_SLACK_PIECES = 2
 VERIFY_SLACK_BYTES = 2 << 20
+#: Memory of verified pieces' buffers kept for reuse while downloading: a fresh buffer costs
+#: zeroing and a page fault per 4 KiB.
+SPARE_BUFFER_BYTES = 4 << 20
 #: Why recent connections ended, kept for diagnostics.
 MAX_CLOSED_PEERS = 200
 #: Incoming connections held while the torrent reads its resume state (see
@@ -199,6 +202,8 @@ class Swarm(PeerHostBase):
         self.resume = ResumeStore(self.info, self.info_hash, storage.directory)
         self._events = EventBus(self.info_hash, self.name)
         self._partial: dict[int, _PartialPiece] = {}
+        #: Buffers of verified pieces, reused for the next ones (see _piece_buffer).
+        self._spare_buffers: list[bytearray] = []
         self._verifying: set[int] = set()
         self._pieces_allowed = min(MIN_PIECES_IN_FLIGHT, self.settings.max_pieces_in_flight)
         self._prefetching: set[int] = set()
@@ -840,14 +845,15 @@ class Swarm(PeerHostBase):
             return
         part = self._partial.get(index)
         if part is None:
-            part = self._partial[index] = _PartialPiece(bytearray(self.info.piece_size(index)))
+            part = self._partial[index] = _PartialPiece(self._piece_buffer(index))
         part.buf[begin : begin + n] = data
         part.sources[begin] = source
-        for key, blk in result.cancels:
-            other = self.peers.get(cast(PeerAddr, key))
-            if other is not None:
-                other.cancel(blk.piece, blk.offset, blk.length)
-        if self.state == TorrentState.DOWNLOADING and self.picker.in_endgame:
+        if result.cancels:
+            for key, blk in result.cancels:
+                other = self.peers.get(cast(PeerAddr, key))
+                if other is not None:
+                    other.cancel(blk.piece, blk.offset, blk.length)
+        if self.state is TorrentState.DOWNLOADING and self.picker.in_endgame:
             self._set_state(TorrentState.ENDGAME)
         if result.piece_complete:
             del self._partial[index]
@@ -855,6 +861,26 @@ class Swarm(PeerHostBase):
             # Refused while stopping: the piece is not verified; the next run fetches it.
             if self.spawn(self._verify(index, part)):
                 self._verifying.add(index)
+
+    def _piece_buffer(self, index: int) -> bytearray:
+        """Memory to assemble piece ``index`` in: a spare one when it fits (no page faults,
+        no zeroing), else a new one. A piece with padding blocks needs a zeroed buffer:
+        those blocks are never received."""
+        size = self.info.piece_size(index)
+        if self._spare_buffers and size == self.info.piece_length and not self.picker.padding_blocks(index):
+            return self._spare_buffers.pop()
+        return bytearray(size)
+
+    def _recycle(self, buf: bytearray) -> None:
+        """Keep a verified piece's buffer for the next piece (at most SPARE_BUFFER_BYTES)."""
+        if self.complete:
+            self._spare_buffers.clear()  # seeding from here: nothing more to assemble
+            return
+        if (
+            len(buf) == self.info.piece_length
+            and (len(self._spare_buffers) + 1) * len(buf) <= SPARE_BUFFER_BYTES
+        ):
+            self._spare_buffers.append(buf)
 
     async def _verify(self, index: int, part: _PartialPiece) -> None:
         assert self.disk is not None
@@ -871,6 +897,8 @@ class Swarm(PeerHostBase):
             self._on_piece_passed(index, part)
         else:
             self._on_piece_failed(index, part)
+        # Written (or thrown away) and looked at by the smart ban: nothing holds it any more.
+        self._recycle(part.buf)
         if was_full and ok:
             # Peers stopped asking for new pieces while memory was full; without this
             # they would idle until their next block or the next tick.
@@ -915,13 +943,21 @@ class Swarm(PeerHostBase):
             and 0 <= index < self.num_pieces
             and self.picker.have(index)
             and 0 < length <= 2 * BLOCK_SIZE
-            and begin + length <= self.info.piece_size(index)
+            and begin + length <= self.picker.piece_size(index)
         )
 
-    async def read_block(self, index: int, begin: int, length: int) -> bytes:
+    async def read_block(self, index: int, begin: int, length: int) -> bytes | memoryview:
         assert self.disk is not None
         data = await self.disk.read(index, begin, length)
         self.uploaded_bytes += length
+        return data
+
+    def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
+        if self.disk is None:
+            return None
+        data = self.disk.read_cached(index, begin, length)
+        if data is not None:
+            self.uploaded_bytes += length
         return data
 
     def prefetch(self, index: int) -> None:

@@ -60,7 +60,7 @@ import random
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from torrent.types import BLOCK_SIZE
 
@@ -115,6 +115,12 @@ class BlockResult:
     status: BlockStatus
     piece_complete: bool = False
     cancels: tuple[tuple[PeerKey, Block], ...] = ()
+
+
+#: The usual answers of ``Picker.on_block`` (immutable, so shared).
+_NEW = BlockResult(BlockStatus.NEW)
+_DUPLICATE = BlockResult(BlockStatus.DUPLICATE)
+_UNEXPECTED = BlockResult(BlockStatus.UNEXPECTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -855,41 +861,38 @@ class Picker:
 
     # ------------------------------------------------------------------ block events
 
-    def _valid(self, blk: Block) -> bool:
-        p, offset, length = blk
-        if not 0 <= p < self.num_pieces or offset % BLOCK_SIZE or offset < 0:
-            return False
-        size = self.piece_size(p)
-        return offset < size and length == min(BLOCK_SIZE, size - offset)
-
     def on_block(self, peer: PeerKey, block: Block | tuple[int, int, int]) -> BlockResult:
         """A block's payload arrived from ``peer``.
 
         An unrequested or late block (its request timed out) is still accepted if we need it.
+        Called once per block received: plain tuples serve as keys (a ``Block`` is a tuple
+        with the same hash), and the usual results are shared constants.
 
         Returns:
             ``NEW`` (write it; ``piece_complete`` says to hash the piece once written, and
             ``cancels`` lists endgame duplicates to cancel), ``DUPLICATE`` or ``UNEXPECTED``
             (drop the payload).
         """
-        blk = Block(*block)
+        p, offset, length = block
         st = self._peers.get(peer)
         if st is not None:
-            st.requests.pop(blk, None)
-        if not self._valid(blk):
-            return BlockResult(BlockStatus.UNEXPECTED)
-        p = blk.piece
+            st.requests.pop(cast(Block, block), None)  # a tuple of the same values: the same key
+        if not 0 <= p < self.num_pieces or offset % BLOCK_SIZE or offset < 0:
+            return _UNEXPECTED
+        size = self._last_piece_length if p == self.num_pieces - 1 else self.piece_length
+        if offset >= size or length != min(BLOCK_SIZE, size - offset):
+            return _UNEXPECTED
         if self._have[p]:
-            return BlockResult(BlockStatus.DUPLICATE)
+            return _DUPLICATE
         d = self._downloads.get(p)
         if d is None:
             if not self._prio[p]:
-                return BlockResult(BlockStatus.UNEXPECTED)
+                return _UNEXPECTED
             d = self._start(p)
-        b = blk.offset // BLOCK_SIZE
+        b = offset // BLOCK_SIZE
         s = d.state[b]
         if s == _RECEIVED:
-            return BlockResult(BlockStatus.DUPLICATE)
+            return _DUPLICATE
         cancels: tuple[tuple[PeerKey, Block], ...] = ()
         if s == _FREE:
             d.free -= 1
@@ -902,6 +905,7 @@ class Picker:
             r = d.req[b]
             assert r is not None
             if len(r) > 1 or peer not in r:
+                blk = Block(p, offset, length)
                 others = [q for q in r if q != peer]
                 for q in others:
                     self._peers[q].requests.pop(blk, None)
@@ -910,7 +914,9 @@ class Picker:
         d.state[b] = _RECEIVED
         d.contrib[b] = peer
         d.received += 1
-        return BlockResult(BlockStatus.NEW, d.received == d.num_blocks, cancels)
+        if d.received == d.num_blocks:
+            return BlockResult(BlockStatus.NEW, True, cancels)
+        return BlockResult(BlockStatus.NEW, False, cancels) if cancels else _NEW
 
     def _free_request(self, peer: PeerKey, blk: Block) -> bool:
         """Withdraw ``peer``'s request for ``blk``; True when the block became free."""

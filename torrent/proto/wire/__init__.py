@@ -55,7 +55,8 @@ Policies worth knowing (details on :class:`PeerProtocol`):
 Layout (after h11's split of its connection):
 
 * :mod:`.events`: the event dataclasses, :data:`Event` (their union), :class:`MessageId`.
-* :mod:`.codec`: the handshake, stateless :func:`encode`, and :class:`FrameBuffer` (framing).
+* :mod:`.codec`: the handshake, stateless :func:`encode`, and :class:`FrameBuffer` /
+  :class:`InPlaceFrameBuffer` (framing).
 * :mod:`.state`: the phases and the table of legal transitions, for both directions.
 * :mod:`.limits`: the frame-length table and the caps on what a peer may make us remember.
 * :mod:`.rate`: :class:`RateMeter`, the one byte-rate meter.
@@ -63,8 +64,11 @@ Layout (after h11's split of its connection):
 
 Public API:
 
-* :class:`PeerProtocol` -- ``receive_data(data, now=)``, ``next_event()`` (an event or
-  :data:`NEED_DATA`), ``send(event, now=) -> bytes``, ``data_to_send() -> bytes``, the state
+* :class:`PeerProtocol` -- ``receive_data(data, now=)`` or, reading straight into the
+  protocol's buffer, ``get_buffer()`` then ``buffer_updated(nbytes, now=)``; ``next_event()``
+  (an event or :data:`NEED_DATA`), ``send(event, now=) -> bytes``,
+  ``send_requests(blocks, now) -> (bytes, refused)`` (a pipeline refill),
+  ``data_to_send() -> bytes``, the state
   attributes listed on the class, ``statistics(now)``, ``is_snubbed(now)``,
   ``download_rate_bps(now)``/``upload_rate_bps(now)`` (and their ``download_meter``/
   ``upload_meter``), ``num_outstanding()``, ``outstanding_requests``/``peer_requests``,
@@ -93,6 +97,7 @@ from torrent.proto.wire.codec import (
     HANDSHAKE_LENGTH,
     PROTOCOL_NAME,
     FrameBuffer,
+    InPlaceFrameBuffer,
     encode,
     encode_handshake,
     parse_handshake,
@@ -156,6 +161,7 @@ __all__ = [
     "Have",
     "HaveAll",
     "HaveNone",
+    "InPlaceFrameBuffer",
     "Interested",
     "KeepAlive",
     "MessageId",

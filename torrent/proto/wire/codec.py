@@ -6,6 +6,9 @@
   (the connection's ``send`` checks the state and then encodes with the same structs).
 * :class:`FrameBuffer`: reassembles length-prefixed messages from reads of any size, checking
   each length against the table of :mod:`.limits` before buffering the message.
+* :class:`InPlaceFrameBuffer`: the same framing inside one reused buffer that reads go
+  straight into (asyncio's ``BufferedProtocol``), so nothing is copied on the way to the
+  caller.
 
 The struct layouts below are shared with :mod:`.connection`, whose PIECE and REQUEST paths pack
 and unpack them inline for speed.
@@ -66,6 +69,7 @@ __all__ = [
     "U32X3_STRUCT",
     "U32_STRUCT",
     "FrameBuffer",
+    "InPlaceFrameBuffer",
     "check_prefix",
     "encode",
     "encode_handshake",
@@ -428,3 +432,168 @@ class FrameBuffer:
     def _length_error(self, msg_id: int, length: int, lo: int, hi: int) -> RemoteProtocolError:
         limit = f"must be {lo}" if lo == hi else f"allowed {lo}..{hi}"
         return RemoteProtocolError(f"{self._names[msg_id]} message with length {length} ({limit})")
+
+
+class InPlaceFrameBuffer:
+    """Frames messages inside one reusable buffer the bytes are read straight into.
+
+    The reader asks :meth:`get_buffer` for a writable view, reads into it (``recv_into``,
+    or asyncio's ``BufferedProtocol``), and reports the count with :meth:`buffer_updated`;
+    :meth:`feed` copies bytes received some other way. Messages are framed where they lie:
+    :meth:`next_frame` returns a read-only view of the buffer itself, so a piece message's
+    block is never copied here. The price is a shorter life for that view: it is valid until
+    the next :meth:`get_buffer` or :meth:`feed`, which may move an unfinished message to the
+    front (at most one message, so a small copy) or reuse the space of consumed ones.
+
+    The buffer starts at :attr:`MIN_CAPACITY` and doubles (up to :attr:`MAX_CAPACITY`) while
+    reads fill what they are offered, so a fast connection reads in large steps and a slow
+    one holds little; after small reads, once empty, it halves again. A message longer than
+    the buffer (a large extended message) grows it to fit. Lengths are checked against
+    ``limits`` as in :class:`FrameBuffer`, before the message is buffered.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_end",
+        "_last_read",
+        "_limits",
+        "_names",
+        "_offered",
+        "_ro",
+        "_start",
+        "_view",
+        "eof",
+    )
+
+    #: Smallest and largest buffer in bytes (a read is offered the free room).
+    MIN_CAPACITY = 64 * 1024
+    MAX_CAPACITY = 1024 * 1024
+    #: Free room below which the unfinished message moves to the front before a read.
+    MIN_ROOM = 32 * 1024
+
+    def __init__(self, limits: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
+        self._limits = limits
+        self._names = names
+        self._start = 0  # first unconsumed byte
+        self._end = 0  # one past the last received byte
+        self._last_read = 0  # bytes of the last buffer_updated (0 after a feed)
+        self._offered = 1  # bytes the last get_buffer offered
+        self._buf = bytearray(self.MIN_CAPACITY)
+        self._view = memoryview(self._buf)
+        self._ro = self._view.toreadonly()
+        self.eof = False
+
+    def __len__(self) -> int:
+        """Bytes received and not yet returned."""
+        return self._end - self._start
+
+    @property
+    def capacity(self) -> int:
+        """The buffer's size in bytes."""
+        return len(self._buf)
+
+    def get_buffer(self) -> memoryview:
+        """The free room at the end of the buffer, to read the next bytes into."""
+        start, end = self._start, self._end
+        capacity = size = len(self._buf)
+        if self._last_read >= self._offered and capacity < self.MAX_CAPACITY:
+            size = capacity * 2  # the last read filled what it was offered: read more at once
+        elif start == end and self._last_read < capacity // 8 and capacity > self.MIN_CAPACITY:
+            size = capacity // 2  # small reads: give memory back
+        if start == end and size == capacity:
+            self._start = self._end = 0
+        else:
+            frame = self._frame_size()
+            need = max(end - start + self.MIN_ROOM, frame)
+            while size < need:
+                size *= 2
+            if size != capacity or capacity - end < self.MIN_ROOM or start + frame > capacity:
+                self._move(size)
+        view = self._view[self._end :]
+        self._offered = len(view)
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written at the start of the view :meth:`get_buffer` returned."""
+        if not 0 <= nbytes <= len(self._buf) - self._end:
+            raise ValueError(f"{nbytes} bytes do not fit the buffer that was handed out")
+        self._end += nbytes
+        self._last_read = nbytes
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy received bytes in (for bytes that were not read into :meth:`get_buffer`)."""
+        n = len(data)
+        if len(self._buf) - self._end < n:
+            need = max(self._end - self._start + n, self._frame_size())
+            size = len(self._buf)
+            while size < need:
+                size *= 2
+            self._move(size)
+        end = self._end
+        self._view[end : end + n] = data
+        self._end = end + n
+        self._last_read = 0
+
+    def _frame_size(self) -> int:
+        """Bytes of the unfinished message at the front, prefix included, once its length
+        is known and within the limits (0 otherwise: :meth:`next_frame` refuses it)."""
+        start = self._start
+        if self._end - start < 5:
+            return 0
+        length = U32_STRUCT.unpack_from(self._buf, start)[0]
+        lo, hi = self._limits[self._buf[start + 4]]
+        return 4 + length if lo <= length <= hi else 0
+
+    def _move(self, size: int) -> None:
+        """Put the unconsumed bytes at the front of a buffer of ``size`` bytes: this one when
+        it is that size (a move within it), else a new one, never a resize (views handed out
+        may still point into the old one)."""
+        start, end = self._start, self._end
+        kept = end - start
+        if size != len(self._buf):
+            old = self._view[start:end]
+            self._buf = bytearray(size)
+            self._view = memoryview(self._buf)
+            self._ro = self._view.toreadonly()
+            self._view[:kept] = old
+        elif start:
+            self._view[:kept] = self._view[start:end]  # overlapping: memoryview copies safely
+        self._start, self._end = 0, kept
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` bytes from the front, consuming nothing (a copy)."""
+        return bytes(self._buf[self._start : min(self._end, self._start + n)])
+
+    def take(self, n: int) -> memoryview | None:
+        """Exactly ``n`` bytes from the front (consumed), or None if fewer are buffered."""
+        start = self._start
+        if self._end - start < n:
+            return None
+        self._start = start + n
+        return self._ro[start : start + n]
+
+    def next_frame(self) -> tuple[memoryview, int, int] | None:
+        """The next whole message as ``(view, start, length)`` (see :meth:`FrameBuffer.next_frame`).
+
+        Raises:
+            RemoteProtocolError: the message's length is outside the limits for its id.
+        """
+        start = self._start
+        avail = self._end - start
+        if avail < 4:
+            return None
+        length = U32_STRUCT.unpack_from(self._buf, start)[0]
+        if length == 0:
+            self._start = start + 4
+            return self._ro, start + 4, 0
+        if avail < 5:
+            return None
+        msg_id = self._buf[start + 4]
+        lo, hi = self._limits[msg_id]
+        if not lo <= length <= hi:
+            limit = f"must be {lo}" if lo == hi else f"allowed {lo}..{hi}"
+            raise RemoteProtocolError(f"{self._names[msg_id]} message with length {length} ({limit})")
+        if avail < 4 + length:
+            return None
+        self._start = start + 4 + length
+        return self._ro, start + 4, length

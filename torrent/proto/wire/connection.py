@@ -3,13 +3,14 @@
 It owns every piece of per-connection protocol state: both sides' choke and interest flags, both
 sides' piece sets, our outstanding requests and the peer's pending ones, the BEP 6 allowed-fast
 sets, the negotiated extensions, the byte rates and the snub timer. The engine's ``Peer`` reads
-them from here and keeps no copies. Framing is :class:`~.codec.FrameBuffer`, the legal
+them from here and keeps no copies. Framing is :class:`~.codec.FrameBuffer` (or, once the
+reader reads straight into :meth:`PeerProtocol.get_buffer`, :class:`~.codec.InPlaceFrameBuffer`), the legal
 transitions are :mod:`.state`'s table, the frame-size limits :mod:`.limits`' table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +31,7 @@ from torrent.proto.wire.codec import (
     U32X2_STRUCT,
     U32X3_STRUCT,
     FrameBuffer,
+    InPlaceFrameBuffer,
     check_prefix,
     encode,
     encode_handshake,
@@ -271,7 +273,7 @@ class PeerProtocol:
         self._error: str | None = None
         self._outbox: list[bytes] = []
         self._limits = frame_limits(self.num_pieces if self.geometry_known else None)
-        self._frames = FrameBuffer(self._limits, MESSAGE_NAMES)
+        self._frames: FrameBuffer | InPlaceFrameBuffer = FrameBuffer(self._limits, MESSAGE_NAMES)
         self._handlers: dict[int, Callable[[memoryview, int, int], Event | None]] = {
             MessageId.CHOKE: self._on_choke,
             MessageId.UNCHOKE: self._on_unchoke,
@@ -393,6 +395,41 @@ class PeerProtocol:
         self.last_received_at = self._now
         self._frames.feed(data)
 
+    def get_buffer(self) -> memoryview:
+        """Where to read the next bytes from the peer into (asyncio's ``BufferedProtocol``);
+        report how many with :meth:`buffer_updated`.
+
+        From the first call on, messages are framed inside this one reused buffer
+        (:class:`InPlaceFrameBuffer`; bytes already given to :meth:`receive_data` move into
+        it): a :class:`Block`'s or :class:`UnrequestedBlock`'s ``data`` is then a view that
+        stays valid only until the next ``get_buffer`` or ``receive_data``. Every other
+        event owns its fields. Take the events of one read before reading again.
+        """
+        frames = self._frames
+        if type(frames) is not InPlaceFrameBuffer:
+            moved = frames.take(len(frames)) if len(frames) else None
+            self._frames = frames = InPlaceFrameBuffer(self._limits, MESSAGE_NAMES)
+            if moved is not None:
+                frames.feed(moved)
+        return frames.get_buffer()
+
+    def buffer_updated(self, nbytes: int, now: float | None = None) -> None:
+        """``nbytes`` (> 0) were read into the view :meth:`get_buffer` returned.
+
+        Raises:
+            ValueError: more bytes than that view holds, or no :meth:`get_buffer` before.
+            LocalProtocolError: data after EOF.
+        """
+        if now is not None:
+            self._set_clock(now)
+        frames = self._frames
+        if type(frames) is not InPlaceFrameBuffer:
+            raise ValueError("buffer_updated without get_buffer")
+        if frames.eof:
+            raise LocalProtocolError("received data after the end of the stream")
+        self.last_received_at = self._now
+        frames.buffer_updated(nbytes)
+
     def next_event(self) -> Event | NeedData:
         """Parse the next event from the received bytes.
 
@@ -488,6 +525,8 @@ class PeerProtocol:
             # rather than drop a working peer. Our own sends still follow the table.
             self.late_piece_sets += 1
             return
+        if self.their_phase is Phase.ACTIVE and (kind is Kind.OTHER or kind is Kind.NEUTRAL):
+            return  # the table's usual answer, without hashing two enums per message
         new = TRANSITIONS.get((self.their_phase, kind))
         if new is None:
             what = VIOLATIONS.get((self.their_phase, kind), "{name} in phase " + self.their_phase.value)
@@ -841,6 +880,8 @@ class PeerProtocol:
         return PIECE_HDR_STRUCT.pack(9 + n, MessageId.PIECE, index, begin), data
 
     def _our_transition(self, kind: Kind, name: str) -> None:
+        if self.our_phase is Phase.ACTIVE and (kind is Kind.OTHER or kind is Kind.NEUTRAL):
+            return  # the table's usual answer, without hashing two enums per message
         new = TRANSITIONS.get((self.our_phase, kind))
         if new is None:
             what = VIOLATIONS.get((self.our_phase, kind), "{name} in phase " + self.our_phase.value)
@@ -940,8 +981,46 @@ class PeerProtocol:
         self.our_pieces = PieceSet(self.num_pieces)
         return b"\x00\x00\x00\x01\x0f"
 
+    def send_requests(
+        self, requests: Iterable[tuple[int, int, int]], now: float
+    ) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """``send(Request(index, begin, length), now)`` for many requests at once (a pipeline refill).
+
+        Each request is checked and recorded exactly as :meth:`send` would; the ones it
+        would refuse are not sent and leave the state unchanged.
+
+        Returns:
+            The bytes of the requests sent, joined for one write, and the refused
+            ``(index, begin, length)``: each one :meth:`send` would have raised
+            :class:`LocalProtocolError` for (e.g. still awaiting the answer to a cancelled copy).
+        """
+        self._set_clock(now)
+        if self.our_phase is not Phase.ACTIVE or self._error is not None:
+            # The first request of a connection (or a failed one): the checks of send().
+            chunks = []
+            refused = []
+            for index, begin, length in requests:
+                try:
+                    chunks.append(self.send(Request(index, begin, length)))
+                except LocalProtocolError:
+                    refused.append((index, begin, length))
+            return b"".join(chunks), refused
+        chunks = []
+        refused = []
+        request = self._request_bytes
+        for index, begin, length in requests:
+            try:
+                chunks.append(request(index, begin, length))
+            except LocalProtocolError:
+                refused.append((index, begin, length))
+        if chunks:
+            self.last_sent_at = self._now
+        return b"".join(chunks), refused
+
     def _send_request(self, event: Request) -> bytes:
-        index, begin, n = event.index, event.begin, event.length
+        return self._request_bytes(event.index, event.begin, event.length)
+
+    def _request_bytes(self, index: int, begin: int, n: int) -> bytes:
         if not (
             0 <= index < self.num_pieces
             and 0 < n <= BLOCK_SIZE
