@@ -32,11 +32,11 @@ def test_a_closed_connection_frees_its_place_at_once() -> None:
 
 
 def test_when_full_the_oldest_is_evicted_once_it_has_waited_a_little() -> None:
-    g, _ = gate(total=3, per_ip=3)
+    g, _ = gate(total=3, per_ip=4)
     for n in range(3):
-        g.admit(n, f"10.0.0.{n}", 0.0)
-    assert g.admit(9, "10.0.1.1", 0.5) == (False, None)  # nobody has waited long enough
-    assert g.admit(9, "10.0.1.1", 2.0) == (True, 0)  # the oldest goes
+        g.admit(n, "10.0.0.1", 0.0)
+    assert g.admit(9, "10.0.0.1", 0.5) == (False, None)  # nobody has waited long enough
+    assert g.admit(9, "10.0.0.1", 2.0) == (True, 0)  # the oldest goes
     assert 0 not in g
     assert 9 in g
     stats = g.statistics()
@@ -67,5 +67,7 @@ def test_when_full_a_new_address_takes_a_place_of_the_most_crowded_one() -> None
     assert g.admit(9, "c", 0.1) == (True, 0)
     assert g.admit(10, "b", 0.1) == (False, None)  # "b" already holds a place: refused
     assert g.admit(11, "d", 0.2) == (True, 1)  # "a" is still the most crowded
-    assert g.admit(12, "e", 0.3) == (False, None)  # every address holds one now: refused
-    assert g.statistics().evicted == 2
+    # every address holds one now: a new one takes the oldest place of all
+    assert g.admit(12, "e", 0.3) == (True, 2)
+    assert g.admit(13, "e", 0.3) == (False, None)  # "e" holds one: refused
+    assert g.statistics().evicted == 3

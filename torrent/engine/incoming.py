@@ -10,9 +10,11 @@ peer arriving meanwhile would find no room. The gate keeps four rules:
 2. At most ``total`` may be handshaking at once. Past it the connection that has been
    handshaking longest is closed to make room, if it has waited ``evict_after_s`` (an
    honest handshake takes a round trip or two). Otherwise a newcomer from an address that
-   holds none of the places takes the oldest place of the address holding the most, when
-   that address holds more than one (a flood from a few dozen addresses cannot keep a new
-   address out); else the newcomer is closed.
+   holds none of the places takes the oldest place of the address holding the most, or,
+   when every address holds one, the oldest place of all: a flood from more addresses
+   than there are places cannot keep a new address out, and an honest newcomer keeps its
+   place while ``total`` more arrive, far longer than its handshake takes to come in.
+   A newcomer from an address that already holds a place is closed.
 3. A connection that has not finished within ``timeout_s`` is closed; while the gate is
    three-quarters full, within a quarter of that (at least a second).
 4. A connection that closed by itself leaves at once (at the next admission or sweep).
@@ -101,7 +103,7 @@ class HandshakeGate(Generic[C]):
             return None
         crowded = max(self._by_ip, key=self._by_ip.__getitem__)
         if self._by_ip[crowded] < 2:
-            return None
+            return oldest
         return next(c for c, (addr, _) in self._waiting.items() if addr == crowded)
 
     def done(self, conn: C) -> None:
