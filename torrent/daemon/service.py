@@ -475,8 +475,13 @@ class Daemon:
         """Run each dormant seed when its announce is due, one slot at a time (one task
         for all of them: a dormant seed has no timer of its own)."""
         heap = self._announce_heap
+        gap = 1.0 / self.config.announces_per_s
+        last = -gap
         while not self._closing:
-            delay = heap[0][0] - time.monotonic() if heap else 60.0
+            now = time.monotonic()
+            # Due, and a slot's gap after the last one: when the loop fell behind (a busy
+            # machine), the overdue announces still go out one slot apart, not in a burst.
+            delay = max(heap[0][0] - now, last + gap - now) if heap else 60.0
             if delay > 0:
                 self._announce_wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -487,6 +492,7 @@ class Daemon:
             r = self.records.get(tid)
             if r is not None and r.parked and r.next_announce == when:
                 self._launch(r)
+                last = now
 
     def _schedule_announce(self, r: Record, when: float) -> None:
         r.next_announce = when
