@@ -105,3 +105,10 @@ def test_the_usual_list_fields_of_idle_torrents_need_no_view() -> None:
 def test_an_empty_field_list_lists_an_empty_object_per_torrent() -> None:
     assert Listing([]).json(_records()[:2], 0.0) == "[{},{}]"
     assert Listing([], table=True).json(_records()[:2], 0.0) == "[[],[],[]]"
+
+
+def test_fields_of_one_value_for_every_idle_torrent_are_written_once() -> None:
+    listing = Listing(["rateUpload", "etaIdle", "primary-mime-type"])
+    assert listing._idle == []
+    row = '{"rateUpload":0,"etaIdle":-1,"primary-mime-type":"application/octet-stream"}'
+    assert listing.json(_records()[:2], 0.0) == f"[{row},{row}]"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter
@@ -322,8 +322,20 @@ def _idle_ratio(r: Record) -> float:
     return r.stored.uploaded / base if base else -1.0
 
 
-def _zero(_: object) -> int:
-    return 0
+class _Constant:
+    """An idle getter whose value is the same for every torrent: a listing writes it into
+    its row template once instead of calling a getter per torrent."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, _: object) -> Any:
+        return self.value
+
+
+_zero = _Constant(0)
 
 
 # --------------------------------------------------------------------- the fields
@@ -347,7 +359,7 @@ def _record(kind: str, get: Callable[[Record], Any]) -> Field:
 
 
 def _const(kind: str, value: Any) -> Field:
-    return Field(kind, lambda v: value, lambda r: value)
+    return Field(kind, lambda v: value, _Constant(value))
 
 
 def _limit(key: str, default: Any) -> Field:
@@ -406,7 +418,7 @@ FIELDS: dict[str, Field] = {
     "metadataPercentComplete": _record("f", lambda r: 1.0 if r.meta is not None else 0.0),
     "name": _record("s", attrgetter("stored.name")),
     "peer-limit": _limit("peer-limit", 50),
-    "peers": Field("j", View.peers, lambda r: []),
+    "peers": Field("j", View.peers, _Constant([])),
     "peersConnected": Field("i", lambda v: v.stats.peers_connected if v.stats else 0, _zero),
     "peersFrom": Field(
         "j",
@@ -494,9 +506,24 @@ def _encoded(get: Callable[[Any], Any], convert: Callable[[Any], Any] | None) ->
     return lambda x: convert(get(x))
 
 
+_Column = Callable[[list[Record]], Iterator[Any]]
+
+
+def _column(get: Callable[[Record], Any], convert: Callable[[Any], Any] | None) -> _Column:
+    """The values of one field over many idle torrents (a lazy ``map``: C loops only)."""
+    if convert is None:
+        return lambda records: map(get, records)
+    return lambda records: map(convert, map(get, records))
+
+
 class Listing:
     """One ``torrent-get`` field list, compiled (unknown names are left out, as
     Transmission does).
+
+    Torrents that do not run are listed column by column: each field's getter is
+    ``map``-ped over all of them, ``zip`` makes the rows and the row template's ``%``
+    formats them, so no Python loop runs per torrent beyond the getters themselves
+    (and none for a field of one value for all, written into the template).
 
     Args:
         names: the field names asked for.
@@ -506,35 +533,50 @@ class Listing:
 
     def __init__(self, names: Iterable[str], *, table: bool = False) -> None:
         self.names = [n for n in names if n in FIELDS]
+        self.table = table
         fields = [FIELDS[n] for n in self.names]
         kinds = [_KINDS[f.kind] for f in fields]
         self._view = [_encoded(f.view, conv) for f, (_, conv) in zip(fields, kinds, strict=True)]
-        self._idle: list[Callable[[Any], Any]] | None = None
+        self._view_row = self._template([spec for spec, _ in kinds])
+        self._idle: list[_Column] | None = None
+        self._idle_row = ""
         if all(f.idle is not None for f in fields):
-            self._idle = [
-                _encoded(f.idle, conv) for f, (_, conv) in zip(fields, kinds, strict=True) if f.idle
-            ]
-        self.table = table
-        if table:
-            self._row = "[" + ",".join(spec for spec, _ in kinds) + "]"
-        else:
-            self._row = (
-                "{"
-                + ",".join(
-                    f"{encode_basestring_ascii(n)}:{spec}"
-                    for n, (spec, _) in zip(self.names, kinds, strict=True)
-                )
-                + "}"
-            )
+            specs: list[str] = []
+            self._idle = []
+            for f, (spec, conv) in zip(fields, kinds, strict=True):
+                if isinstance(f.idle, _Constant):
+                    specs.append(_dumps(f.idle.value).replace("%", "%%"))
+                elif f.idle is not None:
+                    specs.append(spec)
+                    self._idle.append(_column(f.idle, conv))
+            self._idle_row = self._template(specs)
+
+    def _template(self, specs: list[str]) -> str:
+        if self.table:
+            return "[" + ",".join(specs) + "]"
+        pairs = zip(self.names, specs, strict=True)
+        return "{" + ",".join(f"{encode_basestring_ascii(n)}:{spec}" for n, spec in pairs) + "}"
 
     def json(self, records: Iterable[Record], now: float) -> str:
         """The JSON text of the ``torrents`` list for ``records`` (``now``: wall-clock time)."""
-        row, idle, view = self._row, self._idle, self._view
-        rows = [_dumps(self.names)] if self.table else []
-        for r in records:
-            if idle is not None and r.handle is None:
-                rows.append(row % tuple([get(r) for get in idle]))
-            else:
-                v = View(r, now)
-                rows.append(row % tuple([get(v) for get in view]))
+        records = list(records)
+        if self._idle is None:
+            rows = [self._row(r, now) for r in records]
+        else:
+            idle = [r for r in records if r.handle is None]
+            rows = self._idle_rows(idle, self._idle)
+            if len(idle) < len(records):  # some run: their rows come from views
+                it = iter(rows)
+                rows = [next(it) if r.handle is None else self._row(r, now) for r in records]
+        if self.table:
+            rows.insert(0, _dumps(self.names))
         return "[" + ",".join(rows) + "]"
+
+    def _idle_rows(self, records: list[Record], columns: list[_Column]) -> list[str]:
+        if not columns:  # every field has one value for all
+            return [self._idle_row % ()] * len(records)
+        return list(map(self._idle_row.__mod__, zip(*[column(records) for column in columns], strict=True)))
+
+    def _row(self, r: Record, now: float) -> str:
+        v = View(r, now)
+        return self._view_row % tuple([get(v) for get in self._view])

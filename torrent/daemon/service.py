@@ -290,6 +290,7 @@ class Daemon:
         self.session = Session(settings)
         self.store = StateStore(config.state_dir)
         self.state_dir = os.path.abspath(config.state_dir)
+        #: Every torrent by id, in id order (a listing's order: ids only grow).
         self.records: dict[int, Record] = {}
         self.by_hash: dict[str, Record] = {}
         self.removed_ids: list[int] = []
@@ -358,7 +359,9 @@ class Daemon:
             task.cancel()
 
     def _load(self) -> None:
-        for stored in self.store.load():
+        # In id order: ``records`` stays sorted by id (an added torrent's id is larger
+        # than any before), which is the order of a listing.
+        for stored in sorted(self.store.load(), key=lambda t: t.id):
             meta = None
             if stored.metainfo is not None:
                 try:
@@ -911,7 +914,7 @@ class Daemon:
     def lookup(self, ids: Any) -> list[Record]:
         """Transmission's ``ids``: absent (all), a number, a hash, a list of both, ``recently-active``."""
         if ids is None:
-            return sorted(self.records.values(), key=lambda r: r.id)
+            return list(self.records.values())  # in id order (see ``_load``)
         if ids == "recently-active":
             cutoff = time.time() - 60
             return [r for r in self.records.values() if r.handle is not None or r.stored.added_date >= cutoff]
