@@ -18,6 +18,7 @@ from tests.integration.daemon_helpers import running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
+from torrent.create import create
 from torrent.daemon.service import Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import CheckResult, Session
@@ -61,6 +62,34 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
         assert t["uploadedEver"] >= 300_000
 
 
+async def _handshake(port: int, info_hash: bytes) -> bytes:
+    """The info hash of the answer to a plaintext handshake naming ``info_hash`` (b"": hung up)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(b"\x13BitTorrent protocol" + bytes(8) + info_hash + b"-XX0001-" + b"x" * 12)
+        return (await r.readexactly(68))[28:48]
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b""
+    finally:
+        w.close()
+
+
+async def test_a_dormant_hybrid_seed_wakes_for_a_peer_naming_its_truncated_v2_hash(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "multi", {"a.bin": 70_000, "b/c.bin": 40_000})
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    alias = meta.info_hash_v2[:20]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
+        assert daemon.records[tid].parsed is None  # dormant: its metainfo is not kept parsed
+        assert await _handshake(daemon.session.port, alias) == alias  # answered: it runs again
+        assert daemon.records[tid].handle is not None
+        await client.call("torrent-remove", ids=[tid])
+        assert await _handshake(daemon.session.port, alias) == b""
+
+
 async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     metas = [make_torrent(make_payload(downloads, f"f{i}.bin", 50_000, seed=i)) for i in range(5)]
@@ -75,6 +104,7 @@ async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tm
         assert [(r["status"], r["percentDone"]) for r in rows] == [(Status.SEED, 1.0)] * 5
         assert all(daemon.records[i].checking is None and daemon.records[i].checked is False for i in ids)
         assert daemon.session.torrents() == []
+        assert all(daemon.records[i].parsed is None for i in ids)  # listed from the summaries
     assert [os.stat(p).st_mtime_ns for p in resume_files] == stamps  # nothing read or rewritten
 
 

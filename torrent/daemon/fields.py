@@ -29,7 +29,9 @@ from operator import attrgetter
 from typing import Any
 
 from torrent.daemon.service import Record, Status
+from torrent.daemon.store import Summary
 from torrent.engine.status import AnnounceReport, TorrentStats
+from torrent.proto.metainfo import Metainfo
 
 __all__ = ["FIELDS", "Field", "Listing", "View"]
 
@@ -37,7 +39,7 @@ __all__ = ["FIELDS", "Field", "Listing", "View"]
 class View:
     """What the field getters read of one record, computed once per torrent."""
 
-    __slots__ = ("_size_when_done", "_stats", "_totals", "b", "meta", "now", "r", "status")
+    __slots__ = ("_size_when_done", "_stats", "_totals", "b", "now", "r", "status")
 
     def __init__(self, r: Record, now: float) -> None:
         self.r = r
@@ -45,7 +47,6 @@ class View:
         # The brief is cheap; the full statistics only for the fields that need them.
         self.b = r.handle.brief() if r.handle is not None else None
         self._stats: TorrentStats | None = None
-        self.meta = r.meta
         self.status = r.status()
         self._totals: tuple[int, int] | None = None
         self._size_when_done = -1
@@ -63,8 +64,10 @@ class View:
         return self._totals
 
     @property
-    def total_size(self) -> int:
-        return self.meta.info.total_length if self.meta is not None else 0
+    def meta(self) -> Metainfo | None:
+        """The metainfo, parsed if it was not (only the fields that need more than the
+        record's summary read it)."""
+        return self.r.meta
 
     @property
     def size_when_done(self) -> int:
@@ -75,13 +78,7 @@ class View:
     def _wanted_bytes(self) -> int:
         if self.b is not None:
             return self.b.wanted_bytes
-        meta = self.meta
-        if meta is None:
-            return 0
-        files, wanted = meta.info.files, self.r.stored.wanted
-        if all(wanted):
-            return meta.info.total_length
-        return sum(f.length for f, w in zip(files, wanted, strict=False) if w)
+        return self.r.wanted_bytes()
 
     @property
     def done(self) -> int:
@@ -284,14 +281,7 @@ def _pieces_b64(v: View) -> str:
 # A torrent that does not run: no brief, no statistics, no peers.
 
 
-def _idle_size_when_done(r: Record) -> int:
-    meta = r.meta
-    if meta is None:
-        return 0
-    wanted = r.stored.wanted
-    if all(wanted):
-        return meta.info.total_length
-    return sum(f.length for f, w in zip(meta.info.files, wanted, strict=False) if w)
+_idle_size_when_done = Record.wanted_bytes
 
 
 def _idle_done(r: Record) -> int:
@@ -366,7 +356,12 @@ def _limit(key: str, default: Any) -> Field:
     return _record("j", lambda r: r.stored.limits.get(key, default))
 
 
-def _meta(kind: str, get: Callable[[Any], Any], default: Any) -> Field:
+def _summary(kind: str, get: Callable[[Summary], Any], default: Any) -> Field:
+    """A field of the metainfo's summary (``default`` while a magnet link's is unknown)."""
+    return _record(kind, lambda r: get(r.stored.summary) if r.stored.summary is not None else default)
+
+
+def _meta(kind: str, get: Callable[[Metainfo], Any], default: Any) -> Field:
     """A field of the metainfo (``default`` while a magnet link's is unknown)."""
     return _record(kind, lambda r: get(r.meta) if r.meta is not None else default)
 
@@ -398,7 +393,7 @@ FIELDS: dict[str, Field] = {
     "errorString": Field("s", View.error_string, attrgetter("stored.error")),
     "eta": Field("i", View.eta, _idle_eta),
     "etaIdle": _const("i", -1),
-    "file-count": _meta("i", lambda m: len(m.info.files), 0),
+    "file-count": _summary("i", lambda s: len(s.file_lengths), 0),
     "files": Field("j", View.files),
     "fileStats": Field("j", View.file_stats),
     "group": _const("s", ""),
@@ -408,14 +403,14 @@ FIELDS: dict[str, Field] = {
     "honorsSessionLimits": _limit("honorsSessionLimits", True),
     "id": _record("i", attrgetter("stored.id")),
     "isFinished": _record("b", attrgetter("finished")),
-    "isPrivate": _meta("b", lambda m: m.info.private, False),
+    "isPrivate": _summary("b", lambda s: s.private, False),
     "isStalled": _const("b", False),
     "labels": _record("j", lambda r: list(r.stored.labels)),
     "leftUntilDone": Field("i", lambda v: v.left, _idle_left),
     "magnetLink": _record("s", lambda r: r.stored.magnet or f"magnet:?xt=urn:btih:{r.info_hash}"),
     "manualAnnounceTime": _const("i", -1),
     "maxConnectedPeers": _const("i", 50),
-    "metadataPercentComplete": _record("f", lambda r: 1.0 if r.meta is not None else 0.0),
+    "metadataPercentComplete": _record("f", lambda r: 1.0 if r.has_meta else 0.0),
     "name": _record("s", attrgetter("stored.name")),
     "peer-limit": _limit("peer-limit", 50),
     "peers": Field("j", View.peers, _Constant([])),
@@ -467,7 +462,7 @@ FIELDS: dict[str, Field] = {
     "startDate": _record("i", lambda r: int(r.started_at)),
     "status": Field("i", lambda v: v.status, Record.status),
     "torrentFile": _const("s", ""),
-    "totalSize": _meta("i", lambda m: m.info.total_length, 0),
+    "totalSize": _summary("i", lambda s: s.total_length, 0),
     "trackers": Field("j", View.trackers),
     "trackerStats": Field("j", View.tracker_stats),
     "uploadedEver": Field("i", lambda v: v.totals[0], attrgetter("stored.uploaded")),

@@ -75,7 +75,7 @@ from typing import Any
 from torrent.config import Settings
 from torrent.daemon import content
 from torrent.daemon import limits as limit_rules
-from torrent.daemon.store import StateStore, StoredTorrent
+from torrent.daemon.store import StateStore, StoredTorrent, Summary
 from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
@@ -140,12 +140,33 @@ class DaemonConfig:
     announces_per_s: float = 10.0
 
 
+def summarize(meta: Metainfo) -> Summary:
+    """What the daemon keeps of ``meta`` while the torrent does not run."""
+    v2 = meta.info_hash_v2
+    alias = v2[:20].hex() if v2 is not None and v2[:20] != meta.info_hash else ""
+    return Summary(
+        meta.info.total_length,
+        tuple(f.length for f in meta.info.files),
+        bool(meta.announce_list),
+        meta.info.private,
+        alias,
+    )
+
+
 @dataclass(slots=True)
 class Record:
-    """One torrent of the daemon: its stored record and, while it runs, its engine handle."""
+    """One torrent of the daemon: its stored record and, while it runs, its engine handle.
+
+    The metainfo is parsed when first needed (:attr:`meta`: to run or check the torrent,
+    or for a field only it has) and dropped again when the torrent goes dormant; while
+    it is not parsed, the stored summary answers for it.
+    """
 
     stored: StoredTorrent
-    meta: Metainfo | None
+    #: The parsed metainfo, while needed (the store keeps the bytes).
+    parsed: Metainfo | None = None
+    #: Where :attr:`meta` reads the metainfo from (None: only ``parsed``).
+    store: StateStore | None = None
     handle: Torrent | None = None
     #: Start ignoring the queue (``torrent-start-now``).
     force: bool = False
@@ -178,6 +199,39 @@ class Record:
     folded_up: int = 0
     folded_down: int = 0
     _lock: asyncio.Lock | None = None
+
+    def __post_init__(self) -> None:
+        if self.parsed is not None and self.stored.summary is None:
+            self.stored.summary = summarize(self.parsed)
+
+    @property
+    def meta(self) -> Metainfo | None:
+        """The metainfo (None: a magnet link's is not known yet, or it is unreadable: then
+        the torrent has an error)."""
+        if self.parsed is None and self.stored.summary is not None and self.store is not None:
+            raw = self.store.metainfo(self.id)
+            try:
+                if raw is None:
+                    raise MetainfoError("no metainfo stored")
+                self.parsed = content.renamed(content.slim(Metainfo.from_bytes(raw)), self.stored.renames)
+            except MetainfoError as exc:
+                self.stored.error = f"stored metainfo unreadable: {exc}"
+        return self.parsed
+
+    @property
+    def has_meta(self) -> bool:
+        """Its metainfo is known (a magnet link's once fetched)."""
+        return self.stored.summary is not None
+
+    def wanted_bytes(self) -> int:
+        """Bytes of the wanted files."""
+        summary = self.stored.summary
+        if summary is None:
+            return 0
+        wanted = self.stored.wanted
+        if all(wanted):
+            return summary.total_length
+        return sum(n for n, w in zip(summary.file_lengths, wanted, strict=False) if w)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -361,16 +415,18 @@ class Daemon:
     def _load(self) -> None:
         # In id order: ``records`` stays sorted by id (an added torrent's id is larger
         # than any before), which is the order of a listing.
+        made = []
         for stored in sorted(self.store.load(), key=lambda t: t.id):
-            meta = None
-            if stored.metainfo is not None:
+            if stored.metainfo is not None:  # a record from before summaries
                 try:
-                    meta = content.renamed(content.slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
+                    stored.summary = summarize(Metainfo.from_bytes(stored.metainfo))
+                    made.append(stored)
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
-                else:
-                    stored.metainfo = None  # the database keeps the bytes; ``meta`` is enough
-            self._index(Record(stored, meta))
+                stored.metainfo = None
+            self._index(Record(stored, store=self.store))
+        if made:
+            self.store.update_many(made)
         log.info("loaded %d torrents from %s", len(self.records), self.store.path)
         self.wake()
 
@@ -448,7 +504,7 @@ class Daemon:
         )
         self.store.insert(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, content.slim(meta) if meta is not None else None)
+        r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -530,7 +586,7 @@ class Daemon:
 
     async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
         """Check, start or park one waiting torrent if its kind of slot is free."""
-        if r.meta is not None and not r.checked and not r.stored.done_date:
+        if r.has_meta and not r.checked and not r.stored.done_date:
             # Not checked in this run: checked now, beside the downloads (it may turn out
             # complete); afterwards it takes a download slot or waits in the queue.
             if slots.checks < self.config.check_slots:
@@ -604,9 +660,7 @@ class Daemon:
         if not r.active_at:
             r.active_at = now  # seeding in this run since now
         up, down = r.totals()
-        size = 0
-        if r.meta is not None:
-            size = sum(f.length for f, w in zip(r.meta.info.files, r.stored.wanted, strict=False) if w)
+        size = r.wanted_bytes()
         return limit_rules.seed_limit_reached(
             r.stored.limits,
             self.session_limits,
@@ -697,7 +751,11 @@ class Daemon:
         ``announces_per_s``)."""
         r.parked = True
         r.idle_since = 0.0
-        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted)
+        if r.store is not None:
+            r.parsed = None  # parsed again from the store when it next runs
+        alias = r.stored.summary.v2_alias if r.stored.summary is not None else ""
+        aliases = (InfoHash(bytes.fromhex(alias)),) if alias else ()
+        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted, aliases=aliases)
         r.next_announce = 0.0
         if not self._announces(r):
             return
@@ -708,16 +766,16 @@ class Daemon:
 
     def _announces(self, r: Record) -> bool:
         """It has trackers, or the DHT is on and it is not private."""
-        meta = r.meta
-        if meta is None:
+        summary = r.stored.summary
+        if summary is None:
             return False
-        return bool(meta.announce_list) or (self.settings.dht_enabled and not meta.info.private)
+        return summary.trackers or (self.settings.dht_enabled and not summary.private)
 
     def _next_announce_after_run(self, r: Record, now: float) -> float:
         """When a seed that ran (and announced) announces again once dormant."""
         s = self.settings
         interval = s.default_announce_interval_s
-        if self.settings.dht_enabled and r.meta is not None and not r.meta.info.private:
+        if self.settings.dht_enabled and r.stored.summary is not None and not r.stored.summary.private:
             interval = min(interval, s.dht_announce_interval_s)
         return now + interval
 
@@ -729,14 +787,16 @@ class Daemon:
 
     def _launch(self, r: Record) -> bool:
         """Put the torrent into the session now (it must have its metainfo)."""
-        assert r.meta is not None
         if r.handle is not None:
             return True
         r.parked = False
         r.verify_pending = False
         try:
+            meta = r.meta
+            if meta is None:
+                raise TorrentError(r.stored.error or "no metainfo")
             handle = self.session.add_torrent_nowait(
-                r.meta,
+                meta,
                 r.stored.download_dir,
                 file_priorities=engine_priorities(r.stored),
                 seed=True,
@@ -772,15 +832,17 @@ class Daemon:
 
     async def _check(self, r: Record, *, recheck: bool) -> None:
         """Hash (or trust the resume state of) a torrent that is not running."""
-        assert r.meta is not None
+        meta = r.meta
 
         def progress(done: int, total: int) -> None:
             r.checking = done / total if total else 1.0
 
         result: CheckResult | None = None
         try:
+            if meta is None:
+                raise TorrentError(r.stored.error or "no metainfo")
             result = await self.session.check_torrent(
-                r.meta,
+                meta,
                 r.stored.download_dir,
                 file_priorities=engine_priorities(r.stored),
                 recheck=recheck,
@@ -807,7 +869,7 @@ class Daemon:
     async def _start(self, r: Record) -> None:
         """Put the torrent into the session (a magnet first fetches its metadata)."""
         r.verify_pending = False
-        if r.meta is None:
+        if not r.has_meta:
             if r.stored.magnet:
                 r.fetching = True
                 r.fetch_task = self._spawn(self._fetch(r))
@@ -832,7 +894,8 @@ class Daemon:
             r.fetch_task = None
         if r.id not in self.records:
             return
-        r.meta = meta
+        r.parsed = content.slim(meta)
+        r.stored.summary = summarize(meta)
         n = len(meta.info.files)
         r.stored.name = meta.info.name
         r.stored.wanted = [True] * n
@@ -961,7 +1024,7 @@ class Daemon:
         during the check cannot leave it trusted); afterwards the torrent goes back to
         what the queue says (a stopped one stays stopped)."""
         for r in records:
-            if r.meta is None:
+            if not r.has_meta:
                 continue
             async with r.lock:
                 r.verify_pending = True
@@ -982,6 +1045,7 @@ class Daemon:
         for r in list(records):
             async with r.lock:
                 await self._stop_handle(r)
+                meta = r.meta if delete_data else None  # read before the record is deleted
                 self.records.pop(r.id, None)
                 self.by_hash.pop(r.info_hash, None)
                 self._own_seed_limits.discard(r.id)
@@ -989,7 +1053,7 @@ class Daemon:
                 self.removed_ids.append(r.id)
                 del self.removed_ids[:-1000]
                 if delete_data:
-                    await asyncio.to_thread(content.delete_data, r.meta, r.stored.download_dir, r.info_hash)
+                    await asyncio.to_thread(content.delete_data, meta, r.stored.download_dir, r.info_hash)
                 else:
                     await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 log.info(
@@ -1076,11 +1140,12 @@ class Daemon:
         """
         if not name or "/" in name or "\0" in name or name in (".", ".."):
             raise DaemonError(f"invalid name {name!r}")
-        if r.meta is None:
+        meta = r.meta
+        if meta is None:
             raise DaemonError("the torrent's metadata is not known yet")
         async with r.lock:
             try:
-                renames, old, new = content.plan_rename(r.meta.info, r.stored.renames, path, name)
+                renames, old, new = content.plan_rename(meta.info, r.stored.renames, path, name)
             except ValueError as exc:
                 raise DaemonError(str(exc)) from None
             running = r.handle is not None
@@ -1094,8 +1159,8 @@ class Daemon:
                     await self._start(r)
                 raise DaemonError(f"cannot rename {path}: {exc.strerror or exc}") from None
             r.stored.renames = renames
-            r.meta = content.renamed(r.meta, renames)
-            r.stored.name = r.meta.info.name
+            r.parsed = content.renamed(meta, renames)
+            r.stored.name = r.parsed.info.name
             self.store.update(r.stored)
             if running:
                 await self._start(r)

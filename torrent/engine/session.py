@@ -301,6 +301,8 @@ class Session:
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
         #: Dormant torrents: not running, but an incoming peer naming one wakes it.
         self._dormant: dict[InfoHash, Callable[[InfoHash], None]] = {}
+        #: A dormant hybrid's truncated v2 hash -> its v1 hash.
+        self._dormant_aliases: dict[InfoHash, InfoHash] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._servers: list[asyncio.Server] = []
         self._addresses = OurAddresses()
@@ -730,16 +732,27 @@ class Session:
             files_done=file_progress(info, verified.__contains__),
         )
 
-    def park(self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None]) -> None:
-        """Keep a torrent that is not running reachable: an incoming peer naming it calls
+    def park(
+        self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None], *, aliases: Sequence[InfoHash] = ()
+    ) -> None:
+        """Keep a torrent that is not running reachable: an incoming peer naming it (or
+        one of its ``aliases``: a hybrid's truncated v2 hash, BEP 52) calls
         ``on_wanted(info_hash)`` (once), which should add it (:meth:`add_torrent_nowait`)
         for the connection to reach it. Costs a dict entry: no task, no file, no timer."""
         if info_hash not in self._swarms:
             self._dormant[info_hash] = on_wanted
+            for alias in aliases:
+                self._dormant_aliases[alias] = info_hash
 
     def unpark(self, info_hash: InfoHash) -> None:
         """Forget a dormant torrent (its peers are refused again)."""
         self._dormant.pop(info_hash, None)
+        self._forget_dormant_aliases(info_hash)
+
+    def _forget_dormant_aliases(self, info_hash: InfoHash) -> None:
+        if self._dormant_aliases:  # hybrids only
+            for alias in [a for a, h in self._dormant_aliases.items() if h == info_hash]:
+                del self._dormant_aliases[alias]
 
     async def fetch_metadata(
         self, magnet: Magnet, *, peers: Sequence[PeerAddr] = (), timeout_s: float | None = None
@@ -869,7 +882,8 @@ class Session:
         return MseStream(
             peer,
             receiver_for(
-                lambda: [*self._swarms, *self._aliases, *self._dormant], Encryption(self.settings.encryption)
+                lambda: [*self._swarms, *self._aliases, *self._dormant, *self._dormant_aliases],
+                Encryption(self.settings.encryption),
             ),
             clock=self.clock,
             timeout_s=self.settings.handshake_timeout_s,
@@ -897,11 +911,12 @@ class Session:
         return admitted
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
-        key = self._aliases.get(info_hash, info_hash)
+        key = self._aliases.get(info_hash) or self._dormant_aliases.get(info_hash, info_hash)
         swarm = self._swarms.get(key)
         if swarm is None and key in self._dormant:
             # Its owner adds it now (add_torrent_nowait); the swarm holds this connection
             # until it has read its resume state (Swarm.adopt_incoming).
+            self._forget_dormant_aliases(key)
             self._dormant.pop(key)(key)
             swarm = self._swarms.get(key)
         self._pending_incoming.done(peer)
