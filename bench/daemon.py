@@ -13,6 +13,8 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 5. RSS now, and (RSS - idle RSS) / N as the memory per torrent; CPU used over 5 s idle;
 6. stop it (SIGTERM), start it again, and time until every torrent is listed complete
    and seeding (and, separately, until its RPC answers at all: the process start-up).
+   Our daemon runs with its bytecode cached (``PYTHONPYCACHEPREFIX`` in the work
+   directory, written by the first start) as an installed package has it.
 
 A wait that passes ``--timeout`` is reported as ``> T`` and the run goes on with the
 figures that do not depend on it (transmission-daemon checks one torrent at a time:
@@ -135,9 +137,10 @@ class Daemon:
 
     def start(self) -> None:
         log = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=ROOT, env=self.env())
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -156,6 +159,13 @@ class Daemon:
 
 class Ours(Daemon):
     name = "pytorrent"
+
+    def env(self) -> dict[str, str]:
+        """Bytecode cached as an installed package has it (pip compiles at install): the
+        first start writes it under the work directory, a restart reads it. Without it
+        (``PYTHONDONTWRITEBYTECODE``) every start compiles the sources again, some 0.7 s."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**env, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(self.work / "pycache")}
 
     def command(self) -> list[str]:
         return [

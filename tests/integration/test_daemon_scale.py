@@ -142,6 +142,36 @@ async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
         await tracker.close()
 
 
+async def test_a_dormant_seed_stopped_or_removed_announces_stopped(tmp_path: Path) -> None:
+    events: list[tuple[str, str]] = []
+
+    async def announce(request: web.Request) -> web.Response:
+        events.append((request.query.get("event", ""), request.query.get("left", "")))
+        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    tracker = TestServer(app, host="127.0.0.1")
+    await tracker.start_server()
+    url = str(tracker.make_url("/announce"))
+    downloads = tmp_path / "downloads"
+    metas = [
+        make_torrent(make_payload(downloads, f"s{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(2)
+    ]
+    try:
+        async with asyncio.timeout(60), running_daemon(tmp_path, park_idle_s=0.3) as (daemon, client):
+            ids = [await client.add(m) for m in metas]
+            await wait_until(lambda: len(events) == 2, what="both announced")
+            await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="both dormant")
+            assert [e for e, _ in events if e == "stopped"] == []  # dormant: still listed
+            await client.call("torrent-stop", ids=[ids[0]])
+            await wait_until(lambda: ("stopped", "0") in events, what="a stopped announce")
+            await client.call("torrent-remove", ids=[ids[1]])
+            await wait_until(lambda: events.count(("stopped", "0")) == 2, what="another stopped announce")
+    finally:
+        await tracker.close()
+
+
 async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,10 +54,13 @@ or that stayed idle ``seedIdleLimit`` minutes (``seedIdleMode`` 1, or 0 with the
 session's ``idle-seeding-limit-enabled``) is stopped and reported finished (the reading of
 the limits is :mod:`torrent.daemon.limits`; the file work, :mod:`torrent.daemon.content`).
 
+A dormant seed that is stopped or removed announces ``stopped`` then (in the
+background; it went dormant without one). One still dormant when the daemon exits does
+not: 10,000 of them would be a burst of announces; its trackers drop it after their
+interval.
+
 Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
-limits); alternative speed limits on a schedule; bandwidth groups; a dormant seed that
-is stopped or removed sends no ``stopped`` announce (its trackers drop it after their
-interval).
+limits); alternative speed limits on a schedule; bandwidth groups.
 """
 
 from __future__ import annotations
@@ -195,7 +198,8 @@ class Record:
     progress_at: float = 0.0
     progress_bytes: int = -1
     started_at: float = 0.0
-    #: Payload moved by the current run, already folded into ``stored`` totals.
+    #: Payload moved by the current run, already folded into ``stored`` totals; once
+    #: it ended, what the run moved in all (what its trackers counted since ``started``).
     folded_up: int = 0
     folded_down: int = 0
     _lock: asyncio.Lock | None = None
@@ -937,6 +941,7 @@ class Daemon:
             r.stored.files_done = h.file_progress()
         self.session_up += st.uploaded_bytes
         self.session_down += st.downloaded_bytes
+        r.folded_up, r.folded_down = st.uploaded_bytes, st.downloaded_bytes
         r.handle = None
         r.fetching = False
         if park and r.stored.done_date and not r.stored.paused and not self._closing:
@@ -1015,9 +1020,25 @@ class Daemon:
                 r.verify_pending = False
                 # A check under way goes on (it does not run the torrent): a torrent
                 # stopped right after it was added still shows what it has.
+                dormant = r.parked
                 await self._stop_handle(r, keep_check=True)
+                if dormant:
+                    self._announce_stopped(r)
                 self.store.update(r.stored)
         self.wake()
+
+    def _announce_stopped(self, r: Record) -> None:
+        """A dormant seed stops or goes: its trackers still list it (it went dormant
+        without a ``stopped``), so it says ``stopped`` now, in the background."""
+        meta = r.meta if r.stored.summary is not None and r.stored.summary.trackers else None
+        if meta is not None:
+            if r.store is not None:
+                r.parsed = None  # not running: parsed again when needed
+            self._spawn(self._send_stopped(meta, r.folded_up, r.folded_down))
+
+    async def _send_stopped(self, meta: Metainfo, uploaded: int, downloaded: int) -> None:
+        with contextlib.suppress(TorrentError):  # the session closed meanwhile
+            await self.session.announce_stopped(meta, uploaded=uploaded, downloaded=downloaded)
 
     async def verify(self, records: Iterable[Record]) -> None:
         """Recheck every piece on disk (the resume state forgotten first, so a crash
@@ -1044,7 +1065,10 @@ class Daemon:
     async def remove(self, records: Iterable[Record], *, delete_data: bool = False) -> None:
         for r in list(records):
             async with r.lock:
+                dormant = r.parked
                 await self._stop_handle(r)
+                if dormant:
+                    self._announce_stopped(r)
                 meta = r.meta if delete_data else None  # read before the record is deleted
                 self.records.pop(r.id, None)
                 self.by_hash.pop(r.info_hash, None)

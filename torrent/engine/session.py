@@ -54,6 +54,7 @@ from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.addresses import OurAddresses, canonical_host
+from torrent.engine.announcer import Announcer
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -74,7 +75,7 @@ from torrent.engine.status import (
     TorrentStats,
 )
 from torrent.engine.swarm import Swarm
-from torrent.engine.tracker_client import AnnounceEvent
+from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.udp import UdpSocket
 from torrent.engine.utp_dial import DialCounters, DialStats
 from torrent.engine.utp_socket import UtpSocketManager
@@ -748,6 +749,37 @@ class Session:
         """Forget a dormant torrent (its peers are refused again)."""
         self._dormant.pop(info_hash, None)
         self._forget_dormant_aliases(info_hash)
+
+    async def announce_stopped(self, metainfo: Metainfo, *, uploaded: int, downloaded: int) -> None:
+        """Tell the trackers of a complete torrent that does not run (a dormant seed,
+        which announced when it last ran) that it stops: one ``stopped`` announce (BEP 3)
+        walking its tiers, under ``stopped_announce_timeout_s``; failures are ignored.
+
+        Raises:
+            TorrentError: the session is not running.
+        """
+        ctx = self._context()
+
+        def request(event: AnnounceEvent) -> AnnounceRequest:
+            return AnnounceRequest(
+                info_hash=metainfo.info_hash,
+                peer_id=self.peer_id,
+                port=self._port,
+                uploaded=uploaded,
+                downloaded=downloaded,
+                left=0,
+                event=event,
+                numwant=0,
+                ip=self.settings.announce_ip,
+                key=int.from_bytes(self.peer_id[-4:], "big"),
+            )
+
+        announcer = Announcer(metainfo.announce_list, ctx, request=request, on_peers=lambda _: None)
+        announcer.event = AnnounceEvent.NONE  # it announced ``started`` when it last ran
+        try:
+            await announcer.stop()
+        finally:
+            await announcer.aclose()
 
     def _forget_dormant_aliases(self, info_hash: InfoHash) -> None:
         if self._dormant_aliases:  # hybrids only
