@@ -496,7 +496,7 @@ class Daemon:
             id=0,  # the store assigns it
             info_hash=info_hash,
             name=name,
-            metainfo=meta.to_bytes() if meta is not None else None,
+            metainfo=metainfo,  # as given: what Metainfo.from_bytes just read
             magnet=mag,
             download_dir=os.path.abspath(download_dir or self.download_dir),
             paused=paused,
@@ -567,15 +567,20 @@ class Daemon:
     async def schedule(self) -> None:
         """Reap ended runs, notice completions, then start what the queue allows."""
         now = time.monotonic()
-        for r in list(self.records.values()):
+        for r in [r for r in self.records.values() if r.handle is not None]:
             if r.handle is not None and not r.busy:
                 await self._observe(r, now)
         if now >= self._next_stats_save:
             self._next_stats_save = now + self.config.stats_save_interval_s
             self._save_stats()
-        await self._enforce_limits(now)
-        slots = _Slots(*self._count_active(now))
-        for r in sorted(self.records.values(), key=lambda x: x.stored.queue_position):
+        # Dormant seeds need nothing of a pass but their count (rule 2) and, with seed
+        # limits, a look at their ratio: the walks below leave them out (at 10,000 seeds
+        # a pass was most of the CPU while torrents were added and checked).
+        active = [r for r in self.records.values() if not r.parked]
+        await self._enforce_limits(now, active)
+        slots = _Slots(*self._count_active(now, active, len(self.records) - len(active)))
+        waiting = [r for r in active if r.handle is None and r.checking is None and not r.fetching]
+        for r in sorted(waiting, key=lambda x: x.stored.queue_position):
             if r.handle is not None or r.fetching or r.stored.error or r.checking is not None or r.busy:
                 continue
             if r.parked:
@@ -616,14 +621,16 @@ class Daemon:
         async with r.lock:
             await self._start(r)
 
-    async def _enforce_limits(self, now: float) -> None:
+    async def _enforce_limits(self, now: float, active: list[Record]) -> None:
         """Send back to the queue the torrents beyond the limits, last in queue order
         first: downloads when the download slots are full (rule 3 lets checks run beside
         the downloads), seeds (dormant or not) beyond the seed limit; stop the seeds that
-        reached their ratio or idle limit."""
+        reached their ratio or idle limit. ``active``: the records but dormant seeds (which
+        matter only with a seed limit)."""
         downloads: list[Record] = []
         seeds: list[Record] = []
-        for r in self.records.values():
+        seeds_matter = self.max_active_seeds is not None or self._seed_limits_on()
+        for r in self.records.values() if seeds_matter else active:
             h = r.handle
             if r.busy:
                 continue
@@ -674,10 +681,12 @@ class Daemon:
             idle_s=now - r.active_at,
         )
 
-    def _count_active(self, now: float) -> tuple[int, int, int]:
-        """``(downloads, seeds, checks)`` holding a slot now (rules 1-4)."""
-        downloads = seeds = checks = 0
-        for r in self.records.values():
+    def _count_active(self, now: float, active: list[Record], dormant: int) -> tuple[int, int, int]:
+        """``(downloads, seeds, checks)`` holding a slot now (rules 1-4); ``active``: the
+        records but the ``dormant`` seeds."""
+        downloads = checks = 0
+        seeds = dormant
+        for r in active:
             if r.handle is None:
                 if r.fetching:
                     downloads += 1

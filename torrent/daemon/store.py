@@ -109,6 +109,11 @@ _COLUMNS = (
     "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames, summary"
 )
 
+_INSERT = (
+    f"INSERT INTO torrents ({_COLUMNS.removeprefix('id, ')}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS.split(', ')[1:]))})"
+)
+
 
 class StateStore:
     """The database of one daemon; not thread-safe (the event loop owns it).
@@ -153,12 +158,9 @@ class StateStore:
 
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
-        columns = _COLUMNS.removeprefix("id, ")
         values = _row(t)[1:]
-        with self._transaction():
-            cur = self._db.execute(
-                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * len(values))})", values
-            )
+        # One statement: its own transaction (autocommit), no BEGIN/COMMIT round trips.
+        cur = self._db.execute(_INSERT, values)
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
         return t.id
