@@ -295,6 +295,8 @@ async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
             raise RpcError("labels must be a list of strings without commas")
         daemon.set_labels(records, labels)
     limits = {k: args[k] for k in _TORRENT_LIMITS if k in args}
+    if not isinstance(limits.get("honorsSessionLimits", True), bool):
+        raise RpcError("'honorsSessionLimits' must be true or false")
     if limits:
         daemon.set_limits(records, limits)
     if "queuePosition" in args and records:

@@ -59,8 +59,10 @@ background; it went dormant without one). One still dormant when the daemon exit
 not: 10,000 of them would be a burst of announces; its trackers drop it after their
 interval.
 
-Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
-limits); alternative speed limits on a schedule; bandwidth groups.
+A torrent with ``honorsSessionLimits`` false is under its own limits only, not the
+session's (nor the alternative speed limits).
+
+Left out: alternative speed limits on a schedule; bandwidth groups.
 """
 
 from __future__ import annotations
@@ -831,10 +833,12 @@ class Daemon:
         return True
 
     def _apply_rate_limits(self, r: Record) -> None:
-        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``."""
+        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``,
+        under the session's unless ``honorsSessionLimits`` is false."""
         if r.handle is not None:
             down, up = limit_rules.rate_limits_bps(r.stored.limits)
-            r.handle.set_rate_limits(download_bps=down, upload_bps=up)
+            honors = bool(r.stored.limits.get("honorsSessionLimits", True))
+            r.handle.set_rate_limits(download_bps=down, upload_bps=up, session_limits=honors)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
         r.verify_pending = False

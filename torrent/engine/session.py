@@ -106,6 +106,8 @@ class Torrent:
     def __init__(self, swarm: Swarm, task: asyncio.Task[None]) -> None:
         self._swarm = swarm
         self._task = task
+        #: The session's buckets above this torrent's (see ``set_rate_limits``).
+        self._session_buckets = (swarm.ctx.down_limit.parent, swarm.ctx.up_limit.parent)
 
     @property
     def info_hash(self) -> InfoHash:
@@ -188,13 +190,24 @@ class Torrent:
         announcer = self._swarm.announcer
         return not announcer or announcer.event is not AnnounceEvent.STARTED or bool(announcer.message)
 
-    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
-        """This torrent's own limits, under the session's (0: none of its own; None: unchanged)."""
+    def set_rate_limits(
+        self,
+        *,
+        download_bps: int | None = None,
+        upload_bps: int | None = None,
+        session_limits: bool | None = None,
+    ) -> None:
+        """This torrent's own limits (0: none of its own; None: unchanged), under the
+        session's unless ``session_limits`` is False (None: as it was; Transmission's
+        ``honorsSessionLimits``)."""
         ctx = self._swarm.ctx
         if download_bps is not None:
             ctx.down_limit.set_rate(download_bps)
         if upload_bps is not None:
             ctx.up_limit.set_rate(upload_bps)
+        if session_limits is not None:
+            down, up = self._session_buckets if session_limits else (None, None)
+            ctx.down_limit.parent, ctx.up_limit.parent = down, up
 
     def last_announce(self) -> AnnounceReport | None:
         """How the last announce to the trackers went (None before the first one ended)."""
