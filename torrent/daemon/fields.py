@@ -396,7 +396,7 @@ FIELDS: dict[str, Field] = {
     "file-count": _summary("i", lambda s: len(s.file_lengths), 0),
     "files": Field("j", View.files),
     "fileStats": Field("j", View.file_stats),
-    "group": _const("s", ""),
+    "group": _record("s", lambda r: r.stored.limits.get("group", "")),
     "hashString": _record("s", attrgetter("stored.info_hash")),
     "haveUnchecked": _const("i", 0),
     "haveValid": Field("i", lambda v: v.done, _idle_done),

@@ -297,6 +297,8 @@ async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
     limits = {k: args[k] for k in _TORRENT_LIMITS if k in args}
     if not isinstance(limits.get("honorsSessionLimits", True), bool):
         raise RpcError("'honorsSessionLimits' must be true or false")
+    if not isinstance(limits.get("group", ""), str):
+        raise RpcError("'group' must be a bandwidth group's name")
     if limits:
         daemon.set_limits(records, limits)
     if "queuePosition" in args and records:
@@ -308,6 +310,7 @@ async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
 
 _TORRENT_LIMITS = (
     "bandwidthPriority",
+    "group",
     "downloadLimit",
     "downloadLimited",
     "uploadLimit",
@@ -563,6 +566,24 @@ def _queue(where: str) -> Handler:
     return move
 
 
+async def _group_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    daemon.set_group(args)
+    return {}
+
+
+async def _group_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    """Every bandwidth group, or those ``group`` names (a name or a list of names)."""
+    names = args.get("group")
+    if isinstance(names, str):
+        names = [names]
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise RpcError("'group' must be a name or a list of names")
+    groups = (
+        daemon.groups.values() if names is None else [daemon.groups[n] for n in names if n in daemon.groups]
+    )
+    return {"group": [g.entry() for g in groups]}
+
+
 async def _free_space(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
     path = args.get("path")
     if not isinstance(path, str) or not path:
@@ -597,6 +618,8 @@ METHODS: dict[str, Handler] = {
     "queue-move-down": _queue("down"),
     "queue-move-bottom": _queue("bottom"),
     "free-space": _free_space,
+    "group-set": _group_set,
+    "group-get": _group_get,
 }
 
 

@@ -60,9 +60,11 @@ not: 10,000 of them would be a burst of announces; its trackers drop it after th
 interval.
 
 A torrent with ``honorsSessionLimits`` false is under its own limits only, not the
-session's (nor the alternative speed limits).
+session's (nor the alternative speed limits). Bandwidth groups (``group-set``, a
+torrent's ``group``) are a pair of buckets between their torrents' and the session's;
+they are kept in the settings table.
 
-Left out: alternative speed limits on a schedule; bandwidth groups.
+Left out: alternative speed limits on a schedule.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ from torrent.config import Settings
 from torrent.daemon import content
 from torrent.daemon import limits as limit_rules
 from torrent.daemon.store import StateStore, StoredTorrent, Summary
+from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
@@ -88,7 +91,7 @@ from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
 
-__all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
+__all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +312,34 @@ class _Slots:
     checks: int
 
 
+@dataclass(slots=True)
+class BandwidthGroup:
+    """A Transmission bandwidth group: the torrents in it share one pair of buckets,
+    under the session's unless ``honorsSessionLimits`` is false (``group-set``; limits
+    in kB/s of 1,000 bytes, applied while ``*-enabled``)."""
+
+    name: str
+    buckets: tuple[RateLimiter, RateLimiter]
+    values: dict[str, Any]
+
+    def entry(self) -> dict[str, Any]:
+        """``group-get``'s description of it."""
+        return {"name": self.name, **self.values}
+
+
+#: ``group-set`` keys besides ``name``, with their JSON type and default.
+GROUP_KEYS: dict[str, tuple[type, Any]] = {
+    "honorsSessionLimits": (bool, True),
+    "speed-limit-down-enabled": (bool, False),
+    "speed-limit-down": (int, 0),
+    "speed-limit-up-enabled": (bool, False),
+    "speed-limit-up": (int, 0),
+}
+
+#: The settings-table key the groups are stored under.
+GROUPS_SETTING = "bandwidth-groups"
+
+
 def engine_priorities(stored: StoredTorrent) -> list[int]:
     """Transmission's wanted flag and -1/0/1 priority per file -> the engine's 0 (skip) or 1..3."""
     return [(p + 2) if w else 0 for w, p in zip(stored.wanted, stored.priorities, strict=True)]
@@ -375,6 +406,8 @@ class Daemon:
         self._own_seed_limits: set[int] = set()
         #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Bandwidth groups by name.
+        self.groups: dict[str, BandwidthGroup] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -394,8 +427,12 @@ class Daemon:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
             self._tg = tg
+            stored_settings = self.store.settings()
+            for name, values in dict(stored_settings.get(GROUPS_SETTING, {})).items():
+                with contextlib.suppress(DaemonError):  # a hand-edited database: leave it out
+                    self._set_group(name, values)
             self._load()
-            self.apply_settings(self.store.settings(), persist=False)
+            self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
             tg.create_task(self._announce_loop())
             self._stack = stack.pop_all()
@@ -834,11 +871,15 @@ class Daemon:
 
     def _apply_rate_limits(self, r: Record) -> None:
         """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``,
-        under the session's unless ``honorsSessionLimits`` is false."""
+        under its bandwidth group's buckets or else the session's; under neither when
+        ``honorsSessionLimits`` is false."""
         if r.handle is not None:
             down, up = limit_rules.rate_limits_bps(r.stored.limits)
-            honors = bool(r.stored.limits.get("honorsSessionLimits", True))
-            r.handle.set_rate_limits(download_bps=down, upload_bps=up, session_limits=honors)
+            parents: tuple[RateLimiter | None, RateLimiter | None] = (None, None)
+            if r.stored.limits.get("honorsSessionLimits", True):
+                group = self.groups.get(r.stored.limits.get("group", ""))
+                parents = group.buckets if group is not None else self.session.rate_limiters
+            r.handle.set_rate_limits(download_bps=down, upload_bps=up, parents=parents)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
         r.verify_pending = False
@@ -1210,14 +1251,51 @@ class Daemon:
         self.store.update_many(stored)
 
     def set_limits(self, records: Iterable[Record], limits: dict[str, Any]) -> None:
-        """Per-torrent limits as given (Transmission's names; see the module docstring)."""
+        """Per-torrent limits as given (Transmission's names; see the module docstring);
+        a ``group`` not known yet is made with no limits of its own, as Transmission does."""
         chosen = list(records)
+        group = limits.get("group")
+        if group and group not in self.groups:
+            self.set_group({"name": group})
         for r in chosen:
             r.stored.limits.update(limits)
             self._note_seed_limits(r)
             self._apply_rate_limits(r)
         self.store.update_many([r.stored for r in chosen])
         self.wake()  # a seed limit may be reached now
+
+    def set_group(self, values: dict[str, Any]) -> None:
+        """``group-set``: make or change the bandwidth group ``values["name"]`` (the keys
+        not given keep their values) and store every group.
+
+        Raises:
+            DaemonError: no name, or a value of the wrong type (nothing is changed).
+        """
+        name = values.get("name")
+        if not isinstance(name, str) or not name:
+            raise DaemonError("'name' must be a non-empty string")
+        self._set_group(name, values)
+        self.store.set_settings({GROUPS_SETTING: {g.name: g.values for g in self.groups.values()}})
+        for r in self.records.values():
+            if r.handle is not None and r.stored.limits.get("group") == name:
+                self._apply_rate_limits(r)
+
+    def _set_group(self, name: str, values: dict[str, Any]) -> None:
+        old = self.groups.get(name)
+        merged = dict(old.values) if old is not None else {k: d for k, (_, d) in GROUP_KEYS.items()}
+        for key in GROUP_KEYS:
+            if key in values:
+                merged[key] = _group_value(key, values[key])
+        session_down, session_up = self.session.rate_limiters
+        honors = merged["honorsSessionLimits"]
+        if old is None:
+            old = BandwidthGroup(name, (RateLimiter(0), RateLimiter(0)), merged)
+            self.groups[name] = old
+        old.values = merged
+        down, up = old.buckets
+        down.parent, up.parent = (session_down, session_up) if honors else (None, None)
+        down.set_rate(merged["speed-limit-down"] * 1000 if merged["speed-limit-down-enabled"] else 0)
+        up.set_rate(merged["speed-limit-up"] * 1000 if merged["speed-limit-up-enabled"] else 0)
 
     def queue_move(self, records: Iterable[Record], where: str) -> None:
         """``top``, ``up``, ``down`` or ``bottom``, as Transmission's queue-move-* do."""
@@ -1349,6 +1427,20 @@ def _setting(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DaemonError(f"'{key}' must be a non-negative number")
         return float(value)
+    return value
+
+
+def _group_value(key: str, value: Any) -> Any:
+    """A ``group-set`` value checked against its JSON type.
+
+    Raises:
+        DaemonError: a value of the wrong type or out of range.
+    """
+    if GROUP_KEYS[key][0] is bool:
+        if not isinstance(value, bool):
+            raise DaemonError(f"'{key}' must be true or false")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DaemonError(f"'{key}' must be a non-negative integer")
     return value
 
 

@@ -106,8 +106,6 @@ class Torrent:
     def __init__(self, swarm: Swarm, task: asyncio.Task[None]) -> None:
         self._swarm = swarm
         self._task = task
-        #: The session's buckets above this torrent's (see ``set_rate_limits``).
-        self._session_buckets = (swarm.ctx.down_limit.parent, swarm.ctx.up_limit.parent)
 
     @property
     def info_hash(self) -> InfoHash:
@@ -195,19 +193,19 @@ class Torrent:
         *,
         download_bps: int | None = None,
         upload_bps: int | None = None,
-        session_limits: bool | None = None,
+        parents: tuple[RateLimiter | None, RateLimiter | None] | None = None,
     ) -> None:
-        """This torrent's own limits (0: none of its own; None: unchanged), under the
-        session's unless ``session_limits`` is False (None: as it was; Transmission's
-        ``honorsSessionLimits``)."""
+        """This torrent's own limits (0: none of its own; None: unchanged), under
+        ``parents``: the ``(download, upload)`` buckets every take also draws from
+        (None: unchanged; at first :attr:`Session.rate_limiters`; a bandwidth group's, or
+        none for a torrent that does not honor the session's limits)."""
         ctx = self._swarm.ctx
         if download_bps is not None:
             ctx.down_limit.set_rate(download_bps)
         if upload_bps is not None:
             ctx.up_limit.set_rate(upload_bps)
-        if session_limits is not None:
-            down, up = self._session_buckets if session_limits else (None, None)
-            ctx.down_limit.parent, ctx.up_limit.parent = down, up
+        if parents is not None:
+            ctx.down_limit.parent, ctx.up_limit.parent = parents
 
     def last_announce(self) -> AnnounceReport | None:
         """How the last announce to the trackers went (None before the first one ended)."""
@@ -876,6 +874,12 @@ class Session:
             raise TorrentError(f"torrent {info_hash.hex()} is not in the session")
         await torrent.stop(announce=announce)
         self._tasks.pop(info_hash, None)
+
+    @property
+    def rate_limiters(self) -> tuple[RateLimiter, RateLimiter]:
+        """The session-wide ``(download, upload)`` buckets, above every torrent's unless
+        told otherwise (:meth:`Torrent.set_rate_limits`)."""
+        return self._down, self._up
 
     def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
         """Change the session-wide rate limits at once (0: unlimited; None: unchanged)."""
