@@ -74,6 +74,7 @@ import contextlib
 import heapq
 import logging
 import os
+import sys
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -537,7 +538,7 @@ class Daemon:
             name=name,
             metainfo=metainfo,  # as given: what Metainfo.from_bytes just read
             magnet=mag,
-            download_dir=os.path.abspath(download_dir or self.download_dir),
+            download_dir=sys.intern(os.path.abspath(download_dir or self.download_dir)),
             paused=paused,
             queue_position=len(self.records),
             priorities=[0] * n,

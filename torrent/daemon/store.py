@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -262,7 +263,7 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         name=row[2],
         metainfo=row[3],
         magnet=row[4],
-        download_dir=row[5],
+        download_dir=sys.intern(row[5]),  # one string for the many torrents in a directory
         paused=bool(row[6]),
         queue_position=row[7],
         priorities=json.loads(row[8]),
