@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,27 @@ async def test_a_torrent_stopped_during_its_first_check_shows_what_it_has(
         [t] = await client.get([tid], "status", "percentDone")
         assert (t["status"], t["percentDone"]) == (Status.STOPPED, 1.0)
         assert daemon.session.torrents() == []
+
+
+async def test_records_from_before_summaries_are_summarized_once_at_load(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "old.bin", 50_000), trackers=["http://127.0.0.1:9/announce"])
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="dormant")
+    # As a database of schema 2 left it: no summary.
+    with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+        db.execute("UPDATE torrents SET summary = ''")
+    db.close()
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        await wait_until(lambda: daemon.records[tid].parked, what="dormant")
+        [t] = await client.get([tid], "totalSize", "sizeWhenDone", "status", "percentDone")
+        assert t == {"totalSize": 50_000, "sizeWhenDone": 50_000, "status": Status.SEED, "percentDone": 1.0}
+        r = daemon.records[tid]
+        assert r.stored.summary is not None
+        assert r.stored.summary.trackers
+        assert r.stored.metainfo is None  # summarized, the bytes not kept
+        assert r.parsed is None
+    with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+        assert db.execute("SELECT summary FROM torrents").fetchone()[0] != ""  # written back
+    db.close()
