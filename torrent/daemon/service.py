@@ -429,9 +429,11 @@ class Daemon:
             stack.push_async_callback(self._shutdown)
             self._tg = tg
             stored_settings = self.store.settings()
-            for name, values in dict(stored_settings.get(GROUPS_SETTING, {})).items():
-                with contextlib.suppress(DaemonError):  # a hand-edited database: leave it out
-                    self._set_group(name, values)
+            groups = stored_settings.get(GROUPS_SETTING)
+            for name, values in groups.items() if isinstance(groups, dict) else ():
+                if isinstance(name, str) and name and isinstance(values, dict):
+                    with contextlib.suppress(DaemonError):  # a hand-edited database: left out
+                        self._set_group(name, values)
             self._load()
             self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
