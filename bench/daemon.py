@@ -13,6 +13,8 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 5. RSS now, and (RSS - idle RSS) / N as the memory per torrent; CPU used over 5 s idle;
 6. stop it (SIGTERM), start it again, and time until every torrent is listed complete
    and seeding (and, separately, until its RPC answers at all: the process start-up).
+   Our daemon runs with its bytecode cached (``PYTHONPYCACHEPREFIX`` in the work
+   directory, written before the first start) as an installed package has it.
 
 A wait that passes ``--timeout`` is reported as ``> T`` and the run goes on with the
 figures that do not depend on it (transmission-daemon checks one torrent at a time:
@@ -135,9 +137,13 @@ class Daemon:
 
     def start(self) -> None:
         log = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=log, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=ROOT, env=self.env())
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def prepare(self) -> None:
+        """Anything done once before the first start (not measured)."""
 
     def stop(self) -> None:
         assert self.proc is not None
@@ -156,6 +162,19 @@ class Daemon:
 
 class Ours(Daemon):
     name = "pytorrent"
+
+    def env(self) -> dict[str, str]:
+        """Bytecode cached as an installed package has it (pip compiles at install), under
+        the work directory. Without it (``PYTHONDONTWRITEBYTECODE``) every start compiles
+        the sources again: some 0.7 s, and 3 MiB more RSS."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**env, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(self.work / "pycache")}
+
+    def prepare(self) -> None:
+        """Write the bytecode cache: import what the daemon imports, once."""
+        modules = "cli.main, cli.cmd_daemon, cli.cmd_download, torrent.daemon.rpc, torrent.daemon.watch"
+        warm = f"import {modules}\ntry:\n    import uvloop\nexcept ImportError:\n    pass"
+        subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=self.env(), check=True)
 
     def command(self) -> list[str]:
         return [
@@ -231,6 +250,7 @@ async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[st
     n = len(torrents)
     rpc = Rpc(f"http://127.0.0.1:{d.rpc_port}/transmission/rpc")
     out: dict[str, float] = {}
+    d.prepare()
     d.start()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as http:
 

@@ -464,3 +464,48 @@ def test_cli_parser_knows_the_daemon() -> None:
         ["daemon", "--rpc-port", "0", "--max-active-downloads", "3", "--watch-dir", os.curdir]
     )
     assert (args.rpc_port, args.max_active_downloads, args.watch_dir) == (0, 3, os.curdir)
+
+
+async def test_bandwidth_groups_limit_their_torrents_and_persist(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "grouped.bin", 400_000)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    slow = {"name": "slow", "speed-limit-up-enabled": True, "speed-limit-up": 100}
+    async with asyncio.timeout(60), running_daemon(tmp_path) as (daemon, client):
+        assert "name" in await client.result("group-set", **{"speed-limit-up": 5})
+        assert "non-negative" in await client.result("group-set", name="x", **{"speed-limit-up": -1})
+        assert "true or false" in await client.result("group-set", name="x", honorsSessionLimits=1)
+        assert (await client.call("group-get"))["group"] == []  # nothing made by a refused call
+        await client.call("group-set", **slow)
+        tid = await client.add(meta)
+        await _wait_status(client, tid, Status.SEED)
+        await client.call("torrent-set", ids=[tid], group="slow")
+        assert (await client.get([tid], "group"))[0]["group"] == "slow"
+        assert "group" in await client.result("torrent-set", ids=[tid], group=3)
+        [group] = (await client.call("group-get", group="slow"))["group"]
+        assert group == {
+            "name": "slow",
+            "honorsSessionLimits": True,
+            "speed-limit-down-enabled": False,
+            "speed-limit-down": 0,
+            "speed-limit-up-enabled": True,
+            "speed-limit-up": 100,
+        }
+        # 400 kB through the group's 100 kB/s bucket (half a second of burst): at least
+        # 3.5 s; unlimited on loopback it takes a fraction of a second.
+        async with Session(config.testing_settings()) as session:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            leecher = await session.add_torrent(
+                meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)], seed=False
+            )
+            await leecher.wait_complete()
+            elapsed = loop.time() - start
+        assert elapsed >= 3.0, f"400 kB in {elapsed:.2f} s through a group's 100 kB/s"
+        # A torrent set to a group not made yet makes it, with no limits of its own.
+        await client.call("torrent-set", ids=[tid], group="new")
+        assert [g["name"] for g in (await client.call("group-get"))["group"]] == ["slow", "new"]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        [group] = (await client.call("group-get", group=["slow", "unknown"]))["group"]
+        assert group["speed-limit-up"] == 100
+        assert (await client.get([tid], "group"))[0]["group"] == "new"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.integration.daemon_helpers import running_daemon
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
+from torrent.create import create
 from torrent.daemon.service import Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import CheckResult, Session
@@ -61,6 +63,34 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
         assert t["uploadedEver"] >= 300_000
 
 
+async def _handshake(port: int, info_hash: bytes) -> bytes:
+    """The info hash of the answer to a plaintext handshake naming ``info_hash`` (b"": hung up)."""
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        w.write(b"\x13BitTorrent protocol" + bytes(8) + info_hash + b"-XX0001-" + b"x" * 12)
+        return (await r.readexactly(68))[28:48]
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b""
+    finally:
+        w.close()
+
+
+async def test_a_dormant_hybrid_seed_wakes_for_a_peer_naming_its_truncated_v2_hash(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "multi", {"a.bin": 70_000, "b/c.bin": 40_000})
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    alias = meta.info_hash_v2[:20]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
+        assert daemon.records[tid].parsed is None  # dormant: its metainfo is not kept parsed
+        assert await _handshake(daemon.session.port, alias) == alias  # answered: it runs again
+        assert daemon.records[tid].handle is not None
+        await client.call("torrent-remove", ids=[tid])
+        assert await _handshake(daemon.session.port, alias) == b""
+
+
 async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     metas = [make_torrent(make_payload(downloads, f"f{i}.bin", 50_000, seed=i)) for i in range(5)]
@@ -75,6 +105,7 @@ async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tm
         assert [(r["status"], r["percentDone"]) for r in rows] == [(Status.SEED, 1.0)] * 5
         assert all(daemon.records[i].checking is None and daemon.records[i].checked is False for i in ids)
         assert daemon.session.torrents() == []
+        assert all(daemon.records[i].parsed is None for i in ids)  # listed from the summaries
     assert [os.stat(p).st_mtime_ns for p in resume_files] == stamps  # nothing read or rewritten
 
 
@@ -108,6 +139,36 @@ async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
             # Each went dormant after its announce; the next is half an hour away.
             await wait_until(lambda: all(r.parked for r in daemon.records.values()), what="all dormant")
             assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())
+    finally:
+        await tracker.close()
+
+
+async def test_a_dormant_seed_stopped_or_removed_announces_stopped(tmp_path: Path) -> None:
+    events: list[tuple[str, str]] = []
+
+    async def announce(request: web.Request) -> web.Response:
+        events.append((request.query.get("event", ""), request.query.get("left", "")))
+        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
+
+    app = web.Application()
+    app.router.add_get("/announce", announce)
+    tracker = TestServer(app, host="127.0.0.1")
+    await tracker.start_server()
+    url = str(tracker.make_url("/announce"))
+    downloads = tmp_path / "downloads"
+    metas = [
+        make_torrent(make_payload(downloads, f"s{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(2)
+    ]
+    try:
+        async with asyncio.timeout(60), running_daemon(tmp_path, park_idle_s=0.3) as (daemon, client):
+            ids = [await client.add(m) for m in metas]
+            await wait_until(lambda: len(events) == 2, what="both announced")
+            await wait_until(lambda: all(daemon.records[i].parked for i in ids), what="both dormant")
+            assert [e for e, _ in events if e == "stopped"] == []  # dormant: still listed
+            await client.call("torrent-stop", ids=[ids[0]])
+            await wait_until(lambda: ("stopped", "0") in events, what="a stopped announce")
+            await client.call("torrent-remove", ids=[ids[1]])
+            await wait_until(lambda: events.count(("stopped", "0")) == 2, what="another stopped announce")
     finally:
         await tracker.close()
 
@@ -157,3 +218,27 @@ async def test_a_torrent_stopped_during_its_first_check_shows_what_it_has(
         [t] = await client.get([tid], "status", "percentDone")
         assert (t["status"], t["percentDone"]) == (Status.STOPPED, 1.0)
         assert daemon.session.torrents() == []
+
+
+async def test_records_from_before_summaries_are_summarized_once_at_load(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "old.bin", 50_000), trackers=["http://127.0.0.1:9/announce"])
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="dormant")
+    # As a database of schema 2 left it: no summary.
+    with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+        db.execute("UPDATE torrents SET summary = ''")
+    db.close()
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        await wait_until(lambda: daemon.records[tid].parked, what="dormant")
+        [t] = await client.get([tid], "totalSize", "sizeWhenDone", "status", "percentDone")
+        assert t == {"totalSize": 50_000, "sizeWhenDone": 50_000, "status": Status.SEED, "percentDone": 1.0}
+        r = daemon.records[tid]
+        assert r.stored.summary is not None
+        assert r.stored.summary.trackers
+        assert r.stored.metainfo is None  # summarized, the bytes not kept
+        assert r.parsed is None
+    with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+        assert db.execute("SELECT summary FROM torrents").fetchone()[0] != ""  # written back
+    db.close()

@@ -410,4 +410,26 @@ def test_transmission_remote_changes_network_settings_live_and_they_persist(tmp_
             "Peer exchange allowed": "No",
             "Encryption": "tolerated",
         }
+
+
+def test_transmission_remote_takes_a_torrent_out_from_under_the_session_limits(tmp_path: Path) -> None:
+    content = make_payload(tmp_path / "downloads", "big.bin", 800_000)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    torrent = tmp_path / "big.torrent"
+    torrent.write_bytes(meta.to_bytes())
+    with daemon_process(tmp_path) as d:
+        assert "success" in d.remote("-a", str(torrent))
+        wait_until_blocking(lambda: _row(d, 1)[1] == "100%", what="checked complete")
+        d.remote("-u", "100")  # the session's upload limit: 100 kB/s
+        assert "Honors Session Limits: Yes" in d.info(1)
+        d.remote("-t", "1", "-HL")
+        assert "Honors Session Limits: No" in d.info(1)
+        # Not under the session's 100 kB/s: 800 kB in well under the 7.5 s it would take.
+        elapsed = _leech(meta, tmp_path / "free", d.peer_port)
+        assert (tmp_path / "free" / "big.bin").read_bytes() == content.read_bytes()
+        assert elapsed < 5.0, f"800 kB in {elapsed:.2f} s with no limit of its own"
+        d.remote("-t", "1", "-hl")
+        assert "Honors Session Limits: Yes" in d.info(1)
+        elapsed = _leech(meta, tmp_path / "limited", d.peer_port)
+        assert elapsed >= 6.0, f"800 kB in {elapsed:.2f} s through the session's 100 kB/s"
         assert _stop(d) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torrent.daemon.store import StateStore, StoredTorrent
+from torrent.daemon.store import StateStore, StoredTorrent, Summary
 
 
 def _record(name: str, position: int) -> StoredTorrent:
@@ -47,6 +47,22 @@ def test_records_round_trip_in_queue_order(tmp_path: Path) -> None:
     assert (loaded[2].uploaded, loaded[2].downloaded) == (10, 20)
     assert loaded[1].metainfo is None
     assert loaded[2].wanted == [True, False, True]
+
+
+def test_a_summarized_record_loads_without_its_metainfo_which_is_read_on_demand(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    a, old = _record("a", 0), _record("old", 1)
+    a.summary = Summary(100, (60, 40), True, False, "ab" * 20)
+    for r in (a, old):
+        store.insert(r)
+    store.close()
+    store = StateStore(tmp_path)
+    loaded, unsummarized = store.load()
+    assert (loaded.metainfo, loaded.summary) == (None, a.summary)
+    assert store.metainfo(loaded.id) == b"d4:infod...ee"
+    # A record from before summaries comes with its bytes, to be summarized.
+    assert (unsummarized.metainfo, unsummarized.summary) == (b"d4:infod...ee", None)
+    assert store.metainfo(12345) is None
 
 
 def test_ids_are_never_reused_and_wal_is_on(tmp_path: Path) -> None:

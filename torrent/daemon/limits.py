@@ -6,9 +6,8 @@ bytes; ``seedRatioLimit``/``seedRatioMode``; ``seedIdleLimit`` minutes/``seedIdl
 the session's are the ``session-set`` names (``seedRatioLimit``/``seedRatioLimited``,
 ``idle-seeding-limit``/``idle-seeding-limit-enabled``). A mode is Transmission's
 ``tr_ratiolimit``/``tr_idlelimit``: 0 follows the session, 1 the torrent's own value, 2 none.
-
-Left out: ``honorsSessionLimits`` false (a torrent's buckets always draw from the
-session's).
+``honorsSessionLimits`` false takes a running torrent's buckets out from under the
+session's (the daemon applies it with the rate limits).
 """
 
 from __future__ import annotations

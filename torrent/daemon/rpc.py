@@ -24,11 +24,10 @@ import binascii
 import ipaddress
 import json
 import logging
-import math
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +35,8 @@ import aiohttp
 from aiohttp import web
 
 from torrent.daemon import network, webui
-from torrent.daemon.service import Daemon, DaemonError, Record, Status
-from torrent.disk.resume import ResumeStore
-from torrent.engine.status import AnnounceReport, TorrentStats
+from torrent.daemon.fields import Listing
+from torrent.daemon.service import Daemon, DaemonError, Record
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
 
@@ -207,9 +205,36 @@ async def _rpc(request: web.Request) -> web.Response:
 def _answer(body: dict[str, Any], tag: Any) -> web.Response:
     if tag is not None:
         body["tag"] = tag
-    return web.Response(
-        body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json"
-    )
+    return web.Response(body=_encode(body).encode(), content_type="application/json")
+
+
+class RawJson(str):
+    """JSON text already built (``torrent-get``'s list), put into the answer as it is."""
+
+    __slots__ = ()
+
+
+def _encode(value: Any) -> str:
+    """``value`` as compact JSON, with any :class:`RawJson` in its dicts copied in as it is."""
+    if isinstance(value, RawJson):
+        return value
+    if isinstance(value, dict) and any(isinstance(v, RawJson | dict) for v in value.values()):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------- torrent-get
+
+
+async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    names = args.get("fields")
+    if not isinstance(names, list) or not all(isinstance(f, str) for f in names):
+        raise RpcError("'fields' must be a list of field names")
+    listing = Listing(names, table=args.get("format") == "table")
+    out: dict[str, Any] = {"torrents": RawJson(listing.json(_ids(daemon, args), time.time()))}
+    if args.get("ids") == "recently-active":
+        out["removed"] = list(daemon.removed_ids)
+    return out
 
 
 # --------------------------------------------------------------------- torrent actions
@@ -269,6 +294,10 @@ async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
             raise RpcError("labels must be a list of strings without commas")
         daemon.set_labels(records, labels)
     limits = {k: args[k] for k in _TORRENT_LIMITS if k in args}
+    if not isinstance(limits.get("honorsSessionLimits", True), bool):
+        raise RpcError("'honorsSessionLimits' must be true or false")
+    if not isinstance(limits.get("group", ""), str):
+        raise RpcError("'group' must be a bandwidth group's name")
     if limits:
         daemon.set_limits(records, limits)
     if "queuePosition" in args and records:
@@ -280,6 +309,7 @@ async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> 
 
 _TORRENT_LIMITS = (
     "bandwidthPriority",
+    "group",
     "downloadLimit",
     "downloadLimited",
     "uploadLimit",
@@ -371,386 +401,6 @@ async def _fetch_torrent(http: aiohttp.ClientSession, url: str) -> bytes:
     if len(data) > MAX_TORRENT_URL_BYTES:
         raise RpcError(f"{url}: larger than {MAX_TORRENT_URL_BYTES} bytes")
     return data
-
-
-# --------------------------------------------------------------------- torrent-get
-
-
-async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
-    fields = args.get("fields")
-    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-        raise RpcError("'fields' must be a list of field names")
-    getters = [(f, TORRENT_FIELDS.get(f)) for f in fields]
-    known = [(f, g) for f, g in getters if g is not None]
-    records = _ids(daemon, args)
-    now = time.time()
-    out: dict[str, Any]
-    # One view per torrent, each getter once; the rows are built in one comprehension
-    # (at 10,000 torrents the per-row overhead is most of the call).
-    if args.get("format") == "table":
-        out = {"torrents": [[f for f, _ in known], *([g(v) for _, g in known] for v in _views(records, now))]}
-    else:
-        out = {"torrents": [{f: g(v) for f, g in known} for v in _views(records, now)]}
-    if args.get("ids") == "recently-active":
-        out["removed"] = list(daemon.removed_ids)
-    return out
-
-
-def _views(records: list[Record], now: float) -> Iterator[_View]:
-    return (_View(r, now) for r in records)
-
-
-class _View:
-    """What the field getters read of one record, computed once per torrent."""
-
-    __slots__ = ("_size_when_done", "_stats", "_totals", "b", "meta", "now", "r", "status")
-
-    def __init__(self, r: Record, now: float) -> None:
-        self.r = r
-        self.now = now
-        # The brief is cheap; the full statistics only for the fields that need them.
-        self.b = r.handle.brief() if r.handle is not None else None
-        self._stats: TorrentStats | None = None
-        self.meta = r.meta
-        self.status = r.status()
-        self._totals: tuple[int, int] | None = None
-        self._size_when_done = -1
-
-    @property
-    def stats(self) -> TorrentStats | None:
-        if self._stats is None and self.r.handle is not None:
-            self._stats = self.r.handle.statistics()
-        return self._stats
-
-    @property
-    def totals(self) -> tuple[int, int]:
-        if self._totals is None:
-            self._totals = self.r.totals(self.b)
-        return self._totals
-
-    @property
-    def total_size(self) -> int:
-        return self.meta.info.total_length if self.meta is not None else 0
-
-    @property
-    def size_when_done(self) -> int:
-        if self._size_when_done < 0:
-            self._size_when_done = self._wanted_bytes()
-        return self._size_when_done
-
-    def _wanted_bytes(self) -> int:
-        if self.b is not None:
-            return self.b.wanted_bytes
-        meta = self.meta
-        if meta is None:
-            return 0
-        files, wanted = meta.info.files, self.r.stored.wanted
-        if all(wanted):
-            return meta.info.total_length
-        return sum(f.length for f, w in zip(files, wanted, strict=False) if w)
-
-    @property
-    def done(self) -> int:
-        if self.b is not None:
-            return self.b.done_bytes
-        return (
-            self.size_when_done
-            if self.r.stored.done_date
-            else min(self.r.stored.have_bytes, self.size_when_done)
-        )
-
-    @property
-    def left(self) -> int:
-        return self.size_when_done - self.done
-
-    def percent(self) -> float:
-        if self.b is None and self.r.stored.done_date:
-            return 1.0  # not running and complete: the common case at scale
-        size = self.size_when_done
-        return self.done / size if size else (1.0 if self.r.stored.done_date else 0.0)
-
-    def eta(self) -> int:
-        if self.b is None and self.r.stored.done_date:
-            return -1  # nothing left
-        left = self.left
-        if left == 0:
-            return -1
-        if self.b is None or self.b.download_rate_bps <= 0:
-            return -2
-        return int(left / self.b.download_rate_bps)
-
-    def error(self) -> int:
-        if self.r.stored.error:
-            return 3
-        if self.b is not None and self.b.tracker_message:
-            return 1
-        return 0
-
-    def error_string(self) -> str:
-        if self.r.stored.error:
-            return self.r.stored.error
-        return self.b.tracker_message if self.b is not None else ""
-
-    def ratio(self) -> float:
-        up, down = self.totals
-        base = down or self.done
-        if base == 0:
-            return -1.0
-        return up / base
-
-    def files(self) -> list[dict[str, Any]]:
-        if self.meta is None:
-            return []
-        info = self.meta.info
-        if self.r.handle is not None:
-            progress = self.r.handle.file_progress()
-        elif self.r.stored.done_date:
-            progress = [f.length if w else 0 for f, w in zip(info.files, self.r.stored.wanted, strict=False)]
-        elif len(self.r.stored.files_done) == len(info.files):
-            progress = list(self.r.stored.files_done)
-        else:
-            progress = [0] * len(info.files)
-        return [
-            {
-                "name": f"{info.name}/{f.path_str}" if info.multi_file else f.path_str,
-                "length": f.length,
-                "bytesCompleted": done,
-            }
-            for f, done in zip(info.files, progress, strict=True)
-        ]
-
-    def file_stats(self) -> list[dict[str, Any]]:
-        files = self.files()
-        return [
-            {"bytesCompleted": f["bytesCompleted"], "wanted": w, "priority": p}
-            for f, w, p in zip(files, self.r.stored.wanted, self.r.stored.priorities, strict=False)
-        ]
-
-    def peers(self) -> list[dict[str, Any]]:
-        if self.r.handle is None:
-            return []
-        return [
-            {
-                "address": p.host,
-                "port": p.port,
-                "clientName": p.client,
-                "clientIsChoked": p.peer_choking,
-                "clientIsInterested": p.am_interested,
-                "peerIsChoked": p.am_choking,
-                "peerIsInterested": p.peer_interested,
-                "isDownloadingFrom": p.down_rate_bps > 0,
-                "isUploadingTo": p.up_rate_bps > 0,
-                "isEncrypted": p.encrypted,
-                "isIncoming": p.incoming,
-                "isUTP": p.utp,
-                "progress": p.progress,
-                "rateToClient": int(p.down_rate_bps),
-                "rateToPeer": int(p.up_rate_bps),
-                "flagStr": ("D" if p.down_rate_bps > 0 else "")
-                + ("U" if p.up_rate_bps > 0 else "")
-                + ("E" if p.encrypted else "")
-                + ("I" if p.incoming else "")
-                + ("T" if p.utp else ""),
-            }
-            for p in self.r.handle.peers()
-        ]
-
-    def trackers(self) -> list[dict[str, Any]]:
-        if self.meta is None:
-            return []
-        out, n = [], 0
-        for tier, urls in enumerate(self.meta.announce_list):
-            for url in urls:
-                out.append({"announce": url, "id": n, "scrape": "", "tier": tier, "sitename": _sitename(url)})
-                n += 1
-        return out
-
-    def tracker_stats(self) -> list[dict[str, Any]]:
-        report = self.r.handle.last_announce() if self.r.handle is not None else None
-        running = self.r.handle is not None
-        return [_tracker_stat(t, report, running, self.now) for t in self.trackers()]
-
-
-def _tracker_stat(
-    t: dict[str, Any], report: AnnounceReport | None, running: bool, now: float
-) -> dict[str, Any]:
-    """One ``trackerStats`` entry from the torrent's last announce.
-
-    The engine walks the tiers until a tracker answers (BEP 12) and reports that walk:
-    the tracker that answered carries its figures; when every tracker failed, each
-    carries the failure. A tracker the walk did not reach has not announced.
-    """
-    answered = report is not None and report.ok and report.url == t["announce"]
-    failed = report is not None and not report.ok
-    counts: dict[str, int] = {"downloadCount": -1, "leecherCount": -1, "seederCount": -1}
-    if answered and report is not None:
-        for key, value in (
-            ("downloadCount", report.downloaded),
-            ("leecherCount", report.leechers),
-            ("seederCount", report.seeders),
-        ):
-            if value is not None:
-                counts[key] = value
-    result = ""
-    if report is not None and (answered or failed):
-        result = report.message or "Success"
-    return {
-        **t,
-        **counts,
-        "host": t["announce"],
-        "lastAnnounceResult": result,
-        "lastAnnounceSucceeded": answered,
-        "hasAnnounced": answered or failed,
-        "announceState": 1 if running else 0,
-        "isBackup": False,
-        "lastAnnouncePeerCount": report.peers if answered and report is not None else 0,
-        "lastAnnounceTime": int(now - report.age_s) if report is not None and (answered or failed) else 0,
-        "nextAnnounceTime": int(now + report.next_in_s) if report is not None and running else 0,
-        "lastScrapeResult": "",
-        "lastScrapeSucceeded": False,
-        "lastScrapeTime": 0,
-        "scrapeState": 0,
-        "hasScraped": False,
-    }
-
-
-def _sitename(url: str) -> str:
-    host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    parts = host.split(".")
-    return parts[-2] if len(parts) >= 2 else host
-
-
-def _limit(key: str, default: Any) -> Callable[[_View], Any]:
-    return lambda v: v.r.stored.limits.get(key, default)
-
-
-def _peers_count(v: _View, direction: str) -> int:
-    if v.r.handle is None:
-        return 0
-    peers = v.r.handle.peers()
-    if direction == "down":
-        return sum(1 for p in peers if p.down_rate_bps > 0)
-    return sum(1 for p in peers if p.up_rate_bps > 0)
-
-
-def _pieces_b64(v: _View) -> str:
-    """Transmission's ``pieces``: a bitfield of the verified pieces (BEP 3 order), in base64.
-
-    A stopped torrent's pieces are not kept in memory: all set when it was complete,
-    else those its resume state lists as verified (what its last run or check saved).
-    """
-    if v.meta is None:
-        return ""
-    n = v.meta.info.num_pieces
-    bits = bytearray(math.ceil(n / 8))
-    if v.r.handle is not None:
-        have: Iterable[int] = v.r.handle.have_pieces()
-    elif v.r.stored.done_date > 0:
-        have = range(n)
-    else:
-        state, _ = ResumeStore(v.meta.info, v.meta.info_hash, v.r.stored.download_dir).load()
-        have = (i for i in state.verified if 0 <= i < n) if state is not None else ()
-    for i in have:
-        bits[i // 8] |= 0x80 >> (i % 8)
-    return base64.b64encode(bytes(bits)).decode()
-
-
-TORRENT_FIELDS: dict[str, Callable[[_View], Any]] = {
-    "activityDate": lambda v: (
-        int(v.now)
-        if v.stats is not None and (v.stats.download_rate_bps or v.stats.upload_rate_bps)
-        else v.r.stored.done_date
-    ),
-    "addedDate": lambda v: v.r.stored.added_date,
-    "bandwidthPriority": _limit("bandwidthPriority", 0),
-    "comment": lambda v: v.meta.comment if v.meta else "",
-    "corruptEver": lambda v: v.stats.wasted_bytes if v.stats else 0,
-    "creator": lambda v: v.meta.created_by if v.meta else "",
-    "dateCreated": lambda v: (v.meta.creation_date or 0) if v.meta else 0,
-    "desiredAvailable": lambda v: v.left if v.stats and v.stats.seeds_connected else 0,
-    "doneDate": lambda v: v.r.stored.done_date,
-    "downloadDir": lambda v: v.r.stored.download_dir,
-    "downloadedEver": lambda v: v.totals[1],
-    "downloadLimit": _limit("downloadLimit", 100),
-    "downloadLimited": _limit("downloadLimited", False),
-    "editDate": lambda v: 0,
-    "error": _View.error,
-    "errorString": _View.error_string,
-    "eta": _View.eta,
-    "etaIdle": lambda v: -1,
-    "file-count": lambda v: len(v.meta.info.files) if v.meta else 0,
-    "files": _View.files,
-    "fileStats": _View.file_stats,
-    "group": lambda v: "",
-    "hashString": lambda v: v.r.info_hash,
-    "haveUnchecked": lambda v: 0,
-    "haveValid": lambda v: v.done,
-    "honorsSessionLimits": _limit("honorsSessionLimits", True),
-    "id": lambda v: v.r.id,
-    "isFinished": lambda v: v.r.finished,
-    "isPrivate": lambda v: v.meta.info.private if v.meta else False,
-    "isStalled": lambda v: False,
-    "labels": lambda v: list(v.r.stored.labels),
-    "leftUntilDone": lambda v: v.left,
-    "magnetLink": lambda v: v.r.stored.magnet or f"magnet:?xt=urn:btih:{v.r.info_hash}",
-    "manualAnnounceTime": lambda v: -1,
-    "maxConnectedPeers": lambda v: 50,
-    "metadataPercentComplete": lambda v: 1.0 if v.meta else 0.0,
-    "name": lambda v: v.r.stored.name,
-    "peer-limit": _limit("peer-limit", 50),
-    "peers": _View.peers,
-    "peersConnected": lambda v: v.stats.peers_connected if v.stats else 0,
-    "peersFrom": lambda v: {
-        "fromCache": 0,
-        "fromDht": 0,
-        "fromIncoming": 0,
-        "fromLpd": 0,
-        "fromLtep": 0,
-        "fromPex": 0,
-        "fromTracker": v.stats.peers_connected if v.stats else 0,
-    },
-    "peersGettingFromUs": lambda v: _peers_count(v, "up"),
-    "peersSendingToUs": lambda v: _peers_count(v, "down"),
-    "percentComplete": _View.percent,
-    "percentDone": _View.percent,
-    "pieces": _pieces_b64,
-    "pieceCount": lambda v: v.meta.info.num_pieces if v.meta else 0,
-    "pieceSize": lambda v: v.meta.info.piece_length if v.meta else 0,
-    "priorities": lambda v: list(v.r.stored.priorities),
-    "primary-mime-type": lambda v: "application/octet-stream",
-    "queuePosition": lambda v: v.r.stored.queue_position,
-    "rateDownload": lambda v: int(v.b.download_rate_bps) if v.b else 0,
-    "rateUpload": lambda v: int(v.b.upload_rate_bps) if v.b else 0,
-    "recheckProgress": lambda v: (
-        v.r.checking
-        if v.r.checking is not None
-        else v.stats.checked_fraction
-        if v.stats and v.status == Status.CHECK
-        else 0.0
-    ),
-    "secondsDownloading": lambda v: 0,
-    "secondsSeeding": lambda v: (
-        int(v.now - v.r.started_at) if v.status == Status.SEED and v.r.started_at else 0
-    ),
-    "seedIdleLimit": _limit("seedIdleLimit", 30),
-    "seedIdleMode": _limit("seedIdleMode", 0),
-    "seedRatioLimit": _limit("seedRatioLimit", 2.0),
-    "seedRatioMode": _limit("seedRatioMode", 0),
-    "sizeWhenDone": lambda v: v.size_when_done,
-    "startDate": lambda v: int(v.r.started_at),
-    "status": lambda v: v.status,
-    "torrentFile": lambda v: "",
-    "totalSize": lambda v: v.total_size,
-    "trackers": _View.trackers,
-    "trackerStats": _View.tracker_stats,
-    "uploadedEver": lambda v: v.totals[0],
-    "uploadLimit": _limit("uploadLimit", 100),
-    "uploadLimited": _limit("uploadLimited", False),
-    "uploadRatio": _View.ratio,
-    "wanted": lambda v: [int(w) for w in v.r.stored.wanted],
-    "webseeds": lambda v: list(v.meta.url_list) if v.meta else [],
-    "webseedsSendingToUs": lambda v: 0,
-}
 
 
 # --------------------------------------------------------------------- session
@@ -912,6 +562,24 @@ def _queue(where: str) -> Handler:
     return move
 
 
+async def _group_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    daemon.set_group(args)
+    return {}
+
+
+async def _group_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    """Every bandwidth group, or those ``group`` names (a name or a list of names)."""
+    names = args.get("group")
+    if isinstance(names, str):
+        names = [names]
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise RpcError("'group' must be a name or a list of names")
+    groups = (
+        daemon.groups.values() if names is None else [daemon.groups[n] for n in names if n in daemon.groups]
+    )
+    return {"group": [g.entry() for g in groups]}
+
+
 async def _free_space(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
     path = args.get("path")
     if not isinstance(path, str) or not path:
@@ -946,6 +614,8 @@ METHODS: dict[str, Handler] = {
     "queue-move-down": _queue("down"),
     "queue-move-bottom": _queue("bottom"),
     "free-space": _free_space,
+    "group-set": _group_set,
+    "group-get": _group_get,
 }
 
 

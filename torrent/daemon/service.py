@@ -54,10 +54,17 @@ or that stayed idle ``seedIdleLimit`` minutes (``seedIdleMode`` 1, or 0 with the
 session's ``idle-seeding-limit-enabled``) is stopped and reported finished (the reading of
 the limits is :mod:`torrent.daemon.limits`; the file work, :mod:`torrent.daemon.content`).
 
-Left out: ``honorsSessionLimits`` false (a torrent is always under the session's
-limits); alternative speed limits on a schedule; bandwidth groups; a dormant seed that
-is stopped or removed sends no ``stopped`` announce (its trackers drop it after their
-interval).
+A dormant seed that is stopped or removed announces ``stopped`` then (in the
+background; it went dormant without one). One still dormant when the daemon exits does
+not: 10,000 of them would be a burst of announces; its trackers drop it after their
+interval.
+
+A torrent with ``honorsSessionLimits`` false is under its own limits only, not the
+session's (nor the alternative speed limits). Bandwidth groups (``group-set``, a
+torrent's ``group``) are a pair of buckets between their torrents' and the session's;
+they are kept in the settings table.
+
+Left out: alternative speed limits on a schedule.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ import contextlib
 import heapq
 import logging
 import os
+import sys
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
@@ -75,7 +83,8 @@ from typing import Any
 from torrent.config import Settings
 from torrent.daemon import content, network
 from torrent.daemon import limits as limit_rules
-from torrent.daemon.store import StateStore, StoredTorrent
+from torrent.daemon.store import StateStore, StoredTorrent, Summary
+from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
@@ -83,7 +92,7 @@ from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
 
-__all__ = ["Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
+__all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +149,33 @@ class DaemonConfig:
     announces_per_s: float = 10.0
 
 
+def summarize(meta: Metainfo) -> Summary:
+    """What the daemon keeps of ``meta`` while the torrent does not run."""
+    v2 = meta.info_hash_v2
+    alias = v2[:20].hex() if v2 is not None and v2[:20] != meta.info_hash else ""
+    return Summary(
+        meta.info.total_length,
+        tuple(f.length for f in meta.info.files),
+        bool(meta.announce_list),
+        meta.info.private,
+        alias,
+    )
+
+
 @dataclass(slots=True)
 class Record:
-    """One torrent of the daemon: its stored record and, while it runs, its engine handle."""
+    """One torrent of the daemon: its stored record and, while it runs, its engine handle.
+
+    The metainfo is parsed when first needed (:attr:`meta`: to run or check the torrent,
+    or for a field only it has) and dropped again when the torrent goes dormant; while
+    it is not parsed, the stored summary answers for it.
+    """
 
     stored: StoredTorrent
-    meta: Metainfo | None
+    #: The parsed metainfo, while needed (the store keeps the bytes).
+    parsed: Metainfo | None = None
+    #: Where :attr:`meta` reads the metainfo from (None: only ``parsed``).
+    store: StateStore | None = None
     handle: Torrent | None = None
     #: Start ignoring the queue (``torrent-start-now``).
     force: bool = False
@@ -174,10 +204,44 @@ class Record:
     progress_at: float = 0.0
     progress_bytes: int = -1
     started_at: float = 0.0
-    #: Payload moved by the current run, already folded into ``stored`` totals.
+    #: Payload moved by the current run, already folded into ``stored`` totals; once
+    #: it ended, what the run moved in all (what its trackers counted since ``started``).
     folded_up: int = 0
     folded_down: int = 0
     _lock: asyncio.Lock | None = None
+
+    def __post_init__(self) -> None:
+        if self.parsed is not None and self.stored.summary is None:
+            self.stored.summary = summarize(self.parsed)
+
+    @property
+    def meta(self) -> Metainfo | None:
+        """The metainfo (None: a magnet link's is not known yet, or it is unreadable: then
+        the torrent has an error)."""
+        if self.parsed is None and self.stored.summary is not None and self.store is not None:
+            raw = self.store.metainfo(self.id)
+            try:
+                if raw is None:
+                    raise MetainfoError("no metainfo stored")
+                self.parsed = content.renamed(content.slim(Metainfo.from_bytes(raw)), self.stored.renames)
+            except MetainfoError as exc:
+                self.stored.error = f"stored metainfo unreadable: {exc}"
+        return self.parsed
+
+    @property
+    def has_meta(self) -> bool:
+        """Its metainfo is known (a magnet link's once fetched)."""
+        return self.stored.summary is not None
+
+    def wanted_bytes(self) -> int:
+        """Bytes of the wanted files."""
+        summary = self.stored.summary
+        if summary is None:
+            return 0
+        wanted = self.stored.wanted
+        if all(wanted):
+            return summary.total_length
+        return sum(n for n, w in zip(summary.file_lengths, wanted, strict=False) if w)
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -249,6 +313,34 @@ class _Slots:
     checks: int
 
 
+@dataclass(slots=True)
+class BandwidthGroup:
+    """A Transmission bandwidth group: the torrents in it share one pair of buckets,
+    under the session's unless ``honorsSessionLimits`` is false (``group-set``; limits
+    in kB/s of 1,000 bytes, applied while ``*-enabled``)."""
+
+    name: str
+    buckets: tuple[RateLimiter, RateLimiter]
+    values: dict[str, Any]
+
+    def entry(self) -> dict[str, Any]:
+        """``group-get``'s description of it."""
+        return {"name": self.name, **self.values}
+
+
+#: ``group-set`` keys besides ``name``, with their JSON type and default.
+GROUP_KEYS: dict[str, tuple[type, Any]] = {
+    "honorsSessionLimits": (bool, True),
+    "speed-limit-down-enabled": (bool, False),
+    "speed-limit-down": (int, 0),
+    "speed-limit-up-enabled": (bool, False),
+    "speed-limit-up": (int, 0),
+}
+
+#: The settings-table key the groups are stored under.
+GROUPS_SETTING = "bandwidth-groups"
+
+
 def engine_priorities(stored: StoredTorrent) -> list[int]:
     """Transmission's wanted flag and -1/0/1 priority per file -> the engine's 0 (skip) or 1..3."""
     return [(p + 2) if w else 0 for w, p in zip(stored.wanted, stored.priorities, strict=True)]
@@ -292,6 +384,7 @@ class Daemon:
         self.settings = network.startup_settings(settings, self.store.settings(), config.state_dir)
         self.session = Session(self.settings)
         self.state_dir = os.path.abspath(config.state_dir)
+        #: Every torrent by id, in id order (a listing's order: ids only grow).
         self.records: dict[int, Record] = {}
         self.by_hash: dict[str, Record] = {}
         self.removed_ids: list[int] = []
@@ -316,6 +409,8 @@ class Daemon:
         self._own_seed_limits: set[int] = set()
         #: Tasks of the daemon's group besides the scheduler (fetches, hooks, check waiters).
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Bandwidth groups by name.
+        self.groups: dict[str, BandwidthGroup] = {}
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -335,8 +430,14 @@ class Daemon:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
             self._tg = tg
+            stored_settings = self.store.settings()
+            groups = stored_settings.get(GROUPS_SETTING)
+            for name, values in groups.items() if isinstance(groups, dict) else ():
+                if isinstance(name, str) and name and isinstance(values, dict):
+                    with contextlib.suppress(DaemonError):  # a hand-edited database: left out
+                        self._set_group(name, values)
             self._load()
-            self.apply_settings(self.store.settings(), persist=False)
+            self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
             tg.create_task(self._announce_loop())
             self._stack = stack.pop_all()
@@ -360,16 +461,20 @@ class Daemon:
             task.cancel()
 
     def _load(self) -> None:
-        for stored in self.store.load():
-            meta = None
-            if stored.metainfo is not None:
+        # In id order: ``records`` stays sorted by id (an added torrent's id is larger
+        # than any before), which is the order of a listing.
+        made = []
+        for stored in sorted(self.store.load(), key=lambda t: t.id):
+            if stored.metainfo is not None:  # a record from before summaries
                 try:
-                    meta = content.renamed(content.slim(Metainfo.from_bytes(stored.metainfo)), stored.renames)
+                    stored.summary = summarize(Metainfo.from_bytes(stored.metainfo))
+                    made.append(stored)
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
-                else:
-                    stored.metainfo = None  # the database keeps the bytes; ``meta`` is enough
-            self._index(Record(stored, meta))
+                stored.metainfo = None
+            self._index(Record(stored, store=self.store))
+        if made:
+            self.store.update_many(made)
         log.info("loaded %d torrents from %s", len(self.records), self.store.path)
         self.wake()
 
@@ -435,9 +540,9 @@ class Daemon:
             id=0,  # the store assigns it
             info_hash=info_hash,
             name=name,
-            metainfo=meta.to_bytes() if meta is not None else None,
+            metainfo=metainfo,  # as given: what Metainfo.from_bytes just read
             magnet=mag,
-            download_dir=os.path.abspath(download_dir or self.download_dir),
+            download_dir=sys.intern(os.path.abspath(download_dir or self.download_dir)),
             paused=paused,
             queue_position=len(self.records),
             priorities=[0] * n,
@@ -447,7 +552,7 @@ class Daemon:
         )
         self.store.insert(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, content.slim(meta) if meta is not None else None)
+        r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -477,8 +582,13 @@ class Daemon:
         """Run each dormant seed when its announce is due, one slot at a time (one task
         for all of them: a dormant seed has no timer of its own)."""
         heap = self._announce_heap
+        gap = 1.0 / self.config.announces_per_s
+        last = -gap
         while not self._closing:
-            delay = heap[0][0] - time.monotonic() if heap else 60.0
+            now = time.monotonic()
+            # Due, and a slot's gap after the last one: when the loop fell behind (a busy
+            # machine), the overdue announces still go out one slot apart, not in a burst.
+            delay = max(heap[0][0] - now, last + gap - now) if heap else 60.0
             if delay > 0:
                 self._announce_wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -489,6 +599,7 @@ class Daemon:
             r = self.records.get(tid)
             if r is not None and r.parked and r.next_announce == when:
                 self._launch(r)
+                last = now
 
     def _schedule_announce(self, r: Record, when: float) -> None:
         r.next_announce = when
@@ -500,15 +611,20 @@ class Daemon:
     async def schedule(self) -> None:
         """Reap ended runs, notice completions, then start what the queue allows."""
         now = time.monotonic()
-        for r in list(self.records.values()):
+        for r in [r for r in self.records.values() if r.handle is not None]:
             if r.handle is not None and not r.busy:
                 await self._observe(r, now)
         if now >= self._next_stats_save:
             self._next_stats_save = now + self.config.stats_save_interval_s
             self._save_stats()
-        await self._enforce_limits(now)
-        slots = _Slots(*self._count_active(now))
-        for r in sorted(self.records.values(), key=lambda x: x.stored.queue_position):
+        # Dormant seeds need nothing of a pass but their count (rule 2) and, with seed
+        # limits, a look at their ratio: the walks below leave them out (at 10,000 seeds
+        # a pass was most of the CPU while torrents were added and checked).
+        active = [r for r in self.records.values() if not r.parked]
+        await self._enforce_limits(now, active)
+        slots = _Slots(*self._count_active(now, active, len(self.records) - len(active)))
+        waiting = [r for r in active if r.handle is None and r.checking is None and not r.fetching]
+        for r in sorted(waiting, key=lambda x: x.stored.queue_position):
             if r.handle is not None or r.fetching or r.stored.error or r.checking is not None or r.busy:
                 continue
             if r.parked:
@@ -523,7 +639,7 @@ class Daemon:
 
     async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
         """Check, start or park one waiting torrent if its kind of slot is free."""
-        if r.meta is not None and not r.checked and not r.stored.done_date:
+        if r.has_meta and not r.checked and not r.stored.done_date:
             # Not checked in this run: checked now, beside the downloads (it may turn out
             # complete); afterwards it takes a download slot or waits in the queue.
             if slots.checks < self.config.check_slots:
@@ -549,14 +665,16 @@ class Daemon:
         async with r.lock:
             await self._start(r)
 
-    async def _enforce_limits(self, now: float) -> None:
+    async def _enforce_limits(self, now: float, active: list[Record]) -> None:
         """Send back to the queue the torrents beyond the limits, last in queue order
         first: downloads when the download slots are full (rule 3 lets checks run beside
         the downloads), seeds (dormant or not) beyond the seed limit; stop the seeds that
-        reached their ratio or idle limit."""
+        reached their ratio or idle limit. ``active``: the records but dormant seeds (which
+        matter only with a seed limit)."""
         downloads: list[Record] = []
         seeds: list[Record] = []
-        for r in self.records.values():
+        seeds_matter = self.max_active_seeds is not None or self._seed_limits_on()
+        for r in self.records.values() if seeds_matter else active:
             h = r.handle
             if r.busy:
                 continue
@@ -597,9 +715,7 @@ class Daemon:
         if not r.active_at:
             r.active_at = now  # seeding in this run since now
         up, down = r.totals()
-        size = 0
-        if r.meta is not None:
-            size = sum(f.length for f, w in zip(r.meta.info.files, r.stored.wanted, strict=False) if w)
+        size = r.wanted_bytes()
         return limit_rules.seed_limit_reached(
             r.stored.limits,
             self.session_limits,
@@ -609,10 +725,12 @@ class Daemon:
             idle_s=now - r.active_at,
         )
 
-    def _count_active(self, now: float) -> tuple[int, int, int]:
-        """``(downloads, seeds, checks)`` holding a slot now (rules 1-4)."""
-        downloads = seeds = checks = 0
-        for r in self.records.values():
+    def _count_active(self, now: float, active: list[Record], dormant: int) -> tuple[int, int, int]:
+        """``(downloads, seeds, checks)`` holding a slot now (rules 1-4); ``active``: the
+        records but the ``dormant`` seeds."""
+        downloads = checks = 0
+        seeds = dormant
+        for r in active:
             if r.handle is None:
                 if r.fetching:
                     downloads += 1
@@ -690,7 +808,11 @@ class Daemon:
         ``announces_per_s``)."""
         r.parked = True
         r.idle_since = 0.0
-        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted)
+        if r.store is not None:
+            r.parsed = None  # parsed again from the store when it next runs
+        alias = r.stored.summary.v2_alias if r.stored.summary is not None else ""
+        aliases = (InfoHash(bytes.fromhex(alias)),) if alias else ()
+        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted, aliases=aliases)
         r.next_announce = 0.0
         if not self._announces(r):
             return
@@ -701,16 +823,16 @@ class Daemon:
 
     def _announces(self, r: Record) -> bool:
         """It has trackers, or the DHT is on and it is not private."""
-        meta = r.meta
-        if meta is None:
+        summary = r.stored.summary
+        if summary is None:
             return False
-        return bool(meta.announce_list) or (self.settings.dht_enabled and not meta.info.private)
+        return summary.trackers or (self.settings.dht_enabled and not summary.private)
 
     def _next_announce_after_run(self, r: Record, now: float) -> float:
         """When a seed that ran (and announced) announces again once dormant."""
         s = self.settings
         interval = s.default_announce_interval_s
-        if self.settings.dht_enabled and r.meta is not None and not r.meta.info.private:
+        if self.settings.dht_enabled and r.stored.summary is not None and not r.stored.summary.private:
             interval = min(interval, s.dht_announce_interval_s)
         return now + interval
 
@@ -722,14 +844,16 @@ class Daemon:
 
     def _launch(self, r: Record) -> bool:
         """Put the torrent into the session now (it must have its metainfo)."""
-        assert r.meta is not None
         if r.handle is not None:
             return True
         r.parked = False
         r.verify_pending = False
         try:
+            meta = r.meta
+            if meta is None:
+                raise TorrentError(r.stored.error or "no metainfo")
             handle = self.session.add_torrent_nowait(
-                r.meta,
+                meta,
                 r.stored.download_dir,
                 file_priorities=engine_priorities(r.stored),
                 seed=True,
@@ -751,10 +875,16 @@ class Daemon:
         return True
 
     def _apply_rate_limits(self, r: Record) -> None:
-        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``."""
+        """The torrent's own ``downloadLimit``/``uploadLimit`` (kB/s) when ``*Limited``,
+        under its bandwidth group's buckets or else the session's; under neither when
+        ``honorsSessionLimits`` is false."""
         if r.handle is not None:
             down, up = limit_rules.rate_limits_bps(r.stored.limits)
-            r.handle.set_rate_limits(download_bps=down, upload_bps=up)
+            parents: tuple[RateLimiter | None, RateLimiter | None] = (None, None)
+            if r.stored.limits.get("honorsSessionLimits", True):
+                group = self.groups.get(r.stored.limits.get("group", ""))
+                parents = group.buckets if group is not None else self.session.rate_limiters
+            r.handle.set_rate_limits(download_bps=down, upload_bps=up, parents=parents)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
         r.verify_pending = False
@@ -765,15 +895,17 @@ class Daemon:
 
     async def _check(self, r: Record, *, recheck: bool) -> None:
         """Hash (or trust the resume state of) a torrent that is not running."""
-        assert r.meta is not None
+        meta = r.meta
 
         def progress(done: int, total: int) -> None:
             r.checking = done / total if total else 1.0
 
         result: CheckResult | None = None
         try:
+            if meta is None:
+                raise TorrentError(r.stored.error or "no metainfo")
             result = await self.session.check_torrent(
-                r.meta,
+                meta,
                 r.stored.download_dir,
                 file_priorities=engine_priorities(r.stored),
                 recheck=recheck,
@@ -800,7 +932,7 @@ class Daemon:
     async def _start(self, r: Record) -> None:
         """Put the torrent into the session (a magnet first fetches its metadata)."""
         r.verify_pending = False
-        if r.meta is None:
+        if not r.has_meta:
             if r.stored.magnet:
                 r.fetching = True
                 r.fetch_task = self._spawn(self._fetch(r))
@@ -825,7 +957,8 @@ class Daemon:
             r.fetch_task = None
         if r.id not in self.records:
             return
-        r.meta = meta
+        r.parsed = content.slim(meta)
+        r.stored.summary = summarize(meta)
         n = len(meta.info.files)
         r.stored.name = meta.info.name
         r.stored.wanted = [True] * n
@@ -867,6 +1000,7 @@ class Daemon:
             r.stored.files_done = h.file_progress()
         self.session_up += st.uploaded_bytes
         self.session_down += st.downloaded_bytes
+        r.folded_up, r.folded_down = st.uploaded_bytes, st.downloaded_bytes
         r.handle = None
         r.fetching = False
         if park and r.stored.done_date and not r.stored.paused and not self._closing:
@@ -907,7 +1041,7 @@ class Daemon:
     def lookup(self, ids: Any) -> list[Record]:
         """Transmission's ``ids``: absent (all), a number, a hash, a list of both, ``recently-active``."""
         if ids is None:
-            return sorted(self.records.values(), key=lambda r: r.id)
+            return list(self.records.values())  # in id order (see ``_load``)
         if ids == "recently-active":
             cutoff = time.time() - 60
             return [r for r in self.records.values() if r.handle is not None or r.stored.added_date >= cutoff]
@@ -945,16 +1079,32 @@ class Daemon:
                 r.verify_pending = False
                 # A check under way goes on (it does not run the torrent): a torrent
                 # stopped right after it was added still shows what it has.
+                dormant = r.parked
                 await self._stop_handle(r, keep_check=True)
+                if dormant:
+                    self._announce_stopped(r)
                 self.store.update(r.stored)
         self.wake()
+
+    def _announce_stopped(self, r: Record) -> None:
+        """A dormant seed stops or goes: its trackers still list it (it went dormant
+        without a ``stopped``), so it says ``stopped`` now, in the background."""
+        meta = r.meta if r.stored.summary is not None and r.stored.summary.trackers else None
+        if meta is not None:
+            if r.store is not None:
+                r.parsed = None  # not running: parsed again when needed
+            self._spawn(self._send_stopped(meta, r.folded_up, r.folded_down))
+
+    async def _send_stopped(self, meta: Metainfo, uploaded: int, downloaded: int) -> None:
+        with contextlib.suppress(TorrentError):  # the session closed meanwhile
+            await self.session.announce_stopped(meta, uploaded=uploaded, downloaded=downloaded)
 
     async def verify(self, records: Iterable[Record]) -> None:
         """Recheck every piece on disk (the resume state forgotten first, so a crash
         during the check cannot leave it trusted); afterwards the torrent goes back to
         what the queue says (a stopped one stays stopped)."""
         for r in records:
-            if r.meta is None:
+            if not r.has_meta:
                 continue
             async with r.lock:
                 r.verify_pending = True
@@ -974,7 +1124,11 @@ class Daemon:
     async def remove(self, records: Iterable[Record], *, delete_data: bool = False) -> None:
         for r in list(records):
             async with r.lock:
+                dormant = r.parked
                 await self._stop_handle(r)
+                if dormant:
+                    self._announce_stopped(r)
+                meta = r.meta if delete_data else None  # read before the record is deleted
                 self.records.pop(r.id, None)
                 self.by_hash.pop(r.info_hash, None)
                 self._own_seed_limits.discard(r.id)
@@ -982,7 +1136,7 @@ class Daemon:
                 self.removed_ids.append(r.id)
                 del self.removed_ids[:-1000]
                 if delete_data:
-                    await asyncio.to_thread(content.delete_data, r.meta, r.stored.download_dir, r.info_hash)
+                    await asyncio.to_thread(content.delete_data, meta, r.stored.download_dir, r.info_hash)
                 else:
                     await asyncio.to_thread(content.forget_resume, r.stored.download_dir, r.info_hash)
                 log.info(
@@ -1069,11 +1223,12 @@ class Daemon:
         """
         if not name or "/" in name or "\0" in name or name in (".", ".."):
             raise DaemonError(f"invalid name {name!r}")
-        if r.meta is None:
+        meta = r.meta
+        if meta is None:
             raise DaemonError("the torrent's metadata is not known yet")
         async with r.lock:
             try:
-                renames, old, new = content.plan_rename(r.meta.info, r.stored.renames, path, name)
+                renames, old, new = content.plan_rename(meta.info, r.stored.renames, path, name)
             except ValueError as exc:
                 raise DaemonError(str(exc)) from None
             running = r.handle is not None
@@ -1087,8 +1242,8 @@ class Daemon:
                     await self._start(r)
                 raise DaemonError(f"cannot rename {path}: {exc.strerror or exc}") from None
             r.stored.renames = renames
-            r.meta = content.renamed(r.meta, renames)
-            r.stored.name = r.meta.info.name
+            r.parsed = content.renamed(meta, renames)
+            r.stored.name = r.parsed.info.name
             self.store.update(r.stored)
             if running:
                 await self._start(r)
@@ -1101,14 +1256,51 @@ class Daemon:
         self.store.update_many(stored)
 
     def set_limits(self, records: Iterable[Record], limits: dict[str, Any]) -> None:
-        """Per-torrent limits as given (Transmission's names; see the module docstring)."""
+        """Per-torrent limits as given (Transmission's names; see the module docstring);
+        a ``group`` not known yet is made with no limits of its own, as Transmission does."""
         chosen = list(records)
+        group = limits.get("group")
+        if group and group not in self.groups:
+            self.set_group({"name": group})
         for r in chosen:
             r.stored.limits.update(limits)
             self._note_seed_limits(r)
             self._apply_rate_limits(r)
         self.store.update_many([r.stored for r in chosen])
         self.wake()  # a seed limit may be reached now
+
+    def set_group(self, values: dict[str, Any]) -> None:
+        """``group-set``: make or change the bandwidth group ``values["name"]`` (the keys
+        not given keep their values) and store every group.
+
+        Raises:
+            DaemonError: no name, or a value of the wrong type (nothing is changed).
+        """
+        name = values.get("name")
+        if not isinstance(name, str) or not name:
+            raise DaemonError("'name' must be a non-empty string")
+        self._set_group(name, values)
+        self.store.set_settings({GROUPS_SETTING: {g.name: g.values for g in self.groups.values()}})
+        for r in self.records.values():
+            if r.handle is not None and r.stored.limits.get("group") == name:
+                self._apply_rate_limits(r)
+
+    def _set_group(self, name: str, values: dict[str, Any]) -> None:
+        old = self.groups.get(name)
+        merged = dict(old.values) if old is not None else {k: d for k, (_, d) in GROUP_KEYS.items()}
+        for key in GROUP_KEYS:
+            if key in values:
+                merged[key] = _group_value(key, values[key])
+        session_down, session_up = self.session.rate_limiters
+        honors = merged["honorsSessionLimits"]
+        if old is None:
+            old = BandwidthGroup(name, (RateLimiter(0), RateLimiter(0)), merged)
+            self.groups[name] = old
+        old.values = merged
+        down, up = old.buckets
+        down.parent, up.parent = (session_down, session_up) if honors else (None, None)
+        down.set_rate(merged["speed-limit-down"] * 1000 if merged["speed-limit-down-enabled"] else 0)
+        up.set_rate(merged["speed-limit-up"] * 1000 if merged["speed-limit-up-enabled"] else 0)
 
     def queue_move(self, records: Iterable[Record], where: str) -> None:
         """``top``, ``up``, ``down`` or ``bottom``, as Transmission's queue-move-* do."""
@@ -1240,6 +1432,20 @@ def _setting(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DaemonError(f"'{key}' must be a non-negative number")
         return float(value)
+    return value
+
+
+def _group_value(key: str, value: Any) -> Any:
+    """A ``group-set`` value checked against its JSON type.
+
+    Raises:
+        DaemonError: a value of the wrong type or out of range.
+    """
+    if GROUP_KEYS[key][0] is bool:
+        if not isinstance(value, bool):
+            raise DaemonError(f"'{key}' must be true or false")
+    elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DaemonError(f"'{key}' must be a non-negative integer")
     return value
 
 

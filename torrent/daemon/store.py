@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["StateStore", "StoredTorrent"]
+__all__ = ["StateStore", "StoredTorrent", "Summary"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS torrents (
@@ -50,10 +51,25 @@ CREATE TABLE IF NOT EXISTS torrents (
     error TEXT NOT NULL DEFAULT '',
     have_bytes INTEGER NOT NULL DEFAULT 0,
     files_done TEXT NOT NULL DEFAULT '[]',
-    renames TEXT NOT NULL DEFAULT '{}'
+    renames TEXT NOT NULL DEFAULT '{}',
+    summary TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class Summary(NamedTuple):
+    """What the daemon reads of a torrent's metainfo while the torrent does not run
+    (listing, queueing, dormant seeding), so the metainfo itself is parsed only when the
+    torrent runs, is checked or a client asks for its details."""
+
+    total_length: int
+    file_lengths: tuple[int, ...]
+    #: It has trackers to announce to.
+    trackers: bool
+    private: bool
+    #: A hybrid torrent's truncated v2 info hash (hex; BEP 52), which peers may name too.
+    v2_alias: str = ""
 
 
 @dataclass(slots=True)
@@ -63,8 +79,8 @@ class StoredTorrent:
     id: int
     info_hash: str  # hex
     name: str
-    #: The .torrent's bytes as loaded or inserted; None while a magnet's metadata is
-    #: unknown, and in the daemon once parsed (the database keeps them).
+    #: The .torrent's bytes as inserted; None while a magnet's metadata is unknown, and
+    #: as loaded (:meth:`StateStore.metainfo` reads them) unless the summary is missing.
     metainfo: bytes | None
     magnet: str
     download_dir: str
@@ -85,11 +101,18 @@ class StoredTorrent:
     #: ``torrent-rename-path`` results: ``{"name": top name, "paths": {file index: [parts]}}``
     #: (the info hash and the metainfo stay as they are).
     renames: dict[str, Any] = field(default_factory=dict)
+    #: None while a magnet link's metadata is unknown.
+    summary: Summary | None = None
 
 
 _COLUMNS = (
     "id, info_hash, name, metainfo, magnet, download_dir, paused, queue_position, priorities, "
-    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames"
+    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames, summary"
+)
+
+_INSERT = (
+    f"INSERT INTO torrents ({_COLUMNS.removeprefix('id, ')}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS.split(', ')[1:]))})"
 )
 
 
@@ -113,6 +136,8 @@ class StateStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(torrents)")}
         if "renames" not in columns:  # a database of schema 1
             self._db.execute("ALTER TABLE torrents ADD COLUMN renames TEXT NOT NULL DEFAULT '{}'")
+        if "summary" not in columns:  # schema 2: summaries are made at the next load
+            self._db.execute("ALTER TABLE torrents ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
 
     def close(self) -> None:
@@ -121,18 +146,22 @@ class StateStore:
     # --- torrents ---------------------------------------------------------------------
 
     def load(self) -> list[StoredTorrent]:
-        """Every record, in queue order."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM torrents ORDER BY queue_position, id")
+        """Every record, in queue order, in one query; the metainfo bytes only of a record
+        with no summary yet (a database of schema 2), the others read by :meth:`metainfo`."""
+        columns = _COLUMNS.replace("metainfo", "CASE WHEN summary = '' THEN metainfo END")
+        rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id")
         return [_record(row) for row in rows]
+
+    def metainfo(self, torrent_id: int) -> bytes | None:
+        """A torrent's metainfo bytes (None: unknown, a magnet link's)."""
+        row = self._db.execute("SELECT metainfo FROM torrents WHERE id=?", (torrent_id,)).fetchone()
+        return None if row is None else row[0]
 
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
-        columns = _COLUMNS.removeprefix("id, ")
         values = _row(t)[1:]
-        with self._transaction():
-            cur = self._db.execute(
-                f"INSERT INTO torrents ({columns}) VALUES ({', '.join('?' * len(values))})", values
-            )
+        # One statement: its own transaction (autocommit), no BEGIN/COMMIT round trips.
+        cur = self._db.execute(_INSERT, values)
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
         return t.id
@@ -148,7 +177,8 @@ class StateStore:
             self._db.executemany(
                 "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
-                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=? WHERE id=?",
+                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=?, summary=? "
+                "WHERE id=?",
                 [(*row[1:3], *row[4:], t.id) for row, t in ((_row(t), t) for t in records)],
             )
 
@@ -222,6 +252,7 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
         t.have_bytes,
         json.dumps(t.files_done),
         json.dumps(t.renames),
+        "" if t.summary is None else json.dumps(t.summary),
     )
 
 
@@ -232,7 +263,7 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         name=row[2],
         metainfo=row[3],
         magnet=row[4],
-        download_dir=row[5],
+        download_dir=sys.intern(row[5]),  # one string for the many torrents in a directory
         paused=bool(row[6]),
         queue_position=row[7],
         priorities=json.loads(row[8]),
@@ -247,4 +278,12 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         have_bytes=row[17],
         files_done=json.loads(row[18]),
         renames=json.loads(row[19]),
+        summary=_summary(row[20]),
     )
+
+
+def _summary(text: str) -> Summary | None:
+    if not text:
+        return None
+    total, lengths, trackers, private, alias = json.loads(text)
+    return Summary(total, tuple(lengths), trackers, private, alias)

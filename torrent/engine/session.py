@@ -63,6 +63,7 @@ from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage
 from torrent.engine.addresses import OurAddresses, canonical_host
+from torrent.engine.announcer import Announcer
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.dht_node import DhtNode
@@ -83,7 +84,7 @@ from torrent.engine.status import (
     TorrentStats,
 )
 from torrent.engine.swarm import Swarm
-from torrent.engine.tracker_client import AnnounceEvent
+from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.udp import UdpSocket
 from torrent.engine.utp_dial import DialCounters, DialStats
 from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
@@ -197,13 +198,24 @@ class Torrent:
         announcer = self._swarm.announcer
         return not announcer or announcer.event is not AnnounceEvent.STARTED or bool(announcer.message)
 
-    def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
-        """This torrent's own limits, under the session's (0: none of its own; None: unchanged)."""
+    def set_rate_limits(
+        self,
+        *,
+        download_bps: int | None = None,
+        upload_bps: int | None = None,
+        parents: tuple[RateLimiter | None, RateLimiter | None] | None = None,
+    ) -> None:
+        """This torrent's own limits (0: none of its own; None: unchanged), under
+        ``parents``: the ``(download, upload)`` buckets every take also draws from
+        (None: unchanged; at first :attr:`Session.rate_limiters`; a bandwidth group's, or
+        none for a torrent that does not honor the session's limits)."""
         ctx = self._swarm.ctx
         if download_bps is not None:
             ctx.down_limit.set_rate(download_bps)
         if upload_bps is not None:
             ctx.up_limit.set_rate(upload_bps)
+        if parents is not None:
+            ctx.down_limit.parent, ctx.up_limit.parent = parents
 
     def last_announce(self) -> AnnounceReport | None:
         """How the last announce to the trackers went (None before the first one ended)."""
@@ -313,6 +325,8 @@ class Session:
         self._fetchers: dict[InfoHash, MetadataFetcher] = {}
         #: Dormant torrents: not running, but an incoming peer naming one wakes it.
         self._dormant: dict[InfoHash, Callable[[InfoHash], None]] = {}
+        #: A dormant hybrid's truncated v2 hash -> its v1 hash.
+        self._dormant_aliases: dict[InfoHash, InfoHash] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._servers: list[asyncio.Server] = []
         self._addresses = OurAddresses()
@@ -979,16 +993,58 @@ class Session:
             files_done=file_progress(info, verified.__contains__),
         )
 
-    def park(self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None]) -> None:
-        """Keep a torrent that is not running reachable: an incoming peer naming it calls
+    def park(
+        self, info_hash: InfoHash, on_wanted: Callable[[InfoHash], None], *, aliases: Sequence[InfoHash] = ()
+    ) -> None:
+        """Keep a torrent that is not running reachable: an incoming peer naming it (or
+        one of its ``aliases``: a hybrid's truncated v2 hash, BEP 52) calls
         ``on_wanted(info_hash)`` (once), which should add it (:meth:`add_torrent_nowait`)
         for the connection to reach it. Costs a dict entry: no task, no file, no timer."""
         if info_hash not in self._swarms:
             self._dormant[info_hash] = on_wanted
+            for alias in aliases:
+                self._dormant_aliases[alias] = info_hash
 
     def unpark(self, info_hash: InfoHash) -> None:
         """Forget a dormant torrent (its peers are refused again)."""
         self._dormant.pop(info_hash, None)
+        self._forget_dormant_aliases(info_hash)
+
+    async def announce_stopped(self, metainfo: Metainfo, *, uploaded: int, downloaded: int) -> None:
+        """Tell the trackers of a complete torrent that does not run (a dormant seed,
+        which announced when it last ran) that it stops: one ``stopped`` announce (BEP 3)
+        walking its tiers, under ``stopped_announce_timeout_s``; failures are ignored.
+
+        Raises:
+            TorrentError: the session is not running.
+        """
+        ctx = self._context()
+
+        def request(event: AnnounceEvent) -> AnnounceRequest:
+            return AnnounceRequest(
+                info_hash=metainfo.info_hash,
+                peer_id=self.peer_id,
+                port=self._port,
+                uploaded=uploaded,
+                downloaded=downloaded,
+                left=0,
+                event=event,
+                numwant=0,
+                ip=self.settings.announce_ip,
+                key=int.from_bytes(self.peer_id[-4:], "big"),
+            )
+
+        announcer = Announcer(metainfo.announce_list, ctx, request=request, on_peers=lambda _: None)
+        announcer.event = AnnounceEvent.NONE  # it announced ``started`` when it last ran
+        try:
+            await announcer.stop()
+        finally:
+            await announcer.aclose()
+
+    def _forget_dormant_aliases(self, info_hash: InfoHash) -> None:
+        if self._dormant_aliases:  # hybrids only
+            for alias in [a for a, h in self._dormant_aliases.items() if h == info_hash]:
+                del self._dormant_aliases[alias]
 
     async def fetch_metadata(
         self, magnet: Magnet, *, peers: Sequence[PeerAddr] = (), timeout_s: float | None = None
@@ -1068,6 +1124,12 @@ class Session:
         await torrent.stop(announce=announce)
         self._tasks.pop(info_hash, None)
 
+    @property
+    def rate_limiters(self) -> tuple[RateLimiter, RateLimiter]:
+        """The session-wide ``(download, upload)`` buckets, above every torrent's unless
+        told otherwise (:meth:`Torrent.set_rate_limits`)."""
+        return self._down, self._up
+
     def set_rate_limits(self, *, download_bps: int | None = None, upload_bps: int | None = None) -> None:
         """Change the session-wide rate limits at once (0: unlimited; None: unchanged)."""
         if download_bps is not None:
@@ -1118,7 +1180,8 @@ class Session:
         return MseStream(
             peer,
             receiver_for(
-                lambda: [*self._swarms, *self._aliases, *self._dormant], Encryption(self.settings.encryption)
+                lambda: [*self._swarms, *self._aliases, *self._dormant, *self._dormant_aliases],
+                Encryption(self.settings.encryption),
             ),
             clock=self.clock,
             timeout_s=self.settings.handshake_timeout_s,
@@ -1146,11 +1209,12 @@ class Session:
         return admitted
 
     def _route(self, peer: Peer, info_hash: InfoHash) -> Swarm | None:
-        key = self._aliases.get(info_hash, info_hash)
+        key = self._aliases.get(info_hash) or self._dormant_aliases.get(info_hash, info_hash)
         swarm = self._swarms.get(key)
         if swarm is None and key in self._dormant:
             # Its owner adds it now (add_torrent_nowait); the swarm holds this connection
             # until it has read its resume state (Swarm.adopt_incoming).
+            self._forget_dormant_aliases(key)
             self._dormant.pop(key)(key)
             swarm = self._swarms.get(key)
         self._pending_incoming.done(peer)
