@@ -91,6 +91,23 @@ async def test_a_dormant_hybrid_seed_wakes_for_a_peer_naming_its_truncated_v2_ha
         assert await _handshake(daemon.session.port, alias) == b""
 
 
+async def test_a_seed_woken_by_a_peer_that_hangs_up_at_once_sleeps_again(tmp_path: Path) -> None:
+    """The connection that wakes a dormant seed is held while the seed reads its resume
+    state; one that is gone by then is not left counted as a peer."""
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "payload.bin", 100_000))
+    async with asyncio.timeout(30), running_daemon(tmp_path, park_idle_s=0.5) as (daemon, client):
+        tid = await client.add(meta)
+        await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
+        _r, w = await asyncio.open_connection("127.0.0.1", daemon.session.port)
+        w.write(b"\x13BitTorrent protocol" + bytes(8) + meta.info_hash + b"-XX0001-" + b"x" * 12)
+        await w.drain()
+        w.close()  # before any answer
+        await w.wait_closed()
+        await wait_until(lambda: daemon.records[tid].handle is not None, what="woken")
+        await wait_until(lambda: daemon.records[tid].parked, timeout_s=15, what="dormant again")
+
+
 async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     metas = [make_torrent(make_payload(downloads, f"f{i}.bin", 50_000, seed=i)) for i in range(5)]

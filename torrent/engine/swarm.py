@@ -576,6 +576,8 @@ class Swarm(PeerHostBase):
         for peer in early:
             if not peer.closed and not self.spawn(peer.run_incoming()):
                 peer.close("torrent stopping")
+            if peer.closed:  # gone while held: no run of its own will say so
+                self.on_peer_closed(peer)
         for peer in ready:
             if not peer.closed:
                 self._send_piece_set(peer)
