@@ -5,9 +5,11 @@ data, and the announces of many seeds spread over time instead of bursted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +65,15 @@ async def test_a_dormant_seed_wakes_for_an_incoming_peer_then_sleeps_again(tmp_p
         assert t["uploadedEver"] >= 300_000
 
 
+def _plain_handshake(info_hash: bytes) -> bytes:
+    return b"\x13BitTorrent protocol" + bytes(8) + info_hash + b"-XX0001-" + b"x" * 12
+
+
 async def _handshake(port: int, info_hash: bytes) -> bytes:
     """The info hash of the answer to a plaintext handshake naming ``info_hash`` (b"": hung up)."""
     r, w = await asyncio.open_connection("127.0.0.1", port)
     try:
-        w.write(b"\x13BitTorrent protocol" + bytes(8) + info_hash + b"-XX0001-" + b"x" * 12)
+        w.write(_plain_handshake(info_hash))
         return (await r.readexactly(68))[28:48]
     except (asyncio.IncompleteReadError, ConnectionError):
         return b""
@@ -100,7 +106,7 @@ async def test_a_seed_woken_by_a_peer_that_hangs_up_at_once_sleeps_again(tmp_pat
         tid = await client.add(meta)
         await wait_until(lambda: daemon.records[tid].parked, what="the seed is dormant")
         _r, w = await asyncio.open_connection("127.0.0.1", daemon.session.port)
-        w.write(b"\x13BitTorrent protocol" + bytes(8) + meta.info_hash + b"-XX0001-" + b"x" * 12)
+        w.write(_plain_handshake(meta.info_hash))
         await w.drain()
         w.close()  # before any answer
         await w.wait_closed()
@@ -126,25 +132,35 @@ async def test_a_restart_lists_complete_torrents_seeding_without_reading_them(tm
     assert [os.stat(p).st_mtime_ns for p in resume_files] == stamps  # nothing read or rewritten
 
 
-async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
-    """30 seeds with a tracker, at most 10 announce slots a second: the first announces
-    take about 3 s, never more than a slot's worth in any half second."""
-    seen: list[float] = []
+@contextlib.asynccontextmanager
+async def _tracker(on_announce: Callable[[Mapping[str, str]], object]) -> AsyncIterator[str]:
+    """An HTTP tracker on loopback that answers every announce with no peers and hands its
+    query to ``on_announce``; yields the announce URL."""
 
     async def announce(request: web.Request) -> web.Response:
-        seen.append(time.monotonic())
+        on_announce(request.query)
         return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
 
     app = web.Application()
     app.router.add_get("/announce", announce)
     tracker = TestServer(app, host="127.0.0.1")
     await tracker.start_server()
-    url = str(tracker.make_url("/announce"))
-    downloads = tmp_path / "downloads"
-    metas = [
-        make_torrent(make_payload(downloads, f"f{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(30)
-    ]
     try:
+        yield str(tracker.make_url("/announce"))
+    finally:
+        await tracker.close()
+
+
+async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
+    """30 seeds with a tracker, at most 10 announce slots a second: the first announces
+    take about 3 s, never more than a slot's worth in any half second."""
+    seen: list[float] = []
+    downloads = tmp_path / "downloads"
+    async with _tracker(lambda _: seen.append(time.monotonic())) as url:
+        metas = [
+            make_torrent(make_payload(downloads, f"f{i}.bin", 20_000, seed=i), trackers=[url])
+            for i in range(30)
+        ]
         async with asyncio.timeout(60), running_daemon(tmp_path, announces_per_s=10.0) as (daemon, client):
             for m in metas:
                 await client.add(m)
@@ -156,27 +172,16 @@ async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
             # Each went dormant after its announce; the next is half an hour away.
             await wait_until(lambda: all(r.parked for r in daemon.records.values()), what="all dormant")
             assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())
-    finally:
-        await tracker.close()
 
 
 async def test_a_dormant_seed_stopped_or_removed_announces_stopped(tmp_path: Path) -> None:
     events: list[tuple[str, str]] = []
-
-    async def announce(request: web.Request) -> web.Response:
-        events.append((request.query.get("event", ""), request.query.get("left", "")))
-        return web.Response(body=bencoding.encode({b"interval": 1800, b"peers": b""}))
-
-    app = web.Application()
-    app.router.add_get("/announce", announce)
-    tracker = TestServer(app, host="127.0.0.1")
-    await tracker.start_server()
-    url = str(tracker.make_url("/announce"))
     downloads = tmp_path / "downloads"
-    metas = [
-        make_torrent(make_payload(downloads, f"s{i}.bin", 20_000, seed=i), trackers=[url]) for i in range(2)
-    ]
-    try:
+    async with _tracker(lambda q: events.append((q.get("event", ""), q.get("left", "")))) as url:
+        metas = [
+            make_torrent(make_payload(downloads, f"s{i}.bin", 20_000, seed=i), trackers=[url])
+            for i in range(2)
+        ]
         async with asyncio.timeout(60), running_daemon(tmp_path, park_idle_s=0.3) as (daemon, client):
             ids = [await client.add(m) for m in metas]
             await wait_until(lambda: len(events) == 2, what="both announced")
@@ -186,8 +191,6 @@ async def test_a_dormant_seed_stopped_or_removed_announces_stopped(tmp_path: Pat
             await wait_until(lambda: ("stopped", "0") in events, what="a stopped announce")
             await client.call("torrent-remove", ids=[ids[1]])
             await wait_until(lambda: events.count(("stopped", "0")) == 2, what="another stopped announce")
-    finally:
-        await tracker.close()
 
 
 async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_twice(

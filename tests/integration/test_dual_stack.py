@@ -18,6 +18,7 @@ import pytest
 
 from tests.integration.dht_helpers import TEST_CONFIG
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
+from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
 from torrent import config
 from torrent.engine.addresses import OurAddresses
@@ -29,17 +30,7 @@ from torrent.proto.tracker_codec import decode_compact_peers
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
 
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+pytestmark = needs_ipv6
 
 
 def _settings(*interfaces: tuple[str, int]) -> config.Settings:

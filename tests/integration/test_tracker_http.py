@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import decode_announce_response, decode_compact_peers
@@ -281,16 +281,7 @@ async def test_a_store_bug_is_a_failure_reason_not_a_500() -> None:
             assert b"internal tracker error" in await resp.read()
 
 
-def _have_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _have_ipv6_loopback(), reason="::1 is not available on this machine")
+@needs_ipv6
 async def test_ipv6_announce_gets_peers6() -> None:
     settings = TrackerSettings(host="127.0.0.1,::1", port=0, udp_port=-1)
     async with asyncio.timeout(10), TrackerServer(settings) as srv, aiohttp.ClientSession() as http:

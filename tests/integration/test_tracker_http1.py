@@ -12,6 +12,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
+from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
 from torrent.proto import bencoding
 from torrent.proto.tracker_codec import ScrapeStats
@@ -288,16 +289,7 @@ async def test_every_byte_of_a_binary_info_hash_survives(tracker: TrackerServer)
         c.close()
 
 
-def _have_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _have_ipv6_loopback(), reason="::1 is not available on this machine")
+@needs_ipv6
 async def test_ipv6_announces_keep_alive() -> None:
     settings = TrackerSettings(host="::1", port=0, udp_port=-1)
     async with TrackerServer(settings) as srv:

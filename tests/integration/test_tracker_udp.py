@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ipv6 import needs_ipv6
 from torrent.proto import tracker_codec as tc
 from torrent.types import InfoHash
 from tracker.server import TrackerServer
@@ -23,15 +24,6 @@ IH = InfoHash(bytes(range(20)))
 
 def pid(n: int) -> bytes:
     return b"-XX0001-" + n.to_bytes(12, "big")
-
-
-def _have_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class Client:
@@ -198,7 +190,7 @@ def test_connection_ids_are_stateless_keyed_and_expire() -> None:
     assert not ids.check(cid, "127.0.0.1")
 
 
-@pytest.mark.skipif(not _have_ipv6_loopback(), reason="::1 is not available on this machine")
+@needs_ipv6
 async def test_ipv6_announce_gets_18_byte_peers() -> None:
     settings = TrackerSettings(host="127.0.0.1,::1", port=0, udp_port=0)
     async with asyncio.timeout(10), TrackerServer(settings) as srv:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.integration.swarm_helpers import make_payload, make_torrent, same_tree
+from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
 from tests.utp_helpers import loopback_mtu
 from torrent import config
@@ -74,18 +75,6 @@ class Sink(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         pass
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 
 @contextlib.asynccontextmanager
