@@ -53,7 +53,7 @@ import functools
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -517,21 +517,13 @@ class Session:
             OSError: no UDP socket could be bound.
             TorrentError: the session is not running.
         """
-        async with self._reconfiguring:
-            self._running()
-            if on == (self._dht is not None):
-                self._settings_changed(dht_enabled=on)
-                return
-            if on:
-                if self._udp is None:
-                    await self._open_udp()
-                await self._start_dht()
-                self._settings_changed(dht_enabled=True)
-            else:
-                await self._stop_dht()
-                self._settings_changed(dht_enabled=False)
-                if self._utp is None:
-                    self._close_udp()
+        await self._switch_udp_user(
+            on,
+            "dht_enabled",
+            running=lambda: self._dht is not None,
+            start=self._start_dht,
+            stop=self._stop_dht,
+        )
 
     async def set_utp_enabled(self, on: bool) -> None:
         """Accept and dial uTP (BEP 29) or stop: turning it off resets the uTP
@@ -541,21 +533,36 @@ class Session:
             OSError: no UDP socket could be bound.
             TorrentError: the session is not running.
         """
+        await self._switch_udp_user(
+            on,
+            "utp_enabled",
+            running=lambda: self._utp is not None,
+            start=self._start_utp,
+            stop=self._stop_utp,
+        )
+
+    async def _switch_udp_user(
+        self,
+        on: bool,
+        setting: str,
+        *,
+        running: Callable[[], bool],
+        start: Callable[[], Awaitable[None] | None],
+        stop: Callable[[], Awaitable[None] | None],
+    ) -> None:
+        """Start or stop one user of the UDP sockets (the DHT node or uTP) and record
+        ``setting``: the sockets open with the first user and close after the last."""
         async with self._reconfiguring:
             self._running()
-            if on == (self._utp is not None):
-                self._settings_changed(utp_enabled=on)
-                return
-            if on:
-                if self._udp is None:
+            if on != running():
+                if on and self._udp is None:
                     await self._open_udp()
-                self._start_utp()
-                self._settings_changed(utp_enabled=True)
-            else:
-                self._stop_utp()
-                self._settings_changed(utp_enabled=False)
-                if self._dht is None:
-                    self._close_udp()
+                done = start() if on else stop()
+                if done is not None:
+                    await done
+            self._settings_changed(**{setting: on})
+            if not on and self._dht is None and self._utp is None:
+                self._close_udp()
 
     async def set_lsd_enabled(self, on: bool) -> None:
         """Join or leave the local service discovery groups (BEP 14).
