@@ -8,7 +8,6 @@ namespace (elsewhere these tests skip; under ``CI=true`` they fail).
 from __future__ import annotations
 
 import asyncio
-import struct
 from pathlib import Path
 
 import pytest
@@ -162,24 +161,6 @@ async def test_a_hybrid_link_whose_hashes_disagree_fails_at_once(isolated: None,
                     await ours.fetch_metadata(link, timeout_s=30)
 
 
-def _one_bad_block_per_piece(payload: bytes, piece_length: int) -> ep.Script:
-    """Claim every piece and unchoke; answer requests for block 1 of a piece with a
-    corrupt block, and reject (BEP 6) every other request, which then goes elsewhere:
-    each piece ends up with one block from this peer and the rest from others."""
-
-    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        async for index, begin, n in ep._unchoked_requests(r, w):
-            if begin == BLOCK_SIZE:
-                at = index * piece_length + begin
-                block = bytes(b ^ 0xFF for b in payload[at : at + n])
-                w.write(ep.message(7, struct.pack(">II", index, begin) + block))
-            else:
-                w.write(ep.message(16, struct.pack(">III", index, begin, n)))
-            await w.drain()
-
-    return run
-
-
 async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
     isolated: None, tmp_path: Path
 ) -> None:
@@ -194,7 +175,7 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
     meta = create(content, piece_length=piece_length, torrent_format="v2")
     torrent_file = tmp_path / "big.torrent"
     torrent_file.write_bytes(meta.to_bytes())
-    liar_script = _one_bad_block_per_piece(content.read_bytes(), piece_length)
+    liar_script = ep.one_bad_block_per_piece(content.read_bytes(), piece_length)
     settings = config.testing_settings().replace(encryption="off")
     async with (
         asyncio.timeout(90),

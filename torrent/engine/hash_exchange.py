@@ -2,9 +2,15 @@
 
 Serving: a peer's ``hash request`` for a run of a file's piece layer (or any layer above
 it) is answered from the tree built on the torrent's piece layers, with the uncles it
-asked for (:func:`torrent.proto.merkle.proof`); a request we cannot answer (the leaf
-layer, an unknown root, a layer we have not learned) gets a ``hash reject``, as BEP 52
-requires an answer either way.
+asked for (:func:`torrent.proto.merkle.proof`). A run of a layer below it (down to the
+16 KiB leaves, as a peer blaming a failed piece asks) is answered for pieces we have:
+their data is read from disk and hashed off the event loop, each piece's tree checked
+against its node before it is used (:func:`torrent.proto.merkle.proof_below`), and kept
+in a small cache. Those answers are bounded: at most :data:`MAX_LEAF_READ` bytes per
+request, :data:`LEAF_JOBS_PER_PEER` requests being computed per peer and
+:data:`LEAF_JOBS` in all. A request we cannot answer (an unknown root, a layer we have
+not learned, a piece we lack, over a bound) gets a ``hash reject``, as BEP 52 requires
+an answer either way.
 
 Fetching: a torrent from a v2-only magnet link has no piece layers (they live outside
 the ``info`` dict; a hybrid's pieces are checked by their SHA-1 meanwhile). Until every one is known, no block is requested; each peer that
@@ -23,17 +29,18 @@ proves the node names the bad blocks, and their senders are banned at once
 closes that peer. Without an answer, the swarm's v1-style smart ban still finds them
 once a good copy passes.
 
-Left out: serving leaf-layer requests (we keep no block hashes; such a request gets a
-hash reject), and per-block proofs for pieces whose layer is unknown.
+Left out: per-block proofs for pieces whose layer is unknown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torrent.errors import MetainfoError
+from torrent.errors import MetainfoError, StorageError
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Info
 from torrent.proto.smart_ban import LeafBlame
@@ -54,6 +61,20 @@ MAX_ANSWERS_PER_TICK = 64
 LEAF_ASKS = 3
 #: Our hash requests in flight on one connection, all kinds (the codec's own bound is 64).
 MAX_REQUESTS_PER_PEER = 32
+#: File data one request below the piece layer may make us read and hash (a run of 512
+#: leaves covers 8 MiB); a larger one gets a hash reject.
+MAX_LEAF_READ = 4 * 1024 * 1024
+#: Requests below the piece layer being computed at once: per peer, and in all.
+LEAF_JOBS_PER_PEER = 2
+LEAF_JOBS = 8
+#: Pieces whose block trees are kept for the next request (a blaming peer asks several
+#: times for one piece).
+LEAF_CACHE_PIECES = 64
+
+#: Reads ``length`` bytes from the start of piece ``index`` on disk.
+ReadPiece = Callable[[int, int], Awaitable["bytes | memoryview"]]
+#: Runs a coroutine in the owner's task group; False when refused (stopping).
+Spawn = Callable[[Coroutine[Any, Any, None]], bool]
 
 
 class HashExchange:
@@ -65,13 +86,24 @@ class HashExchange:
         *,
         ban: Callable[[Any, str], object] | None = None,
         wire_hash_v2: bytes | None = None,
+        have: Callable[[int], bool] | None = None,
+        read: ReadPiece | None = None,
+        spawn: Spawn | None = None,
     ) -> None:
         """Args: ``ban(sender, why)`` bans the sender of a block its leaf hash refutes;
         ``wire_hash_v2``, the truncated v2 info hash: only connections made with it are
-        asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection)."""
+        asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection);
+        ``have(piece)``, ``read(piece, length)`` and ``spawn(coroutine)`` let us answer
+        requests below the piece layer (without them, those get a hash reject)."""
         self.info = info
         self._ban = ban
         self._wire_hash_v2 = wire_hash_v2
+        self._have = have
+        self._read = read
+        self._spawn = spawn
+        self._files: dict[bytes, int] = {}  # root -> the file's first piece
+        self._piece_trees: OrderedDict[tuple[bytes, int], merkle.MerkleTree] = OrderedDict()
+        self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
         self._trees: dict[bytes, merkle.MerkleTree] = {}
@@ -101,6 +133,7 @@ class HashExchange:
         if f is None:
             return None
         blocks = -(-f.length // BLOCK_SIZE)
+        self._files[root] = f.offset // info.piece_length
         if f.length <= info.piece_length:
             # One piece: only the root is known (its blocks' hashes are not kept).
             num_leaves = merkle.next_pow2(blocks)
@@ -126,13 +159,99 @@ class HashExchange:
         try:
             if tree is None or answered >= MAX_ANSWERS_PER_TICK:
                 raise LookupError("unknown root, or over the answer budget")
+            if ev.base_layer < tree.base:
+                self._serve_below(peer, ev, tree)
+                return
             hashes = merkle.proof(tree, ev.base_layer, ev.index, ev.length, ev.proof_layers)
         except (LookupError, ValueError):
-            peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))
+            _reject(peer, ev)
             return
-        peer.send(
-            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
-        )
+        _answer(peer, ev, hashes)
+
+    def _serve_below(self, peer: Peer, ev: wire.HashRequest, tree: merkle.MerkleTree) -> None:
+        """A run below the piece layer: answered now from cached piece trees, or once the
+        missing ones are read and hashed.
+
+        Raises:
+            LookupError: we cannot serve it (no disk, a piece we lack, over a bound).
+            ValueError: the run breaks BEP 52's rules.
+        """
+        have, spawn = self._have, self._spawn
+        if have is None or spawn is None:
+            raise LookupError("no piece data to hash")
+        under = merkle.pieces_under(tree, ev.base_layer, ev.index, ev.length)
+        first = self._files[ev.pieces_root]
+        if not under or len(under) * self.info.piece_length > MAX_LEAF_READ:
+            raise LookupError("over the read bound")
+        if not all(have(first + k) for k in under):
+            raise LookupError("a piece we do not have")
+        cached = {k: t for k in under if (t := self._cached_piece_tree(ev.pieces_root, k)) is not None}
+        if len(cached) == len(under):
+            _answer(
+                peer,
+                ev,
+                merkle.proof_below(tree, cached, ev.base_layer, ev.index, ev.length, ev.proof_layers),
+            )
+            return
+        jobs = self._leaf_jobs.get(peer.addr, 0)
+        if jobs >= LEAF_JOBS_PER_PEER or sum(self._leaf_jobs.values()) >= LEAF_JOBS:
+            raise LookupError("too many requests being computed")
+        self._leaf_jobs[peer.addr] = jobs + 1
+        if not spawn(self._serve_later(peer, ev, tree, under, cached)):
+            self._leaf_done(peer.addr)
+            raise LookupError("stopping")
+
+    def _cached_piece_tree(self, root: bytes, k: int) -> merkle.MerkleTree | None:
+        tree = self._piece_trees.get((root, k))
+        if tree is not None:
+            self._piece_trees.move_to_end((root, k))
+        return tree
+
+    def _leaf_done(self, addr: object) -> None:
+        left = self._leaf_jobs.pop(addr, 1) - 1
+        if left > 0:
+            self._leaf_jobs[addr] = left
+
+    async def _serve_later(
+        self,
+        peer: Peer,
+        ev: wire.HashRequest,
+        tree: merkle.MerkleTree,
+        under: range,
+        trees: dict[int, merkle.MerkleTree],
+    ) -> None:
+        try:
+            for k in under:
+                if k not in trees:
+                    piece_tree = await self._piece_tree(ev.pieces_root, tree, k)
+                    if piece_tree is None:
+                        _reject(peer, ev)
+                        return
+                    trees[k] = piece_tree
+            hashes = merkle.proof_below(tree, trees, ev.base_layer, ev.index, ev.length, ev.proof_layers)
+        except (StorageError, LookupError, ValueError) as exc:
+            log.debug("hash request %s below the piece layer: %s", ev, exc)
+            _reject(peer, ev)
+        else:
+            _answer(peer, ev, hashes)
+        finally:
+            self._leaf_done(peer.addr)
+
+    async def _piece_tree(self, root: bytes, tree: merkle.MerkleTree, k: int) -> merkle.MerkleTree | None:
+        """The tree of blocks under piece ``k`` of the file, from its data on disk; None
+        when that data does not hash to the piece's node (changed on disk since)."""
+        assert self._read is not None
+        index = self._files[root] + k
+        data = await self._read(index, self.info.v2_piece_data_length(index))
+        leaves = 1 << tree.base
+        piece_tree = await asyncio.to_thread(lambda: merkle.MerkleTree(merkle.block_hashes(data), leaves))
+        if piece_tree.root != tree.node(tree.base, k):
+            log.warning("piece %d does not match its hash on disk: no leaf hashes served for it", index)
+            return None
+        self._piece_trees[(root, k)] = piece_tree
+        while len(self._piece_trees) > LEAF_CACHE_PIECES:
+            self._piece_trees.popitem(last=False)
+        return piece_tree
 
     # -- fetching ---------------------------------------------------------------------
 
@@ -250,3 +369,15 @@ class HashExchange:
             self._ban(
                 who, f"sent block {offset // BLOCK_SIZE} of piece {index}, which its BEP 52 leaf hash refutes"
             )
+
+
+def _answer(peer: Peer, ev: wire.HashRequest, hashes: list[bytes]) -> None:
+    if not peer.closed:
+        peer.send(
+            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
+        )
+
+
+def _reject(peer: Peer, ev: wire.HashRequest) -> None:
+    if not peer.closed:
+        peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))

@@ -186,6 +186,9 @@ class Swarm(PeerHostBase):
             self.info,
             ban=self._ban,
             wire_hash_v2=metainfo.info_hash_v2[:20] if metainfo.info_hash_v2 is not None else None,
+            have=self.picker.have,
+            read=self._read_for_hashes,
+            spawn=self.spawn,
         )
         self.web_seeds = WebSeeds(
             [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
@@ -953,6 +956,12 @@ class Swarm(PeerHostBase):
         data = await self.disk.read(index, begin, length)
         self.uploaded_bytes += length
         return data
+
+    async def _read_for_hashes(self, index: int, length: int) -> bytes | memoryview:
+        """The first ``length`` bytes of piece ``index`` (BEP 52 hashes below the piece layer)."""
+        if self.disk is None:
+            raise StorageError("the torrent's files are closed")
+        return await self.disk.read(index, 0, length)
 
     def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
         if self.disk is None:
