@@ -80,7 +80,8 @@ async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: 
     """A peer sends block 1 of every piece, corrupt, and our seed the rest. Our leecher
     asks for a failed piece's leaf hashes (BEP 52, base layer 0, below the piece layer):
     our seed hashes the piece from disk and answers, the liar is banned for the block the
-    leaves refute, the seed never, and the file arrives whole."""
+    leaves refute, the seed never, and the file arrives whole. Only the bad blocks are
+    fetched again: the failed pieces' good blocks are kept."""
     piece_length = 64 * 1024
     content = make_payload(tmp_path / "seed", "big.bin", 2_000_000)
     meta = create(content, piece_length=piece_length, torrent_format="v2")
@@ -102,11 +103,14 @@ async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: 
                 peers=[("127.0.0.1", evil.port), ("127.0.0.1", seed_s.port)],
             )
             await t.wait_complete()
-            failures = t.statistics().hash_failures
+            st = t.statistics()
+            failures = st.hash_failures
             liar = t.swarm.peer_list.get(("127.0.0.1", evil.port))
             honest = t.swarm.peer_list.get(("127.0.0.1", seed_s.port))
     assert same_tree(content, tmp_path / "ours" / "big.bin")
     assert failures >= 1
+    # A failed piece wasted its one bad block (and endgame duplicates), not the whole piece.
+    assert st.wasted_bytes < failures * piece_length
     assert liar is not None
     assert liar.banned
     assert "leaf hash refutes" in liar.ban_reason

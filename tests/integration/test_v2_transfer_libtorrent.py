@@ -167,7 +167,8 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
     """A peer sends block 1 of every piece, corrupt, and libtorrent the rest, so every
     failed piece has two senders. Its blocks are checked against leaf hashes libtorrent
     sends (BEP 52 hash request, base layer 0, proven against the piece's node): the liar
-    is banned for the block its leaf refutes, libtorrent never, and the file arrives whole."""
+    is banned for the block its leaf refutes, libtorrent never, and the file arrives whole,
+    each failed piece's good blocks kept."""
     from tests.interop.peers import LibtorrentPeer
 
     piece_length = 64 * 1024
@@ -192,12 +193,15 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
                 peers=[("127.0.0.1", evil.port), ("127.0.0.1", lt.peer_port)],
             )
             await t.wait_complete()
-            failures = t.statistics().hash_failures
+            st = t.statistics()
+            failures = st.hash_failures
             peers = t.swarm.peer_list
             liar = peers.get(("127.0.0.1", evil.port))
             honest = peers.get(("127.0.0.1", lt.peer_port))
     assert same_tree(content, tmp_path / "ours" / "big.bin")
     assert failures >= 1
+    # Only the bad blocks were fetched again (the whole piece would waste piece_length).
+    assert st.wasted_bytes < failures * piece_length
     assert liar is not None
     assert liar.banned
     assert "block 1 of piece" in liar.ban_reason

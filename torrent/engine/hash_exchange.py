@@ -26,8 +26,11 @@ under the piece's node) are asked of up to :data:`LEAF_ASKS` peers that have the
 and speak the v2 hash (those that sent none of its blocks first). The first answer that
 proves the node names the bad blocks, and their senders are banned at once
 (:class:`torrent.proto.smart_ban.LeafBlame`); an answer that does not prove the node
-closes that peer. Without an answer, the swarm's v1-style smart ban still finds them
-once a good copy passes.
+closes that peer. The owner is told which blocks were bad (``on_blamed``), so it can
+keep the good ones and fetch only those again; when every peer asked rejects, leaves,
+or :data:`LEAF_WAIT_TICKS` seconds pass, it is told that nobody will say (``None``).
+Without an answer, the swarm's v1-style smart ban still finds the liars once a good
+copy passes.
 
 Left out: per-block proofs for pieces whose layer is unknown.
 """
@@ -70,6 +73,8 @@ LEAF_JOBS = 8
 #: Pieces whose block trees are kept for the next request (a blaming peer asks several
 #: times for one piece).
 LEAF_CACHE_PIECES = 64
+#: Ticks (seconds) a failed piece waits for its leaf hashes before we give up on them.
+LEAF_WAIT_TICKS = 10
 
 #: Reads ``length`` bytes from the start of piece ``index`` on disk.
 ReadPiece = Callable[[int, int], Awaitable["bytes | memoryview"]]
@@ -89,12 +94,15 @@ class HashExchange:
         have: Callable[[int], bool] | None = None,
         read: ReadPiece | None = None,
         spawn: Spawn | None = None,
+        on_blamed: Callable[[int, frozenset[int] | None], object] | None = None,
     ) -> None:
         """Args: ``ban(sender, why)`` bans the sender of a block its leaf hash refutes;
         ``wire_hash_v2``, the truncated v2 info hash: only connections made with it are
         asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection);
         ``have(piece)``, ``read(piece, length)`` and ``spawn(coroutine)`` let us answer
-        requests below the piece layer (without them, those get a hash reject)."""
+        requests below the piece layer (without them, those get a hash reject);
+        ``on_blamed(piece, bad)``: the block offsets of a failed piece that its leaf hashes
+        refute, or None when no leaf hashes will come for it."""
         self.info = info
         self._ban = ban
         self._wire_hash_v2 = wire_hash_v2
@@ -106,6 +114,9 @@ class HashExchange:
         self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
+        # piece -> (peers asked and not yet answered, ticks left)
+        self._leaf_waits: dict[int, tuple[set[object], int]] = {}
+        self._on_blamed = on_blamed
         self._trees: dict[bytes, merkle.MerkleTree] = {}
         self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
@@ -149,8 +160,14 @@ class HashExchange:
         return tree
 
     def tick(self) -> None:
-        """Once a second: the per-peer answer budget starts over."""
+        """Once a second: the per-peer answer budget starts over; failed pieces that waited
+        too long for their leaf hashes are given up."""
         self._answered.clear()
+        for index, (asked, ticks) in list(self._leaf_waits.items()):
+            if ticks <= 1:
+                self._give_up(index)
+            else:
+                self._leaf_waits[index] = (asked, ticks - 1)
 
     def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
         tree = self._tree(ev.pieces_root)
@@ -295,12 +312,16 @@ class HashExchange:
         return False
 
     def on_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        key = (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
+        index = self._leaf_runs.get(key)
+        if index is not None:
+            self._not_answering(index, peer.addr)
         if self._fetch is not None:
-            self._fetch.give_back(
-                peer.addr, (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-            )
+            self._fetch.give_back(peer.addr, key)
 
     def on_peer_closed(self, peer: Peer) -> None:
+        for index in list(self._leaf_waits):
+            self._not_answering(index, peer.addr)
         if self._fetch is not None:
             self._fetch.give_back(peer.addr)
 
@@ -330,16 +351,34 @@ class HashExchange:
             return False  # more than one request's worth: the good copy will tell
         run = (f.pieces_root, 0, k * width, width, 0)
         length = info.v2_piece_data_length(index)
+        candidates = sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values())
+        if not candidates:
+            return False
         for dropped in self._blame.on_piece_failed(index, memoryview(data)[:length], senders, node, width):
-            self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != dropped}
+            self._give_up(dropped)
         self._leaf_runs[run] = index
-        asked = 0
-        for peer in sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values()):
+        asked: set[object] = set()
+        for peer in candidates[:LEAF_ASKS]:
             peer.send(wire.HashRequest(*run))
-            asked += 1
-            if asked == LEAF_ASKS:
-                break
-        return asked > 0
+            asked.add(peer.addr)
+        self._leaf_waits[index] = (asked, LEAF_WAIT_TICKS)
+        return True
+
+    def _not_answering(self, index: int, addr: object) -> None:
+        """A peer asked for ``index``'s leaves will not answer; the last one gives up."""
+        wait = self._leaf_waits.get(index)
+        if wait is None:
+            return
+        wait[0].discard(addr)
+        if not wait[0]:
+            self._give_up(index)
+
+    def _give_up(self, index: int) -> None:
+        """No leaf hashes will come for ``index``: forget it, and tell the owner."""
+        self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != index}
+        self._blame.forget(index)
+        if self._leaf_waits.pop(index, None) is not None and self._on_blamed is not None:
+            self._on_blamed(index, None)
 
     def _leaf_candidates(self, index: int, peers: Iterable[Peer]) -> list[Peer]:
         out = []
@@ -362,13 +401,17 @@ class HashExchange:
         bad = self._blame.on_leaves(index, hashes[: run[3]])
         if bad is None:
             peer.close(f"leaf hashes that do not prove piece {index}")
+            self._not_answering(index, peer.addr)
             return
         del self._leaf_runs[run]
+        self._leaf_waits.pop(index, None)
         assert self._ban is not None
         for offset, who in bad:
             self._ban(
                 who, f"sent block {offset // BLOCK_SIZE} of piece {index}, which its BEP 52 leaf hash refutes"
             )
+        if self._on_blamed is not None:
+            self._on_blamed(index, frozenset(offset for offset, _ in bad))
 
 
 def _answer(peer: Peer, ev: wire.HashRequest, hashes: list[bytes]) -> None:
