@@ -12,9 +12,11 @@ import pytest
 from cli.cmd_download import file_priorities
 from tests.hostile import evil_peer as ep
 from tests.integration.swarm_helpers import make_payload, our_tracker, same_tree
+from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.types import BLOCK_SIZE
 
 FILES = {"a.bin": 200_001, "b/c.bin": 333_333, "b/d.txt": 1_234, "e.bin": 150_000}
 
@@ -96,12 +98,15 @@ async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: 
         seed = await seed_s.add_torrent(meta, tmp_path / "seed")
         await seed.wait_checked()
         async with Session(settings) as ours:
-            t = await ours.add_torrent(
-                meta,
-                tmp_path / "ours",
-                seed=False,
-                peers=[("127.0.0.1", evil.port), ("127.0.0.1", seed_s.port)],
+            t = await ours.add_torrent(meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", evil.port)])
+            # The liar first, alone: some of its corrupt blocks are in before the seed
+            # joins, whatever the machine's load.
+            await wait_until(
+                lambda: t.statistics().downloaded_bytes >= 2 * BLOCK_SIZE,
+                timeout_s=20,
+                what="the liar's blocks",
             )
+            t.add_peers([("127.0.0.1", seed_s.port)])
             await t.wait_complete()
             st = t.statistics()
             failures = st.hash_failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,12 +187,15 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
         ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
         await lt.wait_seeding(ih)
         async with Session(settings) as ours:
-            t = await ours.add_torrent(
-                meta,
-                tmp_path / "ours",
-                seed=False,
-                peers=[("127.0.0.1", evil.port), ("127.0.0.1", lt.peer_port)],
+            t = await ours.add_torrent(meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", evil.port)])
+            # The liar first, alone: some of its corrupt blocks are in before libtorrent
+            # joins, whatever the machine's load.
+            await wait_until(
+                lambda: t.statistics().downloaded_bytes >= 2 * BLOCK_SIZE,
+                timeout_s=20,
+                what="the liar's blocks",
             )
+            t.add_peers([("127.0.0.1", lt.peer_port)])
             await t.wait_complete()
             st = t.statistics()
             failures = st.hash_failures
@@ -235,3 +239,66 @@ async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tm
                 await lt.wait_complete(ih, timeout_s=60)
                 await _lt_tree_written(content, tmp_path / "lt" / "multi")
     assert same_tree(content, tmp_path / "lt" / "multi")
+
+
+@pytest.mark.parametrize(
+    ("who_dials", "encryption", "upgrades"),
+    [
+        ("we-dial", "off", True),
+        ("libtorrent-dials", "off", True),
+        ("libtorrent-dials", "prefer", True),
+        # libtorrent takes an encrypted connection's torrent from the MSE handshake and
+        # then only checks the BitTorrent handshake's hash: it answers with the v1 hash.
+        ("we-dial", "prefer", False),
+    ],
+)
+async def test_a_hybrids_v1_connection_is_upgraded_to_v2(
+    isolated: None, tmp_path: Path, who_dials: str, encryption: str, upgrades: bool
+) -> None:
+    """BEP 52's upgrade bit, with libtorrent both ways: the side that dials names the
+    hybrid's v1 hash and sets the bit, the other answers with the truncated v2 hash, and
+    the connection goes on under it; the file arrives whole."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "data", "multi", FILES)
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    v2_hash = meta.info_hash_v2[:20]
+    torrent_file = tmp_path / "multi.torrent"
+    torrent_file.write_bytes(meta.to_bytes())
+    we_dial = who_dials == "we-dial"
+    # The seed is slow, so the connection is looked at while the transfer runs.
+    settings = config.testing_settings().replace(
+        max_upload_bps=0 if we_dial else 512 * 1024, encryption=encryption
+    )
+    lt = LibtorrentPeer(tmp_path / "lt-state")
+    async with asyncio.timeout(90), lt, Session(settings) as ours:
+        if we_dial:
+            ih = await lt.add(torrent_file, tmp_path / "data", seed=True)
+            await lt.wait_seeding(ih)
+            await lt.set_upload_limit(ih, 512 * 1024)
+            t = await ours.add_torrent(
+                meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", lt.peer_port)]
+            )
+        else:
+            t = await ours.add_torrent(meta, tmp_path / "data")
+            await t.wait_checked()
+            ih = await lt.add(torrent_file, tmp_path / "lt")
+            await lt.connect_peer(ih, "127.0.0.1", ours.port)
+
+        def connected() -> list[Any]:
+            return [p.proto for p in t.swarm.peers.values() if p.proto is not None and p.peer_id is not None]
+
+        await wait_until(lambda: bool(connected()), timeout_s=30, interval_s=0.02, what="a connection")
+        (proto,) = connected()
+        assert proto.upgraded is upgrades
+        assert proto.info_hash == (v2_hash if upgrades else meta.info_hash)
+        assert proto.peer_handshake.info_hash == (v2_hash if we_dial and upgrades else meta.info_hash)
+        if we_dial:
+            await t.wait_complete()
+            got = tmp_path / "ours" / "multi"
+        else:
+            await lt.wait_complete(ih, timeout_s=60)
+            got = tmp_path / "lt" / "multi"
+            await _lt_tree_written(content, got)
+    assert same_tree(content, got)

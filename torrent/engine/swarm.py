@@ -136,6 +136,8 @@ class Swarm(PeerHostBase):
         self.metainfo = metainfo
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
+        if metainfo.info_hash_v2 is not None and metainfo.info.has_v1:
+            self.hybrid_hashes = (metainfo.info_hash, InfoHash(metainfo.info_hash_v2[:20]))
         self.num_pieces = self.info.num_pieces
         self.piece_length = self.info.piece_length
         self.total_length = self.info.total_length
