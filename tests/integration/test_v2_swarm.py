@@ -108,6 +108,7 @@ async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: 
             )
             t.add_peers([("127.0.0.1", seed_s.port)])
             await t.wait_complete()
+            leaf_answers = seed.swarm.hashes.leaf_answers
             st = t.statistics()
             failures = st.hash_failures
             liar = t.swarm.peer_list.get(("127.0.0.1", evil.port))
@@ -121,3 +122,4 @@ async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: 
     assert "leaf hash refutes" in liar.ban_reason
     assert honest is not None
     assert not honest.banned
+    assert leaf_answers >= 1  # our seed answered below its piece layer

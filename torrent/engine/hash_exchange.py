@@ -112,6 +112,8 @@ class HashExchange:
         self._files: dict[bytes, int] = {}  # root -> the file's first piece
         self._piece_trees: OrderedDict[tuple[bytes, int], merkle.MerkleTree] = OrderedDict()
         self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
+        #: Requests below the piece layer answered (with ``hashes``) so far.
+        self.leaf_answers = 0
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
         # piece -> (peers asked and not yet answered, ticks left)
@@ -209,6 +211,7 @@ class HashExchange:
                 ev,
                 merkle.proof_below(tree, cached, ev.base_layer, ev.index, ev.length, ev.proof_layers),
             )
+            self.leaf_answers += 1
             return
         jobs = self._leaf_jobs.get(peer.addr, 0)
         if jobs >= LEAF_JOBS_PER_PEER or sum(self._leaf_jobs.values()) >= LEAF_JOBS:
@@ -251,6 +254,7 @@ class HashExchange:
             _reject(peer, ev)
         else:
             _answer(peer, ev, hashes)
+            self.leaf_answers += 1
         finally:
             self._leaf_done(peer.addr)
 
