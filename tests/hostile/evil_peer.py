@@ -18,6 +18,8 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from torrent.types import BLOCK_SIZE
+
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 PSTR = b"\x13BitTorrent protocol"
@@ -219,5 +221,36 @@ def hash_request_flood(root: bytes, base: int, count: int, answers: dict[str, in
                 answers["hashes"] = answers.get("hashes", 0) + 1
             elif body[:1] == b"\x17":
                 answers["reject"] = answers.get("reject", 0) + 1
+
+    return run
+
+
+def one_bad_block_per_piece(payload: bytes, piece_length: int) -> Script:
+    """Claim every piece and unchoke; answer requests for block 1 of a piece with a
+    corrupt block, and reject (BEP 6) every other request, which then goes elsewhere:
+    each piece ends up with one block from this peer and the rest from others. BEP 52
+    hash requests get a hash reject (a liar need not prove anything), so the asker turns
+    to other peers at once."""
+
+    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(message(14))  # BEP 6 have all
+        w.write(message(1))  # unchoke
+        await w.drain()
+        while True:
+            (length,) = struct.unpack(">I", await r.readexactly(4))
+            body = await r.readexactly(length)
+            if body[:1] == b"\x15":  # hash request: hash reject, same payload
+                w.write(message(23, body[1:]))
+            elif body[:1] == b"\x06":
+                index, begin, n = struct.unpack(">III", body[1:13])
+                if begin == BLOCK_SIZE:
+                    at = index * piece_length + begin
+                    block = bytes(b ^ 0xFF for b in payload[at : at + n])
+                    w.write(message(7, struct.pack(">II", index, begin) + block))
+                else:
+                    w.write(message(16, struct.pack(">III", index, begin, n)))
+            else:
+                continue
+            await w.drain()
 
     return run

@@ -1,5 +1,6 @@
 """v2-only and hybrid torrents (BEP 52) between our own clients: file selection,
-sequential mode, resume and recheck work as for v1."""
+sequential mode, resume and recheck work as for v1; our seed serves the leaf hashes that
+blame a bad block."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from cli.cmd_download import file_priorities
+from tests.hostile import evil_peer as ep
 from tests.integration.swarm_helpers import make_payload, our_tracker, same_tree
+from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.types import BLOCK_SIZE
 
 FILES = {"a.bin": 200_001, "b/c.bin": 333_333, "b/d.txt": 1_234, "e.bin": 150_000}
 
@@ -72,3 +76,50 @@ async def test_a_hybrid_answers_to_its_v1_and_its_truncated_v2_hash(tmp_path: Pa
                 w.close()
             # Answered with the hash the peer named; an unknown hash is hung up on.
             assert answer[28:48] == (named if named != b"\x01" * 20 else b"")
+
+
+async def test_our_seed_serves_the_leaf_hashes_that_blame_a_bad_block(tmp_path: Path) -> None:
+    """A peer sends block 1 of every piece, corrupt, and our seed the rest. Our leecher
+    asks for a failed piece's leaf hashes (BEP 52, base layer 0, below the piece layer):
+    our seed hashes the piece from disk and answers, the liar is banned for the block the
+    leaves refute, the seed never, and the file arrives whole. Only the bad blocks are
+    fetched again: the failed pieces' good blocks are kept."""
+    piece_length = 64 * 1024
+    content = make_payload(tmp_path / "seed", "big.bin", 2_000_000)
+    meta = create(content, piece_length=piece_length, torrent_format="v2")
+    liar_script = ep.one_bad_block_per_piece(content.read_bytes(), piece_length)
+    settings = config.testing_settings().replace(encryption="off")
+    async with (
+        asyncio.timeout(60),
+        ep.EvilPeer(meta.info_hash, liar_script).running() as evil,
+        # A seed slow enough that the liar's blocks are asked for too.
+        Session(settings.replace(max_upload_bps=1 << 20)) as seed_s,
+    ):
+        seed = await seed_s.add_torrent(meta, tmp_path / "seed")
+        await seed.wait_checked()
+        async with Session(settings) as ours:
+            t = await ours.add_torrent(meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", evil.port)])
+            # The liar first, alone: some of its corrupt blocks are in before the seed
+            # joins, whatever the machine's load.
+            await wait_until(
+                lambda: t.statistics().downloaded_bytes >= 2 * BLOCK_SIZE,
+                timeout_s=20,
+                what="the liar's blocks",
+            )
+            t.add_peers([("127.0.0.1", seed_s.port)])
+            await t.wait_complete()
+            leaf_answers = seed.swarm.hashes.leaf_answers
+            st = t.statistics()
+            failures = st.hash_failures
+            liar = t.swarm.peer_list.get(("127.0.0.1", evil.port))
+            honest = t.swarm.peer_list.get(("127.0.0.1", seed_s.port))
+    assert same_tree(content, tmp_path / "ours" / "big.bin")
+    assert failures >= 1
+    # A failed piece wasted its one bad block (and endgame duplicates), not the whole piece.
+    assert st.wasted_bytes < failures * piece_length
+    assert liar is not None
+    assert liar.banned
+    assert "leaf hash refutes" in liar.ban_reason
+    assert honest is not None
+    assert not honest.banned
+    assert leaf_answers >= 1  # our seed answered below its piece layer

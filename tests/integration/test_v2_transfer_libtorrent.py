@@ -8,8 +8,8 @@ namespace (elsewhere these tests skip; under ``CI=true`` they fail).
 from __future__ import annotations
 
 import asyncio
-import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,31 +162,14 @@ async def test_a_hybrid_link_whose_hashes_disagree_fails_at_once(isolated: None,
                     await ours.fetch_metadata(link, timeout_s=30)
 
 
-def _one_bad_block_per_piece(payload: bytes, piece_length: int) -> ep.Script:
-    """Claim every piece and unchoke; answer requests for block 1 of a piece with a
-    corrupt block, and reject (BEP 6) every other request, which then goes elsewhere:
-    each piece ends up with one block from this peer and the rest from others."""
-
-    async def run(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        async for index, begin, n in ep._unchoked_requests(r, w):
-            if begin == BLOCK_SIZE:
-                at = index * piece_length + begin
-                block = bytes(b ^ 0xFF for b in payload[at : at + n])
-                w.write(ep.message(7, struct.pack(">II", index, begin) + block))
-            else:
-                w.write(ep.message(16, struct.pack(">III", index, begin, n)))
-            await w.drain()
-
-    return run
-
-
 async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
     isolated: None, tmp_path: Path
 ) -> None:
     """A peer sends block 1 of every piece, corrupt, and libtorrent the rest, so every
     failed piece has two senders. Its blocks are checked against leaf hashes libtorrent
     sends (BEP 52 hash request, base layer 0, proven against the piece's node): the liar
-    is banned for the block its leaf refutes, libtorrent never, and the file arrives whole."""
+    is banned for the block its leaf refutes, libtorrent never, and the file arrives whole,
+    each failed piece's good blocks kept."""
     from tests.interop.peers import LibtorrentPeer
 
     piece_length = 64 * 1024
@@ -194,7 +177,7 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
     meta = create(content, piece_length=piece_length, torrent_format="v2")
     torrent_file = tmp_path / "big.torrent"
     torrent_file.write_bytes(meta.to_bytes())
-    liar_script = _one_bad_block_per_piece(content.read_bytes(), piece_length)
+    liar_script = ep.one_bad_block_per_piece(content.read_bytes(), piece_length)
     settings = config.testing_settings().replace(encryption="off")
     async with (
         asyncio.timeout(90),
@@ -204,19 +187,25 @@ async def test_a_failed_v2_piece_blames_the_bad_block_by_its_leaf_hash(
         ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
         await lt.wait_seeding(ih)
         async with Session(settings) as ours:
-            t = await ours.add_torrent(
-                meta,
-                tmp_path / "ours",
-                seed=False,
-                peers=[("127.0.0.1", evil.port), ("127.0.0.1", lt.peer_port)],
+            t = await ours.add_torrent(meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", evil.port)])
+            # The liar first, alone: some of its corrupt blocks are in before libtorrent
+            # joins, whatever the machine's load.
+            await wait_until(
+                lambda: t.statistics().downloaded_bytes >= 2 * BLOCK_SIZE,
+                timeout_s=20,
+                what="the liar's blocks",
             )
+            t.add_peers([("127.0.0.1", lt.peer_port)])
             await t.wait_complete()
-            failures = t.statistics().hash_failures
+            st = t.statistics()
+            failures = st.hash_failures
             peers = t.swarm.peer_list
             liar = peers.get(("127.0.0.1", evil.port))
             honest = peers.get(("127.0.0.1", lt.peer_port))
     assert same_tree(content, tmp_path / "ours" / "big.bin")
     assert failures >= 1
+    # Only the bad blocks were fetched again (the whole piece would waste piece_length).
+    assert st.wasted_bytes < failures * piece_length
     assert liar is not None
     assert liar.banned
     assert "block 1 of piece" in liar.ban_reason
@@ -250,3 +239,66 @@ async def test_libtorrent_downloads_a_v2_magnet_from_our_seed(isolated: None, tm
                 await lt.wait_complete(ih, timeout_s=60)
                 await _lt_tree_written(content, tmp_path / "lt" / "multi")
     assert same_tree(content, tmp_path / "lt" / "multi")
+
+
+@pytest.mark.parametrize(
+    ("who_dials", "encryption", "upgrades"),
+    [
+        ("we-dial", "off", True),
+        ("libtorrent-dials", "off", True),
+        ("libtorrent-dials", "prefer", True),
+        # libtorrent takes an encrypted connection's torrent from the MSE handshake and
+        # then only checks the BitTorrent handshake's hash: it answers with the v1 hash.
+        ("we-dial", "prefer", False),
+    ],
+)
+async def test_a_hybrids_v1_connection_is_upgraded_to_v2(
+    isolated: None, tmp_path: Path, who_dials: str, encryption: str, upgrades: bool
+) -> None:
+    """BEP 52's upgrade bit, with libtorrent both ways: the side that dials names the
+    hybrid's v1 hash and sets the bit, the other answers with the truncated v2 hash, and
+    the connection goes on under it; the file arrives whole."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "data", "multi", FILES)
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    assert meta.info_hash_v2 is not None
+    v2_hash = meta.info_hash_v2[:20]
+    torrent_file = tmp_path / "multi.torrent"
+    torrent_file.write_bytes(meta.to_bytes())
+    we_dial = who_dials == "we-dial"
+    # The seed is slow, so the connection is looked at while the transfer runs.
+    settings = config.testing_settings().replace(
+        max_upload_bps=0 if we_dial else 512 * 1024, encryption=encryption
+    )
+    lt = LibtorrentPeer(tmp_path / "lt-state")
+    async with asyncio.timeout(90), lt, Session(settings) as ours:
+        if we_dial:
+            ih = await lt.add(torrent_file, tmp_path / "data", seed=True)
+            await lt.wait_seeding(ih)
+            await lt.set_upload_limit(ih, 512 * 1024)
+            t = await ours.add_torrent(
+                meta, tmp_path / "ours", seed=False, peers=[("127.0.0.1", lt.peer_port)]
+            )
+        else:
+            t = await ours.add_torrent(meta, tmp_path / "data")
+            await t.wait_checked()
+            ih = await lt.add(torrent_file, tmp_path / "lt")
+            await lt.connect_peer(ih, "127.0.0.1", ours.port)
+
+        def connected() -> list[Any]:
+            return [p.proto for p in t.swarm.peers.values() if p.proto is not None and p.peer_id is not None]
+
+        await wait_until(lambda: bool(connected()), timeout_s=30, interval_s=0.02, what="a connection")
+        (proto,) = connected()
+        assert proto.upgraded is upgrades
+        assert proto.info_hash == (v2_hash if upgrades else meta.info_hash)
+        assert proto.peer_handshake.info_hash == (v2_hash if we_dial and upgrades else meta.info_hash)
+        if we_dial:
+            await t.wait_complete()
+            got = tmp_path / "ours" / "multi"
+        else:
+            await lt.wait_complete(ih, timeout_s=60)
+            got = tmp_path / "lt" / "multi"
+            await _lt_tree_written(content, got)
+    assert same_tree(content, got)

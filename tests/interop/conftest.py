@@ -121,8 +121,8 @@ async def start_peer(
 ) -> AsyncIterator[StartPeer]:
     """``await start_peer("transmission")`` -> a started :class:`Peer`, stopped after the test.
 
-    ``host`` (libtorrent, aria2 and ours; ``::1`` for Transmission too) puts the client on
-    another loopback address.
+    ``host`` (libtorrent, aria2, rTorrent, CTorrent and ours; ``::1`` for Transmission
+    too) puts the client on another loopback address.
     Depends on ``start_tracker`` so that trackers outlive the clients: their ``stopped``
     announces then get an answer instead of a timeout at shutdown.
     """
@@ -136,7 +136,7 @@ async def start_peer(
             peer = PEER_CLASSES[key](tmp_path / f"{key}-{len(started)}")
         if host != peer.host:
             # Transmission listens on 127.0.0.1 and ::1 at once; the others take the address.
-            if key not in ("libtorrent", "aria2", "pytorrent") and not (
+            if key not in ("libtorrent", "aria2", "pytorrent", "rtorrent", "ctorrent") and not (
                 key == "transmission" and host == "::1"
             ):
                 raise ValueError(f"{key} runs on 127.0.0.1 only in this harness")

@@ -15,6 +15,10 @@ configuration, on free loopback ports, and drives it through its own API:
   completion and the info hash come from ``aria2.tellStatus``.
 - :class:`QBittorrentPeer`: ``qbittorrent-nox`` (4.5.2) with a prepared profile and its
   Web API (``/api/v2``).
+- :class:`RtorrentPeer`: ``rtorrent`` (0.9.8 on rakshasa libtorrent 0.13.8, v1 only) as a
+  daemon, driven over XML-RPC on its SCGI port.
+- :class:`CtorrentPeer`: Enhanced CTorrent (3.3.2, v1 only), one process per torrent, with
+  no API: its progress is read from the status lines it prints.
 
 Every client runs with DHT, local peer discovery, UPnP, NAT-PMP and peer exchange off,
 uTP off, and bound to 127.0.0.1; the tests also refuse to start them outside a
@@ -38,12 +42,14 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +106,12 @@ CLIENTS: dict[str, ClientSpec] = {
         "qBittorrent",
         executables=("qbittorrent-nox",),
         install="apt-get install qbittorrent-nox",
+    ),
+    "rtorrent": ClientSpec(
+        "rtorrent", "rTorrent", executables=("rtorrent",), install="apt-get install rtorrent"
+    ),
+    "ctorrent": ClientSpec(
+        "ctorrent", "CTorrent", executables=("ctorrent",), install="apt-get install ctorrent"
     ),
     # Tools that only make torrents.
     "transmission-create": ClientSpec(
@@ -1077,11 +1089,210 @@ class QBittorrentPeer(Peer):
         return "qBittorrent log:\n" + (self.proc.log_tail() if self.proc else "")
 
 
+# --- rTorrent ----------------------------------------------------------------------------
+
+RTORRENT_RC = """\
+system.daemon.set = true
+network.scgi.open_port = {loopback}:{rpc_port}
+network.port_range.set = {peer_port}-{peer_port}
+network.port_random.set = no
+network.bind_address.set = {address}
+network.local_address.set = {address}
+dht.mode.set = disable
+protocol.pex.set = no
+trackers.use_udp.set = no
+protocol.encryption.set = allow_incoming,try_outgoing,enable_retry
+pieces.hash.on_completion.set = yes
+directory.default.set = {downloads}
+session.path.set = {session}
+log.open_file = "main", {log}
+log.add_output = "info", "main"
+"""
+
+
+class RtorrentPeer(Peer):
+    """rTorrent 0.9.8 as a daemon (``system.daemon.set``), over XML-RPC on an SCGI port.
+
+    It knows BitTorrent v1 only; a hybrid's v2 keys are left alone, and it hashes the info
+    dict as it came. DHT, peer exchange and UDP trackers are off; it binds ``host``.
+    """
+
+    spec = CLIENTS["rtorrent"]
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.rpc_port = 0
+        self.proc: ManagedProcess | None = None
+
+    async def start(self) -> None:
+        self.rpc_port, self.peer_port = free_ports(2)
+        (self.workdir / "session").mkdir(exist_ok=True)
+        (self.workdir / "downloads").mkdir(exist_ok=True)
+        rc = self.workdir / "rtorrent.rc"
+        rc.write_text(
+            RTORRENT_RC.format(
+                loopback=LOOPBACK,
+                rpc_port=self.rpc_port,
+                peer_port=self.peer_port,
+                address=self.host,
+                downloads=self.workdir / "downloads",
+                session=self.workdir / "session",
+                log=self.workdir / "rtorrent.log",
+            )
+        )
+        env = {**os.environ, "HOME": str(self.workdir), "TERM": "dumb"}
+        self.proc = ManagedProcess(
+            ["rtorrent", "-n", "-o", f"import={rc}"],
+            cwd=self.workdir,
+            log_path=self.workdir / "rtorrent.out",
+            env=env,
+        )
+        self.proc.start()
+
+        async def ready() -> bool:
+            assert self.proc is not None
+            self.proc.check_running()
+            await self.rpc("system.client_version")
+            return True
+
+        await wait_for(ready, timeout_s=READY_TIMEOUT_S, what="rtorrent SCGI")
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            await self.proc.stop()
+
+    async def rpc(self, method: str, *params: Any) -> Any:
+        """One XML-RPC call over SCGI (a netstring of headers, then the body)."""
+        body = xmlrpc.client.dumps(params, method).encode()
+        headers = f"CONTENT_LENGTH\0{len(body)}\0SCGI\x001\0".encode()
+        reader, writer = await asyncio.open_connection(LOOPBACK, self.rpc_port)
+        try:
+            writer.write(b"%d:%s," % (len(headers), headers) + body)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                reply = await reader.read()
+        finally:
+            writer.close()
+        _, _, xml = reply.partition(b"\r\n\r\n")
+        try:
+            return xmlrpc.client.loads(xml.decode())[0][0]
+        except xmlrpc.client.Fault as exc:
+            raise PeerError(f"rtorrent {method}: {exc.faultString}") from exc
+
+    async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
+        before = set(await self.rpc("download_list"))
+        raw = await asyncio.to_thread(torrent.read_bytes)
+        await self.rpc("load.raw_start_verbose", "", xmlrpc.client.Binary(raw), f"d.directory.set={save_dir}")
+        added: list[str] = []
+
+        async def listed() -> bool:
+            added[:] = [h for h in await self.rpc("download_list") if h not in before]
+            return bool(added)
+
+        await wait_for(listed, timeout_s=10, what="rtorrent to load the torrent")
+        if seed:
+            await self.rpc("d.check_hash", added[0])
+        return added[0].lower()
+
+    async def state(self, info_hash: str) -> TorrentState:
+        assert self.proc is not None
+        self.proc.check_running()
+        h = info_hash.upper()
+        done, size, complete, hashing, message = [
+            await self.rpc(m, h)
+            for m in ("d.completed_bytes", "d.size_bytes", "d.complete", "d.hashing", "d.message")
+        ]
+        progress = done / size if size and not hashing else 0.0
+        return TorrentState(
+            info_hash=info_hash,
+            progress=progress,
+            seeding=bool(complete) and not hashing,
+            error=str(message) if "error" in str(message).lower() else "",
+        )
+
+    def describe_failure(self) -> str:
+        try:
+            log = (self.workdir / "rtorrent.log").read_text(errors="replace").splitlines()[-60:]
+        except OSError:
+            log = []
+        return "rtorrent log:\n" + "\n".join(log)
+
+
+# --- CTorrent ----------------------------------------------------------------------------
+
+#: The status line CTorrent prints every second: ``[have/total/available]`` pieces.
+_CTORRENT_STATUS = re.compile(rb"\[(\d+)/(\d+)/(\d+)\]")
+
+
+class CtorrentPeer(Peer):
+    """Enhanced CTorrent 3.3.2: a command-line client for one torrent and no API.
+
+    Each :meth:`add` starts one ``ctorrent`` process in the save directory; its progress is
+    the last ``[have/total/available]`` status line in its output. It has no DHT and no
+    peer exchange, and speaks to HTTP trackers only. It refuses every peer at its own IP
+    address ("Connection from myself"): give it a loopback address of its own (``host``).
+    It writes a torrent's BEP 47 pad files as real files (of zeros).
+    """
+
+    spec = CLIENTS["ctorrent"]
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.procs: dict[str, ManagedProcess] = {}
+
+    async def start(self) -> None:
+        """Nothing runs until a torrent is added."""
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            await proc.stop()
+
+    async def add(self, torrent: Path, save_dir: Path, *, seed: bool = False) -> str:
+        """Start ``ctorrent`` on ``torrent`` in ``save_dir``.
+
+        CTorrent prints no info hash: the hash returned is the SHA-1 of the torrent's info
+        dict as stored, the one CTorrent hashes too. That it is the one it uses shows when a
+        peer answers its handshake.
+        """
+        from torrent.proto.bencoding import decode_with_info_span
+
+        raw = await asyncio.to_thread(torrent.read_bytes)
+        _, info = decode_with_info_span(raw)
+        if info is None:
+            raise PeerError(f"{torrent} has no info dict")
+        ih = hashlib.sha1(info).hexdigest()
+        self.peer_port = free_port()
+        # -e 1: seed for an hour after completion (the test stops it long before).
+        argv = ["ctorrent", "-v", "-e", "1", "-i", self.host, "-p", str(self.peer_port)]
+        argv += ["-M", "20", "-C", "4", "-b", str(self.workdir / f"{ih}.bf"), str(torrent)]
+        proc = ManagedProcess(argv, cwd=save_dir, log_path=self.workdir / f"ctorrent-{ih}.log")
+        proc.start()
+        self.procs[ih] = proc
+        return ih
+
+    async def state(self, info_hash: str) -> TorrentState:
+        proc = self.procs[info_hash]
+        proc.check_running()
+        try:
+            out = await asyncio.to_thread(proc.log_path.read_bytes)
+        except OSError:
+            out = b""
+        found = _CTORRENT_STATUS.findall(out[-4096:])
+        have, total = (int(found[-1][0]), int(found[-1][1])) if found else (0, 1)
+        return TorrentState(info_hash=info_hash, progress=have / total, seeding=have == total)
+
+    def describe_failure(self) -> str:
+        tails = [f"{ih}:\n{proc.log_tail(60)}" for ih, proc in self.procs.items()]
+        return "ctorrent output:\n" + "\n".join(tails)
+
+
 PEER_CLASSES: dict[str, type[Peer]] = {
     "libtorrent": LibtorrentPeer,
     "transmission": TransmissionPeer,
     "aria2": Aria2Peer,
     "qbittorrent": QBittorrentPeer,
+    "rtorrent": RtorrentPeer,
+    "ctorrent": CtorrentPeer,
 }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from torrent.create import create
+from torrent.engine import hash_exchange
 from torrent.engine.hash_exchange import HashExchange
 from torrent.proto import merkle, wire
 from torrent.proto.pieceset import PieceSet
@@ -99,3 +100,62 @@ def test_no_leaf_request_for_v1_torrents_or_unknown_nodes(tmp_path: Path) -> Non
     p = FakePeer(("127.0.0.1", 1), FakeProto(meta.info_hash, PieceSet.full(meta.info.num_pieces)))
     assert not exchange.on_piece_failed(0, bytes(PIECE), {0: p.addr}, [p])
     assert p.sent == []
+
+
+def test_the_owner_learns_the_bad_blocks_or_that_no_leaves_will_come(tmp_path: Path) -> None:
+    payload = os.urandom(300_000)
+    (tmp_path / "f").write_bytes(payload)
+    meta = create(tmp_path / "f", piece_length=PIECE, torrent_format="v2")
+    assert meta.info_hash_v2 is not None
+    v2_hash = meta.info_hash_v2[:20]
+    told: list[tuple[int, frozenset[int] | None]] = []
+    exchange: Any = HashExchange(
+        meta.info,
+        ban=lambda who, why: None,
+        wire_hash_v2=v2_hash,
+        on_blamed=lambda index, bad: told.append((index, bad)),
+    )
+    has_all = PieceSet.full(meta.info.num_pieces)
+    alice, bob = (FakePeer(("127.0.0.1", port), FakeProto(v2_hash, has_all)) for port in (1, 2))
+    senders = {b * BLOCK_SIZE: alice.addr for b in range(PIECE // BLOCK_SIZE)}
+
+    def fail(index: int) -> wire.HashRequest:
+        bad = bytearray(payload[index * PIECE : (index + 1) * PIECE])
+        bad[BLOCK_SIZE + 1] ^= 1
+        for p in (alice, bob):
+            p.sent.clear()
+        assert exchange.on_piece_failed(index, bad, senders, [alice, bob])
+        request = alice.sent[0]
+        assert isinstance(request, wire.HashRequest)
+        assert bob.sent == [request]
+        return request
+
+    def reject(peer: FakePeer, r: wire.HashRequest) -> None:
+        exchange.on_reject(peer, wire.HashReject(r.pieces_root, 0, r.index, r.length, 0))
+
+    # Every peer asked rejects: nobody will say.
+    r = fail(0)
+    reject(alice, r)
+    assert told == []
+    reject(bob, r)
+    assert told == [(0, None)]
+    # One rejects, the other leaves: the same.
+    r = fail(1)
+    reject(alice, r)
+    exchange.on_peer_closed(bob)
+    assert told[-1] == (1, None)
+    # Nobody answers within LEAF_WAIT_TICKS ticks.
+    fail(2)
+    for _ in range(hash_exchange.LEAF_WAIT_TICKS - 1):
+        exchange.tick()
+    assert len(told) == 2
+    exchange.tick()
+    assert told[-1] == (2, None)
+    # The true leaves: block 1 was bad.
+    r = fail(3)
+    leaves = merkle.block_hashes(payload[3 * PIECE : 4 * PIECE])
+    exchange.on_hashes(bob, wire.Hashes(r.pieces_root, 0, r.index, r.length, 0, tuple(leaves)))
+    assert told[3] == (3, frozenset({BLOCK_SIZE}))
+    # The other peer's late reject changes nothing.
+    reject(alice, r)
+    assert len(told) == 4

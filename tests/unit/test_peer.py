@@ -46,6 +46,7 @@ class Host:
     num_pieces: int = NUM_PIECES
     piece_length: int | None = PIECE
     total_length: int | None = TOTAL
+    hybrid_hashes: tuple[InfoHash, InfoHash] | None = None
     to_pick: list[tuple[int, int, int]] = field(default_factory=list)
     ready: int = 0
     has_calls: list[list[int] | None] = field(default_factory=list)

@@ -2,9 +2,15 @@
 
 Serving: a peer's ``hash request`` for a run of a file's piece layer (or any layer above
 it) is answered from the tree built on the torrent's piece layers, with the uncles it
-asked for (:func:`torrent.proto.merkle.proof`); a request we cannot answer (the leaf
-layer, an unknown root, a layer we have not learned) gets a ``hash reject``, as BEP 52
-requires an answer either way.
+asked for (:func:`torrent.proto.merkle.proof`). A run of a layer below it (down to the
+16 KiB leaves, as a peer blaming a failed piece asks) is answered for pieces we have:
+their data is read from disk and hashed off the event loop, each piece's tree checked
+against its node before it is used (:func:`torrent.proto.merkle.proof_below`), and kept
+in a small cache. Those answers are bounded: at most :data:`MAX_LEAF_READ` bytes per
+request, :data:`LEAF_JOBS_PER_PEER` requests being computed per peer and
+:data:`LEAF_JOBS` in all. A request we cannot answer (an unknown root, a layer we have
+not learned, a piece we lack, over a bound) gets a ``hash reject``, as BEP 52 requires
+an answer either way.
 
 Fetching: a torrent from a v2-only magnet link has no piece layers (they live outside
 the ``info`` dict; a hybrid's pieces are checked by their SHA-1 meanwhile). Until every one is known, no block is requested; each peer that
@@ -20,20 +26,24 @@ under the piece's node) are asked of up to :data:`LEAF_ASKS` peers that have the
 and speak the v2 hash (those that sent none of its blocks first). The first answer that
 proves the node names the bad blocks, and their senders are banned at once
 (:class:`torrent.proto.smart_ban.LeafBlame`); an answer that does not prove the node
-closes that peer. Without an answer, the swarm's v1-style smart ban still finds them
-once a good copy passes.
+closes that peer. The owner is told which blocks were bad (``on_blamed``), so it can
+keep the good ones and fetch only those again; when every peer asked rejects, leaves,
+or :data:`LEAF_WAIT_TICKS` seconds pass, it is told that nobody will say (``None``).
+Without an answer, the swarm's v1-style smart ban still finds the liars once a good
+copy passes.
 
-Left out: serving leaf-layer requests (we keep no block hashes; such a request gets a
-hash reject), and per-block proofs for pieces whose layer is unknown.
+Left out: per-block proofs for pieces whose layer is unknown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torrent.errors import MetainfoError
+from torrent.errors import MetainfoError, StorageError
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Info
 from torrent.proto.smart_ban import LeafBlame
@@ -54,6 +64,22 @@ MAX_ANSWERS_PER_TICK = 64
 LEAF_ASKS = 3
 #: Our hash requests in flight on one connection, all kinds (the codec's own bound is 64).
 MAX_REQUESTS_PER_PEER = 32
+#: File data one request below the piece layer may make us read and hash (a run of 512
+#: leaves covers 8 MiB); a larger one gets a hash reject.
+MAX_LEAF_READ = 4 * 1024 * 1024
+#: Requests below the piece layer being computed at once: per peer, and in all.
+LEAF_JOBS_PER_PEER = 2
+LEAF_JOBS = 8
+#: Pieces whose block trees are kept for the next request (a blaming peer asks several
+#: times for one piece).
+LEAF_CACHE_PIECES = 64
+#: Ticks (seconds) a failed piece waits for its leaf hashes before we give up on them.
+LEAF_WAIT_TICKS = 10
+
+#: Reads ``length`` bytes from the start of piece ``index`` on disk.
+ReadPiece = Callable[[int, int], Awaitable["bytes | memoryview"]]
+#: Runs a coroutine in the owner's task group; False when refused (stopping).
+Spawn = Callable[[Coroutine[Any, Any, None]], bool]
 
 
 class HashExchange:
@@ -65,15 +91,34 @@ class HashExchange:
         *,
         ban: Callable[[Any, str], object] | None = None,
         wire_hash_v2: bytes | None = None,
+        have: Callable[[int], bool] | None = None,
+        read: ReadPiece | None = None,
+        spawn: Spawn | None = None,
+        on_blamed: Callable[[int, frozenset[int] | None], object] | None = None,
     ) -> None:
         """Args: ``ban(sender, why)`` bans the sender of a block its leaf hash refutes;
         ``wire_hash_v2``, the truncated v2 info hash: only connections made with it are
-        asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection)."""
+        asked for leaf hashes (libtorrent answers none on a hybrid's v1 connection);
+        ``have(piece)``, ``read(piece, length)`` and ``spawn(coroutine)`` let us answer
+        requests below the piece layer (without them, those get a hash reject);
+        ``on_blamed(piece, bad)``: the block offsets of a failed piece that its leaf hashes
+        refute, or None when no leaf hashes will come for it."""
         self.info = info
         self._ban = ban
         self._wire_hash_v2 = wire_hash_v2
+        self._have = have
+        self._read = read
+        self._spawn = spawn
+        self._files: dict[bytes, int] = {}  # root -> the file's first piece
+        self._piece_trees: OrderedDict[tuple[bytes, int], merkle.MerkleTree] = OrderedDict()
+        self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
+        #: Requests below the piece layer answered (with ``hashes``) so far.
+        self.leaf_answers = 0
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
+        # piece -> (peers asked and not yet answered, ticks left)
+        self._leaf_waits: dict[int, tuple[set[object], int]] = {}
+        self._on_blamed = on_blamed
         self._trees: dict[bytes, merkle.MerkleTree] = {}
         self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
@@ -101,6 +146,7 @@ class HashExchange:
         if f is None:
             return None
         blocks = -(-f.length // BLOCK_SIZE)
+        self._files[root] = f.offset // info.piece_length
         if f.length <= info.piece_length:
             # One piece: only the root is known (its blocks' hashes are not kept).
             num_leaves = merkle.next_pow2(blocks)
@@ -116,8 +162,14 @@ class HashExchange:
         return tree
 
     def tick(self) -> None:
-        """Once a second: the per-peer answer budget starts over."""
+        """Once a second: the per-peer answer budget starts over; failed pieces that waited
+        too long for their leaf hashes are given up."""
         self._answered.clear()
+        for index, (asked, ticks) in list(self._leaf_waits.items()):
+            if ticks <= 1:
+                self._give_up(index)
+            else:
+                self._leaf_waits[index] = (asked, ticks - 1)
 
     def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
         tree = self._tree(ev.pieces_root)
@@ -126,13 +178,101 @@ class HashExchange:
         try:
             if tree is None or answered >= MAX_ANSWERS_PER_TICK:
                 raise LookupError("unknown root, or over the answer budget")
+            if ev.base_layer < tree.base:
+                self._serve_below(peer, ev, tree)
+                return
             hashes = merkle.proof(tree, ev.base_layer, ev.index, ev.length, ev.proof_layers)
         except (LookupError, ValueError):
-            peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))
+            _reject(peer, ev)
             return
-        peer.send(
-            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
-        )
+        _answer(peer, ev, hashes)
+
+    def _serve_below(self, peer: Peer, ev: wire.HashRequest, tree: merkle.MerkleTree) -> None:
+        """A run below the piece layer: answered now from cached piece trees, or once the
+        missing ones are read and hashed.
+
+        Raises:
+            LookupError: we cannot serve it (no disk, a piece we lack, over a bound).
+            ValueError: the run breaks BEP 52's rules.
+        """
+        have, spawn = self._have, self._spawn
+        if have is None or spawn is None:
+            raise LookupError("no piece data to hash")
+        under = merkle.pieces_under(tree, ev.base_layer, ev.index, ev.length)
+        first = self._files[ev.pieces_root]
+        if not under or len(under) * self.info.piece_length > MAX_LEAF_READ:
+            raise LookupError("over the read bound")
+        if not all(have(first + k) for k in under):
+            raise LookupError("a piece we do not have")
+        cached = {k: t for k in under if (t := self._cached_piece_tree(ev.pieces_root, k)) is not None}
+        if len(cached) == len(under):
+            _answer(
+                peer,
+                ev,
+                merkle.proof_below(tree, cached, ev.base_layer, ev.index, ev.length, ev.proof_layers),
+            )
+            self.leaf_answers += 1
+            return
+        jobs = self._leaf_jobs.get(peer.addr, 0)
+        if jobs >= LEAF_JOBS_PER_PEER or sum(self._leaf_jobs.values()) >= LEAF_JOBS:
+            raise LookupError("too many requests being computed")
+        self._leaf_jobs[peer.addr] = jobs + 1
+        if not spawn(self._serve_later(peer, ev, tree, under, cached)):
+            self._leaf_done(peer.addr)
+            raise LookupError("stopping")
+
+    def _cached_piece_tree(self, root: bytes, k: int) -> merkle.MerkleTree | None:
+        tree = self._piece_trees.get((root, k))
+        if tree is not None:
+            self._piece_trees.move_to_end((root, k))
+        return tree
+
+    def _leaf_done(self, addr: object) -> None:
+        left = self._leaf_jobs.pop(addr, 1) - 1
+        if left > 0:
+            self._leaf_jobs[addr] = left
+
+    async def _serve_later(
+        self,
+        peer: Peer,
+        ev: wire.HashRequest,
+        tree: merkle.MerkleTree,
+        under: range,
+        trees: dict[int, merkle.MerkleTree],
+    ) -> None:
+        try:
+            for k in under:
+                if k not in trees:
+                    piece_tree = await self._piece_tree(ev.pieces_root, tree, k)
+                    if piece_tree is None:
+                        _reject(peer, ev)
+                        return
+                    trees[k] = piece_tree
+            hashes = merkle.proof_below(tree, trees, ev.base_layer, ev.index, ev.length, ev.proof_layers)
+        except (StorageError, LookupError, ValueError) as exc:
+            log.debug("hash request %s below the piece layer: %s", ev, exc)
+            _reject(peer, ev)
+        else:
+            _answer(peer, ev, hashes)
+            self.leaf_answers += 1
+        finally:
+            self._leaf_done(peer.addr)
+
+    async def _piece_tree(self, root: bytes, tree: merkle.MerkleTree, k: int) -> merkle.MerkleTree | None:
+        """The tree of blocks under piece ``k`` of the file, from its data on disk; None
+        when that data does not hash to the piece's node (changed on disk since)."""
+        assert self._read is not None
+        index = self._files[root] + k
+        data = await self._read(index, self.info.v2_piece_data_length(index))
+        leaves = 1 << tree.base
+        piece_tree = await asyncio.to_thread(lambda: merkle.MerkleTree(merkle.block_hashes(data), leaves))
+        if piece_tree.root != tree.node(tree.base, k):
+            log.warning("piece %d does not match its hash on disk: no leaf hashes served for it", index)
+            return None
+        self._piece_trees[(root, k)] = piece_tree
+        while len(self._piece_trees) > LEAF_CACHE_PIECES:
+            self._piece_trees.popitem(last=False)
+        return piece_tree
 
     # -- fetching ---------------------------------------------------------------------
 
@@ -176,12 +316,16 @@ class HashExchange:
         return False
 
     def on_reject(self, peer: Peer, ev: wire.HashReject) -> None:
+        key = (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
+        index = self._leaf_runs.get(key)
+        if index is not None:
+            self._not_answering(index, peer.addr)
         if self._fetch is not None:
-            self._fetch.give_back(
-                peer.addr, (ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-            )
+            self._fetch.give_back(peer.addr, key)
 
     def on_peer_closed(self, peer: Peer) -> None:
+        for index in list(self._leaf_waits):
+            self._not_answering(index, peer.addr)
         if self._fetch is not None:
             self._fetch.give_back(peer.addr)
 
@@ -211,16 +355,34 @@ class HashExchange:
             return False  # more than one request's worth: the good copy will tell
         run = (f.pieces_root, 0, k * width, width, 0)
         length = info.v2_piece_data_length(index)
+        candidates = sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values())
+        if not candidates:
+            return False
         for dropped in self._blame.on_piece_failed(index, memoryview(data)[:length], senders, node, width):
-            self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != dropped}
+            self._give_up(dropped)
         self._leaf_runs[run] = index
-        asked = 0
-        for peer in sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values()):
+        asked: set[object] = set()
+        for peer in candidates[:LEAF_ASKS]:
             peer.send(wire.HashRequest(*run))
-            asked += 1
-            if asked == LEAF_ASKS:
-                break
-        return asked > 0
+            asked.add(peer.addr)
+        self._leaf_waits[index] = (asked, LEAF_WAIT_TICKS)
+        return True
+
+    def _not_answering(self, index: int, addr: object) -> None:
+        """A peer asked for ``index``'s leaves will not answer; the last one gives up."""
+        wait = self._leaf_waits.get(index)
+        if wait is None:
+            return
+        wait[0].discard(addr)
+        if not wait[0]:
+            self._give_up(index)
+
+    def _give_up(self, index: int) -> None:
+        """No leaf hashes will come for ``index``: forget it, and tell the owner."""
+        self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != index}
+        self._blame.forget(index)
+        if self._leaf_waits.pop(index, None) is not None and self._on_blamed is not None:
+            self._on_blamed(index, None)
 
     def _leaf_candidates(self, index: int, peers: Iterable[Peer]) -> list[Peer]:
         out = []
@@ -243,10 +405,26 @@ class HashExchange:
         bad = self._blame.on_leaves(index, hashes[: run[3]])
         if bad is None:
             peer.close(f"leaf hashes that do not prove piece {index}")
+            self._not_answering(index, peer.addr)
             return
         del self._leaf_runs[run]
+        self._leaf_waits.pop(index, None)
         assert self._ban is not None
         for offset, who in bad:
             self._ban(
                 who, f"sent block {offset // BLOCK_SIZE} of piece {index}, which its BEP 52 leaf hash refutes"
             )
+        if self._on_blamed is not None:
+            self._on_blamed(index, frozenset(offset for offset, _ in bad))
+
+
+def _answer(peer: Peer, ev: wire.HashRequest, hashes: list[bytes]) -> None:
+    if not peer.closed:
+        peer.send(
+            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
+        )
+
+
+def _reject(peer: Peer, ev: wire.HashRequest) -> None:
+    if not peer.closed:
+        peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))

@@ -101,6 +101,7 @@ class PeerHostBase:
     info_hash: InfoHash
     num_pieces: int = 0  # 0 while the metadata is not known (a magnet link)
     piece_length: int | None = None
+    hybrid_hashes: tuple[InfoHash, InfoHash] | None = None
     total_length: int | None = None
 
     def __init__(self) -> None:

@@ -84,6 +84,8 @@ class PeerHost(Protocol):
     num_pieces: int  # 0 while the metadata is not known (a magnet link)
     piece_length: int | None
     total_length: int | None
+    #: A hybrid's (v1 hash, truncated v2 hash): its connections may upgrade (BEP 52).
+    hybrid_hashes: tuple[InfoHash, InfoHash] | None
 
     def on_peer_ready(self, peer: Peer) -> None:
         """The handshake is done; send our bitfield, decide interest."""
@@ -466,6 +468,7 @@ class Peer(asyncio.BufferedProtocol):
         s = self.settings
         proto = wire.PeerProtocol(
             info_hash=info_hash or host.info_hash,
+            hybrid=host.hybrid_hashes,
             our_peer_id=self.our_peer_id,
             piece_length=host.piece_length,
             total_length=host.total_length,
@@ -551,6 +554,9 @@ class Peer(asyncio.BufferedProtocol):
         host = self._router(info_hash) if self._router else None
         if host is None:
             raise RemoteProtocolError("unknown info hash")
+        hybrid = host.hybrid_hashes
+        if hybrid is not None and info_hash == hybrid[0] and wire.peek_v2_upgrade(bytes(self._pending[:28])):
+            info_hash = hybrid[1]  # BEP 52: the peer also speaks v2; we answer with its hash
         self._start_protocol(host, info_hash)
         data, self._pending = bytes(self._pending), bytearray()
         return data

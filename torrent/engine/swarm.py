@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 MAX_PREFETCH = 8
 #: Fewest pieces that may be assembled or verified at once, whatever the rates say.
 MIN_PIECES_IN_FLIGHT = 4
+#: Failed v2 pieces held at once while their leaf hashes are asked for (each holds its
+#: buffer); more are fetched again whole.
+MAX_PIECES_BLAMING = 8
 #: Pieces allowed beyond what the pipelines span, for verification: two, or one when a
 #: piece is larger than VERIFY_SLACK_BYTES (one verifying while the next arrives).
 VERIFY_SLACK_PIECES = 2
@@ -133,6 +136,8 @@ class Swarm(PeerHostBase):
         self.metainfo = metainfo
         self.info = metainfo.info
         self.info_hash: InfoHash = metainfo.info_hash
+        if metainfo.info_hash_v2 is not None and metainfo.info.has_v1:
+            self.hybrid_hashes = (metainfo.info_hash, InfoHash(metainfo.info_hash_v2[:20]))
         self.num_pieces = self.info.num_pieces
         self.piece_length = self.info.piece_length
         self.total_length = self.info.total_length
@@ -186,6 +191,10 @@ class Swarm(PeerHostBase):
             self.info,
             ban=self._ban,
             wire_hash_v2=metainfo.info_hash_v2[:20] if metainfo.info_hash_v2 is not None else None,
+            have=self.picker.have,
+            read=self._read_for_hashes,
+            spawn=self.spawn,
+            on_blamed=self._on_blamed,
         )
         self.web_seeds = WebSeeds(
             [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
@@ -202,6 +211,9 @@ class Swarm(PeerHostBase):
         self.resume = ResumeStore(self.info, self.info_hash, storage.directory)
         self._events = EventBus(self.info_hash, self.name)
         self._partial: dict[int, _PartialPiece] = {}
+        # Failed v2 pieces held (not asked for again) until their leaf hashes say which
+        # blocks were bad: only those are fetched again.
+        self._blaming: dict[int, _PartialPiece] = {}
         #: Buffers of verified pieces, reused for the next ones (see _piece_buffer).
         self._spare_buffers: list[bytearray] = []
         self._verifying: set[int] = set()
@@ -899,8 +911,10 @@ class Swarm(PeerHostBase):
             self._on_piece_passed(index, part)
         else:
             self._on_piece_failed(index, part)
-        # Written (or thrown away) and looked at by the smart ban: nothing holds it any more.
-        self._recycle(part.buf)
+        # Written (or thrown away) and looked at by the smart ban: nothing holds it any more
+        # (unless it waits for its leaf hashes).
+        if self._blaming.get(index) is not part:
+            self._recycle(part.buf)
         if was_full and ok:
             # Peers stopped asking for new pieces while memory was full; without this
             # they would idle until their next block or the next tick.
@@ -927,15 +941,51 @@ class Swarm(PeerHostBase):
     def _on_piece_failed(self, index: int, part: _PartialPiece) -> None:
         self.hash_failures += 1
         self.wasted_bytes += len(part.buf)
-        failure = self.picker.on_piece_failed(index)
         self.smart_ban.on_piece_failed(index, part.buf, part.sources)
         # v2: the piece's leaf hashes, once a peer sends them, name the liars exactly; a
         # count of failed pieces would also ban the honest peers that shared them.
         asked = self.hashes.on_piece_failed(index, part.buf, part.sources, self.peers.values())
+        self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
+        if asked and len(self._blaming) < MAX_PIECES_BLAMING:
+            # The picker still counts every block in: none is asked for until the leaves say.
+            self._blaming[index] = part
+            return
+        self._reset_failed(index, asked)
+
+    def _reset_failed(
+        self, index: int, asked: bool, held: _PartialPiece | None = None, keep: Sequence[int] = ()
+    ) -> None:
+        """The failed piece is missing again, but for the blocks of ``held`` at the offsets
+        ``keep`` (proven by the piece's leaf hashes), kept from their first senders."""
+        failure = self.picker.on_piece_failed(index)
         for key in failure.ban if not asked or len(failure.contributors) == 1 else ():
             self._ban(cast(Source, key), f"piece {index} failed its hash check")
-        self._emit(TorrentEventKind.PIECE, f"piece {index} failed its hash check")
+        if held is not None:
+            size = self.info.piece_size(index)
+            for begin in keep:
+                n = min(BLOCK_SIZE, size - begin)
+                if (
+                    self.picker.on_block(held.sources[begin], (index, begin, n)).status
+                    is not picker_mod.BlockStatus.NEW
+                ):
+                    continue
+                self.wasted_bytes -= n
+                part = self._partial.get(index)
+                if part is None:
+                    part = self._partial[index] = _PartialPiece(self._piece_buffer(index))
+                part.buf[begin : begin + n] = held.buf[begin : begin + n]
+                part.sources[begin] = held.sources[begin]
         self._refill_all()
+
+    def _on_blamed(self, index: int, bad: frozenset[int] | None) -> None:
+        """A held piece's leaf hashes named its ``bad`` blocks (None: none will come)."""
+        held = self._blaming.pop(index, None)
+        if held is None:
+            return
+        # No bad block: the piece failed for another reason (a hybrid's SHA-1); fetch it all.
+        keep = [begin for begin in held.sources if begin not in bad] if bad else []
+        self._reset_failed(index, True, held, keep)
+        self._recycle(held.buf)
 
     # ------------------------------------------------------------------ uploading
 
@@ -953,6 +1003,12 @@ class Swarm(PeerHostBase):
         data = await self.disk.read(index, begin, length)
         self.uploaded_bytes += length
         return data
+
+    async def _read_for_hashes(self, index: int, length: int) -> bytes | memoryview:
+        """The first ``length`` bytes of piece ``index`` (BEP 52 hashes below the piece layer)."""
+        if self.disk is None:
+            raise StorageError("the torrent's files are closed")
+        return await self.disk.read(index, 0, length)
 
     def cached_block(self, index: int, begin: int, length: int) -> bytes | memoryview | None:
         if self.disk is None:

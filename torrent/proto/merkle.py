@@ -17,7 +17,9 @@ Layers are numbered from the leaves (0) up, as the ``hash request`` message does
 Proofs (``hash request`` / ``hashes``, BEP 52): a run of ``length`` nodes of a base
 layer, starting at an ``index`` that is a multiple of ``length``, is checked against the
 root with one *uncle* per layer above the run's own subtree. :func:`proof` builds them
-from a full tree, :func:`verify_proof` checks them against a root.
+from a full tree, :func:`verify_proof` checks them against a root. A seed that knows only
+the piece layer answers for the layers below it with :func:`proof_below`, from the trees
+of the pieces it hashes again from disk.
 
 Pure: no I/O. Hashing a whole file is the caller's job (it has the bytes).
 """
@@ -25,7 +27,7 @@ Pure: no I/O. Hashing a whole file is the caller's job (it has the bytes).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torrent.types import BLOCK_SIZE
 
@@ -204,6 +206,69 @@ def proof(tree: MerkleTree, base: int, index: int, length: int, proof_layers: in
     level = base + log2(length)
     for _ in range(uncles_needed(tree.height, base, index, length, proof_layers)):
         hashes.append(tree.node(level, position ^ 1))
+        position //= 2
+        level += 1
+    return hashes
+
+
+def pieces_under(tree: MerkleTree, base: int, index: int, length: int) -> range:
+    """The nodes of ``tree``'s lowest known layer (its pieces) above a run of a lower layer.
+
+    ``tree`` knows its layers from ``tree.base`` up (the piece layer, or the root of a
+    file of one piece); a run of layer ``base < tree.base`` lies under these nodes. Nodes
+    past the file's last known one (pads) are left out: nothing lies under them.
+
+    Raises:
+        ValueError: the run breaks BEP 52's rules, or ``base`` is not below ``tree.base``.
+    """
+    _check_run(tree.height, base, index, length)
+    if base >= tree.base:
+        raise ValueError(f"layer {base} is not below the known layers")
+    shift = tree.base - base
+    first, last = index >> shift, (index + length - 1) >> shift
+    return range(first, min(last + 1, len(tree.layer(tree.base))))
+
+
+def proof_below(
+    tree: MerkleTree,
+    pieces: Mapping[int, MerkleTree],
+    base: int,
+    index: int,
+    length: int,
+    proof_layers: int,
+) -> list[bytes]:
+    """:func:`proof` for a run below ``tree``'s known layers, from the trees of its pieces.
+
+    ``pieces`` maps each node of :func:`pieces_under` to the tree of its blocks
+    (``2 ** tree.base`` leaves, built from the piece's data, whose root the caller has
+    checked against that node). The run's nodes come from them, and the uncles from them
+    below ``tree.base`` and from ``tree`` above it.
+
+    Raises:
+        LookupError: a piece's tree is missing from ``pieces``.
+        ValueError: the run breaks BEP 52's rules or reaches past the root.
+    """
+    if base >= tree.base:
+        return proof(tree, base, index, length, proof_layers)
+    pieces_under(tree, base, index, length)  # checks the run
+    known = len(tree.layer(tree.base))
+    if proof_layers >= tree.height - base:
+        raise ValueError(f"base layer {base} with {proof_layers} proof layers reaches past the root")
+
+    def node(level: int, i: int) -> bytes:
+        if level >= tree.base:
+            return tree.node(level, i)
+        shift = tree.base - level
+        k = i >> shift
+        if k >= known:
+            return _PADS[level]
+        return pieces[k].node(level, i - (k << shift))
+
+    hashes = [node(base, i) for i in range(index, index + length)]
+    position = index // length
+    level = base + log2(length)
+    for _ in range(uncles_needed(tree.height, base, index, length, proof_layers)):
+        hashes.append(node(level, position ^ 1))
         position //= 2
         level += 1
     return hashes

@@ -102,6 +102,7 @@ from torrent.proto.wire.codec import (
     encode_handshake,
     parse_handshake,
     peek_info_hash,
+    peek_v2_upgrade,
 )
 from torrent.proto.wire.connection import ConnectionStats, PeerProtocol
 from torrent.proto.wire.events import (
@@ -179,4 +180,5 @@ __all__ = [
     "encode_handshake",
     "parse_handshake",
     "peek_info_hash",
+    "peek_v2_upgrade",
 ]

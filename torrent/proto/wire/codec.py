@@ -25,6 +25,7 @@ from torrent.errors import BencodeError, LocalProtocolError, RemoteProtocolError
 from torrent.proto import bencoding
 from torrent.proto.wire.events import (
     EXTENDED_HANDSHAKE_ID,
+    V2_UPGRADE_BIT,
     AllowedFast,
     Bitfield,
     Block,
@@ -77,6 +78,7 @@ __all__ = [
     "encode_triple",
     "parse_handshake",
     "peek_info_hash",
+    "peek_v2_upgrade",
 ]
 
 PROTOCOL_NAME: Final = b"BitTorrent protocol"  # BEP 3: pstr, preceded by its length byte (19)
@@ -178,6 +180,13 @@ def peek_info_hash(data: bytes | memoryview) -> InfoHash | None:
     if len(data) < _INFO_HASH_END:
         return None
     return InfoHash(bytes(data[28:48]))
+
+
+def peek_v2_upgrade(data: bytes | memoryview) -> bool:
+    """Whether an incoming handshake's first bytes set BEP 52's upgrade bit (False while
+    its reserved bytes have not all arrived)."""
+    check_prefix(data)
+    return len(data) >= 28 and bool(data[20 + V2_UPGRADE_BIT[0]] & V2_UPGRADE_BIT[1])
 
 
 def encode_triple(msg_id: int, index: int, begin: int, length: int) -> bytes:

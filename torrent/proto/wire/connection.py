@@ -45,6 +45,7 @@ from torrent.proto.wire.events import (
     EXTENSION_PROTOCOL_BIT,
     FAST_EXTENSION_BIT,
     NEED_DATA,
+    V2_UPGRADE_BIT,
     AllowedFast,
     Bitfield,
     Block,
@@ -139,6 +140,12 @@ class PeerProtocol:
             and BEP 6 is used only when both sides advertise it (BEP 5's bit is only remembered).
         extensions: BEP 10 extensions we understand, ``name -> our extended id`` (1..255); they
             become the ``m`` dict of the extension handshake we send.
+        hybrid: a hybrid torrent's ``(v1 hash, truncated v2 hash)`` (BEP 52), the two names
+            the connection may go by. Speaking the v1 hash, we set the upgrade bit, and a peer
+            that answers our handshake with the v2 hash upgrades the connection to it.
+            Speaking the v2 hash (the engine upgraded a peer whose handshake named the v1
+            hash with the upgrade bit: see :func:`peek_v2_upgrade`), that peer's handshake
+            is taken. ``upgraded`` tells whether either happened.
         max_peer_requests: how many of the peer's requests may wait for us; more are rejected
             (fast extension) or dropped.
         rate_window_s: window of the upload/download rates. ``snub_timeout_s``: no block for this
@@ -151,7 +158,7 @@ class PeerProtocol:
         True/False/True/False); ``peer_pieces`` (PieceSet) and ``our_pieces`` (what we announced);
         ``fast_extension``, ``extension_protocol`` (negotiated), ``peer_dht``; ``peer_id``,
         ``peer_handshake``, ``peer_extensions`` (their ``m``: name -> their id),
-        ``peer_extension_handshake``; ``allowed_fast`` (pieces we may request while choked) and
+        ``peer_extension_handshake``; ``upgraded`` (BEP 52, see ``hybrid``); ``allowed_fast`` (pieces we may request while choked) and
         ``granted_fast`` (pieces we let the peer request while we choke it);
         ``outstanding_requests`` (ours, with the time sent), ``peer_requests`` (theirs);
         ``last_received_at``, ``last_sent_at``; ``waiting_since`` and ``strikes`` (request
@@ -184,6 +191,7 @@ class PeerProtocol:
         fast_extension: bool = True,
         dht: bool = False,
         extensions: Mapping[str, int] | None = None,
+        hybrid: tuple[bytes, bytes] | None = None,
         max_peer_requests: int = DEFAULT_MAX_PEER_REQUESTS,
         rate_window_s: float = 20.0,
         snub_timeout_s: float = 60.0,
@@ -221,6 +229,13 @@ class PeerProtocol:
             reserved[FAST_EXTENSION_BIT[0]] |= FAST_EXTENSION_BIT[1]
         if dht:
             reserved[DHT_BIT[0]] |= DHT_BIT[1]
+        if hybrid is not None:
+            if len(hybrid[0]) != 20 or len(hybrid[1]) != 20 or bytes(info_hash) not in hybrid:
+                raise ValueError("hybrid is the (v1, truncated v2) hashes, one of them info_hash")
+            if bytes(info_hash) == hybrid[0]:
+                reserved[V2_UPGRADE_BIT[0]] |= V2_UPGRADE_BIT[1]
+        self._hybrid = hybrid
+        self.upgraded = False
         self.our_reserved = bytes(reserved)
         self._want_ext = extension_protocol
         self._want_fast = fast_extension
@@ -507,7 +522,7 @@ class PeerProtocol:
                 raise RemoteProtocolError(f"connection closed during the handshake ({len(frames)} bytes)")
             return NEED_DATA
         hs = parse_handshake(raw)
-        if hs.info_hash != self.info_hash:
+        if hs.info_hash != self.info_hash and not self._upgrade(hs):
             raise RemoteProtocolError(f"handshake for another torrent (info hash {hs.info_hash.hex()})")  # type: ignore[union-attr]
         self._their_transition(Kind.HANDSHAKE, "handshake")
         self.peer_handshake = hs
@@ -516,6 +531,19 @@ class PeerProtocol:
         self.extension_protocol = self._want_ext and hs.extension_protocol
         self.peer_dht = hs.dht
         return hs
+
+    def _upgrade(self, hs: Handshake) -> bool:
+        """BEP 52: whether a handshake naming the hybrid's other hash is an upgrade to v2."""
+        if self._hybrid is None:
+            return False
+        v1, v2 = self._hybrid
+        if self.info_hash == v1 and hs.info_hash == v2 and self.our_phase is not Phase.HANDSHAKE:
+            # Our handshake (v1, upgrade bit set) went first; the peer answered with v2.
+            self.info_hash = InfoHash(v2)
+        elif not (self.info_hash == v2 and hs.info_hash == v1 and hs.v2_upgrade):
+            return False
+        self.upgraded = True
+        return True
 
     def _their_transition(self, kind: Kind, name: str) -> None:
         if kind is Kind.PIECE_SET and self.their_phase is Phase.ACTIVE and self.geometry_known:

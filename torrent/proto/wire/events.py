@@ -22,6 +22,7 @@ __all__ = [
     "EXTENSION_PROTOCOL_BIT",
     "FAST_EXTENSION_BIT",
     "NEED_DATA",
+    "V2_UPGRADE_BIT",
     "AllowedFast",
     "Bitfield",
     "Block",
@@ -55,6 +56,9 @@ __all__ = [
 EXTENSION_PROTOCOL_BIT: Final = (5, 0x10)  # BEP 10: reserved[5] & 0x10
 FAST_EXTENSION_BIT: Final = (7, 0x04)  # BEP 6: reserved[7] & 0x04
 DHT_BIT: Final = (7, 0x01)  # BEP 5: reserved[7] & 0x01
+#: BEP 52: on a hybrid torrent's v1 connection, the sender also speaks v2 and takes an
+#: answer naming the truncated v2 hash as an upgrade of the connection to it.
+V2_UPGRADE_BIT: Final = (7, 0x10)  # BEP 52: reserved[7] & 0x10
 
 
 class MessageId(enum.IntEnum):
@@ -121,6 +125,11 @@ class Handshake:
     def dht(self) -> bool:
         """The sender runs a BEP 5 DHT node (it may send a ``port`` message)."""
         return self._bit(DHT_BIT)
+
+    @property
+    def v2_upgrade(self) -> bool:
+        """The sender names a hybrid by its v1 hash and may be upgraded to v2 (BEP 52)."""
+        return self._bit(V2_UPGRADE_BIT)
 
 
 @dataclass(frozen=True, slots=True)
