@@ -469,12 +469,12 @@ class UtpSocketManager:
         if now is None:
             now = self._now = self._clock.monotonic()
         conn.receive(data, now)
-        if typ == _DATA and stream.half_open:
+        if stream.half_open and typ == _DATA:
             stream.half_open = False
             self._half_open.discard(stream)
         state = conn.state
         if state == _CONNECTED:
-            if not stream.connected.done():
+            if stream.dialling:
                 stream.on_connected()
             # The batch's bytes reach the peer in one call once the socket is drained, and
             # before the ACK goes out, so the window it advertises counts what the reader holds.

@@ -66,6 +66,7 @@ from torrent.proto.utp.packet import (
     sack_bitmask,
     sacked,
 )
+from torrent.proto.utp.sendbuf import SendBuffer
 
 __all__ = [
     "INITIAL_PACKET",
@@ -176,7 +177,7 @@ class UtpConnection:
         self._bytes_in_flight = 0
         self._unacked = 0  # payload bytes in _inflight, resends included
         self._num_need_resend = 0
-        self._sendbuf = bytearray()
+        self._sendbuf = SendBuffer()
         self._fin_pending = False
         self._fin_seq: int | None = None
         self._peer_wnd = DEFAULT_RECV_BUFFER
@@ -324,7 +325,7 @@ class UtpConnection:
         """
         if self._fin_pending or self.state == State.CLOSED:
             raise LocalProtocolError("write on a closed uTP connection")
-        self._sendbuf += data
+        self._sendbuf.append(data)
 
     def set_app_buffered(self, nbytes: int, now: float) -> None:
         """The application holds ``nbytes`` received and not yet read (it shrinks our window).
@@ -397,9 +398,7 @@ class UtpConnection:
         ):
             # The receiving side's usual packet: data that acknowledges nothing new. The
             # checks and ACK handling below would find nothing to do (see _admit, _on_ack).
-            self._took_header(ts, tsd, wnd, now)
-            self._progress = False
-            self._on_data(seq, data, HEADER_SIZE, len(data) - HEADER_SIZE)
+            self._on_plain_data(data, ts, tsd, wnd, seq, now)
             return
         if tv & 0x0F != VERSION:
             c.bad_version += 1
@@ -432,6 +431,32 @@ class UtpConnection:
             self._on_fin(seq)
         if self._fin_seq is not None and self._fin_seq not in self._inflight:
             self._fin_acknowledged(now)
+
+    def _on_plain_data(self, data: bytes, ts: int, tsd: int, wnd: int, seq: int, now: float) -> None:
+        """DATA that acknowledges nothing new, on an open connection: ``_took_header`` and
+        ``_on_data`` in one call, and the next packet in order taken on the spot (a call is
+        a tenth of this path)."""
+        self.last_received_at = now
+        self._reply_us = (int(now * 1e6) - ts) & _U32
+        self._peer_wnd = wnd
+        if wnd >= self.packet_size:
+            self._zero_window_probes = 0
+        if tsd:
+            self._last_delay_us = tsd
+        self._progress = False
+        plen = len(data) - HEADER_SIZE
+        if (
+            seq == ((self.ack_nr + 1) & ACK_MASK)
+            and not self._reorder
+            and self._eof_seq is None
+            and self._app_buffered + plen <= self._recv_buffer
+        ):
+            self._ack_pending = True
+            if plen:
+                self.received.append(data[HEADER_SIZE:])
+            self.ack_nr = seq
+            return
+        self._on_data(seq, data, HEADER_SIZE, plen)
 
     def _took_header(self, ts: int, tsd: int, wnd: int, now: float) -> None:
         """What every accepted packet tells: it is alive, its clock, its window, our delay."""
@@ -678,9 +703,7 @@ class UtpConnection:
                 if self._timeout_at is None:
                     self._timeout_at = now + self.rtt.rto_s
                 return
-            payload = bytes(buf[:n])
-            del buf[:n]
-            self._send_new(_DATA, payload, now, probe)
+            self._send_new(_DATA, buf.take(n), now, probe)
 
     def _send_new(self, typ: int, payload: bytes, now: float, probe: bool) -> None:
         seq = self.seq_nr
@@ -863,7 +886,5 @@ class UtpConnection:
             return
         self.rtt.back_off()
         n = min(len(self._sendbuf), self.packet_size - HEADER_SIZE)
-        payload = bytes(self._sendbuf[:n])
-        del self._sendbuf[:n]
-        self._send_new(_DATA, payload, now, False)
+        self._send_new(_DATA, self._sendbuf.take(n), now, False)
         self._timeout_at = now + self.rtt.rto_s
