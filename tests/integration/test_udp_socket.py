@@ -1,0 +1,120 @@
+"""The session's UDP socket on loopback: datagrams routed by first byte, GRO runs cut back into
+the datagrams they were sent as, and sends queued in order while the socket buffer is full."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import sys
+from typing import Any
+
+import pytest
+
+from tests.polling import wait_until
+from torrent.engine.udp import DatagramSender, UdpSocket
+
+UDP_SEGMENT = 103  # Linux GSO, the sender's side
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+        self.batches = 0
+
+    def __call__(self, data: bytes, addr: Any) -> None:
+        self.got.append(data)
+
+    def drained(self) -> None:
+        self.batches += 1
+
+
+async def test_datagrams_go_to_the_handler_of_their_first_byte() -> None:
+    udp = await UdpSocket.open("127.0.0.1", 0)
+    a, d = Collect(), Collect()
+    udp.route(b"\x01\x11", a)
+    udp.route(b"d", d)
+    udp.on_drained(a.drained)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for data in (b"\x01one", b"d2:xx", b"\x11three", b"zz-nobody", b"\x01" + bytes(1400)):
+            sender.sendto(data, ("127.0.0.1", udp.port))
+        await wait_until(lambda: len(a.got) == 3 and len(d.got) == 1 and udp.unclaimed == 1)
+        assert a.got == [b"\x01one", b"\x11three", b"\x01" + bytes(1400)]
+        assert d.got == [b"d2:xx"]
+        assert a.batches >= 1
+    finally:
+        sender.close()
+        udp.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="UDP GSO/GRO are Linux's")
+async def test_a_gso_run_arrives_as_the_datagrams_it_was_sent_as() -> None:
+    udp = await UdpSocket.open("127.0.0.1", 0)
+    assert udp.gro
+    got = Collect()
+    udp.route(bytes(range(256)), got)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    segments = [bytes([i]) * 1000 for i in range(1, 6)] + [b"\x09" * 300]  # the last one shorter
+    try:
+        sender.sendmsg(
+            [b"".join(segments)],
+            [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", 1000))],
+            0,
+            ("127.0.0.1", udp.port),
+        )
+        sender.sendto(b"\x0alone", ("127.0.0.1", udp.port))
+        await wait_until(lambda: len(got.got) == 7)
+        assert got.got == [*segments, b"\x0alone"]
+        assert udp.gro_reads == 1  # loopback keeps the GSO send whole: one read
+        assert udp.gro_datagrams == 6
+    finally:
+        sender.close()
+        udp.close()
+
+
+class FullOnce(socket.socket):
+    """A socket whose buffer is full for its first ``full`` sends."""
+
+    full = 3
+
+    def sendto(self, *args: Any) -> int:
+        if self.full:
+            self.full -= 1
+            raise BlockingIOError
+        return super().sendto(*args)
+
+
+async def test_sends_wait_in_order_while_the_socket_buffer_is_full() -> None:
+    loop = asyncio.get_running_loop()
+    udp = await UdpSocket.open("127.0.0.1", 0)
+    got = Collect()
+    udp.route(b"x", got)
+    sock = FullOnce(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.1", 0))
+    owner = UdpSocket()
+    sender = DatagramSender(loop, sock, owner)
+    try:
+        for i in range(5):
+            sender.sendto(b"x%d" % i, ("127.0.0.1", udp.port))
+        assert sender.get_write_buffer_size() == 10  # all five wait behind the first refusal
+        await wait_until(lambda: len(got.got) == 5)
+        assert got.got == [b"x0", b"x1", b"x2", b"x3", b"x4"]
+        assert sender.get_write_buffer_size() == 0
+        sender.abort()
+        assert sender.is_closing()
+        sender.sendto(b"x9", ("127.0.0.1", udp.port))  # dropped, as after a close
+        assert sender.get_write_buffer_size() == 0
+    finally:
+        sock.close()
+        udp.close()
+
+
+async def test_closing_frees_the_port_at_once() -> None:
+    udp = await UdpSocket.open("127.0.0.1", 0)
+    port = udp.port
+    udp.close()
+    again = await UdpSocket.open("127.0.0.1", port)
+    assert again.port == port
+    again.close()
