@@ -43,7 +43,8 @@ import asyncio
 from dataclasses import dataclass
 
 from torrent.engine.transport import Connector, Transport, tcp_connect
-from torrent.engine.utp_socket import UtpHints, UtpSocketManager
+from torrent.engine.utp_hints import UtpHints
+from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["DialCounters", "DialStats", "UtpFirstConnector", "UtpHints"]
 
