@@ -61,8 +61,12 @@ class UtpPort:
     __slots__ = (
         "df",
         "gso",
+        "gso_datagrams",
+        "gso_sends",
         "mtu_ceiling",
         "queued",
+        "rcvbuf",
+        "sndbuf",
         "sock",
         "sockname",
         "too_big",
@@ -88,10 +92,19 @@ class UtpPort:
         self.gso = sys.platform == "linux" and self.sock is not None
         #: Datagrams refused with EMSGSIZE on this socket.
         self.too_big = 0
+        #: GSO sends made, and the datagrams they carried (how often runs go out whole).
+        self.gso_sends = 0
+        self.gso_datagrams = 0
+        #: The socket buffers the kernel granted (Linux reports twice what was asked, its
+        #: bookkeeping included); 0 when unknown.
+        self.rcvbuf = self.sndbuf = 0
         if sock is not None:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            with contextlib.suppress(OSError):
+                self.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                self.sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         #: The don't-fragment bit is set on every datagram (path MTU discovery).
         self.df = self.sock is not None and set_dont_fragment(self.sock, self.version, PMTUDISC_DO)
 
@@ -189,6 +202,9 @@ class UtpPort:
                     return
                 if self.too_big == before:
                     self.gso = False
+            else:
+                self.gso_sends += 1
+                self.gso_datagrams += j - i
             i = j
 
     def _queue(self, out: list[bytes], i: int, addr: tuple[str, int]) -> None:

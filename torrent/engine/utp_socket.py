@@ -118,6 +118,11 @@ class UtpSocketManager:
         udp.on_drained(self.drained)
 
     @property
+    def ports(self) -> tuple[UtpPort, ...]:
+        """The sockets served, one per address family (their send figures and buffers)."""
+        return tuple(self._ports.values())
+
+    @property
     def gso(self) -> bool:
         """GSO sends are still in use on every socket (they stop after a failure)."""
         return all(p.gso for p in self._ports.values())
