@@ -1,4 +1,5 @@
-"""The session's UDP socket on loopback: datagrams routed by first byte, GRO runs cut back into
+"""The session's UDP socket on loopback: datagrams routed by first byte with their senders as
+``recvfrom`` gives them, more than one ``recvmmsg`` worth read in order, GRO runs cut back into
 the datagrams they were sent as, and sends queued in order while the socket buffer is full."""
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
 from torrent.engine.udp import DatagramSender, UdpSocket
+from torrent.engine.udp_mmsg import VLEN
 
 UDP_SEGMENT = 103  # Linux GSO, the sender's side
 
@@ -20,10 +23,13 @@ UDP_SEGMENT = 103  # Linux GSO, the sender's side
 class Collect:
     def __init__(self) -> None:
         self.got: list[bytes] = []
+        self.senders: list[Any] = []
         self.batches = 0
 
     def __call__(self, data: bytes, addr: Any) -> None:
+        assert type(data) is bytes
         self.got.append(data)
+        self.senders.append(addr)
 
     def drained(self) -> None:
         self.batches += 1
@@ -118,3 +124,43 @@ async def test_closing_frees_the_port_at_once() -> None:
     again = await UdpSocket.open("127.0.0.1", port)
     assert again.port == port
     again.close()
+
+
+async def test_a_queue_longer_than_one_read_arrives_whole_in_order_with_its_sender() -> None:
+    udp = await UdpSocket.open("127.0.0.1", 0)
+    got = Collect()
+    udp.route(b"x", got)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 0))
+    count = 5 * VLEN + 3
+    try:
+        for i in range(count):  # queued before the loop looks: several reads' worth
+            sender.sendto(b"x%05d" % i + bytes(i % 1400), ("127.0.0.1", udp.port))
+        await wait_until(lambda: len(got.got) == count)
+        assert got.got == [b"x%05d" % i + bytes(i % 1400) for i in range(count)]
+        assert set(got.senders) == {sender.getsockname()}
+    finally:
+        sender.close()
+        udp.close()
+
+
+@needs_ipv6
+async def test_an_ipv6_sender_is_given_as_recvfrom_gives_it() -> None:
+    udp = await UdpSocket.open("::1", 0)
+    got = Collect()
+    udp.route(b"x", got)
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sender.bind(("::1", 0))
+    probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    probe.bind(("::1", 0))
+    try:
+        sender.sendto(b"x1", ("::1", udp.port))
+        sender.sendto(b"x2", probe.getsockname()[:2])
+        _, expected = probe.recvfrom(100)  # the same sender, as the socket module reports it
+        await wait_until(lambda: len(got.got) == 1)
+        assert got.senders == [expected]
+        assert len(expected) == 4
+    finally:
+        sender.close()
+        probe.close()
+        udp.close()

@@ -18,12 +18,14 @@ ACK per connection per batch there instead of one per datagram.
 
 On Linux the socket also takes UDP GRO (``UDP_GRO``): a run of datagrams of one size from one
 sender that arrives together (on loopback: what the sender handed the kernel as one GSO
-send, as our uTP does) is read in one ``recvmsg``, whose control message gives the segment
-size, and is cut back into datagrams here. Python has no ``recvmmsg``; this is the batching
-the kernel offers instead. asyncio's and uvloop's datagram transports read with
-``recvfrom`` and drop control messages (an aggregate would look like one long datagram), so
-this module reads the socket itself (``loop.add_reader``) and sends through
-:class:`DatagramSender`, a small datagram transport of its own.
+send, as our uTP does) is read as one buffer, whose control message gives the segment size,
+and is cut back into datagrams here. And the reads themselves are batched: ``recvmmsg``
+(through ctypes, :mod:`torrent.engine.udp_mmsg`; Python's socket module has no binding)
+reads up to ``VLEN`` datagrams or runs in one system call, with ``recvmsg_into`` one at a
+time as the fallback. asyncio's and uvloop's datagram transports read with ``recvfrom`` and
+drop control messages (a run would look like one long datagram), so this module reads the
+socket itself (``loop.add_reader``) and sends through :class:`DatagramSender`, a small
+datagram transport of its own.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import socket
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from torrent.engine.udp_mmsg import VLEN, MultiReader, open_reader
 
 __all__ = ["DatagramHandler", "DatagramSender", "UdpSocket"]
 
@@ -137,6 +141,7 @@ class UdpSocket:
         self._routes: dict[int, DatagramHandler] = {}
         self._drained: list[Callable[[], None]] = []
         self._sock: socket.socket | None = None
+        self._multi: MultiReader | None = None
         self._buffer = bytearray(READ_BUFFER)
         self._view = memoryview(self._buffer)
         #: Datagrams no handler claimed (empty, or a first byte nobody registered).
@@ -170,6 +175,7 @@ class UdpSocket:
                     self.gro = True
             self.transport = DatagramSender(loop, sock, self)
             self._sock = sock
+            self._multi = open_reader(sock)
             loop.add_reader(sock.fileno(), self._read_ready)
         except BaseException:
             if self.transport is not None:
@@ -215,6 +221,9 @@ class UdpSocket:
         if self.transport is not None:
             self.transport.abort()  # nothing stays registered with the loop
             self.transport = None
+        if self._multi is not None:
+            self._multi.close()
+            self._multi = None
         if self._sock is not None:
             self._sock.close()
         self._routes.clear()
@@ -224,9 +233,39 @@ class UdpSocket:
     # reading
 
     def _read_ready(self) -> None:
-        sock = self._sock
-        if sock is None:
+        if self._sock is None:
             return
+        if self._multi is not None:
+            self._read_multi(self._multi)
+        else:
+            self._read_single(self._sock)
+        for hook in self._drained:
+            hook()
+
+    def _read_multi(self, reader: MultiReader) -> None:
+        """Up to ``READ_BATCH`` datagrams, ``VLEN`` to a system call."""
+        routes = self._routes
+        for _ in range(READ_BATCH // VLEN):
+            try:
+                got = reader.read()
+            except OSError as exc:  # an ICMP error queued for an earlier send
+                self.error_received(exc)
+                return
+            for view, addr, segment in got:
+                if segment:
+                    self._split(view, len(view), segment, addr)
+                    continue
+                data = view.tobytes()
+                handler = routes.get(data[0]) if data else None
+                if handler is None:
+                    self.unclaimed += 1
+                else:
+                    handler(data, addr)
+            if len(got) < VLEN:
+                return
+
+    def _read_single(self, sock: socket.socket) -> None:
+        """Up to ``READ_BATCH`` datagrams, one to a system call."""
         routes = self._routes
         view = self._view
         buffers = [self._buffer]
@@ -240,7 +279,7 @@ class UdpSocket:
                 self.error_received(exc)
                 break
             if ancillary:
-                self._split(n, ancillary, addr)
+                self._split(view, n, _segment_size(ancillary, n), addr)
                 continue
             data = view[:n].tobytes()
             handler = routes.get(data[0]) if data else None
@@ -248,17 +287,10 @@ class UdpSocket:
                 self.unclaimed += 1
             else:
                 handler(data, addr)
-        for hook in self._drained:
-            hook()
 
-    def _split(self, n: int, ancillary: list[tuple[int, int, bytes]], addr: Any) -> None:
-        """A GRO read: ``n`` bytes of datagrams of the control message's size (the last may
-        be shorter), handed out one by one as if read one by one."""
-        size = n
-        for level, kind, value in ancillary:
-            if level == _SOL_UDP and kind == UDP_GRO and len(value) >= 4:
-                size = int.from_bytes(value[:4], sys.byteorder) or n
-        view = self._view
+    def _split(self, view: memoryview, n: int, size: int, addr: Any) -> None:
+        """A GRO read: ``n`` bytes of datagrams of ``size`` bytes (the last may be shorter),
+        handed out one by one as if read one by one."""
         routes = self._routes
         self.gro_reads += 1
         for start in range(0, n, size):
@@ -273,3 +305,11 @@ class UdpSocket:
     def error_received(self, exc: Exception) -> None:
         self.send_errors += 1
         log.debug("UDP socket error: %s", exc)
+
+
+def _segment_size(ancillary: list[tuple[int, int, bytes]], n: int) -> int:
+    """The GRO segment size in a ``recvmsg`` control message (``n``, one datagram, if none)."""
+    for level, kind, value in ancillary:
+        if level == _SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+            return int.from_bytes(value[:4], sys.byteorder) or n
+    return n
