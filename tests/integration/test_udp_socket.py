@@ -14,10 +14,20 @@ import pytest
 
 from tests.ipv6 import needs_ipv6
 from tests.polling import wait_until
+from torrent.engine import udp as udp_module
 from torrent.engine.udp import DatagramSender, UdpSocket
 from torrent.engine.udp_mmsg import VLEN
 
 UDP_SEGMENT = 103  # Linux GSO, the sender's side
+
+
+@pytest.fixture(params=["recvmmsg", "recvmsg_into"])
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each reading test runs with batched reads, and with the one-at-a-time fallback (what a
+    C library without ``recvmmsg`` gets)."""
+    if request.param == "recvmsg_into":
+        monkeypatch.setattr(udp_module, "open_reader", lambda sock: None)
+    return str(request.param)
 
 
 class Collect:
@@ -35,7 +45,7 @@ class Collect:
         self.batches += 1
 
 
-async def test_datagrams_go_to_the_handler_of_their_first_byte() -> None:
+async def test_datagrams_go_to_the_handler_of_their_first_byte(reads: str) -> None:
     udp = await UdpSocket.open("127.0.0.1", 0)
     a, d = Collect(), Collect()
     udp.route(b"\x01\x11", a)
@@ -55,7 +65,7 @@ async def test_datagrams_go_to_the_handler_of_their_first_byte() -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="UDP GSO/GRO are Linux's")
-async def test_a_gso_run_arrives_as_the_datagrams_it_was_sent_as() -> None:
+async def test_a_gso_run_arrives_as_the_datagrams_it_was_sent_as(reads: str) -> None:
     udp = await UdpSocket.open("127.0.0.1", 0)
     assert udp.gro
     got = Collect()
@@ -126,7 +136,7 @@ async def test_closing_frees_the_port_at_once() -> None:
     again.close()
 
 
-async def test_a_queue_longer_than_one_read_arrives_whole_in_order_with_its_sender() -> None:
+async def test_a_queue_longer_than_one_read_arrives_whole_in_order_with_its_sender(reads: str) -> None:
     udp = await UdpSocket.open("127.0.0.1", 0)
     got = Collect()
     udp.route(b"x", got)
@@ -145,7 +155,7 @@ async def test_a_queue_longer_than_one_read_arrives_whole_in_order_with_its_send
 
 
 @needs_ipv6
-async def test_an_ipv6_sender_is_given_as_recvfrom_gives_it() -> None:
+async def test_an_ipv6_sender_is_given_as_recvfrom_gives_it(reads: str) -> None:
     udp = await UdpSocket.open("::1", 0)
     got = Collect()
     udp.route(b"x", got)
