@@ -18,7 +18,9 @@ libtorrent runs in this process with TCP off both ways (``enable_incoming_tcp`` 
 defaults (uTP dialled first) and ``--encryption off``; in (c) the run checks that no TCP
 connection carried the transfer (``/proc/net/tcp`` of the namespace, sampled while it runs).
 Timing, CPU seconds (``wait4``) and peak RSS as in ``bench/transfer.py``; CPU is also given as
-seconds per GiB moved.
+seconds per GiB moved: of our leecher in (b) and (c), of our seed in (d), and in (c) of the
+seed as well (a seed's figure includes checking the payload at start). Bytecode is compiled
+first, as an installed copy has it. ``--profile DIR`` runs our processes under cProfile.
 
 ``--echo-s``: the ceiling of Python datagram handling here: one asyncio datagram endpoint
 sending 1,452-byte datagrams to another that echoes them (a window of 64 in flight), for that
@@ -91,18 +93,57 @@ def tcp_established_on(port: int) -> bool:
 
 #: Extra arguments before our subcommand (``--no-uvloop``).
 OURS_GLOBAL: list[str] = []
+#: ``--profile``: where our processes write their cProfile statistics (None: not profiled).
+PROFILE_DIR: Path | None = None
+PROFILE_RUNS: list[str] = []
+#: Runs ``cli.main`` under cProfile timed by the main thread's CPU clock: wall time would
+#: charge whatever runs when the machine's other load preempts us, and the disk threads'
+#: CPU is not the loop's.
+PROFILE_STUB = """
+import cProfile, runpy, sys, time
+out = sys.argv[1]
+sys.argv = ["cli.main", *sys.argv[2:]]
+prof = cProfile.Profile(time.thread_time)
+try:
+    prof.runcall(runpy.run_module, "cli.main", run_name="__main__", alter_sys=True)
+except (SystemExit, KeyboardInterrupt):
+    pass
+finally:
+    prof.dump_stats(out)
+"""
 
 
 def ours(args: list[str], log: Path) -> tb.Proc:
-    return tb.spawn(
-        [*OURS_GLOBAL, *args, "--no-dht", "--no-lsd", "--json", "--bind", "127.0.0.1", "--encryption", "off"],
-        log,
+    argv = [
+        *OURS_GLOBAL,
+        *args,
+        "--no-dht",
+        "--no-lsd",
+        "--json",
+        "--bind",
+        "127.0.0.1",
+        "--encryption",
+        "off",
+    ]
+    if PROFILE_DIR is None:
+        return tb.spawn(argv, log)
+    PROFILE_RUNS.append(log.stem)
+    out = PROFILE_DIR / f"{len(PROFILE_RUNS):02d}-{log.stem}.prof"
+    f = open(log, "wb")  # noqa: SIM115 - closed with the process
+    p = subprocess.Popen(
+        [sys.executable, "-c", PROFILE_STUB, str(out), *argv],
+        cwd=tb.ROOT,
+        stdout=f,
+        stderr=subprocess.STDOUT,
     )
+    return tb.Proc(p, time.monotonic())
 
 
 async def run_pair(
-    kind: str, work: Path, torrent: Path, data_dir: Path, size: int
+    kind: str, work: Path, torrent: Path, data_dir: Path, size: int, seeds: list[tb.Proc]
 ) -> tuple[float, tb.Proc | None]:
+    """(MB/s, our process to report: the leecher, or in (d) the seed); our seed, once
+    stopped, is appended to ``seeds``."""
     out = work / f"out-{kind}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
@@ -169,7 +210,7 @@ async def run_pair(
         return size / (times["completed"] - times["checked"]) / 1e6, leech
     finally:
         if our_seed is not None:
-            await tb.stop(our_seed)
+            seeds.append(await tb.stop(our_seed))
         sessions.clear()
         shutil.rmtree(out, ignore_errors=True)
 
@@ -276,8 +317,9 @@ async def main_async(args: argparse.Namespace) -> None:
         )
         for run in range(args.runs):
             for k in kinds:
+                seeds: list[tb.Proc] = []
                 try:
-                    rate, proc = await run_pair(k, work, torrent, data_dir, size)
+                    rate, proc = await run_pair(k, work, torrent, data_dir, size, seeds)
                 except Exception as exc:  # report and go on with the other pairings
                     results[k].note = f"failed: {exc}"
                     print(f"run {run + 1} {names[k]}: {results[k].note}", flush=True)
@@ -290,6 +332,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     extra = (
                         f", ours: {proc.cpu_s:.1f} CPU s ({proc.cpu_s / (size / GIB):.1f} s/GiB),"
                         f" peak RSS {proc.max_rss_mib:.0f} MiB"
+                    )
+                if k == "c" and seeds:
+                    extra += (
+                        f"; our seed: {seeds[0].cpu_s:.1f} CPU s ({seeds[0].cpu_s / (size / GIB):.1f} s/GiB)"
                     )
                 print(f"run {run + 1} {names[k]}: {rate:.1f} MB/s{extra}", flush=True)
     print()
@@ -333,10 +379,18 @@ def main() -> None:
     parser.add_argument("--echo-s", type=float, default=3.0)
     parser.add_argument("--sim-mib", type=int, default=64)
     parser.add_argument("--no-uvloop", action="store_true", help="run our processes on asyncio's own loop")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="run our processes under cProfile, statistics into DIR"
+    )
     args = parser.parse_args()
     if args.no_uvloop:
         OURS_GLOBAL.append("--no-uvloop")
+    if args.profile is not None:
+        global PROFILE_DIR
+        PROFILE_DIR = args.profile.resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     tb.reexec_isolated()
+    tb.compile_bytecode()  # as an installed copy has it: not timed as our CPU
     set_lo_mtu(1500)  # only ever inside the namespace reexec_isolated made
     asyncio.run(main_async(args))
 

@@ -38,14 +38,17 @@ class FakeUtp:
 
 
 class FakeTcp:
-    def __init__(self, *, refuses: bool = False) -> None:
+    def __init__(self, *, refuses: bool = False, silent: bool = False) -> None:
         self.refuses = refuses
+        self.silent = silent  # its SYNs are dropped: the connect never ends by itself
         self.dials: list[tuple[str, int]] = []
 
     async def __call__(self, protocol: asyncio.BaseProtocol, addr: tuple[str, int]) -> Transport:
         self.dials.append(addr)
         if self.refuses:
             raise ConnectionRefusedError(addr)
+        if self.silent:
+            await asyncio.sleep(3600)
         return TCP_STREAM
 
 
@@ -145,3 +148,31 @@ def test_received_pex_flags_become_hearsay_hints() -> None:
     assert not hints.observed(("10.0.0.2", 1))
     assert hints.get(("10.0.0.3", 1)) is None
     assert hints.get(("10.0.0.9", 1)) is True
+
+
+async def test_pex_without_the_utp_flag_then_tcp_silent_leaves_utp_its_share_of_the_budget() -> None:
+    # The caller bounds the whole dial (Peer's connect_timeout_s): a TCP dial whose SYNs are
+    # dropped must not use all of it, or uTP is never tried.
+    utp, tcp = FakeUtp(answers=True), FakeTcp(silent=True)
+    utp.hints.learn(ADDR, speaks_utp=False, observed=False)
+    dial = UtpFirstConnector(cast(UtpSocketManager, utp), utp_timeout_s=0.2, budget_s=0.6, fallback=tcp)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(0.6):
+        assert await dial(asyncio.Protocol(), ADDR) is UTP_STREAM
+    assert tcp.dials == [ADDR]
+    assert utp.dials == [ADDR]
+    assert loop.time() - started >= 0.4  # TCP had its share (the budget less uTP's)
+    assert utp.hints.get(ADDR) is None  # the hearsay is forgotten
+    assert dial.counters.tcp_first == 1
+    assert dial.counters.utp == 1
+
+
+async def test_without_a_budget_a_silent_tcp_first_dial_is_bounded_by_the_caller_only() -> None:
+    utp, tcp = FakeUtp(answers=True), FakeTcp(silent=True)
+    utp.hints.learn(ADDR, speaks_utp=False, observed=False)
+    dial = connector(utp, tcp)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await dial(asyncio.Protocol(), ADDR)
+    assert utp.dials == []

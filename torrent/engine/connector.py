@@ -73,7 +73,10 @@ class PeerConnector:
             raw: Connector = tcp_connect
             if ctx.utp is not None:
                 raw = UtpFirstConnector(
-                    ctx.utp, utp_timeout_s=self._settings.utp_connect_timeout_s, counters=ctx.utp_dials
+                    ctx.utp,
+                    utp_timeout_s=self._settings.utp_connect_timeout_s,
+                    budget_s=self._settings.connect_timeout_s,
+                    counters=ctx.utp_dials,
                 )
             self._connect = (
                 raw

@@ -20,12 +20,18 @@ What is known of an address changes the order (:class:`UtpHints`, one table per 
 * It does not — our SYN to it went unanswered: TCP at once (``tcp_known``), saving the
   ``utp_timeout_s`` wait on every redial.
 * A PEX message listed it without the uTP flag: TCP at once (``tcp_first``), and uTP only if
-  TCP fails. The flag is hearsay (the sender's own connection to it is not uTP: the peer
-  dialled the sender over TCP, or the sender's uTP dial to it failed), so it never overrides
-  what we saw ourselves, and a failed TCP dial forgets it (the next dial is uTP first again).
+  TCP fails (refused, or silent past its share of the connect budget: see below). The flag
+  is hearsay (the sender's own connection to it is not uTP: the peer dialled the sender over
+  TCP, or the sender's uTP dial to it failed), so it never overrides what we saw ourselves,
+  and a failed TCP dial forgets it (the next dial is uTP first again).
   libtorrent takes only the positive flag; we take the negative one too because a dial to
   a TCP-only peer otherwise waits ``utp_timeout_s`` (2 s) of unanswered SYNs before TCP
   starts, while a peer that in fact speaks uTP loses nothing: TCP reaches it (the sender did).
+
+Each attempt gets its own bounded share of the caller's connect budget (``budget_s``, the
+whole dial's timeout): uTP first gets ``utp_timeout_s`` and TCP the rest; TCP first gets the
+budget less ``utp_timeout_s`` (at least half of it), so a TCP dial that is silently dropped,
+not refused, still leaves uTP its turn before the caller gives up.
 
 A peer reached both ways (it dialled us over one, we dialled it over the other) is kept once:
 the swarm closes the second connection with the same peer id (see ``Swarm``'s duplicate rule).
@@ -37,7 +43,8 @@ import asyncio
 from dataclasses import dataclass
 
 from torrent.engine.transport import Connector, Transport, tcp_connect
-from torrent.engine.utp_socket import UtpHints, UtpSocketManager
+from torrent.engine.utp_hints import UtpHints
+from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["DialCounters", "DialStats", "UtpFirstConnector", "UtpHints"]
 
@@ -79,6 +86,9 @@ class UtpFirstConnector:
     Args:
         utp: the session's uTP socket (its ``hints`` steer the order).
         utp_timeout_s: how long the SYN may go unanswered before TCP is tried.
+        budget_s: the caller's timeout for the whole dial (``Settings.connect_timeout_s``):
+            a TCP attempt made first is cut off in time for uTP to have its turn. None: the
+            TCP attempt is not bounded here.
         fallback: the TCP dial.
         counters: where the outcomes are counted.
     """
@@ -88,11 +98,13 @@ class UtpFirstConnector:
         utp: UtpSocketManager,
         *,
         utp_timeout_s: float,
+        budget_s: float | None = None,
         fallback: Connector = tcp_connect,
         counters: DialCounters | None = None,
     ) -> None:
         self._utp = utp
         self._timeout_s = utp_timeout_s
+        self._tcp_first_s = None if budget_s is None else max(budget_s - utp_timeout_s, budget_s / 2)
         self._fallback = fallback
         self.counters = counters or DialCounters()
         self.hints: UtpHints = utp.hints
@@ -118,11 +130,13 @@ class UtpFirstConnector:
     async def _tcp_first(
         self, protocol: asyncio.BaseProtocol, addr: tuple[str, int], key: tuple[str, int]
     ) -> Transport:
-        """PEX said it does not speak uTP: TCP; if TCP fails, forget that and try uTP."""
+        """PEX said it does not speak uTP: TCP, within its share of the budget; if TCP fails
+        or runs out of time, forget that and try uTP."""
         self.counters.tcp_first += 1
         try:
-            return await self._fallback(protocol, addr)
-        except OSError:
+            async with asyncio.timeout(self._tcp_first_s):
+                return await self._fallback(protocol, addr)
+        except OSError:  # TimeoutError included
             self.hints.forget(key)
             async with asyncio.timeout(self._timeout_s):
                 transport = await self._utp.connect(protocol, addr)

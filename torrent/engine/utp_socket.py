@@ -22,40 +22,28 @@ then delivers the bytes to the peer and sends the ACKs and data the window allow
 * Timers are batched: one loop timer every ``TICK_S`` runs the retransmission timers of every
   connection whose deadline passed, and only while there are connections.
 
-Socket buffers: the session asks the kernel for large UDP buffers (``SOCKET_BUFFER``), as
-bursts of a fast sender otherwise overflow the receive queue before the loop reads them.
-
-Sending: a connection's run of equal-sized datagrams (a window's worth of full data packets)
-goes to the kernel in one ``sendmsg`` with Linux's ``UDP_SEGMENT`` (GSO): the kernel cuts the
-buffer into datagrams of that size, so the peer receives ordinary packets and we pay one system
-call instead of dozens. It is used only when the transport has nothing queued (order is kept)
-and turned off for good at its first error (an old kernel, another OS); single datagrams and
-the fallback go through the asyncio transport.
+Sending goes through a :class:`~torrent.engine.utp_port.UtpPort` per socket (socket buffers,
+GSO runs, the don't-fragment bit); what the session knows of which addresses speak uTP is in
+:class:`~torrent.engine.utp_hints.UtpHints` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import ipaddress
 import secrets
-import socket
-import struct
-import sys
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.transport import Transport
 from torrent.engine.udp import UdpSocket
+from torrent.engine.utp_hints import MAX_HINTS, UtpHints
+from torrent.engine.utp_port import SOCKET_BUFFER, UtpPort
 from torrent.engine.utp_stream import UtpStream
 from torrent.proto.utp import (
     HEADER,
     HEADER_SIZE,
-    MAX_PACKET_V4,
-    MAX_PACKET_V6,
     PacketType,
     State,
     UtpConnection,
@@ -63,33 +51,14 @@ from torrent.proto.utp import (
     UtpStats,
 )
 
-__all__ = ["FIRST_BYTES", "SOCKET_BUFFER", "TICK_S", "UtpHints", "UtpSocketManager"]
+__all__ = ["FIRST_BYTES", "MAX_HINTS", "SOCKET_BUFFER", "TICK_S", "UtpHints", "UtpPort", "UtpSocketManager"]
 
 #: First bytes of uTP version 1 packets, one per type (BEP 29).
 FIRST_BYTES = bytes((t << 4) | 1 for t in PacketType)
 #: How often the retransmission timers run (the lowest timeout is 500 ms).
 TICK_S = 0.05
-#: Socket buffers asked for, both ways (the kernel may cap them at ``rmem_max``/``wmem_max``).
-SOCKET_BUFFER = 4 << 20
 #: Accepted connections that have not sent data yet, at most.
 MAX_HALF_OPEN = 64
-#: Addresses :class:`UtpHints` remembers at most (the least recently told go first).
-MAX_HINTS = 4096
-#: Linux UDP GSO (``include/uapi/linux/udp.h``): the ``SOL_UDP`` option and control message.
-UDP_SEGMENT = 103
-#: Linux ``IP_MTU_DISCOVER`` / ``IPV6_MTU_DISCOVER`` (``include/uapi/linux/in.h``, ``in6.h``)
-#: and their modes: fragment locally, or set the don't-fragment bit and refuse what is too big.
-IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
-IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
-PMTUDISC_DONT = 0
-PMTUDISC_DO = 2
-#: Datagrams in one GSO send at most (the kernel's limit is 64 segments).
-GSO_MAX_SEGMENTS = 64
-#: Bytes in one GSO send at most: it is one UDP datagram to the kernel until it is cut, so
-#: its length fits the 16-bit field (65,535 less the IPv4 and UDP headers); 64 full-size
-#: packets would not (``EMSGSIZE``).
-GSO_MAX_BYTES = 65535 - 20 - 8
-
 _SYN = int(PacketType.SYN)
 _DATA = int(PacketType.DATA)
 _FIN = int(PacketType.FIN)
@@ -98,224 +67,6 @@ _CONNECTED = State.CONNECTED
 _CLOSED = State.CLOSED
 
 Key = tuple[tuple[str, int], int]
-
-
-class UtpHints:
-    """Whether addresses speak uTP, as far as the session knows; bounded, the least recently
-    told forgotten first. It steers the order of a dial (see :mod:`torrent.engine.utp_dial`).
-
-    What we saw ourselves (a uTP connection from or to the address, a SYN that went
-    unanswered) is *observed*; what a peer's PEX message said is hearsay, and never replaces
-    an observation.
-    """
-
-    def __init__(self, max_entries: int = MAX_HINTS) -> None:
-        self._max = max_entries
-        #: address -> (speaks uTP, observed)
-        self._known: OrderedDict[tuple[str, int], tuple[bool, bool]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._known)
-
-    def learn(self, addr: tuple[str, int], *, speaks_utp: bool, observed: bool = True) -> None:
-        known = self._known
-        old = known.get(addr)
-        if old is not None and old[1] and not observed:
-            return
-        known[addr] = (speaks_utp, observed)
-        known.move_to_end(addr)
-        if len(known) > self._max:
-            known.popitem(last=False)
-
-    def get(self, addr: tuple[str, int]) -> bool | None:
-        """True: it speaks uTP; False: it does not; None: nothing known."""
-        entry = self._known.get(addr)
-        return None if entry is None else entry[0]
-
-    def observed(self, addr: tuple[str, int]) -> bool:
-        """What :meth:`get` says was seen by us, not told by a peer."""
-        entry = self._known.get(addr)
-        return entry is not None and entry[1]
-
-    def forget(self, addr: tuple[str, int]) -> None:
-        self._known.pop(addr, None)
-
-
-class _Port:
-    """One UDP socket uTP runs on (one per address family) and how datagrams go out on it.
-
-    Datagrams go to the socket directly while the transport holds none (in order behind
-    them otherwise), so a send error comes back to the connection that sent it: ``EMSGSIZE``
-    (the don't-fragment bit is set, see :func:`_set_dont_fragment`) is the connection's
-    :meth:`~torrent.proto.utp.UtpConnection.packet_too_big`, and that datagram goes out
-    once more with fragmentation allowed (a sequence number cannot be split).
-    """
-
-    __slots__ = (
-        "df",
-        "gso",
-        "mtu_ceiling",
-        "queued",
-        "sock",
-        "sockname",
-        "too_big",
-        "transport",
-        "udp",
-        "version",
-    )
-
-    def __init__(self, udp: UdpSocket) -> None:
-        assert udp.transport is not None, "open the UDP socket first"
-        self.udp = udp
-        self.transport = udp.transport
-        sock = self.transport.get_extra_info("socket")
-        self.sockname = self.transport.get_extra_info("sockname")
-        v6 = ":" in str(self.sockname[0])
-        #: The IP version of the socket (4 or 6).
-        self.version = 6 if v6 else 4
-        self.mtu_ceiling = MAX_PACKET_V6 if v6 else MAX_PACKET_V4
-        self.sock = udp.sock
-        # asyncio's datagram transports have it (typeshed lists it on write transports only).
-        self.queued: Callable[[], int] = getattr(self.transport, "get_write_buffer_size", lambda: 1)
-        #: GSO sends: on Linux until the first failure.
-        self.gso = sys.platform == "linux" and self.sock is not None
-        #: Datagrams refused with EMSGSIZE on this socket.
-        self.too_big = 0
-        if sock is not None:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        #: The don't-fragment bit is set on every datagram (path MTU discovery).
-        self.df = self.sock is not None and _set_dont_fragment(self.sock, self.version, PMTUDISC_DO)
-
-    def send(self, conn: UtpConnection, addr: tuple[str, int]) -> None:
-        out = conn.outgoing
-        if not out:
-            return
-        if self.transport.is_closing():
-            out.clear()
-            return
-        if self.sock is None or self.queued():
-            sendto = self.transport.sendto  # behind what the transport holds
-            for d in out:
-                sendto(d, addr)
-        elif len(out) > 1 and self.gso:
-            self._send_segmented(conn, out, addr)
-        else:
-            self._send_direct(conn, out, 0, len(out), addr)
-        out.clear()
-
-    def _send_direct(
-        self, conn: UtpConnection, out: list[bytes], i: int, j: int, addr: tuple[str, int]
-    ) -> bool:
-        """``out[i:j]`` one by one; False when the socket buffer filled up (the transport
-        then holds the rest, in order)."""
-        sock = self.sock
-        assert sock is not None
-        sendto = sock.sendto
-        for k in range(i, j):
-            d = out[k]
-            try:
-                sendto(d, addr)
-            except BlockingIOError:
-                queue = self.transport.sendto
-                for rest in out[k:j]:
-                    queue(rest, addr)
-                return False
-            except OSError as exc:
-                self._send_failed(conn, d, addr, exc)
-        return True
-
-    def _send_failed(self, conn: UtpConnection, d: bytes, addr: tuple[str, int], exc: OSError) -> None:
-        if exc.errno == errno.EMSGSIZE:
-            self.too_big += 1
-            conn.packet_too_big(d)
-            self._send_fragmented(d, addr)
-        else:  # a route went away, ...: as a lost datagram (the connection resends)
-            self.udp.error_received(exc)
-
-    def _send_fragmented(self, d: bytes, addr: tuple[str, int]) -> None:
-        sock = self.sock
-        if sock is None or not self.df:
-            return
-        _set_dont_fragment(sock, self.version, PMTUDISC_DONT)
-        try:
-            sock.sendto(d, addr)
-        except OSError as exc:
-            self.udp.error_received(exc)
-        finally:
-            _set_dont_fragment(sock, self.version, PMTUDISC_DO)
-
-    def _send_segmented(self, conn: UtpConnection, out: list[bytes], addr: tuple[str, int]) -> None:
-        """Runs of equal-sized datagrams in one GSO ``sendmsg`` each (the last may be shorter)."""
-        sock = self.sock
-        assert sock is not None
-        n = len(out)
-        i = 0
-        while i < n:
-            size = len(out[i])
-            most = min(GSO_MAX_SEGMENTS, GSO_MAX_BYTES // size)
-            j = i + 1
-            while j < n and j - i < most and len(out[j]) == size:
-                j += 1
-            if j < n and j - i < most and len(out[j]) < size:
-                j += 1  # a shorter last segment is allowed
-            if j - i == 1 or not self.gso:
-                if not self._send_direct(conn, out, i, j, addr):
-                    self._queue(out, j, addr)
-                    return
-                i = j
-                continue
-            try:
-                sock.sendmsg(
-                    [b"".join(out[i:j])], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr
-                )
-            except BlockingIOError:
-                self._queue(out, i, addr)  # the socket buffer is full: the transport queues them
-                return
-            except OSError:
-                # A segment larger than the path allows (EINVAL), or no GSO here: one by one.
-                # If none of them is too big, GSO itself failed: leave it off from now on.
-                before = self.too_big
-                if not self._send_direct(conn, out, i, j, addr):
-                    self._queue(out, j, addr)
-                    return
-                if self.too_big == before:
-                    self.gso = False
-            i = j
-
-    def _queue(self, out: list[bytes], i: int, addr: tuple[str, int]) -> None:
-        sendto = self.transport.sendto
-        for d in out[i:]:
-            sendto(d, addr)
-
-    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
-        if not self.transport.is_closing():
-            self.transport.sendto(data, addr)
-
-
-def _set_dont_fragment(sock: socket.socket, version: int, mode: int) -> bool:
-    """Set path MTU discovery ``mode`` (Linux ``IP_MTU_DISCOVER``/``IPV6_MTU_DISCOVER``);
-    False elsewhere (other systems number their options differently).
-
-    ``PMTUDISC_DO`` sets the don't-fragment bit and refuses (``EMSGSIZE``) a datagram larger
-    than the path MTU the kernel knows (the interface's, lowered by ICMP "fragmentation
-    needed" / "packet too big" from routers): so a packet-size probe that is too big for the
-    path is lost or refused instead of fragmented, and a refusal is news of a smaller path.
-    ``PROBE`` would set the bit but ignore what ICMP taught the kernel, and a resend of a
-    lost probe would then be dropped on the path again and again.
-    """
-    if sys.platform != "linux":
-        return False
-    if version == 6:
-        level, opt = socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER
-    else:
-        level, opt = socket.IPPROTO_IP, IP_MTU_DISCOVER
-    try:
-        sock.setsockopt(level, opt, mode)
-    except OSError:
-        return False
-    return True
 
 
 class UtpSocketManager:
@@ -354,12 +105,12 @@ class UtpSocketManager:
         #: The clock reading of the read batch in progress (None between batches).
         self._now: float | None = None
         #: The socket of each address family (4, 6).
-        self._ports: dict[int, _Port] = {}
+        self._ports: dict[int, UtpPort] = {}
         self.add_socket(udp)
 
     def add_socket(self, udp: UdpSocket) -> None:
         """Serve uTP on ``udp`` too: the session's socket of the other address family."""
-        port = _Port(udp)
+        port = UtpPort(udp)
         if port.version in self._ports:
             raise ValueError(f"uTP already has an IPv{port.version} socket")
         self._ports[port.version] = port
@@ -367,11 +118,16 @@ class UtpSocketManager:
         udp.on_drained(self.drained)
 
     @property
+    def ports(self) -> tuple[UtpPort, ...]:
+        """The sockets served, one per address family (their send figures and buffers)."""
+        return tuple(self._ports.values())
+
+    @property
     def gso(self) -> bool:
         """GSO sends are still in use on every socket (they stop after a failure)."""
         return all(p.gso for p in self._ports.values())
 
-    def _port(self, host: str) -> _Port | None:
+    def _port(self, host: str) -> UtpPort | None:
         return self._ports.get(6 if ":" in host else 4)
 
     # ------------------------------------------------------------------ public
@@ -469,12 +225,12 @@ class UtpSocketManager:
         if now is None:
             now = self._now = self._clock.monotonic()
         conn.receive(data, now)
-        if typ == _DATA and stream.half_open:
+        if stream.half_open and typ == _DATA:
             stream.half_open = False
             self._half_open.discard(stream)
         state = conn.state
         if state == _CONNECTED:
-            if not stream.connected.done():
+            if stream.dialling:
                 stream.on_connected()
             # The batch's bytes reach the peer in one call once the socket is drained, and
             # before the ACK goes out, so the window it advertises counts what the reader holds.
@@ -551,7 +307,7 @@ class UtpSocketManager:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _new_stream(self, conn: UtpConnection, addr: tuple[str, int], port: _Port) -> UtpStream:
+    def _new_stream(self, conn: UtpConnection, addr: tuple[str, int], port: UtpPort) -> UtpStream:
         return UtpStream(
             conn,
             addr,

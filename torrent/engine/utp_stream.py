@@ -79,6 +79,8 @@ class UtpStream:
         self.half_open = False
         #: Set once the dialled connection's SYN is acknowledged (or it failed).
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: ``connected`` is not done yet (a plain flag: the manager reads it per datagram).
+        self.dialling = True
 
     # ------------------------------------------------------------------ Transport
 
@@ -165,6 +167,7 @@ class UtpStream:
         return self._write_paused
 
     def on_connected(self) -> None:
+        self.dialling = False
         if not self.connected.done():
             self.connected.set_result(None)
 
@@ -229,6 +232,7 @@ class UtpStream:
         self._lost = True
         self._forget(self)
         reason = self.conn.close_reason
+        self.dialling = False
         if not self.connected.done():
             self.connected.set_exception(_error(reason or "closed"))
             self.connected.exception()  # retrieved: a failed dial nobody awaits is not an error

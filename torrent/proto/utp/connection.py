@@ -66,6 +66,7 @@ from torrent.proto.utp.packet import (
     sack_bitmask,
     sacked,
 )
+from torrent.proto.utp.sendbuf import SendBuffer
 
 __all__ = [
     "INITIAL_PACKET",
@@ -176,7 +177,7 @@ class UtpConnection:
         self._bytes_in_flight = 0
         self._unacked = 0  # payload bytes in _inflight, resends included
         self._num_need_resend = 0
-        self._sendbuf = bytearray()
+        self._sendbuf = SendBuffer()
         self._fin_pending = False
         self._fin_seq: int | None = None
         self._peer_wnd = DEFAULT_RECV_BUFFER
@@ -324,7 +325,7 @@ class UtpConnection:
         """
         if self._fin_pending or self.state == State.CLOSED:
             raise LocalProtocolError("write on a closed uTP connection")
-        self._sendbuf += data
+        self._sendbuf.append(data)
 
     def set_app_buffered(self, nbytes: int, now: float) -> None:
         """The application holds ``nbytes`` received and not yet read (it shrinks our window).
@@ -382,9 +383,8 @@ class UtpConnection:
 
     def receive(self, data: bytes, now: float) -> None:
         """Take one datagram addressed to this connection; never raises."""
-        c = self.counters
         if len(data) < HEADER_SIZE:
-            c.malformed += 1
+            self.counters.malformed += 1
             return
         tv, ext, cid, ts, tsd, wnd, seq, ack = _unpack_from(data, 0)
         if (
@@ -396,11 +396,48 @@ class UtpConnection:
             and self._fin_seq is None
         ):
             # The receiving side's usual packet: data that acknowledges nothing new. The
-            # checks and ACK handling below would find nothing to do (see _admit, _on_ack).
-            self._took_header(ts, tsd, wnd, now)
+            # checks and ACK handling of _receive would find nothing to do (see _admit,
+            # _on_ack); what _took_header does is done here (a call is a tenth of this path).
+            self.last_received_at = now
+            self._reply_us = (int(now * 1e6) - ts) & _U32
+            self._peer_wnd = wnd
+            if wnd >= self.packet_size:
+                self._zero_window_probes = 0
+            if tsd:
+                self._last_delay_us = tsd
             self._progress = False
-            self._on_data(seq, data, HEADER_SIZE, len(data) - HEADER_SIZE)
+            plen = len(data) - HEADER_SIZE
+            if (
+                seq == ((self.ack_nr + 1) & ACK_MASK)
+                and not self._reorder
+                and self._eof_seq is None
+                and self._app_buffered + plen <= self._recv_buffer
+            ):
+                # ... and the next one in order, with room: what _on_data would do.
+                self._ack_pending = True
+                if plen:
+                    self.received.append(data[HEADER_SIZE:])
+                self.ack_nr = seq
+                return
+            self._on_data(seq, data, HEADER_SIZE, plen)
             return
+        self._receive(data, tv, ext, cid, ts, tsd, wnd, seq, ack, now)
+
+    def _receive(
+        self,
+        data: bytes,
+        tv: int,
+        ext: int,
+        cid: int,
+        ts: int,
+        tsd: int,
+        wnd: int,
+        seq: int,
+        ack: int,
+        now: float,
+    ) -> None:
+        """Every other packet: checked, then its ACK, data or FIN taken."""
+        c = self.counters
         if tv & 0x0F != VERSION:
             c.bad_version += 1
             return
@@ -511,15 +548,27 @@ class UtpConnection:
         acked = 0
         sample: _Sent | None = None
         s = self.acked_seq
+        plain = 0  # payload of packets in flight and not probes: _forget inlined for them
+        found = False
         while s != ack:
             s = (s + 1) & ACK_MASK
             p = inflight.pop(s, None)
             if p is None:
                 continue  # acknowledged earlier by a SACK
-            acked += self._forget(p)
+            found = True
+            if p.need_resend or p.probe:
+                acked += self._forget(p)
+            else:
+                plain += len(p.payload)
             if p.transmissions == 1:
                 sample = p
         self.acked_seq = ack
+        if found:
+            self._progress = True
+        if plain:
+            self._unacked -= plain
+            self._bytes_in_flight -= plain
+            acked += plain
         if sample is not None:
             self.rtt.sample(now - sample.sent_at)
         return acked
@@ -648,39 +697,69 @@ class UtpConnection:
             self._send_state(now)
 
     def _send_data(self, now: float) -> None:
+        """Cut what was written into DATA packets while the windows allow.
+
+        The sending side's hot loop: what every packet of the run shares (the clock, our
+        window, the ids, the ACK) is read once, and each packet is made here rather than in
+        :meth:`_send_new`."""
         buf = self._sendbuf
+        queued = len(buf)
         mss = self.packet_size - HEADER_SIZE
-        ledbat = self.ledbat
+        cwnd = self.ledbat.cwnd
+        peer_wnd = self._peer_wnd
+        in_flight = self._bytes_in_flight
         self._cwnd_limited = False
-        while buf:
-            n = len(buf)
+        seq = self.seq_nr
+        sent = 0
+        wnd = self.window
+        ts = int(now * 1e6) & _U32
+        head = (self.send_id, ts, self._reply_us, wnd)
+        ack_nr = self.ack_nr
+        inflight = self._inflight
+        out = self.outgoing.append
+        take = buf.take
+        while queued:
+            n = queued
             probe = False
             if n >= mss:
                 n = mss
                 if self._probe_seq is None and self._mtu_ceiling - self._mtu_floor >= MTU_SEARCH_DONE:
-                    size = (self._mtu_floor + self._mtu_ceiling) // 2
-                    if len(buf) >= size - HEADER_SIZE:
-                        n = size - HEADER_SIZE
-                        probe = True
-            in_flight = self._bytes_in_flight
-            cwnd = ledbat.cwnd
-            peer_wnd = self._peer_wnd
+                    n, probe = self._probe_payload(queued, mss)
             if in_flight:
                 if in_flight + n > cwnd:
                     self._cwnd_limited = True
-                    return
-                if in_flight + n > peer_wnd:
-                    return
-                if n < mss and self._nagle:
-                    return  # Nagle: the tail waits for the ACK or for more data
+                    break
+                if in_flight + n > peer_wnd or (n < mss and self._nagle):
+                    break  # Nagle: the tail waits for the ACK or for more data
             elif peer_wnd < n and peer_wnd < mss:
                 # A closed window: probe it when the timer fires.
                 if self._timeout_at is None:
                     self._timeout_at = now + self.rtt.rto_s
-                return
-            payload = bytes(buf[:n])
-            del buf[:n]
-            self._send_new(_DATA, payload, now, probe)
+                break
+            payload = take(n)
+            inflight[seq] = _Sent(_DATA, payload, now, probe)
+            if probe:
+                self._probe_seq = seq
+            out(_pack(_DATA_V1, 0, *head, seq, ack_nr) + payload)
+            seq = (seq + 1) & ACK_MASK
+            in_flight += n
+            sent += n
+            queued -= n
+        if sent:
+            self.seq_nr = seq
+            self._bytes_in_flight = in_flight
+            self._unacked += sent
+            self._ack_pending = False
+            if self._timeout_at is None:
+                self._timeout_at = now + self.rtt.rto_s
+
+    def _probe_payload(self, queued: int, mss: int) -> tuple[int, bool]:
+        """The payload of the next full packet while the packet size is being searched:
+        halfway between floor and ceiling (a probe) if that much is queued."""
+        size = (self._mtu_floor + self._mtu_ceiling) // 2
+        if queued >= size - HEADER_SIZE:
+            return size - HEADER_SIZE, True
+        return mss, False
 
     def _send_new(self, typ: int, payload: bytes, now: float, probe: bool) -> None:
         seq = self.seq_nr
@@ -863,7 +942,5 @@ class UtpConnection:
             return
         self.rtt.back_off()
         n = min(len(self._sendbuf), self.packet_size - HEADER_SIZE)
-        payload = bytes(self._sendbuf[:n])
-        del self._sendbuf[:n]
-        self._send_new(_DATA, payload, now, False)
+        self._send_new(_DATA, self._sendbuf.take(n), now, False)
         self._timeout_at = now + self.rtt.rto_s
