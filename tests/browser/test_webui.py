@@ -334,7 +334,12 @@ def test_webui_drives_the_daemon(tmp_path: Path, browser: Any, artifact: Callabl
 
 
 def _names(page: Page) -> list[str]:
-    return [str(r.find_element(page.by.CSS_SELECTOR, '[data-field="name"]').text) for r in page.rows()]
+    """The drawn rows' names, read in one script so a repaint cannot stale them midway."""
+    names = page.driver.execute_script(
+        "return Array.from(document.querySelectorAll("
+        "'#torrents tbody tr[data-hash] [data-field=\"name\"]'), c => c.innerText.trim())"
+    )
+    return [str(n) for n in names]
 
 
 def _keys(browser: Any, *keys: str, ctrl: bool = False) -> None:
@@ -667,9 +672,7 @@ def test_webui_lists_thousands_of_torrents_by_windows(
         wait_until_blocking(lambda: "item 01500.bin" in _names(page), timeout_s=10, what="the middle drawn")
         # A row that came into view works like any other: select it, stop-start buttons.
         middle = _tiny_hash(1500)
-        cell = page.row(middle).find_element(page.by.CSS_SELECTOR, '[data-field="name"]')
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
-        page.row(middle).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        _click_name(page, middle)
         wait_until_blocking(lambda: page.css("#selection-count").text == "1 selected", what="selected")
         # Filters still see every torrent, drawn or not.
         page.css("#search").send_keys("item 02345")
@@ -689,6 +692,23 @@ def test_webui_lists_thousands_of_torrents_by_windows(
         assert len(page.rows()) < 120
         errors = console_errors(browser)
         assert errors == [], errors
+
+
+def _click_name(page: Page, info_hash: str) -> None:
+    """Bring a row's name into view and click it; a repaint that replaced the row meanwhile
+    is retried on the new one."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def click() -> bool:
+        try:
+            cell = page.row(info_hash).find_element(page.by.CSS_SELECTOR, '[data-field="name"]')
+            page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
+            page.row(info_hash).find_element(page.by.CSS_SELECTOR, '[data-field="name"]').click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_until_blocking(click, timeout_s=10, what="the row clicked")
 
 
 def _tiny_hash(i: int) -> str:
