@@ -204,18 +204,18 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
     assert [(f.path, f.length) for f in files] == [(("a", "c"), 2), (("b",), 1)]
 
 
-@pytest.fixture(params=["mmap", "preadv", "small chunks", "no fadvise"])
+@pytest.fixture(params=["mmap", "preadv", "mmap, small chunks", "preadv, small chunks", "no fadvise"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each hashing test runs with the mapped reader, with the ``preadv`` one, with chunks
     smaller than the test's pieces (so pieces and blocks span chunks) on both, and
     without ``posix_fadvise``."""
     import torrent.create
 
-    if request.param == "preadv":
+    if request.param.startswith("preadv"):
         monkeypatch.setattr(torrent.create, "_mmap", None)
-    elif request.param == "small chunks":
+    if request.param.endswith("small chunks"):
         monkeypatch.setattr(torrent.create, "CHUNK_BYTES", 2 * 16384)
-    elif request.param == "no fadvise":
+    if request.param == "no fadvise":
         monkeypatch.setattr(torrent.create, "_FADVISE", None)
     return str(request.param)
 
