@@ -86,6 +86,8 @@ BATCH_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 256 * 1024
 #: Bytes of a file a worker asks the kernel to read ahead at once (``POSIX_FADV_WILLNEED``).
 READ_AHEAD_BYTES = 64 * 1024 * 1024
+#: A file with no more than this left to hash gets no ``POSIX_FADV_WILLNEED``.
+ADVISE_MIN_BYTES = 1024 * 1024
 #: Most hashing threads a job starts, whatever it is asked for.
 MAX_THREADS = 64
 #: GIL switch interval while this thread works beside the hashing threads.
@@ -1141,10 +1143,12 @@ class _Reader:
         if self.fd_index != index:
             self._open(index)
         f = self.files[index]
-        if file_pos + size > self.advised and _FADVISE is not None:
+        if file_pos + size > self.advised and _FADVISE is not None and f.length - file_pos > ADVISE_MIN_BYTES:
             # Ask for the next stretch of the file at once, in large reads, before its
             # pages are touched (a cold cache would otherwise be read a fault at a time).
-            # On a warm cache this costs about 2 ms a GiB in stretches this long.
+            # On a warm cache this costs about 2 ms a GiB in stretches this long, but
+            # about 6 µs a call, so the rest of a small file is left to the kernel's own
+            # readahead: on 5,000 files of 210 KiB the calls cost 30 ms of 800.
             self.advised = file_pos + READ_AHEAD_BYTES
             _FADVISE(self.fd, file_pos, READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)
         if _mmap is None:

@@ -208,9 +208,10 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each hashing test runs with the mapped reader, with the ``preadv`` one, with chunks
     smaller than the test's pieces (so pieces and blocks span chunks) on both, and
-    without ``posix_fadvise``."""
+    without ``posix_fadvise`` (the others ask for read-ahead even on these small files)."""
     import torrent.create
 
+    monkeypatch.setattr(torrent.create, "ADVISE_MIN_BYTES", 0)
     if request.param.startswith("preadv"):
         monkeypatch.setattr(torrent.create, "_mmap", None)
     if request.param.endswith("small chunks"):
