@@ -8,15 +8,18 @@ mktorrent, then each tool's CPU seconds (user + system of its whole process). To
 interleaved, so load from elsewhere hits them alike; on a shared machine the best run is
 the least disturbed one, and the CPU seconds move less than the times.
 
-* ``pytorrent``: ``python -m cli.main create`` as a whole process (interpreter start-up
-  and imports included), ``--threads`` = usable cores.
+* ``pytorrent``: ``pytorrent create`` as a whole process, started the way the console
+  script starts it (interpreter start-up and imports included), ``--threads`` = usable
+  cores. With ``--baseline DIR`` another checkout (say, the main branch) is timed the
+  same way in the same interleaving, so a change is measured against what it replaces
+  under the same load.
 * ``mktorrent -t <cores>``: whole process.
 * ``libtorrent``: ``create_torrent`` + ``set_piece_hashes`` (v1 only) timed inside its
   own process, import excluded (libtorrent hashes on one thread).
 * ``sha1 xN``: ``hashlib.sha1`` over an in-memory buffer on 1 and on N threads: the
   most any hasher using this machine's SHA-1 can do (no file reads at all).
 
-Usage: ``python bench/create.py [--size 1G] [--files 5000] [--dirs 10] [--runs 3]``
+Usage: ``python bench/create.py [--size 1G] [--files 5000] [--dirs 10] [--runs 3] [--baseline DIR]``
 """
 
 from __future__ import annotations
@@ -104,17 +107,26 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> float:
+def timed(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - t
 
 
-def run_pytorrent(payload: Path, out: Path, threads: int) -> float:
+#: What the ``pytorrent`` console script runs.
+ENTRY = "import sys; from cli.main import entry; sys.exit(entry())"
+
+
+def pytorrent_env(root: Path) -> dict[str, str]:
+    """The environment that makes ``root``'s packages the ones imported."""
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
+def run_pytorrent(payload: Path, out: Path, threads: int, root: Path = ROOT) -> float:
     cmd = [
         sys.executable,
-        "-m",
-        "cli.main",
+        "-c",
+        ENTRY,
         "create",
         str(payload),
         "-l",
@@ -127,7 +139,7 @@ def run_pytorrent(payload: Path, out: Path, threads: int) -> float:
         str(out),
         "-f",
     ]
-    return timed(cmd, cwd=ROOT)
+    return timed(cmd, cwd=root, env=pytorrent_env(root))
 
 
 def run_mktorrent(payload: Path, out: Path, threads: int) -> float:
@@ -186,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-threads", action="store_true", help="also time pytorrent with one thread more than cores"
     )
     ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        default=None,
+        help="another checkout to time beside this one (e.g. a worktree of the main branch)",
+    )
+    ap.add_argument(
         "--dir", default=None, help="where to make the temp payload (default: the system temp dir)"
     )
     args = ap.parse_args(argv)
@@ -201,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # An installed package has its bytecode compiled (pip does it); a checkout run with
     # PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start.
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "torrent", "cli"],
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    baseline = Path(args.baseline).resolve() if args.baseline else None
+    for root in [ROOT] + ([baseline] if baseline else []):
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "torrent", "cli"],
+            cwd=root,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     base = Path(tempfile.mkdtemp(prefix="pytorrent-bench-", dir=args.dir))
     results: dict[tuple[str, str], list[float]] = {}
     try:
@@ -216,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         single, many = make_payloads(base, size, args.files, args.dirs)
         payloads = {"1 file": single, f"{args.files} files": many}
-        tools = {f"pytorrent create --threads {n}": run_pytorrent}
+        tools: dict[str, Any] = {f"pytorrent create --threads {n}": run_pytorrent}
+        if baseline is not None:
+            tools[f"baseline ({baseline.name}) --threads {n}"] = lambda p, o, t: run_pytorrent(
+                p, o, t, baseline
+            )
         if args.extra_threads:
             # mktorrent -t N runs N hashing threads plus its reading thread: on a loaded
             # machine the extra thread wins it a larger share of the cores.
@@ -242,13 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
+    report(results, size, ["1 file", f"{args.files} files"], n, args.runs, have_mktorrent, baseline)
+    return 0
+
+
+def report(
+    results: dict[tuple[str, str], list[float]],
+    size: int,
+    labels: list[str],
+    n: int,
+    runs: int,
+    have_mktorrent: bool,
+    baseline: Path | None,
+) -> None:
+    """Print the table, the CPU seconds and the ratios to mktorrent."""
+
     def mbps(key: tuple[str, str], pick: Any = statistics.median) -> float:
         return size / pick(results[key]) / 1e6
 
-    labels = ["1 file", f"{args.files} files"]
     print(
         f"\nCreating torrents: {size / 2**30:g} GiB, 1 MiB pieces, page cache warm, {n} cores, "
-        f"{args.runs} runs each (MB/s = 10^6 bytes/s)\n"
+        f"{runs} runs each (MB/s = 10^6 bytes/s)\n"
     )
     print(f"| tool | {labels[0]}: median | best | {labels[1]}: median | best |")
     print("|---|---:|---:|---:|---:|")
@@ -270,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{lab}: {mbps((py, lab), pick) / mbps((mk, lab), pick):.2f}x" for lab in labels
             )
             print(f"pytorrent / mktorrent ({what}): {ratios}")
+            if baseline is not None:
+                base_tool = f"baseline ({baseline.name}) --threads {n}"
+                ratios = ", ".join(
+                    f"{lab}: {mbps((base_tool, lab), pick) / mbps((mk, lab), pick):.2f}x" for lab in labels
+                )
+                print(f"baseline / mktorrent ({what}): {ratios}")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    return 0
 
 
 if __name__ == "__main__":

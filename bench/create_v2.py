@@ -7,13 +7,15 @@ pieces, interleaved; the table shows the median MB/s (10^6 bytes per second), th
 and the ratio to libtorrent. Both tools produce the same info dict (checked after the
 first run: the info hashes must be equal).
 
-* ``pytorrent``: ``python -m cli.main create --format FMT`` as a whole process
-  (interpreter start-up included), hashing threads = usable cores.
+* ``pytorrent``: ``pytorrent create --format FMT`` as a whole process, started the way
+  the console script starts it (interpreter start-up included), hashing threads =
+  usable cores. ``--baseline DIR`` times another checkout the same way, interleaved.
 * ``libtorrent``: ``create_torrent`` (``v2_only`` or hybrid flags) + ``set_piece_hashes``
   in its own process, import excluded; its CPU seconds are shown beside its wall time
-  (CPU/wall above 1 means it hashed on more than one thread).
+  (CPU/wall above 1 means it hashed on more than one thread). Its whole process (start-up
+  and ``import libtorrent`` included, as ours is timed) is shown as well, for reference.
 
-Usage: ``python bench/create_v2.py [--size 1G] [--files 1000] [--runs 3]``
+Usage: ``python bench/create_v2.py [--size 1G] [--files 1000] [--runs 3] [--baseline DIR]``
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.create import children_cpu, cores, make_payloads, parse_size, warm  # noqa: E402
+from bench.create import (  # noqa: E402
+    ENTRY,
+    children_cpu,
+    cores,
+    make_payloads,
+    parse_size,
+    pytorrent_env,
+    warm,
+)
 
 PIECE_LENGTH = 1 << 20
 
@@ -57,26 +67,29 @@ print(wall, cpu, hashlib.sha256(info).hexdigest())
 """.replace("PIECE_LENGTH", str(PIECE_LENGTH))
 
 
-def run_pytorrent(payload: Path, out: Path, fmt: str, threads: int) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "cli.main", "create", str(payload), "-l", "1M", "--format", fmt]
+def run_pytorrent(payload: Path, out: Path, fmt: str, threads: int, root: Path = ROOT) -> tuple[float, str]:
+    cmd = [sys.executable, "-c", ENTRY, "create", str(payload), "-l", "1M", "--format", fmt]
     cmd += ["--threads", str(threads), "--no-date", "-o", str(out), "-f"]
     t = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=root, env=pytorrent_env(root), check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
     m = re.search(r"^info hash v2: ([0-9a-f]{64})$", done.stdout, re.M)
     assert m, done.stdout
     return wall, m.group(1)
 
 
-def run_libtorrent(payload: Path, out: Path, fmt: str) -> tuple[float, float, str]:
+def run_libtorrent(payload: Path, out: Path, fmt: str) -> tuple[float, float, str, float]:
+    """(hashing wall s, hashing CPU s, v2 info hash, whole-process wall s)."""
+    t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", LIBTORRENT_SCRIPT, str(payload), str(out), fmt],
         check=True,
         capture_output=True,
         text=True,
     )
+    whole = time.perf_counter() - t
     wall, cpu, digest = proc.stdout.strip().splitlines()[-1].split()
-    return float(wall), float(cpu), digest
+    return float(wall), float(cpu), digest, whole
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="1G", help="payload size (default 1G)")
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--baseline", metavar="DIR", default=None, help="another checkout to time beside this one"
+    )
     args = ap.parse_args(argv)
+    baseline = Path(args.baseline).resolve() if args.baseline else None
     size = parse_size(args.size)
     threads = cores()
     rows: dict[tuple[str, str, str], list[float]] = {}
@@ -103,16 +120,22 @@ def main(argv: list[str] | None = None) -> int:
                     cpu = children_cpu()
                     ours, our_hash = run_pytorrent(payload, base / "ours.torrent", fmt, threads)
                     our_cpu.setdefault((fmt, label), []).append(children_cpu() - cpu)
-                    theirs, cpu, their_hash = run_libtorrent(payload, base / "lt.torrent", fmt)
+                    if baseline is not None:
+                        before, _ = run_pytorrent(payload, base / "base.torrent", fmt, threads, baseline)
+                        rows.setdefault((fmt, label, "baseline"), []).append(size / before / 1e6)
+                    theirs, cpu, their_hash, whole = run_libtorrent(payload, base / "lt.torrent", fmt)
+                    rows.setdefault((fmt, label, "libtorrent process"), []).append(size / whole / 1e6)
                     if run == 0 and our_hash != their_hash:
                         print(f"  {fmt} {label}: info hashes differ! ours {our_hash} libtorrent {their_hash}")
                     rows.setdefault((fmt, label, "pytorrent"), []).append(size / ours / 1e6)
                     rows.setdefault((fmt, label, "libtorrent"), []).append(size / theirs / 1e6)
                     lt_cpu.setdefault((fmt, label), []).append(cpu / theirs)
                     lt_cpu_s.setdefault((fmt, label), []).append(cpu)
+                    was = f"  baseline {size / before / 1e6:6.0f} MB/s" if baseline is not None else ""
                     print(
-                        f"run {run + 1} {fmt:6} {label:11} pytorrent {size / ours / 1e6:6.0f} MB/s  "
-                        f"libtorrent {size / theirs / 1e6:6.0f} MB/s (CPU/wall {cpu / theirs:.2f})",
+                        f"run {run + 1} {fmt:6} {label:11} pytorrent {size / ours / 1e6:6.0f} MB/s{was}  "
+                        f"libtorrent {size / theirs / 1e6:6.0f} MB/s (CPU/wall {cpu / theirs:.2f}; "
+                        f"whole process {size / whole / 1e6:.0f} MB/s)",
                         flush=True,
                     )
     print()
@@ -131,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{statistics.median(our_cpu[(fmt, label)]):.2f}, libtorrent hashing "
                 f"{statistics.median(lt_cpu_s[(fmt, label)]):.2f})"
             )
+            whole_r = statistics.median(rows[(fmt, label, "libtorrent process")])
+            extra = f"   libtorrent whole process {whole_r:.0f} MB/s: {med_o / whole_r:.2f}x"
+            if baseline is not None:
+                med_b = statistics.median(rows[(fmt, label, "baseline")])
+                extra += f"; baseline {med_b:.0f} MB/s: {med_b / med_l:.2f}x of libtorrent"
+            print(extra)
     print(f"\nmax RSS of this script: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
     return 0
 

@@ -142,7 +142,7 @@ def human_size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torrent.create import create
+    from torrent.create import make
 
     piece_length = parse_size(args.piece_length)
     if args.threads is not None and args.threads < 1:
@@ -172,15 +172,11 @@ def run(args: argparse.Namespace) -> int:
     # collector's passes over them cost this short-lived command up to 40 ms a run.
     gc.disable()
     try:
-        meta = (
-            _create_with_bar(create, args.path, kwargs)
-            if sys.stdout.isatty()
-            else create(args.path, **kwargs)
-        )
+        made = _create_with_bar(make, args.path, kwargs) if sys.stdout.isatty() else make(args.path, **kwargs)
     finally:
         gc.enable()
 
-    data = meta.to_bytes()
+    data = made.data
     tmp = f"{out}.part{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
@@ -192,24 +188,22 @@ def run(args: argparse.Namespace) -> int:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
-    info = meta.info
     how = "auto" if piece_length is None else "chosen"
-    hashes = f"info hash:    {meta.info_hash_v1.hex()}\n" if meta.info_hash_v1 is not None else ""
-    if meta.info_hash_v2 is not None:
-        hashes += f"info hash v2: {meta.info_hash_v2.hex()}\n"
-    n_files = sum(1 for f in info.files if not f.padding)
+    hashes = f"info hash:    {made.info_hash_v1.hex()}\n" if made.info_hash_v1 is not None else ""
+    if made.info_hash_v2 is not None:
+        hashes += f"info hash v2: {made.info_hash_v2.hex()}\n"
     sys.stdout.write(
-        f"name:         {info.name}\n"
+        f"name:         {made.name}\n"
         f"{hashes}"
-        f"size:         {human_size(info.total_length - info.padding_bytes)} in {n_files} file"
-        f"{'s' if n_files != 1 else ''}\n"
-        f"piece length: {human_size(info.piece_length)} ({how}; {info.num_pieces} pieces)\n"
+        f"size:         {human_size(made.size)} in {made.files} file"
+        f"{'s' if made.files != 1 else ''}\n"
+        f"piece length: {human_size(made.piece_length)} ({how}; {made.pieces} pieces)\n"
         f"written to:   {out}\n"
     )
     return 0
 
 
-def _create_with_bar(create: Any, path: str, kwargs: dict[str, Any]) -> Any:
+def _create_with_bar(make: Any, path: str, kwargs: dict[str, Any]) -> Any:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -232,4 +226,4 @@ def _create_with_bar(create: Any, path: str, kwargs: dict[str, Any]) -> Any:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return create(path, progress=progress, **kwargs)
+        return make(path, progress=progress, **kwargs)

@@ -15,6 +15,7 @@ from torrent.create import (
     auto_piece_length,
     create,
     hash_files,
+    make,
     scan,
 )
 from torrent.errors import MetainfoError, StorageError
@@ -203,13 +204,20 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
     assert [(f.path, f.length) for f in files] == [(("a", "c"), 2), (("b",), 1)]
 
 
-@pytest.fixture(params=["mmap", "preadv"])
+@pytest.fixture(params=["mmap", "preadv", "mmap, small chunks", "preadv, small chunks", "no fadvise"])
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each hashing test runs with the mapped reader and with the ``preadv`` one."""
-    if request.param == "preadv":
-        import torrent.create
+    """Each hashing test runs with the mapped reader, with the ``preadv`` one, with chunks
+    smaller than the test's pieces (so pieces and blocks span chunks) on both, and
+    without ``posix_fadvise`` (the others ask for read-ahead even on these small files)."""
+    import torrent.create
 
+    monkeypatch.setattr(torrent.create, "ADVISE_MIN_BYTES", 0)
+    if request.param.startswith("preadv"):
         monkeypatch.setattr(torrent.create, "_mmap", None)
+    if request.param.endswith("small chunks"):
+        monkeypatch.setattr(torrent.create, "CHUNK_BYTES", 2 * 16384)
+    if request.param == "no fadvise":
+        monkeypatch.setattr(torrent.create, "_FADVISE", None)
     return str(request.param)
 
 
@@ -275,6 +283,42 @@ def test_v2_metainfo_built_by_create_is_what_parsing_its_bytes_gives(tmp_path: P
         assert made.info.piece_layers == parsed.info.piece_layers
         assert made.info.raw == parsed.info.raw
         assert made.raw == parsed.raw
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2", "hybrid"])
+def test_make_gives_the_bytes_and_facts_of_the_metainfo_create_gives(tmp_path: Path, fmt: str) -> None:
+    d = _tree(
+        tmp_path / "d",
+        {"a/x": os.urandom(100_000), "a/empty": b"", "b": os.urandom(40_000), "c": os.urandom(5)},
+    )
+    fields = dict(
+        trackers=[["http://a.example/announce", "http://b.example/announce"], "udp://c.example:1"],
+        web_seeds=["http://w.example/"],
+        comment="c",
+        private=True,
+        source="s",
+        creation_date=1_700_000_000,
+        torrent_format=fmt,
+    )
+    for path, piece_length in (
+        (d, 16384),
+        (d, None),
+        (d / "b", 16384),
+        (d / "c", None),
+        (d / "a" / "x", 32768),
+    ):
+        made = make(path, piece_length=piece_length, **fields)  # type: ignore[arg-type]
+        meta = create(path, piece_length=piece_length, **fields)  # type: ignore[arg-type]
+        assert made.data == meta.to_bytes()
+        assert made.metainfo() == meta
+        info = meta.info
+        assert made.name == info.name
+        assert made.info_hash_v1 == meta.info_hash_v1
+        assert made.info_hash_v2 == meta.info_hash_v2
+        assert made.size == info.total_length - info.padding_bytes
+        assert made.files == sum(1 for f in info.files if not f.padding)
+        assert made.piece_length == info.piece_length
+        assert made.pieces == info.num_pieces
 
 
 def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path, reader: str) -> None:
