@@ -90,6 +90,10 @@ MAX_CLOSED_PEERS = 200
 #: :meth:`Swarm.adopt_incoming`).
 MAX_EARLY_PEERS = 16
 
+#: Looked up once per block received.
+_NEW = picker_mod.BlockStatus.NEW
+_DOWNLOADING = TorrentState.DOWNLOADING
+
 #: Who sent a block: a peer or a web seed.
 Source = PeerAddr | WebSeedKey
 
@@ -845,7 +849,7 @@ class Swarm(PeerHostBase):
         n = len(data)
         self.downloaded_bytes += n
         result = self.picker.on_block(source, (index, begin, n))
-        if result.status is not picker_mod.BlockStatus.NEW:
+        if result.status is not _NEW:
             self.wasted_bytes += n
             return
         part = self._partial.get(index)
@@ -858,7 +862,7 @@ class Swarm(PeerHostBase):
                 other = self.peers.get(cast(PeerAddr, key))
                 if other is not None:
                     other.cancel(blk.piece, blk.offset, blk.length)
-        if self.state is TorrentState.DOWNLOADING and self.picker.in_endgame:
+        if self.state is _DOWNLOADING and self.picker.in_endgame:
             self._set_state(TorrentState.ENDGAME)
         if result.piece_complete:
             del self._partial[index]

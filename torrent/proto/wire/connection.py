@@ -1047,16 +1047,52 @@ class PeerProtocol:
                 except LocalProtocolError:
                     refused.append((index, begin, length))
             return b"".join(chunks), refused
+        return self._send_requests_active(requests)
+
+    def _send_requests_active(
+        self, requests: Iterable[tuple[int, int, int]]
+    ) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """:meth:`send_requests` once both sides are past the opening: ``_request_bytes``'s
+        checks, with those of a piece (its index, the peer has it, choking) made once per
+        run of requests for it (a refill asks for dozens of blocks of a few pieces)."""
         chunks = []
         refused = []
-        request = self._request_bytes
-        for index, begin, length in requests:
-            try:
-                chunks.append(request(index, begin, length))
-            except LocalProtocolError:
-                refused.append((index, begin, length))
+        now = self._now
+        ours = self._our_requests
+        cancelled = self._cancelled
+        was_idle = not ours and not self.strikes
+        num_pieces = self.num_pieces
+        piece_length = self.piece_length
+        last_size = self._last_piece_size
+        allowed = self.allowed_fast if self.fast_extension else set()
+        pack = TRIPLE_MSG_STRUCT.pack
+        piece = -1
+        size = 0  # 0 while ``piece`` may not be requested
+        for index, begin, n in requests:
+            if index != piece:
+                piece = index
+                requestable = (
+                    0 <= index < num_pieces
+                    and index in self.peer_pieces
+                    and (not self.peer_choking or index in allowed)
+                )
+                size = (last_size if index == num_pieces - 1 else piece_length) if requestable else 0
+            key = (index, begin, n)
+            if (
+                0 < n <= BLOCK_SIZE
+                and begin >= 0
+                and begin + n <= size
+                and key not in ours
+                and key not in cancelled
+            ):
+                ours[key] = now
+                chunks.append(pack(13, 6, index, begin, n))
+            else:
+                refused.append(key)
         if chunks:
-            self.last_sent_at = self._now
+            self.last_sent_at = now
+            if was_idle:
+                self._waiting_since = now  # we start waiting on this peer now
         return b"".join(chunks), refused
 
     def _send_request(self, event: Request) -> bytes:
