@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
@@ -255,11 +254,16 @@ async def reap(proc: Proc, timeout_s: float = TIMEOUT_S) -> Proc:
 
 async def stop(proc: Proc) -> Proc:
     if proc.popen.returncode is None:
+        # Its peak before the signal: a process that exits at once is gone (a zombie, with
+        # no VmHWM) before reap's first look, which would report a peak RSS of 0.
+        peak_mib = vm_hwm_kib(proc.popen.pid) / 1024
         proc.popen.send_signal(2)  # SIGINT: a clean stop
-        with contextlib.suppress(TimeoutError):
-            return await reap(proc, 10)
-        proc.popen.kill()
-        return await reap(proc, 10)
+        try:
+            await reap(proc, 10)
+        except TimeoutError:
+            proc.popen.kill()
+            await reap(proc, 10)
+        proc.max_rss_mib = max(proc.max_rss_mib, peak_mib)
     return proc
 
 

@@ -552,3 +552,41 @@ def test_the_upload_queue_serves_oldest_first_and_refuses(fast: bool) -> None:
     assert p.b.dropped_requests == 1
     with pytest.raises(LocalProtocolError, match="not pending"):
         p.b.refuse_peer_request(Request(2, 0, BLOCK))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_raw_events_are_the_same_events_as_tuples_and_piece_indexes(fast: bool) -> None:
+    """next_event_raw: a Block as (index, begin, data), an accepted Request as its piece; the
+    state changes as next_event's; everything else (a refused or duplicate request too) as
+    next_event gives it."""
+    p = seed_and_leecher(fast)
+    leecher, seed = p.a, p.b
+    seed.receive_data(leecher.send(Request(2, 0, BLOCK)) + encode(Request(2, 0, BLOCK)), now=1.0)
+    seed.receive_data(encode(Request(0, 0, BLOCK)), now=1.0)
+    seed.receive_data(encode(Have(1)), now=1.0)
+    assert seed.next_event_raw() == 2
+    assert seed.next_event_raw() == 0  # the duplicate of the first was dropped in between
+    assert seed.next_event_raw() == Have(1)
+    assert seed.next_event_raw() is NEED_DATA
+    assert seed.pending_peer_requests(8) == [(2, 0, BLOCK), (0, 0, BLOCK)]
+    assert seed.pending_peer_requests(1) == [(2, 0, BLOCK)]
+    header, data = seed.send_block(2, 0, b"x" * BLOCK, now=2.0)
+    assert seed.pending_peer_requests(8) == [(0, 0, BLOCK)]
+    leecher.receive_data(header + data, now=2.0)
+    raw = leecher.next_event_raw()
+    assert isinstance(raw, tuple)
+    index, begin, view = raw
+    assert (index, begin, bytes(view)) == (2, 0, b"x" * BLOCK)
+    assert leecher.num_outstanding() == 0
+    assert leecher.download_meter.total == BLOCK
+    assert leecher.next_event_raw() is NEED_DATA
+
+
+def test_a_raw_request_refused_while_choking_comes_as_nothing() -> None:
+    p = pair()
+    p.send(p.a, HaveNone())
+    p.send(p.b, HaveAll())
+    p.b.receive_data(encode(Request(0, 0, BLOCK)))  # b chokes a
+    assert p.b.next_event_raw() is NEED_DATA
+    assert p.b.pending_peer_requests(8) == []
+    assert p.b.dropped_requests == 1

@@ -66,6 +66,8 @@ UT_PEX_ID = 1
 
 #: Upload blocks collected before one ``writelines`` call.
 UPLOAD_BATCH_BYTES = 256 * 1024
+#: The peer's requests looked at in one pass of the upload loop.
+UPLOAD_RUN = 64
 #: Reads before the wire protocol exists (an incoming handshake not yet routed) go here.
 SCRATCH_BYTES = 16 * 1024
 #: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
@@ -252,6 +254,7 @@ class Peer(asyncio.BufferedProtocol):
         self._refill = False
         self._slow_start = settings.pipeline_min
         self._prefetched = -1
+        self._batched = 0  # payload bytes in the upload batch not yet written
         self._resume_handle: asyncio.TimerHandle | None = None
         #: Called once the connection is up (the swarm frees a half-open slot).
         self.on_connected: Callable[[], None] | None = None
@@ -606,24 +609,26 @@ class Peer(asyncio.BufferedProtocol):
 
     def _drain_events(self, proto: wire.PeerProtocol) -> None:
         need_data = wire.NEED_DATA
-        block = wire.Block
-        request = wire.Request
+        next_event = proto.next_event_raw
         closed = self._closed.done
         host = self.host
         assert host is not None
+        on_block = host.on_peer_block
         while True:
-            ev = proto.next_event()
-            if type(ev) is block:
-                # The hot path of a download, ahead of _on_event's dispatch (same handling).
+            ev = next_event()
+            if type(ev) is tuple:
+                # A Block as a plain (index, begin, data): the hot path of a download, ahead
+                # of _on_event's dispatch (same handling).
+                index, begin, data = ev
                 self._slow_start += 1
-                host.on_peer_block(self, ev.index, ev.begin, ev.data)
+                on_block(self, index, begin, data)
                 self._refill = True  # once per read, not per block (see _data_received)
-            elif type(ev) is request:
-                self._on_request(host, ev.index)  # the hot path of an upload
+            elif type(ev) is int:
+                self._on_request(host, ev)  # a Request's piece: the hot path of an upload
             elif ev is need_data:
                 return
             else:
-                self._on_event(cast(wire.Event, ev))
+                self._on_event(ev)  # type: ignore[arg-type]  # tuple, int, NEED_DATA: above
             if closed():
                 return
 
@@ -790,21 +795,21 @@ class Peer(asyncio.BufferedProtocol):
     async def _upload_loop(self) -> None:
         """Serve the peer's requests, oldest first, behind write back-pressure.
 
-        The queue is the protocol's (``next_peer_request``): a cancel or a choke withdraws a
-        request there, and nothing here keeps a copy. Blocks read from the cache come back
-        without suspending, so a run of them is collected and handed to the transport in one
-        ``writelines`` (one system call for many blocks); the batch is flushed before any
-        wait (disk, rate limit, a full send buffer) and at ``UPLOAD_BATCH_BYTES``.
+        The queue is the protocol's (``pending_peer_requests``): a cancel or a choke withdraws
+        a request there, and nothing here keeps a copy. Blocks read from the cache come back
+        without suspending, so a run of them is served in one pass (:meth:`_serve_cached`)
+        and handed to the transport in one ``writelines`` (one system call for many blocks);
+        the batch is flushed before any wait (disk, rate limit, a full send buffer) and at
+        ``UPLOAD_BATCH_BYTES``.
         """
         host = self.host
         proto = self.proto
         assert host is not None
         assert proto is not None
         batch: list[bytes | memoryview] = []
-        batched = 0
         while not self.closed:
-            request = proto.next_peer_request()
-            if request is None:
+            keys = proto.pending_peer_requests(UPLOAD_RUN)
+            if not keys:
                 self._write_batch(batch)
                 self._upload_wakeup.clear()
                 await self._upload_wakeup.wait()
@@ -813,25 +818,56 @@ class Peer(asyncio.BufferedProtocol):
                 self._write_batch(batch)
                 await self._writable.wait()
                 continue  # the queue may have changed meanwhile
-            data = self._cached_for(host, request)
-            if data is None:
-                data = await self._read_for(host, proto, request, batch)
-                if data is None or self.closed:
-                    continue
-            # Header and data side by side: the transport writes them as one vector.
-            batch.extend(proto.send_block(request.index, request.begin, data, self.clock.monotonic()))
-            # ``batch`` is emptied wherever it is written, so a two-element batch starts a count.
-            batched = len(data) if len(batch) == 2 else batched + len(data)
-            if batched >= UPLOAD_BATCH_BYTES:
-                self._write_batch(batch)
+            served = self._serve_cached(host, proto, keys, batch)
+            if served == len(keys) or self.closed or not self._writable.is_set():
+                continue
+            # The next request needs the disk or the rate limit: wait for it alone.
+            request = wire.Request(*keys[served])
+            data = await self._read_for(host, proto, request, batch)
+            if data is None or self.closed:
+                continue
+            self._add_block(
+                batch, proto.send_block(request.index, request.begin, data, self.clock.monotonic())
+            )
 
-    def _cached_for(self, host: PeerHost, request: wire.Request) -> bytes | memoryview | None:
-        """The data for ``request`` without suspending (no limit to wait for, in the cache),
-        else None: then :meth:`_read_for` decides, refuses or waits."""
-        index, begin, length = request.index, request.begin, request.length
-        if not self.up_limit.unlimited or not host.may_upload(self, index, begin, length):
-            return None
-        return host.cached_block(index, begin, length)
+    def _serve_cached(
+        self,
+        host: PeerHost,
+        proto: wire.PeerProtocol,
+        keys: list[tuple[int, int, int]],
+        batch: list[bytes | memoryview],
+    ) -> int:
+        """Serve the leading run of ``keys`` that can be had without suspending (no limit to
+        wait for, the block in the cache); returns how many were served. Stops early when a
+        write of the batch fills the transport's buffer."""
+        if not self.up_limit.unlimited:
+            return 0
+        may_upload = host.may_upload
+        cached_block = host.cached_block
+        send_block = proto.send_block
+        writable = self._writable.is_set
+        now = self.clock.monotonic()
+        served = 0
+        for index, begin, length in keys:
+            data = cached_block(index, begin, length) if may_upload(self, index, begin, length) else None
+            if data is None:
+                break
+            served += 1
+            # Header and data side by side: the transport writes them as one vector.
+            if self._add_block(batch, send_block(index, begin, data, now)) and not writable():
+                break
+        return served
+
+    def _add_block(self, batch: list[bytes | memoryview], parts: tuple[bytes, bytes | memoryview]) -> bool:
+        """Add a block's header and data to ``batch``; at ``UPLOAD_BATCH_BYTES`` write the
+        batch (returns True when it did)."""
+        batch.extend(parts)
+        n = len(parts[1])
+        batched = self._batched = n if len(batch) == 2 else self._batched + n
+        if batched >= UPLOAD_BATCH_BYTES:
+            self._write_batch(batch)
+            return True
+        return False
 
     async def _read_for(
         self, host: PeerHost, proto: wire.PeerProtocol, request: wire.Request, batch: list[bytes | memoryview]

@@ -60,7 +60,7 @@ import random
 from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 from torrent.types import BLOCK_SIZE
 
@@ -91,6 +91,9 @@ class Block(NamedTuple):
     piece: int
     offset: int
     length: int
+
+
+_new_block = tuple.__new__
 
 
 class BlockStatus(enum.Enum):
@@ -745,14 +748,17 @@ class Picker:
         n = d.num_blocks
         p = d.piece
         size = self.piece_size(p)
+        requests = st.requests
         taken = 0
         while b < n and len(out) < count:
             if state[b] == _FREE:
                 state[b] = _REQUESTED
                 req[b] = {peer: now}
                 offset = b * BLOCK_SIZE
-                blk = Block(p, offset, min(BLOCK_SIZE, size - offset))
-                st.requests[blk] = now
+                left = size - offset
+                # Block(...) without the named tuple's Python-level __new__ (once per block).
+                blk = _new_block(Block, (p, offset, BLOCK_SIZE if left > BLOCK_SIZE else left))
+                requests[blk] = now
                 out.append(blk)
                 taken += 1
                 if taken == d.free:
@@ -876,7 +882,8 @@ class Picker:
         p, offset, length = block
         st = self._peers.get(peer)
         if st is not None:
-            st.requests.pop(cast(Block, block), None)  # a tuple of the same values: the same key
+            # A tuple of the same values is the same key (no cast(): a call per block).
+            st.requests.pop(block, None)  # type: ignore[arg-type]
         if not 0 <= p < self.num_pieces or offset % BLOCK_SIZE or offset < 0:
             return _UNEXPECTED
         size = self._last_piece_length if p == self.num_pieces - 1 else self.piece_length
