@@ -41,7 +41,7 @@ from torrent.proto.tracker_codec import (
     unpack_udp_announce,
 )
 from tracker.service import CLIENT_PREFIX_LEN, NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
-from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
+from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, ReannounceStore, StoreUnavailable
 from tracker.users import UDP_SCRAPE_REFUSED, Ticket, passkey_from_path
 
 log = logging.getLogger("pytorrent.tracker.udp")
@@ -60,10 +60,9 @@ _ERROR = int(UdpAction.ERROR)
 #: A BEP 15 announce as ``tracker_codec.unpack_udp_announce`` reads it; the hot path
 #: (:meth:`UdpTracker._announce_fast`) unpacks it itself and leaves every packet it
 #: does not like to the general path, which checks it with the codec.
-_ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
+_ANNOUNCE = struct.Struct(">QII20s20sQQQIIIi2s")
 _INT64_MAX = (1 << 63) - 1
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
-_PORT = struct.Struct(">H").pack
 _new_tuple = tuple.__new__
 #: Sender addresses whose packed form the hot path keeps before it starts again.
 _PACKED_MAX = 65536
@@ -139,6 +138,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         sync = service.sync_store
         self._sync = sync.announce_nowait if sync is not None else None
         self._sync_scrape = sync.scrape_nowait if sync is not None else None
+        self._reannounce = sync.reannounce_nowait if isinstance(sync, ReannounceStore) else None
         self._interval = service.settings.interval_s
         self._accept_ip = service.settings.accept_ip_param
         self._numwant_default = service.settings.numwant_default
@@ -176,7 +176,7 @@ class UdpTracker(asyncio.DatagramProtocol):
         conn_id, action, txid, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port = (
             _ANNOUNCE.unpack_from(data)
         )
-        if action != 1 or event > 3 or not port or (downloaded | left | uploaded) > _INT64_MAX:
+        if action != 1 or event > 3 or port == b"\0\0" or (downloaded | left | uploaded) > _INT64_MAX:
             return False
         host = addr[0]
         service = self.service
@@ -210,23 +210,19 @@ class UdpTracker(asyncio.DatagramProtocol):
             numwant = self._numwant_default
         elif numwant > self._numwant_max:
             numwant = self._numwant_max
+        peer = source + port
+        if not event and self._reannounce is not None:
+            again = self._reannounce(ih, pid, peer, left == 0, numwant)
+            if again is not None:  # the commonest announce: answered without the general store path
+                self.transport.sendto(
+                    _ANNOUNCE_HEAD.pack(1, txid, self._interval, again[1], again[0]) + again[2], addr
+                )
+                return True
         # PeerAnnounce(...) made directly (its __new__ is a Python-level call): the fields
         # in order, ending with tally and refuse_new
         pa = _new_tuple(
             PeerAnnounce,
-            (
-                ih,
-                pid,
-                source + _PORT(port),
-                key,
-                left == 0,
-                _EVENTS[event],
-                numwant,
-                False,
-                False,
-                None,
-                None,
-            ),
+            (ih, pid, peer, key, left == 0, _EVENTS[event], numwant, False, False, None, None),
         )
         try:
             res = self._sync(pa)  # type: ignore[misc]
