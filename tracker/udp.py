@@ -64,8 +64,8 @@ _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIi2s")
 _INT64_MAX = (1 << 63) - 1
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
 _new_tuple = tuple.__new__
-#: Sender addresses whose packed form the hot path keeps before it starts again.
-_PACKED_MAX = 65536
+#: Sender addresses the hot path keeps an entry for before it starts again.
+_HOSTS_MAX = 65536
 
 #: Clients whose connection ids are cached before the cache is cleared.
 _ID_CACHE_MAX = 100_000
@@ -111,6 +111,16 @@ class ConnectionIds:
     def issue(self, host: str) -> int:
         return self._valid(host)[0]
 
+    def valid_until(self, host: str) -> tuple[int, int, float]:
+        """The two ids :meth:`check` accepts from ``host`` now, and the :attr:`clock`
+        time until which that holds (the end of the current window)."""
+        now, previous = self._valid(host)
+        return now, previous, (self._cache_window + 1) * CONNECTION_ID_WINDOW_S
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     def check(self, conn_id: int, host: str) -> bool:
         ids = self._cache.get(host)
         if ids is None or int(self._clock()) // CONNECTION_ID_WINDOW_S != self._cache_window:
@@ -145,8 +155,10 @@ class UdpTracker(asyncio.DatagramProtocol):
         self._numwant_max = service.settings.numwant_max
         #: a public tracker over a synchronous store: announces take the hot path
         self._fast = sync is not None and service.private is None
-        #: sender address -> packed address, for the hot path
-        self._packed: dict[str, bytes] = {}
+        #: sender address -> (the two connection ids it may send, its packed address,
+        #: until when the ids hold), for the hot path
+        self._hosts: dict[str, tuple[int, int, bytes, float]] = {}
+        self._id_clock = conn_ids.clock
         self.pending = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -179,25 +191,24 @@ class UdpTracker(asyncio.DatagramProtocol):
         if action != 1 or event > 3 or port == b"\0\0" or (downloaded | left | uploaded) > _INT64_MAX:
             return False
         host = addr[0]
+        entry = self._hosts.get(host)
+        if entry is None or self._id_clock() >= entry[3]:
+            entry = self._host(host)
+            if entry is None:
+                return False
         service = self.service
         allow = service.allow
         if (
-            (ip and self._accept_ip)
+            (conn_id != entry[0] and conn_id != entry[1])
+            or (ip and self._accept_ip)
             or (allow is not None and ih not in allow.hashes)
-            or not self.conn_ids.check(conn_id, host)
         ):
             return False
-        source = self._packed.get(host)
-        if source is None:
-            source = service.pack_address(host)
-            if source is None:
-                return False
-            if len(self._packed) >= _PACKED_MAX:
-                self._packed.clear()
-            self._packed[host] = source
-        counters = service.counters
-        counters.udp_announces += 1
-        service.note_announce()
+        source = entry[2]
+        service.counters.udp_announces += 1
+        service.log_countdown -= 1  # service.note_announce, inlined
+        if service.log_countdown <= 0:
+            service.log_access()
         clients = service.clients
         prefix = pid[:CLIENT_PREFIX_LEN]
         if prefix in clients:  # service.note_client, inlined for a client seen before
@@ -236,6 +247,17 @@ class UdpTracker(asyncio.DatagramProtocol):
             addr,
         )
         return True
+
+    def _host(self, host: str) -> tuple[int, int, bytes, float] | None:
+        """The hot path's entry for ``host`` (made afresh), or None if it is not an IP literal."""
+        source = self.service.pack_address(host)
+        if source is None:
+            return None
+        if len(self._hosts) >= _HOSTS_MAX:
+            self._hosts.clear()
+        now, previous, until = self.conn_ids.valid_until(host)
+        entry = self._hosts[host] = (now, previous, source, until)
+        return entry
 
     def _handle(self, data: bytes, addr: Any) -> None:
         counters = self.service.counters

@@ -163,3 +163,29 @@ def test_returning_peers_take_the_reannounce_path_with_the_same_answers() -> Non
     assert stores[0].again > 2000  # the hot path answered most of them through the reannounce path
     assert stores[1].again == 0
     assert max(len(data) for data, _ in results[0][0]) > 20 + 6 * 20
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_connection_ids_expire_on_the_hot_path_as_on_the_general_one(fast: bool) -> None:
+    """The hot path keeps each sender's valid ids until its window ends: an id stays
+    good through the next window and not after."""
+    now = [1000.0]
+    ids = ConnectionIds(b"k" * 32, clock=lambda: now[0])
+    service = TrackerService(MemoryStore(600, clock=lambda: now[0]), TrackerSettings())
+    proto = UdpTracker(service, ids)
+    proto._fast = fast
+    sent = Sent()
+    proto.transport = sent  # type: ignore[assignment]
+    addr = ("127.0.0.1", 1000)
+    rng = random.Random(1)
+    cid = ids.issue(addr[0])
+    actions = []
+    for step in (0, 60, 79, 81, 150, 199, 201, 400):
+        now[0] = 1000.0 + step
+        proto.datagram_received(
+            announce(cid, step, rng, info_hash=ALLOWED[0], event=0, port=6881, key=1), addr
+        )
+        actions.append(struct.unpack_from(">I", sent.packets[-1][0])[0])
+    # 1000 s is in window 8 (960-1080): the id holds until 1200, the end of window 9
+    assert actions == [1, 1, 1, 1, 1, 1, 3, 3]
+    assert service.counters.udp_bad_connection_id == 2
