@@ -42,10 +42,9 @@ test in ``tests/unit/test_tracker_store.py`` checks it); the order only decides 
 peers tend to be handed out together, and the reshuffles keep changing that.
 What this gives up against ``random.sample`` is independence between two answers
 served close together, which costs ~20 µs per announce at numwant 50 and bought
-nothing a client can see. (opentracker hands out every k-th peer of a list sorted by
-address from a random offset: the same peers always travel together there.) Moving
-the peer on every announce cost a swap of three arrays each time, about a tenth of a
-UDP announce.
+nothing a client can see. (opentracker's answer, too, is a strided walk of its
+address-sorted peer list from a random offset.) Moving the peer on every announce
+cost a swap of three arrays each time, about a tenth of a UDP announce.
 
 The commonest announce, a known peer coming back with no event from the same address
 in the same state, has its own path, :meth:`MemoryStore.reannounce_nowait`: no
