@@ -130,6 +130,9 @@ class TrackerService:
         self._ip_cache: dict[str, bytes] = {}
         self._rate_window: deque[tuple[float, int]] = deque(maxlen=13)
         self._announces_at_last_log = 0
+        #: announces left before the next access-log line (the transports' hot paths
+        #: count it down themselves and call :meth:`log_access` at zero)
+        self.log_countdown = settings.log_every
         self._last_log_at = self.started_at
         self.numwant_default = settings.numwant_default
         self.numwant_max = settings.numwant_max
@@ -255,27 +258,31 @@ class TrackerService:
 
     def note_announce(self) -> None:
         """Called once per announce answered; writes the access log every ``log_every``."""
+        self.log_countdown -= 1
+        if self.log_countdown <= 0:
+            self.log_access()
+
+    def log_access(self) -> None:
+        """One access-log line: the announces since the last one, and totals."""
+        self.log_countdown = self.settings.log_every
         c = self.counters
         total = c.http_announces + c.udp_announces
-        if total - self._announces_at_last_log >= self.settings.log_every:
-            now = self.clock()
-            span = max(now - self._last_log_at, 1e-9)
-            n = total - self._announces_at_last_log
-            failures = self.failures()
-            access_log.info(
-                "%d announces in %.1fs (%.0f/s): http %d, udp %d total; scrapes %d; failures %d; "
-                "udp dropped %d",
-                n,
-                span,
-                n / span,
-                c.http_announces,
-                c.udp_announces,
-                c.http_scrapes + c.udp_scrapes,
-                failures,
-                c.udp_dropped_short + c.udp_dropped_malformed + c.udp_bad_connection_id + c.udp_dropped_busy,
-            )
-            self._announces_at_last_log = total
-            self._last_log_at = now
+        now = self.clock()
+        span = max(now - self._last_log_at, 1e-9)
+        n = total - self._announces_at_last_log
+        access_log.info(
+            "%d announces in %.1fs (%.0f/s): http %d, udp %d total; scrapes %d; failures %d; udp dropped %d",
+            n,
+            span,
+            n / span,
+            c.http_announces,
+            c.udp_announces,
+            c.http_scrapes + c.udp_scrapes,
+            self.failures(),
+            c.udp_dropped_short + c.udp_dropped_malformed + c.udp_bad_connection_id + c.udp_dropped_busy,
+        )
+        self._announces_at_last_log = total
+        self._last_log_at = now
 
     def failures(self) -> int:
         c = self.counters

@@ -41,7 +41,7 @@ from torrent.proto.tracker_codec import (
     unpack_udp_announce,
 )
 from tracker.service import CLIENT_PREFIX_LEN, NOT_ALLOWED, STORE_UNAVAILABLE, TrackerService
-from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, StoreUnavailable
+from tracker.store import AnnounceRejected, AnnounceResult, PeerAnnounce, ReannounceStore, StoreUnavailable
 from tracker.users import UDP_SCRAPE_REFUSED, Ticket, passkey_from_path
 
 log = logging.getLogger("pytorrent.tracker.udp")
@@ -60,13 +60,12 @@ _ERROR = int(UdpAction.ERROR)
 #: A BEP 15 announce as ``tracker_codec.unpack_udp_announce`` reads it; the hot path
 #: (:meth:`UdpTracker._announce_fast`) unpacks it itself and leaves every packet it
 #: does not like to the general path, which checks it with the codec.
-_ANNOUNCE = struct.Struct(">QII20s20sQQQIIIiH")
+_ANNOUNCE = struct.Struct(">QII20s20sQQQIIIi2s")
 _INT64_MAX = (1 << 63) - 1
 _EVENTS = tuple(AnnounceEvent)  # indexed by the BEP 15 number
-_PORT = struct.Struct(">H").pack
 _new_tuple = tuple.__new__
-#: Sender addresses whose packed form the hot path keeps before it starts again.
-_PACKED_MAX = 65536
+#: Sender addresses the hot path keeps an entry for before it starts again.
+_HOSTS_MAX = 65536
 
 #: Clients whose connection ids are cached before the cache is cleared.
 _ID_CACHE_MAX = 100_000
@@ -112,6 +111,16 @@ class ConnectionIds:
     def issue(self, host: str) -> int:
         return self._valid(host)[0]
 
+    def valid_until(self, host: str) -> tuple[int, int, float]:
+        """The two ids :meth:`check` accepts from ``host`` now, and the :attr:`clock`
+        time until which that holds (the end of the current window)."""
+        now, previous = self._valid(host)
+        return now, previous, (self._cache_window + 1) * CONNECTION_ID_WINDOW_S
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
     def check(self, conn_id: int, host: str) -> bool:
         ids = self._cache.get(host)
         if ids is None or int(self._clock()) // CONNECTION_ID_WINDOW_S != self._cache_window:
@@ -139,14 +148,17 @@ class UdpTracker(asyncio.DatagramProtocol):
         sync = service.sync_store
         self._sync = sync.announce_nowait if sync is not None else None
         self._sync_scrape = sync.scrape_nowait if sync is not None else None
+        self._reannounce = sync.reannounce_nowait if isinstance(sync, ReannounceStore) else None
         self._interval = service.settings.interval_s
         self._accept_ip = service.settings.accept_ip_param
         self._numwant_default = service.settings.numwant_default
         self._numwant_max = service.settings.numwant_max
         #: a public tracker over a synchronous store: announces take the hot path
         self._fast = sync is not None and service.private is None
-        #: sender address -> packed address, for the hot path
-        self._packed: dict[str, bytes] = {}
+        #: sender address -> (the two connection ids it may send, its packed address,
+        #: until when the ids hold), for the hot path
+        self._hosts: dict[str, tuple[int, int, bytes, float]] = {}
+        self._id_clock = conn_ids.clock
         self.pending = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -176,28 +188,27 @@ class UdpTracker(asyncio.DatagramProtocol):
         conn_id, action, txid, ih, pid, downloaded, left, uploaded, event, ip, key, numwant, port = (
             _ANNOUNCE.unpack_from(data)
         )
-        if action != 1 or event > 3 or not port or (downloaded | left | uploaded) > _INT64_MAX:
+        if action != 1 or event > 3 or port == b"\0\0" or (downloaded | left | uploaded) > _INT64_MAX:
             return False
         host = addr[0]
+        entry = self._hosts.get(host)
+        if entry is None or self._id_clock() >= entry[3]:
+            entry = self._host(host)
+            if entry is None:
+                return False
         service = self.service
         allow = service.allow
         if (
-            (ip and self._accept_ip)
+            (conn_id != entry[0] and conn_id != entry[1])
+            or (ip and self._accept_ip)
             or (allow is not None and ih not in allow.hashes)
-            or not self.conn_ids.check(conn_id, host)
         ):
             return False
-        source = self._packed.get(host)
-        if source is None:
-            source = service.pack_address(host)
-            if source is None:
-                return False
-            if len(self._packed) >= _PACKED_MAX:
-                self._packed.clear()
-            self._packed[host] = source
-        counters = service.counters
-        counters.udp_announces += 1
-        service.note_announce()
+        source = entry[2]
+        service.counters.udp_announces += 1
+        service.log_countdown -= 1  # service.note_announce, inlined
+        if service.log_countdown <= 0:
+            service.log_access()
         clients = service.clients
         prefix = pid[:CLIENT_PREFIX_LEN]
         if prefix in clients:  # service.note_client, inlined for a client seen before
@@ -210,23 +221,19 @@ class UdpTracker(asyncio.DatagramProtocol):
             numwant = self._numwant_default
         elif numwant > self._numwant_max:
             numwant = self._numwant_max
+        peer = source + port
+        if not event and self._reannounce is not None:
+            again = self._reannounce(ih, pid, peer, left == 0, numwant)
+            if again is not None:  # the commonest announce: answered without the general store path
+                self.transport.sendto(
+                    _ANNOUNCE_HEAD.pack(1, txid, self._interval, again[1], again[0]) + again[2], addr
+                )
+                return True
         # PeerAnnounce(...) made directly (its __new__ is a Python-level call): the fields
         # in order, ending with tally and refuse_new
         pa = _new_tuple(
             PeerAnnounce,
-            (
-                ih,
-                pid,
-                source + _PORT(port),
-                key,
-                left == 0,
-                _EVENTS[event],
-                numwant,
-                False,
-                False,
-                None,
-                None,
-            ),
+            (ih, pid, peer, key, left == 0, _EVENTS[event], numwant, False, False, None, None),
         )
         try:
             res = self._sync(pa)  # type: ignore[misc]
@@ -240,6 +247,17 @@ class UdpTracker(asyncio.DatagramProtocol):
             addr,
         )
         return True
+
+    def _host(self, host: str) -> tuple[int, int, bytes, float] | None:
+        """The hot path's entry for ``host`` (made afresh), or None if it is not an IP literal."""
+        source = self.service.pack_address(host)
+        if source is None:
+            return None
+        if len(self._hosts) >= _HOSTS_MAX:
+            self._hosts.clear()
+        now, previous, until = self.conn_ids.valid_until(host)
+        entry = self._hosts[host] = (now, previous, source, until)
+        return entry
 
     def _handle(self, data: bytes, addr: Any) -> None:
         counters = self.service.counters

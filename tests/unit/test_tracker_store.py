@@ -225,3 +225,78 @@ def test_sample_is_uniform_chi_square() -> None:
     chi2 = sum((s - mean) ** 2 / mean for s in seen)
     # 199 degrees of freedom: the 99.9th percentile is about 267
     assert chi2 < 290, chi2
+
+
+def _state(store: MemoryStore) -> list[object]:
+    out: list[object] = []
+    for ih, sw in sorted(store._swarms.items()):
+        out.append((ih, sw.downloaded, sw.purge_at))
+        for t in (sw.t4, sw.t6):
+            if t is not None:
+                out.append((list(t.pids), bytes(t.addrs), list(t.meta), t.n_leech))
+    return out
+
+
+def test_reannounce_answers_as_announce_does() -> None:
+    """Two stores with the same history and random source: one answers every announce
+    with announce_nowait, the other tries reannounce_nowait first. Same answers, same
+    tables, and the cheap path answers most announces."""
+    rng = random.Random(21)
+    clock = FakeClock()
+    slow_rng, fast_rng = random.Random(4), random.Random(4)
+    slow = MemoryStore(40, clock=clock, rng=slow_rng)
+    fast = MemoryStore(40, clock=clock, rng=fast_rng)
+    v6 = bytes(15) + b"\x01"
+    cheap = 0
+    for _ in range(6000):
+        n = rng.randrange(70)
+        clock.now += rng.random() * 0.05
+        seed = (n % 3 == 0) != (rng.random() < 0.03)
+        event = E.NONE if rng.random() < 0.9 else rng.choice([E.STARTED, E.COMPLETED, E.STOPPED])
+        a = addr(n) if n % 18 else v6 + n.to_bytes(2, "big")  # IPv6 peers in the second swarm only
+        if rng.random() < 0.02:
+            a = addr(n, 7000)  # a peer moving
+        numwant = 0 if event is E.STOPPED else rng.choice([0, 3, 30, 50, 200])
+        ih = IH if n % 9 else b"j" * 20
+        pa = PeerAnnounce(ih, pid(n), a, None, seed, event, numwant, False, False)
+        want = slow.announce_nowait(pa)
+        got = None
+        if event is E.NONE:
+            got = fast.reannounce_nowait(ih, pid(n), a, seed, numwant)
+        if got is None:
+            res = fast.announce_nowait(pa)
+            got = (res.complete, res.incomplete, res.peers4 or res.peers6)
+        else:
+            cheap += 1
+            assert addr(n) not in [bytes(got[2][i : i + 6]) for i in range(0, len(got[2]), 6)]
+        assert (got[0], got[1], bytes(got[2])) == (want.complete, want.incomplete, want.peers4 or want.peers6)
+    assert _state(fast) == _state(slow)
+    assert fast_rng.getstate() == slow_rng.getstate()
+    check_invariants(fast)
+    assert cheap > 3000
+
+
+def test_reannounce_declines_without_changing_anything() -> None:
+    clock = FakeClock()
+    rng = random.Random(5)
+    store = MemoryStore(60, clock=clock, rng=rng)
+    for n in range(20):
+        store.announce_nowait(ann(n, seed=n < 5))
+    before = [_state(store), rng.getstate()]
+    assert store.reannounce_nowait(b"x" * 20, pid(1), addr(1), False, 50) is None  # unknown swarm
+    assert store.reannounce_nowait(IH, pid(99), addr(99), False, 50) is None  # unknown peer
+    assert store.reannounce_nowait(IH, pid(7), addr(7, 7000), False, 50) is None  # moved
+    assert store.reannounce_nowait(IH, pid(7), addr(7), True, 50) is None  # now a seed
+    assert store.reannounce_nowait(IH, pid(1), addr(1), False, 50) is None  # no longer a seed
+    v6 = bytes(15) + b"\x01\x1a\xe1"
+    assert store.reannounce_nowait(IH, pid(7), v6, False, 50) is None  # no IPv6 table
+    assert [_state(store), rng.getstate()] == before
+    clock.now += 61  # every peer is past its time: the swarm must be purged first
+    assert store.reannounce_nowait(IH, pid(7), addr(7), False, 50) is None
+    assert [_state(store), rng.getstate()] == before
+    clock.now -= 61
+    seeds, leech, peers = store.reannounce_nowait(IH, pid(7), addr(7), False, 50)  # type: ignore[misc]
+    assert (seeds, leech, len(peers)) == (5, 15, 19 * 6)
+    seeds, leech, peers = store.reannounce_nowait(IH, pid(2), addr(2), True, 50)  # type: ignore[misc]
+    assert (seeds, leech, len(peers)) == (5, 15, 15 * 6)  # a seed gets the leechers only
+    assert store.reannounce_nowait(IH, pid(7), addr(7), False, 0) == (5, 15, b"")

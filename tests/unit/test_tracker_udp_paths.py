@@ -114,3 +114,78 @@ def test_the_hot_paths_tuples_have_every_field() -> None:
     assert len(PeerAnnounce._fields) == 11
     assert AnnounceResult._fields[-1] == "tally"
     assert len(AnnounceResult._fields) == 7
+
+
+class CountingStore(MemoryStore):
+    """Counts the announces ``reannounce_nowait`` answered."""
+
+    again = 0
+
+    def reannounce_nowait(
+        self, ih: bytes, pid: bytes, addr: bytes, is_seed: bool, numwant: int
+    ) -> tuple[int, int, bytes | bytearray] | None:
+        got = super().reannounce_nowait(ih, pid, addr, is_seed, numwant)
+        self.again += got is not None
+        return got
+
+
+def test_returning_peers_take_the_reannounce_path_with_the_same_answers() -> None:
+    """Peers that come back from the same port in the same state (the commonest
+    announce) are answered by ``MemoryStore.reannounce_nowait``, byte for byte as the
+    general path answers them."""
+    rng = random.Random(8)
+    v4, v6 = ("127.0.0.1", 1000), ("::1", 1001, 0, 0)
+    ids = ConnectionIds(b"k" * 32, clock=lambda: 5000.0)
+    stream = []
+    for txid in range(3000):
+        n = rng.randrange(40)
+        addr = v6 if n % 7 == 0 else v4
+        event = 0 if rng.random() < 0.9 else rng.choice([1, 2, 3])
+        data = announce(
+            ids.issue(addr[0]), txid, rng, peer_id=b"-UT0001-" + n.to_bytes(12, "big"), port=6000 + n,
+            left=0 if n % 4 == 0 else 100, event=event, numwant=rng.choice([-1, 0, 5, 30]),
+        )  # fmt: skip
+        stream.append((data, addr))
+    results = []
+    stores = []
+    for fast in (True, False):
+        store = CountingStore(600, clock=lambda: 1000.0, rng=random.Random(3))
+        stores.append(store)
+        service = TrackerService(store, TrackerSettings(numwant_default=20))
+        proto = UdpTracker(service, ids)
+        proto._fast = fast
+        sent = Sent()
+        proto.transport = sent  # type: ignore[assignment]
+        for data, addr in stream:
+            proto.datagram_received(data, addr)
+        results.append((sent.packets, asdict(service.counters)))
+    assert results[0] == results[1]
+    assert stores[0].again > 2000  # the hot path answered most of them through the reannounce path
+    assert stores[1].again == 0
+    assert max(len(data) for data, _ in results[0][0]) > 20 + 6 * 20
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_connection_ids_expire_on_the_hot_path_as_on_the_general_one(fast: bool) -> None:
+    """The hot path keeps each sender's valid ids until its window ends: an id stays
+    good through the next window and not after."""
+    now = [1000.0]
+    ids = ConnectionIds(b"k" * 32, clock=lambda: now[0])
+    service = TrackerService(MemoryStore(600, clock=lambda: now[0]), TrackerSettings())
+    proto = UdpTracker(service, ids)
+    proto._fast = fast
+    sent = Sent()
+    proto.transport = sent  # type: ignore[assignment]
+    addr = ("127.0.0.1", 1000)
+    rng = random.Random(1)
+    cid = ids.issue(addr[0])
+    actions = []
+    for step in (0, 60, 79, 81, 150, 199, 201, 400):
+        now[0] = 1000.0 + step
+        proto.datagram_received(
+            announce(cid, step, rng, info_hash=ALLOWED[0], event=0, port=6881, key=1), addr
+        )
+        actions.append(struct.unpack_from(">I", sent.packets[-1][0])[0])
+    # 1000 s is in window 8 (960-1080): the id holds until 1200, the end of window 9
+    assert actions == [1, 1, 1, 1, 1, 1, 3, 3]
+    assert service.counters.udp_bad_connection_id == 2
