@@ -7,7 +7,9 @@ import asyncio
 import base64
 import json
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -509,3 +511,49 @@ async def test_bandwidth_groups_limit_their_torrents_and_persist(tmp_path: Path)
         [group] = (await client.call("group-get", group=["slow", "unknown"]))["group"]
         assert group["speed-limit-up"] == 100
         assert (await client.get([tid], "group"))[0]["group"] == "new"
+
+
+async def test_adds_that_arrive_together_share_one_commit_and_are_answered_once_stored(
+    tmp_path: Path,
+) -> None:
+    metas = [make_torrent(make_payload(tmp_path / "downloads", f"g{i}.bin", 1000, seed=i)) for i in range(8)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        commits: list[str] = []
+        daemon.store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        other = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
+        records = [daemon.add(metainfo=m.to_bytes())[0] for m in metas]
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 0  # not answered yet
+        await daemon.committed()
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 8
+        assert commits[:1] == ["COMMIT"]
+        assert daemon.store.pending == 0
+        # Over RPC, concurrent adds are each answered, and stored by then.
+        more = [
+            make_torrent(make_payload(tmp_path / "downloads", f"h{i}.bin", 1000, seed=20 + i))
+            for i in range(8)
+        ]
+        ids = await asyncio.gather(*(client.add(m) for m in more))
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 16
+        assert sorted(ids) == list(range(records[-1].id + 1, records[-1].id + 9))
+        other.close()
+
+
+async def test_an_add_that_cannot_be_stored_is_an_error_and_not_listed(tmp_path: Path) -> None:
+    meta = make_torrent(make_payload(tmp_path / "downloads", "full.bin", 1000))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        real = daemon.store._db
+
+        class FullDisk:
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("database or disk is full")
+                return real.execute(sql, *args)
+
+        daemon.store._db = FullDisk()  # type: ignore[assignment]
+        result = await client.result("torrent-add", metainfo=base64.b64encode(meta.to_bytes()).decode())
+        daemon.store._db = real
+        assert result == "cannot store the torrent: database or disk is full"
+        assert await client.get(None, "id") == []
+        # Nothing left behind: the same torrent adds fine once the disk has room.
+        tid = await client.add(meta)
+        assert [t["id"] for t in await client.get(None, "id")] == [tid]

@@ -273,6 +273,33 @@ def test_kill_9_loses_no_torrent_and_sigterm_exits_0(tmp_path: Path) -> None:
         assert "stopped" in d.log.read_text().splitlines()[-1]
 
 
+def test_kill_9_right_after_the_add_replies_loses_no_torrent(tmp_path: Path) -> None:
+    """Adds from twenty clients at once (so they share group commits); kill -9 as soon as
+    the last one answered success: every torrent is back after the restart."""
+    paths = []
+    for i in range(20):
+        content = make_payload(tmp_path / "downloads", f"k{i:02d}.bin", 20_000, seed=i)
+        path = tmp_path / f"k{i:02d}.torrent"
+        path.write_bytes(make_torrent(content, piece_length=16 * 1024).to_bytes())
+        paths.append(str(path))
+    with daemon_process(tmp_path) as d:
+        # transmission-remote 3.00 adds only the last of several files given to one -a.
+        clients = [
+            subprocess.Popen(
+                ["transmission-remote", d.rpc, "-a", p], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for p in paths
+        ]
+        outputs = [c.communicate(timeout=30)[0].decode() for c in clients]
+        d.proc.kill()  # kill -9 at once: no clean shutdown, no scheduler pass in between
+        d.proc.wait()
+    assert all("success" in out for out in outputs), outputs
+    with daemon_process(tmp_path, name="again") as d:
+        names = sorted(r[-1] for r in d.rows())
+        assert names == [f"k{i:02d}.bin" for i in range(20)]
+        assert _stop(d) == 0
+
+
 def test_sighup_reloads_the_settings_file_and_watch_dir(tmp_path: Path) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"speed-limit-up": 42, "speed-limit-up-enabled": True}))

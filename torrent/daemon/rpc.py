@@ -381,6 +381,7 @@ async def _torrent_add(daemon: Daemon, args: dict[str, Any], request: web.Reques
         )
     except MetainfoError as exc:
         raise RpcError(f"invalid or corrupt torrent file: {exc}") from None
+    await daemon.committed()  # answered once stored: a kill -9 after the answer keeps it
     summary = {"id": record.id, "name": record.stored.name, "hashString": record.info_hash}
     return {"torrent-added": summary} if added else {"torrent-duplicate": summary}
 

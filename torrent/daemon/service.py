@@ -74,6 +74,7 @@ import contextlib
 import heapq
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Coroutine, Iterable, Mapping
@@ -411,6 +412,9 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Bandwidth groups by name.
         self.groups: dict[str, BandwidthGroup] = {}
+        #: The open group commit of adds (its result: None, or why it failed) and its records.
+        self._group: asyncio.Future[str | None] | None = None
+        self._group_records: list[Record] = []
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -550,13 +554,51 @@ class Daemon:
             labels=list(labels),
             added_date=int(time.time()),
         )
-        self.store.insert(stored)
+        self.store.insert_pending(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
+        self._join_group(r)
         log.info("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
         return r, True
+
+    async def committed(self) -> None:
+        """Wait until every torrent added so far is in the database (their group commit).
+
+        Raises:
+            DaemonError: the group could not be stored; its torrents were dropped.
+        """
+        group = self._group
+        if group is not None:
+            failure = await asyncio.shield(group)
+            if failure is not None:
+                raise DaemonError(failure)
+
+    def _join_group(self, r: Record) -> None:
+        """Adds that arrive before the group's commit runs (the next turn of the loop,
+        after the requests already read) share its transaction."""
+        if self._group is None:
+            loop = asyncio.get_running_loop()
+            self._group = loop.create_future()
+            loop.call_soon(self._commit_group)
+        self._group_records.append(r)
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        records, self._group_records = self._group_records, []
+        failure: str | None = None
+        try:
+            self.store.commit()
+        except sqlite3.Error as exc:
+            failure = f"cannot store the torrent: {exc}"
+            log.error("%d added torrents not stored, dropped: %s", len(records), exc)
+            for r in records:
+                self.records.pop(r.id, None)
+                self.by_hash.pop(r.info_hash, None)
+                self._own_seed_limits.discard(r.id)
+        if group is not None and not group.done():
+            group.set_result(failure)
 
     # ------------------------------------------------------------------ the queue
 

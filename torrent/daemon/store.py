@@ -11,13 +11,17 @@ power loss may lose the last transactions, never corrupt the database. The paylo
 verified pieces are not kept here: they are the engine's resume state
 (:mod:`torrent.disk.resume`), next to the data.
 
-Each change (add, remove, a setting, a torrent's field) is its own transaction;
+Each change (remove, a setting, a torrent's field) is its own transaction;
 statistics (uploaded/downloaded totals, activity) are written in batches by
-:meth:`StateStore.save_stats`.
+:meth:`StateStore.save_stats`. Adds may be *grouped*: :meth:`StateStore.insert_pending`
+inserts into an open transaction that :meth:`StateStore.commit` ends (the daemon commits
+the adds that arrived together in one transaction, and answers each only once it is
+committed). Any other write commits the open group first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -139,8 +143,14 @@ class StateStore:
         if "summary" not in columns:  # schema 2: summaries are made at the next load
             self._db.execute("ALTER TABLE torrents ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        #: Inserts in the open group transaction (:meth:`insert_pending`).
+        self._pending = 0
+        #: Why the group failed when another write committed it (:meth:`commit` raises it).
+        self._group_failure: sqlite3.Error | None = None
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.commit()
         self._db.close()
 
     # --- torrents ---------------------------------------------------------------------
@@ -159,12 +169,54 @@ class StateStore:
 
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
+        self._commit_open()
         values = _row(t)[1:]
         # One statement: its own transaction (autocommit), no BEGIN/COMMIT round trips.
         cur = self._db.execute(_INSERT, values)
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
         return t.id
+
+    def insert_pending(self, t: StoredTorrent) -> int:
+        """Store a new record in the open group transaction (begun if none is open): it is
+        durable once :meth:`commit` returns. Sets and returns its id."""
+        if self._pending == 0:
+            self._commit_open()
+            self._db.execute("BEGIN IMMEDIATE")
+        cur = self._db.execute(_INSERT, _row(t)[1:])
+        self._pending += 1
+        assert cur.lastrowid is not None
+        t.id = cur.lastrowid
+        return t.id
+
+    @property
+    def pending(self) -> int:
+        """Inserts waiting for :meth:`commit`."""
+        return self._pending
+
+    def commit(self) -> None:
+        """Commit the group of :meth:`insert_pending` (nothing to do if another write did).
+
+        Raises:
+            sqlite3.Error: the group was not stored (rolled back), whether now or when
+                another write tried to commit it.
+        """
+        self._commit_open()
+        failure, self._group_failure = self._group_failure, None
+        if failure is not None:
+            raise failure
+
+    def _commit_open(self) -> None:
+        """End the open group: committed, or rolled back with its error kept for :meth:`commit`."""
+        if self._pending == 0:
+            return
+        self._pending = 0
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._group_failure = exc
 
     def update(self, t: StoredTorrent) -> None:
         """Write every field of ``t`` (one transaction)."""
@@ -214,6 +266,7 @@ class StateStore:
     # --- plumbing ---------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
+        self._commit_open()
         return _Transaction(self._db)
 
 
@@ -227,7 +280,15 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave it open
+                self._db.execute("ROLLBACK")
+            raise
 
 
 def _row(t: StoredTorrent) -> tuple[Any, ...]:
