@@ -549,6 +549,9 @@ async def test_an_add_that_cannot_be_stored_is_an_error_and_not_listed(tmp_path:
                     raise sqlite3.OperationalError("database or disk is full")
                 return real.execute(sql, *args)
 
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
         daemon.store._db = FullDisk()  # type: ignore[assignment]
         result = await client.result("torrent-add", metainfo=base64.b64encode(meta.to_bytes()).decode())
         daemon.store._db = real

@@ -142,6 +142,14 @@ def test_a_group_of_inserts_is_stored_by_one_commit_and_only_then(tmp_path: Path
     store.commit()  # nothing open: nothing to do
     assert commits == ["COMMIT"]
     other.close()
+    store.delete(3)
+    store.close()
+    store = StateStore(tmp_path)
+    assert store.insert_pending(_record("d", 3)) == 4  # never an id used before, removed or not
+    assert store.insert(_record("e", 4)) == 5
+    assert store.insert_pending(_record("f", 5)) == 6
+    store.commit()
+    assert [r.id for r in store.load()] == [1, 2, 4, 5, 6]
 
 
 def test_another_write_commits_the_open_group_first(tmp_path: Path) -> None:

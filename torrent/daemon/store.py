@@ -14,9 +14,9 @@ verified pieces are not kept here: they are the engine's resume state
 Each change (remove, a setting, a torrent's field) is its own transaction;
 statistics (uploaded/downloaded totals, activity) are written in batches by
 :meth:`StateStore.save_stats`. Adds may be *grouped*: :meth:`StateStore.insert_pending`
-inserts into an open transaction that :meth:`StateStore.commit` ends (the daemon commits
-the adds that arrived together in one transaction, and answers each only once it is
-committed). Any other write commits the open group first.
+gives a record its id at once and :meth:`StateStore.commit` stores the group in one
+transaction (the daemon stores the adds that arrived together in one transaction, and
+answers each only once it is stored). Any other write or read stores the open group first.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ _INSERT = (
     f"VALUES ({', '.join('?' * len(_COLUMNS.split(', ')[1:]))})"
 )
 
+_INSERT_WITH_ID = f"INSERT INTO torrents ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(', ')))})"
+
 
 class StateStore:
     """The database of one daemon; not thread-safe (the event loop owns it).
@@ -143,8 +145,10 @@ class StateStore:
         if "summary" not in columns:  # schema 2: summaries are made at the next load
             self._db.execute("ALTER TABLE torrents ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
-        #: Inserts in the open group transaction (:meth:`insert_pending`).
-        self._pending = 0
+        #: Rows of the open group (:meth:`insert_pending`), stored by :meth:`commit`.
+        self._group: list[tuple[Any, ...]] = []
+        #: The id the next grouped record gets (None: read from the database when needed).
+        self._next_id: int | None = None
         #: Why the group failed when another write committed it (:meth:`commit` raises it).
         self._group_failure: sqlite3.Error | None = None
 
@@ -158,12 +162,14 @@ class StateStore:
     def load(self) -> list[StoredTorrent]:
         """Every record, in queue order, in one query; the metainfo bytes only of a record
         with no summary yet (a database of schema 2), the others read by :meth:`metainfo`."""
+        self._commit_open()
         columns = _COLUMNS.replace("metainfo", "CASE WHEN summary = '' THEN metainfo END")
         rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id")
         return [_record(row) for row in rows]
 
     def metainfo(self, torrent_id: int) -> bytes | None:
         """A torrent's metainfo bytes (None: unknown, a magnet link's)."""
+        self._commit_open()  # a record of the open group is read once stored
         row = self._db.execute("SELECT metainfo FROM torrents WHERE id=?", (torrent_id,)).fetchone()
         return None if row is None else row[0]
 
@@ -175,31 +181,36 @@ class StateStore:
         cur = self._db.execute(_INSERT, values)
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
+        self._next_id = None  # read again when next needed
         return t.id
 
     def insert_pending(self, t: StoredTorrent) -> int:
-        """Store a new record in the open group transaction (begun if none is open): it is
-        durable once :meth:`commit` returns. Sets and returns its id."""
-        if self._pending == 0:
+        """Add a new record to the open group (:meth:`commit` stores the group in one
+        transaction; the record is durable once it returned). Sets and returns its id,
+        never one used before: the next after every id stored or pending."""
+        if self._next_id is None:
             self._commit_open()
-            self._db.execute("BEGIN IMMEDIATE")
-        cur = self._db.execute(_INSERT, _row(t)[1:])
-        self._pending += 1
-        assert cur.lastrowid is not None
-        t.id = cur.lastrowid
+            row = self._db.execute(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='torrents'), 0), "
+                "COALESCE((SELECT MAX(id) FROM torrents), 0))"
+            ).fetchone()
+            self._next_id = int(row[0]) + 1
+        t.id = self._next_id
+        self._next_id += 1
+        self._group.append(_row(t))  # the values now: the caller may change ``t`` afterwards
         return t.id
 
     @property
     def pending(self) -> int:
-        """Inserts waiting for :meth:`commit`."""
-        return self._pending
+        """Records waiting for :meth:`commit`."""
+        return len(self._group)
 
     def commit(self) -> None:
-        """Commit the group of :meth:`insert_pending` (nothing to do if another write did).
+        """Store the group of :meth:`insert_pending` (nothing to do if another write did).
 
         Raises:
             sqlite3.Error: the group was not stored (rolled back), whether now or when
-                another write tried to commit it.
+                another write tried to store it.
         """
         self._commit_open()
         failure, self._group_failure = self._group_failure, None
@@ -207,15 +218,14 @@ class StateStore:
             raise failure
 
     def _commit_open(self) -> None:
-        """End the open group: committed, or rolled back with its error kept for :meth:`commit`."""
-        if self._pending == 0:
+        """Store the open group in one transaction, or keep its error for :meth:`commit`."""
+        if not self._group:
             return
-        self._pending = 0
+        rows, self._group = self._group, []
         try:
-            self._db.execute("COMMIT")
+            with _Transaction(self._db):
+                self._db.executemany(_INSERT_WITH_ID, rows)
         except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
             self._group_failure = exc
 
     def update(self, t: StoredTorrent) -> None:
