@@ -5,7 +5,8 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 
 1. start the daemon (RPC and peer port on loopback, DHT/LSD/port mapping off) and read
    its idle RSS;
-2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight;
+2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight
+   (the time, and the CPU time the daemon used meanwhile);
 3. wait until ``torrent-get`` lists every one complete and seeding (``percentDone`` 1,
    ``status`` 6);
 4. ``torrent-get`` of 7 list fields over all torrents, a fresh connection per call:
