@@ -5,7 +5,8 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 
 1. start the daemon (RPC and peer port on loopback, DHT/LSD/port mapping off) and read
    its idle RSS;
-2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight;
+2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight
+   (the time, and the CPU time the daemon used meanwhile);
 3. wait until ``torrent-get`` lists every one complete and seeding (``percentDone`` 1,
    ``status`` 6);
 4. ``torrent-get`` of 7 list fields over all torrents, a fresh connection per call:
@@ -273,9 +274,10 @@ async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[st
                 item = encoded.pop()
                 await rpc.call(http, "torrent-add", metainfo=item, **{"download-dir": str(d.data_dir)})
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s(d.pid)
         await asyncio.gather(*(worker() for _ in range(8)))
         out["add_s"] = time.perf_counter() - t0
+        out["add_cpu_s"] = cpu_s(d.pid) - c0
         try:
             out["complete_s"] = out["add_s"] + await wait_for(
                 lambda: all_complete(rpc, http, n), timeout_s, 0.2
@@ -326,6 +328,7 @@ async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[st
 
 ROWS = [
     ("add over RPC, 8 in flight (s)", "add_s", "{:.2f}"),
+    ("  daemon CPU during the adds (s)", "add_cpu_s", "{:.2f}"),
     ("until all listed complete (s)", "complete_s", "{:.1f}"),
     ("torrent-get 7 fields, all, fresh conn (ms, median)", "get_ms", "{:.1f}"),
     ("RSS idle, no torrents (MiB)", "idle_rss_mib", "{:.1f}"),

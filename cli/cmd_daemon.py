@@ -2,8 +2,8 @@
 
 Runs in the foreground and logs to stderr. SIGTERM and SIGINT (and the RPC
 ``session-close``) stop it cleanly (``stopped`` announces, resume state and totals
-saved, exit 0); SIGHUP re-reads the settings file (JSON with ``session-set`` keys,
-default ``<state-dir>/settings.json``).
+saved, exit 0); SIGHUP re-reads the settings file (JSON with ``session-set`` keys, the
+network ones included, default ``<state-dir>/settings.json``).
 """
 
 from __future__ import annotations
@@ -124,15 +124,17 @@ def _read_settings_file(path: str) -> dict[str, Any]:
     return values if isinstance(values, dict) else {}
 
 
-def _reload(daemon: Daemon, path: str) -> None:
+async def _reload(daemon: Daemon, path: str) -> None:
+    """Apply the settings file as ``session-set`` would, the network keys included (not
+    stored: the file is read again at each start)."""
     import logging
 
     from torrent.daemon.service import DaemonError
 
     log = logging.getLogger("pytorrent.daemon")
     try:
-        daemon.apply_settings(_read_settings_file(path), persist=False)
-    except DaemonError as exc:
+        await daemon.update_settings(_read_settings_file(path), persist=False)
+    except (DaemonError, ValueError) as exc:
         log.warning("settings file %s: %s; kept the previous settings", path, exc)
         return
     log.info("reloaded settings from %s", path)
@@ -180,7 +182,7 @@ async def _serve(args: argparse.Namespace) -> int:
         host_whitelist=tuple(h.strip().lower() for h in args.rpc_host_whitelist.split(",") if h.strip()),
     )
     async with Daemon(config, settings) as daemon:
-        daemon.apply_settings(_read_settings_file(settings_file), persist=False)
+        await _reload(daemon, settings_file)
         runner = web.AppRunner(build_app(daemon, rpc), access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -193,8 +195,8 @@ async def _serve(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, daemon.request_close)
-            loop.add_signal_handler(signal.SIGHUP, _reload, daemon, settings_file)
             async with asyncio.TaskGroup() as tg:
+                loop.add_signal_handler(signal.SIGHUP, lambda: tg.create_task(_reload(daemon, settings_file)))
                 watcher = tg.create_task(watch_directory(daemon, args.watch_dir)) if args.watch_dir else None
                 await daemon.close_requested.wait()
                 if watcher is not None:

@@ -478,8 +478,24 @@ def test_webui_sorting_filters_keyboard_settings_failures_and_small_screen(
         queue = page.css('[data-key="download-queue-size"]')
         queue.clear()
         queue.send_keys("7")
+        # The alternative speed schedule: 22:30 to 06:15 on weekdays.
+        assert page.css('[data-key="alt-speed-time-begin"]').get_attribute("value") == "09:00"
+        page.css('[data-key="alt-speed-time-enabled"]').click()
+        for key, value in (("alt-speed-time-begin", "22:30"), ("alt-speed-time-end", "06:15")):
+            browser.execute_script(
+                "arguments[0].value = arguments[1]", page.css(f'[data-key="{key}"]'), value
+            )
+        for day in ("1", "64"):  # Sunday and Saturday off
+            page.css(f'[data-days] input[value="{day}"]').click()
         page.css("#settings-save").click()
         wait_until_blocking(lambda: rpc(d, "session-get")["download-queue-size"] == 7, what="setting saved")
+        got = rpc(d, "session-get")
+        assert [got[f"alt-speed-time-{k}"] for k in ("enabled", "begin", "end", "day")] == [
+            True,
+            1350,
+            375,
+            62,
+        ]
         wait_until_blocking(lambda: not page.visible("#settings-dialog"), timeout_s=5, what="settings closed")
 
         # Move a torrent's data from the keyboard.

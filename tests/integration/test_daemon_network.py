@@ -9,12 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.integration.daemon_helpers import running_daemon
 from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
 from torrent.config import Encryption
+from torrent.daemon import fields
+from torrent.disk.resume import ResumeStore
 from torrent.engine.dht_node import load_state
 from torrent.engine.session import Session
 
@@ -140,3 +145,27 @@ async def test_a_stopped_incomplete_torrent_shows_its_verified_pieces(tmp_path: 
         assert t["status"] == 0  # stopped
         assert t["percentDone"] == 0.75
         assert base64.b64decode(t["pieces"]) == bytes([0b10111101])
+        # Read once, not per request: kept until the resume state changes.
+        reads: list[object] = []
+
+        class Counted(ResumeStore):
+            def load(self) -> Any:
+                reads.append(self)
+                return super().load()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fields, "ResumeStore", Counted)  # what torrent-get reads with
+            for _ in range(3):
+                [t] = await client.get([tid], "pieces")
+                assert base64.b64decode(t["pieces"]) == bytes([0b10111101])
+            assert reads == []
+            # Repaired and verified again: the new state is read (once).
+            data[1 * 32 * 1024 + 100] ^= 0xFF
+            content.write_bytes(bytes(data))
+            await client.call("torrent-verify", ids=[tid])
+            await wait_until(lambda: daemon.records[tid].check_task is None, what="checked again")
+            await wait_until(lambda: daemon.records[tid].checking is None, what="check ended")
+            for _ in range(2):
+                [t] = await client.get([tid], "pieces")
+                assert base64.b64decode(t["pieces"]) == bytes([0b11111101])
+            assert len(reads) == 1

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import json
 import os
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -509,3 +512,114 @@ async def test_bandwidth_groups_limit_their_torrents_and_persist(tmp_path: Path)
         [group] = (await client.call("group-get", group=["slow", "unknown"]))["group"]
         assert group["speed-limit-up"] == 100
         assert (await client.get([tid], "group"))[0]["group"] == "new"
+
+
+async def test_adds_that_arrive_together_share_one_commit_and_are_answered_once_stored(
+    tmp_path: Path,
+) -> None:
+    metas = [make_torrent(make_payload(tmp_path / "downloads", f"g{i}.bin", 1000, seed=i)) for i in range(8)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        commits: list[str] = []
+        daemon.store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        other = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
+        records = [daemon.add(metainfo=m.to_bytes())[0] for m in metas]
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 0  # not answered yet
+        await daemon.committed()
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 8
+        assert commits[:1] == ["COMMIT"]
+        assert daemon.store.pending == 0
+        # Over RPC, concurrent adds are each answered, and stored by then.
+        more = [
+            make_torrent(make_payload(tmp_path / "downloads", f"h{i}.bin", 1000, seed=20 + i))
+            for i in range(8)
+        ]
+        ids = await asyncio.gather(*(client.add(m) for m in more))
+        assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 16
+        assert sorted(ids) == list(range(records[-1].id + 1, records[-1].id + 9))
+        other.close()
+
+
+async def test_an_add_that_cannot_be_stored_is_an_error_and_not_listed(tmp_path: Path) -> None:
+    meta = make_torrent(make_payload(tmp_path / "downloads", "full.bin", 1000))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        real = daemon.store._db
+
+        class FullDisk:
+            def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("database or disk is full")
+                return real.execute(sql, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        daemon.store._db = FullDisk()  # type: ignore[assignment]
+        result = await client.result("torrent-add", metainfo=base64.b64encode(meta.to_bytes()).decode())
+        daemon.store._db = real
+        assert result == "cannot store the torrent: database or disk is full"
+        assert await client.get(None, "id") == []
+        # Nothing left behind: the same torrent adds fine once the disk has room.
+        tid = await client.add(meta)
+        assert [t["id"] for t in await client.get(None, "id")] == [tid]
+
+
+async def test_alternative_speed_limits_switch_at_the_schedules_boundaries(tmp_path: Path) -> None:
+    now = [datetime.datetime(2024, 1, 1, 21, 59, 0)]  # a Monday
+    schedule = {
+        "alt-speed-time-enabled": True,
+        "alt-speed-time-begin": 22 * 60,
+        "alt-speed-time-end": 6 * 60,  # wraps midnight: Monday 22:00 to Tuesday 06:00
+        "alt-speed-time-day": 1 << 1,  # Monday
+    }
+
+    async def alt_speed() -> bool:
+        got = await client.call("session-get", fields=["alt-speed-enabled"])
+        return bool(got["alt-speed-enabled"])
+
+    async def at(when: datetime.datetime) -> None:
+        now[0] = when
+        daemon._alt_wake.set()  # what the wait's timeout does at the boundary
+        await asyncio.sleep(0.05)
+
+    async with asyncio.timeout(30), running_daemon(tmp_path, clock=lambda: now[0]) as (daemon, client):
+        await client.call("session-set", **{"alt-speed-down": 7, "alt-speed-up": 9, **schedule})
+        got = await client.call("session-get")
+        assert {k: got[k] for k in schedule} == schedule
+        assert not await alt_speed()
+        # One wait until the boundary (60 s away), not a check every minute.
+        assert daemon.alt_speed_step() == pytest.approx(60.05)
+        await at(datetime.datetime(2024, 1, 1, 22, 0, 0))
+        await wait_until(lambda: daemon.session_limits["alt-speed-enabled"], what="on at 22:00")
+        assert await alt_speed()
+        assert daemon.effective_rate_limits() == (7000, 9000)
+        # The next boundary is Tuesday 06:00, 8 hours on.
+        assert daemon.alt_speed_step() == pytest.approx(8 * 3600 + 0.05)
+        # Switched off by hand at 23:00: it stays off (the schedule acts at its boundaries).
+        await at(datetime.datetime(2024, 1, 1, 23, 0, 0))
+        await client.call("session-set", **{"alt-speed-enabled": False})
+        await at(datetime.datetime(2024, 1, 2, 1, 0, 0))
+        assert not await alt_speed()
+        # On by hand after the window: it stays on until the next Monday 22:00 boundary,
+        # which is the next one (Tuesday 06:00 passed: nothing to switch).
+        await at(datetime.datetime(2024, 1, 2, 6, 0, 0))
+        await client.call("session-set", **{"alt-speed-enabled": True})
+        await at(datetime.datetime(2024, 1, 2, 22, 30, 0))
+        assert await alt_speed()
+        assert daemon.alt_speed_step() == pytest.approx((6 * 24 - 0.5) * 3600 + 0.05)
+        # Off by the Monday window's end (after its begin switched it on, as it was).
+        await at(datetime.datetime(2024, 1, 8, 22, 0, 0))
+        await at(datetime.datetime(2024, 1, 9, 6, 0, 0))
+        await wait_until(lambda: not daemon.session_limits["alt-speed-enabled"], what="off at 06:00")
+        assert daemon.effective_rate_limits() == (0, 0)
+        # A schedule turned off leaves the switch alone, and no wait is set.
+        await client.call("session-set", **{"alt-speed-time-enabled": False})
+        assert daemon.alt_speed_step() is None
+        with pytest.raises(AssertionError, match="at most 1439"):
+            await client.call("session-set", **{"alt-speed-time-begin": 1440})
+    # Persisted, and a schedule turned on again applies at once (inside the window now).
+    now[0] = datetime.datetime(2024, 1, 8, 23, 0, 0)
+    async with asyncio.timeout(30), running_daemon(tmp_path, clock=lambda: now[0]) as (daemon, client):
+        got = await client.call("session-get")
+        assert {k: got[k] for k in schedule} == {**schedule, "alt-speed-time-enabled": False}
+        await client.call("session-set", **{"alt-speed-time-enabled": True})
+        await wait_until(lambda: daemon.session_limits["alt-speed-enabled"], what="on at once")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -273,6 +274,76 @@ def test_kill_9_loses_no_torrent_and_sigterm_exits_0(tmp_path: Path) -> None:
         assert "stopped" in d.log.read_text().splitlines()[-1]
 
 
+def test_kill_9_right_after_the_add_replies_loses_no_torrent(tmp_path: Path) -> None:
+    """Adds from twenty clients at once (so they share group commits); kill -9 as soon as
+    the last one answered success: every torrent is back after the restart."""
+    paths = []
+    for i in range(20):
+        content = make_payload(tmp_path / "downloads", f"k{i:02d}.bin", 20_000, seed=i)
+        path = tmp_path / f"k{i:02d}.torrent"
+        path.write_bytes(make_torrent(content, piece_length=16 * 1024).to_bytes())
+        paths.append(str(path))
+    with daemon_process(tmp_path) as d:
+        # transmission-remote 3.00 adds only the last of several files given to one -a.
+        clients = [
+            subprocess.Popen(
+                ["transmission-remote", d.rpc, "-a", p], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for p in paths
+        ]
+        outputs = [c.communicate(timeout=30)[0].decode() for c in clients]
+        d.proc.kill()  # kill -9 at once: no clean shutdown, no scheduler pass in between
+        d.proc.wait()
+    assert all("success" in out for out in outputs), outputs
+    with daemon_process(tmp_path, name="again") as d:
+        names = sorted(r[-1] for r in d.rows())
+        assert names == [f"k{i:02d}.bin" for i in range(20)]
+        assert _stop(d) == 0
+
+
+def test_alternative_speed_schedule_over_transmission_remote(tmp_path: Path) -> None:
+    """``--alt-speed-scheduler`` with times and days: a window around now turns the
+    turtle limits on at once, one later in the day turns them off; the schedule persists."""
+
+    def hhmm(minutes: int) -> str:
+        minutes %= 24 * 60
+        return f"{minutes // 60:02d}{minutes % 60:02d}"
+
+    local = datetime.datetime.now()
+    now = local.hour * 60 + local.minute
+    with daemon_process(tmp_path) as d:
+        d.remote("-as", "--alt-speed-days", "0-6")  # -as: turtle on by hand first, then the schedule
+        d.remote(
+            "--alt-speed-scheduler",
+            "--alt-speed-time-begin",
+            hhmm(now + 120),
+            "--alt-speed-time-end",
+            hhmm(now + 180),
+        )
+        info = d.remote("-si")
+        assert f"Turtle schedule: {hhmm(now + 120)[:2]}:{hhmm(now + 120)[2:]} - " in info
+        assert "Sun Mon Tue Wed Thu Fri Sat" in info
+        assert "Disabled turtle limit" in info  # outside the window: off at once
+        d.remote("--alt-speed-time-begin", hhmm(now - 60), "--alt-speed-time-end", hhmm(now + 60))
+        wait_until_blocking(
+            lambda: "Enabled turtle limit" in d.remote("-si"), what="turtle on by the schedule"
+        )
+        # Not today, nor yesterday (whose window may run past midnight into today).
+        today = (local.weekday() + 1) % 7  # 0 is Sunday
+        others = [day for day in range(7) if day not in (today, (today - 1) % 7)]
+        d.remote("--alt-speed-days", ",".join(map(str, others)))
+        wait_until_blocking(lambda: "Disabled turtle limit" in d.remote("-si"), what="not today: off")
+        assert _stop(d) == 0
+    with daemon_process(tmp_path, name="again") as d:
+        info = d.remote("-si")
+        assert f"Turtle schedule: {hhmm(now - 60)[:2]}:{hhmm(now - 60)[2:]} - " in info
+        names = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        assert " ".join(names[day] for day in others) in info
+        d.remote("--no-alt-speed-scheduler")
+        assert "Turtle schedule" not in d.remote("-si")
+        assert _stop(d) == 0
+
+
 def test_sighup_reloads_the_settings_file_and_watch_dir(tmp_path: Path) -> None:
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"speed-limit-up": 42, "speed-limit-up-enabled": True}))
@@ -280,9 +351,22 @@ def test_sighup_reloads_the_settings_file_and_watch_dir(tmp_path: Path) -> None:
     watch.mkdir()
     with daemon_process(tmp_path, "--config", str(settings), "--watch-dir", str(watch)) as d:
         assert "Upload speed limit: 42 kB/s" in d.remote("-si")
-        settings.write_text(json.dumps({"speed-limit-up": 7, "speed-limit-up-enabled": True}))
+        # The network keys reload too, as session-set applies them.
+        port = free_port()
+        network = {"peer-port": port, "encryption": "required", "pex-enabled": False, "utp-enabled": False}
+        settings.write_text(json.dumps({"speed-limit-up": 7, "speed-limit-up-enabled": True, **network}))
         d.proc.send_signal(signal.SIGHUP)
         wait_until_blocking(lambda: "Upload speed limit: 7 kB/s" in d.remote("-si"), what="reloaded")
+        got = _network(d)
+        assert (got["Listenport"], got["Encryption"]) == (str(port), "required")
+        assert (got["Peer exchange allowed"], got["uTP enabled"]) == ("No", "No")
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the new port listens
+        settings.write_text(json.dumps({"peer-port": 70000}))
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until_blocking(lambda: "peer-port" in d.log.read_text(), what="the bad value logged")
+        assert "kept the previous settings" in d.log.read_text()
+        assert _network(d)["Listenport"] == str(port)
 
         content = make_payload(tmp_path / "downloads", "w.bin", 30_000)
         (watch / "good.torrent").write_bytes(make_torrent(content).to_bytes())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,74 @@ def test_a_schema_1_database_gains_the_renames_column_and_keeps_its_records(tmp_
     store.close()
     [again] = StateStore(tmp_path).load()
     assert again.renames == {"name": "new"}
+
+
+def test_a_group_of_inserts_is_stored_by_one_commit_and_only_then(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    other = sqlite3.connect(tmp_path / "state.sqlite3")
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    records = [_record(name, i) for i, name in enumerate(("a", "b", "c"))]
+    ids = [store.insert_pending(r) for r in records]
+    assert ids == [1, 2, 3]
+    assert store.pending == 3
+    assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 0  # not yet committed
+    store.commit()
+    assert store.pending == 0
+    assert commits == ["COMMIT"]
+    assert other.execute("SELECT COUNT(*) FROM torrents").fetchone()[0] == 3
+    store.commit()  # nothing open: nothing to do
+    assert commits == ["COMMIT"]
+    other.close()
+    store.delete(3)
+    store.close()
+    store = StateStore(tmp_path)
+    assert store.insert_pending(_record("d", 3)) == 4  # never an id used before, removed or not
+    assert store.insert(_record("e", 4)) == 5
+    assert store.insert_pending(_record("f", 5)) == 6
+    store.commit()
+    assert [r.id for r in store.load()] == [1, 2, 4, 5, 6]
+
+
+def test_another_write_commits_the_open_group_first(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    a = _record("a", 0)
+    store.insert_pending(a)
+    store.set_settings({"speed-limit-up": 5})  # its own transaction, after the group's
+    store.commit()
+    store._db.close()  # as a kill -9 would: no commit at close
+    assert [r.name for r in StateStore(tmp_path).load()] == ["a"]
+
+
+class _FailingCommits:
+    """A connection whose COMMIT fails (as on a full disk) while ``failing``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.failing = True
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.failing:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_a_group_that_cannot_be_stored_is_rolled_back_and_reported(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.insert(_record("a", 0))
+    store.insert_pending(_record("b", 1))
+    failing = _FailingCommits(store._db)
+    store._db = failing  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        store.set_settings({"x": 1})  # the group's commit fails first, then this one's
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        store.commit()  # the group's failure, reported to whoever waits for the group
+    store.commit()  # reported once
+    failing.failing = False
+    assert [r.name for r in store.load()] == ["a"]
+    store.insert_pending(_record("c", 1))
+    store.commit()
+    assert [r.name for r in store.load()] == ["a", "c"]

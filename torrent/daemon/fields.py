@@ -265,19 +265,25 @@ def _pieces_b64(v: View) -> str:
     """Transmission's ``pieces``: a bitfield of the verified pieces (BEP 3 order), in base64.
 
     A stopped torrent's pieces are not kept in memory: all set when it was complete,
-    else those its resume state lists as verified (what its last run or check saved).
+    else those its resume state lists as verified (what its last run or check saved; read
+    once, then kept on the record until its resume state changes).
     """
     if v.meta is None:
         return ""
     n = v.meta.info.num_pieces
-    bits = bytearray(math.ceil(n / 8))
     if v.r.handle is not None:
-        have: Iterable[int] = v.r.handle.have_pieces()
-    elif v.r.stored.done_date > 0:
-        have = range(n)
-    else:
+        return _bitfield_b64(n, v.r.handle.have_pieces())
+    if v.r.stored.done_date > 0:
+        return _bitfield_b64(n, range(n))
+    if v.r.pieces_b64 is None:
         state, _ = ResumeStore(v.meta.info, v.meta.info_hash, v.r.stored.download_dir).load()
         have = (i for i in state.verified if 0 <= i < n) if state is not None else ()
+        v.r.pieces_b64 = _bitfield_b64(n, have)
+    return v.r.pieces_b64
+
+
+def _bitfield_b64(n: int, have: Iterable[int]) -> str:
+    bits = bytearray(math.ceil(n / 8))
     for i in have:
         bits[i // 8] |= 0x80 >> (i % 8)
     return base64.b64encode(bytes(bits)).decode()

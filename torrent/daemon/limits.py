@@ -8,6 +8,10 @@ the session's are the ``session-set`` names (``seedRatioLimit``/``seedRatioLimit
 ``tr_ratiolimit``/``tr_idlelimit``: 0 follows the session, 1 the torrent's own value, 2 none.
 ``honorsSessionLimits`` false takes a running torrent's buckets out from under the
 session's (the daemon applies it with the rate limits).
+
+The alternative speed limits' schedule (Transmission's turtle-mode clock,
+``alt-speed-time-*``) is read here too: :func:`alt_speed_window` says whether a minute of
+the week is inside it, :func:`minutes_until_alt_speed_change` when that next changes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "MINUTES_PER_WEEK",
+    "alt_speed_window",
     "has_own_seed_limits",
+    "minute_of_week",
+    "minutes_until_alt_speed_change",
     "rate_limits_bps",
     "seed_idle_limit_s",
     "seed_limit_reached",
@@ -76,3 +84,53 @@ def seed_limit_reached(
         return True
     idle = seed_idle_limit_s(limits, session)
     return idle is not None and idle_s >= idle
+
+
+MINUTES_PER_DAY = 24 * 60
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+
+
+def minute_of_week(weekday: int, hour: int, minute: int) -> int:
+    """The minute of the week Transmission counts from Sunday 00:00 (``weekday``: Python's,
+    Monday 0 ... Sunday 6)."""
+    return ((weekday + 1) % 7) * MINUTES_PER_DAY + hour * 60 + minute
+
+
+def alt_speed_window(schedule: Mapping[str, Any], minute: int) -> bool:
+    """Whether ``minute`` (of the week, :func:`minute_of_week`) is inside the schedule.
+
+    The schedule is ``alt-speed-time-begin``/``-end`` (minutes after midnight) on the days
+    of ``alt-speed-time-day`` (bit 0 Sunday ... bit 6 Saturday), as Transmission reads
+    them: an end at or before the begin wraps past midnight into the next day (so begin
+    equal to end is the whole day), and Saturday's window wraps into Sunday.
+    """
+    begin = int(schedule["alt-speed-time-begin"])
+    end = int(schedule["alt-speed-time-end"])
+    days = int(schedule["alt-speed-time-day"])
+    length = (end - begin) % MINUTES_PER_DAY or MINUTES_PER_DAY
+    for day in range(7):
+        if days & (1 << day):
+            start = day * MINUTES_PER_DAY + begin
+            if (minute - start) % MINUTES_PER_WEEK < length:
+                return True
+    return False
+
+
+def minutes_until_alt_speed_change(schedule: Mapping[str, Any], minute: int) -> int | None:
+    """Whole minutes from ``minute`` until the first minute whose :func:`alt_speed_window`
+    differs from this one's, or None when it never does (no day set, or every minute in)."""
+    now = alt_speed_window(schedule, minute)
+    # A change can only come at a window's begin or end: look at those, in time order.
+    begin = int(schedule["alt-speed-time-begin"])
+    end = int(schedule["alt-speed-time-end"])
+    edges = sorted(
+        {
+            (day * MINUTES_PER_DAY + edge - minute) % MINUTES_PER_WEEK
+            for day in range(7)
+            for edge in (begin, end)
+        }
+    )
+    for ahead in edges:
+        if ahead and alt_speed_window(schedule, (minute + ahead) % MINUTES_PER_WEEK) != now:
+            return ahead
+    return None

@@ -381,6 +381,7 @@ async def _torrent_add(daemon: Daemon, args: dict[str, Any], request: web.Reques
         )
     except MetainfoError as exc:
         raise RpcError(f"invalid or corrupt torrent file: {exc}") from None
+    await daemon.committed()  # answered once stored: a kill -9 after the answer keeps it
     summary = {"id": record.id, "name": record.stored.name, "hashString": record.info_hash}
     return {"torrent-added": summary} if added else {"torrent-duplicate": summary}
 
@@ -413,10 +414,10 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
     return {
         "alt-speed-down": limits["alt-speed-down"],
         "alt-speed-enabled": limits["alt-speed-enabled"],
-        "alt-speed-time-begin": 540,
-        "alt-speed-time-day": 127,
-        "alt-speed-time-enabled": False,
-        "alt-speed-time-end": 1020,
+        "alt-speed-time-begin": limits["alt-speed-time-begin"],
+        "alt-speed-time-day": limits["alt-speed-time-day"],
+        "alt-speed-time-enabled": limits["alt-speed-time-enabled"],
+        "alt-speed-time-end": limits["alt-speed-time-end"],
         "alt-speed-up": limits["alt-speed-up"],
         "blocklist-enabled": False,
         "blocklist-size": 0,
@@ -484,17 +485,7 @@ async def _session_get(daemon: Daemon, args: dict[str, Any], request: web.Reques
 
 
 async def _session_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
-    changes = network.parse(args)  # checked before anything applies, as apply_settings does
-    daemon.apply_settings(args)
-    done: dict[str, Any] = {}
-    try:
-        await network.apply(daemon.session, changes, done)
-    except OSError as exc:
-        raise DaemonError(f"network settings: {exc.strerror or exc}") from None
-    finally:
-        daemon.settings = daemon.session.settings  # the DHT switch decides dormant seeds' announces
-        if done:
-            daemon.store.set_settings(done)
+    await daemon.update_settings(args)
     return {}
 
 

@@ -29,7 +29,10 @@ Queue rules (as Transmission's and qBittorrent's):
    are checked at once; the check itself hashes on every core. An incomplete torrent
    not yet checked in this run is checked whatever the download queue says (as
    Transmission verifies what it adds); afterwards it waits in the queue, its
-   progress known. Dormant seeds hold seed slots.
+   progress known. Dormant seeds hold seed slots. While torrents are being added (one
+   came within ``ADD_BURST_S``), at most ``ADD_BURST_CHECK_SLOTS`` checks run at once:
+   the adds are answered first, and the checks of a burst of adds catch up after it (a
+   check's work on the event loop, 32 at once, was half of each add's time).
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
@@ -45,7 +48,10 @@ batched transaction every ``stats_save_interval_s`` and when a torrent stops; wh
 scheduler notices (completions, checks, errors) is written in one transaction per pass.
 An operation asked for over RPC is its own transaction.
 
-Alternative speed limits ("turtle mode") switch on and off by ``session-set``.
+Alternative speed limits ("turtle mode") switch on and off by ``session-set``, and on a
+schedule (``alt-speed-time-*``, local time): the daemon switches them at the schedule's
+boundaries (one wait per boundary, no polling), and a user's switch in between holds
+until the next boundary, as Transmission's does.
 
 Limits (Transmission's): a torrent's ``downloadLimit``/``uploadLimit`` (kB/s, when
 ``*Limited``) are its own token buckets under the session's; a seed whose ratio reaches
@@ -63,20 +69,20 @@ A torrent with ``honorsSessionLimits`` false is under its own limits only, not t
 session's (nor the alternative speed limits). Bandwidth groups (``group-set``, a
 torrent's ``group``) are a pair of buckets between their torrents' and the session's;
 they are kept in the settings table.
-
-Left out: alternative speed limits on a schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import heapq
 import logging
 import os
+import sqlite3
 import sys
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +103,14 @@ __all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", 
 log = logging.getLogger(__name__)
 
 
+#: The alternative speed schedule's wait is at most this long (s).
+ALT_SPEED_RECHECK_S = 3600.0
 #: The scheduler runs at most once per this many seconds (rule 5).
 SCHEDULE_MIN_GAP_S = 0.02
+#: Within this many seconds of the last add, at most ``ADD_BURST_CHECK_SLOTS`` checks
+#: run at once (rule 3).
+ADD_BURST_S = 1.0
+ADD_BURST_CHECK_SLOTS = 4
 
 
 class DaemonError(TorrentError):
@@ -134,6 +146,7 @@ class DaemonConfig:
         park_idle_s: a seed with no connection this long (its announce settled) goes
             dormant.
         announces_per_s: announces of dormant seeds scheduled per second at most.
+        clock: the local time now (the alternative speed schedule reads it).
     """
 
     download_dir: str
@@ -147,6 +160,7 @@ class DaemonConfig:
     stats_save_interval_s: float = 30.0
     park_idle_s: float = 2.0
     announces_per_s: float = 10.0
+    clock: Callable[[], datetime.datetime] = datetime.datetime.now
 
 
 def summarize(meta: Metainfo) -> Summary:
@@ -208,6 +222,9 @@ class Record:
     #: it ended, what the run moved in all (what its trackers counted since ``started``).
     folded_up: int = 0
     folded_down: int = 0
+    #: ``torrent-get``'s ``pieces`` of an incomplete torrent that does not run, as its
+    #: resume state gives them (None: not read since that last changed).
+    pieces_b64: str | None = None
     _lock: asyncio.Lock | None = None
 
     def __post_init__(self) -> None:
@@ -311,6 +328,8 @@ class _Slots:
     downloads: int
     seeds: int
     checks: int
+    #: How many checks may run at once in this pass.
+    check_limit: int
 
 
 @dataclass(slots=True)
@@ -372,6 +391,11 @@ class Daemon:
             "alt-speed-down": 50,
             "alt-speed-up": 50,
             "alt-speed-enabled": False,
+            # ... and on this schedule (Transmission's defaults: 09:00-17:00, every day).
+            "alt-speed-time-enabled": False,
+            "alt-speed-time-begin": 540,
+            "alt-speed-time-end": 1020,
+            "alt-speed-time-day": 127,
             "seedRatioLimit": 2.0,
             "seedRatioLimited": False,
             "idle-seeding-limit": 30,
@@ -411,6 +435,16 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Bandwidth groups by name.
         self.groups: dict[str, BandwidthGroup] = {}
+        #: The open group commit of adds (its result: None, or why it failed) and its records.
+        self._group: asyncio.Future[str | None] | None = None
+        self._group_records: list[Record] = []
+        #: What the alternative speed schedule last switched to (None: not yet, or it
+        #: changed since): the schedule only acts at its boundaries, so a user's switch in
+        #: between holds until the next one (as Transmission's does).
+        self._alt_auto: bool | None = None
+        self._alt_wake = asyncio.Event()
+        #: When the last torrent was added (monotonic).
+        self._last_add = -ADD_BURST_S
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -440,6 +474,7 @@ class Daemon:
             self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
             tg.create_task(self._announce_loop())
+            tg.create_task(self._alt_speed_loop())
             self._stack = stack.pop_all()
         return self
 
@@ -457,6 +492,7 @@ class Daemon:
         self._flush()
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
         self._announce_wake.set()
+        self._alt_wake.set()
         for task in list(self._tasks):
             task.cancel()
 
@@ -550,13 +586,53 @@ class Daemon:
             labels=list(labels),
             added_date=int(time.time()),
         )
-        self.store.insert(stored)
+        self.store.insert_pending(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
-        log.info("added torrent %d %s (%s)", r.id, name, info_hash)
+        self._join_group(r)
+        self._last_add = time.monotonic()
+        # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
+        log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
         return r, True
+
+    async def committed(self) -> None:
+        """Wait until every torrent added so far is in the database (their group commit).
+
+        Raises:
+            DaemonError: the group could not be stored; its torrents were dropped.
+        """
+        group = self._group
+        if group is not None:
+            failure = await asyncio.shield(group)
+            if failure is not None:
+                raise DaemonError(failure)
+
+    def _join_group(self, r: Record) -> None:
+        """Adds that arrive before the group's commit runs (the next turn of the loop,
+        after the requests already read) share its transaction."""
+        if self._group is None:
+            loop = asyncio.get_running_loop()
+            self._group = loop.create_future()
+            loop.call_soon(self._commit_group)
+        self._group_records.append(r)
+
+    def _commit_group(self) -> None:
+        group, self._group = self._group, None
+        records, self._group_records = self._group_records, []
+        failure: str | None = None
+        try:
+            self.store.commit()
+        except sqlite3.Error as exc:
+            failure = f"cannot store the torrent: {exc}"
+            log.error("%d added torrents not stored, dropped: %s", len(records), exc)
+            for r in records:
+                self.records.pop(r.id, None)
+                self.by_hash.pop(r.info_hash, None)
+                self._own_seed_limits.discard(r.id)
+        if group is not None and not group.done():
+            group.set_result(failure)
 
     # ------------------------------------------------------------------ the queue
 
@@ -601,6 +677,44 @@ class Daemon:
                 self._launch(r)
                 last = now
 
+    async def _alt_speed_loop(self) -> None:
+        """Switch the alternative speed limits at the schedule's boundaries: one wait per
+        boundary (at most ``ALT_SPEED_RECHECK_S``, so a change of the clock itself, as
+        for daylight saving, is noticed), no timer while the schedule is off."""
+        while not self._closing:
+            self._alt_wake.clear()
+            delay = self.alt_speed_step()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if delay is None else min(delay, ALT_SPEED_RECHECK_S)):
+                    await self._alt_wake.wait()
+
+    def alt_speed_step(self) -> float | None:
+        """Apply the schedule's state if it changed since it was last applied; the seconds
+        until its next boundary (None: the schedule is off or never changes)."""
+        lim = self.session_limits
+        if not lim["alt-speed-time-enabled"]:
+            self._alt_auto = None
+            return None
+        now = self.config.clock()
+        minute = limit_rules.minute_of_week(now.weekday(), now.hour, now.minute)
+        inside = limit_rules.alt_speed_window(lim, minute)
+        if inside != self._alt_auto:
+            self._alt_auto = inside
+            if lim["alt-speed-enabled"] != inside:
+                lim["alt-speed-enabled"] = inside
+                self._apply_session_rates()
+                self.store.set_settings({"alt-speed-enabled": inside})
+                log.info("alternative speed limits %s by the schedule", "on" if inside else "off")
+        ahead = limit_rules.minutes_until_alt_speed_change(lim, minute)
+        if ahead is None:
+            return None
+        # Just past the boundary's minute, so the next step reads the minute after it.
+        return ahead * 60.0 - now.second - now.microsecond / 1e6 + 0.05
+
+    def _apply_session_rates(self) -> None:
+        down_bps, up_bps = self.effective_rate_limits()
+        self.session.set_rate_limits(download_bps=down_bps, upload_bps=up_bps)
+
     def _schedule_announce(self, r: Record, when: float) -> None:
         r.next_announce = when
         if when:
@@ -622,7 +736,9 @@ class Daemon:
         # a pass was most of the CPU while torrents were added and checked).
         active = [r for r in self.records.values() if not r.parked]
         await self._enforce_limits(now, active)
-        slots = _Slots(*self._count_active(now, active, len(self.records) - len(active)))
+        slots = _Slots(
+            *self._count_active(now, active, len(self.records) - len(active)), self._check_limit(now)
+        )
         waiting = [r for r in active if r.handle is None and r.checking is None and not r.fetching]
         for r in sorted(waiting, key=lambda x: x.stored.queue_position):
             if r.handle is not None or r.fetching or r.stored.error or r.checking is not None or r.busy:
@@ -630,19 +746,25 @@ class Daemon:
             if r.parked:
                 continue  # the announce loop runs it when its announce is due
             if r.verify_pending:
-                if slots.checks < self.config.check_slots:
+                if slots.checks < slots.check_limit:
                     slots.checks += 1
                     self._begin_check(r, recheck=True)
             elif not r.stored.paused:
                 await self._queue_step(r, now, slots)
         self._flush()
 
+    def _check_limit(self, now: float) -> int:
+        """Checks at once: fewer while adds are arriving (rule 3)."""
+        if now - self._last_add < ADD_BURST_S:
+            return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
+        return self.config.check_slots
+
     async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
         """Check, start or park one waiting torrent if its kind of slot is free."""
         if r.has_meta and not r.checked and not r.stored.done_date:
             # Not checked in this run: checked now, beside the downloads (it may turn out
             # complete); afterwards it takes a download slot or waits in the queue.
-            if slots.checks < self.config.check_slots:
+            if slots.checks < slots.check_limit:
                 slots.checks += 1
                 self._begin_check(r)
         elif r.force:
@@ -917,6 +1039,7 @@ class Daemon:
         finally:
             r.checking = None
             r.check_task = None
+            r.pieces_b64 = None  # the check saved the resume state
         if result is not None:
             r.checked = True
             r.stored.have_bytes = result.done_bytes
@@ -1002,6 +1125,7 @@ class Daemon:
         self.session_down += st.downloaded_bytes
         r.folded_up, r.folded_down = st.uploaded_bytes, st.downloaded_bytes
         r.handle = None
+        r.pieces_b64 = None  # the run saved the resume state
         r.fetching = False
         if park and r.stored.done_date and not r.stored.paused and not self._closing:
             now = time.monotonic()
@@ -1164,6 +1288,7 @@ class Daemon:
                         )
                     r.stored.download_dir = location
                     r.stored.error = ""
+                    r.pieces_b64 = None  # the resume state is the new location's
                 except OSError as exc:
                     why = f"cannot move to {location}: {exc.strerror or exc}"
                     r.stored.error = why
@@ -1359,6 +1484,31 @@ class Daemon:
             lim["speed-limit-up"] * 1000 if lim["speed-limit-up-enabled"] else 0,
         )
 
+    async def update_settings(self, values: dict[str, Any], *, persist: bool = True) -> None:
+        """``session-set``, and a reload of the settings file: :meth:`apply_settings`, then
+        the network keys (:mod:`torrent.daemon.network`) on the running session.
+
+        Args:
+            persist: store what changed (the settings file's values are not stored: the
+                file is read again at each start).
+
+        Raises:
+            ValueError: a network value of the wrong type or out of range (nothing applied).
+            DaemonError: any other value refused (nothing applied), or the network change
+                failed (what applied before the failure stays applied, and is stored).
+        """
+        changes = network.parse(values)  # checked before anything applies, as apply_settings does
+        self.apply_settings(values, persist=persist)
+        done: dict[str, Any] = {}
+        try:
+            await network.apply(self.session, changes, done)
+        except OSError as exc:
+            raise DaemonError(f"network settings: {exc.strerror or exc}") from None
+        finally:
+            self.settings = self.session.settings  # the DHT switch decides dormant seeds' announces
+            if done and persist:
+                self.store.set_settings(done)
+
     def apply_settings(self, values: dict[str, Any], *, persist: bool = True) -> None:
         """Apply ``session-set`` arguments (Transmission's names); unknown keys are ignored.
 
@@ -1366,6 +1516,9 @@ class Daemon:
             DaemonError: a value of the wrong type or out of range (nothing is applied).
         """
         changed = {key: _setting(key, values[key]) for key in SETTING_KEYS if key in values}
+        if any(k in ALT_SPEED_TIME_KEYS and self.session_limits[k] != v for k, v in changed.items()):
+            self._alt_auto = None  # a new schedule applies at once, then at its boundaries
+            self._alt_wake.set()
         for key, value in changed.items():
             if key in self.session_limits:
                 self.session_limits[key] = value
@@ -1382,8 +1535,7 @@ class Daemon:
                 )
             elif key == "queue-stalled-minutes":
                 self.stall_s = value * 60.0
-        down_bps, up_bps = self.effective_rate_limits()
-        self.session.set_rate_limits(download_bps=down_bps, upload_bps=up_bps)
+        self._apply_session_rates()
         if persist and changed:
             self.store.set_settings(changed)
         self.wake()
@@ -1398,6 +1550,10 @@ SETTING_KEYS: dict[str, type] = {
     "alt-speed-down": int,
     "alt-speed-up": int,
     "alt-speed-enabled": bool,
+    "alt-speed-time-enabled": bool,
+    "alt-speed-time-begin": int,
+    "alt-speed-time-end": int,
+    "alt-speed-time-day": int,
     "download-dir": str,
     "download-queue-size": int,
     "seed-queue-size": int,
@@ -1407,6 +1563,20 @@ SETTING_KEYS: dict[str, type] = {
     "seedRatioLimited": bool,
     "idle-seeding-limit": int,
     "idle-seeding-limit-enabled": bool,
+}
+
+
+#: The schedule's keys, and the largest value of each number.
+ALT_SPEED_TIME_KEYS = (
+    "alt-speed-time-enabled",
+    "alt-speed-time-begin",
+    "alt-speed-time-end",
+    "alt-speed-time-day",
+)
+_SETTING_MAXIMA = {
+    "alt-speed-time-begin": limit_rules.MINUTES_PER_DAY - 1,
+    "alt-speed-time-end": limit_rules.MINUTES_PER_DAY - 1,
+    "alt-speed-time-day": 127,
 }
 
 
@@ -1426,6 +1596,8 @@ def _setting(key: str, value: Any) -> Any:
         raise DaemonError(f"'{key}' must be true or false")
     if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise DaemonError(f"'{key}' must be a non-negative integer")
+    if kind is int and value > _SETTING_MAXIMA.get(key, value):
+        raise DaemonError(f"'{key}' must be at most {_SETTING_MAXIMA[key]}")
     if kind is str and (not isinstance(value, str) or not value):
         raise DaemonError(f"'{key}' must be a non-empty string")
     if kind is float:

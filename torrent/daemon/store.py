@@ -11,13 +11,17 @@ power loss may lose the last transactions, never corrupt the database. The paylo
 verified pieces are not kept here: they are the engine's resume state
 (:mod:`torrent.disk.resume`), next to the data.
 
-Each change (add, remove, a setting, a torrent's field) is its own transaction;
+Each change (remove, a setting, a torrent's field) is its own transaction;
 statistics (uploaded/downloaded totals, activity) are written in batches by
-:meth:`StateStore.save_stats`.
+:meth:`StateStore.save_stats`. Adds may be *grouped*: :meth:`StateStore.insert_pending`
+gives a record its id at once and :meth:`StateStore.commit` stores the group in one
+transaction (the daemon stores the adds that arrived together in one transaction, and
+answers each only once it is stored). Any other write or read stores the open group first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -115,6 +119,8 @@ _INSERT = (
     f"VALUES ({', '.join('?' * len(_COLUMNS.split(', ')[1:]))})"
 )
 
+_INSERT_WITH_ID = f"INSERT INTO torrents ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(', ')))})"
+
 
 class StateStore:
     """The database of one daemon; not thread-safe (the event loop owns it).
@@ -139,8 +145,16 @@ class StateStore:
         if "summary" not in columns:  # schema 2: summaries are made at the next load
             self._db.execute("ALTER TABLE torrents ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
+        #: Rows of the open group (:meth:`insert_pending`), stored by :meth:`commit`.
+        self._group: list[tuple[Any, ...]] = []
+        #: The id the next grouped record gets (None: read from the database when needed).
+        self._next_id: int | None = None
+        #: Why the group failed when another write committed it (:meth:`commit` raises it).
+        self._group_failure: sqlite3.Error | None = None
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.commit()
         self._db.close()
 
     # --- torrents ---------------------------------------------------------------------
@@ -148,23 +162,71 @@ class StateStore:
     def load(self) -> list[StoredTorrent]:
         """Every record, in queue order, in one query; the metainfo bytes only of a record
         with no summary yet (a database of schema 2), the others read by :meth:`metainfo`."""
+        self._commit_open()
         columns = _COLUMNS.replace("metainfo", "CASE WHEN summary = '' THEN metainfo END")
         rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id")
         return [_record(row) for row in rows]
 
     def metainfo(self, torrent_id: int) -> bytes | None:
         """A torrent's metainfo bytes (None: unknown, a magnet link's)."""
+        self._commit_open()  # a record of the open group is read once stored
         row = self._db.execute("SELECT metainfo FROM torrents WHERE id=?", (torrent_id,)).fetchone()
         return None if row is None else row[0]
 
     def insert(self, t: StoredTorrent) -> int:
         """Store a new record; sets and returns its id (never one used before, removed or not)."""
+        self._commit_open()
         values = _row(t)[1:]
         # One statement: its own transaction (autocommit), no BEGIN/COMMIT round trips.
         cur = self._db.execute(_INSERT, values)
         assert cur.lastrowid is not None
         t.id = cur.lastrowid
+        self._next_id = None  # read again when next needed
         return t.id
+
+    def insert_pending(self, t: StoredTorrent) -> int:
+        """Add a new record to the open group (:meth:`commit` stores the group in one
+        transaction; the record is durable once it returned). Sets and returns its id,
+        never one used before: the next after every id stored or pending."""
+        if self._next_id is None:
+            self._commit_open()
+            row = self._db.execute(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name='torrents'), 0), "
+                "COALESCE((SELECT MAX(id) FROM torrents), 0))"
+            ).fetchone()
+            self._next_id = int(row[0]) + 1
+        t.id = self._next_id
+        self._next_id += 1
+        self._group.append(_row(t))  # the values now: the caller may change ``t`` afterwards
+        return t.id
+
+    @property
+    def pending(self) -> int:
+        """Records waiting for :meth:`commit`."""
+        return len(self._group)
+
+    def commit(self) -> None:
+        """Store the group of :meth:`insert_pending` (nothing to do if another write did).
+
+        Raises:
+            sqlite3.Error: the group was not stored (rolled back), whether now or when
+                another write tried to store it.
+        """
+        self._commit_open()
+        failure, self._group_failure = self._group_failure, None
+        if failure is not None:
+            raise failure
+
+    def _commit_open(self) -> None:
+        """Store the open group in one transaction, or keep its error for :meth:`commit`."""
+        if not self._group:
+            return
+        rows, self._group = self._group, []
+        try:
+            with _Transaction(self._db):
+                self._db.executemany(_INSERT_WITH_ID, rows)
+        except sqlite3.Error as exc:
+            self._group_failure = exc
 
     def update(self, t: StoredTorrent) -> None:
         """Write every field of ``t`` (one transaction)."""
@@ -214,6 +276,7 @@ class StateStore:
     # --- plumbing ---------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
+        self._commit_open()
         return _Transaction(self._db)
 
 
@@ -227,7 +290,15 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may leave it open
+                self._db.execute("ROLLBACK")
+            raise
 
 
 def _row(t: StoredTorrent) -> tuple[Any, ...]:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 
-from torrent.daemon.service import Daemon
+from torrent.daemon.service import Daemon, DaemonError
 from torrent.errors import MetainfoError
 
 __all__ = ["watch_directory"]
@@ -71,6 +71,10 @@ async def _take(daemon: Daemon, file: str) -> None:
         if len(data) > MAX_TORRENT_BYTES:
             raise MetainfoError(f"larger than {MAX_TORRENT_BYTES} bytes")
         record, added = daemon.add(metainfo=data)
+        await daemon.committed()  # stored before the file is renamed
+    except DaemonError as exc:
+        log.warning("watch dir: %s not added: %s", file, exc)
+        return
     except MetainfoError as exc:
         log.warning("watch dir: %s is not a valid torrent (%s); renamed .invalid", file, exc)
         await asyncio.to_thread(_rename, file, ".invalid")

@@ -355,7 +355,12 @@ async function openSettings() {
   for (const input of $$("[data-key]", dialog)) {
     const value = values[input.dataset.key];
     if (input.type === "checkbox") input.checked = Boolean(value);
+    else if ("minutes" in input.dataset) input.value = clockTime(value ?? 0);
     else input.value = value ?? "";
+  }
+  for (const group of $$("[data-days]", dialog)) {
+    const days = values[group.dataset.days] ?? 0;
+    for (const box of $$("input", group)) box.checked = (days & Number(box.value)) !== 0;
   }
   checkFreeSpace();
   dialog.showModal();
@@ -371,13 +376,20 @@ async function saveSettings(e) {
     let value;
     if (input.type === "checkbox") value = input.checked;
     else if (input.type === "number") value = Number.parseInt(input.value, 10);
+    else if ("minutes" in input.dataset) value = minutesOf(input.value);
     else value = input.value.trim();
-    if (input.type === "number" && !Number.isInteger(value)) {
-      toast(`${input.closest("label")?.textContent.trim() || key}: a whole number, please`, "error");
+    if ((input.type === "number" || "minutes" in input.dataset) && !Number.isInteger(value)) {
+      const what = input.closest("label")?.textContent.trim() || input.getAttribute("aria-label") || key;
+      toast(`${what}: ${input.type === "time" ? "a time of day" : "a whole number"}, please`, "error");
       input.focus();
       return;
     }
     if (value !== app.session[key]) changes[key] = value;
+  }
+  for (const group of $$("[data-days]", dialog)) {
+    let days = 0;
+    for (const box of $$("input", group)) if (box.checked) days |= Number(box.value);
+    if (days !== app.session[group.dataset.days]) changes[group.dataset.days] = days;
   }
   try {
     if (Object.keys(changes).length) await rpc.call("session-set", changes);
@@ -388,6 +400,16 @@ async function saveSettings(e) {
   }
   app.polls = 0; // re-read the session on the next poll
   poll();
+}
+
+/** Minutes after midnight as "HH:MM" (a time input's value), and back (NaN if empty). */
+function clockTime(minutes) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(Math.floor(minutes / 60))}:${pad(minutes % 60)}`;
+}
+function minutesOf(text) {
+  const m = /^(\d{1,2}):(\d{2})/.exec(text);
+  return m ? Number(m[1]) * 60 + Number(m[2]) : Number.NaN;
 }
 
 let freeTimer = null;
