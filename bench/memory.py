@@ -75,7 +75,16 @@ async def leech(work: Path, name: str, size: int, seconds: float | None) -> tupl
     lt_add(ses, torrent, data_dir, seed=True)
     await asyncio.sleep(0.2)
     log = work / f"{name}.log"
-    args = ["download", "--no-dht", "--no-lsd", "--no-seed", "--json", "--encryption", "off"]
+    args = [
+        "download",
+        "--no-dht",
+        "--no-lsd",
+        "--no-port-mapping",
+        "--no-seed",
+        "--json",
+        "--encryption",
+        "off",
+    ]
     args += [str(torrent), "-o", str(out), "--port", str(free_port()), "--peer", f"127.0.0.1:{port}"]
     proc = spawn(args, log)
     started = time.monotonic()

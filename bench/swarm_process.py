@@ -23,7 +23,7 @@ user+sys from ``wait4`` and its peak RSS its ``VmHWM``. Scenarios, side by side 
 libtorrent runs as ``python -c`` processes with the PyPI bindings (TCP only, DHT, LSD,
 UPnP, NAT-PMP and PEX off, ``allow_multiple_connections_per_ip``); a libtorrent leecher
 exits as soon as it is seeding, as ``--no-seed`` does. Ours run with ``--no-dht --no-lsd
---no-utp`` (libtorrent's uTP is off too, so both speak TCP: with uTP on, our leechers would
+--no-port-mapping --no-utp`` (libtorrent's uTP is off too, so both speak TCP: with uTP on, our leechers would
 try it first with libtorrent and among themselves) and their default encryption (``prefer``), libtorrent with its defaults. MB = 10^6 bytes.
 """
 
@@ -142,6 +142,7 @@ def our_seed_args(torrent: Path, data_dir: Path, port: int) -> list[str]:
         "seed",
         "--no-dht",
         "--no-lsd",
+        "--no-port-mapping",
         "--no-utp",
         "--json",
         str(torrent),
@@ -190,6 +191,7 @@ async def run_swarm(
                     "download",
                     "--no-dht",
                     "--no-lsd",
+                    "--no-port-mapping",
                     "--no-utp",
                     "--no-seed",
                     "--json",

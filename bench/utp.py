@@ -119,6 +119,7 @@ def ours(args: list[str], log: Path) -> tb.Proc:
         *args,
         "--no-dht",
         "--no-lsd",
+        "--no-port-mapping",
         "--json",
         "--bind",
         "127.0.0.1",

@@ -99,7 +99,7 @@ class Flood:
 @contextlib.contextmanager
 def seed_process(tmp_path: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "seed", "--no-dht", "--no-lsd", "--quiet", "--port", str(port),
+        [sys.executable, "-m", "cli.main", "seed", "--no-dht", "--no-lsd", "--no-port-mapping", "--quiet", "--port", str(port),
          "--bind", "127.0.0.1", str(tmp_path / "t.torrent"), str(tmp_path / "seed" / "payload.bin")],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_seed_limits,
     )  # fmt: skip
@@ -132,7 +132,7 @@ def test_an_honest_leecher_downloads_through_a_handshake_flood(tmp_path: Path, a
             wait_until_blocking(lambda: flood.opened >= FLOOD, timeout_s=30, what="the flood")
             started, opened_before = time.monotonic(), flood.opened
             leecher = subprocess.run(
-                [sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--quiet", "--no-seed",
+                [sys.executable, "-m", "cli.main", "download", "--no-dht", "--no-lsd", "--no-port-mapping", "--quiet", "--no-seed",
                  str(tmp_path / "t.torrent"), "-o", str(tmp_path / "out"), "--port", "0", "--bind", "127.0.0.1",
                  "--peer", f"127.0.0.1:{port}", "--timeout", "60", "--max-down", "2M"],
                 cwd=ROOT, capture_output=True, timeout=120,
