@@ -78,7 +78,13 @@ class Upper:
 class Rig:
     """A stream on a memory transport, its upper protocol, the far end's machine."""
 
-    def __init__(self, ours: Initiator | Receiver, theirs: Initiator | Receiver, clock: ManualClock) -> None:
+    def __init__(
+        self,
+        ours: Initiator | Receiver,
+        theirs: Initiator | Receiver,
+        clock: ManualClock,
+        raw: type[MemoryTransport] = MemoryTransport,
+    ) -> None:
         self.upper = Upper()
         self.counters = EncryptionCounters()
         self.outcomes: list[Outcome] = []
@@ -90,7 +96,7 @@ class Rig:
             counters=self.counters,
             on_outcome=self.outcomes.append,
         )
-        self.raw = MemoryTransport(self.stream)
+        self.raw = raw(self.stream)
         self.theirs = theirs
         self.their_stream: PayloadStream | None = None
         self.their_done: HandshakeDone | None = None
@@ -225,6 +231,56 @@ async def test_prefer_accepts_the_plaintext_method_and_then_passes_bytes_unchang
     assert rig.raw.take() == b"clear"
     rig.stream.data_received(b"also clear")
     assert rig.upper.received.endswith(b"also clear")
+
+
+class SwitchableTransport(MemoryTransport):
+    """A memory transport whose protocol can be replaced, as asyncio's and uvloop's can."""
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+
+def reader(rig: Rig) -> Any:
+    """The protocol the connection below hands its reads to."""
+    return rig.raw.protocol
+
+
+async def test_plaintext_method_hands_reads_to_the_peer_and_rc4_does_not(clock: ManualClock) -> None:
+    """Under the plaintext method the connection below reads straight into the peer once the
+    stream has delivered what it held; writes still pass through the stream."""
+    accepted = Rig(
+        receiver_for([INFO_HASH], Encryption.PREFER),
+        Initiator(INFO_HASH, provide=CryptoMethod.PLAINTEXT),
+        clock,
+        raw=SwitchableTransport,
+    )
+    accepted.pump()
+    assert reader(accepted) is accepted.upper
+    assert accepted.upper.transport is accepted.stream
+    accepted.stream.write(b"clear")
+    assert accepted.raw.take() == b"clear"
+
+    dialled = Rig(
+        Initiator(INFO_HASH, provide=provide_for(Encryption.PREFER)),
+        receiver_for([INFO_HASH], Encryption.PREFER),
+        clock,
+        raw=SwitchableTransport,
+    )
+    dialled.pump()
+    assert dialled.stream.method is CryptoMethod.PLAINTEXT
+    assert reader(dialled) is dialled.stream  # bytes behind the handshake are held first
+    dialled.stream.data_received(b"held")
+    dialled.stream.write(b"our handshake")
+    await asyncio.sleep(0)
+    assert bytes(dialled.upper.received) == b"held"
+    assert reader(dialled) is dialled.upper
+
+    rc4 = Rig(Initiator(INFO_HASH), Receiver([INFO_HASH]), clock, raw=SwitchableTransport)
+    rc4.pump()
+    rc4.stream.write(b"x")
+    await asyncio.sleep(0)
+    assert rc4.stream.method is CryptoMethod.RC4
+    assert reader(rc4) is rc4.stream
 
 
 async def test_require_refuses_an_initiator_that_offers_only_plaintext(clock: ManualClock) -> None:

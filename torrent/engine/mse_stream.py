@@ -36,8 +36,10 @@ PEX (BEP 11) flags the peers that speak MSE with us as preferring encryption (``
 The flag on peers we are told of changes nothing here: ``prefer`` dials every peer with
 MSE first already, and ``off`` never encrypts.
 
-Left out: the "plaintext" crypto method on outgoing connections (we offer RC4 only: the
-point of encrypting is that the payload is hidden).
+Under ``prefer`` both crypto methods are offered and accepted, and a receiver given the choice
+takes the plaintext payload (see :func:`receiver_for`). Once such a stream is established, the
+connection below reads straight into the peer (``set_protocol``): only writes still pass
+through the stream, unchanged.
 """
 
 from __future__ import annotations
@@ -334,8 +336,10 @@ class MseStream(asyncio.Protocol):
             # The peer starts its protocol when the connector returns, a step later: what B
             # sent behind the handshake waits for that (see ``_release_held``).
             self._held = bytearray(first)
-        elif first and self._raw is not None and not self._raw.is_closing():
-            upper.data_received(first)
+        else:
+            if first and self._raw is not None and not self._raw.is_closing():
+                upper.data_received(first)
+            self._hand_over_reads()
 
     def _release_held(self) -> None:
         """After the peer's first write: hand it what was held, on the next loop step (not
@@ -348,6 +352,19 @@ class MseStream(asyncio.Protocol):
         held, self._held = self._held, None
         if held and self._raw is not None and not self._raw.is_closing():
             self._upper.data_received(bytes(held))
+        self._hand_over_reads()
+
+    def _hand_over_reads(self) -> None:
+        """Under the plaintext method the bytes read need nothing from us: the stream below
+        hands them to the peer itself from now on (into the peer's own buffer, where the
+        stream fills one), one copy and one call fewer per read. Writes still pass through
+        us, so the peer's transport, and what it reports (``mse_method``), stay the same."""
+        raw = self._raw
+        if self._decrypt is not None or raw is None or raw.is_closing():
+            return
+        set_protocol = getattr(raw, "set_protocol", None)
+        if set_protocol is not None:
+            set_protocol(self._upper)
 
     def _fail(self, exc: HandshakeError | HandshakeTimeout, reason: str) -> None:
         if self._failed:
