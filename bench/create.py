@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline",
         metavar="DIR",
         default=None,
-        help="another checkout to time beside this one (e.g. a worktree of the main branch)",
+        help="another checkout to time beside this one (e.g. a clone at the main branch)",
     )
     ap.add_argument(
         "--dir", default=None, help="where to make the temp payload (default: the system temp dir)"
