@@ -864,11 +864,7 @@ class Swarm(PeerHostBase):
         if result.status is not _NEW:
             self.wasted_bytes += n
             return
-        part = self._partial.get(index)
-        if part is None:
-            part = self._partial[index] = _PartialPiece(self._piece_buffer(index))
-        part.buf[begin : begin + n] = data
-        part.sources[begin] = source
+        part = self._assemble(source, index, begin, data)
         if result.cancels:
             for key, blk in result.cancels:
                 other = self.peers.get(cast(PeerAddr, key))
@@ -882,6 +878,15 @@ class Swarm(PeerHostBase):
             # Refused while stopping: the piece is not verified; the next run fetches it.
             if self.spawn(self._verify(index, part)):
                 self._verifying.add(index)
+
+    def _assemble(self, source: Source, index: int, begin: int, data: Any) -> _PartialPiece:
+        """Put a new block (the picker said so) into its piece's buffer, from ``source``."""
+        part = self._partial.get(index)
+        if part is None:
+            part = self._partial[index] = _PartialPiece(self._piece_buffer(index))
+        part.buf[begin : begin + len(data)] = data
+        part.sources[begin] = source
+        return part
 
     def _piece_buffer(self, index: int) -> bytearray:
         """Memory to assemble piece ``index`` in: a spare one when it fits (no page faults,
@@ -974,19 +979,13 @@ class Swarm(PeerHostBase):
             self._ban(cast(Source, key), f"piece {index} failed its hash check")
         if held is not None:
             size = self.info.piece_size(index)
+            data = memoryview(held.buf)
             for begin in keep:
                 n = min(BLOCK_SIZE, size - begin)
-                if (
-                    self.picker.on_block(held.sources[begin], (index, begin, n)).status
-                    is not picker_mod.BlockStatus.NEW
-                ):
-                    continue
-                self.wasted_bytes -= n
-                part = self._partial.get(index)
-                if part is None:
-                    part = self._partial[index] = _PartialPiece(self._piece_buffer(index))
-                part.buf[begin : begin + n] = held.buf[begin : begin + n]
-                part.sources[begin] = held.sources[begin]
+                source = held.sources[begin]
+                if self.picker.on_block(source, (index, begin, n)).status is _NEW:
+                    self.wasted_bytes -= n
+                    self._assemble(source, index, begin, data[begin : begin + n])
         self._refill_all()
 
     def _on_blamed(self, index: int, bad: frozenset[int] | None) -> None:
