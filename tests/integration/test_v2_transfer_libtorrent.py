@@ -24,6 +24,8 @@ from torrent.errors import MetainfoError
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
+from tracker.server import TrackerServer
+from tracker.settings import TrackerSettings
 
 pytestmark = pytest.mark.interop
 
@@ -135,6 +137,43 @@ async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path
                 # v2-only: every layer came from the seed. A hybrid checks its pieces by
                 # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
                 assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
+    assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+async def test_a_libtorrent_seed_found_under_the_hybrids_v2_hash_only(isolated: None, tmp_path: Path) -> None:
+    """The tracker tracks only the hybrid's truncated v2 hash: libtorrent's announce of the
+    v1 hash is refused and that of the v2 hash kept, so our leecher (given no peer) finds
+    the seed only by announcing the v2 hash too, as libtorrent does."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    v2_hash = create(content, piece_length=32 * 1024, torrent_format="hybrid").info_hashes[1]
+    allow = tmp_path / "allow.txt"
+    allow.write_text(v2_hash.hex() + "\n")
+    settings = TrackerSettings(
+        host="127.0.0.1", port=0, udp_port=0, interval_s=2, min_interval_s=1, allow_file=allow
+    )
+    async with asyncio.timeout(90), TrackerServer(settings) as tracker:
+        meta = create(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]], torrent_format="hybrid")
+        assert meta.info_hashes[1] == v2_hash
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+
+            async def seeders(h: bytes) -> int:
+                (stats,) = await tracker.store.scrape([h])
+                return stats.complete
+
+            async with asyncio.timeout(30):
+                while not await seeders(v2_hash):
+                    await asyncio.sleep(0.1)  # libtorrent's first announces
+            assert await seeders(meta.info_hash) == 0
+            async with Session(config.testing_settings()) as ours:
+                t = await ours.add_torrent(meta, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+                assert ("127.0.0.1", lt.peer_port) in t.swarm.peer_list
     assert same_tree(content, tmp_path / "ours" / "multi")
 
 

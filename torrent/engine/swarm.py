@@ -170,6 +170,7 @@ class Swarm(PeerHostBase):
             request=self._announce_request,
             on_peers=self.add_peers,
             on_message=self._on_tracker_message,
+            info_hashes=metainfo.info_hashes,  # a hybrid: both hashes, as libtorrent does
         )
         #: Peers from the DHT, unless it is off or the torrent is private (BEP 27).
         self.dht_source: DhtSource | None = None
@@ -700,7 +701,11 @@ class Swarm(PeerHostBase):
 
     def _new_dht_source(self, node: DhtNode) -> DhtSource:
         return DhtSource(
-            node, self.info_hash, self.ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
+            node,
+            self.metainfo.info_hashes,
+            self.ctx,
+            on_peers=self.add_peers,
+            known_peers=lambda: len(self.peer_list),
         )
 
     def _start_dht_lookups(self) -> None:
