@@ -134,8 +134,11 @@ class Announcer:
 
     @property
     def event(self) -> AnnounceEvent:
-        """The event the next announce (of the first hash) carries."""
-        return next(iter(self._events.values()))
+        """The event the next announce carries: ``started`` until one hash's announce
+        was answered (a tracker may list only one of a hybrid's hashes)."""
+        return next(
+            (e for e in self._events.values() if e is not AnnounceEvent.STARTED), AnnounceEvent.STARTED
+        )
 
     @event.setter
     def event(self, event: AnnounceEvent) -> None:

@@ -274,6 +274,7 @@ class Info:
         if not isinstance(self.piece_layers, dict):
             raise TypeError("piece_layers is read-only")
         self.piece_layers[root] = layer
+        self._proven.pop(root, None)  # the nodes proven one by one are in the layer now
 
     def add_piece_hash_v2(self, index: int, node: bytes, uncles: Sequence[bytes]) -> None:
         """Learn one piece's node before its file's layer (BEP 52 per-block proofs).
@@ -300,7 +301,6 @@ class Info:
         proven[k] = node
         if len(proven) == count:
             self.add_piece_layer(f.pieces_root, b"".join(proven[i] for i in range(count)))
-            del self._proven[f.pieces_root]
 
     def v2_piece_data_length(self, index: int) -> int:
         """Bytes of file data in piece ``index`` (the rest, if any, is padding)."""
