@@ -1,16 +1,7 @@
-"""BEP 52 hash requests for one v2 or hybrid torrent: serve ours, fetch what we lack.
-
-Serving: a peer's ``hash request`` for a run of a file's piece layer (or any layer above
-it) is answered from the tree built on the torrent's piece layers, with the uncles it
-asked for (:func:`torrent.proto.merkle.proof`). A run of a layer below it (down to the
-16 KiB leaves, as a peer blaming a failed piece asks) is answered for pieces we have:
-their data is read from disk and hashed off the event loop, each piece's tree checked
-against its node before it is used (:func:`torrent.proto.merkle.proof_below`), and kept
-in a small cache. Those answers are bounded: at most :data:`MAX_LEAF_READ` bytes per
-request, :data:`LEAF_JOBS_PER_PEER` requests being computed per peer and
-:data:`LEAF_JOBS` in all. A request we cannot answer (an unknown root, a layer we have
-not learned, a piece we lack, over a bound) gets a ``hash reject``, as BEP 52 requires
-an answer either way.
+"""BEP 52 hash requests for one v2 or hybrid torrent, the asking side: fetch the piece
+layers we lack, prove pieces before their layer is known, blame bad blocks. Answering
+the peers' requests is :class:`torrent.engine.hash_serving.HashServer`'s (held here as
+:attr:`HashExchange.server`).
 
 Fetching: a torrent from a v2-only magnet link has no piece layers (they live outside
 the ``info`` dict; a hybrid's pieces are checked by their SHA-1 meanwhile). Each peer
@@ -31,9 +22,6 @@ leaves are kept a while: a piece that then fails names its bad blocks from them
 without asking again. Pieces larger than one request's leaves (more than
 :data:`torrent.proto.merkle.REQUEST_RUN` blocks) wait for their layer instead.
 
-Hash requests are answered at most :data:`MAX_ANSWERS_PER_TICK` times a second per
-peer, the rest rejected.
-
 Blame: when a v2 piece fails its hash check, its leaf hashes (base layer 0, the run
 under the piece's node) are asked of up to :data:`LEAF_ASKS` peers that have the piece
 and speak the v2 hash (those that sent none of its blocks first). The first answer that
@@ -51,13 +39,13 @@ pieces' leaves in one request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torrent.errors import MetainfoError, StorageError
+from torrent.engine.hash_serving import LEAF_JOBS_PER_PEER, HashServer, ReadPiece, Spawn
+from torrent.errors import MetainfoError
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Info
 from torrent.proto.smart_ban import LeafBlame
@@ -70,23 +58,10 @@ log = logging.getLogger(__name__)
 
 #: Runs asked of one peer at a time.
 RUNS_PER_PEER = 8
-#: Hash requests answered per peer per second (the session's tick); more get a hash
-#: reject. One request of 49 bytes can ask for 18 KiB of hashes: without a bound a peer
-#: could make us send 370 times what it sends.
-MAX_ANSWERS_PER_TICK = 64
 #: Peers asked at once for a failed piece's leaf hashes.
 LEAF_ASKS = 3
 #: Our hash requests in flight on one connection, all kinds (the codec's own bound is 64).
 MAX_REQUESTS_PER_PEER = 32
-#: File data one request below the piece layer may make us read and hash (a run of 512
-#: leaves covers 8 MiB); a larger one gets a hash reject.
-MAX_LEAF_READ = 4 * 1024 * 1024
-#: Requests below the piece layer being computed at once: per peer, and in all.
-LEAF_JOBS_PER_PEER = 2
-LEAF_JOBS = 8
-#: Pieces whose block trees are kept for the next request (a blaming peer asks several
-#: times for one piece).
-LEAF_CACHE_PIECES = 64
 #: Ticks (seconds) a failed piece waits for its leaf hashes before we give up on them.
 LEAF_WAIT_TICKS = 10
 #: Per-block proofs of pieces whose layer is unknown: runs asked of one peer at once,
@@ -103,11 +78,6 @@ PROVEN_LEAVES_KEPT = 32
 #: Stands for "no peer asked" among the askers of a failed piece blamed with leaves
 #: already proven.
 _PROVEN = object()
-
-#: Reads ``length`` bytes from the start of piece ``index`` on disk.
-ReadPiece = Callable[[int, int], Awaitable["bytes | memoryview"]]
-#: Runs a coroutine in the owner's task group; False when refused (stopping).
-Spawn = Callable[[Coroutine[Any, Any, None]], bool]
 
 
 class HashExchange:
@@ -137,21 +107,14 @@ class HashExchange:
         self.info = info
         self._ban = ban
         self._wire_hash_v2 = wire_hash_v2
-        self._have = have
-        self._read = read
         self._spawn = spawn
-        self._files: dict[bytes, int] = {}  # root -> the file's first piece
-        self._piece_trees: OrderedDict[tuple[bytes, int], merkle.MerkleTree] = OrderedDict()
-        self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
-        #: Requests below the piece layer answered (with ``hashes``) so far.
-        self.leaf_answers = 0
+        #: Answers the peers' hash requests.
+        self.server = HashServer(info, have=have, read=read, spawn=spawn)
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
         # piece -> (peers asked and not yet answered, ticks left)
         self._leaf_waits: dict[int, tuple[set[object], int]] = {}
         self._on_blamed = on_blamed
-        self._trees: dict[bytes, merkle.MerkleTree] = {}
-        self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
         # peers speak to it by the v1 hash, where libtorrent answers no hash request).
         missing = info.missing_piece_layers if info.has_v2 and not info.has_v1 else ()
@@ -179,41 +142,24 @@ class HashExchange:
         self.pieces_proven = 0
 
     @property
+    def leaf_answers(self) -> int:
+        """Requests below the piece layer we answered (with ``hashes``) so far."""
+        return self.server.leaf_answers
+
+    def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        """A peer's hash request: answered (or rejected) by :attr:`server`."""
+        self.server.on_request(peer, ev)
+
+    @property
     def ready(self) -> bool:
         """Blocks may be requested: every piece's hash is known, or can be proven."""
         return self._fetch is None or self._proofs is not None
-
-    # -- serving ----------------------------------------------------------------------
-
-    def _tree(self, root: bytes) -> merkle.MerkleTree | None:
-        tree = self._trees.get(root)
-        if tree is not None:
-            return tree
-        info = self.info
-        f = next((f for f in info.files if f.pieces_root == root and not f.padding), None)
-        if f is None:
-            return None
-        blocks = -(-f.length // BLOCK_SIZE)
-        self._files[root] = f.offset // info.piece_length
-        if f.length <= info.piece_length:
-            # One piece: only the root is known (its blocks' hashes are not kept).
-            num_leaves = merkle.next_pow2(blocks)
-            tree = merkle.MerkleTree([root], num_leaves, merkle.log2(num_leaves))
-        else:
-            layer = info.piece_layers.get(root)
-            if layer is None:
-                return None
-            per_piece = info.piece_length // BLOCK_SIZE
-            nodes = [layer[i : i + merkle.HASH_SIZE] for i in range(0, len(layer), merkle.HASH_SIZE)]
-            tree = merkle.MerkleTree(nodes, merkle.next_pow2(len(nodes)) * per_piece, merkle.log2(per_piece))
-        self._trees[root] = tree
-        return tree
 
     def tick(self, peers: Iterable[Peer] = ()) -> None:
         """Once a second: the per-peer answer budget starts over; failed pieces that waited
         too long for their leaf hashes are given up; proofs unanswered too long, rejected
         or left by their peer are asked of ``peers``."""
-        self._answered.clear()
+        self.server.tick()
         self._ticks += 1
         if self._proofs is not None:
             self._proofs.expire(self._ticks)
@@ -223,109 +169,6 @@ class HashExchange:
                 self._give_up(index)
             else:
                 self._leaf_waits[index] = (asked, ticks - 1)
-
-    def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
-        tree = self._tree(ev.pieces_root)
-        answered = self._answered.get(peer.addr, 0)
-        self._answered[peer.addr] = answered + 1
-        try:
-            if tree is None or answered >= MAX_ANSWERS_PER_TICK:
-                raise LookupError("unknown root, or over the answer budget")
-            if ev.base_layer < tree.base:
-                self._serve_below(peer, ev, tree)
-                return
-            hashes = merkle.proof(tree, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-        except (LookupError, ValueError):
-            _reject(peer, ev)
-            return
-        _answer(peer, ev, hashes)
-
-    def _serve_below(self, peer: Peer, ev: wire.HashRequest, tree: merkle.MerkleTree) -> None:
-        """A run below the piece layer: answered now from cached piece trees, or once the
-        missing ones are read and hashed.
-
-        Raises:
-            LookupError: we cannot serve it (no disk, a piece we lack, over a bound).
-            ValueError: the run breaks BEP 52's rules.
-        """
-        have, spawn = self._have, self._spawn
-        if have is None or spawn is None:
-            raise LookupError("no piece data to hash")
-        under = merkle.pieces_under(tree, ev.base_layer, ev.index, ev.length)
-        first = self._files[ev.pieces_root]
-        if not under or len(under) * self.info.piece_length > MAX_LEAF_READ:
-            raise LookupError("over the read bound")
-        if not all(have(first + k) for k in under):
-            raise LookupError("a piece we do not have")
-        cached = {k: t for k in under if (t := self._cached_piece_tree(ev.pieces_root, k)) is not None}
-        if len(cached) == len(under):
-            _answer(
-                peer,
-                ev,
-                merkle.proof_below(tree, cached, ev.base_layer, ev.index, ev.length, ev.proof_layers),
-            )
-            self.leaf_answers += 1
-            return
-        jobs = self._leaf_jobs.get(peer.addr, 0)
-        if jobs >= LEAF_JOBS_PER_PEER or sum(self._leaf_jobs.values()) >= LEAF_JOBS:
-            raise LookupError("too many requests being computed")
-        self._leaf_jobs[peer.addr] = jobs + 1
-        if not spawn(self._serve_later(peer, ev, tree, under, cached)):
-            self._leaf_done(peer.addr)
-            raise LookupError("stopping")
-
-    def _cached_piece_tree(self, root: bytes, k: int) -> merkle.MerkleTree | None:
-        tree = self._piece_trees.get((root, k))
-        if tree is not None:
-            self._piece_trees.move_to_end((root, k))
-        return tree
-
-    def _leaf_done(self, addr: object) -> None:
-        left = self._leaf_jobs.pop(addr, 1) - 1
-        if left > 0:
-            self._leaf_jobs[addr] = left
-
-    async def _serve_later(
-        self,
-        peer: Peer,
-        ev: wire.HashRequest,
-        tree: merkle.MerkleTree,
-        under: range,
-        trees: dict[int, merkle.MerkleTree],
-    ) -> None:
-        try:
-            for k in under:
-                if k not in trees:
-                    piece_tree = await self._piece_tree(ev.pieces_root, tree, k)
-                    if piece_tree is None:
-                        _reject(peer, ev)
-                        return
-                    trees[k] = piece_tree
-            hashes = merkle.proof_below(tree, trees, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-        except (StorageError, LookupError, ValueError) as exc:
-            log.debug("hash request %s below the piece layer: %s", ev, exc)
-            _reject(peer, ev)
-        else:
-            _answer(peer, ev, hashes)
-            self.leaf_answers += 1
-        finally:
-            self._leaf_done(peer.addr)
-
-    async def _piece_tree(self, root: bytes, tree: merkle.MerkleTree, k: int) -> merkle.MerkleTree | None:
-        """The tree of blocks under piece ``k`` of the file, from its data on disk; None
-        when that data does not hash to the piece's node (changed on disk since)."""
-        assert self._read is not None
-        index = self._files[root] + k
-        data = await self._read(index, self.info.v2_piece_data_length(index))
-        leaves = 1 << tree.base
-        piece_tree = await asyncio.to_thread(lambda: merkle.MerkleTree(merkle.block_hashes(data), leaves))
-        if piece_tree.root != tree.node(tree.base, k):
-            log.warning("piece %d does not match its hash on disk: no leaf hashes served for it", index)
-            return None
-        self._piece_trees[(root, k)] = piece_tree
-        while len(self._piece_trees) > LEAF_CACHE_PIECES:
-            self._piece_trees.popitem(last=False)
-        return piece_tree
 
     # -- fetching ---------------------------------------------------------------------
 
@@ -572,15 +415,3 @@ class HashExchange:
         if self._on_blamed is not None:
             self._on_blamed(index, frozenset(offset for offset, _ in bad))
         return True
-
-
-def _answer(peer: Peer, ev: wire.HashRequest, hashes: list[bytes]) -> None:
-    if not peer.closed:
-        peer.send(
-            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
-        )
-
-
-def _reject(peer: Peer, ev: wire.HashRequest) -> None:
-    if not peer.closed:
-        peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))
