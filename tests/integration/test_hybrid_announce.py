@@ -21,6 +21,7 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
+from torrent.engine.swarm import Swarm
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
@@ -155,3 +156,24 @@ async def test_a_hybrid_is_looked_up_and_announced_under_both_hashes_in_the_dht(
         await leech.wait_complete()
         assert leech.statistics().dht_peers >= 1
     assert same_tree(content, tmp_path / "leech" / "multi")
+
+
+async def test_lsd_names_a_hybrid_under_both_hashes_and_either_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the session hands its LSD members: both hashes of a hybrid to announce, and an
+    announce heard under either goes to the one torrent. (LSD itself stays off: no
+    multicast leaves the test; ``test_lsd.py`` runs the real thing in a namespace.)"""
+    monkeypatch.setattr(Swarm, "lsd_enabled", property(lambda self: True))
+    content = make_payload(tmp_path / "seed", "multi", FILES)
+    meta = create(content, piece_length=32 * 1024, torrent_format="hybrid")
+    v1, v2 = meta.info_hashes
+    async with asyncio.timeout(20), Session(config.testing_settings()) as s:
+        assert s.lsd is None
+        t = await s.add_torrent(meta, tmp_path / "seed")
+        await t.wait_checked()
+        assert sorted(s._lsd_torrents()) == sorted([v1, v2])
+        s._lsd_peer(v2, ("127.0.0.9", 6881))
+        s._lsd_peer(v1, ("127.0.0.10", 6881))
+        assert t.swarm.lsd_peers == 2
+        assert ("127.0.0.9", 6881) in t.swarm.peer_list
