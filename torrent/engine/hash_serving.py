@@ -117,6 +117,8 @@ class HashServer:
         return tree
 
     def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        """Answer ``peer``'s request with ``hashes`` (now, or once the pieces below the
+        piece layer are hashed) or a ``hash reject``."""
         tree = self._tree(ev.pieces_root)
         answered = self._answered.get(peer.addr, 0)
         self._answered[peer.addr] = answered + 1
