@@ -80,9 +80,10 @@ MIN_PIECES_IN_FLIGHT = 4
 #: Failed v2 pieces held at once while their leaf hashes are asked for (each holds its
 #: buffer); more are fetched again whole.
 MAX_PIECES_BLAMING = 8
-#: Complete v2 pieces held at once while a per-block proof of their hash is asked for
-#: (their file's piece layer not known yet). They count among the pieces in flight too;
-#: past this, no new piece is started until some are proven.
+#: Complete v2 pieces held while a per-block proof of their hash is asked for (their
+#: file's piece layer not known yet): no new piece is started while this many are held.
+#: They count among the pieces in flight too, so memory stays within this plus that
+#: allowance (and the pieces one pick started before the bound was reached).
 MAX_PIECES_PROVING = 16
 #: Pieces allowed beyond what the pipelines span, for verification: two, or one when a
 #: piece is larger than VERIFY_SLACK_BYTES (one verifying while the next arrives).
