@@ -98,7 +98,7 @@ class DhtSource:
                 results = [t.result() for t in tasks]
             if any(done is None for done in results):
                 return  # the session closed its node
-            self.lookups += 1
+            self.lookups += len(results)
             peers: list[PeerAddr] = []
             for h, done in zip(self._info_hashes, results, strict=True):
                 assert done is not None
