@@ -12,7 +12,7 @@ from tests.integration.swarm_helpers import make_payload
 from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
-from torrent.engine.hash_exchange import MAX_ANSWERS_PER_TICK
+from torrent.engine.hash_serving import MAX_ANSWERS_PER_TICK
 from torrent.engine.session import Session
 
 

@@ -21,9 +21,13 @@ from torrent import config
 from torrent.create import create
 from torrent.engine.session import Session
 from torrent.errors import MetainfoError
+from torrent.proto import merkle
 from torrent.proto.magnet import Magnet
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
+from tracker.server import TrackerServer
+from tracker.settings import TrackerSettings
+from tracker.store import MemoryStore
 
 pytestmark = pytest.mark.interop
 
@@ -135,6 +139,87 @@ async def test_btmh_magnet_from_a_libtorrent_seed(isolated: None, tmp_path: Path
                 # v2-only: every layer came from the seed. A hybrid checks its pieces by
                 # SHA-1 and needs none (libtorrent answers no hash request on a v1 connection).
                 assert bool(fetched.info.missing_piece_layers) == (fmt == "hybrid")
+    assert same_tree(content, tmp_path / "ours" / "multi")
+
+
+@pytest.mark.parametrize("piece_length", [16 * 1024, 64 * 1024])
+async def test_a_btmh_magnet_verified_by_per_block_proofs_from_a_libtorrent_seed(
+    isolated: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece_length: int
+) -> None:
+    """The piece layers are never asked for (as when no peer serves them, or before they
+    come): every piece of a file larger than one piece is checked by the leaf hashes
+    under it, which libtorrent sends with every uncle up to the file's root (BEP 52 hash
+    request, base layer 0). Each file's layer is then known from its proven pieces; the
+    files arrive byte for byte."""
+    from tests.interop.peers import LibtorrentPeer
+
+    monkeypatch.setattr(merkle.PieceLayerFetch, "next_requests", lambda self, peer, limit: [])
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    async with asyncio.timeout(90), our_tracker() as tracker:
+        meta = create(content, piece_length=piece_length, trackers=[tracker.urls()[0]], torrent_format="v2")
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        assert meta.info_hash_v2 is not None
+        link = Magnet(
+            info_hash=meta.info_hash,
+            trackers=(tracker.urls()[0],),
+            info_hash_v2=meta.info_hash_v2,
+            v2_only=True,
+        )
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+            async with Session(config.testing_settings()) as ours:
+                fetched = await ours.fetch_metadata(Magnet.parse(link.to_uri()))
+                missing = fetched.info.missing_piece_layers
+                assert missing
+                t = await ours.add_torrent(fetched, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+                proven = t.swarm.hashes.pieces_proven
+                st = t.statistics()
+    assert same_tree(content, tmp_path / "ours" / "multi")
+    # Every piece of the files larger than a piece was proven: their layers are complete,
+    # and equal the torrent's own.
+    assert proven == sum(-(-f.length // piece_length) for f in missing)
+    assert not fetched.info.missing_piece_layers
+    assert dict(fetched.info.piece_layers) == dict(meta.info.piece_layers)
+    assert st.hash_failures == 0
+
+
+async def test_a_libtorrent_seed_found_under_the_hybrids_v2_hash_only(isolated: None, tmp_path: Path) -> None:
+    """The tracker tracks only the hybrid's truncated v2 hash: libtorrent's announce of the
+    v1 hash is refused and that of the v2 hash kept, so our leecher (given no peer) finds
+    the seed only by announcing the v2 hash too, as libtorrent does."""
+    from tests.interop.peers import LibtorrentPeer
+
+    content = make_payload(tmp_path / "lt", "multi", FILES)
+    v2_hash = create(content, piece_length=32 * 1024, torrent_format="hybrid").info_hashes[1]
+    allow = tmp_path / "allow.txt"
+    allow.write_text(v2_hash.hex() + "\n")
+    settings = TrackerSettings(
+        host="127.0.0.1", port=0, udp_port=0, interval_s=2, min_interval_s=1, allow_file=allow
+    )
+    async with asyncio.timeout(90), TrackerServer(settings) as tracker:
+        meta = create(content, piece_length=32 * 1024, trackers=[tracker.urls()[0]], torrent_format="hybrid")
+        assert meta.info_hashes[1] == v2_hash
+        torrent_file = tmp_path / "multi.torrent"
+        torrent_file.write_bytes(meta.to_bytes())
+        async with LibtorrentPeer(tmp_path / "lt-state") as lt:
+            ih = await lt.add(torrent_file, tmp_path / "lt", seed=True)
+            await lt.wait_seeding(ih)
+
+            store = tracker.store
+            assert isinstance(store, MemoryStore)
+            await wait_until(
+                lambda: store.scrape_nowait([v2_hash])[0].complete > 0,
+                timeout_s=30,
+                what="libtorrent's announce of the v2 hash",
+            )
+            assert store.scrape_nowait([meta.info_hash])[0].complete == 0
+            async with Session(config.testing_settings()) as ours:
+                t = await ours.add_torrent(meta, tmp_path / "ours", seed=False)
+                await t.wait_complete()
+                assert ("127.0.0.1", lt.peer_port) in t.swarm.peer_list
     assert same_tree(content, tmp_path / "ours" / "multi")
 
 

@@ -1,5 +1,6 @@
 """Hypothesis: a seed that knows only the piece layer answers every hash request below it
-exactly as one holding the whole tree would (``merkle.proof_below`` against ``merkle.proof``)."""
+exactly as one holding the whole tree would (``merkle.proof_below`` against ``merkle.proof``);
+a piece's leaf hashes prove its node against the file's root (``merkle.PieceProofs``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,47 @@ def test_a_proof_from_the_piece_trees_equals_the_whole_trees(
     assert (
         merkle.proof_below(known, {k: pieces[k] for k in under}, base, index, run, proof_layers) == expected
     )
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    per_piece_log=st.integers(0, 4),
+    pieces=st.integers(2, 40),
+    tail=st.integers(1, BLOCK_SIZE * 16),
+    seed=st.integers(0, 2**32),
+    data=st.data(),
+)
+def test_a_pieces_leaf_hashes_prove_its_node_against_the_root(
+    per_piece_log: int, pieces: int, tail: int, seed: int, data: st.DataObject
+) -> None:
+    """Per-block proofs: the answer a whole tree gives to ``leaf_proof_run`` proves the
+    piece's node (the node of the piece layer), its leaves and its uncles; a changed
+    byte anywhere in the answer is refused."""
+    per_piece = 1 << per_piece_log
+    piece_length = per_piece * BLOCK_SIZE
+    length = (pieces - 1) * piece_length + min(tail, piece_length)
+    payload = random.Random(seed).randbytes(length)
+    full, known, _ = _trees(payload, per_piece)
+    k = data.draw(st.integers(0, pieces - 1), label="piece")
+    run = merkle.leaf_proof_run(full.root, length, piece_length, k)
+    answer = merkle.proof(full, *run[1:])
+    proofs = merkle.PieceProofs(per_peer=1, in_all=1, timeout=10, retry=3)
+    proofs.add(100 + k, run, k, per_piece)
+    assert proofs.next_requests("p", lambda i: True, 0) == [run]
+    if data.draw(st.booleans(), label="corrupt"):
+        at = data.draw(st.integers(0, len(answer) - 1), label="hash")
+        bit = data.draw(st.integers(0, 255), label="bit")
+        bad = list(answer)
+        bad[at] = bytes([bad[at][0] ^ (1 << bit % 8), *bad[at][1:]])
+        with pytest.raises(ValueError, match="do not prove"):
+            proofs.on_hashes("p", run, bad)
+        assert 100 + k in proofs
+        return
+    (proven,) = proofs.on_hashes("p", run, answer)
+    assert proven.index == 100 + k
+    assert proven.node == known.node(known.base, k)
+    assert proven.node == merkle.piece_hash(payload[k * piece_length : (k + 1) * piece_length], piece_length)
+    assert list(proven.leaves) == [full.node(0, k * per_piece + j) for j in range(per_piece)]
+    base = merkle.log2(per_piece)
+    assert merkle.verify_proof(full.root, full.height, base, k, [proven.node], proven.uncles)
+    assert not len(proofs)

@@ -1,4 +1,4 @@
-"""HashExchange answering hash requests below the piece layer (down to the 16 KiB leaves)
+"""HashServer (through the HashExchange that holds it) answering hash requests below the piece layer
 from the piece data, on fake peers: what it answers, what it rejects, and its bounds."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 
 from torrent.create import create
 from torrent.engine import hash_exchange as hx
+from torrent.engine import hash_serving as hs
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Metainfo
 from torrent.types import BLOCK_SIZE
@@ -127,13 +128,13 @@ async def test_leaf_jobs_are_bounded_per_peer(tmp_path: Path) -> None:
     host = Host(meta, payload, set(range(meta.info.num_pieces)))
     exchange, peer = host.exchange(), FakePeer()
     root = meta.info.files[0].pieces_root
-    for k in range(hx.LEAF_JOBS_PER_PEER + 1):
+    for k in range(hs.LEAF_JOBS_PER_PEER + 1):
         exchange.on_request(peer, wire.HashRequest(root, 0, 4 * k, 4, 0))
     # Every piece needs a read: the one over the bound is rejected before any is done.
     assert [type(e) for e in peer.sent] == [wire.HashReject]
-    assert peer.sent[0].index == 4 * hx.LEAF_JOBS_PER_PEER
+    assert peer.sent[0].index == 4 * hs.LEAF_JOBS_PER_PEER
     await host.settle()
-    assert [type(e) for e in peer.sent[1:]] == [wire.Hashes] * hx.LEAF_JOBS_PER_PEER
+    assert [type(e) for e in peer.sent[1:]] == [wire.Hashes] * hs.LEAF_JOBS_PER_PEER
 
 
 @pytest.mark.parametrize("size", [1_000, 3 * BLOCK_SIZE + 5])

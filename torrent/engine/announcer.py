@@ -10,6 +10,12 @@ the magnet metadata fetch.
   e.g. a metadata fetch that wants peers soon). After a failure it retries from
   ``announce_retry_s``, doubling up to ``announce_retry_max_s``.
 * Woken early (:meth:`Announcer.wake`), it still keeps the minimum interval.
+* A torrent named by several hashes (a BEP 52 hybrid: its v1 hash and its v2 hash
+  truncated to 20 bytes, as libtorrent announces it) gets one announce per hash in each
+  round, sent together, each with its own event: a peer that announced under either
+  hash finds us, and the peers of every answer go to the same torrent. A round counts
+  as a success when one of them is answered; a hash the trackers refuse (one that lists
+  only the other) is logged, not reported as the torrent's error.
 
 Peers from every response go to ``on_peers``; warnings and errors to ``on_message``;
 how the last announce went to :meth:`Announcer.report`.
@@ -29,6 +35,7 @@ from torrent.engine.peer import PeerAddr
 from torrent.engine.status import AnnounceReport
 from torrent.engine.tracker_client import (
     AnnounceEvent,
+    AnnounceOutcome,
     AnnounceRequest,
     AnnounceResponse,
     TrackerClient,
@@ -36,6 +43,7 @@ from torrent.engine.tracker_client import (
     make_tracker,
 )
 from torrent.errors import TrackerError
+from torrent.types import InfoHash
 
 __all__ = ["MAX_TRACKER_INTERVAL_S", "Announcer", "announce_delay"]
 
@@ -86,6 +94,8 @@ class Announcer:
         on_peers: addresses from a response.
         on_message: ``(is_error, text)`` for a tracker warning or failure.
         max_interval_s: re-announce at least this often.
+        info_hashes: every hash the torrent is announced under (the request's own
+            ``info_hash`` is replaced by each in turn); empty: the request's alone.
     """
 
     def __init__(
@@ -97,6 +107,7 @@ class Announcer:
         on_peers: Callable[[list[PeerAddr]], None],
         on_message: Callable[[bool, str], None] | None = None,
         max_interval_s: float | None = None,
+        info_hashes: Sequence[InfoHash] = (),
     ) -> None:
         s = ctx.settings
         self._settings = s
@@ -109,8 +120,10 @@ class Announcer:
         self._on_message = on_message
         self._max_interval_s = max_interval_s
         self._wake = asyncio.Event()
-        #: The event the next announce carries.
-        self.event = AnnounceEvent.STARTED
+        # The event the next announce of each hash carries (None: the request's own hash).
+        self._events: dict[InfoHash | None, AnnounceEvent] = dict.fromkeys(
+            tuple(dict.fromkeys(info_hashes)) or (None,), AnnounceEvent.STARTED
+        )
         #: The last tracker warning or failure ("" after a clean response).
         self.message = ""
         #: The last announce: (report with age 0 and next 0, when, next due) on the clock.
@@ -118,6 +131,19 @@ class Announcer:
 
     def __bool__(self) -> bool:
         return bool(self._trackers)
+
+    @property
+    def event(self) -> AnnounceEvent:
+        """The event the next announce carries: ``started`` until one hash's announce
+        was answered (a tracker may list only one of a hybrid's hashes)."""
+        return next(
+            (e for e in self._events.values() if e is not AnnounceEvent.STARTED), AnnounceEvent.STARTED
+        )
+
+    @event.setter
+    def event(self, event: AnnounceEvent) -> None:
+        for h in self._events:
+            self._events[h] = event
 
     def wake(self) -> None:
         """Announce soon (still keeping the minimum interval)."""
@@ -144,41 +170,79 @@ class Announcer:
         retry = s.announce_retry_s
         min_gap = s.min_announce_interval_s
         while True:
-            event = self.event
             # Cleared before the announce, not after: a wake() while it is in flight (the
             # listen port changed, the download completed) still brings the next one forward.
             self._wake.clear()
-            try:
-                outcome = await self._trackers.announce(self._request(event))
-            except TrackerError as exc:
-                self._report(True, exc.reason)
+            answers, failures = await self._announce_round()
+            if not answers:
+                reason = failures[0].reason
+                self._report(True, reason)
                 delay = retry
                 retry = min(retry * 2, s.announce_retry_max_s)
-                self._remember(AnnounceReport("", False, exc.reason, 0, None, None, None, 0.0, 0.0), delay)
+                self._remember(AnnounceReport("", False, reason, 0, None, None, None, 0.0, 0.0), delay)
             else:
                 retry = s.announce_retry_s
-                if self.event is event:
-                    self.event = AnnounceEvent.NONE
-                resp = outcome.response
-                if resp.warning_message:
-                    self._report(False, resp.warning_message)
-                else:
-                    self.message = ""
-                self._on_peers([(p.ip, p.port) for p in resp.peers if p.port])
-                delay, min_gap = announce_delay(resp, s, self._max_interval_s)
-                report = AnnounceReport(
-                    outcome.url,
-                    True,
-                    resp.warning_message or "",
-                    len(resp.peers),
-                    resp.complete,
-                    resp.incomplete,
-                    resp.downloaded,
-                    0.0,
-                    0.0,
-                )
-                self._remember(report, delay)
+                delay, min_gap = self._on_answers(answers)
             await self._sleep(delay, min_gap)
+
+    async def _announce_round(
+        self,
+    ) -> tuple[list[tuple[InfoHash | None, AnnounceOutcome]], list[TrackerError]]:
+        """One announce per hash, together; the answers (in hash order) and the failures."""
+        hashes = list(self._events)
+        if len(hashes) == 1:
+            results = [await self._announce_one(hashes[0])]
+        else:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._announce_one(h)) for h in hashes]
+            results = [t.result() for t in tasks]
+        answers = [(h, r) for h, r in zip(hashes, results, strict=True) if not isinstance(r, TrackerError)]
+        failures = [r for r in results if isinstance(r, TrackerError)]
+        if answers and failures:
+            log.debug("announce: %s", "; ".join(f.reason for f in failures))
+        return answers, failures
+
+    async def _announce_one(self, h: InfoHash | None) -> AnnounceOutcome | TrackerError:
+        event = self._events[h]
+        req = self._request(event)
+        if h is not None:
+            req = dataclasses.replace(req, info_hash=h)
+        try:
+            outcome = await self._trackers.announce(req)
+        except TrackerError as exc:
+            return exc
+        if self._events[h] is event:
+            self._events[h] = AnnounceEvent.NONE
+        return outcome
+
+    def _on_answers(self, answers: list[tuple[InfoHash | None, AnnounceOutcome]]) -> tuple[float, float]:
+        """Peers and messages of a round's answers; returns ``(delay, min_gap)``."""
+        s = self._settings
+        first = answers[0][1]
+        warning = next((o.response.warning_message for _, o in answers if o.response.warning_message), "")
+        if warning:
+            self._report(False, warning)
+        else:
+            self.message = ""
+        peers = list(dict.fromkeys((p.ip, p.port) for _, o in answers for p in o.response.peers if p.port))
+        self._on_peers(peers)
+        gaps = [announce_delay(o.response, s, self._max_interval_s) for _, o in answers]
+        min_gap = max(g for _, g in gaps)
+        delay = max(min(d for d, _ in gaps), min_gap)
+        resp = first.response
+        report = AnnounceReport(
+            first.url,
+            True,
+            warning,
+            len(peers),
+            resp.complete,
+            resp.incomplete,
+            resp.downloaded,
+            0.0,
+            0.0,
+        )
+        self._remember(report, delay)
+        return delay, min_gap
 
     def _remember(self, report: AnnounceReport, delay: float) -> None:
         now = self._clock.monotonic()
@@ -202,12 +266,19 @@ class Announcer:
             pass
 
     async def stop(self) -> None:
-        """Send ``stopped`` (when a ``started`` went out), under a short timeout."""
-        if not self._trackers or self.event is AnnounceEvent.STARTED:
+        """Send ``stopped`` for each hash a ``started`` went out for, under a short timeout."""
+        announced = [h for h, e in self._events.items() if e is not AnnounceEvent.STARTED]
+        if not self._trackers or not announced:
             return  # never announced: nothing to stop
-        with contextlib.suppress(TrackerError, TimeoutError):
-            async with asyncio.timeout(self._settings.stopped_announce_timeout_s):
-                await self._trackers.announce(self._request(AnnounceEvent.STOPPED))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settings.stopped_announce_timeout_s), asyncio.TaskGroup() as tg:
+                for h in announced:
+                    tg.create_task(self._stopped(h))
+
+    async def _stopped(self, h: InfoHash | None) -> None:
+        req = self._request(AnnounceEvent.STOPPED)
+        with contextlib.suppress(TrackerError):
+            await self._trackers.announce(req if h is None else dataclasses.replace(req, info_hash=h))
 
     async def aclose(self) -> None:
         await self._trackers.close()

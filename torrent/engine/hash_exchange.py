@@ -1,25 +1,26 @@
-"""BEP 52 hash requests for one v2 or hybrid torrent: serve ours, fetch what we lack.
-
-Serving: a peer's ``hash request`` for a run of a file's piece layer (or any layer above
-it) is answered from the tree built on the torrent's piece layers, with the uncles it
-asked for (:func:`torrent.proto.merkle.proof`). A run of a layer below it (down to the
-16 KiB leaves, as a peer blaming a failed piece asks) is answered for pieces we have:
-their data is read from disk and hashed off the event loop, each piece's tree checked
-against its node before it is used (:func:`torrent.proto.merkle.proof_below`), and kept
-in a small cache. Those answers are bounded: at most :data:`MAX_LEAF_READ` bytes per
-request, :data:`LEAF_JOBS_PER_PEER` requests being computed per peer and
-:data:`LEAF_JOBS` in all. A request we cannot answer (an unknown root, a layer we have
-not learned, a piece we lack, over a bound) gets a ``hash reject``, as BEP 52 requires
-an answer either way.
+"""BEP 52 hash requests for one v2 or hybrid torrent, the asking side: fetch the piece
+layers we lack, prove pieces before their layer is known, blame bad blocks. Answering
+the peers' requests is :class:`torrent.engine.hash_serving.HashServer`'s (held here as
+:attr:`HashExchange.server`).
 
 Fetching: a torrent from a v2-only magnet link has no piece layers (they live outside
-the ``info`` dict; a hybrid's pieces are checked by their SHA-1 meanwhile). Until every one is known, no block is requested; each peer that
-completes its handshake is asked for runs of the missing layers
+the ``info`` dict; a hybrid's pieces are checked by their SHA-1 meanwhile). Each peer
+that completes its handshake is asked for runs of the missing layers
 (:class:`torrent.proto.merkle.PieceLayerFetch` checks every answer against the root).
 A peer whose proof does not reach the root is dropped.
 
-Hash requests are answered at most :data:`MAX_ANSWERS_PER_TICK` times a second per
-peer, the rest rejected.
+Per-block proofs: blocks are requested meanwhile. A piece completed before its file's
+layer is known is held by the owner (:meth:`HashExchange.prove`), and the leaf hashes
+under it are asked of a peer that has it, with every uncle up to the file's root
+(:class:`torrent.proto.merkle.PieceProofs`: one peer at a time per piece,
+:data:`PROOFS_PER_PEER` runs per peer and :data:`PROOFS_IN_ALL` in all, another peer
+after a reject, a departure or :data:`PROOF_TIMEOUT_TICKS` seconds). The proven node
+goes into the ``Info`` (``Info.add_piece_hash_v2``; a file whose pieces are all proven
+gains its layer that way), and the owner is told (``on_proven``): it checks the piece
+as any other. A layer that arrives first releases its held pieces the same way. The
+leaves are kept a while: a piece that then fails names its bad blocks from them
+without asking again. Pieces larger than one request's leaves (more than
+:data:`torrent.proto.merkle.REQUEST_RUN` blocks) wait for their layer instead.
 
 Blame: when a v2 piece fails its hash check, its leaf hashes (base layer 0, the run
 under the piece's node) are asked of up to :data:`LEAF_ASKS` peers that have the piece
@@ -32,18 +33,19 @@ or :data:`LEAF_WAIT_TICKS` seconds pass, it is told that nobody will say (``None
 Without an answer, the swarm's v1-style smart ban still finds the liars once a good
 copy passes.
 
-Left out: per-block proofs for pieces whose layer is unknown.
+Left out: proofs for single blocks (libtorrent leaves them out too); a run of several
+pieces' leaves in one request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from torrent.errors import MetainfoError, StorageError
+from torrent.engine.hash_serving import LEAF_JOBS_PER_PEER, HashServer, ReadPiece, Spawn
+from torrent.errors import MetainfoError
 from torrent.proto import merkle, wire
 from torrent.proto.metainfo import Info
 from torrent.proto.smart_ban import LeafBlame
@@ -56,30 +58,26 @@ log = logging.getLogger(__name__)
 
 #: Runs asked of one peer at a time.
 RUNS_PER_PEER = 8
-#: Hash requests answered per peer per second (the session's tick); more get a hash
-#: reject. One request of 49 bytes can ask for 18 KiB of hashes: without a bound a peer
-#: could make us send 370 times what it sends.
-MAX_ANSWERS_PER_TICK = 64
 #: Peers asked at once for a failed piece's leaf hashes.
 LEAF_ASKS = 3
 #: Our hash requests in flight on one connection, all kinds (the codec's own bound is 64).
 MAX_REQUESTS_PER_PEER = 32
-#: File data one request below the piece layer may make us read and hash (a run of 512
-#: leaves covers 8 MiB); a larger one gets a hash reject.
-MAX_LEAF_READ = 4 * 1024 * 1024
-#: Requests below the piece layer being computed at once: per peer, and in all.
-LEAF_JOBS_PER_PEER = 2
-LEAF_JOBS = 8
-#: Pieces whose block trees are kept for the next request (a blaming peer asks several
-#: times for one piece).
-LEAF_CACHE_PIECES = 64
 #: Ticks (seconds) a failed piece waits for its leaf hashes before we give up on them.
 LEAF_WAIT_TICKS = 10
+#: Per-block proofs of pieces whose layer is unknown: runs asked of one peer at once,
+#: and in all.
+PROOFS_PER_PEER = LEAF_JOBS_PER_PEER  # what our seed computes at once per peer
+PROOFS_IN_ALL = 16
+#: Ticks (seconds) a proof request waits for its answer before another peer is asked.
+PROOF_TIMEOUT_TICKS = 10
+#: Ticks before a run a peer rejected (or left unanswered) may be asked of it again.
+PROOF_RETRY_TICKS = 3
+#: Proven leaf hashes kept, by piece (a piece that then fails is blamed with them).
+PROVEN_LEAVES_KEPT = 32
 
-#: Reads ``length`` bytes from the start of piece ``index`` on disk.
-ReadPiece = Callable[[int, int], Awaitable["bytes | memoryview"]]
-#: Runs a coroutine in the owner's task group; False when refused (stopping).
-Spawn = Callable[[Coroutine[Any, Any, None]], bool]
+#: Stands for "no peer asked" among the askers of a failed piece blamed with leaves
+#: already proven.
+_PROVEN = object()
 
 
 class HashExchange:
@@ -95,6 +93,7 @@ class HashExchange:
         read: ReadPiece | None = None,
         spawn: Spawn | None = None,
         on_blamed: Callable[[int, frozenset[int] | None], object] | None = None,
+        on_proven: Callable[[int], object] | None = None,
     ) -> None:
         """Args: ``ban(sender, why)`` bans the sender of a block its leaf hash refutes;
         ``wire_hash_v2``, the truncated v2 info hash: only connections made with it are
@@ -102,25 +101,20 @@ class HashExchange:
         ``have(piece)``, ``read(piece, length)`` and ``spawn(coroutine)`` let us answer
         requests below the piece layer (without them, those get a hash reject);
         ``on_blamed(piece, bad)``: the block offsets of a failed piece that its leaf hashes
-        refute, or None when no leaf hashes will come for it."""
+        refute, or None when no leaf hashes will come for it; ``on_proven(piece)``: a
+        piece held for its proof now has a known hash (without it, nothing is proven
+        and blocks wait for the piece layers)."""
         self.info = info
         self._ban = ban
         self._wire_hash_v2 = wire_hash_v2
-        self._have = have
-        self._read = read
         self._spawn = spawn
-        self._files: dict[bytes, int] = {}  # root -> the file's first piece
-        self._piece_trees: OrderedDict[tuple[bytes, int], merkle.MerkleTree] = OrderedDict()
-        self._leaf_jobs: dict[object, int] = {}  # peer address -> requests being computed
-        #: Requests below the piece layer answered (with ``hashes``) so far.
-        self.leaf_answers = 0
+        #: Answers the peers' hash requests.
+        self.server = HashServer(info, have=have, read=read, spawn=spawn)
         self._blame: LeafBlame[Hashable] = LeafBlame()
         self._leaf_runs: dict[tuple[bytes, int, int, int, int], int] = {}  # run -> piece
         # piece -> (peers asked and not yet answered, ticks left)
         self._leaf_waits: dict[int, tuple[set[object], int]] = {}
         self._on_blamed = on_blamed
-        self._trees: dict[bytes, merkle.MerkleTree] = {}
-        self._answered: dict[object, int] = {}
         # A hybrid's pieces all have their SHA-1: it downloads without its piece layers (its
         # peers speak to it by the v1 hash, where libtorrent answers no hash request).
         missing = info.missing_piece_layers if info.has_v2 and not info.has_v1 else ()
@@ -129,155 +123,58 @@ class HashExchange:
             if missing
             else None
         )
+        self._on_proven = on_proven
+        self._proofs: merkle.PieceProofs | None = None
+        if (
+            self._fetch is not None
+            and on_proven is not None
+            and info.piece_length // BLOCK_SIZE <= merkle.REQUEST_RUN
+        ):
+            self._proofs = merkle.PieceProofs(
+                per_peer=PROOFS_PER_PEER,
+                in_all=PROOFS_IN_ALL,
+                timeout=PROOF_TIMEOUT_TICKS,
+                retry=PROOF_RETRY_TICKS,
+            )
+        self._ticks = 0
+        self._proven_leaves: OrderedDict[int, tuple[bytes, ...]] = OrderedDict()
+        #: Pieces whose hash a per-block proof gave (their layer not known yet).
+        self.pieces_proven = 0
+
+    @property
+    def leaf_answers(self) -> int:
+        """Requests below the piece layer we answered (with ``hashes``) so far."""
+        return self.server.leaf_answers
+
+    def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
+        """A peer's hash request: answered (or rejected) by :attr:`server`."""
+        self.server.on_request(peer, ev)
 
     @property
     def ready(self) -> bool:
-        """Every piece's hash is known: blocks may be requested."""
-        return self._fetch is None
+        """Blocks may be requested: every piece's hash is known, or can be proven."""
+        return self._fetch is None or self._proofs is not None
 
-    # -- serving ----------------------------------------------------------------------
-
-    def _tree(self, root: bytes) -> merkle.MerkleTree | None:
-        tree = self._trees.get(root)
-        if tree is not None:
-            return tree
-        info = self.info
-        f = next((f for f in info.files if f.pieces_root == root and not f.padding), None)
-        if f is None:
-            return None
-        blocks = -(-f.length // BLOCK_SIZE)
-        self._files[root] = f.offset // info.piece_length
-        if f.length <= info.piece_length:
-            # One piece: only the root is known (its blocks' hashes are not kept).
-            num_leaves = merkle.next_pow2(blocks)
-            tree = merkle.MerkleTree([root], num_leaves, merkle.log2(num_leaves))
-        else:
-            layer = info.piece_layers.get(root)
-            if layer is None:
-                return None
-            per_piece = info.piece_length // BLOCK_SIZE
-            nodes = [layer[i : i + merkle.HASH_SIZE] for i in range(0, len(layer), merkle.HASH_SIZE)]
-            tree = merkle.MerkleTree(nodes, merkle.next_pow2(len(nodes)) * per_piece, merkle.log2(per_piece))
-        self._trees[root] = tree
-        return tree
-
-    def tick(self) -> None:
+    def tick(self, peers: Iterable[Peer] = ()) -> None:
         """Once a second: the per-peer answer budget starts over; failed pieces that waited
-        too long for their leaf hashes are given up."""
-        self._answered.clear()
+        too long for their leaf hashes are given up; proofs unanswered too long, rejected
+        or left by their peer are asked of ``peers``."""
+        self.server.tick()
+        self._ticks += 1
+        if self._proofs is not None:
+            self._proofs.expire(self._ticks)
+            self._ask_proofs(peers)
         for index, (asked, ticks) in list(self._leaf_waits.items()):
             if ticks <= 1:
                 self._give_up(index)
             else:
                 self._leaf_waits[index] = (asked, ticks - 1)
 
-    def on_request(self, peer: Peer, ev: wire.HashRequest) -> None:
-        tree = self._tree(ev.pieces_root)
-        answered = self._answered.get(peer.addr, 0)
-        self._answered[peer.addr] = answered + 1
-        try:
-            if tree is None or answered >= MAX_ANSWERS_PER_TICK:
-                raise LookupError("unknown root, or over the answer budget")
-            if ev.base_layer < tree.base:
-                self._serve_below(peer, ev, tree)
-                return
-            hashes = merkle.proof(tree, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-        except (LookupError, ValueError):
-            _reject(peer, ev)
-            return
-        _answer(peer, ev, hashes)
-
-    def _serve_below(self, peer: Peer, ev: wire.HashRequest, tree: merkle.MerkleTree) -> None:
-        """A run below the piece layer: answered now from cached piece trees, or once the
-        missing ones are read and hashed.
-
-        Raises:
-            LookupError: we cannot serve it (no disk, a piece we lack, over a bound).
-            ValueError: the run breaks BEP 52's rules.
-        """
-        have, spawn = self._have, self._spawn
-        if have is None or spawn is None:
-            raise LookupError("no piece data to hash")
-        under = merkle.pieces_under(tree, ev.base_layer, ev.index, ev.length)
-        first = self._files[ev.pieces_root]
-        if not under or len(under) * self.info.piece_length > MAX_LEAF_READ:
-            raise LookupError("over the read bound")
-        if not all(have(first + k) for k in under):
-            raise LookupError("a piece we do not have")
-        cached = {k: t for k in under if (t := self._cached_piece_tree(ev.pieces_root, k)) is not None}
-        if len(cached) == len(under):
-            _answer(
-                peer,
-                ev,
-                merkle.proof_below(tree, cached, ev.base_layer, ev.index, ev.length, ev.proof_layers),
-            )
-            self.leaf_answers += 1
-            return
-        jobs = self._leaf_jobs.get(peer.addr, 0)
-        if jobs >= LEAF_JOBS_PER_PEER or sum(self._leaf_jobs.values()) >= LEAF_JOBS:
-            raise LookupError("too many requests being computed")
-        self._leaf_jobs[peer.addr] = jobs + 1
-        if not spawn(self._serve_later(peer, ev, tree, under, cached)):
-            self._leaf_done(peer.addr)
-            raise LookupError("stopping")
-
-    def _cached_piece_tree(self, root: bytes, k: int) -> merkle.MerkleTree | None:
-        tree = self._piece_trees.get((root, k))
-        if tree is not None:
-            self._piece_trees.move_to_end((root, k))
-        return tree
-
-    def _leaf_done(self, addr: object) -> None:
-        left = self._leaf_jobs.pop(addr, 1) - 1
-        if left > 0:
-            self._leaf_jobs[addr] = left
-
-    async def _serve_later(
-        self,
-        peer: Peer,
-        ev: wire.HashRequest,
-        tree: merkle.MerkleTree,
-        under: range,
-        trees: dict[int, merkle.MerkleTree],
-    ) -> None:
-        try:
-            for k in under:
-                if k not in trees:
-                    piece_tree = await self._piece_tree(ev.pieces_root, tree, k)
-                    if piece_tree is None:
-                        _reject(peer, ev)
-                        return
-                    trees[k] = piece_tree
-            hashes = merkle.proof_below(tree, trees, ev.base_layer, ev.index, ev.length, ev.proof_layers)
-        except (StorageError, LookupError, ValueError) as exc:
-            log.debug("hash request %s below the piece layer: %s", ev, exc)
-            _reject(peer, ev)
-        else:
-            _answer(peer, ev, hashes)
-            self.leaf_answers += 1
-        finally:
-            self._leaf_done(peer.addr)
-
-    async def _piece_tree(self, root: bytes, tree: merkle.MerkleTree, k: int) -> merkle.MerkleTree | None:
-        """The tree of blocks under piece ``k`` of the file, from its data on disk; None
-        when that data does not hash to the piece's node (changed on disk since)."""
-        assert self._read is not None
-        index = self._files[root] + k
-        data = await self._read(index, self.info.v2_piece_data_length(index))
-        leaves = 1 << tree.base
-        piece_tree = await asyncio.to_thread(lambda: merkle.MerkleTree(merkle.block_hashes(data), leaves))
-        if piece_tree.root != tree.node(tree.base, k):
-            log.warning("piece %d does not match its hash on disk: no leaf hashes served for it", index)
-            return None
-        self._piece_trees[(root, k)] = piece_tree
-        while len(self._piece_trees) > LEAF_CACHE_PIECES:
-            self._piece_trees.popitem(last=False)
-        return piece_tree
-
     # -- fetching ---------------------------------------------------------------------
 
     def ask(self, peer: Peer) -> None:
         """Ask ``peer`` for missing layer runs (after its handshake)."""
+        self._ask_proofs([peer])
         fetch = self._fetch
         if fetch is None or peer.proto is None:
             return
@@ -294,6 +191,8 @@ class HashExchange:
         if key in self._leaf_runs:
             self._on_leaves(peer, key, ev.hashes)
             return False
+        if self._proofs is not None and self._proofs.is_run(key):
+            return self._on_proof(peer, key, ev.hashes)
         fetch = self._fetch
         if fetch is None:
             return False
@@ -308,6 +207,8 @@ class HashExchange:
             except MetainfoError as exc:  # cannot happen once the proof held; keep the peer out
                 peer.close(f"bad piece layer: {exc}")
                 return False
+        if layers:
+            self._release_known()
         if fetch.done:
             self._fetch = None
             log.debug("every piece layer is known")
@@ -322,12 +223,87 @@ class HashExchange:
             self._not_answering(index, peer.addr)
         if self._fetch is not None:
             self._fetch.give_back(peer.addr, key)
+        if self._proofs is not None:
+            self._proofs.give_back(peer.addr, self._ticks, key)  # asked again at the next tick
 
     def on_peer_closed(self, peer: Peer) -> None:
         for index in list(self._leaf_waits):
             self._not_answering(index, peer.addr)
         if self._fetch is not None:
             self._fetch.give_back(peer.addr)
+        if self._proofs is not None:
+            self._proofs.give_back(peer.addr, self._ticks)
+
+    # -- per-block proofs -------------------------------------------------------------
+
+    def needs_proof(self, index: int) -> bool:
+        """Piece ``index`` cannot be checked yet, and a proof can tell: :meth:`prove` it."""
+        return self._proofs is not None and self.info.piece_hash_v2(index) is None
+
+    def prove(self, index: int, peers: Iterable[Peer]) -> None:
+        """The owner holds piece ``index`` (complete, its hash unknown): ask ``peers`` for
+        the leaf hashes under it; ``on_proven(index)`` follows once its hash is known."""
+        assert self._proofs is not None
+        f, k = self.info.v2_piece(index)
+        piece_length = self.info.piece_length
+        run = merkle.leaf_proof_run(f.pieces_root, f.length, piece_length, k)
+        self._proofs.add(index, run, k, piece_length // BLOCK_SIZE)
+        self._ask_proofs(peers)
+
+    def _ask_proofs(self, peers: Iterable[Peer]) -> None:
+        proofs = self._proofs
+        if proofs is None or not len(proofs):
+            return
+        for peer in peers:
+            proto = peer.proto
+            if (
+                proto is None
+                or peer.peer_id is None
+                or peer.closed
+                or proto.info_hash != self._wire_hash_v2
+                or proto.hash_requests_outstanding >= MAX_REQUESTS_PER_PEER
+            ):
+                continue
+            for run in proofs.next_requests(peer.addr, proto.peer_pieces.__contains__, self._ticks):
+                peer.send(wire.HashRequest(*run))
+
+    def _on_proof(self, peer: Peer, run: merkle.HashRun, hashes: tuple[bytes, ...]) -> bool:
+        """Leaf hashes for held pieces; True when the last missing layer became known."""
+        assert self._proofs is not None
+        try:
+            proven = self._proofs.on_hashes(peer.addr, run, hashes)
+            for piece in proven:
+                self.info.add_piece_hash_v2(piece.index, piece.node, piece.uncles)
+        except (ValueError, MetainfoError) as exc:
+            peer.close(f"bad leaf hashes: {exc}")
+            return False
+        for piece in proven:  # (none: proven meanwhile, by another answer or its layer)
+            self.pieces_proven += 1
+            self._proven_leaves[piece.index] = piece.leaves
+            while len(self._proven_leaves) > PROVEN_LEAVES_KEPT:
+                self._proven_leaves.popitem(last=False)
+        root = run[0]
+        if self._fetch is not None and root in self.info.piece_layers:
+            self._fetch.forget(root)  # every piece of the file is proven: that is its layer
+        if self._on_proven is not None:
+            for piece in proven:
+                self._on_proven(piece.index)
+        self._ask_proofs([peer])  # its next run now, not at the next tick
+        if self._fetch is not None and self._fetch.done:
+            self._fetch = None
+            log.debug("every piece layer is known (from per-block proofs)")
+            return True
+        return False
+
+    def _release_known(self) -> None:
+        """Held pieces whose layer just arrived: their hash is known now."""
+        if self._proofs is None:
+            return
+        for index in self._proofs.pieces():
+            if self.info.piece_hash_v2(index) is not None:
+                self._proofs.remove(index)
+                if self._on_proven is not None:
+                    self._on_proven(index)
 
     # -- blame ------------------------------------------------------------------------
 
@@ -355,11 +331,24 @@ class HashExchange:
             return False  # more than one request's worth: the good copy will tell
         run = (f.pieces_root, 0, k * width, width, 0)
         length = info.v2_piece_data_length(index)
-        candidates = sorted(self._leaf_candidates(index, peers), key=lambda p: p.addr in senders.values())
-        if not candidates:
+        # Leaves proven before the piece was checked need no asking; the answer comes on
+        # the next turn of the loop, once the owner holds the piece.
+        leaves = self._proven_leaves.pop(index, None)
+        if leaves is not None and self._spawn is None:
+            leaves = None
+        candidates = [] if leaves is not None else self._leaf_candidates(index, peers)
+        if leaves is None and not candidates:
             return False
         for dropped in self._blame.on_piece_failed(index, memoryview(data)[:length], senders, node, width):
             self._give_up(dropped)
+        if leaves is not None:
+            assert self._spawn is not None
+            if self._spawn(self._blame_now(index, leaves)):
+                self._leaf_waits[index] = ({_PROVEN}, LEAF_WAIT_TICKS)
+                return True
+            self._blame.forget(index)
+            return False
+        candidates.sort(key=lambda p: p.addr in senders.values())
         self._leaf_runs[run] = index
         asked: set[object] = set()
         for peer in candidates[:LEAF_ASKS]:
@@ -398,16 +387,25 @@ class HashExchange:
                 out.append(peer)
         return out
 
+    async def _blame_now(self, index: int, leaves: tuple[bytes, ...]) -> None:
+        if index in self._leaf_waits and not self._blamed(index, leaves):
+            self._give_up(index)  # cannot happen: they proved the node it failed against
+
     def _on_leaves(
         self, peer: Peer, run: tuple[bytes, int, int, int, int], hashes: tuple[bytes, ...]
     ) -> None:
         index = self._leaf_runs[run]
-        bad = self._blame.on_leaves(index, hashes[: run[3]])
-        if bad is None:
+        if not self._blamed(index, hashes[: run[3]]):
             peer.close(f"leaf hashes that do not prove piece {index}")
             self._not_answering(index, peer.addr)
-            return
-        del self._leaf_runs[run]
+
+    def _blamed(self, index: int, leaves: tuple[bytes, ...]) -> bool:
+        """Blame the bad blocks of ``index`` by its ``leaves``; False when they do not
+        prove its node."""
+        bad = self._blame.on_leaves(index, leaves)
+        if bad is None:
+            return False
+        self._leaf_runs = {key: i for key, i in self._leaf_runs.items() if i != index}
         self._leaf_waits.pop(index, None)
         assert self._ban is not None
         for offset, who in bad:
@@ -416,15 +414,4 @@ class HashExchange:
             )
         if self._on_blamed is not None:
             self._on_blamed(index, frozenset(offset for offset, _ in bad))
-
-
-def _answer(peer: Peer, ev: wire.HashRequest, hashes: list[bytes]) -> None:
-    if not peer.closed:
-        peer.send(
-            wire.Hashes(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers, tuple(hashes))
-        )
-
-
-def _reject(peer: Peer, ev: wire.HashRequest) -> None:
-    if not peer.closed:
-        peer.send(wire.HashReject(ev.pieces_root, ev.base_layer, ev.index, ev.length, ev.proof_layers))
+        return True

@@ -11,8 +11,10 @@ a .torrent file (a :class:`~torrent.engine.swarm.Swarm`), which connects again.
 
 With the session's DHT on, a :class:`~torrent.engine.dht_source.DhtSource` looks the
 info hash up too, so a magnet link with neither ``tr`` nor ``x.pe`` works through the DHT
-alone. (Whether the torrent is private is only known once the metadata is in; the
-swarm that follows keeps a private torrent off the DHT.)
+alone. A hybrid link (``btih`` and ``btmh``) is announced to the trackers and looked up
+in the DHT under both of its hashes, as the torrent will be. (Whether the torrent is
+private is only known once the metadata is in; the swarm that follows keeps a private
+torrent off the DHT.)
 """
 
 from __future__ import annotations
@@ -61,12 +63,13 @@ class MetadataFetcher(PeerHostBase):
             request=self._announce_request,
             on_peers=self.add_peers,
             max_interval_s=REANNOUNCE_S,
+            info_hashes=magnet.info_hashes,
         )
         self.dht_source: DhtSource | None = None
         if ctx.dht is not None:
             self.dht_source = DhtSource(
                 ctx.dht,
-                magnet.info_hash,
+                magnet.info_hashes,
                 ctx,
                 on_peers=self.add_peers,
                 known_peers=lambda: len(self.peer_list),

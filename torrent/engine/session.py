@@ -368,10 +368,14 @@ class Session:
         return self._lsd
 
     def _lsd_torrents(self) -> list[bytes]:
-        return [ih for ih, swarm in self._swarms.items() if swarm.lsd_enabled]
+        # A hybrid under both of its hashes, as its trackers and the DHT hear it.
+        return [
+            ih for swarm in self._swarms.values() if swarm.lsd_enabled for ih in swarm.metainfo.info_hashes
+        ]
 
     def _lsd_peer(self, info_hash: bytes, addr: tuple[str, int]) -> None:
-        swarm = self._swarms.get(InfoHash(info_hash))
+        key = InfoHash(info_hash)
+        swarm = self._swarms.get(self._aliases.get(key, key))
         if swarm is not None and swarm.lsd_enabled:
             swarm.add_local_peer(addr)
 
@@ -1041,7 +1045,13 @@ class Session:
                 key=int.from_bytes(self.peer_id[-4:], "big"),
             )
 
-        announcer = Announcer(metainfo.announce_list, ctx, request=request, on_peers=lambda _: None)
+        announcer = Announcer(
+            metainfo.announce_list,
+            ctx,
+            request=request,
+            on_peers=lambda _: None,
+            info_hashes=metainfo.info_hashes,
+        )
         announcer.event = AnnounceEvent.NONE  # it announced ``started`` when it last ran
         try:
             await announcer.stop()
@@ -1114,7 +1124,8 @@ class Session:
             for alias in [a for a, h in self._aliases.items() if h == swarm.info_hash]:
                 del self._aliases[alias]
             for service in self._lsd_services:
-                service.forget(swarm.info_hash)
+                for ih in swarm.metainfo.info_hashes:
+                    service.forget(ih)
 
     async def remove_torrent(self, info_hash: InfoHash, *, announce: bool = True) -> None:
         """Stop the torrent (``stopped`` announce unless ``announce`` is False, resume

@@ -80,6 +80,11 @@ MIN_PIECES_IN_FLIGHT = 4
 #: Failed v2 pieces held at once while their leaf hashes are asked for (each holds its
 #: buffer); more are fetched again whole.
 MAX_PIECES_BLAMING = 8
+#: Complete v2 pieces held while a per-block proof of their hash is asked for (their
+#: file's piece layer not known yet): no new piece is started while this many are held.
+#: They count among the pieces in flight too, so memory stays within this plus that
+#: allowance (and the pieces one pick started before the bound was reached).
+MAX_PIECES_PROVING = 16
 #: Pieces allowed beyond what the pipelines span, for verification: two, or one when a
 #: piece is larger than VERIFY_SLACK_BYTES (one verifying while the next arrives).
 VERIFY_SLACK_PIECES = 2
@@ -170,6 +175,7 @@ class Swarm(PeerHostBase):
             request=self._announce_request,
             on_peers=self.add_peers,
             on_message=self._on_tracker_message,
+            info_hashes=metainfo.info_hashes,  # a hybrid: both hashes, as libtorrent does
         )
         #: Peers from the DHT, unless it is off or the torrent is private (BEP 27).
         self.dht_source: DhtSource | None = None
@@ -199,6 +205,7 @@ class Swarm(PeerHostBase):
             read=self._read_for_hashes,
             spawn=self.spawn,
             on_blamed=self._on_blamed,
+            on_proven=self._on_proven,
         )
         self.web_seeds = WebSeeds(
             [*(metainfo.url_list if s.use_web_seeds else ()), *s.web_seeds],
@@ -218,6 +225,9 @@ class Swarm(PeerHostBase):
         # Failed v2 pieces held (not asked for again) until their leaf hashes say which
         # blocks were bad: only those are fetched again.
         self._blaming: dict[int, _PartialPiece] = {}
+        # Complete v2 pieces whose file's piece layer is not known yet, held until a
+        # per-block proof (or the layer) gives their hash: see HashExchange.prove.
+        self._proving: dict[int, _PartialPiece] = {}
         #: Buffers of verified pieces, reused for the next ones (see _piece_buffer).
         self._spare_buffers: list[bytearray] = []
         self._verifying: set[int] = set()
@@ -700,7 +710,11 @@ class Swarm(PeerHostBase):
 
     def _new_dht_source(self, node: DhtNode) -> DhtSource:
         return DhtSource(
-            node, self.info_hash, self.ctx, on_peers=self.add_peers, known_peers=lambda: len(self.peer_list)
+            node,
+            self.metainfo.info_hashes,
+            self.ctx,
+            on_peers=self.add_peers,
+            known_peers=lambda: len(self.peer_list),
         )
 
     def _start_dht_lookups(self) -> None:
@@ -823,7 +837,11 @@ class Swarm(PeerHostBase):
     # Web seeds (torrent.engine.web_seed.WebSeedHost): a web seed is one more source.
 
     def may_start_pieces(self) -> bool:
-        return len(self._partial) + len(self._verifying) < self._pieces_allowed
+        proving = len(self._proving)
+        return (
+            len(self._partial) + len(self._verifying) + proving < self._pieces_allowed
+            and proving < MAX_PIECES_PROVING
+        )
 
     def _size_pieces_in_flight(self) -> None:
         """Memory follows the rate: as many pieces as the request pipelines span (each
@@ -875,6 +893,10 @@ class Swarm(PeerHostBase):
         if result.piece_complete:
             del self._partial[index]
             self._size_pieces_in_flight()
+            if self.hashes.needs_proof(index):
+                self._proving[index] = part
+                self.hashes.prove(index, self.peers.values())
+                return
             # Refused while stopping: the piece is not verified; the next run fetches it.
             if self.spawn(self._verify(index, part)):
                 self._verifying.add(index)
@@ -988,6 +1010,15 @@ class Swarm(PeerHostBase):
                     self._assemble(source, index, begin, data[begin : begin + n])
         self._refill_all()
 
+    def _on_proven(self, index: int) -> None:
+        """A piece held for its proof has a known hash now: check it as any other."""
+        part = self._proving.pop(index, None)
+        if part is None:
+            return
+        # Refused while stopping: the piece is not verified; the next run fetches it.
+        if self.spawn(self._verify(index, part)):
+            self._verifying.add(index)
+
     def _on_blamed(self, index: int, bad: frozenset[int] | None) -> None:
         """A held piece's leaf hashes named its ``bad`` blocks (None: none will come)."""
         held = self._blaming.pop(index, None)
@@ -1065,7 +1096,7 @@ class Swarm(PeerHostBase):
     def tick(self, now: float) -> None:
         """Once a second (from the session): peers' timers, rates, seed limits."""
         down = up = 0.0
-        self.hashes.tick()
+        self.hashes.tick(self.peers.values())
         for peer in list(self.peers.values()):
             peer.tick(now)
             if not self.hashes.ready:

@@ -9,7 +9,8 @@
   the next tracker of the tier gets its turn.
 * :class:`TrackerTiers` implements BEP 12: each tier is shuffled once; trackers of a
   tier are tried in order, a tracker that answers moves to the front of its tier, and
-  the next tier is only tried when every tracker of the previous one failed.
+  the next tier is only tried when every tracker of the previous one failed. Walks may
+  run at once (a hybrid announces its two hashes together).
 
 The byte formats live in :mod:`torrent.proto.tracker_codec`; this module only does I/O.
 Left out: scrape from the client, BEP 41 UDP options, tracker-side DNS caching.
@@ -87,13 +88,15 @@ class HttpTracker:
         self.url = url
         self._http = http
         self._timeout_s = timeout_s
-        self._tracker_id: bytes | None = None
+        # The ``tracker id`` of each info hash's last answer (a hybrid is announced under two).
+        self._tracker_ids: dict[bytes, bytes] = {}
 
     async def announce(self, req: AnnounceRequest) -> AnnounceResponse:
         import aiohttp  # loaded by the first HTTP announce: see torrent.engine.http_client
 
-        if self._tracker_id is not None and req.tracker_id is None:
-            req = _replace_tracker_id(req, self._tracker_id)
+        tracker_id = self._tracker_ids.get(req.info_hash)
+        if tracker_id is not None and req.tracker_id is None:
+            req = _replace_tracker_id(req, tracker_id)
         url = wire_url(codec.announce_url(self.url, req))
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -111,7 +114,7 @@ class HttpTracker:
         except ProtocolError as exc:
             raise TrackerError(f"{self.url}: bad response: {exc}") from None
         if out.tracker_id is not None:
-            self._tracker_id = out.tracker_id
+            self._tracker_ids[req.info_hash] = out.tracker_id
         return out
 
     async def _get(self, url: URL) -> bytes:
@@ -337,14 +340,16 @@ class TrackerTiers:
         """
         failures: list[str] = []
         for tier in self.tiers:
-            for i, tracker in enumerate(list(tier)):
+            for tracker in list(tier):
                 try:
                     resp = await tracker.announce(req)
                 except TrackerError as exc:
                     failures.append(exc.reason)
                     continue
-                if i:
-                    tier.insert(0, tier.pop(i))
+                if tier[0] is not tracker and tracker in tier:
+                    # Moved by identity: another walk may have reordered the tier meanwhile.
+                    tier.remove(tracker)
+                    tier.insert(0, tracker)
                 return AnnounceOutcome(tracker.url, resp, failures)
         raise TrackerError("; ".join(failures) if failures else "no trackers")
 

@@ -51,6 +51,16 @@ class Magnet:
     v2_only: bool = False
 
     @property
+    def info_hashes(self) -> tuple[InfoHash, ...]:
+        """Every 20-byte hash the link's torrent is named by on the wire, to trackers and
+        in the DHT: a hybrid link's v1 hash and its v2 hash truncated to 20 bytes (BEP 52),
+        else its one hash."""
+        hashes = [self.info_hash]
+        if self.info_hash_v2 is not None and self.info_hash_v2[:20] != self.info_hash:
+            hashes.append(InfoHash(self.info_hash_v2[:20]))
+        return tuple(hashes)
+
+    @property
     def info_hash_v1(self) -> InfoHash | None:
         """The v1 info hash, or None for a v2-only link."""
         return None if self.v2_only else self.info_hash

@@ -21,13 +21,19 @@ from a full tree, :func:`verify_proof` checks them against a root. A seed that k
 the piece layer answers for the layers below it with :func:`proof_below`, from the trees
 of the pieces it hashes again from disk.
 
+Fetching: :class:`PieceLayerFetch` gets the piece layers a v2 magnet link lacks, run by
+run, each proven against its root; :class:`PieceProofs` proves single pieces received
+before their layer is known, by the leaf hashes under them (per-block proofs).
+
 Pure: no I/O. Hashing a whole file is the caller's job (it has the bytes).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from torrent.types import BLOCK_SIZE
 
@@ -370,6 +376,13 @@ class PieceLayerFetch:
             out.append(key)
         return out
 
+    def forget(self, root_hash: bytes) -> None:
+        """The layer of ``root_hash`` became known otherwise (per-piece proofs): its runs
+        are no longer asked for, and answers to them are no longer taken."""
+        for run in [k for k in (*self._todo, *self._asked) if k[0] == root_hash]:
+            self._todo.pop(run, None)
+            self._asked.pop(run, None)
+
     def give_back(self, peer: object, key: HashRun | None = None) -> None:
         """``peer`` will not answer ``key`` (a reject), or any run (it left)."""
         for run in [k for k, p in self._asked.items() if p == peer and (key is None or k == key)]:
@@ -400,3 +413,187 @@ class PieceLayerFetch:
         if all(node is not None for node in known):
             return {root_hash: b"".join(n for n in known if n is not None)}
         return {}
+
+
+def leaf_proof_run(root_hash: bytes, file_length: int, piece_length: int, k: int) -> HashRun:
+    """The hash request for the leaf hashes under piece ``k`` of a file larger than one
+    piece, with every uncle up to the file's root: base layer 0, a run of the piece's
+    ``piece_length / 16 KiB`` leaves, and the most proof layers BEP 52 allows.
+
+    A piece of one block asks for the pair of leaves its piece shares a parent with:
+    libtorrent answers a run of one node with the uncles above that pair, leaving out
+    the one sibling that would prove it.
+    """
+    per_piece = piece_length // BLOCK_SIZE
+    width = next_pow2(-(-file_length // piece_length))
+    height = log2(per_piece) + log2(width)
+    length = max(per_piece, 2)
+    return (root_hash, 0, k * per_piece // length * length, length, height - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenPiece:
+    """The leaf hashes under one piece, proven against its file's root.
+
+    Attributes:
+        index: the piece (torrent-wide).
+        node: its piece-layer node (the root of ``leaves``).
+        leaves: one hash per block of the piece (zero hashes past the file's end).
+        uncles: the proof of ``node`` from the piece layer up to the file's root.
+    """
+
+    index: int
+    node: bytes
+    leaves: tuple[bytes, ...]
+    uncles: tuple[bytes, ...]
+
+
+@dataclass(slots=True)
+class _ProofWait:
+    per_piece: int  # leaves under one piece
+    pieces: dict[int, int]  # torrent-wide piece index -> its place among the run's pieces
+    asked: object | None = None  # the peer asked now
+    asked_at: float = 0.0
+    refused: dict[object, float] = field(default_factory=dict)  # peer -> when it rejected, left or timed out
+
+
+class PieceProofs:
+    """Per-block proofs for pieces whose piece layer is not known yet (BEP 52).
+
+    A piece of a file larger than one piece is checked against its node in the file's
+    piece layer; a v2 magnet link has no piece layers, and until a file's layer comes
+    from peers its pieces have nothing to be checked against. A piece received in that
+    time waits here: the leaf hashes under it are asked of a peer (:func:`leaf_proof_run`)
+    and checked against the file's root, which the ``info`` dict holds, with
+    :func:`verify_proof`. They give the piece's node, proven too (the uncles from the
+    piece layer up), and every block's own hash. The owner then checks the piece as if
+    its layer were known.
+
+    Rules:
+
+    1. A run is asked of one peer at a time, and of a peer that rejected it, left, or
+       let ``timeout`` pass without an answer only ``retry`` later (a reject may mean
+       "busy"); a peer chosen must say it has the piece (``may_ask``). Pieces of one
+       block share a run by pairs.
+    2. At most ``per_peer`` runs are asked of one peer and ``in_all`` in all at once.
+    3. An answer that proves the root is taken from any peer asked (one that answers
+       after its time-out too); one that does not is refused (``ValueError``: the owner
+       drops that peer) and the run is asked elsewhere.
+
+    Pure: the owner passes ``now`` and sends the requests.
+    """
+
+    def __init__(self, *, per_peer: int, in_all: int, timeout: float, retry: float) -> None:
+        self.per_peer = per_peer
+        self.in_all = in_all
+        self.timeout = timeout
+        self.retry = retry
+        self._waits: dict[HashRun, _ProofWait] = {}
+        self._run_of: dict[int, HashRun] = {}
+
+    def __len__(self) -> int:
+        """Pieces waiting for their proof."""
+        return len(self._run_of)
+
+    def __contains__(self, index: object) -> bool:
+        return index in self._run_of
+
+    def pieces(self) -> list[int]:
+        return list(self._run_of)
+
+    def is_run(self, run: HashRun) -> bool:
+        """``run`` is one of ours (an answer to it belongs here)."""
+        return run in self._waits
+
+    def in_flight(self, peer: object | None = None) -> int:
+        """Runs asked and not answered: of ``peer``, or of anyone."""
+        return sum(
+            1 for w in self._waits.values() if w.asked is not None and (peer is None or w.asked == peer)
+        )
+
+    def add(self, index: int, run: HashRun, k: int, per_piece: int) -> None:
+        """Piece ``index``, its file's piece ``k`` of ``per_piece`` leaves, waits for the
+        leaf hashes of ``run`` (:func:`leaf_proof_run`)."""
+        if index in self._run_of:
+            return
+        wait = self._waits.get(run)
+        if wait is None:
+            wait = self._waits[run] = _ProofWait(per_piece, {})
+        wait.pieces[index] = (k * per_piece - run[2]) // per_piece
+        self._run_of[index] = run
+
+    def remove(self, index: int) -> None:
+        """Piece ``index`` no longer waits (its layer came, or the owner dropped it)."""
+        run = self._run_of.pop(index, None)
+        if run is None:
+            return
+        wait = self._waits[run]
+        del wait.pieces[index]
+        if not wait.pieces:
+            del self._waits[run]
+
+    def next_requests(self, peer: object, may_ask: Callable[[int], bool], now: float) -> list[HashRun]:
+        """Runs to ask of ``peer`` now, within the bounds (rules 1 and 2)."""
+        room = min(self.per_peer - self.in_flight(peer), self.in_all - self.in_flight())
+        out: list[HashRun] = []
+        for run, wait in self._waits.items():
+            if len(out) >= room:
+                break
+            if wait.asked is not None or now < wait.refused.get(peer, now - self.retry) + self.retry:
+                continue
+            if all(map(may_ask, wait.pieces)):
+                wait.asked, wait.asked_at = peer, now
+                out.append(run)
+        return out
+
+    def give_back(self, peer: object, now: float, run: HashRun | None = None) -> None:
+        """``peer`` will not answer ``run`` (a reject), or any run (it left)."""
+        for key, wait in self._waits.items():
+            if wait.asked == peer and (run is None or key == run):
+                wait.asked = None
+                wait.refused[peer] = now
+
+    def expire(self, now: float) -> None:
+        """Runs unanswered for ``timeout`` go back to be asked of another peer."""
+        for wait in self._waits.values():
+            if wait.asked is not None and now - wait.asked_at >= self.timeout:
+                wait.refused[wait.asked] = now
+                wait.asked = None
+
+    def on_hashes(self, peer: object, run: HashRun, hashes: Sequence[bytes]) -> list[ProvenPiece]:
+        """An answer to ``run`` (the wire lets only answers to our requests through, so
+        ``peer`` was asked, now or before a time-out): the pieces it proves, which no
+        longer wait (none when no piece waits for ``run`` any more).
+
+        Raises:
+            ValueError: the hashes do not prove the file's root (the run is asked of
+                another peer).
+        """
+        wait = self._waits.get(run)
+        if wait is None:
+            return []
+        root_hash, base, first, length, proof_layers = run
+        height = proof_layers + 1
+        leaves, uncles = tuple(hashes[:length]), tuple(hashes[length:])
+        if len(leaves) != length or not verify_proof(root_hash, height, base, first, leaves, uncles):
+            if wait.asked == peer:
+                wait.asked = None
+            wait.refused[peer] = math.inf  # it lied: never again
+            raise ValueError("the leaf hashes do not prove the file's pieces root")
+        out = []
+        for index, place in list(wait.pieces.items()):
+            self.remove(index)
+            out.append(_proven_piece(index, place, leaves, uncles, wait.per_piece))
+        return out
+
+
+def _proven_piece(
+    index: int, place: int, leaves: tuple[bytes, ...], uncles: tuple[bytes, ...], per_piece: int
+) -> ProvenPiece:
+    """Piece number ``place`` of a proven run of ``leaves`` (one piece's, or a pair of
+    one-block pieces'): its node, its leaves and its proof from the piece layer up."""
+    own = leaves[place * per_piece : (place + 1) * per_piece]
+    if len(leaves) == per_piece:
+        return ProvenPiece(index, root(own, per_piece), own, uncles)
+    other = leaves[(1 - place) * per_piece : (2 - place) * per_piece]
+    return ProvenPiece(index, root(own, per_piece), own, (root(other, per_piece), *uncles))

@@ -39,7 +39,7 @@ import bisect
 import dataclasses
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,10 @@ class Info:
     # v2: the first piece of each non-empty file, and those files, for piece -> file.
     _v2_starts: tuple[int, ...] = field(default=(), init=False, compare=False, repr=False)
     _v2_files: tuple[FileEntry, ...] = field(default=(), init=False, compare=False, repr=False)
+    # v2: piece nodes proven one by one while their file's layer is unknown (root -> k -> node).
+    _proven: dict[bytes, dict[int, bytes]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         total = sum(f.length for f in self.files)
@@ -233,7 +237,8 @@ class Info:
             return f.pieces_root
         layer = self.piece_layers.get(f.pieces_root)
         if layer is None:
-            return None
+            proven = self._proven.get(f.pieces_root)
+            return proven.get(k) if proven is not None else None
         return layer[k * merkle.HASH_SIZE : (k + 1) * merkle.HASH_SIZE]
 
     @property
@@ -269,6 +274,33 @@ class Info:
         if not isinstance(self.piece_layers, dict):
             raise TypeError("piece_layers is read-only")
         self.piece_layers[root] = layer
+        self._proven.pop(root, None)  # the nodes proven one by one are in the layer now
+
+    def add_piece_hash_v2(self, index: int, node: bytes, uncles: Sequence[bytes]) -> None:
+        """Learn one piece's node before its file's layer (BEP 52 per-block proofs).
+
+        ``uncles`` prove ``node`` from the piece layer up to the file's ``pieces root``;
+        once every piece of the file is known this way, they make its piece layer.
+
+        Raises:
+            MetainfoError: the proof does not reach the file's root.
+        """
+        f, k = self.v2_piece(index)
+        if f.length <= self.piece_length or f.pieces_root in self.piece_layers:
+            if self.piece_hash_v2(index) != node:
+                raise MetainfoError(f"piece {index} does not match its known hash", "piece layers")
+            return
+        count = -(-f.length // self.piece_length)
+        base = merkle.log2(self.piece_length // BLOCK_SIZE)
+        height = base + merkle.log2(merkle.next_pow2(count))
+        if not merkle.verify_proof(f.pieces_root, height, base, k, [node], uncles):
+            raise MetainfoError(
+                f"piece {index}'s hash does not prove the pieces root of {f.path_str!r}", "piece layers"
+            )
+        proven = self._proven.setdefault(f.pieces_root, {})
+        proven[k] = node
+        if len(proven) == count:
+            self.add_piece_layer(f.pieces_root, b"".join(proven[i] for i in range(count)))
 
     def v2_piece_data_length(self, index: int) -> int:
         """Bytes of file data in piece ``index`` (the rest, if any, is padding)."""
