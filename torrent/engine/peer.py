@@ -98,6 +98,10 @@ class PeerHost(Protocol):
     def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
         """A requested block arrived (``data`` is only valid during the call)."""
 
+    def on_peer_blocks(self, peer: Peer, blocks: list[tuple[int, int, Any]]) -> None:
+        """The requested blocks of one read, in order: each ``(index, begin, data)`` as
+        :meth:`on_peer_block` takes it (the list and the data are only valid during the call)."""
+
     def on_peer_unchoked(self, peer: Peer) -> None: ...
 
     def pick_blocks(self, peer: Peer, n: int) -> list[tuple[int, int, int]]:
@@ -613,17 +617,26 @@ class Peer(asyncio.BufferedProtocol):
         closed = self._closed.done
         host = self.host
         assert host is not None
-        on_block = host.on_peer_block
+        # Blocks come as plain (index, begin, data): the hot path of a download, ahead of
+        # _on_event's dispatch. A run of them goes to the host in one call (one loop over
+        # them there instead of three calls each), before any other event is handled.
+        blocks: list[tuple[int, int, Any]] = []
         while True:
-            ev = next_event()
+            try:
+                ev = next_event()
+            except RemoteProtocolError:
+                if blocks:  # what arrived before the garbage still counts
+                    self._deliver_blocks(host, blocks)
+                raise
             if type(ev) is tuple:
-                # A Block as a plain (index, begin, data): the hot path of a download, ahead
-                # of _on_event's dispatch (same handling).
-                index, begin, data = ev
-                self._slow_start += 1
-                on_block(self, index, begin, data)
-                self._refill = True  # once per read, not per block (see _data_received)
-            elif type(ev) is int:
+                blocks.append(ev)
+                continue
+            if blocks:
+                self._deliver_blocks(host, blocks)
+                blocks = []
+                if closed():
+                    return
+            if type(ev) is int:
                 self._on_request(host, ev)  # a Request's piece: the hot path of an upload
             elif ev is need_data:
                 return
@@ -631,6 +644,11 @@ class Peer(asyncio.BufferedProtocol):
                 self._on_event(ev)  # type: ignore[arg-type]  # tuple, int, NEED_DATA: above
             if closed():
                 return
+
+    def _deliver_blocks(self, host: PeerHost, blocks: list[tuple[int, int, Any]]) -> None:
+        self._slow_start += len(blocks)
+        host.on_peer_blocks(self, blocks)
+        self._refill = True  # once per read, not per block (see _data_received)
 
     # ------------------------------------------------------------------ events → host
 
