@@ -20,7 +20,7 @@ from torrent import config
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import ManualClock
-from torrent.engine.peer import Peer, PieceFlags
+from torrent.engine.peer import REFILL_MIN_BLOCKS, Peer, PieceFlags
 from torrent.proto import wire
 from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
@@ -287,6 +287,26 @@ async def test_the_blocks_of_one_read_reach_the_host_together(link: Callable[...
     assert host.blocks[-1] == (1, BLOCK_SIZE, data[3])
     await asyncio.wait_for(ln.run, 2)
     assert "out of range" in ln.peer.close_reason
+
+
+async def test_a_deep_pipeline_is_topped_up_once_enough_slots_are_free(link: Callable[..., Any]) -> None:
+    depth = 48  # the torrent has 64 blocks
+    free = min(REFILL_MIN_BLOCKS, depth // 4)
+    picks = [(i // 2, (i % 2) * BLOCK_SIZE, BLOCK_SIZE) for i in range(depth + free)]
+    host = Host(to_pick=list(picks))
+    # min = max: the slow start (one more slot per block received) does not move the depth.
+    settings = config.testing_settings().replace(pipeline_min=depth, pipeline_max=depth)
+    ln = await handshaken(link, settings=settings, host=host)
+    ln.remote.receive()
+    ln.remote.send(wire.HaveAll(), wire.Unchoke())
+    assert len([ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]) == depth
+    blocks = [wire.Block(i, b, bytes(n)) for i, b, n in picks[:free]]
+    ln.remote.send(*blocks[:-1])  # one slot short of a refill: nothing asked
+    assert not [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]
+    ln.remote.send(blocks[-1])  # now the free slots are asked for in one refill
+    requests = [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]
+    assert requests == [wire.Request(*p) for p in picks[depth:]]
+    assert len(ln.peer.outstanding) == depth
 
 
 async def test_back_pressure_pauses_the_upload(link: Callable[..., Any]) -> None:

@@ -68,6 +68,12 @@ UT_PEX_ID = 1
 UPLOAD_BATCH_BYTES = 256 * 1024
 #: The peer's requests looked at in one pass of the upload loop.
 UPLOAD_RUN = 64
+#: A deep request pipeline is topped up once this many of its slots are free (or a quarter
+#: of it, when that is fewer): each refill costs a picker call, the encoding and a write,
+#: and with reads of a few blocks each, topping up after every read made refills a third
+#: of a download's per-read work. 16 blocks are well under a millisecond of a fast peer's
+#: data, while the pipeline holds about three seconds of it.
+REFILL_MIN_BLOCKS = 16
 #: Reads before the wire protocol exists (an incoming handshake not yet routed) go here.
 SCRATCH_BYTES = 16 * 1024
 #: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
@@ -777,12 +783,14 @@ class Peer(asyncio.BufferedProtocol):
         self.send(wire.Interested() if interested else wire.NotInterested())
 
     def fill_pipeline(self) -> None:
-        """Request blocks until ``pipeline_depth()`` are outstanding."""
+        """Request blocks until ``pipeline_depth()`` are outstanding, once enough are
+        missing (:data:`REFILL_MIN_BLOCKS`; any one for a pipeline of at most 7)."""
         proto = self.proto
         if proto is None or proto.peer_choking or not proto.am_interested or self.closed or self.host is None:
             return
-        want = self.pipeline_depth() - proto.num_outstanding()
-        if want <= 0:
+        depth = self.pipeline_depth()
+        want = depth - proto.num_outstanding()
+        if want <= 0 or want < min(REFILL_MIN_BLOCKS, depth // 4):
             return
         picks = self.host.pick_blocks(self, want)
         if not picks:
