@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from tests.http_clients import KINDS, http_client
+from torrent.engine.http_client import HttpClient
 from torrent.engine.tracker_client import HttpTracker
 from torrent.proto import tracker_codec as codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
@@ -195,3 +196,27 @@ async def _own_get_roundtrip() -> None:
         b"Host: 127.0.0.1:%d\r\nUser-Agent: pytorrent-test/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         % port
     )
+
+
+async def test_a_url_with_a_user_name_goes_through_aiohttp_with_basic_auth() -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HttpClient("pytorrent-test/1.0")
+    try:
+        async with asyncio.timeout(10):
+            url = f"http://alice:s3cret@127.0.0.1:{port}/announce"
+            await HttpTracker(url, client).announce(_req(b"A" * 20, b"-PT0100-abcdefghijkl"))
+        assert client.started  # aiohttp, not our own GET
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert b"Authorization: Basic YWxpY2U6czNjcmV0\r\n" in heads[0]

@@ -8,8 +8,8 @@ bencoded body, so :meth:`HttpClient.get` sends those itself over an asyncio stre
 connection per announce (``Connection: close``; announces are minutes apart), the answer
 read as HTTP/1.1 says (``Content-Length``, ``chunked``, or until the server closes; gzip
 and deflate decoded although we never ask for them), every part of it bounded. ``https://``
-URLs, URLs that are not plain ASCII (yarl encodes those), web seeds (:meth:`session`) and a
-client handed an aiohttp session (tests) go through aiohttp, loaded by the first of them;
+URLs, URLs that are not plain ASCII (yarl encodes those) or carry a user name (Basic auth),
+web seeds (:meth:`session`) and a client handed an aiohttp session (tests) go through aiohttp, loaded by the first of them;
 every later one shares the same connection pool.
 
 Redirects are the caller's: :meth:`HttpClient.get` returns a 3xx with its ``Location``
@@ -137,6 +137,8 @@ class HttpClient:
 
     async def _get_plain(self, url: str, max_body: int) -> HttpReply:
         parts = urlsplit(url)
+        if "@" in parts.netloc:  # user:password@host: aiohttp sends them as Basic auth
+            return await self._get_aiohttp(url, max_body)
         try:
             port = parts.port or 80
         except ValueError:
