@@ -1,19 +1,27 @@
-"""``read_reply``: HTTP/1.x answers as literal bytes, whole and one byte at a time."""
+"""``read_reply``: HTTP/1.x answers as literal bytes, whole and one byte at a time; and how
+``open_staggered`` picks among a host's addresses (resolver and connects stood in for)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import time
 import zlib
+from typing import Any
 
 import pytest
 
+from torrent.engine import http_client
 from torrent.engine.http_client import (
+    CONNECT_STAGGER_S,
     MAX_HEAD_LINE,
     MAX_HEAD_LINES,
     BodyTooLarge,
     HttpError,
     HttpReply,
+    interleave_families,
+    open_staggered,
     read_reply,
 )
 
@@ -119,3 +127,76 @@ async def test_a_body_past_the_bound_is_too_large(raw: bytes) -> None:
 async def test_a_broken_answer_is_one_http_error(raw: bytes, match: str) -> None:
     with pytest.raises(HttpError, match=match):
         await reply(raw)
+
+
+def test_families_alternate_in_the_resolvers_order_without_repeats() -> None:
+    v6, v4 = socket.AF_INET6, socket.AF_INET
+    addrs = [
+        (v6, "2001:db8::1"),
+        (v6, "2001:db8::2"),
+        (v4, "192.0.2.1"),
+        (v6, "2001:db8::1"),
+        (v4, "192.0.2.2"),
+    ]
+    assert interleave_families(addrs) == ["2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2"]
+    assert interleave_families([(v4, "192.0.2.1")]) == ["192.0.2.1"]
+    assert interleave_families([]) == []
+
+
+class _Addresses:
+    """Stands in for the resolver and the connects: ``outcomes`` maps an address to how its
+    connect ends (``"hang"``, ``"refuse"``, or ``"ok"``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, outcomes: dict[str, str]) -> None:
+        self.outcomes = outcomes
+        self.tried: list[str] = []
+        self.cancelled: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        async def getaddrinfo(host: str, port: int, **kw: object) -> list[tuple[Any, ...]]:
+            return [
+                (socket.AF_INET6 if ":" in ip else socket.AF_INET, 1, 6, "", (ip, port)) for ip in outcomes
+            ]
+
+        monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(http_client, "_connect_one", self.connect)
+
+    async def connect(self, ip: str, port: int) -> Any:
+        self.tried.append(ip)
+        outcome = self.outcomes[ip]
+        if outcome == "refuse":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if outcome == "hang":
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled.append(ip)
+                raise
+        return ip, None
+
+
+async def test_an_address_that_never_answers_is_passed_by_after_the_stagger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _Addresses(monkeypatch, {"2001:db8::1": "hang", "192.0.2.1": "ok"})
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        got: Any = await open_staggered("tracker.example", 80)
+    assert got == ("192.0.2.1", None)  # what the stand-in connect returns
+    assert CONNECT_STAGGER_S <= time.monotonic() - started < 2
+    assert fake.tried == ["2001:db8::1", "192.0.2.1"]
+    assert fake.cancelled == ["2001:db8::1"]
+
+
+async def test_a_refused_address_hands_over_at_once_and_all_refused_is_one_oserror(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _Addresses(monkeypatch, {"2001:db8::1": "refuse", "192.0.2.1": "ok"})
+    started = time.monotonic()
+    got: Any = await open_staggered("tracker.example", 80)
+    assert got == ("192.0.2.1", None)
+    assert time.monotonic() - started < CONNECT_STAGGER_S
+    fake = _Addresses(monkeypatch, {"2001:db8::1": "refuse", "192.0.2.1": "refuse"})
+    with pytest.raises(OSError, match=r"2001:db8::1: Connection refused; 192\.0\.2\.1: Connection refused"):
+        await open_staggered("tracker.example", 80)
+    assert fake.tried == ["2001:db8::1", "192.0.2.1"]

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
@@ -34,6 +36,9 @@ __all__ = ["BodyTooLarge", "HttpClient", "HttpError", "HttpReply", "wire_url"]
 POOL_LIMIT = 20
 #: Statuses whose ``Location`` the caller follows (the body is not read).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Happy Eyeballs (RFC 8305): the next address of a host is tried when the last one has not
+#: connected after this long (its recommended 250 ms, aiohttp's too).
+CONNECT_STAGGER_S = 0.25
 #: Longest status or header line we read from a server, and most header lines.
 MAX_HEAD_LINE = 8 * 1024
 MAX_HEAD_LINES = 100
@@ -150,8 +155,7 @@ class HttpClient:
         if self._user_agent:
             head += f"User-Agent: {self._user_agent}\r\n"
         head += "Accept: */*\r\nConnection: close\r\n\r\n"
-        # No happy_eyeballs_delay: uvloop's create_connection does not take it.
-        reader, writer = await asyncio.open_connection(parts.hostname, port, limit=MAX_HEAD_LINE)
+        reader, writer = await open_staggered(parts.hostname, port)
         try:
             writer.write(head.encode("ascii"))
             return await read_reply(reader, max_body)
@@ -164,6 +168,77 @@ class HttpClient:
         session, self._session = self._session, None
         if session is not None and self._owned:
             await session.close()
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _connect_one(ip: str, port: int) -> Stream:
+    return await asyncio.open_connection(ip, port, limit=MAX_HEAD_LINE)
+
+
+async def open_staggered(host: str, port: int) -> Stream:
+    """A connection to the first of ``host``'s addresses that answers (RFC 8305, as aiohttp
+    connects): the addresses are tried in the resolver's order with the families
+    interleaved, the next one as soon as the last failed or after ``CONNECT_STAGGER_S``.
+    (uvloop's ``create_connection`` takes no ``happy_eyeballs_delay`` and tries one address
+    after another, so an unreachable IPv6 address would use up the announce's timeout.)
+
+    Raises:
+        OSError: no address, or every one failed (their errors joined).
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addrs = interleave_families([(family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos])
+    if not addrs:
+        raise OSError(f"{host}: no address")
+    streams: list[Stream] = []
+    errors: list[str] = []
+    wake = asyncio.Event()
+
+    async def attempt(ip: str) -> None:
+        try:
+            streams.append(await _connect_one(ip, port))
+        except OSError as exc:
+            errors.append(f"{ip}: {exc.strerror or exc}")
+        finally:
+            wake.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = []
+        for ip in addrs:
+            tasks.append(tg.create_task(attempt(ip)))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONNECT_STAGGER_S):
+                    await wake.wait()  # this attempt (or an earlier one) ended
+            wake.clear()
+            if streams:
+                break
+        while not streams and len(errors) < len(tasks):
+            await wake.wait()
+            wake.clear()
+        for task in tasks:
+            task.cancel()
+    if not streams:
+        raise OSError(f"cannot connect to {host} port {port} ({'; '.join(errors)})")
+    for _, writer in streams[1:]:  # two connected at once: keep the first
+        writer.close()
+    return streams[0]
+
+
+def interleave_families(addrs: Sequence[tuple[int, str]]) -> list[str]:
+    """The addresses in the resolver's order, but alternating between the first family and
+    the others (RFC 8305 section 4), without repeats."""
+    unique = list(dict.fromkeys(addrs))
+    if not unique:
+        return []
+    first = unique[0][0]
+    ours = [ip for family, ip in unique if family == first]
+    others = [ip for family, ip in unique if family != first]
+    out: list[str] = []
+    for i in range(max(len(ours), len(others))):
+        out += ours[i : i + 1] + others[i : i + 1]
+    return out
 
 
 async def read_reply(reader: asyncio.StreamReader, max_body: int) -> HttpReply:
