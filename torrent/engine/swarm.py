@@ -22,9 +22,9 @@ application and the torrent's lifecycle.
 The walk of a block (docs/ARCHITECTURE.md): the peer's stream → ``wire`` → ``Block``
 → :meth:`Swarm.on_peer_blocks` (the blocks of one read) → picker bookkeeping and one
 copy into the piece's buffer → when the piece is whole, ``DiskIO.write_piece`` (SHA-1
-then ``pwrite`` on the thread pool) → ``picker`` verified → ``Have`` to every peer. A piece that fails its hash goes
-back to the picker; once it passes, the peers whose blocks differed from the good data
-are banned.
+then ``pwrite`` on the thread pool) → ``picker`` verified → ``Have`` to every peer. A
+piece that fails its hash goes back to the picker; once it passes, the peers whose blocks
+differed from the good data are banned.
 
 Shutdown: :meth:`Swarm.stop` refuses new tasks and closes every peer at once, so no late
 block reaches a task group that is aborting; then the group is cancelled, in-flight
@@ -859,8 +859,10 @@ class Swarm(PeerHostBase):
 
     def on_peer_blocks(self, peer: Peer, blocks: list[tuple[int, int, Any]]) -> None:
         """The blocks of one read: :meth:`_on_block` for each, with the commonest case (a
-        new block of a piece still incomplete, nothing to cancel) inlined. About a third of
-        a download's Python work per block was the calls and look-ups around it."""
+        new block of a piece still incomplete, nothing to cancel) inlined: it repeats
+        :meth:`_assemble`'s four lines, to save two calls and the look-ups per block (the
+        swarm's part of a block, in process: 3.9 → 3.3 µs). A unit test checks that it
+        leaves the swarm as block-by-block handling does."""
         source = peer.addr
         on_block = self.picker.on_block
         partial = self._partial
