@@ -72,7 +72,7 @@ TIMEOUT_S = 600.0
 #: (no hashing), without one in ``seed_mode``. A leecher exits 0 once it has every piece (1
 #: on timeout). ``check`` hashes the data, writes its resume data to RESUME and exits 0.
 LT_PEER = r"""
-import os, signal, sys, time, warnings
+import signal, sys, time, warnings
 warnings.simplefilter("ignore")
 import libtorrent as lt
 mode, torrent, save, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -89,7 +89,15 @@ if mode == "seed" and resume:
         atp = lt.read_resume_data(f.read())
 else:
     atp = lt.add_torrent_params()
-atp.ti = lt.torrent_info(torrent)
+if mode == "check":  # announces nothing: the tracker would keep it listed after it exits
+    with open(torrent, "rb") as f:
+        meta = lt.bdecode(f.read())
+    meta.pop(b"announce", None)
+    meta.pop(b"announce-list", None)
+    atp.ti = lt.torrent_info(meta)
+else:
+    atp.ti = lt.torrent_info(torrent)
+    atp.trackers = [t.url for t in atp.ti.trackers()]  # resume data from "check" names none
 atp.save_path = save
 atp.flags &= ~lt.torrent_flags.auto_managed
 atp.flags &= ~lt.torrent_flags.paused
