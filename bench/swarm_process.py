@@ -16,9 +16,16 @@ user+sys from ``wait4`` and its peak RSS its ``VmHWM``. Scenarios, side by side 
      then with three of ours; the figure is the median leecher.
   s  one seed serving three libtorrent leechers: libtorrent's seed, then ours
      (``pytorrent seed``); the figure is the median leecher, and the seed's CPU seconds
-     per GiB uploaded (its whole process, start to stop) are shown beside it. libtorrent's
-     seed trusts the data (``seed_mode``); ours trusts the resume state of a first, untimed
-     run that checked it (before, the first timed run included our check of the payload).
+     per GiB uploaded (its whole process, start to stop) are shown beside it.
+
+Both seeds start every timed run from data they verified once, untimed, before the first
+run (``--lt-seed verified``, the default): ours from the resume state of a first run that
+checked the payload, libtorrent's from the resume data (``write_resume_data_buf``) it saved
+after its own full check. ``--lt-seed seed-mode`` is the earlier setup: libtorrent's seed
+trusts the data with ``seed_mode`` and hashes each piece on its first request, in every run,
+so it competes for the cores with the leechers it serves (the figures of both setups are in
+the README); ``--lt-seed verified,seed-mode`` runs both, alternated. ``--baseline DIR``
+times our leecher from another checkout too, alternated with this one in the same run.
 
 libtorrent runs as ``python -c`` processes with the PyPI bindings (TCP only, DHT, LSD,
 UPnP, NAT-PMP and PEX off, ``allow_multiple_connections_per_ip``); a libtorrent leecher
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
@@ -59,13 +67,16 @@ from torrent.proto import bencoding  # noqa: E402
 
 TIMEOUT_S = 600.0
 
-#: One libtorrent peer: ``python -c LT_PEER seed|leech TORRENT SAVE PORT``. A seed runs
-#: until SIGINT; a leecher exits 0 once it has every piece (1 on timeout).
+#: One libtorrent peer: ``python -c LT_PEER seed|leech|check TORRENT SAVE PORT TIMEOUT
+#: [RESUME]``. A seed runs until SIGINT: with a RESUME file it starts from that resume data
+#: (no hashing), without one in ``seed_mode``. A leecher exits 0 once it has every piece (1
+#: on timeout). ``check`` hashes the data, writes its resume data to RESUME and exits 0.
 LT_PEER = r"""
 import signal, sys, time, warnings
 warnings.simplefilter("ignore")
 import libtorrent as lt
 mode, torrent, save, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+resume = sys.argv[6] if len(sys.argv) > 6 else ""
 ses = lt.session({
     "listen_interfaces": f"127.0.0.1:{port}",
     "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
@@ -73,20 +84,42 @@ ses = lt.session({
     "allow_multiple_connections_per_ip": True, "announce_to_all_trackers": True,
     "alert_mask": 0,
 })
-atp = lt.add_torrent_params()
-atp.ti = lt.torrent_info(torrent)
+if mode == "seed" and resume:
+    with open(resume, "rb") as f:
+        atp = lt.read_resume_data(f.read())
+else:
+    atp = lt.add_torrent_params()
+if mode == "check":  # announces nothing: the tracker would keep it listed after it exits
+    with open(torrent, "rb") as f:
+        meta = lt.bdecode(f.read())
+    meta.pop(b"announce", None)
+    meta.pop(b"announce-list", None)
+    atp.ti = lt.torrent_info(meta)
+else:
+    atp.ti = lt.torrent_info(torrent)
+    atp.trackers = [t.url for t in atp.ti.trackers()]  # resume data from "check" names none
 atp.save_path = save
 atp.flags &= ~lt.torrent_flags.auto_managed
 atp.flags &= ~lt.torrent_flags.paused
 atp.flags |= lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht | lt.torrent_flags.disable_lsd
-if mode == "seed":
+if mode == "seed" and not resume:
     atp.flags |= lt.torrent_flags.seed_mode
 h = ses.add_torrent(atp)
 stopping = []
 signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
 deadline = time.monotonic() + float(sys.argv[5])
 while not stopping and time.monotonic() < deadline:
-    if mode == "leech" and h.status().is_seeding:
+    if mode != "seed" and h.status().is_seeding:
+        if mode == "check":
+            h.save_resume_data(lt.torrent_handle.save_info_dict)
+            while time.monotonic() < deadline:
+                ses.wait_for_alert(1000)
+                done = [a for a in ses.pop_alerts() if isinstance(a, lt.save_resume_data_alert)]
+                if done:
+                    with open(resume, "wb") as f:
+                        f.write(lt.write_resume_data_buf(done[0].params))
+                    sys.exit(0)
+            sys.exit(1)
         sys.exit(0)
     time.sleep(0.02)
 sys.exit(0 if mode == "seed" else 1)
@@ -100,20 +133,26 @@ def make_torrent(path: Path, size: int, announce: str) -> bytes:
     return bencoding.encode(meta)
 
 
-def spawn_ours(args: list[str], log: Path) -> Proc:
+def spawn_ours(args: list[str], log: Path, root: Path = ROOT) -> Proc:
+    """``pytorrent ARGS`` from the checkout ``root`` (its own code, whatever PYTHONPATH says)."""
     f = open(log, "wb")  # noqa: SIM115 - closed with the process
     started = time.monotonic()
     p = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=root,
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     return Proc(p, started)
 
 
-def spawn_lt(mode: str, torrent: Path, save: Path, port: int, log: Path) -> Proc:
+def spawn_lt(mode: str, torrent: Path, save: Path, port: int, log: Path, resume: Path | None = None) -> Proc:
     f = open(log, "wb")  # noqa: SIM115 - closed with the process
     started = time.monotonic()
+    extra = [str(resume)] if resume is not None else []
     p = subprocess.Popen(
-        [sys.executable, "-c", LT_PEER, mode, str(torrent), str(save), str(port), str(TIMEOUT_S)],
+        [sys.executable, "-c", LT_PEER, mode, str(torrent), str(save), str(port), str(TIMEOUT_S), *extra],
         stdout=f,
         stderr=subprocess.STDOUT,
     )
@@ -164,13 +203,35 @@ async def prime_our_seed(work: Path, torrent: Path, data_dir: Path) -> None:
         await stop(proc)
 
 
+async def prime_lt_seed(work: Path, torrent: Path, data_dir: Path) -> Path:
+    """libtorrent hashes the data once, untimed, and saves its resume data: a seed started
+    from it seeds at once without hashing, as ours does from its resume state."""
+    resume = work / "lt-seed.resume"
+    proc = spawn_lt("check", torrent, data_dir, free_port(), work / "lt-check.log", resume)
+    await reap(proc, TIMEOUT_S)
+    if proc.status != 0 or not resume.exists():
+        text = (work / "lt-check.log").read_text(errors="replace")
+        raise RuntimeError(f"libtorrent's check exited {proc.status}: {text[-400:]}")
+    return resume
+
+
 async def run_swarm(
-    work: Path, torrent: Path, data_dir: Path, *, seed: str, leecher: str, count: int
+    work: Path,
+    torrent: Path,
+    data_dir: Path,
+    *,
+    seed: str,
+    leecher: str,
+    count: int,
+    lt_resume: Path | None,
+    baseline: Path | None = None,
 ) -> Outcome:
-    """A seed (``lt``/``ours``) and ``count`` leechers started at once; all stopped after."""
+    """A seed (``lt``/``ours``) and ``count`` leechers (``lt``/``ours``/``base``, ours from
+    the ``baseline`` checkout) started at once; all stopped after. A libtorrent seed starts
+    from ``lt_resume`` when given, else in ``seed_mode``."""
     seed_port = free_port()
     if seed == "lt":
-        seed_proc = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log")
+        seed_proc = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log", lt_resume)
     else:
         seed_proc = spawn_ours(our_seed_args(torrent, data_dir, seed_port), work / "seed.log")
     leechers: list[Proc] = []
@@ -199,7 +260,8 @@ async def run_swarm(
                     "-o",
                     str(out),
                 ]
-                leechers.append(spawn_ours([*args, "--port", str(port)], log))
+                root = baseline if leecher == "base" and baseline is not None else ROOT
+                leechers.append(spawn_ours([*args, "--port", str(port)], log, root))
         # Reaped side by side, so each one's VmHWM is read while it runs.
         await asyncio.gather(*(reap(proc, TIMEOUT_S) for proc in leechers))
         for i, proc in enumerate(leechers):
@@ -233,10 +295,27 @@ SCENARIOS: dict[str, list[tuple[str, str, str, int]]] = {
 }
 
 
+def scenarios(
+    keys: list[str], setups: list[str], baseline: Path | None
+) -> list[tuple[str, str, str, str, int]]:
+    """(label, lt seed set-up, seed, leecher, count) in the order each run goes through them."""
+    out = []
+    for key in keys:
+        for setup in setups:
+            for label, seed, leecher, count in SCENARIOS[key]:
+                suffix = f" [lt seed {setup}]" if len(setups) > 1 else ""
+                out.append((label + suffix, setup, seed, leecher, count))
+                if baseline is not None and leecher == "ours":
+                    out.append((f"{label} (baseline {baseline.name}){suffix}", setup, seed, "base", count))
+    return out
+
+
 async def main_async(args: argparse.Namespace) -> None:
     size = args.size_mib * 1024 * 1024
     gib = size / (1 << 30)
     keys = [k.strip() for k in args.only.split(",")]
+    setups = [k.strip() for k in args.lt_seed.split(",")]
+    baseline = Path(args.baseline) if args.baseline else None  # resolved by main()
     with tempfile.TemporaryDirectory(prefix="bench-swarm-") as tmp:
         work = Path(tmp)
         tracker_port = free_port()
@@ -266,29 +345,36 @@ async def main_async(args: argparse.Namespace) -> None:
             figures: dict[str, Figures] = {}
             if "s" in keys:
                 await prime_our_seed(work, torrent, data_dir)
+            lt_resume = await prime_lt_seed(work, torrent, data_dir) if "verified" in setups else None
             for run in range(args.runs):
-                for key in keys:
-                    for label, seed, leecher, count in SCENARIOS[key]:
-                        fig = figures.setdefault(label, Figures())
-                        try:
-                            got = await run_swarm(
-                                work, torrent, data_dir, seed=seed, leecher=leecher, count=count
-                            )
-                        except Exception as exc:  # report and go on with the others
-                            fig.note = f"failed: {exc}"
-                            print(f"run {run + 1} {label}: {fig.note}", flush=True)
-                            continue
-                        fig.rates.append(statistics.median(size / p.wall_s / 1e6 for p in got.leechers))
-                        fig.cpu.append(statistics.median(p.cpu_s / gib for p in got.leechers))
-                        fig.rss.append(statistics.median(p.max_rss_mib for p in got.leechers))
-                        fig.seed_cpu.append(got.seed.cpu_s / (gib * count))
-                        walls = " ".join(f"{p.wall_s:.1f}" for p in got.leechers)
-                        print(
-                            f"run {run + 1} {label}: {fig.rates[-1]:.0f} MB/s (leechers' wall s: {walls}), "
-                            f"leecher {fig.cpu[-1]:.1f} CPU s/GiB, {fig.rss[-1]:.0f} MiB; "
-                            f"seed {fig.seed_cpu[-1]:.1f} CPU s/GiB uploaded",
-                            flush=True,
+                for label, setup, seed, leecher, count in scenarios(keys, setups, baseline):
+                    fig = figures.setdefault(label, Figures())
+                    try:
+                        got = await run_swarm(
+                            work,
+                            torrent,
+                            data_dir,
+                            seed=seed,
+                            leecher=leecher,
+                            count=count,
+                            lt_resume=lt_resume if setup == "verified" else None,
+                            baseline=baseline,
                         )
+                    except Exception as exc:  # report and go on with the others
+                        fig.note = f"failed: {exc}"
+                        print(f"run {run + 1} {label}: {fig.note}", flush=True)
+                        continue
+                    fig.rates.append(statistics.median(size / p.wall_s / 1e6 for p in got.leechers))
+                    fig.cpu.append(statistics.median(p.cpu_s / gib for p in got.leechers))
+                    fig.rss.append(statistics.median(p.max_rss_mib for p in got.leechers))
+                    fig.seed_cpu.append(got.seed.cpu_s / (gib * count))
+                    walls = " ".join(f"{p.wall_s:.1f}" for p in got.leechers)
+                    print(
+                        f"run {run + 1} {label}: {fig.rates[-1]:.0f} MB/s (leechers' wall s: {walls}), "
+                        f"leecher {fig.cpu[-1]:.1f} CPU s/GiB, {fig.rss[-1]:.0f} MiB; "
+                        f"seed {fig.seed_cpu[-1]:.1f} CPU s/GiB uploaded",
+                        flush=True,
+                    )
         finally:
             await stop(tracker)
     report(figures)
@@ -325,9 +411,20 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--only", default="1,3,s", help="scenarios: 1, 3, s (comma-separated)")
+    parser.add_argument(
+        "--lt-seed",
+        default="verified",
+        help="libtorrent's seed: verified (from resume data of an untimed check), seed-mode, or both comma-separated",
+    )
+    parser.add_argument("--baseline", metavar="DIR", help="also time our leecher from this checkout")
     args = parser.parse_args()
+    if not set(args.lt_seed.split(",")) <= {"verified", "seed-mode"}:
+        parser.error("--lt-seed takes verified, seed-mode or both")
     reexec_isolated()
     compile_bytecode()
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        compile_bytecode(Path(args.baseline))
     asyncio.run(main_async(args))
 
 

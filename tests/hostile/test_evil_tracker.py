@@ -7,15 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.http_clients import KINDS, http_client
 from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
 from torrent.engine.announcer import MAX_TRACKER_INTERVAL_S, announce_delay
-from torrent.engine.http_client import HttpClient
 from torrent.engine.session import Session
 from torrent.engine.tracker_client import MAX_HTTP_REDIRECTS, MAX_HTTP_RESPONSE, HttpTracker
 from torrent.errors import TrackerError
@@ -60,9 +59,9 @@ async def evil_tracker(
         await runner.cleanup()
 
 
-async def announce_to(url: str) -> AnnounceResponse:
-    async with aiohttp.ClientSession() as http:
-        return await HttpTracker(url, HttpClient(session=http), timeout_s=5).announce(REQ)
+async def announce_to(url: str, kind: str) -> AnnounceResponse:
+    async with http_client(kind) as http:
+        return await HttpTracker(url, http, timeout_s=5).announce(REQ)
 
 
 @pytest.mark.parametrize(
@@ -74,34 +73,38 @@ async def announce_to(url: str) -> AnnounceResponse:
         (b"d8:intervali60e5:peers0:" + b"x" * 10 + b"e", "bad response"),
     ],
 )
-async def test_garbage_answers_are_one_tracker_error(body: bytes, expected: str) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_garbage_answers_are_one_tracker_error(body: bytes, expected: str, kind: str) -> None:
     async with evil_tracker(body) as url:
         with pytest.raises(TrackerError, match=expected) as info:
-            await announce_to(url)
+            await announce_to(url, kind)
     assert "\n" not in info.value.reason
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("chunked", [False, True])
-async def test_a_huge_body_is_response_too_large(chunked: bool) -> None:
+async def test_a_huge_body_is_response_too_large(chunked: bool, kind: str) -> None:
     n = MAX_HTTP_RESPONSE * 2
     body = b"d8:intervali60e5:peers" + str(n).encode() + b":" + bytes(n) + b"e"
     async with evil_tracker(body, chunked=chunked) as url:
         with pytest.raises(TrackerError, match="response too large"):
-            await announce_to(url)
+            await announce_to(url, kind)
 
 
-async def test_a_redirect_loop_is_too_many_redirects() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_redirect_loop_is_too_many_redirects(kind: str) -> None:
     async with evil_tracker(redirect_loop=True) as url:
         with pytest.raises(TrackerError, match=f"too many redirects \\(more than {MAX_HTTP_REDIRECTS}\\)"):
-            await announce_to(url)
+            await announce_to(url, kind)
 
 
-async def test_escape_sequences_in_a_failure_reason_are_kept_exact_for_json() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_escape_sequences_in_a_failure_reason_are_kept_exact_for_json(kind: str) -> None:
     # The views escape them (tests/hostile/test_terminal_escapes.py); the error keeps them.
     body = bencoding.encode({b"failure reason": b"\x1b[2Jgo away\x9b"})
     async with evil_tracker(body) as url:
         with pytest.raises(TrackerError, match="go away") as info:
-            await announce_to(url)
+            await announce_to(url, kind)
     assert "\x1b[2J" in info.value.reason
 
 

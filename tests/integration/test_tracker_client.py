@@ -1,16 +1,15 @@
-"""The tracker client against tiny real servers on loopback: HTTP (aiohttp) and UDP (BEP 15)."""
+"""The tracker client against tiny real servers on loopback: HTTP (our own GET and aiohttp) and UDP (BEP 15)."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from torrent.engine.http_client import HttpClient
+from tests.http_clients import KINDS, http_client
 from torrent.engine.tracker_client import HttpTracker, TrackerTiers, UdpTracker
 from torrent.errors import TrackerError
 from torrent.proto import tracker_codec as codec
@@ -36,7 +35,8 @@ async def _http_server(handler: Handler) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/announce"
 
 
-async def test_http_announce_compact_ipv6_warning_and_query() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_http_announce_compact_ipv6_warning_and_query(kind: str) -> None:
     seen: list[AnnounceRequest] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -53,8 +53,8 @@ async def test_http_announce_compact_ipv6_warning_and_query() -> None:
     async with asyncio.timeout(10):
         runner, url = await _http_server(handler)
         try:
-            async with aiohttp.ClientSession() as http:
-                t = HttpTracker(url, HttpClient(session=http))
+            async with http_client(kind) as http:
+                t = HttpTracker(url, http)
                 out = await t.announce(_req())
                 assert out.interval == 900
                 assert out.min_interval == 60
@@ -69,7 +69,8 @@ async def test_http_announce_compact_ipv6_warning_and_query() -> None:
     assert seen[1].tracker_id == b"T1"  # echoed back
 
 
-async def test_http_dict_peers_and_failure_reason() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_http_dict_peers_and_failure_reason(kind: str) -> None:
     calls = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -83,8 +84,8 @@ async def test_http_dict_peers_and_failure_reason() -> None:
     async with asyncio.timeout(10):
         runner, url = await _http_server(handler)
         try:
-            async with aiohttp.ClientSession() as http:
-                t = HttpTracker(url, HttpClient(session=http))
+            async with http_client(kind) as http:
+                t = HttpTracker(url, http)
                 out = await t.announce(_req())
                 assert [(p.ip, p.port) for p in out.peers] == [("127.0.0.1", 7000)]
                 with pytest.raises(TrackerError, match="torrent not registered"):
@@ -93,8 +94,9 @@ async def test_http_dict_peers_and_failure_reason() -> None:
             await runner.cleanup()
 
 
-async def test_unreachable_http_tracker_is_a_tracker_error() -> None:
-    async with asyncio.timeout(10), aiohttp.ClientSession() as http:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_unreachable_http_tracker_is_a_tracker_error(kind: str) -> None:
+    async with asyncio.timeout(10), http_client(kind) as http:
         # A port nobody listens on (bind, read the port, close).
         import socket
 
@@ -103,9 +105,7 @@ async def test_unreachable_http_tracker_is_a_tracker_error() -> None:
         port = s.getsockname()[1]
         s.close()
         with pytest.raises(TrackerError, match=f"127.0.0.1:{port}"):
-            await HttpTracker(
-                f"http://127.0.0.1:{port}/announce", HttpClient(session=http), timeout_s=3
-            ).announce(_req())
+            await HttpTracker(f"http://127.0.0.1:{port}/announce", http, timeout_s=3).announce(_req())
 
 
 class _UdpTrackerServer(asyncio.DatagramProtocol):

@@ -14,8 +14,9 @@ import re
 import string
 from urllib.parse import unquote_to_bytes
 
-import aiohttp
+import pytest
 
+from tests.http_clients import KINDS, http_client
 from torrent.engine.http_client import HttpClient
 from torrent.engine.tracker_client import HttpTracker
 from torrent.proto import tracker_codec as codec
@@ -108,9 +109,10 @@ def _req(info_hash: bytes, peer_id: bytes) -> AnnounceRequest:
     )
 
 
-async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
-    async with asyncio.timeout(30), RawTracker() as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url, HttpClient(session=http))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded(kind: str) -> None:
+    async with asyncio.timeout(30), RawTracker() as server, http_client(kind) as http:
+        tracker = HttpTracker(server.url, http)
         for chunk in CHUNKS:
             await tracker.announce(_req(chunk, b"-PT0100-abcdefghijkl"))
             await tracker.announce(_req(b"A" * 20, chunk))
@@ -129,10 +131,11 @@ async def test_every_byte_of_info_hash_and_peer_id_arrives_encoded() -> None:
             assert b"#" not in target
 
 
-async def test_redirected_announce_keeps_its_encoding() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_redirected_announce_keeps_its_encoding(kind: str) -> None:
     meant = b"$$!*'()/?@:,;=+&#%\x00\xff"
-    async with asyncio.timeout(10), RawTracker(redirect_once=True) as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url, HttpClient(session=http))
+    async with asyncio.timeout(10), RawTracker(redirect_once=True) as server, http_client(kind) as http:
+        tracker = HttpTracker(server.url, http)
         out = await tracker.announce(_req(meant, meant))
         assert out.interval == 900
         assert len(server.lines) == 2
@@ -143,10 +146,77 @@ async def test_redirected_announce_keeps_its_encoding() -> None:
             _assert_encoded(_raw_params(line)[b"peer_id"], meant)
 
 
-async def test_an_announce_url_with_its_own_query_keeps_it() -> None:
-    async with asyncio.timeout(10), RawTracker() as server, aiohttp.ClientSession() as http:
-        tracker = HttpTracker(server.url + "?passkey=a%24b", HttpClient(session=http))
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_announce_url_with_its_own_query_keeps_it(kind: str) -> None:
+    async with asyncio.timeout(10), RawTracker() as server, http_client(kind) as http:
+        tracker = HttpTracker(server.url + "?passkey=a%24b", http)
         await tracker.announce(_req(b"$" * 20, b"-PT0100-abcdefghijkl"))
         params = _raw_params(server.lines[0])
         assert params[b"passkey"] == b"a%24b"
         _assert_encoded(params[b"info_hash"], b"$" * 20)
+
+
+async def test_our_own_get_sends_one_plain_request_and_closes() -> None:
+    """The whole request of a plain-HTTP announce, byte for byte (no aiohttp involved)."""
+    await _own_get_roundtrip()
+
+
+def test_our_own_get_runs_on_uvloop() -> None:
+    """The CLI runs on uvloop, whose ``create_connection`` takes fewer options than asyncio's."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_own_get_roundtrip())
+
+
+async def _own_get_roundtrip() -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+        await writer.drain()
+        assert await reader.read() == b""  # Connection: close: the client hangs up
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(10), http_client("own") as http:
+            url = f"http://127.0.0.1:{port}/announce?passkey=a%24b"
+            out = await HttpTracker(url, http).announce(_req(b"$" * 20, b"-PT0100-abcdefghijkl"))
+            assert out.interval == 900
+    finally:
+        server.close()
+        await server.wait_closed()
+    (head,) = heads
+    line, _, rest = head.partition(b"\r\n")
+    assert line.startswith(b"GET /announce?passkey=a%24b&info_hash=%24%24")
+    assert line.endswith(b" HTTP/1.1")
+    assert rest == (
+        b"Host: 127.0.0.1:%d\r\nUser-Agent: pytorrent-test/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        % port
+    )
+
+
+async def test_a_url_with_a_user_name_goes_through_aiohttp_with_basic_auth() -> None:
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HttpClient("pytorrent-test/1.0")
+    try:
+        async with asyncio.timeout(10):
+            url = f"http://alice:s3cret@127.0.0.1:{port}/announce"
+            await HttpTracker(url, client).announce(_req(b"A" * 20, b"-PT0100-abcdefghijkl"))
+        assert client.started  # aiohttp, not our own GET
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert b"Authorization: Basic YWxpY2U6czNjcmV0\r\n" in heads[0]

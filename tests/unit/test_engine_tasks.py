@@ -22,6 +22,7 @@ from torrent.disk.storage import FileStorage
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.peer import Peer
+from torrent.engine.status import TorrentState
 from torrent.engine.swarm import Swarm
 from torrent.types import BLOCK_SIZE, PeerId
 
@@ -177,3 +178,58 @@ async def test_pieces_in_memory_follow_the_peers_pipelines(tmp_path: Path) -> No
     assert fast == 16 + 1 + 2  # the pipeline's pieces, the piece in progress, verification
     assert allowed_with(64, 64, 64) == 40  # capped by max_pieces_in_flight
     assert allowed_with() == 4  # nobody sending: the floor
+
+
+class _CancellingPeer(_PipelinedPeer):
+    """A peer the swarm knows, recording the cancels it is told to send."""
+
+    def __init__(self, addr: tuple[str, int]) -> None:
+        super().__init__(addr, depth=4)
+        self.cancels: list[tuple[int, int, int]] = []
+
+    def cancel(self, index: int, begin: int, length: int) -> None:
+        self.cancels.append((index, begin, length))
+
+
+def _swarm_with_two_peers(tmp_path: Path, name: str) -> tuple[Swarm, Peer, _CancellingPeer, bytes]:
+    path = make_payload(tmp_path, f"{name}.bin", 3 * 2 * BLOCK_SIZE)  # the same bytes each time
+    meta = make_torrent(path, piece_length=2 * BLOCK_SIZE)  # 3 pieces of 2 blocks
+    swarm = Swarm(meta, FileStorage(meta.info, tmp_path / name), _context(config.testing_settings()))
+    swarm.state = TorrentState.DOWNLOADING  # as after the start-up check
+    a, b = _CancellingPeer(("10.0.0.1", 1)), _CancellingPeer(("10.0.0.2", 2))
+    for peer in (a, b):
+        swarm.peers[cast(Any, peer.addr)] = cast(Peer, peer)
+        swarm.picker.on_peer_have_all(peer.addr)
+    # Every block asked of a, then (endgame) the last piece's blocks of b as well.
+    assert len(swarm.picker.pick(a.addr, 6, now=0.0)) == 6
+    assert swarm.picker.in_endgame
+    assert swarm.picker.pick(b.addr, 2, now=0.0, restrict_to=[2])
+    return swarm, cast(Peer, a), b, path.read_bytes()
+
+
+async def test_the_blocks_of_one_read_do_what_each_block_does_alone(tmp_path: Path) -> None:
+    """``on_peer_blocks`` (the inlined commonest case) leaves the swarm as ``on_peer_block``
+    called for each block does: new blocks, a duplicate, an unexpected one, a completed piece,
+    an endgame duplicate cancelled at the other peer, the state and the byte counts."""
+    blocks: list[tuple[int, int, Any]] = []
+    one, one_a, one_b, content = _swarm_with_two_peers(tmp_path, "one")
+    for index, begin in [(0, 0), (1, 0), (0, 0), (0, 3), (2, BLOCK_SIZE), (0, BLOCK_SIZE)]:
+        at = index * 2 * BLOCK_SIZE + begin
+        blocks.append((index, begin, memoryview(content[at : at + BLOCK_SIZE])))
+    for index, begin, data in blocks:
+        one.on_peer_block(one_a, index, begin, data)
+    batch, batch_a, batch_b, _ = _swarm_with_two_peers(tmp_path, "batch")
+    batch.on_peer_blocks(batch_a, blocks)
+
+    for swarm, other in ((one, one_b), (batch, batch_b)):
+        assert other.cancels == [(2, BLOCK_SIZE, BLOCK_SIZE)]
+        assert swarm.downloaded_bytes == 6 * BLOCK_SIZE
+        assert swarm.wasted_bytes == 2 * BLOCK_SIZE  # the duplicate and the unexpected one
+        assert swarm.state is TorrentState.ENDGAME
+    assert batch.picker.statistics() == one.picker.statistics()
+    assert sorted(batch._partial) == sorted(one._partial) == [1, 2]  # 0 went to verification
+    for index in (1, 2):
+        assert batch._partial[index].buf == one._partial[index].buf
+        assert batch._partial[index].sources == one._partial[index].sources
+    assert one._partial[1].sources == {0: one_a.addr}
+    assert one._partial[2].sources == {BLOCK_SIZE: one_a.addr}

@@ -20,7 +20,7 @@ from torrent import config
 from torrent.config import Settings
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import ManualClock
-from torrent.engine.peer import Peer, PieceFlags
+from torrent.engine.peer import REFILL_MIN_BLOCKS, Peer, PieceFlags
 from torrent.proto import wire
 from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
@@ -51,6 +51,7 @@ class Host:
     ready: int = 0
     has_calls: list[list[int] | None] = field(default_factory=list)
     blocks: list[tuple[int, int, bytes]] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)  # blocks per on_peer_blocks call
     dropped: list[tuple[int, int, int]] = field(default_factory=list)
     reads: int = 0
     closed: int = 0
@@ -72,6 +73,11 @@ class Host:
 
     def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
         self.blocks.append((index, begin, bytes(data)))
+
+    def on_peer_blocks(self, peer: Peer, blocks: list[tuple[int, int, Any]]) -> None:
+        self.batches.append(len(blocks))
+        for index, begin, data in blocks:
+            self.on_peer_block(peer, index, begin, data)
 
     def on_peer_unchoked(self, peer: Peer) -> None:
         pass
@@ -258,6 +264,49 @@ async def test_blocks_arrive_and_requests_are_refilled(link: Callable[..., Any])
     assert [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)] == [
         wire.Request(1, 0, BLOCK_SIZE)
     ]
+
+
+async def test_the_blocks_of_one_read_reach_the_host_together(link: Callable[..., Any]) -> None:
+    picks = [(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE), (1, 0, BLOCK_SIZE), (1, BLOCK_SIZE, BLOCK_SIZE)]
+    host = Host(to_pick=list(picks))
+    ln = await handshaken(link, settings=config.testing_settings().replace(pipeline_min=4), host=host)
+    ln.remote.receive()
+    ln.remote.send(wire.HaveAll(), wire.Unchoke())
+    assert [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)] == [
+        wire.Request(*p) for p in picks
+    ]
+    data = [bytes([i]) * BLOCK_SIZE for i in range(4)]
+    # Another event splits a run: the blocks before it are handed over first.
+    ln.remote.send(wire.Block(0, 0, data[0]), wire.Block(0, BLOCK_SIZE, data[1]), wire.KeepAlive())
+    ln.remote.send(wire.Block(1, 0, data[2]))
+    assert host.batches == [2, 1]
+    assert host.blocks == [(0, 0, data[0]), (0, BLOCK_SIZE, data[1]), (1, 0, data[2])]
+    # Blocks ahead of garbage in the same read still arrive; then the connection closes.
+    garbage = b"\x00\x00\x00\x05\x04\x00\x00\x01\x00"  # have 256: out of range
+    ln.transport.protocol.data_received(ln.remote.proto.send(wire.Block(1, BLOCK_SIZE, data[3])) + garbage)
+    assert host.blocks[-1] == (1, BLOCK_SIZE, data[3])
+    await asyncio.wait_for(ln.run, 2)
+    assert "out of range" in ln.peer.close_reason
+
+
+async def test_a_deep_pipeline_is_topped_up_once_enough_slots_are_free(link: Callable[..., Any]) -> None:
+    depth = 48  # the torrent has 64 blocks
+    free = min(REFILL_MIN_BLOCKS, depth // 4)
+    picks = [(i // 2, (i % 2) * BLOCK_SIZE, BLOCK_SIZE) for i in range(depth + free)]
+    host = Host(to_pick=list(picks))
+    # min = max: the slow start (one more slot per block received) does not move the depth.
+    settings = config.testing_settings().replace(pipeline_min=depth, pipeline_max=depth)
+    ln = await handshaken(link, settings=settings, host=host)
+    ln.remote.receive()
+    ln.remote.send(wire.HaveAll(), wire.Unchoke())
+    assert len([ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]) == depth
+    blocks = [wire.Block(i, b, bytes(n)) for i, b, n in picks[:free]]
+    ln.remote.send(*blocks[:-1])  # one slot short of a refill: nothing asked
+    assert not [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]
+    ln.remote.send(blocks[-1])  # now the free slots are asked for in one refill
+    requests = [ev for ev in ln.remote.receive() if isinstance(ev, wire.Request)]
+    assert requests == [wire.Request(*p) for p in picks[depth:]]
+    assert len(ln.peer.outstanding) == depth
 
 
 async def test_back_pressure_pauses_the_upload(link: Callable[..., Any]) -> None:

@@ -132,6 +132,10 @@ class PeerHostBase:
     def on_peer_block(self, peer: Peer, index: int, begin: int, data: Any) -> None:
         pass
 
+    def on_peer_blocks(self, peer: Peer, blocks: list[tuple[int, int, Any]]) -> None:
+        for index, begin, data in blocks:
+            self.on_peer_block(peer, index, begin, data)
+
     def on_peer_unchoked(self, peer: Peer) -> None:
         pass
 

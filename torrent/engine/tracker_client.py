@@ -1,6 +1,8 @@
-"""Announcing to trackers: HTTP (aiohttp) and UDP (BEP 15), grouped in BEP 12 tiers.
+"""Announcing to trackers: HTTP and UDP (BEP 15), grouped in BEP 12 tiers.
 
-* :class:`HttpTracker` sends ``GET <announce>?<query>`` with aiohttp and decodes the
+* :class:`HttpTracker` sends ``GET <announce>?<query>`` through the session's
+  :class:`~torrent.engine.http_client.HttpClient` (plain HTTP by its own GET, without
+  loading aiohttp; ``https`` by aiohttp), follows redirects itself, and decodes the
   bencoded answer (compact, dict and ``peers6`` lists; ``failure reason`` raises
   :class:`TrackerError`, ``warning message`` is passed on).
 * :class:`UdpTracker` speaks BEP 15: connect, then announce, retransmitting after
@@ -24,18 +26,13 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
+from urllib.parse import urljoin, urlsplit
 
-from yarl import URL
-
-from torrent.engine.http_client import HttpClient
+from torrent.engine.http_client import REDIRECT_STATUSES, BodyTooLarge, HttpClient, HttpError, wire_url
 from torrent.errors import ProtocolError, TrackerError
 from torrent.proto import tracker_codec as codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = [
     "AnnounceEvent",
@@ -57,7 +54,6 @@ UDP_CONNECTION_ID_TTL_S = 60.0
 UDP_RETRY_BASE_S = 15.0
 #: Redirects followed for one announce (HTTP 301, 302, 303, 307, 308).
 MAX_HTTP_REDIRECTS = 5
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: Shuffles the tiers when the caller gives no ``rng`` (seeding a fresh one per torrent
 #: costs more than the shuffle).
@@ -82,7 +78,8 @@ class TrackerClient(Protocol):
 
 
 class HttpTracker:
-    """An ``http://`` or ``https://`` tracker, announced to with aiohttp."""
+    """An ``http://`` or ``https://`` tracker (through :class:`HttpClient`: plain HTTP by
+    our own GET, ``https`` by aiohttp)."""
 
     def __init__(self, url: str, http: HttpClient, *, timeout_s: float = 15.0) -> None:
         self.url = url
@@ -92,19 +89,20 @@ class HttpTracker:
         self._tracker_ids: dict[bytes, bytes] = {}
 
     async def announce(self, req: AnnounceRequest) -> AnnounceResponse:
-        import aiohttp  # loaded by the first HTTP announce: see torrent.engine.http_client
-
         tracker_id = self._tracker_ids.get(req.info_hash)
         if tracker_id is not None and req.tracker_id is None:
             req = _replace_tracker_id(req, tracker_id)
-        url = wire_url(codec.announce_url(self.url, req))
         try:
             async with asyncio.timeout(self._timeout_s):
-                body = await self._get(url)
+                body = await self._get(codec.announce_url(self.url, req))
         except TimeoutError:
             raise TrackerError(f"{self.url}: no answer within {self._timeout_s:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise TrackerError(f"{self.url}: {exc or type(exc).__name__}") from None
+        except BodyTooLarge:
+            raise TrackerError(
+                f"{self.url}: response too large (more than {MAX_HTTP_RESPONSE} bytes)"
+            ) from None
+        except HttpError as exc:
+            raise TrackerError(f"{self.url}: {exc}") from None
         except OSError as exc:
             raise TrackerError(f"{self.url}: {exc.strerror or exc}") from None
         try:
@@ -117,53 +115,22 @@ class HttpTracker:
             self._tracker_ids[req.info_hash] = out.tracker_id
         return out
 
-    async def _get(self, url: URL) -> bytes:
-        """GET ``url`` and return the body, following redirects ourselves.
-
-        aiohttp would re-quote a redirect's ``Location`` and so undo the encoding of the
-        binary values in its query: each hop is sent exactly as the tracker wrote it.
-        """
+    async def _get(self, url: str) -> bytes:
+        """GET ``url`` and return the body, following redirects ourselves: a client library
+        would re-quote a redirect's ``Location`` and so undo the encoding of the binary
+        values in its query, so each hop is sent exactly as the tracker wrote it."""
         for _ in range(MAX_HTTP_REDIRECTS + 1):
-            async with self._http.session().get(url, allow_redirects=False) as resp:
-                location = resp.headers.get("Location")
-                if resp.status in _REDIRECT_STATUSES and location:
-                    url = url.join(wire_url(location))
-                    continue
-                body = await self._read_body(resp)
-                if resp.status != 200 and not body.startswith(b"d"):
-                    raise TrackerError(f"{self.url}: HTTP {resp.status} {resp.reason}")
-                return body
+            reply = await self._http.get(url, max_body=MAX_HTTP_RESPONSE)
+            if reply.status in REDIRECT_STATUSES and reply.location:
+                url = urljoin(url, reply.location)
+                continue
+            if reply.status != 200 and not reply.body.startswith(b"d"):
+                raise TrackerError(f"{self.url}: HTTP {reply.status} {reply.reason}")
+            return reply.body
         raise TrackerError(f"{self.url}: too many redirects (more than {MAX_HTTP_REDIRECTS})")
-
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole body, refused past ``MAX_HTTP_RESPONSE`` bytes (a single ``read(n)``
-        returns whatever has arrived, so it is read until the end)."""
-        too_large = TrackerError(f"{self.url}: response too large (more than {MAX_HTTP_RESPONSE} bytes)")
-        if resp.content_length is not None and resp.content_length > MAX_HTTP_RESPONSE:
-            raise too_large
-        body = bytearray()
-        while chunk := await resp.content.read(MAX_HTTP_RESPONSE + 1 - len(body)):
-            body += chunk
-            if len(body) > MAX_HTTP_RESPONSE:
-                raise too_large
-        return bytes(body)
 
     async def close(self) -> None:
         pass  # the HTTP client belongs to the Session
-
-
-def wire_url(url: str) -> URL:
-    """``url`` as a URL object that goes on the wire byte for byte.
-
-    The tracker codec percent-encodes every byte of binary values (``info_hash``,
-    ``peer_id``) except RFC 3986's unreserved characters; yarl's default parsing would
-    decode ``%24`` back to a raw ``$`` (and ``%2F``, ``%3F``, ``%40``...), which
-    opentracker answers with HTTP 400. A URL that is not plain ASCII (a user's announce
-    URL with a space or a non-ASCII host) has not been encoded yet: yarl encodes that one.
-    """
-    if url.isascii() and " " not in url:
-        return URL(url, encoded=True)
-    return URL(url)
 
 
 def _replace_tracker_id(req: AnnounceRequest, tracker_id: bytes) -> AnnounceRequest:

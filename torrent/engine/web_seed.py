@@ -46,8 +46,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-from yarl import URL
-
 from torrent.config import Settings
 from torrent.engine.clock import Clock
 from torrent.engine.http_client import HttpClient
@@ -397,6 +395,7 @@ class WebSeeds:
 
     async def _open(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         import aiohttp  # loaded by the first web seed request: see torrent.engine.http_client
+        from yarl import URL  # aiohttp's, loaded with it
 
         s = self._settings
         try:

@@ -122,6 +122,10 @@ class BlockResult:
 
 #: The usual answers of ``Picker.on_block`` (immutable, so shared).
 _NEW = BlockResult(BlockStatus.NEW)
+#: What ``Picker.on_block`` returns for the commonest block: new, its piece not complete
+#: yet, nothing to cancel. Always this one object, so a caller's hot path may test it with
+#: ``is`` and leave every other answer to its general path.
+NEW_BLOCK = _NEW
 _DUPLICATE = BlockResult(BlockStatus.DUPLICATE)
 _UNEXPECTED = BlockResult(BlockStatus.UNEXPECTED)
 

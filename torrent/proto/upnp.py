@@ -25,11 +25,18 @@ Everything received is untrusted: sizes are bounded, XML with a ``DOCTYPE`` is r
 from __future__ import annotations
 
 import urllib.parse
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
+from typing import TYPE_CHECKING
 
 from torrent.errors import RemoteProtocolError
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
+# The XML modules are imported where a router's answer is read or a request written:
+# every session imports this module, and xml.sax.saxutils alone pulls in urllib.request
+# (about 15 ms of start-up together with ElementTree), which a session that maps no port
+# never needs.
 
 __all__ = [
     "SSDP_GROUP",
@@ -127,6 +134,8 @@ class Gateway:
 
 
 def _parse_xml(data: bytes, limit: int, what: str) -> ET.Element:
+    import xml.etree.ElementTree as ET
+
     if len(data) > limit:
         raise RemoteProtocolError(f"{what}: {len(data)} bytes is too large")
     if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
@@ -181,6 +190,8 @@ def parse_description(data: bytes, location: str) -> Gateway:
 def encode_action(service_type: str, action: str, arguments: list[tuple[str, str]]) -> tuple[bytes, str]:
     """A SOAP request: (body, value of the ``SOAPAction`` header). Arguments keep their
     order (some routers insist on the order of the service description)."""
+    from xml.sax.saxutils import escape
+
     args = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in arguments)
     body = (
         '<?xml version="1.0"?>\r\n'
