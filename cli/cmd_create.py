@@ -19,6 +19,9 @@ from typing import Any
 
 from cli.main import UsageError
 
+#: This command never logs: ``cli.main`` then leaves ``logging`` unloaded.
+LOGS = False
+
 _UNITS = {
     "": 1,
     "B": 1,

@@ -317,7 +317,7 @@ def make(
         return _create_v2(
             path,
             piece_length,
-            _tiers(trackers),
+            trackers,
             torrent_format,
             threads,
             progress,
@@ -351,8 +351,6 @@ def make(
         if job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         multi_file, files = scan(path, on_file)
-        # Checked once the workers run: the URL checks' imports stay off the start-up path.
-        tiers = _tiers(trackers)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
@@ -362,6 +360,8 @@ def make(
         else:
             job.feed(pending)
             job.close_feed()
+        # Checked once the workers run: the URL checks' imports stay off the start-up path.
+        tiers = _tiers(trackers)
         # While the workers hash (mostly without the GIL), build everything else. A
         # short switch interval lets a worker coming back from a hash take the GIL at
         # once instead of waiting up to 5 ms for this thread's Python code.
@@ -544,7 +544,7 @@ def padded_layout(files: Sequence[SourceFile], piece_length: int, *, tail: bool)
 def _create_v2(
     path: str | os.PathLike[str],
     piece_length: int | None,
-    tiers: list[tuple[str, ...]],
+    trackers: Sequence[str | Sequence[str]],
     torrent_format: str,
     threads: int | None,
     progress: ProgressCallback | None,
@@ -552,8 +552,6 @@ def _create_v2(
     fields: _TopFields,
 ) -> Made:
     """:func:`make` for ``v2`` and ``hybrid``: scan, hash both ways at once, assemble."""
-    from torrent.proto import bencoding
-
     multi_file, files = scan(path)
     total = _check_payload(path, multi_file, files)
     top_name = _top_name(path, name, multi_file, files)
@@ -562,6 +560,14 @@ def _create_v2(
     layout = padded_layout(files, chosen, tail=hybrid) if multi_file else list(files)
     job = new_job(chosen, layout, threads=threads, v1=hybrid, v2=True)
     job.start()
+    try:
+        # While the workers hash: what they do not need is imported and checked now.
+        from torrent.proto import bencoding
+
+        tiers = _tiers(trackers)
+    except BaseException:
+        job.cancel()
+        raise
     pieces = job.wait(progress)
     nodes = job.nodes_v2
 

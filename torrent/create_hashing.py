@@ -329,6 +329,7 @@ class ProcessHashJob:
         self._held: list[list[int]] = []
         self._digests: dict[int, bytes] = {}
         self._nodes: dict[int, bytes] = {}
+        self._buffers: list[bytearray] = []  # per worker: what it sent, not yet taken
         self._done = 0
         self._mask: set[int | signal.Signals] | None = None  # the signal mask before start()
 
@@ -475,10 +476,10 @@ class ProcessHashJob:
             self._unblock()
             count = -(-self.known // self.batch_bytes)
             self._held = [[] for _ in self.pids]
+            self._buffers = [bytearray() for _ in self.pids]
             for _ in range(PROCESS_DEPTH):
                 for i in range(len(self.pids)):
                     self._ask(i)
-            buffers = [bytearray() for _ in self.pids]
             by_fd = {fd: i for i, fd in enumerate(self._results)}
             poller = select.poll()
             for fd in by_fd:
@@ -496,8 +497,8 @@ class ProcessHashJob:
                         if self._held[i]:
                             raise self._died(i, self._held[i])
                         continue
-                    buffers[i] += data
-                    for batch in _records(buffers[i], self._digests, self._nodes):
+                    self._buffers[i] += data
+                    for batch in _records(self._buffers[i], self._digests, self._nodes):
                         self._held[i].remove(batch)
                         self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
                         self._ask(i)
@@ -529,6 +530,11 @@ class ProcessHashJob:
 
     def _died(self, worker: int, batches: list[int]) -> StorageError:
         """The error for a worker that ended while holding ``batches``."""
+        # What it wrote before it ended: an error record there says why (it may have
+        # ended on a read error while this side was still handing it work).
+        while data := os.read(self._results[worker], 1 << 16):
+            self._buffers[worker] += data
+        _records(self._buffers[worker], self._digests, self._nodes)
         pid = self.pids[worker]
         try:
             status = os.waitpid(pid, 0)[1]
