@@ -223,10 +223,14 @@ def _create_with_bar(make: Any, path: str, kwargs: dict[str, Any]) -> Any:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        # Redrawn from the progress callback (every 0.1 s) rather than by rich's refresh
+        # thread: with a second thread running, the hashing could not fork its workers.
+        auto_refresh=False,
     ) as bar:
         task = bar.add_task("hashing", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            bar.refresh()
 
         return make(path, progress=progress, **kwargs)

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,6 @@ def test_new_job_picks_processes_only_for_large_payloads_of_several_batches() ->
 
 
 def test_processes_are_not_used_beside_other_threads(tmp_path: Path) -> None:
-    import threading
-
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
@@ -303,3 +302,28 @@ def test_a_file_problem_in_a_worker_is_one_line_and_exit_1(
     assert not out.exists()
     assert small_batches
     assert not small_batches[0].pids
+
+
+def test_the_progress_bar_leaves_the_workers_to_processes(
+    tmp_path: Path, small_batches: list[ProcessHashJob], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich redraws from its own thread by default; with that thread running, the
+    # command could not fork its workers (processes_possible is false).
+    from cli import cmd_create
+
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(20 * 16384))
+    seen: list[bool] = []
+    real_wait = ProcessHashJob.wait
+
+    def wait(job: ProcessHashJob, progress: hashing.ProgressCallback | None = None) -> bytes:
+        assert progress is not None
+        seen.append(threading.active_count() == 1)
+        return real_wait(job, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ProcessHashJob, "wait", wait)
+        made = cmd_create._create_with_bar(make, str(f), {"piece_length": 16384, "no_date": True})
+    assert made.pieces == 20
+    assert len(small_batches) == 1
+    assert seen == [True]
