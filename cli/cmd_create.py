@@ -112,7 +112,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-date", action="store_true", help="leave out the creation date")
     p.add_argument("--name", metavar="NAME", help="torrent name (default: the base name of PATH)")
     p.add_argument(
-        "--threads", metavar="N", type=int, default=None, help="hashing threads (default: one per core)"
+        "--threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="hashing workers, processes from 32 MiB up (default: one per core)",
     )
 
 

@@ -242,13 +242,17 @@ def test_ctrl_c_stops_the_workers_and_exits_130_without_a_traceback(tmp_path: Pa
             os.kill(pid, signal.SIGSTOP)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
         _, err = proc.communicate(timeout=60)
+        gone = [_gone(pid) for pid in workers]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        for pid in workers:  # a stopped worker left behind would stay forever
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert err == "pytorrent: interrupted\n"
-    assert all(_gone(pid) for pid in workers)
+    assert all(gone)
     assert not (tmp_path / "out.torrent").exists()
 
 
