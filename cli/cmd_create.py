@@ -21,6 +21,9 @@ from cli.main import UsageError
 
 #: This command never logs: ``cli.main`` then leaves ``logging`` unloaded.
 LOGS = False
+#: Nothing is left to tear down when it returns (the output file is closed, the hashing
+#: workers reaped): the console script then ends the process at once (``cli.main.entry``).
+EXIT_AT_ONCE = True
 
 _UNITS = {
     "": 1,

@@ -188,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # module that never logs says so (``LOGS = False``) and is spared importing logging.
     if getattr(module, "LOGS", True):
         install_printable_log_records()
+    global _exit_at_once
+    _exit_at_once = bool(getattr(module, "EXIT_AT_ONCE", False))
     try:
         return int(module.run(args))
     except KeyboardInterrupt:
@@ -217,9 +219,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+#: Set by :func:`main` for a command module that says ``EXIT_AT_ONCE = True``: it leaves
+#: nothing for the interpreter's teardown to do (no log handlers, no atexit work, every
+#: file closed), so :func:`entry` ends the process without it.
+_exit_at_once = False
+
+
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    A short command that leaves nothing to tear down (``create``) ends with ``os._exit``
+    once stdout and stderr are flushed: the interpreter's teardown (freeing every object
+    and module) took about 5 ms of a 40 ms start-to-exit, longer after 5,000 files.
+    """
+    code = main()
+    if _exit_at_once:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: what the teardown would have reported
+            code = code or EXIT_FAILED
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

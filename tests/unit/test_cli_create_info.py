@@ -288,3 +288,40 @@ def test_help_is_wrapped_to_the_terminal_width(
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= int(columns)
     assert max(len(line) for line in lines) > int(columns) - 30
+
+
+def test_create_ends_at_once_with_its_output_complete(payload: Path, tmp_path: Path) -> None:
+    """``entry`` ends ``create`` with ``os._exit`` (no interpreter teardown): every line must
+    still reach the pipe, the torrent must be whole, and the exit codes stay as they were;
+    an atexit hook shows the teardown was skipped (and that other commands keep it)."""
+    out = tmp_path / "q.torrent"
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('TEARDOWN', file=sys.stderr))\n"
+        "from cli.main import entry\n"
+        "entry()\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    done = run("create", str(payload), "-o", str(out), "--no-date")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
+        "name",
+        "info hash",
+        "size",
+        "piece length",
+        "written to",
+    ]
+    assert read_metainfo(out).info.name == "payload"
+    refused = run("create", str(tmp_path / "missing"), "-o", str(tmp_path / "r.torrent"))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("pytorrent create: ")
+    assert "TEARDOWN" not in refused.stderr
+    shown = run("info", str(out))
+    assert shown.returncode == 0
+    assert shown.stderr == "TEARDOWN\n"
