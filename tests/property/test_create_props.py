@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ sizes = st.one_of(
 def test_processes_and_threads_give_the_same_torrent(
     lengths: list[int], piece_length: int, fmt: str, workers: int, one_piece_batches: bool
 ) -> None:
-    assert hashing.processes_possible()
+    assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
     rng = random.Random(sum(lengths) * 31 + piece_length)
     with tempfile.TemporaryDirectory() as tmp:
         top = Path(tmp) / "top"

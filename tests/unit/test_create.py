@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,7 +226,7 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         monkeypatch.setattr(hashing, "_FADVISE", None)
     started: list[int] = []
     if request.param == "processes":
-        assert hashing.processes_possible()
+        assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
         monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
         monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
         real_start = hashing.ProcessHashJob.start

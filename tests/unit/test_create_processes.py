@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[ProcessHashJob]:
     """Processes for any payload, one piece per batch; yields the process jobs started."""
-    assert hashing.processes_possible()
+    assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
     monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
     monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
     started: list[ProcessHashJob] = []
@@ -97,7 +97,7 @@ def test_processes_are_not_used_beside_other_threads(tmp_path: Path) -> None:
     finally:
         release.set()
         other.join()
-    assert hashing.processes_possible()
+    assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
 
 
 def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: list[ProcessHashJob]) -> None:
