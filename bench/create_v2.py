@@ -8,7 +8,7 @@ and the ratio to libtorrent. Both tools produce the same info dict (checked afte
 first run: the info hashes must be equal).
 
 * ``pytorrent``: ``pytorrent create --format FMT`` as a whole process, started the way
-  the console script starts it (interpreter start-up included), hashing threads =
+  the console script starts it (interpreter start-up included), hashing workers =
   usable cores. ``--baseline DIR`` times another checkout the same way, interleaved.
 * ``libtorrent``: ``create_torrent`` (``v2_only`` or hybrid flags) + ``set_piece_hashes``
   in its own process, import excluded; its CPU seconds are shown beside its wall time

@@ -19,6 +19,12 @@ from typing import Any
 
 from cli.main import UsageError
 
+#: This command never logs: ``cli.main`` then leaves ``logging`` unloaded.
+LOGS = False
+#: Nothing is left to tear down when it returns (the output file is closed, the hashing
+#: workers reaped): the console script then ends the process at once (``cli.main.entry``).
+EXIT_AT_ONCE = True
+
 _UNITS = {
     "": 1,
     "B": 1,
@@ -109,7 +115,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-date", action="store_true", help="leave out the creation date")
     p.add_argument("--name", metavar="NAME", help="torrent name (default: the base name of PATH)")
     p.add_argument(
-        "--threads", metavar="N", type=int, default=None, help="hashing threads (default: one per core)"
+        "--threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="hashing workers, processes from 32 MiB up (default: one per core)",
     )
 
 
@@ -220,10 +230,14 @@ def _create_with_bar(make: Any, path: str, kwargs: dict[str, Any]) -> Any:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         transient=True,
+        # Redrawn from the progress callback (every 0.1 s) rather than by rich's refresh
+        # thread: with a second thread running, the hashing could not fork its workers.
+        auto_refresh=False,
     ) as bar:
         task = bar.add_task("hashing", total=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            bar.refresh()
 
         return make(path, progress=progress, **kwargs)

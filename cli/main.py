@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -46,6 +47,28 @@ class _OneLineErrors(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument() call, and its default one
+        # imports shutil (with zlib, bz2, lzma and fnmatch: about 9 ms of every start)
+        # just for the terminal's width, which is read here the way shutil reads it.
+        if self.formatter_class is argparse.HelpFormatter:
+            return argparse.HelpFormatter(prog=self.prog, width=_terminal_columns() - 2)
+        return super()._get_formatter()
+
+
+def _terminal_columns() -> int:
+    """``$COLUMNS``, else the width of the terminal on stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -160,9 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed the message
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
-    # Log lines carry names and messages from torrents, trackers and peers.
-    install_printable_log_records()
     module = importlib.import_module(_module(args.command))
+    # Log lines carry names and messages from torrents, trackers and peers. A command
+    # module that never logs says so (``LOGS = False``) and is spared importing logging.
+    if getattr(module, "LOGS", True):
+        install_printable_log_records()
+    global _exit_at_once
+    _exit_at_once = bool(getattr(module, "EXIT_AT_ONCE", False))
     try:
         return int(module.run(args))
     except KeyboardInterrupt:
@@ -192,9 +219,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+#: Set by :func:`main` for a command module that says ``EXIT_AT_ONCE = True``: it leaves
+#: nothing for the interpreter's teardown to do (no log handlers, no atexit work, every
+#: file closed), so :func:`entry` ends the process without it.
+_exit_at_once = False
+
+
 def entry() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    A short command that leaves nothing to tear down (``create``) ends with ``os._exit``
+    once stdout and stderr are flushed: the interpreter's teardown (freeing every object
+    and module) took about 5 ms of a 40 ms start-to-exit, longer after 5,000 files.
+    """
+    code = main()
+    if _exit_at_once:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: what the teardown would have reported
+            code = code or EXIT_FAILED
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,16 @@ rule (``create_torrent``: a piece list of about ``2 * sqrt(total_size)`` bytes),
 with its 16 MiB cap: 1 MiB of data gets 16 KiB pieces, 1 GiB gets 512 KiB pieces
 (2048 of them), 100 GiB gets 4 MiB pieces, and anything above ~2.7 TiB gets 16 MiB.
 
-Hashing: the payload is cut into batches of whole pieces (about 4 MiB each). Worker
-threads, one per core, take the next batch from a shared counter, map its files' pages
+Hashing (:mod:`torrent.create_hashing`): the payload is cut into batches of whole pieces
+(about 4 MiB each). Workers, one per core, take the next batch, map its files' pages
 (``mmap``; ``os.preadv`` into a buffer of their own where a file cannot be mapped) and
 hash them there in chunks of 256 KiB, each read by every hash of the format while it is
 in the core's cache (a batch may span many files: each worker opens the files it needs
-itself, so many small files do not serialize on one reader). ``hashlib`` releases the
-GIL on large buffers, so the threads run in parallel. When the piece length is given,
-the workers start before the directory walk ends: each waits only until the files its
-batch needs are known. The metainfo around the hashes is built while they run.
+itself, so many small files do not serialize on one reader). From 32 MiB up the workers
+are processes forked once the walk is done (each has its own GIL: a v2 leaf hash is one
+call per 16 KiB block); below that, or where ``fork`` is missing or unsafe (other
+threads running), they are threads, which start before the walk ends when the piece
+length is given. The metainfo around the hashes is built while they run.
 
 Formats (``torrent_format``): ``v1`` (BEP 3, the default), ``v2`` (BEP 52: a ``file
 tree`` with a SHA-256 merkle root per file, ``piece layers`` for files larger than a
@@ -53,20 +54,26 @@ Left out: BEP 47 file attributes (executable, hidden) and symlinks in the output
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
-import operator
 import os
 import stat
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent import version
-from torrent.errors import MetainfoError, StorageError
+from torrent.create_hashing import (
+    MAX_THREADS,
+    HashJob,
+    ProcessHashJob,
+    ProgressCallback,
+    SourceFile,
+    hash_files,
+    new_job,
+    processes_possible,
+)
+from torrent.errors import MetainfoError
 from torrent.proto import merkle
 from torrent.types import BLOCK_SIZE
 
@@ -81,49 +88,32 @@ MIN_AUTO_PIECE_LENGTH = BLOCK_SIZE
 MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 #: Largest piece length :func:`create` accepts when asked for one explicitly.
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
-#: Bytes of payload a worker takes at a time (rounded to whole pieces, at least one).
-BATCH_BYTES = 4 * 1024 * 1024
-#: Most bytes a worker hashes at once: small enough to stay in a core's cache while
-#: every hash of the format reads them.
-CHUNK_BYTES = 256 * 1024
-#: Bytes of a file a worker asks the kernel to read ahead at once (``POSIX_FADV_WILLNEED``).
-READ_AHEAD_BYTES = 64 * 1024 * 1024
-#: A file with no more than this left to hash gets no ``POSIX_FADV_WILLNEED``.
-ADVISE_MIN_BYTES = 1024 * 1024
-#: Most hashing threads a job starts, whatever it is asked for.
-MAX_THREADS = 64
 #: GIL switch interval while this thread works beside the hashing threads.
 SWITCH_INTERVAL_S = 0.0002
 #: While walking a directory, hand files to the hashing threads this many at a time.
 FEED_EVERY = 32
-#: Seconds between two calls of the progress callback.
-PROGRESS_INTERVAL_S = 0.1
 
 DEFAULT_CREATED_BY = version.CREATED_BY
 
 #: What :func:`create` can make.
 FORMATS = ("v1", "v2", "hybrid")
 
-#: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
-ProgressCallback = Callable[[int, int], object]
-
-
-class SourceFile(NamedTuple):
-    """One file found under the path given to :func:`create`.
-
-    A NamedTuple rather than a dataclass: ``pytorrent create`` starts hashing before
-    it imports anything it does not need.
-
-    Attributes:
-        path: components below the torrent's top directory (for a single file: its name).
-        fs_path: where to read it (symlinks are followed when it is opened); "" for a
-            BEP 47 padding file, which reads as zeros.
-        length: size in bytes when it was scanned.
-    """
-
-    path: tuple[str, ...]
-    fs_path: str
-    length: int
+__all__ = [
+    "FORMATS",
+    "MAX_AUTO_PIECE_LENGTH",
+    "MAX_PIECE_LENGTH",
+    "MAX_THREADS",
+    "HashJob",
+    "Made",
+    "ProgressCallback",
+    "SourceFile",
+    "auto_piece_length",
+    "create",
+    "hash_files",
+    "make",
+    "padded_layout",
+    "scan",
+]
 
 
 def auto_piece_length(total_size: int) -> int:
@@ -328,7 +318,7 @@ def make(
         return _create_v2(
             path,
             piece_length,
-            _tiers(trackers),
+            trackers,
             torrent_format,
             threads,
             progress,
@@ -342,11 +332,12 @@ def make(
                 [w for w in web_seeds if w],
             ),
         )
-    job: HashJob | None = None
+    job: HashJob | ProcessHashJob | None = None
     pending: list[SourceFile] = []
     on_file = None
-    if piece_length is not None:
-        # The piece length is known, so hashing can start while the walk goes on.
+    if piece_length is not None and not processes_possible():
+        # The piece length is known, so hashing threads can start while the walk goes on.
+        # (Worker processes start once the walk is done: they inherit the file list.)
         streaming = job = HashJob(piece_length, threads=threads)
         job.start()
 
@@ -361,18 +352,17 @@ def make(
         if job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
         multi_file, files = scan(path, on_file)
-        # Checked once the workers run: the URL checks' imports stay off the start-up path.
-        tiers = _tiers(trackers)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
         if job is None:
-            job = HashJob(chosen, threads=threads, total=total)
-            job.feed(files)
+            job = new_job(chosen, files, threads=threads)
             job.start()
         else:
             job.feed(pending)
-        job.close_feed()
+            job.close_feed()
+        # Checked once the workers run: the URL checks' imports stay off the start-up path.
+        tiers = _tiers(trackers)
         # While the workers hash (mostly without the GIL), build everything else. A
         # short switch interval lets a worker coming back from a hash take the GIL at
         # once instead of waiting up to 5 ms for this thread's Python code.
@@ -555,7 +545,7 @@ def padded_layout(files: Sequence[SourceFile], piece_length: int, *, tail: bool)
 def _create_v2(
     path: str | os.PathLike[str],
     piece_length: int | None,
-    tiers: list[tuple[str, ...]],
+    trackers: Sequence[str | Sequence[str]],
     torrent_format: str,
     threads: int | None,
     progress: ProgressCallback | None,
@@ -563,18 +553,22 @@ def _create_v2(
     fields: _TopFields,
 ) -> Made:
     """:func:`make` for ``v2`` and ``hybrid``: scan, hash both ways at once, assemble."""
-    from torrent.proto import bencoding
-
     multi_file, files = scan(path)
     total = _check_payload(path, multi_file, files)
     top_name = _top_name(path, name, multi_file, files)
     chosen = piece_length or auto_piece_length(total)
     hybrid = torrent_format == "hybrid"
     layout = padded_layout(files, chosen, tail=hybrid) if multi_file else list(files)
-    job = HashJob(chosen, threads=threads, total=sum(f.length for f in layout), v1=hybrid, v2=True)
-    job.feed(layout)
-    job.close_feed()
+    job = new_job(chosen, layout, threads=threads, v1=hybrid, v2=True)
     job.start()
+    try:
+        # While the workers hash: what they do not need is imported and checked now.
+        from torrent.proto import bencoding
+
+        tiers = _tiers(trackers)
+    except BaseException:
+        job.cancel()
+        raise
     pieces = job.wait(progress)
     nodes = job.nodes_v2
 
@@ -850,386 +844,3 @@ def _tiers(trackers: Sequence[str | Sequence[str]]) -> list[tuple[str, ...]]:
         if urls:
             tiers.append(urls)
     return tiers
-
-
-def hash_files(
-    files: Sequence[SourceFile],
-    piece_length: int,
-    *,
-    threads: int | None = None,
-    progress: ProgressCallback | None = None,
-) -> bytes:
-    """SHA-1 every piece of ``files`` laid end to end; returns the concatenated digests.
-
-    Raises:
-        StorageError: a file could not be opened or read, or is shorter than scanned.
-    """
-    job = HashJob(piece_length, threads=threads, total=sum(f.length for f in files))
-    job.feed(files)
-    job.close_feed()
-    job.start()
-    return job.wait(progress)
-
-
-class HashJob:
-    """Hash files on worker threads while they are still being listed.
-
-    :meth:`start` the workers, :meth:`feed` files in torrent order (as a directory walk
-    finds them), :meth:`close_feed` when there are no more, then :meth:`wait` for the
-    digests. Work is cut into batches of whole pieces (about :data:`BATCH_BYTES`); each
-    worker takes the next batch from a shared counter, waits until the files that batch
-    needs are known, reads and hashes it. A slow or descheduled thread never holds up a
-    fixed share, and hashing starts before a large directory is fully listed.
-    """
-
-    def __init__(
-        self,
-        piece_length: int,
-        *,
-        threads: int | None = None,
-        total: int | None = None,
-        v1: bool = True,
-        v2: bool = False,
-    ) -> None:
-        """Args: ``threads`` defaults to the usable cores; ``total``, when already known,
-        caps the threads at the number of batches; ``v1`` SHA-1s each piece, ``v2``
-        computes each piece's BEP 52 merkle node (the files must then start at piece
-        boundaries, with padding files in the gaps)."""
-        self.piece_length = piece_length
-        self.v1 = v1
-        self.v2 = v2
-        #: After :meth:`wait` with ``v2``: each piece's merkle node (32 bytes), in order.
-        self.nodes_v2 = b""
-        self.results_v2: dict[int, bytes] = {}
-        self.per_batch = max(1, BATCH_BYTES // piece_length)
-        self.batch_bytes = self.per_batch * piece_length
-        if threads is None:
-            threads = (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            )
-        threads = min(threads, MAX_THREADS)
-        if total is not None:
-            threads = min(threads, -(-total // self.batch_bytes))
-        self.threads = max(1, threads)
-        # Only files with bytes take part in reading; ``starts`` holds their payload offsets.
-        self.files: list[SourceFile] = []
-        self.starts: list[int] = []
-        self.known = 0  # payload bytes covered by ``files`` so far
-        self.closed = False  # no more files: ``known`` is the total
-        self.fed = threading.Condition(threading.Lock())
-        self.results: dict[int, bytes] = {}  # batch index -> its pieces' digests
-        self.batches = itertools.count()  # next() on a count is atomic under the GIL
-        self.done = [0] * self.threads
-        self.remaining = self.threads
-        self.lock = threading.Lock()
-        self.finished = threading.Event()
-        self.stop = False
-        self.error: BaseException | None = None
-        self.workers = [
-            threading.Thread(target=self.work, args=(i,), name=f"pytorrent-hash-{i}", daemon=True)
-            for i in range(self.threads)
-        ]
-
-    @property
-    def total(self) -> int:
-        return self.known
-
-    def start(self) -> None:
-        for w in self.workers:
-            w.start()
-
-    def feed(self, files: Sequence[SourceFile]) -> None:
-        """Append files (in torrent order) to the payload."""
-        with self.fed:
-            for f in files:
-                if f.length:
-                    self.files.append(f)
-                    self.starts.append(self.known)
-                    self.known += f.length
-            self.fed.notify_all()
-
-    def close_feed(self) -> None:
-        """No more files: the payload is complete."""
-        with self.fed:
-            self.closed = True
-            self.fed.notify_all()
-
-    def cancel(self) -> None:
-        """Stop the workers after their current batch and wait for them."""
-        self.stop = True
-        self.close_feed()
-        for w in self.workers:
-            if w.is_alive():
-                w.join()
-
-    def wait(self, progress: ProgressCallback | None = None) -> bytes:
-        """Block until every piece is hashed; returns the digests.
-
-        Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
-        raises), the workers stop after their current batch and the exception propagates.
-
-        Raises:
-            StorageError: a worker could not read its files.
-        """
-        try:
-            if progress is None:
-                self.finished.wait()
-            else:
-                while not self.finished.wait(PROGRESS_INTERVAL_S):
-                    progress(sum(self.done), self.known)
-        finally:
-            self.cancel()
-        if self.error is not None:
-            raise self.error
-        if progress is not None:
-            progress(self.known, self.known)
-        if self.v2:
-            self.nodes_v2 = b"".join(self.results_v2[i] for i in range(len(self.results_v2)))
-        return b"".join(self.results[i] for i in range(len(self.results)))
-
-    def _wait_for(self, end: int) -> int:
-        """Block until the payload is known up to ``end`` (or complete); returns its known size."""
-        with self.fed:
-            while self.known < end and not self.closed:
-                self.fed.wait()
-            return self.known
-
-    def work(self, slot: int) -> None:
-        reader = _Reader(self.files, self.starts, self.piece_length, self.v1, self.v2)
-        try:
-            batch_bytes = self.batch_bytes
-            while not self.stop:
-                batch = next(self.batches)
-                start = batch * batch_bytes
-                known = self.known
-                if known < start + batch_bytes and not self.closed:
-                    known = self._wait_for(start + batch_bytes)
-                if start >= known:
-                    break  # the feed is closed and this batch lies past the end
-                size = min(batch_bytes, known - start)
-                self.results[batch], nodes = reader.hash_batch(start, size)
-                if self.v2:
-                    self.results_v2[batch] = nodes
-                self.done[slot] += size
-        except BaseException as exc:
-            with self.lock:
-                if self.error is None:
-                    self.error = exc
-            self.stop = True
-        finally:
-            reader.close()
-            with self.lock:
-                self.remaining -= 1
-                if self.remaining == 0 or self.error is not None:
-                    self.finished.set()
-
-
-class _Reader:
-    """One worker's reading and hashing of batches, chunk by chunk, without a second pass.
-
-    A file's part of a batch is mapped (``mmap``: the page cache's own pages, no copy)
-    and hashed there in chunks of at most :data:`CHUNK_BYTES` that never cross a piece
-    or file boundary; every hash the format needs (SHA-1 of the piece, SHA-256 of its
-    16 KiB blocks) reads a chunk while it is in the core's cache. Where ``mmap`` is
-    missing or the file system cannot map a file, each chunk is read with ``preadv``
-    into a buffer this reader owns (small enough to stay in the core's cache). Each
-    mapping lives only while its part is hashed.
-
-    Why map: on a warm page cache with both cores busy, reading every chunk with
-    ``preadv`` instead cost the whole ``pytorrent create`` of 1 GiB 0.90 s of CPU
-    against 0.83 s mapped, and of 1 GiB in 5,000 files 1.05 against 0.93 s (medians of
-    8, the difference in the kernel's copy); mktorrent's reads copy too. The price: a file truncated by another program *while*
-    its mapped part is hashed ends the process with SIGBUS. One shorter than scanned
-    when its part is mapped (the common case: it changed since the walk) is a
-    :class:`StorageError`, as with ``preadv``.
-
-    The kernel is asked to read each file ahead in :data:`READ_AHEAD_BYTES` stretches
-    (``POSIX_FADV_WILLNEED``), so a cold cache is read in large requests.
-    """
-
-    def __init__(
-        self, files: list[SourceFile], starts: list[int], piece_length: int, v1: bool, v2: bool
-    ) -> None:
-        self.files = files
-        self.starts = starts
-        self.piece_length = piece_length
-        self.v1 = v1
-        self.v2 = v2
-        self.fd = -1
-        self.fd_index = -1
-        self.advised = 0  # bytes of the open file asked to be read ahead
-        self.mapped: Any = None  # the mapping of the part being hashed
-        self.buffer = memoryview(bytearray())  # for ``preadv``, made when first needed
-        self.zeros = memoryview(bytes(CHUNK_BYTES))  # BEP 47 padding reads as zeros
-        # A chunk's whole blocks, as slices made once: its leaves are hashed by a loop
-        # in C (``map``), with no Python code between two blocks.
-        self.slices = [slice(i, i + BLOCK_SIZE) for i in range(0, CHUNK_BYTES, BLOCK_SIZE)]
-
-    def hash_batch(self, start: int, size: int) -> tuple[bytes, bytes]:
-        """SHA-1 digests and BEP 52 nodes of the pieces in ``start``..``start + size``.
-
-        The batch is whole pieces (the payload's last one may be short). For ``v2``
-        every file starts a piece (padding fills the gaps), so each piece's node is the
-        merkle root over one file's blocks in it: padded to the piece's width for a file
-        larger than a piece, to a power of two of its own blocks otherwise.
-        """
-        files, starts = self.files, self.starts
-        piece_length, v1, v2 = self.piece_length, self.v1, self.v2
-        chunk_bytes = CHUNK_BYTES
-        sha1 = hashlib.sha1
-        digests: list[bytes] = []
-        nodes: list[bytes] = []
-        leaves: list[bytes] = []
-        hasher = sha1()
-        in_piece = 0  # bytes of the current piece hashed so far
-        pos, end = start, start + size
-        index = bisect.bisect_right(starts, start) - 1
-        while pos < end:
-            f = files[index]
-            file_pos = pos - starts[index]
-            stop = min(end, starts[index] + f.length)
-            padding = not f.fs_path
-            part = None if padding else self._map(index, file_pos, stop - pos)
-            offset = 0  # into ``part``
-            while pos < stop:
-                n = min(chunk_bytes, stop - pos, piece_length - in_piece)
-                if padding:
-                    view = self.zeros[:n]
-                elif part is not None:
-                    view = part[offset : offset + n]
-                else:
-                    view = self._read(f, file_pos + offset, n)
-                if v1:
-                    hasher.update(view)
-                if v2 and not padding:
-                    leaves += self._leaves(view, n)
-                view.release()
-                pos += n
-                offset += n
-                in_piece += n
-                if in_piece == piece_length:
-                    if v1:
-                        digests.append(hasher.digest())
-                        hasher = sha1()
-                    if leaves:
-                        nodes.append(self._node(f, leaves))
-                        leaves = []
-                    in_piece = 0
-            if part is not None:
-                part.release()
-                self._unmap()
-            if leaves:  # the file ends inside this piece
-                nodes.append(self._node(f, leaves))
-                leaves = []
-            index += 1
-        if in_piece and v1:  # the payload's short last piece
-            digests.append(hasher.digest())
-        return b"".join(digests), b"".join(nodes)
-
-    def _leaves(self, view: memoryview, n: int) -> list[bytes]:
-        """SHA-256 of each 16 KiB block of a chunk (the last one may be shorter)."""
-        whole = n // BLOCK_SIZE
-        out = list(map(_digest, map(hashlib.sha256, map(view.__getitem__, self.slices[:whole]))))
-        if n % BLOCK_SIZE:
-            out.append(hashlib.sha256(view[whole * BLOCK_SIZE : n]).digest())
-        return out
-
-    def _node(self, f: SourceFile, leaves: list[bytes]) -> bytes:
-        piece_length = self.piece_length
-        width = piece_length // BLOCK_SIZE if f.length > piece_length else merkle.next_pow2(len(leaves))
-        return merkle.root(leaves, width)
-
-    def _map(self, index: int, file_pos: int, size: int) -> memoryview | None:
-        """Bytes ``file_pos``..``file_pos + size`` of file ``index``, mapped; None where
-        the file cannot be mapped (then :meth:`_read` reads it)."""
-        if self.fd_index != index:
-            self._open(index)
-        f = self.files[index]
-        if file_pos + size > self.advised and _FADVISE is not None and f.length - file_pos > ADVISE_MIN_BYTES:
-            # Ask for the next stretch of the file at once, in large reads, before its
-            # pages are touched (a cold cache would otherwise be read a fault at a time).
-            # On a warm cache this costs about 2 ms a GiB in stretches this long, but
-            # about 6 µs a call, so the rest of a small file is left to the kernel's own
-            # readahead: on 5,000 files of 210 KiB the calls cost 30 ms of 800.
-            self.advised = file_pos + READ_AHEAD_BYTES
-            _FADVISE(self.fd, file_pos, READ_AHEAD_BYTES, os.POSIX_FADV_WILLNEED)
-        if _mmap is None:
-            return None
-        skip = file_pos % _mmap.ALLOCATIONGRANULARITY
-        try:
-            mapped = _mmap.mmap(
-                self.fd, size + skip, flags=_MAP_FLAGS, prot=_mmap.PROT_READ, offset=file_pos - skip
-            )
-        except ValueError:  # CPython checks the size first: "mmap length is greater than file size"
-            raise StorageError(f"{f.fs_path} shrank while it was being hashed") from None
-        except OSError:
-            return None  # a file system that cannot map files: read this part instead
-        self.mapped = mapped
-        return memoryview(mapped)[skip:]
-
-    def _unmap(self) -> None:
-        if self.mapped is not None:
-            try:
-                self.mapped.close()
-            except BufferError:  # a view still held by an exception's traceback: freed with it
-                pass
-            self.mapped = None
-
-    def _open(self, index: int) -> None:
-        self.close()
-        self.fd = _open(self.files[index])
-        self.fd_index = index
-        self.advised = 0
-
-    def _read(self, f: SourceFile, file_pos: int, n: int) -> memoryview:
-        """Bytes ``file_pos``..``file_pos + n`` of the open file, read into the buffer."""
-        if not self.buffer:
-            self.buffer = memoryview(bytearray(CHUNK_BYTES))
-        view = self.buffer[:n]
-        got = 0
-        while got < n:
-            try:
-                k = _preadv(self.fd, view[got:] if got else view, file_pos + got)
-            except OSError as exc:
-                raise StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}") from None
-            if k == 0:
-                raise StorageError(f"{f.fs_path} shrank while it was being hashed")
-            got += k
-        return view
-
-    def close(self) -> None:
-        self._unmap()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-            self.fd_index = -1
-
-
-def _open(f: SourceFile) -> int:
-    try:
-        return os.open(f.fs_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise StorageError(f"cannot open {f.fs_path}: {exc.strerror or exc}") from None
-
-
-try:
-    import mmap as _mmap
-
-    _MAP_FLAGS = _mmap.MAP_SHARED
-except ImportError:  # pragma: no cover - platforms without mmap
-    _mmap = None  # type: ignore[assignment]
-    _MAP_FLAGS = 0
-
-_FADVISE = getattr(os, "posix_fadvise", None)
-_digest = operator.methodcaller("digest")
-
-if hasattr(os, "preadv"):
-
-    def _preadv(fd: int, into: memoryview, pos: int) -> int:
-        return os.preadv(fd, (into,), pos)
-
-else:  # pragma: no cover - platforms without preadv
-
-    def _preadv(fd: int, into: memoryview, pos: int) -> int:
-        os.lseek(fd, pos, os.SEEK_SET)  # each worker owns its descriptor, so seeking is safe
-        return os.readv(fd, (into,))

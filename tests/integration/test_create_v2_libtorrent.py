@@ -77,3 +77,34 @@ def test_cli_create_format_writes_a_hybrid(tmp_path: Path) -> None:
     assert m.info.has_v1
     assert m.info.has_v2
     assert m.info_hash_v2 == create(f, piece_length=16384, torrent_format="hybrid", no_date=True).info_hash_v2
+
+
+@pytest.mark.parametrize("fmt", ["v2", "hybrid"])
+@pytest.mark.parametrize("piece_length", [16384, 65536, 2**20])
+def test_worker_processes_give_libtorrents_info_dict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, piece_length: int
+) -> None:
+    import torrent.create_hashing as hashing
+
+    # Processes for any payload, a piece per batch: batches end inside files and
+    # padding, and every worker hashes some of each.
+    monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
+    workers: list[int] = []
+    real_start = hashing.ProcessHashJob.start
+
+    def start(job: hashing.ProcessHashJob) -> None:
+        real_start(job)
+        workers.append(len(job.pids))
+
+    monkeypatch.setattr(hashing.ProcessHashJob, "start", start)
+    d = tmp_path / "many"
+    for i in range(40):
+        p = d / f"d{i % 4}" / f"f{i:02d}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(0 if i % 9 == 0 else (i * 37_171) % 300_000 + 1))
+    (d / "big.bin").write_bytes(os.urandom(3 * 2**20 + 7))
+    _same_as_libtorrent(d, fmt, piece_length)
+    _same_as_libtorrent(d / "big.bin", fmt, piece_length)
+    assert len(workers) == 2
+    assert min(workers) >= 2

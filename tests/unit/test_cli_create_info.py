@@ -262,3 +262,66 @@ def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+
+
+def test_create_loads_neither_logging_nor_shutil(payload: Path, tmp_path: Path) -> None:
+    """``create`` never logs, and argparse's width lookup goes without shutil (and the
+    compression modules shutil imports): each start of the command is that much shorter."""
+    script = (
+        "import sys, cli.main\n"
+        f"rc = cli.main.main(['create', {str(payload)!r}, '-o', {str(tmp_path / 'o.torrent')!r}])\n"
+        "print('LOADED', sorted(m for m in ('logging', 'shutil', 'lzma', 'bz2') if m in sys.modules), rc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED [] 0"
+
+
+@pytest.mark.parametrize("columns", ["50", "120"])
+def test_help_is_wrapped_to_the_terminal_width(
+    columns: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["create", "--help"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= int(columns)
+    assert max(len(line) for line in lines) > int(columns) - 30
+
+
+def test_create_ends_at_once_with_its_output_complete(payload: Path, tmp_path: Path) -> None:
+    """``entry`` ends ``create`` with ``os._exit`` (no interpreter teardown): every line must
+    still reach the pipe, the torrent must be whole, and the exit codes stay as they were;
+    an atexit hook shows the teardown was skipped (and that other commands keep it)."""
+    out = tmp_path / "q.torrent"
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('TEARDOWN', file=sys.stderr))\n"
+        "from cli.main import entry\n"
+        "entry()\n"
+    )
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    done = run("create", str(payload), "-o", str(out), "--no-date")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == [
+        "name",
+        "info hash",
+        "size",
+        "piece length",
+        "written to",
+    ]
+    assert read_metainfo(out).info.name == "payload"
+    refused = run("create", str(tmp_path / "missing"), "-o", str(tmp_path / "r.torrent"))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("pytorrent create: ")
+    assert "TEARDOWN" not in refused.stderr
+    shown = run("info", str(out))
+    assert shown.returncode == 0
+    assert shown.stderr == "TEARDOWN\n"

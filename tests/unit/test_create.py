@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -204,21 +206,40 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
     assert [(f.path, f.length) for f in files] == [(("a", "c"), 2), (("b",), 1)]
 
 
-@pytest.fixture(params=["mmap", "preadv", "mmap, small chunks", "preadv, small chunks", "no fadvise"])
-def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(
+    params=["mmap", "preadv", "mmap, small chunks", "preadv, small chunks", "no fadvise", "processes"]
+)
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Each hashing test runs with the mapped reader, with the ``preadv`` one, with chunks
-    smaller than the test's pieces (so pieces and blocks span chunks) on both, and
-    without ``posix_fadvise`` (the others ask for read-ahead even on these small files)."""
-    import torrent.create
+    smaller than the test's pieces (so pieces and blocks span chunks) on both, without
+    ``posix_fadvise`` (the others ask for read-ahead even on these small files), and in
+    worker processes (one piece per batch, so even these small payloads get two workers;
+    the test fails if no worker process was started)."""
+    import torrent.create_hashing as hashing
 
-    monkeypatch.setattr(torrent.create, "ADVISE_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "ADVISE_MIN_BYTES", 0)
     if request.param.startswith("preadv"):
-        monkeypatch.setattr(torrent.create, "_mmap", None)
+        monkeypatch.setattr(hashing, "_mmap", None)
     if request.param.endswith("small chunks"):
-        monkeypatch.setattr(torrent.create, "CHUNK_BYTES", 2 * 16384)
+        monkeypatch.setattr(hashing, "CHUNK_BYTES", 2 * 16384)
     if request.param == "no fadvise":
-        monkeypatch.setattr(torrent.create, "_FADVISE", None)
-    return str(request.param)
+        monkeypatch.setattr(hashing, "_FADVISE", None)
+    started: list[int] = []
+    if request.param == "processes":
+        assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
+        monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
+        monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
+        real_start = hashing.ProcessHashJob.start
+
+        def start(job: hashing.ProcessHashJob) -> None:
+            real_start(job)
+            started.append(len(job.pids))
+
+        monkeypatch.setattr(hashing.ProcessHashJob, "start", start)
+    yield str(request.param)
+    if request.param == "processes":
+        assert started
+        assert min(started) >= 2
 
 
 def test_both_readers_give_the_hashes_of_the_bytes(tmp_path: Path, reader: str) -> None:
@@ -324,10 +345,14 @@ def test_make_gives_the_bytes_and_facts_of_the_metainfo_create_gives(tmp_path: P
 def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path, reader: str) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"x" * 100)
+    # A whole piece before: two batches when each is one piece (two worker processes).
+    first = tmp_path / "first"
+    first.write_bytes(b"y" * 16384)
+    before = SourceFile(("first",), str(first), 16384)
     with pytest.raises(StorageError, match="shrank"):
-        hash_files([SourceFile(("f",), str(f), 200)], 16384)
+        hash_files([before, SourceFile(("f",), str(f), 200)], 16384)
     with pytest.raises(StorageError, match="cannot open"):
-        hash_files([SourceFile(("g",), str(tmp_path / "g"), 10)], 16384)
+        hash_files([before, SourceFile(("g",), str(tmp_path / "g"), 10)], 16384)
 
 
 def test_progress_reports_reach_the_total_on_the_calling_thread(tmp_path: Path) -> None:

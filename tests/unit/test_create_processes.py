@@ -1,0 +1,333 @@
+"""torrent.create_hashing's worker processes: the same bytes as threads, errors, no worker left behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import torrent.create_hashing as hashing
+from tests.polling import wait_until_blocking
+from torrent.create import make
+from torrent.create_hashing import HashJob, ProcessHashJob, SourceFile, new_job
+from torrent.errors import StorageError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> list[ProcessHashJob]:
+    """Processes for any payload, one piece per batch; yields the process jobs started."""
+    assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
+    monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
+    started: list[ProcessHashJob] = []
+    real_start = ProcessHashJob.start
+
+    def start(job: ProcessHashJob) -> None:
+        real_start(job)
+        started.append(job)
+
+    monkeypatch.setattr(ProcessHashJob, "start", start)
+    return started
+
+
+def _many_files(base: Path, count: int, seed: int) -> Path:
+    """``count`` files of sizes from 0 to 70 KB in nested directories, some empty."""
+    rng = random.Random(seed)
+    for i in range(count):
+        p = base / f"d{i % 7}" / f"s{i % 3}" / f"f{i:04d}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        size = 0 if i % 11 == 0 else rng.choice([1, 100, 16383, 16384, 16385, 40_000, 70_001])
+        p.write_bytes(rng.randbytes(size))
+    return base
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2", "hybrid"])
+@pytest.mark.parametrize("piece_length", [16384, 65536])
+def test_processes_give_the_bytes_threads_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, piece_length: int
+) -> None:
+    # Many files, empty ones, files smaller and larger than a piece, and for a hybrid a
+    # padding file after each file that ends inside a piece.
+    top = _many_files(tmp_path / "top", 120, seed=piece_length)
+    single = tmp_path / "single.bin"
+    single.write_bytes(random.Random(1).randbytes(300_001))
+    fields = dict(piece_length=piece_length, torrent_format=fmt, creation_date=1, threads=3)
+    with_threads = [make(p, **fields).data for p in (top, single)]  # type: ignore[arg-type]
+    started: list[ProcessHashJob] = []
+    real_start = ProcessHashJob.start
+
+    def start(job: ProcessHashJob) -> None:
+        real_start(job)
+        started.append(job)
+
+    monkeypatch.setattr(hashing, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(hashing, "BATCH_BYTES", 16384)
+    monkeypatch.setattr(ProcessHashJob, "start", start)
+    with_processes = [make(p, **fields).data for p in (top, single)]  # type: ignore[arg-type]
+    assert [job.threads for job in started] == [3, 3]
+    assert with_processes == with_threads
+
+
+def test_new_job_picks_processes_only_for_large_payloads_of_several_batches() -> None:
+    big = [SourceFile(("a",), "/nonexistent", hashing.PROCESS_MIN_BYTES)]
+    small = [SourceFile(("a",), "/nonexistent", hashing.PROCESS_MIN_BYTES - 1)]
+    assert isinstance(new_job(1 << 20, big, threads=2), ProcessHashJob)
+    assert isinstance(new_job(1 << 20, small, threads=2), HashJob)
+    assert isinstance(new_job(1 << 20, big, threads=1), HashJob)  # one worker: no process
+    # One batch only (a piece as large as the payload): one worker, so threads.
+    assert isinstance(new_job(hashing.PROCESS_MIN_BYTES, big, threads=2), HashJob)
+
+
+def test_processes_are_not_used_beside_other_threads(tmp_path: Path) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert not hashing.processes_possible()
+        big = [SourceFile(("a",), "/nonexistent", hashing.PROCESS_MIN_BYTES)]
+        assert isinstance(new_job(1 << 20, big, threads=2), HashJob)
+    finally:
+        release.set()
+        other.join()
+    assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
+
+
+def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: list[ProcessHashJob]) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(40 * 16384 + 5))
+    calls: list[tuple[int, int]] = []
+    job = new_job(16384, [SourceFile(("f",), str(f), 40 * 16384 + 5)], threads=2)
+    job.start()
+    job.wait(lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (40 * 16384 + 5, 40 * 16384 + 5)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert small_batches
+    assert not small_batches[0].pids  # reaped
+
+
+def test_a_read_error_in_a_worker_is_a_storage_error_and_every_worker_is_reaped(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    good = tmp_path / "good"
+    good.write_bytes(os.urandom(5 * 16384))
+    files = [SourceFile(("good",), str(good), 5 * 16384), SourceFile(("gone",), str(tmp_path / "gone"), 100)]
+    job = new_job(16384, files, threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    pids = list(job.pids)
+    with pytest.raises(StorageError, match=r"cannot open .*gone"):
+        job.wait()
+    assert not job.pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # already reaped
+
+
+def test_a_worker_that_dies_names_the_file_that_shrank(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    # A file cut short under a worker's mapping kills it with SIGBUS; here both workers
+    # are killed outright after the file was cut, which the parent sees the same way.
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(8 * 16384))
+    job = new_job(16384, [SourceFile(("f",), str(f), 8 * 16384)], threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    os.truncate(f, 16384)
+    for pid in job.pids:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(StorageError, match=f"{f} shrank while it was being hashed"):
+        job.wait()
+    assert not job.pids
+
+
+def test_a_worker_killed_otherwise_is_a_storage_error(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(8 * 16384))
+    job = new_job(16384, [SourceFile(("f",), str(f), 8 * 16384)], threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    for pid in job.pids:
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(StorageError, match="hashing process"):
+        job.wait()
+
+
+def test_a_failing_progress_callback_kills_and_reaps_the_workers(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(64 * 16384))
+    job = new_job(16384, [SourceFile(("f",), str(f), 64 * 16384)], threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    pids = list(job.pids)
+
+    def boom(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.wait(boom)
+    assert not job.pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+# Whole-process checks: ``pytorrent create`` interrupted while its workers hash.
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie awaiting its new parent's reaping counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _start_create(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """``pytorrent create`` of a 4 GiB sparse file with two workers, once they run."""
+    if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
+        pytest.skip("no /proc/PID/task/TID/children here")
+    payload = tmp_path / "sparse.bin"
+    with open(payload, "wb") as fh:
+        fh.truncate(4 << 30)  # no bytes on disk; the workers are stopped long before the end
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cli.main", "create", str(payload)),
+            *("--threads", "2", "-l", "4M", "--format", "hybrid", "-o", str(tmp_path / "out.torrent")),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    try:
+        wait_until_blocking(
+            lambda: len(_children(proc.pid)) == 2, timeout_s=60, interval_s=0.002, what="two workers"
+        )
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc, _children(proc.pid)
+
+
+def test_ctrl_c_stops_the_workers_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    proc, workers = _start_create(tmp_path)
+    try:
+        for pid in workers:  # hold them mid-work, so the interrupt surely finds them running
+            os.kill(pid, signal.SIGSTOP)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
+        _, err = proc.communicate(timeout=60)
+        gone = [_gone(pid) for pid in workers]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in workers:  # a stopped worker left behind would stay forever
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert err == "pytorrent: interrupted\n"
+    assert all(gone)
+    assert not (tmp_path / "out.torrent").exists()
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+    proc, workers = _start_create(tmp_path)
+    try:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        wait_until_blocking(lambda: all(_gone(pid) for pid in workers), timeout_s=30, what="workers gone")
+    finally:
+        for pid in workers:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2", "hybrid"])
+@pytest.mark.parametrize("problem", ["shrank", "cannot open"])
+def test_a_file_problem_in_a_worker_is_one_line_and_exit_1(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    small_batches: list[ProcessHashJob],
+    fmt: str,
+    problem: str,
+) -> None:
+    import torrent.create
+    from cli.main import main
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_bytes(os.urandom(100_000))
+    (d / "b").write_bytes(os.urandom(50_000))
+    real_scan = torrent.create.scan
+
+    def scan(path: str | os.PathLike[str], on_file: object = None) -> tuple[bool, list[SourceFile]]:
+        # What another program does between the walk and the hashing.
+        multi, files = real_scan(path)
+        if problem == "shrank":
+            files[1] = files[1]._replace(length=files[1].length + 1)
+        else:
+            files[1] = files[1]._replace(fs_path=str(tmp_path / "removed"))
+        return multi, files
+
+    monkeypatch.setattr(torrent.create, "scan", scan)
+    out = tmp_path / "o.torrent"
+    assert main(["create", str(d), "-l", "16K", "--format", fmt, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pytorrent create: ")
+    assert problem in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+    assert small_batches
+    assert not small_batches[0].pids
+
+
+def test_the_progress_bar_leaves_the_workers_to_processes(
+    tmp_path: Path, small_batches: list[ProcessHashJob], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich redraws from its own thread by default; with that thread running, the
+    # command could not fork its workers (processes_possible is false).
+    from cli import cmd_create
+
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(20 * 16384))
+    seen: list[bool] = []
+    real_wait = ProcessHashJob.wait
+
+    def wait(job: ProcessHashJob, progress: hashing.ProgressCallback | None = None) -> bytes:
+        assert progress is not None
+        seen.append(threading.active_count() == 1)
+        return real_wait(job, progress)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ProcessHashJob, "wait", wait)
+        made = cmd_create._create_with_bar(make, str(f), {"piece_length": 16384, "no_date": True})
+    assert made.pieces == 20
+    assert len(small_batches) == 1
+    assert seen == [True]
