@@ -445,6 +445,8 @@ class Daemon:
         self._alt_wake = asyncio.Event()
         #: When the last torrent was added (monotonic).
         self._last_add = -ADD_BURST_S
+        #: Set by the first scheduler pass: every stored torrent is where it belongs.
+        self._ready = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -653,6 +655,13 @@ class Daemon:
             began = time.perf_counter()
             await self.schedule()
             self._pass_s = time.perf_counter() - began
+            self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Wait for the first scheduler pass after start: the stored torrents are then
+        listed as they are (the complete ones seeding), the queue has started what it
+        allows."""
+        await self._ready.wait()
 
     async def _announce_loop(self) -> None:
         """Run each dormant seed when its announce is due, one slot at a time (one task
