@@ -238,6 +238,7 @@ async def test_what_the_front_does_not_answer_goes_to_aiohttp(tmp_path: Path) ->
 
 async def test_slow_and_idle_clients_are_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(front_module, "REQUEST_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(front_module, "BODY_TIMEOUT_S", 0.3)
     monkeypatch.setattr(front_module, "KEEPALIVE_TIMEOUT_S", 0.6)
     async with asyncio.timeout(30), served(tmp_path) as server:
         # Half a head, then nothing: closed at the request bound, though bytes trickle in.
@@ -251,9 +252,13 @@ async def test_slow_and_idle_clients_are_closed(tmp_path: Path, monkeypatch: pyt
                 writer.write(bytes([byte]))
             assert await reader.read() == b""
             assert loop.time() - began < 2.0
-        # A head, then half its body.
+        # A head, then half its body; a refused head, then half the body to drop.
         async with connection(server) as (reader, writer):
             writer.write(post({"method": "session-stats"})[:-3])
+            assert await reader.read() == b""
+        async with connection(server) as (reader, writer):
+            writer.write(post({"method": "session-stats"}, sid="stale")[:-3])
+            assert (await read_answer(reader)).status == 409
             assert await reader.read() == b""
         # Nothing at all, or nothing after an answer: closed at the keep-alive bound.
         async with connection(server) as (reader, writer):

@@ -30,9 +30,10 @@ needs it; such a request waits for it.
 
 Keep-alive follows HTTP/1.1 (``Connection: close`` closes; HTTP/1.0 keeps alive only on
 ``Connection: keep-alive``). Pipelined requests are answered in order: requests behind
-one being answered wait (reading pauses past :data:`MAX_BUFFERED` bytes). A request must
-arrive whole within :data:`REQUEST_TIMEOUT_S` of its first byte, and an idle connection
-is closed after :data:`KEEPALIVE_TIMEOUT_S` (aiohttp's default keep-alive timeout).
+one being answered wait (reading pauses past :data:`MAX_BUFFERED` bytes). A request's
+head must arrive within :data:`REQUEST_TIMEOUT_S` of its first byte and its body within
+:data:`BODY_TIMEOUT_S` of the head, and an idle connection is closed after
+:data:`KEEPALIVE_TIMEOUT_S` (aiohttp's default keep-alive timeout).
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ __all__ = ["RpcFront", "RpcProtocol", "RpcServer"]
 #: Seconds after the daemon's first scheduler pass before aiohttp is loaded (unless a
 #: request needs it sooner): a restart's first listings are answered before.
 WEB_LOAD_DELAY_S: Final = 1.0
-#: A request's head and body must arrive within this many seconds of its first byte.
+#: A request's head must arrive within this many seconds of its first byte ...
 REQUEST_TIMEOUT_S: Final = 30.0
+#: ... and its body within this many seconds of the head's end (a large ``torrent-add``
+#: over a slow link takes a while).
+BODY_TIMEOUT_S: Final = 120.0
 #: A connection with no request under way is closed after this many seconds.
 KEEPALIVE_TIMEOUT_S: Final = 75.0
 #: The body of a refused request is read and dropped up to this size (the connection
@@ -74,7 +78,7 @@ _JSON: Final = b"application/json"
 _HTML: Final = b"text/html; charset=utf-8"
 
 #: What a connection's timer waits for.
-_NO_TIMER, _IDLE, _REQUEST = 0, 1, 2
+_NO_TIMER, _IDLE, _REQUEST, _BODY = 0, 1, 2, 3
 
 
 class RpcFront:
@@ -216,8 +220,8 @@ class RpcProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         """A half-closed client has sent all its requests: close once those pending or
-        held back are answered."""
-        if self._pending:
+        held back are answered (or tell aiohttp, once it has the connection)."""
+        if self._pending or self._handing:
             self._eof = True
             return True  # keep the transport open for the answer
         return None
@@ -259,7 +263,7 @@ class RpcProtocol(asyncio.Protocol):
                 if length > len(rest):
                     self._skip = length - len(rest)
                     self._buf = b""
-                    self._time(_REQUEST)
+                    self._time(_BODY)
                     return
                 buf = rest[length:]
                 continue
@@ -267,7 +271,7 @@ class RpcProtocol(asyncio.Protocol):
                 self._head = head
                 self._body = bytearray(rest)
                 self._buf = b""
-                self._time(_REQUEST)
+                self._time(_BODY)
                 return
             self._dispatch(head, rest[:length], rest[length:])
             return
@@ -345,8 +349,9 @@ class RpcProtocol(asyncio.Protocol):
         self._serve(buf)
 
     def _time(self, what: int) -> None:
-        """Wait for a request (:data:`_IDLE`), for the rest of one (:data:`_REQUEST`: the
-        bound runs from its first byte, so a trickle does not extend it) or for nothing."""
+        """Wait for a request (:data:`_IDLE`), for the rest of its head (:data:`_REQUEST`:
+        the bound runs from its first byte, so a trickle does not extend it), for its body
+        or the body being dropped (:data:`_BODY`, from the head's end) or for nothing."""
         if what == self._timing:
             return
         if self._timer is not None:
@@ -354,7 +359,7 @@ class RpcProtocol(asyncio.Protocol):
             self._timer = None
         self._timing = what
         if what != _NO_TIMER and self.transport is not None:
-            delay = KEEPALIVE_TIMEOUT_S if what == _IDLE else REQUEST_TIMEOUT_S
+            delay = (KEEPALIVE_TIMEOUT_S, REQUEST_TIMEOUT_S, BODY_TIMEOUT_S)[what - 1]
             self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _expire(self) -> None:
@@ -393,6 +398,8 @@ class RpcProtocol(asyncio.Protocol):
         handler.connection_made(transport)
         if buf:
             handler.data_received(buf)
+        if self._eof:
+            handler.eof_received()
         if self._reading_paused and not transport.is_closing():
             transport.resume_reading()
 
