@@ -182,6 +182,7 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     async with Daemon(config, settings) as daemon:
         await _reload(daemon, settings_file)
+        await daemon.wait_ready()  # the first answer lists every stored torrent as it is
         loop = asyncio.get_running_loop()
         try:
             # aiohttp (the web UI, /metrics) loads once the torrents are listed.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.utils
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -274,3 +275,8 @@ async def test_a_half_closed_client_gets_every_answer(tmp_path: Path) -> None:
         writer.write_eof()
         assert [(await read_answer(reader)).json()["tag"] for _ in range(2)] == [1, 2]
         assert await reader.read() == b""
+
+
+@pytest.mark.parametrize("seconds", [0, 784111777, 1700000000.5, 1709251199, 4102444800])
+def test_the_date_header_is_an_imf_fixdate(seconds: float) -> None:
+    assert front_module.http_date(seconds) == email.utils.formatdate(seconds, usegmt=True).encode()

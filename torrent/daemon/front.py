@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Final
 
 from torrent.daemon import rpc
@@ -108,7 +107,7 @@ class RpcFront:
         now = int(time.time())
         if now != self._date_at:
             self._date_at = now
-            self._date = formatdate(now, usegmt=True).encode()
+            self._date = http_date(now)
         return self._date
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -402,6 +401,26 @@ class RpcProtocol(asyncio.Protocol):
             handler.eof_received()
         if self._reading_paused and not transport.is_closing():
             transport.resume_reading()
+
+
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> bytes:
+    """``seconds`` since the epoch as an HTTP date (RFC 9110 5.6.7 IMF-fixdate; English
+    names whatever the locale; what ``email.utils.formatdate(usegmt=True)`` gives, without
+    importing the email package at start)."""
+    t = time.gmtime(seconds)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _DAYS[t.tm_wday].encode(),
+        t.tm_mday,
+        _MONTHS[t.tm_mon - 1].encode(),
+        t.tm_year,
+        t.tm_hour,
+        t.tm_min,
+        t.tm_sec,
+    )
 
 
 def _text(value: bytes | None) -> str | None:

@@ -617,15 +617,16 @@ class Daemon:
 
     async def _scheduler_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._wake.wait()
-            if self._closing:
-                return
-            # A pass walks every record: when thousands of checks end in a burst, one
-            # pass per gap serves them all (and leaves at least two thirds of the time to
-            # the checks and the RPC).
-            await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
+            if self._ready.is_set():  # the first pass, right after the start, waits for nothing
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                if self._closing:
+                    return
+                # A pass walks every record: when thousands of checks end in a burst, one
+                # pass per gap serves them all (and leaves at least two thirds of the time
+                # to the checks and the RPC).
+                await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
             self._wake.clear()
             if self._closing:
                 return

@@ -682,10 +682,10 @@ class Session:
     def _start_port_mapping(self) -> None:
         """Map the TCP listen port and the UDP port on the router (the task renews them
         until cancelled; :meth:`_stop_port_mapping` deletes them)."""
-        from torrent.engine.host import spawn
-
         if not (self.settings.port_mapping and self._http is not None and _mappable(self.listen_addresses)):
             return
+        from torrent.engine.host import spawn
+
         mapper = self._port_mapper(self._http)
         task = spawn(self._tg, mapper.run(), stopping=self._closing)
         if task is not None:
