@@ -318,7 +318,7 @@ class RpcProtocol(asyncio.Protocol):
         else:
             version, connection = b"HTTP/1.1", b"" if keep_alive else b"Connection: close\r\n"
         extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers)
-        transport.write(
+        status_and_fields = (
             b"%s %d %s\r\n%s%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: pytorrent\r\n\r\n"
             % (
                 version,
@@ -331,7 +331,8 @@ class RpcProtocol(asyncio.Protocol):
                 self.front.date(),
             )
         )
-        transport.write(body)
+        # One send for both (uvloop gathers them; asyncio joins them), not one each.
+        transport.writelines((status_and_fields, body))
         if not keep_alive:
             transport.close()
             return False
