@@ -11,7 +11,8 @@ daemon starts it again when its next announce is due; otherwise it is a record, 
 as seeding. A seed goes dormant once its announce settled and it had no connection for
 ``park_idle_s``, without a ``stopped`` announce (it stays listed at its trackers).
 Announces of dormant seeds are spread out: at most ``announces_per_s`` are scheduled
-per second (a restart with 10,000 seeds does not burst 10,000 announces).
+per second (a restart with 10,000 seeds does not burst 10,000 announces; one heap and
+one task for all of them, :mod:`torrent.daemon.announces`).
 
 Checking does not run the torrent either: :meth:`Session.check_torrent` hashes the data
 (or trusts a clean resume state) on the session's disk pool and saves the resume state;
@@ -77,7 +78,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import heapq
 import logging
 import os
 import sys
@@ -91,6 +91,7 @@ from torrent.daemon import content, network
 from torrent.daemon import limits as limit_rules
 from torrent.daemon.add_group import AddGroup
 from torrent.daemon.alt_speed import AltSpeedSchedule
+from torrent.daemon.announces import DormantAnnounces
 from torrent.daemon.store import StateStore, StoredTorrent, Summary
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.session import CheckResult, Session, Torrent
@@ -422,11 +423,9 @@ class Daemon:
         self._closing = False
         #: Records changed by the scheduler, written in one transaction per pass.
         self._dirty: dict[int, StoredTorrent] = {}
-        #: The next free announce slot for a dormant seed (monotonic).
-        self._announce_slot = 0.0
-        #: ``(when, id)`` of the dormant seeds' next announces (a stale entry is skipped).
-        self._announce_heap: list[tuple[float, int]] = []
-        self._announce_wake = asyncio.Event()
+        #: When the dormant seeds announce (one heap, one task; slots spread at
+        #: ``announces_per_s``).
+        self._dormant_announces = DormantAnnounces(config.announces_per_s)
         #: How long the last scheduler pass took (s).
         self._pass_s = 0.0
         #: Ids of the torrents with a seed ratio or idle limit of their own (mode 1).
@@ -471,7 +470,7 @@ class Daemon:
             self._load()
             self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
-            tg.create_task(self._announce_loop())
+            tg.create_task(self._dormant_announces.run(self._announce_due))
             tg.create_task(self._alt_speed.run())
             self._stack = stack.pop_all()
         return self
@@ -489,7 +488,7 @@ class Daemon:
         self._dirty.update((r.id, r.stored) for r in running)
         self._flush()
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
-        self._announce_wake.set()
+        self._dormant_announces.stop()
         self._alt_speed.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -641,28 +640,14 @@ class Daemon:
         allows."""
         await self._ready.wait()
 
-    async def _announce_loop(self) -> None:
-        """Run each dormant seed when its announce is due, one slot at a time (one task
-        for all of them: a dormant seed has no timer of its own)."""
-        heap = self._announce_heap
-        gap = 1.0 / self.config.announces_per_s
-        last = -gap
-        while not self._closing:
-            now = time.monotonic()
-            # Due, and a slot's gap after the last one: when the loop fell behind (a busy
-            # machine), the overdue announces still go out one slot apart, not in a burst.
-            delay = max(heap[0][0] - now, last + gap - now) if heap else 60.0
-            if delay > 0:
-                self._announce_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._announce_wake.wait()
-                continue
-            when, tid = heapq.heappop(heap)
-            r = self.records.get(tid)
-            if r is not None and r.parked and r.next_announce == when:
-                self._launch(r)
-                last = now
+    def _announce_due(self, torrent_id: int, when: float) -> bool:
+        """A dormant seed's announce came up: run it (False: the entry is stale, the seed
+        woke, stopped or was rescheduled meanwhile)."""
+        r = self.records.get(torrent_id)
+        if r is None or not r.parked or r.next_announce != when:
+            return False
+        self._launch(r)
+        return True
 
     def alt_speed_step(self) -> float | None:
         """Apply the alternative speed schedule's state if it changed since it was last
@@ -681,9 +666,7 @@ class Daemon:
     def _schedule_announce(self, r: Record, when: float) -> None:
         r.next_announce = when
         if when:
-            heapq.heappush(self._announce_heap, (when, r.id))
-            if self._announce_heap[0][1] == r.id:
-                self._announce_wake.set()
+            self._dormant_announces.schedule(r.id, when)
 
     async def schedule(self) -> None:
         """Reap ended runs, notice completions, then start what the queue allows."""
@@ -902,8 +885,7 @@ class Daemon:
         if not self._announces(r):
             return
         if announce_at is None:
-            self._announce_slot = max(self._announce_slot, now) + 1.0 / self.config.announces_per_s
-            announce_at = self._announce_slot
+            announce_at = self._dormant_announces.next_slot(now)
         self._schedule_announce(r, announce_at)
 
     def _announces(self, r: Record) -> bool:
