@@ -280,3 +280,15 @@ async def test_a_half_closed_client_gets_every_answer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seconds", [0, 784111777, 1700000000.5, 1709251199, 4102444800])
 def test_the_date_header_is_an_imf_fixdate(seconds: float) -> None:
     assert front_module.http_date(seconds) == email.utils.formatdate(seconds, usegmt=True).encode()
+
+
+async def test_a_client_that_sends_and_never_reads_is_not_buffered_without_bound(tmp_path: Path) -> None:
+    async with asyncio.timeout(60), served(tmp_path) as server, connection(server) as (reader, writer):
+        count = 60_000  # refused (no session id): ~9 MB of requests, ~20 MB of answers
+        writer.write(post({"method": "session-stats"}, sid=None) * count)
+        await asyncio.sleep(1.0)  # the server answers until the kernel's buffers are full
+        [protocol] = server.front.connections
+        assert protocol.transport is not None
+        assert protocol.transport.get_write_buffer_size() < 256 * 1024  # about the high-water mark
+        for _ in range(count):  # reading again, every request is answered
+            assert (await read_answer(reader)).status == 409

@@ -265,6 +265,9 @@ class RpcProtocol(asyncio.Protocol):
                     self._time(_BODY)
                     return
                 buf = rest[length:]
+                if self._write_paused:  # a client that sends and does not read: wait for it
+                    self._buf = buf
+                    return
                 continue
             if length > len(rest):
                 self._head = head
