@@ -65,7 +65,6 @@ from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.http_client import HttpClient
 from torrent.engine.incoming import HandshakeGate
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
-from torrent.engine.peer import Peer, PeerAddr
 from torrent.engine.status import (
     AnnounceReport,
     PeerStats,
@@ -84,13 +83,15 @@ from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
 # What a session with only dormant torrents never runs (the swarm and what it drives, the
-# DHT node, LSD, port mapping, the disk layer's checks, incoming peers) is imported where
-# it is first used: a daemon restarting with thousands of seeds answers sooner.
+# DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
+# imported where it is first used: a daemon restarting with thousands of seeds answers
+# sooner.
 if TYPE_CHECKING:
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.host import SwarmContext
     from torrent.engine.lsd import LsdService
     from torrent.engine.metadata_fetch import MetadataFetcher
+    from torrent.engine.peer import Peer, PeerAddr
     from torrent.engine.portmap import PortMapper
     from torrent.engine.swarm import Swarm
     from torrent.engine.utp_dial import DialStats
@@ -1190,6 +1191,8 @@ class Session:
     # ------------------------------------------------------------------ incoming
 
     def _incoming_factory(self) -> asyncio.Protocol:
+        from torrent.engine.peer import Peer  # with the first incoming connection
+
         peer = Peer(
             None,
             ("", 0),
