@@ -4,7 +4,8 @@ For each N (default 1,000 and 2,000) and each daemon, with N small complete torr
 (one 16 KiB file each, data already in the download directory):
 
 1. start the daemon (RPC and peer port on loopback, DHT/LSD/port mapping off) and read
-   its idle RSS;
+   its idle RSS (ours once its web server, which loads after the RPC first answers, is
+   loaded);
 2. add the N torrents over RPC (``torrent-add``, base64 metainfo), 8 requests in flight
    (the time, and the CPU time the daemon used meanwhile);
 3. wait until ``torrent-get`` lists every one complete and seeding (``percentDone`` 1,
@@ -146,6 +147,9 @@ class Daemon:
     def prepare(self) -> None:
         """Anything done once before the first start (not measured)."""
 
+    async def settle(self, http: aiohttp.ClientSession, rpc: Rpc) -> None:
+        """Anything the daemon loads after its RPC answers, done before its idle RSS is read."""
+
     def stop(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -171,9 +175,18 @@ class Ours(Daemon):
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         return {**env, "PYTHONPATH": str(ROOT), "PYTHONPYCACHEPREFIX": str(self.work / "pycache")}
 
+    async def settle(self, http: aiohttp.ClientSession, rpc: Rpc) -> None:
+        """The web server (aiohttp: web UI, ``/metrics``) loads after the RPC first
+        answers; a request for ``/metrics`` has it loaded now."""
+        async with http.get(rpc.url.replace("/transmission/rpc", "/metrics")) as resp:
+            await resp.read()
+
     def prepare(self) -> None:
         """Write the bytecode cache: import what the daemon imports, once."""
-        modules = "cli.main, cli.cmd_daemon, cli.cmd_download, torrent.daemon.rpc, torrent.daemon.watch"
+        modules = (
+            "cli.main, cli.cmd_daemon, cli.cmd_download, torrent.daemon.rpc, torrent.daemon.front, "
+            "torrent.daemon.webapp, torrent.daemon.watch, torrent.engine.swarm, torrent.engine.metadata_fetch"
+        )
         warm = f"import {modules}\ntry:\n    import uvloop\nexcept ImportError:\n    pass"
         subprocess.run([sys.executable, "-c", warm], cwd=ROOT, env=self.env(), check=True)
 
@@ -263,6 +276,7 @@ async def measure(d: Daemon, torrents: list[bytes], timeout_s: float) -> dict[st
             return True
 
         await wait_for(up, 30)
+        await d.settle(http, rpc)
         await asyncio.sleep(1.0)
         idle = rss_kib(d.pid)
         out["idle_rss_mib"] = idle / 1024

@@ -146,11 +146,10 @@ async def _serve(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from aiohttp import web
-
     from cli.cmd_download import discovery_settings
     from torrent.config import Settings
-    from torrent.daemon.rpc import RpcConfig, build_app
+    from torrent.daemon.front import RpcServer
+    from torrent.daemon.rpc import RpcConfig
     from torrent.daemon.service import Daemon, DaemonConfig
     from torrent.daemon.watch import watch_directory
 
@@ -183,30 +182,31 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     async with Daemon(config, settings) as daemon:
         await _reload(daemon, settings_file)
-        runner = web.AppRunner(build_app(daemon, rpc), access_log=None, handle_signals=False)
-        await runner.setup()
+        await daemon.wait_ready()  # the first answer lists every stored torrent as it is
+        loop = asyncio.get_running_loop()
         try:
-            site = web.TCPSite(runner, args.rpc_host, args.rpc_port)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            log.info(
-                "RPC on http://%s:%d/transmission/rpc; peers on port %d", host, port, daemon.session.port
-            )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, daemon.request_close)
-            async with asyncio.TaskGroup() as tg:
-                loop.add_signal_handler(signal.SIGHUP, lambda: tg.create_task(_reload(daemon, settings_file)))
-                watcher = tg.create_task(watch_directory(daemon, args.watch_dir)) if args.watch_dir else None
-                await daemon.close_requested.wait()
-                if watcher is not None:
-                    watcher.cancel()
-            log.info("stopping")
+            # aiohttp (the web UI, /metrics) loads once the torrents are listed.
+            async with RpcServer(daemon, rpc, args.rpc_host, args.rpc_port) as server:
+                host, port = server.address
+                log.info(
+                    "RPC on http://%s:%d/transmission/rpc; peers on port %d", host, port, daemon.session.port
+                )
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, daemon.request_close)
+                async with asyncio.TaskGroup() as tg:
+                    loop.add_signal_handler(
+                        signal.SIGHUP, lambda: tg.create_task(_reload(daemon, settings_file))
+                    )
+                    watcher = (
+                        tg.create_task(watch_directory(daemon, args.watch_dir)) if args.watch_dir else None
+                    )
+                    await daemon.close_requested.wait()
+                    if watcher is not None:
+                        watcher.cancel()
+                log.info("stopping")
         finally:
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(sig)
-            await runner.cleanup()
     log.info("stopped")
     return 0

@@ -28,7 +28,8 @@ difference: a connection handed over starts its wait for a request head afresh, 
 request that is not ours may take up to twice the header timeout in all (it is handed
 over as soon as its request line shows it is not ours).
 
-:func:`read_head` is the pure part (bytes in, a :class:`Head` out) and is tested alone.
+:func:`read_head` is the pure part (bytes in, a :class:`Head` out) and is tested alone; the
+request head itself is read by :mod:`torrent.proto.http1`, which the daemon's RPC shares.
 """
 
 from __future__ import annotations
@@ -42,28 +43,19 @@ from typing import Any, Final, NamedTuple
 
 from aiohttp import web
 
+from torrent.proto.http1 import MAX_HEAD, read_request_head
 from tracker.endpoints import HttpEndpoints
 from tracker.guard import ConnectionGuard, GuardedSite
 
-#: The longest request head answered here; a longer one goes to aiohttp (which has its
-#: own limits: 8190 bytes a line or field).
-MAX_HEAD: Final = 8192
 #: Bytes held while an earlier answer is pending before reading pauses.
 MAX_BUFFERED: Final = 4 * MAX_HEAD
 
 ANNOUNCE: Final = 1
 SCRAPE: Final = 2
 
-#: ``(GET|HEAD) SP origin-form SP HTTP/1.x CRLF`` with a visible-ASCII target.
-_REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[!-~]*) HTTP/1\.([01])\r\n")
-#: Field lines (RFC 9112 5: token ":" OWS value OWS CRLF), then the empty line.
-_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t -~\x80-\xff]*\r\n)*\r\n")
+_METHODS: Final = frozenset((b"GET", b"HEAD"))
 _PATHS: Final = {b"/announce": ANNOUNCE, b"/scrape": SCRAPE}
 _PASSKEY_PATH = re.compile(rb"/([0-9a-f]{32})/(announce|scrape)")
-#: Header names (lower case, after a line start) that send a request to aiohttp.
-_NOT_OURS: Final = (b"\ntransfer-encoding:", b"\nupgrade:", b"\nexpect:")
-_CONTENT_LENGTH: Final = b"\ncontent-length:"
-_CONNECTION: Final = b"\nconnection:"
 #: Status line and connection header by (HTTP/1.0?, keep alive?), as aiohttp writes them.
 _STATUS: Final = {
     (False, True): b"HTTP/1.1 200 OK\r\n",
@@ -96,20 +88,17 @@ class Head(NamedTuple):
 
 
 def read_head(buf: bytes, *, private: bool) -> Head | int:
-    """The first request head of ``buf``.
+    """The first request head of ``buf`` (read by :func:`torrent.proto.http1.read_request_head`).
 
     Returns:
         a :class:`Head` when the request is one answered here; ``0`` when the head is
         not complete yet (and may still be); ``-1`` when the request is not ours (the
         caller hands ``buf`` to aiohttp).
     """
-    end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
-    if end < 0:
-        return _unfinished(buf)
-    line = _REQUEST_LINE.match(buf, 0, end + 2)
-    if line is None:
-        return -1
-    path, _, query = line.group(2).partition(b"?")
+    head = read_request_head(buf, _METHODS)
+    if isinstance(head, int):
+        return head
+    path, _, query = head.target.partition(b"?")
     kind = _PATHS.get(path)
     passkey = None
     if kind is None:
@@ -118,60 +107,12 @@ def read_head(buf: bytes, *, private: bool) -> Head | int:
             return -1
         kind = ANNOUNCE if m.group(2) == b"announce" else SCRAPE
         passkey = m.group(1).decode()
-    if b"#" in query:
+    if b"#" in query or head.content_length:
         return -1
-    http10 = line.group(3) == b"0"
-    keep_alive = not http10
-    fields_at = line.end()
-    if fields_at < end + 2:  # there are field lines
-        verdict = _read_fields(buf[fields_at : end + 4], keep_alive)
-        if verdict is None:
-            return -1
-        keep_alive = verdict
+    keep_alive = head.keep_alive
     return Head(
-        kind, query, passkey, keep_alive, _STATUS[http10, keep_alive], line.group(1) == b"HEAD", end + 4
+        kind, query, passkey, keep_alive, _STATUS[head.http10, keep_alive], head.method == b"HEAD", head.end
     )
-
-
-def _unfinished(buf: bytes) -> int:
-    """:func:`read_head` of a head without its end: 0 to wait for more, -1 when it cannot
-    become one of ours (too long, or a bad line end or request line already there)."""
-    if len(buf) >= MAX_HEAD + 4 or b"\n\n" in buf:
-        return -1
-    nl = buf.find(b"\n")  # a request line already wrong says so now, not at the timeout
-    return -1 if nl >= 0 and _REQUEST_LINE.match(buf, 0, nl + 1) is None else 0
-
-
-def _read_fields(fields: bytes, keep_alive: bool) -> bool | None:
-    """Whether the connection stays open after these field lines (with their final empty
-    line); ``None`` when they make the request not ours."""
-    if _FIELDS.fullmatch(fields) is None:
-        return None
-    low = b"\n" + fields.lower()
-    for name in _NOT_OURS:
-        if name in low:
-            return None
-    if _CONTENT_LENGTH in low and _field(low, _CONTENT_LENGTH) != b"0":
-        return None
-    if _CONNECTION in low:
-        value = _field(low, _CONNECTION)
-        if value is None:
-            return None
-        tokens = {t.strip() for t in value.split(b",")}
-        if b"close" in tokens:
-            return False
-        if b"keep-alive" in tokens:
-            return True
-    return keep_alive
-
-
-def _field(low: bytes, name: bytes) -> bytes | None:
-    """The value of field ``name`` in lower-cased field lines; ``None`` when it repeats."""
-    at = low.find(name)
-    if low.find(name, at + 1) >= 0:
-        return None
-    start = at + len(name)
-    return low[start : low.find(b"\r\n", start)].strip(b" \t")
 
 
 class HttpFront:

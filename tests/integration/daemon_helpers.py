@@ -1,6 +1,7 @@
 """Helpers for the daemon's tests: an in-process daemon with its RPC, and an RPC client.
 
-Everything binds to 127.0.0.1; the engine runs with ``testing_settings`` (loopback,
+The RPC is served as ``pytorrent daemon`` serves it (:class:`~torrent.daemon.front.RpcServer`:
+the hand-written front, aiohttp behind it). Everything binds to 127.0.0.1; the engine runs with ``testing_settings`` (loopback,
 short timers) and seeds without a ratio limit, as the daemon does.
 """
 
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 
 from torrent import config
-from torrent.daemon.rpc import SESSION_HEADER, RpcConfig, build_app
+from torrent.daemon.front import RpcServer
+from torrent.daemon.rpc import SESSION_HEADER, RpcConfig
 from torrent.daemon.service import Daemon, DaemonConfig
 from torrent.proto.metainfo import Metainfo
 
@@ -93,11 +94,10 @@ async def running_daemon(
 ) -> AsyncIterator[tuple[Daemon, RpcClient]]:
     """A daemon (state under ``tmp_path``) with its RPC on a loopback port, and a client."""
     settings = config.testing_settings().replace(seed_ratio=None)
-    async with Daemon(daemon_config(tmp_path, **changes), settings) as daemon:
-        server = TestServer(build_app(daemon, rpc or RpcConfig()), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as http:
-                yield daemon, RpcClient(http, str(server.make_url("/transmission/rpc")))
-        finally:
-            await server.close()
+    async with (
+        Daemon(daemon_config(tmp_path, **changes), settings) as daemon,
+        RpcServer(daemon, rpc or RpcConfig(), "127.0.0.1", 0) as server,
+        aiohttp.ClientSession() as http,
+    ):
+        host, port = server.address
+        yield daemon, RpcClient(http, f"http://{host}:{port}/transmission/rpc")

@@ -578,7 +578,7 @@ async def test_alternative_speed_limits_switch_at_the_schedules_boundaries(tmp_p
 
     async def at(when: datetime.datetime) -> None:
         now[0] = when
-        daemon._alt_wake.set()  # what the wait's timeout does at the boundary
+        daemon._alt_speed.wake.set()  # what the wait's timeout does at the boundary
         await asyncio.sleep(0.05)
 
     async with asyncio.timeout(30), running_daemon(tmp_path, clock=lambda: now[0]) as (daemon, client):

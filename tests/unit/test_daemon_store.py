@@ -50,6 +50,26 @@ def test_records_round_trip_in_queue_order(tmp_path: Path) -> None:
     assert loaded[2].wanted == [True, False, True]
 
 
+def test_records_sharing_list_texts_load_with_lists_of_their_own(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    for i, name in enumerate(("a", "c", "d")):
+        store.insert(_record(name, i))
+    a, c, d = store.load()
+    assert a.wanted == c.wanted == [True, False, True]
+    a.wanted[0] = False
+    a.priorities.append(1)
+    a.labels.clear()
+    a.limits["uploadLimit"] = 1
+    assert (c.wanted, c.priorities, c.labels, c.limits) == (
+        [True, False, True],
+        [0, 1, -1],
+        ["x", "y"],
+        {"downloadLimit": 5},
+    )
+    assert d.files_done is not c.files_done
+    assert d.files_done == [1, 2, 3]
+
+
 def test_a_summarized_record_loads_without_its_metainfo_which_is_read_on_demand(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     a, old = _record("a", 0), _record("old", 1)

@@ -17,7 +17,6 @@ import os
 import shutil
 from typing import Any
 
-from torrent.disk.storage import state_dir, state_path
 from torrent.proto.metainfo import Info, Metainfo
 from torrent.types import InfoHash
 
@@ -100,6 +99,8 @@ def rename_on_disk(old: str, last: str) -> None:
 
 def forget_resume(download_dir: str, info_hash: str) -> None:
     """Delete a torrent's resume state and journal: its next start hashes everything."""
+    from torrent.disk.storage import state_path
+
     ih = bytes.fromhex(info_hash)
     for suffix in ("resume", "journal"):
         with contextlib.suppress(FileNotFoundError):
@@ -109,6 +110,8 @@ def forget_resume(download_dir: str, info_hash: str) -> None:
 def delete_data(meta: Metainfo | None, download_dir: str, info_hash: str) -> None:
     """Delete the torrent's content (where its names, renamed or not, put it) and its
     engine state files."""
+    from torrent.disk.storage import state_dir
+
     if meta is not None:
         content = os.path.join(download_dir, meta.info.disk_name)
         if os.path.isdir(content) and meta.info.multi_file:
@@ -127,6 +130,8 @@ def move_data(meta: Metainfo, download_dir: str, info_hash: str, location: str) 
     Raises:
         OSError: ``location`` cannot be made or written, or a move failed.
     """
+    from torrent.disk.storage import state_dir
+
     if os.path.abspath(download_dir) == location:
         return
     os.makedirs(location, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Transmission's RPC protocol (HTTP JSON at ``/transmission/rpc``) and ``/metrics``.
+"""Transmission's RPC protocol (HTTP JSON at ``/transmission/rpc``): its methods and the
+checks a request passes first.
 
 Implements the request/response format of Transmission's ``docs/rpc-spec.md`` with the
 field names of RPC version 17 (Transmission 4.0; kebab-case and camelCase, as
@@ -12,8 +13,13 @@ field names of RPC version 17 (Transmission 4.0; kebab-case and camelCase, as
 * every method a client needs (see ``METHODS``); an unknown method or a malformed
   request gets a ``result`` naming the problem, never a 500.
 
-``/metrics`` serves the Prometheus text format (no auth; bind to loopback). ``/`` serves
-the web UI (``torrent/daemon/webui.py``) behind the same auth and host whitelist.
+Nothing here is tied to an HTTP server: :func:`refuse_client` and :func:`refuse_rpc` are
+the checks (:class:`Refusal` is the answer to send instead), :func:`answer` turns a
+request body into the response body. Two servers use them: the hand-written HTTP/1.1
+front that answers the RPC (:mod:`torrent.daemon.front`) and the aiohttp application
+behind it (:mod:`torrent.daemon.webapp`: the web UI, ``/metrics``, and every request the
+front hands over). aiohttp is imported only when it is needed (the application, or a
+``torrent-add`` of a URL): a restarting daemon answers before it is loaded.
 """
 
 from __future__ import annotations
@@ -28,19 +34,32 @@ import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
-
-from torrent.daemon import network, webui
+from torrent.daemon import network
 from torrent.daemon.fields import Listing
 from torrent.daemon.service import Daemon, DaemonError, Record
 from torrent.errors import MetainfoError
 from torrent.version import USER_AGENT
 
-__all__ = ["RPC_VERSION", "RpcConfig", "build_app"]
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "RPC_VERSION",
+    "SESSION_HEADER",
+    "Refusal",
+    "RpcConfig",
+    "RpcContext",
+    "answer",
+    "build_app",
+    "refuse_client",
+    "refuse_rpc",
+    "session_values",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +70,6 @@ SESSION_HEADER = "X-Transmission-Session-Id"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 #: A .torrent fetched from a URL may not be larger than this.
 MAX_TORRENT_URL_BYTES = 16 * 1024 * 1024
-
-DAEMON = web.AppKey("daemon", Daemon)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,40 +87,101 @@ class RpcConfig:
     host_whitelist: tuple[str, ...] = ()
     session_id: str = ""
 
+    def with_session_id(self) -> RpcConfig:
+        """This config, with a random session id unless it has one."""
+        if self.session_id:
+            return self
+        return RpcConfig(self.username, self.password, self.host_whitelist, secrets.token_urlsafe(24))
 
-CONFIG = web.AppKey("rpc_config", RpcConfig)
+
+@dataclass(slots=True)
+class RpcContext:
+    """What the methods need besides the daemon: the config (its session id set) and an
+    HTTP client for ``torrent-add`` of a URL (made on first use; :meth:`close` ends it)."""
+
+    config: RpcConfig
+    _http: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            import aiohttp
+
+            self._http = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=30)
+            )
+        return self._http
+
+    async def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
 
 class RpcError(Exception):
     """A request the method refuses; the message becomes the response's ``result``."""
 
 
-Handler = Callable[[Daemon, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+Handler = Callable[[Daemon, dict[str, Any], RpcContext], Awaitable[dict[str, Any]]]
 
 
-def build_app(daemon: Daemon, config: RpcConfig) -> web.Application:
-    """The aiohttp application serving the RPC and the metrics."""
-    if not config.session_id:
-        config = RpcConfig(config.username, config.password, config.host_whitelist, secrets.token_urlsafe(24))
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_guard])
-    app[DAEMON] = daemon
-    app[CONFIG] = config
-    app.router.add_route("*", "/transmission/rpc", _rpc)
-    app.router.add_route("*", "/transmission/rpc/", _rpc)
-    app.router.add_get("/metrics", _metrics)
-    webui.add_routes(app, config.session_id)
-    app.cleanup_ctx.append(_http_client)
-    return app
+def build_app(daemon: Daemon, config: RpcConfig, context: RpcContext | None = None) -> web.Application:
+    """The aiohttp application serving the RPC, the web UI and the metrics
+    (:func:`torrent.daemon.webapp.build_app`; imports aiohttp)."""
+    from torrent.daemon import webapp
+
+    return webapp.build_app(daemon, config, context)
 
 
-async def _http_client(app: web.Application) -> Any:
-    http = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=30))
-    app[HTTP] = http
-    yield
-    await http.close()
+# --------------------------------------------------------------------- the checks
 
 
-def _host_allowed(host: str, whitelist: tuple[str, ...]) -> bool:
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An HTTP answer sent instead of the RPC's: ``status``, its ``reason`` phrase, extra
+    ``headers`` and an HTML ``text``."""
+
+    status: int
+    reason: str
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+UNAUTHORIZED = Refusal(
+    401, "Unauthorized", "<h1>401: Unauthorized</h1>", (("WWW-Authenticate", 'Basic realm="Transmission"'),)
+)
+MISDIRECTED = Refusal(
+    421, "Misdirected Request", "<h1>421: Misdirected Request</h1><p>Unknown host name.</p>"
+)
+NOT_ALLOWED = Refusal(405, "Method Not Allowed", "<h1>405: Method Not Allowed</h1>")
+
+
+def refuse_client(config: RpcConfig, authorization: str | None, host: str) -> Refusal | None:
+    """What the RPC and the web UI alike answer a request that fails basic auth (401)
+    or names a host not on the whitelist (421); None: it passes."""
+    if config.username is not None and config.password is not None and not _authorized(authorization, config):
+        return UNAUTHORIZED
+    if not host_allowed(host, config.host_whitelist):
+        return MISDIRECTED
+    return None
+
+
+def refuse_rpc(config: RpcConfig, session_id: str | None, method: str) -> Refusal | None:
+    """What an RPC request (past :func:`refuse_client`) gets instead of an answer: 409
+    without the current session id (it carries the id), 405 when it is not a POST."""
+    if session_id != config.session_id:
+        return Refusal(
+            409,
+            "Conflict",
+            f"<h1>409: Conflict</h1><p>Your request had an invalid session-id header.</p>"
+            f"<p><code>{SESSION_HEADER}: {config.session_id}</code></p>",
+            ((SESSION_HEADER, config.session_id),),
+        )
+    if method != "POST":
+        return NOT_ALLOWED
+    return None
+
+
+def host_allowed(host: str, whitelist: tuple[str, ...]) -> bool:
     name = host
     if name.startswith("["):
         name = name[1 : name.find("]")] if "]" in name else name
@@ -119,38 +196,8 @@ def _host_allowed(host: str, whitelist: tuple[str, ...]) -> bool:
         return name.lower() in whitelist
 
 
-@web.middleware
-async def _guard(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Auth, host whitelist and a JSON answer for anything that goes wrong (no 500 page)."""
-    config = request.app[CONFIG]
-    if request.path != "/metrics":  # the RPC and the web UI alike
-        if config.username is not None and config.password is not None and not _authorized(request, config):
-            return web.Response(
-                status=401,
-                text="<h1>401: Unauthorized</h1>",
-                content_type="text/html",
-                headers={"WWW-Authenticate": 'Basic realm="Transmission"'},
-            )
-        if not _host_allowed(request.host, config.host_whitelist):
-            return web.Response(
-                status=421,
-                text="<h1>421: Misdirected Request</h1><p>Unknown host name.</p>",
-                content_type="text/html",
-            )
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except Exception:  # a bug must not take the server down or leak a traceback
-        log.exception("error serving %s", request.path)
-        return web.json_response({"result": "internal error"}, status=200)
-
-
-def _authorized(request: web.Request, config: RpcConfig) -> bool:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
+def _authorized(header: str | None, config: RpcConfig) -> bool:
+    if header is None or not header.startswith("Basic "):
         return False
     try:
         user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
@@ -161,51 +208,55 @@ def _authorized(request: web.Request, config: RpcConfig) -> bool:
     )
 
 
-async def _rpc(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
-    if request.headers.get(SESSION_HEADER) != config.session_id:
-        return web.Response(
-            status=409,
-            text=f"<h1>409: Conflict</h1><p>Your request had an invalid session-id header.</p>"
-            f"<p><code>{SESSION_HEADER}: {config.session_id}</code></p>",
-            content_type="text/html",
-            headers={SESSION_HEADER: config.session_id},
-        )
-    if request.method != "POST":
-        return web.Response(status=405, text="<h1>405: Method Not Allowed</h1>", content_type="text/html")
+# --------------------------------------------------------------------- a request
+
+
+async def answer(daemon: Daemon, context: RpcContext, raw: bytes) -> bytes:
+    """The JSON response body for the request body ``raw`` (a request that passed the
+    checks). Never raises for what a client sends: a bug is logged and answered
+    ``internal error``."""
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _answer({"result": f"request larger than {MAX_BODY_BYTES} bytes"}, None)
+        return _encode(await _call(daemon, context, raw)).encode()
+    except Exception:  # a bug must not take the server down or leak a traceback
+        log.exception("error serving an RPC request")
+        return b'{"result":"internal error"}'
+
+
+def too_large() -> bytes:
+    """The response body for a request larger than :data:`MAX_BODY_BYTES`."""
+    return _encode({"result": f"request larger than {MAX_BODY_BYTES} bytes"}).encode()
+
+
+async def _call(daemon: Daemon, context: RpcContext, raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return _answer({"result": "malformed request: not JSON"}, None)
+        return {"result": "malformed request: not JSON"}
     if not isinstance(body, dict):
-        return _answer({"result": "malformed request: not a JSON object"}, None)
+        return {"result": "malformed request: not a JSON object"}
     tag = body.get("tag")
     method = body.get("method")
     args = body.get("arguments", {})
     if not isinstance(method, str):
-        return _answer({"result": "no method name"}, tag)
+        return _tagged({"result": "no method name"}, tag)
     if not isinstance(args, dict):
-        return _answer({"result": "arguments must be an object"}, tag)
+        return _tagged({"result": "arguments must be an object"}, tag)
     handler = METHODS.get(method.replace("_", "-"))
     if handler is None:
-        return _answer({"result": "method name not recognized"}, tag)
+        return _tagged({"result": "method name not recognized"}, tag)
     try:
-        out = await handler(request.app[DAEMON], args, request)
+        out = await handler(daemon, args, context)
     except (RpcError, DaemonError) as exc:
-        return _answer({"result": str(exc)}, tag)
+        return _tagged({"result": str(exc)}, tag)
     except (TypeError, ValueError, KeyError) as exc:
-        return _answer({"result": f"invalid argument: {exc}"}, tag)
-    return _answer({"result": "success", "arguments": out}, tag)
+        return _tagged({"result": f"invalid argument: {exc}"}, tag)
+    return _tagged({"result": "success", "arguments": out}, tag)
 
 
-def _answer(body: dict[str, Any], tag: Any) -> web.Response:
+def _tagged(body: dict[str, Any], tag: Any) -> dict[str, Any]:
     if tag is not None:
         body["tag"] = tag
-    return web.Response(body=_encode(body).encode(), content_type="application/json")
+    return body
 
 
 class RawJson(str):
@@ -226,7 +277,7 @@ def _encode(value: Any) -> str:
 # --------------------------------------------------------------------- torrent-get
 
 
-async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_get(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     names = args.get("fields")
     if not isinstance(names, list) or not all(isinstance(f, str) for f in names):
         raise RpcError("'fields' must be a list of field names")
@@ -244,27 +295,27 @@ def _ids(daemon: Daemon, args: dict[str, Any]) -> list[Record]:
     return daemon.lookup(args.get("ids"))
 
 
-async def _torrent_start(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_start(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.start(_ids(daemon, args))
     return {}
 
 
-async def _torrent_start_now(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_start_now(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.start(_ids(daemon, args), now=True)
     return {}
 
 
-async def _torrent_stop(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_stop(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.stop(_ids(daemon, args))
     return {}
 
 
-async def _torrent_verify(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_verify(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.verify(_ids(daemon, args))
     return {}
 
 
-async def _torrent_reannounce(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_reannounce(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     daemon.reannounce(_ids(daemon, args))
     return {}
 
@@ -278,7 +329,7 @@ def _index_list(args: dict[str, Any], key: str) -> list[int] | None:
     return value
 
 
-async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_set(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     records = _ids(daemon, args)
     priorities = {
         prio: idx
@@ -323,7 +374,7 @@ _TORRENT_LIMITS = (
 )
 
 
-async def _torrent_set_location(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_set_location(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     location = args.get("location")
     if not isinstance(location, str) or not location:
         raise RpcError("no location")
@@ -331,7 +382,7 @@ async def _torrent_set_location(daemon: Daemon, args: dict[str, Any], _: web.Req
     return {}
 
 
-async def _torrent_rename_path(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_rename_path(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     path, name = args.get("path"), args.get("name")
     if not isinstance(path, str) or not isinstance(name, str):
         raise RpcError("'path' and 'name' must be strings")
@@ -342,12 +393,12 @@ async def _torrent_rename_path(daemon: Daemon, args: dict[str, Any], _: web.Requ
     return {"id": records[0].id, "path": path, "name": name}
 
 
-async def _torrent_remove(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _torrent_remove(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.remove(_ids(daemon, args), delete_data=bool(args.get("delete-local-data", False)))
     return {}
 
 
-async def _torrent_add(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def _torrent_add(daemon: Daemon, args: dict[str, Any], context: RpcContext) -> dict[str, Any]:
     metainfo_b64, filename = args.get("metainfo"), args.get("filename")
     data: bytes | None = None
     magnet: str | None = None
@@ -360,7 +411,7 @@ async def _torrent_add(daemon: Daemon, args: dict[str, Any], request: web.Reques
         if filename.startswith("magnet:"):
             magnet = filename
         elif filename.startswith(("http://", "https://")):
-            data = await _fetch_torrent(request.app[HTTP], filename)
+            data = await _fetch_torrent(context.http(), filename)
         else:
             try:
                 data = await asyncio.to_thread(_read_head, filename, MAX_TORRENT_URL_BYTES + 1)
@@ -392,6 +443,8 @@ def _read_head(path: str, limit: int) -> bytes:
 
 
 async def _fetch_torrent(http: aiohttp.ClientSession, url: str) -> bytes:
+    import aiohttp
+
     try:
         async with http.get(url) as resp:
             if resp.status != 200:
@@ -475,21 +528,21 @@ def _free(path: str) -> int:
         return -1
 
 
-async def _session_get(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def _session_get(daemon: Daemon, args: dict[str, Any], context: RpcContext) -> dict[str, Any]:
     values = session_values(daemon)
-    values["session-id"] = request.app[CONFIG].session_id
+    values["session-id"] = context.config.session_id
     fields = args.get("fields")
     if isinstance(fields, list):
         return {k: v for k, v in values.items() if k in fields}
     return values
 
 
-async def _session_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _session_set(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     await daemon.update_settings(args)
     return {}
 
 
-async def _session_stats(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _session_stats(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     records = list(daemon.records.values())
     running = [r for r in records if r.handle is not None]
     down = up = 0
@@ -524,11 +577,11 @@ async def _session_stats(daemon: Daemon, args: dict[str, Any], _: web.Request) -
     }
 
 
-async def _blocklist_update(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _blocklist_update(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     raise RpcError("blocklist-update is not supported: this daemon has no blocklist")
 
 
-async def _port_test(daemon: Daemon, args: dict[str, Any], request: web.Request) -> dict[str, Any]:
+async def _port_test(daemon: Daemon, args: dict[str, Any], context: RpcContext) -> dict[str, Any]:
     # Transmission asks a web service outside; we never reach outside on our own, so we
     # only tell whether our own listening socket accepts connections.
     try:
@@ -540,25 +593,25 @@ async def _port_test(daemon: Daemon, args: dict[str, Any], request: web.Request)
     return {"port-is-open": ok}
 
 
-async def _session_close(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _session_close(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     daemon.request_close()
     return {}
 
 
 def _queue(where: str) -> Handler:
-    async def move(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+    async def move(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
         daemon.queue_move(_ids(daemon, args), where)
         return {}
 
     return move
 
 
-async def _group_set(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _group_set(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     daemon.set_group(args)
     return {}
 
 
-async def _group_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _group_get(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     """Every bandwidth group, or those ``group`` names (a name or a list of names)."""
     names = args.get("group")
     if isinstance(names, str):
@@ -571,7 +624,7 @@ async def _group_get(daemon: Daemon, args: dict[str, Any], _: web.Request) -> di
     return {"group": [g.entry() for g in groups]}
 
 
-async def _free_space(daemon: Daemon, args: dict[str, Any], _: web.Request) -> dict[str, Any]:
+async def _free_space(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> dict[str, Any]:
     path = args.get("path")
     if not isinstance(path, str) or not path:
         raise RpcError("no path")
@@ -608,51 +661,3 @@ METHODS: dict[str, Handler] = {
     "group-set": _group_set,
     "group-get": _group_get,
 }
-
-
-# --------------------------------------------------------------------- metrics
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
-    by_status: dict[int, int] = dict.fromkeys(range(7), 0)
-    down = up = peers = 0.0
-    total_up = total_down = 0
-    for r in daemon.records.values():
-        by_status[r.status()] += 1
-        if r.handle is not None:
-            st = r.handle.statistics()
-            down += st.download_rate_bps
-            up += st.upload_rate_bps
-            peers += st.peers_connected
-        u, d = r.totals()
-        total_up += u
-        total_down += d
-    names = ["stopped", "check_wait", "check", "download_wait", "download", "seed_wait", "seed"]
-    lines = [
-        "# HELP pytorrent_torrents Torrents by state.",
-        "# TYPE pytorrent_torrents gauge",
-        *(f'pytorrent_torrents{{state="{names[k]}"}} {v}' for k, v in by_status.items()),
-        "# HELP pytorrent_download_rate_bytes Payload download rate, bytes per second.",
-        "# TYPE pytorrent_download_rate_bytes gauge",
-        f"pytorrent_download_rate_bytes {down:.0f}",
-        "# HELP pytorrent_upload_rate_bytes Payload upload rate, bytes per second.",
-        "# TYPE pytorrent_upload_rate_bytes gauge",
-        f"pytorrent_upload_rate_bytes {up:.0f}",
-        "# HELP pytorrent_peers_connected Connected peers.",
-        "# TYPE pytorrent_peers_connected gauge",
-        f"pytorrent_peers_connected {peers:.0f}",
-        "# HELP pytorrent_uploaded_bytes_total Payload uploaded, every torrent, ever.",
-        "# TYPE pytorrent_uploaded_bytes_total counter",
-        f"pytorrent_uploaded_bytes_total {total_up}",
-        "# HELP pytorrent_downloaded_bytes_total Payload downloaded, every torrent, ever.",
-        "# TYPE pytorrent_downloaded_bytes_total counter",
-        f"pytorrent_downloaded_bytes_total {total_down}",
-        "",
-    ]
-    return web.Response(
-        text="\n".join(lines),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )

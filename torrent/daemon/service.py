@@ -11,7 +11,8 @@ daemon starts it again when its next announce is due; otherwise it is a record, 
 as seeding. A seed goes dormant once its announce settled and it had no connection for
 ``park_idle_s``, without a ``stopped`` announce (it stays listed at its trackers).
 Announces of dormant seeds are spread out: at most ``announces_per_s`` are scheduled
-per second (a restart with 10,000 seeds does not burst 10,000 announces).
+per second (a restart with 10,000 seeds does not burst 10,000 announces; one heap and
+one task for all of them, :mod:`torrent.daemon.announces`).
 
 Checking does not run the torrent either: :meth:`Session.check_torrent` hashes the data
 (or trusts a clean resume state) on the session's disk pool and saves the resume state;
@@ -49,9 +50,10 @@ scheduler notices (completions, checks, errors) is written in one transaction pe
 An operation asked for over RPC is its own transaction.
 
 Alternative speed limits ("turtle mode") switch on and off by ``session-set``, and on a
-schedule (``alt-speed-time-*``, local time): the daemon switches them at the schedule's
-boundaries (one wait per boundary, no polling), and a user's switch in between holds
-until the next boundary, as Transmission's does.
+schedule (``alt-speed-time-*``, local time): :mod:`torrent.daemon.alt_speed` switches them
+at the schedule's boundaries (one wait per boundary, no polling), and a user's switch in
+between holds until the next boundary, as Transmission's does. Adds that arrive together
+are stored in one transaction (:mod:`torrent.daemon.add_group`).
 
 Limits (Transmission's): a torrent's ``downloadLimit``/``uploadLimit`` (kB/s, when
 ``*Limited``) are its own token buckets under the session's; a seed whose ratio reaches
@@ -76,10 +78,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import heapq
 import logging
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -89,6 +89,9 @@ from typing import Any
 from torrent.config import Settings
 from torrent.daemon import content, network
 from torrent.daemon import limits as limit_rules
+from torrent.daemon.add_group import AddGroup
+from torrent.daemon.alt_speed import AltSpeedSchedule
+from torrent.daemon.announces import DormantAnnounces
 from torrent.daemon.store import StateStore, StoredTorrent, Summary
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.session import CheckResult, Session, Torrent
@@ -103,8 +106,6 @@ __all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", 
 log = logging.getLogger(__name__)
 
 
-#: The alternative speed schedule's wait is at most this long (s).
-ALT_SPEED_RECHECK_S = 3600.0
 #: The scheduler runs at most once per this many seconds (rule 5).
 SCHEDULE_MIN_GAP_S = 0.02
 #: Within this many seconds of the last add, at most ``ADD_BURST_CHECK_SLOTS`` checks
@@ -422,11 +423,9 @@ class Daemon:
         self._closing = False
         #: Records changed by the scheduler, written in one transaction per pass.
         self._dirty: dict[int, StoredTorrent] = {}
-        #: The next free announce slot for a dormant seed (monotonic).
-        self._announce_slot = 0.0
-        #: ``(when, id)`` of the dormant seeds' next announces (a stale entry is skipped).
-        self._announce_heap: list[tuple[float, int]] = []
-        self._announce_wake = asyncio.Event()
+        #: When the dormant seeds announce (one heap, one task; slots spread at
+        #: ``announces_per_s``).
+        self._dormant_announces = DormantAnnounces(config.announces_per_s)
         #: How long the last scheduler pass took (s).
         self._pass_s = 0.0
         #: Ids of the torrents with a seed ratio or idle limit of their own (mode 1).
@@ -435,16 +434,14 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Bandwidth groups by name.
         self.groups: dict[str, BandwidthGroup] = {}
-        #: The open group commit of adds (its result: None, or why it failed) and its records.
-        self._group: asyncio.Future[str | None] | None = None
-        self._group_records: list[Record] = []
-        #: What the alternative speed schedule last switched to (None: not yet, or it
-        #: changed since): the schedule only acts at its boundaries, so a user's switch in
-        #: between holds until the next one (as Transmission's does).
-        self._alt_auto: bool | None = None
-        self._alt_wake = asyncio.Event()
+        #: Adds that arrive together are stored in one transaction.
+        self._adds: AddGroup[Record] = AddGroup(self.store.commit, self._forget_unstored)
+        #: Switches the alternative speed limits at the schedule's boundaries.
+        self._alt_speed = AltSpeedSchedule(self.session_limits, config.clock, self._alt_speed_switched)
         #: When the last torrent was added (monotonic).
         self._last_add = -ADD_BURST_S
+        #: Set by the first scheduler pass: every stored torrent is where it belongs.
+        self._ready = asyncio.Event()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._tg is None or self._closing:
@@ -473,8 +470,8 @@ class Daemon:
             self._load()
             self.apply_settings(stored_settings, persist=False)
             tg.create_task(self._scheduler_loop())
-            tg.create_task(self._announce_loop())
-            tg.create_task(self._alt_speed_loop())
+            tg.create_task(self._dormant_announces.run(self._announce_due))
+            tg.create_task(self._alt_speed.run())
             self._stack = stack.pop_all()
         return self
 
@@ -491,8 +488,8 @@ class Daemon:
         self._dirty.update((r.id, r.stored) for r in running)
         self._flush()
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
-        self._announce_wake.set()
-        self._alt_wake.set()
+        self._dormant_announces.stop()
+        self._alt_speed.stop()
         for task in list(self._tasks):
             task.cancel()
 
@@ -590,7 +587,7 @@ class Daemon:
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
-        self._join_group(r)
+        self._adds.join(r)
         self._last_add = time.monotonic()
         # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
         log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
@@ -598,118 +595,69 @@ class Daemon:
         return r, True
 
     async def committed(self) -> None:
-        """Wait until every torrent added so far is in the database (their group commit).
+        """Wait until every torrent added so far is in the database (their group commit,
+        :mod:`torrent.daemon.add_group`).
 
         Raises:
             DaemonError: the group could not be stored; its torrents were dropped.
         """
-        group = self._group
-        if group is not None:
-            failure = await asyncio.shield(group)
-            if failure is not None:
-                raise DaemonError(failure)
+        failure = await self._adds.wait()
+        if failure is not None:
+            raise DaemonError(failure)
 
-    def _join_group(self, r: Record) -> None:
-        """Adds that arrive before the group's commit runs (the next turn of the loop,
-        after the requests already read) share its transaction."""
-        if self._group is None:
-            loop = asyncio.get_running_loop()
-            self._group = loop.create_future()
-            loop.call_soon(self._commit_group)
-        self._group_records.append(r)
-
-    def _commit_group(self) -> None:
-        group, self._group = self._group, None
-        records, self._group_records = self._group_records, []
-        failure: str | None = None
-        try:
-            self.store.commit()
-        except sqlite3.Error as exc:
-            failure = f"cannot store the torrent: {exc}"
-            log.error("%d added torrents not stored, dropped: %s", len(records), exc)
-            for r in records:
-                self.records.pop(r.id, None)
-                self.by_hash.pop(r.info_hash, None)
-                self._own_seed_limits.discard(r.id)
-        if group is not None and not group.done():
-            group.set_result(failure)
+    def _forget_unstored(self, records: list[Record]) -> None:
+        """Drop added torrents whose group commit failed (nothing of them was stored)."""
+        for r in records:
+            self.records.pop(r.id, None)
+            self.by_hash.pop(r.info_hash, None)
+            self._own_seed_limits.discard(r.id)
 
     # ------------------------------------------------------------------ the queue
 
     async def _scheduler_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await self._wake.wait()
-            if self._closing:
-                return
-            # A pass walks every record: when thousands of checks end in a burst, one
-            # pass per gap serves them all (and leaves at least two thirds of the time to
-            # the checks and the RPC).
-            await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
+            if self._ready.is_set():  # the first pass, right after the start, waits for nothing
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
+                if self._closing:
+                    return
+                # A pass walks every record: when thousands of checks end in a burst, one
+                # pass per gap serves them all (and leaves at least two thirds of the time
+                # to the checks and the RPC).
+                await asyncio.sleep(max(SCHEDULE_MIN_GAP_S, 2 * self._pass_s))
             self._wake.clear()
             if self._closing:
                 return
             began = time.perf_counter()
             await self.schedule()
             self._pass_s = time.perf_counter() - began
+            self._ready.set()
 
-    async def _announce_loop(self) -> None:
-        """Run each dormant seed when its announce is due, one slot at a time (one task
-        for all of them: a dormant seed has no timer of its own)."""
-        heap = self._announce_heap
-        gap = 1.0 / self.config.announces_per_s
-        last = -gap
-        while not self._closing:
-            now = time.monotonic()
-            # Due, and a slot's gap after the last one: when the loop fell behind (a busy
-            # machine), the overdue announces still go out one slot apart, not in a burst.
-            delay = max(heap[0][0] - now, last + gap - now) if heap else 60.0
-            if delay > 0:
-                self._announce_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._announce_wake.wait()
-                continue
-            when, tid = heapq.heappop(heap)
-            r = self.records.get(tid)
-            if r is not None and r.parked and r.next_announce == when:
-                self._launch(r)
-                last = now
+    async def wait_ready(self) -> None:
+        """Wait for the first scheduler pass after start: the stored torrents are then
+        listed as they are (the complete ones seeding), the queue has started what it
+        allows."""
+        await self._ready.wait()
 
-    async def _alt_speed_loop(self) -> None:
-        """Switch the alternative speed limits at the schedule's boundaries: one wait per
-        boundary (at most ``ALT_SPEED_RECHECK_S``, so a change of the clock itself, as
-        for daylight saving, is noticed), no timer while the schedule is off."""
-        while not self._closing:
-            self._alt_wake.clear()
-            delay = self.alt_speed_step()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if delay is None else min(delay, ALT_SPEED_RECHECK_S)):
-                    await self._alt_wake.wait()
+    def _announce_due(self, torrent_id: int, when: float) -> bool:
+        """A dormant seed's announce came up: run it (False: the entry is stale, the seed
+        woke, stopped or was rescheduled meanwhile)."""
+        r = self.records.get(torrent_id)
+        if r is None or not r.parked or r.next_announce != when:
+            return False
+        self._launch(r)
+        return True
 
     def alt_speed_step(self) -> float | None:
-        """Apply the schedule's state if it changed since it was last applied; the seconds
-        until its next boundary (None: the schedule is off or never changes)."""
-        lim = self.session_limits
-        if not lim["alt-speed-time-enabled"]:
-            self._alt_auto = None
-            return None
-        now = self.config.clock()
-        minute = limit_rules.minute_of_week(now.weekday(), now.hour, now.minute)
-        inside = limit_rules.alt_speed_window(lim, minute)
-        if inside != self._alt_auto:
-            self._alt_auto = inside
-            if lim["alt-speed-enabled"] != inside:
-                lim["alt-speed-enabled"] = inside
-                self._apply_session_rates()
-                self.store.set_settings({"alt-speed-enabled": inside})
-                log.info("alternative speed limits %s by the schedule", "on" if inside else "off")
-        ahead = limit_rules.minutes_until_alt_speed_change(lim, minute)
-        if ahead is None:
-            return None
-        # Just past the boundary's minute, so the next step reads the minute after it.
-        return ahead * 60.0 - now.second - now.microsecond / 1e6 + 0.05
+        """Apply the alternative speed schedule's state if it changed since it was last
+        applied; the seconds until its next boundary (None: the schedule is off or never
+        changes). See :class:`~torrent.daemon.alt_speed.AltSpeedSchedule`."""
+        return self._alt_speed.step()
+
+    def _alt_speed_switched(self, on: bool) -> None:
+        self._apply_session_rates()
+        self.store.set_settings({"alt-speed-enabled": on})
 
     def _apply_session_rates(self) -> None:
         down_bps, up_bps = self.effective_rate_limits()
@@ -718,9 +666,7 @@ class Daemon:
     def _schedule_announce(self, r: Record, when: float) -> None:
         r.next_announce = when
         if when:
-            heapq.heappush(self._announce_heap, (when, r.id))
-            if self._announce_heap[0][1] == r.id:
-                self._announce_wake.set()
+            self._dormant_announces.schedule(r.id, when)
 
     async def schedule(self) -> None:
         """Reap ended runs, notice completions, then start what the queue allows."""
@@ -939,8 +885,7 @@ class Daemon:
         if not self._announces(r):
             return
         if announce_at is None:
-            self._announce_slot = max(self._announce_slot, now) + 1.0 / self.config.announces_per_s
-            announce_at = self._announce_slot
+            announce_at = self._dormant_announces.next_slot(now)
         self._schedule_announce(r, announce_at)
 
     def _announces(self, r: Record) -> bool:
@@ -1517,8 +1462,7 @@ class Daemon:
         """
         changed = {key: _setting(key, values[key]) for key in SETTING_KEYS if key in values}
         if any(k in ALT_SPEED_TIME_KEYS and self.session_limits[k] != v for k, v in changed.items()):
-            self._alt_auto = None  # a new schedule applies at once, then at its boundaries
-            self._alt_wake.set()
+            self._alt_speed.changed()  # a new schedule applies at once, then at its boundaries
         for key, value in changed.items():
             if key in self.session_limits:
                 self.session_limits[key] = value

@@ -165,7 +165,8 @@ class StateStore:
         self._commit_open()
         columns = _COLUMNS.replace("metainfo", "CASE WHEN summary = '' THEN metainfo END")
         rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id")
-        return [_record(row) for row in rows]
+        lists = _ListReader()
+        return [_record(row, lists) for row in rows]
 
     def metainfo(self, torrent_id: int) -> bytes | None:
         """A torrent's metainfo bytes (None: unknown, a magnet link's)."""
@@ -327,7 +328,28 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
     )
 
 
-def _record(row: tuple[Any, ...]) -> StoredTorrent:
+class _ListReader:
+    """Reads the JSON lists of many records (of numbers, booleans or strings, not nested):
+    each text once, a copy for each record. Most records share theirs (``[0]``, ``[1]``,
+    ``[]``): a restart with 10,000 records parses a few texts, not 40,000."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[str, list[Any]] = {}
+
+    def __call__(self, text: str) -> list[Any]:
+        got = self._seen.get(text)
+        if got is None:
+            got = self._seen[text] = json.loads(text)
+        return got.copy()
+
+
+def _dict(text: str) -> dict[str, Any]:
+    return {} if text == "{}" else dict(json.loads(text))
+
+
+def _record(row: tuple[Any, ...], read_list: _ListReader) -> StoredTorrent:
     return StoredTorrent(
         id=row[0],
         info_hash=row[1],
@@ -337,18 +359,18 @@ def _record(row: tuple[Any, ...]) -> StoredTorrent:
         download_dir=sys.intern(row[5]),  # one string for the many torrents in a directory
         paused=bool(row[6]),
         queue_position=row[7],
-        priorities=json.loads(row[8]),
-        wanted=[bool(w) for w in json.loads(row[9])],
-        labels=json.loads(row[10]),
-        limits=json.loads(row[11]),
+        priorities=read_list(row[8]),
+        wanted=[bool(w) for w in read_list(row[9])],
+        labels=read_list(row[10]),
+        limits=_dict(row[11]),
         added_date=row[12],
         done_date=row[13],
         uploaded=row[14],
         downloaded=row[15],
         error=row[16],
         have_bytes=row[17],
-        files_done=json.loads(row[18]),
-        renames=json.loads(row[19]),
+        files_done=read_list(row[18]),
+        renames=_dict(row[19]),
         summary=_summary(row[20]),
     )
 

@@ -56,25 +56,15 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
-from torrent.disk.diskio import DiskIO
-from torrent.disk.resume import ResumeStore
-from torrent.disk.storage import FileStorage
 from torrent.engine.addresses import OurAddresses, canonical_host
-from torrent.engine.announcer import Announcer
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
-from torrent.engine.dht_node import DhtNode
-from torrent.engine.host import SwarmContext, spawn
 from torrent.engine.http_client import HttpClient
 from torrent.engine.incoming import HandshakeGate
-from torrent.engine.lsd import LsdService
-from torrent.engine.metadata_fetch import MetadataFetcher
 from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
-from torrent.engine.peer import Peer, PeerAddr
-from torrent.engine.portmap import PortMapper
 from torrent.engine.status import (
     AnnounceReport,
     PeerStats,
@@ -83,20 +73,32 @@ from torrent.engine.status import (
     TorrentState,
     TorrentStats,
 )
-from torrent.engine.swarm import Swarm
-from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.udp import UdpSocket
-from torrent.engine.utp_dial import DialCounters, DialStats
+from torrent.engine.utp_dial import DialCounters
 from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
 from torrent.engine.utp_socket import UtpSocketManager
-from torrent.engine.utp_stream import UtpStream
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
-from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Info, Metainfo
 from torrent.proto.mse import CryptoMethod, HandshakeDone, IncomingKind, classify_incoming
-from torrent.proto.utp import UtpStats
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
+
+# What a session with only dormant torrents never runs (the swarm and what it drives, the
+# DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
+# imported where it is first used: a daemon restarting with thousands of seeds answers
+# sooner.
+if TYPE_CHECKING:
+    from torrent.engine.dht_node import DhtNode
+    from torrent.engine.host import SwarmContext
+    from torrent.engine.lsd import LsdService
+    from torrent.engine.metadata_fetch import MetadataFetcher
+    from torrent.engine.peer import Peer, PeerAddr
+    from torrent.engine.portmap import PortMapper
+    from torrent.engine.swarm import Swarm
+    from torrent.engine.utp_dial import DialStats
+    from torrent.engine.utp_stream import UtpStream
+    from torrent.proto.magnet import Magnet
+    from torrent.proto.metainfo import Info, Metainfo
+    from torrent.proto.utp import UtpStats
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,8 @@ class Torrent:
     @property
     def announce_settled(self) -> bool:
         """The first announce of this run got an answer or failed (or there is no tracker)."""
+        from torrent.engine.tracker_client import AnnounceEvent
+
         announcer = self._swarm.announcer
         return not announcer or announcer.event is not AnnounceEvent.STARTED or bool(announcer.message)
 
@@ -643,6 +647,8 @@ class Session:
     async def _start_lsd(self) -> None:
         """One LSD member per address family the session listens on (BEP 14: the IPv4
         and the IPv6 group)."""
+        from torrent.engine.lsd import LsdService
+
         s = self.settings
         hosts = {6 if ":" in host else 4: host for host, _ in reversed(s.listen_addresses())}
         stack = contextlib.AsyncExitStack()
@@ -683,6 +689,8 @@ class Session:
         until cancelled; :meth:`_stop_port_mapping` deletes them)."""
         if not (self.settings.port_mapping and self._http is not None and _mappable(self.listen_addresses)):
             return
+        from torrent.engine.host import spawn
+
         mapper = self._port_mapper(self._http)
         task = spawn(self._tg, mapper.run(), stopping=self._closing)
         if task is not None:
@@ -699,6 +707,8 @@ class Session:
 
     def _port_mapper(self, http: HttpClient) -> PortMapper:
         """What maps the TCP listen port and the UDP port on the router."""
+        from torrent.engine.portmap import PortMapper
+
         return PortMapper(
             tcp_port=lambda: self._port,
             udp_port=lambda: self._udp.port if self._udp is not None else None,
@@ -802,6 +812,8 @@ class Session:
     async def _start_dht(self) -> None:
         """Start the DHT node on the UDP socket; :meth:`_stop_dht` saves its routing table
         and closes it before the socket closes."""
+        from torrent.engine.dht_node import DhtNode
+
         s = self.settings
         udp = self._udp
         assert udp is not None
@@ -910,6 +922,10 @@ class Session:
     ) -> Torrent:
         """:meth:`add_torrent` from synchronous code (it never blocks): same arguments,
         same errors. A dormant torrent of the same hash stops being dormant."""
+        from torrent.disk.storage import FileStorage
+        from torrent.engine.host import spawn
+        from torrent.engine.swarm import Swarm
+
         ctx = self._context()
         if any(h in self._swarms or h in self._aliases for h in metainfo.info_hashes):
             raise TorrentError(f"torrent {metainfo.info_hash.hex()} is already in the session")
@@ -963,6 +979,10 @@ class Session:
             StorageError: the data or the resume state could not be read or written.
             TorrentError: the session is not running.
         """
+        from torrent.disk.diskio import DiskIO
+        from torrent.disk.resume import ResumeStore
+        from torrent.disk.storage import FileStorage
+
         if self._disk_pool is None or self._closing:
             raise TorrentError("the session is not running (use 'async with Session(...)')")
         info = metainfo.info
@@ -1029,6 +1049,9 @@ class Session:
         Raises:
             TorrentError: the session is not running.
         """
+        from torrent.engine.announcer import Announcer
+        from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
+
         ctx = self._context()
 
         def request(event: AnnounceEvent) -> AnnounceRequest:
@@ -1078,6 +1101,8 @@ class Session:
             MetainfoError: the verified ``info`` dict does not validate.
             TorrentError: the session is not running.
         """
+        from torrent.engine.metadata_fetch import MetadataFetcher
+
         fetcher = MetadataFetcher(magnet, self._context())
         fetcher.add_peers(peers)
         self._fetchers[magnet.info_hash] = fetcher
@@ -1096,6 +1121,8 @@ class Session:
         return dataclasses.replace(meta, url_list=(*meta.url_list, *extra)) if extra else meta
 
     def _context(self) -> SwarmContext:
+        from torrent.engine.host import SwarmContext
+
         if self._tg is None or self._http is None or self._closing:
             raise TorrentError("the session is not running (use 'async with Session(...)')")
         return SwarmContext(
@@ -1175,6 +1202,8 @@ class Session:
     # ------------------------------------------------------------------ incoming
 
     def _incoming_factory(self) -> asyncio.Protocol:
+        from torrent.engine.peer import Peer  # with the first incoming connection
+
         peer = Peer(
             None,
             ("", 0),
