@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.daemon_helpers import daemon_config
+from tests.polling import wait_until
 from torrent import config
 from torrent.daemon import front as front_module
 from torrent.daemon.front import MAX_SKIPPED_BODY, RpcServer
@@ -292,3 +293,23 @@ async def test_a_client_that_sends_and_never_reads_is_not_buffered_without_bound
         assert protocol.transport.get_write_buffer_size() < 256 * 1024  # about the high-water mark
         for _ in range(count):  # reading again, every request is answered
             assert (await read_answer(reader)).status == 409
+
+
+async def test_connections_past_the_bound_are_closed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front_module, "MAX_CONNECTIONS", 3)
+    async with asyncio.timeout(30), served(tmp_path) as server, contextlib.AsyncExitStack() as stack:
+        held = [await stack.enter_async_context(connection(server)) for _ in range(3)]
+        await wait_until(lambda: len(server.front.connections) == 3, timeout_s=5, what="three connections")
+        async with connection(server) as (reader, _):
+            assert await reader.read() == b""  # closed at once
+        assert len(server.front.connections) == 3
+        reader, writer = held[0]
+        writer.write(post({"method": "session-stats"}))
+        assert (await read_answer(reader)).status == 200
+        writer.close()
+        await wait_until(lambda: len(server.front.connections) == 2, timeout_s=5, what="one to close")
+        async with connection(server) as (reader, writer):  # room again
+            writer.write(post({"method": "session-stats"}))
+            assert (await read_answer(reader)).status == 200

@@ -33,7 +33,8 @@ Keep-alive follows HTTP/1.1 (``Connection: close`` closes; HTTP/1.0 keeps alive 
 one being answered wait (reading pauses past :data:`MAX_BUFFERED` bytes). A request's
 head must arrive within :data:`REQUEST_TIMEOUT_S` of its first byte and its body within
 :data:`BODY_TIMEOUT_S` of the head, and an idle connection is closed after
-:data:`KEEPALIVE_TIMEOUT_S` (aiohttp's default keep-alive timeout).
+:data:`KEEPALIVE_TIMEOUT_S` (aiohttp's default keep-alive timeout). At most
+:data:`MAX_CONNECTIONS` connections are open in the front at once.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ KEEPALIVE_TIMEOUT_S: Final = 75.0
 MAX_SKIPPED_BODY: Final = 64 * 1024
 #: Bytes held while an answer is pending before reading pauses.
 MAX_BUFFERED: Final = 4 * MAX_HEAD
+#: Connections open at once in the front (a handful of front-ends and scripts use the
+#: RPC); one more is closed as soon as it is accepted. Idle ones go after
+#: :data:`KEEPALIVE_TIMEOUT_S`, so a client that opens many and leaves them cannot hold
+#: the daemon's file descriptors for long.
+MAX_CONNECTIONS: Final = 256
 
 _METHODS: Final = frozenset((b"GET", b"POST"))
 _PATHS: Final = frozenset((b"/transmission/rpc", b"/transmission/rpc/"))
@@ -166,6 +172,9 @@ class RpcProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.front.connections) >= MAX_CONNECTIONS:
+            transport.close()
+            return
         self.transport = transport  # type: ignore[assignment]
         self.front.connections.add(self)
         self._time(_IDLE)
