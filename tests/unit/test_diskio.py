@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,10 @@ from torrent.errors import StorageError
 
 LAYOUT = [("a", 5000), ("b", 3000), ("pad", 192, True), ("c", 9000)]  # 17192 bytes
 PLEN = 1024
+
+
+#: Jobs DiskIO drains its queue with here: one per core, two on one core.
+_JOBS = max(2, os.cpu_count() or 1)
 
 
 @pytest.fixture
@@ -197,6 +202,19 @@ async def test_check_hashes_in_parallel_with_bounded_workers(tmp_path: Path, fx)
         assert await disk.check() == set(range(fx.info.num_pieces))
     cores = min(6, __import__("os").cpu_count() or 1)
     assert counting.max_active == cores, "one piece per core at a time, no more"
+
+
+async def test_the_queue_is_drained_by_one_job_per_core_at_a_time(tmp_path: Path, fx) -> None:
+    counting = Counting(FileStorage(fx.info, tmp_path), delay_s=0.01)
+    async with asyncio.timeout(20), DiskIO(counting, threads=2 * _JOBS + 4) as disk:
+        writes = []
+        for p in range(fx.info.num_pieces):  # one write per loop iteration: a kick each
+            writes.append(asyncio.ensure_future(disk.write(p, 0, fx.piece(p)[:8])))
+            await asyncio.sleep(0)
+        await asyncio.gather(*writes)
+    # The jobs already draining take what later iterations queue: more threads would only
+    # contend (for the file and the interpreter).
+    assert counting.max_active <= _JOBS
 
 
 async def test_check_raises_storage_error_not_a_group(tmp_path: Path, fx) -> None:
