@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.swarm_process import make_torrent, prime_lt_seed, spawn_lt, spawn_ours  # noqa: E402
+from bench.swarm_process import make_torrent, prime_lt_seed, spawn_lt, spawn_tracker  # noqa: E402
 from bench.transfer import (  # noqa: E402
     TIMEOUT_S,
     compile_bytecode,
@@ -142,21 +142,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
         tracker_port = free_port()
-        tracker = spawn_ours(
-            [
-                "tracker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(tracker_port),
-                "--no-udp",
-                "--interval",
-                "60",
-                "--min-interval",
-                "30",
-            ],
-            work / "tracker.log",
-        )
+        tracker = spawn_tracker(tracker_port, work / "tracker.log")
         seed = None
         try:
             await wait_listening(tracker_port)

@@ -133,6 +133,12 @@ def make_torrent(path: Path, size: int, announce: str) -> bytes:
     return bencoding.encode(meta)
 
 
+def spawn_tracker(port: int, log: Path) -> Proc:
+    """Our HTTP tracker on 127.0.0.1:``port`` (no UDP), every peer announcing once a minute at most."""
+    args = ["tracker", "--host", "127.0.0.1", "--port", str(port), "--no-udp"]
+    return spawn_ours([*args, "--interval", "60", "--min-interval", "30"], log)
+
+
 def spawn_ours(args: list[str], log: Path, root: Path = ROOT) -> Proc:
     """``pytorrent ARGS`` from the checkout ``root`` (its own code, whatever PYTHONPATH says)."""
     f = open(log, "wb")  # noqa: SIM115 - closed with the process
@@ -319,21 +325,7 @@ async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-swarm-") as tmp:
         work = Path(tmp)
         tracker_port = free_port()
-        tracker = spawn_ours(
-            [
-                "tracker",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(tracker_port),
-                "--no-udp",
-                "--interval",
-                "60",
-                "--min-interval",
-                "30",
-            ],
-            work / "tracker.log",
-        )
+        tracker = spawn_tracker(tracker_port, work / "tracker.log")
         try:
             await wait_listening(tracker_port)
             data_dir = work / "data"
