@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -470,3 +473,21 @@ def test_misuse_raises_local_protocol_error() -> None:
 def test_classify_incoming(first: bytes, kind: IncomingKind) -> None:
     assert classify_incoming(first) is kind
     assert classify_incoming(memoryview(first)) is kind
+
+
+def test_cryptography_is_loaded_by_the_first_rc4_stream_not_by_the_engine() -> None:
+    """A process that never encrypts does not pay for importing ``cryptography`` (about
+    10 ms of every start-up); the first RC4 stream loads it and works."""
+    script = (
+        "import sys, torrent.engine.session, torrent.proto.mse as mse\n"
+        "before = any(m.startswith('cryptography') for m in sys.modules)\n"
+        "a, b = mse.RC4Stream(b'k' * 20, b'j' * 20), mse.RC4Stream(b'j' * 20, b'k' * 20)\n"
+        "ok = b.decrypt(a.encrypt(b'payload')) == b'payload'\n"
+        "print('LOADED', before, any(m.startswith('cryptography') for m in sys.modules), ok)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "LOADED False True True"

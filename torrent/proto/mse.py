@@ -80,18 +80,12 @@ import hashlib
 import secrets
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Final, NoReturn, Protocol
-
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
-
-try:
-    from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
-except ImportError:  # cryptography < 43 kept ARC4 among the primitives
-    from cryptography.hazmat.primitives.ciphers.algorithms import (  # type: ignore[attr-defined,no-redef,unused-ignore]
-        ARC4,
-    )
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol
 
 from torrent.errors import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 __all__ = [
     "DH_GENERATOR",
@@ -265,7 +259,21 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 def _rc4(key: bytes) -> CipherContext:
-    """An RC4 keystream with its first :data:`RC4_DISCARD` bytes already thrown away."""
+    """An RC4 keystream with its first :data:`RC4_DISCARD` bytes already thrown away.
+
+    ``cryptography`` is imported by the first RC4 stream (about 10 ms): a process that
+    never encrypts (most downloads from libtorrent settle on plaintext, a daemon of
+    dormant seeds) does not pay for it at start-up.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher
+
+    try:
+        from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
+    except ImportError:  # cryptography < 43 kept ARC4 among the primitives
+        from cryptography.hazmat.primitives.ciphers.algorithms import (  # type: ignore[attr-defined,no-redef,unused-ignore]
+            ARC4,
+        )
+
     ctx = Cipher(ARC4(key), mode=None).encryptor()
     ctx.update(bytes(RC4_DISCARD))
     return ctx
