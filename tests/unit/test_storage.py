@@ -613,3 +613,44 @@ def test_direct_writes_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.Mon
     assert (tmp_path / "t").read_bytes() == fx.payload
     assert writes
     assert not any(direct for direct, _, _ in writes)
+
+
+def test_a_whole_piece_buffer_is_written_direct_without_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system refuses O_DIRECT")
+    from torrent.disk import storage
+
+    fx = make_torrent([("one", 2 * 1024 * 1024 + 5000)], 1024 * 1024, multi=False)
+    st = FileStorage(fx.info, tmp_path)
+    st.allocate()
+    copies = 0
+    real_take = storage._bounces.take
+
+    def take():  # type: ignore[no-untyped-def]
+        nonlocal copies
+        copies += 1
+        return real_take()
+
+    monkeypatch.setattr(storage._bounces, "take", take)
+    writes = _record_writes(monkeypatch)
+    for p in range(fx.info.num_pieces):
+        buf = storage.piece_buffer(fx.info.piece_size(p))
+        buf[:] = fx.piece(p)
+        st.write_block(p, 0, buf)
+    assert copies == 0
+    # Each whole piece in one direct write; the last piece's unaligned tail buffered.
+    assert writes == [
+        (True, 0, 1024 * 1024),
+        (True, 1024 * 1024, 1024 * 1024),
+        (False, 2 * 1024 * 1024, 5000),
+    ]
+    # Part of a buffer: its address is not known to be aligned, so it is copied.
+    buf = storage.piece_buffer(1024 * 1024)
+    buf[:] = fx.piece(0)
+    st.write_block(0, 4096, buf[4096:])
+    assert copies == 1
+    st.close()
+    assert (tmp_path / "t").read_bytes() == fx.payload
+    assert isinstance(storage.piece_buffer(16384).obj, bytearray)  # never written direct
