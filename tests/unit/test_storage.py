@@ -550,6 +550,7 @@ def test_whole_pieces_go_out_direct_with_the_unaligned_ends_buffered(
     assert writes == [(False, 256 * 1024 - 100_001, 16384)]
 
 
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
 def test_a_file_system_that_refuses_o_direct_gets_buffered_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -602,6 +603,7 @@ def test_a_direct_write_refused_midway_finishes_buffered(
     assert direct_calls == 2
 
 
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
 def test_direct_writes_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fx = make_torrent([("one", 2 * 1024 * 1024)], 1024 * 1024, multi=False)
     st = FileStorage(fx.info, tmp_path, direct_writes=False)
