@@ -16,8 +16,10 @@ Modes, each on a fresh file in a temporary directory (same process run):
 
 Figures are MB/s (10^6 bytes per second) of payload, without and with the final
 ``fsync``, and CPU seconds per GiB (all threads); ratios are against ``reference``.
-On a shared machine the CPU column is the steadier figure. The page cache absorbs the writes, so the
-"no fsync" column is what a download sees while it runs.
+On a shared machine the CPU column is the steadier figure. The page cache absorbs the 16 KiB writes
+of ``blocks+hash``, so its "no fsync" column is what such a client sees while it runs; the whole
+pieces of ``write_piece`` go out with ``O_DIRECT`` (through the bounce buffer: these pieces are
+``bytes``, not ``piece_buffer`` memory; see ``torrent.disk.storage``, rule 9).
 """
 
 from __future__ import annotations

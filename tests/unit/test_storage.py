@@ -494,3 +494,166 @@ def test_locate_payload_finds_sanitised_names(tmp_path: Path) -> None:
     (tmp_path / "ab" / "_" / "x").write_bytes(bytes(10))
     found = locate_payload(meta.info, tmp_path)
     assert found.content_path == str(tmp_path / "ab")
+
+
+# --- module rule 9: large writes bypass the page cache ----------------------------------
+
+
+def _direct_supported(where: Path) -> bool:
+    probe = where / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return hasattr(os, "O_DIRECT")
+
+
+def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int, int]]:
+    """Every ``os.pwrite`` from now on as ``(through O_DIRECT?, offset, length)``."""
+    import fcntl
+
+    writes: list[tuple[bool, int, int]] = []
+    real = os.pwrite
+
+    def pwrite(fd: int, data, offset: int) -> int:  # type: ignore[no-untyped-def]
+        direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
+        writes.append((direct, offset, len(data)))
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    return writes
+
+
+def test_whole_pieces_go_out_direct_with_the_unaligned_ends_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system refuses O_DIRECT")
+    # Files of odd sizes: most spans start or end off a page boundary.
+    fx = make_torrent([("a", 100_001), ("b", 700_000), ("c", 1_300_000)], 256 * 1024)
+    st = FileStorage(fx.info, tmp_path)
+    st.allocate()
+    writes = _record_writes(monkeypatch)
+    for p in range(fx.info.num_pieces):
+        st.write_block(p, 0, fx.piece(p))
+    st.close()
+    assert b"".join((tmp_path / "t" / n).read_bytes() for n in "abc") == fx.payload
+    direct = [(at, n) for is_direct, at, n in writes if is_direct]
+    assert sum(n for _, n in direct) > len(fx.payload) * 3 // 4
+    assert all(at % 4096 == 0 and n % 4096 == 0 for at, n in direct)
+    assert sum(n for _, _, n in writes) == len(fx.payload)
+    # A single block stays in the page cache.
+    del writes[:]
+    st.write_block(1, 0, fx.piece(1)[:16384])
+    assert writes == [(False, 256 * 1024 - 100_001, 16384)]
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+def test_a_file_system_that_refuses_o_direct_gets_buffered_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fx = make_torrent([("one", 3 * 1024 * 1024)], 1024 * 1024, multi=False)
+    st = FileStorage(fx.info, tmp_path)
+    st.allocate()
+    refused: list[str] = []
+    real_open = os.open
+
+    def open_(path, flags, *args):  # type: ignore[no-untyped-def]
+        if flags & getattr(os, "O_DIRECT", 0):
+            refused.append(os.fspath(path))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_)
+    for p in range(fx.info.num_pieces):
+        st.write_block(p, 0, fx.piece(p))
+    st.close()
+    assert (tmp_path / "t").read_bytes() == fx.payload
+    assert refused == [str(tmp_path / "t")]  # asked once, then buffered
+
+
+def test_a_direct_write_refused_midway_finishes_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system refuses O_DIRECT")
+    import fcntl
+
+    fx = make_torrent([("one", 4 * 1024 * 1024)], 4 * 1024 * 1024, multi=False)
+    st = FileStorage(fx.info, tmp_path)
+    st.allocate()
+    real = os.pwrite
+    direct_calls = 0
+
+    def pwrite(fd: int, data, offset: int) -> int:  # type: ignore[no-untyped-def]
+        nonlocal direct_calls
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            direct_calls += 1
+            if direct_calls == 2:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    st.write_block(0, 0, fx.piece(0))
+    st.write_block(0, 0, fx.piece(0))  # buffered now: no third direct call
+    st.close()
+    assert (tmp_path / "t").read_bytes() == fx.payload
+    assert direct_calls == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT on this system")
+def test_direct_writes_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fx = make_torrent([("one", 2 * 1024 * 1024)], 1024 * 1024, multi=False)
+    st = FileStorage(fx.info, tmp_path, direct_writes=False)
+    st.allocate()
+    writes = _record_writes(monkeypatch)
+    for p in range(fx.info.num_pieces):
+        st.write_block(p, 0, fx.piece(p))
+    st.close()
+    assert (tmp_path / "t").read_bytes() == fx.payload
+    assert writes
+    assert not any(direct for direct, _, _ in writes)
+
+
+def test_a_whole_piece_buffer_is_written_direct_without_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not _direct_supported(tmp_path):
+        pytest.skip("the file system refuses O_DIRECT")
+    from torrent.disk import storage
+
+    fx = make_torrent([("one", 2 * 1024 * 1024 + 100_000)], 1024 * 1024, multi=False)
+    st = FileStorage(fx.info, tmp_path)
+    st.allocate()
+    copies = 0
+    real_take = storage._bounces.take
+
+    def take():  # type: ignore[no-untyped-def]
+        nonlocal copies
+        copies += 1
+        return real_take()
+
+    monkeypatch.setattr(storage._bounces, "take", take)
+    writes = _record_writes(monkeypatch)
+    for p in range(fx.info.num_pieces):
+        buf = storage.piece_buffer(fx.info.piece_size(p))
+        buf[:] = fx.piece(p)
+        st.write_block(p, 0, buf)
+    assert copies == 0
+    # Each whole piece in one direct write; the last piece's unaligned tail buffered.
+    assert writes == [
+        (True, 0, 1024 * 1024),
+        (True, 1024 * 1024, 1024 * 1024),
+        (True, 2 * 1024 * 1024, 98304),
+        (False, 2 * 1024 * 1024 + 98304, 1696),
+    ]
+    # Part of a buffer: its address is not known to be aligned, so it is copied.
+    buf = storage.piece_buffer(1024 * 1024)
+    buf[:] = fx.piece(0)
+    st.write_block(0, 4096, buf[4096:])
+    assert copies == 1
+    st.close()
+    assert (tmp_path / "t").read_bytes() == fx.payload
+    assert isinstance(storage.piece_buffer(16384).obj, bytearray)  # never written direct

@@ -52,9 +52,11 @@ Rules:
     download's pages dirty until the ``fsync`` before the final resume state, which then
     waits for all of them at once (0.3-0.4 s a GiB at the end of every download); spread
     out, that write-back overlaps the transfer. Durability still comes only from
-    :meth:`DiskIO.flush`.
+    :meth:`DiskIO.flush`. A whole piece's aligned bytes bypass the page cache (see
+    :mod:`torrent.disk.storage`, rule 9), so the flush mostly commits file metadata; it
+    matters where the file system refuses ``O_DIRECT``.
 
-Left out: write coalescing across pieces, O_DIRECT, io_uring, a write-back cache.
+Left out: write coalescing across pieces, io_uring, a write-back cache.
 """
 
 from __future__ import annotations

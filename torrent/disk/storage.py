@@ -52,6 +52,18 @@ Rules the rest of the client relies on:
 7. Thread safety: every method may be called from several threads at once. Descriptors
    live in a bounded LRU cache; one in use by another thread is closed only when that
    thread is done with it (a plain close could let the number be reused under it).
+9. Large writes bypass the page cache: the page-aligned run of a write of at least
+   ``DIRECT_MIN`` bytes (a whole piece from :meth:`DiskIO.write_piece`) goes out with
+   ``O_DIRECT``: straight from the caller's memory when it is a whole
+   :func:`piece_buffer` (page-aligned), else copied through a reused page-aligned buffer
+   of at most ``DIRECT_CHUNK`` bytes. The unaligned ends and small writes (single
+   blocks) go through the page cache.
+   Filling fresh page-cache pages was most of a download's disk-thread CPU (the copy
+   into new pages: about 1.1 of 2 CPU seconds a GiB on the 2-core benchmark machine,
+   against about 0.15 for the bounce copy and the direct write), and the final
+   ``fsync`` then has almost nothing left to write. A file system that refuses
+   ``O_DIRECT`` (``EINVAL`` on open or write) gets buffered writes for that file from
+   then on. Reads stay buffered; the kernel keeps them coherent with direct writes.
 
 Left out: memory-mapped I/O, moving storage while running, file renames, v2 (BEP 52)
 per-file piece alignment beyond what padding files give.
@@ -60,8 +72,10 @@ per-file piece alignment beyond what padding files give.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno as errno_mod
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -81,6 +95,15 @@ STATE_DIR_NAME = ".pytorrent"
 DEFAULT_MAX_OPEN_FILES = 32
 #: Chunk size when copying from the parts file into a newly wanted file.
 _COPY_CHUNK = 1024 * 1024
+
+#: Writes of at least this many bytes go out with ``O_DIRECT`` (module rule 9).
+DIRECT_MIN = 64 * 1024
+#: Bytes per ``O_DIRECT`` write, and the most one bounce buffer holds.
+DIRECT_CHUNK = 1024 * 1024
+#: File offsets, lengths and memory of ``O_DIRECT`` writes are multiples of this (the
+#: page size covers every common logical block size).
+DIRECT_ALIGN = 4096
+_O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 
 #: File modes for ``FileStorage`` files.
 _PAD, _FILE, _PARTS = 0, 1, 2
@@ -175,30 +198,36 @@ class _FdCache:
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, _Handle] = OrderedDict()
+        # (path, O_DIRECT?) -> descriptor; a direct descriptor is always read-write.
+        self._entries: OrderedDict[tuple[str, bool], _Handle] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @contextmanager
-    def use(self, path: str, *, write: bool) -> Iterator[int]:
-        """Yield a descriptor for ``path``: read-write (created if missing) when ``write``.
+    def use(self, path: str, *, write: bool, direct: bool = False) -> Iterator[int]:
+        """Yield a descriptor for ``path``: read-write (created if missing) when ``write``,
+        opened with ``O_DIRECT`` when ``direct`` (a descriptor of its own).
 
         Raises:
             OSError: opening failed.
         """
+        key = (path, direct)
         with self._lock:
-            handle = self._entries.get(path)
+            handle = self._entries.get(key)
             if handle is not None and (handle.writable or not write):
-                self._entries.move_to_end(path)
+                self._entries.move_to_end(key)
             else:
                 if handle is not None:  # read-only handle, now we need to write
-                    del self._entries[path]
+                    del self._entries[key]
                     self._retire(handle)
+                write = write or direct
                 flags = (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
+                if direct:
+                    flags |= _O_DIRECT
                 fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
                 handle = _Handle(fd, write)
-                self._entries[path] = handle
+                self._entries[key] = handle
                 while len(self._entries) > self._capacity:
                     _, old = self._entries.popitem(last=False)
                     self._retire(old)
@@ -218,13 +247,7 @@ class _FdCache:
 
     def writable_paths(self) -> list[str]:
         with self._lock:
-            return [p for p, h in self._entries.items() if h.writable]
-
-    def forget(self, path: str) -> None:
-        with self._lock:
-            handle = self._entries.pop(path, None)
-            if handle is not None:
-                self._retire(handle)
+            return list(dict.fromkeys(p for (p, _), h in self._entries.items() if h.writable))
 
     def close_all(self) -> None:
         with self._lock:
@@ -241,6 +264,73 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
             raise OSError(errno_mod.ENOSPC, os.strerror(errno_mod.ENOSPC))
         data = data[n:]
         offset += n
+
+
+def piece_buffer(size: int) -> memoryview:
+    """Zeroed memory to assemble a piece of ``size`` bytes in.
+
+    From ``DIRECT_MIN`` bytes up it is a page-aligned anonymous mapping, which
+    :meth:`FileStorage.write_block` writes with ``O_DIRECT`` without copying it first
+    (module rule 9); smaller pieces are never written direct and get a bytearray.
+    """
+    if size >= DIRECT_MIN and _O_DIRECT:
+        return memoryview(mmap.mmap(-1, size))
+    return memoryview(bytearray(size))
+
+
+class _BouncePool:
+    """Page-aligned ``DIRECT_CHUNK`` buffers for ``O_DIRECT`` writes, shared by every
+    :class:`FileStorage`: one per thread writing at once, reused (fresh memory would cost
+    the page faults the direct write saves)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[memoryview] = []
+
+    @contextmanager
+    def take(self) -> Iterator[memoryview]:
+        with self._lock:
+            buf = self._free.pop() if self._free else None
+        if buf is None:
+            buf = memoryview(mmap.mmap(-1, DIRECT_CHUNK))
+        try:
+            yield buf
+        finally:
+            with self._lock:
+                self._free.append(buf)
+
+
+_bounces = _BouncePool()
+
+
+def _pwrite_direct(fd: int, bounce: memoryview | None, data: memoryview, offset: int) -> tuple[int, bool]:
+    """Write ``data`` (page-aligned length) to an ``O_DIRECT`` descriptor at ``offset``:
+    copied through ``bounce``, or as it is when ``bounce`` is None (``data``'s memory is
+    page-aligned).
+
+    Returns:
+        The bytes written, and True when the file system refused ``O_DIRECT``
+        (``EINVAL``). Fewer bytes than ``data`` holds after a short write too.
+    """
+    done = 0
+    while done < len(data):
+        if bounce is None:
+            k = len(data) - done
+            out = data[done:]
+        else:
+            k = min(len(bounce), len(data) - done)
+            bounce[:k] = data[done : done + k]
+            out = bounce[:k]
+        try:
+            n = os.pwrite(fd, out, offset + done)
+        except OSError as exc:
+            if exc.errno == errno_mod.EINVAL:
+                return done, True
+            raise
+        done += n
+        if n < k:  # e.g. the disk filled up: the buffered write of the rest says why
+            break
+    return done, False
 
 
 def _pread_into(fd: int, buf: memoryview, offset: int) -> None:
@@ -268,6 +358,8 @@ class FileStorage:
         info_hash: used only to name the default parts file (falls back to the SHA-1
             of the piece hashes when not given).
         max_open_files: bound on cached descriptors.
+        direct_writes: large writes bypass the page cache (module rule 9); False writes
+            everything through it.
 
     The constructor does no I/O beyond checking which skipped files already exist.
     """
@@ -282,6 +374,7 @@ class FileStorage:
         parts_path: str | os.PathLike[str] | None = None,
         info_hash: InfoHash | bytes | None = None,
         max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+        direct_writes: bool = True,
     ) -> None:
         self._info = info
         self.directory = os.path.abspath(os.fspath(directory))
@@ -319,6 +412,9 @@ class FileStorage:
         self._starts = [info.files[i].offset for i in self._nonempty]
         self._modes = [self._initial_mode(i) for i in range(n)]
         self._fds = _FdCache(max_open_files)
+        self._direct = direct_writes and _O_DIRECT != 0
+        #: Paths whose file system refused ``O_DIRECT``: written through the page cache.
+        self._no_direct: set[str] = set()
         self._checked: set[str] = set()
         self._mode_lock = threading.Lock()
 
@@ -546,19 +642,40 @@ class FileStorage:
             StorageError: the write failed (the message names the file).
         """
         view = memoryview(data).cast("B")
+        # A whole piece_buffer() is page-aligned: its span at ``pos`` is at address base+pos.
+        aligned = isinstance(view.obj, mmap.mmap) and len(view) == len(view.obj)
         pos = 0
         for index, in_file, n in self.spans(piece, offset, len(view)):
             chunk = view[pos : pos + n]
+            mem_at = pos if aligned else None
             pos += n
             if self._modes[index] == _PAD:
                 continue
             path, at = self._target(index, in_file)
             try:
-                self._write_at(path, chunk, at)
+                self._write_at(path, chunk, at, mem_at)
             except OSError as exc:
                 raise describe_os_error(exc, path, "write") from None
 
-    def _write_at(self, path: str, chunk: memoryview, at: int) -> None:
+    def _write_at(self, path: str, chunk: memoryview, at: int, mem_at: int | None = None) -> None:
+        """Write ``chunk`` at file offset ``at``; ``mem_at``: where ``chunk`` starts from a
+        page boundary in memory, when known."""
+        n = len(chunk)
+        if n >= DIRECT_MIN and self._direct and path not in self._no_direct:
+            # Module rule 9: the page-aligned run direct, the unaligned ends buffered.
+            head = -at % DIRECT_ALIGN
+            body = (n - head) // DIRECT_ALIGN * DIRECT_ALIGN
+            if body >= DIRECT_MIN:
+                in_place = mem_at is not None and (mem_at + head) % DIRECT_ALIGN == 0
+                done = self._write_direct(path, chunk[head : head + body], at + head, in_place)
+                if head:
+                    self._write_buffered(path, chunk[:head], at)
+                if head + done < n:
+                    self._write_buffered(path, chunk[head + done :], at + head + done)
+                return
+        self._write_buffered(path, chunk, at)
+
+    def _write_buffered(self, path: str, chunk: memoryview, at: int) -> None:
         try:
             with self._fds.use(path, write=True) as fd:
                 _pwrite_all(fd, chunk, at)
@@ -567,6 +684,28 @@ class FileStorage:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with self._fds.use(path, write=True) as fd:
                 _pwrite_all(fd, chunk, at)
+
+    def _write_direct(self, path: str, data: memoryview, at: int, in_place: bool) -> int:
+        """Write ``data`` (page-aligned length) at ``at`` with ``O_DIRECT``, from its own
+        memory when ``in_place`` (page-aligned) else through a bounce buffer; return the
+        bytes written (fewer after a short write, or when the file system refused: then
+        the path is written through the page cache from now on)."""
+        with contextlib.nullcontext(None) if in_place else _bounces.take() as bounce:
+            try:
+                try:
+                    with self._fds.use(path, write=True, direct=True) as fd:
+                        done, refused = _pwrite_direct(fd, bounce, data, at)
+                except FileNotFoundError:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with self._fds.use(path, write=True, direct=True) as fd:
+                        done, refused = _pwrite_direct(fd, bounce, data, at)
+            except OSError as exc:
+                if exc.errno != errno_mod.EINVAL:
+                    raise
+                done, refused = 0, True  # the open itself was refused
+        if refused:
+            self._no_direct.add(path)
+        return done
 
     def read_block(self, piece: int, offset: int, length: int) -> bytes:
         """Read ``length`` bytes at ``offset`` within ``piece``.

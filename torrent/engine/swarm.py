@@ -46,7 +46,7 @@ from torrent.config import Settings
 from torrent.disk import resume
 from torrent.disk.diskio import DiskIO
 from torrent.disk.resume import ResumeStore
-from torrent.disk.storage import FileStorage
+from torrent.disk.storage import FileStorage, piece_buffer
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
 from torrent.engine.dht_node import DhtNode
@@ -111,7 +111,7 @@ class _PartialPiece:
     """Blocks of one piece received so far, assembled in memory until it is whole
     (the picker knows which blocks are in; this holds the bytes and who sent them)."""
 
-    buf: bytearray
+    buf: memoryview  # see torrent.disk.storage.piece_buffer
     sources: dict[int, Source] = field(default_factory=dict)  # begin -> who sent it
 
 
@@ -229,7 +229,7 @@ class Swarm(PeerHostBase):
         # per-block proof (or the layer) gives their hash: see HashExchange.prove.
         self._proving: dict[int, _PartialPiece] = {}
         #: Buffers of verified pieces, reused for the next ones (see _piece_buffer).
-        self._spare_buffers: list[bytearray] = []
+        self._spare_buffers: list[memoryview] = []
         self._verifying: set[int] = set()
         self._pieces_allowed = min(MIN_PIECES_IN_FLIGHT, self.settings.max_pieces_in_flight)
         self._prefetching: set[int] = set()
@@ -940,16 +940,17 @@ class Swarm(PeerHostBase):
         part.sources[begin] = source
         return part
 
-    def _piece_buffer(self, index: int) -> bytearray:
+    def _piece_buffer(self, index: int) -> memoryview:
         """Memory to assemble piece ``index`` in: a spare one when it fits (no page faults,
-        no zeroing), else a new one. A piece with padding blocks needs a zeroed buffer:
-        those blocks are never received."""
+        no zeroing), else a new one, page-aligned so that the disk layer writes it without a
+        copy (:func:`torrent.disk.storage.piece_buffer`). A piece with padding blocks needs a
+        zeroed buffer: those blocks are never received."""
         size = self.info.piece_size(index)
         if self._spare_buffers and size == self.info.piece_length and not self.picker.padding_blocks(index):
             return self._spare_buffers.pop()
-        return bytearray(size)
+        return piece_buffer(size)
 
-    def _recycle(self, buf: bytearray) -> None:
+    def _recycle(self, buf: memoryview) -> None:
         """Keep a verified piece's buffer for the next piece, up to the pieces-in-flight
         allowance (at least SPARE_BUFFER_BYTES). A buffer is made only when no spare is left,
         so the buffers alive never outnumber the most pieces that were in flight at once:
