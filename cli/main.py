@@ -228,9 +228,10 @@ _exit_at_once = False
 def entry() -> None:
     """Console-script entry point.
 
-    A short command that leaves nothing to tear down (``create``) ends with ``os._exit``
-    once stdout and stderr are flushed: the interpreter's teardown (freeing every object
-    and module) took about 5 ms of a 40 ms start-to-exit, longer after 5,000 files.
+    A command that leaves nothing to tear down (``create``, ``download``) ends with
+    ``os._exit`` once stdout and stderr are flushed: the interpreter's teardown (freeing
+    every object and module) took about 5 ms of a 40 ms ``create``, longer after 5,000
+    files, and 20-35 ms of a ``download``'s 0.2 s of CPU.
     """
     code = main()
     if _exit_at_once:

@@ -451,3 +451,118 @@ def test_unknown_geometry_raises_only_remote_errors_then_geometry_applies(chunks
         return
     assert proto.peer_pieces.size == NUM_PIECES
     assert all(0 <= i < NUM_PIECES for i in proto.peer_pieces)
+
+
+# -- the batched block path: the same events and state as one event at a time ------------------------
+
+
+def as_block(item: object) -> object:
+    """``next_blocks``'s ``(index, begin, data)`` as the ``Block`` event ``next_event`` gives."""
+    if type(item) is tuple:
+        index, begin, data = item
+        return Block(index, begin, bytes(data))
+    if isinstance(item, (Block, UnrequestedBlock)):
+        return type(item)(item.index, item.begin, bytes(item.data))
+    return item
+
+
+def leecher_run(
+    stream: bytes, requested: list[tuple[int, int, int]], sizes: list[int], strike: bool, batched: bool
+) -> tuple[list[object], tuple[object, ...]]:
+    """A leecher that requested ``requested`` (and saw them time out, with ``strike``) reads
+    ``stream`` into its buffer in reads of ``sizes``; the events (blocks as ``Block``, a
+    violation as the string ``"error"``) and its state afterwards, taken one event at a time
+    or with ``next_blocks``."""
+    proto = connected()
+    proto.send(HaveNone(), now=1.0)
+    proto.send(Interested(), now=1.0)
+    proto.receive_data(encode(HaveAll()) + encode(Unchoke()), now=1.0)
+    assert [type(e) for e in (proto.next_event(), proto.next_event())] == [HaveAll, Unchoke]
+    out, refused = proto.send_requests(requested, 2.0)
+    assert out
+    assert not refused
+    if strike:
+        assert proto.expire_requests(2.5, 0.1)
+        assert proto.strikes == 1
+    events: list[object] = []
+    pos = 0
+    now = 3.0
+    try:
+        for i in itertools.count():
+            if pos >= len(stream):
+                proto.receive_data(b"", now)
+            else:
+                view = proto.get_buffer()
+                n = max(1, min(len(view), len(stream) - pos, sizes[i % len(sizes)] if sizes else len(view)))
+                view[:n] = stream[pos : pos + n]
+                proto.buffer_updated(n, now)
+                pos += n
+            while True:
+                if batched:
+                    run: list[tuple[int, int, bytes | memoryview]] = []
+                    try:
+                        ev = proto.next_blocks(run)
+                    finally:
+                        events.extend(as_block(b) for b in run)
+                else:
+                    ev = proto.next_event()
+                if ev is NEED_DATA:
+                    break
+                events.append(as_block(ev))
+                if isinstance(ev, ConnectionClosed):
+                    raise StopIteration
+            now += 0.25
+    except RemoteProtocolError:
+        events.append("error")
+    except StopIteration:
+        pass
+    state = (
+        snapshot(proto),
+        proto.download_meter.total,
+        proto.download_rate_bps(now),
+        proto.waiting_since,
+        proto.strikes,
+        proto.unrequested_bytes,
+        proto.ignored_messages,
+        proto.data_to_send(),
+    )
+    return events, state
+
+
+@st.composite
+def leecher_streams(draw: st.DrawFn) -> tuple[list[tuple[int, int, int]], bytes]:
+    """Requests a leecher sends, and a stream answering some of them (in any order, some
+    twice), with other messages and blocks nobody asked for between them."""
+    all_blocks = [
+        (index, begin, min(16384, size - begin))
+        for index in range(NUM_PIECES)
+        for size in [
+            TOTAL_LENGTH - (NUM_PIECES - 1) * PIECE_LENGTH if index == NUM_PIECES - 1 else PIECE_LENGTH
+        ]
+        for begin in range(0, size, 16384)
+    ]
+    requested = draw(st.lists(st.sampled_from(all_blocks), min_size=1, max_size=12, unique=True))
+    answers = draw(st.lists(st.sampled_from(requested), max_size=16))
+    others = draw(st.lists(st.one_of(simple, blocks()), max_size=8))
+    messages: list[Event] = [Block(i, b, bytes([i + b // 16384]) * n) for i, b, n in answers]
+    for other in others:
+        messages.insert(draw(st.integers(0, len(messages))), other)
+    stream = bytearray(b"".join(wire_bytes(m) for m in messages))
+    for position, value in draw(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=2)):
+        if stream:
+            stream[position % len(stream)] = value  # sometimes garbage: the same error either way
+    return requested, bytes(stream)
+
+
+@SETTINGS
+@given(
+    case=leecher_streams(),
+    sizes=st.lists(st.integers(min_value=1, max_value=70_000), max_size=5),
+    strike=st.booleans(),
+)
+def test_next_blocks_gives_the_events_and_state_of_next_event(
+    case: tuple[list[tuple[int, int, int]], bytes], sizes: list[int], strike: bool
+) -> None:
+    requested, stream = case
+    one_by_one = leecher_run(stream, requested, sizes, strike, batched=False)
+    assert leecher_run(stream, requested, sizes, strike, batched=True) == one_by_one

@@ -582,6 +582,58 @@ def test_raw_events_are_the_same_events_as_tuples_and_piece_indexes(fast: bool) 
     assert leecher.next_event_raw() is NEED_DATA
 
 
+def test_next_blocks_takes_a_run_of_requested_blocks_and_stops_at_anything_else() -> None:
+    """next_blocks: the requested blocks before the next other event go into the list, in
+    order; that event (here a Have, then an unrequested block) is returned after them, and
+    the meter counts the run's bytes once."""
+    p = seed_and_leecher(True)
+    leecher = p.a
+    out, refused = leecher.send_requests([(0, 0, BLOCK), (0, BLOCK, BLOCK), (1, 0, BLOCK)], 1.0)
+    assert len(out) == 3 * 17
+    assert not refused
+    stream = b"".join(
+        encode(ev)
+        for ev in (
+            Block(0, BLOCK, b"b" * BLOCK),
+            Block(0, 0, b"a" * BLOCK),
+            Have(3),
+            Block(1, 0, b"c" * BLOCK),
+            Block(2, 0, b"u" * BLOCK),  # never requested
+        )
+    )
+    leecher.receive_data(stream, now=2.0)
+    run: list[tuple[int, int, bytes | memoryview]] = []
+    assert leecher.next_blocks(run) == Have(3)
+    assert [(i, b, bytes(d)) for i, b, d in run] == [(0, BLOCK, b"b" * BLOCK), (0, 0, b"a" * BLOCK)]
+    assert leecher.download_meter.total == 2 * BLOCK
+    run = []
+    unrequested = leecher.next_blocks(run)
+    assert [(i, b, bytes(d)) for i, b, d in run] == [(1, 0, b"c" * BLOCK)]
+    assert isinstance(unrequested, UnrequestedBlock)
+    assert (unrequested.index, unrequested.begin) == (2, 0)
+    assert leecher.unrequested_bytes == BLOCK
+    run = []
+    assert leecher.next_blocks(run) is NEED_DATA
+    assert run == []
+    assert leecher.download_meter.total == 3 * BLOCK
+    assert leecher.num_outstanding() == 0
+
+
+def test_next_blocks_keeps_the_blocks_before_a_violation() -> None:
+    p = seed_and_leecher(True)
+    leecher = p.a
+    leecher.send_requests([(0, 0, BLOCK)], 1.0)
+    leecher.receive_data(encode(Block(0, 0, b"a" * BLOCK)) + encode(Block(NUM_PIECES, 0, b"x")), now=2.0)
+    run: list[tuple[int, int, bytes | memoryview]] = []
+    with pytest.raises(RemoteProtocolError, match="out of range"):
+        leecher.next_blocks(run)
+    assert [(i, b, len(d)) for i, b, d in run] == [(0, 0, BLOCK)]
+    assert leecher.download_meter.total == BLOCK
+    assert leecher.their_phase.value == "error"
+    with pytest.raises(RemoteProtocolError, match="already failed"):
+        leecher.next_blocks(run)
+
+
 def test_a_raw_request_refused_while_choking_comes_as_nothing() -> None:
     p = pair()
     p.send(p.a, HaveNone())

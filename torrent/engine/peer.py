@@ -619,24 +619,22 @@ class Peer(asyncio.BufferedProtocol):
 
     def _drain_events(self, proto: wire.PeerProtocol) -> None:
         need_data = wire.NEED_DATA
-        next_event = proto.next_event_raw
+        next_blocks = proto.next_blocks
         closed = self._closed.done
         host = self.host
         assert host is not None
-        # Blocks come as plain (index, begin, data): the hot path of a download, ahead of
-        # _on_event's dispatch. A run of them goes to the host in one call (one loop over
-        # them there instead of three calls each), before any other event is handled.
+        # Blocks come as plain (index, begin, data), a run of them at once: the hot path of
+        # a download, ahead of _on_event's dispatch. The run goes to the host in one call
+        # (one loop over them there instead of three calls each), before the event that
+        # ended it is handled.
         blocks: list[tuple[int, int, Any]] = []
         while True:
             try:
-                ev = next_event()
+                ev = next_blocks(blocks)
             except RemoteProtocolError:
                 if blocks:  # what arrived before the garbage still counts
                     self._deliver_blocks(host, blocks)
                 raise
-            if type(ev) is tuple:
-                blocks.append(ev)
-                continue
             if blocks:
                 self._deliver_blocks(host, blocks)
                 blocks = []
@@ -647,7 +645,7 @@ class Peer(asyncio.BufferedProtocol):
             elif ev is need_data:
                 return
             else:
-                self._on_event(ev)  # type: ignore[arg-type]  # tuple, int, NEED_DATA: above
+                self._on_event(ev)  # type: ignore[arg-type]  # int, NEED_DATA: above
             if closed():
                 return
 
