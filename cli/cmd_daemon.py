@@ -90,9 +90,10 @@ def add_parser(subparsers: Any) -> None:
         "--max-up", type=_count, default=0, metavar="BPS", help="session upload limit, bytes/s (0: none)"
     )
     p.add_argument("--stall-minutes", type=float, default=10.0, metavar="MIN", help=argparse.SUPPRESS)
-    from cli.cmd_download import add_discovery_arguments
+    from cli.cmd_download import add_discovery_arguments, add_disk_arguments
 
     add_discovery_arguments(p)
+    add_disk_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,6 +175,7 @@ async def _serve(args: argparse.Namespace) -> int:
         max_upload_bps=args.max_up,
         seed_ratio=None,  # a daemon seeds until told otherwise
         **discovery_settings(args, os.path.join(state_dir, "dht.state")),
+        direct_writes=not args.no_direct_writes,
     )
     rpc = RpcConfig(
         username=args.rpc_username,

@@ -216,6 +216,16 @@ def discovery_settings(args: argparse.Namespace, dht_state_file: str | None) -> 
     return out
 
 
+def add_disk_arguments(p: argparse.ArgumentParser) -> None:
+    """``--no-direct-writes`` (download, seed and the daemon)."""
+    p.add_argument(
+        "--no-direct-writes",
+        action="store_true",
+        help="write pieces through the page cache (default: past it, which costs less CPU; "
+        "use this on network file systems)",
+    )
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=parse_port, default=6881, help="listening port (default 6881; 0 picks one)")
     p.add_argument(
@@ -252,6 +262,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
         help="also connect to this peer (repeatable)",
     )
     add_discovery_arguments(p)
+    add_disk_arguments(p)
     p.add_argument(
         "--recheck",
         action="store_true",
@@ -341,6 +352,7 @@ def build_settings(args: argparse.Namespace, *, state_dir: str | None = None) ->
         seed_ratio=seed_ratio or None,
         seed_time_s=getattr(args, "seed_time", None),
         **discovery_settings(args, dht_state),
+        direct_writes=not args.no_direct_writes,
         use_web_seeds=not getattr(args, "no_web_seeds", False),
         web_seeds=tuple(getattr(args, "web_seed", ())),
     )

@@ -172,6 +172,11 @@ class Settings:
     #: memory (each holds up to a piece of received blocks). Below this bound the number
     #: follows the peers' request pipelines, which follow their measured rates.
     max_pieces_in_flight: int = 64
+    #: Whole verified pieces are written past the page cache (``O_DIRECT``), which costs
+    #: far less CPU than copying them into it; file systems that refuse it are written
+    #: through the cache anyway. False writes everything through the cache, as for a
+    #: network file system or data that will be read back at once.
+    direct_writes: bool = True
 
     # --- trackers ------------------------------------------------------------------
     #: Used when a tracker gives no interval (BEP 3 trackers always do; be patient).

@@ -137,3 +137,26 @@ async def test_a_shared_disk_pool_outlives_the_diskio_that_used_it(tmp_path: Pat
         assert pool.submit(lambda: 42).result() == 42  # not shut down by either DiskIO
     finally:
         pool.shutdown()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+async def test_the_direct_writes_setting_reaches_each_torrents_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    from torrent.disk import storage
+
+    made: list[storage.FileStorage] = []
+
+    class Recorded(storage.FileStorage):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(storage, "FileStorage", Recorded)
+    meta = make_torrent(make_payload(tmp_path / "data", "a.bin", 40_000, seed=1), piece_length=16 * 1024)
+    settings = config.testing_settings().replace(direct_writes=direct)
+    async with asyncio.timeout(30), Session(settings) as s:
+        torrent = await s.add_torrent(meta, tmp_path / "data")
+        await torrent.wait_checked()
+    assert len(made) == 1
+    assert made[0].direct_writes is (direct and hasattr(os, "O_DIRECT"))

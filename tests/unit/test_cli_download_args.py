@@ -133,3 +133,11 @@ def test_dht_flags_become_settings(tmp_path: Path) -> None:
     assert not (testing.lsd_enabled)
     with pytest.raises(ValueError, match="dht_bootstrap"):
         Settings(dht_bootstrap=(("", 6881),)).validate()
+
+
+def test_no_direct_writes_becomes_a_setting() -> None:
+    parser = build_parser("download")
+    assert build_settings(parser.parse_args(["download", "x.torrent"])).direct_writes
+    off = build_settings(parser.parse_args(["download", "x.torrent", "--no-direct-writes"]))
+    assert not off.direct_writes
+    assert build_parser("daemon").parse_args(["daemon", "--no-direct-writes"]).no_direct_writes

@@ -412,7 +412,9 @@ class FileStorage:
         self._starts = [info.files[i].offset for i in self._nonempty]
         self._modes = [self._initial_mode(i) for i in range(n)]
         self._fds = _FdCache(max_open_files)
-        self._direct = direct_writes and _O_DIRECT != 0
+        #: Whether large writes go past the page cache (False where the system has no
+        #: ``O_DIRECT``); a file whose file system refuses it is written through the cache.
+        self.direct_writes = direct_writes and _O_DIRECT != 0
         #: Paths whose file system refused ``O_DIRECT``: written through the page cache.
         self._no_direct: set[str] = set()
         self._checked: set[str] = set()
@@ -661,7 +663,7 @@ class FileStorage:
         """Write ``chunk`` at file offset ``at``; ``mem_at``: where ``chunk`` starts from a
         page boundary in memory, when known."""
         n = len(chunk)
-        if n >= DIRECT_MIN and self._direct and path not in self._no_direct:
+        if n >= DIRECT_MIN and self.direct_writes and path not in self._no_direct:
             # Module rule 9: the page-aligned run direct, the unaligned ends buffered.
             head = -at % DIRECT_ALIGN
             body = (n - head) // DIRECT_ALIGN * DIRECT_ALIGN

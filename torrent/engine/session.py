@@ -936,6 +936,7 @@ class Session:
                 content_path=content_path,
                 file_priorities=file_priorities,
                 info_hash=metainfo.info_hash,
+                direct_writes=self.settings.direct_writes,
             )
         except ValueError as exc:
             raise StorageError(str(exc)) from None
