@@ -74,14 +74,14 @@ from torrent.create_hashing import (
     processes_possible,
 )
 from torrent.errors import MetainfoError
-from torrent.proto import merkle
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
     from torrent.proto.metainfo import Metainfo
 
 # ``torrent.proto.metainfo`` and ``torrent.proto.bencoding`` (and their imports) load while the
-# hashing threads already run: see :func:`create`.
+# hashing workers already run: see :func:`create`. ``torrent.proto.merkle`` loads for v2 and
+# hybrid torrents only.
 
 #: Smallest and largest piece length :func:`auto_piece_length` picks.
 MIN_AUTO_PIECE_LENGTH = BLOCK_SIZE
@@ -553,6 +553,8 @@ def _create_v2(
     fields: _TopFields,
 ) -> Made:
     """:func:`make` for ``v2`` and ``hybrid``: scan, hash both ways at once, assemble."""
+    from torrent.proto import merkle
+
     multi_file, files = scan(path)
     total = _check_payload(path, multi_file, files)
     top_name = _top_name(path, name, multi_file, files)

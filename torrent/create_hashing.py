@@ -29,11 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent.errors import StorageError
-from torrent.proto import merkle
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
     import signal
+
+# ``torrent.proto.merkle`` (with ``dataclasses``: about 9 ms) is imported only by a v2
+# or hybrid job: a v1 ``pytorrent create`` forks its workers that much sooner.
 
 #: Bytes of payload a worker takes at a time (rounded to whole pieces, at least one).
 BATCH_BYTES = 4 * 1024 * 1024
@@ -49,8 +51,10 @@ MAX_THREADS = 64
 #: A payload at least this large is hashed in worker processes where they can run
 #: (:func:`new_job`): starting one costs a few ms, about what 2 MiB of hashing does.
 PROCESS_MIN_BYTES = 32 * 1024 * 1024
-#: Batches a worker process has asked of it at once: one to hash, one waiting.
-PROCESS_DEPTH = 2
+#: Most batch numbers written to the worker processes' queue at once: 512 of 8 bytes
+#: is 4096 bytes, the ``PIPE_BUF`` every POSIX system gives at least (see
+#: :class:`ProcessHashJob`).
+QUEUE_WRITE = 512
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -300,18 +304,25 @@ class ProcessHashJob:
     those interrupts, beside waits for the address space's lock and for the GIL). A
     process has its own GIL and its own address space.
 
-    The workers are forked once every file is known (they inherit the file list) and
-    get batch numbers over a pipe each; each sends back the digests of its batches over
-    a pipe of its own. A worker is kept :data:`PROCESS_DEPTH` batches ahead, so a slow
-    or descheduled one never holds up a fixed share. The caller's thread does the
-    bookkeeping (and the ``progress`` calls) in :meth:`wait`.
+    The workers are forked once every file is known (they inherit the file list). They
+    take batch numbers from one queue, a pipe that :meth:`start` fills with every batch
+    (as far as it holds them), and each sends the digests of its batches back over a
+    pipe of its own. So a worker never waits for the parent to be scheduled: the next
+    batch is in the queue whenever it finishes one (when the parent handed each worker
+    two batches at a time, a busy machine left the workers idle for a third of the
+    run), and a slow or descheduled worker holds up at most the batch it is on. The
+    caller's thread reads the digests (and calls ``progress``) in :meth:`wait`.
 
-    Stopping: a worker exits at the end of its pipe, which comes when the job is done,
-    cancelled, or the parent has died (the kernel closes the parent's ends), so no worker
-    outlives its parent by more than the batches it holds. Workers ignore SIGINT: Ctrl-C
-    reaches the whole process group, and the parent alone decides (it kills and reaps
-    them). A worker that dies (a file truncated under its mapping raises SIGBUS) becomes
-    a :class:`StorageError` naming the file.
+    The queue holds 8-byte batch numbers, written at most :data:`QUEUE_WRITE` of them at
+    a time: a pipe write of up to ``PIPE_BUF`` bytes is never split or interleaved, so
+    every read of 8 bytes by any worker takes one whole number.
+
+    Stopping: a worker exits at the end of the queue, which comes when every batch has
+    been handed out, when the job is cancelled, or when the parent has died (the kernel
+    closes the parent's end), so no worker outlives its parent by more than the batch
+    it is on. Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the
+    parent alone decides (it kills and reaps them). A worker that dies (a file truncated
+    under its mapping raises SIGBUS) becomes a :class:`StorageError` naming the file.
     """
 
     def __init__(
@@ -336,16 +347,15 @@ class ProcessHashJob:
         self.closed = False
         #: Worker process ids, while they run.
         self.pids: list[int] = []
-        self._tasks: list[int] = []  # per worker: the write end of its batch pipe (-1: closed)
+        self._forked: list[int] = []  # per worker: its process id
+        self._queue = -1  # the write end of the batch queue (-1: closed)
         self._results: list[int] = []  # per worker: the read end of its result pipe (-1: closed)
-        # While :meth:`wait` runs: the next batch to hand out, the batches each worker
-        # holds, the digests and nodes per batch, and the bytes hashed.
-        self._next = 0
-        self._held: list[list[int]] = []
+        self._count = 0  # batches in the payload
+        self._queued = 0  # batches written to the queue so far
         self._digests: dict[int, bytes] = {}
         self._nodes: dict[int, bytes] = {}
         self._buffers: list[bytearray] = []  # per worker: what it sent, not yet taken
-        self._done = 0
+        self._done = 0  # bytes hashed
         self._mask: set[int | signal.Signals] | None = None  # the signal mask before start()
 
     @property
@@ -366,28 +376,35 @@ class ProcessHashJob:
         self.closed = True
 
     def start(self) -> None:
-        """Fork the workers (the payload must be complete: :meth:`close_feed`)."""
+        """Fork the workers and queue the batches (the payload must be complete:
+        :meth:`close_feed`)."""
         import signal
 
         if not self.closed:
             raise RuntimeError("start() before close_feed()")
-        self.threads = min(self.threads, max(1, -(-self.known // self.batch_bytes)))
+        self._count = -(-self.known // self.batch_bytes)
+        self.threads = min(self.threads, max(1, self._count))
         # SIGINT stays pending from here until :meth:`wait` or :meth:`cancel`: a worker
         # must not see it before it ignores it (it would unwind the parent's stack in the
         # child), and the parent must see it only where it kills the workers it started.
         try:
             self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            for _ in range(self.threads):
-                self._fork(self._mask)
+            queue_r, self._queue = os.pipe()
+            try:
+                for _ in range(self.threads):
+                    self._fork(self._mask, queue_r)
+            finally:
+                os.close(queue_r)  # the workers hold it: with them gone, writes fail
+            os.set_blocking(self._queue, False)
+            self._fill()
         except BaseException:
             self.cancel()
             raise
 
-    def _fork(self, mask: set[int | signal.Signals]) -> None:
-        """Start one worker; ``mask`` is the signal mask it runs with."""
+    def _fork(self, mask: set[int | signal.Signals], queue: int) -> None:
+        """Start one worker reading ``queue``; ``mask`` is the signal mask it runs with."""
         import signal
 
-        tasks_r, tasks_w = os.pipe()
         results_r, results_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its work is checked through the parent
@@ -395,25 +412,24 @@ class ProcessHashJob:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                for fd in (tasks_w, results_r, *self._tasks, *self._results):
+                for fd in (self._queue, results_r, *self._results):
                     os.close(fd)
-                self._serve(tasks_r, results_w)
+                self._serve(queue, results_w)
                 code = 0
             finally:
                 os._exit(code)
         self.pids.append(pid)
-        os.close(tasks_r)
+        self._forked.append(pid)
         os.close(results_w)
-        self._tasks.append(tasks_w)
         self._results.append(results_r)
 
-    def _serve(self, tasks: int, results: int) -> None:
-        """A worker's loop: hash each batch asked for until the pipe ends."""
+    def _serve(self, queue: int, results: int) -> None:
+        """A worker's loop: hash each batch taken from the queue until it ends."""
         reader = _Reader(self.files, self.starts, self.piece_length, self.v1, self.v2)
         batch_bytes, total = self.batch_bytes, self.known
         try:
             while True:
-                ask = _read_exactly(tasks, 8)
+                ask = os.read(queue, 8)  # one whole batch number (see the class docstring)
                 if not ask:
                     return
                 batch = int.from_bytes(ask, "little")
@@ -429,11 +445,26 @@ class ProcessHashJob:
         finally:
             reader.close()
 
+    def _fill(self) -> None:
+        """Queue the batches not yet queued, as many as the pipe takes now; once all
+        are in, close it (each worker then ends when it finds the queue empty)."""
+        while self._queued < self._count:
+            upto = min(self._count, self._queued + QUEUE_WRITE)
+            record = b"".join(i.to_bytes(8, "little") for i in range(self._queued, upto))
+            try:
+                os.write(self._queue, record)  # all of it or nothing: at most PIPE_BUF bytes
+            except BlockingIOError:
+                return  # full: :meth:`wait` writes more once the pipe has room
+            except BrokenPipeError:
+                return  # every worker is gone: :meth:`wait` finds out why
+            self._queued = upto
+        self._close_queue()
+
     def cancel(self) -> None:
         """Stop the workers now (SIGKILL) and reap them."""
         import signal
 
-        self._close_tasks()
+        self._close_queue()
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -450,33 +481,23 @@ class ProcessHashJob:
             mask, self._mask = self._mask, None
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def _close_tasks(self) -> None:
-        for i, fd in enumerate(self._tasks):
-            if fd >= 0:
-                os.close(fd)
-                self._tasks[i] = -1
+    def _close_queue(self) -> None:
+        if self._queue >= 0:
+            os.close(self._queue)
+            self._queue = -1
 
-    def _reap(self) -> dict[int, int]:
-        """Wait for every worker; returns pid -> wait status. Closes the result pipes."""
-        statuses = {}
+    def _reap(self) -> None:
+        """Wait for every worker. Closes the result pipes."""
         for pid in self.pids:
-            while True:
-                try:
-                    statuses[pid] = os.waitpid(pid, 0)[1]
-                    break
-                except ChildProcessError:  # pragma: no cover - reaped by someone else
-                    break
-                except InterruptedError:  # pragma: no cover - retried by Python itself
-                    continue
+            _wait_status(pid)
         self.pids = []
         for i, fd in enumerate(self._results):
             if fd >= 0:
                 os.close(fd)
                 self._results[i] = -1
-        return statuses
 
     def wait(self, progress: ProgressCallback | None = None) -> bytes:
-        """Hand out the batches, gather the digests; returns them (as :meth:`HashJob.wait`).
+        """Gather the digests; returns them (as :meth:`HashJob.wait`).
 
         If this thread is interrupted (or ``progress`` raises), the workers are killed
         and reaped, and the exception propagates.
@@ -489,34 +510,37 @@ class ProcessHashJob:
 
         try:
             self._unblock()
-            count = -(-self.known // self.batch_bytes)
-            self._held = [[] for _ in self.pids]
+            count = self._count
             self._buffers = [bytearray() for _ in self.pids]
-            for _ in range(PROCESS_DEPTH):
-                for i in range(len(self.pids)):
-                    self._ask(i)
             by_fd = {fd: i for i, fd in enumerate(self._results)}
             poller = select.poll()
             for fd in by_fd:
                 poller.register(fd, select.POLLIN)
+            if self._queue >= 0:
+                poller.register(self._queue, select.POLLOUT)
             due = time.monotonic() + PROGRESS_INTERVAL_S
             while len(self._digests) < count:
                 if not by_fd:
                     raise StorageError("the hashing processes ended before they finished their work")
                 for fd, _ in poller.poll(PROGRESS_INTERVAL_S * 1000 if progress is not None else None):
+                    if fd == self._queue:
+                        poller.unregister(fd)
+                        self._fill()
+                        if self._queue >= 0:
+                            poller.register(self._queue, select.POLLOUT)
+                        continue
+                    if fd not in by_fd:
+                        continue  # the queue's descriptor number, closed and reused
                     i = by_fd[fd]
                     data = os.read(fd, 1 << 16)
                     if not data:  # the worker has exited
                         poller.unregister(fd)
                         del by_fd[fd]
-                        if self._held[i]:
-                            raise self._died(i, self._held[i])
+                        self._ended(i)
                         continue
                     self._buffers[i] += data
                     for batch in _records(self._buffers[i], self._digests, self._nodes):
-                        self._held[i].remove(batch)
                         self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
-                        self._ask(i)
                 if progress is not None and time.monotonic() >= due:
                     progress(self._done, self.known)
                     due = time.monotonic() + PROGRESS_INTERVAL_S
@@ -530,46 +554,57 @@ class ProcessHashJob:
             self.nodes_v2 = b"".join(self._nodes[i] for i in range(count))
         return b"".join(self._digests[i] for i in range(count))
 
-    def _ask(self, worker: int) -> None:
-        """Give ``worker`` the next batch; once none is left, end every worker's pipe."""
-        count = -(-self.known // self.batch_bytes)
-        if self._next < count:
-            self._held[worker].append(self._next)
-            try:
-                _write_all(self._tasks[worker], self._next.to_bytes(8, "little"))
-            except BrokenPipeError:  # the worker is gone
-                raise self._died(worker, self._held[worker]) from None
-            self._next += 1
-        if self._next == count:
-            self._close_tasks()
+    def _ended(self, worker: int) -> None:
+        """Worker ``worker`` closed its result pipe: fine once the queue ran dry
+        (it exits with status 0), else a :class:`StorageError` saying why.
 
-    def _died(self, worker: int, batches: list[int]) -> StorageError:
-        """The error for a worker that ended while holding ``batches``."""
+        Raises:
+            StorageError: the worker sent an error record, or died.
+        """
         # What it wrote before it ended: an error record there says why (it may have
-        # ended on a read error while this side was still handing it work).
+        # ended on a read error while batches were still queued).
         while data := os.read(self._results[worker], 1 << 16):
             self._buffers[worker] += data
         _records(self._buffers[worker], self._digests, self._nodes)
-        pid = self.pids[worker]
-        try:
-            status = os.waitpid(pid, 0)[1]
-        except ChildProcessError:  # pragma: no cover - reaped by someone else
-            status = 0
+        pid = self._forked[worker]
+        status = _wait_status(pid)
         self.pids.remove(pid)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return
         how = f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else "ended"
-        # A mapped file cut short under a worker raises SIGBUS there: name the file.
-        for batch in batches:
+        # A mapped file cut short under a worker raises SIGBUS there: name the file. It
+        # held one of the batches not done yet.
+        checked: set[int] = set()
+        for batch in range(self._count):
+            if batch in self._digests:
+                continue
             start = batch * self.batch_bytes
-            first = bisect.bisect_right(self.starts, start) - 1
+            first = max(bisect.bisect_right(self.starts, start) - 1, 0)
             last = bisect.bisect_left(self.starts, start + self.batch_bytes)
-            for f in self.files[max(first, 0) : last]:
+            for index in range(first, last):
+                if index in checked:
+                    continue
+                checked.add(index)
+                f = self.files[index]
                 try:
                     size = os.stat(f.fs_path).st_size if f.fs_path else f.length
                 except OSError as exc:
-                    return StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}")
+                    raise StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}") from None
                 if size < f.length:
-                    return StorageError(f"{f.fs_path} shrank while it was being hashed")
-        return StorageError(f"a hashing process {how} before it finished its work")
+                    raise StorageError(f"{f.fs_path} shrank while it was being hashed")
+        raise StorageError(f"a hashing process {how} before it finished its work")
+
+
+def _wait_status(pid: int) -> int:
+    """Reap worker ``pid``; returns its wait status."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # pragma: no cover - reaped by someone else
+            break
+        except InterruptedError:  # pragma: no cover - retried by Python itself
+            continue
+    return 0
 
 
 #: A worker's record that carries an error message instead of digests.
@@ -602,20 +637,6 @@ def _records(buffer: bytearray, digests: dict[int, bytes], nodes: dict[int, byte
         del buffer[:end]
         got.append(batch)
     return got
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    """``n`` bytes from ``fd``, or b"" at its end (a pipe's writer gone)."""
-    data = b""
-    while len(data) < n:
-        try:
-            more = os.read(fd, n - len(data))
-        except InterruptedError:  # pragma: no cover - retried by Python itself
-            continue
-        if not more:
-            return b""
-        data += more
-    return data
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -739,6 +760,8 @@ class _Reader:
         return out
 
     def _node(self, f: SourceFile, leaves: list[bytes]) -> bytes:
+        from torrent.proto import merkle
+
         piece_length = self.piece_length
         width = piece_length // BLOCK_SIZE if f.length > piece_length else merkle.next_pow2(len(leaves))
         return merkle.root(leaves, width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -111,6 +112,23 @@ def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: 
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     assert small_batches
     assert not small_batches[0].pids  # reaped
+
+
+def test_a_queue_longer_than_its_pipe_is_topped_up_while_the_workers_hash(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    # 9,000 one-piece batches: more numbers than a 64 KiB pipe holds (8,192), so the
+    # rest are written as the workers take them.
+    count = 9000
+    f = tmp_path / "sparse"
+    with open(f, "wb") as fh:
+        fh.truncate(count * 16384)  # reads as zeros
+    job = new_job(16384, [SourceFile(("sparse",), str(f), count * 16384)], threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    assert job._queued < count
+    assert job.wait() == hashlib.sha1(bytes(16384)).digest() * count
+    assert not job.pids
 
 
 def test_a_read_error_in_a_worker_is_a_storage_error_and_every_worker_is_reaped(
