@@ -63,7 +63,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torrent import version
+from torrent import create_hashing, version
 from torrent.create_hashing import (
     MAX_THREADS,
     HashJob,
@@ -360,34 +360,22 @@ def make(
             ),
         )
     job: HashJob | ProcessHashJob | None = None
-    pending: list[SourceFile] = []
-    on_file = None
-    if piece_length is not None and not processes_possible():
-        # The piece length is known, so hashing threads can start while the walk goes on.
-        # (Worker processes start once the walk is done: they inherit the file list.)
-        streaming = job = HashJob(piece_length, threads=threads)
-        job.start()
-
-        def on_file(f: SourceFile) -> None:
-            pending.append(f)
-            if len(pending) >= FEED_EVERY:
-                streaming.feed(pending)
-                pending.clear()
-
+    feed: _Feed | None = None
     interval = sys.getswitchinterval()
     try:
-        if job is not None:
+        # With the piece length known, hashing starts while the walk goes on.
+        feed = _Feed(piece_length, threads) if piece_length is not None else None
+        if feed is not None and feed.job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-        multi_file, files = scan(path, on_file)
+        multi_file, files = scan(path, feed)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
-        if job is None:
+        if feed is not None and feed.job is not None:
+            job = feed.finish()
+        else:
             job = new_job(chosen, files, threads=threads)
             job.start()
-        else:
-            job.feed(pending)
-            job.close_feed()
         # Checked once the workers run: the URL checks' imports stay off the start-up path.
         tiers = _tiers(trackers)
         # While the workers hash (mostly without the GIL), build everything else. A
@@ -408,12 +396,73 @@ def make(
             [w for w in web_seeds if w],
         )
     except BaseException:
-        if job is not None:
-            job.cancel()
+        running = job or (feed.job if feed is not None else None)
+        if running is not None:
+            running.cancel()
         raise
     finally:
         sys.setswitchinterval(interval)
     return parts.made(job.wait(progress))
+
+
+class _Feed:
+    """Hands the files a walk finds (in torrent order) to a hashing job while the walk
+    goes on; the piece length must be known. Call it with each file; :attr:`job` is
+    then the job that runs, if any, and :meth:`finish` gives it the rest.
+
+    Worker processes are forked once the walk has found
+    :data:`~torrent.create_hashing.PROCESS_MIN_BYTES`:
+    they inherit the files found so far and read the rest from the job's file table,
+    so on 1 GiB in 5,000 files they hash while most of the walk goes on. A smaller
+    payload is left to :func:`new_job` after the walk (threads). Where processes cannot
+    run, hashing threads start at once.
+    """
+
+    def __init__(self, piece_length: int, threads: int | None) -> None:
+        self.piece_length = piece_length
+        self.threads = threads
+        self.pending: list[SourceFile] = []  # found, not yet fed
+        self.found = 0  # bytes in ``pending`` while no job runs
+        #: The job, once it runs.
+        self.job: HashJob | ProcessHashJob | None = None
+        # The job for a large payload, not yet started (one worker: none at all).
+        self.processes: ProcessHashJob | None = None
+        if processes_possible():
+            self.processes = ProcessHashJob(piece_length, threads=threads)
+            if self.processes.threads < 2:
+                self.processes = None
+        else:
+            self.job = HashJob(piece_length, threads=threads)
+            self.job.start()
+
+    def __call__(self, f: SourceFile) -> None:
+        if self.job is None and self.processes is None:
+            return
+        self.pending.append(f)
+        self.found += f.length
+        if len(self.pending) >= FEED_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.job is None:
+            if self.found < create_hashing.PROCESS_MIN_BYTES or self.processes is None:
+                return  # kept: the processes will inherit them
+            self.job = self.processes
+            self.job.feed(self.pending)
+            self.pending.clear()
+            self.job.start()
+            return
+        self.job.feed(self.pending)
+        self.pending.clear()
+
+    def finish(self) -> HashJob | ProcessHashJob:
+        """:attr:`job` (which must run) with every file fed."""
+        if self.job is None:
+            raise RuntimeError("no job runs")
+        self.job.feed(self.pending)
+        self.pending.clear()
+        self.job.close_feed()
+        return self.job
 
 
 def create(
@@ -589,8 +638,8 @@ def _create_v2(
     hybrid = torrent_format == "hybrid"
     layout = padded_layout(files, chosen, tail=hybrid) if multi_file else list(files)
     job = new_job(chosen, layout, threads=threads, v1=hybrid, v2=True)
-    job.start()
     try:
+        job.start()
         # While the workers hash: what they do not need is imported and checked now.
         from torrent.proto import bencoding
 

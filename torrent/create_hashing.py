@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import marshal
 import operator
 import os
 import threading
@@ -51,10 +52,9 @@ MAX_THREADS = 64
 #: A payload at least this large is hashed in worker processes where they can run
 #: (:func:`new_job`): starting one costs a few ms, about what 2 MiB of hashing does.
 PROCESS_MIN_BYTES = 32 * 1024 * 1024
-#: Most batch numbers written to the worker processes' queue at once: 512 of 8 bytes
-#: is 4096 bytes, the ``PIPE_BUF`` every POSIX system gives at least (see
-#: :class:`ProcessHashJob`).
-QUEUE_WRITE = 512
+#: Most records written to the worker processes' queue at once: 32 of 16 bytes is
+#: 512 bytes, the least ``PIPE_BUF`` POSIX allows (see :class:`ProcessHashJob`).
+QUEUE_WRITE = 32
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
 
@@ -93,8 +93,12 @@ def hash_files(
         StorageError: a file could not be opened or read, or is shorter than scanned.
     """
     job = new_job(piece_length, files, threads=threads)
-    job.start()
-    return job.wait(progress)
+    try:
+        job.start()
+        return job.wait(progress)
+    except BaseException:
+        job.cancel()  # a Ctrl-C between the two (wait() cancels on its own errors)
+        raise
 
 
 def _worker_count(threads: int | None, total: int | None, batch_bytes: int) -> int:
@@ -293,7 +297,7 @@ class HashJob:
 
 
 class ProcessHashJob:
-    """Hash a known payload in worker processes, one per core, started with ``fork``.
+    """Hash a payload in worker processes, one per core, started with ``fork``.
 
     Why processes: ``hashlib`` gives the GIL back on every call over 2 KiB, and a v2
     piece is hashed as one SHA-256 per 16 KiB block, so hashing threads hand the GIL
@@ -304,18 +308,22 @@ class ProcessHashJob:
     those interrupts, beside waits for the address space's lock and for the GIL). A
     process has its own GIL and its own address space.
 
-    The workers are forked once every file is known (they inherit the file list). They
-    take batch numbers from one queue, a pipe that :meth:`start` fills with every batch
-    (as far as it holds them), and each sends the digests of its batches back over a
+    The workers inherit the files fed before :meth:`start`. Files fed after it (a walk
+    that goes on while the first files are hashed) reach them through a file table the
+    parent appends to (an anonymous file all of them share). They take batch numbers
+    from one queue, a pipe the parent fills with every batch whose files are known (as
+    far as the pipe holds them), and each sends the digests of its batches back over a
     pipe of its own. So a worker never waits for the parent to be scheduled: the next
     batch is in the queue whenever it finishes one (when the parent handed each worker
     two batches at a time, a busy machine left the workers idle for a third of the
     run), and a slow or descheduled worker holds up at most the batch it is on. The
-    caller's thread reads the digests (and calls ``progress``) in :meth:`wait`.
+    caller's thread reads the digests (and calls ``progress``) in :meth:`wait`, and
+    between two :meth:`feed` calls.
 
-    The queue holds 8-byte batch numbers, written at most :data:`QUEUE_WRITE` of them at
-    a time: a pipe write of up to ``PIPE_BUF`` bytes is never split or interleaved, so
-    every read of 8 bytes by any worker takes one whole number.
+    A queue record is 16 bytes: the batch number and how many bytes of the file table
+    the worker must have read to know the batch's files. Records are written at most
+    :data:`QUEUE_WRITE` at a time: a pipe write of up to ``PIPE_BUF`` bytes is never
+    split or interleaved, so every 16-byte read by any worker takes one whole record.
 
     Stopping: a worker exits at the end of the queue, which comes when every batch has
     been handed out, when the job is cancelled, or when the parent has died (the kernel
@@ -349,56 +357,80 @@ class ProcessHashJob:
         self.pids: list[int] = []
         self._forked: list[int] = []  # per worker: its process id
         self._queue = -1  # the write end of the batch queue (-1: closed)
+        self._table = -1  # the file table, once started (-1: none)
+        self._table_end = 0  # bytes written to the file table
         self._results: list[int] = []  # per worker: the read end of its result pipe (-1: closed)
-        self._count = 0  # batches in the payload
+        self._by_fd: dict[int, int] = {}  # result pipe -> worker, while it is open
+        self._poller: Any = None  # a ``select.poll`` over the result pipes, once started
+        self._count = 0  # batches in the payload, once the feed is closed
         self._queued = 0  # batches written to the queue so far
         self._digests: dict[int, bytes] = {}
         self._nodes: dict[int, bytes] = {}
         self._buffers: list[bytearray] = []  # per worker: what it sent, not yet taken
         self._done = 0  # bytes hashed
-        self._mask: set[int | signal.Signals] | None = None  # the signal mask before start()
 
     @property
     def total(self) -> int:
         return self.known
 
     def feed(self, files: Sequence[SourceFile]) -> None:
-        """Append files (in torrent order); all of them before :meth:`start`."""
-        if self.pids:
-            raise RuntimeError("feed() after start()")
+        """Append files (in torrent order); after :meth:`start`, the workers hash
+        every batch they complete while the caller goes on."""
+        new = []
         for f in files:
             if f.length:
                 self.files.append(f)
                 self.starts.append(self.known)
                 self.known += f.length
+                new.append((f.fs_path, f.length))
+        if self._table >= 0 and new:
+            data = marshal.dumps(new)
+            _write_all(self._table, len(data).to_bytes(4, "little") + data)
+            self._table_end += 4 + len(data)
+            self._fill()
+            self._gather(0)
 
     def close_feed(self) -> None:
+        """No more files: the payload is complete."""
         self.closed = True
+        self._count = -(-self.known // self.batch_bytes)
+        if self.pids:
+            self._fill()
 
     def start(self) -> None:
-        """Fork the workers and queue the batches (the payload must be complete:
-        :meth:`close_feed`)."""
+        """Fork the workers and queue every batch whose files are known."""
+        import select
         import signal
 
-        if not self.closed:
-            raise RuntimeError("start() before close_feed()")
-        self._count = -(-self.known // self.batch_bytes)
-        self.threads = min(self.threads, max(1, self._count))
-        # SIGINT stays pending from here until :meth:`wait` or :meth:`cancel`: a worker
-        # must not see it before it ignores it (it would unwind the parent's stack in the
-        # child), and the parent must see it only where it kills the workers it started.
+        if self.closed:
+            self.threads = min(self.threads, max(1, -(-self.known // self.batch_bytes)))
+        # SIGINT is blocked while the workers are forked: a worker must not see it before
+        # it ignores it (it would unwind the parent's stack in the child). A Ctrl-C held
+        # meanwhile is raised when it is let in again, here, and cancels the job; from
+        # then on the caller cancels the job on any exception, as ``hash_files`` does.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            if not self.closed:
+                self._table = _anonymous_file()
             queue_r, self._queue = os.pipe()
             try:
                 for _ in range(self.threads):
-                    self._fork(self._mask, queue_r)
+                    self._fork(mask, queue_r)
             finally:
                 os.close(queue_r)  # the workers hold it: with them gone, writes fail
             os.set_blocking(self._queue, False)
+            self._buffers = [bytearray() for _ in self.pids]
+            self._by_fd = {fd: i for i, fd in enumerate(self._results)}
+            self._poller = select.poll()
+            for fd in self._by_fd:
+                self._poller.register(fd, select.POLLIN)
             self._fill()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         except BaseException:
-            self.cancel()
+            try:
+                self.cancel()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
 
     def _fork(self, mask: set[int | signal.Signals], queue: int) -> None:
@@ -425,40 +457,52 @@ class ProcessHashJob:
 
     def _serve(self, queue: int, results: int) -> None:
         """A worker's loop: hash each batch taken from the queue until it ends."""
-        reader = _Reader(self.files, self.starts, self.piece_length, self.v1, self.v2)
-        batch_bytes, total = self.batch_bytes, self.known
+        files, starts = self.files, self.starts
+        reader = _Reader(files, starts, self.piece_length, self.v1, self.v2)
+        batch_bytes, known, have = self.batch_bytes, self.known, 0
         try:
             while True:
-                ask = os.read(queue, 8)  # one whole batch number (see the class docstring)
-                if not ask:
+                record = os.read(queue, 16)  # one whole record (see the class docstring)
+                if not record:
                     return
-                batch = int.from_bytes(ask, "little")
+                batch = int.from_bytes(record[:8], "little")
+                need = int.from_bytes(record[8:], "little")
+                if need > have:  # files fed after the fork
+                    for path, length in _table_entries(self._table, have, need):
+                        files.append(tuple.__new__(SourceFile, ((), path, length)))
+                        starts.append(known)
+                        known += length
+                    have = need
                 start = batch * batch_bytes
                 try:
-                    digests, nodes = reader.hash_batch(start, min(batch_bytes, total - start))
+                    digests, nodes = reader.hash_batch(start, min(batch_bytes, known - start))
                 except StorageError as exc:
                     text = str(exc).encode("utf-8", "replace")
                     _write_all(results, _ERROR + len(text).to_bytes(4, "little") + bytes(4) + text)
                     return
-                head = ask + len(digests).to_bytes(4, "little") + len(nodes).to_bytes(4, "little")
+                head = record[:8] + len(digests).to_bytes(4, "little") + len(nodes).to_bytes(4, "little")
                 _write_all(results, b"".join((head, digests, nodes)))
         finally:
             reader.close()
 
     def _fill(self) -> None:
-        """Queue the batches not yet queued, as many as the pipe takes now; once all
-        are in, close it (each worker then ends when it finds the queue empty)."""
-        while self._queued < self._count:
-            upto = min(self._count, self._queued + QUEUE_WRITE)
-            record = b"".join(i.to_bytes(8, "little") for i in range(self._queued, upto))
+        """Queue the batches whose files are known, as many as the pipe takes now; once
+        the feed is closed and all are in, close it (each worker then ends when it
+        finds the queue empty)."""
+        ready = self._count if self.closed else self.known // self.batch_bytes
+        end = self._table_end.to_bytes(8, "little")
+        while self._queue >= 0 and self._queued < ready:
+            upto = min(ready, self._queued + QUEUE_WRITE)
+            record = b"".join(i.to_bytes(8, "little") + end for i in range(self._queued, upto))
             try:
                 os.write(self._queue, record)  # all of it or nothing: at most PIPE_BUF bytes
             except BlockingIOError:
-                return  # full: :meth:`wait` writes more once the pipe has room
+                return  # full: more go in as the workers take them
             except BrokenPipeError:
                 return  # every worker is gone: :meth:`wait` finds out why
             self._queued = upto
-        self._close_queue()
+        if self.closed and self._queued == self._count:
+            self._close_queue()
 
     def cancel(self) -> None:
         """Stop the workers now (SIGKILL) and reap them."""
@@ -471,15 +515,6 @@ class ProcessHashJob:
             except ProcessLookupError:  # pragma: no cover - already reaped
                 pass
         self._reap()
-        self._unblock()
-
-    def _unblock(self) -> None:
-        """Let SIGINT in again (a Ctrl-C held since :meth:`start` is raised now)."""
-        import signal
-
-        if self._mask is not None:
-            mask, self._mask = self._mask, None
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _close_queue(self) -> None:
         if self._queue >= 0:
@@ -487,7 +522,7 @@ class ProcessHashJob:
             self._queue = -1
 
     def _reap(self) -> None:
-        """Wait for every worker. Closes the result pipes."""
+        """Wait for every worker. Closes the result pipes and the file table."""
         for pid in self.pids:
             _wait_status(pid)
         self.pids = []
@@ -495,52 +530,29 @@ class ProcessHashJob:
             if fd >= 0:
                 os.close(fd)
                 self._results[i] = -1
+        self._by_fd = {}
+        if self._table >= 0:
+            os.close(self._table)
+            self._table = -1
 
     def wait(self, progress: ProgressCallback | None = None) -> bytes:
         """Gather the digests; returns them (as :meth:`HashJob.wait`).
 
-        If this thread is interrupted (or ``progress`` raises), the workers are killed
-        and reaped, and the exception propagates.
+        Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
+        raises), the workers are killed and reaped, and the exception propagates.
 
         Raises:
             StorageError: a worker could not read its files, or died.
         """
-        import select
         import time
 
         try:
-            self._unblock()
             count = self._count
-            self._buffers = [bytearray() for _ in self.pids]
-            by_fd = {fd: i for i, fd in enumerate(self._results)}
-            poller = select.poll()
-            for fd in by_fd:
-                poller.register(fd, select.POLLIN)
-            if self._queue >= 0:
-                poller.register(self._queue, select.POLLOUT)
             due = time.monotonic() + PROGRESS_INTERVAL_S
             while len(self._digests) < count:
-                if not by_fd:
+                if not self._by_fd:
                     raise StorageError("the hashing processes ended before they finished their work")
-                for fd, _ in poller.poll(PROGRESS_INTERVAL_S * 1000 if progress is not None else None):
-                    if fd == self._queue:
-                        poller.unregister(fd)
-                        self._fill()
-                        if self._queue >= 0:
-                            poller.register(self._queue, select.POLLOUT)
-                        continue
-                    if fd not in by_fd:
-                        continue  # the queue's descriptor number, closed and reused
-                    i = by_fd[fd]
-                    data = os.read(fd, 1 << 16)
-                    if not data:  # the worker has exited
-                        poller.unregister(fd)
-                        del by_fd[fd]
-                        self._ended(i)
-                        continue
-                    self._buffers[i] += data
-                    for batch in _records(self._buffers[i], self._digests, self._nodes):
-                        self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
+                self._gather(PROGRESS_INTERVAL_S if progress is not None else None)
                 if progress is not None and time.monotonic() >= due:
                     progress(self._done, self.known)
                     due = time.monotonic() + PROGRESS_INTERVAL_S
@@ -553,6 +565,42 @@ class ProcessHashJob:
         if self.v2:
             self.nodes_v2 = b"".join(self._nodes[i] for i in range(count))
         return b"".join(self._digests[i] for i in range(count))
+
+    def _gather(self, timeout_s: float | None) -> None:
+        """Take what the workers sent within ``timeout_s`` (None: until one sends), and
+        queue more batches where the queue has room.
+
+        Raises:
+            StorageError: a worker sent an error record, or died.
+        """
+        import select
+
+        queue = self._queue
+        if queue >= 0 and self._queued < (self._count if self.closed else self.known // self.batch_bytes):
+            self._poller.register(queue, select.POLLOUT)
+        else:
+            queue = -1
+        try:
+            events = self._poller.poll(None if timeout_s is None else timeout_s * 1000)
+        finally:
+            if queue >= 0:
+                self._poller.unregister(queue)
+        for fd, _ in events:
+            if fd == queue:
+                self._fill()
+                continue
+            i = self._by_fd.get(fd)
+            if i is None:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:  # the worker has exited
+                self._poller.unregister(fd)
+                del self._by_fd[fd]
+                self._ended(i)
+                continue
+            self._buffers[i] += data
+            for batch in _records(self._buffers[i], self._digests, self._nodes):
+                self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
 
     def _ended(self, worker: int) -> None:
         """Worker ``worker`` closed its result pipe: fine once the queue ran dry
@@ -575,7 +623,7 @@ class ProcessHashJob:
         # A mapped file cut short under a worker raises SIGBUS there: name the file. It
         # held one of the batches not done yet.
         checked: set[int] = set()
-        for batch in range(self._count):
+        for batch in range(-(-self.known // self.batch_bytes)):
             if batch in self._digests:
                 continue
             start = batch * self.batch_bytes
@@ -605,6 +653,34 @@ def _wait_status(pid: int) -> int:
         except InterruptedError:  # pragma: no cover - retried by Python itself
             continue
     return 0
+
+
+def _anonymous_file() -> int:
+    """A descriptor of a new file with no name, for the parent to write and the
+    workers to read."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("pytorrent-create-files", os.MFD_CLOEXEC)
+    import tempfile  # pragma: no cover - platforms without memfd_create
+
+    return os.dup(tempfile.TemporaryFile().fileno())  # pragma: no cover
+
+
+def _table_entries(table: int, start: int, end: int) -> list[tuple[str, int]]:
+    """The ``(fs_path, length)`` entries in bytes ``start``..``end`` of a file table:
+    frames of a 4-byte length and a ``marshal``-ed list."""
+    data = b""
+    while len(data) < end - start:
+        more = os.pread(table, end - start - len(data), start + len(data))
+        if not more:
+            raise StorageError("the list of files to hash ended early")
+        data += more
+    entries: list[tuple[str, int]] = []
+    pos = 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        entries += marshal.loads(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return entries
 
 
 #: A worker's record that carries an error message instead of digests.
@@ -651,7 +727,8 @@ class _Reader:
     A file's part of a batch is mapped (``mmap``: the page cache's own pages, no copy)
     and hashed there in chunks of at most :data:`CHUNK_BYTES` that never cross a piece
     or file boundary; every hash the format needs (SHA-1 of the piece, SHA-256 of its
-    16 KiB blocks) reads a chunk while it is in the core's cache. Where ``mmap`` is
+    16 KiB blocks) reads a chunk while it is in the core's cache (a v1 job, with one
+    hash, takes a mapped part up to a piece at a time). Where ``mmap`` is
     missing or the file system cannot map a file, each chunk is read with ``preadv``
     into a buffer this reader owns (small enough to stay in the core's cache). Each
     mapping lives only while its part is hashed.
@@ -716,8 +793,10 @@ class _Reader:
             padding = not f.fs_path
             part = None if padding else self._map(index, file_pos, stop - pos)
             offset = 0  # into ``part``
+            # One hash reads a mapped part once, in any size: up to a piece at a time.
+            step = piece_length if part is not None and not v2 else chunk_bytes
             while pos < stop:
-                n = min(chunk_bytes, stop - pos, piece_length - in_piece)
+                n = min(step, stop - pos, piece_length - in_piece)
                 if padding:
                     view = self.zeros[:n]
                 elif part is not None:
