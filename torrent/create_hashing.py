@@ -26,6 +26,7 @@ import marshal
 import operator
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -57,6 +58,8 @@ PROCESS_MIN_BYTES = 32 * 1024 * 1024
 QUEUE_WRITE = 32
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
+#: Seconds a worker process keeps the digests it made before it sends them.
+RESULT_INTERVAL_S = 0.05
 
 #: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
 ProgressCallback = Callable[[int, int], object]
@@ -460,10 +463,13 @@ class ProcessHashJob:
         files, starts = self.files, self.starts
         reader = _Reader(files, starts, self.piece_length, self.v1, self.v2)
         batch_bytes, known, have = self.batch_bytes, self.known, 0
+        done: list[bytes] = []  # result records not yet sent
+        sent = time.monotonic()
         try:
             while True:
                 record = os.read(queue, 16)  # one whole record (see the class docstring)
                 if not record:
+                    _write_all(results, b"".join(done))
                     return
                 batch = int.from_bytes(record[:8], "little")
                 need = int.from_bytes(record[8:], "little")
@@ -478,10 +484,17 @@ class ProcessHashJob:
                     digests, nodes = reader.hash_batch(start, min(batch_bytes, known - start))
                 except StorageError as exc:
                     text = str(exc).encode("utf-8", "replace")
-                    _write_all(results, _ERROR + len(text).to_bytes(4, "little") + bytes(4) + text)
+                    done.append(_ERROR + len(text).to_bytes(4, "little") + bytes(4) + text)
+                    _write_all(results, b"".join(done))
                     return
-                head = record[:8] + len(digests).to_bytes(4, "little") + len(nodes).to_bytes(4, "little")
-                _write_all(results, b"".join((head, digests, nodes)))
+                done += (record[:8], len(digests).to_bytes(4, "little"), len(nodes).to_bytes(4, "little"))
+                done += (digests, nodes)
+                if time.monotonic() - sent >= RESULT_INTERVAL_S:
+                    # Sent in a few large writes rather than one per batch: each write
+                    # wakes the parent, which on a busy machine preempts a worker.
+                    _write_all(results, b"".join(done))
+                    done.clear()
+                    sent = time.monotonic()
         finally:
             reader.close()
 
@@ -544,8 +557,6 @@ class ProcessHashJob:
         Raises:
             StorageError: a worker could not read its files, or died.
         """
-        import time
-
         try:
             count = self._count
             due = time.monotonic() + PROGRESS_INTERVAL_S
