@@ -29,13 +29,15 @@ with its 16 MiB cap: 1 MiB of data gets 16 KiB pieces, 1 GiB gets 512 KiB pieces
 Hashing (:mod:`torrent.create_hashing`): the payload is cut into batches of whole pieces
 (about 4 MiB each). Workers, one per core, take the next batch, map its files' pages
 (``mmap``; ``os.preadv`` into a buffer of their own where a file cannot be mapped) and
-hash them there in chunks of 256 KiB, each read by every hash of the format while it is
-in the core's cache (a batch may span many files: each worker opens the files it needs
-itself, so many small files do not serialize on one reader). From 32 MiB up the workers
-are processes forked once the walk is done (each has its own GIL: a v2 leaf hash is one
-call per 16 KiB block); below that, or where ``fork`` is missing or unsafe (other
-threads running), they are threads, which start before the walk ends when the piece
-length is given. The metainfo around the hashes is built while they run.
+hash them there (for v2 and hybrid in chunks of 256 KiB, each read by every hash of the
+format while it is in the core's cache; a batch may span many files: each worker opens
+the files it needs itself, so many small files do not serialize on one reader). From
+32 MiB up the workers are processes (each has its own GIL: a v2 leaf hash is one call
+per 16 KiB block), forked once the walk is done, or, for a v1 torrent whose piece length
+is given, as soon as the walk has found 32 MiB (they learn the files found after that
+from a file table). Below that, or where ``fork`` is missing or unsafe (other threads
+running), they are threads, which start before the walk ends when the piece length is
+given. The metainfo around the hashes is built while they run.
 
 Formats (``torrent_format``): ``v1`` (BEP 3, the default), ``v2`` (BEP 52: a ``file
 tree`` with a SHA-256 merkle root per file, ``piece layers`` for files larger than a

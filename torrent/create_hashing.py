@@ -8,9 +8,10 @@ each 256 KiB chunk while it is in the core's cache.
 Two kinds of job hand the batches out, with the same methods (``feed``, ``close_feed``,
 ``start``, ``wait``, ``cancel``):
 
-* :class:`ProcessHashJob`: worker processes started with ``fork`` once the file list is
-  known. Used for payloads of :data:`PROCESS_MIN_BYTES` or more where a fork is safe
-  (:func:`processes_possible`); see the class for why processes.
+* :class:`ProcessHashJob`: worker processes started with ``fork``, which inherit the
+  files fed before it and read later ones from a file table. Used for payloads of
+  :data:`PROCESS_MIN_BYTES` or more where a fork is safe (:func:`processes_possible`);
+  see the class for why processes.
 * :class:`HashJob`: worker threads, which can start before the directory walk ends. Used
   for small payloads, where ``fork`` is missing, and beside other threads.
 
