@@ -778,6 +778,11 @@ class _Reader:
         # A chunk's whole blocks, as slices made once: its leaves are hashed by a loop
         # in C (``map``), with no Python code between two blocks.
         self.slices = [slice(i, i + BLOCK_SIZE) for i in range(0, CHUNK_BYTES, BLOCK_SIZE)]
+        if v2:
+            from torrent.proto import merkle
+
+            self.root = merkle.root
+            self.next_pow2 = merkle.next_pow2
 
     def hash_batch(self, start: int, size: int) -> tuple[bytes, bytes]:
         """SHA-1 digests and BEP 52 nodes of the pieces in ``start``..``start + size``.
@@ -851,11 +856,9 @@ class _Reader:
         return out
 
     def _node(self, f: SourceFile, leaves: list[bytes]) -> bytes:
-        from torrent.proto import merkle
-
         piece_length = self.piece_length
-        width = piece_length // BLOCK_SIZE if f.length > piece_length else merkle.next_pow2(len(leaves))
-        return merkle.root(leaves, width)
+        width = piece_length // BLOCK_SIZE if f.length > piece_length else self.next_pow2(len(leaves))
+        return self.root(leaves, width)
 
     def _map(self, index: int, file_pos: int, size: int) -> memoryview | None:
         """Bytes ``file_pos``..``file_pos + size`` of file ``index``, mapped; None where
