@@ -878,15 +878,14 @@ class _Reader:
             return None
         skip = file_pos % _mmap.ALLOCATIONGRANULARITY
         try:
-            mapped = _mmap.mmap(
-                self.fd, size + skip, flags=_MAP_FLAGS, prot=_mmap.PROT_READ, offset=file_pos - skip
-            )
+            # Positional (fd, length, flags, prot, access, offset): cheaper to parse.
+            mapped = _mmap.mmap(self.fd, size + skip, _MAP_FLAGS, _mmap.PROT_READ, 0, file_pos - skip)
         except ValueError:  # CPython checks the size first: "mmap length is greater than file size"
             raise StorageError(f"{f.fs_path} shrank while it was being hashed") from None
         except OSError:
             return None  # a file system that cannot map files: read this part instead
         self.mapped = mapped
-        return memoryview(mapped)[skip:]
+        return memoryview(mapped)[skip:] if skip else memoryview(mapped)
 
     def _unmap(self) -> None:
         if self.mapped is not None:
@@ -928,7 +927,7 @@ class _Reader:
 
 def _open(f: SourceFile) -> int:
     try:
-        return os.open(f.fs_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.open(f.fs_path, _OPEN_FLAGS)
     except OSError as exc:
         raise StorageError(f"cannot open {f.fs_path}: {exc.strerror or exc}") from None
 
@@ -942,6 +941,7 @@ except ImportError:  # pragma: no cover - platforms without mmap
     _MAP_FLAGS = 0
 
 _FADVISE = getattr(os, "posix_fadvise", None)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _digest = operator.methodcaller("digest")
 
 if hasattr(os, "preadv"):
