@@ -29,13 +29,15 @@ with its 16 MiB cap: 1 MiB of data gets 16 KiB pieces, 1 GiB gets 512 KiB pieces
 Hashing (:mod:`torrent.create_hashing`): the payload is cut into batches of whole pieces
 (about 4 MiB each). Workers, one per core, take the next batch, map its files' pages
 (``mmap``; ``os.preadv`` into a buffer of their own where a file cannot be mapped) and
-hash them there in chunks of 256 KiB, each read by every hash of the format while it is
-in the core's cache (a batch may span many files: each worker opens the files it needs
-itself, so many small files do not serialize on one reader). From 32 MiB up the workers
-are processes forked once the walk is done (each has its own GIL: a v2 leaf hash is one
-call per 16 KiB block); below that, or where ``fork`` is missing or unsafe (other
-threads running), they are threads, which start before the walk ends when the piece
-length is given. The metainfo around the hashes is built while they run.
+hash them there (for v2 and hybrid in chunks of 256 KiB, each read by every hash of the
+format while it is in the core's cache; a batch may span many files: each worker opens
+the files it needs itself, so many small files do not serialize on one reader). From
+32 MiB up the workers are processes (each has its own GIL: a v2 leaf hash is one call
+per 16 KiB block), forked once the walk is done, or, for a v1 torrent whose piece length
+is given, as soon as the walk has found 32 MiB (they learn the files found after that
+from a file table). Below that, or where ``fork`` is missing or unsafe (other threads
+running), they are threads, which start before the walk ends when the piece length is
+given. The metainfo around the hashes is built while they run.
 
 Formats (``torrent_format``): ``v1`` (BEP 3, the default), ``v2`` (BEP 52: a ``file
 tree`` with a SHA-256 merkle root per file, ``piece layers`` for files larger than a
@@ -55,6 +57,7 @@ Left out: BEP 47 file attributes (executable, hidden) and symlinks in the output
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import stat
 import sys
@@ -62,7 +65,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from torrent import version
+from torrent import create_hashing, version
 from torrent.create_hashing import (
     MAX_THREADS,
     HashJob,
@@ -74,14 +77,14 @@ from torrent.create_hashing import (
     processes_possible,
 )
 from torrent.errors import MetainfoError
-from torrent.proto import merkle
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
     from torrent.proto.metainfo import Metainfo
 
 # ``torrent.proto.metainfo`` and ``torrent.proto.bencoding`` (and their imports) load while the
-# hashing threads already run: see :func:`create`.
+# hashing workers already run: see :func:`create`. ``torrent.proto.merkle`` loads for v2 and
+# hybrid torrents only.
 
 #: Smallest and largest piece length :func:`auto_piece_length` picks.
 MIN_AUTO_PIECE_LENGTH = BLOCK_SIZE
@@ -210,48 +213,74 @@ def _walk(
 ) -> None:
     """Pass the files under ``directory`` to ``emit`` in torrent order.
 
-    Sorting each directory's names as UTF-8 bytes and descending in that order gives
-    the same order as sorting whole paths component by component.
+    Sorting each directory's names and descending in that order gives the same order as
+    sorting whole paths component by component (code point order is UTF-8 byte order).
+    Each name is looked up relative to its directory's descriptor, where the platform
+    allows: a directory of 5,000 files was walked in 11 ms of CPU against 13 by path.
     """
+    base = directory if directory.endswith(os.sep) else directory + os.sep
     try:
-        with os.scandir(directory) as it:
-            entries = list(it)
+        if _SCANDIR_FD:
+            fd = os.open(directory, _DIR_FLAGS)
+            try:
+                with os.scandir(fd) as it:
+                    _walk_entries(base, list(it), prefix, ancestors, emit)
+            finally:
+                os.close(fd)
+        else:  # pragma: no cover - platforms whose scandir takes no descriptor
+            with os.scandir(directory) as it:
+                entries = list(it)
+            _walk_entries(base, entries, prefix, ancestors, emit)
     except OSError as exc:
         raise MetainfoError(f"cannot list {directory}: {exc.strerror or exc}", "path") from None
-    keyed = []
+
+
+def _walk_entries(
+    base: str,
+    entries: list[os.DirEntry[str]],
+    prefix: tuple[str, ...],
+    ancestors: frozenset[tuple[int, int]],
+    emit: Callable[[SourceFile], object],
+) -> None:
+    """:func:`_walk`'s work on one directory's entries; ``base`` is its path and a separator."""
     for entry in entries:
-        try:
-            encoded = entry.name.encode("utf-8")
-        except UnicodeEncodeError:
-            raise MetainfoError(f"{entry.path}: the name is not valid UTF-8", "path") from None
+        name = entry.name
         # The parser's full check only when a name could fail it (scandir never yields
-        # "", ".", ".." or a name with "/" or NUL).
-        if b"\\" in encoded or len(encoded) > 200 or encoded[1:2] == b":":
-            _component(entry.name, entry.path)
-        keyed.append((encoded, entry))
-    keyed.sort(key=_first)
-    for _, entry in keyed:
+        # "", ".", ".." or a name with "/" or NUL); an ASCII name's length is its size.
+        if not name.isascii() or "\\" in name or len(name) > 200 or name[1:2] == ":":
+            try:
+                encoded = name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MetainfoError(f"{base}{name}: the name is not valid UTF-8", "path") from None
+            if b"\\" in encoded or len(encoded) > 200 or encoded[1:2] == b":":
+                _component(name, base + name)
+    entries.sort(key=_name)
+    new = tuple.__new__  # SourceFile(...) without its Python-level __new__: 5,000 files, 1 ms
+    for entry in entries:
+        name = entry.name
         try:
             st = entry.stat()
         except FileNotFoundError:
-            raise MetainfoError(f"{entry.path} is a symlink that points nowhere", "path") from None
+            raise MetainfoError(f"{base}{name} is a symlink that points nowhere", "path") from None
         except OSError as exc:
             # ELOOP and friends: a link loop or an unreadable entry.
-            raise MetainfoError(f"cannot read {entry.path}: {exc.strerror or exc}", "path") from None
+            raise MetainfoError(f"cannot read {base}{name}: {exc.strerror or exc}", "path") from None
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            emit(SourceFile((*prefix, entry.name), entry.path, st.st_size))
+            emit(new(SourceFile, ((*prefix, name), base + name, st.st_size)))
         elif stat.S_ISDIR(mode):
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
-                raise MetainfoError(f"{entry.path} is a symlink loop (it leads back to a parent)", "path")
-            _walk(entry.path, (*prefix, entry.name), ancestors | {ident}, emit)
+                raise MetainfoError(f"{base}{name} is a symlink loop (it leads back to a parent)", "path")
+            _walk(base + name, (*prefix, name), ancestors | {ident}, emit)
         else:
-            raise MetainfoError(f"{entry.path} is a special file (not a regular file or directory)", "path")
+            raise MetainfoError(f"{base}{name} is a special file (not a regular file or directory)", "path")
 
 
-def _first(item: tuple[bytes, object]) -> bytes:
-    return item[0]
+_name = operator.attrgetter("name")
+_utf8 = operator.methodcaller("encode", "utf-8")
+_SCANDIR_FD = os.scandir in os.supports_fd
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def make(
@@ -333,34 +362,22 @@ def make(
             ),
         )
     job: HashJob | ProcessHashJob | None = None
-    pending: list[SourceFile] = []
-    on_file = None
-    if piece_length is not None and not processes_possible():
-        # The piece length is known, so hashing threads can start while the walk goes on.
-        # (Worker processes start once the walk is done: they inherit the file list.)
-        streaming = job = HashJob(piece_length, threads=threads)
-        job.start()
-
-        def on_file(f: SourceFile) -> None:
-            pending.append(f)
-            if len(pending) >= FEED_EVERY:
-                streaming.feed(pending)
-                pending.clear()
-
+    feed: _Feed | None = None
     interval = sys.getswitchinterval()
     try:
-        if job is not None:
+        # With the piece length known, hashing starts while the walk goes on.
+        feed = _Feed(piece_length, threads) if piece_length is not None else None
+        if feed is not None and feed.job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-        multi_file, files = scan(path, on_file)
+        multi_file, files = scan(path, feed)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
-        if job is None:
+        if feed is not None and feed.job is not None:
+            job = feed.finish()
+        else:
             job = new_job(chosen, files, threads=threads)
             job.start()
-        else:
-            job.feed(pending)
-            job.close_feed()
         # Checked once the workers run: the URL checks' imports stay off the start-up path.
         tiers = _tiers(trackers)
         # While the workers hash (mostly without the GIL), build everything else. A
@@ -381,12 +398,73 @@ def make(
             [w for w in web_seeds if w],
         )
     except BaseException:
-        if job is not None:
-            job.cancel()
+        running = job or (feed.job if feed is not None else None)
+        if running is not None:
+            running.cancel()
         raise
     finally:
         sys.setswitchinterval(interval)
     return parts.made(job.wait(progress))
+
+
+class _Feed:
+    """Hands the files a walk finds (in torrent order) to a hashing job while the walk
+    goes on; the piece length must be known. Call it with each file; :attr:`job` is
+    then the job that runs, if any, and :meth:`finish` gives it the rest.
+
+    Worker processes are forked once the walk has found
+    :data:`~torrent.create_hashing.PROCESS_MIN_BYTES`:
+    they inherit the files found so far and read the rest from the job's file table,
+    so on 1 GiB in 5,000 files they hash while most of the walk goes on. A smaller
+    payload is left to :func:`new_job` after the walk (threads). Where processes cannot
+    run, hashing threads start at once.
+    """
+
+    def __init__(self, piece_length: int, threads: int | None) -> None:
+        self.piece_length = piece_length
+        self.threads = threads
+        self.pending: list[SourceFile] = []  # found, not yet fed
+        self.found = 0  # bytes in ``pending`` while no job runs
+        #: The job, once it runs.
+        self.job: HashJob | ProcessHashJob | None = None
+        # The job for a large payload, not yet started (one worker: none at all).
+        self.processes: ProcessHashJob | None = None
+        if processes_possible():
+            self.processes = ProcessHashJob(piece_length, threads=threads)
+            if self.processes.threads < 2:
+                self.processes = None
+        else:
+            self.job = HashJob(piece_length, threads=threads)
+            self.job.start()
+
+    def __call__(self, f: SourceFile) -> None:
+        if self.job is None and self.processes is None:
+            return
+        self.pending.append(f)
+        self.found += f.length
+        if len(self.pending) >= FEED_EVERY:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.job is None:
+            if self.found < create_hashing.PROCESS_MIN_BYTES or self.processes is None:
+                return  # kept: the processes will inherit them
+            self.job = self.processes
+            self.job.feed(self.pending)
+            self.pending.clear()
+            self.job.start()
+            return
+        self.job.feed(self.pending)
+        self.pending.clear()
+
+    def finish(self) -> HashJob | ProcessHashJob:
+        """:attr:`job` (which must run) with every file fed."""
+        if self.job is None:
+            raise RuntimeError("no job runs")
+        self.job.feed(self.pending)
+        self.pending.clear()
+        self.job.close_feed()
+        return self.job
 
 
 def create(
@@ -553,6 +631,8 @@ def _create_v2(
     fields: _TopFields,
 ) -> Made:
     """:func:`make` for ``v2`` and ``hybrid``: scan, hash both ways at once, assemble."""
+    from torrent.proto import merkle
+
     multi_file, files = scan(path)
     total = _check_payload(path, multi_file, files)
     top_name = _top_name(path, name, multi_file, files)
@@ -560,8 +640,8 @@ def _create_v2(
     hybrid = torrent_format == "hybrid"
     layout = padded_layout(files, chosen, tail=hybrid) if multi_file else list(files)
     job = new_job(chosen, layout, threads=threads, v1=hybrid, v2=True)
-    job.start()
     try:
+        job.start()
         # While the workers hash: what they do not need is imported and checked now.
         from torrent.proto import bencoding
 
@@ -721,33 +801,29 @@ class _Assembly:
     ) -> None:
         from torrent.proto import bencoding
 
-        info: dict[bytes, Any] = {}
-        entries: list[tuple[tuple[str, ...], int, int]] = []  # FileEntry fields
         parts: list[bytes] = [b"d"]
         if multi_file:
             # The file list is most of the work for many files, so it is bencoded here
             # directly ({length, path} per file, keys already in order) rather than
-            # through the generic encoder.
-            raw_files = []
-            offset = 0
+            # through the generic encoder; the dicts a Metainfo holds are built only
+            # when one is asked for (:meth:`metainfo`).
+            # Files come directory by directory, so each directory's part of the path
+            # is encoded once.
             parts.append(b"5:filesl")
+            folder: tuple[str, ...] = ()
+            head = b""  # ``folder``, bencoded
             for f in files:
-                path = [c.encode("utf-8") for c in f.path]
-                raw_files.append({b"length": f.length, b"path": path})
-                entries.append((f.path, f.length, offset))
-                parts.append(
-                    b"d6:lengthi%de4:pathl%bee" % (f.length, b"".join(b"%d:%b" % (len(c), c) for c in path))
-                )
-                offset += f.length
+                path = f.path
+                if path[:-1] != folder:
+                    folder = path[:-1]
+                    head = b"".join([b"%d:%b" % (len(c), c) for c in map(_utf8, folder)])
+                c = path[-1].encode("utf-8")
+                parts.append(b"d6:lengthi%de4:pathl%b%d:%bee" % (f.length, head, len(c), c))
             parts.append(b"e")
-            info[b"files"] = raw_files
         else:
-            info[b"length"] = files[0].length
-            entries.append(((name,), files[0].length, 0))
             parts.append(b"6:lengthi%de" % files[0].length)
-        info[b"name"] = name.encode("utf-8")
-        info[b"piece length"] = piece_length
-        parts.append(bencoding.encode({b"name": info[b"name"], b"piece length": piece_length})[1:-1])
+        encoded_name = name.encode("utf-8")
+        parts.append(bencoding.encode({b"name": encoded_name, b"piece length": piece_length})[1:-1])
         self.prefix = b"".join(parts) + b"6:pieces"
         suffix: dict[bytes, Any] = {}
         if private:
@@ -755,9 +831,7 @@ class _Assembly:
         if source:
             suffix[b"source"] = source.encode("utf-8")
         self.suffix = bencoding.encode(suffix)[1:]
-        info.update(suffix)
-        self.info_raw = info
-        self.entries = entries
+        self.files = files
         self.size = sum(f.length for f in files)
         self.multi_file = multi_file
         self.name = name
@@ -788,7 +862,7 @@ class _Assembly:
             hashlib.sha1(info_bytes).digest(),
             None,
             self.size,
-            len(self.entries),
+            len(self.files),
             self.piece_length,
             len(pieces) // 20,
             lambda: self.metainfo(pieces, info_bytes),
@@ -798,8 +872,26 @@ class _Assembly:
         from torrent.proto.metainfo import FileEntry, Info, Metainfo
         from torrent.types import InfoHash
 
-        info_raw = dict(self.info_raw)
+        info_raw: dict[bytes, Any] = {}
+        entries: list[tuple[tuple[str, ...], int, int]] = []  # FileEntry fields
+        if self.multi_file:
+            raw_files = []
+            offset = 0
+            for f in self.files:
+                raw_files.append({b"length": f.length, b"path": [c.encode("utf-8") for c in f.path]})
+                entries.append((f.path, f.length, offset))
+                offset += f.length
+            info_raw[b"files"] = raw_files
+        else:
+            info_raw[b"length"] = self.files[0].length
+            entries.append(((self.name,), self.files[0].length, 0))
+        info_raw[b"name"] = self.name.encode("utf-8")
+        info_raw[b"piece length"] = self.piece_length
         info_raw[b"pieces"] = pieces
+        if self.private:
+            info_raw[b"private"] = 1
+        if self.source:
+            info_raw[b"source"] = self.source.encode("utf-8")
         top = dict(self.top)
         top[b"info"] = info_raw
         return Metainfo(
@@ -807,7 +899,7 @@ class _Assembly:
                 name=self.name,
                 piece_length=self.piece_length,
                 pieces=pieces,
-                files=tuple(FileEntry(path=p, length=n, offset=o) for p, n, o in self.entries),
+                files=tuple(FileEntry(path=p, length=n, offset=o) for p, n, o in entries),
                 multi_file=self.multi_file,
                 private=self.private,
                 source=self.source,

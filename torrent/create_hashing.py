@@ -8,9 +8,10 @@ each 256 KiB chunk while it is in the core's cache.
 Two kinds of job hand the batches out, with the same methods (``feed``, ``close_feed``,
 ``start``, ``wait``, ``cancel``):
 
-* :class:`ProcessHashJob`: worker processes started with ``fork`` once the file list is
-  known. Used for payloads of :data:`PROCESS_MIN_BYTES` or more where a fork is safe
-  (:func:`processes_possible`); see the class for why processes.
+* :class:`ProcessHashJob`: worker processes started with ``fork``, which inherit the
+  files fed before it and read later ones from a file table. Used for payloads of
+  :data:`PROCESS_MIN_BYTES` or more where a fork is safe (:func:`processes_possible`);
+  see the class for why processes.
 * :class:`HashJob`: worker threads, which can start before the directory walk ends. Used
   for small payloads, where ``fork`` is missing, and beside other threads.
 
@@ -22,18 +23,22 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
+import marshal
 import operator
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent.errors import StorageError
-from torrent.proto import merkle
 from torrent.types import BLOCK_SIZE
 
 if TYPE_CHECKING:
     import signal
+
+# ``torrent.proto.merkle`` (with ``dataclasses``: about 9 ms) is imported only by a v2
+# or hybrid job: a v1 ``pytorrent create`` forks its workers that much sooner.
 
 #: Bytes of payload a worker takes at a time (rounded to whole pieces, at least one).
 BATCH_BYTES = 4 * 1024 * 1024
@@ -49,10 +54,13 @@ MAX_THREADS = 64
 #: A payload at least this large is hashed in worker processes where they can run
 #: (:func:`new_job`): starting one costs a few ms, about what 2 MiB of hashing does.
 PROCESS_MIN_BYTES = 32 * 1024 * 1024
-#: Batches a worker process has asked of it at once: one to hash, one waiting.
-PROCESS_DEPTH = 2
+#: Most records written to the worker processes' queue at once: 32 of 16 bytes is
+#: 512 bytes, the least ``PIPE_BUF`` POSIX allows (see :class:`ProcessHashJob`).
+QUEUE_WRITE = 32
 #: Seconds between two calls of the progress callback.
 PROGRESS_INTERVAL_S = 0.1
+#: Seconds a worker process keeps the digests it made before it sends them.
+RESULT_INTERVAL_S = 0.05
 
 #: ``progress(done_bytes, total_bytes)``, called from the thread that called :func:`create`.
 ProgressCallback = Callable[[int, int], object]
@@ -89,8 +97,12 @@ def hash_files(
         StorageError: a file could not be opened or read, or is shorter than scanned.
     """
     job = new_job(piece_length, files, threads=threads)
-    job.start()
-    return job.wait(progress)
+    try:
+        job.start()
+        return job.wait(progress)
+    except BaseException:
+        job.cancel()  # a Ctrl-C between the two (wait() cancels on its own errors)
+        raise
 
 
 def _worker_count(threads: int | None, total: int | None, batch_bytes: int) -> int:
@@ -289,7 +301,7 @@ class HashJob:
 
 
 class ProcessHashJob:
-    """Hash a known payload in worker processes, one per core, started with ``fork``.
+    """Hash a payload in worker processes, one per core, started with ``fork``.
 
     Why processes: ``hashlib`` gives the GIL back on every call over 2 KiB, and a v2
     piece is hashed as one SHA-256 per 16 KiB block, so hashing threads hand the GIL
@@ -300,18 +312,29 @@ class ProcessHashJob:
     those interrupts, beside waits for the address space's lock and for the GIL). A
     process has its own GIL and its own address space.
 
-    The workers are forked once every file is known (they inherit the file list) and
-    get batch numbers over a pipe each; each sends back the digests of its batches over
-    a pipe of its own. A worker is kept :data:`PROCESS_DEPTH` batches ahead, so a slow
-    or descheduled one never holds up a fixed share. The caller's thread does the
-    bookkeeping (and the ``progress`` calls) in :meth:`wait`.
+    The workers inherit the files fed before :meth:`start`. Files fed after it (a walk
+    that goes on while the first files are hashed) reach them through a file table the
+    parent appends to (an anonymous file all of them share). They take batch numbers
+    from one queue, a pipe the parent fills with every batch whose files are known (as
+    far as the pipe holds them), and each sends the digests of its batches back over a
+    pipe of its own. So a worker never waits for the parent to be scheduled: the next
+    batch is in the queue whenever it finishes one (when the parent handed each worker
+    two batches at a time, a busy machine left the workers idle for a third of the
+    run), and a slow or descheduled worker holds up at most the batch it is on. The
+    caller's thread reads the digests (and calls ``progress``) in :meth:`wait`, and
+    between two :meth:`feed` calls.
 
-    Stopping: a worker exits at the end of its pipe, which comes when the job is done,
-    cancelled, or the parent has died (the kernel closes the parent's ends), so no worker
-    outlives its parent by more than the batches it holds. Workers ignore SIGINT: Ctrl-C
-    reaches the whole process group, and the parent alone decides (it kills and reaps
-    them). A worker that dies (a file truncated under its mapping raises SIGBUS) becomes
-    a :class:`StorageError` naming the file.
+    A queue record is 16 bytes: the batch number and how many bytes of the file table
+    the worker must have read to know the batch's files. Records are written at most
+    :data:`QUEUE_WRITE` at a time: a pipe write of up to ``PIPE_BUF`` bytes is never
+    split or interleaved, so every 16-byte read by any worker takes one whole record.
+
+    Stopping: a worker exits at the end of the queue, which comes when every batch has
+    been handed out, when the job is cancelled, or when the parent has died (the kernel
+    closes the parent's end), so no worker outlives its parent by more than the batch
+    it is on. Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the
+    parent alone decides (it kills and reaps them). A worker that dies (a file truncated
+    under its mapping raises SIGBUS) becomes a :class:`StorageError` naming the file.
     """
 
     def __init__(
@@ -336,58 +359,88 @@ class ProcessHashJob:
         self.closed = False
         #: Worker process ids, while they run.
         self.pids: list[int] = []
-        self._tasks: list[int] = []  # per worker: the write end of its batch pipe (-1: closed)
+        self._forked: list[int] = []  # per worker: its process id
+        self._queue = -1  # the write end of the batch queue (-1: closed)
+        self._table = -1  # the file table, once started (-1: none)
+        self._table_end = 0  # bytes written to the file table
         self._results: list[int] = []  # per worker: the read end of its result pipe (-1: closed)
-        # While :meth:`wait` runs: the next batch to hand out, the batches each worker
-        # holds, the digests and nodes per batch, and the bytes hashed.
-        self._next = 0
-        self._held: list[list[int]] = []
+        self._by_fd: dict[int, int] = {}  # result pipe -> worker, while it is open
+        self._poller: Any = None  # a ``select.poll`` over the result pipes, once started
+        self._count = 0  # batches in the payload, once the feed is closed
+        self._queued = 0  # batches written to the queue so far
         self._digests: dict[int, bytes] = {}
         self._nodes: dict[int, bytes] = {}
         self._buffers: list[bytearray] = []  # per worker: what it sent, not yet taken
-        self._done = 0
-        self._mask: set[int | signal.Signals] | None = None  # the signal mask before start()
+        self._done = 0  # bytes hashed
 
     @property
     def total(self) -> int:
         return self.known
 
     def feed(self, files: Sequence[SourceFile]) -> None:
-        """Append files (in torrent order); all of them before :meth:`start`."""
-        if self.pids:
-            raise RuntimeError("feed() after start()")
+        """Append files (in torrent order); after :meth:`start`, the workers hash
+        every batch they complete while the caller goes on."""
+        new = []
         for f in files:
             if f.length:
                 self.files.append(f)
                 self.starts.append(self.known)
                 self.known += f.length
+                new.append((f.fs_path, f.length))
+        if self._table >= 0 and new:
+            data = marshal.dumps(new)
+            _write_all(self._table, len(data).to_bytes(4, "little") + data)
+            self._table_end += 4 + len(data)
+            self._fill()
+            self._gather(0)
 
     def close_feed(self) -> None:
+        """No more files: the payload is complete."""
         self.closed = True
+        self._count = -(-self.known // self.batch_bytes)
+        if self.pids:
+            self._fill()
 
     def start(self) -> None:
-        """Fork the workers (the payload must be complete: :meth:`close_feed`)."""
+        """Fork the workers and queue every batch whose files are known."""
+        import select
         import signal
 
-        if not self.closed:
-            raise RuntimeError("start() before close_feed()")
-        self.threads = min(self.threads, max(1, -(-self.known // self.batch_bytes)))
-        # SIGINT stays pending from here until :meth:`wait` or :meth:`cancel`: a worker
-        # must not see it before it ignores it (it would unwind the parent's stack in the
-        # child), and the parent must see it only where it kills the workers it started.
+        if self.closed:
+            self.threads = min(self.threads, max(1, -(-self.known // self.batch_bytes)))
+        # SIGINT is blocked while the workers are forked: a worker must not see it before
+        # it ignores it (it would unwind the parent's stack in the child). A Ctrl-C held
+        # meanwhile is raised when it is let in again, here, and cancels the job; from
+        # then on the caller cancels the job on any exception, as ``hash_files`` does.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            for _ in range(self.threads):
-                self._fork(self._mask)
+            if not self.closed:
+                self._table = _anonymous_file()
+            queue_r, self._queue = os.pipe()
+            try:
+                for _ in range(self.threads):
+                    self._fork(mask, queue_r)
+            finally:
+                os.close(queue_r)  # the workers hold it: with them gone, writes fail
+            os.set_blocking(self._queue, False)
+            self._buffers = [bytearray() for _ in self.pids]
+            self._by_fd = {fd: i for i, fd in enumerate(self._results)}
+            self._poller = select.poll()
+            for fd in self._by_fd:
+                self._poller.register(fd, select.POLLIN)
+            self._fill()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         except BaseException:
-            self.cancel()
+            try:
+                self.cancel()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             raise
 
-    def _fork(self, mask: set[int | signal.Signals]) -> None:
-        """Start one worker; ``mask`` is the signal mask it runs with."""
+    def _fork(self, mask: set[int | signal.Signals], queue: int) -> None:
+        """Start one worker reading ``queue``; ``mask`` is the signal mask it runs with."""
         import signal
 
-        tasks_r, tasks_w = os.pipe()
         results_r, results_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its work is checked through the parent
@@ -395,128 +448,123 @@ class ProcessHashJob:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                for fd in (tasks_w, results_r, *self._tasks, *self._results):
+                for fd in (self._queue, results_r, *self._results):
                     os.close(fd)
-                self._serve(tasks_r, results_w)
+                self._serve(queue, results_w)
                 code = 0
             finally:
                 os._exit(code)
         self.pids.append(pid)
-        os.close(tasks_r)
+        self._forked.append(pid)
         os.close(results_w)
-        self._tasks.append(tasks_w)
         self._results.append(results_r)
 
-    def _serve(self, tasks: int, results: int) -> None:
-        """A worker's loop: hash each batch asked for until the pipe ends."""
-        reader = _Reader(self.files, self.starts, self.piece_length, self.v1, self.v2)
-        batch_bytes, total = self.batch_bytes, self.known
+    def _serve(self, queue: int, results: int) -> None:
+        """A worker's loop: hash each batch taken from the queue until it ends."""
+        files, starts = self.files, self.starts
+        reader = _Reader(files, starts, self.piece_length, self.v1, self.v2)
+        batch_bytes, known, have = self.batch_bytes, self.known, 0
+        done: list[bytes] = []  # result records not yet sent
+        sent = time.monotonic()
         try:
             while True:
-                ask = _read_exactly(tasks, 8)
-                if not ask:
+                record = os.read(queue, 16)  # one whole record (see the class docstring)
+                if not record:
+                    _write_all(results, b"".join(done))
                     return
-                batch = int.from_bytes(ask, "little")
+                batch = int.from_bytes(record[:8], "little")
+                need = int.from_bytes(record[8:], "little")
+                if need > have:  # files fed after the fork
+                    for path, length in _table_entries(self._table, have, need):
+                        files.append(tuple.__new__(SourceFile, ((), path, length)))
+                        starts.append(known)
+                        known += length
+                    have = need
                 start = batch * batch_bytes
                 try:
-                    digests, nodes = reader.hash_batch(start, min(batch_bytes, total - start))
+                    digests, nodes = reader.hash_batch(start, min(batch_bytes, known - start))
                 except StorageError as exc:
                     text = str(exc).encode("utf-8", "replace")
-                    _write_all(results, _ERROR + len(text).to_bytes(4, "little") + bytes(4) + text)
+                    done.append(_ERROR + len(text).to_bytes(4, "little") + bytes(4) + text)
+                    _write_all(results, b"".join(done))
                     return
-                head = ask + len(digests).to_bytes(4, "little") + len(nodes).to_bytes(4, "little")
-                _write_all(results, b"".join((head, digests, nodes)))
+                done += (record[:8], len(digests).to_bytes(4, "little"), len(nodes).to_bytes(4, "little"))
+                done += (digests, nodes)
+                if time.monotonic() - sent >= RESULT_INTERVAL_S:
+                    # Sent in a few large writes rather than one per batch: each write
+                    # wakes the parent, which on a busy machine preempts a worker.
+                    _write_all(results, b"".join(done))
+                    done.clear()
+                    sent = time.monotonic()
         finally:
             reader.close()
+
+    def _fill(self) -> None:
+        """Queue the batches whose files are known, as many as the pipe takes now; once
+        the feed is closed and all are in, close it (each worker then ends when it
+        finds the queue empty)."""
+        ready = self._count if self.closed else self.known // self.batch_bytes
+        end = self._table_end.to_bytes(8, "little")
+        while self._queue >= 0 and self._queued < ready:
+            upto = min(ready, self._queued + QUEUE_WRITE)
+            record = b"".join(i.to_bytes(8, "little") + end for i in range(self._queued, upto))
+            try:
+                os.write(self._queue, record)  # all of it or nothing: at most PIPE_BUF bytes
+            except BlockingIOError:
+                return  # full: more go in as the workers take them
+            except BrokenPipeError:
+                return  # every worker is gone: :meth:`wait` finds out why
+            self._queued = upto
+        if self.closed and self._queued == self._count:
+            self._close_queue()
 
     def cancel(self) -> None:
         """Stop the workers now (SIGKILL) and reap them."""
         import signal
 
-        self._close_tasks()
+        self._close_queue()
         for pid in self.pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:  # pragma: no cover - already reaped
                 pass
         self._reap()
-        self._unblock()
 
-    def _unblock(self) -> None:
-        """Let SIGINT in again (a Ctrl-C held since :meth:`start` is raised now)."""
-        import signal
+    def _close_queue(self) -> None:
+        if self._queue >= 0:
+            os.close(self._queue)
+            self._queue = -1
 
-        if self._mask is not None:
-            mask, self._mask = self._mask, None
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-    def _close_tasks(self) -> None:
-        for i, fd in enumerate(self._tasks):
-            if fd >= 0:
-                os.close(fd)
-                self._tasks[i] = -1
-
-    def _reap(self) -> dict[int, int]:
-        """Wait for every worker; returns pid -> wait status. Closes the result pipes."""
-        statuses = {}
+    def _reap(self) -> None:
+        """Wait for every worker. Closes the result pipes and the file table."""
         for pid in self.pids:
-            while True:
-                try:
-                    statuses[pid] = os.waitpid(pid, 0)[1]
-                    break
-                except ChildProcessError:  # pragma: no cover - reaped by someone else
-                    break
-                except InterruptedError:  # pragma: no cover - retried by Python itself
-                    continue
+            _wait_status(pid)
         self.pids = []
         for i, fd in enumerate(self._results):
             if fd >= 0:
                 os.close(fd)
                 self._results[i] = -1
-        return statuses
+        self._by_fd = {}
+        if self._table >= 0:
+            os.close(self._table)
+            self._table = -1
 
     def wait(self, progress: ProgressCallback | None = None) -> bytes:
-        """Hand out the batches, gather the digests; returns them (as :meth:`HashJob.wait`).
+        """Gather the digests; returns them (as :meth:`HashJob.wait`).
 
-        If this thread is interrupted (or ``progress`` raises), the workers are killed
-        and reaped, and the exception propagates.
+        Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
+        raises), the workers are killed and reaped, and the exception propagates.
 
         Raises:
             StorageError: a worker could not read its files, or died.
         """
-        import select
-        import time
-
         try:
-            self._unblock()
-            count = -(-self.known // self.batch_bytes)
-            self._held = [[] for _ in self.pids]
-            self._buffers = [bytearray() for _ in self.pids]
-            for _ in range(PROCESS_DEPTH):
-                for i in range(len(self.pids)):
-                    self._ask(i)
-            by_fd = {fd: i for i, fd in enumerate(self._results)}
-            poller = select.poll()
-            for fd in by_fd:
-                poller.register(fd, select.POLLIN)
+            count = self._count
             due = time.monotonic() + PROGRESS_INTERVAL_S
             while len(self._digests) < count:
-                if not by_fd:
+                if not self._by_fd:
                     raise StorageError("the hashing processes ended before they finished their work")
-                for fd, _ in poller.poll(PROGRESS_INTERVAL_S * 1000 if progress is not None else None):
-                    i = by_fd[fd]
-                    data = os.read(fd, 1 << 16)
-                    if not data:  # the worker has exited
-                        poller.unregister(fd)
-                        del by_fd[fd]
-                        if self._held[i]:
-                            raise self._died(i, self._held[i])
-                        continue
-                    self._buffers[i] += data
-                    for batch in _records(self._buffers[i], self._digests, self._nodes):
-                        self._held[i].remove(batch)
-                        self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
-                        self._ask(i)
+                self._gather(PROGRESS_INTERVAL_S if progress is not None else None)
                 if progress is not None and time.monotonic() >= due:
                     progress(self._done, self.known)
                     due = time.monotonic() + PROGRESS_INTERVAL_S
@@ -530,46 +578,121 @@ class ProcessHashJob:
             self.nodes_v2 = b"".join(self._nodes[i] for i in range(count))
         return b"".join(self._digests[i] for i in range(count))
 
-    def _ask(self, worker: int) -> None:
-        """Give ``worker`` the next batch; once none is left, end every worker's pipe."""
-        count = -(-self.known // self.batch_bytes)
-        if self._next < count:
-            self._held[worker].append(self._next)
-            try:
-                _write_all(self._tasks[worker], self._next.to_bytes(8, "little"))
-            except BrokenPipeError:  # the worker is gone
-                raise self._died(worker, self._held[worker]) from None
-            self._next += 1
-        if self._next == count:
-            self._close_tasks()
+    def _gather(self, timeout_s: float | None) -> None:
+        """Take what the workers sent within ``timeout_s`` (None: until one sends), and
+        queue more batches where the queue has room.
 
-    def _died(self, worker: int, batches: list[int]) -> StorageError:
-        """The error for a worker that ended while holding ``batches``."""
+        Raises:
+            StorageError: a worker sent an error record, or died.
+        """
+        import select
+
+        queue = self._queue
+        if queue >= 0 and self._queued < (self._count if self.closed else self.known // self.batch_bytes):
+            self._poller.register(queue, select.POLLOUT)
+        else:
+            queue = -1
+        try:
+            events = self._poller.poll(None if timeout_s is None else timeout_s * 1000)
+        finally:
+            if queue >= 0:
+                self._poller.unregister(queue)
+        for fd, _ in events:
+            if fd == queue:
+                self._fill()
+                continue
+            i = self._by_fd.get(fd)
+            if i is None:
+                continue
+            data = os.read(fd, 1 << 16)
+            if not data:  # the worker has exited
+                self._poller.unregister(fd)
+                del self._by_fd[fd]
+                self._ended(i)
+                continue
+            self._buffers[i] += data
+            for batch in _records(self._buffers[i], self._digests, self._nodes):
+                self._done += min(self.batch_bytes, self.known - batch * self.batch_bytes)
+
+    def _ended(self, worker: int) -> None:
+        """Worker ``worker`` closed its result pipe: fine once the queue ran dry
+        (it exits with status 0), else a :class:`StorageError` saying why.
+
+        Raises:
+            StorageError: the worker sent an error record, or died.
+        """
         # What it wrote before it ended: an error record there says why (it may have
-        # ended on a read error while this side was still handing it work).
+        # ended on a read error while batches were still queued).
         while data := os.read(self._results[worker], 1 << 16):
             self._buffers[worker] += data
         _records(self._buffers[worker], self._digests, self._nodes)
-        pid = self.pids[worker]
-        try:
-            status = os.waitpid(pid, 0)[1]
-        except ChildProcessError:  # pragma: no cover - reaped by someone else
-            status = 0
+        pid = self._forked[worker]
+        status = _wait_status(pid)
         self.pids.remove(pid)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return
         how = f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else "ended"
-        # A mapped file cut short under a worker raises SIGBUS there: name the file.
-        for batch in batches:
+        # A mapped file cut short under a worker raises SIGBUS there: name the file. It
+        # held one of the batches not done yet.
+        checked: set[int] = set()
+        for batch in range(-(-self.known // self.batch_bytes)):
+            if batch in self._digests:
+                continue
             start = batch * self.batch_bytes
-            first = bisect.bisect_right(self.starts, start) - 1
+            first = max(bisect.bisect_right(self.starts, start) - 1, 0)
             last = bisect.bisect_left(self.starts, start + self.batch_bytes)
-            for f in self.files[max(first, 0) : last]:
+            for index in range(first, last):
+                if index in checked:
+                    continue
+                checked.add(index)
+                f = self.files[index]
                 try:
                     size = os.stat(f.fs_path).st_size if f.fs_path else f.length
                 except OSError as exc:
-                    return StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}")
+                    raise StorageError(f"cannot read {f.fs_path}: {exc.strerror or exc}") from None
                 if size < f.length:
-                    return StorageError(f"{f.fs_path} shrank while it was being hashed")
-        return StorageError(f"a hashing process {how} before it finished its work")
+                    raise StorageError(f"{f.fs_path} shrank while it was being hashed")
+        raise StorageError(f"a hashing process {how} before it finished its work")
+
+
+def _wait_status(pid: int) -> int:
+    """Reap worker ``pid``; returns its wait status."""
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:  # pragma: no cover - reaped by someone else
+            break
+        except InterruptedError:  # pragma: no cover - retried by Python itself
+            continue
+    return 0
+
+
+def _anonymous_file() -> int:
+    """A descriptor of a new file with no name, for the parent to write and the
+    workers to read."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("pytorrent-create-files", os.MFD_CLOEXEC)
+    import tempfile  # pragma: no cover - platforms without memfd_create
+
+    return os.dup(tempfile.TemporaryFile().fileno())  # pragma: no cover
+
+
+def _table_entries(table: int, start: int, end: int) -> list[tuple[str, int]]:
+    """The ``(fs_path, length)`` entries in bytes ``start``..``end`` of a file table:
+    frames of a 4-byte length and a ``marshal``-ed list."""
+    data = b""
+    while len(data) < end - start:
+        more = os.pread(table, end - start - len(data), start + len(data))
+        if not more:
+            raise StorageError("the list of files to hash ended early")
+        data += more
+    entries: list[tuple[str, int]] = []
+    pos = 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        entries += marshal.loads(data[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+    return entries
 
 
 #: A worker's record that carries an error message instead of digests.
@@ -604,20 +727,6 @@ def _records(buffer: bytearray, digests: dict[int, bytes], nodes: dict[int, byte
     return got
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    """``n`` bytes from ``fd``, or b"" at its end (a pipe's writer gone)."""
-    data = b""
-    while len(data) < n:
-        try:
-            more = os.read(fd, n - len(data))
-        except InterruptedError:  # pragma: no cover - retried by Python itself
-            continue
-        if not more:
-            return b""
-        data += more
-    return data
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -630,7 +739,8 @@ class _Reader:
     A file's part of a batch is mapped (``mmap``: the page cache's own pages, no copy)
     and hashed there in chunks of at most :data:`CHUNK_BYTES` that never cross a piece
     or file boundary; every hash the format needs (SHA-1 of the piece, SHA-256 of its
-    16 KiB blocks) reads a chunk while it is in the core's cache. Where ``mmap`` is
+    16 KiB blocks) reads a chunk while it is in the core's cache (a v1 job, with one
+    hash, takes a mapped part up to a piece at a time). Where ``mmap`` is
     missing or the file system cannot map a file, each chunk is read with ``preadv``
     into a buffer this reader owns (small enough to stay in the core's cache). Each
     mapping lives only while its part is hashed.
@@ -668,6 +778,11 @@ class _Reader:
         # A chunk's whole blocks, as slices made once: its leaves are hashed by a loop
         # in C (``map``), with no Python code between two blocks.
         self.slices = [slice(i, i + BLOCK_SIZE) for i in range(0, CHUNK_BYTES, BLOCK_SIZE)]
+        if v2:
+            from torrent.proto import merkle
+
+            self.root = merkle.root
+            self.next_pow2 = merkle.next_pow2
 
     def hash_batch(self, start: int, size: int) -> tuple[bytes, bytes]:
         """SHA-1 digests and BEP 52 nodes of the pieces in ``start``..``start + size``.
@@ -695,8 +810,10 @@ class _Reader:
             padding = not f.fs_path
             part = None if padding else self._map(index, file_pos, stop - pos)
             offset = 0  # into ``part``
+            # One hash reads a mapped part once, in any size: up to a piece at a time.
+            step = piece_length if part is not None and not v2 else chunk_bytes
             while pos < stop:
-                n = min(chunk_bytes, stop - pos, piece_length - in_piece)
+                n = min(step, stop - pos, piece_length - in_piece)
                 if padding:
                     view = self.zeros[:n]
                 elif part is not None:
@@ -740,8 +857,8 @@ class _Reader:
 
     def _node(self, f: SourceFile, leaves: list[bytes]) -> bytes:
         piece_length = self.piece_length
-        width = piece_length // BLOCK_SIZE if f.length > piece_length else merkle.next_pow2(len(leaves))
-        return merkle.root(leaves, width)
+        width = piece_length // BLOCK_SIZE if f.length > piece_length else self.next_pow2(len(leaves))
+        return self.root(leaves, width)
 
     def _map(self, index: int, file_pos: int, size: int) -> memoryview | None:
         """Bytes ``file_pos``..``file_pos + size`` of file ``index``, mapped; None where
@@ -761,15 +878,14 @@ class _Reader:
             return None
         skip = file_pos % _mmap.ALLOCATIONGRANULARITY
         try:
-            mapped = _mmap.mmap(
-                self.fd, size + skip, flags=_MAP_FLAGS, prot=_mmap.PROT_READ, offset=file_pos - skip
-            )
+            # Positional (fd, length, flags, prot, access, offset): cheaper to parse.
+            mapped = _mmap.mmap(self.fd, size + skip, _MAP_FLAGS, _mmap.PROT_READ, 0, file_pos - skip)
         except ValueError:  # CPython checks the size first: "mmap length is greater than file size"
             raise StorageError(f"{f.fs_path} shrank while it was being hashed") from None
         except OSError:
             return None  # a file system that cannot map files: read this part instead
         self.mapped = mapped
-        return memoryview(mapped)[skip:]
+        return memoryview(mapped)[skip:] if skip else memoryview(mapped)
 
     def _unmap(self) -> None:
         if self.mapped is not None:
@@ -811,7 +927,7 @@ class _Reader:
 
 def _open(f: SourceFile) -> int:
     try:
-        return os.open(f.fs_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return os.open(f.fs_path, _OPEN_FLAGS)
     except OSError as exc:
         raise StorageError(f"cannot open {f.fs_path}: {exc.strerror or exc}") from None
 
@@ -825,6 +941,7 @@ except ImportError:  # pragma: no cover - platforms without mmap
     _MAP_FLAGS = 0
 
 _FADVISE = getattr(os, "posix_fadvise", None)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _digest = operator.methodcaller("digest")
 
 if hasattr(os, "preadv"):

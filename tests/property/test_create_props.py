@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import torrent.create as create
 import torrent.create_hashing as hashing
 from torrent.create import make
 
@@ -31,9 +32,10 @@ sizes = st.one_of(
     st.sampled_from(["v1", "v2", "hybrid"]),
     st.integers(min_value=1, max_value=4),
     st.booleans(),
+    st.sampled_from([1, 2, 5, 32]),
 )
 def test_processes_and_threads_give_the_same_torrent(
-    lengths: list[int], piece_length: int, fmt: str, workers: int, one_piece_batches: bool
+    lengths: list[int], piece_length: int, fmt: str, workers: int, one_piece_batches: bool, feed_every: int
 ) -> None:
     assert hashing.processes_possible(), f"threads left running: {threading.enumerate()}"
     rng = random.Random(sum(lengths) * 31 + piece_length)
@@ -59,10 +61,16 @@ def test_processes_and_threads_give_the_same_torrent(
             if one_piece_batches:
                 mp.setattr(hashing, "BATCH_BYTES", piece_length)
             mp.setattr(hashing.ProcessHashJob, "start", start)
+            # v1 processes start once the walk has fed this many files; the workers
+            # read the files found after that from the job's file table.
+            mp.setattr(create, "FEED_EVERY", feed_every)
             with_processes = make(top, **fields)  # type: ignore[arg-type]
     assert with_processes.data == with_threads.data
     assert with_processes.info_hash_v1 == with_threads.info_hash_v1
     assert with_processes.info_hash_v2 == with_threads.info_hash_v2
-    if one_piece_batches and workers > 1 and with_threads.pieces > 1:
+    if fmt == "v1" and workers > 1 and len(lengths) >= feed_every:
+        # Forked during the walk, before the payload's size was known: one per worker.
+        assert started == [workers]
+    elif one_piece_batches and workers > 1 and with_threads.pieces > 1:
         # More than one worker had a batch to hash: they were processes.
         assert started == [min(workers, with_threads.pieces)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +115,23 @@ def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: 
     assert not small_batches[0].pids  # reaped
 
 
+def test_a_queue_longer_than_its_pipe_is_topped_up_while_the_workers_hash(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    # 9,000 one-piece batches: more numbers than a 64 KiB pipe holds (8,192), so the
+    # rest are written as the workers take them.
+    count = 9000
+    f = tmp_path / "sparse"
+    with open(f, "wb") as fh:
+        fh.truncate(count * 16384)  # reads as zeros
+    job = new_job(16384, [SourceFile(("sparse",), str(f), count * 16384)], threads=2)
+    job.start()
+    assert isinstance(job, ProcessHashJob)
+    assert job._queued < count
+    assert job.wait() == hashlib.sha1(bytes(16384)).digest() * count
+    assert not job.pids
+
+
 def test_a_read_error_in_a_worker_is_a_storage_error_and_every_worker_is_reaped(
     tmp_path: Path, small_batches: list[ProcessHashJob]
 ) -> None:
@@ -131,6 +150,14 @@ def test_a_read_error_in_a_worker_is_a_storage_error_and_every_worker_is_reaped(
             os.waitpid(pid, os.WNOHANG)  # already reaped
 
 
+def _start_with_nothing_queued(job: ProcessHashJob) -> None:
+    """Fork ``job``'s workers with no batch in the queue yet (``wait`` queues them), so
+    a worker killed now surely dies before it finishes its work."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ProcessHashJob, "_fill", lambda job: None)
+        job.start()
+
+
 def test_a_worker_that_dies_names_the_file_that_shrank(
     tmp_path: Path, small_batches: list[ProcessHashJob]
 ) -> None:
@@ -139,8 +166,8 @@ def test_a_worker_that_dies_names_the_file_that_shrank(
     f = tmp_path / "f"
     f.write_bytes(os.urandom(8 * 16384))
     job = new_job(16384, [SourceFile(("f",), str(f), 8 * 16384)], threads=2)
-    job.start()
     assert isinstance(job, ProcessHashJob)
+    _start_with_nothing_queued(job)
     os.truncate(f, 16384)
     for pid in job.pids:
         os.kill(pid, signal.SIGKILL)
@@ -155,8 +182,8 @@ def test_a_worker_killed_otherwise_is_a_storage_error(
     f = tmp_path / "f"
     f.write_bytes(os.urandom(8 * 16384))
     job = new_job(16384, [SourceFile(("f",), str(f), 8 * 16384)], threads=2)
-    job.start()
     assert isinstance(job, ProcessHashJob)
+    _start_with_nothing_queued(job)
     for pid in job.pids:
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(StorageError, match="hashing process"):
@@ -331,3 +358,49 @@ def test_the_progress_bar_leaves_the_workers_to_processes(
     assert made.pieces == 20
     assert len(small_batches) == 1
     assert seen == [True]
+
+
+@pytest.mark.parametrize("problem", ["shrank", "cannot open"])
+def test_a_file_problem_after_the_fork_mid_walk_is_one_line_and_exit_1(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    small_batches: list[ProcessHashJob],
+    problem: str,
+) -> None:
+    # With the piece length given, the workers are forked while the walk goes on and
+    # learn the later files from the job's file table: a file that changes after the
+    # walk found it is still one line.
+    import torrent.create
+    from cli.main import main
+
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(12):
+        (d / f"f{i:02d}").write_bytes(os.urandom(20_000))
+    monkeypatch.setattr(torrent.create, "FEED_EVERY", 2)
+    real_scan = torrent.create.scan
+
+    def scan(path: str | os.PathLike[str], on_file: Any = None) -> tuple[bool, list[SourceFile]]:
+        def found(f: SourceFile) -> None:
+            on_file(f)
+            if f.path[-1] == "f10":  # found and fed: now another program changes it
+                if problem == "shrank":
+                    os.truncate(f.fs_path, 100)
+                else:
+                    os.unlink(f.fs_path)
+
+        return real_scan(path, found)
+
+    monkeypatch.setattr(torrent.create, "scan", scan)
+    out = tmp_path / "o.torrent"
+    assert main(["create", str(d), "-l", "16K", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pytorrent create: ")
+    assert problem in err
+    assert "f10" in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+    assert len(small_batches) == 1
+    assert small_batches[0]._table_end > 0  # the file came through the table
+    assert not small_batches[0].pids
