@@ -31,7 +31,6 @@ import ipaddress
 import json
 import logging
 import secrets
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -522,6 +521,8 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
 
 
 def _free(path: str) -> int:
+    import shutil  # with zlib, bz2 and lzma: not for every start
+
     try:
         return shutil.disk_usage(path).free
     except OSError:
@@ -628,6 +629,8 @@ async def _free_space(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> di
     path = args.get("path")
     if not isinstance(path, str) or not path:
         raise RpcError("no path")
+    import shutil
+
     try:
         usage = shutil.disk_usage(path)
     except OSError as exc:
