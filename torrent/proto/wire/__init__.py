@@ -54,7 +54,7 @@ Policies worth knowing (details on :class:`PeerProtocol`):
 
 Layout (after h11's split of its connection):
 
-* :mod:`.events`: the event dataclasses, :data:`Event` (their union), :class:`MessageId`.
+* :mod:`.events`: the events (frozen, slotted classes), :data:`Event` (their union), :class:`MessageId`.
 * :mod:`.codec`: the handshake, stateless :func:`encode`, and :class:`FrameBuffer` /
   :class:`InPlaceFrameBuffer` (framing).
 * :mod:`.state`: the phases and the table of legal transitions, for both directions.
