@@ -64,7 +64,6 @@ from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.http_client import HttpClient
 from torrent.engine.incoming import HandshakeGate
-from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.status import (
     AnnounceReport,
     PeerStats,
@@ -78,19 +77,19 @@ from torrent.engine.utp_dial import DialCounters
 from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
 from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
-from torrent.proto.mse import CryptoMethod, HandshakeDone, IncomingKind, classify_incoming
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
 # What a session with only dormant torrents never runs (the swarm and what it drives, the
 # DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
 # imported where it is first used: a daemon restarting with thousands of seeds answers
-# sooner.
+# sooner. So is MSE, by the first connection or the first look at its counters.
 if TYPE_CHECKING:
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.host import SwarmContext
     from torrent.engine.lsd import LsdService
     from torrent.engine.metadata_fetch import MetadataFetcher
+    from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome
     from torrent.engine.peer import Peer, PeerAddr
     from torrent.engine.portmap import PortMapper
     from torrent.engine.swarm import Swarm
@@ -301,9 +300,18 @@ def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
         am_interested=peer.am_interested,
         peer_choking=peer.peer_choking,
         peer_interested=peer.peer_interested,
-        encrypted=transport is not None and transport.get_extra_info("mse_method") is CryptoMethod.RC4,
+        encrypted=transport is not None and _rc4(transport.get_extra_info("mse_method")),
         utp=transport is not None and bool(transport.get_extra_info("utp")),
     )
+
+
+def _rc4(method: object) -> bool:
+    """The connection's MSE method is RC4 (None: no MSE)."""
+    if method is None:
+        return False
+    from torrent.proto.mse import CryptoMethod
+
+    return method is CryptoMethod.RC4
 
 
 class Session:
@@ -354,7 +362,7 @@ class Session:
         self._half_open = asyncio.Semaphore(self.settings.half_open_limit)
         #: Incoming connections waiting for their handshake (per-address and total caps).
         self._pending_incoming: HandshakeGate[Peer] = self._handshake_gate()
-        self._encryption = EncryptionCounters()
+        self._encryption_counters: EncryptionCounters | None = None
         self._closing = False
         #: One settings change at a time (each may wait for sockets and tasks).
         self._reconfiguring = asyncio.Lock()
@@ -1189,6 +1197,16 @@ class Session:
         """One snapshot per torrent, in the order they were added."""
         return [t.statistics() for t in self._torrents.values()]
 
+    @property
+    def _encryption(self) -> EncryptionCounters:
+        """What the MSE handshakes did (made, with MSE imported, when first needed)."""
+        counters = self._encryption_counters
+        if counters is None:
+            from torrent.engine.mse_stream import EncryptionCounters
+
+            counters = self._encryption_counters = EncryptionCounters()
+        return counters
+
     def encryption_statistics(self) -> EncryptionStats:
         """What the MSE handshakes of every connection did, both ways (a snapshot)."""
         return self._encryption.statistics()
@@ -1224,6 +1242,8 @@ class Session:
 
     def _mse_receiver(self, peer: Peer, on_outcome: Callable[[Outcome], None]) -> MseStream:
         """The MSE side of an accepted connection, knowing every torrent of the session."""
+        from torrent.engine.mse_stream import MseStream, receiver_for
+
         return MseStream(
             peer,
             receiver_for(
@@ -1368,6 +1388,8 @@ class _Incoming(asyncio.Protocol):
         if transport is None:
             return
         self._first += data
+        from torrent.proto.mse import IncomingKind, classify_incoming
+
         kind = classify_incoming(self._first)
         if kind is IncomingKind.NEED_MORE:
             return
@@ -1395,6 +1417,8 @@ class _Incoming(asyncio.Protocol):
 
     def _encrypted(self, transport: asyncio.BaseTransport, first: bytes) -> None:
         peer = self._peer
+
+        from torrent.proto.mse import HandshakeDone
 
         def on_outcome(outcome: Outcome) -> None:
             if isinstance(outcome, HandshakeDone):
