@@ -1,7 +1,7 @@
 """A restart of ``pytorrent daemon`` with dormant seeds, as the command runs it.
 
 Its first answers list every torrent seeding without importing what no dormant seed
-needs (the peer wire, MSE, the metainfo and magnet parsers, the disk layer, the swarm), and the
+needs (the peer wire, MSE, uTP, the metainfo and magnet parsers, the disk layer, the swarm), and the
 cyclic garbage collector, paused while it starts, is running again once it answers.
 """
 
@@ -37,6 +37,8 @@ NOT_ON_RESTART = (
     "torrent.engine.peer",
     "torrent.engine.mse_stream",
     "torrent.proto.mse",
+    "torrent.engine.utp_socket",
+    "torrent.proto.utp",
     "shutil",
 )
 

@@ -20,7 +20,8 @@ socket on the same port number (:class:`~torrent.engine.udp.UdpSocket`, shared b
 byte: ``d`` is KRPC, uTP has its own), and a second, IPv6 one when it listens on both
 families. With uTP on, a :class:`~torrent.engine.utp_socket.UtpSocketManager` accepts uTP
 connections on both (each goes through the same classifier and routing as a TCP one) and
-torrents dial uTP first.
+torrents dial uTP first; it is made by the first torrent that runs or the first uTP
+datagram, so a session of dormant torrents never imports uTP.
 With the DHT on, the session runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
 joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
 (saved again on exit). Every non-private torrent then asks it for peers.
@@ -73,9 +74,6 @@ from torrent.engine.status import (
     TorrentStats,
 )
 from torrent.engine.udp import UdpSocket
-from torrent.engine.utp_dial import DialCounters
-from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
@@ -83,7 +81,8 @@ from torrent.version import USER_AGENT
 # What a session with only dormant torrents never runs (the swarm and what it drives, the
 # DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
 # imported where it is first used: a daemon restarting with thousands of seeds answers
-# sooner. So is MSE, by the first connection or the first look at its counters.
+# sooner. So is MSE, by the first connection or the first look at its counters, and uTP
+# by the first torrent that runs or the first uTP datagram.
 if TYPE_CHECKING:
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.host import SwarmContext
@@ -93,13 +92,18 @@ if TYPE_CHECKING:
     from torrent.engine.peer import Peer, PeerAddr
     from torrent.engine.portmap import PortMapper
     from torrent.engine.swarm import Swarm
-    from torrent.engine.utp_dial import DialStats
+    from torrent.engine.utp_dial import DialCounters, DialStats
+    from torrent.engine.utp_socket import UtpSocketManager
     from torrent.engine.utp_stream import UtpStream
     from torrent.proto.magnet import Magnet
     from torrent.proto.metainfo import Info, Metainfo
     from torrent.proto.utp import UtpStats
 
 log = logging.getLogger(__name__)
+
+#: First bytes of uTP version 1 packets, one per type (BEP 29: types 0-4 in the high
+#: nibble): :data:`torrent.engine.utp_socket.FIRST_BYTES`, routed before uTP is imported.
+UTP_FIRST_BYTES = bytes((t << 4) | 1 for t in range(5))
 
 #: Seconds each torrent gets on exit, besides the ``stopped`` announce, to finish its
 #: writes and save its resume state before it is cancelled.
@@ -347,8 +351,10 @@ class Session:
         self._udp: UdpSocket | None = None
         self._udp6: UdpSocket | None = None
         self._dht: DhtNode | None = None
+        #: uTP is on: its datagrams are routed here (the manager made when first needed).
+        self._utp_on = False
         self._utp: UtpSocketManager | None = None
-        self._utp_dials = DialCounters()
+        self._utp_dial_counters: DialCounters | None = None
         self._lsd: LsdService | None = None
         self._lsd_services: list[LsdService] = []
         self._lsd_stack: contextlib.AsyncExitStack | None = None
@@ -507,7 +513,7 @@ class Session:
         (new connections, lookups and announces follow it)."""
         self.settings = dataclasses.replace(self.settings, **changes).validate()
         for swarm in list(self._swarms.values()):
-            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp_manager())
 
     def set_encryption(self, mode: Encryption) -> None:
         """Change how new connections use MSE (``Settings.encryption``); the open ones
@@ -552,7 +558,7 @@ class Session:
         await self._switch_udp_user(
             on,
             "utp_enabled",
-            running=lambda: self._utp is not None,
+            running=lambda: self._utp_on,
             start=self._start_utp,
             stop=self._stop_utp,
         )
@@ -577,7 +583,7 @@ class Session:
                 if done is not None:
                     await done
             self._settings_changed(**{setting: on})
-            if not on and self._dht is None and self._utp is None:
+            if not on and self._dht is None and not self._utp_on:
                 self._close_udp()
 
     async def set_lsd_enabled(self, on: bool) -> None:
@@ -635,7 +641,7 @@ class Session:
         """Rebind the UDP sockets on the TCP port's number."""
         if self._udp is None:
             return
-        utp = self._utp is not None
+        utp = self._utp_on
         self._stop_utp()
         self._close_udp()
         await self._open_udp()
@@ -650,7 +656,7 @@ class Session:
     def _let_go(self) -> None:
         """Every torrent drops what the session stopped (a DHT node, the uTP socket)."""
         for swarm in list(self._swarms.values()):
-            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp_manager())
 
     async def _start_lsd(self) -> None:
         """One LSD member per address family the session listens on (BEP 14: the IPv4
@@ -775,28 +781,54 @@ class Session:
         self._udp = self._udp6 = None
 
     def _start_utp(self) -> None:
-        """Accept and dial uTP on the UDP sockets (both families when there are two)."""
+        """Accept and dial uTP on the UDP sockets (both families when there are two).
+
+        The :class:`~torrent.engine.utp_socket.UtpSocketManager` (and uTP with it) is
+        made by the first torrent that runs or the first uTP datagram: a session of
+        dormant torrents (a restarting daemon) never imports it.
+        """
         assert self._udp is not None
-        self._utp = UtpSocketManager(
-            self._udp,
-            on_accept=self._utp_incoming,
-            clock=self.clock,
-            recv_buffer=self.settings.utp_recv_buffer_bytes,
-        )
-        if self._udp6 is not None:
-            self._utp.add_socket(self._udp6)
+        self._utp_on = True
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.route(UTP_FIRST_BYTES, self._utp_first_datagram)
+
+    def _utp_manager(self) -> UtpSocketManager | None:
+        """The uTP manager (made now if uTP is on and it was not yet); None when off."""
+        if not self._utp_on:
+            return None
+        if self._utp is None:
+            from torrent.engine.utp_socket import UtpSocketManager
+
+            assert self._udp is not None
+            self._utp = UtpSocketManager(
+                self._udp,
+                on_accept=self._utp_incoming,
+                clock=self.clock,
+                recv_buffer=self.settings.utp_recv_buffer_bytes,
+            )
+            if self._udp6 is not None:
+                self._utp.add_socket(self._udp6)
+        return self._utp
+
+    def _utp_first_datagram(self, data: bytes, addr: Any) -> None:
+        """The first uTP datagram before the manager was made: it makes it (which routes
+        uTP to itself from now on) and gets this one."""
+        utp = self._utp_manager()
+        if utp is not None:
+            utp.datagram_received(data, addr)
 
     def _stop_utp(self) -> None:
         """Reset every uTP connection and give the socket's uTP datagrams to nobody."""
-        utp, self._utp = self._utp, None
-        if utp is None:
-            return
-        self._let_go()
-        utp.close()
+        utp, self._utp, self._utp_on = self._utp, None, False
+        if utp is not None:
+            self._let_go()
+            utp.close()
         for udp in (self._udp, self._udp6):
             if udp is not None:
                 udp.unroute(UTP_FIRST_BYTES)
-                udp.remove_drained(utp.drained)
+                if utp is not None:
+                    udp.remove_drained(utp.drained)
 
     def _utp_incoming(self, stream: UtpStream) -> None:
         """An accepted uTP connection: the same classifier and routing as a TCP one."""
@@ -806,7 +838,18 @@ class Session:
 
     def utp_statistics(self) -> UtpStats | None:
         """What uTP dropped and recovered (a snapshot); None when uTP is off."""
-        return None if self._utp is None else self._utp.statistics()
+        utp = self._utp_manager()
+        return None if utp is None else utp.statistics()
+
+    @property
+    def _utp_dials(self) -> DialCounters:
+        """How outgoing connections were made (made when first needed, as uTP is)."""
+        counters = self._utp_dial_counters
+        if counters is None:
+            from torrent.engine.utp_dial import DialCounters
+
+            counters = self._utp_dial_counters = DialCounters()
+        return counters
 
     def dial_statistics(self) -> DialStats:
         """How outgoing connections were made: over uTP, or over TCP after uTP (a snapshot)."""
@@ -1145,7 +1188,7 @@ class Session:
             clock=self.clock,
             encryption=self._encryption,
             dht=self._dht,
-            utp=self._utp,
+            utp=self._utp_manager(),
             utp_dials=self._utp_dials,
             disk_executor=self._disk_pool,
             addresses=self._addresses,
