@@ -31,7 +31,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,7 +90,9 @@ class RpcConfig:
         """This config, with a random session id unless it has one."""
         if self.session_id:
             return self
-        return RpcConfig(self.username, self.password, self.host_whitelist, secrets.token_urlsafe(24))
+        # ``secrets.token_urlsafe(24)``, without importing secrets (random, hashlib) at start.
+        session_id = base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=").decode("ascii")
+        return RpcConfig(self.username, self.password, self.host_whitelist, session_id)
 
 
 @dataclass(slots=True)
@@ -203,6 +204,8 @@ def _authorized(header: str | None, config: RpcConfig) -> bool:
         user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return False
+    import secrets  # only with basic auth: not on every start
+
     return secrets.compare_digest(user, config.username or "") and secrets.compare_digest(
         password, config.password or ""
     )

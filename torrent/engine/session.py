@@ -53,10 +53,8 @@ import dataclasses
 import functools
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
@@ -112,7 +110,7 @@ STOP_GRACE_S = 3.0
 
 def make_peer_id() -> PeerId:
     """Our prefix (``-PT0100-``) followed by 12 random bytes (BEP 20 style)."""
-    return PeerId(PEER_ID_PREFIX + secrets.token_bytes(20 - len(PEER_ID_PREFIX)))
+    return PeerId(PEER_ID_PREFIX + os.urandom(20 - len(PEER_ID_PREFIX)))  # = secrets.token_bytes
 
 
 class Torrent:
@@ -863,6 +861,8 @@ class Session:
     async def _start_dht(self) -> None:
         """Start the DHT node on the UDP socket; :meth:`_stop_dht` saves its routing table
         and closes it before the socket closes."""
+        from pathlib import Path
+
         from torrent.engine.dht_node import DhtNode
 
         s = self.settings
