@@ -41,7 +41,7 @@ NOT_ON_RESTART = (
     "torrent.proto.utp",
 )
 #: ... nor these (aiohttp, which loads a second after the first answers, imports some).
-STDLIB_NOT_ON_RESTART = ("shutil", "secrets", "pathlib")
+STDLIB_NOT_ON_RESTART = ("shutil", "secrets", "pathlib", "urllib.parse")
 
 # Runs the daemon command in this process (``cmd_daemon.run``, as the console script does)
 # and, from a thread, its first RPC calls over a plain socket; prints what it saw.
