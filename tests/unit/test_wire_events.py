@@ -233,3 +233,17 @@ def test_requests_work_as_keys() -> None:
     assert wire.Block(0, 0, b"x" * 16384).request() in seen
     assert wire.RejectRequest(0, 0, 16384, withdrawn=True) == wire.RejectRequest(0, 0, 16384)
     assert hash(wire.Choke((wire.Request(0, 0, 1),))) == hash(wire.Choke())
+
+
+def test_the_package_exports_every_name_from_its_module_on_first_use() -> None:
+    """``torrent.proto.wire`` imports its modules lazily: each name of ``__all__`` has a
+    home module, resolves to that module's object, and nothing else resolves."""
+    import importlib
+
+    assert set(wire._HOMES) == set(wire.__all__)
+    for name in wire.__all__:
+        home = importlib.import_module(f"torrent.proto.wire.{wire._HOMES[name]}")
+        assert getattr(wire, name) is getattr(home, name), name
+    assert set(wire.__all__) <= set(dir(wire))
+    with pytest.raises(AttributeError):
+        _ = wire.NotAName
