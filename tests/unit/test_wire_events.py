@@ -246,4 +246,4 @@ def test_the_package_exports_every_name_from_its_module_on_first_use() -> None:
         assert getattr(wire, name) is getattr(home, name), name
     assert set(wire.__all__) <= set(dir(wire))
     with pytest.raises(AttributeError):
-        _ = wire.NotAName
+        _ = wire.NotAName  # type: ignore[attr-defined]
