@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from torrent.daemon.service import Daemon
 
 
+#: Seconds after the RPC opens before the objects made by the start are collected as
+#: usual (frozen until then: see ``run``).
+GC_UNFREEZE_S = 5.0
+
+
 def _default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "pytorrent")
@@ -97,17 +102,26 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import gc
     import logging
 
-    from cli.main import UsageError, run_async
+    # No cyclic garbage collection until the first answer (see ``_serve``): importing the
+    # daemon and loading its records make tens of thousands of objects that all live on,
+    # and the collector would walk them over and over as they appear.
+    gc.disable()
+    try:
+        from cli.main import UsageError, run_async
 
-    if (args.rpc_username is None) != (args.rpc_password is None):
-        raise UsageError("--rpc-username and --rpc-password go together")
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return run_async(_serve(args), no_uvloop=args.no_uvloop)
+        if (args.rpc_username is None) != (args.rpc_password is None):
+            raise UsageError("--rpc-username and --rpc-password go together")
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return run_async(_serve(args), no_uvloop=args.no_uvloop)
+    finally:
+        gc.unfreeze()
+        gc.enable()
 
 
 def _read_settings_file(path: str) -> dict[str, Any]:
@@ -144,6 +158,7 @@ async def _reload(daemon: Daemon, path: str) -> None:
 async def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import contextlib
+    import gc
     import logging
     import signal
 
@@ -189,6 +204,11 @@ async def _serve(args: argparse.Namespace) -> int:
         try:
             # aiohttp (the web UI, /metrics) loads once the torrents are listed.
             async with RpcServer(daemon, rpc, args.rpc_host, args.rpc_port) as server:
+                # What the start made stays out of the collections until the first answers
+                # are out; then it is collected as usual.
+                gc.freeze()
+                gc.enable()
+                loop.call_later(GC_UNFREEZE_S, gc.unfreeze)
                 host, port = server.address
                 log.info(
                     "RPC on http://%s:%d/transmission/rpc; peers on port %d", host, port, daemon.session.port

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torrent.config import DEFAULT_DHT_ROUTERS
-from torrent.proto.magnet import Magnet
 from torrent.proto.text import printable
 
 if TYPE_CHECKING:
     from torrent.config import Settings
     from torrent.engine.session import Session, Torrent
+    from torrent.proto.magnet import Magnet
     from torrent.proto.metainfo import Metainfo
 
 #: Nothing is left to tear down when it returns: the session has closed every peer and
@@ -407,6 +407,7 @@ def file_priorities(meta: Metainfo, selection: str | None, magnet: Magnet | None
 
 def run(args: argparse.Namespace) -> int:
     from cli.main import run_async
+    from torrent.proto.magnet import Magnet
 
     sources = [load_source(src) for src in args.torrents]
     for src in sources:  # check --files now for what we can (magnets: once their metadata is in)
@@ -434,6 +435,7 @@ async def _download(
     from torrent.engine.session import Session
     from torrent.engine.status import TorrentEvent, TorrentEventKind
     from torrent.errors import MetadataTimeout
+    from torrent.proto.magnet import Magnet
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:

@@ -313,3 +313,28 @@ async def test_connections_past_the_bound_are_closed_at_once(
         async with connection(server) as (reader, writer):  # room again
             writer.write(post({"method": "session-stats"}))
             assert (await read_answer(reader)).status == 200
+
+
+async def test_connections_handed_over_to_aiohttp_count_under_the_same_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(front_module, "MAX_CONNECTIONS", 3)
+    async with asyncio.timeout(30), served(tmp_path) as server, contextlib.AsyncExitStack() as stack:
+        handed = [await stack.enter_async_context(connection(server)) for _ in range(2)]
+        for reader, writer in handed:  # aiohttp's, kept alive
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert (await read_answer(reader)).status == 200
+        assert server.front.connections == set()
+        assert server.front.open_connections() == 2
+        reader, writer = await stack.enter_async_context(connection(server))  # the front's
+        writer.write(post({"method": "session-stats"}))
+        assert (await read_answer(reader)).status == 200
+        assert server.front.open_connections() == 3
+        async with connection(server) as (reader, _):
+            assert await reader.read() == b""  # closed at once: two with aiohttp, one here
+        assert server.front.open_connections() == 3
+        handed[0][1].close()
+        await wait_until(lambda: server.front.open_connections() == 2, timeout_s=5, what="aiohttp to let go")
+        async with connection(server) as (reader, writer):  # room again
+            writer.write(post({"method": "session-stats"}))
+            assert (await read_answer(reader)).status == 200

@@ -19,7 +19,6 @@ from tests.polling import wait_until
 from torrent import config
 from torrent.config import Encryption
 from torrent.daemon import fields
-from torrent.disk.resume import ResumeStore
 from torrent.engine.dht_node import load_state
 from torrent.engine.session import Session
 
@@ -147,14 +146,14 @@ async def test_a_stopped_incomplete_torrent_shows_its_verified_pieces(tmp_path: 
         assert base64.b64decode(t["pieces"]) == bytes([0b10111101])
         # Read once, not per request: kept until the resume state changes.
         reads: list[object] = []
+        read = fields._resume_verified
 
-        class Counted(ResumeStore):
-            def load(self) -> Any:
-                reads.append(self)
-                return super().load()
+        def counted(meta: Any, download_dir: str) -> Any:
+            reads.append(meta)
+            return read(meta, download_dir)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(fields, "ResumeStore", Counted)  # what torrent-get reads with
+            patch.setattr(fields, "_resume_verified", counted)  # what torrent-get reads with
             for _ in range(3):
                 [t] = await client.get([tid], "pieces")
                 assert base64.b64decode(t["pieces"]) == bytes([0b10111101])

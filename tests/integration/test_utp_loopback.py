@@ -28,6 +28,7 @@ from tests.polling import wait_until
 from tests.utp_helpers import loopback_mtu
 from torrent import config
 from torrent.config import Encryption
+from torrent.engine import session as session_module
 from torrent.engine import utp_socket
 from torrent.engine.session import Session
 from torrent.engine.udp import UdpSocket
@@ -439,6 +440,21 @@ async def test_sessions_transfer_over_utp(tmp_path: Path, mtu_1500: bool, encryp
         stats = seed_s.utp_statistics()
         assert stats is not None
     assert same_tree(content, tmp_path / "leech" / "utp.bin")
+
+
+async def test_a_session_with_no_torrent_running_accepts_utp(tmp_path: Path) -> None:
+    """uTP is made by the first uTP datagram when no torrent made it before (a daemon
+    of dormant seeds): that datagram, a SYN, is answered."""
+    assert utp_socket.FIRST_BYTES == session_module.UTP_FIRST_BYTES
+    async with asyncio.timeout(30), Session(utp_settings()) as session:
+        assert session.utp_statistics() is not None  # on (and made by this look)
+    async with asyncio.timeout(30), Session(utp_settings()) as session, utp_pair() as (dialer, _, _):
+        client = Sink()
+        await dialer.connect(client, ("127.0.0.1", session.port))  # the SYN was acknowledged
+        stats = session.utp_statistics()
+        assert stats is not None
+    async with Session(utp_settings(utp_enabled=False)) as session:
+        assert session.utp_statistics() is None
 
 
 @needs_ipv6

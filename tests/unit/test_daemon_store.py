@@ -86,6 +86,30 @@ def test_a_summarized_record_loads_without_its_metainfo_which_is_read_on_demand(
     assert store.metainfo(12345) is None
 
 
+def test_every_record_gets_its_own_summary_read_in_one_pass(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    summaries = [
+        Summary(i * 10, (i * 10,), i % 2 == 0, i == 3, "cd" * 20 if i == 2 else "") for i in range(5)
+    ]
+    records = [_record(f"t{i}", i) for i in range(6)]  # the last has no summary (a magnet's, unknown)
+    for r, summary in zip(records, [*summaries, None], strict=True):
+        r.summary = summary
+        store.insert(r)
+    store.close()
+    loaded = StateStore(tmp_path).load()
+    assert [r.summary for r in loaded] == [*summaries, None]
+    assert all(isinstance(r.summary.file_lengths, tuple) for r in loaded[:5] if r.summary is not None)
+
+
+def test_a_malformed_summary_fails_the_load_as_it_always_did(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.insert(_record("a", 0))
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        db.execute("UPDATE torrents SET summary = '1, 2'")
+    with pytest.raises((ValueError, TypeError)):
+        StateStore(tmp_path).load()
+
+
 def test_ids_are_never_reused_and_wal_is_on(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     first = store.insert(_record("a", 0))

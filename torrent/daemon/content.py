@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import os
-import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torrent.proto.metainfo import Info, Metainfo
 from torrent.types import InfoHash
+
+if TYPE_CHECKING:  # the daemon imports this module before it parses any metainfo
+    from torrent.proto.metainfo import Info, Metainfo
 
 __all__ = ["delete_data", "forget_resume", "move_data", "plan_rename", "rename_on_disk", "renamed", "slim"]
 
@@ -110,6 +110,9 @@ def forget_resume(download_dir: str, info_hash: str) -> None:
 def delete_data(meta: Metainfo | None, download_dir: str, info_hash: str) -> None:
     """Delete the torrent's content (where its names, renamed or not, put it) and its
     engine state files."""
+    import glob
+    import shutil
+
     from torrent.disk.storage import state_dir
 
     if meta is not None:
@@ -130,6 +133,9 @@ def move_data(meta: Metainfo, download_dir: str, info_hash: str, location: str) 
     Raises:
         OSError: ``location`` cannot be made or written, or a move failed.
     """
+    import glob
+    import shutil
+
     from torrent.disk.storage import state_dir
 
     if os.path.abspath(download_dir) == location:

@@ -26,13 +26,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torrent.daemon.service import Record, Status
 from torrent.daemon.store import Summary
-from torrent.disk.resume import ResumeStore
 from torrent.engine.status import AnnounceReport, TorrentStats
-from torrent.proto.metainfo import Metainfo
+
+if TYPE_CHECKING:
+    from torrent.proto.metainfo import Metainfo
 
 __all__ = ["FIELDS", "Field", "Listing", "View"]
 
@@ -276,10 +277,21 @@ def _pieces_b64(v: View) -> str:
     if v.r.stored.done_date > 0:
         return _bitfield_b64(n, range(n))
     if v.r.pieces_b64 is None:
-        state, _ = ResumeStore(v.meta.info, v.meta.info_hash, v.r.stored.download_dir).load()
-        have = (i for i in state.verified if 0 <= i < n) if state is not None else ()
-        v.r.pieces_b64 = _bitfield_b64(n, have)
+        verified = _resume_verified(v.meta, v.r.stored.download_dir)
+        v.r.pieces_b64 = _bitfield_b64(n, (i for i in verified if 0 <= i < n))
     return v.r.pieces_b64
+
+
+def _resume_verified(meta: Metainfo, download_dir: str) -> Iterable[int]:
+    """The pieces a stopped torrent's resume state lists as verified (none without one).
+
+    The disk layer is imported here, by the first listing that needs it: a daemon
+    restarting with dormant seeds lists them all without it.
+    """
+    from torrent.disk.resume import ResumeStore
+
+    state, _ = ResumeStore(meta.info, meta.info_hash, download_dir).load()
+    return state.verified if state is not None else ()
 
 
 def _bitfield_b64(n: int, have: Iterable[int]) -> str:

@@ -34,7 +34,8 @@ one being answered wait (reading pauses past :data:`MAX_BUFFERED` bytes). A requ
 head must arrive within :data:`REQUEST_TIMEOUT_S` of its first byte and its body within
 :data:`BODY_TIMEOUT_S` of the head, and an idle connection is closed after
 :data:`KEEPALIVE_TIMEOUT_S` (aiohttp's default keep-alive timeout). At most
-:data:`MAX_CONNECTIONS` connections are open in the front at once.
+:data:`MAX_CONNECTIONS` connections are open at once, those handed over to aiohttp
+included (until aiohttp's handler of one has finished with it).
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ KEEPALIVE_TIMEOUT_S: Final = 75.0
 MAX_SKIPPED_BODY: Final = 64 * 1024
 #: Bytes held while an answer is pending before reading pauses.
 MAX_BUFFERED: Final = 4 * MAX_HEAD
-#: Connections open at once in the front (a handful of front-ends and scripts use the
-#: RPC); one more is closed as soon as it is accepted. Idle ones go after
-#: :data:`KEEPALIVE_TIMEOUT_S`, so a client that opens many and leaves them cannot hold
-#: the daemon's file descriptors for long.
+#: Connections open at once, in the front and handed over to aiohttp together (a
+#: handful of front-ends and scripts use the RPC); one more is closed as soon as it is
+#: accepted. Idle ones go after :data:`KEEPALIVE_TIMEOUT_S` (aiohttp's too), so a client
+#: that opens many and leaves them cannot hold the daemon's file descriptors for long.
 MAX_CONNECTIONS: Final = 256
 
 _METHODS: Final = frozenset((b"GET", b"POST"))
@@ -103,7 +104,10 @@ class RpcFront:
         self.web_wanted = asyncio.Event()
         #: Connections waiting for aiohttp to take them over.
         self.waiting: list[RpcProtocol] = []
+        #: Connections the front serves (those waiting for aiohttp included).
         self.connections: set[RpcProtocol] = set()
+        #: How many connections handed over aiohttp still holds (0 until it is loaded).
+        self.handed_over: Callable[[], int] = lambda: 0
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_at = -1
         self._date = b""
@@ -121,9 +125,15 @@ class RpcFront:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def web_loaded(self, fallback: Callable[[], asyncio.Protocol]) -> None:
-        """aiohttp's handlers can be made now: hand over the connections waiting for one."""
+    def open_connections(self) -> int:
+        """The connections under :data:`MAX_CONNECTIONS`: the front's and aiohttp's."""
+        return len(self.connections) + self.handed_over()
+
+    def web_loaded(self, fallback: Callable[[], asyncio.Protocol], handed_over: Callable[[], int]) -> None:
+        """aiohttp's handlers can be made now (``fallback``; ``handed_over`` counts those
+        still holding a connection): hand over the connections waiting for one."""
         self.fallback = fallback
+        self.handed_over = handed_over
         waiting, self.waiting = self.waiting, []
         for protocol in waiting:
             protocol.hand_over_now()
@@ -172,7 +182,7 @@ class RpcProtocol(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if len(self.front.connections) >= MAX_CONNECTIONS:
+        if self.front.open_connections() >= MAX_CONNECTIONS:
             transport.close()
             return
         self.transport = transport  # type: ignore[assignment]
@@ -512,4 +522,6 @@ class RpcServer:
         self._runner = runner
         server = runner.server
         assert server is not None
-        self.front.web_loaded(server)
+        # aiohttp's server counts the connections its handlers hold, from the hand-over
+        # until the handler's last request has finished.
+        self.front.web_loaded(server, lambda: len(server.connections))

@@ -30,8 +30,7 @@ import binascii
 import ipaddress
 import json
 import logging
-import secrets
-import shutil
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -91,7 +90,9 @@ class RpcConfig:
         """This config, with a random session id unless it has one."""
         if self.session_id:
             return self
-        return RpcConfig(self.username, self.password, self.host_whitelist, secrets.token_urlsafe(24))
+        # ``secrets.token_urlsafe(24)``, without importing secrets (random, hashlib) at start.
+        session_id = base64.urlsafe_b64encode(os.urandom(24)).rstrip(b"=").decode("ascii")
+        return RpcConfig(self.username, self.password, self.host_whitelist, session_id)
 
 
 @dataclass(slots=True)
@@ -203,6 +204,8 @@ def _authorized(header: str | None, config: RpcConfig) -> bool:
         user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return False
+    import secrets  # only with basic auth: not on every start
+
     return secrets.compare_digest(user, config.username or "") and secrets.compare_digest(
         password, config.password or ""
     )
@@ -521,9 +524,21 @@ def session_values(daemon: Daemon) -> dict[str, Any]:
     }
 
 
+def _disk_usage(path: str) -> tuple[int, int]:
+    """Free bytes (for an unprivileged user) and total bytes of the file system holding
+    ``path``: what ``shutil.disk_usage`` reads, without importing shutil (with zlib, bz2
+    and lzma) at the first ``session-get``.
+
+    Raises:
+        OSError: ``path`` cannot be looked at.
+    """
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
 def _free(path: str) -> int:
     try:
-        return shutil.disk_usage(path).free
+        return _disk_usage(path)[0]
     except OSError:
         return -1
 
@@ -629,10 +644,10 @@ async def _free_space(daemon: Daemon, args: dict[str, Any], _: RpcContext) -> di
     if not isinstance(path, str) or not path:
         raise RpcError("no path")
     try:
-        usage = shutil.disk_usage(path)
+        free, total = _disk_usage(path)
     except OSError as exc:
         raise RpcError(f"{path}: {exc.strerror or exc}") from None
-    return {"path": path, "size-bytes": usage.free, "total_size": usage.total}
+    return {"path": path, "size-bytes": free, "total_size": total}
 
 
 METHODS: dict[str, Handler] = {

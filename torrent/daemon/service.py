@@ -84,7 +84,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torrent.config import Settings
 from torrent.daemon import content, network
@@ -97,9 +97,12 @@ from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.session import CheckResult, Session, Torrent
 from torrent.engine.status import TorrentBrief, TorrentState
 from torrent.errors import MetainfoError, TorrentError
-from torrent.proto.magnet import Magnet
-from torrent.proto.metainfo import Metainfo
 from torrent.types import InfoHash
+
+# Parsing metainfo and magnet links is imported where it is first needed: a restart of
+# dormant seeds lists them from their stored summaries without parsing any.
+if TYPE_CHECKING:
+    from torrent.proto.metainfo import Metainfo
 
 __all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
 
@@ -241,6 +244,8 @@ class Record:
             try:
                 if raw is None:
                     raise MetainfoError("no metainfo stored")
+                from torrent.proto.metainfo import Metainfo
+
                 self.parsed = content.renamed(content.slim(Metainfo.from_bytes(raw)), self.stored.renames)
             except MetainfoError as exc:
                 self.stored.error = f"stored metainfo unreadable: {exc}"
@@ -499,6 +504,8 @@ class Daemon:
         made = []
         for stored in sorted(self.store.load(), key=lambda t: t.id):
             if stored.metainfo is not None:  # a record from before summaries
+                from torrent.proto.metainfo import Metainfo
+
                 try:
                     stored.summary = summarize(Metainfo.from_bytes(stored.metainfo))
                     made.append(stored)
@@ -547,6 +554,9 @@ class Daemon:
         Raises:
             MetainfoError: the metainfo or the magnet link is malformed.
         """
+        from torrent.proto.magnet import Magnet
+        from torrent.proto.metainfo import Metainfo
+
         meta: Metainfo | None = None
         if metainfo is not None:
             meta = Metainfo.from_bytes(metainfo)
@@ -1013,6 +1023,8 @@ class Daemon:
 
     async def _fetch(self, r: Record) -> None:
         assert r.stored.magnet
+        from torrent.proto.magnet import Magnet
+
         try:
             magnet = Magnet.parse(r.stored.magnet)
             meta = await self.session.fetch_metadata(magnet, peers=magnet.peers)

@@ -164,9 +164,10 @@ class StateStore:
         with no summary yet (a database of schema 2), the others read by :meth:`metainfo`."""
         self._commit_open()
         columns = _COLUMNS.replace("metainfo", "CASE WHEN summary = '' THEN metainfo END")
-        rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id")
+        rows = self._db.execute(f"SELECT {columns} FROM torrents ORDER BY queue_position, id").fetchall()
         lists = _ListReader()
-        return [_record(row, lists) for row in rows]
+        summaries = _summaries([row[20] for row in rows])
+        return [_record(row, lists, summary) for row, summary in zip(rows, summaries, strict=True)]
 
     def metainfo(self, torrent_id: int) -> bytes | None:
         """A torrent's metainfo bytes (None: unknown, a magnet link's)."""
@@ -349,7 +350,7 @@ def _dict(text: str) -> dict[str, Any]:
     return {} if text == "{}" else dict(json.loads(text))
 
 
-def _record(row: tuple[Any, ...], read_list: _ListReader) -> StoredTorrent:
+def _record(row: tuple[Any, ...], read_list: _ListReader, summary: Summary | None) -> StoredTorrent:
     return StoredTorrent(
         id=row[0],
         info_hash=row[1],
@@ -371,8 +372,27 @@ def _record(row: tuple[Any, ...], read_list: _ListReader) -> StoredTorrent:
         have_bytes=row[17],
         files_done=read_list(row[18]),
         renames=_dict(row[19]),
-        summary=_summary(row[20]),
+        summary=summary,
     )
+
+
+def _summaries(texts: list[str]) -> list[Summary | None]:
+    """The records' summaries, parsed as one JSON text: one call instead of one per record
+    (a third of the time of loading 1,000 records went to those calls)."""
+    try:
+        parsed = json.loads("[" + ",".join(text or "null" for text in texts) + "]")
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list) or len(parsed) != len(texts):
+        return [_summary(text) for text in texts]  # one is not a list: fail as before
+    out: list[Summary | None] = []
+    for p in parsed:
+        if p is None:
+            out.append(None)
+        else:
+            total, lengths, trackers, private, alias = p
+            out.append(Summary(total, tuple(lengths), trackers, private, alias))
+    return out
 
 
 def _summary(text: str) -> Summary | None:

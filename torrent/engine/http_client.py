@@ -21,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import aiohttp
@@ -141,6 +139,8 @@ class HttpClient:
             raise HttpError(str(exc) or type(exc).__name__) from None
 
     async def _get_plain(self, url: str, max_body: int) -> HttpReply:
+        from urllib.parse import urlsplit  # by the first announce, not by every start
+
         parts = urlsplit(url)
         if "@" in parts.netloc:  # user:password@host: aiohttp sends them as Basic auth
             return await self._get_aiohttp(url, max_body)
@@ -350,6 +350,8 @@ def _decoded(body: bytes, coding: str, max_body: int) -> bytes:
         return body
     if coding not in ("gzip", "x-gzip", "deflate"):
         raise HttpError(f"unsupported content coding {coding!r}")
+    import zlib
+
     # gzip or zlib by their headers (wbits 32 + 15); deflate sent raw, as some servers do (-15).
     for wbits in (47, -15) if coding == "deflate" else (47,):
         inflater = zlib.decompressobj(wbits)

@@ -20,7 +20,8 @@ socket on the same port number (:class:`~torrent.engine.udp.UdpSocket`, shared b
 byte: ``d`` is KRPC, uTP has its own), and a second, IPv6 one when it listens on both
 families. With uTP on, a :class:`~torrent.engine.utp_socket.UtpSocketManager` accepts uTP
 connections on both (each goes through the same classifier and routing as a TCP one) and
-torrents dial uTP first.
+torrents dial uTP first; it is made by the first torrent that runs or the first uTP
+datagram, so a session of dormant torrents never imports uTP.
 With the DHT on, the session runs one :class:`~torrent.engine.dht_node.DhtNode` on it (:attr:`Session.dht`),
 joined through ``dht_bootstrap`` or the routing table saved in ``dht_state_file``
 (saved again on exit). Every non-private torrent then asks it for peers.
@@ -52,10 +53,8 @@ import dataclasses
 import functools
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torrent.config import PEER_ID_PREFIX, Encryption, Settings
@@ -64,7 +63,6 @@ from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.http_client import HttpClient
 from torrent.engine.incoming import HandshakeGate
-from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome, receiver_for
 from torrent.engine.status import (
     AnnounceReport,
     PeerStats,
@@ -74,33 +72,36 @@ from torrent.engine.status import (
     TorrentStats,
 )
 from torrent.engine.udp import UdpSocket
-from torrent.engine.utp_dial import DialCounters
-from torrent.engine.utp_socket import FIRST_BYTES as UTP_FIRST_BYTES
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
-from torrent.proto.mse import CryptoMethod, HandshakeDone, IncomingKind, classify_incoming
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
 
 # What a session with only dormant torrents never runs (the swarm and what it drives, the
 # DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
 # imported where it is first used: a daemon restarting with thousands of seeds answers
-# sooner.
+# sooner. So is MSE, by the first connection or the first look at its counters, and uTP
+# by the first torrent that runs or the first uTP datagram.
 if TYPE_CHECKING:
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.host import SwarmContext
     from torrent.engine.lsd import LsdService
     from torrent.engine.metadata_fetch import MetadataFetcher
+    from torrent.engine.mse_stream import EncryptionCounters, EncryptionStats, MseStream, Outcome
     from torrent.engine.peer import Peer, PeerAddr
     from torrent.engine.portmap import PortMapper
     from torrent.engine.swarm import Swarm
-    from torrent.engine.utp_dial import DialStats
+    from torrent.engine.utp_dial import DialCounters, DialStats
+    from torrent.engine.utp_socket import UtpSocketManager
     from torrent.engine.utp_stream import UtpStream
     from torrent.proto.magnet import Magnet
     from torrent.proto.metainfo import Info, Metainfo
     from torrent.proto.utp import UtpStats
 
 log = logging.getLogger(__name__)
+
+#: First bytes of uTP version 1 packets, one per type (BEP 29: types 0-4 in the high
+#: nibble): :data:`torrent.engine.utp_socket.FIRST_BYTES`, routed before uTP is imported.
+UTP_FIRST_BYTES = bytes((t << 4) | 1 for t in range(5))
 
 #: Seconds each torrent gets on exit, besides the ``stopped`` announce, to finish its
 #: writes and save its resume state before it is cancelled.
@@ -109,7 +110,7 @@ STOP_GRACE_S = 3.0
 
 def make_peer_id() -> PeerId:
     """Our prefix (``-PT0100-``) followed by 12 random bytes (BEP 20 style)."""
-    return PeerId(PEER_ID_PREFIX + secrets.token_bytes(20 - len(PEER_ID_PREFIX)))
+    return PeerId(PEER_ID_PREFIX + os.urandom(20 - len(PEER_ID_PREFIX)))  # = secrets.token_bytes
 
 
 class Torrent:
@@ -301,9 +302,18 @@ def _peer_stats(peer: Peer, num_pieces: int) -> PeerStats:
         am_interested=peer.am_interested,
         peer_choking=peer.peer_choking,
         peer_interested=peer.peer_interested,
-        encrypted=transport is not None and transport.get_extra_info("mse_method") is CryptoMethod.RC4,
+        encrypted=transport is not None and _rc4(transport.get_extra_info("mse_method")),
         utp=transport is not None and bool(transport.get_extra_info("utp")),
     )
+
+
+def _rc4(method: object) -> bool:
+    """The connection's MSE method is RC4 (None: no MSE)."""
+    if method is None:
+        return False
+    from torrent.proto.mse import CryptoMethod
+
+    return method is CryptoMethod.RC4
 
 
 class Session:
@@ -339,8 +349,10 @@ class Session:
         self._udp: UdpSocket | None = None
         self._udp6: UdpSocket | None = None
         self._dht: DhtNode | None = None
+        #: uTP is on: its datagrams are routed here (the manager made when first needed).
+        self._utp_on = False
         self._utp: UtpSocketManager | None = None
-        self._utp_dials = DialCounters()
+        self._utp_dial_counters: DialCounters | None = None
         self._lsd: LsdService | None = None
         self._lsd_services: list[LsdService] = []
         self._lsd_stack: contextlib.AsyncExitStack | None = None
@@ -354,7 +366,7 @@ class Session:
         self._half_open = asyncio.Semaphore(self.settings.half_open_limit)
         #: Incoming connections waiting for their handshake (per-address and total caps).
         self._pending_incoming: HandshakeGate[Peer] = self._handshake_gate()
-        self._encryption = EncryptionCounters()
+        self._encryption_counters: EncryptionCounters | None = None
         self._closing = False
         #: One settings change at a time (each may wait for sockets and tasks).
         self._reconfiguring = asyncio.Lock()
@@ -499,7 +511,7 @@ class Session:
         (new connections, lookups and announces follow it)."""
         self.settings = dataclasses.replace(self.settings, **changes).validate()
         for swarm in list(self._swarms.values()):
-            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp_manager())
 
     def set_encryption(self, mode: Encryption) -> None:
         """Change how new connections use MSE (``Settings.encryption``); the open ones
@@ -544,7 +556,7 @@ class Session:
         await self._switch_udp_user(
             on,
             "utp_enabled",
-            running=lambda: self._utp is not None,
+            running=lambda: self._utp_on,
             start=self._start_utp,
             stop=self._stop_utp,
         )
@@ -569,7 +581,7 @@ class Session:
                 if done is not None:
                     await done
             self._settings_changed(**{setting: on})
-            if not on and self._dht is None and self._utp is None:
+            if not on and self._dht is None and not self._utp_on:
                 self._close_udp()
 
     async def set_lsd_enabled(self, on: bool) -> None:
@@ -627,7 +639,7 @@ class Session:
         """Rebind the UDP sockets on the TCP port's number."""
         if self._udp is None:
             return
-        utp = self._utp is not None
+        utp = self._utp_on
         self._stop_utp()
         self._close_udp()
         await self._open_udp()
@@ -642,7 +654,7 @@ class Session:
     def _let_go(self) -> None:
         """Every torrent drops what the session stopped (a DHT node, the uTP socket)."""
         for swarm in list(self._swarms.values()):
-            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp)
+            swarm.reconfigure(self.settings, dht=self._dht, utp=self._utp_manager())
 
     async def _start_lsd(self) -> None:
         """One LSD member per address family the session listens on (BEP 14: the IPv4
@@ -767,28 +779,54 @@ class Session:
         self._udp = self._udp6 = None
 
     def _start_utp(self) -> None:
-        """Accept and dial uTP on the UDP sockets (both families when there are two)."""
+        """Accept and dial uTP on the UDP sockets (both families when there are two).
+
+        The :class:`~torrent.engine.utp_socket.UtpSocketManager` (and uTP with it) is
+        made by the first torrent that runs or the first uTP datagram: a session of
+        dormant torrents (a restarting daemon) never imports it.
+        """
         assert self._udp is not None
-        self._utp = UtpSocketManager(
-            self._udp,
-            on_accept=self._utp_incoming,
-            clock=self.clock,
-            recv_buffer=self.settings.utp_recv_buffer_bytes,
-        )
-        if self._udp6 is not None:
-            self._utp.add_socket(self._udp6)
+        self._utp_on = True
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.route(UTP_FIRST_BYTES, self._utp_first_datagram)
+
+    def _utp_manager(self) -> UtpSocketManager | None:
+        """The uTP manager (made now if uTP is on and it was not yet); None when off."""
+        if not self._utp_on:
+            return None
+        if self._utp is None:
+            from torrent.engine.utp_socket import UtpSocketManager
+
+            assert self._udp is not None
+            self._utp = UtpSocketManager(
+                self._udp,
+                on_accept=self._utp_incoming,
+                clock=self.clock,
+                recv_buffer=self.settings.utp_recv_buffer_bytes,
+            )
+            if self._udp6 is not None:
+                self._utp.add_socket(self._udp6)
+        return self._utp
+
+    def _utp_first_datagram(self, data: bytes, addr: Any) -> None:
+        """The first uTP datagram before the manager was made: it makes it (which routes
+        uTP to itself from now on) and gets this one."""
+        utp = self._utp_manager()
+        if utp is not None:
+            utp.datagram_received(data, addr)
 
     def _stop_utp(self) -> None:
         """Reset every uTP connection and give the socket's uTP datagrams to nobody."""
-        utp, self._utp = self._utp, None
-        if utp is None:
-            return
-        self._let_go()
-        utp.close()
+        utp, self._utp, self._utp_on = self._utp, None, False
+        if utp is not None:
+            self._let_go()
+            utp.close()
         for udp in (self._udp, self._udp6):
             if udp is not None:
                 udp.unroute(UTP_FIRST_BYTES)
-                udp.remove_drained(utp.drained)
+                if utp is not None:
+                    udp.remove_drained(utp.drained)
 
     def _utp_incoming(self, stream: UtpStream) -> None:
         """An accepted uTP connection: the same classifier and routing as a TCP one."""
@@ -798,7 +836,18 @@ class Session:
 
     def utp_statistics(self) -> UtpStats | None:
         """What uTP dropped and recovered (a snapshot); None when uTP is off."""
-        return None if self._utp is None else self._utp.statistics()
+        utp = self._utp_manager()
+        return None if utp is None else utp.statistics()
+
+    @property
+    def _utp_dials(self) -> DialCounters:
+        """How outgoing connections were made (made when first needed, as uTP is)."""
+        counters = self._utp_dial_counters
+        if counters is None:
+            from torrent.engine.utp_dial import DialCounters
+
+            counters = self._utp_dial_counters = DialCounters()
+        return counters
 
     def dial_statistics(self) -> DialStats:
         """How outgoing connections were made: over uTP, or over TCP after uTP (a snapshot)."""
@@ -812,6 +861,8 @@ class Session:
     async def _start_dht(self) -> None:
         """Start the DHT node on the UDP socket; :meth:`_stop_dht` saves its routing table
         and closes it before the socket closes."""
+        from pathlib import Path
+
         from torrent.engine.dht_node import DhtNode
 
         s = self.settings
@@ -1138,7 +1189,7 @@ class Session:
             clock=self.clock,
             encryption=self._encryption,
             dht=self._dht,
-            utp=self._utp,
+            utp=self._utp_manager(),
             utp_dials=self._utp_dials,
             disk_executor=self._disk_pool,
             addresses=self._addresses,
@@ -1190,6 +1241,16 @@ class Session:
         """One snapshot per torrent, in the order they were added."""
         return [t.statistics() for t in self._torrents.values()]
 
+    @property
+    def _encryption(self) -> EncryptionCounters:
+        """What the MSE handshakes did (made, with MSE imported, when first needed)."""
+        counters = self._encryption_counters
+        if counters is None:
+            from torrent.engine.mse_stream import EncryptionCounters
+
+            counters = self._encryption_counters = EncryptionCounters()
+        return counters
+
     def encryption_statistics(self) -> EncryptionStats:
         """What the MSE handshakes of every connection did, both ways (a snapshot)."""
         return self._encryption.statistics()
@@ -1225,6 +1286,8 @@ class Session:
 
     def _mse_receiver(self, peer: Peer, on_outcome: Callable[[Outcome], None]) -> MseStream:
         """The MSE side of an accepted connection, knowing every torrent of the session."""
+        from torrent.engine.mse_stream import MseStream, receiver_for
+
         return MseStream(
             peer,
             receiver_for(
@@ -1369,6 +1432,8 @@ class _Incoming(asyncio.Protocol):
         if transport is None:
             return
         self._first += data
+        from torrent.proto.mse import IncomingKind, classify_incoming
+
         kind = classify_incoming(self._first)
         if kind is IncomingKind.NEED_MORE:
             return
@@ -1396,6 +1461,8 @@ class _Incoming(asyncio.Protocol):
 
     def _encrypted(self, transport: asyncio.BaseTransport, first: bytes) -> None:
         peer = self._peer
+
+        from torrent.proto.mse import HandshakeDone
 
         def on_outcome(outcome: Outcome) -> None:
             if isinstance(outcome, HandshakeDone):

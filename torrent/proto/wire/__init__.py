@@ -54,7 +54,7 @@ Policies worth knowing (details on :class:`PeerProtocol`):
 
 Layout (after h11's split of its connection):
 
-* :mod:`.events`: the event dataclasses, :data:`Event` (their union), :class:`MessageId`.
+* :mod:`.events`: the events (frozen, slotted classes), :data:`Event` (their union), :class:`MessageId`.
 * :mod:`.codec`: the handshake, stateless :func:`encode`, and :class:`FrameBuffer` /
   :class:`InPlaceFrameBuffer` (framing).
 * :mod:`.state`: the phases and the table of legal transitions, for both directions.
@@ -93,50 +93,127 @@ Errors: a peer that breaks the protocol makes ``next_event`` raise :class:`Remot
 ``send`` with something the protocol forbids raises :class:`LocalProtocolError`: a bug on our side.
 """
 
-from torrent.proto.wire.codec import (
-    HANDSHAKE_LENGTH,
-    PROTOCOL_NAME,
-    FrameBuffer,
-    InPlaceFrameBuffer,
-    encode,
-    encode_handshake,
-    parse_handshake,
-    peek_info_hash,
-    peek_v2_upgrade,
-)
-from torrent.proto.wire.connection import ConnectionStats, PeerProtocol
-from torrent.proto.wire.events import (
-    NEED_DATA,
-    AllowedFast,
-    Bitfield,
-    Block,
-    Cancel,
-    Choke,
-    ConnectionClosed,
-    Event,
-    ExtendedMessage,
-    ExtensionHandshake,
-    Handshake,
-    Hashes,
-    HashReject,
-    HashRequest,
-    Have,
-    HaveAll,
-    HaveNone,
-    Interested,
-    KeepAlive,
-    MessageId,
-    NotInterested,
-    Port,
-    RejectRequest,
-    Request,
-    SuggestPiece,
-    Unchoke,
-    UnrequestedBlock,
-)
-from torrent.proto.wire.limits import MAX_EXTENDED_PAYLOAD, MAX_UNKNOWN_BITFIELD
-from torrent.proto.wire.rate import RateMeter
-from torrent.proto.wire.state import Phase
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torrent.proto.wire.codec import (
+        HANDSHAKE_LENGTH,
+        PROTOCOL_NAME,
+        FrameBuffer,
+        InPlaceFrameBuffer,
+        encode,
+        encode_handshake,
+        parse_handshake,
+        peek_info_hash,
+        peek_v2_upgrade,
+    )
+    from torrent.proto.wire.connection import ConnectionStats, PeerProtocol
+    from torrent.proto.wire.events import (
+        NEED_DATA,
+        AllowedFast,
+        Bitfield,
+        Block,
+        Cancel,
+        Choke,
+        ConnectionClosed,
+        Event,
+        ExtendedMessage,
+        ExtensionHandshake,
+        Handshake,
+        Hashes,
+        HashReject,
+        HashRequest,
+        Have,
+        HaveAll,
+        HaveNone,
+        Interested,
+        KeepAlive,
+        MessageId,
+        NotInterested,
+        Port,
+        RejectRequest,
+        Request,
+        SuggestPiece,
+        Unchoke,
+        UnrequestedBlock,
+    )
+    from torrent.proto.wire.limits import MAX_EXTENDED_PAYLOAD, MAX_UNKNOWN_BITFIELD
+    from torrent.proto.wire.rate import RateMeter
+    from torrent.proto.wire.state import Phase
+
+#: Where each name of the API lives. The package imports a module when one of its names
+#: is first used: a client that only needs :class:`RateMeter` (a daemon restarting with
+#: dormant seeds) does not pay for the protocol and its events.
+_HOMES = {
+    **dict.fromkeys(
+        (
+            "HANDSHAKE_LENGTH",
+            "PROTOCOL_NAME",
+            "FrameBuffer",
+            "InPlaceFrameBuffer",
+            "encode",
+            "encode_handshake",
+            "parse_handshake",
+            "peek_info_hash",
+            "peek_v2_upgrade",
+        ),
+        "codec",
+    ),
+    **dict.fromkeys(("ConnectionStats", "PeerProtocol"), "connection"),
+    **dict.fromkeys(
+        (
+            "NEED_DATA",
+            "AllowedFast",
+            "Bitfield",
+            "Block",
+            "Cancel",
+            "Choke",
+            "ConnectionClosed",
+            "Event",
+            "ExtendedMessage",
+            "ExtensionHandshake",
+            "Handshake",
+            "Hashes",
+            "HashReject",
+            "HashRequest",
+            "Have",
+            "HaveAll",
+            "HaveNone",
+            "Interested",
+            "KeepAlive",
+            "MessageId",
+            "NotInterested",
+            "Port",
+            "RejectRequest",
+            "Request",
+            "SuggestPiece",
+            "Unchoke",
+            "UnrequestedBlock",
+        ),
+        "events",
+    ),
+    **dict.fromkeys(("MAX_EXTENDED_PAYLOAD", "MAX_UNKNOWN_BITFIELD"), "limits"),
+    "RateMeter": "rate",
+    "Phase": "state",
+}
+
+
+if not TYPE_CHECKING:  # the type checker sees the imports above, and flags any other name
+
+    def __getattr__(name: str) -> Any:
+        home = _HOMES.get(name)
+        if home is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+        globals()[name] = value  # the next lookup is a plain global
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_HOMES})
+
 
 __all__ = [
     "HANDSHAKE_LENGTH",
