@@ -1005,7 +1005,7 @@ class Swarm(PeerHostBase):
         msg = wire.Have(index)
         for peer in self.peers.values():
             if peer.proto is not None and peer.peer_id is not None:
-                peer.send(msg)
+                peer.queue(msg)  # with the requests a refill writes next, if any
         self._update_completion()
 
     def _on_piece_failed(self, index: int, part: _PartialPiece) -> None:
