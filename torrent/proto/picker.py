@@ -75,6 +75,7 @@ MAX_PRIORITY = 7
 _FREE = 0
 _REQUESTED = 1
 _RECEIVED = 2
+_REQUESTED_BYTE = bytes([_REQUESTED])
 
 #: The default source of randomness, shared: a ``random.Random`` holds 2.5 KiB of state,
 #: and a session may hold thousands of pickers.
@@ -754,7 +755,24 @@ class Picker:
         size = self.piece_size(p)
         requests = st.requests
         taken = 0
-        while b < n and len(out) < count:
+        k = min(count - len(out), n - b)
+        if k > 0 and state.count(_FREE, b, b + k) == k:
+            # A run of free blocks from the hint (a new piece, or the rest of one), the
+            # usual case: taken at once, as the loop below would, block by block.
+            end = b + k
+            state[b:end] = _REQUESTED_BYTE * k
+            req[b:end] = [{peer: now} for _ in range(k)]
+            blks = [
+                _new_block(Block, (p, o, BLOCK_SIZE))
+                for o in range(b * BLOCK_SIZE, end * BLOCK_SIZE, BLOCK_SIZE)
+            ]
+            if end * BLOCK_SIZE > size:  # the piece's short last block
+                blks[-1] = Block(p, (end - 1) * BLOCK_SIZE, size - (end - 1) * BLOCK_SIZE)
+            requests.update(dict.fromkeys(blks, now))
+            out += blks
+            taken = k
+            b = end
+        while b < n and len(out) < count and taken < d.free:
             if state[b] == _FREE:
                 state[b] = _REQUESTED
                 req[b] = {peer: now}
