@@ -7,6 +7,7 @@ one peer, and a delivered block is NEW exactly once until its piece fails.
 
 from __future__ import annotations
 
+import pickle
 import random
 
 from hypothesis import HealthCheck, settings
@@ -108,5 +109,79 @@ class PickerMachine(RuleBasedStateMachine):
 
 TestPicker = PickerMachine.TestCase
 TestPicker.settings = settings(
+    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+def _state(p: Picker) -> bytes:
+    """Everything a picker holds (its random generator included), comparable."""
+    return pickle.dumps(p)
+
+
+class BatchMachine(RuleBasedStateMachine):
+    """``on_blocks`` for a run leaves the picker as ``on_block`` for each of its blocks does,
+    with the same results: two pickers take the same events, one a block at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.one, self.run = (
+            Picker(N, PIECE, TOTAL, rng=random.Random(0), random_first_pieces=2) for _ in "12"
+        )
+
+    def both(self, call: str, *args: object, **kw: object) -> None:
+        assert getattr(self.one, call)(*args, **kw) == getattr(self.run, call)(*args, **kw)
+
+    @rule(peer=PEERS, bits=st.lists(st.booleans(), min_size=N, max_size=N))
+    def bitfield(self, peer: str, bits: list[bool]) -> None:
+        self.both("on_peer_bitfield", peer, bytearray(bits))
+
+    @rule(peer=PEERS)
+    def have_all(self, peer: str) -> None:
+        self.both("on_peer_have_all", peer)
+
+    @rule(peer=PEERS)
+    def disconnect(self, peer: str) -> None:
+        self.both("on_peer_disconnect", peer)
+
+    @rule(peer=PEERS, n=st.integers(1, 8), t=st.floats(0, 100))
+    def pick(self, peer: str, n: int, t: float) -> None:
+        self.both("pick", peer, n, now=t)
+
+    @rule(peer=PEERS, data=st.data())
+    def deliver_run(self, peer: str, data: st.DataObject) -> None:
+        # Mostly blocks asked of this peer (or of others: endgame copies), some of them twice,
+        # and some that nobody asked for or that are malformed.
+        asked = sorted({(b.piece, b.offset, b.length) for q in "abcd" for b in self.one.outstanding(q)})
+        any_block = st.tuples(
+            PIECES,
+            st.sampled_from([0, BLOCK_SIZE, 2 * BLOCK_SIZE, 5, 3 * BLOCK_SIZE]),
+            st.sampled_from([BLOCK_SIZE, BLOCK_SIZE - 1000, 7]),
+        )
+        pool = st.one_of(st.sampled_from(asked), any_block) if asked else any_block
+        run = data.draw(st.lists(pool, max_size=10))
+        each = [self.one.on_block(peer, blk) for blk in run]
+        assert self.run.on_blocks(peer, [(p, o, bytes(n)) for p, o, n in run]) == each
+
+    @rule(peer=PEERS, data=st.data())
+    def time_out(self, peer: str, data: st.DataObject) -> None:
+        out = self.one.outstanding(peer)
+        if out:
+            self.both("on_request_timeout", peer, data.draw(st.sampled_from(out)))
+
+    @precondition(lambda self: any(d.received == d.num_blocks for d in self.one._downloads.values()))
+    @rule(data=st.data(), good=st.booleans())
+    def hash_result(self, data: st.DataObject, good: bool) -> None:
+        done = sorted(i for i, d in self.one._downloads.items() if d.received == d.num_blocks)
+        piece = data.draw(st.sampled_from(done))
+        self.both("on_piece_verified" if good else "on_piece_failed", piece)
+
+    @invariant()
+    def same(self) -> None:
+        check_invariants(self.run)
+        assert _state(self.run) == _state(self.one)
+
+
+TestBatch = BatchMachine.TestCase
+TestBatch.settings = settings(
     stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

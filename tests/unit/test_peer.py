@@ -309,6 +309,32 @@ async def test_a_deep_pipeline_is_topped_up_once_enough_slots_are_free(link: Cal
     assert len(ln.peer.outstanding) == depth
 
 
+async def test_a_queued_message_goes_out_with_the_next_write_or_by_itself(link: Callable[..., Any]) -> None:
+    host = Host(to_pick=[(0, 0, BLOCK_SIZE), (0, BLOCK_SIZE, BLOCK_SIZE), (1, 0, BLOCK_SIZE)])
+    ln = await handshaken(link, settings=config.testing_settings().replace(pipeline_min=2), host=host)
+    ln.remote.send(wire.HaveAll(), wire.Unchoke())
+    ln.remote.receive()
+    writes: list[bytes] = []
+    write = ln.transport.write
+
+    def counted(data: Any) -> None:
+        writes.append(bytes(data))
+        write(data)
+
+    ln.transport.write = counted  # type: ignore[method-assign]
+    ln.peer.queue(wire.Have(3))
+    assert not writes  # held for the next write...
+    ln.remote.send(wire.Block(0, 0, bytes(BLOCK_SIZE)))  # ...which the refill makes
+    assert len(writes) == 1
+    assert ln.remote.receive() == [wire.Have(3), wire.Request(1, 0, BLOCK_SIZE)]
+    ln.peer.queue(wire.Have(4))
+    ln.peer.queue(wire.Have(5))
+    await wait_for(lambda: len(writes) == 2)  # nothing else to write: both in one, soon after
+    assert ln.remote.receive() == [wire.Have(4), wire.Have(5)]
+    await asyncio.sleep(0)
+    assert len(writes) == 2
+
+
 async def test_back_pressure_pauses_the_upload(link: Callable[..., Any]) -> None:
     settings = config.testing_settings().replace(send_buffer_high_bytes=3 * BLOCK_SIZE)
     ln = await handshaken(link, settings=settings, host=Host(unchoke_on_ready=True))

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Collection, Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from itertools import chain
 from typing import NamedTuple
@@ -75,6 +75,7 @@ MAX_PRIORITY = 7
 _FREE = 0
 _REQUESTED = 1
 _RECEIVED = 2
+_REQUESTED_BYTE = bytes([_REQUESTED])
 
 #: The default source of randomness, shared: a ``random.Random`` holds 2.5 KiB of state,
 #: and a session may hold thousands of pickers.
@@ -754,7 +755,24 @@ class Picker:
         size = self.piece_size(p)
         requests = st.requests
         taken = 0
-        while b < n and len(out) < count:
+        k = min(count - len(out), n - b)
+        if k > 0 and state.count(_FREE, b, b + k) == k:
+            # A run of free blocks from the hint (a new piece, or the rest of one), the
+            # usual case: taken at once, as the loop below would, block by block.
+            end = b + k
+            state[b:end] = _REQUESTED_BYTE * k
+            req[b:end] = [{peer: now} for _ in range(k)]
+            blks = [
+                _new_block(Block, (p, o, BLOCK_SIZE))
+                for o in range(b * BLOCK_SIZE, end * BLOCK_SIZE, BLOCK_SIZE)
+            ]
+            if end * BLOCK_SIZE > size:  # the piece's short last block
+                blks[-1] = Block(p, (end - 1) * BLOCK_SIZE, size - (end - 1) * BLOCK_SIZE)
+            requests.update(dict.fromkeys(blks, now))
+            out += blks
+            taken = k
+            b = end
+        while b < n and len(out) < count and taken < d.free:
             if state[b] == _FREE:
                 state[b] = _REQUESTED
                 req[b] = {peer: now}
@@ -928,6 +946,52 @@ class Picker:
         if d.received == d.num_blocks:
             return BlockResult(BlockStatus.NEW, True, cancels)
         return BlockResult(BlockStatus.NEW, False, cancels) if cancels else _NEW
+
+    def on_blocks(self, peer: PeerKey, blocks: Iterable[tuple[int, int, Sized]]) -> list[BlockResult]:
+        """:meth:`on_block` for each ``(piece, offset, payload)`` of a run from ``peer``, in
+        order (a block's length is its payload's); the same results, the same state after.
+
+        The common case (a whole block of a piece that is not the last one, asked of this
+        peer alone) is done here without a call per block; any other goes to ``on_block``.
+        """
+        out: list[BlockResult] = []
+        append = out.append
+        st = self._peers.get(peer)
+        if st is None:
+            for p, offset, data in blocks:
+                append(self.on_block(peer, (p, offset, len(data))))
+            return out
+        requests_pop = st.requests.pop
+        downloads_get = self._downloads.get
+        last = self.num_pieces - 1
+        end = self.piece_length - BLOCK_SIZE  # the last offset of a whole block in a piece
+        new = _NEW
+        for p, offset, data in blocks:
+            length = len(data)
+            d = downloads_get(p)
+            if (
+                d is None
+                or p == last
+                or length != BLOCK_SIZE
+                or offset % BLOCK_SIZE
+                or not 0 <= offset <= end
+                or self._have[p]
+            ):
+                append(self.on_block(peer, (p, offset, length)))
+                continue
+            b = offset // BLOCK_SIZE
+            r = d.req[b]
+            if d.state[b] != _REQUESTED or r is None or len(r) != 1 or peer not in r:
+                append(self.on_block(peer, (p, offset, length)))
+                continue
+            requests_pop((p, offset, length), None)  # type: ignore[call-overload]  # a Block's key
+            self._requested -= 1
+            d.req[b] = None
+            d.state[b] = _RECEIVED
+            d.contrib[b] = peer
+            d.received += 1
+            append(BlockResult(BlockStatus.NEW, True) if d.received == d.num_blocks else new)
+        return out
 
     def _free_request(self, peer: PeerKey, blk: Block) -> bool:
         """Withdraw ``peer``'s request for ``blk``; True when the block became free."""
