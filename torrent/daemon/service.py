@@ -30,12 +30,10 @@ Queue rules (as Transmission's and qBittorrent's):
    are checked at once; the check itself hashes on every core. An incomplete torrent
    not yet checked in this run is checked whatever the download queue says (as
    Transmission verifies what it adds); afterwards it waits in the queue, its
-   progress known. Dormant seeds hold seed slots. While torrents are being added (the
-   last came within ``ADD_QUIET_S``), no check starts: the adds are answered first,
-   and the checks of a burst of adds all start once it ends (a check's work, its
-   threads' included, was half of the daemon's CPU during a burst with 4 checks at
-   once). A burst longer than ``ADD_BURST_DEFER_S`` (a steady trickle of adds) does
-   not hold the checks back for ever: from then on ``ADD_BURST_CHECK_SLOTS`` run.
+   progress known. Dormant seeds hold seed slots. While torrents are being added (one
+   came within ``ADD_BURST_S``), at most ``ADD_BURST_CHECK_SLOTS`` checks run at once:
+   the adds are answered first, and the checks of a burst of adds catch up after it (a
+   check's work on the event loop, 32 at once, was half of each add's time).
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
@@ -113,10 +111,9 @@ log = logging.getLogger(__name__)
 
 #: The scheduler runs at most once per this many seconds (rule 5).
 SCHEDULE_MIN_GAP_S = 0.02
-#: Adds this close together are a burst; no check starts during one (rule 3) ...
-ADD_QUIET_S = 0.1
-#: ... for its first this many seconds; afterwards ``ADD_BURST_CHECK_SLOTS`` at once.
-ADD_BURST_DEFER_S = 2.0
+#: Within this many seconds of the last add, at most ``ADD_BURST_CHECK_SLOTS`` checks
+#: run at once (rule 3).
+ADD_BURST_S = 1.0
 ADD_BURST_CHECK_SLOTS = 4
 
 
@@ -202,9 +199,6 @@ class Record:
     force: bool = False
     #: A verify was asked for: waits for a check slot.
     verify_pending: bool = False
-    #: Stopped before its first check in this run began (a burst of adds holds checks
-    #: back, rule 3): it is checked all the same, as one under way would go on.
-    check_owed: bool = False
     #: Dormant seed (see the module docstring): known to the session, not running.
     parked: bool = False
     #: When a dormant seed next runs to announce (monotonic; 0: never).
@@ -450,10 +444,7 @@ class Daemon:
         #: Switches the alternative speed limits at the schedule's boundaries.
         self._alt_speed = AltSpeedSchedule(self.session_limits, config.clock, self._alt_speed_switched)
         #: When the last torrent was added (monotonic).
-        #: When the last add came, and the first of its burst (rule 3).
-        self._last_add = self._burst_began = -ADD_BURST_DEFER_S
-        #: Wakes the scheduler when a burst of adds ends (its deferred checks start).
-        self._burst_end: asyncio.TimerHandle | None = None
+        self._last_add = -ADD_BURST_S
         #: Set by the first scheduler pass: every stored torrent is where it belongs.
         self._ready = asyncio.Event()
 
@@ -504,8 +495,6 @@ class Daemon:
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
         self._dormant_announces.stop()
         self._alt_speed.stop()
-        if self._burst_end is not None:
-            self._burst_end.cancel()
         for task in list(self._tasks):
             task.cancel()
 
@@ -609,16 +598,10 @@ class Daemon:
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
         self._adds.join(r)
-        now = time.monotonic()
-        if now - self._last_add >= ADD_QUIET_S:
-            self._burst_began = now
-        self._last_add = now
+        self._last_add = time.monotonic()
         # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
         log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
-        if self._burst_end is None or now - self._burst_began >= ADD_BURST_DEFER_S:
-            # Within a burst's first seconds a pass could start nothing for the adds
-            # (rule 3): the pass when the burst ends (``_burst_end``) serves them all.
-            self.wake()
+        self.wake()
         return r, True
 
     async def committed(self) -> None:
@@ -718,28 +701,19 @@ class Daemon:
                 continue
             if r.parked:
                 continue  # the announce loop runs it when its announce is due
-            if r.verify_pending or r.check_owed:
+            if r.verify_pending:
                 if slots.checks < slots.check_limit:
                     slots.checks += 1
-                    self._begin_check(r, recheck=r.verify_pending)
+                    self._begin_check(r, recheck=True)
             elif not r.stored.paused:
                 await self._queue_step(r, now, slots)
         self._flush()
 
     def _check_limit(self, now: float) -> int:
-        """Checks at once: none, then fewer, while adds are arriving (rule 3)."""
-        quiet_in = self._last_add + ADD_QUIET_S - now
-        if quiet_in <= 0:
-            return self.config.check_slots
-        if self._burst_end is None:  # a pass when the burst ends starts what it held back
-            self._burst_end = asyncio.get_running_loop().call_later(quiet_in, self._burst_ended)
-        if now - self._burst_began < ADD_BURST_DEFER_S:
-            return 0
-        return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
-
-    def _burst_ended(self) -> None:
-        self._burst_end = None
-        self.wake()
+        """Checks at once: fewer while adds are arriving (rule 3)."""
+        if now - self._last_add < ADD_BURST_S:
+            return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
+        return self.config.check_slots
 
     async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
         """Check, start or park one waiting torrent if its kind of slot is free."""
@@ -990,7 +964,7 @@ class Daemon:
             r.handle.set_rate_limits(download_bps=down, upload_bps=up, parents=parents)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
-        r.verify_pending = r.check_owed = False
+        r.verify_pending = False
         r.checking = 0.0
         r.check_task = self._spawn(self._check(r, recheck=recheck))
         if r.check_task is None:
@@ -1030,12 +1004,7 @@ class Daemon:
                 r.force = False
             else:
                 r.stored.done_date = 0
-        if r.stored.paused and r.id in self.records:
-            # A restart does not check a stopped torrent again: what it has is listed
-            # from this record, stored now (a kill -9 before the next pass keeps it).
-            self.store.update(r.stored)
-        else:
-            self._mark(r)
+        self._mark(r)
         self.wake()
 
     async def _start(self, r: Record) -> None:
@@ -1193,8 +1162,6 @@ class Daemon:
                 # stopped right after it was added still shows what it has.
                 dormant = r.parked
                 await self._stop_handle(r, keep_check=True)
-                if r.has_meta and not r.checked and not r.stored.done_date and r.check_task is None:
-                    r.check_owed = True
                 if dormant:
                     self._announce_stopped(r)
                 self.store.update(r.stored)
