@@ -262,3 +262,27 @@ async def test_records_from_before_summaries_are_summarized_once_at_load(tmp_pat
     with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
         assert db.execute("SELECT summary FROM torrents").fetchone()[0] != ""  # written back
     db.close()
+
+
+async def test_checks_wait_for_a_burst_of_adds_but_not_for_a_steady_trickle(tmp_path: Path) -> None:
+    """No check starts while adds arrive close together (their answers come first), yet
+    a trickle that never pauses does not hold the checks back for ever."""
+    from torrent.daemon.service import ADD_BURST_DEFER_S, ADD_QUIET_S
+
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(200)]
+    async with asyncio.timeout(60), running_daemon(tmp_path) as (daemon, _):
+        first, _added = daemon.add(metainfo=metas[0].to_bytes())
+        began = last = time.monotonic()
+        longest_gap = 0.0
+        for meta in metas[1:]:
+            await asyncio.sleep(ADD_QUIET_S / 4)
+            now = time.monotonic()
+            longest_gap, last = max(longest_gap, now - last), now
+            daemon.add(metainfo=meta.to_bytes())
+            await daemon.committed()
+            if first.checked:
+                break
+        assert first.checked, "the checks waited for the whole trickle of adds"
+        if longest_gap < ADD_QUIET_S:  # one burst throughout (a loaded machine may pause it)
+            assert last - began >= ADD_BURST_DEFER_S, "a check ran early in the burst"

@@ -30,10 +30,12 @@ Queue rules (as Transmission's and qBittorrent's):
    are checked at once; the check itself hashes on every core. An incomplete torrent
    not yet checked in this run is checked whatever the download queue says (as
    Transmission verifies what it adds); afterwards it waits in the queue, its
-   progress known. Dormant seeds hold seed slots. While torrents are being added (one
-   came within ``ADD_BURST_S``), at most ``ADD_BURST_CHECK_SLOTS`` checks run at once:
-   the adds are answered first, and the checks of a burst of adds catch up after it (a
-   check's work on the event loop, 32 at once, was half of each add's time).
+   progress known. Dormant seeds hold seed slots. While torrents are being added (the
+   last came within ``ADD_QUIET_S``), no check starts: the adds are answered first,
+   and the checks of a burst of adds all start once it ends (a check's work, its
+   threads' included, was half of the daemon's CPU during a burst with 4 checks at
+   once). A burst longer than ``ADD_BURST_DEFER_S`` (a steady trickle of adds) does
+   not hold the checks back for ever: from then on ``ADD_BURST_CHECK_SLOTS`` run.
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
@@ -111,9 +113,10 @@ log = logging.getLogger(__name__)
 
 #: The scheduler runs at most once per this many seconds (rule 5).
 SCHEDULE_MIN_GAP_S = 0.02
-#: Within this many seconds of the last add, at most ``ADD_BURST_CHECK_SLOTS`` checks
-#: run at once (rule 3).
-ADD_BURST_S = 1.0
+#: Adds this close together are a burst; no check starts during one (rule 3) ...
+ADD_QUIET_S = 0.1
+#: ... for its first this many seconds; afterwards ``ADD_BURST_CHECK_SLOTS`` at once.
+ADD_BURST_DEFER_S = 2.0
 ADD_BURST_CHECK_SLOTS = 4
 
 
@@ -444,7 +447,10 @@ class Daemon:
         #: Switches the alternative speed limits at the schedule's boundaries.
         self._alt_speed = AltSpeedSchedule(self.session_limits, config.clock, self._alt_speed_switched)
         #: When the last torrent was added (monotonic).
-        self._last_add = -ADD_BURST_S
+        #: When the last add came, and the first of its burst (rule 3).
+        self._last_add = self._burst_began = -ADD_BURST_DEFER_S
+        #: Wakes the scheduler when a burst of adds ends (its deferred checks start).
+        self._burst_end: asyncio.TimerHandle | None = None
         #: Set by the first scheduler pass: every stored torrent is where it belongs.
         self._ready = asyncio.Event()
 
@@ -495,6 +501,8 @@ class Daemon:
         self._wake.set()  # the scheduler loop sees ``_closing`` and returns
         self._dormant_announces.stop()
         self._alt_speed.stop()
+        if self._burst_end is not None:
+            self._burst_end.cancel()
         for task in list(self._tasks):
             task.cancel()
 
@@ -598,7 +606,10 @@ class Daemon:
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
         self._adds.join(r)
-        self._last_add = time.monotonic()
+        now = time.monotonic()
+        if now - self._last_add >= ADD_QUIET_S:
+            self._burst_began = now
+        self._last_add = now
         # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
         log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
         self.wake()
@@ -710,10 +721,19 @@ class Daemon:
         self._flush()
 
     def _check_limit(self, now: float) -> int:
-        """Checks at once: fewer while adds are arriving (rule 3)."""
-        if now - self._last_add < ADD_BURST_S:
-            return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
-        return self.config.check_slots
+        """Checks at once: none, then fewer, while adds are arriving (rule 3)."""
+        quiet_in = self._last_add + ADD_QUIET_S - now
+        if quiet_in <= 0:
+            return self.config.check_slots
+        if self._burst_end is None:  # a pass when the burst ends starts what it held back
+            self._burst_end = asyncio.get_running_loop().call_later(quiet_in, self._burst_ended)
+        if now - self._burst_began < ADD_BURST_DEFER_S:
+            return 0
+        return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
+
+    def _burst_ended(self) -> None:
+        self._burst_end = None
+        self.wake()
 
     async def _queue_step(self, r: Record, now: float, slots: _Slots) -> None:
         """Check, start or park one waiting torrent if its kind of slot is free."""
