@@ -612,7 +612,10 @@ class Daemon:
         self._last_add = now
         # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
         log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
-        self.wake()
+        if self._burst_end is None or now - self._burst_began >= ADD_BURST_DEFER_S:
+            # Within a burst's first seconds a pass could start nothing for the adds
+            # (rule 3): the pass when the burst ends (``_burst_end``) serves them all.
+            self.wake()
         return r, True
 
     async def committed(self) -> None:
