@@ -202,6 +202,9 @@ class Record:
     force: bool = False
     #: A verify was asked for: waits for a check slot.
     verify_pending: bool = False
+    #: Stopped before its first check in this run began (a burst of adds holds checks
+    #: back, rule 3): it is checked all the same, as one under way would go on.
+    check_owed: bool = False
     #: Dormant seed (see the module docstring): known to the session, not running.
     parked: bool = False
     #: When a dormant seed next runs to announce (monotonic; 0: never).
@@ -715,10 +718,10 @@ class Daemon:
                 continue
             if r.parked:
                 continue  # the announce loop runs it when its announce is due
-            if r.verify_pending:
+            if r.verify_pending or r.check_owed:
                 if slots.checks < slots.check_limit:
                     slots.checks += 1
-                    self._begin_check(r, recheck=True)
+                    self._begin_check(r, recheck=r.verify_pending)
             elif not r.stored.paused:
                 await self._queue_step(r, now, slots)
         self._flush()
@@ -987,7 +990,7 @@ class Daemon:
             r.handle.set_rate_limits(download_bps=down, upload_bps=up, parents=parents)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
-        r.verify_pending = False
+        r.verify_pending = r.check_owed = False
         r.checking = 0.0
         r.check_task = self._spawn(self._check(r, recheck=recheck))
         if r.check_task is None:
@@ -1027,7 +1030,12 @@ class Daemon:
                 r.force = False
             else:
                 r.stored.done_date = 0
-        self._mark(r)
+        if r.stored.paused and r.id in self.records:
+            # A restart does not check a stopped torrent again: what it has is listed
+            # from this record, stored now (a kill -9 before the next pass keeps it).
+            self.store.update(r.stored)
+        else:
+            self._mark(r)
         self.wake()
 
     async def _start(self, r: Record) -> None:
@@ -1185,6 +1193,8 @@ class Daemon:
                 # stopped right after it was added still shows what it has.
                 dormant = r.parked
                 await self._stop_handle(r, keep_check=True)
+                if r.has_meta and not r.checked and not r.stored.done_date and r.check_task is None:
+                    r.check_owed = True
                 if dormant:
                     self._announce_stopped(r)
                 self.store.update(r.stored)
