@@ -30,12 +30,14 @@ Queue rules (as Transmission's and qBittorrent's):
    are checked at once; the check itself hashes on every core. An incomplete torrent
    not yet checked in this run is checked whatever the download queue says (as
    Transmission verifies what it adds); afterwards it waits in the queue, its
-   progress known. Dormant seeds hold seed slots. While torrents are being added (the
-   last came within ``ADD_QUIET_S``), no check starts: the adds are answered first,
-   and the checks of a burst of adds all start once it ends (a check's work, its
-   threads' included, was half of the daemon's CPU during a burst with 4 checks at
-   once). A burst longer than ``ADD_BURST_DEFER_S`` (a steady trickle of adds) does
-   not hold the checks back for ever: from then on ``ADD_BURST_CHECK_SLOTS`` run.
+   progress known. Dormant seeds hold seed slots. While torrents are being added in a
+   burst (each within ``ADD_QUIET_S`` of the one before, the last within
+   ``ADD_QUIET_S`` of now), no check starts: the adds are answered first, and the
+   checks of a burst of adds all start once it ends (a check's work, its threads'
+   included, was half of the daemon's CPU during a burst with 4 checks at once). A
+   lone add is no burst: its check starts with the next pass. A burst longer than
+   ``ADD_BURST_DEFER_S`` (a steady trickle of adds) does not hold the checks back for
+   ever: from then on ``ADD_BURST_CHECK_SLOTS`` run.
 4. ``start_now`` skips the queue; ``stop`` takes a torrent out of it until started.
 5. The scheduler runs when something changed (an add, a stop, a check that ended, a
    completion) and once a second, never per torrent; changes that arrive together are
@@ -45,6 +47,12 @@ Queue rules (as Transmission's and qBittorrent's):
 6. An operation on a torrent (stop, remove, move, verify, file changes) holds its
    record's lock from stopping it to deciding what comes next; a pass leaves a held
    torrent alone and starts the others under their lock.
+7. A torrent about to run (started, its check waiting or under way, or checked and
+   not yet run) is *reachable*: the session knows its info hash as it knows a dormant
+   seed's, and an incoming peer naming it starts it at once when a download and a
+   seed slot are free (its connection is held while it starts, and a check under way
+   ends first: the run trusts the state it saved). A peer that came between an add
+   and its run was refused before (it connects once and gives up for a while).
 
 Statistics (uploaded/downloaded totals) are folded into the records and written in one
 batched transaction every ``stats_save_interval_s`` and when a torrent stops; what the
@@ -207,6 +215,8 @@ class Record:
     check_owed: bool = False
     #: Dormant seed (see the module docstring): known to the session, not running.
     parked: bool = False
+    #: About to run (rule 7): known to the session, an incoming peer starts it.
+    reachable: bool = False
     #: When a dormant seed next runs to announce (monotonic; 0: never).
     next_announce: float = 0.0
     #: How far the running check is (None: no check running).
@@ -609,9 +619,11 @@ class Daemon:
         r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
         self._index(r)
         self._adds.join(r)
+        if meta is not None and not paused:
+            self._reach(r)
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
-            self._burst_began = now
+            self._burst_began = now  # a lone add, or the first of a burst
         self._last_add = now
         # Debug: the client that added it has the answer; 10,000 adds are not 10,000 lines.
         log.debug("added torrent %d %s (%s)", r.id, name, info_hash)
@@ -727,9 +739,9 @@ class Daemon:
         self._flush()
 
     def _check_limit(self, now: float) -> int:
-        """Checks at once: none, then fewer, while adds are arriving (rule 3)."""
+        """Checks at once: none, then fewer, during a burst of adds (rule 3)."""
         quiet_in = self._last_add + ADD_QUIET_S - now
-        if quiet_in <= 0:
+        if quiet_in <= 0 or self._last_add == self._burst_began:  # no burst: a lone add
             return self.config.check_slots
         if self._burst_end is None:  # a pass when the burst ends starts what it held back
             self._burst_end = asyncio.get_running_loop().call_later(quiet_in, self._burst_ended)
@@ -755,9 +767,13 @@ class Daemon:
             if self.max_active_seeds is None or slots.seeds < self.max_active_seeds:
                 slots.seeds += 1
                 self._park(r, now)
+            else:
+                self._unreach(r)  # waits in the queue (rule 7)
         elif slots.downloads < self.max_active_downloads:
             slots.downloads += 1
             await self._start_queued(r)
+        else:
+            self._unreach(r)
 
     async def _start_queued(self, r: Record) -> None:
         """Start ``r`` for the queue, unless an operation (stop, remove, move, verify...)
@@ -911,12 +927,11 @@ class Daemon:
         next announce is ``announce_at``, or else the next free slot (announces spread at
         ``announces_per_s``)."""
         r.parked = True
+        r.reachable = False  # the session's entry is the dormant seed's now
         r.idle_since = 0.0
         if r.store is not None:
             r.parsed = None  # parsed again from the store when it next runs
-        alias = r.stored.summary.v2_alias if r.stored.summary is not None else ""
-        aliases = (InfoHash(bytes.fromhex(alias)),) if alias else ()
-        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted, aliases=aliases)
+        self._known_to_session(r)
         r.next_announce = 0.0
         if not self._announces(r):
             return
@@ -939,17 +954,54 @@ class Daemon:
             interval = min(interval, s.dht_announce_interval_s)
         return now + interval
 
-    def _wanted(self, info_hash: InfoHash) -> None:
-        """An incoming peer asks for a dormant seed: run it now."""
-        r = self.by_hash.get(info_hash.hex())
-        if r is not None and r.parked and not self._closing:
-            self._launch(r)
+    def _known_to_session(self, r: Record) -> None:
+        """An incoming peer naming ``r`` (either of a hybrid's hashes) calls :meth:`_wanted`."""
+        alias = r.stored.summary.v2_alias if r.stored.summary is not None else ""
+        aliases = (InfoHash(bytes.fromhex(alias)),) if alias else ()
+        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted, aliases=aliases)
 
-    def _launch(self, r: Record) -> bool:
-        """Put the torrent into the session now (it must have its metainfo)."""
+    def _reach(self, r: Record) -> None:
+        """``r`` is about to run: an incoming peer starts it (rule 7)."""
+        if not r.reachable and not r.parked and r.handle is None and not self._closing:
+            r.reachable = True
+            self._known_to_session(r)
+
+    def _unreach(self, r: Record) -> None:
+        if r.reachable:
+            r.reachable = False
+            self.session.unpark(InfoHash(bytes.fromhex(r.info_hash)))
+
+    def _wanted(self, info_hash: InfoHash) -> None:
+        """An incoming peer asks for a dormant seed (run it now) or a torrent about to
+        run (run it now if it may: rule 7). The session has forgotten it either way."""
+        r = self.by_hash.get(info_hash.hex())
+        if r is None or self._closing:
+            return
+        if r.parked:
+            self._launch(r)
+        elif r.reachable:
+            r.reachable = False
+            if self._may_start_early(r):
+                self._launch(r, after=r.check_task)
+
+    def _may_start_early(self, r: Record) -> bool:
+        """A torrent about to run may start now, for a peer that asks for it (rule 7):
+        nothing holds it, and whether it turns out complete or not, its slot is free."""
+        if r.busy or r.handle is not None or r.stored.paused or r.stored.error or r.verify_pending:
+            return False
+        if r.force:
+            return True
+        active = [x for x in self.records.values() if not x.parked]
+        downloads, seeds, _ = self._count_active(time.monotonic(), active, len(self.records) - len(active))
+        seed_room = self.max_active_seeds is None or seeds < self.max_active_seeds
+        return downloads < self.max_active_downloads and seed_room
+
+    def _launch(self, r: Record, *, after: asyncio.Task[None] | None = None) -> bool:
+        """Put the torrent into the session now (it must have its metainfo); ``after``:
+        its check under way, which its start-up waits for."""
         if r.handle is not None:
             return True
-        r.parked = False
+        r.parked = r.reachable = False
         r.verify_pending = False
         try:
             meta = r.meta
@@ -960,6 +1012,7 @@ class Daemon:
                 r.stored.download_dir,
                 file_priorities=engine_priorities(r.stored),
                 seed=True,
+                after=after,
             )
         except TorrentError as exc:
             self.session.unpark(InfoHash(bytes.fromhex(r.info_hash)))
@@ -990,6 +1043,8 @@ class Daemon:
             r.handle.set_rate_limits(download_bps=down, upload_bps=up, parents=parents)
 
     def _begin_check(self, r: Record, *, recheck: bool = False) -> None:
+        if not r.stored.paused:
+            self._reach(r)  # it runs after the check if its slot is free
         r.verify_pending = r.check_owed = False
         r.checking = 0.0
         r.check_task = self._spawn(self._check(r, recheck=recheck))
@@ -1016,6 +1071,7 @@ class Daemon:
             )
         except TorrentError as exc:
             r.stored.error = str(exc)
+            self._unreach(r)
             log.warning("torrent %d %s cannot be checked: %s", r.id, r.stored.name, exc)
         finally:
             r.checking = None
@@ -1095,6 +1151,7 @@ class Daemon:
         if r.parked and not park:
             r.parked = False
             self.session.unpark(InfoHash(bytes.fromhex(r.info_hash)))
+        self._unreach(r)
         h = r.handle
         if h is None:
             return
