@@ -282,11 +282,9 @@ def _encode(value: Any) -> str:
     return _JSON.encode(value)
 
 
-def _has_raw(value: Any) -> bool:
+def _has_raw(value: dict[Any, Any]) -> bool:
     """A :class:`RawJson` is in ``value`` (its dicts searched, at any depth)."""
-    if isinstance(value, RawJson):
-        return True
-    return isinstance(value, dict) and any(_has_raw(v) for v in value.values())
+    return any(isinstance(v, RawJson) or (isinstance(v, dict) and _has_raw(v)) for v in value.values())
 
 
 # --------------------------------------------------------------------- torrent-get

@@ -262,7 +262,9 @@ class Record:
                     raise MetainfoError("no metainfo stored")
                 from torrent.proto.metainfo import Metainfo
 
-                self.parsed = content.renamed(content.slim(Metainfo.from_bytes(raw)), self.stored.renames)
+                self.parsed = content.renamed(
+                    content.slim(Metainfo.from_bytes(raw), fresh=True), self.stored.renames
+                )
             except MetainfoError as exc:
                 self.stored.error = f"stored metainfo unreadable: {exc}"
         return self.parsed
@@ -556,6 +558,15 @@ class Daemon:
 
     # ------------------------------------------------------------------ adding
 
+    def preload(self) -> None:
+        """Import what an add and its check need (the metainfo and magnet parsers, the
+        disk layer) now, while the daemon is idle, not with the first add of a burst (7
+        ms). A restart of dormant seeds imports none of it before its first answers."""
+        import torrent.disk.resume
+        import torrent.disk.storage
+        import torrent.proto.magnet
+        import torrent.proto.metainfo  # noqa: F401
+
     def add(
         self,
         *,
@@ -616,11 +627,11 @@ class Daemon:
         )
         self.store.insert_pending(stored)
         stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, content.slim(meta) if meta is not None else None, self.store)
+        r = Record(stored, content.slim(meta, fresh=True) if meta is not None else None, self.store)
         self._index(r)
         self._adds.join(r)
         if meta is not None and not paused:
-            self._reach(r)
+            self._reach(r, meta.info_hash)
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
             self._burst_began = now  # a lone add, or the first of a burst
@@ -954,17 +965,19 @@ class Daemon:
             interval = min(interval, s.dht_announce_interval_s)
         return now + interval
 
-    def _known_to_session(self, r: Record) -> None:
-        """An incoming peer naming ``r`` (either of a hybrid's hashes) calls :meth:`_wanted`."""
+    def _known_to_session(self, r: Record, info_hash: InfoHash | None = None) -> None:
+        """An incoming peer naming ``r`` (either of a hybrid's hashes) calls :meth:`_wanted`
+        (``info_hash``: its own, when at hand)."""
         alias = r.stored.summary.v2_alias if r.stored.summary is not None else ""
         aliases = (InfoHash(bytes.fromhex(alias)),) if alias else ()
-        self.session.park(InfoHash(bytes.fromhex(r.info_hash)), self._wanted, aliases=aliases)
+        ih = info_hash or InfoHash(bytes.fromhex(r.info_hash))
+        self.session.park(ih, self._wanted, aliases=aliases)
 
-    def _reach(self, r: Record) -> None:
+    def _reach(self, r: Record, info_hash: InfoHash | None = None) -> None:
         """``r`` is about to run: an incoming peer starts it (rule 7)."""
         if not r.reachable and not r.parked and r.handle is None and not self._closing:
             r.reachable = True
-            self._known_to_session(r)
+            self._known_to_session(r, info_hash)
 
     def _unreach(self, r: Record) -> None:
         if r.reachable:
