@@ -378,3 +378,21 @@ async def test_a_peer_for_a_torrent_being_checked_is_held_until_it_runs(
             await leecher.wait_complete()
         await wait_until(lambda: r.checked, what="the daemon's check ended")
     assert (tmp_path / "leecher" / "wanted.bin").read_bytes() == (downloads / "wanted.bin").read_bytes()
+
+
+async def test_an_added_torrent_keeps_no_parsed_metainfo_until_its_check(tmp_path: Path) -> None:
+    """The parse of an add checks the torrent and is dropped: a burst of adds does not
+    hold a thousand parsed torrents until their checks (their memory stayed with the
+    daemon afterwards). The record is stored with its summary at once."""
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(3)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, _):
+        added = [daemon.add(metainfo=m.to_bytes())[0] for m in metas]
+        await daemon.committed()
+        assert all(r.parsed is None for r in added)
+        with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+            summaries = [row[0] for row in db.execute("SELECT summary FROM torrents ORDER BY id")]
+        db.close()
+        assert all(summaries), summaries
+        await wait_until(lambda: all(r.parked for r in added), what="checked and seeding")
+        assert all(r.stored.have_bytes == 20_000 for r in added)

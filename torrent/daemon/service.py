@@ -625,9 +625,14 @@ class Daemon:
             labels=list(labels),
             added_date=int(time.time()),
         )
+        if meta is not None:
+            stored.summary = summarize(meta)
         self.store.insert_pending(stored)
-        stored.metainfo = None  # stored; ``meta`` is what the daemon reads
-        r = Record(stored, content.slim(meta, fresh=True) if meta is not None else None, self.store)
+        stored.metainfo = None
+        # The parse is not kept: its check parses the stored bytes again. A burst of adds
+        # held a thousand parsed torrents until their checks, and the daemon kept their
+        # memory afterwards (3.6 KiB per torrent instead of 2.3).
+        r = Record(stored, None, self.store)
         self._index(r)
         self._adds.join(r)
         if meta is not None and not paused:
