@@ -381,9 +381,10 @@ async def test_a_peer_for_a_torrent_being_checked_is_held_until_it_runs(
 
 
 async def test_an_added_torrent_keeps_no_parsed_metainfo_until_its_check(tmp_path: Path) -> None:
-    """The parse of an add checks the torrent and is dropped: a burst of adds does not
-    hold a thousand parsed torrents until their checks (their memory stayed with the
-    daemon afterwards). The record is stored with its summary at once."""
+    """The parse of an add checks the torrent and is dropped (its bytes wait for the
+    check): a burst of adds does not hold a thousand parsed torrents until their checks
+    (their memory stayed with the daemon afterwards). The record is stored with its
+    summary at once."""
     downloads = tmp_path / "downloads"
     metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(3)]
     async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, _):
@@ -396,3 +397,4 @@ async def test_an_added_torrent_keeps_no_parsed_metainfo_until_its_check(tmp_pat
         assert all(summaries), summaries
         await wait_until(lambda: all(r.parked for r in added), what="checked and seeding")
         assert all(r.stored.have_bytes == 20_000 for r in added)
+        assert all(r.stored.metainfo is None and r.parsed is None for r in added)  # dormant: neither

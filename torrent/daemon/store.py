@@ -83,8 +83,9 @@ class StoredTorrent:
     id: int
     info_hash: str  # hex
     name: str
-    #: The .torrent's bytes as inserted; None while a magnet's metadata is unknown, and
-    #: as loaded (:meth:`StateStore.metainfo` reads them) unless the summary is missing.
+    #: The .torrent's bytes as inserted (the daemon keeps an added torrent's until it
+    #: first parses them); None while a magnet's metadata is unknown, and as loaded
+    #: (:meth:`StateStore.metainfo` reads them) unless the summary is missing.
     metainfo: bytes | None
     magnet: str
     download_dir: str

@@ -1204,7 +1204,11 @@ class Session:
     async def _run_swarm(self, swarm: Swarm, after: asyncio.Future[Any] | None = None) -> None:
         try:
             if after is not None:
-                await asyncio.wait((after,))  # its result or error is its owner's
+                try:
+                    await asyncio.wait((after,))  # its result or error is its owner's
+                except asyncio.CancelledError:
+                    swarm.storage.close()  # the session closes: ``run`` never opened it
+                    raise
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
