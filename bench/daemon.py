@@ -178,7 +178,10 @@ class Ours(Daemon):
     async def settle(self, http: aiohttp.ClientSession, rpc: Rpc) -> None:
         """The web server (aiohttp: web UI, ``/metrics``) loads after the RPC first
         answers; a request for ``/metrics`` has it loaded now."""
-        async with http.get(rpc.url.replace("/transmission/rpc", "/metrics")) as resp:
+        # On a connection of its own: a connection the web server answered stays with it
+        # (aiohttp), and the adds measure the RPC's own connections, as a front-end has.
+        url = rpc.url.replace("/transmission/rpc", "/metrics")
+        async with http.get(url, headers={"Connection": "close"}) as resp:
             await resp.read()
 
     def prepare(self) -> None:

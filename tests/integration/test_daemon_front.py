@@ -177,6 +177,18 @@ async def test_basic_auth_and_host_whitelist(tmp_path: Path) -> None:
             post({"method": "session-get"}, good).replace(b"Host: 127.0.0.1:9091", b"Host: My.Box:9091")
         )
         assert (await read_answer(reader)).status == 200
+        # A request that passed is remembered; one that differs in any checked field is
+        # still checked (and refused).
+        for request, status in (
+            (post({"method": "session-get"}, good), 200),
+            (post({"method": "session-get"}), 401),
+            (post({"method": "session-get"}, good[:-2] + "x="), 401),
+            (post({"method": "session-get"}, good, sid="stale"), 409),
+            (post({"method": "session-get"}, good).replace(b"POST ", b"GET ", 1), 405),
+            (post({"method": "session-get"}, good), 200),
+        ):
+            writer.write(request)
+            assert (await read_answer(reader)).status == status
 
 
 async def test_a_refused_request_with_a_large_body_closes_the_connection(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from torrent.create import create
 from torrent.daemon.service import Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import CheckResult, Session
+from torrent.engine.status import TorrentState
 from torrent.proto import bencoding
 from torrent.types import InfoHash
 
@@ -262,3 +263,138 @@ async def test_records_from_before_summaries_are_summarized_once_at_load(tmp_pat
     with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
         assert db.execute("SELECT summary FROM torrents").fetchone()[0] != ""  # written back
     db.close()
+
+
+async def test_checks_wait_for_a_burst_of_adds_but_not_for_a_steady_trickle(tmp_path: Path) -> None:
+    """No check starts while adds arrive close together (their answers come first), yet
+    a trickle that never pauses does not hold the checks back for ever."""
+    from torrent.daemon.service import ADD_BURST_DEFER_S, ADD_QUIET_S
+
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(200)]
+    async with asyncio.timeout(60), running_daemon(tmp_path) as (daemon, _):
+        daemon.add(metainfo=metas[0].to_bytes())  # alone so far: its check may start
+        await asyncio.sleep(ADD_QUIET_S / 4)
+        # The second add makes a burst: its own check waits.
+        second, _added = daemon.add(metainfo=metas[1].to_bytes())
+        began = last = time.monotonic()
+        longest_gap = 0.0
+        for meta in metas[2:]:
+            await asyncio.sleep(ADD_QUIET_S / 4)
+            now = time.monotonic()
+            longest_gap, last = max(longest_gap, now - last), now
+            daemon.add(metainfo=meta.to_bytes())
+            await daemon.committed()
+            if second.checked:
+                break
+        assert second.checked, "the checks waited for the whole trickle of adds"
+        if longest_gap < ADD_QUIET_S:  # one burst throughout (a loaded machine may pause it)
+            assert last - began >= ADD_BURST_DEFER_S, "a check ran early in the burst"
+
+
+async def test_a_lone_add_is_checked_by_the_next_pass_and_a_burst_is_not(tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(3)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, _):
+        lone, _added = daemon.add(metainfo=metas[0].to_bytes())
+        await daemon.schedule()
+        assert lone.checking is not None or lone.checked, "a lone add's check waited"
+        await wait_until(lambda: lone.parked, what="the lone add seeds")
+        burst = [daemon.add(metainfo=m.to_bytes())[0] for m in metas[1:]]
+        await daemon.schedule()
+        assert all(r.checking is None and not r.checked for r in burst), "a check started in a burst"
+        await wait_until(lambda: all(r.parked for r in burst), what="the burst's torrents seed")
+
+
+def _leecher_settings() -> config.Settings:
+    """A refused connection is retried only after a minute: the first one must be served."""
+    return config.testing_settings().replace(retry_backoff_s=60.0, retry_backoff_max_s=60.0)
+
+
+async def test_a_peer_for_a_torrent_whose_check_a_burst_holds_starts_it(tmp_path: Path) -> None:
+    """Adds keep coming (a burst: no check starts), and a peer asks for one of them: it
+    runs at once, checking its data itself, and serves the peer."""
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "wanted.bin", 300_000))
+    fillers = [make_torrent(make_payload(downloads, f"f{i}.bin", 20_000, seed=i)) for i in range(60)]
+    async with (
+        asyncio.timeout(60),
+        running_daemon(tmp_path) as (daemon, _),
+        Session(_leecher_settings()) as leecher_session,
+    ):
+        r, _added = daemon.add(metainfo=meta.to_bytes())
+        daemon.add(metainfo=fillers[0].to_bytes())
+        await daemon.committed()
+
+        async def trickle() -> None:  # adds 20 ms apart: one burst all along
+            for filler in fillers[1:]:
+                await asyncio.sleep(0.02)
+                daemon.add(metainfo=filler.to_bytes())
+
+        adding = asyncio.create_task(trickle())
+        leecher = await leecher_session.add_torrent(
+            meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
+        )
+        await wait_until(lambda: r.handle is not None, what="started by the peer")
+        assert not adding.done(), "it started only once the burst was over"
+        async with asyncio.timeout(20):
+            await leecher.wait_complete()
+        await adding
+    assert (tmp_path / "leecher" / "wanted.bin").read_bytes() == (downloads / "wanted.bin").read_bytes()
+
+
+async def test_a_peer_for_a_torrent_being_checked_is_held_until_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run a peer starts waits for the check under way (no second check beside it),
+    and the peer's connection is held meanwhile, then served."""
+    downloads = tmp_path / "downloads"
+    meta = make_torrent(make_payload(downloads, "wanted.bin", 300_000))
+    async with (
+        asyncio.timeout(60),
+        running_daemon(tmp_path) as (daemon, client),
+        Session(_leecher_settings()) as leecher_session,
+    ):
+        gate = asyncio.Event()
+        check = daemon.session.check_torrent
+
+        async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
+            await gate.wait()
+            return await check(*args, **kwargs)
+
+        monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+        tid = await client.add(meta)
+        r = daemon.records[tid]
+        await wait_until(lambda: r.checking is not None, what="checking")
+        assert await _handshake(daemon.session.port, meta.info_hash) == meta.info_hash  # held, answered
+        assert r.handle is not None
+        leecher = await leecher_session.add_torrent(
+            meta, tmp_path / "leecher", peers=[("127.0.0.1", daemon.session.port)]
+        )
+        await asyncio.sleep(0.3)  # what must not happen: a start-up (a second check) beside the first
+        assert (r.handle.state, r.checking) == (TorrentState.CHECKING, 0.0)
+        gate.set()
+        async with asyncio.timeout(20):
+            await leecher.wait_complete()
+        await wait_until(lambda: r.checked, what="the daemon's check ended")
+    assert (tmp_path / "leecher" / "wanted.bin").read_bytes() == (downloads / "wanted.bin").read_bytes()
+
+
+async def test_an_added_torrent_keeps_no_parsed_metainfo_until_its_check(tmp_path: Path) -> None:
+    """The parse of an add checks the torrent and is dropped (its bytes wait for the
+    check): a burst of adds does not hold a thousand parsed torrents until their checks
+    (their memory stayed with the daemon afterwards). The record is stored with its
+    summary at once."""
+    downloads = tmp_path / "downloads"
+    metas = [make_torrent(make_payload(downloads, f"t{i}.bin", 20_000, seed=i)) for i in range(3)]
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, _):
+        added = [daemon.add(metainfo=m.to_bytes())[0] for m in metas]
+        await daemon.committed()
+        assert all(r.parsed is None for r in added)
+        with sqlite3.connect(tmp_path / "state" / "state.sqlite3") as db:
+            summaries = [row[0] for row in db.execute("SELECT summary FROM torrents ORDER BY id")]
+        db.close()
+        assert all(summaries), summaries
+        await wait_until(lambda: all(r.parked for r in added), what="checked and seeding")
+        assert all(r.stored.have_bytes == 20_000 for r in added)
+        assert all(r.stored.metainfo is None and r.parsed is None for r in added)  # dormant: neither

@@ -112,3 +112,18 @@ def test_fields_of_one_value_for_every_idle_torrent_are_written_once() -> None:
     assert listing._idle == []
     row = '{"rateUpload":0,"etaIdle":-1,"primary-mime-type":"application/octet-stream"}'
     assert listing.json(_records()[:2], 0.0) == f"[{row},{row}]"
+
+
+def test_an_answer_is_the_json_of_its_values_with_raw_json_copied_in() -> None:
+    from torrent.daemon.rpc import RawJson, _encode
+
+    plain = {
+        "result": "success",
+        "arguments": {"torrent-added": {"id": 3, "name": "n\u00e9", "x": [1, None]}},
+    }
+    assert _encode(plain) == json.dumps(plain, separators=(",", ":"))
+    listed = {"result": "success", "arguments": {"torrents": RawJson('[{"id":1}]'), "removed": [2]}}
+    assert json.loads(_encode(listed)) == {
+        "result": "success",
+        "arguments": {"torrents": [{"id": 1}], "removed": [2]},
+    }

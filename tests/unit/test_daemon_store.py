@@ -3,6 +3,7 @@ settings persist, and a batch of statistics is one write."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,12 @@ def test_a_group_that_cannot_be_stored_is_rolled_back_and_reported(tmp_path: Pat
     store.insert_pending(_record("c", 1))
     store.commit()
     assert [r.name for r in store.load()] == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    "values", [[], [0], [1], [-1, 0, 1], [0, 0, 0, 0], [2, -2], [3], [16384], [0, 1, 0, 1, 0], [1] * 9]
+)
+def test_list_texts_are_what_json_makes_of_them_twice_over(values: list[int]) -> None:
+    from torrent.daemon.store import _list_text
+
+    assert _list_text(values) == _list_text(list(values)) == json.dumps(values)

@@ -23,10 +23,17 @@ if TYPE_CHECKING:  # the daemon imports this module before it parses any metainf
 __all__ = ["delete_data", "forget_resume", "move_data", "plan_rename", "rename_on_disk", "renamed", "slim"]
 
 
-def slim(meta: Metainfo) -> Metainfo:
+def slim(meta: Metainfo, *, fresh: bool = False) -> Metainfo:
     """``meta`` without the decoded ``info`` dict in ``raw`` (``info`` and ``info_bytes``
-    hold it already; ``to_bytes`` uses ``info_bytes``): most of a small torrent's memory."""
+    hold it already; ``to_bytes`` uses ``info_bytes``): most of a small torrent's memory.
+
+    ``fresh``: ``meta`` was just parsed and nothing else holds it, so its own ``raw``
+    dict is trimmed (``raw`` takes no part in comparing or hashing it) instead of
+    copying the whole object (a copy was 4 µs of an add's 150)."""
     if b"info" not in meta.raw:
+        return meta
+    if fresh:
+        del meta.raw[b"info"]
         return meta
     return dataclasses.replace(meta, raw={k: v for k, v in meta.raw.items() if k != b"info"})
 

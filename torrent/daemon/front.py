@@ -26,7 +26,8 @@ oversized request) is handed, from that request's first byte, to aiohttp's handl
 the same connection, which then owns it and answers exactly as before. aiohttp is
 imported and its application built once the daemon's first scheduler pass has listed
 every stored torrent (and :data:`WEB_LOAD_DELAY_S` more), or at once when a request
-needs it; such a request waits for it.
+needs it; such a request waits for it. What an add and its check import is imported
+then too (:meth:`~torrent.daemon.service.Daemon.preload`).
 
 Keep-alive follows HTTP/1.1 (``Connection: close`` closes; HTTP/1.0 keeps alive only on
 ``Connection: keep-alive``). Pipelined requests are answered in order: requests behind
@@ -75,6 +76,8 @@ MAX_BUFFERED: Final = 4 * MAX_HEAD
 #: accepted. Idle ones go after :data:`KEEPALIVE_TIMEOUT_S` (aiohttp's too), so a client
 #: that opens many and leaves them cannot hold the daemon's file descriptors for long.
 MAX_CONNECTIONS: Final = 256
+#: Distinct clients (their checks' inputs) remembered as having passed the checks.
+MAX_PASSED: Final = 64
 
 _METHODS: Final = frozenset((b"GET", b"POST"))
 _PATHS: Final = frozenset((b"/transmission/rpc", b"/transmission/rpc/"))
@@ -111,6 +114,21 @@ class RpcFront:
         self.tasks: set[asyncio.Task[None]] = set()
         self._date_at = -1
         self._date = b""
+        #: The checks' inputs of requests that passed them (the ``Authorization``, ``Host``
+        #: and session id fields, the method), under the config they passed: a client's
+        #: next request is not checked again (:meth:`passed`).
+        self._passed: set[tuple[bytes | None, ...]] = set()
+        self._passed_under: rpc.RpcConfig | None = None
+
+    def passed(self, key: tuple[bytes | None, ...]) -> bool:
+        """A request with these checks' inputs passed them under the current config."""
+        return self._passed_under is self.context.config and key in self._passed
+
+    def note_passed(self, key: tuple[bytes | None, ...]) -> None:
+        if self._passed_under is not self.context.config or len(self._passed) >= MAX_PASSED:
+            self._passed_under = self.context.config
+            self._passed = set()
+        self._passed.add(key)
 
     def date(self) -> bytes:
         """The ``Date`` header's value, formatted once a second."""
@@ -298,10 +316,18 @@ class RpcProtocol(asyncio.Protocol):
             return
 
     def _refusal(self, head: RequestHead, host: bytes) -> rpc.Refusal | None:
-        config = self.front.context.config
-        return rpc.refuse_client(
-            config, _text(head.field(b"authorization")), _text(host) or ""
-        ) or rpc.refuse_rpc(config, _text(head.field(b"x-transmission-session-id")), head.method.decode())
+        front = self.front
+        authorization, session_id = head.field(b"authorization"), head.field(b"x-transmission-session-id")
+        key = (authorization, host, session_id, head.method)
+        if front.passed(key):
+            return None
+        config = front.context.config
+        refusal = rpc.refuse_client(config, _text(authorization), _text(host) or "") or rpc.refuse_rpc(
+            config, _text(session_id), head.method.decode()
+        )
+        if refusal is None:
+            front.note_passed(key)
+        return refusal
 
     def _dispatch(self, head: RequestHead, body: bytes, rest: bytes) -> None:
         """Answer one request that passed the checks; what follows it waits."""
@@ -525,3 +551,4 @@ class RpcServer:
         # aiohttp's server counts the connections its handlers hold, from the hand-over
         # until the handler's last request has finished.
         self.front.web_loaded(server, lambda: len(server.connections))
+        self.daemon.preload()  # idle now: the first add does not wait for these imports

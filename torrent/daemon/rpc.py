@@ -268,13 +268,23 @@ class RawJson(str):
     __slots__ = ()
 
 
+#: One encoder for every answer (``json.dumps`` with ``separators`` builds one per call).
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _encode(value: Any) -> str:
     """``value`` as compact JSON, with any :class:`RawJson` in its dicts copied in as it is."""
     if isinstance(value, RawJson):
         return value
-    if isinstance(value, dict) and any(isinstance(v, RawJson | dict) for v in value.values()):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
-    return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, dict) and _has_raw(value):
+        return "{" + ",".join(f"{_JSON.encode(str(k))}:{_encode(v)}" for k, v in value.items()) + "}"
+    # No RawJson inside (an add's answer, say): one call, not one per dict and key.
+    return _JSON.encode(value)
+
+
+def _has_raw(value: dict[Any, Any]) -> bool:
+    """A :class:`RawJson` is in ``value`` (its dicts searched, at any depth)."""
+    return any(isinstance(v, RawJson) or (isinstance(v, dict) and _has_raw(v)) for v in value.values())
 
 
 # --------------------------------------------------------------------- torrent-get

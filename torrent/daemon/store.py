@@ -83,8 +83,9 @@ class StoredTorrent:
     id: int
     info_hash: str  # hex
     name: str
-    #: The .torrent's bytes as inserted; None while a magnet's metadata is unknown, and
-    #: as loaded (:meth:`StateStore.metainfo` reads them) unless the summary is missing.
+    #: The .torrent's bytes as inserted (the daemon keeps an added torrent's until it
+    #: first parses them); None while a magnet's metadata is unknown, and as loaded
+    #: (:meth:`StateStore.metainfo` reads them) unless the summary is missing.
     metainfo: bytes | None
     magnet: str
     download_dir: str
@@ -313,20 +314,38 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
         t.download_dir,
         int(t.paused),
         t.queue_position,
-        json.dumps(t.priorities),
-        json.dumps([int(w) for w in t.wanted]),
-        json.dumps(t.labels),
-        json.dumps(t.limits),
+        _list_text(t.priorities),
+        _list_text([int(w) for w in t.wanted]),
+        json.dumps(t.labels) if t.labels else "[]",
+        json.dumps(t.limits) if t.limits else "{}",
         t.added_date,
         t.done_date,
         t.uploaded,
         t.downloaded,
         t.error,
         t.have_bytes,
-        json.dumps(t.files_done),
-        json.dumps(t.renames),
+        _list_text(t.files_done),
+        json.dumps(t.renames) if t.renames else "{}",
         "" if t.summary is None else json.dumps(t.summary),
     )
+
+
+#: The JSON texts of short lists of small numbers (most records' priorities, wanted
+#: flags and file progress: ``[0]``, ``[1]``), each made once.
+_LIST_TEXTS: dict[tuple[int, ...], str] = {}
+
+
+def _list_text(values: list[int]) -> str:
+    """``json.dumps(values)`` for a list of ints, from :data:`_LIST_TEXTS` when short."""
+    if len(values) > 4:
+        return json.dumps(values)
+    key = tuple(values)
+    text = _LIST_TEXTS.get(key)
+    if text is None:
+        text = json.dumps(values)
+        if len(_LIST_TEXTS) < 1024 and all(-2 <= v <= 2 for v in values):
+            _LIST_TEXTS[key] = text
+    return text
 
 
 class _ListReader:

@@ -970,9 +970,15 @@ class Session:
         seed: bool = True,
         peers: Sequence[PeerAddr] = (),
         recheck: bool = False,
+        after: asyncio.Future[Any] | None = None,
     ) -> Torrent:
         """:meth:`add_torrent` from synchronous code (it never blocks): same arguments,
-        same errors. A dormant torrent of the same hash stops being dormant."""
+        same errors. A dormant torrent of the same hash stops being dormant.
+
+        ``after``: its start-up (reading the resume state, hashing what it must) waits
+        until this is done, however it ends: a check of the same data under way
+        (:meth:`check_torrent`), whose saved state it then trusts. Incoming peers are
+        held meanwhile, as during any start-up."""
         from torrent.disk.storage import FileStorage
         from torrent.engine.host import spawn
         from torrent.engine.swarm import Swarm
@@ -994,7 +1000,7 @@ class Session:
         swarm = Swarm(
             metainfo, storage, ctx, sequential=sequential, seed=seed, initial_peers=peers, recheck=recheck
         )
-        task = spawn(self._tg, self._run_swarm(swarm), stopping=self._closing)
+        task = spawn(self._tg, self._run_swarm(swarm, after), stopping=self._closing)
         if task is None:
             storage.close()
             raise TorrentError("the session is closing")
@@ -1195,8 +1201,14 @@ class Session:
             addresses=self._addresses,
         )
 
-    async def _run_swarm(self, swarm: Swarm) -> None:
+    async def _run_swarm(self, swarm: Swarm, after: asyncio.Future[Any] | None = None) -> None:
         try:
+            if after is not None:
+                try:
+                    await asyncio.wait((after,))  # its result or error is its owner's
+                except asyncio.CancelledError:
+                    swarm.storage.close()  # the session closes: ``run`` never opened it
+                    raise
             await swarm.run()
         finally:
             self._swarms.pop(swarm.info_hash, None)
