@@ -17,6 +17,7 @@ from torrent import config
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import ManualClock
 from torrent.engine.session import Session
+from torrent.engine.status import TorrentState
 from torrent.errors import TorrentError
 
 
@@ -160,3 +161,18 @@ async def test_the_direct_writes_setting_reaches_each_torrents_storage(
         await torrent.wait_checked()
     assert len(made) == 1
     assert made[0].direct_writes is (direct and hasattr(os, "O_DIRECT"))
+
+
+async def test_a_torrent_stopped_while_its_start_waits_ends_without_hashing(tmp_path: Path) -> None:
+    """A start-up that waits on a check of the same data (``after``) and is stopped
+    meanwhile ends when that check does, without hashing the data itself."""
+    content = make_payload(tmp_path / "data", "big.bin", 2_000_000)
+    meta = make_torrent(content, piece_length=16 * 1024)
+    async with asyncio.timeout(30), Session(config.testing_settings()) as s:
+        check: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        t = s.add_torrent_nowait(meta, tmp_path / "data", after=check)
+        t.stop_nowait()
+        check.cancel()  # the check was cancelled: the torrent is being removed
+        await t.stop()
+        assert t.state is TorrentState.STOPPED
+        assert t.brief().done_bytes == 0, "it hashed the data after it was stopped"

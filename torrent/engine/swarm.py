@@ -425,6 +425,8 @@ class Swarm(PeerHostBase):
             self._emit(TorrentEventKind.ERROR, message)
 
     async def _run(self, disk: DiskIO) -> None:
+        if self._stopped.is_set():
+            return  # stopped before it began (its start-up waited on a check): nothing to hash
         await self._start(disk)
         try:
             async with asyncio.TaskGroup() as tg:
