@@ -71,6 +71,12 @@ async def test_lookups_converge_announces_round_trip_and_churn_is_survived() -> 
             if not pending:
                 break
         assert not pending, [n.host for n in pending]
-        # nodes[7] is among the gone, but what it announced lives on in the others
-        assert (nodes[7].host, 51413) in await alive[-1].get_peers(info_hash)
+        # nodes[7] is among the gone, but what it announced lives on in the others. The
+        # lookup near the info hash can still meet gone nodes that time out and end before
+        # it reaches the ones holding the peer: as above, it gets three rounds.
+        for _ in range(3):
+            peers = await alive[-1].get_peers(info_hash)
+            if (nodes[7].host, 51413) in peers:
+                break
+        assert (nodes[7].host, 51413) in peers
     assert time.monotonic() - started < 55
