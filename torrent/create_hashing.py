@@ -20,13 +20,14 @@ Two kinds of job hand the batches out, with the same methods (``feed``, ``close_
 
 from __future__ import annotations
 
+import _thread
 import bisect
 import hashlib
 import itertools
 import marshal
 import operator
 import os
-import threading
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     import signal
 
 # ``torrent.proto.merkle`` (with ``dataclasses``: about 9 ms) is imported only by a v2
-# or hybrid job: a v1 ``pytorrent create`` forks its workers that much sooner.
+# or hybrid job, and ``threading`` (about 1.5 ms of CPU) only by a job of threads: a v1
+# ``pytorrent create`` forks its workers that much sooner.
 
 #: Bytes of payload a worker takes at a time (rounded to whole pieces, at least one).
 BATCH_BYTES = 4 * 1024 * 1024
@@ -120,11 +122,14 @@ def processes_possible() -> bool:
     """True where :class:`ProcessHashJob` may run: ``fork`` exists and this process has
     no thread but the main one (a fork copies only the calling thread, so a lock that
     another thread held at that moment, in OpenSSL say, would stay locked in the child)."""
-    return (
-        hasattr(os, "fork")
-        and threading.active_count() == 1
-        and threading.current_thread() is threading.main_thread()
-    )
+    if not hasattr(os, "fork"):
+        return False
+    threading = sys.modules.get("threading")
+    if threading is None:
+        # Not imported, so no thread was started through it: only a thread started with
+        # ``_thread`` itself could run beside this one, and ``_count`` counts those.
+        return _thread._count() == 0
+    return threading.active_count() == 1 and threading.current_thread() is threading.main_thread()
 
 
 def new_job(
@@ -178,6 +183,8 @@ class HashJob:
         caps the threads at the number of batches; ``v1`` SHA-1s each piece, ``v2``
         computes each piece's BEP 52 merkle node (the files must then start at piece
         boundaries, with padding files in the gaps)."""
+        import threading
+
         self.piece_length = piece_length
         self.v1 = v1
         self.v2 = v2
@@ -792,6 +799,8 @@ class _Reader:
         merkle root over one file's blocks in it: padded to the piece's width for a file
         larger than a piece, to a power of two of its own blocks otherwise.
         """
+        if not self.v2:
+            return self._hash_v1(start, size), b""
         files, starts = self.files, self.starts
         piece_length, v1, v2 = self.piece_length, self.v1, self.v2
         chunk_bytes = CHUNK_BYTES
@@ -846,6 +855,66 @@ class _Reader:
         if in_piece and v1:  # the payload's short last piece
             digests.append(hasher.digest())
         return b"".join(digests), b"".join(nodes)
+
+    def _hash_v1(self, start: int, size: int) -> bytes:
+        """:meth:`hash_batch` for a v1 job: the SHA-1 digests only.
+
+        A small file that starts in the batch (the common case of a payload of many
+        files) is opened, mapped, hashed in one call when it lies within one piece,
+        and unmapped here, with no other Python between those system calls: on 5,000
+        files this took 2.4 against 1.6 µs of Python a file. Other parts go through
+        :meth:`_map` (which keeps a file open across batches and asks for read-ahead)
+        or, where a file cannot be mapped, :meth:`_read`.
+        """
+        files, starts, piece_length = self.files, self.starts, self.piece_length
+        sha1 = hashlib.sha1
+        digests: list[bytes] = []
+        hasher = sha1()
+        room = piece_length  # bytes the current piece still takes
+        pos, end = start, start + size
+        index = bisect.bisect_right(starts, start) - 1
+        while pos < end:
+            f = files[index]
+            file_pos = pos - starts[index]
+            n = min(end - pos, f.length - file_pos)  # this file's bytes in the batch
+            mapped = None
+            if not file_pos and f.length <= ADVISE_MIN_BYTES and _mmap is not None:
+                mapped = _map_whole(f, n)
+                if mapped is not None and n <= room:
+                    hasher.update(mapped)
+                    mapped.close()
+                    room -= n
+                    if not room:
+                        digests.append(hasher.digest())
+                        hasher = sha1()
+                        room = piece_length
+                    pos += n
+                    index += 1
+                    continue
+            part = memoryview(mapped) if mapped is not None else self._map(index, file_pos, n)
+            offset = 0
+            while offset < n:
+                k = min(n - offset, room) if part is not None else min(n - offset, room, CHUNK_BYTES)
+                view = part[offset : offset + k] if part is not None else self._read(f, file_pos + offset, k)
+                hasher.update(view)
+                view.release()
+                offset += k
+                room -= k
+                if not room:
+                    digests.append(hasher.digest())
+                    hasher = sha1()
+                    room = piece_length
+            if part is not None:
+                part.release()
+            if mapped is not None:
+                mapped.close()
+            else:
+                self._unmap()
+            pos += n
+            index += 1
+        if room != piece_length:  # the payload's short last piece
+            digests.append(hasher.digest())
+        return b"".join(digests)
 
     def _leaves(self, view: memoryview, n: int) -> list[bytes]:
         """SHA-256 of each 16 KiB block of a chunk (the last one may be shorter)."""
@@ -923,6 +992,24 @@ class _Reader:
             os.close(self.fd)
             self.fd = -1
             self.fd_index = -1
+
+
+def _map_whole(f: SourceFile, n: int) -> Any:
+    """The first ``n`` bytes of ``f`` mapped (its descriptor closed again at once: the
+    mapping holds its own); None where the file system cannot map it.
+
+    Raises:
+        StorageError: it cannot be opened, or is shorter than ``n``.
+    """
+    fd = _open(f)
+    try:
+        return _mmap.mmap(fd, n, _MAP_FLAGS, _mmap.PROT_READ, 0, 0)
+    except ValueError:  # shorter than ``n``: see :meth:`_Reader._map`
+        raise StorageError(f"{f.fs_path} shrank while it was being hashed") from None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _open(f: SourceFile) -> int:
