@@ -425,17 +425,19 @@ class ProcessHashJob:
                 self._table = _anonymous_file()
             queue_r, self._queue = os.pipe()
             try:
+                # Queued before the forks: the first worker starts hashing while the
+                # next one is forked (with every batch known, the queue may be closed).
+                os.set_blocking(self._queue, False)
+                self._fill()
                 for _ in range(self.threads):
                     self._fork(mask, queue_r)
             finally:
                 os.close(queue_r)  # the workers hold it: with them gone, writes fail
-            os.set_blocking(self._queue, False)
             self._buffers = [bytearray() for _ in self.pids]
             self._by_fd = {fd: i for i, fd in enumerate(self._results)}
             self._poller = select.poll()
             for fd in self._by_fd:
                 self._poller.register(fd, select.POLLIN)
-            self._fill()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         except BaseException:
             try:
@@ -456,7 +458,8 @@ class ProcessHashJob:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 for fd in (self._queue, results_r, *self._results):
-                    os.close(fd)
+                    if fd >= 0:
+                        os.close(fd)
                 self._serve(queue, results_w)
                 code = 0
             finally:
@@ -878,7 +881,7 @@ class _Reader:
             file_pos = pos - starts[index]
             n = min(end - pos, f.length - file_pos)  # this file's bytes in the batch
             mapped = None
-            if not file_pos and f.length <= ADVISE_MIN_BYTES and _mmap is not None:
+            if f.fs_path and not file_pos and f.length <= ADVISE_MIN_BYTES and _mmap is not None:
                 mapped = _map_whole(f, n)
                 if mapped is not None and n <= room:
                     hasher.update(mapped)
@@ -891,11 +894,20 @@ class _Reader:
                     pos += n
                     index += 1
                     continue
-            part = memoryview(mapped) if mapped is not None else self._map(index, file_pos, n)
+            if not f.fs_path:  # BEP 47 padding, read as zeros
+                part = None
+            elif mapped is not None:
+                part = memoryview(mapped)
+            else:
+                part = self._map(index, file_pos, n)
             offset = 0
             while offset < n:
-                k = min(n - offset, room) if part is not None else min(n - offset, room, CHUNK_BYTES)
-                view = part[offset : offset + k] if part is not None else self._read(f, file_pos + offset, k)
+                if part is not None:
+                    k = min(n - offset, room)
+                    view = part[offset : offset + k]
+                else:
+                    k = min(n - offset, room, CHUNK_BYTES)
+                    view = self._read(f, file_pos + offset, k) if f.fs_path else self.zeros[:k]
                 hasher.update(view)
                 view.release()
                 offset += k
@@ -908,7 +920,7 @@ class _Reader:
                 part.release()
             if mapped is not None:
                 mapped.close()
-            else:
+            elif f.fs_path:
                 self._unmap()
             pos += n
             index += 1

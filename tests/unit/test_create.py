@@ -362,6 +362,22 @@ def test_make_gives_the_bytes_and_facts_of_the_metainfo_create_gives(tmp_path: P
         assert made.pieces == info.num_pieces
 
 
+def test_padding_given_to_hash_files_reads_as_zeros(tmp_path: Path, reader: str) -> None:
+    # A caller's own BEP 47 layout hashed with SHA-1 alone (no v2): padding between
+    # files and across a piece boundary, and a file that starts inside a piece.
+    a, b = os.urandom(10_000), os.urandom(40_000)
+    (tmp_path / "a").write_bytes(a)
+    (tmp_path / "b").write_bytes(b)
+    files = [
+        SourceFile(("a",), str(tmp_path / "a"), len(a)),
+        SourceFile((".pad", "30000"), "", 30_000),
+        SourceFile(("b",), str(tmp_path / "b"), len(b)),
+    ]
+    payload = a + bytes(30_000) + b
+    expected = b"".join(hashlib.sha1(payload[i : i + 16384]).digest() for i in range(0, len(payload), 16384))
+    assert hash_files(files, 16384, threads=2) == expected
+
+
 def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path, reader: str) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"x" * 100)
