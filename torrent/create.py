@@ -93,8 +93,14 @@ MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
 #: GIL switch interval while this thread works beside the hashing threads.
 SWITCH_INTERVAL_S = 0.0002
-#: While walking a directory, hand files to the hashing threads this many at a time.
+#: While walking a directory, hand files to the hashing threads this many at a time
+#: (and look this often whether the walk has found enough to fork worker processes).
 FEED_EVERY = 32
+#: Running worker processes get the files found in runs of ``FEED_EVERY`` times this
+#: many: each run costs the walk a write to their file table and a look at their
+#: results, and the walk finds 256 files (about 3 ms of it) well before two workers
+#: have hashed what is queued.
+FEED_PROCESSES_FACTOR = 8
 
 DEFAULT_CREATED_BY = version.CREATED_BY
 
@@ -369,7 +375,7 @@ def make(
         feed = _Feed(piece_length, threads) if piece_length is not None else None
         if feed is not None and feed.job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-        multi_file, files = scan(path, feed)
+        multi_file, files = scan(path, feed if feed is not None and feed.feeds else None)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
@@ -424,7 +430,9 @@ class _Feed:
         self.piece_length = piece_length
         self.threads = threads
         self.pending: list[SourceFile] = []  # found, not yet fed
-        self.found = 0  # bytes in ``pending`` while no job runs
+        self.counted = 0  # files of ``pending`` whose bytes are in ``found``
+        self.found = 0  # bytes found, while no job runs
+        self.every = FEED_EVERY  # :meth:`_flush` when ``pending`` holds this many
         #: The job, once it runs.
         self.job: HashJob | ProcessHashJob | None = None
         # The job for a large payload, not yet started (one worker: none at all).
@@ -436,26 +444,31 @@ class _Feed:
         else:
             self.job = HashJob(piece_length, threads=threads)
             self.job.start()
+        #: False when no job wants the files before the walk ends (one worker).
+        self.feeds = self.job is not None or self.processes is not None
 
     def __call__(self, f: SourceFile) -> None:
-        if self.job is None and self.processes is None:
-            return
-        self.pending.append(f)
-        self.found += f.length
-        if len(self.pending) >= FEED_EVERY:
+        pending = self.pending
+        pending.append(f)
+        if len(pending) >= self.every:
             self._flush()
 
     def _flush(self) -> None:
+        pending = self.pending
         if self.job is None:
+            self.found += sum(f.length for f in pending[self.counted :])
+            self.counted = len(pending)
+            self.every = len(pending) + FEED_EVERY
             if self.found < create_hashing.PROCESS_MIN_BYTES or self.processes is None:
                 return  # kept: the processes will inherit them
             self.job = self.processes
-            self.job.feed(self.pending)
-            self.pending.clear()
+            self.job.feed(pending)
+            pending.clear()
+            self.every = FEED_EVERY * FEED_PROCESSES_FACTOR
             self.job.start()
             return
-        self.job.feed(self.pending)
-        self.pending.clear()
+        self.job.feed(pending)
+        pending.clear()
 
     def finish(self) -> HashJob | ProcessHashJob:
         """:attr:`job` (which must run) with every file fed."""
