@@ -756,7 +756,11 @@ class _Reader:
     hash, takes a mapped part up to a piece at a time). Where ``mmap`` is
     missing or the file system cannot map a file, each chunk is read with ``preadv``
     into a buffer this reader owns (small enough to stay in the core's cache). Each
-    mapping lives only while its part is hashed.
+    mapping lives only while its part is hashed. A v1 job reads a file of up to
+    :data:`READ_WHOLE_BYTES` whole into that buffer instead: below about 64 KiB a
+    mapping's fixed cost (an ``fstat``, a ``dup``, ``mmap``, ``munmap``, a fault per
+    page-cache folio) is more than the copy's, and on 1 GiB in 5,000 files of 210 KiB
+    those calls cost 6 µs a file, beside open and close (3 µs) and the faults (9 µs).
 
     Why map: on a warm page cache with both cores busy, reading every chunk with
     ``preadv`` instead cost the whole ``pytorrent create`` of 1 GiB 0.90 s of CPU
