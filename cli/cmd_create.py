@@ -15,9 +15,12 @@ import argparse
 import gc
 import os
 import sys
-from typing import Any
 
 from cli.main import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: This command never logs: ``cli.main`` then leaves ``logging`` unloaded.
 LOGS = False

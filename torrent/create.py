@@ -63,7 +63,6 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torrent import create_hashing, version
 from torrent.create_hashing import (
@@ -79,7 +78,11 @@ from torrent.create_hashing import (
 from torrent.errors import MetainfoError
 from torrent.types import BLOCK_SIZE
 
+#: ``typing`` is not imported at run time: ``pytorrent create`` starts hashing without it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
     from torrent.proto.metainfo import Metainfo
 
 # ``torrent.proto.metainfo`` and ``torrent.proto.bencoding`` (and their imports) load while the
@@ -602,15 +605,24 @@ def _top_name(
     return files[0].path[0]
 
 
-class _TopFields(NamedTuple):
-    """What goes around the ``info`` dict (and ``private``/``source`` inside it)."""
+if TYPE_CHECKING:
 
-    private: bool
-    source: str
-    comment: str
-    created_by: str
-    creation_date: int | None
-    web_seeds: list[str]
+    class _TopFields(NamedTuple):
+        """What goes around the ``info`` dict (and ``private``/``source`` inside it)."""
+
+        private: bool
+        source: str
+        comment: str
+        created_by: str
+        creation_date: int | None
+        web_seeds: list[str]
+
+else:
+    from collections import namedtuple
+
+    _TopFields = namedtuple(
+        "_TopFields", ("private", "source", "comment", "created_by", "creation_date", "web_seeds")
+    )
 
 
 def padded_layout(files: Sequence[SourceFile], piece_length: int, *, tail: bool) -> list[SourceFile]:
