@@ -62,7 +62,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from torrent import create_hashing, version
 from torrent.create_hashing import (
@@ -184,8 +184,51 @@ def scan(
         return False, found
     if not stat.S_ISDIR(st.st_mode):
         raise MetainfoError(f"{top} is neither a file nor a directory", "path")
-    _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), emit)
+    ancestors = frozenset({(st.st_dev, st.st_ino)})
+    ahead = walks_ahead.pop(top, None)
+    if ahead is None or not _take_walk(ahead, emit):
+        _walk_rest(top, ancestors, found, emit)
     return True, found
+
+
+#: Walks of a directory already under way elsewhere, by path as given to :func:`scan`
+#: (``pytorrent create`` forks one before its imports: ``cli/prewalk.py``). Each gives its
+#: files' ``(path, fs_path, length)`` a list at a time, and a final None when it failed;
+#: the next :func:`scan` of that path takes the walk instead of walking.
+walks_ahead: dict[str, Callable[[], Iterator[list[tuple[tuple[str, ...], str, int]] | None]]] = {}
+
+
+def _take_walk(
+    ahead: Callable[[], Iterator[list[tuple[tuple[str, ...], str, int]] | None]],
+    emit: Callable[[SourceFile], object],
+) -> bool:
+    """Emit a walk made elsewhere; False when it failed (what it gave is emitted)."""
+    new = tuple.__new__
+    for rows in ahead():
+        if rows is None:
+            return False
+        for row in rows:
+            emit(new(SourceFile, row))
+    return True
+
+
+def _walk_rest(
+    top: str,
+    ancestors: frozenset[tuple[int, int]],
+    found: list[SourceFile],
+    emit: Callable[[SourceFile], object],
+) -> None:
+    """Walk ``top``, emitting the files after the ``found`` ones (a failed walk made elsewhere
+    gave those): the walk here raises the error it meets, as it would have alone."""
+    if not found:
+        _walk(top, (), ancestors, emit)
+        return
+    again: list[SourceFile] = []
+    _walk(top, (), ancestors, again.append)
+    if again[: len(found)] != found:
+        raise MetainfoError(f"{top} changed while it was walked", "path")
+    for f in again[len(found) :]:
+        emit(f)
 
 
 def _plain_name(name: str) -> bool:
