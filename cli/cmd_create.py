@@ -15,9 +15,13 @@ import argparse
 import gc
 import os
 import sys
-from typing import Any
 
+from cli import prewalk
 from cli.main import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 #: This command never logs: ``cli.main`` then leaves ``logging`` unloaded.
 LOGS = False
@@ -152,7 +156,7 @@ def human_size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torrent.create import make
+    from torrent.create import make, walks_ahead
 
     piece_length = parse_size(args.piece_length)
     if args.threads is not None and args.threads < 1:
@@ -181,10 +185,16 @@ def run(args: argparse.Namespace) -> int:
     # The scan and the file list make thousands of small objects and no cycles: the
     # collector's passes over them cost this short-lived command up to 40 ms a run.
     gc.disable()
+    walker = prewalk.take(args.path)
+    if walker is not None:
+        walks_ahead[args.path] = walker.chunks
     try:
         made = _create_with_bar(make, args.path, kwargs) if sys.stdout.isatty() else make(args.path, **kwargs)
     finally:
         gc.enable()
+        if walker is not None:
+            walks_ahead.pop(args.path, None)
+            walker.discard()
 
     data = made.data
     tmp = f"{out}.part{os.getpid()}"

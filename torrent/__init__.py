@@ -13,7 +13,6 @@ like ``pytorrent create`` needs first) does not pay for the parser and its impor
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from torrent.errors import (
     BencodeError,
@@ -28,7 +27,11 @@ from torrent.errors import (
 )
 from torrent.version import __version__
 
+#: ``typing`` is not imported at run time (``pytorrent create`` starts hashing without it).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from torrent.disk.torrent_file import read_metainfo
     from torrent.proto.magnet import Magnet
     from torrent.proto.metainfo import FileEntry, Info, Metainfo

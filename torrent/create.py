@@ -62,8 +62,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
 
 from torrent import create_hashing, version
 from torrent.create_hashing import (
@@ -79,7 +78,11 @@ from torrent.create_hashing import (
 from torrent.errors import MetainfoError
 from torrent.types import BLOCK_SIZE
 
+#: ``typing`` is not imported at run time: ``pytorrent create`` starts hashing without it.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
     from torrent.proto.metainfo import Metainfo
 
 # ``torrent.proto.metainfo`` and ``torrent.proto.bencoding`` (and their imports) load while the
@@ -93,8 +96,14 @@ MAX_AUTO_PIECE_LENGTH = 16 * 1024 * 1024
 MAX_PIECE_LENGTH = 256 * 1024 * 1024
 #: GIL switch interval while this thread works beside the hashing threads.
 SWITCH_INTERVAL_S = 0.0002
-#: While walking a directory, hand files to the hashing threads this many at a time.
+#: While walking a directory, hand files to the hashing threads this many at a time
+#: (and look this often whether the walk has found enough to fork worker processes).
 FEED_EVERY = 32
+#: Running worker processes get the files found in runs of ``FEED_EVERY`` times this
+#: many: each run costs the walk a write to their file table and a look at their
+#: results, and the walk finds 256 files (about 3 ms of it) well before two workers
+#: have hashed what is queued.
+FEED_PROCESSES_FACTOR = 8
 
 DEFAULT_CREATED_BY = version.CREATED_BY
 
@@ -175,8 +184,51 @@ def scan(
         return False, found
     if not stat.S_ISDIR(st.st_mode):
         raise MetainfoError(f"{top} is neither a file nor a directory", "path")
-    _walk(top, (), frozenset({(st.st_dev, st.st_ino)}), emit)
+    ancestors = frozenset({(st.st_dev, st.st_ino)})
+    ahead = walks_ahead.pop(top, None)
+    if ahead is None or not _take_walk(ahead, emit):
+        _walk_rest(top, ancestors, found, emit)
     return True, found
+
+
+#: Walks of a directory already under way elsewhere, by path as given to :func:`scan`
+#: (``pytorrent create`` forks one before its imports: ``cli/prewalk.py``). Each gives its
+#: files' ``(path, fs_path, length)`` a list at a time, and a final None when it failed;
+#: the next :func:`scan` of that path takes the walk instead of walking.
+walks_ahead: dict[str, Callable[[], Iterator[list[tuple[tuple[str, ...], str, int]] | None]]] = {}
+
+
+def _take_walk(
+    ahead: Callable[[], Iterator[list[tuple[tuple[str, ...], str, int]] | None]],
+    emit: Callable[[SourceFile], object],
+) -> bool:
+    """Emit a walk made elsewhere; False when it failed (what it gave is emitted)."""
+    new = tuple.__new__
+    for rows in ahead():
+        if rows is None:
+            return False
+        for row in rows:
+            emit(new(SourceFile, row))
+    return True
+
+
+def _walk_rest(
+    top: str,
+    ancestors: frozenset[tuple[int, int]],
+    found: list[SourceFile],
+    emit: Callable[[SourceFile], object],
+) -> None:
+    """Walk ``top``, emitting the files after the ``found`` ones (a failed walk made elsewhere
+    gave those): the walk here raises the error it meets, as it would have alone."""
+    if not found:
+        _walk(top, (), ancestors, emit)
+        return
+    again: list[SourceFile] = []
+    _walk(top, (), ancestors, again.append)
+    if again[: len(found)] != found:
+        raise MetainfoError(f"{top} changed while it was walked", "path")
+    for f in again[len(found) :]:
+        emit(f)
 
 
 def _plain_name(name: str) -> bool:
@@ -369,7 +421,7 @@ def make(
         feed = _Feed(piece_length, threads) if piece_length is not None else None
         if feed is not None and feed.job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-        multi_file, files = scan(path, feed)
+        multi_file, files = scan(path, feed if feed is not None and feed.feeds else None)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
@@ -424,7 +476,9 @@ class _Feed:
         self.piece_length = piece_length
         self.threads = threads
         self.pending: list[SourceFile] = []  # found, not yet fed
-        self.found = 0  # bytes in ``pending`` while no job runs
+        self.counted = 0  # files of ``pending`` whose bytes are in ``found``
+        self.found = 0  # bytes found, while no job runs
+        self.every = FEED_EVERY  # :meth:`_flush` when ``pending`` holds this many
         #: The job, once it runs.
         self.job: HashJob | ProcessHashJob | None = None
         # The job for a large payload, not yet started (one worker: none at all).
@@ -436,26 +490,31 @@ class _Feed:
         else:
             self.job = HashJob(piece_length, threads=threads)
             self.job.start()
+        #: False when no job wants the files before the walk ends (one worker).
+        self.feeds = self.job is not None or self.processes is not None
 
     def __call__(self, f: SourceFile) -> None:
-        if self.job is None and self.processes is None:
-            return
-        self.pending.append(f)
-        self.found += f.length
-        if len(self.pending) >= FEED_EVERY:
+        pending = self.pending
+        pending.append(f)
+        if len(pending) >= self.every:
             self._flush()
 
     def _flush(self) -> None:
+        pending = self.pending
         if self.job is None:
+            self.found += sum(f.length for f in pending[self.counted :])
+            self.counted = len(pending)
+            self.every = len(pending) + FEED_EVERY
             if self.found < create_hashing.PROCESS_MIN_BYTES or self.processes is None:
                 return  # kept: the processes will inherit them
             self.job = self.processes
-            self.job.feed(self.pending)
-            self.pending.clear()
+            self.job.feed(pending)
+            pending.clear()
+            self.every = FEED_EVERY * FEED_PROCESSES_FACTOR
             self.job.start()
             return
-        self.job.feed(self.pending)
-        self.pending.clear()
+        self.job.feed(pending)
+        pending.clear()
 
     def finish(self) -> HashJob | ProcessHashJob:
         """:attr:`job` (which must run) with every file fed."""
@@ -589,15 +648,24 @@ def _top_name(
     return files[0].path[0]
 
 
-class _TopFields(NamedTuple):
-    """What goes around the ``info`` dict (and ``private``/``source`` inside it)."""
+if TYPE_CHECKING:
 
-    private: bool
-    source: str
-    comment: str
-    created_by: str
-    creation_date: int | None
-    web_seeds: list[str]
+    class _TopFields(NamedTuple):
+        """What goes around the ``info`` dict (and ``private``/``source`` inside it)."""
+
+        private: bool
+        source: str
+        comment: str
+        created_by: str
+        creation_date: int | None
+        web_seeds: list[str]
+
+else:
+    from collections import namedtuple
+
+    _TopFields = namedtuple(
+        "_TopFields", ("private", "source", "comment", "created_by", "creation_date", "web_seeds")
+    )
 
 
 def padded_layout(files: Sequence[SourceFile], piece_length: int, *, tail: bool) -> list[SourceFile]:

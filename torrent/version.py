@@ -9,15 +9,16 @@
 
 from __future__ import annotations
 
-import string
-from typing import Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # ``typing`` is not imported at run time: ``pytorrent create`` imports this first
+    from typing import Final
 
 __all__ = ["CLIENT_NAME", "CREATED_BY", "PEER_ID_PREFIX", "USER_AGENT", "__version__", "peer_id_prefix"]
 
 __version__: Final = "0.1.0"
 
 #: One character per version field in an Azureus-style peer id (as libtorrent: 0-9, A-Z, a-z).
-_DIGITS: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_DIGITS: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def peer_id_prefix(version: str, client: bytes = b"PT") -> bytes:

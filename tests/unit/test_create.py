@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import threading
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,19 +210,36 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
 
 
 @pytest.fixture(
-    params=["mmap", "preadv", "mmap, small chunks", "preadv, small chunks", "no fadvise", "processes"]
+    params=[
+        "mmap",
+        "preadv",
+        "mmap, small chunks",
+        "preadv, small chunks",
+        "no fadvise",
+        "processes",
+        "small files whole",
+        "small files unmappable",
+    ]
 )
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Each hashing test runs with the mapped reader, with the ``preadv`` one, with chunks
     smaller than the test's pieces (so pieces and blocks span chunks) on both, without
-    ``posix_fadvise`` (the others ask for read-ahead even on these small files), and in
+    ``posix_fadvise`` (the others ask for read-ahead even on these small files), in
     worker processes (one piece per batch, so even these small payloads get two workers;
-    the test fails if no worker process was started)."""
+    the test fails if no worker process was started), and with a v1 job's small files
+    mapped whole, or refused by ``mmap`` (a file system that cannot map them)."""
     import torrent.create_hashing as hashing
 
-    monkeypatch.setattr(hashing, "ADVISE_MIN_BYTES", 0)
+    if not request.param.startswith("small files"):
+        monkeypatch.setattr(hashing, "ADVISE_MIN_BYTES", 0)
     if request.param.startswith("preadv"):
         monkeypatch.setattr(hashing, "_mmap", None)
+    if request.param == "small files unmappable":
+
+        def refuse(*args: object) -> object:
+            raise OSError(errno.ENODEV, "no mapping here")
+
+        monkeypatch.setattr(hashing, "_mmap", types.SimpleNamespace(**{**vars(mmap), "mmap": refuse}))
     if request.param.endswith("small chunks"):
         monkeypatch.setattr(hashing, "CHUNK_BYTES", 2 * 16384)
     if request.param == "no fadvise":
@@ -340,6 +360,23 @@ def test_make_gives_the_bytes_and_facts_of_the_metainfo_create_gives(tmp_path: P
         assert made.files == sum(1 for f in info.files if not f.padding)
         assert made.piece_length == info.piece_length
         assert made.pieces == info.num_pieces
+
+
+def test_padding_given_to_hash_files_reads_as_zeros(tmp_path: Path, reader: str) -> None:
+    # A caller's own BEP 47 layout hashed with SHA-1 alone (no v2): padding between
+    # files and across a piece boundary, and a small file that starts inside a piece
+    # and ends in the next.
+    a, b = os.urandom(10_000), os.urandom(20_000)
+    (tmp_path / "a").write_bytes(a)
+    (tmp_path / "b").write_bytes(b)
+    files = [
+        SourceFile(("a",), str(tmp_path / "a"), len(a)),
+        SourceFile((".pad", "30000"), "", 30_000),
+        SourceFile(("b",), str(tmp_path / "b"), len(b)),
+    ]
+    payload = a + bytes(30_000) + b
+    expected = b"".join(hashlib.sha1(payload[i : i + 16384]).digest() for i in range(0, len(payload), 16384))
+    assert hash_files(files, 16384, threads=2) == expected
 
 
 def test_file_that_shrinks_while_hashing_is_a_storage_error(tmp_path: Path, reader: str) -> None:

@@ -384,7 +384,7 @@ def test_a_file_problem_after_the_fork_mid_walk_is_one_line_and_exit_1(
     def scan(path: str | os.PathLike[str], on_file: Any = None) -> tuple[bool, list[SourceFile]]:
         def found(f: SourceFile) -> None:
             on_file(f)
-            if f.path[-1] == "f10":  # found and fed: now another program changes it
+            if f.path[-1] == "f10":  # found (fed to the workers later): another program changes it
                 if problem == "shrank":
                     os.truncate(f.fs_path, 100)
                 else:

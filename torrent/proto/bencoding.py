@@ -10,12 +10,17 @@ of ``info``: the info hash is the SHA-1 of those bytes as they stand in the file
 
 from __future__ import annotations
 
-from typing import Any, Union
-
 from torrent.errors import BencodeError
 
-#: Decoded bencoding: int, bytes, list of values, or dict with bytes keys.
-Value = Union[int, bytes, list[Any], dict[bytes, Any]]
+#: ``typing`` is not imported at run time (``pytorrent create`` encodes without it).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
+
+    #: Decoded bencoding: int, bytes, list of values, or dict with bytes keys.
+    Value: TypeAlias = int | bytes | list[Any] | dict[bytes, Any]
+else:
+    Value = int | bytes | list | dict
 
 #: Deepest nesting we decode; real metainfo nests four or five levels.
 MAX_DEPTH = 64
