@@ -22,7 +22,7 @@ from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
-from torrent.daemon.service import Status
+from torrent.daemon.service import Daemon, Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import CheckResult, Session
 from torrent.engine.status import TorrentState
@@ -218,19 +218,25 @@ async def test_a_scheduler_pass_inside_an_operation_does_not_start_the_torrent_t
         assert daemon.records[tid].handle is daemon.session.torrents()[0]
 
 
+def _gate_checks(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The daemon's checks wait until the returned event is set."""
+    gate = asyncio.Event()
+    check = daemon.session.check_torrent
+
+    async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
+        await gate.wait()
+        return await check(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+    return gate
+
+
 async def test_a_torrent_stopped_during_its_first_check_shows_what_it_has(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     meta = make_torrent(make_payload(tmp_path / "downloads", "f.bin", 50_000))
     async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
-        gate = asyncio.Event()
-        check = daemon.session.check_torrent
-
-        async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
-            await gate.wait()
-            return await check(*args, **kwargs)
-
-        monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+        gate = _gate_checks(daemon, monkeypatch)
         tid = await client.add(meta)
         await wait_until(lambda: daemon.records[tid].checking is not None, what="checking")
         await client.call("torrent-stop", ids=[tid])
@@ -359,14 +365,7 @@ async def test_a_peer_for_a_torrent_being_checked_is_held_until_it_runs(
         running_daemon(tmp_path) as (daemon, client),
         Session(_leecher_settings()) as leecher_session,
     ):
-        gate = asyncio.Event()
-        check = daemon.session.check_torrent
-
-        async def gated_check(*args: Any, **kwargs: Any) -> CheckResult:
-            await gate.wait()
-            return await check(*args, **kwargs)
-
-        monkeypatch.setattr(daemon.session, "check_torrent", gated_check)
+        gate = _gate_checks(daemon, monkeypatch)
         tid = await client.add(meta)
         r = daemon.records[tid]
         await wait_until(lambda: r.checking is not None, what="checking")

@@ -264,6 +264,15 @@ def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> Non
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
 
 
+def _last_line_of(script: str) -> str:
+    """Run ``script`` in a fresh interpreter from the repository: its last line of output."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def test_create_loads_neither_logging_nor_shutil(payload: Path, tmp_path: Path) -> None:
     """``create`` never logs, and argparse's width lookup goes without shutil (and the
     compression modules shutil imports): each start of the command is that much shorter."""
@@ -272,11 +281,7 @@ def test_create_loads_neither_logging_nor_shutil(payload: Path, tmp_path: Path) 
         f"rc = cli.main.main(['create', {str(payload)!r}, '-o', {str(tmp_path / 'o.torrent')!r}])\n"
         "print('LOADED', sorted(m for m in ('logging', 'shutil', 'lzma', 'bz2') if m in sys.modules), rc)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "LOADED [] 0"
+    assert _last_line_of(script) == "LOADED [] 0"
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -296,11 +301,7 @@ def test_create_imports_neither_typing_nor_a_url_parser(payload: Path, tmp_path:
         f"{threads!r}, '-t', 'http://127.0.0.1:1/announce', '-o', {str(tmp_path / 'o.torrent')!r}, '-f'])\n"
         "print('LOADED', [m for m in ('typing', 'urllib.parse', 'ipaddress') if m in sys.modules], rc)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "LOADED [] 0"
+    assert _last_line_of(script) == "LOADED [] 0"
 
 
 def test_types_are_the_values_they_are_given() -> None:

@@ -15,6 +15,7 @@ import pytest
 from cli import prewalk
 from cli.main import main
 from tests.polling import wait_until_blocking
+from tests.processes import children, gone
 from torrent.create import scan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,23 +138,6 @@ def test_the_command_gives_what_it_gives_without_the_walker(
         assert proc.stderr.startswith("pytorrent create: ")
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(x) for x in text.split()]
-
-
-def _gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie awaiting its new parent's reaping counts)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 @pytest.mark.parametrize("how", ["parent killed", "ctrl-c"])
 def test_no_walker_outlives_the_command(tmp_path: Path, how: str) -> None:
     if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
@@ -186,7 +170,7 @@ def test_no_walker_outlives_the_command(tmp_path: Path, how: str) -> None:
     seen: set[int] = set()
 
     def children_seen(n: int) -> bool:
-        seen.update(_children(proc.pid))
+        seen.update(children(proc.pid))
         return len(seen) >= n
 
     try:
@@ -197,13 +181,13 @@ def test_no_walker_outlives_the_command(tmp_path: Path, how: str) -> None:
         else:
             os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-        wait_until_blocking(lambda: all(_gone(pid) for pid in seen), timeout_s=30, what="children gone")
+        wait_until_blocking(lambda: all(gone(pid) for pid in seen), timeout_s=30, what="children gone")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
         for pid in seen:
-            if not _gone(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
     if how == "ctrl-c":
         assert proc.returncode == 130

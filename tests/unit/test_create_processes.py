@@ -16,6 +16,7 @@ import pytest
 
 import torrent.create_hashing as hashing
 from tests.polling import wait_until_blocking
+from tests.processes import children, gone
 from torrent.create import make
 from torrent.create_hashing import HashJob, ProcessHashJob, SourceFile, new_job
 from torrent.errors import StorageError
@@ -214,23 +215,6 @@ def test_a_failing_progress_callback_kills_and_reaps_the_workers(
 # Whole-process checks: ``pytorrent create`` interrupted while its workers hash.
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(x) for x in text.split()]
-
-
-def _gone(pid: int) -> bool:
-    """True when ``pid`` has exited (a zombie awaiting its new parent's reaping counts)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def _start_create(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
     """``pytorrent create`` of a 4 GiB sparse file with two workers, once they run."""
     if not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists():
@@ -253,13 +237,13 @@ def _start_create(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
     )
     try:
         wait_until_blocking(
-            lambda: len(_children(proc.pid)) == 2, timeout_s=60, interval_s=0.002, what="two workers"
+            lambda: len(children(proc.pid)) == 2, timeout_s=60, interval_s=0.002, what="two workers"
         )
     except BaseException:
         proc.kill()
         proc.communicate()
         raise
-    return proc, _children(proc.pid)
+    return proc, children(proc.pid)
 
 
 def test_ctrl_c_stops_the_workers_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
@@ -269,17 +253,17 @@ def test_ctrl_c_stops_the_workers_and_exits_130_without_a_traceback(tmp_path: Pa
             os.kill(pid, signal.SIGSTOP)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole foreground group
         _, err = proc.communicate(timeout=60)
-        gone = [_gone(pid) for pid in workers]
+        ended = [gone(pid) for pid in workers]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
         for pid in workers:  # a stopped worker left behind would stay forever
-            if not _gone(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert err == "pytorrent: interrupted\n"
-    assert all(gone)
+    assert all(ended)
     assert not (tmp_path / "out.torrent").exists()
 
 
@@ -288,10 +272,10 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
-        wait_until_blocking(lambda: all(_gone(pid) for pid in workers), timeout_s=30, what="workers gone")
+        wait_until_blocking(lambda: all(gone(pid) for pid in workers), timeout_s=30, what="workers gone")
     finally:
         for pid in workers:
-            if not _gone(pid):
+            if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
