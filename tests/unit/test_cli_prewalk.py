@@ -83,6 +83,32 @@ def _walked(path: Path) -> list[tuple[tuple[str, ...], str, int]] | None:
     return out
 
 
+def test_the_option_lists_are_the_parsers() -> None:
+    """The walker's guess reads ``create``'s options from its own lists (importing the
+    parser would cost the start-up it saves): they must name the parser's options, each
+    with or without a value as the parser takes it."""
+    import argparse
+
+    from cli.main import build_parser
+
+    top = build_parser(only="create")
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    create = sub.choices["create"]
+
+    def options(parser: argparse.ArgumentParser, valued: bool) -> set[str]:
+        return {
+            o
+            for a in parser._actions
+            if a.option_strings and (a.nargs != 0) == valued and not isinstance(a, argparse._HelpAction)
+            for o in a.option_strings
+        }
+
+    assert options(create, valued=True) == prewalk._VALUED
+    assert options(create, valued=False) == prewalk._FLAGS
+    assert options(top, valued=False) == prewalk._TOP_FLAGS
+    assert not options(top, valued=True)
+
+
 def test_the_walk_handed_over_is_the_scan(tmp_path: Path) -> None:
     d = _tree(tmp_path)
     walked = _walked(d)
