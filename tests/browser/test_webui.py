@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration.swarm_helpers import free_port, make_payload, make_torrent
 from tests.interop.conftest import need
+from tests.interop.peers import free_ports
 from tests.interop.test_daemon_transmission_remote import DaemonProcess, daemon_process
 from tests.libtorrent_settings import lt_add, lt_session
 from tests.polling import wait_until_blocking
@@ -593,7 +594,9 @@ def test_webui_network_settings_apply_live(
             lambda: port_input.get_attribute("value") == str(d.peer_port), what="the port shown"
         )
         assert port_input.is_enabled()
-        port = free_port()
+        # The daemon listens on the new port for TCP and UDP (uTP, the DHT): a port free
+        # for TCP alone may be held for UDP, and the save would then fail.
+        port = free_ports(1)[0]
         port_input.clear()
         port_input.send_keys(str(port))
         Select(page.css('select[data-key="encryption"]')).select_by_value("required")
