@@ -19,13 +19,12 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torrent.config import Settings
 from torrent.engine.addresses import OurAddresses
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
-from torrent.engine.dht_node import DhtNode
 from torrent.engine.http_client import HttpClient
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
@@ -34,6 +33,9 @@ from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import StorageError
 from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
+
+if TYPE_CHECKING:  # the DHT's modules load only when it is enabled (Session, on start)
+    from torrent.engine.dht_node import DhtNode
 
 __all__ = ["PeerHostBase", "SwarmContext", "spawn"]
 
