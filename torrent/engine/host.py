@@ -29,13 +29,13 @@ from torrent.engine.http_client import HttpClient
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
 from torrent.engine.utp_dial import DialCounters
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import StorageError
 from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
 
-if TYPE_CHECKING:  # the DHT's modules load only when it is enabled (Session, on start)
+if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled (Session)
     from torrent.engine.dht_node import DhtNode
+    from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["PeerHostBase", "SwarmContext", "spawn"]
 

@@ -56,7 +56,6 @@ from torrent.engine.peer_exchange import PeerExchange
 from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import MetainfoError, StorageError, TorrentError
 from torrent.proto import choker as choker_mod
@@ -67,9 +66,10 @@ from torrent.proto.pieceset import PieceSet
 from torrent.proto.smart_ban import SmartBan
 from torrent.types import BLOCK_SIZE, InfoHash
 
-if TYPE_CHECKING:  # the DHT's modules load only when it is enabled
+if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.dht_source import DhtSource
+    from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["Swarm", "SwarmContext", "TorrentEvent", "TorrentStats"]
 
