@@ -19,21 +19,23 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torrent.config import Settings
 from torrent.engine.addresses import OurAddresses
 from torrent.engine.bandwidth import RateLimiter
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
-from torrent.engine.dht_node import DhtNode
 from torrent.engine.http_client import HttpClient
 from torrent.engine.mse_stream import EncryptionCounters
 from torrent.engine.peer import Peer
 from torrent.engine.utp_dial import DialCounters
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.errors import StorageError
 from torrent.proto import wire
 from torrent.types import InfoHash, PeerId
+
+if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled (Session)
+    from torrent.engine.dht_node import DhtNode
+    from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["PeerHostBase", "SwarmContext", "spawn"]
 

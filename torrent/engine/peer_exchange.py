@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 
 from torrent.config import Settings
 from torrent.engine.peer import Peer, PeerAddr
-from torrent.engine.utp_socket import UtpHints
+from torrent.engine.utp_hints import UtpHints
 from torrent.errors import RemoteProtocolError
 from torrent.proto import pex, wire
 

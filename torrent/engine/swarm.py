@@ -40,7 +40,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from torrent.config import Settings
 from torrent.disk import resume
@@ -49,8 +49,6 @@ from torrent.disk.resume import ResumeStore
 from torrent.disk.storage import FileStorage, piece_buffer
 from torrent.engine.announcer import Announcer
 from torrent.engine.connector import PeerConnector
-from torrent.engine.dht_node import DhtNode
-from torrent.engine.dht_source import DhtSource
 from torrent.engine.hash_exchange import HashExchange
 from torrent.engine.host import PeerHostBase, SwarmContext, spawn
 from torrent.engine.peer import Peer, PeerAddr
@@ -58,7 +56,6 @@ from torrent.engine.peer_exchange import PeerExchange
 from torrent.engine.peer_list import PeerList
 from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, TorrentState, TorrentStats
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
-from torrent.engine.utp_socket import UtpSocketManager
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import MetainfoError, StorageError, TorrentError
 from torrent.proto import choker as choker_mod
@@ -68,6 +65,11 @@ from torrent.proto.metainfo import Metainfo
 from torrent.proto.pieceset import PieceSet
 from torrent.proto.smart_ban import SmartBan
 from torrent.types import BLOCK_SIZE, InfoHash
+
+if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled
+    from torrent.engine.dht_node import DhtNode
+    from torrent.engine.dht_source import DhtSource
+    from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["Swarm", "SwarmContext", "TorrentEvent", "TorrentStats"]
 
@@ -711,6 +713,8 @@ class Swarm(PeerHostBase):
             self._start_dht_lookups()
 
     def _new_dht_source(self, node: DhtNode) -> DhtSource:
+        from torrent.engine.dht_source import DhtSource
+
         return DhtSource(
             node,
             self.metainfo.info_hashes,

@@ -41,10 +41,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torrent.engine.transport import Connector, Transport, tcp_connect
 from torrent.engine.utp_hints import UtpHints
-from torrent.engine.utp_socket import UtpSocketManager
+
+if TYPE_CHECKING:  # uTP itself loads only when it is enabled (Session._utp_manager)
+    from torrent.engine.utp_socket import UtpSocketManager
 
 __all__ = ["DialCounters", "DialStats", "UtpFirstConnector", "UtpHints"]
 
