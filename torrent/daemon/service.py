@@ -567,7 +567,8 @@ class Daemon:
         import torrent.disk.resume
         import torrent.disk.storage
         import torrent.proto.magnet
-        import torrent.proto.metainfo  # noqa: F401
+        import torrent.proto.metainfo
+        import torrent.proto.metainfo_facts  # noqa: F401
 
     def add(
         self,
@@ -589,12 +590,13 @@ class Daemon:
             MetainfoError: the metainfo or the magnet link is malformed.
         """
         from torrent.proto.magnet import Magnet
-        from torrent.proto.metainfo import Metainfo
+        from torrent.proto.metainfo_facts import MetainfoFacts
 
-        meta: Metainfo | None = None
+        # What the add needs of the metainfo, not its whole parse (which the check makes).
+        facts: MetainfoFacts | None = None
         if metainfo is not None:
-            meta = Metainfo.from_bytes(metainfo)
-            info_hash, name = meta.info_hash.hex(), meta.info.name
+            facts = MetainfoFacts.from_bytes(metainfo)
+            info_hash, name = facts.info_hash.hex(), facts.name
             mag = ""
         elif magnet is not None:
             parsed = Magnet.parse(magnet)
@@ -604,7 +606,7 @@ class Daemon:
         existing = self.by_hash.get(info_hash)
         if existing is not None:
             return existing, False
-        n = len(meta.info.files) if meta is not None else 0
+        n = len(facts.file_lengths) if facts is not None else 0
         wanted = [True] * n
         for i in files_unwanted or ():
             if 0 <= i < n:
@@ -627,8 +629,10 @@ class Daemon:
             labels=list(labels),
             added_date=int(time.time()),
         )
-        if meta is not None:
-            stored.summary = summarize(meta)
+        if facts is not None:
+            stored.summary = Summary(
+                facts.total_length, facts.file_lengths, facts.trackers, facts.private, facts.v2_alias
+            )
         self.store.insert_pending(stored)
         # The parse is not kept, its bytes are (until the check parses them again, without
         # a read of the store): a burst of adds held a thousand parsed torrents until
@@ -637,8 +641,8 @@ class Daemon:
         r = Record(stored, None, self.store)
         self._index(r)
         self._adds.join(r)
-        if meta is not None and not paused:
-            self._reach(r, meta.info_hash)
+        if facts is not None and not paused:
+            self._reach(r, facts.info_hash)
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
             self._burst_began = now  # a lone add, or the first of a burst
