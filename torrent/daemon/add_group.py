@@ -45,21 +45,26 @@ class AddGroup(Generic[T]):
         self._items: list[T] = []
         self._waiters: list[asyncio.Future[str | None]] = []
         self._open = False
+        #: The loop of the open group (set when it opens).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def join(self, item: T) -> None:
         """Add ``item`` (just inserted as pending) to the open group, opening one (its
         commit runs at the next turn of the loop) when there is none."""
         if not self._open:
             self._open = True
-            asyncio.get_running_loop().call_soon(self._run)
+            self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._run)
         self._items.append(item)
 
     async def wait(self) -> str | None:
         """Wait until every item joined so far is stored; None, or why its group could
         not be (its items were dropped)."""
-        if not self._open:
+        if not self._open or self._loop is None:
             return None
-        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        # The group's loop, not asyncio.get_running_loop(): Python 3.11 makes a getpid()
+        # system call for that, and the add path made three.
+        waiter: asyncio.Future[str | None] = self._loop.create_future()
         self._waiters.append(waiter)
         return await waiter
 

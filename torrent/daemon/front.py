@@ -112,6 +112,7 @@ class RpcFront:
         #: How many connections handed over aiohttp still holds (0 until it is loaded).
         self.handed_over: Callable[[], int] = lambda: 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._date_at = -1
         self._date = b""
         #: The checks' inputs of requests that passed them (the ``Authorization``, ``Host``
@@ -138,8 +139,15 @@ class RpcFront:
             self._date = http_date(now)
         return self._date
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's loop (remembered: in Python 3.11 each asyncio.get_running_loop()
+        is a getpid() system call, and a request made several)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -412,7 +420,7 @@ class RpcProtocol(asyncio.Protocol):
         self._timing = what
         if what == _NO_TIMER or self.transport is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.front.loop()
         self._deadline = loop.time() + (KEEPALIVE_TIMEOUT_S, REQUEST_TIMEOUT_S, BODY_TIMEOUT_S)[what - 1]
         if self._timer is not None:
             if self._timer.when() <= self._deadline:
@@ -431,7 +439,7 @@ class RpcProtocol(asyncio.Protocol):
         self._timer = None
         if self._timing == _NO_TIMER or self.transport is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.front.loop()
         if loop.time() < self._deadline:  # the bound moved on since the timer was set
             self._timer = loop.call_at(self._deadline, self._expire)
             return

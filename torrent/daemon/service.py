@@ -789,6 +789,13 @@ class Daemon:
         return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
 
     def _burst_ended(self) -> None:
+        quiet_in = self._last_add + ADD_QUIET_S - time.monotonic()
+        if quiet_in > 0:
+            # Adds kept coming: a pass now would start nothing for them (its walk of
+            # every record was a few µs of each add of a long burst). Wait for the end
+            # again; the adds themselves wake the scheduler once the burst is long.
+            self._burst_end = asyncio.get_running_loop().call_later(quiet_in, self._burst_ended)
+            return
         self._burst_end = None
         self.wake()
 
