@@ -39,29 +39,38 @@ class AddGroup(Generic[T]):
     def __init__(self, commit: Callable[[], None], dropped: Callable[[list[T]], None]) -> None:
         self._commit = commit
         self._dropped = dropped
-        #: The open group's result (None: stored; else why not), and its items.
-        self._result: asyncio.Future[str | None] | None = None
+        #: The open group's items, and a future per waiter for its result (None: stored;
+        #: else why not). One future each, not one shared and shielded: a waiter that is
+        #: cancelled cancels only its own.
         self._items: list[T] = []
+        self._waiters: list[asyncio.Future[str | None]] = []
+        self._open = False
+        #: The loop of the open group (set when it opens).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def join(self, item: T) -> None:
         """Add ``item`` (just inserted as pending) to the open group, opening one (its
         commit runs at the next turn of the loop) when there is none."""
-        if self._result is None:
-            loop = asyncio.get_running_loop()
-            self._result = loop.create_future()
-            loop.call_soon(self._run)
+        if not self._open:
+            self._open = True
+            self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._run)
         self._items.append(item)
 
     async def wait(self) -> str | None:
         """Wait until every item joined so far is stored; None, or why its group could
         not be (its items were dropped)."""
-        result = self._result
-        if result is None:
+        if not self._open or self._loop is None:
             return None
-        return await asyncio.shield(result)
+        # The group's loop, not asyncio.get_running_loop(): Python 3.11 makes a getpid()
+        # system call for that, and the add path made three.
+        waiter: asyncio.Future[str | None] = self._loop.create_future()
+        self._waiters.append(waiter)
+        return await waiter
 
     def _run(self) -> None:
-        result, self._result = self._result, None
+        self._open = False
+        waiters, self._waiters = self._waiters, []
         items, self._items = self._items, []
         failure: str | None = None
         try:
@@ -70,5 +79,6 @@ class AddGroup(Generic[T]):
             failure = f"cannot store the torrent: {exc}"
             log.error("%d added torrents not stored, dropped: %s", len(items), exc)
             self._dropped(items)
-        if result is not None and not result.done():
-            result.set_result(failure)
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(failure)

@@ -112,6 +112,7 @@ class RpcFront:
         #: How many connections handed over aiohttp still holds (0 until it is loaded).
         self.handed_over: Callable[[], int] = lambda: 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._date_at = -1
         self._date = b""
         #: The checks' inputs of requests that passed them (the ``Authorization``, ``Host``
@@ -138,8 +139,15 @@ class RpcFront:
             self._date = http_date(now)
         return self._date
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's loop (remembered: in Python 3.11 each asyncio.get_running_loop()
+        is a getpid() system call, and a request made several)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -163,6 +171,7 @@ class RpcProtocol(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_buf",
+        "_deadline",
         "_eof",
         "_handing",
         "_head",
@@ -196,6 +205,8 @@ class RpcProtocol(asyncio.Protocol):
         self._handing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timing = _NO_TIMER
+        #: When the current bound ends (loop time; the timer may be set earlier).
+        self._deadline = 0.0
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -208,7 +219,7 @@ class RpcProtocol(asyncio.Protocol):
         self._time(_IDLE)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._time(_NO_TIMER)
+        self._stop_timer()
         self.front.connections.discard(self)
         if self._handing:
             with contextlib.suppress(ValueError):
@@ -365,7 +376,7 @@ class RpcProtocol(asyncio.Protocol):
             version, connection = b"HTTP/1.0", b"Connection: keep-alive\r\n" if keep_alive else b""
         else:
             version, connection = b"HTTP/1.1", b"" if keep_alive else b"Connection: close\r\n"
-        extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers)
+        extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers) if headers else b""
         status_and_fields = (
             b"%s %d %s\r\n%s%sContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nServer: pytorrent\r\n\r\n"
             % (
@@ -399,22 +410,41 @@ class RpcProtocol(asyncio.Protocol):
     def _time(self, what: int) -> None:
         """Wait for a request (:data:`_IDLE`), for the rest of its head (:data:`_REQUEST`:
         the bound runs from its first byte, so a trickle does not extend it), for its body
-        or the body being dropped (:data:`_BODY`, from the head's end) or for nothing."""
+        or the body being dropped (:data:`_BODY`, from the head's end) or for nothing.
+
+        One timer per connection, moved only when a bound comes sooner than it: a later
+        bound (the next request's wait, after an answer) is checked when the timer fires,
+        not set by a cancel and a new timer each request."""
         if what == self._timing:
             return
+        self._timing = what
+        if what == _NO_TIMER or self.transport is None:
+            return
+        loop = self.front.loop()
+        self._deadline = loop.time() + (KEEPALIVE_TIMEOUT_S, REQUEST_TIMEOUT_S, BODY_TIMEOUT_S)[what - 1]
+        if self._timer is not None:
+            if self._timer.when() <= self._deadline:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(self._deadline, self._expire)
+
+    def _stop_timer(self) -> None:
+        """No bound any more, and no timer (the connection is closed or handed over)."""
+        self._timing = _NO_TIMER
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._timing = what
-        if what != _NO_TIMER and self.transport is not None:
-            delay = (KEEPALIVE_TIMEOUT_S, REQUEST_TIMEOUT_S, BODY_TIMEOUT_S)[what - 1]
-            self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
+        if self._timing == _NO_TIMER or self.transport is None:
+            return
+        loop = self.front.loop()
+        if loop.time() < self._deadline:  # the bound moved on since the timer was set
+            self._timer = loop.call_at(self._deadline, self._expire)
+            return
         self._timing = _NO_TIMER
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()
 
     # ------------------------------------------------------------ handing over
 
@@ -422,7 +452,7 @@ class RpcProtocol(asyncio.Protocol):
         """aiohttp's handler takes the connection over, from the first byte of ``buf``
         (once aiohttp is loaded: reading pauses until then)."""
         assert self.transport is not None
-        self._time(_NO_TIMER)
+        self._stop_timer()
         self._buf = buf
         if self.front.fallback is not None:
             self.hand_over_now()

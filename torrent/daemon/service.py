@@ -464,6 +464,8 @@ class Daemon:
         self._adds: AddGroup[Record] = AddGroup(self.store.commit, self._forget_unstored)
         #: Switches the alternative speed limits at the schedule's boundaries.
         self._alt_speed = AltSpeedSchedule(self.session_limits, config.clock, self._alt_speed_switched)
+        #: Download directories as given to :meth:`add`, made absolute (:meth:`_abs_dir`).
+        self._abs_dirs: dict[str, str] = {}
         #: When the last add came, and the first of its burst (monotonic; rule 3).
         self._last_add = self._burst_began = -ADD_BURST_DEFER_S
         #: Wakes the scheduler when a burst of adds ends (its deferred checks start).
@@ -560,6 +562,20 @@ class Daemon:
 
     # ------------------------------------------------------------------ adding
 
+    def _abs_dir(self, path: str) -> str:
+        """``path`` made absolute and interned (the records of one directory share one
+        string), remembered for the next add: a burst names the same directory each time.
+        A relative path is made absolute each time (against the working directory then)."""
+        known = self._abs_dirs.get(path)
+        if known is not None:
+            return known
+        made = sys.intern(os.path.abspath(path))
+        if os.path.isabs(path):
+            if len(self._abs_dirs) >= 64:
+                self._abs_dirs.clear()
+            self._abs_dirs[path] = made
+        return made
+
     def preload(self) -> None:
         """Import what an add and its check need (the metainfo and magnet parsers, the
         disk layer) now, while the daemon is idle, not with the first add of a burst (7
@@ -567,7 +583,8 @@ class Daemon:
         import torrent.disk.resume
         import torrent.disk.storage
         import torrent.proto.magnet
-        import torrent.proto.metainfo  # noqa: F401
+        import torrent.proto.metainfo
+        import torrent.proto.metainfo_facts  # noqa: F401
 
     def add(
         self,
@@ -588,15 +605,17 @@ class Daemon:
         Raises:
             MetainfoError: the metainfo or the magnet link is malformed.
         """
-        from torrent.proto.magnet import Magnet
-        from torrent.proto.metainfo import Metainfo
+        from torrent.proto.metainfo_facts import MetainfoFacts
 
-        meta: Metainfo | None = None
+        # What the add needs of the metainfo, not its whole parse (which the check makes).
+        facts: MetainfoFacts | None = None
         if metainfo is not None:
-            meta = Metainfo.from_bytes(metainfo)
-            info_hash, name = meta.info_hash.hex(), meta.info.name
+            facts = MetainfoFacts.from_bytes(metainfo)
+            info_hash, name = facts.info_hash.hex(), facts.name
             mag = ""
         elif magnet is not None:
+            from torrent.proto.magnet import Magnet
+
             parsed = Magnet.parse(magnet)
             info_hash, name, mag = parsed.info_hash.hex(), parsed.name or parsed.info_hash.hex(), magnet
         else:
@@ -604,7 +623,7 @@ class Daemon:
         existing = self.by_hash.get(info_hash)
         if existing is not None:
             return existing, False
-        n = len(meta.info.files) if meta is not None else 0
+        n = len(facts.file_lengths) if facts is not None else 0
         wanted = [True] * n
         for i in files_unwanted or ():
             if 0 <= i < n:
@@ -617,9 +636,9 @@ class Daemon:
             id=0,  # the store assigns it
             info_hash=info_hash,
             name=name,
-            metainfo=metainfo,  # as given: what Metainfo.from_bytes just read
+            metainfo=metainfo,  # as given: what MetainfoFacts.from_bytes just read
             magnet=mag,
-            download_dir=sys.intern(os.path.abspath(download_dir or self.download_dir)),
+            download_dir=self._abs_dir(download_dir or self.download_dir),
             paused=paused,
             queue_position=len(self.records),
             priorities=[0] * n,
@@ -627,18 +646,20 @@ class Daemon:
             labels=list(labels),
             added_date=int(time.time()),
         )
-        if meta is not None:
-            stored.summary = summarize(meta)
+        if facts is not None:
+            stored.summary = Summary(
+                facts.total_length, facts.file_lengths, facts.trackers, facts.private, facts.v2_alias
+            )
         self.store.insert_pending(stored)
-        # The parse is not kept, its bytes are (until the check parses them again, without
-        # a read of the store): a burst of adds held a thousand parsed torrents until
-        # their checks, and the daemon kept their memory afterwards (3.6 KiB per torrent
-        # instead of 2.3).
+        # No parse is kept (a plain torrent had none), its bytes are (until the check
+        # parses them, without a read of the store): a burst of adds held a thousand
+        # parsed torrents until their checks, and the daemon kept their memory afterwards
+        # (3.6 KiB per torrent instead of 2.3).
         r = Record(stored, None, self.store)
         self._index(r)
         self._adds.join(r)
-        if meta is not None and not paused:
-            self._reach(r, meta.info_hash)
+        if facts is not None and not paused:
+            self._reach(r, facts.info_hash)
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
             self._burst_began = now  # a lone add, or the first of a burst
@@ -768,6 +789,13 @@ class Daemon:
         return min(self.config.check_slots, ADD_BURST_CHECK_SLOTS)
 
     def _burst_ended(self) -> None:
+        quiet_in = self._last_add + ADD_QUIET_S - time.monotonic()
+        if quiet_in > 0:
+            # Adds kept coming: a pass now would start nothing for them (its walk of
+            # every record was a few µs of each add of a long burst). Wait for the end
+            # again; the adds themselves wake the scheduler once the burst is long.
+            self._burst_end = asyncio.get_running_loop().call_later(quiet_in, self._burst_ended)
+            return
         self._burst_end = None
         self.wake()
 

@@ -99,22 +99,22 @@ def read_request_head(
     line = _REQUEST_LINE.match(buf, 0, end + 2)
     if line is None or line.group(1) not in methods:
         return NOT_SIMPLE
-    http10 = line.group(3) == b"0"
+    method, target, minor = line.groups()
+    http10 = minor == b"0"
     keep_alive = not http10
     length = 0
     fields = lower = b""
     fields_at = line.end()
     if fields_at < end + 2:  # there are field lines
-        block = buf[fields_at : end + 4]
-        if _FIELDS.fullmatch(block) is None:
+        if _FIELDS.fullmatch(buf, fields_at, end + 4) is None:
             return NOT_SIMPLE
-        fields = b"\n" + block
+        fields = buf[fields_at - 1 : end + 4]  # from the request line's LF
         lower = fields.lower()
         for name in _NOT_SIMPLE_FIELDS:
             if name in lower:
                 return NOT_SIMPLE
-        for name in single:
-            if lower.count(b"\n" + name + b":") > 1:
+        for pattern in _single_patterns(single):
+            if lower.count(pattern) > 1:
                 return NOT_SIMPLE
         at = lower.find(_CONTENT_LENGTH)
         if at >= 0:
@@ -131,7 +131,21 @@ def read_request_head(
                 keep_alive = False
             elif b"keep-alive" in tokens:
                 keep_alive = True
-    return RequestHead(line.group(1), line.group(2), http10, keep_alive, length, fields, lower, end + 4)
+    return RequestHead(method, target, http10, keep_alive, length, fields, lower, end + 4)
+
+
+#: ``single``'s field names as :func:`read_request_head` looks for them, per tuple.
+_PATTERNS: dict[tuple[bytes, ...], tuple[bytes, ...]] = {}
+
+
+def _single_patterns(single: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """``\\nNAME:`` for each name (made once per tuple of names; a caller has one)."""
+    patterns = _PATTERNS.get(single)
+    if patterns is None:
+        patterns = tuple(b"\n" + name + b":" for name in single)
+        if len(_PATTERNS) < 16:
+            _PATTERNS[single] = patterns
+    return patterns
 
 
 def _unfinished(buf: bytes, methods: Container[bytes]) -> int:

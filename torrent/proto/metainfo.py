@@ -412,7 +412,7 @@ class Metainfo:
                 typed or unsafe. Nothing else escapes, whatever the input.
         """
         trailing = 0
-        _check_file_count(data)
+        check_file_count(data)
         try:
             top, info_bytes = bencoding.decode_with_info_span(data)
         except BencodeError as exc:
@@ -913,9 +913,11 @@ def _too_many_files(count: int) -> MetainfoError:
     return MetainfoError(f"{count} files; pytorrent loads at most {MAX_FILES:,} (MAX_FILES)", "info.files")
 
 
-def _check_file_count(data: bytes) -> None:
+def check_file_count(data: bytes) -> None:
     """Refuse a torrent with more than ``MAX_FILES`` file entries before decoding it
     (decoding a million entries alone takes seconds and hundreds of MB)."""
+    if len(data) <= len(_PATH_KEY) * MAX_FILES:
+        return  # too short to hold more keys than that (the v2 key is longer still)
     raw = bytes(data)
     count = max(raw.count(_PATH_KEY), raw.count(_ROOT_KEY))
     if count > MAX_FILES:
