@@ -113,6 +113,7 @@ from torrent.types import InfoHash
 # dormant seeds lists them from their stored summaries without parsing any.
 if TYPE_CHECKING:
     from torrent.proto.metainfo import Metainfo
+    from torrent.proto.metainfo_facts import MetainfoFacts
 
 __all__ = ["BandwidthGroup", "Daemon", "DaemonConfig", "DaemonError", "Record", "Status"]
 
@@ -180,15 +181,14 @@ class DaemonConfig:
 
 def summarize(meta: Metainfo) -> Summary:
     """What the daemon keeps of ``meta`` while the torrent does not run."""
-    v2 = meta.info_hash_v2
-    alias = v2[:20].hex() if v2 is not None and v2[:20] != meta.info_hash else ""
-    return Summary(
-        meta.info.total_length,
-        tuple(f.length for f in meta.info.files),
-        bool(meta.announce_list),
-        meta.info.private,
-        alias,
-    )
+    from torrent.proto.metainfo_facts import MetainfoFacts
+
+    return summary_of(MetainfoFacts.of(meta))
+
+
+def summary_of(facts: MetainfoFacts) -> Summary:
+    """What the daemon keeps of a torrent while it does not run, from what its add read."""
+    return Summary(facts.total_length, facts.file_lengths, facts.trackers, facts.private, facts.v2_alias)
 
 
 @dataclass(slots=True)
@@ -647,9 +647,7 @@ class Daemon:
             added_date=int(time.time()),
         )
         if facts is not None:
-            stored.summary = Summary(
-                facts.total_length, facts.file_lengths, facts.trackers, facts.private, facts.v2_alias
-            )
+            stored.summary = summary_of(facts)
         self.store.insert_pending(stored)
         # No parse is kept (a plain torrent had none), its bytes are (until the check
         # parses them, without a read of the store): a burst of adds held a thousand
