@@ -46,10 +46,9 @@ sys.path.insert(0, str(ROOT))
 from bench.swarm_process import make_torrent, prime_lt_seed, spawn_lt, spawn_tracker  # noqa: E402
 from bench.transfer import (  # noqa: E402
     TIMEOUT_S,
-    compile_bytecode,
     free_port,
+    prepare_run,
     reap,
-    reexec_isolated,
     stop,
     wait_listening,
 )
@@ -210,11 +209,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR", help="also time our leecher from this checkout")
     args = parser.parse_args()
-    reexec_isolated()
-    compile_bytecode()
-    if args.baseline:
-        args.baseline = str(Path(args.baseline).resolve())
-        compile_bytecode(Path(args.baseline))
+    args.baseline = prepare_run(args.baseline)
     asyncio.run(main_async(args))
 
 

@@ -47,10 +47,9 @@ from bench.swarm_process import (  # noqa: E402
 from bench.transfer import (  # noqa: E402
     TIMEOUT_S,
     Proc,
-    compile_bytecode,
     free_port,
+    prepare_run,
     reap,
-    reexec_isolated,
     stop,
     wait_listening,
 )
@@ -279,11 +278,7 @@ def main() -> None:
     parser.add_argument("--bin-ms", type=int, default=100)
     parser.add_argument("--baseline", metavar="DIR", help="also time our leecher from this checkout")
     args = parser.parse_args()
-    reexec_isolated()
-    compile_bytecode()
-    if args.baseline:
-        args.baseline = str(Path(args.baseline).resolve())
-        compile_bytecode(Path(args.baseline))
+    args.baseline = prepare_run(args.baseline)
     asyncio.run(main_async(args))
 
 

@@ -54,11 +54,10 @@ sys.path.insert(0, str(ROOT))
 from bench.transfer import (  # noqa: E402
     PIECE_LENGTH,
     Proc,
-    compile_bytecode,
     free_port,
     make_payload,
+    prepare_run,
     reap,
-    reexec_isolated,
     stop,
     wait_checked,
     wait_listening,
@@ -412,11 +411,7 @@ def main() -> None:
     args = parser.parse_args()
     if not set(args.lt_seed.split(",")) <= {"verified", "seed-mode"}:
         parser.error("--lt-seed takes verified, seed-mode or both")
-    reexec_isolated()
-    compile_bytecode()
-    if args.baseline:
-        args.baseline = str(Path(args.baseline).resolve())
-        compile_bytecode(Path(args.baseline))
+    args.baseline = prepare_run(args.baseline)
     asyncio.run(main_async(args))
 
 

@@ -91,6 +91,19 @@ def compile_bytecode(root: Path = ROOT) -> None:
         compileall.compile_dir(root / package, quiet=1)
 
 
+def prepare_run(baseline: str | None = None) -> str | None:
+    """What a bench that starts our processes does first: re-run itself in a loopback-only
+    namespace and compile the bytecode, of ``baseline`` (another checkout) too; returns
+    ``baseline`` made absolute."""
+    reexec_isolated()
+    compile_bytecode()
+    if not baseline:
+        return baseline
+    baseline = str(Path(baseline).resolve())
+    compile_bytecode(Path(baseline))
+    return baseline
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
