@@ -128,14 +128,10 @@ def _quick_facts(data: bytes) -> MetainfoFacts | None:
     urls: list[str] = []
     found: tuple[int, int, bytes, int, bool] | None = None
     while data[pos] != 0x65:  # e (past the end: IndexError, the full parse's case)
-        m = string(data, pos)
-        if m is None:
+        read = _key(data, pos, previous)
+        if read is None:
             return None
-        pos = m.end()
-        key = data[pos : pos + int(m.group(1))]
-        pos += len(key)
-        if previous is not None and key <= previous:
-            return None
+        key, pos = read
         previous = key
         if key == b"info":
             found = _plain_info(data, pos) or _info(data, pos)
@@ -220,14 +216,10 @@ def _info(data: bytes, pos: int) -> tuple[int, int, bytes, int, bool] | None:
     piece_length = length = piece_count = -1
     private = False
     while data[pos] != 0x65:  # e (past the end: IndexError, the full parse's case)
-        m = string(data, pos)
-        if m is None:
+        read = _key(data, pos, previous)
+        if read is None or read[0] in _INFO_ELSEWHERE:
             return None
-        pos = m.end()
-        key = data[pos : pos + int(m.group(1))]
-        pos += len(key)
-        if (previous is not None and key <= previous) or key in _INFO_ELSEWHERE:
-            return None
+        key, pos = read
         previous = key
         if key == b"name" or key == b"pieces":
             m = string(data, pos)
@@ -260,6 +252,19 @@ def _info(data: bytes, pos: int) -> tuple[int, int, bytes, int, bool] | None:
     if name is None or not _sizes_pass(length, piece_length, piece_count):
         return None
     return start, pos + 1, name, length, private
+
+
+def _key(data: bytes, pos: int, previous: bytes | None) -> tuple[bytes, int] | None:
+    """The dictionary key at ``pos`` and the offset past it; None when it is not a
+    canonical string or does not come after ``previous`` (keys strictly increase)."""
+    m = _LENGTH.match(data, pos)
+    if m is None:
+        return None
+    pos = m.end()
+    key = data[pos : pos + int(m.group(1))]
+    if previous is not None and key <= previous:
+        return None
+    return key, pos + len(key)
 
 
 def _sizes_pass(length: int, piece_length: int, piece_count: int) -> bool:
