@@ -43,14 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.swarm_process import make_torrent, prime_lt_seed, spawn_lt, spawn_tracker  # noqa: E402
+from bench.swarm_process import make_torrent, seeded_swarm, spawn_lt  # noqa: E402
 from bench.transfer import (  # noqa: E402
     TIMEOUT_S,
     free_port,
     prepare_run,
     reap,
-    stop,
-    wait_listening,
 )
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -140,23 +138,11 @@ async def main_async(args: argparse.Namespace) -> None:
         trees[f"baseline ({Path(args.baseline).name})"] = Path(args.baseline)
     with tempfile.TemporaryDirectory(prefix="bench-phases-") as tmp:
         work = Path(tmp)
-        tracker_port = free_port()
-        tracker = spawn_tracker(tracker_port, work / "tracker.log")
-        seed = None
-        try:
-            await wait_listening(tracker_port)
-            announce = f"http://127.0.0.1:{tracker_port}/announce"
-            data_dir, other_dir = work / "data", work / "other"
-            data_dir.mkdir()
+        async with seeded_swarm(work, size) as swarm:
+            other_dir = work / "other"
             other_dir.mkdir()
-            torrent, lonely = work / "bench.torrent", work / "lonely.torrent"
-            torrent.write_bytes(make_torrent(data_dir / "payload.bin", size, announce))
-            lonely.write_bytes(make_torrent(other_dir / "other.bin", 1 << 20, announce))
-            resume = await prime_lt_seed(work, torrent, data_dir)
-            seed_port = free_port()
-            seed = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log", resume)
-            await wait_listening(seed_port)
-            await asyncio.sleep(0.5)  # the seed's first announce reaches the tracker
+            lonely = work / "lonely.torrent"
+            lonely.write_bytes(make_torrent(other_dir / "other.bin", 1 << 20, swarm.announce))
             lt_cpu: list[float] = []
             lt_wall: list[float] = []
             phases = {name: Phases() for name in trees}
@@ -164,20 +150,18 @@ async def main_async(args: argparse.Namespace) -> None:
                 out = work / "lt-out"
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
-                lt = await reap(spawn_lt("leech", torrent, out, free_port(), work / "lt.log"), TIMEOUT_S)
+                lt = await reap(
+                    spawn_lt("leech", swarm.torrent, out, free_port(), work / "lt.log"), TIMEOUT_S
+                )
                 shutil.rmtree(out, ignore_errors=True)
                 if run == 0:
                     continue
                 lt_cpu.append(lt.cpu_s)
                 lt_wall.append(lt.wall_s)
                 for name, root in trees.items():
-                    await asyncio.to_thread(time_download, root, torrent, work / "out", phases[name])
+                    await asyncio.to_thread(time_download, root, swarm.torrent, work / "out", phases[name])
                     await asyncio.to_thread(time_fixed, root, lonely, work / "out", phases[name])
                 print(f"run {run} done, load average {os.getloadavg()[0]:.1f}", flush=True)
-        finally:
-            if seed is not None:
-                await stop(seed)
-            await stop(tracker)
     report(args, phases, lt_cpu, lt_wall)
 
 

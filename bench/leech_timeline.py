@@ -37,21 +37,13 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.swarm_process import (  # noqa: E402
-    make_torrent,
-    prime_lt_seed,
-    spawn_lt,
-    spawn_ours,
-    spawn_tracker,
-)
+from bench.swarm_process import seeded_swarm, spawn_lt, spawn_ours  # noqa: E402
 from bench.transfer import (  # noqa: E402
     TIMEOUT_S,
     Proc,
     free_port,
     prepare_run,
     reap,
-    stop,
-    wait_listening,
 )
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -213,21 +205,7 @@ async def main_async(args: argparse.Namespace) -> None:
         trees[f"baseline ({Path(args.baseline).name})"] = Path(args.baseline)
     with tempfile.TemporaryDirectory(prefix="bench-timeline-") as tmp:
         work = Path(tmp)
-        tracker_port = free_port()
-        tracker = spawn_tracker(tracker_port, work / "tracker.log")
-        seed = None
-        try:
-            await wait_listening(tracker_port)
-            announce = f"http://127.0.0.1:{tracker_port}/announce"
-            data_dir = work / "data"
-            data_dir.mkdir()
-            torrent = work / "bench.torrent"
-            torrent.write_bytes(make_torrent(data_dir / "payload.bin", size, announce))
-            resume = await prime_lt_seed(work, torrent, data_dir)
-            seed_port = free_port()
-            seed = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log", resume)
-            await wait_listening(seed_port)
-            await asyncio.sleep(0.5)  # the seed's first announce reaches the tracker
+        async with seeded_swarm(work, size) as swarm:
             out = work / "out"
             summaries = {name: Summary() for name in ["libtorrent", *trees]}
             for run in range(args.runs + 1):
@@ -236,15 +214,15 @@ async def main_async(args: argparse.Namespace) -> None:
                     out.mkdir()
                     await asyncio.sleep(0.2)
                     if name == "libtorrent":
-                        proc = spawn_lt("leech", torrent, out, free_port(), work / "leech.log")
+                        proc = spawn_lt("leech", swarm.torrent, out, free_port(), work / "leech.log")
                     else:
                         ours = [
                             "download",
                             *("--no-dht", "--no-lsd", "--no-port-mapping", "--no-utp", "--no-seed"),
-                            *("--json", str(torrent), "-o", str(out), "--port", str(free_port())),
+                            *("--json", str(swarm.torrent), "-o", str(out), "--port", str(free_port())),
                         ]
                         proc = spawn_ours(ours, work / "leech.log", trees[name])
-                    samples, exited = await timed(proc, seed)
+                    samples, exited = await timed(proc, swarm.seed)
                     if run > 0:
                         label = f"run {run}, {name} (load {os.getloadavg()[0]:.1f})"
                         one = report(label, proc.started, exited, size, samples, args.bin_ms / 1000)
@@ -253,10 +231,6 @@ async def main_async(args: argparse.Namespace) -> None:
                     if run == 0:
                         break  # run 0 only warms the seed
             shutil.rmtree(out, ignore_errors=True)
-        finally:
-            if seed is not None:
-                await stop(seed)
-            await stop(tracker)
     print(f"\n{args.size_mib} MiB, medians of {args.runs}")
     print(
         f"{'leecher':24} {'first MiB s':>11} {'25-95 % MB/s':>12} {'last byte to exit s':>19} {'whole MB/s':>10}"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,6 +220,42 @@ async def prime_lt_seed(work: Path, torrent: Path, data_dir: Path) -> Path:
         text = (work / "lt-check.log").read_text(errors="replace")
         raise RuntimeError(f"libtorrent's check exited {proc.status}: {text[-400:]}")
     return resume
+
+
+@dataclass
+class SeededSwarm:
+    """A tracker and a libtorrent seed of one payload (:func:`seeded_swarm`)."""
+
+    torrent: Path
+    seed: Proc
+    announce: str
+
+
+@contextlib.asynccontextmanager
+async def seeded_swarm(work: Path, size: int) -> AsyncIterator[SeededSwarm]:
+    """Our tracker and a libtorrent seed of a fresh ``size``-byte payload in ``work``,
+    the seed listening and announced (its data hashed once beforehand, untimed); both
+    stopped afterwards."""
+    tracker_port = free_port()
+    tracker = spawn_tracker(tracker_port, work / "tracker.log")
+    seed = None
+    try:
+        await wait_listening(tracker_port)
+        announce = f"http://127.0.0.1:{tracker_port}/announce"
+        data_dir = work / "data"
+        data_dir.mkdir()
+        torrent = work / "bench.torrent"
+        torrent.write_bytes(make_torrent(data_dir / "payload.bin", size, announce))
+        resume = await prime_lt_seed(work, torrent, data_dir)
+        seed_port = free_port()
+        seed = spawn_lt("seed", torrent, data_dir, seed_port, work / "seed.log", resume)
+        await wait_listening(seed_port)
+        await asyncio.sleep(0.5)  # the seed's first announce reaches the tracker
+        yield SeededSwarm(torrent, seed, announce)
+    finally:
+        if seed is not None:
+            await stop(seed)
+        await stop(tracker)
 
 
 async def run_swarm(
