@@ -126,6 +126,24 @@ async def test_peers_report_encryption_and_utp(tmp_path: Path) -> None:
         assert "T" in str(p["flagStr"])
 
 
+async def test_a_torrent_added_stopped_is_checked_and_stays_stopped(tmp_path: Path) -> None:
+    """As in Transmission: the data already on the disk shows at once, nothing runs."""
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "there.bin", 8 * 32 * 1024)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    data = bytearray(content.read_bytes())
+    data[3 * 32 * 1024] ^= 0xFF  # one damaged piece
+    content.write_bytes(bytes(data))
+    async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
+        tid = await client.add(meta, paused=True)
+        await wait_until(
+            lambda: daemon.records[tid].checked and daemon.records[tid].check_task is None, what="checked"
+        )
+        [t] = await client.get([tid], "status", "percentDone", "peersConnected")
+        assert t == {"status": 0, "percentDone": 0.875, "peersConnected": 0}
+        assert daemon.records[tid].handle is None  # checked, not started
+
+
 async def test_a_stopped_incomplete_torrent_shows_its_verified_pieces(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     content = make_payload(downloads, "half.bin", 8 * 32 * 1024)

@@ -658,6 +658,10 @@ class Daemon:
         self._adds.join(r)
         if facts is not None and not paused:
             self._reach(r, facts.info_hash)
+        elif facts is not None:
+            # Added stopped, it is checked all the same and stays stopped (as Transmission
+            # does): its list shows what of it is already on the disk.
+            r.check_owed = True
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
             self._burst_began = now  # a lone add, or the first of a burst
