@@ -1,8 +1,23 @@
-"""Looking at processes a test started, through ``/proc`` (Linux)."""
+"""Processes a test starts: a script in a fresh interpreter, and looking at them
+through ``/proc`` (Linux)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def last_line_of(script: str) -> str:
+    """Run ``script`` in a fresh interpreter from the repository (so what it imports is
+    what a command's start imports): its last line of output. It must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def children(pid: int) -> list[int]:

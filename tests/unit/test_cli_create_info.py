@@ -12,6 +12,7 @@ import pytest
 
 from cli.cmd_create import parse_size
 from cli.main import UsageError, main
+from tests.processes import last_line_of
 from torrent.disk.torrent_file import read_metainfo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,20 +258,7 @@ def test_create_and_info_stay_import_light(payload: Path, tmp_path: Path) -> Non
         "heavy = sorted(m for m in ('asyncio', 'aiohttp', 'rich', 'uvloop', 'torrent.engine.session') if m in sys.modules)\n"
         "print('HEAVY', heavy, rc)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
-
-
-def _last_line_of(script: str) -> str:
-    """Run ``script`` in a fresh interpreter from the repository: its last line of output."""
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
+    assert last_line_of(script) == "HEAVY [] 0"
 
 
 def test_create_loads_neither_logging_nor_shutil(payload: Path, tmp_path: Path) -> None:
@@ -281,7 +269,7 @@ def test_create_loads_neither_logging_nor_shutil(payload: Path, tmp_path: Path) 
         f"rc = cli.main.main(['create', {str(payload)!r}, '-o', {str(tmp_path / 'o.torrent')!r}])\n"
         "print('LOADED', sorted(m for m in ('logging', 'shutil', 'lzma', 'bz2') if m in sys.modules), rc)\n"
     )
-    assert _last_line_of(script) == "LOADED [] 0"
+    assert last_line_of(script) == "LOADED [] 0"
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])
@@ -301,7 +289,7 @@ def test_create_imports_neither_typing_nor_a_url_parser(payload: Path, tmp_path:
         f"{threads!r}, '-t', 'http://127.0.0.1:1/announce', '-o', {str(tmp_path / 'o.torrent')!r}, '-f'])\n"
         "print('LOADED', [m for m in ('typing', 'urllib.parse', 'ipaddress') if m in sys.modules], rc)\n"
     )
-    assert _last_line_of(script) == "LOADED [] 0"
+    assert last_line_of(script) == "LOADED [] 0"
 
 
 def test_types_are_the_values_they_are_given() -> None:

@@ -6,11 +6,7 @@ otherwise pay for importing them at start-up: about 15 ms of a download's fixed 
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import last_line_of
 
 #: Modules that only a running DHT node or uTP socket needs.
 ON_DEMAND = (
@@ -29,8 +25,4 @@ def test_the_engine_imports_neither_the_dht_nor_utp() -> None:
         "import torrent.engine.utp_dial, torrent.engine.peer_exchange\n"
         f"print('LOADED', sorted(m for m in {ON_DEMAND!r} if m in sys.modules))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "LOADED []"
+    assert last_line_of(script) == "LOADED []"
