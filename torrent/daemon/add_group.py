@@ -39,20 +39,18 @@ class AddGroup(Generic[T]):
     def __init__(self, commit: Callable[[], None], dropped: Callable[[list[T]], None]) -> None:
         self._commit = commit
         self._dropped = dropped
-        #: The open group's items, and a future per waiter for its result (None: stored;
-        #: else why not). One future each, not one shared and shielded: a waiter that is
-        #: cancelled cancels only its own.
+        #: The open group's items (none: no group is open), and a future per waiter for
+        #: its result (None: stored; else why not). One future each, not one shared and
+        #: shielded: a waiter that is cancelled cancels only its own.
         self._items: list[T] = []
         self._waiters: list[asyncio.Future[str | None]] = []
-        self._open = False
         #: The loop of the open group (set when it opens).
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def join(self, item: T) -> None:
         """Add ``item`` (just inserted as pending) to the open group, opening one (its
         commit runs at the next turn of the loop) when there is none."""
-        if not self._open:
-            self._open = True
+        if not self._items:
             self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self._run)
         self._items.append(item)
@@ -60,7 +58,7 @@ class AddGroup(Generic[T]):
     async def wait(self) -> str | None:
         """Wait until every item joined so far is stored; None, or why its group could
         not be (its items were dropped)."""
-        if not self._open or self._loop is None:
+        if not self._items or self._loop is None:
             return None
         # The group's loop, not asyncio.get_running_loop(): Python 3.11 makes a getpid()
         # system call for that, and the add path made three.
@@ -69,7 +67,6 @@ class AddGroup(Generic[T]):
         return await waiter
 
     def _run(self) -> None:
-        self._open = False
         waiters, self._waiters = self._waiters, []
         items, self._items = self._items, []
         failure: str | None = None
