@@ -48,6 +48,18 @@ def test_slow_queries_free_their_slot_and_late_ones_fail() -> None:
     assert [x.id for x, _ in lk.closest()] == [n(2).id, n(3).id]
 
 
+def test_ticking_at_the_deadline_it_gave_moves_the_lookup_on() -> None:
+    """At 0.4 s, ``0.4 + 1.0 - 0.4`` is just under 1.0 in floating point: the query must
+    still go slow, then fail, at exactly the times ``next_deadline`` named."""
+    lk = Lookup(TARGET, [n(1), n(2)], 0.0, k=2, alpha=1, slow_s=1.0, timeout_s=1.0)
+    sent = 0.4
+    assert [c.address for c in lk.next_queries(sent)] == [n(1).address]
+    deadline = lk.next_deadline()
+    assert deadline == sent + 1.0
+    assert lk.tick(deadline) == [n(1).address]
+    assert [c.address for c in lk.next_queries(deadline)] == [n(2).address]
+
+
 def test_a_late_answer_still_counts() -> None:
     lk = Lookup(TARGET, [n(1), n(2)], 0.0, k=2, alpha=2, timeout_s=1.0)
     lk.next_queries(0.0)

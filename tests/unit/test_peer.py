@@ -324,15 +324,26 @@ async def test_a_queued_message_goes_out_with_the_next_write_or_by_itself(link: 
     ln.transport.write = counted  # type: ignore[method-assign]
     ln.peer.queue(wire.Have(3))
     assert not writes  # held for the next write...
+    for _ in range(3):  # ...also once the loop has run: requests are outstanding, so a
+        await asyncio.sleep(0)  # refill comes with the next block
+    assert not writes
     ln.remote.send(wire.Block(0, 0, bytes(BLOCK_SIZE)))  # ...which the refill makes
     assert len(writes) == 1
     assert ln.remote.receive() == [wire.Have(3), wire.Request(1, 0, BLOCK_SIZE)]
     ln.peer.queue(wire.Have(4))
     ln.peer.queue(wire.Have(5))
-    await wait_for(lambda: len(writes) == 2)  # nothing else to write: both in one, soon after
+    # No refill follows (the peer sends nothing more): both go in one write, within the hold.
+    await wait_for(lambda: len(writes) == 2)
     assert ln.remote.receive() == [wire.Have(4), wire.Have(5)]
     await asyncio.sleep(0)
     assert len(writes) == 2
+    ln.remote.send(wire.Block(0, BLOCK_SIZE, bytes(BLOCK_SIZE)), wire.Block(1, 0, bytes(BLOCK_SIZE)))
+    await wait_for(lambda: ln.peer.proto is not None and not ln.peer.proto.num_outstanding())
+    writes.clear()
+    ln.peer.queue(wire.Have(6))  # nothing asked of this peer: no refill to wait for
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert writes == [wire.encode(wire.Have(6))]
 
 
 async def test_back_pressure_pauses_the_upload(link: Callable[..., Any]) -> None:

@@ -71,9 +71,12 @@ UPLOAD_RUN = 64
 #: A deep request pipeline is topped up once this many of its slots are free (or a quarter
 #: of it, when that is fewer): each refill costs a picker call, the encoding and a write,
 #: and with reads of a few blocks each, topping up after every read made refills a third
-#: of a download's per-read work. 16 blocks are well under a millisecond of a fast peer's
-#: data, while the pipeline holds about three seconds of it.
-REFILL_MIN_BLOCKS = 16
+#: of a download's per-read work, and each write of requests wakes the peer too. 64 blocks
+#: (1 MiB) are about 2 ms of a fast peer's data, while the pipeline holds up to three
+#: seconds of it (at most 500 blocks: a refill then still leaves 436 outstanding).
+REFILL_MIN_BLOCKS = 64
+#: Longest a queued message waits for a write of requests to go out with (see Peer.queue).
+QUEUE_HOLD_S = 0.05
 #: Reads before the wire protocol exists (an incoming handshake not yet routed) go here.
 SCRATCH_BYTES = 16 * 1024
 #: Window of a connection's rate meters: short, so the choker and the pipeline follow changes.
@@ -771,17 +774,23 @@ class Peer(asyncio.BufferedProtocol):
         self._write(self.proto.send(ev, self.clock.monotonic()))
 
     def queue(self, ev: wire.Event) -> None:
-        """Encode one message now and send it with this connection's next write, at the
-        latest once the event loop has run what it is running: a ``Have`` after a verified
-        piece then goes out in the same system call as the requests that follow it, not in
-        one of its own (a write on loopback costs tens of microseconds, most of them in the
-        kernel). The stream's order is the encoding order: every write sends the queue
+        """Encode one message now and send it with this connection's next write: a ``Have``
+        after a verified piece then goes out in the same system call as the requests that
+        follow it, not in one of its own (a write on loopback costs tens of microseconds,
+        most of them in the kernel, and wakes the peer). While blocks are still asked of
+        this peer, the next refill comes with its next read, so the queue waits for it up
+        to :data:`QUEUE_HOLD_S`; otherwise it goes once the event loop has run what it is
+        running. The stream's order is the encoding order: every write sends the queue
         first."""
-        if self.proto is None or self.closed:
+        proto = self.proto
+        if proto is None or self.closed:
             return
         if not self._queued:
-            self._loop.call_soon(self._flush_queued)
-        self._queued += self.proto.send(ev, self.clock.monotonic())
+            if proto.num_outstanding():
+                self._loop.call_later(QUEUE_HOLD_S, self._flush_queued)
+            else:
+                self._loop.call_soon(self._flush_queued)
+        self._queued += proto.send(ev, self.clock.monotonic())
 
     def _take_queued(self) -> bytes:
         data = bytes(self._queued)

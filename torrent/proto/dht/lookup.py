@@ -96,7 +96,7 @@ class Lookup:
         pending = sum(
             1
             for c in self._candidates.values()
-            if c.state == ASKED and not c.slow and now - c.sent_at < self.slow_s
+            if c.state == ASKED and not c.slow and now < c.sent_at + self.slow_s
         )
         room = self.alpha - pending
         out: list[Candidate] = []
@@ -165,11 +165,14 @@ class Lookup:
         Returns:
             the addresses whose queries failed now.
         """
+        # ``sent_at + limit``, as next_deadline says it: ``now - sent_at >= limit`` can stay
+        # false at that very time (float rounding), and a caller ticking at the deadline it
+        # was given would never see the query fail.
         for c in self._candidates.values():
-            if c.state == ASKED and now - c.sent_at >= self.slow_s:
+            if c.state == ASKED and now >= c.sent_at + self.slow_s:
                 c.slow = True
         late = [
-            c for c in self._candidates.values() if c.state == ASKED and now - c.sent_at >= self.timeout_s
+            c for c in self._candidates.values() if c.state == ASKED and now >= c.sent_at + self.timeout_s
         ]
         for c in late:
             c.state = FAILED
