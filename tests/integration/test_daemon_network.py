@@ -144,6 +144,34 @@ async def test_a_torrent_added_stopped_is_checked_and_stays_stopped(tmp_path: Pa
         assert daemon.records[tid].handle is None  # checked, not started
 
 
+async def test_the_check_of_a_torrent_added_stopped_survives_a_restart(tmp_path: Path) -> None:
+    """Stopped before its check began (no check slot, as in a long burst of adds): the
+    next run checks it, and it still stays stopped."""
+    downloads = tmp_path / "downloads"
+    content = make_payload(downloads, "there.bin", 8 * 32 * 1024)
+    meta = make_torrent(content, piece_length=32 * 1024)
+    data = bytearray(content.read_bytes())
+    data[5 * 32 * 1024] ^= 0xFF  # one damaged piece
+    content.write_bytes(bytes(data))
+    async with asyncio.timeout(30):
+        async with running_daemon(tmp_path, check_slots=0) as (daemon, client):
+            tid = await client.add(meta, paused=True)
+            await daemon.committed()
+            assert not daemon.records[tid].checked
+        async with running_daemon(tmp_path) as (daemon, client):
+            await wait_until(
+                lambda: daemon.records[tid].checked and daemon.records[tid].check_task is None, what="checked"
+            )
+            [t] = await client.get([tid], "status", "percentDone")
+            assert t == {"status": 0, "percentDone": 0.875}
+            assert daemon.records[tid].handle is None
+        async with running_daemon(tmp_path) as (daemon, client):  # checked once: not again
+            await daemon.committed()
+            assert not daemon.records[tid].check_owed
+            [t] = await client.get([tid], "percentDone")
+            assert t == {"percentDone": 0.875}
+
+
 async def test_a_stopped_incomplete_torrent_shows_its_verified_pieces(tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     content = make_payload(downloads, "half.bin", 8 * 32 * 1024)

@@ -22,7 +22,7 @@ from tests.integration.swarm_helpers import make_payload, make_torrent
 from tests.polling import wait_until
 from torrent import config
 from torrent.create import create
-from torrent.daemon.service import Daemon, Status
+from torrent.daemon.service import Daemon, Record, Status
 from torrent.disk.storage import state_path
 from torrent.engine.session import CheckResult, Session
 from torrent.engine.status import TorrentState
@@ -154,8 +154,11 @@ async def _tracker(on_announce: Callable[[Mapping[str, str]], object]) -> AsyncI
 
 async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
     """30 seeds with a tracker, at most 10 announce slots a second: the first announces
-    take about 3 s, never more than a slot's worth in any half second."""
+    take about 3 s, and no more than a slot's worth start in any half second. (The
+    tracker sees them with each one's start-up and HTTP round trip added: on a busy
+    machine those bunch a few together, which the daemon does not decide.)"""
     seen: list[float] = []
+    started: list[float] = []
     downloads = tmp_path / "downloads"
     async with _tracker(lambda _: seen.append(time.monotonic())) as url:
         metas = [
@@ -163,13 +166,22 @@ async def test_announces_of_many_seeds_are_spread_out(tmp_path: Path) -> None:
             for i in range(30)
         ]
         async with asyncio.timeout(60), running_daemon(tmp_path, announces_per_s=10.0) as (daemon, client):
+            launch = daemon._launch
+
+            def recorded(r: Record, *, after: asyncio.Task[None] | None = None) -> bool:
+                if r.parked:  # a dormant seed runs for its announce
+                    started.append(time.monotonic())
+                return launch(r, after=after)
+
+            daemon._launch = recorded  # type: ignore[method-assign]
             for m in metas:
                 await client.add(m)
             await wait_until(lambda: len(seen) >= 30, timeout_s=30, what="every seed announced")
             span = max(seen) - min(seen)
             assert span >= 2.0, f"30 announces within {span:.2f} s: bursted"
-            for t in seen:
-                assert sum(1 for u in seen if t <= u < t + 0.5) <= 7
+            assert len(started) >= 30
+            for t in started:
+                assert sum(1 for u in started if t <= u < t + 0.5) <= 5
             # Each went dormant after its announce; the next is half an hour away.
             await wait_until(lambda: all(r.parked for r in daemon.records.values()), what="all dormant")
             assert all(r.next_announce > time.monotonic() + 1000 for r in daemon.records.values())

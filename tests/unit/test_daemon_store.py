@@ -163,11 +163,14 @@ def test_a_schema_1_database_gains_the_renames_column_and_keeps_its_records(tmp_
     store = StateStore(tmp_path)
     [old] = store.load()
     assert (old.name, old.renames) == ("old", {})
+    assert not old.check_owed  # every later column too, at its default
     old.renames = {"name": "new"}
+    old.check_owed = True
     store.update(old)
     store.close()
     [again] = StateStore(tmp_path).load()
     assert again.renames == {"name": "new"}
+    assert again.check_owed
 
 
 def test_a_group_of_inserts_is_stored_by_one_commit_and_only_then(tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ class Record:
     #: A verify was asked for: waits for a check slot.
     verify_pending: bool = False
     #: Stopped before its first check in this run began (a burst of adds holds checks
-    #: back, rule 3): it is checked all the same, as one under way would go on.
+    #: back, rule 3): it is checked all the same, as one under way would go on. The
+    #: record's ``check_owed`` keeps that across a restart until a check has finished.
     check_owed: bool = False
     #: Dormant seed (see the module docstring): known to the session, not running.
     parked: bool = False
@@ -539,7 +540,10 @@ class Daemon:
                 except MetainfoError as exc:
                     stored.error = f"stored metainfo unreadable: {exc}"
                 stored.metainfo = None
-            self._index(Record(stored, store=self.store))
+            r = Record(stored, store=self.store)
+            # Added or stopped before its check, then a restart: the check is still owed.
+            r.check_owed = stored.check_owed and r.has_meta
+            self._index(r)
         if made:
             self.store.update_many(made)
         log.info("loaded %d torrents from %s", len(self.records), self.store.path)
@@ -648,6 +652,9 @@ class Daemon:
         )
         if facts is not None:
             stored.summary = summary_of(facts)
+            # Added stopped, it is checked all the same and stays stopped (as Transmission
+            # does): its list shows what of it is already on the disk.
+            stored.check_owed = paused
         self.store.insert_pending(stored)
         # No parse is kept (a plain torrent had none), its bytes are (until the check
         # parses them, without a read of the store): a burst of adds held a thousand
@@ -658,10 +665,7 @@ class Daemon:
         self._adds.join(r)
         if facts is not None and not paused:
             self._reach(r, facts.info_hash)
-        elif facts is not None:
-            # Added stopped, it is checked all the same and stays stopped (as Transmission
-            # does): its list shows what of it is already on the disk.
-            r.check_owed = True
+        r.check_owed = stored.check_owed
         now = time.monotonic()
         if now - self._last_add >= ADD_QUIET_S:
             self._burst_began = now  # a lone add, or the first of a burst
@@ -949,6 +953,7 @@ class Daemon:
         if state is TorrentState.CHECKING:
             return
         r.checked = True
+        r.stored.check_owed = False  # stored with the record's next write
         b = h.brief()
         if b.done_bytes != r.progress_bytes:
             r.progress_bytes = b.done_bytes
@@ -1129,6 +1134,7 @@ class Daemon:
             r.pieces_b64 = None  # the check saved the resume state
         if result is not None:
             r.checked = True
+            r.stored.check_owed = False
             r.stored.have_bytes = result.done_bytes
             r.stored.files_done = result.files_done
             if result.complete:
@@ -1301,7 +1307,7 @@ class Daemon:
                 dormant = r.parked
                 await self._stop_handle(r, keep_check=True)
                 if r.has_meta and not r.checked and not r.stored.done_date and r.check_task is None:
-                    r.check_owed = True
+                    r.check_owed = r.stored.check_owed = True
                 if dormant:
                     self._announce_stopped(r)
                 self.store.update(r.stored)

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["StateStore", "StoredTorrent", "Summary"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS torrents (
@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS torrents (
     have_bytes INTEGER NOT NULL DEFAULT 0,
     files_done TEXT NOT NULL DEFAULT '[]',
     renames TEXT NOT NULL DEFAULT '{}',
-    summary TEXT NOT NULL DEFAULT ''
+    summary TEXT NOT NULL DEFAULT '',
+    check_owed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -108,11 +109,15 @@ class StoredTorrent:
     renames: dict[str, Any] = field(default_factory=dict)
     #: None while a magnet link's metadata is unknown.
     summary: Summary | None = None
+    #: Its data is to be checked though it stays stopped (added stopped, or stopped
+    #: before its first check): a restart checks it, until a check has finished.
+    check_owed: bool = False
 
 
 _COLUMNS = (
     "id, info_hash, name, metainfo, magnet, download_dir, paused, queue_position, priorities, "
-    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames, summary"
+    "wanted, labels, limits, added_date, done_date, uploaded, downloaded, error, have_bytes, files_done, renames, summary, "
+    "check_owed"
 )
 
 _INSERT = (
@@ -145,6 +150,8 @@ class StateStore:
             self._db.execute("ALTER TABLE torrents ADD COLUMN renames TEXT NOT NULL DEFAULT '{}'")
         if "summary" not in columns:  # schema 2: summaries are made at the next load
             self._db.execute("ALTER TABLE torrents ADD COLUMN summary TEXT NOT NULL DEFAULT ''")
+        if "check_owed" not in columns:  # schema 3
+            self._db.execute("ALTER TABLE torrents ADD COLUMN check_owed INTEGER NOT NULL DEFAULT 0")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION:d}")
         #: Rows of the open group (:meth:`insert_pending`), stored by :meth:`commit`.
         self._group: list[tuple[Any, ...]] = []
@@ -242,7 +249,7 @@ class StateStore:
             self._db.executemany(
                 "UPDATE torrents SET info_hash=?, name=?, magnet=?, download_dir=?, paused=?, "
                 "queue_position=?, priorities=?, wanted=?, labels=?, limits=?, added_date=?, done_date=?, "
-                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=?, summary=? "
+                "uploaded=?, downloaded=?, error=?, have_bytes=?, files_done=?, renames=?, summary=?, check_owed=? "
                 "WHERE id=?",
                 [(*row[1:3], *row[4:], t.id) for row, t in ((_row(t), t) for t in records)],
             )
@@ -327,6 +334,7 @@ def _row(t: StoredTorrent) -> tuple[Any, ...]:
         _list_text(t.files_done),
         json.dumps(t.renames) if t.renames else "{}",
         "" if t.summary is None else _summary_text(t.summary),
+        int(t.check_owed),
     )
 
 
@@ -407,6 +415,7 @@ def _record(row: tuple[Any, ...], read_list: _ListReader, summary: Summary | Non
         files_done=read_list(row[18]),
         renames=_dict(row[19]),
         summary=summary,
+        check_owed=bool(row[21]),
     )
 
 
