@@ -408,9 +408,30 @@ def test_in_place_buffer_grows_while_reads_fill_it_and_shrinks_when_they_do_not(
     assert offered[0] < 128 * 1024
     assert max(offered) > 512 * 1024  # grew while every read filled the room
     assert max(offered) <= InPlaceFrameBuffer.MAX_CAPACITY
-    for _ in range(8):  # small reads of a slow peer: memory is given back
+    for _ in range(InPlaceFrameBuffer.SHRINK_AFTER_READS):  # a slow peer's small reads: memory is given back
         read_into(proto, encode(Have(1)))
         drain(proto)
+    assert len(proto.get_buffer()) <= InPlaceFrameBuffer.MIN_CAPACITY
+
+
+def test_in_place_buffer_keeps_its_size_through_a_few_small_reads() -> None:
+    """A fast connection's reads come small now and then (the reader caught up): the buffer
+    stays as it is until small reads are all there is for a while."""
+    proto = ready()
+    haves = b"".join(encode(Have(i % NUM_PIECES)) for i in range(300_000))
+    pos = 0
+    while pos < len(haves):  # every read fills the room: the buffer grows to its largest
+        pos += read_into(proto, haves[pos:])
+        while proto.next_event() is not NEED_DATA:
+            pass
+    big = len(proto.get_buffer())
+    assert big > InPlaceFrameBuffer.MAX_CAPACITY // 2
+    for _ in range(InPlaceFrameBuffer.SHRINK_AFTER_READS - 1):
+        read_into(proto, encode(Have(1)))  # ends at a message boundary, the buffer empty
+        drain(proto)
+        assert len(proto.get_buffer()) == big  # the same memory, not a new buffer
+    read_into(proto, encode(Have(1)))
+    drain(proto)
     assert len(proto.get_buffer()) <= InPlaceFrameBuffer.MIN_CAPACITY
 
 

@@ -456,7 +456,10 @@ class InPlaceFrameBuffer:
 
     The buffer starts at :attr:`MIN_CAPACITY` and doubles (up to :attr:`MAX_CAPACITY`) while
     reads fill what they are offered, so a fast connection reads in large steps and a slow
-    one holds little; after small reads, once empty, it halves again. A message longer than
+    one holds little: after :attr:`SHRINK_AFTER_READS` small reads in a row, once empty, it
+    shrinks to twice the largest of them. One small read does not shrink it: a fast
+    connection's reads come small now and then (the reader caught up), and halving on each
+    made a new buffer, zeroed and faulted in, about 170 times a GiB. A message longer than
     the buffer (a large extended message) grows it to fit. Lengths are checked against
     ``limits`` as in :class:`FrameBuffer`, before the message is buffered.
     """
@@ -469,6 +472,8 @@ class InPlaceFrameBuffer:
         "_names",
         "_offered",
         "_ro",
+        "_small_max",
+        "_small_reads",
         "_start",
         "_view",
         "eof",
@@ -479,6 +484,8 @@ class InPlaceFrameBuffer:
     MAX_CAPACITY = 1024 * 1024
     #: Free room below which the unfinished message moves to the front before a read.
     MIN_ROOM = 32 * 1024
+    #: Reads of under an eighth of the buffer in a row after which it shrinks.
+    SHRINK_AFTER_READS = 32
 
     def __init__(self, limits: Sequence[tuple[int, int]], names: Sequence[str]) -> None:
         self._limits = limits
@@ -487,6 +494,8 @@ class InPlaceFrameBuffer:
         self._end = 0  # one past the last received byte
         self._last_read = 0  # bytes of the last buffer_updated (0 after a feed)
         self._offered = 1  # bytes the last get_buffer offered
+        self._small_reads = 0  # reads in a row of under an eighth of the buffer
+        self._small_max = 0  # the largest of them
         self._buf = bytearray(self.MIN_CAPACITY)
         self._view = memoryview(self._buf)
         self._ro = self._view.toreadonly()
@@ -507,8 +516,13 @@ class InPlaceFrameBuffer:
         capacity = size = len(self._buf)
         if self._last_read >= self._offered and capacity < self.MAX_CAPACITY:
             size = capacity * 2  # the last read filled what it was offered: read more at once
-        elif start == end and self._last_read < capacity // 8 and capacity > self.MIN_CAPACITY:
-            size = capacity // 2  # small reads: give memory back
+        elif start == end and self._small_reads >= self.SHRINK_AFTER_READS and capacity > self.MIN_CAPACITY:
+            # Small reads only, for a while: give memory back, keeping room for twice theirs.
+            size = self.MIN_CAPACITY
+            while size < 2 * self._small_max:
+                size *= 2
+            size = min(size, capacity)
+            self._small_reads = self._small_max = 0
         if start == end and size == capacity:
             self._start = self._end = 0
         else:
@@ -528,6 +542,11 @@ class InPlaceFrameBuffer:
             raise ValueError(f"{nbytes} bytes do not fit the buffer that was handed out")
         self._end += nbytes
         self._last_read = nbytes
+        if nbytes < len(self._buf) // 8 and nbytes < self._offered:  # not held by the room
+            self._small_reads += 1
+            self._small_max = max(self._small_max, nbytes)
+        else:
+            self._small_reads = self._small_max = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy received bytes in (for bytes that were not read into :meth:`get_buffer`)."""
