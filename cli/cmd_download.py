@@ -407,11 +407,11 @@ def file_priorities(meta: Metainfo, selection: str | None, magnet: Magnet | None
 
 def run(args: argparse.Namespace) -> int:
     from cli.main import run_async
-    from torrent.proto.magnet import Magnet
+    from torrent.proto.metainfo import Metainfo
 
     sources = [load_source(src) for src in args.torrents]
     for src in sources:  # check --files now for what we can (magnets: once their metadata is in)
-        if not isinstance(src, Magnet):
+        if isinstance(src, Metainfo):
             file_priorities(src, args.files)
     peers = [parse_peer(p) for p in args.peer]
     for url in args.web_seed:
@@ -435,14 +435,15 @@ async def _download(
     from torrent.engine.session import Session
     from torrent.engine.status import TorrentEvent, TorrentEventKind
     from torrent.errors import MetadataTimeout
-    from torrent.proto.magnet import Magnet
+    from torrent.proto.metainfo import Metainfo
 
     view = make_view(json_mode=args.json, quiet=args.quiet)
     try:
         async with Session(settings) as session:
             torrents = []
             for src in sources:
-                magnet = src if isinstance(src, Magnet) else None
+                # magnet.py is imported only for a magnet link (load_source).
+                magnet = None if isinstance(src, Metainfo) else src
                 meta: Metainfo
                 if magnet is not None:
                     label = magnet.name or magnet.info_hash.hex()
@@ -468,7 +469,7 @@ async def _download(
                         )
                     )
                 else:
-                    assert not isinstance(src, Magnet)
+                    assert isinstance(src, Metainfo)
                     meta = src
                 torrents.append(
                     await session.add_torrent(
