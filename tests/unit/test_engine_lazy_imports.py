@@ -9,10 +9,11 @@ modules below either: each is only reached by a feature that download does not u
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.processes import last_line_of
-from torrent.proto import bencoding
+from torrent.proto import bencoding, tracker_codec, tracker_codec_udp
 
 #: Modules that only a running DHT node or uTP socket needs.
 ON_DEMAND = (
@@ -34,6 +35,8 @@ NOT_FOR_A_PLAIN_DOWNLOAD = (
     "email.utils",
     # a magnet link on the command line
     "torrent.proto.magnet",
+    # BEP 15: only a udp:// tracker needs its packets
+    "torrent.proto.tracker_codec_udp",
 )
 
 
@@ -48,11 +51,16 @@ def test_the_engine_imports_neither_the_dht_nor_utp() -> None:
 
 
 def test_a_plain_download_imports_only_what_it_uses(tmp_path: Path) -> None:
-    # A torrent without trackers, and no peer given: the download starts, checks the
-    # (absent) data, finds no peer and gives up after --timeout, touching no network.
+    # One HTTP tracker on a loopback port nobody listens on, and no peer: the download
+    # starts, checks the (absent) data, announces (refused), finds no peer and gives up
+    # after --timeout.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
     info = {b"name": b"one.bin", b"length": 1 << 16, b"piece length": 1 << 16, b"pieces": bytes(20)}
+    announce = f"http://127.0.0.1:{closed_port}/announce".encode()
     torrent = tmp_path / "one.torrent"
-    torrent.write_bytes(bencoding.encode({b"info": info}))
+    torrent.write_bytes(bencoding.encode({b"announce": announce, b"info": info}))
     argv = [
         "download",
         str(torrent),
@@ -78,3 +86,11 @@ def test_a_plain_download_imports_only_what_it_uses(tmp_path: Path) -> None:
         f"print('EXIT', code, 'LOADED', sorted(m for m in {NOT_FOR_A_PLAIN_DOWNLOAD!r} if m in sys.modules))\n"
     )
     assert last_line_of(script) == "EXIT 1 LOADED []"
+
+
+def test_the_tracker_codec_serves_every_udp_name() -> None:
+    # tracker_codec lists the names it loads from tracker_codec_udp on first use.
+    assert set(tracker_codec_udp.__all__) == tracker_codec._UDP_NAMES
+    assert set(tracker_codec_udp.__all__) <= set(tracker_codec.__all__)
+    for name in tracker_codec_udp.__all__:
+        assert getattr(tracker_codec, name) is getattr(tracker_codec_udp, name)
