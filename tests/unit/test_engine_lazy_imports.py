@@ -13,7 +13,8 @@ import socket
 from pathlib import Path
 
 from tests.processes import last_line_of
-from torrent.proto import bencoding, tracker_codec, tracker_codec_udp
+from torrent.engine import peer
+from torrent.proto import bencoding, tracker_codec, tracker_codec_udp, ut_metadata
 
 #: Modules that only a running DHT node or uTP socket needs.
 ON_DEMAND = (
@@ -37,6 +38,8 @@ NOT_FOR_A_PLAIN_DOWNLOAD = (
     "torrent.proto.magnet",
     # BEP 15: only a udp:// tracker needs its packets
     "torrent.proto.tracker_codec_udp",
+    # BEP 9: only a peer asking for the metadata (a magnet link's downloader)
+    "torrent.proto.ut_metadata",
 )
 
 
@@ -94,3 +97,8 @@ def test_the_tracker_codec_serves_every_udp_name() -> None:
     assert set(tracker_codec_udp.__all__) <= set(tracker_codec.__all__)
     for name in tracker_codec_udp.__all__:
         assert getattr(tracker_codec, name) is getattr(tracker_codec_udp, name)
+
+
+def test_the_peer_offers_bep_9_under_its_name() -> None:
+    # peer.py names the extension without importing its codec
+    assert peer.UT_METADATA == ut_metadata.EXTENSION_NAME
