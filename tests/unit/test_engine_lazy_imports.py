@@ -40,6 +40,8 @@ NOT_FOR_A_PLAIN_DOWNLOAD = (
     "torrent.proto.tracker_codec_udp",
     # BEP 9: only a peer asking for the metadata (a magnet link's downloader)
     "torrent.proto.ut_metadata",
+    # the choker's first round, choke_interval_s (10 s) after the start
+    "torrent.proto.choker",
 )
 
 

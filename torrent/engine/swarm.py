@@ -58,7 +58,6 @@ from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, Torr
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import MetainfoError, StorageError, TorrentError
-from torrent.proto import choker as choker_mod
 from torrent.proto import picker as picker_mod
 from torrent.proto import wire
 from torrent.proto.metainfo import Metainfo
@@ -70,6 +69,7 @@ if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.dht_source import DhtSource
     from torrent.engine.utp_socket import UtpSocketManager
+    from torrent.proto import choker as choker_mod  # the choker's with its first round
     from torrent.proto import ut_metadata  # and BEP 9's with the first metadata message
 
 __all__ = ["Swarm", "SwarmContext", "TorrentEvent", "TorrentStats"]
@@ -195,9 +195,9 @@ class Swarm(PeerHostBase):
             sequential=sequential,
             padding=[(f.offset, f.length) for f in self.info.files if f.padding],
         )
-        self.choker = choker_mod.Choker(
-            slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
-        )
+        #: Made by the first rechoke, ``choke_interval_s`` after the start (until then the
+        #: first peers are let in unranked): a short download never loads it.
+        self.choker: choker_mod.Choker | None = None
         self.smart_ban: SmartBan[Source] = SmartBan()
         s = self.settings
         self.hashes = HashExchange(
@@ -1159,6 +1159,13 @@ class Swarm(PeerHostBase):
 
     def rechoke(self, now: float) -> None:
         """Apply the choker's ranking (every ``choke_interval_s``; BEP 3)."""
+        from torrent.proto import choker as choker_mod
+
+        if self.choker is None:
+            s = self.settings
+            self.choker = choker_mod.Choker(
+                slots=s.unchoke_slots, optimistic_interval_s=s.optimistic_interval_s
+            )
         candidates = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
         decision = self.choker.rank(
             [
