@@ -22,6 +22,7 @@ if __name__ == "cli.main" and os.path.basename(sys.argv[0]) in ("pytorrent", "-c
     prewalk.start(sys.argv)
 
 import argparse
+import gc
 import importlib
 
 from torrent.errors import MetainfoError, TorrentError
@@ -183,8 +184,43 @@ async def _terminate_like_interrupt(coro: Coroutine[Any, Any, T]) -> T:
             loop.remove_signal_handler(signal.SIGTERM)
 
 
+#: True while :func:`main` holds the cyclic garbage collector off (see :func:`started`).
+_collector_held = False
+
+
+def _hold_collector() -> None:
+    global _collector_held
+    if gc.isenabled():
+        gc.disable()
+        _collector_held = True
+
+
+def started() -> None:
+    """The command's start-up is over: the garbage collector runs again.
+
+    Start-up (imports, the parser, the session) makes tens of thousands of objects that
+    live as long as the process and almost no cyclic garbage, yet the collector walked
+    them about 60 times before a download's first request (about 6 ms of its start).
+    :func:`main` holds it off from the start until the command module runs, or, for a
+    module that says ``HOLDS_COLLECTOR = True``, until that module calls this (and at
+    the latest until the command returns). Calling it again does nothing.
+    """
+    global _collector_held
+    if _collector_held:
+        _collector_held = False
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pytorrent`` command; returns the exit status."""
+    _hold_collector()
+    try:
+        return _run_command(argv)
+    finally:
+        started()
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     # The first non-option word names the command: build only its parser, so a command
     # does not pay for importing every other command module at start-up.
@@ -206,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         install_printable_log_records()
     global _exit_at_once
     _exit_at_once = bool(getattr(module, "EXIT_AT_ONCE", False))
+    if not getattr(module, "HOLDS_COLLECTOR", False):
+        started()
     try:
         return int(module.run(args))
     except KeyboardInterrupt:
