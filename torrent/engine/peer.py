@@ -42,7 +42,7 @@ from torrent.engine.bandwidth import RateLimiter, RateSnapshot
 from torrent.engine.clock import SYSTEM_CLOCK, Clock
 from torrent.engine.transport import Connector, Transport, tcp_connect
 from torrent.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, StorageError
-from torrent.proto import pex, ut_metadata, wire
+from torrent.proto import pex, wire
 from torrent.proto.pieceset import PieceSet
 from torrent.types import BLOCK_SIZE, InfoHash, PeerId
 from torrent.version import CLIENT_NAME
@@ -50,6 +50,7 @@ from torrent.version import CLIENT_NAME
 __all__ = [
     "RATE_WINDOW_S",
     "UPLOAD_BATCH_BYTES",
+    "UT_METADATA",
     "UT_METADATA_ID",
     "UT_PEX_ID",
     "BlockKey",
@@ -61,6 +62,9 @@ __all__ = [
 
 #: Our extended message id for BEP 9 (the ``m`` dict of our BEP 10 handshake).
 UT_METADATA_ID = 2
+#: BEP 9's extension name (``torrent.proto.ut_metadata.EXTENSION_NAME``): that module, the
+#: messages' codec, loads with the first metadata message, which most connections never see.
+UT_METADATA = "ut_metadata"
 #: ...and for BEP 11 (offered only when the host exchanges peers: never for a private torrent).
 UT_PEX_ID = 1
 
@@ -493,7 +497,7 @@ class Peer(asyncio.BufferedProtocol):
             rate_window_s=RATE_WINDOW_S,
             snub_timeout_s=s.snub_timeout_s,
             extensions={
-                ut_metadata.EXTENSION_NAME: UT_METADATA_ID,
+                UT_METADATA: UT_METADATA_ID,
                 **({pex.EXTENSION_NAME: UT_PEX_ID} if host.pex_enabled else {}),
             },
             now=self.clock.monotonic(),
@@ -684,7 +688,7 @@ class Peer(asyncio.BufferedProtocol):
                 self._on_handshake(host)
             case wire.ExtensionHandshake():
                 host.on_extension_handshake(self, ev)
-            case wire.ExtendedMessage(name=ut_metadata.EXTENSION_NAME, payload=payload):
+            case wire.ExtendedMessage(name=name, payload=payload) if name == UT_METADATA:
                 host.on_metadata_message(self, payload)
             case wire.ExtendedMessage(name=pex.EXTENSION_NAME, payload=payload):
                 host.on_pex_message(self, payload)

@@ -71,7 +71,6 @@ from torrent.engine.status import (
     TorrentState,
     TorrentStats,
 )
-from torrent.engine.udp import UdpSocket
 from torrent.errors import MetadataTimeout, StorageError, TorrentError
 from torrent.types import InfoHash, PeerId
 from torrent.version import USER_AGENT
@@ -79,8 +78,9 @@ from torrent.version import USER_AGENT
 # What a session with only dormant torrents never runs (the swarm and what it drives, the
 # DHT node, LSD, port mapping, the disk layer's checks; the peer until one connects) is
 # imported where it is first used: a daemon restarting with thousands of seeds answers
-# sooner. So is MSE, by the first connection or the first look at its counters, and uTP
-# by the first torrent that runs or the first uTP datagram.
+# sooner. So is MSE, by the first connection or the first look at its counters, uTP
+# by the first torrent that runs or the first uTP datagram, and the UDP sockets by the
+# DHT or uTP (a download with both off never loads them).
 if TYPE_CHECKING:
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.host import SwarmContext
@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from torrent.engine.peer import Peer, PeerAddr
     from torrent.engine.portmap import PortMapper
     from torrent.engine.swarm import Swarm
+    from torrent.engine.udp import UdpSocket
     from torrent.engine.utp_dial import DialCounters, DialStats
     from torrent.engine.utp_socket import UtpSocketManager
     from torrent.engine.utp_stream import UtpStream
@@ -744,6 +745,8 @@ class Session:
         if ":" in first or not v6:
             return
         host, port = v6[0][0], v6[0][1] or self._port
+        from torrent.engine.udp import UdpSocket
+
         try:
             udp6 = await UdpSocket.open(host, port)
         except OSError:
@@ -760,6 +763,10 @@ class Session:
 
     async def _open_udp(self) -> None:
         """Bind the UDP socket of the DHT and uTP (the TCP port's number when free)."""
+        # Imported with the first user of the sockets: with neither the DHT nor uTP on,
+        # a session never loads it (nor ctypes, for recvmmsg): about 2 ms of start-up.
+        from torrent.engine.udp import UdpSocket
+
         try:
             udp = await UdpSocket.open(self._udp_host(), self._port)
         except OSError as exc:

@@ -58,9 +58,8 @@ from torrent.engine.status import EventBus, TorrentEvent, TorrentEventKind, Torr
 from torrent.engine.tracker_client import AnnounceEvent, AnnounceRequest
 from torrent.engine.web_seed import WebSeedKey, WebSeeds
 from torrent.errors import MetainfoError, StorageError, TorrentError
-from torrent.proto import choker as choker_mod
 from torrent.proto import picker as picker_mod
-from torrent.proto import ut_metadata, wire
+from torrent.proto import wire
 from torrent.proto.metainfo import Metainfo
 from torrent.proto.pieceset import PieceSet
 from torrent.proto.smart_ban import SmartBan
@@ -70,6 +69,8 @@ if TYPE_CHECKING:  # the DHT's and uTP's modules load only when they are enabled
     from torrent.engine.dht_node import DhtNode
     from torrent.engine.dht_source import DhtSource
     from torrent.engine.utp_socket import UtpSocketManager
+    from torrent.proto import choker as choker_mod  # the choker's with its first round
+    from torrent.proto import ut_metadata  # and BEP 9's with the first metadata message
 
 __all__ = ["Swarm", "SwarmContext", "TorrentEvent", "TorrentStats"]
 
@@ -194,9 +195,9 @@ class Swarm(PeerHostBase):
             sequential=sequential,
             padding=[(f.offset, f.length) for f in self.info.files if f.padding],
         )
-        self.choker = choker_mod.Choker(
-            slots=self.settings.unchoke_slots, optimistic_interval_s=self.settings.optimistic_interval_s
-        )
+        #: Made by the first rechoke, ``choke_interval_s`` after the start (until then the
+        #: first peers are let in unranked): a short download never loads it.
+        self.choker: choker_mod.Choker | None = None
         self.smart_ban: SmartBan[Source] = SmartBan()
         s = self.settings
         self.hashes = HashExchange(
@@ -235,7 +236,7 @@ class Swarm(PeerHostBase):
         self._verifying: set[int] = set()
         self._pieces_allowed = min(MIN_PIECES_IN_FLIGHT, self.settings.max_pieces_in_flight)
         self._prefetching: set[int] = set()
-        self._metadata_server = ut_metadata.MetadataServer(metainfo.info_bytes)
+        self._metadata_server: ut_metadata.MetadataServer | None = None  # on the first request
         #: Peer exchange (BEP 11), unless it is off or the torrent is private (BEP 27).
         self.pex: PeerExchange | None = None
         if self.settings.pex_enabled and not self.info.private:
@@ -672,8 +673,10 @@ class Swarm(PeerHostBase):
             peer.fill_pipeline()
 
     def extension_fields(self) -> dict[str, Any]:
-        # BEP 9: we can serve the metadata to peers that came from a magnet link.
-        return {"p": self.ctx.port(), **self._metadata_server.handshake_fields(), **_address_fields(self.ctx)}
+        # BEP 9: we can serve the metadata to peers that came from a magnet link (the
+        # field MetadataServer.handshake_fields gives, without loading its module).
+        metadata_size = len(self.metainfo.info_bytes)
+        return {"p": self.ctx.port(), "metadata_size": metadata_size, **_address_fields(self.ctx)}
 
     # ------------------------------------------------------------------ live settings
 
@@ -775,7 +778,11 @@ class Swarm(PeerHostBase):
             self.pex.on_message(peer, payload)
 
     def on_metadata_message(self, peer: Peer, payload: bytes) -> None:
+        from torrent.proto import ut_metadata  # most torrents never get a metadata message
+
         msg = ut_metadata.decode(payload)
+        if self._metadata_server is None:
+            self._metadata_server = ut_metadata.MetadataServer(self.metainfo.info_bytes)
         reply = self._metadata_server.answer(msg)
         # BEP 10: we may only send what the peer's handshake offered; a request from a peer
         # that never offered ut_metadata gets no answer (sending would be our protocol error).
@@ -1152,6 +1159,13 @@ class Swarm(PeerHostBase):
 
     def rechoke(self, now: float) -> None:
         """Apply the choker's ranking (every ``choke_interval_s``; BEP 3)."""
+        from torrent.proto import choker as choker_mod
+
+        if self.choker is None:
+            s = self.settings
+            self.choker = choker_mod.Choker(
+                slots=s.unchoke_slots, optimistic_interval_s=s.optimistic_interval_s
+            )
         candidates = [p for p in self.peers.values() if p.peer_id is not None and not p.closed]
         decision = self.choker.rank(
             [

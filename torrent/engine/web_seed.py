@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import email.utils
 import logging
 import re
 import time
@@ -107,6 +106,10 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    # An HTTP date is rare here (servers send seconds), and email.utils with what it
+    # imports (datetime, calendar, email.charset) costs every download about 4 ms.
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
