@@ -28,6 +28,9 @@ LOGS = False
 #: Nothing is left to tear down when it returns (the output file is closed, the hashing
 #: workers reaped): the console script then ends the process at once (``cli.main.entry``).
 EXIT_AT_ONCE = True
+#: The last torrent :func:`run` made, kept so that its file list is not freed object by
+#: object as ``run`` returns (0.4 ms for 5,000 files) when the exit drops it all at once.
+_last: Any = None
 
 _UNITS = {
     "": 1,
@@ -156,7 +159,7 @@ def human_size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torrent.create import make, walks_ahead
+    from torrent.create import make
 
     piece_length = parse_size(args.piece_length)
     if args.threads is not None and args.threads < 1:
@@ -183,44 +186,64 @@ def run(args: argparse.Namespace) -> int:
         torrent_format=args.torrent_format,
     )
     # The scan and the file list make thousands of small objects and no cycles: the
-    # collector's passes over them cost this short-lived command up to 40 ms a run.
+    # collector's passes over them cost this short-lived command up to 40 ms a run. It is
+    # enabled again only once the result is printed: its first pass then would go over
+    # every object made meanwhile (0.7 ms for 5,000 files) just before the process ends.
     gc.disable()
-    walker = prewalk.take(args.path)
-    if walker is not None:
-        walks_ahead[args.path] = walker.chunks
     try:
-        made = _create_with_bar(make, args.path, kwargs) if sys.stdout.isatty() else make(args.path, **kwargs)
+        global _last
+        made = _last = _make(make, args.path, kwargs)
+        _write(out, made.data, args.force)
+        how = "auto" if piece_length is None else "chosen"
+        hashes = f"info hash:    {made.info_hash_v1.hex()}\n" if made.info_hash_v1 is not None else ""
+        if made.info_hash_v2 is not None:
+            hashes += f"info hash v2: {made.info_hash_v2.hex()}\n"
+        sys.stdout.write(
+            f"name:         {made.name}\n"
+            f"{hashes}"
+            f"size:         {human_size(made.size)} in {made.files} file"
+            f"{'s' if made.files != 1 else ''}\n"
+            f"piece length: {human_size(made.piece_length)} ({how}; {made.pieces} pieces)\n"
+            f"written to:   {out}\n"
+        )
     finally:
         gc.enable()
+    return 0
+
+
+def _make(make: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """``make(path, **kwargs)``, with the walk ``cli.main`` started for ``path`` if any,
+    and with a progress bar on a terminal."""
+    from torrent.create import walks_ahead
+
+    walker = prewalk.take(path)
+    if walker is not None:
+        walks_ahead[path] = walker.chunks
+    try:
+        return _create_with_bar(make, path, kwargs) if sys.stdout.isatty() else make(path, **kwargs)
+    finally:
         if walker is not None:
-            walks_ahead.pop(args.path, None)
+            walks_ahead.pop(path, None)
             walker.discard()
 
-    data = made.data
+
+def _write(out: str, data: bytes, force: bool) -> None:
+    """Write ``data`` to ``out`` through a temporary file (so a failed run leaves no
+    half-written torrent).
+
+    Raises:
+        UsageError: ``out`` appeared meanwhile and ``force`` is false.
+    """
     tmp = f"{out}.part{os.getpid()}"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-        if not args.force and os.path.exists(out):
+        if not force and os.path.exists(out):
             raise UsageError(f"{out} appeared while hashing; not overwritten")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-    how = "auto" if piece_length is None else "chosen"
-    hashes = f"info hash:    {made.info_hash_v1.hex()}\n" if made.info_hash_v1 is not None else ""
-    if made.info_hash_v2 is not None:
-        hashes += f"info hash v2: {made.info_hash_v2.hex()}\n"
-    sys.stdout.write(
-        f"name:         {made.name}\n"
-        f"{hashes}"
-        f"size:         {human_size(made.size)} in {made.files} file"
-        f"{'s' if made.files != 1 else ''}\n"
-        f"piece length: {human_size(made.piece_length)} ({how}; {made.pieces} pieces)\n"
-        f"written to:   {out}\n"
-    )
-    return 0
 
 
 def _create_with_bar(make: Any, path: str, kwargs: dict[str, Any]) -> Any:

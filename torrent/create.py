@@ -456,7 +456,11 @@ def make(
         raise
     finally:
         sys.setswitchinterval(interval)
-    return parts.made(job.wait(progress))
+    pieces = job.wait(progress, reap=False)
+    try:
+        return parts.made(pieces)
+    finally:
+        job.reap()  # the workers exit while the torrent is put together
 
 
 class _Feed:
@@ -850,7 +854,9 @@ class _Assembly:
     """The metainfo around the piece hashes, bencoded before the hashes are known.
 
     ``info`` keys sort as ``files``/``length``, ``name``, ``piece length``, ``pieces``,
-    ``private``, ``source``, so its bytes are a prefix, the hashes and a suffix.
+    ``private``, ``source``, so its bytes are a prefix, the hashes and a suffix; around
+    them, the file's keys before ``info`` and after it. The info hash is started on the
+    prefix here too, so that once the hashes are in, only they are left to hash.
     """
 
     def __init__(
@@ -911,6 +917,11 @@ class _Assembly:
         self.top = _top_dict(
             tiers, _TopFields(private, source, comment, created_by, creation_date, web_seeds)
         )
+        # All but the piece hashes is bencoded and hashed now, while the workers hash:
+        # what is left for the end is the hashes themselves.
+        self.head = bencoding.encode({k: v for k, v in self.top.items() if k < b"info"})[:-1] + b"4:info"
+        self.tail = bencoding.encode({k: v for k, v in self.top.items() if k > b"info"})[1:]
+        self.hashed = hashlib.sha1(self.prefix)
         self.tiers = tuple(tiers) if urls else ()
         self.announce = urls[0] if urls else ""
         self.comment = comment
@@ -919,21 +930,21 @@ class _Assembly:
         self.web_seeds = tuple(web_seeds)
 
     def made(self, pieces: bytes) -> Made:
-        from torrent.proto import bencoding
-
-        info_bytes = b"".join((self.prefix, b"%d:" % len(pieces), pieces, self.suffix))
-        whole = dict(self.top)
-        whole[b"info"] = bencoding.Raw(info_bytes)
+        size = b"%d:" % len(pieces)
+        info_hash = self.hashed.copy()
+        info_hash.update(size)
+        info_hash.update(pieces)
+        info_hash.update(self.suffix)
         return Made(
-            bencoding.encode(whole),
+            b"".join((self.head, self.prefix, size, pieces, self.suffix, self.tail)),
             self.name,
-            hashlib.sha1(info_bytes).digest(),
+            info_hash.digest(),
             None,
             self.size,
             len(self.files),
             self.piece_length,
             len(pieces) // 20,
-            lambda: self.metainfo(pieces, info_bytes),
+            lambda: self.metainfo(pieces, b"".join((self.prefix, size, pieces, self.suffix))),
         )
 
     def metainfo(self, pieces: bytes, info_bytes: bytes) -> Metainfo:

@@ -116,6 +116,31 @@ def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: 
     assert not small_batches[0].pids  # reaped
 
 
+def test_workers_left_by_wait_are_reaped_by_reap_and_by_make(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    f = tmp_path / "f"
+    data = os.urandom(9 * 16384 + 5)
+    f.write_bytes(data)
+    job = new_job(16384, [SourceFile(("f",), str(f), len(data))], threads=2)
+    assert isinstance(job, ProcessHashJob)
+    job.start()
+    pids = list(job.pids)
+    assert len(pids) == 2
+    pieces = job.wait(reap=False)
+    assert pieces == b"".join(hashlib.sha1(data[i : i + 16384]).digest() for i in range(0, len(data), 16384))
+    assert job.pids == pids  # sent every digest, exiting, not yet reaped
+    job.reap()
+    assert not job.pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    made = make(f, piece_length=16384)
+    assert made.pieces == 10
+    assert len(small_batches) == 2
+    assert not small_batches[1].pids  # make reaps them before it returns
+
+
 def test_a_queue_longer_than_its_pipe_is_topped_up_while_the_workers_hash(
     tmp_path: Path, small_batches: list[ProcessHashJob]
 ) -> None:
@@ -331,10 +356,12 @@ def test_the_progress_bar_leaves_the_workers_to_processes(
     seen: list[bool] = []
     real_wait = ProcessHashJob.wait
 
-    def wait(job: ProcessHashJob, progress: hashing.ProgressCallback | None = None) -> bytes:
+    def wait(
+        job: ProcessHashJob, progress: hashing.ProgressCallback | None = None, *, reap: bool = True
+    ) -> bytes:
         assert progress is not None
         seen.append(threading.active_count() == 1)
-        return real_wait(job, progress)
+        return real_wait(job, progress, reap=reap)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ProcessHashJob, "wait", wait)
