@@ -323,7 +323,9 @@ def test_a_file_problem_in_a_worker_is_one_line_and_exit_1(
     (d / "b").write_bytes(os.urandom(50_000))
     real_scan = torrent.create.scan
 
-    def scan(path: str | os.PathLike[str], on_file: object = None) -> tuple[bool, list[SourceFile]]:
+    def scan(
+        path: str | os.PathLike[str], on_file: object = None, *, on_files: object = None
+    ) -> tuple[bool, list[SourceFile]]:
         # What another program does between the walk and the hashing.
         multi, files = real_scan(path)
         if problem == "shrank":
@@ -392,16 +394,19 @@ def test_a_file_problem_after_the_fork_mid_walk_is_one_line_and_exit_1(
     monkeypatch.setattr(torrent.create, "FEED_EVERY", 2)
     real_scan = torrent.create.scan
 
-    def scan(path: str | os.PathLike[str], on_file: Any = None) -> tuple[bool, list[SourceFile]]:
-        def found(f: SourceFile) -> None:
-            on_file(f)
-            if f.path[-1] == "f10":  # found (fed to the workers later): another program changes it
-                if problem == "shrank":
-                    os.truncate(f.fs_path, 100)
-                else:
-                    os.unlink(f.fs_path)
+    def scan(
+        path: str | os.PathLike[str], on_file: Any = None, *, on_files: Any = None
+    ) -> tuple[bool, list[SourceFile]]:
+        def found(files: list[SourceFile]) -> None:
+            on_files(files)
+            for f in files:
+                if f.path[-1] == "f10":  # found (fed to the workers later): another program changes it
+                    if problem == "shrank":
+                        os.truncate(f.fs_path, 100)
+                    else:
+                        os.unlink(f.fs_path)
 
-        return real_scan(path, found)
+        return real_scan(path, on_files=found)
 
     monkeypatch.setattr(torrent.create, "scan", scan)
     out = tmp_path / "o.torrent"
