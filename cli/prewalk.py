@@ -47,7 +47,7 @@ _VALUED = frozenset(
 )
 _FLAGS = frozenset({"--tier", "-f", "--force", "--private", "--no-date"})
 #: Options before the command (``cli/main.py``).
-_TOP_FLAGS = frozenset({"--debug", "--no-uvloop"})
+TOP_FLAGS = frozenset({"--debug", "--no-uvloop"})
 
 
 def guess_path(args: Sequence[str]) -> str | None:
@@ -55,7 +55,7 @@ def guess_path(args: Sequence[str]) -> str | None:
     are anything else or anything less plain (an abbreviated or unknown option, ``--``,
     ``--opt=value``, grouped short flags, a second positional)."""
     i = 0
-    while i < len(args) and args[i] in _TOP_FLAGS:
+    while i < len(args) and args[i] in TOP_FLAGS:
         i += 1
     if i >= len(args) or args[i] != "create":
         return None
