@@ -21,17 +21,19 @@ from cli import prewalk
 if __name__ == "cli.main" and os.path.basename(sys.argv[0]) in ("pytorrent", "-c", "main.py"):
     prewalk.start(sys.argv)
 
-import argparse
 import gc
 import importlib
 
 from torrent.errors import MetainfoError, TorrentError
-from torrent.proto.text import install_printable_log_records, printable
 
 #: ``typing`` (about 4 ms with its imports) is not imported at run time: a command that
 #: needs it imports it itself, and ``pytorrent create`` starts hashing without it.
+#: Nor are ``argparse`` and ``torrent.proto.text`` (with ``re``, ``enum``, ``gettext`` and
+#: ``locale``: about 9 ms of CPU) until a command needs them: ``create`` with plain
+#: arguments parses them itself (``parse_plain`` in its module).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Coroutine, Sequence
     from typing import Any, NoReturn, TypeVar
 
@@ -55,20 +57,34 @@ def _module(command: str) -> str:
     return f"cli.cmd_{command.replace('-', '_')}"
 
 
-class _OneLineErrors(argparse.ArgumentParser):
-    """argparse, but an argument error is one line (``PROG: MESSAGE``) and exit 2, not the
-    whole usage block; ``--help`` still shows the usage. Subcommand parsers inherit it."""
+def _one_line_errors() -> type[argparse.ArgumentParser]:
+    """argparse's parser, but an argument error is one line (``PROG: MESSAGE``) and exit
+    2, not the whole usage block; ``--help`` still shows the usage. Subcommand parsers
+    inherit it. Made (with argparse imported) on first use."""
+    global _parser_type
+    if _parser_type is not None:
+        return _parser_type
+    import argparse
 
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+    from torrent.proto.text import printable
 
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse makes a formatter for every add_argument() call, and its default one
-        # imports shutil (with zlib, bz2, lzma and fnmatch: about 9 ms of every start)
-        # just for the terminal's width, which is read here the way shutil reads it.
-        if self.formatter_class is argparse.HelpFormatter:
-            return argparse.HelpFormatter(prog=self.prog, width=_terminal_columns() - 2)
-        return super()._get_formatter()
+    class _OneLineErrors(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+
+        def _get_formatter(self) -> argparse.HelpFormatter:
+            # argparse makes a formatter for every add_argument() call, and its default one
+            # imports shutil (with zlib, bz2, lzma and fnmatch: about 9 ms of every start)
+            # just for the terminal's width, which is read here the way shutil reads it.
+            if self.formatter_class is argparse.HelpFormatter:
+                return argparse.HelpFormatter(prog=self.prog, width=_terminal_columns() - 2)
+            return super()._get_formatter()
+
+    _parser_type = _OneLineErrors
+    return _parser_type
+
+
+_parser_type: type[argparse.ArgumentParser] | None = None
 
 
 def _terminal_columns() -> int:
@@ -87,7 +103,7 @@ def _terminal_columns() -> int:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) one with just that subcommand, which imports no other command module."""
-    parser = _OneLineErrors(prog="pytorrent", description="BitTorrent client, tracker and torrent maker.")
+    parser = _one_line_errors()(prog="pytorrent", description="BitTorrent client, tracker and torrent maker.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's default event loop instead of uvloop"
@@ -224,18 +240,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = [i for i, a in enumerate(args_list) if not a.startswith("-")]
     first = args_list[words[0]] if words else None
     top_help = any(a in ("-h", "--help") for a in args_list[: words[0] if words else None])
-    parser = build_parser(first if first in COMMANDS and not top_help else None)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed the message
-        prewalk.keep_only(None)
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    args = _parse_plain(first, args_list) if first in COMMANDS and not top_help else None
+    if args is None:
+        parser = build_parser(first if first in COMMANDS and not top_help else None)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse already printed the message
+            prewalk.keep_only(None)
+            return EXIT_OK if exc.code == 0 else EXIT_USAGE
     # A walk started at import time is kept only for the path argparse found.
     prewalk.keep_only(args.path if args.command == "create" and argv is None else None)
     module = importlib.import_module(_module(args.command))
     # Log lines carry names and messages from torrents, trackers and peers. A command
     # module that never logs says so (``LOGS = False``) and is spared importing logging.
     if getattr(module, "LOGS", True):
+        from torrent.proto.text import install_printable_log_records
+
         install_printable_log_records()
     global _exit_at_once
     _exit_at_once = bool(getattr(module, "EXIT_AT_ONCE", False))
@@ -251,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        from torrent.proto.text import printable
+
         print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except TorrentError as exc:
@@ -258,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        from torrent.proto.text import printable
+
         print(f"pytorrent {args.command}: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:
@@ -265,9 +289,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        from torrent.proto.text import printable
+
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"pytorrent {args.command}: {printable(f'{exc.strerror or exc}{where}')}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _parse_plain(command: str, args_list: list[str]) -> Any:
+    """The command module's own parse of ``args_list`` (its ``parse_plain``), or None when
+    it has none or leaves them to argparse."""
+    try:
+        module = importlib.import_module(_module(command))
+    except ModuleNotFoundError as exc:
+        if exc.name != _module(command):
+            raise
+        return None
+    parse = getattr(module, "parse_plain", None)
+    return None if parse is None else parse(args_list)
 
 
 #: Set by :func:`main` for a command module that says ``EXIT_AT_ONCE = True``: it leaves

@@ -57,6 +57,7 @@ Left out: BEP 47 file attributes (executable, hidden) and symlinks in the output
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import os
 import stat
@@ -143,13 +144,19 @@ def auto_piece_length(total_size: int) -> int:
 
 
 def scan(
-    path: str | os.PathLike[str], on_file: Callable[[SourceFile], object] | None = None
+    path: str | os.PathLike[str],
+    on_file: Callable[[SourceFile], object] | None = None,
+    *,
+    on_files: Callable[[list[SourceFile]], object] | None = None,
 ) -> tuple[bool, list[SourceFile]]:
     """List the files :func:`create` would hash, in torrent order.
 
     Args:
         path: a file or directory.
         on_file: called with each file as soon as it is found (in torrent order).
+        on_files: called with the files found, a list at a time (in torrent order): a
+            directory's files up to :data:`FEED_EVERY` at a time, or as many as a walk
+            made elsewhere (``walks_ahead``) hands over at once.
 
     Returns:
         ``(multi_file, files)``: ``multi_file`` is true when ``path`` is a directory.
@@ -168,19 +175,23 @@ def scan(
     except OSError as exc:
         raise MetainfoError(f"cannot read {top}: {exc.strerror or exc}", "path") from None
     found: list[SourceFile] = []
-    if on_file is None:
-        emit: Callable[[SourceFile], object] = found.append
+    if on_file is None and on_files is None:
+        emit: Callable[[list[SourceFile]], object] = found.extend
     else:
 
-        def emit(f: SourceFile) -> None:
-            found.append(f)
-            on_file(f)
+        def emit(files: list[SourceFile]) -> None:
+            found.extend(files)
+            if on_files is not None:
+                on_files(files)
+            if on_file is not None:
+                for f in files:
+                    on_file(f)
 
     if stat.S_ISREG(st.st_mode):
         name = os.path.basename(os.path.abspath(top))
         if not _plain_name(name):
             name = _component(name, top)
-        emit(SourceFile(path=(name,), fs_path=top, length=st.st_size))
+        emit([SourceFile(path=(name,), fs_path=top, length=st.st_size)])
         return False, found
     if not stat.S_ISDIR(st.st_mode):
         raise MetainfoError(f"{top} is neither a file nor a directory", "path")
@@ -200,15 +211,15 @@ walks_ahead: dict[str, Callable[[], Iterator[list[tuple[tuple[str, ...], str, in
 
 def _take_walk(
     ahead: Callable[[], Iterator[list[tuple[tuple[str, ...], str, int]] | None]],
-    emit: Callable[[SourceFile], object],
+    emit: Callable[[list[SourceFile]], object],
 ) -> bool:
-    """Emit a walk made elsewhere; False when it failed (what it gave is emitted)."""
-    new = tuple.__new__
+    """Emit a walk made elsewhere, a list at a time; False when it failed (what it gave
+    is emitted)."""
     for rows in ahead():
         if rows is None:
             return False
-        for row in rows:
-            emit(new(SourceFile, row))
+        # SourceFile(*row) without its Python-level __new__, in a loop in C.
+        emit(list(map(tuple.__new__, itertools.repeat(SourceFile), rows)))
     return True
 
 
@@ -216,7 +227,7 @@ def _walk_rest(
     top: str,
     ancestors: frozenset[tuple[int, int]],
     found: list[SourceFile],
-    emit: Callable[[SourceFile], object],
+    emit: Callable[[list[SourceFile]], object],
 ) -> None:
     """Walk ``top``, emitting the files after the ``found`` ones (a failed walk made elsewhere
     gave those): the walk here raises the error it meets, as it would have alone."""
@@ -224,11 +235,11 @@ def _walk_rest(
         _walk(top, (), ancestors, emit)
         return
     again: list[SourceFile] = []
-    _walk(top, (), ancestors, again.append)
+    _walk(top, (), ancestors, again.extend)
     if again[: len(found)] != found:
         raise MetainfoError(f"{top} changed while it was walked", "path")
-    for f in again[len(found) :]:
-        emit(f)
+    if len(again) > len(found):
+        emit(again[len(found) :])
 
 
 def _plain_name(name: str) -> bool:
@@ -261,9 +272,9 @@ def _walk(
     directory: str,
     prefix: tuple[str, ...],
     ancestors: frozenset[tuple[int, int]],
-    emit: Callable[[SourceFile], object],
+    emit: Callable[[list[SourceFile]], object],
 ) -> None:
-    """Pass the files under ``directory`` to ``emit`` in torrent order.
+    """Pass the files under ``directory`` to ``emit`` in torrent order, a list at a time.
 
     Sorting each directory's names and descending in that order gives the same order as
     sorting whole paths component by component (code point order is UTF-8 byte order).
@@ -292,9 +303,11 @@ def _walk_entries(
     entries: list[os.DirEntry[str]],
     prefix: tuple[str, ...],
     ancestors: frozenset[tuple[int, int]],
-    emit: Callable[[SourceFile], object],
+    emit: Callable[[list[SourceFile]], object],
 ) -> None:
-    """:func:`_walk`'s work on one directory's entries; ``base`` is its path and a separator."""
+    """:func:`_walk`'s work on one directory's entries; ``base`` is its path and a separator.
+    Its files are emitted in lists of up to :data:`FEED_EVERY`, each before the walk goes
+    down into the next subdirectory."""
     for entry in entries:
         name = entry.name
         # The parser's full check only when a name could fail it (scandir never yields
@@ -308,6 +321,7 @@ def _walk_entries(
                 _component(name, base + name)
     entries.sort(key=_name)
     new = tuple.__new__  # SourceFile(...) without its Python-level __new__: 5,000 files, 1 ms
+    run: list[SourceFile] = []
     for entry in entries:
         name = entry.name
         try:
@@ -319,17 +333,26 @@ def _walk_entries(
             raise MetainfoError(f"cannot read {base}{name}: {exc.strerror or exc}", "path") from None
         mode = st.st_mode
         if stat.S_ISREG(mode):
-            emit(new(SourceFile, ((*prefix, name), base + name, st.st_size)))
+            run.append(new(SourceFile, ((*prefix, name), base + name, st.st_size)))
+            if len(run) >= FEED_EVERY:
+                emit(run)
+                run = []
         elif stat.S_ISDIR(mode):
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 raise MetainfoError(f"{base}{name} is a symlink loop (it leads back to a parent)", "path")
+            if run:
+                emit(run)
+                run = []
             _walk(base + name, (*prefix, name), ancestors | {ident}, emit)
         else:
             raise MetainfoError(f"{base}{name} is a special file (not a regular file or directory)", "path")
+    if run:
+        emit(run)
 
 
 _name = operator.attrgetter("name")
+_length = operator.itemgetter(2)  # a SourceFile's length
 _utf8 = operator.methodcaller("encode", "utf-8")
 _SCANDIR_FD = os.scandir in os.supports_fd
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -421,7 +444,7 @@ def make(
         feed = _Feed(piece_length, threads) if piece_length is not None else None
         if feed is not None and feed.job is not None:
             sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
-        multi_file, files = scan(path, feed if feed is not None and feed.feeds else None)
+        multi_file, files = scan(path, on_files=feed.many if feed is not None and feed.feeds else None)
         total = _check_payload(path, multi_file, files)
         top_name = _top_name(path, name, multi_file, files)
         chosen = piece_length or auto_piece_length(total)
@@ -456,13 +479,18 @@ def make(
         raise
     finally:
         sys.setswitchinterval(interval)
-    return parts.made(job.wait(progress))
+    pieces = job.wait(progress, reap=False)
+    try:
+        return parts.made(pieces)
+    finally:
+        job.reap()  # the workers exit while the torrent is put together
 
 
 class _Feed:
     """Hands the files a walk finds (in torrent order) to a hashing job while the walk
-    goes on; the piece length must be known. Call it with each file; :attr:`job` is
-    then the job that runs, if any, and :meth:`finish` gives it the rest.
+    goes on; the piece length must be known. Call it with each file, or :meth:`many`
+    with each list of them; :attr:`job` is then the job that runs, if any, and
+    :meth:`finish` gives it the rest.
 
     Worker processes are forked once the walk has found
     :data:`~torrent.create_hashing.PROCESS_MIN_BYTES`:
@@ -494,15 +522,19 @@ class _Feed:
         self.feeds = self.job is not None or self.processes is not None
 
     def __call__(self, f: SourceFile) -> None:
+        self.many([f])
+
+    def many(self, files: list[SourceFile]) -> None:
+        """Take ``files``, the next ones the walk found."""
         pending = self.pending
-        pending.append(f)
+        pending += files
         if len(pending) >= self.every:
             self._flush()
 
     def _flush(self) -> None:
         pending = self.pending
         if self.job is None:
-            self.found += sum(f.length for f in pending[self.counted :])
+            self.found += sum(map(_length, pending[self.counted :]))
             self.counted = len(pending)
             self.every = len(pending) + FEED_EVERY
             if self.found < create_hashing.PROCESS_MIN_BYTES or self.processes is None:
@@ -628,7 +660,7 @@ def _check_payload(path: str | os.PathLike[str], multi_file: bool, files: Sequen
     """The payload's size; an empty directory or payload is refused."""
     if not files:
         raise MetainfoError(f"{os.fspath(path)} is an empty directory: nothing to share", "path")
-    total = sum(f.length for f in files)
+    total: int = sum(map(_length, files))
     if total == 0:
         what = "holds only empty files" if multi_file else "is an empty file"
         raise MetainfoError(f"{os.fspath(path)} {what}: a torrent needs at least one byte", "path")
@@ -850,7 +882,9 @@ class _Assembly:
     """The metainfo around the piece hashes, bencoded before the hashes are known.
 
     ``info`` keys sort as ``files``/``length``, ``name``, ``piece length``, ``pieces``,
-    ``private``, ``source``, so its bytes are a prefix, the hashes and a suffix.
+    ``private``, ``source``, so its bytes are a prefix, the hashes and a suffix; around
+    them, the file's keys before ``info`` and after it. The info hash is started on the
+    prefix here too, so that once the hashes are in, only they are left to hash.
     """
 
     def __init__(
@@ -900,7 +934,7 @@ class _Assembly:
             suffix[b"source"] = source.encode("utf-8")
         self.suffix = bencoding.encode(suffix)[1:]
         self.files = files
-        self.size = sum(f.length for f in files)
+        self.size = sum(map(_length, files))
         self.multi_file = multi_file
         self.name = name
         self.piece_length = piece_length
@@ -911,6 +945,11 @@ class _Assembly:
         self.top = _top_dict(
             tiers, _TopFields(private, source, comment, created_by, creation_date, web_seeds)
         )
+        # All but the piece hashes is bencoded and hashed now, while the workers hash:
+        # what is left for the end is the hashes themselves.
+        self.head = bencoding.encode({k: v for k, v in self.top.items() if k < b"info"})[:-1] + b"4:info"
+        self.tail = bencoding.encode({k: v for k, v in self.top.items() if k > b"info"})[1:]
+        self.hashed = hashlib.sha1(self.prefix)
         self.tiers = tuple(tiers) if urls else ()
         self.announce = urls[0] if urls else ""
         self.comment = comment
@@ -919,21 +958,21 @@ class _Assembly:
         self.web_seeds = tuple(web_seeds)
 
     def made(self, pieces: bytes) -> Made:
-        from torrent.proto import bencoding
-
-        info_bytes = b"".join((self.prefix, b"%d:" % len(pieces), pieces, self.suffix))
-        whole = dict(self.top)
-        whole[b"info"] = bencoding.Raw(info_bytes)
+        size = b"%d:" % len(pieces)
+        info_hash = self.hashed.copy()
+        info_hash.update(size)
+        info_hash.update(pieces)
+        info_hash.update(self.suffix)
         return Made(
-            bencoding.encode(whole),
+            b"".join((self.head, self.prefix, size, pieces, self.suffix, self.tail)),
             self.name,
-            hashlib.sha1(info_bytes).digest(),
+            info_hash.digest(),
             None,
             self.size,
             len(self.files),
             self.piece_length,
             len(pieces) // 20,
-            lambda: self.metainfo(pieces, info_bytes),
+            lambda: self.metainfo(pieces, b"".join((self.prefix, size, pieces, self.suffix))),
         )
 
     def metainfo(self, pieces: bytes, info_bytes: bytes) -> Metainfo:

@@ -20,6 +20,7 @@ Two kinds of job hand the batches out, with the same methods (``feed``, ``close_
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # signal without its enum (and functools) import
 import _thread
 import bisect
 import hashlib
@@ -38,7 +39,6 @@ from torrent.types import BLOCK_SIZE
 #: starts hashing without it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import signal
     from typing import Any, NamedTuple
 
 # ``torrent.proto.merkle`` (with ``dataclasses``: about 9 ms) is imported only by a v2
@@ -263,11 +263,13 @@ class HashJob:
             if w.is_alive():
                 w.join()
 
-    def wait(self, progress: ProgressCallback | None = None) -> bytes:
+    def wait(self, progress: ProgressCallback | None = None, *, reap: bool = True) -> bytes:
         """Block until every piece is hashed; returns the digests.
 
         Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
         raises), the workers stop after their current batch and the exception propagates.
+        The threads have ended when it returns, whatever ``reap`` says (see
+        :meth:`ProcessHashJob.wait`).
 
         Raises:
             StorageError: a worker could not read its files.
@@ -287,6 +289,9 @@ class HashJob:
         if self.v2:
             self.nodes_v2 = b"".join(self.results_v2[i] for i in range(len(self.results_v2)))
         return b"".join(self.results[i] for i in range(len(self.results)))
+
+    def reap(self) -> None:
+        """Nothing to do: :meth:`wait` has joined the threads."""
 
     def _wait_for(self, end: int) -> int:
         """Block until the payload is known up to ``end`` (or complete); returns its known size."""
@@ -405,15 +410,20 @@ class ProcessHashJob:
     def feed(self, files: Sequence[SourceFile]) -> None:
         """Append files (in torrent order); after :meth:`start`, the workers hash
         every batch they complete while the caller goes on."""
-        new = []
-        for f in files:
-            if f.length:
-                self.files.append(f)
-                self.starts.append(self.known)
-                self.known += f.length
-                new.append((f.fs_path, f.length))
-        if self._table >= 0 and new:
-            data = marshal.dumps(new)
+        # Loops in C rather than per file in Python: the walk hands over 256 at a time.
+        lengths = list(map(_LENGTH, files))
+        if 0 in lengths:  # an empty file takes no part in reading
+            files = [f for f in files if f.length]
+            lengths = [n for n in lengths if n]
+        if not files:
+            return
+        self.files += files
+        starts = list(itertools.accumulate(lengths, initial=self.known))
+        self.known = starts.pop()
+        self.starts += starts
+        if self._table >= 0:
+            # Rows a worker turns into SourceFile objects as they are (see _serve).
+            data = marshal.dumps(list(zip(itertools.repeat(()), map(_FS_PATH, files), lengths)))
             _write_all(self._table, len(data).to_bytes(4, "little") + data)
             self._table_end += 4 + len(data)
             self._fill()
@@ -429,7 +439,6 @@ class ProcessHashJob:
     def start(self) -> None:
         """Fork the workers and queue every batch whose files are known."""
         import select
-        import signal
 
         if self.closed:
             self.threads = min(self.threads, max(1, -(-self.known // self.batch_bytes)))
@@ -437,7 +446,7 @@ class ProcessHashJob:
         # it ignores it (it would unwind the parent's stack in the child). A Ctrl-C held
         # meanwhile is raised when it is let in again, here, and cancels the job; from
         # then on the caller cancels the job on any exception, as ``hash_files`` does.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGINT})
         try:
             if not self.closed:
                 self._table = _anonymous_file()
@@ -456,25 +465,23 @@ class ProcessHashJob:
             self._poller = select.poll()
             for fd in self._by_fd:
                 self._poller.register(fd, select.POLLIN)
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
         except BaseException:
             try:
                 self.cancel()
             finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             raise
 
-    def _fork(self, mask: set[int | signal.Signals], queue: int) -> None:
+    def _fork(self, mask: set[int], queue: int) -> None:
         """Start one worker reading ``queue``; ``mask`` is the signal mask it runs with."""
-        import signal
-
         results_r, results_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its work is checked through the parent
             code = 1
             try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+                _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
                 for fd in (self._queue, results_r, *self._results):
                     if fd >= 0:
                         os.close(fd)
@@ -503,10 +510,10 @@ class ProcessHashJob:
                 batch = int.from_bytes(record[:8], "little")
                 need = int.from_bytes(record[8:], "little")
                 if need > have:  # files fed after the fork
-                    for path, length in _table_entries(self._table, have, need):
-                        files.append(tuple.__new__(SourceFile, ((), path, length)))
-                        starts.append(known)
-                        known += length
+                    rows = _table_entries(self._table, have, need)
+                    files += map(tuple.__new__, itertools.repeat(SourceFile), rows)
+                    starts += itertools.accumulate(map(_LENGTH, rows), initial=known)
+                    known = starts.pop()
                     have = need
                 start = batch * batch_bytes
                 try:
@@ -548,12 +555,10 @@ class ProcessHashJob:
 
     def cancel(self) -> None:
         """Stop the workers now (SIGKILL) and reap them."""
-        import signal
-
         self._close_queue()
         for pid in self.pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, _signal.SIGKILL)
             except ProcessLookupError:  # pragma: no cover - already reaped
                 pass
         self._reap()
@@ -577,11 +582,16 @@ class ProcessHashJob:
             os.close(self._table)
             self._table = -1
 
-    def wait(self, progress: ProgressCallback | None = None) -> bytes:
+    def wait(self, progress: ProgressCallback | None = None, *, reap: bool = True) -> bytes:
         """Gather the digests; returns them (as :meth:`HashJob.wait`).
 
         Call :meth:`close_feed` first. If this thread is interrupted (or ``progress``
         raises), the workers are killed and reaped, and the exception propagates.
+
+        With ``reap`` false, the workers, which have sent every digest and are exiting,
+        are left for the caller to :meth:`reap` once it has done what it can do meanwhile:
+        their exit (the kernel tearing down their address spaces) took about 1 ms that
+        ``pytorrent create`` spent waiting, at the end of its run.
 
         Raises:
             StorageError: a worker could not read its files, or died.
@@ -599,12 +609,17 @@ class ProcessHashJob:
         except BaseException:
             self.cancel()
             raise
-        self._reap()
+        if reap:
+            self._reap()
         if progress is not None:
             progress(self.known, self.known)
         if self.v2:
             self.nodes_v2 = b"".join(self._nodes[i] for i in range(count))
         return b"".join(self._digests[i] for i in range(count))
+
+    def reap(self) -> None:
+        """Wait for the workers to exit, after :meth:`wait` with ``reap`` false."""
+        self._reap()
 
     def _gather(self, timeout_s: float | None) -> None:
         """Take what the workers sent within ``timeout_s`` (None: until one sends), and
@@ -705,8 +720,8 @@ def _anonymous_file() -> int:
     return os.dup(tempfile.TemporaryFile().fileno())  # pragma: no cover
 
 
-def _table_entries(table: int, start: int, end: int) -> list[tuple[str, int]]:
-    """The ``(fs_path, length)`` entries in bytes ``start``..``end`` of a file table:
+def _table_entries(table: int, start: int, end: int) -> list[tuple[tuple[str, ...], str, int]]:
+    """The ``((), fs_path, length)`` entries in bytes ``start``..``end`` of a file table:
     frames of a 4-byte length and a ``marshal``-ed list."""
     data = b""
     while len(data) < end - start:
@@ -714,7 +729,7 @@ def _table_entries(table: int, start: int, end: int) -> list[tuple[str, int]]:
         if not more:
             raise StorageError("the list of files to hash ended early")
         data += more
-    entries: list[tuple[str, int]] = []
+    entries: list[tuple[tuple[str, ...], str, int]] = []
     pos = 0
     while pos < len(data):
         size = int.from_bytes(data[pos : pos + 4], "little")
@@ -1100,6 +1115,8 @@ except ImportError:  # pragma: no cover - platforms without mmap
 _FADVISE = getattr(os, "posix_fadvise", None)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 _digest = operator.methodcaller("digest")
+_FS_PATH = operator.itemgetter(1)  # a SourceFile's fs_path
+_LENGTH = operator.itemgetter(2)  # its length
 
 if hasattr(os, "preadv"):
 

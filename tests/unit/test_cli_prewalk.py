@@ -105,7 +105,7 @@ def test_the_option_lists_are_the_parsers() -> None:
 
     assert options(create, valued=True) == prewalk._VALUED
     assert options(create, valued=False) == prewalk._FLAGS
-    assert options(top, valued=False) == prewalk._TOP_FLAGS
+    assert options(top, valued=False) == prewalk.TOP_FLAGS
     assert not options(top, valued=True)
 
 

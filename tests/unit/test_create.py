@@ -209,6 +209,24 @@ def test_scan_returns_torrent_order(tmp_path: Path) -> None:
     assert [(f.path, f.length) for f in files] == [(("a", "c"), 2), (("b",), 1)]
 
 
+def test_scan_hands_the_files_over_in_order_each_and_a_list_at_a_time(tmp_path: Path) -> None:
+    from torrent.create import FEED_EVERY
+
+    names = {f"m/{i:03d}": bytes(i % 3) for i in range(2 * FEED_EVERY + 5)}
+    names.update({"a/x": b"1", "m/040d/deeper": b"22", "z": b""})
+    d = _tree(tmp_path / "d", names)
+    runs: list[list[SourceFile]] = []
+    each: list[SourceFile] = []
+    multi, files = scan(d, each.append, on_files=runs.append)
+    assert multi
+    assert [f.path for f in files] == sorted(tuple(n.split("/")) for n in names)
+    assert each == files
+    assert [f for run in runs for f in run] == files
+    assert all(1 <= len(run) <= FEED_EVERY for run in runs)
+    # A directory's files before a subdirectory are handed over before the walk goes down.
+    assert any(run[-1].path == ("m", "040") for run in runs)
+
+
 @pytest.fixture(
     params=[
         "mmap",

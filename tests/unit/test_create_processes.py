@@ -116,6 +116,31 @@ def test_progress_on_processes_reaches_the_total(tmp_path: Path, small_batches: 
     assert not small_batches[0].pids  # reaped
 
 
+def test_workers_left_by_wait_are_reaped_by_reap_and_by_make(
+    tmp_path: Path, small_batches: list[ProcessHashJob]
+) -> None:
+    f = tmp_path / "f"
+    data = os.urandom(9 * 16384 + 5)
+    f.write_bytes(data)
+    job = new_job(16384, [SourceFile(("f",), str(f), len(data))], threads=2)
+    assert isinstance(job, ProcessHashJob)
+    job.start()
+    pids = list(job.pids)
+    assert len(pids) == 2
+    pieces = job.wait(reap=False)
+    assert pieces == b"".join(hashlib.sha1(data[i : i + 16384]).digest() for i in range(0, len(data), 16384))
+    assert job.pids == pids  # sent every digest, exiting, not yet reaped
+    job.reap()
+    assert not job.pids
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    made = make(f, piece_length=16384)
+    assert made.pieces == 10
+    assert len(small_batches) == 2
+    assert not small_batches[1].pids  # make reaps them before it returns
+
+
 def test_a_queue_longer_than_its_pipe_is_topped_up_while_the_workers_hash(
     tmp_path: Path, small_batches: list[ProcessHashJob]
 ) -> None:
@@ -298,7 +323,9 @@ def test_a_file_problem_in_a_worker_is_one_line_and_exit_1(
     (d / "b").write_bytes(os.urandom(50_000))
     real_scan = torrent.create.scan
 
-    def scan(path: str | os.PathLike[str], on_file: object = None) -> tuple[bool, list[SourceFile]]:
+    def scan(
+        path: str | os.PathLike[str], on_file: object = None, *, on_files: object = None
+    ) -> tuple[bool, list[SourceFile]]:
         # What another program does between the walk and the hashing.
         multi, files = real_scan(path)
         if problem == "shrank":
@@ -331,10 +358,12 @@ def test_the_progress_bar_leaves_the_workers_to_processes(
     seen: list[bool] = []
     real_wait = ProcessHashJob.wait
 
-    def wait(job: ProcessHashJob, progress: hashing.ProgressCallback | None = None) -> bytes:
+    def wait(
+        job: ProcessHashJob, progress: hashing.ProgressCallback | None = None, *, reap: bool = True
+    ) -> bytes:
         assert progress is not None
         seen.append(threading.active_count() == 1)
-        return real_wait(job, progress)
+        return real_wait(job, progress, reap=reap)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ProcessHashJob, "wait", wait)
@@ -365,16 +394,19 @@ def test_a_file_problem_after_the_fork_mid_walk_is_one_line_and_exit_1(
     monkeypatch.setattr(torrent.create, "FEED_EVERY", 2)
     real_scan = torrent.create.scan
 
-    def scan(path: str | os.PathLike[str], on_file: Any = None) -> tuple[bool, list[SourceFile]]:
-        def found(f: SourceFile) -> None:
-            on_file(f)
-            if f.path[-1] == "f10":  # found (fed to the workers later): another program changes it
-                if problem == "shrank":
-                    os.truncate(f.fs_path, 100)
-                else:
-                    os.unlink(f.fs_path)
+    def scan(
+        path: str | os.PathLike[str], on_file: Any = None, *, on_files: Any = None
+    ) -> tuple[bool, list[SourceFile]]:
+        def found(files: list[SourceFile]) -> None:
+            on_files(files)
+            for f in files:
+                if f.path[-1] == "f10":  # found (fed to the workers later): another program changes it
+                    if problem == "shrank":
+                        os.truncate(f.fs_path, 100)
+                    else:
+                        os.unlink(f.fs_path)
 
-        return real_scan(path, found)
+        return real_scan(path, on_files=found)
 
     monkeypatch.setattr(torrent.create, "scan", scan)
     out = tmp_path / "o.torrent"
