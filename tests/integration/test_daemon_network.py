@@ -21,6 +21,7 @@ from torrent.config import Encryption
 from torrent.daemon import fields
 from torrent.engine.dht_node import load_state
 from torrent.engine.session import Session
+from torrent.proto.metainfo import Metainfo
 
 NETWORK = ["peer-port", "encryption", "dht-enabled", "pex-enabled", "lpd-enabled", "utp-enabled"]
 
@@ -126,14 +127,20 @@ async def test_peers_report_encryption_and_utp(tmp_path: Path) -> None:
         assert "T" in str(p["flagStr"])
 
 
-async def test_a_torrent_added_stopped_is_checked_and_stays_stopped(tmp_path: Path) -> None:
-    """As in Transmission: the data already on the disk shows at once, nothing runs."""
-    downloads = tmp_path / "downloads"
-    content = make_payload(downloads, "there.bin", 8 * 32 * 1024)
+def _on_disk_but_one_piece(tmp_path: Path, damaged: int) -> Metainfo:
+    """A torrent of 8 pieces whose data is in the daemon's download directory, piece
+    ``damaged`` corrupt."""
+    content = make_payload(tmp_path / "downloads", "there.bin", 8 * 32 * 1024)
     meta = make_torrent(content, piece_length=32 * 1024)
     data = bytearray(content.read_bytes())
-    data[3 * 32 * 1024] ^= 0xFF  # one damaged piece
+    data[damaged * 32 * 1024] ^= 0xFF
     content.write_bytes(bytes(data))
+    return meta
+
+
+async def test_a_torrent_added_stopped_is_checked_and_stays_stopped(tmp_path: Path) -> None:
+    """As in Transmission: the data already on the disk shows at once, nothing runs."""
+    meta = _on_disk_but_one_piece(tmp_path, 3)
     async with asyncio.timeout(30), running_daemon(tmp_path) as (daemon, client):
         tid = await client.add(meta, paused=True)
         await wait_until(
@@ -147,12 +154,7 @@ async def test_a_torrent_added_stopped_is_checked_and_stays_stopped(tmp_path: Pa
 async def test_the_check_of_a_torrent_added_stopped_survives_a_restart(tmp_path: Path) -> None:
     """Stopped before its check began (no check slot, as in a long burst of adds): the
     next run checks it, and it still stays stopped."""
-    downloads = tmp_path / "downloads"
-    content = make_payload(downloads, "there.bin", 8 * 32 * 1024)
-    meta = make_torrent(content, piece_length=32 * 1024)
-    data = bytearray(content.read_bytes())
-    data[5 * 32 * 1024] ^= 0xFF  # one damaged piece
-    content.write_bytes(bytes(data))
+    meta = _on_disk_but_one_piece(tmp_path, 5)
     async with asyncio.timeout(30):
         async with running_daemon(tmp_path, check_slots=0) as (daemon, client):
             tid = await client.add(meta, paused=True)
