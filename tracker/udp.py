@@ -30,10 +30,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from torrent.errors import RemoteProtocolError
-from torrent.proto.tracker_codec import (
+from torrent.proto.tracker_codec import AnnounceEvent
+from torrent.proto.tracker_codec_udp import (
     UDP_ANNOUNCE_SIZE,
     UDP_PROTOCOL_ID,
-    AnnounceEvent,
     UdpAction,
     UdpScrapeRequest,
     decode_udp_request,
@@ -57,7 +57,7 @@ _ANNOUNCE_HEAD = struct.Struct(">IIIII")
 _ACTION_TXID = struct.Struct(">II")
 _SCRAPE_ENTRY = struct.Struct(">III")
 _ERROR = int(UdpAction.ERROR)
-#: A BEP 15 announce as ``tracker_codec.unpack_udp_announce`` reads it; the hot path
+#: A BEP 15 announce as ``tracker_codec_udp.unpack_udp_announce`` reads it; the hot path
 #: (:meth:`UdpTracker._announce_fast`) unpacks it itself and leaves every packet it
 #: does not like to the general path, which checks it with the codec.
 _ANNOUNCE = struct.Struct(">QII20s20sQQQIIIi2s")

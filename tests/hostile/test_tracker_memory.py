@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.test_tracker_udp import Client
 from torrent.proto import bencoding
-from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from torrent.proto.tracker_codec import AnnounceEvent
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
@@ -99,7 +99,7 @@ async def test_a_full_tracker_answers_with_a_failure_reason_on_http_and_udp(
             async with http.get(announce_url(small_tracker.http_port, b"\x09" * 20, 9)) as resp:
                 assert bencoding.decode(await resp.read()) == {b"failure reason": TRACKER_FULL.encode()}
             answer = await udp.announce(9, info_hash=b"\x08" * 20)
-            assert isinstance(answer, tc.UdpError)
+            assert isinstance(answer, tcu.UdpError)
             assert answer.message == TRACKER_FULL
             async with http.get(f"http://127.0.0.1:{small_tracker.http_port}/metrics") as resp:
                 metrics = await resp.text()
@@ -113,7 +113,7 @@ async def test_udp_and_http_both_refuse_port_0(small_tracker: TrackerServer) -> 
     udp = Client("127.0.0.1", small_tracker.udp_port)
     try:
         answer = await udp.announce(1, port=0)
-        assert isinstance(answer, tc.UdpError)
+        assert isinstance(answer, tcu.UdpError)
         assert answer.message == "bad port"
         url = announce_url(small_tracker.http_port, b"\x01" * 20, 1, udp_port=0)
         async with aiohttp.ClientSession() as http, http.get(url) as resp:

@@ -13,6 +13,7 @@ from tests.http_clients import KINDS, http_client
 from torrent.engine.tracker_client import HttpTracker, TrackerTiers, UdpTracker
 from torrent.errors import TrackerError
 from torrent.proto import tracker_codec as codec
+from torrent.proto import tracker_codec_udp as udp_codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse, PeerAddress
 from torrent.types import InfoHash, PeerId
 
@@ -125,22 +126,22 @@ class _UdpTrackerServer(asyncio.DatagramProtocol):
         if self.drop:
             self.drop -= 1
             return
-        req = codec.decode_udp_request(data)
-        if isinstance(req, codec.UdpConnectRequest):
+        req = udp_codec.decode_udp_request(data)
+        if isinstance(req, udp_codec.UdpConnectRequest):
             self.connects += 1
-            out: codec.UdpResponse = codec.UdpConnectResponse(req.transaction_id, 0x1234)
-        elif isinstance(req, codec.UdpAnnounceRequest):
+            out: udp_codec.UdpResponse = udp_codec.UdpConnectResponse(req.transaction_id, 0x1234)
+        elif isinstance(req, udp_codec.UdpAnnounceRequest):
             assert req.connection_id == 0x1234
             self.announces.append(req.announce)
-            out = codec.UdpAnnounceResponse(
+            out = udp_codec.UdpAnnounceResponse(
                 req.transaction_id,
                 AnnounceResponse(
                     interval=120, peers=(PeerAddress("127.0.0.2", 9000),), complete=1, incomplete=2
                 ),
             )
         else:
-            out = codec.UdpError(req.transaction_id, "no scrape")
-        self.transport.sendto(codec.encode_udp_response(out), addr)
+            out = udp_codec.UdpError(req.transaction_id, "no scrape")
+        self.transport.sendto(udp_codec.encode_udp_response(out), addr)
 
 
 async def test_udp_announce_retries_and_reuses_the_connection_id() -> None:

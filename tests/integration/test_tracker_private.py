@@ -16,6 +16,7 @@ import pytest
 from cli.main import main as cli_main
 from torrent.proto import bencoding
 from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from torrent.types import InfoHash
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
@@ -77,14 +78,14 @@ async def announce(
         return result
 
 
-async def udp_announce(port: int, passkey: str, n: int, ih: bytes = IH) -> tc.UdpResponse:
+async def udp_announce(port: int, passkey: str, n: int, ih: bytes = IH) -> tcu.UdpResponse:
     c = Client("127.0.0.1", port)
     try:
         conn = await c.connect()
         req = tc.AnnounceRequest(info_hash=ih, peer_id=pid(n), port=6000 + n, left=5, key=n)  # type: ignore[arg-type]
-        packet = tc.encode_udp_request(tc.UdpAnnounceRequest(conn, 77, req))
-        reply = await c.raw(packet + tc.encode_udp_url_data(f"/{passkey}/announce".encode()))
-        return tc.decode_udp_response(reply, ipv6=False)
+        packet = tcu.encode_udp_request(tcu.UdpAnnounceRequest(conn, 77, req))
+        reply = await c.raw(packet + tcu.encode_udp_url_data(f"/{passkey}/announce".encode()))
+        return tcu.decode_udp_response(reply, ipv6=False)
     finally:
         c.close()
 
@@ -104,7 +105,7 @@ async def test_passkeys_over_http_and_udp(db_url: str, http: aiohttp.ClientSessi
         unregistered = await announce(http, srv.http_port, alice, 1, ih=b"z" * 20)
         assert b"not registered" in unregistered[b"failure reason"]
         resp = await udp_announce(srv.udp_port, bob, 2)
-        assert isinstance(resp, tc.UdpAnnounceResponse), resp
+        assert isinstance(resp, tcu.UdpAnnounceResponse), resp
         assert resp.announce.incomplete == 2
         # revoke bob: the running tracker sees it at its next poll
         admin(db_url, "user", "revoke", "bob")
@@ -120,7 +121,7 @@ async def test_passkeys_over_http_and_udp(db_url: str, http: aiohttp.ClientSessi
         else:
             pytest.fail("revoked passkey still accepted")
         resp = await udp_announce(srv.udp_port, bob, 2)
-        assert isinstance(resp, tc.UdpError)
+        assert isinstance(resp, tcu.UdpError)
         assert resp.message == UNKNOWN_PASSKEY
         # scrape takes the passkey too
         async with http.get(
@@ -218,8 +219,8 @@ async def test_private_scrapes_show_registered_torrents_only(
         c = Client("127.0.0.1", srv.udp_port)
         try:
             conn = await c.connect()
-            reply = await c.send(tc.UdpScrapeRequest(conn, 5, (InfoHash(IH),)))
+            reply = await c.send(tcu.UdpScrapeRequest(conn, 5, (InfoHash(IH),)))
         finally:
             c.close()
-        assert isinstance(reply, tc.UdpError)
+        assert isinstance(reply, tcu.UdpError)
         assert reply.message == UDP_SCRAPE_REFUSED

@@ -12,6 +12,7 @@ import pytest
 
 from tests.ipv6 import needs_ipv6
 from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from torrent.types import InfoHash
 from tracker.server import TrackerServer
 from tracker.settings import TrackerSettings
@@ -45,17 +46,17 @@ class Client:
             reply, _ = await asyncio.get_running_loop().sock_recvfrom(self.sock, 65536)
         return reply
 
-    async def send(self, packet: tc.UdpRequest) -> tc.UdpResponse:
-        reply = await self.raw(tc.encode_udp_request(packet))
-        return tc.decode_udp_response(reply, ipv6=self.ipv6)
+    async def send(self, packet: tcu.UdpRequest) -> tcu.UdpResponse:
+        reply = await self.raw(tcu.encode_udp_request(packet))
+        return tcu.decode_udp_response(reply, ipv6=self.ipv6)
 
     async def connect(self, txid: int = 1) -> int:
-        resp = await self.send(tc.UdpConnectRequest(txid))
-        assert isinstance(resp, tc.UdpConnectResponse)
+        resp = await self.send(tcu.UdpConnectRequest(txid))
+        assert isinstance(resp, tcu.UdpConnectResponse)
         assert resp.transaction_id == txid
         return resp.connection_id
 
-    async def announce(self, n: int, **kw: object) -> tc.UdpResponse:
+    async def announce(self, n: int, **kw: object) -> tcu.UdpResponse:
         conn = await self.connect()
         fields: dict[str, object] = {
             "info_hash": IH,
@@ -65,7 +66,7 @@ class Client:
             "key": n,
         }
         fields.update(kw)
-        return await self.send(tc.UdpAnnounceRequest(conn, 77, tc.AnnounceRequest(**fields)))  # type: ignore[arg-type]
+        return await self.send(tcu.UdpAnnounceRequest(conn, 77, tc.AnnounceRequest(**fields)))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.sock.close()
@@ -90,22 +91,22 @@ async def client(server: TrackerServer) -> AsyncIterator[Client]:
 
 async def test_connect_announce_scrape(server: TrackerServer, client: Client) -> None:
     r1 = await client.announce(1, event=tc.AnnounceEvent.STARTED)
-    assert r1 == tc.UdpAnnounceResponse(
+    assert r1 == tcu.UdpAnnounceResponse(
         77, tc.AnnounceResponse(interval=900, peers=(), complete=0, incomplete=1)
     )
     r2 = await client.announce(2, left=0, event=tc.AnnounceEvent.COMPLETED, numwant=10)
-    assert isinstance(r2, tc.UdpAnnounceResponse)
+    assert isinstance(r2, tcu.UdpAnnounceResponse)
     assert r2.announce.peers == (tc.PeerAddress("127.0.0.1", 6001),)
     assert (r2.announce.complete, r2.announce.incomplete) == (1, 1)
     conn = await client.connect()
     resp = await client.send(
-        tc.UdpScrapeRequest(conn, 5, (IH, InfoHash(b"\x01" * 20), InfoHash(b"\x02" * 20)))
+        tcu.UdpScrapeRequest(conn, 5, (IH, InfoHash(b"\x01" * 20), InfoHash(b"\x02" * 20)))
     )
-    assert resp == tc.UdpScrapeResponse(
+    assert resp == tcu.UdpScrapeResponse(
         5, (tc.ScrapeStats(1, 1, 1), tc.ScrapeStats(0, 0, 0), tc.ScrapeStats(0, 0, 0))
     )
     r3 = await client.announce(1, event=tc.AnnounceEvent.STOPPED)
-    assert isinstance(r3, tc.UdpAnnounceResponse)
+    assert isinstance(r3, tcu.UdpAnnounceResponse)
     assert r3.announce.incomplete == 0
     assert r3.announce.peers == ()
     assert server.service.counters.udp_announces == 3
@@ -116,23 +117,23 @@ async def test_numwant_zero_and_default(server: TrackerServer, client: Client) -
     for n in range(5):
         await client.announce(n)
     r = await client.announce(9, numwant=0)
-    assert isinstance(r, tc.UdpAnnounceResponse)
+    assert isinstance(r, tcu.UdpAnnounceResponse)
     assert r.announce.peers == ()
     r = await client.announce(9, numwant=None)
-    assert isinstance(r, tc.UdpAnnounceResponse)
+    assert isinstance(r, tcu.UdpAnnounceResponse)
     assert len(r.announce.peers) == 5
 
 
 async def test_bad_connection_id_gets_an_error(server: TrackerServer, client: Client) -> None:
     req = tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1)  # type: ignore[arg-type]
-    resp = await client.send(tc.UdpAnnounceRequest(12345, 9, req))
-    assert resp == tc.UdpError(9, "bad or expired connection id")
+    resp = await client.send(tcu.UdpAnnounceRequest(12345, 9, req))
+    assert resp == tcu.UdpError(9, "bad or expired connection id")
     assert server.service.counters.udp_bad_connection_id == 1
 
 
 async def test_not_allowed(server: TrackerServer, client: Client) -> None:
     resp = await client.announce(1, info_hash=b"\x09" * 20)
-    assert resp == tc.UdpError(77, "torrent not allowed")
+    assert resp == tcu.UdpError(77, "torrent not allowed")
 
 
 async def test_malformed_packets_are_dropped_or_refused_and_counted(
@@ -156,22 +157,22 @@ async def test_malformed_packets_are_dropped_or_refused_and_counted(
     assert b"20-byte hashes" in reply
     reply = await client.raw(struct.pack(">QII", conn, 2, 6) + IH * 75)
     assert b"more than 74" in reply
-    announce = tc.encode_udp_request(
-        tc.UdpAnnounceRequest(conn, 8, tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1))  # type: ignore[arg-type]
+    announce = tcu.encode_udp_request(
+        tcu.UdpAnnounceRequest(conn, 8, tc.AnnounceRequest(info_hash=IH, peer_id=pid(1), port=1))  # type: ignore[arg-type]
     )
     bad_event = announce[:80] + struct.pack(">I", 9) + announce[84:]
     reply = await client.raw(bad_event)
     assert b"bad event" in reply
     assert c.udp_dropped_malformed == 6
     # and it still serves
-    assert isinstance(await client.announce(1), tc.UdpAnnounceResponse)
+    assert isinstance(await client.announce(1), tcu.UdpAnnounceResponse)
 
 
 async def test_scrape_of_74_hashes(server: TrackerServer, client: Client) -> None:
     conn = await client.connect()
     hashes = tuple(bytes([i]) * 20 for i in range(74))
-    resp = await client.send(tc.UdpScrapeRequest(conn, 1, hashes))  # type: ignore[arg-type]
-    assert isinstance(resp, tc.UdpScrapeResponse)
+    resp = await client.send(tcu.UdpScrapeRequest(conn, 1, hashes))  # type: ignore[arg-type]
+    assert isinstance(resp, tcu.UdpScrapeResponse)
     assert len(resp.stats) == 74
 
 
@@ -201,14 +202,14 @@ async def test_ipv6_announce_gets_18_byte_peers() -> None:
             await c6.announce(2)
             await c4.announce(3)
             r = await c6.announce(4)
-            assert isinstance(r, tc.UdpAnnounceResponse)
+            assert isinstance(r, tcu.UdpAnnounceResponse)
             assert sorted(r.announce.peers, key=lambda p: p.port) == [
                 tc.PeerAddress("::1", 6001),
                 tc.PeerAddress("::1", 6002),
             ]
             assert (r.announce.incomplete, r.announce.complete) == (4, 0)
             r = await c4.announce(5)
-            assert isinstance(r, tc.UdpAnnounceResponse)
+            assert isinstance(r, tcu.UdpAnnounceResponse)
             assert r.announce.peers == (tc.PeerAddress("127.0.0.1", 6003),)
         finally:
             c6.close()
@@ -225,13 +226,13 @@ async def test_udp_over_the_redis_store_and_redis_down(redis_server: RedisServer
         try:
             await c.announce(1)
             r = await c.announce(2)
-            assert isinstance(r, tc.UdpAnnounceResponse)
+            assert isinstance(r, tcu.UdpAnnounceResponse)
             assert r.announce.peers == (tc.PeerAddress("127.0.0.1", 6001),)
             conn = await c.connect()
-            s = await c.send(tc.UdpScrapeRequest(conn, 3, (IH,)))
-            assert s == tc.UdpScrapeResponse(3, (tc.ScrapeStats(0, 0, 2),))
+            s = await c.send(tcu.UdpScrapeRequest(conn, 3, (IH,)))
+            assert s == tcu.UdpScrapeResponse(3, (tc.ScrapeStats(0, 0, 2),))
             redis_server.stop()
-            assert await c.announce(3) == tc.UdpError(77, "tracker store unavailable")
+            assert await c.announce(3) == tcu.UdpError(77, "tracker store unavailable")
             assert srv.service.counters.failures_store_unavailable == 1
         finally:
             c.close()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from torrent.errors import RemoteProtocolError, TrackerError
 from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from torrent.types import InfoHash, PeerId
 
 b20 = st.binary(min_size=20, max_size=20)
@@ -45,10 +46,10 @@ def test_http_query_round_trip(req: tc.AnnounceRequest) -> None:
 
 @given(announce_requests(udp=True), st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1))
 def test_udp_announce_round_trip(req: tc.AnnounceRequest, conn: int, txid: int) -> None:
-    packet = tc.UdpAnnounceRequest(conn, txid, req)
-    raw = tc.encode_udp_request(packet)
-    assert tc.decode_udp_request(raw) == packet
-    assert tc.encode_udp_request(tc.decode_udp_request(raw)) == raw  # type: ignore[arg-type]
+    packet = tcu.UdpAnnounceRequest(conn, txid, req)
+    raw = tcu.encode_udp_request(packet)
+    assert tcu.decode_udp_request(raw) == packet
+    assert tcu.encode_udp_request(tcu.decode_udp_request(raw)) == raw  # type: ignore[arg-type]
 
 
 peers4 = st.builds(tc.PeerAddress, ipv4, st.integers(0, 65535))
@@ -119,9 +120,9 @@ def test_udp_response_round_trip(peers: list[tc.PeerAddress], six: bool, txid: i
     if six:
         peers = [tc.PeerAddress("2001:db8::" + p.ip.replace(".", ":"), p.port) for p in peers]
     a = tc.AnnounceResponse(interval=60, peers=tuple(peers), complete=1, incomplete=2)
-    raw = tc.encode_udp_response(tc.UdpAnnounceResponse(txid, a), ipv6=six)
-    back = tc.decode_udp_response(raw, ipv6=six)
-    assert isinstance(back, tc.UdpAnnounceResponse)
+    raw = tcu.encode_udp_response(tcu.UdpAnnounceResponse(txid, a), ipv6=six)
+    back = tcu.decode_udp_response(raw, ipv6=six)
+    assert isinstance(back, tcu.UdpAnnounceResponse)
     assert [(p.ip, p.port) for p in back.announce.peers] == [
         (str(ipaddress.ip_address(p.ip)), p.port) for p in peers
     ]
@@ -156,11 +157,11 @@ def test_random_response_bytes_raise_only_our_errors(raw: bytes) -> None:
 @given(st.binary(max_size=200), st.booleans())
 def test_random_udp_bytes_raise_only_our_errors(raw: bytes, six: bool) -> None:
     try:
-        tc.decode_udp_request(raw)
+        tcu.decode_udp_request(raw)
     except RemoteProtocolError:
         pass
     try:
-        tc.decode_udp_response(raw, ipv6=six)
+        tcu.decode_udp_response(raw, ipv6=six)
     except RemoteProtocolError:
         pass
 

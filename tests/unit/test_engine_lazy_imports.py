@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.processes import last_line_of
 from torrent.engine import peer
-from torrent.proto import bencoding, tracker_codec, tracker_codec_udp, ut_metadata
+from torrent.proto import bencoding, ut_metadata
 
 #: Modules that only a running DHT node or uTP socket needs.
 ON_DEMAND = (
@@ -91,14 +91,6 @@ def test_a_plain_download_imports_only_what_it_uses(tmp_path: Path) -> None:
         f"print('EXIT', code, 'LOADED', sorted(m for m in {NOT_FOR_A_PLAIN_DOWNLOAD!r} if m in sys.modules))\n"
     )
     assert last_line_of(script) == "EXIT 1 LOADED []"
-
-
-def test_the_tracker_codec_serves_every_udp_name() -> None:
-    # tracker_codec lists the names it loads from tracker_codec_udp on first use.
-    assert set(tracker_codec_udp.__all__) == tracker_codec._UDP_NAMES
-    assert set(tracker_codec_udp.__all__) <= set(tracker_codec.__all__)
-    for name in tracker_codec_udp.__all__:
-        assert getattr(tracker_codec, name) is getattr(tracker_codec_udp, name)
 
 
 def test_the_peer_offers_bep_9_under_its_name() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from torrent.errors import LocalProtocolError, RemoteProtocolError, TrackerError
 from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from torrent.types import InfoHash
 
 IH = bytes(range(20))  # includes bytes that must be percent-encoded
@@ -221,30 +222,30 @@ def test_scrape_response_round_trip() -> None:
 
 
 def test_udp_connect_exact_bytes() -> None:
-    raw = tc.encode_udp_request(tc.UdpConnectRequest(0x01020304))
+    raw = tcu.encode_udp_request(tcu.UdpConnectRequest(0x01020304))
     assert raw == bytes.fromhex("00000417271019800000000001020304")
-    assert tc.decode_udp_request(raw) == tc.UdpConnectRequest(0x01020304)
-    resp = tc.encode_udp_response(tc.UdpConnectResponse(5, 0x1122334455667788))
+    assert tcu.decode_udp_request(raw) == tcu.UdpConnectRequest(0x01020304)
+    resp = tcu.encode_udp_response(tcu.UdpConnectResponse(5, 0x1122334455667788))
     assert resp == bytes.fromhex("00000000000000051122334455667788")
-    assert tc.decode_udp_response(resp) == tc.UdpConnectResponse(5, 0x1122334455667788)
+    assert tcu.decode_udp_response(resp) == tcu.UdpConnectResponse(5, 0x1122334455667788)
 
 
 def test_udp_connect_needs_magic() -> None:
     with pytest.raises(RemoteProtocolError, match="protocol id"):
-        tc.decode_udp_request(bytes(16))
+        tcu.decode_udp_request(bytes(16))
 
 
 def test_udp_announce_request_layout() -> None:
     req = _req(event=tc.AnnounceEvent.STOPPED, uploaded=5, downloaded=6, ip="1.2.3.4", key=9, numwant=None)
-    raw = tc.encode_udp_request(tc.UdpAnnounceRequest(77, 88, req))
+    raw = tcu.encode_udp_request(tcu.UdpAnnounceRequest(77, 88, req))
     assert len(raw) == 98
     assert raw[:16] == struct.pack(">QII", 77, 1, 88)
     assert raw[16:36] == IH
     assert raw[36:56] == PID
     assert raw[56:80] == struct.pack(">QQQ", 6, 100, 5)
     assert raw[80:] == struct.pack(">IIIiH", 3, 0x01020304, 9, -1, 6881)
-    back = tc.decode_udp_request(raw + b"\x02\x05/path")  # BEP 41 options are ignored
-    assert back == tc.UdpAnnounceRequest(
+    back = tcu.decode_udp_request(raw + b"\x02\x05/path")  # BEP 41 options are ignored
+    assert back == tcu.UdpAnnounceRequest(
         77,
         88,
         _req(event=tc.AnnounceEvent.STOPPED, uploaded=5, downloaded=6, ip="1.2.3.4", key=9, numwant=None),
@@ -255,41 +256,41 @@ def test_udp_announce_response_v4_and_v6() -> None:
     peers4 = (tc.PeerAddress("10.1.2.3", 6881),)
     peers6 = (tc.PeerAddress("2001:db8::1", 51413),)
     a4 = tc.AnnounceResponse(interval=1800, peers=peers4, complete=2, incomplete=7)
-    raw4 = tc.encode_udp_response(tc.UdpAnnounceResponse(3, a4))
+    raw4 = tcu.encode_udp_response(tcu.UdpAnnounceResponse(3, a4))
     assert raw4 == struct.pack(">IIIII", 1, 3, 1800, 7, 2) + bytes([10, 1, 2, 3, 0x1A, 0xE1])
-    assert tc.decode_udp_response(raw4) == tc.UdpAnnounceResponse(3, a4)
+    assert tcu.decode_udp_response(raw4) == tcu.UdpAnnounceResponse(3, a4)
     a6 = tc.AnnounceResponse(interval=1800, peers=peers6, complete=0, incomplete=1)
-    raw6 = tc.encode_udp_response(tc.UdpAnnounceResponse(3, a6), ipv6=True)
+    raw6 = tcu.encode_udp_response(tcu.UdpAnnounceResponse(3, a6), ipv6=True)
     assert len(raw6) == 20 + 18
-    assert tc.decode_udp_response(raw6, ipv6=True) == tc.UdpAnnounceResponse(3, a6)
+    assert tcu.decode_udp_response(raw6, ipv6=True) == tcu.UdpAnnounceResponse(3, a6)
     with pytest.raises(RemoteProtocolError):
-        tc.decode_udp_response(raw6 + b"\x00")
+        tcu.decode_udp_response(raw6 + b"\x00")
 
 
 def test_udp_scrape() -> None:
     hashes = tuple(bytes([i]) * 20 for i in range(74))
-    raw = tc.encode_udp_request(tc.UdpScrapeRequest(1, 2, hashes))  # type: ignore[arg-type]
+    raw = tcu.encode_udp_request(tcu.UdpScrapeRequest(1, 2, hashes))  # type: ignore[arg-type]
     assert len(raw) == 16 + 74 * 20
-    assert tc.decode_udp_request(raw) == tc.UdpScrapeRequest(1, 2, hashes)  # type: ignore[arg-type]
+    assert tcu.decode_udp_request(raw) == tcu.UdpScrapeRequest(1, 2, hashes)  # type: ignore[arg-type]
     with pytest.raises(RemoteProtocolError, match="more than 74"):
-        tc.decode_udp_request(raw + IH)
+        tcu.decode_udp_request(raw + IH)
     with pytest.raises(LocalProtocolError):
-        tc.encode_udp_request(tc.UdpScrapeRequest(1, 2, (*hashes, IH)))  # type: ignore[arg-type]
+        tcu.encode_udp_request(tcu.UdpScrapeRequest(1, 2, (*hashes, IH)))  # type: ignore[arg-type]
     with pytest.raises(RemoteProtocolError, match="20-byte"):
-        tc.decode_udp_request(raw[:-1])
+        tcu.decode_udp_request(raw[:-1])
     stats = (tc.ScrapeStats(1, 2, 3), tc.ScrapeStats(4, 5, 6))
-    out = tc.encode_udp_response(tc.UdpScrapeResponse(9, stats))
+    out = tcu.encode_udp_response(tcu.UdpScrapeResponse(9, stats))
     assert out == struct.pack(">II", 2, 9) + struct.pack(">IIIIII", 1, 2, 3, 4, 5, 6)
-    assert tc.decode_udp_response(out) == tc.UdpScrapeResponse(9, stats)
+    assert tcu.decode_udp_response(out) == tcu.UdpScrapeResponse(9, stats)
 
 
 def test_udp_error_and_garbage() -> None:
-    raw = tc.encode_udp_response(tc.UdpError(4, "bad connection id"))
+    raw = tcu.encode_udp_response(tcu.UdpError(4, "bad connection id"))
     assert raw == struct.pack(">II", 3, 4) + b"bad connection id"
-    assert tc.decode_udp_response(raw) == tc.UdpError(4, "bad connection id")
+    assert tcu.decode_udp_response(raw) == tcu.UdpError(4, "bad connection id")
     for bad in (b"", b"\x00" * 15, struct.pack(">QII", 1, 9, 0), struct.pack(">QII", 1, 1, 0) + b"x"):
         with pytest.raises(RemoteProtocolError):
-            tc.decode_udp_request(bad)
+            tcu.decode_udp_request(bad)
     for bad in (b"", b"\x00" * 7, struct.pack(">II", 0, 0), struct.pack(">II", 7, 0)):
         with pytest.raises(RemoteProtocolError):
-            tc.decode_udp_response(bad)
+            tcu.decode_udp_response(bad)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from torrent.proto import tracker_codec as tc
+from torrent.proto import tracker_codec_udp as tcu
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 from tracker.store import AnnounceResult, MemoryStore, PeerAnnounce
@@ -66,7 +66,7 @@ def packets(ids: ConnectionIds) -> list[tuple[bytes, Any]]:
         elif kind == 5:
             data = data[:90]
         elif kind == 6:
-            data = struct.pack(">QII", tc.UDP_PROTOCOL_ID, 0, txid)
+            data = struct.pack(">QII", tcu.UDP_PROTOCOL_ID, 0, txid)
         elif kind == 7:
             data = data[:8] + struct.pack(">I", 5) + data[12:]  # unknown action
         elif kind == 8:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from torrent.errors import RemoteProtocolError
-from torrent.proto.tracker_codec import encode_udp_url_data, parse_udp_url_data
+from torrent.proto.tracker_codec_udp import encode_udp_url_data, parse_udp_url_data
 from tracker.users import TOO_MANY_IPS, Accounting, PrivateRules, PrivateTracker, Tally, passkey_from_path
 
 IH = b"i" * 20

@@ -26,13 +26,16 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urljoin, urlsplit
 
 from torrent.engine.http_client import REDIRECT_STATUSES, BodyTooLarge, HttpClient, HttpError, wire_url
 from torrent.errors import ProtocolError, TrackerError
 from torrent.proto import tracker_codec as codec
 from torrent.proto.tracker_codec import AnnounceEvent, AnnounceRequest, AnnounceResponse
+
+if TYPE_CHECKING:  # BEP 15's codec loads with the first UDP tracker (UdpTracker)
+    from torrent.proto import tracker_codec_udp as udp_codec
 
 __all__ = [
     "AnnounceEvent",
@@ -180,6 +183,9 @@ class UdpTracker:
         self._connection_id: int | None = None
         self._connected_at = 0.0
         self._lock = asyncio.Lock()
+        from torrent.proto import tracker_codec_udp
+
+        self._codec = tracker_codec_udp
 
     async def _open(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -196,7 +202,7 @@ class UdpTracker:
         self._transport = transport
         self._endpoint = endpoint
 
-    async def _exchange(self, build: object) -> codec.UdpResponse:
+    async def _exchange(self, build: object) -> udp_codec.UdpResponse:
         """Send a request (rebuilt per attempt with a fresh transaction id) and wait for
         its answer, retransmitting on the BEP 15 schedule."""
         assert self._transport is not None
@@ -207,7 +213,7 @@ class UdpTracker:
             packet = build(txid)  # type: ignore[operator]
             fut: asyncio.Future[bytes] = loop.create_future()
             self._endpoint.waiters[txid] = fut
-            self._transport.sendto(codec.encode_udp_request(packet))
+            self._transport.sendto(self._codec.encode_udp_request(packet))
             try:
                 async with asyncio.timeout(self._retry_base_s * 2**n):
                     data = await fut
@@ -218,10 +224,10 @@ class UdpTracker:
             finally:
                 self._endpoint.waiters.pop(txid, None)
             try:
-                resp = codec.decode_udp_response(data, ipv6=self._ipv6)
+                resp = self._codec.decode_udp_response(data, ipv6=self._ipv6)
             except ProtocolError as exc:
                 raise TrackerError(f"{self.url}: bad response: {exc}") from None
-            if isinstance(resp, codec.UdpError):
+            if isinstance(resp, self._codec.UdpError):
                 raise TrackerError(f"{self.url}: {resp.message}")
             return resp
         raise TrackerError(f"{self.url}: no answer after {self._max_retries + 1} attempts")
@@ -231,14 +237,14 @@ class UdpTracker:
             await self._open()
             now = time.monotonic()
             if self._connection_id is None or now - self._connected_at > UDP_CONNECTION_ID_TTL_S:
-                resp = await self._exchange(lambda txid: codec.UdpConnectRequest(txid))
-                if not isinstance(resp, codec.UdpConnectResponse):
+                resp = await self._exchange(lambda txid: self._codec.UdpConnectRequest(txid))
+                if not isinstance(resp, self._codec.UdpConnectResponse):
                     raise TrackerError(f"{self.url}: expected a connect response")
                 self._connection_id = resp.connection_id
                 self._connected_at = time.monotonic()
             conn_id = self._connection_id
-            resp = await self._exchange(lambda txid: codec.UdpAnnounceRequest(conn_id, txid, req))
-            if not isinstance(resp, codec.UdpAnnounceResponse):
+            resp = await self._exchange(lambda txid: self._codec.UdpAnnounceRequest(conn_id, txid, req))
+            if not isinstance(resp, self._codec.UdpAnnounceResponse):
                 # A stale connection id may be answered with an error; forget it.
                 self._connection_id = None
                 raise TrackerError(f"{self.url}: expected an announce response")

@@ -16,10 +16,9 @@ Covers:
 * BEP 24 ``external ip``.
 * BEP 48 scrape: query (one or many ``info_hash``) and the ``files`` response.
 * BEP 15 UDP: connect, announce (IPv4 and IPv6 response forms), scrape (at most 74
-  hashes) and error packets, requests and responses in both directions. These live in
-  :mod:`torrent.proto.tracker_codec_udp` and are imported with the first use of one of
-  their names here (``tracker_codec.UdpError``, ``from ... import UdpError``): a client
-  announcing over HTTP alone never creates their classes.
+  hashes) and error packets, requests and responses in both directions: in
+  :mod:`torrent.proto.tracker_codec_udp`, which a client announcing over HTTP alone never
+  imports.
 
 Left out: BEP 41 UDP options (trailing bytes after an announce are ignored), the
 ``supportcrypto``/``requirecrypto`` extensions and BEP 52 (v2) hashes.
@@ -37,7 +36,7 @@ import ipaddress
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit, urlunsplit
 
 from torrent.errors import BencodeError, LocalProtocolError, RemoteProtocolError, TrackerError
@@ -49,50 +48,30 @@ __all__ = [
     "MAX_QUERY_LENGTH",
     "MAX_UDP_SCRAPE_HASHES",
     "TRACKER_SCHEMES",
-    "UDP_ANNOUNCE_SIZE",
-    "UDP_PROTOCOL_ID",
     "AnnounceEvent",
     "AnnounceRequest",
     "AnnounceResponse",
     "PeerAddress",
     "ScrapeResponse",
     "ScrapeStats",
-    "UdpAction",
-    "UdpAnnounceFields",
-    "UdpAnnounceRequest",
-    "UdpAnnounceResponse",
-    "UdpConnectRequest",
-    "UdpConnectResponse",
-    "UdpError",
-    "UdpRequest",
-    "UdpResponse",
-    "UdpScrapeRequest",
-    "UdpScrapeResponse",
     "announce_url",
     "build_announce_query",
     "build_scrape_query",
     "decode_announce_response",
     "decode_compact_peers",
     "decode_scrape_response",
-    "decode_udp_request",
-    "decode_udp_response",
     "encode_announce_response",
     "encode_compact_announce",
     "encode_compact_peers",
     "encode_failure",
     "encode_scrape_response",
-    "encode_udp_request",
-    "encode_udp_response",
-    "encode_udp_url_data",
     "pack_ip",
     "parse_announce_query",
     "parse_query",
     "parse_scrape_query",
-    "parse_udp_url_data",
     "scrape_url",
     "tracker_url_problem",
     "unpack_ip",
-    "unpack_udp_announce",
 ]
 
 #: Longest query string we parse. A real announce is about 300 bytes; a scrape of 74
@@ -784,66 +763,3 @@ def decode_scrape_response(data: bytes) -> ScrapeResponse:
             incomplete=_opt_int(stats, b"incomplete") or 0,
         )
     return ScrapeResponse(out)
-
-
-# --------------------------------------------------------------------------- BEP 15 UDP
-
-#: The names :mod:`torrent.proto.tracker_codec_udp` exports (its ``__all__``), served from
-#: here on first use.
-_UDP_NAMES = frozenset(
-    {
-        "UDP_ANNOUNCE_SIZE",
-        "UDP_PROTOCOL_ID",
-        "UdpAction",
-        "UdpAnnounceRequest",
-        "UdpAnnounceResponse",
-        "UdpConnectRequest",
-        "UdpConnectResponse",
-        "UdpError",
-        "UdpScrapeRequest",
-        "UdpScrapeResponse",
-        "decode_udp_request",
-        "decode_udp_response",
-        "encode_udp_request",
-        "encode_udp_response",
-        "encode_udp_url_data",
-        "parse_udp_url_data",
-        "unpack_udp_announce",
-        "UdpAnnounceFields",
-        "UdpRequest",
-        "UdpResponse",
-    }
-)
-
-if TYPE_CHECKING:  # the same names for type checkers (re-exported: they are in __all__)
-    from torrent.proto.tracker_codec_udp import (
-        UDP_ANNOUNCE_SIZE,
-        UDP_PROTOCOL_ID,
-        UdpAction,
-        UdpAnnounceFields,
-        UdpAnnounceRequest,
-        UdpAnnounceResponse,
-        UdpConnectRequest,
-        UdpConnectResponse,
-        UdpError,
-        UdpRequest,
-        UdpResponse,
-        UdpScrapeRequest,
-        UdpScrapeResponse,
-        decode_udp_request,
-        decode_udp_response,
-        encode_udp_request,
-        encode_udp_response,
-        encode_udp_url_data,
-        parse_udp_url_data,
-        unpack_udp_announce,
-    )
-
-
-def __getattr__(name: str) -> object:
-    """The BEP 15 names, from :mod:`torrent.proto.tracker_codec_udp` (PEP 562)."""
-    if name in _UDP_NAMES:
-        from torrent.proto import tracker_codec_udp
-
-        return getattr(tracker_codec_udp, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,9 @@
 """Sans-IO BEP 15 UDP tracker packets: connect, announce, scrape and error.
 
 Split from :mod:`torrent.proto.tracker_codec`, which holds what HTTP and UDP share (the
-announce and scrape values, compact peers) and re-exports every name here on first use:
-a client whose trackers all speak HTTP, and a tracker with UDP off, never create these
-seven message classes (about 4 ms of a download's start-up). Import from either module.
+announce and scrape values, compact peers): a client whose trackers all speak HTTP, and a
+tracker with UDP off, never import this module and its seven message classes (about 4 ms
+of a download's start-up). The UDP tracker client imports it when it is made.
 
 Covers connect, announce (IPv4 and IPv6 response forms), scrape (at most
 :data:`~torrent.proto.tracker_codec.MAX_UDP_SCRAPE_HASHES` hashes) and error packets,
