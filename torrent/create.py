@@ -488,9 +488,8 @@ def make(
 
 class _Feed:
     """Hands the files a walk finds (in torrent order) to a hashing job while the walk
-    goes on; the piece length must be known. Call it with each file, or :meth:`many`
-    with each list of them; :attr:`job` is then the job that runs, if any, and
-    :meth:`finish` gives it the rest.
+    goes on; the piece length must be known. Call :meth:`many` with each list of them;
+    :attr:`job` is then the job that runs, if any, and :meth:`finish` gives it the rest.
 
     Worker processes are forked once the walk has found
     :data:`~torrent.create_hashing.PROCESS_MIN_BYTES`:
@@ -520,9 +519,6 @@ class _Feed:
             self.job.start()
         #: False when no job wants the files before the walk ends (one worker).
         self.feeds = self.job is not None or self.processes is not None
-
-    def __call__(self, f: SourceFile) -> None:
-        self.many([f])
 
     def many(self, files: list[SourceFile]) -> None:
         """Take ``files``, the next ones the walk found."""
