@@ -398,9 +398,11 @@ async def main_async(args: argparse.Namespace) -> None:
                     fig.rss.append(statistics.median(p.max_rss_mib for p in got.leechers))
                     fig.seed_cpu.append(got.seed.cpu_s / (gib * count))
                     walls = " ".join(f"{p.wall_s:.1f}" for p in got.leechers)
+                    kernel = statistics.median(p.sys_s / gib for p in got.leechers)
                     print(
                         f"run {run + 1} {label}: {fig.rates[-1]:.0f} MB/s (leechers' wall s: {walls}), "
-                        f"leecher {fig.cpu[-1]:.1f} CPU s/GiB, {fig.rss[-1]:.0f} MiB; "
+                        f"leecher {fig.cpu[-1]:.2f} CPU s/GiB ({kernel:.2f} in the kernel), "
+                        f"{fig.rss[-1]:.0f} MiB; "
                         f"seed {fig.seed_cpu[-1]:.1f} CPU s/GiB uploaded",
                         flush=True,
                     )

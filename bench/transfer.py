@@ -217,6 +217,7 @@ class Proc:
     started: float
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    sys_s: float = 0.0  # the kernel's part of cpu_s
     max_rss_mib: float = 0.0
     status: int = 0
 
@@ -255,6 +256,7 @@ async def reap(proc: Proc, timeout_s: float = TIMEOUT_S) -> Proc:
         if pid:
             proc.wall_s = time.monotonic() - proc.started
             proc.cpu_s = ru.ru_utime + ru.ru_stime
+            proc.sys_s = ru.ru_stime
             proc.max_rss_mib = hwm / 1024
             proc.status = os.waitstatus_to_exitcode(status)
             proc.popen.returncode = proc.status
