@@ -54,9 +54,9 @@ CHUNK_BYTES = 256 * 1024
 READ_AHEAD_BYTES = 64 * 1024 * 1024
 #: A file with no more than this left to hash gets no ``POSIX_FADV_WILLNEED``.
 ADVISE_MIN_BYTES = 1024 * 1024
-#: A v1 job reads a file this small whole into its buffer instead of mapping it: per
-#: file of 4 KiB, 8 against 15 us of CPU; of 16 KiB, 17 against 22; even at 64 KiB.
-READ_WHOLE_BYTES = 32 * 1024
+#: A v1 job reads a file this small whole into its buffer instead of mapping it (see
+#: :class:`_Reader`); as large as the buffer a chunk needs anyway.
+READ_WHOLE_BYTES = CHUNK_BYTES
 #: Most hashing threads a job starts, whatever it is asked for.
 MAX_THREADS = 64
 #: A payload at least this large is hashed in worker processes where they can run
@@ -787,17 +787,22 @@ class _Reader:
     missing or the file system cannot map a file, each chunk is read with ``preadv``
     into a buffer this reader owns (small enough to stay in the core's cache). Each
     mapping lives only while its part is hashed. A v1 job reads a file of up to
-    :data:`READ_WHOLE_BYTES` whole into that buffer instead: below about 64 KiB a
-    mapping's fixed cost (an ``fstat``, a ``dup``, ``mmap``, ``munmap``, a fault per
-    page-cache folio) is more than the copy's, and on 1 GiB in 5,000 files of 210 KiB
-    those calls cost 6 µs a file, beside open and close (3 µs) and the faults (9 µs).
+    :data:`READ_WHOLE_BYTES` whole into that buffer instead: a mapping's fixed cost
+    (an ``fstat``, a ``dup``, ``mmap``, ``munmap``, a fault per page-cache folio, and
+    a small file's folios are small) is more than the copy's. On 1 GiB in 5,000 files
+    of 210 KiB, reading them whole took the workers from 17,000 to 2,500 page faults
+    and the command from 0.65 to 0.61 CPU s (median of 9: 0.96x → 1.02x mktorrent);
+    on 12,000 files of 87 KiB from 0.80 to 0.69 s. One file of 1 GiB is still hashed
+    faster mapped (0.280 against 0.286 s).
 
     Why map: on a warm page cache with both cores busy, reading every chunk with
     ``preadv`` instead cost the whole ``pytorrent create`` of 1 GiB 0.90 s of CPU
     against 0.83 s mapped, and of 1 GiB in 5,000 files 1.05 against 0.93 s (medians of
     8, the difference in the kernel's copy); mktorrent's reads copy too. With worker
-    processes, ``preadv`` for parts of 256 KiB or less cost 0.86 against 0.84 s on 5,000
-    files, and ``MAP_POPULATE`` 0.87 against 0.85 s. The price: a file truncated by
+    processes, an earlier machine of the same kind measured ``preadv`` for parts of
+    256 KiB or less at 0.86 against 0.84 s on 5,000 files (where the machine above
+    measured the reverse, well outside its spread), and ``MAP_POPULATE`` at 0.87 against
+    0.85 s. The price: a file truncated by
     another program *while* its mapped part is hashed raises SIGBUS in the worker, which
     a :class:`ProcessHashJob` reports as a :class:`StorageError` naming the file, and
     which ends the whole process when the worker is a thread. One shorter than scanned

@@ -236,6 +236,7 @@ def test_scan_hands_the_files_over_in_order_each_and_a_list_at_a_time(tmp_path: 
         "no fadvise",
         "processes",
         "small files whole",
+        "small files mapped",
         "small files unmappable",
     ]
 )
@@ -245,13 +246,16 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     ``posix_fadvise`` (the others ask for read-ahead even on these small files), in
     worker processes (one piece per batch, so even these small payloads get two workers;
     the test fails if no worker process was started), and with a v1 job's small files
-    mapped whole, or refused by ``mmap`` (a file system that cannot map them)."""
+    read whole, mapped whole (none read), or refused by ``mmap`` (a file system that
+    cannot map them)."""
     import torrent.create_hashing as hashing
 
     if not request.param.startswith("small files"):
         monkeypatch.setattr(hashing, "ADVISE_MIN_BYTES", 0)
     if request.param.startswith("preadv"):
         monkeypatch.setattr(hashing, "_mmap", None)
+    if request.param in ("small files mapped", "small files unmappable"):
+        monkeypatch.setattr(hashing, "READ_WHOLE_BYTES", 0)
     if request.param == "small files unmappable":
 
         def refuse(*args: object) -> object:
