@@ -208,8 +208,11 @@ async def main_async(args: argparse.Namespace) -> None:
         async with seeded_swarm(work, size) as swarm:
             out = work / "out"
             summaries = {name: Summary() for name in ["libtorrent", *trees]}
+            contenders = ["libtorrent", *trees]
             for run in range(args.runs + 1):
-                for name in ["libtorrent", *trees]:
+                # Reversed every other run: a run's place in the sequence shows in its
+                # figures (see bench/leech_phases.py), so a fixed order favours one side.
+                for name in contenders if run % 2 == 0 else contenders[::-1]:
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir()
                     await asyncio.sleep(0.2)
@@ -229,7 +232,7 @@ async def main_async(args: argparse.Namespace) -> None:
                         for key, values in vars(summaries[name]).items():
                             values.extend(getattr(one, key))
                     if run == 0:
-                        break  # run 0 only warms the seed
+                        break  # run 0 only warms the seed (libtorrent goes first in it)
             shutil.rmtree(out, ignore_errors=True)
     print(f"\n{args.size_mib} MiB, medians of {args.runs}")
     print(
