@@ -153,24 +153,23 @@ async def main_async(args: argparse.Namespace) -> None:
             contenders: list[str | None] = [None, *trees]  # None: libtorrent
             for run in range(args.runs + 1):  # run 0 warms the seed and the page cache, untimed
                 for name in contenders if run % 2 == 0 else reversed(contenders):
-                    if name is not None:
+                    if name is None:
+                        out = work / "lt-out"
+                        shutil.rmtree(out, ignore_errors=True)
+                        out.mkdir()
+                        lt = await reap(
+                            spawn_lt("leech", swarm.torrent, out, free_port(), work / "lt.log"), TIMEOUT_S
+                        )
+                        shutil.rmtree(out, ignore_errors=True)
                         if run:
-                            root = trees[name]
-                            await asyncio.to_thread(
-                                time_download, root, swarm.torrent, work / "out", phases[name]
-                            )
-                            await asyncio.to_thread(time_fixed, root, lonely, work / "out", phases[name])
-                        continue
-                    out = work / "lt-out"
-                    shutil.rmtree(out, ignore_errors=True)
-                    out.mkdir()
-                    lt = await reap(
-                        spawn_lt("leech", swarm.torrent, out, free_port(), work / "lt.log"), TIMEOUT_S
-                    )
-                    shutil.rmtree(out, ignore_errors=True)
-                    if run:
-                        lt_cpu.append(lt.cpu_s)
-                        lt_wall.append(lt.wall_s)
+                            lt_cpu.append(lt.cpu_s)
+                            lt_wall.append(lt.wall_s)
+                    elif run:
+                        root = trees[name]
+                        await asyncio.to_thread(
+                            time_download, root, swarm.torrent, work / "out", phases[name]
+                        )
+                        await asyncio.to_thread(time_fixed, root, lonely, work / "out", phases[name])
                 if run:
                     print(f"run {run} done, load average {os.getloadavg()[0]:.1f}", flush=True)
     report(args, phases, lt_cpu, lt_wall)

@@ -800,14 +800,14 @@ class _Reader:
     against 0.83 s mapped, and of 1 GiB in 5,000 files 1.05 against 0.93 s (medians of
     8, the difference in the kernel's copy); mktorrent's reads copy too. With worker
     processes, an earlier machine of the same kind measured ``preadv`` for parts of
-    256 KiB or less at 0.86 against 0.84 s on 5,000 files (where the machine above
-    measured the reverse, well outside its spread), and ``MAP_POPULATE`` at 0.87 against
-    0.85 s. The price: a file truncated by
-    another program *while* its mapped part is hashed raises SIGBUS in the worker, which
-    a :class:`ProcessHashJob` reports as a :class:`StorageError` naming the file, and
-    which ends the whole process when the worker is a thread. One shorter than scanned
-    when its part is mapped (the common case: it changed since the walk) is a
-    :class:`StorageError` either way, as with ``preadv``.
+    256 KiB or less at 0.86 against 0.84 s on 5,000 files (where the runs above measured
+    the reverse, well outside their spread), and ``MAP_POPULATE`` at 0.87 against 0.85 s.
+    The price: a file truncated by another program *while* its mapped part is hashed
+    raises SIGBUS in the worker, which a :class:`ProcessHashJob` reports as a
+    :class:`StorageError` naming the file, and which ends the whole process when the
+    worker is a thread. One shorter than scanned when its part is mapped (the common
+    case: it changed since the walk) is a :class:`StorageError` either way, as with
+    ``preadv``.
 
     The kernel is asked to read each file ahead in :data:`READ_AHEAD_BYTES` stretches
     (``POSIX_FADV_WILLNEED``), so a cold cache is read in large requests.
